@@ -1,0 +1,54 @@
+#ifndef PIREC_CSV_H
+#define PIREC_CSV_H
+
+/* CSV rows built in caller memory, then pushed into a sink's ring (never written to a FILE*).
+ *
+ * Format: fields separated by ',', rows ended by '\n'. Integers are formatted without printf.
+ * Text fields are quoted with libcsv when they need it (comma, quote, CR, LF, leading or trailing
+ * space); UTF-8 passes through unchanged. A text field that begins with '=', '+', '-', '@', TAB, CR
+ * or a single quote is stored with one extra leading single quote, so spreadsheets do not evaluate it;
+ * readers recover the original by removing one leading quote from a text field that has one.
+ *
+ * A row builder never allocates. If the row outgrows its buffer, later appends are ignored and
+ * pirec_csv_row_end() returns -ENOSPC. Builders are used by one thread at a time.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pirec_sink;
+
+struct pirec_csv_row {
+  char *buf;
+  size_t cap;
+  size_t len;
+  int fields;
+  int overflow;
+};
+
+/* Starts a row in buf[0..cap). */
+void pirec_csv_row_begin(struct pirec_csv_row *row, char *buf, size_t cap);
+void pirec_csv_row_i64(struct pirec_csv_row *row, int64_t value);
+void pirec_csv_row_u64(struct pirec_csv_row *row, uint64_t value);
+/* An empty field (for example a device timestamp the source does not have). */
+void pirec_csv_row_empty(struct pirec_csv_row *row);
+/* A text field of len bytes (may contain NUL-free UTF-8, commas, quotes, newlines). */
+void pirec_csv_row_text(struct pirec_csv_row *row, const char *text, size_t len);
+/* A NUL-terminated text field. */
+void pirec_csv_row_str(struct pirec_csv_row *row, const char *text);
+/* A field written exactly as given, unquoted; for callers that formatted a number themselves. */
+void pirec_csv_row_raw(struct pirec_csv_row *row, const char *text, size_t len);
+/* Ends the row with '\n'. Returns its length in bytes, or -ENOSPC if it did not fit. */
+int pirec_csv_row_end(struct pirec_csv_row *row);
+
+/* Builds a header row from NULL-terminated column names into buf. Returns its length or -ENOSPC. */
+int pirec_csv_header(char *buf, size_t cap, const char *const *columns);
+
+/* Pushes a finished row into the sink (a copy; one push per row). Returns what pirec_sink_push
+ * returns, or -ENOSPC if the row overflowed (counted as a drop). */
+int pirec_csv_push(struct pirec_sink *sink, const struct pirec_csv_row *row);
+
+/* Reverses the formula guard for a parsed field: returns how many leading bytes to skip (0 or 1). */
+size_t pirec_csv_guard_len(const char *field, size_t len);
+
+#endif

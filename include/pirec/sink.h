@@ -1,0 +1,102 @@
+#ifndef PIREC_SINK_H
+#define PIREC_SINK_H
+
+/* A file sink: one ring drained into one file on a libuv loop.
+ *
+ * A producer thread (or the loop thread itself) pushes records; the loop takes them in batches and
+ * writes their payloads back to back with uv_fs_write and an iovec array, at explicit offsets, so
+ * up to max_writes_in_flight writes can run in libuv's threadpool at once. Space in the ring is
+ * released only when the write that covers it has completed, oldest first. fdatasync runs every
+ * fsync_interval_ms while data was written since the last one.
+ *
+ * Waking: a push wakes the loop through uv_async_send only when the bytes pushed since the loop last
+ * drained reach wake_bytes; otherwise a repeating timer drains every drain_interval_ms. Rows thus
+ * cost no system call on the producer side, and large frames are written at once.
+ *
+ * Errors: the first write, open or sync failure (EIO, ENOSPC, EFBIG, ...) puts the sink in an error
+ * state: later pushes fail with that error and count as drops, the error callback runs once on the
+ * loop thread, and everything written before stays in the file.
+ *
+ * Threads: pirec_sink_push/_reserve/_commit from exactly one producer thread at a time;
+ * pirec_sink_counters() from any thread; everything else on the loop thread.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct pirec_sink;
+
+struct pirec_sink_options {
+  size_t ring_bytes;             /* arena size; default 8 MiB */
+  size_t batch_bytes;            /* most payload bytes per write request; default 1 MiB */
+  unsigned max_writes_in_flight; /* default 2 */
+  unsigned fsync_interval_ms;    /* 0: never; default 1000 (use PIREC_SINK_FSYNC_NEVER for 0) */
+  size_t wake_bytes;             /* pushes wake the loop past this many pending bytes; default 64 KiB */
+  unsigned drain_interval_ms;    /* otherwise drained this often; default 10 */
+  int open_flags;                /* default O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC */
+  int mode;                      /* default 0644 */
+};
+
+/* Zero in an options field means "the default", so fsync "never" needs its own value. */
+#define PIREC_SINK_FSYNC_NEVER UINT32_MAX
+
+struct pirec_sink_counters {
+  uint64_t records;       /* records accepted into the ring */
+  uint64_t drops;         /* pushes refused: ring full, too large, or sink in error */
+  uint64_t bytes_written; /* bytes the kernel accepted into the file */
+  uint64_t writes;        /* write requests completed */
+  uint64_t syncs;         /* fdatasync calls completed */
+  size_t ring_used;       /* bytes waiting in the ring */
+  size_t ring_capacity;
+  int error;              /* 0, or the negative errno that stopped the sink */
+};
+
+/* Runs once on the loop thread when the sink enters the error state. */
+typedef void (*pirec_sink_error_cb)(struct pirec_sink *sink, int err, void *user);
+/* Runs once on the loop thread when close has finished; counters are final. The sink's memory is
+ * freed right after the callback returns. */
+typedef void (*pirec_sink_close_cb)(struct pirec_sink *sink, const struct pirec_sink_counters *final,
+                                    void *user);
+
+/* Fills opts with the defaults. */
+void pirec_sink_options_default(struct pirec_sink_options *opts);
+
+/* Creates a sink for path and starts opening it asynchronously; records pushed before the open
+ * completes wait in the ring. opts may be NULL for the defaults; on_error may be NULL.
+ * Returns 0 and *out, or a negative errno (invalid options, out of memory) and then nothing runs.
+ * An open failure is reported later through on_error. */
+int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_options *opts,
+                   pirec_sink_error_cb on_error, void *user, struct pirec_sink **out);
+
+/* Producer: copies a record into the ring and wakes the loop if due. Never blocks.
+ * Returns 0, -ENOBUFS (ring full), -EMSGSIZE (too large), or the sink's error; all but 0 count a
+ * drop. */
+int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len);
+
+/* Producer: zero-copy push; see pirec_ring_reserve/pirec_ring_commit. */
+int pirec_sink_reserve(struct pirec_sink *sink, size_t max_len, void **out);
+void pirec_sink_commit(struct pirec_sink *sink, size_t len);
+
+/* Counts a record dropped before it reached the sink (shows in drops). Producer thread. */
+void pirec_sink_count_drop(struct pirec_sink *sink);
+
+/* Loop thread: drains now instead of waiting for the timer. */
+void pirec_sink_flush(struct pirec_sink *sink);
+
+/* Test and benchmark hook: while held, the sink issues no new writes (records pile up in the ring
+ * and pushes start failing when it is full). Releasing resumes draining. Loop thread. */
+void pirec_sink_hold(struct pirec_sink *sink, int hold);
+
+/* Any thread: a consistent-enough snapshot of the counters. */
+void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counters *out);
+
+/* The path given at creation; valid until the sink is freed. */
+const char *pirec_sink_path(const struct pirec_sink *sink);
+
+/* Loop thread. Stops taking pushes, writes everything pushed before the call (a hold is lifted),
+ * runs a final fdatasync, closes the file and calls cb, then frees the sink. The producer must have
+ * stopped pushing before close is called. cb may be NULL. */
+void pirec_sink_close(struct pirec_sink *sink, pirec_sink_close_cb cb, void *user);
+
+#endif
