@@ -81,6 +81,7 @@ struct pirec_recorder_req {
 
   /* private */
   json_t *id;
+  json_t *msg;
   struct pirec_recorder *rec;
   struct pirec_recorder_req *next;
 };

@@ -1,0 +1,715 @@
+/* The recorder side of the controller protocol: JSON lines on stdin, replies on stdout. */
+#include "pirec/recorder.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pirec/clock.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+#ifdef PIREC_HAVE_LOOPLAG
+#include "pirec/looplag.h"
+#endif
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define DEFAULT_MAX_LINE (2u * 1024 * 1024)
+#define DEFAULT_MAX_OUT (4u * 1024 * 1024)
+#define READ_CHUNK 65536
+#define CLOSE_FLUSH_MS 2000
+#define LABEL_MAX 64
+
+union stream {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_pipe_t pipe;
+  uv_tty_t tty;
+};
+
+struct out_write {
+  uv_write_t req;
+  struct pirec_recorder *rec;
+  size_t len;
+  char data[];
+};
+
+struct pirec_recorder {
+  uv_loop_t *loop;
+  char *name;
+  struct pirec_recorder_ops ops;
+  void *user;
+  struct pirec_recorder_options opts;
+
+  union stream in;
+  union stream out;
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  uv_timer_t flush_timer;
+#ifdef PIREC_HAVE_LOOPLAG
+  struct pirec_looplag lag;
+#endif
+  int handles_open; /* handles initialised and not yet closed */
+
+  char read_buf[READ_CHUNK];
+  char *line;
+  size_t line_len;
+  size_t line_cap;
+  int discarding; /* inside an over-long line: drop bytes until the next newline */
+
+  int started;
+  int reading;
+  int recording;
+  int trial;
+  int quitting;
+  int closing;
+  int64_t start_mono_ns;
+  uint64_t flush_deadline;
+  int lag_open;
+  struct pirec_recorder_counters counters;
+  struct pirec_recorder_req *pending;
+  pirec_recorder_close_cb close_cb;
+};
+
+void pirec_recorder_options_default(struct pirec_recorder_options *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->in_fd = 0;
+  opts->out_fd = 1;
+  opts->max_line = DEFAULT_MAX_LINE;
+  opts->max_out_bytes = DEFAULT_MAX_OUT;
+  opts->handle_signals = 1;
+}
+
+int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops,
+                       void *user, const struct pirec_recorder_options *opts,
+                       struct pirec_recorder **out) {
+  *out = NULL;
+  if (!loop || !name || !*name || !ops || !ops->start || !ops->stop || !ops->quit) return -EINVAL;
+  struct pirec_recorder *rec = calloc(1, sizeof(*rec));
+  if (!rec) return -ENOMEM;
+  rec->name = strdup(name);
+  if (!rec->name) {
+    free(rec);
+    return -ENOMEM;
+  }
+  rec->loop = loop;
+  rec->ops = *ops;
+  rec->user = user;
+  if (opts) {
+    rec->opts = *opts;
+    if (!rec->opts.max_line) rec->opts.max_line = DEFAULT_MAX_LINE;
+    if (!rec->opts.max_out_bytes) rec->opts.max_out_bytes = DEFAULT_MAX_OUT;
+  } else {
+    pirec_recorder_options_default(&rec->opts);
+  }
+  *out = rec;
+  return 0;
+}
+
+void *pirec_recorder_user(const struct pirec_recorder *rec) { return rec->user; }
+const char *pirec_recorder_name(const struct pirec_recorder *rec) { return rec->name; }
+int pirec_recorder_recording(const struct pirec_recorder *rec) { return rec->recording; }
+int pirec_recorder_trial(const struct pirec_recorder *rec) { return rec->trial; }
+
+void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_recorder_counters *out) {
+  *out = rec->counters;
+}
+
+/* ---- output ---------------------------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status) {
+  struct out_write *w = container_of(req, struct out_write, req);
+  w->rec->counters.out_queued -= w->len;
+  free(w);
+}
+
+/* Serialises obj as one line and queues it; obj is always released. */
+static int send_json(struct pirec_recorder *rec, json_t *obj) {
+  if (!obj) return -ENOMEM;
+  if (!rec->started || rec->out.handle.type == UV_UNKNOWN_HANDLE || uv_is_closing(&rec->out.handle)) {
+    json_decref(obj);
+    rec->counters.replies_dropped++;
+    return -EPIPE;
+  }
+  char *text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
+  json_decref(obj);
+  if (!text) return -ENOMEM;
+  size_t len = strlen(text);
+  if (rec->counters.out_queued + len + 1 > rec->opts.max_out_bytes) {
+    /* The controller stopped reading: drop rather than grow without bound. */
+    free(text);
+    rec->counters.replies_dropped++;
+    return -ENOBUFS;
+  }
+  struct out_write *w = malloc(sizeof(*w) + len + 1);
+  if (!w) {
+    free(text);
+    return -ENOMEM;
+  }
+  memcpy(w->data, text, len);
+  w->data[len] = '\n';
+  free(text);
+  w->rec = rec;
+  w->len = len + 1;
+  uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
+  int err = uv_write(&w->req, &rec->out.stream, &buf, 1, on_write);
+  if (err < 0) {
+    free(w);
+    rec->counters.replies_dropped++;
+    return err;
+  }
+  rec->counters.out_queued += w->len;
+  rec->counters.replies++;
+  return 0;
+}
+
+static json_t *reply_object(struct pirec_recorder *rec, json_t *id, const char *reply) {
+  json_t *o = json_object();
+  if (!o) return NULL;
+  json_object_set(o, "id", id ? id : json_null());
+  json_object_set_new(o, "reply", json_string(reply));
+  json_object_set_new(o, "module", json_string(rec->name));
+  return o;
+}
+
+static int send_error(struct pirec_recorder *rec, json_t *id, const char *message) {
+  json_t *o = reply_object(rec, id, "error");
+  if (!o) return -ENOMEM;
+  /* Messages may quote bytes from a malformed line; jansson refuses invalid UTF-8, so fall back. */
+  json_t *m = json_string(message);
+  json_object_set_new(o, "message", m ? m : json_string("invalid command (message not UTF-8)"));
+  return send_json(rec, o);
+}
+
+int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *fields) {
+  json_t *o = fields && json_is_object(fields) ? fields : json_object();
+  if (fields && !json_is_object(fields)) json_decref(fields);
+  if (!o) return -ENOMEM;
+  json_object_set_new(o, "event", json_string(type));
+  json_object_set_new(o, "module", json_string(rec->name));
+  return send_json(rec, o);
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static void req_unlink(struct pirec_recorder_req *req) {
+  struct pirec_recorder_req **p = &req->rec->pending;
+  while (*p && *p != req) p = &(*p)->next;
+  if (*p) *p = req->next;
+}
+
+static void req_free(struct pirec_recorder_req *req) {
+  json_decref(req->id);
+  json_decref(req->msg);
+  json_decref(req->counters);
+  free(req);
+}
+
+static const char *success_word(enum pirec_recorder_cmd cmd) {
+  switch (cmd) {
+    case PIREC_RECORDER_START: return "started";
+    case PIREC_RECORDER_STOP: return "stopped";
+    case PIREC_RECORDER_STATUS: return "status";
+    case PIREC_RECORDER_NOTE: return "noted";
+    case PIREC_RECORDER_QUIT: return "bye";
+  }
+  return "ok";
+}
+
+static json_t *looplag_json(struct pirec_recorder *rec) {
+#ifdef PIREC_HAVE_LOOPLAG
+  struct pirec_looplag_stats st;
+  pirec_looplag_stats(&rec->lag, &st);
+  return json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
+                   (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
+                   (json_int_t)st.p99_ns);
+#else
+  (void)rec;
+  return json_null();
+#endif
+}
+
+int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message) {
+  struct pirec_recorder *rec = req->rec;
+  req_unlink(req);
+  int ret = 0;
+  if (status < 0) {
+    if (req->id || req->cmd != PIREC_RECORDER_QUIT)
+      ret = send_error(rec, req->id, message ? message : pirec_strerror(status));
+    req_free(req);
+    return ret;
+  }
+  if (req->cmd == PIREC_RECORDER_START) {
+    rec->recording = 1;
+    rec->trial = req->trial;
+  } else if (req->cmd == PIREC_RECORDER_STOP) {
+    rec->recording = 0;
+  }
+  /* A quit that came from a signal or the end of stdin has nobody to answer. */
+  if (req->cmd == PIREC_RECORDER_QUIT && !req->id) {
+    req_free(req);
+    return 0;
+  }
+  json_t *o = reply_object(rec, req->id, success_word(req->cmd));
+  if (!o) {
+    req_free(req);
+    return -ENOMEM;
+  }
+  if (req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP)
+    json_object_set_new(o, "trial", json_integer(req->trial ? req->trial : rec->trial));
+  if (req->cmd == PIREC_RECORDER_STATUS) {
+    json_object_set_new(o, "state", json_string(rec->recording ? "recording" : "idle"));
+    json_object_set_new(o, "trial", json_integer(rec->trial));
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "uptime_ns", json_integer(pirec_clock_mono_ns() - rec->start_mono_ns));
+    json_object_set(o, "counters", req->counters ? req->counters : json_object());
+    json_object_set_new(o, "looplag", looplag_json(rec));
+    json_object_set_new(o, "protocol",
+                        json_pack("{s:I,s:I,s:I,s:I}", "commands", (json_int_t)rec->counters.commands,
+                                  "bad_lines", (json_int_t)rec->counters.bad_lines, "replies",
+                                  (json_int_t)rec->counters.replies + 1, "replies_dropped",
+                                  (json_int_t)rec->counters.replies_dropped));
+  }
+  req_free(req);
+  return send_json(rec, o);
+}
+
+void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value) {
+  if (!req->counters) req->counters = json_object();
+  if (req->counters) json_object_set_new(req->counters, key, json_integer((json_int_t)value));
+}
+
+static struct pirec_recorder_req *req_new(struct pirec_recorder *rec, enum pirec_recorder_cmd cmd,
+                                          json_t *id, json_t *msg) {
+  struct pirec_recorder_req *req = calloc(1, sizeof(*req));
+  if (!req) return NULL;
+  req->cmd = cmd;
+  req->rec = rec;
+  req->recv_mono_ns = pirec_clock_mono_ns();
+  req->id = id ? json_incref(id) : NULL;
+  req->msg = msg ? json_incref(msg) : NULL;
+  req->label = "";
+  req->next = rec->pending;
+  rec->pending = req;
+  return req;
+}
+
+static void begin_quit(struct pirec_recorder *rec, json_t *id) {
+  if (rec->quitting) {
+    if (id) send_error(rec, id, "already quitting");
+    return;
+  }
+  rec->quitting = 1;
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_QUIT, id, NULL);
+  if (!req) {
+    /* Without memory the module still has to finalise its files; give it a request on the stack
+     * is impossible (it may answer later), so exit through close instead. */
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': out of memory on quit", rec->name);
+    return;
+  }
+  rec->ops.quit(rec, req);
+}
+
+/* A label reaching a recorder was sanitised by the controller; refuse anything that could still
+ * escape the session directory rather than trusting that. */
+static int label_ok(const char *label) {
+  if (strlen(label) > LABEL_MAX) return 0;
+  if (strchr(label, '/') || strstr(label, "..")) return 0;
+  return 1;
+}
+
+static int get_int(json_t *msg, const char *key, int required, int64_t min, int64_t *out,
+                   char *err, size_t errlen) {
+  json_t *v = json_object_get(msg, key);
+  if (!v) {
+    if (!required) return 0;
+    snprintf(err, errlen, "missing field '%s'", key);
+    return -EINVAL;
+  }
+  if (!json_is_integer(v) || json_integer_value(v) < min) {
+    snprintf(err, errlen, "field '%s' must be an integer >= %lld", key, (long long)min);
+    return -EINVAL;
+  }
+  *out = json_integer_value(v);
+  return 1;
+}
+
+static int get_str(json_t *msg, const char *key, int required, const char **out, char *err,
+                   size_t errlen) {
+  json_t *v = json_object_get(msg, key);
+  if (!v) {
+    if (!required) return 0;
+    snprintf(err, errlen, "missing field '%s'", key);
+    return -EINVAL;
+  }
+  if (!json_is_string(v)) {
+    snprintf(err, errlen, "field '%s' must be a string", key);
+    return -EINVAL;
+  }
+  *out = json_string_value(v);
+  return 1;
+}
+
+static void dispatch(struct pirec_recorder *rec, json_t *msg) {
+  char err[400];
+  json_t *id = json_object_get(msg, "id");
+  if (id && !json_is_string(id) && !json_is_integer(id)) {
+    rec->counters.bad_lines++;
+    send_error(rec, NULL, "field 'id' must be a string or an integer");
+    return;
+  }
+  json_t *cmdv = json_object_get(msg, "cmd");
+  if (!json_is_string(cmdv)) {
+    rec->counters.bad_lines++;
+    send_error(rec, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
+    return;
+  }
+  const char *cmd = json_string_value(cmdv);
+  rec->counters.commands++;
+  if (strcmp(cmd, "quit") == 0) {
+    begin_quit(rec, id);
+    return;
+  }
+  if (rec->quitting) {
+    rec->counters.bad_lines++;
+    send_error(rec, id, "quitting");
+    return;
+  }
+  struct pirec_recorder_req *req = NULL;
+  if (strcmp(cmd, "start") == 0) {
+    const char *dir = NULL, *label = "";
+    int64_t trial = 0, part = 0;
+    if (get_str(msg, "session_dir", 1, &dir, err, sizeof err) < 0 ||
+        get_int(msg, "trial", 1, 1, &trial, err, sizeof err) < 0 ||
+        get_str(msg, "label", 0, &label, err, sizeof err) < 0 ||
+        get_int(msg, "part", 0, 0, &part, err, sizeof err) < 0)
+      goto bad;
+    if (!*dir) {
+      snprintf(err, sizeof err, "field 'session_dir' is empty");
+      goto bad;
+    }
+    if (trial > 999999 || part > 999999) {
+      snprintf(err, sizeof err, "field '%s' is too large", trial > 999999 ? "trial" : "part");
+      goto bad;
+    }
+    if (!label_ok(label)) {
+      snprintf(err, sizeof err, "invalid label (no '/', no '..', at most %d bytes)", LABEL_MAX);
+      goto bad;
+    }
+    if (rec->recording) {
+      snprintf(err, sizeof err, "already recording trial %d", rec->trial);
+      goto bad;
+    }
+    req = req_new(rec, PIREC_RECORDER_START, id, msg);
+    if (!req) goto oom;
+    req->session_dir = dir;
+    req->trial = (int)trial;
+    req->label = label;
+    req->part = (int)part;
+    rec->ops.start(rec, req);
+  } else if (strcmp(cmd, "stop") == 0) {
+    if (!rec->recording) {
+      snprintf(err, sizeof err, "not recording");
+      goto bad;
+    }
+    req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
+    if (!req) goto oom;
+    req->trial = rec->trial;
+    rec->ops.stop(rec, req);
+  } else if (strcmp(cmd, "status") == 0) {
+    req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
+    if (!req) goto oom;
+    req->counters = json_object();
+    if (rec->ops.status)
+      rec->ops.status(rec, req);
+    else
+      pirec_recorder_finish(req, 0, NULL);
+  } else if (strcmp(cmd, "note") == 0) {
+    const char *text = NULL;
+    int64_t mono = 0, wall = 0;
+    if (!rec->ops.note) {
+      snprintf(err, sizeof err, "module '%s' does not take notes", rec->name);
+      goto bad;
+    }
+    if (get_str(msg, "text", 1, &text, err, sizeof err) < 0) goto bad;
+    int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, sizeof err);
+    int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, sizeof err);
+    if (hm < 0 || hw < 0) goto bad;
+    req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
+    if (!req) goto oom;
+    req->text = text;
+    req->text_len = json_string_length(json_object_get(msg, "text"));
+    if (strlen(text) != req->text_len) {
+      /* jansson rejects \u0000 on parse, but check anyway: the contract says NUL-free. */
+      req_unlink(req);
+      req_free(req);
+      snprintf(err, sizeof err, "field 'text' contains a NUL byte");
+      goto bad;
+    }
+    req->mono_ns = hm ? mono : req->recv_mono_ns;
+    req->wall_ns = hw ? wall : pirec_clock_wall_ns();
+    rec->ops.note(rec, req);
+  } else {
+    rec->counters.commands--;
+    rec->counters.bad_lines++;
+    json_t *e = json_pack("{s:s}", "cmd", cmd);
+    char *quoted = e ? json_dumps(json_object_get(e, "cmd"), JSON_ENCODE_ANY) : NULL;
+    snprintf(err, sizeof err, "unknown command %.200s (expected start, stop, status, note or quit)",
+             quoted ? quoted : "?");
+    free(quoted);
+    json_decref(e);
+    send_error(rec, id, err);
+  }
+  return;
+bad:
+  rec->counters.bad_lines++;
+  send_error(rec, id, err);
+  return;
+oom:
+  send_error(rec, id, "out of memory");
+}
+
+static void handle_line(struct pirec_recorder *rec, const char *line, size_t len) {
+  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
+  if (len == 0) return; /* blank lines are keep-alives, not errors */
+  json_error_t jerr;
+  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!msg || !json_is_object(msg)) {
+    char err[300];
+    if (msg)
+      snprintf(err, sizeof err, "malformed command: expected a JSON object");
+    else
+      snprintf(err, sizeof err, "malformed JSON at column %d: %s", jerr.column, jerr.text);
+    json_decref(msg);
+    rec->counters.bad_lines++;
+    send_error(rec, NULL, err);
+    return;
+  }
+  dispatch(rec, msg);
+  json_decref(msg);
+}
+
+/* ---- input ----------------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  struct pirec_recorder *rec = handle->data;
+  *buf = uv_buf_init(rec->read_buf, sizeof rec->read_buf);
+}
+
+static int line_append(struct pirec_recorder *rec, const char *data, size_t len) {
+  if (rec->line_len + len > rec->opts.max_line) return -EMSGSIZE;
+  if (rec->line_len + len > rec->line_cap) {
+    size_t cap = rec->line_cap ? rec->line_cap : 4096;
+    while (cap < rec->line_len + len) cap *= 2;
+    if (cap > rec->opts.max_line) cap = rec->opts.max_line;
+    char *p = realloc(rec->line, cap);
+    if (!p) return -ENOMEM;
+    rec->line = p;
+    rec->line_cap = cap;
+  }
+  memcpy(rec->line + rec->line_len, data, len);
+  rec->line_len += len;
+  return 0;
+}
+
+static void too_long(struct pirec_recorder *rec) {
+  char err[96];
+  snprintf(err, sizeof err, "line too long (over %zu bytes)", rec->opts.max_line);
+  rec->counters.bad_lines++;
+  send_error(rec, NULL, err);
+  rec->discarding = 1;
+  rec->line_len = 0;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  struct pirec_recorder *rec = stream->data;
+  if (nread < 0) {
+    uv_read_stop(stream);
+    rec->reading = 0;
+    if (nread != UV_EOF)
+      pirec_log(PIREC_LOG_WARN, "recorder '%s': cannot read commands: %s", rec->name,
+                uv_strerror((int)nread));
+    if (!rec->closing) begin_quit(rec, NULL);
+    return;
+  }
+  const char *p = buf->base;
+  size_t left = (size_t)nread;
+  while (left && !rec->closing) {
+    const char *nl = memchr(p, '\n', left);
+    size_t chunk = nl ? (size_t)(nl - p) : left;
+    if (rec->discarding) {
+      if (nl) rec->discarding = 0;
+    } else if (nl && rec->line_len == 0) {
+      if (chunk > rec->opts.max_line) {
+        too_long(rec);
+        rec->discarding = 0;
+      } else {
+        handle_line(rec, p, chunk);
+      }
+    } else {
+      int err = line_append(rec, p, chunk);
+      if (err == -EMSGSIZE) {
+        too_long(rec);
+        if (nl) rec->discarding = 0;
+      } else if (err < 0) {
+        send_error(rec, NULL, "out of memory");
+        rec->line_len = 0;
+        rec->discarding = !nl;
+      } else if (nl) {
+        handle_line(rec, rec->line, rec->line_len);
+        rec->line_len = 0;
+      }
+    }
+    if (!nl) break;
+    p = nl + 1;
+    left -= chunk + 1;
+  }
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  struct pirec_recorder *rec = sig->data;
+  pirec_log(PIREC_LOG_INFO, "recorder '%s': %s: finishing and exiting", rec->name,
+            strsignal(signum));
+  if (!rec->closing) begin_quit(rec, NULL);
+}
+
+static int open_stream(struct pirec_recorder *rec, union stream *s, int fd, int readable) {
+  int err;
+  if (uv_guess_handle(fd) == UV_TTY) {
+    err = uv_tty_init(rec->loop, &s->tty, fd, readable);
+  } else {
+    err = uv_pipe_init(rec->loop, &s->pipe, 0);
+    if (err == 0) {
+      rec->handles_open++;
+      s->handle.data = rec;
+      err = uv_pipe_open(&s->pipe, fd);
+      return err;
+    }
+  }
+  if (err == 0) {
+    rec->handles_open++;
+    s->handle.data = rec;
+  }
+  return err;
+}
+
+int pirec_recorder_start(struct pirec_recorder *rec) {
+  if (rec->started || rec->closing) return -EALREADY;
+  rec->started = 1;
+  rec->start_mono_ns = pirec_clock_mono_ns();
+  int err = open_stream(rec, &rec->out, rec->opts.out_fd, 0);
+  if (err < 0) {
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for replies: %s", rec->name,
+              rec->opts.out_fd, uv_strerror(err));
+    return err;
+  }
+  err = open_stream(rec, &rec->in, rec->opts.in_fd, 1);
+  if (err < 0) {
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for commands: %s", rec->name,
+              rec->opts.in_fd, uv_strerror(err));
+    return err;
+  }
+  if (rec->opts.handle_signals) {
+    /* A controller that died leaves a closed pipe; EPIPE is handled, the signal would kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(rec->loop, &rec->sigint);
+    rec->handles_open++;
+    uv_signal_init(rec->loop, &rec->sigterm);
+    rec->handles_open++;
+    rec->sigint.data = rec->sigterm.data = rec;
+    uv_signal_start(&rec->sigint, on_signal, SIGINT);
+    uv_signal_start(&rec->sigterm, on_signal, SIGTERM);
+  }
+#ifdef PIREC_HAVE_LOOPLAG
+  if (pirec_looplag_init(rec->loop, &rec->lag, 0, 0, NULL) == 0) {
+    rec->handles_open++;
+    rec->lag_open = 1;
+    rec->lag.data = rec;
+    pirec_looplag_start(&rec->lag);
+  }
+#endif
+  err = uv_read_start(&rec->in.stream, on_alloc, on_read);
+  if (err < 0) return err;
+  rec->reading = 1;
+
+  json_t *cmds = json_array();
+  json_array_append_new(cmds, json_string("start"));
+  json_array_append_new(cmds, json_string("stop"));
+  json_array_append_new(cmds, json_string("status"));
+  if (rec->ops.note) json_array_append_new(cmds, json_string("note"));
+  json_array_append_new(cmds, json_string("quit"));
+  json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o}", "reply", "ready", "module", rec->name, "pid",
+                        (int)getpid(), "version", PIREC_VERSION, "commands", cmds);
+  return send_json(rec, o);
+}
+
+/* ---- close ----------------------------------------------------------------------------------- */
+
+static void handle_done(struct pirec_recorder *rec) {
+  if (--rec->handles_open > 0) return;
+  while (rec->pending) {
+    struct pirec_recorder_req *req = rec->pending;
+    rec->pending = req->next;
+    req_free(req);
+  }
+  if (rec->close_cb) rec->close_cb(rec, rec->user);
+  free(rec->line);
+  free(rec->name);
+  free(rec);
+}
+
+static void on_handle_closed(uv_handle_t *handle) { handle_done(handle->data); }
+
+#ifdef PIREC_HAVE_LOOPLAG
+static void on_lag_closed(struct pirec_looplag *lag) { handle_done(lag->data); }
+#endif
+
+static void close_if(uv_handle_t *h) {
+  if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h)) uv_close(h, on_handle_closed);
+}
+
+static void finish_close(struct pirec_recorder *rec) {
+  close_if(&rec->out.handle);
+  close_if((uv_handle_t *)&rec->flush_timer);
+}
+
+static void flush_poll(uv_timer_t *t) {
+  struct pirec_recorder *rec = t->data;
+  /* Either every reply is written or the reader has had CLOSE_FLUSH_MS to take them. */
+  if (rec->counters.out_queued == 0 || uv_now(rec->loop) >= rec->flush_deadline) {
+    uv_timer_stop(t);
+    finish_close(rec);
+  }
+}
+
+void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb) {
+  if (rec->closing) return;
+  rec->closing = 1;
+  rec->close_cb = cb;
+  if (rec->reading) {
+    uv_read_stop(&rec->in.stream);
+    rec->reading = 0;
+  }
+  close_if(&rec->in.handle);
+  if (rec->opts.handle_signals && rec->started) {
+    close_if((uv_handle_t *)&rec->sigint);
+    close_if((uv_handle_t *)&rec->sigterm);
+  }
+#ifdef PIREC_HAVE_LOOPLAG
+  if (rec->lag_open) pirec_looplag_close(&rec->lag, on_lag_closed);
+#endif
+  /* The flush timer is initialised here so that every path ends in finish_close. */
+  uv_timer_init(rec->loop, &rec->flush_timer);
+  rec->handles_open++;
+  rec->flush_timer.data = rec;
+  if (rec->counters.out_queued == 0) {
+    finish_close(rec);
+    return;
+  }
+  /* The write callbacks run on this loop; a 5 ms poll is cheaper than plumbing a drain hook. */
+  rec->flush_deadline = uv_now(rec->loop) + CLOSE_FLUSH_MS;
+  uv_timer_start(&rec->flush_timer, flush_poll, 5, 5);
+}

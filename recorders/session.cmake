@@ -1,0 +1,9 @@
+# Recorder protocol (recorder side), sessions and the controller. See include/pirec/recorder.h,
+# include/pirec/session.h and docs/PROTOCOL.md.
+add_library(pirec_recorder STATIC ${CMAKE_CURRENT_LIST_DIR}/protocol.c)
+target_include_directories(pirec_recorder PUBLIC ${PIREC_INCLUDE_DIR})
+target_link_libraries(pirec_recorder PUBLIC PkgConfig::UV PkgConfig::JANSSON pirec_io_base)
+if(TARGET pirec_io_looplag)
+  target_link_libraries(pirec_recorder PUBLIC pirec_io_looplag)
+  target_compile_definitions(pirec_recorder PRIVATE PIREC_HAVE_LOOPLAG=1)
+endif()
