@@ -38,13 +38,17 @@ struct pirec_fs_req {
   int mode;
 };
 
-/* Reads a whole file into req->contents/req->size. Fails with -EFBIG if it is larger than max_bytes. */
+/* Reads a whole file into req->contents/req->size. Fails with -EFBIG if it is larger than max_bytes
+ * (checked on the bytes read, so files whose size is not known up front, as in /proc, work too). */
 int pirec_fs_read_file(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, size_t max_bytes,
                        pirec_fs_cb cb);
 
 /* Replaces path with data atomically: writes a temporary file in the same directory, fsyncs it,
  * renames it over path and fsyncs the directory. A crash at any point leaves either the old file or
- * the new one. data is copied before the call returns. */
+ * the new one (plus, if the crash hit mid-write, a stray hidden temporary ".<name>.<pid>-<n>.tmp" in
+ * the same directory; a failure that is reported removes its temporary file). mode 0 means 0644;
+ * the umask applies. If only the final directory sync fails, path already holds the new data and
+ * the error is still returned. data is copied before the call returns. */
 int pirec_fs_write_atomic(uv_loop_t *loop, struct pirec_fs_req *req, const char *path,
                           const void *data, size_t len, mode_t mode, pirec_fs_cb cb);
 
@@ -55,7 +59,9 @@ int pirec_fs_append(uv_loop_t *loop, struct pirec_fs_req *req, const char *path,
 /* Removes path. A missing file is -ENOENT. */
 int pirec_fs_unlink(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, pirec_fs_cb cb);
 
-/* Creates path and any missing parents; an existing directory is success. */
+/* Creates path and any missing parents with mode (0 means 0755; the umask applies); an existing
+ * directory, or a symlink to one, is success. A non-directory in the way is -ENOTDIR when it is a
+ * parent and -EEXIST when it is path itself; the message names both path and that component. */
 int pirec_fs_mkdir_p(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, mode_t mode,
                      pirec_fs_cb cb);
 
