@@ -15,7 +15,10 @@
  *
  * Errors: the first write, open or sync failure (EIO, ENOSPC, EFBIG, ...) puts the sink in an error
  * state: later pushes fail with that error and count as drops, the error callback runs once on the
- * loop thread, and everything written before stays in the file.
+ * loop thread, and everything written before stays in the file. Close then cuts the file at the end
+ * of the gap-free prefix (a later batch in flight may have landed past a failed one), so the file
+ * holds exactly the accepted payloads in order up to the failure, the last one possibly cut short;
+ * the final bytes_written is the file's length.
  *
  * Threads: pirec_sink_push/_reserve/_commit from exactly one producer thread at a time;
  * pirec_sink_counters() from any thread; everything else on the loop thread.
@@ -34,7 +37,8 @@ struct pirec_sink_options {
   unsigned fsync_interval_ms;    /* 0: never; default 1000 (use PIREC_SINK_FSYNC_NEVER for 0) */
   size_t wake_bytes;             /* pushes wake the loop past this many pending bytes; default 64 KiB */
   unsigned drain_interval_ms;    /* otherwise drained this often; default 10 */
-  int open_flags;                /* default O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC */
+  int open_flags;                /* default O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC; with O_APPEND the
+                                    kernel picks offsets, so only one write is in flight */
   int mode;                      /* default 0644 */
 };
 

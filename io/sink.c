@@ -1,0 +1,588 @@
+#include "pirec/sink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pirec/error.h"
+#include "pirec/log.h"
+#include "pirec/ring.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Most iovecs per write request: Linux's IOV_MAX, so libuv never has to split a request. */
+#define IOV_PER_WRITE 1024
+#define MAX_WRITES_IN_FLIGHT 64
+
+enum slot_state { SLOT_FREE, SLOT_WRITING, SLOT_DONE };
+
+/* One write request: a batch of consecutive records written at one file offset. */
+struct slot {
+  uv_fs_t req;
+  struct pirec_sink *sink;
+  uv_buf_t *bufs;    /* IOV_PER_WRITE entries */
+  unsigned nbufs;
+  unsigned first;    /* first buffer not completely written yet (after a short write) */
+  size_t records;    /* ring records this batch covers */
+  size_t bytes;
+  size_t done_bytes;
+  int64_t offset;    /* file offset of the batch's first byte, or -1 for O_APPEND files */
+  enum slot_state state;
+};
+
+struct pirec_sink {
+  /* Settings, fixed at creation. */
+  uv_loop_t *loop;
+  char *path;
+  struct pirec_sink_options opts;
+  pirec_sink_error_cb on_error;
+  void *user;
+  int append; /* O_APPEND: the kernel picks offsets, so only one write may be in flight */
+
+  struct pirec_ring *ring;
+
+  /* Shared with the producer thread. */
+  _Atomic size_t unwoken_bytes; /* pushed since the loop last drained; the producer wakes past wake_bytes */
+  _Atomic int error;
+  _Atomic uint64_t bytes_written;
+  _Atomic uint64_t writes;
+  _Atomic uint64_t syncs;
+
+  /* Loop thread only. */
+  uv_async_t async;
+  uv_timer_t drain_timer;
+  uv_timer_t sync_timer;
+  uv_fs_t open_req;
+  uv_fs_t sync_req;
+  uv_fs_t close_req;
+  uv_file fd;
+  int opening;
+  int held;
+  int sync_busy;
+  int error_reported;
+  int closing;
+  int final_sync_done;
+  int file_closed;
+  int handles_open;
+  uint64_t synced_bytes; /* bytes_written when the last fdatasync started */
+  int64_t file_offset;   /* where the next batch goes */
+  int64_t good_end;      /* end of the prefix written without a gap; the file is cut here on error */
+  int truncated;
+  struct slot *slots;    /* FIFO of opts.max_writes_in_flight requests */
+  unsigned oldest;
+  unsigned in_flight;    /* slots in use (writing or done but not yet released) */
+  struct pirec_ring_record *scratch; /* IOV_PER_WRITE records from one take */
+  pirec_sink_close_cb close_cb;
+  void *close_user;
+};
+
+static void drain(struct pirec_sink *sink);
+static void continue_close(struct pirec_sink *sink);
+
+void pirec_sink_options_default(struct pirec_sink_options *opts)
+{
+  memset(opts, 0, sizeof(*opts));
+  opts->ring_bytes = 8u << 20;
+  opts->batch_bytes = 1u << 20;
+  opts->max_writes_in_flight = 2;
+  opts->fsync_interval_ms = 1000;
+  opts->wake_bytes = 64u << 10;
+  opts->drain_interval_ms = 10;
+  opts->open_flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+  opts->mode = 0644;
+}
+
+static void add_u64(_Atomic uint64_t *counter, uint64_t n)
+{
+  /* Only the loop thread writes these; other threads only read them. */
+  atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+static void enter_error(struct pirec_sink *sink, int err, const char *what, int64_t offset)
+{
+  if (sink->error_reported)
+    return;
+  sink->error_reported = 1;
+  /* Release: a producer that sees the error also sees the state before it. */
+  atomic_store_explicit(&sink->error, err, memory_order_release);
+  if (offset >= 0)
+    pirec_log(PIREC_LOG_ERROR, "cannot %s '%s' at offset %lld: %s; the sink stops writing", what,
+              sink->path, (long long)offset, pirec_strerror(err));
+  else
+    pirec_log(PIREC_LOG_ERROR, "cannot %s '%s': %s; the sink stops writing", what, sink->path,
+              pirec_strerror(err));
+  if (sink->on_error)
+    sink->on_error(sink, err, sink->user);
+}
+
+/* ---- creation ---- */
+
+static void on_open(uv_fs_t *req);
+static void on_async(uv_async_t *handle);
+static void on_drain_timer(uv_timer_t *timer);
+static void on_sync_timer(uv_timer_t *timer);
+
+int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_options *opts,
+                   pirec_sink_error_cb on_error, void *user, struct pirec_sink **out)
+{
+  if (loop == NULL || path == NULL || out == NULL)
+    return -EINVAL;
+  struct pirec_sink_options o;
+  pirec_sink_options_default(&o);
+  if (opts != NULL) {
+    if (opts->ring_bytes)
+      o.ring_bytes = opts->ring_bytes;
+    if (opts->batch_bytes)
+      o.batch_bytes = opts->batch_bytes;
+    if (opts->max_writes_in_flight)
+      o.max_writes_in_flight = opts->max_writes_in_flight;
+    if (opts->fsync_interval_ms)
+      o.fsync_interval_ms = opts->fsync_interval_ms;
+    if (opts->wake_bytes)
+      o.wake_bytes = opts->wake_bytes;
+    if (opts->drain_interval_ms)
+      o.drain_interval_ms = opts->drain_interval_ms;
+    if (opts->open_flags)
+      o.open_flags = opts->open_flags;
+    if (opts->mode)
+      o.mode = opts->mode;
+  }
+  if (o.ring_bytes < 4096 || o.max_writes_in_flight > MAX_WRITES_IN_FLIGHT ||
+      (o.open_flags & O_ACCMODE) == O_RDONLY)
+    return -EINVAL;
+
+  struct pirec_sink *sink = calloc(1, sizeof(*sink));
+  if (sink == NULL)
+    return -ENOMEM;
+  sink->loop = loop;
+  sink->opts = o;
+  sink->on_error = on_error;
+  sink->user = user;
+  sink->fd = -1;
+  sink->append = (o.open_flags & O_APPEND) != 0;
+  if (sink->append)
+    sink->opts.max_writes_in_flight = 1;
+  atomic_init(&sink->unwoken_bytes, 0);
+  atomic_init(&sink->error, 0);
+  atomic_init(&sink->bytes_written, 0);
+  atomic_init(&sink->writes, 0);
+  atomic_init(&sink->syncs, 0);
+
+  int err = -ENOMEM;
+  sink->path = strdup(path);
+  sink->slots = calloc(sink->opts.max_writes_in_flight, sizeof(*sink->slots));
+  sink->scratch = calloc(IOV_PER_WRITE, sizeof(*sink->scratch));
+  if (sink->path == NULL || sink->slots == NULL || sink->scratch == NULL)
+    goto fail;
+  for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++) {
+    sink->slots[i].sink = sink;
+    sink->slots[i].bufs = calloc(IOV_PER_WRITE, sizeof(uv_buf_t));
+    if (sink->slots[i].bufs == NULL)
+      goto fail;
+  }
+  err = pirec_ring_new(o.ring_bytes, &sink->ring);
+  if (err < 0)
+    goto fail;
+
+  /* From here on nothing can fail except the open itself, which is reported through on_error, so
+   * the handles are started only now and never need undoing on a failed return. */
+  err = uv_async_init(loop, &sink->async, on_async);
+  if (err < 0)
+    goto fail;
+  uv_timer_init(loop, &sink->drain_timer);
+  uv_timer_init(loop, &sink->sync_timer);
+  sink->handles_open = 3;
+  uv_timer_start(&sink->drain_timer, on_drain_timer, o.drain_interval_ms, o.drain_interval_ms);
+  if (o.fsync_interval_ms != PIREC_SINK_FSYNC_NEVER)
+    uv_timer_start(&sink->sync_timer, on_sync_timer, o.fsync_interval_ms, o.fsync_interval_ms);
+
+  sink->opening = 1;
+  err = uv_fs_open(loop, &sink->open_req, sink->path, o.open_flags, o.mode, on_open);
+  if (err < 0) {
+    /* libuv did not queue the request; treat it as an open failure reported on the loop. */
+    sink->opening = 0;
+    uv_fs_req_cleanup(&sink->open_req);
+    sink->open_req.result = err;
+    enter_error(sink, err, "open", -1);
+  }
+  *out = sink;
+  return 0;
+
+fail:
+  pirec_ring_free(sink->ring);
+  if (sink->slots != NULL)
+    for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
+      free(sink->slots[i].bufs);
+  free(sink->slots);
+  free(sink->scratch);
+  free(sink->path);
+  free(sink);
+  return err;
+}
+
+static void on_open(uv_fs_t *req)
+{
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, open_req);
+  int result = (int)req->result;
+  uv_fs_req_cleanup(req);
+  sink->opening = 0;
+  if (result < 0) {
+    enter_error(sink, result, "open", -1);
+  } else {
+    sink->fd = result;
+    sink->file_offset = sink->append ? -1 : 0;
+  }
+  if (sink->closing)
+    continue_close(sink);
+  else
+    drain(sink);
+}
+
+/* ---- producer side ---- */
+
+static void note_pushed(struct pirec_sink *sink, size_t len)
+{
+  size_t wake = sink->opts.wake_bytes;
+  size_t before = atomic_fetch_add_explicit(&sink->unwoken_bytes, len, memory_order_relaxed);
+  /* Only the push that crosses the threshold wakes the loop; the loop resets the count when it
+   * drains, so a held or busy sink is not woken over and over. */
+  if (before < wake && before + len >= wake)
+    uv_async_send(&sink->async);
+}
+
+int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
+{
+  int err = atomic_load_explicit(&sink->error, memory_order_acquire);
+  if (err != 0) {
+    pirec_ring_count_drop(sink->ring);
+    return err;
+  }
+  err = pirec_ring_push(sink->ring, data, len);
+  if (err == 0)
+    note_pushed(sink, len);
+  return err;
+}
+
+int pirec_sink_reserve(struct pirec_sink *sink, size_t max_len, void **out)
+{
+  int err = atomic_load_explicit(&sink->error, memory_order_acquire);
+  if (err != 0) {
+    pirec_ring_count_drop(sink->ring);
+    return err;
+  }
+  return pirec_ring_reserve(sink->ring, max_len, out);
+}
+
+void pirec_sink_commit(struct pirec_sink *sink, size_t len)
+{
+  pirec_ring_commit(sink->ring, len);
+  if (len > 0)
+    note_pushed(sink, len);
+}
+
+void pirec_sink_count_drop(struct pirec_sink *sink) { pirec_ring_count_drop(sink->ring); }
+
+/* ---- loop side: writing ---- */
+
+static void on_write(uv_fs_t *req);
+
+static void submit(struct slot *slot)
+{
+  struct pirec_sink *sink = slot->sink;
+  int64_t offset = slot->offset < 0 ? -1 : slot->offset + (int64_t)slot->done_bytes;
+  slot->state = SLOT_WRITING;
+  int err = uv_fs_write(sink->loop, &slot->req, sink->fd, slot->bufs + slot->first,
+                        slot->nbufs - slot->first, offset, on_write);
+  if (err < 0) {
+    /* Not queued (only out of memory can do this): the batch is finished, unwritten. */
+    uv_fs_req_cleanup(&slot->req);
+    slot->state = SLOT_DONE;
+    enter_error(sink, err, "write", offset);
+  }
+}
+
+/* Gives ring space back for the oldest batches whose writes have completed, in order, so a batch
+ * that completes early never frees space an older, still running write reads from. */
+static void retire(struct pirec_sink *sink)
+{
+  unsigned max = sink->opts.max_writes_in_flight;
+  while (sink->in_flight > 0) {
+    struct slot *slot = &sink->slots[sink->oldest];
+    if (slot->state != SLOT_DONE)
+      break;
+    pirec_ring_release(sink->ring, slot->records);
+    /* Batches retire in file order, so the prefix grows until the first incomplete batch. */
+    if (slot->offset >= 0 && slot->offset == sink->good_end)
+      sink->good_end += (int64_t)slot->done_bytes;
+    slot->state = SLOT_FREE;
+    sink->oldest = (sink->oldest + 1) % max;
+    sink->in_flight--;
+  }
+}
+
+static void on_write(uv_fs_t *req)
+{
+  struct slot *slot = container_of(req, struct slot, req);
+  struct pirec_sink *sink = slot->sink;
+  ssize_t result = req->result;
+  uv_fs_req_cleanup(req);
+  add_u64(&sink->writes, 1);
+
+  if (result < 0) {
+    slot->state = SLOT_DONE;
+    enter_error(sink, (int)result, "write", slot->offset < 0 ? -1 : slot->offset + (int64_t)slot->done_bytes);
+  } else {
+    add_u64(&sink->bytes_written, (uint64_t)result);
+    slot->done_bytes += (size_t)result;
+    if (slot->done_bytes < slot->bytes && sink->error_reported) {
+      slot->state = SLOT_DONE;
+    } else if (slot->done_bytes < slot->bytes) {
+      if (result == 0) {
+        /* The kernel accepted nothing and said nothing; retrying would spin. */
+        slot->state = SLOT_DONE;
+        enter_error(sink, -EIO, "write", slot->offset + (int64_t)slot->done_bytes);
+      } else {
+        /* Short write: skip what went out and write the rest at the following offset. */
+        size_t skip = (size_t)result;
+        while (skip > 0 && skip >= slot->bufs[slot->first].len) {
+          skip -= slot->bufs[slot->first].len;
+          slot->first++;
+        }
+        slot->bufs[slot->first].base += skip;
+        slot->bufs[slot->first].len -= skip;
+        submit(slot);
+      }
+    } else {
+      slot->state = SLOT_DONE;
+    }
+  }
+  retire(sink);
+  if (sink->closing)
+    continue_close(sink);
+  else
+    drain(sink);
+}
+
+static void drain(struct pirec_sink *sink)
+{
+  if (sink->fd < 0 || sink->error_reported || sink->held)
+    return;
+  /* Reset before taking: bytes pushed after this point wake the loop again, bytes pushed before it
+   * are in the ring already and are taken below. */
+  atomic_store_explicit(&sink->unwoken_bytes, 0, memory_order_relaxed);
+
+  unsigned max = sink->opts.max_writes_in_flight;
+  while (sink->in_flight < max) {
+    size_t n = pirec_ring_take(sink->ring, sink->scratch, IOV_PER_WRITE, sink->opts.batch_bytes);
+    if (n == 0)
+      break;
+    struct slot *slot = &sink->slots[(sink->oldest + sink->in_flight) % max];
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+      slot->bufs[i] = uv_buf_init(sink->scratch[i].data, (unsigned)sink->scratch[i].len);
+      bytes += sink->scratch[i].len;
+    }
+    slot->nbufs = (unsigned)n;
+    slot->first = 0;
+    slot->records = n;
+    slot->bytes = bytes;
+    slot->done_bytes = 0;
+    slot->offset = sink->file_offset;
+    if (!sink->append)
+      sink->file_offset += (int64_t)bytes;
+    sink->in_flight++;
+    if (bytes == 0)
+      slot->state = SLOT_DONE; /* only empty records: nothing to write */
+    else
+      submit(slot);
+  }
+  retire(sink);
+}
+
+static void on_async(uv_async_t *handle)
+{
+  struct pirec_sink *sink = container_of(handle, struct pirec_sink, async);
+  if (!sink->closing)
+    drain(sink);
+}
+
+static void on_drain_timer(uv_timer_t *timer)
+{
+  struct pirec_sink *sink = container_of(timer, struct pirec_sink, drain_timer);
+  if (!sink->closing)
+    drain(sink);
+}
+
+/* ---- loop side: syncing ---- */
+
+static void on_sync(uv_fs_t *req)
+{
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, sync_req);
+  int result = (int)req->result;
+  uv_fs_req_cleanup(req);
+  sink->sync_busy = 0;
+  if (result < 0)
+    enter_error(sink, result, "sync", -1);
+  else
+    add_u64(&sink->syncs, 1);
+  if (sink->closing)
+    continue_close(sink);
+}
+
+static int start_sync(struct pirec_sink *sink)
+{
+  sink->synced_bytes = atomic_load_explicit(&sink->bytes_written, memory_order_relaxed);
+  int err = uv_fs_fdatasync(sink->loop, &sink->sync_req, sink->fd, on_sync);
+  if (err < 0) {
+    uv_fs_req_cleanup(&sink->sync_req);
+    enter_error(sink, err, "sync", -1);
+    return err;
+  }
+  sink->sync_busy = 1;
+  return 0;
+}
+
+static void on_sync_timer(uv_timer_t *timer)
+{
+  struct pirec_sink *sink = container_of(timer, struct pirec_sink, sync_timer);
+  if (sink->fd < 0 || sink->sync_busy || sink->closing)
+    return;
+  if (atomic_load_explicit(&sink->bytes_written, memory_order_relaxed) == sink->synced_bytes)
+    return;
+  (void)start_sync(sink);
+}
+
+/* ---- loop side: other controls ---- */
+
+void pirec_sink_flush(struct pirec_sink *sink) { drain(sink); }
+
+void pirec_sink_hold(struct pirec_sink *sink, int hold)
+{
+  sink->held = hold != 0;
+  if (!sink->held && !sink->closing)
+    drain(sink);
+}
+
+void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counters *out)
+{
+  struct pirec_ring_stats st;
+  pirec_ring_stats(sink->ring, &st);
+  out->records = st.pushed;
+  out->drops = st.dropped;
+  out->bytes_written = atomic_load_explicit(&sink->bytes_written, memory_order_relaxed);
+  out->writes = atomic_load_explicit(&sink->writes, memory_order_relaxed);
+  out->syncs = atomic_load_explicit(&sink->syncs, memory_order_relaxed);
+  out->ring_used = st.used_bytes;
+  out->ring_capacity = st.capacity;
+  out->error = atomic_load_explicit(&sink->error, memory_order_acquire);
+}
+
+const char *pirec_sink_path(const struct pirec_sink *sink) { return sink->path; }
+
+/* ---- closing ---- */
+
+static void on_truncated(uv_fs_t *req)
+{
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, close_req);
+  int result = (int)req->result;
+  uv_fs_req_cleanup(req);
+  if (result == 0)
+    atomic_store_explicit(&sink->bytes_written, (uint64_t)sink->good_end, memory_order_relaxed);
+  continue_close(sink);
+}
+
+static void on_file_closed(uv_fs_t *req)
+{
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, close_req);
+  int result = (int)req->result;
+  uv_fs_req_cleanup(req);
+  sink->fd = -1;
+  /* A close error on some file systems reports a failed writeback; it is the last word on the data. */
+  if (result < 0)
+    enter_error(sink, result, "close", -1);
+  continue_close(sink);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+  struct pirec_sink *sink = handle->data;
+  if (--sink->handles_open > 0)
+    return;
+  struct pirec_sink_counters final;
+  pirec_sink_counters(sink, &final);
+  if (sink->close_cb)
+    sink->close_cb(sink, &final, sink->close_user);
+  pirec_ring_free(sink->ring);
+  for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
+    free(sink->slots[i].bufs);
+  free(sink->slots);
+  free(sink->scratch);
+  free(sink->path);
+  free(sink);
+}
+
+/* Each step either finishes synchronously or returns and is resumed from the callback of the
+ * request it started (open, write, sync, close), so this runs until every step is done. */
+static void continue_close(struct pirec_sink *sink)
+{
+  if (sink->opening)
+    return;
+  if (sink->fd >= 0 && !sink->error_reported) {
+    drain(sink);
+    if (sink->in_flight > 0 || !pirec_ring_empty(sink->ring))
+      return;
+  } else if (sink->in_flight > 0) {
+    /* In the error state nothing new is written; wait for the writes already running. */
+    retire(sink);
+    if (sink->in_flight > 0)
+      return;
+  }
+  if (sink->sync_busy)
+    return;
+  /* With several writes in flight, a later batch may have landed after an earlier one failed;
+   * cutting the file at the end of the gap-free prefix keeps zeros from passing for data. */
+  if (sink->fd >= 0 && sink->error_reported && !sink->append && !sink->truncated) {
+    sink->truncated = 1;
+    if (atomic_load_explicit(&sink->bytes_written, memory_order_relaxed) != (uint64_t)sink->good_end) {
+      if (uv_fs_ftruncate(sink->loop, &sink->close_req, sink->fd, sink->good_end, on_truncated) == 0)
+        return;
+      uv_fs_req_cleanup(&sink->close_req);
+    }
+  }
+  if (sink->fd >= 0 && !sink->final_sync_done) {
+    sink->final_sync_done = 1;
+    if (start_sync(sink) == 0)
+      return;
+  }
+  if (sink->fd >= 0 && !sink->file_closed) {
+    sink->file_closed = 1;
+    if (uv_fs_close(sink->loop, &sink->close_req, sink->fd, on_file_closed) == 0)
+      return;
+    uv_fs_req_cleanup(&sink->close_req);
+    sink->fd = -1;
+  }
+  if (sink->fd >= 0 || sink->handles_open != 3 || uv_is_closing((uv_handle_t *)&sink->async))
+    return;
+  sink->async.data = sink;
+  sink->drain_timer.data = sink;
+  sink->sync_timer.data = sink;
+  uv_close((uv_handle_t *)&sink->async, on_handle_closed);
+  uv_close((uv_handle_t *)&sink->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&sink->sync_timer, on_handle_closed);
+}
+
+void pirec_sink_close(struct pirec_sink *sink, pirec_sink_close_cb cb, void *user)
+{
+  if (sink->closing)
+    return;
+  sink->closing = 1;
+  sink->held = 0;
+  sink->close_cb = cb;
+  sink->close_user = user;
+  uv_timer_stop(&sink->drain_timer);
+  uv_timer_stop(&sink->sync_timer);
+  continue_close(sink);
+}
