@@ -397,6 +397,7 @@ static void arm_debounce(struct pirec_gpio *g)
 {
   int64_t due = g->pending_edge.ts_ns + g->s.debounce_ns - pirec_clock_mono_ns();
   uint64_t ms = due <= 0 ? 0 : (uint64_t)((due + 999999) / 1000000);
+  /* early firing is harmless (the timer re-checks against the clock and re-arms) */
   uv_timer_start(&g->debounce_timer, debounce_timer_cb, ms, 0);
 }
 
@@ -479,8 +480,8 @@ static void stop_on_error(struct pirec_gpio *g, int err)
 
 /* Reads and handles at most PIREC_GPIO_MAX_EVENTS_PER_POLL edges, so that a storm leaves the loop
  * free to run everything else between two calls (uv_poll is level-triggered: the rest of the
- * queue makes the next iteration call us again). */
-static void drain(struct pirec_gpio *g)
+ * queue makes the next iteration call us again). Returns 1 if it stopped at that bound. */
+static int drain(struct pirec_gpio *g)
 {
   struct pirec__gpio_edge buf[READ_BATCH];
   uint64_t handled = 0;
@@ -505,6 +506,7 @@ static void drain(struct pirec_gpio *g)
     if (handled > CNT_GET(g, max_batch))
       CNT_SET(g, max_batch, handled);
   }
+  return handled >= PIREC_GPIO_MAX_EVENTS_PER_POLL; /* more may be queued */
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events)
@@ -524,11 +526,15 @@ static void debounce_timer_cb(uv_timer_t *t)
   struct pirec_gpio *g = t->data;
   if (g->closing)
     return;
-  /* Edges may be queued that cancel the pending level: read them before deciding. */
-  if (g->polling)
-    drain(g);
+  /* Edges may be queued that cancel the pending level: read them before deciding, and if the
+   * queue holds more than one callback may take, decide on a later iteration. */
+  int more = g->polling ? drain(g) : 0;
   if (g->closing || g->pending < 0)
     return;
+  if (more) {
+    uv_timer_start(&g->debounce_timer, debounce_timer_cb, 0, 0);
+    return;
+  }
   int64_t now = pirec_clock_mono_ns();
   if (now - g->pending_edge.ts_ns >= g->s.debounce_ns)
     settle(g, now);
@@ -576,7 +582,11 @@ int pirec_gpio_trial_started(struct pirec_gpio *g, int64_t *pulse_mono_ns)
     return rc;
   if (pulse_mono_ns != NULL)
     *pulse_mono_ns = pirec_clock_mono_ns();
-  uint64_t ms = (uint64_t)((g->s.pulse_ns + 999999) / 1000000);
+  /* libuv timers count whole milliseconds of a loop time truncated to the millisecond: one more
+   * makes the pulse at least pulse_ns long, and a fresh loop time keeps a stale one from
+   * shortening it */
+  uint64_t ms = (uint64_t)((g->s.pulse_ns + 999999) / 1000000) + 1;
+  uv_update_time(g->loop);
   uv_timer_start(&g->pulse_timer, pulse_end, ms, 0);
   return 0;
 }

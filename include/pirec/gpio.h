@@ -20,7 +20,8 @@
  * calls pirec_gpio_set_recording() and pirec_gpio_trial_started() on every gpio object whatever its
  * role; each object reacts only to what its role says:
  *   led:  active while recording (set_recording(1) .. set_recording(0));
- *   sync: a pulse of pulse_ns at each trial start (libuv timer: millisecond resolution, rounded up).
+ *   sync: a pulse at each trial start, at least pulse_ns long (a libuv timer ends it: rounded up to
+ *         whole milliseconds plus one, plus whatever else the loop is doing at that moment).
  * Triggers ignore both calls.
  *
  * Backends, chosen when pirec is built (pkg-config --atleast-version=2 libgpiod):
