@@ -5,9 +5,11 @@
  *
  * Format: fields separated by ',', rows ended by '\n'. Integers are formatted without printf.
  * Text fields are quoted with libcsv when they need it (comma, quote, CR, LF, leading or trailing
- * space); UTF-8 passes through unchanged. A text field that begins with '=', '+', '-', '@', TAB, CR
- * or a single quote is stored with one extra leading single quote, so spreadsheets do not evaluate it;
- * readers recover the original by removing one leading quote from a text field that has one.
+ * space or TAB); UTF-8 passes through unchanged; an empty text is an empty field. A text field that
+ * begins with '=', '+', '-', '@', TAB, CR or a single quote is stored with one extra leading single
+ * quote (inside the double quotes when it is quoted), so spreadsheets do not evaluate it; readers
+ * recover the original by removing one leading quote from a text field that has one. docs/FORMATS.md
+ * describes the format for readers.
  *
  * A row builder never allocates. If the row outgrows its buffer, later appends are ignored and
  * pirec_csv_row_end() returns -ENOSPC. Builders are used by one thread at a time.
@@ -44,8 +46,9 @@ int pirec_csv_row_end(struct pirec_csv_row *row);
 /* Builds a header row from NULL-terminated column names into buf. Returns its length or -ENOSPC. */
 int pirec_csv_header(char *buf, size_t cap, const char *const *columns);
 
-/* Pushes a finished row into the sink (a copy; one push per row). Returns what pirec_sink_push
- * returns, or -ENOSPC if the row overflowed (counted as a drop). */
+/* Pushes a finished row (after pirec_csv_row_end) into the sink (a copy; one push per row), from the
+ * sink's producer thread. Returns what pirec_sink_push returns, or -ENOSPC if the row overflowed
+ * (then counted as a drop with pirec_sink_count_drop). */
 int pirec_csv_push(struct pirec_sink *sink, const struct pirec_csv_row *row);
 
 /* Reverses the formula guard for a parsed field: returns how many leading bytes to skip (0 or 1). */
