@@ -1,0 +1,124 @@
+#ifndef PIREC_REMUX_H
+#define PIREC_REMUX_H
+
+/* The remux engine: turns one recorded video (.mkv, raw .h264, raw .mjpeg) plus its timing file
+ * (a pirec frames CSV, or an rpicam-vid / mkvmerge "timecode format v2" pts file) into an MP4 or
+ * MKV whose packet i is presented at the captured time of frame i, relative to the first frame.
+ *
+ * It is a stream copy with libavformat: packets are never decoded for their content or re-encoded.
+ * (A raw H.264 stream with B-frames is run through the decoder once, only to learn which packet is
+ * presented when; the packets written are still the input's bytes.)
+ *
+ * All calls are synchronous and block on disk I/O: run them in a child process (pirec-remux --one)
+ * or a worker thread, never on a loop thread. The functions share no state, so different files may
+ * be processed on different threads at once. Nothing here prints; failures are described in
+ * pirec_remux_result.error and returned as negative errno / AVERROR values.
+ *
+ * Safety: the input video and timing file are only ever opened for reading. The output is written
+ * to "<output>.part", reopened and verified, and only then renamed to its final name. The input is
+ * removed only with PIREC_REMUX_REPLACE, and only after that verification passed.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum pirec_remux_clock {
+  PIREC_REMUX_CLOCK_AUTO = 0, /* device_ts_ns if every used row has one, else mono_ns */
+  PIREC_REMUX_CLOCK_DEVICE,   /* device_ts_ns; a row without one is an error */
+  PIREC_REMUX_CLOCK_MONO,     /* mono_ns (CLOCK_MONOTONIC at capture) */
+  PIREC_REMUX_CLOCK_WALL,     /* wall_ns (CLOCK_REALTIME; steps when NTP syncs) */
+};
+
+enum pirec_remux_format {
+  PIREC_REMUX_MP4 = 0, /* time base 1/90000 */
+  PIREC_REMUX_MKV,     /* time base 1/1000: Matroska stores milliseconds */
+};
+
+enum pirec_remux_flags {
+  PIREC_REMUX_CFR = 1 << 0,              /* constant rate (N-1)/(t_last-t_first) instead of VFR */
+  PIREC_REMUX_WRITE_TIMESTAMPS = 1 << 1, /* also write "<output>.timestamps.txt" (mkvmerge v2) */
+  PIREC_REMUX_REPLACE = 1 << 2,          /* remove the input video after the output verified */
+  PIREC_REMUX_DRY_RUN = 1 << 3,          /* read and check everything, write nothing */
+  PIREC_REMUX_ALLOW_CUT = 1 << 4,        /* accept a row/packet count mismatch without signs of a
+                                            crash, keeping the frames that pair up */
+};
+
+struct pirec_remux_options {
+  enum pirec_remux_format format;
+  enum pirec_remux_clock clock;
+  unsigned flags;          /* enum pirec_remux_flags */
+  const char *timing_path; /* NULL: found next to the input (see pirec_remux_find_timing) */
+  const char *output_path; /* NULL: derived from the input (see pirec_remux_output_path) */
+};
+
+/* What one file did. Filled on success and on failure (as far as the run got). */
+struct pirec_remux_result {
+  int64_t timing_rows;      /* complete rows/lines in the timing file */
+  int64_t packets;          /* complete packets read from the input video */
+  int64_t frames;           /* frames written (min of the two, when a cut was allowed) */
+  int64_t rows_cut;         /* timing rows without a complete packet (cut at the end) */
+  int64_t packets_cut;      /* packets without a complete timing row (cut at the end) */
+  int64_t bytes_cut;        /* input bytes after the last complete packet that were not used */
+  int partial_row;          /* the timing file's last line was incomplete and was ignored */
+  int video_truncated;      /* the video ended inside a packet or container element */
+  enum pirec_remux_clock clock_used;
+  int reorder_depth;        /* 0 without B-frames, else how far decode order runs ahead */
+  int64_t first_ns;         /* timestamp of frame 0 on clock_used */
+  int64_t duration_ns;      /* t_last - t_first */
+  int64_t input_bytes;
+  char timing_path[4096];
+  char output_path[4096];
+  char error[1024];         /* empty on success; "file:line: what" or numbers on a mismatch */
+};
+
+/* Progress: called from inside pirec_remux_file on the calling thread, with bytes of input read so
+ * far and the input's size; never after pirec_remux_file returned. May be NULL. */
+typedef void (*pirec_remux_progress_cb)(int64_t done_bytes, int64_t total_bytes, void *user);
+
+/* Timing of one file as loaded from its timing file. */
+struct pirec_remux_timing {
+  int64_t *t_ns;       /* count timestamps on the chosen clock (heap; pirec_remux_timing_free) */
+  int64_t *bytes;      /* count sizes from the CSV's bytes column, -1 where unknown; may be NULL */
+  int64_t *offset;     /* count byte offsets from the CSV's offset column, -1 where unknown; may be NULL */
+  int64_t count;
+  int64_t first_line;  /* file line of entry 0, for messages */
+  int partial_row;
+  enum pirec_remux_clock clock_used;
+};
+
+/* Loads a frames CSV (parsed with libcsv) or a v2 pts file. Rows must carry strictly increasing
+ * timestamps on the chosen clock. Returns 0, or a negative error with err (cap bytes) holding
+ * "path:line: column 'value' what is wrong". On failure *timing is left empty. */
+int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
+                            struct pirec_remux_timing *timing, char *err, size_t cap);
+void pirec_remux_timing_free(struct pirec_remux_timing *timing);
+
+/* Finds the timing file for a video: "<stem>_frames.csv", else "<stem>.pts", else "<stem>_pts.txt".
+ * Returns 0 with the path in out, or -ENOENT. */
+int pirec_remux_find_timing(const char *video_path, char *out, size_t cap);
+
+/* The default output name: "<stem>.mp4" / "<stem>.mkv", or "<stem>_timed.mkv" when that would be
+ * the input itself. Returns 0 or -ENAMETOOLONG. */
+int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out,
+                            size_t cap);
+
+/* Remuxes one file (see the top of this header). A crashed recording is recovered: when the timing
+ * file's last line is partial or the video ends inside a packet, every frame with both a complete
+ * row and a complete packet is written and the cut is counted in the result. Without such evidence
+ * of truncation, a row/packet count mismatch is an error. Returns 0 or a negative error, with
+ * result->error set. result must not be NULL; progress may be. */
+int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
+                     struct pirec_remux_result *result, pirec_remux_progress_cb progress,
+                     void *user);
+
+/* Checks an existing output against its timing: packet count, and for every packet
+ * pts - pts0 == round(t_i - t_0) in the output's time base (or the CFR grid with PIREC_REMUX_CFR).
+ * timing_path NULL: looked up from the output's stem like pirec_remux_find_timing. Returns 0, or
+ * -EPROTO with the first mismatch's numbers in result->error, or another negative error. */
+int pirec_remux_verify(const char *output_path, const struct pirec_remux_options *options,
+                       struct pirec_remux_result *result);
+
+/* Name of a clock for messages and JSON ("auto", "device", "mono", "wall"). */
+const char *pirec_remux_clock_name(enum pirec_remux_clock clock);
+
+#endif

@@ -1,0 +1,855 @@
+/* The remux engine: libavformat stream copy with each packet's pts set from the captured time of
+ * its frame. See include/pirec/remux.h for the contract. */
+#include "remux-internal.h"
+
+#include <errno.h>
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/mathematics.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if LIBAVFORMAT_VERSION_MAJOR < 59
+#error "pirec-remux needs FFmpeg 5.0 or newer (libavformat 59)"
+#endif
+
+#define NS_PER_S INT64_C(1000000000)
+
+struct remux {
+  const char *in_path;
+  const struct pirec_remux_options *opt;
+  struct pirec_remux_result *res;
+  struct pirec_remux_timing timing;
+  AVFormatContext *ic;
+  AVFormatContext *oc;
+  int vs;   /* the input's video stream index */
+  int raw;  /* an elementary stream: no container timestamps, the parser splits packets */
+  int64_t size;
+  int64_t limit_packets; /* packets whose data is complete, when the CSV's offsets tell; else -1 */
+  int64_t *rank;         /* decode position -> presentation rank, only for streams with B-frames */
+  int64_t nrank;
+  int64_t frames;        /* frames to write, when a pre-pass counted them; else -1 */
+  int64_t packets_read;
+  AVRational tb;         /* output time base */
+  int64_t cfr_frames;    /* the N of the CFR grid */
+};
+
+static void seterr(struct pirec_remux_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void seterr(struct pirec_remux_result *res, const char *fmt, ...)
+{
+  va_list ap;
+
+  if (res->error[0] != '\0')
+    return; /* the first failure is the one worth reading */
+  va_start(ap, fmt);
+  vsnprintf(res->error, sizeof res->error, fmt, ap);
+  va_end(ap);
+}
+
+static const char *averr(int err)
+{
+  static _Thread_local char buf[AV_ERROR_MAX_STRING_SIZE];
+  av_strerror(err, buf, sizeof buf);
+  return buf;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+
+/* Length of path without its extension. */
+static size_t stem_len(const char *path)
+{
+  const char *slash = strrchr(path, '/');
+  const char *dot = strrchr(path, '.');
+  if (dot == NULL || (slash != NULL && dot < slash) || dot == path || dot[-1] == '/')
+    return strlen(path);
+  return (size_t)(dot - path);
+}
+
+int pirec_remux_find_timing(const char *video_path, char *out, size_t cap)
+{
+  static const char *const suffixes[] = {"_frames.csv", ".pts", "_pts.txt"};
+  size_t n = stem_len(video_path);
+  struct stat st;
+
+  for (int pass = 0; pass < 2; pass++) {
+    /* pass 1: an output named "<stem>_timed.mkv" belongs to "<stem>"'s timing. */
+    if (pass == 1) {
+      if (n < 6 || strncmp(video_path + n - 6, "_timed", 6) != 0)
+        break;
+      n -= 6;
+    }
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+      int w = snprintf(out, cap, "%.*s%s", (int)n, video_path, suffixes[i]);
+      if (w < 0 || (size_t)w >= cap)
+        return -ENAMETOOLONG;
+      if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
+        return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out,
+                            size_t cap)
+{
+  const char *ext = format == PIREC_REMUX_MKV ? ".mkv" : ".mp4";
+  size_t n = stem_len(video_path);
+  int w = snprintf(out, cap, "%.*s%s", (int)n, video_path, ext);
+
+  if (w < 0 || (size_t)w >= cap)
+    return -ENAMETOOLONG;
+  if (strcmp(out, video_path) == 0) {
+    w = snprintf(out, cap, "%.*s_timed%s", (int)n, video_path, ext);
+    if (w < 0 || (size_t)w >= cap)
+      return -ENAMETOOLONG;
+  }
+  return 0;
+}
+
+/* Expected output ticks of frame i out of n (n only matters for CFR). */
+static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, int cfr,
+                     AVRational tb)
+{
+  if (cfr) {
+    int64_t span = t->t_ns[n - 1] - t->t_ns[0];
+    if (n < 2)
+      return 0;
+    /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
+    return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+  }
+  return av_rescale_rnd(t->t_ns[i] - t->t_ns[0], tb.den, NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+}
+
+static const char *raw_format(const char *path)
+{
+  if (ends_with(path, ".h264") || ends_with(path, ".264"))
+    return "h264";
+  if (ends_with(path, ".h265") || ends_with(path, ".hevc"))
+    return "hevc";
+  if (ends_with(path, ".mjpeg") || ends_with(path, ".mjpg"))
+    return "mjpeg";
+  return NULL;
+}
+
+static int open_input(const char *path, AVFormatContext **out, int *vs, int *raw,
+                      struct pirec_remux_result *res)
+{
+  const char *raw_name = raw_format(path);
+  const AVInputFormat *ifmt = raw_name ? av_find_input_format(raw_name) : NULL;
+  AVFormatContext *ic = NULL;
+  AVCodecParameters *par;
+  int rc;
+
+  *raw = raw_name != NULL;
+  rc = avformat_open_input(&ic, path, ifmt, NULL);
+  if (rc < 0) {
+    seterr(res, "cannot read '%s' as video: %s", path, averr(rc));
+    return rc;
+  }
+  rc = avformat_find_stream_info(ic, NULL);
+  if (rc < 0) {
+    seterr(res, "cannot read '%s' as video: %s", path, averr(rc));
+    avformat_close_input(&ic);
+    return rc;
+  }
+  rc = av_find_best_stream(ic, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+  if (rc < 0) {
+    seterr(res, "'%s' has no video stream", path);
+    avformat_close_input(&ic);
+    return AVERROR_INVALIDDATA;
+  }
+  par = ic->streams[rc]->codecpar;
+  if (par->codec_id == AV_CODEC_ID_NONE || par->width <= 0 || par->height <= 0) {
+    seterr(res, "'%s' has no readable video (no codec parameters: garbage or empty data?)", path);
+    avformat_close_input(&ic);
+    return AVERROR_INVALIDDATA;
+  }
+  *vs = rc;
+  *out = ic;
+  return 0;
+}
+
+/* Reads an EBML variable-length integer. Returns its length, or 0 if invalid. */
+static int ebml_vint(const unsigned char *p, size_t avail, int keep_marker, uint64_t *value,
+                     int *unknown)
+{
+  int len = 1;
+  uint64_t v, all_ones;
+
+  if (avail == 0 || p[0] == 0)
+    return 0;
+  while (!(p[0] & (0x80 >> (len - 1))))
+    len++;
+  if ((size_t)len > avail)
+    return 0;
+  v = keep_marker ? p[0] : (uint64_t)(p[0] & (0xFF >> len));
+  for (int i = 1; i < len; i++)
+    v = (v << 8) | p[i];
+  all_ones = (UINT64_C(1) << (7 * len)) - 1;
+  if (unknown)
+    *unknown = !keep_marker && v == all_ones;
+  *value = v;
+  return len;
+}
+
+/* A Matroska file whose Segment has an unknown size was never finalized (its writer died), and one
+ * whose Segment is larger than the file was cut. Either way its end is not trustworthy. */
+static int mkv_truncated(const char *path, int64_t file_size)
+{
+  unsigned char buf[256];
+  FILE *f = fopen(path, "rb");
+  size_t n, pos = 0;
+  uint64_t id, size;
+  int len, unknown = 0;
+
+  if (f == NULL)
+    return 0;
+  n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  for (int element = 0; element < 2; element++) {
+    if ((len = ebml_vint(buf + pos, n - pos, 1, &id, NULL)) == 0)
+      return 0;
+    pos += (size_t)len;
+    if ((len = ebml_vint(buf + pos, n - pos, 0, &size, &unknown)) == 0)
+      return 0;
+    pos += (size_t)len;
+    if (element == 0) {
+      if (id != 0x1A45DFA3 || size > n - pos)
+        return 0; /* not an EBML file we understand: no opinion */
+      pos += size;
+    } else {
+      if (id != 0x18538067)
+        return 0;
+      return unknown || (int64_t)(pos + size) > file_size;
+    }
+  }
+  return 0;
+}
+
+static int cmp_pts1(const void *a, const void *b)
+{
+  const int64_t *x = a, *y = b;
+  return *x < *y ? -1 : *x > *y;
+}
+
+static int cmp_pts(const void *a, const void *b)
+{
+  const int64_t *x = a, *y = b;
+  return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] < y[1] ? -1 : x[1] > y[1]);
+}
+
+/* Ranks packets by presentation order. Containers carry pts: sort by them. Elementary streams do
+ * not: run the decoder (pixels discarded) with pts = decode position, so frames come out in
+ * presentation order carrying their packet's position. Also counts the packets. */
+static int prepass(struct remux *r, int need_rank)
+{
+  AVPacket *pkt = av_packet_alloc();
+  AVFrame *frame = NULL;
+  AVCodecContext *dec = NULL;
+  int64_t (*pts)[2] = NULL, cap = 0, n = 0, out = 0;
+  int rc = 0, use_decoder = need_rank && r->raw;
+
+  if (pkt == NULL)
+    return AVERROR(ENOMEM);
+  if (use_decoder) {
+    const AVCodec *codec = avcodec_find_decoder(r->ic->streams[r->vs]->codecpar->codec_id);
+    frame = av_frame_alloc();
+    dec = codec ? avcodec_alloc_context3(codec) : NULL;
+    if (codec == NULL || frame == NULL || dec == NULL ||
+        (rc = avcodec_parameters_to_context(dec, r->ic->streams[r->vs]->codecpar)) < 0 ||
+        (rc = avcodec_open2(dec, codec, NULL)) < 0) {
+      seterr(r->res, "cannot order the B-frames of '%s': no usable decoder", r->in_path);
+      rc = rc < 0 ? rc : AVERROR(ENOSYS);
+      goto done;
+    }
+  }
+  for (int eof = 0; !eof;) {
+    rc = av_read_frame(r->ic, pkt);
+    if (rc < 0) {
+      if (rc != AVERROR_EOF)
+        r->res->video_truncated = 1;
+      eof = 1;
+      if (!use_decoder)
+        break;
+      avcodec_send_packet(dec, NULL); /* drain the reorder buffer */
+    } else if (pkt->stream_index != r->vs) {
+      av_packet_unref(pkt);
+      continue;
+    } else {
+      if (n == cap) {
+        void *p = realloc(pts, (size_t)(cap = cap ? cap * 2 : 4096) * sizeof *pts);
+        if (p == NULL) {
+          rc = AVERROR(ENOMEM);
+          goto done;
+        }
+        pts = p;
+      }
+      pts[n][0] = use_decoder ? -1 : pkt->pts;
+      pts[n][1] = n;
+      if (use_decoder) {
+        pkt->pts = pkt->dts = n;
+        /* A damaged frame is tolerated here: it gets no rank and is left out. */
+        avcodec_send_packet(dec, pkt);
+      }
+      av_packet_unref(pkt);
+      n++;
+    }
+    while (use_decoder && avcodec_receive_frame(dec, frame) >= 0) {
+      int64_t at = frame->pts != AV_NOPTS_VALUE ? frame->pts : frame->best_effort_timestamp;
+      if (at >= 0 && at < n && pts[at][0] < 0)
+        pts[at][0] = out++;
+      av_frame_unref(frame);
+    }
+  }
+  rc = 0;
+  r->packets_read = n;
+  if (!need_rank)
+    goto done;
+  r->rank = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+  if (r->rank == NULL) {
+    rc = AVERROR(ENOMEM);
+    goto done;
+  }
+  r->nrank = n;
+  if (use_decoder) {
+    for (int64_t i = 0; i < n; i++)
+      r->rank[i] = pts[i][0];
+    goto done;
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (pts[i][0] == AV_NOPTS_VALUE) {
+      seterr(r->res, "'%s': packet %lld has no pts, cannot order its B-frames", r->in_path,
+             (long long)i);
+      rc = AVERROR_INVALIDDATA;
+      goto done;
+    }
+  qsort(pts, (size_t)n, sizeof *pts, cmp_pts);
+  for (int64_t k = 0; k < n; k++) {
+    if (k > 0 && pts[k][0] == pts[k - 1][0]) {
+      seterr(r->res, "'%s': packets %lld and %lld have the same pts %lld", r->in_path,
+             (long long)pts[k - 1][1], (long long)pts[k][1], (long long)pts[k][0]);
+      rc = AVERROR_INVALIDDATA;
+      goto done;
+    }
+    r->rank[pts[k][1]] = k;
+  }
+done:
+  free(pts);
+  av_frame_free(&frame);
+  avcodec_free_context(&dec);
+  av_packet_free(&pkt);
+  return rc;
+}
+
+/* For an elementary stream the CSV's offset and bytes columns say where each frame's data ends, so
+ * a frame cut by the crash is known exactly; rows pointing past the end mean the data was cut. */
+static void raw_limits(struct remux *r)
+{
+  const struct pirec_remux_timing *t = &r->timing;
+  int64_t end = 0, complete = 0;
+  int have_offsets = 0;
+
+  r->limit_packets = -1;
+  if (!r->raw || t->bytes == NULL || t->count == 0)
+    return;
+  for (int64_t i = 0; i < t->count; i++) {
+    if (t->bytes[i] < 0)
+      return; /* no size for every row: no opinion */
+    if (t->offset != NULL && t->offset[i] >= 0)
+      have_offsets = 1;
+  }
+  for (int64_t i = 0; i < t->count; i++) {
+    int64_t start = have_offsets ? t->offset[i] : end;
+    if (start < 0)
+      return;
+    end = start + t->bytes[i];
+    if (end > r->size)
+      break;
+    complete = i + 1;
+  }
+  r->limit_packets = complete;
+  if (complete < t->count)
+    r->res->video_truncated = 1;
+}
+
+/* Output ticks of frame i; rows past the timing's end extrapolate (only CFR asks for them). */
+static int64_t P(const struct remux *r, int64_t i)
+{
+  return ticks(&r->timing, i, r->cfr_frames, (r->opt->flags & PIREC_REMUX_CFR) != 0, r->tb);
+}
+
+static int open_output(struct remux *r, const char *tmp)
+{
+  const char *fmt = r->opt->format == PIREC_REMUX_MKV ? "matroska" : "mp4";
+  AVStream *ist = r->ic->streams[r->vs], *ost;
+  AVDictionary *dict = NULL;
+  int rc;
+
+  rc = avformat_alloc_output_context2(&r->oc, NULL, fmt, tmp);
+  if (rc < 0 || r->oc == NULL) {
+    seterr(r->res, "cannot create %s output: %s", fmt, averr(rc));
+    return rc < 0 ? rc : AVERROR(ENOMEM);
+  }
+  ost = avformat_new_stream(r->oc, NULL);
+  if (ost == NULL)
+    return AVERROR(ENOMEM);
+  rc = avcodec_parameters_copy(ost->codecpar, ist->codecpar);
+  if (rc < 0)
+    return rc;
+  ost->codecpar->codec_tag = 0; /* let the muxer choose the tag its container uses */
+  ost->time_base = r->tb;
+  if (r->opt->flags & PIREC_REMUX_CFR && r->cfr_frames > 1) {
+    int num, den;
+    av_reduce(&num, &den, (r->cfr_frames - 1) * NS_PER_S,
+              r->timing.t_ns[r->cfr_frames - 1] - r->timing.t_ns[0], INT32_MAX);
+    ost->avg_frame_rate = ost->r_frame_rate = (AVRational){num, den};
+  }
+  if (!(r->oc->oformat->flags & AVFMT_NOFILE)) {
+    rc = avio_open(&r->oc->pb, tmp, AVIO_FLAG_WRITE);
+    if (rc < 0) {
+      seterr(r->res, "cannot create '%s': %s", tmp, averr(rc));
+      return rc;
+    }
+  }
+  if (r->opt->format == PIREC_REMUX_MP4)
+    av_dict_set_int(&dict, "video_track_timescale", r->tb.den, 0);
+  rc = avformat_write_header(r->oc, &dict);
+  av_dict_free(&dict);
+  if (rc < 0) {
+    seterr(r->res, "cannot write the header of '%s': %s", tmp, averr(rc));
+    return rc;
+  }
+  if (av_cmp_q(r->oc->streams[0]->time_base, r->tb) != 0) {
+    seterr(r->res, "the %s muxer chose time base %d/%d instead of %d/%d", fmt,
+           r->oc->streams[0]->time_base.num, r->oc->streams[0]->time_base.den, r->tb.num,
+           r->tb.den);
+    return AVERROR(EPROTO);
+  }
+  return 0;
+}
+
+static void close_output(struct remux *r)
+{
+  if (r->oc == NULL)
+    return;
+  if (!(r->oc->oformat->flags & AVFMT_NOFILE))
+    avio_closep(&r->oc->pb);
+  avformat_free_context(r->oc);
+  r->oc = NULL;
+}
+
+/* Reads an output back and compares it with frames 0..expect-1 of the timing. */
+static int verify_file(const char *path, const struct pirec_remux_timing *timing, int64_t expect,
+                       int64_t cfr_frames, int cfr, struct pirec_remux_result *res,
+                       int64_t *found)
+{
+  AVFormatContext *ic = NULL;
+  AVPacket *pkt = NULL;
+  int64_t *pts = NULL, n = 0, cap = 0;
+  AVRational tb;
+  int vs, raw, rc;
+
+  rc = open_input(path, &ic, &vs, &raw, res);
+  if (rc < 0)
+    return rc;
+  tb = ic->streams[vs]->time_base;
+  pkt = av_packet_alloc();
+  if (pkt == NULL) {
+    rc = AVERROR(ENOMEM);
+    goto done;
+  }
+  while ((rc = av_read_frame(ic, pkt)) >= 0) {
+    if (pkt->stream_index == vs) {
+      if (n == cap) {
+        void *p = realloc(pts, (size_t)(cap = cap ? cap * 2 : 4096) * sizeof *pts);
+        if (p == NULL) {
+          rc = AVERROR(ENOMEM);
+          goto done;
+        }
+        pts = p;
+      }
+      pts[n++] = pkt->pts;
+    }
+    av_packet_unref(pkt);
+  }
+  if (rc != AVERROR_EOF) {
+    seterr(res, "'%s': read error after %lld packets: %s", path, (long long)n, averr(rc));
+    goto done;
+  }
+  rc = 0;
+  *found = n;
+  if (expect < 0)
+    expect = n; /* verifying an existing file: its packets must match the first n rows */
+  if (n != expect || n > timing->count) {
+    seterr(res, "'%s' has %lld packets, expected %lld (timing has %lld rows)", path,
+           (long long)n, (long long)expect, (long long)timing->count);
+    rc = AVERROR(EPROTO);
+    goto done;
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (pts[i] == AV_NOPTS_VALUE) {
+      seterr(res, "'%s': packet %lld has no pts", path, (long long)i);
+      rc = AVERROR(EPROTO);
+      goto done;
+    }
+  /* Packets come in decode order; with B-frames the pts sorted are the presentation times. */
+  qsort(pts, (size_t)n, sizeof *pts, cmp_pts1);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t want = ticks(timing, i, cfr ? cfr_frames : n, cfr, tb);
+    if (pts[i] - pts[0] != want) {
+      seterr(res,
+             "'%s': frame %lld has pts - pts0 = %lld, expected %lld in time base %d/%d "
+             "(captured %lld ns after frame 0)",
+             path, (long long)i, (long long)(pts[i] - pts[0]), (long long)want, tb.num, tb.den,
+             (long long)(timing->t_ns[i] - timing->t_ns[0]));
+      rc = AVERROR(EPROTO);
+      goto done;
+    }
+  }
+done:
+  free(pts);
+  av_packet_free(&pkt);
+  avformat_close_input(&ic);
+  return rc;
+}
+
+static int write_timestamps(const char *output, const struct remux *r, int64_t frames,
+                            struct pirec_remux_result *res)
+{
+  char path[4200], tmp[4300];
+  FILE *f;
+  int cfr = (r->opt->flags & PIREC_REMUX_CFR) != 0;
+
+  snprintf(path, sizeof path, "%s.timestamps.txt", output);
+  snprintf(tmp, sizeof tmp, "%s.part", path);
+  f = fopen(tmp, "w");
+  if (f == NULL) {
+    seterr(res, "cannot create '%s': %s", tmp, strerror(errno));
+    return -errno;
+  }
+  fputs("# timestamp format v2\n", f);
+  for (int64_t i = 0; i < frames; i++) {
+    /* Exact captured offsets in ms with ns precision (CFR: the grid, in ns). */
+    int64_t ns = cfr ? (frames > 1 ? av_rescale_rnd(i, r->timing.t_ns[frames - 1] - r->timing.t_ns[0],
+                                                    frames - 1, AV_ROUND_NEAR_INF)
+                                   : 0)
+                     : r->timing.t_ns[i] - r->timing.t_ns[0];
+    fprintf(f, "%lld.%06lld\n", (long long)(ns / 1000000), (long long)(ns % 1000000));
+  }
+  if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    int e = -errno;
+    seterr(res, "cannot write '%s': %s", path, strerror(errno));
+    unlink(tmp);
+    return e;
+  }
+  return 0;
+}
+
+static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext *ic, int64_t size)
+{
+  int64_t pos;
+  if (progress == NULL)
+    return;
+  pos = ic->pb ? avio_tell(ic->pb) : 0;
+  progress(pos < size ? pos : size, size, user);
+}
+
+int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
+                     struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
+{
+  struct remux r;
+  struct pirec_remux_options defaults;
+  struct stat st;
+  AVPacket *pkt = NULL;
+  char tmp[4200];
+  int64_t rows, complete, krank = -1, written = 0, depth = 0, found = 0;
+  int rc, cfr, dry, have_output = 0;
+
+  memset(res, 0, sizeof *res);
+  memset(&r, 0, sizeof r);
+  memset(&defaults, 0, sizeof defaults);
+  r.opt = options ? options : &defaults;
+  r.in_path = video_path;
+  r.res = res;
+  r.limit_packets = -1;
+  cfr = (r.opt->flags & PIREC_REMUX_CFR) != 0;
+  dry = (r.opt->flags & PIREC_REMUX_DRY_RUN) != 0;
+  r.tb = r.opt->format == PIREC_REMUX_MKV ? (AVRational){1, 1000} : (AVRational){1, 90000};
+
+  if (stat(video_path, &st) < 0) {
+    rc = -errno;
+    seterr(res, "cannot open '%s': %s", video_path, strerror(errno));
+    return rc;
+  }
+  r.size = res->input_bytes = st.st_size;
+  if (st.st_size == 0) {
+    seterr(res, "'%s' is empty", video_path);
+    return -ENODATA;
+  }
+  if (r.opt->timing_path)
+    snprintf(res->timing_path, sizeof res->timing_path, "%s", r.opt->timing_path);
+  else if (pirec_remux_find_timing(video_path, res->timing_path, sizeof res->timing_path) < 0) {
+    seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
+           video_path);
+    return -ENOENT;
+  }
+  if (r.opt->output_path)
+    snprintf(res->output_path, sizeof res->output_path, "%s", r.opt->output_path);
+  else if ((rc = pirec_remux_output_path(video_path, r.opt->format, res->output_path,
+                                         sizeof res->output_path)) < 0) {
+    seterr(res, "output name for '%s' is too long", video_path);
+    return rc;
+  }
+  if (strcmp(res->output_path, video_path) == 0) {
+    seterr(res, "output '%s' would overwrite the input", res->output_path);
+    return -EEXIST;
+  }
+  rc = pirec_remux_timing_load(res->timing_path, r.opt->clock, &r.timing, res->error,
+                               sizeof res->error);
+  if (rc < 0)
+    return rc;
+  rows = res->timing_rows = r.timing.count;
+  res->partial_row = r.timing.partial_row;
+  res->clock_used = r.timing.clock_used;
+  if (rows == 0) {
+    seterr(res, "'%s' has no complete frame rows", res->timing_path);
+    rc = -ENODATA;
+    goto out;
+  }
+
+  rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
+  if (rc < 0)
+    goto out;
+  if (!r.raw && strcmp(r.ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(video_path, r.size))
+    res->video_truncated = 1;
+  raw_limits(&r);
+
+  /* Streams that reorder (B-frames) and CFR need every packet counted before the first is written. */
+  if (r.ic->streams[r.vs]->codecpar->video_delay > 0 || cfr) {
+    int need_rank = r.ic->streams[r.vs]->codecpar->video_delay > 0;
+    rc = prepass(&r, need_rank);
+    if (rc < 0)
+      goto out;
+    complete = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets
+                                                                         : r.packets_read;
+    {
+      /* The frames that can be written are the longest run of presentation ranks 0..k-1 whose
+       * packets and rows are all complete. */
+      char *present = calloc((size_t)rows, 1);
+      if (present == NULL) {
+        rc = AVERROR(ENOMEM);
+        goto out;
+      }
+      for (int64_t i = 0; i < complete; i++) {
+        int64_t k = r.rank ? r.rank[i] : i;
+        if (k >= 0 && k < rows)
+          present[k] = 1;
+      }
+      for (krank = 0; krank < rows && present[krank]; krank++)
+        ;
+      free(present);
+      for (int64_t i = 0, j = 0; r.rank && i < complete; i++)
+        if (r.rank[i] >= 0 && r.rank[i] < krank) {
+          if (j - r.rank[i] > depth)
+            depth = j - r.rank[i];
+          j++;
+        }
+    }
+    avformat_close_input(&r.ic);
+    rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
+    if (rc < 0)
+      goto out;
+    r.cfr_frames = krank;
+  }
+  res->reorder_depth = (int)depth;
+
+  /* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
+  for (int64_t i = 1; !cfr && i < rows; i++)
+    if (P(&r, i) <= P(&r, i - 1)) {
+      seterr(res, "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
+                  "output time base 1/%d%s",
+             res->timing_path, (long long)(r.timing.first_line + i), (long long)i,
+             (long long)(r.timing.t_ns[i] - r.timing.t_ns[i - 1]), r.tb.den,
+             r.opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
+      rc = AVERROR(EINVAL);
+      goto out;
+    }
+
+  snprintf(tmp, sizeof tmp, "%s.part", res->output_path);
+  if (!dry) {
+    have_output = 1;
+    rc = open_output(&r, tmp);
+    if (rc < 0)
+      goto out;
+  }
+  pkt = av_packet_alloc();
+  if (pkt == NULL) {
+    rc = AVERROR(ENOMEM);
+    goto out;
+  }
+  r.packets_read = 0;
+  for (int64_t i = 0;;) {
+    int64_t k, pts, dts, next;
+    rc = av_read_frame(r.ic, pkt);
+    if (rc < 0) {
+      if (rc != AVERROR_EOF)
+        res->video_truncated = 1; /* a demuxer error mid-file: keep what came before */
+      rc = 0;
+      break;
+    }
+    if (pkt->stream_index != r.vs) {
+      av_packet_unref(pkt);
+      continue;
+    }
+    k = r.rank ? (i < r.nrank ? r.rank[i] : -1) : i;
+    if (k >= 0 && k < (krank >= 0 ? krank : rows) &&
+        (r.limit_packets < 0 || i < r.limit_packets)) {
+      pts = P(&r, k);
+      dts = !r.rank ? pts : written >= depth ? P(&r, written - depth) : P(&r, 0) - (depth - written);
+      next = k + 1 < rows || cfr ? P(&r, k + 1) : k > 0 ? 2 * pts - P(&r, k - 1) : pts + r.tb.den / 30;
+      pkt->stream_index = 0;
+      pkt->pts = pts;
+      pkt->dts = dts;
+      pkt->duration = next - pts;
+      pkt->pos = -1;
+      if (!dry && (rc = av_write_frame(r.oc, pkt)) < 0) {
+        seterr(res, "cannot write frame %lld to '%s': %s", (long long)k, tmp, averr(rc));
+        av_packet_unref(pkt);
+        goto out;
+      }
+      written++;
+    }
+    av_packet_unref(pkt);
+    i++;
+    r.packets_read = i;
+    if ((i & 63) == 0)
+      report(progress, user, r.ic, r.size);
+  }
+  report(progress, user, r.ic, r.size);
+
+  res->packets = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets
+                                                                          : r.packets_read;
+  res->frames = written;
+  res->rows_cut = rows - written;
+  res->packets_cut = res->packets - written;
+  if (r.raw && r.limit_packets >= 0 && written > 0 && written <= rows) {
+    const struct pirec_remux_timing *t = &r.timing;
+    int64_t end = 0;
+    for (int64_t i = 0; i < written; i++)
+      end = (t->offset && t->offset[i] >= 0 ? t->offset[i] : end) + t->bytes[i];
+    res->bytes_cut = r.size - end;
+  }
+  if (r.timing.count > 0 && written > 0) {
+    res->first_ns = r.timing.t_ns[0];
+    res->duration_ns = r.timing.t_ns[written - 1] - r.timing.t_ns[0];
+  }
+  if (written == 0) {
+    seterr(res, "'%s' has no complete frame that pairs with a row of '%s' (%lld packets, %lld rows)",
+           video_path, res->timing_path, (long long)res->packets, (long long)rows);
+    rc = AVERROR_INVALIDDATA;
+    goto out;
+  }
+  if ((res->rows_cut || res->packets_cut) && !res->partial_row && !res->video_truncated &&
+      !(r.opt->flags & PIREC_REMUX_ALLOW_CUT)) {
+    seterr(res,
+           "'%s' has %lld rows but '%s' has %lld packets, and neither looks cut by a crash "
+           "(--allow-cut keeps the %lld that pair up)",
+           res->timing_path, (long long)rows, video_path, (long long)res->packets,
+           (long long)written);
+    rc = AVERROR(EPROTO);
+    goto out;
+  }
+  if (dry)
+    goto out;
+  rc = av_write_trailer(r.oc);
+  if (rc < 0) {
+    seterr(res, "cannot finish '%s': %s", tmp, averr(rc));
+    goto out;
+  }
+  close_output(&r);
+  rc = verify_file(tmp, &r.timing, written, r.cfr_frames, cfr, res, &found);
+  if (rc < 0)
+    goto out;
+  if ((r.opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
+      (rc = write_timestamps(res->output_path, &r, written, res)) < 0)
+    goto out;
+  if (rename(tmp, res->output_path) < 0) {
+    rc = -errno;
+    seterr(res, "cannot rename '%s' to '%s': %s", tmp, res->output_path, strerror(errno));
+    goto out;
+  }
+  have_output = 0;
+  if ((r.opt->flags & PIREC_REMUX_REPLACE) && unlink(video_path) < 0) {
+    rc = -errno;
+    seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, video_path,
+           strerror(errno));
+  }
+out:
+  if (r.oc)
+    close_output(&r);
+  if (have_output)
+    unlink(tmp);
+  av_packet_free(&pkt);
+  avformat_close_input(&r.ic);
+  free(r.rank);
+  pirec_remux_timing_free(&r.timing);
+  return rc;
+}
+
+int pirec_remux_verify(const char *output_path, const struct pirec_remux_options *options,
+                       struct pirec_remux_result *res)
+{
+  struct pirec_remux_options defaults;
+  struct pirec_remux_timing timing;
+  int64_t found = 0;
+  int rc, cfr;
+  char path[sizeof res->output_path];
+
+  /* output_path may point into res (a caller re-verifying res->output_path). */
+  snprintf(path, sizeof path, "%s", output_path);
+  output_path = path;
+  memset(res, 0, sizeof *res);
+  memset(&defaults, 0, sizeof defaults);
+  if (options == NULL)
+    options = &defaults;
+  cfr = (options->flags & PIREC_REMUX_CFR) != 0;
+  snprintf(res->output_path, sizeof res->output_path, "%s", output_path);
+  if (options->timing_path)
+    snprintf(res->timing_path, sizeof res->timing_path, "%s", options->timing_path);
+  else if (pirec_remux_find_timing(output_path, res->timing_path, sizeof res->timing_path) < 0) {
+    seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
+           output_path);
+    return -ENOENT;
+  }
+  rc = pirec_remux_timing_load(res->timing_path, options->clock, &timing, res->error,
+                               sizeof res->error);
+  if (rc < 0)
+    return rc;
+  res->timing_rows = timing.count;
+  res->partial_row = timing.partial_row;
+  res->clock_used = timing.clock_used;
+  /* A recovered output holds the first n rows; CFR's grid depends on that n, so count first. */
+  rc = verify_file(output_path, &timing, -1, -1, 0, res, &found);
+  if (cfr && (rc >= 0 || found > 0)) {
+    res->error[0] = '\0';
+    rc = verify_file(output_path, &timing, found, found, 1, res, &found);
+  }
+  res->packets = res->frames = found;
+  res->rows_cut = timing.count - found;
+  if (found > 0 && found <= timing.count) {
+    res->first_ns = timing.t_ns[0];
+    res->duration_ns = timing.t_ns[found - 1] - timing.t_ns[0];
+  }
+  pirec_remux_timing_free(&timing);
+  return rc;
+}

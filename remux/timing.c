@@ -1,0 +1,422 @@
+/* Loading a video's timing: a pirec frames CSV (parsed by libcsv) or a v2 pts file. */
+#include "remux-internal.h"
+
+#include <csv.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FIELDS 32
+#define FIELD_CAP 64
+
+enum column { COL_MONO, COL_WALL, COL_DEVICE, COL_BYTES, COL_OFFSET, COL_COUNT };
+static const char *const column_names[COL_COUNT] = {"mono_ns", "wall_ns", "device_ts_ns", "bytes",
+                                                    "offset"};
+
+struct loader {
+  const char *path;
+  int64_t line;      /* line of the row being assembled (header is line 1) */
+  int fields;        /* fields seen in the current row */
+  int header_fields; /* fields in the header */
+  int col[COL_COUNT];
+  char value[MAX_FIELDS][FIELD_CAP];
+  int too_long[MAX_FIELDS];
+  int header_done;
+  int failed;
+  char *err;
+  size_t cap;
+  /* Parsed rows. device is -1 where empty (timestamps are never negative on Linux clocks). */
+  int64_t *mono, *wall, *device, *bytes, *offset;
+  int64_t count, alloc;
+  int64_t missing_device; /* rows without a device timestamp */
+  int64_t first_missing_line;
+};
+
+static void fail(struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(struct loader *l, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  if (l->failed)
+    return;
+  l->failed = 1;
+  n = snprintf(l->err, l->cap, "%s:%lld: ", l->path, (long long)l->line);
+  if (n < 0 || (size_t)n >= l->cap)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(l->err + n, l->cap - (size_t)n, fmt, ap);
+  va_end(ap);
+}
+
+static void on_field(void *data, size_t len, void *ctx)
+{
+  struct loader *l = ctx;
+  int i = l->fields++;
+
+  if (l->failed || i >= MAX_FIELDS)
+    return;
+  l->too_long[i] = len >= FIELD_CAP;
+  if (len >= FIELD_CAP)
+    len = FIELD_CAP - 1;
+  memcpy(l->value[i], data ? data : "", len);
+  l->value[i][len] = '\0';
+}
+
+/* Parses a non-negative decimal integer that fills the whole field. */
+static int parse_i64(const char *s, int64_t *out)
+{
+  char *end;
+  long long v;
+
+  if (*s == '\0' || *s == '-' || *s == '+' || *s == ' ')
+    return -EINVAL;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (errno != 0 || *end != '\0')
+    return -EINVAL;
+  *out = v;
+  return 0;
+}
+
+static int grow(struct loader *l)
+{
+  int64_t n = l->alloc ? l->alloc * 2 : 1024;
+  int64_t **arrays[] = {&l->mono, &l->wall, &l->device, &l->bytes, &l->offset};
+
+  for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
+    int64_t *p = realloc(*arrays[k], (size_t)n * sizeof(int64_t));
+    if (p == NULL)
+      return -ENOMEM;
+    *arrays[k] = p;
+  }
+  l->alloc = n;
+  return 0;
+}
+
+static void take_header(struct loader *l)
+{
+  for (int c = 0; c < COL_COUNT; c++)
+    l->col[c] = -1;
+  for (int i = 0; i < l->fields && i < MAX_FIELDS; i++)
+    for (int c = 0; c < COL_COUNT; c++)
+      if (strcmp(l->value[i], column_names[c]) == 0)
+        l->col[c] = i;
+  l->header_fields = l->fields;
+  l->header_done = 1;
+  if (l->col[COL_MONO] < 0)
+    fail(l, "header has no 'mono_ns' column (is this a frames CSV?)");
+}
+
+/* Reads column c of the current row into *out; empty gives -1 when allow_empty. */
+static int field(struct loader *l, int c, int allow_empty, int64_t *out)
+{
+  int i = l->col[c];
+
+  *out = -1;
+  if (i < 0)
+    return 0;
+  if (l->value[i][0] == '\0') {
+    if (allow_empty)
+      return 0;
+    fail(l, "%s is empty", column_names[c]);
+    return -EINVAL;
+  }
+  if (l->too_long[i] || parse_i64(l->value[i], out) < 0) {
+    fail(l, "%s '%s%s' is not a non-negative integer", column_names[c], l->value[i],
+         l->too_long[i] ? "..." : "");
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static void on_row(int term, void *ctx)
+{
+  struct loader *l = ctx;
+  int64_t i;
+
+  (void)term;
+  if (l->failed)
+    goto next;
+  if (!l->header_done) {
+    take_header(l);
+    goto next;
+  }
+  if (l->fields == 1 && l->value[0][0] == '\0')
+    goto next; /* a blank line */
+  if (l->fields != l->header_fields) {
+    fail(l, "row has %d fields, the header has %d", l->fields, l->header_fields);
+    goto next;
+  }
+  if (l->count == l->alloc && grow(l) < 0) {
+    fail(l, "out of memory");
+    goto next;
+  }
+  i = l->count;
+  if (field(l, COL_MONO, 0, &l->mono[i]) < 0 || field(l, COL_WALL, 0, &l->wall[i]) < 0 ||
+      field(l, COL_DEVICE, 1, &l->device[i]) < 0 || field(l, COL_BYTES, 1, &l->bytes[i]) < 0 ||
+      field(l, COL_OFFSET, 1, &l->offset[i]) < 0)
+    goto next;
+  if (l->device[i] < 0 && l->missing_device++ == 0)
+    l->first_missing_line = l->line;
+  l->count++;
+next:
+  l->fields = 0;
+  l->line++;
+}
+
+/* Reads a whole (small) file. Returns its length or a negative error. */
+static int64_t slurp(const char *path, char **out)
+{
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t len = 0, cap = 0, n;
+
+  if (f == NULL)
+    return -errno;
+  for (;;) {
+    if (cap - len < 65536) {
+      char *p = realloc(buf, cap + 65536 + 1);
+      if (p == NULL) {
+        free(buf);
+        fclose(f);
+        return -ENOMEM;
+      }
+      buf = p;
+      cap += 65536;
+    }
+    n = fread(buf + len, 1, cap - len, f);
+    len += n;
+    if (n == 0)
+      break;
+  }
+  if (ferror(f)) {
+    int e = -EIO;
+    free(buf);
+    fclose(f);
+    return e;
+  }
+  fclose(f);
+  buf[len] = '\0';
+  *out = buf;
+  return (int64_t)len;
+}
+
+/* "33.366" milliseconds -> 33366000 ns, without floating point. */
+static int parse_ms(const char *s, const char *end, int64_t *out)
+{
+  int64_t whole = 0, frac = 0, scale = 1000000;
+  const char *p = s;
+  int digits = 0;
+
+  while (p < end && *p >= '0' && *p <= '9') {
+    if (whole > INT64_MAX / 10 / 1000000)
+      return -ERANGE;
+    whole = whole * 10 + (*p++ - '0');
+    digits++;
+  }
+  if (p < end && *p == '.') {
+    p++;
+    while (p < end && *p >= '0' && *p <= '9') {
+      if (scale > 1) {
+        scale /= 10;
+        frac += (*p - '0') * scale;
+      }
+      p++;
+      digits++;
+    }
+  }
+  if (digits == 0 || p != end)
+    return -EINVAL;
+  *out = whole * 1000000 + frac;
+  return 0;
+}
+
+static int load_pts(struct loader *l, char *buf, int64_t len, enum pirec_remux_clock clock)
+{
+  char *p = buf, *end = buf + len;
+
+  if (clock == PIREC_REMUX_CLOCK_MONO || clock == PIREC_REMUX_CLOCK_WALL) {
+    fail(l, "a pts file has only the camera's clock; use --clock device or auto");
+    return -EINVAL;
+  }
+  while (p < end) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    char *stop;
+    if (nl == NULL)
+      break; /* a partial last line: the writer was killed mid-line */
+    stop = nl;
+    if (stop > p && stop[-1] == '\r')
+      stop--;
+    if (l->line > 1 && stop > p && *p != '#') {
+      if (l->count == l->alloc && grow(l) < 0) {
+        fail(l, "out of memory");
+        return -ENOMEM;
+      }
+      if (parse_ms(p, stop, &l->device[l->count]) < 0) {
+        *stop = '\0';
+        fail(l, "'%.40s' is not a time in milliseconds", p);
+        return -EINVAL;
+      }
+      l->mono[l->count] = l->wall[l->count] = -1;
+      l->bytes[l->count] = l->offset[l->count] = -1;
+      l->count++;
+    }
+    l->line++;
+    p = nl + 1;
+  }
+  return 0;
+}
+
+int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
+                            struct pirec_remux_timing *timing, char *err, size_t cap)
+{
+  struct loader l;
+  struct csv_parser parser;
+  char *buf = NULL;
+  int64_t len, used, *chosen;
+  const char *chosen_name;
+  int rc = 0;
+
+  memset(timing, 0, sizeof *timing);
+  memset(&l, 0, sizeof l);
+  l.path = path;
+  l.line = 1;
+  l.err = err;
+  l.cap = cap;
+  if (cap > 0)
+    err[0] = '\0';
+
+  len = slurp(path, &buf);
+  if (len < 0) {
+    snprintf(err, cap, "cannot read '%s': %s", path, strerror((int)-len));
+    return (int)len;
+  }
+  /* After a power loss, ext4 can leave the last blocks of a file as zeros: treat them as unwritten. */
+  while (len > 0 && buf[len - 1] == '\0')
+    len--;
+  if (len == 0) {
+    snprintf(err, cap, "'%s' is empty (no header)", path);
+    free(buf);
+    return -ENODATA;
+  }
+  /* Only complete lines count: whatever follows the last newline was cut by a crash. */
+  used = len;
+  while (used > 0 && buf[used - 1] != '\n')
+    used--;
+  timing->partial_row = used < len;
+
+  if (strncmp(buf, "# timecode format v2", 20) == 0 || strncmp(buf, "# timestamp format v2", 21) == 0) {
+    rc = load_pts(&l, buf, used, clock);
+    chosen = l.device;
+    chosen_name = "pts";
+    timing->clock_used = PIREC_REMUX_CLOCK_DEVICE;
+    timing->first_line = 2;
+  } else {
+    if (csv_init(&parser, 0) != 0) {
+      free(buf);
+      snprintf(err, cap, "out of memory");
+      return -ENOMEM;
+    }
+    if (csv_parse(&parser, buf, (size_t)used, on_field, on_row, &l) != (size_t)used && !l.failed)
+      fail(&l, "%s", csv_strerror(csv_error(&parser)));
+    csv_fini(&parser, on_field, on_row, &l);
+    csv_free(&parser);
+    if (!l.header_done && !l.failed)
+      fail(&l, "no complete header line");
+    if (l.failed)
+      rc = -EINVAL;
+    timing->first_line = 2;
+    switch (clock) {
+    case PIREC_REMUX_CLOCK_AUTO:
+      timing->clock_used = (l.col[COL_DEVICE] >= 0 && l.missing_device == 0 && l.count > 0)
+                               ? PIREC_REMUX_CLOCK_DEVICE
+                               : PIREC_REMUX_CLOCK_MONO;
+      break;
+    case PIREC_REMUX_CLOCK_DEVICE:
+      if (rc == 0 && l.col[COL_DEVICE] < 0) {
+        snprintf(err, cap, "%s: no 'device_ts_ns' column for --clock device", path);
+        rc = -EINVAL;
+      } else if (rc == 0 && l.missing_device > 0) {
+        snprintf(err, cap, "%s:%lld: device_ts_ns is empty (%lld rows have none); use --clock mono",
+                 path, (long long)l.first_missing_line, (long long)l.missing_device);
+        rc = -EINVAL;
+      }
+      timing->clock_used = clock;
+      break;
+    case PIREC_REMUX_CLOCK_WALL:
+      if (rc == 0 && l.col[COL_WALL] < 0) {
+        snprintf(err, cap, "%s: no 'wall_ns' column for --clock wall", path);
+        rc = -EINVAL;
+      }
+      timing->clock_used = clock;
+      break;
+    default:
+      timing->clock_used = PIREC_REMUX_CLOCK_MONO;
+      break;
+    }
+    chosen = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? l.device
+             : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? l.wall
+                                                             : l.mono;
+    chosen_name = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? "device_ts_ns"
+                  : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? "wall_ns"
+                                                                  : "mono_ns";
+  }
+
+  for (int64_t i = 1; rc == 0 && i < l.count; i++) {
+    if (chosen[i] <= chosen[i - 1]) {
+      snprintf(err, cap, "%s:%lld: %s %lld is not after %lld on the line before%s", path,
+               (long long)(timing->first_line + i), chosen_name, (long long)chosen[i],
+               (long long)chosen[i - 1],
+               timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
+                                                            : "");
+      rc = -EINVAL;
+    }
+  }
+  free(buf);
+  if (rc < 0) {
+    free(l.mono);
+    free(l.wall);
+    free(l.device);
+    free(l.bytes);
+    free(l.offset);
+    memset(timing, 0, sizeof *timing);
+    return rc;
+  }
+  timing->t_ns = chosen;
+  timing->bytes = l.bytes;
+  timing->offset = l.offset;
+  timing->count = l.count;
+  if (chosen != l.mono)
+    free(l.mono);
+  if (chosen != l.wall)
+    free(l.wall);
+  if (chosen != l.device)
+    free(l.device);
+  return 0;
+}
+
+void pirec_remux_timing_free(struct pirec_remux_timing *timing)
+{
+  free(timing->t_ns);
+  free(timing->bytes);
+  free(timing->offset);
+  memset(timing, 0, sizeof *timing);
+}
+
+const char *pirec_remux_clock_name(enum pirec_remux_clock clock)
+{
+  switch (clock) {
+  case PIREC_REMUX_CLOCK_DEVICE:
+    return "device";
+  case PIREC_REMUX_CLOCK_MONO:
+    return "mono";
+  case PIREC_REMUX_CLOCK_WALL:
+    return "wall";
+  default:
+    return "auto";
+  }
+}

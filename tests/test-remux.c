@@ -1,0 +1,485 @@
+/* The remux engine against real inputs made by ffmpeg (lavfi testsrc2 + libx264) and checked with
+ * the real ffprobe: exact pts per packet, B-frames, crash recovery, corrupt inputs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers/remux-gen.h"
+#include "pirec/remux.h"
+
+#define NS INT64_C(1000000000)
+
+struct fixture {
+  char dir[256];
+  char path[512];
+};
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  assert_int_equal(remux_gen_tmpdir(f->dir, sizeof f->dir), 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  remux_gen_rmrf(f->dir);
+  free(f);
+  return 0;
+}
+
+static const char *at(struct fixture *f, const char *name)
+{
+  snprintf(f->path, sizeof f->path, "%s/%s", f->dir, name);
+  return f->path;
+}
+
+static int64_t round_div(int64_t a, int64_t b)
+{
+  return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b);
+}
+
+static int cmp64(const void *a, const void *b)
+{
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Every packet's pts - pts0 (sorted, so B-frame decode order does not matter) must equal the
+ * captured time since frame 0 rounded to the time base; ffprobe reads the file independently. */
+static void assert_pts_exact(const char *out, const int64_t *t, int64_t n, int want_den)
+{
+  int64_t *pts = NULL;
+  int den = 0;
+  int64_t got = remux_gen_probe_pts(out, 0, &pts, &den);
+
+  assert_int_equal(got, n);
+  assert_int_equal(den, want_den);
+  qsort(pts, (size_t)n, sizeof *pts, cmp64);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t want = round_div((t[i] - t[0]) * want_den, NS);
+    if (pts[i] - pts[0] != want)
+      fail_msg("frame %lld: pts - pts0 = %lld, want %lld", (long long)i,
+               (long long)(pts[i] - pts[0]), (long long)want);
+  }
+  free(pts);
+}
+
+/* ffmpeg decodes the whole file and prints nothing at -v error. */
+static void assert_decodes_clean(const char *out)
+{
+  char err[4096];
+  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -f null - 2>&1", (char *)out, NULL};
+  assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
+  if (err[0] != '\0')
+    fail_msg("decoding '%s' printed: %s", out, err);
+}
+
+static void test_vfr_jitter_mp4(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 300; /* 10 s at 30 fps */
+  char video[512], out[512];
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {0};
+  int64_t *mono = remux_gen_times(n, 5 * NS, 8000000, 7);
+  int64_t *dev = remux_gen_times(n, 2 * NS, 9000000, 11);
+
+  snprintf(video, sizeof video, "%s", at(f, "t001.mkv"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "t001_frames.csv"), n, mono, dev, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_string_equal(res.error, "");
+  assert_int_equal(res.frames, n);
+  assert_int_equal(res.clock_used, PIREC_REMUX_CLOCK_DEVICE);
+  snprintf(out, sizeof out, "%s", at(f, "t001.mp4"));
+  assert_string_equal(res.output_path, out);
+  assert_pts_exact(out, dev, n, 90000);
+  assert_decodes_clean(out);
+  /* The input stays; no temporary file is left. */
+  assert_int_equal(access(video, F_OK), 0);
+  assert_int_equal(access(at(f, "t001.mp4.part"), F_OK), -1);
+
+  assert_int_equal(pirec_remux_verify(out, NULL, &res), 0);
+  assert_int_equal(res.frames, n);
+
+  /* --clock mono picks the other column; verify with the device clock then fails with numbers. */
+  opt.clock = PIREC_REMUX_CLOCK_MONO;
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_pts_exact(out, mono, n, 90000);
+  opt.clock = PIREC_REMUX_CLOCK_DEVICE;
+  assert_int_equal(pirec_remux_verify(out, &opt, &res), -EPROTO);
+  assert_non_null(strstr(res.error, "expected"));
+  free(mono);
+  free(dev);
+}
+
+static void test_mkv_output_and_timestamps_file(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 90;
+  char video[512], ts[600];
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {.format = PIREC_REMUX_MKV,
+                                    .flags = PIREC_REMUX_WRITE_TIMESTAMPS};
+  int64_t *mono = remux_gen_times(n, 1 * NS, 5000000, 3);
+  FILE *fp;
+  char line[128];
+  int64_t lines = 0;
+
+  snprintf(video, sizeof video, "%s", at(f, "t002.mkv"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "t002_frames.csv"), n, mono, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_int_equal(res.clock_used, PIREC_REMUX_CLOCK_MONO); /* no device timestamps */
+  assert_string_equal(res.output_path, at(f, "t002_timed.mkv"));
+  assert_pts_exact(res.output_path, mono, n, 1000);
+  assert_int_equal(pirec_remux_verify(res.output_path, &opt, &res), 0);
+
+  snprintf(ts, sizeof ts, "%s.timestamps.txt", at(f, "t002_timed.mkv"));
+  fp = fopen(ts, "r");
+  assert_non_null(fp);
+  assert_non_null(fgets(line, sizeof line, fp));
+  assert_string_equal(line, "# timestamp format v2\n");
+  while (fgets(line, sizeof line, fp)) {
+    long long ms, frac;
+    assert_int_equal(sscanf(line, "%lld.%6lld", &ms, &frac), 2);
+    assert_int_equal(ms * 1000000 + frac, mono[lines] - mono[0]);
+    lines++;
+  }
+  fclose(fp);
+  assert_int_equal(lines, n);
+  free(mono);
+}
+
+static void test_cfr(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 60;
+  char video[512];
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {.flags = PIREC_REMUX_CFR};
+  int64_t *mono = remux_gen_times(n, 1 * NS, 6000000, 5);
+  int64_t *pts = NULL, span = mono[n - 1] - mono[0];
+  int den;
+
+  snprintf(video, sizeof video, "%s", at(f, "t003.mkv"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "t003_frames.csv"), n, mono, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_int_equal(remux_gen_probe_pts(res.output_path, 0, &pts, &den), n);
+  assert_int_equal(den, 90000);
+  for (int64_t i = 0; i < n; i++)
+    assert_int_equal(pts[i] - pts[0], round_div(i * span * 9, (n - 1) * 100000)); /* 90000/1e9 */
+  assert_int_equal(pirec_remux_verify(res.output_path, &opt, &res), 0);
+  free(pts);
+  free(mono);
+}
+
+/* Raw H.264 with the CSV's bytes/offset columns taken from ffprobe's packet table. */
+static void test_raw_h264_offsets(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 120;
+  char video[512];
+  struct pirec_remux_result res;
+  int64_t *pos, *size, *mono = remux_gen_times(n, 3 * NS, 4000000, 9);
+
+  snprintf(video, sizeof video, "%s", at(f, "cam.h264"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_packets(video, &pos, &size), n);
+  assert_int_equal(remux_gen_csv(at(f, "cam_frames.csv"), n, mono, NULL, size, pos, 0), 0);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_int_equal(res.frames, n);
+  assert_int_equal(res.bytes_cut, 0);
+  assert_pts_exact(res.output_path, mono, n, 90000);
+  assert_decodes_clean(res.output_path);
+  free(pos);
+  free(size);
+  free(mono);
+}
+
+/* rpicam-vid's pts file: "# timecode format v2", ms with three decimals. */
+static void test_rpicam_pts_file(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 60;
+  char video[512];
+  struct pirec_remux_result res;
+  int64_t *t = remux_gen_times(n, 0, 3000000, 21);
+  FILE *fp;
+
+  snprintf(video, sizeof video, "%s", at(f, "rpi.h264"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  fp = fopen(at(f, "rpi.pts"), "w");
+  assert_non_null(fp);
+  fputs("# timecode format v2\n", fp);
+  for (int i = 0; i < n; i++) {
+    t[i] = (t[i] - t[0]) / 1000 * 1000; /* microsecond resolution, like rpicam-vid's %.3f ms */
+    fprintf(fp, "%lld.%03lld\n", (long long)(t[i] / 1000000), (long long)(t[i] / 1000 % 1000));
+  }
+  fclose(fp);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_string_equal(res.timing_path, at(f, "rpi.pts"));
+  assert_int_equal(res.frames, n);
+  assert_pts_exact(res.output_path, t, n, 90000);
+  free(t);
+}
+
+/* x264 with B-frames: packets are in decode order, rows in presentation order. The decoder (in
+ * ffprobe) must present frames with strictly increasing pts equal to the captured times. */
+static void check_bframes(struct fixture *f, const char *name, const char *csv)
+{
+  const int n = 90;
+  char video[512];
+  struct pirec_remux_result res;
+  int64_t *t = remux_gen_times(n, 1 * NS, 10000000, 13), *fpts = NULL;
+  int den;
+
+  snprintf(video, sizeof video, "%s", at(f, name));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 3), 0);
+  assert_int_equal(remux_gen_csv(at(f, csv), n, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_string_equal(res.error, "");
+  assert_true(res.reorder_depth > 0);
+  assert_pts_exact(res.output_path, t, n, 90000);
+  assert_int_equal(remux_gen_probe_pts(res.output_path, 1, &fpts, &den), n);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(fpts[i] - fpts[0], round_div((t[i] - t[0]) * 90000, NS));
+  assert_decodes_clean(res.output_path);
+  free(fpts);
+  free(t);
+}
+
+static void test_bframes_mkv(void **state)
+{
+  check_bframes(*state, "b.mkv", "b_frames.csv");
+}
+
+static void test_bframes_raw_h264(void **state)
+{
+  check_bframes(*state, "b.h264", "b_frames.csv");
+}
+
+/* A recorder SIGKILLed mid-write: the MKV ends inside a cluster and the CSV inside a row. Every
+ * frame with a complete packet and a complete row comes out, decodable. */
+static void test_truncated_mkv_recovers(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 150;
+  char video[512], orig[512];
+  struct pirec_remux_result res;
+  struct stat st;
+  int64_t *pos, *size, *t = remux_gen_times(n, 1 * NS, 2000000, 17), complete;
+
+  snprintf(video, sizeof video, "%s", at(f, "t009.mkv"));
+  snprintf(orig, sizeof orig, "%s", at(f, "full.mkv"));
+  assert_int_equal(remux_gen_video(orig, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_packets(orig, &pos, &size), n);
+  /* Cut in the middle of packet 120's data: packets 0..119 stay complete. */
+  assert_int_equal(remux_gen_truncate(video, pos[120] + size[120] / 2), 0);
+  complete = 120;
+  /* The CSV got 130 complete rows and half of the next. */
+  assert_int_equal(remux_gen_csv(at(f, "t009_frames.csv"), 130, t, NULL, NULL, NULL, 20), 0);
+  assert_int_equal(stat(video, &st), 0);
+
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_string_equal(res.error, "");
+  assert_true(res.partial_row);
+  assert_true(res.video_truncated);
+  assert_int_equal(res.frames, complete);
+  assert_int_equal(res.rows_cut, 130 - complete);
+  assert_int_equal(res.packets_cut, 0);
+  assert_pts_exact(res.output_path, t, complete, 90000);
+  assert_decodes_clean(res.output_path);
+  /* The input is untouched. */
+  {
+    struct stat after;
+    assert_int_equal(stat(video, &after), 0);
+    assert_int_equal(after.st_size, st.st_size);
+  }
+  free(pos);
+  free(size);
+  free(t);
+}
+
+/* A raw stream cut mid-frame with a CSV that also has rows for frames never fully written. */
+static void test_truncated_h264_recovers(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 150;
+  char video[512];
+  struct pirec_remux_result res;
+  int64_t *pos, *size, *t = remux_gen_times(n, 1 * NS, 2000000, 19);
+
+  snprintf(video, sizeof video, "%s", at(f, "raw.h264"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_packets(video, &pos, &size), n);
+  assert_int_equal(remux_gen_truncate(video, pos[100] + size[100] - 5), 0);
+  assert_int_equal(remux_gen_csv(at(f, "raw_frames.csv"), 104, t, NULL, size, pos, 0), 0);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_true(res.video_truncated);
+  assert_int_equal(res.frames, 100);
+  assert_int_equal(res.rows_cut, 4);
+  assert_int_equal(res.bytes_cut, size[100] - 5);
+  assert_pts_exact(res.output_path, t, 100, 90000);
+  assert_decodes_clean(res.output_path);
+  free(pos);
+  free(size);
+  free(t);
+}
+
+static void expect_failure(const char *video, const char *needle)
+{
+  struct pirec_remux_result res;
+  char out[600];
+  int rc = pirec_remux_file(video, NULL, &res, NULL, NULL);
+
+  if (rc >= 0 || strstr(res.error, needle) == NULL)
+    fail_msg("'%s': rc %d, error '%s', wanted '%s'", video, rc, res.error, needle);
+  /* Nothing half-written is left behind. */
+  assert_int_equal(pirec_remux_output_path(video, PIREC_REMUX_MP4, out, sizeof out), 0);
+  assert_int_equal(access(out, F_OK), -1);
+  strcat(out, ".part");
+  assert_int_equal(access(out, F_OK), -1);
+}
+
+static void test_corrupt_inputs(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 60;
+  char good[512], path[512];
+  int64_t *t = remux_gen_times(n, 1 * NS, 1000000, 23);
+  struct pirec_remux_result res;
+  FILE *fp;
+
+  snprintf(good, sizeof good, "%s", at(f, "good.mkv"));
+  assert_int_equal(remux_gen_video(good, n, "160x120", 0), 0);
+
+  /* Garbage bytes where a video should be. */
+  fp = fopen(at(f, "garbage.mkv"), "wb");
+  for (int i = 0; i < 100000; i++)
+    fputc((i * 7919 + 13) & 0xff, fp);
+  fclose(fp);
+  assert_int_equal(remux_gen_csv(at(f, "garbage_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  expect_failure(at(f, "garbage.mkv"), "cannot read");
+  fp = fopen(at(f, "garbage.h264"), "wb");
+  for (int i = 0; i < 100000; i++)
+    fputc((i * 7919 + 13) & 0xff, fp);
+  fclose(fp);
+  assert_int_equal(remux_gen_csv(at(f, "garbage_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  expect_failure(at(f, "garbage.h264"), "garbage");
+
+  /* A CSV with fewer rows, and one with more rows, than the (complete) video has frames. */
+  snprintf(path, sizeof path, "%s", at(f, "fewer.mkv"));
+  assert_int_equal(link(good, path), 0);
+  assert_int_equal(remux_gen_csv(at(f, "fewer_frames.csv"), n - 5, t, NULL, NULL, NULL, 0), 0);
+  expect_failure(path, "has 55 rows but");
+  snprintf(path, sizeof path, "%s", at(f, "more.mkv"));
+  assert_int_equal(link(good, path), 0);
+  assert_int_equal(remux_gen_csv(at(f, "more_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  fp = fopen(at(f, "more_frames.csv"), "a");
+  fputs("1,99000000000,99000000000,60,67,,0,,\n", fp);
+  fclose(fp);
+  expect_failure(path, "has 61 rows but");
+
+  /* Non-monotonic timestamps: the message names file:line and both values. */
+  snprintf(path, sizeof path, "%s", at(f, "back.mkv"));
+  assert_int_equal(link(good, path), 0);
+  t[30] = t[29] - 1000;
+  assert_int_equal(remux_gen_csv(at(f, "back_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  expect_failure(path, "back_frames.csv:32: mono_ns");
+  t[30] = t[29] + 33333333;
+
+  /* A value that is not a number. */
+  snprintf(path, sizeof path, "%s", at(f, "text.mkv"));
+  assert_int_equal(link(good, path), 0);
+  fp = fopen(at(f, "text_frames.csv"), "w");
+  fputs("trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n"
+        "1,100,200,0,0,,0,,\n1,1x3,300,1,1,,0,,\n", fp);
+  fclose(fp);
+  expect_failure(path, "text_frames.csv:3: mono_ns '1x3'");
+
+  /* Empty files: video and CSV. */
+  fclose(fopen(at(f, "empty.mkv"), "w"));
+  assert_int_equal(remux_gen_csv(at(f, "empty_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  expect_failure(at(f, "empty.mkv"), "is empty");
+  snprintf(path, sizeof path, "%s", at(f, "nocsv.mkv"));
+  assert_int_equal(link(good, path), 0);
+  fclose(fopen(at(f, "nocsv_frames.csv"), "w"));
+  expect_failure(path, "nocsv_frames.csv' is empty");
+  /* No timing file at all. */
+  snprintf(path, sizeof path, "%s", at(f, "alone.mkv"));
+  assert_int_equal(link(good, path), 0);
+  expect_failure(path, "no timing file");
+
+  /* With all that around, the good file still remuxes. */
+  assert_int_equal(remux_gen_csv(at(f, "good_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(good, NULL, &res, NULL, NULL), 0);
+  assert_int_equal(res.frames, n);
+
+  /* --allow-cut accepts a clean mismatch and keeps the frames that pair up. */
+  {
+    struct pirec_remux_options opt = {.flags = PIREC_REMUX_ALLOW_CUT};
+    assert_int_equal(pirec_remux_file(at(f, "fewer.mkv"), &opt, &res, NULL, NULL), 0);
+    assert_int_equal(res.frames, n - 5);
+    assert_int_equal(res.packets_cut, 5);
+  }
+  free(t);
+}
+
+static void test_replace_and_dry_run(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 30;
+  char video[512];
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {.flags = PIREC_REMUX_DRY_RUN};
+  int64_t *t = remux_gen_times(n, 1 * NS, 1000000, 29);
+
+  snprintf(video, sizeof video, "%s", at(f, "r.mkv"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "r_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_int_equal(res.frames, n);
+  assert_int_equal(access(at(f, "r.mp4"), F_OK), -1);
+  assert_int_equal(access(at(f, "r.mp4.part"), F_OK), -1);
+
+  opt.flags = PIREC_REMUX_REPLACE;
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_int_equal(access(at(f, "r.mp4"), F_OK), 0);
+  assert_int_equal(access(video, F_OK), -1);
+  assert_int_equal(access(at(f, "r_frames.csv"), F_OK), 0);
+  free(t);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_vfr_jitter_mp4, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mkv_output_and_timestamps_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cfr, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_raw_h264_offsets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rpicam_pts_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bframes_mkv, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bframes_raw_h264, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_mkv_recovers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_h264_recovers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_inputs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_replace_and_dry_run, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
