@@ -525,6 +525,62 @@ static void test_storm_debounced(void **state)
   assert_true(tk.max_gap < 100 * MS);
 }
 
+/* A backlog much larger than one callback may take (the loop was busy elsewhere): it is worked off
+ * PIREC_GPIO_MAX_EVENTS_PER_POLL at a time, with a loop iteration (idle callback) in between. */
+struct idle_count {
+  uv_idle_t idle;
+  struct pirec_gpio *g;
+  uint64_t iterations_while_backlog;
+};
+
+static void count_idle(uv_idle_t *h)
+{
+  struct idle_count *ic = h->data;
+  struct pirec_gpio_counters c;
+  pirec_gpio_counters(ic->g, &c);
+  if (c.edges > 0 && c.edges < 2000)
+    ic->iterations_while_backlog++;
+}
+
+static void test_storm_backlog(void **state)
+{
+  (void)state;
+  enum { N = 2000 }; /* 2000 records = 48000 bytes: fits the default 64 KiB pipe buffer */
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  struct pirec_gpio_settings s;
+  trigger_settings(&s);
+  s.edge = PIREC_GPIO_EDGE_BOTH;
+  s.min_interval_ns = 100 * MS;
+  struct rec r = {0};
+  struct pirec_gpio *g = NULL;
+  assert_int_equal(pirec_gpio_new_pipe(&loop, &s, p[0], storm_event, on_error, &r, &g), 0);
+  int64_t t0 = 1000 * MS;
+  for (int n = 0; n < N; n++)
+    put(p[1], t0 + (int64_t)n * STORM_STEP_NS, (uint64_t)n + 1, (n + 1) % 2);
+  struct idle_count ic = {.g = g};
+  uv_idle_init(&loop, &ic.idle);
+  ic.idle.data = &ic;
+  uv_idle_start(&ic.idle, count_idle);
+  struct pirec_gpio_counters c;
+  do {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    pirec_gpio_counters(g, &c);
+  } while (c.edges < N);
+  uv_close((uv_handle_t *)&ic.idle, NULL);
+  assert_int_equal(c.max_batch, PIREC_GPIO_MAX_EVENTS_PER_POLL);
+  uint64_t batches = (N + PIREC_GPIO_MAX_EVENTS_PER_POLL - 1) / PIREC_GPIO_MAX_EVENTS_PER_POLL;
+  assert_int_equal(c.polls, batches);
+  assert_true(ic.iterations_while_backlog >= batches - 1);
+  /* 0.2 s of kernel time at min_interval 100 ms: actions at 0, 100 ms (199.9 ms is the last) */
+  int64_t span = (int64_t)(N - 1) * STORM_STEP_NS;
+  assert_int_equal(c.actions, (uint64_t)(span / (100 * MS)) + 1);
+  close_and_finish(&loop, g, &r);
+  close(p[1]);
+}
+
 /* ------------------------------------------------------------------ outputs */
 
 static int read_level(int fd, struct pirec_gpio_pipe_record *out)
@@ -763,6 +819,7 @@ int main(void)
       cmocka_unit_test(test_software_debounce),
       cmocka_unit_test(test_storm),
       cmocka_unit_test(test_storm_debounced),
+      cmocka_unit_test(test_storm_backlog),
       cmocka_unit_test(test_led_follows_recording),
       cmocka_unit_test(test_sync_pulse),
       cmocka_unit_test(test_close_in_callback),
