@@ -34,9 +34,10 @@ struct pirec_config;
 /* One problem found in a file. message is the complete line shown to users, for example
  *   "pirec.conf:12: camera.front.fps = '0': out of range, expected an integer from 1 to 240"
  *   "pirec.conf:7: camera.front.fsp = '30': unknown key, did you mean 'fps'?"
+ *   "pirec.conf:14: [sesion]: unknown section, did you mean '[session]'?"
  * i.e. FILE:LINE: SECTION.KEY = 'VALUE': what was expected. line is 1-based, 0 when the problem is
  * not tied to a line (a file that cannot be read). key is the dotted key ("camera.front.fps"), the
- * section name for section-level problems, or NULL. */
+ * bracketed section ("[camera.front]") for problems with a section line, or NULL. */
 struct pirec_config_error {
   int line;
   char *key;
@@ -73,9 +74,10 @@ int pirec_config_load(const char *path, struct pirec_config **out,
 /* A config holding only defaults and no instance sections, as if parsed from an empty file. */
 int pirec_config_new_defaults(struct pirec_config **out);
 
-/* Writes cfg as canonical INI text (every section present in cfg, every key, defaults included, no
- * comments) to path atomically through pirec_fs_write_atomic (mode 0644). Use this for generated
- * files; to change a user's file keeping its comments use pirec_config_set(). Returns 0 or -errno. */
+/* Writes cfg as canonical INI text (every singleton section and every instance in cfg, every key,
+ * defaults included, no comments) to path atomically through pirec_fs_write_atomic (mode 0644),
+ * under the same lock as pirec_config_set(). Use this for generated files; to change a user's file
+ * keeping its comments use pirec_config_set(). Returns 0 or -errno. */
 int pirec_config_save(const struct pirec_config *cfg, const char *path);
 
 /* Returns the canonical text written by pirec_config_save() (malloc'd, NUL-terminated; caller
@@ -164,10 +166,11 @@ struct pirec_config_assignment {
  * key goes at the end of its section (after the section's last key); a new section goes at the end
  * of the file. A missing file is created.
  *
- * Each value is checked against the schema first; then, under an exclusive flock(2) on the file
- * (re-opened if another process replaced it meanwhile), the file is read, edited, the result is
- * parsed and validated as a whole, and written with pirec_fs_write_atomic. Two processes setting
- * different keys at the same time therefore both land, and readers only ever see a complete file.
+ * Each value is checked against the schema first; then, under an exclusive flock(2) on the file's
+ * directory (the file itself is replaced by each write, so its inode cannot carry the lock), the
+ * file is read, edited, the result is parsed and validated as a whole, and written with
+ * pirec_fs_write_atomic keeping the file's permissions. Two processes setting different keys at the
+ * same time therefore both land, and readers only ever see a complete file.
  * Nothing is written when any check fails: returns -EINVAL with the problems in errors (may be
  * NULL), or another -errno for file problems (message in errors too). Blocks; never call on a loop
  * thread (use pirec_config_set_async). */
@@ -228,8 +231,8 @@ int pirec_config_load_async(uv_loop_t *loop, struct pirec_config_req *req, const
 int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req,
                               struct pirec_config *current, pirec_config_cb cb);
 
-/* Saves cfg's canonical text (pirec_config_format) atomically. cfg is formatted before the call
- * returns; the caller may free it at once. */
+/* pirec_config_save() in the threadpool. The request holds its own reference to cfg until cleanup,
+ * so the caller may drop its reference at once. */
 int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req,
                             const struct pirec_config *cfg, const char *path, pirec_config_cb cb);
 

@@ -1,0 +1,46 @@
+/* pirec: dispatches `pirec COMMAND ...` to the module that implements COMMAND. Add a command by
+ * adding a row to the table; keep option parsing inside the command's own main. */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "pirec/config.h"
+
+#define EX_USAGE 64
+
+struct command {
+  const char *name;
+  int (*main)(int argc, char **argv); /* argv[0] is the command name */
+  const char *help;
+};
+
+static const struct command commands[] = {
+    {"config", pirec_config_main, "check, get, set or print the configuration (pirec config --help)"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: pirec COMMAND [ARGS...]\ncommands:\n");
+  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return EX_USAGE;
+  }
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("pirec %s\n", PIREC_VERSION);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    if (strcmp(argv[1], commands[i].name) == 0)
+      return commands[i].main(argc - 1, argv + 1);
+  fprintf(stderr, "pirec: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return EX_USAGE;
+}

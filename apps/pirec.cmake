@@ -1,0 +1,3 @@
+# `pirec`: a thin dispatcher; each subcommand's code lives in its module (config/cli.c, ...).
+add_executable(pirec ${CMAKE_CURRENT_SOURCE_DIR}/pirec.c)
+target_link_libraries(pirec PRIVATE pirec_config)
