@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -587,6 +588,62 @@ static void test_write_atomic_errors(void **state)
   assert_int_equal(count_temp_files(0), 0);
 }
 
+/* Eight atomic writes of the same path in flight at once in the threadpool: each uses its own
+ * temporary file, all succeed, the file ends up holding exactly one of them, nothing is left over,
+ * and every callback runs on the loop thread. */
+struct concurrent {
+  struct pirec_fs_req req;
+  char text[64];
+  pthread_t loop_thread;
+  int calls;
+  int on_loop_thread;
+};
+
+static void concurrent_cb(struct pirec_fs_req *req)
+{
+  struct concurrent *c = req->data;
+  c->calls++;
+  c->on_loop_thread = pthread_equal(pthread_self(), c->loop_thread);
+}
+
+static void test_write_atomic_concurrent(void **state)
+{
+  enum { N = 8 };
+  const char *path = tpath("shared.txt");
+  struct concurrent c[N];
+  uv_loop_t loop;
+  char *data;
+  size_t len;
+  int matches = 0;
+
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  for (int i = 0; i < N; i++) {
+    memset(&c[i], 0, sizeof c[i]);
+    snprintf(c[i].text, sizeof c[i].text, "writer %d wrote this whole line\n", i);
+    c[i].loop_thread = pthread_self();
+    c[i].req.data = &c[i];
+    assert_int_equal(pirec_fs_write_atomic(&loop, &c[i].req, path, c[i].text, strlen(c[i].text),
+                                           0644, concurrent_cb),
+                     0);
+  }
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  data = slurp(path, &len);
+  assert_non_null(data);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(c[i].calls, 1);
+    assert_int_equal(c[i].req.result, 0);
+    assert_true(c[i].on_loop_thread);
+    pirec_fs_req_cleanup(&c[i].req);
+    if (len == strlen(c[i].text) && memcmp(data, c[i].text, len) == 0)
+      matches++;
+  }
+  free(data);
+  assert_int_equal(matches, 1);
+  assert_int_equal(count_temp_files(0), 0);
+}
+
 /* --- append ----------------------------------------------------------------------------------- */
 
 static void test_append(void **state)
@@ -744,6 +801,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_read_file_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_atomic_sync_and_async, setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_atomic_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_atomic_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_append, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unlink, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkdir_p, setup, teardown),
