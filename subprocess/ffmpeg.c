@@ -1,0 +1,388 @@
+#include "pirec/ffmpeg.h"
+
+#include "pirec/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ---- argv building ---- */
+
+struct argv_b {
+  char **v;
+  size_t n, cap;
+  int err;
+};
+
+static void add(struct argv_b *b, const char *s)
+{
+  if (b->err)
+    return;
+  if (b->n + 2 > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 32;
+    char **v = realloc(b->v, cap * sizeof *v);
+    if (!v) {
+      b->err = -ENOMEM;
+      return;
+    }
+    b->v = v;
+    b->cap = cap;
+  }
+  b->v[b->n] = strdup(s);
+  if (!b->v[b->n]) {
+    b->err = -ENOMEM;
+    return;
+  }
+  b->v[++b->n] = NULL;
+}
+
+static void addf(struct argv_b *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void addf(struct argv_b *b, const char *fmt, ...)
+{
+  char buf[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  add(b, buf);
+}
+
+static int finish(struct argv_b *b, char ***out)
+{
+  if (b->err) {
+    pirec_ffmpeg_argv_free(b->v);
+    return b->err;
+  }
+  *out = b->v;
+  return 0;
+}
+
+void pirec_ffmpeg_argv_free(char **argv)
+{
+  if (!argv)
+    return;
+  for (char **p = argv; *p; p++)
+    free(*p);
+  free(argv);
+}
+
+void pirec_ffmpeg_encode_init(struct pirec_ffmpeg_encode *e)
+{
+  memset(e, 0, sizeof *e);
+  e->pix_fmt = "yuv420p";
+  e->rate_num = 30;
+  e->rate_den = 1;
+  e->encoder = "libx264";
+  e->preset = "veryfast";
+  e->crf = 23;
+  e->gop = 0;
+  e->bframes = 0;
+  e->out_pix_fmt = "yuv420p";
+  e->loglevel = "error";
+}
+
+void pirec_ffmpeg_remux_init(struct pirec_ffmpeg_remux *r)
+{
+  memset(r, 0, sizeof *r);
+  r->loglevel = "error";
+}
+
+static int bad(const char *what, const char *field)
+{
+  pirec_log(PIREC_LOG_ERROR, "%s: invalid or missing '%s'", what, field);
+  return -EINVAL;
+}
+
+int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_out)
+{
+  struct argv_b b = {0};
+
+  *argv_out = NULL;
+  if (!e->output || !e->output[0])
+    return bad("ffmpeg encode", "output");
+  if (e->width <= 0 || e->height <= 0)
+    return bad("ffmpeg encode", e->width <= 0 ? "width" : "height");
+  if (!e->pix_fmt || !e->pix_fmt[0])
+    return bad("ffmpeg encode", "pix_fmt");
+  if (e->rate_num == 0 || e->rate_den == 0)
+    return bad("ffmpeg encode", e->rate_num == 0 ? "rate_num" : "rate_den");
+  if (!e->encoder || !e->encoder[0])
+    return bad("ffmpeg encode", "encoder");
+  if (e->crf < -1 || e->crf > 51)
+    return bad("ffmpeg encode", "crf");
+  if (e->gop < 0 || e->bframes < -1 || e->threads < 0 || e->progress_fd < 0)
+    return bad("ffmpeg encode", e->gop < 0 ? "gop" : e->bframes < -1 ? "bframes" :
+                                e->threads < 0 ? "threads" : "progress_fd");
+
+  add(&b, e->program ? e->program : "ffmpeg");
+  add(&b, "-hide_banner");
+  add(&b, "-nostdin"); /* stdin carries frames, never keyboard commands */
+  add(&b, "-nostats");
+  add(&b, "-loglevel");
+  add(&b, e->loglevel ? e->loglevel : "error");
+  if (e->progress_fd > 0) {
+    add(&b, "-progress");
+    addf(&b, "pipe:%d", e->progress_fd);
+  }
+  add(&b, "-f");
+  add(&b, "rawvideo");
+  add(&b, "-pix_fmt");
+  add(&b, e->pix_fmt);
+  add(&b, "-video_size");
+  addf(&b, "%dx%d", e->width, e->height);
+  add(&b, "-framerate");
+  addf(&b, "%u/%u", e->rate_num, e->rate_den);
+  add(&b, "-i");
+  add(&b, "pipe:0");
+  add(&b, "-map");
+  add(&b, "0:v:0");
+  /* Every input frame becomes exactly one output frame: no duplicates, no drops. */
+  add(&b, e->legacy_vsync ? "-vsync" : "-fps_mode");
+  add(&b, "passthrough");
+  add(&b, "-c:v");
+  add(&b, e->encoder);
+  if (e->preset && e->preset[0]) {
+    add(&b, "-preset");
+    add(&b, e->preset);
+  }
+  if (e->crf >= 0) {
+    add(&b, "-crf");
+    addf(&b, "%d", e->crf);
+  }
+  if (e->gop > 0) {
+    add(&b, "-g");
+    addf(&b, "%d", e->gop);
+  }
+  if (e->bframes >= 0) {
+    add(&b, "-bf");
+    addf(&b, "%d", e->bframes);
+  }
+  if (e->threads > 0) {
+    add(&b, "-threads");
+    addf(&b, "%d", e->threads);
+  }
+  if (e->out_pix_fmt && e->out_pix_fmt[0]) {
+    add(&b, "-pix_fmt");
+    add(&b, e->out_pix_fmt);
+  }
+  /* Short clusters: after a crash or SIGKILL at most about a second of video is lost. */
+  add(&b, "-cluster_time_limit");
+  add(&b, "1000");
+  add(&b, "-f");
+  add(&b, "matroska");
+  add(&b, "-y");
+  add(&b, e->output);
+  return finish(&b, argv_out);
+}
+
+int pirec_ffmpeg_remux_argv(const struct pirec_ffmpeg_remux *r, char ***argv_out)
+{
+  struct argv_b b = {0};
+
+  *argv_out = NULL;
+  if (!r->input || !r->input[0])
+    return bad("ffmpeg remux", "input");
+  if (!r->output || !r->output[0])
+    return bad("ffmpeg remux", "output");
+  if (r->progress_fd < 0)
+    return bad("ffmpeg remux", "progress_fd");
+
+  add(&b, r->program ? r->program : "ffmpeg");
+  add(&b, "-hide_banner");
+  add(&b, "-nostdin");
+  add(&b, "-nostats");
+  add(&b, "-loglevel");
+  add(&b, r->loglevel ? r->loglevel : "error");
+  if (r->progress_fd > 0) {
+    add(&b, "-progress");
+    addf(&b, "pipe:%d", r->progress_fd);
+  }
+  add(&b, "-i");
+  add(&b, r->input);
+  add(&b, "-map");
+  add(&b, "0");
+  add(&b, "-c");
+  add(&b, "copy");
+  if (r->faststart) {
+    add(&b, "-movflags");
+    add(&b, "+faststart");
+  }
+  if (r->format && r->format[0]) {
+    add(&b, "-f");
+    add(&b, r->format);
+  }
+  add(&b, "-y");
+  add(&b, r->output);
+  return finish(&b, argv_out);
+}
+
+/* ---- probe ---- */
+
+/* Runs argv with stdout captured (stderr to /dev/null), at most cap - 1 bytes kept; waits for it
+ * with a deadline so a wedged program cannot hang the caller. Returns the exit status (>= 0), or a
+ * negative errno (-ENOENT when it could not be run). */
+static int run_capture(char *const argv[], char *out, size_t cap, size_t *len)
+{
+  posix_spawn_file_actions_t fa;
+  int p[2], status, err;
+  pid_t pid;
+  size_t n = 0;
+  struct timespec t0, now;
+
+  *len = 0;
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return -errno;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(p[1]);
+  if (err != 0) {
+    close(p[0]);
+    return -err;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+    char scratch[4096];
+    ssize_t r;
+    int waited;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    waited = (int)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+    if (waited > 10000) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(&pfd, 1, 10000 - waited) <= 0)
+      continue;
+    r = read(p[0], scratch, sizeof scratch);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    if (n + 1 < cap) {
+      size_t k = (size_t)r < cap - 1 - n ? (size_t)r : cap - 1 - n;
+      memcpy(out + n, scratch, k);
+      n += k;
+    }
+  }
+  close(p[0]);
+  out[n] = '\0';
+  *len = n;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return -errno;
+  if (WIFEXITED(status)) {
+    /* posix_spawnp reports exec failure as exit 127 on glibc */
+    if (WEXITSTATUS(status) == 127 && n == 0)
+      return -ENOENT;
+    return WEXITSTATUS(status);
+  }
+  return 128 + WTERMSIG(status);
+}
+
+/* True when the -encoders listing has a line " V..... name " (flags, then the name). */
+static int has_encoder(const char *list, const char *name)
+{
+  size_t nl = strlen(name);
+  const char *line = list;
+
+  while (line && *line) {
+    const char *end = strchr(line, '\n');
+    const char *p = line;
+    while (*p == ' ')
+      p++;
+    /* skip the six flag characters */
+    const char *flags = p;
+    while (*p && *p != ' ' && *p != '\n')
+      p++;
+    if (p - flags == 6) {
+      while (*p == ' ')
+        p++;
+      if (strncmp(p, name, nl) == 0 && (p[nl] == ' ' || p[nl] == '\n' || p[nl] == '\0'))
+        return 1;
+    }
+    line = end ? end + 1 : NULL;
+  }
+  return 0;
+}
+
+int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info,
+                       char *err, size_t errlen)
+{
+  const char *prog = program ? program : "ffmpeg";
+  char *out;
+  size_t len;
+  int rc, major = 0, minor = 0;
+  struct pirec_ffmpeg_info dummy;
+
+  if (!info)
+    info = &dummy;
+  memset(info, 0, sizeof *info);
+  if (errlen)
+    err[0] = '\0';
+  out = malloc(256 * 1024);
+  if (!out)
+    return -ENOMEM;
+
+  char *vargv[] = {(char *)prog, "-hide_banner", "-version", NULL};
+  rc = run_capture(vargv, out, 256 * 1024, &len);
+  if (rc < 0) {
+    if (errlen)
+      snprintf(err, errlen, "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the "
+               "ffmpeg path)", prog, strerror(-rc));
+    free(out);
+    return -ENOENT;
+  }
+  if (rc != 0 || strncmp(out, "ffmpeg version ", 15) != 0) {
+    if (errlen)
+      snprintf(err, errlen, "'%s -version' %s: not an ffmpeg program", prog,
+               rc != 0 ? "failed" : "printed no 'ffmpeg version' line");
+    free(out);
+    return -EPROTO;
+  }
+  /* "ffmpeg version 5.1.6-0+deb12u1", "ffmpeg version n6.1", or a git hash */
+  const char *v = out + 15;
+  if (*v == 'n')
+    v++;
+  if (sscanf(v, "%d.%d", &major, &minor) == 2) {
+    info->major = major;
+    info->minor = minor;
+    info->legacy_vsync = major < 5 || (major == 5 && minor < 1);
+  }
+
+  if (encoder && encoder[0]) {
+    char *eargv[] = {(char *)prog, "-hide_banner", "-encoders", NULL};
+    rc = run_capture(eargv, out, 256 * 1024, &len);
+    if (rc != 0 || !strstr(out, "------")) {
+      if (errlen)
+        snprintf(err, errlen, "'%s -encoders' %s", prog,
+                 rc != 0 ? "failed" : "printed no encoder list");
+      free(out);
+      return -EPROTO;
+    }
+    if (!has_encoder(strstr(out, "------"), encoder)) {
+      if (errlen)
+        snprintf(err, errlen, "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
+                 "or choose another encoder in the config)", prog, encoder);
+      free(out);
+      return -ENOTSUP;
+    }
+  }
+  free(out);
+  return 0;
+}

@@ -1,0 +1,7 @@
+# subprocess/: supervised child jobs and ffmpeg command lines, tested against real processes.
+add_executable(job-child ${CMAKE_CURRENT_SOURCE_DIR}/helpers/job-child.c)
+
+pirec_add_test(test-job SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test-job.c
+               LIBS pirec_subprocess LABELS subprocess TIMEOUT 120)
+target_compile_definitions(test-job PRIVATE JOB_CHILD="$<TARGET_FILE:job-child>")
+add_dependencies(test-job job-child)
