@@ -5,3 +5,6 @@ pirec_add_test(test-job SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test-job.c
                LIBS pirec_subprocess LABELS subprocess TIMEOUT 120)
 target_compile_definitions(test-job PRIVATE JOB_CHILD="$<TARGET_FILE:job-child>")
 add_dependencies(test-job job-child)
+
+pirec_add_test(test-ffmpeg SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test-ffmpeg.c
+               LIBS pirec_subprocess LABELS subprocess TIMEOUT 120)
