@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum pirec_remux_clock {
   PIREC_REMUX_CLOCK_AUTO = 0, /* device_ts_ns if every used row has one, else mono_ns */
@@ -120,5 +121,32 @@ int pirec_remux_verify(const char *output_path, const struct pirec_remux_options
 
 /* Name of a clock for messages and JSON ("auto", "device", "mono", "wall"). */
 const char *pirec_remux_clock_name(enum pirec_remux_clock clock);
+
+/* ---- the pirec-remux command: many files, each in a supervised child ---- */
+
+struct uv_loop_s;
+
+struct pirec_remux_run_options {
+  struct pirec_remux_options remux; /* timing_path/output_path only with a single file */
+  unsigned jobs;          /* children at once, >= 1 */
+  int verify;             /* check existing outputs instead of remuxing */
+  int json;               /* summary as one JSON object on out, instead of a table */
+  int progress;           /* draw progress bars on err (the app sets it when err is a terminal) */
+  uint32_t timeout_s;     /* per file; 0: 30 s + 1 s per 2 MiB of input */
+  const char *self_exe;   /* the pirec-remux binary to re-execute with --one */
+};
+
+/* Expands paths (session directories are searched for videos with a timing file; files are taken
+ * as given), runs each file as "self_exe --one FILE ..." under a pirec_job queue with a timeout, so
+ * a file that hangs or crashes its child fails alone. Prints the summary on out and progress on err.
+ * Runs loop until every child ended; the loop must have nothing else on it. Returns the exit code:
+ * 0 every file done, 1 some failed (or nothing was found). */
+int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths,
+                    const struct pirec_remux_run_options *options, FILE *out, FILE *err);
+
+/* The child side (--one): remuxes or verifies one file, writing "progress DONE TOTAL" lines and one
+ * final "result {json}" line on out. Returns 0 on success, 1 on failure. */
+int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify,
+                      FILE *out);
 
 #endif

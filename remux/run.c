@@ -1,0 +1,567 @@
+/* pirec-remux's driver: finds the files, runs each in a supervised child (pirec-remux --one),
+ * draws progress, prints the summary. The child side lives here too, so both ends of the line
+ * protocol ("progress DONE TOTAL", "result {json}") are in one file. */
+#include "remux-internal.h"
+
+#include "pirec/clock.h"
+#include "pirec/job.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libavutil/log.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+struct item {
+  struct run *run;
+  char path[4096];
+  struct pirec_job *job;
+  int64_t size;
+  int64_t done; /* bytes, from the child's progress lines */
+  int started, ended, ok;
+  json_t *result; /* the child's result object, or one made here when the child gave none */
+};
+
+struct run {
+  const struct pirec_remux_run_options *o;
+  uv_loop_t *loop;
+  struct item *items;
+  size_t n, cap;
+  size_t ended;
+  FILE *out, *err;
+  uv_timer_t bar;
+  uv_signal_t sigint, sigterm;
+  struct pirec_job_queue *queue;
+  int drawn_lines;
+  int interrupted;
+};
+
+/* ---------------------------------------------------------------- child side */
+
+struct child_progress {
+  FILE *out;
+  int64_t last;
+};
+
+static void child_progress(int64_t done, int64_t total, void *user)
+{
+  struct child_progress *p = user;
+  /* At most ~200 lines per file: the parent only needs enough to move a bar (and to see life). */
+  if (done - p->last < total / 200 && done != total)
+    return;
+  p->last = done;
+  fprintf(p->out, "progress %" PRId64 " %" PRId64 "\n", done, total);
+  fflush(p->out);
+}
+
+static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok,
+                           int verify, int dry)
+{
+  return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
+                   " s:s, s:i, s:I, s:I}",
+                   "input", input, "output", r->output_path, "timing", r->timing_path, "ok", ok,
+                   "verify", verify, "dry_run", dry, "error", r->error,
+                   "frames", (json_int_t)r->frames, "rows", (json_int_t)r->timing_rows,
+                   "packets", (json_int_t)r->packets, "rows_cut", (json_int_t)r->rows_cut,
+                   "packets_cut", (json_int_t)r->packets_cut, "bytes_cut", (json_int_t)r->bytes_cut,
+                   "partial_row", r->partial_row, "video_truncated", r->video_truncated,
+                   "clock", pirec_remux_clock_name(r->clock_used), "reorder_depth",
+                   r->reorder_depth, "duration_ns", (json_int_t)r->duration_ns, "input_bytes",
+                   (json_int_t)r->input_bytes);
+}
+
+/* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang" or "NAME:abort" makes the child for a file whose
+ * name contains NAME hang or crash, so the supervision is tested with a real misbehaving process. */
+static void test_fault(const char *path)
+{
+  const char *spec = getenv("PIREC_REMUX_TEST_FAULT");
+  const char *colon = spec ? strrchr(spec, ':') : NULL;
+  char name[256];
+
+  if (colon == NULL || (size_t)(colon - spec) >= sizeof name)
+    return;
+  memcpy(name, spec, (size_t)(colon - spec));
+  name[colon - spec] = '\0';
+  if (name[0] == '\0' || strstr(path, name) == NULL)
+    return;
+  if (strcmp(colon + 1, "hang") == 0)
+    for (;;)
+      pause();
+  if (strcmp(colon + 1, "abort") == 0)
+    abort();
+}
+
+int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify,
+                      FILE *out)
+{
+  struct pirec_remux_result res;
+  struct child_progress progress = {out, -1};
+  json_t *j;
+  char *text;
+  int rc;
+
+  /* FFmpeg's own messages go to stderr, which the parent keeps as a tail for failures only. */
+  av_log_set_level(AV_LOG_ERROR);
+  test_fault(path);
+  rc = verify ? pirec_remux_verify(path, options, &res)
+              : pirec_remux_file(path, options, &res, child_progress, &progress);
+  j = result_json(path, &res, rc >= 0, verify,
+                  (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);
+  text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  fprintf(out, "result %s\n", text ? text : "{}");
+  fflush(out);
+  free(text);
+  json_decref(j);
+  return rc >= 0 ? 0 : 1;
+}
+
+/* ---------------------------------------------------------------- discovery */
+
+static int is_video(const char *name)
+{
+  static const char *const exts[] = {".mkv", ".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265"};
+  size_t n = strlen(name);
+
+  if (n > 10 && strcmp(name + n - 10, "_timed.mkv") == 0)
+    return 0; /* our own MKV output */
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    size_t e = strlen(exts[i]);
+    if (n > e && strcasecmp(name + n - e, exts[i]) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static int add_item(struct run *r, const char *path)
+{
+  struct item *it;
+  struct stat st;
+
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 16;
+    void *p = realloc(r->items, cap * sizeof *r->items);
+    if (p == NULL)
+      return -ENOMEM;
+    r->items = p;
+    r->cap = cap;
+  }
+  it = &r->items[r->n++];
+  memset(it, 0, sizeof *it);
+  it->run = r;
+  snprintf(it->path, sizeof it->path, "%s", path);
+  it->size = stat(path, &st) == 0 ? st.st_size : 0;
+  return 0;
+}
+
+/* Session layout: SESSION/cameraN/tNNN.mkv, SESSION/eyetracker/tNNN_scene.mkv; we search a few
+ * levels deep so a folder of sessions works too. Names are sorted so runs are reproducible. */
+static int scan_dir(struct run *r, const char *dir, int depth)
+{
+  struct dirent **names = NULL;
+  int n = scandir(dir, &names, NULL, alphasort), rc = 0;
+
+  if (n < 0)
+    return -errno;
+  for (int i = 0; i < n; i++) {
+    char path[4096];
+    struct stat st;
+    if (names[i]->d_name[0] == '.' || rc < 0)
+      goto next;
+    if (snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name) >= (int)sizeof path)
+      goto next;
+    if (stat(path, &st) < 0)
+      goto next;
+    if (S_ISDIR(st.st_mode) && depth < 3)
+      rc = scan_dir(r, path, depth + 1);
+    else if (S_ISREG(st.st_mode) && (r->o->verify ? (strstr(path, ".mp4") || strstr(path, "_timed.mkv"))
+                                                  : is_video(names[i]->d_name)))
+      rc = add_item(r, path);
+  next:
+    free(names[i]);
+  }
+  free(names);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- progress and summary */
+
+static void bar(char *buf, size_t cap, int64_t done, int64_t total, int width)
+{
+  int fill = total > 0 ? (int)(done * width / total) : 0;
+  size_t k = 0;
+
+  if (fill > width)
+    fill = width;
+  buf[k++] = '[';
+  for (int i = 0; i < width && k + 3 < cap; i++)
+    buf[k++] = i < fill ? '#' : '.';
+  buf[k++] = ']';
+  buf[k] = '\0';
+}
+
+static const char *short_name(const char *path)
+{
+  size_t n = strlen(path);
+  return n > 40 ? path + n - 40 : path;
+}
+
+static void draw(struct run *r, int final)
+{
+  int64_t done = 0, total = 0;
+  int lines = 0;
+  char b[64];
+
+  if (!r->o->progress)
+    return;
+  if (r->drawn_lines > 0)
+    fprintf(r->err, "\033[%dA\033[J", r->drawn_lines);
+  if (final) {
+    r->drawn_lines = 0;
+    fflush(r->err);
+    return;
+  }
+  for (size_t i = 0; i < r->n; i++) {
+    struct item *it = &r->items[i];
+    total += it->size;
+    done += it->ended ? it->size : it->done;
+    struct pirec_job_stats st;
+    if (it->job == NULL || it->ended)
+      continue;
+    pirec_job_stats(it->job, &st);
+    if (st.state == PIREC_JOB_RUNNING) {
+      bar(b, sizeof b, it->done, it->size, 30);
+      fprintf(r->err, "  %-40s %s %3d%%\n", short_name(it->path), b,
+              it->size ? (int)(it->done * 100 / it->size) : 0);
+      lines++;
+    }
+  }
+  bar(b, sizeof b, done, total, 30);
+  fprintf(r->err, "  %-40s %s %3d%%  %zu/%zu files\n", "total", b,
+          total ? (int)(done * 100 / total) : 0, r->ended, r->n);
+  r->drawn_lines = lines + 1;
+  fflush(r->err);
+}
+
+static void on_bar(uv_timer_t *t)
+{
+  draw(container_of(t, struct run, bar), 0);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+  const char *s = json_string_value(json_object_get(o, key));
+  return s ? s : "";
+}
+
+static int64_t jint(json_t *o, const char *key)
+{
+  return json_integer_value(json_object_get(o, key));
+}
+
+static void summary(struct run *r, int64_t elapsed_ns)
+{
+  size_t ok = 0;
+  int64_t frames = 0;
+
+  for (size_t i = 0; i < r->n; i++) {
+    ok += r->items[i].ok;
+    frames += jint(r->items[i].result, "frames");
+  }
+  if (r->o->json) {
+    json_t *files = json_array(), *top;
+    char *text;
+    for (size_t i = 0; i < r->n; i++)
+      json_array_append(files, r->items[i].result);
+    top = json_pack("{s:o, s:I, s:I, s:I, s:f}", "files", files, "ok", (json_int_t)ok, "failed",
+                    (json_int_t)(r->n - ok), "frames", (json_int_t)frames, "elapsed_s",
+                    (double)elapsed_ns / 1e9);
+    text = top ? json_dumps(top, JSON_INDENT(2)) : NULL;
+    fprintf(r->out, "%s\n", text ? text : "{}");
+    free(text);
+    json_decref(top);
+    return;
+  }
+  fprintf(r->out, "%-44s %7s %6s %9s  %s\n", "FILE", "FRAMES", "CUT", "SECONDS", "RESULT");
+  for (size_t i = 0; i < r->n; i++) {
+    struct item *it = &r->items[i];
+    json_t *j = it->result;
+    int64_t cut = jint(j, "rows_cut") + jint(j, "packets_cut");
+    int64_t dur = jint(j, "duration_ns");
+    char what[4200];
+    if (!it->ok)
+      snprintf(what, sizeof what, "FAILED: %s", jstr(j, "error"));
+    else if (r->o->verify)
+      snprintf(what, sizeof what, "verified%s", jint(j, "rows_cut") ? " (recovered: holds the first frames)" : "");
+    else if (json_is_true(json_object_get(j, "dry_run")))
+      snprintf(what, sizeof what, "would write %s", jstr(j, "output"));
+    else
+      snprintf(what, sizeof what, "ok -> %s%s", jstr(j, "output"),
+               cut ? " (recovered: cut at the crash)" : "");
+    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s\n", short_name(it->path),
+            jint(j, "frames"), cut, dur / 1000000000, (int)(dur / 1000000 % 1000), what);
+  }
+  fprintf(r->out, "%zu of %zu files %s, %" PRId64 " frames, %" PRId64 ".%01d s\n", ok, r->n,
+          r->o->verify ? "verified" : "done", frames, elapsed_ns / 1000000000,
+          (int)(elapsed_ns / 100000000 % 10));
+}
+
+/* ---------------------------------------------------------------- the children */
+
+static void item_fail(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void item_fail(struct item *it, const char *fmt, ...)
+{
+  char msg[1024];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  json_decref(it->result);
+  it->result = json_pack("{s:s, s:s, s:b, s:s, s:I}", "input", it->path, "output", "", "ok", 0,
+                         "error", msg, "frames", (json_int_t)0);
+  it->ok = 0;
+}
+
+static void on_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
+  struct item *it = pirec_job_user(job);
+  long long done, total;
+
+  if (fd != 1)
+    return;
+  if (sscanf(line, "progress %lld %lld", &done, &total) == 2) {
+    it->done = done;
+    if (total > 0)
+      it->size = total;
+  } else if (strncmp(line, "result ", 7) == 0) {
+    json_t *j = json_loadb(line + 7, len - 7, 0, NULL);
+    if (j != NULL && json_is_object(j)) {
+      json_decref(it->result);
+      it->result = j;
+      it->ok = json_is_true(json_object_get(j, "ok"));
+    } else {
+      json_decref(j);
+    }
+  }
+}
+
+/* The last non-empty line of a child's stderr, for a crash report. */
+static void last_line(const char *tail, size_t len, char *out, size_t cap)
+{
+  size_t end = len, start;
+
+  while (end > 0 && (tail[end - 1] == '\n' || tail[end - 1] == '\r'))
+    end--;
+  start = end;
+  while (start > 0 && tail[start - 1] != '\n')
+    start--;
+  snprintf(out, cap, "%.*s", (int)(end - start), tail + start);
+}
+
+static void remove_partial(struct item *it)
+{
+  char out[4096], part[4200];
+  const struct pirec_remux_options *o = &it->run->o->remux;
+
+  if (it->run->o->verify || (o->flags & PIREC_REMUX_DRY_RUN))
+    return;
+  if (o->output_path)
+    snprintf(out, sizeof out, "%s", o->output_path);
+  else if (pirec_remux_output_path(it->path, o->format, out, sizeof out) < 0)
+    return;
+  snprintf(part, sizeof part, "%s.part", out);
+  unlink(part); /* only ever our temporary name, never an input */
+}
+
+static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
+{
+  struct item *it = pirec_job_user(job);
+  struct run *r = it->run;
+  char line[512];
+
+  it->ended = 1;
+  r->ended++;
+  last_line(res->stderr_tail ? res->stderr_tail : "", res->stderr_tail_len, line, sizeof line);
+  if (res->reason == PIREC_JOB_END_TIMEOUT_TOTAL || res->reason == PIREC_JOB_END_TIMEOUT_STALL ||
+      res->reason == PIREC_JOB_END_TIMEOUT_START)
+    item_fail(it, "timed out (%s after %.1f s), child killed", pirec_job_end_str(res->reason),
+              (double)(res->end_mono_ns - res->start_mono_ns) / 1e9);
+  else if (res->reason == PIREC_JOB_END_STOPPED)
+    item_fail(it, "interrupted");
+  else if (res->reason == PIREC_JOB_END_FAILED && res->error < 0)
+    item_fail(it, "cannot start '%s': %s", r->o->self_exe, strerror(-res->error));
+  else if (res->term_signal > 0)
+    item_fail(it, "child crashed with signal %d (%s)%s%s", res->term_signal,
+              strsignal(res->term_signal), line[0] ? ": " : "", line);
+  else if (it->result == NULL)
+    item_fail(it, "child exited with status %d without a result%s%s", res->status,
+              line[0] ? ": " : "", line);
+  if (!it->ok)
+    remove_partial(it);
+  if (r->ended == r->n) {
+    uv_timer_stop(&r->bar);
+    uv_close((uv_handle_t *)&r->bar, NULL);
+    uv_close((uv_handle_t *)&r->sigint, NULL);
+    uv_close((uv_handle_t *)&r->sigterm, NULL);
+  }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+  struct run *r = s->data;
+
+  /* Stop the children in order; each ends as "interrupted" and its .part is removed. */
+  r->interrupted = 1;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->items[i].job != NULL && !r->items[i].ended)
+      pirec_job_stop(r->items[i].job);
+}
+
+static int child_argv(const struct pirec_remux_run_options *o, const char *path,
+                      const char **argv, size_t cap)
+{
+  size_t k = 0;
+  static const char *const fmts[] = {"mp4", "mkv"};
+
+  argv[k++] = o->self_exe;
+  argv[k++] = "--one";
+  argv[k++] = "--format";
+  argv[k++] = fmts[o->remux.format == PIREC_REMUX_MKV];
+  argv[k++] = "--clock";
+  argv[k++] = pirec_remux_clock_name(o->remux.clock);
+  if (o->remux.flags & PIREC_REMUX_CFR)
+    argv[k++] = "--cfr";
+  if (o->remux.flags & PIREC_REMUX_WRITE_TIMESTAMPS)
+    argv[k++] = "--write-timestamps";
+  if (o->remux.flags & PIREC_REMUX_REPLACE)
+    argv[k++] = "--replace";
+  if (o->remux.flags & PIREC_REMUX_DRY_RUN)
+    argv[k++] = "--dry-run";
+  if (o->remux.flags & PIREC_REMUX_ALLOW_CUT)
+    argv[k++] = "--allow-cut";
+  if (o->verify)
+    argv[k++] = "--verify";
+  if (o->remux.timing_path) {
+    argv[k++] = "--timing";
+    argv[k++] = o->remux.timing_path;
+  }
+  if (o->remux.output_path) {
+    argv[k++] = "--output";
+    argv[k++] = o->remux.output_path;
+  }
+  argv[k++] = "--";
+  argv[k++] = path;
+  argv[k] = NULL;
+  return k < cap ? 0 : -E2BIG;
+}
+
+int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths,
+                    const struct pirec_remux_run_options *o, FILE *out, FILE *err)
+{
+  struct run r;
+  int64_t t0 = pirec_clock_mono_ns();
+  size_t ok = 0;
+
+  memset(&r, 0, sizeof r);
+  r.o = o;
+  r.loop = loop;
+  r.out = out;
+  r.err = err;
+
+  for (int i = 0; i < npaths; i++) {
+    struct stat st;
+    size_t before = r.n;
+    if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+      int rc = scan_dir(&r, paths[i], 0);
+      if (rc < 0)
+        fprintf(err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
+      else if (r.n == before)
+        fprintf(err, "pirec-remux: no %s in '%s'\n", o->verify ? "outputs" : "videos", paths[i]);
+    } else {
+      add_item(&r, paths[i]); /* a missing file fails in its child with a clear message */
+    }
+  }
+  if (r.n == 0) {
+    free(r.items);
+    return 1;
+  }
+
+  uv_timer_init(loop, &r.bar);
+  uv_signal_init(loop, &r.sigint);
+  uv_signal_init(loop, &r.sigterm);
+  r.sigint.data = r.sigterm.data = &r;
+  uv_signal_start(&r.sigint, on_signal, SIGINT);
+  uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+  if (o->progress)
+    uv_timer_start(&r.bar, on_bar, 0, 200);
+  if (pirec_job_queue_new(loop, o->jobs ? o->jobs : 1, &r.queue) < 0) {
+    fprintf(err, "pirec-remux: out of memory\n");
+    free(r.items);
+    return 1;
+  }
+
+  for (size_t i = 0; i < r.n; i++) {
+    struct item *it = &r.items[i];
+    struct pirec_job_options jo;
+    const char *argv[32];
+    uint64_t timeout_ms;
+    int rc;
+
+    pirec_job_options_init(&jo);
+    child_argv(o, it->path, argv, sizeof argv / sizeof argv[0]);
+    jo.argv = argv;
+    jo.name = it->path;
+    jo.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+    jo.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+    /* Proportional to the size: slow SD cards read ~10 MB/s; 1 s per 2 MiB leaves room for that. */
+    timeout_ms = o->timeout_s ? (uint64_t)o->timeout_s * 1000
+                              : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
+    jo.total_timeout_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
+    jo.stall_timeout_ms = o->timeout_s ? jo.total_timeout_ms : 60000;
+    jo.stop_term_ms = 500;
+    jo.stop_kill_ms = 1000;
+    jo.on_end = on_end;
+    jo.on_line = on_line;
+    jo.user = it;
+    rc = pirec_job_new(loop, &jo, &it->job);
+    if (rc == 0) {
+      it->started = 1;
+      rc = pirec_job_queue_add(r.queue, it->job);
+    }
+    if (rc < 0) {
+      it->started = 0;
+      it->ended = 1;
+      r.ended++;
+      item_fail(it, "cannot start '%s': %s", o->self_exe, strerror(-rc));
+    }
+  }
+  if (r.ended == r.n) {
+    uv_close((uv_handle_t *)&r.bar, NULL);
+    uv_close((uv_handle_t *)&r.sigint, NULL);
+    uv_close((uv_handle_t *)&r.sigterm, NULL);
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  draw(&r, 1);
+  summary(&r, pirec_clock_mono_ns() - t0);
+
+  pirec_job_queue_free(r.queue);
+  for (size_t i = 0; i < r.n; i++) {
+    ok += r.items[i].ok;
+    pirec_job_free(r.items[i].job);
+    json_decref(r.items[i].result);
+  }
+  uv_run(loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
+  free(r.items);
+  return ok == r.n && !r.interrupted ? 0 : 1;
+}
