@@ -154,7 +154,7 @@ static int apply(struct buf *b, const char *section, const char *name, const cha
       size_t len = l.name_end - l.name_start;
       if (strlen(name) == len && memcmp(s + l.name_start, name, len) == 0) {
         size_t at = pos + l.value_start, del = l.value_end - l.value_start;
-        if (l.value_start == l.sep + 1 && *value) {
+        if (l.value_start == l.value_end && l.value_start == l.sep + 1 && *value) {
           /* empty value right after '=': keep one blank between '=' and the new value */
           char *tmp = malloc(strlen(value) + 2);
           if (!tmp)

@@ -1,0 +1,2 @@
+# Tests for config/ (owner: config).
+pirec_add_test(test-config SOURCES test-config.c LIBS pirec_config LABELS config TIMEOUT 60)
