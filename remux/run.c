@@ -80,25 +80,29 @@ static json_t *result_json(const char *input, const struct pirec_remux_result *r
                    (json_int_t)r->input_bytes);
 }
 
-/* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang" or "NAME:abort" makes the child for a file whose
- * name contains NAME hang or crash, so the supervision is tested with a real misbehaving process. */
+/* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang,NAME2:abort" makes the child for a file whose
+ * path contains NAME hang or crash, so the supervision is tested with a real misbehaving process. */
 static void test_fault(const char *path)
 {
   const char *spec = getenv("PIREC_REMUX_TEST_FAULT");
-  const char *colon = spec ? strrchr(spec, ':') : NULL;
-  char name[256];
+  char buf[512], *save = NULL;
 
-  if (colon == NULL || (size_t)(colon - spec) >= sizeof name)
+  if (spec == NULL || strlen(spec) >= sizeof buf)
     return;
-  memcpy(name, spec, (size_t)(colon - spec));
-  name[colon - spec] = '\0';
-  if (name[0] == '\0' || strstr(path, name) == NULL)
-    return;
-  if (strcmp(colon + 1, "hang") == 0)
-    for (;;)
-      pause();
-  if (strcmp(colon + 1, "abort") == 0)
-    abort();
+  strcpy(buf, spec);
+  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *colon = strrchr(tok, ':');
+    if (colon == NULL || colon == tok)
+      continue;
+    *colon = '\0';
+    if (strstr(path, tok) == NULL)
+      continue;
+    if (strcmp(colon + 1, "hang") == 0)
+      for (;;)
+        pause();
+    if (strcmp(colon + 1, "abort") == 0)
+      abort();
+  }
 }
 
 int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify,

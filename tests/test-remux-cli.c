@@ -1,0 +1,294 @@
+/* pirec-remux as the operator runs it: a whole session with good, crashed, corrupt, hanging and
+ * crashing files, each in its own supervised child; exit codes; --verify; --json; silence off a TTY.
+ * Inputs come from the real ffmpeg (lavfi), outputs are checked with the real ffprobe. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers/remux-gen.h"
+
+#define NS INT64_C(1000000000)
+
+struct fixture {
+  char dir[256];
+  char bin[512];
+  char out[1 << 16];
+  char err[1 << 14];
+};
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof *f);
+  const char *build = getenv("PIREC_BUILD_DIR");
+  assert_non_null(f);
+  assert_non_null(build);
+  snprintf(f->bin, sizeof f->bin, "%s/apps/pirec-remux", build);
+  assert_int_equal(access(f->bin, X_OK), 0);
+  assert_int_equal(remux_gen_tmpdir(f->dir, sizeof f->dir), 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  remux_gen_rmrf(f->dir);
+  free(f);
+  return 0;
+}
+
+/* Runs pirec-remux with the given arguments (a shell word list), stdout into f->out and stderr
+ * into f->err. Returns its exit status. */
+static int cli(struct fixture *f, const char *env, const char *args)
+{
+  char cmd[4096], errpath[400];
+  FILE *fp;
+  size_t n;
+  int rc;
+
+  snprintf(errpath, sizeof errpath, "%s/stderr.txt", f->dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>'%s' </dev/null", f->dir, env ? env : "",
+           f->bin, args, errpath);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    rc = remux_gen_run(argv, f->out, sizeof f->out);
+  }
+  fp = fopen(errpath, "r");
+  n = fp ? fread(f->err, 1, sizeof f->err - 1, fp) : 0;
+  f->err[n] = '\0';
+  if (fp)
+    fclose(fp);
+  return rc;
+}
+
+static const char *at(struct fixture *f, const char *name, char *buf, size_t cap)
+{
+  snprintf(buf, cap, "%s/%s", f->dir, name);
+  return buf;
+}
+
+static void make_dirs(struct fixture *f, const char *const *names)
+{
+  char p[512];
+  for (; *names; names++)
+    assert_int_equal(mkdir(at(f, *names, p, sizeof p), 0755), 0);
+}
+
+static json_t *file_result(json_t *top, const char *input)
+{
+  json_t *files = json_object_get(top, "files"), *o;
+  size_t i;
+  json_array_foreach(files, i, o) {
+    if (strcmp(json_string_value(json_object_get(o, "input")), input) == 0)
+      return o;
+  }
+  fail_msg("no result for '%s'", input);
+  return NULL;
+}
+
+static void assert_decodes_clean(const char *path)
+{
+  char err[4096];
+  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -f null - 2>&1", (char *)path, NULL};
+  assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
+  if (err[0] != '\0')
+    fail_msg("decoding '%s' printed: %s", path, err);
+}
+
+/* The session: good files, a crashed recording, corrupt files, and two files whose children hang
+ * and crash. Every good and recoverable file is done; every bad one fails with its own reason. */
+static void test_session_mixed(void **state)
+{
+  struct fixture *f = *state;
+  static const char *const dirs[] = {"S", "S/camera0", "S/camera1", "S/camera2", "S/eyetracker",
+                                     NULL};
+  char p[512], q[512];
+  int64_t *t = remux_gen_times(150, 1 * NS, 3000000, 31), *pos, *size;
+  struct stat st_raw;
+  json_t *top, *o;
+  json_error_t jerr;
+
+  make_dirs(f, dirs);
+  /* Good: MKV with device timestamps, and the scene video (with B-frames). */
+  assert_int_equal(remux_gen_video(at(f, "S/camera0/t001.mkv", p, sizeof p), 90, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 90, t, t, NULL,
+                                 NULL, 0), 0);
+  assert_int_equal(remux_gen_video(at(f, "S/eyetracker/t001_scene.mkv", p, sizeof p), 60,
+                                   "160x120", 2), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/eyetracker/t001_scene_frames.csv", p, sizeof p), 60, t,
+                                 NULL, NULL, NULL, 0), 0);
+  /* Crashed: a raw stream cut inside frame 80, CSV with 85 rows and a partial one. */
+  at(f, "S/camera1/t001.h264", p, sizeof p);
+  assert_int_equal(remux_gen_video(p, 150, "160x120", 0), 0);
+  assert_int_equal(remux_gen_packets(p, &pos, &size), 150);
+  assert_int_equal(remux_gen_truncate(p, pos[80] + 10), 0);
+  assert_int_equal(stat(p, &st_raw), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera1/t001_frames.csv", q, sizeof q), 85, t, NULL,
+                                 size, pos, 17), 0);
+  /* Corrupt: garbage, a CSV one row short, an empty video. */
+  {
+    FILE *fp = fopen(at(f, "S/camera0/t002.mkv", p, sizeof p), "wb");
+    for (int i = 0; i < 50000; i++)
+      fputc((i * 131 + 7) & 0xff, fp);
+    fclose(fp);
+  }
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t002_frames.csv", p, sizeof p), 90, t, NULL,
+                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_video(at(f, "S/camera0/t003.mkv", p, sizeof p), 90, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t003_frames.csv", p, sizeof p), 89, t, NULL,
+                                 NULL, NULL, 0), 0);
+  fclose(fopen(at(f, "S/camera0/t004.mkv", p, sizeof p), "w"));
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t004_frames.csv", p, sizeof p), 90, t, NULL,
+                                 NULL, NULL, 0), 0);
+  /* Children that hang and crash (a real hanging / aborting process, see PIREC_REMUX_TEST_FAULT). */
+  assert_int_equal(remux_gen_video(at(f, "S/camera2/t001.mkv", p, sizeof p), 30, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t001_frames.csv", p, sizeof p), 30, t, NULL,
+                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_video(at(f, "S/camera2/t002.mkv", p, sizeof p), 30, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t002_frames.csv", p, sizeof p), 30, t, NULL,
+                                 NULL, NULL, 0), 0);
+
+  assert_int_equal(cli(f, "PIREC_REMUX_TEST_FAULT=camera2/t001:hang,camera2/t002:abort",
+                       "-j 2 --timeout 3 --json S"), 1);
+  top = json_loads(f->out, 0, &jerr);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", jerr.text, f->out);
+  assert_int_equal(json_array_size(json_object_get(top, "files")), 8);
+  assert_int_equal(json_integer_value(json_object_get(top, "ok")), 3);
+
+  o = file_result(top, "S/camera0/t001.mkv");
+  assert_true(json_is_true(json_object_get(o, "ok")));
+  assert_string_equal(json_string_value(json_object_get(o, "clock")), "device");
+  assert_int_equal(json_integer_value(json_object_get(o, "frames")), 90);
+  o = file_result(top, "S/eyetracker/t001_scene.mkv");
+  assert_true(json_is_true(json_object_get(o, "ok")));
+  assert_int_equal(json_integer_value(json_object_get(o, "frames")), 60);
+  o = file_result(top, "S/camera1/t001.h264");
+  assert_true(json_is_true(json_object_get(o, "ok")));
+  assert_int_equal(json_integer_value(json_object_get(o, "frames")), 80);
+  assert_int_equal(json_integer_value(json_object_get(o, "rows_cut")), 5);
+  assert_true(json_is_true(json_object_get(o, "partial_row")));
+  assert_true(json_is_true(json_object_get(o, "video_truncated")));
+
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t002.mkv"),
+                                                           "error")), "cannot read"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t003.mkv"),
+                                                           "error")), "has 89 rows but"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t004.mkv"),
+                                                           "error")), "is empty"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t001.mkv"),
+                                                           "error")), "timed out"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t002.mkv"),
+                                                           "error")), "signal 6"));
+  json_decref(top);
+
+  /* Outputs exist for the good and the recovered files and decode without a single error. */
+  assert_decodes_clean(at(f, "S/camera0/t001.mp4", p, sizeof p));
+  assert_decodes_clean(at(f, "S/eyetracker/t001_scene.mp4", p, sizeof p));
+  assert_decodes_clean(at(f, "S/camera1/t001.mp4", p, sizeof p));
+  /* No output, and no temporary, for the failed ones; inputs untouched. */
+  assert_int_equal(access(at(f, "S/camera0/t003.mp4", p, sizeof p), F_OK), -1);
+  assert_int_equal(access(at(f, "S/camera2/t001.mp4.part", p, sizeof p), F_OK), -1);
+  {
+    struct stat st;
+    assert_int_equal(stat(at(f, "S/camera1/t001.h264", p, sizeof p), &st), 0);
+    assert_int_equal(st.st_size, st_raw.st_size);
+  }
+
+  /* --verify finds the three outputs and checks them against their CSVs. */
+  assert_int_equal(cli(f, NULL, "--verify S"), 0);
+  assert_non_null(strstr(f->out, "3 of 3 files verified"));
+  free(pos);
+  free(size);
+  free(t);
+}
+
+/* A recording SIGKILLed for real: ffmpeg writing MKV in real time is killed mid-stream. */
+static void test_sigkilled_recorder(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], cmd[1024];
+  int64_t *pos, *size, n, *t;
+
+  at(f, "k.mkv", p, sizeof p);
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -nostdin -v error -y -re -f lavfi -i testsrc2=size=160x120:rate=30 -t 20 "
+           "-c:v libx264 -preset ultrafast -bf 0 -flush_packets 1 -cluster_time_limit 100 '%s' & "
+           "sleep 2; kill -KILL $!; wait",
+           p);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    remux_gen_run(argv, NULL, 0);
+  }
+  n = remux_gen_packets(p, &pos, &size);
+  assert_true(n > 10);
+  /* The CSV writer got a few rows further and was cut mid-row. */
+  t = remux_gen_times(n + 3, 1 * NS, 4000000, 37);
+  assert_int_equal(remux_gen_csv(at(f, "k_frames.csv", p, sizeof p), n + 3, t, NULL, NULL, NULL, 9), 0);
+  assert_int_equal(cli(f, NULL, "k.mkv"), 0);
+  assert_non_null(strstr(f->out, "recovered"));
+  assert_decodes_clean(at(f, "k.mp4", p, sizeof p));
+  {
+    int64_t *pts = NULL;
+    int den;
+    assert_int_equal(remux_gen_probe_pts(p, 0, &pts, &den), n);
+    free(pts);
+  }
+  free(pos);
+  free(size);
+  free(t);
+}
+
+static void test_usage_and_quiet(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(30, 1 * NS, 1000000, 41);
+
+  assert_int_equal(cli(f, NULL, ""), 64);
+  assert_int_equal(cli(f, NULL, "--format avi x.mkv"), 64);
+  assert_int_equal(cli(f, NULL, "--clock sundial x.mkv"), 64);
+  assert_int_equal(cli(f, NULL, "--timing a.csv x.mkv y.mkv"), 64);
+  assert_int_equal(cli(f, NULL, "-j 0 x.mkv"), 64);
+  assert_int_equal(cli(f, NULL, "--no-such-option x.mkv"), 64);
+  assert_int_equal(cli(f, NULL, "missing.mkv"), 1);
+  assert_non_null(strstr(f->out, "missing.mkv"));
+
+  assert_int_equal(remux_gen_video(at(f, "q.mkv", p, sizeof p), 30, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "q_frames.csv", p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(cli(f, NULL, "--dry-run q.mkv"), 0);
+  assert_non_null(strstr(f->out, "would write"));
+  assert_int_equal(access(at(f, "q.mp4", p, sizeof p), F_OK), -1);
+  /* Not a terminal: no progress bars, nothing on stderr. */
+  assert_int_equal(cli(f, NULL, "--format mkv --write-timestamps q.mkv"), 0);
+  assert_string_equal(f->err, "");
+  assert_int_equal(access(at(f, "q_timed.mkv.timestamps.txt", p, sizeof p), F_OK), 0);
+  assert_int_equal(cli(f, NULL, "--verify --format mkv q_timed.mkv"), 0);
+  /* A CSV edited after the fact: --verify fails and says by how much. */
+  t[12] += 5000000;
+  assert_int_equal(remux_gen_csv(at(f, "q_frames.csv", p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(cli(f, NULL, "--verify q_timed.mkv"), 1);
+  assert_non_null(strstr(f->out, "frame 12 has pts - pts0"));
+  free(t);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_session_mixed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
