@@ -1,0 +1,442 @@
+/* pirec-camera: one camera's frames into tNNN.mkv (or .mjpeg/.h264) and tNNN_frames.csv,
+ * standalone or under the pirec controller. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pirec/camera.h"
+#ifdef PIREC_HAVE_CONFIG
+#include "pirec/config.h"
+#endif
+#include "pirec/error.h"
+#include "pirec/log.h"
+#include "pirec/recorder.h"
+
+struct app {
+  uv_loop_t *loop;
+  struct pirec_camera_settings s;
+  struct pirec_camera *cam;
+  struct pirec_recorder *rec;
+  struct pirec_recorder_req *stop_req;
+  struct pirec_recorder_req *quit_req;
+  /* standalone */
+  const char *out_dir;
+  int trial;
+  double duration_s;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t duration;
+  int signals_open;
+  int stopping;
+  int exit_code;
+};
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+          "usage: pirec-camera [options] --out DIR     record until SIGINT/SIGTERM (or --duration)\n"
+          "       pirec-camera --protocol --name NAME [-c FILE]   under the pirec controller\n"
+          "options:\n"
+          "  --source SPEC     lavfi:testsrc2 (default), v4l2:/dev/video0, rpicam[:N], URL or file\n"
+          "  --size WxH        frame size (default 1280x720)\n"
+          "  --fps N[/D]       frame rate (default 30)\n"
+          "  --format F        v4l2 input format (mjpeg, yuyv422, h264) or rpicam codec (yuv420, mjpeg)\n"
+          "  --name NAME       camera name (default camera0)\n"
+          "  --trial N         trial number for the file names (default 1)\n"
+          "  --duration S      stop after S seconds\n"
+          "  --preset P --crf N --gop N   x264 settings for raw sources\n"
+          "  --ring-ms N       capture ring size in ms of frames (default 1000)\n"
+          "  --rpicam-program PATH       rpicam-vid to run (default rpicam-vid)\n"
+          "  --ffmpeg PATH     ffmpeg to run (default ffmpeg)\n"
+          "  -c FILE           read [camera.NAME] from a pirec config file\n");
+}
+
+static int parse_fps(const char *text, int *num, int *den)
+{
+  char *end;
+  long n = strtol(text, &end, 10), d = 1;
+  if (*end == '/')
+    d = strtol(end + 1, &end, 10);
+  if (*end || n <= 0 || n > 1000000 || d <= 0 || d > 1000000)
+    return -EINVAL;
+  *num = (int)n;
+  *den = (int)d;
+  return 0;
+}
+
+static int parse_size(const char *text, int *w, int *h)
+{
+  char *end;
+  long a = strtol(text, &end, 10), b;
+  if (*end != 'x' && *end != 'X')
+    return -EINVAL;
+  b = strtol(end + 1, &end, 10);
+  if (*end || a <= 0 || b <= 0 || a > 16384 || b > 16384)
+    return -EINVAL;
+  *w = (int)a;
+  *h = (int)b;
+  return 0;
+}
+
+#ifdef PIREC_HAVE_CONFIG
+/* [camera.NAME] keys onto settings; see docs/CAMERA.md for the mapping. */
+static int settings_from_config(struct pirec_camera_settings *s, const char *file, const char *name)
+{
+  struct pirec_config *cfg = NULL;
+  struct pirec_config_errors errors = {0};
+  char section[PIREC_CAMERA_NAME_MAX + 8];
+  int r = pirec_config_load(file, &cfg, &errors);
+  if (r < 0) {
+    for (size_t i = 0; i < errors.count; i++)
+      fprintf(stderr, "pirec-camera: %s\n", errors.items[i].message);
+    pirec_config_errors_free(&errors);
+    return r;
+  }
+  snprintf(section, sizeof section, "camera.%s", name);
+  const char *kind = pirec_config_get_string(cfg, section, "source");
+  const char *pix = pirec_config_get_string(cfg, section, "pixel_format");
+  if (strcmp(kind, "v4l2") == 0) {
+    s->kind = PIREC_CAMERA_V4L2;
+    snprintf(s->source, sizeof s->source, "%s", pirec_config_get_string(cfg, section, "device"));
+    snprintf(s->input_format, sizeof s->input_format, "%s", pix);
+  } else if (strcmp(kind, "rpicam") == 0) {
+    s->kind = PIREC_CAMERA_RPICAM;
+    snprintf(s->source, sizeof s->source, "0");
+    snprintf(s->input_format, sizeof s->input_format, "%s", strcmp(pix, "mjpeg") == 0 ? "mjpeg" : "yuv420");
+  } else if (strcmp(kind, "url") == 0) {
+    s->kind = PIREC_CAMERA_URL;
+    snprintf(s->source, sizeof s->source, "%s", pirec_config_get_string(cfg, section, "url"));
+  } else {
+    s->kind = PIREC_CAMERA_LAVFI;
+    snprintf(s->source, sizeof s->source, "%s", pirec_config_get_string(cfg, section, "lavfi"));
+  }
+  if (pirec_config_parse_wxh(pirec_config_get_string(cfg, section, "size"), &s->width, &s->height) < 0) {
+    s->width = 640;
+    s->height = 480;
+  }
+  s->fps_num = (int)pirec_config_get_int(cfg, section, "fps");
+  s->fps_den = 1;
+  snprintf(s->preset, sizeof s->preset, "%s", pirec_config_get_string(cfg, section, "preset"));
+  s->crf = (int)pirec_config_get_int(cfg, section, "crf");
+  s->gop = (int)pirec_config_get_int(cfg, section, "gop");
+  s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
+  pirec_config_free(cfg);
+  return 0;
+}
+#endif
+
+/* ---- events ---- */
+
+static const char *event_name(enum pirec_camera_event ev)
+{
+  switch (ev) {
+  case PIREC_CAMERA_EVENT_SOURCE_ERROR: return "source_error";
+  case PIREC_CAMERA_EVENT_SOURCE_RECONNECTED: return "source_reconnected";
+  case PIREC_CAMERA_EVENT_SOURCE_EOF: return "source_eof";
+  case PIREC_CAMERA_EVENT_ENCODER_CRASHED: return "encoder_crashed";
+  case PIREC_CAMERA_EVENT_ENCODER_RESTARTED: return "encoder_restarted";
+  case PIREC_CAMERA_EVENT_ENCODER_FAILED: return "encoder_failed";
+  case PIREC_CAMERA_EVENT_WRITE_ERROR: return "write_error";
+  }
+  return "camera_event";
+}
+
+static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const char *message, void *user)
+{
+  struct app *a = user;
+  pirec_log(ev == PIREC_CAMERA_EVENT_SOURCE_RECONNECTED || ev == PIREC_CAMERA_EVENT_ENCODER_RESTARTED
+                ? PIREC_LOG_INFO
+                : PIREC_LOG_WARN,
+            "%s", message);
+  if (a->rec)
+    pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", message));
+}
+
+/* ---- under the controller ---- */
+
+static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  char *dir = NULL;
+  if (asprintf(&dir, "%s/%s", req->session_dir, a->s.name) < 0) {
+    pirec_recorder_finish(req, -ENOMEM, NULL);
+    return;
+  }
+  int r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
+  free(dir);
+  pirec_recorder_finish(req, r, NULL);
+}
+
+static void on_stopped(struct pirec_camera *cam, int err, void *user)
+{
+  struct app *a = user;
+  struct pirec_recorder_req *req = a->stop_req;
+  a->stop_req = NULL;
+  if (req)
+    pirec_recorder_finish(req, err, err ? "the trial's files are incomplete" : NULL);
+}
+
+static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  if (a->stop_req) {
+    pirec_recorder_finish(req, -EBUSY, "already stopping");
+    return;
+  }
+  a->stop_req = req;
+  int r = pirec_camera_trial_stop(a->cam, on_stopped, a);
+  if (r < 0) {
+    a->stop_req = NULL;
+    pirec_recorder_finish(req, r, NULL);
+  }
+}
+
+static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  struct pirec_camera_status st;
+  pirec_camera_status(a->cam, &st);
+  pirec_recorder_counters_add(req, "frames_captured", st.frames_captured);
+  pirec_recorder_counters_add(req, "frames_written", st.frames_written);
+  pirec_recorder_counters_add(req, "frames_idle", st.frames_idle);
+  pirec_recorder_counters_add(req, "drops", st.drops_total);
+  pirec_recorder_counters_add(req, "drops_ring_full", st.drops_ring_full);
+  pirec_recorder_counters_add(req, "drops_encoder", st.drops_encoder);
+  pirec_recorder_counters_add(req, "drops_device", st.drops_device);
+  pirec_recorder_counters_add(req, "drops_sink", st.drops_sink);
+  pirec_recorder_counters_add(req, "bytes_written", st.bytes_video);
+  pirec_recorder_counters_add(req, "encoder_restarts", st.encoder_restarts);
+  pirec_recorder_counters_add(req, "queue_bytes", st.ring_used);
+  pirec_recorder_counters_add(req, "queue_capacity", st.ring_capacity);
+  pirec_recorder_counters_add(req, "source_errors", st.source_errors);
+  pirec_recorder_counters_add(req, "capture_p99_ns", (uint64_t)st.capture.p99_ns);
+  pirec_recorder_counters_add(req, "capture_max_ns", (uint64_t)st.capture.max_ns);
+  static const char *const states[] = {"idle", "queued", "running", "stopping", "backoff"};
+  json_object_set_new(req->counters, "encoder",
+                      json_string(st.encoder_state >= 0 && st.encoder_state < 5 ? states[st.encoder_state] : "none"));
+  pirec_recorder_finish(req, 0, NULL);
+}
+
+static void camera_closed(struct pirec_camera *cam, void *user)
+{
+  struct app *a = user;
+  a->cam = NULL;
+  if (a->quit_req) {
+    pirec_recorder_finish(a->quit_req, 0, NULL);
+    a->quit_req = NULL;
+  }
+  if (a->rec)
+    pirec_recorder_close(a->rec, NULL);
+  a->rec = NULL;
+}
+
+static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  if (a->quit_req || !a->cam) {
+    pirec_recorder_finish(req, 0, NULL);
+    return;
+  }
+  a->quit_req = req;
+  /* A stop in progress finishes inside close; its reply is then no longer wanted. */
+  pirec_camera_close(a->cam, camera_closed, a);
+}
+
+static int run_protocol(struct app *a)
+{
+  struct pirec_recorder_ops ops = {.start = m_start, .stop = m_stop, .status = m_status, .quit = m_quit};
+  int r = pirec_recorder_new(a->loop, a->s.name, &ops, a, NULL, &a->rec);
+  if (r < 0)
+    return r;
+  if ((r = pirec_recorder_start(a->rec)) < 0) {
+    pirec_recorder_close(a->rec, NULL);
+    return r;
+  }
+  return 0;
+}
+
+/* ---- standalone ---- */
+
+static void close_signals(struct app *a)
+{
+  if (!a->signals_open)
+    return;
+  a->signals_open = 0;
+  uv_close((uv_handle_t *)&a->sigint, NULL);
+  uv_close((uv_handle_t *)&a->sigterm, NULL);
+  uv_close((uv_handle_t *)&a->duration, NULL);
+}
+
+static void standalone_closed(struct pirec_camera *cam, void *user)
+{
+  struct app *a = user;
+  a->cam = NULL;
+  close_signals(a);
+}
+
+static void standalone_stopped(struct pirec_camera *cam, int err, void *user)
+{
+  struct app *a = user;
+  struct pirec_camera_status st;
+  pirec_camera_status(cam, &st);
+  fprintf(stderr,
+          "pirec-camera: %s: %" PRIu64 " frames written, %" PRIu64 " captured, %" PRIu64
+          " dropped (ring %" PRIu64 ", encoder %" PRIu64 ", device %" PRIu64 ", sink %" PRIu64
+          "), capture p99 %.3f ms, max %.3f ms\n",
+          a->s.name, st.frames_written, st.frames_captured, st.drops_total, st.drops_ring_full,
+          st.drops_encoder, st.drops_device, st.drops_sink, st.capture.p99_ns / 1e6, st.capture.max_ns / 1e6);
+  if (err) {
+    fprintf(stderr, "pirec-camera: the trial's files may be incomplete: %s\n", pirec_strerror(err));
+    a->exit_code = 1;
+  }
+  pirec_camera_close(cam, standalone_closed, a);
+}
+
+static void standalone_stop(struct app *a)
+{
+  if (a->stopping)
+    return;
+  a->stopping = 1;
+  if (pirec_camera_trial_stop(a->cam, standalone_stopped, a) < 0)
+    pirec_camera_close(a->cam, standalone_closed, a);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+  standalone_stop(sig->data);
+}
+
+static void on_duration(uv_timer_t *t)
+{
+  standalone_stop(t->data);
+}
+
+static int run_standalone(struct app *a)
+{
+  int r = pirec_camera_trial_start(a->cam, a->out_dir, a->trial, 0);
+  if (r < 0) {
+    fprintf(stderr, "pirec-camera: cannot start recording into '%s': %s\n", a->out_dir, pirec_strerror(r));
+    return r;
+  }
+  uv_signal_init(a->loop, &a->sigint);
+  uv_signal_init(a->loop, &a->sigterm);
+  uv_timer_init(a->loop, &a->duration);
+  a->sigint.data = a->sigterm.data = a->duration.data = a;
+  a->signals_open = 1;
+  uv_signal_start(&a->sigint, on_signal, SIGINT);
+  uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+  if (a->duration_s > 0)
+    uv_timer_start(&a->duration, on_duration, (uint64_t)(a->duration_s * 1000), 0);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+      {"source", required_argument, NULL, 's'},   {"size", required_argument, NULL, 'S'},
+      {"fps", required_argument, NULL, 'f'},      {"format", required_argument, NULL, 'F'},
+      {"name", required_argument, NULL, 'n'},     {"trial", required_argument, NULL, 't'},
+      {"duration", required_argument, NULL, 'd'}, {"out", required_argument, NULL, 'o'},
+      {"preset", required_argument, NULL, 'P'},   {"crf", required_argument, NULL, 'C'},
+      {"gop", required_argument, NULL, 'G'},      {"ring-ms", required_argument, NULL, 'R'},
+      {"rpicam-program", required_argument, NULL, 'r'}, {"ffmpeg", required_argument, NULL, 'x'},
+      {"protocol", no_argument, NULL, 'p'},       {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  struct app a = {.trial = 1};
+  const char *config_file = NULL;
+  struct pirec_camera_settings cli;
+  int protocol = 0, opt, r;
+  int set_source = 0, set_size = 0, set_fps = 0;
+
+  pirec_camera_settings_default(&a.s);
+  cli = a.s;
+  while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 's':
+      if (pirec_camera_settings_set_source(&cli, optarg) < 0)
+        goto bad;
+      set_source = 1;
+      break;
+    case 'S':
+      if (parse_size(optarg, &cli.width, &cli.height) < 0)
+        goto bad;
+      set_size = 1;
+      break;
+    case 'f':
+      if (parse_fps(optarg, &cli.fps_num, &cli.fps_den) < 0)
+        goto bad;
+      set_fps = 1;
+      break;
+    case 'F': snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg); break;
+    case 'n': snprintf(cli.name, sizeof cli.name, "%s", optarg); break;
+    case 't': a.trial = atoi(optarg); break;
+    case 'd': a.duration_s = atof(optarg); break;
+    case 'o': a.out_dir = optarg; break;
+    case 'P': snprintf(cli.preset, sizeof cli.preset, "%s", optarg); break;
+    case 'C': cli.crf = atoi(optarg); break;
+    case 'G': cli.gop = atoi(optarg); break;
+    case 'R': cli.ring_ms = (unsigned)atoi(optarg); break;
+    case 'r': snprintf(cli.rpicam_program, sizeof cli.rpicam_program, "%s", optarg); break;
+    case 'x': snprintf(cli.ffmpeg, sizeof cli.ffmpeg, "%s", optarg); break;
+    case 'p': protocol = 1; break;
+    case 'c': config_file = optarg; break;
+    case 'h': usage(stdout); return 0;
+    default: goto bad;
+    }
+  }
+  if (optind < argc || (!protocol && !a.out_dir) || a.trial < 1)
+    goto bad;
+
+  a.s = cli;
+  if (config_file) {
+#ifdef PIREC_HAVE_CONFIG
+    if ((r = settings_from_config(&a.s, config_file, cli.name)) < 0)
+      return 65;
+    /* Command-line options win over the file. */
+    if (set_source) {
+      a.s.kind = cli.kind;
+      memcpy(a.s.source, cli.source, sizeof a.s.source);
+    }
+    if (set_size) {
+      a.s.width = cli.width;
+      a.s.height = cli.height;
+    }
+    if (set_fps) {
+      a.s.fps_num = cli.fps_num;
+      a.s.fps_den = cli.fps_den;
+    }
+#else
+    fprintf(stderr, "pirec-camera: built without config support; -c is not available\n");
+    return 64;
+#endif
+  }
+
+  a.loop = uv_default_loop();
+  if ((r = pirec_camera_new(a.loop, &a.s, on_event, &a, &a.cam)) < 0) {
+    fprintf(stderr, "pirec-camera: invalid settings: %s\n", pirec_strerror(r));
+    return 64;
+  }
+  if ((r = pirec_camera_start(a.cam)) < 0) {
+    pirec_camera_close(a.cam, NULL, NULL);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    return 1;
+  }
+  r = protocol ? run_protocol(&a) : run_standalone(&a);
+  if (r < 0) {
+    pirec_camera_close(a.cam, NULL, NULL);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    return 1;
+  }
+  uv_run(a.loop, UV_RUN_DEFAULT);
+  r = uv_loop_close(a.loop);
+  if (r != 0)
+    fprintf(stderr, "pirec-camera: handles left open at exit: %s\n", pirec_strerror(r));
+  return a.exit_code;
+
+bad:
+  usage(stderr);
+  return 64;
+}

@@ -1,0 +1,8 @@
+add_executable(pirec-camera ${CMAKE_CURRENT_LIST_DIR}/pirec-camera.c)
+target_include_directories(pirec-camera PRIVATE ${PIREC_INCLUDE_DIR})
+target_link_libraries(pirec-camera PRIVATE pirec_camera pirec_recorder pirec_io_base)
+if(TARGET pirec_config)
+  target_link_libraries(pirec-camera PRIVATE pirec_config)
+  target_compile_definitions(pirec-camera PRIVATE PIREC_HAVE_CONFIG=1)
+endif()
+install(TARGETS pirec-camera RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

@@ -1,0 +1,277 @@
+#ifndef PIREC_CAMERA_H
+#define PIREC_CAMERA_H
+
+/* The camera recorder: capture, timestamp, encode and write every frame of one camera.
+ *
+ * Layers, bottom up:
+ *   - sources (struct pirec_camera_source): one blocking interface over V4L2 devices, Raspberry Pi
+ *     CSI cameras (a supervised rpicam-vid child), any FFmpeg input URL or file, and FFmpeg's lavfi
+ *     test sources. Used by exactly one thread (the capture thread).
+ *   - the splitter and pts-line parser used by the rpicam source, public so they can be tested.
+ *   - the camera (struct pirec_camera): a named capture thread that only stamps frames and pushes
+ *     them into the camera's ring; the loop drains the ring into an ffmpeg encode job (raw frames)
+ *     or straight into a file sink (MJPEG/H.264 frames), and writes one tNNN_frames.csv row per frame
+ *     that reached the video file.
+ *
+ * Frame rows: trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset
+ *   frame          0-based index of the frame in the video file (row i is packet i)
+ *   seq            the capture sequence number (0-based, counts every frame the source delivered)
+ *   device_ts_ns   the source's own timestamp (V4L2 kernel buffer time, rpicam sensor pts, the
+ *                  stream's pts); empty when the source has none
+ *   dropped_before frames lost just before this one, all causes together
+ *   bytes          bytes of this frame in the video file (encoded size for the encode path)
+ *   offset         byte offset of the frame in an elementary-stream file; empty for MKV
+ *
+ * Errors are negative errno values (FFmpeg's AVERROR codes included); pirec_strerror() prints them.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* ---- settings (immutable while a camera runs) ---- */
+
+enum pirec_camera_kind {
+  PIREC_CAMERA_LAVFI = 0, /* source: a lavfi source filter, e.g. "testsrc2" (size/rate added) */
+  PIREC_CAMERA_V4L2,      /* source: a device path, e.g. "/dev/video0" */
+  PIREC_CAMERA_RPICAM,    /* source: the camera index given to rpicam-vid ("0") */
+  PIREC_CAMERA_URL,       /* source: any FFmpeg input: rtsp://..., a file path, ... */
+};
+
+#define PIREC_CAMERA_NAME_MAX 64
+#define PIREC_CAMERA_PATH_MAX 1024
+
+struct pirec_camera_settings {
+  char name[PIREC_CAMERA_NAME_MAX]; /* "camera0"; names the thread, jobs and log lines */
+  enum pirec_camera_kind kind;
+  char source[PIREC_CAMERA_PATH_MAX];
+  int width, height;      /* 0: the source's default (lavfi and rpicam need them; default 1280x720) */
+  int fps_num, fps_den;   /* frame rate; fps_num 0: the source's default (lavfi/rpicam: 30) */
+  /* v4l2: "mjpeg", "yuyv422", "h264", ... (FFmpeg's input_format); rpicam: "yuv420" or "mjpeg";
+   * empty: the source's default (rpicam: yuv420). */
+  char input_format[32];
+  /* url: replay at the stream's own rate (ffmpeg -re): -1 auto (files yes, network URLs no). */
+  int realtime;
+
+  /* rpicam: the program (default "rpicam-vid"; tests point it at a stand-in) and extra arguments
+   * split on spaces. yuv420 frames are stride*height*3/2 bytes; stride 0 means width. */
+  char rpicam_program[PIREC_CAMERA_PATH_MAX];
+  char rpicam_args[512];
+  int rpicam_stride;
+
+  /* Encoder for raw frames: ffmpeg program, libx264 preset, crf and GOP (frames). */
+  char ffmpeg[PIREC_CAMERA_PATH_MAX];
+  char preset[32];
+  int crf;
+  int gop;
+  int encoder_threads; /* 0: ffmpeg's default */
+
+  /* The capture ring in milliseconds of frames (raw) or bytes (ring_bytes wins when nonzero).
+   * Default 1000 ms; compressed sources default to 32 MiB. */
+  unsigned ring_ms;
+  size_t ring_bytes;
+  /* Bytes queued into the encoder's stdin at most (default 8 raw frames). */
+  size_t encoder_outstanding;
+  /* Encoder restart policy: failures within window before giving up (default 5), first backoff. */
+  unsigned encoder_max_failures;
+  unsigned encoder_backoff_ms;
+  unsigned fsync_interval_ms; /* file sinks; 0: the sink default (1000) */
+};
+
+/* Fills s with the defaults above (lavfi testsrc2, 1280x720 at 30 fps, libx264 ultrafast crf 23). */
+void pirec_camera_settings_default(struct pirec_camera_settings *s);
+
+/* Parses a --source value into s->kind and s->source:
+ *   "lavfi:testsrc2" (also "lavfi:" + any source filter with options, e.g. "lavfi:smptebars")
+ *   "v4l2:/dev/video0" or a path under /dev/
+ *   "rpicam:0" or "rpicam" (camera 0)
+ *   "url:..." or anything with "://" (rtsp://, http://, file:...) or any other path (a file)
+ * Returns 0 or -EINVAL (empty, too long). */
+int pirec_camera_settings_set_source(struct pirec_camera_settings *s, const char *spec);
+
+/* ---- sources (one thread) ---- */
+
+enum pirec_camera_codec {
+  PIREC_CAMERA_CODEC_RAW = 0, /* uncompressed; pix_fmt names the layout */
+  PIREC_CAMERA_CODEC_MJPEG,
+  PIREC_CAMERA_CODEC_H264,
+  PIREC_CAMERA_CODEC_HEVC,
+  PIREC_CAMERA_CODEC_OTHER,   /* recorded as an elementary stream, extension ".bin" */
+};
+
+struct pirec_camera_format {
+  enum pirec_camera_codec codec;
+  char pix_fmt[32];  /* FFmpeg pixel format name for raw frames ("yuv420p", "yuyv422") */
+  int width, height;
+  int fps_num, fps_den; /* nominal rate (0/1 when unknown) */
+  size_t frame_bytes;   /* raw: exact bytes per frame; compressed: 0 */
+  int has_device_ts;    /* frames carry device_ts_ns */
+};
+
+struct pirec_camera_frame {
+  const uint8_t *data;  /* valid until the next read or free */
+  size_t len;
+  int64_t device_ts_ns; /* INT64_MIN when the source has none */
+  int64_t arrival_mono_ns; /* CLOCK_MONOTONIC right after the frame arrived */
+  int64_t arrival_wall_ns; /* CLOCK_REALTIME taken next to arrival_mono_ns */
+};
+
+struct pirec_camera_source;
+
+/* Opens the source described by s (blocking: device open, RTSP connect, child spawn). The lavfi
+ * source is paced to the wall clock at the configured rate, as a camera would deliver it; a url
+ * file with realtime set is paced by its timestamps. Returns 0 and *out, or a negative error and
+ * *message (malloc'd, caller frees; may be NULL) saying what failed, e.g.
+ * "cannot open '/dev/video9': No such file or directory". */
+int pirec_camera_source_open(const struct pirec_camera_settings *s, struct pirec_camera_source **out,
+                             char **message);
+
+/* The format of the frames read; valid after open. */
+void pirec_camera_source_format(const struct pirec_camera_source *src, struct pirec_camera_format *fmt);
+
+/* Blocks until the next frame and fills *frame. Returns 0, AVERROR_EOF at the end of a file or
+ * when an rpicam child exits, -EINTR after pirec_camera_source_interrupt(), or another negative
+ * error (device gone, bad data). */
+int pirec_camera_source_read(struct pirec_camera_source *src, struct pirec_camera_frame *frame);
+
+/* Any thread: makes a blocked or future read return -EINTR soon (within one frame interval). */
+void pirec_camera_source_interrupt(struct pirec_camera_source *src);
+
+/* Closes the device, stops the rpicam child (SIGTERM, then SIGKILL after 1 s) and frees. NULL is a
+ * no-op. Not concurrently with read. */
+void pirec_camera_source_free(struct pirec_camera_source *src);
+
+/* ---- frame splitter for byte streams (rpicam-vid's stdout) ---- */
+
+enum pirec_camera_split_mode {
+  PIREC_CAMERA_SPLIT_SIZE = 0, /* fixed-size raw frames */
+  PIREC_CAMERA_SPLIT_JPEG,     /* concatenated JPEG images: SOI ... EOI, marker segments parsed */
+};
+
+struct pirec_camera_splitter {
+  /* private */
+  enum pirec_camera_split_mode mode;
+  uint8_t *buf;
+  size_t cap, start, end;
+  size_t frame_bytes;
+  size_t scan;       /* JPEG: resume position of the scan */
+  int scan_state;    /* JPEG: 0 before SOI, 1 in headers, 2 in entropy-coded data */
+  uint64_t skipped;  /* bytes discarded while resynchronising (garbage, oversize) */
+};
+
+/* frame_bytes: SIZE mode's frame size; max_frame: the largest frame accepted (JPEG mode; a longer
+ * one is skipped as garbage). Allocates a buffer of 2 * max(frame_bytes, max_frame).
+ * Returns 0, -EINVAL, -ENOMEM. */
+int pirec_camera_splitter_init(struct pirec_camera_splitter *sp, enum pirec_camera_split_mode mode,
+                               size_t frame_bytes, size_t max_frame);
+void pirec_camera_splitter_free(struct pirec_camera_splitter *sp);
+/* Where to read the next bytes into, and how many fit (never 0 after init). */
+uint8_t *pirec_camera_splitter_space(struct pirec_camera_splitter *sp, size_t *avail);
+/* n bytes were written at the space returned last. */
+void pirec_camera_splitter_fill(struct pirec_camera_splitter *sp, size_t n);
+/* Returns 1 and the next complete frame (valid until the next call on sp), or 0 when more bytes are
+ * needed. */
+int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t **frame, size_t *len);
+/* Bytes skipped so far because they were not part of a well-formed frame. */
+uint64_t pirec_camera_splitter_skipped(const struct pirec_camera_splitter *sp);
+
+/* Parses one line of an rpicam-vid --save-pts file ("# timecode format v2", then milliseconds with
+ * decimals, e.g. "1033.367"). Returns 1 and *ns for a timestamp, 0 for a comment or blank line,
+ * -EINVAL for anything else. Exact: decimal digits are converted without floating point. */
+int pirec_camera_pts_parse_line(const char *line, size_t len, int64_t *ns);
+
+/* ---- the camera ---- */
+
+struct pirec_camera;
+
+enum pirec_camera_event {
+  PIREC_CAMERA_EVENT_SOURCE_ERROR = 1, /* the source failed; reconnecting with backoff */
+  PIREC_CAMERA_EVENT_SOURCE_RECONNECTED,
+  PIREC_CAMERA_EVENT_SOURCE_EOF,       /* a file ended or the child exited: no more frames */
+  PIREC_CAMERA_EVENT_ENCODER_CRASHED,  /* the encoder died; restart pending; detail has the status */
+  PIREC_CAMERA_EVENT_ENCODER_RESTARTED,
+  PIREC_CAMERA_EVENT_ENCODER_FAILED,   /* restarts given up: frames count as dropped from now on */
+  PIREC_CAMERA_EVENT_WRITE_ERROR,      /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
+};
+
+/* Runs on the loop thread. message describes the event (lowercase, subject quoted); valid during
+ * the call. */
+typedef void (*pirec_camera_event_cb)(struct pirec_camera *cam, enum pirec_camera_event event,
+                                      const char *message, void *user);
+/* Runs on the loop thread when a trial's files are complete and closed (err 0), or with the first
+ * error met while finishing them. */
+typedef void (*pirec_camera_stopped_cb)(struct pirec_camera *cam, int err, void *user);
+typedef void (*pirec_camera_close_cb)(struct pirec_camera *cam, void *user);
+
+/* Creates a camera (nothing runs yet). s is copied. on_event may be NULL (events are then logged).
+ * Returns 0 and *out, -EINVAL (bad settings), -ENOMEM. */
+int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s,
+                     pirec_camera_event_cb on_event, void *user, struct pirec_camera **out);
+
+/* Opens the source (blocking, once, at start-up), sizes the ring from the real format and starts
+ * the capture thread ("cam-<name>"). Frames captured outside a trial are counted and discarded.
+ * Returns 0 or the source's open error (with a logged message); then only close is allowed. */
+int pirec_camera_start(struct pirec_camera *cam);
+
+/* Starts trial `trial` (>= 1) writing into dir (created if missing): tNNN.mkv (raw sources,
+ * encoded by an ffmpeg child) or tNNN.mjpeg / tNNN.h264 (compressed sources, written as received),
+ * and tNNN_frames.csv; part > 0 names them tNNN_pP.* instead. Returns 0, -EBUSY (a trial runs or is
+ * stopping), -EINVAL (not started), or the error creating the directory, the sinks or the encoder
+ * (then no trial runs). */
+int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part);
+
+/* Finishes the trial: no new frames are taken, the encoder drains and exits, the MKV trailer is
+ * written, both files are synced and closed, then cb runs (never inside this call).
+ * Returns 0, or -EINVAL when no trial runs (cb never runs). */
+int pirec_camera_trial_stop(struct pirec_camera *cam, pirec_camera_stopped_cb cb, void *user);
+
+/* 1 while a trial runs (from a successful trial_start until its stop callback). */
+int pirec_camera_recording(const struct pirec_camera *cam);
+
+/* A histogram summary of nanosecond durations. */
+struct pirec_camera_latency {
+  uint64_t count;
+  int64_t p50_ns, p99_ns, p999_ns, max_ns; /* percentiles within ~3% (log-linear buckets) */
+};
+
+struct pirec_camera_status {
+  uint64_t frames_captured;   /* frames the source delivered (seq of the next frame) */
+  uint64_t frames_written;    /* rows written in the current/last trial (== packets in its video) */
+  uint64_t frames_idle;       /* captured while no trial ran (discarded, not drops) */
+  uint64_t drops_total;       /* all causes below, this process's lifetime */
+  uint64_t drops_ring_full;   /* the capture ring was full (disk or encoder too slow, or held) */
+  uint64_t drops_encoder;     /* no encoder running (restart backoff), or lost inside a crashed one */
+  uint64_t drops_device;      /* gaps in the device's timestamps (or source reconnects) */
+  uint64_t drops_sink;        /* the video file's sink could not take the frame */
+  uint64_t bytes_video;       /* bytes pushed into the current/last trial's video file */
+  uint64_t encoder_restarts;
+  int encoder_state;          /* enum pirec_job_state of the encoder job; -1 without encoder */
+  int encoder_pid;            /* 0 when none runs */
+  size_t ring_used, ring_capacity;
+  uint64_t source_errors;
+  int last_error;             /* last negative error seen (source, encoder, sink), or 0 */
+  struct pirec_camera_latency capture; /* capture-thread time per frame: arrival to pushed */
+  struct pirec_camera_format format;
+};
+
+/* Loop thread (counters written by the capture thread are read with relaxed atomics). */
+void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_status *out);
+
+/* Writes the latest frame as a JPEG to path (atomically, through the threadpool): cheap for MJPEG
+ * sources (the frame itself) and raw yuv420p/yuyv422 sources (encoded with libavcodec's mjpeg in the
+ * threadpool). cb gets 0 or a negative error. Returns 0, -EAGAIN (no frame yet, or a snapshot is
+ * pending), -ENOTSUP (H.264/HEVC sources; cb never runs). */
+typedef void (*pirec_camera_snapshot_cb)(struct pirec_camera *cam, int err, void *user);
+int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
+                          void *user);
+
+/* Test and benchmark hook, loop thread: while held, the loop takes nothing from the capture ring
+ * (as if the disk or the encoder had stalled); frames pile up and the capture thread starts
+ * dropping when the ring is full. Releasing resumes draining. */
+void pirec_camera_hold(struct pirec_camera *cam, int hold);
+
+/* Stops the capture thread (joined: at most one frame interval), stops a running trial as
+ * trial_stop does, closes every handle, calls cb, then frees cam. Call once. */
+void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user);
+
+#endif

@@ -1,0 +1,341 @@
+/* The encoder's output path: H.264 Annex B access units split on their delimiters, muxed into
+ * Matroska in-process (libavformat) and written through a pirec_sink, so each encoded frame is seen
+ * (and given its row) exactly when it is in the file, whatever happens to the encoder. */
+
+#include "camera-mkv.h"
+
+#include "pirec/log.h"
+#include "pirec/sink.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libavformat/avformat.h>
+
+/* ---- access units ---- */
+
+int pirec__au_init(struct pirec__au *au, size_t cap)
+{
+  memset(au, 0, sizeof *au);
+  au->buf = malloc(cap);
+  au->cap = au->buf ? cap : 0;
+  return au->buf ? 0 : -ENOMEM;
+}
+
+void pirec__au_free(struct pirec__au *au)
+{
+  free(au->buf);
+  memset(au, 0, sizeof *au);
+}
+
+void pirec__au_reset(struct pirec__au *au)
+{
+  au->len = au->start = au->scan = 0;
+  au->have_start = 0;
+}
+
+uint8_t *pirec__au_space(struct pirec__au *au, size_t want)
+{
+  if (au->start > 0) {
+    memmove(au->buf, au->buf + au->start, au->len - au->start);
+    au->len -= au->start;
+    au->scan = au->scan > au->start ? au->scan - au->start : 0;
+    au->start = 0;
+  }
+  if (au->cap - au->len < want) {
+    size_t cap = au->cap * 2;
+    while (cap - au->len < want)
+      cap *= 2;
+    uint8_t *b = realloc(au->buf, cap);
+    if (!b)
+      return NULL;
+    au->buf = b;
+    au->cap = cap;
+  }
+  return au->buf + au->len;
+}
+
+void pirec__au_fill(struct pirec__au *au, size_t n)
+{
+  au->len += n;
+}
+
+/* An access unit delimiter: start code 00 00 01 then NAL header 0x09 (nal_unit_type 9). */
+static size_t find_aud(const uint8_t *b, size_t from, size_t end)
+{
+  for (size_t i = from; i + 4 <= end; i++) {
+    if (b[i + 2] > 1) {
+      i += 2;
+      continue;
+    }
+    if (b[i] == 0 && b[i + 1] == 0 && b[i + 2] == 1 && (b[i + 3] & 0x1F) == 9)
+      return i;
+  }
+  return SIZE_MAX;
+}
+
+int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len)
+{
+  if (!au->have_start) {
+    size_t p = find_aud(au->buf, au->start, au->len);
+    if (p == SIZE_MAX) {
+      /* keep the last 3 bytes: a start code may straddle reads */
+      if (au->len - au->start > 3)
+        au->start = au->len - 3;
+      return 0;
+    }
+    au->start = p;
+    au->scan = p + 4;
+    au->have_start = 1;
+  }
+  size_t next = find_aud(au->buf, au->scan, au->len);
+  if (next == SIZE_MAX) {
+    au->scan = au->len > au->start + 7 ? au->len - 3 : au->start + 4;
+    return 0;
+  }
+  *data = au->buf + au->start;
+  *len = next - au->start;
+  au->start = next;
+  au->scan = next + 4;
+  return 1;
+}
+
+int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
+{
+  if (!au->have_start || au->len <= au->start + 4)
+    return 0;
+  *data = au->buf + au->start;
+  *len = au->len - au->start;
+  au->start = au->len;
+  au->have_start = 0;
+  return 1;
+}
+
+/* Calls fn for each NAL unit of an Annex B buffer (start codes stripped). */
+static void for_each_nal(const uint8_t *b, size_t len,
+                         void (*fn)(const uint8_t *nal, size_t n, void *arg), void *arg)
+{
+  size_t i = 0, start = SIZE_MAX;
+  while (i + 3 <= len) {
+    if (b[i] == 0 && b[i + 1] == 0 && b[i + 2] == 1) {
+      if (start != SIZE_MAX) {
+        size_t end = i;
+        while (end > start && b[end - 1] == 0)
+          end--;
+        fn(b + start, end - start, arg);
+      }
+      i += 3;
+      start = i;
+      continue;
+    }
+    i++;
+  }
+  if (start != SIZE_MAX && start < len)
+    fn(b + start, len - start, arg);
+}
+
+static void is_idr_fn(const uint8_t *nal, size_t n, void *arg)
+{
+  if (n > 0 && (nal[0] & 0x1F) == 5)
+    *(int *)arg = 1;
+}
+
+int pirec__h264_is_keyframe(const uint8_t *au, size_t len)
+{
+  int key = 0;
+  for_each_nal(au, len, is_idr_fn, &key);
+  return key;
+}
+
+struct ps_collect {
+  uint8_t *out;
+  size_t len, cap;
+};
+
+static void ps_fn(const uint8_t *nal, size_t n, void *arg)
+{
+  struct ps_collect *c = arg;
+  int type = n > 0 ? nal[0] & 0x1F : 0;
+  if ((type != 7 && type != 8) || c->len + n + 4 > c->cap)
+    return;
+  static const uint8_t sc[4] = {0, 0, 0, 1};
+  memcpy(c->out + c->len, sc, 4);
+  memcpy(c->out + c->len + 4, nal, n);
+  c->len += n + 4;
+}
+
+/* ---- Matroska ---- */
+
+struct pirec__mkv {
+  struct pirec_sink *sink;
+  AVFormatContext *oc;
+  AVIOContext *pb;
+  AVPacket *pkt;
+  int width, height, fps_num, fps_den;
+  int header_done;
+  int error;
+  int64_t last_pts;
+  uint64_t bytes;
+};
+
+#if LIBAVFORMAT_VERSION_MAJOR >= 61
+static int mkv_write(void *opaque, const uint8_t *buf, int size)
+#else
+static int mkv_write(void *opaque, uint8_t *buf, int size)
+#endif
+{
+  struct pirec__mkv *m = opaque;
+  if (m->error)
+    return m->error;
+  int r = pirec_sink_push(m->sink, buf, (size_t)size);
+  if (r < 0) {
+    /* The file is cut here; later writes are refused so the muxer stops cleanly. */
+    m->error = r;
+    return r;
+  }
+  m->bytes += (uint64_t)size;
+  return size;
+}
+
+int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, int fps_den,
+                   struct pirec__mkv **out)
+{
+  struct pirec__mkv *m = calloc(1, sizeof *m);
+  if (!m)
+    return -ENOMEM;
+  m->sink = sink;
+  m->width = width;
+  m->height = height;
+  m->fps_num = fps_num > 0 ? fps_num : 30;
+  m->fps_den = fps_den > 0 ? fps_den : 1;
+  m->last_pts = INT64_MIN;
+  m->pkt = av_packet_alloc();
+  if (!m->pkt) {
+    free(m);
+    return -ENOMEM;
+  }
+  *out = m;
+  return 0;
+}
+
+static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
+{
+  enum { AVIO_BUF = 64 * 1024 };
+  struct ps_collect ps = {.cap = len + 64};
+  AVDictionary *opts = NULL;
+  int r;
+
+  ps.out = av_mallocz(ps.cap + AV_INPUT_BUFFER_PADDING_SIZE);
+  if (!ps.out)
+    return AVERROR(ENOMEM);
+  for_each_nal(au, len, ps_fn, &ps);
+  if (ps.len == 0) {
+    av_free(ps.out);
+    return AVERROR_INVALIDDATA; /* no SPS/PPS in the first access unit */
+  }
+  if ((r = avformat_alloc_output_context2(&m->oc, NULL, "matroska", NULL)) < 0) {
+    av_free(ps.out);
+    return r;
+  }
+  AVStream *st = avformat_new_stream(m->oc, NULL);
+  if (!st) {
+    av_free(ps.out);
+    return AVERROR(ENOMEM);
+  }
+  st->codecpar->codec_type = AVMEDIA_TYPE_VIDEO;
+  st->codecpar->codec_id = AV_CODEC_ID_H264;
+  st->codecpar->width = m->width;
+  st->codecpar->height = m->height;
+  st->codecpar->extradata = ps.out;
+  st->codecpar->extradata_size = (int)ps.len;
+  st->time_base = (AVRational){1, 1000};
+  st->avg_frame_rate = (AVRational){m->fps_num, m->fps_den};
+  uint8_t *iobuf = av_malloc(AVIO_BUF);
+  if (!iobuf)
+    return AVERROR(ENOMEM);
+  m->pb = avio_alloc_context(iobuf, AVIO_BUF, 1, m, NULL, mkv_write, NULL);
+  if (!m->pb) {
+    av_free(iobuf);
+    return AVERROR(ENOMEM);
+  }
+  m->oc->pb = m->pb;
+  /* Not seekable: the segment has an unknown size and clusters are final once written, so a file
+   * cut by a crash or power loss stays readable up to its last complete cluster. Clusters close
+   * at least every second. */
+  av_dict_set(&opts, "cluster_time_limit", "1000", 0);
+  av_dict_set(&opts, "cluster_size_limit", "2097152", 0);
+  r = avformat_write_header(m->oc, &opts);
+  av_dict_free(&opts);
+  if (r < 0)
+    return r;
+  m->header_done = 1;
+  avio_flush(m->pb);
+  return m->error;
+}
+
+size_t pirec__mkv_margin(void)
+{
+  return (2u << 20) + (128u << 10); /* one cluster plus the AVIO buffer */
+}
+
+int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int64_t pts_ns)
+{
+  int r;
+  if (m->error)
+    return m->error;
+  if (!m->header_done && (r = write_header(m, au, len)) < 0) {
+    m->error = r;
+    return r;
+  }
+  int64_t pts = pts_ns / 1000000; /* Matroska's default 1 ms timestamp scale */
+  if (m->last_pts != INT64_MIN && pts <= m->last_pts)
+    pts = m->last_pts + 1;
+  m->last_pts = pts;
+  AVPacket *pkt = m->pkt;
+  av_packet_unref(pkt);
+  pkt->data = (uint8_t *)au;
+  pkt->size = (int)len;
+  pkt->pts = pkt->dts = pts;
+  pkt->duration = 0;
+  pkt->stream_index = 0;
+  pkt->flags = pirec__h264_is_keyframe(au, len) ? AV_PKT_FLAG_KEY : 0;
+  r = av_write_frame(m->oc, pkt);
+  pkt->data = NULL;
+  pkt->size = 0;
+  if (r < 0 && !m->error)
+    m->error = r;
+  return m->error;
+}
+
+int pirec__mkv_finish(struct pirec__mkv *m)
+{
+  if (m->header_done && !m->error) {
+    int r = av_write_trailer(m->oc);
+    avio_flush(m->pb);
+    if (r < 0 && !m->error)
+      m->error = r;
+  }
+  return m->error;
+}
+
+uint64_t pirec__mkv_bytes(const struct pirec__mkv *m)
+{
+  return m->bytes;
+}
+
+void pirec__mkv_free(struct pirec__mkv *m)
+{
+  if (!m)
+    return;
+  if (m->pb) {
+    av_freep(&m->pb->buffer);
+    avio_context_free(&m->pb);
+  }
+  if (m->oc) {
+    m->oc->pb = NULL;
+    avformat_free_context(m->oc);
+  }
+  av_packet_free(&m->pkt);
+  free(m);
+}

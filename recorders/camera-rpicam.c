@@ -1,0 +1,540 @@
+/* Raspberry Pi CSI cameras through an rpicam-vid child: frames from its stdout (split by size or
+ * by JPEG markers), sensor timestamps from its --save-pts output read through a FIFO. */
+
+#include "camera-int.h"
+
+#include "pirec/clock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libavutil/error.h>
+
+/* ---- splitter ---- */
+
+int pirec_camera_splitter_init(struct pirec_camera_splitter *sp, enum pirec_camera_split_mode mode,
+                               size_t frame_bytes, size_t max_frame)
+{
+  memset(sp, 0, sizeof *sp);
+  if ((mode == PIREC_CAMERA_SPLIT_SIZE && frame_bytes == 0) ||
+      (mode == PIREC_CAMERA_SPLIT_JPEG && max_frame < 4))
+    return -EINVAL;
+  sp->mode = mode;
+  sp->frame_bytes = frame_bytes;
+  sp->cap = 2 * (mode == PIREC_CAMERA_SPLIT_SIZE ? frame_bytes : max_frame);
+  sp->buf = malloc(sp->cap);
+  return sp->buf ? 0 : -ENOMEM;
+}
+
+void pirec_camera_splitter_free(struct pirec_camera_splitter *sp)
+{
+  free(sp->buf);
+  sp->buf = NULL;
+}
+
+uint8_t *pirec_camera_splitter_space(struct pirec_camera_splitter *sp, size_t *avail)
+{
+  /* Consumed bytes are reclaimed lazily: move the unconsumed tail to the front when the free space
+   * at the end drops below half the buffer (one frame at most is moved). */
+  if (sp->start > 0 && sp->cap - sp->end < sp->cap / 2) {
+    size_t n = sp->end - sp->start;
+    memmove(sp->buf, sp->buf + sp->start, n);
+    sp->scan = sp->scan >= sp->start ? sp->scan - sp->start : 0;
+    sp->start = 0;
+    sp->end = n;
+  }
+  *avail = sp->cap - sp->end;
+  return sp->buf + sp->end;
+}
+
+void pirec_camera_splitter_fill(struct pirec_camera_splitter *sp, size_t n)
+{
+  sp->end += n;
+}
+
+uint64_t pirec_camera_splitter_skipped(const struct pirec_camera_splitter *sp)
+{
+  return sp->skipped;
+}
+
+/* JPEG: SOI (FFD8), then marker segments each with a 2-byte length (APPn may hold thumbnails with
+ * their own EOI, so their contents are skipped, not scanned), then after SOS entropy-coded data in
+ * which FF is followed by 00 (stuffing) or D0..D7 (restart markers) until EOI (FFD9). Anything else
+ * makes the scanner resynchronise on the next SOI. */
+static int jpeg_next(struct pirec_camera_splitter *sp, const uint8_t **frame, size_t *len)
+{
+  uint8_t *b = sp->buf;
+
+  for (;;) {
+    size_t i = sp->scan;
+    if (sp->scan_state == 0) {
+      /* find SOI */
+      while (i + 1 < sp->end && !(b[i] == 0xFF && b[i + 1] == 0xD8))
+        i++;
+      sp->skipped += i - sp->start;
+      sp->start = i;
+      if (i + 1 >= sp->end) {
+        sp->scan = i;
+        return 0;
+      }
+      sp->scan = i + 2;
+      sp->scan_state = 1;
+      continue;
+    }
+    if (sp->scan - sp->start > sp->cap / 2) {
+      /* longer than max_frame: skip past this SOI */
+      sp->skipped += 2;
+      sp->start += 2;
+      sp->scan = sp->start;
+      sp->scan_state = 0;
+      continue;
+    }
+    if (sp->scan_state == 1) {
+      if (i + 4 > sp->end)
+        return 0;
+      if (b[i] != 0xFF) {
+        goto resync;
+      }
+      uint8_t m = b[i + 1];
+      if (m == 0xFF) { /* fill byte */
+        sp->scan = i + 1;
+        continue;
+      }
+      if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {
+        sp->scan = i + 2;
+        continue;
+      }
+      if (m == 0xD9) { /* EOI right after headers: a (degenerate) complete image */
+        sp->scan = i + 2;
+        goto complete;
+      }
+      size_t seg = ((size_t)b[i + 2] << 8) | b[i + 3];
+      if (seg < 2)
+        goto resync;
+      sp->scan = i + 2 + seg;
+      if (m == 0xDA)
+        sp->scan_state = 2;
+      continue;
+    }
+    /* entropy-coded data */
+    while (i + 1 < sp->end) {
+      if (b[i] == 0xFF) {
+        uint8_t m = b[i + 1];
+        if (m == 0x00 || m == 0xFF || (m >= 0xD0 && m <= 0xD7)) {
+          i += m == 0xFF ? 1 : 2;
+          continue;
+        }
+        if (m == 0xD9) {
+          sp->scan = i + 2;
+          goto complete;
+        }
+        /* another segment (progressive JPEG: DHT/SOS between scans) */
+        sp->scan = i;
+        sp->scan_state = 1;
+        break;
+      }
+      i++;
+    }
+    if (sp->scan_state == 2) {
+      sp->scan = i;
+      return 0;
+    }
+    continue;
+  resync:
+    sp->skipped += 2;
+    sp->start += 2;
+    sp->scan = sp->start;
+    sp->scan_state = 0;
+    continue;
+  complete:
+    *frame = b + sp->start;
+    *len = sp->scan - sp->start;
+    sp->start = sp->scan;
+    sp->scan_state = 0;
+    return 1;
+  }
+}
+
+int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t **frame, size_t *len)
+{
+  if (sp->mode == PIREC_CAMERA_SPLIT_JPEG) {
+    if (sp->scan < sp->start)
+      sp->scan = sp->start;
+    return jpeg_next(sp, frame, len);
+  }
+  if (sp->end - sp->start < sp->frame_bytes)
+    return 0;
+  *frame = sp->buf + sp->start;
+  *len = sp->frame_bytes;
+  sp->start += sp->frame_bytes;
+  return 1;
+}
+
+/* ---- pts lines ---- */
+
+int pirec_camera_pts_parse_line(const char *line, size_t len, int64_t *ns)
+{
+  size_t i = 0;
+  int neg = 0;
+  int64_t ms = 0, frac = 0, scale = 1000000; /* ns per unit of the next decimal digit */
+  int digits = 0;
+
+  while (i < len && (line[i] == ' ' || line[i] == '\t'))
+    i++;
+  while (len > i && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r' ||
+                     line[len - 1] == '\n'))
+    len--;
+  if (i == len || line[i] == '#')
+    return 0;
+  if (line[i] == '-') {
+    neg = 1;
+    i++;
+  }
+  for (; i < len && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
+    if (ms > (INT64_MAX / 1000000 - 9) / 10)
+      return -EINVAL;
+    ms = ms * 10 + (line[i] - '0');
+  }
+  if (i < len && line[i] == '.') {
+    for (i++; i < len && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
+      scale /= 10;
+      frac += (line[i] - '0') * scale; /* digits past ns precision add 0 */
+    }
+  }
+  if (i != len || digits == 0)
+    return -EINVAL;
+  *ns = (ms * 1000000 + frac) * (neg ? -1 : 1);
+  return 1;
+}
+
+/* ---- the rpicam-vid child ---- */
+
+#define PTS_QUEUE 64
+
+struct pirec__rpicam {
+  pid_t pid;
+  int out_fd;     /* the child's stdout */
+  int pts_fd;     /* read end of the --save-pts FIFO, -1 once it hung up */
+  int wake_fd;    /* eventfd for interrupt */
+  char dir[64];   /* private directory holding the FIFO */
+  char fifo[96];
+  struct pirec_camera_splitter sp;
+  /* pts lines arrive after their frame; a line still owed for a frame pushed without one is
+   * discarded when it arrives, so frames and lines stay paired by position. */
+  int64_t pts[PTS_QUEUE];
+  unsigned pts_head, pts_count;
+  uint64_t pts_owed;
+  char line[128];
+  size_t line_len;
+  int64_t frame_interval_ns;
+  int eof;
+};
+
+/* Splits "a b  c" on spaces into argv[*argc...] (writes into buf). */
+static void split_args(char *buf, const char **argv, int *argc, int max)
+{
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, " \t", &save); tok && *argc < max - 1; tok = strtok_r(NULL, " \t", &save))
+    argv[(*argc)++] = tok;
+}
+
+static char *find_in_path(const char *prog)
+{
+  if (strchr(prog, '/'))
+    return access(prog, X_OK) == 0 ? strdup(prog) : NULL;
+  const char *path = getenv("PATH");
+  if (!path)
+    path = "/usr/local/bin:/usr/bin:/bin";
+  while (*path) {
+    const char *colon = strchr(path, ':');
+    size_t n = colon ? (size_t)(colon - path) : strlen(path);
+    char *cand = pirec__camera_strdupf("%.*s/%s", (int)n, path, prog);
+    if (cand && access(cand, X_OK) == 0)
+      return cand;
+    free(cand);
+    path += n + (colon ? 1 : 0);
+  }
+  return NULL;
+}
+
+static void drain_pts(struct pirec__rpicam *rp)
+{
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(rp->pts_fd, buf, sizeof buf);
+    if (n == 0) {
+      close(rp->pts_fd);
+      rp->pts_fd = -1;
+      return;
+    }
+    if (n < 0)
+      return; /* EAGAIN */
+    for (ssize_t i = 0; i < n; i++) {
+      if (buf[i] != '\n') {
+        if (rp->line_len < sizeof rp->line - 1)
+          rp->line[rp->line_len++] = buf[i];
+        continue;
+      }
+      int64_t ns;
+      if (pirec_camera_pts_parse_line(rp->line, rp->line_len, &ns) == 1) {
+        if (rp->pts_owed > 0) {
+          rp->pts_owed--;
+        } else if (rp->pts_count < PTS_QUEUE) {
+          rp->pts[(rp->pts_head + rp->pts_count) % PTS_QUEUE] = ns;
+          rp->pts_count++;
+        }
+      }
+      rp->line_len = 0;
+    }
+  }
+}
+
+int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpicam **out,
+                       struct pirec_camera_format *fmt, char **message)
+{
+  struct pirec__rpicam *rp;
+  int w = s->width > 0 ? s->width : 1280, h = s->height > 0 ? s->height : 720;
+  int fps_num = s->fps_num > 0 ? s->fps_num : 30, fps_den = s->fps_num > 0 && s->fps_den > 0 ? s->fps_den : 1;
+  int mjpeg = strcmp(s->input_format, "mjpeg") == 0;
+  int stride = s->rpicam_stride > 0 ? s->rpicam_stride : w;
+  int r, pipefd[2] = {-1, -1};
+
+  if (s->input_format[0] && !mjpeg && strcmp(s->input_format, "yuv420") != 0) {
+    *message = pirec__camera_strdupf("rpicam input format '%s' is not supported: use yuv420 or mjpeg",
+                                     s->input_format);
+    return -EINVAL;
+  }
+  rp = calloc(1, sizeof *rp);
+  if (!rp)
+    return -ENOMEM;
+  rp->pid = -1;
+  rp->out_fd = rp->pts_fd = rp->wake_fd = -1;
+  rp->frame_interval_ns = (int64_t)1000000000 * fps_den / fps_num;
+  *out = rp;
+
+  memset(fmt, 0, sizeof *fmt);
+  fmt->codec = mjpeg ? PIREC_CAMERA_CODEC_MJPEG : PIREC_CAMERA_CODEC_RAW;
+  fmt->width = w;
+  fmt->height = h;
+  fmt->fps_num = fps_num;
+  fmt->fps_den = fps_den;
+  fmt->has_device_ts = 1;
+  if (!mjpeg) {
+    /* rpicam-vid's yuv420 rows may be padded to the stride; the encoder gets the padded width. */
+    snprintf(fmt->pix_fmt, sizeof fmt->pix_fmt, "yuv420p");
+    fmt->width = stride;
+    fmt->frame_bytes = (size_t)stride * (size_t)h * 3 / 2;
+  }
+  r = pirec_camera_splitter_init(&rp->sp, mjpeg ? PIREC_CAMERA_SPLIT_JPEG : PIREC_CAMERA_SPLIT_SIZE,
+                                 fmt->frame_bytes, (size_t)w * (size_t)h * 2 + 65536);
+  if (r < 0)
+    return r;
+
+  char *prog = find_in_path(s->rpicam_program);
+  if (!prog) {
+    *message = pirec__camera_strdupf("cannot run '%s': not found in PATH or not executable",
+                                     s->rpicam_program);
+    return -ENOENT;
+  }
+  snprintf(rp->dir, sizeof rp->dir, "/tmp/pirec-rpicam-XXXXXX");
+  if (!mkdtemp(rp->dir)) {
+    r = -errno;
+    rp->dir[0] = 0;
+    *message = pirec__camera_strdupf("cannot create a directory in '/tmp': %s", strerror(-r));
+    free(prog);
+    return r;
+  }
+  snprintf(rp->fifo, sizeof rp->fifo, "%s/pts", rp->dir);
+  if (mkfifo(rp->fifo, 0600) < 0 ||
+      (rp->pts_fd = open(rp->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
+      (rp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
+    r = -errno;
+    *message = pirec__camera_strdupf("cannot set up the pipes for '%s': %s", prog, strerror(-r));
+    free(prog);
+    return r;
+  }
+  rp->out_fd = pipefd[0];
+  fcntl(rp->out_fd, F_SETPIPE_SZ, 1 << 20);
+
+  char num[6][32], extra[sizeof s->rpicam_args];
+  const char *argv[64];
+  int argc = 0;
+  snprintf(num[0], sizeof num[0], "%.31s", s->source);
+  snprintf(num[1], sizeof num[1], "%d", w);
+  snprintf(num[2], sizeof num[2], "%d", h);
+  snprintf(num[3], sizeof num[3], "%.6g", (double)fps_num / fps_den);
+  argv[argc++] = prog;
+  argv[argc++] = "--camera";
+  argv[argc++] = num[0];
+  argv[argc++] = "-t";
+  argv[argc++] = "0";
+  argv[argc++] = "-n";
+  argv[argc++] = "--codec";
+  argv[argc++] = mjpeg ? "mjpeg" : "yuv420";
+  argv[argc++] = "--width";
+  argv[argc++] = num[1];
+  argv[argc++] = "--height";
+  argv[argc++] = num[2];
+  argv[argc++] = "--framerate";
+  argv[argc++] = num[3];
+  argv[argc++] = "--flush";
+  argv[argc++] = "--save-pts";
+  argv[argc++] = rp->fifo;
+  argv[argc++] = "-o";
+  argv[argc++] = "-";
+  snprintf(extra, sizeof extra, "%s", s->rpicam_args);
+  split_args(extra, argv, &argc, 64);
+  argv[argc] = NULL;
+
+  /* fork+exec rather than posix_spawn: the child must set PR_SET_PDEATHSIG so it dies with us, and
+   * its own process group so a terminal's Ctrl-C reaches only the recorder, which stops it. Only
+   * async-signal-safe calls between fork and exec. */
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    r = -errno;
+    close(pipefd[1]);
+    *message = pirec__camera_strdupf("cannot start '%s': %s", prog, strerror(-r));
+    free(prog);
+    return r;
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(127);
+    setpgid(0, 0);
+    signal(SIGPIPE, SIG_DFL);
+    dup2(pipefd[1], 1);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0)
+      dup2(devnull, 0);
+    execv(prog, (char *const *)argv);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  free(prog);
+  rp->pid = pid;
+  return 0;
+}
+
+/* Waits for the pts line of the frame just split: it normally follows within microseconds. */
+static int64_t take_pts(struct pirec__rpicam *rp, atomic_int *interrupted)
+{
+  int64_t deadline = pirec_clock_mono_ns() + 2 * rp->frame_interval_ns;
+  while (rp->pts_count == 0 && rp->pts_fd >= 0 && !atomic_load(interrupted)) {
+    int64_t left = deadline - pirec_clock_mono_ns();
+    if (left <= 0)
+      break;
+    struct pollfd p[2] = {{.fd = rp->pts_fd, .events = POLLIN}, {.fd = rp->wake_fd, .events = POLLIN}};
+    int n = poll(p, 2, (int)(left / 1000000) + 1);
+    if (n > 0 && p[0].revents)
+      drain_pts(rp);
+  }
+  if (rp->pts_count == 0) {
+    rp->pts_owed++;
+    return INT64_MIN;
+  }
+  int64_t ns = rp->pts[rp->pts_head];
+  rp->pts_head = (rp->pts_head + 1) % PTS_QUEUE;
+  rp->pts_count--;
+  return ns;
+}
+
+int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *frame,
+                       atomic_int *interrupted)
+{
+  const uint8_t *data;
+  size_t len;
+
+  for (;;) {
+    if (atomic_load(interrupted))
+      return -EINTR;
+    if (pirec_camera_splitter_next(&rp->sp, &data, &len)) {
+      frame->arrival_mono_ns = pirec_clock_mono_ns();
+      frame->arrival_wall_ns = pirec_clock_wall_ns();
+      frame->data = data;
+      frame->len = len;
+      if (rp->pts_fd >= 0)
+        drain_pts(rp);
+      frame->device_ts_ns = take_pts(rp, interrupted);
+      return 0;
+    }
+    if (rp->eof)
+      return AVERROR_EOF;
+    struct pollfd p[3] = {{.fd = rp->out_fd, .events = POLLIN},
+                          {.fd = rp->wake_fd, .events = POLLIN},
+                          {.fd = rp->pts_fd, .events = POLLIN}};
+    int n = poll(p, rp->pts_fd >= 0 ? 3 : 2, -1);
+    if (n < 0 && errno != EINTR)
+      return -errno;
+    if (n <= 0)
+      continue;
+    if (rp->pts_fd >= 0 && p[2].revents)
+      drain_pts(rp);
+    if (p[0].revents) {
+      size_t avail;
+      uint8_t *space = pirec_camera_splitter_space(&rp->sp, &avail);
+      ssize_t got = read(rp->out_fd, space, avail);
+      if (got < 0 && errno != EINTR && errno != EAGAIN)
+        return -errno;
+      if (got == 0)
+        rp->eof = 1;
+      if (got > 0)
+        pirec_camera_splitter_fill(&rp->sp, (size_t)got);
+    }
+  }
+}
+
+void pirec__rpicam_interrupt(struct pirec__rpicam *rp)
+{
+  uint64_t one = 1;
+  if (rp->wake_fd >= 0 && write(rp->wake_fd, &one, sizeof one) < 0) {
+    /* the counter cannot overflow from single increments; nothing to do */
+  }
+}
+
+void pirec__rpicam_free(struct pirec__rpicam *rp)
+{
+  if (!rp)
+    return;
+  if (rp->pid > 0) {
+    /* Ask politely, then insist: rpicam-vid tears down libcamera on SIGTERM/SIGINT. */
+    kill(-rp->pid, SIGTERM);
+    kill(rp->pid, SIGTERM);
+    int status;
+    for (int i = 0; i < 100; i++) {
+      if (waitpid(rp->pid, &status, WNOHANG) != 0) {
+        rp->pid = -1;
+        break;
+      }
+      usleep(10000);
+    }
+    if (rp->pid > 0) {
+      kill(-rp->pid, SIGKILL);
+      kill(rp->pid, SIGKILL);
+      waitpid(rp->pid, &status, 0);
+    }
+  }
+  if (rp->out_fd >= 0)
+    close(rp->out_fd);
+  if (rp->pts_fd >= 0)
+    close(rp->pts_fd);
+  if (rp->wake_fd >= 0)
+    close(rp->wake_fd);
+  if (rp->fifo[0])
+    unlink(rp->fifo);
+  if (rp->dir[0])
+    rmdir(rp->dir);
+  pirec_camera_splitter_free(&rp->sp);
+  free(rp);
+}
