@@ -72,6 +72,15 @@ struct pirec_job {
   char *read_buf;
   int reading; /* read_buf handed to libuv and not yet returned */
 
+  /* Copied stdin bytes live in one arena of stdin_max_outstanding bytes used as a ring: uv_write
+   * completes a stream's writes in order, so the oldest bytes are always the next to be freed, and
+   * a copy that reaches the end wraps into a second uv_buf. No allocation and no fresh page faults
+   * per write (a malloc of a frame-sized buffer would be an mmap/munmap each time). */
+  char *arena;
+  size_t arena_head; /* the oldest byte in flight */
+  size_t arena_used;
+  struct job_write *write_free; /* recycled write requests */
+
   struct pirec_job_stats stats;
 
   /* queue membership */
@@ -103,9 +112,9 @@ struct job_write {
   uv_write_t req;
   struct job_run *run;
   size_t len;
-  pirec_job_release_cb release;
+  pirec_job_release_cb release; /* NULL: the bytes live in the job's stdin arena */
   void *arg;
-  char data[]; /* copied bytes */
+  struct job_write *next_free;
 };
 
 struct pirec_job_queue {
@@ -271,6 +280,12 @@ static void job_release_memory(struct pirec_job *job)
   for (int i = 0; i < S_COUNT; i++)
     free(job->lines[i].buf);
   free(job->read_buf);
+  free(job->arena);
+  while (job->write_free) {
+    struct job_write *w = job->write_free;
+    job->write_free = w->next_free;
+    free(w);
+  }
   free(job);
 }
 
@@ -1276,7 +1291,15 @@ static void on_write(uv_write_t *req, int status)
   }
   if (w->release)
     w->release(job, w->arg, status);
-  free(w);
+  else {
+    /* in-order completion: this write's bytes are the oldest in the arena */
+    job->arena_head = (job->arena_head + w->len) % job->o.stdin_max_outstanding;
+    job->arena_used -= w->len;
+    if (job->arena_used == 0)
+      job->arena_head = 0;
+  }
+  w->next_free = job->write_free;
+  job->write_free = w;
   if (job->run == run && !job->freed && job->o.on_drain)
     job->o.on_drain(job, run->outstanding);
 }
@@ -1286,7 +1309,7 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
 {
   struct job_run *run = job->run;
   struct job_write *w;
-  size_t len = 0;
+  size_t len = 0, direct = 0;
   int err;
 
   for (unsigned i = 0; i < nbufs; i++)
@@ -1308,8 +1331,39 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
   if (err != 0)
     goto refused;
 
-  w = malloc(sizeof *w + (release ? 0 : len));
-  if (!w) {
+  if (!release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding))) {
+    err = -ENOMEM;
+    goto refused;
+  }
+  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
+  if (!release && job->arena_used + len > job->o.stdin_max_outstanding) {
+    err = -ENOBUFS;
+    goto refused;
+  }
+  /* Copy path, nothing queued: hand the bytes straight to the pipe and copy only what does not
+   * fit, which saves the copy for most bytes when the child keeps up. Order is kept because
+   * nothing of ours is waiting in the stream. */
+  if (!release && run->outstanding == 0) {
+    int n = uv_try_write((uv_stream_t *)&run->pipes[S_IN], bufs, nbufs);
+    if (n > 0) {
+      direct = (size_t)n;
+      job->stats.stdin_bytes += direct;
+      if (!job->o.progress_fd)
+        mark_activity(run);
+    } else if (n < 0 && n != UV_EAGAIN) {
+      err = n; /* EPIPE: the child closed its stdin */
+      run_close_pipe(run, S_IN);
+      goto refused;
+    }
+    if (direct == len) {
+      job->stats.stdin_writes++;
+      return 0;
+    }
+  }
+  w = job->write_free;
+  if (w)
+    job->write_free = w->next_free;
+  else if (!(w = malloc(sizeof *w))) {
     err = -ENOMEM;
     goto refused;
   }
@@ -1320,16 +1374,41 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
   if (release) {
     err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], bufs, nbufs, on_write);
   } else {
-    size_t off = 0;
+    size_t cap = job->o.stdin_max_outstanding;
+    size_t start = (job->arena_head + job->arena_used) % cap;
+    size_t pos = start;
+    size_t skip = direct;
+    len -= direct;
+    w->len = len;
     for (unsigned i = 0; i < nbufs; i++) {
-      memcpy(w->data + off, bufs[i].base, bufs[i].len);
-      off += bufs[i].len;
+      const char *src = bufs[i].base;
+      size_t n = bufs[i].len;
+      if (skip >= n) {
+        skip -= n;
+        continue;
+      }
+      src += skip;
+      n -= skip;
+      skip = 0;
+      while (n > 0) {
+        size_t k = cap - pos < n ? cap - pos : n;
+        memcpy(job->arena + pos, src, k);
+        src += k;
+        n -= k;
+        pos = (pos + k) % cap;
+      }
     }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], &b, 1, on_write);
+    size_t first = cap - start < len ? cap - start : len;
+    uv_buf_t b[2] = {uv_buf_init(job->arena + start, (unsigned)first),
+                     uv_buf_init(job->arena, (unsigned)(len - first))};
+    err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], b, len > first ? 2 : 1, on_write);
+    if (err == 0)
+      job->arena_used += len;
   }
   if (err != 0) {
-    free(w);
+    /* Only when the child just closed its stdin; a part sent by uv_try_write is lost with it. */
+    w->next_free = job->write_free;
+    job->write_free = w;
     goto refused;
   }
   run->outstanding += len;
