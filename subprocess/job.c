@@ -70,7 +70,6 @@ struct pirec_job {
   struct line_acc lines[S_COUNT];
   struct pirec_job_progress block; /* progress block being parsed */
   char *read_buf;
-  int reading; /* read_buf handed to libuv and not yet returned */
 
   /* Copied stdin bytes live in one arena of stdin_max_outstanding bytes used as a ring: uv_write
    * completes a stream's writes in order, so the oldest bytes are always the next to be freed, and
@@ -606,12 +605,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
   struct job_run *run = h->data;
   struct pirec_job *job = run->job;
 
-  /* Reads are delivered one at a time on the loop, so one buffer per job serves every pipe. */
-  if (job->reading) {
-    *buf = uv_buf_init(NULL, 0);
-    return;
-  }
-  job->reading = 1;
+  /* libuv allocates, reads and calls on_read one read at a time on the loop thread, so one buffer
+   * per job serves all of its pipes. */
   *buf = uv_buf_init(job->read_buf, READ_BUF_SIZE);
 }
 
@@ -626,8 +621,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   struct pirec_job *job = run->job;
   int s = pipe_index(run, stream);
 
-  if (buf->base == job->read_buf)
-    job->reading = 0;
   if (nread == 0)
     return;
   if (nread < 0) {
@@ -711,7 +704,9 @@ static void begin_stop(struct pirec_job *job, enum pirec_job_end reason)
   timer_stop(job, T_STALL);
   if (run->exited)
     return; /* waiting only for output EOF */
-  if (run->pipe_open[S_IN] && !run->stdin_closing) {
+  if (job->o.stdio[0].kind == PIREC_JOB_STDIO_PIPE) {
+    /* Also when stdin is already closed (pirec_job_close_stdin): an encoder finishing its file
+     * gets the full stop_term_ms before the SIGTERM. */
     pirec_log(PIREC_LOG_INFO, "job '%s' (pid %d): stopping (%s): closing stdin, SIGTERM in %u ms",
               job->name, run->pid, pirec_job_end_str(reason), job->o.stop_term_ms);
     stdin_close(run);

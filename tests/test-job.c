@@ -350,6 +350,36 @@ static void test_stop_closes_stdin_then_sigterm(void **state)
   ctx_close(&c);
 }
 
+/* An encoder told "end of input" and then stopped keeps stop_term_ms to finish by itself. */
+static void test_stop_after_close_stdin_lets_child_finish(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "read-all", NULL};
+  static char data[200000];
+  uv_buf_t b = uv_buf_init(data, sizeof data);
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stop_term_ms = 10000;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  assert_int_equal(pirec_job_write(job, &b, 1), 0);
+  assert_int_equal(pirec_job_close_stdin(job), 0);
+  assert_int_equal(pirec_job_write(job, &b, 1), -EPIPE);
+  assert_int_equal(pirec_job_stop(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.result.reason, PIREC_JOB_END_STOPPED);
+  assert_int_equal(c.result.status, 0); /* ended by itself, not by SIGTERM */
+  assert_string_equal(c.last_line[1], "200000");
+  assert_null(strstr(log_text, "sending SIGTERM"));
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
 static void test_stop_escalates_to_sigkill(void **state)
 {
   struct ctx c;
@@ -1144,6 +1174,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_missing_program, setup, teardown),
       cmocka_unit_test_setup_teardown(test_invalid_options, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_closes_stdin_then_sigterm, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stop_after_close_stdin_lets_child_finish, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stop_without_stdin_pipe_sends_sigterm_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_timeout, setup, teardown),
