@@ -141,8 +141,10 @@ typedef void (*pirec_job_end_cb)(struct pirec_job *job, const struct pirec_job_r
  * Lines of the progress stream go to on_progress instead. */
 typedef void (*pirec_job_line_cb)(struct pirec_job *job, int fd, const char *line, size_t len);
 typedef void (*pirec_job_progress_cb)(struct pirec_job *job, const struct pirec_job_progress *p);
-/* A stdin write completed; outstanding is the number of bytes still queued in the pipe writer.
- * A good moment to offer more. */
+/* A queued stdin write completed; outstanding is the number of bytes still queued. A write that
+ * went into the pipe whole at once (see pirec_job_write) completes without this callback, but a
+ * caller refused with -ENOBUFS always gets one later (something was queued), so "offer until
+ * -ENOBUFS, then offer again from on_drain" never stalls. */
 typedef void (*pirec_job_drain_cb)(struct pirec_job *job, size_t outstanding);
 /* A run ended unexpectedly and the job restarts after delay_ms. run describes the ended run
  * (reason is the would-be end reason; stderr_tail valid during the call). Until the new child is up,
@@ -217,7 +219,9 @@ void pirec_job_free(struct pirec_job *job);
  * error opening a stdio file (also -ENOENT etc.; logged with the path). */
 int pirec_job_start(struct pirec_job *job);
 
-/* Begins the stop escalation; on_end reports PIREC_JOB_END_STOPPED with the child's status. A job
+/* Begins the stop escalation; on_end reports PIREC_JOB_END_STOPPED with the child's status (0 when
+ * it finished by itself within stop_term_ms, e.g. ffmpeg closing its file after stdin closed;
+ * stdin already closed by pirec_job_close_stdin() still gets the stop_term_ms wait). A job
  * waiting to restart or waiting in a queue ends without a child (status -1) on the next loop
  * iteration. Returns 0, also when already stopping; -EINVAL when the job is idle. */
 int pirec_job_stop(struct pirec_job *job);
@@ -227,8 +231,11 @@ int pirec_job_stop(struct pirec_job *job);
  * not a pipe, -ENOTCONN when no child runs. */
 int pirec_job_close_stdin(struct pirec_job *job);
 
-/* Offers bytes to the child's stdin. The bytes are copied (bounded by stdin_max_outstanding, so
- * memory never grows with a slow child); all of the buffers are taken or none.
+/* Offers bytes to the child's stdin; all of the buffers are taken or none, and the caller's memory
+ * is free again when this returns. When nothing is queued the bytes go straight into the pipe as
+ * far as they fit (uv_try_write); the rest is copied into a per-job arena of
+ * stdin_max_outstanding bytes (allocated on the first write, reused, no allocation per write), so
+ * memory never grows with a slow child. Bytes are delivered in the order offered.
  * Returns 0, or without taking anything:
  *   -ENOBUFS  outstanding + len would pass stdin_max_outstanding: count a drop and go on
  *   -EMSGSIZE len alone exceeds stdin_max_outstanding
