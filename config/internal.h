@@ -90,6 +90,8 @@ struct pirec_config {
   struct pirec__config_section *sections; /* file order; singletons not in the file appended */
   size_t section_count;
   struct pirec__config_section *defaults; /* one per kind, pirec__config_kinds order */
+  uint32_t *index;    /* open-addressing hash of section names: section position + 1, 0 empty */
+  size_t index_cap;   /* power of two, at least twice section_count */
 };
 
 /* Parse state shared with the schema's validators. */

@@ -195,12 +195,51 @@ struct ctx {
   size_t cap;        /* capacity of cfg->sections */
 };
 
+static uint32_t name_hash(const char *s) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+/* Sections are found by name through a hash index, so a file with thousands of instances parses in
+ * linear time and getters stay O(1). */
 static struct pirec__config_section *find_section(const struct pirec_config *cfg,
                                                   const char *name) {
+  if (!cfg->index_cap)
+    return NULL;
+  size_t mask = cfg->index_cap - 1;
+  for (size_t i = name_hash(name) & mask;; i = (i + 1) & mask) {
+    uint32_t slot = cfg->index[i];
+    if (!slot)
+      return NULL;
+    if (strcmp(cfg->sections[slot - 1].name, name) == 0)
+      return &cfg->sections[slot - 1];
+  }
+}
+
+static void index_put(struct pirec_config *cfg, size_t pos) {
+  size_t mask = cfg->index_cap - 1;
+  size_t i = name_hash(cfg->sections[pos].name) & mask;
+  while (cfg->index[i])
+    i = (i + 1) & mask;
+  cfg->index[i] = (uint32_t)(pos + 1);
+}
+
+/* Makes room for one more section in the index. */
+static int index_grow(struct pirec_config *cfg) {
+  if ((cfg->section_count + 1) * 2 <= cfg->index_cap)
+    return 0;
+  size_t cap = cfg->index_cap ? cfg->index_cap * 2 : 32;
+  uint32_t *idx = calloc(cap, sizeof(*idx));
+  if (!idx)
+    return -ENOMEM;
+  free(cfg->index);
+  cfg->index = idx;
+  cfg->index_cap = cap;
   for (size_t i = 0; i < cfg->section_count; i++)
-    if (strcmp(cfg->sections[i].name, name) == 0)
-      return &cfg->sections[i];
-  return NULL;
+    index_put(cfg, i);
+  return 0;
 }
 
 static size_t kind_index(const struct pirec__config_kind *kind) {
@@ -241,6 +280,8 @@ static struct pirec__config_section *add_section(struct ctx *c, const char *name
                                                  const struct pirec__config_kind *kind, int line,
                                                  bool present) {
   struct pirec_config *cfg = c->p.cfg;
+  if (cfg->section_count >= UINT32_MAX - 1 || index_grow(cfg) != 0)
+    return NULL;
   if (cfg->section_count == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 16;
     struct pirec__config_section *s = realloc(cfg->sections, cap * sizeof(*s));
@@ -266,6 +307,7 @@ static struct pirec__config_section *add_section(struct ctx *c, const char *name
       return NULL;
     memcpy(s->values, def->values, kind->key_count * sizeof(*s->values));
   }
+  index_put(cfg, cfg->section_count);
   cfg->section_count++;
   return s;
 }
@@ -582,6 +624,7 @@ void pirec_config_free(struct pirec_config *cfg) {
   if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
     return;
   free(cfg->sections);
+  free(cfg->index);
   free(cfg->source);
   pirec__arena_free(&cfg->arena);
   free(cfg);

@@ -203,9 +203,11 @@ struct pirec_config_req {
   bool changed;                      /* reload: false when the file's bytes equal the current
                                         config's source (config is still set) */
   struct pirec_config_errors errors; /* every problem, when result != 0 */
-  uint64_t loop_ns;                  /* time the loop thread spent inside this request's own steps
-                                        (excluding cb), for the < 1 ms per callback budget */
-  uint64_t loop_max_ns;              /* the longest single step on the loop thread */
+  uint64_t loop_ns;                  /* CPU time the loop thread spent inside this request's own
+                                        steps (start call and internal callbacks, excluding cb),
+                                        for the < 1 ms per callback budget */
+  uint64_t loop_max_ns;              /* CPU time of the longest single step */
+  uint64_t loop_max_wall_ns;         /* wall time of the longest step (includes preemption) */
   /* private */
   uv_loop_t *loop;
   uv_work_t work;
