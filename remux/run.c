@@ -229,11 +229,6 @@ static void draw(struct run *r, int final)
     return;
   if (r->drawn_lines > 0)
     fprintf(r->err, "\033[%dA\033[J", r->drawn_lines);
-  if (final) {
-    r->drawn_lines = 0;
-    fflush(r->err);
-    return;
-  }
   for (size_t i = 0; i < r->n; i++) {
     struct item *it = &r->items[i];
     total += it->size;
@@ -242,7 +237,7 @@ static void draw(struct run *r, int final)
     if (it->job == NULL || it->ended)
       continue;
     pirec_job_stats(it->job, &st);
-    if (st.state == PIREC_JOB_RUNNING) {
+    if (st.state == PIREC_JOB_RUNNING && !final) {
       bar(b, sizeof b, it->done, it->size, 30);
       fprintf(r->err, "  %-40s %s %3d%%\n", short_name(it->path), b,
               it->size ? (int)(it->done * 100 / it->size) : 0);
@@ -252,7 +247,8 @@ static void draw(struct run *r, int final)
   bar(b, sizeof b, done, total, 30);
   fprintf(r->err, "  %-40s %s %3d%%  %zu/%zu files\n", "total", b,
           total ? (int)(done * 100 / total) : 0, r->ended, r->n);
-  r->drawn_lines = lines + 1;
+  /* The last frame keeps only the total line, above the summary. */
+  r->drawn_lines = final ? 0 : lines + 1;
   fflush(r->err);
 }
 
@@ -308,9 +304,16 @@ static void summary(struct run *r, int64_t elapsed_ns)
       snprintf(what, sizeof what, "verified%s", jint(j, "rows_cut") ? " (recovered: holds the first frames)" : "");
     else if (json_is_true(json_object_get(j, "dry_run")))
       snprintf(what, sizeof what, "would write %s", jstr(j, "output"));
+    else if (cut || json_is_true(json_object_get(j, "partial_row")) ||
+             json_is_true(json_object_get(j, "video_truncated")))
+      snprintf(what, sizeof what,
+               "ok -> %s (recovered: cut %" PRId64 " rows without data, %" PRId64
+               " frames without a row, %" PRId64 " trailing bytes%s)",
+               jstr(j, "output"), jint(j, "rows_cut"), jint(j, "packets_cut"),
+               jint(j, "bytes_cut"),
+               json_is_true(json_object_get(j, "partial_row")) ? ", a partial CSV line" : "");
     else
-      snprintf(what, sizeof what, "ok -> %s%s", jstr(j, "output"),
-               cut ? " (recovered: cut at the crash)" : "");
+      snprintf(what, sizeof what, "ok -> %s", jstr(j, "output"));
     fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s\n", short_name(it->path),
             jint(j, "frames"), cut, dur / 1000000000, (int)(dur / 1000000 % 1000), what);
   }
@@ -413,6 +416,8 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
               line[0] ? ": " : "", line);
   if (!it->ok)
     remove_partial(it);
+  if (r->ended < r->n)
+    draw(r, 0);
   if (r->ended == r->n) {
     uv_timer_stop(&r->bar);
     uv_close((uv_handle_t *)&r->bar, NULL);

@@ -283,12 +283,35 @@ static void test_usage_and_quiet(void **state)
   free(t);
 }
 
+/* On a terminal (a real pty from script(1)) there are progress bars: one per file and a total. */
+static void test_progress_on_tty(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], cmd[2048];
+  int64_t *t = remux_gen_times(300, 1 * NS, 1000000, 47);
+
+  if (access("/usr/bin/script", X_OK) != 0)
+    skip();
+  assert_int_equal(remux_gen_video(at(f, "tty.h264", p, sizeof p), 300, "320x240", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "tty_frames.csv", p, sizeof p), 300, t, NULL, NULL, NULL, 0), 0);
+  snprintf(cmd, sizeof cmd, "cd '%s' && script -qec \"'%s' tty.h264\" /dev/null", f->dir, f->bin);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, f->out, sizeof f->out), 0);
+  }
+  assert_non_null(strstr(f->out, "total"));
+  assert_non_null(strstr(f->out, "100%"));
+  assert_non_null(strstr(f->out, "1 of 1 files done"));
+  free(t);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_session_mixed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -238,6 +238,31 @@ static void test_rpicam_pts_file(void **state)
   free(t);
 }
 
+/* A USB camera's raw MJPEG stream: one JPEG per frame, split by the parser. */
+static void test_raw_mjpeg(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 45;
+  char video[512], cmd[1024];
+  struct pirec_remux_result res;
+  int64_t *t = remux_gen_times(n, 4 * NS, 6000000, 43);
+
+  snprintf(video, sizeof video, "%s", at(f, "usb.mjpeg"));
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=160x120:rate=30 -frames:v %d "
+           "-c:v mjpeg -f mjpeg '%s'", n, video);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
+  }
+  assert_int_equal(remux_gen_csv(at(f, "usb_frames.csv"), n, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_int_equal(res.frames, n);
+  assert_pts_exact(res.output_path, t, n, 90000);
+  assert_decodes_clean(res.output_path);
+  free(t);
+}
+
 /* x264 with B-frames: packets are in decode order, rows in presentation order. The decoder (in
  * ffprobe) must present frames with strictly increasing pts equal to the captured times. */
 static void check_bframes(struct fixture *f, const char *name, const char *csv)
@@ -474,6 +499,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_cfr, setup, teardown),
       cmocka_unit_test_setup_teardown(test_raw_h264_offsets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rpicam_pts_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_raw_mjpeg, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bframes_mkv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bframes_raw_h264, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncated_mkv_recovers, setup, teardown),
