@@ -9,7 +9,8 @@
  *   ratio                median over repetitions of (job MB/s / plain MB/s), each pair measured
  *                        back to back (target >= 0.8); borrowed_ratio likewise
  *   loop_lag_max_ms      the loop's worst timer lateness while feeding (pirec_looplag, 1 ms ticks);
- *                        on a shared machine this includes time the loop thread was not scheduled
+ *                        on a shared machine this includes time the loop thread was not scheduled,
+ *                        so idle_loop_lag_* measures the same monitor on an idle loop afterwards
  *
  * Each throughput figure is the median of --reps runs, interleaved so drift hits all alike.
  * Usage: bench-jobs [--json] [--mib N] [--reps N] [--spawns N]
@@ -230,6 +231,24 @@ static double pipe_mbps(char *buf, uint64_t total)
 
 static uint64_t lag_episodes;
 
+static void stop_loop(uv_timer_t *t)
+{
+  uv_stop(t->loop);
+}
+
+/* The same monitor on an idle loop for the same wall time: what the machine alone costs. */
+static void idle_lag(uv_loop_t *loop, struct pirec_looplag *lag, int64_t ms)
+{
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, stop_loop, (uint64_t)ms, 0);
+  pirec_looplag_start(lag);
+  uv_run(loop, UV_RUN_DEFAULT);
+  pirec_looplag_stop(lag);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
 static void on_lag_episode(struct pirec_looplag *lag, int64_t lag_ns)
 {
   /* counted and reported in the JSON instead of a log line per episode */
@@ -291,6 +310,15 @@ int main(int argc, char **argv)
     bor_v[r] = job_mbps(&loop, buf, total, 1, NULL);
   }
   pirec_looplag_stats(&lag, &ls);
+  uint64_t episodes_feeding = lag_episodes;
+  /* idle baseline as long as the feeding runs took */
+  int64_t feed_ms = 0;
+  for (int r = 0; r < reps; r++)
+    feed_ms += (int64_t)((double)total / (job_v[r] * 1e6) * 1e3);
+  struct pirec_looplag_stats idle;
+  pirec_looplag_reset(&lag);
+  idle_lag(&loop, &lag, feed_ms < 200 ? 200 : feed_ms);
+  pirec_looplag_stats(&lag, &idle);
   /* Ratios per repetition (pairs measured back to back), then the median: load from other
    * processes drifts slowly, so adjacent runs see about the same machine. */
   double ratio_v[99], bratio_v[99];
@@ -305,11 +333,12 @@ int main(int argc, char **argv)
     printf("{\"spawn_exit_us\": %lld, \"stdin_mbps\": %.1f, \"stdin_borrowed_mbps\": %.1f, "
            "\"pipe_mbps\": %.1f, \"ratio\": %.3f, \"borrowed_ratio\": %.3f, "
            "\"loop_lag_max_ms\": %.3f, \"loop_lag_p99_ms\": %.3f, \"lag_episodes_over_20ms\": %llu, "
+           "\"idle_loop_lag_max_ms\": %.3f, \"idle_loop_lag_p99_ms\": %.3f, "
            "\"bytes\": %llu, "
            "\"chunk\": %d, \"reps\": %d, \"spawns\": %d}\n",
            (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio,
-           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6, (unsigned long long)lag_episodes,
-           (unsigned long long)total, CHUNK,
+           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6, (unsigned long long)episodes_feeding,
+           (double)idle.max_ns / 1e6, (double)idle.p99_ns / 1e6, (unsigned long long)total, CHUNK,
            reps, spawns);
   else
     printf("spawn to exit of 'true' (median of %d): %lld us\n"
@@ -317,9 +346,10 @@ int main(int argc, char **argv)
            "stdin through a job (borrowed): %.1f MB/s\n"
            "blocking write loop into cat:   %.1f MB/s\n"
            "ratio job/plain: %.3f (borrowed %.3f)\n"
-           "loop lag while feeding: max %.3f ms, p99 %.3f ms\n",
+           "loop lag while feeding: max %.3f ms, p99 %.3f ms (idle loop: max %.3f, p99 %.3f)\n",
            spawns, (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio,
-           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6);
+           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6, (double)idle.max_ns / 1e6,
+           (double)idle.p99_ns / 1e6);
 
   pirec_looplag_close(&lag, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -823,7 +823,63 @@ static void test_borrowed_released_when_child_dies(void **state)
   ctx_close(&c);
 }
 
+static void test_stdin_closed_by_child_gives_epipe(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  /* closes its stdin, says so, then lives on for a while */
+  const char *argv[] = {"/bin/sh", "-c", "exec 0<&-; echo closed; sleep 5", NULL};
+  static char data[4096];
+  uv_buf_t b = uv_buf_init(data, sizeof data);
+  int err = 0;
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stop_term_ms = 100;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  while (c.lines[1] == 0)
+    uv_run(&c.loop, UV_RUN_ONCE);
+  for (int i = 0; i < 100 && err == 0; i++) {
+    err = pirec_job_write(job, &b, 1);
+    uv_run(&c.loop, UV_RUN_NOWAIT);
+  }
+  assert_int_equal(err, -EPIPE);
+  assert_int_equal(pirec_job_write(job, &b, 1), -EPIPE); /* and stays so */
+  assert_int_equal(pirec_job_stop(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.result.reason, PIREC_JOB_END_STOPPED);
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
 /* ---- restarts ---- */
+
+static void test_restart_always_counts_clean_exits(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  const char *argv[] = {JOB_CHILD, "exit", "0", NULL};
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.restart.mode = PIREC_JOB_RESTART_ALWAYS;
+  o.restart.backoff_initial_ms = 10;
+  o.restart.jitter_pct = 0;
+  o.restart.max_failures = 3;
+  run_job(&c, &o, NULL);
+  assert_int_equal(c.result.reason, PIREC_JOB_END_FAILED);
+  assert_int_equal(c.result.status, 0);
+  assert_int_equal(c.result.runs, 3);
+  assert_int_equal(c.restarts, 2);
+  assert_int_equal(c.restart_delay[0], 10); /* no jitter: exact */
+  assert_int_equal(c.restart_delay[1], 20);
+  ctx_close(&c);
+}
+
 
 static void test_restart_backoff_then_give_up(void **state)
 {
@@ -1188,7 +1244,9 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_stdin_backpressure_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_slow_reader_borrowed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_borrowed_released_when_child_dies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_closed_by_child_gives_epipe, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_backoff_then_give_up, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_restart_always_counts_clean_exits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_on_failure_not_after_success, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_stall_then_stop_in_backoff, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_respawn_fails, setup, teardown),
