@@ -35,6 +35,8 @@ struct remux {
   int64_t frames;        /* frames to write, when a pre-pass counted them; else -1 */
   int64_t packets_read;
   AVRational tb;         /* output time base */
+  pirec_remux_progress_cb progress;
+  void *user;
   int64_t cfr_frames;    /* the N of the CFR grid */
 };
 
@@ -253,6 +255,8 @@ static int cmp_pts(const void *a, const void *b)
   return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] < y[1] ? -1 : x[1] > y[1]);
 }
 
+static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext *ic, int64_t size);
+
 /* Ranks packets by presentation order. Containers carry pts: sort by them. Elementary streams do
  * not: run the decoder (pixels discarded) with pts = decode position, so frames come out in
  * presentation order carrying their packet's position. Also counts the packets. */
@@ -308,6 +312,9 @@ static int prepass(struct remux *r, int need_rank)
       }
       av_packet_unref(pkt);
       n++;
+      /* The pre-pass reads the whole file too: keep reporting, or a supervisor sees a stall. */
+      if ((n & 63) == 0)
+        report(r->progress, r->user, r->ic, r->size);
     }
     while (use_decoder && avcodec_receive_frame(dec, frame) >= 0) {
       int64_t at = frame->pts != AV_NOPTS_VALUE ? frame->pts : frame->best_effort_timestamp;
@@ -587,6 +594,8 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   r.in_path = video_path;
   r.res = res;
   r.limit_packets = -1;
+  r.progress = progress;
+  r.user = user;
   cfr = (r.opt->flags & PIREC_REMUX_CFR) != 0;
   dry = (r.opt->flags & PIREC_REMUX_DRY_RUN) != 0;
   r.tb = r.opt->format == PIREC_REMUX_MKV ? (AVRational){1, 1000} : (AVRational){1, 90000};

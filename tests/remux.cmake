@@ -8,3 +8,9 @@ if(TARGET pirec-remux)
     LIBS PkgConfig::JANSSON LABELS remux TIMEOUT 120)
   add_dependencies(test-remux-cli pirec-remux)
 endif()
+if(TARGET test-remux)
+  # The acceptance length: every packet of a 60 s jittered recording (label "long").
+  add_test(NAME test-remux-60s COMMAND test-remux)
+  set_tests_properties(test-remux-60s PROPERTIES TIMEOUT 120 LABELS "remux;long"
+    ENVIRONMENT "PIREC_REMUX_TEST_SECONDS=60;PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endif()
