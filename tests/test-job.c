@@ -856,6 +856,48 @@ static void test_stdin_closed_by_child_gives_epipe(void **state)
   ctx_close(&c);
 }
 
+static int child_pipe_size(size_t setting)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  const char *argv[] = {JOB_CHILD, "pipe-size", NULL};
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_pipe_size = setting;
+  run_job(&c, &o, NULL);
+  assert_int_equal(c.result.status, 0);
+  ctx_close(&c);
+  return atoi(c.last_line[1]);
+}
+
+static void test_stdin_pipe_enlarged(void **state)
+{
+  long max = 0;
+  FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
+  if (f) {
+    if (fscanf(f, "%ld", &max) != 1)
+      max = 0;
+    fclose(f);
+  }
+  /* the child sees the pipe the job enlarged; without privilege the kernel caps it at
+   * pipe-max-size (EPERM, ignored: the default stays) */
+  int p[2], deflt;
+  assert_int_equal(pipe(p), 0);
+  deflt = fcntl(p[0], F_GETPIPE_SZ); /* 16 pages: 64 KiB, or 256 KiB with 16 KiB pages */
+  close(p[0]);
+  close(p[1]);
+  int got = child_pipe_size(0);
+  if (geteuid() == 0 || max >= (1 << 20))
+    assert_int_equal(got, 1 << 20);
+  else
+    assert_int_equal(got, deflt);
+  assert_int_equal(child_pipe_size(512 * 1024), 512 * 1024);
+  assert_int_equal(child_pipe_size(SIZE_MAX), deflt); /* kernel default kept */
+}
+
 /* ---- restarts ---- */
 
 static void test_restart_always_counts_clean_exits(void **state)
@@ -1245,6 +1287,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_stdin_slow_reader_borrowed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_borrowed_released_when_child_dies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_closed_by_child_gives_epipe, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_pipe_enlarged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_backoff_then_give_up, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_always_counts_clean_exits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_on_failure_not_after_success, setup, teardown),

@@ -14,8 +14,10 @@
  *                                   then one with progress=end; exit 0
  *   job-child progress-stall FD N   write N progress blocks quickly, then sleep without more
  *   job-child print-pid-hang        print its pid on stdout, then hang (for the orphan test)
+ *   job-child pipe-size             print the capacity of the pipe on its stdin (F_GETPIPE_SZ)
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +149,10 @@ int main(int argc, char **argv)
     printf("%ld\n", (long)getpid());
     fflush(stdout);
     hang();
+  }
+  if (!strcmp(mode, "pipe-size")) {
+    printf("%d\n", fcntl(0, F_GETPIPE_SZ));
+    return 0;
   }
   fprintf(stderr, "job-child: unknown mode '%s'\n", mode);
   return 2;
