@@ -72,7 +72,17 @@ struct pirec_recorder {
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
   pirec_recorder_close_cb close_cb;
+
+  /* Commands run in order: while a start or stop is outstanding (barrier > 0), later commands
+   * other than status wait in deferred, so a note sent right behind a start finds the file open. */
+  int barrier;
+  json_t *deferred;   /* array of parsed commands */
+  int draining;
+  int quit_deferred;  /* end of input or a signal arrived behind a barrier */
+  int read_paused;    /* too many deferred commands: stop reading until they drain */
 };
+
+#define DEFERRED_PAUSE 256
 
 void pirec_recorder_options_default(struct pirec_recorder_options *opts) {
   memset(opts, 0, sizeof(*opts));
@@ -117,6 +127,11 @@ int pirec_recorder_trial(const struct pirec_recorder *rec) { return rec->trial; 
 void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_recorder_counters *out) {
   *out = rec->counters;
 }
+
+static void dispatch(struct pirec_recorder *rec, json_t *msg);
+static void begin_quit(struct pirec_recorder *rec, json_t *id);
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
@@ -232,7 +247,30 @@ static json_t *looplag_json(struct pirec_recorder *rec) {
 #endif
 }
 
-int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message) {
+/* Runs the commands that waited behind a start or stop, in order, until the next barrier. */
+static void drain_deferred(struct pirec_recorder *rec) {
+  if (rec->draining) return;
+  rec->draining = 1;
+  while (!rec->closing && rec->barrier == 0 && rec->deferred && json_array_size(rec->deferred)) {
+    json_t *msg = json_incref(json_array_get(rec->deferred, 0));
+    json_array_remove(rec->deferred, 0);
+    dispatch(rec, msg);
+    json_decref(msg);
+  }
+  rec->draining = 0;
+  if (rec->closing) return;
+  if (rec->barrier == 0 && rec->quit_deferred) {
+    rec->quit_deferred = 0;
+    begin_quit(rec, NULL);
+    return;
+  }
+  if (rec->read_paused && (!rec->deferred || json_array_size(rec->deferred) < DEFERRED_PAUSE / 2)) {
+    rec->read_paused = 0;
+    if (uv_read_start(&rec->in.stream, on_alloc, on_read) == 0) rec->reading = 1;
+  }
+}
+
+static int finish(struct pirec_recorder_req *req, int status, const char *message) {
   struct pirec_recorder *rec = req->rec;
   req_unlink(req);
   int ret = 0;
@@ -277,6 +315,17 @@ int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char
   return send_json(rec, o);
 }
 
+int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message) {
+  struct pirec_recorder *rec = req->rec;
+  int barrier = req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP;
+  int ret = finish(req, status, message);
+  if (barrier) {
+    rec->barrier--;
+    drain_deferred(rec);
+  }
+  return ret;
+}
+
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value) {
   if (!req->counters) req->counters = json_object();
   if (req->counters) json_object_set_new(req->counters, key, json_integer((json_int_t)value));
@@ -298,6 +347,10 @@ static struct pirec_recorder_req *req_new(struct pirec_recorder *rec, enum pirec
 }
 
 static void begin_quit(struct pirec_recorder *rec, json_t *id) {
+  if (!id && rec->barrier > 0) {
+    rec->quit_deferred = 1;
+    return;
+  }
   if (rec->quitting) {
     if (id) send_error(rec, id, "already quitting");
     return;
@@ -409,6 +462,7 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg) {
     req->trial = (int)trial;
     req->label = label;
     req->part = (int)part;
+    rec->barrier++;
     rec->ops.start(rec, req);
   } else if (strcmp(cmd, "stop") == 0) {
     if (!rec->recording) {
@@ -418,6 +472,7 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg) {
     req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
     if (!req) goto oom;
     req->trial = rec->trial;
+    rec->barrier++;
     rec->ops.stop(rec, req);
   } else if (strcmp(cmd, "status") == 0) {
     req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
@@ -486,6 +541,22 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
     json_decref(msg);
     rec->counters.bad_lines++;
     send_error(rec, NULL, err);
+    return;
+  }
+  json_t *cmd = json_object_get(msg, "cmd");
+  int is_status = json_is_string(cmd) && strcmp(json_string_value(cmd), "status") == 0;
+  if ((rec->barrier > 0 || (rec->deferred && json_array_size(rec->deferred))) && !is_status) {
+    if (!rec->deferred) rec->deferred = json_array();
+    if (rec->deferred && json_array_append_new(rec->deferred, msg) == 0) {
+      if (json_array_size(rec->deferred) >= DEFERRED_PAUSE && rec->reading) {
+        uv_read_stop(&rec->in.stream);
+        rec->reading = 0;
+        rec->read_paused = 1;
+      }
+      return;
+    }
+    send_error(rec, json_object_get(msg, "id"), "out of memory");
+    json_decref(msg);
     return;
   }
   dispatch(rec, msg);
@@ -656,6 +727,7 @@ static void handle_done(struct pirec_recorder *rec) {
     req_free(req);
   }
   if (rec->close_cb) rec->close_cb(rec, rec->user);
+  json_decref(rec->deferred);
   free(rec->line);
   free(rec->name);
   free(rec);

@@ -1,0 +1,8 @@
+add_executable(pirec-notes ${CMAKE_CURRENT_LIST_DIR}/pirec-notes.c)
+target_include_directories(pirec-notes PRIVATE ${PIREC_INCLUDE_DIR})
+target_link_libraries(pirec-notes PRIVATE pirec_notes pirec_recorder pirec_io_base)
+if(TARGET pirec_config)
+  target_link_libraries(pirec-notes PRIVATE pirec_config)
+  target_compile_definitions(pirec-notes PRIVATE PIREC_HAVE_CONFIG=1)
+endif()
+install(TARGETS pirec-notes RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
