@@ -21,8 +21,9 @@
  *
  * The library validates commands before dispatch: unknown commands, missing or mistyped fields,
  * lines over max_line bytes, "start" while recording and "stop" while idle are answered with an
- * error reply and never reach the module. Several requests may be outstanding at once (a "status"
- * while a slow "stop" is pending); replies carry the command's id, so their order does not matter.
+ * error reply and never reach the module. Commands reach the module in the order sent: while a
+ * start or stop is outstanding, later commands wait behind it (a note sent right after start finds
+ * the trial open), except status, which is answered at once; replies carry the command's id.
  *
  * End of stdin (the controller died or closed the pipe), SIGINT and SIGTERM are turned into a
  * "quit" request with no id (its reply is written if stdout still works), so the module finalises
