@@ -1219,6 +1219,7 @@ int pirec_job_stop(struct pirec_job *job)
     return 0;
   case PIREC_JOB_BACKOFF:
     timer_stop(job, T_BACKOFF);
+    job->last_spawn_error = 0; /* result.error belongs to FAILED ends only */
     defer_end(job, PIREC_JOB_END_STOPPED);
     return 0;
   case PIREC_JOB_RUNNING:

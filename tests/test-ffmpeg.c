@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,7 @@ struct enc {
   int ended;
   struct pirec_job_result result;
   char tail[4096];
+  int limit; /* frames to accept before closing stdin */
   int progress_reports;
   int64_t last_progress_frame;
   int saw_end;
@@ -167,7 +169,7 @@ static void feed(uv_timer_t *t)
 
   /* Offer faster than any encoder here can take (4 frames per ms): the job must refuse the excess
    * instead of queueing it. */
-  for (int i = 0; i < 4 && e->accepted < WANT; i++) {
+  for (int i = 0; i < 4 && e->accepted < e->limit; i++) {
     paint(e->frame, e->accepted);
     uv_buf_t b = uv_buf_init((char *)e->frame, FRAME);
     int err = pirec_job_write(e->job, &b, 1);
@@ -179,7 +181,7 @@ static void feed(uv_timer_t *t)
       e->refused++;
     }
   }
-  if (e->accepted >= WANT) {
+  if (e->accepted >= e->limit) {
     uv_timer_stop(t);
     assert_int_equal(pirec_job_close_stdin(e->job), 0);
   }
@@ -218,6 +220,7 @@ static void test_real_encode_packets_equal_frames(void **state)
   snprintf(mp4, sizeof mp4, "%s/t001.mp4", dir);
 
   memset(&e, 0, sizeof e);
+  e.limit = WANT;
   e.frame = malloc(FRAME);
   assert_non_null(e.frame);
   assert_int_equal(uv_loop_init(&e.loop), 0);
@@ -305,6 +308,74 @@ static void test_real_encode_packets_equal_frames(void **state)
   rmdir(dir);
 }
 
+/* The encoder SIGKILLed mid-recording (as when the recorder loses power or the stop escalation
+ * ends in SIGKILL): the MKV written so far stays readable. */
+static void test_killed_encoder_leaves_readable_mkv(void **state)
+{
+  struct enc e;
+  struct pirec_ffmpeg_encode enc;
+  struct pirec_ffmpeg_info info;
+  struct pirec_job_options o;
+  struct pirec_job_stats st;
+  char err[256], dir[] = "/tmp/pirec-test-ffmpeg-XXXXXX", out[256];
+  char **argv;
+
+  assert_int_equal(pirec_ffmpeg_probe(NULL, "libx264", &info, err, sizeof err), 0);
+  assert_non_null(mkdtemp(dir));
+  snprintf(out, sizeof out, "%s/killed.mkv", dir);
+  memset(&e, 0, sizeof e);
+  e.limit = 1 << 30; /* never closes stdin: killed while fed */
+  e.frame = malloc(FRAME);
+  assert_non_null(e.frame);
+  assert_int_equal(uv_loop_init(&e.loop), 0);
+
+  pirec_ffmpeg_encode_init(&enc);
+  enc.output = out;
+  enc.width = W;
+  enc.height = H;
+  enc.preset = "ultrafast";
+  enc.gop = 10;
+  enc.progress_fd = 3;
+  enc.legacy_vsync = info.legacy_vsync;
+  assert_int_equal(pirec_ffmpeg_encode_argv(&enc, &argv), 0);
+  pirec_job_options_init(&o);
+  o.argv = (const char *const *)argv;
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.progress_fd = 3;
+  o.stdin_max_outstanding = 4 * FRAME;
+  o.on_end = enc_end;
+  o.on_progress = enc_progress;
+  o.user = &e;
+  assert_int_equal(pirec_job_new(&e.loop, &o, &e.job), 0);
+  pirec_ffmpeg_argv_free(argv);
+  assert_int_equal(pirec_job_start(e.job), 0);
+  uv_timer_init(&e.loop, &e.feeder);
+  e.feeder.data = &e;
+  uv_timer_start(&e.feeder, feed, 1, 1);
+  /* run until ffmpeg reports well over a second of video (clusters are cut every second) */
+  while (e.last_progress_frame < 150)
+    uv_run(&e.loop, UV_RUN_ONCE);
+  uv_timer_stop(&e.feeder);
+  pirec_job_stats(e.job, &st);
+  assert_true(st.pid > 0);
+  assert_int_equal(kill(st.pid, SIGKILL), 0);
+  uv_run(&e.loop, UV_RUN_DEFAULT);
+  assert_int_equal(e.ended, 1);
+  assert_int_equal(e.result.status, 128 + SIGKILL);
+
+  long packets = ffprobe_count(out, "nb_read_packets");
+  assert_true(packets >= 30);          /* at least the first full clusters */
+  assert_true(packets <= e.accepted);  /* never more than was fed */
+  pirec_job_free(e.job);
+  uv_close((uv_handle_t *)&e.feeder, NULL);
+  uv_run(&e.loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&e.loop), 0);
+  free(e.frame);
+  unlink(out);
+  rmdir(dir);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -312,6 +383,7 @@ int main(void)
       cmocka_unit_test(test_remux_argv),
       cmocka_unit_test(test_probe),
       cmocka_unit_test(test_real_encode_packets_equal_frames),
+      cmocka_unit_test(test_killed_encoder_leaves_readable_mkv),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
