@@ -111,36 +111,42 @@ int main(int argc, char **argv)
 
   memset(&opt, 0, sizeof opt);
   opt.output_path = out_p;
-  /* A warm-up of each so both start from the page cache. */
+  /* Each tool writes as many bytes as the input; the kernel's writeback of one run's output must
+   * not be billed to the next, so every measurement starts after sync() with the old outputs
+   * removed, and the order rotates between runs. Run -1 is a warm-up (page cache). */
   for (int r = -1; r < runs; r++) {
-    int64_t t0 = pirec_clock_mono_ns();
-    if (pirec_remux_file(video, &opt, &res, NULL, NULL) < 0) {
-      fprintf(stderr, "bench-remux: %s\n", res.error);
-      return 1;
-    }
-    int64_t t1 = pirec_clock_mono_ns();
-    char *fa[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-i", video, "-c", "copy", out_f, NULL};
-    if (remux_gen_run(fa, NULL, 0) != 0) {
-      fprintf(stderr, "bench-remux: ffmpeg copy failed\n");
-      return 1;
-    }
-    int64_t t2 = pirec_clock_mono_ns();
-    if (have_cli) {
-      char *ca[] = {cli, "--output", out_p, video, NULL};
-      char sink[4096];
-      if (remux_gen_run(ca, sink, sizeof sink) != 0) {
-        fprintf(stderr, "bench-remux: pirec-remux failed: %s\n", sink);
-        return 1;
+    for (int step = 0; step < 3; step++) {
+      int which = (step + (r < 0 ? 0 : r)) % 3; /* 0 engine, 1 ffmpeg, 2 the pirec-remux binary */
+      int64_t t0, t1;
+      unlink(out_p);
+      unlink(out_f);
+      sync();
+      t0 = pirec_clock_mono_ns();
+      if (which == 0) {
+        if (pirec_remux_file(video, &opt, &res, NULL, NULL) < 0) {
+          fprintf(stderr, "bench-remux: %s\n", res.error);
+          return 1;
+        }
+        frames = res.frames;
+        bytes = res.input_bytes;
+      } else if (which == 1) {
+        char *fa[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-i", video, "-c", "copy", out_f, NULL};
+        if (remux_gen_run(fa, NULL, 0) != 0) {
+          fprintf(stderr, "bench-remux: ffmpeg copy failed\n");
+          return 1;
+        }
+      } else if (have_cli) {
+        char *ca[] = {cli, "--output", out_p, video, NULL};
+        char sink[4096];
+        if (remux_gen_run(ca, sink, sizeof sink) != 0) {
+          fprintf(stderr, "bench-remux: pirec-remux failed: %s\n", sink);
+          return 1;
+        }
       }
+      t1 = pirec_clock_mono_ns();
+      if (r >= 0)
+        (which == 0 ? remux_ns : which == 1 ? ffmpeg_ns : cli_ns)[r] = t1 - t0;
     }
-    int64_t t3 = pirec_clock_mono_ns();
-    if (r >= 0) {
-      remux_ns[r] = t1 - t0;
-      ffmpeg_ns[r] = t2 - t1;
-      cli_ns[r] = t3 - t2;
-    }
-    frames = res.frames;
-    bytes = res.input_bytes;
   }
   unlink(out_p);
   unlink(out_f);

@@ -3,6 +3,7 @@
 #include "remux-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/mathematics.h>
@@ -567,6 +568,31 @@ static int write_timestamps(const char *output, const struct remux *r, int64_t f
   return 0;
 }
 
+static int sync_path(const char *path, struct pirec_remux_result *res)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+
+  if (fd < 0 || fsync(fd) < 0) {
+    rc = -errno;
+    seterr(res, "cannot sync '%s': %s", path, strerror(errno));
+  }
+  if (fd >= 0)
+    close(fd);
+  return rc;
+}
+
+static int sync_dir_of(const char *path, struct pirec_remux_result *res)
+{
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+
+  if (slash == NULL)
+    snprintf(dir, sizeof dir, ".");
+  else
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path + (slash == path)), path);
+  return sync_path(dir, res);
+}
+
 static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext *ic, int64_t size)
 {
   int64_t pos;
@@ -797,12 +823,17 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   if ((r.opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
       (rc = write_timestamps(res->output_path, &r, written, res)) < 0)
     goto out;
+  /* The input is about to be deleted: the output must be on disk first, not just in the cache. */
+  if ((r.opt->flags & PIREC_REMUX_REPLACE) && (rc = sync_path(tmp, res)) < 0)
+    goto out;
   if (rename(tmp, res->output_path) < 0) {
     rc = -errno;
     seterr(res, "cannot rename '%s' to '%s': %s", tmp, res->output_path, strerror(errno));
     goto out;
   }
   have_output = 0;
+  if ((r.opt->flags & PIREC_REMUX_REPLACE) && (rc = sync_dir_of(res->output_path, res)) < 0)
+    goto out;
   if ((r.opt->flags & PIREC_REMUX_REPLACE) && unlink(video_path) < 0) {
     rc = -errno;
     seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, video_path,

@@ -38,7 +38,8 @@ enum pirec_remux_format {
 enum pirec_remux_flags {
   PIREC_REMUX_CFR = 1 << 0,              /* constant rate (N-1)/(t_last-t_first) instead of VFR */
   PIREC_REMUX_WRITE_TIMESTAMPS = 1 << 1, /* also write "<output>.timestamps.txt" (mkvmerge v2) */
-  PIREC_REMUX_REPLACE = 1 << 2,          /* remove the input video after the output verified */
+  PIREC_REMUX_REPLACE = 1 << 2,          /* remove the input video after the output verified
+                                            and was fsync'd (with its directory) */
   PIREC_REMUX_DRY_RUN = 1 << 3,          /* read and check everything, write nothing */
   PIREC_REMUX_ALLOW_CUT = 1 << 4,        /* accept a row/packet count mismatch without signs of a
                                             crash, keeping the frames that pair up */
