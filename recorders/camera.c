@@ -1085,6 +1085,19 @@ static int make_fifo(struct pirec_camera *cam)
   return 0;
 }
 
+static int probe_encoder(struct pirec_camera *cam)
+{
+  char err[256];
+  struct pirec_ffmpeg_info info;
+  int r = pirec_ffmpeg_probe(cam->s.ffmpeg, "libx264", &info, err, sizeof err);
+  if (r < 0) {
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, err);
+    return r;
+  }
+  cam->legacy_vsync = info.legacy_vsync;
+  return 0;
+}
+
 int pirec_camera_start(struct pirec_camera *cam)
 {
   char *msg = NULL;
@@ -1092,6 +1105,16 @@ int pirec_camera_start(struct pirec_camera *cam)
 
   if (cam->started || cam->closing)
     return -EINVAL;
+  /* The probe runs ffmpeg twice (a few hundred ms): before the source opens when the source will
+   * surely be raw, so a camera child does not fill its pipe with frames that are then read late
+   * and get late arrival stamps. */
+  int probed = 0;
+  if (cam->s.kind == PIREC_CAMERA_LAVFI ||
+      (cam->s.kind == PIREC_CAMERA_RPICAM && strcmp(cam->s.input_format, "mjpeg") != 0)) {
+    if ((r = probe_encoder(cam)) < 0)
+      return r;
+    probed = 1;
+  }
   r = pirec_camera_source_open(&cam->s, &cam->src, &msg);
   if (r < 0) {
     pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, msg ? msg : pirec_strerror(r));
@@ -1125,14 +1148,8 @@ int pirec_camera_start(struct pirec_camera *cam)
   }
 
   if (cam->raw) {
-    char err[256];
-    struct pirec_ffmpeg_info info;
-    r = pirec_ffmpeg_probe(cam->s.ffmpeg, "libx264", &info, err, sizeof err);
-    if (r < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, err);
+    if (!probed && (r = probe_encoder(cam)) < 0)
       goto fail;
-    }
-    cam->legacy_vsync = info.legacy_vsync;
     if ((r = make_fifo(cam)) < 0) {
       pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder pipe in '/tmp': %s",
                 cam->s.name, pirec_strerror(r));

@@ -1,0 +1,20 @@
+# Camera recorder (issue 6): real lavfi sources, the real ffmpeg encoder, ffprobe checks, and a
+# stand-in process for rpicam-vid. The capture thread makes these concurrency tests (TSan in CI).
+add_executable(test-camera-fakerpicam ${CMAKE_CURRENT_LIST_DIR}/test-camera-fakerpicam.c)
+target_link_libraries(test-camera-fakerpicam PRIVATE PkgConfig::AVCODEC PkgConfig::AVUTIL)
+
+pirec_add_test(test-camera SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-camera.c
+               LIBS pirec_camera PkgConfig::AVCODEC PkgConfig::AVUTIL
+               LABELS camera concurrency TIMEOUT 120)
+target_compile_definitions(test-camera PRIVATE FAKE_RPICAM="$<TARGET_FILE:test-camera-fakerpicam>")
+add_dependencies(test-camera test-camera-fakerpicam)
+
+# 10 s of 640x360, the ring held 2 s, the encoder SIGKILLed: about 25 s.
+add_test(NAME test-camera-record COMMAND test-camera record)
+set_tests_properties(test-camera-record PROPERTIES TIMEOUT 150 LABELS "camera;concurrency"
+  ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+
+# The acceptance run, 60 s of 1280x720 at 30 fps: opt-in (PIREC_LONG_TESTS=1), label "long".
+add_test(NAME test-camera-long COMMAND test-camera long)
+set_tests_properties(test-camera-long PROPERTIES TIMEOUT 240 LABELS "camera;long" SKIP_RETURN_CODE 77
+  ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
