@@ -1,3 +1,10 @@
 # Recorder protocol, note taker, sessions and the controller (issue 5).
 pirec_add_test(test-protocol SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-protocol.c
                LIBS pirec_recorder LABELS controller TIMEOUT 60)
+add_library(pirec_test_controller_util STATIC ${CMAKE_CURRENT_LIST_DIR}/test-controller-util.c)
+target_include_directories(pirec_test_controller_util PUBLIC ${PIREC_INCLUDE_DIR}
+                           ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(pirec_test_controller_util PUBLIC PkgConfig::JANSSON pirec_io_csv)
+pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c
+               LIBS pirec_test_controller_util LABELS controller TIMEOUT 60)
+add_dependencies(test-notes pirec-notes)
