@@ -44,9 +44,10 @@ struct pirec_ring {
 
   /* Producer-private. */
   alignas(CACHE_LINE) uint64_t tail_cache;
+  size_t head_off;       /* head % capacity, kept so a push divides nothing */
   uint64_t pending_drops;
   uint64_t reserve_pos;  /* where the reserved record's header goes (after any pad) */
-  uint64_t reserve_pad;  /* position of the pad header to write on commit, or UINT64_MAX */
+  int reserve_pad;       /* a pad goes at head_off on commit */
   size_t reserve_max;
   int reserved;
 
@@ -57,6 +58,8 @@ struct pirec_ring {
   /* Consumer-private. */
   alignas(CACHE_LINE) uint64_t head_cache;
   uint64_t take_pos;
+  size_t take_off;       /* take_pos % capacity */
+  size_t tail_off;       /* tail % capacity */
   size_t taken;
 };
 
@@ -64,9 +67,9 @@ static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 static size_t record_bytes(size_t len) { return round_up(sizeof(struct record_header) + len, RECORD_ALIGN); }
 
-static struct record_header *header_at(const struct pirec_ring *ring, uint64_t pos)
+static struct record_header *header_at(const struct pirec_ring *ring, size_t off)
 {
-  return (struct record_header *)(ring->arena + pos % ring->capacity);
+  return (struct record_header *)(ring->arena + off);
 }
 
 int pirec_ring_new(size_t capacity_bytes, struct pirec_ring **out)
@@ -93,7 +96,6 @@ int pirec_ring_new(size_t capacity_bytes, struct pirec_ring **out)
 
   ring->capacity = capacity;
   ring->max_record = capacity / 2 - sizeof(struct record_header);
-  ring->reserve_pad = UINT64_MAX;
   atomic_init(&ring->head, 0);
   atomic_init(&ring->pushed, 0);
   atomic_init(&ring->dropped, 0);
@@ -131,18 +133,17 @@ static int refuse(struct pirec_ring *ring, int err)
   return err;
 }
 
-/* Finds room for a record of len payload bytes. On success sets the record's position and the pad
- * position (UINT64_MAX when no pad is needed) and returns 0. */
-static int find_room(struct pirec_ring *ring, size_t len, uint64_t *pos, uint64_t *pad)
+/* Finds room for a record of len payload bytes. On success sets the record's position and whether
+ * a pad goes at the current head (the record then starts the arena) and returns 0. */
+static int find_room(struct pirec_ring *ring, size_t len, uint64_t *pos, int *pad)
 {
   if (len > ring->max_record)
     return -EMSGSIZE;
   uint64_t head = atomic_load_explicit(&ring->head, memory_order_relaxed);
   uint64_t need = record_bytes(len);
-  uint64_t offset = head % ring->capacity;
   uint64_t skip = 0;
-  if (offset + need > ring->capacity)
-    skip = ring->capacity - offset;
+  if (ring->head_off + need > ring->capacity)
+    skip = ring->capacity - ring->head_off;
 
   if (head + skip + need - ring->tail_cache > ring->capacity) {
     /* Acquire pairs with the consumer's release of tail: its reads of the freed bytes are done. */
@@ -150,24 +151,31 @@ static int find_room(struct pirec_ring *ring, size_t len, uint64_t *pos, uint64_
     if (head + skip + need - ring->tail_cache > ring->capacity)
       return -ENOBUFS;
   }
-  *pad = skip ? head : UINT64_MAX;
+  *pad = skip != 0;
   *pos = head + skip;
   return 0;
 }
 
-static void publish(struct pirec_ring *ring, uint64_t pos, uint64_t pad, size_t len)
+/* The arena offset of a record found by find_room. */
+static size_t room_off(const struct pirec_ring *ring, int pad) { return pad ? 0 : ring->head_off; }
+
+static void publish(struct pirec_ring *ring, uint64_t pos, int pad, size_t len)
 {
-  if (pad != UINT64_MAX) {
-    struct record_header *ph = header_at(ring, pad);
+  if (pad) {
+    struct record_header *ph = header_at(ring, ring->head_off);
     ph->len = PAD_MARK;
     ph->dropped_before = 0;
+    ring->head_off = 0;
   }
-  struct record_header *h = header_at(ring, pos);
+  struct record_header *h = header_at(ring, ring->head_off);
   h->len = len;
   h->dropped_before = ring->pending_drops;
   ring->pending_drops = 0;
 
   uint64_t new_head = pos + record_bytes(len);
+  ring->head_off += record_bytes(len);
+  if (ring->head_off == ring->capacity)
+    ring->head_off = 0;
   /* Release: the header and payload written above are visible to a consumer that acquires head. */
   atomic_store_explicit(&ring->head, new_head, memory_order_release);
   counter_add(&ring->pushed, 1);
@@ -185,19 +193,21 @@ static void publish(struct pirec_ring *ring, uint64_t pos, uint64_t pad, size_t 
 
 int pirec_ring_push(struct pirec_ring *ring, const void *data, size_t len)
 {
-  uint64_t pos, pad;
+  uint64_t pos;
+  int pad;
   int err = find_room(ring, len, &pos, &pad);
   if (err < 0)
     return refuse(ring, err);
   if (len > 0)
-    memcpy(header_at(ring, pos) + 1, data, len);
+    memcpy(header_at(ring, room_off(ring, pad)) + 1, data, len);
   publish(ring, pos, pad, len);
   return 0;
 }
 
 int pirec_ring_reserve(struct pirec_ring *ring, size_t max_len, void **out)
 {
-  uint64_t pos, pad;
+  uint64_t pos;
+  int pad;
   int err = find_room(ring, max_len, &pos, &pad);
   if (err < 0) {
     ring->reserved = 0;
@@ -207,7 +217,7 @@ int pirec_ring_reserve(struct pirec_ring *ring, size_t max_len, void **out)
   ring->reserve_pad = pad;
   ring->reserve_max = max_len;
   ring->reserved = 1;
-  *out = header_at(ring, pos) + 1;
+  *out = header_at(ring, room_off(ring, pad)) + 1;
   return 0;
 }
 
@@ -233,6 +243,7 @@ size_t pirec_ring_take(struct pirec_ring *ring, struct pirec_ring_record *out, s
   size_t n = 0;
   size_t bytes = 0;
   uint64_t pos = ring->take_pos;
+  size_t off = ring->take_off;
 
   while (n < max_records) {
     if (pos == ring->head_cache) {
@@ -241,9 +252,10 @@ size_t pirec_ring_take(struct pirec_ring *ring, struct pirec_ring_record *out, s
       if (pos == ring->head_cache)
         break;
     }
-    struct record_header *h = header_at(ring, pos);
+    struct record_header *h = header_at(ring, off);
     if (h->len == PAD_MARK) {
-      pos += ring->capacity - pos % ring->capacity;
+      pos += ring->capacity - off;
+      off = 0;
       continue;
     }
     if (n > 0 && bytes + h->len > max_bytes)
@@ -254,8 +266,12 @@ size_t pirec_ring_take(struct pirec_ring *ring, struct pirec_ring_record *out, s
     bytes += h->len;
     n++;
     pos += record_bytes(h->len);
+    off += record_bytes(h->len);
+    if (off == ring->capacity)
+      off = 0;
   }
   ring->take_pos = pos;
+  ring->take_off = off;
   ring->taken += n;
   return n;
 }
@@ -265,18 +281,26 @@ void pirec_ring_release(struct pirec_ring *ring, size_t n)
   if (n > ring->taken)
     abort(); /* a caller bug that would hand unread space to the producer */
   uint64_t pos = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+  size_t off = ring->tail_off;
   for (size_t i = 0; i < n;) {
-    struct record_header *h = header_at(ring, pos);
-    if (h->len == PAD_MARK) {
-      pos += ring->capacity - pos % ring->capacity;
-      continue;
+    struct record_header *h = header_at(ring, off);
+    if (h->len != PAD_MARK) {
+      pos += record_bytes(h->len);
+      off += record_bytes(h->len);
+      i++;
+    } else {
+      pos += ring->capacity - off;
+      off = ring->capacity;
     }
-    pos += record_bytes(h->len);
-    i++;
+    if (off == ring->capacity)
+      off = 0;
   }
   /* A pad right behind the released records was already passed by take; free it too. */
-  while (pos < ring->take_pos && header_at(ring, pos)->len == PAD_MARK)
-    pos += ring->capacity - pos % ring->capacity;
+  if (pos < ring->take_pos && header_at(ring, off)->len == PAD_MARK) {
+    pos += ring->capacity - off;
+    off = 0;
+  }
+  ring->tail_off = off;
   ring->taken -= n;
   counter_add(&ring->released, n);
   /* Release: the consumer's reads of these bytes happen before the producer reuses them. */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +44,18 @@ struct pirec_sink {
 
   struct pirec_ring *ring;
 
-  /* Shared with the producer thread. */
-  _Atomic size_t unwoken_bytes; /* pushed since the loop last drained; the producer wakes past wake_bytes */
+  /* Read on every push, written by the loop rarely (once per drain, once on error). They sit on a
+   * cache line of their own, apart from the counters the loop updates after each write, so a push
+   * does not wait for a line the loop just wrote. */
+  alignas(64) _Atomic uint64_t loop_seen; /* producer_bytes as the loop last saw it when draining */
   _Atomic int error;
-  _Atomic uint64_t bytes_written;
+
+  /* Producer-private. */
+  alignas(64) uint64_t producer_bytes; /* payload bytes pushed */
+  uint64_t woke_at;                    /* loop_seen when the producer last woke the loop */
+
+  /* Written by the loop, read from any thread. */
+  alignas(64) _Atomic uint64_t bytes_written;
   _Atomic uint64_t writes;
   _Atomic uint64_t syncs;
 
@@ -154,9 +163,10 @@ int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_op
       (o.open_flags & O_ACCMODE) == O_RDONLY)
     return -EINVAL;
 
-  struct pirec_sink *sink = calloc(1, sizeof(*sink));
+  struct pirec_sink *sink = aligned_alloc(64, (sizeof(*sink) + 63) / 64 * 64);
   if (sink == NULL)
     return -ENOMEM;
+  memset(sink, 0, sizeof(*sink));
   sink->loop = loop;
   sink->opts = o;
   sink->on_error = on_error;
@@ -165,7 +175,8 @@ int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_op
   sink->append = (o.open_flags & O_APPEND) != 0;
   if (sink->append)
     sink->opts.max_writes_in_flight = 1;
-  atomic_init(&sink->unwoken_bytes, 0);
+  atomic_init(&sink->loop_seen, 0);
+  sink->woke_at = UINT64_MAX;
   atomic_init(&sink->error, 0);
   atomic_init(&sink->bytes_written, 0);
   atomic_init(&sink->writes, 0);
@@ -245,12 +256,16 @@ static void on_open(uv_fs_t *req)
 
 static void note_pushed(struct pirec_sink *sink, size_t len)
 {
-  size_t wake = sink->opts.wake_bytes;
-  size_t before = atomic_fetch_add_explicit(&sink->unwoken_bytes, len, memory_order_relaxed);
-  /* Only the push that crosses the threshold wakes the loop; the loop resets the count when it
-   * drains, so a held or busy sink is not woken over and over. */
-  if (before < wake && before + len >= wake)
+  sink->producer_bytes += len;
+  /* A relaxed load of a line the loop writes once per drain: no read-modify-write on a push. The
+   * loop is woken once per drain it has done (woke_at), so a held or busy sink is not woken over
+   * and over; the next drain moves loop_seen and re-arms the wake. */
+  uint64_t seen = atomic_load_explicit(&sink->loop_seen, memory_order_relaxed);
+  if (sink->producer_bytes > seen && sink->producer_bytes - seen >= sink->opts.wake_bytes &&
+      seen != sink->woke_at) {
+    sink->woke_at = seen;
     uv_async_send(&sink->async);
+  }
 }
 
 int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
@@ -368,11 +383,17 @@ static void on_write(uv_fs_t *req)
 
 static void drain(struct pirec_sink *sink)
 {
+  /* Note how far the producer got before taking: bytes pushed after this point wake the loop
+   * again, bytes pushed before it are in the ring already and are taken below. Noted even when
+   * nothing can be written (held, still opening, failed): the loop has looked, and a wake-up now
+   * would only cost the producer a system call. The ring's byte count is the producer's (every
+   * accepted push goes through note_pushed). */
+  struct pirec_ring_stats st;
+  pirec_ring_stats(sink->ring, &st);
+  if (atomic_load_explicit(&sink->loop_seen, memory_order_relaxed) != st.bytes_pushed)
+    atomic_store_explicit(&sink->loop_seen, st.bytes_pushed, memory_order_relaxed);
   if (sink->fd < 0 || sink->error_reported || sink->held)
     return;
-  /* Reset before taking: bytes pushed after this point wake the loop again, bytes pushed before it
-   * are in the ring already and are taken below. */
-  atomic_store_explicit(&sink->unwoken_bytes, 0, memory_order_relaxed);
 
   unsigned max = sink->opts.max_writes_in_flight;
   while (sink->in_flight < max) {
