@@ -502,6 +502,38 @@ static void test_stall_timeout(void **state)
   ctx_close(&c);
 }
 
+/* Without a progress stream, output and completed stdin writes are the activity: a child that
+ * stops reading its stdin and says nothing stalls. */
+static void test_stall_timeout_without_progress(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "never-read", NULL};
+  static char chunk[256 * 1024];
+  uv_buf_t b = uv_buf_init(chunk, sizeof chunk);
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_pipe_size = 64 * 1024;
+  o.stall_timeout_ms = 300;
+  o.stop_term_ms = 100;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  while (c.lines[2] == 0)
+    uv_run(&c.loop, UV_RUN_ONCE);
+  int64_t t0 = pirec_clock_mono_ns();
+  assert_int_equal(pirec_job_write(job, &b, 1), 0); /* more than the pipe holds: stays queued */
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.result.reason, PIREC_JOB_END_TIMEOUT_STALL);
+  assert_int_equal(c.result.status, 128 + SIGTERM);
+  assert_true(MS(c.end_ns - t0) >= 290 && MS(c.end_ns - t0) < 4000);
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
 static void test_progress_keeps_stall_timeout_away(void **state)
 {
   struct ctx c;
@@ -1278,6 +1310,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_start_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_timeout_satisfied_by_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stall_timeout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stall_timeout_without_progress, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_keeps_stall_timeout_away, setup, teardown),
       cmocka_unit_test_setup_teardown(test_total_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flood_stderr_drained, setup, teardown),
