@@ -1,0 +1,154 @@
+/* pirec-eyesim: a simulated Pupil Labs Neon on loopback for tests and `make demo`. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pirec/error.h"
+#include "pirec/eyetracker.h"
+#include "pirec/log.h"
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+          "usage: pirec-eyesim [options]\n"
+          "  --host ADDR            127.0.0.1 (default) or ::1; nothing else is accepted\n"
+          "  --http-port N          HTTP API port (default 0: any free port)\n"
+          "  --rtsp-port N          RTSP port (default 0: any free port)\n"
+          "  --gaze-hz N            gaze rate, a divisor of 90000 (default 200)\n"
+          "  --gaze-size N          payload layout: 9, 17, 65 or 89 bytes (default 89)\n"
+          "  --fps N, --size WxH    world video (default 30, 320x240); --no-world to disable\n"
+          "  --ffmpeg PATH          encoder program (default ffmpeg)\n"
+          "  --loss P, --malformed P  fault probabilities per gaze sample (0..1)\n"
+          "  --bad-sdp              DESCRIBE answers an SDP without rtpmap\n"
+          "  --disconnect-at S --disconnect-for S   drop every client at S seconds, refuse for S\n"
+          "  --drift-ppm N          the device clock runs N ppm fast\n"
+          "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
+          "  --seed N, --gaze-log FILE, --world-log FILE, --duration S\n"
+          "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
+          "SIGINT/SIGTERM or --duration.\n");
+}
+
+struct app {
+  uv_loop_t loop;
+  struct pirec_eyesim *sim;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t duration;
+};
+
+static void on_closed(uv_handle_t *h) {}
+static void on_sim_closed(struct pirec_eyesim *sim, void *user) {}
+
+static void stop(struct app *a)
+{
+  if (!a->sim)
+    return;
+  struct pirec_eyesim_counters c;
+  pirec_eyesim_counters(a->sim, &c);
+  fprintf(stderr,
+          "pirec-eyesim: gaze generated %llu sent %llu lost %llu malformed %llu down %llu idle %llu; "
+          "frames generated %llu sent %llu; sessions %llu\n",
+          (unsigned long long)c.gaze_generated, (unsigned long long)c.gaze_sent,
+          (unsigned long long)c.gaze_lost, (unsigned long long)c.gaze_malformed,
+          (unsigned long long)c.gaze_down, (unsigned long long)c.gaze_idle,
+          (unsigned long long)c.frames_generated, (unsigned long long)c.frames_sent,
+          (unsigned long long)c.sessions_played);
+  pirec_eyesim_close(a->sim, on_sim_closed, NULL);
+  a->sim = NULL;
+  uv_close((uv_handle_t *)&a->sigint, on_closed);
+  uv_close((uv_handle_t *)&a->sigterm, on_closed);
+  uv_close((uv_handle_t *)&a->duration, on_closed);
+}
+
+static void on_signal(uv_signal_t *s, int sig) { stop(s->data); }
+static void on_duration(uv_timer_t *t) { stop(t->data); }
+
+static int64_t seconds_ns(const char *v)
+{
+  char *end;
+  double d = strtod(v, &end);
+  if (*end || d < 0 || d > 86400) {
+    fprintf(stderr, "pirec-eyesim: '%s': expected seconds from 0 to 86400\n", v);
+    exit(2);
+  }
+  return (int64_t)(d * 1e9);
+}
+
+int main(int argc, char **argv)
+{
+  struct pirec_eyesim_settings s;
+  pirec_eyesim_settings_default(&s);
+  double duration = 0;
+  enum { O_HOST = 256, O_HTTP, O_RTSP, O_HZ, O_GSIZE, O_FPS, O_SIZE, O_NOWORLD, O_FFMPEG, O_LOSS,
+         O_MAL, O_BADSDP, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR };
+  static const struct option opts[] = {
+      {"host", 1, 0, O_HOST},          {"http-port", 1, 0, O_HTTP},   {"rtsp-port", 1, 0, O_RTSP},
+      {"gaze-hz", 1, 0, O_HZ},         {"gaze-size", 1, 0, O_GSIZE},  {"fps", 1, 0, O_FPS},
+      {"size", 1, 0, O_SIZE},          {"no-world", 0, 0, O_NOWORLD}, {"ffmpeg", 1, 0, O_FFMPEG},
+      {"loss", 1, 0, O_LOSS},          {"malformed", 1, 0, O_MAL},    {"bad-sdp", 0, 0, O_BADSDP},
+      {"disconnect-at", 1, 0, O_DAT},  {"disconnect-for", 1, 0, O_DFOR},
+      {"drift-ppm", 1, 0, O_DRIFT},    {"sr-interval", 1, 0, O_SRI},  {"first-sr", 1, 0, O_SR1},
+      {"seed", 1, 0, O_SEED},          {"gaze-log", 1, 0, O_GLOG},    {"world-log", 1, 0, O_WLOG},
+      {"duration", 1, 0, O_DUR},       {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case O_HOST: snprintf(s.host, sizeof s.host, "%s", optarg); break;
+    case O_HTTP: s.http_port = atoi(optarg); break;
+    case O_RTSP: s.rtsp_port = atoi(optarg); break;
+    case O_HZ: s.gaze_hz = atoi(optarg); break;
+    case O_GSIZE: s.gaze_size = atoi(optarg); break;
+    case O_FPS: s.world_fps = atoi(optarg); break;
+    case O_SIZE:
+      if (sscanf(optarg, "%dx%d", &s.width, &s.height) != 2) {
+        fprintf(stderr, "pirec-eyesim: --size '%s': expected WxH\n", optarg);
+        return 2;
+      }
+      break;
+    case O_NOWORLD: s.world = 0; break;
+    case O_FFMPEG: snprintf(s.ffmpeg, sizeof s.ffmpeg, "%s", optarg); break;
+    case O_LOSS: s.loss = atof(optarg); break;
+    case O_MAL: s.malformed = atof(optarg); break;
+    case O_BADSDP: s.bad_sdp = 1; break;
+    case O_DAT: s.disconnect_at_ns = seconds_ns(optarg); break;
+    case O_DFOR: s.disconnect_for_ns = seconds_ns(optarg); break;
+    case O_DRIFT: s.drift_ppm = atoi(optarg); break;
+    case O_SRI: s.sr_interval_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_SR1: s.first_sr_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_SEED: s.seed = (uint32_t)strtoul(optarg, NULL, 10); break;
+    case O_GLOG: snprintf(s.gaze_log, sizeof s.gaze_log, "%s", optarg); break;
+    case O_WLOG: snprintf(s.world_log, sizeof s.world_log, "%s", optarg); break;
+    case O_DUR: duration = atof(optarg); break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (optind != argc) {
+    usage(stderr);
+    return 2;
+  }
+  struct app a = {0};
+  uv_loop_init(&a.loop);
+  int r = pirec_eyesim_start(&a.loop, &s, &a.sim);
+  if (r < 0) {
+    fprintf(stderr, "pirec-eyesim: cannot start: %s\n", pirec_strerror(r));
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a.loop);
+    return 1;
+  }
+  int hp, rp;
+  pirec_eyesim_ports(a.sim, &hp, &rp);
+  printf("pirec-eyesim http=%d rtsp=%d\n", hp, rp);
+  fflush(stdout);
+  uv_signal_init(&a.loop, &a.sigint);
+  uv_signal_init(&a.loop, &a.sigterm);
+  uv_timer_init(&a.loop, &a.duration);
+  a.sigint.data = a.sigterm.data = a.duration.data = &a;
+  uv_signal_start(&a.sigint, on_signal, SIGINT);
+  uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+  if (duration > 0)
+    uv_timer_start(&a.duration, on_duration, (uint64_t)(duration * 1000), 0);
+  uv_run(&a.loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&a.loop) == 0 ? 0 : 1;
+}

@@ -1,0 +1,185 @@
+#ifndef PIREC_EYETRACKER_H
+#define PIREC_EYETRACKER_H
+
+/* The eye tracker: gaze samples and scene video from a Pupil Labs Neon or Invisible over its
+ * realtime API, and a simulator of that device for tests and demos.
+ *
+ * Client (struct pirec_eyetracker). Everything runs on one libuv loop, no thread of its own:
+ *   - GET /api/status over HTTP once per connection attempt (logged; its sensor list, when present,
+ *     names the RTSP URLs; otherwise rtsp://HOST:RTSP_PORT/?camera=gaze|world are used);
+ *   - one RTSP session per stream (gaze, world), RTP and RTCP interleaved on the RTSP TCP
+ *     connection (no UDP ports); OPTIONS keep-alives every 20 s;
+ *   - every RTP packet is stamped with CLOCK_MONOTONIC and CLOCK_REALTIME in the read callback
+ *     that received it (before anything else is done with it), and with the device's absolute time
+ *     from its RTP timestamp and the latest RTCP Sender Report (empty before the first report);
+ *   - a lost connection, a read error, an error reply, a bad SDP or 3 s without data tears the
+ *     stream down and reconnects after reconnect_min, doubling up to reconnect_max. Samples lost in
+ *     between are counted (from RTP sequence numbers when the SSRC survives the reconnect, else
+ *     estimated from the arrival gap) and appear in dropped_before and as events.
+ *
+ * Per trial, in the directory given to trial_start (tNNN becomes tNNN_pP when part > 0):
+ *   tNNN_gaze.csv          one row per gaze sample (columns: pirec_gaze_columns in gaze.h)
+ *   tNNN_scene.mkv         the world camera's H.264 access units, stream-copied (never decoded)
+ *   tNNN_scene_frames.csv  trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset
+ *                          one row per packet in tNNN_scene.mkv, in order (offset is empty)
+ *   tNNN_eye_clock.csv     trial,mono_ns,wall_ns,stream,rtp_ts,device_ns,offset_ns,drift_ppb: one
+ *                          row per RTCP Sender Report; offset_ns = device_ns - wall_ns at arrival,
+ *                          drift_ppb = the device clock's rate against CLOCK_MONOTONIC since the
+ *                          connection's first report (parts per billion)
+ * Video before the trial's first access unit holding SPS, PPS and an IDR slice is not written (the
+ * file must start decodable); those frames count in the first row's dropped_before. Access units
+ * damaged by loss or malformed packets are dropped and counted, never written half.
+ *
+ * Errors are negative errno values; messages name the URL, the reply or the value that was wrong.
+ * Threads: every function on the loop thread. Counters: pirec_eyetracker_status().
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* ---- client ---- */
+
+#define PIREC_EYETRACKER_HOST_MAX 256
+#define PIREC_EYETRACKER_URL_MAX 512
+
+struct pirec_eyetracker_settings {
+  char name[64];                          /* "eyetracker": log lines and events */
+  char host[PIREC_EYETRACKER_HOST_MAX];   /* an IPv4/IPv6 literal or a name; "auto": see below */
+  int http_port;                          /* 8080 */
+  int rtsp_port;                          /* 8086 */
+  char gaze_url[PIREC_EYETRACKER_URL_MAX];  /* "" (default): from the status or the port */
+  char world_url[PIREC_EYETRACKER_URL_MAX];
+  int gaze, world;                        /* streams to record; both 1 by default */
+  int64_t reconnect_min_ns, reconnect_max_ns; /* 1 s, 30 s */
+  int64_t stall_timeout_ns;               /* no packet for this long means gone; 3 s */
+  int64_t clock_log_interval_ns;          /* offset and drift logged this often; 10 s */
+  unsigned fsync_interval_ms;             /* file sinks; 0: the sink default */
+};
+
+/* Fills s with the defaults above (host "auto"). */
+void pirec_eyetracker_settings_default(struct pirec_eyetracker_settings *s);
+
+/* Parses "HOST:PORT" (the config's eyetracker.address; "[v6]:PORT" accepted) into host and
+ * http_port, or "auto". Returns 0 or -EINVAL. */
+int pirec_eyetracker_settings_set_address(struct pirec_eyetracker_settings *s, const char *address);
+
+struct pirec_eyetracker;
+
+enum pirec_eyetracker_event {
+  PIREC_EYETRACKER_EVENT_CONNECTED = 1, /* a stream is playing (message says which, and the gap) */
+  PIREC_EYETRACKER_EVENT_DISCONNECTED,  /* a stream was lost; reconnecting with backoff */
+  PIREC_EYETRACKER_EVENT_ERROR,         /* a protocol or data error (bad SDP, error reply, ...) */
+  PIREC_EYETRACKER_EVENT_WRITE_ERROR,   /* a file sink failed; the trial keeps what it has */
+};
+
+/* Runs on the loop thread; message (lowercase, subject quoted) is valid during the call. */
+typedef void (*pirec_eyetracker_event_cb)(struct pirec_eyetracker *et,
+                                          enum pirec_eyetracker_event event, const char *message,
+                                          void *user);
+typedef void (*pirec_eyetracker_stopped_cb)(struct pirec_eyetracker *et, int err, void *user);
+typedef void (*pirec_eyetracker_close_cb)(struct pirec_eyetracker *et, void *user);
+
+/* Creates a client (nothing runs yet); s is copied. on_event may be NULL (events are logged).
+ * Returns 0 and *out, -EINVAL (no stream enabled, bad port), -ENOTSUP (host "auto": mDNS
+ * discovery is not built in; the message logged says to set eyetracker.address), -ENOMEM. */
+int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
+                         pirec_eyetracker_event_cb on_event, void *user,
+                         struct pirec_eyetracker **out);
+
+/* Starts connecting. Samples that arrive outside a trial are counted (idle) and discarded.
+ * Connection failures are not errors here: they are retried. Returns 0 or -EALREADY. */
+int pirec_eyetracker_start(struct pirec_eyetracker *et);
+
+/* Starts writing trial `trial` into dir (created if missing). Returns 0, -EBUSY (a trial runs or
+ * is stopping), or the error creating the sinks (then no trial runs). */
+int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part);
+
+/* Finishes the trial: the Matroska trailer is written, every file synced and closed, then cb runs
+ * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
+int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb,
+                                void *user);
+
+int pirec_eyetracker_recording(const struct pirec_eyetracker *et);
+
+struct pirec_eyetracker_stream_status {
+  int playing;                 /* 1 while the RTSP session streams */
+  uint64_t connects;           /* sessions that reached PLAY */
+  uint64_t disconnects;        /* sessions lost */
+  uint64_t connect_failures;   /* attempts that failed before PLAY */
+  uint64_t packets;            /* RTP packets received */
+  uint64_t rtcp_sr;            /* Sender Reports received */
+  uint64_t bad_packets;        /* RTP/RTCP that did not parse, wrong payload type */
+  uint64_t bad_payloads;       /* gaze of a wrong size, malformed H.264 fragments */
+  uint64_t lost;               /* RTP packets missing by sequence number */
+  uint64_t gap_samples;        /* samples/frames lost while disconnected (counted or estimated) */
+  uint64_t samples;            /* gaze samples or complete access units received */
+  uint64_t written;            /* rows written in the current/last trial */
+  uint64_t dropped;            /* samples/frames counted in dropped_before this trial */
+  uint64_t idle;               /* received outside a trial */
+  int64_t offset_ns;           /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
+  int64_t drift_ppb;           /* device clock rate against CLOCK_MONOTONIC */
+  int last_error;
+};
+
+struct pirec_eyetracker_status {
+  struct pirec_eyetracker_stream_status gaze, world;
+  uint64_t status_ok, status_failed; /* HTTP /api/status requests */
+  uint64_t bytes_video;
+  uint64_t sink_drops;
+  int write_error;
+};
+
+void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);
+
+/* Stops a running trial as trial_stop does, closes every connection and handle, calls cb, then
+ * frees et. Call once. */
+void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user);
+
+/* ---- simulator ---- */
+
+struct pirec_eyesim_settings {
+  char host[64];          /* bind address: only "127.0.0.1" or "::1" are accepted */
+  int http_port;          /* 0: any free port (pirec_eyesim_ports tells which) */
+  int rtsp_port;
+  int gaze_hz;            /* 200; must divide 90000 */
+  int gaze_size;          /* payload layout: 9, 17, 65 or 89 */
+  int world;              /* serve world video (needs ffmpeg); 1 */
+  int world_fps;          /* 30 */
+  int width, height;      /* 320x240 */
+  char ffmpeg[256];       /* "ffmpeg" */
+  double loss;            /* probability a gaze sample is not sent */
+  double malformed;       /* probability a gaze sample is sent broken (truncated, wrong size, bad RTP) */
+  int bad_sdp;            /* DESCRIBE answers an SDP without rtpmap */
+  int64_t disconnect_at_ns;  /* > 0: after this long since start, drop every connection ... */
+  int64_t disconnect_for_ns; /* ... and refuse new ones for this long */
+  int64_t sr_interval_ns;    /* RTCP Sender Report period; 1 s */
+  int64_t first_sr_ns;       /* first report this long after PLAY; 500 ms */
+  int drift_ppm;             /* the device clock runs this much fast against CLOCK_MONOTONIC */
+  uint32_t seed;
+  char gaze_log[512];     /* "" or a CSV: seq,rtp_ts,device_ns,x,y,fate (sent|lost|malformed|down|idle) */
+  char world_log[512];    /* "" or a CSV: frame,rtp_ts,device_ns,bytes,fate */
+};
+
+void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s);
+
+struct pirec_eyesim;
+
+/* Creates the simulator, binds both listeners and spawns the video encoder. Returns 0 and *out,
+ * -EINVAL (not a loopback address, bad rate or size), or the bind/spawn error. */
+int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
+                       struct pirec_eyesim **out);
+void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rtsp_port);
+
+struct pirec_eyesim_counters {
+  uint64_t gaze_generated, gaze_sent, gaze_lost, gaze_malformed, gaze_down, gaze_idle;
+  uint64_t frames_generated, frames_sent;
+  uint64_t connections, sessions_played, disconnects_forced, http_requests;
+};
+void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out);
+
+/* Closes every connection, stops the encoder (SIGTERM), flushes the logs, calls cb, frees sim. */
+typedef void (*pirec_eyesim_close_cb)(struct pirec_eyesim *sim, void *user);
+void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void *user);
+
+#endif
