@@ -253,6 +253,13 @@ int pirec__config_lock(const char *path, struct pirec_config_errors *errors) {
   return fd < 0 ? err : fd;
 }
 
+/* Edits go to the file a symlink points at: renaming over the link would replace the link itself
+ * with a regular file and leave the real config unchanged. A missing file is used as given. */
+static char *target_path(const char *path) {
+  char *real = realpath(path, NULL);
+  return real ? real : strdup(path);
+}
+
 static void fs_error(struct pirec_config_errors *errors, struct pirec_fs_req *req, const char *what,
                      const char *path, int err) {
   if (!errors)
@@ -273,15 +280,23 @@ int pirec_config_set(const char *path, const struct pirec_config_assignment *ass
       bad = -EINVAL;
   if (bad)
     return bad;
+  const char *shown = path; /* messages name the path the user gave */
+  char *target = target_path(path);
+  if (!target)
+    return -ENOMEM;
+  path = target;
   int lock = pirec__config_lock(path, errors);
-  if (lock < 0)
+  if (lock < 0) {
+    free(target);
     return lock;
+  }
   int r;
   char *edited = NULL;
   size_t edited_len = 0;
   mode_t mode = 0644;
   struct stat st;
-  if (stat(path, &st) == 0)
+  bool exists = stat(path, &st) == 0;
+  if (exists)
     mode = st.st_mode & 07777;
   struct pirec_fs_req req = {0};
   r = pirec_fs_read_file(NULL, &req, path, PIREC__CONFIG_MAX_FILE, NULL);
@@ -291,7 +306,7 @@ int pirec_config_set(const char *path, const struct pirec_config_assignment *ass
     fs_error(errors, &req, "read", path, r);
     goto out;
   }
-  r = pirec_config_edit_text(req.contents ? req.contents : "", req.contents ? req.size : 0, path,
+  r = pirec_config_edit_text(req.contents ? req.contents : "", req.contents ? req.size : 0, shown,
                              assignments, count, &edited, &edited_len, errors);
   if (r)
     goto out;
@@ -303,31 +318,45 @@ int pirec_config_set(const char *path, const struct pirec_config_assignment *ass
   }
   memcpy(copy, edited, edited_len + 1);
   struct pirec_config *cfg;
-  r = pirec__config_parse_owned(copy, edited_len, path, &cfg, errors);
+  r = pirec__config_parse_owned(copy, edited_len, shown, &cfg, errors);
   pirec_config_free(cfg);
   if (r)
     goto out;
   pirec_fs_req_cleanup(&req);
   r = pirec_fs_write_atomic(NULL, &req, path, edited, edited_len, mode, NULL);
-  if (r < 0)
+  if (r < 0) {
     fs_error(errors, &req, "write", path, r);
-  else
+  } else {
     r = 0;
+    /* The new inode belongs to whoever wrote it; give it back (works when root edits a user's
+     * file; otherwise there is nothing to give back). */
+    if (exists && (st.st_uid != geteuid() || st.st_gid != getegid()) &&
+        chown(path, st.st_uid, st.st_gid) != 0) {
+      /* not fatal: the content is written; the owner is what an editor run by this user would leave */
+    }
+  }
 out:
   pirec_fs_req_cleanup(&req);
   free(edited);
   close(lock); /* releases the flock */
+  free(target);
   return r;
 }
 
 int pirec__config_save_locked(const struct pirec_config *cfg, const char *path,
                               struct pirec_config_errors *errors) {
   char *text = pirec_config_format(cfg);
-  if (!text)
+  char *target = target_path(path);
+  if (!text || !target) {
+    free(text);
+    free(target);
     return -ENOMEM;
+  }
+  path = target;
   int lock = pirec__config_lock(path, errors);
   if (lock < 0) {
     free(text);
+    free(target);
     return lock;
   }
   struct pirec_fs_req req = {0};
@@ -337,5 +366,6 @@ int pirec__config_save_locked(const struct pirec_config *cfg, const char *path,
   pirec_fs_req_cleanup(&req);
   close(lock);
   free(text);
+  free(target);
   return r < 0 ? r : 0;
 }

@@ -413,18 +413,24 @@ static char *reader(char *str, int num, void *stream) {
       snprintf(str, (size_t)num, "[?]");
     return str;
   case PIREC__LINE_KEY: {
-    size_t used = n - l.name_start;
+    /* inih gets "key=value" without blanks or comment, so a long comment never counts against
+     * its line buffer; only a key and value too long for it are refused. */
+    size_t name_len = l.name_end - l.name_start, value_len = l.value_end - l.value_start;
+    size_t used = name_len + 1 + value_len;
     if (used > PIREC__CONFIG_MAX_LINE || used + 4 > (size_t)num) {
       pirec__config_error(&c->p, c->line, NULL, NULL,
-                          "line is %zu bytes long, expected at most %d", used, PIREC__CONFIG_MAX_LINE);
+                          "key and value are %zu bytes long, expected at most %d", used,
+                          PIREC__CONFIG_MAX_LINE);
       return str;
     }
-    if (l.name_end - l.name_start > 40) {
+    if (name_len > 40) {
       pirec__config_error(&c->p, c->line, NULL, NULL, "key '%.*s...' is too long, expected a key name",
                           20, s + l.name_start);
       return str;
     }
-    memcpy(str, s + l.name_start, used);
+    memcpy(str, s + l.name_start, name_len);
+    str[name_len] = '=';
+    memcpy(str + name_len + 1, s + l.value_start, value_len);
     str[used] = '\0';
     return str;
   }

@@ -179,6 +179,30 @@ static void test_set_creates_file(void **state) {
   assert_int_equal(st.st_mode & 0777, 0644);
 }
 
+/* Editing through a symlink changes the file it points at and keeps the link. */
+static void test_set_through_symlink(void **state) {
+  (void)state;
+  char real[4400];
+  snprintf(real, sizeof(real), "%s/real.conf", test_dir);
+  write_file(real, "[notes]\nenabled = true\n");
+  assert_int_equal(symlink("real.conf", conf), 0);
+  struct pirec_config_assignment a = {"notes.enabled", "false"};
+  struct pirec_config_errors e = {0};
+  assert_int_equal(pirec_config_set(conf, &a, 1, &e), 0);
+  struct stat st;
+  assert_int_equal(lstat(conf, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  char *got = read_file(real, NULL);
+  assert_string_equal(got, "[notes]\nenabled = false\n");
+  free(got);
+  struct pirec_config *cfg;
+  assert_int_equal(pirec_config_load(conf, &cfg, NULL), 0);
+  assert_int_equal(pirec_config_save(cfg, conf), 0);
+  assert_int_equal(lstat(conf, &st), 0);
+  assert_true(S_ISLNK(st.st_mode));
+  pirec_config_free(cfg);
+}
+
 static void test_load_and_save(void **state) {
   (void)state;
   struct pirec_config *cfg;
@@ -306,6 +330,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_set_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_set_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_set_creates_file, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_set_through_symlink, setup, teardown),
       cmocka_unit_test_setup_teardown(test_load_and_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_set, setup, teardown),
   };

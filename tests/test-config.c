@@ -305,9 +305,14 @@ static void test_syntax(void **state) {
   snprintf(longline, sizeof(longline), "[camera.a]\nlavfi = %0250d\nfps = 0\n", 0);
   e = parse_bad(longline);
   assert_int_equal(e.count, 2);
-  assert_string_equal(e.items[0].message, "t.conf:2: line is 258 bytes long, expected at most 196");
+  assert_string_equal(e.items[0].message, "t.conf:2: key and value are 256 bytes long, expected at most 196");
   assert_int_equal(e.items[1].line, 3);
   pirec_config_errors_free(&e);
+  /* a long comment does not count */
+  snprintf(longline, sizeof(longline), "[camera.a]\nfps = 5 ; %0250d\n", 0);
+  cfg = parse_ok(longline);
+  assert_int_equal(pirec_config_get_int(cfg, "camera.a", "fps"), 5);
+  pirec_config_free(cfg);
   /* an empty file is all defaults */
   cfg = parse_ok("");
   assert_int_equal(pirec_config_instance_count(cfg, "camera"), 0);

@@ -60,7 +60,8 @@ void pirec_config_errors_free(struct pirec_config_errors *errors);
  * messages and stored as the config's path (may be NULL: "<string>"). On success returns 0 and
  * *out is a new config with one reference. On failure *out is NULL and the result is -EINVAL
  * (problems appended to errors; errors may be NULL to discard them) or -ENOMEM.
- * Lines are limited to 196 bytes (a longer line is an error, reported with its number); ';' after
+ * A key and its value together are limited to 196 bytes (inih's line buffer; longer is an error
+ * reported with its line number; comments and blanks do not count); ';' after
  * whitespace starts an inline comment, '#' or ';' at line start a whole-line comment; leading
  * whitespace is ignored (there are no continuation lines). */
 int pirec_config_parse(const char *text, size_t len, const char *filename,
