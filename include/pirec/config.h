@@ -194,7 +194,9 @@ typedef void (*pirec_config_cb)(struct pirec_config_req *req);
  * after the callback (in it is fine). File I/O goes through io/fs in libuv's threadpool, parsing
  * and editing also run in the threadpool; the loop thread only starts the steps and runs cb. The
  * callback runs on the loop thread, exactly once, unless the starting call returns an error (then
- * it never runs). */
+ * it never runs). Starting an operation resets every field but data; a request may be reused once
+ * its callback has run and it has been cleaned up. Set operations may wait in the threadpool for
+ * another process's edit lock (milliseconds: the lock covers one read, edit and atomic write). */
 struct pirec_config_req {
   void *data;                        /* caller's pointer, untouched */
   int result;                        /* 0, -EINVAL (see errors), or -errno */
@@ -229,7 +231,7 @@ int pirec_config_load_async(uv_loop_t *loop, struct pirec_config_req *req, const
 
 /* Reload: loads current's path again. On success req->config is the new value (changed tells if the
  * bytes differ); on failure req->errors lists the problems and the caller keeps using current,
- * which this call does not modify (it holds its own reference until cb). The caller decides when the
+ * which this call does not modify (it holds its own reference until cleanup). The caller decides when the
  * new value takes effect; pirec applies it from the next session or trial, never mid-recording. */
 int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req,
                               struct pirec_config *current, pirec_config_cb cb);
