@@ -1,5 +1,6 @@
 #include "pirec/ffmpeg.h"
 
+#include "pirec/job.h"
 #include "pirec/log.h"
 
 #include <errno.h>
@@ -321,13 +322,28 @@ static int has_encoder(const char *list, const char *name)
   return 0;
 }
 
+/* out starts with "ffmpeg version ": "5.1.6-0+deb12u1", "n6.1", or a git hash (unknown). */
+static void parse_version(const char *out, struct pirec_ffmpeg_info *info)
+{
+  const char *v = out + 15;
+  int major, minor;
+
+  if (*v == 'n')
+    v++;
+  if (sscanf(v, "%d.%d", &major, &minor) == 2) {
+    info->major = major;
+    info->minor = minor;
+    info->legacy_vsync = major < 5 || (major == 5 && minor < 1);
+  }
+}
+
 int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info,
                        char *err, size_t errlen)
 {
   const char *prog = program ? program : "ffmpeg";
   char *out;
   size_t len;
-  int rc, major = 0, minor = 0;
+  int rc;
   struct pirec_ffmpeg_info dummy;
 
   if (!info)
@@ -355,15 +371,7 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
     free(out);
     return -EPROTO;
   }
-  /* "ffmpeg version 5.1.6-0+deb12u1", "ffmpeg version n6.1", or a git hash */
-  const char *v = out + 15;
-  if (*v == 'n')
-    v++;
-  if (sscanf(v, "%d.%d", &major, &minor) == 2) {
-    info->major = major;
-    info->minor = minor;
-    info->legacy_vsync = major < 5 || (major == 5 && minor < 1);
-  }
+  parse_version(out, info);
 
   if (encoder && encoder[0]) {
     char *eargv[] = {(char *)prog, "-hide_banner", "-encoders", NULL};
@@ -385,4 +393,154 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
   }
   free(out);
   return 0;
+}
+
+/* ---- the probe as child jobs ---- */
+
+#define PROBE_OUT_MAX (256 * 1024)
+
+struct probe {
+  char *program;
+  char *encoder;
+  pirec_ffmpeg_probe_cb cb;
+  void *user;
+  uv_loop_t *loop;
+  int stage; /* 0: -version, 1: -encoders */
+  char *out;
+  size_t len;
+  struct pirec_ffmpeg_info info;
+};
+
+static void probe_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
+  struct probe *p = pirec_job_user(job);
+  if (fd != 1 || p->len + len + 2 > PROBE_OUT_MAX)
+    return;
+  memcpy(p->out + p->len, line, len);
+  p->len += len;
+  p->out[p->len++] = '\n';
+  p->out[p->len] = '\0';
+}
+
+static void probe_finish(struct probe *p, int status, const char *err)
+{
+  p->cb(status, &p->info, err, p->user);
+  free(p->program);
+  free(p->encoder);
+  free(p->out);
+  free(p);
+}
+
+static int probe_stage(struct probe *p);
+
+static void probe_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
+  struct probe *p = pirec_job_user(job);
+  char err[512];
+  int stage = p->stage;
+
+  pirec_job_free(job);
+  if (r->reason == PIREC_JOB_END_TIMEOUT_TOTAL) {
+    snprintf(err, sizeof err, "ffmpeg '%s' did not answer within 10 s", p->program);
+    probe_finish(p, -ETIMEDOUT, err);
+    return;
+  }
+  if (stage == 0) {
+    if (r->status != 0 || strncmp(p->out, "ffmpeg version ", 15) != 0) {
+      snprintf(err, sizeof err, "'%s -version' %s: not an ffmpeg program", p->program,
+               r->status != 0 ? "failed" : "printed no 'ffmpeg version' line");
+      probe_finish(p, -EPROTO, err);
+      return;
+    }
+    parse_version(p->out, &p->info);
+    if (!p->encoder) {
+      probe_finish(p, 0, "");
+      return;
+    }
+    p->stage = 1;
+    p->len = 0;
+    p->out[0] = '\0';
+    int e = probe_stage(p);
+    if (e != 0) {
+      snprintf(err, sizeof err, "cannot run ffmpeg '%s': %s", p->program, strerror(-e));
+      probe_finish(p, -ENOENT, err);
+    }
+    return;
+  }
+  const char *list = strstr(p->out, "------");
+  if (r->status != 0 || !list) {
+    snprintf(err, sizeof err, "'%s -encoders' %s", p->program,
+             r->status != 0 ? "failed" : "printed no encoder list");
+    probe_finish(p, -EPROTO, err);
+    return;
+  }
+  if (!has_encoder(list, p->encoder)) {
+    snprintf(err, sizeof err, "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
+             "or choose another encoder in the config)", p->program, p->encoder);
+    probe_finish(p, -ENOTSUP, err);
+    return;
+  }
+  probe_finish(p, 0, "");
+}
+
+static int probe_stage(struct probe *p)
+{
+  const char *argv[] = {p->program, "-hide_banner", p->stage == 0 ? "-version" : "-encoders", NULL};
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  int err;
+
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = "ffmpeg probe";
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.line_max = 1024;
+  o.total_timeout_ms = 10000;
+  o.stop_term_ms = 500;
+  o.stop_kill_ms = 500;
+  o.on_line = probe_line;
+  o.on_end = probe_end;
+  o.user = p;
+  err = pirec_job_new(p->loop, &o, &job);
+  if (err == 0) {
+    err = pirec_job_start(job);
+    if (err != 0)
+      pirec_job_free(job);
+  }
+  return err;
+}
+
+int pirec_ffmpeg_probe_start(uv_loop_t *loop, const char *program, const char *encoder,
+                             pirec_ffmpeg_probe_cb cb, void *user)
+{
+  struct probe *p;
+  int err;
+
+  if (!loop || !cb)
+    return -EINVAL;
+  p = calloc(1, sizeof *p);
+  if (!p)
+    return -ENOMEM;
+  p->loop = loop;
+  p->cb = cb;
+  p->user = user;
+  p->program = strdup(program ? program : "ffmpeg");
+  p->encoder = encoder && encoder[0] ? strdup(encoder) : NULL;
+  p->out = malloc(PROBE_OUT_MAX);
+  if (!p->program || (encoder && encoder[0] && !p->encoder) || !p->out) {
+    err = -ENOMEM;
+    goto fail;
+  }
+  p->out[0] = '\0';
+  err = probe_stage(p);
+  if (err != 0)
+    goto fail;
+  return 0;
+
+fail:
+  free(p->program);
+  free(p->encoder);
+  free(p->out);
+  free(p);
+  return err;
 }

@@ -118,6 +118,67 @@ static void test_probe(void **state)
   assert_non_null(strstr(err, "/bin/true"));
 }
 
+struct probe_result {
+  int calls;
+  int status;
+  struct pirec_ffmpeg_info info;
+  char err[512];
+};
+
+static void probe_cb(int status, const struct pirec_ffmpeg_info *info, const char *err, void *user)
+{
+  struct probe_result *r = user;
+  r->calls++;
+  r->status = status;
+  r->info = *info;
+  snprintf(r->err, sizeof r->err, "%s", err);
+}
+
+static void run_probe(const char *program, const char *encoder, struct probe_result *r)
+{
+  uv_loop_t loop;
+  memset(r, 0, sizeof *r);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(pirec_ffmpeg_probe_start(&loop, program, encoder, probe_cb, r), 0);
+  assert_int_equal(r->calls, 0); /* never inside the call */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(r->calls, 1);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_probe_async(void **state)
+{
+  struct probe_result r;
+  struct pirec_ffmpeg_info sync_info;
+  char err[256];
+  uv_loop_t loop;
+
+  assert_int_equal(pirec_ffmpeg_probe(NULL, "libx264", &sync_info, err, sizeof err), 0);
+  run_probe(NULL, "libx264", &r);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.err, "");
+  assert_int_equal(r.info.major, sync_info.major); /* both read the same ffmpeg */
+  assert_int_equal(r.info.minor, sync_info.minor);
+  assert_int_equal(r.info.legacy_vsync, sync_info.legacy_vsync);
+
+  run_probe("ffmpeg", "pirec_no_such_encoder", &r);
+  assert_int_equal(r.status, -ENOTSUP);
+  assert_non_null(strstr(r.err, "has no encoder 'pirec_no_such_encoder'"));
+
+  run_probe("/bin/true", "libx264", &r);
+  assert_int_equal(r.status, -EPROTO);
+  assert_non_null(strstr(r.err, "/bin/true"));
+
+  /* a missing program fails synchronously, and then no callback */
+  memset(&r, 0, sizeof r);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(pirec_ffmpeg_probe_start(&loop, "/nonexistent/ffmpeg", "libx264", probe_cb, &r),
+                   -ENOENT);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* ---- a real encode through the job's stdin ---- */
 
 enum { W = 640, H = 360, FRAME = W * H * 3 / 2, WANT = 320 };
@@ -382,6 +443,7 @@ int main(void)
       cmocka_unit_test(test_encode_argv),
       cmocka_unit_test(test_remux_argv),
       cmocka_unit_test(test_probe),
+      cmocka_unit_test(test_probe_async),
       cmocka_unit_test(test_real_encode_packets_equal_frames),
       cmocka_unit_test(test_killed_encoder_leaves_readable_mkv),
   };

@@ -15,12 +15,13 @@
  *
  * Builders return a heap argv (NULL-terminated; argv[0] is the program) that the caller frees with
  * pirec_ffmpeg_argv_free(); pass it as pirec_job_options.argv. Builders do no I/O and are
- * thread-safe. The probe runs ffmpeg synchronously (tens of ms): call it at start-up or in a worker,
- * not from a loop callback that must stay fast.
+ * thread-safe. pirec_ffmpeg_probe() runs ffmpeg synchronously (tens of ms): call it before the
+ * loop runs; from the loop use pirec_ffmpeg_probe_start().
  */
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /* Raw video from stdin, encoded into a crash-tolerant Matroska file. */
 struct pirec_ffmpeg_encode {
@@ -82,5 +83,16 @@ struct pirec_ffmpeg_info {
  * libx264, or set encoder = ...)". */
 int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info,
                        char *err, size_t errlen);
+
+/* The same checks without blocking: ffmpeg runs as child jobs (include/pirec/job.h) on loop.
+ * Returns 0 and cb runs exactly once later, on the loop thread, with the result code as above (0,
+ * -ENOTSUP, -EPROTO, or -ENOENT/-ETIMEDOUT if ffmpeg could not run or hung for 10 s), info (valid
+ * when status is 0) and err (a one-line explanation, "" on success); both pointers live only during
+ * cb. Or returns a negative errno and cb never runs: -ENOENT (program not found: exec failed
+ * synchronously), -ENOMEM. program and encoder are copied. All calls on the loop thread. */
+typedef void (*pirec_ffmpeg_probe_cb)(int status, const struct pirec_ffmpeg_info *info,
+                                      const char *err, void *user);
+int pirec_ffmpeg_probe_start(uv_loop_t *loop, const char *program, const char *encoder,
+                             pirec_ffmpeg_probe_cb cb, void *user);
 
 #endif
