@@ -180,10 +180,20 @@ static void sleep_loop(uv_loop_t *loop, uint64_t ms)
   wait_events(&r, 1, ms);
 }
 
+static void closed_cb(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
+{
+  (void)g;
+  (void)final;
+  *(int *)user = 1;
+}
+
+/* Closes g and runs the loop until it is gone (other objects may keep the loop alive). */
 static void finish(uv_loop_t *loop, struct pirec_gpio *g)
 {
-  pirec_gpio_close(g, NULL, NULL);
-  uv_run(loop, UV_RUN_DEFAULT);
+  int closed = 0;
+  pirec_gpio_close(g, closed_cb, &closed);
+  while (!closed)
+    uv_run(loop, UV_RUN_ONCE);
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -412,6 +422,7 @@ static void test_busy(void **state)
 
 int main(void)
 {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* the VM log shows progress line by line */
   if (geteuid() != 0 || access(CFG, W_OK) != 0) {
     printf("SKIP: test-gpio-hw needs root and the gpio-sim module (%s); tests/hw/ boots a VM with them\n",
            CFG);
