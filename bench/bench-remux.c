@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,18 @@ static int64_t median(int64_t *v, int n)
       v[j - 1] = x;
     }
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* CPU time (user + system) of this process and of its waited-for descendants, in ns. */
+static int64_t cpu_ns(void)
+{
+  struct rusage self, kids;
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &kids);
+  return (int64_t)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec +
+                   kids.ru_stime.tv_sec) * 1000000000 +
+         (int64_t)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec +
+                   kids.ru_stime.tv_usec) * 1000;
 }
 
 static int make_input(const char *dir, int minutes, char *video, size_t cap)
@@ -66,10 +79,11 @@ static int make_input(const char *dir, int minutes, char *video, size_t cap)
 
 int main(int argc, char **argv)
 {
-  int minutes = 10, runs = 3;
+  int minutes = 10, runs = 5;
   char cache[1024], video[1100], out_p[1200], out_f[1200], cli[1200];
   const char *env = getenv("PIREC_BENCH_CACHE");
   int64_t remux_ns[16], ffmpeg_ns[16], cli_ns[16], frames = 0, bytes = 0;
+  int64_t remux_cpu[16], ffmpeg_cpu[16], cli_cpu[16];
   int have_cli;
   struct pirec_remux_result res;
   struct pirec_remux_options opt;
@@ -117,10 +131,11 @@ int main(int argc, char **argv)
   for (int r = -1; r < runs; r++) {
     for (int step = 0; step < 3; step++) {
       int which = (step + (r < 0 ? 0 : r)) % 3; /* 0 engine, 1 ffmpeg, 2 the pirec-remux binary */
-      int64_t t0, t1;
+      int64_t t0, t1, c0, c1;
       unlink(out_p);
       unlink(out_f);
       sync();
+      c0 = cpu_ns();
       t0 = pirec_clock_mono_ns();
       if (which == 0) {
         if (pirec_remux_file(video, &opt, &res, NULL, NULL) < 0) {
@@ -144,8 +159,11 @@ int main(int argc, char **argv)
         }
       }
       t1 = pirec_clock_mono_ns();
-      if (r >= 0)
+      c1 = cpu_ns();
+      if (r >= 0) {
         (which == 0 ? remux_ns : which == 1 ? ffmpeg_ns : cli_ns)[r] = t1 - t0;
+        (which == 0 ? remux_cpu : which == 1 ? ffmpeg_cpu : cli_cpu)[r] = c1 - c0;
+      }
     }
   }
   unlink(out_p);
@@ -153,11 +171,16 @@ int main(int argc, char **argv)
   {
     double rs = (double)median(remux_ns, runs) / 1e9, fs = (double)median(ffmpeg_ns, runs) / 1e9;
     double cs = have_cli ? (double)median(cli_ns, runs) / 1e9 : -1;
+    double rc = (double)median(remux_cpu, runs) / 1e9, fc = (double)median(ffmpeg_cpu, runs) / 1e9;
+    double cc = have_cli ? (double)median(cli_cpu, runs) / 1e9 : -1;
+    /* Medians of the runs; *_cpu_s is user + system time, steadier than wall time on a shared box. */
     printf("{\"bench\":\"remux\",\"minutes\":%d,\"runs\":%d,\"frames\":%" PRId64
            ",\"input_bytes\":%" PRId64 ",\"remux_s\":%.3f,\"ffmpeg_copy_s\":%.3f,"
-           "\"ratio\":%.3f,\"remux_cli_s\":%.3f,\"cli_ratio\":%.3f,\"remux_mb_s\":%.1f}\n",
-           minutes, runs, frames, bytes, rs, fs, rs / fs, cs, have_cli ? cs / fs : -1.0,
-           (double)bytes / 1e6 / rs);
+           "\"ratio\":%.3f,\"remux_cli_s\":%.3f,\"cli_ratio\":%.3f,\"remux_cpu_s\":%.3f,"
+           "\"ffmpeg_copy_cpu_s\":%.3f,\"cpu_ratio\":%.3f,\"remux_cli_cpu_s\":%.3f,"
+           "\"remux_mb_s\":%.1f}\n",
+           minutes, runs, frames, bytes, rs, fs, rs / fs, cs, have_cli ? cs / fs : -1.0, rc, fc,
+           rc / fc, cc, (double)bytes / 1e6 / rs);
   }
   return 0;
 }
