@@ -847,25 +847,29 @@ static void test_record_encoder_kill(void **state)
   uint64_t dropped = check_rows(rows, n, 1, 33333333);
   assert_true(dropped > 0);
   assert_int_equal(dropped, r.st.drops_total);
-  assert_int_equal(dropped, r.st.drops_encoder);
-  /* frames after the restart */
-  size_t gap_row = 0;
-  for (size_t i = 1; i < n; i++)
-    if (rows[i].dropped > 0) {
-      assert_int_equal(gap_row, 0); /* one gap */
-      gap_row = i;
-    }
-  assert_true(gap_row > 30 && n - gap_row > 30);
+  /* On an idle machine every drop is the encoder's; under a sanitizer the loop can also fall
+   * behind long enough for the ring to fill, which is counted too. */
+  assert_true(r.st.drops_encoder > 0);
+  assert_int_equal(dropped, r.st.drops_encoder + r.st.drops_ring_full);
   int64_t *pts;
   size_t np = probe_pts(mkv, &pts);
   assert_int_equal(np, n);
-  /* the MKV's pts are the rows' mono_ns (ms): the hole spans dropped_before frame intervals */
-  int64_t hole_ms = pts[gap_row] - pts[gap_row - 1];
-  int64_t lost = (hole_ms * 1000000 + 16666666) / 33333333 - 1;
-  fprintf(stderr, "kill: gap of %" PRId64 " ms at row %zu = %" PRId64 " frames; dropped_before %" PRIu64 "\n",
-          hole_ms, gap_row, lost, rows[gap_row].dropped);
-  /* mono_ns carries arrival jitter of a few ms; the device timeline check above is exact */
-  assert_true(lost >= (int64_t)rows[gap_row].dropped - 1 && lost <= (int64_t)rows[gap_row].dropped + 1);
+  /* The MKV's pts are the rows' mono_ns (ms): every hole spans dropped_before frame intervals.
+   * mono_ns carries arrival jitter of a few ms, hence +-1; the device timeline check in
+   * check_rows() is exact. The largest hole is the restart, well inside the recording. */
+  size_t gap_row = 0;
+  for (size_t i = 1; i < n; i++) {
+    if (rows[i].dropped == 0)
+      continue;
+    int64_t hole_ms = pts[i] - pts[i - 1];
+    int64_t lost = (hole_ms * 1000000 + 16666666) / 33333333 - 1;
+    fprintf(stderr, "kill: gap of %" PRId64 " ms at row %zu = %" PRId64 " frames; dropped_before %" PRIu64 "\n",
+            hole_ms, i, lost, rows[i].dropped);
+    assert_true(lost >= (int64_t)rows[i].dropped - 1 && lost <= (int64_t)rows[i].dropped + 1);
+    if (gap_row == 0 || rows[i].dropped > rows[gap_row].dropped)
+      gap_row = i;
+  }
+  assert_true(gap_row > 30 && n - gap_row > 30);
   assert_decodes(mkv, NULL, (long)n);
   free(pts);
   free(rows);
