@@ -7,3 +7,9 @@ if(TARGET pirec_io_looplag)
   target_link_libraries(pirec_recorder PUBLIC pirec_io_looplag)
   target_compile_definitions(pirec_recorder PRIVATE PIREC_HAVE_LOOPLAG=1)
 endif()
+
+# Session directory, events.csv, clocks.csv, session.json.
+add_library(pirec_session STATIC ${CMAKE_CURRENT_LIST_DIR}/session.c)
+target_include_directories(pirec_session PUBLIC ${PIREC_INCLUDE_DIR})
+target_link_libraries(pirec_session PUBLIC PkgConfig::UV PkgConfig::JANSSON pirec_io_base
+                      pirec_io_sink pirec_io_csv pirec_io_fs)

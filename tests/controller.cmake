@@ -8,3 +8,5 @@ target_link_libraries(pirec_test_controller_util PUBLIC PkgConfig::JANSSON pirec
 pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c
                LIBS pirec_test_controller_util LABELS controller TIMEOUT 60)
 add_dependencies(test-notes pirec-notes)
+pirec_add_test(test-session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-session.c
+               LIBS pirec_session pirec_test_controller_util LABELS controller TIMEOUT 60)
