@@ -399,12 +399,18 @@ static char *reader(char *str, int num, void *stream) {
   case PIREC__LINE_BLANK:
   case PIREC__LINE_COMMENT:
     return str;
-  case PIREC__LINE_BAD:
+  case PIREC__LINE_BAD: {
+    /* quote the line (trimmed, at most 60 bytes) so the user sees what was not understood */
+    size_t a = 0, b = n;
+    while (a < b && is_space(s[a]))
+      a++;
+    while (b > a && is_space(s[b - 1]))
+      b--;
     pirec__config_error(&c->p, c->line, NULL, NULL,
-                        "syntax error, expected '[section]', 'key = value' or a comment");
-    if (c->cur < 0)
-      c->skip = true;
+                        "'%.*s%s': syntax error, expected '[section]', 'key = value' or a comment",
+                        (int)(b - a > 60 ? 60 : b - a), s + a, b - a > 60 ? "..." : "");
     return str;
+  }
   case PIREC__LINE_SECTION:
     begin_section(c, s + l.name_start, l.name_end - l.name_start);
     if (c->cur >= 0)

@@ -230,8 +230,8 @@ static void test_unknown_keys_and_sections(void **state) {
   expect_one("[notes]\n[notes]\n", "t.conf:2: [notes]: duplicate section, first on line 1");
   expect_one("label = x\n[session]\n",
              "t.conf:1: label = 'x': key outside any section, expected a [section] line before it");
-  expect_one("[session]\njust words\n", "t.conf:2: syntax error, expected '[section]', 'key = value' or a comment");
-  expect_one("[session\n", "t.conf:1: syntax error, expected '[section]', 'key = value' or a comment");
+  expect_one("[session]\njust words\n", "t.conf:2: 'just words': syntax error, expected '[section]', 'key = value' or a comment");
+  expect_one("[session\n", "t.conf:1: '[session': syntax error, expected '[section]', 'key = value' or a comment");
 }
 
 static void test_all_errors_at_once(void **state) {
