@@ -265,6 +265,14 @@ static void test_missing_program(void **state)
   pirec_job_free(job);
   unlink(path);
 
+  /* So does a working directory that does not exist (chdir fails in the child before exec). */
+  const char *ok0[] = {JOB_CHILD, "exit", "0", NULL};
+  opts_init(&o, &c, ok0);
+  o.cwd = "/nonexistent/dir";
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), -ENOENT);
+  pirec_job_free(job);
+
   /* A missing stdio file fails synchronously too. */
   const char *ok[] = {JOB_CHILD, "exit", "0", NULL};
   opts_init(&o, &c, ok);
