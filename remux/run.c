@@ -146,6 +146,14 @@ static int is_video(const char *name)
   return 0;
 }
 
+/* What --verify looks for in a directory: our outputs, by their names. */
+static int is_output(const char *name)
+{
+  size_t n = strlen(name);
+  return (n > 4 && strcasecmp(name + n - 4, ".mp4") == 0) ||
+         (n > 10 && strcmp(name + n - 10, "_timed.mkv") == 0);
+}
+
 static int add_item(struct run *r, const char *path)
 {
   struct item *it;
@@ -187,7 +195,7 @@ static int scan_dir(struct run *r, const char *dir, int depth)
       goto next;
     if (S_ISDIR(st.st_mode) && depth < 3)
       rc = scan_dir(r, path, depth + 1);
-    else if (S_ISREG(st.st_mode) && (r->o->verify ? (strstr(path, ".mp4") || strstr(path, "_timed.mkv"))
+    else if (S_ISREG(st.st_mode) && (r->o->verify ? is_output(names[i]->d_name)
                                                   : is_video(names[i]->d_name)))
       rc = add_item(r, path);
   next:
@@ -285,7 +293,7 @@ static void summary(struct run *r, int64_t elapsed_ns)
     top = json_pack("{s:o, s:I, s:I, s:I, s:f}", "files", files, "ok", (json_int_t)ok, "failed",
                     (json_int_t)(r->n - ok), "frames", (json_int_t)frames, "elapsed_s",
                     (double)elapsed_ns / 1e9);
-    text = top ? json_dumps(top, JSON_INDENT(2)) : NULL;
+    text = top ? json_dumps(top, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
     fprintf(r->out, "%s\n", text ? text : "{}");
     free(text);
     json_decref(top);

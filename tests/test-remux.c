@@ -468,6 +468,76 @@ static void test_corrupt_inputs(void **state)
   free(t);
 }
 
+static void write_file(const char *path, const char *text, size_t len)
+{
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(text, 1, len, fp), len);
+  assert_int_equal(fclose(fp), 0);
+}
+
+/* The timing loader on its own: crash tails, clocks, and the messages it gives. */
+static void test_timing_loader(void **state)
+{
+  struct fixture *f = *state;
+  struct pirec_remux_timing t;
+  char err[512];
+  static const char head[] = "trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n";
+  char buf[1024];
+  int n;
+
+  /* A power-loss tail: a partial row followed by zero bytes. */
+  n = snprintf(buf, sizeof buf, "%s1,100,900,0,0,50,0,10,0\n1,200,800,1,1,60,0,10,10\n1,30", head);
+  memset(buf + n, 0, 16);
+  write_file(at(f, "a.csv"), buf, (size_t)n + 16);
+  assert_int_equal(pirec_remux_timing_load(at(f, "a.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), 0);
+  assert_int_equal(t.count, 2);
+  assert_true(t.partial_row);
+  assert_int_equal(t.clock_used, PIREC_REMUX_CLOCK_DEVICE);
+  assert_int_equal(t.t_ns[1], 60);
+  assert_int_equal(t.offset[1], 10);
+  pirec_remux_timing_free(&t);
+  /* The wall clock stepped back: named, with the hint. */
+  assert_int_equal(pirec_remux_timing_load(at(f, "a.csv"), PIREC_REMUX_CLOCK_WALL, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "a.csv:3: wall_ns 800 is not after 900"));
+  assert_non_null(strstr(err, "--clock mono"));
+  /* A row with a device timestamp missing: auto falls back to mono, device refuses. */
+  n = snprintf(buf, sizeof buf, "%s1,100,900,0,0,50,0,,\r\n1,200,1000,1,1,,0,,\r\n", head);
+  write_file(at(f, "b.csv"), buf, (size_t)n);
+  assert_int_equal(pirec_remux_timing_load(at(f, "b.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), 0);
+  assert_int_equal(t.clock_used, PIREC_REMUX_CLOCK_MONO);
+  assert_int_equal(t.count, 2);
+  assert_false(t.partial_row);
+  pirec_remux_timing_free(&t);
+  assert_int_equal(pirec_remux_timing_load(at(f, "b.csv"), PIREC_REMUX_CLOCK_DEVICE, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "b.csv:3: device_ts_ns is empty"));
+  /* Wrong field count and a negative number. */
+  n = snprintf(buf, sizeof buf, "%s1,100,900,0,0,,0,,\n1,200,1000\n", head);
+  write_file(at(f, "c.csv"), buf, (size_t)n);
+  assert_int_equal(pirec_remux_timing_load(at(f, "c.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "c.csv:3: row has 3 fields, the header has 9"));
+  n = snprintf(buf, sizeof buf, "%s1,-100,900,0,0,,0,,\n", head);
+  write_file(at(f, "d.csv"), buf, (size_t)n);
+  assert_int_equal(pirec_remux_timing_load(at(f, "d.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "d.csv:2: mono_ns '-100' is not a non-negative integer"));
+  /* Not a frames CSV at all. */
+  write_file(at(f, "e.csv"), "x,y\n1,2\n", 8);
+  assert_int_equal(pirec_remux_timing_load(at(f, "e.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "no 'mono_ns' column"));
+  /* pts files: ms with decimals to exact ns, a partial last line, a bad value. */
+  write_file(at(f, "p.pts"), "# timecode format v2\n0.000\n33.366\n66.7\n100.0", 44);
+  assert_int_equal(pirec_remux_timing_load(at(f, "p.pts"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), 0);
+  assert_int_equal(t.count, 3);
+  assert_true(t.partial_row);
+  assert_int_equal(t.t_ns[1], 33366000);
+  assert_int_equal(t.t_ns[2], 66700000);
+  pirec_remux_timing_free(&t);
+  assert_int_equal(pirec_remux_timing_load(at(f, "p.pts"), PIREC_REMUX_CLOCK_MONO, &t, err, sizeof err), -EINVAL);
+  write_file(at(f, "q.pts"), "# timestamp format v2\n0\n3x\n", 27);
+  assert_int_equal(pirec_remux_timing_load(at(f, "q.pts"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "q.pts:3: '3x' is not a time in milliseconds"));
+}
+
 static void test_replace_and_dry_run(void **state)
 {
   struct fixture *f = *state;
@@ -514,6 +584,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_truncated_h264_recovers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_inputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_replace_and_dry_run, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_timing_loader, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
