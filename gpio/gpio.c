@@ -23,6 +23,7 @@ struct pirec_gpio {
   uv_poll_t poll;
   uv_timer_t debounce_timer;
   uv_timer_t pulse_timer;
+  uv_timer_t period_timer;   /* sync: periodic pulses while recording */
   int handles_open;
   int polling;
   int closing;
@@ -52,6 +53,7 @@ struct pirec_gpio {
   struct pirec__gpio_edge pending_edge;
   int have_action;
   int64_t last_action_ts;
+  uint64_t pulses;
 
   struct pirec_gpio_counters c; /* written on the loop thread with relaxed atomics */
 };
@@ -77,7 +79,13 @@ static int parse_in(const char *s, const char *const *names, int first, int n)
   return -EINVAL;
 }
 
-int pirec_gpio_role_parse(const char *s) { return parse_in(s, role_names, 0, 3); }
+int pirec_gpio_role_parse(const char *s)
+{
+  /* config/schema.c spells the sync role "sync_pulse" */
+  if (s != NULL && strcasecmp(s, "sync_pulse") == 0)
+    return PIREC_GPIO_ROLE_SYNC;
+  return parse_in(s, role_names, 0, 3);
+}
 int pirec_gpio_edge_parse(const char *s) { return parse_in(s, edge_names, 1, 4); }
 int pirec_gpio_bias_parse(const char *s)
 {
@@ -196,6 +204,11 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
       (s->pulse_ns <= 0 || s->pulse_ns > (int64_t)60 * 1000 * 1000 * 1000))
     return fail(err, errlen, n, "pulse: %lld ns is out of range (1 ns .. 60 s)",
                 (long long)s->pulse_ns);
+  if (s->role == PIREC_GPIO_ROLE_SYNC && s->pulse_interval_ns != 0 &&
+      s->pulse_interval_ns <= s->pulse_ns + 2 * 1000 * 1000)
+    return fail(err, errlen, n,
+                "pulse_interval: %lld ns leaves no gap after a %lld ns pulse (0 = trial starts only)",
+                (long long)s->pulse_interval_ns, (long long)s->pulse_ns);
   return 0;
 }
 
@@ -280,9 +293,11 @@ static int create(uv_loop_t *loop, const struct pirec_gpio_settings *s, int pipe
 
   uv_timer_init(loop, &g->debounce_timer);
   uv_timer_init(loop, &g->pulse_timer);
+  uv_timer_init(loop, &g->period_timer);
   g->debounce_timer.data = g;
   g->pulse_timer.data = g;
-  g->handles_open = 2;
+  g->period_timer.data = g;
+  g->handles_open = 3;
   if (g->s.role == PIREC_GPIO_ROLE_TRIGGER) {
     rc = uv_poll_init(loop, &g->poll, g->b.fd);
     if (rc == 0) {
@@ -296,7 +311,8 @@ static int create(uv_loop_t *loop, const struct pirec_gpio_settings *s, int pipe
       g->closing = 1;
       uv_close((uv_handle_t *)&g->debounce_timer, handle_closed);
       uv_close((uv_handle_t *)&g->pulse_timer, handle_closed);
-      if (g->handles_open == 3)
+      uv_close((uv_handle_t *)&g->period_timer, handle_closed);
+      if (g->handles_open == 4)
         uv_close((uv_handle_t *)&g->poll, handle_closed);
       return rc;
     }
@@ -334,6 +350,7 @@ void pirec_gpio_close(struct pirec_gpio *g, pirec_gpio_close_cb cb, void *user)
     pirec_gpio_set_output(g, 0);
   uv_close((uv_handle_t *)&g->debounce_timer, handle_closed);
   uv_close((uv_handle_t *)&g->pulse_timer, handle_closed);
+  uv_close((uv_handle_t *)&g->period_timer, handle_closed);
   if (g->s.role == PIREC_GPIO_ROLE_TRIGGER)
     uv_close((uv_handle_t *)&g->poll, handle_closed);
 }
@@ -559,13 +576,6 @@ int pirec_gpio_set_output(struct pirec_gpio *g, int value)
   return 0;
 }
 
-int pirec_gpio_set_recording(struct pirec_gpio *g, int recording)
-{
-  if (g->s.role != PIREC_GPIO_ROLE_LED || g->closing)
-    return 0;
-  return pirec_gpio_set_output(g, recording);
-}
-
 static void pulse_end(uv_timer_t *t)
 {
   struct pirec_gpio *g = t->data;
@@ -573,20 +583,60 @@ static void pulse_end(uv_timer_t *t)
     pirec_gpio_set_output(g, 0);
 }
 
-int pirec_gpio_trial_started(struct pirec_gpio *g, int64_t *pulse_mono_ns)
+static int pulse(struct pirec_gpio *g, int64_t *pulse_mono_ns)
 {
-  if (g->s.role != PIREC_GPIO_ROLE_SYNC || g->closing)
-    return 0;
   int rc = pirec_gpio_set_output(g, 1);
   if (rc < 0)
     return rc;
+  int64_t now = pirec_clock_mono_ns();
   if (pulse_mono_ns != NULL)
-    *pulse_mono_ns = pirec_clock_mono_ns();
+    *pulse_mono_ns = now;
   /* libuv timers count whole milliseconds of a loop time truncated to the millisecond: one more
    * makes the pulse at least pulse_ns long, and a fresh loop time keeps a stale one from
    * shortening it */
   uint64_t ms = (uint64_t)((g->s.pulse_ns + 999999) / 1000000) + 1;
   uv_update_time(g->loop);
   uv_timer_start(&g->pulse_timer, pulse_end, ms, 0);
+  struct pirec_gpio_event ev = {.ts_ns = now, .read_mono_ns = now, .seqno = ++g->pulses,
+                                .rising = 1, .action = PIREC_GPIO_ACTION_NONE,
+                                .kind = PIREC_GPIO_EVENT_PULSE};
+  CNT_ADD(g, events, 1);
+  if (g->on_event != NULL)
+    g->on_event(g, &ev, g->user);
   return 0;
+}
+
+static void period_tick(uv_timer_t *t)
+{
+  struct pirec_gpio *g = t->data;
+  if (!g->closing)
+    pulse(g, NULL);
+}
+
+int pirec_gpio_set_recording(struct pirec_gpio *g, int recording)
+{
+  if (g->closing)
+    return 0;
+  if (g->s.role == PIREC_GPIO_ROLE_LED)
+    return pirec_gpio_set_output(g, recording);
+  if (g->s.role != PIREC_GPIO_ROLE_SYNC || g->s.pulse_interval_ns <= 0)
+    return 0;
+  if (!recording) {
+    uv_timer_stop(&g->period_timer);
+    return 0;
+  }
+  if (uv_is_active((uv_handle_t *)&g->period_timer))
+    return 0;
+  int rc = pulse(g, NULL);
+  /* the period is kept in whole milliseconds; drift against the kernel clock shows in events.csv */
+  uint64_t ms = (uint64_t)((g->s.pulse_interval_ns + 500000) / 1000000);
+  uv_timer_start(&g->period_timer, period_tick, ms, ms);
+  return rc;
+}
+
+int pirec_gpio_trial_started(struct pirec_gpio *g, int64_t *pulse_mono_ns)
+{
+  if (g->s.role != PIREC_GPIO_ROLE_SYNC || g->closing)
+    return 0;
+  return pulse(g, pulse_mono_ns);
 }

@@ -134,6 +134,12 @@ static void test_settings_check(void **state)
   s.pulse_ns = 0;
   assert_int_equal(pirec_gpio_settings_check(&s, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "pulse: 0 ns"));
+  s.pulse_ns = 10 * MS;
+  s.pulse_interval_ns = 11 * MS;
+  assert_int_equal(pirec_gpio_settings_check(&s, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "pulse_interval: 11000000 ns leaves no gap"));
+  s.pulse_interval_ns = 1000 * MS;
+  assert_int_equal(pirec_gpio_settings_check(&s, err, sizeof(err)), 0);
   assert_int_equal(pirec_gpio_settings_check(NULL, NULL, 0), -EINVAL);
 }
 
@@ -142,6 +148,7 @@ static void test_names(void **state)
   (void)state;
   assert_int_equal(pirec_gpio_role_parse("led"), PIREC_GPIO_ROLE_LED);
   assert_int_equal(pirec_gpio_role_parse("lamp"), -EINVAL);
+  assert_int_equal(pirec_gpio_role_parse("sync_pulse"), PIREC_GPIO_ROLE_SYNC);
   assert_int_equal(pirec_gpio_edge_parse("Both"), PIREC_GPIO_EDGE_BOTH);
   assert_int_equal(pirec_gpio_bias_parse("pull_up"), PIREC_GPIO_BIAS_PULL_UP);
   assert_int_equal(pirec_gpio_bias_parse("pull-down"), PIREC_GPIO_BIAS_PULL_DOWN);
@@ -676,6 +683,57 @@ static void test_sync_pulse(void **state)
   close(p[0]);
 }
 
+/* Periodic sync pulses while recording (config: role = sync_pulse, pulse_interval), each one
+ * reported to the event callback for events.csv. */
+static void test_sync_periodic(void **state)
+{
+  (void)state;
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  int p[2];
+  assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+  struct pirec_gpio_settings s;
+  pirec_gpio_settings_default(&s);
+  s.name = "sync";
+  s.chip = "pipe";
+  s.line = "22";
+  s.role = PIREC_GPIO_ROLE_SYNC;
+  s.pulse_ns = 5 * MS;
+  s.pulse_interval_ns = 40 * MS;
+  struct rec r = {0};
+  struct pirec_gpio *g = NULL;
+  assert_int_equal(pirec_gpio_new_pipe(&loop, &s, p[1], on_event, on_error, &r, &g), 0);
+  int64_t t0 = pirec_clock_mono_ns();
+  assert_int_equal(pirec_gpio_set_recording(g, 1), 0); /* first pulse at once */
+  assert_int_equal(r.n, 1);
+  assert_int_equal(r.ev[0].kind, PIREC_GPIO_EVENT_PULSE);
+  assert_int_equal(r.ev[0].seqno, 1);
+  assert_true(r.ev[0].ts_ns >= t0);
+  assert_int_equal(pirec_gpio_set_recording(g, 1), 0); /* already running: no extra pulse */
+  assert_int_equal(r.n, 1);
+  run_for(&loop, 150 * MS);
+  assert_int_equal(pirec_gpio_set_recording(g, 0), 0);
+  int pulses = r.n;
+  /* 150 ms at 40 ms: pulses at 0, 40, 80, 120 ms; allow one fewer on a loaded machine */
+  assert_true(pulses >= 3 && pulses <= 4);
+  for (int i = 1; i < pulses; i++) {
+    assert_int_equal(r.ev[i].seqno, (uint64_t)i + 1);
+    assert_true(r.ev[i].ts_ns - r.ev[i - 1].ts_ns >= 39 * MS);
+  }
+  /* the line saw high/low pairs, each high at least pulse_ns */
+  struct pirec_gpio_pipe_record up, down;
+  for (int i = 0; i < pulses; i++) {
+    assert_int_equal(read_level(p[0], &up), 1);
+    assert_int_equal(read_level(p[0], &down), 0);
+    assert_true(down.ts_ns - up.ts_ns >= s.pulse_ns);
+  }
+  run_for(&loop, 60 * MS);
+  assert_int_equal(r.n, pulses); /* stopped with the recording */
+  assert_int_equal(read_level(p[0], &up), -EAGAIN);
+  close_and_finish(&loop, g, &r);
+  close(p[0]);
+}
+
 /* ------------------------------------------------------------------ lifecycle and errors */
 
 static void test_close_in_callback(void **state)
@@ -822,6 +880,7 @@ int main(void)
       cmocka_unit_test(test_storm_backlog),
       cmocka_unit_test(test_led_follows_recording),
       cmocka_unit_test(test_sync_pulse),
+      cmocka_unit_test(test_sync_periodic),
       cmocka_unit_test(test_close_in_callback),
       cmocka_unit_test(test_read_error),
       cmocka_unit_test(test_fifo_path_and_partial_records),

@@ -20,9 +20,18 @@
  * calls pirec_gpio_set_recording() and pirec_gpio_trial_started() on every gpio object whatever its
  * role; each object reacts only to what its role says:
  *   led:  active while recording (set_recording(1) .. set_recording(0));
- *   sync: a pulse at each trial start, at least pulse_ns long (a libuv timer ends it: rounded up to
- *         whole milliseconds plus one, plus whatever else the loop is doing at that moment).
+ *   sync: a pulse at each trial start and, if pulse_interval_ns > 0, every pulse_interval_ns while
+ *         recording (the first one when recording starts). A pulse is at least pulse_ns long (a
+ *         libuv timer ends it: rounded up to whole milliseconds plus one, plus whatever else the
+ *         loop is doing then). Each pulse is reported to the event callback (kind
+ *         PIREC_GPIO_EVENT_PULSE, ts_ns = CLOCK_MONOTONIC right after the line was set) for
+ *         events.csv.
  * Triggers ignore both calls.
+ *
+ * Config mapping ([gpio.NAME] keys of config/schema.c): direction = input -> role TRIGGER;
+ * direction = output -> role from "role" (led | sync_pulse, parsed by pirec_gpio_role_parse);
+ * debounce -> debounce_ns, min_interval -> min_interval_ns, pulse_length -> pulse_ns,
+ * pulse_interval -> pulse_interval_ns; chip, line, edge, bias, active_low, action as named.
  *
  * Backends, chosen when pirec is built (pkg-config --atleast-version=2 libgpiod):
  *   libgpiod v2 (2.x): kernel debounce (debounce_ns rounded up to microseconds), line sequence
@@ -104,6 +113,12 @@ struct pirec_gpio_settings {
   int64_t min_interval_ns;       /* least kernel time between two actions; 0 = no limit */
   /* sync output */
   int64_t pulse_ns;              /* default 10 ms */
+  int64_t pulse_interval_ns;     /* > 0: also pulse this often while recording; default 0 */
+};
+
+enum pirec_gpio_event_kind {
+  PIREC_GPIO_EVENT_EDGE = 0,  /* a trigger's input edge */
+  PIREC_GPIO_EVENT_PULSE,     /* a sync output began a pulse */
 };
 
 /* One edge, as passed to the event callback. Valid only during the callback. */
@@ -113,7 +128,8 @@ struct pirec_gpio_event {
   uint64_t seqno;        /* line sequence number (v2, pipe: the kernel's/record's; v1: counted) */
   uint64_t lost_before;  /* edges lost between the previous event and this one */
   int rising;            /* 1: inactive -> active, 0: active -> inactive (after active_low) */
-  enum pirec_gpio_action action; /* the configured action, or NONE if rate-limited */
+  enum pirec_gpio_action action; /* the configured action, or NONE if rate-limited (pulses: NONE) */
+  enum pirec_gpio_event_kind kind; /* pulses: ts_ns = read_mono_ns = when set, seqno = pulse count */
 };
 
 struct pirec_gpio_counters {
@@ -141,7 +157,7 @@ struct pirec_gpio_pipe_record {
 
 struct pirec_gpio;
 
-/* Runs on the loop thread for every delivered edge of a trigger. */
+/* Runs on the loop thread for every delivered edge of a trigger and every pulse of a sync output. */
 typedef void (*pirec_gpio_event_cb)(struct pirec_gpio *gpio, const struct pirec_gpio_event *ev,
                                     void *user);
 /* Runs once on the loop thread when the watch stops on an error (err < 0). */
@@ -171,7 +187,8 @@ int pirec_gpio_new_pipe(uv_loop_t *loop, const struct pirec_gpio_settings *s, in
                         pirec_gpio_event_cb on_event, pirec_gpio_error_cb on_error, void *user,
                         struct pirec_gpio **out);
 
-/* Tells the object the recording state. LED: drives the line (1 active). Others: no-op, 0.
+/* Tells the object the recording state. LED: drives the line (1 active). Sync with a
+ * pulse_interval_ns: starts (with a pulse now) or stops the periodic pulses. Triggers: no-op.
  * Returns 0 or a negative errno from the line. */
 int pirec_gpio_set_recording(struct pirec_gpio *gpio, int recording);
 
@@ -201,7 +218,7 @@ void pirec_gpio_close(struct pirec_gpio *gpio, pirec_gpio_close_cb cb, void *use
 const char *pirec_gpio_backend(void);
 
 /* String <-> enum for config values. _parse returns the enum value (>= 0) or -EINVAL.
- * role: trigger|led|sync; edge: rising|falling|both; bias: as-is|disabled|pull-up|pull-down;
+ * role: trigger|led|sync (also "sync_pulse"); edge: rising|falling|both; bias: as-is|disabled|pull-up|pull-down;
  * action: start|stop|toggle|trial|marker ("none" only from _name). */
 int pirec_gpio_role_parse(const char *s);
 int pirec_gpio_edge_parse(const char *s);
