@@ -124,9 +124,10 @@ static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, i
                      AVRational tb)
 {
   if (cfr) {
-    int64_t span = t->t_ns[n - 1] - t->t_ns[0];
+    int64_t span;
     if (n < 2)
       return 0;
+    span = t->t_ns[n - 1] - t->t_ns[0];
     /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
     return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
   }
@@ -757,6 +758,12 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
       pts = P(&r, k);
       dts = !r.rank ? pts : written >= depth ? P(&r, written - depth) : P(&r, 0) - (depth - written);
       next = k + 1 < rows || cfr ? P(&r, k + 1) : k > 0 ? 2 * pts - P(&r, k - 1) : pts + r.tb.den / 30;
+      /* At EOF the parser flushes whatever follows the last frame boundary it saw; if the cut fell
+       * inside the next frame's first NAL units, those bytes ride on this packet. The CSV knows
+       * the frame's real size. */
+      if (r.limit_packets >= 0 && i == r.limit_packets - 1 && r.timing.bytes[i] > 0 &&
+          pkt->size > r.timing.bytes[i])
+        av_shrink_packet(pkt, (int)r.timing.bytes[i]);
       pkt->stream_index = 0;
       pkt->pts = pts;
       pkt->dts = dts;

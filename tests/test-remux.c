@@ -364,6 +364,23 @@ static void test_truncated_h264_recovers(void **state)
   assert_int_equal(res.bytes_cut, size[100] - 5);
   assert_pts_exact(res.output_path, t, 100, 90000);
   assert_decodes_clean(res.output_path);
+
+  /* Cut 3 bytes into frame 60's start code: the parser cannot see that boundary and flushes those
+   * bytes with frame 59; the CSV's size trims them off again. */
+  assert_int_equal(remux_gen_truncate(video, pos[60] + 3), 0);
+  assert_int_equal(pirec_remux_file(video, NULL, &res, NULL, NULL), 0);
+  assert_int_equal(res.frames, 60);
+  assert_int_equal(res.rows_cut, 44);
+  assert_int_equal(res.bytes_cut, 3);
+  assert_pts_exact(res.output_path, t, 60, 90000);
+  assert_decodes_clean(res.output_path);
+  {
+    int64_t *opos, *osize;
+    assert_int_equal(remux_gen_packets(res.output_path, &opos, &osize), 60);
+    assert_int_equal(osize[59], size[59]);
+    free(opos);
+    free(osize);
+  }
   free(pos);
   free(size);
   free(t);
