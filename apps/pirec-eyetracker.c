@@ -1,0 +1,324 @@
+/* pirec-eyetracker: gaze and scene video from a Pupil Labs Neon, standalone or under the pirec
+ * controller (docs/PROTOCOL.md, docs/EYETRACKER.md). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef PIREC_HAVE_CONFIG
+#include "pirec/config.h"
+#endif
+#include "pirec/error.h"
+#include "pirec/eyetracker.h"
+#include "pirec/log.h"
+#include "pirec/recorder.h"
+
+struct app {
+  uv_loop_t loop;
+  struct pirec_eyetracker *et;
+  struct pirec_recorder *rec;
+  struct pirec_recorder_req *pending; /* a start/stop/quit waiting for the files */
+  uv_signal_t sigint, sigterm;
+  uv_timer_t duration;
+  int standalone_stopping;
+  int exit_code;
+  int json;
+};
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+          "usage: pirec-eyetracker --address HOST:PORT --out DIR [options]   record one trial\n"
+          "       pirec-eyetracker --protocol [--name NAME] [-c FILE]         under the controller\n"
+          "options:\n"
+          "  --address HOST:PORT   the device's HTTP API (IP address; default port 8080)\n"
+          "  --rtsp-port N         RTSP port (default 8086)\n"
+          "  --gaze-url URL, --world-url URL   RTSP URLs instead of the status/port defaults\n"
+          "  --no-gaze, --no-world streams to leave out\n"
+          "  --trial N             trial number for the file names (default 1)\n"
+          "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
+          "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
+          "  --json                print the final counters as JSON on stdout\n");
+}
+
+static const char *event_name(enum pirec_eyetracker_event ev)
+{
+  switch (ev) {
+  case PIREC_EYETRACKER_EVENT_CONNECTED: return "eyetracker_connected";
+  case PIREC_EYETRACKER_EVENT_DISCONNECTED: return "eyetracker_disconnected";
+  case PIREC_EYETRACKER_EVENT_ERROR: return "eyetracker_error";
+  case PIREC_EYETRACKER_EVENT_WRITE_ERROR: return "write_error";
+  }
+  return "eyetracker_event";
+}
+
+static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg,
+                     void *user)
+{
+  struct app *a = user;
+  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s",
+            msg);
+  if (a->rec)
+    pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
+}
+
+static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
+{
+  json_t *o = json_object();
+  json_object_set_new(o, "playing", json_boolean(s->playing));
+#define U(f) json_object_set_new(o, #f, json_integer((json_int_t)s->f))
+  U(connects); U(disconnects); U(connect_failures); U(packets); U(rtcp_sr); U(bad_packets);
+  U(bad_payloads); U(lost); U(gap_samples); U(samples); U(written); U(dropped); U(idle);
+#undef U
+  if (s->offset_ns != INT64_MIN)
+    json_object_set_new(o, "offset_ns", json_integer(s->offset_ns));
+  json_object_set_new(o, "drift_ppb", json_integer(s->drift_ppb));
+  return o;
+}
+
+static json_t *status_json(struct pirec_eyetracker *et)
+{
+  struct pirec_eyetracker_status s;
+  pirec_eyetracker_status(et, &s);
+  return json_pack("{s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
+                   stream_json(&s.world), "status_ok", (json_int_t)s.status_ok, "status_failed",
+                   (json_int_t)s.status_failed, "bytes_video", (json_int_t)s.bytes_video,
+                   "sink_drops", (json_int_t)s.sink_drops, "write_error",
+                   s.write_error ? pirec_strerror(s.write_error) : NULL);
+}
+
+/* ---- under the controller ---- */
+
+static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(rec));
+  int r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
+  pirec_recorder_finish(req, r, NULL);
+}
+
+static void on_stopped(struct pirec_eyetracker *et, int err, void *user)
+{
+  struct app *a = user;
+  struct pirec_recorder_req *req = a->pending;
+  a->pending = NULL;
+  if (req && req->cmd == PIREC_RECORDER_QUIT) {
+    pirec_recorder_finish(req, err, NULL);
+    pirec_eyetracker_close(a->et, NULL, NULL);
+    a->et = NULL;
+    pirec_recorder_close(a->rec, NULL);
+    a->rec = NULL;
+  } else if (req) {
+    pirec_recorder_finish(req, err, NULL);
+  }
+}
+
+static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  a->pending = req;
+  int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);
+  if (r < 0) {
+    a->pending = NULL;
+    pirec_recorder_finish(req, r, NULL);
+  }
+}
+
+static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  json_t *s = status_json(a->et);
+  json_object_update(req->counters, s);
+  json_decref(s);
+  pirec_recorder_finish(req, 0, NULL);
+}
+
+static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  if (a->pending) {
+    /* a stop is finishing: its callback answers it; quit then closes without a trial */
+    pirec_recorder_finish(a->pending, 0, NULL);
+    a->pending = NULL;
+  }
+  a->pending = req;
+  if (pirec_eyetracker_trial_stop(a->et, on_stopped, a) < 0)
+    on_stopped(a->et, 0, a);
+}
+
+static int run_protocol(struct app *a, const char *name)
+{
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit};
+  int r = pirec_recorder_new(&a->loop, name, &ops, a, NULL, &a->rec);
+  if (r == 0)
+    r = pirec_recorder_start(a->rec);
+  if (r < 0) {
+    fprintf(stderr, "pirec-eyetracker: cannot start the protocol: %s\n", pirec_strerror(r));
+    if (a->rec)
+      pirec_recorder_close(a->rec, NULL);
+    pirec_eyetracker_close(a->et, NULL, NULL);
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- standalone ---- */
+
+static void on_closed_handle(uv_handle_t *h) {}
+
+static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *user)
+{
+  struct app *a = user;
+  if (err < 0) {
+    fprintf(stderr, "pirec-eyetracker: %s\n", pirec_strerror(err));
+    a->exit_code = 1;
+  }
+  json_t *s = status_json(et);
+  if (a->json) {
+    char *text = json_dumps(s, JSON_COMPACT);
+    if (text)
+      printf("%s\n", text);
+    free(text);
+  } else {
+    struct pirec_eyetracker_status st;
+    pirec_eyetracker_status(et, &st);
+    fprintf(stderr,
+            "pirec-eyetracker: gaze %" PRIu64 " rows (%" PRIu64 " dropped), scene %" PRIu64
+            " frames (%" PRIu64 " dropped), %" PRIu64 " reconnects\n",
+            st.gaze.written, st.gaze.dropped, st.world.written, st.world.dropped,
+            st.gaze.disconnects + st.world.disconnects);
+  }
+  json_decref(s);
+  pirec_eyetracker_close(et, NULL, NULL);
+  a->et = NULL;
+}
+
+static void standalone_stop(struct app *a)
+{
+  if (a->standalone_stopping)
+    return;
+  a->standalone_stopping = 1;
+  uv_close((uv_handle_t *)&a->sigint, on_closed_handle);
+  uv_close((uv_handle_t *)&a->sigterm, on_closed_handle);
+  uv_close((uv_handle_t *)&a->duration, on_closed_handle);
+  if (pirec_eyetracker_trial_stop(a->et, on_standalone_stopped, a) < 0)
+    on_standalone_stopped(a->et, 0, a);
+}
+
+static void on_signal(uv_signal_t *s, int sig) { standalone_stop(s->data); }
+static void on_duration(uv_timer_t *t) { standalone_stop(t->data); }
+
+int main(int argc, char **argv)
+{
+  struct pirec_eyetracker_settings s;
+  pirec_eyetracker_settings_default(&s);
+  const char *out = NULL, *name = "eyetracker", *config = NULL, *address = NULL;
+  int protocol = 0, trial = 1;
+  double duration = 0;
+  struct app a = {0};
+  enum { O_ADDR = 256, O_RTSP, O_GURL, O_WURL, O_NOGAZE, O_NOWORLD, O_TRIAL, O_DUR, O_RMIN, O_RMAX,
+         O_JSON, O_PROTO, O_NAME, O_OUT };
+  static const struct option opts[] = {
+      {"address", 1, 0, O_ADDR},  {"rtsp-port", 1, 0, O_RTSP},     {"gaze-url", 1, 0, O_GURL},
+      {"world-url", 1, 0, O_WURL}, {"no-gaze", 0, 0, O_NOGAZE},    {"no-world", 0, 0, O_NOWORLD},
+      {"trial", 1, 0, O_TRIAL},   {"duration", 1, 0, O_DUR},       {"reconnect-min", 1, 0, O_RMIN},
+      {"reconnect-max", 1, 0, O_RMAX}, {"json", 0, 0, O_JSON},     {"protocol", 0, 0, O_PROTO},
+      {"name", 1, 0, O_NAME},     {"out", 1, 0, O_OUT},            {"config", 1, 0, 'c'},
+      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    switch (c) {
+    case O_ADDR: address = optarg; break;
+    case O_RTSP: s.rtsp_port = atoi(optarg); break;
+    case O_GURL: snprintf(s.gaze_url, sizeof s.gaze_url, "%s", optarg); break;
+    case O_WURL: snprintf(s.world_url, sizeof s.world_url, "%s", optarg); break;
+    case O_NOGAZE: s.gaze = 0; break;
+    case O_NOWORLD: s.world = 0; break;
+    case O_TRIAL: trial = atoi(optarg); break;
+    case O_DUR: duration = atof(optarg); break;
+    case O_RMIN: s.reconnect_min_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_RMAX: s.reconnect_max_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_JSON: a.json = 1; break;
+    case O_PROTO: protocol = 1; break;
+    case O_NAME: name = optarg; break;
+    case O_OUT: out = optarg; break;
+    case 'c': config = optarg; break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (optind != argc || (!protocol && !out)) {
+    usage(stderr);
+    return 2;
+  }
+#ifdef PIREC_HAVE_CONFIG
+  if (config) {
+    struct pirec_config *cfg = NULL;
+    struct pirec_config_errors errs = {0};
+    int r = pirec_config_load(config, &cfg, &errs);
+    if (r < 0) {
+      fprintf(stderr, "pirec-eyetracker: cannot load '%s': %s\n", config, pirec_strerror(r));
+      for (size_t i = 0; i < errs.count; i++)
+        fprintf(stderr, "%s\n", errs.items[i].message);
+      pirec_config_errors_free(&errs);
+      return 2;
+    }
+    if (!address)
+      address = pirec_config_get_string(cfg, "eyetracker", "address");
+    if (pirec_config_is_set(cfg, "eyetracker", "rtsp_port"))
+      s.rtsp_port = (int)pirec_config_get_int(cfg, "eyetracker", "rtsp_port");
+    s.reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
+    s.reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
+    if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
+      fprintf(stderr, "pirec-eyetracker: eyetracker.address = '%s': expected HOST:PORT\n", address);
+      return 2;
+    }
+    address = NULL;
+    pirec_config_free(cfg);
+  }
+#else
+  if (config)
+    fprintf(stderr, "pirec-eyetracker: built without config support; ignoring '%s'\n", config);
+#endif
+  if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
+    fprintf(stderr, "pirec-eyetracker: --address '%s': expected HOST:PORT or auto\n", address);
+    return 2;
+  }
+  snprintf(s.name, sizeof s.name, "%s", name);
+  uv_loop_init(&a.loop);
+  int r = pirec_eyetracker_new(&a.loop, &s, on_event, &a, &a.et);
+  if (r < 0) {
+    fprintf(stderr, "pirec-eyetracker: %s\n", pirec_strerror(r));
+    uv_loop_close(&a.loop);
+    return 1;
+  }
+  pirec_eyetracker_start(a.et);
+  if (protocol) {
+    a.exit_code = run_protocol(&a, name);
+  } else {
+    r = pirec_eyetracker_trial_start(a.et, out, trial, 0);
+    if (r < 0) {
+      fprintf(stderr, "pirec-eyetracker: cannot start recording into '%s': %s\n", out,
+              pirec_strerror(r));
+      pirec_eyetracker_close(a.et, NULL, NULL);
+      uv_run(&a.loop, UV_RUN_DEFAULT);
+      uv_loop_close(&a.loop);
+      return 1;
+    }
+    uv_signal_init(&a.loop, &a.sigint);
+    uv_signal_init(&a.loop, &a.sigterm);
+    uv_timer_init(&a.loop, &a.duration);
+    a.sigint.data = a.sigterm.data = a.duration.data = &a;
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    if (duration > 0)
+      uv_timer_start(&a.duration, on_duration, (uint64_t)(duration * 1000), 0);
+  }
+  uv_run(&a.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&a.loop) != 0)
+    a.exit_code = 1;
+  return a.exit_code;
+}
