@@ -129,6 +129,8 @@ struct trial {
   uint64_t video_offset;
   int64_t t0_mono;
   int stopping;
+  int64_t stop_mono; /* frames that arrived up to here still belong to the trial */
+  int fed_all;       /* every frame of the trial has been fed or written */
   int finalizing;
   int sinks_open;
   int err;
@@ -490,6 +492,20 @@ static void drop_cur(struct pirec_camera *cam, uint64_t *cause)
   cam->pending += cam->cur_dropped + 1;
 }
 
+/* The trial is stopping and its last frame is in: end the encoder's input (it flushes and exits;
+ * enc_end finalizes) or, without an encoder, finalize on the next loop turn. */
+static void feeding_done(struct pirec_camera *cam, struct trial *t)
+{
+  t->fed_all = 1;
+  if (t->job) {
+    if (pirec_job_stop(t->job) == 0)
+      return;
+    pirec_job_free(t->job);
+    t->job = NULL;
+  }
+  uv_timer_start(&cam->timer, snap_check, 0, 0);
+}
+
 static void drain(struct pirec_camera *cam)
 {
   if (cam->held || !cam->ring)
@@ -498,8 +514,11 @@ static void drain(struct pirec_camera *cam)
     if (!cam->cur_valid) {
       if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
         break;
-      if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0)
+      if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
+        if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
+          feeding_done(cam, cam->trial);
         break;
+      }
       const struct frame_hdr *h = cam->cur.data;
       cam->cur_abs = cam->infl_taken++;
       cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
@@ -520,7 +539,9 @@ static void drain(struct pirec_camera *cam)
     const uint8_t *payload = (const uint8_t *)cam->cur.data + sizeof h;
     struct trial *t = cam->trial;
 
-    if (!t || t->stopping) {
+    if (!t || t->fed_all || (t->stopping && h.mono_ns > t->stop_mono)) {
+      if (t && !t->fed_all)
+        feeding_done(cam, t);
       cam->frames_idle++;
       cam->pending = 0;
       mark_done(cam, cam->cur_abs);
@@ -706,7 +727,7 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
   if (!t || t->job != job)
     return;
   end_of_run(cam, t, res->status == 0);
-  if (!t->stopping) {
+  if (!t->fed_all) {
     char text[512];
     snprintf(text, sizeof text,
              "camera '%s': encoder gave up (%s, status %d)%s%.200s; frames are dropped until the trial ends",
@@ -722,7 +743,7 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
   }
   t->job = NULL;
   pirec_job_free(job);
-  if (t->stopping)
+  if (t->fed_all)
     finalize_trial(cam);
 }
 
@@ -1002,7 +1023,7 @@ static void finalize_trial(struct pirec_camera *cam)
 static void timer_cb(uv_timer_t *timer)
 {
   struct pirec_camera *cam = container_of(timer, struct pirec_camera, timer);
-  if (cam->trial && cam->trial->stopping && !cam->trial->job)
+  if (cam->trial && cam->trial->fed_all && !cam->trial->job)
     finalize_trial(cam);
 }
 
@@ -1011,19 +1032,14 @@ int pirec_camera_trial_stop(struct pirec_camera *cam, pirec_camera_stopped_cb cb
   struct trial *t = cam->trial;
   if (!t || t->stopping)
     return -EINVAL;
-  /* Frames already fed keep their place; frames still in the ring now belong to no trial. */
-  drain(cam);
+  /* Frames that arrived before this call are still fed (the ring may hold a second of them behind
+   * a busy encoder); later ones belong to no trial. A hold is lifted so the stop can finish. */
   t->stopping = 1;
+  t->stop_mono = pirec_clock_mono_ns();
   t->stopped_cb = cb;
   t->stopped_user = user;
-  if (t->job) {
-    int r = pirec_job_stop(t->job); /* closes stdin: ffmpeg flushes and exits; enc_end finishes */
-    if (r == 0)
-      return 0;
-    pirec_job_free(t->job);
-    t->job = NULL;
-  }
-  uv_timer_start(&cam->timer, snap_check, 0, 0);
+  cam->held = 0;
+  drain(cam);
   return 0;
 }
 
@@ -1130,6 +1146,9 @@ int pirec_camera_start(struct pirec_camera *cam)
       int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
       uint64_t frames = (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
       ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
+      /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
+      if (ring_bytes > (256u << 20))
+        ring_bytes = 256u << 20;
     } else {
       ring_bytes = 32u << 20;
     }

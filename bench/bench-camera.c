@@ -1,0 +1,328 @@
+/* bench-camera: the camera recorder end to end (lavfi testsrc2 -> capture thread -> ring -> ffmpeg
+ * libx264 child -> in-process MKV -> file sink, plus the frames CSV), in one run:
+ *
+ *   realtime  720p and 1080p at 30 fps: frames/s written, drops by cause, capture-thread time per
+ *             frame (arrival to pushed) {p50, p99, p999, max}, CPU per frame of the recorder
+ *             (RUSAGE_SELF) and of ffmpeg (RUSAGE_CHILDREN) separately
+ *   max       the same asking the source for 240 fps: the sustained rate the box manages and
+ *             where the frames that did not make it were dropped
+ *   hold      720p30 with the ring held (no draining) for 2 s: capture time stays bounded, drops
+ *             are counted exactly (rows + drops == frames delivered)
+ *   source    the synthetic source alone (testsrc2 rendering and pacing), so the recorder's own
+ *             CPU per frame can be given without it
+ *   --long    the acceptance run: 60 s of 1280x720 at 30 fps, packets (ffprobe) == rows
+ *
+ * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime and
+ * max durations (default 10 and 5).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "pirec/camera.h"
+#include "pirec/clock.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+
+struct result {
+  const char *name;
+  int w, h, fps;
+  double seconds;
+  struct pirec_camera_status st;
+  uint64_t rows;
+  int64_t rows_span_ns;
+  double fps_written;
+  double self_cpu_ns_per_frame;
+  double child_cpu_ns_per_frame;
+  long packets; /* --long only */
+  int mono_increasing;
+  uint64_t csv_dropped;
+  int64_t seq_span;
+};
+
+struct run {
+  uv_loop_t loop;
+  struct pirec_camera *cam;
+  uv_timer_t stop_timer, hold_timer, release_timer;
+  int hold_at_ms, hold_ms;
+  int stopped;
+  int err;
+  struct pirec_camera_status st;
+};
+
+static void die(const char *what, int err)
+{
+  fprintf(stderr, "bench-camera: %s: %s\n", what, pirec_strerror(err));
+  exit(1);
+}
+
+static int64_t cpu_ns(int who)
+{
+  struct rusage ru;
+  getrusage(who, &ru);
+  return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+         ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+static void closed(struct pirec_camera *cam, void *user)
+{
+  struct run *r = user;
+  uv_close((uv_handle_t *)&r->stop_timer, NULL);
+  uv_close((uv_handle_t *)&r->hold_timer, NULL);
+  uv_close((uv_handle_t *)&r->release_timer, NULL);
+}
+
+static void stopped(struct pirec_camera *cam, int err, void *user)
+{
+  struct run *r = user;
+  r->stopped = 1;
+  r->err = err;
+  pirec_camera_status(cam, &r->st);
+  pirec_camera_close(cam, closed, r);
+}
+
+static void on_stop(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  if (pirec_camera_trial_stop(r->cam, stopped, r) < 0)
+    die("trial stop", -EINVAL);
+}
+
+static void on_hold(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  pirec_camera_hold(r->cam, 1);
+}
+
+static void on_release(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  pirec_camera_hold(r->cam, 0);
+}
+
+static void read_csv(const char *path, struct result *res)
+{
+  FILE *f = fopen(path, "r");
+  char line[512];
+  int64_t first_mono = 0, last_mono = 0, first_seq = -1, last_seq = 0;
+  if (!f)
+    die(path, -errno);
+  res->mono_increasing = 1;
+  if (!fgets(line, sizeof line, f))
+    die("empty frames csv", -EINVAL);
+  while (fgets(line, sizeof line, f)) {
+    long long trial, mono, wall, frame, seq;
+    unsigned long long dropped = 0;
+    char *p = line;
+    if (sscanf(p, "%lld,%lld,%lld,%lld,%lld", &trial, &mono, &wall, &frame, &seq) != 5)
+      die("bad csv row", -EINVAL);
+    for (int i = 0; i < 6 && p; i++)
+      p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL;
+    if (p)
+      dropped = strtoull(p, NULL, 10);
+    if (res->rows > 0 && mono <= last_mono)
+      res->mono_increasing = 0;
+    if (first_seq < 0) {
+      first_seq = seq;
+      first_mono = mono;
+    } else {
+      res->csv_dropped += dropped;
+    }
+    last_mono = mono;
+    last_seq = seq;
+    res->rows++;
+  }
+  fclose(f);
+  res->rows_span_ns = last_mono - first_mono;
+  res->seq_span = first_seq < 0 ? 0 : last_seq - first_seq + 1;
+}
+
+static long probe_packets(const char *path)
+{
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=nb_read_packets "
+           "-of csv=p=0 '%s'",
+           path);
+  FILE *p = popen(cmd, "r");
+  long n = -1;
+  if (p && fscanf(p, "%ld", &n) != 1)
+    n = -1;
+  if (p)
+    pclose(p);
+  return n;
+}
+
+static void record(struct result *res, const char *root, int hold_at_ms, int hold_ms, int probe)
+{
+  struct pirec_camera_settings s;
+  struct run r = {.hold_at_ms = hold_at_ms, .hold_ms = hold_ms};
+  char dir[512], csv[600], mkv[600];
+  int err;
+
+  snprintf(dir, sizeof dir, "%s/%s", root, res->name);
+  pirec_camera_settings_default(&s);
+  s.width = res->w;
+  s.height = res->h;
+  s.fps_num = res->fps;
+  s.fps_den = 1;
+  if (hold_ms)
+    s.ring_ms = 500;
+  if ((err = uv_loop_init(&r.loop)) < 0)
+    die("loop", err);
+  if ((err = pirec_camera_new(&r.loop, &s, NULL, NULL, &r.cam)) < 0)
+    die("camera", err);
+  if ((err = pirec_camera_start(r.cam)) < 0)
+    die("camera start", err);
+  int64_t self0 = cpu_ns(RUSAGE_SELF), child0 = cpu_ns(RUSAGE_CHILDREN);
+  if ((err = pirec_camera_trial_start(r.cam, dir, 1, 0)) < 0)
+    die("trial start", err);
+  uv_timer_init(&r.loop, &r.stop_timer);
+  uv_timer_init(&r.loop, &r.hold_timer);
+  uv_timer_init(&r.loop, &r.release_timer);
+  r.stop_timer.data = r.hold_timer.data = r.release_timer.data = &r;
+  uv_timer_start(&r.stop_timer, on_stop, (uint64_t)(res->seconds * 1000), 0);
+  if (hold_ms) {
+    uv_timer_start(&r.hold_timer, on_hold, (uint64_t)hold_at_ms, 0);
+    uv_timer_start(&r.release_timer, on_release, (uint64_t)(hold_at_ms + hold_ms), 0);
+  }
+  uv_run(&r.loop, UV_RUN_DEFAULT);
+  if ((err = uv_loop_close(&r.loop)) != 0)
+    die("loop close", err);
+  if (!r.stopped || r.err)
+    die("recording", r.err ? r.err : -EIO);
+  int64_t self = cpu_ns(RUSAGE_SELF) - self0, child = cpu_ns(RUSAGE_CHILDREN) - child0;
+  res->st = r.st;
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  snprintf(mkv, sizeof mkv, "%s/t001.mkv", dir);
+  read_csv(csv, res);
+  res->fps_written = res->rows_span_ns > 0 ? (double)(res->rows - 1) * 1e9 / (double)res->rows_span_ns : 0;
+  uint64_t frames = res->st.frames_captured ? res->st.frames_captured : 1;
+  res->self_cpu_ns_per_frame = (double)self / (double)frames;
+  res->child_cpu_ns_per_frame = res->rows ? (double)child / (double)res->rows : 0;
+  res->packets = probe ? probe_packets(mkv) : -1;
+}
+
+/* CPU per frame of the synthetic source alone (rendering testsrc2, pacing), on this thread. */
+static double source_cpu(int w, int h, int frames)
+{
+  struct pirec_camera_settings s;
+  struct pirec_camera_source *src;
+  struct pirec_camera_frame f;
+  char *msg = NULL;
+  pirec_camera_settings_default(&s);
+  s.width = w;
+  s.height = h;
+  s.fps_num = 240;
+  int err = pirec_camera_source_open(&s, &src, &msg);
+  if (err < 0)
+    die(msg ? msg : "source", err);
+  int64_t c0 = cpu_ns(RUSAGE_SELF);
+  for (int i = 0; i < frames; i++)
+    if ((err = pirec_camera_source_read(src, &f)) < 0)
+      die("source read", err);
+  int64_t c = cpu_ns(RUSAGE_SELF) - c0;
+  pirec_camera_source_free(src);
+  return (double)c / frames;
+}
+
+static void print_json_result(const struct result *r, double src_cpu, int last)
+{
+  const struct pirec_camera_status *st = &r->st;
+  printf("    \"%s\": {\"width\": %d, \"height\": %d, \"fps_requested\": %d, \"seconds\": %.0f,\n", r->name,
+         r->w, r->h, r->fps, r->seconds);
+  printf("      \"frames_captured\": %" PRIu64 ", \"frames_written\": %" PRIu64 ", \"frames_per_s\": %.2f,\n",
+         st->frames_captured, r->rows, r->fps_written);
+  printf("      \"drops\": {\"total\": %" PRIu64 ", \"ring_full\": %" PRIu64 ", \"encoder\": %" PRIu64
+         ", \"device\": %" PRIu64 ", \"sink\": %" PRIu64 ", \"csv_dropped_before_sum\": %" PRIu64 "},\n",
+         st->drops_total, st->drops_ring_full, st->drops_encoder, st->drops_device, st->drops_sink,
+         r->csv_dropped);
+  printf("      \"rows_plus_drops_equals_frames\": %s, \"mono_strictly_increasing\": %s,\n",
+         (int64_t)(r->rows + r->csv_dropped) == r->seq_span ? "true" : "false",
+         r->mono_increasing ? "true" : "false");
+  printf("      \"capture_ns\": {\"p50\": %" PRId64 ", \"p99\": %" PRId64 ", \"p999\": %" PRId64
+         ", \"max\": %" PRId64 "},\n",
+         st->capture.p50_ns, st->capture.p99_ns, st->capture.p999_ns, st->capture.max_ns);
+  printf("      \"cpu_ns_per_frame\": {\"recorder\": %.0f, \"recorder_without_source\": %.0f, "
+         "\"synthetic_source\": %.0f, \"ffmpeg\": %.0f}",
+         r->self_cpu_ns_per_frame, r->self_cpu_ns_per_frame - src_cpu, src_cpu, r->child_cpu_ns_per_frame);
+  if (r->packets >= 0)
+    printf(",\n      \"mkv_packets\": %ld, \"packets_equal_rows\": %s", r->packets,
+           r->packets == (long)r->rows ? "true" : "false");
+  printf("}%s\n", last ? "" : ",");
+}
+
+static void print_text_result(const struct result *r, double src_cpu)
+{
+  const struct pirec_camera_status *st = &r->st;
+  printf("%-10s %4dx%-4d req %3d fps: %6.2f fps written, %" PRIu64 " rows, drops %" PRIu64
+         " (ring %" PRIu64 " enc %" PRIu64 "), capture p50 %.3f p99 %.3f p999 %.3f max %.3f ms, "
+         "cpu/frame recorder %.0f us (w/o source %.0f us) ffmpeg %.0f us%s\n",
+         r->name, r->w, r->h, r->fps, r->fps_written, r->rows, st->drops_total, st->drops_ring_full,
+         st->drops_encoder, st->capture.p50_ns / 1e6, st->capture.p99_ns / 1e6,
+         st->capture.p999_ns / 1e6, st->capture.max_ns / 1e6, r->self_cpu_ns_per_frame / 1e3,
+         (r->self_cpu_ns_per_frame - src_cpu) / 1e3, r->child_cpu_ns_per_frame / 1e3,
+         r->packets >= 0 ? (r->packets == (long)r->rows ? ", packets == rows" : ", PACKETS != ROWS") : "");
+}
+
+int main(int argc, char **argv)
+{
+  int json = 0, longrun = 0;
+  double seconds = 10, max_seconds = 5;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json"))
+      json = 1;
+    else if (!strcmp(argv[i], "--long"))
+      longrun = 1;
+    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+      seconds = max_seconds = atof(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long]\n");
+      return 64;
+    }
+  }
+  pirec_log_set_level(PIREC_LOG_WARN);
+  char root[] = "/tmp/pirec-bench-camera-XXXXXX";
+  if (!mkdtemp(root))
+    die("mkdtemp", -errno);
+
+  struct result res[6] = {
+      {.name = "rt_720p", .w = 1280, .h = 720, .fps = 30, .seconds = seconds},
+      {.name = "rt_1080p", .w = 1920, .h = 1080, .fps = 30, .seconds = seconds},
+      {.name = "max_720p", .w = 1280, .h = 720, .fps = 240, .seconds = max_seconds},
+      {.name = "max_1080p", .w = 1920, .h = 1080, .fps = 240, .seconds = max_seconds},
+      {.name = "hold_720p", .w = 1280, .h = 720, .fps = 30, .seconds = 6},
+      {.name = "accept_720p_60s", .w = 1280, .h = 720, .fps = 30, .seconds = 60},
+  };
+  int n = longrun ? 6 : 5;
+  double src_cpu[6];
+  for (int i = 0; i < n; i++) {
+    src_cpu[i] = source_cpu(res[i].w, res[i].h, 60);
+    record(&res[i], root, i == 4 ? 2000 : 0, i == 4 ? 2000 : 0, 1);
+    if (!json)
+      print_text_result(&res[i], src_cpu[i]);
+  }
+  if (json) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[3] = {0};
+    if (getloadavg(load, 3) < 0)
+      load[0] = -1;
+    printf("{\n  \"bench\": \"camera\", \"cpus\": %ld, \"loadavg_1m\": %.2f,\n", cpus, load[0]);
+    printf("  \"encoder\": \"libx264 ultrafast crf 23, no B-frames, ffmpeg child\",\n");
+    printf("  \"runs\": {\n");
+    for (int i = 0; i < n; i++)
+      print_json_result(&res[i], src_cpu[i], i == n - 1);
+    printf("  }\n}\n");
+  }
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
+  return 0;
+}
