@@ -305,6 +305,37 @@ static void test_progress_on_tty(void **state)
   free(t);
 }
 
+/* Interop: mkvmerge, given the raw stream and our --write-timestamps file, makes an MKV with the
+ * same pts as ours. */
+static void test_mkvmerge_reads_timestamps(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], cmd[2048];
+  int64_t *t = remux_gen_times(90, 1 * NS, 9000000, 53), *a = NULL, *b = NULL, na, nb;
+  int den;
+
+  if (access("/usr/bin/mkvmerge", X_OK) != 0)
+    skip(); /* scripts/install-deps installs mkvtoolnix */
+  assert_int_equal(remux_gen_video(at(f, "w.h264", p, sizeof p), 90, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "w_frames.csv", p, sizeof p), 90, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(cli(f, NULL, "--format mkv --write-timestamps w.h264"), 0);
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && mkvmerge -q -o theirs.mkv --timestamps 0:w.mkv.timestamps.txt w.h264", f->dir);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
+  }
+  na = remux_gen_probe_pts(at(f, "w.mkv", p, sizeof p), 0, &a, &den);
+  nb = remux_gen_probe_pts(at(f, "theirs.mkv", p, sizeof p), 0, &b, &den);
+  assert_int_equal(na, 90);
+  assert_int_equal(nb, 90);
+  for (int i = 0; i < 90; i++)
+    assert_int_equal(a[i] - a[0], b[i] - b[0]);
+  free(a);
+  free(b);
+  free(t);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -312,6 +343,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
