@@ -151,8 +151,12 @@ static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const
                 ? PIREC_LOG_INFO
                 : PIREC_LOG_WARN,
             "%s", message);
-  if (a->rec)
-    pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", message));
+  /* Failures the controller must keep (session.json errors) go out as "error" events. */
+  if (a->rec) {
+    int failure = ev == PIREC_CAMERA_EVENT_WRITE_ERROR || ev == PIREC_CAMERA_EVENT_ENCODER_FAILED;
+    pirec_recorder_event(a->rec, failure ? "error" : event_name(ev),
+                         json_pack("{s:s,s:s}", "kind", event_name(ev), "message", message));
+  }
 }
 
 /* ---- under the controller ---- */

@@ -6,8 +6,9 @@ target_link_libraries(test-camera-fakerpicam PRIVATE PkgConfig::AVCODEC PkgConfi
 pirec_add_test(test-camera SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-camera.c
                LIBS pirec_camera PkgConfig::AVCODEC PkgConfig::AVUTIL
                LABELS camera concurrency TIMEOUT 120)
-target_compile_definitions(test-camera PRIVATE FAKE_RPICAM="$<TARGET_FILE:test-camera-fakerpicam>")
-add_dependencies(test-camera test-camera-fakerpicam)
+target_compile_definitions(test-camera PRIVATE FAKE_RPICAM="$<TARGET_FILE:test-camera-fakerpicam>"
+                           PIREC_CAMERA_BIN="$<TARGET_FILE:pirec-camera>")
+add_dependencies(test-camera test-camera-fakerpicam pirec-camera)
 
 # 10 s of 640x360, the ring held 2 s, the encoder SIGKILLed: about 25 s.
 add_test(NAME test-camera-record COMMAND test-camera record)

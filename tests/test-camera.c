@@ -30,6 +30,13 @@
 #include "pirec/clock.h"
 #include "pirec/log.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+
+#ifndef PIREC_CAMERA_BIN
+#error "PIREC_CAMERA_BIN (path of pirec-camera) must be defined by the build"
+#endif
 #ifndef FAKE_RPICAM
 #error "FAKE_RPICAM (path of test-camera-fakerpicam) must be defined by the build"
 #endif
@@ -748,6 +755,197 @@ static void test_snapshot(void **state)
   free(out);
 }
 
+/* Two cameras on one loop (as two [camera.NAME] sections in one process would be): each its own
+ * capture thread, ring, encoder and files, both complete. */
+static void test_two_cameras(void **state)
+{
+  char dir_a[300], dir_b[300];
+  struct pirec_camera_settings sa, sb;
+  struct pirec_camera *a, *b;
+  uv_loop_t loop;
+  make_tmp(dir_a, sizeof dir_a, "two/cam-a");
+  make_tmp(dir_b, sizeof dir_b, "two/cam-b");
+  lavfi_settings(&sa, 320, 240, 30);
+  lavfi_settings(&sb, 256, 144, 25);
+  snprintf(sa.name, sizeof sa.name, "cam-a");
+  snprintf(sb.name, sizeof sb.name, "cam-b");
+  assert_int_equal(pirec_camera_settings_set_source(&sb, "lavfi:smptebars"), 0);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(pirec_camera_new(&loop, &sa, NULL, NULL, &a), 0);
+  assert_int_equal(pirec_camera_new(&loop, &sb, NULL, NULL, &b), 0);
+  assert_int_equal(pirec_camera_start(a), 0);
+  assert_int_equal(pirec_camera_start(b), 0);
+  assert_int_equal(pirec_camera_trial_start(a, dir_a, 3, 0), 0);
+  assert_int_equal(pirec_camera_trial_start(b, dir_b, 3, 0), 0);
+  int64_t end = pirec_clock_mono_ns() + 2000000000;
+  while (pirec_clock_mono_ns() < end)
+    uv_run(&loop, UV_RUN_ONCE);
+  int stopped = 0;
+  assert_int_equal(pirec_camera_trial_stop(a, NULL, NULL), 0);
+  assert_int_equal(pirec_camera_trial_stop(b, NULL, NULL), 0);
+  while (pirec_camera_recording(a) || pirec_camera_recording(b))
+    uv_run(&loop, UV_RUN_ONCE);
+  pirec_camera_close(a, NULL, NULL);
+  pirec_camera_close(b, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  const char *dirs[2] = {dir_a, dir_b};
+  int64_t periods[2] = {33333333, 40000000};
+  for (int i = 0; i < 2; i++) {
+    char csv[400], mkv[400];
+    snprintf(csv, sizeof csv, "%s/t003_frames.csv", dirs[i]);
+    snprintf(mkv, sizeof mkv, "%s/t003.mkv", dirs[i]);
+    struct row *rows;
+    size_t n = read_rows(csv, &rows);
+    assert_true(n > 30);
+    check_rows(rows, n, 3, periods[i]);
+    assert_int_equal(probe_packets(mkv, NULL), (long)n);
+    free(rows);
+    stopped++;
+  }
+  assert_int_equal(stopped, 2);
+}
+
+/* ---- the executable under the controller's protocol ---- */
+
+struct child {
+  pid_t pid;
+  int in, out;
+  char buf[65536];
+  size_t len;
+};
+
+static void child_start(struct child *c, const char *const *argv)
+{
+  int to[2], from[2];
+  assert_int_equal(pipe2(to, O_CLOEXEC), 0);
+  assert_int_equal(pipe2(from, O_CLOEXEC), 0);
+  c->pid = fork();
+  assert_true(c->pid >= 0);
+  if (c->pid == 0) {
+    dup2(to[0], 0);
+    dup2(from[1], 1);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  close(to[0]);
+  close(from[1]);
+  c->in = to[1];
+  c->out = from[0];
+  c->len = 0;
+}
+
+/* The next line from the child's stdout (waits up to timeout_ms). */
+static char *child_line(struct child *c, int timeout_ms)
+{
+  int64_t end = pirec_clock_mono_ns() + (int64_t)timeout_ms * 1000000;
+  for (;;) {
+    char *nl = memchr(c->buf, '\n', c->len);
+    if (nl) {
+      size_t n = (size_t)(nl - c->buf);
+      char *line = strndup(c->buf, n);
+      memmove(c->buf, nl + 1, c->len - n - 1);
+      c->len -= n + 1;
+      return line;
+    }
+    int64_t left = end - pirec_clock_mono_ns();
+    if (left <= 0)
+      fail_msg("no line from pirec-camera within %d ms", timeout_ms);
+    struct pollfd p = {.fd = c->out, .events = POLLIN};
+    poll(&p, 1, (int)(left / 1000000) + 1);
+    ssize_t got = read(c->out, c->buf + c->len, sizeof c->buf - c->len);
+    if (got == 0)
+      fail_msg("pirec-camera closed stdout");
+    if (got > 0)
+      c->len += (size_t)got;
+  }
+}
+
+static void child_send(struct child *c, const char *line)
+{
+  size_t n = strlen(line);
+  assert_int_equal(write(c->in, line, n), (ssize_t)n);
+}
+
+/* Skips event lines; returns the next reply line. */
+static char *child_reply(struct child *c, int timeout_ms)
+{
+  for (;;) {
+    char *line = child_line(c, timeout_ms);
+    if (!strstr(line, "\"event\""))
+      return line;
+    fprintf(stderr, "event line: %s\n", line);
+    free(line);
+  }
+}
+
+static void test_protocol(void **state)
+{
+  char session[300], cmd[600], csv[400], mkv[400];
+  make_tmp(session, sizeof session, "session");
+  assert_int_equal(mkdir(session, 0755), 0);
+  const char *argv[] = {PIREC_CAMERA_BIN, "--protocol", "--name", "front", "--size", "320x240", NULL};
+  struct child c;
+  child_start(&c, argv);
+  char *line = child_reply(&c, 15000);
+  assert_non_null(strstr(line, "\"reply\":\"ready\""));
+  assert_non_null(strstr(line, "\"module\":\"front\""));
+  free(line);
+
+  snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}\n",
+           session);
+  child_send(&c, cmd);
+  line = child_reply(&c, 5000);
+  assert_non_null(strstr(line, "\"reply\":\"started\""));
+  free(line);
+  usleep(1500000);
+  child_send(&c, "{\"id\":2,\"cmd\":\"status\"}\n");
+  line = child_reply(&c, 5000);
+  fprintf(stderr, "status: %s\n", line);
+  assert_non_null(strstr(line, "\"reply\":\"status\""));
+  assert_non_null(strstr(line, "\"frames_written\":"));
+  assert_non_null(strstr(line, "\"encoder\":\"running\""));
+  char *fw = strstr(line, "\"frames_written\":");
+  assert_true(strtol(fw + strlen("\"frames_written\":"), NULL, 10) > 10);
+  free(line);
+  child_send(&c, "{\"id\":3,\"cmd\":\"stop\"}\n");
+  line = child_reply(&c, 15000);
+  assert_non_null(strstr(line, "\"reply\":\"stopped\""));
+  free(line);
+  /* complete as soon as "stopped" is out */
+  snprintf(csv, sizeof csv, "%s/front/t001_frames.csv", session);
+  snprintf(mkv, sizeof mkv, "%s/front/t001.mkv", session);
+  struct row *rows;
+  size_t n = read_rows(csv, &rows);
+  assert_true(n > 20);
+  check_rows(rows, n, 1, 33333333);
+  assert_int_equal(probe_packets(mkv, NULL), (long)n);
+  free(rows);
+
+  /* the trial after a crash gets new file names; end of stdin finishes it and exits 0 */
+  snprintf(cmd, sizeof cmd,
+           "{\"id\":4,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":2,\"label\":\"x\",\"part\":1}\n",
+           session);
+  child_send(&c, cmd);
+  line = child_reply(&c, 5000);
+  assert_non_null(strstr(line, "\"reply\":\"started\""));
+  free(line);
+  usleep(1000000);
+  close(c.in);
+  int status;
+  assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  close(c.out);
+  snprintf(csv, sizeof csv, "%s/front/t002_p1_frames.csv", session);
+  snprintf(mkv, sizeof mkv, "%s/front/t002_p1.mkv", session);
+  n = read_rows(csv, &rows);
+  assert_true(n > 10);
+  check_rows(rows, n, 2, 33333333);
+  assert_int_equal(probe_packets(mkv, NULL), (long)n);
+  free(rows);
+}
+
 /* ---- record: the acceptance scenarios at test size ---- */
 
 static void record_plain(int w, int h, int seconds)
@@ -894,6 +1092,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_source_lavfi_paced), cmocka_unit_test(test_rpicam_missing),
       cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_snapshot),
+      cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_protocol),
   };
   const struct CMUnitTest record[] = {
       cmocka_unit_test(test_record_10s),
