@@ -541,6 +541,7 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
     jo.name = it->path;
     jo.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
     jo.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+    jo.line_max = 1 << 16; /* the result line carries three paths of up to 4 KiB each */
     /* Proportional to the size: slow SD cards read ~10 MB/s; 1 s per 2 MiB leaves room for that. */
     timeout_ms = o->timeout_s ? (uint64_t)o->timeout_s * 1000
                               : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
