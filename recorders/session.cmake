@@ -13,3 +13,17 @@ add_library(pirec_session STATIC ${CMAKE_CURRENT_LIST_DIR}/session.c)
 target_include_directories(pirec_session PUBLIC ${PIREC_INCLUDE_DIR})
 target_link_libraries(pirec_session PUBLIC PkgConfig::UV PkgConfig::JANSSON pirec_io_base
                       pirec_io_sink pirec_io_csv pirec_io_fs)
+
+# The controller behind `pirec record` and the control-socket clients (include/pirec/controller.h).
+if(TARGET pirec_config AND TARGET pirec_subprocess)
+  add_library(pirec_controller STATIC ${CMAKE_CURRENT_LIST_DIR}/controller.c
+              ${CMAKE_CURRENT_LIST_DIR}/controller_client.c)
+  target_include_directories(pirec_controller PUBLIC ${PIREC_INCLUDE_DIR}
+                             PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_link_libraries(pirec_controller PUBLIC pirec_session pirec_config pirec_subprocess
+                        pirec_io_looplag PkgConfig::UV PkgConfig::JANSSON)
+  if(SYSTEMD_FOUND)
+    target_link_libraries(pirec_controller PRIVATE PkgConfig::SYSTEMD)
+    target_compile_definitions(pirec_controller PRIVATE PIREC_HAVE_SYSTEMD=1)
+  endif()
+endif()

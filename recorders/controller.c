@@ -1,0 +1,1943 @@
+/* The session controller: recorder children, sessions and trials, the control socket, signals. */
+#include "pirec/controller.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "controller-int.h"
+#include "pirec/clock.h"
+#include "pirec/config.h"
+#include "pirec/error.h"
+#include "pirec/job.h"
+#include "pirec/log.h"
+#include "pirec/looplag.h"
+#include "pirec/session.h"
+#ifdef PIREC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define MAX_MODULES 16
+#define CLIENT_MAX_LINE (2u * 1024 * 1024)
+#define CLIENT_MAX_OUT (256u * 1024)
+#define MAX_CLIENTS 64
+#define OUTBOX_MAX (32u * 1024 * 1024)
+#define STATUS_POLL_MS 1000
+#define DEMO_NOTE_MS 4000
+
+enum mstate {
+  M_DOWN = 0,   /* no child: not started yet, waiting to restart, or ended */
+  M_SPAWNING,   /* child running, "ready" not seen yet */
+  M_READY,      /* takes commands */
+  M_ENDED,      /* the job is over for good (stopped by us or gave up) */
+};
+
+static const char *mstate_name(enum mstate s) {
+  switch (s) {
+    case M_DOWN: return "down";
+    case M_SPAWNING: return "starting";
+    case M_READY: return "running";
+    case M_ENDED: return "ended";
+  }
+  return "?";
+}
+
+struct module;
+typedef void (*reply_cb)(struct module *m, json_t *reply, void *user);
+
+/* A command sent to a recorder and not answered yet. Notes keep their line so they can be sent
+ * again to the restarted recorder if this one dies before acknowledging them. */
+struct pending {
+  json_int_t id;
+  reply_cb cb;
+  void *user;
+  char *note_line;
+  size_t note_len;
+  struct pending *next;
+};
+
+struct outline {
+  struct outline *next;
+  size_t len;
+  int is_note;
+  json_int_t id;
+  char data[];
+};
+
+struct module {
+  struct pirec_controller *c;
+  char name[64];
+  char kind[32];
+  char program[PATH_MAX];
+  struct pirec_job *job;
+  enum mstate state;
+  int accepts_notes;
+  int stopping; /* we asked the job to end */
+  json_int_t next_id;
+  struct pending *pend_head, *pend_tail;
+  struct outline *out_head, *out_tail;
+  size_t out_bytes;
+  int writable_blocked; /* a write was refused: everything goes through the outbox until drain */
+  int hold;             /* a session is starting: notes wait until the trial's start is sent */
+  int started_trial;    /* last trial this recorder was told to start */
+  int part;             /* restarts inside started_trial */
+  int in_trial;         /* it should be recording now */
+  int64_t crash_mono_ns;
+  uint32_t crashes;
+  uint32_t restarts;
+  int pid;
+  json_t *last_status;
+  int status_inflight;
+  int64_t last_status_mono;
+  char last_error[256];
+};
+
+enum op_kind { OP_START, OP_STOP, OP_TRIAL, OP_TOGGLE, OP_RELOAD, OP_SHUTDOWN };
+
+struct waiter {
+  struct client *client;
+  json_t *id;
+  struct waiter *next;
+};
+
+struct op {
+  enum op_kind kind;
+  char label[PIREC_SESSION_LABEL_MAX + 1];
+  struct waiter *waiters;
+  struct op *next;
+};
+
+struct client {
+  uv_pipe_t pipe;
+  struct pirec_controller *c;
+  char *in;
+  size_t in_len, in_cap;
+  size_t out_queued;
+  int closing;
+  int discarding;
+  struct client *next;
+};
+
+struct cwrite {
+  uv_write_t req;
+  struct client *client;
+  size_t len;
+  char data[];
+};
+
+enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
+
+struct pirec_controller {
+  uv_loop_t *loop;
+  struct pirec_controller_options opts;
+  char *config_path;
+  char *label;
+  char *recorder_dir;
+  char *output_dir_override;
+  char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  char demo_config_path[PATH_MAX];
+  struct pirec_config *cfg;
+  struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
+  int demo;
+
+  struct module modules[MAX_MODULES];
+  int nmodules;
+
+  enum cstate state;
+  struct pirec_session *session;
+  int trial;
+  int64_t trial_start_mono;
+  uint64_t note_seq;
+  uint64_t notes_in_events;
+
+  struct op *ops;        /* queue; the head is running */
+  int op_running;
+  int op_wait;           /* module replies the running op still waits for */
+  void (*op_cont)(struct pirec_controller *c); /* runs when op_wait reaches 0 or on timeout */
+  uv_timer_t op_timer;
+  struct pirec_config_req reload_req;
+
+  uv_pipe_t server;
+  int server_open;
+  struct client *clients;
+  int nclients;
+  uint64_t clients_dropped;
+
+  uv_signal_t sig[4];
+  int sig_open;
+  uv_timer_t status_timer;
+  uv_timer_t watchdog_timer;
+  uv_timer_t demo_timer;
+  int demo_notes;
+  struct pirec_looplag lag;
+  int lag_open;
+  int handles_open;
+
+  int shutting_down;
+  int shutdown_done;
+  int errors;
+  int started;
+};
+
+static void op_next(struct pirec_controller *c);
+static void op_done(struct pirec_controller *c, json_t *reply);
+static void send_start_first(struct module *m, int for_op);
+static void on_op_idle_check(struct pirec_controller *c);
+static void maybe_finish_shutdown(struct pirec_controller *c);
+static void notify_status(struct pirec_controller *c);
+static int spawn_modules(struct pirec_controller *c);
+
+/* ---- options, paths ---- */
+
+void pirec_controller_options_default(struct pirec_controller_options *o) {
+  memset(o, 0, sizeof(*o));
+  o->handle_signals = 1;
+  o->ready_timeout_ms = 10000;
+  o->stop_timeout_ms = 10000;
+}
+
+static int path_join(char *buf, size_t cap, const char *a, const char *b) {
+  int n = snprintf(buf, cap, "%s/%s", a, b);
+  return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int pirec__control_socket_candidates(const char *config_path, char paths[][108], int max) {
+  int n = 0;
+  if (config_path && n < max) {
+    struct pirec_config *cfg = NULL;
+    if (pirec_config_load(config_path, &cfg, NULL) == 0) {
+      if (pirec_config_is_set(cfg, "control", "socket"))
+        snprintf(paths[n++], 108, "%s", pirec_config_get_string(cfg, "control", "socket"));
+      pirec_config_free(cfg);
+    }
+  }
+  const char *rt = getenv("RUNTIME_DIRECTORY");
+  if (rt && *rt && n < max) {
+    /* systemd joins several RuntimeDirectory= entries with ':'; ours is the first. */
+    char first[PATH_MAX];
+    snprintf(first, sizeof first, "%s", rt);
+    char *colon = strchr(first, ':');
+    if (colon) *colon = '\0';
+    if (path_join(paths[n], 108, first, "control.sock") == 0) n++;
+  }
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (xdg && *xdg && n < max) {
+    if (path_join(paths[n], 108, xdg, "pirec/control.sock") == 0) n++;
+  }
+  if (n < max) snprintf(paths[n++], 108, "/run/pirec/control.sock");
+  if (n < max) snprintf(paths[n++], 108, "/tmp/pirec-%u/control.sock", (unsigned)getuid());
+  return n;
+}
+
+int pirec_control_socket_default(const char *config_path, char *buf, size_t cap) {
+  char paths[5][108];
+  int n = pirec__control_socket_candidates(config_path, paths, 5);
+  /* /run/pirec is systemd's (RuntimeDirectory=pirec) or root's; anyone else gets /tmp/pirec-UID
+   * when there is no runtime directory. */
+  const char *pick = paths[n - 1];
+  for (int i = 0; i < n; i++) {
+    if (strcmp(paths[i], "/run/pirec/control.sock") == 0 && geteuid() != 0) continue;
+    pick = paths[i];
+    break;
+  }
+  int len = snprintf(buf, cap, "%s", pick);
+  return len < 0 || (size_t)len >= cap ? -ENAMETOOLONG : 0;
+}
+
+static int find_program(struct pirec_controller *c, const char *name, char *out, size_t cap) {
+  char dir[PATH_MAX];
+  if (c->recorder_dir) {
+    snprintf(dir, sizeof dir, "%s", c->recorder_dir);
+  } else {
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n < 0) n = 0;
+    dir[n] = '\0';
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+  }
+  if (path_join(out, cap, dir, name) == 0 && access(out, X_OK) == 0) return 0;
+  if (c->recorder_dir) return -ENOENT;
+  /* Installed layout: every binary in one bin directory, found through PATH. */
+  const char *path = getenv("PATH");
+  if (!path) return -ENOENT;
+  char copy[4096];
+  snprintf(copy, sizeof copy, "%s", path);
+  for (char *save = NULL, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    if (path_join(out, cap, d, name) == 0 && access(out, X_OK) == 0) return 0;
+  }
+  return -ENOENT;
+}
+
+/* ---- sd_notify ---- */
+
+static void sdnotify(const char *state) {
+#ifdef PIREC_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+static void notify_status(struct pirec_controller *c) {
+  char buf[512];
+  if (c->state == C_RECORDING && c->session)
+    snprintf(buf, sizeof buf, "STATUS=recording %s trial %d", pirec_session_dir(c->session), c->trial);
+  else
+    snprintf(buf, sizeof buf, "STATUS=%s", c->state == C_IDLE ? "idle, waiting for start"
+                                           : c->state == C_STARTING ? "starting a session"
+                                                                    : "stopping the session");
+  sdnotify(buf);
+}
+
+/* ---- module I/O ---- */
+
+static void pending_push(struct module *m, json_int_t id, reply_cb cb, void *user,
+                         const char *note_line, size_t note_len) {
+  struct pending *p = calloc(1, sizeof(*p));
+  if (!p) return;
+  p->id = id;
+  p->cb = cb;
+  p->user = user;
+  if (note_line) {
+    p->note_line = malloc(note_len);
+    if (p->note_line) {
+      memcpy(p->note_line, note_line, note_len);
+      p->note_len = note_len;
+    }
+  }
+  if (m->pend_tail)
+    m->pend_tail->next = p;
+  else
+    m->pend_head = p;
+  m->pend_tail = p;
+}
+
+static struct pending *pending_take(struct module *m, json_int_t id) {
+  struct pending **pp = &m->pend_head, *prev = NULL;
+  while (*pp && (*pp)->id != id) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  struct pending *p = *pp;
+  if (!p) return NULL;
+  *pp = p->next;
+  if (m->pend_tail == p) m->pend_tail = prev;
+  return p;
+}
+
+static int outbox_add(struct module *m, const char *data, size_t len, int front, int is_note,
+                      json_int_t id) {
+  if (m->out_bytes + len > OUTBOX_MAX) return -ENOBUFS;
+  struct outline *o = malloc(sizeof(*o) + len);
+  if (!o) return -ENOMEM;
+  memcpy(o->data, data, len);
+  o->len = len;
+  o->is_note = is_note;
+  o->id = id;
+  o->next = NULL;
+  if (front) {
+    o->next = m->out_head;
+    m->out_head = o;
+    if (!m->out_tail) m->out_tail = o;
+  } else {
+    if (m->out_tail)
+      m->out_tail->next = o;
+    else
+      m->out_head = o;
+    m->out_tail = o;
+  }
+  m->out_bytes += len;
+  return 0;
+}
+
+static void outbox_flush(struct module *m) {
+  if (m->state != M_READY || m->hold) return;
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
+    int err = pirec_job_write(m->job, &b, 1);
+    if (err == -ENOBUFS) {
+      m->writable_blocked = 1;
+      return;
+    }
+    if (err < 0) return; /* -ENOTCONN/-EPIPE: the child is going; the crash path re-queues */
+    m->out_head = o->next;
+    if (!m->out_head) m->out_tail = NULL;
+    m->out_bytes -= o->len;
+    free(o);
+  }
+  m->writable_blocked = 0;
+}
+
+/* Sends cmd (stolen) to the recorder with a fresh id; cb(m, reply or NULL on failure) runs once. */
+static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user) {
+  json_int_t id = ++m->next_id;
+  json_object_set_new(cmd, "id", json_integer(id));
+  int is_note = strcmp(json_string_value(json_object_get(cmd, "cmd")), "note") == 0;
+  char *text = json_dumps(cmd, JSON_COMPACT);
+  json_decref(cmd);
+  if (!text) return -ENOMEM;
+  size_t len = strlen(text);
+  char *line = realloc(text, len + 1);
+  if (!line) {
+    free(text);
+    return -ENOMEM;
+  }
+  line[len++] = '\n';
+  int err = 0;
+  if (m->state == M_READY && !m->out_head && !m->writable_blocked && !m->hold) {
+    uv_buf_t b = uv_buf_init(line, (unsigned)len);
+    err = pirec_job_write(m->job, &b, 1);
+    if (err == -ENOBUFS) m->writable_blocked = 1;
+    if (err < 0) err = outbox_add(m, line, len, 0, is_note, id);
+  } else if (m->state == M_ENDED) {
+    err = -ENOTCONN;
+  } else {
+    err = outbox_add(m, line, len, 0, is_note, id);
+  }
+  if (err == 0) pending_push(m, id, cb, user, is_note ? line : NULL, len);
+  free(line);
+  return err;
+}
+
+static void module_fail_pending(struct module *m, int requeue_notes) {
+  /* Notes the dead recorder never acknowledged go to the front of the outbox, in order, so the
+   * restarted recorder writes them; other commands fail (the caller's op carries on). */
+  struct pending *p = m->pend_head, *requeue = NULL, **rq_tail = &requeue;
+  m->pend_head = m->pend_tail = NULL;
+  while (p) {
+    struct pending *next = p->next;
+    if (requeue_notes && p->note_line) {
+      p->next = NULL;
+      *rq_tail = p;
+      rq_tail = &p->next;
+    } else {
+      if (p->cb) p->cb(m, NULL, p->user);
+      free(p->note_line);
+      free(p);
+    }
+    p = next;
+  }
+  /* Lines still in the outbox were never written: keep them. Prepend the unacknowledged notes. */
+  struct outline *head = m->out_head, *tail = m->out_tail;
+  size_t bytes = m->out_bytes;
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  for (p = requeue; p; p = p->next) {
+    /* Notes already in the outbox are not in flight: only re-send the written ones. */
+    int in_outbox = 0;
+    for (struct outline *o = head; o; o = o->next)
+      if (o->is_note && o->id == p->id) in_outbox = 1;
+    if (!in_outbox) outbox_add(m, p->note_line, p->note_len, 0, 1, p->id);
+  }
+  if (head) {
+    if (m->out_tail)
+      m->out_tail->next = head;
+    else
+      m->out_head = head;
+    m->out_tail = tail;
+    m->out_bytes += bytes;
+  }
+  for (p = requeue; p;) {
+    struct pending *next = p->next;
+    /* Keep them pending (same ids) so their acknowledgements still match. */
+    p->next = NULL;
+    if (m->pend_tail)
+      m->pend_tail->next = p;
+    else
+      m->pend_head = p;
+    m->pend_tail = p;
+    p = next;
+  }
+  m->writable_blocked = 0;
+}
+
+/* ---- module lifecycle ---- */
+
+static void on_status_reply(struct module *m, json_t *reply, void *user) {
+  m->status_inflight = 0;
+  if (!reply || strcmp(json_string_value(json_object_get(reply, "reply")), "status") != 0) return;
+  json_decref(m->last_status);
+  m->last_status = json_incref(reply);
+  m->last_status_mono = pirec_clock_mono_ns();
+  if (m->c->session)
+    pirec_session_module_set(m->c->session, m->name, "counters",
+                             json_deep_copy(json_object_get(reply, "counters")));
+}
+
+static void module_poll_status(struct module *m) {
+  if (m->state != M_READY || m->status_inflight) return;
+  if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_status_reply, NULL) == 0)
+    m->status_inflight = 1;
+}
+
+static void on_restart_started(struct module *m, json_t *reply, void *user) {
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (!c->session) return;
+  if (r && strcmp(r, "started") == 0) {
+    if (m->crash_mono_ns) pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
+    m->crash_mono_ns = 0;
+  } else if (reply) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
+             json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+}
+
+static void handle_ready(struct module *m, json_t *j) {
+  struct pirec_controller *c = m->c;
+  m->state = M_READY;
+  m->accepts_notes = 0;
+  json_t *cmds = json_object_get(j, "commands");
+  for (size_t i = 0; i < json_array_size(cmds); i++)
+    if (strcmp(json_string_value(json_array_get(cmds, i)), "note") == 0) m->accepts_notes = 1;
+  json_t *pid = json_object_get(j, "pid");
+  if (json_is_integer(pid)) m->pid = (int)json_integer_value(pid);
+  pirec_log(PIREC_LOG_INFO, "recorder '%s' ready (pid %d)", m->name, m->pid);
+  /* A trial is running: join it (again, after a crash) before anything queued is sent. */
+  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) &&
+      m->in_trial && !m->hold)
+    send_start_first(m, 0);
+  outbox_flush(m);
+  if (c->session) pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
+}
+
+static void handle_line(struct module *m, const char *line, size_t len) {
+  struct pirec_controller *c = m->c;
+  json_t *j = json_loadb(line, len, 0, NULL);
+  if (!j || !json_is_object(j)) {
+    pirec_log(PIREC_LOG_WARN, "recorder '%s': not a protocol line: %.200s", m->name, line);
+    json_decref(j);
+    return;
+  }
+  const char *reply = json_string_value(json_object_get(j, "reply"));
+  const char *event = json_string_value(json_object_get(j, "event"));
+  json_t *id = json_object_get(j, "id");
+  if (reply && strcmp(reply, "ready") == 0) {
+    handle_ready(m, j);
+  } else if (reply && json_is_integer(id)) {
+    struct pending *p = pending_take(m, json_integer_value(id));
+    if (p) {
+      if (strcmp(reply, "error") == 0 && p->note_line && c->session) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "note not saved: %s",
+                 json_string_value(json_object_get(j, "message")));
+        pirec_session_error(c->session, m->name, msg);
+      }
+      if (p->cb) p->cb(m, j, p->user);
+      free(p->note_line);
+      free(p);
+    }
+  } else if (reply && strcmp(reply, "error") == 0) {
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    pirec_log(PIREC_LOG_WARN, "recorder '%s': %s", m->name, msg ? msg : "error");
+  } else if (event) {
+    json_t *copy = json_deep_copy(j);
+    json_object_del(copy, "event");
+    json_object_del(copy, "module");
+    char *detail = json_dumps(copy, JSON_COMPACT);
+    json_decref(copy);
+    if (c->session) {
+      if (strcmp(event, "error") == 0)
+        pirec_session_error(c->session, m->name, json_string_value(json_object_get(j, "message"))
+                                                    ? json_string_value(json_object_get(j, "message"))
+                                                    : detail);
+      else
+        pirec_session_event(c->session, event, m->name, detail);
+    }
+    pirec_log(PIREC_LOG_INFO, "recorder '%s': %s %s", m->name, event, detail ? detail : "");
+    free(detail);
+  }
+  json_decref(j);
+}
+
+static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t len) {
+  struct module *m = pirec_job_user(job);
+  if (fd == 1)
+    handle_line(m, line, len);
+  else
+    pirec_log(PIREC_LOG_INFO, "%s: %s", m->name, line);
+}
+
+static void on_job_drain(struct pirec_job *job, size_t outstanding) {
+  struct module *m = pirec_job_user(job);
+  if (m->out_head) outbox_flush(m);
+}
+
+static void record_crash(struct module *m, int exit_code, int term_signal) {
+  struct pirec_controller *c = m->c;
+  m->crashes++;
+  m->crash_mono_ns = pirec_clock_mono_ns();
+  snprintf(m->last_error, sizeof m->last_error, "%s %d",
+           term_signal ? "killed by signal" : "exited with status", term_signal ? term_signal : exit_code);
+  pirec_log(PIREC_LOG_WARN, "recorder '%s' %s", m->name, m->last_error);
+  if (c->session) pirec_session_module_crash(c->session, m->name, exit_code, term_signal, m->crash_mono_ns);
+}
+
+static void on_job_restart(struct pirec_job *job, const struct pirec_job_result *run,
+                           uint32_t attempt, uint64_t delay_ms) {
+  struct module *m = pirec_job_user(job);
+  m->state = M_DOWN;
+  m->pid = 0;
+  m->status_inflight = 0;
+  record_crash(m, run->exit_code, run->term_signal);
+  module_fail_pending(m, 1);
+}
+
+static void on_job_spawn(struct pirec_job *job, int pid) {
+  struct module *m = pirec_job_user(job);
+  m->state = M_SPAWNING;
+  m->pid = pid;
+  m->restarts++;
+}
+
+static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r) {
+  struct module *m = pirec_job_user(job);
+  struct pirec_controller *c = m->c;
+  m->state = M_ENDED;
+  m->pid = 0;
+  if (!m->stopping) {
+    /* Not asked to end: the restart budget is spent, or it could not be spawned again. */
+    record_crash(m, r->exit_code, r->term_signal);
+    char msg[400];
+    snprintf(msg, sizeof msg, "recorder gave up (%s after %u runs): %s", pirec_job_end_str(r->reason),
+             r->runs, m->last_error);
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': %s", m->name, msg);
+    if (c->session) pirec_session_error(c->session, m->name, msg);
+    c->errors++;
+  } else if (r->reason != PIREC_JOB_END_STOPPED || (r->status != 0 && r->status != -1)) {
+    if (r->status != 0)
+      pirec_log(PIREC_LOG_WARN, "recorder '%s' ended with status %d", m->name, r->status);
+  }
+  module_fail_pending(m, 0);
+  /* The outbox cannot be delivered any more. */
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    m->out_head = o->next;
+    free(o);
+  }
+  m->out_tail = NULL;
+  m->out_bytes = 0;
+  maybe_finish_shutdown(c);
+}
+
+static int module_spawn(struct module *m) {
+  struct pirec_controller *c = m->c;
+  const char *argv[8];
+  int n = 0;
+  argv[n++] = m->program;
+  argv[n++] = "--protocol";
+  argv[n++] = "--name";
+  argv[n++] = m->name;
+  const char *cfg_path = c->demo ? c->demo_config_path : c->config_path;
+  if (cfg_path && *cfg_path) {
+    argv[n++] = "-c";
+    argv[n++] = cfg_path;
+  }
+  argv[n] = NULL;
+  struct pirec_job_options o;
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = m->name;
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.line_max = 4u * 1024 * 1024;
+  o.stdin_max_outstanding = 16u * 1024 * 1024;
+  o.start_timeout_ms = c->opts.ready_timeout_ms;
+  o.stop_term_ms = c->opts.stop_timeout_ms;
+  o.stop_kill_ms = 3000;
+  o.restart.mode = PIREC_JOB_RESTART_ALWAYS;
+  o.restart.backoff_initial_ms = 100;
+  o.restart.backoff_max_ms = 5000;
+  o.restart.max_failures = 6;
+  o.restart.window_ms = 60000;
+  o.on_end = on_job_end;
+  o.on_line = on_job_line;
+  o.on_drain = on_job_drain;
+  o.on_restart = on_job_restart;
+  o.on_spawn = on_job_spawn;
+  o.user = m;
+  int err = pirec_job_new(c->loop, &o, &m->job);
+  if (err < 0) return err;
+  err = pirec_job_start(m->job);
+  if (err < 0) {
+    pirec_job_free(m->job);
+    m->job = NULL;
+    m->state = M_ENDED;
+    return err;
+  }
+  m->state = M_SPAWNING;
+  m->stopping = 0;
+  struct pirec_job_stats st;
+  pirec_job_stats(m->job, &st);
+  m->pid = st.pid;
+  return 0;
+}
+
+static void module_stop(struct module *m) {
+  if (!m->job || m->state == M_ENDED) return;
+  m->stopping = 1;
+  /* Closing stdin is the recorder's quit: it finalises its files and exits 0. */
+  pirec_job_stop(m->job);
+}
+
+static void module_release(struct module *m) {
+  module_fail_pending(m, 0);
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    m->out_head = o->next;
+    free(o);
+  }
+  m->out_tail = NULL;
+  json_decref(m->last_status);
+  m->last_status = NULL;
+  pirec_job_free(m->job);
+  m->job = NULL;
+}
+
+static void add_module(struct pirec_controller *c, const char *kind, const char *name,
+                       const char *program) {
+  if (c->nmodules >= MAX_MODULES) return;
+  struct module *m = &c->modules[c->nmodules];
+  memset(m, 0, sizeof *m);
+  m->c = c;
+  snprintf(m->kind, sizeof m->kind, "%s", kind);
+  snprintf(m->name, sizeof m->name, "%s", name);
+  if (find_program(c, program, m->program, sizeof m->program) < 0) {
+    pirec_log(PIREC_LOG_WARN, "module '%s' is enabled but '%s' was not found; skipping it", name,
+              program);
+    return;
+  }
+  c->nmodules++;
+}
+
+static void build_modules(struct pirec_controller *c) {
+  c->nmodules = 0;
+  if (pirec_config_get_bool(c->cfg, "notes", "enabled")) add_module(c, "notes", "notes", "pirec-notes");
+  size_t ncam = pirec_config_instance_count(c->cfg, "camera");
+  for (size_t i = 0; i < ncam; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "camera", i);
+    if (pirec_config_get_bool(c->cfg, sec, "enabled"))
+      add_module(c, "camera", sec + strlen("camera."), "pirec-camera");
+  }
+  if (pirec_config_get_bool(c->cfg, "eyetracker", "enabled"))
+    add_module(c, "eyetracker", "eyetracker", "pirec-eyetracker");
+}
+
+static int spawn_modules(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    int err = module_spawn(m);
+    if (err < 0) {
+      pirec_log(PIREC_LOG_ERROR, "cannot start recorder '%s' ('%s'): %s", m->name, m->program,
+                pirec_strerror(err));
+      c->errors++;
+    }
+  }
+  return 0;
+}
+
+/* ---- control clients ---- */
+
+static void client_free_cb(uv_handle_t *h) {
+  struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
+  struct pirec_controller *c = cl->c;
+  free(cl->in);
+  free(cl);
+  c->handles_open--;
+  maybe_finish_shutdown(c);
+}
+
+static void client_close(struct client *cl) {
+  if (cl->closing) return;
+  cl->closing = 1;
+  struct pirec_controller *c = cl->c;
+  for (struct client **pp = &c->clients; *pp; pp = &(*pp)->next)
+    if (*pp == cl) {
+      *pp = cl->next;
+      break;
+    }
+  c->nclients--;
+  for (struct op *op = c->ops; op; op = op->next)
+    for (struct waiter *w = op->waiters; w; w = w->next)
+      if (w->client == cl) w->client = NULL;
+  uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
+}
+
+static void on_client_write(uv_write_t *req, int status) {
+  struct cwrite *w = container_of(req, struct cwrite, req);
+  w->client->out_queued -= w->len;
+  free(w);
+}
+
+/* Queues one reply line (obj stolen). A client whose unread replies pass CLIENT_MAX_OUT is not
+ * reading them: it is disconnected so it cannot make the controller hold memory for it. */
+static void client_send(struct client *cl, json_t *obj) {
+  if (!cl || cl->closing) {
+    json_decref(obj);
+    return;
+  }
+  char *text = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  if (!text) return;
+  size_t len = strlen(text);
+  if (cl->out_queued + len + 1 > CLIENT_MAX_OUT) {
+    free(text);
+    pirec_log(PIREC_LOG_WARN, "control client not reading its replies (%zu bytes queued): disconnected",
+              cl->out_queued);
+    cl->c->clients_dropped++;
+    client_close(cl);
+    return;
+  }
+  struct cwrite *w = malloc(sizeof(*w) + len + 1);
+  if (!w) {
+    free(text);
+    return;
+  }
+  memcpy(w->data, text, len);
+  w->data[len] = '\n';
+  free(text);
+  w->client = cl;
+  w->len = len + 1;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+  /* Try the socket first: most replies go out at once without a queued request. */
+  int n = uv_try_write((uv_stream_t *)&cl->pipe, &b, 1);
+  if (n == (int)w->len) {
+    free(w);
+    return;
+  }
+  if (n > 0) {
+    memmove(w->data, w->data + n, w->len - (size_t)n);
+    w->len -= (size_t)n;
+    b = uv_buf_init(w->data, (unsigned)w->len);
+  }
+  if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, on_client_write) < 0) {
+    free(w);
+    client_close(cl);
+    return;
+  }
+  cl->out_queued += w->len;
+}
+
+static json_t *reply_new(json_t *id, const char *reply) {
+  json_t *o = json_object();
+  json_object_set(o, "id", id ? id : json_null());
+  json_object_set_new(o, "reply", json_string(reply));
+  return o;
+}
+
+static void client_error(struct client *cl, json_t *id, const char *message) {
+  json_t *o = reply_new(id, "error");
+  json_t *m = json_string(message);
+  json_object_set_new(o, "message", m ? m : json_string("error (message not UTF-8)"));
+  client_send(cl, o);
+}
+
+static json_t *status_json(struct pirec_controller *c) {
+  static const char *states[] = {"idle", "starting", "recording", "stopping"};
+  json_t *o = json_object();
+  json_object_set_new(o, "state", json_string(states[c->state]));
+  json_object_set_new(o, "pid", json_integer(getpid()));
+  json_object_set_new(o, "version", json_string(PIREC_VERSION));
+  int64_t now = pirec_clock_mono_ns();
+  if (c->session && pirec_session_dir(c->session)) {
+    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
+    json_object_set_new(o, "elapsed_ns", json_integer(now - pirec_session_start_mono_ns(c->session)));
+    json_object_set_new(o, "trial", json_integer(c->trial));
+    json_object_set_new(o, "trial_elapsed_ns", json_integer(c->trial ? now - c->trial_start_mono : 0));
+    json_object_set_new(o, "errors", json_integer((json_int_t)pirec_session_error_count(c->session)));
+  } else {
+    json_object_set_new(o, "session_dir", json_null());
+    json_object_set_new(o, "trial", json_integer(0));
+  }
+  json_object_set_new(o, "notes", json_integer((json_int_t)c->note_seq));
+  json_t *mods = json_object();
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
+                           mstate_name(m->state), "pid", m->pid, "crashes", (int)m->crashes,
+                           "restarts", (int)(m->restarts), "takes_notes", m->accepts_notes,
+                           "queued_bytes", (json_int_t)m->out_bytes);
+    if (m->last_status) {
+      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+      json_object_set(mo, "recorder_state", json_object_get(m->last_status, "state"));
+      json_object_set(mo, "looplag", json_object_get(m->last_status, "looplag"));
+      json_object_set_new(mo, "status_age_ns", json_integer(now - m->last_status_mono));
+    }
+    if (*m->last_error) json_object_set_new(mo, "last_error", json_string(m->last_error));
+    json_object_set_new(mods, m->name, mo);
+  }
+  json_object_set_new(o, "modules", mods);
+  if (c->lag_open) {
+    struct pirec_looplag_stats st;
+    pirec_looplag_stats(&c->lag, &st);
+    json_object_set_new(o, "looplag", json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks,
+                                                "episodes", (json_int_t)st.episodes, "max_ns",
+                                                (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns));
+  }
+  json_object_set_new(o, "clients", json_integer(c->nclients));
+  json_object_set_new(o, "clients_dropped", json_integer((json_int_t)c->clients_dropped));
+  json_object_set_new(o, "config", c->demo ? json_string("(built-in demo)")
+                                           : json_string(pirec_config_path(c->cfg)));
+  json_object_set_new(o, "reload_pending", json_boolean(c->pending_cfg != NULL));
+  return o;
+}
+
+/* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
+ * none does). The client's reply does not wait for the disk. */
+static int take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
+                     char *err, size_t errlen) {
+  int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
+  if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
+    snprintf(err, errlen, "not recording: start a session first (pirec start)");
+    return -ENOTCONN;
+  }
+  size_t max = (size_t)pirec_config_get_int(c->cfg, "notes", "max_length");
+  if (len > max) {
+    snprintf(err, errlen, "note too long: %zu bytes (notes.max_length is %zu)", len, max);
+    return -EMSGSIZE;
+  }
+  int sent = 0;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED) continue;
+    json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
+                            (json_int_t)mono, "wall_ns", (json_int_t)wall);
+    if (!cmd) {
+      snprintf(err, errlen, "note is not valid UTF-8");
+      return -EINVAL;
+    }
+    int e = module_send(m, cmd, NULL, NULL);
+    if (e < 0) {
+      snprintf(err, errlen, "notes recorder '%s' is %s: %s", m->name,
+               e == -ENOBUFS ? "too far behind" : "unavailable", pirec_strerror(e));
+      return e;
+    }
+    sent++;
+  }
+  if (!sent) {
+    if (!c->session || !pirec_session_dir(c->session)) {
+      snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
+      return -ENOTCONN;
+    }
+    char *copy = strndup(text, len);
+    pirec_session_event_at(c->session, mono, wall, "note", NULL, copy);
+    free(copy);
+    c->notes_in_events++;
+  }
+  c->note_seq++;
+  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns",
+                           (json_int_t)mono, "wall_ns", (json_int_t)wall);
+  return 0;
+}
+
+static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
+                       struct client *cl, json_t *id) {
+  struct op *op = calloc(1, sizeof(*op));
+  if (!op) {
+    if (cl) client_error(cl, id, "out of memory");
+    return;
+  }
+  op->kind = kind;
+  if (label) snprintf(op->label, sizeof op->label, "%s", label);
+  if (cl) {
+    struct waiter *w = calloc(1, sizeof(*w));
+    if (w) {
+      w->client = cl;
+      w->id = id ? json_incref(id) : NULL;
+      op->waiters = w;
+    }
+  }
+  struct op **pp = &c->ops;
+  while (*pp) pp = &(*pp)->next;
+  *pp = op;
+  op_next(c);
+}
+
+static void client_command(struct client *cl, json_t *msg) {
+  struct pirec_controller *c = cl->c;
+  json_t *id = json_object_get(msg, "id");
+  json_t *cmdv = json_object_get(msg, "cmd");
+  if (!json_is_string(cmdv)) {
+    client_error(cl, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
+    return;
+  }
+  const char *cmd = json_string_value(cmdv);
+  if (strcmp(cmd, "status") == 0) {
+    json_t *o = status_json(c);
+    json_object_set(o, "id", id ? id : json_null());
+    json_object_set_new(o, "reply", json_string("status"));
+    client_send(cl, o);
+    return;
+  }
+  if (strcmp(cmd, "note") == 0) {
+    json_t *text = json_object_get(msg, "text");
+    if (!json_is_string(text)) {
+      client_error(cl, id, text ? "field 'text' must be a string" : "missing field 'text'");
+      return;
+    }
+    char err[300];
+    json_t *extra = NULL;
+    if (take_note(c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) < 0) {
+      client_error(cl, id, err);
+      return;
+    }
+    json_t *o = reply_new(id, "noted");
+    json_object_update(o, extra);
+    json_decref(extra);
+    client_send(cl, o);
+    return;
+  }
+  enum op_kind kind;
+  if (strcmp(cmd, "start") == 0) kind = OP_START;
+  else if (strcmp(cmd, "stop") == 0) kind = OP_STOP;
+  else if (strcmp(cmd, "trial") == 0) kind = OP_TRIAL;
+  else if (strcmp(cmd, "reload") == 0) kind = OP_RELOAD;
+  else {
+    char err[300];
+    json_t *q = json_string(cmd);
+    char *quoted = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
+    snprintf(err, sizeof err,
+             "unknown command %.200s (expected status, start, stop, trial, note or reload)",
+             quoted ? quoted : "?");
+    free(quoted);
+    json_decref(q);
+    client_error(cl, id, err);
+    return;
+  }
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  json_t *label = json_object_get(msg, "label");
+  if (label && !json_is_string(label)) {
+    client_error(cl, id, "field 'label' must be a string");
+    return;
+  }
+  if (label) {
+    int r = pirec_session_label_sanitise(json_string_value(label), clean);
+    if (r < 0) {
+      char err[200];
+      snprintf(err, sizeof err, "invalid label: %s",
+               r == -ENAMETOOLONG ? "longer than 64 bytes" : "'..' and '/' are not allowed");
+      client_error(cl, id, err);
+      return;
+    }
+  }
+  if (c->shutting_down) {
+    client_error(cl, id, "shutting down");
+    return;
+  }
+  enqueue_op(c, kind, clean, cl, id);
+}
+
+static void client_line(struct client *cl, const char *line, size_t len) {
+  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
+  if (!len) return;
+  json_error_t e;
+  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
+  if (!msg || !json_is_object(msg)) {
+    char err[300];
+    if (msg)
+      snprintf(err, sizeof err, "malformed command: expected a JSON object");
+    else
+      snprintf(err, sizeof err, "malformed JSON at column %d: %s", e.column, e.text);
+    json_decref(msg);
+    client_error(cl, NULL, err);
+    return;
+  }
+  client_command(cl, msg);
+  json_decref(msg);
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  static char buf[65536]; /* the loop is single-threaded and each read is consumed at once */
+  *b = uv_buf_init(buf, sizeof buf);
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  struct client *cl = container_of((uv_pipe_t *)s, struct client, pipe);
+  if (n < 0) {
+    client_close(cl);
+    return;
+  }
+  const char *p = b->base;
+  size_t left = (size_t)n;
+  while (left && !cl->closing) {
+    const char *nl = memchr(p, '\n', left);
+    size_t chunk = nl ? (size_t)(nl - p) : left;
+    if (cl->in_len + chunk > CLIENT_MAX_LINE) {
+      char err[96];
+      snprintf(err, sizeof err, "line too long (over %u bytes): disconnecting", CLIENT_MAX_LINE);
+      client_error(cl, NULL, err);
+      /* Replies already queued still go out: close after the write queue (uv_close flushes
+       * nothing, so shut down the write side first). */
+      client_close(cl);
+      return;
+    }
+    if (nl && cl->in_len == 0) {
+      client_line(cl, p, chunk);
+    } else {
+      if (cl->in_len + chunk > cl->in_cap) {
+        size_t cap = cl->in_cap ? cl->in_cap : 4096;
+        while (cap < cl->in_len + chunk) cap *= 2;
+        char *q = realloc(cl->in, cap);
+        if (!q) {
+          client_close(cl);
+          return;
+        }
+        cl->in = q;
+        cl->in_cap = cap;
+      }
+      memcpy(cl->in + cl->in_len, p, chunk);
+      cl->in_len += chunk;
+      if (nl) {
+        client_line(cl, cl->in, cl->in_len);
+        cl->in_len = 0;
+      }
+    }
+    if (!nl) break;
+    p = nl + 1;
+    left -= chunk + 1;
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  struct pirec_controller *c = server->data;
+  if (status < 0) return;
+  struct client *cl = calloc(1, sizeof(*cl));
+  if (!cl) return;
+  cl->c = c;
+  uv_pipe_init(c->loop, &cl->pipe, 0);
+  c->handles_open++;
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->shutting_down ||
+      c->nclients >= MAX_CLIENTS) {
+    if (c->nclients >= MAX_CLIENTS)
+      pirec_log(PIREC_LOG_WARN, "control socket: %d clients connected, refusing another", c->nclients);
+    cl->closing = 1;
+    uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
+    return;
+  }
+  cl->next = c->clients;
+  c->clients = cl;
+  c->nclients++;
+  uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read);
+}
+
+/* ---- sessions and trials ---- */
+
+static json_t *error_reply(const char *message) {
+  return json_pack("{s:s,s:s}", "reply", "error", "message", message);
+}
+
+static void waiters_reply(struct op *op, json_t *reply) {
+  for (struct waiter *w = op->waiters; w;) {
+    struct waiter *next = w->next;
+    if (w->client) {
+      json_t *o = reply ? json_deep_copy(reply) : error_reply("cancelled");
+      json_object_set(o, "id", w->id ? w->id : json_null());
+      client_send(w->client, o);
+    }
+    json_decref(w->id);
+    free(w);
+    w = next;
+  }
+  op->waiters = NULL;
+}
+
+static void op_done(struct pirec_controller *c, json_t *reply) {
+  struct op *op = c->ops;
+  c->op_running = 0;
+  uv_timer_stop(&c->op_timer);
+  if (op) {
+    c->ops = op->next;
+    waiters_reply(op, reply);
+    free(op);
+  }
+  json_decref(reply);
+  notify_status(c);
+  op_next(c);
+  if (!c->op_running) on_op_idle_check(c);
+}
+
+static json_t *session_reply(struct pirec_controller *c, const char *word) {
+  json_t *o = json_object();
+  json_object_set_new(o, "reply", json_string(word));
+  if (c->session && pirec_session_dir(c->session))
+    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
+  json_object_set_new(o, "trial", json_integer(c->trial));
+  return o;
+}
+
+
+/* One module reply awaited by the running op. */
+static void on_op_reply(struct module *m, json_t *reply, void *user) {
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (r && strcmp(r, "error") == 0 && c->session) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  } else if (!reply && c->session && m->state != M_ENDED && !m->stopping) {
+    /* it crashed while we waited; the restart path rejoins the trial */
+  }
+  if (r && strcmp(r, "status") == 0) on_status_reply(m, reply, NULL);
+  if (c->op_wait > 0 && --c->op_wait == 0) {
+    void (*cont)(struct pirec_controller *) = c->op_cont;
+    c->op_cont = NULL;
+    uv_timer_stop(&c->op_timer);
+    if (cont) cont(c);
+  }
+}
+
+static void on_op_timeout(uv_timer_t *t) {
+  struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
+  if (c->session) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
+             c->opts.stop_timeout_ms);
+    pirec_session_error(c->session, NULL, msg);
+  }
+  c->op_wait = 0;
+  void (*cont)(struct pirec_controller *) = c->op_cont;
+  c->op_cont = NULL;
+  if (cont) cont(c);
+}
+
+/* Arms the continuation that runs when every awaited reply arrived (or the timeout passed). */
+static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *)) {
+  if (c->op_wait == 0) {
+    cont(c);
+    return;
+  }
+  c->op_cont = cont;
+  uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
+}
+
+static void module_send_start(struct module *m, int for_op) {
+  struct pirec_controller *c = m->c;
+  int part = 0;
+  if (m->started_trial == c->trial) {
+    part = ++m->part;
+  } else {
+    m->started_trial = c->trial;
+    m->part = 0;
+  }
+  m->in_trial = 1;
+  const char *label = "";
+  json_t *trials = json_object_get(pirec_session_manifest(c->session), "trials");
+  json_t *last = json_array_get(trials, json_array_size(trials) - 1);
+  if (json_is_string(json_object_get(last, "label"))) label = json_string_value(json_object_get(last, "label"));
+  json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
+                          pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
+  if (!for_op) {
+    module_send(m, cmd, on_restart_started, NULL);
+  } else {
+    c->op_wait++;
+    if (module_send(m, cmd, on_op_reply, NULL) < 0) c->op_wait--;
+  }
+}
+
+/* The trial's start goes out ahead of anything queued for this recorder (notes held while the
+ * session was starting, or written while it was restarting). */
+static void send_start_first(struct module *m, int for_op) {
+  struct outline *head = m->out_head, *tail = m->out_tail;
+  size_t bytes = m->out_bytes;
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  int blocked = m->writable_blocked;
+  m->writable_blocked = 0;
+  m->hold = 0;
+  module_send_start(m, for_op);
+  if (head) {
+    if (m->out_tail)
+      m->out_tail->next = head;
+    else
+      m->out_head = head;
+    m->out_tail = tail;
+    m->out_bytes += bytes;
+  }
+  m->writable_blocked |= blocked;
+  outbox_flush(m);
+}
+
+/* Sends start for the current trial to every recorder that takes commands now; the ones still
+ * starting up join when they say ready. */
+static void start_trial_on_modules(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    m->in_trial = 0;
+    m->hold = 0;
+    if (m->state == M_ENDED) continue;
+    if (m->state == M_READY) {
+      send_start_first(m, 1);
+    } else {
+      /* joins in handle_ready */
+      m->in_trial = 1;
+      m->started_trial = 0;
+    }
+  }
+}
+
+static void stop_trial_on_modules(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    int was = m->in_trial;
+    m->in_trial = 0;
+    if (!was || m->state != M_READY) continue;
+    c->op_wait++;
+    if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0) c->op_wait--;
+  }
+}
+
+static void status_on_modules(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->state != M_READY) continue;
+    c->op_wait++;
+    if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0) c->op_wait--;
+  }
+}
+
+static void gpio_trial_hook(struct pirec_controller *c);
+
+static void after_trial_started(struct pirec_controller *c) {
+  c->state = C_RECORDING;
+  struct op *op = c->ops;
+  json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
+  op_done(c, r);
+}
+
+static void begin_trial(struct pirec_controller *c, const char *label) {
+  c->trial = pirec_session_last_trial(c->session) + 1;
+  pirec_session_trial_begin(c->session, c->trial, label);
+  c->trial_start_mono = pirec_clock_mono_ns();
+  gpio_trial_hook(c);
+  start_trial_on_modules(c);
+  op_await(c, after_trial_started);
+}
+
+static void on_session_started(struct pirec_session *s, int status, void *user) {
+  struct pirec_controller *c = user;
+  if (status < 0) {
+    for (int i = 0; i < c->nmodules; i++) {
+      c->modules[i].hold = 0;
+      outbox_flush(&c->modules[i]);
+    }
+    char msg[600];
+    snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
+             pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    if (pirec_session_dir(s)) {
+      /* The directory exists but session.json failed: still stop cleanly. */
+    }
+    pirec_session_free(s);
+    c->session = NULL;
+    c->state = C_IDLE;
+    c->errors++;
+    op_done(c, error_reply(msg));
+    return;
+  }
+  pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
+    pirec_session_module_set(s, m->name, "program", json_string(m->program));
+    pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
+    m->crash_mono_ns = 0;
+  }
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static json_t *config_snapshot(struct pirec_controller *c) {
+  size_t len = 0;
+  const char *src = pirec_config_source(c->cfg, &len);
+  char *canon = pirec_config_format(c->cfg);
+  json_t *o = json_pack("{s:s,s:s%,s:s?}", "path", c->demo ? "(built-in demo)" : pirec_config_path(c->cfg),
+                        "source", src ? src : "", src ? len : 0, "effective", canon);
+  free(canon);
+  return o;
+}
+
+static void op_start_session(struct pirec_controller *c, const char *label) {
+  struct pirec_session_options so = {0};
+  so.output_dir = c->output_dir_override ? c->output_dir_override
+                                         : pirec_config_get_string(c->cfg, "session", "output_dir");
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  const char *l = label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
+  pirec_session_label_sanitise(l, clean);
+  so.label = clean;
+  so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
+  int64_t fs = pirec_config_get_duration(c->cfg, "storage", "fsync_interval");
+  so.fsync_interval_ms = fs > 0 ? (unsigned)(fs / 1000000 ? fs / 1000000 : 1) : UINT32_MAX;
+  json_t *snap = config_snapshot(c);
+  so.config = snap;
+  struct pirec_session *s = NULL;
+  int err = pirec_session_new(c->loop, &so, &s);
+  json_decref(snap);
+  if (err == 0) err = pirec_session_start(s, on_session_started, c);
+  if (err < 0) {
+    pirec_session_free(s);
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+    return;
+  }
+  c->session = s;
+  c->state = C_STARTING;
+  c->trial = 0;
+  /* Notes that arrive before the session directory exists wait in the outboxes. */
+  for (int i = 0; i < c->nmodules; i++) c->modules[i].hold = 1;
+  notify_status(c);
+}
+
+static void gpio_recording_hook(struct pirec_controller *c, int recording);
+
+static void apply_pending_config(struct pirec_controller *c);
+
+static void on_session_stopped(struct pirec_session *s, int status, void *user) {
+  struct pirec_controller *c = user;
+  char *dir = strdup(pirec_session_dir(s));
+  size_t nerr = pirec_session_error_count(s);
+  if (status < 0 || nerr) c->errors++;
+  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir,
+            status < 0 ? ": " : "", status < 0 ? pirec_strerror(status) : "");
+  pirec_session_free(s);
+  c->session = NULL;
+  c->state = C_IDLE;
+  c->trial = 0;
+  gpio_recording_hook(c, 0);
+  json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
+  free(dir);
+  apply_pending_config(c);
+  op_done(c, r);
+}
+
+static void after_final_status(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(c->session, m->name, "state", json_string(mstate_name(m->state)));
+    pirec_session_module_set(c->session, m->name, "crashes_total", json_integer(m->crashes));
+  }
+  if (c->notes_in_events)
+    pirec_session_module_set(c->session, "controller", "notes_in_events",
+                             json_integer((json_int_t)c->notes_in_events));
+  pirec_session_stop(c->session, on_session_stopped, c);
+}
+
+static void after_modules_stopped(struct pirec_controller *c) {
+  status_on_modules(c);
+  op_await(c, after_final_status);
+}
+
+static void op_stop_session(struct pirec_controller *c) {
+  c->state = C_STOPPING;
+  notify_status(c);
+  stop_trial_on_modules(c);
+  op_await(c, after_modules_stopped);
+}
+
+static void after_trial_stopped(struct pirec_controller *c) {
+  pirec_session_trial_end(c->session);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static void op_next_trial(struct pirec_controller *c) {
+  stop_trial_on_modules(c);
+  op_await(c, after_trial_stopped);
+}
+
+static void on_reloaded(struct pirec_config_req *req) {
+  struct pirec_controller *c = req->data;
+  json_t *r;
+  if (req->result < 0) {
+    char msg[1200] = "reload failed, keeping the old config: ";
+    size_t used = strlen(msg);
+    for (size_t i = 0; i < req->errors.count && used < sizeof msg - 2; i++) {
+      int n = snprintf(msg + used, sizeof msg - used, "%s%s", i ? "; " : "", req->errors.items[i].message);
+      if (n < 0) break;
+      used += (size_t)n;
+    }
+    if (!req->errors.count) snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    if (c->session) pirec_session_event(c->session, "config_reload", NULL, msg);
+    r = error_reply(msg);
+  } else {
+    struct pirec_config *fresh = req->config;
+    req->config = NULL;
+    int changed = req->changed;
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = fresh;
+    const char *when = c->session ? "next_session" : "now";
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL,
+                          changed ? "accepted; applies from the next session" : "unchanged");
+    pirec_log(PIREC_LOG_INFO, "config '%s' reloaded (%s)%s", pirec_config_path(fresh),
+              changed ? "changed" : "unchanged", c->session ? "; applies from the next session" : "");
+    r = json_pack("{s:s,s:b,s:s}", "reply", "reloaded", "changed", changed, "applies", when);
+    if (!c->session) apply_pending_config(c);
+  }
+  pirec_config_req_cleanup(req);
+  op_done(c, r);
+}
+
+static void op_reload(struct pirec_controller *c) {
+  if (c->demo || !c->config_path) {
+    op_done(c, error_reply("running the built-in demo configuration: there is no file to reload"));
+    return;
+  }
+  memset(&c->reload_req, 0, sizeof c->reload_req);
+  c->reload_req.data = c;
+  int err = pirec_config_reload_async(c->loop, &c->reload_req, c->cfg, on_reloaded);
+  if (err < 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "cannot reload: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+  }
+}
+
+/* New settings take over between sessions: recorders are restarted so they read the file again. */
+static void apply_pending_config(struct pirec_controller *c) {
+  if (!c->pending_cfg || c->session || c->shutting_down) return;
+  pirec_config_free(c->cfg);
+  c->cfg = c->pending_cfg;
+  c->pending_cfg = NULL;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->job) {
+      m->stopping = 1;
+      /* The old child is SIGKILLed only if it is still running; idle recorders have no files open. */
+      pirec_job_stop(m->job);
+    }
+  }
+  /* Wait for the old children to end before spawning the new set (see maybe_respawn). */
+  c->started = 2;
+  maybe_finish_shutdown(c);
+}
+
+static void op_next(struct pirec_controller *c) {
+  if (c->op_running || !c->ops) return;
+  struct op *op = c->ops;
+  c->op_running = 1;
+  c->op_wait = 0;
+  switch (op->kind) {
+    case OP_START:
+      if (c->state != C_IDLE) {
+        op_done(c, error_reply(c->state == C_RECORDING ? "already recording" : "busy"));
+        return;
+      }
+      gpio_recording_hook(c, 1);
+      op_start_session(c, op->label);
+      return;
+    case OP_STOP:
+      if (c->state != C_RECORDING) {
+        op_done(c, error_reply("not recording"));
+        return;
+      }
+      op_stop_session(c);
+      return;
+    case OP_TRIAL:
+      if (c->state == C_IDLE) {
+        gpio_recording_hook(c, 1);
+        op->kind = OP_START;
+        op_start_session(c, op->label);
+        return;
+      }
+      if (c->state != C_RECORDING) {
+        op_done(c, error_reply("busy"));
+        return;
+      }
+      op_next_trial(c);
+      return;
+    case OP_TOGGLE:
+      if (c->state == C_RECORDING) {
+        op->kind = OP_STOP;
+        op_stop_session(c);
+      } else if (c->state == C_IDLE) {
+        op->kind = OP_START;
+        gpio_recording_hook(c, 1);
+        op_start_session(c, op->label);
+      } else {
+        op_done(c, NULL);
+      }
+      return;
+    case OP_RELOAD:
+      op_reload(c);
+      return;
+    case OP_SHUTDOWN:
+      if (c->state == C_RECORDING) {
+        op_stop_session(c);
+        return;
+      }
+      op_done(c, NULL);
+      return;
+  }
+}
+
+/* ---- GPIO ---- */
+
+#ifdef PIREC_HAVE_GPIO
+#include "controller-gpio.inc"
+#else
+static void gpio_trial_hook(struct pirec_controller *c) { (void)c; }
+static void gpio_recording_hook(struct pirec_controller *c, int recording) { (void)c; (void)recording; }
+#endif
+
+/* ---- timers, signals, shutdown ---- */
+
+static void on_status_timer(uv_timer_t *t) {
+  struct pirec_controller *c = t->data;
+  for (int i = 0; i < c->nmodules; i++) module_poll_status(&c->modules[i]);
+  if (c->session) pirec_session_save(c->session);
+}
+
+static void on_watchdog(uv_timer_t *t) { sdnotify("WATCHDOG=1"); }
+
+static void on_demo_note(uv_timer_t *t) {
+  struct pirec_controller *c = t->data;
+  if (c->state != C_RECORDING) return;
+  char text[96], err[300];
+  snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration",
+           ++c->demo_notes);
+  json_t *extra = NULL;
+  if (take_note(c, text, strlen(text), &extra, err, sizeof err) == 0) json_decref(extra);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  struct pirec_controller *c = h->data;
+  c->handles_open--;
+  maybe_finish_shutdown(c);
+}
+
+static void on_lag_closed(struct pirec_looplag *lag) {
+  struct pirec_controller *c = lag->data;
+  c->handles_open--;
+  maybe_finish_shutdown(c);
+}
+
+static void close_handle(struct pirec_controller *c, uv_handle_t *h) {
+  if (!uv_is_closing(h)) {
+    h->data = c;
+    uv_close(h, on_handle_closed);
+  }
+}
+
+/* Called whenever something the shutdown (or a config switch) waits for has ended. */
+static void maybe_finish_shutdown(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++)
+    if (c->modules[i].job && c->modules[i].state != M_ENDED) return;
+  if (c->started == 2 && !c->shutting_down) {
+    /* A config switch: every old recorder has ended; start the new set. */
+    for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+    c->started = 1;
+    build_modules(c);
+    spawn_modules(c);
+    return;
+  }
+  if (!c->shutting_down || c->session || c->ops) return;
+  if (!c->shutdown_done) {
+    c->shutdown_done = 1;
+    sdnotify("STOPPING=1");
+    for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+    for (struct client *cl = c->clients; cl;) {
+      struct client *next = cl->next;
+      client_close(cl);
+      cl = next;
+    }
+    if (c->server_open) {
+      close_handle(c, (uv_handle_t *)&c->server);
+      c->server_open = 0;
+      unlink(c->socket_path);
+    }
+    for (int i = 0; i < c->sig_open; i++) close_handle(c, (uv_handle_t *)&c->sig[i]);
+    close_handle(c, (uv_handle_t *)&c->status_timer);
+    close_handle(c, (uv_handle_t *)&c->watchdog_timer);
+    close_handle(c, (uv_handle_t *)&c->demo_timer);
+    close_handle(c, (uv_handle_t *)&c->op_timer);
+    if (c->lag_open) {
+      c->lag.data = c;
+      pirec_looplag_close(&c->lag, on_lag_closed);
+      c->lag_open = 0;
+    }
+  }
+}
+
+static void on_shutdown_op_done(struct pirec_controller *c) {
+  for (int i = 0; i < c->nmodules; i++) module_stop(&c->modules[i]);
+  maybe_finish_shutdown(c);
+}
+
+void pirec_controller_shutdown(struct pirec_controller *c) {
+  if (c->shutting_down) return;
+  c->shutting_down = 1;
+  sdnotify("STOPPING=1\nSTATUS=stopping");
+  /* Ops waiting behind the running one are answered now: nothing new starts. */
+  if (c->ops) {
+    struct op *running = c->ops;
+    for (struct op *op = running->next; op;) {
+      struct op *next = op->next;
+      json_t *r = error_reply("shutting down");
+      waiters_reply(op, r);
+      json_decref(r);
+      free(op);
+      op = next;
+    }
+    running->next = NULL;
+  }
+  enqueue_op(c, OP_SHUTDOWN, NULL, NULL, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  struct pirec_controller *c = s->data;
+  switch (signum) {
+    case SIGINT:
+    case SIGTERM:
+      pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
+      pirec_controller_shutdown(c);
+      break;
+    case SIGUSR1:
+      if (!c->shutting_down) {
+        if (c->session) pirec_session_event(c->session, "control", NULL, "SIGUSR1: toggle");
+        enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL);
+      }
+      break;
+    case SIGHUP:
+      if (!c->shutting_down) enqueue_op(c, OP_RELOAD, NULL, NULL, NULL);
+      break;
+  }
+}
+
+/* The shutdown op is the last one: once it is done, stop the recorders. */
+static void on_op_idle_check(struct pirec_controller *c) {
+  if (c->shutting_down && !c->ops && !c->session) on_shutdown_op_done(c);
+}
+
+/* ---- setup ---- */
+
+static int mkdir_parents(const char *path, mode_t mode) {
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;
+    *p = '/';
+  }
+  return 0;
+}
+
+static const char demo_config_fmt[] =
+    "# pirec's built-in demo configuration (pirec record without -c)\n"
+    "[session]\n"
+    "output_dir = %s\n"
+    "clocks_interval = 1s\n"
+    "remux_after = false\n"
+    "[notes]\n"
+    "enabled = true\n"
+    "%s";
+
+static const char demo_camera[] =
+    "[camera.demo]\n"
+    "source = lavfi\n"
+    "lavfi = testsrc2\n"
+    "size = 320x240\n"
+    "fps = 15\n"
+    "codec = x264\n";
+
+static int load_config(struct pirec_controller *c) {
+  struct pirec_config_errors errors = {0};
+  int err;
+  if (c->config_path) {
+    err = pirec_config_load(c->config_path, &c->cfg, &errors);
+  } else {
+    c->demo = 1;
+    char out[PATH_MAX], cwd[PATH_MAX - 32];
+    if (c->output_dir_override)
+      snprintf(out, sizeof out, "%s", c->output_dir_override);
+    else
+      snprintf(out, sizeof out, "%s/pirec-sessions", getcwd(cwd, sizeof cwd) ? cwd : ".");
+    char probe[PATH_MAX];
+    int camera = find_program(c, "pirec-camera", probe, sizeof probe) == 0;
+    char text[PATH_MAX + 1024];
+    snprintf(text, sizeof text, demo_config_fmt, out, camera ? demo_camera : "");
+    err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
+    if (err == 0) {
+      /* The recorders read their settings from a file: put the demo's next to the socket. */
+      char dir[sizeof c->socket_path];
+      snprintf(dir, sizeof dir, "%s", c->socket_path);
+      char *slash = strrchr(dir, '/');
+      if (slash) *slash = '\0';
+      snprintf(c->demo_config_path, sizeof c->demo_config_path, "%s/demo-%d.conf", dir, (int)getpid());
+      mkdir_parents(c->demo_config_path, 0700);
+      FILE *f = fopen(c->demo_config_path, "w");
+      if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "pirec: cannot write '%s': %s\n", c->demo_config_path, strerror(errno));
+        err = -errno;
+      }
+    }
+  }
+  for (size_t i = 0; i < errors.count; i++) fprintf(stderr, "%s\n", errors.items[i].message);
+  pirec_config_errors_free(&errors);
+  return err;
+}
+
+int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
+                         struct pirec_controller **out) {
+  *out = NULL;
+  struct pirec_controller *c = calloc(1, sizeof(*c));
+  if (!c) return -ENOMEM;
+  c->loop = loop;
+  pirec_controller_options_default(&c->opts);
+  if (opts) c->opts = *opts;
+  if (!c->opts.ready_timeout_ms) c->opts.ready_timeout_ms = 10000;
+  if (!c->opts.stop_timeout_ms) c->opts.stop_timeout_ms = 10000;
+  c->config_path = c->opts.config_path ? strdup(c->opts.config_path) : NULL;
+  c->label = c->opts.label ? strdup(c->opts.label) : NULL;
+  c->recorder_dir = c->opts.recorder_dir ? strdup(c->opts.recorder_dir) : NULL;
+  c->output_dir_override = c->opts.output_dir ? strdup(c->opts.output_dir) : NULL;
+  char clean[PIREC_SESSION_LABEL_MAX + 1];
+  if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
+    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n",
+            c->label, PIREC_SESSION_LABEL_MAX);
+    pirec_controller_free(c);
+    return -EINVAL;
+  }
+  if (c->opts.socket_path)
+    snprintf(c->socket_path, sizeof c->socket_path, "%s", c->opts.socket_path);
+  else if (pirec_control_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
+    pirec_controller_free(c);
+    return -ENAMETOOLONG;
+  }
+  int err = load_config(c);
+  if (err < 0) {
+    pirec_controller_free(c);
+    return err == -ENOMEM ? err : -EINVAL;
+  }
+  if (!c->opts.socket_path && c->config_path && pirec_config_is_set(c->cfg, "control", "socket"))
+    snprintf(c->socket_path, sizeof c->socket_path, "%s",
+             pirec_config_get_string(c->cfg, "control", "socket"));
+  build_modules(c);
+  *out = c;
+  return 0;
+}
+
+static int bind_socket(struct pirec_controller *c) {
+  if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0) return 0;
+  int err = mkdir_parents(c->socket_path, 0700);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot create the directory of '%s': %s\n", c->socket_path, strerror(-err));
+    return err;
+  }
+  /* A socket file left by a controller that died is removed; a live one is refused. */
+  struct stat st;
+  if (lstat(c->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", c->socket_path);
+    int alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0) close(fd);
+    if (alive) {
+      fprintf(stderr, "pirec: another pirec is running on '%s'\n", c->socket_path);
+      return -EADDRINUSE;
+    }
+    unlink(c->socket_path);
+  }
+  uv_pipe_init(c->loop, &c->server, 0);
+  c->handles_open++;
+  c->server_open = 1;
+  c->server.data = c;
+  /* Created with the final mode: no window in which others could connect. */
+  mode_t mode = (mode_t)pirec_config_get_int(c->cfg, "control", "socket_mode");
+  mode_t old = umask(0777 & ~mode);
+  err = uv_pipe_bind(&c->server, c->socket_path);
+  umask(old);
+  if (err == 0) chmod(c->socket_path, mode);
+  if (err == 0) err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot listen on '%s': %s\n", c->socket_path, uv_strerror(err));
+    return err;
+  }
+  return 0;
+}
+
+int pirec_controller_start(struct pirec_controller *c) {
+  int err = bind_socket(c);
+  if (err < 0) return err;
+  uv_timer_init(c->loop, &c->op_timer);
+  uv_timer_init(c->loop, &c->status_timer);
+  uv_timer_init(c->loop, &c->watchdog_timer);
+  uv_timer_init(c->loop, &c->demo_timer);
+  c->handles_open += 4;
+  c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
+  uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
+  if (c->demo) uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
+  if (pirec_looplag_init(c->loop, &c->lag, 0, 0, NULL) == 0) {
+    c->handles_open++;
+    c->lag_open = 1;
+    pirec_looplag_start(&c->lag);
+  }
+  if (c->opts.handle_signals) {
+    static const int sigs[4] = {SIGINT, SIGTERM, SIGUSR1, SIGHUP};
+    for (int i = 0; i < 4; i++) {
+      uv_signal_init(c->loop, &c->sig[i]);
+      c->handles_open++;
+      c->sig[i].data = c;
+      uv_signal_start(&c->sig[i], on_signal, sigs[i]);
+      c->sig_open++;
+    }
+  }
+#ifdef PIREC_HAVE_GPIO
+  gpio_open_all(c);
+#endif
+  c->started = 1;
+  spawn_modules(c);
+#ifdef PIREC_HAVE_SYSTEMD
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+    uint64_t ms = usec / 2000;
+    uv_timer_start(&c->watchdog_timer, on_watchdog, ms ? ms : 1, ms ? ms : 1);
+  }
+#endif
+  uv_unref((uv_handle_t *)&c->watchdog_timer);
+  char ready[700];
+  snprintf(ready, sizeof ready, "READY=1\nSTATUS=idle; control socket %s", c->socket_path);
+  sdnotify(ready);
+  pirec_log(PIREC_LOG_INFO, "pirec %s: control socket '%s', %d recorder(s)%s", PIREC_VERSION,
+            c->socket_path, c->nmodules, c->demo ? ", built-in demo configuration" : "");
+  if (!c->opts.wait) enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL);
+  return 0;
+}
+
+int pirec_controller_exit_status(const struct pirec_controller *c) { return c->errors ? 1 : 0; }
+const char *pirec_controller_socket_path(const struct pirec_controller *c) { return c->socket_path; }
+
+void pirec_controller_free(struct pirec_controller *c) {
+  if (!c) return;
+  for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+  while (c->ops) {
+    struct op *op = c->ops;
+    c->ops = op->next;
+    waiters_reply(op, NULL);
+    free(op);
+  }
+  if (*c->demo_config_path) unlink(c->demo_config_path);
+  pirec_config_free(c->cfg);
+  pirec_config_free(c->pending_cfg);
+  free(c->config_path);
+  free(c->label);
+  free(c->recorder_dir);
+  free(c->output_dir_override);
+  free(c);
+}
