@@ -60,6 +60,8 @@ struct pirec_eyesim {
   uint32_t gaze_ts0, world_ts0, gaze_ssrc, world_ssrc;
   uint16_t gaze_seq0, world_seq;
   uint64_t gaze_n;
+  int64_t ff_base_ticks; /* the device tick of the encoder's first frame */
+  uint64_t ff_frames;    /* frames since the encoder started */
   uint32_t rng;
   int down, disconnect_done;
   int64_t down_until;
@@ -560,6 +562,7 @@ static void on_tick(uv_timer_t *t)
 struct pay_ctx {
   struct pirec_eyesim *sim;
   uint32_t ts;
+  size_t annexb; /* the unit's size with every start code 4 bytes long, as a receiver rebuilds it */
 };
 
 static int emit_world(const uint8_t *payload, size_t len, int last, void *user)
@@ -569,6 +572,8 @@ static int emit_world(const uint8_t *payload, size_t len, int last, void *user)
   uint8_t pkt[12 + MTU];
   size_t h = pirec_rtp_write_header(pkt, last, 96, sim->world_seq++, p->ts, sim->world_ssrc);
   memcpy(pkt + h, payload, len);
+  int fu = (payload[0] & 0x1F) == 28;
+  p->annexb += !fu ? 4 + len : (payload[1] & 0x80) ? 4 + 1 + len - 2 : len - 2;
   for (struct sim_conn *c = sim->conns; c; c = c->next)
     if (c->playing && !c->closing && c->cam == CAM_WORLD)
       send_interleaved(c, c->rtp_ch, pkt, h + len);
@@ -577,23 +582,24 @@ static int emit_world(const uint8_t *payload, size_t len, int last, void *user)
 
 static void world_frame(struct pirec_eyesim *sim, const uint8_t *au, size_t len)
 {
-  int64_t ticks = ticks_at(sim, pirec_clock_mono_ns());
+  /* Capture times on the frame grid, as a camera stamps them (ffmpeg -re paces the frames). */
+  int64_t ticks = sim->ff_base_ticks + (int64_t)(sim->ff_frames++ * RATE / (uint64_t)sim->s.world_fps);
   uint32_t ts = sim->world_ts0 + (uint32_t)ticks;
   const char *fate = "sent";
+  struct pay_ctx p = {sim, ts, 0};
   sim->c.frames_generated++;
   if (sim->down)
     fate = "down";
   else if (!any_playing(sim, CAM_WORLD))
     fate = "idle";
   else {
-    struct pay_ctx p = {sim, ts};
     if (pirec_h264_pay(au, len, MTU, emit_world, &p) < 0)
       fate = "unpayable";
     else
       sim->c.frames_sent++;
   }
   log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n", (unsigned long long)(sim->c.frames_generated - 1),
-          ts, (long long)device_ns(sim, ticks), len, fate);
+          ts, (long long)device_ns(sim, ticks), p.annexb ? p.annexb : len, fate);
 }
 
 /* The position of the next access unit delimiter (00 00 01 09, x264's aud=1) at or after from. */
@@ -720,6 +726,8 @@ static int ff_spawn(struct pirec_eyesim *sim)
   sim->pending++; /* the process handle */
   sim->ff_running = 1;
   sim->au_len = 0;
+  sim->ff_base_ticks = ticks_at(sim, pirec_clock_mono_ns());
+  sim->ff_frames = 0;
   uv_read_start((uv_stream_t *)&sim->ff_out, ff_alloc, ff_read);
   return 0;
 }

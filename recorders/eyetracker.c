@@ -81,7 +81,8 @@ struct stream {
   uint32_t prev_ssrc, prev_ts;
   uint16_t prev_seq;
   int64_t prev_rx_mono;
-  int64_t interval_ticks; /* smallest timestamp step seen between samples/frames */
+  int64_t interval_ticks; /* mean timestamp step between consecutive samples/frames */
+  int64_t sum_dticks, n_dticks;
   int gap_check;          /* the next packet is the first after a reconnect */
 
   /* clock log */
@@ -124,6 +125,7 @@ struct pirec_eyetracker {
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
+  int need_key; /* after a start, a gap or a damaged unit: write again from the next IDR */
   int sinks_open;
   int stop_err;
   pirec_eyetracker_stopped_cb stop_cb;
@@ -389,10 +391,15 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
   return (uint64_t)missing;
 }
 
+/* The mean step, not the smallest: frame timestamps jitter, and a short step would make every
+ * gap look longer in frames than it was. Steps over 10 s are not steps between neighbours. */
 static void note_interval(struct stream *st, int64_t dticks)
 {
-  if (dticks > 0 && (st->interval_ticks == 0 || dticks < st->interval_ticks))
-    st->interval_ticks = dticks;
+  if (dticks <= 0 || dticks > 10 * (int64_t)st->clock_rate)
+    return;
+  st->sum_dticks += dticks;
+  st->n_dticks++;
+  st->interval_ticks = round_div(st->sum_dticks, st->n_dticks);
 }
 
 /* ---- per-trial files ---- */
@@ -489,6 +496,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
       int64_t missing = st->interval_ticks > 0 ? round_div(d, st->interval_ticks) - 1 : 0;
       if (missing > 0)
         st->pending_drop += (uint64_t)missing;
+      et->need_key = 1;
     } else {
       note_interval(st, d);
     }
@@ -504,12 +512,16 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   if (au->damaged) {
     st->pending_drop++;
+    et->need_key = 1;
     return;
   }
-  if (!pirec__et_mkv_started(et->mkv) && !(au->keyframe && au->has_params)) {
-    st->pending_drop++; /* the file must start with a decodable picture */
+  /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
+   * packet in it decodes; the frames skipped meanwhile are counted. */
+  if (et->need_key && !(au->keyframe && (au->has_params || pirec__et_mkv_started(et->mkv)))) {
+    st->pending_drop++;
     return;
   }
+  et->need_key = 0;
   /* Presentation times from the RTP clock, relative to the trial's first written frame; a jump
    * backwards (a new session with another timestamp origin) continues from arrival times. */
   int64_t pts;
@@ -579,6 +591,7 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
     uint64_t missing = reconnect_gap(st, &p);
     st->pending_drop += missing;
     st->have_prev_au = 0;
+    st->et->need_key = 1;
   }
   int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
   if (lost < 0) {
@@ -1201,6 +1214,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   et->trial = trial;
   et->recording = 1;
   et->have_pts0 = 0;
+  et->need_key = 1;
   et->frame_index = 0;
   et->bytes_video = 0;
   et->sink_drops = 0;

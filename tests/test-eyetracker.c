@@ -1,0 +1,669 @@
+/* End-to-end tests of the eye tracker client against the simulator, a real pirec-eyesim process
+ * on loopback (the simulator's world video is a real libx264 encode of a lavfi source by an
+ * ffmpeg child). What the simulator sent is compared sample by sample with what the client wrote:
+ *   - between two consecutive gaze rows, exactly dropped_before samples were generated and not
+ *     written (lost, malformed, or during a disconnect), so rows + drops == samples generated;
+ *   - every device_ns equals the simulator's stamp for that RTP timestamp, once synchronised;
+ *   - x and y read back bit-exact;
+ *   - the scene MKV holds exactly as many packets as its frames CSV has rows, all decodable by
+ *     ffprobe, and every device_ts_ns is a timestamp the simulator stamped a frame with.
+ * Built twice: test-eyetracker (clean run, faults, bad SDP, settings) and
+ * test-eyetracker-reconnect (EYETRACKER_RECONNECT: the simulator drops everything for 5 s).
+ * PIREC_EYETRACKER_SECONDS lengthens the clean run (60 for the acceptance run). */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "pirec/eyetracker.h"
+#include "pirec/gaze.h"
+#include "pirec/log.h"
+
+/* ---- the simulator process ---- */
+
+struct sim_proc {
+  uv_process_t proc;
+  uv_pipe_t out;
+  char buf[512];
+  size_t len;
+  int http, rtsp;
+  int exited, handles;
+  int64_t status;
+  int term_sig;
+};
+
+static void sim_closed(uv_handle_t *h)
+{
+  struct sim_proc *s = h->data;
+  s->handles--;
+}
+
+static void sim_exit(uv_process_t *p, int64_t status, int sig)
+{
+  struct sim_proc *s = p->data;
+  s->exited = 1;
+  s->status = status;
+  s->term_sig = sig;
+  uv_close((uv_handle_t *)p, sim_closed);
+}
+
+static void sim_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+  struct sim_proc *s = h->data;
+  *b = uv_buf_init(s->buf + s->len, (unsigned)(sizeof s->buf - 1 - s->len));
+}
+
+static void sim_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+  struct sim_proc *s = st->data;
+  if (n < 0) {
+    uv_close((uv_handle_t *)st, sim_closed);
+    return;
+  }
+  s->len += (size_t)n;
+  s->buf[s->len] = 0;
+  const char *p = strstr(s->buf, "pirec-eyesim http=");
+  if (p && strchr(p, '\n'))
+    sscanf(p, "pirec-eyesim http=%d rtsp=%d", &s->http, &s->rtsp);
+  if (s->len >= sizeof s->buf - 1)
+    s->len = 0;
+}
+
+static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
+{
+  const char *bd = getenv("PIREC_BUILD_DIR");
+  assert_non_null(bd);
+  static char prog[1024];
+  snprintf(prog, sizeof prog, "%s/apps/pirec-eyesim", bd);
+  const char *args[48] = {prog};
+  int n = 1;
+  for (int i = 0; extra[i]; i++)
+    args[n++] = extra[i];
+  args[n] = NULL;
+  memset(s, 0, sizeof *s);
+  uv_pipe_init(loop, &s->out, 0);
+  s->out.data = s;
+  s->proc.data = s;
+  uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                   {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
+                                    .data.stream = (uv_stream_t *)&s->out},
+                                   {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t o = {.file = prog, .args = (char **)args, .exit_cb = sim_exit,
+                            .stdio = stdio, .stdio_count = 3};
+  s->handles = 2;
+  int r = uv_spawn(loop, &s->proc, &o);
+  if (r < 0)
+    fail_msg("cannot start '%s': %s", prog, uv_strerror(r));
+  uv_read_start((uv_stream_t *)&s->out, sim_alloc, sim_read);
+  int64_t deadline = (int64_t)uv_hrtime() + 10 * 1000000000LL;
+  while (!s->http && !s->exited && (int64_t)uv_hrtime() < deadline)
+    uv_run(loop, UV_RUN_ONCE);
+  if (!s->http)
+    fail_msg("pirec-eyesim printed no ports");
+}
+
+/* ---- a recording run ---- */
+
+struct run {
+  uv_loop_t loop;
+  struct sim_proc sim;
+  struct pirec_eyetracker *et;
+  struct pirec_eyetracker_status final;
+  uv_timer_t timer;
+  char dir[512];
+  int phase;
+  int64_t trial_ms;
+  int stopped, stop_err, closed;
+  int events[5];
+  char messages[8192];
+};
+
+static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg,
+                     void *user)
+{
+  struct run *r = user;
+  r->events[ev]++;
+  size_t l = strlen(r->messages);
+  snprintf(r->messages + l, sizeof r->messages - l, "%s\n", msg);
+}
+
+static void on_closed(struct pirec_eyetracker *et, void *user)
+{
+  ((struct run *)user)->closed = 1;
+}
+
+static void on_stopped(struct pirec_eyetracker *et, int err, void *user)
+{
+  struct run *r = user;
+  r->stopped = 1;
+  r->stop_err = err;
+  pirec_eyetracker_status(et, &r->final);
+  pirec_eyetracker_close(et, on_closed, r);
+  r->et = NULL;
+  if (r->sim.handles)
+    uv_process_kill(&r->sim.proc, SIGTERM);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  assert_int_equal(pirec_eyetracker_trial_stop(r->et, on_stopped, r), 0);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void make_dir(char *out, size_t cap, const char *tag)
+{
+  const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(out, cap, "%s/pirec-test-eyetracker-%s-%d", base, tag, (int)getpid());
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(mkdir(out, 0755), 0);
+}
+
+/* Runs the simulator with extra args and records one trial of trial_ms into r->dir. */
+static void run_trial(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
+                      void (*tweak)(struct pirec_eyetracker_settings *))
+{
+  memset(r, 0, sizeof *r);
+  make_dir(r->dir, sizeof r->dir, tag);
+  char glog[600], wlog[600];
+  snprintf(glog, sizeof glog, "%s/sim_gaze.csv", r->dir);
+  snprintf(wlog, sizeof wlog, "%s/sim_world.csv", r->dir);
+  const char *args[40];
+  int n = 0;
+  args[n++] = "--gaze-log";
+  args[n++] = glog;
+  args[n++] = "--world-log";
+  args[n++] = wlog;
+  for (int i = 0; sim_args[i]; i++)
+    args[n++] = sim_args[i];
+  args[n] = NULL;
+  assert_int_equal(uv_loop_init(&r->loop), 0);
+  sim_spawn(&r->loop, &r->sim, args);
+
+  struct pirec_eyetracker_settings s;
+  pirec_eyetracker_settings_default(&s);
+  snprintf(s.host, sizeof s.host, "127.0.0.1");
+  s.http_port = r->sim.http;
+  s.rtsp_port = r->sim.rtsp;
+  s.reconnect_min_ns = 200000000;
+  s.reconnect_max_ns = 1000000000;
+  if (tweak)
+    tweak(&s);
+  assert_int_equal(pirec_eyetracker_new(&r->loop, &s, on_event, r, &r->et), 0);
+  assert_int_equal(pirec_eyetracker_start(r->et), 0);
+  assert_int_equal(pirec_eyetracker_start(r->et), -EALREADY);
+  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 1, 0), 0);
+  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 2, 0), -EBUSY);
+  uv_timer_init(&r->loop, &r->timer);
+  r->timer.data = r;
+  uv_timer_start(&r->timer, on_timer, (uint64_t)trial_ms, 0);
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  assert_true(r->stopped);
+  assert_true(r->closed);
+  assert_true(r->sim.exited);
+  assert_int_equal(r->sim.status, 0); /* the simulator exits cleanly on SIGTERM */
+  assert_int_equal(uv_loop_close(&r->loop), 0);
+}
+
+/* ---- reading the files ---- */
+
+struct csv {
+  char **fields; /* row-major */
+  int cols, rows;
+  char *text;
+};
+
+static void csv_load(struct csv *c, const char *dir, const char *name)
+{
+  char path[700];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    fail_msg("cannot open '%s'", path);
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  c->text = malloc((size_t)len + 1);
+  assert_int_equal(fread(c->text, 1, (size_t)len, f), (size_t)len);
+  c->text[len] = 0;
+  fclose(f);
+  assert_true(len > 0 && c->text[len - 1] == '\n'); /* every row is complete */
+  c->cols = 1;
+  for (char *p = c->text; *p != '\n'; p++)
+    c->cols += *p == ',';
+  int lines = 0;
+  for (char *p = c->text; *p; p++)
+    lines += *p == '\n';
+  c->rows = lines - 1;
+  c->fields = calloc((size_t)lines * (size_t)c->cols, sizeof *c->fields);
+  char *p = c->text;
+  for (int l = 0; l < lines; l++) {
+    for (int k = 0; k < c->cols; k++) {
+      c->fields[l * c->cols + k] = p;
+      size_t n = strcspn(p, ",\n");
+      char end = p[n];
+      p[n] = 0;
+      p += n + 1;
+      if (end == '\n' && k != c->cols - 1)
+        fail_msg("%s: line %d has %d fields, the header %d", name, l + 1, k + 1, c->cols);
+      if (end == ',' && k == c->cols - 1)
+        fail_msg("%s: line %d has too many fields", name, l + 1);
+    }
+  }
+  c->fields += c->cols; /* row 0 is the first data row; the header stays at index -1 */
+}
+
+static const char *cell(const struct csv *c, int row, int col)
+{
+  return c->fields[row * c->cols + col];
+}
+
+static int col(const struct csv *c, const char *name)
+{
+  for (int k = 0; k < c->cols; k++)
+    if (strcmp(c->fields[-c->cols + k], name) == 0)
+      return k;
+  fail_msg("no column '%s'", name);
+  return -1;
+}
+
+static void csv_free(struct csv *c)
+{
+  free(c->fields - c->cols);
+  free(c->text);
+}
+
+static long long ffprobe_count(const char *path, const char *what)
+{
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -%s -select_streams v:0 -show_entries stream=nb_read_%s "
+           "-of default=nokey=1:noprint_wrappers=1 '%s'",
+           strcmp(what, "frames") == 0 ? "count_frames" : "count_packets", what, path);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  long long n = -1;
+  if (fscanf(p, "%lld", &n) != 1)
+    n = -1;
+  assert_int_equal(pclose(p), 0);
+  return n;
+}
+
+struct gaze_check {
+  int rows, synced, unsynced_after_sync;
+  uint64_t drops, generated_span, down, malformed, lost;
+};
+
+/* Walks the client's gaze rows against the simulator's log, see the top of the file. */
+static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync)
+{
+  struct csv g = {0}, sim = {0};
+  csv_load(&g, dir, "t001_gaze.csv");
+  csv_load(&sim, dir, "sim_gaze.csv");
+  memset(out, 0, sizeof *out);
+  assert_int_equal(g.cols, 32);
+  int c_dev = col(&g, "device_ns"), c_ts = col(&g, "rtp_ts"), c_drop = col(&g, "dropped_before");
+  int c_x = col(&g, "x"), c_y = col(&g, "y");
+  int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_fate = col(&sim, "fate");
+  int s_x = col(&sim, "x"), s_y = col(&sim, "y");
+  out->rows = g.rows;
+  assert_true(g.rows > 0);
+  int j = 0, synced = 0;
+  for (int i = 0; i < g.rows; i++) {
+    const char *ts = cell(&g, i, c_ts);
+    int skipped = 0;
+    while (j < sim.rows && strcmp(cell(&sim, j, s_ts), ts) != 0) {
+      if (i > 0) {
+        const char *fate = cell(&sim, j, s_fate);
+        out->down += strcmp(fate, "down") == 0 || strcmp(fate, "idle") == 0;
+        out->malformed += strcmp(fate, "malformed") == 0;
+        out->lost += strcmp(fate, "lost") == 0;
+      }
+      j++, skipped++;
+    }
+    if (j == sim.rows)
+      fail_msg("gaze row %d: rtp_ts %s was never sent by the simulator", i + 1, ts);
+    uint64_t drop = strtoull(cell(&g, i, c_drop), NULL, 10);
+    if (i > 0 && (uint64_t)skipped != drop)
+      fail_msg("gaze row %d (rtp_ts %s): dropped_before %" PRIu64 " but the simulator generated %d "
+               "samples in between", i + 1, ts, drop, skipped);
+    if (i > 0) {
+      out->drops += drop;
+      out->generated_span += (uint64_t)skipped;
+    }
+    out->generated_span++;
+    assert_string_equal(cell(&sim, j, s_fate), "sent");
+    const char *dev = cell(&g, i, c_dev);
+    if (dev[0]) {
+      if (strcmp(dev, cell(&sim, j, s_dev)) != 0)
+        fail_msg("gaze row %d: device_ns %s, the simulator stamped %s", i + 1, dev,
+                 cell(&sim, j, s_dev));
+      synced = 1;
+      out->synced++;
+    } else if (synced) {
+      out->unsynced_after_sync++;
+      if (!allow_resync)
+        fail_msg("gaze row %d lost its device time after synchronisation", i + 1);
+    }
+    if (strtof(cell(&g, i, c_x), NULL) != strtof(cell(&sim, j, s_x), NULL) ||
+        strtof(cell(&g, i, c_y), NULL) != strtof(cell(&sim, j, s_y), NULL))
+      fail_msg("gaze row %d: x,y %s,%s but sent %s,%s", i + 1, cell(&g, i, c_x), cell(&g, i, c_y),
+               cell(&sim, j, s_x), cell(&sim, j, s_y));
+    j++;
+  }
+  csv_free(&g);
+  csv_free(&sim);
+}
+
+struct scene_check {
+  int rows;
+  uint64_t drops_after_first;
+  int64_t sim_frames_span;
+};
+
+static void check_scene(const char *dir, struct scene_check *out)
+{
+  struct csv f = {0}, sim = {0};
+  csv_load(&f, dir, "t001_scene_frames.csv");
+  csv_load(&sim, dir, "sim_world.csv");
+  memset(out, 0, sizeof *out);
+  assert_int_equal(f.cols, 9);
+  assert_string_equal(f.fields[-f.cols], "trial");
+  assert_string_equal(f.fields[-1], "offset");
+  out->rows = f.rows;
+  char mkv[700];
+  snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", dir);
+  long long packets = ffprobe_count(mkv, "packets");
+  if (packets != f.rows)
+    fail_msg("'%s' holds %lld packets, its frames CSV %d rows", mkv, packets, f.rows);
+  long long frames = ffprobe_count(mkv, "frames");
+  assert_int_equal(frames, packets); /* every packet decodes to a picture */
+  int c_frame = col(&f, "frame"), c_dev = col(&f, "device_ts_ns"), c_drop = col(&f, "dropped_before");
+  int c_bytes = col(&f, "bytes"), s_dev = col(&sim, "device_ns"), s_bytes = col(&sim, "bytes");
+  int j = 0;
+  int64_t first_j = -1;
+  for (int i = 0; i < f.rows; i++) {
+    assert_int_equal(strtoll(cell(&f, i, c_frame), NULL, 10), i);
+    const char *dev = cell(&f, i, c_dev);
+    if (i > 0)
+      out->drops_after_first += strtoull(cell(&f, i, c_drop), NULL, 10);
+    if (!dev[0])
+      continue;
+    while (j < sim.rows && strcmp(cell(&sim, j, s_dev), dev) != 0)
+      j++;
+    if (j == sim.rows)
+      fail_msg("frame row %d: device_ts_ns %s was never stamped by the simulator", i + 1, dev);
+    assert_string_equal(cell(&sim, j, s_bytes), cell(&f, i, c_bytes));
+    if (first_j < 0)
+      first_j = j - i; /* rows before the first synchronised one */
+  }
+  out->sim_frames_span = first_j >= 0 ? j - first_j + 1 : -1;
+  csv_free(&f);
+  csv_free(&sim);
+}
+
+/* ---- tests ---- */
+
+#ifndef EYETRACKER_RECONNECT
+
+static int64_t clean_seconds(void)
+{
+  const char *e = getenv("PIREC_EYETRACKER_SECONDS");
+  return e ? atoll(e) : 8;
+}
+
+static void test_clean_run(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--gaze-hz", "200", "--gaze-size", "89", "--fps", "30",
+                                     "--first-sr", "500", NULL};
+  int64_t secs = clean_seconds();
+  run_trial(r, "clean", args, secs * 1000, NULL);
+  assert_int_equal(r->stop_err, 0);
+  struct gaze_check g;
+  check_gaze(r->dir, &g, 0);
+  struct scene_check sc;
+  check_scene(r->dir, &sc);
+  const struct pirec_eyetracker_status *s = &r->final;
+  fprintf(stderr,
+          "clean %llds: gaze rows %d (synced %d) drops %" PRIu64 " of %" PRIu64
+          " generated; scene rows %d, drops after the first %" PRIu64 ", simulator frames in span "
+          "%lld; offset %lld ns drift %lld ppb\n",
+          (long long)secs, g.rows, g.synced, g.drops, g.generated_span, sc.rows,
+          sc.drops_after_first, (long long)sc.sim_frames_span, (long long)s->gaze.offset_ns,
+          (long long)s->gaze.drift_ppb);
+  /* loopback TCP loses nothing: every sample of the span is a row */
+  assert_int_equal(g.drops, 0);
+  assert_int_equal((uint64_t)g.rows, g.generated_span);
+  assert_true(g.rows >= (secs - 1) * 200);
+  /* synchronised from the first Sender Report (500 ms after PLAY) on */
+  assert_true(g.synced >= g.rows - 200);
+  assert_int_equal(s->gaze.written, (uint64_t)g.rows);
+  assert_int_equal(s->gaze.bad_packets + s->gaze.bad_payloads + s->gaze.lost, 0);
+  assert_int_equal(s->world.written, (uint64_t)sc.rows);
+  assert_true(sc.rows >= (secs - 2) * 30);
+  assert_int_equal(sc.drops_after_first, 0);
+  assert_int_equal(sc.sim_frames_span, sc.rows);
+  assert_int_equal(s->status_ok, 1);
+  assert_true(s->gaze.rtcp_sr >= (uint64_t)secs - 1);
+  assert_true(s->gaze.offset_ns != INT64_MIN);
+  /* the clock log: one row per Sender Report of either stream */
+  struct csv clk = {0};
+  csv_load(&clk, r->dir, "t001_eye_clock.csv");
+  assert_int_equal((uint64_t)clk.rows, s->gaze.rtcp_sr + s->world.rtcp_sr);
+  csv_free(&clk);
+  free(r);
+}
+
+static void tweak_gaze_only(struct pirec_eyetracker_settings *s)
+{
+  s->world = 0;
+}
+
+static void test_faults(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--no-world", "--loss", "0.03", "--malformed", "0.05",
+                                     "--gaze-size", "65", "--seed", "7", NULL};
+  run_trial(r, "faults", args, 4000, tweak_gaze_only);
+  assert_int_equal(r->stop_err, 0);
+  struct gaze_check g;
+  check_gaze(r->dir, &g, 0);
+  const struct pirec_eyetracker_status *s = &r->final;
+  fprintf(stderr, "faults: rows %d drops %" PRIu64 " (lost %" PRIu64 ", malformed %" PRIu64
+          "); client lost %" PRIu64 " bad packets %" PRIu64 " bad payloads %" PRIu64 "\n",
+          g.rows, g.drops, g.lost, g.malformed, s->gaze.lost, s->gaze.bad_packets,
+          s->gaze.bad_payloads);
+  assert_true(g.lost > 0 && g.malformed > 0);
+  assert_int_equal(g.drops, g.lost + g.malformed);
+  /* each malformed sample was counted as an error: a bad payload, or a bad RTP packet whose slot
+   * then showed up as a sequence gap */
+  assert_true(s->gaze.bad_payloads + s->gaze.bad_packets >= g.malformed);
+  assert_true(s->gaze.bad_payloads > 0 && s->gaze.bad_packets > 0);
+  assert_true(r->events[PIREC_EYETRACKER_EVENT_ERROR] >= 1);
+  assert_non_null(strstr(r->messages, "gaze payload of"));
+  free(r);
+}
+
+static void test_bad_sdp(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--bad-sdp", NULL};
+  run_trial(r, "badsdp", args, 1500, NULL);
+  const struct pirec_eyetracker_status *s = &r->final;
+  assert_int_equal(s->gaze.connects + s->world.connects, 0);
+  assert_true(s->gaze.connect_failures >= 2); /* retried with backoff */
+  assert_true(s->world.connect_failures >= 2);
+  assert_int_equal(s->gaze.last_error, -EBADMSG);
+  assert_non_null(strstr(r->messages, "bad SDP"));
+  /* reported once per stream, not once per retry */
+  assert_int_equal(r->events[PIREC_EYETRACKER_EVENT_ERROR], 2);
+  /* the files exist and are valid: headers only, an empty video */
+  struct csv g = {0}, f = {0};
+  csv_load(&g, r->dir, "t001_gaze.csv");
+  csv_load(&f, r->dir, "t001_scene_frames.csv");
+  assert_int_equal(g.rows, 0);
+  assert_int_equal(f.rows, 0);
+  csv_free(&g);
+  csv_free(&f);
+  free(r);
+}
+
+static void test_settings(void **state)
+{
+  struct pirec_eyetracker_settings s;
+  pirec_eyetracker_settings_default(&s);
+  assert_string_equal(s.host, "auto");
+  assert_int_equal(pirec_eyetracker_settings_set_address(&s, "192.168.1.20:8080"), 0);
+  assert_string_equal(s.host, "192.168.1.20");
+  assert_int_equal(s.http_port, 8080);
+  assert_int_equal(pirec_eyetracker_settings_set_address(&s, "[::1]:9000"), 0);
+  assert_string_equal(s.host, "::1");
+  assert_int_equal(s.http_port, 9000);
+  assert_int_equal(pirec_eyetracker_settings_set_address(&s, "host"), -EINVAL);
+  assert_int_equal(pirec_eyetracker_settings_set_address(&s, "h:0"), -EINVAL);
+  assert_int_equal(pirec_eyetracker_settings_set_address(&s, ":80"), -EINVAL);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct pirec_eyetracker *et = NULL;
+  pirec_eyetracker_settings_default(&s);
+  assert_int_equal(pirec_eyetracker_new(&loop, &s, NULL, NULL, &et), -ENOTSUP);
+  snprintf(s.host, sizeof s.host, "neon.local");
+  assert_int_equal(pirec_eyetracker_new(&loop, &s, NULL, NULL, &et), -EINVAL);
+  snprintf(s.host, sizeof s.host, "127.0.0.1");
+  s.gaze = s.world = 0;
+  assert_int_equal(pirec_eyetracker_new(&loop, &s, NULL, NULL, &et), -EINVAL);
+  /* the simulator refuses anything but loopback */
+  struct pirec_eyesim_settings ss;
+  struct pirec_eyesim *sim;
+  pirec_eyesim_settings_default(&ss);
+  snprintf(ss.host, sizeof ss.host, "0.0.0.0");
+  assert_int_equal(pirec_eyesim_start(&loop, &ss, &sim), -EINVAL);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A peer pirec did not write: VLC's RTSP server (cvlc --sout '#rtp{sdp=rtsp://...}') serving an
+ * H.264 file that ffmpeg encoded, read by the same client code. Skipped when VLC is missing. */
+static void test_peer_vlc(void **state)
+{
+  if (system("command -v cvlc >/dev/null 2>&1") != 0) {
+    fprintf(stderr, "test_peer_vlc: cvlc not installed (apt-get install vlc-bin vlc-plugin-base); skipped\n");
+    skip();
+  }
+  char dir[512];
+  make_dir(dir, sizeof dir, "vlc");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -v error -f lavfi -i testsrc2=size=320x240:rate=30 -t 20 -c:v libx264 -preset "
+           "ultrafast -g 30 -bf 0 '%s/in.mkv'", dir);
+  assert_int_equal(system(cmd), 0);
+  int port = 20000 + getpid() % 20000;
+  snprintf(cmd, sizeof cmd,
+           "cvlc -q --no-audio '%s/in.mkv' --sout '#rtp{sdp=rtsp://127.0.0.1:%d/x}' "
+           ">/dev/null 2>&1 & echo $! > '%s/vlc.pid'", dir, port, dir);
+  assert_int_equal(system(cmd), 0);
+  sleep(2);
+  char url[256];
+  snprintf(url, sizeof url, "rtsp://127.0.0.1:%d/x", port);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct run *r = calloc(1, sizeof *r);
+  struct pirec_eyetracker_settings s;
+  pirec_eyetracker_settings_default(&s);
+  snprintf(s.host, sizeof s.host, "127.0.0.1");
+  s.http_port = 1; /* nothing listens: the status fails and the configured URL is used */
+  s.gaze = 0;
+  snprintf(s.world_url, sizeof s.world_url, "%s", url);
+  snprintf(r->dir, sizeof r->dir, "%s", dir);
+  assert_int_equal(pirec_eyetracker_new(&loop, &s, on_event, r, &r->et), 0);
+  pirec_eyetracker_start(r->et);
+  assert_int_equal(pirec_eyetracker_trial_start(r->et, dir, 1, 0), 0);
+  uv_timer_init(&loop, &r->timer);
+  r->timer.data = r;
+  uv_timer_start(&r->timer, on_timer, 5000, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  snprintf(cmd, sizeof cmd, "kill $(cat '%s/vlc.pid')", dir);
+  system(cmd);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  struct csv f = {0};
+  csv_load(&f, dir, "t001_scene_frames.csv");
+  char mkv[700];
+  snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", dir);
+  assert_true(f.rows > 30);
+  assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
+  csv_free(&f);
+  free(r);
+}
+
+int main(void)
+{
+  pirec_log_set_level(PIREC_LOG_WARN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_settings), cmocka_unit_test(test_clean_run),
+      cmocka_unit_test(test_faults),   cmocka_unit_test(test_bad_sdp),
+      cmocka_unit_test(test_peer_vlc),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else /* EYETRACKER_RECONNECT */
+
+static void test_disconnect_5s(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--disconnect-at", "3", "--disconnect-for", "5", "--first-sr",
+                                     "300", NULL};
+  run_trial(r, "reconnect", args, 12000, NULL);
+  assert_int_equal(r->stop_err, 0);
+  struct gaze_check g;
+  check_gaze(r->dir, &g, 1);
+  struct scene_check sc;
+  check_scene(r->dir, &sc);
+  const struct pirec_eyetracker_status *s = &r->final;
+  fprintf(stderr,
+          "reconnect: gaze rows %d drops %" PRIu64 " (down %" PRIu64 ") gap %" PRIu64
+          " disconnects %" PRIu64 " connects %" PRIu64 "; scene rows %d drops %" PRIu64
+          " span %lld; events:\n%s",
+          g.rows, g.drops, g.down, s->gaze.gap_samples, s->gaze.disconnects, s->gaze.connects,
+          sc.rows, sc.drops_after_first, (long long)sc.sim_frames_span, r->messages);
+  assert_true(s->gaze.disconnects >= 1 && s->world.disconnects >= 1);
+  assert_true(s->gaze.connects >= 2 && s->world.connects >= 2);
+  /* every sample of the 5 s gap is counted: rows + drops == samples generated in the span */
+  assert_int_equal((uint64_t)g.rows + g.drops, g.generated_span);
+  assert_true(g.drops >= 5 * 200 - 10);
+  assert_true(g.drops <= 5 * 200 + 2 * 200); /* the gap plus reconnect time */
+  assert_int_equal(s->gaze.gap_samples + s->gaze.lost, g.drops);
+  /* device time comes back with the first Sender Report of the new session */
+  assert_true(g.unsynced_after_sync <= 200);
+  /* video: the gap shows as drops estimated from the RTP timestamps */
+  assert_true(sc.drops_after_first >= 5 * 30 - 5);
+  int64_t span = sc.sim_frames_span;
+  if (llabs(span - (int64_t)(sc.rows + sc.drops_after_first)) > 3)
+    fail_msg("scene: %d rows + %" PRIu64 " drops, the simulator made %lld frames in the span",
+             sc.rows, sc.drops_after_first, (long long)span);
+  assert_true(r->events[PIREC_EYETRACKER_EVENT_DISCONNECTED] >= 2);
+  assert_non_null(strstr(r->messages, "samples lost"));
+  free(r);
+}
+
+int main(void)
+{
+  pirec_log_set_level(PIREC_LOG_WARN);
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_disconnect_5s)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#endif
