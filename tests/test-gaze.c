@@ -128,7 +128,8 @@ static void cb_field(void *data, size_t len, void *user)
 {
   struct parsed *p = user;
   assert_true(p->n < 64 && len < 48);
-  memcpy(p->fields[p->n], data, len);
+  if (len)
+    memcpy(p->fields[p->n], data, len);
   p->fields[p->n][len] = 0;
   p->n++;
 }
