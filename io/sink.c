@@ -79,6 +79,7 @@ struct pirec_sink {
   int64_t file_offset;   /* where the next batch goes */
   int64_t good_end;      /* end of the prefix written without a gap; the file is cut here on error */
   int truncated;
+  int open_error;        /* an open libuv refused to queue, not reported yet */
   struct slot *slots;    /* FIFO of opts.max_writes_in_flight requests */
   unsigned oldest;
   unsigned in_flight;    /* slots in use (writing or done but not yet released) */
@@ -213,11 +214,12 @@ int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_op
   sink->opening = 1;
   err = uv_fs_open(loop, &sink->open_req, sink->path, o.open_flags, o.mode, on_open);
   if (err < 0) {
-    /* libuv did not queue the request; treat it as an open failure reported on the loop. */
+    /* libuv did not queue the request. Pushes fail from now on, and the callback runs from the
+     * loop (the first drain or the close), never before this function returns. */
     sink->opening = 0;
     uv_fs_req_cleanup(&sink->open_req);
-    sink->open_req.result = err;
-    enter_error(sink, err, "open", -1);
+    sink->open_error = err;
+    atomic_store_explicit(&sink->error, err, memory_order_release);
   }
   *out = sink;
   return 0;
@@ -381,8 +383,18 @@ static void on_write(uv_fs_t *req)
     drain(sink);
 }
 
+static void report_open_error(struct pirec_sink *sink)
+{
+  if (sink->open_error) {
+    int err = sink->open_error;
+    sink->open_error = 0;
+    enter_error(sink, err, "open", -1);
+  }
+}
+
 static void drain(struct pirec_sink *sink)
 {
+  report_open_error(sink);
   /* Note how far the producer got before taking: bytes pushed after this point wake the loop
    * again, bytes pushed before it are in the ring already and are taken below. Noted even when
    * nothing can be written (held, still opening, failed): the loop has looked, and a wake-up now
@@ -549,6 +561,7 @@ static void on_handle_closed(uv_handle_t *handle)
  * request it started (open, write, sync, close), so this runs until every step is done. */
 static void continue_close(struct pirec_sink *sink)
 {
+  report_open_error(sink);
   if (sink->opening)
     return;
   if (sink->fd >= 0 && !sink->error_reported) {
