@@ -55,6 +55,11 @@ struct stream {
   enum state state;
   uv_tcp_t tcp;
   int tcp_open;
+  /* RTP and RTCP over UDP, for servers that refuse interleaving (461 to the TCP SETUP); sticky. */
+  int use_udp;
+  int udp_open;
+  uv_udp_t udp[2];
+  uint8_t udp_buf[65536];
   uv_connect_t connect_req;
   uv_timer_t timer; /* retry delay, or the watchdog while connected */
   struct pirec_rtsp_framer framer;
@@ -284,6 +289,7 @@ static void set_state(struct stream *st, enum state s)
 
 static void stream_connect(struct stream *st);
 static void maybe_finish_close(struct pirec_eyetracker *et);
+static void close_udp(struct stream *st);
 
 static void on_retry(uv_timer_t *t)
 {
@@ -307,6 +313,22 @@ static void on_tcp_closed(uv_handle_t *h)
   st->backoff_ns *= 2;
   if (st->backoff_ns > et->s.reconnect_max_ns)
     st->backoff_ns = et->s.reconnect_max_ns;
+}
+
+static void on_udp_closed(uv_handle_t *h)
+{
+  struct stream *st = h->data;
+  st->et->pending--;
+  maybe_finish_close(st->et);
+}
+
+static void close_udp(struct stream *st)
+{
+  if (!st->udp_open)
+    return;
+  st->udp_open = 0;
+  for (int i = 0; i < 2; i++)
+    uv_close((uv_handle_t *)&st->udp[i], on_udp_closed);
 }
 
 /* Tears the session down and schedules a reconnect. kind says whether this is worth an event. */
@@ -345,6 +367,7 @@ static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event 
   st->session[0] = 0;
   uv_timer_stop(&st->timer);
   set_state(st, S_CLOSING);
+  close_udp(st);
   if (st->kind == WORLD)
     pirec_h264_depay_reset(&st->depay);
   if (st->had_data)
@@ -661,6 +684,84 @@ static void rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
 
 /* ---- RTSP ---- */
 
+static void on_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  struct stream *st = h->data;
+  *buf = uv_buf_init((char *)st->udp_buf, sizeof st->udp_buf);
+}
+
+static void on_udp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf, const struct sockaddr *from,
+                        unsigned flags)
+{
+  struct stream *st = u->data;
+  if (n <= 0 || st->state != S_PLAYING)
+    return;
+  st->rx_mono = pirec_clock_mono_ns();
+  st->rx_wall = pirec_clock_wall_ns();
+  st->last_rx = st->rx_mono;
+  if (flags & UV_UDP_PARTIAL) {
+    st->st.bad_packets++;
+    return;
+  }
+  const uint8_t *p = (const uint8_t *)buf->base;
+  if (u == &st->udp[1])
+    rtcp_packet(st, p, (size_t)n);
+  else if (st->kind == GAZE)
+    gaze_packet(st, p, (size_t)n);
+  else
+    world_packet(st, p, (size_t)n);
+}
+
+/* Binds two UDP sockets on consecutive ports (RTP even, RTCP odd) on the address family of the
+ * RTSP connection. Returns the RTP port or a negative error. */
+static int open_udp(struct stream *st)
+{
+  struct pirec_eyetracker *et = st->et;
+  /* Bound to the local address of the RTSP connection: the interface the server sends to. */
+  struct sockaddr_storage local;
+  int llen = sizeof local;
+  int r = uv_tcp_getsockname(&st->tcp, (struct sockaddr *)&local, &llen);
+  if (r < 0)
+    return r;
+  /* One try per connection attempt: a port pair in use fails this attempt, and the retry after
+   * the backoff picks another pair. */
+  int port = 40000 + 2 * (int)(((uint64_t)pirec_clock_mono_ns() / 1000 + (uint64_t)st->kind) % 10000);
+  for (int i = 0; i < 2; i++) {
+    uv_udp_init(et->loop, &st->udp[i]);
+    st->udp[i].data = st;
+    et->pending++;
+  }
+  st->udp_open = 1;
+  for (int i = 0; i < 2; i++) {
+    struct sockaddr_storage a = local;
+    if (a.ss_family == AF_INET6)
+      ((struct sockaddr_in6 *)&a)->sin6_port = htons((uint16_t)(port + i));
+    else
+      ((struct sockaddr_in *)&a)->sin_port = htons((uint16_t)(port + i));
+    if ((r = uv_udp_bind(&st->udp[i], (struct sockaddr *)&a, 0)) < 0 ||
+        (r = uv_udp_recv_start(&st->udp[i], on_udp_alloc, on_udp_recv)) < 0)
+      return r; /* stream_fail closes the sockets */
+  }
+  return port;
+}
+
+static void send_setup(struct stream *st)
+{
+  if (!st->use_udp) {
+    request(st, "SETUP", st->control, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n");
+    return;
+  }
+  int port = open_udp(st);
+  if (port < 0) {
+    stream_fail(st, port, PIREC_EYETRACKER_EVENT_ERROR, "cannot bind UDP ports for RTP: %s",
+                pirec_strerror(port));
+    return;
+  }
+  char tr[128];
+  snprintf(tr, sizeof tr, "Transport: RTP/AVP;unicast;client_port=%d-%d\r\n", port, port + 1);
+  request(st, "SETUP", st->control, tr);
+}
+
 static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
 {
   struct pirec_eyetracker *et = st->et;
@@ -675,6 +776,14 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
   }
   if (st->state == S_PLAYING)
     return; /* keep-alive replies */
+  if (code == 461 && st->state == S_SETUP && !st->use_udp) {
+    /* The server will not interleave (VLC's RTSP output, for one): ask for UDP instead. */
+    st->use_udp = 1;
+    pirec_log(PIREC_LOG_INFO, "%s: '%s' refused RTP over the RTSP connection; using UDP", et->s.name,
+              st->url);
+    send_setup(st);
+    return;
+  }
   if (code != 200) {
     char line[128];
     const char *eol = memchr(it->data, '\r', it->len);
@@ -721,7 +830,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     st->clock_rate = m->clock_rate;
     pirec_rtp_clock_init(&st->clock, m->clock_rate);
     set_state(st, S_SETUP);
-    request(st, "SETUP", st->control, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n");
+    send_setup(st);
     break;
   }
   case S_SETUP:
@@ -1340,6 +1449,7 @@ void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_
     if (st->tcp_open && !uv_is_closing((uv_handle_t *)&st->tcp)) {
       st->state = S_CLOSING;
       uv_close((uv_handle_t *)&st->tcp, on_tcp_closed);
+      close_udp(st);
     }
   }
   et->http_timer.data = et;
