@@ -876,8 +876,10 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   struct pirec_sink_options vo, co;
   pirec_sink_options_default(&vo);
   pirec_sink_options_default(&co);
-  vo.ring_bytes = 32u << 20;
-  co.ring_bytes = 2u << 20;
+  /* Encoded video runs at a few MB/s; MJPEG as received can reach 10 MB/s. The arena is touched
+   * at creation (on the loop thread), so it is not made larger than a few seconds need. */
+  vo.ring_bytes = cam->raw ? 8u << 20 : 32u << 20;
+  co.ring_bytes = 512u << 10; /* rows of ~80 bytes: minutes of them */
   if (cam->s.fsync_interval_ms)
     vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)

@@ -312,7 +312,9 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_int_equal(uv_loop_init(&r->loop), 0);
   assert_int_equal(pirec_camera_new(&r->loop, s, on_event, r, &r->cam), 0);
   assert_int_equal(pirec_camera_start(r->cam), 0);
+  int64_t t0 = pirec_clock_mono_ns();
   assert_int_equal(pirec_camera_trial_start(r->cam, dir, 1, 0), 0);
+  fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
   assert_int_equal(pirec_camera_trial_start(r->cam, dir, 2, 0), -EBUSY);
   assert_true(pirec_camera_recording(r->cam));
   uv_timer_t *timers[] = {&r->t_hold, &r->t_release, &r->t_kill, &r->t_stop, &r->t_snap};
