@@ -62,6 +62,33 @@ else
 	result v4l2-vivid FAIL "/dev/video0 missing: vivid did not load"
 fi
 
+# ---- pirec-camera: 5 s from vivid through the project's own capture path; every frame written
+# must have its CSV row (rows == the video's packets)
+cam=
+for b in "$SHARE"/build-"$ARCH"-*; do [ -x "$b/apps/pirec-camera" ] && { cam=$b/apps/pirec-camera; break; }; done
+if [ -z "$cam" ]; then
+	result pirec-camera-vivid SKIP "pirec-camera not built"
+elif ! ffmpeg -version > /dev/null 2>&1; then
+	result pirec-camera-vivid SKIP "no runnable ffmpeg (encoder child) for $ARCH in the guest"
+elif [ -c /dev/video0 ]; then
+	rm -rf /tmp/cam
+	ta=$(now)
+	{ timeout 90 "$cam" --source v4l2:/dev/video0 --size 320x240 --fps 30 --duration 5 --out /tmp/cam 2>&1
+	  echo $? > /tmp/cam.rc; } | sed "s/^/  [pirec-camera] /"
+	r=$(cat /tmp/cam.rc)
+	tb=$(now)
+	csv=$(ls /tmp/cam/*_frames.csv 2>/dev/null | head -1)
+	vid=$(ls /tmp/cam/*.mkv /tmp/cam/*.h264 /tmp/cam/*.mjpeg 2>/dev/null | head -1)
+	rows=$(( $(wc -l < "${csv:-/dev/null}") - 1 ))
+	pk=$(ffprobe -v error -select_streams v:0 -count_packets -show_entries stream=nb_read_packets \
+		-of csv=p=0 "${vid:-/dev/null}" 2>/dev/null)
+	if [ "$r" = 0 ] && [ "$rows" -gt 0 ] && [ "$rows" = "$pk" ]; then
+		result pirec-camera-vivid PASS "5 s from /dev/video0: $rows CSV rows = $pk packets in $(basename "$vid") ($(awk "BEGIN{print $tb-$ta}") s)"
+	else
+		result pirec-camera-vivid FAIL "exit $r, CSV rows $rows, packets '$pk' ($csv, $vid)"
+	fi
+fi
+
 if [ -f "$SHARE/extra-$ARCH.sh" ]; then
 	sh "$SHARE/extra-$ARCH.sh" "$SHARE" "$ARCH" || rc=1
 fi
