@@ -293,6 +293,7 @@ static void *capture_main(void *arg)
   int64_t period = cam->fmt.fps_num > 0 ? (int64_t)1000000000 * cam->fmt.fps_den / cam->fmt.fps_num : 0;
   int64_t prev_dev = INT64_MIN, prev_arrival = INT64_MIN;
   uint64_t gap_carry = 0, seq = 0;
+  int64_t since_dev = 0;
   int64_t backoff = 100000000;
   int reconnected = 0, failing = 0;
 
@@ -337,6 +338,7 @@ static void *capture_main(void *arg)
       failing = 0;
       backoff = 100000000;
       prev_dev = INT64_MIN;
+      since_dev = 0;
     }
 
     struct pirec_camera_frame f;
@@ -368,18 +370,26 @@ static void *capture_main(void *arg)
     /* Frames the device skipped: from its timestamps when it has them, else (after a reconnect)
      * from the arrival times. */
     uint64_t gap = 0;
+    since_dev++;
     if (period > 0) {
-      int64_t dt = -1;
-      if (f.device_ts_ns != INT64_MIN && prev_dev != INT64_MIN)
+      /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
+       * pts line came too late has none, and is not a loss) */
+      int64_t dt = -1, steps = 1;
+      if (f.device_ts_ns != INT64_MIN && prev_dev != INT64_MIN) {
         dt = f.device_ts_ns - prev_dev;
-      else if (reconnected && prev_arrival != INT64_MIN)
+        steps = since_dev;
+      } else if (reconnected && prev_arrival != INT64_MIN) {
         dt = f.arrival_mono_ns - prev_arrival;
-      if (dt > period + period / 2)
-        gap = (uint64_t)((dt + period / 2) / period) - 1;
+      }
+      int64_t intervals = dt > 0 ? (dt + period / 2) / period : 0;
+      if (intervals > steps)
+        gap = (uint64_t)(intervals - steps);
     }
     reconnected = 0;
-    if (f.device_ts_ns != INT64_MIN)
+    if (f.device_ts_ns != INT64_MIN) {
       prev_dev = f.device_ts_ns;
+      since_dev = 0;
+    }
     prev_arrival = f.arrival_mono_ns;
     if (gap)
       atomic_fetch_add_explicit(&cam->drops_device, gap, memory_order_relaxed);
@@ -479,10 +489,9 @@ static void borrowed_release(struct pirec_job *job, void *arg, int status)
   mark_done(cam, (uint64_t)(uintptr_t)arg);
   cam->borrowed_out--;
   release_done(cam);
+  drain(cam);
   if (cam->closing)
     maybe_finish_close(cam);
-  else
-    drain(cam);
 }
 
 /* Drops the current record on the loop side. */
@@ -597,6 +606,16 @@ static void drain(struct pirec_camera *cam)
 
 /* ---- encoder output ---- */
 
+/* Frames lost on the output side belong on the next frame out: the oldest one still inside the
+ * encoder, or, when none is, the next one fed. */
+static void carry_out(struct pirec_camera *cam, struct trial *t, uint64_t n)
+{
+  if (t->meta_count > 0)
+    t->meta[t->meta_head].dropped += n;
+  else
+    cam->pending += n;
+}
+
 static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au, size_t len)
 {
   if (t->meta_count == 0) {
@@ -613,7 +632,7 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
     t->t0_mono = m.mono_ns;
   if (t->mkv_failed || !sink_has_room(t->video, len + pirec__mkv_margin())) {
     cam->drops_sink++;
-    cam->pending += m.dropped + 1;
+    carry_out(cam, t, m.dropped + 1);
     return;
   }
   int r = pirec__mkv_write(t->mkv, au, len, m.mono_ns - t->t0_mono);
@@ -623,7 +642,7 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
       t->err = r;
     cam->loop_last_error = r;
     cam->drops_sink++;
-    cam->pending += m.dropped + 1;
+    carry_out(cam, t, m.dropped + 1);
     char text[PIREC_CAMERA_PATH_MAX + 64];
     snprintf(text, sizeof text, "cannot write '%s': %s", t->video_path, pirec_strerror(r));
     emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, text);
