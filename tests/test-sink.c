@@ -362,6 +362,137 @@ static void test_close_drains_held_sink(void **state)
   free(dir);
 }
 
+static void on_timer_closed(uv_handle_t *t)
+{
+  struct held *h = t->data;
+  h->fired = 1;
+}
+
+/* Runs the loop for ms milliseconds of real time (the sink's own handles keep it busy meanwhile). */
+static void run_for(uv_loop_t *loop, uint64_t ms)
+{
+  struct held h = {0};
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  t.data = &h;
+  uv_timer_start(&t, on_timer, ms, 0);
+  while (!h.fired)
+    uv_run(loop, UV_RUN_ONCE);
+  /* The timer lives on this stack frame: wait for its close callback before returning. */
+  h.fired = 0;
+  uv_close((uv_handle_t *)&t, on_timer_closed);
+  while (!h.fired)
+    uv_run(loop, UV_RUN_ONCE);
+}
+
+/* Periodic fdatasync runs while data was written since the last one, never with
+ * PIREC_SINK_FSYNC_NEVER; close always ends with one. */
+static void test_fsync_interval(void **state)
+{
+  (void)state;
+  char *dir = make_tmpdir();
+  char path[2][256];
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct pirec_sink *sink[2];
+  for (int i = 0; i < 2; i++) {
+    snprintf(path[i], sizeof path[i], "%s/sync%d.bin", dir, i);
+    struct pirec_sink_options o;
+    pirec_sink_options_default(&o);
+    o.fsync_interval_ms = i == 0 ? PIREC_SINK_FSYNC_NEVER : 10;
+    o.drain_interval_ms = 1;
+    assert_int_equal(pirec_sink_new(&loop, path[i], &o, NULL, NULL, &sink[i]), 0);
+  }
+  unsigned char buf[4096];
+  uint64_t pos = 0;
+  for (int round = 0; round < 5; round++) {
+    gen(pos, buf, sizeof buf);
+    for (int i = 0; i < 2; i++)
+      assert_int_equal(pirec_sink_push(sink[i], buf, sizeof buf), 0);
+    pos += sizeof buf;
+    run_for(&loop, 30);
+  }
+  struct pirec_sink_counters c[2];
+  for (int i = 0; i < 2; i++)
+    pirec_sink_counters(sink[i], &c[i]);
+  assert_int_equal(c[0].bytes_written, pos);
+  assert_int_equal(c[0].syncs, 0);
+  assert_int_equal(c[1].bytes_written, pos);
+  /* Idle: once the syncs for what was written have finished, no more start (nothing new was
+   * written). A sync can take tens of ms on a busy disk, so wait for the count to settle. */
+  uint64_t before = c[1].syncs;
+  for (int i = 0; i < 100; i++) {
+    run_for(&loop, 50);
+    pirec_sink_counters(sink[1], &c[1]);
+    if (c[1].syncs == before && before > 0)
+      break;
+    before = c[1].syncs;
+  }
+  assert_true(before >= 1);
+  run_for(&loop, 100);
+  pirec_sink_counters(sink[1], &c[1]);
+  assert_int_equal(c[1].syncs, before);
+
+  struct pirec_sink_counters final[2];
+  for (int i = 0; i < 2; i++)
+    pirec_sink_close(sink[i], on_closed_simple, &final[i]);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(final[0].syncs, 1);
+  assert_int_equal(final[1].syncs, before + 1);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(verify_file(path[i], pos), -1);
+    unlink(path[i]);
+  }
+  rmdir(dir);
+  free(dir);
+}
+
+/* With O_APPEND the kernel chooses offsets: records land after what the file held, in order. */
+static void test_append(void **state)
+{
+  (void)state;
+  char *dir = make_tmpdir();
+  char path[256];
+  snprintf(path, sizeof path, "%s/append.bin", dir);
+  enum { HEAD = 1000 };
+  unsigned char buf[70000];
+  gen(0, buf, HEAD);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, buf, HEAD), HEAD);
+  close(fd);
+
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct pirec_sink_options o;
+  pirec_sink_options_default(&o);
+  o.open_flags = O_WRONLY | O_APPEND | O_CLOEXEC;
+  o.batch_bytes = 100000;
+  o.max_writes_in_flight = 4;
+  struct pirec_sink *sink;
+  assert_int_equal(pirec_sink_new(&loop, path, &o, NULL, NULL, &sink), 0);
+  uint64_t pos = HEAD;
+  for (int i = 0; i < 40; i++) {
+    size_t len = 1 + (size_t)(mix64((uint64_t)i) % sizeof buf);
+    gen(pos, buf, len);
+    assert_int_equal(pirec_sink_push(sink, buf, len), 0);
+    pos += len;
+    if (i % 8 == 0)
+      run_for(&loop, 2);
+  }
+  struct pirec_sink_counters final;
+  pirec_sink_close(sink, on_closed_simple, &final);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(final.error, 0);
+  assert_int_equal(final.bytes_written, pos - HEAD);
+  assert_int_equal(verify_file(path, pos), -1);
+  unlink(path);
+  rmdir(dir);
+  free(dir);
+}
+
 static void test_open_failure(void **state)
 {
   (void)state;
@@ -492,6 +623,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_256mb),
       cmocka_unit_test(test_close_drains_held_sink),
+      cmocka_unit_test(test_fsync_interval),
+      cmocka_unit_test(test_append),
       cmocka_unit_test(test_open_failure),
       cmocka_unit_test(test_enospc_tmpfs),
       cmocka_unit_test_teardown(test_efbig_rlimit, restore_limits),
