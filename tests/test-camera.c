@@ -32,6 +32,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #ifndef PIREC_CAMERA_BIN
@@ -629,12 +630,17 @@ static void test_rpicam_mjpeg(void **state)
 {
   char dir[300];
   struct pirec_camera_settings s;
-  struct run r = {.stop_at_ms = 2000};
+  char snap[400];
   make_tmp(dir, sizeof dir, "rpicam-mjpeg");
+  snprintf(snap, sizeof snap, "%s/snap.jpg", dir);
+  struct run r = {.stop_at_ms = 2000, .snap_at_ms = 700, .snap_path = snap};
   rpicam_settings(&s, "mjpeg", "--garbage --chunk 1000");
   run_camera(&r, &s, dir);
   print_status("rpicam mjpeg", &r.st);
   assert_int_equal(r.stop_err, 0);
+  /* the snapshot of an MJPEG source is the frame itself */
+  assert_int_equal(r.snap_result, 1);
+  assert_decodes(snap, NULL, 1);
 
   char csv[400], video[400];
   snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
@@ -806,6 +812,53 @@ static void test_two_cameras(void **state)
     stopped++;
   }
   assert_int_equal(stopped, 2);
+}
+
+/* The disk refuses the video (RLIMIT_FSIZE: EFBIG) mid-recording: the sink reports it once as an
+ * event, the capture thread keeps delivering frames, the stop reports the error, and the file keeps
+ * every frame written before the limit. Runs in a child process because the limit is per process
+ * (plain checks there, the exit code carries the verdict). */
+static void test_write_error(void **state)
+{
+  char dir[300];
+  make_tmp(dir, sizeof dir, "efbig");
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    struct rlimit rl = {.rlim_cur = 150000, .rlim_max = RLIM_INFINITY};
+    signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+      _exit(10);
+    struct pirec_camera_settings s;
+    rpicam_settings(&s, "mjpeg", "");
+    s.width = 640;
+    s.height = 480;
+    struct run r = {.stop_at_ms = 2500};
+    run_camera(&r, &s, dir);
+    print_status("efbig", &r.st);
+    if (r.stop_err != -EFBIG)
+      _exit(11);
+    if (r.events[PIREC_CAMERA_EVENT_WRITE_ERROR] != 1)
+      _exit(12);
+    if (r.st.frames_captured < 50) /* 2.5 s at 30 fps: capture never stopped */
+      _exit(13);
+    if (r.st.drops_sink == 0)
+      _exit(14);
+    _exit(0);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  char video[400];
+  snprintf(video, sizeof video, "%s/t001.mjpeg", dir);
+  struct stat st;
+  assert_int_equal(stat(video, &st), 0);
+  assert_true(st.st_size > 50000 && st.st_size <= 150000);
+  /* whole images up to the cut decode; the rows for them point at them */
+  long frames = probe_packets(video, "mjpeg");
+  fprintf(stderr, "efbig: %lld bytes kept, %ld images\n", (long long)st.st_size, frames);
+  assert_true(frames > 3);
 }
 
 /* ---- the executable under the controller's protocol ---- */
@@ -1094,7 +1147,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_source_lavfi_paced), cmocka_unit_test(test_rpicam_missing),
       cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_snapshot),
-      cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_protocol),
+      cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_write_error),
+      cmocka_unit_test(test_protocol),
   };
   const struct CMUnitTest record[] = {
       cmocka_unit_test(test_record_10s),
