@@ -415,10 +415,10 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
 }
 
 /* The mean step, not the smallest: frame timestamps jitter, and a short step would make every
- * gap look longer in frames than it was. Steps over 10 s are not steps between neighbours. */
+ * gap look longer in frames than it was. Steps over 2 s are not steps between neighbours. */
 static void note_interval(struct stream *st, int64_t dticks)
 {
-  if (dticks <= 0 || dticks > 10 * (int64_t)st->clock_rate)
+  if (dticks <= 0 || dticks > 2 * (int64_t)st->clock_rate)
     return;
   st->sum_dticks += dticks;
   st->n_dticks++;
@@ -457,6 +457,7 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->have_ssrc = 1;
     st->ssrc = p.ssrc;
   }
+  int after_gap = st->gap_check;
   if (st->gap_check) {
     st->gap_check = 0;
     st->pending_drop += reconnect_gap(st, &p);
@@ -468,7 +469,7 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
   }
   st->st.lost += (uint64_t)lost;
   st->pending_drop += (uint64_t)lost;
-  if (st->had_data && p.ssrc == st->prev_ssrc && lost == 0)
+  if (st->had_data && !after_gap && p.ssrc == st->prev_ssrc && lost == 0)
     note_interval(st, (int32_t)(p.ts - st->prev_ts));
   int64_t ext = pirec_rtp_clock_extend(&st->clock, p.ts);
   st->had_data = 1;
@@ -1250,8 +1251,15 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   pirec_sink_options_default(&o);
   if (et->s.fsync_interval_ms)
     o.fsync_interval_ms = et->s.fsync_interval_ms;
+  /* Rings sized for about 10 s of a Neon's output each (gaze rows ~70 KB/s, scene video up to
+   * ~0.8 MB/s): the arenas are touched when created, on the loop, so oversizing them stalls the
+   * loop at trial start (measured 37 ms with the 8 MiB defaults). */
   if (strcmp(suffix, "_scene.mkv") == 0)
-    o.ring_bytes = 32u << 20;
+    o.ring_bytes = 8u << 20;
+  else if (strcmp(suffix, "_gaze.csv") == 0)
+    o.ring_bytes = 1u << 20;
+  else
+    o.ring_bytes = 256u << 10;
   int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
   if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path,

@@ -616,11 +616,170 @@ static void test_peer_vlc(void **state)
   free(r);
 }
 
+
+/* ---- under the controller: pirec-eyetracker --protocol over real pipes ---- */
+
+struct proto {
+  uv_loop_t loop;
+  struct sim_proc sim;
+  uv_process_t proc;
+  uv_pipe_t in, out;
+  uv_timer_t timer;
+  char buf[65536];
+  size_t len;
+  int step, exited, handles;
+  int64_t status;
+  char dir[512];
+  char status_line[8192];
+};
+
+static void p_closed(uv_handle_t *h) {}
+
+static void p_written(uv_write_t *w, int status)
+{
+  free(w);
+}
+
+static void p_send(struct proto *p, const char *line)
+{
+  static char copy[8][1024];
+  static int k;
+  char *b = copy[k++ % 8];
+  snprintf(b, 1024, "%s\n", line);
+  uv_buf_t buf = uv_buf_init(b, (unsigned)strlen(b));
+  uv_write_t *w = malloc(sizeof *w);
+  assert_int_equal(uv_write(w, (uv_stream_t *)&p->in, &buf, 1, p_written), 0);
+}
+
+static void p_timer(uv_timer_t *t)
+{
+  struct proto *p = t->data;
+  p_send(p, "{\"id\":3,\"cmd\":\"status\"}");
+}
+
+static void p_line(struct proto *p, const char *line)
+{
+  if (strstr(line, "\"event\""))
+    return;
+  switch (p->step++) {
+  case 0: {
+    assert_non_null(strstr(line, "\"reply\":\"ready\""));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}",
+             p->dir);
+    p_send(p, cmd);
+    break;
+  }
+  case 1:
+    assert_non_null(strstr(line, "\"reply\":\"started\""));
+    uv_timer_start(&p->timer, p_timer, 3000, 0);
+    break;
+  case 2:
+    assert_non_null(strstr(line, "\"reply\":\"status\""));
+    snprintf(p->status_line, sizeof p->status_line, "%s", line);
+    p_send(p, "{\"id\":4,\"cmd\":\"stop\"}");
+    break;
+  case 3:
+    assert_non_null(strstr(line, "\"reply\":\"stopped\""));
+    p_send(p, "{\"id\":5,\"cmd\":\"quit\"}");
+    break;
+  case 4:
+    assert_non_null(strstr(line, "\"reply\":\"bye\""));
+    uv_process_kill(&p->sim.proc, SIGTERM);
+    break;
+  default:
+    fail_msg("unexpected line: %s", line);
+  }
+}
+
+static void p_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+  struct proto *p = h->data;
+  *b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - 1 - p->len));
+}
+
+static void p_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+  struct proto *p = st->data;
+  if (n < 0) {
+    uv_close((uv_handle_t *)st, p_closed);
+    return;
+  }
+  p->len += (size_t)n;
+  char *nl;
+  while ((nl = memchr(p->buf, '\n', p->len)) != NULL) {
+    *nl = 0;
+    p_line(p, p->buf);
+    size_t used = (size_t)(nl + 1 - p->buf);
+    memmove(p->buf, nl + 1, p->len - used);
+    p->len -= used;
+  }
+}
+
+static void p_exit(uv_process_t *proc, int64_t status, int sig)
+{
+  struct proto *p = proc->data;
+  p->exited = 1;
+  p->status = status;
+  uv_close((uv_handle_t *)proc, p_closed);
+  uv_close((uv_handle_t *)&p->in, p_closed);
+  uv_close((uv_handle_t *)&p->timer, p_closed);
+}
+
+static void test_protocol(void **state)
+{
+  struct proto *p = calloc(1, sizeof *p);
+  make_dir(p->dir, sizeof p->dir, "protocol");
+  assert_int_equal(uv_loop_init(&p->loop), 0);
+  static const char *const sim_args[] = {"--first-sr", "200", NULL};
+  sim_spawn(&p->loop, &p->sim, sim_args);
+  char prog[1024], addr[64], rtsp[16];
+  snprintf(prog, sizeof prog, "%s/apps/pirec-eyetracker", getenv("PIREC_BUILD_DIR"));
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", p->sim.http);
+  snprintf(rtsp, sizeof rtsp, "%d", p->sim.rtsp);
+  char *args[] = {prog, "--protocol", "--address", addr, "--rtsp-port", rtsp, NULL};
+  uv_pipe_init(&p->loop, &p->in, 0);
+  uv_pipe_init(&p->loop, &p->out, 0);
+  p->in.data = p->out.data = p->proc.data = p;
+  uv_timer_init(&p->loop, &p->timer);
+  p->timer.data = p;
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->in},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
+      {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t o = {.file = prog, .args = args, .exit_cb = p_exit, .stdio = stdio,
+                            .stdio_count = 3};
+  assert_int_equal(uv_spawn(&p->loop, &p->proc, &o), 0);
+  uv_read_start((uv_stream_t *)&p->out, p_alloc, p_read);
+  uv_run(&p->loop, UV_RUN_DEFAULT);
+  assert_true(p->exited);
+  assert_int_equal(p->status, 0);
+  assert_int_equal(p->step, 5);
+  assert_int_equal(uv_loop_close(&p->loop), 0);
+  /* the status reply carries the stream counters */
+  assert_non_null(strstr(p->status_line, "\"gaze\":{\"playing\":true"));
+  assert_non_null(strstr(p->status_line, "\"rtcp_sr\""));
+  char sub[700];
+  snprintf(sub, sizeof sub, "%s/eyetracker", p->dir);
+  struct csv g = {0}, f = {0};
+  csv_load(&g, sub, "t001_gaze.csv");
+  csv_load(&f, sub, "t001_scene_frames.csv");
+  assert_true(g.rows >= 400);
+  assert_true(f.rows >= 30);
+  char mkv[800];
+  snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", sub);
+  assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
+  csv_free(&g);
+  csv_free(&f);
+  free(p);
+}
+
 int main(void)
 {
   pirec_log_set_level(PIREC_LOG_WARN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_settings), cmocka_unit_test(test_clean_run),
+      cmocka_unit_test(test_protocol),
       cmocka_unit_test(test_faults),   cmocka_unit_test(test_bad_sdp),
       cmocka_unit_test(test_peer_vlc),
   };
