@@ -982,6 +982,16 @@ int main(int argc, char **argv)
     rmdir(b->set.dir);
   if (uv_loop_close(&b->loop) != 0)
     die("uv_loop_close", EBUSY);
+  free(src);
+  free(all_direct.v);
+  struct producer *ps[] = {&b->rows, &b->frames};
+  for (int i = 0; i < 2; i++) {
+    free(ps[i]->src);
+    free(ps[i]->stall.v);
+    free(ps[i]->writing.v);
+    free(ps[i]->refused_ns.v);
+    free(ps[i]->direct.v);
+  }
 
   int ok_row = row_stall.p999 <= 2000 && row_writing.p999 <= 2000;
   int ok_frame = frame_stall.p999 <= 3 * memcpy_ns;
@@ -1035,5 +1045,6 @@ int main(int argc, char **argv)
     printf("drops                  %" PRIu64 " counted, %" PRIu64 " refused\n", drops, refused);
   }
   /* Timing targets are reported, not enforced (the machine decides them); correctness is. */
+  free(b);
   return ok_drops && csv_same ? 0 : 1;
 }
