@@ -53,6 +53,7 @@ struct pirec_sink {
   /* Producer-private. */
   alignas(64) uint64_t producer_bytes; /* payload bytes pushed */
   uint64_t woke_at;                    /* loop_seen when the producer last woke the loop */
+  size_t reserved_max;                 /* the open reservation's size; 0 when none */
 
   /* Written by the loop, read from any thread. */
   alignas(64) _Atomic uint64_t bytes_written;
@@ -285,16 +286,25 @@ int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
 
 int pirec_sink_reserve(struct pirec_sink *sink, size_t max_len, void **out)
 {
+  sink->reserved_max = 0;
   int err = atomic_load_explicit(&sink->error, memory_order_acquire);
   if (err != 0) {
     pirec_ring_count_drop(sink->ring);
     return err;
   }
-  return pirec_ring_reserve(sink->ring, max_len, out);
+  err = pirec_ring_reserve(sink->ring, max_len, out);
+  if (err == 0)
+    sink->reserved_max = max_len;
+  return err;
 }
 
 void pirec_sink_commit(struct pirec_sink *sink, size_t len)
 {
+  /* A commit without a successful reserve publishes nothing; only count what the ring took. */
+  size_t max = sink->reserved_max;
+  sink->reserved_max = 0;
+  if (len > max)
+    len = max;
   pirec_ring_commit(sink->ring, len);
   if (len > 0)
     note_pushed(sink, len);
