@@ -441,6 +441,83 @@ static void test_h264_malformed(void **state)
   free(log);
 }
 
+
+/* Random and mutated input through every parser: nothing may crash or read out of bounds (the
+ * suite runs under ASan/UBSan), and every error is a clean -EBADMSG/-EMSGSIZE. */
+static void on_au_count(const struct pirec_h264_au *au, void *user)
+{
+  (*(int *)user)++;
+  assert_true(au->len == 0 || au->data != NULL);
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+static void test_fuzz(void **state)
+{
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+#define NEXT() xorshift(&x)
+  struct pirec_h264_depay d;
+  assert_int_equal(pirec_h264_depay_init(&d, 1 << 16), 0);
+  struct pirec_rtsp_framer f;
+  assert_int_equal(pirec_rtsp_framer_init(&f, 4096), 0);
+  int aus = 0;
+  uint8_t buf[1600];
+  static const char seed_msg[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Length: 20\r\n\r\nv=0\r\nm=video 0 RTP/AVP 96\r\n";
+  for (int iter = 0; iter < 200000; iter++) {
+    size_t len = NEXT() % sizeof buf;
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (uint8_t)NEXT();
+    if (iter % 4 == 1 && len >= 12) {
+      buf[0] = 0x80 | (buf[0] & 0x3F); /* mostly valid RTP headers */
+      buf[1] = (uint8_t)(buf[1] & 0x7F);
+    }
+    if (iter % 8 == 2 && len > sizeof seed_msg)
+    {
+      memcpy(buf, seed_msg, sizeof seed_msg - 1);
+      size_t at = NEXT() % len;
+      buf[at] = (uint8_t)NEXT();
+    }
+    struct pirec_rtp_packet p;
+    if (pirec_rtp_parse(buf, len, &p) == 0) {
+      assert_true(p.payload >= buf && p.payload + p.payload_len <= buf + len);
+      int r = pirec_h264_depay_push(&d, &p, (int64_t)(NEXT() % 3 == 0), on_au_count, &aus);
+      assert_true(r == 0 || r == -EBADMSG);
+    }
+    struct pirec_rtcp_sr sr;
+    int r = pirec_rtcp_parse_sr(buf, len, &sr);
+    assert_true(r == 0 || r == 1 || r == -EBADMSG);
+    struct pirec_sdp sdp;
+    r = pirec_sdp_parse((const char *)buf, len, &sdp);
+    assert_true(r == 0 || r == -EBADMSG);
+    const char *v;
+    size_t vl;
+    pirec_rtsp_header(buf, len, "CSeq", &v, &vl);
+    pirec_rtsp_status(buf, len);
+    size_t avail;
+    uint8_t *sp = pirec_rtsp_framer_space(&f, &avail);
+    size_t n = len < avail ? len : avail;
+    memcpy(sp, buf, n);
+    pirec_rtsp_framer_fill(&f, n);
+    struct pirec_rtsp_item it;
+    while ((r = pirec_rtsp_framer_next(&f, &it)) != 0) {
+      assert_true(r == 1 || r == -EBADMSG || r == -EMSGSIZE);
+      if (r == 1)
+        assert_true(it.data >= f.buf && it.data + it.len <= f.buf + f.end);
+    }
+  }
+#undef NEXT
+  assert_true(aus > 0);
+  assert_true(d.malformed > 0);
+  pirec_rtsp_framer_free(&f);
+  pirec_h264_depay_free(&d);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -449,6 +526,7 @@ int main(void)
       cmocka_unit_test(test_seq),        cmocka_unit_test(test_framer),
       cmocka_unit_test(test_headers),    cmocka_unit_test(test_sdp),
       cmocka_unit_test(test_h264_round_trip), cmocka_unit_test(test_h264_malformed),
+      cmocka_unit_test(test_fuzz),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
