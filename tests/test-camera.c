@@ -818,10 +818,31 @@ static void test_two_cameras(void **state)
  * event, the capture thread keeps delivering frames, the stop reports the error, and the file keeps
  * every frame written before the limit. Runs in a child process because the limit is per process
  * (plain checks there, the exit code carries the verdict). */
+static int efbig_child(const char *dir)
+{
+  struct pirec_camera_settings s;
+  rpicam_settings(&s, "mjpeg", "");
+  s.width = 640;
+  s.height = 480;
+  struct run r = {.stop_at_ms = 2500};
+  run_camera(&r, &s, dir);
+  print_status("efbig", &r.st);
+  if (r.stop_err != -EFBIG)
+    return 11;
+  if (r.events[PIREC_CAMERA_EVENT_WRITE_ERROR] != 1)
+    return 12;
+  if (r.st.frames_captured < 50) /* 2.5 s at 30 fps: capture never stopped */
+    return 13;
+  if (r.st.drops_sink == 0)
+    return 14;
+  return 0;
+}
+
 static void test_write_error(void **state)
 {
   char dir[300];
   make_tmp(dir, sizeof dir, "efbig");
+  /* exec, not just fork: the parent has threads (libuv's pool), and the child starts its own */
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -829,22 +850,8 @@ static void test_write_error(void **state)
     signal(SIGXFSZ, SIG_IGN);
     if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
       _exit(10);
-    struct pirec_camera_settings s;
-    rpicam_settings(&s, "mjpeg", "");
-    s.width = 640;
-    s.height = 480;
-    struct run r = {.stop_at_ms = 2500};
-    run_camera(&r, &s, dir);
-    print_status("efbig", &r.st);
-    if (r.stop_err != -EFBIG)
-      _exit(11);
-    if (r.events[PIREC_CAMERA_EVENT_WRITE_ERROR] != 1)
-      _exit(12);
-    if (r.st.frames_captured < 50) /* 2.5 s at 30 fps: capture never stopped */
-      _exit(13);
-    if (r.st.drops_sink == 0)
-      _exit(14);
-    _exit(0);
+    execl("/proc/self/exe", "test-camera", "efbig-child", dir, (char *)NULL);
+    _exit(127);
   }
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -1158,6 +1165,8 @@ int main(int argc, char **argv)
   const struct CMUnitTest longer[] = {
       cmocka_unit_test(test_record_60s_720p),
   };
+  if (strcmp(group, "efbig-child") == 0 && argc > 2)
+    return efbig_child(argv[2]);
   if (strcmp(group, "record") == 0)
     return cmocka_run_group_tests_name("camera record", record, NULL, teardown_all);
   if (strcmp(group, "long") == 0) {
