@@ -168,3 +168,124 @@ void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, i
   pirec_csv_row_u64(row, seq);
   pirec_csv_row_u64(row, dropped_before);
 }
+
+/* ---- eye events ---- */
+
+static int64_t get_i64(const uint8_t *p)
+{
+  uint64_t u = 0;
+  for (int i = 0; i < 8; i++)
+    u = u << 8 | p[i];
+  return (int64_t)u;
+}
+
+static void put_i64(uint8_t *p, int64_t v)
+{
+  uint64_t u = (uint64_t)v;
+  for (int i = 7; i >= 0; i--, u >>= 8)
+    p[i] = (uint8_t)u;
+}
+
+static size_t event_size(int type)
+{
+  switch (type) {
+  case PIREC_GAZE_EVENT_SACCADE:
+  case PIREC_GAZE_EVENT_FIXATION: return 60;
+  case PIREC_GAZE_EVENT_SACCADE_ONSET:
+  case PIREC_GAZE_EVENT_FIXATION_ONSET: return 12;
+  case PIREC_GAZE_EVENT_BLINK: return 20;
+  case PIREC_GAZE_EVENT_KEEPALIVE: return 4;
+  default: return 0;
+  }
+}
+
+int pirec_gaze_event_decode(const uint8_t *p, size_t len, struct pirec_gaze_event *out)
+{
+  memset(out, 0, sizeof *out);
+  out->end_ns = INT64_MIN;
+  if (len < 4)
+    return -EBADMSG;
+  int32_t type = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+  size_t want = event_size(type);
+  /* A keep-alive may carry padding; every other event has exactly its size. */
+  if (want == 0 || (type == PIREC_GAZE_EVENT_KEEPALIVE ? len < want : len != want))
+    return -EBADMSG;
+  out->type = (enum pirec_gaze_event_type)type;
+  if (type == PIREC_GAZE_EVENT_KEEPALIVE)
+    return 0;
+  out->start_ns = get_i64(p + 4);
+  if (want >= 20)
+    out->end_ns = get_i64(p + 12);
+  if (want == 60) {
+    float *f[10] = {&out->start_x, &out->start_y, &out->end_x, &out->end_y, &out->mean_x,
+                    &out->mean_y, &out->amplitude_px, &out->amplitude_deg, &out->mean_velocity,
+                    &out->max_velocity};
+    for (int i = 0; i < 10; i++)
+      *f[i] = get_f32(p + 20 + 4 * i);
+  }
+  return 0;
+}
+
+int pirec_gaze_event_encode(const struct pirec_gaze_event *e, uint8_t *out, size_t cap)
+{
+  size_t want = event_size(e->type);
+  if (want == 0 || cap < want)
+    return -EINVAL;
+  uint32_t t = (uint32_t)e->type;
+  out[0] = (uint8_t)(t >> 24), out[1] = (uint8_t)(t >> 16), out[2] = (uint8_t)(t >> 8),
+  out[3] = (uint8_t)t;
+  if (e->type == PIREC_GAZE_EVENT_KEEPALIVE)
+    return 4;
+  put_i64(out + 4, e->start_ns);
+  if (want >= 20)
+    put_i64(out + 12, e->end_ns);
+  if (want == 60) {
+    const float f[10] = {e->start_x, e->start_y, e->end_x, e->end_y, e->mean_x,
+                         e->mean_y, e->amplitude_px, e->amplitude_deg, e->mean_velocity,
+                         e->max_velocity};
+    for (int i = 0; i < 10; i++)
+      put_f32(out + 20 + 4 * i, f[i]);
+  }
+  return (int)want;
+}
+
+const char *pirec_gaze_event_name(enum pirec_gaze_event_type type)
+{
+  static const char *const names[] = {"saccade", "fixation", "saccade_onset", "fixation_onset",
+                                      "blink", "keepalive"};
+  return (unsigned)type < 6 ? names[type] : "unknown";
+}
+
+const char *const pirec_gaze_event_columns[] = {
+    "trial", "mono_ns", "wall_ns", "device_ns", "event", "start_ns", "end_ns", "start_x",
+    "start_y", "end_x", "end_y", "mean_x", "mean_y", "amplitude_px", "amplitude_deg",
+    "mean_velocity", "max_velocity", "rtp_ts", "seq", "dropped_before", NULL};
+
+void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns,
+                              int64_t wall_ns, int64_t device_ns,
+                              const struct pirec_gaze_event *e, uint32_t rtp_ts, uint64_t seq,
+                              uint64_t dropped_before)
+{
+  pirec_csv_row_i64(row, trial);
+  pirec_csv_row_i64(row, mono_ns);
+  pirec_csv_row_i64(row, wall_ns);
+  if (device_ns == INT64_MIN)
+    pirec_csv_row_empty(row);
+  else
+    pirec_csv_row_i64(row, device_ns);
+  pirec_csv_row_str(row, pirec_gaze_event_name(e->type));
+  pirec_csv_row_i64(row, e->start_ns);
+  if (event_size(e->type) < 20)
+    pirec_csv_row_empty(row); /* onsets have no end yet */
+  else
+    pirec_csv_row_i64(row, e->end_ns);
+  int full = e->type == PIREC_GAZE_EVENT_SACCADE || e->type == PIREC_GAZE_EVENT_FIXATION;
+  const float f[10] = {e->start_x, e->start_y, e->end_x, e->end_y, e->mean_x,
+                       e->mean_y, e->amplitude_px, e->amplitude_deg, e->mean_velocity,
+                       e->max_velocity};
+  for (int i = 0; i < 10; i++)
+    put_float_if(row, full, f[i]);
+  pirec_csv_row_u64(row, rtp_ts);
+  pirec_csv_row_u64(row, seq);
+  pirec_csv_row_u64(row, dropped_before);
+}

@@ -203,12 +203,65 @@ static void test_csv_rows(void **state)
   }
 }
 
+static void test_events(void **state)
+{
+  /* a blink: type 4, start 1795305600000000001, end 1795305600150000002 */
+  static const uint8_t blink[20] = {0, 0, 0, 4, 0x18, 0xea, 0x34, 0xee, 0x67, 0x45, 0x00, 0x01,
+                                    0x18, 0xea, 0x34, 0xee, 0x70, 0x35, 0xd1, 0x82};
+  struct pirec_gaze_event e, back;
+  assert_int_equal(pirec_gaze_event_decode(blink, sizeof blink, &e), 0);
+  assert_int_equal(e.type, PIREC_GAZE_EVENT_BLINK);
+  assert_true(e.start_ns == 1795305600000000001LL);
+  assert_true(e.end_ns == 1795305600150000002LL);
+  assert_string_equal(pirec_gaze_event_name(e.type), "blink");
+  uint8_t b[64];
+  assert_int_equal(pirec_gaze_event_encode(&e, b, sizeof b), 20);
+  assert_memory_equal(b, blink, 20);
+  /* a fixation round trip, and an onset without an end */
+  memset(&e, 0, sizeof e);
+  e.type = PIREC_GAZE_EVENT_FIXATION;
+  e.start_ns = 1795305600000000000LL;
+  e.end_ns = e.start_ns + 250000000;
+  e.mean_x = 812.5f;
+  e.max_velocity = 33.25f;
+  assert_int_equal(pirec_gaze_event_encode(&e, b, sizeof b), 60);
+  assert_int_equal(pirec_gaze_event_decode(b, 60, &back), 0);
+  assert_memory_equal(&e, &back, sizeof e);
+  assert_int_equal(pirec_gaze_event_decode(b, 59, &back), -EBADMSG);
+  e.type = PIREC_GAZE_EVENT_FIXATION_ONSET;
+  assert_int_equal(pirec_gaze_event_encode(&e, b, sizeof b), 12);
+  assert_int_equal(pirec_gaze_event_decode(b, 12, &back), 0);
+  assert_true(back.end_ns == INT64_MIN);
+  /* keep-alive, unknown types, short payloads */
+  static const uint8_t ka[4] = {0, 0, 0, 5}, unknown[12] = {0, 0, 0, 9}, neg[12] = {0xff, 0xff, 0xff, 0xff};
+  assert_int_equal(pirec_gaze_event_decode(ka, 4, &back), 0);
+  assert_int_equal(back.type, PIREC_GAZE_EVENT_KEEPALIVE);
+  assert_int_equal(pirec_gaze_event_decode(unknown, 12, &back), -EBADMSG);
+  assert_int_equal(pirec_gaze_event_decode(neg, 12, &back), -EBADMSG);
+  assert_int_equal(pirec_gaze_event_decode(ka, 3, &back), -EBADMSG);
+  /* a CSV row has as many fields as the header */
+  char buf[1024];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, buf, sizeof buf);
+  pirec_gaze_event_csv_row(&row, 1, 2, 3, INT64_MIN, &e, 7, 8, 9);
+  int len = pirec_csv_row_end(&row);
+  assert_true(len > 0);
+  struct parsed p;
+  parse(buf, (size_t)len, &p);
+  int cols = 0;
+  while (pirec_gaze_event_columns[cols])
+    cols++;
+  assert_int_equal(p.n, cols);
+  assert_string_equal(p.fields[4], "fixation_onset");
+  assert_string_equal(p.fields[6], "");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_bytes),   cmocka_unit_test(test_dual_bytes),
       cmocka_unit_test(test_round_trips_and_offsets), cmocka_unit_test(test_wrong_sizes),
-      cmocka_unit_test(test_csv_rows),
+      cmocka_unit_test(test_csv_rows),      cmocka_unit_test(test_events),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

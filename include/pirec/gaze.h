@@ -65,4 +65,46 @@ void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, i
                         int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts,
                         uint64_t seq, uint64_t dropped_before);
 
+/* ---- eye events (the eye_events stream, Neon) ----
+ *
+ * Payloads start with a big-endian int32 type, then big-endian fields:
+ *   0 saccade, 1 fixation   int64 start_ns, int64 end_ns, float start x, y, end x, y, mean x, y,
+ *                           amplitude [px], amplitude [deg], mean velocity, max velocity (60 bytes)
+ *   2 saccade onset, 3 fixation onset   int64 start_ns                           (12 bytes)
+ *   4 blink                 int64 start_ns, int64 end_ns                         (20 bytes)
+ *   5 keep-alive            nothing to record
+ * start_ns and end_ns are the device's clock (ns since the Unix epoch). */
+
+enum pirec_gaze_event_type {
+  PIREC_GAZE_EVENT_SACCADE = 0,
+  PIREC_GAZE_EVENT_FIXATION = 1,
+  PIREC_GAZE_EVENT_SACCADE_ONSET = 2,
+  PIREC_GAZE_EVENT_FIXATION_ONSET = 3,
+  PIREC_GAZE_EVENT_BLINK = 4,
+  PIREC_GAZE_EVENT_KEEPALIVE = 5,
+};
+
+struct pirec_gaze_event {
+  enum pirec_gaze_event_type type;
+  int64_t start_ns, end_ns;          /* end_ns INT64_MIN for onsets */
+  float start_x, start_y, end_x, end_y, mean_x, mean_y; /* saccades and fixations */
+  float amplitude_px, amplitude_deg, mean_velocity, max_velocity;
+};
+
+/* Decodes an eye event. Returns 0, or -EBADMSG (unknown type, or a size that does not match it). */
+int pirec_gaze_event_decode(const uint8_t *payload, size_t len, struct pirec_gaze_event *out);
+/* Encodes e into out; returns the size or -EINVAL. */
+int pirec_gaze_event_encode(const struct pirec_gaze_event *e, uint8_t *out, size_t cap);
+/* "saccade", "fixation", "saccade_onset", "fixation_onset", "blink", "keepalive". */
+const char *pirec_gaze_event_name(enum pirec_gaze_event_type type);
+
+/* Columns of tNNN_eye_events.csv: trial, mono_ns, wall_ns, device_ns, event, start_ns, end_ns,
+ * start_x, start_y, end_x, end_y, mean_x, mean_y, amplitude_px, amplitude_deg, mean_velocity,
+ * max_velocity, rtp_ts, seq, dropped_before (fields an event lacks are empty). */
+extern const char *const pirec_gaze_event_columns[];
+void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns,
+                              int64_t wall_ns, int64_t device_ns,
+                              const struct pirec_gaze_event *e, uint32_t rtp_ts, uint64_t seq,
+                              uint64_t dropped_before);
+
 #endif
