@@ -89,6 +89,19 @@ elif [ -c /dev/video0 ]; then
 	fi
 fi
 
+# ---- the controller: gpio-sim edges start and stop a `pirec record` session (once pirec has GPIO)
+rec=
+for b in "$SHARE"/build-"$ARCH"-*; do [ -x "$b/apps/pirec" ] && { rec=$b/apps; break; }; done
+if [ -z "$rec" ]; then
+	result pirec-record-gpio SKIP "pirec not built"
+elif ! grep -q pirec_gpio_new "$rec/pirec"; then
+	result pirec-record-gpio SKIP "this pirec does not use pirec_gpio yet (controller GPIO support)"
+elif ! ffmpeg -version > /dev/null 2>&1; then
+	result pirec-record-gpio SKIP "no runnable ffmpeg (camera encoder) for $ARCH in the guest"
+else
+	sh "$SHARE/scenario-record.sh" "$rec" || rc=1
+fi
+
 if [ -f "$SHARE/extra-$ARCH.sh" ]; then
 	sh "$SHARE/extra-$ARCH.sh" "$SHARE" "$ARCH" || rc=1
 fi

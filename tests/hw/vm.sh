@@ -152,7 +152,7 @@ chmod +x "$IR/init"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1 > "$A/initrd.gz")
 
 # ------------------------------------------------------------ boot
-cp "$HERE/guest.sh" "$SHARE/guest.sh"
+cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$SHARE/"
 rm -f "$SHARE/result-$ARCH"
 step "boot ${QEMU[0]} (TCG), guest output follows"
 T0=$(date +%s.%N)

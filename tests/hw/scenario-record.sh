@@ -1,0 +1,96 @@
+#!/bin/sh
+# tests/hw/scenario-record.sh — the controller-level acceptance, inside the VM (busybox sh):
+# `pirec record --wait` with a [gpio.start] toggle trigger and a [gpio.led] recording LED on a
+# gpio-sim chip, and a camera on vivid's /dev/video0. A gpio-sim edge starts a session, the next
+# one stops it; events.csv carries the edges' kernel timestamps; the LED (read back from
+# gpio-sim's sysfs value) follows the recording state.
+# Usage: sh scenario-record.sh PIREC_BINARY_DIR    Prints RESULT lines; exit 0 = pass.
+BIN=$1
+T=/tmp/scenario
+CFG=/sys/kernel/config/gpio-sim/pirec-record
+rm -rf $T; mkdir -p $T/sessions
+say() { echo "  [record] $*"; }
+fail() { echo "RESULT pirec-record-gpio FAIL $*"; cleanup; exit 1; }
+cleanup() {
+	[ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && sleep 1
+	echo 0 > $CFG/live 2>/dev/null
+	rmdir $CFG/bank0/line0 $CFG/bank0/line1 $CFG/bank0 $CFG 2>/dev/null
+}
+
+# a chip with two named lines: the trigger and the LED
+mkdir $CFG $CFG/bank0 $CFG/bank0/line0 $CFG/bank0/line1 || fail "cannot create a gpio-sim chip"
+echo 4 > $CFG/bank0/num_lines
+echo pirec-record-sim > $CFG/bank0/label
+echo rec-button > $CFG/bank0/line0/name
+echo rec-led > $CFG/bank0/line1/name
+echo 1 > $CFG/live || fail "gpio-sim chip did not go live"
+SYS=/sys/devices/platform/$(cat $CFG/dev_name)/$(cat $CFG/bank0/chip_name)
+PULL=$SYS/sim_gpio0/pull
+LED=$SYS/sim_gpio1/value
+echo pull-down > $PULL
+
+cat > $T/pirec.conf <<EOF
+[session]
+output_dir = $T/sessions
+remux_after = false
+[control]
+socket = $T/control.sock
+[camera.cam]
+source = v4l2
+device = /dev/video0
+size = 320x240
+fps = 30
+[notes]
+enabled = false
+[gpio.start]
+chip = pirec-record-sim
+line = rec-button
+direction = input
+edge = rising
+action = toggle
+debounce = 0
+[gpio.led]
+chip = auto
+line = rec-led
+direction = output
+role = led
+EOF
+
+"$BIN/pirec" record -c $T/pirec.conf --wait > $T/pirec.log 2>&1 &
+PID=$!
+i=0; while [ ! -S $T/control.sock ]; do
+	i=$((i+1)); [ $i -gt 300 ] && { cat $T/pirec.log; fail "no control socket after 30 s"; }
+	kill -0 $PID 2>/dev/null || { cat $T/pirec.log; PID=; fail "pirec record exited"; }
+	sleep 0.1
+done
+say "controller up (waiting), LED=$(cat $LED)"
+[ "$(cat $LED)" = 0 ] || fail "LED on before any session"
+
+# wait_for CMD...: up to 10 s
+wait_for() { i=0; while ! "$@"; do i=$((i+1)); [ $i -gt 100 ] && return 1; sleep 0.1; done; }
+led_is() { [ "$(cat $LED)" = "$1" ]; }
+session_dir() { ls -d $T/sessions/*/ 2>/dev/null | head -1; }
+has_session() { [ -n "$(session_dir)" ]; }
+
+echo pull-up > $PULL                          # edge 1: start
+wait_for has_session || { cat $T/pirec.log; fail "edge 1 did not start a session"; }
+wait_for led_is 1 || fail "LED did not turn on with the session"
+say "session $(session_dir) started, LED=$(cat $LED)"
+sleep 3                                       # record a little from vivid
+echo pull-down > $PULL; sleep 0.2             # (falling edge: not requested)
+echo pull-up > $PULL                          # edge 2: stop
+wait_for led_is 0 || fail "LED still on after the second edge"
+say "second edge: LED=$(cat $LED)"
+sleep 1
+"$BIN/pirec" status --socket $T/control.sock 2>&1 | sed 's/^/  [record] status: /'
+kill -TERM $PID; wait $PID; rc=$?; PID=
+say "pirec record exit $rc"
+cat $T/pirec.log | tail -5 | sed 's/^/  [record] log: /'
+D=$(session_dir)
+[ -f "$D/events.csv" ] || fail "no events.csv in $D"
+sed 's/^/  [record] events.csv: /' "$D/events.csv"
+n=$(grep -ci gpio "$D/events.csv")
+[ "$n" -ge 2 ] || fail "events.csv has $n gpio rows, expected the two edges"
+ls -R "$D" | sed 's/^/  [record] /' | head -20
+cleanup
+echo "RESULT pirec-record-gpio PASS two gpio-sim edges started and stopped a session; LED followed; $n gpio rows in events.csv"
