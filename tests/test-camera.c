@@ -743,6 +743,56 @@ static void test_url_file_replay(void **state)
   free(rows);
 }
 
+/* A live network stream (MPEG-TS over UDP from an ffmpeg sender, as an IP camera would send):
+ * read as it comes (not paced by the recorder), H.264 stored as received with offsets. */
+static void test_url_network_live(void **state)
+{
+  char dir[300], cmd[1200];
+  make_tmp(dir, sizeof dir, "udp");
+  int port = 20000 + (int)(getpid() % 20000);
+  snprintf(cmd, sizeof cmd,
+           "exec ffmpeg -nostdin -v error -re -f lavfi -i testsrc2=size=320x240:rate=25 -t 6 "
+           "-c:v libx264 -preset ultrafast -tune zerolatency -bf 0 -g 5 -f mpegts "
+           "'udp://127.0.0.1:%d?pkt_size=1316'",
+           port);
+  pid_t sender = fork();
+  assert_true(sender >= 0);
+  if (sender == 0) {
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  struct pirec_camera_settings s;
+  pirec_camera_settings_default(&s);
+  char url[128];
+  snprintf(url, sizeof url, "udp://127.0.0.1:%d?buffer_size=4194304&timeout=5000000", port);
+  assert_int_equal(pirec_camera_settings_set_source(&s, url), 0);
+  assert_int_equal(s.kind, PIREC_CAMERA_URL);
+  s.width = s.height = 0;
+  s.fps_num = 0;
+  struct run r = {.stop_at_ms = 2500};
+  run_camera(&r, &s, dir);
+  print_status("udp live", &r.st);
+  kill(sender, SIGTERM);
+  int status;
+  waitpid(sender, &status, 0);
+  assert_int_equal(r.stop_err, 0);
+
+  char csv[400], video[400];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  snprintf(video, sizeof video, "%s/t001.h264", dir);
+  struct row *rows;
+  size_t n = read_rows(csv, &rows);
+  assert_true(n > 30);
+  check_rows(rows, n, 1, 40000000);
+  /* live: frames arrive at the sender's pace, about 25 per second of wall time (the first ones
+   * come in a burst: libavformat held them while probing the stream) */
+  double rate = (double)(n - 11) * 1e9 / (double)(rows[n - 1].mono - rows[10].mono);
+  fprintf(stderr, "udp live: %zu frames at %.1f fps\n", n, rate);
+  assert_true(rate > 15 && rate < 40);
+  assert_int_equal(probe_packets(video, "h264"), (long)n);
+  free(rows);
+}
+
 /* A snapshot of a raw source is a real JPEG of the frame size. */
 static void test_snapshot(void **state)
 {
@@ -1153,7 +1203,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_splitter_size),   cmocka_unit_test(test_splitter_jpeg),
       cmocka_unit_test(test_source_lavfi_paced), cmocka_unit_test(test_rpicam_missing),
       cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
-      cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_snapshot),
+      cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_url_network_live),
+      cmocka_unit_test(test_snapshot),
       cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_write_error),
       cmocka_unit_test(test_protocol),
   };
