@@ -27,7 +27,7 @@ struct app {
   const char *out_dir;
   int trial;
   double duration_s;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sigusr2;
   uv_timer_t duration;
   int signals_open;
   int stopping;
@@ -37,7 +37,8 @@ struct app {
 static void usage(FILE *f)
 {
   fprintf(f,
-          "usage: pirec-camera [options] --out DIR     record until SIGINT/SIGTERM (or --duration)\n"
+          "usage: pirec-camera [options] --out DIR     record until SIGINT/SIGTERM (or --duration);\n"
+          "                                            SIGUSR2 writes DIR/snapshot.jpg\n"
           "       pirec-camera --protocol --name NAME [-c FILE]   under the pirec controller\n"
           "options:\n"
           "  --source SPEC     lavfi:testsrc2 (default), v4l2:/dev/video0, rpicam[:N], URL or file\n"
@@ -271,6 +272,7 @@ static void close_signals(struct app *a)
   a->signals_open = 0;
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&a->sigterm, NULL);
+  uv_close((uv_handle_t *)&a->sigusr2, NULL);
   uv_close((uv_handle_t *)&a->duration, NULL);
 }
 
@@ -313,6 +315,26 @@ static void on_signal(uv_signal_t *sig, int signum)
   standalone_stop(sig->data);
 }
 
+static void snapshot_done(struct pirec_camera *cam, int err, void *user)
+{
+  struct app *a = user;
+  if (err < 0)
+    fprintf(stderr, "pirec-camera: snapshot into '%s' failed: %s\n", a->out_dir, pirec_strerror(err));
+  else
+    fprintf(stderr, "pirec-camera: snapshot written to '%s/snapshot.jpg'\n", a->out_dir);
+}
+
+/* SIGUSR2: the next frame as DIR/snapshot.jpg (where cheap: MJPEG, yuv420p, yuv422p). */
+static void on_snapshot(uv_signal_t *sig, int signum)
+{
+  struct app *a = sig->data;
+  char path[PIREC_CAMERA_PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/snapshot.jpg", a->out_dir);
+  int r = a->cam && !a->stopping ? pirec_camera_snapshot(a->cam, path, snapshot_done, a) : -EINVAL;
+  if (r < 0)
+    fprintf(stderr, "pirec-camera: no snapshot: %s\n", pirec_strerror(r));
+}
+
 static void on_duration(uv_timer_t *t)
 {
   standalone_stop(t->data);
@@ -327,11 +349,13 @@ static int run_standalone(struct app *a)
   }
   uv_signal_init(a->loop, &a->sigint);
   uv_signal_init(a->loop, &a->sigterm);
+  uv_signal_init(a->loop, &a->sigusr2);
   uv_timer_init(a->loop, &a->duration);
-  a->sigint.data = a->sigterm.data = a->duration.data = a;
+  a->sigint.data = a->sigterm.data = a->sigusr2.data = a->duration.data = a;
   a->signals_open = 1;
   uv_signal_start(&a->sigint, on_signal, SIGINT);
   uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&a->sigusr2, on_snapshot, SIGUSR2);
   if (a->duration_s > 0)
     uv_timer_start(&a->duration, on_duration, (uint64_t)(a->duration_s * 1000), 0);
   return 0;
