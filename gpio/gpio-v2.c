@@ -153,7 +153,9 @@ static int v2_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settin
   }
   gpiod_request_config_set_consumer(rcfg, "pirec");
   if (s->role == PIREC_GPIO_ROLE_TRIGGER)
-    gpiod_request_config_set_event_buffer_size(rcfg, 0); /* kernel default: 16 per line */
+    /* the kernel's default queue is 16 edges per line; a loop stalled for a moment (disk, a
+     * burst of other work) should not lose a pedal's bounces for that */
+    gpiod_request_config_set_event_buffer_size(rcfg, 256);
   errno = 0;
   st->req = gpiod_chip_request_lines(chip, rcfg, lc);
   if (st->req == NULL) {

@@ -7,7 +7,8 @@
  * with uv_poll on the caller's loop. Each poll callback reads the pending events in batches and
  * handles at most PIREC_GPIO_MAX_EVENTS_PER_POLL of them before returning to the loop, so an edge
  * storm cannot starve timers, sinks or the control socket: the rest wait in the kernel's queue
- * (which drops the oldest when full; see lost edges below) until the next loop iteration.
+ * (v2: 256 edges, requested; v1: the kernel's fixed 16; when full, v2 drops the oldest and v1 the
+ * newest: see lost edges below) until the next loop iteration.
  *
  * Every edge that survives the edge filter and debouncing is passed to the event callback with the
  * kernel's timestamp (CLOCK_MONOTONIC, taken in the interrupt handler; not the time of reading), the
