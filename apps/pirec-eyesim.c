@@ -19,13 +19,14 @@ static void usage(FILE *f)
           "  --gaze-hz N            gaze rate, a divisor of 90000 (default 200)\n"
           "  --gaze-size N          payload layout: 9, 17, 65 or 89 bytes (default 89)\n"
           "  --fps N, --size WxH    world video (default 30, 320x240); --no-world to disable\n"
+          "  --no-events            no eye_events stream\n"
           "  --ffmpeg PATH          encoder program (default ffmpeg)\n"
           "  --loss P, --malformed P  fault probabilities per gaze sample (0..1)\n"
           "  --bad-sdp              DESCRIBE answers an SDP without rtpmap\n"
           "  --disconnect-at S --disconnect-for S   drop every client at S seconds, refuse for S\n"
           "  --drift-ppm N          the device clock runs N ppm fast\n"
           "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
-          "  --seed N, --gaze-log FILE, --world-log FILE, --duration S\n"
+          "  --seed N, --gaze-log FILE, --world-log FILE, --events-log FILE, --duration S\n"
           "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
           "SIGINT/SIGTERM or --duration.\n");
 }
@@ -48,11 +49,12 @@ static void stop(struct app *a)
   pirec_eyesim_counters(a->sim, &c);
   fprintf(stderr,
           "pirec-eyesim: gaze generated %llu sent %llu lost %llu malformed %llu down %llu idle %llu; "
-          "frames generated %llu sent %llu; sessions %llu\n",
+          "frames generated %llu sent %llu; events generated %llu sent %llu; sessions %llu\n",
           (unsigned long long)c.gaze_generated, (unsigned long long)c.gaze_sent,
           (unsigned long long)c.gaze_lost, (unsigned long long)c.gaze_malformed,
           (unsigned long long)c.gaze_down, (unsigned long long)c.gaze_idle,
           (unsigned long long)c.frames_generated, (unsigned long long)c.frames_sent,
+          (unsigned long long)c.events_generated, (unsigned long long)c.events_sent,
           (unsigned long long)c.sessions_played);
   pirec_eyesim_close(a->sim, on_sim_closed, NULL);
   a->sim = NULL;
@@ -81,7 +83,8 @@ int main(int argc, char **argv)
   pirec_eyesim_settings_default(&s);
   double duration = 0;
   enum { O_HOST = 256, O_HTTP, O_RTSP, O_HZ, O_GSIZE, O_FPS, O_SIZE, O_NOWORLD, O_FFMPEG, O_LOSS,
-         O_MAL, O_BADSDP, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR };
+         O_MAL, O_BADSDP, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR,
+         O_NOEVENTS, O_ELOG };
   static const struct option opts[] = {
       {"host", 1, 0, O_HOST},          {"http-port", 1, 0, O_HTTP},   {"rtsp-port", 1, 0, O_RTSP},
       {"gaze-hz", 1, 0, O_HZ},         {"gaze-size", 1, 0, O_GSIZE},  {"fps", 1, 0, O_FPS},
@@ -90,7 +93,8 @@ int main(int argc, char **argv)
       {"disconnect-at", 1, 0, O_DAT},  {"disconnect-for", 1, 0, O_DFOR},
       {"drift-ppm", 1, 0, O_DRIFT},    {"sr-interval", 1, 0, O_SRI},  {"first-sr", 1, 0, O_SR1},
       {"seed", 1, 0, O_SEED},          {"gaze-log", 1, 0, O_GLOG},    {"world-log", 1, 0, O_WLOG},
-      {"duration", 1, 0, O_DUR},       {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
+      {"duration", 1, 0, O_DUR},       {"no-events", 0, 0, O_NOEVENTS}, {"events-log", 1, 0, O_ELOG},
+      {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -107,6 +111,8 @@ int main(int argc, char **argv)
       }
       break;
     case O_NOWORLD: s.world = 0; break;
+    case O_NOEVENTS: s.events = 0; break;
+    case O_ELOG: snprintf(s.events_log, sizeof s.events_log, "%s", optarg); break;
     case O_FFMPEG: snprintf(s.ffmpeg, sizeof s.ffmpeg, "%s", optarg); break;
     case O_LOSS: s.loss = atof(optarg); break;
     case O_MAL: s.malformed = atof(optarg); break;

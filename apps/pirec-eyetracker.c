@@ -36,7 +36,8 @@ static void usage(FILE *f)
           "  --address HOST:PORT   the device's HTTP API (IP address; default port 8080)\n"
           "  --rtsp-port N         RTSP port (default 8086)\n"
           "  --gaze-url URL, --world-url URL   RTSP URLs instead of the status/port defaults\n"
-          "  --no-gaze, --no-world streams to leave out\n"
+          "  --events-url URL      the eye_events stream's URL\n"
+          "  --no-gaze, --no-world, --no-events   streams to leave out\n"
           "  --trial N             trial number for the file names (default 1)\n"
           "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
           "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
@@ -82,8 +83,8 @@ static json_t *status_json(struct pirec_eyetracker *et)
 {
   struct pirec_eyetracker_status s;
   pirec_eyetracker_status(et, &s);
-  return json_pack("{s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
-                   stream_json(&s.world), "status_ok", (json_int_t)s.status_ok, "status_failed",
+  return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
+                   stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok", (json_int_t)s.status_ok, "status_failed",
                    (json_int_t)s.status_failed, "bytes_video", (json_int_t)s.bytes_video,
                    "sink_drops", (json_int_t)s.sink_drops, "write_error",
                    s.write_error ? pirec_strerror(s.write_error) : NULL);
@@ -187,9 +188,9 @@ static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *us
     pirec_eyetracker_status(et, &st);
     fprintf(stderr,
             "pirec-eyetracker: gaze %" PRIu64 " rows (%" PRIu64 " dropped), scene %" PRIu64
-            " frames (%" PRIu64 " dropped), %" PRIu64 " reconnects\n",
-            st.gaze.written, st.gaze.dropped, st.world.written, st.world.dropped,
-            st.gaze.disconnects + st.world.disconnects);
+            " frames (%" PRIu64 " dropped), %" PRIu64 " eye events, %" PRIu64 " reconnects\n",
+            st.gaze.written, st.gaze.dropped, st.world.written, st.world.dropped, st.events.written,
+            st.gaze.disconnects + st.world.disconnects + st.events.disconnects);
   }
   json_decref(s);
   pirec_eyetracker_close(et, NULL, NULL);
@@ -220,13 +221,14 @@ int main(int argc, char **argv)
   double duration = 0;
   struct app a = {0};
   enum { O_ADDR = 256, O_RTSP, O_GURL, O_WURL, O_NOGAZE, O_NOWORLD, O_TRIAL, O_DUR, O_RMIN, O_RMAX,
-         O_JSON, O_PROTO, O_NAME, O_OUT };
+         O_JSON, O_PROTO, O_NAME, O_OUT, O_EURL, O_NOEVENTS };
   static const struct option opts[] = {
       {"address", 1, 0, O_ADDR},  {"rtsp-port", 1, 0, O_RTSP},     {"gaze-url", 1, 0, O_GURL},
       {"world-url", 1, 0, O_WURL}, {"no-gaze", 0, 0, O_NOGAZE},    {"no-world", 0, 0, O_NOWORLD},
       {"trial", 1, 0, O_TRIAL},   {"duration", 1, 0, O_DUR},       {"reconnect-min", 1, 0, O_RMIN},
       {"reconnect-max", 1, 0, O_RMAX}, {"json", 0, 0, O_JSON},     {"protocol", 0, 0, O_PROTO},
       {"name", 1, 0, O_NAME},     {"out", 1, 0, O_OUT},            {"config", 1, 0, 'c'},
+      {"events-url", 1, 0, O_EURL}, {"no-events", 0, 0, O_NOEVENTS},
       {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -237,6 +239,8 @@ int main(int argc, char **argv)
     case O_WURL: snprintf(s.world_url, sizeof s.world_url, "%s", optarg); break;
     case O_NOGAZE: s.gaze = 0; break;
     case O_NOWORLD: s.world = 0; break;
+    case O_EURL: snprintf(s.events_url, sizeof s.events_url, "%s", optarg); break;
+    case O_NOEVENTS: s.events = 0; break;
     case O_TRIAL: trial = atoi(optarg); break;
     case O_DUR: duration = atof(optarg); break;
     case O_RMIN: s.reconnect_min_ns = (int64_t)atoi(optarg) * 1000000; break;

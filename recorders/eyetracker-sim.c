@@ -26,7 +26,7 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum { RATE = 90000, MTU = 1400, MAX_QUEUED = 4 << 20 };
-enum cam { CAM_NONE = 0, CAM_GAZE, CAM_WORLD };
+enum cam { CAM_NONE = 0, CAM_GAZE, CAM_WORLD, CAM_EVENTS };
 
 struct sim_conn {
   uv_tcp_t tcp;
@@ -57,7 +57,10 @@ struct pirec_eyesim {
   size_t au_len, au_cap;
   struct sim_conn *conns;
   int64_t mono0, dev0;
-  uint32_t gaze_ts0, world_ts0, gaze_ssrc, world_ssrc;
+  uint32_t gaze_ts0, world_ts0, gaze_ssrc, world_ssrc, events_ts0, events_ssrc;
+  uint16_t events_seq;
+  uint64_t events_n;   /* event slots generated (one per 100 ms) */
+  uint64_t keepalive_n;
   uint16_t gaze_seq0, world_seq;
   uint64_t gaze_n;
   int64_t ff_base_ticks; /* the device tick of the encoder's first frame */
@@ -65,7 +68,7 @@ struct pirec_eyesim {
   uint32_t rng;
   int down, disconnect_done;
   int64_t down_until;
-  struct pirec_sink *gaze_log, *world_log;
+  struct pirec_sink *gaze_log, *world_log, *events_log;
   struct pirec_eyesim_counters c;
   int closing, pending;
   pirec_eyesim_close_cb close_cb;
@@ -79,6 +82,7 @@ void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s)
   s->gaze_hz = 200;
   s->gaze_size = 89;
   s->world = 1;
+  s->events = 1;
   s->world_fps = 30;
   s->width = 320;
   s->height = 240;
@@ -221,9 +225,13 @@ static void http_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
              "\"camera=gaze\"}},"
              "{\"model\":\"Sensor\",\"data\":{\"sensor\":\"world\",\"conn_type\":\"DIRECT\","
              "\"connected\":%s,\"ip\":\"%s\",\"port\":%d,\"protocol\":\"rtsp\",\"params\":"
-             "\"camera=world\"}}]}",
+             "\"camera=world\"}},"
+             "{\"model\":\"Sensor\",\"data\":{\"sensor\":\"eye_events\",\"conn_type\":\"DIRECT\","
+             "\"connected\":%s,\"ip\":\"%s\",\"port\":%d,\"protocol\":\"rtsp\",\"params\":"
+             "\"camera=eye_events\"}}]}",
              sim->s.host, sim->http_port, sim->s.host, sim->rtsp_port,
-             sim->s.world ? "true" : "false", sim->s.host, sim->rtsp_port);
+             sim->s.world ? "true" : "false", sim->s.host, sim->rtsp_port,
+             sim->s.events ? "true" : "false", sim->s.host, sim->rtsp_port);
   } else {
     status = "404 Not Found";
     snprintf(body, sizeof body, "{\"message\":\"not found\"}");
@@ -249,6 +257,8 @@ static enum cam cam_of(const char *url, size_t len)
     return CAM_GAZE;
   if (rest >= 5 && memcmp(q, "world", 5) == 0)
     return CAM_WORLD;
+  if (rest >= 10 && memcmp(q, "eye_events", 10) == 0)
+    return CAM_EVENTS;
   return CAM_NONE;
 }
 
@@ -292,7 +302,7 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
           "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n", NULL);
   } else if (IS("DESCRIBE")) {
     enum cam cam = cam_of(url, ul);
-    if (cam == CAM_NONE || (cam == CAM_WORLD && !sim->s.world)) {
+    if (cam == CAM_NONE || (cam == CAM_WORLD && !sim->s.world) || (cam == CAM_EVENTS && !sim->s.events)) {
       reply(c, "404 Not Found", cseq, cseq_len, NULL, NULL);
       return;
     }
@@ -304,6 +314,11 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
       snprintf(sdp, sizeof sdp,
                "v=0\r\no=- 1 1 IN IP4 %s\r\ns=gaze\r\nt=0 0\r\nm=application 0 RTP/AVP 99\r\n"
                "a=rtpmap:99 com.pupillabs.gaze1/%d\r\na=control:trackID=0\r\n",
+               sim->s.host, RATE);
+    else if (cam == CAM_EVENTS)
+      snprintf(sdp, sizeof sdp,
+               "v=0\r\no=- 1 1 IN IP4 %s\r\ns=eye_events\r\nt=0 0\r\nm=application 0 RTP/AVP 100\r\n"
+               "a=rtpmap:100 com.pupillabs.eye_events1/%d\r\na=control:trackID=0\r\n",
                sim->s.host, RATE);
     else
       snprintf(sdp, sizeof sdp,
@@ -335,7 +350,8 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
     c->setup = 1;
     snprintf(extra, sizeof extra,
              "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d;ssrc=%08X\r\nSession: %s;timeout=60\r\n",
-             a, b, c->cam == CAM_GAZE ? sim->gaze_ssrc : sim->world_ssrc, c->session);
+             a, b, c->cam == CAM_GAZE ? sim->gaze_ssrc : c->cam == CAM_WORLD ? sim->world_ssrc : sim->events_ssrc,
+             c->session);
     reply(c, "200 OK", cseq, cseq_len, extra, NULL);
   } else if (IS("PLAY")) {
     if (!c->setup) {
@@ -507,12 +523,64 @@ static void send_gaze(struct pirec_eyesim *sim, uint64_t n, int64_t ticks)
           ys, fate);
 }
 
+/* Eye events: one slot every 100 ms of device time cycling fixation onset, fixation, saccade onset,
+ * saccade; every 20th slot is a blink instead; a keep-alive every second. */
+static void send_event(struct pirec_eyesim *sim, uint64_t n, int64_t ticks, int keepalive)
+{
+  struct pirec_gaze_event e = {0};
+  int64_t now_ns = device_ns(sim, ticks);
+  if (keepalive) {
+    e.type = PIREC_GAZE_EVENT_KEEPALIVE;
+  } else if (n % 20 == 19) {
+    e.type = PIREC_GAZE_EVENT_BLINK;
+    e.start_ns = now_ns - 150000000;
+    e.end_ns = now_ns - 20000000;
+  } else {
+    static const enum pirec_gaze_event_type cycle[4] = {
+        PIREC_GAZE_EVENT_FIXATION_ONSET, PIREC_GAZE_EVENT_FIXATION, PIREC_GAZE_EVENT_SACCADE_ONSET,
+        PIREC_GAZE_EVENT_SACCADE};
+    e.type = cycle[n % 4];
+    e.start_ns = now_ns - (e.type == PIREC_GAZE_EVENT_FIXATION ? 100000000 : 0);
+    e.end_ns = now_ns;
+    e.start_x = 800.0f + (float)(n % 7);
+    e.start_y = 600.0f;
+    e.end_x = e.start_x + 40.0f;
+    e.end_y = 610.5f;
+    e.mean_x = e.start_x + 20.0f;
+    e.mean_y = 605.25f;
+    e.amplitude_px = 40.0f;
+    e.amplitude_deg = 2.5f;
+    e.mean_velocity = 120.0f + (float)(n % 5);
+    e.max_velocity = 300.0f;
+  }
+  uint8_t pkt[12 + 64];
+  uint16_t seq = sim->events_seq++;
+  uint32_t ts = sim->events_ts0 + (uint32_t)ticks;
+  size_t h = pirec_rtp_write_header(pkt, 1, 100, seq, ts, sim->events_ssrc);
+  int len = pirec_gaze_event_encode(&e, pkt + h, sizeof pkt - h);
+  const char *fate = "sent";
+  sim->c.events_generated++;
+  if (sim->down)
+    fate = "down";
+  else if (!any_playing(sim, CAM_EVENTS))
+    fate = "idle";
+  else {
+    sim->c.events_sent++;
+    for (struct sim_conn *c = sim->conns; c; c = c->next)
+      if (c->playing && !c->closing && c->cam == CAM_EVENTS)
+        send_interleaved(c, c->rtp_ch, pkt, h + (size_t)len);
+  }
+  log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns,
+          pirec_gaze_event_name(e.type), fate);
+}
+
 static void send_sr(struct pirec_eyesim *sim, struct sim_conn *c, int64_t ticks_now)
 {
   int64_t k = ticks_now - ticks_now % 9; /* exact in ns: see the top of this file */
   struct pirec_rtcp_sr sr = {0};
-  sr.ssrc = c->cam == CAM_GAZE ? sim->gaze_ssrc : sim->world_ssrc;
-  sr.rtp_ts = (c->cam == CAM_GAZE ? sim->gaze_ts0 : sim->world_ts0) + (uint32_t)k;
+  sr.ssrc = c->cam == CAM_GAZE ? sim->gaze_ssrc : c->cam == CAM_WORLD ? sim->world_ssrc : sim->events_ssrc;
+  sr.rtp_ts = (c->cam == CAM_GAZE ? sim->gaze_ts0 : c->cam == CAM_WORLD ? sim->world_ts0 : sim->events_ts0) +
+              (uint32_t)k;
   sr.ntp = pirec_unix_ns_to_ntp(device_ns(sim, k));
   uint8_t b[28];
   pirec_rtcp_write_sr(b, &sr);
@@ -549,6 +617,12 @@ static void on_tick(uv_timer_t *t)
   while ((int64_t)sim->gaze_n * step <= ticks) {
     send_gaze(sim, sim->gaze_n, (int64_t)sim->gaze_n * step);
     sim->gaze_n++;
+  }
+  if (sim->s.events) {
+    while ((int64_t)sim->events_n * (RATE / 10) <= ticks)
+      send_event(sim, sim->events_n, (int64_t)sim->events_n * (RATE / 10), 0), sim->events_n++;
+    while ((int64_t)sim->keepalive_n * RATE + RATE / 20 <= ticks)
+      send_event(sim, 0, (int64_t)sim->keepalive_n * RATE + RATE / 20, 1), sim->keepalive_n++;
   }
   for (struct sim_conn *c = sim->conns; c; c = c->next)
     if (c->playing && !c->closing && now >= c->next_sr_ns) {
@@ -806,6 +880,9 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
   sim->world_seq = (uint16_t)rnd(sim);
   sim->gaze_ssrc = rnd(sim);
   sim->world_ssrc = rnd(sim);
+  sim->events_ssrc = rnd(sim);
+  sim->events_ts0 = rnd(sim);
+  sim->events_seq = (uint16_t)rnd(sim);
   sim->mono0 = pirec_clock_mono_ns();
   sim->dev0 = pirec_clock_wall_ns();
   int r = 0;
@@ -818,6 +895,11 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
       (r = pirec_sink_new(loop, s->world_log, NULL, NULL, NULL, &sim->world_log)) == 0) {
     sim->pending++;
     log_row(sim->world_log, "frame,rtp_ts,device_ns,bytes,fate\n");
+  }
+  if (r == 0 && s->events_log[0] &&
+      (r = pirec_sink_new(loop, s->events_log, NULL, NULL, NULL, &sim->events_log)) == 0) {
+    sim->pending++;
+    log_row(sim->events_log, "seq,rtp_ts,device_ns,event,fate\n");
   }
   if (r == 0)
     r = listen_on(sim, &sim->http_srv, s->http_port, &sim->http_port);
@@ -873,6 +955,8 @@ void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void
     pirec_sink_close(sim->gaze_log, sink_closed, sim);
   if (sim->world_log)
     pirec_sink_close(sim->world_log, sink_closed, sim);
+  if (sim->events_log)
+    pirec_sink_close(sim->events_log, sink_closed, sim);
   sim->pending--;
   if (sim->pending == 0)
     finish(sim);

@@ -27,7 +27,7 @@
 #define NS_MS 1000000LL
 #define NS_S 1000000000LL
 
-enum kind { GAZE = 0, WORLD = 1 };
+enum kind { GAZE = 0, WORLD = 1, EVENTS = 2, NSTREAMS = 3 };
 
 enum state {
   S_IDLE = 0,   /* not started, or waiting for the retry timer */
@@ -69,6 +69,7 @@ struct stream {
   char session[128];
   int pt;
   uint32_t clock_rate;
+  char encoding[64];
   int64_t state_since;
   int64_t last_rx, last_keepalive;
   int64_t backoff_ns;
@@ -109,7 +110,7 @@ struct pirec_eyetracker {
   struct pirec_eyetracker_settings s;
   pirec_eyetracker_event_cb on_event;
   void *user;
-  struct stream streams[2];
+  struct stream streams[NSTREAMS];
   int started;
 
   /* HTTP status */
@@ -125,7 +126,7 @@ struct pirec_eyetracker {
   int recording;
   int stopping;
   int trial;
-  struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink;
+  struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec__et_mkv *mkv;
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
@@ -154,7 +155,7 @@ void pirec_eyetracker_settings_default(struct pirec_eyetracker_settings *s)
   snprintf(s->host, sizeof s->host, "auto");
   s->http_port = 8080;
   s->rtsp_port = 8086;
-  s->gaze = s->world = 1;
+  s->gaze = s->world = s->events = 1;
   s->reconnect_min_ns = 1 * NS_S;
   s->reconnect_max_ns = 30 * NS_S;
   s->stall_timeout_ns = 3 * NS_S;
@@ -393,7 +394,7 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
     int64_t by_seq = (int16_t)(p->seq - st->prev_seq) - 1;
     /* Sequence numbers are exact for gaze (one packet per sample) unless the gap wrapped 16 bits;
      * video spans several packets per frame, so frames come from timestamps. */
-    if (st->kind == GAZE && (by_ts < 0 || by_ts < 30000)) {
+    if (st->kind != WORLD && (by_ts < 0 || by_ts < 30000)) {
       missing = by_seq;
       how = "counted from sequence numbers";
     } else {
@@ -410,7 +411,7 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
   st->st.gap_samples += (uint64_t)missing;
   emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' back after %lld ms: %lld %s lost, %s",
        st->label, st->url, (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
-       st->kind == GAZE ? "samples" : "frames", how);
+       st->kind == GAZE ? "samples" : st->kind == WORLD ? "frames" : "packets", how);
   return (uint64_t)missing;
 }
 
@@ -633,6 +634,78 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->st.bad_payloads++;
 }
 
+/* ---- eye events ---- */
+
+static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
+{
+  struct pirec_eyetracker *et = st->et;
+  struct pirec_rtp_packet p;
+  if (pirec_rtp_parse(buf, len, &p) < 0 || p.pt != st->pt) {
+    st->st.bad_packets++;
+    return;
+  }
+  st->st.packets++;
+  if (!st->have_ssrc) {
+    st->have_ssrc = 1;
+    st->ssrc = p.ssrc;
+  }
+  if (st->gap_check) {
+    st->gap_check = 0;
+    st->pending_drop += reconnect_gap(st, &p);
+  }
+  int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
+  if (lost < 0) {
+    st->st.bad_packets++;
+    return;
+  }
+  st->st.lost += (uint64_t)lost;
+  st->pending_drop += (uint64_t)lost;
+  int64_t ext = pirec_rtp_clock_extend(&st->clock, p.ts);
+  st->had_data = 1;
+  st->prev_ssrc = p.ssrc;
+  st->prev_ts = p.ts;
+  st->prev_seq = p.seq;
+  st->prev_rx_mono = st->rx_mono;
+  struct pirec_gaze_event e;
+  if (pirec_gaze_event_decode(p.payload, p.payload_len, &e) < 0) {
+    st->st.bad_payloads++;
+    st->pending_drop++;
+    if (st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0)
+      emit(et, PIREC_EYETRACKER_EVENT_ERROR, "eye event of %zu bytes with an unknown type or size from '%s'",
+           p.payload_len, st->url);
+    return;
+  }
+  if (e.type == PIREC_GAZE_EVENT_KEEPALIVE)
+    return;
+  st->st.samples++;
+  if (!et->recording) {
+    st->st.idle++;
+    st->pending_drop = 0;
+    return;
+  }
+  char b[512];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, b, sizeof b);
+  pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
+                           pirec_rtp_clock_device_ns(&st->clock, ext), &e, p.ts,
+                           st->seq.ext_max - (1u << 16), st->pending_drop);
+  pirec_csv_row_end(&row);
+  st->st.dropped += st->pending_drop;
+  st->pending_drop = 0;
+  push_row(et, et->events_sink, &row);
+  st->st.written++;
+}
+
+static void data_packet(struct stream *st, const uint8_t *buf, size_t len)
+{
+  if (st->kind == GAZE)
+    gaze_packet(st, buf, len);
+  else if (st->kind == WORLD)
+    world_packet(st, buf, len);
+  else
+    events_packet(st, buf, len);
+}
+
 /* ---- RTCP ---- */
 
 static void rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
@@ -707,10 +780,8 @@ static void on_udp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf, const struc
   const uint8_t *p = (const uint8_t *)buf->base;
   if (u == &st->udp[1])
     rtcp_packet(st, p, (size_t)n);
-  else if (st->kind == GAZE)
-    gaze_packet(st, p, (size_t)n);
   else
-    world_packet(st, p, (size_t)n);
+    data_packet(st, p, (size_t)n);
 }
 
 /* Binds two UDP sockets on consecutive ports (RTP even, RTCP odd) on the address family of the
@@ -813,10 +884,14 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
         m = c;
       if (st->kind == WORLD && strcasecmp(c->encoding, "H264") == 0)
         m = c;
+      /* The eye events' encoding name is not documented: take the stream's first non-video media. */
+      if (st->kind == EVENTS && strcasecmp(c->media, "video") != 0)
+        m = c;
     }
     if (!m) {
       stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR, "the SDP has no %s media (%s)",
-                  st->kind == GAZE ? "com.pupillabs.gaze1" : "H264", sdp.media[0].encoding);
+                  st->kind == GAZE ? "com.pupillabs.gaze1" : st->kind == WORLD ? "H264" : "application",
+                  sdp.media[0].encoding);
       return;
     }
     char base[PIREC_EYETRACKER_URL_MAX];
@@ -829,6 +904,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     }
     st->pt = m->pt;
     st->clock_rate = m->clock_rate;
+    snprintf(st->encoding, sizeof st->encoding, "%s", m->encoding);
     pirec_rtp_clock_init(&st->clock, m->clock_rate);
     set_state(st, S_SETUP);
     send_setup(st);
@@ -859,7 +935,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     st->last_msg[0] = 0;
     if (!st->had_data)
       emit(et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' playing (%s/%u)", st->label,
-           st->url, st->kind == GAZE ? "com.pupillabs.gaze1" : "H264", st->clock_rate);
+           st->url, st->encoding, st->clock_rate);
     break;
   default:
     break;
@@ -901,7 +977,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     else if (st->state != S_PLAYING)
       continue;
     else if (it.channel == 0)
-      st->kind == GAZE ? gaze_packet(st, it.data, it.len) : world_packet(st, it.data, it.len);
+      data_packet(st, it.data, it.len);
     else if (it.channel == 1)
       rtcp_packet(st, it.data, it.len);
   }
@@ -986,11 +1062,16 @@ static void stream_connect(struct stream *st)
 
 /* ---- HTTP status ---- */
 
+static int enabled(const struct pirec_eyetracker *et, int k)
+{
+  return k == GAZE ? et->s.gaze : k == WORLD ? et->s.world : et->s.events;
+}
+
 static void start_streams(struct pirec_eyetracker *et)
 {
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
-    if ((k == GAZE ? et->s.gaze : et->s.world) && st->state == S_IDLE &&
+    if (enabled(et, k) && st->state == S_IDLE &&
         !uv_is_active((uv_handle_t *)&st->timer))
       stream_connect(st);
   }
@@ -1031,10 +1112,13 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
     json_t *port = json_object_get(data, "port");
     if (!sensor || !conn || strcmp(conn, "DIRECT") != 0 || !ip || !json_is_integer(port))
       continue;
-    int k = strcmp(sensor, "gaze") == 0 ? GAZE : strcmp(sensor, "world") == 0 ? WORLD : -1;
+    int k = strcmp(sensor, "gaze") == 0         ? GAZE
+            : strcmp(sensor, "world") == 0      ? WORLD
+            : strcmp(sensor, "eye_events") == 0 ? EVENTS
+                                                : -1;
     if (k < 0)
       continue;
-    const char *configured = k == GAZE ? et->s.gaze_url : et->s.world_url;
+    const char *configured = k == GAZE ? et->s.gaze_url : k == WORLD ? et->s.world_url : et->s.events_url;
     if (configured[0])
       continue;
     snprintf(et->streams[k].url, sizeof et->streams[k].url, "rtsp://%s%s%s:%lld/?%s",
@@ -1176,9 +1260,11 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
                          pirec_eyetracker_event_cb on_event, void *user,
                          struct pirec_eyetracker **out)
 {
-  if (!s->gaze && !s->world)
+  if (!s->gaze && !s->world && !s->events)
     return -EINVAL;
-  if (strcmp(s->host, "auto") == 0 && !(s->gaze_url[0] || !s->gaze) && !(s->world_url[0] || !s->world)) {
+  if (strcmp(s->host, "auto") == 0 &&
+      ((s->gaze && !s->gaze_url[0]) || (s->world && !s->world_url[0]) ||
+       (s->events && !s->events_url[0]))) {
     pirec_log(PIREC_LOG_ERROR,
               "%s: address 'auto' needs mDNS discovery, which this build does not have; set "
               "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')",
@@ -1205,19 +1291,20 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
     et->s.clock_log_interval_ns = 10 * NS_S;
   et->on_event = on_event;
   et->user = user;
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->et = et;
     st->kind = (enum kind)k;
-    st->label = k == GAZE ? "gaze" : "world";
+    st->label = k == GAZE ? "gaze" : k == WORLD ? "world" : "eye_events";
     st->backoff_ns = et->s.reconnect_min_ns;
     st->st.offset_ns = INT64_MIN;
-    snprintf(st->url, sizeof st->url, "%s", k == GAZE ? s->gaze_url : s->world_url);
+    snprintf(st->url, sizeof st->url, "%s", k == GAZE ? s->gaze_url : k == WORLD ? s->world_url : s->events_url);
     if (pirec_rtsp_framer_init(&st->framer, 64 * 1024) < 0 ||
         (k == WORLD && pirec_h264_depay_init(&st->depay, 16u << 20) < 0)) {
-      pirec_rtsp_framer_free(&et->streams[0].framer);
-      pirec_rtsp_framer_free(&et->streams[1].framer);
-      pirec_h264_depay_free(&et->streams[1].depay);
+      for (int j = 0; j < NSTREAMS; j++) {
+        pirec_rtsp_framer_free(&et->streams[j].framer);
+        pirec_h264_depay_free(&et->streams[j].depay);
+      }
       free(et);
       return -ENOMEM;
     }
@@ -1312,7 +1399,8 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (r = open_sink(et, dir, base, "_scene_frames.csv", &et->frames_sink)) < 0 ||
       (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
       (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
-      (et->s.world && (r = pirec__et_mkv_new(et->video_sink, &et->mkv)) < 0)) {
+      (et->s.world && (r = pirec__et_mkv_new(et->video_sink, &et->mkv)) < 0) ||
+      (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
     return r;
@@ -1328,6 +1416,10 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
                                            "device_ns", "offset_ns", "drift_ppb", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
+  if (et->events_sink) {
+    n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_event_columns);
+    pirec_sink_push(et->events_sink, hdr, (size_t)n);
+  }
   et->trial = trial;
   et->recording = 1;
   et->have_pts0 = 0;
@@ -1335,7 +1427,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   et->frame_index = 0;
   et->bytes_video = 0;
   et->sink_drops = 0;
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->pending_drop = 0;
     st->st.written = st->st.dropped = 0;
@@ -1368,11 +1460,12 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
 
 static void close_trial_sinks(struct pirec_eyetracker *et)
 {
-  struct pirec_sink **sinks[4] = {&et->gaze_sink, &et->frames_sink, &et->clock_sink, &et->video_sink};
+  struct pirec_sink **sinks[5] = {&et->gaze_sink, &et->frames_sink, &et->clock_sink, &et->video_sink,
+                                  &et->events_sink};
   et->stopping = 1;
   et->stop_err = et->write_error;
   et->sinks_open = 1; /* held while the closes start */
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 5; i++)
     if (*sinks[i]) {
       et->sinks_open++;
       pirec_sink_close(*sinks[i], on_sink_closed, et);
@@ -1410,7 +1503,7 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
   memset(out, 0, sizeof *out);
   out->gaze = et->streams[GAZE].st;
   out->world = et->streams[WORLD].st;
-  out->world.bad_payloads += 0;
+  out->events = et->streams[EVENTS].st;
   out->status_ok = et->status_ok;
   out->status_failed = et->status_failed;
   out->bytes_video = et->bytes_video;
@@ -1430,7 +1523,7 @@ static void maybe_finish_close(struct pirec_eyetracker *et)
   if (!et->closing || et->pending > 0 || et->stopping)
     return;
   et->pending = -1; /* once */
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < NSTREAMS; k++) {
     pirec_rtsp_framer_free(&et->streams[k].framer);
     pirec_h264_depay_free(&et->streams[k].depay);
   }
@@ -1449,7 +1542,7 @@ void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_
   et->pending++; /* held while the closes start */
   if (et->recording)
     pirec_eyetracker_trial_stop(et, stop_for_close, NULL);
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->timer.data = et;
     et->pending++;

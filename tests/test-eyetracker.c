@@ -178,11 +178,14 @@ static void run_trial(struct run *r, const char *tag, const char *const *sim_arg
 {
   memset(r, 0, sizeof *r);
   make_dir(r->dir, sizeof r->dir, tag);
-  char glog[600], wlog[600];
+  char glog[600], wlog[600], elog[600];
   snprintf(glog, sizeof glog, "%s/sim_gaze.csv", r->dir);
   snprintf(wlog, sizeof wlog, "%s/sim_world.csv", r->dir);
+  snprintf(elog, sizeof elog, "%s/sim_events.csv", r->dir);
   const char *args[40];
   int n = 0;
+  args[n++] = "--events-log";
+  args[n++] = elog;
   args[n++] = "--gaze-log";
   args[n++] = glog;
   args[n++] = "--world-log";
@@ -368,6 +371,45 @@ static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync
   csv_free(&sim);
 }
 
+/* Eye events: every row is an event the simulator sent (keep-alives are not rows), in order, with
+ * its device time once synchronised; between two rows exactly dropped_before events were lost. */
+static int check_events(const char *dir, int tolerance)
+{
+  struct csv e = {0}, sim = {0};
+  csv_load(&e, dir, "t001_eye_events.csv");
+  csv_load(&sim, dir, "sim_events.csv");
+  assert_int_equal(e.cols, 20);
+  int c_ts = col(&e, "rtp_ts"), c_dev = col(&e, "device_ns"), c_ev = col(&e, "event");
+  int c_drop = col(&e, "dropped_before");
+  int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_ev = col(&sim, "event");
+  int s_fate = col(&sim, "fate");
+  int j = 0;
+  for (int i = 0; i < e.rows; i++) {
+    int skipped = 0;
+    /* Lost packets count whatever they held (a lost keep-alive too: its type is unknown), while
+     * keep-alives that arrived are not rows. A keep-alive sent into a connection as it broke is
+     * both "sent" and lost: hence the tolerance in the reconnect test. */
+    while (j < sim.rows && strcmp(cell(&sim, j, s_ts), cell(&e, i, c_ts)) != 0) {
+      skipped += strcmp(cell(&sim, j, s_fate), "sent") != 0 || strcmp(cell(&sim, j, s_ev), "keepalive") != 0;
+      j++;
+    }
+    if (j == sim.rows)
+      fail_msg("event row %d: rtp_ts %s never sent", i + 1, cell(&e, i, c_ts));
+    assert_string_equal(cell(&sim, j, s_fate), "sent");
+    assert_string_equal(cell(&sim, j, s_ev), cell(&e, i, c_ev));
+    if (i > 0 && llabs(strtoll(cell(&e, i, c_drop), NULL, 10) - skipped) > tolerance)
+      fail_msg("event row %d: dropped_before %s, %d events in between", i + 1,
+               cell(&e, i, c_drop), skipped);
+    if (cell(&e, i, c_dev)[0])
+      assert_string_equal(cell(&e, i, c_dev), cell(&sim, j, s_dev));
+    j++;
+  }
+  int rows = e.rows;
+  csv_free(&e);
+  csv_free(&sim);
+  return rows;
+}
+
 struct scene_check {
   int rows;
   uint64_t drops_after_first;
@@ -437,12 +479,16 @@ static void test_clean_run(void **state)
   check_gaze(r->dir, &g, 0);
   struct scene_check sc;
   check_scene(r->dir, &sc);
+  int events = check_events(r->dir, 0);
+  assert_true(events >= (secs - 1) * 10);
+  assert_int_equal(r->final.events.written, (uint64_t)events);
+  assert_int_equal(r->final.events.dropped, 0);
   const struct pirec_eyetracker_status *s = &r->final;
   fprintf(stderr,
-          "clean %llds: gaze rows %d (synced %d) drops %" PRIu64 " of %" PRIu64
+          "clean %llds: eye events %d; gaze rows %d (synced %d) drops %" PRIu64 " of %" PRIu64
           " generated; scene rows %d, drops after the first %" PRIu64 ", simulator frames in span "
           "%lld; offset %lld ns drift %lld ppb\n",
-          (long long)secs, g.rows, g.synced, g.drops, g.generated_span, sc.rows,
+          (long long)secs, events, g.rows, g.synced, g.drops, g.generated_span, sc.rows,
           sc.drops_after_first, (long long)sc.sim_frames_span, (long long)s->gaze.offset_ns,
           (long long)s->gaze.drift_ppb);
   /* loopback TCP loses nothing: every sample of the span is a row */
@@ -463,7 +509,7 @@ static void test_clean_run(void **state)
   /* the clock log: one row per Sender Report of either stream */
   struct csv clk = {0};
   csv_load(&clk, r->dir, "t001_eye_clock.csv");
-  assert_int_equal((uint64_t)clk.rows, s->gaze.rtcp_sr + s->world.rtcp_sr);
+  assert_int_equal((uint64_t)clk.rows, s->gaze.rtcp_sr + s->world.rtcp_sr + s->events.rtcp_sr);
   csv_free(&clk);
   free(r);
 }
@@ -471,12 +517,13 @@ static void test_clean_run(void **state)
 static void tweak_gaze_only(struct pirec_eyetracker_settings *s)
 {
   s->world = 0;
+  s->events = 0;
 }
 
 static void test_faults(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
-  static const char *const args[] = {"--no-world", "--loss", "0.03", "--malformed", "0.05",
+  static const char *const args[] = {"--no-world", "--no-events", "--loss", "0.03", "--malformed", "0.05",
                                      "--gaze-size", "65", "--seed", "7", NULL};
   run_trial(r, "faults", args, 4000, tweak_gaze_only);
   assert_int_equal(r->stop_err, 0);
@@ -507,10 +554,11 @@ static void test_bad_sdp(void **state)
   assert_int_equal(s->gaze.connects + s->world.connects, 0);
   assert_true(s->gaze.connect_failures >= 2); /* retried with backoff */
   assert_true(s->world.connect_failures >= 2);
+  assert_true(s->events.connect_failures >= 2);
   assert_int_equal(s->gaze.last_error, -EBADMSG);
   assert_non_null(strstr(r->messages, "bad SDP"));
   /* reported once per stream, not once per retry */
-  assert_int_equal(r->events[PIREC_EYETRACKER_EVENT_ERROR], 2);
+  assert_int_equal(r->events[PIREC_EYETRACKER_EVENT_ERROR], 3);
   /* the files exist and are valid: headers only, an empty video */
   struct csv g = {0}, f = {0};
   csv_load(&g, r->dir, "t001_gaze.csv");
@@ -544,7 +592,7 @@ static void test_settings(void **state)
   snprintf(s.host, sizeof s.host, "neon.local");
   assert_int_equal(pirec_eyetracker_new(&loop, &s, NULL, NULL, &et), -EINVAL);
   snprintf(s.host, sizeof s.host, "127.0.0.1");
-  s.gaze = s.world = 0;
+  s.gaze = s.world = s.events = 0;
   assert_int_equal(pirec_eyetracker_new(&loop, &s, NULL, NULL, &et), -EINVAL);
   /* the simulator refuses anything but loopback */
   struct pirec_eyesim_settings ss;
@@ -588,7 +636,7 @@ static void test_peer_vlc(void **state)
   pirec_eyetracker_settings_default(&s);
   snprintf(s.host, sizeof s.host, "127.0.0.1");
   s.http_port = 1; /* nothing listens: the status fails and the configured URL is used */
-  s.gaze = 0;
+  s.gaze = s.events = 0;
   snprintf(s.world_url, sizeof s.world_url, "%s", url);
   snprintf(r->dir, sizeof r->dir, "%s", dir);
   assert_int_equal(pirec_eyetracker_new(&loop, &s, on_event, r, &r->et), 0);
@@ -799,12 +847,15 @@ static void test_disconnect_5s(void **state)
   check_gaze(r->dir, &g, 1);
   struct scene_check sc;
   check_scene(r->dir, &sc);
+  int events = check_events(r->dir, 2);
+  assert_true(events > 30);
+  assert_true(r->final.events.dropped >= 45); /* 5 s at 10 events per second, blinks included */
   const struct pirec_eyetracker_status *s = &r->final;
   fprintf(stderr,
-          "reconnect: gaze rows %d drops %" PRIu64 " (down %" PRIu64 ") gap %" PRIu64
+          "reconnect: events %d; gaze rows %d drops %" PRIu64 " (down %" PRIu64 ") gap %" PRIu64
           " disconnects %" PRIu64 " connects %" PRIu64 "; scene rows %d drops %" PRIu64
           " span %lld; events:\n%s",
-          g.rows, g.drops, g.down, s->gaze.gap_samples, s->gaze.disconnects, s->gaze.connects,
+          events, g.rows, g.drops, g.down, s->gaze.gap_samples, s->gaze.disconnects, s->gaze.connects,
           sc.rows, sc.drops_after_first, (long long)sc.sim_frames_span, r->messages);
   assert_true(s->gaze.disconnects >= 1 && s->world.disconnects >= 1);
   assert_true(s->gaze.connects >= 2 && s->world.connects >= 2);

@@ -7,7 +7,7 @@
  * Client (struct pirec_eyetracker). Everything runs on one libuv loop, no thread of its own:
  *   - GET /api/status over HTTP once per connection attempt (logged; its sensor list, when present,
  *     names the RTSP URLs; otherwise rtsp://HOST:RTSP_PORT/?camera=gaze|world are used);
- *   - one RTSP session per stream (gaze, world), RTP and RTCP interleaved on the RTSP TCP
+ *   - one RTSP session per stream (gaze, world, eye_events), RTP and RTCP interleaved on the RTSP TCP
  *     connection (no UDP ports); OPTIONS keep-alives every 20 s;
  *   - every RTP packet is stamped with CLOCK_MONOTONIC and CLOCK_REALTIME in the read callback
  *     that received it (before anything else is done with it), and with the device's absolute time
@@ -22,6 +22,8 @@
  *   tNNN_scene.mkv         the world camera's H.264 access units, stream-copied (never decoded)
  *   tNNN_scene_frames.csv  trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset
  *                          one row per packet in tNNN_scene.mkv, in order (offset is empty)
+ *   tNNN_eye_events.csv   one row per eye event (fixation, saccade, their onsets, blink; columns:
+ *                          pirec_gaze_event_columns in gaze.h); keep-alives are not rows
  *   tNNN_eye_clock.csv     trial,mono_ns,wall_ns,stream,rtp_ts,device_ns,offset_ns,drift_ppb: one
  *                          row per RTCP Sender Report; offset_ns = device_ns - wall_ns at arrival,
  *                          drift_ppb = the device clock's rate against CLOCK_MONOTONIC since the
@@ -50,7 +52,10 @@ struct pirec_eyetracker_settings {
   int rtsp_port;                          /* 8086 */
   char gaze_url[PIREC_EYETRACKER_URL_MAX];  /* "" (default): from the status or the port */
   char world_url[PIREC_EYETRACKER_URL_MAX];
-  int gaze, world;                        /* streams to record; both 1 by default */
+  char events_url[PIREC_EYETRACKER_URL_MAX];
+  int gaze, world, events;                /* streams to record; all 1 by default (events: Neon's
+                                             eye_events stream; a device without it is retried
+                                             with backoff and reported once) */
   int64_t reconnect_min_ns, reconnect_max_ns; /* 1 s, 30 s */
   int64_t stall_timeout_ns;               /* no packet for this long means gone; 3 s */
   int64_t clock_log_interval_ns;          /* offset and drift logged this often; 10 s */
@@ -123,7 +128,7 @@ struct pirec_eyetracker_stream_status {
 };
 
 struct pirec_eyetracker_status {
-  struct pirec_eyetracker_stream_status gaze, world;
+  struct pirec_eyetracker_stream_status gaze, world, events;
   uint64_t status_ok, status_failed; /* HTTP /api/status requests */
   uint64_t bytes_video;
   uint64_t sink_drops;
@@ -145,6 +150,7 @@ struct pirec_eyesim_settings {
   int gaze_hz;            /* 200; must divide 90000 */
   int gaze_size;          /* payload layout: 9, 17, 65 or 89 */
   int world;              /* serve world video (needs ffmpeg); 1 */
+  int events;             /* serve eye events (a fixation cycle every 100 ms, a blink every 2 s); 1 */
   int world_fps;          /* 30 */
   int width, height;      /* 320x240 */
   char ffmpeg[256];       /* "ffmpeg" */
@@ -159,6 +165,7 @@ struct pirec_eyesim_settings {
   uint32_t seed;
   char gaze_log[512];     /* "" or a CSV: seq,rtp_ts,device_ns,x,y,fate (sent|lost|malformed|down|idle) */
   char world_log[512];    /* "" or a CSV: frame,rtp_ts,device_ns,bytes,fate */
+  char events_log[512];   /* "" or a CSV: seq,rtp_ts,device_ns,event,fate */
 };
 
 void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s);
@@ -174,6 +181,7 @@ void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rts
 struct pirec_eyesim_counters {
   uint64_t gaze_generated, gaze_sent, gaze_lost, gaze_malformed, gaze_down, gaze_idle;
   uint64_t frames_generated, frames_sent;
+  uint64_t events_generated, events_sent;
   uint64_t connections, sessions_played, disconnects_forced, http_requests;
 };
 void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out);
