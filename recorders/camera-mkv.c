@@ -177,6 +177,8 @@ struct pirec__mkv {
   int error;
   int64_t last_pts;
   uint64_t bytes;
+  uint8_t head[256]; /* the file's first bytes: EBML header and the segment's size field */
+  size_t head_len;
 };
 
 #if LIBAVFORMAT_VERSION_MAJOR >= 61
@@ -188,6 +190,11 @@ static int mkv_write(void *opaque, uint8_t *buf, int size)
   struct pirec__mkv *m = opaque;
   if (m->error)
     return m->error;
+  if (m->head_len < sizeof m->head) {
+    size_t n = sizeof m->head - m->head_len < (size_t)size ? sizeof m->head - m->head_len : (size_t)size;
+    memcpy(m->head + m->head_len, buf, n);
+    m->head_len += n;
+  }
   int r = pirec_sink_push(m->sink, buf, (size_t)size);
   if (r < 0) {
     /* The file is cut here; later writes are refused so the muxer stops cleanly. */
@@ -317,6 +324,48 @@ int pirec__mkv_finish(struct pirec__mkv *m)
       m->error = r;
   }
   return m->error;
+}
+
+/* Reads an EBML variable-length integer; returns its length or 0. */
+static size_t ebml_vint(const uint8_t *b, size_t n, uint64_t *value)
+{
+  if (n == 0 || b[0] == 0)
+    return 0;
+  size_t len = (size_t)__builtin_clz(b[0]) - 23; /* leading zeros of the byte, plus one */
+  if (len > n || len > 8)
+    return 0;
+  uint64_t v = b[0] & (0xFFu >> len);
+  for (size_t i = 1; i < len; i++)
+    v = v << 8 | b[i];
+  *value = v;
+  return len;
+}
+
+int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8])
+{
+  uint64_t id, size;
+  size_t pos = 0, len;
+  if (!m->header_done || m->error)
+    return -EINVAL;
+  /* EBML header: ID 1A45DFA3, its size, its body */
+  if (m->head_len < 4 || memcmp(m->head, "\x1a\x45\xdf\xa3", 4) != 0)
+    return -EINVAL;
+  pos = 4;
+  if (!(len = ebml_vint(m->head + pos, m->head_len - pos, &size)))
+    return -EINVAL;
+  pos += len + size;
+  /* Segment: ID 18538067, then an 8-byte size field holding "unknown" */
+  if (pos + 12 > m->head_len || memcmp(m->head + pos, "\x18\x53\x80\x67", 4) != 0)
+    return -EINVAL;
+  pos += 4;
+  if (m->head[pos] != 0x01 || !ebml_vint(m->head + pos, 8, &id) || id != 0x00FFFFFFFFFFFFFFull)
+    return -EINVAL;
+  uint64_t body = m->bytes - (pos + 8);
+  bytes[0] = 0x01;
+  for (int i = 7; i >= 1; i--, body >>= 8)
+    bytes[i] = (uint8_t)(body & 0xFF);
+  *offset = (int64_t)pos;
+  return 0;
 }
 
 uint64_t pirec__mkv_bytes(const struct pirec__mkv *m)

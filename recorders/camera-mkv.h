@@ -47,6 +47,10 @@ int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int64_
 size_t pirec__mkv_margin(void);
 int pirec__mkv_finish(struct pirec__mkv *m);
 uint64_t pirec__mkv_bytes(const struct pirec__mkv *m);
+/* After finish: where the segment's "unknown" size field is in the file and the 8 bytes that give
+ * the real size (all bytes written after the field). Returns 0, or -EINVAL when the header does not
+ * look as expected (then leave the file as it is). */
+int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8]);
 void pirec__mkv_free(struct pirec__mkv *m);
 
 #endif

@@ -135,6 +135,12 @@ struct trial {
   int sinks_open;
   int err;
   int mkv_failed;
+  int seal;
+  uv_fs_t seal_req;
+  uv_file seal_fd;
+  int64_t seal_offset;
+  uint8_t seal_bytes[8];
+  struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
 };
@@ -882,6 +888,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     return -ENOMEM;
   t->number = trial;
   t->part = part;
+  t->cam = cam;
   char suffix[16] = "";
   if (part > 0)
     snprintf(suffix, sizeof suffix, "_p%d", part);
@@ -999,16 +1006,9 @@ fail:
   return r;
 }
 
-static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
+static void trial_done(struct pirec_camera *cam)
 {
-  struct pirec_camera *cam = user;
   struct trial *t = cam->trial;
-  if (final->error && t && !t->err)
-    t->err = final->error;
-  if (t && sink == t->video)
-    cam->bytes_last = final->bytes_written;
-  if (!t || --t->sinks_open > 0)
-    return;
   pirec_camera_stopped_cb cb = t->stopped_cb;
   void *user_cb = t->stopped_user;
   int err = t->err;
@@ -1019,6 +1019,73 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     cb(cam, err, user_cb);
   if (cam->closing)
     maybe_finish_close(cam);
+}
+
+/* Sealing a finished MKV: the muxer wrote the segment's size as "unknown" (the file is streamed
+ * and must stay readable if cut), which is also how pirec-remux recognises a file cut by a crash.
+ * Once every byte is on disk the real size is written over it, so a complete file says so. One
+ * open/pwrite/fdatasync/close chain in the threadpool; a failure leaves the file valid, just
+ * unsealed. */
+static void seal_step(uv_fs_t *req)
+{
+  struct trial *t = req->data;
+  struct pirec_camera *cam = t->cam;
+  int r = (int)req->result;
+  uv_fs_type type = req->fs_type;
+  uv_fs_req_cleanup(req);
+  req->data = t;
+  if (r < 0 && type != UV_FS_CLOSE) {
+    pirec_log(PIREC_LOG_WARN, "camera '%s': cannot seal '%s': %s", cam->s.name, t->video_path,
+              pirec_strerror(r));
+    if (type == UV_FS_OPEN || uv_fs_close(cam->loop, req, t->seal_fd, seal_step) < 0)
+      trial_done(cam);
+    return;
+  }
+  switch (type) {
+  case UV_FS_OPEN: {
+    t->seal_fd = r;
+    uv_buf_t b = uv_buf_init((char *)t->seal_bytes, 8);
+    r = uv_fs_write(cam->loop, req, t->seal_fd, &b, 1, t->seal_offset, seal_step);
+    break;
+  }
+  case UV_FS_WRITE:
+    r = uv_fs_fdatasync(cam->loop, req, t->seal_fd, seal_step);
+    break;
+  case UV_FS_FDATASYNC:
+    r = uv_fs_close(cam->loop, req, t->seal_fd, seal_step);
+    break;
+  default:
+    trial_done(cam);
+    return;
+  }
+  if (r < 0)
+    trial_done(cam);
+}
+
+static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
+{
+  struct pirec_camera *cam = user;
+  struct trial *t = cam->trial;
+  if (final->error && t && !t->err)
+    t->err = final->error;
+  if (t && sink == t->video) {
+    cam->bytes_last = final->bytes_written;
+    int64_t off;
+    if (t->mkv && !t->err && !t->mkv_failed &&
+        final->bytes_written == pirec__mkv_bytes(t->mkv) &&
+        pirec__mkv_seal(t->mkv, &off, t->seal_bytes) == 0) {
+      t->seal_offset = off;
+      t->seal = 1;
+    }
+  }
+  if (!t || --t->sinks_open > 0)
+    return;
+  if (t->seal) {
+    t->seal_req.data = t;
+    if (uv_fs_open(cam->loop, &t->seal_req, t->video_path, O_WRONLY | O_CLOEXEC, 0, seal_step) == 0)
+      return;
+  }
+  trial_done(cam);
 }
 
 static void finalize_trial(struct pirec_camera *cam)

@@ -141,6 +141,33 @@ static size_t probe_pts(const char *path, int64_t **out)
   return n;
 }
 
+/* A cleanly finished MKV has its segment size filled in (the muxer streams it as "unknown", which
+ * is what a file cut by a crash keeps). Returns 1 sealed, 0 unknown. */
+static int mkv_sealed(const char *path)
+{
+  uint8_t b[128];
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  size_t n = fread(b, 1, sizeof b, f);
+  fseek(f, 0, SEEK_END);
+  long total = ftell(f);
+  fclose(f);
+  for (size_t i = 0; i + 12 <= n; i++) {
+    if (memcmp(b + i, "\x18\x53\x80\x67", 4) != 0)
+      continue;
+    assert_int_equal(b[i + 4], 0x01); /* 8-byte size field */
+    uint64_t size = 0;
+    for (int k = 1; k < 8; k++)
+      size = size << 8 | b[i + 4 + k];
+    if (size == 0x00FFFFFFFFFFFFFFull)
+      return 0;
+    assert_int_equal(size, (uint64_t)total - (i + 12));
+    return 1;
+  }
+  fail_msg("no Matroska segment in '%s'", path);
+  return -1;
+}
+
 struct row {
   int64_t trial, mono, wall, frame, seq, dev;
   int has_dev;
@@ -1055,6 +1082,32 @@ static void test_protocol(void **state)
   assert_true(n > 10);
   check_rows(rows, n, 2, 33333333);
   assert_int_equal(probe_packets(mkv, NULL), (long)n);
+  assert_int_equal(mkv_sealed(mkv), 1);
+  free(rows);
+
+  /* SIGKILLed mid-trial: the MKV stays unsealed (how remux tells a cut file) and readable up to
+   * its last complete cluster (at most a second old); the rows cover at least those frames. */
+  child_start(&c, argv);
+  free(child_reply(&c, 15000));
+  snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":3,\"label\":\"\"}\n",
+           session);
+  child_send(&c, cmd);
+  line = child_reply(&c, 5000);
+  assert_non_null(strstr(line, "\"reply\":\"started\""));
+  free(line);
+  usleep(2500000);
+  assert_int_equal(kill(c.pid, SIGKILL), 0);
+  assert_int_equal(waitpid(c.pid, &status, 0), c.pid);
+  close(c.in);
+  close(c.out);
+  snprintf(csv, sizeof csv, "%s/front/t003_frames.csv", session);
+  snprintf(mkv, sizeof mkv, "%s/front/t003.mkv", session);
+  usleep(200000); /* the encoder child dies with its parent (PR_SET_PDEATHSIG) */
+  n = read_rows(csv, &rows);
+  long packets = probe_packets(mkv, NULL);
+  fprintf(stderr, "killed recorder: %zu rows, %ld packets readable\n", n, packets);
+  assert_int_equal(mkv_sealed(mkv), 0);
+  assert_true(packets >= 20 && packets <= (long)n);
   free(rows);
 }
 
@@ -1089,6 +1142,7 @@ static void record_plain(int w, int h, int seconds)
   assert_int_equal(r.st.drops_total, 0);
   assert_int_equal(r.st.frames_written, n);
   assert_decodes(mkv, NULL, (long)n);
+  assert_int_equal(mkv_sealed(mkv), 1);
   free(rows);
 }
 
