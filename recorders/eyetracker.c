@@ -72,6 +72,7 @@ struct stream {
   char encoding[64];
   int64_t state_since;
   int64_t last_rx, last_keepalive;
+  int64_t keepalive_ns; /* half the server's session timeout; 20 s when it names none */
   int64_t backoff_ns;
   char last_msg[400];
 
@@ -923,6 +924,14 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
         n = sizeof st->session - 1;
       memcpy(st->session, v, n);
       st->session[n] = 0;
+      /* "Session: ID;timeout=N": keep-alives at half the timeout so the session never expires. */
+      st->keepalive_ns = 20 * NS_S;
+      const char *t = memmem(v, vl, "timeout=", 8);
+      if (t) {
+        long secs = strtol(t + 8, NULL, 10);
+        if (secs >= 2 && secs < 40)
+          st->keepalive_ns = (int64_t)secs * NS_S / 2;
+      }
     }
     set_state(st, S_PLAY);
     request(st, "PLAY", st->url, "Range: npt=0.000-\r\n");
@@ -996,7 +1005,7 @@ static void on_watchdog(uv_timer_t *t)
     }
     if (st->backoff_ns != et->s.reconnect_min_ns && now - st->state_since > 2 * NS_S)
       st->backoff_ns = et->s.reconnect_min_ns; /* a session that held resets the backoff */
-    if (now - st->last_keepalive > 20 * NS_S) {
+    if (now - st->last_keepalive > st->keepalive_ns) {
       st->last_keepalive = now;
       request(st, "OPTIONS", st->url, NULL);
     }
