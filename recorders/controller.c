@@ -29,7 +29,16 @@
 
 #define MAX_MODULES 16
 #define CLIENT_MAX_LINE (2u * 1024 * 1024)
-#define CLIENT_MAX_OUT (256u * 1024)
+/* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
+ * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
+ * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
+ * disconnected. Nobody else waits for it in any case. */
+#define CLIENT_OUT_HIGH (64u * 1024)
+#define CLIENT_OUT_LOW (16u * 1024)
+#define CLIENT_MAX_OUT (4u * 1024 * 1024)
+#define CLIENT_STALL_MS 5000
+/* Lines run for one client before the loop turns to other work (fairness under a flood). */
+#define CLIENT_LINES_PER_TURN 32
 #define MAX_CLIENTS 64
 #define OUTBOX_MAX (32u * 1024 * 1024)
 #define STATUS_POLL_MS 1000
@@ -120,13 +129,22 @@ struct op {
 struct client {
   uv_pipe_t pipe;
   struct pirec_controller *c;
-  char *in;
-  size_t in_len, in_cap;
+  char *in;            /* bytes read and not yet processed: in[in_off .. in_len) */
+  size_t in_off, in_len, in_cap;
   size_t out_queued;
   int closing;
-  int discarding;
+  int reading;         /* uv_read_start is in effect */
+  int wait_drain;      /* stopped until out_queued drains below CLIENT_OUT_LOW */
+  int backlog;         /* complete lines left over after a turn: run again from the idle handle */
+  int eof;
+  uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
   struct client *next;
 };
+
+static void client_process(struct client *cl);
+static void on_idle(uv_idle_t *idle);
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 
 struct cwrite {
   uv_write_t req;
@@ -169,6 +187,7 @@ struct pirec_controller {
 
   uv_pipe_t server;
   int server_open;
+  uv_idle_t idle; /* runs clients' left-over lines */
   struct client *clients;
   int nclients;
   uint64_t clients_dropped;
@@ -779,12 +798,21 @@ static void client_close(struct client *cl) {
 
 static void on_client_write(uv_write_t *req, int status) {
   struct cwrite *w = container_of(req, struct cwrite, req);
-  w->client->out_queued -= w->len;
+  struct client *cl = w->client;
+  cl->out_queued -= w->len;
   free(w);
+  if (status < 0 || cl->closing) return;
+  cl->progress_ms = uv_now(cl->c->loop);
+  if (cl->wait_drain && cl->out_queued <= CLIENT_OUT_LOW) {
+    cl->wait_drain = 0;
+    client_process(cl);
+  } else if (cl->eof && !cl->backlog && cl->out_queued == 0) {
+    client_close(cl);
+  }
 }
 
-/* Queues one reply line (obj stolen). A client whose unread replies pass CLIENT_MAX_OUT is not
- * reading them: it is disconnected so it cannot make the controller hold memory for it. */
+/* Queues one reply line (obj stolen). Past CLIENT_MAX_OUT the client is disconnected: the flow
+ * control in client_process keeps a reading client far below it. */
 static void client_send(struct client *cl, json_t *obj) {
   if (!cl || cl->closing) {
     json_decref(obj);
@@ -829,6 +857,7 @@ static void client_send(struct client *cl, json_t *obj) {
     client_close(cl);
     return;
   }
+  if (cl->out_queued == 0) cl->progress_ms = uv_now(cl->c->loop);
   cl->out_queued += w->len;
 }
 
@@ -1060,56 +1089,110 @@ static void client_line(struct client *cl, const char *line, size_t len) {
   json_decref(msg);
 }
 
+/* Runs up to CLIENT_LINES_PER_TURN complete lines buffered for cl. Reading stops while lines are
+ * left over (they run again from the idle handle, after other clients and timers had their turn)
+ * or while the client's unread replies exceed CLIENT_OUT_HIGH (until they drain, on_client_write). */
+static void client_process(struct client *cl) {
+  struct pirec_controller *c = cl->c;
+  int budget = CLIENT_LINES_PER_TURN, hold = 0;
+  while (!cl->closing) {
+    if (cl->out_queued > CLIENT_OUT_HIGH) {
+      cl->wait_drain = 1;
+      hold = 1;
+      break;
+    }
+    char *start = cl->in + cl->in_off;
+    size_t avail = cl->in_len - cl->in_off;
+    char *nl = avail ? memchr(start, '\n', avail) : NULL;
+    if (!nl) break;
+    if (budget-- == 0) {
+      cl->backlog = 1;
+      uv_idle_start(&c->idle, on_idle);
+      hold = 1;
+      break;
+    }
+    cl->in_off += (size_t)(nl - start) + 1;
+    client_line(cl, start, (size_t)(nl - start));
+  }
+  if (cl->closing) return;
+  /* Keep only what is not processed yet. */
+  if (cl->in_off && !hold) {
+    memmove(cl->in, cl->in + cl->in_off, cl->in_len - cl->in_off);
+    cl->in_len -= cl->in_off;
+    cl->in_off = 0;
+  }
+  if (!hold && cl->in_len > CLIENT_MAX_LINE) {
+    char err[96];
+    snprintf(err, sizeof err, "line too long (over %u bytes): disconnecting", CLIENT_MAX_LINE);
+    client_error(cl, NULL, err);
+    /* Read no more; close once the error reply is out. */
+    cl->in_len = 0;
+    cl->eof = 1;
+  }
+  if (hold || cl->eof) {
+    if (cl->reading) {
+      uv_read_stop((uv_stream_t *)&cl->pipe);
+      cl->reading = 0;
+    }
+    if (!hold && cl->eof && cl->out_queued == 0) client_close(cl);
+    return;
+  }
+  if (!cl->reading) {
+    if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) < 0) {
+      client_close(cl);
+      return;
+    }
+    cl->reading = 1;
+  }
+}
+
+static void on_idle(uv_idle_t *idle) {
+  struct pirec_controller *c = container_of(idle, struct pirec_controller, idle);
+  int more = 0;
+  for (struct client *cl = c->clients, *next; cl; cl = next) {
+    next = cl->next;
+    if (!cl->backlog) continue;
+    cl->backlog = 0;
+    client_process(cl);
+  }
+  for (struct client *cl = c->clients; cl; cl = cl->next) more |= cl->backlog;
+  if (!more) uv_idle_stop(idle);
+}
+
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  static char buf[65536]; /* the loop is single-threaded and each read is consumed at once */
-  *b = uv_buf_init(buf, sizeof buf);
+  struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
+  /* Read straight into the client's buffer: at most 64 KiB past what it holds. */
+  size_t want = cl->in_len + 65536;
+  if (want > cl->in_cap) {
+    size_t cap = cl->in_cap ? cl->in_cap : 65536;
+    while (cap < want) cap *= 2;
+    char *q = realloc(cl->in, cap);
+    if (!q) {
+      *b = uv_buf_init(NULL, 0);
+      return;
+    }
+    cl->in = q;
+    cl->in_cap = cap;
+  }
+  *b = uv_buf_init(cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
 }
 
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   struct client *cl = container_of((uv_pipe_t *)s, struct client, pipe);
+  if (n == UV_EOF) {
+    /* Half-closed: answer what it sent, then close. */
+    uv_read_stop(s);
+    cl->reading = 0;
+    cl->eof = 1;
+    client_process(cl);
+    return;
+  }
   if (n < 0) {
     client_close(cl);
     return;
   }
-  const char *p = b->base;
-  size_t left = (size_t)n;
-  while (left && !cl->closing) {
-    const char *nl = memchr(p, '\n', left);
-    size_t chunk = nl ? (size_t)(nl - p) : left;
-    if (cl->in_len + chunk > CLIENT_MAX_LINE) {
-      char err[96];
-      snprintf(err, sizeof err, "line too long (over %u bytes): disconnecting", CLIENT_MAX_LINE);
-      client_error(cl, NULL, err);
-      /* Replies already queued still go out: close after the write queue (uv_close flushes
-       * nothing, so shut down the write side first). */
-      client_close(cl);
-      return;
-    }
-    if (nl && cl->in_len == 0) {
-      client_line(cl, p, chunk);
-    } else {
-      if (cl->in_len + chunk > cl->in_cap) {
-        size_t cap = cl->in_cap ? cl->in_cap : 4096;
-        while (cap < cl->in_len + chunk) cap *= 2;
-        char *q = realloc(cl->in, cap);
-        if (!q) {
-          client_close(cl);
-          return;
-        }
-        cl->in = q;
-        cl->in_cap = cap;
-      }
-      memcpy(cl->in + cl->in_len, p, chunk);
-      cl->in_len += chunk;
-      if (nl) {
-        client_line(cl, cl->in, cl->in_len);
-        cl->in_len = 0;
-      }
-    }
-    if (!nl) break;
-    p = nl + 1;
-    left -= chunk + 1;
-  }
+  cl->in_len += (size_t)n;
+  client_process(cl);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -1131,7 +1214,7 @@ static void on_connection(uv_stream_t *server, int status) {
   cl->next = c->clients;
   c->clients = cl;
   c->nclients++;
-  uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read);
+  if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) == 0) cl->reading = 1;
 }
 
 /* ---- sessions and trials ---- */
@@ -1599,6 +1682,16 @@ static void gpio_recording_hook(struct pirec_controller *c, int recording) { (vo
 
 static void on_status_timer(uv_timer_t *t) {
   struct pirec_controller *c = t->data;
+  uint64_t now = uv_now(c->loop);
+  for (struct client *cl = c->clients, *next; cl; cl = next) {
+    next = cl->next;
+    if (cl->out_queued && now - cl->progress_ms > CLIENT_STALL_MS) {
+      pirec_log(PIREC_LOG_WARN, "control client has not read its replies for %u ms: disconnected",
+                CLIENT_STALL_MS);
+      c->clients_dropped++;
+      client_close(cl);
+    }
+  }
   for (int i = 0; i < c->nmodules; i++) module_poll_status(&c->modules[i]);
   if (c->session) pirec_session_save(c->session);
 }
@@ -1666,6 +1759,7 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
     close_handle(c, (uv_handle_t *)&c->watchdog_timer);
     close_handle(c, (uv_handle_t *)&c->demo_timer);
     close_handle(c, (uv_handle_t *)&c->op_timer);
+    close_handle(c, (uv_handle_t *)&c->idle);
     if (c->lag_open) {
       c->lag.data = c;
       pirec_looplag_close(&c->lag, on_lag_closed);
@@ -1873,13 +1967,15 @@ static int bind_socket(struct pirec_controller *c) {
 }
 
 int pirec_controller_start(struct pirec_controller *c) {
-  int err = bind_socket(c);
-  if (err < 0) return err;
+  /* Handles first: a failure below ends in pirec_controller_shutdown, which closes them. */
   uv_timer_init(c->loop, &c->op_timer);
   uv_timer_init(c->loop, &c->status_timer);
   uv_timer_init(c->loop, &c->watchdog_timer);
   uv_timer_init(c->loop, &c->demo_timer);
-  c->handles_open += 4;
+  uv_idle_init(c->loop, &c->idle);
+  c->handles_open += 5;
+  int err = bind_socket(c);
+  if (err < 0) return err;
   c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
   uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
   if (c->demo) uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);

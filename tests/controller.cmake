@@ -10,3 +10,15 @@ pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c
 add_dependencies(test-notes pirec-notes)
 pirec_add_test(test-session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-session.c
                LIBS pirec_session pirec_test_controller_util LABELS controller TIMEOUT 60)
+if(TARGET pirec AND TARGET pirec_controller)
+  pirec_add_test(test-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller.c
+                 LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+  pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-flood.c
+                 LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+  foreach(t test-controller test-controller-flood)
+    add_dependencies(${t} pirec pirec-notes)
+    if(TARGET pirec-camera)
+      add_dependencies(${t} pirec-camera)
+    endif()
+  endforeach()
+endif()

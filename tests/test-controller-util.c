@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -60,6 +61,8 @@ int tu_proc_start(struct tu_proc *p, const char *const *argv, const char *const 
   pid_t pid = fork();
   if (pid < 0) return -errno;
   if (pid == 0) {
+    /* A test killed by its timeout must not leave a controller (and its recorders) running. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(in[0], 0);
     dup2(out[1], 1);
     signal(SIGPIPE, SIG_DFL);
@@ -308,6 +311,11 @@ int tu_sock_send(int fd, json_t *cmd) {
 json_t *tu_sock_read(int fd, struct tu_sock_buf *b, int timeout_ms) {
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
+    if (b->data && b->off) {
+      memmove(b->data, b->data + b->off, b->len - b->off);
+      b->len -= b->off;
+      b->off = 0;
+    }
     if (b->data) {
       char *line = take_line(b->data, &b->len);
       if (line) {
@@ -343,4 +351,59 @@ json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms) {
   json_decref(cmd);
   close(fd);
   return reply;
+}
+
+int tu_notify_open(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  unlink(path);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  return fd;
+}
+
+int tu_notify_wait(int fd, const char *what, int timeout_ms) {
+  int64_t deadline = tu_now_ms() + timeout_ms;
+  for (;;) {
+    int64_t left = deadline - tu_now_ms();
+    if (left <= 0) return -1;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, (int)left) <= 0) continue;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) continue;
+    buf[n] = '\0';
+    if (strstr(buf, what)) return 0;
+  }
+}
+
+ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b) {
+  if (b->off) {
+    memmove(b->data, b->data + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+  }
+  if (b->cap - b->len < 65536) {
+    b->cap = b->cap ? b->cap * 2 : 131072;
+    b->data = realloc(b->data, b->cap);
+  }
+  ssize_t n = recv(fd, b->data + b->len, b->cap - b->len, MSG_DONTWAIT);
+  if (n < 0) return -errno;
+  b->len += (size_t)n;
+  return n;
+}
+
+json_t *tu_sock_next(struct tu_sock_buf *b) {
+  if (!b->data || b->off >= b->len) return NULL;
+  char *start = b->data + b->off;
+  char *nl = memchr(start, '\n', b->len - b->off);
+  if (!nl) return NULL;
+  json_t *j = json_loadb(start, (size_t)(nl - start), 0, NULL);
+  b->off += (size_t)(nl - start) + 1;
+  return j;
 }

@@ -68,9 +68,21 @@ struct tu_sock_buf {
   char *data;
   size_t len;
   size_t cap;
+  size_t off; /* bytes already handed out as lines */
 };
 json_t *tu_sock_read(int fd, struct tu_sock_buf *b, int timeout_ms);
+/* One recv into b (non-blocking callers: returns bytes, 0 at end of stream, -errno). */
+ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b);
+/* The next complete line in b as JSON, or NULL when none is buffered. */
+json_t *tu_sock_next(struct tu_sock_buf *b);
 /* connect + send + read + close in one: the reply or NULL. */
 json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms);
 
+
+
+/* A datagram socket standing in for systemd's notify socket: the controller (through libsystemd's
+ * sd_notify, which only needs $NOTIFY_SOCKET) sends READY=1 there once it listens. */
+int tu_notify_open(const char *path);
+/* Waits for a datagram containing `what`; returns 0 or -1 on timeout. */
+int tu_notify_wait(int fd, const char *what, int timeout_ms);
 #endif

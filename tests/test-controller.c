@@ -1,0 +1,345 @@
+/* pirec record with the real recorder binaries: trials, a recorder killed mid-trial, SIGTERM
+ * mid-trial, and the pirec CLI clients. */
+#include "test-controller-fixture.h"
+
+static json_t *note(struct ctl *c, const char *text) {
+  json_t *cmd = json_pack("{s:i,s:s,s:s}", "id", 7, "cmd", "note", "text", text);
+  char *t = json_dumps(cmd, JSON_COMPACT);
+  json_decref(cmd);
+  json_t *r = ctl_call(c, t, 5000);
+  free(t);
+  expect_reply(r, "noted");
+  return r;
+}
+
+/* Runs the real `pirec` client and returns its exit status; stdout is captured into out. */
+static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap) {
+  const char *argv[16];
+  int n = 0;
+  argv[n++] = tu_program("pirec");
+  for (; *args; args++) argv[n++] = *args;
+  argv[n++] = "--socket";
+  argv[n++] = c->sock;
+  argv[n] = NULL;
+  /* The note text must stay last for `pirec note`: options go before it. */
+  if (strcmp(argv[1], "note") == 0) {
+    const char *text = argv[2];
+    for (int i = 2; i < n - 1; i++) argv[i] = argv[i + 1];
+    argv[n - 1] = text;
+  }
+  struct tu_proc p;
+  assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
+  size_t used = 0;
+  char *line;
+  while ((line = tu_proc_readline(&p, 10000))) {
+    used += (size_t)snprintf(out + used, cap - used, "%s\n", line);
+    free(line);
+    if (used >= cap) used = cap - 1;
+  }
+  int status = tu_proc_wait(&p, 10000);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_three_trials(void **state) {
+  struct ctl c;
+  ctl_start(&c, have_camera(), NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":\"s\",\"cmd\":\"start\",\"label\":\"run\"}", 30000);
+  expect_reply(r, "started");
+  assert_string_equal(jstr(r, "id"), "s");
+  assert_int_equal(jint(r, "trial"), 1);
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  assert_non_null(strstr(dir, "_run"));
+  json_decref(r);
+  /* a second start is refused while recording */
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"start\"}", 5000);
+  expect_reply(r, "error");
+  json_decref(r);
+
+  int per_trial[3] = {3, 5, 2};
+  char out[8192];
+  for (int t = 1; t <= 3; t++) {
+    if (t > 1) {
+      char cmd[128];
+      snprintf(cmd, sizeof cmd, "{\"id\":%d,\"cmd\":\"trial\",\"label\":\"t%d\"}", 10 + t, t);
+      r = ctl_call(&c, cmd, 30000);
+      expect_reply(r, "trial");
+      assert_int_equal(jint(r, "trial"), t);
+      json_decref(r);
+    }
+    for (int i = 0; i < per_trial[t - 1]; i++) {
+      char text[64];
+      snprintf(text, sizeof text, "trial %d, note %d", t, i);
+      if (t == 2 && i == 0) {
+        /* through the real CLI */
+        const char *args[] = {"note", text, NULL};
+        assert_int_equal(run_cli(&c, args, out, sizeof out), 0);
+        assert_non_null(strstr(out, "saved"));
+      } else {
+        json_decref(note(&c, text));
+      }
+    }
+    if (c.camera) usleep(1200000); /* let the camera write a second of frames per trial */
+  }
+  const char *sargs[] = {"status", NULL};
+  assert_int_equal(run_cli(&c, sargs, out, sizeof out), 0);
+  assert_non_null(strstr(out, "recording: session"));
+  assert_non_null(strstr(out, "trial 3"));
+  const char *jargs[] = {"status", "--json", NULL};
+  assert_int_equal(run_cli(&c, jargs, out, sizeof out), 0);
+  json_t *js = json_loads(out, 0, NULL);
+  assert_non_null(js);
+  assert_string_equal(jstr(js, "state"), "recording");
+  json_decref(js);
+
+  r = ctl_call(&c, "{\"id\":99,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  assert_string_equal(jstr(r, "session_dir"), dir);
+  assert_int_equal(jint(r, "errors"), 0);
+  json_decref(r);
+  r = ctl_call(&c, "{\"id\":100,\"cmd\":\"stop\"}", 5000);
+  expect_reply(r, "error");
+  json_decref(r);
+
+  /* The files agree with each other and with session.json. */
+  json_t *m = load_manifest(dir);
+  assert_string_equal(jstr(m, "state"), "stopped");
+  assert_true(json_is_true(json_object_get(m, "final")));
+  assert_int_equal(json_array_size(json_object_get(m, "errors")), 0);
+  json_t *trials = json_object_get(m, "trials");
+  assert_int_equal(json_array_size(trials), 3);
+  assert_string_equal(jstr(json_array_get(trials, 0), "label"), "run");
+  assert_string_equal(jstr(json_array_get(trials, 2), "label"), "t3");
+  json_t *notes_mod = json_object_get(json_object_get(m, "modules"), "notes");
+  assert_int_equal(jint(json_object_get(notes_mod, "counters"), "notes"), 10);
+  assert_int_equal(jint(json_object_get(notes_mod, "counters"), "drops"), 0);
+  assert_true(json_is_string(json_object_get(json_object_get(m, "config"), "source")));
+
+  struct tu_csv ev, nt, ck;
+  load_csv_in(dir, "events.csv", &ev);
+  load_csv_in(dir, "notes.csv", &nt);
+  load_csv_in(dir, "clocks.csv", &ck);
+  assert_int_equal(count_events(&ev, "trial_start", NULL), 3);
+  assert_int_equal(count_events(&ev, "trial_stop", NULL), 3);
+  assert_int_equal(count_events(&ev, "session_start", NULL), 1);
+  assert_int_equal(count_events(&ev, "session_stop", NULL), 1);
+  assert_int_equal(ev.rows - 1, jint(json_object_get(m, "events"), "rows"));
+  assert_int_equal(ck.rows - 1, jint(json_object_get(m, "clocks"), "rows"));
+  /* trial_start rows carry the same clocks as session.json's trials */
+  int ce = tu_csv_col(&ev, "event"), cmono = tu_csv_col(&ev, "mono_ns"), k = 0;
+  for (size_t i = 1; i < ev.rows; i++) {
+    if (strcmp(ev.fields[i][ce], "trial_start") != 0) continue;
+    json_t *t = json_array_get(trials, (size_t)k++);
+    assert_int_equal(strtoll(ev.fields[i][cmono], NULL, 10), jint(t, "start_mono_ns"));
+  }
+  /* every note is in the trial it was sent in, and inside that trial's time span */
+  assert_int_equal(nt.rows - 1, 10);
+  for (size_t i = 1; i < nt.rows; i++) {
+    int trial = atoi(nt.fields[i][0]);
+    char want[64];
+    int idx = (int)i - 1 - (trial > 1 ? per_trial[0] : 0) - (trial > 2 ? per_trial[1] : 0);
+    snprintf(want, sizeof want, "trial %d, note %d", trial, idx);
+    assert_string_equal(nt.fields[i][3], want);
+    json_t *t = json_array_get(trials, (size_t)trial - 1);
+    int64_t mono = strtoll(nt.fields[i][1], NULL, 10);
+    assert_true(mono >= jint(t, "start_mono_ns") && mono <= jint(t, "stop_mono_ns"));
+  }
+  if (c.camera) {
+    json_t *cam = json_object_get(json_object_get(m, "modules"), "cam0");
+    assert_non_null(cam);
+    assert_true(jint(json_object_get(cam, "counters"), "frames_written") > 0);
+    for (int t = 1; t <= 3; t++) {
+      char p[4400];
+      snprintf(p, sizeof p, "%s/cam0/t%03d_frames.csv", dir, t);
+      struct tu_csv fr;
+      if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete", p);
+      assert_true(fr.rows > 1);
+      tu_csv_free(&fr);
+    }
+  }
+  tu_csv_free(&ev);
+  tu_csv_free(&nt);
+  tu_csv_free(&ck);
+  json_decref(m);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
+static void test_recorder_killed_mid_trial(void **state) {
+  struct ctl c;
+  ctl_start(&c, 0, NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 0; i < 20; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "before %d", i);
+    json_decref(note(&c, text));
+  }
+  /* "noted" means the recorder has the note; it reaches the file within milliseconds. Only what
+   * is in the file when the kill lands is promised to survive it. */
+  char path[4400];
+  snprintf(path, sizeof path, "%s/notes.csv", dir);
+  int64_t until = tu_now_ms() + 5000;
+  for (;;) {
+    char *text = tu_read_file(path, NULL);
+    int there = text && strstr(text, "before 19\n");
+    free(text);
+    if (there) break;
+    if (tu_now_ms() > until) fail_msg("the notes did not reach '%s' within 5 s", path);
+    usleep(10000);
+  }
+  json_t *st = ctl_wait_modules(&c, 0, 5000);
+  int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
+  json_decref(st);
+  assert_true(pid > 0);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  /* notes sent while it is down are kept for the restarted recorder */
+  for (int i = 0; i < 20; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "after %d", i);
+    json_decref(note(&c, text));
+  }
+  st = ctl_wait_modules(&c, 1, 15000);
+  json_t *nm = json_object_get(json_object_get(st, "modules"), "notes");
+  assert_int_equal(jint(nm, "crashes"), 1);
+  assert_int_not_equal(jint(nm, "pid"), pid);
+  json_decref(st);
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+
+  json_t *m = load_manifest(dir);
+  assert_true(json_is_true(json_object_get(m, "final")));
+  json_t *mod = json_object_get(json_object_get(m, "modules"), "notes");
+  json_t *crashes = json_object_get(mod, "crashes");
+  assert_int_equal(json_array_size(crashes), 1);
+  assert_int_equal(jint(json_array_get(crashes, 0), "signal"), 9);
+  assert_int_equal(jint(json_array_get(crashes, 0), "trial"), 1);
+  json_t *gaps = json_object_get(mod, "gaps");
+  assert_int_equal(json_array_size(gaps), 1);
+  assert_true(jint(json_array_get(gaps, 0), "duration_ns") > 0);
+  struct tu_csv ev, nt;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "module_crash", "notes"), 1);
+  assert_int_equal(count_events(&ev, "module_restart", "notes"), 1);
+  /* the session completed: one header, every note exactly once, in order */
+  load_csv_in(dir, "notes.csv", &nt);
+  assert_int_equal(nt.rows, 41);
+  for (int i = 0; i < 40; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "%s %d", i < 20 ? "before" : "after", i % 20);
+    assert_string_equal(nt.fields[i + 1][3], want);
+  }
+  tu_csv_free(&ev);
+  tu_csv_free(&nt);
+  json_decref(m);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
+static void test_sigterm_mid_trial(void **state) {
+  struct ctl c;
+  ctl_start(&c, have_camera(), NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"trial\",\"label\":\"x\"}", 30000);
+  expect_reply(r, "started"); /* trial with no session starts one */
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 0; i < 50; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "n%d, \"q\"", i);
+    json_decref(note(&c, text));
+  }
+  if (c.camera) usleep(1500000);
+  ctl_stop_process(&c, 0);
+  json_t *m = load_manifest(dir);
+  assert_string_equal(jstr(m, "state"), "stopped");
+  assert_true(json_is_true(json_object_get(m, "final")));
+  assert_int_equal(json_array_size(json_object_get(m, "trials")), 1);
+  assert_true(jint(json_array_get(json_object_get(m, "trials"), 0), "stop_mono_ns") > 0);
+  struct tu_csv ev, nt, ck;
+  load_csv_in(dir, "events.csv", &ev);
+  load_csv_in(dir, "notes.csv", &nt);
+  load_csv_in(dir, "clocks.csv", &ck);
+  assert_int_equal(nt.rows, 51);
+  assert_string_equal(nt.fields[50][3], "n49, \"q\"");
+  assert_int_equal(count_events(&ev, "session_stop", NULL), 1);
+  assert_int_equal(jint(json_object_get(json_object_get(json_object_get(m, "modules"), "notes"), "counters"), "notes"), 50);
+  if (c.camera) {
+    char p[4400];
+    snprintf(p, sizeof p, "%s/cam0/t001_frames.csv", dir);
+    struct tu_csv fr;
+    if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete after SIGTERM", p);
+    assert_true(fr.rows > 1);
+    tu_csv_free(&fr);
+  }
+  tu_csv_free(&ev);
+  tu_csv_free(&nt);
+  tu_csv_free(&ck);
+  json_decref(m);
+  ctl_cleanup(&c);
+}
+
+/* SIGHUP with a broken file keeps the old config; a good file is accepted for the next session;
+ * SIGUSR1 toggles recording. */
+static void test_reload_and_toggle(void **state) {
+  struct ctl c;
+  ctl_start(&c, 0, NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  kill(c.proc.pid, SIGUSR1);
+  json_t *st = NULL;
+  for (int i = 0; i < 200; i++) {
+    st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+    if (strcmp(jstr(st, "state"), "recording") == 0) break;
+    json_decref(st);
+    st = NULL;
+    usleep(25000);
+  }
+  assert_non_null(st);
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(st, "session_dir"));
+  json_decref(st);
+  /* break the file: the reload is refused and says why */
+  FILE *f = fopen(c.cfg, "a");
+  fputs("[eyetracker]\nreconnect_min = soon\n", f);
+  fclose(f);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"reload\"}", 10000);
+  expect_reply(r, "error");
+  assert_non_null(strstr(jstr(r, "message"), "reconnect_min"));
+  json_decref(r);
+  json_decref(note(&c, "still recording"));
+  kill(c.proc.pid, SIGUSR1);
+  for (int i = 0; i < 200; i++) {
+    st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+    int idle = strcmp(jstr(st, "state"), "idle") == 0;
+    json_decref(st);
+    if (idle) break;
+    usleep(25000);
+  }
+  json_t *m = load_manifest(dir);
+  assert_true(json_is_true(json_object_get(m, "final")));
+  json_decref(m);
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "config_reload", NULL), 1);
+  tu_csv_free(&ev);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_three_trials),
+      cmocka_unit_test(test_recorder_killed_mid_trial),
+      cmocka_unit_test(test_sigterm_mid_trial),
+      cmocka_unit_test(test_reload_and_toggle),
+  };
+  if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
