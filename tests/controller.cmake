@@ -22,3 +22,9 @@ if(TARGET pirec AND TARGET pirec_controller)
     endif()
   endforeach()
 endif()
+# The systemd units: `systemd-analyze verify` on the build-tree copies (skipped without systemd).
+if(EXISTS ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh)
+  add_test(NAME test-systemd-units
+           COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(test-systemd-units PROPERTIES SKIP_RETURN_CODE 77 LABELS controller TIMEOUT 60)
+endif()
