@@ -470,8 +470,10 @@ static int64_t clean_seconds(void)
 static void test_clean_run(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
+  /* The device clock runs 1000 ppm fast: device_ns must still match to the nanosecond, and the
+   * clock log must show the drift. */
   static const char *const args[] = {"--gaze-hz", "200", "--gaze-size", "89", "--fps", "30",
-                                     "--first-sr", "500", NULL};
+                                     "--first-sr", "500", "--drift-ppm", "1000", NULL};
   int64_t secs = clean_seconds();
   run_trial(r, "clean", args, secs * 1000, NULL);
   assert_int_equal(r->stop_err, 0);
@@ -510,6 +512,25 @@ static void test_clean_run(void **state)
   struct csv clk = {0};
   csv_load(&clk, r->dir, "t001_eye_clock.csv");
   assert_int_equal((uint64_t)clk.rows, s->gaze.rtcp_sr + s->world.rtcp_sr + s->events.rtcp_sr);
+  /* A least-squares line through the gaze stream's (mono_ns, device_ns) pairs: its slope is the
+   * device clock's rate, 1000 ppm fast, whatever the arrival jitter of single reports. */
+  int c_mono = col(&clk, "mono_ns"), c_dev = col(&clk, "device_ns"), c_stream = col(&clk, "stream");
+  double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  long long x0 = -1, y0 = -1;
+  for (int i = 0; i < clk.rows; i++) {
+    if (strcmp(cell(&clk, i, c_stream), "gaze") != 0)
+      continue;
+    long long xm = atoll(cell(&clk, i, c_mono)), yd = atoll(cell(&clk, i, c_dev));
+    if (x0 < 0)
+      x0 = xm, y0 = yd;
+    double x = (double)(xm - x0) / 1e9, y = (double)(yd - y0) / 1e9;
+    n++, sx += x, sy += y, sxx += x * x, sxy += x * y;
+  }
+  assert_true(n >= 5);
+  double ppm = ((n * sxy - sx * sy) / (n * sxx - sx * sx) - 1.0) * 1e6;
+  fprintf(stderr, "clock: fitted drift %.1f ppm (simulator: 1000), last single-report estimate %lld ppb\n",
+          ppm, (long long)s->gaze.drift_ppb);
+  assert_true(ppm > 700 && ppm < 1300);
   csv_free(&clk);
   free(r);
 }
