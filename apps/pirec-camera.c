@@ -102,7 +102,9 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   if (strcmp(kind, "v4l2") == 0) {
     s->kind = PIREC_CAMERA_V4L2;
     snprintf(s->source, sizeof s->source, "%s", pirec_config_get_string(cfg, section, "device"));
-    snprintf(s->input_format, sizeof s->input_format, "%s", pix);
+    /* the schema's default (yuv420p) is not something USB cameras offer: ask only when set */
+    if (pirec_config_is_set(cfg, section, "pixel_format"))
+      snprintf(s->input_format, sizeof s->input_format, "%s", pix);
   } else if (strcmp(kind, "rpicam") == 0) {
     s->kind = PIREC_CAMERA_RPICAM;
     snprintf(s->source, sizeof s->source, "0");
@@ -123,7 +125,10 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   snprintf(s->preset, sizeof s->preset, "%s", pirec_config_get_string(cfg, section, "preset"));
   s->crf = (int)pirec_config_get_int(cfg, section, "crf");
   s->gop = (int)pirec_config_get_int(cfg, section, "gop");
-  s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
+  /* Unset, the ring holds a second of frames (capped at 256 MiB) rather than the schema's fixed
+   * 32 MiB, which is a third of a second of 1080p. */
+  if (pirec_config_is_set(cfg, section, "ring_size"))
+    s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
   pirec_config_free(cfg);
   return 0;
 }
