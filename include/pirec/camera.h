@@ -257,10 +257,12 @@ struct pirec_camera_status {
 /* Loop thread (counters written by the capture thread are read with relaxed atomics). */
 void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_status *out);
 
-/* Writes the latest frame as a JPEG to path (atomically, through the threadpool): cheap for MJPEG
- * sources (the frame itself) and raw yuv420p/yuyv422 sources (encoded with libavcodec's mjpeg in the
- * threadpool). cb gets 0 or a negative error. Returns 0, -EAGAIN (no frame yet, or a snapshot is
- * pending), -ENOTSUP (H.264/HEVC sources; cb never runs). */
+/* Writes the next frame the loop takes from the ring (within a frame interval, or when a hold
+ * ends) as a JPEG to path, atomically, in libuv's threadpool: cheap for MJPEG sources (the frame
+ * itself) and raw yuv420p/yuv422p sources (libavcodec's mjpeg encoder). cb runs on the loop thread
+ * with 0 or a negative error; close waits for it. Returns 0, -EAGAIN (a snapshot is pending),
+ * -ENOTSUP (other formats: H.264/HEVC, yuyv422, ...), -EINVAL (not started, closing); on an error
+ * return cb never runs. */
 typedef void (*pirec_camera_snapshot_cb)(struct pirec_camera *cam, int err, void *user);
 int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
                           void *user);
