@@ -1503,6 +1503,15 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user) 
   gpio_recording_hook(c, 0);
   json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
   free(dir);
+  /* The final counters (from the status round after the recorders stopped), for the summary. */
+  json_t *mods = json_object();
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    json_t *mo = json_pack("{s:s,s:i}", "kind", m->kind, "crashes", (int)m->crashes);
+    if (m->last_status) json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+    json_object_set_new(mods, m->name, mo);
+  }
+  json_object_set_new(r, "modules", mods);
   apply_pending_config(c);
   op_done(c, r);
 }

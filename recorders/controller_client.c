@@ -308,6 +308,17 @@ int pirec_control_main(int argc, char **argv) {
   } else if (strcmp(reply, "stopped") == 0) {
     printf("stopped %s (%lld errors)\n", str(r, "session_dir"),
            (long long)json_integer_value(json_object_get(r, "errors")));
+    const char *name;
+    json_t *m;
+    json_object_foreach(json_object_get(r, "modules"), name, m) {
+      printf("  %-12s crashes %lld", name, (long long)json_integer_value(json_object_get(m, "crashes")));
+      const char *k;
+      json_t *v;
+      json_object_foreach(json_object_get(m, "counters"), k, v) {
+        if (json_is_integer(v)) printf(" %s=%lld", k, (long long)json_integer_value(v));
+      }
+      printf("\n");
+    }
   } else if (strcmp(reply, "noted") == 0) {
     printf("note %lld saved\n", (long long)json_integer_value(json_object_get(r, "seq")));
   } else if (strcmp(reply, "reloaded") == 0) {
