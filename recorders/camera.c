@@ -1508,7 +1508,19 @@ static void close_handle(struct pirec_camera *cam, uv_handle_t *h)
 
 static void maybe_finish_close(struct pirec_camera *cam)
 {
-  if (cam->closing != 1 || cam->trial || cam->borrowed_out || cam->snap)
+  struct snapshot *sn = cam->snap;
+  if (cam->closing != 1 || cam->trial || cam->borrowed_out)
+    return;
+  if (sn && !sn->work.type) {
+    /* no frame will come any more: the request ends here */
+    cam->snap = NULL;
+    if (sn->cb)
+      sn->cb(cam, -ECANCELED, sn->user);
+    free(sn->frame);
+    free(sn->path);
+    free(sn);
+  }
+  if (cam->snap)
     return;
   cam->closing = 2;
   if (cam->handles == 0) {

@@ -830,6 +830,11 @@ static void test_url_network_live(void **state)
   free(rows);
 }
 
+static void flag_closed(struct pirec_camera *cam, void *user)
+{
+  *(int *)user = 1;
+}
+
 /* A snapshot of a raw source is a real JPEG of the frame size. */
 static void test_snapshot(void **state)
 {
@@ -848,6 +853,22 @@ static void test_snapshot(void **state)
   assert_int_equal(st, 0);
   assert_string_equal(out, "mjpeg,320,240\n");
   free(out);
+
+  /* a snapshot that can get no frame (held) ends with -ECANCELED at close, and close completes */
+  struct run r2 = {0};
+  int closed = 0;
+  assert_int_equal(uv_loop_init(&r2.loop), 0);
+  assert_int_equal(pirec_camera_new(&r2.loop, &s, NULL, NULL, &r2.cam), 0);
+  assert_int_equal(pirec_camera_start(r2.cam), 0);
+  pirec_camera_hold(r2.cam, 1);
+  assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), 0);
+  assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), -EAGAIN);
+  uv_run(&r2.loop, UV_RUN_NOWAIT);
+  pirec_camera_close(r2.cam, flag_closed, &closed);
+  uv_run(&r2.loop, UV_RUN_DEFAULT);
+  assert_int_equal(closed, 1);
+  assert_int_equal(r2.snap_result, -ECANCELED);
+  assert_int_equal(uv_loop_close(&r2.loop), 0);
 }
 
 /* Two cameras on one loop (as two [camera.NAME] sections in one process would be): each its own
