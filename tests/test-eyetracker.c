@@ -800,7 +800,7 @@ static void test_protocol(void **state)
   struct proto *p = calloc(1, sizeof *p);
   make_dir(p->dir, sizeof p->dir, "protocol");
   assert_int_equal(uv_loop_init(&p->loop), 0);
-  static const char *const sim_args[] = {"--first-sr", "200", NULL};
+  static const char *const sim_args[] = {"--first-sr", "200", "--gaze-size", "9", NULL};
   sim_spawn(&p->loop, &p->sim, sim_args);
   char prog[1024], addr[64], rtsp[16];
   snprintf(prog, sizeof prog, "%s/apps/pirec-eyetracker", getenv("PIREC_BUILD_DIR"));
@@ -835,6 +835,10 @@ static void test_protocol(void **state)
   csv_load(&f, sub, "t001_scene_frames.csv");
   assert_true(g.rows >= 400);
   assert_true(f.rows >= 30);
+  /* 9-byte payloads: x, y, worn, and every other field empty */
+  assert_string_equal(cell(&g, 0, col(&g, "right_x")), "");
+  assert_string_equal(cell(&g, 0, col(&g, "pupil_diameter_left")), "");
+  assert_true(cell(&g, 0, col(&g, "x"))[0] != 0);
   char mkv[800];
   snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", sub);
   assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
@@ -861,7 +865,7 @@ static void test_disconnect_5s(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
   static const char *const args[] = {"--disconnect-at", "3", "--disconnect-for", "5", "--first-sr",
-                                     "300", NULL};
+                                     "300", "--gaze-size", "17", NULL};
   run_trial(r, "reconnect", args, 12000, NULL);
   assert_int_equal(r->stop_err, 0);
   struct gaze_check g;
