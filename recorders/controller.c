@@ -24,10 +24,14 @@
 #ifdef PIREC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
+#ifdef PIREC_HAVE_GPIO
+#include "pirec/gpio.h"
+#endif
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define MAX_MODULES 16
+#define MAX_GPIO 16
 #define CLIENT_MAX_LINE (2u * 1024 * 1024)
 /* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
  * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
@@ -170,6 +174,15 @@ struct pirec_controller {
 
   struct module modules[MAX_MODULES];
   int nmodules;
+#ifdef PIREC_HAVE_GPIO
+  struct pirec_gpio *gpios[MAX_GPIO];
+#endif
+  int ngpio;
+  struct {
+    int set;
+    int64_t mono, wall;
+    char module[80], detail[160];
+  } early_edge;
 
   enum cstate state;
   struct pirec_session *session;
@@ -215,6 +228,8 @@ static void on_op_idle_check(struct pirec_controller *c);
 static void maybe_finish_shutdown(struct pirec_controller *c);
 static void notify_status(struct pirec_controller *c);
 static int spawn_modules(struct pirec_controller *c);
+static json_t *gpio_status(struct pirec_controller *c);
+static void gpio_close_all(struct pirec_controller *c);
 
 /* ---- options, paths ---- */
 
@@ -910,6 +925,7 @@ static json_t *status_json(struct pirec_controller *c) {
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(o, "modules", mods);
+  json_object_set_new(o, "gpio", gpio_status(c));
   if (c->lag_open) {
     struct pirec_looplag_stats st;
     pirec_looplag_stats(&c->lag, &st);
@@ -1432,6 +1448,11 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
     return;
   }
   pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
+  if (c->early_edge.set) {
+    pirec_session_event_at(s, c->early_edge.mono, c->early_edge.wall, "gpio_edge",
+                           c->early_edge.module, c->early_edge.detail);
+    c->early_edge.set = 0;
+  }
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
@@ -1681,10 +1702,155 @@ static void op_next(struct pirec_controller *c) {
 /* ---- GPIO ---- */
 
 #ifdef PIREC_HAVE_GPIO
-#include "controller-gpio.inc"
+/* Each [gpio.NAME] section is one pirec_gpio object on this loop: triggers turn edges into
+ * events.csv rows (stamped with the kernel's edge time) and session actions; outputs follow the
+ * recording state (led) and trial starts (sync_pulse). A line that cannot be opened is logged and
+ * left out; recording goes on without it. */
+
+static const char *gpio_action_word(enum pirec_gpio_action a) { return pirec_gpio_action_name(a); }
+
+static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user) {
+  struct pirec_controller *c = user;
+  int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
+  int64_t wall = now_wall - (now_mono - ev->ts_ns);
+  char module[80], detail[160];
+  snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
+  if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
+    snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
+    if (c->session && pirec_session_dir(c->session))
+      pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
+    return;
+  }
+  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld",
+           ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
+           (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
+           (long long)(ev->read_mono_ns - ev->ts_ns));
+  if (c->session && pirec_session_dir(c->session)) {
+    pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
+  } else if (ev->action == PIREC_GPIO_ACTION_START || ev->action == PIREC_GPIO_ACTION_TOGGLE ||
+             ev->action == PIREC_GPIO_ACTION_TRIAL) {
+    /* The edge that starts a session belongs in that session's events.csv. */
+    c->early_edge.mono = ev->ts_ns;
+    c->early_edge.wall = wall;
+    snprintf(c->early_edge.module, sizeof c->early_edge.module, "%s", module);
+    snprintf(c->early_edge.detail, sizeof c->early_edge.detail, "%s", detail);
+    c->early_edge.set = 1;
+  } else {
+    pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
+  }
+  if (c->shutting_down) return;
+  switch (ev->action) {
+    case PIREC_GPIO_ACTION_START:
+      if (c->state == C_IDLE) enqueue_op(c, OP_START, NULL, NULL, NULL);
+      break;
+    case PIREC_GPIO_ACTION_STOP:
+      if (c->state == C_RECORDING) enqueue_op(c, OP_STOP, NULL, NULL, NULL);
+      break;
+    case PIREC_GPIO_ACTION_TOGGLE:
+      enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL);
+      break;
+    case PIREC_GPIO_ACTION_TRIAL:
+      enqueue_op(c, OP_TRIAL, NULL, NULL, NULL);
+      break;
+    default:
+      break;
+  }
+}
+
+static void on_gpio_error(struct pirec_gpio *g, int err, void *user) {
+  struct pirec_controller *c = user;
+  char msg[300];
+  snprintf(msg, sizeof msg, "gpio '%s' (%s) stopped: %s", pirec_gpio_name(g), pirec_gpio_describe(g),
+           pirec_strerror(err));
+  pirec_log(PIREC_LOG_ERROR, "%s", msg);
+  if (c->session) pirec_session_error(c->session, NULL, msg);
+}
+
+static void gpio_open_all(struct pirec_controller *c) {
+  size_t n = pirec_config_instance_count(c->cfg, "gpio");
+  for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "gpio", i);
+    struct pirec_gpio_settings gs;
+    pirec_gpio_settings_default(&gs);
+    gs.name = sec + strlen("gpio.");
+    gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
+    gs.line = pirec_config_get_string(c->cfg, sec, "line");
+    int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
+    int role = output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role"))
+                      : PIREC_GPIO_ROLE_TRIGGER;
+    int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
+    int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
+    int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
+    if (role < 0 || edge < 0 || bias < 0 || action < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': a setting is not understood by the gpio library", gs.name);
+      c->errors++;
+      continue;
+    }
+    gs.role = (enum pirec_gpio_role)role;
+    gs.edge = (enum pirec_gpio_edge)edge;
+    gs.bias = (enum pirec_gpio_bias)bias;
+    gs.action = (enum pirec_gpio_action)action;
+    gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
+    gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
+    gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
+    gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
+    gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
+    char why[200];
+    struct pirec_gpio *g = NULL;
+    int err = pirec_gpio_settings_check(&gs, why, sizeof why);
+    if (err == 0) err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
+    else pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
+    if (err < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
+                gs.chip, pirec_strerror(err));
+      c->errors++;
+      continue;
+    }
+    pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
+    c->gpios[c->ngpio++] = g;
+  }
+}
+
+static void gpio_trial_hook(struct pirec_controller *c) {
+  for (int i = 0; i < c->ngpio; i++) pirec_gpio_trial_started(c->gpios[i], NULL);
+}
+
+static void gpio_recording_hook(struct pirec_controller *c, int recording) {
+  for (int i = 0; i < c->ngpio; i++) pirec_gpio_set_recording(c->gpios[i], recording);
+}
+
+static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user) {
+  struct pirec_controller *c = user;
+  c->handles_open--;
+  maybe_finish_shutdown(c);
+}
+
+static void gpio_close_all(struct pirec_controller *c) {
+  for (int i = 0; i < c->ngpio; i++) {
+    c->handles_open++;
+    pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
+  }
+  c->ngpio = 0;
+}
+
+static json_t *gpio_status(struct pirec_controller *c) {
+  json_t *o = json_object();
+  for (int i = 0; i < c->ngpio; i++) {
+    struct pirec_gpio_counters k;
+    pirec_gpio_counters(c->gpios[i], &k);
+    json_object_set_new(o, pirec_gpio_name(c->gpios[i]),
+                        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:i}", "line", pirec_gpio_describe(c->gpios[i]),
+                                  "edges", (json_int_t)k.edges, "events", (json_int_t)k.events,
+                                  "actions", (json_int_t)k.actions, "rate_limited",
+                                  (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "error", k.error));
+  }
+  return o;
+}
 #else
 static void gpio_trial_hook(struct pirec_controller *c) { (void)c; }
 static void gpio_recording_hook(struct pirec_controller *c, int recording) { (void)c; (void)recording; }
+static void gpio_close_all(struct pirec_controller *c) { (void)c; }
+static json_t *gpio_status(struct pirec_controller *c) { (void)c; return json_object(); }
 #endif
 
 /* ---- timers, signals, shutdown ---- */
@@ -1764,6 +1930,7 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
       unlink(c->socket_path);
     }
     for (int i = 0; i < c->sig_open; i++) close_handle(c, (uv_handle_t *)&c->sig[i]);
+    gpio_close_all(c);
     close_handle(c, (uv_handle_t *)&c->status_timer);
     close_handle(c, (uv_handle_t *)&c->watchdog_timer);
     close_handle(c, (uv_handle_t *)&c->demo_timer);

@@ -1,5 +1,9 @@
 /* pirec record with the real recorder binaries: trials, a recorder killed mid-trial, SIGTERM
  * mid-trial, and the pirec CLI clients. */
+#include <fcntl.h>
+#include <time.h>
+
+#include "pirec/gpio.h"
 #include "test-controller-fixture.h"
 
 static json_t *note(struct ctl *c, const char *text) {
@@ -333,12 +337,103 @@ static void test_reload_and_toggle(void **state) {
   ctl_cleanup(&c);
 }
 
+
+/* GPIO through the pipe backend (a FIFO standing in for the chip): an edge on the trigger starts
+ * the session, the LED output follows the recording state, a second edge stops it; the edges are
+ * in events.csv with their own timestamps. */
+static void write_edge(int fd, uint64_t seq, int level, int64_t ts) {
+  struct pirec_gpio_pipe_record rec = {.ts_ns = ts, .seqno = seq, .level = level, .offset = 17};
+  assert_int_equal(write(fd, &rec, sizeof rec), (ssize_t)sizeof rec);
+}
+
+static int read_led(int fd, int timeout_ms) {
+  int64_t until = tu_now_ms() + timeout_ms;
+  int level = -1;
+  while (tu_now_ms() < until) {
+    struct pirec_gpio_pipe_record rec;
+    ssize_t n = read(fd, &rec, sizeof rec);
+    if (n == (ssize_t)sizeof rec) {
+      level = rec.level;
+      continue; /* keep the latest */
+    }
+    if (level >= 0) return level;
+    usleep(10000);
+  }
+  return level;
+}
+
+static void test_gpio_pipe(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char trig[4200], led[4200], extra[9000];
+  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
+  snprintf(led, sizeof led, "%s/led.fifo", tmp);
+  assert_int_equal(mkfifo(trig, 0600), 0);
+  assert_int_equal(mkfifo(led, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = rising\n"
+           "debounce = 0\naction = toggle\n"
+           "[gpio.lamp]\nchip = pipe:%s\nline = GPIO27\ndirection = output\nrole = led\n",
+           trig, led);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+  assert_int_equal(json_object_size(json_object_get(st, "gpio")), 2);
+  json_decref(st);
+  int tfd = open(trig, O_WRONLY | O_NONBLOCK);
+  int lfd = open(led, O_RDONLY | O_NONBLOCK);
+  assert_true(tfd >= 0 && lfd >= 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  write_edge(tfd, 1, 1, t0);
+  json_t *r = NULL;
+  for (int i = 0; i < 200; i++) {
+    r = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+    if (strcmp(jstr(r, "state"), "recording") == 0) break;
+    json_decref(r);
+    r = NULL;
+    usleep(20000);
+  }
+  assert_non_null(r);
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  assert_int_equal(read_led(lfd, 3000), 1);
+  write_edge(tfd, 2, 0, t0 + 100000000); /* falling: filtered */
+  write_edge(tfd, 3, 1, t0 + 200000000);
+  for (int i = 0; i < 200; i++) {
+    r = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+    int idle = strcmp(jstr(r, "state"), "idle") == 0;
+    json_decref(r);
+    if (idle) break;
+    usleep(20000);
+  }
+  assert_int_equal(read_led(lfd, 3000), 0);
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "gpio_edge", "gpio.pedal"), 2);
+  int ce = tu_csv_col(&ev, "event"), cm = tu_csv_col(&ev, "mono_ns");
+  int64_t first = -1;
+  for (size_t i = 1; i < ev.rows; i++)
+    if (strcmp(ev.fields[i][ce], "gpio_edge") == 0 && first < 0) first = strtoll(ev.fields[i][cm], NULL, 10);
+  assert_int_equal(first, t0); /* the kernel's (here: the record's) time, not the time of reading */
+  tu_csv_free(&ev);
+  close(tfd);
+  close(lfd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_trials),
       cmocka_unit_test(test_recorder_killed_mid_trial),
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
+      cmocka_unit_test(test_gpio_pipe),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
