@@ -997,8 +997,11 @@ static void on_watchdog(uv_timer_t *t)
   struct stream *st = container_of(t, struct stream, timer);
   struct pirec_eyetracker *et = st->et;
   int64_t now = pirec_clock_mono_ns();
+  /* Eye events are sparse (keep-alives fill the pauses at an interval nobody documents), so
+   * that stream gets five times the patience. */
+  int64_t stall = st->kind == EVENTS ? 5 * et->s.stall_timeout_ns : et->s.stall_timeout_ns;
   if (st->state == S_PLAYING) {
-    if (now - st->last_rx > et->s.stall_timeout_ns) {
+    if (now - st->last_rx > stall) {
       stream_fail(st, -ETIMEDOUT, PIREC_EYETRACKER_EVENT_DISCONNECTED, "no data for %lld ms",
                   (long long)((now - st->last_rx) / NS_MS));
       return;
