@@ -85,7 +85,8 @@ typedef void (*pirec_eyetracker_event_cb)(struct pirec_eyetracker *et,
 typedef void (*pirec_eyetracker_stopped_cb)(struct pirec_eyetracker *et, int err, void *user);
 typedef void (*pirec_eyetracker_close_cb)(struct pirec_eyetracker *et, void *user);
 
-/* Creates a client (nothing runs yet); s is copied. on_event may be NULL (events are logged).
+/* Creates a client (nothing runs yet; nothing is allocated on failure); s is copied. on_event may
+ * be NULL (events are then logged).
  * Returns 0 and *out, -EINVAL (no stream enabled, bad port), -ENOTSUP (host "auto": mDNS
  * discovery is not built in; the message logged says to set eyetracker.address), -ENOMEM. */
 int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
@@ -115,16 +116,16 @@ struct pirec_eyetracker_stream_status {
   uint64_t packets;            /* RTP packets received */
   uint64_t rtcp_sr;            /* Sender Reports received */
   uint64_t bad_packets;        /* RTP/RTCP that did not parse, wrong payload type */
-  uint64_t bad_payloads;       /* gaze of a wrong size, malformed H.264 fragments */
+  uint64_t bad_payloads;       /* gaze of a wrong size, malformed H.264 fragments, unknown events */
   uint64_t lost;               /* RTP packets missing by sequence number */
   uint64_t gap_samples;        /* samples/frames lost while disconnected (counted or estimated) */
-  uint64_t samples;            /* gaze samples or complete access units received */
+  uint64_t samples;            /* gaze samples, access units or eye events received */
   uint64_t written;            /* rows written in the current/last trial */
   uint64_t dropped;            /* samples/frames counted in dropped_before this trial */
   uint64_t idle;               /* received outside a trial */
   int64_t offset_ns;           /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
   int64_t drift_ppb;           /* device clock rate against CLOCK_MONOTONIC */
-  int last_error;
+  int last_error;              /* the error that ended the last session or attempt, or 0 */
 };
 
 struct pirec_eyetracker_status {
@@ -137,8 +138,9 @@ struct pirec_eyetracker_status {
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);
 
-/* Stops a running trial as trial_stop does, closes every connection and handle, calls cb, then
- * frees et. Call once. */
+/* Stops a running trial as trial_stop does (its files are complete when cb runs), closes every
+ * connection and handle, calls cb (may be NULL; never inside this call), then frees et. Call
+ * once; et is dead afterwards. */
 void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user);
 
 /* ---- simulator ---- */
@@ -172,8 +174,9 @@ void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s);
 
 struct pirec_eyesim;
 
-/* Creates the simulator, binds both listeners and spawns the video encoder. Returns 0 and *out,
- * -EINVAL (not a loopback address, bad rate or size), or the bind/spawn error. */
+/* Creates the simulator, binds both listeners and spawns the video encoder (a restart follows 1 s
+ * after it dies). Loop thread only, like every function below. Returns 0 and *out, -EINVAL (not a
+ * loopback address, bad rate or size), or the bind/spawn error (then nothing is left running). */
 int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
                        struct pirec_eyesim **out);
 void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rtsp_port);
@@ -186,7 +189,8 @@ struct pirec_eyesim_counters {
 };
 void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out);
 
-/* Closes every connection, stops the encoder (SIGTERM), flushes the logs, calls cb, frees sim. */
+/* Closes every connection, stops the encoder (SIGTERM), flushes the logs, calls cb (never inside
+ * this call), then frees sim. */
 typedef void (*pirec_eyesim_close_cb)(struct pirec_eyesim *sim, void *user);
 void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void *user);
 
