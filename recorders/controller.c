@@ -159,6 +159,13 @@ struct cwrite {
 
 enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
 
+struct remux_run {
+  struct pirec_controller *c;
+  struct pirec_job *job;
+  char *dir;
+  struct remux_run *next;
+};
+
 struct pirec_controller {
   uv_loop_t *loop;
   struct pirec_controller_options opts;
@@ -178,6 +185,8 @@ struct pirec_controller {
   struct pirec_gpio *gpios[MAX_GPIO];
 #endif
   int ngpio;
+  struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
+  struct pirec_job_queue *remux_queue;
   struct {
     int set;
     int64_t mono, wall;
@@ -1510,6 +1519,72 @@ static void gpio_recording_hook(struct pirec_controller *c, int recording);
 
 static void apply_pending_config(struct pirec_controller *c);
 
+/* ---- remux after the session ---- */
+
+static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len) {
+  pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
+}
+
+static void remux_end(struct pirec_job *job, const struct pirec_job_result *r) {
+  struct remux_run *run = pirec_job_user(job);
+  struct pirec_controller *c = run->c;
+  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
+    pirec_log(PIREC_LOG_INFO, "remux of '%s' done", run->dir);
+  else
+    pirec_log(PIREC_LOG_WARN, "remux of '%s' %s (status %d); run pirec-remux on it by hand", run->dir,
+              pirec_job_end_str(r->reason), r->status);
+  for (struct remux_run **pp = &c->remuxes; *pp; pp = &(*pp)->next)
+    if (*pp == run) {
+      *pp = run->next;
+      break;
+    }
+  pirec_job_free(job);
+  free(run->dir);
+  free(run);
+  maybe_finish_shutdown(c);
+}
+
+/* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
+ * controller does not wait for it, and a failure leaves the session as it is. */
+static void remux_session(struct pirec_controller *c, const char *dir) {
+  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after")) return;
+  char program[PATH_MAX];
+  if (find_program(c, "pirec-remux", program, sizeof program) < 0) {
+    pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");
+    return;
+  }
+  if (!c->remux_queue &&
+      pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
+                          &c->remux_queue) < 0)
+    return;
+  struct remux_run *run = calloc(1, sizeof(*run));
+  if (!run) return;
+  run->c = c;
+  run->dir = strdup(dir);
+  const char *argv[] = {program, "--format", pirec_config_get_string(c->cfg, "remux", "format"),
+                        "--clock", pirec_config_get_string(c->cfg, "remux", "clock"), dir, NULL};
+  struct pirec_job_options o;
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = "remux";
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_line = remux_line;
+  o.on_end = remux_end;
+  o.user = run;
+  int err = pirec_job_new(c->loop, &o, &run->job);
+  if (err == 0) err = pirec_job_queue_add(c->remux_queue, run->job);
+  if (err < 0) {
+    pirec_log(PIREC_LOG_WARN, "cannot start pirec-remux on '%s': %s", dir, pirec_strerror(err));
+    pirec_job_free(run->job);
+    free(run->dir);
+    free(run);
+    return;
+  }
+  run->next = c->remuxes;
+  c->remuxes = run;
+}
+
 static void on_session_stopped(struct pirec_session *s, int status, void *user) {
   struct pirec_controller *c = user;
   char *dir = strdup(pirec_session_dir(s));
@@ -1533,6 +1608,7 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user) 
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(r, "modules", mods);
+  remux_session(c, json_string_value(json_object_get(r, "session_dir")));
   apply_pending_config(c);
   op_done(c, r);
 }
@@ -1914,9 +1990,11 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
     spawn_modules(c);
     return;
   }
-  if (!c->shutting_down || c->session || c->ops) return;
+  if (!c->shutting_down || c->session || c->ops || c->remuxes) return;
   if (!c->shutdown_done) {
     c->shutdown_done = 1;
+    pirec_job_queue_free(c->remux_queue);
+    c->remux_queue = NULL;
     sdnotify("STOPPING=1");
     for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
     for (struct client *cl = c->clients; cl;) {
@@ -1946,6 +2024,8 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
 
 static void on_shutdown_op_done(struct pirec_controller *c) {
   for (int i = 0; i < c->nmodules; i++) module_stop(&c->modules[i]);
+  /* A remux in progress is stopped: its inputs are untouched and it can be run again. */
+  for (struct remux_run *run = c->remuxes; run; run = run->next) pirec_job_stop(run->job);
   maybe_finish_shutdown(c);
 }
 

@@ -31,6 +31,9 @@ struct ctl {
   int running;
 };
 
+/* [session] remux_after for the next ctl_start */
+static int fixture_remux_after;
+
 static inline int have_camera(void) { return access(tu_program("pirec-camera"), X_OK) == 0; }
 
 /* Writes the config and starts `pirec record -c CFG --wait`, then waits for READY=1 (sd_notify) or,
@@ -49,10 +52,10 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
   FILE *f = fopen(c->cfg, "w");
   assert_non_null(f);
   fprintf(f,
-          "[session]\noutput_dir = %s\nclocks_interval = 200ms\nremux_after = false\n"
+          "[session]\noutput_dir = %s\nclocks_interval = 200ms\nremux_after = %s\n"
           "[control]\nsocket = %s\n"
           "[notes]\nenabled = true\nmax_length = 4096\n",
-          c->out, c->sock);
+          c->out, fixture_remux_after ? "true" : "false", c->sock);
   if (camera)
     fprintf(f, "[camera.cam0]\nsource = lavfi\nsize = 160x120\nfps = 10\ncodec = x264\n"
                "preset = ultrafast\n");

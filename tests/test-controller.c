@@ -46,7 +46,9 @@ static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap
 
 static void test_three_trials(void **state) {
   struct ctl c;
+  fixture_remux_after = 1; /* with a camera, the session is remuxed once it stops */
   ctl_start(&c, have_camera(), NULL);
+  fixture_remux_after = 0;
   json_decref(ctl_wait_modules(&c, 0, 15000));
   json_t *r = ctl_call(&c, "{\"id\":\"s\",\"cmd\":\"start\",\"label\":\"run\"}", 30000);
   expect_reply(r, "started");
@@ -160,6 +162,14 @@ static void test_three_trials(void **state) {
       if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete", p);
       assert_true(fr.rows > 1);
       tu_csv_free(&fr);
+    }
+    /* remux_after: pirec-remux runs on the finished session in the background */
+    if (access(tu_program("pirec-remux"), X_OK) == 0) {
+      char mp4[4400];
+      snprintf(mp4, sizeof mp4, "%s/cam0/t003.mp4", dir);
+      int64_t until = tu_now_ms() + 30000;
+      while (access(mp4, R_OK) != 0 && tu_now_ms() < until) usleep(50000);
+      if (access(mp4, R_OK) != 0) fail_msg("'%s' not written by the remux after the session", mp4);
     }
   }
   tu_csv_free(&ev);
