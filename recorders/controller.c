@@ -217,6 +217,7 @@ struct pirec_controller {
   uv_signal_t sig[4];
   int sig_open;
   uv_timer_t status_timer;
+  unsigned status_ticks;
   uv_timer_t watchdog_timer;
   uv_timer_t demo_timer;
   int demo_notes;
@@ -1944,7 +1945,9 @@ static void on_status_timer(uv_timer_t *t) {
     }
   }
   for (int i = 0; i < c->nmodules; i++) module_poll_status(&c->modules[i]);
-  if (c->session) pirec_session_save(c->session);
+  /* Counters reach session.json every 5 s between trial changes: each rewrite is an fsync'ed
+   * atomic replace, which an SD card should not see every second. */
+  if (c->session && ++c->status_ticks % 5 == 0) pirec_session_save(c->session);
 }
 
 static void on_watchdog(uv_timer_t *t) { sdnotify("WATCHDOG=1"); }
