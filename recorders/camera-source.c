@@ -204,6 +204,15 @@ static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_s
     snprintf(url, sizeof url, "%s", s->source);
     int network = strstr(s->source, "://") && strncmp(s->source, "file:", 5) != 0;
     src->pace = s->realtime >= 0 ? s->realtime : !network;
+    /* A camera that stops sending must end the read (then the capture thread reconnects) rather
+     * than block it forever; RTSP over TCP survives lossy networks where UDP drops whole frames.
+     * Options a protocol does not know are ignored. */
+    if (strncmp(s->source, "rtsp://", 7) == 0 || strncmp(s->source, "rtsps://", 8) == 0) {
+      av_dict_set(&opts, "rtsp_transport", "tcp", 0);
+      av_dict_set(&opts, "timeout", "5000000", 0);
+    } else if (network) {
+      av_dict_set(&opts, "rw_timeout", "5000000", 0);
+    }
   }
   if ((s->kind == PIREC_CAMERA_LAVFI || s->kind == PIREC_CAMERA_V4L2) && !ifmt) {
     *message = pirec__camera_strdupf("this FFmpeg has no '%s' input device",

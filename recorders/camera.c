@@ -148,6 +148,7 @@ struct trial {
 struct pirec_camera {
   uv_loop_t *loop;
   struct pirec_camera_settings s;
+  char label[PIREC_CAMERA_PATH_MAX + 32]; /* the source as messages name it */
   pirec_camera_event_cb on_event;
   void *user;
   struct pirec_camera_format fmt;
@@ -340,7 +341,7 @@ static void *capture_main(void *arg)
       if (atomic_load(&cam->stop))
         break;
       post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected",
-                 cam->s.name, cam->s.source);
+                 cam->s.name, cam->label);
       failing = 0;
       backoff = 100000000;
       prev_dev = INT64_MIN;
@@ -355,14 +356,14 @@ static void *capture_main(void *arg)
       atomic_store(&cam->last_error, r);
       if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL) {
         post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name,
-                   cam->s.source);
+                   cam->label);
         while (!nap(cam, 1000000000)) {
         }
         break;
       }
       atomic_fetch_add(&cam->source_errors, 1);
       post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': reading '%s' failed: %s; reconnecting",
-                 cam->s.name, cam->s.source, pirec_strerror(r));
+                 cam->s.name, cam->label, pirec_strerror(r));
       pthread_mutex_lock(&cam->src_lock);
       cam->src = NULL;
       pthread_mutex_unlock(&cam->src_lock);
@@ -1161,6 +1162,12 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s,
   cam->on_event = on_event;
   cam->user = user;
   cam->fifo_rd = cam->fifo_wr = -1;
+  if (s->kind == PIREC_CAMERA_RPICAM)
+    snprintf(cam->label, sizeof cam->label, "%s --camera %.16s", s->rpicam_program, s->source);
+  else if (s->kind == PIREC_CAMERA_LAVFI)
+    snprintf(cam->label, sizeof cam->label, "lavfi:%s", s->source);
+  else
+    snprintf(cam->label, sizeof cam->label, "%s", s->source);
   pthread_mutex_init(&cam->src_lock, NULL);
   pthread_mutex_init(&cam->ev_lock, NULL);
   atomic_init(&cam->stop, 0);
