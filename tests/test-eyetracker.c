@@ -172,6 +172,15 @@ static void make_dir(char *out, size_t cap, const char *tag)
   assert_int_equal(mkdir(out, 0755), 0);
 }
 
+/* Removes a passing test's directory (a failing one stays for a look). */
+static void remove_dir(const char *dir)
+{
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cannot remove '%s'\n", dir);
+}
+
 /* Runs the simulator with extra args and records one trial of trial_ms into r->dir. */
 static void run_trial(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
                       void (*tweak)(struct pirec_eyetracker_settings *))
@@ -532,6 +541,7 @@ static void test_clean_run(void **state)
           ppm, (long long)s->gaze.drift_ppb);
   assert_true(ppm > 700 && ppm < 1300);
   csv_free(&clk);
+  remove_dir(r->dir);
   free(r);
 }
 
@@ -563,6 +573,7 @@ static void test_faults(void **state)
   assert_true(s->gaze.bad_payloads > 0 && s->gaze.bad_packets > 0);
   assert_true(r->events[PIREC_EYETRACKER_EVENT_ERROR] >= 1);
   assert_non_null(strstr(r->messages, "gaze payload of"));
+  remove_dir(r->dir);
   free(r);
 }
 
@@ -588,6 +599,7 @@ static void test_bad_sdp(void **state)
   assert_int_equal(f.rows, 0);
   csv_free(&g);
   csv_free(&f);
+  remove_dir(r->dir);
   free(r);
 }
 
@@ -682,6 +694,7 @@ static void test_peer_vlc(void **state)
   assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
   assert_int_equal(ffprobe_count(mkv, "frames"), f.rows);
   csv_free(&f);
+  remove_dir(dir);
   free(r);
 }
 
@@ -844,6 +857,7 @@ static void test_protocol(void **state)
   assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
   csv_free(&g);
   csv_free(&f);
+  remove_dir(p->dir);
   free(p);
 }
 
@@ -899,6 +913,7 @@ static void test_disconnect_5s(void **state)
              sc.rows, sc.drops_after_first, (long long)span);
   assert_true(r->events[PIREC_EYETRACKER_EVENT_DISCONNECTED] >= 2);
   assert_non_null(strstr(r->messages, "samples lost"));
+  remove_dir(r->dir);
   free(r);
 }
 
