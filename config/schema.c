@@ -171,7 +171,7 @@ static const struct pirec__config_key camera_keys[] = {
 static const struct pirec__config_key eyetracker_keys[] = {
     BOOL("enabled", "false", "record gaze and scene video from the eye tracker"),
     STR("address", "auto", check_address, "HOST:PORT of the glasses' API, or auto to discover them"),
-    INT("rtsp_port", "8554", 1, 65535, "RTSP port of the scene camera stream"),
+    INT("rtsp_port", "8086", 1, 65535, "RTSP port of the realtime API (gaze, world, eye_events)"),
     DUR("reconnect_min", "1s", 10 * NS_MS, NS_H, "first delay before reconnecting after a disconnect"),
     DUR("reconnect_max", "30s", 10 * NS_MS, NS_H, "the delay doubles up to this limit"),
 };
