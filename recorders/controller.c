@@ -218,6 +218,7 @@ struct pirec_controller {
   int sig_open;
   uv_timer_t status_timer;
   unsigned status_ticks;
+  char last_status_text[512];
   uv_timer_t watchdog_timer;
   uv_timer_t demo_timer;
   int demo_notes;
@@ -332,14 +333,17 @@ static void sdnotify(const char *state) {
 #endif
 }
 
+/* sd_notify is a blocking send to systemd: send STATUS= only when it changes. */
 static void notify_status(struct pirec_controller *c) {
-  char buf[512];
+  char buf[sizeof c->last_status_text];
   if (c->state == C_RECORDING && c->session)
     snprintf(buf, sizeof buf, "STATUS=recording %s trial %d", pirec_session_dir(c->session), c->trial);
   else
     snprintf(buf, sizeof buf, "STATUS=%s", c->state == C_IDLE ? "idle, waiting for start"
                                            : c->state == C_STARTING ? "starting a session"
                                                                     : "stopping the session");
+  if (strcmp(buf, c->last_status_text) == 0) return;
+  memcpy(c->last_status_text, buf, sizeof buf);
   sdnotify(buf);
 }
 
@@ -922,7 +926,7 @@ static json_t *status_json(struct pirec_controller *c) {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
-                           mstate_name(m->state), "pid", m->pid, "crashes", (int)m->crashes,
+                           m->stopping && m->state != M_ENDED ? "stopping" : mstate_name(m->state), "pid", m->pid, "crashes", (int)m->crashes,
                            "restarts", (int)(m->restarts), "takes_notes", m->accepts_notes,
                            "queued_bytes", (json_int_t)m->out_bytes);
     if (m->last_status) {

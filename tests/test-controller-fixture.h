@@ -74,6 +74,11 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
     if (fd < 0) fail_msg("pirec record did not become ready within 15 s");
     close(fd);
   }
+  /* Nobody reads STATUS= updates from here on: close the socket so they are refused at once
+   * instead of filling its queue (sd_notify's send blocks on a full queue). */
+  close(c->notify_fd);
+  c->notify_fd = -1;
+  unlink(c->notify);
 }
 
 /* One command over a fresh connection; fails the test when there is no reply. */

@@ -343,6 +343,48 @@ static void test_reload_and_toggle(void **state) {
   load_csv_in(dir, "events.csv", &ev);
   assert_int_equal(count_events(&ev, "config_reload", NULL), 1);
   tu_csv_free(&ev);
+
+  /* A good file while idle applies at once: the recorders are restarted with it, and the new
+   * notes.max_length is in force for the next session. */
+  st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+  int old_pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
+  json_decref(st);
+  char *text = tu_read_file(c.cfg, NULL);
+  char *bad = strstr(text, "[eyetracker]");
+  assert_non_null(bad);
+  strcpy(bad, "");
+  char *ml = strstr(text, "max_length = 4096");
+  assert_non_null(ml);
+  memcpy(ml, "max_length = 0100", 17);
+  f = fopen(c.cfg, "w");
+  fputs(text, f);
+  fclose(f);
+  free(text);
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"reload\"}", 10000);
+  expect_reply(r, "reloaded");
+  assert_string_equal(jstr(r, "applies"), "now");
+  assert_true(json_is_true(json_object_get(r, "changed")));
+  json_decref(r);
+  for (int i = 0;; i++) {
+    st = ctl_wait_modules(&c, 0, 15000);
+    int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
+    json_decref(st);
+    if (pid != old_pid) break;
+    if (i > 300) fail_msg("the notes recorder was not restarted after the reload");
+    usleep(20000);
+  }
+  r = ctl_call(&c, "{\"id\":4,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  json_decref(r);
+  char longnote[160];
+  memset(longnote, 'n', 150);
+  longnote[150] = '\0';
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "{\"id\":5,\"cmd\":\"note\",\"text\":\"%s\"}", longnote);
+  r = ctl_call(&c, cmd, 5000);
+  expect_reply(r, "error");
+  assert_non_null(strstr(jstr(r, "message"), "too long"));
+  json_decref(r);
   ctl_stop_process(&c, 0);
   ctl_cleanup(&c);
 }
