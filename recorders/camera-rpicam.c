@@ -1,5 +1,5 @@
 /* Raspberry Pi CSI cameras through an rpicam-vid child: frames from its stdout (split by size or
- * by JPEG markers), sensor timestamps from its --save-pts output read through a FIFO. */
+ * by JPEG markers), sensor timestamps from its --save-pts output read through a pipe. */
 
 #include "camera-int.h"
 
@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -224,10 +223,8 @@ int pirec_camera_pts_parse_line(const char *line, size_t len, int64_t *ns)
 struct pirec__rpicam {
   pid_t pid;
   int out_fd;     /* the child's stdout */
-  int pts_fd;     /* read end of the --save-pts FIFO, -1 once it hung up */
+  int pts_fd;     /* read end of the --save-pts pipe, -1 once it hung up */
   int wake_fd;    /* eventfd for interrupt */
-  char dir[64];   /* private directory holding the FIFO */
-  char fifo[96];
   struct pirec_camera_splitter sp;
   /* pts lines arrive after their frame; a line still owed for a frame pushed without one is
    * discarded when it arrives, so frames and lines stay paired by position. */
@@ -346,23 +343,22 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
                                      s->rpicam_program);
     return -ENOENT;
   }
-  snprintf(rp->dir, sizeof rp->dir, "/tmp/pirec-rpicam-XXXXXX");
-  if (!mkdtemp(rp->dir)) {
-    r = -errno;
-    rp->dir[0] = 0;
-    *message = pirec__camera_strdupf("cannot create a directory in '/tmp': %s", strerror(-r));
-    free(prog);
-    return r;
-  }
-  snprintf(rp->fifo, sizeof rp->fifo, "%s/pts", rp->dir);
-  if (mkfifo(rp->fifo, 0600) < 0 ||
-      (rp->pts_fd = open(rp->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
-      (rp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
+  /* The pts "file" is a pipe the child reaches as /proc/self/fd/3: no path on disk, nothing left
+   * behind by a crash, and end-of-file when the child exits. */
+  int ptsfd[2] = {-1, -1};
+  if (pipe2(ptsfd, O_CLOEXEC) < 0 || (rp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+      pipe2(pipefd, O_CLOEXEC) < 0) {
     r = -errno;
     *message = pirec__camera_strdupf("cannot set up the pipes for '%s': %s", prog, strerror(-r));
+    if (ptsfd[0] >= 0) {
+      close(ptsfd[0]);
+      close(ptsfd[1]);
+    }
     free(prog);
     return r;
   }
+  rp->pts_fd = ptsfd[0];
+  fcntl(rp->pts_fd, F_SETFL, O_NONBLOCK);
   rp->out_fd = pipefd[0];
   fcntl(rp->out_fd, F_SETPIPE_SZ, 1 << 20);
 
@@ -389,7 +385,7 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   argv[argc++] = num[3];
   argv[argc++] = "--flush";
   argv[argc++] = "--save-pts";
-  argv[argc++] = rp->fifo;
+  argv[argc++] = "/proc/self/fd/3";
   argv[argc++] = "-o";
   argv[argc++] = "-";
   snprintf(extra, sizeof extra, "%s", s->rpicam_args);
@@ -404,6 +400,7 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   if (pid < 0) {
     r = -errno;
     close(pipefd[1]);
+    close(ptsfd[1]);
     *message = pirec__camera_strdupf("cannot start '%s': %s", prog, strerror(-r));
     free(prog);
     return r;
@@ -418,10 +415,15 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0)
       dup2(devnull, 0);
+    if (ptsfd[1] == 3)
+      fcntl(3, F_SETFD, 0); /* dup2 onto itself would keep close-on-exec */
+    else
+      dup2(ptsfd[1], 3);
     execv(prog, (char *const *)argv);
     _exit(127);
   }
   close(pipefd[1]);
+  close(ptsfd[1]);
   free(prog);
   rp->pid = pid;
   return 0;
@@ -531,10 +533,6 @@ void pirec__rpicam_free(struct pirec__rpicam *rp)
     close(rp->pts_fd);
   if (rp->wake_fd >= 0)
     close(rp->wake_fd);
-  if (rp->fifo[0])
-    unlink(rp->fifo);
-  if (rp->dir[0])
-    rmdir(rp->dir);
   pirec_camera_splitter_free(&rp->sp);
   free(rp);
 }

@@ -182,7 +182,6 @@ struct pirec_camera {
   int has_poll, has_async, has_timer;
   int started;
   int held;
-  char tmpdir[64];
   char fifo[96];
   int fifo_rd, fifo_wr;
   int polling;
@@ -1176,23 +1175,19 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s,
   return 0;
 }
 
+/* The encoder's output pipe. An anonymous pipe, reached by ffmpeg through /proc/<our pid>/fd/<write
+ * end> (opening that magic link opens the same pipe), so no path exists that a crash could leave
+ * behind. We keep the write end open ourselves, idle: the pipe then never reports end-of-file
+ * between encoder runs. */
 static int make_fifo(struct pirec_camera *cam)
 {
-  int r;
-  snprintf(cam->tmpdir, sizeof cam->tmpdir, "/tmp/pirec-camera-XXXXXX");
-  if (!mkdtemp(cam->tmpdir)) {
-    r = -errno;
-    cam->tmpdir[0] = 0;
-    return r;
-  }
-  snprintf(cam->fifo, sizeof cam->fifo, "%s/encoded.h264", cam->tmpdir);
-  if (mkfifo(cam->fifo, 0600) < 0)
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
     return -errno;
-  /* Our own idle writer keeps the FIFO from reporting end-of-file between encoder runs. */
-  if ((cam->fifo_rd = open(cam->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
-      (cam->fifo_wr = open(cam->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
-    return -errno;
+  cam->fifo_rd = fds[0];
+  cam->fifo_wr = fds[1];
   fcntl(cam->fifo_rd, F_SETPIPE_SZ, 1 << 20);
+  snprintf(cam->fifo, sizeof cam->fifo, "/proc/%d/fd/%d", (int)getpid(), cam->fifo_wr);
   return 0;
 }
 
@@ -1265,7 +1260,7 @@ int pirec_camera_start(struct pirec_camera *cam)
     if (!probed && (r = probe_encoder(cam)) < 0)
       goto fail;
     if ((r = make_fifo(cam)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder pipe in '/tmp': %s",
+      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder's output pipe: %s",
                 cam->s.name, pirec_strerror(r));
       goto fail;
     }
@@ -1486,10 +1481,6 @@ static void free_cam(struct pirec_camera *cam)
     close(cam->fifo_rd);
   if (cam->fifo_wr >= 0)
     close(cam->fifo_wr);
-  if (cam->fifo[0])
-    unlink(cam->fifo);
-  if (cam->tmpdir[0])
-    rmdir(cam->tmpdir);
   pirec_camera_source_free(cam->src);
   pirec_ring_free(cam->ring);
   free(cam->infl_done);
