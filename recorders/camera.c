@@ -686,7 +686,7 @@ static void fifo_cb(uv_poll_t *p, int status, int events)
   read_fifo(cam);
 }
 
-/* The run ended: what it wrote is all in the FIFO. A clean end's last access unit is complete;
+/* The run ended: what it wrote is all in the pipe. A clean end's last access unit is complete;
  * after a crash it may be cut, so it is dropped with everything still inside the encoder. */
 static void end_of_run(struct pirec_camera *cam, struct trial *t, int clean)
 {
