@@ -479,6 +479,53 @@ static void test_gpio_pipe(void **state) {
   free(tmp);
 }
 
+/* `pirec record` without a config runs the built-in demo configuration and records at once. */
+static void test_builtin_demo(void **state) {
+  char *tmp = tu_tmpdir("demo");
+  char sock[4200], out[4200];
+  snprintf(sock, sizeof sock, "%s/d.sock", tmp);
+  snprintf(out, sizeof out, "%s/sessions", tmp);
+  const char *argv[] = {tu_program("pirec"), "record", "--socket", sock, "--output-dir", out, NULL};
+  struct tu_proc p;
+  assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
+  json_t *st = NULL;
+  for (int i = 0; i < 500; i++) {
+    st = tu_sock_call(sock, "{\"id\":1,\"cmd\":\"status\"}", 2000);
+    if (st && strcmp(jstr(st, "state"), "recording") == 0) break;
+    json_decref(st);
+    st = NULL;
+    usleep(20000);
+  }
+  if (!st) fail_msg("the demo configuration did not start recording");
+  assert_string_equal(jstr(st, "config"), "(built-in demo)");
+  assert_non_null(json_object_get(json_object_get(st, "modules"), "notes"));
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(st, "session_dir"));
+  assert_true(strncmp(dir, out, strlen(out)) == 0);
+  json_decref(st);
+  json_t *r = tu_sock_call(sock, "{\"id\":2,\"cmd\":\"note\",\"text\":\"demo note\"}", 5000);
+  assert_non_null(r);
+  expect_reply(r, "noted");
+  json_decref(r);
+  kill(p.pid, SIGTERM);
+  int status = tu_proc_wait(&p, 30000);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  json_t *m = load_manifest(dir);
+  assert_true(json_is_true(json_object_get(m, "final")));
+  assert_string_equal(jstr(json_object_get(m, "config"), "path"), "(built-in demo)");
+  json_decref(m);
+  struct tu_csv nt;
+  load_csv_in(dir, "notes.csv", &nt);
+  assert_true(nt.rows >= 2);
+  int found = 0;
+  for (size_t i = 1; i < nt.rows; i++) found |= strcmp(nt.fields[i][3], "demo note") == 0;
+  assert_true(found);
+  tu_csv_free(&nt);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_trials),
@@ -486,6 +533,7 @@ int main(void) {
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_gpio_pipe),
+      cmocka_unit_test(test_builtin_demo),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
