@@ -67,7 +67,6 @@ struct pirec_recorder {
   int quitting;
   int closing;
   int64_t start_mono_ns;
-  uint64_t flush_deadline;
   int lag_open;
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
@@ -135,10 +134,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
+static void finish_close(struct pirec_recorder *rec);
+
 static void on_write(uv_write_t *req, int status) {
   struct out_write *w = container_of(req, struct out_write, req);
-  w->rec->counters.out_queued -= w->len;
+  struct pirec_recorder *rec = w->rec;
+  rec->counters.out_queued -= w->len;
   free(w);
+  /* Closing waits for the last reply to be written (or for its deadline). */
+  if (rec->closing && rec->counters.out_queued == 0 && status != UV_ECANCELED) finish_close(rec);
 }
 
 /* Serialises obj as one line and queues it; obj is always released. */
@@ -744,17 +748,14 @@ static void close_if(uv_handle_t *h) {
 }
 
 static void finish_close(struct pirec_recorder *rec) {
+  uv_timer_stop(&rec->flush_timer);
   close_if(&rec->out.handle);
   close_if((uv_handle_t *)&rec->flush_timer);
 }
 
-static void flush_poll(uv_timer_t *t) {
-  struct pirec_recorder *rec = t->data;
-  /* Either every reply is written or the reader has had CLOSE_FLUSH_MS to take them. */
-  if (rec->counters.out_queued == 0 || uv_now(rec->loop) >= rec->flush_deadline) {
-    uv_timer_stop(t);
-    finish_close(rec);
-  }
+static void on_flush_deadline(uv_timer_t *t) {
+  /* The reader has had CLOSE_FLUSH_MS to take the last replies: close without them. */
+  finish_close(t->data);
 }
 
 void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb) {
@@ -781,7 +782,6 @@ void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb
     finish_close(rec);
     return;
   }
-  /* The write callbacks run on this loop; a 5 ms poll is cheaper than plumbing a drain hook. */
-  rec->flush_deadline = uv_now(rec->loop) + CLOSE_FLUSH_MS;
-  uv_timer_start(&rec->flush_timer, flush_poll, 5, 5);
+  /* on_write finishes the close when the queue empties; this timer bounds the wait. */
+  uv_timer_start(&rec->flush_timer, on_flush_deadline, CLOSE_FLUSH_MS, 0);
 }

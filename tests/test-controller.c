@@ -130,6 +130,13 @@ static void test_three_trials(void **state) {
   assert_int_equal(count_events(&ev, "trial_stop", NULL), 3);
   assert_int_equal(count_events(&ev, "session_start", NULL), 1);
   assert_int_equal(count_events(&ev, "session_stop", NULL), 1);
+  /* no recorder crashed (a sanitizer abort in a child would show up here) */
+  assert_int_equal(count_events(&ev, "module_crash", NULL), 0);
+  const char *mname;
+  json_t *mv;
+  json_object_foreach(json_object_get(m, "modules"), mname, mv) {
+    if (json_array_size(json_object_get(mv, "crashes")) != 0) fail_msg("recorder '%s' crashed", mname);
+  }
   assert_int_equal(ev.rows - 1, jint(json_object_get(m, "events"), "rows"));
   assert_int_equal(ck.rows - 1, jint(json_object_get(m, "clocks"), "rows"));
   /* trial_start rows carry the same clocks as session.json's trials */
@@ -284,6 +291,7 @@ static void test_sigterm_mid_trial(void **state) {
   assert_int_equal(nt.rows, 51);
   assert_string_equal(nt.fields[50][3], "n49, \"q\"");
   assert_int_equal(count_events(&ev, "session_stop", NULL), 1);
+  assert_int_equal(count_events(&ev, "module_crash", NULL), 0);
   assert_int_equal(jint(json_object_get(json_object_get(json_object_get(m, "modules"), "notes"), "counters"), "notes"), 50);
   if (c.camera) {
     char p[4400];
