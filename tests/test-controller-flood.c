@@ -245,6 +245,23 @@ static void test_bad_input(void **state) {
   assert_int_equal(nt.rows, 2);
   assert_string_equal(nt.fields[1][3], "after the abuse");
   tu_csv_free(&nt);
+  /* The command line refuses the same label, and a second controller on the same socket. */
+  const char *bad_label[] = {tu_program("pirec"), "record", "-c", c.cfg, "--label", "../../etc", NULL};
+  struct tu_proc p2;
+  assert_int_equal(tu_proc_start(&p2, bad_label, NULL), 0);
+  int st2 = tu_proc_wait(&p2, 10000);
+  assert_true(WIFEXITED(st2));
+  assert_int_equal(WEXITSTATUS(st2), 65);
+  const char *second[] = {tu_program("pirec"), "record", "-c", c.cfg, "--wait", NULL};
+  assert_int_equal(tu_proc_start(&p2, second, NULL), 0);
+  st2 = tu_proc_wait(&p2, 10000);
+  assert_true(WIFEXITED(st2));
+  assert_int_equal(WEXITSTATUS(st2), 69);
+  /* the first one is unharmed */
+  json_t *alive = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
+  expect_reply(alive, "status");
+  json_decref(alive);
+
   /* no directory escaped the output directory */
   char esc[4400];
   snprintf(esc, sizeof esc, "%s/../etc", c.out);
