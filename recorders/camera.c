@@ -2,7 +2,7 @@
  * one frames-CSV row per frame that reached the video file. */
 
 #include "camera-int.h"
-#include "camera-mkv.h"
+#include "h264-mkv.h"
 
 #include "pirec/clock.h"
 #include "pirec/csv.h"
@@ -641,7 +641,8 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
     carry_out(cam, t, m.dropped + 1);
     return;
   }
-  int r = pirec__mkv_write(t->mkv, au, len, m.mono_ns - t->t0_mono);
+  int r = pirec__mkv_write(t->mkv, au, len, pirec__h264_is_keyframe(au, len),
+                           m.mono_ns - t->t0_mono);
   if (r < 0) {
     t->mkv_failed = 1;
     if (!t->err)
@@ -933,8 +934,11 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
       r = -ENOMEM;
       goto fail;
     }
-    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, cam->fmt.fps_num,
-                            cam->fmt.fps_den, &t->mkv)) < 0)
+    /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
+    int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
+    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height,
+                            fps_ok ? cam->fmt.fps_num : 30, fps_ok ? cam->fmt.fps_den : 1,
+                            &t->mkv)) < 0)
       goto fail;
     if ((r = build_encoder_argv(cam, argv, store, 64)) < 0)
       goto fail;

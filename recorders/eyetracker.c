@@ -3,7 +3,7 @@
 
 #include "pirec/eyetracker.h"
 
-#include "eyetracker-int.h"
+#include "h264-mkv.h"
 #include "pirec/clock.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
@@ -128,7 +128,7 @@ struct pirec_eyetracker {
   int stopping;
   int trial;
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
-  struct pirec__et_mkv *mkv;
+  struct pirec__mkv *mkv;
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
@@ -543,7 +543,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
    * packet in it decodes; the frames skipped meanwhile are counted. */
-  if (et->need_key && !(au->keyframe && (au->has_params || pirec__et_mkv_started(et->mkv)))) {
+  if (et->need_key && !(au->keyframe && (au->has_params || pirec__mkv_started(et->mkv)))) {
     st->pending_drop++;
     return;
   }
@@ -562,7 +562,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
       et->pts0_ext = ext - (pts * (int64_t)st->clock_rate) / NS_S;
     }
   }
-  int r = pirec__et_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
+  int r = pirec__mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
@@ -1411,7 +1411,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (r = open_sink(et, dir, base, "_scene_frames.csv", &et->frames_sink)) < 0 ||
       (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
       (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
-      (et->s.world && (r = pirec__et_mkv_new(et->video_sink, &et->mkv)) < 0) ||
+      (et->s.world && (r = pirec__mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
@@ -1450,7 +1450,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
 static void finish_stop(struct pirec_eyetracker *et)
 {
   et->stopping = 0;
-  pirec__et_mkv_free(et->mkv);
+  pirec__mkv_free(et->mkv);
   et->mkv = NULL;
   pirec_eyetracker_stopped_cb cb = et->stop_cb;
   et->stop_cb = NULL;
@@ -1494,7 +1494,7 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
     return -EINVAL;
   et->recording = 0;
   if (et->mkv) {
-    int r = pirec__et_mkv_finish(et->mkv);
+    int r = pirec__mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)
       et->write_error = r;
   }

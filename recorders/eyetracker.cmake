@@ -9,12 +9,10 @@ target_include_directories(pirec_gaze PUBLIC ${PIREC_INCLUDE_DIR})
 target_link_libraries(pirec_gaze PUBLIC pirec_io_csv)
 # pirec_eyetracker: the realtime-API client on libuv (status over HTTP, RTSP with interleaved RTP).
 if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/eyetracker.c)
-  add_library(pirec_eyetracker STATIC ${CMAKE_CURRENT_LIST_DIR}/eyetracker.c
-              ${CMAKE_CURRENT_LIST_DIR}/eyetracker-mkv.c)
+  add_library(pirec_eyetracker STATIC ${CMAKE_CURRENT_LIST_DIR}/eyetracker.c)
   target_include_directories(pirec_eyetracker PUBLIC ${PIREC_INCLUDE_DIR})
   target_link_libraries(pirec_eyetracker PUBLIC pirec_rtp pirec_gaze pirec_io_sink pirec_io_csv
-                        pirec_io_base PkgConfig::UV PkgConfig::JANSSON PkgConfig::AVFORMAT
-                        PkgConfig::AVCODEC PkgConfig::AVUTIL)
+                        pirec_io_base pirec_h264mkv PkgConfig::UV PkgConfig::JANSSON)
 endif()
 # pirec_eyesim: the device simulator (HTTP status, RTSP gaze and world streams, fault modes).
 if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/eyetracker-sim.c)

@@ -1,8 +1,8 @@
-/* The encoder's output path: H.264 Annex B access units split on their delimiters, muxed into
- * Matroska in-process (libavformat) and written through a pirec_sink, so each encoded frame is seen
- * (and given its row) exactly when it is in the file, whatever happens to the encoder. */
+/* H.264 Annex B access units muxed into Matroska in-process (libavformat) and written through a
+ * pirec_sink, so a recorder sees each frame exactly when it is in the file (the camera, the eye
+ * tracker's scene video); and the camera's splitter of an encoder's byte stream into access units. */
 
-#include "camera-mkv.h"
+#include "h264-mkv.h"
 
 #include "pirec/log.h"
 #include "pirec/sink.h"
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 
 /* ---- access units ---- */
@@ -172,7 +173,7 @@ struct pirec__mkv {
   AVFormatContext *oc;
   AVIOContext *pb;
   AVPacket *pkt;
-  int width, height, fps_num, fps_den;
+  int width, height, fps_num, fps_den; /* 0: from the first SPS / not written */
   int header_done;
   int error;
   int64_t last_pts;
@@ -212,10 +213,10 @@ int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, 
   if (!m)
     return -ENOMEM;
   m->sink = sink;
-  m->width = width;
-  m->height = height;
-  m->fps_num = fps_num > 0 ? fps_num : 30;
-  m->fps_den = fps_den > 0 ? fps_den : 1;
+  m->width = width > 0 && height > 0 ? width : 0;
+  m->height = width > 0 && height > 0 ? height : 0;
+  m->fps_num = fps_num > 0 && fps_den > 0 ? fps_num : 0;
+  m->fps_den = fps_num > 0 && fps_den > 0 ? fps_den : 0;
   m->last_pts = INT64_MIN;
   m->pkt = av_packet_alloc();
   if (!m->pkt) {
@@ -226,20 +227,49 @@ int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, 
   return 0;
 }
 
+/* The picture size from the SPS, through libavcodec's H.264 parser (no decoding). 0, -EINVAL when
+ * the unit has no readable SPS, or -ENOMEM. */
+static int picture_size(const uint8_t *au, size_t len, int *w, int *h)
+{
+  AVCodecParserContext *pc = av_parser_init(AV_CODEC_ID_H264);
+  AVCodecContext *ctx = avcodec_alloc_context3(NULL);
+  uint8_t *copy = av_mallocz(len + AV_INPUT_BUFFER_PADDING_SIZE); /* the parser reads past len */
+  int r = -ENOMEM;
+  if (pc && ctx && copy) {
+    memcpy(copy, au, len);
+    pc->flags |= PARSER_FLAG_COMPLETE_FRAMES;
+    uint8_t *o;
+    int on;
+    av_parser_parse2(pc, ctx, &o, &on, copy, (int)len, AV_NOPTS_VALUE, AV_NOPTS_VALUE, 0);
+    *w = pc->width > 0 ? pc->width : ctx->width;
+    *h = pc->height > 0 ? pc->height : ctx->height;
+    r = *w > 0 && *h > 0 ? 0 : -EINVAL;
+  }
+  av_free(copy);
+  avcodec_free_context(&ctx);
+  if (pc)
+    av_parser_close(pc);
+  return r;
+}
+
+/* Sets up the muxer from the first access unit and writes the header. -EINVAL when the unit cannot
+ * start a file; what was allocated is left for the caller (or pirec__mkv_free) to release. */
 static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
 {
   enum { AVIO_BUF = 64 * 1024 };
   struct ps_collect ps = {.cap = len + 64};
   AVDictionary *opts = NULL;
-  int r;
+  int r, w = m->width, h = m->height;
 
+  if (w == 0 && (r = picture_size(au, len, &w, &h)) < 0)
+    return r;
   ps.out = av_mallocz(ps.cap + AV_INPUT_BUFFER_PADDING_SIZE);
   if (!ps.out)
-    return AVERROR(ENOMEM);
+    return -ENOMEM;
   for_each_nal(au, len, ps_fn, &ps);
   if (ps.len == 0) {
     av_free(ps.out);
-    return AVERROR_INVALIDDATA; /* no SPS/PPS in the first access unit */
+    return -EINVAL; /* no SPS/PPS in the first access unit */
   }
   if ((r = avformat_alloc_output_context2(&m->oc, NULL, "matroska", NULL)) < 0) {
     av_free(ps.out);
@@ -248,23 +278,24 @@ static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
   AVStream *st = avformat_new_stream(m->oc, NULL);
   if (!st) {
     av_free(ps.out);
-    return AVERROR(ENOMEM);
+    return -ENOMEM;
   }
   st->codecpar->codec_type = AVMEDIA_TYPE_VIDEO;
   st->codecpar->codec_id = AV_CODEC_ID_H264;
-  st->codecpar->width = m->width;
-  st->codecpar->height = m->height;
+  st->codecpar->width = w;
+  st->codecpar->height = h;
   st->codecpar->extradata = ps.out;
   st->codecpar->extradata_size = (int)ps.len;
   st->time_base = (AVRational){1, 1000};
-  st->avg_frame_rate = (AVRational){m->fps_num, m->fps_den};
+  if (m->fps_num > 0)
+    st->avg_frame_rate = (AVRational){m->fps_num, m->fps_den};
   uint8_t *iobuf = av_malloc(AVIO_BUF);
   if (!iobuf)
-    return AVERROR(ENOMEM);
+    return -ENOMEM;
   m->pb = avio_alloc_context(iobuf, AVIO_BUF, 1, m, NULL, mkv_write, NULL);
   if (!m->pb) {
     av_free(iobuf);
-    return AVERROR(ENOMEM);
+    return -ENOMEM;
   }
   m->oc->pb = m->pb;
   /* Not seekable: the segment has an unknown size and clusters are final once written, so a file
@@ -286,13 +317,28 @@ size_t pirec__mkv_margin(void)
   return (2u << 20) + (128u << 10); /* one cluster plus the AVIO buffer */
 }
 
-int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int64_t pts_ns)
+int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe,
+                     int64_t pts_ns)
 {
   int r;
   if (m->error)
     return m->error;
   if (!m->header_done && (r = write_header(m, au, len)) < 0) {
-    m->error = r;
+    if (r == -EINVAL && m->head_len == 0) {
+      /* This unit cannot start a file and nothing reached the sink: drop the half-built muxer so
+       * a later unit can start afresh. */
+      if (m->pb) {
+        av_freep(&m->pb->buffer);
+        avio_context_free(&m->pb);
+      }
+      if (m->oc) {
+        m->oc->pb = NULL;
+        avformat_free_context(m->oc);
+        m->oc = NULL;
+      }
+    } else {
+      m->error = r;
+    }
     return r;
   }
   int64_t pts = pts_ns / 1000000; /* Matroska's default 1 ms timestamp scale */
@@ -306,7 +352,7 @@ int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int64_
   pkt->pts = pkt->dts = pts;
   pkt->duration = 0;
   pkt->stream_index = 0;
-  pkt->flags = pirec__h264_is_keyframe(au, len) ? AV_PKT_FLAG_KEY : 0;
+  pkt->flags = keyframe ? AV_PKT_FLAG_KEY : 0;
   r = av_write_frame(m->oc, pkt);
   pkt->data = NULL;
   pkt->size = 0;
@@ -366,6 +412,11 @@ int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8
     bytes[i] = (uint8_t)(body & 0xFF);
   *offset = (int64_t)pos;
   return 0;
+}
+
+int pirec__mkv_started(const struct pirec__mkv *m)
+{
+  return m->header_done;
 }
 
 uint64_t pirec__mkv_bytes(const struct pirec__mkv *m)

@@ -1,0 +1,80 @@
+#ifndef PIREC_H264_MKV_H
+#define PIREC_H264_MKV_H
+
+/* Internal to the recorders (not installed): H.264 Annex B access units muxed into Matroska
+ * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, plus the access-unit
+ * splitter the camera uses on its encoder's byte stream. Used by the camera (recorders/camera.c)
+ * and the eye tracker's scene video (recorders/eyetracker.c). Loop thread only: nothing here is
+ * thread-safe, and no callback is ever run. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pirec_sink;
+
+/* ---- access units ---- */
+
+/* Splits an H.264 Annex B byte stream into access units at access unit delimiters (x264 -aud 1).
+ * An access unit is complete when the next delimiter arrives, or at the end of a run that
+ * finished normally (pirec__au_last). */
+struct pirec__au {
+  uint8_t *buf;
+  size_t cap, len, start, scan;
+  int have_start;
+};
+
+/* cap: the initial buffer (it grows on demand). 0 or -ENOMEM. */
+int pirec__au_init(struct pirec__au *au, size_t cap);
+void pirec__au_free(struct pirec__au *au);
+/* Forgets everything buffered (a crashed encoder's partial output). */
+void pirec__au_reset(struct pirec__au *au);
+/* Room for at least want more bytes (grows the buffer); NULL when out of memory. */
+uint8_t *pirec__au_space(struct pirec__au *au, size_t want);
+/* n bytes were written at the pointer pirec__au_space returned. */
+void pirec__au_fill(struct pirec__au *au, size_t n);
+/* 1 and the next complete access unit (valid until the next call), or 0. */
+int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len);
+/* The trailing access unit of a run that ended cleanly: 1 and it, or 0 when there is none. */
+int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len);
+/* 1 when the Annex B access unit holds an IDR slice (nal_unit_type 5). */
+int pirec__h264_is_keyframe(const uint8_t *au, size_t len);
+
+/* ---- Matroska ---- */
+
+struct pirec__mkv;
+
+/* A Matroska writer for one H.264 track whose bytes go into sink (borrowed: it must outlive every
+ * write/finish call; the writer never closes it). The output is not seekable: unknown-size segment,
+ * clusters of at most 1 s / 2 MiB, so a file cut short stays readable up to its last cluster.
+ * Nothing is written until the first access unit, which must hold SPS and PPS: they become the
+ * track's codec private data.
+ * width/height: the track's picture size, or both 0 to take it from the first unit's SPS.
+ * fps_num/fps_den: the nominal frame rate written as the stream's average, or 0 for none.
+ * Returns 0 and *out, or -ENOMEM. */
+int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, int fps_den,
+                   struct pirec__mkv **out);
+/* Writes one Annex B access unit at pts_ns (relative to the first; stored in ms, kept strictly
+ * increasing), flagged as a keyframe when keyframe != 0. Returns 0; -EINVAL when this unit cannot
+ * start the file (no SPS/PPS, or no readable picture size) and nothing was written yet (a later
+ * unit may still start it); or the first mux/sink error, after which every call returns it and the
+ * file ends at the last complete sink push. */
+int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe,
+                     int64_t pts_ns);
+/* 1 once the header (and so a first access unit) has been written. */
+int pirec__mkv_started(const struct pirec__mkv *m);
+/* Free ring space a writer should find in the sink before a frame is muxed, so a push never fails
+ * in the middle of a cluster. */
+size_t pirec__mkv_margin(void);
+/* Writes the trailer (when a header was written) and flushes to the sink. 0 or the first error. */
+int pirec__mkv_finish(struct pirec__mkv *m);
+/* Bytes accepted by the sink so far. */
+uint64_t pirec__mkv_bytes(const struct pirec__mkv *m);
+/* After finish, and when every byte reached the file: where the segment's "unknown" size field is
+ * in the file and the 8 bytes that give the real size (all bytes written after the field), so a
+ * cleanly closed file can be told from a cut one. Returns 0, or -EINVAL when the writer failed or
+ * the header does not look as expected (then leave the file as it is). */
+int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8]);
+/* NULL is allowed. Does not touch the sink. */
+void pirec__mkv_free(struct pirec__mkv *m);
+
+#endif
