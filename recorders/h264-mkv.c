@@ -317,6 +317,19 @@ size_t pirec__mkv_margin(void)
   return (2u << 20) + (128u << 10); /* one cluster plus the AVIO buffer */
 }
 
+static void drop_muxer(struct pirec__mkv *m)
+{
+  if (m->pb) {
+    av_freep(&m->pb->buffer);
+    avio_context_free(&m->pb);
+  }
+  if (m->oc) {
+    m->oc->pb = NULL;
+    avformat_free_context(m->oc);
+    m->oc = NULL;
+  }
+}
+
 int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe,
                      int64_t pts_ns)
 {
@@ -327,15 +340,7 @@ int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int ke
     if (r == -EINVAL && m->head_len == 0) {
       /* This unit cannot start a file and nothing reached the sink: drop the half-built muxer so
        * a later unit can start afresh. */
-      if (m->pb) {
-        av_freep(&m->pb->buffer);
-        avio_context_free(&m->pb);
-      }
-      if (m->oc) {
-        m->oc->pb = NULL;
-        avformat_free_context(m->oc);
-        m->oc = NULL;
-      }
+      drop_muxer(m);
     } else {
       m->error = r;
     }
@@ -428,14 +433,7 @@ void pirec__mkv_free(struct pirec__mkv *m)
 {
   if (!m)
     return;
-  if (m->pb) {
-    av_freep(&m->pb->buffer);
-    avio_context_free(&m->pb);
-  }
-  if (m->oc) {
-    m->oc->pb = NULL;
-    avformat_free_context(m->oc);
-  }
+  drop_muxer(m);
   av_packet_free(&m->pkt);
   free(m);
 }
