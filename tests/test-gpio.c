@@ -23,6 +23,9 @@
 #include <uv.h>
 
 #include "pirec/clock.h"
+#ifdef PIREC_GPIO_HAVE_CONFIG
+#include "pirec/config.h"
+#endif
 #include "pirec/gpio.h"
 
 #define MS 1000000LL
@@ -162,6 +165,58 @@ static void test_names(void **state)
   assert_string_equal(pirec_gpio_action_name(PIREC_GPIO_ACTION_NONE), "none");
   const char *be = pirec_gpio_backend();
   assert_true(strncmp(be, "libgpiod v1 (1.", 15) == 0 || strncmp(be, "libgpiod v2 (2.", 15) == 0);
+}
+
+/* The [gpio.NAME] keys of config/schema.c land in the settings as the header maps them. */
+static void test_settings_from_config(void **state)
+{
+  (void)state;
+#ifdef PIREC_GPIO_HAVE_CONFIG
+  static const char text[] = "[gpio.pedal]\n"
+                             "chip = pinctrl-rp1\n"
+                             "line = GPIO17\n"
+                             "edge = falling\n"
+                             "bias = pull-up\n"
+                             "active_low = true\n"
+                             "debounce = 20ms\n"
+                             "action = toggle\n"
+                             "min_interval = 1s\n"
+                             "[gpio.sync]\n"
+                             "chip = gpiochip0\n"
+                             "line = 22\n"
+                             "direction = output\n"
+                             "role = sync_pulse\n"
+                             "pulse_length = 5ms\n"
+                             "pulse_interval = 2s\n"
+                             "[gpio.led]\n"
+                             "line = GPIO27\n"
+                             "direction = output\n";
+  struct pirec_config *cfg = NULL;
+  assert_int_equal(pirec_config_parse(text, sizeof(text) - 1, "test.conf", &cfg, NULL), 0);
+  struct pirec_gpio_settings s;
+  assert_int_equal(pirec_gpio_settings_from_config(cfg, "gpio.pedal", &s), 0);
+  assert_string_equal(s.name, "pedal");
+  assert_string_equal(s.chip, "pinctrl-rp1");
+  assert_string_equal(s.line, "GPIO17");
+  assert_int_equal(s.role, PIREC_GPIO_ROLE_TRIGGER);
+  assert_int_equal(s.edge, PIREC_GPIO_EDGE_FALLING);
+  assert_int_equal(s.bias, PIREC_GPIO_BIAS_PULL_UP);
+  assert_int_equal(s.active_low, 1);
+  assert_int_equal(s.debounce_ns, 20 * MS);
+  assert_int_equal(s.action, PIREC_GPIO_ACTION_TOGGLE);
+  assert_int_equal(s.min_interval_ns, 1000 * MS);
+  assert_int_equal(pirec_gpio_settings_from_config(cfg, "gpio.sync", &s), 0);
+  assert_int_equal(s.role, PIREC_GPIO_ROLE_SYNC);
+  assert_int_equal(s.pulse_ns, 5 * MS);
+  assert_int_equal(s.pulse_interval_ns, 2000 * MS);
+  assert_int_equal(pirec_gpio_settings_from_config(cfg, "gpio.led", &s), 0);
+  assert_int_equal(s.role, PIREC_GPIO_ROLE_LED);
+  assert_string_equal(s.chip, "auto");
+  assert_int_equal(pirec_gpio_settings_from_config(cfg, "camera.x", &s), -EINVAL);
+  pirec_config_free(cfg);
+#else
+  skip();
+#endif
 }
 
 /* ------------------------------------------------------------------ input path */
@@ -871,6 +926,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_settings_check),
       cmocka_unit_test(test_names),
+      cmocka_unit_test(test_settings_from_config),
       cmocka_unit_test(test_edges_timestamps_filter),
       cmocka_unit_test(test_active_low_and_falling),
       cmocka_unit_test(test_lost_edges),

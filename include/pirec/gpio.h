@@ -175,6 +175,14 @@ void pirec_gpio_settings_default(struct pirec_gpio_settings *s);
  * at most errlen bytes, NUL-terminated) naming the field and value. */
 int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, size_t errlen);
 
+struct pirec_config;
+/* Fills s from the config section "gpio.NAME" (keys as mapped above); the strings point into cfg
+ * and live as long as it does. Returns 0, or -EINVAL (not a gpio section, or values that
+ * pirec_gpio_settings_check() refuses; call it for the message). Only in builds that have config/
+ * (the symbol then exists in pirec_gpio; see gpio/CMakeLists.txt: PIREC_GPIO_HAVE_CONFIG). */
+int pirec_gpio_settings_from_config(const struct pirec_config *cfg, const char *section,
+                                    struct pirec_gpio_settings *s);
+
 /* Opens the chip, finds and requests the line, and for a trigger starts watching it.
  * on_event/on_error may be NULL. Returns 0 and *out, or a negative errno: -EINVAL (bad settings),
  * -ENOENT (no such chip, or no line of that name), -EBUSY (line in use), -EACCES, -ENOTSUP
