@@ -4,6 +4,9 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
+# cmake --build runs make again; the nested "Entering directory" lines only bury what matters.
+MAKEFLAGS += --no-print-directory
+
 .PHONY: all deps test-deps build check demo asan tsan clean
 
 all: build
