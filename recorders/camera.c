@@ -135,11 +135,9 @@ struct trial {
   int sinks_open;
   int err;
   int mkv_failed;
-  int seal;
-  uv_fs_t seal_req;
-  uv_file seal_fd;
-  int64_t seal_offset;
-  uint8_t seal_bytes[8];
+  int seal;                  /* the video sink closed cleanly: seal it once the CSV is closed too */
+  uint64_t seal_file_bytes; /* the video sink's final bytes_written */
+  struct pirec__mkv_sealer sealer;
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
@@ -1025,45 +1023,16 @@ static void trial_done(struct pirec_camera *cam)
     maybe_finish_close(cam);
 }
 
-/* Sealing a finished MKV: the muxer wrote the segment's size as "unknown" (the file is streamed
- * and must stay readable if cut), which is also how pirec-remux recognises a file cut by a crash.
- * Once every byte is on disk the real size is written over it, so a complete file says so. One
- * open/pwrite/fdatasync/close chain in the threadpool; a failure leaves the file valid, just
- * unsealed. */
-static void seal_step(uv_fs_t *req)
+/* The video file is sealed (pirec__mkv_seal_file: its real segment size written over "unknown")
+ * before the trial reports stopped; a failure leaves the file valid, just unsealed. */
+static void sealed(struct pirec__mkv_sealer *s, int status)
 {
-  struct trial *t = req->data;
+  struct trial *t = s->data;
   struct pirec_camera *cam = t->cam;
-  int r = (int)req->result;
-  uv_fs_type type = req->fs_type;
-  uv_fs_req_cleanup(req);
-  req->data = t;
-  if (r < 0 && type != UV_FS_CLOSE) {
+  if (status < 0)
     pirec_log(PIREC_LOG_WARN, "camera '%s': cannot seal '%s': %s", cam->s.name, t->video_path,
-              pirec_strerror(r));
-    if (type == UV_FS_OPEN || uv_fs_close(cam->loop, req, t->seal_fd, seal_step) < 0)
-      trial_done(cam);
-    return;
-  }
-  switch (type) {
-  case UV_FS_OPEN: {
-    t->seal_fd = r;
-    uv_buf_t b = uv_buf_init((char *)t->seal_bytes, 8);
-    r = uv_fs_write(cam->loop, req, t->seal_fd, &b, 1, t->seal_offset, seal_step);
-    break;
-  }
-  case UV_FS_WRITE:
-    r = uv_fs_fdatasync(cam->loop, req, t->seal_fd, seal_step);
-    break;
-  case UV_FS_FDATASYNC:
-    r = uv_fs_close(cam->loop, req, t->seal_fd, seal_step);
-    break;
-  default:
-    trial_done(cam);
-    return;
-  }
-  if (r < 0)
-    trial_done(cam);
+              pirec_strerror(status));
+  trial_done(cam);
 }
 
 static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
@@ -1074,19 +1043,16 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     t->err = final->error;
   if (t && sink == t->video) {
     cam->bytes_last = final->bytes_written;
-    int64_t off;
-    if (t->mkv && !t->err && !t->mkv_failed &&
-        final->bytes_written == pirec__mkv_bytes(t->mkv) &&
-        pirec__mkv_seal(t->mkv, &off, t->seal_bytes) == 0) {
-      t->seal_offset = off;
-      t->seal = 1;
-    }
+    t->seal = t->mkv && !t->err && !t->mkv_failed;
+    t->seal_file_bytes = final->bytes_written;
   }
   if (!t || --t->sinks_open > 0)
     return;
   if (t->seal) {
-    t->seal_req.data = t;
-    if (uv_fs_open(cam->loop, &t->seal_req, t->video_path, O_WRONLY | O_CLOEXEC, 0, seal_step) == 0)
+    /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
+    t->sealer.data = t;
+    if (pirec__mkv_seal_file(cam->loop, &t->sealer, t->mkv, t->video_path, t->seal_file_bytes,
+                             sealed) == 0)
       return;
   }
   trial_done(cam);

@@ -8,6 +8,8 @@
 #include "pirec/sink.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -417,6 +419,70 @@ int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8
     bytes[i] = (uint8_t)(body & 0xFF);
   *offset = (int64_t)pos;
   return 0;
+}
+
+/* Sealing a finished file: the muxer wrote the segment's size as "unknown" (the file is streamed
+ * and must stay readable if cut), which is also how pirec-remux recognises a file cut by a crash.
+ * Once every byte is on disk the real size is written over it, so a complete file says so. One
+ * open/pwrite/fdatasync/close chain in the threadpool; after a failed write or sync the file is
+ * still closed, and a failure of the close itself is ignored (the bytes were already synced). */
+static void seal_step(uv_fs_t *req)
+{
+  struct pirec__mkv_sealer *s =
+      (struct pirec__mkv_sealer *)((char *)req - offsetof(struct pirec__mkv_sealer, req));
+  ssize_t res = req->result;
+  uv_fs_type type = req->fs_type;
+  int r;
+  uv_fs_req_cleanup(req);
+  switch (type) {
+  case UV_FS_OPEN: {
+    if (res < 0) {
+      s->status = (int)res;
+      goto done;
+    }
+    s->fd = (uv_file)res;
+    uv_buf_t b = uv_buf_init((char *)s->bytes, 8);
+    if ((r = uv_fs_write(s->loop, req, s->fd, &b, 1, s->offset, seal_step)) == 0)
+      return;
+    s->status = r;
+    break;
+  }
+  case UV_FS_WRITE:
+    if (res != 8) {
+      s->status = res < 0 ? (int)res : -EIO; /* a short pwrite of 8 bytes: the field is torn */
+      break;
+    }
+    if ((r = uv_fs_fdatasync(s->loop, req, s->fd, seal_step)) == 0)
+      return;
+    s->status = r;
+    break;
+  case UV_FS_FDATASYNC:
+    if (res < 0)
+      s->status = (int)res;
+    break;
+  default: /* UV_FS_CLOSE */
+    goto done;
+  }
+  if (uv_fs_close(s->loop, req, s->fd, seal_step) == 0)
+    return;
+done:
+  s->cb(s, s->status); /* last: cb may free s */
+}
+
+int pirec__mkv_seal_file(uv_loop_t *loop, struct pirec__mkv_sealer *s, const struct pirec__mkv *m,
+                         const char *path, uint64_t file_bytes, pirec__mkv_seal_cb cb)
+{
+  if (file_bytes != m->bytes)
+    return -EINVAL;
+  int r = pirec__mkv_seal(m, &s->offset, s->bytes);
+  if (r < 0)
+    return r;
+  s->loop = loop;
+  s->fd = -1;
+  s->status = 0;
+  s->cb = cb;
+  /* libuv copies path for an asynchronous request, so the caller's string may go right away */
+  return uv_fs_open(loop, &s->req, path, O_WRONLY | O_CLOEXEC, 0, seal_step);
 }
 
 int pirec__mkv_started(const struct pirec__mkv *m)

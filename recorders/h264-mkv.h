@@ -5,10 +5,11 @@
  * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, plus the access-unit
  * splitter the camera uses on its encoder's byte stream. Used by the camera (recorders/camera.c)
  * and the eye tracker's scene video (recorders/eyetracker.c). Loop thread only: nothing here is
- * thread-safe, and no callback is ever run. */
+ * thread-safe, and no callback is ever run except pirec__mkv_seal_file's. */
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct pirec_sink;
 
@@ -74,6 +75,36 @@ uint64_t pirec__mkv_bytes(const struct pirec__mkv *m);
  * cleanly closed file can be told from a cut one. Returns 0, or -EINVAL when the writer failed or
  * the header does not look as expected (then leave the file as it is). */
 int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8]);
+
+struct pirec__mkv_sealer;
+/* status: 0 when the real size is in the file and synced; else the first open/write/fdatasync
+ * error (negative errno), and the file is left as it was on disk: valid, just unsealed. The sealer
+ * is no longer used once this runs, so it may free the memory holding it. */
+typedef void (*pirec__mkv_seal_cb)(struct pirec__mkv_sealer *s, int status);
+
+/* The request memory of one pirec__mkv_seal_file, owned by the caller (embed it in the object
+ * whose file is sealed): it must stay valid and untouched from a call that returned 0 until cb
+ * has run. data is the caller's; the other fields are private. */
+struct pirec__mkv_sealer {
+  void *data;
+  uv_loop_t *loop;
+  uv_fs_t req;
+  uv_file fd;
+  int status;
+  int64_t offset;
+  uint8_t bytes[8];
+  pirec__mkv_seal_cb cb;
+};
+
+/* Seals path, the file m's sink wrote after its close: opens it, writes pirec__mkv_seal's 8 bytes
+ * at their offset, fdatasyncs and closes it, all on libuv's threadpool. file_bytes is the sink's
+ * final bytes_written; the caller must only call this for a sink that closed without error.
+ * m and path are only read during the call (m may be freed right after).
+ * Returns 0, and cb runs exactly once, on the loop thread, never inside this call; or -EINVAL
+ * when file_bytes != pirec__mkv_bytes(m) (some bytes never reached the file) or m cannot be
+ * sealed (pirec__mkv_seal), or uv_fs_open's error; then cb never runs and nothing was touched. */
+int pirec__mkv_seal_file(uv_loop_t *loop, struct pirec__mkv_sealer *s, const struct pirec__mkv *m,
+                         const char *path, uint64_t file_bytes, pirec__mkv_seal_cb cb);
 /* NULL is allowed. Does not touch the sink. */
 void pirec__mkv_free(struct pirec__mkv *m);
 

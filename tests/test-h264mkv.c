@@ -1,7 +1,8 @@
 /* The shared H.264 -> Matroska writer (recorders/h264-mkv.h) on its own: a real x264 stream from
  * ffmpeg (lavfi testsrc2, access unit delimiters on) is split into access units, muxed into a real
  * pirec_sink on the real libuv loop, and the file is read back with the real ffprobe: packet count,
- * keyframes, pts, picture size, the seal of a clean close, a cut file, and a failing sink. */
+ * keyframes, pts, picture size, the seal of a clean close (computed, and written by the shared
+ * pirec__mkv_seal_file), a cut file, and a failing sink. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,6 +356,87 @@ static void test_size_from_sps_and_seal(void **state)
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+struct seal_wait {
+  int calls;
+  int status;
+};
+
+static void on_sealed(struct pirec__mkv_sealer *s, int status)
+{
+  struct seal_wait *w = s->data;
+  w->calls++;
+  w->status = status;
+}
+
+/* The segment's size field as a tiny EBML read finds it: EBML header skipped, then the Segment's
+ * ID and size. *data_start is where the segment's children begin. */
+static uint64_t segment_size(const char *path, int64_t *data_start)
+{
+  size_t n, pos = 0, a, c;
+  uint64_t id, size;
+  uint8_t *b = read_all(path, &n);
+  if (!(a = vint(b, n, &id, 1)) || id != 0x1A45DFA3 || !(c = vint(b + a, n - a, &size, 0)))
+    fail_msg("'%s': no EBML header", path);
+  pos = a + c + (size_t)size;
+  if (pos >= n || !(a = vint(b + pos, n - pos, &id, 1)) || id != 0x18538067 ||
+      !(c = vint(b + pos + a, n - pos - a, &size, 0)))
+    fail_msg("'%s': no Segment after the EBML header at %zu", path, pos);
+  *data_start = (int64_t)(pos + a + c);
+  free(b);
+  return size;
+}
+
+/* The shared seal step both recorders use after their sink closed: the file's segment then says
+ * its real size (file size minus where its children start) and ffprobe still reads every packet.
+ * The writer may go right after the call. A file whose bytes did not all arrive is refused without
+ * a callback; an open that fails reaches the callback with its error. */
+static void test_seal_file(void **state)
+{
+  struct fixture *f = *state;
+  uv_loop_t loop;
+  struct closed c = {0};
+  struct probe p;
+  struct pirec__mkv_sealer s;
+  struct seal_wait w = {0};
+  int64_t start;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct pirec__mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
+  int64_t size = file_size(f->mkv);
+  uint64_t unknown = segment_size(f->mkv, &start);
+  assert_int_equal(unknown, 0x00FFFFFFFFFFFFFFull); /* as streamed: "unknown" in 8 bytes */
+
+  s.data = &w;
+  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written - 1, on_sealed),
+                   -EINVAL);
+  char missing[600];
+  snprintf(missing, sizeof missing, "%s/no-such-dir/x.mkv", f->dir);
+  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, missing, c.final.bytes_written, on_sealed), 0);
+  assert_int_equal(w.calls, 0); /* never inside the call */
+  while (w.calls == 0)
+    uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(w.calls, 1);
+  assert_int_equal(w.status, -ENOENT);
+  assert_int_equal(file_size(f->mkv), size);
+  assert_int_equal(segment_size(f->mkv, &start), unknown);
+
+  w.calls = 0;
+  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written, on_sealed), 0);
+  pirec__mkv_free(m);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(w.calls, 1);
+  if (w.status != 0)
+    fail_msg("sealing '%s': %d", f->mkv, w.status);
+  assert_int_equal(file_size(f->mkv), size);
+  uint64_t sealed = segment_size(f->mkv, &start);
+  if (sealed != (uint64_t)(size - start))
+    fail_msg("'%s': segment size %llu, file %lld bytes with children from %lld", f->mkv,
+             (unsigned long long)sealed, (long long)size, (long long)start);
+  assert_int_equal(probe(f->mkv, &p), 0);
+  assert_int_equal(p.width, W);
+  assert_packets(f, &p, FRAMES);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* The camera's use: size and rate from its format. A first unit without SPS/PPS cannot start a
  * file, and the next unit that can starts it. */
 static void test_fixed_size_and_bad_first_unit(void **state)
@@ -452,6 +534,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_split, setup, teardown),
       cmocka_unit_test_setup_teardown(test_size_from_sps_and_seal, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_seal_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fixed_size_and_bad_first_unit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sink_full, setup, teardown),
