@@ -129,6 +129,8 @@ struct pirec_eyetracker {
   int trial;
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec__mkv *mkv;
+  struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
+  struct pirec__mkv_sealer sealer;  /* seals the scene file of a clean trial (h264-mkv.h) */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
@@ -1460,12 +1462,34 @@ static void finish_stop(struct pirec_eyetracker *et)
     maybe_finish_close(et);
 }
 
+static void on_scene_sealed(struct pirec__mkv_sealer *s, int status)
+{
+  struct pirec_eyetracker *et = s->data;
+  if (status < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: cannot seal the scene video: %s", et->s.name,
+              pirec_strerror(status));
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
 static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
 {
   struct pirec_eyetracker *et = user;
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
+  if (sink == et->video_closing) {
+    et->video_closing = NULL;
+    /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
+     * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink
+     * would: stopped is reported once it is on disk. The sink's path is valid during this callback
+     * and the seal copies it. A file that cannot be sealed stays valid as it is. */
+    et->sealer.data = et;
+    if (!c->error && et->mkv &&
+        pirec__mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink),
+                             c->bytes_written, on_scene_sealed) == 0)
+      return; /* this sink's count is released by on_scene_sealed */
+  }
   if (--et->sinks_open == 0)
     finish_stop(et);
 }
@@ -1477,6 +1501,7 @@ static void close_trial_sinks(struct pirec_eyetracker *et)
   et->stopping = 1;
   et->stop_err = et->write_error;
   et->sinks_open = 1; /* held while the closes start */
+  et->video_closing = et->video_sink;
   for (int i = 0; i < 5; i++)
     if (*sinks[i]) {
       et->sinks_open++;

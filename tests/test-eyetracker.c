@@ -6,7 +6,8 @@
  *   - every device_ns equals the simulator's stamp for that RTP timestamp, once synchronised;
  *   - x and y read back bit-exact;
  *   - the scene MKV holds exactly as many packets as its frames CSV has rows, all decodable by
- *     ffprobe, and every device_ts_ns is a timestamp the simulator stamped a frame with.
+ *     ffprobe, and every device_ts_ns is a timestamp the simulator stamped a frame with; it is
+ *     sealed (its Segment says its real size) by the time the trial reports stopped.
  * Built twice: test-eyetracker (clean run, faults, bad SDP, settings) and
  * test-eyetracker-reconnect (EYETRACKER_RECONNECT: the simulator drops everything for 5 s).
  * PIREC_EYETRACKER_SECONDS lengthens the clean run (60 for the acceptance run). */
@@ -125,6 +126,7 @@ struct run {
   int phase;
   int64_t trial_ms;
   int stopped, stop_err, closed;
+  int scene_sealed_at_stop; /* scene_sealed() when the stopped callback ran */
   int events[5];
   char messages[8192];
 };
@@ -143,9 +145,56 @@ static void on_closed(struct pirec_eyetracker *et, void *user)
   ((struct run *)user)->closed = 1;
 }
 
+/* An EBML variable-length integer (marker bit kept for IDs); its length or 0. */
+static size_t ebml_vint(const unsigned char *b, size_t n, uint64_t *v, int keep_marker)
+{
+  if (n == 0 || b[0] == 0)
+    return 0;
+  size_t len = 1;
+  while (!(b[0] & (0x80 >> (len - 1))))
+    len++;
+  if (len > n)
+    return 0;
+  uint64_t x = keep_marker ? b[0] : b[0] & (0xFFu >> len);
+  for (size_t i = 1; i < len; i++)
+    x = x << 8 | b[i];
+  *v = x;
+  return len;
+}
+
+/* Whether dir/t001_scene.mkv was sealed by a clean close: 1 when its Segment's size is the real
+ * one (file size minus where the segment's children start), 0 when it is anything else (a
+ * streamed file's "unknown"), -1 when there is no readable file. why says what was found. */
+static int scene_sealed(const char *dir, char *why, size_t cap)
+{
+  char path[700];
+  unsigned char b[4096];
+  snprintf(path, sizeof path, "%s/t001_scene.mkv", dir);
+  snprintf(why, cap, "'%s': missing or too short", path);
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return -1;
+  size_t n = fread(b, 1, sizeof b, f);
+  fclose(f);
+  struct stat st;
+  uint64_t id, size;
+  size_t a, c, pos;
+  if (stat(path, &st) != 0 || !(a = ebml_vint(b, n, &id, 1)) || id != 0x1A45DFA3 ||
+      !(c = ebml_vint(b + a, n - a, &size, 0)) || (pos = a + c + (size_t)size) >= n ||
+      !(a = ebml_vint(b + pos, n - pos, &id, 1)) || id != 0x18538067 ||
+      !(c = ebml_vint(b + pos + a, n - pos - a, &size, 0)))
+    return -1;
+  uint64_t body = (uint64_t)st.st_size - (pos + a + c);
+  snprintf(why, cap, "'%s': segment size %llu, %llu bytes after its size field", path,
+           (unsigned long long)size, (unsigned long long)body);
+  return size == body;
+}
+
 static void on_stopped(struct pirec_eyetracker *et, int err, void *user)
 {
   struct run *r = user;
+  char why[800];
+  r->scene_sealed_at_stop = scene_sealed(r->dir, why, sizeof why);
   r->stopped = 1;
   r->stop_err = err;
   pirec_eyetracker_status(et, &r->final);
@@ -435,6 +484,11 @@ static void check_scene(const char *dir, struct scene_check *out)
   assert_string_equal(f.fields[-f.cols], "trial");
   assert_string_equal(f.fields[-1], "offset");
   out->rows = f.rows;
+  /* the trial closed cleanly, so its scene file says its real size (pirec-remux would otherwise
+   * take it for a file cut by a crash) */
+  char why[800];
+  if (scene_sealed(dir, why, sizeof why) != 1)
+    fail_msg("scene video of a clean trial not sealed: %s", why);
   char mkv[700];
   snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", dir);
   long long packets = ffprobe_count(mkv, "packets");
@@ -490,6 +544,7 @@ static void test_clean_run(void **state)
   check_gaze(r->dir, &g, 0);
   struct scene_check sc;
   check_scene(r->dir, &sc);
+  assert_int_equal(r->scene_sealed_at_stop, 1); /* stopped is reported after the seal */
   int events = check_events(r->dir, 0);
   assert_true(events >= (secs - 1) * 10);
   assert_int_equal(r->final.events.written, (uint64_t)events);
@@ -886,6 +941,7 @@ static void test_disconnect_5s(void **state)
   check_gaze(r->dir, &g, 1);
   struct scene_check sc;
   check_scene(r->dir, &sc);
+  assert_int_equal(r->scene_sealed_at_stop, 1); /* stopped is reported after the seal */
   int events = check_events(r->dir, 2);
   assert_true(events > 30);
   assert_true(r->final.events.dropped >= 45); /* 5 s at 10 events per second, blinks included */
