@@ -89,16 +89,19 @@ elif [ -c /dev/video0 ]; then
 	fi
 fi
 
-# ---- the controller: gpio-sim edges start and stop a `pirec record` session (once pirec has GPIO)
-rec=
-for b in "$SHARE"/build-"$ARCH"-*; do [ -x "$b/apps/pirec" ] && { rec=$b/apps; break; }; done
-if [ -z "$rec" ]; then
-	result pirec-record-gpio SKIP "pirec not built"
-elif ! grep -q pirec_gpio_new "$rec/pirec"; then
-	result pirec-record-gpio SKIP "this pirec does not use pirec_gpio yet (controller GPIO support)"
-else
-	sh "$SHARE/scenario-record.sh" "$rec" || rc=1
-fi
+# ---- the controller: gpio-sim edges start and stop a `pirec record` session, per libgpiod API
+found=0
+for b in "$SHARE"/build-"$ARCH"-v1 "$SHARE"/build-"$ARCH"-v2; do
+	[ -x "$b/apps/pirec" ] || continue
+	found=1
+	api=${b##*-}
+	if grep -q pirec_gpio_new "$b/apps/pirec"; then
+		sh "$SHARE/scenario-record.sh" "$b/apps" "$api" || rc=1
+	else
+		result pirec-record-gpio-$api SKIP "this pirec does not use pirec_gpio yet (controller GPIO support)"
+	fi
+done
+[ $found = 1 ] || result pirec-record-gpio SKIP "pirec not built"
 
 if [ -f "$SHARE/extra-$ARCH.sh" ]; then
 	sh "$SHARE/extra-$ARCH.sh" "$SHARE" "$ARCH" || rc=1

@@ -4,13 +4,14 @@
 # gpio-sim chip, and a camera on vivid's /dev/video0 (notes where no ffmpeg runs). A gpio-sim edge starts a session, the next
 # one stops it; events.csv carries the edges' kernel timestamps; the LED (read back from
 # gpio-sim's sysfs value) follows the recording state.
-# Usage: sh scenario-record.sh PIREC_BINARY_DIR    Prints RESULT lines; exit 0 = pass.
+# Usage: sh scenario-record.sh PIREC_BINARY_DIR API    Prints a RESULT line; exit 0 = pass.
 BIN=$1
+NAME=pirec-record-gpio-${2:-v1}
 T=/tmp/scenario
 CFG=/sys/kernel/config/gpio-sim/pirec-record
 rm -rf $T; mkdir -p $T/sessions
 say() { echo "  [record] $*"; }
-fail() { echo "RESULT pirec-record-gpio FAIL $*"; cleanup; exit 1; }
+fail() { echo "RESULT $NAME FAIL $*"; cleanup; exit 1; }
 cleanup() {
 	[ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && sleep 1
 	echo 0 > $CFG/live 2>/dev/null
@@ -97,8 +98,13 @@ cat $T/pirec.log | tail -5 | sed 's/^/  [record] log: /'
 D=$(session_dir)
 [ -f "$D/events.csv" ] || fail "no events.csv in $D"
 sed 's/^/  [record] events.csv: /' "$D/events.csv"
-n=$(grep -ci gpio "$D/events.csv")
-[ "$n" -ge 2 ] || fail "events.csv has $n gpio rows, expected the two edges"
+n=$(grep -c ',gpio_edge,gpio.start,' "$D/events.csv")
+[ "$n" -eq 2 ] || fail "events.csv has $n gpio_edge rows for gpio.start, expected the two edges"
+# the rows carry the kernel's timestamps: the first edge happened before the session it started
+# (its mono_ns is older than session_start's), the second before session_stop
+awk -F, '$4=="gpio_edge"{e[++n]=$2} $4=="session_start"{s=$2} $4=="session_stop"{t=$2}
+	END{exit !(n==2 && e[1]>0 && e[1]<=s && e[2]>e[1] && e[2]<=t)}' "$D/events.csv" \
+	|| fail "gpio_edge timestamps are not the edges' (before session_start / session_stop)"
 ls -R "$D" | sed 's/^/  [record] /' | head -20
 cleanup
-echo "RESULT pirec-record-gpio PASS two gpio-sim edges started and stopped a session; LED followed; $n gpio rows in events.csv"
+echo "RESULT $NAME PASS two gpio-sim edges started and stopped a session; LED followed; events.csv has both edges with kernel timestamps"
