@@ -236,17 +236,20 @@ static void child_async_next(struct child_writer *w)
 }
 
 /* Rewrites path with generation after generation until killed, through the synchronous or the
- * asynchronous front end. */
-static void child_writer_main(const char *path, uint64_t first_gen, int async)
+ * asynchronous front end. A byte on ready_fd tells the parent the first write is about to start,
+ * so its kill delay is measured from there and not from fork (which is slow under TSan). */
+static void child_writer_main(const char *path, uint64_t first_gen, int async, int ready_fd)
 {
   struct child_writer w = {.path = path, .gen = first_gen};
 
   w.buf = malloc(gen_size(0) + 7 * 65536 + 4096 * 8);
   if (!w.buf)
     _exit(1);
+  if (async && uv_loop_init(&w.loop) < 0)
+    _exit(1);
+  if (write(ready_fd, "r", 1) != 1)
+    _exit(1);
   if (async) {
-    if (uv_loop_init(&w.loop) < 0)
-      _exit(1);
     child_async_next(&w);
     uv_run(&w.loop, UV_RUN_DEFAULT);
     _exit(1); /* the loop only ends on an error */
@@ -264,12 +267,13 @@ static void child_writer_main(const char *path, uint64_t first_gen, int async)
 
 static void test_write_atomic_survives_sigkill(void **state)
 {
-  enum { ITERATIONS = 40 };
+  /* At least ITERATIONS kills, and more (up to MAX_ITERATIONS) until both outcomes were seen. */
+  enum { ITERATIONS = 40, MAX_ITERATIONS = 160 };
   const char *path = tpath("data.bin");
   unsigned char *buf = malloc(gen_size(0) + 7 * 65536 + 4096 * 8);
   unsigned char *scratch = malloc(gen_size(0) + 7 * 65536 + 4096 * 8);
   struct pirec_fs_req req;
-  int64_t start, write_ns, current = 0;
+  int64_t start, fill_ns, write_ns, current = 0;
   int replaced = 0, interrupted = 0, done = 0;
   unsigned seed = (unsigned)pirec_clock_mono_ns();
   const char *seed_env = getenv("PIREC_TEST_SEED");
@@ -283,27 +287,42 @@ static void test_write_atomic_survives_sigkill(void **state)
 
   /* Generation 0 is the old content; one timed write tells how long a rewrite takes here, so the
    * kills can be spread over the whole of one. */
-  gen_fill(0, buf);
+  /* The child fills each generation before writing it, and under TSan filling costs more than
+   * writing: time both. */
   start = pirec_clock_mono_ns();
+  gen_fill(0, buf);
+  fill_ns = pirec_clock_mono_ns() - start;
   assert_int_equal(pirec_fs_write_atomic(NULL, &req, path, buf, gen_size(0), 0644, NULL), 0);
   write_ns = pirec_clock_mono_ns() - start;
   pirec_fs_req_cleanup(&req);
 
-  for (int i = 0; i < ITERATIONS; i++) {
+  for (int i = 0; i < MAX_ITERATIONS && (i < ITERATIONS || !replaced || !interrupted); i++) {
     size_t len;
     unsigned char *data;
     char why[256];
     int64_t got, delay_ns;
     struct timespec ts;
-    int status;
-    pid_t pid = fork();
+    int status, ready[2];
+    char byte;
+    pid_t pid;
 
+    assert_int_equal(pipe(ready), 0);
+    pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0)
-      child_writer_main(path, (uint64_t)current + 1, i % 2);
+    if (pid == 0) {
+      close(ready[0]);
+      child_writer_main(path, (uint64_t)current + 1, i % 2, ready[1]);
+    }
+    close(ready[1]);
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    close(ready[0]);
 
-    /* Anywhere from before the first write starts to a few writes in. */
-    delay_ns = (int64_t)((double)rand() / RAND_MAX * (double)(3 * write_ns + 2000000));
+    /* Every other kill anywhere from before the first write starts to a few writes in; the rest
+     * aimed inside the first write, after its generation was filled. */
+    if (i % 4 < 2)
+      delay_ns = (int64_t)((double)rand() / RAND_MAX * (double)(3 * write_ns + 2000000));
+    else
+      delay_ns = fill_ns + (int64_t)((double)rand() / RAND_MAX * (double)(write_ns - fill_ns));
     ts.tv_sec = delay_ns / 1000000000;
     ts.tv_nsec = delay_ns % 1000000000;
     nanosleep(&ts, NULL);
