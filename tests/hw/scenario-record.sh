@@ -72,6 +72,9 @@ i=0; while [ ! -S $T/control.sock ]; do
 	kill -0 $PID 2>/dev/null || { cat $T/pirec.log; PID=; fail "pirec record exited"; }
 	sleep 0.1
 done
+# like an operator: press the button once the recorder answers on its socket
+wait_status() { "$BIN/pirec" status --socket $T/control.sock > $T/status.txt 2>&1; }
+i=0; while ! wait_status; do i=$((i+1)); [ $i -gt 100 ] && fail "pirec status does not answer"; sleep 0.1; done
 say "controller up (waiting), LED=$(cat $LED)"
 [ "$(cat $LED)" = 0 ] || fail "LED on before any session"
 
@@ -82,7 +85,12 @@ session_dir() { ls -d $T/sessions/*/ 2>/dev/null | head -1; }
 has_session() { [ -n "$(session_dir)" ]; }
 
 echo pull-up > $PULL                          # edge 1: start
-wait_for has_session || { cat $T/pirec.log; fail "edge 1 did not start a session"; }
+diag() {
+	say "input line value $(cat $SYS/sim_gpio0/value), gpio-sim interrupts: $(grep -i gpio-sim /proc/interrupts | tr -s ' ' | tr '\n' ';')"
+	"$BIN/pirec" status --socket $T/control.sock 2>&1 | sed 's/^/  [record] status: /'
+	sed 's/^/  [record] log: /' $T/pirec.log
+}
+wait_for has_session || { diag; fail "edge 1 did not start a session"; }
 wait_for led_is 1 || fail "LED did not turn on with the session"
 say "session $(session_dir) started, LED=$(cat $LED)"
 sleep 3                                       # record a little
