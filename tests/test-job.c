@@ -1246,6 +1246,14 @@ static void test_no_orphans_when_supervisor_killed(void **state)
   int got = 0, status;
   int reaped[2] = {0, 0};
 
+  /* Under qemu-user (scripts/ci-arm64 sets PIREC_EMULATED) the parent-death signal belongs to the
+   * emulator's host threads, not to the emulated supervisor, so the property cannot be observed
+   * there; native runs and the arm64 VM check it. */
+  if (getenv("PIREC_EMULATED")) {
+    print_message("skipped under %s: parent-death signals are not emulated\n", getenv("PIREC_EMULATED"));
+    skip();
+  }
+
   /* Orphans are reparented to us, so we can see exactly when they die. */
   assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   assert_int_equal(pipe(p), 0);
