@@ -9,6 +9,7 @@
 #include "pirec/error.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
+#include "pirec/mdns.h"
 #include "pirec/rtp.h"
 #include "pirec/sink.h"
 
@@ -119,6 +120,8 @@ struct pirec_eyetracker {
   uv_connect_t http_connect;
   uv_timer_t http_timer;
   int http_busy;
+  struct pirec_mdns *mdns; /* address = auto: the discovery under way */
+  int64_t mdns_backoff_ns;
   uint64_t status_ok, status_failed;
   char *http_buf;
   size_t http_len, http_cap;
@@ -1268,6 +1271,70 @@ static void fetch_status(struct pirec_eyetracker *et)
     http_finish(et, uv_strerror(r));
 }
 
+/* ---- address = auto: mDNS discovery at connect time ---- */
+
+#define MDNS_KEY "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
+
+static int needs_discovery(const struct pirec_eyetracker_settings *s)
+{
+  return strcmp(s->host, "auto") == 0 && ((s->gaze && !s->gaze_url[0]) ||
+                                          (s->world && !s->world_url[0]) ||
+                                          (s->events && !s->events_url[0]));
+}
+
+static void discover(struct pirec_eyetracker *et);
+
+static void on_discover_retry(uv_timer_t *t)
+{
+  struct pirec_eyetracker *et = container_of(t, struct pirec_eyetracker, http_timer);
+  if (!et->closing)
+    discover(et);
+}
+
+static void on_mdns_closed(struct pirec_mdns *m, void *user)
+{
+  (void)m;
+  struct pirec_eyetracker *et = user;
+  et->pending--;
+  maybe_finish_close(et);
+}
+
+static void on_discovered(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r,
+                          const char *err, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  et->mdns = NULL;
+  if (m) {
+    et->pending++;
+    pirec_mdns_close(m, on_mdns_closed, et);
+  }
+  if (status == 0) {
+    pirec_log(PIREC_LOG_INFO, "%s: found \"%s\" by mDNS at %s:%d", et->s.name, r->name, r->host,
+              r->port);
+    snprintf(et->s.host, sizeof et->s.host, "%s", r->host);
+    et->s.http_port = r->port;
+    fetch_status(et);
+    return;
+  }
+  /* The phone may join the network later: keep looking, with the streams' backoff. */
+  pirec_log(PIREC_LOG_ERROR, "%s: %s (next try in %lld s)", et->s.name, err,
+            (long long)(et->mdns_backoff_ns / NS_S));
+  uv_timer_start(&et->http_timer, on_discover_retry, (uint64_t)(et->mdns_backoff_ns / NS_MS), 0);
+  et->mdns_backoff_ns *= 2;
+  if (et->mdns_backoff_ns > et->s.reconnect_max_ns)
+    et->mdns_backoff_ns = et->s.reconnect_max_ns;
+}
+
+/* The lookup runs on avahi's thread; its answer comes back on the loop (on_discovered). */
+static void discover(struct pirec_eyetracker *et)
+{
+  char err[512];
+  int r = pirec_mdns_lookup_new(et->loop, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 5000,
+                                MDNS_KEY, on_discovered, et, &et->mdns, err, sizeof err);
+  if (r < 0)
+    on_discovered(NULL, r, NULL, err, et);
+}
+
 /* ---- public ---- */
 
 int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
@@ -1276,12 +1343,10 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
 {
   if (!s->gaze && !s->world && !s->events)
     return -EINVAL;
-  if (strcmp(s->host, "auto") == 0 &&
-      ((s->gaze && !s->gaze_url[0]) || (s->world && !s->world_url[0]) ||
-       (s->events && !s->events_url[0]))) {
+  if (needs_discovery(s) && !pirec_mdns_available()) {
     pirec_log(PIREC_LOG_ERROR,
-              "%s: address 'auto' needs mDNS discovery, which this build does not have; set "
-              "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')",
+              "%s: address 'auto' needs mDNS discovery, which this build does not have (no "
+              "libavahi-client at build time); set " MDNS_KEY,
               s->name);
     return -ENOTSUP;
   }
@@ -1334,7 +1399,10 @@ int pirec_eyetracker_start(struct pirec_eyetracker *et)
   if (et->started)
     return -EALREADY;
   et->started = 1;
-  if (strcmp(et->s.host, "auto") == 0)
+  if (needs_discovery(&et->s)) {
+    et->mdns_backoff_ns = et->s.reconnect_min_ns;
+    discover(et);
+  } else if (strcmp(et->s.host, "auto") == 0)
     start_streams(et);
   else
     fetch_status(et);
@@ -1595,6 +1663,11 @@ void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_
   uv_close((uv_handle_t *)&et->http_timer, on_handle_closed);
   if (et->http_busy && !uv_is_closing((uv_handle_t *)&et->http))
     uv_close((uv_handle_t *)&et->http, http_closed);
+  if (et->mdns) {
+    et->pending++;
+    pirec_mdns_close(et->mdns, on_mdns_closed, et);
+    et->mdns = NULL;
+  }
   et->pending--;
   maybe_finish_close(et);
 }
