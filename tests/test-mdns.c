@@ -6,6 +6,7 @@
  * an avahi-daemon on it, and avahi-publish announcing a fake Neon and a decoy. Needs root and the
  * packages avahi-daemon, avahi-utils, dbus; skips (77) with the reason otherwise. */
 #include "pirec/mdns.h"
+#include "pirec/eyetracker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -131,6 +132,94 @@ static int lookup(uv_loop_t *loop, const char *prefix, int timeout_ms, struct an
   return r;
 }
 
+/* A stand-in for the Neon's HTTP API on the veth address (a real socket): answers /api/status. */
+struct fake_http {
+  uv_tcp_t srv;
+  int hits;
+};
+struct conn {
+  uv_tcp_t tcp;
+  uv_write_t w;
+  char buf[2048];
+  size_t len;
+  struct fake_http *fh;
+};
+static void conn_closed(uv_handle_t *h)
+{
+  free(h->data);
+}
+static void conn_written(uv_write_t *w, int status)
+{
+  (void)status;
+  struct conn *c = w->data;
+  uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+static void conn_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+  (void)n;
+  struct conn *c = h->data;
+  *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof c->buf - 1 - c->len));
+}
+static void conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+  (void)b;
+  struct conn *c = st->data;
+  if (n < 0) {
+    uv_close((uv_handle_t *)st, conn_closed);
+    return;
+  }
+  c->len += (size_t)n;
+  c->buf[c->len] = 0;
+  if (!strstr(c->buf, "\r\n\r\n"))
+    return;
+  uv_read_stop(st);
+  if (strncmp(c->buf, "GET /api/status ", 16) == 0)
+    c->fh->hits++;
+  static char ans[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                      "Content-Length: 13\r\n\r\n{\"result\":[]}";
+  uv_buf_t out = uv_buf_init(ans, sizeof ans - 1);
+  c->w.data = c;
+  if (uv_write(&c->w, st, &out, 1, conn_written) < 0)
+    uv_close((uv_handle_t *)st, conn_closed);
+}
+static void on_conn(uv_stream_t *srv, int status)
+{
+  if (status < 0)
+    return;
+  struct conn *c = calloc(1, sizeof *c);
+  c->fh = srv->data;
+  uv_tcp_init(srv->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(srv, (uv_stream_t *)&c->tcp) == 0)
+    uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read);
+  else
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+struct et_wait {
+  uv_timer_t t;
+  struct pirec_eyetracker *et;
+  int ticks, closed;
+  struct pirec_eyetracker_status st;
+  struct fake_http *fh;
+};
+static void et_closed(struct pirec_eyetracker *et, void *user)
+{
+  (void)et;
+  ((struct et_wait *)user)->closed = 1;
+}
+static void et_tick(uv_timer_t *t)
+{
+  struct et_wait *w = (struct et_wait *)t;
+  pirec_eyetracker_status(w->et, &w->st);
+  if (w->st.status_ok > 0 || ++w->ticks > 200) { /* 10 s */
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    uv_close((uv_handle_t *)&w->fh->srv, NULL);
+    pirec_eyetracker_close(w->et, et_closed, w);
+  }
+}
+
 int main(void)
 {
   setvbuf(stdout, NULL, _IONBF, 0);
@@ -154,8 +243,9 @@ int main(void)
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
       mount("none", "/run/avahi-daemon", "tmpfs", 0, NULL) < 0)
     return skip("cannot mount a private tmpfs on /run/avahi-daemon");
-  if (sh("ip link add pirecmd0 type veth peer name pirecmd1 && ip link set pirecmd1 up && "
-         "ip link set pirecmd0 up && ip addr add 10.77.0.1/24 dev pirecmd0") != 0)
+  /* lo up: traffic to the veth address is local and goes through it. */
+  if (sh("ip link set lo up && ip link add pirecmd0 type veth peer name pirecmd1 && "
+         "ip link set pirecmd1 up && ip link set pirecmd0 up && ip addr add 10.77.0.1/24 dev pirecmd0") != 0)
     return skip("cannot make a veth pair in the private network namespace");
   if (!mkdtemp(dir))
     return skip("mkdtemp failed");
@@ -240,7 +330,33 @@ int main(void)
     CHECK(a.called == 0 && closed == 1 && a.closed == 0);
   }
 
-  /* 5. The daemon gone mid-lookup: reported as an error naming the key, not a hang. */
+  /* 5. The eye tracker with address = auto: discovery at start, then /api/status on the address
+   * and port found (the fake Neon's), on a real socket. */
+  {
+    struct fake_http fh = {.hits = 0};
+    struct sockaddr_in sin;
+    uv_ip4_addr("0.0.0.0", 18080, &sin);
+    uv_tcp_init(&loop, &fh.srv);
+    fh.srv.data = &fh;
+    CHECK(uv_tcp_bind(&fh.srv, (struct sockaddr *)&sin, 0) == 0 &&
+          uv_listen((uv_stream_t *)&fh.srv, 8, on_conn) == 0);
+    struct pirec_eyetracker_settings es;
+    pirec_eyetracker_settings_default(&es);
+    CHECK(pirec_eyetracker_settings_set_address(&es, "auto") == 0);
+    es.world = es.events = 0;
+    struct et_wait w = {.fh = &fh};
+    CHECK(pirec_eyetracker_new(&loop, &es, NULL, NULL, &w.et) == 0);
+    CHECK(pirec_eyetracker_start(w.et) == 0);
+    uv_timer_init(&loop, &w.t);
+    uv_timer_start(&w.t, et_tick, 50, 50);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    printf("eyetracker auto: status_ok %llu failed %llu, fake API hits %d, closed %d\n",
+           (unsigned long long)w.st.status_ok, (unsigned long long)w.st.status_failed, fh.hits,
+           w.closed);
+    CHECK(w.st.status_ok == 1 && fh.hits == 1 && w.closed == 1);
+  }
+
+  /* 6. The daemon gone mid-lookup: reported as an error naming the key, not a hang. */
   {
     struct pirec_mdns *m = NULL;
     memset(&a, 0, sizeof a);
