@@ -1350,6 +1350,13 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
               s->name);
     return -ENOTSUP;
   }
+  char mdns_err[512];
+  int pr = needs_discovery(s) ? pirec_mdns_probe(MDNS_KEY, mdns_err, sizeof mdns_err) : 0;
+  if (pr < 0) {
+    /* Said now, at configuration, rather than as a retry loop in the log. */
+    pirec_log(PIREC_LOG_ERROR, "%s: address 'auto': %s", s->name, mdns_err);
+    return pr;
+  }
   struct sockaddr_storage ss;
   if (strcmp(s->host, "auto") != 0 && make_addr(s->host, 1, &ss) < 0) {
     pirec_log(PIREC_LOG_ERROR, "%s: address '%s' is not an IP address (host names are not resolved)",

@@ -41,6 +41,12 @@ int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix,
   return -ENOTSUP;
 }
 
+int pirec_mdns_probe(const char *config_key, char *err, size_t errlen)
+{
+  return pirec_mdns_lookup_new(NULL, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 1, config_key,
+                               NULL, NULL, NULL, err, errlen);
+}
+
 void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user)
 {
   /* No handle can exist in this build; still honour the contract. */
@@ -53,6 +59,7 @@ void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user)
 #include <avahi-client/client.h>
 #include <avahi-client/lookup.h>
 #include <avahi-common/error.h>
+#include <avahi-common/simple-watch.h>
 #include <avahi-common/thread-watch.h>
 #include <pthread.h>
 
@@ -225,6 +232,33 @@ static void stop_avahi(struct pirec_mdns *m)
 int pirec_mdns_available(void)
 {
   return 1;
+}
+
+static void probe_client(AvahiClient *c, AvahiClientState state, void *user)
+{
+  (void)c, (void)state, (void)user;
+}
+
+int pirec_mdns_probe(const char *config_key, char *err, size_t errlen)
+{
+  AvahiSimplePoll *sp = avahi_simple_poll_new();
+  if (!sp) {
+    put_err(err, errlen, "mDNS discovery: out of memory");
+    return -ENOMEM;
+  }
+  int aerr = 0;
+  AvahiClient *c = avahi_client_new(avahi_simple_poll_get(sp), 0, probe_client, NULL, &aerr);
+  if (c)
+    avahi_client_free(c);
+  avahi_simple_poll_free(sp);
+  if (c)
+    return 0;
+  put_err(err, errlen,
+          "mDNS discovery needs the avahi daemon, which %s (avahi: %s); start it (systemctl start "
+          "avahi-daemon) or set %s",
+          aerr == AVAHI_ERR_NO_DAEMON ? "is not running" : "failed", avahi_strerror(aerr),
+          config_key ? config_key : "the address");
+  return aerr == AVAHI_ERR_NO_DAEMON ? -ENOTSUP : -EIO;
 }
 
 int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix, int timeout_ms,

@@ -285,6 +285,15 @@ int main(void)
   printf("no daemon: %d '%s'\n", r, a.err);
   CHECK(r == -ENOTSUP && a.called == 0);
   CHECK(strstr(a.err, "not running") && strstr(a.err, KEY));
+  char perr[512];
+  CHECK(pirec_mdns_probe(KEY, perr, sizeof perr) == -ENOTSUP && strstr(perr, "not running"));
+  {
+    /* The eye tracker says so at once, at configuration. */
+    struct pirec_eyetracker_settings es;
+    struct pirec_eyetracker *et = NULL;
+    pirec_eyetracker_settings_default(&es);
+    CHECK(pirec_eyetracker_new(&loop, &es, NULL, NULL, &et) == -ENOTSUP && et == NULL);
+  }
 
   /* 2. The daemon, a fake Neon and a decoy whose name lacks the prefix. */
   CHECK(spawn((char *[]){"avahi-daemon", "-f", aconf, "--no-drop-root", "--no-chroot",
@@ -297,6 +306,7 @@ int main(void)
   }
   printf("daemon on the bus\n");
   CHECK(r == 0);
+  CHECK(pirec_mdns_probe(KEY, perr, sizeof perr) == 0);
   CHECK(spawn((char *[]){"avahi-publish", "-s", "Other web site", "_http._tcp", "18081", NULL}) > 0);
   CHECK(spawn((char *[]){"avahi-publish", "-s", "PI monitor:test:1234", "_http._tcp", "18080",
                          NULL}) > 0);

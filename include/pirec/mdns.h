@@ -44,6 +44,12 @@ typedef void (*pirec_mdns_close_cb)(struct pirec_mdns *m, void *user);
 /* 1 when this build has avahi's client library, else 0. */
 int pirec_mdns_available(void);
 
+/* Checks now that discovery can work: avahi is in this build and its daemon answers on the system
+ * bus (one local D-Bus round trip, milliseconds; call it at configuration time, not on a capture
+ * path). Returns 0, or -ENOTSUP (no avahi in this build, or AVAHI_ERR_NO_DAEMON) / -EIO with the
+ * clear message naming config_key in err. */
+int pirec_mdns_probe(const char *config_key, char *err, size_t errlen);
+
 /* Starts browsing for a service of type `type` whose instance name begins with `prefix` (both
  * copied). Gives up after timeout_ms (> 0). config_key names the setting a user should set instead
  * (e.g. "[eyetracker] address = IP:8080"); it is quoted in every failure message (copied).
