@@ -449,6 +449,41 @@ static void push_row(struct pirec_eyetracker *et, struct pirec_sink *sink, struc
     et->sink_drops++;
 }
 
+/* Sequence and clock bookkeeping shared by the data streams (gaze, eye events) for a parsed
+ * packet of the right payload type: counts it, accounts a reconnect gap and sequence losses as
+ * drops, optionally feeds the sample-interval estimate, and extends its RTP timestamp.
+ * Returns 0 with *ext set, or -1 for a duplicate or late packet (its slot was already counted). */
+static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, int track_interval,
+                         int64_t *ext)
+{
+  st->st.packets++;
+  if (!st->have_ssrc) {
+    st->have_ssrc = 1;
+    st->ssrc = p->ssrc;
+  }
+  int after_gap = st->gap_check;
+  if (st->gap_check) {
+    st->gap_check = 0;
+    st->pending_drop += reconnect_gap(st, p);
+  }
+  int64_t lost = pirec_rtp_seq_update(&st->seq, p->seq);
+  if (lost < 0) {
+    st->st.bad_packets++;
+    return -1;
+  }
+  st->st.lost += (uint64_t)lost;
+  st->pending_drop += (uint64_t)lost;
+  if (track_interval && st->had_data && !after_gap && p->ssrc == st->prev_ssrc && lost == 0)
+    note_interval(st, (int32_t)(p->ts - st->prev_ts));
+  *ext = pirec_rtp_clock_extend(&st->clock, p->ts);
+  st->had_data = 1;
+  st->prev_ssrc = p->ssrc;
+  st->prev_ts = p->ts;
+  st->prev_seq = p->seq;
+  st->prev_rx_mono = st->rx_mono;
+  return 0;
+}
+
 /* ---- gaze ---- */
 
 static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
@@ -459,31 +494,9 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->st.bad_packets++;
     return; /* its sample shows up as a sequence gap */
   }
-  st->st.packets++;
-  if (!st->have_ssrc) {
-    st->have_ssrc = 1;
-    st->ssrc = p.ssrc;
-  }
-  int after_gap = st->gap_check;
-  if (st->gap_check) {
-    st->gap_check = 0;
-    st->pending_drop += reconnect_gap(st, &p);
-  }
-  int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
-  if (lost < 0) {
-    st->st.bad_packets++; /* a duplicate or late packet: its slot was already counted */
+  int64_t ext;
+  if (stream_accept(st, &p, 1, &ext) < 0)
     return;
-  }
-  st->st.lost += (uint64_t)lost;
-  st->pending_drop += (uint64_t)lost;
-  if (st->had_data && !after_gap && p.ssrc == st->prev_ssrc && lost == 0)
-    note_interval(st, (int32_t)(p.ts - st->prev_ts));
-  int64_t ext = pirec_rtp_clock_extend(&st->clock, p.ts);
-  st->had_data = 1;
-  st->prev_ssrc = p.ssrc;
-  st->prev_ts = p.ts;
-  st->prev_seq = p.seq;
-  st->prev_rx_mono = st->rx_mono;
 
   struct pirec_gaze_sample g;
   if (pirec_gaze_decode(p.payload, p.payload_len, &g) < 0) {
@@ -650,28 +663,9 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->st.bad_packets++;
     return;
   }
-  st->st.packets++;
-  if (!st->have_ssrc) {
-    st->have_ssrc = 1;
-    st->ssrc = p.ssrc;
-  }
-  if (st->gap_check) {
-    st->gap_check = 0;
-    st->pending_drop += reconnect_gap(st, &p);
-  }
-  int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
-  if (lost < 0) {
-    st->st.bad_packets++;
+  int64_t ext;
+  if (stream_accept(st, &p, 0, &ext) < 0)
     return;
-  }
-  st->st.lost += (uint64_t)lost;
-  st->pending_drop += (uint64_t)lost;
-  int64_t ext = pirec_rtp_clock_extend(&st->clock, p.ts);
-  st->had_data = 1;
-  st->prev_ssrc = p.ssrc;
-  st->prev_ts = p.ts;
-  st->prev_seq = p.seq;
-  st->prev_rx_mono = st->rx_mono;
   struct pirec_gaze_event e;
   if (pirec_gaze_event_decode(p.payload, p.payload_len, &e) < 0) {
     st->st.bad_payloads++;
