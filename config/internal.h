@@ -54,6 +54,7 @@ extern const size_t pirec__config_kind_count;
 /* A parsed value. Strings point into the config's arena or at schema text. */
 struct pirec__config_value {
   bool set;
+  bool refused; /* given, but invalid and already reported: not "missing" as well */
   int line;
   union {
     bool b;

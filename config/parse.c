@@ -479,6 +479,7 @@ static int handler(void *user, const char *section, const char *name, const char
   const char *expected;
   if (pirec__config_parse_value(key, value, &nv, &expected) != 0) {
     pirec__config_error(&c->p, c->line, full, value, "%s", expected);
+    v->refused = true;
     return 1;
   }
   if (key->type == PIREC__CONFIG_STRING || key->type == PIREC__CONFIG_PATH) {

@@ -244,7 +244,7 @@ static int line_of(const struct pirec__config_section *s, const char *key) {
 static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s) {
   const char *source = value_of(s, "source")->s;
   char key[128];
-  if (strcmp(source, "url") == 0 && !*value_of(s, "url")->s) {
+  if (strcmp(source, "url") == 0 && !*value_of(s, "url")->s && !value_of(s, "url")->refused) {
     snprintf(key, sizeof(key), "%s.url", s->name);
     pirec__config_error(p, line_of(s, "url"), key, NULL,
                         "missing, expected a stream URL because source = url");
@@ -267,6 +267,8 @@ static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_se
   char key[128];
   const struct pirec__config_value *line = value_of(s, "line");
   if (!line->set) {
+    if (line->refused)
+      return;
     snprintf(key, sizeof(key), "%s.line", s->name);
     pirec__config_error(p, s->line, key, NULL,
                         "missing, expected a line name such as GPIO17 or an offset such as 17");
@@ -588,9 +590,15 @@ int pirec__config_parse_value(const struct pirec__config_key *key, const char *t
   static const char *const no[] = {"false", "no", "off", "0", NULL};
   for (const char *c = text; *c; c++)
     if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-      *expected = "a value without control characters";
+      *expected = "expected a value without control characters";
       return -EINVAL;
     }
+  /* "key =;x" reads as ";x" but any canonical "key = ;x" reads as a comment: such a value could not
+   * be saved and read back, so it is refused wherever it comes from. */
+  if (text[0] == ';') {
+    *expected = "expected a value that does not start with ';' (which starts a comment)";
+    return -EINVAL;
+  }
   switch (key->type) {
   case PIREC__CONFIG_BOOL:
     if (word_in(text, yes))

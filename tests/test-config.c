@@ -210,6 +210,14 @@ static void test_enum_and_strings(void **state) {
              "t.conf:4: gpio.b.line = 'GPIO17': line already used by [gpio.a] on line 2");
   expect_one("[eyetracker]\nreconnect_min = 5s\nreconnect_max = 2s\n",
              "t.conf:3: eyetracker.reconnect_max = '2s': expected at least reconnect_min (5s)");
+  /* "label =;x" reads as ";x", but written back canonically ("label = ;x") it would be a comment:
+   * refused instead of changing meaning on the next save (found by the config fuzzer). */
+  expect_one("[session]\nlabel =;x\n",
+             "t.conf:2: session.label = ';x': expected a value that does not start with ';' (which starts a comment)");
+  expect_one("[session]\nlabel = a\x01b\n",
+             "t.conf:2: session.label = 'a\x01b': expected a value without control characters");
+  expect_one("[gpio.led]\nline = ;a comment, not a value\n",
+             "t.conf:2: gpio.led.line = '': expected a line name such as GPIO17, or a line offset such as 17");
 }
 
 static void test_unknown_keys_and_sections(void **state) {
@@ -583,6 +591,11 @@ static void test_edit_refuses_bad_values(void **state) {
   assert_int_equal(pirec_config_edit_text("", 0, "e.conf", &c, 1, &o, NULL, &e), -EINVAL);
   assert_string_equal(e.items[0].message, "e.conf: camera.a.lavfi = 'testsrc2 ;x': expected a value without "
                                           "leading or trailing blanks and without ' ;' (which starts a comment)");
+  pirec_config_errors_free(&e);
+  c.value = ";testsrc2";
+  assert_int_equal(pirec_config_edit_text("", 0, "e.conf", &c, 1, &o, NULL, &e), -EINVAL);
+  assert_string_equal(e.items[0].message, "e.conf: camera.a.lavfi = ';testsrc2': expected a value that does "
+                                          "not start with ';' (which starts a comment)");
   pirec_config_errors_free(&e);
 }
 
