@@ -1,8 +1,9 @@
 /* mDNS discovery through the avahi daemon; see include/pirec/mdns.h.
  *
- * avahi's threaded poll runs the D-Bus conversation on its own thread, so the libuv loop never waits
- * for the network: the avahi thread stores the answer under a mutex and wakes the loop with
- * uv_async_send(); the timeout is a uv_timer on the loop. Without avahi at build time the same API
+ * avahi's threaded poll runs the whole D-Bus conversation on its own thread, connecting to the daemon
+ * and creating the browser included (both are blocking D-Bus calls, up to D-Bus's 25 s timeout with a
+ * hung daemon), so the libuv loop never waits: the avahi thread stores the answer under a mutex and
+ * wakes the loop with uv_async_send(); the timeout is a uv_timer on the loop. Without avahi at build time the same API
  * fails with -ENOTSUP and the message that tells the user what to configure. */
 #include "pirec/mdns.h"
 
@@ -92,7 +93,7 @@ struct pirec_mdns {
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
-/* avahi thread (or inside avahi_client_new on the loop thread, before the thread starts). */
+/* avahi thread. */
 static void finish(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r,
                    const char *fmt, ...)
 {
@@ -163,6 +164,30 @@ static void on_client(AvahiClient *c, AvahiClientState state, void *user)
            "mDNS discovery lost the avahi daemon (%s); start it (systemctl start avahi-daemon) "
            "or set %s",
            avahi_strerror(avahi_client_errno(c)), m->key);
+}
+
+/* avahi thread, first thing after it starts: connects to the daemon and starts browsing. Without
+ * AVAHI_CLIENT_NO_FAIL the connect fails at once when the daemon is not running, which is exactly
+ * the case the user must be told about. */
+static void connect_and_browse(AvahiTimeout *t, void *user)
+{
+  (void)t;
+  struct pirec_mdns *m = user;
+  int aerr = 0;
+  m->client = avahi_client_new(avahi_threaded_poll_get(m->poll), 0, on_client, m, &aerr);
+  if (!m->client) {
+    finish(m, aerr == AVAHI_ERR_NO_DAEMON ? -ENOTSUP : -EIO, NULL,
+           "mDNS discovery of %s \"%s...\" needs the avahi daemon, which %s (avahi: %s); start it "
+           "(systemctl start avahi-daemon) or set %s",
+           m->type, m->prefix, aerr == AVAHI_ERR_NO_DAEMON ? "is not running" : "failed",
+           avahi_strerror(aerr), m->key);
+    return;
+  }
+  m->browser = avahi_service_browser_new(m->client, AVAHI_IF_UNSPEC, AVAHI_PROTO_INET, m->type,
+                                         NULL, 0, on_browse, m);
+  if (!m->browser)
+    finish(m, -EIO, NULL, "mDNS browse for %s failed: %s; set %s", m->type,
+           avahi_strerror(avahi_client_errno(m->client)), m->key);
 }
 
 /* loop thread */
@@ -293,31 +318,19 @@ int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix,
   m->async.data = m->timer.data = m;
   m->handles_open = 2;
 
-  int ret = 0, aerr = 0;
+  int ret = 0;
   m->poll = avahi_threaded_poll_new();
   if (!m->poll) {
     ret = -ENOMEM;
     put_err(err, errlen, "mDNS discovery: avahi_threaded_poll_new failed; set %s", m->key);
     goto fail;
   }
-  /* Connecting to the daemon is a local D-Bus call; without AVAHI_CLIENT_NO_FAIL it fails at once
-   * when the daemon is not running, which is exactly the case the user must be told about. */
-  m->client = avahi_client_new(avahi_threaded_poll_get(m->poll), 0, on_client, m, &aerr);
-  if (!m->client) {
-    ret = aerr == AVAHI_ERR_NO_DAEMON ? -ENOTSUP : -EIO;
-    put_err(err, errlen,
-            "mDNS discovery of %s \"%s...\" needs the avahi daemon, which %s (avahi: %s); start "
-            "it (systemctl start avahi-daemon) or set %s",
-            m->type, m->prefix, aerr == AVAHI_ERR_NO_DAEMON ? "is not running" : "failed",
-            avahi_strerror(aerr), m->key);
-    goto fail;
-  }
-  m->browser = avahi_service_browser_new(m->client, AVAHI_IF_UNSPEC, AVAHI_PROTO_INET, m->type,
-                                         NULL, 0, on_browse, m);
-  if (!m->browser) {
-    ret = -EIO;
-    put_err(err, errlen, "mDNS browse for %s failed: %s; set %s", m->type,
-            avahi_strerror(avahi_client_errno(m->client)), m->key);
+  /* A timeout already due runs connect_and_browse on avahi's thread as soon as it starts. */
+  const AvahiPoll *api = avahi_threaded_poll_get(m->poll);
+  struct timeval due = {0, 0};
+  if (!api->timeout_new(api, &due, connect_and_browse, m)) {
+    ret = -ENOMEM;
+    put_err(err, errlen, "mDNS discovery: out of memory; set %s", m->key);
     goto fail;
   }
   if (avahi_threaded_poll_start(m->poll) < 0) {

@@ -53,10 +53,13 @@ int pirec_mdns_probe(const char *config_key, char *err, size_t errlen);
 /* Starts browsing for a service of type `type` whose instance name begins with `prefix` (both
  * copied). Gives up after timeout_ms (> 0). config_key names the setting a user should set instead
  * (e.g. "[eyetracker] address = IP:8080"); it is quoted in every failure message (copied).
+ * Never waits for the daemon: connecting and browsing happen on avahi's thread, so a daemon that is
+ * not running (-ENOTSUP) or fails (-EIO) is reported through the callback, like a timeout. Use
+ * pirec_mdns_probe() to learn that synchronously at configuration time.
  * Returns 0 and *out (the caller owns it until pirec_mdns_close), or a negative errno with *out
  * untouched and a message written to err (errlen bytes, may be 0): -ENOTSUP (no avahi in this
- * build, or its daemon is not running: AVAHI_ERR_NO_DAEMON), -ENOMEM, -EINVAL, -EIO. The callback
- * never runs when this fails. */
+ * build), -ENOMEM, -EINVAL, -EIO (avahi's thread could not start). The callback never runs when
+ * this fails. */
 int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix, int timeout_ms,
                           const char *config_key, pirec_mdns_cb cb, void *user,
                           struct pirec_mdns **out, char *err, size_t errlen);
