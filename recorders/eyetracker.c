@@ -75,6 +75,8 @@ struct stream {
   int64_t last_rx, last_keepalive;
   int64_t keepalive_ns; /* half the server's session timeout; 20 s when it names none */
   int64_t backoff_ns;
+  int fails_in_row;   /* connects that failed since the stream last played */
+  unsigned addr_gen;  /* the et->addr_gen st->url was made for */
   char last_msg[400];
 
   /* this session */
@@ -122,6 +124,11 @@ struct pirec_eyetracker {
   int http_busy;
   struct pirec_mdns *mdns; /* address = auto: the discovery under way */
   int64_t mdns_backoff_ns;
+  int auto_address;        /* address = auto: the host came from mDNS and may be looked up again */
+  int found;               /* a lookup has answered: later ones are re-discoveries */
+  unsigned addr_gen;       /* bumped when the device's address changes; stale URLs are remade */
+  uint64_t rediscoveries, address_changes;
+  char status_url[NSTREAMS][PIREC_EYETRACKER_URL_MAX]; /* from /api/status for addr_gen, or "" */
   uint64_t status_ok, status_failed;
   char *http_buf;
   size_t http_len, http_cap;
@@ -338,6 +345,11 @@ static void close_udp(struct stream *st)
     uv_close((uv_handle_t *)&st->udp[i], on_udp_closed);
 }
 
+/* With address = auto, this many failed connects in a row (about 7 s at the default backoff) send
+ * the eye tracker back to mDNS: the phone may have rejoined the network with a new address. */
+#define REDISCOVER_AFTER 3
+static void rediscover(struct pirec_eyetracker *et);
+
 /* Tears the session down and schedules a reconnect. kind says whether this is worth an event. */
 static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event ev, const char *fmt,
                         ...) __attribute__((format(printf, 4, 5)));
@@ -360,6 +372,8 @@ static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event 
          st->label, st->url, msg, (long long)(st->backoff_ns / NS_MS));
   } else {
     st->st.connect_failures++;
+    if (++st->fails_in_row % REDISCOVER_AFTER == 0)
+      rediscover(et);
     /* The same failure repeating every backoff is reported once. */
     if (strcmp(msg, st->last_msg) != 0) {
       if (ev == PIREC_EYETRACKER_EVENT_ERROR)
@@ -937,6 +951,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     break;
   case S_PLAY:
     set_state(st, S_PLAYING);
+    st->fails_in_row = 0;
     st->st.playing = 1;
     st->st.connects++;
     st->last_rx = st->last_keepalive = pirec_clock_mono_ns();
@@ -1037,15 +1052,27 @@ static void on_connected(uv_connect_t *req, int status)
   request(st, "OPTIONS", st->url, NULL);
 }
 
+static const char *configured_url(const struct pirec_eyetracker *et, enum kind k)
+{
+  return k == GAZE ? et->s.gaze_url : k == WORLD ? et->s.world_url : et->s.events_url;
+}
+
 static void stream_connect(struct stream *st)
 {
   struct pirec_eyetracker *et = st->et;
   char host[PIREC_EYETRACKER_HOST_MAX];
   int port;
   struct sockaddr_storage ss;
-  if (!st->url[0])
-    snprintf(st->url, sizeof st->url, "rtsp://%s%s%s:%d/?camera=%s", strchr(et->s.host, ':') ? "[" : "",
-             et->s.host, strchr(et->s.host, ':') ? "]" : "", et->s.rtsp_port, st->label);
+  /* A URL not given in the settings follows the device: the one /api/status named for its current
+   * address, else the realtime API's usual one on that address. */
+  if (!configured_url(et, st->kind)[0] && (!st->url[0] || st->addr_gen != et->addr_gen)) {
+    if (et->status_url[st->kind][0])
+      snprintf(st->url, sizeof st->url, "%s", et->status_url[st->kind]);
+    else
+      snprintf(st->url, sizeof st->url, "rtsp://%s%s%s:%d/?camera=%s", strchr(et->s.host, ':') ? "[" : "",
+               et->s.host, strchr(et->s.host, ':') ? "]" : "", et->s.rtsp_port, st->label);
+    st->addr_gen = et->addr_gen;
+  }
   /* A fresh session: new clock, new sequence numbers, empty framer. */
   memset(&st->seq, 0, sizeof st->seq);
   pirec_rtp_clock_init(&st->clock, st->clock_rate ? st->clock_rate : 90000);
@@ -1129,10 +1156,10 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
                                                 : -1;
     if (k < 0)
       continue;
-    const char *configured = k == GAZE ? et->s.gaze_url : k == WORLD ? et->s.world_url : et->s.events_url;
-    if (configured[0])
+    if (configured_url(et, (enum kind)k)[0])
       continue;
-    snprintf(et->streams[k].url, sizeof et->streams[k].url, "rtsp://%s%s%s:%lld/?%s",
+    /* Taken by each stream at its next connect: one mid-session keeps the URL it is using. */
+    snprintf(et->status_url[k], sizeof et->status_url[k], "rtsp://%s%s%s:%lld/?%s",
              strchr(ip, ':') ? "[" : "", ip, strchr(ip, ':') ? "]" : "",
              (long long)json_integer_value(port), params ? params : "");
   }
@@ -1302,12 +1329,38 @@ static void on_discovered(struct pirec_mdns *m, int status, const struct pirec_m
     et->pending++;
     pirec_mdns_close(m, on_mdns_closed, et);
   }
+  int again = et->found;
   if (status == 0) {
-    pirec_log(PIREC_LOG_INFO, "%s: found \"%s\" by mDNS at %s:%d", et->s.name, r->name, r->host,
-              r->port);
+    et->found = 1;
+    if (again && strcmp(r->host, et->s.host) == 0 && r->port == et->s.http_port)
+      return; /* still there: the streams keep retrying it with their backoff */
+    if (again) {
+      et->address_changes++;
+      pirec_log(PIREC_LOG_WARN, "%s: \"%s\" moved from %s:%d to %s:%d (mDNS); reconnecting there",
+                et->s.name, r->name, et->s.host, et->s.http_port, r->host, r->port);
+    } else {
+      pirec_log(PIREC_LOG_INFO, "%s: found \"%s\" by mDNS at %s:%d", et->s.name, r->name, r->host,
+                r->port);
+    }
     snprintf(et->s.host, sizeof et->s.host, "%s", r->host);
     et->s.http_port = r->port;
+    et->addr_gen++;
+    memset(et->status_url, 0, sizeof et->status_url);
+    /* Streams waiting out a backoff against the old address go at once once the status is in. */
+    for (int k = 0; k < NSTREAMS; k++) {
+      struct stream *st = &et->streams[k];
+      st->last_msg[0] = 0; /* a failure at the new address is news */
+      if (st->state == S_IDLE && uv_is_active((uv_handle_t *)&st->timer)) {
+        uv_timer_stop(&st->timer);
+        st->backoff_ns = et->s.reconnect_min_ns;
+      }
+    }
     fetch_status(et);
+    return;
+  }
+  if (again) {
+    /* The streams keep retrying the last address; the next run of failures asks again. */
+    pirec_log(PIREC_LOG_WARN, "%s: looking for the device again: %s", et->s.name, err);
     return;
   }
   /* The phone may join the network later: keep looking, with the streams' backoff. */
@@ -1317,6 +1370,15 @@ static void on_discovered(struct pirec_mdns *m, int status, const struct pirec_m
   et->mdns_backoff_ns *= 2;
   if (et->mdns_backoff_ns > et->s.reconnect_max_ns)
     et->mdns_backoff_ns = et->s.reconnect_max_ns;
+}
+
+/* The streams cannot reach the address found: ask mDNS again, one lookup at a time. */
+static void rediscover(struct pirec_eyetracker *et)
+{
+  if (!et->auto_address || !et->found || et->mdns || et->http_busy || et->closing)
+    return;
+  et->rediscoveries++;
+  discover(et);
 }
 
 /* The lookup runs on avahi's thread; its answer comes back on the loop (on_discovered). */
@@ -1365,6 +1427,7 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
     return -ENOMEM;
   et->loop = loop;
   et->s = *s;
+  et->auto_address = needs_discovery(s);
   if (et->s.stall_timeout_ns <= 0)
     et->s.stall_timeout_ns = 3 * NS_S;
   if (et->s.clock_log_interval_ns <= 0)
@@ -1612,6 +1675,9 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
   out->events = et->streams[EVENTS].st;
   out->status_ok = et->status_ok;
   out->status_failed = et->status_failed;
+  out->rediscoveries = et->rediscoveries;
+  out->address_changes = et->address_changes;
+  snprintf(out->host, sizeof out->host, "%s", et->s.host);
   out->bytes_video = et->bytes_video;
   out->sink_drops = et->sink_drops;
   out->write_error = et->write_error;

@@ -142,6 +142,7 @@ static int lookup(uv_loop_t *loop, const char *prefix, int timeout_ms, struct an
 struct fake_http {
   uv_tcp_t srv;
   int hits;
+  char last_local[64]; /* the address the last status request was made to */
 };
 struct conn {
   uv_tcp_t tcp;
@@ -179,8 +180,13 @@ static void conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
   if (!strstr(c->buf, "\r\n\r\n"))
     return;
   uv_read_stop(st);
-  if (strncmp(c->buf, "GET /api/status ", 16) == 0)
+  if (strncmp(c->buf, "GET /api/status ", 16) == 0) {
     c->fh->hits++;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getsockname((uv_tcp_t *)st, (struct sockaddr *)&ss, &len) == 0)
+      uv_ip4_name((struct sockaddr_in *)&ss, c->fh->last_local, sizeof c->fh->last_local);
+  }
   static char ans[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
                       "Content-Length: 13\r\n\r\n{\"result\":[]}";
   uv_buf_t out = uv_buf_init(ans, sizeof ans - 1);
@@ -200,6 +206,26 @@ static void on_conn(uv_stream_t *srv, int status)
     uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read);
   else
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+/* A port that accepts and hangs up at once, noting the address it was reached on: where the gaze
+ * stream's RTSP connection went. */
+static void on_rtsp_conn(uv_stream_t *srv, int status)
+{
+  if (status < 0)
+    return;
+  struct fake_http *fh = srv->data;
+  uv_tcp_t *c = calloc(1, sizeof *c);
+  uv_tcp_init(srv->loop, c);
+  if (uv_accept(srv, (uv_stream_t *)c) == 0) {
+    fh->hits++;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(c, (struct sockaddr *)&ss, &len) == 0)
+      uv_ip4_name((struct sockaddr_in *)&ss, fh->last_local, sizeof fh->last_local);
+  }
+  c->data = c;
+  uv_close((uv_handle_t *)c, conn_closed);
 }
 
 struct et_wait {
@@ -223,6 +249,44 @@ static void et_tick(uv_timer_t *t)
     uv_close((uv_handle_t *)t, NULL);
     uv_close((uv_handle_t *)&w->fh->srv, NULL);
     pirec_eyetracker_close(w->et, et_closed, w);
+  }
+}
+
+/* The device moves: once the eye tracker has found it at 10.77.0.1 and looked again (its streams
+ * cannot connect: nothing serves RTSP here), the announcement is withdrawn and made again for a
+ * host at 10.77.0.2. */
+struct moved_wait {
+  uv_timer_t t;
+  struct pirec_eyetracker *et;
+  struct pirec_eyetracker_status st;
+  struct fake_http *fh, *rtsp;
+  pid_t neon_a;
+  int moved, ticks, closed;
+};
+static void moved_closed(struct pirec_eyetracker *et, void *user)
+{
+  (void)et;
+  ((struct moved_wait *)user)->closed = 1;
+}
+static void moved_tick(uv_timer_t *t)
+{
+  struct moved_wait *w = (struct moved_wait *)t;
+  pirec_eyetracker_status(w->et, &w->st);
+  if (!w->moved && w->st.status_ok == 1 && w->st.rediscoveries >= 1) {
+    w->moved = 1;
+    kill(w->neon_a, SIGTERM);
+    spawn((char *[]){"avahi-publish", "-a", "-R", "neon-b.local", "10.77.0.2", NULL});
+    spawn((char *[]){"avahi-publish", "-s", "-H", "neon-b.local", "PI monitor:test:1234", "_http._tcp",
+                     "18080", NULL});
+  }
+  if (w->st.address_changes >= 1 && w->st.status_ok >= 2 && strcmp(w->rtsp->last_local, "10.77.0.2") == 0)
+    w->ticks = 1000;
+  if (++w->ticks > 600) { /* 30 s */
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    uv_close((uv_handle_t *)&w->fh->srv, NULL);
+    uv_close((uv_handle_t *)&w->rtsp->srv, NULL);
+    pirec_eyetracker_close(w->et, moved_closed, w);
   }
 }
 
@@ -318,8 +382,8 @@ int main(void)
   CHECK(r == 0 && a.status == -ETIMEDOUT);
   CHECK(pirec_mdns_probe(KEY, perr, sizeof perr) == 0);
   CHECK(spawn((char *[]){"avahi-publish", "-s", "Other web site", "_http._tcp", "18081", NULL}) > 0);
-  CHECK(spawn((char *[]){"avahi-publish", "-s", "PI monitor:test:1234", "_http._tcp", "18080",
-                         NULL}) > 0);
+  pid_t neon_a = spawn((char *[]){"avahi-publish", "-s", "PI monitor:test:1234", "_http._tcp", "18080", NULL});
+  CHECK(neon_a > 0);
   r = lookup(&loop, PIREC_MDNS_NEON_PREFIX, 15000, &a);
   printf("found: %d status %d '%s' %s:%d '%s'\n", r, a.status, a.res.name, a.res.host,
          a.res.port, a.err);
@@ -374,6 +438,44 @@ int main(void)
            (unsigned long long)w.st.status_ok, (unsigned long long)w.st.status_failed, fh.hits,
            w.closed);
     CHECK(w.st.status_ok == 1 && fh.hits == 1 && w.closed == 1);
+  }
+
+  /* 5b. The device moves to another address: the eye tracker's streams fail against the old one,
+   * it asks mDNS again, and takes the new address for /api/status and the streams. */
+  {
+    CHECK(sh("ip addr add 10.77.0.2/24 dev pirecmd0") == 0);
+    struct fake_http fh = {.hits = 0};
+    struct sockaddr_in sin;
+    uv_ip4_addr("0.0.0.0", 18080, &sin);
+    uv_tcp_init(&loop, &fh.srv);
+    fh.srv.data = &fh;
+    CHECK(uv_tcp_bind(&fh.srv, (struct sockaddr *)&sin, 0) == 0 &&
+          uv_listen((uv_stream_t *)&fh.srv, 8, on_conn) == 0);
+    struct pirec_eyetracker_settings es;
+    pirec_eyetracker_settings_default(&es);
+    CHECK(pirec_eyetracker_settings_set_address(&es, "auto") == 0);
+    es.world = es.events = 0;
+    es.reconnect_min_ns = 100000000; /* 100 ms: three failed connects in well under a second */
+    es.reconnect_max_ns = 400000000;
+    struct fake_http rtsp = {.hits = 0};
+    uv_ip4_addr("0.0.0.0", 8086, &sin);
+    uv_tcp_init(&loop, &rtsp.srv);
+    rtsp.srv.data = &rtsp;
+    CHECK(uv_tcp_bind(&rtsp.srv, (struct sockaddr *)&sin, 0) == 0 &&
+          uv_listen((uv_stream_t *)&rtsp.srv, 8, on_rtsp_conn) == 0);
+    struct moved_wait w = {.fh = &fh, .rtsp = &rtsp, .neon_a = neon_a};
+    CHECK(pirec_eyetracker_new(&loop, &es, NULL, NULL, &w.et) == 0);
+    CHECK(pirec_eyetracker_start(w.et) == 0);
+    uv_timer_init(&loop, &w.t);
+    uv_timer_start(&w.t, moved_tick, 50, 50);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    printf("moved: status_ok %llu, rediscoveries %llu, address changes %llu, host %s, last status "
+           "request to %s, %d gaze connections, the last to %s\n",
+           (unsigned long long)w.st.status_ok, (unsigned long long)w.st.rediscoveries,
+           (unsigned long long)w.st.address_changes, w.st.host, fh.last_local, rtsp.hits, rtsp.last_local);
+    CHECK(w.moved && w.closed && w.st.address_changes == 1 && w.st.status_ok == 2);
+    CHECK(strcmp(w.st.host, "10.77.0.2") == 0 && strcmp(fh.last_local, "10.77.0.2") == 0);
+    CHECK(strcmp(rtsp.last_local, "10.77.0.2") == 0);
   }
 
   /* 6. The daemon gone mid-lookup: reported as an error naming the key, not a hang. */

@@ -131,6 +131,10 @@ struct pirec_eyetracker_stream_status {
 struct pirec_eyetracker_status {
   struct pirec_eyetracker_stream_status gaze, world, events;
   uint64_t status_ok, status_failed; /* HTTP /api/status requests */
+  /* address = auto: lookups after the first (made when every 3rd connect in a row fails), and how
+   * many of them found the device at a new address */
+  uint64_t rediscoveries, address_changes;
+  char host[PIREC_EYETRACKER_HOST_MAX]; /* the address in use ("auto" until discovery answers) */
   uint64_t bytes_video;
   uint64_t sink_drops;
   int write_error;
