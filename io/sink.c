@@ -16,6 +16,13 @@
 /* Most iovecs per write request: Linux's IOV_MAX, so libuv never has to split a request. */
 #define IOV_PER_WRITE 1024
 #define MAX_WRITES_IN_FLIGHT 64
+/* Records up to this size are copied into the batch's staging buffer, back to back, rather than each
+ * getting an iovec: the kernel's per-iovec cost (about 40 ns) exceeds copying a CSV row (100 bytes),
+ * and a batch of 1024 single-row iovecs held the CSV path to about 5 M rows/s. Frames stay zero-copy. */
+#define COALESCE_MAX 1024
+/* Each slot's staging buffer, allocated the first time a small record is seen (a frame-only sink never
+ * pays for it): about 2600 CSV rows per write request. */
+#define STAGE_BYTES (256u << 10)
 
 enum slot_state { SLOT_FREE, SLOT_WRITING, SLOT_DONE };
 
@@ -24,9 +31,12 @@ struct slot {
   uv_fs_t req;
   struct pirec_sink *sink;
   uv_buf_t *bufs;    /* IOV_PER_WRITE entries */
+  char *stage;       /* STAGE_BYTES for small records, or NULL until one is seen */
+  size_t staged;     /* bytes of stage in use by this batch */
   unsigned nbufs;
   unsigned first;    /* first buffer not completely written yet (after a short write) */
   size_t records;    /* ring records this batch covers */
+  uint64_t ring_end; /* the ring's take cursor after them, to release them in O(1) */
   size_t bytes;
   size_t done_bytes;
   int64_t offset;    /* file offset of the batch's first byte, or -1 for O_APPEND files */
@@ -229,7 +239,7 @@ fail:
   pirec_ring_free(sink->ring);
   if (sink->slots != NULL)
     for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
-      free(sink->slots[i].bufs);
+      free(sink->slots[i].bufs), free(sink->slots[i].stage);
   free(sink->slots);
   free(sink->scratch);
   free(sink->path);
@@ -340,7 +350,7 @@ static void retire(struct pirec_sink *sink)
     struct slot *slot = &sink->slots[sink->oldest];
     if (slot->state != SLOT_DONE)
       break;
-    pirec_ring_release(sink->ring, slot->records);
+    pirec_ring_release_to(sink->ring, slot->records, slot->ring_end);
     /* Batches retire in file order, so the prefix grows until the first incomplete batch. */
     if (slot->offset >= 0 && slot->offset == sink->good_end)
       sink->good_end += (int64_t)slot->done_bytes;
@@ -402,6 +412,58 @@ static void report_open_error(struct pirec_sink *sink)
   }
 }
 
+/* Appends one taken record to the batch: copied into the stage (extending the stage's last iovec when
+ * it is the batch's last) when small and there is room, else an iovec of its own. */
+static void batch_add(struct slot *slot, const struct pirec_ring_record *rec)
+{
+  size_t len = rec->len;
+  if (len == 0)
+    return;
+  slot->bytes += len;
+  if (len <= COALESCE_MAX && slot->stage && STAGE_BYTES - slot->staged >= len) {
+    char *dst = slot->stage + slot->staged;
+    memcpy(dst, rec->data, len);
+    slot->staged += len;
+    uv_buf_t *last = slot->nbufs ? &slot->bufs[slot->nbufs - 1] : NULL;
+    if (last && last->base + last->len == dst)
+      last->len += (unsigned)len;
+    else
+      slot->bufs[slot->nbufs++] = uv_buf_init(dst, (unsigned)len);
+    return;
+  }
+  slot->bufs[slot->nbufs++] = uv_buf_init(rec->data, (unsigned)len);
+}
+
+/* Takes records into the slot's batch until the iovecs, batch_bytes or the stage run out, or the
+ * ring has nothing more. Returns the number of records the batch covers (0: nothing to write). */
+static size_t fill_batch(struct pirec_sink *sink, struct slot *slot)
+{
+  slot->nbufs = 0;
+  slot->records = 0;
+  slot->bytes = 0;
+  slot->staged = 0;
+  for (;;) {
+    /* One iovec per record at worst, so never take more records than iovecs are left. */
+    size_t room = IOV_PER_WRITE - slot->nbufs;
+    size_t n = pirec_ring_take(sink->ring, sink->scratch, room, sink->opts.batch_bytes - slot->bytes);
+    if (n == 0)
+      break;
+    if (!slot->stage && sink->scratch[0].len <= COALESCE_MAX) {
+      slot->stage = malloc(STAGE_BYTES); /* NULL is harmless: records go zero-copy */
+    }
+    for (size_t i = 0; i < n; i++)
+      batch_add(slot, &sink->scratch[i]);
+    slot->records += n;
+    /* Another take only pays while the last one filled its records' worth of room and the stage
+     * can still absorb rows; otherwise write what we have and let the next slot continue. */
+    if (n < room || slot->nbufs == IOV_PER_WRITE || slot->bytes >= sink->opts.batch_bytes ||
+        !slot->stage || STAGE_BYTES - slot->staged < COALESCE_MAX)
+      break;
+  }
+  slot->ring_end = pirec_ring_take_cursor(sink->ring);
+  return slot->records;
+}
+
 static void drain(struct pirec_sink *sink)
 {
   report_open_error(sink);
@@ -419,19 +481,11 @@ static void drain(struct pirec_sink *sink)
 
   unsigned max = sink->opts.max_writes_in_flight;
   while (sink->in_flight < max) {
-    size_t n = pirec_ring_take(sink->ring, sink->scratch, IOV_PER_WRITE, sink->opts.batch_bytes);
-    if (n == 0)
-      break;
     struct slot *slot = &sink->slots[(sink->oldest + sink->in_flight) % max];
-    size_t bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-      slot->bufs[i] = uv_buf_init(sink->scratch[i].data, (unsigned)sink->scratch[i].len);
-      bytes += sink->scratch[i].len;
-    }
-    slot->nbufs = (unsigned)n;
+    if (!fill_batch(sink, slot))
+      break;
+    size_t bytes = slot->bytes;
     slot->first = 0;
-    slot->records = n;
-    slot->bytes = bytes;
     slot->done_bytes = 0;
     slot->offset = sink->file_offset;
     if (!sink->append)
@@ -560,7 +614,7 @@ static void on_handle_closed(uv_handle_t *handle)
     sink->close_cb(sink, &final, sink->close_user);
   pirec_ring_free(sink->ring);
   for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
-    free(sink->slots[i].bufs);
+    free(sink->slots[i].bufs), free(sink->slots[i].stage);
   free(sink->slots);
   free(sink->scratch);
   free(sink->path);
