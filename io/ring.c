@@ -307,6 +307,26 @@ void pirec_ring_release(struct pirec_ring *ring, size_t n)
   atomic_store_explicit(&ring->tail, pos, memory_order_release);
 }
 
+uint64_t pirec_ring_take_cursor(const struct pirec_ring *ring) { return ring->take_pos; }
+
+void pirec_ring_release_to(struct pirec_ring *ring, size_t n, uint64_t cursor)
+{
+  uint64_t pos = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+  if (n > ring->taken || cursor > ring->take_pos || cursor < pos)
+    abort(); /* a caller bug that would hand unread space to the producer */
+  /* Byte positions and arena offsets advance together (a pad moves both to the next lap), so the
+   * offset is the position modulo the capacity. */
+  size_t off = (size_t)(cursor % ring->capacity);
+  if (cursor < ring->take_pos && header_at(ring, off)->len == PAD_MARK) {
+    cursor += ring->capacity - off;
+    off = 0;
+  }
+  ring->tail_off = off;
+  ring->taken -= n;
+  counter_add(&ring->released, n);
+  atomic_store_explicit(&ring->tail, cursor, memory_order_release);
+}
+
 size_t pirec_ring_taken(const struct pirec_ring *ring) { return ring->taken; }
 
 int pirec_ring_empty(const struct pirec_ring *ring)

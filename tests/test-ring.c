@@ -159,6 +159,7 @@ static void test_wrap_around(void **state)
     }
     struct pirec_ring_record rec[8];
     size_t n = pirec_ring_take(ring, rec, 8, SIZE_MAX);
+    uint64_t cursor = pirec_ring_take_cursor(ring);
     assert_int_equal(n, (size_t)k);
     for (size_t i = 0; i < n; i++) {
       size_t len = 1 + (got * 131) % 500;
@@ -175,7 +176,11 @@ static void test_wrap_around(void **state)
         hi = p + len;
       got++;
     }
-    pirec_ring_release(ring, n);
+    /* Both ways of giving space back, across every kind of wrap. */
+    if (round % 2)
+      pirec_ring_release_to(ring, n, cursor);
+    else
+      pirec_ring_release(ring, n);
   }
   /* All payloads lie inside one 4096-byte span (the arena), so none was split across its end. */
   assert_true((size_t)(hi - lo) <= st.capacity);
@@ -334,10 +339,17 @@ static void *stress_consumer(void *arg)
   struct stress *s = arg;
   struct pirec_ring_record rec[64];
   uint64_t expect = 0;
-  unsigned idle = 0;
+  unsigned idle = 0, iteration = 0;
+  size_t pending = 0; /* records of the previous take still held, as a sink's write in flight */
+  uint64_t pending_end = 0;
   for (;;) {
     size_t n = pirec_ring_take(s->ring, rec, 64, 8192);
+    uint64_t end = pirec_ring_take_cursor(s->ring);
     if (n == 0) {
+      if (pending) {
+        pirec_ring_release_to(s->ring, pending, pending_end);
+        pending = 0;
+      }
       if (__atomic_load_n(&s->producer_done, __ATOMIC_ACQUIRE) && pirec_ring_empty(s->ring))
         break;
       if (++idle % 16 == 0)
@@ -354,9 +366,19 @@ static void *stress_consumer(void *arg)
       expect = seq + 1;
       s->received++;
     }
-    /* Release in two steps to exercise partial releases. */
-    pirec_ring_release(s->ring, n / 2);
-    pirec_ring_release(s->ring, n - n / 2);
+    /* Every other take is held until after the next one, then released in O(1) by its cursor;
+     * the rest are released at once in two steps, to exercise partial releases. */
+    if (pending) {
+      pirec_ring_release_to(s->ring, pending, pending_end);
+      pending = 0;
+    }
+    if (iteration++ % 2) {
+      pending = n;
+      pending_end = end;
+    } else {
+      pirec_ring_release(s->ring, n / 2);
+      pirec_ring_release(s->ring, n - n / 2);
+    }
   }
   s->next_expected = expect;
   return NULL;

@@ -79,6 +79,15 @@ size_t pirec_ring_take(struct pirec_ring *ring, struct pirec_ring_record *out, s
  * the producer. n must not exceed the number taken and not yet released. */
 void pirec_ring_release(struct pirec_ring *ring, size_t n);
 
+/* Where the records taken so far end. Noted right after a take, it lets pirec_ring_release_to()
+ * give those records back in O(1) instead of walking their headers again. */
+uint64_t pirec_ring_take_cursor(const struct pirec_ring *ring);
+
+/* As pirec_ring_release(ring, n), for the n oldest taken records that end at cursor (the value of
+ * pirec_ring_take_cursor() right after the take that took the last of them). A cursor behind the
+ * released space or past what was taken aborts. */
+void pirec_ring_release_to(struct pirec_ring *ring, size_t n, uint64_t cursor);
+
 /* Records taken but not yet released. */
 size_t pirec_ring_taken(const struct pirec_ring *ring);
 
