@@ -34,7 +34,6 @@ static char *field_start(struct pirec_csv_row *row, size_t need)
   return row->buf + row->len;
 }
 
-/* Digits are produced backwards into a small buffer, then copied; 20 digits hold UINT64_MAX. */
 /* "00" "01" ... "99": two digits per step halve the multiply-and-shift chain that dominates
  * formatting nanosecond timestamps (19 digits each). */
 static const char digit_pairs[201] =
@@ -42,32 +41,70 @@ static const char digit_pairs[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* Decimal digits of a value below 10^8 (1 for 0). */
+static size_t digits_below_1e8(uint32_t v)
+{
+  return 1u + (v >= 10) + (v >= 100) + (v >= 1000) + (v >= 10000) + (v >= 100000) + (v >= 1000000) +
+         (v >= 10000000);
+}
+
+static void put_pair(char *p, uint32_t v)
+{
+  memcpy(p, digit_pairs + 2 * v, 2);
+}
+
+/* Exactly 8 digits, zero-padded: two independent 4-digit halves in 32-bit arithmetic. */
+static void put_8_digits(char *p, uint32_t v)
+{
+  uint32_t hi = v / 10000, lo = v % 10000;
+  put_pair(p, hi / 100);
+  put_pair(p + 2, hi % 100);
+  put_pair(p + 4, lo / 100);
+  put_pair(p + 6, lo % 100);
+}
+
+/* A 64-bit value is cut into a leading part below 10^8 and up to two 8-digit parts, so one 64-bit
+ * division or two do what nineteen dependent ones did, and the rest runs in 32-bit arithmetic. The
+ * digits go straight into the row once their count is known: no scratch buffer, no variable-length
+ * copy (a library call per field, which was a third of a row's cost). */
 static void put_u64(struct pirec_csv_row *row, uint64_t value, int negative)
 {
-  char digits[21];
-  char *end = digits + sizeof digits, *p = end;
-  char *dst;
-  size_t n;
-
-  while (value >= 100) {
-    unsigned pair = (unsigned)(value % 100);
-    value /= 100;
-    p -= 2;
-    memcpy(p, digit_pairs + 2 * pair, 2);
-  }
-  if (value >= 10) {
-    p -= 2;
-    memcpy(p, digit_pairs + 2 * value, 2);
+  uint32_t lead, parts[2];
+  size_t nparts = 0;
+  if (value < 100000000u) {
+    lead = (uint32_t)value;
   } else {
-    *--p = (char)('0' + value);
+    uint64_t high = value / 100000000u;
+    uint32_t low = (uint32_t)(value % 100000000u);
+    if (high < 100000000u) {
+      lead = (uint32_t)high;
+      parts[nparts++] = low;
+    } else {
+      lead = (uint32_t)(high / 100000000u); /* at most 1844 */
+      parts[nparts++] = (uint32_t)(high % 100000000u);
+      parts[nparts++] = low;
+    }
   }
-  if (negative)
-    *--p = '-';
-  n = (size_t)(end - p);
-  dst = field_start(row, n);
+  size_t lead_digits = digits_below_1e8(lead);
+  size_t n = (size_t)negative + lead_digits + 8 * nparts;
+  char *dst = field_start(row, n);
   if (!dst)
     return;
-  memcpy(dst, p, n);
+  if (negative)
+    *dst++ = '-';
+  char *p = dst + lead_digits;
+  while (lead >= 100) {
+    p -= 2;
+    put_pair(p, lead % 100);
+    lead /= 100;
+  }
+  if (lead >= 10)
+    put_pair(p - 2, lead);
+  else
+    p[-1] = (char)('0' + lead);
+  p = dst + lead_digits;
+  for (size_t i = 0; i < nparts; i++, p += 8)
+    put_8_digits(p, parts[i]);
   row->len += n;
 }
 
