@@ -6,7 +6,10 @@
  * A producer thread (or the loop thread itself) pushes records; the loop takes them in batches and
  * writes their payloads back to back with uv_fs_write and an iovec array, at explicit offsets, so
  * up to max_writes_in_flight writes can run in libuv's threadpool at once. Space in the ring is
- * released only when the write that covers it has completed, oldest first. fdatasync runs every
+ * released only when the write that covers it has completed, oldest first. Records up to 1 KiB (CSV
+ * rows) are copied back to back into a 256 KiB staging buffer per write request, allocated on the
+ * loop the first time one is seen, because an iovec per row costs the kernel more than the copy;
+ * larger records (frames) go to the kernel straight from the ring. fdatasync runs every
  * fsync_interval_ms while data was written since the last one.
  *
  * Waking: a push wakes the loop through uv_async_send only when the bytes pushed since the loop last
