@@ -672,28 +672,34 @@ struct csvrun {
   int bad_rows;
 };
 
+/* Row i of the CSV part: the same values fprintf_rows_per_s prints. */
+static int build_row(uint64_t i, char *buf, size_t cap, struct pirec_csv_row *row)
+{
+  struct row_values v;
+  row_values(i, &v);
+  pirec_csv_row_begin(row, buf, cap);
+  pirec_csv_row_u64(row, v.trial);
+  pirec_csv_row_i64(row, v.mono);
+  pirec_csv_row_i64(row, v.wall);
+  pirec_csv_row_u64(row, v.frame);
+  pirec_csv_row_u64(row, v.seq);
+  pirec_csv_row_empty(row);
+  pirec_csv_row_u64(row, v.dropped);
+  pirec_csv_row_u64(row, v.bytes);
+  pirec_csv_row_i64(row, v.offset);
+  pirec_csv_row_text(row, row_text, sizeof row_text - 1);
+  return pirec_csv_row_end(row);
+}
+
 static void *csv_producer(void *arg)
 {
   struct csvrun *c = arg;
   pthread_setname_np(pthread_self(), "csv-producer");
   pin_self(c->cpu);
   char buf[256];
-  struct row_values v;
   for (uint64_t i = 0; i < c->rows; i++) {
-    row_values(i, &v);
     struct pirec_csv_row row;
-    pirec_csv_row_begin(&row, buf, sizeof buf);
-    pirec_csv_row_u64(&row, v.trial);
-    pirec_csv_row_i64(&row, v.mono);
-    pirec_csv_row_i64(&row, v.wall);
-    pirec_csv_row_u64(&row, v.frame);
-    pirec_csv_row_u64(&row, v.seq);
-    pirec_csv_row_empty(&row);
-    pirec_csv_row_u64(&row, v.dropped);
-    pirec_csv_row_u64(&row, v.bytes);
-    pirec_csv_row_i64(&row, v.offset);
-    pirec_csv_row_text(&row, row_text, sizeof row_text - 1);
-    if (pirec_csv_row_end(&row) < 0) {
+    if (build_row(i, buf, sizeof buf, &row) < 0) {
       c->bad_rows++;
       continue;
     }
@@ -780,6 +786,74 @@ static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, do
             (c.t_pushed - t0) / 1e9, (c.t_written - t0) / 1e9, (c.t_end - t0) / 1e9, c.final.writes, c.refused);
   *synced = (double)rows / ((double)(c.t_end - t0) / 1e9);
   return (double)rows / ((double)(c.t_written - t0) / 1e9);
+}
+
+/* Each side of the CSV pipeline alone, to tell which one limits it: rows formatted and pushed into
+ * a held sink whose ring holds them all (no consumer running), then the hold lifted and the loop
+ * timed until every byte is with the kernel (final fdatasync not included). Both on the loop's
+ * thread, one after the other. */
+struct split_wait {
+  uv_idle_t idle;
+  struct pirec_sink *sink;
+  uint64_t bytes;
+  int64_t t_written;
+};
+
+static void on_split_idle(uv_idle_t *h)
+{
+  struct split_wait *w = (struct split_wait *)h;
+  struct pirec_sink_counters c;
+  pirec_sink_counters(w->sink, &c);
+  if (c.bytes_written >= w->bytes) {
+    w->t_written = now_ns();
+    uv_idle_stop(h);
+  }
+}
+
+static void on_split_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
+{
+  (void)sink;
+  *(struct pirec_sink_counters *)user = *final;
+}
+
+static void csv_split(struct bench *b, uint64_t rows, double *produce, double *drain)
+{
+  char path[512];
+  snprintf(path, sizeof path, "%s/rows-split.csv", b->set.dir);
+  struct pirec_sink_options o;
+  pirec_sink_options_default(&o);
+  o.ring_bytes = (size_t)rows * 128 + (1u << 20); /* a 99-byte row takes 128 ring bytes */
+  o.fsync_interval_ms = PIREC_SINK_FSYNC_NEVER;
+  struct split_wait w;
+  memset(&w, 0, sizeof w);
+  int rc = pirec_sink_new(&b->loop, path, &o, on_sink_error, b, &w.sink);
+  if (rc < 0)
+    die("pirec_sink_new split", rc);
+  pirec_sink_hold(w.sink, 1);
+  uv_run(&b->loop, UV_RUN_NOWAIT); /* let the open start */
+  char buf[256];
+  int64_t t0 = now_ns();
+  for (uint64_t i = 0; i < rows; i++) {
+    struct pirec_csv_row row;
+    if (build_row(i, buf, sizeof buf, &row) < 0 || pirec_csv_push(w.sink, &row) != 0)
+      die("csv split push", ENOBUFS);
+    w.bytes += row.len;
+  }
+  int64_t t1 = now_ns();
+  uv_idle_init(&b->loop, &w.idle);
+  uv_idle_start(&w.idle, on_split_idle);
+  pirec_sink_hold(w.sink, 0);
+  struct pirec_sink_counters final;
+  while (w.t_written == 0)
+    uv_run(&b->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&w.idle, NULL);
+  pirec_sink_close(w.sink, on_split_closed, &final);
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+  if (final.error != 0 || final.bytes_written != w.bytes)
+    die("csv split run failed", final.error ? final.error : EIO);
+  unlink(path);
+  *produce = (double)rows / ((double)(t1 - t0) / 1e9);
+  *drain = (double)rows / ((double)(w.t_written - t1) / 1e9);
 }
 
 static double fprintf_rows_per_s(struct bench *b, uint64_t rows, double *synced)
@@ -987,6 +1061,15 @@ int main(int argc, char **argv)
     cs_sync = best(cs_sync, x);
     csv_same = csv_same && csv_files_equal(b);
   }
+  /* At most 500 k rows (64 MiB of ring), so a small Pi can run it too. */
+  double split_produce = 0, split_drain = 0;
+  uint64_t split_rows = b->set.csv_rows < 500000 ? b->set.csv_rows : 500000;
+  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "csv") == 0); r++) {
+    double p, d;
+    csv_split(b, split_rows, &p, &d);
+    split_produce = best(split_produce, p);
+    split_drain = best(split_drain, d);
+  }
 
   char path[512];
   const char *names[] = {"rows.csv", "frames.bin", "direct-rows.csv", "direct-frames.bin"};
@@ -1034,6 +1117,8 @@ int main(int argc, char **argv)
     printf("  \"csv_rows_per_s_synced\": %.0f,\n  \"fprintf_rows_per_s_synced\": %.0f,\n", cs_sync,
            fp_sync);
     printf("  \"csv_refused_while_full\": %" PRIu64 ",\n", csv_refused);
+    printf("  \"csv_produce_only_rows_per_s\": %.0f,\n  \"csv_drain_only_rows_per_s\": %.0f,\n",
+           split_produce, split_drain);
     printf("  \"csv_row_bytes\": %.1f,\n  \"csv_equals_fprintf\": %s,\n",
            (double)csv_bytes / b->set.csv_rows, csv_same ? "true" : "false");
     printf("  \"drops\": %" PRIu64 ",\n  \"refused\": %" PRIu64 ",\n  \"refused_stalled\": %" PRIu64
