@@ -2,7 +2,6 @@
  * changed, invalid), save and set, their error paths, and the loop-thread budget: every step the
  * loop thread runs for a 1 MB file stays under 1 ms. */
 #include <errno.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +18,8 @@
 
 #include "pirec/config.h"
 
+#include "helpers/test-dir.h"
+
 #define BUDGET_NS UINT64_C(1000000)
 
 /* The budget is the loop thread's CPU time: on a loaded machine wall time also counts whatever the
@@ -32,18 +33,9 @@ static uint64_t cpu_ns(void) {
 static char test_dir[4096];
 static char conf[4200];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
-  const char *base = getenv("PIREC_BUILD_DIR");
-  snprintf(test_dir, sizeof(test_dir), "%s/test-config-async-XXXXXX", base ? base : "/tmp");
-  if (!mkdtemp(test_dir))
+  if (test_dir_make("test-config-async", test_dir, sizeof(test_dir)) != 0)
     return -1;
   snprintf(conf, sizeof(conf), "%s/pirec.conf", test_dir);
   return 0;
@@ -51,7 +43,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  return nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return test_dir_remove(test_dir);
 }
 
 static void write_file(const char *path, const char *text, size_t len) {

@@ -2,7 +2,6 @@
  * real file, and that config/pirec.conf.example and docs/CONFIG.md match what the schema generates. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/test-dir.h"
+
 #ifndef PIREC_BIN
 #error "PIREC_BIN must name the pirec binary"
 #endif
@@ -23,18 +24,9 @@
 static char test_dir[4096];
 static char conf[4200];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
-  const char *base = getenv("PIREC_BUILD_DIR");
-  snprintf(test_dir, sizeof(test_dir), "%s/test-config-cli-XXXXXX", base ? base : "/tmp");
-  if (!mkdtemp(test_dir))
+  if (test_dir_make("test-config-cli", test_dir, sizeof(test_dir)) != 0)
     return -1;
   snprintf(conf, sizeof(conf), "%s/pirec.conf", test_dir);
   return 0;
@@ -42,7 +34,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  return nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return test_dir_remove(test_dir);
 }
 
 static char *slurp(const char *path) {

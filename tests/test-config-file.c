@@ -3,7 +3,6 @@
  * while a third keeps reading. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,22 +19,15 @@
 
 #include "pirec/config.h"
 
+#include "helpers/test-dir.h"
+
 static char test_dir[4096];
 static char conf[4200];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
 
 /* A fresh directory on the build tree's disk, so fsync and rename behave as in real use. */
 static int setup(void **state) {
   (void)state;
-  const char *base = getenv("PIREC_BUILD_DIR");
-  snprintf(test_dir, sizeof(test_dir), "%s/test-config-XXXXXX", base ? base : "/tmp");
-  if (!mkdtemp(test_dir))
+  if (test_dir_make("test-config", test_dir, sizeof(test_dir)) != 0)
     return -1;
   snprintf(conf, sizeof(conf), "%s/pirec.conf", test_dir);
   umask(022);
@@ -44,7 +36,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  return nftw(test_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  return test_dir_remove(test_dir);
 }
 
 static void write_file(const char *path, const char *text) {

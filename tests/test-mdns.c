@@ -228,6 +228,27 @@ static void on_rtsp_conn(uv_stream_t *srv, int status)
   uv_close((uv_handle_t *)c, conn_closed);
 }
 
+/* Listens on 0.0.0.0:port for the fake's connections. */
+static int fake_listen(uv_loop_t *loop, struct fake_http *fh, int port, uv_connection_cb cb)
+{
+  struct sockaddr_in sin;
+  uv_ip4_addr("0.0.0.0", port, &sin);
+  uv_tcp_init(loop, &fh->srv);
+  fh->srv.data = fh;
+  if (uv_tcp_bind(&fh->srv, (struct sockaddr *)&sin, 0) != 0 || uv_listen((uv_stream_t *)&fh->srv, 8, cb) != 0)
+    return -1;
+  return 0;
+}
+
+/* An eye tracker that finds its device by mDNS and streams gaze only. */
+static void auto_gaze_settings(struct pirec_eyetracker_settings *es)
+{
+  pirec_eyetracker_settings_default(es);
+  if (pirec_eyetracker_settings_set_address(es, "auto") != 0)
+    abort();
+  es->world = es->events = 0;
+}
+
 struct et_wait {
   uv_timer_t t;
   struct pirec_eyetracker *et;
@@ -418,16 +439,9 @@ int main(void)
    * and port found (the fake Neon's), on a real socket. */
   {
     struct fake_http fh = {.hits = 0};
-    struct sockaddr_in sin;
-    uv_ip4_addr("0.0.0.0", 18080, &sin);
-    uv_tcp_init(&loop, &fh.srv);
-    fh.srv.data = &fh;
-    CHECK(uv_tcp_bind(&fh.srv, (struct sockaddr *)&sin, 0) == 0 &&
-          uv_listen((uv_stream_t *)&fh.srv, 8, on_conn) == 0);
+    CHECK(fake_listen(&loop, &fh, 18080, on_conn) == 0);
     struct pirec_eyetracker_settings es;
-    pirec_eyetracker_settings_default(&es);
-    CHECK(pirec_eyetracker_settings_set_address(&es, "auto") == 0);
-    es.world = es.events = 0;
+    auto_gaze_settings(&es);
     struct et_wait w = {.fh = &fh};
     CHECK(pirec_eyetracker_new(&loop, &es, NULL, NULL, &w.et) == 0);
     CHECK(pirec_eyetracker_start(w.et) == 0);
@@ -445,24 +459,13 @@ int main(void)
   {
     CHECK(sh("ip addr add 10.77.0.2/24 dev pirecmd0") == 0);
     struct fake_http fh = {.hits = 0};
-    struct sockaddr_in sin;
-    uv_ip4_addr("0.0.0.0", 18080, &sin);
-    uv_tcp_init(&loop, &fh.srv);
-    fh.srv.data = &fh;
-    CHECK(uv_tcp_bind(&fh.srv, (struct sockaddr *)&sin, 0) == 0 &&
-          uv_listen((uv_stream_t *)&fh.srv, 8, on_conn) == 0);
+    CHECK(fake_listen(&loop, &fh, 18080, on_conn) == 0);
     struct pirec_eyetracker_settings es;
-    pirec_eyetracker_settings_default(&es);
-    CHECK(pirec_eyetracker_settings_set_address(&es, "auto") == 0);
-    es.world = es.events = 0;
+    auto_gaze_settings(&es);
     es.reconnect_min_ns = 100000000; /* 100 ms: three failed connects in well under a second */
     es.reconnect_max_ns = 400000000;
     struct fake_http rtsp = {.hits = 0};
-    uv_ip4_addr("0.0.0.0", 8086, &sin);
-    uv_tcp_init(&loop, &rtsp.srv);
-    rtsp.srv.data = &rtsp;
-    CHECK(uv_tcp_bind(&rtsp.srv, (struct sockaddr *)&sin, 0) == 0 &&
-          uv_listen((uv_stream_t *)&rtsp.srv, 8, on_rtsp_conn) == 0);
+    CHECK(fake_listen(&loop, &rtsp, 8086, on_rtsp_conn) == 0);
     struct moved_wait w = {.fh = &fh, .rtsp = &rtsp, .neon_a = neon_a};
     CHECK(pirec_eyetracker_new(&loop, &es, NULL, NULL, &w.et) == 0);
     CHECK(pirec_eyetracker_start(w.et) == 0);
