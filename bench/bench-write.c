@@ -27,6 +27,7 @@
 
 #include "pirec/clock.h"
 #include "pirec/csv.h"
+#include "pirec/ring.h"
 #include "pirec/sink.h"
 
 #define FRAME_BYTES 1400000
@@ -510,6 +511,56 @@ static void *memcpy_ref_thread(void *arg)
   free(src);
   free(area);
   return NULL;
+}
+
+/* Creating a ring of a camera's trial size (8.5 MiB) as a trial start does on the loop thread, three
+ * ways, medians of `runs` each, side by side: a fresh arena (rings held, so none is reused), an arena
+ * a freed ring left in the cache (the second and later trials), and the old way, freshly allocated
+ * 4 KiB pages faulted in with memset. */
+static void ring_new_costs(int runs, int64_t *fresh_ns, int64_t *reused_ns, int64_t *fault_ns)
+{
+  const size_t bytes = (8u << 20) + (512u << 10);
+  int64_t *fr = calloc((size_t)runs, sizeof *fr), *re = calloc((size_t)runs, sizeof *re),
+          *fa = calloc((size_t)runs, sizeof *fa);
+  struct pirec_ring **held = calloc((size_t)runs, sizeof *held);
+  if (!fr || !re || !fa || !held)
+    die("calloc", ENOMEM);
+  for (int i = 0; i < runs; i++) {
+    int64_t t0 = now_ns();
+    unsigned char *p = aligned_alloc(4096, bytes);
+    if (!p)
+      die("aligned_alloc", ENOMEM);
+    memset(p, 0, bytes);
+    __asm__ volatile("" ::"r"(p) : "memory"); /* the pages must really be touched */
+    fa[i] = now_ns() - t0;
+    free(p);
+    t0 = now_ns();
+    int rc = pirec_ring_new(bytes, &held[i]);
+    if (rc < 0)
+      die("pirec_ring_new", rc);
+    fr[i] = now_ns() - t0;
+  }
+  for (int i = 0; i < runs; i++)
+    pirec_ring_free(held[i]);
+  for (int i = 0; i < runs; i++) {
+    struct pirec_ring *ring;
+    int64_t t0 = now_ns();
+    int rc = pirec_ring_new(bytes, &ring);
+    if (rc < 0)
+      die("pirec_ring_new", rc);
+    re[i] = now_ns() - t0;
+    pirec_ring_free(ring);
+  }
+  qsort(fr, (size_t)runs, sizeof *fr, cmp_i64);
+  qsort(re, (size_t)runs, sizeof *re, cmp_i64);
+  qsort(fa, (size_t)runs, sizeof *fa, cmp_i64);
+  *fresh_ns = fr[runs / 2];
+  *reused_ns = re[runs / 2];
+  *fault_ns = fa[runs / 2];
+  free(fr);
+  free(re);
+  free(fa);
+  free(held);
 }
 
 static int64_t frame_memcpy_median(size_t area_bytes, int runs, int64_t period_ns, int cpu, int rt)
@@ -1036,6 +1087,8 @@ int main(int argc, char **argv)
   int64_t memcpy_ns = frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30,
                                          b->cpus.frames, b->set.rt);
   int64_t memcpy_hot_ns = frame_memcpy_median(FRAME_BYTES, 300, 0, b->cpus.frames, 0);
+  int64_t ring_fresh_ns, ring_reused_ns, fault_ns;
+  ring_new_costs(quick ? 5 : 11, &ring_fresh_ns, &ring_reused_ns, &fault_ns);
 
   /* 4. Throughput, alternating so drift in the machine's load hits both sides. */
   size_t frames = (size_t)b->set.throughput_mb * 1000000 / FRAME_BYTES;
@@ -1109,6 +1162,9 @@ int main(int argc, char **argv)
     print_pct("frame_refused_ns", frame_refused, 0);
     printf("  \"frame_memcpy_ns\": %" PRId64 ",\n", memcpy_ns);
     printf("  \"frame_memcpy_hot_ns\": %" PRId64 ",\n", memcpy_hot_ns);
+    printf("  \"ring_new_fresh_8_5mib_ns\": %" PRId64 ",\n  \"ring_new_reused_8_5mib_ns\": %" PRId64
+           ",\n  \"fault_8_5mib_ns\": %" PRId64 ",\n",
+           ring_fresh_ns, ring_reused_ns, fault_ns);
     print_pct("direct_write_ns", direct, 0);
     print_pct("direct_row_write_ns", direct_rows, 0);
     print_pct("direct_frame_write_ns", direct_frames, 0);

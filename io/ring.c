@@ -1,6 +1,9 @@
 #include "pirec/ring.h"
 
+#include "arena.h"
+
 #include <errno.h>
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -32,6 +35,7 @@ _Static_assert(sizeof(struct record_header) == RECORD_ALIGN, "header is one alig
 struct pirec_ring {
   /* Fixed at creation. */
   unsigned char *arena;
+  struct pirec_arena memory; /* what arena points into, given back to the cache on free */
   size_t capacity;
   size_t max_record;
 
@@ -83,16 +87,11 @@ int pirec_ring_new(size_t capacity_bytes, struct pirec_ring **out)
     return -ENOMEM;
   memset(ring, 0, sizeof(*ring));
 
-  long page = sysconf(_SC_PAGESIZE);
-  size_t page_size = page > 0 ? (size_t)page : 4096;
-  ring->arena = aligned_alloc(page_size, round_up(capacity, page_size));
-  if (ring->arena == NULL) {
+  if (pirec__arena_get(capacity, &ring->memory) < 0) {
     free(ring);
     return -ENOMEM;
   }
-  /* Writing every byte faults every page in now, so the first pass of a capture thread over the
-   * arena copies at full speed instead of taking a page fault per 4 KiB. */
-  memset(ring->arena, 0, capacity);
+  ring->arena = ring->memory.base;
 
   ring->capacity = capacity;
   ring->max_record = capacity / 2 - sizeof(struct record_header);
@@ -107,11 +106,59 @@ int pirec_ring_new(size_t capacity_bytes, struct pirec_ring **out)
   return 0;
 }
 
+int pirec_ring_prepare(size_t capacity_bytes)
+{
+  if (capacity_bytes < 4096 || capacity_bytes > SIZE_MAX / 4)
+    return -EINVAL;
+  int rc = pirec__arena_prepare(round_up(capacity_bytes, CACHE_LINE));
+  return rc == -ENOSPC ? 0 : rc;
+}
+
+#define PREPARE_MAX 8
+
+struct prepare_job {
+  size_t n;
+  size_t capacities[PREPARE_MAX];
+};
+
+static void *prepare_thread(void *arg)
+{
+  struct prepare_job *job = arg;
+  for (size_t i = 0; i < job->n; i++)
+    (void)pirec_ring_prepare(job->capacities[i]); /* best effort: a miss only costs time later */
+  free(job);
+  return NULL;
+}
+
+int pirec_ring_prepare_detached(const size_t *capacities, size_t n)
+{
+  if (n == 0 || n > PREPARE_MAX)
+    return -EINVAL;
+  struct prepare_job *job = malloc(sizeof *job);
+  if (job == NULL)
+    return -ENOMEM;
+  job->n = n;
+  memcpy(job->capacities, capacities, n * sizeof *capacities);
+  pthread_attr_t attr;
+  pthread_t thread;
+  int rc = pthread_attr_init(&attr);
+  if (rc == 0) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&thread, &attr, prepare_thread, job);
+    pthread_attr_destroy(&attr);
+  }
+  if (rc != 0) {
+    free(job);
+    return -rc;
+  }
+  return 0;
+}
+
 void pirec_ring_free(struct pirec_ring *ring)
 {
   if (ring == NULL)
     return;
-  free(ring->arena);
+  pirec__arena_put(&ring->memory);
   free(ring);
 }
 

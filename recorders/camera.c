@@ -865,6 +865,16 @@ static const char *video_ext(enum pirec_camera_codec c)
   }
 }
 
+/* Frame CSV rows are ~80 bytes: 512 KiB holds minutes of them. */
+#define FRAMES_CSV_RING_BYTES ((size_t)512 << 10)
+
+/* The ring of a trial's video sink. Encoded video runs at a few MB/s; MJPEG as received can reach
+ * 10 MB/s. Arenas are backed by memory when created, so they are no larger than a few seconds need. */
+static size_t trial_video_ring_bytes(const struct pirec_camera *cam)
+{
+  return cam->raw ? (size_t)8 << 20 : (size_t)32 << 20;
+}
+
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
   struct pirec_fs_req req;
@@ -901,10 +911,8 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   struct pirec_sink_options vo, co;
   pirec_sink_options_default(&vo);
   pirec_sink_options_default(&co);
-  /* Encoded video runs at a few MB/s; MJPEG as received can reach 10 MB/s. The arena is touched
-   * at creation (on the loop thread), so it is not made larger than a few seconds need. */
-  vo.ring_bytes = cam->raw ? 8u << 20 : 32u << 20;
-  co.ring_bytes = 512u << 10; /* rows of ~80 bytes: minutes of them */
+  vo.ring_bytes = trial_video_ring_bytes(cam);
+  co.ring_bytes = FRAMES_CSV_RING_BYTES;
   if (cam->s.fsync_interval_ms)
     vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
@@ -1254,6 +1262,10 @@ int pirec_camera_start(struct pirec_camera *cam)
     goto fail;
   }
   cam->thread_started = 1;
+  /* Each trial's sinks need rings; their arenas are readied now on a spare thread, so the first
+   * trial start does not fault in megabytes on the loop (later trials reuse the previous one's). */
+  size_t trial_rings[] = {trial_video_ring_bytes(cam), FRAMES_CSV_RING_BYTES};
+  (void)pirec_ring_prepare_detached(trial_rings, 2);
   return 0;
 
 fail:

@@ -11,6 +11,7 @@
 #include "pirec/log.h"
 #include "pirec/mdns.h"
 #include "pirec/rtp.h"
+#include "pirec/ring.h"
 #include "pirec/sink.h"
 
 #include <errno.h>
@@ -1458,11 +1459,26 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
   return 0;
 }
 
+/* Trial sink rings, sized for about 10 s of a Neon's output each (gaze rows ~70 KB/s, scene video up
+ * to ~0.8 MB/s): every page of an arena is backed when it is made, so oversizing them costs memory
+ * and, when no prepared arena is ready, loop time at trial start. */
+#define SCENE_RING_BYTES ((size_t)8 << 20)
+#define GAZE_RING_BYTES ((size_t)1 << 20)
+#define SMALL_RING_BYTES ((size_t)256 << 10)
+
 int pirec_eyetracker_start(struct pirec_eyetracker *et)
 {
   if (et->started)
     return -EALREADY;
   et->started = 1;
+  /* The first trial's arenas are made now on a spare thread rather than on the loop at trial start
+   * (later trials reuse the previous one's). */
+  size_t trial_rings[5] = {GAZE_RING_BYTES, SMALL_RING_BYTES, SMALL_RING_BYTES}, n = 3;
+  if (et->s.events)
+    trial_rings[n++] = SMALL_RING_BYTES;
+  if (et->s.world)
+    trial_rings[n++] = SCENE_RING_BYTES;
+  (void)pirec_ring_prepare_detached(trial_rings, n);
   if (needs_discovery(&et->s)) {
     et->mdns_backoff_ns = et->s.reconnect_min_ns;
     discover(et);
@@ -1484,15 +1500,12 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   pirec_sink_options_default(&o);
   if (et->s.fsync_interval_ms)
     o.fsync_interval_ms = et->s.fsync_interval_ms;
-  /* Rings sized for about 10 s of a Neon's output each (gaze rows ~70 KB/s, scene video up to
-   * ~0.8 MB/s): the arenas are touched when created, on the loop, so oversizing them stalls the
-   * loop at trial start (measured 37 ms with the 8 MiB defaults). */
   if (strcmp(suffix, "_scene.mkv") == 0)
-    o.ring_bytes = 8u << 20;
+    o.ring_bytes = SCENE_RING_BYTES;
   else if (strcmp(suffix, "_gaze.csv") == 0)
-    o.ring_bytes = 1u << 20;
+    o.ring_bytes = GAZE_RING_BYTES;
   else
-    o.ring_bytes = 256u << 10;
+    o.ring_bytes = SMALL_RING_BYTES;
   int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
   if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path,

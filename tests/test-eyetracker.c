@@ -27,6 +27,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "pirec/clock.h"
 #include "pirec/eyetracker.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
@@ -267,7 +268,9 @@ static void run_trial(struct run *r, const char *tag, const char *const *sim_arg
   assert_int_equal(pirec_eyetracker_new(&r->loop, &s, on_event, r, &r->et), 0);
   assert_int_equal(pirec_eyetracker_start(r->et), 0);
   assert_int_equal(pirec_eyetracker_start(r->et), -EALREADY);
+  int64_t t0 = pirec_clock_mono_ns();
   assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 1, 0), 0);
+  fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
   assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 2, 0), -EBUSY);
   uv_timer_init(&r->loop, &r->timer);
   r->timer.data = r;

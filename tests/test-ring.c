@@ -15,6 +15,8 @@
 
 #include "pirec/ring.h"
 
+#include "../io/arena.h" /* the arena cache's counters */
+
 /* A payload that depends on the sequence number only, so the consumer can regenerate it. */
 static void fill_payload(unsigned char *p, size_t len, uint64_t seq)
 {
@@ -384,6 +386,144 @@ static void *stress_consumer(void *arg)
   return NULL;
 }
 
+/* An arena of a huge page or more starts on a huge-page boundary when the kernel has transparent
+ * huge pages, so MADV_HUGEPAGE can back it with a few large pages (creating a ring at a trial start
+ * then takes a few faults instead of thousands). The first record's header sits at the arena's
+ * start. Whether the kernel actually gave huge pages depends on free memory, so that is printed,
+ * not asserted. */
+static void test_arena_huge_page_aligned(void **state)
+{
+  (void)state;
+  char mode[128] = "";
+  unsigned long long huge = 0;
+  FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (f) {
+    if (!fgets(mode, sizeof mode, f))
+      mode[0] = 0;
+    fclose(f);
+  }
+  f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+  if (f) {
+    if (fscanf(f, "%llu", &huge) != 1)
+      huge = 0;
+    fclose(f);
+  }
+  if (huge == 0 || strstr(mode, "[never]") || mode[0] == 0) {
+    printf("no transparent huge pages here ('%s'): nothing to check\n", mode);
+    skip();
+  }
+  struct pirec_ring *ring;
+  assert_int_equal(pirec_ring_new((size_t)huge * 4 + 4096, &ring), 0);
+  unsigned char byte = 7;
+  assert_int_equal(pirec_ring_push(ring, &byte, 1), 0);
+  struct pirec_ring_record rec;
+  assert_int_equal(pirec_ring_take(ring, &rec, 1, SIZE_MAX), 1);
+  uintptr_t arena = (uintptr_t)rec.data - 16; /* one 16-byte header before the payload */
+  assert_int_equal(arena % huge, 0);
+  /* Informational: how much of it the kernel backed with huge pages. */
+  f = fopen("/proc/self/smaps", "r");
+  char line[256];
+  int inside = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    unsigned long long lo, hi, kb;
+    if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2)
+      inside = lo <= arena && arena < hi;
+    else if (inside && sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
+      printf("arena at %#llx: %llu kB in huge pages of %llu kB\n", (unsigned long long)arena, kb,
+             huge >> 10);
+  }
+  if (f)
+    fclose(f);
+  pirec_ring_release(ring, 1);
+  pirec_ring_free(ring);
+}
+
+/* The payload address of a one-byte record pushed into an empty ring: the arena's start plus one
+ * header, so equal addresses mean the same arena. */
+static uintptr_t arena_of(struct pirec_ring *ring)
+{
+  unsigned char byte = 1;
+  assert_int_equal(pirec_ring_push(ring, &byte, 1), 0);
+  struct pirec_ring_record rec;
+  assert_int_equal(pirec_ring_take(ring, &rec, 1, SIZE_MAX), 1);
+  pirec_ring_release(ring, 1);
+  return (uintptr_t)rec.data;
+}
+
+static size_t cached_arenas(size_t *preparing)
+{
+  size_t arenas, bytes, p;
+  pirec__arena_cached(&arenas, &bytes, &p);
+  if (preparing)
+    *preparing = p;
+  return arenas;
+}
+
+/* A freed ring's arena is kept and serves the next ring of its size (a trial after a trial starts
+ * without faulting in memory again), but not a ring of less than half its size. */
+static void test_freed_arena_reused(void **state)
+{
+  (void)state;
+  size_t before = cached_arenas(NULL);
+  struct pirec_ring *a, *b, *small;
+  assert_int_equal(pirec_ring_new(3u << 20, &a), 0);
+  uintptr_t first = arena_of(a);
+  pirec_ring_free(a);
+  assert_int_equal(cached_arenas(NULL), before + 1);
+  assert_int_equal(pirec_ring_new(3u << 20, &b), 0);
+  assert_int_equal(cached_arenas(NULL), before);
+  assert_true(arena_of(b) == first);
+  /* Reused bytes are not zero, and need not be: a record is only read after it was written. */
+  char msg[] = "after reuse";
+  assert_int_equal(pirec_ring_push(b, msg, sizeof msg), 0);
+  struct pirec_ring_record rec;
+  assert_int_equal(pirec_ring_take(b, &rec, 1, SIZE_MAX), 1);
+  assert_memory_equal(rec.data, msg, sizeof msg);
+  assert_int_equal(rec.dropped_before, 0);
+  pirec_ring_free(b);
+  assert_int_equal(pirec_ring_new(64u << 10, &small), 0);
+  assert_true(arena_of(small) != first);
+  assert_int_equal(pirec_ring_new(3u << 20, &b), 0);
+  assert_true(arena_of(b) == first); /* still cached: the small ring did not take it */
+  pirec_ring_free(small);
+  pirec_ring_free(b);
+}
+
+/* pirec_ring_prepare leaves an arena that the next pirec_ring_new of that size takes. */
+static void test_prepare_then_new(void **state)
+{
+  (void)state;
+  size_t before = cached_arenas(NULL);
+  assert_int_equal(pirec_ring_prepare(5u << 20), 0);
+  assert_int_equal(cached_arenas(NULL), before + 1);
+  struct pirec_ring *ring;
+  assert_int_equal(pirec_ring_new(5u << 20, &ring), 0);
+  assert_int_equal(cached_arenas(NULL), before);
+  pirec_ring_free(ring);
+  assert_int_equal(pirec_ring_prepare(100), -EINVAL);
+}
+
+/* A ring created while its arena is still being prepared on another thread waits for that arena
+ * instead of making a second one: afterwards exactly one more arena is cached, not two. */
+static void test_prepare_detached_is_awaited(void **state)
+{
+  (void)state;
+  const size_t size = 24u << 20; /* no other test leaves an arena that would fit */
+  size_t before = cached_arenas(NULL), preparing = 0;
+  assert_int_equal(pirec_ring_prepare_detached(&size, 1), 0);
+  /* Until the thread has announced its work, a new ring would not know to wait. */
+  while (cached_arenas(&preparing) == before && preparing == 0)
+    sched_yield();
+  struct pirec_ring *ring;
+  assert_int_equal(pirec_ring_new(size, &ring), 0);
+  pirec_ring_free(ring);
+  assert_int_equal(cached_arenas(&preparing), before + 1);
+  assert_int_equal(preparing, 0);
+  assert_int_equal(pirec_ring_prepare_detached(&size, 0), -EINVAL);
+}
+
+
+
 static void test_two_thread_stress(void **state)
 {
   (void)state;
@@ -424,6 +564,10 @@ int main(void)
       cmocka_unit_test(test_max_record_fits_at_any_offset),
       cmocka_unit_test(test_reserve_commit),
       cmocka_unit_test(test_take_limits),
+      cmocka_unit_test(test_arena_huge_page_aligned),
+      cmocka_unit_test(test_freed_arena_reused),
+      cmocka_unit_test(test_prepare_then_new),
+      cmocka_unit_test(test_prepare_detached_is_awaited),
       cmocka_unit_test(test_two_thread_stress),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

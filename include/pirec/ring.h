@@ -3,7 +3,9 @@
 
 /* A lock-free single-producer single-consumer ring of variable-length records.
  *
- * One preallocated arena, touched once at creation so no page fault happens on a capture path.
+ * One preallocated arena, every page backed at creation so no page fault happens on a capture path.
+ * Arenas of freed rings are kept for reuse (see pirec_ring_prepare), so the bytes of a new ring are
+ * not necessarily zero.
  * Each record's payload is contiguous in the arena (a record that would cross the end is placed at
  * the start and the tail of the arena is skipped), so the consumer can hand payload pointers to
  * writev() without copying.
@@ -43,7 +45,22 @@ struct pirec_ring_stats {
  * Returns 0 and *out, or -EINVAL (capacity below 4 KiB), -ENOMEM. */
 int pirec_ring_new(size_t capacity_bytes, struct pirec_ring **out);
 
-/* Frees the ring and its arena. NULL is a no-op. */
+/* Readies memory for a later pirec_ring_new of capacity_bytes: an arena is created with every page
+ * backed and left in a small process-wide cache (16 arenas of up to 64 MiB, 128 MiB in all), where
+ * pirec_ring_new finds it and returns in microseconds instead of faulting the arena in. Rings given
+ * back by pirec_ring_free land in the same cache, so the rings of a trial that follows another reuse
+ * its memory. This call takes as long as the faults do: run it off the loop thread. Any thread.
+ * Returns 0, -EINVAL or -ENOMEM. */
+int pirec_ring_prepare(size_t capacity_bytes);
+
+/* Runs pirec_ring_prepare for each of n (at most 8) capacities on a short-lived detached thread, so a
+ * recorder can ready its next trial's rings without stalling its loop. Best effort: a ring created
+ * before its arena is ready is made on the spot as without this call. Returns 0, -EINVAL, or the
+ * negative errno of a thread that could not be started. */
+int pirec_ring_prepare_detached(const size_t *capacities, size_t n);
+
+/* Frees the ring; its arena goes to the cache described above or back to the system. NULL is a
+ * no-op. */
 void pirec_ring_free(struct pirec_ring *ring);
 
 /* The largest payload a single record may have: half the capacity less one record header. */
