@@ -107,7 +107,7 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
       snprintf(s->input_format, sizeof s->input_format, "%s", pix);
   } else if (strcmp(kind, "rpicam") == 0) {
     s->kind = PIREC_CAMERA_RPICAM;
-    snprintf(s->source, sizeof s->source, "0");
+    snprintf(s->source, sizeof s->source, "%lld", (long long)pirec_config_get_int(cfg, section, "index"));
     snprintf(s->input_format, sizeof s->input_format, "%s", strcmp(pix, "mjpeg") == 0 ? "mjpeg" : "yuv420");
   } else if (strcmp(kind, "url") == 0) {
     s->kind = PIREC_CAMERA_URL;
@@ -125,10 +125,8 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   snprintf(s->preset, sizeof s->preset, "%s", pirec_config_get_string(cfg, section, "preset"));
   s->crf = (int)pirec_config_get_int(cfg, section, "crf");
   s->gop = (int)pirec_config_get_int(cfg, section, "gop");
-  /* Unset, the ring holds a second of frames (capped at 256 MiB) rather than the schema's fixed
-   * 32 MiB, which is a third of a second of 1080p. */
-  if (pirec_config_is_set(cfg, section, "ring_size"))
-    s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
+  /* 0 (the default) leaves the camera's own choice: a second of frames, capped at 256 MiB. */
+  s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
   pirec_config_free(cfg);
   return 0;
 }
@@ -382,7 +380,8 @@ int main(int argc, char **argv)
   const char *config_file = NULL;
   struct pirec_camera_settings cli;
   int protocol = 0, opt, r;
-  int set_source = 0, set_size = 0, set_fps = 0;
+  int set_source = 0, set_size = 0, set_fps = 0, set_format = 0, set_preset = 0, set_crf = 0,
+      set_gop = 0, set_ring = 0;
 
   pirec_camera_settings_default(&a.s);
   cli = a.s;
@@ -403,15 +402,15 @@ int main(int argc, char **argv)
         goto bad;
       set_fps = 1;
       break;
-    case 'F': snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg); break;
+    case 'F': snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg); set_format = 1; break;
     case 'n': snprintf(cli.name, sizeof cli.name, "%s", optarg); break;
     case 't': a.trial = atoi(optarg); break;
     case 'd': a.duration_s = atof(optarg); break;
     case 'o': a.out_dir = optarg; break;
-    case 'P': snprintf(cli.preset, sizeof cli.preset, "%s", optarg); break;
-    case 'C': cli.crf = atoi(optarg); break;
-    case 'G': cli.gop = atoi(optarg); break;
-    case 'R': cli.ring_ms = (unsigned)atoi(optarg); break;
+    case 'P': snprintf(cli.preset, sizeof cli.preset, "%s", optarg); set_preset = 1; break;
+    case 'C': cli.crf = atoi(optarg); set_crf = 1; break;
+    case 'G': cli.gop = atoi(optarg); set_gop = 1; break;
+    case 'R': cli.ring_ms = (unsigned)atoi(optarg); set_ring = 1; break;
     case 'r': snprintf(cli.rpicam_program, sizeof cli.rpicam_program, "%s", optarg); break;
     case 'x': snprintf(cli.ffmpeg, sizeof cli.ffmpeg, "%s", optarg); break;
     case 'p': protocol = 1; break;
@@ -440,6 +439,18 @@ int main(int argc, char **argv)
     if (set_fps) {
       a.s.fps_num = cli.fps_num;
       a.s.fps_den = cli.fps_den;
+    }
+    if (set_format)
+      memcpy(a.s.input_format, cli.input_format, sizeof a.s.input_format);
+    if (set_preset)
+      memcpy(a.s.preset, cli.preset, sizeof a.s.preset);
+    if (set_crf)
+      a.s.crf = cli.crf;
+    if (set_gop)
+      a.s.gop = cli.gop;
+    if (set_ring) { /* --ring-ms sizes the ring in time: the file's ring_size gives way */
+      a.s.ring_ms = cli.ring_ms;
+      a.s.ring_bytes = 0;
     }
 #else
     fprintf(stderr, "pirec-camera: built without config support; -c is not available\n");

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
                             "# camera %zu of the rig: a comment long enough to look like real notes\n"
                             "; mounted on the left arm, looking at the participant's hands from above\n"
                             "[camera.cam%zu]\nsource = lavfi ; synthetic\nfps = %zu\nsize = 320x240\n"
-                            "codec = x264\n\n",
+                            "preset = ultrafast\n\n",
                             cameras, cameras, 1 + cameras % 60);
     cameras++;
   }

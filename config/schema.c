@@ -36,10 +36,12 @@ static const char *check_label(const char *v) {
   return NULL;
 }
 
-static const char *check_trial_prefix(const char *v) {
-  if (!*v)
-    return "a non-empty prefix of letters, digits, '-' and '_'";
-  return check_label(v);
+static const char *check_socket_path(const char *v) {
+  if (*v && *v != '/')
+    return "an absolute path, or empty for the default";
+  if (strlen(v) > 107)
+    return "at most 107 characters (the limit of a unix socket address)";
+  return NULL;
 }
 
 static const char *check_wxh(const char *v) {
@@ -100,7 +102,6 @@ static const char *check_url(const char *v) {
 /* ---- enums ------------------------------------------------------------------------------------- */
 
 static const char *const sources[] = {"lavfi", "v4l2", "rpicam", "url", NULL};
-static const char *const codecs[] = {"copy", "x264", NULL};
 static const char *const presets[] = {"ultrafast", "superfast", "veryfast", "faster", "fast",
                                       "medium", "slow", "slower", "veryslow", NULL};
 static const char *const edges[] = {"rising", "falling", "both", NULL};
@@ -109,7 +110,7 @@ static const char *const actions[] = {"start", "stop", "toggle", "trial", "marke
 static const char *const directions[] = {"input", "output", NULL};
 static const char *const roles[] = {"led", "sync_pulse", NULL};
 static const char *const formats[] = {"mp4", "mkv", NULL};
-static const char *const clocks[] = {"mono", "wall", "device", NULL};
+static const char *const clocks[] = {"auto", "mono", "wall", "device", NULL};
 static const char *const control_modes[] = {"socket", "off", NULL};
 
 /* ---- the tables -------------------------------------------------------------------------------- */
@@ -132,8 +133,6 @@ static const struct pirec__config_key session_keys[] = {
     PATH("output_dir", "/var/lib/pirec/sessions",
          "directory in which each session gets its own YYYYMMDDTHHMMSSZ[_LABEL] directory"),
     STR("label", "", check_label, "default label appended to session directory names (empty: none)"),
-    STR("trial_prefix", "t", check_trial_prefix, "trial file names start with this prefix (t001, t002, ...)"),
-    INT("trial_digits", "3", 1, 9, "digits in the zero-padded trial number"),
     DUR("clocks_interval", "10s", 100 * NS_MS, NS_H,
         "how often a (monotonic, realtime, boottime) row is written to clocks.csv"),
     BOOL("remux_after", "true", "run pirec-remux on the session directory when the session stops"),
@@ -142,12 +141,12 @@ static const struct pirec__config_key session_keys[] = {
 static const struct pirec__config_key storage_keys[] = {
     SIZE("ring_size", "8MiB", 64 * KIB, GIB, "ring buffer per non-video module (gaze, notes, GPIO events)"),
     DUR("fsync_interval", "1s", 0, 10 * NS_MIN, "how often written files are fdatasync'ed (0: only when closed)"),
-    SIZE("batch_size", "256KiB", 4 * KIB, 64 * MIB, "bytes gathered from a ring before one write"),
 };
 
 static const struct pirec__config_key control_keys[] = {
     ENUM("mode", "socket", control_modes, "socket: accept status/start/stop/trial/note on a unix socket; off: none"),
-    PATH("socket", "/run/pirec/control.sock", "path of the control socket"),
+    STR("socket", "", check_socket_path,
+        "path of the control socket; empty: $RUNTIME_DIRECTORY/control.sock (systemd), else $XDG_RUNTIME_DIR/pirec/control.sock, else /run/pirec/control.sock for root, else /tmp/pirec-UID/control.sock"),
     MODE("socket_mode", "0660", "permissions of the control socket"),
 };
 
@@ -161,11 +160,13 @@ static const struct pirec__config_key camera_keys[] = {
     STR("size", "640x480", check_wxh, "frame size WIDTHxHEIGHT"),
     INT("fps", "30", 1, 240, "frames per second requested from the source"),
     STR("pixel_format", "yuv420p", check_pixfmt, "pixel format requested from the source (mjpeg for most USB cameras)"),
-    ENUM("codec", "x264", codecs, "copy: store what the source delivers; x264: encode H.264 in an ffmpeg child"),
-    ENUM("preset", "ultrafast", presets, "x264 speed preset (codec = x264)"),
-    INT("crf", "23", 0, 51, "x264 constant rate factor, lower is better quality (codec = x264)"),
-    INT("gop", "60", 1, 10000, "frames between keyframes (codec = x264)"),
-    SIZE("ring_size", "32MiB", MIB, 2 * GIB, "ring buffer between capture and the writer or encoder"),
+    INT("index", "0", 0, 15, "which CSI camera rpicam-vid opens, its --camera number (source = rpicam)"),
+    ENUM("preset", "ultrafast", presets,
+         "x264 speed preset for raw sources (yuv420p, yuv422p); compressed sources (mjpeg, h264) are stored as received"),
+    INT("crf", "23", 0, 51, "x264 constant rate factor for raw sources, lower is better quality"),
+    INT("gop", "60", 1, 10000, "frames between keyframes for raw sources"),
+    SIZE("ring_size", "0", 0, 2 * GIB,
+         "ring buffer between capture and the encoder or writer (0: one second of frames, at most 256MiB)"),
 };
 
 static const struct pirec__config_key eyetracker_keys[] = {
@@ -177,7 +178,7 @@ static const struct pirec__config_key eyetracker_keys[] = {
 };
 
 static const struct pirec__config_key notes_keys[] = {
-    BOOL("enabled", "true", "accept operator notes (control socket, stdin, web) into notes.csv"),
+    BOOL("enabled", "true", "accept operator notes (control socket, stdin) into notes.csv"),
     INT("max_length", "4096", 1, 65536, "longest note in bytes; longer notes are refused"),
 };
 
@@ -189,20 +190,22 @@ static const struct pirec__config_key gpio_keys[] = {
     ENUM("edge", "rising", edges, "edges that trigger (direction = input)"),
     ENUM("bias", "as-is", biases, "pull resistor (direction = input)"),
     BOOL("active_low", "false", "the line is active when low"),
-    DUR("debounce", "5ms", 0, NS_S, "edges closer than this to the previous one are merged (0: off)"),
+    DUR("debounce", "5ms", 0, NS_S,
+        "a new level counts only once it has held this long; shorter glitches are dropped (0: off)"),
     ENUM("action", "marker", actions,
          "what an edge does: start/stop/toggle the session, start the next trial, or only log a marker"),
     DUR("min_interval", "0", 0, NS_H, "ignore triggers closer than this to the last accepted one"),
     ENUM("role", "led", roles, "led: lit while recording; sync_pulse: periodic pulse logged in events.csv (direction = output)"),
     DUR("pulse_length", "10ms", NS_US, 10 * NS_S, "length of a sync pulse (role = sync_pulse)"),
-    DUR("pulse_interval", "1s", NS_MS, NS_H, "time between sync pulses (role = sync_pulse)"),
+    DUR("pulse_interval", "1s", 0, NS_H,
+        "time between sync pulses while recording (role = sync_pulse; 0: one pulse per trial start only)"),
 };
 
 static const struct pirec__config_key remux_keys[] = {
     ENUM("format", "mp4", formats, "container written by pirec-remux"),
     INT("jobs", "1", 1, 8, "remux jobs run at the same time"),
-    ENUM("clock", "mono", clocks,
-         "timestamp column that times each frame: mono (CLOCK_MONOTONIC), wall (CLOCK_REALTIME) or device"),
+    ENUM("clock", "auto", clocks,
+         "timestamp column that times each frame: auto (device when every row has one, else mono), mono (CLOCK_MONOTONIC), wall (CLOCK_REALTIME) or device"),
 };
 
 static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s);

@@ -261,7 +261,7 @@ int pirec__control_socket_candidates(const char *config_path, char paths[][108],
   if (config_path && n < max) {
     struct pirec_config *cfg = NULL;
     if (pirec_config_load(config_path, &cfg, NULL) == 0) {
-      if (pirec_config_is_set(cfg, "control", "socket"))
+      if (*pirec_config_get_string(cfg, "control", "socket")) /* empty: the defaults below */
         snprintf(paths[n++], 108, "%s", pirec_config_get_string(cfg, "control", "socket"));
       pirec_config_free(cfg);
     }
@@ -2110,8 +2110,7 @@ static const char demo_camera[] =
     "source = lavfi\n"
     "lavfi = testsrc2\n"
     "size = 320x240\n"
-    "fps = 15\n"
-    "codec = x264\n";
+    "fps = 15\n";
 
 static int load_config(struct pirec_controller *c) {
   struct pirec_config_errors errors = {0};
@@ -2182,7 +2181,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
     pirec_controller_free(c);
     return err == -ENOMEM ? err : -EINVAL;
   }
-  if (!c->opts.socket_path && c->config_path && pirec_config_is_set(c->cfg, "control", "socket"))
+  if (!c->opts.socket_path && c->config_path && *pirec_config_get_string(c->cfg, "control", "socket"))
     snprintf(c->socket_path, sizeof c->socket_path, "%s",
              pirec_config_get_string(c->cfg, "control", "socket"));
   build_modules(c);

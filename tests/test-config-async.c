@@ -66,7 +66,7 @@ static char *big_config(size_t *len, size_t *cameras) {
                           "source = lavfi ; synthetic\n"
                           "fps = %zu\n"
                           "size = 320x240\n"
-                          "codec = x264\n"
+                          "preset = ultrafast\n"
                           "\n",
                           i, i, 1 + i % 60);
     i++;

@@ -164,11 +164,11 @@ static void test_size(void **state) {
   uint64_t b;
   assert_int_equal(pirec_config_parse_size("99999999999999GiB", &b), -ERANGE);
 
-  struct pirec_config *cfg = parse_ok("[storage]\nring_size = 16MiB\nbatch_size = 64kB\n");
+  struct pirec_config *cfg = parse_ok("[storage]\nring_size = 16MiB\n[camera.a]\nring_size = 64kB\n");
   assert_int_equal(pirec_config_get_size(cfg, "storage", "ring_size"), 16u << 20);
-  assert_int_equal(pirec_config_get_size(cfg, "storage", "batch_size"), 64000);
+  assert_int_equal(pirec_config_get_size(cfg, "camera.a", "ring_size"), 64000);
   char *text;
-  assert_int_equal(pirec_config_get_text(cfg, "storage.batch_size", &text), 0);
+  assert_int_equal(pirec_config_get_text(cfg, "camera.a.ring_size", &text), 0);
   assert_string_equal(text, "64kB");
   free(text);
   pirec_config_free(cfg);
@@ -192,7 +192,9 @@ static void test_enum_and_strings(void **state) {
   pirec_config_free(cfg);
   expect_one("[camera.a]\nsource = v4l\n",
              "t.conf:2: camera.a.source = 'v4l': expected one of lavfi, v4l2, rpicam, url; did you mean 'v4l2'?");
-  expect_one("[camera.a]\ncodec = mpeg2\n", "t.conf:2: camera.a.codec = 'mpeg2': expected one of copy, x264");
+  expect_one("[camera.a]\npreset = fastest\n",
+             "t.conf:2: camera.a.preset = 'fastest': expected one of ultrafast, superfast, veryfast, faster, fast, "
+             "medium, slow, slower, veryslow; did you mean 'faster'?");
   expect_one("[camera.a]\nsize = 640*480\n",
              "t.conf:2: camera.a.size = '640*480': expected WIDTHxHEIGHT with each from 16 to 8192 and even, e.g. 640x480");
   expect_one("[session]\nlabel = my session\n",
@@ -355,7 +357,7 @@ static void test_getters(void **state) {
   assert_string_equal(pirec_config_get_string(cfg, "gpio.start", "action"), "start");
   assert_string_equal(pirec_config_get_string(cfg, "gpio.start", "edge"), "rising");
   assert_int_equal(pirec_config_get_duration(cfg, "gpio.start", "debounce"), 5 * NS_MS);
-  assert_int_equal(pirec_config_get_size(cfg, "camera.front", "ring_size"), 32u << 20);
+  assert_int_equal(pirec_config_get_size(cfg, "camera.front", "ring_size"), 0); /* 0: a second of frames */
   assert_string_equal(pirec_config_get_string(cfg, "session", "label"), "");
   char *t;
   assert_int_equal(pirec_config_get_text(cfg, "gpio.start.debounce", &t), 0);
