@@ -85,9 +85,10 @@ void pirec_ffmpeg_encode_init(struct pirec_ffmpeg_encode *e)
   e->rate_num = 30;
   e->rate_den = 1;
   e->encoder = "libx264";
-  e->preset = "veryfast";
+  e->format = "matroska";
+  e->preset = "ultrafast";
   e->crf = 23;
-  e->gop = 0;
+  e->gop = 60;
   e->bframes = 0;
   e->out_pix_fmt = "yuv420p";
   e->loglevel = "error";
@@ -122,6 +123,9 @@ int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_o
     return bad("ffmpeg encode", "encoder");
   if (e->crf < -1 || e->crf > 51)
     return bad("ffmpeg encode", "crf");
+  int annexb = e->format && strcmp(e->format, "h264") == 0;
+  if (e->format && !annexb && strcmp(e->format, "matroska") != 0)
+    return bad("ffmpeg encode", "format");
   if (e->gop < 0 || e->bframes < -1 || e->threads < 0 || e->progress_fd < 0)
     return bad("ffmpeg encode", e->gop < 0 ? "gop" : e->bframes < -1 ? "bframes" :
                                 e->threads < 0 ? "threads" : "progress_fd");
@@ -169,6 +173,10 @@ int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_o
     add(&b, "-bf");
     addf(&b, "%d", e->bframes);
   }
+  if (annexb) {
+    add(&b, "-aud"); /* libx264's delimiters: where each access unit starts in the byte stream */
+    add(&b, "1");
+  }
   if (e->threads > 0) {
     add(&b, "-threads");
     addf(&b, "%d", e->threads);
@@ -177,11 +185,16 @@ int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_o
     add(&b, "-pix_fmt");
     add(&b, e->out_pix_fmt);
   }
-  /* Short clusters: after a crash or SIGKILL at most about a second of video is lost. */
-  add(&b, "-cluster_time_limit");
-  add(&b, "1000");
-  add(&b, "-f");
-  add(&b, "matroska");
+  if (annexb) {
+    add(&b, "-f");
+    add(&b, "h264");
+  } else {
+    /* Short clusters: after a crash or SIGKILL at most about a second of video is lost. */
+    add(&b, "-cluster_time_limit");
+    add(&b, "1000");
+    add(&b, "-f");
+    add(&b, "matroska");
+  }
   add(&b, "-y");
   add(&b, e->output);
   return finish(&b, argv_out);

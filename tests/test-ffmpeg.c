@@ -75,8 +75,33 @@ static void test_encode_argv(void **state)
   assert_true(argv_has(argv, "-vsync", "passthrough"));
   assert_false(argv_has(argv, "-fps_mode", NULL));
   assert_false(argv_has(argv, "-bf", NULL));
+  assert_true(argv_has(argv, "-cluster_time_limit", "1000"));
+  assert_false(argv_has(argv, "-aud", NULL));
   pirec_ffmpeg_argv_free(argv);
   pirec_ffmpeg_argv_free(NULL);
+
+  /* The defaults are the config schema's: what a [camera.NAME] section gets unless it says. */
+  pirec_ffmpeg_encode_init(&e);
+  e.output = "/tmp/fifo";
+  e.width = 320;
+  e.height = 240;
+  assert_int_equal(pirec_ffmpeg_encode_argv(&e, &argv), 0);
+  assert_true(argv_has(argv, "-preset", "ultrafast"));
+  assert_true(argv_has(argv, "-g", "60"));
+  assert_true(argv_has(argv, "-crf", "23"));
+  pirec_ffmpeg_argv_free(argv);
+
+  /* Raw H.264 for a caller that muxes itself: delimiters on, no Matroska options. */
+  e.format = "h264";
+  assert_int_equal(pirec_ffmpeg_encode_argv(&e, &argv), 0);
+  assert_true(argv_has(argv, "-aud", "1"));
+  assert_true(argv_has(argv, "-f", "h264"));
+  assert_false(argv_has(argv, "-f", "matroska"));
+  assert_false(argv_has(argv, "-cluster_time_limit", NULL));
+  pirec_ffmpeg_argv_free(argv);
+  e.format = "mpegts";
+  assert_int_equal(pirec_ffmpeg_encode_argv(&e, &argv), -EINVAL);
+  assert_null(argv);
 }
 
 static void test_remux_argv(void **state)

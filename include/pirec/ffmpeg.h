@@ -23,18 +23,24 @@
 #include <stdint.h>
 #include <uv.h>
 
-/* Raw video from stdin, encoded into a crash-tolerant Matroska file. */
+/* Raw video from stdin, encoded into a crash-tolerant Matroska file, or into a raw H.264 stream
+ * for a caller that muxes the access units itself (the camera recorder does: it pairs each one
+ * with its frame's capture time). The defaults are the config schema's ([camera.NAME] preset,
+ * crf, gop). */
 struct pirec_ffmpeg_encode {
   const char *program;     /* NULL: "ffmpeg" from PATH */
-  const char *output;      /* required; written as Matroska whatever the extension */
+  const char *output;      /* required; a path or a pipe (e.g. a FIFO) */
+  const char *format;      /* "matroska" (default): short clusters, so a crash loses at most about
+                              a second; "h264": Annex B with an access unit delimiter before each
+                              frame, so a reader can cut the stream into frames as it arrives */
   int width, height;       /* required, > 0 */
   const char *pix_fmt;     /* of the raw input, as ffmpeg names it: "yuv420p" (default), "yuyv422",
                               "nv12", "gray", "rgb24", ... */
   uint32_t rate_num, rate_den; /* nominal input rate (see above); default 30/1 */
   const char *encoder;     /* default "libx264" */
-  const char *preset;      /* default "veryfast" */
+  const char *preset;      /* default "ultrafast" (a Pi's CPU; what [camera.NAME] preset defaults to) */
   int crf;                 /* 0..51; -1: encoder default; default 23 */
-  int gop;                 /* keyframe interval in frames; 0: encoder default; default 0 */
+  int gop;                 /* keyframe interval in frames; 0: encoder default; default 60 */
   int bframes;             /* default 0 (keeps packet order == frame order); -1: encoder default */
   const char *out_pix_fmt; /* default "yuv420p" (what players decode); NULL keeps the input's */
   int threads;             /* encoder threads; 0: ffmpeg's choice */
