@@ -22,7 +22,7 @@ static void usage(FILE *f)
         "  --format mp4|mkv      output container (default mp4, time base 1/90000; mkv is 1/1000)\n"
         "  --clock auto|device|mono|wall\n"
         "                        which CSV timestamp (default auto: device_ts_ns if every row has\n"
-        "                        one, else mono_ns)\n"
+        "                        one and they increase, else mono_ns)\n"
         "  --cfr                 constant rate (N-1)/(t_last-t_first) instead of captured times\n"
         "  --write-timestamps    also write OUTPUT.timestamps.txt (mkvmerge timestamps v2)\n"
         "  --replace             delete the input video once its output verified\n"

@@ -662,6 +662,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   rows = res->timing_rows = r.timing.count;
   res->partial_row = r.timing.partial_row;
   res->clock_used = r.timing.clock_used;
+  snprintf(res->clock_note, sizeof res->clock_note, "%s", r.timing.clock_note);
   if (rows == 0) {
     seterr(res, "'%s' has no complete frame rows", res->timing_path);
     rc = -ENODATA;
@@ -890,6 +891,7 @@ int pirec_remux_verify(const char *output_path, const struct pirec_remux_options
   res->timing_rows = timing.count;
   res->partial_row = timing.partial_row;
   res->clock_used = timing.clock_used;
+  snprintf(res->clock_note, sizeof res->clock_note, "%s", timing.clock_note);
   /* A recovered output holds the first n rows; CFR's grid depends on that n, so count first. */
   rc = verify_file(output_path, &timing, -1, -1, 0, res, &found);
   if (cfr && (rc >= 0 || found > 0)) {

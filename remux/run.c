@@ -68,14 +68,15 @@ static json_t *result_json(const char *input, const struct pirec_remux_result *r
                            int verify, int dry)
 {
   return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
-                   " s:s, s:i, s:I, s:I}",
+                   " s:s, s:s, s:i, s:I, s:I}",
                    "input", input, "output", r->output_path, "timing", r->timing_path, "ok", ok,
                    "verify", verify, "dry_run", dry, "error", r->error,
                    "frames", (json_int_t)r->frames, "rows", (json_int_t)r->timing_rows,
                    "packets", (json_int_t)r->packets, "rows_cut", (json_int_t)r->rows_cut,
                    "packets_cut", (json_int_t)r->packets_cut, "bytes_cut", (json_int_t)r->bytes_cut,
                    "partial_row", r->partial_row, "video_truncated", r->video_truncated,
-                   "clock", pirec_remux_clock_name(r->clock_used), "reorder_depth",
+                   "clock", pirec_remux_clock_name(r->clock_used), "clock_note", r->clock_note,
+                   "reorder_depth",
                    r->reorder_depth, "duration_ns", (json_int_t)r->duration_ns, "input_bytes",
                    (json_int_t)r->input_bytes);
 }
@@ -305,7 +306,10 @@ static void summary(struct run *r, int64_t elapsed_ns)
     json_t *j = it->result;
     int64_t cut = jint(j, "rows_cut") + jint(j, "packets_cut");
     int64_t dur = jint(j, "duration_ns");
-    char what[4200];
+    char what[4200], clock[300] = "";
+    /* Auto passing over the camera's clock changes what the times mean: say so on the line. */
+    if (jstr(j, "clock_note")[0] != '\0')
+      snprintf(clock, sizeof clock, " (clock %s: %s)", jstr(j, "clock"), jstr(j, "clock_note"));
     if (!it->ok)
       snprintf(what, sizeof what, "FAILED: %s", jstr(j, "error"));
     else if (r->o->verify)
@@ -322,8 +326,9 @@ static void summary(struct run *r, int64_t elapsed_ns)
                json_is_true(json_object_get(j, "partial_row")) ? ", a partial CSV line" : "");
     else
       snprintf(what, sizeof what, "ok -> %s", jstr(j, "output"));
-    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s\n", short_name(it->path),
-            jint(j, "frames"), cut, dur / 1000000000, (int)(dur / 1000000 % 1000), what);
+    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n",
+            short_name(it->path), jint(j, "frames"), cut, dur / 1000000000,
+            (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
   }
   fprintf(r->out, "%zu of %zu files %s, %" PRId64 " frames, %" PRId64 ".%01d s\n", ok, r->n,
           r->o->verify ? "verified" : "done", frames, elapsed_ns / 1000000000,

@@ -335,6 +335,16 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
       timing->clock_used = (l.col[COL_DEVICE] >= 0 && l.missing_device == 0 && l.count > 0)
                                ? PIREC_REMUX_CLOCK_DEVICE
                                : PIREC_REMUX_CLOCK_MONO;
+      /* A camera's own clock restarts with the camera (a restarted rpicam-vid, a reconnected
+       * stream); mono_ns is the recorder's clock and stays continuous across that, so auto falls
+       * back to it rather than failing. The reason is kept for the summary. */
+      for (int64_t i = 1; timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && i < l.count; i++)
+        if (l.device[i] <= l.device[i - 1]) {
+          snprintf(timing->clock_note, sizeof timing->clock_note,
+                   "device_ts_ns %lld on line %lld is not after %lld", (long long)l.device[i],
+                   (long long)(timing->first_line + i), (long long)l.device[i - 1]);
+          timing->clock_used = PIREC_REMUX_CLOCK_MONO;
+        }
       break;
     case PIREC_REMUX_CLOCK_DEVICE:
       if (rc == 0 && l.col[COL_DEVICE] < 0) {
@@ -371,8 +381,11 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
       snprintf(err, cap, "%s:%lld: %s %lld is not after %lld on the line before%s", path,
                (long long)(timing->first_line + i), chosen_name, (long long)chosen[i],
                (long long)chosen[i - 1],
-               timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
-                                                            : "");
+               timing->clock_used == PIREC_REMUX_CLOCK_WALL
+                   ? " (the wall clock steps; try --clock mono)"
+               : timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && clock == PIREC_REMUX_CLOCK_DEVICE
+                   ? " (the camera's clock restarted? --clock auto or mono uses mono_ns)"
+                   : "");
       rc = -EINVAL;
     }
   }

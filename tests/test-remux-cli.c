@@ -250,6 +250,50 @@ static void test_sigkilled_recorder(void **state)
   free(t);
 }
 
+/* Rounds a/b to the nearest integer, half away from zero, like the engine (a, b >= 0). */
+static int64_t div_round(int64_t a, int64_t b)
+{
+  return (a + b / 2) / b;
+}
+
+/* The camera's clock restarts at 0 halfway (rpicam-vid restarted): auto falls back to mono_ns and
+ * says so; --clock device still fails, naming the file, the line and the value. */
+static void test_device_clock_restarts(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(90, 1 * NS, 4000000, 59), dev[90], *pts = NULL;
+  int den;
+  json_t *top, *o;
+  json_error_t jerr;
+
+  for (int i = 0; i < 90; i++)
+    dev[i] = i < 45 ? 5 * NS + i * (NS / 30) : (i - 45) * (NS / 30);
+  assert_int_equal(remux_gen_video(at(f, "d.mkv", p, sizeof p), 90, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "d_frames.csv", p, sizeof p), 90, t, dev, NULL, NULL, 0), 0);
+
+  assert_int_equal(cli(f, NULL, "d.mkv"), 0);
+  assert_non_null(strstr(f->out, "ok -> d.mp4 (clock mono: device_ts_ns 0 on line 47 is not after"));
+  assert_int_equal(remux_gen_probe_pts(at(f, "d.mp4", p, sizeof p), 0, &pts, &den), 90);
+  assert_int_equal(den, 90000);
+  for (int i = 0; i < 90; i++)
+    assert_int_equal(pts[i] - pts[0], div_round((t[i] - t[0]) * 9, 100000));
+  free(pts);
+
+  assert_int_equal(cli(f, NULL, "--dry-run --json d.mkv"), 0);
+  top = json_loads(f->out, 0, &jerr);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", jerr.text, f->out);
+  o = file_result(top, "d.mkv");
+  assert_string_equal(json_string_value(json_object_get(o, "clock")), "mono");
+  assert_non_null(strstr(json_string_value(json_object_get(o, "clock_note")), "line 47"));
+  json_decref(top);
+
+  assert_int_equal(cli(f, NULL, "--clock device --dry-run d.mkv"), 1);
+  assert_non_null(strstr(f->out, "d_frames.csv:47: device_ts_ns 0 is not after 6466666652"));
+  free(t);
+}
+
 static void test_usage_and_quiet(void **state)
 {
   struct fixture *f = *state;
@@ -341,6 +385,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_session_mixed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_device_clock_restarts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),

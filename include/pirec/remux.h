@@ -24,7 +24,8 @@
 #include <stdio.h>
 
 enum pirec_remux_clock {
-  PIREC_REMUX_CLOCK_AUTO = 0, /* device_ts_ns if every used row has one, else mono_ns */
+  PIREC_REMUX_CLOCK_AUTO = 0, /* device_ts_ns if every row has one and they strictly increase,
+                                 else mono_ns (the reason is in clock_note) */
   PIREC_REMUX_CLOCK_DEVICE,   /* device_ts_ns; a row without one is an error */
   PIREC_REMUX_CLOCK_MONO,     /* mono_ns (CLOCK_MONOTONIC at capture) */
   PIREC_REMUX_CLOCK_WALL,     /* wall_ns (CLOCK_REALTIME; steps when NTP syncs) */
@@ -64,6 +65,7 @@ struct pirec_remux_result {
   int partial_row;          /* the timing file's last line was incomplete and was ignored */
   int video_truncated;      /* the video ended inside a packet or container element */
   enum pirec_remux_clock clock_used;
+  char clock_note[256];     /* --clock auto only: why device_ts_ns was passed over, else empty */
   int reorder_depth;        /* 0 without B-frames, else how far decode order runs ahead */
   int64_t first_ns;         /* timestamp of frame 0 on clock_used */
   int64_t duration_ns;      /* t_last - t_first */
@@ -86,6 +88,7 @@ struct pirec_remux_timing {
   int64_t first_line;  /* file line of entry 0, for messages */
   int partial_row;
   enum pirec_remux_clock clock_used;
+  char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
 };
 
 /* Loads a frames CSV (parsed with libcsv) or a v2 pts file. Rows must carry strictly increasing
