@@ -174,7 +174,7 @@ struct pirec_controller {
   char *recorder_dir;
   char *output_dir_override;
   char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  char demo_config_path[PATH_MAX];
+  char snapshot_path[PATH_MAX]; /* the accepted config text the recorders read (see snapshot_write) */
   struct pirec_config *cfg;
   struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
   int demo;
@@ -241,6 +241,7 @@ static void notify_status(struct pirec_controller *c);
 static int spawn_modules(struct pirec_controller *c);
 static json_t *gpio_status(struct pirec_controller *c);
 static void gpio_close_all(struct pirec_controller *c);
+static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
 
 /* ---- options, paths ---- */
 
@@ -689,10 +690,11 @@ static int module_spawn(struct module *m) {
   argv[n++] = "--protocol";
   argv[n++] = "--name";
   argv[n++] = m->name;
-  const char *cfg_path = c->demo ? c->demo_config_path : c->config_path;
-  if (cfg_path && *cfg_path) {
+  /* Always the snapshot, never the user's file: a recorder restarted mid-session must get the
+   * settings the session started with, whatever the file holds by then. */
+  if (*c->snapshot_path) {
     argv[n++] = "-c";
-    argv[n++] = cfg_path;
+    argv[n++] = c->snapshot_path;
   }
   argv[n] = NULL;
   struct pirec_job_options o;
@@ -1702,9 +1704,20 @@ static void op_reload(struct pirec_controller *c) {
   }
 }
 
-/* New settings take over between sessions: recorders are restarted so they read the file again. */
+/* New settings take over between sessions: the checked text replaces the snapshot and the
+ * recorders are restarted to read it. */
 static void apply_pending_config(struct pirec_controller *c) {
   if (!c->pending_cfg || c->session || c->shutting_down) return;
+  int err = snapshot_write(c, c->pending_cfg);
+  if (err < 0) {
+    /* The recorders would still read the old text: keep the old settings everywhere. */
+    pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
+              c->snapshot_path, pirec_strerror(err));
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = NULL;
+    c->errors++;
+    return;
+  }
   pirec_config_free(c->cfg);
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
@@ -2112,6 +2125,43 @@ static const char demo_camera[] =
     "size = 320x240\n"
     "fps = 15\n";
 
+/* Writes cfg's exact source text to c->snapshot_path (created on first use next to the control
+ * socket, a directory only this controller's user can write), by rename so a recorder starting at
+ * that moment reads the old text or the new one, never a mix. Recorders are spawned with this
+ * file, not the user's: the file a user edits between start-up and a crash-restart must not reach
+ * a recorder that the controller has not checked. Returns 0 or -errno. */
+static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg) {
+  if (!*c->snapshot_path) {
+    char dir[sizeof c->socket_path];
+    snprintf(dir, sizeof dir, "%s", c->socket_path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s/config-%d.ini", *dir ? dir : ".",
+             (int)getpid());
+    int err = mkdir_parents(c->snapshot_path, 0700);
+    if (err < 0) {
+      *c->snapshot_path = '\0';
+      return err;
+    }
+  }
+  char tmp[PATH_MAX + 8];
+  snprintf(tmp, sizeof tmp, "%s.tmp", c->snapshot_path);
+  size_t len = 0;
+  const char *src = pirec_config_source(cfg, &len);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return -errno;
+  int err = 0;
+  for (size_t off = 0; off < len && !err;) {
+    ssize_t n = write(fd, src + off, len - off);
+    if (n < 0 && errno != EINTR) err = -errno;
+    if (n > 0) off += (size_t)n;
+  }
+  if (close(fd) < 0 && !err) err = -errno;
+  if (!err && rename(tmp, c->snapshot_path) < 0) err = -errno;
+  if (err) unlink(tmp);
+  return err;
+}
+
 static int load_config(struct pirec_controller *c) {
   struct pirec_config_errors errors = {0};
   int err;
@@ -2129,20 +2179,6 @@ static int load_config(struct pirec_controller *c) {
     char text[PATH_MAX + 1024];
     snprintf(text, sizeof text, demo_config_fmt, out, camera ? demo_camera : "");
     err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
-    if (err == 0) {
-      /* The recorders read their settings from a file: put the demo's next to the socket. */
-      char dir[sizeof c->socket_path];
-      snprintf(dir, sizeof dir, "%s", c->socket_path);
-      char *slash = strrchr(dir, '/');
-      if (slash) *slash = '\0';
-      snprintf(c->demo_config_path, sizeof c->demo_config_path, "%s/demo-%d.conf", dir, (int)getpid());
-      mkdir_parents(c->demo_config_path, 0700);
-      FILE *f = fopen(c->demo_config_path, "w");
-      if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        fprintf(stderr, "pirec: cannot write '%s': %s\n", c->demo_config_path, strerror(errno));
-        err = -errno;
-      }
-    }
   }
   for (size_t i = 0; i < errors.count; i++) fprintf(stderr, "%s\n", errors.items[i].message);
   pirec_config_errors_free(&errors);
@@ -2238,6 +2274,12 @@ int pirec_controller_start(struct pirec_controller *c) {
   c->handles_open += 5;
   int err = bind_socket(c);
   if (err < 0) return err;
+  err = snapshot_write(c, c->cfg);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot write the config snapshot '%s': %s\n", c->snapshot_path,
+            pirec_strerror(err));
+    return err;
+  }
   c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
   uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
   if (c->demo) uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
@@ -2290,7 +2332,7 @@ void pirec_controller_free(struct pirec_controller *c) {
     waiters_reply(op, NULL);
     free(op);
   }
-  if (*c->demo_config_path) unlink(c->demo_config_path);
+  if (*c->snapshot_path) unlink(c->snapshot_path);
   pirec_config_free(c->cfg);
   pirec_config_free(c->pending_cfg);
   free(c->config_path);

@@ -57,7 +57,7 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
           "[notes]\nenabled = true\nmax_length = 4096\n",
           c->out, fixture_remux_after ? "true" : "false", c->sock);
   if (camera)
-    fprintf(f, "[camera.cam0]\nsource = lavfi\nsize = 160x120\nfps = 10\ncodec = x264\n"
+    fprintf(f, "[camera.cam0]\nsource = lavfi\nsize = 160x120\nfps = 10\n"
                "preset = ultrafast\n");
   if (extra_config) fputs(extra_config, f);
   fclose(f);

@@ -263,6 +263,47 @@ static void test_recorder_killed_mid_trial(void **state) {
   ctl_cleanup(&c);
 }
 
+/* A recorder restarted mid-session reads the config the controller accepted, not the file as it
+ * is now: here the file is broken (a recorder reading it would exit 65 every time and the
+ * controller would give up on it) and the restarted notes recorder keeps recording. */
+static void test_restart_uses_config_snapshot(void **state) {
+  struct ctl c;
+  ctl_start(&c, 0, NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  json_decref(note(&c, "before the edit"));
+  FILE *f = fopen(c.cfg, "w");
+  assert_non_null(f);
+  fputs("[notes]\nmax_length = many\n", f);
+  fclose(f);
+  json_t *st = ctl_wait_modules(&c, 0, 5000);
+  int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
+  json_decref(st);
+  assert_true(pid > 0);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  st = ctl_wait_modules(&c, 1, 15000);
+  json_t *nm = json_object_get(json_object_get(st, "modules"), "notes");
+  assert_int_equal(jint(nm, "crashes"), 1);
+  assert_int_not_equal(jint(nm, "pid"), pid);
+  json_decref(st);
+  json_decref(note(&c, "after the restart"));
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  assert_int_equal(jint(r, "errors"), 0);
+  json_decref(r);
+  struct tu_csv nt;
+  load_csv_in(dir, "notes.csv", &nt);
+  assert_int_equal(nt.rows, 3);
+  assert_string_equal(nt.fields[2][3], "after the restart");
+  tu_csv_free(&nt);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
 static void test_sigterm_mid_trial(void **state) {
   struct ctl c;
   ctl_start(&c, have_camera(), NULL);
@@ -538,6 +579,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_trials),
       cmocka_unit_test(test_recorder_killed_mid_trial),
+      cmocka_unit_test(test_restart_uses_config_snapshot),
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_gpio_pipe),
