@@ -71,7 +71,8 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   json_object_set_new(o, "playing", json_boolean(s->playing));
 #define U(f) json_object_set_new(o, #f, json_integer((json_int_t)s->f))
   U(connects); U(disconnects); U(connect_failures); U(packets); U(rtcp_sr); U(bad_packets);
-  U(bad_payloads); U(lost); U(gap_samples); U(samples); U(written); U(dropped); U(idle);
+  U(bad_payloads); U(lost); U(gap_samples); U(samples); U(written); U(refused); U(dropped);
+  U(idle);
 #undef U
   if (s->offset_ns != INT64_MIN)
     json_object_set_new(o, "offset_ns", json_integer(s->offset_ns));

@@ -458,10 +458,21 @@ static void on_sink_error(struct pirec_sink *sink, int err, void *user)
        pirec_strerror(err));
 }
 
-static void push_row(struct pirec_eyetracker *et, struct pirec_sink *sink, struct pirec_csv_row *row)
+/* Pushes a row whose dropped_before carries st->pending_drop. A row the sink refuses (ring full,
+ * sink in error) is a sample lost like any other: it and what it carried pass to the next row that
+ * gets in, so the CSV's dropped_before still accounts for every sample. Returns the push result. */
+static int push_row(struct stream *st, struct pirec_sink *sink, struct pirec_csv_row *row)
 {
-  if (pirec_csv_push(sink, row) < 0)
-    et->sink_drops++;
+  int r = pirec_csv_push(sink, row);
+  if (r < 0) {
+    st->st.refused++;
+    st->pending_drop++;
+    return r;
+  }
+  st->st.dropped += st->pending_drop;
+  st->pending_drop = 0;
+  st->st.written++;
+  return 0;
 }
 
 /* Sequence and clock bookkeeping shared by the data streams (gaze, eye events) for a parsed
@@ -535,10 +546,7 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
   pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtp_clock_device_ns(&st->clock, ext),
                      &g, p.ts, st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
-  st->st.dropped += st->pending_drop;
-  st->pending_drop = 0;
-  push_row(et, et->gaze_sink, &row);
-  st->st.written++;
+  push_row(st, et->gaze_sink, &row);
 }
 
 /* ---- world ---- */
@@ -624,11 +632,16 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_u64(&row, au->len);
   pirec_csv_row_empty(&row);
   pirec_csv_row_end(&row);
-  st->st.dropped += st->pending_drop;
-  st->pending_drop = 0;
-  push_row(et, et->frames_sink, &row);
-  st->st.written++;
   et->bytes_video += au->len;
+  r = push_row(st, et->frames_sink, &row);
+  if (r < 0 && !et->write_error) {
+    /* The video has the frame but its row is lost: the MKV and its CSV no longer pair up one to
+     * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
+    et->write_error = r;
+    emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
+         pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
+         pirec_strerror(r));
+  }
 }
 
 static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
@@ -705,10 +718,7 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
                            pirec_rtp_clock_device_ns(&st->clock, ext), &e, p.ts,
                            st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
-  st->st.dropped += st->pending_drop;
-  st->pending_drop = 0;
-  push_row(et, et->events_sink, &row);
-  st->st.written++;
+  push_row(st, et->events_sink, &row);
 }
 
 static void data_packet(struct stream *st, const uint8_t *buf, size_t len)
@@ -767,7 +777,7 @@ static void rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
     pirec_csv_row_i64(&row, st->st.offset_ns);
     pirec_csv_row_i64(&row, st->st.drift_ppb);
     pirec_csv_row_end(&row);
-    push_row(et, et->clock_sink, &row);
+    (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
   }
 }
 
@@ -1506,6 +1516,8 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
     o.ring_bytes = GAZE_RING_BYTES;
   else
     o.ring_bytes = SMALL_RING_BYTES;
+  if (et->s.sink_ring_bytes)
+    o.ring_bytes = et->s.sink_ring_bytes;
   int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
   if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path,
@@ -1589,7 +1601,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->pending_drop = 0;
-    st->st.written = st->st.dropped = 0;
+    st->st.written = st->st.dropped = st->st.refused = 0;
   }
   return 0;
 }
@@ -1678,6 +1690,17 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
 int pirec_eyetracker_recording(const struct pirec_eyetracker *et)
 {
   return et->recording;
+}
+
+void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold)
+{
+  if (!et->recording)
+    return;
+  struct pirec_sink *sinks[5] = {et->gaze_sink, et->frames_sink, et->clock_sink, et->video_sink,
+                                 et->events_sink};
+  for (int i = 0; i < 5; i++)
+    if (sinks[i])
+      pirec_sink_hold(sinks[i], hold);
 }
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out)

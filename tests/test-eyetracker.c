@@ -131,6 +131,9 @@ struct run {
   int scene_sealed_at_stop; /* scene_sealed() when the stopped callback ran */
   int events[5];
   char messages[8192];
+  uv_timer_t hold_timer; /* holds the trial's sinks from hold_from_ms for hold_for_ms (if > 0) */
+  int64_t hold_from_ms, hold_for_ms;
+  int hold_phase;
 };
 
 static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg,
@@ -232,11 +235,27 @@ static void remove_dir(const char *dir)
     fprintf(stderr, "cannot remove '%s'\n", dir);
 }
 
-/* Runs the simulator with extra args and records one trial of trial_ms into r->dir. */
-static void run_trial(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
-                      void (*tweak)(struct pirec_eyetracker_settings *))
+static void on_hold_timer(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  if (r->hold_phase++ == 0) {
+    pirec_eyetracker_hold_sinks(r->et, 1);
+    uv_timer_start(t, on_hold_timer, (uint64_t)r->hold_for_ms, 0);
+  } else {
+    pirec_eyetracker_hold_sinks(r->et, 0);
+    uv_close((uv_handle_t *)t, NULL);
+  }
+}
+
+/* Runs the simulator with extra args and records one trial of trial_ms into r->dir; with
+ * hold_for_ms > 0 the trial's sinks are held (write nothing) from hold_from_ms for that long. */
+static void run_trial_held(struct run *r, const char *tag, const char *const *sim_args,
+                           int64_t trial_ms, void (*tweak)(struct pirec_eyetracker_settings *),
+                           int64_t hold_from_ms, int64_t hold_for_ms)
 {
   memset(r, 0, sizeof *r);
+  r->hold_from_ms = hold_from_ms;
+  r->hold_for_ms = hold_for_ms;
   make_dir(r->dir, sizeof r->dir, tag);
   char glog[600], wlog[600], elog[600];
   snprintf(glog, sizeof glog, "%s/sim_gaze.csv", r->dir);
@@ -275,12 +294,24 @@ static void run_trial(struct run *r, const char *tag, const char *const *sim_arg
   uv_timer_init(&r->loop, &r->timer);
   r->timer.data = r;
   uv_timer_start(&r->timer, on_timer, (uint64_t)trial_ms, 0);
+  if (hold_for_ms > 0) {
+    assert_true(hold_from_ms + hold_for_ms < trial_ms);
+    uv_timer_init(&r->loop, &r->hold_timer);
+    r->hold_timer.data = r;
+    uv_timer_start(&r->hold_timer, on_hold_timer, (uint64_t)hold_from_ms, 0);
+  }
   uv_run(&r->loop, UV_RUN_DEFAULT);
   assert_true(r->stopped);
   assert_true(r->closed);
   assert_true(r->sim.exited);
   assert_int_equal(r->sim.status, 0); /* the simulator exits cleanly on SIGTERM */
   assert_int_equal(uv_loop_close(&r->loop), 0);
+}
+
+static void run_trial(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
+                      void (*tweak)(struct pirec_eyetracker_settings *))
+{
+  run_trial_held(r, tag, sim_args, trial_ms, tweak, 0, 0);
 }
 
 /* ---- reading the files ---- */
@@ -636,6 +667,35 @@ static void test_faults(void **state)
   free(r);
 }
 
+static void tweak_gaze_small_ring(struct pirec_eyetracker_settings *s)
+{
+  tweak_gaze_only(s);
+  s->sink_ring_bytes = 4096; /* about 25 gaze rows */
+}
+
+/* Rows the sink refuses are samples lost like any other: with the sinks held for a second the
+ * small ring fills, and every refused row shows in the next written row's dropped_before, so
+ * check_gaze's rows + drops == samples generated still holds. */
+static void test_refused_rows(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--no-world", "--no-events", "--seed", "11", NULL};
+  run_trial_held(r, "refused", args, 3000, tweak_gaze_small_ring, 1200, 1000);
+  struct gaze_check g;
+  check_gaze(r->dir, &g, 0);
+  const struct pirec_eyetracker_status *s = &r->final;
+  fprintf(stderr, "refused: rows %d, dropped_before sum %" PRIu64 ", refused %" PRIu64
+          ", written %" PRIu64 ", sink drops %" PRIu64 "\n", g.rows, g.drops, s->gaze.refused,
+          s->gaze.written, s->sink_drops);
+  assert_true(s->gaze.refused > 50); /* a second at 200 Hz against a ring of about 25 rows */
+  assert_int_equal(g.drops, s->gaze.refused);
+  assert_int_equal(s->gaze.dropped, s->gaze.refused);
+  assert_int_equal(s->gaze.written, (uint64_t)g.rows);
+  assert_true(s->sink_drops >= s->gaze.refused);
+  remove_dir(r->dir);
+  free(r);
+}
+
 static void test_bad_sdp(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
@@ -935,7 +995,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_settings), cmocka_unit_test(test_clean_run),
       cmocka_unit_test(test_protocol),
-      cmocka_unit_test(test_faults),   cmocka_unit_test(test_bad_sdp),
+      cmocka_unit_test(test_faults),   cmocka_unit_test(test_refused_rows),
+      cmocka_unit_test(test_bad_sdp),
       cmocka_unit_test(test_peer_vlc),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

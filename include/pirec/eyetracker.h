@@ -60,6 +60,9 @@ struct pirec_eyetracker_settings {
   int64_t stall_timeout_ns;               /* no packet for this long means gone; 3 s */
   int64_t clock_log_interval_ns;          /* offset and drift logged this often; 10 s */
   unsigned fsync_interval_ms;             /* file sinks; 0: the sink default */
+  size_t sink_ring_bytes;                 /* 0 (default): each trial sink's ring sized for its file;
+                                             else every one this size (tests: a small ring makes
+                                             rows refused) */
 };
 
 /* Fills s with the defaults above (host "auto"). */
@@ -121,6 +124,10 @@ struct pirec_eyetracker_stream_status {
   uint64_t gap_samples;        /* samples/frames lost while disconnected (counted or estimated) */
   uint64_t samples;            /* gaze samples, access units or eye events received */
   uint64_t written;            /* rows written in the current/last trial */
+  uint64_t refused;            /* rows the file sink refused (ring full, sink failed); each is
+                                  counted in the next written row's dropped_before like a lost
+                                  sample (scene frames: also a WRITE_ERROR event, since the frame
+                                  is in the MKV without its row) */
   uint64_t dropped;            /* samples/frames counted in dropped_before this trial */
   uint64_t idle;               /* received outside a trial */
   int64_t offset_ns;           /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
@@ -136,11 +143,16 @@ struct pirec_eyetracker_status {
   uint64_t rediscoveries, address_changes;
   char host[PIREC_EYETRACKER_HOST_MAX]; /* the address in use ("auto" until discovery answers) */
   uint64_t bytes_video;
-  uint64_t sink_drops;
+  uint64_t sink_drops;          /* pushes the trial's sinks refused, added as each sink closes */
   int write_error;
 };
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);
+
+/* Test hook: while held, the trial's file sinks write nothing (see pirec_sink_hold), so once their
+ * rings are full rows are refused. Releasing resumes writing. Applies to the running trial only;
+ * no-op without one. */
+void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
 
 /* Stops a running trial as trial_stop does (its files are complete when cb runs), closes every
  * connection and handle, calls cb (may be NULL; never inside this call), then frees et. Call
