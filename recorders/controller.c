@@ -242,6 +242,7 @@ static int spawn_modules(struct pirec_controller *c);
 static json_t *gpio_status(struct pirec_controller *c);
 static void gpio_close_all(struct pirec_controller *c);
 static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
+static void gpio_recording_hook(struct pirec_controller *c, int recording);
 
 /* ---- options, paths ---- */
 
@@ -1476,6 +1477,10 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
     pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
     m->crash_mono_ns = 0;
   }
+  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
+   * start) only once there is a session directory, so a session that cannot start leaves the LED
+   * off and every pulse has an events.csv to go into. */
+  gpio_recording_hook(c, 1);
   struct op *op = c->ops;
   begin_trial(c, op ? op->label : "");
 }
@@ -1521,8 +1526,6 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   for (int i = 0; i < c->nmodules; i++) c->modules[i].hold = 1;
   notify_status(c);
 }
-
-static void gpio_recording_hook(struct pirec_controller *c, int recording);
 
 static void apply_pending_config(struct pirec_controller *c);
 
@@ -1745,7 +1748,6 @@ static void op_next(struct pirec_controller *c) {
         op_done(c, error_reply(c->state == C_RECORDING ? "already recording" : "busy"));
         return;
       }
-      gpio_recording_hook(c, 1);
       op_start_session(c, op->label);
       return;
     case OP_STOP:
@@ -1757,7 +1759,6 @@ static void op_next(struct pirec_controller *c) {
       return;
     case OP_TRIAL:
       if (c->state == C_IDLE) {
-        gpio_recording_hook(c, 1);
         op->kind = OP_START;
         op_start_session(c, op->label);
         return;
@@ -1774,7 +1775,6 @@ static void op_next(struct pirec_controller *c) {
         op_stop_session(c);
       } else if (c->state == C_IDLE) {
         op->kind = OP_START;
-        gpio_recording_hook(c, 1);
         op_start_session(c, op->label);
       } else {
         op_done(c, NULL);

@@ -528,6 +528,48 @@ static void test_gpio_pipe(void **state) {
   free(tmp);
 }
 
+/* A start that fails (the output directory cannot be created) leaves the LED off; once the
+ * directory can be made, start turns it on and stop off again. */
+static void test_gpio_led_failed_start(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char led[4200], extra[4400];
+  snprintf(led, sizeof led, "%s/led.fifo", tmp);
+  assert_int_equal(mkfifo(led, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.lamp]\nchip = pipe:%s\nline = GPIO27\ndirection = output\nrole = led\n", led);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int lfd = open(led, O_RDONLY | O_NONBLOCK);
+  assert_true(lfd >= 0);
+  /* A plain file where the output directory should be: the session cannot start. The test runs
+   * as root too, so permissions alone would not do. */
+  FILE *f = fopen(c.out, "w");
+  assert_non_null(f);
+  fclose(f);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "error");
+  json_decref(r);
+  assert_int_not_equal(read_led(lfd, 500), 1);
+  json_t *st = ctl_call(&c, "{\"id\":2,\"cmd\":\"status\"}", 5000);
+  assert_string_equal(jstr(st, "state"), "idle");
+  json_decref(st);
+  unlink(c.out);
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  json_decref(r);
+  assert_int_equal(read_led(lfd, 3000), 1);
+  r = ctl_call(&c, "{\"id\":4,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  assert_int_equal(read_led(lfd, 3000), 0);
+  close(lfd);
+  ctl_stop_process(&c, 1); /* the failed start counts as an error */
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */
 static void test_builtin_demo(void **state) {
   char *tmp = tu_tmpdir("demo");
@@ -583,6 +625,7 @@ int main(void) {
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_gpio_pipe),
+      cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_builtin_demo),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
