@@ -570,6 +570,50 @@ static void test_gpio_led_failed_start(void **state) {
   free(tmp);
 }
 
+/* Every sync pulse is in events.csv: the one that starts the periodic pulses with the recording
+ * (before the first trial's) included. */
+static void test_gpio_sync_pulses_in_events(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char sync[4200], extra[4400];
+  snprintf(sync, sizeof sync, "%s/sync.fifo", tmp);
+  assert_int_equal(mkfifo(sync, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.sync]\nchip = pipe:%s\nline = GPIO22\ndirection = output\nrole = sync_pulse\n"
+           "pulse_length = 1ms\npulse_interval = 60s\n", sync);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+  expect_reply(r, "trial");
+  json_decref(r);
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  /* recording start (periodic pulse 1), trial 1, trial 2 */
+  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync"), 3);
+  int ce = tu_csv_col(&ev, "event"), cd = tu_csv_col(&ev, "detail");
+  assert_true(cd >= 0);
+  int seen_first = 0;
+  for (size_t i = 1; i < ev.rows; i++)
+    if (strcmp(ev.fields[i][ce], "gpio_pulse") == 0 && strcmp(ev.fields[i][cd], "pulse 1") == 0) {
+      assert_string_equal(ev.fields[i][0], "0"); /* before trial 1 began */
+      seen_first = 1;
+    }
+  assert_true(seen_first);
+  tu_csv_free(&ev);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */
 static void test_builtin_demo(void **state) {
   char *tmp = tu_tmpdir("demo");
@@ -626,6 +670,7 @@ int main(void) {
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_gpio_pipe),
       cmocka_unit_test(test_gpio_led_failed_start),
+      cmocka_unit_test(test_gpio_sync_pulses_in_events),
       cmocka_unit_test(test_builtin_demo),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
