@@ -1,8 +1,21 @@
 #ifndef PIREC_REMUX_INTERNAL_H
 #define PIREC_REMUX_INTERNAL_H
 
-/* Shared by the engine (remux.c, timing.c) and the command driver (run.c); nothing private is
- * exchanged between them yet beyond the public header. */
+/* Shared by the engine (remux.c, timing.c) and the command driver (run.c). */
 #include "pirec/remux.h"
+
+#include <stddef.h>
+
+/* What pirec-remux writes as the Matroska WritingApp (and MP4 encoder tag) of its outputs, so a
+ * later scan does not take them for recordings. */
+#define PIREC__REMUX_WRITING_APP "pirec-remux"
+
+/* 1 if path is a Matroska file whose WritingApp says pirec-remux wrote it. Reads only the first
+ * 4 KiB (the EBML header and the Segment's Info), so it is cheap enough for a directory scan;
+ * 0 for anything else, unreadable files included. */
+int pirec__remux_is_own_output(const char *path);
+
+/* 1 if name ends with an elementary-stream extension (.h264, .264, .mjpeg, .mjpg, .hevc, .h265). */
+int pirec__remux_is_raw_name(const char *name);
 
 #endif

@@ -145,6 +145,34 @@ static const char *raw_format(const char *path)
   return NULL;
 }
 
+int pirec__remux_is_raw_name(const char *name)
+{
+  return raw_format(name) != NULL;
+}
+
+int pirec__remux_is_own_output(const char *path)
+{
+  static const unsigned char ebml[4] = {0x1A, 0x45, 0xDF, 0xA3};
+  const size_t app = strlen(PIREC__REMUX_WRITING_APP);
+  unsigned char buf[4096];
+  FILE *f = fopen(path, "rb");
+  size_t n;
+
+  if (f == NULL)
+    return 0;
+  n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  if (n < 4 || memcmp(buf, ebml, 4) != 0)
+    return 0;
+  /* WritingApp is element 0x5741 in the Segment's Info, which libavformat writes near the start;
+   * its value is short, so its size is a one-byte vint (0x80 | length). */
+  for (size_t i = 4; i + 3 + app <= n; i++)
+    if (buf[i] == 0x57 && buf[i + 1] == 0x41 && (buf[i + 2] & 0x80) &&
+        (size_t)(buf[i + 2] & 0x7F) >= app && memcmp(buf + i + 3, PIREC__REMUX_WRITING_APP, app) == 0)
+      return 1;
+  return 0;
+}
+
 static int open_input(const char *path, AVFormatContext **out, int *vs, int *raw,
                       struct pirec_remux_result *res)
 {
@@ -437,6 +465,9 @@ static int open_output(struct remux *r, const char *tmp)
   }
   if (r->opt->format == PIREC_REMUX_MP4)
     av_dict_set_int(&dict, "video_track_timescale", r->tb.den, 0);
+  /* Marks the file as ours: a later session scan must not take it for a recording. */
+  av_dict_set(&r->oc->metadata, "encoding_tool", PIREC__REMUX_WRITING_APP " " PIREC_VERSION, 0);
+  av_dict_set(&r->oc->metadata, "encoder", PIREC__REMUX_WRITING_APP " " PIREC_VERSION, 0);
   rc = avformat_write_header(r->oc, &dict);
   av_dict_free(&dict);
   if (rc < 0) {

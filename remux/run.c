@@ -32,11 +32,20 @@ struct item {
   json_t *result; /* the child's result object, or one made here when the child gave none */
 };
 
+/* A video a session scan passed over, with why. */
+struct skipped {
+  char path[4096];
+  char reason[160];
+  int output; /* one of our own outputs (counted, not listed, in the table) */
+};
+
 struct run {
   const struct pirec_remux_run_options *o;
   uv_loop_t *loop;
   struct item *items;
   size_t n, cap;
+  struct skipped *skipped;
+  size_t nskipped, skipped_cap;
   size_t ended;
   FILE *out, *err;
   uv_timer_t bar;
@@ -132,27 +141,75 @@ int pirec_remux_child(const char *path, const struct pirec_remux_options *option
 
 /* ---------------------------------------------------------------- discovery */
 
+static const char *const raw_exts[] = {".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265"};
+
+static int is_mkv(const char *name)
+{
+  size_t n = strlen(name);
+  return n > 4 && strcasecmp(name + n - 4, ".mkv") == 0;
+}
+
 static int is_video(const char *name)
 {
-  static const char *const exts[] = {".mkv", ".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265"};
-  size_t n = strlen(name);
+  return is_mkv(name) || pirec__remux_is_raw_name(name);
+}
 
-  if (n > 10 && strcmp(name + n - 10, "_timed.mkv") == 0)
-    return 0; /* our own MKV output */
-  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
-    size_t e = strlen(exts[i]);
-    if (n > e && strcasecmp(name + n - e, exts[i]) == 0)
+/* Whether a video found by a scan is one of our outputs, by three signs: the name "_timed.mkv";
+ * the WritingApp pirec-remux puts in every MKV it writes (kept when --replace removed the input);
+ * an MKV next to an elementary stream of the same stem (tNNN.mkv made from tNNN.h264 by an older
+ * pirec-remux that wrote no mark: both would map to the same output). */
+static int own_output(const char *path, char *why, size_t cap)
+{
+  size_t n = strlen(path);
+  struct stat st;
+
+  if (!is_mkv(path))
+    return 0;
+  if (n > 10 && strcmp(path + n - 10, "_timed.mkv") == 0) {
+    snprintf(why, cap, "an output of pirec-remux (its name)");
+    return 1;
+  }
+  if (pirec__remux_is_own_output(path)) {
+    snprintf(why, cap, "an output of pirec-remux (its WritingApp)");
+    return 1;
+  }
+  for (size_t i = 0; i < sizeof raw_exts / sizeof raw_exts[0]; i++) {
+    char raw[4200];
+    snprintf(raw, sizeof raw, "%.*s%s", (int)(n - 4), path, raw_exts[i]);
+    if (stat(raw, &st) == 0 && S_ISREG(st.st_mode)) {
+      const char *base = strrchr(raw, '/');
+      snprintf(why, cap, "an output of pirec-remux (made from '%.100s')", base ? base + 1 : raw);
       return 1;
+    }
   }
   return 0;
 }
 
-/* What --verify looks for in a directory: our outputs, by their names. */
-static int is_output(const char *name)
+/* What --verify looks for in a directory: our outputs. */
+static int is_output(const char *path, const char *name)
 {
   size_t n = strlen(name);
-  return (n > 4 && strcasecmp(name + n - 4, ".mp4") == 0) ||
-         (n > 10 && strcmp(name + n - 10, "_timed.mkv") == 0);
+  char why[160];
+  return (n > 4 && strcasecmp(name + n - 4, ".mp4") == 0) || own_output(path, why, sizeof why);
+}
+
+static int add_skipped(struct run *r, const char *path, const char *reason, int output)
+{
+  struct skipped *s;
+
+  if (r->nskipped == r->skipped_cap) {
+    size_t cap = r->skipped_cap ? r->skipped_cap * 2 : 16;
+    void *p = realloc(r->skipped, cap * sizeof *r->skipped);
+    if (p == NULL)
+      return -ENOMEM;
+    r->skipped = p;
+    r->skipped_cap = cap;
+  }
+  s = &r->skipped[r->nskipped++];
+  snprintf(s->path, sizeof s->path, "%s", path);
+  snprintf(s->reason, sizeof s->reason, "%s", reason);
+  s->output = output;
+  return 0;
 }
 
 static int add_item(struct run *r, const char *path)
@@ -194,11 +251,22 @@ static int scan_dir(struct run *r, const char *dir, int depth)
       goto next;
     if (stat(path, &st) < 0)
       goto next;
-    if (S_ISDIR(st.st_mode) && depth < 3)
+    if (S_ISDIR(st.st_mode) && depth < 3) {
       rc = scan_dir(r, path, depth + 1);
-    else if (S_ISREG(st.st_mode) && (r->o->verify ? is_output(names[i]->d_name)
-                                                  : is_video(names[i]->d_name)))
-      rc = add_item(r, path);
+    } else if (S_ISREG(st.st_mode) && r->o->verify) {
+      if (is_output(path, names[i]->d_name))
+        rc = add_item(r, path);
+    } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name)) {
+      char why[160], timing[4200];
+      /* A stray video (a copy, a test clip) without timing is not this run's business, and our
+       * own outputs are not inputs: skip both rather than fail the run on them. */
+      if (own_output(path, why, sizeof why))
+        rc = add_skipped(r, path, why, 1);
+      else if (pirec_remux_find_timing(path, timing, sizeof timing) < 0)
+        rc = add_skipped(r, path, "no timing file (<name>_frames.csv, <name>.pts or <name>_pts.txt)", 0);
+      else
+        rc = add_item(r, path);
+    }
   next:
     free(names[i]);
   }
@@ -287,13 +355,16 @@ static void summary(struct run *r, int64_t elapsed_ns)
     frames += jint(r->items[i].result, "frames");
   }
   if (r->o->json) {
-    json_t *files = json_array(), *top;
+    json_t *files = json_array(), *skipped = json_array(), *top;
     char *text;
     for (size_t i = 0; i < r->n; i++)
       json_array_append(files, r->items[i].result);
-    top = json_pack("{s:o, s:I, s:I, s:I, s:f}", "files", files, "ok", (json_int_t)ok, "failed",
-                    (json_int_t)(r->n - ok), "frames", (json_int_t)frames, "elapsed_s",
-                    (double)elapsed_ns / 1e9);
+    for (size_t i = 0; i < r->nskipped; i++)
+      json_array_append_new(skipped, json_pack("{s:s, s:s}", "input", r->skipped[i].path,
+                                               "reason", r->skipped[i].reason));
+    top = json_pack("{s:o, s:o, s:I, s:I, s:I, s:f}", "files", files, "skipped", skipped, "ok",
+                    (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames",
+                    (json_int_t)frames, "elapsed_s", (double)elapsed_ns / 1e9);
     text = top ? json_dumps(top, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
     fprintf(r->out, "%s\n", text ? text : "{}");
     free(text);
@@ -329,6 +400,19 @@ static void summary(struct run *r, int64_t elapsed_ns)
     fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n",
             short_name(it->path), jint(j, "frames"), cut, dur / 1000000000,
             (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
+  }
+  {
+    size_t outputs = 0;
+    for (size_t i = 0; i < r->nskipped; i++) {
+      if (r->skipped[i].output) {
+        outputs++;
+        continue;
+      }
+      fprintf(r->out, "%-44s %7s %6s %9s  SKIPPED: %s\n", short_name(r->skipped[i].path), "-", "-",
+              "-", r->skipped[i].reason);
+    }
+    if (outputs > 0)
+      fprintf(r->out, "skipped %zu output%s of pirec-remux\n", outputs, outputs == 1 ? "" : "s");
   }
   fprintf(r->out, "%zu of %zu files %s, %" PRId64 " frames, %" PRId64 ".%01d s\n", ok, r->n,
           r->o->verify ? "verified" : "done", frames, elapsed_ns / 1000000000,
@@ -503,20 +587,25 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
 
   for (int i = 0; i < npaths; i++) {
     struct stat st;
-    size_t before = r.n;
+    size_t before = r.n, skipped_before = r.nskipped;
     if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
       int rc = scan_dir(&r, paths[i], 0);
       if (rc < 0)
         fprintf(err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
-      else if (r.n == before)
+      else if (r.n == before && r.nskipped == skipped_before)
         fprintf(err, "pirec-remux: no %s in '%s'\n", o->verify ? "outputs" : "videos", paths[i]);
     } else {
       add_item(&r, paths[i]); /* a missing file fails in its child with a clear message */
     }
   }
   if (r.n == 0) {
+    /* Only skipped videos (strays, outputs of an earlier run): nothing to do is not a failure. */
+    int rc = r.nskipped > 0 ? 0 : 1;
+    if (r.nskipped > 0)
+      summary(&r, pirec_clock_mono_ns() - t0);
     free(r.items);
-    return 1;
+    free(r.skipped);
+    return rc;
   }
 
   uv_timer_init(loop, &r.bar);
@@ -540,6 +629,22 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
     uint64_t timeout_ms;
     int rc;
 
+    /* Two inputs with one output (t001.h264 and t001.mjpeg) would race on its .part under -j. */
+    if (!o->verify && o->remux.output_path == NULL) {
+      char mine[4096], theirs[4096];
+      size_t k = 0;
+      if (pirec_remux_output_path(it->path, o->remux.format, mine, sizeof mine) == 0)
+        for (; k < i; k++)
+          if (pirec_remux_output_path(r.items[k].path, o->remux.format, theirs, sizeof theirs) == 0 &&
+              strcmp(mine, theirs) == 0)
+            break;
+      if (k < i) {
+        it->ended = 1;
+        r.ended++;
+        item_fail(it, "its output '%s' is also the output of '%s'", mine, r.items[k].path);
+        continue;
+      }
+    }
     pirec_job_options_init(&jo);
     child_argv(o, it->path, argv, sizeof argv / sizeof argv[0]);
     jo.argv = argv;
@@ -586,5 +691,6 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
   }
   uv_run(loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
   free(r.items);
+  free(r.skipped);
   return ok == r.n && !r.interrupted ? 0 : 1;
 }

@@ -294,6 +294,72 @@ static void test_device_clock_restarts(void **state)
   free(t);
 }
 
+/* A session scan skips a stray video without a timing file (listed, exit 0) and never takes
+ * pirec-remux's own outputs for inputs: not tNNN.mkv next to the tNNN.h264 it was made from (which
+ * would map to the same tNNN.mp4 and race under -j 2), nor, once --replace removed the .h264, the
+ * tNNN.mkv that remains (recognised by its WritingApp). */
+static void test_scan_skips_strays_and_outputs(void **state)
+{
+  struct fixture *f = *state;
+  static const char *const dirs[] = {"S", "S/camera0", NULL};
+  char p[512];
+  int64_t *t = remux_gen_times(60, 1 * NS, 2000000, 61), *pts = NULL;
+  int den;
+  json_t *top, *files, *skipped;
+  json_error_t jerr;
+
+  make_dirs(f, dirs);
+  assert_int_equal(remux_gen_video(at(f, "S/camera0/t001.h264", p, sizeof p), 60, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 60, t, NULL,
+                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_video(at(f, "S/camera0/stray.h264", p, sizeof p), 30, "160x120", 0), 0);
+
+  /* The stray is listed as skipped and does not fail the run. */
+  assert_int_equal(cli(f, NULL, "--format mkv -j 2 S"), 0);
+  assert_non_null(strstr(f->out, "SKIPPED: no timing file"));
+  assert_non_null(strstr(f->out, "1 of 1 files done"));
+  assert_int_equal(remux_gen_probe_pts(at(f, "S/camera0/t001.mkv", p, sizeof p), 0, &pts, &den), 60);
+  free(pts);
+
+  /* A re-run (MP4 now) takes t001.h264 only: t001.mkv is its output, not an input. */
+  assert_int_equal(cli(f, NULL, "-j 2 --json S"), 0);
+  top = json_loads(f->out, 0, &jerr);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", jerr.text, f->out);
+  files = json_object_get(top, "files");
+  skipped = json_object_get(top, "skipped");
+  assert_int_equal(json_array_size(files), 1);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(files, 0), "input")),
+                      "S/camera0/t001.h264");
+  assert_int_equal(json_array_size(skipped), 2);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(skipped, 0), "input")),
+                      "S/camera0/stray.h264");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(skipped, 1), "input")),
+                      "S/camera0/t001.mkv");
+  assert_non_null(strstr(json_string_value(json_object_get(json_array_get(skipped, 1), "reason")),
+                         "output of pirec-remux"));
+  json_decref(top);
+  assert_int_equal(remux_gen_probe_pts(at(f, "S/camera0/t001.mp4", p, sizeof p), 0, &pts, &den), 60);
+  free(pts);
+
+  /* --replace removes t001.h264; what remains, t001.mkv, is still known as ours. */
+  assert_int_equal(unlink(at(f, "S/camera0/t001.mp4", p, sizeof p)), 0);
+  assert_int_equal(cli(f, NULL, "--format mkv --replace S/camera0/t001.h264"), 0);
+  assert_int_equal(access(at(f, "S/camera0/t001.h264", p, sizeof p), F_OK), -1);
+  assert_int_equal(cli(f, NULL, "--json S"), 0);
+  top = json_loads(f->out, 0, &jerr);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", jerr.text, f->out);
+  assert_int_equal(json_array_size(json_object_get(top, "files")), 0);
+  skipped = json_object_get(top, "skipped");
+  assert_int_equal(json_array_size(skipped), 2);
+  assert_non_null(strstr(json_string_value(json_object_get(json_array_get(skipped, 1), "reason")),
+                         "WritingApp"));
+  json_decref(top);
+  assert_int_equal(access(at(f, "S/camera0/t001.mp4", p, sizeof p), F_OK), -1);
+  free(t);
+}
+
 static void test_usage_and_quiet(void **state)
 {
   struct fixture *f = *state;
@@ -386,6 +452,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_session_mixed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_clock_restarts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),
