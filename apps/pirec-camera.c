@@ -15,6 +15,7 @@
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/recorder.h"
+#include "pirec/sink.h"
 
 struct app {
   uv_loop_t *loop;
@@ -127,6 +128,8 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   s->gop = (int)pirec_config_get_int(cfg, section, "gop");
   /* 0 (the default) leaves the camera's own choice: a second of frames, capped at 256 MiB. */
   s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
+  s->fsync_interval_ms =
+      pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "pirec/eyetracker.h"
 #include "pirec/log.h"
 #include "pirec/recorder.h"
+#include "pirec/sink.h"
 
 struct app {
   uv_loop_t loop;
@@ -277,6 +278,8 @@ int main(int argc, char **argv)
       s.rtsp_port = (int)pirec_config_get_int(cfg, "eyetracker", "rtsp_port");
     s.reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
     s.reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
+    s.fsync_interval_ms =
+        pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
     if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
       fprintf(stderr, "pirec-eyetracker: eyetracker.address = '%s': expected HOST:PORT\n", address);
       return 2;

@@ -296,9 +296,8 @@ static int load_options(const char *config_path, struct pirec_notes_options *no)
   no->max_text = (size_t)pirec_config_get_int(cfg, "notes", "max_length");
   uint64_t ring = pirec_config_get_size(cfg, "storage", "ring_size");
   if (ring > no->ring_bytes) no->ring_bytes = (size_t)ring;
-  int64_t fsync_ns = pirec_config_get_duration(cfg, "storage", "fsync_interval");
-  no->fsync_interval_ms = fsync_ns == 0 ? PIREC_SINK_FSYNC_NEVER : (unsigned)(fsync_ns / 1000000);
-  if (no->fsync_interval_ms == 0) no->fsync_interval_ms = 1;
+  no->fsync_interval_ms =
+      pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
   return 0;
 #endif

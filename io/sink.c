@@ -115,6 +115,14 @@ void pirec_sink_options_default(struct pirec_sink_options *opts)
   opts->mode = 0644;
 }
 
+unsigned pirec_sink_fsync_interval_ms(int64_t interval_ns)
+{
+  if (interval_ns <= 0)
+    return PIREC_SINK_FSYNC_NEVER;
+  int64_t ms = (interval_ns + 999999) / 1000000;
+  return ms > UINT32_MAX ? UINT32_MAX : (unsigned)ms;
+}
+
 static void add_u64(_Atomic uint64_t *counter, uint64_t n)
 {
   /* Only the loop thread writes these; other threads only read them. */
@@ -160,8 +168,7 @@ int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_op
       o.batch_bytes = opts->batch_bytes;
     if (opts->max_writes_in_flight)
       o.max_writes_in_flight = opts->max_writes_in_flight;
-    if (opts->fsync_interval_ms)
-      o.fsync_interval_ms = opts->fsync_interval_ms;
+    o.fsync_interval_ms = opts->fsync_interval_ms; /* 0 is "never", not "the default" */
     if (opts->wake_bytes)
       o.wake_bytes = opts->wake_bytes;
     if (opts->drain_interval_ms)

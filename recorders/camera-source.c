@@ -68,6 +68,7 @@ void pirec_camera_settings_default(struct pirec_camera_settings *s)
   snprintf(s->preset, sizeof s->preset, "ultrafast");
   s->crf = 23;
   s->gop = 60;
+  s->fsync_interval_ms = 1000;
   s->ring_ms = 1000;
   s->encoder_max_failures = 5;
   s->encoder_backoff_ms = 200;

@@ -913,8 +913,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   pirec_sink_options_default(&co);
   vo.ring_bytes = trial_video_ring_bytes(cam);
   co.ring_bytes = FRAMES_CSV_RING_BYTES;
-  if (cam->s.fsync_interval_ms)
-    vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
+  vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     goto fail;
   if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)

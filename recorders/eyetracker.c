@@ -174,6 +174,7 @@ void pirec_eyetracker_settings_default(struct pirec_eyetracker_settings *s)
   s->reconnect_max_ns = 30 * NS_S;
   s->stall_timeout_ns = 3 * NS_S;
   s->clock_log_interval_ns = 10 * NS_S;
+  s->fsync_interval_ms = 1000;
 }
 
 int pirec_eyetracker_settings_set_address(struct pirec_eyetracker_settings *s, const char *address)
@@ -1508,8 +1509,7 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
     return -ENAMETOOLONG;
   struct pirec_sink_options o;
   pirec_sink_options_default(&o);
-  if (et->s.fsync_interval_ms)
-    o.fsync_interval_ms = et->s.fsync_interval_ms;
+  o.fsync_interval_ms = et->s.fsync_interval_ms;
   if (strcmp(suffix, "_scene.mkv") == 0)
     o.ring_bytes = SCENE_RING_BYTES;
   else if (strcmp(suffix, "_gaze.csv") == 0)

@@ -52,7 +52,8 @@ int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts,
   if (opts) {
     if (opts->ring_bytes) n->opts.ring_bytes = opts->ring_bytes;
     if (opts->max_text) n->opts.max_text = opts->max_text;
-    if (opts->fsync_interval_ms) n->opts.fsync_interval_ms = opts->fsync_interval_ms;
+    /* 0 is PIREC_SINK_FSYNC_NEVER here, not "the default". */
+    n->opts.fsync_interval_ms = opts->fsync_interval_ms;
   }
   if (n->opts.max_text * 2 + 128 > n->opts.ring_bytes / 2) {
     free(n);

@@ -492,6 +492,51 @@ static void test_fsync_interval(void **state)
   free(dir);
 }
 
+/* fsync_interval_ms 0 is the config's `fsync_interval = 0`: no fdatasync until close, however long
+ * the sink writes (it used to read as "the default", a sync every second). */
+static void test_fsync_zero_only_at_close(void **state)
+{
+  (void)state;
+  assert_int_equal(pirec_sink_fsync_interval_ms(0), PIREC_SINK_FSYNC_NEVER);
+  assert_int_equal(pirec_sink_fsync_interval_ms(1), 1);
+  assert_int_equal(pirec_sink_fsync_interval_ms(1500000), 2);
+  assert_int_equal(pirec_sink_fsync_interval_ms(1000000000), 1000);
+  char *dir = make_tmpdir();
+  char path[256];
+  snprintf(path, sizeof path, "%s/zero.bin", dir);
+  uv_loop_t loop;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  struct pirec_sink_options o;
+  pirec_sink_options_default(&o);
+  assert_int_equal(o.fsync_interval_ms, 1000);
+  o.fsync_interval_ms = 0;
+  o.drain_interval_ms = 1;
+  struct pirec_sink *sink;
+  assert_int_equal(pirec_sink_new(&loop, path, &o, NULL, NULL, &sink), 0);
+  unsigned char buf[4096];
+  uint64_t pos = 0;
+  /* 1.4 s of writes: past the default interval, so a sink taking 0 as "the default" syncs. */
+  for (int round = 0; round < 14; round++) {
+    gen(pos, buf, sizeof buf);
+    assert_int_equal(pirec_sink_push(sink, buf, sizeof buf), 0);
+    pos += sizeof buf;
+    run_for(&loop, 100);
+  }
+  struct pirec_sink_counters c;
+  pirec_sink_counters(sink, &c);
+  assert_int_equal(c.bytes_written, pos);
+  assert_int_equal(c.syncs, 0);
+  struct pirec_sink_counters final;
+  pirec_sink_close(sink, on_closed_simple, &final);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(final.syncs, 1);
+  assert_int_equal(verify_file(path, pos), -1);
+  unlink(path);
+  rmdir(dir);
+  free(dir);
+}
+
 /* With O_APPEND the kernel chooses offsets: records land after what the file held, in order. */
 static void test_append(void **state)
 {
@@ -669,6 +714,7 @@ int main(void)
       cmocka_unit_test(test_close_drains_held_sink),
       cmocka_unit_test(test_small_records_coalesce),
       cmocka_unit_test(test_fsync_interval),
+      cmocka_unit_test(test_fsync_zero_only_at_close),
       cmocka_unit_test(test_append),
       cmocka_unit_test(test_open_failure),
       cmocka_unit_test(test_enospc_tmpfs),

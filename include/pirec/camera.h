@@ -75,7 +75,7 @@ struct pirec_camera_settings {
   /* Encoder restart policy: failures within window before giving up (default 5), first backoff. */
   unsigned encoder_max_failures;
   unsigned encoder_backoff_ms;
-  unsigned fsync_interval_ms; /* file sinks; 0: the sink default (1000) */
+  unsigned fsync_interval_ms; /* file sinks; 1000; PIREC_SINK_FSYNC_NEVER (0): only at close */
 };
 
 /* Fills s with the defaults above (lavfi testsrc2, 1280x720 at 30 fps, libx264 ultrafast crf 23). */

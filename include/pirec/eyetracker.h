@@ -59,7 +59,8 @@ struct pirec_eyetracker_settings {
   int64_t reconnect_min_ns, reconnect_max_ns; /* 1 s, 30 s */
   int64_t stall_timeout_ns;               /* no packet for this long means gone; 3 s */
   int64_t clock_log_interval_ns;          /* offset and drift logged this often; 10 s */
-  unsigned fsync_interval_ms;             /* file sinks; 0: the sink default */
+  unsigned fsync_interval_ms;             /* file sinks; 1000; PIREC_SINK_FSYNC_NEVER (0): only
+                                             when a file is closed */
   size_t sink_ring_bytes;                 /* 0 (default): each trial sink's ring sized for its file;
                                              else every one this size (tests: a small ring makes
                                              rows refused) */

@@ -10,7 +10,7 @@
  * rows) are copied back to back into a 256 KiB staging buffer per write request, allocated on the
  * loop the first time one is seen, because an iovec per row costs the kernel more than the copy;
  * larger records (frames) go to the kernel straight from the ring. fdatasync runs every
- * fsync_interval_ms while data was written since the last one.
+ * fsync_interval_ms while data was written since the last one, and once more at close.
  *
  * Waking: a push wakes the loop through uv_async_send only when the bytes pushed since the loop last
  * drained reach wake_bytes; otherwise a repeating timer drains every drain_interval_ms. Rows thus
@@ -37,7 +37,9 @@ struct pirec_sink_options {
   size_t ring_bytes;             /* arena size; default 8 MiB */
   size_t batch_bytes;            /* most payload bytes per write request; default 1 MiB */
   unsigned max_writes_in_flight; /* default 2 */
-  unsigned fsync_interval_ms;    /* 0: never; default 1000 (use PIREC_SINK_FSYNC_NEVER for 0) */
+  unsigned fsync_interval_ms;    /* default 1000; PIREC_SINK_FSYNC_NEVER (0): only the final
+                                    fdatasync at close. Taken as given, so start from
+                                    pirec_sink_options_default() to get the default */
   size_t wake_bytes;             /* pushes wake the loop past this many pending bytes; default 64 KiB */
   unsigned drain_interval_ms;    /* otherwise drained this often; default 10 */
   int open_flags;                /* default O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC; with O_APPEND the
@@ -45,8 +47,9 @@ struct pirec_sink_options {
   int mode;                      /* default 0644 */
 };
 
-/* Zero in an options field means "the default", so fsync "never" needs its own value. */
-#define PIREC_SINK_FSYNC_NEVER UINT32_MAX
+/* fsync_interval_ms: no periodic fdatasync, only the one at close (the config's
+ * `[storage] fsync_interval = 0`). Every other options field reads 0 as "the default". */
+#define PIREC_SINK_FSYNC_NEVER 0u
 
 struct pirec_sink_counters {
   uint64_t records;       /* records accepted into the ring */
@@ -68,6 +71,10 @@ typedef void (*pirec_sink_close_cb)(struct pirec_sink *sink, const struct pirec_
 
 /* Fills opts with the defaults. */
 void pirec_sink_options_default(struct pirec_sink_options *opts);
+
+/* Converts the config's `[storage] fsync_interval` (nanoseconds, 0 = only at close) into
+ * fsync_interval_ms: 0 gives PIREC_SINK_FSYNC_NEVER, anything else at least 1 ms. */
+unsigned pirec_sink_fsync_interval_ms(int64_t interval_ns);
 
 /* Creates a sink for path and starts opening it asynchronously; records pushed before the open
  * completes wait in the ring. opts may be NULL for the defaults; on_error may be NULL.
