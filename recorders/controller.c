@@ -117,6 +117,11 @@ struct module {
 
 enum op_kind { OP_START, OP_STOP, OP_TRIAL, OP_TOGGLE, OP_RELOAD, OP_SHUTDOWN };
 
+static const char *op_kind_name(enum op_kind k) {
+  static const char *const names[] = {"start", "stop", "trial", "toggle", "reload", "shutdown"};
+  return names[k];
+}
+
 struct waiter {
   struct client *client;
   json_t *id;
@@ -125,6 +130,8 @@ struct waiter {
 
 struct op {
   enum op_kind kind;
+  int gpio_slot;   /* index in c->gpios of the trigger that queued it while pending, else -1 */
+  uint64_t merged; /* further edges of that trigger folded into this op while it waited */
   char label[PIREC_SESSION_LABEL_MAX + 1];
   struct waiter *waiters;
   struct op *next;
@@ -185,12 +192,16 @@ struct pirec_controller {
   struct pirec_gpio *gpios[MAX_GPIO];
 #endif
   int ngpio;
+  /* The one op per trigger that is queued and not running yet: later action edges of that line
+   * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
+  struct op *gpio_pending[MAX_GPIO];
+  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
   struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   struct {
     int set;
     int64_t mono, wall;
-    char module[80], detail[160];
+    char module[80], detail[192];
   } early_edge;
 
   enum cstate state;
@@ -950,6 +961,9 @@ static json_t *status_json(struct pirec_controller *c) {
                                                 "episodes", (json_int_t)st.episodes, "max_ns",
                                                 (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns));
   }
+  json_int_t nops = 0;
+  for (struct op *op = c->ops; op; op = op->next) nops++;
+  json_object_set_new(o, "ops_queued", json_integer(nops)); /* the running one included */
   json_object_set_new(o, "clients", json_integer(c->nclients));
   json_object_set_new(o, "clients_dropped", json_integer((json_int_t)c->clients_dropped));
   json_object_set_new(o, "config", c->demo ? json_string("(built-in demo)")
@@ -1006,14 +1020,16 @@ static int take_note(struct pirec_controller *c, const char *text, size_t len, j
   return 0;
 }
 
-static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
-                       struct client *cl, json_t *id) {
+/* Appends an op to the queue without running anything; NULL without memory. */
+static struct op *queue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
+                             struct client *cl, json_t *id) {
   struct op *op = calloc(1, sizeof(*op));
   if (!op) {
     if (cl) client_error(cl, id, "out of memory");
-    return;
+    return NULL;
   }
   op->kind = kind;
+  op->gpio_slot = -1;
   if (label) snprintf(op->label, sizeof op->label, "%s", label);
   if (cl) {
     struct waiter *w = calloc(1, sizeof(*w));
@@ -1026,7 +1042,20 @@ static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char
   struct op **pp = &c->ops;
   while (*pp) pp = &(*pp)->next;
   *pp = op;
-  op_next(c);
+  return op;
+}
+
+/* Queues an op and runs it if nothing else runs. */
+static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
+                       struct client *cl, json_t *id) {
+  if (queue_op(c, kind, label, cl, id)) op_next(c);
+}
+
+/* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
+ * that line queues a fresh one. */
+static void op_unpend(struct pirec_controller *c, struct op *op) {
+  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op) c->gpio_pending[op->gpio_slot] = NULL;
+  op->gpio_slot = -1;
 }
 
 static void client_command(struct client *cl, json_t *msg) {
@@ -1460,6 +1489,7 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
     pirec_session_free(s);
     c->session = NULL;
     c->state = C_IDLE;
+    c->early_edge.set = 0; /* it belonged to this session */
     c->errors++;
     op_done(c, error_reply(msg));
     return;
@@ -1742,6 +1772,10 @@ static void op_next(struct pirec_controller *c) {
   struct op *op = c->ops;
   c->op_running = 1;
   c->op_wait = 0;
+  op_unpend(c, op);
+  if (op->merged)
+    pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",
+              (unsigned long long)op->merged, op_kind_name(op->kind));
   switch (op->kind) {
     case OP_START:
       if (c->state != C_IDLE) {
@@ -1803,11 +1837,40 @@ static void op_next(struct pirec_controller *c) {
 
 static const char *gpio_action_word(enum pirec_gpio_action a) { return pirec_gpio_action_name(a); }
 
+static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g) {
+  for (int i = 0; i < c->ngpio; i++)
+    if (c->gpios[i] == g) return i;
+  return -1;
+}
+
+/* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
+static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind) {
+  if (c->shutting_down) return 0;
+  switch (action) {
+    case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
+    case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
+    case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
+    case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
+    default: return 0;
+  }
+}
+
+/* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
+static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind) {
+  struct op *op = queue_op(c, kind, NULL, NULL, NULL);
+  if (!op) return;
+  if (slot >= 0) {
+    op->gpio_slot = slot;
+    c->gpio_pending[slot] = op;
+  }
+  op_next(c);
+}
+
 static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user) {
   struct pirec_controller *c = user;
   int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
   int64_t wall = now_wall - (now_mono - ev->ts_ns);
-  char module[80], detail[160];
+  char module[80], detail[192];
   snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
   if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
     snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
@@ -1815,14 +1878,26 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
       pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
     return;
   }
-  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld",
+  /* At most one op per line waits in the queue: an action edge arriving while it waits is merged
+   * into it (a storm of presses while the controller is busy counts as one), so a 10 kHz toggle
+   * storm costs neither memory nor a session per edge. */
+  enum op_kind kind = OP_START;
+  int wants = gpio_edge_op(c, ev->action, &kind);
+  int slot = gpio_slot(c, g);
+  struct op *pending = wants && slot >= 0 ? c->gpio_pending[slot] : NULL;
+  char merged[40] = "";
+  if (pending) {
+    pending->merged++;
+    c->gpio_merged[slot]++;
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)pending->merged);
+  }
+  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld%s",
            ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
            (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
-           (long long)(ev->read_mono_ns - ev->ts_ns));
+           (long long)(ev->read_mono_ns - ev->ts_ns), merged);
   if (c->session && pirec_session_dir(c->session)) {
     pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
-  } else if (ev->action == PIREC_GPIO_ACTION_START || ev->action == PIREC_GPIO_ACTION_TOGGLE ||
-             ev->action == PIREC_GPIO_ACTION_TRIAL) {
+  } else if (wants && !c->early_edge.set) {
     /* The edge that starts a session belongs in that session's events.csv. */
     c->early_edge.mono = ev->ts_ns;
     c->early_edge.wall = wall;
@@ -1832,23 +1907,7 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
   } else {
     pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
   }
-  if (c->shutting_down) return;
-  switch (ev->action) {
-    case PIREC_GPIO_ACTION_START:
-      if (c->state == C_IDLE) enqueue_op(c, OP_START, NULL, NULL, NULL);
-      break;
-    case PIREC_GPIO_ACTION_STOP:
-      if (c->state == C_RECORDING) enqueue_op(c, OP_STOP, NULL, NULL, NULL);
-      break;
-    case PIREC_GPIO_ACTION_TOGGLE:
-      enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL);
-      break;
-    case PIREC_GPIO_ACTION_TRIAL:
-      enqueue_op(c, OP_TRIAL, NULL, NULL, NULL);
-      break;
-    default:
-      break;
-  }
+  if (wants && !pending) gpio_submit(c, slot, kind);
 }
 
 static void on_gpio_error(struct pirec_gpio *g, int err, void *user) {
@@ -1933,10 +1992,12 @@ static json_t *gpio_status(struct pirec_controller *c) {
     struct pirec_gpio_counters k;
     pirec_gpio_counters(c->gpios[i], &k);
     json_object_set_new(o, pirec_gpio_name(c->gpios[i]),
-                        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:i}", "line", pirec_gpio_describe(c->gpios[i]),
-                                  "edges", (json_int_t)k.edges, "events", (json_int_t)k.events,
-                                  "actions", (json_int_t)k.actions, "rate_limited",
-                                  (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "error", k.error));
+                        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line",
+                                  pirec_gpio_describe(c->gpios[i]), "edges", (json_int_t)k.edges,
+                                  "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
+                                  "rate_limited", (json_int_t)k.rate_limited, "lost",
+                                  (json_int_t)k.lost, "merged", (json_int_t)c->gpio_merged[i],
+                                  "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
   }
   return o;
 }
@@ -2058,6 +2119,7 @@ void pirec_controller_shutdown(struct pirec_controller *c) {
     struct op *running = c->ops;
     for (struct op *op = running->next; op;) {
       struct op *next = op->next;
+      op_unpend(c, op);
       json_t *r = error_reply("shutting down");
       waiters_reply(op, r);
       json_decref(r);

@@ -1,5 +1,6 @@
 /* pirec record with the real recorder binaries: trials, a recorder killed mid-trial, SIGTERM
  * mid-trial, and the pirec CLI clients. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <time.h>
 
@@ -614,6 +615,64 @@ static void test_gpio_sync_pulses_in_events(void **state) {
   free(tmp);
 }
 
+/* A 10 kHz storm of 5000 toggle edges: at most one op per line waits (later edges are merged into
+ * it and counted), the controller keeps answering, and it ends up settled with a handful of
+ * sessions, not one per pair of edges. */
+static void test_gpio_edge_storm(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char trig[4200], extra[4400];
+  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
+  assert_int_equal(mkfifo(trig, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = both\n"
+           "debounce = 0\nmin_interval = 0\naction = toggle\n", trig);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int tfd = open(trig, O_WRONLY); /* blocking: the controller holds the FIFO open read-write */
+  assert_true(tfd >= 0);
+  enum { EDGES = 5000 };
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  for (int i = 0; i < EDGES; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 100000);
+  json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 2000);
+  assert_true(jint(st, "ops_queued") <= 2);
+  json_decref(st);
+  json_t *pedal = NULL;
+  for (int i = 0;; i++) {
+    st = ctl_call(&c, "{\"id\":2,\"cmd\":\"status\"}", 2000);
+    assert_true(jint(st, "ops_queued") <= 2); /* the running op and this line's pending one */
+    pedal = json_object_get(json_object_get(st, "gpio"), "pedal");
+    if (jint(pedal, "edges") == EDGES && jint(st, "ops_queued") == 0) break;
+    json_decref(st);
+    if (i > 500) fail_msg("the controller did not settle after the storm");
+    usleep(20000);
+  }
+  json_int_t merged = jint(pedal, "merged");
+  int recording = strcmp(jstr(st, "state"), "recording") == 0;
+  json_decref(st);
+  assert_true(merged >= EDGES - 100);
+  if (recording) {
+    json_t *r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 30000);
+    expect_reply(r, "stopped");
+    json_decref(r);
+  }
+  /* every op that ran started or stopped a session: far fewer sessions than edges */
+  int sessions = 0;
+  DIR *d = opendir(c.out);
+  if (d) {
+    for (struct dirent *e; (e = readdir(d));) sessions += e->d_name[0] != '.';
+    closedir(d);
+  }
+  assert_true(sessions >= 1 && (json_int_t)sessions * 2 <= EDGES - merged + 1);
+  close(tfd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */
 static void test_builtin_demo(void **state) {
   char *tmp = tu_tmpdir("demo");
@@ -671,6 +730,7 @@ int main(void) {
       cmocka_unit_test(test_gpio_pipe),
       cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_gpio_sync_pulses_in_events),
+      cmocka_unit_test(test_gpio_edge_storm),
       cmocka_unit_test(test_builtin_demo),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
