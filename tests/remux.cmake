@@ -8,6 +8,12 @@ if(TARGET pirec-remux)
     LIBS PkgConfig::JANSSON LABELS remux TIMEOUT 120)
   add_dependencies(test-remux-cli pirec-remux)
 endif()
+if(TARGET pirec-remux AND TARGET pirec-camera)
+  # The real pirec-camera, SIGKILLed mid-recording, then the real pirec-remux on its directory.
+  pirec_add_test(test-remux-camera SOURCES test-remux-camera.c helpers/remux-gen.c
+    LIBS PkgConfig::JANSSON LABELS remux TIMEOUT 120)
+  add_dependencies(test-remux-camera pirec-remux pirec-camera)
+endif()
 if(TARGET test-remux)
   # The acceptance length: every packet of a 60 s jittered recording (label "long").
   add_test(NAME test-remux-60s COMMAND test-remux)

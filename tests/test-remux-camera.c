@@ -1,0 +1,229 @@
+/* pirec-remux on what pirec-camera really writes: the real pirec-camera binary records for a few
+ * seconds and is SIGKILLed mid-recording, then the real pirec-remux turns its directory into an MP4,
+ * which ffprobe reads back. Three of the camera's outputs: its own MKV (lavfi source encoded by
+ * x264), and the MJPEG and H.264 elementary streams it writes when a source's packets pass through. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers/remux-gen.h"
+
+struct fixture {
+  char dir[256];
+  char camera[512];
+  char remux[512];
+  char out[1 << 16];
+};
+
+/* The CSV as the test reads it, independently of the engine's loader. */
+struct rows {
+  int64_t n;
+  int64_t mono[100000];
+  int64_t bytes[100000];
+  int64_t offset[100000];
+};
+
+static int setup(void **state)
+{
+  struct fixture *f = calloc(1, sizeof *f);
+  const char *build = getenv("PIREC_BUILD_DIR");
+  assert_non_null(f);
+  assert_non_null(build);
+  snprintf(f->camera, sizeof f->camera, "%s/apps/pirec-camera", build);
+  snprintf(f->remux, sizeof f->remux, "%s/apps/pirec-remux", build);
+  assert_int_equal(access(f->camera, X_OK), 0);
+  assert_int_equal(access(f->remux, X_OK), 0);
+  assert_int_equal(remux_gen_tmpdir(f->dir, sizeof f->dir), 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  struct fixture *f = *state;
+  remux_gen_rmrf(f->dir);
+  free(f);
+  return 0;
+}
+
+static int sh(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int sh(char *out, size_t cap, const char *fmt, ...)
+{
+  char cmd[4096];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    return remux_gen_run(argv, out, cap);
+  }
+}
+
+/* Field k of a CSV line of integers; -1 when empty. */
+static int64_t field(const char *line, int k)
+{
+  for (int i = 0; i < k; i++) {
+    line = strchr(line, ',');
+    assert_non_null(line);
+    line++;
+  }
+  return *line == ',' || *line == '\n' ? -1 : strtoll(line, NULL, 10);
+}
+
+/* Reads the complete lines of a frames CSV (a SIGKILL can leave the last one partial). */
+static void read_rows(const char *path, struct rows *r)
+{
+  FILE *fp = fopen(path, "r");
+  char line[1024];
+  int col_mono = -1, col_bytes = -1, col_offset = -1, k = 0;
+
+  assert_non_null(fp);
+  assert_non_null(fgets(line, sizeof line, fp));
+  for (char *tok = strtok(line, ",\n"); tok; tok = strtok(NULL, ",\n"), k++) {
+    if (strcmp(tok, "mono_ns") == 0)
+      col_mono = k;
+    else if (strcmp(tok, "bytes") == 0)
+      col_bytes = k;
+    else if (strcmp(tok, "offset") == 0)
+      col_offset = k;
+  }
+  assert_true(col_mono >= 0 && col_bytes >= 0 && col_offset >= 0);
+  r->n = 0;
+  while (fgets(line, sizeof line, fp) && strchr(line, '\n') != NULL) {
+    assert_true(r->n < (int64_t)(sizeof r->mono / sizeof r->mono[0]));
+    r->mono[r->n] = field(line, col_mono);
+    r->bytes[r->n] = field(line, col_bytes);
+    r->offset[r->n] = field(line, col_offset);
+    r->n++;
+  }
+  fclose(fp);
+}
+
+/* Records from source into DIR/NAME for `seconds`, SIGKILLs the camera, remuxes the directory with
+ * --clock mono and checks the output against the CSV: one packet per row that points at a complete
+ * frame, each at its row's mono_ns (within a tick of 1/90000 s). */
+static void record_kill_remux(struct fixture *f, const char *name, const char *source,
+                              const char *video)
+{
+  static struct rows rows;
+  char dir[512], in[600], csv[600], mp4[600];
+  int64_t *pos = NULL, *size = NULL, *pts = NULL, packets, expect, got;
+  struct stat st;
+  json_t *top, *o;
+  json_error_t jerr;
+  int den;
+
+  snprintf(dir, sizeof dir, "%s/%s", f->dir, name);
+  assert_int_equal(mkdir(dir, 0755), 0);
+  /* Killed with SIGKILL: no chance to finish the MKV, flush the CSV or close anything. */
+  sh(NULL, 0,
+     "'%s' --source '%s' --size 320x240 --fps 30 --out '%s' >'%s/camera.log' 2>&1 & "
+     "sleep 3; kill -KILL $!; wait",
+     f->camera, source, dir, f->dir);
+  snprintf(in, sizeof in, "%s/t001.%s", dir, video);
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  snprintf(mp4, sizeof mp4, "%s/t001.mp4", dir);
+  assert_int_equal(stat(in, &st), 0);
+  read_rows(csv, &rows);
+  assert_true(rows.n > 20); /* it was recording when it was killed */
+
+  /* The frames that are really there: packets the demuxer reads in full, and for an elementary
+   * stream only those whose row's offset + bytes lie inside the file. */
+  packets = remux_gen_packets(in, &pos, &size);
+  assert_true(packets > 20);
+  expect = packets < rows.n ? packets : rows.n;
+  if (strcmp(video, "mkv") != 0) {
+    int64_t complete = 0;
+    while (complete < rows.n && rows.offset[complete] >= 0 &&
+           rows.offset[complete] + rows.bytes[complete] <= st.st_size)
+      complete++;
+    if (complete < expect)
+      expect = complete;
+  }
+
+  assert_int_equal(sh(f->out, sizeof f->out, "'%s' --clock mono --json '%s'", f->remux, dir), 0);
+  top = json_loads(f->out, 0, &jerr);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", jerr.text, f->out);
+  o = json_array_get(json_object_get(top, "files"), 0);
+  assert_true(json_is_true(json_object_get(o, "ok")));
+  assert_int_equal(json_integer_value(json_object_get(o, "frames")), expect);
+  assert_int_equal(json_integer_value(json_object_get(o, "rows")), rows.n);
+  json_decref(top);
+
+  got = remux_gen_probe_pts(mp4, 0, &pts, &den);
+  assert_int_equal(got, expect);
+  assert_int_equal(den, 90000);
+  for (int64_t i = 0; i < got; i++) {
+    int64_t want = ((rows.mono[i] - rows.mono[0]) * 9 + 50000) / 100000;
+    int64_t diff = pts[i] - pts[0] - want;
+    if (diff < -1 || diff > 1)
+      fail_msg("%s: packet %lld at %lld ticks, its row's mono_ns says %lld", mp4, (long long)i,
+               (long long)(pts[i] - pts[0]), (long long)want);
+  }
+  {
+    char err[4096];
+    assert_int_equal(sh(err, sizeof err, "ffmpeg -nostdin -v error -i '%s' -f null - 2>&1", mp4), 0);
+    if (err[0] != '\0')
+      fail_msg("decoding '%s' printed: %s", mp4, err);
+  }
+  free(pts);
+  free(pos);
+  free(size);
+}
+
+/* lavfi testsrc2 encoded by the camera's x264 child into its own MKV writer. */
+static void test_camera_mkv(void **state)
+{
+  record_kill_remux(*state, "lavfi", "lavfi:testsrc2", "mkv");
+}
+
+/* An MJPEG source passes through untouched: the camera writes t001.mjpeg with offsets. */
+static void test_camera_mjpeg_passthrough(void **state)
+{
+  struct fixture *f = *state;
+  char src[512];
+
+  snprintf(src, sizeof src, "%s/src-mjpeg.mkv", f->dir);
+  assert_int_equal(sh(NULL, 0,
+                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
+                      "-c:v mjpeg -q:v 8 '%s'",
+                      src), 0);
+  record_kill_remux(f, "mjpeg", src, "mjpeg");
+}
+
+/* An H.264 source passes through as an Annex B elementary stream (t001.h264). */
+static void test_camera_h264_passthrough(void **state)
+{
+  struct fixture *f = *state;
+  char src[512];
+
+  snprintf(src, sizeof src, "%s/src-h264.mkv", f->dir);
+  assert_int_equal(sh(NULL, 0,
+                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
+                      "-c:v libx264 -preset ultrafast -bf 0 -g 30 '%s'",
+                      src), 0);
+  record_kill_remux(f, "h264", src, "h264");
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_camera_mkv, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_camera_mjpeg_passthrough, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_camera_h264_passthrough, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
