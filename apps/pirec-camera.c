@@ -223,6 +223,7 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_counters_add(req, "queue_bytes", st.ring_used);
   pirec_recorder_counters_add(req, "queue_capacity", st.ring_capacity);
   pirec_recorder_counters_add(req, "source_errors", st.source_errors);
+  pirec_recorder_counters_add(req, "source_reconnects", st.reconnects);
   pirec_recorder_counters_add(req, "capture_p99_ns", (uint64_t)st.capture.p99_ns);
   pirec_recorder_counters_add(req, "capture_max_ns", (uint64_t)st.capture.max_ns);
   static const char *const states[] = {"idle", "queued", "running", "stopping", "backoff"};

@@ -22,6 +22,11 @@ void pirec__rpicam_free(struct pirec__rpicam *rp);
 void pirec__camera_source_stream_header(const struct pirec_camera_source *src, const uint8_t **data,
                                         size_t *len);
 
+/* 1 when s is a URL source read over the network (a "://" URL other than file:), whose end of
+ * stream means the peer went away, not that the recording is over; 0 for files, file: and pipe:
+ * URLs and every other source kind. */
+int pirec__camera_source_is_network(const struct pirec_camera_settings *s);
+
 /* Formats into a malloc'd string (NULL when out of memory). */
 char *pirec__camera_strdupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -111,6 +111,12 @@ int pirec_camera_settings_set_source(struct pirec_camera_settings *s, const char
   return set_text(s->source, sizeof s->source, spec);
 }
 
+int pirec__camera_source_is_network(const struct pirec_camera_settings *s)
+{
+  return s->kind == PIREC_CAMERA_URL && strstr(s->source, "://") != NULL &&
+         strncmp(s->source, "file:", 5) != 0;
+}
+
 static int interrupt_cb(void *opaque)
 {
   struct pirec_camera_source *src = opaque;
@@ -203,7 +209,7 @@ static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_s
     av_dict_set(&opts, "timestamps", "default", 0);
   } else {
     snprintf(url, sizeof url, "%s", s->source);
-    int network = strstr(s->source, "://") && strncmp(s->source, "file:", 5) != 0;
+    int network = pirec__camera_source_is_network(s);
     src->pace = s->realtime >= 0 ? s->realtime : !network;
     /* A camera that stops sending must end the read (then the capture thread reconnects) rather
      * than block it forever; RTSP over TCP survives lossy networks where UDP drops whole frames.

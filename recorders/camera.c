@@ -163,6 +163,7 @@ struct pirec_camera {
   _Atomic uint64_t captured;
   _Atomic uint64_t drops_device;
   _Atomic uint64_t source_errors;
+  _Atomic uint64_t reconnects;
   atomic_int last_error;
   struct hist capture_hist;
 
@@ -337,6 +338,7 @@ static void *capture_main(void *arg)
       pthread_mutex_unlock(&cam->src_lock);
       if (atomic_load(&cam->stop))
         break;
+      atomic_fetch_add_explicit(&cam->reconnects, 1, memory_order_relaxed);
       post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected",
                  cam->s.name, cam->label);
       failing = 0;
@@ -351,7 +353,9 @@ static void *capture_main(void *arg)
       continue;
     if (r < 0) {
       atomic_store(&cam->last_error, r);
-      if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL) {
+      /* A file that ends is over; a network stream that ends (an RTSP server or TCP peer closing
+       * the connection) is a camera gone away, reconnected like any other failure. */
+      if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
         post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name,
                    cam->label);
         while (!nap(cam, 1000000000)) {
@@ -1311,6 +1315,7 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
     out->encoder_pid = js.pid;
   }
   out->source_errors = atomic_load_explicit(&cam->source_errors, memory_order_relaxed);
+  out->reconnects = atomic_load_explicit(&cam->reconnects, memory_order_relaxed);
   out->last_error = cam->loop_last_error ? cam->loop_last_error : atomic_load(&cam->last_error);
   hist_summary(&cam->capture_hist, &out->capture);
   out->format = cam->fmt;

@@ -34,6 +34,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 
 /* Under a sanitizer everything runs 5-15x slower and the capture thread stalls for hundreds of
  * ms: checks of wall-clock timing (rates, arrival-time holes, tail latency bounds) are printed but
@@ -872,6 +873,90 @@ static void test_url_network_live(void **state)
   free(rows);
 }
 
+/* Waits up to 5 s for a TCP socket listening on 127.0.0.1:port (read from /proc/net/tcp, so the
+ * listener's single accept is not used up by the check). */
+static int wait_listening(int port)
+{
+  char want[32];
+  snprintf(want, sizeof want, ":%04X 00000000:0000 0A", port);
+  for (int i = 0; i < 500; i++) {
+    FILE *f = fopen("/proc/net/tcp", "r");
+    char line[256];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+      found = strstr(line, want) != NULL;
+    if (f)
+      fclose(f);
+    if (found)
+      return 1;
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+/* A network camera that closes its connection (its server restarting) is reconnected, not taken
+ * for a file that ended: an ffmpeg server streams 3 s over TCP, exits, and a new one listens 1 s
+ * later. Frames resume, the gap shows in dropped_before, and the status counts the reconnect. */
+static void test_url_network_reconnect(void **state)
+{
+  char dir[300], cmd[1500];
+  make_tmp(dir, sizeof dir, "tcpre");
+  int port = 20000 + (int)((getpid() + 7919) % 20000);
+  const char *enc = "ffmpeg -nostdin -v error -re -f lavfi -i testsrc2=size=320x240:rate=25 "
+                    "-c:v libx264 -preset ultrafast -tune zerolatency -bf 0 -g 5 -f mpegts";
+  snprintf(cmd, sizeof cmd,
+           "%s -t 3 'tcp://127.0.0.1:%d?listen=1'; sleep 1; exec %s -t 30 'tcp://127.0.0.1:%d?listen=1'",
+           enc, port, enc, port);
+  pid_t sender = fork();
+  assert_true(sender >= 0);
+  if (sender == 0) {
+    setpgid(0, 0); /* both ffmpegs die with the group */
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  setpgid(sender, sender);
+  assert_true(wait_listening(port));
+  struct pirec_camera_settings s;
+  pirec_camera_settings_default(&s);
+  char url[128];
+  snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
+  assert_int_equal(pirec_camera_settings_set_source(&s, url), 0);
+  s.width = s.height = 0;
+  s.fps_num = 0;
+  struct run r = {.stop_at_ms = 9000};
+  run_camera(&r, &s, dir);
+  print_status("tcp reconnect", &r.st);
+  kill(-sender, SIGTERM);
+  int status;
+  waitpid(sender, &status, 0);
+  assert_int_equal(r.stop_err, 0);
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SOURCE_EOF], 0);
+  assert_true(r.events[PIREC_CAMERA_EVENT_SOURCE_RECONNECTED] >= 1);
+  assert_true(r.st.reconnects >= 1);
+  assert_true(r.st.source_errors >= 1);
+
+  char csv[400], video[400];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  snprintf(video, sizeof video, "%s/t001.h264", dir);
+  struct row *rows;
+  size_t n = read_rows(csv, &rows);
+  check_rows(rows, n, 1, 40000000);
+  size_t at = 0; /* the row after the longest pause */
+  int64_t gap_ns = 0;
+  for (size_t i = 1; i < n; i++)
+    if (rows[i].mono - rows[i - 1].mono > gap_ns)
+      at = i, gap_ns = rows[i].mono - rows[i - 1].mono;
+  assert_true(at > 0);
+  fprintf(stderr, "tcp reconnect: %zu rows, %zu after a gap of %.0f ms, dropped_before %" PRIu64 "\n",
+          n, n - at, gap_ns / 1e6, rows[at].dropped);
+  assert_true(gap_ns > 1000000000);                 /* the server was away for 1 s at least */
+  assert_true(n - at > (SLOW ? 5 : 25));            /* frames resumed and rows continued */
+  assert_true(rows[at].dropped >= (uint64_t)(gap_ns / 40000000) / 2); /* the gap, at 25 fps */
+  assert_int_equal(probe_packets(video, "h264"), (long)n);
+  free(rows);
+}
+
 static void flag_closed(struct pirec_camera *cam, void *user)
 {
   *(int *)user = 1;
@@ -1325,6 +1410,8 @@ static int teardown_all(void **state)
 int main(int argc, char **argv)
 {
   const char *group = argc > 1 ? argv[1] : "unit";
+  if (getenv("PIREC_TEST_FILTER")) /* e.g. PIREC_TEST_FILTER=test_url_* runs just those */
+    cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   const struct CMUnitTest unit[] = {
       cmocka_unit_test(test_settings_source), cmocka_unit_test(test_pts_lines),
       cmocka_unit_test(test_splitter_size),   cmocka_unit_test(test_splitter_jpeg),
@@ -1332,6 +1419,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_rpicam_child_exit),
       cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_url_network_live),
+      cmocka_unit_test(test_url_network_reconnect),
       cmocka_unit_test(test_snapshot),
       cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_write_error),
       cmocka_unit_test(test_protocol),

@@ -187,7 +187,8 @@ struct pirec_camera;
 enum pirec_camera_event {
   PIREC_CAMERA_EVENT_SOURCE_ERROR = 1, /* the source failed; reconnecting with backoff */
   PIREC_CAMERA_EVENT_SOURCE_RECONNECTED,
-  PIREC_CAMERA_EVENT_SOURCE_EOF,       /* a file ended or the child exited: no more frames */
+  PIREC_CAMERA_EVENT_SOURCE_EOF,       /* a file (path, file: or pipe: URL) ended: no more frames;
+                                          a network URL that ends is a SOURCE_ERROR instead */
   PIREC_CAMERA_EVENT_ENCODER_CRASHED,  /* the encoder died; restart pending; detail has the status */
   PIREC_CAMERA_EVENT_ENCODER_RESTARTED,
   PIREC_CAMERA_EVENT_ENCODER_FAILED,   /* restarts given up: frames count as dropped from now on */
@@ -248,7 +249,8 @@ struct pirec_camera_status {
   int encoder_state;          /* enum pirec_job_state of the encoder job; -1 without encoder */
   int encoder_pid;            /* 0 when none runs */
   size_t ring_used, ring_capacity;
-  uint64_t source_errors;
+  uint64_t source_errors;     /* failed opens and reads (a network stream's end included) */
+  uint64_t reconnects;        /* times the source was opened again after a failure or end */
   int last_error;             /* last negative error seen (source, encoder, sink), or 0 */
   struct pirec_camera_latency capture; /* capture-thread time per frame: arrival to pushed */
   struct pirec_camera_format format;
