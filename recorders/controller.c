@@ -132,6 +132,8 @@ struct op {
   enum op_kind kind;
   int gpio_slot;   /* index in c->gpios of the trigger that queued it while pending, else -1 */
   uint64_t merged; /* further edges of that trigger folded into this op while it waited */
+  char source[8];  /* who asked, for the events.csv control row: socket, cli, gpio, signal */
+  char from[80];   /* which one: "gpio.pedal", "SIGUSR1"; "" for socket and cli */
   char label[PIREC_SESSION_LABEL_MAX + 1];
   struct waiter *waiters;
   struct op *next;
@@ -1045,10 +1047,28 @@ static struct op *queue_op(struct pirec_controller *c, enum op_kind kind, const 
   return op;
 }
 
-/* Queues an op and runs it if nothing else runs. */
+/* Queues an op (source and from: see struct op) and runs it if nothing else runs. */
 static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
-                       struct client *cl, json_t *id) {
-  if (queue_op(c, kind, label, cl, id)) op_next(c);
+                       struct client *cl, json_t *id, const char *source, const char *from) {
+  struct op *op = queue_op(c, kind, label, cl, id);
+  if (!op) return;
+  snprintf(op->source, sizeof op->source, "%s", source);
+  snprintf(op->from, sizeof op->from, "%s", from ? from : "");
+  op_next(c);
+}
+
+/* One events.csv `control` row for the running op, once it is accepted and the session it acts
+ * on exists: "CMD source SRC[ from NAME][ merged N][ EXTRA][ label L]" (docs/FORMATS.md); the
+ * label goes last because it is the only part that may contain spaces. */
+static void control_row(struct pirec_controller *c, const char *cmd, const char *extra) {
+  struct op *op = c->ops;
+  if (!op || !c->session || !pirec_session_dir(c->session)) return;
+  char detail[400], merged[40] = "";
+  if (op->merged) snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
+  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source,
+           *op->from ? " from " : "", op->from, merged, extra ? " " : "", extra ? extra : "",
+           *op->label ? " label " : "", op->label);
+  pirec_session_event(c->session, "control", NULL, detail);
 }
 
 /* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
@@ -1129,7 +1149,8 @@ static void client_command(struct client *cl, json_t *msg) {
     client_error(cl, id, "shutting down");
     return;
   }
-  enqueue_op(c, kind, clean, cl, id);
+  const char *source = json_string_value(json_object_get(msg, "source"));
+  enqueue_op(c, kind, clean, cl, id, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
 }
 
 static void client_line(struct client *cl, const char *line, size_t len) {
@@ -1507,6 +1528,7 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
     pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
     m->crash_mono_ns = 0;
   }
+  control_row(c, "start", NULL);
   /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
    * start) only once there is a session directory, so a session that cannot start leaves the LED
    * off and every pulse has an events.csv to go into. */
@@ -1671,6 +1693,7 @@ static void after_modules_stopped(struct pirec_controller *c) {
 }
 
 static void op_stop_session(struct pirec_controller *c) {
+  control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
   c->state = C_STOPPING;
   notify_status(c);
   stop_trial_on_modules(c);
@@ -1684,6 +1707,7 @@ static void after_trial_stopped(struct pirec_controller *c) {
 }
 
 static void op_next_trial(struct pirec_controller *c) {
+  control_row(c, "trial", NULL);
   stop_trial_on_modules(c);
   op_await(c, after_trial_stopped);
 }
@@ -1710,6 +1734,7 @@ static void on_reloaded(struct pirec_config_req *req) {
     pirec_config_free(c->pending_cfg);
     c->pending_cfg = fresh;
     const char *when = c->session ? "next_session" : "now";
+    control_row(c, "reload", changed ? "changed" : "unchanged");
     if (c->session)
       pirec_session_event(c->session, "config_reload", NULL,
                           changed ? "accepted; applies from the next session" : "unchanged");
@@ -1856,9 +1881,11 @@ static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action actio
 }
 
 /* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
-static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind) {
+static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *module) {
   struct op *op = queue_op(c, kind, NULL, NULL, NULL);
   if (!op) return;
+  snprintf(op->source, sizeof op->source, "gpio");
+  snprintf(op->from, sizeof op->from, "%s", module);
   if (slot >= 0) {
     op->gpio_slot = slot;
     c->gpio_pending[slot] = op;
@@ -1907,7 +1934,7 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
   } else {
     pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
   }
-  if (wants && !pending) gpio_submit(c, slot, kind);
+  if (wants && !pending) gpio_submit(c, slot, kind, module);
 }
 
 static void on_gpio_error(struct pirec_gpio *g, int err, void *user) {
@@ -2110,7 +2137,7 @@ static void on_shutdown_op_done(struct pirec_controller *c) {
   maybe_finish_shutdown(c);
 }
 
-void pirec_controller_shutdown(struct pirec_controller *c) {
+static void controller_shutdown(struct pirec_controller *c, const char *source, const char *from) {
   if (c->shutting_down) return;
   c->shutting_down = 1;
   sdnotify("STOPPING=1\nSTATUS=stopping");
@@ -2128,8 +2155,10 @@ void pirec_controller_shutdown(struct pirec_controller *c) {
     }
     running->next = NULL;
   }
-  enqueue_op(c, OP_SHUTDOWN, NULL, NULL, NULL);
+  enqueue_op(c, OP_SHUTDOWN, NULL, NULL, NULL, source, from);
 }
+
+void pirec_controller_shutdown(struct pirec_controller *c) { controller_shutdown(c, "api", NULL); }
 
 static void on_signal(uv_signal_t *s, int signum) {
   struct pirec_controller *c = s->data;
@@ -2137,16 +2166,13 @@ static void on_signal(uv_signal_t *s, int signum) {
     case SIGINT:
     case SIGTERM:
       pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
-      pirec_controller_shutdown(c);
+      controller_shutdown(c, "signal", signum == SIGINT ? "SIGINT" : "SIGTERM");
       break;
     case SIGUSR1:
-      if (!c->shutting_down) {
-        if (c->session) pirec_session_event(c->session, "control", NULL, "SIGUSR1: toggle");
-        enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL);
-      }
+      if (!c->shutting_down) enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL, "signal", "SIGUSR1");
       break;
     case SIGHUP:
-      if (!c->shutting_down) enqueue_op(c, OP_RELOAD, NULL, NULL, NULL);
+      if (!c->shutting_down) enqueue_op(c, OP_RELOAD, NULL, NULL, NULL, "signal", "SIGHUP");
       break;
   }
 }
@@ -2378,7 +2404,7 @@ int pirec_controller_start(struct pirec_controller *c) {
   sdnotify(ready);
   pirec_log(PIREC_LOG_INFO, "pirec %s: control socket '%s', %d recorder(s)%s", PIREC_VERSION,
             c->socket_path, c->nmodules, c->demo ? ", built-in demo configuration" : "");
-  if (!c->opts.wait) enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL);
+  if (!c->opts.wait) enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL, "cli", "pirec record");
   return 0;
 }
 

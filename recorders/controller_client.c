@@ -230,7 +230,8 @@ int pirec_control_main(int argc, char **argv) {
       default: control_usage(stderr); return EX_USAGE;
     }
   }
-  json_t *req = json_pack("{s:i,s:s}", "id", 1, "cmd", cmd);
+  /* "source" tells the controller's events.csv control row that a person used the CLI. */
+  json_t *req = json_pack("{s:i,s:s,s:s}", "id", 1, "cmd", cmd, "source", "cli");
   if (strcmp(cmd, "note") == 0) {
     if (optind >= argc) {
       control_usage(stderr);

@@ -350,6 +350,53 @@ static void test_sigterm_mid_trial(void **state) {
   ctl_cleanup(&c);
 }
 
+/* Every accepted start, trial, reload and stop leaves one `control` row saying who asked. */
+static int has_control_row(const struct tu_csv *ev, const char *detail) {
+  int ce = tu_csv_col(ev, "event"), cd = tu_csv_col(ev, "detail"), n = 0;
+  for (size_t i = 1; i < ev->rows; i++)
+    n += strcmp(ev->fields[i][ce], "control") == 0 && strcmp(ev->fields[i][cd], detail) == 0;
+  return n;
+}
+
+static void test_control_rows(void **state) {
+  struct ctl c;
+  ctl_start(&c, 0, NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"a\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  char out[4096];
+  const char *args[] = {"trial", "--label", "t2", NULL};
+  assert_int_equal(run_cli(&c, args, out, sizeof out), 0);
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+  expect_reply(r, "trial");
+  json_decref(r);
+  kill(c.proc.pid, SIGHUP);
+  usleep(300000);
+  kill(c.proc.pid, SIGUSR1);
+  for (int i = 0;; i++) {
+    json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
+    int idle = strcmp(jstr(st, "state"), "idle") == 0;
+    json_decref(st);
+    if (idle) break;
+    if (i > 500) fail_msg("SIGUSR1 did not stop the session");
+    usleep(20000);
+  }
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "control", NULL), 5);
+  assert_int_equal(has_control_row(&ev, "start source socket label a"), 1);
+  assert_int_equal(has_control_row(&ev, "trial source cli label t2"), 1);
+  assert_int_equal(has_control_row(&ev, "trial source socket"), 1);
+  assert_int_equal(has_control_row(&ev, "reload source signal from SIGHUP unchanged"), 1);
+  assert_int_equal(has_control_row(&ev, "stop source signal from SIGUSR1"), 1);
+  tu_csv_free(&ev);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
 /* SIGHUP with a broken file keeps the old config; a good file is accepted for the next session;
  * SIGUSR1 toggles recording. */
 static void test_reload_and_toggle(void **state) {
@@ -520,6 +567,8 @@ static void test_gpio_pipe(void **state) {
   for (size_t i = 1; i < ev.rows; i++)
     if (strcmp(ev.fields[i][ce], "gpio_edge") == 0 && first < 0) first = strtoll(ev.fields[i][cm], NULL, 10);
   assert_int_equal(first, t0); /* the kernel's (here: the record's) time, not the time of reading */
+  assert_int_equal(has_control_row(&ev, "start source gpio from gpio.pedal"), 1);
+  assert_int_equal(has_control_row(&ev, "stop source gpio from gpio.pedal"), 1);
   tu_csv_free(&ev);
   close(tfd);
   close(lfd);
@@ -727,6 +776,7 @@ int main(void) {
       cmocka_unit_test(test_restart_uses_config_snapshot),
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
+      cmocka_unit_test(test_control_rows),
       cmocka_unit_test(test_gpio_pipe),
       cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_gpio_sync_pulses_in_events),
