@@ -205,6 +205,27 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   }
 }
 
+static const char *codec_name(enum pirec_camera_codec c)
+{
+  switch (c) {
+  case PIREC_CAMERA_CODEC_RAW: return "raw";
+  case PIREC_CAMERA_CODEC_MJPEG: return "mjpeg";
+  case PIREC_CAMERA_CODEC_H264: return "h264";
+  case PIREC_CAMERA_CODEC_HEVC: return "hevc";
+  default: return "other";
+  }
+}
+
+/* The source's format as status reports it: {"codec","pix_fmt","width","height","fps"}. pix_fmt
+ * is empty for compressed sources; fps is "N/D" ("0/1" when the source does not say). */
+static json_t *format_json(const struct pirec_camera_format *f)
+{
+  char fps[48];
+  snprintf(fps, sizeof fps, "%d/%d", f->fps_num, f->fps_den);
+  return json_pack("{s:s,s:s,s:i,s:i,s:s}", "codec", codec_name(f->codec), "pix_fmt", f->pix_fmt,
+                   "width", f->width, "height", f->height, "fps", fps);
+}
+
 static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
@@ -224,8 +245,14 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_counters_add(req, "queue_capacity", st.ring_capacity);
   pirec_recorder_counters_add(req, "source_errors", st.source_errors);
   pirec_recorder_counters_add(req, "source_reconnects", st.reconnects);
+  pirec_recorder_counters_add(req, "capture_p50_ns", (uint64_t)st.capture.p50_ns);
   pirec_recorder_counters_add(req, "capture_p99_ns", (uint64_t)st.capture.p99_ns);
+  pirec_recorder_counters_add(req, "capture_p999_ns", (uint64_t)st.capture.p999_ns);
   pirec_recorder_counters_add(req, "capture_max_ns", (uint64_t)st.capture.max_ns);
+  pirec_recorder_counters_add(req, "encoder_pid", (uint64_t)st.encoder_pid);
+  json_object_set_new(req->counters, "last_error",
+                      st.last_error ? json_string(pirec_strerror(st.last_error)) : json_null());
+  json_object_set_new(req->counters, "format", format_json(&st.format));
   static const char *const states[] = {"idle", "queued", "running", "stopping", "backoff"};
   json_object_set_new(req->counters, "encoder",
                       json_string(st.encoder_state >= 0 && st.encoder_state < 5 ? states[st.encoder_state] : "none"));

@@ -1202,6 +1202,15 @@ static void test_protocol(void **state)
   assert_non_null(strstr(line, "\"reply\":\"status\""));
   assert_non_null(strstr(line, "\"frames_written\":"));
   assert_non_null(strstr(line, "\"encoder\":\"running\""));
+  assert_non_null(strstr(line, "\"capture_p50_ns\":"));
+  assert_non_null(strstr(line, "\"capture_p999_ns\":"));
+  assert_non_null(strstr(line, "\"last_error\":null"));
+  char *pid = strstr(line, "\"encoder_pid\":");
+  assert_non_null(pid);
+  assert_true(strtol(pid + strlen("\"encoder_pid\":"), NULL, 10) > 1);
+  assert_non_null(strstr(line, "\"format\":{"));
+  assert_non_null(strstr(line, "\"codec\":\"raw\""));
+  assert_non_null(strstr(line, "\"width\":320"));
   char *fw = strstr(line, "\"frames_written\":");
   assert_true(strtol(fw + strlen("\"frames_written\":"), NULL, 10) > 10);
   free(line);
