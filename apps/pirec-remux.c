@@ -28,7 +28,7 @@ static void usage(FILE *f)
         "  --replace             delete the input video once its output verified\n"
         "  --allow-cut           accept a row/frame count mismatch without signs of a crash\n"
         "  --dry-run             check everything, write nothing\n"
-        "  --verify              check existing outputs against their timing\n"
+        "  --verify              check existing outputs against their timing and input\n"
         "  --timing FILE         timing file (one input only)\n"
         "  --output FILE         output file (one input only)\n"
         "  -j, --jobs N          files at once (default 1)\n"

@@ -890,14 +890,38 @@ out:
   return rc;
 }
 
-int pirec_remux_verify(const char *output_path, const struct pirec_remux_options *options,
-                       struct pirec_remux_result *res)
+/* The recording an output was made from: "<stem>" (without "_timed") with an elementary-stream
+ * extension, else ".mkv", that is neither the output itself nor another of our outputs. */
+static int find_input(const char *output, char *out, size_t cap)
 {
-  struct pirec_remux_options defaults;
+  static const char *const exts[] = {".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265", ".mkv"};
+  size_t n = stem_len(output);
+  struct stat st;
+
+  if (n >= 6 && strncmp(output + n - 6, "_timed", 6) == 0)
+    n -= 6;
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    int w = snprintf(out, cap, "%.*s%s", (int)n, output, exts[i]);
+    if (w < 0 || (size_t)w >= cap)
+      return -ENAMETOOLONG;
+    if (strcmp(out, output) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
+        !pirec__remux_is_own_output(out))
+      return 0;
+  }
+  return -ENOENT;
+}
+
+int pirec__remux_verify(const char *output_path, const struct pirec_remux_options *options,
+                        struct pirec_remux_result *res, pirec_remux_progress_cb progress,
+                        void *user)
+{
+  struct pirec_remux_options defaults, dry;
   struct pirec_remux_timing timing;
-  int64_t found = 0;
+  struct pirec_remux_result *in = NULL;
+  struct stat st;
+  int64_t found = 0, expect = -1;
   int rc, cfr;
-  char path[sizeof res->output_path];
+  char path[sizeof res->output_path], input[sizeof res->output_path];
 
   /* output_path may point into res (a caller re-verifying res->output_path). */
   snprintf(path, sizeof path, "%s", output_path);
@@ -915,6 +939,12 @@ int pirec_remux_verify(const char *output_path, const struct pirec_remux_options
            output_path);
     return -ENOENT;
   }
+  if (stat(output_path, &st) == 0 && ends_with(output_path, ".mkv") &&
+      mkv_truncated(output_path, st.st_size)) {
+    seterr(res, "'%s' is cut or unfinished: its Matroska Segment does not end where the file does",
+           output_path);
+    return AVERROR(EPROTO);
+  }
   rc = pirec_remux_timing_load(res->timing_path, options->clock, &timing, res->error,
                                sizeof res->error);
   if (rc < 0)
@@ -923,11 +953,49 @@ int pirec_remux_verify(const char *output_path, const struct pirec_remux_options
   res->partial_row = timing.partial_row;
   res->clock_used = timing.clock_used;
   snprintf(res->clock_note, sizeof res->clock_note, "%s", timing.clock_note);
-  /* A recovered output holds the first n rows; CFR's grid depends on that n, so count first. */
+
+  /* How many frames the output should hold is what a remux would write now: the frames the CSV
+   * and the input both hold. A dry run of the input says, crash recovery and cuts included. */
+  if (find_input(output_path, input, sizeof input) == 0) {
+    in = malloc(sizeof *in);
+    if (in == NULL) {
+      rc = AVERROR(ENOMEM);
+      goto done;
+    }
+    dry = *options;
+    dry.flags = (options->flags & PIREC_REMUX_CFR) | PIREC_REMUX_DRY_RUN | PIREC_REMUX_ALLOW_CUT;
+    dry.format = ends_with(output_path, ".mkv") ? PIREC_REMUX_MKV : PIREC_REMUX_MP4;
+    dry.timing_path = res->timing_path;
+    dry.output_path = NULL;
+    rc = pirec_remux_file(input, &dry, in, progress, user);
+    if (rc < 0) {
+      seterr(res, "cannot check '%s' against its input: %s", output_path, in->error);
+      goto done;
+    }
+    expect = in->frames;
+  } else if (!timing.partial_row) {
+    expect = timing.count; /* no input to ask, no sign of a crash: every row has its frame */
+  }
+
+  /* CFR's grid depends on the frame count, so count first. */
   rc = verify_file(output_path, &timing, -1, -1, 0, res, &found);
   if (cfr && (rc >= 0 || found > 0)) {
     res->error[0] = '\0';
-    rc = verify_file(output_path, &timing, found, found, 1, res, &found);
+    rc = verify_file(output_path, &timing, found, expect >= 0 ? expect : found, 1, res, &found);
+  }
+  if (rc >= 0 && expect >= 0 && found != expect) {
+    if (in != NULL)
+      seterr(res,
+             "'%s' has %lld frames but should have %lld: '%s' and '%s' hold %lld that pair up "
+             "(a cut or stale output; remux it again)",
+             output_path, (long long)found, (long long)expect, input, res->timing_path,
+             (long long)expect);
+    else
+      seterr(res,
+             "'%s' has %lld frames but '%s' has %lld complete rows, and without the input video "
+             "nothing shows the missing ones had no data",
+             output_path, (long long)found, res->timing_path, (long long)timing.count);
+    rc = AVERROR(EPROTO);
   }
   res->packets = res->frames = found;
   res->rows_cut = timing.count - found;
@@ -935,6 +1003,14 @@ int pirec_remux_verify(const char *output_path, const struct pirec_remux_options
     res->first_ns = timing.t_ns[0];
     res->duration_ns = timing.t_ns[found - 1] - timing.t_ns[0];
   }
+done:
+  free(in);
   pirec_remux_timing_free(&timing);
   return rc;
+}
+
+int pirec_remux_verify(const char *output_path, const struct pirec_remux_options *options,
+                       struct pirec_remux_result *res)
+{
+  return pirec__remux_verify(output_path, options, res, NULL, NULL);
 }

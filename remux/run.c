@@ -127,7 +127,7 @@ int pirec_remux_child(const char *path, const struct pirec_remux_options *option
   /* FFmpeg's own messages go to stderr, which the parent keeps as a tail for failures only. */
   av_log_set_level(AV_LOG_ERROR);
   test_fault(path);
-  rc = verify ? pirec_remux_verify(path, options, &res)
+  rc = verify ? pirec__remux_verify(path, options, &res, child_progress, &progress)
               : pirec_remux_file(path, options, &res, child_progress, &progress);
   j = result_json(path, &res, rc >= 0, verify,
                   (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);

@@ -360,6 +360,60 @@ static void test_scan_skips_strays_and_outputs(void **state)
   free(t);
 }
 
+/* Copies the first len bytes of src over dst (len < 0: all of it). */
+static void copy_prefix(const char *src, const char *dst, long len)
+{
+  FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+  int c;
+
+  assert_non_null(in);
+  assert_non_null(out);
+  while ((len < 0 || len-- > 0) && (c = fgetc(in)) != EOF)
+    fputc(c, out);
+  fclose(in);
+  assert_int_equal(fclose(out), 0);
+}
+
+/* --verify holds an output to the frames its CSV and input hold: a cut output (bytes missing at
+ * the end, as from an interrupted copy) and a complete but short one (fewer frames than the input
+ * and CSV pair up) fail, the latter also once the input is gone; a recovered output still passes. */
+static void test_verify_short_output(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], q[512], cmd[1024];
+  int64_t *t = remux_gen_times(90, 1 * NS, 2000000, 67);
+  struct stat st;
+
+  assert_int_equal(remux_gen_video(at(f, "v.mkv", p, sizeof p), 90, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "v_frames.csv", p, sizeof p), 90, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(cli(f, NULL, "--format mkv v.mkv"), 0);
+  copy_prefix(at(f, "v_timed.mkv", p, sizeof p), at(f, "good.mkv", q, sizeof q), -1);
+  assert_int_equal(cli(f, NULL, "--verify v_timed.mkv"), 0);
+
+  /* Cut at 60 %: the demuxer reads the first ~54 frames and stops without an error. */
+  assert_int_equal(stat(at(f, "good.mkv", p, sizeof p), &st), 0);
+  copy_prefix(p, at(f, "v_timed.mkv", q, sizeof q), (long)(st.st_size * 6 / 10));
+  assert_int_equal(cli(f, NULL, "--verify v_timed.mkv"), 1);
+  assert_non_null(strstr(f->out, "FAILED: 'v_timed.mkv' is cut or unfinished"));
+
+  /* Complete but short: 50 of the 90 frames, remuxed again by ffmpeg (timestamps copied). */
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && ffmpeg -nostdin -v error -y -i good.mkv -c copy -frames:v 50 v_timed.mkv",
+           f->dir);
+  {
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
+  }
+  assert_int_equal(cli(f, NULL, "--verify v_timed.mkv"), 1);
+  assert_non_null(strstr(f->out, "FAILED: 'v_timed.mkv' has 50 frames but should have 90: 'v.mkv' "
+                                 "and 'v_frames.csv' hold 90"));
+  /* Without the input (as after --replace), a complete CSV still wants all its rows. */
+  assert_int_equal(rename(at(f, "v.mkv", p, sizeof p), at(f, "away.mkv", q, sizeof q)), 0);
+  assert_int_equal(cli(f, NULL, "--verify v_timed.mkv"), 1);
+  assert_non_null(strstr(f->out, "has 50 frames but 'v_frames.csv' has 90 complete rows"));
+  free(t);
+}
+
 static void test_usage_and_quiet(void **state)
 {
   struct fixture *f = *state;
@@ -453,6 +507,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_clock_restarts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),

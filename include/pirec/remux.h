@@ -116,8 +116,13 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
                      struct pirec_remux_result *result, pirec_remux_progress_cb progress,
                      void *user);
 
-/* Checks an existing output against its timing: packet count, and for every packet
- * pts - pts0 == round(t_i - t_0) in the output's time base (or the CFR grid with PIREC_REMUX_CFR).
+/* Checks an existing output against its timing: for every packet pts - pts0 == round(t_i - t_0)
+ * in the output's time base (or the CFR grid with PIREC_REMUX_CFR), and the packet count against
+ * what a remux would write now: the input found from the output's stem ("<stem>" without "_timed",
+ * an elementary stream first, then .mkv, never one of pirec-remux's outputs) is dry-run to count
+ * the frames it and the timing hold; without an input, every complete row must have its frame
+ * unless the timing's last line is partial. A Matroska output whose Segment does not end with the
+ * file fails as cut. Reads the whole input: block accordingly.
  * timing_path NULL: looked up from the output's stem like pirec_remux_find_timing. Returns 0, or
  * -EPROTO with the first mismatch's numbers in result->error, or another negative error. */
 int pirec_remux_verify(const char *output_path, const struct pirec_remux_options *options,
