@@ -198,6 +198,8 @@ struct pirec_controller {
    * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
   struct op *gpio_pending[MAX_GPIO];
   uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
+  int gpio_closing;               /* lines still closing before a reload re-opens the set */
+  int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
   struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   struct {
@@ -256,6 +258,7 @@ static json_t *gpio_status(struct pirec_controller *c);
 static void gpio_close_all(struct pirec_controller *c);
 static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
 static void gpio_recording_hook(struct pirec_controller *c, int recording);
+static void gpio_reopen_all(struct pirec_controller *c);
 
 /* ---- options, paths ---- */
 
@@ -1712,6 +1715,12 @@ static void op_next_trial(struct pirec_controller *c) {
   op_await(c, after_trial_stopped);
 }
 
+static int control_differs(const struct pirec_config *a, const struct pirec_config *b) {
+  return strcmp(pirec_config_get_string(a, "control", "mode"), pirec_config_get_string(b, "control", "mode")) ||
+         strcmp(pirec_config_get_string(a, "control", "socket"), pirec_config_get_string(b, "control", "socket")) ||
+         pirec_config_get_int(a, "control", "socket_mode") != pirec_config_get_int(b, "control", "socket_mode");
+}
+
 static void on_reloaded(struct pirec_config_req *req) {
   struct pirec_controller *c = req->data;
   json_t *r;
@@ -1741,6 +1750,12 @@ static void on_reloaded(struct pirec_config_req *req) {
     pirec_log(PIREC_LOG_INFO, "config '%s' reloaded (%s)%s", pirec_config_path(fresh),
               changed ? "changed" : "unchanged", c->session ? "; applies from the next session" : "");
     r = json_pack("{s:s,s:b,s:s}", "reply", "reloaded", "changed", changed, "applies", when);
+    /* The socket is bound once: a new [control] would have to cut off every client, this one
+     * included. Say so instead of replying as if it applied. */
+    if (control_differs(c->cfg, fresh)) {
+      json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
+      pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
+    }
     if (!c->session) apply_pending_config(c);
   }
   pirec_config_req_cleanup(req);
@@ -1779,6 +1794,7 @@ static void apply_pending_config(struct pirec_controller *c) {
   pirec_config_free(c->cfg);
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
+  gpio_reopen_all(c);
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     if (m->job) {
@@ -1999,18 +2015,41 @@ static void gpio_recording_hook(struct pirec_controller *c, int recording) {
   for (int i = 0; i < c->ngpio; i++) pirec_gpio_set_recording(c->gpios[i], recording);
 }
 
+static void gpio_open_when_closed(struct pirec_controller *c) {
+  if (c->gpio_closing || !c->gpio_reopen) return;
+  c->gpio_reopen = 0;
+  if (c->shutting_down) return;
+  gpio_open_all(c);
+  /* Reloads apply between sessions, but a session may have started while the old lines closed. */
+  if (c->session && c->state == C_RECORDING) gpio_recording_hook(c, 1);
+}
+
 static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user) {
   struct pirec_controller *c = user;
   c->handles_open--;
+  c->gpio_closing--;
+  gpio_open_when_closed(c);
   maybe_finish_shutdown(c);
 }
 
 static void gpio_close_all(struct pirec_controller *c) {
+  /* Queued ops keep no slot: the indices are about to mean other lines. */
+  for (struct op *op = c->ops; op; op = op->next) op_unpend(c, op);
   for (int i = 0; i < c->ngpio; i++) {
     c->handles_open++;
+    c->gpio_closing++;
+    c->gpio_merged[i] = 0;
     pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
   }
   c->ngpio = 0;
+}
+
+/* An accepted reload that applies (between sessions) re-reads [gpio.*]: every line is released
+ * first (the kernel refuses a line still requested, EBUSY), then the new set is opened. */
+static void gpio_reopen_all(struct pirec_controller *c) {
+  gpio_close_all(c);
+  c->gpio_reopen = 1;
+  gpio_open_when_closed(c);
 }
 
 static json_t *gpio_status(struct pirec_controller *c) {
@@ -2029,6 +2068,7 @@ static json_t *gpio_status(struct pirec_controller *c) {
   return o;
 }
 #else
+static void gpio_reopen_all(struct pirec_controller *c) { (void)c; }
 static void gpio_trial_hook(struct pirec_controller *c) { (void)c; }
 static void gpio_recording_hook(struct pirec_controller *c, int recording) { (void)c; (void)recording; }
 static void gpio_close_all(struct pirec_controller *c) { (void)c; }

@@ -722,6 +722,75 @@ static void test_gpio_edge_storm(void **state) {
   free(tmp);
 }
 
+/* An accepted reload while idle re-opens the [gpio.*] lines from the new file (an edge on the new
+ * line starts a session); a changed [control] is reported as needing a restart. */
+static void test_reload_reopens_gpio(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char fa[4200], fb[4200], extra[9000];
+  snprintf(fa, sizeof fa, "%s/a.fifo", tmp);
+  snprintf(fb, sizeof fb, "%s/b.fifo", tmp);
+  assert_int_equal(mkfifo(fa, 0600), 0);
+  assert_int_equal(mkfifo(fb, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = rising\n"
+           "debounce = 0\naction = toggle\n", fa);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  char *text = tu_read_file(c.cfg, NULL);
+  assert_non_null(text);
+  char *sec = strstr(text, "[gpio.pedal]");
+  assert_non_null(sec);
+  *sec = '\0';
+  FILE *f = fopen(c.cfg, "w");
+  assert_non_null(f);
+  char *ctl = strstr(text, "[control]\n");
+  assert_non_null(ctl);
+  ctl += strlen("[control]\n");
+  fprintf(f, "%.*ssocket_mode = 0600\n%s", (int)(ctl - text), text, ctl);
+  fprintf(f, "[gpio.foot]\nchip = pipe:%s\nline = GPIO5\ndirection = input\nedge = rising\n"
+             "debounce = 0\naction = toggle\n", fb);
+  fclose(f);
+  free(text);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"reload\"}", 10000);
+  expect_reply(r, "reloaded");
+  assert_string_equal(jstr(r, "applies"), "now");
+  json_t *rn = json_object_get(r, "restart_needed");
+  assert_int_equal(json_array_size(rn), 1);
+  assert_string_equal(json_string_value(json_array_get(rn, 0)), "control");
+  json_decref(r);
+  for (int i = 0;; i++) {
+    json_t *st = ctl_call(&c, "{\"id\":2,\"cmd\":\"status\"}", 5000);
+    json_t *g = json_object_get(st, "gpio");
+    int ok = json_object_size(g) == 1 && json_object_get(g, "foot");
+    json_decref(st);
+    if (ok) break;
+    if (i > 300) fail_msg("[gpio.foot] not opened after the reload");
+    usleep(20000);
+  }
+  int fd = open(fb, O_WRONLY | O_NONBLOCK);
+  assert_true(fd >= 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  write_edge(fd, 1, 1, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  for (int i = 0;; i++) {
+    json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
+    int rec = strcmp(jstr(st, "state"), "recording") == 0;
+    json_decref(st);
+    if (rec) break;
+    if (i > 300) fail_msg("an edge on the reloaded line did not start a session");
+    usleep(20000);
+  }
+  close(fd);
+  r = ctl_call(&c, "{\"id\":4,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */
 static void test_builtin_demo(void **state) {
   char *tmp = tu_tmpdir("demo");
@@ -781,6 +850,7 @@ int main(void) {
       cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_gpio_sync_pulses_in_events),
       cmocka_unit_test(test_gpio_edge_storm),
+      cmocka_unit_test(test_reload_reopens_gpio),
       cmocka_unit_test(test_builtin_demo),
   };
   if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
