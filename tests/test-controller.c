@@ -305,6 +305,44 @@ static void test_restart_uses_config_snapshot(void **state) {
   ctl_cleanup(&c);
 }
 
+/* The video of a camera's trial (cam0/t001.<ext>, whatever the codec makes the extension). */
+static int find_video(const char *camdir, const char *stem, char *out, size_t cap) {
+  DIR *d = opendir(camdir);
+  if (!d) return -1;
+  int found = -1;
+  size_t n = strlen(stem);
+  for (struct dirent *e; found < 0 && (e = readdir(d));)
+    if (strncmp(e->d_name, stem, n) == 0 && e->d_name[n] == '.' && !strstr(e->d_name, ".csv")) {
+      snprintf(out, cap, "%s/%s", camdir, e->d_name);
+      found = 0;
+    }
+  closedir(d);
+  return found;
+}
+
+/* ffprobe reads every packet of the first video stream without one error message: the number of
+ * packets, or -1 (with what ffprobe said on stderr). */
+static long probe_packets(const char *path) {
+  char cmd[5000];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -count_packets -select_streams v:0 -show_entries "
+           "stream=nb_read_packets -of csv=p=0 '%s' 2>&1",
+           path);
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  char out[4096];
+  size_t len = fread(out, 1, sizeof out - 1, p);
+  out[len] = '\0';
+  int st = pclose(p);
+  char *end = NULL;
+  long n = strtol(out, &end, 10);
+  if (st != 0 || end == out || (*end && strcmp(end, "\n") != 0)) {
+    fprintf(stderr, "ffprobe on '%s' (status %d): %s\n", path, st, out);
+    return -1;
+  }
+  return n;
+}
+
 static void test_sigterm_mid_trial(void **state) {
   struct ctl c;
   ctl_start(&c, have_camera(), NULL);
@@ -341,6 +379,13 @@ static void test_sigterm_mid_trial(void **state) {
     struct tu_csv fr;
     if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete after SIGTERM", p);
     assert_true(fr.rows > 1);
+    /* the video is complete too: every frame in the CSV is a packet ffprobe reads cleanly */
+    char camdir[4400], video[4700];
+    snprintf(camdir, sizeof camdir, "%s/cam0", dir);
+    if (find_video(camdir, "t001", video, sizeof video) != 0) fail_msg("no t001 video in '%s'", camdir);
+    long packets = probe_packets(video);
+    if (packets < 0) fail_msg("ffprobe cannot read '%s' after SIGTERM", video);
+    assert_int_equal(packets, (long)fr.rows - 1);
     tu_csv_free(&fr);
   }
   tu_csv_free(&ev);
