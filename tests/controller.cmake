@@ -28,3 +28,9 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh)
            COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh ${CMAKE_BINARY_DIR})
   set_tests_properties(test-systemd-units PROPERTIES SKIP_RETURN_CODE 77 LABELS controller TIMEOUT 60)
 endif()
+# `cmake --install` keeps an existing /etc/pirec/pirec.conf (staged into a scratch DESTDIR).
+if(EXISTS ${PROJECT_SOURCE_DIR}/systemd/verify-install.sh AND EXISTS ${PROJECT_SOURCE_DIR}/config/pirec.conf.example)
+  add_test(NAME test-systemd-install
+           COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-install.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(test-systemd-install PROPERTIES LABELS controller TIMEOUT 60)
+endif()
