@@ -66,8 +66,10 @@ fi
 # must have its CSV row (rows == the video's packets)
 cam=
 for b in "$SHARE"/build-"$ARCH"-*; do [ -x "$b/apps/pirec-camera" ] && { cam=$b/apps/pirec-camera; break; }; done
-if [ -z "$cam" ]; then
-	result pirec-camera-vivid SKIP "pirec-camera not built"
+if [ -z "$cam" ] && [ "$ARCH" = amd64 ]; then
+	result pirec-camera-vivid FAIL "pirec-camera not built (scripts/ci-hw builds it on amd64)"
+elif [ -z "$cam" ]; then
+	result pirec-camera-vivid SKIP "pirec-camera not built for $ARCH (no FFmpeg libraries for the cross build)"
 elif ! ffmpeg -version > /dev/null 2>&1; then
 	result pirec-camera-vivid SKIP "no runnable ffmpeg (encoder child) for $ARCH in the guest"
 elif [ -c /dev/video0 ]; then
@@ -98,10 +100,14 @@ for b in "$SHARE"/build-"$ARCH"-v1 "$SHARE"/build-"$ARCH"-v2; do
 	if grep -q pirec_gpio_new "$b/apps/pirec"; then
 		sh "$SHARE/scenario-record.sh" "$b/apps" "$api" || rc=1
 	else
-		result pirec-record-gpio-$api SKIP "this pirec does not use pirec_gpio yet (controller GPIO support)"
+		result pirec-record-gpio-$api FAIL "this pirec does not link pirec_gpio"
 	fi
 done
-[ $found = 1 ] || result pirec-record-gpio SKIP "pirec not built"
+if [ $found = 0 ] && [ "$ARCH" = amd64 ]; then
+	result pirec-record-gpio FAIL "pirec not built (scripts/ci-hw builds it on amd64)"
+elif [ $found = 0 ]; then
+	result pirec-record-gpio SKIP "pirec not built for $ARCH"
+fi
 
 if [ -f "$SHARE/extra-$ARCH.sh" ]; then
 	sh "$SHARE/extra-$ARCH.sh" "$SHARE" "$ARCH" || rc=1
