@@ -777,62 +777,32 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
 
 /* ---- trials ---- */
 
-static int build_encoder_argv(struct pirec_camera *cam, const char **argv, char store[][64], int max)
+/* The encoder: raw frames on stdin, H.264 access units with delimiters into the FIFO, which the
+ * loop cuts into units and muxes with each frame's capture time. Built by the shared builder
+ * (include/pirec/ffmpeg.h), so its frame-exact options (passthrough, no B-frames) are the ones
+ * test-ffmpeg checks. */
+static int build_encoder_argv(const struct pirec_camera *cam, char ***argv)
 {
   const struct pirec_camera_settings *s = &cam->s;
-  int n = 0, k = 0;
-#define ARG(x) argv[n++] = (x)
-#define ARGF(...) (snprintf(store[k], 64, __VA_ARGS__), argv[n++] = store[k++])
-  ARG(s->ffmpeg);
-  ARG("-hide_banner");
-  ARG("-nostdin");
-  ARG("-nostats");
-  ARG("-loglevel");
-  ARG("error");
-  ARG("-progress");
-  ARG("pipe:3");
-  ARG("-f");
-  ARG("rawvideo");
-  ARG("-pix_fmt");
-  ARG(cam->fmt.pix_fmt);
-  ARG("-video_size");
-  ARGF("%dx%d", cam->fmt.width, cam->fmt.height);
-  ARG("-framerate");
-  ARGF("%d/%d", cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1);
-  ARG("-i");
-  ARG("pipe:0");
-  ARG("-map");
-  ARG("0:v:0");
-  ARG(cam->legacy_vsync ? "-vsync" : "-fps_mode");
-  ARG("passthrough");
-  ARG("-c:v");
-  ARG("libx264");
-  ARG("-preset");
-  ARG(s->preset);
-  ARG("-crf");
-  ARGF("%d", s->crf);
-  ARG("-g");
-  ARGF("%d", s->gop > 0 ? s->gop : 60);
-  /* No B-frames: access units come out in the order frames went in, one per frame. Delimiters
-   * mark where each one starts in the byte stream. */
-  ARG("-bf");
-  ARG("0");
-  ARG("-aud");
-  ARG("1");
-  if (s->encoder_threads > 0) {
-    ARG("-threads");
-    ARGF("%d", s->encoder_threads);
-  }
-  ARG("-pix_fmt");
-  ARG("yuv420p");
-  ARG("-f");
-  ARG("h264");
-  ARG("-y");
-  ARG(cam->fifo);
-  argv[n] = NULL;
-#undef ARG
-#undef ARGF
-  return n < max ? 0 : -E2BIG;
+  struct pirec_ffmpeg_encode e;
+  pirec_ffmpeg_encode_init(&e);
+  int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
+  e.program = s->ffmpeg;
+  e.output = cam->fifo;
+  e.format = "h264";
+  e.width = cam->fmt.width;
+  e.height = cam->fmt.height;
+  e.pix_fmt = cam->fmt.pix_fmt;
+  e.rate_num = fps_ok ? (uint32_t)cam->fmt.fps_num : 30;
+  e.rate_den = fps_ok ? (uint32_t)cam->fmt.fps_den : 1;
+  e.preset = s->preset;
+  e.crf = s->crf;
+  e.gop = s->gop > 0 ? s->gop : 60;
+  e.bframes = 0; /* access units come out in the order frames went in, one per frame */
+  e.threads = s->encoder_threads > 0 ? s->encoder_threads : 0;
+  e.progress_fd = 3;
+  e.legacy_vsync = cam->legacy_vsync;
+  return pirec_ffmpeg_encode_argv(&e, argv);
 }
 
 static void free_trial(struct trial *t)
@@ -934,8 +904,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   }
 
   if (cam->raw) {
-    const char *argv[64];
-    char store[8][64];
+    char **argv = NULL;
     struct pirec_job_options o;
     t->meta_cap = 4096;
     t->meta = calloc(t->meta_cap, sizeof *t->meta);
@@ -949,12 +918,12 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
                             fps_ok ? cam->fmt.fps_num : 30, fps_ok ? cam->fmt.fps_den : 1,
                             &t->mkv)) < 0)
       goto fail;
-    if ((r = build_encoder_argv(cam, argv, store, 64)) < 0)
+    if ((r = build_encoder_argv(cam, &argv)) < 0)
       goto fail;
     char name[PIREC_CAMERA_NAME_MAX + 16];
     snprintf(name, sizeof name, "%s encoder", cam->s.name);
     pirec_job_options_init(&o);
-    o.argv = argv;
+    o.argv = (const char *const *)argv;
     o.name = name;
     o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
     o.stdio[1].kind = PIREC_JOB_STDIO_NULL;
@@ -977,7 +946,9 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     o.on_restart = enc_restart;
     o.on_spawn = enc_spawn;
     o.user = cam;
-    if ((r = pirec_job_new(cam->loop, &o, &t->job)) < 0)
+    r = pirec_job_new(cam->loop, &o, &t->job);
+    pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
+    if (r < 0)
       goto fail;
     /* Bytes left over from an earlier trial's encoder would be taken for this one's. */
     uint8_t junk[4096];

@@ -21,6 +21,7 @@
 #include "pirec/log.h"
 #include "pirec/looplag.h"
 #include "pirec/session.h"
+#include "pirec/sink.h"
 #ifdef PIREC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -1560,7 +1561,7 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   so.label = clean;
   so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
   int64_t fs = pirec_config_get_duration(c->cfg, "storage", "fsync_interval");
-  so.fsync_interval_ms = fs > 0 ? (unsigned)(fs / 1000000 ? fs / 1000000 : 1) : UINT32_MAX;
+  so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
   json_t *snap = config_snapshot(c);
   so.config = snap;
   struct pirec_session *s = NULL;

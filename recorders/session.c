@@ -2,6 +2,7 @@
 #include "pirec/session.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,11 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
     return -EINVAL;
   }
   s->clocks_interval_ns = opts->clocks_interval_ns > 0 ? opts->clocks_interval_ns : 10000000000LL;
-  s->fsync_interval_ms = opts->fsync_interval_ms ? opts->fsync_interval_ms : 1000;
+  /* 0 is "not set" in these options (zeroed structs); UINT_MAX asks for no periodic sync, which
+   * the sinks spell PIREC_SINK_FSYNC_NEVER. */
+  s->fsync_interval_ms = opts->fsync_interval_ms == UINT_MAX ? PIREC_SINK_FSYNC_NEVER
+                         : opts->fsync_interval_ms        ? opts->fsync_interval_ms
+                                                          : 1000;
 
   struct utsname u;
   char host[256] = "";

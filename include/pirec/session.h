@@ -44,7 +44,8 @@ struct pirec_session_options {
   const char *output_dir;        /* created when missing (with parents); required */
   const char *label;             /* already sanitised; NULL or "" for none */
   int64_t clocks_interval_ns;    /* default 10 s */
-  unsigned fsync_interval_ms;    /* events.csv and clocks.csv; default 1000 */
+  unsigned fsync_interval_ms;    /* events.csv and clocks.csv; 0: default 1000; UINT_MAX: only
+                                    when closed ([storage] fsync_interval = 0) */
   json_t *config;                /* config snapshot for session.json (a reference is taken; do not modify it afterwards); may be NULL */
   json_t *host_extra;            /* more fields for "host" (borrowed, copied); may be NULL */
 };
