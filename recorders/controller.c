@@ -169,6 +169,8 @@ struct cwrite {
 
 enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
 
+#define EARLY_EDGES_MAX 64
+
 struct remux_run {
   struct pirec_controller *c;
   struct pirec_job *job;
@@ -203,11 +205,15 @@ struct pirec_controller {
   int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
   struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
-  struct {
-    int set;
+  /* Edges that arrive before the session they belong to has its directory: the one that starts
+   * it and any that follow while it starts (markers pressed at once). Written first thing into
+   * that session's events.csv; beyond EARLY_EDGES_MAX they are counted, and the count is written. */
+  struct early_edge {
     int64_t mono, wall;
     char module[80], detail[192];
-  } early_edge;
+  } early_edges[EARLY_EDGES_MAX];
+  int nearly_edges;
+  uint64_t early_edges_lost;
 
   enum cstate state;
   struct pirec_session *session;
@@ -1514,17 +1520,24 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
     pirec_session_free(s);
     c->session = NULL;
     c->state = C_IDLE;
-    c->early_edge.set = 0; /* it belonged to this session */
+    c->nearly_edges = 0; /* they belonged to this session */
+    c->early_edges_lost = 0;
     c->errors++;
     op_done(c, error_reply(msg));
     return;
   }
   pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
-  if (c->early_edge.set) {
-    pirec_session_event_at(s, c->early_edge.mono, c->early_edge.wall, "gpio_edge",
-                           c->early_edge.module, c->early_edge.detail);
-    c->early_edge.set = 0;
+  for (int i = 0; i < c->nearly_edges; i++)
+    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
+                           c->early_edges[i].module, c->early_edges[i].detail);
+  if (c->early_edges_lost) {
+    char lost[96];
+    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
+             (unsigned long long)c->early_edges_lost);
+    pirec_session_event(s, "gpio_edges_lost", "controller", lost);
   }
+  c->nearly_edges = 0;
+  c->early_edges_lost = 0;
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
@@ -1941,13 +1954,18 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
            (long long)(ev->read_mono_ns - ev->ts_ns), merged);
   if (c->session && pirec_session_dir(c->session)) {
     pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
-  } else if (wants && !c->early_edge.set) {
-    /* The edge that starts a session belongs in that session's events.csv. */
-    c->early_edge.mono = ev->ts_ns;
-    c->early_edge.wall = wall;
-    snprintf(c->early_edge.module, sizeof c->early_edge.module, "%s", module);
-    snprintf(c->early_edge.detail, sizeof c->early_edge.detail, "%s", detail);
-    c->early_edge.set = 1;
+  } else if (wants || c->state == C_STARTING || c->nearly_edges > 0) {
+    /* A session is on its way (this edge starts it, or one is starting): the edge is kept for
+     * that session's events.csv. */
+    if (c->nearly_edges < EARLY_EDGES_MAX) {
+      struct early_edge *e = &c->early_edges[c->nearly_edges++];
+      e->mono = ev->ts_ns;
+      e->wall = wall;
+      snprintf(e->module, sizeof e->module, "%s", module);
+      snprintf(e->detail, sizeof e->detail, "%s", detail);
+    } else {
+      c->early_edges_lost++;
+    }
   } else {
     pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
   }
