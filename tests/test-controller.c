@@ -709,6 +709,56 @@ static void test_gpio_sync_pulses_in_events(void **state) {
   free(tmp);
 }
 
+/* Edges that arrive while the session their first one starts is being created (markers pressed
+ * at once, a bouncing switch) are in that session's events.csv with their kernel timestamps, not
+ * only the first: six edges written together give six gpio_edge rows. */
+static void test_gpio_edges_while_starting(void **state) {
+  char *tmp = tu_tmpdir("gpio");
+  char trig[4200], extra[4400];
+  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
+  assert_int_equal(mkfifo(trig, 0600), 0);
+  snprintf(extra, sizeof extra,
+           "[gpio.button]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = both\n"
+           "debounce = 0\nmin_interval = 0\naction = start\n", trig);
+  struct ctl c;
+  ctl_start(&c, 0, extra);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int tfd = open(trig, O_WRONLY);
+  assert_true(tfd >= 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  for (int i = 0; i < 6; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 1000000);
+  for (int i = 0;; i++) {
+    json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 2000);
+    int recording = strcmp(jstr(st, "state"), "recording") == 0;
+    json_decref(st);
+    if (recording) break;
+    if (i > 500) fail_msg("the edges did not start a session");
+    usleep(20000);
+  }
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "gpio_edge", "gpio.button"), 6);
+  assert_int_equal(count_events(&ev, "gpio_edges_lost", NULL), 0);
+  int cm = tu_csv_col(&ev, "mono_ns"), ce = tu_csv_col(&ev, "event");
+  int seen = 0;
+  for (size_t i = 1; i < ev.rows; i++) /* each edge keeps its own kernel timestamp */
+    if (strcmp(ev.fields[i][ce], "gpio_edge") == 0)
+      assert_int_equal(strtoll(ev.fields[i][cm], NULL, 10), t0 + (int64_t)(seen++) * 1000000);
+  tu_csv_free(&ev);
+  close(tfd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 /* A 10 kHz storm of 5000 toggle edges: at most one op per line waits (later edges are merged into
  * it and counted), the controller keeps answering, and it ends up settled with a handful of
  * sessions, not one per pair of edges. */
@@ -894,6 +944,7 @@ int main(void) {
       cmocka_unit_test(test_gpio_pipe),
       cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_gpio_sync_pulses_in_events),
+      cmocka_unit_test(test_gpio_edges_while_starting),
       cmocka_unit_test(test_gpio_edge_storm),
       cmocka_unit_test(test_reload_reopens_gpio),
       cmocka_unit_test(test_builtin_demo),
