@@ -999,6 +999,8 @@ int main(void)
       cmocka_unit_test(test_bad_sdp),
       cmocka_unit_test(test_peer_vlc),
   };
+  if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */
+    cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
 
