@@ -951,12 +951,13 @@ void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void
     conn_close(c);
   if (sim->ff_running)
     uv_process_kill(&sim->ff, SIGTERM);
-  if (sim->gaze_log)
-    pirec_sink_close(sim->gaze_log, sink_closed, sim);
-  if (sim->world_log)
-    pirec_sink_close(sim->world_log, sink_closed, sim);
-  if (sim->events_log)
-    pirec_sink_close(sim->events_log, sink_closed, sim);
+  /* The encoder's pipe keeps delivering frames until ffmpeg has exited, and each would be logged:
+   * the logs are forgotten as they close, so those late frames log nothing (log_row skips NULL). */
+  struct pirec_sink *logs[] = {sim->gaze_log, sim->world_log, sim->events_log};
+  sim->gaze_log = sim->world_log = sim->events_log = NULL;
+  for (size_t i = 0; i < sizeof logs / sizeof logs[0]; i++)
+    if (logs[i])
+      pirec_sink_close(logs[i], sink_closed, sim);
   sim->pending--;
   if (sim->pending == 0)
     finish(sim);
