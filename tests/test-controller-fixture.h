@@ -65,15 +65,25 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
   assert_true(c->notify_fd >= 0);
   static char env_notify[300];
   snprintf(env_notify, sizeof env_notify, "NOTIFY_SOCKET=%s", c->notify);
-  const char *env[] = {env_notify, NULL};
+  /* A watchdog like the unit's (WatchdogSec=), short so its first ping comes at once. */
+  const char *env[] = {env_notify, "WATCHDOG_USEC=200000", NULL};
   const char *argv[] = {tu_program("pirec"), "record", "-c", c->cfg, "--wait", NULL};
   assert_int_equal(tu_proc_start(&c->proc, argv, env), 0);
   c->running = 1;
+#ifdef PIREC_TEST_EXPECT_SD_NOTIFY
+  /* Built with libsystemd, the Type=notify unit depends on these: READY=1 once the socket is up,
+   * then WATCHDOG=1 at half the interval. */
+  if (tu_notify_wait(c->notify_fd, "READY=1", 15000) != 0)
+    fail_msg("pirec record sent no READY=1 to NOTIFY_SOCKET within 15 s");
+  if (tu_notify_wait(c->notify_fd, "WATCHDOG=1", 5000) != 0)
+    fail_msg("pirec record sent no WATCHDOG=1 within 5 s with WATCHDOG_USEC=200000");
+#else
   if (tu_notify_wait(c->notify_fd, "READY=1", 15000) != 0) {
     int fd = tu_sock_connect(c->sock, 15000);
     if (fd < 0) fail_msg("pirec record did not become ready within 15 s");
     close(fd);
   }
+#endif
   /* Nobody reads STATUS= updates from here on: close the socket so they are refused at once
    * instead of filling its queue (sd_notify's send blocks on a full queue). */
   close(c->notify_fd);
