@@ -1577,9 +1577,16 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
   json_t *snap = config_snapshot(c);
   so.config = snap;
+#ifdef PIREC_HAVE_GPIO
+  json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
+#else
+  json_t *versions = NULL;
+#endif
+  so.versions_extra = versions;
   struct pirec_session *s = NULL;
   int err = pirec_session_new(c->loop, &so, &s);
   json_decref(snap);
+  json_decref(versions);
   if (err == 0) err = pirec_session_start(s, on_session_started, c);
   if (err < 0) {
     pirec_session_free(s);

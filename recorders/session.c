@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libavutil/avutil.h>
+
 #include "pirec/clock.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
@@ -122,11 +124,15 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
   json_t *hostj = json_pack("{s:s,s:s,s:s,s:s,s:i}", "hostname", host, "system", u.sysname, "kernel",
                             u.release, "machine", u.machine, "pid", (int)getpid());
   if (opts->host_extra) json_object_update(hostj, opts->host_extra);
-  s->m = json_pack("{s:s,s:s,s:b,s:s,s:{s:s,s:s,s:s},s:o,s:O,s:n,s:n,s:[],s:[],s:{},s:[],s:{s:I,s:I},"
+  /* The library versions that shaped the files: FFmpeg's is libavutil's, the one the recorders and
+   * pirec-remux load from the same system. */
+  json_t *versions = json_pack("{s:s,s:s,s:s,s:s}", "pirec", PIREC_VERSION, "libuv", uv_version_string(),
+                               "jansson", JANSSON_VERSION, "ffmpeg", av_version_info());
+  if (versions && opts->versions_extra) json_object_update(versions, opts->versions_extra);
+  s->m = json_pack("{s:s,s:s,s:b,s:s,s:o,s:o,s:O,s:n,s:n,s:[],s:[],s:{},s:[],s:{s:I,s:I},"
                    "s:{s:I,s:I}}",
                    "format", "pirec-session-1", "state", "starting", "final", 0, "label", s->label,
-                   "versions", "pirec", PIREC_VERSION, "libuv", uv_version_string(), "jansson",
-                   JANSSON_VERSION, "host", hostj, "config",
+                   "versions", versions, "host", hostj, "config",
                    opts->config ? opts->config : json_null(), "start", "stop", "clock_anchors",
                    "trials", "modules", "errors", "events", "rows", (json_int_t)0, "dropped",
                    (json_int_t)0, "clocks", "rows", (json_int_t)0, "interval_ns",

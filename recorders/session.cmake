@@ -12,7 +12,7 @@ endif()
 add_library(pirec_session STATIC ${CMAKE_CURRENT_LIST_DIR}/session.c)
 target_include_directories(pirec_session PUBLIC ${PIREC_INCLUDE_DIR})
 target_link_libraries(pirec_session PUBLIC PkgConfig::UV PkgConfig::JANSSON pirec_io_base
-                      pirec_io_sink pirec_io_csv pirec_io_fs)
+                      pirec_io_sink pirec_io_csv pirec_io_fs PRIVATE PkgConfig::AVUTIL)
 
 # The controller behind `pirec record` and the control-socket clients (include/pirec/controller.h).
 if(TARGET pirec_config AND TARGET pirec_subprocess)

@@ -101,10 +101,13 @@ static void test_full_session(void **state) {
   char out_dir[4200];
   snprintf(out_dir, sizeof out_dir, "%s/data/nested", c->tmp);
   json_t *cfg = json_pack("{s:s}", "text", "[session]\n");
+  json_t *extra = json_pack("{s:s}", "libgpiod", "test 1.0");
   struct pirec_session_options o = {.output_dir = out_dir, .label = "pilot",
-                                    .clocks_interval_ns = 100000000, .config = cfg};
+                                    .clocks_interval_ns = 100000000, .config = cfg,
+                                    .versions_extra = extra};
   struct pirec_session *s;
   assert_int_equal(pirec_session_new(&c->loop, &o, &s), 0);
+  json_decref(extra); /* copied by the session */
   json_decref(cfg);
   assert_int_equal(pirec_session_start(s, on_done, c), 0);
   run_until_done(c);
@@ -146,7 +149,11 @@ static void test_full_session(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "label")), "pilot");
   assert_string_equal(json_string_value(json_object_get(json_object_get(j, "config"), "text")),
                       "[session]\n");
-  assert_non_null(json_object_get(json_object_get(j, "versions"), "libuv"));
+  json_t *versions = json_object_get(j, "versions");
+  assert_non_null(json_object_get(versions, "libuv"));
+  /* FFmpeg's version is always there; an extra one given by the caller joins it */
+  assert_true(strlen(json_string_value(json_object_get(versions, "ffmpeg"))) > 0);
+  assert_string_equal(json_string_value(json_object_get(versions, "libgpiod")), "test 1.0");
   assert_non_null(json_object_get(json_object_get(j, "host"), "hostname"));
   json_t *trials = json_object_get(j, "trials");
   assert_int_equal(json_array_size(trials), 3);

@@ -48,6 +48,8 @@ struct pirec_session_options {
                                     when closed ([storage] fsync_interval = 0) */
   json_t *config;                /* config snapshot for session.json (a reference is taken; do not modify it afterwards); may be NULL */
   json_t *host_extra;            /* more fields for "host" (borrowed, copied); may be NULL */
+  json_t *versions_extra;        /* more entries for "versions", e.g. libgpiod (borrowed, copied);
+                                    may be NULL. pirec, libuv, jansson and FFmpeg are always there */
 };
 
 typedef void (*pirec_session_cb)(struct pirec_session *session, int status, void *user);
