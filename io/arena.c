@@ -37,8 +37,7 @@ static size_t page_size(void)
   return page > 0 ? (size_t)page : 4096;
 }
 
-/* The transparent huge page size, or 0 when the kernel offers none (THP disabled or absent). */
-static size_t huge_page_size(void)
+size_t pirec__arena_huge_page_size(void)
 {
   static _Atomic size_t known = SIZE_MAX;
   size_t size = atomic_load_explicit(&known, memory_order_relaxed);
@@ -71,7 +70,7 @@ static size_t huge_page_size(void)
  * instead of thousands, and fewer TLB misses while copying. Without THP they are plain pages. */
 static int arena_new(size_t len, struct pirec_arena *out)
 {
-  size_t huge = huge_page_size();
+  size_t huge = pirec__arena_huge_page_size();
   int aligned = huge && len >= huge;
 #if ARENA_ON_HEAP
   /* Under AddressSanitizer the arena comes from its heap, which has redzones around it, so a bug

@@ -32,6 +32,10 @@ void pirec__arena_put(struct pirec_arena *arena);
  * or -ENOSPC when the cache had no room (the arena was given back). */
 int pirec__arena_prepare(size_t min_len);
 
+/* The transparent huge page size, or 0 when the kernel offers none (THP disabled or absent):
+ * arenas of at least this size start on a multiple of it. Read once from /sys. */
+size_t pirec__arena_huge_page_size(void);
+
 /* Arenas and bytes held in the cache now, and arenas being prepared (for tests). */
 void pirec__arena_cached(size_t *arenas, size_t *bytes, size_t *being_prepared);
 

@@ -556,40 +556,74 @@ static int read_led(int fd, int timeout_ms) {
   return level;
 }
 
+/* ---- GPIO through the pipe backend: a FIFO per line ---- */
+
+/* Makes TMP/NAME.fifo, the stand-in for one GPIO line, and writes its path to path. */
+static void make_line_fifo(const char *tmp, const char *name, char *path, size_t cap) {
+  snprintf(path, cap, "%s/%s.fifo", tmp, name);
+  assert_int_equal(mkfifo(path, 0600), 0);
+}
+
+/* Appends a [gpio.NAME] input on fifo: no debounce, no rate limit, the given edge and action. */
+static void add_trigger(char *cfg, size_t cap, const char *name, const char *fifo, const char *line,
+                        const char *edge, const char *action) {
+  size_t n = strlen(cfg);
+  snprintf(cfg + n, cap - n,
+           "[gpio.%s]\nchip = pipe:%s\nline = %s\ndirection = input\nedge = %s\n"
+           "debounce = 0\nmin_interval = 0\naction = %s\n",
+           name, fifo, line, edge, action);
+}
+
+static void gpio_ctl_start(struct ctl *c, const char *extra) {
+  ctl_start(c, 0, extra);
+  json_decref(ctl_wait_modules(c, 0, 15000));
+}
+
+/* Stops pirec record (expecting `errors` errors) and removes the test's directory. */
+static void gpio_ctl_end(struct ctl *c, char *tmp, int errors) {
+  ctl_stop_process(c, errors);
+  ctl_cleanup(c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
+static int64_t mono_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Polls status until the controller is recording; returns that status (the caller frees it). */
+static json_t *wait_recording(struct ctl *c, const char *what_failed) {
+  for (int i = 0;; i++) {
+    json_t *st = ctl_call(c, "{\"id\":90,\"cmd\":\"status\"}", 5000);
+    if (strcmp(jstr(st, "state"), "recording") == 0) return st;
+    json_decref(st);
+    if (i > 300) fail_msg("%s", what_failed);
+    usleep(20000);
+  }
+}
+
 static void test_gpio_pipe(void **state) {
   char *tmp = tu_tmpdir("gpio");
-  char trig[4200], led[4200], extra[9000];
-  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
-  snprintf(led, sizeof led, "%s/led.fifo", tmp);
-  assert_int_equal(mkfifo(trig, 0600), 0);
-  assert_int_equal(mkfifo(led, 0600), 0);
-  snprintf(extra, sizeof extra,
-           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = rising\n"
-           "debounce = 0\naction = toggle\n"
-           "[gpio.lamp]\nchip = pipe:%s\nline = GPIO27\ndirection = output\nrole = led\n",
-           trig, led);
+  char trig[4200], led[4200], extra[9000] = "";
+  make_line_fifo(tmp, "trigger", trig, sizeof trig);
+  make_line_fifo(tmp, "led", led, sizeof led);
+  add_trigger(extra, sizeof extra, "pedal", trig, "GPIO17", "rising", "toggle");
+  size_t n = strlen(extra);
+  snprintf(extra + n, sizeof extra - n,
+           "[gpio.lamp]\nchip = pipe:%s\nline = GPIO27\ndirection = output\nrole = led\n", led);
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
   assert_int_equal(json_object_size(json_object_get(st, "gpio")), 2);
   json_decref(st);
   int tfd = open(trig, O_WRONLY | O_NONBLOCK);
   int lfd = open(led, O_RDONLY | O_NONBLOCK);
   assert_true(tfd >= 0 && lfd >= 0);
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  int64_t t0 = mono_now_ns();
   write_edge(tfd, 1, 1, t0);
-  json_t *r = NULL;
-  for (int i = 0; i < 200; i++) {
-    r = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
-    if (strcmp(jstr(r, "state"), "recording") == 0) break;
-    json_decref(r);
-    r = NULL;
-    usleep(20000);
-  }
-  assert_non_null(r);
+  json_t *r = wait_recording(&c, "the rising edge did not start a session");
   char dir[4200];
   snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
   json_decref(r);
@@ -617,10 +651,7 @@ static void test_gpio_pipe(void **state) {
   tu_csv_free(&ev);
   close(tfd);
   close(lfd);
-  ctl_stop_process(&c, 0);
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 0);
 }
 
 /* A start that fails (the output directory cannot be created) leaves the LED off; once the
@@ -628,13 +659,11 @@ static void test_gpio_pipe(void **state) {
 static void test_gpio_led_failed_start(void **state) {
   char *tmp = tu_tmpdir("gpio");
   char led[4200], extra[4400];
-  snprintf(led, sizeof led, "%s/led.fifo", tmp);
-  assert_int_equal(mkfifo(led, 0600), 0);
+  make_line_fifo(tmp, "led", led, sizeof led);
   snprintf(extra, sizeof extra,
            "[gpio.lamp]\nchip = pipe:%s\nline = GPIO27\ndirection = output\nrole = led\n", led);
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   int lfd = open(led, O_RDONLY | O_NONBLOCK);
   assert_true(lfd >= 0);
   /* A plain file where the output directory should be: the session cannot start. The test runs
@@ -659,10 +688,7 @@ static void test_gpio_led_failed_start(void **state) {
   json_decref(r);
   assert_int_equal(read_led(lfd, 3000), 0);
   close(lfd);
-  ctl_stop_process(&c, 1); /* the failed start counts as an error */
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 1); /* the failed start counts as an error */
 }
 
 /* Every sync pulse is in events.csv: the one that starts the periodic pulses with the recording
@@ -670,14 +696,12 @@ static void test_gpio_led_failed_start(void **state) {
 static void test_gpio_sync_pulses_in_events(void **state) {
   char *tmp = tu_tmpdir("gpio");
   char sync[4200], extra[4400];
-  snprintf(sync, sizeof sync, "%s/sync.fifo", tmp);
-  assert_int_equal(mkfifo(sync, 0600), 0);
+  make_line_fifo(tmp, "sync", sync, sizeof sync);
   snprintf(extra, sizeof extra,
            "[gpio.sync]\nchip = pipe:%s\nline = GPIO22\ndirection = output\nrole = sync_pulse\n"
            "pulse_length = 1ms\npulse_interval = 60s\n", sync);
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
   expect_reply(r, "started");
   char dir[4200];
@@ -703,10 +727,7 @@ static void test_gpio_sync_pulses_in_events(void **state) {
     }
   assert_true(seen_first);
   tu_csv_free(&ev);
-  ctl_stop_process(&c, 0);
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 0);
 }
 
 /* Edges that arrive while the session their first one starts is being created (markers pressed
@@ -714,29 +735,16 @@ static void test_gpio_sync_pulses_in_events(void **state) {
  * only the first: six edges written together give six gpio_edge rows. */
 static void test_gpio_edges_while_starting(void **state) {
   char *tmp = tu_tmpdir("gpio");
-  char trig[4200], extra[4400];
-  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
-  assert_int_equal(mkfifo(trig, 0600), 0);
-  snprintf(extra, sizeof extra,
-           "[gpio.button]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = both\n"
-           "debounce = 0\nmin_interval = 0\naction = start\n", trig);
+  char trig[4200], extra[4400] = "";
+  make_line_fifo(tmp, "trigger", trig, sizeof trig);
+  add_trigger(extra, sizeof extra, "button", trig, "GPIO17", "both", "start");
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   int tfd = open(trig, O_WRONLY);
   assert_true(tfd >= 0);
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  int64_t t0 = mono_now_ns();
   for (int i = 0; i < 6; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 1000000);
-  for (int i = 0;; i++) {
-    json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 2000);
-    int recording = strcmp(jstr(st, "state"), "recording") == 0;
-    json_decref(st);
-    if (recording) break;
-    if (i > 500) fail_msg("the edges did not start a session");
-    usleep(20000);
-  }
+  json_decref(wait_recording(&c, "the edges did not start a session"));
   json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   char dir[4200];
@@ -753,10 +761,7 @@ static void test_gpio_edges_while_starting(void **state) {
       assert_int_equal(strtoll(ev.fields[i][cm], NULL, 10), t0 + (int64_t)(seen++) * 1000000);
   tu_csv_free(&ev);
   close(tfd);
-  ctl_stop_process(&c, 0);
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 0);
 }
 
 /* A 10 kHz storm of 5000 toggle edges: at most one op per line waits (later edges are merged into
@@ -764,21 +769,15 @@ static void test_gpio_edges_while_starting(void **state) {
  * sessions, not one per pair of edges. */
 static void test_gpio_edge_storm(void **state) {
   char *tmp = tu_tmpdir("gpio");
-  char trig[4200], extra[4400];
-  snprintf(trig, sizeof trig, "%s/trigger.fifo", tmp);
-  assert_int_equal(mkfifo(trig, 0600), 0);
-  snprintf(extra, sizeof extra,
-           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = both\n"
-           "debounce = 0\nmin_interval = 0\naction = toggle\n", trig);
+  char trig[4200], extra[4400] = "";
+  make_line_fifo(tmp, "trigger", trig, sizeof trig);
+  add_trigger(extra, sizeof extra, "pedal", trig, "GPIO17", "both", "toggle");
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   int tfd = open(trig, O_WRONLY); /* blocking: the controller holds the FIFO open read-write */
   assert_true(tfd >= 0);
   enum { EDGES = 5000 };
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  int64_t t0 = mono_now_ns();
   for (int i = 0; i < EDGES; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 100000);
   json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 2000);
   assert_true(jint(st, "ops_queued") <= 2);
@@ -811,27 +810,20 @@ static void test_gpio_edge_storm(void **state) {
   }
   assert_true(sessions >= 1 && (json_int_t)sessions * 2 <= EDGES - merged + 1);
   close(tfd);
-  ctl_stop_process(&c, 0);
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 0);
 }
 
 /* An accepted reload while idle re-opens the [gpio.*] lines from the new file (an edge on the new
  * line starts a session); a changed [control] is reported as needing a restart. */
 static void test_reload_reopens_gpio(void **state) {
   char *tmp = tu_tmpdir("gpio");
-  char fa[4200], fb[4200], extra[9000];
-  snprintf(fa, sizeof fa, "%s/a.fifo", tmp);
-  snprintf(fb, sizeof fb, "%s/b.fifo", tmp);
-  assert_int_equal(mkfifo(fa, 0600), 0);
-  assert_int_equal(mkfifo(fb, 0600), 0);
-  snprintf(extra, sizeof extra,
-           "[gpio.pedal]\nchip = pipe:%s\nline = GPIO17\ndirection = input\nedge = rising\n"
-           "debounce = 0\naction = toggle\n", fa);
+  char fa[4200], fb[4200], extra[9000] = "", foot[4400] = "";
+  make_line_fifo(tmp, "a", fa, sizeof fa);
+  make_line_fifo(tmp, "b", fb, sizeof fb);
+  add_trigger(extra, sizeof extra, "pedal", fa, "GPIO17", "rising", "toggle");
+  add_trigger(foot, sizeof foot, "foot", fb, "GPIO5", "rising", "toggle");
   struct ctl c;
-  ctl_start(&c, 0, extra);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
+  gpio_ctl_start(&c, extra);
   char *text = tu_read_file(c.cfg, NULL);
   assert_non_null(text);
   char *sec = strstr(text, "[gpio.pedal]");
@@ -843,8 +835,7 @@ static void test_reload_reopens_gpio(void **state) {
   assert_non_null(ctl);
   ctl += strlen("[control]\n");
   fprintf(f, "%.*ssocket_mode = 0600\n%s", (int)(ctl - text), text, ctl);
-  fprintf(f, "[gpio.foot]\nchip = pipe:%s\nline = GPIO5\ndirection = input\nedge = rising\n"
-             "debounce = 0\naction = toggle\n", fb);
+  fputs(foot, f);
   fclose(f);
   free(text);
   json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"reload\"}", 10000);
@@ -865,25 +856,13 @@ static void test_reload_reopens_gpio(void **state) {
   }
   int fd = open(fb, O_WRONLY | O_NONBLOCK);
   assert_true(fd >= 0);
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  write_edge(fd, 1, 1, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-  for (int i = 0;; i++) {
-    json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
-    int rec = strcmp(jstr(st, "state"), "recording") == 0;
-    json_decref(st);
-    if (rec) break;
-    if (i > 300) fail_msg("an edge on the reloaded line did not start a session");
-    usleep(20000);
-  }
+  write_edge(fd, 1, 1, mono_now_ns());
+  json_decref(wait_recording(&c, "an edge on the reloaded line did not start a session"));
   close(fd);
   r = ctl_call(&c, "{\"id\":4,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   json_decref(r);
-  ctl_stop_process(&c, 0);
-  ctl_cleanup(&c);
-  tu_rm_rf(tmp);
-  free(tmp);
+  gpio_ctl_end(&c, tmp, 0);
 }
 
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */

@@ -35,13 +35,9 @@ struct rows {
 static int setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof *f);
-  const char *build = getenv("PIREC_BUILD_DIR");
   assert_non_null(f);
-  assert_non_null(build);
-  snprintf(f->camera, sizeof f->camera, "%s/apps/pirec-camera", build);
-  snprintf(f->remux, sizeof f->remux, "%s/apps/pirec-remux", build);
-  assert_int_equal(access(f->camera, X_OK), 0);
-  assert_int_equal(access(f->remux, X_OK), 0);
+  assert_int_equal(remux_gen_app("pirec-camera", f->camera, sizeof f->camera), 0);
+  assert_int_equal(remux_gen_app("pirec-remux", f->remux, sizeof f->remux), 0);
   assert_int_equal(remux_gen_tmpdir(f->dir, sizeof f->dir), 0);
   *state = f;
   return 0;
@@ -190,32 +186,29 @@ static void test_camera_mkv(void **state)
   record_kill_remux(*state, "lavfi", "lavfi:testsrc2", "mkv");
 }
 
+/* Records a 10 s lavfi clip encoded with `codec_args` as the camera's source file, so the camera
+ * stores what it receives (passthrough) as a file of type `ext`, then the shared kill+remux check. */
+static void passthrough(struct fixture *f, const char *name, const char *codec_args, const char *ext)
+{
+  char src[512];
+  snprintf(src, sizeof src, "%s/src-%s.mkv", f->dir, name);
+  assert_int_equal(sh(NULL, 0,
+                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
+                      "%s '%s'",
+                      codec_args, src), 0);
+  record_kill_remux(f, name, src, ext);
+}
+
 /* An MJPEG source passes through untouched: the camera writes t001.mjpeg with offsets. */
 static void test_camera_mjpeg_passthrough(void **state)
 {
-  struct fixture *f = *state;
-  char src[512];
-
-  snprintf(src, sizeof src, "%s/src-mjpeg.mkv", f->dir);
-  assert_int_equal(sh(NULL, 0,
-                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
-                      "-c:v mjpeg -q:v 8 '%s'",
-                      src), 0);
-  record_kill_remux(f, "mjpeg", src, "mjpeg");
+  passthrough(*state, "mjpeg", "-c:v mjpeg -q:v 8", "mjpeg");
 }
 
 /* An H.264 source passes through as an Annex B elementary stream (t001.h264). */
 static void test_camera_h264_passthrough(void **state)
 {
-  struct fixture *f = *state;
-  char src[512];
-
-  snprintf(src, sizeof src, "%s/src-h264.mkv", f->dir);
-  assert_int_equal(sh(NULL, 0,
-                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
-                      "-c:v libx264 -preset ultrafast -bf 0 -g 30 '%s'",
-                      src), 0);
-  record_kill_remux(f, "h264", src, "h264");
+  passthrough(*state, "h264", "-c:v libx264 -preset ultrafast -bf 0 -g 30", "h264");
 }
 
 int main(void)

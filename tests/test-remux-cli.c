@@ -30,11 +30,8 @@ struct fixture {
 static int setup(void **state)
 {
   struct fixture *f = calloc(1, sizeof *f);
-  const char *build = getenv("PIREC_BUILD_DIR");
   assert_non_null(f);
-  assert_non_null(build);
-  snprintf(f->bin, sizeof f->bin, "%s/apps/pirec-remux", build);
-  assert_int_equal(access(f->bin, X_OK), 0);
+  assert_int_equal(remux_gen_app("pirec-remux", f->bin, sizeof f->bin), 0);
   assert_int_equal(remux_gen_tmpdir(f->dir, sizeof f->dir), 0);
   *state = f;
   return 0;

@@ -392,22 +392,9 @@ static void *stress_consumer(void *arg)
 static void test_arena_huge_page_aligned(void **state)
 {
   (void)state;
-  char mode[128] = "";
-  unsigned long long huge = 0;
-  FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-  if (f) {
-    if (!fgets(mode, sizeof mode, f))
-      mode[0] = 0;
-    fclose(f);
-  }
-  f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
-  if (f) {
-    if (fscanf(f, "%llu", &huge) != 1)
-      huge = 0;
-    fclose(f);
-  }
-  if (huge == 0 || strstr(mode, "[never]") || mode[0] == 0) {
-    printf("no transparent huge pages here ('%s'): nothing to check\n", mode);
+  size_t huge = pirec__arena_huge_page_size();
+  if (huge == 0) {
+    printf("no transparent huge pages here: nothing to check\n");
     skip();
   }
   struct pirec_ring *ring;
@@ -419,7 +406,7 @@ static void test_arena_huge_page_aligned(void **state)
   uintptr_t arena = (uintptr_t)rec.data - 16; /* one 16-byte header before the payload */
   assert_int_equal(arena % huge, 0);
   /* Informational: how much of it the kernel backed with huge pages. */
-  f = fopen("/proc/self/smaps", "r");
+  FILE *f = fopen("/proc/self/smaps", "r");
   char line[256];
   int inside = 0;
   while (f && fgets(line, sizeof line, f)) {
@@ -428,7 +415,7 @@ static void test_arena_huge_page_aligned(void **state)
       inside = lo <= arena && arena < hi;
     else if (inside && sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
       printf("arena at %#llx: %llu kB in huge pages of %llu kB\n", (unsigned long long)arena, kb,
-             huge >> 10);
+             (unsigned long long)(huge >> 10));
   }
   if (f)
     fclose(f);

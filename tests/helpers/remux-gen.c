@@ -209,6 +209,15 @@ int remux_gen_tmpdir(char *out, size_t cap)
   return mkdtemp(out) ? 0 : -errno;
 }
 
+int remux_gen_app(const char *name, char *out, size_t cap)
+{
+  const char *build = getenv("PIREC_BUILD_DIR");
+  if (!build || !*build)
+    return -ENOENT;
+  snprintf(out, cap, "%s/apps/%s", build, name);
+  return access(out, X_OK) == 0 ? 0 : -ENOENT;
+}
+
 void remux_gen_rmrf(const char *dir)
 {
   char *argv[] = {"rm", "-rf", "--", (char *)dir, NULL};

@@ -39,4 +39,8 @@ int remux_gen_truncate(const char *path, int64_t len);
 int remux_gen_tmpdir(char *out, size_t cap);
 void remux_gen_rmrf(const char *dir);
 
+/* $PIREC_BUILD_DIR/apps/NAME into out: 0 when it is there and executable, -ENOENT when it is not
+ * or PIREC_BUILD_DIR (set by ctest) is missing. */
+int remux_gen_app(const char *name, char *out, size_t cap);
+
 #endif
