@@ -17,6 +17,24 @@ static json_t *note(struct ctl *c, const char *text) {
   return r;
 }
 
+/* "noted" means the recorder has the note; it reaches the file within milliseconds. Only what
+ * is in the file when a SIGKILL lands is promised to survive it, so tests that kill the notes
+ * recorder first wait for the note's line in SESSION_DIR/notes.csv. */
+static void wait_for_note_on_disk(const char *dir, const char *text) {
+  char path[4400], line[512];
+  snprintf(path, sizeof path, "%s/notes.csv", dir);
+  snprintf(line, sizeof line, "%s\n", text);
+  int64_t until = tu_now_ms() + 5000;
+  for (;;) {
+    char *content = tu_read_file(path, NULL);
+    int there = content && strstr(content, line);
+    free(content);
+    if (there) return;
+    if (tu_now_ms() > until) fail_msg("the note '%s' did not reach '%s' within 5 s", text, path);
+    usleep(10000);
+  }
+}
+
 /* Runs the real `pirec` client and returns its exit status; stdout is captured into out. */
 static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap) {
   const char *argv[16];
@@ -202,19 +220,7 @@ static void test_recorder_killed_mid_trial(void **state) {
     snprintf(text, sizeof text, "before %d", i);
     json_decref(note(&c, text));
   }
-  /* "noted" means the recorder has the note; it reaches the file within milliseconds. Only what
-   * is in the file when the kill lands is promised to survive it. */
-  char path[4400];
-  snprintf(path, sizeof path, "%s/notes.csv", dir);
-  int64_t until = tu_now_ms() + 5000;
-  for (;;) {
-    char *text = tu_read_file(path, NULL);
-    int there = text && strstr(text, "before 19\n");
-    free(text);
-    if (there) break;
-    if (tu_now_ms() > until) fail_msg("the notes did not reach '%s' within 5 s", path);
-    usleep(10000);
-  }
+  wait_for_note_on_disk(dir, "before 19");
   json_t *st = ctl_wait_modules(&c, 0, 5000);
   int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
   json_decref(st);
@@ -277,6 +283,7 @@ static void test_restart_uses_config_snapshot(void **state) {
   snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
   json_decref(r);
   json_decref(note(&c, "before the edit"));
+  wait_for_note_on_disk(dir, "before the edit");
   FILE *f = fopen(c.cfg, "w");
   assert_non_null(f);
   fputs("[notes]\nmax_length = many\n", f);
