@@ -52,7 +52,6 @@ struct run {
   uv_signal_t sigint, sigterm;
   struct pirec_job_queue *queue;
   int drawn_lines;
-  int interrupted;
 };
 
 /* ---------------------------------------------------------------- child side */
@@ -501,8 +500,8 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
       res->reason == PIREC_JOB_END_TIMEOUT_START)
     item_fail(it, "timed out (%s after %.1f s), child killed", pirec_job_end_str(res->reason),
               (double)(res->end_mono_ns - res->start_mono_ns) / 1e9);
-  else if (res->reason == PIREC_JOB_END_STOPPED)
-    item_fail(it, "interrupted");
+  else if (res->reason == PIREC_JOB_END_STOPPED && !(res->status == 0 && it->ok))
+    item_fail(it, "interrupted"); /* a child that had already finished and reported keeps its ok */
   else if (res->reason == PIREC_JOB_END_FAILED && res->error < 0)
     item_fail(it, "cannot start '%s': %s", r->o->self_exe, strerror(-res->error));
   else if (res->term_signal > 0)
@@ -528,7 +527,6 @@ static void on_signal(uv_signal_t *s, int signum)
   struct run *r = s->data;
 
   /* Stop the children in order; each ends as "interrupted" and its .part is removed. */
-  r->interrupted = 1;
   for (size_t i = 0; i < r->n; i++)
     if (r->items[i].job != NULL && !r->items[i].ended)
       pirec_job_stop(r->items[i].job);
@@ -692,5 +690,5 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
   uv_run(loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
   free(r.items);
   free(r.skipped);
-  return ok == r.n && !r.interrupted ? 0 : 1;
+  return ok == r.n ? 0 : 1; /* interrupted after every file was done is still all done */
 }
