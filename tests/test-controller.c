@@ -426,7 +426,17 @@ static void test_control_rows(void **state) {
   expect_reply(r, "trial");
   json_decref(r);
   kill(c.proc.pid, SIGHUP);
-  usleep(300000);
+  /* the reload is asynchronous: stop only once its row is in events.csv */
+  char events[4400];
+  snprintf(events, sizeof events, "%s/events.csv", dir);
+  for (int64_t until = tu_now_ms() + 10000;;) {
+    char *text = tu_read_file(events, NULL);
+    int there = text && strstr(text, "SIGHUP");
+    free(text);
+    if (there) break;
+    if (tu_now_ms() > until) fail_msg("the SIGHUP reload did not reach '%s' within 10 s", events);
+    usleep(20000);
+  }
   kill(c.proc.pid, SIGUSR1);
   for (int i = 0;; i++) {
     json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
