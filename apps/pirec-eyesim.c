@@ -23,6 +23,7 @@ static void usage(FILE *f)
           "  --ffmpeg PATH          encoder program (default ffmpeg)\n"
           "  --loss P, --malformed P  fault probabilities per gaze sample (0..1)\n"
           "  --bad-sdp              DESCRIBE answers an SDP without rtpmap\n"
+          "  --chunked-status       /api/status answers with Transfer-Encoding: chunked\n"
           "  --disconnect-at S --disconnect-for S   drop every client at S seconds, refuse for S\n"
           "  --drift-ppm N          the device clock runs N ppm fast\n"
           "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
@@ -83,13 +84,14 @@ int main(int argc, char **argv)
   pirec_eyesim_settings_default(&s);
   double duration = 0;
   enum { O_HOST = 256, O_HTTP, O_RTSP, O_HZ, O_GSIZE, O_FPS, O_SIZE, O_NOWORLD, O_FFMPEG, O_LOSS,
-         O_MAL, O_BADSDP, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR,
+         O_MAL, O_BADSDP, O_CHUNKED, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR,
          O_NOEVENTS, O_ELOG };
   static const struct option opts[] = {
       {"host", 1, 0, O_HOST},          {"http-port", 1, 0, O_HTTP},   {"rtsp-port", 1, 0, O_RTSP},
       {"gaze-hz", 1, 0, O_HZ},         {"gaze-size", 1, 0, O_GSIZE},  {"fps", 1, 0, O_FPS},
       {"size", 1, 0, O_SIZE},          {"no-world", 0, 0, O_NOWORLD}, {"ffmpeg", 1, 0, O_FFMPEG},
       {"loss", 1, 0, O_LOSS},          {"malformed", 1, 0, O_MAL},    {"bad-sdp", 0, 0, O_BADSDP},
+      {"chunked-status", 0, 0, O_CHUNKED},
       {"disconnect-at", 1, 0, O_DAT},  {"disconnect-for", 1, 0, O_DFOR},
       {"drift-ppm", 1, 0, O_DRIFT},    {"sr-interval", 1, 0, O_SRI},  {"first-sr", 1, 0, O_SR1},
       {"seed", 1, 0, O_SEED},          {"gaze-log", 1, 0, O_GLOG},    {"world-log", 1, 0, O_WLOG},
@@ -117,6 +119,7 @@ int main(int argc, char **argv)
     case O_LOSS: s.loss = atof(optarg); break;
     case O_MAL: s.malformed = atof(optarg); break;
     case O_BADSDP: s.bad_sdp = 1; break;
+    case O_CHUNKED: s.chunked_status = 1; break;
     case O_DAT: s.disconnect_at_ns = seconds_ns(optarg); break;
     case O_DFOR: s.disconnect_for_ns = seconds_ns(optarg); break;
     case O_DRIFT: s.drift_ppm = atoi(optarg); break;

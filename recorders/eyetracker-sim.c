@@ -236,11 +236,30 @@ static void http_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
     status = "404 Not Found";
     snprintf(body, sizeof body, "{\"message\":\"not found\"}");
   }
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                   "Connection: close\r\n\r\n",
-                   status, strlen(body));
-  conn_send(c, head, (size_t)n, body, strlen(body));
+  if (sim->s.chunked_status) {
+    /* the body in 300-byte chunks with a chunk extension, as a streaming server may send it */
+    char coded[sizeof body * 2];
+    size_t blen = strlen(body), used = 0;
+    for (size_t at = 0; at < blen; at += 300) {
+      size_t part = blen - at < 300 ? blen - at : 300;
+      used += (size_t)snprintf(coded + used, sizeof coded - used, "%zx;sim=1\r\n", part);
+      memcpy(coded + used, body + at, part);
+      used += part;
+      used += (size_t)snprintf(coded + used, sizeof coded - used, "\r\n");
+    }
+    used += (size_t)snprintf(coded + used, sizeof coded - used, "0\r\n\r\n");
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                     "Connection: close\r\n\r\n",
+                     status);
+    conn_send(c, head, (size_t)n, coded, used);
+  } else {
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     status, strlen(body));
+    conn_send(c, head, (size_t)n, body, strlen(body));
+  }
   c->close_after_write = 1;
 }
 

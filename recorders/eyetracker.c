@@ -1181,16 +1181,19 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
 /* Runs once per status request, after its socket has started closing. */
 static void http_done(struct pirec_eyetracker *et, const char *failure)
 {
-  const char *body = NULL;
+  uint8_t *body = NULL;
+  size_t body_len = 0;
+  char why[64];
   if (!failure) {
-    for (size_t i = 0; i + 4 <= et->http_len; i++)
-      if (memcmp(et->http_buf + i, "\r\n\r\n", 4) == 0) {
-        body = et->http_buf + i + 4;
-        break;
-      }
-    if (et->http_len < 12 || memcmp(et->http_buf, "HTTP/1.", 7) != 0 ||
-        memcmp(et->http_buf + 9, "200", 3) != 0 || !body)
-      failure = "not an HTTP 200 answer";
+    int code = pirec_http_reply((uint8_t *)et->http_buf, et->http_len, &body, &body_len);
+    if (code == -ENODATA)
+      failure = "the answer was cut off";
+    else if (code < 0)
+      failure = "not an HTTP answer";
+    else if (code != 200) {
+      snprintf(why, sizeof why, "HTTP status %d", code);
+      failure = why;
+    }
   }
   if (failure) {
     et->status_failed++;
@@ -1198,7 +1201,7 @@ static void http_done(struct pirec_eyetracker *et, const char *failure)
               et->s.name, et->s.host, et->s.http_port, failure);
   } else {
     et->status_ok++;
-    parse_status(et, body, et->http_len - (size_t)(body - et->http_buf));
+    parse_status(et, (const char *)body, body_len);
   }
 }
 

@@ -401,6 +401,100 @@ int pirec_rtsp_status(const uint8_t *msg, size_t len)
   return code;
 }
 
+/* ---- HTTP replies ---- */
+
+/* Reads the hexadecimal size at the start of a chunk line ("1a3;ext=1\r\n"): -ENODATA when the
+ * line has no end yet, -EBADMSG when it does not start with a size. */
+static long long chunk_size(const uint8_t *p, size_t n, size_t *line_len)
+{
+  const uint8_t *eol = NULL;
+  for (size_t i = 0; i + 1 < n; i++)
+    if (p[i] == '\r' && p[i + 1] == '\n') {
+      eol = p + i;
+      break;
+    }
+  if (!eol)
+    return -ENODATA;
+  long long size = 0;
+  size_t digits = 0;
+  for (const uint8_t *q = p; q < eol && isxdigit(*q); q++, digits++) {
+    if (digits == 15)
+      return -EBADMSG; /* a size this large is nonsense for anything we fetch */
+    size = size * 16 + (isdigit(*q) ? *q - '0' : (tolower(*q) - 'a' + 10));
+  }
+  if (digits == 0)
+    return -EBADMSG;
+  *line_len = (size_t)(eol - p) + 2;
+  return size;
+}
+
+/* Rewrites a chunked body in place into its plain bytes. Returns the plain length, -EBADMSG for
+ * a malformed chunk line, -ENODATA when the connection ended before the last (zero) chunk. */
+static long long dechunk(uint8_t *body, size_t len)
+{
+  size_t in = 0, out = 0;
+  for (;;) {
+    size_t line_len;
+    long long size = chunk_size(body + in, len - in, &line_len);
+    if (size < 0)
+      return size;
+    in += line_len;
+    if (size == 0)
+      return (long long)out; /* trailers after the last chunk are ignored */
+    if ((unsigned long long)size + 2 > len - in)
+      return -ENODATA;
+    memmove(body + out, body + in, (size_t)size);
+    in += (size_t)size;
+    out += (size_t)size;
+    if (body[in] != '\r' || body[in + 1] != '\n')
+      return -EBADMSG;
+    in += 2;
+  }
+}
+
+int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len)
+{
+  if (len < 12 || memcmp(msg, "HTTP/1.", 7) != 0 || msg[8] != ' ')
+    return -EBADMSG;
+  int code = 0;
+  for (int i = 9; i < 12; i++) {
+    if (!isdigit(msg[i]))
+      return -EBADMSG;
+    code = code * 10 + (msg[i] - '0');
+  }
+  uint8_t *start = (uint8_t *)find_blank_line(msg, len);
+  if (!start)
+    return -ENODATA;
+  size_t hlen = (size_t)(start - msg), avail = len - hlen;
+  const char *v;
+  size_t vl;
+  if (pirec_rtsp_header(msg, hlen, "Transfer-Encoding", &v, &vl)) {
+    /* chunked is the only coding a server may use on its own; anything else we cannot read */
+    if (vl < 7 || strncasecmp(v + vl - 7, "chunked", 7) != 0)
+      return -EBADMSG;
+    long long plain = dechunk(start, avail);
+    if (plain < 0)
+      return (int)plain;
+    avail = (size_t)plain;
+  } else if (pirec_rtsp_header(msg, hlen, "Content-Length", &v, &vl)) {
+    char tmp[24];
+    char *endp;
+    if (vl == 0 || vl >= sizeof tmp)
+      return -EBADMSG;
+    memcpy(tmp, v, vl);
+    tmp[vl] = 0;
+    unsigned long long declared = strtoull(tmp, &endp, 10);
+    if (*endp || !isdigit((unsigned char)tmp[0]))
+      return -EBADMSG;
+    if (declared > avail)
+      return -ENODATA;
+    avail = (size_t)declared;
+  }
+  *body = start;
+  *body_len = avail;
+  return code;
+}
+
 /* ---- SDP ---- */
 
 static void copy_trim(char *dst, size_t cap, const char *s, size_t n)

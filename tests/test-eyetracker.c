@@ -722,6 +722,30 @@ static void test_bad_sdp(void **state)
   free(r);
 }
 
+/* Streams are found only through /api/status (the configured RTSP port is wrong), and the
+ * simulator answers it chunked, as an HTTP/1.1 server may: the client decodes the reply. */
+static void no_rtsp_port(struct pirec_eyetracker_settings *s)
+{
+  s->rtsp_port = 9; /* discard: nothing listens there */
+  s->world = 0;
+  s->events = 0;
+}
+
+static void test_chunked_status(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--chunked-status", "--no-world", "--no-events", NULL};
+  run_trial(r, "chunked", args, 1500, no_rtsp_port);
+  assert_int_equal(r->stop_err, 0);
+  const struct pirec_eyetracker_status *s = &r->final;
+  assert_int_equal(s->status_ok, 1);
+  assert_int_equal(s->status_failed, 0);
+  assert_int_equal(s->gaze.connect_failures, 0);
+  assert_true(s->gaze.written > 100);
+  remove_dir(r->dir);
+  free(r);
+}
+
 static void test_settings(void **state)
 {
   struct pirec_eyetracker_settings s;
@@ -996,7 +1020,7 @@ int main(void)
       cmocka_unit_test(test_settings), cmocka_unit_test(test_clean_run),
       cmocka_unit_test(test_protocol),
       cmocka_unit_test(test_faults),   cmocka_unit_test(test_refused_rows),
-      cmocka_unit_test(test_bad_sdp),
+      cmocka_unit_test(test_bad_sdp),    cmocka_unit_test(test_chunked_status),
       cmocka_unit_test(test_peer_vlc),
   };
   if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */

@@ -1,7 +1,7 @@
 /* Tests for recorders/rtp.c: RTP and RTCP packets against hand-assembled bytes, NTP conversion
  * against known instants and as an exact round trip, RTP timestamp unwrapping and device time
  * across a 32-bit wrap, sequence gaps, the RTSP/interleaved framer fed one byte at a time and with
- * garbage, SDP parsing (good and bad), and H.264 payloading round trips with loss and malformed
+ * garbage, SDP parsing (good and bad), HTTP replies (lengths, chunked, cut off, malformed), and H.264 payloading round trips with loss and malformed
  * fragments. */
 #include <errno.h>
 #include <setjmp.h>
@@ -240,6 +240,76 @@ static void test_headers(void **state)
   assert_int_equal(pirec_rtsp_status((const uint8_t *)"HTTP/1.1 200 OK\r\n", 17), -EBADMSG);
 }
 
+/* Parses text as a whole HTTP reply (in a writable copy); returns the code and the body. */
+static int http_reply(const char *text, char *body_out, size_t cap)
+{
+  size_t len = strlen(text);
+  uint8_t *copy = malloc(len + 1);
+  memcpy(copy, text, len + 1);
+  uint8_t *body = NULL;
+  size_t body_len = 0;
+  int code = pirec_http_reply(copy, len, &body, &body_len);
+  body_out[0] = 0;
+  if (code >= 0) {
+    assert_true(body_len < cap);
+    memcpy(body_out, body, body_len);
+    body_out[body_len] = 0;
+  }
+  free(copy);
+  return code;
+}
+
+static void test_http_reply(void **state)
+{
+  char b[256];
+  /* Content-Length bounds the body, even when more bytes follow */
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, more", b, sizeof b),
+                   200);
+  assert_string_equal(b, "hello");
+  /* no length: the body runs to the end of the connection */
+  assert_int_equal(http_reply("HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n{\"m\":1}", b, sizeof b), 404);
+  assert_string_equal(b, "{\"m\":1}");
+  /* chunked, with an extension, upper-case hex and a trailer */
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\ntransfer-encoding:  Chunked\r\n\r\n"
+                              "4;a=b\r\n{\"re\r\nA\r\nsult\":[1]}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                              b, sizeof b),
+                   200);
+  assert_string_equal(b, "{\"result\":[1]}");
+  /* an empty chunked body */
+  assert_int_equal(http_reply("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                              b, sizeof b),
+                   204);
+  assert_string_equal(b, "");
+  /* cut off: in the headers, short of Content-Length, before the last chunk, inside a size line */
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Len", b, sizeof b), -ENODATA);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", b, sizeof b),
+                   -ENODATA);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                              b, sizeof b),
+                   -ENODATA);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", b,
+                              sizeof b),
+                   -ENODATA);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1f", b, sizeof b),
+                   -ENODATA);
+  /* malformed: no status line, a bad status, a bad length, a bad chunk, an unknown coding */
+  assert_int_equal(http_reply("RTSP/1.0 200 OK\r\n\r\n", b, sizeof b), -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 2x0 OK\r\n\r\n", b, sizeof b), -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc", b, sizeof b),
+                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 3x\r\n\r\nabc", b, sizeof b),
+                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+                              b, sizeof b),
+                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+                              b, sizeof b),
+                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", b, sizeof b),
+                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1", b, sizeof b), -EBADMSG);
+}
+
 static void test_sdp(void **state)
 {
   static const char good[] =
@@ -469,6 +539,9 @@ static void test_fuzz(void **state)
   int aus = 0;
   uint8_t buf[1600];
   static const char seed_msg[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Length: 20\r\n\r\nv=0\r\nm=video 0 RTP/AVP 96\r\n";
+  static const char http_msg[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 "3\r\nabc\r\n10;x=1\r\n0123456789abcdef\r\n0\r\n\r\n";
+  int http_ok = 0;
   for (int iter = 0; iter < 200000; iter++) {
     size_t len = NEXT() % sizeof buf;
     for (size_t i = 0; i < len; i++)
@@ -510,7 +583,23 @@ static void test_fuzz(void **state)
       if (r == 1)
         assert_true(it.data >= f.buf && it.data + it.len <= f.buf + f.end);
     }
+    /* last, because it decodes a chunked body in place */
+    if (iter % 8 == 5 && len > sizeof http_msg) {
+      memcpy(buf, http_msg, sizeof http_msg - 1);
+      buf[NEXT() % len] = (uint8_t)NEXT();
+      len = sizeof http_msg - 1 + NEXT() % 8;
+    }
+    uint8_t *body;
+    size_t body_len;
+    r = pirec_http_reply(buf, len, &body, &body_len);
+    if (r >= 0)
+      assert_true(body >= buf && body + body_len <= buf + len);
+    else
+      assert_true(r == -EBADMSG || r == -ENODATA);
+    if (iter % 8 == 5 && len >= sizeof http_msg - 1 && r == 200)
+      http_ok++;
   }
+  assert_true(http_ok > 0);
 #undef NEXT
   assert_true(aus > 0);
   assert_true(d.malformed > 0);
@@ -525,6 +614,7 @@ int main(void)
       cmocka_unit_test(test_ntp),        cmocka_unit_test(test_clock),
       cmocka_unit_test(test_seq),        cmocka_unit_test(test_framer),
       cmocka_unit_test(test_headers),    cmocka_unit_test(test_sdp),
+      cmocka_unit_test(test_http_reply),
       cmocka_unit_test(test_h264_round_trip), cmocka_unit_test(test_h264_malformed),
       cmocka_unit_test(test_fuzz),
   };

@@ -176,6 +176,7 @@ struct pirec_eyesim_settings {
   double loss;            /* probability a gaze sample is not sent */
   double malformed;       /* probability a gaze sample is sent broken (truncated, wrong size, bad RTP) */
   int bad_sdp;            /* DESCRIBE answers an SDP without rtpmap */
+  int chunked_status;     /* /api/status answers with Transfer-Encoding: chunked */
   int64_t disconnect_at_ns;  /* > 0: after this long since start, drop every connection ... */
   int64_t disconnect_for_ns; /* ... and refuse new ones for this long */
   int64_t sr_interval_ns;    /* RTCP Sender Report period; 1 s */

@@ -133,6 +133,16 @@ int pirec_rtsp_header(const uint8_t *msg, size_t len, const char *name, const ch
 /* The status code of a response ("RTSP/1.0 200 OK"), or -EBADMSG. */
 int pirec_rtsp_status(const uint8_t *msg, size_t len);
 
+/* ---- HTTP replies ---- */
+
+/* Parses a whole HTTP/1.x reply read until the server closed the connection (msg, len). Returns
+ * the status code with *body and *body_len set to the body: Content-Length bytes when the header
+ * is there, the decoded bytes of a chunked reply (decoded in place, so msg is changed), or
+ * everything after the header block otherwise. Returns -EBADMSG for no status line, a malformed
+ * length or chunk, or a transfer coding other than chunked; -ENODATA when the reply was cut off
+ * (no end of headers, fewer bytes than declared, no last chunk). */
+int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len);
+
 /* ---- SDP ---- */
 
 #define PIREC_SDP_MAX_MEDIA 4
