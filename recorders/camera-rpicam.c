@@ -1,5 +1,7 @@
 /* Raspberry Pi CSI cameras through an rpicam-vid child: frames from its stdout (split by size or
- * by JPEG markers), sensor timestamps from its --save-pts output read through a pipe. */
+ * by JPEG markers), each frame's libcamera SensorTimestamp (CLOCK_BOOTTIME ns) from its per-frame
+ * --metadata output read through a pipe. The --save-pts file is not used: rpicam-vid rebases it
+ * to the first frame in whole microseconds, which cannot be matched against the host clocks. */
 
 #include "camera-int.h"
 
@@ -179,58 +181,48 @@ int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t *
   return 1;
 }
 
-/* ---- pts lines ---- */
+/* ---- metadata lines ---- */
 
-int pirec_camera_pts_parse_line(const char *line, size_t len, int64_t *ns)
+int pirec_camera_rpicam_metadata_line(const char *line, size_t len, int64_t *ns)
 {
-  size_t i = 0;
-  int neg = 0;
-  int64_t ms = 0, frac = 0, scale = 1000000; /* ns per unit of the next decimal digit */
-  int digits = 0;
+  static const char key[] = "SensorTimestamp=";
+  const size_t klen = sizeof key - 1;
 
-  while (i < len && (line[i] == ' ' || line[i] == '\t'))
-    i++;
-  while (len > i && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r' ||
-                     line[len - 1] == '\n'))
+  while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n' || line[len - 1] == ' '))
     len--;
-  if (i == len || line[i] == '#')
-    return 0;
-  if (line[i] == '-') {
-    neg = 1;
-    i++;
-  }
-  for (; i < len && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
-    if (ms > (INT64_MAX / 1000000 - 9) / 10)
-      return -EINVAL;
-    ms = ms * 10 + (line[i] - '0');
-  }
-  if (i < len && line[i] == '.') {
-    for (i++; i < len && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
-      scale /= 10;
-      frac += (line[i] - '0') * scale; /* digits past ns precision add 0 */
-    }
-  }
-  if (i != len || digits == 0)
+  if (len == 0)
+    return PIREC_RPICAM_META_END;
+  if (len < klen || memcmp(line, key, klen) != 0)
+    return PIREC_RPICAM_META_OTHER;
+  int64_t v = 0;
+  size_t i = klen;
+  if (i == len)
     return -EINVAL;
-  *ns = (ms * 1000000 + frac) * (neg ? -1 : 1);
-  return 1;
+  for (; i < len; i++) {
+    if (line[i] < '0' || line[i] > '9' || v > (INT64_MAX - (line[i] - '0')) / 10)
+      return -EINVAL;
+    v = v * 10 + (line[i] - '0');
+  }
+  *ns = v;
+  return PIREC_RPICAM_META_SENSOR_TS;
 }
 
 /* ---- the rpicam-vid child ---- */
 
-#define PTS_QUEUE 64
+#define TS_QUEUE 64
 
 struct pirec__rpicam {
   pid_t pid;
   int out_fd;     /* the child's stdout */
-  int pts_fd;     /* read end of the --save-pts pipe, -1 once it hung up */
+  int meta_fd;    /* read end of the --metadata pipe, -1 once it hung up */
   int wake_fd;    /* eventfd for interrupt */
   struct pirec_camera_splitter sp;
-  /* pts lines arrive after their frame; a line still owed for a frame pushed without one is
-   * discarded when it arrives, so frames and lines stay paired by position. */
-  int64_t pts[PTS_QUEUE];
-  unsigned pts_head, pts_count;
-  uint64_t pts_owed;
+  /* A frame's metadata block arrives after the frame; a block still owed for a frame pushed
+   * without one is discarded when it arrives, so frames and blocks stay paired by position. */
+  int64_t ts[TS_QUEUE];
+  unsigned ts_head, ts_count;
+  uint64_t ts_owed;
+  int64_t block_ts;  /* SensorTimestamp of the block being read, INT64_MIN until its line */
   char line[128];
   size_t line_len;
   int64_t frame_interval_ns;
@@ -264,14 +256,14 @@ static char *find_in_path(const char *prog)
   return NULL;
 }
 
-static void drain_pts(struct pirec__rpicam *rp)
+static void drain_metadata(struct pirec__rpicam *rp)
 {
   char buf[4096];
   for (;;) {
-    ssize_t n = read(rp->pts_fd, buf, sizeof buf);
+    ssize_t n = read(rp->meta_fd, buf, sizeof buf);
     if (n == 0) {
-      close(rp->pts_fd);
-      rp->pts_fd = -1;
+      close(rp->meta_fd);
+      rp->meta_fd = -1;
       return;
     }
     if (n < 0)
@@ -283,15 +275,20 @@ static void drain_pts(struct pirec__rpicam *rp)
         continue;
       }
       int64_t ns;
-      if (pirec_camera_pts_parse_line(rp->line, rp->line_len, &ns) == 1) {
-        if (rp->pts_owed > 0) {
-          rp->pts_owed--;
-        } else if (rp->pts_count < PTS_QUEUE) {
-          rp->pts[(rp->pts_head + rp->pts_count) % PTS_QUEUE] = ns;
-          rp->pts_count++;
-        }
-      }
+      int kind = pirec_camera_rpicam_metadata_line(rp->line, rp->line_len, &ns);
       rp->line_len = 0;
+      if (kind == PIREC_RPICAM_META_SENSOR_TS) {
+        rp->block_ts = ns;
+      } else if (kind == PIREC_RPICAM_META_END) {
+        /* one block per frame, with or without a timestamp: the pairing counts blocks */
+        if (rp->ts_owed > 0) {
+          rp->ts_owed--;
+        } else if (rp->ts_count < TS_QUEUE) {
+          rp->ts[(rp->ts_head + rp->ts_count) % TS_QUEUE] = rp->block_ts;
+          rp->ts_count++;
+        }
+        rp->block_ts = INT64_MIN;
+      }
     }
   }
 }
@@ -315,7 +312,8 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   if (!rp)
     return -ENOMEM;
   rp->pid = -1;
-  rp->out_fd = rp->pts_fd = rp->wake_fd = -1;
+  rp->out_fd = rp->meta_fd = rp->wake_fd = -1;
+  rp->block_ts = INT64_MIN;
   rp->frame_interval_ns = (int64_t)1000000000 * fps_den / fps_num;
   *out = rp;
 
@@ -343,22 +341,22 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
                                      s->rpicam_program);
     return -ENOENT;
   }
-  /* The pts "file" is a pipe the child reaches as /proc/self/fd/3: no path on disk, nothing left
-   * behind by a crash, and end-of-file when the child exits. */
-  int ptsfd[2] = {-1, -1};
-  if (pipe2(ptsfd, O_CLOEXEC) < 0 || (rp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+  /* The metadata "file" is a pipe the child reaches as /proc/self/fd/3: no path on disk, nothing
+   * left behind by a crash, and end-of-file when the child exits. */
+  int metafd[2] = {-1, -1};
+  if (pipe2(metafd, O_CLOEXEC) < 0 || (rp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
       pipe2(pipefd, O_CLOEXEC) < 0) {
     r = -errno;
     *message = pirec__camera_strdupf("cannot set up the pipes for '%s': %s", prog, strerror(-r));
-    if (ptsfd[0] >= 0) {
-      close(ptsfd[0]);
-      close(ptsfd[1]);
+    if (metafd[0] >= 0) {
+      close(metafd[0]);
+      close(metafd[1]);
     }
     free(prog);
     return r;
   }
-  rp->pts_fd = ptsfd[0];
-  fcntl(rp->pts_fd, F_SETFL, O_NONBLOCK);
+  rp->meta_fd = metafd[0];
+  fcntl(rp->meta_fd, F_SETFL, O_NONBLOCK);
   rp->out_fd = pipefd[0];
   fcntl(rp->out_fd, F_SETPIPE_SZ, 1 << 20);
 
@@ -384,8 +382,10 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   argv[argc++] = "--framerate";
   argv[argc++] = num[3];
   argv[argc++] = "--flush";
-  argv[argc++] = "--save-pts";
+  argv[argc++] = "--metadata";
   argv[argc++] = "/proc/self/fd/3";
+  argv[argc++] = "--metadata-format";
+  argv[argc++] = "txt";
   argv[argc++] = "-o";
   argv[argc++] = "-";
   snprintf(extra, sizeof extra, "%s", s->rpicam_args);
@@ -400,7 +400,7 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   if (pid < 0) {
     r = -errno;
     close(pipefd[1]);
-    close(ptsfd[1]);
+    close(metafd[1]);
     *message = pirec__camera_strdupf("cannot start '%s': %s", prog, strerror(-r));
     free(prog);
     return r;
@@ -415,40 +415,40 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0)
       dup2(devnull, 0);
-    if (ptsfd[1] == 3)
+    if (metafd[1] == 3)
       fcntl(3, F_SETFD, 0); /* dup2 onto itself would keep close-on-exec */
     else
-      dup2(ptsfd[1], 3);
+      dup2(metafd[1], 3);
     execv(prog, (char *const *)argv);
     _exit(127);
   }
   close(pipefd[1]);
-  close(ptsfd[1]);
+  close(metafd[1]);
   free(prog);
   rp->pid = pid;
   return 0;
 }
 
-/* Waits for the pts line of the frame just split: it normally follows within microseconds. */
-static int64_t take_pts(struct pirec__rpicam *rp, atomic_int *interrupted)
+/* Waits for the metadata block of the frame just split: it normally follows within microseconds. */
+static int64_t take_ts(struct pirec__rpicam *rp, atomic_int *interrupted)
 {
   int64_t deadline = pirec_clock_mono_ns() + 2 * rp->frame_interval_ns;
-  while (rp->pts_count == 0 && rp->pts_fd >= 0 && !atomic_load(interrupted)) {
+  while (rp->ts_count == 0 && rp->meta_fd >= 0 && !atomic_load(interrupted)) {
     int64_t left = deadline - pirec_clock_mono_ns();
     if (left <= 0)
       break;
-    struct pollfd p[2] = {{.fd = rp->pts_fd, .events = POLLIN}, {.fd = rp->wake_fd, .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = rp->meta_fd, .events = POLLIN}, {.fd = rp->wake_fd, .events = POLLIN}};
     int n = poll(p, 2, (int)(left / 1000000) + 1);
     if (n > 0 && p[0].revents)
-      drain_pts(rp);
+      drain_metadata(rp);
   }
-  if (rp->pts_count == 0) {
-    rp->pts_owed++;
+  if (rp->ts_count == 0) {
+    rp->ts_owed++;
     return INT64_MIN;
   }
-  int64_t ns = rp->pts[rp->pts_head];
-  rp->pts_head = (rp->pts_head + 1) % PTS_QUEUE;
-  rp->pts_count--;
+  int64_t ns = rp->ts[rp->ts_head];
+  rp->ts_head = (rp->ts_head + 1) % TS_QUEUE;
+  rp->ts_count--;
   return ns;
 }
 
@@ -466,23 +466,23 @@ int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *fram
       frame->arrival_wall_ns = pirec_clock_wall_ns();
       frame->data = data;
       frame->len = len;
-      if (rp->pts_fd >= 0)
-        drain_pts(rp);
-      frame->device_ts_ns = take_pts(rp, interrupted);
+      if (rp->meta_fd >= 0)
+        drain_metadata(rp);
+      frame->device_ts_ns = take_ts(rp, interrupted);
       return 0;
     }
     if (rp->eof)
       return AVERROR_EOF;
     struct pollfd p[3] = {{.fd = rp->out_fd, .events = POLLIN},
                           {.fd = rp->wake_fd, .events = POLLIN},
-                          {.fd = rp->pts_fd, .events = POLLIN}};
-    int n = poll(p, rp->pts_fd >= 0 ? 3 : 2, -1);
+                          {.fd = rp->meta_fd, .events = POLLIN}};
+    int n = poll(p, rp->meta_fd >= 0 ? 3 : 2, -1);
     if (n < 0 && errno != EINTR)
       return -errno;
     if (n <= 0)
       continue;
-    if (rp->pts_fd >= 0 && p[2].revents)
-      drain_pts(rp);
+    if (rp->meta_fd >= 0 && p[2].revents)
+      drain_metadata(rp);
     if (p[0].revents) {
       size_t avail;
       uint8_t *space = pirec_camera_splitter_space(&rp->sp, &avail);
@@ -529,8 +529,8 @@ void pirec__rpicam_free(struct pirec__rpicam *rp)
   }
   if (rp->out_fd >= 0)
     close(rp->out_fd);
-  if (rp->pts_fd >= 0)
-    close(rp->pts_fd);
+  if (rp->meta_fd >= 0)
+    close(rp->meta_fd);
   if (rp->wake_fd >= 0)
     close(rp->wake_fd);
   pirec_camera_splitter_free(&rp->sp);

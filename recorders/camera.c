@@ -381,7 +381,7 @@ static void *capture_main(void *arg)
     since_dev++;
     if (period > 0) {
       /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
-       * pts line came too late has none, and is not a loss) */
+       * metadata block came too late has none, and is not a loss) */
       int64_t dt = -1, steps = 1;
       if (f.device_ts_ns != INT64_MIN && prev_dev != INT64_MIN) {
         dt = f.device_ts_ns - prev_dev;

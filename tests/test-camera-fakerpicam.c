@@ -1,11 +1,13 @@
 /* A stand-in for rpicam-vid (which needs a Raspberry Pi camera): takes the arguments pirec passes,
- * writes paced yuv420 or real MJPEG frames to stdout and their timestamps to the --save-pts file in
- * rpicam-vid's format ("# timecode format v2", then milliseconds with three decimals, rebased to
- * the first frame), flushing both after each frame as rpicam-vid --flush does.
+ * writes paced yuv420 or real MJPEG frames to stdout and one block per frame to the --metadata
+ * file in rpicam-vid's txt format ("Name=value" lines, a blank line after each frame), flushing
+ * both after each frame. SensorTimestamp is CLOCK_BOOTTIME ns, as libcamera's: the boot time at
+ * start plus exactly i / framerate, so tests can check each frame's value.
  *
  * Extra options for tests: --frames N (then exit 0), --skip A,B,... (frame indices the "sensor"
- * loses: neither frame nor pts line, so the pts jump), --garbage (bytes that are not a JPEG between
- * images), --chunk N (write stdout in pieces of N bytes). */
+ * loses: neither frame nor metadata, so the timestamps jump), --garbage (bytes that are not a JPEG
+ * between images), --chunk N (write stdout in pieces of N bytes), --no-sensor-ts (blocks without a
+ * SensorTimestamp line). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,7 +52,8 @@ int main(int argc, char **argv)
   int w = 320, h = 240, frames = 1000000, mjpeg = 0, garbage = 0;
   double fps = 30;
   size_t chunk = 0;
-  const char *pts_path = NULL, *skip = NULL;
+  const char *meta_path = NULL, *meta_format = "json", *skip = NULL;
+  int sensor_ts = 1;
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
@@ -58,21 +61,23 @@ int main(int argc, char **argv)
     else if (!strcmp(a, "--height")) h = atoi(v), i++;
     else if (!strcmp(a, "--framerate")) fps = atof(v), i++;
     else if (!strcmp(a, "--codec")) mjpeg = !strcmp(v, "mjpeg"), i++;
-    else if (!strcmp(a, "--save-pts")) pts_path = v, i++;
+    else if (!strcmp(a, "--metadata")) meta_path = v, i++;
+    else if (!strcmp(a, "--metadata-format")) meta_format = v, i++;
+    else if (!strcmp(a, "--no-sensor-ts")) sensor_ts = 0;
     else if (!strcmp(a, "--frames")) frames = atoi(v), i++;
     else if (!strcmp(a, "--skip")) skip = v, i++;
     else if (!strcmp(a, "--chunk")) chunk = (size_t)atol(v), i++;
     else if (!strcmp(a, "--garbage")) garbage = 1;
     else if (!strcmp(a, "--camera") || !strcmp(a, "-t") || !strcmp(a, "-o")) i++;
   }
-  FILE *pts = pts_path ? fopen(pts_path, "w") : NULL;
-  if (pts_path && !pts) {
-    fprintf(stderr, "fake rpicam: cannot open '%s': %s\n", pts_path, strerror(errno));
+  if (meta_path && strcmp(meta_format, "txt") != 0) {
+    fprintf(stderr, "fake rpicam: only --metadata-format txt is implemented, not '%s'\n", meta_format);
     return 1;
   }
-  if (pts) {
-    fprintf(pts, "# timecode format v2\n");
-    fflush(pts);
+  FILE *meta = meta_path ? fopen(meta_path, "w") : NULL;
+  if (meta_path && !meta) {
+    fprintf(stderr, "fake rpicam: cannot open '%s': %s\n", meta_path, strerror(errno));
+    return 1;
   }
 
   size_t ysize = (size_t)w * (size_t)h, fsize = ysize * 3 / 2;
@@ -97,8 +102,10 @@ int main(int argc, char **argv)
     pkt = av_packet_alloc();
   }
 
-  struct timespec t0;
+  struct timespec t0, boot;
   clock_gettime(CLOCK_MONOTONIC, &t0);
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  int64_t boot0 = (int64_t)boot.tv_sec * 1000000000 + boot.tv_nsec;
   for (int i = 0; i < frames; i++) {
     int64_t due_ns = (int64_t)(i * 1e9 / fps);
     struct timespec due = {.tv_sec = t0.tv_sec + (time_t)((t0.tv_nsec + due_ns) / 1000000000),
@@ -137,14 +144,17 @@ int main(int argc, char **argv)
           return 0;
       }
     }
-    if (pts) {
-      int64_t us = (int64_t)(i * 1e6 / fps);
-      fprintf(pts, "%lld.%03lld\n", (long long)(us / 1000), (long long)(us % 1000));
-      fflush(pts);
+    if (meta) {
+      fprintf(meta, "ExposureTime=%d\n", 10000 + i);
+      if (sensor_ts)
+        fprintf(meta, "SensorTimestamp=%lld\n", (long long)(boot0 + (int64_t)i * 1000000000 * 1000 /
+                                                                      (int64_t)(fps * 1000)));
+      fprintf(meta, "FrameDuration=%d\n\n", (int)(1e6 / fps));
+      fflush(meta);
     }
   }
-  if (pts)
-    fclose(pts);
+  if (meta)
+    fclose(meta);
   avcodec_free_context(&c);
   av_frame_free(&pic);
   av_packet_free(&pkt);

@@ -3,7 +3,7 @@
  * rpicam-vid (tests/test-camera-fakerpicam.c).
  *
  * One binary, three groups chosen by argv[1]:
- *   unit   (default) splitter, pts lines, settings, rpicam stand-in, url replay, snapshot
+ *   unit   (default) splitter, rpicam metadata lines, settings, rpicam stand-in, url replay, snapshot
  *   record 10 s 640x360 lavfi recording; ring held 2 s; encoder SIGKILLed mid-recording
  *   long   the acceptance run: 60 s of 1280x720 at 30 fps (skipped, exit 77, unless
  *          PIREC_LONG_TESTS=1; ctest label "long")
@@ -433,22 +433,28 @@ static void test_settings_source(void **state)
   assert_int_equal(pirec_camera_settings_set_source(&s, "lavfi:"), -EINVAL);
 }
 
-static void test_pts_lines(void **state)
+static void test_rpicam_metadata_lines(void **state)
 {
-  int64_t ns = 0;
-  assert_int_equal(pirec_camera_pts_parse_line("# timecode format v2", 20, &ns), 0);
-  assert_int_equal(pirec_camera_pts_parse_line("", 0, &ns), 0);
-  assert_int_equal(pirec_camera_pts_parse_line("0.000", 5, &ns), 1);
-  assert_int_equal(ns, 0);
-  assert_int_equal(pirec_camera_pts_parse_line("1033.367\r\n", 10, &ns), 1);
-  assert_int_equal(ns, 1033367000);
-  assert_int_equal(pirec_camera_pts_parse_line("33.3333333", 10, &ns), 1);
-  assert_int_equal(ns, 33333333);
-  assert_int_equal(pirec_camera_pts_parse_line("86400000", 8, &ns), 1);
-  assert_int_equal(ns, 86400000000000LL);
-  assert_int_equal(pirec_camera_pts_parse_line("12a.5", 5, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_pts_parse_line("1.2.3", 5, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_pts_parse_line(".", 1, &ns), -EINVAL);
+  int64_t ns = -1;
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=1234567890123", 29, &ns),
+                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(ns, 1234567890123LL);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775807\n", 36, &ns),
+                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(ns, INT64_MAX);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("", 0, &ns), PIREC_RPICAM_META_END);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("\r\n", 2, &ns), PIREC_RPICAM_META_END);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("ExposureTime=10000", 18, &ns),
+                   PIREC_RPICAM_META_OTHER);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
+                   PIREC_RPICAM_META_OTHER);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestampX=5", 18, &ns),
+                   PIREC_RPICAM_META_OTHER);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775808", 35, &ns),
+                   -EINVAL);
 }
 
 /* Feeds bytes through the splitter in odd-sized pieces; returns frames out. */
@@ -628,8 +634,9 @@ static void rpicam_settings(struct pirec_camera_settings *s, const char *codec, 
 }
 
 /* yuv420 from the stand-in, frames 20..22 lost by the "sensor": the encoded MKV has one packet
- * per row, the device timestamps come from the pts file, and the lost frames show up exactly once
- * as dropped_before = 3 on the frame after them. */
+ * per row, each row's device timestamp is its frame's SensorTimestamp from the metadata blocks
+ * (CLOCK_BOOTTIME, to the nanosecond), and the lost frames show up exactly once as
+ * dropped_before = 3 on the frame after them. */
 static void test_rpicam_yuv420(void **state)
 {
   char dir[300];
@@ -649,12 +656,17 @@ static void test_rpicam_yuv420(void **state)
   assert_true(n > 40);
   assert_int_equal(probe_packets(mkv, NULL), (long)n);
   uint64_t dropped = check_rows(rows, n, 1, 33333333);
-  assert_int_equal(rows[0].dev, 0);
+  /* on the boot clock: taken by the stand-in within the last minute */
+  struct timespec boot;
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  int64_t boot_now = (int64_t)boot.tv_sec * 1000000000 + boot.tv_nsec;
+  assert_true(rows[0].dev > boot_now - 60000000000LL && rows[0].dev < boot_now);
   int found = 0;
   for (size_t i = 0; i < n; i++) {
     assert_true(rows[i].has_dev);
     assert_false(rows[i].has_offset);
-    if (rows[i].dev == (int64_t)(23 * 1e6 / 30) * 1000) { /* frame 23: pts "766.666" */
+    /* the first row is frame 0; frame k is exactly k * 10^12 / 30000 ns after it */
+    if (rows[i].dev - rows[0].dev == 23000000000000LL / 30000) {
       assert_int_equal(rows[i].dropped, 3);
       found = 1;
     }
@@ -663,6 +675,30 @@ static void test_rpicam_yuv420(void **state)
   assert_int_equal(r.st.drops_device, 3);
   assert_int_equal(dropped, r.st.drops_total);
   assert_decodes(mkv, NULL, (long)n);
+  free(rows);
+}
+
+/* Metadata blocks without a SensorTimestamp (an rpicam-vid whose libcamera does not report one):
+ * every frame is still recorded, with an empty device_ts_ns, and the pairing does not shift. */
+static void test_rpicam_no_sensor_ts(void **state)
+{
+  char dir[300];
+  struct pirec_camera_settings s;
+  struct run r = {.stop_at_ms = 1500};
+  make_tmp(dir, sizeof dir, "rpicam-nots");
+  rpicam_settings(&s, "yuv420", "--no-sensor-ts");
+  run_camera(&r, &s, dir);
+  assert_int_equal(r.stop_err, 0);
+  char csv[400], mkv[400];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  snprintf(mkv, sizeof mkv, "%s/t001.mkv", dir);
+  struct row *rows;
+  size_t n = read_rows(csv, &rows);
+  assert_true(n > (SLOW ? 5 : 20));
+  for (size_t i = 0; i < n; i++)
+    assert_false(rows[i].has_dev);
+  assert_int_equal(r.st.drops_total, 0);
+  assert_int_equal(probe_packets(mkv, NULL), (long)n);
   free(rows);
 }
 
@@ -717,7 +753,8 @@ static void test_rpicam_mjpeg(void **state)
 
 /* The rpicam child exits (here after 30 frames, as rpicam-vid does when the camera goes away): the
  * capture thread reports it, starts a new child with backoff and goes on; the time without frames
- * is counted as dropped (from arrival times, since the new child's timestamps start again). */
+ * is counted as dropped (from arrival times: a reconnected source's clock is not trusted to
+ * continue, though the boot clock of rpicam does). */
 static void test_rpicam_child_exit(void **state)
 {
   char dir[300];
@@ -742,7 +779,7 @@ static void test_rpicam_child_exit(void **state)
   check_rows(rows, n, 1, 33333333);
   int restarts = 0;
   for (size_t i = 1; i < n; i++)
-    if (rows[i].dev < rows[i - 1].dev) {
+    if (rows[i].dev - rows[i - 1].dev > 50000000) { /* more than 1.5 frames: the new child */
       restarts++;
       fprintf(stderr, "rpicam exit: new child at row %zu, %" PRIu64 " frames counted lost\n", i,
               rows[i].dropped);
@@ -1422,10 +1459,11 @@ int main(int argc, char **argv)
   if (getenv("PIREC_TEST_FILTER")) /* e.g. PIREC_TEST_FILTER=test_url_* runs just those */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   const struct CMUnitTest unit[] = {
-      cmocka_unit_test(test_settings_source), cmocka_unit_test(test_pts_lines),
+      cmocka_unit_test(test_settings_source), cmocka_unit_test(test_rpicam_metadata_lines),
       cmocka_unit_test(test_splitter_size),   cmocka_unit_test(test_splitter_jpeg),
       cmocka_unit_test(test_source_lavfi_paced), cmocka_unit_test(test_rpicam_missing),
       cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
+      cmocka_unit_test(test_rpicam_no_sensor_ts),
       cmocka_unit_test(test_rpicam_child_exit),
       cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_url_network_live),
       cmocka_unit_test(test_url_network_reconnect),

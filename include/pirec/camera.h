@@ -175,10 +175,13 @@ int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t *
 /* Bytes skipped so far because they were not part of a well-formed frame. */
 uint64_t pirec_camera_splitter_skipped(const struct pirec_camera_splitter *sp);
 
-/* Parses one line of an rpicam-vid --save-pts file ("# timecode format v2", then milliseconds with
- * decimals, e.g. "1033.367"). Returns 1 and *ns for a timestamp, 0 for a comment or blank line,
- * -EINVAL for anything else. Exact: decimal digits are converted without floating point. */
-int pirec_camera_pts_parse_line(const char *line, size_t len, int64_t *ns);
+/* rpicam-vid --metadata-format txt writes one block per frame: "Name=value" lines, then a blank
+ * line. Classifies one line (its newline may be included): PIREC_RPICAM_META_SENSOR_TS with *ns
+ * for "SensorTimestamp=N" (libcamera's CLOCK_BOOTTIME ns), PIREC_RPICAM_META_END for the blank
+ * line that ends a block, PIREC_RPICAM_META_OTHER for any other line, -EINVAL for a
+ * SensorTimestamp that is not a non-negative integer. */
+enum { PIREC_RPICAM_META_OTHER = 0, PIREC_RPICAM_META_SENSOR_TS = 1, PIREC_RPICAM_META_END = 2 };
+int pirec_camera_rpicam_metadata_line(const char *line, size_t len, int64_t *ns);
 
 /* ---- the camera ---- */
 
