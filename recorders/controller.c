@@ -106,6 +106,8 @@ struct module {
   int started_trial;    /* last trial this recorder was told to start */
   int part;             /* restarts inside started_trial */
   int in_trial;         /* it should be recording now */
+  int join_then_stop;   /* the trial ended while it was (re)starting with notes queued: when ready it
+                           joins, writes them and stops; the running op counts its stop reply */
   int64_t crash_mono_ns;
   uint32_t crashes;
   uint32_t restarts;
@@ -569,6 +571,8 @@ static void on_restart_started(struct module *m, json_t *reply, void *user) {
   }
 }
 
+static void on_op_reply(struct module *m, json_t *reply, void *user);
+
 static void handle_ready(struct module *m, json_t *j) {
   struct pirec_controller *c = m->c;
   m->state = M_READY;
@@ -579,6 +583,17 @@ static void handle_ready(struct module *m, json_t *j) {
   json_t *pid = json_object_get(j, "pid");
   if (json_is_integer(pid)) m->pid = (int)json_integer_value(pid);
   pirec_log(PIREC_LOG_INFO, "recorder '%s' ready (pid %d)", m->name, m->pid);
+  if (m->join_then_stop) {
+    /* The trial its queued notes belong to is ending: start, the notes, stop, in that order. */
+    m->join_then_stop = 0;
+    if (c->session && c->trial) {
+      send_start_first(m, 0);
+      m->in_trial = 0;
+      if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0) on_op_reply(m, NULL, NULL);
+    } else {
+      on_op_reply(m, NULL, NULL);
+    }
+  }
   /* A trial is running: join it (again, after a crash) before anything queued is sent. */
   if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) &&
       m->in_trial && !m->hold)
@@ -695,6 +710,10 @@ static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r) 
       pirec_log(PIREC_LOG_WARN, "recorder '%s' ended with status %d", m->name, r->status);
   }
   module_fail_pending(m, 0);
+  if (m->join_then_stop) {
+    m->join_then_stop = 0;
+    on_op_reply(m, NULL, NULL); /* the stop it will never answer */
+  }
   /* The outbox cannot be delivered any more. */
   while (m->out_head) {
     struct outline *o = m->out_head;
@@ -1378,6 +1397,7 @@ static void on_op_reply(struct module *m, json_t *reply, void *user) {
 
 static void on_op_timeout(uv_timer_t *t) {
   struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
+  for (int i = 0; i < c->nmodules; i++) c->modules[i].join_then_stop = 0; /* no longer awaited */
   if (c->session) {
     char msg[200];
     snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
@@ -1465,11 +1485,24 @@ static void start_trial_on_modules(struct pirec_controller *c) {
   }
 }
 
+static int outbox_has_note(const struct module *m) {
+  for (const struct outline *o = m->out_head; o; o = o->next)
+    if (o->is_note) return 1;
+  return 0;
+}
+
 static void stop_trial_on_modules(struct pirec_controller *c) {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     int was = m->in_trial;
     m->in_trial = 0;
+    if (was && m->state != M_READY && m->state != M_ENDED && outbox_has_note(m)) {
+      /* "noted" was already said for these: wait (within the op's timeout) for the recorder to
+       * come up and write them into this trial rather than lose them or move them to the next */
+      m->join_then_stop = 1;
+      c->op_wait++;
+      continue;
+    }
     if (!was || m->state != M_READY) continue;
     c->op_wait++;
     if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0) c->op_wait--;

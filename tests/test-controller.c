@@ -270,6 +270,50 @@ static void test_recorder_killed_mid_trial(void **state) {
   ctl_cleanup(&c);
 }
 
+/* A note acknowledged while its recorder is restarting, then an immediate stop: the stop waits for
+ * the recorder to come back, rejoin the trial and write the note, instead of losing it. (CI saw
+ * the same loss when a slow start met an early stop.) */
+static void test_note_then_stop_while_restarting(void **state) {
+  struct ctl c;
+  ctl_start(&c, 0, NULL);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  json_decref(note(&c, "first"));
+  wait_for_note_on_disk(dir, "first");
+  json_t *st = ctl_wait_modules(&c, 0, 5000);
+  int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
+  json_decref(st);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  /* the controller sees the death before it reads the next command only if we let it; give it
+   * the time, so the note is queued for the restart rather than written to the dying process */
+  for (int i = 0;; i++) {
+    st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
+    json_t *nm = json_object_get(json_object_get(st, "modules"), "notes");
+    int down = jint(nm, "crashes") == 1;
+    json_decref(st);
+    if (down) break;
+    if (i > 500) fail_msg("the controller did not notice the SIGKILL");
+    usleep(2000);
+  }
+  json_decref(note(&c, "while restarting"));
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  assert_int_equal(jint(r, "errors"), 0);
+  json_decref(r);
+  struct tu_csv nt;
+  load_csv_in(dir, "notes.csv", &nt);
+  assert_int_equal(nt.rows, 3);
+  assert_string_equal(nt.fields[1][3], "first");
+  assert_string_equal(nt.fields[2][3], "while restarting");
+  tu_csv_free(&nt);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
 /* A recorder restarted mid-session reads the config the controller accepted, not the file as it
  * is now: here the file is broken (a recorder reading it would exit 65 every time and the
  * controller would give up on it) and the restarted notes recorder keeps recording. */
@@ -934,6 +978,7 @@ int main(void) {
       cmocka_unit_test(test_three_trials),
       cmocka_unit_test(test_recorder_killed_mid_trial),
       cmocka_unit_test(test_restart_uses_config_snapshot),
+      cmocka_unit_test(test_note_then_stop_while_restarting),
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_control_rows),
