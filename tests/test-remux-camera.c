@@ -171,7 +171,13 @@ static void record_kill_remux(struct fixture *f, const char *name, const char *s
   }
   {
     char err[4096];
-    assert_int_equal(sh(err, sizeof err, "ffmpeg -nostdin -v error -i '%s' -f null - 2>&1", mp4), 0);
+    /* passthrough in the input's time base: the default rounds each frame to the guessed rate,
+     * and two frames a camera delivered a few ms apart then collide in the null muxer */
+    assert_int_equal(sh(err, sizeof err,
+                        "ffmpeg -nostdin -v error -i '%s' -fps_mode passthrough -enc_time_base -1 "
+                        "-f null - 2>&1",
+                        mp4),
+                     0);
     if (err[0] != '\0')
       fail_msg("decoding '%s' printed: %s", mp4, err);
   }

@@ -97,7 +97,8 @@ static json_t *file_result(json_t *top, const char *input)
 static void assert_decodes_clean(const char *path)
 {
   char err[4096];
-  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -f null - 2>&1", (char *)path, NULL};
+  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
+                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */, (char *)path, NULL};
   assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
   if (err[0] != '\0')
     fail_msg("decoding '%s' printed: %s", path, err);

@@ -81,7 +81,8 @@ static void assert_pts_exact(const char *out, const int64_t *t, int64_t n, int w
 static void assert_decodes_clean(const char *out)
 {
   char err[4096];
-  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -f null - 2>&1", (char *)out, NULL};
+  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
+                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */, (char *)out, NULL};
   assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
   if (err[0] != '\0')
     fail_msg("decoding '%s' printed: %s", out, err);
