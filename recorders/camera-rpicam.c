@@ -324,6 +324,7 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
   fmt->fps_num = fps_num;
   fmt->fps_den = fps_den;
   fmt->has_device_ts = 1;
+  fmt->device_clock_continuous = 1; /* SensorTimestamp is CLOCK_BOOTTIME, whichever child took it */
   if (!mjpeg) {
     /* rpicam-vid's yuv420 rows may be padded to the stride; the encoder gets the padded width. */
     snprintf(fmt->pix_fmt, sizeof fmt->pix_fmt, "yuv420p");

@@ -343,8 +343,10 @@ static void *capture_main(void *arg)
                  cam->s.name, cam->label);
       failing = 0;
       backoff = 100000000;
-      prev_dev = INT64_MIN;
-      since_dev = 0;
+      if (!f.device_clock_continuous) {
+        prev_dev = INT64_MIN; /* a new timeline: the gap is measured from arrival times */
+        since_dev = 0;
+      }
     }
 
     struct pirec_camera_frame f;
@@ -375,8 +377,8 @@ static void *capture_main(void *arg)
       continue;
     }
 
-    /* Frames the device skipped: from its timestamps when it has them, else (after a reconnect)
-     * from the arrival times. */
+    /* Frames the device skipped: from its timestamps when it has them, else (after a reconnect
+     * of a source whose clock starts again) from the arrival times. */
     uint64_t gap = 0;
     since_dev++;
     if (period > 0) {
@@ -1027,6 +1029,9 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     cam->bytes_last = final->bytes_written;
     t->seal = t->mkv && !t->err && !t->mkv_failed;
     t->seal_file_bytes = final->bytes_written;
+    t->video = NULL; /* freed when this returns; status reads bytes_last from now on */
+  } else if (t && sink == t->csv) {
+    t->csv = NULL;
   }
   if (!t || --t->sinks_open > 0)
     return;
@@ -1272,7 +1277,7 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   out->drops_sink = cam->drops_sink;
   out->drops_total = out->drops_ring_full + out->drops_encoder + out->drops_device + out->drops_sink;
   out->bytes_video = cam->bytes_last;
-  if (cam->trial) {
+  if (cam->trial && cam->trial->video) {
     struct pirec_sink_counters c;
     pirec_sink_counters(cam->trial->video, &c);
     out->bytes_video = c.bytes_written;

@@ -753,8 +753,8 @@ static void test_rpicam_mjpeg(void **state)
 
 /* The rpicam child exits (here after 30 frames, as rpicam-vid does when the camera goes away): the
  * capture thread reports it, starts a new child with backoff and goes on; the time without frames
- * is counted as dropped (from arrival times: a reconnected source's clock is not trusted to
- * continue, though the boot clock of rpicam does). */
+ * is counted as dropped, measured on the boot clock that every rpicam child's SensorTimestamp
+ * shares (check_rows holds each row's dropped_before to exactly that). */
 static void test_rpicam_child_exit(void **state)
 {
   char dir[300];

@@ -106,6 +106,8 @@ struct pirec_camera_format {
   int fps_num, fps_den; /* nominal rate (0/1 when unknown) */
   size_t frame_bytes;   /* raw: exact bytes per frame; compressed: 0 */
   int has_device_ts;    /* frames carry device_ts_ns */
+  int device_clock_continuous; /* the device clock goes on across a reopen of the source (rpicam's
+                                  boot clock), so a gap across a reconnect is measured with it */
 };
 
 struct pirec_camera_frame {
