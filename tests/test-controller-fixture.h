@@ -133,6 +133,17 @@ static inline json_t *ctl_wait_modules(struct ctl *c, int min_restarts, int time
   }
 }
 
+/* Starts `pirec record` with notes only, waits for it to be running and starts a session with
+ * start_cmd (a JSON start command); its session directory goes to dir. */
+static inline void ctl_start_session(struct ctl *c, const char *start_cmd, char *dir, size_t cap) {
+  ctl_start(c, 0, NULL);
+  json_decref(ctl_wait_modules(c, 0, 15000));
+  json_t *r = ctl_call(c, start_cmd, 30000);
+  expect_reply(r, "started");
+  snprintf(dir, cap, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+}
+
 /* SIGTERM, then the exit status must be 0 and the socket gone. */
 static inline void ctl_stop_process(struct ctl *c, int expect_status) {
   kill(c->proc.pid, SIGTERM);

@@ -21,13 +21,8 @@ static int64_t now_ns(void) {
 
 static void test_note_flood_status_latency(void **state) {
   struct ctl c;
-  ctl_start(&c, 0, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"flood\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"flood\"}", dir, sizeof dir);
 
   /* All notes in one buffer; the writer pushes as much as the socket takes each time it is
    * writable, while the replies are read back. */
@@ -116,7 +111,7 @@ static void test_note_flood_status_latency(void **state) {
   assert_true(status_n >= 3);
   if (worst >= 100000000) fail_msg("status took %.1f ms during the flood (limit 100 ms)", worst / 1e6);
 
-  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 60000);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 60000);
   expect_reply(r, "stopped");
   json_decref(r);
   struct tu_csv nt;

@@ -208,13 +208,8 @@ static void test_three_trials(void **state) {
 
 static void test_recorder_killed_mid_trial(void **state) {
   struct ctl c;
-  ctl_start(&c, 0, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
   for (int i = 0; i < 20; i++) {
     char text[32];
     snprintf(text, sizeof text, "before %d", i);
@@ -237,7 +232,7 @@ static void test_recorder_killed_mid_trial(void **state) {
   assert_int_equal(jint(nm, "crashes"), 1);
   assert_int_not_equal(jint(nm, "pid"), pid);
   json_decref(st);
-  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   json_decref(r);
 
@@ -275,13 +270,8 @@ static void test_recorder_killed_mid_trial(void **state) {
  * the same loss when a slow start met an early stop.) */
 static void test_note_then_stop_while_restarting(void **state) {
   struct ctl c;
-  ctl_start(&c, 0, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
   json_decref(note(&c, "first"));
   wait_for_note_on_disk(dir, "first");
   json_t *st = ctl_wait_modules(&c, 0, 5000);
@@ -300,7 +290,7 @@ static void test_note_then_stop_while_restarting(void **state) {
     usleep(2000);
   }
   json_decref(note(&c, "while restarting"));
-  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   assert_int_equal(jint(r, "errors"), 0);
   json_decref(r);
@@ -319,13 +309,8 @@ static void test_note_then_stop_while_restarting(void **state) {
  * controller would give up on it) and the restarted notes recorder keeps recording. */
 static void test_restart_uses_config_snapshot(void **state) {
   struct ctl c;
-  ctl_start(&c, 0, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
   json_decref(note(&c, "before the edit"));
   wait_for_note_on_disk(dir, "before the edit");
   FILE *f = fopen(c.cfg, "w");
@@ -343,7 +328,7 @@ static void test_restart_uses_config_snapshot(void **state) {
   assert_int_not_equal(jint(nm, "pid"), pid);
   json_decref(st);
   json_decref(note(&c, "after the restart"));
-  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   assert_int_equal(jint(r, "errors"), 0);
   json_decref(r);
@@ -456,17 +441,12 @@ static int has_control_row(const struct tu_csv *ev, const char *detail) {
 
 static void test_control_rows(void **state) {
   struct ctl c;
-  ctl_start(&c, 0, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 15000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"a\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"a\"}", dir, sizeof dir);
   char out[4096];
   const char *args[] = {"trial", "--label", "t2", NULL};
   assert_int_equal(run_cli(&c, args, out, sizeof out), 0);
-  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+  json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
   expect_reply(r, "trial");
   json_decref(r);
   kill(c.proc.pid, SIGHUP);
