@@ -257,6 +257,36 @@ static const uint8_t *find_blank_line(const uint8_t *p, size_t len)
   return NULL;
 }
 
+/* The Content-Length of a header block (RTSP and HTTP alike): 1 and *out when present and a
+ * plain decimal number, 0 when absent, -EBADMSG when malformed. */
+static int content_length(const uint8_t *msg, size_t hlen, unsigned long long *out)
+{
+  const char *v;
+  size_t vl;
+  char tmp[24];
+  char *endp;
+  if (!pirec_rtsp_header(msg, hlen, "Content-Length", &v, &vl))
+    return 0;
+  if (vl == 0 || vl >= sizeof tmp || !isdigit((unsigned char)v[0]))
+    return -EBADMSG;
+  memcpy(tmp, v, vl);
+  tmp[vl] = 0;
+  *out = strtoull(tmp, &endp, 10);
+  return *endp ? -EBADMSG : 1;
+}
+
+/* The three-digit code at msg[9] of a status line whose first 9 bytes were checked, or -EBADMSG. */
+static int status_code(const uint8_t *msg)
+{
+  int code = 0;
+  for (int i = 9; i < 12; i++) {
+    if (!isdigit(msg[i]))
+      return -EBADMSG;
+    code = code * 10 + (msg[i] - '0');
+  }
+  return code;
+}
+
 /* 1 when p starts a message ("RTSP/1.0 ..." or a request such as "GET_PARAMETER rtsp://..."),
  * 0 when it cannot, -1 when more bytes are needed to tell. */
 static int starts_message(const uint8_t *p, size_t n)
@@ -323,32 +353,15 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
     return 0;
   }
   size_t hlen = (size_t)(body - p);
-  const char *v;
-  size_t vl;
   size_t clen = 0;
-  if (pirec_rtsp_header(p, hlen, "Content-Length", &v, &vl)) {
-    char tmp[24];
-    if (vl == 0 || vl >= sizeof tmp) {
-      f->start += hlen;
-      f->skipped += hlen;
-      return -EBADMSG;
-    }
-    memcpy(tmp, v, vl);
-    tmp[vl] = 0;
-    char *endp;
-    unsigned long long c = strtoull(tmp, &endp, 10);
-    if (*endp) {
-      f->start += hlen;
-      f->skipped += hlen;
-      return -EBADMSG;
-    }
-    if (c > f->max_message) {
-      f->start += hlen;
-      f->skipped += hlen;
-      return -EMSGSIZE;
-    }
-    clen = (size_t)c;
+  unsigned long long c = 0;
+  int has_length = content_length(p, hlen, &c);
+  if (has_length < 0 || c > f->max_message) {
+    f->start += hlen;
+    f->skipped += hlen;
+    return has_length < 0 ? -EBADMSG : -EMSGSIZE;
   }
+  clen = (size_t)c;
   if (n < hlen + clen)
     return 0;
   item->kind = PIREC_RTSP_MESSAGE;
@@ -392,13 +405,7 @@ int pirec_rtsp_status(const uint8_t *msg, size_t len)
 {
   if (len < 12 || memcmp(msg, "RTSP/1.0 ", 9) != 0)
     return -EBADMSG;
-  int code = 0;
-  for (int i = 9; i < 12; i++) {
-    if (!isdigit(msg[i]))
-      return -EBADMSG;
-    code = code * 10 + (msg[i] - '0');
-  }
-  return code;
+  return status_code(msg);
 }
 
 /* ---- HTTP replies ---- */
@@ -456,12 +463,9 @@ int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len)
 {
   if (len < 12 || memcmp(msg, "HTTP/1.", 7) != 0 || msg[8] != ' ')
     return -EBADMSG;
-  int code = 0;
-  for (int i = 9; i < 12; i++) {
-    if (!isdigit(msg[i]))
-      return -EBADMSG;
-    code = code * 10 + (msg[i] - '0');
-  }
+  int code = status_code(msg);
+  if (code < 0)
+    return code;
   uint8_t *start = (uint8_t *)find_blank_line(msg, len);
   if (!start)
     return -ENODATA;
@@ -476,19 +480,15 @@ int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len)
     if (plain < 0)
       return (int)plain;
     avail = (size_t)plain;
-  } else if (pirec_rtsp_header(msg, hlen, "Content-Length", &v, &vl)) {
-    char tmp[24];
-    char *endp;
-    if (vl == 0 || vl >= sizeof tmp)
-      return -EBADMSG;
-    memcpy(tmp, v, vl);
-    tmp[vl] = 0;
-    unsigned long long declared = strtoull(tmp, &endp, 10);
-    if (*endp || !isdigit((unsigned char)tmp[0]))
-      return -EBADMSG;
-    if (declared > avail)
+  } else {
+    unsigned long long declared;
+    int has_length = content_length(msg, hlen, &declared);
+    if (has_length < 0)
+      return has_length;
+    if (has_length && declared > avail)
       return -ENODATA;
-    avail = (size_t)declared;
+    if (has_length)
+      avail = (size_t)declared;
   }
   *body = start;
   *body_len = avail;
