@@ -633,6 +633,18 @@ static void rpicam_settings(struct pirec_camera_settings *s, const char *codec, 
   s->encoder_threads = 1;
 }
 
+/* Records one trial of r->stop_at_ms from the rpicam stand-in (codec, its extra arguments) into
+ * dir; the stop must succeed. */
+static void run_rpicam(struct run *r, const char *dir, const char *label, const char *codec,
+                       const char *extra)
+{
+  struct pirec_camera_settings s;
+  rpicam_settings(&s, codec, extra);
+  run_camera(r, &s, dir);
+  print_status(label, &r->st);
+  assert_int_equal(r->stop_err, 0);
+}
+
 /* yuv420 from the stand-in, frames 20..22 lost by the "sensor": the encoded MKV has one packet
  * per row, each row's device timestamp is its frame's SensorTimestamp from the metadata blocks
  * (CLOCK_BOOTTIME, to the nanosecond), and the lost frames show up exactly once as
@@ -640,13 +652,9 @@ static void rpicam_settings(struct pirec_camera_settings *s, const char *codec, 
 static void test_rpicam_yuv420(void **state)
 {
   char dir[300];
-  struct pirec_camera_settings s;
   struct run r = {.stop_at_ms = 2500};
   make_tmp(dir, sizeof dir, "rpicam-yuv");
-  rpicam_settings(&s, "yuv420", "--skip 20,21,22 --chunk 7000");
-  run_camera(&r, &s, dir);
-  print_status("rpicam yuv420", &r.st);
-  assert_int_equal(r.stop_err, 0);
+  run_rpicam(&r, dir, "rpicam yuv420", "yuv420", "--skip 20,21,22 --chunk 7000");
 
   char csv[400], mkv[400];
   snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
@@ -683,12 +691,9 @@ static void test_rpicam_yuv420(void **state)
 static void test_rpicam_no_sensor_ts(void **state)
 {
   char dir[300];
-  struct pirec_camera_settings s;
   struct run r = {.stop_at_ms = 1500};
   make_tmp(dir, sizeof dir, "rpicam-nots");
-  rpicam_settings(&s, "yuv420", "--no-sensor-ts");
-  run_camera(&r, &s, dir);
-  assert_int_equal(r.stop_err, 0);
+  run_rpicam(&r, dir, "rpicam no sensor ts", "yuv420", "--no-sensor-ts");
   char csv[400], mkv[400];
   snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
   snprintf(mkv, sizeof mkv, "%s/t001.mkv", dir);
@@ -707,15 +712,11 @@ static void test_rpicam_no_sensor_ts(void **state)
 static void test_rpicam_mjpeg(void **state)
 {
   char dir[300];
-  struct pirec_camera_settings s;
   char snap[400];
   make_tmp(dir, sizeof dir, "rpicam-mjpeg");
   snprintf(snap, sizeof snap, "%s/snap.jpg", dir);
   struct run r = {.stop_at_ms = 2000, .snap_at_ms = 700, .snap_path = snap};
-  rpicam_settings(&s, "mjpeg", "--garbage --chunk 1000");
-  run_camera(&r, &s, dir);
-  print_status("rpicam mjpeg", &r.st);
-  assert_int_equal(r.stop_err, 0);
+  run_rpicam(&r, dir, "rpicam mjpeg", "mjpeg", "--garbage --chunk 1000");
   /* the snapshot of an MJPEG source is the frame itself */
   assert_int_equal(r.snap_result, 1);
   assert_decodes(snap, NULL, 1);
@@ -758,13 +759,9 @@ static void test_rpicam_mjpeg(void **state)
 static void test_rpicam_child_exit(void **state)
 {
   char dir[300];
-  struct pirec_camera_settings s;
   struct run r = {.stop_at_ms = 3000};
   make_tmp(dir, sizeof dir, "rpicam-exit");
-  rpicam_settings(&s, "yuv420", "--frames 30");
-  run_camera(&r, &s, dir);
-  print_status("rpicam exit", &r.st);
-  assert_int_equal(r.stop_err, 0);
+  run_rpicam(&r, dir, "rpicam exit", "yuv420", "--frames 30");
   assert_true(r.events[PIREC_CAMERA_EVENT_SOURCE_ERROR] >= 1);
   assert_true(r.events[PIREC_CAMERA_EVENT_SOURCE_RECONNECTED] >= 1);
   assert_true(r.st.source_errors >= 1);
