@@ -289,10 +289,18 @@ static void bar(char *buf, size_t cap, int64_t done, int64_t total, int width)
   buf[k] = '\0';
 }
 
+/* At most 40 characters of path for the table: a long one keeps its last components after
+ * ".../" (cut mid-name only when the last component alone is too long). The result lives until
+ * the next call. */
 static const char *short_name(const char *path)
 {
+  static char out[41];
   size_t n = strlen(path);
-  return n > 40 ? path + n - 40 : path;
+  if (n <= 40)
+    return path;
+  const char *tail = path + n - 36, *slash = strchr(tail, '/');
+  snprintf(out, sizeof out, "...%s", slash ? slash : tail - 1);
+  return out;
 }
 
 static void draw(struct run *r, int final)

@@ -248,6 +248,28 @@ static void test_sigkilled_recorder(void **state)
   free(t);
 }
 
+/* The summary table names a file in at most 40 characters: a long path keeps the whole components
+ * that fit after ".../" (here the module and the file), never half a directory name. */
+static void test_table_shortens_long_paths(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], args[600];
+  int64_t *t = remux_gen_times(10, 1 * NS, 0, 1);
+
+  assert_int_equal(mkdir(at(f, "20261203T221351Z_a-long-label", p, sizeof p), 0700), 0);
+  assert_int_equal(mkdir(at(f, "20261203T221351Z_a-long-label/front", p, sizeof p), 0700), 0);
+  assert_int_equal(remux_gen_video(at(f, "20261203T221351Z_a-long-label/front/t001.mkv", p, sizeof p),
+                                   10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "20261203T221351Z_a-long-label/front/t001_frames.csv", p,
+                                    sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  snprintf(args, sizeof args, "--dry-run '%s/20261203T221351Z_a-long-label/front/t001.mkv'", f->dir);
+  assert_int_equal(cli(f, NULL, args), 0);
+  const char *row = strstr(f->out, "\n.../");
+  if (row == NULL || strncmp(row + 1, ".../front/t001.mkv ", 19) != 0)
+    fail_msg("no shortened name in the table:\n%s", f->out);
+  free(t);
+}
+
 /* Rounds a/b to the nearest integer, half away from zero, like the engine (a, b >= 0). */
 static int64_t div_round(int64_t a, int64_t b)
 {
@@ -504,6 +526,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_session_mixed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_clock_restarts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_table_shortens_long_paths, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
