@@ -1,15 +1,9 @@
-# Eye tracker executables (owner: eyetracker): the device simulator and the recorder.
-if(TARGET pirec_eyesim)
-  add_executable(pirec-eyesim ${CMAKE_CURRENT_LIST_DIR}/pirec-eyesim.c)
-  target_link_libraries(pirec-eyesim PRIVATE pirec_eyesim pirec_io_sink pirec_io_base m)
-  install(TARGETS pirec-eyesim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-endif()
-if(TARGET pirec_eyetracker AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/pirec-eyetracker.c)
-  add_executable(pirec-eyetracker ${CMAKE_CURRENT_LIST_DIR}/pirec-eyetracker.c)
-  target_link_libraries(pirec-eyetracker PRIVATE pirec_eyetracker pirec_recorder pirec_io_base)
-  if(TARGET pirec_config)
-    target_link_libraries(pirec-eyetracker PRIVATE pirec_config)
-    target_compile_definitions(pirec-eyetracker PRIVATE PIREC_HAVE_CONFIG=1)
-  endif()
-  install(TARGETS pirec-eyetracker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-endif()
+# Eye tracker executables: the device simulator and the recorder.
+add_executable(pirec-eyesim ${CMAKE_CURRENT_LIST_DIR}/pirec-eyesim.c)
+target_link_libraries(pirec-eyesim PRIVATE pirec_eyesim pirec_io_sink pirec_io_base m)
+install(TARGETS pirec-eyesim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+add_executable(pirec-eyetracker ${CMAKE_CURRENT_LIST_DIR}/pirec-eyetracker.c)
+target_link_libraries(pirec-eyetracker PRIVATE pirec_eyetracker pirec_recorder pirec_io_base
+                      pirec_config)
+install(TARGETS pirec-eyetracker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

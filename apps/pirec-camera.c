@@ -9,9 +9,7 @@
 #include <unistd.h>
 
 #include "pirec/camera.h"
-#ifdef PIREC_HAVE_CONFIG
 #include "pirec/config.h"
-#endif
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/recorder.h"
@@ -83,7 +81,6 @@ static int parse_size(const char *text, int *w, int *h)
   return 0;
 }
 
-#ifdef PIREC_HAVE_CONFIG
 /* [camera.NAME] keys onto settings; see docs/CAMERA.md for the mapping. */
 static int settings_from_config(struct pirec_camera_settings *s, const char *file, const char *name)
 {
@@ -133,7 +130,6 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   pirec_config_free(cfg);
   return 0;
 }
-#endif
 
 /* ---- events ---- */
 
@@ -455,7 +451,6 @@ int main(int argc, char **argv)
 
   a.s = cli;
   if (config_file) {
-#ifdef PIREC_HAVE_CONFIG
     if ((r = settings_from_config(&a.s, config_file, cli.name)) < 0)
       return 65;
     /* Command-line options win over the file. */
@@ -483,10 +478,6 @@ int main(int argc, char **argv)
       a.s.ring_ms = cli.ring_ms;
       a.s.ring_bytes = 0;
     }
-#else
-    fprintf(stderr, "pirec-camera: built without config support; -c is not available\n");
-    return 64;
-#endif
   }
 
   a.loop = uv_default_loop();

@@ -7,9 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef PIREC_HAVE_CONFIG
 #include "pirec/config.h"
-#endif
 #include "pirec/error.h"
 #include "pirec/eyetracker.h"
 #include "pirec/log.h"
@@ -260,7 +258,6 @@ int main(int argc, char **argv)
     usage(stderr);
     return 2;
   }
-#ifdef PIREC_HAVE_CONFIG
   if (config) {
     struct pirec_config *cfg = NULL;
     struct pirec_config_errors errs = {0};
@@ -287,10 +284,6 @@ int main(int argc, char **argv)
     address = NULL;
     pirec_config_free(cfg);
   }
-#else
-  if (config)
-    fprintf(stderr, "pirec-eyetracker: built without config support; ignoring '%s'\n", config);
-#endif
   if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
     fprintf(stderr, "pirec-eyetracker: --address '%s': expected HOST:PORT or auto\n", address);
     return 2;

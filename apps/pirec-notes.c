@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include "pirec/clock.h"
-#ifdef PIREC_HAVE_CONFIG
 #include "pirec/config.h"
-#endif
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/notes.h"
@@ -281,10 +279,6 @@ static int run_standalone(struct app *a, const char *dir) {
 static int load_options(const char *config_path, struct pirec_notes_options *no) {
   pirec_notes_options_default(no);
   if (!config_path) return 0;
-#ifndef PIREC_HAVE_CONFIG
-  fprintf(stderr, "pirec-notes: built without the config library; ignoring '%s'\n", config_path);
-  return 0;
-#else
   struct pirec_config *cfg = NULL;
   struct pirec_config_errors errors = {0};
   int err = pirec_config_load(config_path, &cfg, &errors);
@@ -300,7 +294,6 @@ static int load_options(const char *config_path, struct pirec_notes_options *no)
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
   return 0;
-#endif
 }
 
 int main(int argc, char **argv) {

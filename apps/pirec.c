@@ -5,9 +5,7 @@
 #include <string.h>
 
 #include "pirec/config.h"
-#ifdef PIREC_HAVE_CONTROLLER
 #include "pirec/controller.h"
-#endif
 
 #define EX_USAGE 64
 
@@ -19,7 +17,6 @@ struct command {
 
 static const struct command commands[] = {
     {"config", pirec_config_main, "check, get, set or print the configuration (pirec config --help)"},
-#ifdef PIREC_HAVE_CONTROLLER
     {"record", pirec_record_main, "run the recorders: sessions, trials, control socket (pirec record --help)"},
     {"status", pirec_control_main, "show what the running recorder is doing (--json)"},
     {"start", pirec_control_main, "start a session (--label L)"},
@@ -27,7 +24,6 @@ static const struct command commands[] = {
     {"trial", pirec_control_main, "start the next trial (--label L)"},
     {"note", pirec_control_main, "add a timestamped note: pirec note TEXT"},
     {"reload", pirec_control_main, "reload the config file (applies from the next session)"},
-#endif
 };
 
 static void usage(FILE *out) {

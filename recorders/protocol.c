@@ -11,11 +11,9 @@
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
-#ifdef PIREC_HAVE_LOOPLAG
 #include "pirec/looplag.h"
-#endif
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define DEFAULT_MAX_LINE (2u * 1024 * 1024)
 #define DEFAULT_MAX_OUT (4u * 1024 * 1024)
@@ -49,9 +47,7 @@ struct pirec_recorder {
   uv_signal_t sigint;
   uv_signal_t sigterm;
   uv_timer_t flush_timer;
-#ifdef PIREC_HAVE_LOOPLAG
   struct pirec_looplag lag;
-#endif
   int handles_open; /* handles initialised and not yet closed */
 
   char read_buf[READ_CHUNK];
@@ -239,16 +235,11 @@ static const char *success_word(enum pirec_recorder_cmd cmd) {
 }
 
 static json_t *looplag_json(struct pirec_recorder *rec) {
-#ifdef PIREC_HAVE_LOOPLAG
   struct pirec_looplag_stats st;
   pirec_looplag_stats(&rec->lag, &st);
   return json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
                    (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
                    (json_int_t)st.p99_ns);
-#else
-  (void)rec;
-  return json_null();
-#endif
 }
 
 /* Runs the commands that waited behind a start or stop, in order, until the next barrier. */
@@ -698,14 +689,12 @@ int pirec_recorder_start(struct pirec_recorder *rec) {
     uv_signal_start(&rec->sigint, on_signal, SIGINT);
     uv_signal_start(&rec->sigterm, on_signal, SIGTERM);
   }
-#ifdef PIREC_HAVE_LOOPLAG
   if (pirec_looplag_init(rec->loop, &rec->lag, 0, 0, NULL) == 0) {
     rec->handles_open++;
     rec->lag_open = 1;
     rec->lag.data = rec;
     pirec_looplag_start(&rec->lag);
   }
-#endif
   err = uv_read_start(&rec->in.stream, on_alloc, on_read);
   if (err < 0) return err;
   rec->reading = 1;
@@ -739,9 +728,7 @@ static void handle_done(struct pirec_recorder *rec) {
 
 static void on_handle_closed(uv_handle_t *handle) { handle_done(handle->data); }
 
-#ifdef PIREC_HAVE_LOOPLAG
 static void on_lag_closed(struct pirec_looplag *lag) { handle_done(lag->data); }
-#endif
 
 static void close_if(uv_handle_t *h) {
   if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h)) uv_close(h, on_handle_closed);
@@ -771,9 +758,7 @@ void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb
     close_if((uv_handle_t *)&rec->sigint);
     close_if((uv_handle_t *)&rec->sigterm);
   }
-#ifdef PIREC_HAVE_LOOPLAG
   if (rec->lag_open) pirec_looplag_close(&rec->lag, on_lag_closed);
-#endif
   /* The flush timer is initialised here so that every path ends in finish_close. */
   uv_timer_init(rec->loop, &rec->flush_timer);
   rec->handles_open++;

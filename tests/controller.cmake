@@ -10,30 +10,22 @@ pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c
 add_dependencies(test-notes pirec-notes)
 pirec_add_test(test-session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-session.c
                LIBS pirec_session pirec_test_controller_util LABELS controller TIMEOUT 60)
-if(TARGET pirec AND TARGET pirec_controller)
-  pirec_add_test(test-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller.c
-                 LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
-  pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-flood.c
-                 LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
-  foreach(t test-controller test-controller-flood)
-    add_dependencies(${t} pirec pirec-notes)
-    if(SYSTEMD_FOUND) # pirec then speaks sd_notify, and the fixture insists on it
-      target_compile_definitions(${t} PRIVATE PIREC_TEST_EXPECT_SD_NOTIFY=1)
-    endif()
-    if(TARGET pirec-camera)
-      add_dependencies(${t} pirec-camera)
-    endif()
-  endforeach()
-endif()
+pirec_add_test(test-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller.c
+               LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-flood.c
+               LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+foreach(t test-controller test-controller-flood)
+  add_dependencies(${t} pirec pirec-notes)
+  if(SYSTEMD_FOUND) # pirec then speaks sd_notify, and the fixture insists on it
+    target_compile_definitions(${t} PRIVATE PIREC_TEST_EXPECT_SD_NOTIFY=1)
+  endif()
+  add_dependencies(${t} pirec-camera)
+endforeach()
 # The systemd units: `systemd-analyze verify` on the build-tree copies (skipped without systemd).
-if(EXISTS ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh)
-  add_test(NAME test-systemd-units
-           COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh ${CMAKE_BINARY_DIR})
-  set_tests_properties(test-systemd-units PROPERTIES SKIP_RETURN_CODE 77 LABELS controller TIMEOUT 60)
-endif()
+add_test(NAME test-systemd-units
+         COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-units.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(test-systemd-units PROPERTIES SKIP_RETURN_CODE 77 LABELS controller TIMEOUT 60)
 # `cmake --install` keeps an existing /etc/pirec/pirec.conf (staged into a scratch DESTDIR).
-if(EXISTS ${PROJECT_SOURCE_DIR}/systemd/verify-install.sh AND EXISTS ${PROJECT_SOURCE_DIR}/config/pirec.conf.example)
-  add_test(NAME test-systemd-install
-           COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-install.sh ${CMAKE_BINARY_DIR})
-  set_tests_properties(test-systemd-install PROPERTIES LABELS controller TIMEOUT 60)
-endif()
+add_test(NAME test-systemd-install
+         COMMAND sh ${PROJECT_SOURCE_DIR}/systemd/verify-install.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(test-systemd-install PROPERTIES LABELS controller TIMEOUT 60)

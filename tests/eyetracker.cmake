@@ -2,23 +2,19 @@
 pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_rtp TIMEOUT 30)
 pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_libcsv TIMEOUT 30)
 # End to end against a real pirec-eyesim process (needs ffmpeg/ffprobe with libx264).
-if(TARGET pirec_eyetracker AND TARGET pirec-eyesim)
-  # Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also
-  # runs them under TSan.
-  pirec_add_test(test-eyetracker SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
-                 LABELS concurrency TIMEOUT 90)
-  pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
-                 LABELS concurrency TIMEOUT 60)
-  target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
-  # The issue's acceptance run: 60 s of 200 Hz gaze and scene video against the simulator, checked
-  # sample by sample (test_clean_run with PIREC_EYETRACKER_SECONDS=60). Not under TSan (too slow
-  # there to keep 200 Hz); under ASan with the rest of the suite.
-  add_test(NAME test-eyetracker-60s COMMAND test-eyetracker)
-  set_tests_properties(test-eyetracker-60s PROPERTIES TIMEOUT 240 LABELS "eyetracker;acceptance"
-    ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR};PIREC_EYETRACKER_SECONDS=60;PIREC_TEST_FILTER=test_clean_run")
-  add_dependencies(test-eyetracker pirec-eyesim)
-  add_dependencies(test-eyetracker-reconnect pirec-eyesim)
-endif()
-if(TARGET pirec-eyetracker AND TARGET test-eyetracker)
-  add_dependencies(test-eyetracker pirec-eyetracker)
-endif()
+# Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also
+# runs them under TSan.
+pirec_add_test(test-eyetracker SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
+               LABELS concurrency TIMEOUT 90)
+pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
+               LABELS concurrency TIMEOUT 60)
+target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
+# The issue's acceptance run: 60 s of 200 Hz gaze and scene video against the simulator, checked
+# sample by sample (test_clean_run with PIREC_EYETRACKER_SECONDS=60). Not under TSan (too slow
+# there to keep 200 Hz); under ASan with the rest of the suite.
+add_test(NAME test-eyetracker-60s COMMAND test-eyetracker)
+set_tests_properties(test-eyetracker-60s PROPERTIES TIMEOUT 240 LABELS "eyetracker;acceptance"
+  ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR};PIREC_EYETRACKER_SECONDS=60;PIREC_TEST_FILTER=test_clean_run")
+add_dependencies(test-eyetracker pirec-eyesim)
+add_dependencies(test-eyetracker-reconnect pirec-eyesim)
+add_dependencies(test-eyetracker pirec-eyetracker)

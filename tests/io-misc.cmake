@@ -1,15 +1,9 @@
 # Tests for io/fs, io/csv, io/looplag and io/clock (owner: iofs).
 # fs and csv use libuv's threadpool (and csv the sink's producer/loop handoff): also run under TSan.
 pirec_add_test(test-fs SOURCES test-fs.c LIBS pirec_io_fs LABELS concurrency TIMEOUT 120)
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test-looplag.c)
-  pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag TIMEOUT 60)
-  # It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.
-  set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
-endif()
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test-clock.c)
-  pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
-endif()
+pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag TIMEOUT 60)
+# It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.
+set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
+pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
-if(TARGET pirec_io_csv AND TARGET pirec_io_sink AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test-csv.c)
-  pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)
-endif()
+pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)

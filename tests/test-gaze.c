@@ -1,4 +1,4 @@
-/* Tests for recorders/gaze.c: the four com.pupillabs.gaze1 layouts against hand-written
+/* Tests for recorders/eyetracker/gaze.c: the four com.pupillabs.gaze1 layouts against hand-written
  * big-endian bytes, every other size refused, encode/decode round trips, and CSV rows parsed back
  * with libcsv (column count equals the header's, floats bit-exact, absent fields empty). */
 #include <errno.h>

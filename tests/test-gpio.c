@@ -23,9 +23,7 @@
 #include <uv.h>
 
 #include "pirec/clock.h"
-#ifdef PIREC_GPIO_HAVE_CONFIG
 #include "pirec/config.h"
-#endif
 #include "pirec/gpio.h"
 
 #define MS 1000000LL
@@ -184,7 +182,6 @@ static void test_names(void **state)
 static void test_settings_from_config(void **state)
 {
   (void)state;
-#ifdef PIREC_GPIO_HAVE_CONFIG
   static const char text[] = "[gpio.pedal]\n"
                              "chip = pinctrl-rp1\n"
                              "line = GPIO17\n"
@@ -227,9 +224,6 @@ static void test_settings_from_config(void **state)
   assert_string_equal(s.chip, "auto");
   assert_int_equal(pirec_gpio_settings_from_config(cfg, "camera.x", &s), -EINVAL);
   pirec_config_free(cfg);
-#else
-  skip();
-#endif
 }
 
 /* ------------------------------------------------------------------ input path */

@@ -1,4 +1,4 @@
-/* Tests for recorders/rtp.c: RTP and RTCP packets against hand-assembled bytes, NTP conversion
+/* Tests for media/rtp.c: RTP and RTCP packets against hand-assembled bytes, NTP conversion
  * against known instants and as an exact round trip, RTP timestamp unwrapping and device time
  * across a 32-bit wrap, sequence gaps, the RTSP/interleaved framer fed one byte at a time and with
  * garbage, SDP parsing (good and bad), HTTP replies (lengths, chunked, cut off, malformed), and H.264 payloading round trips with loss and malformed

@@ -178,8 +178,7 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
 struct pirec_config;
 /* Fills s from the config section "gpio.NAME" (keys as mapped above); the strings point into cfg
  * and live as long as it does. Returns 0, or -EINVAL (not a gpio section, or values that
- * pirec_gpio_settings_check() refuses; call it for the message). Only in builds that have config/
- * (the symbol then exists in pirec_gpio; see gpio/CMakeLists.txt: PIREC_GPIO_HAVE_CONFIG). */
+ * pirec_gpio_settings_check() refuses; call it for the message). */
 int pirec_gpio_settings_from_config(const struct pirec_config *cfg, const char *section,
                                     struct pirec_gpio_settings *s);
 

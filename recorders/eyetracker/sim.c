@@ -14,6 +14,7 @@
 #include "pirec/log.h"
 #include "pirec/rtp.h"
 #include "pirec/sink.h"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #include <errno.h>
 #include <math.h>
@@ -23,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum { RATE = 90000, MTU = 1400, MAX_QUEUED = 4 << 20 };
 enum cam { CAM_NONE = 0, CAM_GAZE, CAM_WORLD, CAM_EVENTS };

@@ -6,6 +6,7 @@
  * wakes the loop with uv_async_send(); the timeout is a uv_timer on the loop. Without avahi at build time the same API
  * fails with -ENOTSUP and the message that tells the user what to configure. */
 #include "pirec/mdns.h"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #include <errno.h>
 #include <stdarg.h>
@@ -91,7 +92,6 @@ struct pirec_mdns {
   char err[512];
 };
 
-#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 /* avahi thread. */
 static void finish(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r,

@@ -3,8 +3,8 @@
 
 /* Internal to the recorders (not installed): H.264 Annex B access units muxed into Matroska
  * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, plus the access-unit
- * splitter the camera uses on its encoder's byte stream. Used by the camera (recorders/camera.c)
- * and the eye tracker's scene video (recorders/eyetracker.c). Loop thread only: nothing here is
+ * splitter the camera uses on its encoder's byte stream. Used by the camera (recorders/camera/camera.c)
+ * and the eye tracker's scene video (recorders/eyetracker/eyetracker.c). Loop thread only: nothing here is
  * thread-safe, and no callback is ever run except pirec__mkv_seal_file's. */
 
 #include <stddef.h>

@@ -13,6 +13,7 @@
 #include "pirec/rtp.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +25,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define NS_MS 1000000LL
 #define NS_S 1000000000LL

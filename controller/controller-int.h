@@ -1,7 +1,7 @@
 #ifndef PIREC_CONTROLLER_INT_H
 #define PIREC_CONTROLLER_INT_H
 
-/* Shared between controller.c and controller_client.c. */
+/* Shared between controller.c and client.c. */
 
 /* Fills paths (each 108 bytes: sun_path) with the places a control socket may be, in the order a
  * client tries them: the config's [control] socket when set, $RUNTIME_DIRECTORY/control.sock,

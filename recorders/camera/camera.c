@@ -13,6 +13,7 @@
 #include "pirec/log.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +28,6 @@
 
 #include <libavformat/avformat.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* Every ring record: this header, then the frame's bytes. */
 struct frame_hdr {

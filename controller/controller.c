@@ -25,11 +25,9 @@
 #ifdef PIREC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
-#ifdef PIREC_HAVE_GPIO
 #include "pirec/gpio.h"
-#endif
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define MAX_MODULES 16
 #define MAX_GPIO 16
@@ -195,9 +193,7 @@ struct pirec_controller {
 
   struct module modules[MAX_MODULES];
   int nmodules;
-#ifdef PIREC_HAVE_GPIO
   struct pirec_gpio *gpios[MAX_GPIO];
-#endif
   int ngpio;
   /* The one op per trigger that is queued and not running yet: later action edges of that line
    * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
@@ -1610,11 +1606,7 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
   json_t *snap = config_snapshot(c);
   so.config = snap;
-#ifdef PIREC_HAVE_GPIO
   json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
-#else
-  json_t *versions = NULL;
-#endif
   so.versions_extra = versions;
   struct pirec_session *s = NULL;
   int err = pirec_session_new(c->loop, &so, &s);
@@ -1924,7 +1916,6 @@ static void op_next(struct pirec_controller *c) {
 
 /* ---- GPIO ---- */
 
-#ifdef PIREC_HAVE_GPIO
 /* Each [gpio.NAME] section is one pirec_gpio object on this loop: triggers turn edges into
  * events.csv rows (stamped with the kernel's edge time) and session actions; outputs follow the
  * recording state (led) and trial starts (sync_pulse). A line that cannot be opened is logged and
@@ -2126,13 +2117,6 @@ static json_t *gpio_status(struct pirec_controller *c) {
   }
   return o;
 }
-#else
-static void gpio_reopen_all(struct pirec_controller *c) { (void)c; }
-static void gpio_trial_hook(struct pirec_controller *c) { (void)c; }
-static void gpio_recording_hook(struct pirec_controller *c, int recording) { (void)c; (void)recording; }
-static void gpio_close_all(struct pirec_controller *c) { (void)c; }
-static json_t *gpio_status(struct pirec_controller *c) { (void)c; return json_object(); }
-#endif
 
 /* ---- timers, signals, shutdown ---- */
 
@@ -2485,9 +2469,7 @@ int pirec_controller_start(struct pirec_controller *c) {
       c->sig_open++;
     }
   }
-#ifdef PIREC_HAVE_GPIO
   gpio_open_all(c);
-#endif
   c->started = 1;
   spawn_modules(c);
 #ifdef PIREC_HAVE_SYSTEMD
