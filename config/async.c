@@ -10,8 +10,8 @@
 
 #include "internal.h"
 #include "pirec/error.h"
+#include "pirec/container_of.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum { OP_LOAD = 1, OP_RELOAD, OP_SAVE, OP_SET };
 

@@ -26,7 +26,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 #include "pirec/gpio.h"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "pirec/container_of.h"
 
 
 #define MAX_MODULES 16

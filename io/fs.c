@@ -1,6 +1,7 @@
 #include "pirec/fs.h"
 
 #include "pirec/error.h"
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum fs_op { OP_READ = 1, OP_WRITE_ATOMIC, OP_APPEND, OP_UNLINK, OP_MKDIR_P };
 

@@ -1,12 +1,12 @@
 #include "pirec/looplag.h"
 
 #include "pirec/log.h"
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Log-linear histogram over microseconds: values below 16 us get one bucket each, above that every
  * power of two is split into 16 equal buckets, so a bucket's midpoint is within 1/32 of any value

@@ -10,8 +10,8 @@
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/ring.h"
+#include "pirec/container_of.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* Most iovecs per write request: Linux's IOV_MAX, so libuv never has to split a request. */
 #define IOV_PER_WRITE 1024

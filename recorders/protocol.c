@@ -12,7 +12,7 @@
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/looplag.h"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "pirec/container_of.h"
 
 
 #define DEFAULT_MAX_LINE (2u * 1024 * 1024)

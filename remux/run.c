@@ -5,6 +5,7 @@
 
 #include "pirec/clock.h"
 #include "pirec/job.h"
+#include "pirec/container_of.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -20,7 +21,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 struct item {
   struct run *run;

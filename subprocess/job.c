@@ -3,6 +3,7 @@
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 /* Streams of a run, indexed by the child's fd number. */
 enum { S_IN = 0, S_OUT = 1, S_ERR = 2, S_PROG = 3, S_COUNT = 4 };

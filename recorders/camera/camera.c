@@ -13,7 +13,7 @@
 #include "pirec/log.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <fcntl.h>

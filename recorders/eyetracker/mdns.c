@@ -6,7 +6,7 @@
  * wakes the loop with uv_async_send(); the timeout is a uv_timer on the loop. Without avahi at build time the same API
  * fails with -ENOTSUP and the message that tells the user what to configure. */
 #include "pirec/mdns.h"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <stdarg.h>

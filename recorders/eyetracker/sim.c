@@ -14,7 +14,7 @@
 #include "pirec/log.h"
 #include "pirec/rtp.h"
 #include "pirec/sink.h"
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#include "pirec/container_of.h"
 
 #include <errno.h>
 #include <math.h>
