@@ -127,6 +127,21 @@ void pirec_csv_row_empty(struct pirec_csv_row *row)
   field_start(row, 0);
 }
 
+void pirec_csv_row_time(struct pirec_csv_row *row, int64_t ns)
+{
+  if (ns == PIREC_CSV_NO_TIME)
+    pirec_csv_row_empty(row);
+  else
+    pirec_csv_row_i64(row, ns);
+}
+
+void pirec_csv_row_lead(struct pirec_csv_row *row, int64_t trial, int64_t mono_ns, int64_t wall_ns)
+{
+  pirec_csv_row_i64(row, trial);
+  pirec_csv_row_i64(row, mono_ns);
+  pirec_csv_row_i64(row, wall_ns);
+}
+
 void pirec_csv_row_raw(struct pirec_csv_row *row, const char *text, size_t len)
 {
   char *dst = field_start(row, len);

@@ -469,6 +469,23 @@ static int build_mixed(char *buf, size_t cap)
   return pirec_csv_row_end(&row);
 }
 
+/* The shared leading columns and the optional-time field, as every module's rows start. */
+static void test_lead_and_time(void **state)
+{
+  (void)state;
+  char buf[128];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, buf, sizeof buf);
+  pirec_csv_row_lead(&row, 3, -5, INT64_MAX);
+  pirec_csv_row_time(&row, PIREC_CSV_NO_TIME);
+  pirec_csv_row_time(&row, INT64_MIN + 1);
+  pirec_csv_row_time(&row, 0);
+  int n = pirec_csv_row_end(&row);
+  const char *want = "3,-5,9223372036854775807,,-9223372036854775807,0\n";
+  assert_int_equal(n, (int)strlen(want));
+  assert_memory_equal(buf, want, strlen(want));
+}
+
 static void test_overflow(void **state)
 {
   enum { CANARY = 64 };
@@ -607,6 +624,7 @@ int main(void)
       cmocka_unit_test(test_guard_len),
       cmocka_unit_test(test_texts_round_trip_python),
       cmocka_unit_test(test_integers),
+      cmocka_unit_test(test_lead_and_time),
       cmocka_unit_test(test_overflow),
       cmocka_unit_test(test_rows_through_sink),
   };

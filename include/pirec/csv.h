@@ -40,6 +40,13 @@ void pirec_csv_row_text(struct pirec_csv_row *row, const char *text, size_t len)
 void pirec_csv_row_str(struct pirec_csv_row *row, const char *text);
 /* A field written exactly as given, unquoted; for callers that formatted a number themselves. */
 void pirec_csv_row_raw(struct pirec_csv_row *row, const char *text, size_t len);
+/* The time of an optional clock (a device timestamp the source may not have): PIREC_CSV_NO_TIME
+ * writes an empty field, any other value the number. */
+#define PIREC_CSV_NO_TIME INT64_MIN
+void pirec_csv_row_time(struct pirec_csv_row *row, int64_t ns);
+/* The leading columns every data row of a session starts with, in this order (docs/FORMATS.md):
+ * trial, mono_ns, wall_ns. Every module writes them through this one call. */
+void pirec_csv_row_lead(struct pirec_csv_row *row, int64_t trial, int64_t mono_ns, int64_t wall_ns);
 /* Ends the row with '\n'. Returns its length in bytes, or -ENOSPC if it did not fit. */
 int pirec_csv_row_end(struct pirec_csv_row *row);
 
