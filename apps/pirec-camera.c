@@ -35,23 +35,22 @@ struct app {
 
 static void usage(FILE *f)
 {
-  fprintf(f,
-          "usage: pirec-camera [options] --out DIR     record until SIGINT/SIGTERM (or --duration);\n"
-          "                                            SIGUSR2 writes DIR/snapshot.jpg\n"
-          "       pirec-camera --protocol --name NAME [-c FILE]   under the pirec controller\n"
-          "options:\n"
-          "  --source SPEC     lavfi:testsrc2 (default), v4l2:/dev/video0, rpicam[:N], URL or file\n"
-          "  --size WxH        frame size (default 1280x720)\n"
-          "  --fps N[/D]       frame rate (default 30)\n"
-          "  --format F        v4l2 input format (mjpeg, yuyv422, h264) or rpicam codec (yuv420, mjpeg)\n"
-          "  --name NAME       camera name (default camera0)\n"
-          "  --trial N         trial number for the file names (default 1)\n"
-          "  --duration S      stop after S seconds\n"
-          "  --preset P --crf N --gop N   x264 settings for raw sources\n"
-          "  --ring-ms N       capture ring size in ms of frames (default 1000)\n"
-          "  --rpicam-program PATH       rpicam-vid to run (default rpicam-vid)\n"
-          "  --ffmpeg PATH     ffmpeg to run (default ffmpeg)\n"
-          "  -c FILE           read [camera.NAME] from a pirec config file\n");
+  fprintf(f, "usage: pirec-camera [options] --out DIR     record until SIGINT/SIGTERM (or --duration);\n"
+             "                                            SIGUSR2 writes DIR/snapshot.jpg\n"
+             "       pirec-camera --protocol --name NAME [-c FILE]   under the pirec controller\n"
+             "options:\n"
+             "  --source SPEC     lavfi:testsrc2 (default), v4l2:/dev/video0, rpicam[:N], URL or file\n"
+             "  --size WxH        frame size (default 1280x720)\n"
+             "  --fps N[/D]       frame rate (default 30)\n"
+             "  --format F        v4l2 input format (mjpeg, yuyv422, h264) or rpicam codec (yuv420, mjpeg)\n"
+             "  --name NAME       camera name (default camera0)\n"
+             "  --trial N         trial number for the file names (default 1)\n"
+             "  --duration S      stop after S seconds\n"
+             "  --preset P --crf N --gop N   x264 settings for raw sources\n"
+             "  --ring-ms N       capture ring size in ms of frames (default 1000)\n"
+             "  --rpicam-program PATH       rpicam-vid to run (default rpicam-vid)\n"
+             "  --ffmpeg PATH     ffmpeg to run (default ffmpeg)\n"
+             "  -c FILE           read [camera.NAME] from a pirec config file\n");
 }
 
 static int parse_fps(const char *text, int *num, int *den)
@@ -218,8 +217,8 @@ static json_t *format_json(const struct pirec_camera_format *f)
 {
   char fps[48];
   snprintf(fps, sizeof fps, "%d/%d", f->fps_num, f->fps_den);
-  return json_pack("{s:s,s:s,s:i,s:i,s:s}", "codec", codec_name(f->codec), "pix_fmt", f->pix_fmt,
-                   "width", f->width, "height", f->height, "fps", fps);
+  return json_pack("{s:s,s:s,s:i,s:i,s:s}", "codec", codec_name(f->codec), "pix_fmt", f->pix_fmt, "width",
+                   f->width, "height", f->height, "fps", fps);
 }
 
 static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
@@ -250,8 +249,9 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
                       st.last_error ? json_string(pirec_strerror(st.last_error)) : json_null());
   json_object_set_new(req->counters, "format", format_json(&st.format));
   static const char *const states[] = {"idle", "queued", "running", "stopping", "backoff"};
-  json_object_set_new(req->counters, "encoder",
-                      json_string(st.encoder_state >= 0 && st.encoder_state < 5 ? states[st.encoder_state] : "none"));
+  json_object_set_new(
+      req->counters, "encoder",
+      json_string(st.encoder_state >= 0 && st.encoder_state < 5 ? states[st.encoder_state] : "none"));
   pirec_recorder_finish(req, 0, NULL);
 }
 
@@ -393,22 +393,29 @@ static int run_standalone(struct app *a)
 
 int main(int argc, char **argv)
 {
-  static const struct option longopts[] = {
-      {"source", required_argument, NULL, 's'},   {"size", required_argument, NULL, 'S'},
-      {"fps", required_argument, NULL, 'f'},      {"format", required_argument, NULL, 'F'},
-      {"name", required_argument, NULL, 'n'},     {"trial", required_argument, NULL, 't'},
-      {"duration", required_argument, NULL, 'd'}, {"out", required_argument, NULL, 'o'},
-      {"preset", required_argument, NULL, 'P'},   {"crf", required_argument, NULL, 'C'},
-      {"gop", required_argument, NULL, 'G'},      {"ring-ms", required_argument, NULL, 'R'},
-      {"rpicam-program", required_argument, NULL, 'r'}, {"ffmpeg", required_argument, NULL, 'x'},
-      {"protocol", no_argument, NULL, 'p'},       {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"source", required_argument, NULL, 's'},
+                                           {"size", required_argument, NULL, 'S'},
+                                           {"fps", required_argument, NULL, 'f'},
+                                           {"format", required_argument, NULL, 'F'},
+                                           {"name", required_argument, NULL, 'n'},
+                                           {"trial", required_argument, NULL, 't'},
+                                           {"duration", required_argument, NULL, 'd'},
+                                           {"out", required_argument, NULL, 'o'},
+                                           {"preset", required_argument, NULL, 'P'},
+                                           {"crf", required_argument, NULL, 'C'},
+                                           {"gop", required_argument, NULL, 'G'},
+                                           {"ring-ms", required_argument, NULL, 'R'},
+                                           {"rpicam-program", required_argument, NULL, 'r'},
+                                           {"ffmpeg", required_argument, NULL, 'x'},
+                                           {"protocol", no_argument, NULL, 'p'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   struct app a = {.trial = 1};
   const char *config_file = NULL;
   struct pirec_camera_settings cli;
   int protocol = 0, opt, r;
-  int set_source = 0, set_size = 0, set_fps = 0, set_format = 0, set_preset = 0, set_crf = 0,
-      set_gop = 0, set_ring = 0;
+  int set_source = 0, set_size = 0, set_fps = 0, set_format = 0, set_preset = 0, set_crf = 0, set_gop = 0,
+      set_ring = 0;
 
   pirec_camera_settings_default(&a.s);
   cli = a.s;
@@ -429,15 +436,30 @@ int main(int argc, char **argv)
         goto bad;
       set_fps = 1;
       break;
-    case 'F': snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg); set_format = 1; break;
+    case 'F':
+      snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg);
+      set_format = 1;
+      break;
     case 'n': snprintf(cli.name, sizeof cli.name, "%s", optarg); break;
     case 't': a.trial = atoi(optarg); break;
     case 'd': a.duration_s = atof(optarg); break;
     case 'o': a.out_dir = optarg; break;
-    case 'P': snprintf(cli.preset, sizeof cli.preset, "%s", optarg); set_preset = 1; break;
-    case 'C': cli.crf = atoi(optarg); set_crf = 1; break;
-    case 'G': cli.gop = atoi(optarg); set_gop = 1; break;
-    case 'R': cli.ring_ms = (unsigned)atoi(optarg); set_ring = 1; break;
+    case 'P':
+      snprintf(cli.preset, sizeof cli.preset, "%s", optarg);
+      set_preset = 1;
+      break;
+    case 'C':
+      cli.crf = atoi(optarg);
+      set_crf = 1;
+      break;
+    case 'G':
+      cli.gop = atoi(optarg);
+      set_gop = 1;
+      break;
+    case 'R':
+      cli.ring_ms = (unsigned)atoi(optarg);
+      set_ring = 1;
+      break;
     case 'r': snprintf(cli.rpicam_program, sizeof cli.rpicam_program, "%s", optarg); break;
     case 'x': snprintf(cli.ffmpeg, sizeof cli.ffmpeg, "%s", optarg); break;
     case 'p': protocol = 1; break;

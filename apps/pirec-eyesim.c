@@ -11,25 +11,24 @@
 
 static void usage(FILE *f)
 {
-  fprintf(f,
-          "usage: pirec-eyesim [options]\n"
-          "  --host ADDR            127.0.0.1 (default) or ::1; nothing else is accepted\n"
-          "  --http-port N          HTTP API port (default 0: any free port)\n"
-          "  --rtsp-port N          RTSP port (default 0: any free port)\n"
-          "  --gaze-hz N            gaze rate, a divisor of 90000 (default 200)\n"
-          "  --gaze-size N          payload layout: 9, 17, 65 or 89 bytes (default 89)\n"
-          "  --fps N, --size WxH    world video (default 30, 320x240); --no-world to disable\n"
-          "  --no-events            no eye_events stream\n"
-          "  --ffmpeg PATH          encoder program (default ffmpeg)\n"
-          "  --loss P, --malformed P  fault probabilities per gaze sample (0..1)\n"
-          "  --bad-sdp              DESCRIBE answers an SDP without rtpmap\n"
-          "  --chunked-status       /api/status answers with Transfer-Encoding: chunked\n"
-          "  --disconnect-at S --disconnect-for S   drop every client at S seconds, refuse for S\n"
-          "  --drift-ppm N          the device clock runs N ppm fast\n"
-          "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
-          "  --seed N, --gaze-log FILE, --world-log FILE, --events-log FILE, --duration S\n"
-          "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
-          "SIGINT/SIGTERM or --duration.\n");
+  fprintf(f, "usage: pirec-eyesim [options]\n"
+             "  --host ADDR            127.0.0.1 (default) or ::1; nothing else is accepted\n"
+             "  --http-port N          HTTP API port (default 0: any free port)\n"
+             "  --rtsp-port N          RTSP port (default 0: any free port)\n"
+             "  --gaze-hz N            gaze rate, a divisor of 90000 (default 200)\n"
+             "  --gaze-size N          payload layout: 9, 17, 65 or 89 bytes (default 89)\n"
+             "  --fps N, --size WxH    world video (default 30, 320x240); --no-world to disable\n"
+             "  --no-events            no eye_events stream\n"
+             "  --ffmpeg PATH          encoder program (default ffmpeg)\n"
+             "  --loss P, --malformed P  fault probabilities per gaze sample (0..1)\n"
+             "  --bad-sdp              DESCRIBE answers an SDP without rtpmap\n"
+             "  --chunked-status       /api/status answers with Transfer-Encoding: chunked\n"
+             "  --disconnect-at S --disconnect-for S   drop every client at S seconds, refuse for S\n"
+             "  --drift-ppm N          the device clock runs N ppm fast\n"
+             "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
+             "  --seed N, --gaze-log FILE, --world-log FILE, --events-log FILE, --duration S\n"
+             "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
+             "SIGINT/SIGTERM or --duration.\n");
 }
 
 struct app {
@@ -39,8 +38,12 @@ struct app {
   uv_timer_t duration;
 };
 
-static void on_closed(uv_handle_t *h) {}
-static void on_sim_closed(struct pirec_eyesim *sim, void *user) {}
+static void on_closed(uv_handle_t *h)
+{
+}
+static void on_sim_closed(struct pirec_eyesim *sim, void *user)
+{
+}
 
 static void stop(struct app *a)
 {
@@ -64,8 +67,14 @@ static void stop(struct app *a)
   uv_close((uv_handle_t *)&a->duration, on_closed);
 }
 
-static void on_signal(uv_signal_t *s, int sig) { stop(s->data); }
-static void on_duration(uv_timer_t *t) { stop(t->data); }
+static void on_signal(uv_signal_t *s, int sig)
+{
+  stop(s->data);
+}
+static void on_duration(uv_timer_t *t)
+{
+  stop(t->data);
+}
 
 static int64_t seconds_ns(const char *v)
 {
@@ -83,20 +92,58 @@ int main(int argc, char **argv)
   struct pirec_eyesim_settings s;
   pirec_eyesim_settings_default(&s);
   double duration = 0;
-  enum { O_HOST = 256, O_HTTP, O_RTSP, O_HZ, O_GSIZE, O_FPS, O_SIZE, O_NOWORLD, O_FFMPEG, O_LOSS,
-         O_MAL, O_BADSDP, O_CHUNKED, O_DAT, O_DFOR, O_DRIFT, O_SRI, O_SR1, O_SEED, O_GLOG, O_WLOG, O_DUR,
-         O_NOEVENTS, O_ELOG };
-  static const struct option opts[] = {
-      {"host", 1, 0, O_HOST},          {"http-port", 1, 0, O_HTTP},   {"rtsp-port", 1, 0, O_RTSP},
-      {"gaze-hz", 1, 0, O_HZ},         {"gaze-size", 1, 0, O_GSIZE},  {"fps", 1, 0, O_FPS},
-      {"size", 1, 0, O_SIZE},          {"no-world", 0, 0, O_NOWORLD}, {"ffmpeg", 1, 0, O_FFMPEG},
-      {"loss", 1, 0, O_LOSS},          {"malformed", 1, 0, O_MAL},    {"bad-sdp", 0, 0, O_BADSDP},
-      {"chunked-status", 0, 0, O_CHUNKED},
-      {"disconnect-at", 1, 0, O_DAT},  {"disconnect-for", 1, 0, O_DFOR},
-      {"drift-ppm", 1, 0, O_DRIFT},    {"sr-interval", 1, 0, O_SRI},  {"first-sr", 1, 0, O_SR1},
-      {"seed", 1, 0, O_SEED},          {"gaze-log", 1, 0, O_GLOG},    {"world-log", 1, 0, O_WLOG},
-      {"duration", 1, 0, O_DUR},       {"no-events", 0, 0, O_NOEVENTS}, {"events-log", 1, 0, O_ELOG},
-      {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
+  enum {
+    O_HOST = 256,
+    O_HTTP,
+    O_RTSP,
+    O_HZ,
+    O_GSIZE,
+    O_FPS,
+    O_SIZE,
+    O_NOWORLD,
+    O_FFMPEG,
+    O_LOSS,
+    O_MAL,
+    O_BADSDP,
+    O_CHUNKED,
+    O_DAT,
+    O_DFOR,
+    O_DRIFT,
+    O_SRI,
+    O_SR1,
+    O_SEED,
+    O_GLOG,
+    O_WLOG,
+    O_DUR,
+    O_NOEVENTS,
+    O_ELOG
+  };
+  static const struct option opts[] = {{"host", 1, 0, O_HOST},
+                                       {"http-port", 1, 0, O_HTTP},
+                                       {"rtsp-port", 1, 0, O_RTSP},
+                                       {"gaze-hz", 1, 0, O_HZ},
+                                       {"gaze-size", 1, 0, O_GSIZE},
+                                       {"fps", 1, 0, O_FPS},
+                                       {"size", 1, 0, O_SIZE},
+                                       {"no-world", 0, 0, O_NOWORLD},
+                                       {"ffmpeg", 1, 0, O_FFMPEG},
+                                       {"loss", 1, 0, O_LOSS},
+                                       {"malformed", 1, 0, O_MAL},
+                                       {"bad-sdp", 0, 0, O_BADSDP},
+                                       {"chunked-status", 0, 0, O_CHUNKED},
+                                       {"disconnect-at", 1, 0, O_DAT},
+                                       {"disconnect-for", 1, 0, O_DFOR},
+                                       {"drift-ppm", 1, 0, O_DRIFT},
+                                       {"sr-interval", 1, 0, O_SRI},
+                                       {"first-sr", 1, 0, O_SR1},
+                                       {"seed", 1, 0, O_SEED},
+                                       {"gaze-log", 1, 0, O_GLOG},
+                                       {"world-log", 1, 0, O_WLOG},
+                                       {"duration", 1, 0, O_DUR},
+                                       {"no-events", 0, 0, O_NOEVENTS},
+                                       {"events-log", 1, 0, O_ELOG},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {

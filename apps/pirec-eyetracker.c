@@ -28,19 +28,18 @@ struct app {
 
 static void usage(FILE *f)
 {
-  fprintf(f,
-          "usage: pirec-eyetracker --address HOST:PORT --out DIR [options]   record one trial\n"
-          "       pirec-eyetracker --protocol [--name NAME] [-c FILE]         under the controller\n"
-          "options:\n"
-          "  --address HOST:PORT   the device's HTTP API (IP address; default port 8080)\n"
-          "  --rtsp-port N         RTSP port (default 8086)\n"
-          "  --gaze-url URL, --world-url URL   RTSP URLs instead of the status/port defaults\n"
-          "  --events-url URL      the eye_events stream's URL\n"
-          "  --no-gaze, --no-world, --no-events   streams to leave out\n"
-          "  --trial N             trial number for the file names (default 1)\n"
-          "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
-          "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
-          "  --json                print the final counters as JSON on stdout\n");
+  fprintf(f, "usage: pirec-eyetracker --address HOST:PORT --out DIR [options]   record one trial\n"
+             "       pirec-eyetracker --protocol [--name NAME] [-c FILE]         under the controller\n"
+             "options:\n"
+             "  --address HOST:PORT   the device's HTTP API (IP address; default port 8080)\n"
+             "  --rtsp-port N         RTSP port (default 8086)\n"
+             "  --gaze-url URL, --world-url URL   RTSP URLs instead of the status/port defaults\n"
+             "  --events-url URL      the eye_events stream's URL\n"
+             "  --no-gaze, --no-world, --no-events   streams to leave out\n"
+             "  --trial N             trial number for the file names (default 1)\n"
+             "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
+             "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
+             "  --json                print the final counters as JSON on stdout\n");
 }
 
 static const char *event_name(enum pirec_eyetracker_event ev)
@@ -54,12 +53,10 @@ static const char *event_name(enum pirec_eyetracker_event ev)
   return "eyetracker_event";
 }
 
-static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg,
-                     void *user)
+static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
 {
   struct app *a = user;
-  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s",
-            msg);
+  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s", msg);
   if (a->rec)
     pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
 }
@@ -69,8 +66,19 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   json_t *o = json_object();
   json_object_set_new(o, "playing", json_boolean(s->playing));
 #define U(f) json_object_set_new(o, #f, json_integer((json_int_t)s->f))
-  U(connects); U(disconnects); U(connect_failures); U(packets); U(rtcp_sr); U(bad_packets);
-  U(bad_payloads); U(lost); U(gap_samples); U(samples); U(written); U(refused); U(dropped);
+  U(connects);
+  U(disconnects);
+  U(connect_failures);
+  U(packets);
+  U(rtcp_sr);
+  U(bad_packets);
+  U(bad_payloads);
+  U(lost);
+  U(gap_samples);
+  U(samples);
+  U(written);
+  U(refused);
+  U(dropped);
   U(idle);
 #undef U
   if (s->offset_ns != INT64_MIN)
@@ -84,9 +92,9 @@ static json_t *status_json(struct pirec_eyetracker *et)
   struct pirec_eyetracker_status s;
   pirec_eyetracker_status(et, &s);
   return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
-                   stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok", (json_int_t)s.status_ok, "status_failed",
-                   (json_int_t)s.status_failed, "bytes_video", (json_int_t)s.bytes_video,
-                   "sink_drops", (json_int_t)s.sink_drops, "write_error",
+                   stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok",
+                   (json_int_t)s.status_ok, "status_failed", (json_int_t)s.status_failed, "bytes_video",
+                   (json_int_t)s.bytes_video, "sink_drops", (json_int_t)s.sink_drops, "write_error",
                    s.write_error ? pirec_strerror(s.write_error) : NULL);
 }
 
@@ -168,7 +176,9 @@ static int run_protocol(struct app *a, const char *name)
 
 /* ---- standalone ---- */
 
-static void on_closed_handle(uv_handle_t *h) {}
+static void on_closed_handle(uv_handle_t *h)
+{
+}
 
 static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *user)
 {
@@ -209,8 +219,14 @@ static void standalone_stop(struct app *a)
     on_standalone_stopped(a->et, 0, a);
 }
 
-static void on_signal(uv_signal_t *s, int sig) { standalone_stop(s->data); }
-static void on_duration(uv_timer_t *t) { standalone_stop(t->data); }
+static void on_signal(uv_signal_t *s, int sig)
+{
+  standalone_stop(s->data);
+}
+static void on_duration(uv_timer_t *t)
+{
+  standalone_stop(t->data);
+}
 
 int main(int argc, char **argv)
 {
@@ -220,16 +236,43 @@ int main(int argc, char **argv)
   int protocol = 0, trial = 1;
   double duration = 0;
   struct app a = {0};
-  enum { O_ADDR = 256, O_RTSP, O_GURL, O_WURL, O_NOGAZE, O_NOWORLD, O_TRIAL, O_DUR, O_RMIN, O_RMAX,
-         O_JSON, O_PROTO, O_NAME, O_OUT, O_EURL, O_NOEVENTS };
-  static const struct option opts[] = {
-      {"address", 1, 0, O_ADDR},  {"rtsp-port", 1, 0, O_RTSP},     {"gaze-url", 1, 0, O_GURL},
-      {"world-url", 1, 0, O_WURL}, {"no-gaze", 0, 0, O_NOGAZE},    {"no-world", 0, 0, O_NOWORLD},
-      {"trial", 1, 0, O_TRIAL},   {"duration", 1, 0, O_DUR},       {"reconnect-min", 1, 0, O_RMIN},
-      {"reconnect-max", 1, 0, O_RMAX}, {"json", 0, 0, O_JSON},     {"protocol", 0, 0, O_PROTO},
-      {"name", 1, 0, O_NAME},     {"out", 1, 0, O_OUT},            {"config", 1, 0, 'c'},
-      {"events-url", 1, 0, O_EURL}, {"no-events", 0, 0, O_NOEVENTS},
-      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+  enum {
+    O_ADDR = 256,
+    O_RTSP,
+    O_GURL,
+    O_WURL,
+    O_NOGAZE,
+    O_NOWORLD,
+    O_TRIAL,
+    O_DUR,
+    O_RMIN,
+    O_RMAX,
+    O_JSON,
+    O_PROTO,
+    O_NAME,
+    O_OUT,
+    O_EURL,
+    O_NOEVENTS
+  };
+  static const struct option opts[] = {{"address", 1, 0, O_ADDR},
+                                       {"rtsp-port", 1, 0, O_RTSP},
+                                       {"gaze-url", 1, 0, O_GURL},
+                                       {"world-url", 1, 0, O_WURL},
+                                       {"no-gaze", 0, 0, O_NOGAZE},
+                                       {"no-world", 0, 0, O_NOWORLD},
+                                       {"trial", 1, 0, O_TRIAL},
+                                       {"duration", 1, 0, O_DUR},
+                                       {"reconnect-min", 1, 0, O_RMIN},
+                                       {"reconnect-max", 1, 0, O_RMAX},
+                                       {"json", 0, 0, O_JSON},
+                                       {"protocol", 0, 0, O_PROTO},
+                                       {"name", 1, 0, O_NAME},
+                                       {"out", 1, 0, O_OUT},
+                                       {"config", 1, 0, 'c'},
+                                       {"events-url", 1, 0, O_EURL},
+                                       {"no-events", 0, 0, O_NOEVENTS},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
     switch (c) {
@@ -302,8 +345,7 @@ int main(int argc, char **argv)
   } else {
     r = pirec_eyetracker_trial_start(a.et, out, trial, 0);
     if (r < 0) {
-      fprintf(stderr, "pirec-eyetracker: cannot start recording into '%s': %s\n", out,
-              pirec_strerror(r));
+      fprintf(stderr, "pirec-eyetracker: cannot start recording into '%s': %s\n", out, pirec_strerror(r));
       pirec_eyetracker_close(a.et, NULL, NULL);
       uv_run(&a.loop, UV_RUN_DEFAULT);
       uv_loop_close(&a.loop);

@@ -38,88 +38,108 @@ struct app {
   int exit_code;
 };
 
-static void usage(FILE *f) {
-  fprintf(f,
-          "usage: pirec-notes DIR            take notes typed on stdin (one per line) into DIR/notes.csv\n"
-          "       pirec-notes --protocol [--name NAME] [-c FILE]\n"
-          "                                  run under the pirec controller (docs/PROTOCOL.md)\n");
+static void usage(FILE *f)
+{
+  fprintf(f, "usage: pirec-notes DIR            take notes typed on stdin (one per line) into DIR/notes.csv\n"
+             "       pirec-notes --protocol [--name NAME] [-c FILE]\n"
+             "                                  run under the pirec controller (docs/PROTOCOL.md)\n");
 }
 
 /* ---- under the controller ---- */
 
-static void on_opened(struct pirec_notes *notes, int status, void *user) {
+static void on_opened(struct pirec_notes *notes, int status, void *user)
+{
   struct pirec_recorder_req *req = user;
   pirec_recorder_finish(req, status, NULL);
 }
 
-static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct app *a = pirec_recorder_user(rec);
   int err = pirec_notes_open(a->notes, req->session_dir, req->trial, on_opened, req);
-  if (err < 0) pirec_recorder_finish(req, err, NULL);
+  if (err < 0)
+    pirec_recorder_finish(req, err, NULL);
 }
 
-static void on_closed_stop(struct pirec_notes *notes, int status, void *user) {
+static void on_closed_stop(struct pirec_notes *notes, int status, void *user)
+{
   pirec_recorder_finish(user, status, NULL);
 }
 
-static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct app *a = pirec_recorder_user(rec);
   int err = pirec_notes_close_file(a->notes, on_closed_stop, req);
-  if (err < 0) pirec_recorder_finish(req, err, NULL);
+  if (err < 0)
+    pirec_recorder_finish(req, err, NULL);
 }
 
-static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct app *a = pirec_recorder_user(rec);
   struct pirec_notes_counters c;
   pirec_notes_counters(a->notes, &c);
   pirec_recorder_counters_add(req, "notes", c.notes);
   pirec_recorder_counters_add(req, "drops", c.drops);
   pirec_recorder_counters_add(req, "bytes_written", c.bytes_written);
-  if (c.error) json_object_set_new(req->counters, "error", json_string(pirec_strerror(c.error)));
+  if (c.error)
+    json_object_set_new(req->counters, "error", json_string(pirec_strerror(c.error)));
   pirec_recorder_finish(req, 0, NULL);
 }
 
-static void m_note(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_note(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct app *a = pirec_recorder_user(rec);
   int err = pirec_notes_add(a->notes, req->mono_ns, req->wall_ns, req->text, req->text_len);
   const char *msg = NULL;
-  if (err == -ENOTCONN) msg = "not recording";
-  else if (err == -EMSGSIZE) msg = "note too long";
-  else if (err == -ENOBUFS) msg = "note dropped: notes buffer full";
+  if (err == -ENOTCONN)
+    msg = "not recording";
+  else if (err == -EMSGSIZE)
+    msg = "note too long";
+  else if (err == -ENOBUFS)
+    msg = "note dropped: notes buffer full";
   pirec_recorder_finish(req, err, msg);
 }
 
-static void on_rec_closed(struct pirec_recorder *rec, void *user) {
+static void on_rec_closed(struct pirec_recorder *rec, void *user)
+{
   struct app *a = user;
   a->rec = NULL;
 }
 
-static void finish_quit(struct app *a, int status) {
+static void finish_quit(struct app *a, int status)
+{
   pirec_recorder_finish(a->quit_req, status, NULL);
   a->quit_req = NULL;
   pirec_recorder_close(a->rec, on_rec_closed);
 }
 
-static void on_closed_quit(struct pirec_notes *notes, int status, void *user) {
+static void on_closed_quit(struct pirec_notes *notes, int status, void *user)
+{
   finish_quit(user, status);
 }
 
-static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct app *a = pirec_recorder_user(rec);
   a->quit_req = req;
   struct pirec_notes_counters c;
   pirec_notes_counters(a->notes, &c);
-  if (c.open && pirec_notes_close_file(a->notes, on_closed_quit, a) == 0) return;
+  if (c.open && pirec_notes_close_file(a->notes, on_closed_quit, a) == 0)
+    return;
   finish_quit(a, 0);
 }
 
-static int run_protocol(struct app *a, const char *name) {
+static int run_protocol(struct app *a, const char *name)
+{
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
   int err = pirec_recorder_new(a->loop, name, &ops, a, NULL, &a->rec);
-  if (err == 0) err = pirec_recorder_start(a->rec);
+  if (err == 0)
+    err = pirec_recorder_start(a->rec);
   if (err < 0) {
     fprintf(stderr, "pirec-notes: cannot start the protocol: %s\n", pirec_strerror(err));
-    if (a->rec) pirec_recorder_close(a->rec, on_rec_closed);
+    if (a->rec)
+      pirec_recorder_close(a->rec, on_rec_closed);
     uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;
   }
@@ -129,37 +149,46 @@ static int run_protocol(struct app *a, const char *name) {
 
 /* ---- standalone ---- */
 
-static void print_elapsed(FILE *f, int64_t ns) {
+static void print_elapsed(FILE *f, int64_t ns)
+{
   int64_t ms = ns / 1000000;
   fprintf(f, "%02lld:%02lld:%02lld.%03lld", (long long)(ms / 3600000), (long long)(ms / 60000 % 60),
           (long long)(ms / 1000 % 60), (long long)(ms % 1000));
 }
 
-static void prompt(struct app *a) {
-  if (!a->is_tty) return;
+static void prompt(struct app *a)
+{
+  if (!a->is_tty)
+    return;
   fputc('[', stderr);
   print_elapsed(stderr, pirec_clock_mono_ns() - a->start_mono);
   fputs("] note> ", stderr);
   fflush(stderr);
 }
 
-static void on_any_closed(uv_handle_t *h) {}
+static void on_any_closed(uv_handle_t *h)
+{
+}
 
-static void on_file_closed(struct pirec_notes *notes, int status, void *user) {
+static void on_file_closed(struct pirec_notes *notes, int status, void *user)
+{
   struct app *a = user;
   struct pirec_notes_counters c;
   pirec_notes_counters(notes, &c);
   fprintf(stderr, "pirec-notes: %llu notes, %llu dropped, %llu bytes written%s%s\n",
-          (unsigned long long)c.notes, (unsigned long long)c.drops,
-          (unsigned long long)c.bytes_written, status < 0 ? "; error: " : "",
-          status < 0 ? pirec_strerror(status) : "");
-  if (status < 0 || c.drops) a->exit_code = 1;
+          (unsigned long long)c.notes, (unsigned long long)c.drops, (unsigned long long)c.bytes_written,
+          status < 0 ? "; error: " : "", status < 0 ? pirec_strerror(status) : "");
+  if (status < 0 || c.drops)
+    a->exit_code = 1;
 }
 
-static void standalone_stop(struct app *a) {
-  if (a->stopping) return;
+static void standalone_stop(struct app *a)
+{
+  if (a->stopping)
+    return;
   a->stopping = 1;
-  if (a->is_tty) fputc('\n', stderr);
+  if (a->is_tty)
+    fputc('\n', stderr);
   if (a->in_open) {
     uv_read_stop(&a->in.stream);
     uv_close(&a->in.handle, on_any_closed);
@@ -167,14 +196,20 @@ static void standalone_stop(struct app *a) {
   }
   uv_close((uv_handle_t *)&a->sigint, on_any_closed);
   uv_close((uv_handle_t *)&a->sigterm, on_any_closed);
-  if (pirec_notes_close_file(a->notes, on_file_closed, a) < 0) a->exit_code = 1;
+  if (pirec_notes_close_file(a->notes, on_file_closed, a) < 0)
+    a->exit_code = 1;
 }
 
-static void on_signal(uv_signal_t *s, int signum) { standalone_stop(s->data); }
+static void on_signal(uv_signal_t *s, int signum)
+{
+  standalone_stop(s->data);
+}
 
-static void take_line(struct app *a, const char *text, size_t len) {
+static void take_line(struct app *a, const char *text, size_t len)
+{
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
-  if (len && text[len - 1] == '\r') len--;
+  if (len && text[len - 1] == '\r')
+    len--;
   if (len == 0) {
     prompt(a);
     return;
@@ -191,15 +226,18 @@ static void take_line(struct app *a, const char *text, size_t len) {
   prompt(a);
 }
 
-static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
   static char buf[65536];
   *b = uv_buf_init(buf, sizeof buf);
 }
 
-static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
   struct app *a = s->data;
   if (n < 0) {
-    if (a->line_len && !a->discarding) take_line(a, a->line, a->line_len);
+    if (a->line_len && !a->discarding)
+      take_line(a, a->line, a->line_len);
     a->line_len = 0;
     standalone_stop(a);
     return;
@@ -207,7 +245,8 @@ static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   for (ssize_t i = 0; i < n; i++) {
     char ch = b->base[i];
     if (ch == '\n') {
-      if (!a->discarding) take_line(a, a->line, a->line_len);
+      if (!a->discarding)
+        take_line(a, a->line, a->line_len);
       a->discarding = 0;
       a->line_len = 0;
     } else if (a->discarding) {
@@ -222,7 +261,8 @@ static void on_stdin(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
 }
 
-static void on_standalone_open(struct pirec_notes *notes, int status, void *user) {
+static void on_standalone_open(struct pirec_notes *notes, int status, void *user)
+{
   struct app *a = user;
   if (status < 0) {
     fprintf(stderr, "pirec-notes: %s\n", pirec_strerror(status));
@@ -234,7 +274,8 @@ static void on_standalone_open(struct pirec_notes *notes, int status, void *user
   int fd = 0;
   a->is_tty = uv_guess_handle(fd) == UV_TTY;
   int err = a->is_tty ? uv_tty_init(a->loop, &a->in.tty, fd, 1) : uv_pipe_init(a->loop, &a->in.pipe, 0);
-  if (err == 0 && !a->is_tty) err = uv_pipe_open(&a->in.pipe, fd);
+  if (err == 0 && !a->is_tty)
+    err = uv_pipe_open(&a->in.pipe, fd);
   if (err == 0) {
     a->in_open = 1;
     a->in.handle.data = a;
@@ -251,7 +292,8 @@ static void on_standalone_open(struct pirec_notes *notes, int status, void *user
   prompt(a);
 }
 
-static int run_standalone(struct app *a, const char *dir) {
+static int run_standalone(struct app *a, const char *dir)
+{
   if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
     fprintf(stderr, "pirec-notes: cannot create '%s': %s\n", dir, strerror(errno));
     return 1;
@@ -276,39 +318,46 @@ static int run_standalone(struct app *a, const char *dir) {
 }
 
 /* Reads the settings this module uses from the config file; without one the defaults apply. */
-static int load_options(const char *config_path, struct pirec_notes_options *no) {
+static int load_options(const char *config_path, struct pirec_notes_options *no)
+{
   pirec_notes_options_default(no);
-  if (!config_path) return 0;
+  if (!config_path)
+    return 0;
   struct pirec_config *cfg = NULL;
   struct pirec_config_errors errors = {0};
   int err = pirec_config_load(config_path, &cfg, &errors);
   if (err < 0) {
-    for (size_t i = 0; i < errors.count; i++) fprintf(stderr, "%s\n", errors.items[i].message);
+    for (size_t i = 0; i < errors.count; i++)
+      fprintf(stderr, "%s\n", errors.items[i].message);
     pirec_config_errors_free(&errors);
     return err;
   }
   no->max_text = (size_t)pirec_config_get_int(cfg, "notes", "max_length");
   uint64_t ring = pirec_config_get_size(cfg, "storage", "ring_size");
-  if (ring > no->ring_bytes) no->ring_bytes = (size_t)ring;
+  if (ring > no->ring_bytes)
+    no->ring_bytes = (size_t)ring;
   no->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
   return 0;
 }
 
-int main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"protocol", no_argument, NULL, 'p'}, {"name", required_argument, NULL, 'n'},
-      {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+int main(int argc, char **argv)
+{
+  static const struct option longopts[] = {{"protocol", no_argument, NULL, 'p'},
+                                           {"name", required_argument, NULL, 'n'},
+                                           {"config", required_argument, NULL, 'c'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   int protocol = 0, opt;
   const char *name = "notes", *config_path = NULL;
   while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
     switch (opt) {
-      case 'p': protocol = 1; break;
-      case 'n': name = optarg; break;
-      case 'c': config_path = optarg; break;
-      case 'h': usage(stdout); return 0;
-      default: usage(stderr); return 64;
+    case 'p': protocol = 1; break;
+    case 'n': name = optarg; break;
+    case 'c': config_path = optarg; break;
+    case 'h': usage(stdout); return 0;
+    default: usage(stderr); return 64;
     }
   }
   if (protocol ? optind != argc : optind != argc - 1) {
@@ -316,7 +365,8 @@ int main(int argc, char **argv) {
     return 64;
   }
   struct pirec_notes_options no;
-  if (load_options(config_path, &no) < 0) return 65;
+  if (load_options(config_path, &no) < 0)
+    return 65;
   struct app a = {0};
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -328,6 +378,7 @@ int main(int argc, char **argv) {
   }
   int rc = protocol ? run_protocol(&a, name) : run_standalone(&a, argv[optind]);
   pirec_notes_free(a.notes);
-  if (uv_loop_close(&loop) != 0) fprintf(stderr, "pirec-notes: handles left open at exit\n");
+  if (uv_loop_close(&loop) != 0)
+    fprintf(stderr, "pirec-notes: handles left open at exit\n");
   return rc;
 }

@@ -50,8 +50,22 @@ int main(int argc, char **argv)
 {
   static const char *const formats[] = {"mp4", "mkv"};
   static const char *const clocks[] = {"auto", "device", "mono", "wall"};
-  enum { O_FORMAT = 256, O_CLOCK, O_CFR, O_TS, O_REPLACE, O_CUT, O_DRY, O_VERIFY, O_TIMING,
-         O_OUTPUT, O_TIMEOUT, O_JSON, O_ONE, O_VERSION };
+  enum {
+    O_FORMAT = 256,
+    O_CLOCK,
+    O_CFR,
+    O_TS,
+    O_REPLACE,
+    O_CUT,
+    O_DRY,
+    O_VERIFY,
+    O_TIMING,
+    O_OUTPUT,
+    O_TIMEOUT,
+    O_JSON,
+    O_ONE,
+    O_VERSION
+  };
   static const struct option longopts[] = {
       {"format", required_argument, NULL, O_FORMAT},
       {"clock", required_argument, NULL, O_CLOCK},
@@ -149,8 +163,7 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     if (uv_loop_init(&loop) < 0)
       return 1;
-    rc = pirec_remux_run(&loop, (const char *const *)argv + optind, argc - optind, &o, stdout,
-                         stderr);
+    rc = pirec_remux_run(&loop, (const char *const *)argv + optind, argc - optind, &o, stdout, stderr);
     if (uv_loop_close(&loop) != 0)
       fputs("pirec-remux: loop still had handles at exit\n", stderr);
   }

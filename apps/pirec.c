@@ -17,7 +17,8 @@ struct command {
 
 static const struct command commands[] = {
     {"config", pirec_config_main, "check, get, set or print the configuration (pirec config --help)"},
-    {"record", pirec_record_main, "run the recorders: sessions, trials, control socket (pirec record --help)"},
+    {"record", pirec_record_main,
+     "run the recorders: sessions, trials, control socket (pirec record --help)"},
     {"status", pirec_control_main, "show what the running recorder is doing (--json)"},
     {"start", pirec_control_main, "start a session (--label L)"},
     {"stop", pirec_control_main, "stop the session; every file final"},
@@ -26,13 +27,15 @@ static const struct command commands[] = {
     {"reload", pirec_control_main, "reload the config file (applies from the next session)"},
 };
 
-static void usage(FILE *out) {
+static void usage(FILE *out)
+{
   fprintf(out, "usage: pirec COMMAND [ARGS...]\ncommands:\n");
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   if (argc < 2) {
     usage(stderr);
     return EX_USAGE;

@@ -261,13 +261,13 @@ static void print_json_result(const struct result *r, double src_cpu, int last)
 static void print_text_result(const struct result *r, double src_cpu)
 {
   const struct pirec_camera_status *st = &r->st;
-  printf("%-10s %4dx%-4d req %3d fps: %6.2f fps written, %" PRIu64 " rows, drops %" PRIu64
-         " (ring %" PRIu64 " enc %" PRIu64 "), capture p50 %.3f p99 %.3f p999 %.3f max %.3f ms, "
+  printf("%-10s %4dx%-4d req %3d fps: %6.2f fps written, %" PRIu64 " rows, drops %" PRIu64 " (ring %" PRIu64
+         " enc %" PRIu64 "), capture p50 %.3f p99 %.3f p999 %.3f max %.3f ms, "
          "cpu/frame recorder %.0f us (w/o source %.0f us) ffmpeg %.0f us%s\n",
          r->name, r->w, r->h, r->fps, r->fps_written, r->rows, st->drops_total, st->drops_ring_full,
-         st->drops_encoder, st->capture.p50_ns / 1e6, st->capture.p99_ns / 1e6,
-         st->capture.p999_ns / 1e6, st->capture.max_ns / 1e6, r->self_cpu_ns_per_frame / 1e3,
-         (r->self_cpu_ns_per_frame - src_cpu) / 1e3, r->child_cpu_ns_per_frame / 1e3,
+         st->drops_encoder, st->capture.p50_ns / 1e6, st->capture.p99_ns / 1e6, st->capture.p999_ns / 1e6,
+         st->capture.max_ns / 1e6, r->self_cpu_ns_per_frame / 1e3, (r->self_cpu_ns_per_frame - src_cpu) / 1e3,
+         r->child_cpu_ns_per_frame / 1e3,
          r->packets >= 0 ? (r->packets == (long)r->rows ? ", packets == rows" : ", PACKETS != ROWS") : "");
 }
 

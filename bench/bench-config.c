@@ -17,18 +17,21 @@
 
 #include "pirec/config.h"
 
-static uint64_t cpu_ns(void) {
+static uint64_t cpu_ns(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cmp_u64(const void *a, const void *b) {
+static int cmp_u64(const void *a, const void *b)
+{
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }
 
-static uint64_t median(uint64_t *v, int n) {
+static uint64_t median(uint64_t *v, int n)
+{
   qsort(v, (size_t)n, sizeof(*v), cmp_u64);
   return v[n / 2];
 }
@@ -39,7 +42,8 @@ struct run {
   int result;
 };
 
-static void on_done(struct pirec_config_req *req) {
+static void on_done(struct pirec_config_req *req)
+{
   struct run *r = req->data;
   r->done_wall = uv_hrtime();
   r->result = req->result;
@@ -49,11 +53,13 @@ static void on_done(struct pirec_config_req *req) {
   pirec_config_req_cleanup(req);
 }
 
-static void noop(uv_work_t *w) {
+static void noop(uv_work_t *w)
+{
   (void)w;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   int reps = 9;
   long kib = 1024;
   const char *dir = ".";

@@ -34,9 +34,8 @@ static void *feed(void *arg)
   for (long n = 0; n < f->edges;) {
     long k = f->edges - n < CHUNK ? f->edges - n : CHUNK;
     for (long i = 0; i < k; i++)
-      buf[i] = (struct pirec_gpio_pipe_record){.ts_ns = (n + i) * f->step_ns,
-                                               .seqno = (uint64_t)(n + i) + 1,
-                                               .level = (int)((n + i + 1) % 2)};
+      buf[i] = (struct pirec_gpio_pipe_record){
+          .ts_ns = (n + i) * f->step_ns, .seqno = (uint64_t)(n + i) + 1, .level = (int)((n + i + 1) % 2)};
     size_t off = 0, len = (size_t)k * sizeof(buf[0]);
     while (off < len) {
       ssize_t w = write(f->fd, (char *)buf + off, len - off);

@@ -144,8 +144,7 @@ static void feed_end(struct pirec_job *job, const struct pirec_job_result *r)
   f->status = r->status;
 }
 
-static double job_mbps(uv_loop_t *loop, char *buf, uint64_t total, int borrowed,
-                       struct pirec_looplag *lag)
+static double job_mbps(uv_loop_t *loop, char *buf, uint64_t total, int borrowed, struct pirec_looplag *lag)
 {
   const char *argv[] = {"cat", NULL};
   struct pirec_job_options o;
@@ -336,10 +335,9 @@ int main(int argc, char **argv)
            "\"idle_loop_lag_max_ms\": %.3f, \"idle_loop_lag_p99_ms\": %.3f, "
            "\"bytes\": %llu, "
            "\"chunk\": %d, \"reps\": %d, \"spawns\": %d}\n",
-           (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio,
-           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6, (unsigned long long)episodes_feeding,
-           (double)idle.max_ns / 1e6, (double)idle.p99_ns / 1e6, (unsigned long long)total, CHUNK,
-           reps, spawns);
+           (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio, (double)ls.max_ns / 1e6,
+           (double)ls.p99_ns / 1e6, (unsigned long long)episodes_feeding, (double)idle.max_ns / 1e6,
+           (double)idle.p99_ns / 1e6, (unsigned long long)total, CHUNK, reps, spawns);
   else
     printf("spawn to exit of 'true' (median of %d): %lld us\n"
            "stdin through a job (copy):     %.1f MB/s\n"
@@ -347,9 +345,8 @@ int main(int argc, char **argv)
            "blocking write loop into cat:   %.1f MB/s\n"
            "ratio job/plain: %.3f (borrowed %.3f)\n"
            "loop lag while feeding: max %.3f ms, p99 %.3f ms (idle loop: max %.3f, p99 %.3f)\n",
-           spawns, (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio,
-           (double)ls.max_ns / 1e6, (double)ls.p99_ns / 1e6, (double)idle.max_ns / 1e6,
-           (double)idle.p99_ns / 1e6);
+           spawns, (long long)spawn_us, job_m, bor_m, pipe_m, ratio, bratio, (double)ls.max_ns / 1e6,
+           (double)ls.p99_ns / 1e6, (double)idle.max_ns / 1e6, (double)idle.p99_ns / 1e6);
 
   pirec_looplag_close(&lag, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

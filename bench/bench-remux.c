@@ -37,9 +37,11 @@ static int64_t cpu_ns(void)
   getrusage(RUSAGE_SELF, &self);
   getrusage(RUSAGE_CHILDREN, &kids);
   return (int64_t)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec +
-                   kids.ru_stime.tv_sec) * 1000000000 +
+                   kids.ru_stime.tv_sec) *
+             1000000000 +
          (int64_t)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec +
-                   kids.ru_stime.tv_usec) * 1000;
+                   kids.ru_stime.tv_usec) *
+             1000;
 }
 
 static int make_input(const char *dir, int minutes, char *video, size_t cap)
@@ -57,9 +59,9 @@ static int make_input(const char *dir, int minutes, char *video, size_t cap)
   snprintf(src, sizeof src, "testsrc2=size=1280x720:rate=30");
   snprintf(dur, sizeof dur, "%d", minutes * 60);
   {
-    char *argv[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", src, "-t", dur,
-                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
-                    "-f", "h264", tmp, NULL};
+    char *argv[] = {"ffmpeg", "-nostdin", "-v",      "error", "-y",      "-f",      "lavfi",     "-i",
+                    src,      "-t",       dur,       "-c:v",  "libx264", "-preset", "ultrafast", "-g",
+                    "60",     "-pix_fmt", "yuv420p", "-f",    "h264",    tmp,       NULL};
     if (remux_gen_run(argv, NULL, 0) != 0 || rename(tmp, video) != 0) {
       fprintf(stderr, "bench-remux: cannot generate '%s'\n", video);
       return -EIO;
@@ -174,13 +176,13 @@ int main(int argc, char **argv)
     double rc = (double)median(remux_cpu, runs) / 1e9, fc = (double)median(ffmpeg_cpu, runs) / 1e9;
     double cc = have_cli ? (double)median(cli_cpu, runs) / 1e9 : -1;
     /* Medians of the runs; *_cpu_s is user + system time, steadier than wall time on a shared box. */
-    printf("{\"bench\":\"remux\",\"minutes\":%d,\"runs\":%d,\"frames\":%" PRId64
-           ",\"input_bytes\":%" PRId64 ",\"remux_s\":%.3f,\"ffmpeg_copy_s\":%.3f,"
+    printf("{\"bench\":\"remux\",\"minutes\":%d,\"runs\":%d,\"frames\":%" PRId64 ",\"input_bytes\":%" PRId64
+           ",\"remux_s\":%.3f,\"ffmpeg_copy_s\":%.3f,"
            "\"ratio\":%.3f,\"remux_cli_s\":%.3f,\"cli_ratio\":%.3f,\"remux_cpu_s\":%.3f,"
            "\"ffmpeg_copy_cpu_s\":%.3f,\"cpu_ratio\":%.3f,\"remux_cli_cpu_s\":%.3f,"
            "\"remux_mb_s\":%.1f}\n",
-           minutes, runs, frames, bytes, rs, fs, rs / fs, cs, have_cli ? cs / fs : -1.0, rc, fc,
-           rc / fc, cc, (double)bytes / 1e6 / rs);
+           minutes, runs, frames, bytes, rs, fs, rs / fs, cs, have_cli ? cs / fs : -1.0, rc, fc, rc / fc, cc,
+           (double)bytes / 1e6 / rs);
   }
   return 0;
 }

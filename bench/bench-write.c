@@ -31,7 +31,7 @@
 #include "pirec/sink.h"
 
 #define FRAME_BYTES 1400000
-#define ROW_BYTES 100
+#define ROW_BYTES   100
 
 static void die(const char *what, int err)
 {
@@ -59,28 +59,29 @@ struct settings {
 
 static void usage(void)
 {
-  fprintf(stderr,
-          "usage: bench-write [--json] [--dir DIR] [--scale N] [--quick] [--only PART] [--runs N]\n"
-          "                   [--no-pin] [--no-rt] [--tput-ring-mb N] [--tput-batch-kb N] [--tput-inflight N]\n"
-          "  --json        print one JSON object\n"
-          "  --dir DIR     where the files go (default: a new directory under $TMPDIR or /var/tmp)\n"
-          "  --scale N     N times longer latency phases and N times more throughput/csv data\n"
-          "                (default 1: about 45 s in all)\n"
-          "  --quick       a few seconds in all, for a smoke test (figures are rough)\n"
-          "  --tput-ring-mb N, --tput-batch-kb N, --tput-inflight N\n"
-          "                the throughput sink's ring, batch and writes in flight (16, 2048, 2)\n"
-          "  --only PART   run one part: latency, direct, tput or csv (others print 0)\n"
-          "  --runs N      throughput and csv runs per side, best kept (default 3)\n"
-          "  --no-pin      do not pin the loop, producers and libuv's threadpool to CPUs\n"
-          "  --no-rt       do not try SCHED_FIFO for the latency producers (tried by default;\n"
-          "                without the privilege they run as ordinary threads, see \"rt\")\n"
-          "BENCH_DEBUG=1 prints the timeline of each csv run on stderr.\n");
+  fprintf(
+      stderr,
+      "usage: bench-write [--json] [--dir DIR] [--scale N] [--quick] [--only PART] [--runs N]\n"
+      "                   [--no-pin] [--no-rt] [--tput-ring-mb N] [--tput-batch-kb N] [--tput-inflight N]\n"
+      "  --json        print one JSON object\n"
+      "  --dir DIR     where the files go (default: a new directory under $TMPDIR or /var/tmp)\n"
+      "  --scale N     N times longer latency phases and N times more throughput/csv data\n"
+      "                (default 1: about 45 s in all)\n"
+      "  --quick       a few seconds in all, for a smoke test (figures are rough)\n"
+      "  --tput-ring-mb N, --tput-batch-kb N, --tput-inflight N\n"
+      "                the throughput sink's ring, batch and writes in flight (16, 2048, 2)\n"
+      "  --only PART   run one part: latency, direct, tput or csv (others print 0)\n"
+      "  --runs N      throughput and csv runs per side, best kept (default 3)\n"
+      "  --no-pin      do not pin the loop, producers and libuv's threadpool to CPUs\n"
+      "  --no-rt       do not try SCHED_FIFO for the latency producers (tried by default;\n"
+      "                without the privilege they run as ordinary threads, see \"rt\")\n"
+      "BENCH_DEBUG=1 prints the timeline of each csv run on stderr.\n");
 }
 
 /* ---- CPUs ---- */
 
 struct cpu_plan {
-  int n;      /* CPUs we may run on */
+  int n; /* CPUs we may run on */
   int loop, rows, frames, workers;
 };
 
@@ -141,8 +142,14 @@ static void make_rt(int on)
     atomic_store(&rt_refused, 1);
 }
 
-static void noop_work(uv_work_t *w) { (void)w; }
-static void noop_after(uv_work_t *w, int status) { (void)w, (void)status; }
+static void noop_work(uv_work_t *w)
+{
+  (void)w;
+}
+static void noop_after(uv_work_t *w, int status)
+{
+  (void)w, (void)status;
+}
 
 /* libuv starts all its threadpool threads at the first submission, and threads inherit the
  * creating thread's CPU mask: start them now from the worker CPU, then move the loop thread. */
@@ -160,7 +167,10 @@ static void start_threadpool(uv_loop_t *loop, const struct cpu_plan *p)
 
 /* ---- helpers ---- */
 
-static int64_t now_ns(void) { return pirec_clock_mono_ns(); }
+static int64_t now_ns(void)
+{
+  return pirec_clock_mono_ns();
+}
 
 static void sleep_until(int64_t t)
 {
@@ -169,7 +179,10 @@ static void sleep_until(int64_t t)
     ;
 }
 
-static void sleep_ns(int64_t ns) { sleep_until(now_ns() + ns); }
+static void sleep_ns(int64_t ns)
+{
+  sleep_until(now_ns() + ns);
+}
 
 static void *touched_alloc(size_t n)
 {
@@ -217,7 +230,8 @@ static struct pct percentiles(struct samples *s)
     return r;
   qsort(s->v, s->n, sizeof(int64_t), cmp_i64);
   size_t n = s->n;
-#define RANK(q) (s->v[(size_t)((q) * (double)n + 0.999999) > 0 ? (size_t)((q) * (double)n + 0.999999) - 1 : 0])
+#define RANK(q) \
+  (s->v[(size_t)((q) * (double)n + 0.999999) > 0 ? (size_t)((q) * (double)n + 0.999999) - 1 : 0])
   r.p50 = RANK(0.5);
   r.p99 = RANK(0.99);
   r.p999 = RANK(0.999);
@@ -378,13 +392,12 @@ static void on_tick(uv_timer_t *t)
       uv_close((uv_handle_t *)t, NULL);
     }
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
-static void producer_init(struct producer *p, struct bench *b, const char *name, int cpu,
-                          int64_t period_ns, size_t len, size_t max_samples)
+static void producer_init(struct producer *p, struct bench *b, const char *name, int cpu, int64_t period_ns,
+                          size_t len, size_t max_samples)
 {
   memset(p, 0, sizeof(*p));
   p->b = b;
@@ -652,7 +665,9 @@ static double sink_mbps(struct bench *b, size_t frames, unsigned char *src)
     die("throughput sink wrote short", t.final.error ? t.final.error : EIO);
   unlink(path);
   if (getenv("BENCH_DEBUG"))
-    fprintf(stderr, "sink: pushed %.3f s, closed %.3f s, %" PRIu64 " writes, %" PRIu64 " syncs, refused %" PRIu64 "\n",
+    fprintf(stderr,
+            "sink: pushed %.3f s, closed %.3f s, %" PRIu64 " writes, %" PRIu64 " syncs, refused %" PRIu64
+            "\n",
             (t.t_pushed - t0) / 1e9, (t.t_end - t0) / 1e9, t.final.writes, t.final.syncs, t.refused);
   return (double)frames * FRAME_BYTES / ((double)(t.t_end - t0) / 1e9) / 1e6;
 }
@@ -833,8 +848,10 @@ static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, do
   *bytes = c.final.bytes_written;
   csv_refused += c.refused;
   if (getenv("BENCH_DEBUG"))
-    fprintf(stderr, "csv: pushed %.3f s, written %.3f s, closed %.3f s, %" PRIu64 " writes, refused %" PRIu64 "\n",
-            (c.t_pushed - t0) / 1e9, (c.t_written - t0) / 1e9, (c.t_end - t0) / 1e9, c.final.writes, c.refused);
+    fprintf(stderr,
+            "csv: pushed %.3f s, written %.3f s, closed %.3f s, %" PRIu64 " writes, refused %" PRIu64 "\n",
+            (c.t_pushed - t0) / 1e9, (c.t_written - t0) / 1e9, (c.t_end - t0) / 1e9, c.final.writes,
+            c.refused);
   *synced = (double)rows / ((double)(c.t_end - t0) / 1e9);
   return (double)rows / ((double)(c.t_written - t0) / 1e9);
 }
@@ -974,7 +991,10 @@ static void print_pct(const char *name, struct pct p, int last)
          name, p.p50, p.p99, p.p999, p.max, p.n, last ? "" : ",");
 }
 
-static double best(double a, double b) { return a > b ? a : b; }
+static double best(double a, double b)
+{
+  return a > b ? a : b;
+}
 
 int main(int argc, char **argv)
 {
@@ -1052,13 +1072,13 @@ int main(int argc, char **argv)
   start_threadpool(&b->loop, &b->cpus);
 
   /* 1. Latency with ring+sink: stalled rounds, then writing. */
-  size_t row_cap = (size_t)(b->set.stall_rounds * b->set.stall_ms + b->set.writing_ms +
-                            b->set.direct_ms + 4000) + 1000;
+  size_t row_cap =
+      (size_t)(b->set.stall_rounds * b->set.stall_ms + b->set.writing_ms + b->set.direct_ms + 4000) + 1000;
   producer_init(&b->rows, b, "rows", b->cpus.rows, 1000000, ROW_BYTES, row_cap);
   producer_init(&b->frames, b, "frames", b->cpus.frames, 1000000000 / 30, FRAME_BYTES, row_cap / 30 + 100);
   if (!b->set.json)
-    fprintf(stderr, "latency: %u stalled rounds of %u ms, then %u ms writing...\n",
-            b->set.stall_rounds, b->set.stall_ms, b->set.writing_ms);
+    fprintf(stderr, "latency: %u stalled rounds of %u ms, then %u ms writing...\n", b->set.stall_rounds,
+            b->set.stall_ms, b->set.writing_ms);
   if (only == NULL || strcmp(only, "latency") == 0)
     run_latency(b);
   uint64_t refused = b->rows.refused + b->frames.refused;
@@ -1084,8 +1104,8 @@ int main(int argc, char **argv)
 
   /* 3. memcpy reference: at 30 fps into a ring-sized pre-touched area (as the frame producer's
    * copies go), and back to back into one cache-warm buffer. */
-  int64_t memcpy_ns = frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30,
-                                         b->cpus.frames, b->set.rt);
+  int64_t memcpy_ns =
+      frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30, b->cpus.frames, b->set.rt);
   int64_t memcpy_hot_ns = frame_memcpy_median(FRAME_BYTES, 300, 0, b->cpus.frames, 0);
   int64_t ring_fresh_ns, ring_reused_ns, fault_ns;
   ring_new_costs(quick ? 5 : 11, &ring_fresh_ns, &ring_reused_ns, &fault_ns);
@@ -1153,8 +1173,8 @@ int main(int argc, char **argv)
 
   if (b->set.json) {
     printf("{\n");
-    printf("  \"cpus\": %d, \"pinned\": %s, \"rt\": %s,\n", b->cpus.n,
-           b->cpus.loop >= 0 ? "true" : "false", b->set.rt && !atomic_load(&rt_refused) ? "true" : "false");
+    printf("  \"cpus\": %d, \"pinned\": %s, \"rt\": %s,\n", b->cpus.n, b->cpus.loop >= 0 ? "true" : "false",
+           b->set.rt && !atomic_load(&rt_refused) ? "true" : "false");
     print_pct("row_push_ns", row_stall, 0);
     print_pct("row_push_writing_ns", row_writing, 0);
     print_pct("frame_push_ns", frame_stall, 0);
@@ -1170,13 +1190,12 @@ int main(int argc, char **argv)
     print_pct("direct_frame_write_ns", direct_frames, 0);
     printf("  \"sink_mbps\": %.0f,\n  \"write2_mbps\": %.0f,\n", sk, w2);
     printf("  \"csv_rows_per_s\": %.0f,\n  \"fprintf_rows_per_s\": %.0f,\n", cs, fp);
-    printf("  \"csv_rows_per_s_synced\": %.0f,\n  \"fprintf_rows_per_s_synced\": %.0f,\n", cs_sync,
-           fp_sync);
+    printf("  \"csv_rows_per_s_synced\": %.0f,\n  \"fprintf_rows_per_s_synced\": %.0f,\n", cs_sync, fp_sync);
     printf("  \"csv_refused_while_full\": %" PRIu64 ",\n", csv_refused);
     printf("  \"csv_produce_only_rows_per_s\": %.0f,\n  \"csv_drain_only_rows_per_s\": %.0f,\n",
            split_produce, split_drain);
-    printf("  \"csv_row_bytes\": %.1f,\n  \"csv_equals_fprintf\": %s,\n",
-           (double)csv_bytes / b->set.csv_rows, csv_same ? "true" : "false");
+    printf("  \"csv_row_bytes\": %.1f,\n  \"csv_equals_fprintf\": %s,\n", (double)csv_bytes / b->set.csv_rows,
+           csv_same ? "true" : "false");
     printf("  \"drops\": %" PRIu64 ",\n  \"refused\": %" PRIu64 ",\n  \"refused_stalled\": %" PRIu64
            ",\n  \"push_errors\": %" PRIu64 ",\n",
            drops, refused, refused_stall, push_errors);
@@ -1195,13 +1214,17 @@ int main(int argc, char **argv)
            ok_csv ? "true" : "false", ok_drops ? "true" : "false");
     printf("}\n");
   } else {
-    printf("row push (stalled)     p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64 " ns (%zu)\n",
+    printf("row push (stalled)     p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64
+           " ns (%zu)\n",
            row_stall.p50, row_stall.p99, row_stall.p999, row_stall.max, row_stall.n);
-    printf("row push (writing)     p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64 " ns (%zu)\n",
+    printf("row push (writing)     p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64
+           " ns (%zu)\n",
            row_writing.p50, row_writing.p99, row_writing.p999, row_writing.max, row_writing.n);
-    printf("frame push (stalled)   p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64 " ns (%zu); memcpy %" PRId64 " ns\n",
+    printf("frame push (stalled)   p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64
+           " ns (%zu); memcpy %" PRId64 " ns\n",
            frame_stall.p50, frame_stall.p99, frame_stall.p999, frame_stall.max, frame_stall.n, memcpy_ns);
-    printf("direct write(2)        p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64 " ns (%zu)\n",
+    printf("direct write(2)        p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64
+           " ns (%zu)\n",
            direct.p50, direct.p99, direct.p999, direct.max, direct.n);
     printf("throughput             sink %.0f MB/s, write(2) %.0f MB/s (%.2fx)\n", sk, w2, sk / w2);
     printf("csv                    %.0f rows/s, fprintf %.0f rows/s (%.2fx)\n", cs, fp, cs / fp);

@@ -12,7 +12,6 @@
 #include "pirec/error.h"
 #include "pirec/container_of.h"
 
-
 enum { OP_LOAD = 1, OP_RELOAD, OP_SAVE, OP_SET };
 
 /* A step's cost is measured as the loop thread's CPU time (what the step takes from the loop) and
@@ -21,18 +20,21 @@ struct stamp {
   uint64_t wall, cpu;
 };
 
-static uint64_t thread_cpu_ns(void) {
+static uint64_t thread_cpu_ns(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static struct stamp now(void) {
+static struct stamp now(void)
+{
   struct stamp s = {uv_hrtime(), thread_cpu_ns()};
   return s;
 }
 
-static void account(struct pirec_config_req *req, struct stamp start) {
+static void account(struct pirec_config_req *req, struct stamp start)
+{
   uint64_t cpu = thread_cpu_ns() - start.cpu, wall = uv_hrtime() - start.wall;
   req->loop_ns += cpu;
   if (cpu > req->loop_max_ns)
@@ -41,7 +43,8 @@ static void account(struct pirec_config_req *req, struct stamp start) {
     req->loop_max_wall_ns = wall;
 }
 
-static void start_req(uv_loop_t *loop, struct pirec_config_req *req, int op, pirec_config_cb cb) {
+static void start_req(uv_loop_t *loop, struct pirec_config_req *req, int op, pirec_config_cb cb)
+{
   void *data = req->data;
   memset(req, 0, sizeof(*req));
   req->data = data;
@@ -50,7 +53,8 @@ static void start_req(uv_loop_t *loop, struct pirec_config_req *req, int op, pir
   req->cb = cb;
 }
 
-static void free_private(struct pirec_config_req *req) {
+static void free_private(struct pirec_config_req *req)
+{
   pirec_fs_req_cleanup(&req->fs);
   free(req->path);
   req->path = NULL;
@@ -68,12 +72,14 @@ static void free_private(struct pirec_config_req *req) {
   }
 }
 
-static void finish(struct pirec_config_req *req, struct stamp start) {
+static void finish(struct pirec_config_req *req, struct stamp start)
+{
   account(req, start);
   req->cb(req);
 }
 
-static void parse_work(uv_work_t *work) {
+static void parse_work(uv_work_t *work)
+{
   struct pirec_config_req *req = container_of(work, struct pirec_config_req, work);
   char *text = req->text;
   size_t len = req->text_len;
@@ -93,7 +99,8 @@ static void parse_work(uv_work_t *work) {
   req->result = pirec__config_parse_owned(text, len, req->path, &req->config, &req->errors);
 }
 
-static void after_work(uv_work_t *work, int status) {
+static void after_work(uv_work_t *work, int status)
+{
   struct stamp start = now();
   struct pirec_config_req *req = container_of(work, struct pirec_config_req, work);
   if (status == UV_ECANCELED)
@@ -101,7 +108,8 @@ static void after_work(uv_work_t *work, int status) {
   finish(req, start);
 }
 
-static void on_read(struct pirec_fs_req *fs) {
+static void on_read(struct pirec_fs_req *fs)
+{
   struct stamp start = now();
   struct pirec_config_req *req = fs->data;
   if (fs->result < 0) {
@@ -129,8 +137,9 @@ static void on_read(struct pirec_fs_req *fs) {
   account(req, start);
 }
 
-static int load(uv_loop_t *loop, struct pirec_config_req *req, const char *path,
-                struct pirec_config *current, pirec_config_cb cb) {
+static int load(uv_loop_t *loop, struct pirec_config_req *req, const char *path, struct pirec_config *current,
+                pirec_config_cb cb)
+{
   if (!loop || !req || !path || !cb)
     return -EINVAL;
   struct stamp start = now();
@@ -151,24 +160,28 @@ static int load(uv_loop_t *loop, struct pirec_config_req *req, const char *path,
 }
 
 int pirec_config_load_async(uv_loop_t *loop, struct pirec_config_req *req, const char *path,
-                            pirec_config_cb cb) {
+                            pirec_config_cb cb)
+{
   return load(loop, req, path, NULL, cb);
 }
 
-int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req,
-                              struct pirec_config *current, pirec_config_cb cb) {
+int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req, struct pirec_config *current,
+                              pirec_config_cb cb)
+{
   if (!current)
     return -EINVAL;
   return load(loop, req, pirec_config_path(current), current, cb);
 }
 
-static void save_work(uv_work_t *work) {
+static void save_work(uv_work_t *work)
+{
   struct pirec_config_req *req = container_of(work, struct pirec_config_req, work);
   req->result = pirec__config_save_locked(req->current, req->path, &req->errors);
 }
 
-int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req,
-                            const struct pirec_config *cfg, const char *path, pirec_config_cb cb) {
+int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req, const struct pirec_config *cfg,
+                            const char *path, pirec_config_cb cb)
+{
   if (!loop || !req || !cfg || !path || !cb)
     return -EINVAL;
   struct stamp start = now();
@@ -187,14 +200,16 @@ int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req,
   return 0;
 }
 
-static void set_work(uv_work_t *work) {
+static void set_work(uv_work_t *work)
+{
   struct pirec_config_req *req = container_of(work, struct pirec_config_req, work);
   req->result = pirec_config_set(req->path, req->assignments, req->assignment_count, &req->errors);
 }
 
 int pirec_config_set_async(uv_loop_t *loop, struct pirec_config_req *req, const char *path,
                            const struct pirec_config_assignment *assignments, size_t count,
-                           pirec_config_cb cb) {
+                           pirec_config_cb cb)
+{
   if (!loop || !req || !path || !cb || (count && !assignments))
     return -EINVAL;
   struct stamp start = now();
@@ -227,7 +242,8 @@ int pirec_config_set_async(uv_loop_t *loop, struct pirec_config_req *req, const 
   return 0;
 }
 
-void pirec_config_req_cleanup(struct pirec_config_req *req) {
+void pirec_config_req_cleanup(struct pirec_config_req *req)
+{
   if (!req)
     return;
   free_private(req);

@@ -7,11 +7,11 @@
 
 #include "internal.h"
 
-#define EX_OK 0
-#define EX_USAGE 64
+#define EX_OK      0
+#define EX_USAGE   64
 #define EX_DATAERR 65
 #define EX_NOINPUT 66
-#define EX_IOERR 74
+#define EX_IOERR   74
 
 static const char usage_text[] =
     "usage: pirec config check FILE             validate FILE, listing every problem\n"
@@ -22,20 +22,23 @@ static const char usage_text[] =
     "       pirec config reference               print the key reference (Markdown)\n"
     "exit status: 0 ok, 64 usage, 65 invalid config or value, 66 cannot open FILE, 74 I/O error\n";
 
-static int usage(const char *why) {
+static int usage(const char *why)
+{
   if (why)
     fprintf(stderr, "pirec config: %s\n", why);
   fputs(usage_text, stderr);
   return EX_USAGE;
 }
 
-static void print_errors(const struct pirec_config_errors *errors) {
+static void print_errors(const struct pirec_config_errors *errors)
+{
   for (size_t i = 0; i < errors->count; i++)
     fprintf(stderr, "%s\n", errors->items[i].message);
 }
 
 /* File problems map to 66 when the file cannot be opened, 74 otherwise. */
-static int file_status(int r) {
+static int file_status(int r)
+{
   if (r == -EINVAL)
     return EX_DATAERR;
   if (r == -ENOENT || r == -EACCES || r == -EISDIR || r == -ENOTDIR || r == -EPERM)
@@ -45,7 +48,8 @@ static int file_status(int r) {
   return EX_IOERR;
 }
 
-static int print_text(char *text) {
+static int print_text(char *text)
+{
   if (!text) {
     fprintf(stderr, "pirec config: out of memory\n");
     return EX_IOERR;
@@ -55,7 +59,8 @@ static int print_text(char *text) {
   return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }
 
-static int cmd_check(const char *path) {
+static int cmd_check(const char *path)
+{
   struct pirec_config *cfg;
   struct pirec_config_errors errors = {0};
   int r = pirec_config_load(path, &cfg, &errors);
@@ -72,7 +77,8 @@ static int cmd_check(const char *path) {
   return EX_OK;
 }
 
-static int cmd_get(const char *path, const char *key) {
+static int cmd_get(const char *path, const char *key)
+{
   struct pirec_config *cfg;
   struct pirec_config_errors errors = {0};
   int r = pirec_config_load(path, &cfg, &errors);
@@ -91,7 +97,8 @@ static int cmd_get(const char *path, const char *key) {
     free(out);
     if (errors.count)
       fprintf(stderr, "pirec config: %s: %s\n", key,
-              strstr(errors.items[0].message, "': ") ? strstr(errors.items[0].message, "': ") + 3 : "unknown key");
+              strstr(errors.items[0].message, "': ") ? strstr(errors.items[0].message, "': ") + 3
+                                                     : "unknown key");
     else
       fprintf(stderr, "pirec config: unknown key '%s'\n", key);
     pirec_config_errors_free(&errors);
@@ -104,7 +111,8 @@ static int cmd_get(const char *path, const char *key) {
   return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }
 
-static int cmd_set(const char *path, int pairs, char **argv) {
+static int cmd_set(const char *path, int pairs, char **argv)
+{
   struct pirec_config_assignment *a = calloc((size_t)pairs, sizeof(*a));
   if (!a)
     return EX_IOERR;
@@ -122,7 +130,8 @@ static int cmd_set(const char *path, int pairs, char **argv) {
   return EX_OK;
 }
 
-int pirec_config_main(int argc, char **argv) {
+int pirec_config_main(int argc, char **argv)
+{
   if (argc < 2)
     return usage("missing subcommand");
   const char *cmd = argv[1];

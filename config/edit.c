@@ -19,7 +19,8 @@ struct buf {
 };
 
 /* Replaces [at, at + del) of b with ins. */
-static int buf_splice(struct buf *b, size_t at, size_t del, const char *ins, size_t ins_len) {
+static int buf_splice(struct buf *b, size_t at, size_t del, const char *ins, size_t ins_len)
+{
   size_t len = b->len - del + ins_len;
   char *p = malloc(len + 1);
   if (!p)
@@ -35,7 +36,8 @@ static int buf_splice(struct buf *b, size_t at, size_t del, const char *ins, siz
 }
 
 static void add_error(struct pirec_config_errors *errors, const char *filename, const char *key,
-                      const char *value, const char *what) {
+                      const char *value, const char *what)
+{
   if (!errors)
     return;
   char msg[1024];
@@ -45,7 +47,8 @@ static void add_error(struct pirec_config_errors *errors, const char *filename, 
 
 /* Checks one assignment against the schema without touching any file. Returns 0 or -EINVAL. */
 static int check_assignment(const struct pirec_config_assignment *a, const char *filename,
-                            struct pirec_config_errors *errors) {
+                            struct pirec_config_errors *errors)
+{
   char section[128];
   const char *name;
   if (!a->key || !a->value)
@@ -76,8 +79,9 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
   }
   if (bad) {
     char what[256];
-    snprintf(what, sizeof(what), kind->instance ? "expected %s.NAME.KEY with NAME of letters, digits, '-' and '_'"
-                                                : "expected %s.KEY",
+    snprintf(what, sizeof(what),
+             kind->instance ? "expected %s.NAME.KEY with NAME of letters, digits, '-' and '_'"
+                            : "expected %s.KEY",
              kind->name);
     add_error(errors, filename, a->key, a->value, what);
     return -EINVAL;
@@ -107,15 +111,17 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
       comment = true;
   if (comment || (n && (a->value[0] == ' ' || a->value[0] == '\t' || a->value[n - 1] == ' ' ||
                         a->value[n - 1] == '\t'))) {
-    add_error(errors, filename, a->key, a->value,
-              "expected a value without leading or trailing blanks and without ' ;' (which starts a comment)");
+    add_error(
+        errors, filename, a->key, a->value,
+        "expected a value without leading or trailing blanks and without ' ;' (which starts a comment)");
     return -EINVAL;
   }
   return 0;
 }
 
 /* Applies one checked assignment to b. */
-static int apply(struct buf *b, const char *section, const char *name, const char *value) {
+static int apply(struct buf *b, const char *section, const char *name, const char *value)
+{
   /* New lines use the file's line ending, judged by its first line. */
   const char *eol = "\n";
   const char *first_nl = memchr(b->p, '\n', b->len);
@@ -183,8 +189,8 @@ static int apply(struct buf *b, const char *section, const char *name, const cha
       return -ENOMEM;
   } else {
     insert_at = b->len;
-    n = asprintf(&ins, "%s%s[%s]%s%s = %s%s", ends_nl ? "" : eol, b->len ? eol : "", section, eol,
-                 name, value, eol);
+    n = asprintf(&ins, "%s%s[%s]%s%s = %s%s", ends_nl ? "" : eol, b->len ? eol : "", section, eol, name,
+                 value, eol);
     if (n < 0)
       return -ENOMEM;
   }
@@ -194,8 +200,9 @@ static int apply(struct buf *b, const char *section, const char *name, const cha
 }
 
 int pirec_config_edit_text(const char *text, size_t len, const char *filename,
-                           const struct pirec_config_assignment *assignments, size_t count,
-                           char **out, size_t *out_len, struct pirec_config_errors *errors) {
+                           const struct pirec_config_assignment *assignments, size_t count, char **out,
+                           size_t *out_len, struct pirec_config_errors *errors)
+{
   *out = NULL;
   if (out_len)
     *out_len = 0;
@@ -230,7 +237,8 @@ int pirec_config_edit_text(const char *text, size_t len, const char *filename,
 
 /* flock(2) on the directory, not on the file: the file's inode is replaced by every atomic write,
  * so a lock on it would not exclude a process that opened the old inode; the directory stays. */
-int pirec__config_lock(const char *path, struct pirec_config_errors *errors) {
+int pirec__config_lock(const char *path, struct pirec_config_errors *errors)
+{
   char *copy = strdup(path);
   if (!copy)
     return -ENOMEM;
@@ -255,13 +263,15 @@ int pirec__config_lock(const char *path, struct pirec_config_errors *errors) {
 
 /* Edits go to the file a symlink points at: renaming over the link would replace the link itself
  * with a regular file and leave the real config unchanged. A missing file is used as given. */
-static char *target_path(const char *path) {
+static char *target_path(const char *path)
+{
   char *real = realpath(path, NULL);
   return real ? real : strdup(path);
 }
 
 static void fs_error(struct pirec_config_errors *errors, struct pirec_fs_req *req, const char *what,
-                     const char *path, int err) {
+                     const char *path, int err)
+{
   if (!errors)
     return;
   char msg[1200];
@@ -272,8 +282,9 @@ static void fs_error(struct pirec_config_errors *errors, struct pirec_fs_req *re
   pirec__config_errors_add(errors, 0, NULL, msg);
 }
 
-int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments,
-                     size_t count, struct pirec_config_errors *errors) {
+int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments, size_t count,
+                     struct pirec_config_errors *errors)
+{
   int bad = 0;
   for (size_t i = 0; i < count; i++)
     if (check_assignment(&assignments[i], path, errors) != 0)
@@ -344,7 +355,8 @@ out:
 }
 
 int pirec__config_save_locked(const struct pirec_config *cfg, const char *path,
-                              struct pirec_config_errors *errors) {
+                              struct pirec_config_errors *errors)
+{
   char *text = pirec_config_format(cfg);
   char *target = target_path(path);
   if (!text || !target) {

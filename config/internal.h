@@ -29,10 +29,10 @@ struct pirec__config_key {
   const char *def;     /* default as text; NULL: required, no default */
   const char *example; /* shown in the template for required keys */
   const char *help;
-  int64_t min, max;    /* int, duration (ns), size (bytes) */
+  int64_t min, max;           /* int, duration (ns), size (bytes) */
   const char *const *choices; /* enum: NULL-terminated */
   pirec__config_check_fn check;
-  int base;            /* int: 10, or 8 for file modes */
+  int base; /* int: 10, or 8 for file modes */
 };
 
 struct pirec__config_section;
@@ -40,7 +40,7 @@ struct pirec__config_parse;
 
 struct pirec__config_kind {
   const char *name;
-  bool instance;       /* [name.NAME] */
+  bool instance; /* [name.NAME] */
   const char *help;
   const struct pirec__config_key *keys;
   size_t key_count;
@@ -67,7 +67,7 @@ struct pirec__config_value {
 struct pirec__config_section {
   const char *name; /* "camera.front" */
   const struct pirec__config_kind *kind;
-  int line;         /* 0 when not in the file */
+  int line; /* 0 when not in the file */
   bool present;
   struct pirec__config_value *values; /* kind->key_count entries */
 };
@@ -91,8 +91,8 @@ struct pirec_config {
   struct pirec__config_section *sections; /* file order; singletons not in the file appended */
   size_t section_count;
   struct pirec__config_section *defaults; /* one per kind, pirec__config_kinds order */
-  uint32_t *index;    /* open-addressing hash of section names: section position + 1, 0 empty */
-  size_t index_cap;   /* power of two, at least twice section_count */
+  uint32_t *index;  /* open-addressing hash of section names: section position + 1, 0 empty */
+  size_t index_cap; /* power of two, at least twice section_count */
 };
 
 /* Parse state shared with the schema's validators. */
@@ -105,9 +105,8 @@ struct pirec__config_parse {
 };
 
 /* Appends "FILE:LINE: KEY = 'VALUE': what" (or "FILE:LINE: KEY: what" when value is NULL). */
-void pirec__config_error(struct pirec__config_parse *p, int line, const char *key,
-                         const char *value, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void pirec__config_error(struct pirec__config_parse *p, int line, const char *key, const char *value,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 int pirec__config_errors_add(struct pirec_config_errors *errors, int line, const char *key,
                              const char *message);
 
@@ -125,14 +124,13 @@ int pirec__config_parse_value(const struct pirec__config_key *key, const char *t
 /* The "expected ..." phrase for key (thread-local buffer). */
 const char *pirec__config_expected(const struct pirec__config_key *key);
 /* Canonical text of a value into buf. */
-void pirec__config_value_text(const struct pirec__config_key *key,
-                              const struct pirec__config_value *v, char *buf, size_t len);
+void pirec__config_value_text(const struct pirec__config_key *key, const struct pirec__config_value *v,
+                              char *buf, size_t len);
 void pirec__config_format_duration(int64_t ns, char *buf, size_t len);
 void pirec__config_format_size(uint64_t bytes, char *buf, size_t len);
 
 /* Splits "camera.front.fps" at the last dot. Returns 0 or -ENOENT when there is no dot. */
-int pirec__config_split_key(const char *dotted, char *section, size_t section_len,
-                            const char **key);
+int pirec__config_split_key(const char *dotted, char *section, size_t section_len, const char **key);
 /* Resolves a section name: its kind, or NULL. For "camera.front" the kind is camera;
  * *bad_name set when the NAME part is missing or has characters other than [A-Za-z0-9_-]. */
 const struct pirec__config_kind *pirec__config_section_kind(const char *section, bool *bad_name);
@@ -157,8 +155,8 @@ struct pirec__line {
 void pirec__config_classify(const char *line, size_t len, struct pirec__line *out);
 
 /* Parses text, taking ownership of it (malloc'd, text[len] == '\0'), as pirec_config_parse. */
-int pirec__config_parse_owned(char *text, size_t len, const char *filename,
-                              struct pirec_config **out, struct pirec_config_errors *errors);
+int pirec__config_parse_owned(char *text, size_t len, const char *filename, struct pirec_config **out,
+                              struct pirec_config_errors *errors);
 /* Takes the exclusive edit lock for path (a flock on its directory); returns the fd to close. */
 int pirec__config_lock(const char *path, struct pirec_config_errors *errors);
 /* pirec_config_save with the edit lock held, appending failures to errors (may be NULL). */

@@ -18,7 +18,8 @@ struct pirec__arena_chunk {
   max_align_t data[];
 };
 
-void *pirec__arena_alloc(struct pirec__arena *a, size_t size) {
+void *pirec__arena_alloc(struct pirec__arena *a, size_t size)
+{
   size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
   struct pirec__arena_chunk *c = a->head;
   if (!c || c->cap - c->used < size) {
@@ -40,7 +41,8 @@ void *pirec__arena_alloc(struct pirec__arena *a, size_t size) {
   return p;
 }
 
-char *pirec__arena_strndup(struct pirec__arena *a, const char *s, size_t n) {
+char *pirec__arena_strndup(struct pirec__arena *a, const char *s, size_t n)
+{
   char *p = pirec__arena_alloc(a, n + 1);
   if (p) {
     memcpy(p, s, n);
@@ -49,7 +51,8 @@ char *pirec__arena_strndup(struct pirec__arena *a, const char *s, size_t n) {
   return p;
 }
 
-void pirec__arena_free(struct pirec__arena *a) {
+void pirec__arena_free(struct pirec__arena *a)
+{
   while (a->head) {
     struct pirec__arena_chunk *next = a->head->next;
     free(a->head);
@@ -60,9 +63,9 @@ void pirec__arena_free(struct pirec__arena *a) {
 /* ---- errors ------------------------------------------------------------------------------------ */
 
 int pirec__config_errors_add(struct pirec_config_errors *errors, int line, const char *key,
-                             const char *message) {
-  struct pirec_config_error *items =
-      realloc(errors->items, (errors->count + 1) * sizeof(*errors->items));
+                             const char *message)
+{
+  struct pirec_config_error *items = realloc(errors->items, (errors->count + 1) * sizeof(*errors->items));
   if (!items)
     return -ENOMEM;
   errors->items = items;
@@ -79,8 +82,9 @@ int pirec__config_errors_add(struct pirec_config_errors *errors, int line, const
   return 0;
 }
 
-void pirec__config_error(struct pirec__config_parse *p, int line, const char *key,
-                         const char *value, const char *fmt, ...) {
+void pirec__config_error(struct pirec__config_parse *p, int line, const char *key, const char *value,
+                         const char *fmt, ...)
+{
   p->error_count++;
   if (!p->errors)
     return;
@@ -102,7 +106,8 @@ void pirec__config_error(struct pirec__config_parse *p, int line, const char *ke
   free(msg);
 }
 
-void pirec_config_errors_free(struct pirec_config_errors *errors) {
+void pirec_config_errors_free(struct pirec_config_errors *errors)
+{
   if (!errors)
     return;
   for (size_t i = 0; i < errors->count; i++) {
@@ -116,12 +121,14 @@ void pirec_config_errors_free(struct pirec_config_errors *errors) {
 
 /* ---- line classification (mirrors inih's rules so the editor and the parser agree) ------------- */
 
-static bool is_space(char c) {
+static bool is_space(char c)
+{
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
 /* inih: scan until one of chars, or ';' right after whitespace (an inline comment). */
-static size_t find_chars_or_comment(const char *s, size_t i, size_t end, const char *chars) {
+static size_t find_chars_or_comment(const char *s, size_t i, size_t end, const char *chars)
+{
   bool was_space = false;
   for (; i < end; i++) {
     if (chars && strchr(chars, s[i]) && s[i])
@@ -133,7 +140,8 @@ static size_t find_chars_or_comment(const char *s, size_t i, size_t end, const c
   return end;
 }
 
-void pirec__config_classify(const char *line, size_t len, struct pirec__line *out) {
+void pirec__config_classify(const char *line, size_t len, struct pirec__line *out)
+{
   memset(out, 0, sizeof(*out));
   size_t i = 0, end = len;
   while (i < end && is_space(line[i]))
@@ -190,12 +198,13 @@ struct ctx {
   const char *text;
   size_t len, pos;
   int line;
-  long cur;          /* index of the current section, -1 none */
-  bool skip;         /* inside an unknown or invalid section: its keys are not reported again */
-  size_t cap;        /* capacity of cfg->sections */
+  long cur;   /* index of the current section, -1 none */
+  bool skip;  /* inside an unknown or invalid section: its keys are not reported again */
+  size_t cap; /* capacity of cfg->sections */
 };
 
-static uint32_t name_hash(const char *s) {
+static uint32_t name_hash(const char *s)
+{
   uint32_t h = 2166136261u; /* FNV-1a */
   for (; *s; s++)
     h = (h ^ (unsigned char)*s) * 16777619u;
@@ -204,8 +213,8 @@ static uint32_t name_hash(const char *s) {
 
 /* Sections are found by name through a hash index, so a file with thousands of instances parses in
  * linear time and getters stay O(1). */
-static struct pirec__config_section *find_section(const struct pirec_config *cfg,
-                                                  const char *name) {
+static struct pirec__config_section *find_section(const struct pirec_config *cfg, const char *name)
+{
   if (!cfg->index_cap)
     return NULL;
   size_t mask = cfg->index_cap - 1;
@@ -218,7 +227,8 @@ static struct pirec__config_section *find_section(const struct pirec_config *cfg
   }
 }
 
-static void index_put(struct pirec_config *cfg, size_t pos) {
+static void index_put(struct pirec_config *cfg, size_t pos)
+{
   size_t mask = cfg->index_cap - 1;
   size_t i = name_hash(cfg->sections[pos].name) & mask;
   while (cfg->index[i])
@@ -227,7 +237,8 @@ static void index_put(struct pirec_config *cfg, size_t pos) {
 }
 
 /* Makes room for one more section in the index. */
-static int index_grow(struct pirec_config *cfg) {
+static int index_grow(struct pirec_config *cfg)
+{
   if ((cfg->section_count + 1) * 2 <= cfg->index_cap)
     return 0;
   size_t cap = cfg->index_cap ? cfg->index_cap * 2 : 32;
@@ -242,11 +253,13 @@ static int index_grow(struct pirec_config *cfg) {
   return 0;
 }
 
-static size_t kind_index(const struct pirec__config_kind *kind) {
+static size_t kind_index(const struct pirec__config_kind *kind)
+{
   return (size_t)(kind - pirec__config_kinds);
 }
 
-static int init_defaults(struct pirec_config *cfg) {
+static int init_defaults(struct pirec_config *cfg)
+{
   cfg->defaults = pirec__arena_alloc(&cfg->arena, pirec__config_kind_count * sizeof(*cfg->defaults));
   if (!cfg->defaults)
     return -ENOMEM;
@@ -265,8 +278,8 @@ static int init_defaults(struct pirec_config *cfg) {
       const char *expected;
       memset(v, 0, sizeof(*v));
       if (key->def && pirec__config_parse_value(key, key->def, v, &expected) != 0) {
-        fprintf(stderr, "pirec_config: schema default of %s.%s is invalid: %s\n", kind->name,
-                key->name, expected);
+        fprintf(stderr, "pirec_config: schema default of %s.%s is invalid: %s\n", kind->name, key->name,
+                expected);
         abort();
       }
       if (!key->def)
@@ -276,9 +289,9 @@ static int init_defaults(struct pirec_config *cfg) {
   return 0;
 }
 
-static struct pirec__config_section *add_section(struct ctx *c, const char *name,
-                                                 const struct pirec__config_kind *kind, int line,
-                                                 bool present) {
+static struct pirec__config_section *
+add_section(struct ctx *c, const char *name, const struct pirec__config_kind *kind, int line, bool present)
+{
   struct pirec_config *cfg = c->p.cfg;
   if (cfg->section_count >= UINT32_MAX - 1 || index_grow(cfg) != 0)
     return NULL;
@@ -312,7 +325,8 @@ static struct pirec__config_section *add_section(struct ctx *c, const char *name
   return s;
 }
 
-static void begin_section(struct ctx *c, const char *name, size_t len) {
+static void begin_section(struct ctx *c, const char *name, size_t len)
+{
   c->cur = -1;
   c->skip = true;
   if (len > 49) {
@@ -350,11 +364,9 @@ static void begin_section(struct ctx *c, const char *name, size_t len) {
   if (bad) {
     if (kind->instance)
       pirec__config_error(&c->p, c->line, br, NULL,
-                          "expected [%s.NAME] with NAME made of letters, digits, '-' and '_'",
-                          kind->name);
+                          "expected [%s.NAME] with NAME made of letters, digits, '-' and '_'", kind->name);
     else
-      pirec__config_error(&c->p, c->line, br, NULL, "expected [%s] without a .NAME suffix",
-                          kind->name);
+      pirec__config_error(&c->p, c->line, br, NULL, "expected [%s] without a .NAME suffix", kind->name);
     return;
   }
   struct pirec__config_section *s = find_section(c->p.cfg, nm);
@@ -374,7 +386,8 @@ static void begin_section(struct ctx *c, const char *name, size_t len) {
 /* inih calls the reader for each line, then the handler for that line, so c->line is the handler's
  * line number. The reader also does what inih cannot: report every malformed line (inih remembers
  * only the first), see sections without keys, and refuse lines its buffer would split. */
-static char *reader(char *str, int num, void *stream) {
+static char *reader(char *str, int num, void *stream)
+{
   struct ctx *c = stream;
   if (c->pos >= c->len)
     return NULL;
@@ -397,8 +410,7 @@ static char *reader(char *str, int num, void *stream) {
   pirec__config_classify(s, n, &l);
   switch (l.kind) {
   case PIREC__LINE_BLANK:
-  case PIREC__LINE_COMMENT:
-    return str;
+  case PIREC__LINE_COMMENT: return str;
   case PIREC__LINE_BAD: {
     /* quote the line (trimmed, at most 60 bytes) so the user sees what was not understood */
     size_t a = 0, b = n;
@@ -424,14 +436,13 @@ static char *reader(char *str, int num, void *stream) {
     size_t name_len = l.name_end - l.name_start, value_len = l.value_end - l.value_start;
     size_t used = name_len + 1 + value_len;
     if (used > PIREC__CONFIG_MAX_LINE || used + 4 > (size_t)num) {
-      pirec__config_error(&c->p, c->line, NULL, NULL,
-                          "key and value are %zu bytes long, expected at most %d", used,
-                          PIREC__CONFIG_MAX_LINE);
+      pirec__config_error(&c->p, c->line, NULL, NULL, "key and value are %zu bytes long, expected at most %d",
+                          used, PIREC__CONFIG_MAX_LINE);
       return str;
     }
     if (name_len > 40) {
-      pirec__config_error(&c->p, c->line, NULL, NULL, "key '%.*s...' is too long, expected a key name",
-                          20, s + l.name_start);
+      pirec__config_error(&c->p, c->line, NULL, NULL, "key '%.*s...' is too long, expected a key name", 20,
+                          s + l.name_start);
       return str;
     }
     memcpy(str, s + l.name_start, name_len);
@@ -444,7 +455,8 @@ static char *reader(char *str, int num, void *stream) {
   return str;
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value) {
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
   struct ctx *c = user;
   (void)section;
   if (c->skip)
@@ -495,7 +507,8 @@ static int handler(void *user, const char *section, const char *name, const char
   return 1;
 }
 
-static struct pirec_config *config_alloc(void) {
+static struct pirec_config *config_alloc(void)
+{
   struct pirec_config *cfg = calloc(1, sizeof(*cfg));
   if (!cfg)
     return NULL;
@@ -510,7 +523,8 @@ static struct pirec_config *config_alloc(void) {
 
 /* Cross-key checks run after the whole file is read; sorting puts their errors in file order too.
  * Stable: errors on one line keep the order they were found in. */
-static void sort_errors(struct pirec_config_errors *errors, size_t first) {
+static void sort_errors(struct pirec_config_errors *errors, size_t first)
+{
   size_t n = errors->count - first;
   struct pirec_config_error *items = errors->items + first;
   /* Insertion sort: stable, and the list is already sorted except for the few validator errors. */
@@ -527,7 +541,8 @@ static void sort_errors(struct pirec_config_errors *errors, size_t first) {
 
 /* Takes ownership of text (malloc'd, text[len] == '\0'). */
 static int parse_owned(char *text, size_t len, const char *filename, struct pirec_config **out,
-                       struct pirec_config_errors *errors) {
+                       struct pirec_config_errors *errors)
+{
   *out = NULL;
   if (!filename)
     filename = "<string>";
@@ -540,8 +555,8 @@ static int parse_owned(char *text, size_t len, const char *filename, struct pire
   cfg->source_len = len;
   cfg->path = pirec__arena_strndup(&cfg->arena, filename, strlen(filename));
   size_t first_error = errors ? errors->count : 0;
-  struct ctx c = {.p = {.cfg = cfg, .errors = errors, .filename = filename},
-                  .text = text, .len = len, .cur = -1};
+  struct ctx c = {
+      .p = {.cfg = cfg, .errors = errors, .filename = filename}, .text = text, .len = len, .cur = -1};
   if (!cfg->path) {
     pirec_config_free(cfg);
     return -ENOMEM;
@@ -577,13 +592,15 @@ static int parse_owned(char *text, size_t len, const char *filename, struct pire
   return 0;
 }
 
-int pirec__config_parse_owned(char *text, size_t len, const char *filename,
-                              struct pirec_config **out, struct pirec_config_errors *errors) {
+int pirec__config_parse_owned(char *text, size_t len, const char *filename, struct pirec_config **out,
+                              struct pirec_config_errors *errors)
+{
   return parse_owned(text, len, filename, out, errors);
 }
 
-int pirec_config_parse(const char *text, size_t len, const char *filename,
-                       struct pirec_config **out, struct pirec_config_errors *errors) {
+int pirec_config_parse(const char *text, size_t len, const char *filename, struct pirec_config **out,
+                       struct pirec_config_errors *errors)
+{
   char *copy = malloc(len + 1);
   if (!copy) {
     *out = NULL;
@@ -595,8 +612,8 @@ int pirec_config_parse(const char *text, size_t len, const char *filename,
   return parse_owned(copy, len, filename, out, errors);
 }
 
-int pirec_config_load(const char *path, struct pirec_config **out,
-                      struct pirec_config_errors *errors) {
+int pirec_config_load(const char *path, struct pirec_config **out, struct pirec_config_errors *errors)
+{
   struct pirec_fs_req req = {0};
   *out = NULL;
   int r = pirec_fs_read_file(NULL, &req, path, PIREC__CONFIG_MAX_FILE, NULL);
@@ -620,18 +637,21 @@ int pirec_config_load(const char *path, struct pirec_config **out,
   return parse_owned(text, len, path, out, errors);
 }
 
-int pirec_config_new_defaults(struct pirec_config **out) {
+int pirec_config_new_defaults(struct pirec_config **out)
+{
   return pirec_config_parse("", 0, NULL, out, NULL);
 }
 
 /* ---- the value --------------------------------------------------------------------------------- */
 
-struct pirec_config *pirec_config_ref(struct pirec_config *cfg) {
+struct pirec_config *pirec_config_ref(struct pirec_config *cfg)
+{
   atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
   return cfg;
 }
 
-void pirec_config_free(struct pirec_config *cfg) {
+void pirec_config_free(struct pirec_config *cfg)
+{
   if (!cfg)
     return;
   if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
@@ -643,21 +663,25 @@ void pirec_config_free(struct pirec_config *cfg) {
   free(cfg);
 }
 
-const char *pirec_config_path(const struct pirec_config *cfg) {
+const char *pirec_config_path(const struct pirec_config *cfg)
+{
   return cfg->path;
 }
 
-const char *pirec_config_source(const struct pirec_config *cfg, size_t *len) {
+const char *pirec_config_source(const struct pirec_config *cfg, size_t *len)
+{
   if (len)
     *len = cfg->source_len;
   return cfg->source;
 }
 
-static bool kind_is(const struct pirec__config_section *s, const char *kind) {
+static bool kind_is(const struct pirec__config_section *s, const char *kind)
+{
   return strcmp(s->kind->name, kind) == 0;
 }
 
-size_t pirec_config_instance_count(const struct pirec_config *cfg, const char *kind) {
+size_t pirec_config_instance_count(const struct pirec_config *cfg, const char *kind)
+{
   size_t n = 0;
   for (size_t i = 0; i < cfg->section_count; i++)
     if (cfg->sections[i].present && cfg->sections[i].kind->instance && kind_is(&cfg->sections[i], kind))
@@ -665,35 +689,34 @@ size_t pirec_config_instance_count(const struct pirec_config *cfg, const char *k
   return n;
 }
 
-const char *pirec_config_instance(const struct pirec_config *cfg, const char *kind, size_t index) {
+const char *pirec_config_instance(const struct pirec_config *cfg, const char *kind, size_t index)
+{
   for (size_t i = 0; i < cfg->section_count; i++)
-    if (cfg->sections[i].present && cfg->sections[i].kind->instance &&
-        kind_is(&cfg->sections[i], kind) && index-- == 0)
+    if (cfg->sections[i].present && cfg->sections[i].kind->instance && kind_is(&cfg->sections[i], kind) &&
+        index-- == 0)
       return cfg->sections[i].name;
   return NULL;
 }
 
-bool pirec_config_has_section(const struct pirec_config *cfg, const char *section) {
+bool pirec_config_has_section(const struct pirec_config *cfg, const char *section)
+{
   const struct pirec__config_section *s = find_section(cfg, section);
   return s && s->present;
 }
 
-static const char *type_name(enum pirec__config_type t) {
+static const char *type_name(enum pirec__config_type t)
+{
   switch (t) {
-  case PIREC__CONFIG_BOOL:
-    return "bool";
-  case PIREC__CONFIG_INT:
-    return "integer";
-  case PIREC__CONFIG_DURATION:
-    return "duration";
-  case PIREC__CONFIG_SIZE:
-    return "size";
-  default:
-    return "string";
+  case PIREC__CONFIG_BOOL: return "bool";
+  case PIREC__CONFIG_INT: return "integer";
+  case PIREC__CONFIG_DURATION: return "duration";
+  case PIREC__CONFIG_SIZE: return "size";
+  default: return "string";
   }
 }
 
-static bool type_matches(enum pirec__config_type want, enum pirec__config_type have) {
+static bool type_matches(enum pirec__config_type want, enum pirec__config_type have)
+{
   if (want == PIREC__CONFIG_STRING)
     return have == PIREC__CONFIG_STRING || have == PIREC__CONFIG_PATH || have == PIREC__CONFIG_ENUM;
   return want == have;
@@ -701,8 +724,8 @@ static bool type_matches(enum pirec__config_type want, enum pirec__config_type h
 
 /* Returns the value, or NULL when the schema has no such key (key_out NULL too). */
 static const struct pirec__config_value *lookup(const struct pirec_config *cfg, const char *section,
-                                                const char *name,
-                                                const struct pirec__config_key **key_out) {
+                                                const char *name, const struct pirec__config_key **key_out)
+{
   bool bad;
   *key_out = NULL;
   const struct pirec__config_kind *kind = pirec__config_section_kind(section, &bad);
@@ -720,7 +743,8 @@ static const struct pirec__config_value *lookup(const struct pirec_config *cfg, 
 }
 
 static const struct pirec__config_value *get(const struct pirec_config *cfg, const char *section,
-                                             const char *name, enum pirec__config_type type) {
+                                             const char *name, enum pirec__config_type type)
+{
   const struct pirec__config_key *key;
   const struct pirec__config_value *v = lookup(cfg, section, name, &key);
   if (!v || !type_matches(type, key->type)) {
@@ -730,31 +754,34 @@ static const struct pirec__config_value *get(const struct pirec_config *cfg, con
   return v;
 }
 
-bool pirec_config_get_bool(const struct pirec_config *cfg, const char *section, const char *key) {
+bool pirec_config_get_bool(const struct pirec_config *cfg, const char *section, const char *key)
+{
   return get(cfg, section, key, PIREC__CONFIG_BOOL)->v.b;
 }
 
-int64_t pirec_config_get_int(const struct pirec_config *cfg, const char *section, const char *key) {
+int64_t pirec_config_get_int(const struct pirec_config *cfg, const char *section, const char *key)
+{
   return get(cfg, section, key, PIREC__CONFIG_INT)->v.i;
 }
 
-int64_t pirec_config_get_duration(const struct pirec_config *cfg, const char *section,
-                                  const char *key) {
+int64_t pirec_config_get_duration(const struct pirec_config *cfg, const char *section, const char *key)
+{
   return get(cfg, section, key, PIREC__CONFIG_DURATION)->v.i;
 }
 
-uint64_t pirec_config_get_size(const struct pirec_config *cfg, const char *section,
-                               const char *key) {
+uint64_t pirec_config_get_size(const struct pirec_config *cfg, const char *section, const char *key)
+{
   return get(cfg, section, key, PIREC__CONFIG_SIZE)->v.u;
 }
 
-const char *pirec_config_get_string(const struct pirec_config *cfg, const char *section,
-                                    const char *key) {
+const char *pirec_config_get_string(const struct pirec_config *cfg, const char *section, const char *key)
+{
   const char *s = get(cfg, section, key, PIREC__CONFIG_STRING)->s;
   return s ? s : "";
 }
 
-bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, const char *name) {
+bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, const char *name)
+{
   const struct pirec__config_key *key;
   const struct pirec__config_value *v = lookup(cfg, section, name, &key);
   if (!v) {
@@ -764,7 +791,8 @@ bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, co
   return v->set;
 }
 
-int pirec_config_get_text(const struct pirec_config *cfg, const char *dotted_key, char **out) {
+int pirec_config_get_text(const struct pirec_config *cfg, const char *dotted_key, char **out)
+{
   char section[128];
   const char *name;
   *out = NULL;
@@ -775,8 +803,7 @@ int pirec_config_get_text(const struct pirec_config *cfg, const char *dotted_key
   if (!v)
     return -ENOENT;
   char buf[64];
-  if (key->type == PIREC__CONFIG_STRING || key->type == PIREC__CONFIG_PATH ||
-      key->type == PIREC__CONFIG_ENUM)
+  if (key->type == PIREC__CONFIG_STRING || key->type == PIREC__CONFIG_PATH || key->type == PIREC__CONFIG_ENUM)
     *out = strdup(v->s ? v->s : "");
   else {
     pirec__config_value_text(key, v, buf, sizeof(buf));
@@ -785,7 +812,8 @@ int pirec_config_get_text(const struct pirec_config *cfg, const char *dotted_key
   return *out ? 0 : -ENOMEM;
 }
 
-char *pirec_config_format(const struct pirec_config *cfg) {
+char *pirec_config_format(const struct pirec_config *cfg)
+{
   size_t cap = 4096, len = 0;
   char *out = malloc(cap);
   if (!out)
@@ -826,6 +854,7 @@ char *pirec_config_format(const struct pirec_config *cfg) {
   return out;
 }
 
-int pirec_config_save(const struct pirec_config *cfg, const char *path) {
+int pirec_config_save(const struct pirec_config *cfg, const char *path)
+{
   return pirec__config_save_locked(cfg, path, NULL);
 }

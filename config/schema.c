@@ -9,25 +9,26 @@
 
 #include "internal.h"
 
-#define NS_US INT64_C(1000)
-#define NS_MS INT64_C(1000000)
-#define NS_S INT64_C(1000000000)
-#define NS_MIN (60 * NS_S)
-#define NS_H (3600 * NS_S)
-#define KIB INT64_C(1024)
-#define MIB (1024 * KIB)
-#define GIB (1024 * MIB)
+#define NS_US    INT64_C(1000)
+#define NS_MS    INT64_C(1000000)
+#define NS_S     INT64_C(1000000000)
+#define NS_MIN   (60 * NS_S)
+#define NS_H     (3600 * NS_S)
+#define KIB      INT64_C(1024)
+#define MIB      (1024 * KIB)
+#define GIB      (1024 * MIB)
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- custom checks for string-typed values ---------------------------------------------------- */
 
-static bool name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '_';
+static bool name_char(char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
-static const char *check_label(const char *v) {
+static const char *check_label(const char *v)
+{
   for (const char *c = v; *c; c++)
     if (!name_char(*c))
       return "letters, digits, '-' and '_' only (it becomes part of a directory name)";
@@ -36,7 +37,8 @@ static const char *check_label(const char *v) {
   return NULL;
 }
 
-static const char *check_socket_path(const char *v) {
+static const char *check_socket_path(const char *v)
+{
   if (*v && *v != '/')
     return "an absolute path, or empty for the default";
   if (strlen(v) > 107)
@@ -44,14 +46,16 @@ static const char *check_socket_path(const char *v) {
   return NULL;
 }
 
-static const char *check_wxh(const char *v) {
+static const char *check_wxh(const char *v)
+{
   int w, h;
   if (pirec_config_parse_wxh(v, &w, &h) != 0)
     return "WIDTHxHEIGHT with each from 16 to 8192 and even, e.g. 640x480";
   return NULL;
 }
 
-static const char *check_pixfmt(const char *v) {
+static const char *check_pixfmt(const char *v)
+{
   if (!*v)
     return "a pixel format name such as yuv420p, yuyv422 or mjpeg";
   for (const char *c = v; *c; c++)
@@ -60,7 +64,8 @@ static const char *check_pixfmt(const char *v) {
   return NULL;
 }
 
-static const char *check_address(const char *v) {
+static const char *check_address(const char *v)
+{
   static const char expected[] = "auto, or HOST:PORT with a port from 1 to 65535, e.g. 192.168.75.51:8080";
   if (strcmp(v, "auto") == 0)
     return NULL;
@@ -78,7 +83,8 @@ static const char *check_address(const char *v) {
   return NULL;
 }
 
-static const char *check_gpio_line(const char *v) {
+static const char *check_gpio_line(const char *v)
+{
   if (!*v)
     return "a line name such as GPIO17, or a line offset such as 17";
   for (const char *c = v; *c; c++)
@@ -87,11 +93,13 @@ static const char *check_gpio_line(const char *v) {
   return NULL;
 }
 
-static const char *check_nonempty(const char *v) {
+static const char *check_nonempty(const char *v)
+{
   return *v ? NULL : "a non-empty value";
 }
 
-static const char *check_url(const char *v) {
+static const char *check_url(const char *v)
+{
   if (!*v)
     return NULL; /* empty is checked against source in validate_camera */
   if (!strstr(v, "://"))
@@ -102,8 +110,8 @@ static const char *check_url(const char *v) {
 /* ---- enums ------------------------------------------------------------------------------------- */
 
 static const char *const sources[] = {"lavfi", "v4l2", "rpicam", "url", NULL};
-static const char *const presets[] = {"ultrafast", "superfast", "veryfast", "faster", "fast",
-                                      "medium", "slow", "slower", "veryslow", NULL};
+static const char *const presets[] = {"ultrafast", "superfast", "veryfast", "faster",   "fast",
+                                      "medium",    "slow",      "slower",   "veryslow", NULL};
 static const char *const edges[] = {"rising", "falling", "both", NULL};
 static const char *const biases[] = {"as-is", "disabled", "pull-up", "pull-down", NULL};
 static const char *const actions[] = {"start", "stop", "toggle", "trial", "marker", NULL};
@@ -115,19 +123,42 @@ static const char *const control_modes[] = {"socket", "off", NULL};
 
 /* ---- the tables -------------------------------------------------------------------------------- */
 
-#define BOOL(n, d, h) {.name = n, .type = PIREC__CONFIG_BOOL, .def = d, .help = h}
-#define INT(n, d, lo, hi, h) \
-  {.name = n, .type = PIREC__CONFIG_INT, .def = d, .min = lo, .max = hi, .help = h, .base = 10}
-#define MODE(n, d, h) \
-  {.name = n, .type = PIREC__CONFIG_INT, .def = d, .min = 0, .max = 0777, .help = h, .base = 8}
-#define DUR(n, d, lo, hi, h) \
-  {.name = n, .type = PIREC__CONFIG_DURATION, .def = d, .min = lo, .max = hi, .help = h}
-#define SIZE(n, d, lo, hi, h) \
-  {.name = n, .type = PIREC__CONFIG_SIZE, .def = d, .min = lo, .max = hi, .help = h}
-#define STR(n, d, c, h) {.name = n, .type = PIREC__CONFIG_STRING, .def = d, .check = c, .help = h}
-#define REQ(n, ex, c, h) {.name = n, .type = PIREC__CONFIG_STRING, .example = ex, .check = c, .help = h}
-#define ENUM(n, d, ch, h) {.name = n, .type = PIREC__CONFIG_ENUM, .def = d, .choices = ch, .help = h}
-#define PATH(n, d, h) {.name = n, .type = PIREC__CONFIG_PATH, .def = d, .check = check_nonempty, .help = h}
+#define BOOL(n, d, h)                                          \
+  {                                                            \
+    .name = n, .type = PIREC__CONFIG_BOOL, .def = d, .help = h \
+  }
+#define INT(n, d, lo, hi, h)                                                                    \
+  {                                                                                             \
+    .name = n, .type = PIREC__CONFIG_INT, .def = d, .min = lo, .max = hi, .help = h, .base = 10 \
+  }
+#define MODE(n, d, h)                                                                           \
+  {                                                                                             \
+    .name = n, .type = PIREC__CONFIG_INT, .def = d, .min = 0, .max = 0777, .help = h, .base = 8 \
+  }
+#define DUR(n, d, lo, hi, h)                                                             \
+  {                                                                                      \
+    .name = n, .type = PIREC__CONFIG_DURATION, .def = d, .min = lo, .max = hi, .help = h \
+  }
+#define SIZE(n, d, lo, hi, h)                                                        \
+  {                                                                                  \
+    .name = n, .type = PIREC__CONFIG_SIZE, .def = d, .min = lo, .max = hi, .help = h \
+  }
+#define STR(n, d, c, h)                                                      \
+  {                                                                          \
+    .name = n, .type = PIREC__CONFIG_STRING, .def = d, .check = c, .help = h \
+  }
+#define REQ(n, ex, c, h)                                                          \
+  {                                                                               \
+    .name = n, .type = PIREC__CONFIG_STRING, .example = ex, .check = c, .help = h \
+  }
+#define ENUM(n, d, ch, h)                                                     \
+  {                                                                           \
+    .name = n, .type = PIREC__CONFIG_ENUM, .def = d, .choices = ch, .help = h \
+  }
+#define PATH(n, d, h)                                                                   \
+  {                                                                                     \
+    .name = n, .type = PIREC__CONFIG_PATH, .def = d, .check = check_nonempty, .help = h \
+  }
 
 static const struct pirec__config_key session_keys[] = {
     PATH("output_dir", "/var/lib/pirec/sessions",
@@ -140,29 +171,36 @@ static const struct pirec__config_key session_keys[] = {
 
 static const struct pirec__config_key storage_keys[] = {
     SIZE("ring_size", "8MiB", 64 * KIB, GIB, "ring buffer per non-video module (gaze, notes, GPIO events)"),
-    DUR("fsync_interval", "1s", 0, 10 * NS_MIN, "how often written files are fdatasync'ed (0: only when closed)"),
+    DUR("fsync_interval", "1s", 0, 10 * NS_MIN,
+        "how often written files are fdatasync'ed (0: only when closed)"),
 };
 
 static const struct pirec__config_key control_keys[] = {
-    ENUM("mode", "socket", control_modes, "socket: accept status/start/stop/trial/note on a unix socket; off: none"),
+    ENUM("mode", "socket", control_modes,
+         "socket: accept status/start/stop/trial/note on a unix socket; off: none"),
     STR("socket", "", check_socket_path,
-        "path of the control socket; empty: $RUNTIME_DIRECTORY/control.sock (systemd), else $XDG_RUNTIME_DIR/pirec/control.sock, else /run/pirec/control.sock for root, else /tmp/pirec-UID/control.sock"),
+        "path of the control socket; empty: $RUNTIME_DIRECTORY/control.sock (systemd), else "
+        "$XDG_RUNTIME_DIR/pirec/control.sock, else /run/pirec/control.sock for root, else "
+        "/tmp/pirec-UID/control.sock"),
     MODE("socket_mode", "0660", "permissions of the control socket"),
 };
 
 static const struct pirec__config_key camera_keys[] = {
     BOOL("enabled", "true", "record this camera"),
     ENUM("source", "lavfi", sources,
-         "lavfi: synthetic test pattern; v4l2: USB/V4L2 device; rpicam: CSI camera via rpicam-vid; url: network stream"),
+         "lavfi: synthetic test pattern; v4l2: USB/V4L2 device; rpicam: CSI camera via rpicam-vid; url: "
+         "network stream"),
     PATH("device", "/dev/video0", "V4L2 device node (source = v4l2)"),
     STR("url", "", check_url, "stream URL (source = url), e.g. rtsp://192.168.1.10:554/stream"),
     STR("lavfi", "testsrc2", check_nonempty, "lavfi source filter (source = lavfi); size and fps are added"),
     STR("size", "640x480", check_wxh, "frame size WIDTHxHEIGHT"),
     INT("fps", "30", 1, 240, "frames per second requested from the source"),
-    STR("pixel_format", "yuv420p", check_pixfmt, "pixel format requested from the source (mjpeg for most USB cameras)"),
+    STR("pixel_format", "yuv420p", check_pixfmt,
+        "pixel format requested from the source (mjpeg for most USB cameras)"),
     INT("index", "0", 0, 15, "which CSI camera rpicam-vid opens, its --camera number (source = rpicam)"),
     ENUM("preset", "ultrafast", presets,
-         "x264 speed preset for raw sources (yuv420p, yuv422p); compressed sources (mjpeg, h264) are stored as received"),
+         "x264 speed preset for raw sources (yuv420p, yuv422p); compressed sources (mjpeg, h264) are stored "
+         "as received"),
     INT("crf", "23", 0, 51, "x264 constant rate factor for raw sources, lower is better quality"),
     INT("gop", "60", 1, 10000, "frames between keyframes for raw sources"),
     SIZE("ring_size", "0", 0, 2 * GIB,
@@ -184,7 +222,8 @@ static const struct pirec__config_key notes_keys[] = {
 
 static const struct pirec__config_key gpio_keys[] = {
     STR("chip", "auto", check_nonempty,
-        "chip path (/dev/gpiochip0), name (gpiochip0) or label (pinctrl-rp1); auto: search all chips for line"),
+        "chip path (/dev/gpiochip0), name (gpiochip0) or label (pinctrl-rp1); auto: search all chips for "
+        "line"),
     REQ("line", "GPIO17", check_gpio_line, "line name (GPIO17) or offset on the chip; required"),
     ENUM("direction", "input", directions, "input: a trigger that records edges; output: driven by pirec"),
     ENUM("edge", "rising", edges, "edges that trigger (direction = input)"),
@@ -195,7 +234,8 @@ static const struct pirec__config_key gpio_keys[] = {
     ENUM("action", "marker", actions,
          "what an edge does: start/stop/toggle the session, start the next trial, or only log a marker"),
     DUR("min_interval", "0", 0, NS_H, "ignore triggers closer than this to the last accepted one"),
-    ENUM("role", "led", roles, "led: lit while recording; sync_pulse: periodic pulse logged in events.csv (direction = output)"),
+    ENUM("role", "led", roles,
+         "led: lit while recording; sync_pulse: periodic pulse logged in events.csv (direction = output)"),
     DUR("pulse_length", "10ms", NS_US, 10 * NS_S, "length of a sync pulse (role = sync_pulse)"),
     DUR("pulse_interval", "1s", 0, NS_H,
         "time between sync pulses while recording (role = sync_pulse; 0: one pulse per trial start only)"),
@@ -205,7 +245,8 @@ static const struct pirec__config_key remux_keys[] = {
     ENUM("format", "mp4", formats, "container written by pirec-remux"),
     INT("jobs", "1", 1, 8, "remux jobs run at the same time"),
     ENUM("clock", "auto", clocks,
-         "timestamp column that times each frame: auto (device when every row has one, else mono), mono (CLOCK_MONOTONIC), wall (CLOCK_REALTIME) or device"),
+         "timestamp column that times each frame: auto (device when every row has one, else mono), mono "
+         "(CLOCK_MONOTONIC), wall (CLOCK_REALTIME) or device"),
 };
 
 static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s);
@@ -213,7 +254,8 @@ static void validate_eyetracker(struct pirec__config_parse *p, struct pirec__con
 static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_section *s);
 
 const struct pirec__config_kind pirec__config_kinds[] = {
-    {"session", false, "where and how sessions and trials are written", session_keys, COUNT(session_keys), NULL},
+    {"session", false, "where and how sessions and trials are written", session_keys, COUNT(session_keys),
+     NULL},
     {"storage", false, "buffering and disk writes", storage_keys, COUNT(storage_keys), NULL},
     {"control", false, "the control socket used by pirec status/start/stop/trial/note", control_keys,
      COUNT(control_keys), NULL},
@@ -231,20 +273,22 @@ const size_t pirec__config_kind_count = COUNT(pirec__config_kinds);
 
 /* ---- cross-key validation ---------------------------------------------------------------------- */
 
-static const struct pirec__config_value *value_of(const struct pirec__config_section *s,
-                                                  const char *key) {
+static const struct pirec__config_value *value_of(const struct pirec__config_section *s, const char *key)
+{
   size_t i;
   if (!pirec__config_key_find(s->kind, key, &i))
     abort();
   return &s->values[i];
 }
 
-static int line_of(const struct pirec__config_section *s, const char *key) {
+static int line_of(const struct pirec__config_section *s, const char *key)
+{
   const struct pirec__config_value *v = value_of(s, key);
   return v->set ? v->line : s->line;
 }
 
-static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s) {
+static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s)
+{
   const char *source = value_of(s, "source")->s;
   char key[128];
   if (strcmp(source, "url") == 0 && !*value_of(s, "url")->s && !value_of(s, "url")->refused) {
@@ -254,19 +298,20 @@ static void validate_camera(struct pirec__config_parse *p, struct pirec__config_
   }
 }
 
-static void validate_eyetracker(struct pirec__config_parse *p, struct pirec__config_section *s) {
+static void validate_eyetracker(struct pirec__config_parse *p, struct pirec__config_section *s)
+{
   int64_t lo = value_of(s, "reconnect_min")->v.i, hi = value_of(s, "reconnect_max")->v.i;
   if (lo > hi) {
     char a[32], b[32], key[128];
     pirec__config_format_duration(lo, a, sizeof(a));
     pirec__config_format_duration(hi, b, sizeof(b));
     snprintf(key, sizeof(key), "%s.reconnect_max", s->name);
-    pirec__config_error(p, line_of(s, "reconnect_max"), key, b,
-                        "expected at least reconnect_min (%s)", a);
+    pirec__config_error(p, line_of(s, "reconnect_max"), key, b, "expected at least reconnect_min (%s)", a);
   }
 }
 
-static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_section *s) {
+static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_section *s)
+{
   char key[128];
   const struct pirec__config_value *line = value_of(s, "line");
   if (!line->set) {
@@ -288,8 +333,8 @@ static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_se
     const struct pirec__config_value *ol = value_of(o, "line");
     if (ol->set && strcmp(ol->s, line->s) == 0 && strcmp(value_of(o, "chip")->s, chip) == 0) {
       snprintf(key, sizeof(key), "%s.line", s->name);
-      pirec__config_error(p, line->line, key, line->s, "line already used by [%s] on line %d",
-                          o->name, ol->line);
+      pirec__config_error(p, line->line, key, line->s, "line already used by [%s] on line %d", o->name,
+                          ol->line);
       return;
     }
   }
@@ -297,16 +342,17 @@ static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_se
 
 /* ---- lookups and suggestions ------------------------------------------------------------------- */
 
-const struct pirec__config_kind *pirec__config_kind_find(const char *name, size_t len) {
+const struct pirec__config_kind *pirec__config_kind_find(const char *name, size_t len)
+{
   for (size_t i = 0; i < pirec__config_kind_count; i++)
-    if (strlen(pirec__config_kinds[i].name) == len &&
-        memcmp(pirec__config_kinds[i].name, name, len) == 0)
+    if (strlen(pirec__config_kinds[i].name) == len && memcmp(pirec__config_kinds[i].name, name, len) == 0)
       return &pirec__config_kinds[i];
   return NULL;
 }
 
 const struct pirec__config_key *pirec__config_key_find(const struct pirec__config_kind *kind,
-                                                       const char *name, size_t *index) {
+                                                       const char *name, size_t *index)
+{
   for (size_t i = 0; i < kind->key_count; i++)
     if (strcmp(kind->keys[i].name, name) == 0) {
       if (index)
@@ -316,7 +362,8 @@ const struct pirec__config_key *pirec__config_key_find(const struct pirec__confi
   return NULL;
 }
 
-const struct pirec__config_kind *pirec__config_section_kind(const char *section, bool *bad_name) {
+const struct pirec__config_kind *pirec__config_section_kind(const char *section, bool *bad_name)
+{
   *bad_name = false;
   const char *dot = strchr(section, '.');
   size_t len = dot ? (size_t)(dot - section) : strlen(section);
@@ -339,8 +386,8 @@ const struct pirec__config_kind *pirec__config_section_kind(const char *section,
   return kind;
 }
 
-int pirec__config_split_key(const char *dotted, char *section, size_t section_len,
-                            const char **key) {
+int pirec__config_split_key(const char *dotted, char *section, size_t section_len, const char **key)
+{
   const char *dot = strrchr(dotted, '.');
   if (!dot || dot == dotted || !dot[1] || (size_t)(dot - dotted) >= section_len)
     return -ENOENT;
@@ -352,7 +399,8 @@ int pirec__config_split_key(const char *dotted, char *section, size_t section_le
 
 /* Optimal string alignment distance: insertions, deletions, substitutions and adjacent
  * transpositions ("fsp" -> "fps" is one edit), the typical typos in a key. */
-static size_t edit_distance(const char *a, const char *b) {
+static size_t edit_distance(const char *a, const char *b)
+{
   size_t la = strlen(a), lb = strlen(b);
   if (la > 63 || lb > 63)
     return (size_t)-1;
@@ -375,7 +423,8 @@ static size_t edit_distance(const char *a, const char *b) {
   return d[la][lb];
 }
 
-const char *pirec__config_suggest(const char *word, const char *const *candidates, size_t count) {
+const char *pirec__config_suggest(const char *word, const char *const *candidates, size_t count)
+{
   size_t len = strlen(word);
   size_t limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
   const char *best = NULL;
@@ -390,7 +439,8 @@ const char *pirec__config_suggest(const char *word, const char *const *candidate
   return best;
 }
 
-const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, const char *word) {
+const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, const char *word)
+{
   const char *names[32];
   size_t n = kind->key_count < 32 ? kind->key_count : 32;
   for (size_t i = 0; i < n; i++)
@@ -402,13 +452,15 @@ const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, con
 
 /* Parses "12", "1.5", "0.25" followed by a unit from units[] (multipliers in mult[]); the result must
  * be a whole number of base units. unit_required: a bare number other than 0 is refused. */
-static int parse_scaled(const char *text, const char *const *units, const int64_t *mult,
-                        bool unit_required, uint64_t *out) {
+static int parse_scaled(const char *text, const char *const *units, const int64_t *mult, bool unit_required,
+                        uint64_t *out)
+{
   const char *c = text;
   uint64_t whole = 0, frac = 0, frac_scale = 1;
   bool digits = false;
   while (*c >= '0' && *c <= '9') {
-    if (__builtin_mul_overflow(whole, 10, &whole) || __builtin_add_overflow(whole, (uint64_t)(*c - '0'), &whole))
+    if (__builtin_mul_overflow(whole, 10, &whole) ||
+        __builtin_add_overflow(whole, (uint64_t)(*c - '0'), &whole))
       return -ERANGE;
     digits = true;
     c++;
@@ -468,7 +520,8 @@ static const int64_t duration_mult[] = {1, NS_US, NS_MS, NS_S, NS_MIN, NS_H};
 static const char *const size_units[] = {"B", "KiB", "MiB", "GiB", "kB", "MB", "GB", NULL};
 static const int64_t size_mult[] = {1, KIB, MIB, GIB, 1000, 1000000, 1000000000};
 
-int pirec_config_parse_duration(const char *text, int64_t *ns) {
+int pirec_config_parse_duration(const char *text, int64_t *ns)
+{
   uint64_t v;
   int r = parse_scaled(text, duration_units, duration_mult, true, &v);
   if (r)
@@ -479,11 +532,13 @@ int pirec_config_parse_duration(const char *text, int64_t *ns) {
   return 0;
 }
 
-int pirec_config_parse_size(const char *text, uint64_t *bytes) {
+int pirec_config_parse_size(const char *text, uint64_t *bytes)
+{
   return parse_scaled(text, size_units, size_mult, false, bytes);
 }
 
-int pirec_config_parse_wxh(const char *text, int *width, int *height) {
+int pirec_config_parse_wxh(const char *text, int *width, int *height)
+{
   char *end;
   if (!(*text >= '0' && *text <= '9'))
     return -EINVAL;
@@ -501,7 +556,8 @@ int pirec_config_parse_wxh(const char *text, int *width, int *height) {
   return 0;
 }
 
-void pirec__config_format_duration(int64_t ns, char *buf, size_t len) {
+void pirec__config_format_duration(int64_t ns, char *buf, size_t len)
+{
   static const struct {
     const char *unit;
     int64_t mult;
@@ -518,7 +574,8 @@ void pirec__config_format_duration(int64_t ns, char *buf, size_t len) {
   snprintf(buf, len, "%lldns", (long long)ns);
 }
 
-void pirec__config_format_size(uint64_t bytes, char *buf, size_t len) {
+void pirec__config_format_size(uint64_t bytes, char *buf, size_t len)
+{
   static const struct {
     const char *unit;
     uint64_t mult;
@@ -534,11 +591,11 @@ void pirec__config_format_size(uint64_t bytes, char *buf, size_t len) {
 
 static _Thread_local char expected_buf[512];
 
-const char *pirec__config_expected(const struct pirec__config_key *key) {
+const char *pirec__config_expected(const struct pirec__config_key *key)
+{
   char lo[32], hi[32];
   switch (key->type) {
-  case PIREC__CONFIG_BOOL:
-    return "expected true or false (also yes/no, on/off, 1/0)";
+  case PIREC__CONFIG_BOOL: return "expected true or false (also yes/no, on/off, 1/0)";
   case PIREC__CONFIG_INT:
     if (key->base == 8)
       snprintf(expected_buf, sizeof(expected_buf), "expected an octal file mode from 0000 to 0777");
@@ -566,20 +623,21 @@ const char *pirec__config_expected(const struct pirec__config_key *key) {
     return expected_buf;
   }
   case PIREC__CONFIG_STRING:
-  case PIREC__CONFIG_PATH:
-    break;
+  case PIREC__CONFIG_PATH: break;
   }
   return "expected a valid value";
 }
 
-static bool word_in(const char *v, const char *const *words) {
+static bool word_in(const char *v, const char *const *words)
+{
   for (size_t i = 0; words[i]; i++)
     if (strcmp(v, words[i]) == 0)
       return true;
   return false;
 }
 
-static int out_of_range(const struct pirec__config_key *key, const char **expected) {
+static int out_of_range(const struct pirec__config_key *key, const char **expected)
+{
   char tmp[sizeof(expected_buf) - 32];
   snprintf(tmp, sizeof(tmp), "%s", pirec__config_expected(key));
   snprintf(expected_buf, sizeof(expected_buf), "out of range, %s", tmp);
@@ -588,7 +646,8 @@ static int out_of_range(const struct pirec__config_key *key, const char **expect
 }
 
 int pirec__config_parse_value(const struct pirec__config_key *key, const char *text,
-                              struct pirec__config_value *out, const char **expected) {
+                              struct pirec__config_value *out, const char **expected)
+{
   static const char *const yes[] = {"true", "yes", "on", "1", NULL};
   static const char *const no[] = {"false", "no", "off", "0", NULL};
   for (const char *c = text; *c; c++)
@@ -688,29 +747,22 @@ bad:
   return -EINVAL;
 }
 
-void pirec__config_value_text(const struct pirec__config_key *key,
-                              const struct pirec__config_value *v, char *buf, size_t len) {
+void pirec__config_value_text(const struct pirec__config_key *key, const struct pirec__config_value *v,
+                              char *buf, size_t len)
+{
   switch (key->type) {
-  case PIREC__CONFIG_BOOL:
-    snprintf(buf, len, "%s", v->v.b ? "true" : "false");
-    break;
+  case PIREC__CONFIG_BOOL: snprintf(buf, len, "%s", v->v.b ? "true" : "false"); break;
   case PIREC__CONFIG_INT:
     if (key->base == 8)
       snprintf(buf, len, "%04llo", (unsigned long long)v->v.i);
     else
       snprintf(buf, len, "%lld", (long long)v->v.i);
     break;
-  case PIREC__CONFIG_DURATION:
-    pirec__config_format_duration(v->v.i, buf, len);
-    break;
-  case PIREC__CONFIG_SIZE:
-    pirec__config_format_size(v->v.u, buf, len);
-    break;
+  case PIREC__CONFIG_DURATION: pirec__config_format_duration(v->v.i, buf, len); break;
+  case PIREC__CONFIG_SIZE: pirec__config_format_size(v->v.u, buf, len); break;
   case PIREC__CONFIG_STRING:
   case PIREC__CONFIG_PATH:
-  case PIREC__CONFIG_ENUM:
-    snprintf(buf, len, "%s", v->s ? v->s : "");
-    break;
+  case PIREC__CONFIG_ENUM: snprintf(buf, len, "%s", v->s ? v->s : ""); break;
   }
 }
 
@@ -723,7 +775,8 @@ struct sbuf {
 };
 
 static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...) {
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
   if (b->oom)
     return;
   for (;;) {
@@ -752,7 +805,8 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
   }
 }
 
-static char *sb_finish(struct sbuf *b) {
+static char *sb_finish(struct sbuf *b)
+{
   if (b->oom) {
     free(b->p);
     return NULL;
@@ -760,11 +814,11 @@ static char *sb_finish(struct sbuf *b) {
   return b->p;
 }
 
-static const char *type_words(const struct pirec__config_key *key, char *buf, size_t len) {
+static const char *type_words(const struct pirec__config_key *key, char *buf, size_t len)
+{
   char lo[32], hi[32];
   switch (key->type) {
-  case PIREC__CONFIG_BOOL:
-    return "bool";
+  case PIREC__CONFIG_BOOL: return "bool";
   case PIREC__CONFIG_INT:
     if (key->base == 8)
       return "octal mode";
@@ -780,10 +834,8 @@ static const char *type_words(const struct pirec__config_key *key, char *buf, si
     pirec__config_format_size((uint64_t)key->max, hi, sizeof(hi));
     snprintf(buf, len, "size %s..%s", lo, hi);
     return buf;
-  case PIREC__CONFIG_STRING:
-    return "string";
-  case PIREC__CONFIG_PATH:
-    return "path";
+  case PIREC__CONFIG_STRING: return "string";
+  case PIREC__CONFIG_PATH: return "path";
   case PIREC__CONFIG_ENUM: {
     size_t n = (size_t)snprintf(buf, len, "one of ");
     for (size_t i = 0; key->choices[i] && n < len; i++)
@@ -802,7 +854,8 @@ static const struct {
   bool active;
 } template_instances[] = {{"camera", "camera0", true}, {"gpio", "start", false}};
 
-char *pirec_config_defaults_text(void) {
+char *pirec_config_defaults_text(void)
+{
   struct sbuf b = {0};
   sb_printf(&b, "# pirec configuration. Generated by `pirec config defaults`; every key is shown with\n"
                 "# its default. Check a file with `pirec config check FILE`; change one key with\n"
@@ -835,7 +888,8 @@ char *pirec_config_defaults_text(void) {
   return sb_finish(&b);
 }
 
-char *pirec_config_reference_markdown(void) {
+char *pirec_config_reference_markdown(void)
+{
   struct sbuf b = {0};
   for (size_t k = 0; k < pirec__config_kind_count; k++) {
     const struct pirec__config_kind *kind = &pirec__config_kinds[k];

@@ -16,44 +16,48 @@
 #include "pirec/controller.h"
 #include "pirec/error.h"
 
-#define EX_USAGE 64
+#define EX_USAGE       64
 #define EX_UNAVAILABLE 69
 
 /* ---- pirec record ---- */
 
-static void record_usage(FILE *f) {
-  fprintf(f,
-          "usage: pirec record [-c FILE] [--label L] [--wait] [--socket PATH] [--output-dir DIR]\n"
-          "  -c, --config FILE   configuration (default: the built-in demo configuration)\n"
-          "  -l, --label L       label of the first session's directory\n"
-          "  -w, --wait          start idle; record on `pirec start`, SIGUSR1 or a GPIO trigger\n"
-          "      --socket PATH   control socket (default: see docs/PROTOCOL.md)\n"
-          "      --output-dir D  write sessions under D instead of [session] output_dir\n"
-          "      --recorder-dir D  where pirec-notes, pirec-camera, ... are\n"
-          "Runs until SIGINT or SIGTERM (every file finalised). SIGUSR1 toggles recording, SIGHUP\n"
-          "reloads the config (applies from the next session).\n");
+static void record_usage(FILE *f)
+{
+  fprintf(f, "usage: pirec record [-c FILE] [--label L] [--wait] [--socket PATH] [--output-dir DIR]\n"
+             "  -c, --config FILE   configuration (default: the built-in demo configuration)\n"
+             "  -l, --label L       label of the first session's directory\n"
+             "  -w, --wait          start idle; record on `pirec start`, SIGUSR1 or a GPIO trigger\n"
+             "      --socket PATH   control socket (default: see docs/PROTOCOL.md)\n"
+             "      --output-dir D  write sessions under D instead of [session] output_dir\n"
+             "      --recorder-dir D  where pirec-notes, pirec-camera, ... are\n"
+             "Runs until SIGINT or SIGTERM (every file finalised). SIGUSR1 toggles recording, SIGHUP\n"
+             "reloads the config (applies from the next session).\n");
 }
 
-int pirec_record_main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'},     {"label", required_argument, NULL, 'l'},
-      {"wait", no_argument, NULL, 'w'},             {"socket", required_argument, NULL, 's'},
-      {"output-dir", required_argument, NULL, 'o'}, {"recorder-dir", required_argument, NULL, 'r'},
-      {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+int pirec_record_main(int argc, char **argv)
+{
+  static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                           {"label", required_argument, NULL, 'l'},
+                                           {"wait", no_argument, NULL, 'w'},
+                                           {"socket", required_argument, NULL, 's'},
+                                           {"output-dir", required_argument, NULL, 'o'},
+                                           {"recorder-dir", required_argument, NULL, 'r'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   struct pirec_controller_options o;
   pirec_controller_options_default(&o);
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {
     switch (opt) {
-      case 'c': o.config_path = optarg; break;
-      case 'l': o.label = optarg; break;
-      case 'w': o.wait = 1; break;
-      case 's': o.socket_path = optarg; break;
-      case 'o': o.output_dir = optarg; break;
-      case 'r': o.recorder_dir = optarg; break;
-      case 'h': record_usage(stdout); return 0;
-      default: record_usage(stderr); return EX_USAGE;
+    case 'c': o.config_path = optarg; break;
+    case 'l': o.label = optarg; break;
+    case 'w': o.wait = 1; break;
+    case 's': o.socket_path = optarg; break;
+    case 'o': o.output_dir = optarg; break;
+    case 'r': o.recorder_dir = optarg; break;
+    case 'h': record_usage(stdout); return 0;
+    default: record_usage(stderr); return EX_USAGE;
     }
   }
   if (optind != argc) {
@@ -69,7 +73,8 @@ int pirec_record_main(int argc, char **argv) {
   struct pirec_controller *c = NULL;
   int err = pirec_controller_new(&loop, &o, &c);
   if (err < 0) {
-    if (err != -EINVAL) fprintf(stderr, "pirec: %s\n", pirec_strerror(err));
+    if (err != -EINVAL)
+      fprintf(stderr, "pirec: %s\n", pirec_strerror(err));
     uv_loop_close(&loop);
     return err == -EINVAL ? 65 : 1;
   }
@@ -84,32 +89,36 @@ int pirec_record_main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   int rc = pirec_controller_exit_status(c);
   pirec_controller_free(c);
-  if (uv_loop_close(&loop) != 0) fprintf(stderr, "pirec: handles left open at exit\n");
+  if (uv_loop_close(&loop) != 0)
+    fprintf(stderr, "pirec: handles left open at exit\n");
   return rc;
 }
 
 /* ---- clients ---- */
 
-static void control_usage(FILE *f) {
-  fprintf(f,
-          "usage: pirec status [--json]            what the recorder is doing\n"
-          "       pirec start [--label L]          start a session (trial 1)\n"
-          "       pirec stop                       stop the session; every file final\n"
-          "       pirec trial [--label L]          next trial (starts a session if none)\n"
-          "       pirec note TEXT...               add a note, timestamped on arrival\n"
-          "       pirec reload                     reload the config (applies from the next session)\n"
-          "options: --json (print the reply as JSON), --socket PATH, -c FILE, --timeout SECONDS\n");
+static void control_usage(FILE *f)
+{
+  fprintf(f, "usage: pirec status [--json]            what the recorder is doing\n"
+             "       pirec start [--label L]          start a session (trial 1)\n"
+             "       pirec stop                       stop the session; every file final\n"
+             "       pirec trial [--label L]          next trial (starts a session if none)\n"
+             "       pirec note TEXT...               add a note, timestamped on arrival\n"
+             "       pirec reload                     reload the config (applies from the next session)\n"
+             "options: --json (print the reply as JSON), --socket PATH, -c FILE, --timeout SECONDS\n");
 }
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int connect_to(const char *path) {
+static int connect_to(const char *path)
+{
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
+  if (fd < 0)
+    return -errno;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
@@ -121,13 +130,15 @@ static int connect_to(const char *path) {
 }
 
 /* Sends one line and reads one reply line, both within timeout_ms. */
-static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, size_t errlen) {
+static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, size_t errlen)
+{
   int64_t deadline = now_ms() + timeout_ms;
   size_t len = strlen(line), off = 0;
   while (off < len) {
     ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR)
+        continue;
       snprintf(err, errlen, "cannot send the command: %s", strerror(errno));
       return NULL;
     }
@@ -141,7 +152,8 @@ static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, s
       json_error_t e;
       json_t *j = json_loadb(buf, (size_t)(nl - buf), 0, &e);
       free(buf);
-      if (!j) snprintf(err, errlen, "unreadable reply: %s", e.text);
+      if (!j)
+        snprintf(err, errlen, "unreadable reply: %s", e.text);
       return j;
     }
     int64_t left = deadline - now_ms();
@@ -151,7 +163,8 @@ static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, s
       return NULL;
     }
     struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, (int)left) <= 0) continue;
+    if (poll(&p, 1, (int)left) <= 0)
+      continue;
     if (used == cap) {
       cap *= 2;
       buf = realloc(buf, cap);
@@ -166,18 +179,19 @@ static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, s
   }
 }
 
-static const char *str(json_t *o, const char *key) {
+static const char *str(json_t *o, const char *key)
+{
   const char *s = json_string_value(json_object_get(o, key));
   return s ? s : "";
 }
 
-static void print_status(json_t *r) {
+static void print_status(json_t *r)
+{
   const char *state = str(r, "state");
   json_int_t trial = json_integer_value(json_object_get(r, "trial"));
   if (json_is_string(json_object_get(r, "session_dir"))) {
-    printf("%s: session %s, trial %lld (%.1f s in trial, %.1f s in session)\n", state,
-           str(r, "session_dir"), (long long)trial,
-           json_integer_value(json_object_get(r, "trial_elapsed_ns")) / 1e9,
+    printf("%s: session %s, trial %lld (%.1f s in trial, %.1f s in session)\n", state, str(r, "session_dir"),
+           (long long)trial, json_integer_value(json_object_get(r, "trial_elapsed_ns")) / 1e9,
            json_integer_value(json_object_get(r, "elapsed_ns")) / 1e9);
   } else {
     printf("%s: no session\n", state);
@@ -186,17 +200,22 @@ static void print_status(json_t *r) {
          str(r, "config"), json_is_true(json_object_get(r, "reload_pending")) ? " (reload pending)" : "");
   const char *name;
   json_t *m;
-  json_object_foreach(json_object_get(r, "modules"), name, m) {
+  json_object_foreach(json_object_get(r, "modules"), name, m)
+  {
     printf("  %-12s %-9s pid %-7lld crashes %lld", name, str(m, "state"),
            (long long)json_integer_value(json_object_get(m, "pid")),
            (long long)json_integer_value(json_object_get(m, "crashes")));
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(m, "counters"), k, v) {
-      if (json_is_integer(v)) printf(" %s=%lld", k, (long long)json_integer_value(v));
-      else if (json_is_string(v)) printf(" %s='%s'", k, json_string_value(v));
+    json_object_foreach(json_object_get(m, "counters"), k, v)
+    {
+      if (json_is_integer(v))
+        printf(" %s=%lld", k, (long long)json_integer_value(v));
+      else if (json_is_string(v))
+        printf(" %s='%s'", k, json_string_value(v));
     }
-    if (json_is_string(json_object_get(m, "last_error"))) printf(" (last: %s)", str(m, "last_error"));
+    if (json_is_string(json_object_get(m, "last_error")))
+      printf(" (last: %s)", str(m, "last_error"));
     printf("\n");
   }
   json_t *lag = json_object_get(r, "looplag");
@@ -207,12 +226,15 @@ static void print_status(json_t *r) {
            (long long)json_integer_value(json_object_get(lag, "episodes")));
 }
 
-int pirec_control_main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"json", no_argument, NULL, 'j'},       {"socket", required_argument, NULL, 's'},
-      {"config", required_argument, NULL, 'c'}, {"label", required_argument, NULL, 'l'},
-      {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+int pirec_control_main(int argc, char **argv)
+{
+  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                           {"socket", required_argument, NULL, 's'},
+                                           {"config", required_argument, NULL, 'c'},
+                                           {"label", required_argument, NULL, 'l'},
+                                           {"timeout", required_argument, NULL, 't'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   const char *cmd = argv[0];
   int json_out = 0, opt;
   const char *socket_path = NULL, *config_path = NULL, *label = NULL;
@@ -221,13 +243,13 @@ int pirec_control_main(int argc, char **argv) {
   /* "+" : stop at the first non-option, so a note may begin with '-'. */
   while ((opt = getopt_long(argc, argv, "+c:l:h", longopts, NULL)) != -1) {
     switch (opt) {
-      case 'j': json_out = 1; break;
-      case 's': socket_path = optarg; break;
-      case 'c': config_path = optarg; break;
-      case 'l': label = optarg; break;
-      case 't': timeout_ms = (int)(atof(optarg) * 1000); break;
-      case 'h': control_usage(stdout); return 0;
-      default: control_usage(stderr); return EX_USAGE;
+    case 'j': json_out = 1; break;
+    case 's': socket_path = optarg; break;
+    case 'c': config_path = optarg; break;
+    case 'l': label = optarg; break;
+    case 't': timeout_ms = (int)(atof(optarg) * 1000); break;
+    case 'h': control_usage(stdout); return 0;
+    default: control_usage(stderr); return EX_USAGE;
     }
   }
   /* "source" tells the controller's events.csv control row that a person used the CLI. */
@@ -239,10 +261,12 @@ int pirec_control_main(int argc, char **argv) {
       return EX_USAGE;
     }
     size_t len = 0;
-    for (int i = optind; i < argc; i++) len += strlen(argv[i]) + 1;
+    for (int i = optind; i < argc; i++)
+      len += strlen(argv[i]) + 1;
     char *text = calloc(1, len + 1);
     for (int i = optind; i < argc; i++) {
-      if (i > optind) strcat(text, " ");
+      if (i > optind)
+        strcat(text, " ");
       strcat(text, argv[i]);
     }
     json_t *t = json_string(text);
@@ -258,7 +282,8 @@ int pirec_control_main(int argc, char **argv) {
     json_decref(req);
     return EX_USAGE;
   }
-  if (label) json_object_set_new(req, "label", json_string(label));
+  if (label)
+    json_object_set_new(req, "label", json_string(label));
   char *line = json_dumps(req, JSON_COMPACT);
   json_decref(req);
   size_t ll = strlen(line);
@@ -311,12 +336,15 @@ int pirec_control_main(int argc, char **argv) {
            (long long)json_integer_value(json_object_get(r, "errors")));
     const char *name;
     json_t *m;
-    json_object_foreach(json_object_get(r, "modules"), name, m) {
+    json_object_foreach(json_object_get(r, "modules"), name, m)
+    {
       printf("  %-12s crashes %lld", name, (long long)json_integer_value(json_object_get(m, "crashes")));
       const char *k;
       json_t *v;
-      json_object_foreach(json_object_get(m, "counters"), k, v) {
-        if (json_is_integer(v)) printf(" %s=%lld", k, (long long)json_integer_value(v));
+      json_object_foreach(json_object_get(m, "counters"), k, v)
+      {
+        if (json_is_integer(v))
+          printf(" %s=%lld", k, (long long)json_integer_value(v));
       }
       printf("\n");
     }

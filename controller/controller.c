@@ -28,38 +28,38 @@
 #include "pirec/gpio.h"
 #include "pirec/container_of.h"
 
-
-#define MAX_MODULES 16
-#define MAX_GPIO 16
+#define MAX_MODULES     16
+#define MAX_GPIO        16
 #define CLIENT_MAX_LINE (2u * 1024 * 1024)
 /* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
  * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
  * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
  * disconnected. Nobody else waits for it in any case. */
 #define CLIENT_OUT_HIGH (64u * 1024)
-#define CLIENT_OUT_LOW (16u * 1024)
-#define CLIENT_MAX_OUT (4u * 1024 * 1024)
+#define CLIENT_OUT_LOW  (16u * 1024)
+#define CLIENT_MAX_OUT  (4u * 1024 * 1024)
 #define CLIENT_STALL_MS 5000
 /* Lines run for one client before the loop turns to other work (fairness under a flood). */
 #define CLIENT_LINES_PER_TURN 32
-#define MAX_CLIENTS 64
-#define OUTBOX_MAX (32u * 1024 * 1024)
-#define STATUS_POLL_MS 1000
-#define DEMO_NOTE_MS 4000
+#define MAX_CLIENTS           64
+#define OUTBOX_MAX            (32u * 1024 * 1024)
+#define STATUS_POLL_MS        1000
+#define DEMO_NOTE_MS          4000
 
 enum mstate {
-  M_DOWN = 0,   /* no child: not started yet, waiting to restart, or ended */
-  M_SPAWNING,   /* child running, "ready" not seen yet */
-  M_READY,      /* takes commands */
-  M_ENDED,      /* the job is over for good (stopped by us or gave up) */
+  M_DOWN = 0, /* no child: not started yet, waiting to restart, or ended */
+  M_SPAWNING, /* child running, "ready" not seen yet */
+  M_READY,    /* takes commands */
+  M_ENDED,    /* the job is over for good (stopped by us or gave up) */
 };
 
-static const char *mstate_name(enum mstate s) {
+static const char *mstate_name(enum mstate s)
+{
   switch (s) {
-    case M_DOWN: return "down";
-    case M_SPAWNING: return "starting";
-    case M_READY: return "running";
-    case M_ENDED: return "ended";
+  case M_DOWN: return "down";
+  case M_SPAWNING: return "starting";
+  case M_READY: return "running";
+  case M_ENDED: return "ended";
   }
   return "?";
 }
@@ -118,7 +118,8 @@ struct module {
 
 enum op_kind { OP_START, OP_STOP, OP_TRIAL, OP_TOGGLE, OP_RELOAD, OP_SHUTDOWN };
 
-static const char *op_kind_name(enum op_kind k) {
+static const char *op_kind_name(enum op_kind k)
+{
   static const char *const names[] = {"start", "stop", "trial", "toggle", "reload", "shutdown"};
   return names[k];
 }
@@ -143,13 +144,13 @@ struct op {
 struct client {
   uv_pipe_t pipe;
   struct pirec_controller *c;
-  char *in;            /* bytes read and not yet processed: in[in_off .. in_len) */
+  char *in; /* bytes read and not yet processed: in[in_off .. in_len) */
   size_t in_off, in_len, in_cap;
   size_t out_queued;
   int closing;
-  int reading;         /* uv_read_start is in effect */
-  int wait_drain;      /* stopped until out_queued drains below CLIENT_OUT_LOW */
-  int backlog;         /* complete lines left over after a turn: run again from the idle handle */
+  int reading;    /* uv_read_start is in effect */
+  int wait_drain; /* stopped until out_queued drains below CLIENT_OUT_LOW */
+  int backlog;    /* complete lines left over after a turn: run again from the idle handle */
   int eof;
   uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
   struct client *next;
@@ -201,7 +202,7 @@ struct pirec_controller {
   uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
   int gpio_closing;               /* lines still closing before a reload re-opens the set */
   int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
-  struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
+  struct remux_run *remuxes;      /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
@@ -220,9 +221,9 @@ struct pirec_controller {
   uint64_t note_seq;
   uint64_t notes_in_events;
 
-  struct op *ops;        /* queue; the head is running */
+  struct op *ops; /* queue; the head is running */
   int op_running;
-  int op_wait;           /* module replies the running op still waits for */
+  int op_wait;                                 /* module replies the running op still waits for */
   void (*op_cont)(struct pirec_controller *c); /* runs when op_wait reaches 0 or on timeout */
   uv_timer_t op_timer;
   struct pirec_config_req reload_req;
@@ -267,19 +268,22 @@ static void gpio_reopen_all(struct pirec_controller *c);
 
 /* ---- options, paths ---- */
 
-void pirec_controller_options_default(struct pirec_controller_options *o) {
+void pirec_controller_options_default(struct pirec_controller_options *o)
+{
   memset(o, 0, sizeof(*o));
   o->handle_signals = 1;
   o->ready_timeout_ms = 10000;
   o->stop_timeout_ms = 10000;
 }
 
-static int path_join(char *buf, size_t cap, const char *a, const char *b) {
+static int path_join(char *buf, size_t cap, const char *a, const char *b)
+{
   int n = snprintf(buf, cap, "%s/%s", a, b);
   return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
-int pirec__control_socket_candidates(const char *config_path, char paths[][108], int max) {
+int pirec__control_socket_candidates(const char *config_path, char paths[][108], int max)
+{
   int n = 0;
   if (config_path && n < max) {
     struct pirec_config *cfg = NULL;
@@ -295,26 +299,33 @@ int pirec__control_socket_candidates(const char *config_path, char paths[][108],
     char first[PATH_MAX];
     snprintf(first, sizeof first, "%s", rt);
     char *colon = strchr(first, ':');
-    if (colon) *colon = '\0';
-    if (path_join(paths[n], 108, first, "control.sock") == 0) n++;
+    if (colon)
+      *colon = '\0';
+    if (path_join(paths[n], 108, first, "control.sock") == 0)
+      n++;
   }
   const char *xdg = getenv("XDG_RUNTIME_DIR");
   if (xdg && *xdg && n < max) {
-    if (path_join(paths[n], 108, xdg, "pirec/control.sock") == 0) n++;
+    if (path_join(paths[n], 108, xdg, "pirec/control.sock") == 0)
+      n++;
   }
-  if (n < max) snprintf(paths[n++], 108, "/run/pirec/control.sock");
-  if (n < max) snprintf(paths[n++], 108, "/tmp/pirec-%u/control.sock", (unsigned)getuid());
+  if (n < max)
+    snprintf(paths[n++], 108, "/run/pirec/control.sock");
+  if (n < max)
+    snprintf(paths[n++], 108, "/tmp/pirec-%u/control.sock", (unsigned)getuid());
   return n;
 }
 
-int pirec_control_socket_default(const char *config_path, char *buf, size_t cap) {
+int pirec_control_socket_default(const char *config_path, char *buf, size_t cap)
+{
   char paths[5][108];
   int n = pirec__control_socket_candidates(config_path, paths, 5);
   /* /run/pirec is systemd's (RuntimeDirectory=pirec) or root's; anyone else gets /tmp/pirec-UID
    * when there is no runtime directory. */
   const char *pick = paths[n - 1];
   for (int i = 0; i < n; i++) {
-    if (strcmp(paths[i], "/run/pirec/control.sock") == 0 && geteuid() != 0) continue;
+    if (strcmp(paths[i], "/run/pirec/control.sock") == 0 && geteuid() != 0)
+      continue;
     pick = paths[i];
     break;
   }
@@ -322,33 +333,41 @@ int pirec_control_socket_default(const char *config_path, char *buf, size_t cap)
   return len < 0 || (size_t)len >= cap ? -ENAMETOOLONG : 0;
 }
 
-static int find_program(struct pirec_controller *c, const char *name, char *out, size_t cap) {
+static int find_program(struct pirec_controller *c, const char *name, char *out, size_t cap)
+{
   char dir[PATH_MAX];
   if (c->recorder_dir) {
     snprintf(dir, sizeof dir, "%s", c->recorder_dir);
   } else {
     ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (n < 0) n = 0;
+    if (n < 0)
+      n = 0;
     dir[n] = '\0';
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
+    if (slash)
+      *slash = '\0';
   }
-  if (path_join(out, cap, dir, name) == 0 && access(out, X_OK) == 0) return 0;
-  if (c->recorder_dir) return -ENOENT;
+  if (path_join(out, cap, dir, name) == 0 && access(out, X_OK) == 0)
+    return 0;
+  if (c->recorder_dir)
+    return -ENOENT;
   /* Installed layout: every binary in one bin directory, found through PATH. */
   const char *path = getenv("PATH");
-  if (!path) return -ENOENT;
+  if (!path)
+    return -ENOENT;
   char copy[4096];
   snprintf(copy, sizeof copy, "%s", path);
   for (char *save = NULL, *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    if (path_join(out, cap, d, name) == 0 && access(out, X_OK) == 0) return 0;
+    if (path_join(out, cap, d, name) == 0 && access(out, X_OK) == 0)
+      return 0;
   }
   return -ENOENT;
 }
 
 /* ---- sd_notify ---- */
 
-static void sdnotify(const char *state) {
+static void sdnotify(const char *state)
+{
 #ifdef PIREC_HAVE_SYSTEMD
   sd_notify(0, state);
 #else
@@ -357,25 +376,30 @@ static void sdnotify(const char *state) {
 }
 
 /* sd_notify is a blocking send to systemd: send STATUS= only when it changes. */
-static void notify_status(struct pirec_controller *c) {
+static void notify_status(struct pirec_controller *c)
+{
   char buf[sizeof c->last_status_text];
   if (c->state == C_RECORDING && c->session)
     snprintf(buf, sizeof buf, "STATUS=recording %s trial %d", pirec_session_dir(c->session), c->trial);
   else
-    snprintf(buf, sizeof buf, "STATUS=%s", c->state == C_IDLE ? "idle, waiting for start"
-                                           : c->state == C_STARTING ? "starting a session"
-                                                                    : "stopping the session");
-  if (strcmp(buf, c->last_status_text) == 0) return;
+    snprintf(buf, sizeof buf, "STATUS=%s",
+             c->state == C_IDLE       ? "idle, waiting for start"
+             : c->state == C_STARTING ? "starting a session"
+                                      : "stopping the session");
+  if (strcmp(buf, c->last_status_text) == 0)
+    return;
   memcpy(c->last_status_text, buf, sizeof buf);
   sdnotify(buf);
 }
 
 /* ---- module I/O ---- */
 
-static void pending_push(struct module *m, json_int_t id, reply_cb cb, void *user,
-                         const char *note_line, size_t note_len) {
+static void pending_push(struct module *m, json_int_t id, reply_cb cb, void *user, const char *note_line,
+                         size_t note_len)
+{
   struct pending *p = calloc(1, sizeof(*p));
-  if (!p) return;
+  if (!p)
+    return;
   p->id = id;
   p->cb = cb;
   p->user = user;
@@ -393,24 +417,29 @@ static void pending_push(struct module *m, json_int_t id, reply_cb cb, void *use
   m->pend_tail = p;
 }
 
-static struct pending *pending_take(struct module *m, json_int_t id) {
+static struct pending *pending_take(struct module *m, json_int_t id)
+{
   struct pending **pp = &m->pend_head, *prev = NULL;
   while (*pp && (*pp)->id != id) {
     prev = *pp;
     pp = &(*pp)->next;
   }
   struct pending *p = *pp;
-  if (!p) return NULL;
+  if (!p)
+    return NULL;
   *pp = p->next;
-  if (m->pend_tail == p) m->pend_tail = prev;
+  if (m->pend_tail == p)
+    m->pend_tail = prev;
   return p;
 }
 
-static int outbox_add(struct module *m, const char *data, size_t len, int front, int is_note,
-                      json_int_t id) {
-  if (m->out_bytes + len > OUTBOX_MAX) return -ENOBUFS;
+static int outbox_add(struct module *m, const char *data, size_t len, int front, int is_note, json_int_t id)
+{
+  if (m->out_bytes + len > OUTBOX_MAX)
+    return -ENOBUFS;
   struct outline *o = malloc(sizeof(*o) + len);
-  if (!o) return -ENOMEM;
+  if (!o)
+    return -ENOMEM;
   memcpy(o->data, data, len);
   o->len = len;
   o->is_note = is_note;
@@ -419,7 +448,8 @@ static int outbox_add(struct module *m, const char *data, size_t len, int front,
   if (front) {
     o->next = m->out_head;
     m->out_head = o;
-    if (!m->out_tail) m->out_tail = o;
+    if (!m->out_tail)
+      m->out_tail = o;
   } else {
     if (m->out_tail)
       m->out_tail->next = o;
@@ -431,8 +461,10 @@ static int outbox_add(struct module *m, const char *data, size_t len, int front,
   return 0;
 }
 
-static void outbox_flush(struct module *m) {
-  if (m->state != M_READY || m->hold) return;
+static void outbox_flush(struct module *m)
+{
+  if (m->state != M_READY || m->hold)
+    return;
   while (m->out_head) {
     struct outline *o = m->out_head;
     uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
@@ -441,9 +473,11 @@ static void outbox_flush(struct module *m) {
       m->writable_blocked = 1;
       return;
     }
-    if (err < 0) return; /* -ENOTCONN/-EPIPE: the child is going; the crash path re-queues */
+    if (err < 0)
+      return; /* -ENOTCONN/-EPIPE: the child is going; the crash path re-queues */
     m->out_head = o->next;
-    if (!m->out_head) m->out_tail = NULL;
+    if (!m->out_head)
+      m->out_tail = NULL;
     m->out_bytes -= o->len;
     free(o);
   }
@@ -451,13 +485,15 @@ static void outbox_flush(struct module *m) {
 }
 
 /* Sends cmd (stolen) to the recorder with a fresh id; cb(m, reply or NULL on failure) runs once. */
-static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user) {
+static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user)
+{
   json_int_t id = ++m->next_id;
   json_object_set_new(cmd, "id", json_integer(id));
   int is_note = strcmp(json_string_value(json_object_get(cmd, "cmd")), "note") == 0;
   char *text = json_dumps(cmd, JSON_COMPACT);
   json_decref(cmd);
-  if (!text) return -ENOMEM;
+  if (!text)
+    return -ENOMEM;
   size_t len = strlen(text);
   char *line = realloc(text, len + 1);
   if (!line) {
@@ -469,19 +505,23 @@ static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user) {
   if (m->state == M_READY && !m->out_head && !m->writable_blocked && !m->hold) {
     uv_buf_t b = uv_buf_init(line, (unsigned)len);
     err = pirec_job_write(m->job, &b, 1);
-    if (err == -ENOBUFS) m->writable_blocked = 1;
-    if (err < 0) err = outbox_add(m, line, len, 0, is_note, id);
+    if (err == -ENOBUFS)
+      m->writable_blocked = 1;
+    if (err < 0)
+      err = outbox_add(m, line, len, 0, is_note, id);
   } else if (m->state == M_ENDED) {
     err = -ENOTCONN;
   } else {
     err = outbox_add(m, line, len, 0, is_note, id);
   }
-  if (err == 0) pending_push(m, id, cb, user, is_note ? line : NULL, len);
+  if (err == 0)
+    pending_push(m, id, cb, user, is_note ? line : NULL, len);
   free(line);
   return err;
 }
 
-static void module_fail_pending(struct module *m, int requeue_notes) {
+static void module_fail_pending(struct module *m, int requeue_notes)
+{
   /* Notes the dead recorder never acknowledged go to the front of the outbox, in order, so the
    * restarted recorder writes them; other commands fail (the caller's op carries on). */
   struct pending *p = m->pend_head, *requeue = NULL, **rq_tail = &requeue;
@@ -493,7 +533,8 @@ static void module_fail_pending(struct module *m, int requeue_notes) {
       *rq_tail = p;
       rq_tail = &p->next;
     } else {
-      if (p->cb) p->cb(m, NULL, p->user);
+      if (p->cb)
+        p->cb(m, NULL, p->user);
       free(p->note_line);
       free(p);
     }
@@ -508,8 +549,10 @@ static void module_fail_pending(struct module *m, int requeue_notes) {
     /* Notes already in the outbox are not in flight: only re-send the written ones. */
     int in_outbox = 0;
     for (struct outline *o = head; o; o = o->next)
-      if (o->is_note && o->id == p->id) in_outbox = 1;
-    if (!in_outbox) outbox_add(m, p->note_line, p->note_len, 0, 1, p->id);
+      if (o->is_note && o->id == p->id)
+        in_outbox = 1;
+    if (!in_outbox)
+      outbox_add(m, p->note_line, p->note_len, 0, 1, p->id);
   }
   if (head) {
     if (m->out_tail)
@@ -535,9 +578,11 @@ static void module_fail_pending(struct module *m, int requeue_notes) {
 
 /* ---- module lifecycle ---- */
 
-static void on_status_reply(struct module *m, json_t *reply, void *user) {
+static void on_status_reply(struct module *m, json_t *reply, void *user)
+{
   m->status_inflight = 0;
-  if (!reply || strcmp(json_string_value(json_object_get(reply, "reply")), "status") != 0) return;
+  if (!reply || strcmp(json_string_value(json_object_get(reply, "reply")), "status") != 0)
+    return;
   json_decref(m->last_status);
   m->last_status = json_incref(reply);
   m->last_status_mono = pirec_clock_mono_ns();
@@ -546,18 +591,23 @@ static void on_status_reply(struct module *m, json_t *reply, void *user) {
                              json_deep_copy(json_object_get(reply, "counters")));
 }
 
-static void module_poll_status(struct module *m) {
-  if (m->state != M_READY || m->status_inflight) return;
+static void module_poll_status(struct module *m)
+{
+  if (m->state != M_READY || m->status_inflight)
+    return;
   if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_status_reply, NULL) == 0)
     m->status_inflight = 1;
 }
 
-static void on_restart_started(struct module *m, json_t *reply, void *user) {
+static void on_restart_started(struct module *m, json_t *reply, void *user)
+{
   struct pirec_controller *c = m->c;
   const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
-  if (!c->session) return;
+  if (!c->session)
+    return;
   if (r && strcmp(r, "started") == 0) {
-    if (m->crash_mono_ns) pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
+    if (m->crash_mono_ns)
+      pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
     m->crash_mono_ns = 0;
   } else if (reply) {
     char msg[512];
@@ -569,15 +619,18 @@ static void on_restart_started(struct module *m, json_t *reply, void *user) {
 
 static void on_op_reply(struct module *m, json_t *reply, void *user);
 
-static void handle_ready(struct module *m, json_t *j) {
+static void handle_ready(struct module *m, json_t *j)
+{
   struct pirec_controller *c = m->c;
   m->state = M_READY;
   m->accepts_notes = 0;
   json_t *cmds = json_object_get(j, "commands");
   for (size_t i = 0; i < json_array_size(cmds); i++)
-    if (strcmp(json_string_value(json_array_get(cmds, i)), "note") == 0) m->accepts_notes = 1;
+    if (strcmp(json_string_value(json_array_get(cmds, i)), "note") == 0)
+      m->accepts_notes = 1;
   json_t *pid = json_object_get(j, "pid");
-  if (json_is_integer(pid)) m->pid = (int)json_integer_value(pid);
+  if (json_is_integer(pid))
+    m->pid = (int)json_integer_value(pid);
   pirec_log(PIREC_LOG_INFO, "recorder '%s' ready (pid %d)", m->name, m->pid);
   if (m->join_then_stop) {
     /* The trial its queued notes belong to is ending: start, the notes, stop, in that order. */
@@ -585,20 +638,23 @@ static void handle_ready(struct module *m, json_t *j) {
     if (c->session && c->trial) {
       send_start_first(m, 0);
       m->in_trial = 0;
-      if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0) on_op_reply(m, NULL, NULL);
+      if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+        on_op_reply(m, NULL, NULL);
     } else {
       on_op_reply(m, NULL, NULL);
     }
   }
   /* A trial is running: join it (again, after a crash) before anything queued is sent. */
-  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) &&
-      m->in_trial && !m->hold)
+  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) && m->in_trial &&
+      !m->hold)
     send_start_first(m, 0);
   outbox_flush(m);
-  if (c->session) pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
+  if (c->session)
+    pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
 }
 
-static void handle_line(struct module *m, const char *line, size_t len) {
+static void handle_line(struct module *m, const char *line, size_t len)
+{
   struct pirec_controller *c = m->c;
   json_t *j = json_loadb(line, len, 0, NULL);
   if (!j || !json_is_object(j)) {
@@ -616,11 +672,11 @@ static void handle_line(struct module *m, const char *line, size_t len) {
     if (p) {
       if (strcmp(reply, "error") == 0 && p->note_line && c->session) {
         char msg[600];
-        snprintf(msg, sizeof msg, "note not saved: %s",
-                 json_string_value(json_object_get(j, "message")));
+        snprintf(msg, sizeof msg, "note not saved: %s", json_string_value(json_object_get(j, "message")));
         pirec_session_error(c->session, m->name, msg);
       }
-      if (p->cb) p->cb(m, j, p->user);
+      if (p->cb)
+        p->cb(m, j, p->user);
       free(p->note_line);
       free(p);
     }
@@ -635,9 +691,10 @@ static void handle_line(struct module *m, const char *line, size_t len) {
     json_decref(copy);
     if (c->session) {
       if (strcmp(event, "error") == 0)
-        pirec_session_error(c->session, m->name, json_string_value(json_object_get(j, "message"))
-                                                    ? json_string_value(json_object_get(j, "message"))
-                                                    : detail);
+        pirec_session_error(c->session, m->name,
+                            json_string_value(json_object_get(j, "message"))
+                                ? json_string_value(json_object_get(j, "message"))
+                                : detail);
       else
         pirec_session_event(c->session, event, m->name, detail);
     }
@@ -647,7 +704,8 @@ static void handle_line(struct module *m, const char *line, size_t len) {
   json_decref(j);
 }
 
-static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t len) {
+static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
   struct module *m = pirec_job_user(job);
   if (fd == 1)
     handle_line(m, line, len);
@@ -655,23 +713,28 @@ static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t 
     pirec_log(PIREC_LOG_INFO, "%s: %s", m->name, line);
 }
 
-static void on_job_drain(struct pirec_job *job, size_t outstanding) {
+static void on_job_drain(struct pirec_job *job, size_t outstanding)
+{
   struct module *m = pirec_job_user(job);
-  if (m->out_head) outbox_flush(m);
+  if (m->out_head)
+    outbox_flush(m);
 }
 
-static void record_crash(struct module *m, int exit_code, int term_signal) {
+static void record_crash(struct module *m, int exit_code, int term_signal)
+{
   struct pirec_controller *c = m->c;
   m->crashes++;
   m->crash_mono_ns = pirec_clock_mono_ns();
   snprintf(m->last_error, sizeof m->last_error, "%s %d",
            term_signal ? "killed by signal" : "exited with status", term_signal ? term_signal : exit_code);
   pirec_log(PIREC_LOG_WARN, "recorder '%s' %s", m->name, m->last_error);
-  if (c->session) pirec_session_module_crash(c->session, m->name, exit_code, term_signal, m->crash_mono_ns);
+  if (c->session)
+    pirec_session_module_crash(c->session, m->name, exit_code, term_signal, m->crash_mono_ns);
 }
 
-static void on_job_restart(struct pirec_job *job, const struct pirec_job_result *run,
-                           uint32_t attempt, uint64_t delay_ms) {
+static void on_job_restart(struct pirec_job *job, const struct pirec_job_result *run, uint32_t attempt,
+                           uint64_t delay_ms)
+{
   struct module *m = pirec_job_user(job);
   m->state = M_DOWN;
   m->pid = 0;
@@ -680,14 +743,16 @@ static void on_job_restart(struct pirec_job *job, const struct pirec_job_result 
   module_fail_pending(m, 1);
 }
 
-static void on_job_spawn(struct pirec_job *job, int pid) {
+static void on_job_spawn(struct pirec_job *job, int pid)
+{
   struct module *m = pirec_job_user(job);
   m->state = M_SPAWNING;
   m->pid = pid;
   m->restarts++;
 }
 
-static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r) {
+static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
   struct module *m = pirec_job_user(job);
   struct pirec_controller *c = m->c;
   m->state = M_ENDED;
@@ -699,7 +764,8 @@ static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r) 
     snprintf(msg, sizeof msg, "recorder gave up (%s after %u runs): %s", pirec_job_end_str(r->reason),
              r->runs, m->last_error);
     pirec_log(PIREC_LOG_ERROR, "recorder '%s': %s", m->name, msg);
-    if (c->session) pirec_session_error(c->session, m->name, msg);
+    if (c->session)
+      pirec_session_error(c->session, m->name, msg);
     c->errors++;
   } else if (r->reason != PIREC_JOB_END_STOPPED || (r->status != 0 && r->status != -1)) {
     if (r->status != 0)
@@ -721,7 +787,8 @@ static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r) 
   maybe_finish_shutdown(c);
 }
 
-static int module_spawn(struct module *m) {
+static int module_spawn(struct module *m)
+{
   struct pirec_controller *c = m->c;
   const char *argv[8];
   int n = 0;
@@ -760,7 +827,8 @@ static int module_spawn(struct module *m) {
   o.on_spawn = on_job_spawn;
   o.user = m;
   int err = pirec_job_new(c->loop, &o, &m->job);
-  if (err < 0) return err;
+  if (err < 0)
+    return err;
   err = pirec_job_start(m->job);
   if (err < 0) {
     pirec_job_free(m->job);
@@ -776,14 +844,17 @@ static int module_spawn(struct module *m) {
   return 0;
 }
 
-static void module_stop(struct module *m) {
-  if (!m->job || m->state == M_ENDED) return;
+static void module_stop(struct module *m)
+{
+  if (!m->job || m->state == M_ENDED)
+    return;
   m->stopping = 1;
   /* Closing stdin is the recorder's quit: it finalises its files and exits 0. */
   pirec_job_stop(m->job);
 }
 
-static void module_release(struct module *m) {
+static void module_release(struct module *m)
+{
   module_fail_pending(m, 0);
   while (m->out_head) {
     struct outline *o = m->out_head;
@@ -797,25 +868,27 @@ static void module_release(struct module *m) {
   m->job = NULL;
 }
 
-static void add_module(struct pirec_controller *c, const char *kind, const char *name,
-                       const char *program) {
-  if (c->nmodules >= MAX_MODULES) return;
+static void add_module(struct pirec_controller *c, const char *kind, const char *name, const char *program)
+{
+  if (c->nmodules >= MAX_MODULES)
+    return;
   struct module *m = &c->modules[c->nmodules];
   memset(m, 0, sizeof *m);
   m->c = c;
   snprintf(m->kind, sizeof m->kind, "%s", kind);
   snprintf(m->name, sizeof m->name, "%s", name);
   if (find_program(c, program, m->program, sizeof m->program) < 0) {
-    pirec_log(PIREC_LOG_WARN, "module '%s' is enabled but '%s' was not found; skipping it", name,
-              program);
+    pirec_log(PIREC_LOG_WARN, "module '%s' is enabled but '%s' was not found; skipping it", name, program);
     return;
   }
   c->nmodules++;
 }
 
-static void build_modules(struct pirec_controller *c) {
+static void build_modules(struct pirec_controller *c)
+{
   c->nmodules = 0;
-  if (pirec_config_get_bool(c->cfg, "notes", "enabled")) add_module(c, "notes", "notes", "pirec-notes");
+  if (pirec_config_get_bool(c->cfg, "notes", "enabled"))
+    add_module(c, "notes", "notes", "pirec-notes");
   size_t ncam = pirec_config_instance_count(c->cfg, "camera");
   for (size_t i = 0; i < ncam; i++) {
     const char *sec = pirec_config_instance(c->cfg, "camera", i);
@@ -826,7 +899,8 @@ static void build_modules(struct pirec_controller *c) {
     add_module(c, "eyetracker", "eyetracker", "pirec-eyetracker");
 }
 
-static int spawn_modules(struct pirec_controller *c) {
+static int spawn_modules(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     int err = module_spawn(m);
@@ -841,7 +915,8 @@ static int spawn_modules(struct pirec_controller *c) {
 
 /* ---- control clients ---- */
 
-static void client_free_cb(uv_handle_t *h) {
+static void client_free_cb(uv_handle_t *h)
+{
   struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
   struct pirec_controller *c = cl->c;
   free(cl->in);
@@ -850,8 +925,10 @@ static void client_free_cb(uv_handle_t *h) {
   maybe_finish_shutdown(c);
 }
 
-static void client_close(struct client *cl) {
-  if (cl->closing) return;
+static void client_close(struct client *cl)
+{
+  if (cl->closing)
+    return;
   cl->closing = 1;
   struct pirec_controller *c = cl->c;
   for (struct client **pp = &c->clients; *pp; pp = &(*pp)->next)
@@ -862,16 +939,19 @@ static void client_close(struct client *cl) {
   c->nclients--;
   for (struct op *op = c->ops; op; op = op->next)
     for (struct waiter *w = op->waiters; w; w = w->next)
-      if (w->client == cl) w->client = NULL;
+      if (w->client == cl)
+        w->client = NULL;
   uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
 }
 
-static void on_client_write(uv_write_t *req, int status) {
+static void on_client_write(uv_write_t *req, int status)
+{
   struct cwrite *w = container_of(req, struct cwrite, req);
   struct client *cl = w->client;
   cl->out_queued -= w->len;
   free(w);
-  if (status < 0 || cl->closing) return;
+  if (status < 0 || cl->closing)
+    return;
   cl->progress_ms = uv_now(cl->c->loop);
   if (cl->wait_drain && cl->out_queued <= CLIENT_OUT_LOW) {
     cl->wait_drain = 0;
@@ -883,14 +963,16 @@ static void on_client_write(uv_write_t *req, int status) {
 
 /* Queues one reply line (obj stolen). Past CLIENT_MAX_OUT the client is disconnected: the flow
  * control in client_process keeps a reading client far below it. */
-static void client_send(struct client *cl, json_t *obj) {
+static void client_send(struct client *cl, json_t *obj)
+{
   if (!cl || cl->closing) {
     json_decref(obj);
     return;
   }
   char *text = json_dumps(obj, JSON_COMPACT);
   json_decref(obj);
-  if (!text) return;
+  if (!text)
+    return;
   size_t len = strlen(text);
   if (cl->out_queued + len + 1 > CLIENT_MAX_OUT) {
     free(text);
@@ -927,25 +1009,29 @@ static void client_send(struct client *cl, json_t *obj) {
     client_close(cl);
     return;
   }
-  if (cl->out_queued == 0) cl->progress_ms = uv_now(cl->c->loop);
+  if (cl->out_queued == 0)
+    cl->progress_ms = uv_now(cl->c->loop);
   cl->out_queued += w->len;
 }
 
-static json_t *reply_new(json_t *id, const char *reply) {
+static json_t *reply_new(json_t *id, const char *reply)
+{
   json_t *o = json_object();
   json_object_set(o, "id", id ? id : json_null());
   json_object_set_new(o, "reply", json_string(reply));
   return o;
 }
 
-static void client_error(struct client *cl, json_t *id, const char *message) {
+static void client_error(struct client *cl, json_t *id, const char *message)
+{
   json_t *o = reply_new(id, "error");
   json_t *m = json_string(message);
   json_object_set_new(o, "message", m ? m : json_string("error (message not UTF-8)"));
   client_send(cl, o);
 }
 
-static json_t *status_json(struct pirec_controller *c) {
+static json_t *status_json(struct pirec_controller *c)
+{
   static const char *states[] = {"idle", "starting", "recording", "stopping"};
   json_t *o = json_object();
   json_object_set_new(o, "state", json_string(states[c->state]));
@@ -967,16 +1053,17 @@ static json_t *status_json(struct pirec_controller *c) {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
-                           m->stopping && m->state != M_ENDED ? "stopping" : mstate_name(m->state), "pid", m->pid, "crashes", (int)m->crashes,
-                           "restarts", (int)(m->restarts), "takes_notes", m->accepts_notes,
-                           "queued_bytes", (json_int_t)m->out_bytes);
+                           m->stopping && m->state != M_ENDED ? "stopping" : mstate_name(m->state), "pid",
+                           m->pid, "crashes", (int)m->crashes, "restarts", (int)(m->restarts), "takes_notes",
+                           m->accepts_notes, "queued_bytes", (json_int_t)m->out_bytes);
     if (m->last_status) {
       json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
       json_object_set(mo, "recorder_state", json_object_get(m->last_status, "state"));
       json_object_set(mo, "looplag", json_object_get(m->last_status, "looplag"));
       json_object_set_new(mo, "status_age_ns", json_integer(now - m->last_status_mono));
     }
-    if (*m->last_error) json_object_set_new(mo, "last_error", json_string(m->last_error));
+    if (*m->last_error)
+      json_object_set_new(mo, "last_error", json_string(m->last_error));
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(o, "modules", mods);
@@ -984,17 +1071,19 @@ static json_t *status_json(struct pirec_controller *c) {
   if (c->lag_open) {
     struct pirec_looplag_stats st;
     pirec_looplag_stats(&c->lag, &st);
-    json_object_set_new(o, "looplag", json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks,
-                                                "episodes", (json_int_t)st.episodes, "max_ns",
-                                                (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns));
+    json_object_set_new(o, "looplag",
+                        json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
+                                  (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
+                                  (json_int_t)st.p99_ns));
   }
   json_int_t nops = 0;
-  for (struct op *op = c->ops; op; op = op->next) nops++;
+  for (struct op *op = c->ops; op; op = op->next)
+    nops++;
   json_object_set_new(o, "ops_queued", json_integer(nops)); /* the running one included */
   json_object_set_new(o, "clients", json_integer(c->nclients));
   json_object_set_new(o, "clients_dropped", json_integer((json_int_t)c->clients_dropped));
-  json_object_set_new(o, "config", c->demo ? json_string("(built-in demo)")
-                                           : json_string(pirec_config_path(c->cfg)));
+  json_object_set_new(o, "config",
+                      c->demo ? json_string("(built-in demo)") : json_string(pirec_config_path(c->cfg)));
   json_object_set_new(o, "reload_pending", json_boolean(c->pending_cfg != NULL));
   return o;
 }
@@ -1002,7 +1091,8 @@ static json_t *status_json(struct pirec_controller *c) {
 /* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
  * none does). The client's reply does not wait for the disk. */
 static int take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen) {
+                     char *err, size_t errlen)
+{
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
   if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
     snprintf(err, errlen, "not recording: start a session first (pirec start)");
@@ -1016,7 +1106,8 @@ static int take_note(struct pirec_controller *c, const char *text, size_t len, j
   int sent = 0;
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
-    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED) continue;
+    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED)
+      continue;
     json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
                             (json_int_t)mono, "wall_ns", (json_int_t)wall);
     if (!cmd) {
@@ -1042,22 +1133,25 @@ static int take_note(struct pirec_controller *c, const char *text, size_t len, j
     c->notes_in_events++;
   }
   c->note_seq++;
-  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns",
-                           (json_int_t)mono, "wall_ns", (json_int_t)wall);
+  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns", (json_int_t)mono,
+                           "wall_ns", (json_int_t)wall);
   return 0;
 }
 
 /* Appends an op to the queue without running anything; NULL without memory. */
 static struct op *queue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
-                             struct client *cl, json_t *id) {
+                           struct client *cl, json_t *id)
+{
   struct op *op = calloc(1, sizeof(*op));
   if (!op) {
-    if (cl) client_error(cl, id, "out of memory");
+    if (cl)
+      client_error(cl, id, "out of memory");
     return NULL;
   }
   op->kind = kind;
   op->gpio_slot = -1;
-  if (label) snprintf(op->label, sizeof op->label, "%s", label);
+  if (label)
+    snprintf(op->label, sizeof op->label, "%s", label);
   if (cl) {
     struct waiter *w = calloc(1, sizeof(*w));
     if (w) {
@@ -1067,16 +1161,19 @@ static struct op *queue_op(struct pirec_controller *c, enum op_kind kind, const 
     }
   }
   struct op **pp = &c->ops;
-  while (*pp) pp = &(*pp)->next;
+  while (*pp)
+    pp = &(*pp)->next;
   *pp = op;
   return op;
 }
 
 /* Queues an op (source and from: see struct op) and runs it if nothing else runs. */
-static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
-                       struct client *cl, json_t *id, const char *source, const char *from) {
+static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label, struct client *cl,
+                       json_t *id, const char *source, const char *from)
+{
   struct op *op = queue_op(c, kind, label, cl, id);
-  if (!op) return;
+  if (!op)
+    return;
   snprintf(op->source, sizeof op->source, "%s", source);
   snprintf(op->from, sizeof op->from, "%s", from ? from : "");
   op_next(c);
@@ -1085,25 +1182,30 @@ static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char
 /* One events.csv `control` row for the running op, once it is accepted and the session it acts
  * on exists: "CMD source SRC[ from NAME][ merged N][ EXTRA][ label L]" (docs/FORMATS.md); the
  * label goes last because it is the only part that may contain spaces. */
-static void control_row(struct pirec_controller *c, const char *cmd, const char *extra) {
+static void control_row(struct pirec_controller *c, const char *cmd, const char *extra)
+{
   struct op *op = c->ops;
-  if (!op || !c->session || !pirec_session_dir(c->session)) return;
+  if (!op || !c->session || !pirec_session_dir(c->session))
+    return;
   char detail[400], merged[40] = "";
-  if (op->merged) snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
-  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source,
-           *op->from ? " from " : "", op->from, merged, extra ? " " : "", extra ? extra : "",
-           *op->label ? " label " : "", op->label);
+  if (op->merged)
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
+  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source, *op->from ? " from " : "",
+           op->from, merged, extra ? " " : "", extra ? extra : "", *op->label ? " label " : "", op->label);
   pirec_session_event(c->session, "control", NULL, detail);
 }
 
 /* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
  * that line queues a fresh one. */
-static void op_unpend(struct pirec_controller *c, struct op *op) {
-  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op) c->gpio_pending[op->gpio_slot] = NULL;
+static void op_unpend(struct pirec_controller *c, struct op *op)
+{
+  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op)
+    c->gpio_pending[op->gpio_slot] = NULL;
   op->gpio_slot = -1;
 }
 
-static void client_command(struct client *cl, json_t *msg) {
+static void client_command(struct client *cl, json_t *msg)
+{
   struct pirec_controller *c = cl->c;
   json_t *id = json_object_get(msg, "id");
   json_t *cmdv = json_object_get(msg, "cmd");
@@ -1138,16 +1240,19 @@ static void client_command(struct client *cl, json_t *msg) {
     return;
   }
   enum op_kind kind;
-  if (strcmp(cmd, "start") == 0) kind = OP_START;
-  else if (strcmp(cmd, "stop") == 0) kind = OP_STOP;
-  else if (strcmp(cmd, "trial") == 0) kind = OP_TRIAL;
-  else if (strcmp(cmd, "reload") == 0) kind = OP_RELOAD;
+  if (strcmp(cmd, "start") == 0)
+    kind = OP_START;
+  else if (strcmp(cmd, "stop") == 0)
+    kind = OP_STOP;
+  else if (strcmp(cmd, "trial") == 0)
+    kind = OP_TRIAL;
+  else if (strcmp(cmd, "reload") == 0)
+    kind = OP_RELOAD;
   else {
     char err[300];
     json_t *q = json_string(cmd);
     char *quoted = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
-    snprintf(err, sizeof err,
-             "unknown command %.200s (expected status, start, stop, trial, note or reload)",
+    snprintf(err, sizeof err, "unknown command %.200s (expected status, start, stop, trial, note or reload)",
              quoted ? quoted : "?");
     free(quoted);
     json_decref(q);
@@ -1178,9 +1283,12 @@ static void client_command(struct client *cl, json_t *msg) {
   enqueue_op(c, kind, clean, cl, id, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
 }
 
-static void client_line(struct client *cl, const char *line, size_t len) {
-  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
-  if (!len) return;
+static void client_line(struct client *cl, const char *line, size_t len)
+{
+  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+    len--;
+  if (!len)
+    return;
   json_error_t e;
   json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
   if (!msg || !json_is_object(msg)) {
@@ -1200,7 +1308,8 @@ static void client_line(struct client *cl, const char *line, size_t len) {
 /* Runs up to CLIENT_LINES_PER_TURN complete lines buffered for cl. Reading stops while lines are
  * left over (they run again from the idle handle, after other clients and timers had their turn)
  * or while the client's unread replies exceed CLIENT_OUT_HIGH (until they drain, on_client_write). */
-static void client_process(struct client *cl) {
+static void client_process(struct client *cl)
+{
   struct pirec_controller *c = cl->c;
   int budget = CLIENT_LINES_PER_TURN, hold = 0;
   while (!cl->closing) {
@@ -1212,7 +1321,8 @@ static void client_process(struct client *cl) {
     char *start = cl->in + cl->in_off;
     size_t avail = cl->in_len - cl->in_off;
     char *nl = avail ? memchr(start, '\n', avail) : NULL;
-    if (!nl) break;
+    if (!nl)
+      break;
     if (budget-- == 0) {
       cl->backlog = 1;
       uv_idle_start(&c->idle, on_idle);
@@ -1222,7 +1332,8 @@ static void client_process(struct client *cl) {
     cl->in_off += (size_t)(nl - start) + 1;
     client_line(cl, start, (size_t)(nl - start));
   }
-  if (cl->closing) return;
+  if (cl->closing)
+    return;
   /* Keep only what is not processed yet. */
   if (cl->in_off && !hold) {
     memmove(cl->in, cl->in + cl->in_off, cl->in_len - cl->in_off);
@@ -1242,7 +1353,8 @@ static void client_process(struct client *cl) {
       uv_read_stop((uv_stream_t *)&cl->pipe);
       cl->reading = 0;
     }
-    if (!hold && cl->eof && cl->out_queued == 0) client_close(cl);
+    if (!hold && cl->eof && cl->out_queued == 0)
+      client_close(cl);
     return;
   }
   if (!cl->reading) {
@@ -1254,26 +1366,32 @@ static void client_process(struct client *cl) {
   }
 }
 
-static void on_idle(uv_idle_t *idle) {
+static void on_idle(uv_idle_t *idle)
+{
   struct pirec_controller *c = container_of(idle, struct pirec_controller, idle);
   int more = 0;
   for (struct client *cl = c->clients, *next; cl; cl = next) {
     next = cl->next;
-    if (!cl->backlog) continue;
+    if (!cl->backlog)
+      continue;
     cl->backlog = 0;
     client_process(cl);
   }
-  for (struct client *cl = c->clients; cl; cl = cl->next) more |= cl->backlog;
-  if (!more) uv_idle_stop(idle);
+  for (struct client *cl = c->clients; cl; cl = cl->next)
+    more |= cl->backlog;
+  if (!more)
+    uv_idle_stop(idle);
 }
 
-static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
   struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
   /* Read straight into the client's buffer: at most 64 KiB past what it holds. */
   size_t want = cl->in_len + 65536;
   if (want > cl->in_cap) {
     size_t cap = cl->in_cap ? cl->in_cap : 65536;
-    while (cap < want) cap *= 2;
+    while (cap < want)
+      cap *= 2;
     char *q = realloc(cl->in, cap);
     if (!q) {
       *b = uv_buf_init(NULL, 0);
@@ -1285,7 +1403,8 @@ static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   *b = uv_buf_init(cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
 }
 
-static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
   struct client *cl = container_of((uv_pipe_t *)s, struct client, pipe);
   if (n == UV_EOF) {
     /* Half-closed: answer what it sent, then close. */
@@ -1303,16 +1422,18 @@ static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   client_process(cl);
 }
 
-static void on_connection(uv_stream_t *server, int status) {
+static void on_connection(uv_stream_t *server, int status)
+{
   struct pirec_controller *c = server->data;
-  if (status < 0) return;
+  if (status < 0)
+    return;
   struct client *cl = calloc(1, sizeof(*cl));
-  if (!cl) return;
+  if (!cl)
+    return;
   cl->c = c;
   uv_pipe_init(c->loop, &cl->pipe, 0);
   c->handles_open++;
-  if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->shutting_down ||
-      c->nclients >= MAX_CLIENTS) {
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->shutting_down || c->nclients >= MAX_CLIENTS) {
     if (c->nclients >= MAX_CLIENTS)
       pirec_log(PIREC_LOG_WARN, "control socket: %d clients connected, refusing another", c->nclients);
     cl->closing = 1;
@@ -1322,16 +1443,19 @@ static void on_connection(uv_stream_t *server, int status) {
   cl->next = c->clients;
   c->clients = cl;
   c->nclients++;
-  if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) == 0) cl->reading = 1;
+  if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) == 0)
+    cl->reading = 1;
 }
 
 /* ---- sessions and trials ---- */
 
-static json_t *error_reply(const char *message) {
+static json_t *error_reply(const char *message)
+{
   return json_pack("{s:s,s:s}", "reply", "error", "message", message);
 }
 
-static void waiters_reply(struct op *op, json_t *reply) {
+static void waiters_reply(struct op *op, json_t *reply)
+{
   for (struct waiter *w = op->waiters; w;) {
     struct waiter *next = w->next;
     if (w->client) {
@@ -1346,7 +1470,8 @@ static void waiters_reply(struct op *op, json_t *reply) {
   op->waiters = NULL;
 }
 
-static void op_done(struct pirec_controller *c, json_t *reply) {
+static void op_done(struct pirec_controller *c, json_t *reply)
+{
   struct op *op = c->ops;
   c->op_running = 0;
   uv_timer_stop(&c->op_timer);
@@ -1358,10 +1483,12 @@ static void op_done(struct pirec_controller *c, json_t *reply) {
   json_decref(reply);
   notify_status(c);
   op_next(c);
-  if (!c->op_running) on_op_idle_check(c);
+  if (!c->op_running)
+    on_op_idle_check(c);
 }
 
-static json_t *session_reply(struct pirec_controller *c, const char *word) {
+static json_t *session_reply(struct pirec_controller *c, const char *word)
+{
   json_t *o = json_object();
   json_object_set_new(o, "reply", json_string(word));
   if (c->session && pirec_session_dir(c->session))
@@ -1370,9 +1497,9 @@ static json_t *session_reply(struct pirec_controller *c, const char *word) {
   return o;
 }
 
-
 /* One module reply awaited by the running op. */
-static void on_op_reply(struct module *m, json_t *reply, void *user) {
+static void on_op_reply(struct module *m, json_t *reply, void *user)
+{
   struct pirec_controller *c = m->c;
   const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
   if (r && strcmp(r, "error") == 0 && c->session) {
@@ -1382,18 +1509,22 @@ static void on_op_reply(struct module *m, json_t *reply, void *user) {
   } else if (!reply && c->session && m->state != M_ENDED && !m->stopping) {
     /* it crashed while we waited; the restart path rejoins the trial */
   }
-  if (r && strcmp(r, "status") == 0) on_status_reply(m, reply, NULL);
+  if (r && strcmp(r, "status") == 0)
+    on_status_reply(m, reply, NULL);
   if (c->op_wait > 0 && --c->op_wait == 0) {
     void (*cont)(struct pirec_controller *) = c->op_cont;
     c->op_cont = NULL;
     uv_timer_stop(&c->op_timer);
-    if (cont) cont(c);
+    if (cont)
+      cont(c);
   }
 }
 
-static void on_op_timeout(uv_timer_t *t) {
+static void on_op_timeout(uv_timer_t *t)
+{
   struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
-  for (int i = 0; i < c->nmodules; i++) c->modules[i].join_then_stop = 0; /* no longer awaited */
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].join_then_stop = 0; /* no longer awaited */
   if (c->session) {
     char msg[200];
     snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
@@ -1403,11 +1534,13 @@ static void on_op_timeout(uv_timer_t *t) {
   c->op_wait = 0;
   void (*cont)(struct pirec_controller *) = c->op_cont;
   c->op_cont = NULL;
-  if (cont) cont(c);
+  if (cont)
+    cont(c);
 }
 
 /* Arms the continuation that runs when every awaited reply arrived (or the timeout passed). */
-static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *)) {
+static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *))
+{
   if (c->op_wait == 0) {
     cont(c);
     return;
@@ -1416,7 +1549,8 @@ static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_contr
   uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
 }
 
-static void module_send_start(struct module *m, int for_op) {
+static void module_send_start(struct module *m, int for_op)
+{
   struct pirec_controller *c = m->c;
   int part = 0;
   if (m->started_trial == c->trial) {
@@ -1429,20 +1563,23 @@ static void module_send_start(struct module *m, int for_op) {
   const char *label = "";
   json_t *trials = json_object_get(pirec_session_manifest(c->session), "trials");
   json_t *last = json_array_get(trials, json_array_size(trials) - 1);
-  if (json_is_string(json_object_get(last, "label"))) label = json_string_value(json_object_get(last, "label"));
+  if (json_is_string(json_object_get(last, "label")))
+    label = json_string_value(json_object_get(last, "label"));
   json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
                           pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
   if (!for_op) {
     module_send(m, cmd, on_restart_started, NULL);
   } else {
     c->op_wait++;
-    if (module_send(m, cmd, on_op_reply, NULL) < 0) c->op_wait--;
+    if (module_send(m, cmd, on_op_reply, NULL) < 0)
+      c->op_wait--;
   }
 }
 
 /* The trial's start goes out ahead of anything queued for this recorder (notes held while the
  * session was starting, or written while it was restarting). */
-static void send_start_first(struct module *m, int for_op) {
+static void send_start_first(struct module *m, int for_op)
+{
   struct outline *head = m->out_head, *tail = m->out_tail;
   size_t bytes = m->out_bytes;
   m->out_head = m->out_tail = NULL;
@@ -1465,12 +1602,14 @@ static void send_start_first(struct module *m, int for_op) {
 
 /* Sends start for the current trial to every recorder that takes commands now; the ones still
  * starting up join when they say ready. */
-static void start_trial_on_modules(struct pirec_controller *c) {
+static void start_trial_on_modules(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     m->in_trial = 0;
     m->hold = 0;
-    if (m->state == M_ENDED) continue;
+    if (m->state == M_ENDED)
+      continue;
     if (m->state == M_READY) {
       send_start_first(m, 1);
     } else {
@@ -1481,13 +1620,16 @@ static void start_trial_on_modules(struct pirec_controller *c) {
   }
 }
 
-static int outbox_has_note(const struct module *m) {
+static int outbox_has_note(const struct module *m)
+{
   for (const struct outline *o = m->out_head; o; o = o->next)
-    if (o->is_note) return 1;
+    if (o->is_note)
+      return 1;
   return 0;
 }
 
-static void stop_trial_on_modules(struct pirec_controller *c) {
+static void stop_trial_on_modules(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     int was = m->in_trial;
@@ -1499,31 +1641,38 @@ static void stop_trial_on_modules(struct pirec_controller *c) {
       c->op_wait++;
       continue;
     }
-    if (!was || m->state != M_READY) continue;
+    if (!was || m->state != M_READY)
+      continue;
     c->op_wait++;
-    if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0) c->op_wait--;
+    if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+      c->op_wait--;
   }
 }
 
-static void status_on_modules(struct pirec_controller *c) {
+static void status_on_modules(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
-    if (m->state != M_READY) continue;
+    if (m->state != M_READY)
+      continue;
     c->op_wait++;
-    if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0) c->op_wait--;
+    if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0)
+      c->op_wait--;
   }
 }
 
 static void gpio_trial_hook(struct pirec_controller *c);
 
-static void after_trial_started(struct pirec_controller *c) {
+static void after_trial_started(struct pirec_controller *c)
+{
   c->state = C_RECORDING;
   struct op *op = c->ops;
   json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
   op_done(c, r);
 }
 
-static void begin_trial(struct pirec_controller *c, const char *label) {
+static void begin_trial(struct pirec_controller *c, const char *label)
+{
   c->trial = pirec_session_last_trial(c->session) + 1;
   pirec_session_trial_begin(c->session, c->trial, label);
   c->trial_start_mono = pirec_clock_mono_ns();
@@ -1532,7 +1681,8 @@ static void begin_trial(struct pirec_controller *c, const char *label) {
   op_await(c, after_trial_started);
 }
 
-static void on_session_started(struct pirec_session *s, int status, void *user) {
+static void on_session_started(struct pirec_session *s, int status, void *user)
+{
   struct pirec_controller *c = user;
   if (status < 0) {
     for (int i = 0; i < c->nmodules; i++) {
@@ -1583,7 +1733,8 @@ static void on_session_started(struct pirec_session *s, int status, void *user) 
   begin_trial(c, op ? op->label : "");
 }
 
-static json_t *config_snapshot(struct pirec_controller *c) {
+static json_t *config_snapshot(struct pirec_controller *c)
+{
   size_t len = 0;
   const char *src = pirec_config_source(c->cfg, &len);
   char *canon = pirec_config_format(c->cfg);
@@ -1593,12 +1744,14 @@ static json_t *config_snapshot(struct pirec_controller *c) {
   return o;
 }
 
-static void op_start_session(struct pirec_controller *c, const char *label) {
+static void op_start_session(struct pirec_controller *c, const char *label)
+{
   struct pirec_session_options so = {0};
   so.output_dir = c->output_dir_override ? c->output_dir_override
                                          : pirec_config_get_string(c->cfg, "session", "output_dir");
   char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
-  const char *l = label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
+  const char *l =
+      label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
   pirec_session_label_sanitise(l, clean);
   so.label = clean;
   so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
@@ -1612,7 +1765,8 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   int err = pirec_session_new(c->loop, &so, &s);
   json_decref(snap);
   json_decref(versions);
-  if (err == 0) err = pirec_session_start(s, on_session_started, c);
+  if (err == 0)
+    err = pirec_session_start(s, on_session_started, c);
   if (err < 0) {
     pirec_session_free(s);
     char msg[300];
@@ -1624,7 +1778,8 @@ static void op_start_session(struct pirec_controller *c, const char *label) {
   c->state = C_STARTING;
   c->trial = 0;
   /* Notes that arrive before the session directory exists wait in the outboxes. */
-  for (int i = 0; i < c->nmodules; i++) c->modules[i].hold = 1;
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].hold = 1;
   notify_status(c);
 }
 
@@ -1632,11 +1787,13 @@ static void apply_pending_config(struct pirec_controller *c);
 
 /* ---- remux after the session ---- */
 
-static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len) {
+static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
   pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
 }
 
-static void remux_end(struct pirec_job *job, const struct pirec_job_result *r) {
+static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
   struct remux_run *run = pirec_job_user(job);
   struct pirec_controller *c = run->c;
   if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
@@ -1657,23 +1814,30 @@ static void remux_end(struct pirec_job *job, const struct pirec_job_result *r) {
 
 /* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
  * controller does not wait for it, and a failure leaves the session as it is. */
-static void remux_session(struct pirec_controller *c, const char *dir) {
-  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after")) return;
+static void remux_session(struct pirec_controller *c, const char *dir)
+{
+  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after"))
+    return;
   char program[PATH_MAX];
   if (find_program(c, "pirec-remux", program, sizeof program) < 0) {
     pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");
     return;
   }
-  if (!c->remux_queue &&
-      pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
-                          &c->remux_queue) < 0)
+  if (!c->remux_queue && pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
+                                             &c->remux_queue) < 0)
     return;
   struct remux_run *run = calloc(1, sizeof(*run));
-  if (!run) return;
+  if (!run)
+    return;
   run->c = c;
   run->dir = strdup(dir);
-  const char *argv[] = {program, "--format", pirec_config_get_string(c->cfg, "remux", "format"),
-                        "--clock", pirec_config_get_string(c->cfg, "remux", "clock"), dir, NULL};
+  const char *argv[] = {program,
+                        "--format",
+                        pirec_config_get_string(c->cfg, "remux", "format"),
+                        "--clock",
+                        pirec_config_get_string(c->cfg, "remux", "clock"),
+                        dir,
+                        NULL};
   struct pirec_job_options o;
   pirec_job_options_init(&o);
   o.argv = argv;
@@ -1684,7 +1848,8 @@ static void remux_session(struct pirec_controller *c, const char *dir) {
   o.on_end = remux_end;
   o.user = run;
   int err = pirec_job_new(c->loop, &o, &run->job);
-  if (err == 0) err = pirec_job_queue_add(c->remux_queue, run->job);
+  if (err == 0)
+    err = pirec_job_queue_add(c->remux_queue, run->job);
   if (err < 0) {
     pirec_log(PIREC_LOG_WARN, "cannot start pirec-remux on '%s': %s", dir, pirec_strerror(err));
     pirec_job_free(run->job);
@@ -1696,13 +1861,15 @@ static void remux_session(struct pirec_controller *c, const char *dir) {
   c->remuxes = run;
 }
 
-static void on_session_stopped(struct pirec_session *s, int status, void *user) {
+static void on_session_stopped(struct pirec_session *s, int status, void *user)
+{
   struct pirec_controller *c = user;
   char *dir = strdup(pirec_session_dir(s));
   size_t nerr = pirec_session_error_count(s);
-  if (status < 0 || nerr) c->errors++;
-  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir,
-            status < 0 ? ": " : "", status < 0 ? pirec_strerror(status) : "");
+  if (status < 0 || nerr)
+    c->errors++;
+  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
+            status < 0 ? pirec_strerror(status) : "");
   pirec_session_free(s);
   c->session = NULL;
   c->state = C_IDLE;
@@ -1715,7 +1882,8 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user) 
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     json_t *mo = json_pack("{s:s,s:i}", "kind", m->kind, "crashes", (int)m->crashes);
-    if (m->last_status) json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+    if (m->last_status)
+      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(r, "modules", mods);
@@ -1724,7 +1892,8 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user) 
   op_done(c, r);
 }
 
-static void after_final_status(struct pirec_controller *c) {
+static void after_final_status(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     pirec_session_module_set(c->session, m->name, "state", json_string(mstate_name(m->state)));
@@ -1736,12 +1905,14 @@ static void after_final_status(struct pirec_controller *c) {
   pirec_session_stop(c->session, on_session_stopped, c);
 }
 
-static void after_modules_stopped(struct pirec_controller *c) {
+static void after_modules_stopped(struct pirec_controller *c)
+{
   status_on_modules(c);
   op_await(c, after_final_status);
 }
 
-static void op_stop_session(struct pirec_controller *c) {
+static void op_stop_session(struct pirec_controller *c)
+{
   control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
   c->state = C_STOPPING;
   notify_status(c);
@@ -1749,25 +1920,32 @@ static void op_stop_session(struct pirec_controller *c) {
   op_await(c, after_modules_stopped);
 }
 
-static void after_trial_stopped(struct pirec_controller *c) {
+static void after_trial_stopped(struct pirec_controller *c)
+{
   pirec_session_trial_end(c->session);
   struct op *op = c->ops;
   begin_trial(c, op ? op->label : "");
 }
 
-static void op_next_trial(struct pirec_controller *c) {
+static void op_next_trial(struct pirec_controller *c)
+{
   control_row(c, "trial", NULL);
   stop_trial_on_modules(c);
   op_await(c, after_trial_stopped);
 }
 
-static int control_differs(const struct pirec_config *a, const struct pirec_config *b) {
-  return strcmp(pirec_config_get_string(a, "control", "mode"), pirec_config_get_string(b, "control", "mode")) ||
-         strcmp(pirec_config_get_string(a, "control", "socket"), pirec_config_get_string(b, "control", "socket")) ||
-         pirec_config_get_int(a, "control", "socket_mode") != pirec_config_get_int(b, "control", "socket_mode");
+static int control_differs(const struct pirec_config *a, const struct pirec_config *b)
+{
+  return strcmp(pirec_config_get_string(a, "control", "mode"),
+                pirec_config_get_string(b, "control", "mode")) ||
+         strcmp(pirec_config_get_string(a, "control", "socket"),
+                pirec_config_get_string(b, "control", "socket")) ||
+         pirec_config_get_int(a, "control", "socket_mode") !=
+             pirec_config_get_int(b, "control", "socket_mode");
 }
 
-static void on_reloaded(struct pirec_config_req *req) {
+static void on_reloaded(struct pirec_config_req *req)
+{
   struct pirec_controller *c = req->data;
   json_t *r;
   if (req->result < 0) {
@@ -1775,12 +1953,15 @@ static void on_reloaded(struct pirec_config_req *req) {
     size_t used = strlen(msg);
     for (size_t i = 0; i < req->errors.count && used < sizeof msg - 2; i++) {
       int n = snprintf(msg + used, sizeof msg - used, "%s%s", i ? "; " : "", req->errors.items[i].message);
-      if (n < 0) break;
+      if (n < 0)
+        break;
       used += (size_t)n;
     }
-    if (!req->errors.count) snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
+    if (!req->errors.count)
+      snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
     pirec_log(PIREC_LOG_ERROR, "%s", msg);
-    if (c->session) pirec_session_event(c->session, "config_reload", NULL, msg);
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL, msg);
     r = error_reply(msg);
   } else {
     struct pirec_config *fresh = req->config;
@@ -1802,13 +1983,15 @@ static void on_reloaded(struct pirec_config_req *req) {
       json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
       pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
     }
-    if (!c->session) apply_pending_config(c);
+    if (!c->session)
+      apply_pending_config(c);
   }
   pirec_config_req_cleanup(req);
   op_done(c, r);
 }
 
-static void op_reload(struct pirec_controller *c) {
+static void op_reload(struct pirec_controller *c)
+{
   if (c->demo || !c->config_path) {
     op_done(c, error_reply("running the built-in demo configuration: there is no file to reload"));
     return;
@@ -1825,8 +2008,10 @@ static void op_reload(struct pirec_controller *c) {
 
 /* New settings take over between sessions: the checked text replaces the snapshot and the
  * recorders are restarted to read it. */
-static void apply_pending_config(struct pirec_controller *c) {
-  if (!c->pending_cfg || c->session || c->shutting_down) return;
+static void apply_pending_config(struct pirec_controller *c)
+{
+  if (!c->pending_cfg || c->session || c->shutting_down)
+    return;
   int err = snapshot_write(c, c->pending_cfg);
   if (err < 0) {
     /* The recorders would still read the old text: keep the old settings everywhere. */
@@ -1854,8 +2039,10 @@ static void apply_pending_config(struct pirec_controller *c) {
   maybe_finish_shutdown(c);
 }
 
-static void op_next(struct pirec_controller *c) {
-  if (c->op_running || !c->ops) return;
+static void op_next(struct pirec_controller *c)
+{
+  if (c->op_running || !c->ops)
+    return;
   struct op *op = c->ops;
   c->op_running = 1;
   c->op_wait = 0;
@@ -1864,53 +2051,51 @@ static void op_next(struct pirec_controller *c) {
     pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",
               (unsigned long long)op->merged, op_kind_name(op->kind));
   switch (op->kind) {
-    case OP_START:
-      if (c->state != C_IDLE) {
-        op_done(c, error_reply(c->state == C_RECORDING ? "already recording" : "busy"));
-        return;
-      }
+  case OP_START:
+    if (c->state != C_IDLE) {
+      op_done(c, error_reply(c->state == C_RECORDING ? "already recording" : "busy"));
+      return;
+    }
+    op_start_session(c, op->label);
+    return;
+  case OP_STOP:
+    if (c->state != C_RECORDING) {
+      op_done(c, error_reply("not recording"));
+      return;
+    }
+    op_stop_session(c);
+    return;
+  case OP_TRIAL:
+    if (c->state == C_IDLE) {
+      op->kind = OP_START;
       op_start_session(c, op->label);
       return;
-    case OP_STOP:
-      if (c->state != C_RECORDING) {
-        op_done(c, error_reply("not recording"));
-        return;
-      }
+    }
+    if (c->state != C_RECORDING) {
+      op_done(c, error_reply("busy"));
+      return;
+    }
+    op_next_trial(c);
+    return;
+  case OP_TOGGLE:
+    if (c->state == C_RECORDING) {
+      op->kind = OP_STOP;
+      op_stop_session(c);
+    } else if (c->state == C_IDLE) {
+      op->kind = OP_START;
+      op_start_session(c, op->label);
+    } else {
+      op_done(c, NULL);
+    }
+    return;
+  case OP_RELOAD: op_reload(c); return;
+  case OP_SHUTDOWN:
+    if (c->state == C_RECORDING) {
       op_stop_session(c);
       return;
-    case OP_TRIAL:
-      if (c->state == C_IDLE) {
-        op->kind = OP_START;
-        op_start_session(c, op->label);
-        return;
-      }
-      if (c->state != C_RECORDING) {
-        op_done(c, error_reply("busy"));
-        return;
-      }
-      op_next_trial(c);
-      return;
-    case OP_TOGGLE:
-      if (c->state == C_RECORDING) {
-        op->kind = OP_STOP;
-        op_stop_session(c);
-      } else if (c->state == C_IDLE) {
-        op->kind = OP_START;
-        op_start_session(c, op->label);
-      } else {
-        op_done(c, NULL);
-      }
-      return;
-    case OP_RELOAD:
-      op_reload(c);
-      return;
-    case OP_SHUTDOWN:
-      if (c->state == C_RECORDING) {
-        op_stop_session(c);
-        return;
-      }
-      op_done(c, NULL);
-      return;
+    }
+    op_done(c, NULL);
+    return;
   }
 }
 
@@ -1921,30 +2106,39 @@ static void op_next(struct pirec_controller *c) {
  * recording state (led) and trial starts (sync_pulse). A line that cannot be opened is logged and
  * left out; recording goes on without it. */
 
-static const char *gpio_action_word(enum pirec_gpio_action a) { return pirec_gpio_action_name(a); }
+static const char *gpio_action_word(enum pirec_gpio_action a)
+{
+  return pirec_gpio_action_name(a);
+}
 
-static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g) {
+static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g)
+{
   for (int i = 0; i < c->ngpio; i++)
-    if (c->gpios[i] == g) return i;
+    if (c->gpios[i] == g)
+      return i;
   return -1;
 }
 
 /* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
-static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind) {
-  if (c->shutting_down) return 0;
+static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind)
+{
+  if (c->shutting_down)
+    return 0;
   switch (action) {
-    case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
-    case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
-    case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
-    case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
-    default: return 0;
+  case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
+  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
+  case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
+  case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
+  default: return 0;
   }
 }
 
 /* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
-static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *module) {
+static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *module)
+{
   struct op *op = queue_op(c, kind, NULL, NULL, NULL);
-  if (!op) return;
+  if (!op)
+    return;
   snprintf(op->source, sizeof op->source, "gpio");
   snprintf(op->from, sizeof op->from, "%s", module);
   if (slot >= 0) {
@@ -1954,7 +2148,8 @@ static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind,
   op_next(c);
 }
 
-static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user) {
+static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
+{
   struct pirec_controller *c = user;
   int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
   int64_t wall = now_wall - (now_mono - ev->ts_ns);
@@ -2000,19 +2195,23 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
   } else {
     pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
   }
-  if (wants && !pending) gpio_submit(c, slot, kind, module);
+  if (wants && !pending)
+    gpio_submit(c, slot, kind, module);
 }
 
-static void on_gpio_error(struct pirec_gpio *g, int err, void *user) {
+static void on_gpio_error(struct pirec_gpio *g, int err, void *user)
+{
   struct pirec_controller *c = user;
   char msg[300];
   snprintf(msg, sizeof msg, "gpio '%s' (%s) stopped: %s", pirec_gpio_name(g), pirec_gpio_describe(g),
            pirec_strerror(err));
   pirec_log(PIREC_LOG_ERROR, "%s", msg);
-  if (c->session) pirec_session_error(c->session, NULL, msg);
+  if (c->session)
+    pirec_session_error(c->session, NULL, msg);
 }
 
-static void gpio_open_all(struct pirec_controller *c) {
+static void gpio_open_all(struct pirec_controller *c)
+{
   size_t n = pirec_config_instance_count(c->cfg, "gpio");
   for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
     const char *sec = pirec_config_instance(c->cfg, "gpio", i);
@@ -2044,8 +2243,10 @@ static void gpio_open_all(struct pirec_controller *c) {
     char why[200];
     struct pirec_gpio *g = NULL;
     int err = pirec_gpio_settings_check(&gs, why, sizeof why);
-    if (err == 0) err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
-    else pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
+    if (err == 0)
+      err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
+    else
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
     if (err < 0) {
       pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
                 gs.chip, pirec_strerror(err));
@@ -2057,24 +2258,33 @@ static void gpio_open_all(struct pirec_controller *c) {
   }
 }
 
-static void gpio_trial_hook(struct pirec_controller *c) {
-  for (int i = 0; i < c->ngpio; i++) pirec_gpio_trial_started(c->gpios[i], NULL);
+static void gpio_trial_hook(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_trial_started(c->gpios[i], NULL);
 }
 
-static void gpio_recording_hook(struct pirec_controller *c, int recording) {
-  for (int i = 0; i < c->ngpio; i++) pirec_gpio_set_recording(c->gpios[i], recording);
+static void gpio_recording_hook(struct pirec_controller *c, int recording)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_set_recording(c->gpios[i], recording);
 }
 
-static void gpio_open_when_closed(struct pirec_controller *c) {
-  if (c->gpio_closing || !c->gpio_reopen) return;
+static void gpio_open_when_closed(struct pirec_controller *c)
+{
+  if (c->gpio_closing || !c->gpio_reopen)
+    return;
   c->gpio_reopen = 0;
-  if (c->shutting_down) return;
+  if (c->shutting_down)
+    return;
   gpio_open_all(c);
   /* Reloads apply between sessions, but a session may have started while the old lines closed. */
-  if (c->session && c->state == C_RECORDING) gpio_recording_hook(c, 1);
+  if (c->session && c->state == C_RECORDING)
+    gpio_recording_hook(c, 1);
 }
 
-static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user) {
+static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
+{
   struct pirec_controller *c = user;
   c->handles_open--;
   c->gpio_closing--;
@@ -2082,9 +2292,11 @@ static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counter
   maybe_finish_shutdown(c);
 }
 
-static void gpio_close_all(struct pirec_controller *c) {
+static void gpio_close_all(struct pirec_controller *c)
+{
   /* Queued ops keep no slot: the indices are about to mean other lines. */
-  for (struct op *op = c->ops; op; op = op->next) op_unpend(c, op);
+  for (struct op *op = c->ops; op; op = op->next)
+    op_unpend(c, op);
   for (int i = 0; i < c->ngpio; i++) {
     c->handles_open++;
     c->gpio_closing++;
@@ -2096,31 +2308,33 @@ static void gpio_close_all(struct pirec_controller *c) {
 
 /* An accepted reload that applies (between sessions) re-reads [gpio.*]: every line is released
  * first (the kernel refuses a line still requested, EBUSY), then the new set is opened. */
-static void gpio_reopen_all(struct pirec_controller *c) {
+static void gpio_reopen_all(struct pirec_controller *c)
+{
   gpio_close_all(c);
   c->gpio_reopen = 1;
   gpio_open_when_closed(c);
 }
 
-static json_t *gpio_status(struct pirec_controller *c) {
+static json_t *gpio_status(struct pirec_controller *c)
+{
   json_t *o = json_object();
   for (int i = 0; i < c->ngpio; i++) {
     struct pirec_gpio_counters k;
     pirec_gpio_counters(c->gpios[i], &k);
-    json_object_set_new(o, pirec_gpio_name(c->gpios[i]),
-                        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line",
-                                  pirec_gpio_describe(c->gpios[i]), "edges", (json_int_t)k.edges,
-                                  "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
-                                  "rate_limited", (json_int_t)k.rate_limited, "lost",
-                                  (json_int_t)k.lost, "merged", (json_int_t)c->gpio_merged[i],
-                                  "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
+    json_object_set_new(
+        o, pirec_gpio_name(c->gpios[i]),
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line", pirec_gpio_describe(c->gpios[i]), "edges",
+                  (json_int_t)k.edges, "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
+                  "rate_limited", (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "merged",
+                  (json_int_t)c->gpio_merged[i], "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
   }
   return o;
 }
 
 /* ---- timers, signals, shutdown ---- */
 
-static void on_status_timer(uv_timer_t *t) {
+static void on_status_timer(uv_timer_t *t)
+{
   struct pirec_controller *c = t->data;
   uint64_t now = uv_now(c->loop);
   for (struct client *cl = c->clients, *next; cl; cl = next) {
@@ -2132,37 +2346,47 @@ static void on_status_timer(uv_timer_t *t) {
       client_close(cl);
     }
   }
-  for (int i = 0; i < c->nmodules; i++) module_poll_status(&c->modules[i]);
+  for (int i = 0; i < c->nmodules; i++)
+    module_poll_status(&c->modules[i]);
   /* Counters reach session.json every 5 s between trial changes: each rewrite is an fsync'ed
    * atomic replace, which an SD card should not see every second. */
-  if (c->session && ++c->status_ticks % 5 == 0) pirec_session_save(c->session);
+  if (c->session && ++c->status_ticks % 5 == 0)
+    pirec_session_save(c->session);
 }
 
-static void on_watchdog(uv_timer_t *t) { sdnotify("WATCHDOG=1"); }
+static void on_watchdog(uv_timer_t *t)
+{
+  sdnotify("WATCHDOG=1");
+}
 
-static void on_demo_note(uv_timer_t *t) {
+static void on_demo_note(uv_timer_t *t)
+{
   struct pirec_controller *c = t->data;
-  if (c->state != C_RECORDING) return;
+  if (c->state != C_RECORDING)
+    return;
   char text[96], err[300];
-  snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration",
-           ++c->demo_notes);
+  snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration", ++c->demo_notes);
   json_t *extra = NULL;
-  if (take_note(c, text, strlen(text), &extra, err, sizeof err) == 0) json_decref(extra);
+  if (take_note(c, text, strlen(text), &extra, err, sizeof err) == 0)
+    json_decref(extra);
 }
 
-static void on_handle_closed(uv_handle_t *h) {
+static void on_handle_closed(uv_handle_t *h)
+{
   struct pirec_controller *c = h->data;
   c->handles_open--;
   maybe_finish_shutdown(c);
 }
 
-static void on_lag_closed(struct pirec_looplag *lag) {
+static void on_lag_closed(struct pirec_looplag *lag)
+{
   struct pirec_controller *c = lag->data;
   c->handles_open--;
   maybe_finish_shutdown(c);
 }
 
-static void close_handle(struct pirec_controller *c, uv_handle_t *h) {
+static void close_handle(struct pirec_controller *c, uv_handle_t *h)
+{
   if (!uv_is_closing(h)) {
     h->data = c;
     uv_close(h, on_handle_closed);
@@ -2170,24 +2394,29 @@ static void close_handle(struct pirec_controller *c, uv_handle_t *h) {
 }
 
 /* Called whenever something the shutdown (or a config switch) waits for has ended. */
-static void maybe_finish_shutdown(struct pirec_controller *c) {
+static void maybe_finish_shutdown(struct pirec_controller *c)
+{
   for (int i = 0; i < c->nmodules; i++)
-    if (c->modules[i].job && c->modules[i].state != M_ENDED) return;
+    if (c->modules[i].job && c->modules[i].state != M_ENDED)
+      return;
   if (c->started == 2 && !c->shutting_down) {
     /* A config switch: every old recorder has ended; start the new set. */
-    for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+    for (int i = 0; i < c->nmodules; i++)
+      module_release(&c->modules[i]);
     c->started = 1;
     build_modules(c);
     spawn_modules(c);
     return;
   }
-  if (!c->shutting_down || c->session || c->ops || c->remuxes) return;
+  if (!c->shutting_down || c->session || c->ops || c->remuxes)
+    return;
   if (!c->shutdown_done) {
     c->shutdown_done = 1;
     pirec_job_queue_free(c->remux_queue);
     c->remux_queue = NULL;
     sdnotify("STOPPING=1");
-    for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+    for (int i = 0; i < c->nmodules; i++)
+      module_release(&c->modules[i]);
     for (struct client *cl = c->clients; cl;) {
       struct client *next = cl->next;
       client_close(cl);
@@ -2198,7 +2427,8 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
       c->server_open = 0;
       unlink(c->socket_path);
     }
-    for (int i = 0; i < c->sig_open; i++) close_handle(c, (uv_handle_t *)&c->sig[i]);
+    for (int i = 0; i < c->sig_open; i++)
+      close_handle(c, (uv_handle_t *)&c->sig[i]);
     gpio_close_all(c);
     close_handle(c, (uv_handle_t *)&c->status_timer);
     close_handle(c, (uv_handle_t *)&c->watchdog_timer);
@@ -2213,15 +2443,20 @@ static void maybe_finish_shutdown(struct pirec_controller *c) {
   }
 }
 
-static void on_shutdown_op_done(struct pirec_controller *c) {
-  for (int i = 0; i < c->nmodules; i++) module_stop(&c->modules[i]);
+static void on_shutdown_op_done(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++)
+    module_stop(&c->modules[i]);
   /* A remux in progress is stopped: its inputs are untouched and it can be run again. */
-  for (struct remux_run *run = c->remuxes; run; run = run->next) pirec_job_stop(run->job);
+  for (struct remux_run *run = c->remuxes; run; run = run->next)
+    pirec_job_stop(run->job);
   maybe_finish_shutdown(c);
 }
 
-static void controller_shutdown(struct pirec_controller *c, const char *source, const char *from) {
-  if (c->shutting_down) return;
+static void controller_shutdown(struct pirec_controller *c, const char *source, const char *from)
+{
+  if (c->shutting_down)
+    return;
   c->shutting_down = 1;
   sdnotify("STOPPING=1\nSTATUS=stopping");
   /* Ops waiting behind the running one are answered now: nothing new starts. */
@@ -2241,74 +2476,84 @@ static void controller_shutdown(struct pirec_controller *c, const char *source, 
   enqueue_op(c, OP_SHUTDOWN, NULL, NULL, NULL, source, from);
 }
 
-void pirec_controller_shutdown(struct pirec_controller *c) { controller_shutdown(c, "api", NULL); }
+void pirec_controller_shutdown(struct pirec_controller *c)
+{
+  controller_shutdown(c, "api", NULL);
+}
 
-static void on_signal(uv_signal_t *s, int signum) {
+static void on_signal(uv_signal_t *s, int signum)
+{
   struct pirec_controller *c = s->data;
   switch (signum) {
-    case SIGINT:
-    case SIGTERM:
-      pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
-      controller_shutdown(c, "signal", signum == SIGINT ? "SIGINT" : "SIGTERM");
-      break;
-    case SIGUSR1:
-      if (!c->shutting_down) enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL, "signal", "SIGUSR1");
-      break;
-    case SIGHUP:
-      if (!c->shutting_down) enqueue_op(c, OP_RELOAD, NULL, NULL, NULL, "signal", "SIGHUP");
-      break;
+  case SIGINT:
+  case SIGTERM:
+    pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
+    controller_shutdown(c, "signal", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    break;
+  case SIGUSR1:
+    if (!c->shutting_down)
+      enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL, "signal", "SIGUSR1");
+    break;
+  case SIGHUP:
+    if (!c->shutting_down)
+      enqueue_op(c, OP_RELOAD, NULL, NULL, NULL, "signal", "SIGHUP");
+    break;
   }
 }
 
 /* The shutdown op is the last one: once it is done, stop the recorders. */
-static void on_op_idle_check(struct pirec_controller *c) {
-  if (c->shutting_down && !c->ops && !c->session) on_shutdown_op_done(c);
+static void on_op_idle_check(struct pirec_controller *c)
+{
+  if (c->shutting_down && !c->ops && !c->session)
+    on_shutdown_op_done(c);
 }
 
 /* ---- setup ---- */
 
-static int mkdir_parents(const char *path, mode_t mode) {
+static int mkdir_parents(const char *path, mode_t mode)
+{
   char buf[PATH_MAX];
   snprintf(buf, sizeof buf, "%s", path);
   for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
+    if (*p != '/')
+      continue;
     *p = '\0';
-    if (mkdir(buf, mode) < 0 && errno != EEXIST) return -errno;
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+      return -errno;
     *p = '/';
   }
   return 0;
 }
 
-static const char demo_config_fmt[] =
-    "# pirec's built-in demo configuration (pirec record without -c)\n"
-    "[session]\n"
-    "output_dir = %s\n"
-    "clocks_interval = 1s\n"
-    "remux_after = false\n"
-    "[notes]\n"
-    "enabled = true\n"
-    "%s";
+static const char demo_config_fmt[] = "# pirec's built-in demo configuration (pirec record without -c)\n"
+                                      "[session]\n"
+                                      "output_dir = %s\n"
+                                      "clocks_interval = 1s\n"
+                                      "remux_after = false\n"
+                                      "[notes]\n"
+                                      "enabled = true\n"
+                                      "%s";
 
-static const char demo_camera[] =
-    "[camera.demo]\n"
-    "source = lavfi\n"
-    "lavfi = testsrc2\n"
-    "size = 320x240\n"
-    "fps = 15\n";
+static const char demo_camera[] = "[camera.demo]\n"
+                                  "source = lavfi\n"
+                                  "lavfi = testsrc2\n"
+                                  "size = 320x240\n"
+                                  "fps = 15\n";
 
 /* Writes cfg's exact source text to c->snapshot_path (created on first use next to the control
  * socket, a directory only this controller's user can write), by rename so a recorder starting at
  * that moment reads the old text or the new one, never a mix. Recorders are spawned with this
  * file, not the user's: the file a user edits between start-up and a crash-restart must not reach
  * a recorder that the controller has not checked. Returns 0 or -errno. */
-static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg) {
+static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg)
+{
   if (!*c->snapshot_path) {
     char dir[sizeof c->socket_path];
     snprintf(dir, sizeof dir, "%s", c->socket_path);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s/config-%d.ini", *dir ? dir : ".",
-             (int)getpid());
+    if (slash)
+      *slash = '\0';
+    snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s/config-%d.ini", *dir ? dir : ".", (int)getpid());
     int err = mkdir_parents(c->snapshot_path, 0700);
     if (err < 0) {
       *c->snapshot_path = '\0';
@@ -2320,20 +2565,27 @@ static int snapshot_write(struct pirec_controller *c, const struct pirec_config 
   size_t len = 0;
   const char *src = pirec_config_source(cfg, &len);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return -errno;
+  if (fd < 0)
+    return -errno;
   int err = 0;
   for (size_t off = 0; off < len && !err;) {
     ssize_t n = write(fd, src + off, len - off);
-    if (n < 0 && errno != EINTR) err = -errno;
-    if (n > 0) off += (size_t)n;
+    if (n < 0 && errno != EINTR)
+      err = -errno;
+    if (n > 0)
+      off += (size_t)n;
   }
-  if (close(fd) < 0 && !err) err = -errno;
-  if (!err && rename(tmp, c->snapshot_path) < 0) err = -errno;
-  if (err) unlink(tmp);
+  if (close(fd) < 0 && !err)
+    err = -errno;
+  if (!err && rename(tmp, c->snapshot_path) < 0)
+    err = -errno;
+  if (err)
+    unlink(tmp);
   return err;
 }
 
-static int load_config(struct pirec_controller *c) {
+static int load_config(struct pirec_controller *c)
+{
   struct pirec_config_errors errors = {0};
   int err;
   if (c->config_path) {
@@ -2351,29 +2603,35 @@ static int load_config(struct pirec_controller *c) {
     snprintf(text, sizeof text, demo_config_fmt, out, camera ? demo_camera : "");
     err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
   }
-  for (size_t i = 0; i < errors.count; i++) fprintf(stderr, "%s\n", errors.items[i].message);
+  for (size_t i = 0; i < errors.count; i++)
+    fprintf(stderr, "%s\n", errors.items[i].message);
   pirec_config_errors_free(&errors);
   return err;
 }
 
 int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
-                         struct pirec_controller **out) {
+                         struct pirec_controller **out)
+{
   *out = NULL;
   struct pirec_controller *c = calloc(1, sizeof(*c));
-  if (!c) return -ENOMEM;
+  if (!c)
+    return -ENOMEM;
   c->loop = loop;
   pirec_controller_options_default(&c->opts);
-  if (opts) c->opts = *opts;
-  if (!c->opts.ready_timeout_ms) c->opts.ready_timeout_ms = 10000;
-  if (!c->opts.stop_timeout_ms) c->opts.stop_timeout_ms = 10000;
+  if (opts)
+    c->opts = *opts;
+  if (!c->opts.ready_timeout_ms)
+    c->opts.ready_timeout_ms = 10000;
+  if (!c->opts.stop_timeout_ms)
+    c->opts.stop_timeout_ms = 10000;
   c->config_path = c->opts.config_path ? strdup(c->opts.config_path) : NULL;
   c->label = c->opts.label ? strdup(c->opts.label) : NULL;
   c->recorder_dir = c->opts.recorder_dir ? strdup(c->opts.recorder_dir) : NULL;
   c->output_dir_override = c->opts.output_dir ? strdup(c->opts.output_dir) : NULL;
   char clean[PIREC_SESSION_LABEL_MAX + 1];
   if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
-    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n",
-            c->label, PIREC_SESSION_LABEL_MAX);
+    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n", c->label,
+            PIREC_SESSION_LABEL_MAX);
     pirec_controller_free(c);
     return -EINVAL;
   }
@@ -2396,8 +2654,10 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   return 0;
 }
 
-static int bind_socket(struct pirec_controller *c) {
-  if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0) return 0;
+static int bind_socket(struct pirec_controller *c)
+{
+  if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0)
+    return 0;
   int err = mkdir_parents(c->socket_path, 0700);
   if (err < 0) {
     fprintf(stderr, "pirec: cannot create the directory of '%s': %s\n", c->socket_path, strerror(-err));
@@ -2410,7 +2670,8 @@ static int bind_socket(struct pirec_controller *c) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", c->socket_path);
     int alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0) close(fd);
+    if (fd >= 0)
+      close(fd);
     if (alive) {
       fprintf(stderr, "pirec: another pirec is running on '%s'\n", c->socket_path);
       return -EADDRINUSE;
@@ -2426,8 +2687,10 @@ static int bind_socket(struct pirec_controller *c) {
   mode_t old = umask(0777 & ~mode);
   err = uv_pipe_bind(&c->server, c->socket_path);
   umask(old);
-  if (err == 0) chmod(c->socket_path, mode);
-  if (err == 0) err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
+  if (err == 0)
+    chmod(c->socket_path, mode);
+  if (err == 0)
+    err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
   if (err < 0) {
     fprintf(stderr, "pirec: cannot listen on '%s': %s\n", c->socket_path, uv_strerror(err));
     return err;
@@ -2435,7 +2698,8 @@ static int bind_socket(struct pirec_controller *c) {
   return 0;
 }
 
-int pirec_controller_start(struct pirec_controller *c) {
+int pirec_controller_start(struct pirec_controller *c)
+{
   /* Handles first: a failure below ends in pirec_controller_shutdown, which closes them. */
   uv_timer_init(c->loop, &c->op_timer);
   uv_timer_init(c->loop, &c->status_timer);
@@ -2444,7 +2708,8 @@ int pirec_controller_start(struct pirec_controller *c) {
   uv_idle_init(c->loop, &c->idle);
   c->handles_open += 5;
   int err = bind_socket(c);
-  if (err < 0) return err;
+  if (err < 0)
+    return err;
   err = snapshot_write(c, c->cfg);
   if (err < 0) {
     fprintf(stderr, "pirec: cannot write the config snapshot '%s': %s\n", c->snapshot_path,
@@ -2453,7 +2718,8 @@ int pirec_controller_start(struct pirec_controller *c) {
   }
   c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
   uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
-  if (c->demo) uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
+  if (c->demo)
+    uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
   if (pirec_looplag_init(c->loop, &c->lag, 0, 0, NULL) == 0) {
     c->handles_open++;
     c->lag_open = 1;
@@ -2483,25 +2749,36 @@ int pirec_controller_start(struct pirec_controller *c) {
   char ready[700];
   snprintf(ready, sizeof ready, "READY=1\nSTATUS=idle; control socket %s", c->socket_path);
   sdnotify(ready);
-  pirec_log(PIREC_LOG_INFO, "pirec %s: control socket '%s', %d recorder(s)%s", PIREC_VERSION,
-            c->socket_path, c->nmodules, c->demo ? ", built-in demo configuration" : "");
-  if (!c->opts.wait) enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL, "cli", "pirec record");
+  pirec_log(PIREC_LOG_INFO, "pirec %s: control socket '%s', %d recorder(s)%s", PIREC_VERSION, c->socket_path,
+            c->nmodules, c->demo ? ", built-in demo configuration" : "");
+  if (!c->opts.wait)
+    enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL, "cli", "pirec record");
   return 0;
 }
 
-int pirec_controller_exit_status(const struct pirec_controller *c) { return c->errors ? 1 : 0; }
-const char *pirec_controller_socket_path(const struct pirec_controller *c) { return c->socket_path; }
+int pirec_controller_exit_status(const struct pirec_controller *c)
+{
+  return c->errors ? 1 : 0;
+}
+const char *pirec_controller_socket_path(const struct pirec_controller *c)
+{
+  return c->socket_path;
+}
 
-void pirec_controller_free(struct pirec_controller *c) {
-  if (!c) return;
-  for (int i = 0; i < c->nmodules; i++) module_release(&c->modules[i]);
+void pirec_controller_free(struct pirec_controller *c)
+{
+  if (!c)
+    return;
+  for (int i = 0; i < c->nmodules; i++)
+    module_release(&c->modules[i]);
   while (c->ops) {
     struct op *op = c->ops;
     c->ops = op->next;
     waiters_reply(op, NULL);
     free(op);
   }
-  if (*c->snapshot_path) unlink(c->snapshot_path);
+  if (*c->snapshot_path)
+    unlink(c->snapshot_path);
   pirec_config_free(c->cfg);
   pirec_config_free(c->pending_cfg);
   free(c->config_path);

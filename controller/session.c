@@ -19,14 +19,12 @@
 #include "pirec/log.h"
 #include "pirec/sink.h"
 
-#define DETAIL_MAX 4000
-#define ROW_CAP (DETAIL_MAX * 2 + 512)
+#define DETAIL_MAX     4000
+#define ROW_CAP        (DETAIL_MAX * 2 + 512)
 #define MAX_NAME_TRIES 100
 
-static const char *const event_columns[] = {"trial", "mono_ns", "wall_ns", "event", "module",
-                                            "detail", NULL};
-static const char *const clock_columns[] = {"trial", "mono_ns", "wall_ns", "boot_ns",
-                                            "uncertainty_ns", NULL};
+static const char *const event_columns[] = {"trial", "mono_ns", "wall_ns", "event", "module", "detail", NULL};
+static const char *const clock_columns[] = {"trial", "mono_ns", "wall_ns", "boot_ns", "uncertainty_ns", NULL};
 
 struct pirec_session {
   uv_loop_t *loop;
@@ -44,7 +42,7 @@ struct pirec_session {
   int timer_open;
   char row[ROW_CAP];
 
-  int trial;      /* running, 0 between trials */
+  int trial; /* running, 0 between trials */
   int last_trial;
   int64_t start_mono_ns;
   int name_try;
@@ -68,41 +66,49 @@ struct pirec_session {
   void *cb_user;
 };
 
-int pirec_session_label_sanitise(const char *label, char *out) {
+int pirec_session_label_sanitise(const char *label, char *out)
+{
   out[0] = '\0';
-  if (!label) return 0;
+  if (!label)
+    return 0;
   size_t len = strlen(label);
-  if (strstr(label, "..") || strchr(label, '/')) return -EINVAL;
-  if (len > PIREC_SESSION_LABEL_MAX) return -ENAMETOOLONG;
+  if (strstr(label, "..") || strchr(label, '/'))
+    return -EINVAL;
+  if (len > PIREC_SESSION_LABEL_MAX)
+    return -ENAMETOOLONG;
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)label[i];
-    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '.' || c == '_' || c == '-';
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+             c == '_' || c == '-';
     out[i] = ok && !(i == 0 && c == '.') ? (char)c : '_';
   }
   out[len] = '\0';
   return (int)len;
 }
 
-static json_t *anchor_json(const char *at, const struct pirec_clock_anchor *a) {
+static json_t *anchor_json(const char *at, const struct pirec_clock_anchor *a)
+{
   return json_pack("{s:s,s:I,s:I,s:I,s:I}", "at", at, "mono_ns", (json_int_t)a->mono_ns, "wall_ns",
                    (json_int_t)a->wall_ns, "boot_ns", (json_int_t)a->boot_ns, "uncertainty_ns",
                    (json_int_t)a->uncertainty_ns);
 }
 
-static void utc_string(int64_t wall_ns, char *buf, size_t cap, int compact) {
+static void utc_string(int64_t wall_ns, char *buf, size_t cap, int compact)
+{
   time_t t = (time_t)(wall_ns / 1000000000);
   struct tm tm;
   gmtime_r(&t, &tm);
   strftime(buf, cap, compact ? "%Y%m%dT%H%M%SZ" : "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
-                      struct pirec_session **out) {
+int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts, struct pirec_session **out)
+{
   *out = NULL;
-  if (!opts || !opts->output_dir || !*opts->output_dir) return -EINVAL;
+  if (!opts || !opts->output_dir || !*opts->output_dir)
+    return -EINVAL;
   struct pirec_session *s = calloc(1, sizeof(*s));
-  if (!s) return -ENOMEM;
+  if (!s)
+    return -ENOMEM;
   s->loop = loop;
   s->output_dir = strdup(opts->output_dir);
   if (opts->label && pirec_session_label_sanitise(opts->label, s->label) < 0) {
@@ -114,28 +120,30 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
   /* 0 is "not set" in these options (zeroed structs); UINT_MAX asks for no periodic sync, which
    * the sinks spell PIREC_SINK_FSYNC_NEVER. */
   s->fsync_interval_ms = opts->fsync_interval_ms == UINT_MAX ? PIREC_SINK_FSYNC_NEVER
-                         : opts->fsync_interval_ms        ? opts->fsync_interval_ms
-                                                          : 1000;
+                         : opts->fsync_interval_ms           ? opts->fsync_interval_ms
+                                                             : 1000;
 
   struct utsname u;
   char host[256] = "";
   gethostname(host, sizeof host - 1);
-  if (uname(&u) < 0) memset(&u, 0, sizeof u);
+  if (uname(&u) < 0)
+    memset(&u, 0, sizeof u);
   json_t *hostj = json_pack("{s:s,s:s,s:s,s:s,s:i}", "hostname", host, "system", u.sysname, "kernel",
                             u.release, "machine", u.machine, "pid", (int)getpid());
-  if (opts->host_extra) json_object_update(hostj, opts->host_extra);
+  if (opts->host_extra)
+    json_object_update(hostj, opts->host_extra);
   /* The library versions that shaped the files: FFmpeg's is libavutil's, the one the recorders and
    * pirec-remux load from the same system. */
   json_t *versions = json_pack("{s:s,s:s,s:s,s:s}", "pirec", PIREC_VERSION, "libuv", uv_version_string(),
                                "jansson", JANSSON_VERSION, "ffmpeg", av_version_info());
-  if (versions && opts->versions_extra) json_object_update(versions, opts->versions_extra);
+  if (versions && opts->versions_extra)
+    json_object_update(versions, opts->versions_extra);
   s->m = json_pack("{s:s,s:s,s:b,s:s,s:o,s:o,s:O,s:n,s:n,s:[],s:[],s:{},s:[],s:{s:I,s:I},"
                    "s:{s:I,s:I}}",
                    "format", "pirec-session-1", "state", "starting", "final", 0, "label", s->label,
-                   "versions", versions, "host", hostj, "config",
-                   opts->config ? opts->config : json_null(), "start", "stop", "clock_anchors",
-                   "trials", "modules", "errors", "events", "rows", (json_int_t)0, "dropped",
-                   (json_int_t)0, "clocks", "rows", (json_int_t)0, "interval_ns",
+                   "versions", versions, "host", hostj, "config", opts->config ? opts->config : json_null(),
+                   "start", "stop", "clock_anchors", "trials", "modules", "errors", "events", "rows",
+                   (json_int_t)0, "dropped", (json_int_t)0, "clocks", "rows", (json_int_t)0, "interval_ns",
                    (json_int_t)s->clocks_interval_ns);
   if (!s->output_dir || !s->m) {
     json_decref(s->m);
@@ -147,17 +155,35 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
   return 0;
 }
 
-const char *pirec_session_dir(const struct pirec_session *s) { return s->dir; }
-int pirec_session_trial(const struct pirec_session *s) { return s->trial; }
-int pirec_session_last_trial(const struct pirec_session *s) { return s->last_trial; }
-int64_t pirec_session_start_mono_ns(const struct pirec_session *s) { return s->start_mono_ns; }
-const json_t *pirec_session_manifest(const struct pirec_session *s) { return s->m; }
-size_t pirec_session_error_count(const struct pirec_session *s) {
+const char *pirec_session_dir(const struct pirec_session *s)
+{
+  return s->dir;
+}
+int pirec_session_trial(const struct pirec_session *s)
+{
+  return s->trial;
+}
+int pirec_session_last_trial(const struct pirec_session *s)
+{
+  return s->last_trial;
+}
+int64_t pirec_session_start_mono_ns(const struct pirec_session *s)
+{
+  return s->start_mono_ns;
+}
+const json_t *pirec_session_manifest(const struct pirec_session *s)
+{
+  return s->m;
+}
+size_t pirec_session_error_count(const struct pirec_session *s)
+{
   return json_array_size(json_object_get(s->m, "errors"));
 }
 
-static void note_error(struct pirec_session *s, int err) {
-  if (err < 0 && !s->first_error) s->first_error = err;
+static void note_error(struct pirec_session *s, int err)
+{
+  if (err < 0 && !s->first_error)
+    s->first_error = err;
 }
 
 /* ---- session.json ---- */
@@ -165,17 +191,18 @@ static void note_error(struct pirec_session *s, int err) {
 static void maybe_finish_stop(struct pirec_session *s);
 static void maybe_finish_start(struct pirec_session *s);
 
-static void update_counts(struct pirec_session *s) {
+static void update_counts(struct pirec_session *s)
+{
   json_t *ev = json_object_get(s->m, "events");
   json_object_set_new(ev, "rows", json_integer((json_int_t)s->event_rows));
   json_object_set_new(ev, "dropped", json_integer((json_int_t)s->event_drops));
-  json_object_set_new(json_object_get(s->m, "clocks"), "rows",
-                      json_integer((json_int_t)s->clock_rows));
+  json_object_set_new(json_object_get(s->m, "clocks"), "rows", json_integer((json_int_t)s->clock_rows));
 }
 
 static void on_json_written(struct pirec_fs_req *req);
 
-static void write_json(struct pirec_session *s) {
+static void write_json(struct pirec_session *s)
+{
   update_counts(s);
   char *text = json_dumps(s->m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   if (!text) {
@@ -191,8 +218,7 @@ static void write_json(struct pirec_session *s) {
     text[len++] = '\n';
   }
   s->json_req.data = s;
-  int err = pirec_fs_write_atomic(s->loop, &s->json_req, s->json_path, text, len, 0644,
-                                  on_json_written);
+  int err = pirec_fs_write_atomic(s->loop, &s->json_req, s->json_path, text, len, 0644, on_json_written);
   free(text);
   if (err < 0) {
     pirec_log(PIREC_LOG_ERROR, "session: cannot write '%s': %s", s->json_path, pirec_strerror(err));
@@ -202,13 +228,13 @@ static void write_json(struct pirec_session *s) {
   s->json_writing = 1;
 }
 
-static void on_json_written(struct pirec_fs_req *req) {
+static void on_json_written(struct pirec_fs_req *req)
+{
   struct pirec_session *s = req->data;
   s->json_writing = 0;
   if (req->result < 0) {
     if (s->json_error != req->result)
-      pirec_log(PIREC_LOG_ERROR, "session: %s",
-                req->message ? req->message : pirec_strerror(req->result));
+      pirec_log(PIREC_LOG_ERROR, "session: %s", req->message ? req->message : pirec_strerror(req->result));
     s->json_error = req->result;
     note_error(s, req->result);
   }
@@ -221,8 +247,10 @@ static void on_json_written(struct pirec_fs_req *req) {
   maybe_finish_stop(s);
 }
 
-void pirec_session_save(struct pirec_session *s) {
-  if (!s->dir) return;
+void pirec_session_save(struct pirec_session *s)
+{
+  if (!s->dir)
+    return;
   if (s->json_writing) {
     s->json_dirty = 1;
     return;
@@ -232,8 +260,9 @@ void pirec_session_save(struct pirec_session *s) {
 
 /* ---- rows ---- */
 
-int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wall_ns,
-                           const char *event, const char *module, const char *detail) {
+int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wall_ns, const char *event,
+                           const char *module, const char *detail)
+{
   /* Once stop has begun the sinks are closing and take no more rows. */
   if (!s->events || s->stopping || s->final_saved) {
     s->event_drops++;
@@ -257,15 +286,16 @@ int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wal
   return err;
 }
 
-int pirec_session_event(struct pirec_session *s, const char *event, const char *module,
-                        const char *detail) {
-  return pirec_session_event_at(s, pirec_clock_mono_ns(), pirec_clock_wall_ns(), event, module,
-                                detail);
+int pirec_session_event(struct pirec_session *s, const char *event, const char *module, const char *detail)
+{
+  return pirec_session_event_at(s, pirec_clock_mono_ns(), pirec_clock_wall_ns(), event, module, detail);
 }
 
-static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a) {
+static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a)
+{
   pirec_clock_anchor_take(a);
-  if (!s->clocks || s->stopping || s->final_saved) return;
+  if (!s->clocks || s->stopping || s->final_saved)
+    return;
   char buf[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
@@ -275,10 +305,12 @@ static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a) {
   pirec_csv_row_i64(&row, a->boot_ns);
   pirec_csv_row_i64(&row, a->uncertainty_ns);
   pirec_csv_row_end(&row);
-  if (pirec_csv_push(s->clocks, &row) == 0) s->clock_rows++;
+  if (pirec_csv_push(s->clocks, &row) == 0)
+    s->clock_rows++;
 }
 
-static void on_clock_tick(uv_timer_t *t) {
+static void on_clock_tick(uv_timer_t *t)
+{
   struct pirec_session *s = t->data;
   struct pirec_clock_anchor a;
   clock_row(s, &a);
@@ -286,7 +318,8 @@ static void on_clock_tick(uv_timer_t *t) {
 
 /* ---- start ---- */
 
-static void on_sink_error(struct pirec_sink *sink, int err, void *user) {
+static void on_sink_error(struct pirec_sink *sink, int err, void *user)
+{
   struct pirec_session *s = user;
   char msg[512];
   snprintf(msg, sizeof msg, "cannot write '%s': %s", pirec_sink_path(sink), pirec_strerror(err));
@@ -294,8 +327,8 @@ static void on_sink_error(struct pirec_sink *sink, int err, void *user) {
   note_error(s, err);
 }
 
-static struct pirec_sink *open_csv(struct pirec_session *s, const char *name,
-                                   const char *const *columns) {
+static struct pirec_sink *open_csv(struct pirec_session *s, const char *name, const char *const *columns)
+{
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", s->dir, name);
   struct pirec_sink_options so;
@@ -312,12 +345,15 @@ static struct pirec_sink *open_csv(struct pirec_session *s, const char *name,
     return NULL;
   }
   int len = pirec_csv_header(s->row, sizeof s->row, columns);
-  if (len > 0) pirec_sink_push(sink, s->row, (size_t)len);
+  if (len > 0)
+    pirec_sink_push(sink, s->row, (size_t)len);
   return sink;
 }
 
-static void maybe_finish_start(struct pirec_session *s) {
-  if (!s->starting || s->json_writing) return;
+static void maybe_finish_start(struct pirec_session *s)
+{
+  if (!s->starting || s->json_writing)
+    return;
   s->starting = 0;
   if (s->cb) {
     pirec_session_cb cb = s->cb;
@@ -328,14 +364,16 @@ static void maybe_finish_start(struct pirec_session *s) {
 
 static int try_mkdir(struct pirec_session *s);
 
-static void on_mkdir(uv_fs_t *req) {
+static void on_mkdir(uv_fs_t *req)
+{
   struct pirec_session *s = req->data;
   int result = (int)req->result;
   uv_fs_req_cleanup(req);
   if (result == UV_EEXIST && s->name_try < MAX_NAME_TRIES) {
     s->name_try++;
     result = try_mkdir(s);
-    if (result == 0) return;
+    if (result == 0)
+      return;
   }
   if (result < 0) {
     pirec_log(PIREC_LOG_ERROR, "session: cannot create '%s': %s", s->dir, pirec_strerror(result));
@@ -372,31 +410,37 @@ static void on_mkdir(uv_fs_t *req) {
   uint64_t ms = (uint64_t)(s->clocks_interval_ns / 1000000);
   uv_timer_start(&s->timer, on_clock_tick, ms, ms);
   pirec_session_save(s);
-  if (!s->json_writing) maybe_finish_start(s);
+  if (!s->json_writing)
+    maybe_finish_start(s);
 }
 
-static int try_mkdir(struct pirec_session *s) {
+static int try_mkdir(struct pirec_session *s)
+{
   char stamp[32];
   utc_string(pirec_clock_wall_ns(), stamp, sizeof stamp, 1);
   free(s->dir);
   char suffix[16] = "";
-  if (s->name_try > 0) snprintf(suffix, sizeof suffix, "-%d", s->name_try + 1);
+  if (s->name_try > 0)
+    snprintf(suffix, sizeof suffix, "-%d", s->name_try + 1);
   size_t n = strlen(s->output_dir) + strlen(stamp) + strlen(s->label) + sizeof suffix + 4;
   s->dir = malloc(n);
-  if (!s->dir) return -ENOMEM;
+  if (!s->dir)
+    return -ENOMEM;
   snprintf(s->dir, n, "%s/%s%s%s%s", s->output_dir, stamp, *s->label ? "_" : "", s->label, suffix);
   s->mkdir_req.data = s;
   return uv_fs_mkdir(s->loop, &s->mkdir_req, s->dir, 0755, on_mkdir);
 }
 
-static void on_parent(struct pirec_fs_req *req) {
+static void on_parent(struct pirec_fs_req *req)
+{
   struct pirec_session *s = req->data;
   int result = req->result;
   if (result < 0) {
     pirec_log(PIREC_LOG_ERROR, "session: %s", req->message ? req->message : pirec_strerror(result));
   }
   pirec_fs_req_cleanup(req);
-  if (result == 0) result = try_mkdir(s);
+  if (result == 0)
+    result = try_mkdir(s);
   if (result < 0) {
     s->starting = 0;
     pirec_session_cb cb = s->cb;
@@ -405,9 +449,12 @@ static void on_parent(struct pirec_fs_req *req) {
   }
 }
 
-int pirec_session_start(struct pirec_session *s, pirec_session_cb cb, void *user) {
-  if (s->started || s->starting) return -EALREADY;
-  if (!cb) return -EINVAL;
+int pirec_session_start(struct pirec_session *s, pirec_session_cb cb, void *user)
+{
+  if (s->started || s->starting)
+    return -EALREADY;
+  if (!cb)
+    return -EINVAL;
   s->cb = cb;
   s->cb_user = user;
   s->fs.data = s;
@@ -423,11 +470,15 @@ int pirec_session_start(struct pirec_session *s, pirec_session_cb cb, void *user
 
 /* ---- trials, modules, errors ---- */
 
-int pirec_session_trial_begin(struct pirec_session *s, int trial, const char *label) {
-  if (s->trial) return -EBUSY;
-  if (trial <= s->last_trial) return -EINVAL;
+int pirec_session_trial_begin(struct pirec_session *s, int trial, const char *label)
+{
+  if (s->trial)
+    return -EBUSY;
+  if (trial <= s->last_trial)
+    return -EINVAL;
   char clean[PIREC_SESSION_LABEL_MAX + 1];
-  if (pirec_session_label_sanitise(label, clean) < 0) return -EINVAL;
+  if (pirec_session_label_sanitise(label, clean) < 0)
+    return -EINVAL;
   s->trial = trial;
   s->last_trial = trial;
   char at[64];
@@ -445,8 +496,10 @@ int pirec_session_trial_begin(struct pirec_session *s, int trial, const char *la
   return 0;
 }
 
-int pirec_session_trial_end(struct pirec_session *s) {
-  if (!s->trial) return -ENOENT;
+int pirec_session_trial_end(struct pirec_session *s)
+{
+  if (!s->trial)
+    return -ENOENT;
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
   pirec_session_event_at(s, mono, wall, "trial_stop", NULL, NULL);
   json_t *trials = json_object_get(s->m, "trials");
@@ -461,7 +514,8 @@ int pirec_session_trial_end(struct pirec_session *s) {
   return 0;
 }
 
-static json_t *module_obj(struct pirec_session *s, const char *module) {
+static json_t *module_obj(struct pirec_session *s, const char *module)
+{
   json_t *mods = json_object_get(s->m, "modules");
   json_t *m = json_object_get(mods, module);
   if (!m) {
@@ -471,13 +525,14 @@ static json_t *module_obj(struct pirec_session *s, const char *module) {
   return m;
 }
 
-void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key,
-                              json_t *value) {
+void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key, json_t *value)
+{
   json_object_set_new(module_obj(s, module), key, value ? value : json_null());
 }
 
-int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status,
-                               int term_signal, int64_t mono_ns) {
+int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status, int term_signal,
+                               int64_t mono_ns)
+{
   json_t *m = module_obj(s, module);
   char detail[64];
   if (term_signal)
@@ -485,24 +540,24 @@ int pirec_session_module_crash(struct pirec_session *s, const char *module, int 
   else
     snprintf(detail, sizeof detail, "exit %d", exit_status);
   json_array_append_new(json_object_get(m, "crashes"),
-                        json_pack("{s:I,s:I,s:i,s:i,s:i,s:s}", "mono_ns", (json_int_t)mono_ns,
-                                  "wall_ns", (json_int_t)pirec_clock_wall_ns(), "trial", s->trial,
-                                  "exit_status", exit_status, "signal", term_signal, "detail", detail));
+                        json_pack("{s:I,s:I,s:i,s:i,s:i,s:s}", "mono_ns", (json_int_t)mono_ns, "wall_ns",
+                                  (json_int_t)pirec_clock_wall_ns(), "trial", s->trial, "exit_status",
+                                  exit_status, "signal", term_signal, "detail", detail));
   pirec_session_event(s, "module_crash", module, detail);
   pirec_session_save(s);
   return 0;
 }
 
-int pirec_session_module_restart(struct pirec_session *s, const char *module,
-                                 int64_t gap_start_mono_ns) {
+int pirec_session_module_restart(struct pirec_session *s, const char *module, int64_t gap_start_mono_ns)
+{
   json_t *m = module_obj(s, module);
   int64_t now = pirec_clock_mono_ns();
   json_int_t restarts = json_integer_value(json_object_get(m, "restarts")) + 1;
   json_object_set_new(m, "restarts", json_integer(restarts));
   json_array_append_new(json_object_get(m, "gaps"),
                         json_pack("{s:i,s:I,s:I,s:I}", "trial", s->trial, "from_mono_ns",
-                                  (json_int_t)gap_start_mono_ns, "to_mono_ns", (json_int_t)now,
-                                  "duration_ns", (json_int_t)(now - gap_start_mono_ns)));
+                                  (json_int_t)gap_start_mono_ns, "to_mono_ns", (json_int_t)now, "duration_ns",
+                                  (json_int_t)(now - gap_start_mono_ns)));
   char detail[96];
   snprintf(detail, sizeof detail, "gap %lld ns", (long long)(now - gap_start_mono_ns));
   pirec_session_event_at(s, now, pirec_clock_wall_ns(), "module_restart", module, detail);
@@ -510,12 +565,13 @@ int pirec_session_module_restart(struct pirec_session *s, const char *module,
   return 0;
 }
 
-int pirec_session_error(struct pirec_session *s, const char *module, const char *message) {
+int pirec_session_error(struct pirec_session *s, const char *module, const char *message)
+{
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
-  json_t *e = json_pack("{s:I,s:I,s:i,s:s?,s:s}", "mono_ns", (json_int_t)mono, "wall_ns",
-                        (json_int_t)wall, "trial", s->trial, "module", module, "message",
-                        message);
-  if (!e) e = json_pack("{s:s}", "message", "error message not UTF-8");
+  json_t *e = json_pack("{s:I,s:I,s:i,s:s?,s:s}", "mono_ns", (json_int_t)mono, "wall_ns", (json_int_t)wall,
+                        "trial", s->trial, "module", module, "message", message);
+  if (!e)
+    e = json_pack("{s:s}", "message", "error message not UTF-8");
   json_array_append_new(json_object_get(s->m, "errors"), e);
   pirec_session_event_at(s, mono, wall, "error", module, message);
   pirec_session_save(s);
@@ -524,8 +580,10 @@ int pirec_session_error(struct pirec_session *s, const char *module, const char 
 
 /* ---- stop ---- */
 
-static void maybe_finish_stop(struct pirec_session *s) {
-  if (!s->stopping || s->stop_files > 0) return;
+static void maybe_finish_stop(struct pirec_session *s)
+{
+  if (!s->stopping || s->stop_files > 0)
+    return;
   if (!s->final_saved) {
     s->final_saved = 1;
     struct pirec_clock_anchor a;
@@ -541,33 +599,42 @@ static void maybe_finish_stop(struct pirec_session *s) {
     json_object_set_new(s->m, "final", json_true());
     pirec_session_save(s);
   }
-  if (s->json_writing || s->json_dirty) return;
+  if (s->json_writing || s->json_dirty)
+    return;
   s->stopping = 0;
   pirec_session_cb cb = s->cb;
   s->cb = NULL;
-  if (cb) cb(s, s->first_error, s->cb_user);
+  if (cb)
+    cb(s, s->first_error, s->cb_user);
 }
 
-static void on_csv_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final,
-                          void *user) {
+static void on_csv_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
+{
   struct pirec_session *s = user;
-  if (final->error) note_error(s, final->error);
-  if (sink == s->events) s->events = NULL;
-  if (sink == s->clocks) s->clocks = NULL;
+  if (final->error)
+    note_error(s, final->error);
+  if (sink == s->events)
+    s->events = NULL;
+  if (sink == s->clocks)
+    s->clocks = NULL;
   s->stop_files--;
   maybe_finish_stop(s);
 }
 
-static void on_timer_closed(uv_handle_t *h) {
+static void on_timer_closed(uv_handle_t *h)
+{
   struct pirec_session *s = h->data;
   s->timer_open = 0;
   s->stop_files--;
   maybe_finish_stop(s);
 }
 
-int pirec_session_stop(struct pirec_session *s, pirec_session_cb cb, void *user) {
-  if (!s->started || s->stopping || s->final_saved) return -EALREADY;
-  if (s->trial) pirec_session_trial_end(s);
+int pirec_session_stop(struct pirec_session *s, pirec_session_cb cb, void *user)
+{
+  if (!s->started || s->stopping || s->final_saved)
+    return -EALREADY;
+  if (s->trial)
+    pirec_session_trial_end(s);
   struct pirec_clock_anchor a;
   clock_row(s, &a);
   pirec_session_event_at(s, a.mono_ns, a.wall_ns, "session_stop", NULL, NULL);
@@ -579,15 +646,21 @@ int pirec_session_stop(struct pirec_session *s, pirec_session_cb cb, void *user)
   s->stop_files = (s->events != NULL) + (s->clocks != NULL) + s->timer_open;
   /* The final counts are known now: nothing is pushed after this point. */
   update_counts(s);
-  if (s->timer_open) uv_close((uv_handle_t *)&s->timer, on_timer_closed);
-  if (s->events) pirec_sink_close(s->events, on_csv_closed, s);
-  if (s->clocks) pirec_sink_close(s->clocks, on_csv_closed, s);
-  if (s->stop_files == 0) maybe_finish_stop(s);
+  if (s->timer_open)
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+  if (s->events)
+    pirec_sink_close(s->events, on_csv_closed, s);
+  if (s->clocks)
+    pirec_sink_close(s->clocks, on_csv_closed, s);
+  if (s->stop_files == 0)
+    maybe_finish_stop(s);
   return 0;
 }
 
-void pirec_session_free(struct pirec_session *s) {
-  if (!s) return;
+void pirec_session_free(struct pirec_session *s)
+{
+  if (!s)
+    return;
   json_decref(s->m);
   free(s->output_dir);
   free(s->dir);

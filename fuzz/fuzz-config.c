@@ -15,7 +15,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_errors(int r, const struct pirec_config_errors *e) {
+static void check_errors(int r, const struct pirec_config_errors *e)
+{
   if (r == -EINVAL && e->count == 0)
     abort();
   for (size_t i = 0; i < e->count; i++)
@@ -23,7 +24,8 @@ static void check_errors(int r, const struct pirec_config_errors *e) {
       abort();
 }
 
-static void check_edit(const char *text, size_t len, const char *key, const char *value) {
+static void check_edit(const char *text, size_t len, const char *key, const char *value)
+{
   struct pirec_config_assignment a = {key, value};
   char *out;
   size_t out_len;
@@ -56,7 +58,8 @@ static void check_edit(const char *text, size_t len, const char *key, const char
   free(out);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
   const char *text = (const char *)data;
   struct pirec_config *cfg;
   struct pirec_config_errors e = {0};

@@ -13,7 +13,7 @@
 /* One edge as a backend reads it: logical direction (active_low already applied). */
 struct pirec__gpio_edge {
   int64_t ts_ns;
-  uint64_t seqno;  /* 0: the backend has no sequence numbers */
+  uint64_t seqno; /* 0: the backend has no sequence numbers */
   int rising;
 };
 
@@ -38,9 +38,9 @@ struct pirec__gpio_backend_ops {
 
 struct pirec__gpio_backend {
   const struct pirec__gpio_backend_ops *ops;
-  void *priv;                 /* the backend's own state */
-  int fd;                     /* fd to poll for edges (triggers), -1 if none */
-  int initial;                /* logical level when requested, -1 unknown */
+  void *priv;  /* the backend's own state */
+  int fd;      /* fd to poll for edges (triggers), -1 if none */
+  int initial; /* logical level when requested, -1 unknown */
   int reports_both;
   int kernel_debounce;
   int active_low;

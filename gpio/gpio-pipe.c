@@ -13,9 +13,9 @@
 
 struct pipe_state {
   int fd;
-  int attached;    /* fd given by the caller (pirec_gpio_new_pipe), not opened from a path */
+  int attached; /* fd given by the caller (pirec_gpio_new_pipe), not opened from a path */
   uint64_t out_seq;
-  size_t have;     /* bytes of a partial record carried over from the last read */
+  size_t have; /* bytes of a partial record carried over from the last read */
   unsigned char part[sizeof(struct pirec_gpio_pipe_record)];
 };
 

@@ -45,8 +45,8 @@ static int v1_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settin
       goto fail;
     }
     errno = 0;
-    st->line = off >= 0 ? gpiod_chip_get_line(st->chip, (unsigned)off)
-                        : gpiod_chip_find_line(st->chip, s->line);
+    st->line =
+        off >= 0 ? gpiod_chip_get_line(st->chip, (unsigned)off) : gpiod_chip_find_line(st->chip, s->line);
     if (st->line == NULL) {
       rc = neg_errno(-ENOENT);
       goto fail;
@@ -163,4 +163,7 @@ const struct pirec__gpio_backend_ops pirec__gpio_libgpiod_ops = {
 };
 
 /* PIREC_GPIOD_VERSION is the pkg-config version built against (gpio/CMakeLists.txt). */
-const char *pirec__gpio_libgpiod_version(void) { return "libgpiod v1 (" PIREC_GPIOD_VERSION ")"; }
+const char *pirec__gpio_libgpiod_version(void)
+{
+  return "libgpiod v1 (" PIREC_GPIOD_VERSION ")";
+}

@@ -140,8 +140,7 @@ static int v2_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settin
                                                                   : GPIOD_LINE_EDGE_BOTH;
     gpiod_line_settings_set_edge_detection(ls, e);
     if (s->debounce_ns > 0)
-      gpiod_line_settings_set_debounce_period_us(ls,
-                                                 (unsigned long)((s->debounce_ns + 999) / 1000));
+      gpiod_line_settings_set_debounce_period_us(ls, (unsigned long)((s->debounce_ns + 999) / 1000));
   } else {
     gpiod_line_settings_set_direction(ls, GPIOD_LINE_DIRECTION_OUTPUT);
     gpiod_line_settings_set_output_value(ls, GPIOD_LINE_VALUE_INACTIVE);
@@ -263,4 +262,7 @@ const struct pirec__gpio_backend_ops pirec__gpio_libgpiod_ops = {
 };
 
 /* PIREC_GPIOD_VERSION is the pkg-config version built against (gpio/CMakeLists.txt). */
-const char *pirec__gpio_libgpiod_version(void) { return "libgpiod v2 (" PIREC_GPIOD_VERSION ")"; }
+const char *pirec__gpio_libgpiod_version(void)
+{
+  return "libgpiod v2 (" PIREC_GPIOD_VERSION ")";
+}

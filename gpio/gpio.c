@@ -23,7 +23,7 @@ struct pirec_gpio {
   uv_poll_t poll;
   uv_timer_t debounce_timer;
   uv_timer_t pulse_timer;
-  uv_timer_t period_timer;   /* sync: periodic pulses while recording */
+  uv_timer_t period_timer; /* sync: periodic pulses while recording */
   int handles_open;
   int polling;
   int closing;
@@ -42,14 +42,14 @@ struct pirec_gpio {
   void *close_user;
 
   /* runtime state */
-  int64_t read_mono_ns;     /* when the current batch was read */
-  uint64_t last_seqno;      /* last seqno from the backend, 0 none yet */
-  uint64_t counted_seqno;   /* our own count when the backend has none */
-  int last_dir;             /* direction of the last edge read, -1 none */
-  uint64_t pending_lost;    /* lost edges not yet attached to a delivered event */
+  int64_t read_mono_ns;   /* when the current batch was read */
+  uint64_t last_seqno;    /* last seqno from the backend, 0 none yet */
+  uint64_t counted_seqno; /* our own count when the backend has none */
+  int last_dir;           /* direction of the last edge read, -1 none */
+  uint64_t pending_lost;  /* lost edges not yet attached to a delivered event */
   int sw_debounce;
-  int stable;               /* debounced level, -1 unknown */
-  int pending;              /* level waiting to become stable, -1 none */
+  int stable;  /* debounced level, -1 unknown */
+  int pending; /* level waiting to become stable, -1 none */
   struct pirec__gpio_edge pending_edge;
   int have_action;
   int64_t last_action_ts;
@@ -60,7 +60,7 @@ struct pirec_gpio {
 
 #define CNT_ADD(g, field, n) __atomic_fetch_add(&(g)->c.field, (n), __ATOMIC_RELAXED)
 #define CNT_SET(g, field, v) __atomic_store_n(&(g)->c.field, (v), __ATOMIC_RELAXED)
-#define CNT_GET(g, field) __atomic_load_n(&(g)->c.field, __ATOMIC_RELAXED)
+#define CNT_GET(g, field)    __atomic_load_n(&(g)->c.field, __ATOMIC_RELAXED)
 
 /* ------------------------------------------------------------------ names */
 
@@ -86,7 +86,10 @@ int pirec_gpio_role_parse(const char *s)
     return PIREC_GPIO_ROLE_SYNC;
   return parse_in(s, role_names, 0, 3);
 }
-int pirec_gpio_edge_parse(const char *s) { return parse_in(s, edge_names, 1, 4); }
+int pirec_gpio_edge_parse(const char *s)
+{
+  return parse_in(s, edge_names, 1, 4);
+}
 int pirec_gpio_bias_parse(const char *s)
 {
   /* "as_is"/"pull_up" spellings are accepted too: config files use both */
@@ -101,7 +104,10 @@ int pirec_gpio_bias_parse(const char *s)
   }
   return -EINVAL;
 }
-int pirec_gpio_action_parse(const char *s) { return parse_in(s, action_names, 1, 6); }
+int pirec_gpio_action_parse(const char *s)
+{
+  return parse_in(s, action_names, 1, 6);
+}
 
 const char *pirec_gpio_role_name(enum pirec_gpio_role r)
 {
@@ -135,7 +141,10 @@ int pirec__gpio_parse_offset(const char *s)
   return (int)v;
 }
 
-const char *pirec_gpio_backend(void) { return pirec__gpio_libgpiod_version(); }
+const char *pirec_gpio_backend(void)
+{
+  return pirec__gpio_libgpiod_version();
+}
 
 /* ------------------------------------------------------------------ settings */
 
@@ -172,8 +181,7 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
     return fail(err, errlen, NULL, "no settings");
   const char *n = s->name;
   if ((unsigned)s->role > PIREC_GPIO_ROLE_SYNC)
-    return fail(err, errlen, n, "role: invalid value %d (expected trigger, led or sync)",
-                (int)s->role);
+    return fail(err, errlen, n, "role: invalid value %d (expected trigger, led or sync)", (int)s->role);
   if (s->line == NULL || s->line[0] == '\0')
     return fail(err, errlen, n, "line: missing (expected a line name such as GPIO17 or an offset)");
   if (strlen(s->line) >= 64)
@@ -182,28 +190,22 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
     return fail(err, errlen, n, "chip: '%s' is too long", s->chip);
   int is_auto = s->chip == NULL || s->chip[0] == '\0' || strcmp(s->chip, "auto") == 0;
   if (is_auto && pirec__gpio_parse_offset(s->line) >= 0)
-    return fail(err, errlen, n, "line: offset '%s' needs a chip (chip = auto finds lines by name)",
-                s->line);
+    return fail(err, errlen, n, "line: offset '%s' needs a chip (chip = auto finds lines by name)", s->line);
   if (s->edge < PIREC_GPIO_EDGE_RISING || s->edge > PIREC_GPIO_EDGE_BOTH)
-    return fail(err, errlen, n, "edge: invalid value %d (expected rising, falling or both)",
-                (int)s->edge);
+    return fail(err, errlen, n, "edge: invalid value %d (expected rising, falling or both)", (int)s->edge);
   if ((unsigned)s->bias > PIREC_GPIO_BIAS_PULL_DOWN)
     return fail(err, errlen, n, "bias: invalid value %d", (int)s->bias);
   if ((unsigned)s->action > PIREC_GPIO_ACTION_MARKER ||
       (s->role == PIREC_GPIO_ROLE_TRIGGER && s->action == PIREC_GPIO_ACTION_NONE))
-    return fail(err, errlen, n,
-                "action: invalid value %d (expected start, stop, toggle, trial or marker)",
+    return fail(err, errlen, n, "action: invalid value %d (expected start, stop, toggle, trial or marker)",
                 (int)s->action);
   /* the kernel's debounce period is a u32 of microseconds */
   if (s->debounce_ns < 0 || s->debounce_ns > (int64_t)UINT32_MAX * 1000)
-    return fail(err, errlen, n, "debounce: %lld ns is out of range (0 .. 4294 s)",
-                (long long)s->debounce_ns);
+    return fail(err, errlen, n, "debounce: %lld ns is out of range (0 .. 4294 s)", (long long)s->debounce_ns);
   if (s->min_interval_ns < 0)
     return fail(err, errlen, n, "min_interval: %lld ns is negative", (long long)s->min_interval_ns);
-  if (s->role == PIREC_GPIO_ROLE_SYNC &&
-      (s->pulse_ns <= 0 || s->pulse_ns > (int64_t)60 * 1000 * 1000 * 1000))
-    return fail(err, errlen, n, "pulse: %lld ns is out of range (1 ns .. 60 s)",
-                (long long)s->pulse_ns);
+  if (s->role == PIREC_GPIO_ROLE_SYNC && (s->pulse_ns <= 0 || s->pulse_ns > (int64_t)60 * 1000 * 1000 * 1000))
+    return fail(err, errlen, n, "pulse: %lld ns is out of range (1 ns .. 60 s)", (long long)s->pulse_ns);
   if (s->role == PIREC_GPIO_ROLE_SYNC && s->pulse_interval_ns != 0 &&
       s->pulse_interval_ns <= s->pulse_ns + 2 * 1000 * 1000)
     return fail(err, errlen, n,
@@ -355,9 +357,18 @@ void pirec_gpio_close(struct pirec_gpio *g, pirec_gpio_close_cb cb, void *user)
     uv_close((uv_handle_t *)&g->poll, handle_closed);
 }
 
-enum pirec_gpio_role pirec_gpio_role(const struct pirec_gpio *g) { return g->s.role; }
-const char *pirec_gpio_name(const struct pirec_gpio *g) { return g->name; }
-const char *pirec_gpio_describe(const struct pirec_gpio *g) { return g->b.describe; }
+enum pirec_gpio_role pirec_gpio_role(const struct pirec_gpio *g)
+{
+  return g->s.role;
+}
+const char *pirec_gpio_name(const struct pirec_gpio *g)
+{
+  return g->name;
+}
+const char *pirec_gpio_describe(const struct pirec_gpio *g)
+{
+  return g->b.describe;
+}
 
 void pirec_gpio_counters(const struct pirec_gpio *g, struct pirec_gpio_counters *out)
 {
@@ -597,8 +608,11 @@ static int pulse(struct pirec_gpio *g, int64_t *pulse_mono_ns)
   uint64_t ms = (uint64_t)((g->s.pulse_ns + 999999) / 1000000) + 1;
   uv_update_time(g->loop);
   uv_timer_start(&g->pulse_timer, pulse_end, ms, 0);
-  struct pirec_gpio_event ev = {.ts_ns = now, .read_mono_ns = now, .seqno = ++g->pulses,
-                                .rising = 1, .action = PIREC_GPIO_ACTION_NONE,
+  struct pirec_gpio_event ev = {.ts_ns = now,
+                                .read_mono_ns = now,
+                                .seqno = ++g->pulses,
+                                .rising = 1,
+                                .action = PIREC_GPIO_ACTION_NONE,
                                 .kind = PIREC_GPIO_EVENT_PULSE};
   CNT_ADD(g, events, 1);
   if (g->on_event != NULL)

@@ -21,7 +21,7 @@
 #define ARENA_ON_HEAP 0
 #endif
 
-#define CACHE_SLOTS 16
+#define CACHE_SLOTS     16
 #define CACHE_MAX_BYTES ((size_t)128 << 20)
 #define CACHE_MAX_ARENA ((size_t)64 << 20) /* larger arenas are capture rings, not trial rings */
 
@@ -122,7 +122,10 @@ static size_t page_round(size_t len)
 
 /* Whether an arena of have bytes should serve a request for len: no more than twice the size asked
  * for, so a video ring's 32 MiB does not end up holding a 512 KiB CSV ring. */
-static int fits(size_t have, size_t len) { return have >= len && have / 2 <= len; }
+static int fits(size_t have, size_t len)
+{
+  return have >= len && have / 2 <= len;
+}
 
 /* Caller holds cache_lock. Takes the best-fitting cached arena; 0 if there was one. */
 static int cache_take(size_t len, struct pirec_arena *out)

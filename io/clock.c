@@ -9,9 +9,18 @@ static int64_t read_ns(clockid_t id)
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t pirec_clock_mono_ns(void) { return read_ns(CLOCK_MONOTONIC); }
-int64_t pirec_clock_wall_ns(void) { return read_ns(CLOCK_REALTIME); }
-int64_t pirec_clock_boot_ns(void) { return read_ns(CLOCK_BOOTTIME); }
+int64_t pirec_clock_mono_ns(void)
+{
+  return read_ns(CLOCK_MONOTONIC);
+}
+int64_t pirec_clock_wall_ns(void)
+{
+  return read_ns(CLOCK_REALTIME);
+}
+int64_t pirec_clock_boot_ns(void)
+{
+  return read_ns(CLOCK_BOOTTIME);
+}
 
 void pirec_clock_anchor_take(struct pirec_clock_anchor *anchor)
 {

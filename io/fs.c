@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 enum fs_op { OP_READ = 1, OP_WRITE_ATOMIC, OP_APPEND, OP_UNLINK, OP_MKDIR_P };
 
 /* Temporary names must be unique across threads of this process (the pid covers other processes),
@@ -25,8 +24,7 @@ static atomic_uint_fast64_t temp_counter;
 
 /* Records the failure in req and returns err. The message is formatted on the thread that ran the
  * operation; pirec_strerror's buffer is thread-local, so this is safe in the threadpool. */
-__attribute__((format(printf, 3, 4))) static int fail(struct pirec_fs_req *req, int err,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(struct pirec_fs_req *req, int err, const char *fmt, ...)
 {
   char line[PATH_MAX * 2 + 256];
   va_list ap;
@@ -79,8 +77,8 @@ static int do_read(struct pirec_fs_req *req)
   }
   if (st.st_size > 0 && (uint64_t)st.st_size > req->limit) {
     close(fd);
-    return fail(req, -EFBIG, "cannot read '%s' (%lld bytes, limit %zu)", req->path,
-                (long long)st.st_size, req->limit);
+    return fail(req, -EFBIG, "cannot read '%s' (%lld bytes, limit %zu)", req->path, (long long)st.st_size,
+                req->limit);
   }
   /* st_size is only a hint: /proc and /sys files report 0 and a file may grow while we read, so read
    * until end of file and enforce the limit on what actually arrives. */
@@ -96,8 +94,7 @@ static int do_read(struct pirec_fs_req *req)
       size_t next = cap * 2;
       char *grown;
       if (size > req->limit) {
-        err = fail(req, -EFBIG, "cannot read '%s' (more than the limit of %zu bytes)", req->path,
-                   req->limit);
+        err = fail(req, -EFBIG, "cannot read '%s' (more than the limit of %zu bytes)", req->path, req->limit);
         break;
       }
       grown = realloc(data, next);
@@ -119,8 +116,7 @@ static int do_read(struct pirec_fs_req *req)
       break;
     size += (size_t)n;
     if (size > req->limit) {
-      err = fail(req, -EFBIG, "cannot read '%s' (more than the limit of %zu bytes)", req->path,
-                 req->limit);
+      err = fail(req, -EFBIG, "cannot read '%s' (more than the limit of %zu bytes)", req->path, req->limit);
       break;
     }
   }
@@ -172,8 +168,8 @@ static int do_write_atomic(struct pirec_fs_req *req)
    * is shortened so the temporary name fits NAME_MAX even for long targets. */
   for (int attempt = 0; attempt < 16; attempt++) {
     uint64_t serial = atomic_fetch_add(&temp_counter, 1);
-    int n = snprintf(tmp, sizeof tmp, "%.*s.%.200s.%ld-%llu.tmp", (int)dlen, req->path, base,
-                     (long)getpid(), (unsigned long long)serial);
+    int n = snprintf(tmp, sizeof tmp, "%.*s.%.200s.%ld-%llu.tmp", (int)dlen, req->path, base, (long)getpid(),
+                     (unsigned long long)serial);
     if (n < 0 || (size_t)n >= sizeof tmp)
       return fail(req, -ENAMETOOLONG, "cannot write '%s'", req->path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, req->mode);
@@ -262,8 +258,8 @@ static int mkdir_one(struct pirec_fs_req *req, char *prefix, int last)
   if (stat(prefix, &st) == 0 && S_ISDIR(st.st_mode))
     return 0;
   err = last ? -EEXIST : -ENOTDIR;
-  return fail(req, err, "cannot create directory '%s' ('%s' exists and is not a directory)",
-              req->path, prefix);
+  return fail(req, err, "cannot create directory '%s' ('%s' exists and is not a directory)", req->path,
+              prefix);
 }
 
 static int do_mkdir_p(struct pirec_fs_req *req)
@@ -304,23 +300,12 @@ static int run(struct pirec_fs_req *req)
   int err;
 
   switch (req->op) {
-  case OP_READ:
-    err = do_read(req);
-    break;
-  case OP_WRITE_ATOMIC:
-    err = do_write_atomic(req);
-    break;
-  case OP_APPEND:
-    err = do_append(req);
-    break;
-  case OP_UNLINK:
-    err = do_unlink(req);
-    break;
-  case OP_MKDIR_P:
-    err = do_mkdir_p(req);
-    break;
-  default:
-    err = -EINVAL;
+  case OP_READ: err = do_read(req); break;
+  case OP_WRITE_ATOMIC: err = do_write_atomic(req); break;
+  case OP_APPEND: err = do_append(req); break;
+  case OP_UNLINK: err = do_unlink(req); break;
+  case OP_MKDIR_P: err = do_mkdir_p(req); break;
+  default: err = -EINVAL;
   }
   /* The data copy is no longer needed; free it now rather than at cleanup. */
   free(req->buf);
@@ -348,8 +333,8 @@ static void after_work_cb(uv_work_t *work, int status)
 
 /* The one front end: copies what the engine needs, then runs it here (cb == NULL) or in the
  * threadpool. */
-static int submit(uv_loop_t *loop, struct pirec_fs_req *req, int op, const char *path,
-                  const void *data, size_t len, size_t limit, int mode, pirec_fs_cb cb)
+static int submit(uv_loop_t *loop, struct pirec_fs_req *req, int op, const char *path, const void *data,
+                  size_t len, size_t limit, int mode, pirec_fs_cb cb)
 {
   int err;
 
@@ -391,14 +376,14 @@ int pirec_fs_read_file(uv_loop_t *loop, struct pirec_fs_req *req, const char *pa
   return submit(loop, req, OP_READ, path, NULL, 0, max_bytes, 0, cb);
 }
 
-int pirec_fs_write_atomic(uv_loop_t *loop, struct pirec_fs_req *req, const char *path,
-                          const void *data, size_t len, mode_t mode, pirec_fs_cb cb)
+int pirec_fs_write_atomic(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data,
+                          size_t len, mode_t mode, pirec_fs_cb cb)
 {
   return submit(loop, req, OP_WRITE_ATOMIC, path, data, len, 0, mode ? (int)mode : 0644, cb);
 }
 
-int pirec_fs_append(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data,
-                    size_t len, pirec_fs_cb cb)
+int pirec_fs_append(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data, size_t len,
+                    pirec_fs_cb cb)
 {
   return submit(loop, req, OP_APPEND, path, data, len, 0, 0644, cb);
 }
@@ -408,8 +393,7 @@ int pirec_fs_unlink(uv_loop_t *loop, struct pirec_fs_req *req, const char *path,
   return submit(loop, req, OP_UNLINK, path, NULL, 0, 0, 0, cb);
 }
 
-int pirec_fs_mkdir_p(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, mode_t mode,
-                     pirec_fs_cb cb)
+int pirec_fs_mkdir_p(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, mode_t mode, pirec_fs_cb cb)
 {
   return submit(loop, req, OP_MKDIR_P, path, NULL, 0, 0, mode ? (int)mode : 0755, cb);
 }

@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <string.h>
 
-
 /* Log-linear histogram over microseconds: values below 16 us get one bucket each, above that every
  * power of two is split into 16 equal buckets, so a bucket's midpoint is within 1/32 of any value
  * in it. 512 buckets reach 2^35 us (about 9.5 hours); anything larger lands in the last one. */
@@ -82,8 +81,8 @@ static void tick_cb(uv_timer_t *timer)
   }
 }
 
-int pirec_looplag_init(uv_loop_t *loop, struct pirec_looplag *lag, uint64_t interval_ms,
-                       int64_t threshold_ns, pirec_looplag_episode_cb on_episode)
+int pirec_looplag_init(uv_loop_t *loop, struct pirec_looplag *lag, uint64_t interval_ms, int64_t threshold_ns,
+                       pirec_looplag_episode_cb on_episode)
 {
   void *data;
   int err;

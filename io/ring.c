@@ -22,8 +22,8 @@
  * reads no cache line the other side writes. */
 
 #define RECORD_ALIGN 16u
-#define PAD_MARK UINT64_MAX
-#define CACHE_LINE 64
+#define PAD_MARK     UINT64_MAX
+#define CACHE_LINE   64
 
 struct record_header {
   uint64_t len; /* payload bytes, or PAD_MARK */
@@ -48,10 +48,10 @@ struct pirec_ring {
 
   /* Producer-private. */
   alignas(CACHE_LINE) uint64_t tail_cache;
-  size_t head_off;       /* head % capacity, kept so a push divides nothing */
+  size_t head_off; /* head % capacity, kept so a push divides nothing */
   uint64_t pending_drops;
-  uint64_t reserve_pos;  /* where the reserved record's header goes (after any pad) */
-  int reserve_pad;       /* a pad goes at head_off on commit */
+  uint64_t reserve_pos; /* where the reserved record's header goes (after any pad) */
+  int reserve_pad;      /* a pad goes at head_off on commit */
   size_t reserve_max;
   int reserved;
 
@@ -62,14 +62,20 @@ struct pirec_ring {
   /* Consumer-private. */
   alignas(CACHE_LINE) uint64_t head_cache;
   uint64_t take_pos;
-  size_t take_off;       /* take_pos % capacity */
-  size_t tail_off;       /* tail % capacity */
+  size_t take_off; /* take_pos % capacity */
+  size_t tail_off; /* tail % capacity */
   size_t taken;
 };
 
-static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+static size_t round_up(size_t n, size_t a)
+{
+  return (n + a - 1) / a * a;
+}
 
-static size_t record_bytes(size_t len) { return round_up(sizeof(struct record_header) + len, RECORD_ALIGN); }
+static size_t record_bytes(size_t len)
+{
+  return round_up(sizeof(struct record_header) + len, RECORD_ALIGN);
+}
 
 static struct record_header *header_at(const struct pirec_ring *ring, size_t off)
 {
@@ -162,7 +168,10 @@ void pirec_ring_free(struct pirec_ring *ring)
   free(ring);
 }
 
-size_t pirec_ring_max_record(const struct pirec_ring *ring) { return ring->max_record; }
+size_t pirec_ring_max_record(const struct pirec_ring *ring)
+{
+  return ring->max_record;
+}
 
 /* ---- producer ---- */
 
@@ -204,7 +213,10 @@ static int find_room(struct pirec_ring *ring, size_t len, uint64_t *pos, int *pa
 }
 
 /* The arena offset of a record found by find_room. */
-static size_t room_off(const struct pirec_ring *ring, int pad) { return pad ? 0 : ring->head_off; }
+static size_t room_off(const struct pirec_ring *ring, int pad)
+{
+  return pad ? 0 : ring->head_off;
+}
 
 static void publish(struct pirec_ring *ring, uint64_t pos, int pad, size_t len)
 {
@@ -280,7 +292,10 @@ void pirec_ring_commit(struct pirec_ring *ring, size_t len)
   publish(ring, ring->reserve_pos, ring->reserve_pad, len);
 }
 
-void pirec_ring_count_drop(struct pirec_ring *ring) { (void)refuse(ring, 0); }
+void pirec_ring_count_drop(struct pirec_ring *ring)
+{
+  (void)refuse(ring, 0);
+}
 
 /* ---- consumer ---- */
 
@@ -354,7 +369,10 @@ void pirec_ring_release(struct pirec_ring *ring, size_t n)
   atomic_store_explicit(&ring->tail, pos, memory_order_release);
 }
 
-uint64_t pirec_ring_take_cursor(const struct pirec_ring *ring) { return ring->take_pos; }
+uint64_t pirec_ring_take_cursor(const struct pirec_ring *ring)
+{
+  return ring->take_pos;
+}
 
 void pirec_ring_release_to(struct pirec_ring *ring, size_t n, uint64_t cursor)
 {
@@ -374,7 +392,10 @@ void pirec_ring_release_to(struct pirec_ring *ring, size_t n, uint64_t cursor)
   atomic_store_explicit(&ring->tail, cursor, memory_order_release);
 }
 
-size_t pirec_ring_taken(const struct pirec_ring *ring) { return ring->taken; }
+size_t pirec_ring_taken(const struct pirec_ring *ring)
+{
+  return ring->taken;
+}
 
 int pirec_ring_empty(const struct pirec_ring *ring)
 {

@@ -12,9 +12,8 @@
 #include "pirec/ring.h"
 #include "pirec/container_of.h"
 
-
 /* Most iovecs per write request: Linux's IOV_MAX, so libuv never has to split a request. */
-#define IOV_PER_WRITE 1024
+#define IOV_PER_WRITE        1024
 #define MAX_WRITES_IN_FLIGHT 64
 /* Records up to this size are copied into the batch's staging buffer, back to back, rather than each
  * getting an iovec: the kernel's per-iovec cost (about 40 ns) exceeds copying a CSV row (100 bytes),
@@ -30,16 +29,16 @@ enum slot_state { SLOT_FREE, SLOT_WRITING, SLOT_DONE };
 struct slot {
   uv_fs_t req;
   struct pirec_sink *sink;
-  uv_buf_t *bufs;    /* IOV_PER_WRITE entries */
-  char *stage;       /* STAGE_BYTES for small records, or NULL until one is seen */
-  size_t staged;     /* bytes of stage in use by this batch */
+  uv_buf_t *bufs; /* IOV_PER_WRITE entries */
+  char *stage;    /* STAGE_BYTES for small records, or NULL until one is seen */
+  size_t staged;  /* bytes of stage in use by this batch */
   unsigned nbufs;
   unsigned first;    /* first buffer not completely written yet (after a short write) */
   size_t records;    /* ring records this batch covers */
   uint64_t ring_end; /* the ring's take cursor after them, to release them in O(1) */
   size_t bytes;
   size_t done_bytes;
-  int64_t offset;    /* file offset of the batch's first byte, or -1 for O_APPEND files */
+  int64_t offset; /* file offset of the batch's first byte, or -1 for O_APPEND files */
   enum slot_state state;
 };
 
@@ -90,10 +89,10 @@ struct pirec_sink {
   int64_t file_offset;   /* where the next batch goes */
   int64_t good_end;      /* end of the prefix written without a gap; the file is cut here on error */
   int truncated;
-  int open_error;        /* an open libuv refused to queue, not reported yet */
-  struct slot *slots;    /* FIFO of opts.max_writes_in_flight requests */
+  int open_error;     /* an open libuv refused to queue, not reported yet */
+  struct slot *slots; /* FIFO of opts.max_writes_in_flight requests */
   unsigned oldest;
-  unsigned in_flight;    /* slots in use (writing or done but not yet released) */
+  unsigned in_flight;                /* slots in use (writing or done but not yet released) */
   struct pirec_ring_record *scratch; /* IOV_PER_WRITE records from one take */
   pirec_sink_close_cb close_cb;
   void *close_user;
@@ -138,8 +137,8 @@ static void enter_error(struct pirec_sink *sink, int err, const char *what, int6
   /* Release: a producer that sees the error also sees the state before it. */
   atomic_store_explicit(&sink->error, err, memory_order_release);
   if (offset >= 0)
-    pirec_log(PIREC_LOG_ERROR, "cannot %s '%s' at offset %lld: %s; the sink stops writing", what,
-              sink->path, (long long)offset, pirec_strerror(err));
+    pirec_log(PIREC_LOG_ERROR, "cannot %s '%s' at offset %lld: %s; the sink stops writing", what, sink->path,
+              (long long)offset, pirec_strerror(err));
   else
     pirec_log(PIREC_LOG_ERROR, "cannot %s '%s': %s; the sink stops writing", what, sink->path,
               pirec_strerror(err));
@@ -327,7 +326,10 @@ void pirec_sink_commit(struct pirec_sink *sink, size_t len)
     note_pushed(sink, len);
 }
 
-void pirec_sink_count_drop(struct pirec_sink *sink) { pirec_ring_count_drop(sink->ring); }
+void pirec_sink_count_drop(struct pirec_sink *sink)
+{
+  pirec_ring_count_drop(sink->ring);
+}
 
 /* ---- loop side: writing ---- */
 
@@ -338,8 +340,8 @@ static void submit(struct slot *slot)
   struct pirec_sink *sink = slot->sink;
   int64_t offset = slot->offset < 0 ? -1 : slot->offset + (int64_t)slot->done_bytes;
   slot->state = SLOT_WRITING;
-  int err = uv_fs_write(sink->loop, &slot->req, sink->fd, slot->bufs + slot->first,
-                        slot->nbufs - slot->first, offset, on_write);
+  int err = uv_fs_write(sink->loop, &slot->req, sink->fd, slot->bufs + slot->first, slot->nbufs - slot->first,
+                        offset, on_write);
   if (err < 0) {
     /* Not queued (only out of memory can do this): the batch is finished, unwritten. */
     uv_fs_req_cleanup(&slot->req);
@@ -463,8 +465,8 @@ static size_t fill_batch(struct pirec_sink *sink, struct slot *slot)
     slot->records += n;
     /* Another take only pays while the last one filled its records' worth of room and the stage
      * can still absorb rows; otherwise write what we have and let the next slot continue. */
-    if (n < room || slot->nbufs == IOV_PER_WRITE || slot->bytes >= sink->opts.batch_bytes ||
-        !slot->stage || STAGE_BYTES - slot->staged < COALESCE_MAX)
+    if (n < room || slot->nbufs == IOV_PER_WRITE || slot->bytes >= sink->opts.batch_bytes || !slot->stage ||
+        STAGE_BYTES - slot->staged < COALESCE_MAX)
       break;
   }
   slot->ring_end = pirec_ring_take_cursor(sink->ring);
@@ -561,7 +563,10 @@ static void on_sync_timer(uv_timer_t *timer)
 
 /* ---- loop side: other controls ---- */
 
-void pirec_sink_flush(struct pirec_sink *sink) { drain(sink); }
+void pirec_sink_flush(struct pirec_sink *sink)
+{
+  drain(sink);
+}
 
 void pirec_sink_hold(struct pirec_sink *sink, int hold)
 {
@@ -584,7 +589,10 @@ void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counte
   out->error = atomic_load_explicit(&sink->error, memory_order_acquire);
 }
 
-const char *pirec_sink_path(const struct pirec_sink *sink) { return sink->path; }
+const char *pirec_sink_path(const struct pirec_sink *sink)
+{
+  return sink->path;
+}
 
 /* ---- closing ---- */
 

@@ -116,8 +116,8 @@ int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
 }
 
 /* Calls fn for each NAL unit of an Annex B buffer (start codes stripped). */
-static void for_each_nal(const uint8_t *b, size_t len,
-                         void (*fn)(const uint8_t *nal, size_t n, void *arg), void *arg)
+static void for_each_nal(const uint8_t *b, size_t len, void (*fn)(const uint8_t *nal, size_t n, void *arg),
+                         void *arg)
 {
   size_t i = 0, start = SIZE_MAX;
   while (i + 3 <= len) {
@@ -332,8 +332,7 @@ static void drop_muxer(struct pirec__mkv *m)
   }
 }
 
-int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe,
-                     int64_t pts_ns)
+int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe, int64_t pts_ns)
 {
   int r;
   if (m->error)
@@ -460,8 +459,7 @@ static void seal_step(uv_fs_t *req)
     if (res < 0)
       s->status = (int)res;
     break;
-  default: /* UV_FS_CLOSE */
-    goto done;
+  default: /* UV_FS_CLOSE */ goto done;
   }
   if (uv_fs_close(s->loop, req, s->fd, seal_step) == 0)
     return;

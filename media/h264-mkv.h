@@ -59,8 +59,7 @@ int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, 
  * start the file (no SPS/PPS, or no readable picture size) and nothing was written yet (a later
  * unit may still start it); or the first mux/sink error, after which every call returns it and the
  * file ends at the last complete sink push. */
-int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe,
-                     int64_t pts_ns);
+int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe, int64_t pts_ns);
 /* 1 once the header (and so a first access unit) has been written. */
 int pirec__mkv_started(const struct pirec__mkv *m);
 /* Free ring space a writer should find in the sink before a frame is muxed, so a push never fails

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <strings.h>
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint16_t rd16(const uint8_t *p)
+{
+  return (uint16_t)(p[0] << 8 | p[1]);
+}
 static uint32_t rd32(const uint8_t *p)
 {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -63,8 +66,7 @@ int pirec_rtp_parse(const uint8_t *buf, size_t len, struct pirec_rtp_packet *out
   return 0;
 }
 
-size_t pirec_rtp_write_header(uint8_t *out, int marker, int pt, uint16_t seq, uint32_t ts,
-                              uint32_t ssrc)
+size_t pirec_rtp_write_header(uint8_t *out, int marker, int pt, uint16_t seq, uint32_t ts, uint32_t ssrc)
 {
   out[0] = 0x80;
   out[1] = (uint8_t)((marker ? 0x80 : 0) | (pt & 0x7F));
@@ -119,7 +121,7 @@ size_t pirec_rtcp_write_sr(uint8_t *out, const struct pirec_rtcp_sr *sr)
 
 /* Seconds from 1900-01-01 (NTP era 0) to 1970-01-01. */
 #define NTP_UNIX_OFFSET 2208988800LL
-#define NS_PER_S 1000000000LL
+#define NS_PER_S        1000000000LL
 
 int64_t pirec_ntp_to_unix_ns(uint64_t ntp)
 {
@@ -374,8 +376,7 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
   return 1;
 }
 
-int pirec_rtsp_header(const uint8_t *msg, size_t len, const char *name, const char **value,
-                      size_t *value_len)
+int pirec_rtsp_header(const uint8_t *msg, size_t len, const char *name, const char **value, size_t *value_len)
 {
   size_t nl = strlen(name);
   const char *s = (const char *)msg, *end = s + len;
@@ -661,8 +662,9 @@ static int start_nal(struct pirec_h264_depay *d, const uint8_t *nal, size_t n)
 static void emit_au(struct pirec_h264_depay *d, int complete, pirec_h264_au_cb cb, void *user)
 {
   if (d->len > 0 || d->damaged) {
-    struct pirec_h264_au au = {d->buf, d->len, d->ts, d->keyframe, d->sps && d->pps,
-                               d->damaged || d->in_fu || d->len == 0, complete};
+    struct pirec_h264_au au = {d->buf,      d->len,           d->ts,
+                               d->keyframe, d->sps && d->pps, d->damaged || d->in_fu || d->len == 0,
+                               complete};
     cb(&au, user);
   }
   d->len = 0;
@@ -670,8 +672,8 @@ static void emit_au(struct pirec_h264_depay *d, int complete, pirec_h264_au_cb c
   d->damaged = d->keyframe = d->sps = d->pps = 0;
 }
 
-int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_packet *pkt,
-                          int64_t lost_before, pirec_h264_au_cb cb, void *user)
+int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_packet *pkt, int64_t lost_before,
+                          pirec_h264_au_cb cb, void *user)
 {
   if (d->have_ts && pkt->ts != d->ts) {
     /* The previous access unit never saw its marker bit: close it; a loss may have cut its tail. */

@@ -14,12 +14,11 @@
 #include "pirec/looplag.h"
 #include "pirec/container_of.h"
 
-
 #define DEFAULT_MAX_LINE (2u * 1024 * 1024)
-#define DEFAULT_MAX_OUT (4u * 1024 * 1024)
-#define READ_CHUNK 65536
-#define CLOSE_FLUSH_MS 2000
-#define LABEL_MAX 64
+#define DEFAULT_MAX_OUT  (4u * 1024 * 1024)
+#define READ_CHUNK       65536
+#define CLOSE_FLUSH_MS   2000
+#define LABEL_MAX        64
 
 union stream {
   uv_handle_t handle;
@@ -71,15 +70,16 @@ struct pirec_recorder {
   /* Commands run in order: while a start or stop is outstanding (barrier > 0), later commands
    * other than status wait in deferred, so a note sent right behind a start finds the file open. */
   int barrier;
-  json_t *deferred;   /* array of parsed commands */
+  json_t *deferred; /* array of parsed commands */
   int draining;
-  int quit_deferred;  /* end of input or a signal arrived behind a barrier */
-  int read_paused;    /* too many deferred commands: stop reading until they drain */
+  int quit_deferred; /* end of input or a signal arrived behind a barrier */
+  int read_paused;   /* too many deferred commands: stop reading until they drain */
 };
 
 #define DEFERRED_PAUSE 256
 
-void pirec_recorder_options_default(struct pirec_recorder_options *opts) {
+void pirec_recorder_options_default(struct pirec_recorder_options *opts)
+{
   memset(opts, 0, sizeof(*opts));
   opts->in_fd = 0;
   opts->out_fd = 1;
@@ -88,13 +88,15 @@ void pirec_recorder_options_default(struct pirec_recorder_options *opts) {
   opts->handle_signals = 1;
 }
 
-int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops,
-                       void *user, const struct pirec_recorder_options *opts,
-                       struct pirec_recorder **out) {
+int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops, void *user,
+                       const struct pirec_recorder_options *opts, struct pirec_recorder **out)
+{
   *out = NULL;
-  if (!loop || !name || !*name || !ops || !ops->start || !ops->stop || !ops->quit) return -EINVAL;
+  if (!loop || !name || !*name || !ops || !ops->start || !ops->stop || !ops->quit)
+    return -EINVAL;
   struct pirec_recorder *rec = calloc(1, sizeof(*rec));
-  if (!rec) return -ENOMEM;
+  if (!rec)
+    return -ENOMEM;
   rec->name = strdup(name);
   if (!rec->name) {
     free(rec);
@@ -105,8 +107,10 @@ int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_rec
   rec->user = user;
   if (opts) {
     rec->opts = *opts;
-    if (!rec->opts.max_line) rec->opts.max_line = DEFAULT_MAX_LINE;
-    if (!rec->opts.max_out_bytes) rec->opts.max_out_bytes = DEFAULT_MAX_OUT;
+    if (!rec->opts.max_line)
+      rec->opts.max_line = DEFAULT_MAX_LINE;
+    if (!rec->opts.max_out_bytes)
+      rec->opts.max_out_bytes = DEFAULT_MAX_OUT;
   } else {
     pirec_recorder_options_default(&rec->opts);
   }
@@ -114,12 +118,25 @@ int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_rec
   return 0;
 }
 
-void *pirec_recorder_user(const struct pirec_recorder *rec) { return rec->user; }
-const char *pirec_recorder_name(const struct pirec_recorder *rec) { return rec->name; }
-int pirec_recorder_recording(const struct pirec_recorder *rec) { return rec->recording; }
-int pirec_recorder_trial(const struct pirec_recorder *rec) { return rec->trial; }
+void *pirec_recorder_user(const struct pirec_recorder *rec)
+{
+  return rec->user;
+}
+const char *pirec_recorder_name(const struct pirec_recorder *rec)
+{
+  return rec->name;
+}
+int pirec_recorder_recording(const struct pirec_recorder *rec)
+{
+  return rec->recording;
+}
+int pirec_recorder_trial(const struct pirec_recorder *rec)
+{
+  return rec->trial;
+}
 
-void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_recorder_counters *out) {
+void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_recorder_counters *out)
+{
   *out = rec->counters;
 }
 
@@ -132,18 +149,22 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void finish_close(struct pirec_recorder *rec);
 
-static void on_write(uv_write_t *req, int status) {
+static void on_write(uv_write_t *req, int status)
+{
   struct out_write *w = container_of(req, struct out_write, req);
   struct pirec_recorder *rec = w->rec;
   rec->counters.out_queued -= w->len;
   free(w);
   /* Closing waits for the last reply to be written (or for its deadline). */
-  if (rec->closing && rec->counters.out_queued == 0 && status != UV_ECANCELED) finish_close(rec);
+  if (rec->closing && rec->counters.out_queued == 0 && status != UV_ECANCELED)
+    finish_close(rec);
 }
 
 /* Serialises obj as one line and queues it; obj is always released. */
-static int send_json(struct pirec_recorder *rec, json_t *obj) {
-  if (!obj) return -ENOMEM;
+static int send_json(struct pirec_recorder *rec, json_t *obj)
+{
+  if (!obj)
+    return -ENOMEM;
   if (!rec->started || rec->out.handle.type == UV_UNKNOWN_HANDLE || uv_is_closing(&rec->out.handle)) {
     json_decref(obj);
     rec->counters.replies_dropped++;
@@ -151,7 +172,8 @@ static int send_json(struct pirec_recorder *rec, json_t *obj) {
   }
   char *text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
   json_decref(obj);
-  if (!text) return -ENOMEM;
+  if (!text)
+    return -ENOMEM;
   size_t len = strlen(text);
   if (rec->counters.out_queued + len + 1 > rec->opts.max_out_bytes) {
     /* The controller stopped reading: drop rather than grow without bound. */
@@ -181,28 +203,35 @@ static int send_json(struct pirec_recorder *rec, json_t *obj) {
   return 0;
 }
 
-static json_t *reply_object(struct pirec_recorder *rec, json_t *id, const char *reply) {
+static json_t *reply_object(struct pirec_recorder *rec, json_t *id, const char *reply)
+{
   json_t *o = json_object();
-  if (!o) return NULL;
+  if (!o)
+    return NULL;
   json_object_set(o, "id", id ? id : json_null());
   json_object_set_new(o, "reply", json_string(reply));
   json_object_set_new(o, "module", json_string(rec->name));
   return o;
 }
 
-static int send_error(struct pirec_recorder *rec, json_t *id, const char *message) {
+static int send_error(struct pirec_recorder *rec, json_t *id, const char *message)
+{
   json_t *o = reply_object(rec, id, "error");
-  if (!o) return -ENOMEM;
+  if (!o)
+    return -ENOMEM;
   /* Messages may quote bytes from a malformed line; jansson refuses invalid UTF-8, so fall back. */
   json_t *m = json_string(message);
   json_object_set_new(o, "message", m ? m : json_string("invalid command (message not UTF-8)"));
   return send_json(rec, o);
 }
 
-int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *fields) {
+int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *fields)
+{
   json_t *o = fields && json_is_object(fields) ? fields : json_object();
-  if (fields && !json_is_object(fields)) json_decref(fields);
-  if (!o) return -ENOMEM;
+  if (fields && !json_is_object(fields))
+    json_decref(fields);
+  if (!o)
+    return -ENOMEM;
   json_object_set_new(o, "event", json_string(type));
   json_object_set_new(o, "module", json_string(rec->name));
   return send_json(rec, o);
@@ -210,41 +239,48 @@ int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *f
 
 /* ---- requests -------------------------------------------------------------------------------- */
 
-static void req_unlink(struct pirec_recorder_req *req) {
+static void req_unlink(struct pirec_recorder_req *req)
+{
   struct pirec_recorder_req **p = &req->rec->pending;
-  while (*p && *p != req) p = &(*p)->next;
-  if (*p) *p = req->next;
+  while (*p && *p != req)
+    p = &(*p)->next;
+  if (*p)
+    *p = req->next;
 }
 
-static void req_free(struct pirec_recorder_req *req) {
+static void req_free(struct pirec_recorder_req *req)
+{
   json_decref(req->id);
   json_decref(req->msg);
   json_decref(req->counters);
   free(req);
 }
 
-static const char *success_word(enum pirec_recorder_cmd cmd) {
+static const char *success_word(enum pirec_recorder_cmd cmd)
+{
   switch (cmd) {
-    case PIREC_RECORDER_START: return "started";
-    case PIREC_RECORDER_STOP: return "stopped";
-    case PIREC_RECORDER_STATUS: return "status";
-    case PIREC_RECORDER_NOTE: return "noted";
-    case PIREC_RECORDER_QUIT: return "bye";
+  case PIREC_RECORDER_START: return "started";
+  case PIREC_RECORDER_STOP: return "stopped";
+  case PIREC_RECORDER_STATUS: return "status";
+  case PIREC_RECORDER_NOTE: return "noted";
+  case PIREC_RECORDER_QUIT: return "bye";
   }
   return "ok";
 }
 
-static json_t *looplag_json(struct pirec_recorder *rec) {
+static json_t *looplag_json(struct pirec_recorder *rec)
+{
   struct pirec_looplag_stats st;
   pirec_looplag_stats(&rec->lag, &st);
-  return json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
-                   (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
-                   (json_int_t)st.p99_ns);
+  return json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes", (json_int_t)st.episodes,
+                   "max_ns", (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns);
 }
 
 /* Runs the commands that waited behind a start or stop, in order, until the next barrier. */
-static void drain_deferred(struct pirec_recorder *rec) {
-  if (rec->draining) return;
+static void drain_deferred(struct pirec_recorder *rec)
+{
+  if (rec->draining)
+    return;
   rec->draining = 1;
   while (!rec->closing && rec->barrier == 0 && rec->deferred && json_array_size(rec->deferred)) {
     json_t *msg = json_incref(json_array_get(rec->deferred, 0));
@@ -253,7 +289,8 @@ static void drain_deferred(struct pirec_recorder *rec) {
     json_decref(msg);
   }
   rec->draining = 0;
-  if (rec->closing) return;
+  if (rec->closing)
+    return;
   if (rec->barrier == 0 && rec->quit_deferred) {
     rec->quit_deferred = 0;
     begin_quit(rec, NULL);
@@ -261,11 +298,13 @@ static void drain_deferred(struct pirec_recorder *rec) {
   }
   if (rec->read_paused && (!rec->deferred || json_array_size(rec->deferred) < DEFERRED_PAUSE / 2)) {
     rec->read_paused = 0;
-    if (uv_read_start(&rec->in.stream, on_alloc, on_read) == 0) rec->reading = 1;
+    if (uv_read_start(&rec->in.stream, on_alloc, on_read) == 0)
+      rec->reading = 1;
   }
 }
 
-static int finish(struct pirec_recorder_req *req, int status, const char *message) {
+static int finish(struct pirec_recorder_req *req, int status, const char *message)
+{
   struct pirec_recorder *rec = req->rec;
   req_unlink(req);
   int ret = 0;
@@ -310,7 +349,8 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   return send_json(rec, o);
 }
 
-int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message) {
+int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message)
+{
   struct pirec_recorder *rec = req->rec;
   int barrier = req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP;
   int ret = finish(req, status, message);
@@ -321,15 +361,20 @@ int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char
   return ret;
 }
 
-void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value) {
-  if (!req->counters) req->counters = json_object();
-  if (req->counters) json_object_set_new(req->counters, key, json_integer((json_int_t)value));
+void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value)
+{
+  if (!req->counters)
+    req->counters = json_object();
+  if (req->counters)
+    json_object_set_new(req->counters, key, json_integer((json_int_t)value));
 }
 
-static struct pirec_recorder_req *req_new(struct pirec_recorder *rec, enum pirec_recorder_cmd cmd,
-                                          json_t *id, json_t *msg) {
+static struct pirec_recorder_req *req_new(struct pirec_recorder *rec, enum pirec_recorder_cmd cmd, json_t *id,
+                                          json_t *msg)
+{
   struct pirec_recorder_req *req = calloc(1, sizeof(*req));
-  if (!req) return NULL;
+  if (!req)
+    return NULL;
   req->cmd = cmd;
   req->rec = rec;
   req->recv_mono_ns = pirec_clock_mono_ns();
@@ -341,13 +386,15 @@ static struct pirec_recorder_req *req_new(struct pirec_recorder *rec, enum pirec
   return req;
 }
 
-static void begin_quit(struct pirec_recorder *rec, json_t *id) {
+static void begin_quit(struct pirec_recorder *rec, json_t *id)
+{
   if (!id && rec->barrier > 0) {
     rec->quit_deferred = 1;
     return;
   }
   if (rec->quitting) {
-    if (id) send_error(rec, id, "already quitting");
+    if (id)
+      send_error(rec, id, "already quitting");
     return;
   }
   rec->quitting = 1;
@@ -363,17 +410,22 @@ static void begin_quit(struct pirec_recorder *rec, json_t *id) {
 
 /* A label reaching a recorder was sanitised by the controller; refuse anything that could still
  * escape the session directory rather than trusting that. */
-static int label_ok(const char *label) {
-  if (strlen(label) > LABEL_MAX) return 0;
-  if (strchr(label, '/') || strstr(label, "..")) return 0;
+static int label_ok(const char *label)
+{
+  if (strlen(label) > LABEL_MAX)
+    return 0;
+  if (strchr(label, '/') || strstr(label, ".."))
+    return 0;
   return 1;
 }
 
-static int get_int(json_t *msg, const char *key, int required, int64_t min, int64_t *out,
-                   char *err, size_t errlen) {
+static int get_int(json_t *msg, const char *key, int required, int64_t min, int64_t *out, char *err,
+                   size_t errlen)
+{
   json_t *v = json_object_get(msg, key);
   if (!v) {
-    if (!required) return 0;
+    if (!required)
+      return 0;
     snprintf(err, errlen, "missing field '%s'", key);
     return -EINVAL;
   }
@@ -385,11 +437,12 @@ static int get_int(json_t *msg, const char *key, int required, int64_t min, int6
   return 1;
 }
 
-static int get_str(json_t *msg, const char *key, int required, const char **out, char *err,
-                   size_t errlen) {
+static int get_str(json_t *msg, const char *key, int required, const char **out, char *err, size_t errlen)
+{
   json_t *v = json_object_get(msg, key);
   if (!v) {
-    if (!required) return 0;
+    if (!required)
+      return 0;
     snprintf(err, errlen, "missing field '%s'", key);
     return -EINVAL;
   }
@@ -401,7 +454,8 @@ static int get_str(json_t *msg, const char *key, int required, const char **out,
   return 1;
 }
 
-static void dispatch(struct pirec_recorder *rec, json_t *msg) {
+static void dispatch(struct pirec_recorder *rec, json_t *msg)
+{
   char err[400];
   json_t *id = json_object_get(msg, "id");
   if (id && !json_is_string(id) && !json_is_integer(id)) {
@@ -452,7 +506,8 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg) {
       goto bad;
     }
     req = req_new(rec, PIREC_RECORDER_START, id, msg);
-    if (!req) goto oom;
+    if (!req)
+      goto oom;
     req->session_dir = dir;
     req->trial = (int)trial;
     req->label = label;
@@ -465,13 +520,15 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg) {
       goto bad;
     }
     req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
-    if (!req) goto oom;
+    if (!req)
+      goto oom;
     req->trial = rec->trial;
     rec->barrier++;
     rec->ops.stop(rec, req);
   } else if (strcmp(cmd, "status") == 0) {
     req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
-    if (!req) goto oom;
+    if (!req)
+      goto oom;
     req->counters = json_object();
     if (rec->ops.status)
       rec->ops.status(rec, req);
@@ -484,12 +541,15 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg) {
       snprintf(err, sizeof err, "module '%s' does not take notes", rec->name);
       goto bad;
     }
-    if (get_str(msg, "text", 1, &text, err, sizeof err) < 0) goto bad;
+    if (get_str(msg, "text", 1, &text, err, sizeof err) < 0)
+      goto bad;
     int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, sizeof err);
     int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, sizeof err);
-    if (hm < 0 || hw < 0) goto bad;
+    if (hm < 0 || hw < 0)
+      goto bad;
     req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
-    if (!req) goto oom;
+    if (!req)
+      goto oom;
     req->text = text;
     req->text_len = json_string_length(json_object_get(msg, "text"));
     if (strlen(text) != req->text_len) {
@@ -522,9 +582,12 @@ oom:
   send_error(rec, id, "out of memory");
 }
 
-static void handle_line(struct pirec_recorder *rec, const char *line, size_t len) {
-  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
-  if (len == 0) return; /* blank lines are keep-alives, not errors */
+static void handle_line(struct pirec_recorder *rec, const char *line, size_t len)
+{
+  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+    len--;
+  if (len == 0)
+    return; /* blank lines are keep-alives, not errors */
   json_error_t jerr;
   json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!msg || !json_is_object(msg)) {
@@ -541,7 +604,8 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
   json_t *cmd = json_object_get(msg, "cmd");
   int is_status = json_is_string(cmd) && strcmp(json_string_value(cmd), "status") == 0;
   if ((rec->barrier > 0 || (rec->deferred && json_array_size(rec->deferred))) && !is_status) {
-    if (!rec->deferred) rec->deferred = json_array();
+    if (!rec->deferred)
+      rec->deferred = json_array();
     if (rec->deferred && json_array_append_new(rec->deferred, msg) == 0) {
       if (json_array_size(rec->deferred) >= DEFERRED_PAUSE && rec->reading) {
         uv_read_stop(&rec->in.stream);
@@ -560,19 +624,25 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
 
 /* ---- input ----------------------------------------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
   struct pirec_recorder *rec = handle->data;
   *buf = uv_buf_init(rec->read_buf, sizeof rec->read_buf);
 }
 
-static int line_append(struct pirec_recorder *rec, const char *data, size_t len) {
-  if (rec->line_len + len > rec->opts.max_line) return -EMSGSIZE;
+static int line_append(struct pirec_recorder *rec, const char *data, size_t len)
+{
+  if (rec->line_len + len > rec->opts.max_line)
+    return -EMSGSIZE;
   if (rec->line_len + len > rec->line_cap) {
     size_t cap = rec->line_cap ? rec->line_cap : 4096;
-    while (cap < rec->line_len + len) cap *= 2;
-    if (cap > rec->opts.max_line) cap = rec->opts.max_line;
+    while (cap < rec->line_len + len)
+      cap *= 2;
+    if (cap > rec->opts.max_line)
+      cap = rec->opts.max_line;
     char *p = realloc(rec->line, cap);
-    if (!p) return -ENOMEM;
+    if (!p)
+      return -ENOMEM;
     rec->line = p;
     rec->line_cap = cap;
   }
@@ -581,7 +651,8 @@ static int line_append(struct pirec_recorder *rec, const char *data, size_t len)
   return 0;
 }
 
-static void too_long(struct pirec_recorder *rec) {
+static void too_long(struct pirec_recorder *rec)
+{
   char err[96];
   snprintf(err, sizeof err, "line too long (over %zu bytes)", rec->opts.max_line);
   rec->counters.bad_lines++;
@@ -590,7 +661,8 @@ static void too_long(struct pirec_recorder *rec) {
   rec->line_len = 0;
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
   struct pirec_recorder *rec = stream->data;
   if (nread < 0) {
     uv_read_stop(stream);
@@ -598,7 +670,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (nread != UV_EOF)
       pirec_log(PIREC_LOG_WARN, "recorder '%s': cannot read commands: %s", rec->name,
                 uv_strerror((int)nread));
-    if (!rec->closing) begin_quit(rec, NULL);
+    if (!rec->closing)
+      begin_quit(rec, NULL);
     return;
   }
   const char *p = buf->base;
@@ -607,7 +680,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     const char *nl = memchr(p, '\n', left);
     size_t chunk = nl ? (size_t)(nl - p) : left;
     if (rec->discarding) {
-      if (nl) rec->discarding = 0;
+      if (nl)
+        rec->discarding = 0;
     } else if (nl && rec->line_len == 0) {
       if (chunk > rec->opts.max_line) {
         too_long(rec);
@@ -619,7 +693,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
       int err = line_append(rec, p, chunk);
       if (err == -EMSGSIZE) {
         too_long(rec);
-        if (nl) rec->discarding = 0;
+        if (nl)
+          rec->discarding = 0;
       } else if (err < 0) {
         send_error(rec, NULL, "out of memory");
         rec->line_len = 0;
@@ -629,20 +704,23 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
         rec->line_len = 0;
       }
     }
-    if (!nl) break;
+    if (!nl)
+      break;
     p = nl + 1;
     left -= chunk + 1;
   }
 }
 
-static void on_signal(uv_signal_t *sig, int signum) {
+static void on_signal(uv_signal_t *sig, int signum)
+{
   struct pirec_recorder *rec = sig->data;
-  pirec_log(PIREC_LOG_INFO, "recorder '%s': %s: finishing and exiting", rec->name,
-            strsignal(signum));
-  if (!rec->closing) begin_quit(rec, NULL);
+  pirec_log(PIREC_LOG_INFO, "recorder '%s': %s: finishing and exiting", rec->name, strsignal(signum));
+  if (!rec->closing)
+    begin_quit(rec, NULL);
 }
 
-static int open_stream(struct pirec_recorder *rec, union stream *s, int fd, int readable) {
+static int open_stream(struct pirec_recorder *rec, union stream *s, int fd, int readable)
+{
   int err;
   if (uv_guess_handle(fd) == UV_TTY) {
     err = uv_tty_init(rec->loop, &s->tty, fd, readable);
@@ -662,20 +740,22 @@ static int open_stream(struct pirec_recorder *rec, union stream *s, int fd, int 
   return err;
 }
 
-int pirec_recorder_start(struct pirec_recorder *rec) {
-  if (rec->started || rec->closing) return -EALREADY;
+int pirec_recorder_start(struct pirec_recorder *rec)
+{
+  if (rec->started || rec->closing)
+    return -EALREADY;
   rec->started = 1;
   rec->start_mono_ns = pirec_clock_mono_ns();
   int err = open_stream(rec, &rec->out, rec->opts.out_fd, 0);
   if (err < 0) {
-    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for replies: %s", rec->name,
-              rec->opts.out_fd, uv_strerror(err));
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for replies: %s", rec->name, rec->opts.out_fd,
+              uv_strerror(err));
     return err;
   }
   err = open_stream(rec, &rec->in, rec->opts.in_fd, 1);
   if (err < 0) {
-    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for commands: %s", rec->name,
-              rec->opts.in_fd, uv_strerror(err));
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': cannot use fd %d for commands: %s", rec->name, rec->opts.in_fd,
+              uv_strerror(err));
     return err;
   }
   if (rec->opts.handle_signals) {
@@ -696,57 +776,74 @@ int pirec_recorder_start(struct pirec_recorder *rec) {
     pirec_looplag_start(&rec->lag);
   }
   err = uv_read_start(&rec->in.stream, on_alloc, on_read);
-  if (err < 0) return err;
+  if (err < 0)
+    return err;
   rec->reading = 1;
 
   json_t *cmds = json_array();
   json_array_append_new(cmds, json_string("start"));
   json_array_append_new(cmds, json_string("stop"));
   json_array_append_new(cmds, json_string("status"));
-  if (rec->ops.note) json_array_append_new(cmds, json_string("note"));
+  if (rec->ops.note)
+    json_array_append_new(cmds, json_string("note"));
   json_array_append_new(cmds, json_string("quit"));
-  json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o}", "reply", "ready", "module", rec->name, "pid",
-                        (int)getpid(), "version", PIREC_VERSION, "commands", cmds);
+  json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o}", "reply", "ready", "module", rec->name, "pid", (int)getpid(),
+                        "version", PIREC_VERSION, "commands", cmds);
   return send_json(rec, o);
 }
 
 /* ---- close ----------------------------------------------------------------------------------- */
 
-static void handle_done(struct pirec_recorder *rec) {
-  if (--rec->handles_open > 0) return;
+static void handle_done(struct pirec_recorder *rec)
+{
+  if (--rec->handles_open > 0)
+    return;
   while (rec->pending) {
     struct pirec_recorder_req *req = rec->pending;
     rec->pending = req->next;
     req_free(req);
   }
-  if (rec->close_cb) rec->close_cb(rec, rec->user);
+  if (rec->close_cb)
+    rec->close_cb(rec, rec->user);
   json_decref(rec->deferred);
   free(rec->line);
   free(rec->name);
   free(rec);
 }
 
-static void on_handle_closed(uv_handle_t *handle) { handle_done(handle->data); }
-
-static void on_lag_closed(struct pirec_looplag *lag) { handle_done(lag->data); }
-
-static void close_if(uv_handle_t *h) {
-  if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h)) uv_close(h, on_handle_closed);
+static void on_handle_closed(uv_handle_t *handle)
+{
+  handle_done(handle->data);
 }
 
-static void finish_close(struct pirec_recorder *rec) {
+static void on_lag_closed(struct pirec_looplag *lag)
+{
+  handle_done(lag->data);
+}
+
+static void close_if(uv_handle_t *h)
+{
+  if (h->type != UV_UNKNOWN_HANDLE && !uv_is_closing(h))
+    uv_close(h, on_handle_closed);
+}
+
+static void finish_close(struct pirec_recorder *rec)
+{
   uv_timer_stop(&rec->flush_timer);
   close_if(&rec->out.handle);
   close_if((uv_handle_t *)&rec->flush_timer);
 }
 
-static void on_flush_deadline(uv_timer_t *t) {
+static void on_flush_deadline(uv_timer_t *t)
+{
   /* The reader has had CLOSE_FLUSH_MS to take the last replies: close without them. */
   finish_close(t->data);
 }
 
-void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb) {
-  if (rec->closing) return;
+void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb)
+{
+  if (rec->closing)
+    return;
   rec->closing = 1;
   rec->close_cb = cb;
   if (rec->reading) {
@@ -758,7 +855,8 @@ void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb
     close_if((uv_handle_t *)&rec->sigint);
     close_if((uv_handle_t *)&rec->sigterm);
   }
-  if (rec->lag_open) pirec_looplag_close(&rec->lag, on_lag_closed);
+  if (rec->lag_open)
+    pirec_looplag_close(&rec->lag, on_lag_closed);
   /* The flush timer is initialised here so that every path ends in finish_close. */
   uv_timer_init(rec->loop, &rec->flush_timer);
   rec->handles_open++;

@@ -18,8 +18,7 @@ int pirec__remux_is_own_output(const char *path);
 /* pirec_remux_verify with progress: checking an output runs a dry remux of its input, which reads
  * the whole input, and a supervisor must see that the child is alive. */
 int pirec__remux_verify(const char *output_path, const struct pirec_remux_options *options,
-                        struct pirec_remux_result *res, pirec_remux_progress_cb progress,
-                        void *user);
+                        struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user);
 
 /* 1 if name ends with an elementary-stream extension (.h264, .264, .mjpeg, .mjpg, .hevc, .h265). */
 int pirec__remux_is_raw_name(const char *name);

@@ -27,18 +27,18 @@ struct remux {
   struct pirec_remux_timing timing;
   AVFormatContext *ic;
   AVFormatContext *oc;
-  int vs;   /* the input's video stream index */
-  int raw;  /* an elementary stream: no container timestamps, the parser splits packets */
+  int vs;  /* the input's video stream index */
+  int raw; /* an elementary stream: no container timestamps, the parser splits packets */
   int64_t size;
   int64_t limit_packets; /* packets whose data is complete, when the CSV's offsets tell; else -1 */
   int64_t *rank;         /* decode position -> presentation rank, only for streams with B-frames */
   int64_t nrank;
-  int64_t frames;        /* frames to write, when a pre-pass counted them; else -1 */
+  int64_t frames; /* frames to write, when a pre-pass counted them; else -1 */
   int64_t packets_read;
-  AVRational tb;         /* output time base */
+  AVRational tb; /* output time base */
   pirec_remux_progress_cb progress;
   void *user;
-  int64_t cfr_frames;    /* the N of the CFR grid */
+  int64_t cfr_frames; /* the N of the CFR grid */
 };
 
 static void seterr(struct pirec_remux_result *res, const char *fmt, ...)
@@ -102,8 +102,7 @@ int pirec_remux_find_timing(const char *video_path, char *out, size_t cap)
   return -ENOENT;
 }
 
-int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out,
-                            size_t cap)
+int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out, size_t cap)
 {
   const char *ext = format == PIREC_REMUX_MKV ? ".mkv" : ".mp4";
   size_t n = stem_len(video_path);
@@ -120,8 +119,7 @@ int pirec_remux_output_path(const char *video_path, enum pirec_remux_format form
 }
 
 /* Expected output ticks of frame i out of n (n only matters for CFR). */
-static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, int cfr,
-                     AVRational tb)
+static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, int cfr, AVRational tb)
 {
   if (cfr) {
     int64_t span;
@@ -167,8 +165,8 @@ int pirec__remux_is_own_output(const char *path)
   /* WritingApp is element 0x5741 in the Segment's Info, which libavformat writes near the start;
    * its value is short, so its size is a one-byte vint (0x80 | length). */
   for (size_t i = 4; i + 3 + app <= n; i++)
-    if (buf[i] == 0x57 && buf[i + 1] == 0x41 && (buf[i + 2] & 0x80) &&
-        (size_t)(buf[i + 2] & 0x7F) >= app && memcmp(buf + i + 3, PIREC__REMUX_WRITING_APP, app) == 0)
+    if (buf[i] == 0x57 && buf[i + 1] == 0x41 && (buf[i + 2] & 0x80) && (size_t)(buf[i + 2] & 0x7F) >= app &&
+        memcmp(buf + i + 3, PIREC__REMUX_WRITING_APP, app) == 0)
       return 1;
   return 0;
 }
@@ -217,8 +215,7 @@ static int open_input(const char *path, AVFormatContext **out, int *vs, int *raw
 }
 
 /* Reads an EBML variable-length integer. Returns its length, or 0 if invalid. */
-static int ebml_vint(const unsigned char *p, size_t avail, int keep_marker, uint64_t *value,
-                     int *unknown)
+static int ebml_vint(const unsigned char *p, size_t avail, int keep_marker, uint64_t *value, int *unknown)
 {
   int len = 1;
   uint64_t v, all_ones;
@@ -295,7 +292,7 @@ static int prepass(struct remux *r, int need_rank)
   AVPacket *pkt = av_packet_alloc();
   AVFrame *frame = NULL;
   AVCodecContext *dec = NULL;
-  int64_t (*pts)[2] = NULL, cap = 0, n = 0, out = 0;
+  int64_t(*pts)[2] = NULL, cap = 0, n = 0, out = 0;
   int rc = 0, use_decoder = need_rank && r->raw;
 
   if (pkt == NULL)
@@ -370,8 +367,7 @@ static int prepass(struct remux *r, int need_rank)
   }
   for (int64_t i = 0; i < n; i++)
     if (pts[i][0] == AV_NOPTS_VALUE) {
-      seterr(r->res, "'%s': packet %lld has no pts, cannot order its B-frames", r->in_path,
-             (long long)i);
+      seterr(r->res, "'%s': packet %lld has no pts, cannot order its B-frames", r->in_path, (long long)i);
       rc = AVERROR_INVALIDDATA;
       goto done;
     }
@@ -476,8 +472,7 @@ static int open_output(struct remux *r, const char *tmp)
   }
   if (av_cmp_q(r->oc->streams[0]->time_base, r->tb) != 0) {
     seterr(r->res, "the %s muxer chose time base %d/%d instead of %d/%d", fmt,
-           r->oc->streams[0]->time_base.num, r->oc->streams[0]->time_base.den, r->tb.num,
-           r->tb.den);
+           r->oc->streams[0]->time_base.num, r->oc->streams[0]->time_base.den, r->tb.num, r->tb.den);
     return AVERROR(EPROTO);
   }
   return 0;
@@ -495,8 +490,7 @@ static void close_output(struct remux *r)
 
 /* Reads an output back and compares it with frames 0..expect-1 of the timing. */
 static int verify_file(const char *path, const struct pirec_remux_timing *timing, int64_t expect,
-                       int64_t cfr_frames, int cfr, struct pirec_remux_result *res,
-                       int64_t *found)
+                       int64_t cfr_frames, int cfr, struct pirec_remux_result *res, int64_t *found)
 {
   AVFormatContext *ic = NULL;
   AVPacket *pkt = NULL;
@@ -536,8 +530,8 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   if (expect < 0)
     expect = n; /* verifying an existing file: its packets must match the first n rows */
   if (n != expect || n > timing->count) {
-    seterr(res, "'%s' has %lld packets, expected %lld (timing has %lld rows)", path,
-           (long long)n, (long long)expect, (long long)timing->count);
+    seterr(res, "'%s' has %lld packets, expected %lld (timing has %lld rows)", path, (long long)n,
+           (long long)expect, (long long)timing->count);
     rc = AVERROR(EPROTO);
     goto done;
   }
@@ -686,8 +680,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     seterr(res, "output '%s' would overwrite the input", res->output_path);
     return -EEXIST;
   }
-  rc = pirec_remux_timing_load(res->timing_path, r.opt->clock, &r.timing, res->error,
-                               sizeof res->error);
+  rc = pirec_remux_timing_load(res->timing_path, r.opt->clock, &r.timing, res->error, sizeof res->error);
   if (rc < 0)
     return rc;
   rows = res->timing_rows = r.timing.count;
@@ -713,8 +706,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     rc = prepass(&r, need_rank);
     if (rc < 0)
       goto out;
-    complete = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets
-                                                                         : r.packets_read;
+    complete = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets : r.packets_read;
     {
       /* The frames that can be written are the longest run of presentation ranks 0..k-1 whose
        * packets and rows are all complete. */
@@ -749,8 +741,9 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   /* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
   for (int64_t i = 1; !cfr && i < rows; i++)
     if (P(&r, i) <= P(&r, i - 1)) {
-      seterr(res, "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
-                  "output time base 1/%d%s",
+      seterr(res,
+             "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
+             "output time base 1/%d%s",
              res->timing_path, (long long)(r.timing.first_line + i), (long long)i,
              (long long)(r.timing.t_ns[i] - r.timing.t_ns[i - 1]), r.tb.den,
              r.opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
@@ -785,8 +778,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
       continue;
     }
     k = r.rank ? (i < r.nrank ? r.rank[i] : -1) : i;
-    if (k >= 0 && k < (krank >= 0 ? krank : rows) &&
-        (r.limit_packets < 0 || i < r.limit_packets)) {
+    if (k >= 0 && k < (krank >= 0 ? krank : rows) && (r.limit_packets < 0 || i < r.limit_packets)) {
       pts = P(&r, k);
       dts = !r.rank ? pts : written >= depth ? P(&r, written - depth) : P(&r, 0) - (depth - written);
       next = k + 1 < rows || cfr ? P(&r, k + 1) : k > 0 ? 2 * pts - P(&r, k - 1) : pts + r.tb.den / 30;
@@ -816,8 +808,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   }
   report(progress, user, r.ic, r.size);
 
-  res->packets = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets
-                                                                          : r.packets_read;
+  res->packets = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets : r.packets_read;
   res->frames = written;
   res->rows_cut = rows - written;
   res->packets_cut = res->packets - written;
@@ -843,8 +834,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     seterr(res,
            "'%s' has %lld rows but '%s' has %lld packets, and neither looks cut by a crash "
            "(--allow-cut keeps the %lld that pair up)",
-           res->timing_path, (long long)rows, video_path, (long long)res->packets,
-           (long long)written);
+           res->timing_path, (long long)rows, video_path, (long long)res->packets, (long long)written);
     rc = AVERROR(EPROTO);
     goto out;
   }
@@ -875,8 +865,7 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     goto out;
   if ((r.opt->flags & PIREC_REMUX_REPLACE) && unlink(video_path) < 0) {
     rc = -errno;
-    seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, video_path,
-           strerror(errno));
+    seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, video_path, strerror(errno));
   }
 out:
   if (r.oc)
@@ -912,8 +901,7 @@ static int find_input(const char *output, char *out, size_t cap)
 }
 
 int pirec__remux_verify(const char *output_path, const struct pirec_remux_options *options,
-                        struct pirec_remux_result *res, pirec_remux_progress_cb progress,
-                        void *user)
+                        struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
 {
   struct pirec_remux_options defaults, dry;
   struct pirec_remux_timing timing;
@@ -945,8 +933,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
            output_path);
     return AVERROR(EPROTO);
   }
-  rc = pirec_remux_timing_load(res->timing_path, options->clock, &timing, res->error,
-                               sizeof res->error);
+  rc = pirec_remux_timing_load(res->timing_path, options->clock, &timing, res->error, sizeof res->error);
   if (rc < 0)
     return rc;
   res->timing_rows = timing.count;
@@ -988,8 +975,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
       seterr(res,
              "'%s' has %lld frames but should have %lld: '%s' and '%s' hold %lld that pair up "
              "(a cut or stale output; remux it again)",
-             output_path, (long long)found, (long long)expect, input, res->timing_path,
-             (long long)expect);
+             output_path, (long long)found, (long long)expect, input, res->timing_path, (long long)expect);
     else
       seterr(res,
              "'%s' has %lld frames but '%s' has %lld complete rows, and without the input video "

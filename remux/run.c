@@ -21,7 +21,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-
 struct item {
   struct run *run;
   char path[4096];
@@ -72,21 +71,18 @@ static void child_progress(int64_t done, int64_t total, void *user)
   fflush(p->out);
 }
 
-static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok,
-                           int verify, int dry)
+static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok, int verify, int dry)
 {
   return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
                    " s:s, s:s, s:i, s:I, s:I}",
-                   "input", input, "output", r->output_path, "timing", r->timing_path, "ok", ok,
-                   "verify", verify, "dry_run", dry, "error", r->error,
-                   "frames", (json_int_t)r->frames, "rows", (json_int_t)r->timing_rows,
-                   "packets", (json_int_t)r->packets, "rows_cut", (json_int_t)r->rows_cut,
-                   "packets_cut", (json_int_t)r->packets_cut, "bytes_cut", (json_int_t)r->bytes_cut,
-                   "partial_row", r->partial_row, "video_truncated", r->video_truncated,
-                   "clock", pirec_remux_clock_name(r->clock_used), "clock_note", r->clock_note,
-                   "reorder_depth",
-                   r->reorder_depth, "duration_ns", (json_int_t)r->duration_ns, "input_bytes",
-                   (json_int_t)r->input_bytes);
+                   "input", input, "output", r->output_path, "timing", r->timing_path, "ok", ok, "verify",
+                   verify, "dry_run", dry, "error", r->error, "frames", (json_int_t)r->frames, "rows",
+                   (json_int_t)r->timing_rows, "packets", (json_int_t)r->packets, "rows_cut",
+                   (json_int_t)r->rows_cut, "packets_cut", (json_int_t)r->packets_cut, "bytes_cut",
+                   (json_int_t)r->bytes_cut, "partial_row", r->partial_row, "video_truncated",
+                   r->video_truncated, "clock", pirec_remux_clock_name(r->clock_used), "clock_note",
+                   r->clock_note, "reorder_depth", r->reorder_depth, "duration_ns",
+                   (json_int_t)r->duration_ns, "input_bytes", (json_int_t)r->input_bytes);
 }
 
 /* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang,NAME2:abort" makes the child for a file whose
@@ -114,8 +110,7 @@ static void test_fault(const char *path)
   }
 }
 
-int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify,
-                      FILE *out)
+int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify, FILE *out)
 {
   struct pirec_remux_result res;
   struct child_progress progress = {out, -1};
@@ -128,8 +123,7 @@ int pirec_remux_child(const char *path, const struct pirec_remux_options *option
   test_fault(path);
   rc = verify ? pirec__remux_verify(path, options, &res, child_progress, &progress)
               : pirec_remux_file(path, options, &res, child_progress, &progress);
-  j = result_json(path, &res, rc >= 0, verify,
-                  (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);
+  j = result_json(path, &res, rc >= 0, verify, (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);
   text = j ? json_dumps(j, JSON_COMPACT) : NULL;
   fprintf(out, "result %s\n", text ? text : "{}");
   fflush(out);
@@ -329,8 +323,8 @@ static void draw(struct run *r, int final)
     }
   }
   bar(b, sizeof b, done, total, 30);
-  fprintf(r->err, "  %-40s %s %3d%%  %zu/%zu files\n", "total", b,
-          total ? (int)(done * 100 / total) : 0, r->ended, r->n);
+  fprintf(r->err, "  %-40s %s %3d%%  %zu/%zu files\n", "total", b, total ? (int)(done * 100 / total) : 0,
+          r->ended, r->n);
   /* The last frame keeps only the total line, above the summary. */
   r->drawn_lines = final ? 0 : lines + 1;
   fflush(r->err);
@@ -367,11 +361,11 @@ static void summary(struct run *r, int64_t elapsed_ns)
     for (size_t i = 0; i < r->n; i++)
       json_array_append(files, r->items[i].result);
     for (size_t i = 0; i < r->nskipped; i++)
-      json_array_append_new(skipped, json_pack("{s:s, s:s}", "input", r->skipped[i].path,
-                                               "reason", r->skipped[i].reason));
+      json_array_append_new(
+          skipped, json_pack("{s:s, s:s}", "input", r->skipped[i].path, "reason", r->skipped[i].reason));
     top = json_pack("{s:o, s:o, s:I, s:I, s:I, s:f}", "files", files, "skipped", skipped, "ok",
-                    (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames",
-                    (json_int_t)frames, "elapsed_s", (double)elapsed_ns / 1e9);
+                    (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames", (json_int_t)frames,
+                    "elapsed_s", (double)elapsed_ns / 1e9);
     text = top ? json_dumps(top, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
     fprintf(r->out, "%s\n", text ? text : "{}");
     free(text);
@@ -391,7 +385,8 @@ static void summary(struct run *r, int64_t elapsed_ns)
     if (!it->ok)
       snprintf(what, sizeof what, "FAILED: %s", jstr(j, "error"));
     else if (r->o->verify)
-      snprintf(what, sizeof what, "verified%s", jint(j, "rows_cut") ? " (recovered: holds the first frames)" : "");
+      snprintf(what, sizeof what, "verified%s",
+               jint(j, "rows_cut") ? " (recovered: holds the first frames)" : "");
     else if (json_is_true(json_object_get(j, "dry_run")))
       snprintf(what, sizeof what, "would write %s", jstr(j, "output"));
     else if (cut || json_is_true(json_object_get(j, "partial_row")) ||
@@ -399,14 +394,12 @@ static void summary(struct run *r, int64_t elapsed_ns)
       snprintf(what, sizeof what,
                "ok -> %s (recovered: cut %" PRId64 " rows without data, %" PRId64
                " frames without a row, %" PRId64 " trailing bytes%s)",
-               jstr(j, "output"), jint(j, "rows_cut"), jint(j, "packets_cut"),
-               jint(j, "bytes_cut"),
+               jstr(j, "output"), jint(j, "rows_cut"), jint(j, "packets_cut"), jint(j, "bytes_cut"),
                json_is_true(json_object_get(j, "partial_row")) ? ", a partial CSV line" : "");
     else
       snprintf(what, sizeof what, "ok -> %s", jstr(j, "output"));
-    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n",
-            short_name(it->path), jint(j, "frames"), cut, dur / 1000000000,
-            (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
+    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n", short_name(it->path),
+            jint(j, "frames"), cut, dur / 1000000000, (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
   }
   {
     size_t outputs = 0;
@@ -415,8 +408,8 @@ static void summary(struct run *r, int64_t elapsed_ns)
         outputs++;
         continue;
       }
-      fprintf(r->out, "%-44s %7s %6s %9s  SKIPPED: %s\n", short_name(r->skipped[i].path), "-", "-",
-              "-", r->skipped[i].reason);
+      fprintf(r->out, "%-44s %7s %6s %9s  SKIPPED: %s\n", short_name(r->skipped[i].path), "-", "-", "-",
+              r->skipped[i].reason);
     }
     if (outputs > 0)
       fprintf(r->out, "skipped %zu output%s of pirec-remux\n", outputs, outputs == 1 ? "" : "s");
@@ -439,8 +432,8 @@ static void item_fail(struct item *it, const char *fmt, ...)
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   json_decref(it->result);
-  it->result = json_pack("{s:s, s:s, s:b, s:s, s:I}", "input", it->path, "output", "", "ok", 0,
-                         "error", msg, "frames", (json_int_t)0);
+  it->result = json_pack("{s:s, s:s, s:b, s:s, s:I}", "input", it->path, "output", "", "ok", 0, "error", msg,
+                         "frames", (json_int_t)0);
   it->ok = 0;
 }
 
@@ -513,11 +506,10 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
   else if (res->reason == PIREC_JOB_END_FAILED && res->error < 0)
     item_fail(it, "cannot start '%s': %s", r->o->self_exe, strerror(-res->error));
   else if (res->term_signal > 0)
-    item_fail(it, "child crashed with signal %d (%s)%s%s", res->term_signal,
-              strsignal(res->term_signal), line[0] ? ": " : "", line);
-  else if (it->result == NULL)
-    item_fail(it, "child exited with status %d without a result%s%s", res->status,
+    item_fail(it, "child crashed with signal %d (%s)%s%s", res->term_signal, strsignal(res->term_signal),
               line[0] ? ": " : "", line);
+  else if (it->result == NULL)
+    item_fail(it, "child exited with status %d without a result%s%s", res->status, line[0] ? ": " : "", line);
   if (!it->ok)
     remove_partial(it);
   if (r->ended < r->n)
@@ -540,8 +532,8 @@ static void on_signal(uv_signal_t *s, int signum)
       pirec_job_stop(r->items[i].job);
 }
 
-static int child_argv(const struct pirec_remux_run_options *o, const char *path,
-                      const char **argv, size_t cap)
+static int child_argv(const struct pirec_remux_run_options *o, const char *path, const char **argv,
+                      size_t cap)
 {
   size_t k = 0;
   static const char *const fmts[] = {"mp4", "mkv"};
@@ -659,8 +651,8 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
     jo.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
     jo.line_max = 1 << 16; /* the result line carries three paths of up to 4 KiB each */
     /* Proportional to the size: slow SD cards read ~10 MB/s; 1 s per 2 MiB leaves room for that. */
-    timeout_ms = o->timeout_s ? (uint64_t)o->timeout_s * 1000
-                              : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
+    timeout_ms =
+        o->timeout_s ? (uint64_t)o->timeout_s * 1000 : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
     jo.total_timeout_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
     jo.stall_timeout_ms = o->timeout_s ? jo.total_timeout_ms : 60000;
     jo.stop_term_ms = 500;

@@ -9,11 +9,10 @@
 #include <string.h>
 
 #define MAX_FIELDS 32
-#define FIELD_CAP 64
+#define FIELD_CAP  64
 
 enum column { COL_MONO, COL_WALL, COL_DEVICE, COL_BYTES, COL_OFFSET, COL_COUNT };
-static const char *const column_names[COL_COUNT] = {"mono_ns", "wall_ns", "device_ts_ns", "bytes",
-                                                    "offset"};
+static const char *const column_names[COL_COUNT] = {"mono_ns", "wall_ns", "device_ts_ns", "bytes", "offset"};
 
 struct loader {
   const char *path;
@@ -271,8 +270,8 @@ static int load_pts(struct loader *l, char *buf, int64_t len, enum pirec_remux_c
   return 0;
 }
 
-int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
-                            struct pirec_remux_timing *timing, char *err, size_t cap)
+int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, struct pirec_remux_timing *timing,
+                            char *err, size_t cap)
 {
   struct loader l;
   struct csv_parser parser;
@@ -351,8 +350,8 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
         snprintf(err, cap, "%s: no 'device_ts_ns' column for --clock device", path);
         rc = -EINVAL;
       } else if (rc == 0 && l.missing_device > 0) {
-        snprintf(err, cap, "%s:%lld: device_ts_ns is empty (%lld rows have none); use --clock mono",
-                 path, (long long)l.first_missing_line, (long long)l.missing_device);
+        snprintf(err, cap, "%s:%lld: device_ts_ns is empty (%lld rows have none); use --clock mono", path,
+                 (long long)l.first_missing_line, (long long)l.missing_device);
         rc = -EINVAL;
       }
       timing->clock_used = clock;
@@ -364,16 +363,14 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
       }
       timing->clock_used = clock;
       break;
-    default:
-      timing->clock_used = PIREC_REMUX_CLOCK_MONO;
-      break;
+    default: timing->clock_used = PIREC_REMUX_CLOCK_MONO; break;
     }
     chosen = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? l.device
              : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? l.wall
-                                                             : l.mono;
+                                                            : l.mono;
     chosen_name = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? "device_ts_ns"
                   : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? "wall_ns"
-                                                                  : "mono_ns";
+                                                                 : "mono_ns";
   }
 
   for (int64_t i = 1; rc == 0 && i < l.count; i++) {
@@ -381,8 +378,7 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
       snprintf(err, cap, "%s:%lld: %s %lld is not after %lld on the line before%s", path,
                (long long)(timing->first_line + i), chosen_name, (long long)chosen[i],
                (long long)chosen[i - 1],
-               timing->clock_used == PIREC_REMUX_CLOCK_WALL
-                   ? " (the wall clock steps; try --clock mono)"
+               timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
                : timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && clock == PIREC_REMUX_CLOCK_DEVICE
                    ? " (the camera's clock restarted? --clock auto or mono uses mono_ns)"
                    : "");
@@ -423,13 +419,9 @@ void pirec_remux_timing_free(struct pirec_remux_timing *timing)
 const char *pirec_remux_clock_name(enum pirec_remux_clock clock)
 {
   switch (clock) {
-  case PIREC_REMUX_CLOCK_DEVICE:
-    return "device";
-  case PIREC_REMUX_CLOCK_MONO:
-    return "mono";
-  case PIREC_REMUX_CLOCK_WALL:
-    return "wall";
-  default:
-    return "auto";
+  case PIREC_REMUX_CLOCK_DEVICE: return "device";
+  case PIREC_REMUX_CLOCK_MONO: return "mono";
+  case PIREC_REMUX_CLOCK_WALL: return "wall";
+  default: return "auto";
   }
 }

@@ -127,8 +127,10 @@ int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_o
   if (e->format && !annexb && strcmp(e->format, "matroska") != 0)
     return bad("ffmpeg encode", "format");
   if (e->gop < 0 || e->bframes < -1 || e->threads < 0 || e->progress_fd < 0)
-    return bad("ffmpeg encode", e->gop < 0 ? "gop" : e->bframes < -1 ? "bframes" :
-                                e->threads < 0 ? "threads" : "progress_fd");
+    return bad("ffmpeg encode", e->gop < 0        ? "gop"
+                                : e->bframes < -1 ? "bframes"
+                                : e->threads < 0  ? "threads"
+                                                  : "progress_fd");
 
   add(&b, e->program ? e->program : "ffmpeg");
   add(&b, "-hide_banner");
@@ -350,8 +352,8 @@ static void parse_version(const char *out, struct pirec_ffmpeg_info *info)
   }
 }
 
-int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info,
-                       char *err, size_t errlen)
+int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info, char *err,
+                       size_t errlen)
 {
   const char *prog = program ? program : "ffmpeg";
   char *out;
@@ -372,8 +374,10 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
   rc = run_capture(vargv, out, 256 * 1024, &len);
   if (rc < 0) {
     if (errlen)
-      snprintf(err, errlen, "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the "
-               "ffmpeg path)", prog, strerror(-rc));
+      snprintf(err, errlen,
+               "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the "
+               "ffmpeg path)",
+               prog, strerror(-rc));
     free(out);
     return -ENOENT;
   }
@@ -391,15 +395,16 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
     rc = run_capture(eargv, out, 256 * 1024, &len);
     if (rc != 0 || !strstr(out, "------")) {
       if (errlen)
-        snprintf(err, errlen, "'%s -encoders' %s", prog,
-                 rc != 0 ? "failed" : "printed no encoder list");
+        snprintf(err, errlen, "'%s -encoders' %s", prog, rc != 0 ? "failed" : "printed no encoder list");
       free(out);
       return -EPROTO;
     }
     if (!has_encoder(strstr(out, "------"), encoder)) {
       if (errlen)
-        snprintf(err, errlen, "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
-                 "or choose another encoder in the config)", prog, encoder);
+        snprintf(err, errlen,
+                 "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
+                 "or choose another encoder in the config)",
+                 prog, encoder);
       free(out);
       return -ENOTSUP;
     }
@@ -488,8 +493,10 @@ static void probe_end(struct pirec_job *job, const struct pirec_job_result *r)
     return;
   }
   if (!has_encoder(list, p->encoder)) {
-    snprintf(err, sizeof err, "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
-             "or choose another encoder in the config)", p->program, p->encoder);
+    snprintf(err, sizeof err,
+             "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
+             "or choose another encoder in the config)",
+             p->program, p->encoder);
     probe_finish(p, -ENOTSUP, err);
     return;
   }

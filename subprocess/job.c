@@ -15,7 +15,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-
 /* Streams of a run, indexed by the child's fd number. */
 enum { S_IN = 0, S_OUT = 1, S_ERR = 2, S_PROG = 3, S_COUNT = 4 };
 
@@ -23,7 +22,7 @@ enum { T_START, T_STALL, T_TOTAL, T_STOP, T_BACKOFF, T_EOF, T_DEFER, T_COUNT };
 
 /* After the child exited, how long its output pipes may stay open (a grandchild holding them)
  * before the run is closed anyway. */
-#define EOF_GRACE_MS 1000
+#define EOF_GRACE_MS  1000
 #define READ_BUF_SIZE (64 * 1024)
 
 struct job_run;
@@ -52,7 +51,7 @@ struct pirec_job {
   int freed;
   enum pirec_job_end stop_reason; /* valid while stopping */
   int stopping;
-  int stop_step; /* 0 stdin closed, 1 SIGTERM sent, 2 SIGKILL sent */
+  int stop_step;    /* 0 stdin closed, 1 SIGTERM sent, 2 SIGKILL sent */
   int deferred_end; /* reason + 1 of an end reported from T_DEFER, 0 none */
   int64_t start_mono_ns;
   uint32_t runs;
@@ -96,7 +95,7 @@ struct job_run {
   int out_open;           /* output pipes not at EOF yet */
   unsigned handles;       /* handles still to be closed */
   uv_shutdown_t shutdown;
-  int stdin_closing;      /* shutdown requested or pipe closed: refuse writes */
+  int stdin_closing; /* shutdown requested or pipe closed: refuse writes */
   size_t outstanding;
   int pid;
   int exited;
@@ -123,7 +122,7 @@ struct pirec_job_queue {
   unsigned waiting;
   struct pirec_job *head, *tail;         /* waiting, in order */
   struct pirec_job *run_head, *run_tail; /* running */
-  int busy; /* inside a job end or pump: free later */
+  int busy;                              /* inside a job end or pump: free later */
   int dead;
 };
 
@@ -315,8 +314,7 @@ static int valid_options(const struct pirec_job_options *o)
   }
   if (o->progress_fd < 0 || o->progress_fd > 3)
     return 0;
-  if ((o->progress_fd == 1 || o->progress_fd == 2) &&
-      o->stdio[o->progress_fd].kind != PIREC_JOB_STDIO_PIPE)
+  if ((o->progress_fd == 1 || o->progress_fd == 2) && o->stdio[o->progress_fd].kind != PIREC_JOB_STDIO_PIPE)
     return 0;
   piped_out = o->stdio[1].kind == PIREC_JOB_STDIO_PIPE || o->stdio[2].kind == PIREC_JOB_STDIO_PIPE ||
               o->progress_fd == 3;
@@ -626,8 +624,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   if (nread < 0) {
     /* EOF or a read error: either way the stream is done. */
     if (nread != UV_EOF)
-      pirec_log(PIREC_LOG_WARN, "job '%s': cannot read fd %d: %s", job->name, s,
-                pirec_strerror((int)nread));
+      pirec_log(PIREC_LOG_WARN, "job '%s': cannot read fd %d: %s", job->name, s, pirec_strerror((int)nread));
     if (job->run == run)
       flush_line(run, s);
     run_close_pipe(run, s);
@@ -668,8 +665,8 @@ static void on_stop_timer(uv_timer_t *t)
     job->stop_step = 1;
     timer_start(job, T_STOP, job->o.stop_kill_ms, on_stop_timer);
   } else if (job->stop_step == 1) {
-    pirec_log(PIREC_LOG_WARN, "job '%s': still running %u ms after SIGTERM: sending SIGKILL",
-              job->name, job->o.stop_kill_ms);
+    pirec_log(PIREC_LOG_WARN, "job '%s': still running %u ms after SIGTERM: sending SIGKILL", job->name,
+              job->o.stop_kill_ms);
     kill_group(run, SIGKILL);
     job->stop_step = 2;
   }
@@ -707,8 +704,8 @@ static void begin_stop(struct pirec_job *job, enum pirec_job_end reason)
   if (job->o.stdio[0].kind == PIREC_JOB_STDIO_PIPE) {
     /* Also when stdin is already closed (pirec_job_close_stdin): an encoder finishing its file
      * gets the full stop_term_ms before the SIGTERM. */
-    pirec_log(PIREC_LOG_INFO, "job '%s' (pid %d): stopping (%s): closing stdin, SIGTERM in %u ms",
-              job->name, run->pid, pirec_job_end_str(reason), job->o.stop_term_ms);
+    pirec_log(PIREC_LOG_INFO, "job '%s' (pid %d): stopping (%s): closing stdin, SIGTERM in %u ms", job->name,
+              run->pid, pirec_job_end_str(reason), job->o.stop_term_ms);
     stdin_close(run);
     job->stop_step = 0;
     timer_start(job, T_STOP, job->o.stop_term_ms, on_stop_timer);
@@ -746,8 +743,8 @@ static void on_stall_timer(uv_timer_t *t)
     timer_start(job, T_STALL, (uint64_t)((int64_t)job->o.stall_timeout_ms - idle), on_stall_timer);
     return;
   }
-  pirec_log(PIREC_LOG_WARN, "job '%s' (pid %d): no progress for %lld ms (stall timeout %u ms)",
-            job->name, run->pid, (long long)idle, job->o.stall_timeout_ms);
+  pirec_log(PIREC_LOG_WARN, "job '%s' (pid %d): no progress for %lld ms (stall timeout %u ms)", job->name,
+            run->pid, (long long)idle, job->o.stall_timeout_ms);
   begin_stop(job, PIREC_JOB_END_TIMEOUT_STALL);
 }
 
@@ -801,8 +798,8 @@ static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status
   r.stderr_tail = tail_flatten(job, &r.stderr_tail_len);
   if (reason != PIREC_JOB_END_EXITED || status != 0)
     pirec_log(reason == PIREC_JOB_END_STOPPED && status >= 0 ? PIREC_LOG_INFO : PIREC_LOG_WARN,
-              "job '%s': ended (%s), status %d after %u run%s", job->name,
-              pirec_job_end_str(reason), status, job->runs, job->runs == 1 ? "" : "s");
+              "job '%s': ended (%s), status %d after %u run%s", job->name, pirec_job_end_str(reason), status,
+              job->runs, job->runs == 1 ? "" : "s");
   if (job->o.on_end)
     job->o.on_end(job, &r);
 out:
@@ -882,8 +879,8 @@ static int schedule_restart(struct pirec_job *job, const struct pirec_job_result
     return 0;
   }
   delay = backoff_delay(job, n);
-  pirec_log(PIREC_LOG_WARN, "job '%s': run %u ended (%s, status %d): restart %u in %llu ms",
-            job->name, job->runs, pirec_job_end_str(run_result->reason), run_result->status, n,
+  pirec_log(PIREC_LOG_WARN, "job '%s': run %u ended (%s, status %d): restart %u in %llu ms", job->name,
+            job->runs, pirec_job_end_str(run_result->reason), run_result->status, n,
             (unsigned long long)delay);
   job->state = PIREC_JOB_BACKOFF;
   job->stopping = 0;
@@ -1024,8 +1021,8 @@ static int open_stdio_file(struct pirec_job *job, int fd)
   f = open(job->stdio_path[fd], flags, 0644);
   if (f < 0) {
     int err = -errno;
-    pirec_log(PIREC_LOG_ERROR, "job '%s': cannot open '%s' for fd %d: %s", job->name,
-              job->stdio_path[fd], fd, pirec_strerror(err));
+    pirec_log(PIREC_LOG_ERROR, "job '%s': cannot open '%s' for fd %d: %s", job->name, job->stdio_path[fd], fd,
+              pirec_strerror(err));
     return err;
   }
   return f;
@@ -1054,8 +1051,7 @@ static int run_spawn(struct pirec_job *job)
     enum pirec_job_stdio_kind kind = s == S_PROG ? PIREC_JOB_STDIO_PIPE : job->o.stdio[s].kind;
     stdio[s].flags = UV_IGNORE;
     switch (kind) {
-    case PIREC_JOB_STDIO_NULL:
-      break;
+    case PIREC_JOB_STDIO_NULL: break;
     case PIREC_JOB_STDIO_INHERIT:
       stdio[s].flags = UV_INHERIT_FD;
       stdio[s].data.fd = s;
@@ -1152,8 +1148,8 @@ static int run_spawn(struct pirec_job *job)
       err = uv_read_start((uv_stream_t *)&run->pipes[s], on_alloc, on_read);
     if (err != 0) {
       /* Cannot watch this pipe: the child is up, so report the failure as its end. */
-      pirec_log(PIREC_LOG_ERROR, "job '%s': cannot watch fd %d of pid %d: %s", job->name, s,
-                run->pid, pirec_strerror(err));
+      pirec_log(PIREC_LOG_ERROR, "job '%s': cannot watch fd %d of pid %d: %s", job->name, s, run->pid,
+                pirec_strerror(err));
       run_close_pipe(run, s);
     }
   }
@@ -1210,8 +1206,7 @@ int pirec_job_start(struct pirec_job *job)
 int pirec_job_stop(struct pirec_job *job)
 {
   switch (job->state) {
-  case PIREC_JOB_IDLE:
-    return -EINVAL;
+  case PIREC_JOB_IDLE: return -EINVAL;
   case PIREC_JOB_QUEUED:
     queue_detach(job);
     start_common(job);
@@ -1222,11 +1217,8 @@ int pirec_job_stop(struct pirec_job *job)
     job->last_spawn_error = 0; /* result.error belongs to FAILED ends only */
     defer_end(job, PIREC_JOB_END_STOPPED);
     return 0;
-  case PIREC_JOB_RUNNING:
-    begin_stop(job, PIREC_JOB_END_STOPPED);
-    return 0;
-  case PIREC_JOB_STOPPING:
-    return 0;
+  case PIREC_JOB_RUNNING: begin_stop(job, PIREC_JOB_END_STOPPED); return 0;
+  case PIREC_JOB_STOPPING: return 0;
   }
   return -EINVAL;
 }

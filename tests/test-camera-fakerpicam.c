@@ -57,18 +57,30 @@ int main(int argc, char **argv)
 
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-    if (!strcmp(a, "--width")) w = atoi(v), i++;
-    else if (!strcmp(a, "--height")) h = atoi(v), i++;
-    else if (!strcmp(a, "--framerate")) fps = atof(v), i++;
-    else if (!strcmp(a, "--codec")) mjpeg = !strcmp(v, "mjpeg"), i++;
-    else if (!strcmp(a, "--metadata")) meta_path = v, i++;
-    else if (!strcmp(a, "--metadata-format")) meta_format = v, i++;
-    else if (!strcmp(a, "--no-sensor-ts")) sensor_ts = 0;
-    else if (!strcmp(a, "--frames")) frames = atoi(v), i++;
-    else if (!strcmp(a, "--skip")) skip = v, i++;
-    else if (!strcmp(a, "--chunk")) chunk = (size_t)atol(v), i++;
-    else if (!strcmp(a, "--garbage")) garbage = 1;
-    else if (!strcmp(a, "--camera") || !strcmp(a, "-t") || !strcmp(a, "-o")) i++;
+    if (!strcmp(a, "--width"))
+      w = atoi(v), i++;
+    else if (!strcmp(a, "--height"))
+      h = atoi(v), i++;
+    else if (!strcmp(a, "--framerate"))
+      fps = atof(v), i++;
+    else if (!strcmp(a, "--codec"))
+      mjpeg = !strcmp(v, "mjpeg"), i++;
+    else if (!strcmp(a, "--metadata"))
+      meta_path = v, i++;
+    else if (!strcmp(a, "--metadata-format"))
+      meta_format = v, i++;
+    else if (!strcmp(a, "--no-sensor-ts"))
+      sensor_ts = 0;
+    else if (!strcmp(a, "--frames"))
+      frames = atoi(v), i++;
+    else if (!strcmp(a, "--skip"))
+      skip = v, i++;
+    else if (!strcmp(a, "--chunk"))
+      chunk = (size_t)atol(v), i++;
+    else if (!strcmp(a, "--garbage"))
+      garbage = 1;
+    else if (!strcmp(a, "--camera") || !strcmp(a, "-t") || !strcmp(a, "-o"))
+      i++;
   }
   if (meta_path && strcmp(meta_format, "txt") != 0) {
     fprintf(stderr, "fake rpicam: only --metadata-format txt is implemented, not '%s'\n", meta_format);
@@ -147,8 +159,8 @@ int main(int argc, char **argv)
     if (meta) {
       fprintf(meta, "ExposureTime=%d\n", 10000 + i);
       if (sensor_ts)
-        fprintf(meta, "SensorTimestamp=%lld\n", (long long)(boot0 + (int64_t)i * 1000000000 * 1000 /
-                                                                      (int64_t)(fps * 1000)));
+        fprintf(meta, "SensorTimestamp=%lld\n",
+                (long long)(boot0 + (int64_t)i * 1000000000 * 1000 / (int64_t)(fps * 1000)));
       fprintf(meta, "FrameDuration=%d\n\n", (int)(1e6 / fps));
       fflush(meta);
     }

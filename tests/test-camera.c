@@ -135,8 +135,8 @@ static void assert_decodes(const char *path, const char *format, long frames)
 static size_t probe_pts(const char *path, int64_t **out)
 {
   char cmd[1200];
-  snprintf(cmd, sizeof cmd,
-           "ffprobe -v error -select_streams v:0 -show_entries packet=pts -of csv=p=0 '%s'", path);
+  snprintf(cmd, sizeof cmd, "ffprobe -v error -select_streams v:0 -show_entries packet=pts -of csv=p=0 '%s'",
+           path);
   int st;
   char *text = run_capture(cmd, &st);
   assert_int_equal(st, 0);
@@ -383,14 +383,12 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
 static void print_status(const char *what, const struct pirec_camera_status *st)
 {
   fprintf(stderr,
-          "%s: captured %" PRIu64 " written %" PRIu64 " idle %" PRIu64 " drops %" PRIu64
-          " (ring %" PRIu64 " encoder %" PRIu64 " device %" PRIu64 " sink %" PRIu64
-          ") restarts %" PRIu64 " capture ns p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64
-          " max %" PRId64 "\n",
+          "%s: captured %" PRIu64 " written %" PRIu64 " idle %" PRIu64 " drops %" PRIu64 " (ring %" PRIu64
+          " encoder %" PRIu64 " device %" PRIu64 " sink %" PRIu64 ") restarts %" PRIu64
+          " capture ns p50 %" PRId64 " p99 %" PRId64 " p999 %" PRId64 " max %" PRId64 "\n",
           what, st->frames_captured, st->frames_written, st->frames_idle, st->drops_total,
-          st->drops_ring_full, st->drops_encoder, st->drops_device, st->drops_sink,
-          st->encoder_restarts, st->capture.p50_ns, st->capture.p99_ns, st->capture.p999_ns,
-          st->capture.max_ns);
+          st->drops_ring_full, st->drops_encoder, st->drops_device, st->drops_sink, st->encoder_restarts,
+          st->capture.p50_ns, st->capture.p99_ns, st->capture.p999_ns, st->capture.max_ns);
 }
 
 static void lavfi_settings(struct pirec_camera_settings *s, int w, int h, int fps)
@@ -444,12 +442,10 @@ static void test_rpicam_metadata_lines(void **state)
   assert_int_equal(ns, INT64_MAX);
   assert_int_equal(pirec_camera_rpicam_metadata_line("", 0, &ns), PIREC_RPICAM_META_END);
   assert_int_equal(pirec_camera_rpicam_metadata_line("\r\n", 2, &ns), PIREC_RPICAM_META_END);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("ExposureTime=10000", 18, &ns),
-                   PIREC_RPICAM_META_OTHER);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("ExposureTime=10000", 18, &ns), PIREC_RPICAM_META_OTHER);
   assert_int_equal(pirec_camera_rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
                    PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestampX=5", 18, &ns),
-                   PIREC_RPICAM_META_OTHER);
+  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestampX=5", 18, &ns), PIREC_RPICAM_META_OTHER);
   assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
   assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
   assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
@@ -850,7 +846,8 @@ static void test_url_file_replay(void **state)
   for (size_t i = 0; i < n; i++) {
     assert_int_equal(fseek(f, rows[i].offset, SEEK_SET), 0);
     assert_int_equal(fread(sc, 1, 4, f), 4);
-    assert_true((sc[0] == 0 && sc[1] == 0 && sc[2] == 1) || (sc[0] == 0 && sc[1] == 0 && sc[2] == 0 && sc[3] == 1));
+    assert_true((sc[0] == 0 && sc[1] == 0 && sc[2] == 1) ||
+                (sc[0] == 0 && sc[1] == 0 && sc[2] == 0 && sc[3] == 1));
   }
   fclose(f);
   assert_decodes(video, "h264", (long)n);
@@ -940,8 +937,8 @@ static void test_url_network_reconnect(void **state)
   const char *enc = "ffmpeg -nostdin -v error -re -f lavfi -i testsrc2=size=320x240:rate=25 "
                     "-c:v libx264 -preset ultrafast -tune zerolatency -bf 0 -g 5 -f mpegts";
   snprintf(cmd, sizeof cmd,
-           "%s -t 3 'tcp://127.0.0.1:%d?listen=1'; sleep 1; exec %s -t 30 'tcp://127.0.0.1:%d?listen=1'",
-           enc, port, enc, port);
+           "%s -t 3 'tcp://127.0.0.1:%d?listen=1'; sleep 1; exec %s -t 30 'tcp://127.0.0.1:%d?listen=1'", enc,
+           port, enc, port);
   pid_t sender = fork();
   assert_true(sender >= 0);
   if (sender == 0) {
@@ -982,10 +979,10 @@ static void test_url_network_reconnect(void **state)
     if (rows[i].mono - rows[i - 1].mono > gap_ns)
       at = i, gap_ns = rows[i].mono - rows[i - 1].mono;
   assert_true(at > 0);
-  fprintf(stderr, "tcp reconnect: %zu rows, %zu after a gap of %.0f ms, dropped_before %" PRIu64 "\n",
-          n, n - at, gap_ns / 1e6, rows[at].dropped);
-  assert_true(gap_ns > 1000000000);                 /* the server was away for 1 s at least */
-  assert_true(n - at > (SLOW ? 5 : 25));            /* frames resumed and rows continued */
+  fprintf(stderr, "tcp reconnect: %zu rows, %zu after a gap of %.0f ms, dropped_before %" PRIu64 "\n", n,
+          n - at, gap_ns / 1e6, rows[at].dropped);
+  assert_true(gap_ns > 1000000000);      /* the server was away for 1 s at least */
+  assert_true(n - at > (SLOW ? 5 : 25)); /* frames resumed and rows continued */
   assert_true(rows[at].dropped >= (uint64_t)(gap_ns / 40000000) / 2); /* the gap, at 25 fps */
   assert_int_equal(probe_packets(video, "h264"), (long)n);
   free(rows);
@@ -1007,8 +1004,8 @@ static void test_snapshot(void **state)
   struct run r = {.stop_at_ms = 1500, .snap_at_ms = 500, .snap_path = path};
   run_camera(&r, &s, dir);
   assert_int_equal(r.snap_result, 1);
-  snprintf(cmd, sizeof cmd,
-           "ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 '%s'", path);
+  snprintf(cmd, sizeof cmd, "ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 '%s'",
+           path);
   int st;
   char *out = run_capture(cmd, &st);
   assert_int_equal(st, 0);
@@ -1223,8 +1220,8 @@ static void test_protocol(void **state)
   assert_non_null(strstr(line, "\"module\":\"front\""));
   free(line);
 
-  snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}\n",
-           session);
+  snprintf(cmd, sizeof cmd,
+           "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}\n", session);
   child_send(&c, cmd);
   line = child_reply(&c, 5000);
   assert_non_null(strstr(line, "\"reply\":\"started\""));
@@ -1290,8 +1287,8 @@ static void test_protocol(void **state)
    * its last complete cluster (at most a second old); the rows cover at least those frames. */
   child_start(&c, argv);
   free(child_reply(&c, 15000));
-  snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":3,\"label\":\"\"}\n",
-           session);
+  snprintf(cmd, sizeof cmd,
+           "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":3,\"label\":\"\"}\n", session);
   child_send(&c, cmd);
   line = child_reply(&c, 5000);
   assert_non_null(strstr(line, "\"reply\":\"started\""));
@@ -1373,8 +1370,9 @@ static void test_record_hold(void **state)
   size_t n = read_rows(csv, &rows);
   assert_int_equal(probe_packets(mkv, NULL), (long)n);
   uint64_t dropped = check_rows(rows, n, 1, 33333333);
-  fprintf(stderr, "hold: %zu rows, %" PRIu64 " dropped (expected about %d), capture p99.9 %.3f ms max %.3f ms\n",
-          n, dropped, 60 - 15, r.st.capture.p999_ns / 1e6, r.st.capture.max_ns / 1e6);
+  fprintf(stderr,
+          "hold: %zu rows, %" PRIu64 " dropped (expected about %d), capture p99.9 %.3f ms max %.3f ms\n", n,
+          dropped, 60 - 15, r.st.capture.p999_ns / 1e6, r.st.capture.max_ns / 1e6);
   assert_true(dropped >= 30 && dropped <= 60);
   assert_int_equal(dropped, r.st.drops_ring_full);
   assert_int_equal(dropped, r.st.drops_total);
@@ -1431,7 +1429,8 @@ static void test_record_encoder_kill(void **state)
   int64_t lost = (hole_ms * 1000000 + 16666666) / 33333333 - 1;
   fprintf(stderr, "kill: gap of %" PRId64 " ms at row %zu = %" PRId64 " frames; dropped_before %" PRIu64 "\n",
           hole_ms, gap_row, lost, rows[gap_row].dropped);
-  assert_true(SLOW || (lost >= (int64_t)rows[gap_row].dropped - 1 && lost <= (int64_t)rows[gap_row].dropped + 1));
+  assert_true(SLOW ||
+              (lost >= (int64_t)rows[gap_row].dropped - 1 && lost <= (int64_t)rows[gap_row].dropped + 1));
   assert_true(gap_row > 30 && n - gap_row > 30);
   assert_decodes(mkv, NULL, (long)n);
   free(pts);
@@ -1456,16 +1455,22 @@ int main(int argc, char **argv)
   if (getenv("PIREC_TEST_FILTER")) /* e.g. PIREC_TEST_FILTER=test_url_* runs just those */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   const struct CMUnitTest unit[] = {
-      cmocka_unit_test(test_settings_source), cmocka_unit_test(test_rpicam_metadata_lines),
-      cmocka_unit_test(test_splitter_size),   cmocka_unit_test(test_splitter_jpeg),
-      cmocka_unit_test(test_source_lavfi_paced), cmocka_unit_test(test_rpicam_missing),
-      cmocka_unit_test(test_rpicam_yuv420),   cmocka_unit_test(test_rpicam_mjpeg),
+      cmocka_unit_test(test_settings_source),
+      cmocka_unit_test(test_rpicam_metadata_lines),
+      cmocka_unit_test(test_splitter_size),
+      cmocka_unit_test(test_splitter_jpeg),
+      cmocka_unit_test(test_source_lavfi_paced),
+      cmocka_unit_test(test_rpicam_missing),
+      cmocka_unit_test(test_rpicam_yuv420),
+      cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_rpicam_no_sensor_ts),
       cmocka_unit_test(test_rpicam_child_exit),
-      cmocka_unit_test(test_url_file_replay), cmocka_unit_test(test_url_network_live),
+      cmocka_unit_test(test_url_file_replay),
+      cmocka_unit_test(test_url_network_live),
       cmocka_unit_test(test_url_network_reconnect),
       cmocka_unit_test(test_snapshot),
-      cmocka_unit_test(test_two_cameras),     cmocka_unit_test(test_write_error),
+      cmocka_unit_test(test_two_cameras),
+      cmocka_unit_test(test_write_error),
       cmocka_unit_test(test_protocol),
   };
   const struct CMUnitTest record[] = {

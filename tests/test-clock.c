@@ -11,7 +11,7 @@
 #include "pirec/clock.h"
 
 #define MS 1000000LL
-#define S 1000000000LL
+#define S  1000000000LL
 
 static void test_monotonic_never_goes_back(void **state)
 {
@@ -22,8 +22,7 @@ static void test_monotonic_never_goes_back(void **state)
   for (int i = 0; i < 200000; i++) {
     int64_t now = pirec_clock_mono_ns();
     if (now < prev)
-      fail_msg("CLOCK_MONOTONIC went back from %lld to %lld at read %d", (long long)prev,
-               (long long)now, i);
+      fail_msg("CLOCK_MONOTONIC went back from %lld to %lld at read %d", (long long)prev, (long long)now, i);
     prev = now;
   }
   /* 200000 readings take some time; the clock must have moved. */

@@ -24,7 +24,8 @@
 
 /* The budget is the loop thread's CPU time: on a loaded machine wall time also counts whatever the
  * scheduler ran instead of the loop thread (reported, not asserted). */
-static uint64_t cpu_ns(void) {
+static uint64_t cpu_ns(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -33,7 +34,8 @@ static uint64_t cpu_ns(void) {
 static char test_dir[4096];
 static char conf[4200];
 
-static int setup(void **state) {
+static int setup(void **state)
+{
   (void)state;
   if (test_dir_make("test-config-async", test_dir, sizeof(test_dir)) != 0)
     return -1;
@@ -41,12 +43,14 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
   (void)state;
   return test_dir_remove(test_dir);
 }
 
-static void write_file(const char *path, const char *text, size_t len) {
+static void write_file(const char *path, const char *text, size_t len)
+{
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   assert_int_equal(fwrite(text, 1, len, f), len);
@@ -54,7 +58,8 @@ static void write_file(const char *path, const char *text, size_t len) {
 }
 
 /* About 1 MB: many camera sections, each with comments, as a big shared rig file might be. */
-static char *big_config(size_t *len, size_t *cameras) {
+static char *big_config(size_t *len, size_t *cameras)
+{
   size_t cap = 1200 * 1024, n = 0, i = 0;
   char *t = malloc(cap);
   assert_non_null(t);
@@ -88,7 +93,8 @@ struct result {
   struct pirec_config *config; /* taken from the request */
 };
 
-static void on_done(struct pirec_config_req *req) {
+static void on_done(struct pirec_config_req *req)
+{
   struct result *r = req->data;
   r->calls++;
   r->result = req->result;
@@ -105,11 +111,13 @@ static void on_done(struct pirec_config_req *req) {
   r->cleanup_ns = cpu_ns() - t;
 }
 
-static void noop_work(uv_work_t *work) {
+static void noop_work(uv_work_t *work)
+{
   (void)work;
 }
 
-static void test_load_1mb_within_budget(void **state) {
+static void test_load_1mb_within_budget(void **state)
+{
   (void)state;
   size_t len, cameras;
   char *text = big_config(&len, &cameras);
@@ -151,9 +159,9 @@ static void test_load_1mb_within_budget(void **state) {
           "{\"file_bytes\": %zu, \"cameras\": %zu, \"sync_parse_ns\": %llu, \"free_ns\": %llu, "
           "\"start_cpu_ns\": %llu, \"loop_step_max_cpu_ns\": %llu, \"loop_step_max_wall_ns\": %llu, "
           "\"cleanup_cpu_ns\": %llu}\n",
-          len, cameras, (unsigned long long)sync_ns, (unsigned long long)free_ns, (unsigned long long)start_ns,
-          (unsigned long long)res.loop_max_ns, (unsigned long long)res.loop_max_wall_ns,
-          (unsigned long long)res.cleanup_ns);
+          len, cameras, (unsigned long long)sync_ns, (unsigned long long)free_ns,
+          (unsigned long long)start_ns, (unsigned long long)res.loop_max_ns,
+          (unsigned long long)res.loop_max_wall_ns, (unsigned long long)res.cleanup_ns);
   assert_true(start_ns < BUDGET_NS);
   assert_true(res.loop_max_ns < BUDGET_NS);
   assert_true(res.loop_max_ns > 0);
@@ -207,7 +215,8 @@ static void test_load_1mb_within_budget(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-static void test_reload_cases(void **state) {
+static void test_reload_cases(void **state)
+{
   (void)state;
   const char *v1 = "[session]\nlabel = one\n";
   write_file(conf, v1, strlen(v1));
@@ -237,10 +246,11 @@ static void test_reload_cases(void **state) {
   assert_int_equal(res.error_count, 2);
   assert_null(res.config);
   char want[4400];
-  snprintf(want, sizeof(want),
-           "%s:2: session.label = 'two words': expected letters, digits, '-' and '_' only (it becomes part of a "
-           "directory name)",
-           conf);
+  snprintf(
+      want, sizeof(want),
+      "%s:2: session.label = 'two words': expected letters, digits, '-' and '_' only (it becomes part of a "
+      "directory name)",
+      conf);
   assert_string_equal(res.first_error, want);
   assert_string_equal(pirec_config_get_string(current, "session", "label"), "one");
 
@@ -277,7 +287,8 @@ static void test_reload_cases(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_load_1mb_within_budget, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reload_cases, setup, teardown),

@@ -24,7 +24,8 @@
 static char test_dir[4096];
 static char conf[4200];
 
-static int setup(void **state) {
+static int setup(void **state)
+{
   (void)state;
   if (test_dir_make("test-config-cli", test_dir, sizeof(test_dir)) != 0)
     return -1;
@@ -32,12 +33,14 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
   (void)state;
   return test_dir_remove(test_dir);
 }
 
-static char *slurp(const char *path) {
+static char *slurp(const char *path)
+{
   FILE *f = fopen(path, "rb");
   if (!f)
     return NULL;
@@ -58,7 +61,8 @@ static char *slurp(const char *path) {
   return buf;
 }
 
-static void write_file(const char *path, const char *text) {
+static void write_file(const char *path, const char *text)
+{
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   fputs(text, f);
@@ -72,7 +76,8 @@ struct run {
 };
 
 /* Runs PIREC_BIN with args (NULL-terminated), stdout and stderr captured in files. */
-static struct run run(const char *arg, ...) {
+static struct run run(const char *arg, ...)
+{
   const char *argv[16] = {PIREC_BIN};
   int argc = 1;
   va_list ap;
@@ -102,12 +107,14 @@ static struct run run(const char *arg, ...) {
   return r;
 }
 
-static void run_free(struct run *r) {
+static void run_free(struct run *r)
+{
   free(r->out);
   free(r->err);
 }
 
-static char *source_file(const char *rel) {
+static char *source_file(const char *rel)
+{
   const char *src = getenv("PIREC_SOURCE_DIR");
   assert_non_null(src);
   char path[4096];
@@ -121,7 +128,8 @@ static char *source_file(const char *rel) {
 
 /* The committed example must be exactly what the schema generates: regenerate it with
  * `pirec config defaults > config/pirec.conf.example` after changing the schema. */
-static void test_example_matches_defaults(void **state) {
+static void test_example_matches_defaults(void **state)
+{
   (void)state;
   struct run r = run("config", "defaults", NULL);
   assert_int_equal(r.status, 0);
@@ -140,7 +148,8 @@ static void test_example_matches_defaults(void **state) {
 }
 
 /* docs/CONFIG.md embeds the generated reference verbatim. */
-static void test_docs_match_reference(void **state) {
+static void test_docs_match_reference(void **state)
+{
   (void)state;
   struct run r = run("config", "reference", NULL);
   assert_int_equal(r.status, 0);
@@ -152,7 +161,8 @@ static void test_docs_match_reference(void **state) {
   run_free(&r);
 }
 
-static void test_check(void **state) {
+static void test_check(void **state)
+{
   (void)state;
   write_file(conf, "[camera.front]\nfps = 30\n[gpio.go]\nline = GPIO4\n");
   struct run r = run("config", "check", conf, NULL);
@@ -185,7 +195,8 @@ static void test_check(void **state) {
   run_free(&r);
 }
 
-static void test_get_and_set(void **state) {
+static void test_get_and_set(void **state)
+{
   (void)state;
   const char *original = "# my rig\n[camera.front]\nfps = 30 ; measured\n\n[notes]\nenabled = true\n";
   write_file(conf, original);
@@ -202,7 +213,8 @@ static void test_get_and_set(void **state) {
   run_free(&r);
   r = run("config", "get", conf, "camera.front.fsp", NULL);
   assert_int_equal(r.status, 64);
-  assert_string_equal(r.err, "pirec config: camera.front.fsp: unknown key, did you mean 'camera.front.fps'?\n");
+  assert_string_equal(r.err,
+                      "pirec config: camera.front.fsp: unknown key, did you mean 'camera.front.fps'?\n");
   run_free(&r);
 
   r = run("config", "set", conf, "camera.front.fps", "25", "session.label", "pilot", NULL);
@@ -233,7 +245,8 @@ static void test_get_and_set(void **state) {
   run_free(&r);
 }
 
-static void expect_usage(struct run r) {
+static void expect_usage(struct run r)
+{
   if (r.status != 64)
     fprintf(stderr, "status %d, stderr: %s\n", r.status, r.err);
   assert_int_equal(r.status, 64);
@@ -242,7 +255,8 @@ static void expect_usage(struct run r) {
   run_free(&r);
 }
 
-static void test_usage(void **state) {
+static void test_usage(void **state)
+{
   (void)state;
   expect_usage(run(NULL));
   expect_usage(run("record-nonsense", NULL));
@@ -260,7 +274,8 @@ static void test_usage(void **state) {
   run_free(&r);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_example_matches_defaults, setup, teardown),
       cmocka_unit_test_setup_teardown(test_docs_match_reference, setup, teardown),

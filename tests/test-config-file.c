@@ -25,7 +25,8 @@ static char test_dir[4096];
 static char conf[4200];
 
 /* A fresh directory on the build tree's disk, so fsync and rename behave as in real use. */
-static int setup(void **state) {
+static int setup(void **state)
+{
   (void)state;
   if (test_dir_make("test-config", test_dir, sizeof(test_dir)) != 0)
     return -1;
@@ -34,19 +35,22 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
   (void)state;
   return test_dir_remove(test_dir);
 }
 
-static void write_file(const char *path, const char *text) {
+static void write_file(const char *path, const char *text)
+{
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
   assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
   assert_int_equal(fclose(f), 0);
 }
 
-static char *read_file(const char *path, size_t *len) {
+static char *read_file(const char *path, size_t *len)
+{
   FILE *f = fopen(path, "rb");
   assert_non_null(f);
   char *buf = malloc(1 << 20);
@@ -71,7 +75,8 @@ static const char sample[] = "# rig 2\n"
                              "enabled = true";
 
 /* set leaves every byte outside the value identical, on disk */
-static void test_set_round_trip(void **state) {
+static void test_set_round_trip(void **state)
+{
   (void)state;
   write_file(conf, sample);
   chmod(conf, 0600);
@@ -106,7 +111,8 @@ static void test_set_round_trip(void **state) {
   got = read_file(conf, &len);
   char want[2048];
   const char *after = strstr(sample, "fps = 30\n") + strlen("fps = 30\n");
-  snprintf(want, sizeof(want), "%.*scrf = 18\n%s\n\n[remux]\nformat = mkv\n", (int)(after - sample), sample, after);
+  snprintf(want, sizeof(want), "%.*scrf = 18\n%s\n\n[remux]\nformat = mkv\n", (int)(after - sample), sample,
+           after);
   assert_string_equal(got, want);
   free(got);
   /* and the file loads with the new values */
@@ -118,7 +124,8 @@ static void test_set_round_trip(void **state) {
   pirec_config_free(cfg);
 }
 
-static void test_set_refuses(void **state) {
+static void test_set_refuses(void **state)
+{
   (void)state;
   write_file(conf, sample);
   struct pirec_config_errors e = {0};
@@ -137,14 +144,16 @@ static void test_set_refuses(void **state) {
   struct pirec_config_assignment url = {"camera.front.source", "url"};
   assert_int_equal(pirec_config_set(conf, &url, 1, &e), -EINVAL);
   assert_int_equal(e.count, 1);
-  snprintf(want, sizeof(want), "%s:5: camera.front.url: missing, expected a stream URL because source = url", conf);
+  snprintf(want, sizeof(want), "%s:5: camera.front.url: missing, expected a stream URL because source = url",
+           conf);
   assert_string_equal(e.items[0].message, want);
   pirec_config_errors_free(&e);
   got = read_file(conf, NULL);
   assert_string_equal(got, sample);
   free(got);
   /* setting both in one call is fine */
-  struct pirec_config_assignment both[] = {{"camera.front.source", "url"}, {"camera.front.url", "rtsp://h:554/s"}};
+  struct pirec_config_assignment both[] = {{"camera.front.source", "url"},
+                                           {"camera.front.url", "rtsp://h:554/s"}};
   assert_int_equal(pirec_config_set(conf, both, 2, &e), 0);
   assert_int_equal(e.count, 0);
 
@@ -159,7 +168,8 @@ static void test_set_refuses(void **state) {
   pirec_config_errors_free(&e);
 }
 
-static void test_set_creates_file(void **state) {
+static void test_set_creates_file(void **state)
+{
   (void)state;
   struct pirec_config_assignment a[] = {{"camera.c0.fps", "10"}, {"camera.c0.size", "320x240"}};
   assert_int_equal(pirec_config_set(conf, a, 2, NULL), 0);
@@ -172,7 +182,8 @@ static void test_set_creates_file(void **state) {
 }
 
 /* Editing through a symlink changes the file it points at and keeps the link. */
-static void test_set_through_symlink(void **state) {
+static void test_set_through_symlink(void **state)
+{
   (void)state;
   char real[4400];
   snprintf(real, sizeof(real), "%s/real.conf", test_dir);
@@ -195,7 +206,8 @@ static void test_set_through_symlink(void **state) {
   pirec_config_free(cfg);
 }
 
-static void test_load_and_save(void **state) {
+static void test_load_and_save(void **state)
+{
   (void)state;
   struct pirec_config *cfg;
   struct pirec_config_errors e = {0};
@@ -242,7 +254,8 @@ static void test_load_and_save(void **state) {
  * sees is complete and valid. */
 #define ITERATIONS 150
 
-static int writer(const char *key, const char *prefix) {
+static int writer(const char *key, const char *prefix)
+{
   char value[64], expect[64];
   for (int i = 0; i < ITERATIONS; i++) {
     struct pirec_config *cfg;
@@ -270,7 +283,8 @@ static int writer(const char *key, const char *prefix) {
   return 0;
 }
 
-static void test_concurrent_set(void **state) {
+static void test_concurrent_set(void **state)
+{
   (void)state;
   write_file(conf, "# two writers\n[session]\nlabel = start ; the label\n\n[camera.a]\nlavfi = start\n"
                    "# end\n");
@@ -309,7 +323,8 @@ static void test_concurrent_set(void **state) {
   }
   char *got = read_file(conf, NULL);
   char want[256];
-  snprintf(want, sizeof(want), "# two writers\n[session]\nlabel = a%d ; the label\n\n[camera.a]\nlavfi = b%d\n# end\n",
+  snprintf(want, sizeof(want),
+           "# two writers\n[session]\nlabel = a%d ; the label\n\n[camera.a]\nlavfi = b%d\n# end\n",
            ITERATIONS - 1, ITERATIONS - 1);
   assert_string_equal(got, want);
   free(got);
@@ -317,7 +332,8 @@ static void test_concurrent_set(void **state) {
   fprintf(stderr, "reader saw %d complete versions during %d sets\n", reads, 2 * ITERATIONS);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_set_round_trip, setup, teardown),
       cmocka_unit_test_setup_teardown(test_set_refuses, setup, teardown),

@@ -17,10 +17,11 @@
 #include "pirec/config.h"
 
 #define NS_MS INT64_C(1000000)
-#define NS_S INT64_C(1000000000)
+#define NS_S  INT64_C(1000000000)
 
 /* Parses text expecting failure; returns the errors (caller frees). */
-static struct pirec_config_errors parse_bad(const char *text) {
+static struct pirec_config_errors parse_bad(const char *text)
+{
   struct pirec_config *cfg = (struct pirec_config *)1;
   struct pirec_config_errors e = {0};
   int r = pirec_config_parse(text, strlen(text), "t.conf", &cfg, &e);
@@ -30,7 +31,8 @@ static struct pirec_config_errors parse_bad(const char *text) {
   return e;
 }
 
-static struct pirec_config *parse_ok(const char *text) {
+static struct pirec_config *parse_ok(const char *text)
+{
   struct pirec_config *cfg = NULL;
   struct pirec_config_errors e = {0};
   int r = pirec_config_parse(text, strlen(text), "t.conf", &cfg, &e);
@@ -43,7 +45,8 @@ static struct pirec_config *parse_ok(const char *text) {
 }
 
 /* Asserts that text yields exactly one error, with this message. */
-static void expect_one(const char *text, const char *message) {
+static void expect_one(const char *text, const char *message)
+{
   struct pirec_config_errors e = parse_bad(text);
   if (e.count != 1 || strcmp(e.items[0].message, message) != 0) {
     for (size_t i = 0; i < e.count; i++)
@@ -57,7 +60,8 @@ static void expect_one(const char *text, const char *message) {
   assert_null(e.items);
 }
 
-static void test_bool(void **state) {
+static void test_bool(void **state)
+{
   (void)state;
   static const char *const yes[] = {"true", "yes", "on", "1"};
   static const char *const no[] = {"false", "no", "off", "0"};
@@ -78,7 +82,8 @@ static void test_bool(void **state) {
              "t.conf:2: session.remux_after = 'TRUE': expected true or false (also yes/no, on/off, 1/0)");
 }
 
-static void test_integer(void **state) {
+static void test_integer(void **state)
+{
   (void)state;
   struct pirec_config *cfg = parse_ok("[camera.a]\nfps = 240\ncrf = 0\ngop = +5\n");
   assert_int_equal(pirec_config_get_int(cfg, "camera.a", "fps"), 240);
@@ -89,8 +94,9 @@ static void test_integer(void **state) {
              "t.conf:2: camera.a.fps = '0': out of range, expected an integer from 1 to 240");
   expect_one("[camera.a]\nfps = 241\n",
              "t.conf:2: camera.a.fps = '241': out of range, expected an integer from 1 to 240");
-  expect_one("[camera.a]\nfps = 99999999999999999999999\n",
-             "t.conf:2: camera.a.fps = '99999999999999999999999': out of range, expected an integer from 1 to 240");
+  expect_one(
+      "[camera.a]\nfps = 99999999999999999999999\n",
+      "t.conf:2: camera.a.fps = '99999999999999999999999': out of range, expected an integer from 1 to 240");
   expect_one("[camera.a]\nfps = 30fps\n",
              "t.conf:2: camera.a.fps = '30fps': expected an integer from 1 to 240");
   expect_one("[camera.a]\nfps = 29.97\n",
@@ -108,14 +114,24 @@ static void test_integer(void **state) {
              "t.conf:2: control.socket_mode = '0800': expected an octal file mode from 0000 to 0777");
 }
 
-static void test_duration(void **state) {
+static void test_duration(void **state)
+{
   (void)state;
   static const struct {
     const char *text;
     int64_t ns;
-  } good[] = {{"500ms", 500 * NS_MS}, {"2s", 2 * NS_S}, {"1.5s", 1500 * NS_MS}, {"1min", 60 * NS_S},
-              {"1h", 3600 * NS_S},    {"10us", 10000}, {"7ns", 7},             {"0", 0},
-              {"0.5ms", 500000},      {"1 s", NS_S},   {"0.000001s", 1000},     {"2.5h", 9000 * NS_S}};
+  } good[] = {{"500ms", 500 * NS_MS},
+              {"2s", 2 * NS_S},
+              {"1.5s", 1500 * NS_MS},
+              {"1min", 60 * NS_S},
+              {"1h", 3600 * NS_S},
+              {"10us", 10000},
+              {"7ns", 7},
+              {"0", 0},
+              {"0.5ms", 500000},
+              {"1 s", NS_S},
+              {"0.000001s", 1000},
+              {"2.5h", 9000 * NS_S}};
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     int64_t ns = -1;
     assert_int_equal(pirec_config_parse_duration(good[i].text, &ns), 0);
@@ -142,13 +158,14 @@ static void test_duration(void **state) {
              "with a unit (ns, us, ms, s, min, h), e.g. 500ms");
 }
 
-static void test_size(void **state) {
+static void test_size(void **state)
+{
   (void)state;
   static const struct {
     const char *text;
     uint64_t bytes;
-  } good[] = {{"64MiB", 64u << 20}, {"1GiB", 1u << 30}, {"1kB", 1000},  {"1MB", 1000000},
-              {"2GB", 2000000000u}, {"1.5KiB", 1536},   {"100", 100},   {"100B", 100},
+  } good[] = {{"64MiB", 64u << 20},   {"1GiB", 1u << 30}, {"1kB", 1000}, {"1MB", 1000000},
+              {"2GB", 2000000000u},   {"1.5KiB", 1536},   {"100", 100},  {"100B", 100},
               {"0.5MiB", 512u << 10}, {"4 KiB", 4096}};
   for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
     uint64_t b = 0;
@@ -177,11 +194,11 @@ static void test_size(void **state) {
              "(units B, KiB, MiB, GiB, kB, MB, GB), e.g. 64MiB");
 }
 
-static void test_enum_and_strings(void **state) {
+static void test_enum_and_strings(void **state)
+{
   (void)state;
-  struct pirec_config *cfg =
-      parse_ok("[camera.usb]\nsource = v4l2\ndevice = /dev/video2\nsize = 1280x720\n"
-               "[eyetracker]\naddress = 192.168.75.51:8080\n");
+  struct pirec_config *cfg = parse_ok("[camera.usb]\nsource = v4l2\ndevice = /dev/video2\nsize = 1280x720\n"
+                                      "[eyetracker]\naddress = 192.168.75.51:8080\n");
   assert_string_equal(pirec_config_get_string(cfg, "camera.usb", "source"), "v4l2");
   assert_string_equal(pirec_config_get_string(cfg, "camera.usb", "device"), "/dev/video2");
   int w, h;
@@ -190,41 +207,48 @@ static void test_enum_and_strings(void **state) {
   assert_int_equal(h, 720);
   assert_string_equal(pirec_config_get_string(cfg, "eyetracker", "address"), "192.168.75.51:8080");
   pirec_config_free(cfg);
-  expect_one("[camera.a]\nsource = v4l\n",
-             "t.conf:2: camera.a.source = 'v4l': expected one of lavfi, v4l2, rpicam, url; did you mean 'v4l2'?");
-  expect_one("[camera.a]\npreset = fastest\n",
-             "t.conf:2: camera.a.preset = 'fastest': expected one of ultrafast, superfast, veryfast, faster, fast, "
-             "medium, slow, slower, veryslow; did you mean 'faster'?");
-  expect_one("[camera.a]\nsize = 640*480\n",
-             "t.conf:2: camera.a.size = '640*480': expected WIDTHxHEIGHT with each from 16 to 8192 and even, e.g. 640x480");
+  expect_one(
+      "[camera.a]\nsource = v4l\n",
+      "t.conf:2: camera.a.source = 'v4l': expected one of lavfi, v4l2, rpicam, url; did you mean 'v4l2'?");
+  expect_one(
+      "[camera.a]\npreset = fastest\n",
+      "t.conf:2: camera.a.preset = 'fastest': expected one of ultrafast, superfast, veryfast, faster, fast, "
+      "medium, slow, slower, veryslow; did you mean 'faster'?");
+  expect_one("[camera.a]\nsize = 640*480\n", "t.conf:2: camera.a.size = '640*480': expected WIDTHxHEIGHT "
+                                             "with each from 16 to 8192 and even, e.g. 640x480");
   expect_one("[session]\nlabel = my session\n",
              "t.conf:2: session.label = 'my session': expected letters, digits, '-' and '_' only "
              "(it becomes part of a directory name)");
-  expect_one("[eyetracker]\naddress = glasses\n",
-             "t.conf:2: eyetracker.address = 'glasses': expected auto, or HOST:PORT with a port from 1 to 65535, "
-             "e.g. 192.168.75.51:8080");
+  expect_one(
+      "[eyetracker]\naddress = glasses\n",
+      "t.conf:2: eyetracker.address = 'glasses': expected auto, or HOST:PORT with a port from 1 to 65535, "
+      "e.g. 192.168.75.51:8080");
   expect_one("[session]\noutput_dir =\n", "t.conf:2: session.output_dir = '': expected a non-empty value");
   expect_one("[camera.net]\nsource = url\n",
              "t.conf:1: camera.net.url: missing, expected a stream URL because source = url");
-  expect_one("[gpio.start]\naction = start\n",
-             "t.conf:1: gpio.start.line: missing, expected a line name such as GPIO17 or an offset such as 17");
+  expect_one(
+      "[gpio.start]\naction = start\n",
+      "t.conf:1: gpio.start.line: missing, expected a line name such as GPIO17 or an offset such as 17");
   expect_one("[gpio.a]\nline = GPIO17\n[gpio.b]\nline = GPIO17\n",
              "t.conf:4: gpio.b.line = 'GPIO17': line already used by [gpio.a] on line 2");
   expect_one("[eyetracker]\nreconnect_min = 5s\nreconnect_max = 2s\n",
              "t.conf:3: eyetracker.reconnect_max = '2s': expected at least reconnect_min (5s)");
   /* "label =;x" reads as ";x", but written back canonically ("label = ;x") it would be a comment:
    * refused instead of changing meaning on the next save (found by the config fuzzer). */
-  expect_one("[session]\nlabel =;x\n",
-             "t.conf:2: session.label = ';x': expected a value that does not start with ';' (which starts a comment)");
+  expect_one("[session]\nlabel =;x\n", "t.conf:2: session.label = ';x': expected a value that does not start "
+                                       "with ';' (which starts a comment)");
   expect_one("[session]\nlabel = a\x01b\n",
              "t.conf:2: session.label = 'a\x01b': expected a value without control characters");
-  expect_one("[gpio.led]\nline = ;a comment, not a value\n",
-             "t.conf:2: gpio.led.line = '': expected a line name such as GPIO17, or a line offset such as 17");
+  expect_one(
+      "[gpio.led]\nline = ;a comment, not a value\n",
+      "t.conf:2: gpio.led.line = '': expected a line name such as GPIO17, or a line offset such as 17");
 }
 
-static void test_unknown_keys_and_sections(void **state) {
+static void test_unknown_keys_and_sections(void **state)
+{
   (void)state;
-  expect_one("[camera.front]\nfsp = 30\n", "t.conf:2: camera.front.fsp = '30': unknown key, did you mean 'fps'?");
+  expect_one("[camera.front]\nfsp = 30\n",
+             "t.conf:2: camera.front.fsp = '30': unknown key, did you mean 'fps'?");
   expect_one("[session]\noutput_directory = /x\n",
              "t.conf:2: session.output_directory = '/x': unknown key, expected one of the keys of [session] "
              "listed by `pirec config defaults`");
@@ -232,19 +256,24 @@ static void test_unknown_keys_and_sections(void **state) {
   expect_one("[camra.front]\n", "t.conf:1: [camra.front]: unknown section, did you mean '[camera.front]'?");
   expect_one("[camera]\nfps = 1\n",
              "t.conf:1: [camera]: expected [camera.NAME] with NAME made of letters, digits, '-' and '_'");
-  expect_one("[camera.a b]\n", "t.conf:1: [camera.a b]: expected [camera.NAME] with NAME made of letters, digits, '-' and '_'");
+  expect_one("[camera.a b]\n",
+             "t.conf:1: [camera.a b]: expected [camera.NAME] with NAME made of letters, digits, '-' and '_'");
   expect_one("[session.x]\n", "t.conf:1: [session.x]: expected [session] without a .NAME suffix");
   expect_one("[zzzzzz]\n", "t.conf:1: [zzzzzz]: unknown section, expected one of session, storage, control, "
                            "camera.NAME, eyetracker, notes, gpio.NAME, remux");
-  expect_one("[session]\nlabel = a\nlabel = b\n", "t.conf:3: session.label = 'b': duplicate key, first set on line 2");
+  expect_one("[session]\nlabel = a\nlabel = b\n",
+             "t.conf:3: session.label = 'b': duplicate key, first set on line 2");
   expect_one("[notes]\n[notes]\n", "t.conf:2: [notes]: duplicate section, first on line 1");
   expect_one("label = x\n[session]\n",
              "t.conf:1: label = 'x': key outside any section, expected a [section] line before it");
-  expect_one("[session]\njust words\n", "t.conf:2: 'just words': syntax error, expected '[section]', 'key = value' or a comment");
-  expect_one("[session\n", "t.conf:1: '[session': syntax error, expected '[section]', 'key = value' or a comment");
+  expect_one("[session]\njust words\n",
+             "t.conf:2: 'just words': syntax error, expected '[section]', 'key = value' or a comment");
+  expect_one("[session\n",
+             "t.conf:1: '[session': syntax error, expected '[section]', 'key = value' or a comment");
 }
 
-static void test_all_errors_at_once(void **state) {
+static void test_all_errors_at_once(void **state)
+{
   (void)state;
   const char *text = "# a broken file\n"
                      "[session]\n"
@@ -253,11 +282,11 @@ static void test_all_errors_at_once(void **state) {
                      "[gpio.x]\n"                     /* 5: line missing, reported after parsing */
                      "edge = up\n"                    /* 6 */
                      "[camera.front]\n"
-                     "fsp = 30\n"                     /* 8 */
-                     "garbage\n"                      /* 9 */
+                     "fsp = 30\n" /* 8 */
+                     "garbage\n"  /* 9 */
                      "[eyetracker]\n"
                      "reconnect_min = 10s\n"
-                     "reconnect_max = 1s\n";          /* 12 */
+                     "reconnect_max = 1s\n"; /* 12 */
   struct pirec_config_errors e = parse_bad(text);
   static const int lines[] = {3, 4, 5, 6, 8, 9, 12};
   for (size_t i = 0; i < e.count; i++)
@@ -279,7 +308,8 @@ static void test_all_errors_at_once(void **state) {
   assert_int_equal(pirec_config_parse(text, strlen(text), NULL, &cfg, NULL), -EINVAL);
 }
 
-static void test_syntax(void **state) {
+static void test_syntax(void **state)
+{
   (void)state;
   /* CRLF, BOM, indentation, '#' and ';' comments, inline ';' comments, ':' separators */
   const char *text = "\xEF\xBB\xBF# comment\r\n"
@@ -308,8 +338,9 @@ static void test_syntax(void **state) {
   assert_int_equal(pirec_config_parse(nul, sizeof(nul) - 1, "n.conf", &cfg, &e), -EINVAL);
   assert_int_equal(e.count, 2);
   assert_string_equal(e.items[0].message, "n.conf:2: line contains a NUL byte, expected text");
-  assert_string_equal(e.items[1].message, "n.conf:3: session.foo = '1': unknown key, expected one of the keys of "
-                                          "[session] listed by `pirec config defaults`");
+  assert_string_equal(e.items[1].message,
+                      "n.conf:3: session.foo = '1': unknown key, expected one of the keys of "
+                      "[session] listed by `pirec config defaults`");
   pirec_config_errors_free(&e);
   char longline[400];
   snprintf(longline, sizeof(longline), "[camera.a]\nlavfi = %0250d\nfps = 0\n", 0);
@@ -331,7 +362,8 @@ static void test_syntax(void **state) {
   pirec_config_free(cfg);
 }
 
-static void test_getters(void **state) {
+static void test_getters(void **state)
+{
   (void)state;
   struct pirec_config *cfg = parse_ok("[camera.front]\nfps = 25\n"
                                       "[gpio.start]\nline = GPIO17\naction = start\n"
@@ -384,7 +416,8 @@ static void test_getters(void **state) {
 }
 
 /* A getter with a key the schema lacks (or the wrong type) is a programming error: it aborts. */
-static void test_getter_misuse_aborts(void **state) {
+static void test_getter_misuse_aborts(void **state)
+{
   (void)state;
   struct pirec_config *cfg = parse_ok("");
   for (int which = 0; which < 3; which++) {
@@ -409,7 +442,8 @@ static void test_getter_misuse_aborts(void **state) {
 }
 
 /* pirec_config_format writes every key; parsing it gives the same values and the same text. */
-static void test_format_is_canonical(void **state) {
+static void test_format_is_canonical(void **state)
+{
   (void)state;
   struct pirec_config *cfg = parse_ok("[gpio.sync]\nline = 4\ndirection = output\nrole = sync_pulse\n"
                                       "pulse_length = 1500us\n[camera.front]\nfps = 25\nsize = 320x240\n"
@@ -433,7 +467,8 @@ static void test_format_is_canonical(void **state) {
 }
 
 /* The template (`pirec config defaults`) is itself a valid config with every key at its default. */
-static void test_defaults_text(void **state) {
+static void test_defaults_text(void **state)
+{
   (void)state;
   char *t = pirec_config_defaults_text();
   assert_non_null(t);
@@ -446,14 +481,16 @@ static void test_defaults_text(void **state) {
   free(t);
   char *md = pirec_config_reference_markdown();
   assert_non_null(md);
-  assert_non_null(strstr(md, "| `fps` | integer 1..240 | `30` | frames per second requested from the source |\n"));
+  assert_non_null(
+      strstr(md, "| `fps` | integer 1..240 | `30` | frames per second requested from the source |\n"));
   assert_non_null(strstr(md, "| `line` | string | required |"));
   free(md);
 }
 
 /* ---- text edit ---------------------------------------------------------------------------------- */
 
-static char *edit(const char *text, const char *key, const char *value) {
+static char *edit(const char *text, const char *key, const char *value)
+{
   struct pirec_config_assignment a = {key, value};
   char *out = NULL;
   size_t len = 0;
@@ -483,7 +520,8 @@ static const char sample[] = "# pirec config for rig 2\n"
                              "[eyetracker]\n"
                              "enabled = true\n";
 
-static void test_edit_replaces_value_only(void **state) {
+static void test_edit_replaces_value_only(void **state)
+{
   (void)state;
   char *out = edit(sample, "camera.front.fps", "25");
   /* every other byte identical: the result equals the sample with "30" replaced on that line */
@@ -518,7 +556,8 @@ static void test_edit_replaces_value_only(void **state) {
   free(out);
 }
 
-static void test_edit_inserts(void **state) {
+static void test_edit_inserts(void **state)
+{
   (void)state;
   /* a new key goes right after the last key of its section, before comments about the next one */
   char *out = edit(sample, "camera.front.crf", "20");
@@ -550,8 +589,10 @@ static void test_edit_inserts(void **state) {
   free(out);
 
   /* several assignments in one call, and the result parses to the new values */
-  struct pirec_config_assignment as[] = {{"camera.front.fps", "15"}, {"session.label", "run2"},
-                                         {"gpio.led.line", "GPIO27"}, {"gpio.led.direction", "output"}};
+  struct pirec_config_assignment as[] = {{"camera.front.fps", "15"},
+                                         {"session.label", "run2"},
+                                         {"gpio.led.line", "GPIO27"},
+                                         {"gpio.led.direction", "output"}};
   char *o;
   size_t len;
   assert_int_equal(pirec_config_edit_text(sample, strlen(sample), NULL, as, 4, &o, &len, NULL), 0);
@@ -564,7 +605,8 @@ static void test_edit_inserts(void **state) {
   free(o);
 }
 
-static void test_edit_refuses_bad_values(void **state) {
+static void test_edit_refuses_bad_values(void **state)
+{
   (void)state;
   struct pirec_config_assignment as[] = {{"camera.front.fps", "0"},   {"camera.front.fsp", "1"},
                                          {"session.label", "a ;b"},   {"sesion.label", "x"},
@@ -579,20 +621,24 @@ static void test_edit_refuses_bad_values(void **state) {
   assert_int_equal(e.count, 7);
   assert_string_equal(e.items[0].message,
                       "e.conf: camera.front.fps = '0': out of range, expected an integer from 1 to 240");
-  assert_string_equal(e.items[1].message, "e.conf: camera.front.fsp = '1': unknown key, did you mean 'camera.front.fps'?");
-  assert_string_equal(e.items[2].message,
-                      "e.conf: session.label = 'a ;b': expected letters, digits, '-' and '_' only (it becomes part of a directory name)");
-  assert_string_equal(e.items[3].message, "e.conf: sesion.label = 'x': unknown section, did you mean 'session'?");
-  assert_string_equal(e.items[4].message,
-                      "e.conf: camera.label = 'x': expected camera.NAME.KEY with NAME of letters, digits, '-' and '_'");
+  assert_string_equal(e.items[1].message,
+                      "e.conf: camera.front.fsp = '1': unknown key, did you mean 'camera.front.fps'?");
+  assert_string_equal(e.items[2].message, "e.conf: session.label = 'a ;b': expected letters, digits, '-' and "
+                                          "'_' only (it becomes part of a directory name)");
+  assert_string_equal(e.items[3].message,
+                      "e.conf: sesion.label = 'x': unknown section, did you mean 'session'?");
+  assert_string_equal(
+      e.items[4].message,
+      "e.conf: camera.label = 'x': expected camera.NAME.KEY with NAME of letters, digits, '-' and '_'");
   assert_string_equal(e.items[5].message,
                       "e.conf: label = 'x': unknown key, expected SECTION.KEY such as session.label");
   pirec_config_errors_free(&e);
   /* a string value that INI would cut at ' ;' is refused rather than silently shortened */
   struct pirec_config_assignment c = {"camera.a.lavfi", "testsrc2 ;x"};
   assert_int_equal(pirec_config_edit_text("", 0, "e.conf", &c, 1, &o, NULL, &e), -EINVAL);
-  assert_string_equal(e.items[0].message, "e.conf: camera.a.lavfi = 'testsrc2 ;x': expected a value without "
-                                          "leading or trailing blanks and without ' ;' (which starts a comment)");
+  assert_string_equal(e.items[0].message,
+                      "e.conf: camera.a.lavfi = 'testsrc2 ;x': expected a value without "
+                      "leading or trailing blanks and without ' ;' (which starts a comment)");
   pirec_config_errors_free(&e);
   c.value = ";testsrc2";
   assert_int_equal(pirec_config_edit_text("", 0, "e.conf", &c, 1, &o, NULL, &e), -EINVAL);
@@ -601,7 +647,8 @@ static void test_edit_refuses_bad_values(void **state) {
   pirec_config_errors_free(&e);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bool),
       cmocka_unit_test(test_integer),

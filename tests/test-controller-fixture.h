@@ -34,18 +34,23 @@ struct ctl {
 /* [session] remux_after for the next ctl_start */
 static int fixture_remux_after;
 
-static inline int have_camera(void) { return access(tu_program("pirec-camera"), X_OK) == 0; }
+static inline int have_camera(void)
+{
+  return access(tu_program("pirec-camera"), X_OK) == 0;
+}
 
 /* Writes the config and starts `pirec record -c CFG --wait`, then waits for READY=1 (sd_notify) or,
  * in a build without libsystemd, for the socket to accept connections. */
-static inline void ctl_start(struct ctl *c, int camera, const char *extra_config) {
+static inline void ctl_start(struct ctl *c, int camera, const char *extra_config)
+{
   memset(c, 0, sizeof *c);
   c->tmp = tu_tmpdir("ctl");
   assert_non_null(c->tmp);
   c->camera = camera;
   /* sun_path is short: keep the socket in a short directory of its own. */
   snprintf(c->sock, sizeof c->sock, "%s/c.sock", c->tmp);
-  if (strlen(c->sock) > 100) fail_msg("temporary directory path too long for a socket");
+  if (strlen(c->sock) > 100)
+    fail_msg("temporary directory path too long for a socket");
   snprintf(c->notify, sizeof c->notify, "%s/n.sock", c->tmp);
   snprintf(c->out, sizeof c->out, "%s/out", c->tmp);
   snprintf(c->cfg, sizeof c->cfg, "%s/pirec.conf", c->tmp);
@@ -59,7 +64,8 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
   if (camera)
     fprintf(f, "[camera.cam0]\nsource = lavfi\nsize = 160x120\nfps = 10\n"
                "preset = ultrafast\n");
-  if (extra_config) fputs(extra_config, f);
+  if (extra_config)
+    fputs(extra_config, f);
   fclose(f);
   c->notify_fd = tu_notify_open(c->notify);
   assert_true(c->notify_fd >= 0);
@@ -80,7 +86,8 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
 #else
   if (tu_notify_wait(c->notify_fd, "READY=1", 15000) != 0) {
     int fd = tu_sock_connect(c->sock, 15000);
-    if (fd < 0) fail_msg("pirec record did not become ready within 15 s");
+    if (fd < 0)
+      fail_msg("pirec record did not become ready within 15 s");
     close(fd);
   }
 #endif
@@ -92,20 +99,27 @@ static inline void ctl_start(struct ctl *c, int camera, const char *extra_config
 }
 
 /* One command over a fresh connection; fails the test when there is no reply. */
-static inline json_t *ctl_call(struct ctl *c, const char *json_text, int timeout_ms) {
+static inline json_t *ctl_call(struct ctl *c, const char *json_text, int timeout_ms)
+{
   json_t *r = tu_sock_call(c->sock, json_text, timeout_ms);
-  if (!r) fail_msg("no reply to %s within %d ms", json_text, timeout_ms);
+  if (!r)
+    fail_msg("no reply to %s within %d ms", json_text, timeout_ms);
   return r;
 }
 
-static inline const char *jstr(json_t *o, const char *key) {
+static inline const char *jstr(json_t *o, const char *key)
+{
   const char *s = json_string_value(json_object_get(o, key));
   return s ? s : "";
 }
 
-static inline json_int_t jint(json_t *o, const char *key) { return json_integer_value(json_object_get(o, key)); }
+static inline json_int_t jint(json_t *o, const char *key)
+{
+  return json_integer_value(json_object_get(o, key));
+}
 
-static inline void expect_reply(json_t *r, const char *want) {
+static inline void expect_reply(json_t *r, const char *want)
+{
   if (strcmp(jstr(r, "reply"), want) != 0) {
     char *t = json_dumps(r, JSON_COMPACT);
     fail_msg("expected reply '%s', got %s", want, t);
@@ -113,7 +127,8 @@ static inline void expect_reply(json_t *r, const char *want) {
 }
 
 /* Waits until `pirec status` shows every recorder running (and, with min_restarts, restarted). */
-static inline json_t *ctl_wait_modules(struct ctl *c, int min_restarts, int timeout_ms) {
+static inline json_t *ctl_wait_modules(struct ctl *c, int min_restarts, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     json_t *st = ctl_call(c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
@@ -121,13 +136,18 @@ static inline json_t *ctl_wait_modules(struct ctl *c, int min_restarts, int time
     int ok = json_object_size(mods) > 0;
     const char *name;
     json_t *m;
-    json_object_foreach(mods, name, m) {
-      if (strcmp(jstr(m, "state"), "running") != 0) ok = 0;
-      if (strcmp(name, "notes") == 0 && jint(m, "restarts") < min_restarts) ok = 0;
+    json_object_foreach(mods, name, m)
+    {
+      if (strcmp(jstr(m, "state"), "running") != 0)
+        ok = 0;
+      if (strcmp(name, "notes") == 0 && jint(m, "restarts") < min_restarts)
+        ok = 0;
     }
-    if (ok) return st;
+    if (ok)
+      return st;
     json_decref(st);
-    if (tu_now_ms() > deadline) fail_msg("recorders not running within %d ms", timeout_ms);
+    if (tu_now_ms() > deadline)
+      fail_msg("recorders not running within %d ms", timeout_ms);
     /* the status poll is the client's only view; 50 ms between looks */
     usleep(50000);
   }
@@ -135,7 +155,8 @@ static inline json_t *ctl_wait_modules(struct ctl *c, int min_restarts, int time
 
 /* Starts `pirec record` with notes only, waits for it to be running and starts a session with
  * start_cmd (a JSON start command); its session directory goes to dir. */
-static inline void ctl_start_session(struct ctl *c, const char *start_cmd, char *dir, size_t cap) {
+static inline void ctl_start_session(struct ctl *c, const char *start_cmd, char *dir, size_t cap)
+{
   ctl_start(c, 0, NULL);
   json_decref(ctl_wait_modules(c, 0, 15000));
   json_t *r = ctl_call(c, start_cmd, 30000);
@@ -145,43 +166,52 @@ static inline void ctl_start_session(struct ctl *c, const char *start_cmd, char 
 }
 
 /* SIGTERM, then the exit status must be 0 and the socket gone. */
-static inline void ctl_stop_process(struct ctl *c, int expect_status) {
+static inline void ctl_stop_process(struct ctl *c, int expect_status)
+{
   kill(c->proc.pid, SIGTERM);
   int status = tu_proc_wait(&c->proc, 30000);
   c->running = 0;
-  if (!WIFEXITED(status)) fail_msg("pirec record did not exit by itself after SIGTERM (status %d)", status);
+  if (!WIFEXITED(status))
+    fail_msg("pirec record did not exit by itself after SIGTERM (status %d)", status);
   assert_int_equal(WEXITSTATUS(status), expect_status);
   struct stat st;
   assert_int_not_equal(lstat(c->sock, &st), 0);
 }
 
-static inline void ctl_cleanup(struct ctl *c) {
+static inline void ctl_cleanup(struct ctl *c)
+{
   if (c->running) {
     kill(c->proc.pid, SIGKILL);
     tu_proc_wait(&c->proc, 5000);
   }
-  if (c->notify_fd >= 0) close(c->notify_fd);
+  if (c->notify_fd >= 0)
+    close(c->notify_fd);
   tu_rm_rf(c->tmp);
   free(c->tmp);
 }
 
-static inline json_t *load_manifest(const char *dir) {
+static inline json_t *load_manifest(const char *dir)
+{
   char path[4400];
   snprintf(path, sizeof path, "%s/session.json", dir);
   json_error_t e;
   json_t *j = json_load_file(path, 0, &e);
-  if (!j) fail_msg("'%s': %s (line %d)", path, e.text, e.line);
+  if (!j)
+    fail_msg("'%s': %s (line %d)", path, e.text, e.line);
   return j;
 }
 
-static inline void load_csv_in(const char *dir, const char *name, struct tu_csv *csv) {
+static inline void load_csv_in(const char *dir, const char *name, struct tu_csv *csv)
+{
   char path[4400];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (tu_csv_load(path, csv) != 0) fail_msg("'%s' is missing or not complete CSV", path);
+  if (tu_csv_load(path, csv) != 0)
+    fail_msg("'%s' is missing or not complete CSV", path);
 }
 
 /* Counts events.csv rows of one kind. */
-static inline int count_events(const struct tu_csv *ev, const char *kind, const char *module) {
+static inline int count_events(const struct tu_csv *ev, const char *kind, const char *module)
+{
   int ce = tu_csv_col(ev, "event"), cm = tu_csv_col(ev, "module"), n = 0;
   for (size_t r = 1; r < ev->rows; r++)
     if (strcmp(ev->fields[r][ce], kind) == 0 && (!module || strcmp(ev->fields[r][cm], module) == 0))

@@ -11,15 +11,20 @@
 
 #define NOTES 10000
 
-static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+static void set_nonblock(int fd)
+{
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
 
-static int64_t now_ns(void) {
+static int64_t now_ns(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void test_note_flood_status_latency(void **state) {
+static void test_note_flood_status_latency(void **state)
+{
   struct ctl c;
   char dir[4200];
   ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"flood\"}", dir, sizeof dir);
@@ -46,7 +51,8 @@ static void test_note_flood_status_latency(void **state) {
     json_decref(j);
     int64_t lat = now_ns() - t0;
     idle_sum += lat;
-    if (lat > idle_worst) idle_worst = lat;
+    if (lat > idle_worst)
+      idle_worst = lat;
   }
   set_nonblock(a);
   struct tu_sock_buf abuf = {0};
@@ -56,7 +62,8 @@ static void test_note_flood_status_latency(void **state) {
   int64_t status_sent = 0, worst = 0, next_status = now_ns();
   int64_t deadline = tu_now_ms() + 60000;
   while (noted < NOTES) {
-    if (tu_now_ms() > deadline) fail_msg("only %d of %d notes acknowledged in 60 s", noted, NOTES);
+    if (tu_now_ms() > deadline)
+      fail_msg("only %d of %d notes acknowledged in 60 s", noted, NOTES);
     if (!status_pending && now_ns() >= next_status) {
       const char *q = "{\"id\":\"st\",\"cmd\":\"status\"}\n";
       assert_int_equal(send(b, q, strlen(q), MSG_NOSIGNAL), (ssize_t)strlen(q));
@@ -67,7 +74,8 @@ static void test_note_flood_status_latency(void **state) {
     poll(p, 2, 20);
     if (p[0].revents & POLLOUT) {
       ssize_t n = send(a, all + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) off += (size_t)n;
+      if (n > 0)
+        off += (size_t)n;
     }
     if (p[0].revents & POLLIN) {
       json_t *j;
@@ -88,7 +96,8 @@ static void test_note_flood_status_latency(void **state) {
       expect_reply(j, "status");
       json_decref(j);
       int64_t lat = now_ns() - status_sent;
-      if (lat > worst) worst = lat;
+      if (lat > worst)
+        worst = lat;
       status_sum += lat;
       status_pending = 0;
       status_n++;
@@ -109,7 +118,8 @@ static void test_note_flood_status_latency(void **state) {
                 status_n ? status_sum / status_n / 1e6 : 0.0, worst / 1e6,
                 status_n ? (double)(status_sum / status_n) / (double)(idle_sum / 50) : 0.0);
   assert_true(status_n >= 3);
-  if (worst >= 100000000) fail_msg("status took %.1f ms during the flood (limit 100 ms)", worst / 1e6);
+  if (worst >= 100000000)
+    fail_msg("status took %.1f ms during the flood (limit 100 ms)", worst / 1e6);
 
   json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 60000);
   expect_reply(r, "stopped");
@@ -133,21 +143,25 @@ static void test_note_flood_status_latency(void **state) {
   ctl_cleanup(&c);
 }
 
-static json_t *roundtrip(int fd, struct tu_sock_buf *b, const char *line) {
+static json_t *roundtrip(int fd, struct tu_sock_buf *b, const char *line)
+{
   assert_int_equal(send(fd, line, strlen(line), MSG_NOSIGNAL), (ssize_t)strlen(line));
   json_t *j = tu_sock_read(fd, b, 5000);
-  if (!j) fail_msg("no reply to %.80s", line);
+  if (!j)
+    fail_msg("no reply to %.80s", line);
   return j;
 }
 
-static void expect_error(json_t *j, const char *substring) {
+static void expect_error(json_t *j, const char *substring)
+{
   expect_reply(j, "error");
   if (!strstr(jstr(j, "message"), substring))
     fail_msg("error '%s' does not mention '%s'", jstr(j, "message"), substring);
   json_decref(j);
 }
 
-static void test_bad_input(void **state) {
+static void test_bad_input(void **state)
+{
   struct ctl c;
   ctl_start(&c, 0, NULL);
   json_decref(ctl_wait_modules(&c, 0, 15000));
@@ -189,7 +203,8 @@ static void test_bad_input(void **state) {
   int hog_gone = 0;
   while (!hog_gone && tu_now_ms() < until) {
     ssize_t s = send(hog, q, ql, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (s < 0 && (errno == EPIPE || errno == ECONNRESET)) hog_gone = 1;
+    if (s < 0 && (errno == EPIPE || errno == ECONNRESET))
+      hog_gone = 1;
     if (s < 0 && errno == EAGAIN) {
       /* meanwhile everybody else is still served promptly */
       int64_t t0 = tu_now_ms();
@@ -213,9 +228,12 @@ static void test_bad_input(void **state) {
   until = tu_now_ms() + 10000;
   while (sent < huge && tu_now_ms() < until) {
     ssize_t s = send(big_fd, h + sent, huge - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (s > 0) sent += (size_t)s;
-    else if (errno != EAGAIN) break;
-    else poll(&(struct pollfd){big_fd, POLLOUT, 0}, 1, 50);
+    if (s > 0)
+      sent += (size_t)s;
+    else if (errno != EAGAIN)
+      break;
+    else
+      poll(&(struct pollfd){big_fd, POLLOUT, 0}, 1, 50);
   }
   free(h);
   struct tu_sock_buf hb = {0};
@@ -266,11 +284,13 @@ static void test_bad_input(void **state) {
   ctl_cleanup(&c);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_note_flood_status_latency),
       cmocka_unit_test(test_bad_input),
   };
-  if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
+  if (getenv("PIREC_TEST_FILTER"))
+    cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

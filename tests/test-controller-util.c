@@ -21,14 +21,16 @@
 
 extern char **environ;
 
-const char *tu_program(const char *name) {
+const char *tu_program(const char *name)
+{
   static char path[4096];
   const char *dir = getenv("PIREC_BUILD_DIR");
   snprintf(path, sizeof path, "%s/apps/%s", dir ? dir : ".", name);
   return path;
 }
 
-char *tu_tmpdir(const char *tag) {
+char *tu_tmpdir(const char *tag)
+{
   const char *base = getenv("TMPDIR");
   char *p = malloc(4096);
   snprintf(p, 4096, "%s/pirec-%s-XXXXXX", base && *base ? base : "/tmp", tag);
@@ -39,34 +41,43 @@ char *tu_tmpdir(const char *tag) {
   return p;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
   return remove(path);
 }
 
-void tu_rm_rf(const char *path) {
-  if (path) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+void tu_rm_rf(const char *path)
+{
+  if (path)
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int64_t tu_now_ms(void) {
+int64_t tu_now_ms(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int tu_proc_start(struct tu_proc *p, const char *const *argv, const char *const *env) {
+int tu_proc_start(struct tu_proc *p, const char *const *argv, const char *const *env)
+{
   int in[2], out[2];
   memset(p, 0, sizeof *p);
-  if (pipe2(in, O_CLOEXEC) < 0) return -errno;
-  if (pipe2(out, O_CLOEXEC) < 0) return -errno;
+  if (pipe2(in, O_CLOEXEC) < 0)
+    return -errno;
+  if (pipe2(out, O_CLOEXEC) < 0)
+    return -errno;
   pid_t pid = fork();
-  if (pid < 0) return -errno;
+  if (pid < 0)
+    return -errno;
   if (pid == 0) {
     /* A test killed by its timeout must not leave a controller (and its recorders) running. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(in[0], 0);
     dup2(out[1], 1);
     signal(SIGPIPE, SIG_DFL);
-    for (const char *const *e = env; e && *e; e++) putenv((char *)*e);
+    for (const char *const *e = env; e && *e; e++)
+      putenv((char *)*e);
     execv(argv[0], (char *const *)argv);
     fprintf(stderr, "cannot run '%s': %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -80,11 +91,13 @@ int tu_proc_start(struct tu_proc *p, const char *const *argv, const char *const 
   return 0;
 }
 
-int tu_proc_write(struct tu_proc *p, const char *data, size_t len) {
+int tu_proc_write(struct tu_proc *p, const char *data, size_t len)
+{
   while (len) {
     ssize_t n = write(p->in_fd, data, len);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR)
+        continue;
       return -errno;
     }
     data += n;
@@ -93,14 +106,17 @@ int tu_proc_write(struct tu_proc *p, const char *data, size_t len) {
   return 0;
 }
 
-int tu_proc_writeln(struct tu_proc *p, const char *line) {
+int tu_proc_writeln(struct tu_proc *p, const char *line)
+{
   int err = tu_proc_write(p, line, strlen(line));
   return err ? err : tu_proc_write(p, "\n", 1);
 }
 
-static char *take_line(char *buf, size_t *len) {
+static char *take_line(char *buf, size_t *len)
+{
   char *nl = memchr(buf, '\n', *len);
-  if (!nl) return NULL;
+  if (!nl)
+    return NULL;
   size_t n = (size_t)(nl - buf);
   char *line = malloc(n + 1);
   memcpy(line, buf, n);
@@ -110,32 +126,41 @@ static char *take_line(char *buf, size_t *len) {
   return line;
 }
 
-char *tu_proc_readline(struct tu_proc *p, int timeout_ms) {
+char *tu_proc_readline(struct tu_proc *p, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     char *line = take_line(p->buf, &p->len);
-    if (line) return line;
+    if (line)
+      return line;
     int64_t left = deadline - tu_now_ms();
-    if (left <= 0 || p->len == sizeof p->buf) return NULL;
+    if (left <= 0 || p->len == sizeof p->buf)
+      return NULL;
     struct pollfd pfd = {p->out_fd, POLLIN, 0};
     int r = poll(&pfd, 1, (int)left);
-    if (r <= 0) continue;
+    if (r <= 0)
+      continue;
     ssize_t n = read(p->out_fd, p->buf + p->len, sizeof p->buf - p->len);
-    if (n <= 0) return NULL;
+    if (n <= 0)
+      return NULL;
     p->len += (size_t)n;
   }
 }
 
-json_t *tu_proc_reply(struct tu_proc *p, json_int_t id, const char *want, int timeout_ms) {
+json_t *tu_proc_reply(struct tu_proc *p, json_int_t id, const char *want, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     int64_t left = deadline - tu_now_ms();
-    if (left <= 0) return NULL;
+    if (left <= 0)
+      return NULL;
     char *line = tu_proc_readline(p, (int)left);
-    if (!line) return NULL;
+    if (!line)
+      return NULL;
     json_t *j = json_loads(line, 0, NULL);
     free(line);
-    if (!j) continue;
+    if (!j)
+      continue;
     json_t *jid = json_object_get(j, "id");
     json_t *reply = json_object_get(j, "reply");
     if (id >= 0 ? (json_is_integer(jid) && json_integer_value(jid) == id)
@@ -145,12 +170,15 @@ json_t *tu_proc_reply(struct tu_proc *p, json_int_t id, const char *want, int ti
   }
 }
 
-void tu_proc_close_stdin(struct tu_proc *p) {
-  if (p->in_fd >= 0) close(p->in_fd);
+void tu_proc_close_stdin(struct tu_proc *p)
+{
+  if (p->in_fd >= 0)
+    close(p->in_fd);
   p->in_fd = -1;
 }
 
-int tu_proc_wait(struct tu_proc *p, int timeout_ms) {
+int tu_proc_wait(struct tu_proc *p, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   int status = -1;
   while (!p->exited) {
@@ -180,14 +208,17 @@ int tu_proc_wait(struct tu_proc *p, int timeout_ms) {
     }
   }
   tu_proc_close_stdin(p);
-  if (p->out_fd >= 0) close(p->out_fd);
+  if (p->out_fd >= 0)
+    close(p->out_fd);
   p->out_fd = -1;
   return p->status;
 }
 
-char *tu_read_file(const char *path, size_t *len) {
+char *tu_read_file(const char *path, size_t *len)
+{
   FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
+  if (!f)
+    return NULL;
   size_t cap = 65536, n = 0;
   char *buf = malloc(cap + 1);
   size_t r;
@@ -200,7 +231,8 @@ char *tu_read_file(const char *path, size_t *len) {
   }
   fclose(f);
   buf[n] = '\0';
-  if (len) *len = n;
+  if (len)
+    *len = n;
   return buf;
 }
 
@@ -211,7 +243,8 @@ struct csv_acc {
   size_t cap;
 };
 
-static void on_field(void *data, size_t len, void *user) {
+static void on_field(void *data, size_t len, void *user)
+{
   struct csv_acc *a = user;
   if (a->n == a->cap) {
     a->cap = a->cap ? a->cap * 2 : 8;
@@ -224,7 +257,8 @@ static void on_field(void *data, size_t len, void *user) {
   a->row[a->n++] = f;
 }
 
-static void on_row(int c, void *user) {
+static void on_row(int c, void *user)
+{
   struct csv_acc *a = user;
   struct tu_csv *csv = a->csv;
   csv->fields = realloc(csv->fields, (csv->rows + 1) * sizeof(char **));
@@ -236,11 +270,13 @@ static void on_row(int c, void *user) {
   a->n = a->cap = 0;
 }
 
-int tu_csv_load(const char *path, struct tu_csv *csv) {
+int tu_csv_load(const char *path, struct tu_csv *csv)
+{
   memset(csv, 0, sizeof *csv);
   size_t len;
   char *text = tu_read_file(path, &len);
-  if (!text) return -1;
+  if (!text)
+    return -1;
   /* A file whose last row is not ended by a newline was cut mid-row. */
   if (len && text[len - 1] != '\n') {
     free(text);
@@ -253,14 +289,17 @@ int tu_csv_load(const char *path, struct tu_csv *csv) {
   ok = ok && csv_fini(&p, on_field, on_row, &a) == 0;
   csv_free(&p);
   free(text);
-  for (size_t i = 0; i < a.n; i++) free(a.row[i]);
+  for (size_t i = 0; i < a.n; i++)
+    free(a.row[i]);
   free(a.row);
   return ok ? 0 : -1;
 }
 
-void tu_csv_free(struct tu_csv *csv) {
+void tu_csv_free(struct tu_csv *csv)
+{
   for (size_t r = 0; r < csv->rows; r++) {
-    for (size_t i = 0; i < csv->nfields[r]; i++) free(csv->fields[r][i]);
+    for (size_t i = 0; i < csv->nfields[r]; i++)
+      free(csv->fields[r][i]);
     free(csv->fields[r]);
   }
   free(csv->fields);
@@ -268,28 +307,35 @@ void tu_csv_free(struct tu_csv *csv) {
   memset(csv, 0, sizeof *csv);
 }
 
-int tu_csv_col(const struct tu_csv *csv, const char *name) {
-  if (!csv->rows) return -1;
+int tu_csv_col(const struct tu_csv *csv, const char *name)
+{
+  if (!csv->rows)
+    return -1;
   for (size_t i = 0; i < csv->nfields[0]; i++)
-    if (strcmp(csv->fields[0][i], name) == 0) return (int)i;
+    if (strcmp(csv->fields[0][i], name) == 0)
+      return (int)i;
   return -1;
 }
 
-int tu_sock_connect(const char *path, int timeout_ms) {
+int tu_sock_connect(const char *path, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return fd;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+      return fd;
     close(fd);
-    if (tu_now_ms() > deadline) return -1;
+    if (tu_now_ms() > deadline)
+      return -1;
     struct timespec ts = {0, 20 * 1000000};
     nanosleep(&ts, NULL);
   }
 }
 
-int tu_sock_send(int fd, json_t *cmd) {
+int tu_sock_send(int fd, json_t *cmd)
+{
   char *text = json_dumps(cmd, JSON_COMPACT);
   size_t len = strlen(text);
   text = realloc(text, len + 2);
@@ -298,7 +344,8 @@ int tu_sock_send(int fd, json_t *cmd) {
   while (off < len) {
     ssize_t n = send(fd, text + off, len - off, MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR)
+        continue;
       free(text);
       return -errno;
     }
@@ -308,7 +355,8 @@ int tu_sock_send(int fd, json_t *cmd) {
   return 0;
 }
 
-json_t *tu_sock_read(int fd, struct tu_sock_buf *b, int timeout_ms) {
+json_t *tu_sock_read(int fd, struct tu_sock_buf *b, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     if (b->data && b->off) {
@@ -325,22 +373,27 @@ json_t *tu_sock_read(int fd, struct tu_sock_buf *b, int timeout_ms) {
       }
     }
     int64_t left = deadline - tu_now_ms();
-    if (left <= 0) return NULL;
+    if (left <= 0)
+      return NULL;
     struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, (int)left) <= 0) continue;
+    if (poll(&pfd, 1, (int)left) <= 0)
+      continue;
     if (b->cap - b->len < 65536) {
       b->cap = b->cap ? b->cap * 2 : 131072;
       b->data = realloc(b->data, b->cap);
     }
     ssize_t n = recv(fd, b->data + b->len, b->cap - b->len, 0);
-    if (n <= 0) return NULL;
+    if (n <= 0)
+      return NULL;
     b->len += (size_t)n;
   }
 }
 
-json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms) {
+json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms)
+{
   int fd = tu_sock_connect(path, timeout_ms);
-  if (fd < 0) return NULL;
+  if (fd < 0)
+    return NULL;
   json_t *cmd = json_loads(json_text, 0, NULL);
   json_t *reply = NULL;
   if (cmd && tu_sock_send(fd, cmd) == 0) {
@@ -353,9 +406,11 @@ json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms) {
   return reply;
 }
 
-int tu_notify_open(const char *path) {
+int tu_notify_open(const char *path)
+{
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
+  if (fd < 0)
+    return -errno;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
   unlink(path);
@@ -367,22 +422,28 @@ int tu_notify_open(const char *path) {
   return fd;
 }
 
-int tu_notify_wait(int fd, const char *what, int timeout_ms) {
+int tu_notify_wait(int fd, const char *what, int timeout_ms)
+{
   int64_t deadline = tu_now_ms() + timeout_ms;
   for (;;) {
     int64_t left = deadline - tu_now_ms();
-    if (left <= 0) return -1;
+    if (left <= 0)
+      return -1;
     struct pollfd pfd = {fd, POLLIN, 0};
-    if (poll(&pfd, 1, (int)left) <= 0) continue;
+    if (poll(&pfd, 1, (int)left) <= 0)
+      continue;
     char buf[4096];
     ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-    if (n <= 0) continue;
+    if (n <= 0)
+      continue;
     buf[n] = '\0';
-    if (strstr(buf, what)) return 0;
+    if (strstr(buf, what))
+      return 0;
   }
 }
 
-ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b) {
+ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b)
+{
   if (b->off) {
     memmove(b->data, b->data + b->off, b->len - b->off);
     b->len -= b->off;
@@ -393,16 +454,20 @@ ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b) {
     b->data = realloc(b->data, b->cap);
   }
   ssize_t n = recv(fd, b->data + b->len, b->cap - b->len, MSG_DONTWAIT);
-  if (n < 0) return -errno;
+  if (n < 0)
+    return -errno;
   b->len += (size_t)n;
   return n;
 }
 
-json_t *tu_sock_next(struct tu_sock_buf *b) {
-  if (!b->data || b->off >= b->len) return NULL;
+json_t *tu_sock_next(struct tu_sock_buf *b)
+{
+  if (!b->data || b->off >= b->len)
+    return NULL;
   char *start = b->data + b->off;
   char *nl = memchr(start, '\n', b->len - b->off);
-  if (!nl) return NULL;
+  if (!nl)
+    return NULL;
   json_t *j = json_loadb(start, (size_t)(nl - start), 0, NULL);
   b->off += (size_t)(nl - start) + 1;
   return j;

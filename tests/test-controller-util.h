@@ -20,12 +20,12 @@ int64_t tu_now_ms(void);
 
 struct tu_proc {
   pid_t pid;
-  int in_fd;   /* child's stdin (write end), -1 when closed */
-  int out_fd;  /* child's stdout (read end) */
+  int in_fd;  /* child's stdin (write end), -1 when closed */
+  int out_fd; /* child's stdout (read end) */
   char buf[1 << 16];
   size_t len;
   int exited;
-  int status;  /* waitpid status */
+  int status; /* waitpid status */
 };
 
 /* Starts argv with stdin and stdout piped (stderr inherited). env entries ("K=V") are added. */
@@ -77,8 +77,6 @@ ssize_t tu_sock_fill(int fd, struct tu_sock_buf *b);
 json_t *tu_sock_next(struct tu_sock_buf *b);
 /* connect + send + read + close in one: the reply or NULL. */
 json_t *tu_sock_call(const char *path, const char *json_text, int timeout_ms);
-
-
 
 /* A datagram socket standing in for systemd's notify socket: the controller (through libsystemd's
  * sd_notify, which only needs $NOTIFY_SOCKET) sends READY=1 there once it listens. */

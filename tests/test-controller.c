@@ -7,7 +7,8 @@
 #include "pirec/gpio.h"
 #include "test-controller-fixture.h"
 
-static json_t *note(struct ctl *c, const char *text) {
+static json_t *note(struct ctl *c, const char *text)
+{
   json_t *cmd = json_pack("{s:i,s:s,s:s}", "id", 7, "cmd", "note", "text", text);
   char *t = json_dumps(cmd, JSON_COMPACT);
   json_decref(cmd);
@@ -20,7 +21,8 @@ static json_t *note(struct ctl *c, const char *text) {
 /* "noted" means the recorder has the note; it reaches the file within milliseconds. Only what
  * is in the file when a SIGKILL lands is promised to survive it, so tests that kill the notes
  * recorder first wait for the note's line in SESSION_DIR/notes.csv. */
-static void wait_for_note_on_disk(const char *dir, const char *text) {
+static void wait_for_note_on_disk(const char *dir, const char *text)
+{
   char path[4400], line[512];
   snprintf(path, sizeof path, "%s/notes.csv", dir);
   snprintf(line, sizeof line, "%s\n", text);
@@ -29,25 +31,30 @@ static void wait_for_note_on_disk(const char *dir, const char *text) {
     char *content = tu_read_file(path, NULL);
     int there = content && strstr(content, line);
     free(content);
-    if (there) return;
-    if (tu_now_ms() > until) fail_msg("the note '%s' did not reach '%s' within 5 s", text, path);
+    if (there)
+      return;
+    if (tu_now_ms() > until)
+      fail_msg("the note '%s' did not reach '%s' within 5 s", text, path);
     usleep(10000);
   }
 }
 
 /* Runs the real `pirec` client and returns its exit status; stdout is captured into out. */
-static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap) {
+static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap)
+{
   const char *argv[16];
   int n = 0;
   argv[n++] = tu_program("pirec");
-  for (; *args; args++) argv[n++] = *args;
+  for (; *args; args++)
+    argv[n++] = *args;
   argv[n++] = "--socket";
   argv[n++] = c->sock;
   argv[n] = NULL;
   /* The note text must stay last for `pirec note`: options go before it. */
   if (strcmp(argv[1], "note") == 0) {
     const char *text = argv[2];
-    for (int i = 2; i < n - 1; i++) argv[i] = argv[i + 1];
+    for (int i = 2; i < n - 1; i++)
+      argv[i] = argv[i + 1];
     argv[n - 1] = text;
   }
   struct tu_proc p;
@@ -57,13 +64,15 @@ static int run_cli(struct ctl *c, const char *const *args, char *out, size_t cap
   while ((line = tu_proc_readline(&p, 10000))) {
     used += (size_t)snprintf(out + used, cap - used, "%s\n", line);
     free(line);
-    if (used >= cap) used = cap - 1;
+    if (used >= cap)
+      used = cap - 1;
   }
   int status = tu_proc_wait(&p, 10000);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void test_three_trials(void **state) {
+static void test_three_trials(void **state)
+{
   struct ctl c;
   fixture_remux_after = 1; /* with a camera, the session is remuxed once it stops */
   ctl_start(&c, have_camera(), NULL);
@@ -105,7 +114,8 @@ static void test_three_trials(void **state) {
         json_decref(note(&c, text));
       }
     }
-    if (c.camera) usleep(1200000); /* let the camera write a second of frames per trial */
+    if (c.camera)
+      usleep(1200000); /* let the camera write a second of frames per trial */
   }
   const char *sargs[] = {"status", NULL};
   assert_int_equal(run_cli(&c, sargs, out, sizeof out), 0);
@@ -153,15 +163,18 @@ static void test_three_trials(void **state) {
   assert_int_equal(count_events(&ev, "module_crash", NULL), 0);
   const char *mname;
   json_t *mv;
-  json_object_foreach(json_object_get(m, "modules"), mname, mv) {
-    if (json_array_size(json_object_get(mv, "crashes")) != 0) fail_msg("recorder '%s' crashed", mname);
+  json_object_foreach(json_object_get(m, "modules"), mname, mv)
+  {
+    if (json_array_size(json_object_get(mv, "crashes")) != 0)
+      fail_msg("recorder '%s' crashed", mname);
   }
   assert_int_equal(ev.rows - 1, jint(json_object_get(m, "events"), "rows"));
   assert_int_equal(ck.rows - 1, jint(json_object_get(m, "clocks"), "rows"));
   /* trial_start rows carry the same clocks as session.json's trials */
   int ce = tu_csv_col(&ev, "event"), cmono = tu_csv_col(&ev, "mono_ns"), k = 0;
   for (size_t i = 1; i < ev.rows; i++) {
-    if (strcmp(ev.fields[i][ce], "trial_start") != 0) continue;
+    if (strcmp(ev.fields[i][ce], "trial_start") != 0)
+      continue;
     json_t *t = json_array_get(trials, (size_t)k++);
     assert_int_equal(strtoll(ev.fields[i][cmono], NULL, 10), jint(t, "start_mono_ns"));
   }
@@ -185,7 +198,8 @@ static void test_three_trials(void **state) {
       char p[4400];
       snprintf(p, sizeof p, "%s/cam0/t%03d_frames.csv", dir, t);
       struct tu_csv fr;
-      if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete", p);
+      if (tu_csv_load(p, &fr) != 0)
+        fail_msg("'%s' missing or incomplete", p);
       assert_true(fr.rows > 1);
       tu_csv_free(&fr);
     }
@@ -194,8 +208,10 @@ static void test_three_trials(void **state) {
       char mp4[4400];
       snprintf(mp4, sizeof mp4, "%s/cam0/t003.mp4", dir);
       int64_t until = tu_now_ms() + 30000;
-      while (access(mp4, R_OK) != 0 && tu_now_ms() < until) usleep(50000);
-      if (access(mp4, R_OK) != 0) fail_msg("'%s' not written by the remux after the session", mp4);
+      while (access(mp4, R_OK) != 0 && tu_now_ms() < until)
+        usleep(50000);
+      if (access(mp4, R_OK) != 0)
+        fail_msg("'%s' not written by the remux after the session", mp4);
     }
   }
   tu_csv_free(&ev);
@@ -206,7 +222,8 @@ static void test_three_trials(void **state) {
   ctl_cleanup(&c);
 }
 
-static void test_recorder_killed_mid_trial(void **state) {
+static void test_recorder_killed_mid_trial(void **state)
+{
   struct ctl c;
   char dir[4200];
   ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
@@ -268,7 +285,8 @@ static void test_recorder_killed_mid_trial(void **state) {
 /* A note acknowledged while its recorder is restarting, then an immediate stop: the stop waits for
  * the recorder to come back, rejoin the trial and write the note, instead of losing it. (CI saw
  * the same loss when a slow start met an early stop.) */
-static void test_note_then_stop_while_restarting(void **state) {
+static void test_note_then_stop_while_restarting(void **state)
+{
   struct ctl c;
   char dir[4200];
   ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
@@ -285,8 +303,10 @@ static void test_note_then_stop_while_restarting(void **state) {
     json_t *nm = json_object_get(json_object_get(st, "modules"), "notes");
     int down = jint(nm, "crashes") == 1;
     json_decref(st);
-    if (down) break;
-    if (i > 500) fail_msg("the controller did not notice the SIGKILL");
+    if (down)
+      break;
+    if (i > 500)
+      fail_msg("the controller did not notice the SIGKILL");
     usleep(2000);
   }
   json_decref(note(&c, "while restarting"));
@@ -307,7 +327,8 @@ static void test_note_then_stop_while_restarting(void **state) {
 /* A recorder restarted mid-session reads the config the controller accepted, not the file as it
  * is now: here the file is broken (a recorder reading it would exit 65 every time and the
  * controller would give up on it) and the restarted notes recorder keeps recording. */
-static void test_restart_uses_config_snapshot(void **state) {
+static void test_restart_uses_config_snapshot(void **state)
+{
   struct ctl c;
   char dir[4200];
   ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\"}", dir, sizeof dir);
@@ -342,9 +363,11 @@ static void test_restart_uses_config_snapshot(void **state) {
 }
 
 /* The video of a camera's trial (cam0/t001.<ext>, whatever the codec makes the extension). */
-static int find_video(const char *camdir, const char *stem, char *out, size_t cap) {
+static int find_video(const char *camdir, const char *stem, char *out, size_t cap)
+{
   DIR *d = opendir(camdir);
-  if (!d) return -1;
+  if (!d)
+    return -1;
   int found = -1;
   size_t n = strlen(stem);
   for (struct dirent *e; found < 0 && (e = readdir(d));)
@@ -358,14 +381,16 @@ static int find_video(const char *camdir, const char *stem, char *out, size_t ca
 
 /* ffprobe reads every packet of the first video stream without one error message: the number of
  * packets, or -1 (with what ffprobe said on stderr). */
-static long probe_packets(const char *path) {
+static long probe_packets(const char *path)
+{
   char cmd[5000];
   snprintf(cmd, sizeof cmd,
            "ffprobe -v error -count_packets -select_streams v:0 -show_entries "
            "stream=nb_read_packets -of csv=p=0 '%s' 2>&1",
            path);
   FILE *p = popen(cmd, "r");
-  if (!p) return -1;
+  if (!p)
+    return -1;
   char out[4096];
   size_t len = fread(out, 1, sizeof out - 1, p);
   out[len] = '\0';
@@ -379,7 +404,8 @@ static long probe_packets(const char *path) {
   return n;
 }
 
-static void test_sigterm_mid_trial(void **state) {
+static void test_sigterm_mid_trial(void **state)
+{
   struct ctl c;
   ctl_start(&c, have_camera(), NULL);
   json_decref(ctl_wait_modules(&c, 0, 15000));
@@ -393,7 +419,8 @@ static void test_sigterm_mid_trial(void **state) {
     snprintf(text, sizeof text, "n%d, \"q\"", i);
     json_decref(note(&c, text));
   }
-  if (c.camera) usleep(1500000);
+  if (c.camera)
+    usleep(1500000);
   ctl_stop_process(&c, 0);
   json_t *m = load_manifest(dir);
   assert_string_equal(jstr(m, "state"), "stopped");
@@ -408,19 +435,24 @@ static void test_sigterm_mid_trial(void **state) {
   assert_string_equal(nt.fields[50][3], "n49, \"q\"");
   assert_int_equal(count_events(&ev, "session_stop", NULL), 1);
   assert_int_equal(count_events(&ev, "module_crash", NULL), 0);
-  assert_int_equal(jint(json_object_get(json_object_get(json_object_get(m, "modules"), "notes"), "counters"), "notes"), 50);
+  assert_int_equal(
+      jint(json_object_get(json_object_get(json_object_get(m, "modules"), "notes"), "counters"), "notes"),
+      50);
   if (c.camera) {
     char p[4400];
     snprintf(p, sizeof p, "%s/cam0/t001_frames.csv", dir);
     struct tu_csv fr;
-    if (tu_csv_load(p, &fr) != 0) fail_msg("'%s' missing or incomplete after SIGTERM", p);
+    if (tu_csv_load(p, &fr) != 0)
+      fail_msg("'%s' missing or incomplete after SIGTERM", p);
     assert_true(fr.rows > 1);
     /* the video is complete too: every frame in the CSV is a packet ffprobe reads cleanly */
     char camdir[4400], video[4700];
     snprintf(camdir, sizeof camdir, "%s/cam0", dir);
-    if (find_video(camdir, "t001", video, sizeof video) != 0) fail_msg("no t001 video in '%s'", camdir);
+    if (find_video(camdir, "t001", video, sizeof video) != 0)
+      fail_msg("no t001 video in '%s'", camdir);
     long packets = probe_packets(video);
-    if (packets < 0) fail_msg("ffprobe cannot read '%s' after SIGTERM", video);
+    if (packets < 0)
+      fail_msg("ffprobe cannot read '%s' after SIGTERM", video);
     assert_int_equal(packets, (long)fr.rows - 1);
     tu_csv_free(&fr);
   }
@@ -432,14 +464,16 @@ static void test_sigterm_mid_trial(void **state) {
 }
 
 /* Every accepted start, trial, reload and stop leaves one `control` row saying who asked. */
-static int has_control_row(const struct tu_csv *ev, const char *detail) {
+static int has_control_row(const struct tu_csv *ev, const char *detail)
+{
   int ce = tu_csv_col(ev, "event"), cd = tu_csv_col(ev, "detail"), n = 0;
   for (size_t i = 1; i < ev->rows; i++)
     n += strcmp(ev->fields[i][ce], "control") == 0 && strcmp(ev->fields[i][cd], detail) == 0;
   return n;
 }
 
-static void test_control_rows(void **state) {
+static void test_control_rows(void **state)
+{
   struct ctl c;
   char dir[4200];
   ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"a\"}", dir, sizeof dir);
@@ -457,8 +491,10 @@ static void test_control_rows(void **state) {
     char *text = tu_read_file(events, NULL);
     int there = text && strstr(text, "SIGHUP");
     free(text);
-    if (there) break;
-    if (tu_now_ms() > until) fail_msg("the SIGHUP reload did not reach '%s' within 10 s", events);
+    if (there)
+      break;
+    if (tu_now_ms() > until)
+      fail_msg("the SIGHUP reload did not reach '%s' within 10 s", events);
     usleep(20000);
   }
   kill(c.proc.pid, SIGUSR1);
@@ -466,8 +502,10 @@ static void test_control_rows(void **state) {
     json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 5000);
     int idle = strcmp(jstr(st, "state"), "idle") == 0;
     json_decref(st);
-    if (idle) break;
-    if (i > 500) fail_msg("SIGUSR1 did not stop the session");
+    if (idle)
+      break;
+    if (i > 500)
+      fail_msg("SIGUSR1 did not stop the session");
     usleep(20000);
   }
   struct tu_csv ev;
@@ -485,7 +523,8 @@ static void test_control_rows(void **state) {
 
 /* SIGHUP with a broken file keeps the old config; a good file is accepted for the next session;
  * SIGUSR1 toggles recording. */
-static void test_reload_and_toggle(void **state) {
+static void test_reload_and_toggle(void **state)
+{
   struct ctl c;
   ctl_start(&c, 0, NULL);
   json_decref(ctl_wait_modules(&c, 0, 15000));
@@ -493,7 +532,8 @@ static void test_reload_and_toggle(void **state) {
   json_t *st = NULL;
   for (int i = 0; i < 200; i++) {
     st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
-    if (strcmp(jstr(st, "state"), "recording") == 0) break;
+    if (strcmp(jstr(st, "state"), "recording") == 0)
+      break;
     json_decref(st);
     st = NULL;
     usleep(25000);
@@ -516,7 +556,8 @@ static void test_reload_and_toggle(void **state) {
     st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
     int idle = strcmp(jstr(st, "state"), "idle") == 0;
     json_decref(st);
-    if (idle) break;
+    if (idle)
+      break;
     usleep(25000);
   }
   json_t *m = load_manifest(dir);
@@ -552,8 +593,10 @@ static void test_reload_and_toggle(void **state) {
     st = ctl_wait_modules(&c, 0, 15000);
     int pid = (int)jint(json_object_get(json_object_get(st, "modules"), "notes"), "pid");
     json_decref(st);
-    if (pid != old_pid) break;
-    if (i > 300) fail_msg("the notes recorder was not restarted after the reload");
+    if (pid != old_pid)
+      break;
+    if (i > 300)
+      fail_msg("the notes recorder was not restarted after the reload");
     usleep(20000);
   }
   r = ctl_call(&c, "{\"id\":4,\"cmd\":\"start\"}", 30000);
@@ -572,16 +615,17 @@ static void test_reload_and_toggle(void **state) {
   ctl_cleanup(&c);
 }
 
-
 /* GPIO through the pipe backend (a FIFO standing in for the chip): an edge on the trigger starts
  * the session, the LED output follows the recording state, a second edge stops it; the edges are
  * in events.csv with their own timestamps. */
-static void write_edge(int fd, uint64_t seq, int level, int64_t ts) {
+static void write_edge(int fd, uint64_t seq, int level, int64_t ts)
+{
   struct pirec_gpio_pipe_record rec = {.ts_ns = ts, .seqno = seq, .level = level, .offset = 17};
   assert_int_equal(write(fd, &rec, sizeof rec), (ssize_t)sizeof rec);
 }
 
-static int read_led(int fd, int timeout_ms) {
+static int read_led(int fd, int timeout_ms)
+{
   int64_t until = tu_now_ms() + timeout_ms;
   int level = -1;
   while (tu_now_ms() < until) {
@@ -591,7 +635,8 @@ static int read_led(int fd, int timeout_ms) {
       level = rec.level;
       continue; /* keep the latest */
     }
-    if (level >= 0) return level;
+    if (level >= 0)
+      return level;
     usleep(10000);
   }
   return level;
@@ -600,14 +645,16 @@ static int read_led(int fd, int timeout_ms) {
 /* ---- GPIO through the pipe backend: a FIFO per line ---- */
 
 /* Makes TMP/NAME.fifo, the stand-in for one GPIO line, and writes its path to path. */
-static void make_line_fifo(const char *tmp, const char *name, char *path, size_t cap) {
+static void make_line_fifo(const char *tmp, const char *name, char *path, size_t cap)
+{
   snprintf(path, cap, "%s/%s.fifo", tmp, name);
   assert_int_equal(mkfifo(path, 0600), 0);
 }
 
 /* Appends a [gpio.NAME] input on fifo: no debounce, no rate limit, the given edge and action. */
 static void add_trigger(char *cfg, size_t cap, const char *name, const char *fifo, const char *line,
-                        const char *edge, const char *action) {
+                        const char *edge, const char *action)
+{
   size_t n = strlen(cfg);
   snprintf(cfg + n, cap - n,
            "[gpio.%s]\nchip = pipe:%s\nline = %s\ndirection = input\nedge = %s\n"
@@ -615,37 +662,44 @@ static void add_trigger(char *cfg, size_t cap, const char *name, const char *fif
            name, fifo, line, edge, action);
 }
 
-static void gpio_ctl_start(struct ctl *c, const char *extra) {
+static void gpio_ctl_start(struct ctl *c, const char *extra)
+{
   ctl_start(c, 0, extra);
   json_decref(ctl_wait_modules(c, 0, 15000));
 }
 
 /* Stops pirec record (expecting `errors` errors) and removes the test's directory. */
-static void gpio_ctl_end(struct ctl *c, char *tmp, int errors) {
+static void gpio_ctl_end(struct ctl *c, char *tmp, int errors)
+{
   ctl_stop_process(c, errors);
   ctl_cleanup(c);
   tu_rm_rf(tmp);
   free(tmp);
 }
 
-static int64_t mono_now_ns(void) {
+static int64_t mono_now_ns(void)
+{
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Polls status until the controller is recording; returns that status (the caller frees it). */
-static json_t *wait_recording(struct ctl *c, const char *what_failed) {
+static json_t *wait_recording(struct ctl *c, const char *what_failed)
+{
   for (int i = 0;; i++) {
     json_t *st = ctl_call(c, "{\"id\":90,\"cmd\":\"status\"}", 5000);
-    if (strcmp(jstr(st, "state"), "recording") == 0) return st;
+    if (strcmp(jstr(st, "state"), "recording") == 0)
+      return st;
     json_decref(st);
-    if (i > 300) fail_msg("%s", what_failed);
+    if (i > 300)
+      fail_msg("%s", what_failed);
     usleep(20000);
   }
 }
 
-static void test_gpio_pipe(void **state) {
+static void test_gpio_pipe(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char trig[4200], led[4200], extra[9000] = "";
   make_line_fifo(tmp, "trigger", trig, sizeof trig);
@@ -675,7 +729,8 @@ static void test_gpio_pipe(void **state) {
     r = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 5000);
     int idle = strcmp(jstr(r, "state"), "idle") == 0;
     json_decref(r);
-    if (idle) break;
+    if (idle)
+      break;
     usleep(20000);
   }
   assert_int_equal(read_led(lfd, 3000), 0);
@@ -685,7 +740,8 @@ static void test_gpio_pipe(void **state) {
   int ce = tu_csv_col(&ev, "event"), cm = tu_csv_col(&ev, "mono_ns");
   int64_t first = -1;
   for (size_t i = 1; i < ev.rows; i++)
-    if (strcmp(ev.fields[i][ce], "gpio_edge") == 0 && first < 0) first = strtoll(ev.fields[i][cm], NULL, 10);
+    if (strcmp(ev.fields[i][ce], "gpio_edge") == 0 && first < 0)
+      first = strtoll(ev.fields[i][cm], NULL, 10);
   assert_int_equal(first, t0); /* the kernel's (here: the record's) time, not the time of reading */
   assert_int_equal(has_control_row(&ev, "start source gpio from gpio.pedal"), 1);
   assert_int_equal(has_control_row(&ev, "stop source gpio from gpio.pedal"), 1);
@@ -697,7 +753,8 @@ static void test_gpio_pipe(void **state) {
 
 /* A start that fails (the output directory cannot be created) leaves the LED off; once the
  * directory can be made, start turns it on and stop off again. */
-static void test_gpio_led_failed_start(void **state) {
+static void test_gpio_led_failed_start(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char led[4200], extra[4400];
   make_line_fifo(tmp, "led", led, sizeof led);
@@ -734,13 +791,15 @@ static void test_gpio_led_failed_start(void **state) {
 
 /* Every sync pulse is in events.csv: the one that starts the periodic pulses with the recording
  * (before the first trial's) included. */
-static void test_gpio_sync_pulses_in_events(void **state) {
+static void test_gpio_sync_pulses_in_events(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char sync[4200], extra[4400];
   make_line_fifo(tmp, "sync", sync, sizeof sync);
   snprintf(extra, sizeof extra,
            "[gpio.sync]\nchip = pipe:%s\nline = GPIO22\ndirection = output\nrole = sync_pulse\n"
-           "pulse_length = 1ms\npulse_interval = 60s\n", sync);
+           "pulse_length = 1ms\npulse_interval = 60s\n",
+           sync);
   struct ctl c;
   gpio_ctl_start(&c, extra);
   json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
@@ -774,7 +833,8 @@ static void test_gpio_sync_pulses_in_events(void **state) {
 /* Edges that arrive while the session their first one starts is being created (markers pressed
  * at once, a bouncing switch) are in that session's events.csv with their kernel timestamps, not
  * only the first: six edges written together give six gpio_edge rows. */
-static void test_gpio_edges_while_starting(void **state) {
+static void test_gpio_edges_while_starting(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char trig[4200], extra[4400] = "";
   make_line_fifo(tmp, "trigger", trig, sizeof trig);
@@ -784,7 +844,8 @@ static void test_gpio_edges_while_starting(void **state) {
   int tfd = open(trig, O_WRONLY);
   assert_true(tfd >= 0);
   int64_t t0 = mono_now_ns();
-  for (int i = 0; i < 6; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 1000000);
+  for (int i = 0; i < 6; i++)
+    write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 1000000);
   json_decref(wait_recording(&c, "the edges did not start a session"));
   json_t *r = ctl_call(&c, "{\"id\":2,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
@@ -808,7 +869,8 @@ static void test_gpio_edges_while_starting(void **state) {
 /* A 10 kHz storm of 5000 toggle edges: at most one op per line waits (later edges are merged into
  * it and counted), the controller keeps answering, and it ends up settled with a handful of
  * sessions, not one per pair of edges. */
-static void test_gpio_edge_storm(void **state) {
+static void test_gpio_edge_storm(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char trig[4200], extra[4400] = "";
   make_line_fifo(tmp, "trigger", trig, sizeof trig);
@@ -819,7 +881,8 @@ static void test_gpio_edge_storm(void **state) {
   assert_true(tfd >= 0);
   enum { EDGES = 5000 };
   int64_t t0 = mono_now_ns();
-  for (int i = 0; i < EDGES; i++) write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 100000);
+  for (int i = 0; i < EDGES; i++)
+    write_edge(tfd, (uint64_t)i + 1, (i + 1) & 1, t0 + (int64_t)i * 100000);
   json_t *st = ctl_call(&c, "{\"id\":1,\"cmd\":\"status\"}", 2000);
   assert_true(jint(st, "ops_queued") <= 2);
   json_decref(st);
@@ -828,9 +891,11 @@ static void test_gpio_edge_storm(void **state) {
     st = ctl_call(&c, "{\"id\":2,\"cmd\":\"status\"}", 2000);
     assert_true(jint(st, "ops_queued") <= 2); /* the running op and this line's pending one */
     pedal = json_object_get(json_object_get(st, "gpio"), "pedal");
-    if (jint(pedal, "edges") == EDGES && jint(st, "ops_queued") == 0) break;
+    if (jint(pedal, "edges") == EDGES && jint(st, "ops_queued") == 0)
+      break;
     json_decref(st);
-    if (i > 500) fail_msg("the controller did not settle after the storm");
+    if (i > 500)
+      fail_msg("the controller did not settle after the storm");
     usleep(20000);
   }
   json_int_t merged = jint(pedal, "merged");
@@ -846,7 +911,8 @@ static void test_gpio_edge_storm(void **state) {
   int sessions = 0;
   DIR *d = opendir(c.out);
   if (d) {
-    for (struct dirent *e; (e = readdir(d));) sessions += e->d_name[0] != '.';
+    for (struct dirent *e; (e = readdir(d));)
+      sessions += e->d_name[0] != '.';
     closedir(d);
   }
   assert_true(sessions >= 1 && (json_int_t)sessions * 2 <= EDGES - merged + 1);
@@ -856,7 +922,8 @@ static void test_gpio_edge_storm(void **state) {
 
 /* An accepted reload while idle re-opens the [gpio.*] lines from the new file (an edge on the new
  * line starts a session); a changed [control] is reported as needing a restart. */
-static void test_reload_reopens_gpio(void **state) {
+static void test_reload_reopens_gpio(void **state)
+{
   char *tmp = tu_tmpdir("gpio");
   char fa[4200], fb[4200], extra[9000] = "", foot[4400] = "";
   make_line_fifo(tmp, "a", fa, sizeof fa);
@@ -891,8 +958,10 @@ static void test_reload_reopens_gpio(void **state) {
     json_t *g = json_object_get(st, "gpio");
     int ok = json_object_size(g) == 1 && json_object_get(g, "foot");
     json_decref(st);
-    if (ok) break;
-    if (i > 300) fail_msg("[gpio.foot] not opened after the reload");
+    if (ok)
+      break;
+    if (i > 300)
+      fail_msg("[gpio.foot] not opened after the reload");
     usleep(20000);
   }
   int fd = open(fb, O_WRONLY | O_NONBLOCK);
@@ -907,7 +976,8 @@ static void test_reload_reopens_gpio(void **state) {
 }
 
 /* `pirec record` without a config runs the built-in demo configuration and records at once. */
-static void test_builtin_demo(void **state) {
+static void test_builtin_demo(void **state)
+{
   char *tmp = tu_tmpdir("demo");
   char sock[4200], out[4200];
   snprintf(sock, sizeof sock, "%s/d.sock", tmp);
@@ -918,12 +988,14 @@ static void test_builtin_demo(void **state) {
   json_t *st = NULL;
   for (int i = 0; i < 500; i++) {
     st = tu_sock_call(sock, "{\"id\":1,\"cmd\":\"status\"}", 2000);
-    if (st && strcmp(jstr(st, "state"), "recording") == 0) break;
+    if (st && strcmp(jstr(st, "state"), "recording") == 0)
+      break;
     json_decref(st);
     st = NULL;
     usleep(20000);
   }
-  if (!st) fail_msg("the demo configuration did not start recording");
+  if (!st)
+    fail_msg("the demo configuration did not start recording");
   assert_string_equal(jstr(st, "config"), "(built-in demo)");
   assert_non_null(json_object_get(json_object_get(st, "modules"), "notes"));
   char dir[4200];
@@ -946,14 +1018,16 @@ static void test_builtin_demo(void **state) {
   load_csv_in(dir, "notes.csv", &nt);
   assert_true(nt.rows >= 2);
   int found = 0;
-  for (size_t i = 1; i < nt.rows; i++) found |= strcmp(nt.fields[i][3], "demo note") == 0;
+  for (size_t i = 1; i < nt.rows; i++)
+    found |= strcmp(nt.fields[i][3], "demo note") == 0;
   assert_true(found);
   tu_csv_free(&nt);
   tu_rm_rf(tmp);
   free(tmp);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_three_trials),
       cmocka_unit_test(test_recorder_killed_mid_trial),
@@ -970,6 +1044,7 @@ int main(void) {
       cmocka_unit_test(test_reload_reopens_gpio),
       cmocka_unit_test(test_builtin_demo),
   };
-  if (getenv("PIREC_TEST_FILTER")) cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
+  if (getenv("PIREC_TEST_FILTER"))
+    cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

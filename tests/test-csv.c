@@ -64,8 +64,14 @@ static void doc_end_row(struct doc *d)
   d->row_ends[d->nrows++] = d->nfields;
 }
 
-static size_t row_start(const struct doc *d, size_t r) { return r ? d->row_ends[r - 1] : 0; }
-static size_t row_fields(const struct doc *d, size_t r) { return d->row_ends[r] - row_start(d, r); }
+static size_t row_start(const struct doc *d, size_t r)
+{
+  return r ? d->row_ends[r - 1] : 0;
+}
+static size_t row_fields(const struct doc *d, size_t r)
+{
+  return d->row_ends[r] - row_start(d, r);
+}
 static const struct field *doc_field(const struct doc *d, size_t r, size_t f)
 {
   return &d->fields[row_start(d, r) + f];
@@ -99,8 +105,7 @@ static void parse_libcsv(const char *buf, size_t len, struct doc *d)
   memset(d, 0, sizeof *d);
   assert_int_equal(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
   if (csv_parse(&p, buf, len, on_csv_field, on_csv_row, d) != len)
-    fail_msg("libcsv could not parse our output: %s\n%.*s", csv_strerror(csv_error(&p)), (int)len,
-             buf);
+    fail_msg("libcsv could not parse our output: %s\n%.*s", csv_strerror(csv_error(&p)), (int)len, buf);
   assert_int_equal(csv_fini(&p, on_csv_field, on_csv_row, d), 0);
   csv_free(&p);
 }
@@ -122,8 +127,8 @@ static const char *const texts[] = {
     "trailing space ",
     "inner\ttab",
     "trailing tab\t",
-    "h\xc3\xa9llo w\xc3\xb6rld",                     /* é, ö: two-byte UTF-8 */
-    "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",          /* 日本語: three-byte */
+    "h\xc3\xa9llo w\xc3\xb6rld",                   /* é, ö: two-byte UTF-8 */
+    "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",        /* 日本語: three-byte */
     "emoji \xf0\x9f\x98\x80\xf0\x9f\x8e\x89, too", /* 😀🎉 and a comma */
     "=SUM(A1:A9)",
     "=HYPERLINK(\"http://x\",\"y\")",
@@ -177,7 +182,10 @@ static size_t build_document(char *out, size_t cap)
   return len;
 }
 
-static void decimal(char *buf, size_t cap, int64_t v) { snprintf(buf, cap, "%" PRId64, v); }
+static void decimal(char *buf, size_t cap, int64_t v)
+{
+  snprintf(buf, cap, "%" PRId64, v);
+}
 
 /* Checks a parsed document against texts[]; parser names the reader for failure messages. */
 static void check_document(const struct doc *d, const char *parser)
@@ -207,8 +215,7 @@ static void check_document(const struct doc *d, const char *parser)
     t = doc_field(d, i + 1, 1);
     skip = pirec_csv_guard_len(t->data, t->len);
     if (guarded && (skip != 1 || t->data[0] != '\''))
-      fail_msg("%s: text '%s' was stored without the formula guard as '%s'", parser, texts[i],
-               t->data);
+      fail_msg("%s: text '%s' was stored without the formula guard as '%s'", parser, texts[i], t->data);
     if (!guarded && skip != 0)
       fail_msg("%s: text '%s' got a guard it does not need: '%s'", parser, texts[i], t->data);
     if (t->len - skip != want || memcmp(t->data + skip, texts[i], want) != 0)
@@ -251,11 +258,10 @@ static void test_guard_len(void **state)
 
 /* Prints each row as its fields in hex, separated by spaces, one line per row, so the C side can
  * compare bytes without a second parser of its own. */
-static const char python_script[] =
-    "import csv, sys\n"
-    "with open(sys.argv[1], newline='', encoding='utf-8') as f:\n"
-    "    for row in csv.reader(f):\n"
-    "        print(' '.join('x' + c.encode('utf-8').hex() for c in row))\n";
+static const char python_script[] = "import csv, sys\n"
+                                    "with open(sys.argv[1], newline='', encoding='utf-8') as f:\n"
+                                    "    for row in csv.reader(f):\n"
+                                    "        print(' '.join('x' + c.encode('utf-8').hex() for c in row))\n";
 
 /* Runs python3 on path; returns its stdout (malloc'd), or NULL if python3 cannot be started. */
 static char *run_python(const char *path, size_t *out_len)
@@ -535,8 +541,7 @@ struct sink_done {
   struct pirec_sink_counters final;
 };
 
-static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final,
-                           void *user)
+static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
 {
   struct sink_done *s = user;
   (void)sink;
@@ -620,12 +625,9 @@ static void test_rows_through_sink(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_texts_round_trip_libcsv),
-      cmocka_unit_test(test_guard_len),
-      cmocka_unit_test(test_texts_round_trip_python),
-      cmocka_unit_test(test_integers),
-      cmocka_unit_test(test_lead_and_time),
-      cmocka_unit_test(test_overflow),
+      cmocka_unit_test(test_texts_round_trip_libcsv), cmocka_unit_test(test_guard_len),
+      cmocka_unit_test(test_texts_round_trip_python), cmocka_unit_test(test_integers),
+      cmocka_unit_test(test_lead_and_time),           cmocka_unit_test(test_overflow),
       cmocka_unit_test(test_rows_through_sink),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

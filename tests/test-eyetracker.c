@@ -98,12 +98,12 @@ static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *ex
   uv_pipe_init(loop, &s->out, 0);
   s->out.data = s;
   s->proc.data = s;
-  uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                   {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE,
-                                    .data.stream = (uv_stream_t *)&s->out},
-                                   {.flags = UV_INHERIT_FD, .data.fd = 2}};
-  uv_process_options_t o = {.file = prog, .args = (char **)args, .exit_cb = sim_exit,
-                            .stdio = stdio, .stdio_count = 3};
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_IGNORE},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&s->out},
+      {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t o = {
+      .file = prog, .args = (char **)args, .exit_cb = sim_exit, .stdio = stdio, .stdio_count = 3};
   s->handles = 2;
   int r = uv_spawn(loop, &s->proc, &o);
   if (r < 0)
@@ -136,8 +136,7 @@ struct run {
   int hold_phase;
 };
 
-static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg,
-                     void *user)
+static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
 {
   struct run *r = user;
   r->events[ev]++;
@@ -249,9 +248,9 @@ static void on_hold_timer(uv_timer_t *t)
 
 /* Runs the simulator with extra args and records one trial of trial_ms into r->dir; with
  * hold_for_ms > 0 the trial's sinks are held (write nothing) from hold_from_ms for that long. */
-static void run_trial_held(struct run *r, const char *tag, const char *const *sim_args,
-                           int64_t trial_ms, void (*tweak)(struct pirec_eyetracker_settings *),
-                           int64_t hold_from_ms, int64_t hold_for_ms)
+static void run_trial_held(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
+                           void (*tweak)(struct pirec_eyetracker_settings *), int64_t hold_from_ms,
+                           int64_t hold_for_ms)
 {
   memset(r, 0, sizeof *r);
   r->hold_from_ms = hold_from_ms;
@@ -435,7 +434,8 @@ static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync
     uint64_t drop = strtoull(cell(&g, i, c_drop), NULL, 10);
     if (i > 0 && (uint64_t)skipped != drop)
       fail_msg("gaze row %d (rtp_ts %s): dropped_before %" PRIu64 " but the simulator generated %d "
-               "samples in between", i + 1, ts, drop, skipped);
+               "samples in between",
+               i + 1, ts, drop, skipped);
     if (i > 0) {
       out->drops += drop;
       out->generated_span += (uint64_t)skipped;
@@ -445,8 +445,7 @@ static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync
     const char *dev = cell(&g, i, c_dev);
     if (dev[0]) {
       if (strcmp(dev, cell(&sim, j, s_dev)) != 0)
-        fail_msg("gaze row %d: device_ns %s, the simulator stamped %s", i + 1, dev,
-                 cell(&sim, j, s_dev));
+        fail_msg("gaze row %d: device_ns %s, the simulator stamped %s", i + 1, dev, cell(&sim, j, s_dev));
       synced = 1;
       out->synced++;
     } else if (synced) {
@@ -491,8 +490,7 @@ static int check_events(const char *dir, int tolerance)
     assert_string_equal(cell(&sim, j, s_fate), "sent");
     assert_string_equal(cell(&sim, j, s_ev), cell(&e, i, c_ev));
     if (i > 0 && llabs(strtoll(cell(&e, i, c_drop), NULL, 10) - skipped) > tolerance)
-      fail_msg("event row %d: dropped_before %s, %d events in between", i + 1,
-               cell(&e, i, c_drop), skipped);
+      fail_msg("event row %d: dropped_before %s, %d events in between", i + 1, cell(&e, i, c_drop), skipped);
     if (cell(&e, i, c_dev)[0])
       assert_string_equal(cell(&e, i, c_dev), cell(&sim, j, s_dev));
     j++;
@@ -570,7 +568,7 @@ static void test_clean_run(void **state)
   struct run *r = calloc(1, sizeof *r);
   /* The device clock runs 1000 ppm fast: device_ns must still match to the nanosecond, and the
    * clock log must show the drift. */
-  static const char *const args[] = {"--gaze-hz", "200", "--gaze-size", "89", "--fps", "30",
+  static const char *const args[] = {"--gaze-hz",  "200", "--gaze-size", "89",   "--fps", "30",
                                      "--first-sr", "500", "--drift-ppm", "1000", NULL};
   int64_t secs = clean_seconds();
   run_trial(r, "clean", args, secs * 1000, NULL);
@@ -589,9 +587,8 @@ static void test_clean_run(void **state)
           "clean %llds: eye events %d; gaze rows %d (synced %d) drops %" PRIu64 " of %" PRIu64
           " generated; scene rows %d, drops after the first %" PRIu64 ", simulator frames in span "
           "%lld; offset %lld ns drift %lld ppb\n",
-          (long long)secs, events, g.rows, g.synced, g.drops, g.generated_span, sc.rows,
-          sc.drops_after_first, (long long)sc.sim_frames_span, (long long)s->gaze.offset_ns,
-          (long long)s->gaze.drift_ppb);
+          (long long)secs, events, g.rows, g.synced, g.drops, g.generated_span, sc.rows, sc.drops_after_first,
+          (long long)sc.sim_frames_span, (long long)s->gaze.offset_ns, (long long)s->gaze.drift_ppb);
   /* loopback TCP loses nothing: every sample of the span is a row */
   assert_int_equal(g.drops, 0);
   assert_int_equal((uint64_t)g.rows, g.generated_span);
@@ -644,17 +641,17 @@ static void tweak_gaze_only(struct pirec_eyetracker_settings *s)
 static void test_faults(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
-  static const char *const args[] = {"--no-world", "--no-events", "--loss", "0.03", "--malformed", "0.05",
-                                     "--gaze-size", "65", "--seed", "7", NULL};
+  static const char *const args[] = {"--no-world",  "--no-events", "--loss", "0.03", "--malformed", "0.05",
+                                     "--gaze-size", "65",          "--seed", "7",    NULL};
   run_trial(r, "faults", args, 4000, tweak_gaze_only);
   assert_int_equal(r->stop_err, 0);
   struct gaze_check g;
   check_gaze(r->dir, &g, 0);
   const struct pirec_eyetracker_status *s = &r->final;
-  fprintf(stderr, "faults: rows %d drops %" PRIu64 " (lost %" PRIu64 ", malformed %" PRIu64
-          "); client lost %" PRIu64 " bad packets %" PRIu64 " bad payloads %" PRIu64 "\n",
-          g.rows, g.drops, g.lost, g.malformed, s->gaze.lost, s->gaze.bad_packets,
-          s->gaze.bad_payloads);
+  fprintf(stderr,
+          "faults: rows %d drops %" PRIu64 " (lost %" PRIu64 ", malformed %" PRIu64 "); client lost %" PRIu64
+          " bad packets %" PRIu64 " bad payloads %" PRIu64 "\n",
+          g.rows, g.drops, g.lost, g.malformed, s->gaze.lost, s->gaze.bad_packets, s->gaze.bad_payloads);
   assert_true(g.lost > 0 && g.malformed > 0);
   assert_int_equal(g.drops, g.lost + g.malformed);
   /* each malformed sample was counted as an error: a bad payload, or a bad RTP packet whose slot
@@ -684,9 +681,10 @@ static void test_refused_rows(void **state)
   struct gaze_check g;
   check_gaze(r->dir, &g, 0);
   const struct pirec_eyetracker_status *s = &r->final;
-  fprintf(stderr, "refused: rows %d, dropped_before sum %" PRIu64 ", refused %" PRIu64
-          ", written %" PRIu64 ", sink drops %" PRIu64 "\n", g.rows, g.drops, s->gaze.refused,
-          s->gaze.written, s->sink_drops);
+  fprintf(stderr,
+          "refused: rows %d, dropped_before sum %" PRIu64 ", refused %" PRIu64 ", written %" PRIu64
+          ", sink drops %" PRIu64 "\n",
+          g.rows, g.drops, s->gaze.refused, s->gaze.written, s->sink_drops);
   assert_true(s->gaze.refused > 50); /* a second at 200 Hz against a ring of about 25 rows */
   assert_int_equal(g.drops, s->gaze.refused);
   assert_int_equal(s->gaze.dropped, s->gaze.refused);
@@ -801,15 +799,16 @@ static void test_peer_vlc(void **state)
   char cmd[2048];
   snprintf(cmd, sizeof cmd,
            "ffmpeg -v error -f lavfi -i testsrc2=size=320x240:rate=30 -t 20 -c:v libx264 -preset "
-           "ultrafast -g 30 -bf 0 '%s/in.mkv'", dir);
+           "ultrafast -g 30 -bf 0 '%s/in.mkv'",
+           dir);
   assert_int_equal(system(cmd), 0);
   int port = 20000 + getpid() % 20000;
   /* VLC refuses to run as root: drop to nobody (setpriv execs, so the pid is VLC's). */
   snprintf(cmd, sizeof cmd,
            "%s cvlc -q --no-audio '%s/in.mkv' --sout '#rtp{sdp=rtsp://127.0.0.1:%d/x}' "
            ">'%s/vlc.log' 2>&1 & echo $! > '%s/vlc.pid'",
-           geteuid() == 0 ? "setpriv --reuid=nobody --regid=nogroup --clear-groups" : "", dir, port,
-           dir, dir);
+           geteuid() == 0 ? "setpriv --reuid=nobody --regid=nogroup --clear-groups" : "", dir, port, dir,
+           dir);
   assert_int_equal(system(cmd), 0);
   sleep(2);
   char url[256];
@@ -850,7 +849,6 @@ static void test_peer_vlc(void **state)
   free(r);
 }
 
-
 /* ---- under the controller: pirec-eyetracker --protocol over real pipes ---- */
 
 struct proto {
@@ -867,7 +865,9 @@ struct proto {
   char status_line[8192];
 };
 
-static void p_closed(uv_handle_t *h) {}
+static void p_closed(uv_handle_t *h)
+{
+}
 
 static void p_written(uv_write_t *w, int status)
 {
@@ -899,8 +899,8 @@ static void p_line(struct proto *p, const char *line)
   case 0: {
     assert_non_null(strstr(line, "\"reply\":\"ready\""));
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}",
-             p->dir);
+    snprintf(cmd, sizeof cmd,
+             "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}", p->dir);
     p_send(p, cmd);
     break;
   }
@@ -921,8 +921,7 @@ static void p_line(struct proto *p, const char *line)
     assert_non_null(strstr(line, "\"reply\":\"bye\""));
     uv_process_kill(&p->sim.proc, SIGTERM);
     break;
-  default:
-    fail_msg("unexpected line: %s", line);
+  default: fail_msg("unexpected line: %s", line);
   }
 }
 
@@ -981,8 +980,7 @@ static void test_protocol(void **state)
       {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->in},
       {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
       {.flags = UV_INHERIT_FD, .data.fd = 2}};
-  uv_process_options_t o = {.file = prog, .args = args, .exit_cb = p_exit, .stdio = stdio,
-                            .stdio_count = 3};
+  uv_process_options_t o = {.file = prog, .args = args, .exit_cb = p_exit, .stdio = stdio, .stdio_count = 3};
   assert_int_equal(uv_spawn(&p->loop, &p->proc, &o), 0);
   uv_read_start((uv_stream_t *)&p->out, p_alloc, p_read);
   uv_run(&p->loop, UV_RUN_DEFAULT);
@@ -1017,11 +1015,10 @@ int main(void)
 {
   pirec_log_set_level(PIREC_LOG_WARN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_settings), cmocka_unit_test(test_clean_run),
-      cmocka_unit_test(test_protocol),
-      cmocka_unit_test(test_faults),   cmocka_unit_test(test_refused_rows),
-      cmocka_unit_test(test_bad_sdp),    cmocka_unit_test(test_chunked_status),
-      cmocka_unit_test(test_peer_vlc),
+      cmocka_unit_test(test_settings),       cmocka_unit_test(test_clean_run),
+      cmocka_unit_test(test_protocol),       cmocka_unit_test(test_faults),
+      cmocka_unit_test(test_refused_rows),   cmocka_unit_test(test_bad_sdp),
+      cmocka_unit_test(test_chunked_status), cmocka_unit_test(test_peer_vlc),
   };
   if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
@@ -1033,8 +1030,8 @@ int main(void)
 static void test_disconnect_5s(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
-  static const char *const args[] = {"--disconnect-at", "3", "--disconnect-for", "5", "--first-sr",
-                                     "300", "--gaze-size", "17", NULL};
+  static const char *const args[] = {
+      "--disconnect-at", "3", "--disconnect-for", "5", "--first-sr", "300", "--gaze-size", "17", NULL};
   run_trial(r, "reconnect", args, 12000, NULL);
   assert_int_equal(r->stop_err, 0);
   struct gaze_check g;
@@ -1065,8 +1062,8 @@ static void test_disconnect_5s(void **state)
   assert_true(sc.drops_after_first >= 5 * 30 - 5);
   int64_t span = sc.sim_frames_span;
   if (llabs(span - (int64_t)(sc.rows + sc.drops_after_first)) > 3)
-    fail_msg("scene: %d rows + %" PRIu64 " drops, the simulator made %lld frames in the span",
-             sc.rows, sc.drops_after_first, (long long)span);
+    fail_msg("scene: %d rows + %" PRIu64 " drops, the simulator made %lld frames in the span", sc.rows,
+             sc.drops_after_first, (long long)span);
   assert_true(r->events[PIREC_EYETRACKER_EVENT_DISCONNECTED] >= 2);
   assert_non_null(strstr(r->messages, "samples lost"));
   remove_dir(r->dir);

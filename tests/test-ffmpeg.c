@@ -131,12 +131,10 @@ static void test_probe(void **state)
   assert_true(info.major >= 4);
   assert_string_equal(err, "");
 
-  assert_int_equal(pirec_ffmpeg_probe(NULL, "pirec_no_such_encoder", &info, err, sizeof err),
-                   -ENOTSUP);
+  assert_int_equal(pirec_ffmpeg_probe(NULL, "pirec_no_such_encoder", &info, err, sizeof err), -ENOTSUP);
   assert_non_null(strstr(err, "has no encoder 'pirec_no_such_encoder'"));
 
-  assert_int_equal(pirec_ffmpeg_probe("/nonexistent/ffmpeg", "libx264", &info, err, sizeof err),
-                   -ENOENT);
+  assert_int_equal(pirec_ffmpeg_probe("/nonexistent/ffmpeg", "libx264", &info, err, sizeof err), -ENOENT);
   assert_non_null(strstr(err, "'/nonexistent/ffmpeg'"));
 
   assert_int_equal(pirec_ffmpeg_probe("/bin/true", NULL, &info, err, sizeof err), -EPROTO);
@@ -197,8 +195,7 @@ static void test_probe_async(void **state)
   /* a missing program fails synchronously, and then no callback */
   memset(&r, 0, sizeof r);
   assert_int_equal(uv_loop_init(&loop), 0);
-  assert_int_equal(pirec_ffmpeg_probe_start(&loop, "/nonexistent/ffmpeg", "libx264", probe_cb, &r),
-                   -ENOENT);
+  assert_int_equal(pirec_ffmpeg_probe_start(&loop, "/nonexistent/ffmpeg", "libx264", probe_cb, &r), -ENOENT);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 0);
   assert_int_equal(uv_loop_close(&loop), 0);
@@ -281,7 +278,8 @@ static long ffprobe_count(const char *path, const char *entry)
 
   snprintf(cmd, sizeof cmd,
            "ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=%s "
-           "-of csv=p=0 '%s'", entry, path);
+           "-of csv=p=0 '%s'",
+           entry, path);
   p = popen(cmd, "r");
   assert_non_null(p);
   if (fgets(out, sizeof out, p))
@@ -344,8 +342,8 @@ static void test_real_encode_packets_equal_frames(void **state)
   uv_run(&e.loop, UV_RUN_DEFAULT);
 
   if (e.result.status != 0)
-    fail_msg("ffmpeg ended (%s) with status %d: %s", pirec_job_end_str(e.result.reason),
-             e.result.status, e.tail);
+    fail_msg("ffmpeg ended (%s) with status %d: %s", pirec_job_end_str(e.result.reason), e.result.status,
+             e.tail);
   assert_int_equal(e.ended, 1);
   assert_int_equal(e.result.reason, PIREC_JOB_END_EXITED);
   assert_int_equal(e.accepted, WANT);
@@ -451,8 +449,8 @@ static void test_killed_encoder_leaves_readable_mkv(void **state)
   assert_int_equal(e.result.status, 128 + SIGKILL);
 
   long packets = ffprobe_count(out, "nb_read_packets");
-  assert_true(packets >= 30);          /* at least the first full clusters */
-  assert_true(packets <= e.accepted);  /* never more than was fed */
+  assert_true(packets >= 30);         /* at least the first full clusters */
+  assert_true(packets <= e.accepted); /* never more than was fed */
   pirec_job_free(e.job);
   uv_close((uv_handle_t *)&e.feeder, NULL);
   uv_run(&e.loop, UV_RUN_DEFAULT);

@@ -174,8 +174,8 @@ static void gen_fill(uint64_t g, unsigned char *buf)
 
 /* Returns the generation held by data, or -1 with a description if it is not one complete
  * generation. */
-static int64_t check_generation(const unsigned char *data, size_t len, unsigned char *scratch,
-                                char *why, size_t why_len)
+static int64_t check_generation(const unsigned char *data, size_t len, unsigned char *scratch, char *why,
+                                size_t why_len)
 {
   uint64_t g;
 
@@ -189,8 +189,8 @@ static int64_t check_generation(const unsigned char *data, size_t len, unsigned 
     return -1;
   }
   if (len != gen_size(g)) {
-    snprintf(why, why_len, "generation %llu should be %zu bytes, file is %zu",
-             (unsigned long long)g, gen_size(g), len);
+    snprintf(why, why_len, "generation %llu should be %zu bytes, file is %zu", (unsigned long long)g,
+             gen_size(g), len);
     return -1;
   }
   gen_fill(g, scratch);
@@ -230,8 +230,7 @@ static void child_async_next(struct child_writer *w)
 {
   gen_fill(w->gen, w->buf);
   w->req.data = w;
-  if (pirec_fs_write_atomic(&w->loop, &w->req, w->path, w->buf, gen_size(w->gen), 0644,
-                            child_async_cb) < 0)
+  if (pirec_fs_write_atomic(&w->loop, &w->req, w->path, w->buf, gen_size(w->gen), 0644, child_async_cb) < 0)
     _exit(1);
 }
 
@@ -339,8 +338,7 @@ static void test_write_atomic_survives_sigkill(void **state)
       fail_msg("iteration %d (seed %u, kill after %lld us): '%s' is torn: %s", i, seed,
                (long long)(delay_ns / 1000), path, why);
     if (got < current)
-      fail_msg("iteration %d: generation went back from %lld to %lld", i, (long long)current,
-               (long long)got);
+      fail_msg("iteration %d: generation went back from %lld to %lld", i, (long long)current, (long long)got);
     if (got > current)
       replaced++;
     current = got;
@@ -376,14 +374,14 @@ static void test_read_file_sync_and_async(void **state)
   assert_int_equal(req.result, 0);
   assert_null(req.message);
   assert_int_equal(req.size, sizeof text - 1);
-  assert_memory_equal(req.contents, text, sizeof text);  /* includes the terminating NUL */
+  assert_memory_equal(req.contents, text, sizeof text); /* includes the terminating NUL */
   pirec_fs_req_cleanup(&req);
   assert_null(req.contents);
 
   assert_int_equal(uv_loop_init(&loop), 0);
   req.data = &d;
   assert_int_equal(pirec_fs_read_file(&loop, &req, path, 1 << 20, done_cb), 0);
-  assert_int_equal(d.calls, 0);  /* async: nothing has run yet */
+  assert_int_equal(d.calls, 0); /* async: nothing has run yet */
   assert_int_equal(run_until_done(&loop, &req, &d), 0);
   assert_int_equal(req.size, sizeof text - 1);
   assert_memory_equal(req.contents, text, sizeof text);
@@ -493,8 +491,7 @@ static void test_write_atomic_sync_and_async(void **state)
   uv_loop_t loop;
 
   (void)state;
-  assert_int_equal(pirec_fs_write_atomic(NULL, &req, path, old_text, strlen(old_text), 0600, NULL),
-                   0);
+  assert_int_equal(pirec_fs_write_atomic(NULL, &req, path, old_text, strlen(old_text), 0600, NULL), 0);
   pirec_fs_req_cleanup(&req);
   data = slurp(path, &len);
   assert_non_null(data);
@@ -509,8 +506,7 @@ static void test_write_atomic_sync_and_async(void **state)
   memcpy(scratch, new_text, sizeof new_text);
   assert_int_equal(uv_loop_init(&loop), 0);
   req.data = &d;
-  assert_int_equal(
-      pirec_fs_write_atomic(&loop, &req, path, scratch, strlen(scratch), 0644, done_cb), 0);
+  assert_int_equal(pirec_fs_write_atomic(&loop, &req, path, scratch, strlen(scratch), 0644, done_cb), 0);
   memset(scratch, 'X', sizeof scratch);
   assert_int_equal(run_until_done(&loop, &req, &d), 0);
   pirec_fs_req_cleanup(&req);
@@ -642,9 +638,8 @@ static void test_write_atomic_concurrent(void **state)
     snprintf(c[i].text, sizeof c[i].text, "writer %d wrote this whole line\n", i);
     c[i].loop_thread = pthread_self();
     c[i].req.data = &c[i];
-    assert_int_equal(pirec_fs_write_atomic(&loop, &c[i].req, path, c[i].text, strlen(c[i].text),
-                                           0644, concurrent_cb),
-                     0);
+    assert_int_equal(
+        pirec_fs_write_atomic(&loop, &c[i].req, path, c[i].text, strlen(c[i].text), 0644, concurrent_cb), 0);
   }
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(uv_loop_close(&loop), 0);

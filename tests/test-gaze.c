@@ -34,8 +34,7 @@ static void test_plain_bytes(void **state)
 static void test_dual_bytes(void **state)
 {
   /* left (100, 200), not worn, right (0.5, 1024) */
-  static const uint8_t b[17] = {0x42, 0xC8, 0, 0, 0x43, 0x48, 0, 0, 0,
-                                0x3F, 0, 0, 0, 0x44, 0x80, 0, 0};
+  static const uint8_t b[17] = {0x42, 0xC8, 0, 0, 0x43, 0x48, 0, 0, 0, 0x3F, 0, 0, 0, 0x44, 0x80, 0, 0};
   struct pirec_gaze_sample s;
   assert_int_equal(pirec_gaze_decode(b, sizeof b, &s), 0);
   assert_int_equal(s.kind, PIREC_GAZE_DUAL);
@@ -178,8 +177,7 @@ static void test_csv_rows(void **state)
     s.x = 0.1f + (float)k; /* not exactly representable in decimal: tests %.9g */
     struct pirec_csv_row row;
     pirec_csv_row_begin(&row, buf, sizeof buf);
-    pirec_gaze_csv_row(&row, 3, 123, 456, k == 0 ? INT64_MIN : 1795305600000000000LL, &s,
-                       4000000000u, 77, 2);
+    pirec_gaze_csv_row(&row, 3, 123, 456, k == 0 ? INT64_MIN : 1795305600000000000LL, &s, 4000000000u, 77, 2);
     int len = pirec_csv_row_end(&row);
     assert_true(len > 0);
     parse(buf, (size_t)len, &p);
@@ -206,8 +204,8 @@ static void test_csv_rows(void **state)
 static void test_events(void **state)
 {
   /* a blink: type 4, start 1795305600000000001, end 1795305600150000002 */
-  static const uint8_t blink[20] = {0, 0, 0, 4, 0x18, 0xea, 0x34, 0xee, 0x67, 0x45, 0x00, 0x01,
-                                    0x18, 0xea, 0x34, 0xee, 0x70, 0x35, 0xd1, 0x82};
+  static const uint8_t blink[20] = {0,    0,    0,    4,    0x18, 0xea, 0x34, 0xee, 0x67, 0x45,
+                                    0x00, 0x01, 0x18, 0xea, 0x34, 0xee, 0x70, 0x35, 0xd1, 0x82};
   struct pirec_gaze_event e, back;
   assert_int_equal(pirec_gaze_event_decode(blink, sizeof blink, &e), 0);
   assert_int_equal(e.type, PIREC_GAZE_EVENT_BLINK);
@@ -259,9 +257,12 @@ static void test_events(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_plain_bytes),   cmocka_unit_test(test_dual_bytes),
-      cmocka_unit_test(test_round_trips_and_offsets), cmocka_unit_test(test_wrong_sizes),
-      cmocka_unit_test(test_csv_rows),      cmocka_unit_test(test_events),
+      cmocka_unit_test(test_plain_bytes),
+      cmocka_unit_test(test_dual_bytes),
+      cmocka_unit_test(test_round_trips_and_offsets),
+      cmocka_unit_test(test_wrong_sizes),
+      cmocka_unit_test(test_csv_rows),
+      cmocka_unit_test(test_events),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,17 +26,16 @@
 #include "pirec/clock.h"
 #include "pirec/gpio.h"
 
-#define MS 1000000LL
-#define CFG "/sys/kernel/config/gpio-sim"
-#define SIM "pirec-test"     /* configfs chip directory */
-#define LABEL "pirec-sim"    /* bank label: what "chip = <label>" finds */
+#define MS     1000000LL
+#define CFG    "/sys/kernel/config/gpio-sim"
+#define SIM    "pirec-test" /* configfs chip directory */
+#define LABEL  "pirec-sim"  /* bank label: what "chip = <label>" finds */
 #define NLINES 8
 
 /* line offsets and names on the simulated chip */
 enum { L_TRIGGER = 0, L_START = 1, L_LED = 2, L_SYNC = 3, L_ALOW = 4, L_DEBOUNCE = 5, L_BUSY = 6 };
-static const char *const line_names[NLINES] = {"pirec-trigger", "pirec-start", "pirec-led",
-                                                "pirec-sync", "pirec-alow", "pirec-debounce",
-                                                "pirec-busy", NULL};
+static const char *const line_names[NLINES] = {"pirec-trigger", "pirec-start",    "pirec-led",  "pirec-sync",
+                                               "pirec-alow",    "pirec-debounce", "pirec-busy", NULL};
 
 static char dev_name[64];  /* gpio-sim.N */
 static char chip_name[64]; /* gpiochipM */
@@ -89,8 +88,7 @@ static int sim_setup(void)
   if (mkdir(CFG "/" SIM, 0755) < 0 || mkdir(CFG "/" SIM "/bank0", 0755) < 0)
     return -errno;
   snprintf(v, sizeof(v), "%d", NLINES);
-  if (write_file(CFG "/" SIM "/bank0/num_lines", v) < 0 ||
-      write_file(CFG "/" SIM "/bank0/label", LABEL) < 0)
+  if (write_file(CFG "/" SIM "/bank0/num_lines", v) < 0 || write_file(CFG "/" SIM "/bank0/label", LABEL) < 0)
     return -EIO;
   for (int i = 0; i < NLINES; i++) {
     if (line_names[i] == NULL)
@@ -159,7 +157,10 @@ static void on_error(struct pirec_gpio *g, int err, void *user)
   r->errors++;
 }
 
-static void timeout_cb(uv_timer_t *t) { uv_stop(t->loop); }
+static void timeout_cb(uv_timer_t *t)
+{
+  uv_stop(t->loop);
+}
 
 /* Runs the loop until r holds n events or ms milliseconds have passed. */
 static void wait_events(struct rec *r, int n, uint64_t ms)
@@ -183,7 +184,7 @@ static void sleep_loop(uv_loop_t *loop, uint64_t ms)
 static void closed_cb(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
 {
   (void)g;
-  (void)final;
+  (void) final;
   *(int *)user = 1;
 }
 
@@ -227,9 +228,8 @@ static void test_edges_by_name(void **state)
     const struct pirec_gpio_event *ev = &r.ev[k - 1];
     int64_t after = pirec_clock_mono_ns();
     printf("# edge %d: %s ts=%lld ns, %lld us after the write, read %lld us later, seqno %llu\n", k,
-           ev->rising ? "rising" : "falling", (long long)ev->ts_ns,
-           (long long)(ev->ts_ns - before) / 1000, (long long)(ev->read_mono_ns - ev->ts_ns) / 1000,
-           (unsigned long long)ev->seqno);
+           ev->rising ? "rising" : "falling", (long long)ev->ts_ns, (long long)(ev->ts_ns - before) / 1000,
+           (long long)(ev->read_mono_ns - ev->ts_ns) / 1000, (unsigned long long)ev->seqno);
     assert_int_equal(ev->rising, up);
     assert_true(ev->ts_ns >= before);
     assert_true(ev->ts_ns <= ev->read_mono_ns);
@@ -436,9 +436,9 @@ int main(void)
   }
   printf("# gpio-sim %s = %s (label %s), %s\n", dev_name, chip_path, LABEL, pirec_gpio_backend());
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_edges_by_name),   cmocka_unit_test(test_toggle_session_led),
-      cmocka_unit_test(test_sync_pulse),      cmocka_unit_test(test_active_low_bias),
-      cmocka_unit_test(test_debounce),        cmocka_unit_test(test_busy),
+      cmocka_unit_test(test_edges_by_name), cmocka_unit_test(test_toggle_session_led),
+      cmocka_unit_test(test_sync_pulse),    cmocka_unit_test(test_active_low_bias),
+      cmocka_unit_test(test_debounce),      cmocka_unit_test(test_busy),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   sim_teardown();

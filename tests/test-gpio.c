@@ -26,7 +26,7 @@
 #include "pirec/config.h"
 #include "pirec/gpio.h"
 
-#define MS 1000000LL
+#define MS         1000000LL
 #define MAX_EVENTS 64
 
 struct rec {
@@ -38,7 +38,7 @@ struct rec {
   struct pirec_gpio_counters final;
   int close_in_cb; /* close the object from the event callback */
   uv_loop_t *loop;
-  int stop_after;  /* stop the loop once this many events arrived (0: never) */
+  int stop_after; /* stop the loop once this many events arrived (0: never) */
 };
 
 static void on_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
@@ -445,7 +445,7 @@ static void test_software_debounce(void **state)
 
 /* ---- the storm: another thread toggles the line at 10 kHz (kernel time) for 0.5 s */
 
-#define STORM_EDGES 5000
+#define STORM_EDGES   5000
 #define STORM_STEP_NS 100000 /* 10 kHz */
 
 struct storm {
@@ -462,9 +462,10 @@ static void *storm_writer(void *arg)
   for (int i = 0; i < STORM_EDGES; i += 10) {
     for (int k = 0; k < 10; k++) {
       int n = i + k;
-      batch[k] = (struct pirec_gpio_pipe_record){
-          .ts_ns = st->t0 + (int64_t)n * STORM_STEP_NS, .seqno = (uint64_t)n + 1,
-          .level = (n + 1) % 2, .offset = 17};
+      batch[k] = (struct pirec_gpio_pipe_record){.ts_ns = st->t0 + (int64_t)n * STORM_STEP_NS,
+                                                 .seqno = (uint64_t)n + 1,
+                                                 .level = (n + 1) % 2,
+                                                 .offset = 17};
     }
     size_t off = 0;
     while (off < sizeof(batch)) {
@@ -506,8 +507,7 @@ static void storm_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev,
   r->errors += ev->lost_before != 0; /* none may be lost: every record reaches us */
 }
 
-static void run_storm(int64_t debounce_ns, struct rec *r, struct ticker *tk,
-                      struct pirec_gpio_counters *c)
+static void run_storm(int64_t debounce_ns, struct rec *r, struct ticker *tk, struct pirec_gpio_counters *c)
 {
   uv_loop_t loop;
   assert_int_equal(uv_loop_init(&loop), 0);
@@ -573,9 +573,9 @@ static void test_storm(void **state)
   for (int i = 1; i < r.n; i++)
     assert_true(r.ev[i].ts_ns - r.ev[i - 1].ts_ns >= 100 * MS);
   assert_int_equal(c.rate_limited, STORM_EDGES - expect);
-  printf("storm: %d edges, %llu polls, max batch %llu, %llu timer ticks, max loop gap %.3f ms\n",
-         STORM_EDGES, (unsigned long long)c.polls, (unsigned long long)c.max_batch,
-         (unsigned long long)tk.ticks, (double)tk.max_gap / 1e6);
+  printf("storm: %d edges, %llu polls, max batch %llu, %llu timer ticks, max loop gap %.3f ms\n", STORM_EDGES,
+         (unsigned long long)c.polls, (unsigned long long)c.max_batch, (unsigned long long)tk.ticks,
+         (double)tk.max_gap / 1e6);
 }
 
 static void test_storm_debounced(void **state)
@@ -827,7 +827,7 @@ static void test_close_in_callback(void **state)
   for (int i = 0; i < 10; i++)
     put(p[1], i * MS, (uint64_t)i + 1, (i + 1) % 2);
   uv_run(&loop, UV_RUN_DEFAULT); /* returns once the object closed itself */
-  assert_int_equal(r.n, 1);     /* nothing after close */
+  assert_int_equal(r.n, 1);      /* nothing after close */
   assert_int_equal(uv_loop_close(&loop), 0);
   /* the read end was closed by the object: writing now fails with EPIPE */
   signal(SIGPIPE, SIG_IGN);

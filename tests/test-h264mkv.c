@@ -70,10 +70,14 @@ static int setup(void **state)
   char frames[16], gop[64];
   snprintf(frames, sizeof frames, "%d", FRAMES);
   snprintf(gop, sizeof gop, "aud=1:keyint=%d:min-keyint=%d:scenecut=0", GOP, GOP);
-  char *argv[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                  "testsrc2=size=160x120:rate=30", "-frames:v", frames, "-c:v", "libx264",
-                  "-preset", "ultrafast", "-bf", "0", "-x264-params", gop, "-f", "h264", f->h264,
-                  NULL};
+  char *argv[] = {"ffmpeg",    "-nostdin", "-v",
+                  "error",     "-y",       "-f",
+                  "lavfi",     "-i",       "testsrc2=size=160x120:rate=30",
+                  "-frames:v", frames,     "-c:v",
+                  "libx264",   "-preset",  "ultrafast",
+                  "-bf",       "0",        "-x264-params",
+                  gop,         "-f",       "h264",
+                  f->h264,     NULL};
   assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
 
   size_t len;
@@ -158,8 +162,8 @@ static int probe(const char *path, struct probe *p)
   static char out[1 << 16];
   memset(p, 0, sizeof *p);
   p->path = path;
-  char *pk[] = {"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                "packet=pts,flags", "-of", "csv=p=0", (char *)path, NULL};
+  char *pk[] = {"ffprobe",          "-v",  "error",   "-select_streams", "v:0", "-show_entries",
+                "packet=pts,flags", "-of", "csv=p=0", (char *)path,      NULL};
   int r = remux_gen_run(pk, out, sizeof out);
   if (r != 0)
     return r;
@@ -174,8 +178,17 @@ static int probe(const char *path, struct probe *p)
     p->keys += flags[0] == 'K';
     p->packets++;
   }
-  char *st[] = {"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                "stream=width,height", "-of", "csv=p=0", (char *)path, NULL};
+  char *st[] = {"ffprobe",
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=width,height",
+                "-of",
+                "csv=p=0",
+                (char *)path,
+                NULL};
   if ((r = remux_gen_run(st, out, sizeof out)) != 0)
     return r;
   if (sscanf(out, "%d,%d", &p->width, &p->height) != 2)
@@ -270,8 +283,8 @@ static int64_t file_size(const char *path)
 /* Writes units [0, n) with the given size/rate; returns the writer, finished and its sink closed.
  * bad_first: first offers unit 1 (a P picture without SPS/PPS), which cannot start a file: -EINVAL,
  * nothing written, not latched. */
-static struct pirec__mkv *write_file(struct fixture *f, uv_loop_t *loop, int w, int h, int fps_num,
-                                     int n, int bad_first, struct closed *c)
+static struct pirec__mkv *write_file(struct fixture *f, uv_loop_t *loop, int w, int h, int fps_num, int n,
+                                     int bad_first, struct closed *c)
 {
   struct pirec_sink *sink;
   struct pirec__mkv *m;
@@ -406,8 +419,7 @@ static void test_seal_file(void **state)
   assert_int_equal(unknown, 0x00FFFFFFFFFFFFFFull); /* as streamed: "unknown" in 8 bytes */
 
   s.data = &w;
-  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written - 1, on_sealed),
-                   -EINVAL);
+  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written - 1, on_sealed), -EINVAL);
   char missing[600];
   snprintf(missing, sizeof missing, "%s/no-such-dir/x.mkv", f->dir);
   assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, missing, c.final.bytes_written, on_sealed), 0);
@@ -487,8 +499,7 @@ static void test_truncated(void **state)
   assert_int_equal(remux_gen_truncate(f->mkv, size * 6 / 10), 0);
   assert_int_equal(probe(f->mkv, &p), 0);
   if (p.packets <= 0 || p.packets >= FRAMES)
-    fail_msg("cut at %lld of %lld bytes: %d packets", (long long)(size * 6 / 10),
-             (long long)size, p.packets);
+    fail_msg("cut at %lld of %lld bytes: %d packets", (long long)(size * 6 / 10), (long long)size, p.packets);
   assert_packets(f, &p, p.packets);
   assert_true(p.keys >= 1);
 }

@@ -416,7 +416,8 @@ static void test_stop_escalates_to_sigkill(void **state)
   assert_true(MS(c.end_ns - t0) < 5000);
   assert_non_null(strstr(log_text, "job 'stubborn' (pid"));
   assert_non_null(strstr(log_text, "closing stdin"));
-  assert_non_null(strstr(log_text, "job 'stubborn': still running 200 ms after stdin was closed: sending SIGTERM"));
+  assert_non_null(
+      strstr(log_text, "job 'stubborn': still running 200 ms after stdin was closed: sending SIGTERM"));
   assert_non_null(strstr(log_text, "job 'stubborn': still running 300 ms after SIGTERM: sending SIGKILL"));
   pirec_job_free(job);
   ctx_close(&c);
@@ -961,7 +962,6 @@ static void test_restart_always_counts_clean_exits(void **state)
   assert_int_equal(c.restart_delay[1], 20);
   ctx_close(&c);
 }
-
 
 static void test_restart_backoff_then_give_up(void **state)
 {

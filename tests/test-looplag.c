@@ -81,8 +81,8 @@ static void finish_cb(uv_timer_t *t)
 /* Runs a loop with the monitor started, a blocker firing first after block_at_ms and then every
  * block_every_ms for blocks times, and everything closed at finish_ms. */
 static void run_scenario(struct fixture *f, uint64_t interval_ms, int64_t threshold_ns,
-                         pirec_looplag_episode_cb cb, uint64_t block_at_ms, uint64_t block_every_ms, int blocks,
-                         int64_t block_ms, uint64_t finish_ms)
+                         pirec_looplag_episode_cb cb, uint64_t block_at_ms, uint64_t block_every_ms,
+                         int blocks, int64_t block_ms, uint64_t finish_ms)
 {
   memset(f, 0, sizeof *f);
   assert_int_equal(uv_loop_init(&f->loop), 0);

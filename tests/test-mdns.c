@@ -24,13 +24,13 @@
 #include <unistd.h>
 
 #define KEY "[eyetracker] address = IP:8080"
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);      \
-      failed = 1;                                                                \
-      goto out;                                                                  \
-    }                                                                            \
+#define CHECK(c)                                                            \
+  do {                                                                      \
+    if (!(c)) {                                                             \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+      failed = 1;                                                           \
+      goto out;                                                             \
+    }                                                                       \
   } while (0)
 
 static char dir[] = "/tmp/pirec-mdns-XXXXXX";
@@ -108,8 +108,8 @@ static void on_closed(struct pirec_mdns *m, void *user)
 }
 
 /* Closes the handle from its own callback, as a user does: the loop then ends by itself. */
-static void on_found(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r,
-                     const char *err, void *user)
+static void on_found(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r, const char *err,
+                     void *user)
 {
   struct answer *a = user;
   a->called++;
@@ -132,8 +132,8 @@ static int lookup(uv_loop_t *loop, const char *prefix, int timeout_ms, struct an
 {
   memset(a, 0, sizeof *a);
   struct pirec_mdns *m = NULL;
-  int r = pirec_mdns_lookup_new(loop, PIREC_MDNS_NEON_TYPE, prefix, timeout_ms, KEY, on_found, a,
-                                &m, a->err, sizeof a->err);
+  int r = pirec_mdns_lookup_new(loop, PIREC_MDNS_NEON_TYPE, prefix, timeout_ms, KEY, on_found, a, &m, a->err,
+                                sizeof a->err);
   uv_run(loop, UV_RUN_DEFAULT); /* until answered and closed, or the failed handle has closed */
   return r;
 }
@@ -235,7 +235,8 @@ static int fake_listen(uv_loop_t *loop, struct fake_http *fh, int port, uv_conne
   uv_ip4_addr("0.0.0.0", port, &sin);
   uv_tcp_init(loop, &fh->srv);
   fh->srv.data = fh;
-  if (uv_tcp_bind(&fh->srv, (struct sockaddr *)&sin, 0) != 0 || uv_listen((uv_stream_t *)&fh->srv, 8, cb) != 0)
+  if (uv_tcp_bind(&fh->srv, (struct sockaddr *)&sin, 0) != 0 ||
+      uv_listen((uv_stream_t *)&fh->srv, 8, cb) != 0)
     return -1;
   return 0;
 }
@@ -390,8 +391,8 @@ int main(void)
   }
 
   /* 2. The daemon, a fake Neon and a decoy whose name lacks the prefix. */
-  CHECK(spawn((char *[]){"avahi-daemon", "-f", aconf, "--no-drop-root", "--no-chroot",
-                         "--no-rlimits", NULL}) > 0);
+  CHECK(spawn((char *[]){"avahi-daemon", "-f", aconf, "--no-drop-root", "--no-chroot", "--no-rlimits",
+                         NULL}) > 0);
   for (int i = 0; i < 100; i++) {
     /* -ENOTSUP until the daemon is on the bus, then -ETIMEDOUT (nothing has this prefix) */
     r = lookup(&loop, "no such prefix", 300, &a);
@@ -403,11 +404,11 @@ int main(void)
   CHECK(r == 0 && a.status == -ETIMEDOUT);
   CHECK(pirec_mdns_probe(KEY, perr, sizeof perr) == 0);
   CHECK(spawn((char *[]){"avahi-publish", "-s", "Other web site", "_http._tcp", "18081", NULL}) > 0);
-  pid_t neon_a = spawn((char *[]){"avahi-publish", "-s", "PI monitor:test:1234", "_http._tcp", "18080", NULL});
+  pid_t neon_a =
+      spawn((char *[]){"avahi-publish", "-s", "PI monitor:test:1234", "_http._tcp", "18080", NULL});
   CHECK(neon_a > 0);
   r = lookup(&loop, PIREC_MDNS_NEON_PREFIX, 15000, &a);
-  printf("found: %d status %d '%s' %s:%d '%s'\n", r, a.status, a.res.name, a.res.host,
-         a.res.port, a.err);
+  printf("found: %d status %d '%s' %s:%d '%s'\n", r, a.status, a.res.name, a.res.host, a.res.port, a.err);
   struct in_addr in;
   CHECK(r == 0 && a.called == 1 && a.closed == 1 && a.status == 0);
   CHECK(a.res.port == 18080);
@@ -428,8 +429,8 @@ int main(void)
     struct pirec_mdns *m = NULL;
     memset(&a, 0, sizeof a);
     int closed = 0;
-    CHECK(pirec_mdns_lookup_new(&loop, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 5000, KEY,
-                                on_found, &a, &m, a.err, sizeof a.err) == 0);
+    CHECK(pirec_mdns_lookup_new(&loop, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 5000, KEY, on_found, &a,
+                                &m, a.err, sizeof a.err) == 0);
     pirec_mdns_close(m, on_closed, &closed);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(a.called == 0 && closed == 1 && a.closed == 0);
@@ -449,8 +450,7 @@ int main(void)
     uv_timer_start(&w.t, et_tick, 50, 50);
     uv_run(&loop, UV_RUN_DEFAULT);
     printf("eyetracker auto: status_ok %llu failed %llu, fake API hits %d, closed %d\n",
-           (unsigned long long)w.st.status_ok, (unsigned long long)w.st.status_failed, fh.hits,
-           w.closed);
+           (unsigned long long)w.st.status_ok, (unsigned long long)w.st.status_failed, fh.hits, w.closed);
     CHECK(w.st.status_ok == 1 && fh.hits == 1 && w.closed == 1);
   }
 
@@ -485,8 +485,8 @@ int main(void)
   {
     struct pirec_mdns *m = NULL;
     memset(&a, 0, sizeof a);
-    CHECK(pirec_mdns_lookup_new(&loop, PIREC_MDNS_NEON_TYPE, "PI nothing", 20000, KEY, on_found,
-                                &a, &m, a.err, sizeof a.err) == 0);
+    CHECK(pirec_mdns_lookup_new(&loop, PIREC_MDNS_NEON_TYPE, "PI nothing", 20000, KEY, on_found, &a, &m,
+                                a.err, sizeof a.err) == 0);
     /* Let avahi's thread connect and browse first (the loop stays free meanwhile). */
     uv_timer_t settle;
     uv_timer_init(&loop, &settle);

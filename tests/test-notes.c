@@ -24,7 +24,8 @@ static const char *tricky[] = {
     "  leading and trailing spaces  ",
 };
 
-static void check_header(const struct tu_csv *csv) {
+static void check_header(const struct tu_csv *csv)
+{
   assert_true(csv->rows >= 1);
   assert_int_equal(csv->nfields[0], 4);
   assert_string_equal(csv->fields[0][0], "trial");
@@ -33,13 +34,15 @@ static void check_header(const struct tu_csv *csv) {
   assert_string_equal(csv->fields[0][3], "text");
 }
 
-static void test_standalone(void **state) {
+static void test_standalone(void **state)
+{
   char *dir = tu_tmpdir("notes");
   const char *argv[] = {tu_program("pirec-notes"), dir, NULL};
   struct tu_proc p;
   assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
   size_t n = sizeof tricky / sizeof tricky[0];
-  for (size_t i = 0; i < n; i++) assert_int_equal(tu_proc_writeln(&p, tricky[i]), 0);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(tu_proc_writeln(&p, tricky[i]), 0);
   tu_proc_close_stdin(&p);
   int status = tu_proc_wait(&p, 10000);
   assert_true(WIFEXITED(status));
@@ -68,7 +71,8 @@ static void test_standalone(void **state) {
   free(dir);
 }
 
-static json_t *call(struct tu_proc *p, json_t *cmd, json_int_t id) {
+static json_t *call(struct tu_proc *p, json_t *cmd, json_int_t id)
+{
   json_object_set_new(cmd, "id", json_integer(id));
   char *text = json_dumps(cmd, JSON_COMPACT);
   json_decref(cmd);
@@ -79,11 +83,15 @@ static json_t *call(struct tu_proc *p, json_t *cmd, json_int_t id) {
   return r;
 }
 
-static const char *reply_of(json_t *r) { return json_string_value(json_object_get(r, "reply")); }
+static const char *reply_of(json_t *r)
+{
+  return json_string_value(json_object_get(r, "reply"));
+}
 
 /* Two trials, notes with newlines in both, pipelined behind start; the file is appended to, not
  * truncated, by the second trial. */
-static void test_protocol_trials(void **state) {
+static void test_protocol_trials(void **state)
+{
   char *dir = tu_tmpdir("notes");
   const char *argv[] = {tu_program("pirec-notes"), "--protocol", "--name", "notes", NULL};
   struct tu_proc p;
@@ -159,7 +167,8 @@ static void test_protocol_trials(void **state) {
 }
 
 /* SIGTERM in the middle of a trial: the file is complete and parseable, the exit clean. */
-static void test_sigterm_mid_trial(void **state) {
+static void test_sigterm_mid_trial(void **state)
+{
   char *dir = tu_tmpdir("notes");
   const char *argv[] = {tu_program("pirec-notes"), "--protocol", NULL};
   struct tu_proc p;
@@ -190,7 +199,8 @@ static void test_sigterm_mid_trial(void **state) {
   free(dir);
 }
 
-static void test_bad_usage(void **state) {
+static void test_bad_usage(void **state)
+{
   const char *argv[] = {tu_program("pirec-notes"), NULL};
   struct tu_proc p;
   assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
@@ -205,7 +215,8 @@ static void test_bad_usage(void **state) {
   assert_int_equal(WEXITSTATUS(status), 1);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_standalone),
       cmocka_unit_test(test_protocol_trials),

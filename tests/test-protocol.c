@@ -21,8 +21,8 @@ struct ctx {
   uv_loop_t loop;
   int cmd_fds[2];
   int rep_fds[2];
-  uv_pipe_t cmd_w;  /* test writes commands */
-  uv_pipe_t rep_r;  /* test reads replies */
+  uv_pipe_t cmd_w; /* test writes commands */
+  uv_pipe_t rep_r; /* test reads replies */
   uv_timer_t timeout;
   uv_timer_t later; /* answers a stop asynchronously */
   struct pirec_recorder *rec;
@@ -45,7 +45,8 @@ struct ctx {
 static struct ctx *g;
 
 /* ---- module ---- */
-static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct ctx *c = pirec_recorder_user(rec);
   c->starts++;
   snprintf(c->last_dir, sizeof c->last_dir, "%s", req->session_dir);
@@ -58,27 +59,31 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req) 
   pirec_recorder_finish(req, 0, NULL);
 }
 
-static void answer_stop(uv_timer_t *t) {
+static void answer_stop(uv_timer_t *t)
+{
   struct ctx *c = t->data;
   pirec_recorder_finish(c->pending_stop, 0, NULL);
   c->pending_stop = NULL;
 }
 
-static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct ctx *c = pirec_recorder_user(rec);
   c->stops++;
   c->pending_stop = req; /* answered 20 ms later, as a module closing its sinks would */
   uv_timer_start(&c->later, answer_stop, 20, 0);
 }
 
-static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct ctx *c = pirec_recorder_user(rec);
   c->statuses++;
   pirec_recorder_counters_add(req, "notes", (uint64_t)c->notes);
   pirec_recorder_finish(req, 0, NULL);
 }
 
-static void m_note(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_note(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct ctx *c = pirec_recorder_user(rec);
   c->notes++;
   assert_true(req->text_len < sizeof c->last_note);
@@ -88,13 +93,15 @@ static void m_note(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
   pirec_recorder_finish(req, 0, NULL);
 }
 
-static void on_rec_closed(struct pirec_recorder *rec, void *user) {
+static void on_rec_closed(struct pirec_recorder *rec, void *user)
+{
   struct ctx *c = user;
   c->closed = 1;
   c->rec = NULL;
 }
 
-static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
+static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
   struct ctx *c = pirec_recorder_user(rec);
   c->quits++;
   pirec_recorder_finish(req, 0, NULL);
@@ -104,12 +111,14 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req) {
 static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
 
 /* ---- controller side ---- */
-static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
   static char buf[65536];
   *b = uv_buf_init(buf, sizeof buf);
 }
 
-static void on_reply(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+static void on_reply(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
   struct ctx *c = s->data;
   if (n < 0) {
     uv_read_stop(s);
@@ -130,21 +139,25 @@ static void on_reply(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     memmove(c->acc, nl + 1, c->acc_len - len - 1);
     c->acc_len -= len + 1;
   }
-  if (c->nreplies >= c->want) uv_stop(&c->loop);
+  if (c->nreplies >= c->want)
+    uv_stop(&c->loop);
 }
 
-static void on_timeout(uv_timer_t *t) {
+static void on_timeout(uv_timer_t *t)
+{
   struct ctx *c = t->data;
   c->timed_out = 1;
   uv_stop(&c->loop);
 }
 
-static void on_written(uv_write_t *w, int status) {
+static void on_written(uv_write_t *w, int status)
+{
   free(w->data);
   free(w);
 }
 
-static void send_raw(struct ctx *c, const char *data, size_t len) {
+static void send_raw(struct ctx *c, const char *data, size_t len)
+{
   uv_write_t *w = malloc(sizeof *w);
   char *copy = malloc(len);
   memcpy(copy, data, len);
@@ -153,29 +166,37 @@ static void send_raw(struct ctx *c, const char *data, size_t len) {
   assert_int_equal(uv_write(w, (uv_stream_t *)&c->cmd_w, &b, 1, on_written), 0);
 }
 
-static void send_line(struct ctx *c, const char *line) {
+static void send_line(struct ctx *c, const char *line)
+{
   send_raw(c, line, strlen(line));
   send_raw(c, "\n", 1);
 }
 
 /* Runs the loop until `total` replies have arrived (at most 5 s). */
-static void wait_replies(struct ctx *c, int total) {
+static void wait_replies(struct ctx *c, int total)
+{
   c->want = total;
   uv_timer_start(&c->timeout, on_timeout, 5000, 0);
-  if (c->nreplies < total) uv_run(&c->loop, UV_RUN_DEFAULT);
+  if (c->nreplies < total)
+    uv_run(&c->loop, UV_RUN_DEFAULT);
   uv_timer_stop(&c->timeout);
   assert_false(c->timed_out);
   assert_true(c->nreplies >= total);
 }
 
-static const char *rs(json_t *j, const char *key) {
+static const char *rs(json_t *j, const char *key)
+{
   json_t *v = json_object_get(j, key);
   return json_is_string(v) ? json_string_value(v) : "";
 }
 
-static json_int_t ri(json_t *j, const char *key) { return json_integer_value(json_object_get(j, key)); }
+static json_int_t ri(json_t *j, const char *key)
+{
+  return json_integer_value(json_object_get(j, key));
+}
 
-static int setup(void **state) {
+static int setup(void **state)
+{
   struct ctx *c = calloc(1, sizeof *c);
   g = c;
   assert_int_equal(uv_loop_init(&c->loop), 0);
@@ -206,15 +227,19 @@ static int setup(void **state) {
   return 0;
 }
 
-static void close_cb(uv_handle_t *h) {}
+static void close_cb(uv_handle_t *h)
+{
+}
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
   struct ctx *c = *state;
   if (c->rec) {
     /* End of stdin makes the module quit and close. */
     uv_close((uv_handle_t *)&c->cmd_w, close_cb);
     uv_timer_start(&c->timeout, on_timeout, 5000, 0);
-    while (c->rec && !c->timed_out) uv_run(&c->loop, UV_RUN_ONCE);
+    while (c->rec && !c->timed_out)
+      uv_run(&c->loop, UV_RUN_ONCE);
     assert_false(c->timed_out);
   } else if (!uv_is_closing((uv_handle_t *)&c->cmd_w)) {
     uv_close((uv_handle_t *)&c->cmd_w, close_cb);
@@ -224,16 +249,19 @@ static int teardown(void **state) {
   uv_close((uv_handle_t *)&c->later, close_cb);
   uv_run(&c->loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&c->loop), 0);
-  for (int i = 0; i < c->nreplies; i++) json_decref(c->replies[i]);
+  for (int i = 0; i < c->nreplies; i++)
+    json_decref(c->replies[i]);
   free(c->acc);
   free(c);
   return 0;
 }
 
-static void test_session_flow(void **state) {
+static void test_session_flow(void **state)
+{
   struct ctx *c = *state;
   send_line(c, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":2,\"label\":\"pilot\"}");
-  send_line(c, "{\"id\":\"n-1\",\"cmd\":\"note\",\"text\":\"a, \\\"quoted\\\"\\nline \xc3\xa9\",\"mono_ns\":5}");
+  send_line(c,
+            "{\"id\":\"n-1\",\"cmd\":\"note\",\"text\":\"a, \\\"quoted\\\"\\nline \xc3\xa9\",\"mono_ns\":5}");
   send_line(c, "{\"id\":3,\"cmd\":\"status\"}");
   send_line(c, "{\"id\":4,\"cmd\":\"stop\"}");
   send_line(c, "{\"id\":5,\"cmd\":\"status\"}");
@@ -263,33 +291,42 @@ static void test_session_flow(void **state) {
   wait_replies(c, 7);
   assert_string_equal(rs(c->replies[6], "reply"), "bye");
   uv_timer_start(&c->timeout, on_timeout, 5000, 0);
-  while (!c->closed && !c->timed_out) uv_run(&c->loop, UV_RUN_ONCE);
+  while (!c->closed && !c->timed_out)
+    uv_run(&c->loop, UV_RUN_ONCE);
   assert_true(c->closed);
   assert_int_equal(c->quits, 1);
 }
 
-static void test_bad_input(void **state) {
+static void test_bad_input(void **state)
+{
   struct ctx *c = *state;
   const char *lines[] = {
-      "{\"id\":1,\"cmd\":\"start\",\"trial\":1",                       /* malformed */
-      "[1,2,3]",                                                        /* not an object */
-      "{\"id\":3}",                                                     /* no cmd */
-      "{\"id\":4,\"cmd\":\"explode\"}",                                 /* unknown */
-      "{\"id\":5,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\"}",        /* no trial */
+      "{\"id\":1,\"cmd\":\"start\",\"trial\":1",                 /* malformed */
+      "[1,2,3]",                                                 /* not an object */
+      "{\"id\":3}",                                              /* no cmd */
+      "{\"id\":4,\"cmd\":\"explode\"}",                          /* unknown */
+      "{\"id\":5,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\"}", /* no trial */
       "{\"id\":6,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":0}",
       "{\"id\":7,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":1,\"label\":\"../../etc\"}",
-      "{\"id\":8,\"cmd\":\"stop\"}",                                    /* not recording */
-      "{\"id\":9,\"cmd\":\"note\"}",                                    /* no text */
+      "{\"id\":8,\"cmd\":\"stop\"}", /* not recording */
+      "{\"id\":9,\"cmd\":\"note\"}", /* no text */
       "{\"id\":10,\"cmd\":\"start\",\"session_dir\":\"/nonexistent\",\"trial\":1}",
       "{\"id\":[1],\"cmd\":\"status\"}",
   };
-  const char *expect[] = {"malformed JSON", "expected a JSON object", "missing field 'cmd'",
-                          "unknown command \"explode\"", "missing field 'trial'",
-                          "'trial' must be an integer >= 1", "invalid label", "not recording",
-                          "missing field 'text'", "cannot open '/nonexistent/notes.csv'",
+  const char *expect[] = {"malformed JSON",
+                          "expected a JSON object",
+                          "missing field 'cmd'",
+                          "unknown command \"explode\"",
+                          "missing field 'trial'",
+                          "'trial' must be an integer >= 1",
+                          "invalid label",
+                          "not recording",
+                          "missing field 'text'",
+                          "cannot open '/nonexistent/notes.csv'",
                           "'id' must be a string or an integer"};
   size_t n = sizeof lines / sizeof lines[0];
-  for (size_t i = 0; i < n; i++) send_line(c, lines[i]);
+  for (size_t i = 0; i < n; i++)
+    send_line(c, lines[i]);
   send_line(c, "{\"id\":99,\"cmd\":\"status\"}");
   wait_replies(c, 1 + (int)n + 1);
   for (size_t i = 0; i < n; i++) {
@@ -311,7 +348,8 @@ static void test_bad_input(void **state) {
   assert_int_equal(k.bad_lines, 10);
 }
 
-static void test_long_line(void **state) {
+static void test_long_line(void **state)
+{
   struct ctx *c = *state;
   size_t big = 3u * 1024 * 1024;
   char *line = malloc(big + 1);
@@ -329,7 +367,8 @@ static void test_long_line(void **state) {
   assert_int_equal(c->notes, 0);
 }
 
-static void test_double_start_and_eof_quit(void **state) {
+static void test_double_start_and_eof_quit(void **state)
+{
   struct ctx *c = *state;
   send_line(c, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":1,\"part\":2}");
   send_line(c, "{\"id\":2,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":2}");
@@ -340,7 +379,8 @@ static void test_double_start_and_eof_quit(void **state) {
   /* teardown closes stdin: quit must arrive without an id and the recorder close */
 }
 
-static void test_new_rejects(void **state) {
+static void test_new_rejects(void **state)
+{
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct pirec_recorder *rec = (void *)1;
@@ -356,7 +396,8 @@ static void test_new_rejects(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_session_flow, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),

@@ -110,8 +110,7 @@ static void read_rows(const char *path, struct rows *r)
 /* Records from source into DIR/NAME for `seconds`, SIGKILLs the camera, remuxes the directory with
  * --clock mono and checks the output against the CSV: one packet per row that points at a complete
  * frame, each at its row's mono_ns (within a tick of 1/90000 s). */
-static void record_kill_remux(struct fixture *f, const char *name, const char *source,
-                              const char *video)
+static void record_kill_remux(struct fixture *f, const char *name, const char *source, const char *video)
 {
   static struct rows rows;
   char dir[512], in[600], csv[600], mp4[600];
@@ -201,7 +200,8 @@ static void passthrough(struct fixture *f, const char *name, const char *codec_a
   assert_int_equal(sh(NULL, 0,
                       "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 10 "
                       "%s '%s'",
-                      codec_args, src), 0);
+                      codec_args, src),
+                   0);
   record_kill_remux(f, name, src, ext);
 }
 

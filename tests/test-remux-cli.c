@@ -55,8 +55,8 @@ static int cli(struct fixture *f, const char *env, const char *args)
   int rc;
 
   snprintf(errpath, sizeof errpath, "%s/stderr.txt", f->dir);
-  snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>'%s' </dev/null", f->dir, env ? env : "",
-           f->bin, args, errpath);
+  snprintf(cmd, sizeof cmd, "cd '%s' && %s '%s' %s 2>'%s' </dev/null", f->dir, env ? env : "", f->bin, args,
+           errpath);
   {
     char *argv[] = {"sh", "-c", cmd, NULL};
     rc = remux_gen_run(argv, f->out, sizeof f->out);
@@ -86,7 +86,8 @@ static json_t *file_result(json_t *top, const char *input)
 {
   json_t *files = json_object_get(top, "files"), *o;
   size_t i;
-  json_array_foreach(files, i, o) {
+  json_array_foreach(files, i, o)
+  {
     if (strcmp(json_string_value(json_object_get(o, "input")), input) == 0)
       return o;
   }
@@ -97,8 +98,10 @@ static json_t *file_result(json_t *top, const char *input)
 static void assert_decodes_clean(const char *path)
 {
   char err[4096];
-  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
-                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */, (char *)path, NULL};
+  char *argv[] = {"sh", "-c",
+                  "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
+                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */,
+                  (char *)path, NULL};
   assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
   if (err[0] != '\0')
     fail_msg("decoding '%s' printed: %s", path, err);
@@ -109,8 +112,7 @@ static void assert_decodes_clean(const char *path)
 static void test_session_mixed(void **state)
 {
   struct fixture *f = *state;
-  static const char *const dirs[] = {"S", "S/camera0", "S/camera1", "S/camera2", "S/eyetracker",
-                                     NULL};
+  static const char *const dirs[] = {"S", "S/camera0", "S/camera1", "S/camera2", "S/eyetracker", NULL};
   char p[512], q[512];
   int64_t *t = remux_gen_times(150, 1 * NS, 3000000, 31), *pos, *size;
   struct stat st_raw;
@@ -120,20 +122,19 @@ static void test_session_mixed(void **state)
   make_dirs(f, dirs);
   /* Good: MKV with device timestamps, and the scene video (with B-frames). */
   assert_int_equal(remux_gen_video(at(f, "S/camera0/t001.mkv", p, sizeof p), 90, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 90, t, t, NULL,
-                                 NULL, 0), 0);
-  assert_int_equal(remux_gen_video(at(f, "S/eyetracker/t001_scene.mkv", p, sizeof p), 60,
-                                   "160x120", 2), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/eyetracker/t001_scene_frames.csv", p, sizeof p), 60, t,
-                                 NULL, NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 90, t, t, NULL, NULL, 0),
+                   0);
+  assert_int_equal(remux_gen_video(at(f, "S/eyetracker/t001_scene.mkv", p, sizeof p), 60, "160x120", 2), 0);
+  assert_int_equal(
+      remux_gen_csv(at(f, "S/eyetracker/t001_scene_frames.csv", p, sizeof p), 60, t, NULL, NULL, NULL, 0), 0);
   /* Crashed: a raw stream cut inside frame 80, CSV with 85 rows and a partial one. */
   at(f, "S/camera1/t001.h264", p, sizeof p);
   assert_int_equal(remux_gen_video(p, 150, "160x120", 0), 0);
   assert_int_equal(remux_gen_packets(p, &pos, &size), 150);
   assert_int_equal(remux_gen_truncate(p, pos[80] + 10), 0);
   assert_int_equal(stat(p, &st_raw), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera1/t001_frames.csv", q, sizeof q), 85, t, NULL,
-                                 size, pos, 17), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera1/t001_frames.csv", q, sizeof q), 85, t, NULL, size, pos, 17),
+                   0);
   /* Corrupt: garbage, a CSV one row short, an empty video. */
   {
     FILE *fp = fopen(at(f, "S/camera0/t002.mkv", p, sizeof p), "wb");
@@ -141,24 +142,24 @@ static void test_session_mixed(void **state)
       fputc((i * 131 + 7) & 0xff, fp);
     fclose(fp);
   }
-  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t002_frames.csv", p, sizeof p), 90, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t002_frames.csv", p, sizeof p), 90, t, NULL, NULL, NULL, 0),
+                   0);
   assert_int_equal(remux_gen_video(at(f, "S/camera0/t003.mkv", p, sizeof p), 90, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t003_frames.csv", p, sizeof p), 89, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t003_frames.csv", p, sizeof p), 89, t, NULL, NULL, NULL, 0),
+                   0);
   fclose(fopen(at(f, "S/camera0/t004.mkv", p, sizeof p), "w"));
-  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t004_frames.csv", p, sizeof p), 90, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t004_frames.csv", p, sizeof p), 90, t, NULL, NULL, NULL, 0),
+                   0);
   /* Children that hang and crash (a real hanging / aborting process, see PIREC_REMUX_TEST_FAULT). */
   assert_int_equal(remux_gen_video(at(f, "S/camera2/t001.mkv", p, sizeof p), 30, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t001_frames.csv", p, sizeof p), 30, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t001_frames.csv", p, sizeof p), 30, t, NULL, NULL, NULL, 0),
+                   0);
   assert_int_equal(remux_gen_video(at(f, "S/camera2/t002.mkv", p, sizeof p), 30, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t002_frames.csv", p, sizeof p), 30, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera2/t002_frames.csv", p, sizeof p), 30, t, NULL, NULL, NULL, 0),
+                   0);
 
-  assert_int_equal(cli(f, "PIREC_REMUX_TEST_FAULT=camera2/t001:hang,camera2/t002:abort",
-                       "-j 2 --timeout 3 --json S"), 1);
+  assert_int_equal(
+      cli(f, "PIREC_REMUX_TEST_FAULT=camera2/t001:hang,camera2/t002:abort", "-j 2 --timeout 3 --json S"), 1);
   top = json_loads(f->out, 0, &jerr);
   if (top == NULL)
     fail_msg("not JSON (%s): %s", jerr.text, f->out);
@@ -179,16 +180,16 @@ static void test_session_mixed(void **state)
   assert_true(json_is_true(json_object_get(o, "partial_row")));
   assert_true(json_is_true(json_object_get(o, "video_truncated")));
 
-  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t002.mkv"),
-                                                           "error")), "cannot read"));
-  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t003.mkv"),
-                                                           "error")), "has 89 rows but"));
-  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t004.mkv"),
-                                                           "error")), "is empty"));
-  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t001.mkv"),
-                                                           "error")), "timed out"));
-  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t002.mkv"),
-                                                           "error")), "signal 6"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t002.mkv"), "error")),
+                         "cannot read"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t003.mkv"), "error")),
+                         "has 89 rows but"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera0/t004.mkv"), "error")),
+                         "is empty"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t001.mkv"), "error")),
+                         "timed out"));
+  assert_non_null(strstr(json_string_value(json_object_get(file_result(top, "S/camera2/t002.mkv"), "error")),
+                         "signal 6"));
   json_decref(top);
 
   /* Outputs exist for the good and the recovered files and decode without a single error. */
@@ -258,10 +259,12 @@ static void test_table_shortens_long_paths(void **state)
 
   assert_int_equal(mkdir(at(f, "20261203T221351Z_a-long-label", p, sizeof p), 0700), 0);
   assert_int_equal(mkdir(at(f, "20261203T221351Z_a-long-label/front", p, sizeof p), 0700), 0);
-  assert_int_equal(remux_gen_video(at(f, "20261203T221351Z_a-long-label/front/t001.mkv", p, sizeof p),
-                                   10, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "20261203T221351Z_a-long-label/front/t001_frames.csv", p,
-                                    sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(
+      remux_gen_video(at(f, "20261203T221351Z_a-long-label/front/t001.mkv", p, sizeof p), 10, "160x120", 0),
+      0);
+  assert_int_equal(remux_gen_csv(at(f, "20261203T221351Z_a-long-label/front/t001_frames.csv", p, sizeof p),
+                                 10, t, NULL, NULL, NULL, 0),
+                   0);
   snprintf(args, sizeof args, "--dry-run '%s/20261203T221351Z_a-long-label/front/t001.mkv'", f->dir);
   assert_int_equal(cli(f, NULL, args), 0);
   const char *row = strstr(f->out, "\n.../");
@@ -330,8 +333,8 @@ static void test_scan_skips_strays_and_outputs(void **state)
 
   make_dirs(f, dirs);
   assert_int_equal(remux_gen_video(at(f, "S/camera0/t001.h264", p, sizeof p), 60, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 60, t, NULL,
-                                 NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "S/camera0/t001_frames.csv", p, sizeof p), 60, t, NULL, NULL, NULL, 0),
+                   0);
   assert_int_equal(remux_gen_video(at(f, "S/camera0/stray.h264", p, sizeof p), 30, "160x120", 0), 0);
 
   /* The stray is listed as skipped and does not fail the run. */
@@ -373,8 +376,8 @@ static void test_scan_skips_strays_and_outputs(void **state)
   assert_int_equal(json_array_size(json_object_get(top, "files")), 0);
   skipped = json_object_get(top, "skipped");
   assert_int_equal(json_array_size(skipped), 2);
-  assert_non_null(strstr(json_string_value(json_object_get(json_array_get(skipped, 1), "reason")),
-                         "WritingApp"));
+  assert_non_null(
+      strstr(json_string_value(json_object_get(json_array_get(skipped, 1), "reason")), "WritingApp"));
   json_decref(top);
   assert_int_equal(access(at(f, "S/camera0/t001.mp4", p, sizeof p), F_OK), -1);
   free(t);
@@ -418,8 +421,7 @@ static void test_verify_short_output(void **state)
 
   /* Complete but short: 50 of the 90 frames, remuxed again by ffmpeg (timestamps copied). */
   snprintf(cmd, sizeof cmd,
-           "cd '%s' && ffmpeg -nostdin -v error -y -i good.mkv -c copy -frames:v 50 v_timed.mkv",
-           f->dir);
+           "cd '%s' && ffmpeg -nostdin -v error -y -i good.mkv -c copy -frames:v 50 v_timed.mkv", f->dir);
   {
     char *argv[] = {"sh", "-c", cmd, NULL};
     assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
@@ -503,8 +505,8 @@ static void test_mkvmerge_reads_timestamps(void **state)
   assert_int_equal(remux_gen_video(at(f, "w.h264", p, sizeof p), 90, "160x120", 0), 0);
   assert_int_equal(remux_gen_csv(at(f, "w_frames.csv", p, sizeof p), 90, t, NULL, NULL, NULL, 0), 0);
   assert_int_equal(cli(f, NULL, "--format mkv --write-timestamps w.h264"), 0);
-  snprintf(cmd, sizeof cmd,
-           "cd '%s' && mkvmerge -q -o theirs.mkv --timestamps 0:w.mkv.timestamps.txt w.h264", f->dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && mkvmerge -q -o theirs.mkv --timestamps 0:w.mkv.timestamps.txt w.h264",
+           f->dir);
   {
     char *argv[] = {"sh", "-c", cmd, NULL};
     assert_int_equal(remux_gen_run(argv, NULL, 0), 0);

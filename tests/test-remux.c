@@ -71,8 +71,8 @@ static void assert_pts_exact(const char *out, const int64_t *t, int64_t n, int w
   for (int64_t i = 0; i < n; i++) {
     int64_t want = round_div((t[i] - t[0]) * want_den, NS);
     if (pts[i] - pts[0] != want)
-      fail_msg("frame %lld: pts - pts0 = %lld, want %lld", (long long)i,
-               (long long)(pts[i] - pts[0]), (long long)want);
+      fail_msg("frame %lld: pts - pts0 = %lld, want %lld", (long long)i, (long long)(pts[i] - pts[0]),
+               (long long)want);
   }
   free(pts);
 }
@@ -81,8 +81,10 @@ static void assert_pts_exact(const char *out, const int64_t *t, int64_t n, int w
 static void assert_decodes_clean(const char *out)
 {
   char err[4096];
-  char *argv[] = {"sh", "-c", "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
-                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */, (char *)out, NULL};
+  char *argv[] = {"sh", "-c",
+                  "ffmpeg -nostdin -v error -i \"$0\" -fps_mode passthrough -enc_time_base -1 "
+                  "-f null - 2>&1" /* frames keep their own times: no collisions at a guessed rate */,
+                  (char *)out, NULL};
   assert_int_equal(remux_gen_run(argv, err, sizeof err), 0);
   if (err[0] != '\0')
     fail_msg("decoding '%s' printed: %s", out, err);
@@ -135,8 +137,7 @@ static void test_mkv_output_and_timestamps_file(void **state)
   const int n = 90;
   char video[512], ts[600];
   struct pirec_remux_result res;
-  struct pirec_remux_options opt = {.format = PIREC_REMUX_MKV,
-                                    .flags = PIREC_REMUX_WRITE_TIMESTAMPS};
+  struct pirec_remux_options opt = {.format = PIREC_REMUX_MKV, .flags = PIREC_REMUX_WRITE_TIMESTAMPS};
   int64_t *mono = remux_gen_times(n, 1 * NS, 5000000, 3);
   FILE *fp;
   char line[128];
@@ -253,7 +254,8 @@ static void test_raw_mjpeg(void **state)
   snprintf(video, sizeof video, "%s", at(f, "usb.mjpeg"));
   snprintf(cmd, sizeof cmd,
            "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=160x120:rate=30 -frames:v %d "
-           "-c:v mjpeg -f mjpeg '%s'", n, video);
+           "-c:v mjpeg -f mjpeg '%s'",
+           n, video);
   {
     char *argv[] = {"sh", "-c", cmd, NULL};
     assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
@@ -454,7 +456,8 @@ static void test_corrupt_inputs(void **state)
   assert_int_equal(link(good, path), 0);
   fp = fopen(at(f, "text_frames.csv"), "w");
   fputs("trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n"
-        "1,100,200,0,0,,0,,\n1,1x3,300,1,1,,0,,\n", fp);
+        "1,100,200,0,0,,0,,\n1,1x3,300,1,1,,0,,\n",
+        fp);
   fclose(fp);
   expect_failure(path, "text_frames.csv:3: mono_ns '1x3'");
 
@@ -516,7 +519,8 @@ static void test_timing_loader(void **state)
   assert_int_equal(t.offset[1], 10);
   pirec_remux_timing_free(&t);
   /* The wall clock stepped back: named, with the hint. */
-  assert_int_equal(pirec_remux_timing_load(at(f, "a.csv"), PIREC_REMUX_CLOCK_WALL, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "a.csv"), PIREC_REMUX_CLOCK_WALL, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "a.csv:3: wall_ns 800 is not after 900"));
   assert_non_null(strstr(err, "--clock mono"));
   /* A row with a device timestamp missing: auto falls back to mono, device refuses. */
@@ -527,20 +531,24 @@ static void test_timing_loader(void **state)
   assert_int_equal(t.count, 2);
   assert_false(t.partial_row);
   pirec_remux_timing_free(&t);
-  assert_int_equal(pirec_remux_timing_load(at(f, "b.csv"), PIREC_REMUX_CLOCK_DEVICE, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "b.csv"), PIREC_REMUX_CLOCK_DEVICE, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "b.csv:3: device_ts_ns is empty"));
   /* Wrong field count and a negative number. */
   n = snprintf(buf, sizeof buf, "%s1,100,900,0,0,,0,,\n1,200,1000\n", head);
   write_file(at(f, "c.csv"), buf, (size_t)n);
-  assert_int_equal(pirec_remux_timing_load(at(f, "c.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "c.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "c.csv:3: row has 3 fields, the header has 9"));
   n = snprintf(buf, sizeof buf, "%s1,-100,900,0,0,,0,,\n", head);
   write_file(at(f, "d.csv"), buf, (size_t)n);
-  assert_int_equal(pirec_remux_timing_load(at(f, "d.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "d.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "d.csv:2: mono_ns '-100' is not a non-negative integer"));
   /* Not a frames CSV at all. */
   write_file(at(f, "e.csv"), "x,y\n1,2\n", 8);
-  assert_int_equal(pirec_remux_timing_load(at(f, "e.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "e.csv"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "no 'mono_ns' column"));
   /* pts files: ms with decimals to exact ns, a partial last line, a bad value. */
   write_file(at(f, "p.pts"), "# timecode format v2\n0.000\n33.366\n66.7\n100.0", 44);
@@ -550,9 +558,11 @@ static void test_timing_loader(void **state)
   assert_int_equal(t.t_ns[1], 33366000);
   assert_int_equal(t.t_ns[2], 66700000);
   pirec_remux_timing_free(&t);
-  assert_int_equal(pirec_remux_timing_load(at(f, "p.pts"), PIREC_REMUX_CLOCK_MONO, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "p.pts"), PIREC_REMUX_CLOCK_MONO, &t, err, sizeof err),
+                   -EINVAL);
   write_file(at(f, "q.pts"), "# timestamp format v2\n0\n3x\n", 27);
-  assert_int_equal(pirec_remux_timing_load(at(f, "q.pts"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err), -EINVAL);
+  assert_int_equal(pirec_remux_timing_load(at(f, "q.pts"), PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "q.pts:3: '3x' is not a time in milliseconds"));
 }
 

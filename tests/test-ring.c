@@ -507,8 +507,6 @@ static void test_prepare_detached_is_awaited(void **state)
   assert_int_equal(pirec_ring_prepare_detached(&size, 0), -EINVAL);
 }
 
-
-
 static void test_two_thread_stress(void **state)
 {
   (void)state;
@@ -524,8 +522,8 @@ static void test_two_thread_stress(void **state)
   struct pirec_ring_stats st;
   pirec_ring_stats(s.ring, &st);
   printf("stress: %llu offered, %llu delivered, %llu dropped, high water %zu of %zu\n",
-         (unsigned long long)s.attempts, (unsigned long long)s.received,
-         (unsigned long long)st.dropped, st.high_water, st.capacity);
+         (unsigned long long)s.attempts, (unsigned long long)s.received, (unsigned long long)st.dropped,
+         st.high_water, st.capacity);
   assert_int_equal(s.attempts, STRESS_RECORDS);
   assert_int_equal(s.bad, 0);
   assert_int_equal(s.received, s.accepted);

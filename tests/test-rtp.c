@@ -69,7 +69,7 @@ static void test_rtcp_sr(void **state)
   assert_int_equal(out.octets, 9999);
   assert_int_equal(pirec_rtcp_parse_sr(rr, 8, &out), 0);
   assert_int_equal(pirec_rtcp_parse_sr(b, 35, &out), -EBADMSG); /* cut short */
-  b[8 + 3] = 3;                                                  /* SR claiming 16 bytes */
+  b[8 + 3] = 3;                                                 /* SR claiming 16 bytes */
   assert_int_equal(pirec_rtcp_parse_sr(b, 24, &out), -EBADMSG);
   assert_int_equal(pirec_rtcp_parse_sr(b, 2, &out), -EBADMSG);
 }
@@ -155,8 +155,8 @@ static void drain(struct pirec_rtsp_framer *f, struct items *it)
     it->kinds[it->n] = item.kind;
     it->channels[it->n] = item.channel;
     if (item.kind == PIREC_RTSP_MESSAGE) {
-      snprintf(it->text[it->n], 256, "%.*s|%.*s", (int)item.len, (const char *)item.data,
-               (int)item.body_len, item.body);
+      snprintf(it->text[it->n], 256, "%.*s|%.*s", (int)item.len, (const char *)item.data, (int)item.body_len,
+               item.body);
       it->lens[it->n] = item.body_len;
     } else {
       memcpy(it->text[it->n], item.data, item.len < 256 ? item.len : 256);
@@ -166,8 +166,7 @@ static void drain(struct pirec_rtsp_framer *f, struct items *it)
   }
 }
 
-static void feed(struct pirec_rtsp_framer *f, struct items *it, const char *data, size_t len,
-                 size_t step)
+static void feed(struct pirec_rtsp_framer *f, struct items *it, const char *data, size_t len, size_t step)
 {
   for (size_t i = 0; i < len; i += step) {
     size_t avail, n = len - i < step ? len - i : step;
@@ -182,7 +181,8 @@ static void feed(struct pirec_rtsp_framer *f, struct items *it, const char *data
 static void test_framer(void **state)
 {
   static const char stream[] = "RTSP/1.0 200 OK\r\nCSeq: 2\r\ncontent-length: 5\r\n\r\nv=0\r\n"
-                               "$\x01\x00\x03" "abc"
+                               "$\x01\x00\x03"
+                               "abc"
                                "junk\x01\x02"
                                "GET_PARAMETER rtsp://x/ RTSP/1.0\r\nCSeq: 9\r\n\r\n"
                                "$\x00\x00\x00";
@@ -227,7 +227,8 @@ static void test_framer(void **state)
 
 static void test_headers(void **state)
 {
-  static const char m[] = "RTSP/1.0 454 Session Not Found\r\nCSeq: 4\r\nSession:  12345678;timeout=60 \r\n\r\n";
+  static const char m[] =
+      "RTSP/1.0 454 Session Not Found\r\nCSeq: 4\r\nSession:  12345678;timeout=60 \r\n\r\n";
   const char *v;
   size_t vl;
   assert_int_equal(pirec_rtsp_status((const uint8_t *)m, sizeof m - 1), 454);
@@ -263,8 +264,7 @@ static void test_http_reply(void **state)
 {
   char b[256];
   /* Content-Length bounds the body, even when more bytes follow */
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, more", b, sizeof b),
-                   200);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, more", b, sizeof b), 200);
   assert_string_equal(b, "hello");
   /* no length: the body runs to the end of the connection */
   assert_int_equal(http_reply("HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n{\"m\":1}", b, sizeof b), 404);
@@ -276,35 +276,30 @@ static void test_http_reply(void **state)
                    200);
   assert_string_equal(b, "{\"result\":[1]}");
   /* an empty chunked body */
-  assert_int_equal(http_reply("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                              b, sizeof b),
-                   204);
+  assert_int_equal(
+      http_reply("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b, sizeof b), 204);
   assert_string_equal(b, "");
   /* cut off: in the headers, short of Content-Length, before the last chunk, inside a size line */
   assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Len", b, sizeof b), -ENODATA);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", b, sizeof b),
-                   -ENODATA);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-                              b, sizeof b),
-                   -ENODATA);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", b,
-                              sizeof b),
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", b, sizeof b), -ENODATA);
+  assert_int_equal(
+      http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b, sizeof b),
+      -ENODATA);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", b, sizeof b),
                    -ENODATA);
   assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1f", b, sizeof b),
                    -ENODATA);
   /* malformed: no status line, a bad status, a bad length, a bad chunk, an unknown coding */
   assert_int_equal(http_reply("RTSP/1.0 200 OK\r\n\r\n", b, sizeof b), -EBADMSG);
   assert_int_equal(http_reply("HTTP/1.1 2x0 OK\r\n\r\n", b, sizeof b), -EBADMSG);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc", b, sizeof b),
-                   -EBADMSG);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 3x\r\n\r\nabc", b, sizeof b),
-                   -EBADMSG);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
-                              b, sizeof b),
-                   -EBADMSG);
-  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-                              b, sizeof b),
-                   -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc", b, sizeof b), -EBADMSG);
+  assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nContent-Length: 3x\r\n\r\nabc", b, sizeof b), -EBADMSG);
+  assert_int_equal(
+      http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", b, sizeof b),
+      -EBADMSG);
+  assert_int_equal(
+      http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", b, sizeof b),
+      -EBADMSG);
   assert_int_equal(http_reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", b, sizeof b),
                    -EBADMSG);
   assert_int_equal(http_reply("HTTP/1.1", b, sizeof b), -EBADMSG);
@@ -330,8 +325,8 @@ static void test_sdp(void **state)
   assert_true(strstr(sdp.media[1].fmtp, "packetization-mode=1") != NULL);
 
   char url[256];
-  assert_int_equal(pirec_rtsp_control_url("rtsp://h:1/?camera=gaze", sdp.media[0].control, url,
-                                          sizeof url), 0);
+  assert_int_equal(pirec_rtsp_control_url("rtsp://h:1/?camera=gaze", sdp.media[0].control, url, sizeof url),
+                   0);
   assert_string_equal(url, "rtsp://h:1/?camera=gaze/trackID=0");
   assert_int_equal(pirec_rtsp_control_url("rtsp://h:1/x/", "t", url, sizeof url), 0);
   assert_string_equal(url, "rtsp://h:1/x/t");
@@ -342,10 +337,12 @@ static void test_sdp(void **state)
   assert_int_equal(pirec_rtsp_control_url("rtsp://h:1/x", "abc", url, 8), -ENAMETOOLONG);
 
   static const char *bad[] = {
-      "", "garbage\r\n", "v=0\r\ns=no media\r\n",
-      "v=0\r\nm=video 0 RTP/AVP 96\r\n",                         /* no rtpmap */
-      "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/0\r\n",   /* rate 0 */
-      "v=0\r\nm=video 0 RTP/AVP\r\na=rtpmap:96 H264/90000\r\n",  /* no payload type */
+      "",
+      "garbage\r\n",
+      "v=0\r\ns=no media\r\n",
+      "v=0\r\nm=video 0 RTP/AVP 96\r\n",                        /* no rtpmap */
+      "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/0\r\n",  /* rate 0 */
+      "v=0\r\nm=video 0 RTP/AVP\r\na=rtpmap:96 H264/90000\r\n", /* no payload type */
       "v=1\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -409,8 +406,7 @@ static size_t make_au(uint8_t *b)
   return n;
 }
 
-static void send_all(struct pay_ctx *c, struct pirec_h264_depay *d, struct au_log *log, uint32_t ts,
-                     int skip)
+static void send_all(struct pay_ctx *c, struct pirec_h264_depay *d, struct au_log *log, uint32_t ts, int skip)
 {
   int64_t lost = 0;
   for (int i = 0; i < c->n; i++) {
@@ -489,9 +485,9 @@ static void test_h264_malformed(void **state)
   assert_int_equal(log->len[0], sizeof want);
   assert_memory_equal(log->data[0], want, sizeof want);
 
-  static const uint8_t stap_bad[] = {24, 0, 9, 0x67, 1};      /* size past the end */
-  static const uint8_t fu_cont[] = {28, 0x05, 1, 2, 3};        /* continuation, no start */
-  static const uint8_t stap_b[] = {25, 0, 0};                  /* not in mode 1 */
+  static const uint8_t stap_bad[] = {24, 0, 9, 0x67, 1}; /* size past the end */
+  static const uint8_t fu_cont[] = {28, 0x05, 1, 2, 3};  /* continuation, no start */
+  static const uint8_t stap_b[] = {25, 0, 0};            /* not in mode 1 */
   static const uint8_t forbidden[] = {0x85, 1};
   const uint8_t *bad[] = {stap_bad, fu_cont, stap_b, forbidden};
   size_t lens[] = {sizeof stap_bad, sizeof fu_cont, sizeof stap_b, sizeof forbidden};
@@ -510,7 +506,6 @@ static void test_h264_malformed(void **state)
   pirec_h264_depay_free(&d);
   free(log);
 }
-
 
 /* Random and mutated input through every parser: nothing may crash or read out of bounds (the
  * suite runs under ASan/UBSan), and every error is a clean -EBADMSG/-EMSGSIZE. */
@@ -538,7 +533,8 @@ static void test_fuzz(void **state)
   assert_int_equal(pirec_rtsp_framer_init(&f, 4096), 0);
   int aus = 0;
   uint8_t buf[1600];
-  static const char seed_msg[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Length: 20\r\n\r\nv=0\r\nm=video 0 RTP/AVP 96\r\n";
+  static const char seed_msg[] =
+      "RTSP/1.0 200 OK\r\nCSeq: 3\r\nContent-Length: 20\r\n\r\nv=0\r\nm=video 0 RTP/AVP 96\r\n";
   static const char http_msg[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  "3\r\nabc\r\n10;x=1\r\n0123456789abcdef\r\n0\r\n\r\n";
   int http_ok = 0;
@@ -550,8 +546,7 @@ static void test_fuzz(void **state)
       buf[0] = 0x80 | (buf[0] & 0x3F); /* mostly valid RTP headers */
       buf[1] = (uint8_t)(buf[1] & 0x7F);
     }
-    if (iter % 8 == 2 && len > sizeof seed_msg)
-    {
+    if (iter % 8 == 2 && len > sizeof seed_msg) {
       memcpy(buf, seed_msg, sizeof seed_msg - 1);
       size_t at = NEXT() % len;
       buf[at] = (uint8_t)NEXT();
@@ -610,12 +605,17 @@ static void test_fuzz(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_rtp_header), cmocka_unit_test(test_rtcp_sr),
-      cmocka_unit_test(test_ntp),        cmocka_unit_test(test_clock),
-      cmocka_unit_test(test_seq),        cmocka_unit_test(test_framer),
-      cmocka_unit_test(test_headers),    cmocka_unit_test(test_sdp),
+      cmocka_unit_test(test_rtp_header),
+      cmocka_unit_test(test_rtcp_sr),
+      cmocka_unit_test(test_ntp),
+      cmocka_unit_test(test_clock),
+      cmocka_unit_test(test_seq),
+      cmocka_unit_test(test_framer),
+      cmocka_unit_test(test_headers),
+      cmocka_unit_test(test_sdp),
       cmocka_unit_test(test_http_reply),
-      cmocka_unit_test(test_h264_round_trip), cmocka_unit_test(test_h264_malformed),
+      cmocka_unit_test(test_h264_round_trip),
+      cmocka_unit_test(test_h264_malformed),
       cmocka_unit_test(test_fuzz),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,26 +23,34 @@ struct ctx {
   uv_timer_t wait;
 };
 
-static void on_done(struct pirec_session *s, int status, void *user) {
+static void on_done(struct pirec_session *s, int status, void *user)
+{
   struct ctx *c = user;
   c->done = 1;
   c->status = status;
 }
 
-static void run_until_done(struct ctx *c) {
-  while (!c->done) uv_run(&c->loop, UV_RUN_ONCE);
+static void run_until_done(struct ctx *c)
+{
+  while (!c->done)
+    uv_run(&c->loop, UV_RUN_ONCE);
   c->done = 0;
 }
 
-static void on_wait(uv_timer_t *t) {}
-
-/* Runs the loop for ms milliseconds (lets the clocks timer tick). */
-static void run_for(struct ctx *c, uint64_t ms) {
-  uv_timer_start(&c->wait, on_wait, ms, 0);
-  while (uv_is_active((uv_handle_t *)&c->wait)) uv_run(&c->loop, UV_RUN_ONCE);
+static void on_wait(uv_timer_t *t)
+{
 }
 
-static int setup(void **state) {
+/* Runs the loop for ms milliseconds (lets the clocks timer tick). */
+static void run_for(struct ctx *c, uint64_t ms)
+{
+  uv_timer_start(&c->wait, on_wait, ms, 0);
+  while (uv_is_active((uv_handle_t *)&c->wait))
+    uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+static int setup(void **state)
+{
   struct ctx *c = calloc(1, sizeof *c);
   assert_int_equal(uv_loop_init(&c->loop), 0);
   uv_timer_init(&c->loop, &c->wait);
@@ -51,7 +59,8 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
   struct ctx *c = *state;
   uv_close((uv_handle_t *)&c->wait, NULL);
   uv_run(&c->loop, UV_RUN_DEFAULT);
@@ -62,7 +71,8 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void test_label(void **state) {
+static void test_label(void **state)
+{
   char out[PIREC_SESSION_LABEL_MAX + 1];
   assert_int_equal(pirec_session_label_sanitise("pilot-3_a.b", out), 11);
   assert_string_equal(out, "pilot-3_a.b");
@@ -81,29 +91,36 @@ static void test_label(void **state) {
   assert_int_equal(pirec_session_label_sanitise(NULL, out), 0);
 }
 
-static json_t *load_json(const char *dir) {
+static json_t *load_json(const char *dir)
+{
   char path[4200];
   snprintf(path, sizeof path, "%s/session.json", dir);
   json_error_t e;
   json_t *j = json_load_file(path, 0, &e);
-  if (!j) fail_msg("cannot parse '%s': %s at line %d", path, e.text, e.line);
+  if (!j)
+    fail_msg("cannot parse '%s': %s at line %d", path, e.text, e.line);
   return j;
 }
 
-static void load_csv(const char *dir, const char *name, struct tu_csv *csv) {
+static void load_csv(const char *dir, const char *name, struct tu_csv *csv)
+{
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  if (tu_csv_load(path, csv) != 0) fail_msg("'%s' is missing or not complete CSV", path);
+  if (tu_csv_load(path, csv) != 0)
+    fail_msg("'%s' is missing or not complete CSV", path);
 }
 
-static void test_full_session(void **state) {
+static void test_full_session(void **state)
+{
   struct ctx *c = *state;
   char out_dir[4200];
   snprintf(out_dir, sizeof out_dir, "%s/data/nested", c->tmp);
   json_t *cfg = json_pack("{s:s}", "text", "[session]\n");
   json_t *extra = json_pack("{s:s}", "libgpiod", "test 1.0");
-  struct pirec_session_options o = {.output_dir = out_dir, .label = "pilot",
-                                    .clocks_interval_ns = 100000000, .config = cfg,
+  struct pirec_session_options o = {.output_dir = out_dir,
+                                    .label = "pilot",
+                                    .clocks_interval_ns = 100000000,
+                                    .config = cfg,
                                     .versions_extra = extra};
   struct pirec_session *s;
   assert_int_equal(pirec_session_new(&c->loop, &o, &s), 0);
@@ -157,8 +174,7 @@ static void test_full_session(void **state) {
   assert_non_null(json_object_get(json_object_get(j, "host"), "hostname"));
   json_t *trials = json_object_get(j, "trials");
   assert_int_equal(json_array_size(trials), 3);
-  assert_string_equal(json_string_value(json_object_get(json_array_get(trials, 1), "label")),
-                      "odd_label_");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(trials, 1), "label")), "odd_label_");
   for (size_t i = 0; i < 3; i++) {
     json_t *t = json_array_get(trials, i);
     assert_int_equal(json_integer_value(json_object_get(t, "trial")), (json_int_t)i + 1);
@@ -167,8 +183,10 @@ static void test_full_session(void **state) {
   }
   json_t *notes = json_object_get(json_object_get(j, "modules"), "notes");
   assert_int_equal(json_array_size(json_object_get(notes, "crashes")), 1);
-  assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(notes, "crashes"), 0), "signal")), 9);
-  assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(notes, "gaps"), 0), "trial")), 2);
+  assert_int_equal(
+      json_integer_value(json_object_get(json_array_get(json_object_get(notes, "crashes"), 0), "signal")), 9);
+  assert_int_equal(
+      json_integer_value(json_object_get(json_array_get(json_object_get(notes, "gaps"), 0), "trial")), 2);
   assert_int_equal(json_integer_value(json_object_get(notes, "restarts")), 1);
   assert_int_equal(json_integer_value(json_object_get(json_object_get(notes, "counters"), "notes")), 3);
   assert_int_equal(json_array_size(json_object_get(j, "errors")), 1);
@@ -180,22 +198,25 @@ static void test_full_session(void **state) {
   load_csv(dir_copy, "events.csv", &ev);
   int ce = tu_csv_col(&ev, "event"), ct = tu_csv_col(&ev, "trial"), cd = tu_csv_col(&ev, "detail");
   assert_true(ce >= 0 && ct >= 0 && cd >= 0);
-  assert_int_equal(ev.rows - 1,
-                   json_integer_value(json_object_get(json_object_get(j, "events"), "rows")));
+  assert_int_equal(ev.rows - 1, json_integer_value(json_object_get(json_object_get(j, "events"), "rows")));
   assert_string_equal(ev.fields[1][ce], "session_start");
   assert_string_equal(ev.fields[ev.rows - 1][ce], "session_stop");
   int starts = 0, stops = 0, crashes = 0, restarts = 0, errors = 0, notes_ev = 0;
   for (size_t r = 1; r < ev.rows; r++) {
     const char *e = ev.fields[r][ce];
-    if (!strcmp(e, "trial_start")) starts++;
-    if (!strcmp(e, "trial_stop")) stops++;
+    if (!strcmp(e, "trial_start"))
+      starts++;
+    if (!strcmp(e, "trial_stop"))
+      stops++;
     if (!strcmp(e, "module_crash")) {
       crashes++;
       assert_string_equal(ev.fields[r][ct], "2");
       assert_non_null(strstr(ev.fields[r][cd], "signal 9"));
     }
-    if (!strcmp(e, "module_restart")) restarts++;
-    if (!strcmp(e, "error")) errors++;
+    if (!strcmp(e, "module_restart"))
+      restarts++;
+    if (!strcmp(e, "error"))
+      errors++;
     if (!strcmp(e, "note")) {
       notes_ev++;
       assert_string_equal(ev.fields[r][cd], "text, with \"quotes\"\nand newline");
@@ -212,8 +233,7 @@ static void test_full_session(void **state) {
   /* clocks.csv: the periodic rows at 100 ms plus the anchors; monotonic and sane */
   struct tu_csv ck;
   load_csv(dir_copy, "clocks.csv", &ck);
-  assert_int_equal(ck.rows - 1,
-                   json_integer_value(json_object_get(json_object_get(j, "clocks"), "rows")));
+  assert_int_equal(ck.rows - 1, json_integer_value(json_object_get(json_object_get(j, "clocks"), "rows")));
   assert_true(ck.rows - 1 >= 3 + 1 + 3); /* >= 3 ticks in 360 ms, start, trial starts */
   int64_t prev = 0;
   for (size_t r = 1; r < ck.rows; r++) {
@@ -227,7 +247,8 @@ static void test_full_session(void **state) {
   free(dir_copy);
 }
 
-static void test_same_second_and_bad_dir(void **state) {
+static void test_same_second_and_bad_dir(void **state)
+{
   struct ctx *c = *state;
   struct pirec_session_options o = {.output_dir = c->tmp, .label = "same"};
   struct pirec_session *a, *b;
@@ -257,7 +278,8 @@ static void test_same_second_and_bad_dir(void **state) {
   pirec_session_free(a);
 }
 
-int main(void) {
+int main(void)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_label),
       cmocka_unit_test_setup_teardown(test_full_session, setup, teardown),

@@ -110,17 +110,17 @@ struct run {
   uv_loop_t loop;
   uv_async_t done_async;
   struct pirec_sink *sink;
-  uint64_t total;          /* stream bytes to offer */
-  int big_every;           /* every n-th record is a frame-sized one */
+  uint64_t total; /* stream bytes to offer */
+  int big_every;  /* every n-th record is a frame-sized one */
   size_t big_max, small_max;
 
   /* Producer results. */
-  uint64_t offered_bytes;  /* stream bytes accepted */
+  uint64_t offered_bytes; /* stream bytes accepted */
   uint64_t records;
-  uint64_t refused_full;   /* -ENOBUFS answers (retried) */
-  int first_error;         /* the first error other than -ENOBUFS */
-  uint64_t refused_error;  /* pushes answered with first_error, including the first */
-  int later_other;         /* pushes after the error that got anything else */
+  uint64_t refused_full;  /* -ENOBUFS answers (retried) */
+  int first_error;        /* the first error other than -ENOBUFS */
+  uint64_t refused_error; /* pushes answered with first_error, including the first */
+  int later_other;        /* pushes after the error that got anything else */
 
   /* Loop results. */
   int error_calls;
@@ -393,7 +393,7 @@ static void test_small_records_coalesce(void **state)
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(uv_loop_close(&loop), 0);
   printf("coalesce: %d records, %llu bytes in %llu writes\n", ROWS, (unsigned long long)pos,
-         (unsigned long long)final.writes);
+         (unsigned long long) final.writes);
   assert_int_equal(final.error, 0);
   assert_int_equal(final.records, ROWS);
   assert_int_equal(final.bytes_written, pos);
@@ -589,8 +589,8 @@ static void test_open_failure(void **state)
   assert_int_equal(uv_loop_init(&loop), 0);
   struct run r;
   memset(&r, 0, sizeof r);
-  assert_int_equal(pirec_sink_new(&loop, "/nonexistent-pirec-dir/x.bin", NULL, on_sink_error, &r,
-                                  &r.sink), 0);
+  assert_int_equal(pirec_sink_new(&loop, "/nonexistent-pirec-dir/x.bin", NULL, on_sink_error, &r, &r.sink),
+                   0);
   /* Before the open completes, records wait in the ring. */
   assert_int_equal(pirec_sink_push(r.sink, "abc", 3), 0);
   while (r.error_calls == 0)
@@ -627,8 +627,8 @@ static void failure_scenario(const char *path, int expect_err, uint64_t limit)
   run_producer(&r, path, &o);
 
   printf("failure: error %d after %llu bytes written of %llu accepted; %llu refused after it\n",
-         r.final.error, (unsigned long long)r.final.bytes_written,
-         (unsigned long long)r.offered_bytes, (unsigned long long)r.refused_error);
+         r.final.error, (unsigned long long)r.final.bytes_written, (unsigned long long)r.offered_bytes,
+         (unsigned long long)r.refused_error);
   assert_int_equal(r.error_calls, 1);
   assert_int_equal(r.error_seen, expect_err);
   assert_int_equal(r.first_error, expect_err);

@@ -45,8 +45,8 @@ struct pirec_camera_settings {
   char name[PIREC_CAMERA_NAME_MAX]; /* "camera0"; names the thread, jobs and log lines */
   enum pirec_camera_kind kind;
   char source[PIREC_CAMERA_PATH_MAX];
-  int width, height;      /* 0: the source's default (lavfi and rpicam need them; default 1280x720) */
-  int fps_num, fps_den;   /* frame rate; fps_num 0: the source's default (lavfi/rpicam: 30) */
+  int width, height;    /* 0: the source's default (lavfi and rpicam need them; default 1280x720) */
+  int fps_num, fps_den; /* frame rate; fps_num 0: the source's default (lavfi/rpicam: 30) */
   /* v4l2: "mjpeg", "yuyv422", "h264", ... (FFmpeg's input_format); rpicam: "yuv420" or "mjpeg";
    * empty: the source's default (rpicam: yuv420). */
   char input_format[32];
@@ -96,24 +96,24 @@ enum pirec_camera_codec {
   PIREC_CAMERA_CODEC_MJPEG,
   PIREC_CAMERA_CODEC_H264,
   PIREC_CAMERA_CODEC_HEVC,
-  PIREC_CAMERA_CODEC_OTHER,   /* recorded as an elementary stream, extension ".bin" */
+  PIREC_CAMERA_CODEC_OTHER, /* recorded as an elementary stream, extension ".bin" */
 };
 
 struct pirec_camera_format {
   enum pirec_camera_codec codec;
-  char pix_fmt[32];  /* FFmpeg pixel format name for raw frames ("yuv420p", "yuyv422") */
+  char pix_fmt[32]; /* FFmpeg pixel format name for raw frames ("yuv420p", "yuyv422") */
   int width, height;
-  int fps_num, fps_den; /* nominal rate (0/1 when unknown) */
-  size_t frame_bytes;   /* raw: exact bytes per frame; compressed: 0 */
-  int has_device_ts;    /* frames carry device_ts_ns */
+  int fps_num, fps_den;        /* nominal rate (0/1 when unknown) */
+  size_t frame_bytes;          /* raw: exact bytes per frame; compressed: 0 */
+  int has_device_ts;           /* frames carry device_ts_ns */
   int device_clock_continuous; /* the device clock goes on across a reopen of the source (rpicam's
                                   boot clock), so a gap across a reconnect is measured with it */
 };
 
 struct pirec_camera_frame {
-  const uint8_t *data;  /* valid until the next read or free */
+  const uint8_t *data; /* valid until the next read or free */
   size_t len;
-  int64_t device_ts_ns; /* INT64_MIN when the source has none */
+  int64_t device_ts_ns;    /* INT64_MIN when the source has none */
   int64_t arrival_mono_ns; /* CLOCK_MONOTONIC right after the frame arrived */
   int64_t arrival_wall_ns; /* CLOCK_REALTIME taken next to arrival_mono_ns */
 };
@@ -156,9 +156,9 @@ struct pirec_camera_splitter {
   uint8_t *buf;
   size_t cap, start, end;
   size_t frame_bytes;
-  size_t scan;       /* JPEG: resume position of the scan */
-  int scan_state;    /* JPEG: 0 before SOI, 1 in headers, 2 in entropy-coded data */
-  uint64_t skipped;  /* bytes discarded while resynchronising (garbage, oversize) */
+  size_t scan;      /* JPEG: resume position of the scan */
+  int scan_state;   /* JPEG: 0 before SOI, 1 in headers, 2 in entropy-coded data */
+  uint64_t skipped; /* bytes discarded while resynchronising (garbage, oversize) */
 };
 
 /* frame_bytes: SIZE mode's frame size; max_frame: the largest frame accepted (JPEG mode; a longer
@@ -192,12 +192,12 @@ struct pirec_camera;
 enum pirec_camera_event {
   PIREC_CAMERA_EVENT_SOURCE_ERROR = 1, /* the source failed; reconnecting with backoff */
   PIREC_CAMERA_EVENT_SOURCE_RECONNECTED,
-  PIREC_CAMERA_EVENT_SOURCE_EOF,       /* a file (path, file: or pipe: URL) ended: no more frames;
+  PIREC_CAMERA_EVENT_SOURCE_EOF,      /* a file (path, file: or pipe: URL) ended: no more frames;
                                           a network URL that ends is a SOURCE_ERROR instead */
-  PIREC_CAMERA_EVENT_ENCODER_CRASHED,  /* the encoder died; restart pending; detail has the status */
+  PIREC_CAMERA_EVENT_ENCODER_CRASHED, /* the encoder died; restart pending; detail has the status */
   PIREC_CAMERA_EVENT_ENCODER_RESTARTED,
-  PIREC_CAMERA_EVENT_ENCODER_FAILED,   /* restarts given up: frames count as dropped from now on */
-  PIREC_CAMERA_EVENT_WRITE_ERROR,      /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
+  PIREC_CAMERA_EVENT_ENCODER_FAILED, /* restarts given up: frames count as dropped from now on */
+  PIREC_CAMERA_EVENT_WRITE_ERROR,    /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
 };
 
 /* Runs on the loop thread. message describes the event (lowercase, subject quoted); valid during
@@ -211,8 +211,8 @@ typedef void (*pirec_camera_close_cb)(struct pirec_camera *cam, void *user);
 
 /* Creates a camera (nothing runs yet). s is copied. on_event may be NULL (events are then logged).
  * Returns 0 and *out, -EINVAL (bad settings), -ENOMEM. */
-int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s,
-                     pirec_camera_event_cb on_event, void *user, struct pirec_camera **out);
+int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pirec_camera_event_cb on_event,
+                     void *user, struct pirec_camera **out);
 
 /* Opens the source (blocking, once, at start-up), sizes the ring from the real format and starts
  * the capture thread ("cam-<name>"). Frames captured outside a trial are counted and discarded.
@@ -241,22 +241,22 @@ struct pirec_camera_latency {
 };
 
 struct pirec_camera_status {
-  uint64_t frames_captured;   /* frames the source delivered (seq of the next frame) */
-  uint64_t frames_written;    /* rows written in the current/last trial (== packets in its video) */
-  uint64_t frames_idle;       /* captured while no trial ran (discarded, not drops) */
-  uint64_t drops_total;       /* all causes below, this process's lifetime */
-  uint64_t drops_ring_full;   /* the capture ring was full (disk or encoder too slow, or held) */
-  uint64_t drops_encoder;     /* no encoder running (restart backoff), or lost inside a crashed one */
-  uint64_t drops_device;      /* gaps in the device's timestamps (or source reconnects) */
-  uint64_t drops_sink;        /* the video file's sink could not take the frame */
-  uint64_t bytes_video;       /* bytes pushed into the current/last trial's video file */
+  uint64_t frames_captured; /* frames the source delivered (seq of the next frame) */
+  uint64_t frames_written;  /* rows written in the current/last trial (== packets in its video) */
+  uint64_t frames_idle;     /* captured while no trial ran (discarded, not drops) */
+  uint64_t drops_total;     /* all causes below, this process's lifetime */
+  uint64_t drops_ring_full; /* the capture ring was full (disk or encoder too slow, or held) */
+  uint64_t drops_encoder;   /* no encoder running (restart backoff), or lost inside a crashed one */
+  uint64_t drops_device;    /* gaps in the device's timestamps (or source reconnects) */
+  uint64_t drops_sink;      /* the video file's sink could not take the frame */
+  uint64_t bytes_video;     /* bytes pushed into the current/last trial's video file */
   uint64_t encoder_restarts;
-  int encoder_state;          /* enum pirec_job_state of the encoder job; -1 without encoder */
-  int encoder_pid;            /* 0 when none runs */
+  int encoder_state; /* enum pirec_job_state of the encoder job; -1 without encoder */
+  int encoder_pid;   /* 0 when none runs */
   size_t ring_used, ring_capacity;
-  uint64_t source_errors;     /* failed opens and reads (a network stream's end included) */
-  uint64_t reconnects;        /* times the source was opened again after a failure or end */
-  int last_error;             /* last negative error seen (source, encoder, sink), or 0 */
+  uint64_t source_errors;              /* failed opens and reads (a network stream's end included) */
+  uint64_t reconnects;                 /* times the source was opened again after a failure or end */
+  int last_error;                      /* last negative error seen (source, encoder, sink), or 0 */
   struct pirec_camera_latency capture; /* capture-thread time per frame: arrival to pushed */
   struct pirec_camera_format format;
 };

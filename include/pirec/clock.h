@@ -6,9 +6,9 @@
 
 #include <stdint.h>
 
-int64_t pirec_clock_mono_ns(void);  /* CLOCK_MONOTONIC: V4L2 buffers and GPIO events use it */
-int64_t pirec_clock_wall_ns(void);  /* CLOCK_REALTIME, ns since the Unix epoch; can step */
-int64_t pirec_clock_boot_ns(void);  /* CLOCK_BOOTTIME: counts suspend; libcamera uses it */
+int64_t pirec_clock_mono_ns(void); /* CLOCK_MONOTONIC: V4L2 buffers and GPIO events use it */
+int64_t pirec_clock_wall_ns(void); /* CLOCK_REALTIME, ns since the Unix epoch; can step */
+int64_t pirec_clock_boot_ns(void); /* CLOCK_BOOTTIME: counts suspend; libcamera uses it */
 
 /* One reading of the three clocks taken as close together as possible: the monotonic clock is read
  * before and after the other two, and the tightest of a few attempts is kept. mono_ns is the

@@ -64,13 +64,12 @@ void pirec_config_errors_free(struct pirec_config_errors *errors);
  * reported with its line number; comments and blanks do not count); ';' after
  * whitespace starts an inline comment, '#' or ';' at line start a whole-line comment; leading
  * whitespace is ignored (there are no continuation lines). */
-int pirec_config_parse(const char *text, size_t len, const char *filename,
-                       struct pirec_config **out, struct pirec_config_errors *errors);
+int pirec_config_parse(const char *text, size_t len, const char *filename, struct pirec_config **out,
+                       struct pirec_config_errors *errors);
 
 /* Reads path (at most 16 MiB) and parses it as above. A file that cannot be read returns its
  * -errno and appends one error "cannot read 'PATH': REASON" (line 0). */
-int pirec_config_load(const char *path, struct pirec_config **out,
-                      struct pirec_config_errors *errors);
+int pirec_config_load(const char *path, struct pirec_config **out, struct pirec_config_errors *errors);
 
 /* A config holding only defaults and no instance sections, as if parsed from an empty file. */
 int pirec_config_new_defaults(struct pirec_config **out);
@@ -127,12 +126,9 @@ bool pirec_config_has_section(const struct pirec_config *cfg, const char *sectio
  * call prints "pirec_config: no TYPE key 'SECTION.KEY'" to stderr and aborts. */
 bool pirec_config_get_bool(const struct pirec_config *cfg, const char *section, const char *key);
 int64_t pirec_config_get_int(const struct pirec_config *cfg, const char *section, const char *key);
-int64_t pirec_config_get_duration(const struct pirec_config *cfg, const char *section,
-                                  const char *key);
-uint64_t pirec_config_get_size(const struct pirec_config *cfg, const char *section,
-                               const char *key);
-const char *pirec_config_get_string(const struct pirec_config *cfg, const char *section,
-                                    const char *key);
+int64_t pirec_config_get_duration(const struct pirec_config *cfg, const char *section, const char *key);
+uint64_t pirec_config_get_size(const struct pirec_config *cfg, const char *section, const char *key);
+const char *pirec_config_get_string(const struct pirec_config *cfg, const char *section, const char *key);
 
 /* True when the file set this key explicitly (false for defaults). Same key rules as above. */
 bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, const char *key);
@@ -175,15 +171,15 @@ struct pirec_config_assignment {
  * Nothing is written when any check fails: returns -EINVAL with the problems in errors (may be
  * NULL), or another -errno for file problems (message in errors too). Blocks; never call on a loop
  * thread (use pirec_config_set_async). */
-int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments,
-                     size_t count, struct pirec_config_errors *errors);
+int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments, size_t count,
+                     struct pirec_config_errors *errors);
 
 /* The text edit alone, no file access: returns the edited copy of text in *out (malloc'd, *out_len
  * bytes, NUL-terminated) or -EINVAL with errors when a key is unknown or a value invalid. The
  * result is not validated as a whole. filename is used in messages only. */
 int pirec_config_edit_text(const char *text, size_t len, const char *filename,
-                           const struct pirec_config_assignment *assignments, size_t count,
-                           char **out, size_t *out_len, struct pirec_config_errors *errors);
+                           const struct pirec_config_assignment *assignments, size_t count, char **out,
+                           size_t *out_len, struct pirec_config_errors *errors);
 
 /* ---- asynchronous load, reload, save and set on a libuv loop --------------------------------- */
 
@@ -233,13 +229,13 @@ int pirec_config_load_async(uv_loop_t *loop, struct pirec_config_req *req, const
  * bytes differ); on failure req->errors lists the problems and the caller keeps using current,
  * which this call does not modify (it holds its own reference until cleanup). The caller decides when the
  * new value takes effect; pirec applies it from the next session or trial, never mid-recording. */
-int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req,
-                              struct pirec_config *current, pirec_config_cb cb);
+int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req, struct pirec_config *current,
+                              pirec_config_cb cb);
 
 /* pirec_config_save() in the threadpool. The request holds its own reference to cfg until cleanup,
  * so the caller may drop its reference at once. */
-int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req,
-                            const struct pirec_config *cfg, const char *path, pirec_config_cb cb);
+int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req, const struct pirec_config *cfg,
+                            const char *path, pirec_config_cb cb);
 
 /* pirec_config_set() in the threadpool (flock, read, edit, validate, atomic write). Assignments are
  * copied before the call returns. */

@@ -5,6 +5,6 @@
 
 /* The object that embeds `ptr` as its member `member`: how a libuv callback, which receives the
  * handle, finds the object that owns the handle (STYLE.md, item 6). */
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

@@ -43,25 +43,25 @@
 /* ---- client ---- */
 
 #define PIREC_EYETRACKER_HOST_MAX 256
-#define PIREC_EYETRACKER_URL_MAX 512
+#define PIREC_EYETRACKER_URL_MAX  512
 
 struct pirec_eyetracker_settings {
-  char name[64];                          /* "eyetracker": log lines and events */
-  char host[PIREC_EYETRACKER_HOST_MAX];   /* an IPv4/IPv6 literal or a name; "auto": see below */
-  int http_port;                          /* 8080 */
-  int rtsp_port;                          /* 8086 */
-  char gaze_url[PIREC_EYETRACKER_URL_MAX];  /* "" (default): from the status or the port */
+  char name[64];                           /* "eyetracker": log lines and events */
+  char host[PIREC_EYETRACKER_HOST_MAX];    /* an IPv4/IPv6 literal or a name; "auto": see below */
+  int http_port;                           /* 8080 */
+  int rtsp_port;                           /* 8086 */
+  char gaze_url[PIREC_EYETRACKER_URL_MAX]; /* "" (default): from the status or the port */
   char world_url[PIREC_EYETRACKER_URL_MAX];
   char events_url[PIREC_EYETRACKER_URL_MAX];
-  int gaze, world, events;                /* streams to record; all 1 by default (events: Neon's
+  int gaze, world, events;                    /* streams to record; all 1 by default (events: Neon's
                                              eye_events stream; a device without it is retried
                                              with backoff and reported once) */
   int64_t reconnect_min_ns, reconnect_max_ns; /* 1 s, 30 s */
-  int64_t stall_timeout_ns;               /* no packet for this long means gone; 3 s */
-  int64_t clock_log_interval_ns;          /* offset and drift logged this often; 10 s */
-  unsigned fsync_interval_ms;             /* file sinks; 1000; PIREC_SINK_FSYNC_NEVER (0): only
+  int64_t stall_timeout_ns;                   /* no packet for this long means gone; 3 s */
+  int64_t clock_log_interval_ns;              /* offset and drift logged this often; 10 s */
+  unsigned fsync_interval_ms;                 /* file sinks; 1000; PIREC_SINK_FSYNC_NEVER (0): only
                                              when a file is closed */
-  size_t sink_ring_bytes;                 /* 0 (default): each trial sink's ring sized for its file;
+  size_t sink_ring_bytes;                     /* 0 (default): each trial sink's ring sized for its file;
                                              else every one this size (tests: a small ring makes
                                              rows refused) */
 };
@@ -83,9 +83,8 @@ enum pirec_eyetracker_event {
 };
 
 /* Runs on the loop thread; message (lowercase, subject quoted) is valid during the call. */
-typedef void (*pirec_eyetracker_event_cb)(struct pirec_eyetracker *et,
-                                          enum pirec_eyetracker_event event, const char *message,
-                                          void *user);
+typedef void (*pirec_eyetracker_event_cb)(struct pirec_eyetracker *et, enum pirec_eyetracker_event event,
+                                          const char *message, void *user);
 typedef void (*pirec_eyetracker_stopped_cb)(struct pirec_eyetracker *et, int err, void *user);
 typedef void (*pirec_eyetracker_close_cb)(struct pirec_eyetracker *et, void *user);
 
@@ -94,8 +93,7 @@ typedef void (*pirec_eyetracker_close_cb)(struct pirec_eyetracker *et, void *use
  * Returns 0 and *out, -EINVAL (no stream enabled, bad port), -ENOTSUP (host "auto": mDNS
  * discovery is not built in; the message logged says to set eyetracker.address), -ENOMEM. */
 int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
-                         pirec_eyetracker_event_cb on_event, void *user,
-                         struct pirec_eyetracker **out);
+                         pirec_eyetracker_event_cb on_event, void *user, struct pirec_eyetracker **out);
 
 /* Starts connecting. Samples that arrive outside a trial are counted (idle) and discarded.
  * Connection failures are not errors here: they are retried. Returns 0 or -EALREADY. */
@@ -107,33 +105,32 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
 
 /* Finishes the trial: the Matroska trailer is written, every file synced and closed, then cb runs
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
-int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb,
-                                void *user);
+int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);
 
 int pirec_eyetracker_recording(const struct pirec_eyetracker *et);
 
 struct pirec_eyetracker_stream_status {
-  int playing;                 /* 1 while the RTSP session streams */
-  uint64_t connects;           /* sessions that reached PLAY */
-  uint64_t disconnects;        /* sessions lost */
-  uint64_t connect_failures;   /* attempts that failed before PLAY */
-  uint64_t packets;            /* RTP packets received */
-  uint64_t rtcp_sr;            /* Sender Reports received */
-  uint64_t bad_packets;        /* RTP/RTCP that did not parse, wrong payload type */
-  uint64_t bad_payloads;       /* gaze of a wrong size, malformed H.264 fragments, unknown events */
-  uint64_t lost;               /* RTP packets missing by sequence number */
-  uint64_t gap_samples;        /* samples/frames lost while disconnected (counted or estimated) */
-  uint64_t samples;            /* gaze samples, access units or eye events received */
-  uint64_t written;            /* rows written in the current/last trial */
-  uint64_t refused;            /* rows the file sink refused (ring full, sink failed); each is
+  int playing;               /* 1 while the RTSP session streams */
+  uint64_t connects;         /* sessions that reached PLAY */
+  uint64_t disconnects;      /* sessions lost */
+  uint64_t connect_failures; /* attempts that failed before PLAY */
+  uint64_t packets;          /* RTP packets received */
+  uint64_t rtcp_sr;          /* Sender Reports received */
+  uint64_t bad_packets;      /* RTP/RTCP that did not parse, wrong payload type */
+  uint64_t bad_payloads;     /* gaze of a wrong size, malformed H.264 fragments, unknown events */
+  uint64_t lost;             /* RTP packets missing by sequence number */
+  uint64_t gap_samples;      /* samples/frames lost while disconnected (counted or estimated) */
+  uint64_t samples;          /* gaze samples, access units or eye events received */
+  uint64_t written;          /* rows written in the current/last trial */
+  uint64_t refused;          /* rows the file sink refused (ring full, sink failed); each is
                                   counted in the next written row's dropped_before like a lost
                                   sample (scene frames: also a WRITE_ERROR event, since the frame
                                   is in the MKV without its row) */
-  uint64_t dropped;            /* samples/frames counted in dropped_before this trial */
-  uint64_t idle;               /* received outside a trial */
-  int64_t offset_ns;           /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
-  int64_t drift_ppb;           /* device clock rate against CLOCK_MONOTONIC */
-  int last_error;              /* the error that ended the last session or attempt, or 0 */
+  uint64_t dropped;          /* samples/frames counted in dropped_before this trial */
+  uint64_t idle;             /* received outside a trial */
+  int64_t offset_ns;         /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
+  int64_t drift_ppb;         /* device clock rate against CLOCK_MONOTONIC */
+  int last_error;            /* the error that ended the last session or attempt, or 0 */
 };
 
 struct pirec_eyetracker_status {
@@ -144,7 +141,7 @@ struct pirec_eyetracker_status {
   uint64_t rediscoveries, address_changes;
   char host[PIREC_EYETRACKER_HOST_MAX]; /* the address in use ("auto" until discovery answers) */
   uint64_t bytes_video;
-  uint64_t sink_drops;          /* pushes the trial's sinks refused, added as each sink closes */
+  uint64_t sink_drops; /* pushes the trial's sinks refused, added as each sink closes */
   int write_error;
 };
 
@@ -163,29 +160,29 @@ void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_
 /* ---- simulator ---- */
 
 struct pirec_eyesim_settings {
-  char host[64];          /* bind address: only "127.0.0.1" or "::1" are accepted */
-  int http_port;          /* 0: any free port (pirec_eyesim_ports tells which) */
+  char host[64]; /* bind address: only "127.0.0.1" or "::1" are accepted */
+  int http_port; /* 0: any free port (pirec_eyesim_ports tells which) */
   int rtsp_port;
-  int gaze_hz;            /* 200; must divide 90000 */
-  int gaze_size;          /* payload layout: 9, 17, 65 or 89 */
-  int world;              /* serve world video (needs ffmpeg); 1 */
-  int events;             /* serve eye events (a fixation cycle every 100 ms, a blink every 2 s); 1 */
-  int world_fps;          /* 30 */
-  int width, height;      /* 320x240 */
-  char ffmpeg[256];       /* "ffmpeg" */
-  double loss;            /* probability a gaze sample is not sent */
-  double malformed;       /* probability a gaze sample is sent broken (truncated, wrong size, bad RTP) */
-  int bad_sdp;            /* DESCRIBE answers an SDP without rtpmap */
-  int chunked_status;     /* /api/status answers with Transfer-Encoding: chunked */
+  int gaze_hz;               /* 200; must divide 90000 */
+  int gaze_size;             /* payload layout: 9, 17, 65 or 89 */
+  int world;                 /* serve world video (needs ffmpeg); 1 */
+  int events;                /* serve eye events (a fixation cycle every 100 ms, a blink every 2 s); 1 */
+  int world_fps;             /* 30 */
+  int width, height;         /* 320x240 */
+  char ffmpeg[256];          /* "ffmpeg" */
+  double loss;               /* probability a gaze sample is not sent */
+  double malformed;          /* probability a gaze sample is sent broken (truncated, wrong size, bad RTP) */
+  int bad_sdp;               /* DESCRIBE answers an SDP without rtpmap */
+  int chunked_status;        /* /api/status answers with Transfer-Encoding: chunked */
   int64_t disconnect_at_ns;  /* > 0: after this long since start, drop every connection ... */
   int64_t disconnect_for_ns; /* ... and refuse new ones for this long */
   int64_t sr_interval_ns;    /* RTCP Sender Report period; 1 s */
   int64_t first_sr_ns;       /* first report this long after PLAY; 500 ms */
   int drift_ppm;             /* the device clock runs this much fast against CLOCK_MONOTONIC */
   uint32_t seed;
-  char gaze_log[512];     /* "" or a CSV: seq,rtp_ts,device_ns,x,y,fate (sent|lost|malformed|down|idle) */
-  char world_log[512];    /* "" or a CSV: frame,rtp_ts,device_ns,bytes,fate */
-  char events_log[512];   /* "" or a CSV: seq,rtp_ts,device_ns,event,fate */
+  char gaze_log[512];   /* "" or a CSV: seq,rtp_ts,device_ns,x,y,fate (sent|lost|malformed|down|idle) */
+  char world_log[512];  /* "" or a CSV: frame,rtp_ts,device_ns,bytes,fate */
+  char events_log[512]; /* "" or a CSV: seq,rtp_ts,device_ns,event,fate */
 };
 
 void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s);
@@ -195,8 +192,7 @@ struct pirec_eyesim;
 /* Creates the simulator, binds both listeners and spawns the video encoder (a restart follows 1 s
  * after it dies). Loop thread only, like every function below. Returns 0 and *out, -EINVAL (not a
  * loopback address, bad rate or size), or the bind/spawn error (then nothing is left running). */
-int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
-                       struct pirec_eyesim **out);
+int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out);
 void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rtsp_port);
 
 struct pirec_eyesim_counters {

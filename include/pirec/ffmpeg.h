@@ -28,36 +28,36 @@
  * with its frame's capture time). The defaults are the config schema's ([camera.NAME] preset,
  * crf, gop). */
 struct pirec_ffmpeg_encode {
-  const char *program;     /* NULL: "ffmpeg" from PATH */
-  const char *output;      /* required; a path or a pipe (e.g. a FIFO) */
-  const char *format;      /* "matroska" (default): short clusters, so a crash loses at most about
+  const char *program;         /* NULL: "ffmpeg" from PATH */
+  const char *output;          /* required; a path or a pipe (e.g. a FIFO) */
+  const char *format;          /* "matroska" (default): short clusters, so a crash loses at most about
                               a second; "h264": Annex B with an access unit delimiter before each
                               frame, so a reader can cut the stream into frames as it arrives */
-  int width, height;       /* required, > 0 */
-  const char *pix_fmt;     /* of the raw input, as ffmpeg names it: "yuv420p" (default), "yuyv422",
+  int width, height;           /* required, > 0 */
+  const char *pix_fmt;         /* of the raw input, as ffmpeg names it: "yuv420p" (default), "yuyv422",
                               "nv12", "gray", "rgb24", ... */
   uint32_t rate_num, rate_den; /* nominal input rate (see above); default 30/1 */
-  const char *encoder;     /* default "libx264" */
-  const char *preset;      /* default "ultrafast" (a Pi's CPU; what [camera.NAME] preset defaults to) */
-  int crf;                 /* 0..51; -1: encoder default; default 23 */
-  int gop;                 /* keyframe interval in frames; 0: encoder default; default 60 */
-  int bframes;             /* default 0 (keeps packet order == frame order); -1: encoder default */
-  const char *out_pix_fmt; /* default "yuv420p" (what players decode); NULL keeps the input's */
-  int threads;             /* encoder threads; 0: ffmpeg's choice */
-  int progress_fd;         /* 0: none; N: "-progress pipe:N" (use 3 with job progress_fd 3) */
-  int legacy_vsync;        /* 1: "-vsync passthrough" for FFmpeg < 5.1 (see the probe) */
-  const char *loglevel;    /* default "error" */
+  const char *encoder;         /* default "libx264" */
+  const char *preset;          /* default "ultrafast" (a Pi's CPU; what [camera.NAME] preset defaults to) */
+  int crf;                     /* 0..51; -1: encoder default; default 23 */
+  int gop;                     /* keyframe interval in frames; 0: encoder default; default 60 */
+  int bframes;                 /* default 0 (keeps packet order == frame order); -1: encoder default */
+  const char *out_pix_fmt;     /* default "yuv420p" (what players decode); NULL keeps the input's */
+  int threads;                 /* encoder threads; 0: ffmpeg's choice */
+  int progress_fd;             /* 0: none; N: "-progress pipe:N" (use 3 with job progress_fd 3) */
+  int legacy_vsync;            /* 1: "-vsync passthrough" for FFmpeg < 5.1 (see the probe) */
+  const char *loglevel;        /* default "error" */
 };
 
 /* Stream copy from one file to another (no re-encoding), e.g. MKV -> MP4. */
 struct pirec_ffmpeg_remux {
-  const char *program;     /* NULL: "ffmpeg" from PATH */
-  const char *input;       /* required */
-  const char *output;      /* required */
-  const char *format;      /* NULL: from the output's extension; e.g. "mp4", "matroska" */
-  int faststart;           /* MP4: move the index to the front (-movflags +faststart) */
-  int progress_fd;         /* as above */
-  const char *loglevel;    /* default "error" */
+  const char *program;  /* NULL: "ffmpeg" from PATH */
+  const char *input;    /* required */
+  const char *output;   /* required */
+  const char *format;   /* NULL: from the output's extension; e.g. "mp4", "matroska" */
+  int faststart;        /* MP4: move the index to the front (-movflags +faststart) */
+  int progress_fd;      /* as above */
+  const char *loglevel; /* default "error" */
 };
 
 /* Fills e / r with the defaults above (required fields zero / NULL). */
@@ -73,9 +73,9 @@ int pirec_ffmpeg_remux_argv(const struct pirec_ffmpeg_remux *r, char ***argv_out
 void pirec_ffmpeg_argv_free(char **argv);
 
 struct pirec_ffmpeg_info {
-  int major, minor;   /* from "ffmpeg version X.Y..."; 0, 0 when the version string is not numeric
+  int major, minor; /* from "ffmpeg version X.Y..."; 0, 0 when the version string is not numeric
                          (a git build) */
-  int legacy_vsync;   /* 1 when the version is known and < 5.1 (no -fps_mode) */
+  int legacy_vsync; /* 1 when the version is known and < 5.1 (no -fps_mode) */
 };
 
 /* Runs `program -hide_banner -version` and, when encoder is not NULL,
@@ -87,8 +87,8 @@ struct pirec_ffmpeg_info {
  * and, on failure, writes a one-line explanation naming the program and encoder into err
  * (when errlen > 0), e.g. "ffmpeg 'ffmpeg' has no encoder 'libx264' (install ffmpeg built with
  * libx264, or set encoder = ...)". */
-int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info,
-                       char *err, size_t errlen);
+int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info, char *err,
+                       size_t errlen);
 
 /* The same checks without blocking: ffmpeg runs as child jobs (include/pirec/job.h) on loop.
  * Returns 0 and cb runs exactly once later, on the loop thread, with the result code as above (0,
@@ -96,8 +96,8 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
  * when status is 0) and err (a one-line explanation, "" on success); both pointers live only during
  * cb. Or returns a negative errno and cb never runs: -ENOENT (program not found: exec failed
  * synchronously), -ENOMEM. program and encoder are copied. All calls on the loop thread. */
-typedef void (*pirec_ffmpeg_probe_cb)(int status, const struct pirec_ffmpeg_info *info,
-                                      const char *err, void *user);
+typedef void (*pirec_ffmpeg_probe_cb)(int status, const struct pirec_ffmpeg_info *info, const char *err,
+                                      void *user);
 int pirec_ffmpeg_probe_start(uv_loop_t *loop, const char *program, const char *encoder,
                              pirec_ffmpeg_probe_cb cb, void *user);
 

@@ -22,11 +22,11 @@ struct pirec_fs_req;
 typedef void (*pirec_fs_cb)(struct pirec_fs_req *req);
 
 struct pirec_fs_req {
-  void *data;      /* caller's pointer, untouched */
-  int result;      /* 0, bytes, or negative errno */
-  char *message;   /* NULL, or the failure message; freed by cleanup */
-  char *contents;  /* read_file: the file's bytes plus a terminating NUL (not counted); freed by cleanup */
-  size_t size;     /* read_file: bytes read */
+  void *data;     /* caller's pointer, untouched */
+  int result;     /* 0, bytes, or negative errno */
+  char *message;  /* NULL, or the failure message; freed by cleanup */
+  char *contents; /* read_file: the file's bytes plus a terminating NUL (not counted); freed by cleanup */
+  size_t size;    /* read_file: bytes read */
   /* private */
   uv_work_t work;
   pirec_fs_cb cb;
@@ -49,12 +49,12 @@ int pirec_fs_read_file(uv_loop_t *loop, struct pirec_fs_req *req, const char *pa
  * the same directory; a failure that is reported removes its temporary file). mode 0 means 0644;
  * the umask applies. If only the final directory sync fails, path already holds the new data and
  * the error is still returned. data is copied before the call returns. */
-int pirec_fs_write_atomic(uv_loop_t *loop, struct pirec_fs_req *req, const char *path,
-                          const void *data, size_t len, mode_t mode, pirec_fs_cb cb);
+int pirec_fs_write_atomic(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data,
+                          size_t len, mode_t mode, pirec_fs_cb cb);
 
 /* Appends data to path (created with mode 0644 when missing). data is copied. */
-int pirec_fs_append(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data,
-                    size_t len, pirec_fs_cb cb);
+int pirec_fs_append(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, const void *data, size_t len,
+                    pirec_fs_cb cb);
 
 /* Removes path. A missing file is -ENOENT. */
 int pirec_fs_unlink(uv_loop_t *loop, struct pirec_fs_req *req, const char *path, pirec_fs_cb cb);

@@ -33,10 +33,10 @@ struct pirec_gaze_eye {
 };
 
 struct pirec_gaze_sample {
-  enum pirec_gaze_kind kind; /* == the payload size */
-  float x, y;                /* DUAL: the left eye's gaze */
-  uint8_t worn;              /* raw byte: 255 worn, 0 not worn */
-  float right_x, right_y;    /* DUAL only */
+  enum pirec_gaze_kind kind;    /* == the payload size */
+  float x, y;                   /* DUAL: the left eye's gaze */
+  uint8_t worn;                 /* raw byte: 255 worn, 0 not worn */
+  float right_x, right_y;       /* DUAL only */
   struct pirec_gaze_eye eye[2]; /* EYESTATE and EYELID: [0] left, [1] right */
 };
 
@@ -62,8 +62,8 @@ struct pirec_csv_row;
 /* Appends one gaze row (every column above) to row, which the caller has begun.
  * device_ns INT64_MIN writes an empty field. Thread: whoever owns row. */
 void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
-                        int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts,
-                        uint64_t seq, uint64_t dropped_before);
+                        int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts, uint64_t seq,
+                        uint64_t dropped_before);
 
 /* ---- eye events (the eye_events stream, Neon) ----
  *
@@ -86,7 +86,7 @@ enum pirec_gaze_event_type {
 
 struct pirec_gaze_event {
   enum pirec_gaze_event_type type;
-  int64_t start_ns, end_ns;          /* end_ns INT64_MIN for onsets */
+  int64_t start_ns, end_ns;                             /* end_ns INT64_MIN for onsets */
   float start_x, start_y, end_x, end_y, mean_x, mean_y; /* saccades and fixations */
   float amplitude_px, amplitude_deg, mean_velocity, max_velocity;
 };
@@ -102,9 +102,8 @@ const char *pirec_gaze_event_name(enum pirec_gaze_event_type type);
  * start_x, start_y, end_x, end_y, mean_x, mean_y, amplitude_px, amplitude_deg, mean_velocity,
  * max_velocity, rtp_ts, seq, dropped_before (fields an event lacks are empty). */
 extern const char *const pirec_gaze_event_columns[];
-void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns,
-                              int64_t wall_ns, int64_t device_ns,
-                              const struct pirec_gaze_event *e, uint32_t rtp_ts, uint64_t seq,
-                              uint64_t dropped_before);
+void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
+                              int64_t device_ns, const struct pirec_gaze_event *e, uint32_t rtp_ts,
+                              uint64_t seq, uint64_t dropped_before);
 
 #endif

@@ -98,7 +98,7 @@ enum pirec_gpio_action {
  * can be freed afterwards. Suggested config keys are the field names; enum keys take the strings
  * accepted by the _parse functions below. */
 struct pirec_gpio_settings {
-  const char *name;  /* NAME of [gpio.NAME], used in messages; may be NULL */
+  const char *name; /* NAME of [gpio.NAME], used in messages; may be NULL */
   /* "/dev/gpiochip0", "gpiochip0", a chip label such as "pinctrl-rp1", "auto" or NULL (search
    * every chip for the line name), or "pipe:/path/to/fifo" (pipe backend). */
   const char *chip;
@@ -113,54 +113,53 @@ struct pirec_gpio_settings {
   enum pirec_gpio_action action; /* default MARKER */
   int64_t min_interval_ns;       /* least kernel time between two actions; 0 = no limit */
   /* sync output */
-  int64_t pulse_ns;              /* default 10 ms */
-  int64_t pulse_interval_ns;     /* > 0: also pulse this often while recording; default 0 */
+  int64_t pulse_ns;          /* default 10 ms */
+  int64_t pulse_interval_ns; /* > 0: also pulse this often while recording; default 0 */
 };
 
 enum pirec_gpio_event_kind {
-  PIREC_GPIO_EVENT_EDGE = 0,  /* a trigger's input edge */
-  PIREC_GPIO_EVENT_PULSE,     /* a sync output began a pulse */
+  PIREC_GPIO_EVENT_EDGE = 0, /* a trigger's input edge */
+  PIREC_GPIO_EVENT_PULSE,    /* a sync output began a pulse */
 };
 
 /* One edge, as passed to the event callback. Valid only during the callback. */
 struct pirec_gpio_event {
-  int64_t ts_ns;         /* kernel timestamp, CLOCK_MONOTONIC */
-  int64_t read_mono_ns;  /* CLOCK_MONOTONIC when the batch holding it was read (for latency) */
-  uint64_t seqno;        /* line sequence number (v2, pipe: the kernel's/record's; v1: counted) */
-  uint64_t lost_before;  /* edges lost between the previous event and this one */
-  int rising;            /* 1: inactive -> active, 0: active -> inactive (after active_low) */
-  enum pirec_gpio_action action; /* the configured action, or NONE if rate-limited (pulses: NONE) */
+  int64_t ts_ns;                   /* kernel timestamp, CLOCK_MONOTONIC */
+  int64_t read_mono_ns;            /* CLOCK_MONOTONIC when the batch holding it was read (for latency) */
+  uint64_t seqno;                  /* line sequence number (v2, pipe: the kernel's/record's; v1: counted) */
+  uint64_t lost_before;            /* edges lost between the previous event and this one */
+  int rising;                      /* 1: inactive -> active, 0: active -> inactive (after active_low) */
+  enum pirec_gpio_action action;   /* the configured action, or NONE if rate-limited (pulses: NONE) */
   enum pirec_gpio_event_kind kind; /* pulses: ts_ns = read_mono_ns = when set, seqno = pulse count */
 };
 
 struct pirec_gpio_counters {
-  uint64_t edges;         /* edges read from the line (before filter and debounce) */
-  uint64_t events;        /* events delivered to the callback */
-  uint64_t actions;       /* events that carried an action */
-  uint64_t rate_limited;  /* events whose action was suppressed by min_interval_ns */
-  uint64_t debounced;     /* edges swallowed by software debouncing (v1, pipe) */
-  uint64_t filtered;      /* edges of the direction not asked for */
-  uint64_t lost;          /* edges lost per seqno gaps (v2, pipe) or lower bound (v1) */
-  uint64_t polls;         /* poll callbacks that read events */
-  uint64_t max_batch;     /* most events handled in one poll callback */
-  uint64_t output_sets;   /* output level changes driven */
-  int output_value;       /* current logical output level (outputs) */
-  int error;              /* 0, or the negative errno that stopped the watch */
+  uint64_t edges;        /* edges read from the line (before filter and debounce) */
+  uint64_t events;       /* events delivered to the callback */
+  uint64_t actions;      /* events that carried an action */
+  uint64_t rate_limited; /* events whose action was suppressed by min_interval_ns */
+  uint64_t debounced;    /* edges swallowed by software debouncing (v1, pipe) */
+  uint64_t filtered;     /* edges of the direction not asked for */
+  uint64_t lost;         /* edges lost per seqno gaps (v2, pipe) or lower bound (v1) */
+  uint64_t polls;        /* poll callbacks that read events */
+  uint64_t max_batch;    /* most events handled in one poll callback */
+  uint64_t output_sets;  /* output level changes driven */
+  int output_value;      /* current logical output level (outputs) */
+  int error;             /* 0, or the negative errno that stopped the watch */
 };
 
 /* Record format of the pipe backend, host byte order, written whole (atomic below PIPE_BUF). */
 struct pirec_gpio_pipe_record {
-  int64_t ts_ns;   /* input: edge timestamp (CLOCK_MONOTONIC); output: time the level was set */
-  uint64_t seqno;  /* input: line seqno, 0 = none (then counted and checked like v1); output: count */
-  int32_t level;   /* physical level after the edge / of the output: 0 or 1 */
-  int32_t offset;  /* line offset; informative */
+  int64_t ts_ns;  /* input: edge timestamp (CLOCK_MONOTONIC); output: time the level was set */
+  uint64_t seqno; /* input: line seqno, 0 = none (then counted and checked like v1); output: count */
+  int32_t level;  /* physical level after the edge / of the output: 0 or 1 */
+  int32_t offset; /* line offset; informative */
 };
 
 struct pirec_gpio;
 
 /* Runs on the loop thread for every delivered edge of a trigger and every pulse of a sync output. */
-typedef void (*pirec_gpio_event_cb)(struct pirec_gpio *gpio, const struct pirec_gpio_event *ev,
-                                    void *user);
+typedef void (*pirec_gpio_event_cb)(struct pirec_gpio *gpio, const struct pirec_gpio_event *ev, void *user);
 /* Runs once on the loop thread when the watch stops on an error (err < 0). */
 typedef void (*pirec_gpio_error_cb)(struct pirec_gpio *gpio, int err, void *user);
 /* Runs once when close has finished; counters are final. Memory is freed right after it returns. */

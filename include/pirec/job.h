@@ -109,12 +109,12 @@ struct pirec_job_progress {
 
 /* How a job ended. */
 enum pirec_job_end {
-  PIREC_JOB_END_EXITED = 0,     /* the child ended by itself (any code or signal), no restart due */
-  PIREC_JOB_END_STOPPED,        /* pirec_job_stop() (or a queue stopping it) */
-  PIREC_JOB_END_TIMEOUT_START,  /* no output within start_timeout_ms (and no restart due) */
-  PIREC_JOB_END_TIMEOUT_STALL,  /* no progress within stall_timeout_ms (and no restart due) */
-  PIREC_JOB_END_TIMEOUT_TOTAL,  /* ran longer than total_timeout_ms */
-  PIREC_JOB_END_FAILED,         /* restarts given up (circuit breaker), or a restart / queued
+  PIREC_JOB_END_EXITED = 0,    /* the child ended by itself (any code or signal), no restart due */
+  PIREC_JOB_END_STOPPED,       /* pirec_job_stop() (or a queue stopping it) */
+  PIREC_JOB_END_TIMEOUT_START, /* no output within start_timeout_ms (and no restart due) */
+  PIREC_JOB_END_TIMEOUT_STALL, /* no progress within stall_timeout_ms (and no restart due) */
+  PIREC_JOB_END_TIMEOUT_TOTAL, /* ran longer than total_timeout_ms */
+  PIREC_JOB_END_FAILED,        /* restarts given up (circuit breaker), or a restart / queued
                                    start could not spawn (see result.error) */
 };
 
@@ -123,10 +123,10 @@ struct pirec_job_result {
   /* Of the last run: $? as a shell reports it (0..255 exit code, or 128 + signal), -1 if the last
    * attempt never ran (spawn failed). */
   int status;
-  int exit_code;    /* -1 when a signal killed it or it never ran */
-  int term_signal;  /* 0 unless a signal killed it */
-  int error;        /* 0, or the negative errno of the spawn that failed (PIREC_JOB_END_FAILED) */
-  uint32_t runs;    /* children spawned since pirec_job_start() */
+  int exit_code;         /* -1 when a signal killed it or it never ran */
+  int term_signal;       /* 0 unless a signal killed it */
+  int error;             /* 0, or the negative errno of the spawn that failed (PIREC_JOB_END_FAILED) */
+  uint32_t runs;         /* children spawned since pirec_job_start() */
   int64_t start_mono_ns; /* pirec_job_start() */
   int64_t end_mono_ns;   /* the end of the last run */
   /* The last bytes the last run wrote to stderr (PIREC_JOB_STDIO_PIPE only, else empty), up to
@@ -171,10 +171,10 @@ struct pirec_job_options {
   int progress_fd;
 
   size_t stdin_max_outstanding; /* bytes queued in uv_write at most; default 4 MiB */
-  size_t stdin_pipe_size; /* F_SETPIPE_SZ on the stdin pipe (EPERM ignored); 0: 1 MiB; set
+  size_t stdin_pipe_size;       /* F_SETPIPE_SZ on the stdin pipe (EPERM ignored); 0: 1 MiB; set
                              SIZE_MAX to keep the kernel default */
-  size_t stderr_tail_bytes; /* default 8192 */
-  size_t line_max;          /* default 4096 */
+  size_t stderr_tail_bytes;     /* default 8192 */
+  size_t line_max;              /* default 4096 */
 
   /* Timeouts in ms, 0 = off. start: from spawn until the first byte on any output pipe (stdout,
    * stderr or progress); needs at least one of them piped. stall: longest gap between two progress
@@ -258,28 +258,28 @@ int pirec_job_write_borrowed(struct pirec_job *job, const uv_buf_t bufs[], unsig
 int pirec_job_set_argv(struct pirec_job *job, const char *const *argv);
 
 enum pirec_job_state {
-  PIREC_JOB_IDLE = 0,   /* never started, or ended */
-  PIREC_JOB_QUEUED,     /* waiting for a slot in a pirec_job_queue */
+  PIREC_JOB_IDLE = 0, /* never started, or ended */
+  PIREC_JOB_QUEUED,   /* waiting for a slot in a pirec_job_queue */
   PIREC_JOB_RUNNING,
-  PIREC_JOB_STOPPING,   /* stop escalation in progress */
-  PIREC_JOB_BACKOFF,    /* waiting to restart */
+  PIREC_JOB_STOPPING, /* stop escalation in progress */
+  PIREC_JOB_BACKOFF,  /* waiting to restart */
 };
 
 struct pirec_job_stats {
   enum pirec_job_state state;
-  int pid;                      /* 0 when no child runs */
-  uint32_t runs;                /* children spawned since the last pirec_job_start() */
-  uint32_t restarts;            /* runs - 1, when > 0 */
-  uint64_t stdin_bytes;         /* bytes delivered to the pipe (completed writes) */
-  uint64_t stdin_writes;        /* offers accepted */
-  uint64_t stdin_refused;       /* offers refused (any error) */
+  int pid;                /* 0 when no child runs */
+  uint32_t runs;          /* children spawned since the last pirec_job_start() */
+  uint32_t restarts;      /* runs - 1, when > 0 */
+  uint64_t stdin_bytes;   /* bytes delivered to the pipe (completed writes) */
+  uint64_t stdin_writes;  /* offers accepted */
+  uint64_t stdin_refused; /* offers refused (any error) */
   uint64_t stdin_refused_bytes;
   size_t stdin_outstanding;     /* bytes queued now */
   size_t stdin_outstanding_max; /* high-water mark of stdin_outstanding */
   uint64_t stdout_bytes;
   uint64_t stderr_bytes;
   struct pirec_job_progress last_progress; /* all -1 before the first report */
-  int64_t last_activity_mono_ns; /* what the stall timeout watches */
+  int64_t last_activity_mono_ns;           /* what the stall timeout watches */
 };
 
 /* Counters accumulate over the job's life (not reset by restarts or a new start), except state,
@@ -311,7 +311,6 @@ int pirec_job_queue_add(struct pirec_job_queue *queue, struct pirec_job *job);
 void pirec_job_queue_free(struct pirec_job_queue *queue);
 
 /* Jobs running and waiting now. */
-void pirec_job_queue_counts(const struct pirec_job_queue *queue, unsigned *running,
-                            unsigned *waiting);
+void pirec_job_queue_counts(const struct pirec_job_queue *queue, unsigned *running, unsigned *waiting);
 
 #endif

@@ -24,8 +24,7 @@ void pirec_log_set_handler(pirec_log_handler handler, void *user);
 void pirec_log_set_level(enum pirec_log_level max_level);
 
 /* Formats and passes on one line. Never called on a capture path. */
-void pirec_log(enum pirec_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void pirec_log(enum pirec_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pirec_logv(enum pirec_log_level level, const char *fmt, va_list ap);
 
 #endif

@@ -24,9 +24,9 @@ typedef void (*pirec_looplag_close_cb)(struct pirec_looplag *lag);
 
 struct pirec_looplag_stats {
   uint64_t ticks;
-  uint64_t episodes;  /* times lag went over the threshold */
+  uint64_t episodes; /* times lag went over the threshold */
   int64_t max_ns;
-  int64_t p99_ns;     /* from a log-linear histogram: within ~6% of the true value; 0 before a tick */
+  int64_t p99_ns; /* from a log-linear histogram: within ~6% of the true value; 0 before a tick */
   int64_t last_ns;
 };
 
@@ -48,8 +48,8 @@ struct pirec_looplag {
 
 /* interval_ms 0 means 10 ms; threshold_ns 0 means 20 ms. on_episode may be NULL. lag->data is kept.
  * Returns 0 or a negative errno (-EINVAL for a NULL loop or lag, or a negative threshold). */
-int pirec_looplag_init(uv_loop_t *loop, struct pirec_looplag *lag, uint64_t interval_ms,
-                       int64_t threshold_ns, pirec_looplag_episode_cb on_episode);
+int pirec_looplag_init(uv_loop_t *loop, struct pirec_looplag *lag, uint64_t interval_ms, int64_t threshold_ns,
+                       pirec_looplag_episode_cb on_episode);
 int pirec_looplag_start(struct pirec_looplag *lag);
 void pirec_looplag_stop(struct pirec_looplag *lag);
 void pirec_looplag_reset(struct pirec_looplag *lag);

@@ -25,9 +25,9 @@ extern "C" {
 #define PIREC_MDNS_NEON_TYPE "_http._tcp"
 
 struct pirec_mdns_result {
-  char host[64];   /* numeric IPv4 address, e.g. "192.168.1.23" */
-  int port;        /* the service's port (the realtime API's HTTP port, normally 8080) */
-  char name[256];  /* the instance name, e.g. "PI monitor:Neon:1234" */
+  char host[64];  /* numeric IPv4 address, e.g. "192.168.1.23" */
+  int port;       /* the service's port (the realtime API's HTTP port, normally 8080) */
+  char name[256]; /* the instance name, e.g. "PI monitor:Neon:1234" */
 };
 
 struct pirec_mdns;
@@ -61,8 +61,8 @@ int pirec_mdns_probe(const char *config_key, char *err, size_t errlen);
  * build), -ENOMEM, -EINVAL, -EIO (avahi's thread could not start). The callback never runs when
  * this fails. */
 int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix, int timeout_ms,
-                          const char *config_key, pirec_mdns_cb cb, void *user,
-                          struct pirec_mdns **out, char *err, size_t errlen);
+                          const char *config_key, pirec_mdns_cb cb, void *user, struct pirec_mdns **out,
+                          char *err, size_t errlen);
 
 /* Stops the lookup (joins avahi's thread, which takes milliseconds), then frees the handle after
  * its libuv handles have closed; cb (may be NULL) runs then, on the loop. The lookup's callback

@@ -23,8 +23,8 @@
 struct pirec_notes;
 
 struct pirec_notes_options {
-  size_t ring_bytes;        /* sink ring; default 8 MiB */
-  size_t max_text;          /* longest note accepted, bytes; default 65536 (longer: -EMSGSIZE) */
+  size_t ring_bytes;          /* sink ring; default 8 MiB */
+  size_t max_text;            /* longest note accepted, bytes; default 65536 (longer: -EMSGSIZE) */
   unsigned fsync_interval_ms; /* default 1000; PIREC_SINK_FSYNC_NEVER for none */
 };
 
@@ -41,15 +41,13 @@ typedef void (*pirec_notes_cb)(struct pirec_notes *notes, int status, void *user
 void pirec_notes_options_default(struct pirec_notes_options *opts);
 
 /* opts may be NULL. Returns 0 and *out, or -ENOMEM / -EINVAL. */
-int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts,
-                    struct pirec_notes **out);
+int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts, struct pirec_notes **out);
 
 /* Opens DIR/notes.csv for appending (creating it with its header row when missing or empty) and
  * sets the trial written in each row. cb runs on the loop with 0 or a negative errno once the file's
  * state is known (an open failure after that is reported through the counters' error). If this
  * returns an error, cb never runs. -EBUSY when a file is already open. */
-int pirec_notes_open(struct pirec_notes *notes, const char *dir, int trial, pirec_notes_cb cb,
-                     void *user);
+int pirec_notes_open(struct pirec_notes *notes, const char *dir, int trial, pirec_notes_cb cb, void *user);
 
 /* Adds one note stamped with the given clocks (the time it was received). Returns 0, -ENOTCONN (no
  * file open; not counted), -EMSGSIZE (longer than max_text), -ENOBUFS (ring full) or the file's

@@ -103,11 +103,11 @@ struct pirec_recorder_ops {
 };
 
 struct pirec_recorder_options {
-  int in_fd;              /* default 0 */
-  int out_fd;             /* default 1 */
-  size_t max_line;        /* longest accepted command line in bytes; default 2 MiB */
-  size_t max_out_bytes;   /* replies queued but unwritten beyond this are dropped (counted); 4 MiB */
-  int handle_signals;     /* 1 (default): SIGINT/SIGTERM become a quit request; 0: leave them */
+  int in_fd;            /* default 0 */
+  int out_fd;           /* default 1 */
+  size_t max_line;      /* longest accepted command line in bytes; default 2 MiB */
+  size_t max_out_bytes; /* replies queued but unwritten beyond this are dropped (counted); 4 MiB */
+  int handle_signals;   /* 1 (default): SIGINT/SIGTERM become a quit request; 0: leave them */
 };
 
 /* Fills opts with the defaults above. */
@@ -116,9 +116,8 @@ void pirec_recorder_options_default(struct pirec_recorder_options *opts);
 /* Allocates a recorder named name (the module name in replies and status, e.g. "notes",
  * "camera0"; copied). ops is copied. opts may be NULL for the defaults.
  * Returns 0 and *out, or -EINVAL (missing start/stop/quit, empty name), -ENOMEM. */
-int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops,
-                       void *user, const struct pirec_recorder_options *opts,
-                       struct pirec_recorder **out);
+int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops, void *user,
+                       const struct pirec_recorder_options *opts, struct pirec_recorder **out);
 
 /* Opens the pipes, starts reading commands and writes {"reply":"ready",...}.
  * Returns 0 or a negative errno (fd not usable), after which only close is allowed. */
@@ -148,11 +147,11 @@ int pirec_recorder_recording(const struct pirec_recorder *rec);
 int pirec_recorder_trial(const struct pirec_recorder *rec);
 
 struct pirec_recorder_counters {
-  uint64_t commands;      /* lines parsed as commands */
-  uint64_t bad_lines;     /* lines answered with an error before dispatch */
-  uint64_t replies;       /* lines queued on stdout */
+  uint64_t commands;        /* lines parsed as commands */
+  uint64_t bad_lines;       /* lines answered with an error before dispatch */
+  uint64_t replies;         /* lines queued on stdout */
   uint64_t replies_dropped; /* lines dropped because the output queue was over max_out_bytes */
-  size_t out_queued;      /* bytes queued on stdout now */
+  size_t out_queued;        /* bytes queued on stdout now */
 };
 void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_recorder_counters *out);
 

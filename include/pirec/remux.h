@@ -56,23 +56,23 @@ struct pirec_remux_options {
 
 /* What one file did. Filled on success and on failure (as far as the run got). */
 struct pirec_remux_result {
-  int64_t timing_rows;      /* complete rows/lines in the timing file */
-  int64_t packets;          /* complete packets read from the input video */
-  int64_t frames;           /* frames written (min of the two, when a cut was allowed) */
-  int64_t rows_cut;         /* timing rows without a complete packet (cut at the end) */
-  int64_t packets_cut;      /* packets without a complete timing row (cut at the end) */
-  int64_t bytes_cut;        /* input bytes after the last complete packet that were not used */
-  int partial_row;          /* the timing file's last line was incomplete and was ignored */
-  int video_truncated;      /* the video ended inside a packet or container element */
+  int64_t timing_rows; /* complete rows/lines in the timing file */
+  int64_t packets;     /* complete packets read from the input video */
+  int64_t frames;      /* frames written (min of the two, when a cut was allowed) */
+  int64_t rows_cut;    /* timing rows without a complete packet (cut at the end) */
+  int64_t packets_cut; /* packets without a complete timing row (cut at the end) */
+  int64_t bytes_cut;   /* input bytes after the last complete packet that were not used */
+  int partial_row;     /* the timing file's last line was incomplete and was ignored */
+  int video_truncated; /* the video ended inside a packet or container element */
   enum pirec_remux_clock clock_used;
-  char clock_note[256];     /* --clock auto only: why device_ts_ns was passed over, else empty */
-  int reorder_depth;        /* 0 without B-frames, else how far decode order runs ahead */
-  int64_t first_ns;         /* timestamp of frame 0 on clock_used */
-  int64_t duration_ns;      /* t_last - t_first */
+  char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
+  int reorder_depth;    /* 0 without B-frames, else how far decode order runs ahead */
+  int64_t first_ns;     /* timestamp of frame 0 on clock_used */
+  int64_t duration_ns;  /* t_last - t_first */
   int64_t input_bytes;
   char timing_path[4096];
   char output_path[4096];
-  char error[1024];         /* empty on success; "file:line: what" or numbers on a mismatch */
+  char error[1024]; /* empty on success; "file:line: what" or numbers on a mismatch */
 };
 
 /* Progress: called from inside pirec_remux_file on the calling thread, with bytes of input read so
@@ -81,11 +81,11 @@ typedef void (*pirec_remux_progress_cb)(int64_t done_bytes, int64_t total_bytes,
 
 /* Timing of one file as loaded from its timing file. */
 struct pirec_remux_timing {
-  int64_t *t_ns;       /* count timestamps on the chosen clock (heap; pirec_remux_timing_free) */
-  int64_t *bytes;      /* count sizes from the CSV's bytes column, -1 where unknown; may be NULL */
-  int64_t *offset;     /* count byte offsets from the CSV's offset column, -1 where unknown; may be NULL */
+  int64_t *t_ns;   /* count timestamps on the chosen clock (heap; pirec_remux_timing_free) */
+  int64_t *bytes;  /* count sizes from the CSV's bytes column, -1 where unknown; may be NULL */
+  int64_t *offset; /* count byte offsets from the CSV's offset column, -1 where unknown; may be NULL */
   int64_t count;
-  int64_t first_line;  /* file line of entry 0, for messages */
+  int64_t first_line; /* file line of entry 0, for messages */
   int partial_row;
   enum pirec_remux_clock clock_used;
   char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
@@ -94,8 +94,8 @@ struct pirec_remux_timing {
 /* Loads a frames CSV (parsed with libcsv) or a v2 pts file. Rows must carry strictly increasing
  * timestamps on the chosen clock. Returns 0, or a negative error with err (cap bytes) holding
  * "path:line: column 'value' what is wrong". On failure *timing is left empty. */
-int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock,
-                            struct pirec_remux_timing *timing, char *err, size_t cap);
+int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, struct pirec_remux_timing *timing,
+                            char *err, size_t cap);
 void pirec_remux_timing_free(struct pirec_remux_timing *timing);
 
 /* Finds the timing file for a video: "<stem>_frames.csv", else "<stem>.pts", else "<stem>_pts.txt".
@@ -104,8 +104,7 @@ int pirec_remux_find_timing(const char *video_path, char *out, size_t cap);
 
 /* The default output name: "<stem>.mp4" / "<stem>.mkv", or "<stem>_timed.mkv" when that would be
  * the input itself. Returns 0 or -ENAMETOOLONG. */
-int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out,
-                            size_t cap);
+int pirec_remux_output_path(const char *video_path, enum pirec_remux_format format, char *out, size_t cap);
 
 /* Remuxes one file (see the top of this header). A crashed recording is recovered: when the timing
  * file's last line is partial or the video ends inside a packet, every frame with both a complete
@@ -113,8 +112,7 @@ int pirec_remux_output_path(const char *video_path, enum pirec_remux_format form
  * of truncation, a row/packet count mismatch is an error. Returns 0 or a negative error, with
  * result->error set. result must not be NULL; progress may be. */
 int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
-                     struct pirec_remux_result *result, pirec_remux_progress_cb progress,
-                     void *user);
+                     struct pirec_remux_result *result, pirec_remux_progress_cb progress, void *user);
 
 /* Checks an existing output against its timing: for every packet pts - pts0 == round(t_i - t_0)
  * in the output's time base (or the CFR grid with PIREC_REMUX_CFR), and the packet count against
@@ -137,12 +135,12 @@ struct uv_loop_s;
 
 struct pirec_remux_run_options {
   struct pirec_remux_options remux; /* timing_path/output_path only with a single file */
-  unsigned jobs;          /* children at once, >= 1 */
-  int verify;             /* check existing outputs instead of remuxing */
-  int json;               /* summary as one JSON object on out, instead of a table */
-  int progress;           /* draw progress bars on err (the app sets it when err is a terminal) */
-  uint32_t timeout_s;     /* per file; 0: 30 s + 1 s per 2 MiB of input */
-  const char *self_exe;   /* the pirec-remux binary to re-execute with --one */
+  unsigned jobs;                    /* children at once, >= 1 */
+  int verify;                       /* check existing outputs instead of remuxing */
+  int json;                         /* summary as one JSON object on out, instead of a table */
+  int progress;                     /* draw progress bars on err (the app sets it when err is a terminal) */
+  uint32_t timeout_s;               /* per file; 0: 30 s + 1 s per 2 MiB of input */
+  const char *self_exe;             /* the pirec-remux binary to re-execute with --one */
 };
 
 /* Expands paths (session directories are searched for videos with a timing file; files are taken
@@ -155,7 +153,6 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
 
 /* The child side (--one): remuxes or verifies one file, writing "progress DONE TOTAL" lines and one
  * final "result {json}" line on out. Returns 0 on success, 1 on failure. */
-int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify,
-                      FILE *out);
+int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify, FILE *out);
 
 #endif

@@ -31,13 +31,13 @@ struct pirec_ring_record {
 };
 
 struct pirec_ring_stats {
-  uint64_t pushed;        /* records committed */
-  uint64_t dropped;       /* records refused because the ring was full */
-  uint64_t bytes_pushed;  /* payload bytes committed */
-  uint64_t released;      /* records released by the consumer */
-  size_t used_bytes;      /* arena bytes in use, headers and padding included */
-  size_t high_water;      /* the largest used_bytes seen by the producer */
-  size_t capacity;        /* arena size in bytes */
+  uint64_t pushed;       /* records committed */
+  uint64_t dropped;      /* records refused because the ring was full */
+  uint64_t bytes_pushed; /* payload bytes committed */
+  uint64_t released;     /* records released by the consumer */
+  size_t used_bytes;     /* arena bytes in use, headers and padding included */
+  size_t high_water;     /* the largest used_bytes seen by the producer */
+  size_t capacity;       /* arena size in bytes */
 };
 
 /* Creates a ring whose arena holds capacity_bytes (rounded up to a multiple of 64). A record of up to

@@ -21,7 +21,7 @@
 
 struct pirec_rtp_packet {
   int marker;
-  int pt;          /* payload type 0..127 */
+  int pt; /* payload type 0..127 */
   uint16_t seq;
   uint32_t ts;
   uint32_t ssrc;
@@ -34,8 +34,7 @@ struct pirec_rtp_packet {
 int pirec_rtp_parse(const uint8_t *buf, size_t len, struct pirec_rtp_packet *out);
 
 /* Writes a 12-byte RTP header (version 2, no CSRC, no extension) into out. Returns 12. */
-size_t pirec_rtp_write_header(uint8_t *out, int marker, int pt, uint16_t seq, uint32_t ts,
-                              uint32_t ssrc);
+size_t pirec_rtp_write_header(uint8_t *out, int marker, int pt, uint16_t seq, uint32_t ts, uint32_t ssrc);
 
 /* ---- RTCP Sender Reports ---- */
 
@@ -60,12 +59,12 @@ uint64_t pirec_unix_ns_to_ntp(int64_t unix_ns);
 /* ---- clock mapping ---- */
 
 struct pirec_rtp_clock {
-  uint32_t rate;     /* Hz, > 0 */
+  uint32_t rate; /* Hz, > 0 */
   int have_ts;
-  int64_t ext_last;  /* the last extended timestamp seen */
+  int64_t ext_last; /* the last extended timestamp seen */
   int have_sr;
-  int64_t sr_ext;    /* extended RTP timestamp of the latest Sender Report */
-  int64_t sr_ns;     /* its NTP time as Unix ns */
+  int64_t sr_ext; /* extended RTP timestamp of the latest Sender Report */
+  int64_t sr_ns;  /* its NTP time as Unix ns */
   uint64_t sr_count;
 };
 
@@ -83,10 +82,10 @@ int64_t pirec_rtp_ticks_to_ns(int64_t ticks, uint32_t rate);
 
 struct pirec_rtp_seq {
   int started;
-  uint64_t ext_max;   /* highest extended sequence number seen */
+  uint64_t ext_max; /* highest extended sequence number seen */
   uint64_t received;
-  uint64_t lost;      /* sum of gaps */
-  uint64_t late;      /* duplicates and packets older than ext_max */
+  uint64_t lost; /* sum of gaps */
+  uint64_t late; /* duplicates and packets older than ext_max */
 };
 
 /* Accounts for seq. Returns the number of packets missing just before this one (>= 0), or -1 for
@@ -102,10 +101,10 @@ enum pirec_rtsp_item_kind {
 
 struct pirec_rtsp_item {
   enum pirec_rtsp_item_kind kind;
-  int channel;           /* INTERLEAVED */
-  const uint8_t *data;   /* INTERLEAVED: the packet; MESSAGE: the header block (ends "\r\n\r\n") */
+  int channel;         /* INTERLEAVED */
+  const uint8_t *data; /* INTERLEAVED: the packet; MESSAGE: the header block (ends "\r\n\r\n") */
   size_t len;
-  const char *body;      /* MESSAGE: the body (not NUL-terminated), len body_len */
+  const char *body; /* MESSAGE: the body (not NUL-terminated), len body_len */
   size_t body_len;
 };
 
@@ -113,7 +112,7 @@ struct pirec_rtsp_framer {
   uint8_t *buf;
   size_t cap, start, end;
   size_t max_message;
-  uint64_t skipped;      /* bytes thrown away while resynchronising */
+  uint64_t skipped; /* bytes thrown away while resynchronising */
 };
 
 /* max_message bounds a message's header block plus body. Returns 0 or -ENOMEM. */
@@ -148,12 +147,12 @@ int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len)
 #define PIREC_SDP_MAX_MEDIA 4
 
 struct pirec_sdp_media {
-  char media[16];        /* "video", "application", ... */
+  char media[16]; /* "video", "application", ... */
   int pt;
-  char encoding[64];     /* rtpmap encoding name, e.g. "H264", "com.pupillabs.gaze1" */
+  char encoding[64]; /* rtpmap encoding name, e.g. "H264", "com.pupillabs.gaze1" */
   uint32_t clock_rate;
-  char control[512];     /* a=control value, "" when absent */
-  char fmtp[512];        /* a=fmtp parameters for pt, "" when absent */
+  char control[512]; /* a=control value, "" when absent */
+  char fmtp[512];    /* a=fmtp parameters for pt, "" when absent */
 };
 
 struct pirec_sdp {
@@ -173,13 +172,13 @@ int pirec_rtsp_control_url(const char *base, const char *control, char *out, siz
 /* ---- H.264 over RTP (RFC 6184, packetization modes 0 and 1) ---- */
 
 struct pirec_h264_au {
-  const uint8_t *data;   /* Annex B: every NAL unit preceded by 00 00 00 01 */
+  const uint8_t *data; /* Annex B: every NAL unit preceded by 00 00 00 01 */
   size_t len;
   uint32_t rtp_ts;
-  int keyframe;          /* holds an IDR slice */
-  int has_params;        /* holds an SPS and a PPS */
-  int damaged;           /* a packet of it was lost or malformed: do not write it */
-  int complete;          /* ended by the marker bit (0: ended because the timestamp changed) */
+  int keyframe;   /* holds an IDR slice */
+  int has_params; /* holds an SPS and a PPS */
+  int damaged;    /* a packet of it was lost or malformed: do not write it */
+  int complete;   /* ended by the marker bit (0: ended because the timestamp changed) */
 };
 
 typedef void (*pirec_h264_au_cb)(const struct pirec_h264_au *au, void *user);
@@ -191,7 +190,7 @@ struct pirec_h264_depay {
   uint32_t ts;
   int in_fu;
   int damaged, keyframe, sps, pps;
-  uint64_t malformed;    /* packets that broke the rules (unknown NAL type, FU without start, ...) */
+  uint64_t malformed; /* packets that broke the rules (unknown NAL type, FU without start, ...) */
 };
 
 /* max_au bounds an access unit (larger ones are marked damaged). Returns 0 or -ENOMEM. */
@@ -201,8 +200,8 @@ void pirec_h264_depay_free(struct pirec_h264_depay *d);
  * pirec_rtp_seq_update). cb runs, inside this call, for each access unit that completes (a
  * timestamp change closes the previous one, the marker bit closes the current one). Returns 0,
  * or -EBADMSG when the packet was malformed (counted; the access unit becomes damaged). */
-int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_packet *pkt,
-                          int64_t lost_before, pirec_h264_au_cb cb, void *user);
+int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_packet *pkt, int64_t lost_before,
+                          pirec_h264_au_cb cb, void *user);
 /* Forgets a partial access unit (after a reconnect). */
 void pirec_h264_depay_reset(struct pirec_h264_depay *d);
 

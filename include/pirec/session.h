@@ -41,21 +41,21 @@ struct pirec_session;
 int pirec_session_label_sanitise(const char *label, char *out);
 
 struct pirec_session_options {
-  const char *output_dir;        /* created when missing (with parents); required */
-  const char *label;             /* already sanitised; NULL or "" for none */
-  int64_t clocks_interval_ns;    /* default 10 s */
-  unsigned fsync_interval_ms;    /* events.csv and clocks.csv; 0: default 1000; UINT_MAX: only
+  const char *output_dir;     /* created when missing (with parents); required */
+  const char *label;          /* already sanitised; NULL or "" for none */
+  int64_t clocks_interval_ns; /* default 10 s */
+  unsigned fsync_interval_ms; /* events.csv and clocks.csv; 0: default 1000; UINT_MAX: only
                                     when closed ([storage] fsync_interval = 0) */
-  json_t *config;                /* config snapshot for session.json (a reference is taken; do not modify it afterwards); may be NULL */
-  json_t *host_extra;            /* more fields for "host" (borrowed, copied); may be NULL */
-  json_t *versions_extra;        /* more entries for "versions", e.g. libgpiod (borrowed, copied);
+  json_t *
+      config; /* config snapshot for session.json (a reference is taken; do not modify it afterwards); may be NULL */
+  json_t *host_extra;     /* more fields for "host" (borrowed, copied); may be NULL */
+  json_t *versions_extra; /* more entries for "versions", e.g. libgpiod (borrowed, copied);
                                     may be NULL. pirec, libuv, jansson and FFmpeg are always there */
 };
 
 typedef void (*pirec_session_cb)(struct pirec_session *session, int status, void *user);
 
-int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
-                      struct pirec_session **out);
+int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts, struct pirec_session **out);
 
 /* Creates the directory (adding "-2", "-3", ... if the name exists), opens events.csv and
  * clocks.csv, records the start anchor, writes session.json and the session_start event, starts
@@ -73,10 +73,9 @@ int64_t pirec_session_start_mono_ns(const struct pirec_session *s);
 /* Appends an events.csv row stamped now (or at mono_ns/wall_ns, e.g. a GPIO edge's kernel time,
  * with pirec_session_event_at). module and detail may be NULL. Returns 0 or the sink's push error
  * (counted in session.json's "events_dropped"). */
-int pirec_session_event(struct pirec_session *s, const char *event, const char *module,
-                        const char *detail);
-int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wall_ns,
-                           const char *event, const char *module, const char *detail);
+int pirec_session_event(struct pirec_session *s, const char *event, const char *module, const char *detail);
+int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wall_ns, const char *event,
+                           const char *module, const char *detail);
 
 /* Begins trial number trial (> the last one) with a sanitised label: event trial_start, a clock
  * anchor, an entry in "trials", session.json rewritten. -EBUSY when a trial is running. */
@@ -86,16 +85,14 @@ int pirec_session_trial_end(struct pirec_session *s);
 
 /* Per-module facts for session.json's "modules" object. */
 /* Sets modules.NAME.KEY = value (stolen), e.g. "pid", "counters", "state". */
-void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key,
-                              json_t *value);
+void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key, json_t *value);
 /* A recorder died unexpectedly: event module_crash with "exit N" / "signal N", an entry in
  * modules.NAME.crashes. Returns 0. */
-int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status,
-                               int term_signal, int64_t mono_ns);
+int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status, int term_signal,
+                               int64_t mono_ns);
 /* The recorder is recording again: event module_restart, an entry in modules.NAME.gaps with the
  * gap from gap_start_mono_ns (its crash) to now and the trial it fell in. */
-int pirec_session_module_restart(struct pirec_session *s, const char *module,
-                                 int64_t gap_start_mono_ns);
+int pirec_session_module_restart(struct pirec_session *s, const char *module, int64_t gap_start_mono_ns);
 /* An error worth keeping: event error, an entry in "errors". module may be NULL. */
 int pirec_session_error(struct pirec_session *s, const char *module, const char *message);
 size_t pirec_session_error_count(const struct pirec_session *s);

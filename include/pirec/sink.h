@@ -59,7 +59,7 @@ struct pirec_sink_counters {
   uint64_t syncs;         /* fdatasync calls completed */
   size_t ring_used;       /* bytes waiting in the ring */
   size_t ring_capacity;
-  int error;              /* 0, or the negative errno that stopped the sink */
+  int error; /* 0, or the negative errno that stopped the sink */
 };
 
 /* Runs once on the loop thread when the sink enters the error state. */

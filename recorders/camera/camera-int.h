@@ -12,8 +12,7 @@ struct pirec__rpicam;
 /* The rpicam-vid source (camera-rpicam.c). */
 int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpicam **out,
                        struct pirec_camera_format *fmt, char **message);
-int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *frame,
-                       atomic_int *interrupted);
+int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *frame, atomic_int *interrupted);
 void pirec__rpicam_interrupt(struct pirec__rpicam *rp);
 void pirec__rpicam_free(struct pirec__rpicam *rp);
 

@@ -213,16 +213,16 @@ int pirec_camera_rpicam_metadata_line(const char *line, size_t len, int64_t *ns)
 
 struct pirec__rpicam {
   pid_t pid;
-  int out_fd;     /* the child's stdout */
-  int meta_fd;    /* read end of the --metadata pipe, -1 once it hung up */
-  int wake_fd;    /* eventfd for interrupt */
+  int out_fd;  /* the child's stdout */
+  int meta_fd; /* read end of the --metadata pipe, -1 once it hung up */
+  int wake_fd; /* eventfd for interrupt */
   struct pirec_camera_splitter sp;
   /* A frame's metadata block arrives after the frame; a block still owed for a frame pushed
    * without one is discarded when it arrives, so frames and blocks stay paired by position. */
   int64_t ts[TS_QUEUE];
   unsigned ts_head, ts_count;
   uint64_t ts_owed;
-  int64_t block_ts;  /* SensorTimestamp of the block being read, INT64_MIN until its line */
+  int64_t block_ts; /* SensorTimestamp of the block being read, INT64_MIN until its line */
   char line[128];
   size_t line_len;
   int64_t frame_interval_ns;
@@ -338,8 +338,8 @@ int pirec__rpicam_open(const struct pirec_camera_settings *s, struct pirec__rpic
 
   char *prog = find_in_path(s->rpicam_program);
   if (!prog) {
-    *message = pirec__camera_strdupf("cannot run '%s': not found in PATH or not executable",
-                                     s->rpicam_program);
+    *message =
+        pirec__camera_strdupf("cannot run '%s': not found in PATH or not executable", s->rpicam_program);
     return -ENOENT;
   }
   /* The metadata "file" is a pipe the child reaches as /proc/self/fd/3: no path on disk, nothing
@@ -453,8 +453,7 @@ static int64_t take_ts(struct pirec__rpicam *rp, atomic_int *interrupted)
   return ns;
 }
 
-int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *frame,
-                       atomic_int *interrupted)
+int pirec__rpicam_read(struct pirec__rpicam *rp, struct pirec_camera_frame *frame, atomic_int *interrupted)
 {
   const uint8_t *data;
   size_t len;

@@ -32,10 +32,10 @@ struct pirec_camera_source {
   AVBSFContext *bsf;
   int stream;
   AVRational tb;
-  int pace;               /* sleep until each packet's time relative to the first */
-  int64_t pace_first_ts;  /* INT64_MIN until the first packet */
+  int pace;              /* sleep until each packet's time relative to the first */
+  int64_t pace_first_ts; /* INT64_MIN until the first packet */
   int64_t pace_start_ns;
-  uint8_t *header;        /* Annex B parameter sets for elementary-stream files */
+  uint8_t *header; /* Annex B parameter sets for elementary-stream files */
   size_t header_len;
 
   struct pirec__rpicam *rpicam;
@@ -141,8 +141,7 @@ static enum pirec_camera_codec map_codec(enum AVCodecID id)
 static int setup_annexb(struct pirec_camera_source *src, AVCodecParameters *par, char **message)
 {
   const char *name = par->codec_id == AV_CODEC_ID_H264 ? "h264_mp4toannexb" : "hevc_mp4toannexb";
-  int annexb = par->extradata_size >= 4 &&
-               (AV_RB24(par->extradata) == 1 || AV_RB32(par->extradata) == 1);
+  int annexb = par->extradata_size >= 4 && (AV_RB24(par->extradata) == 1 || AV_RB32(par->extradata) == 1);
   int r;
 
   if (par->extradata_size == 0)
@@ -172,8 +171,7 @@ static int setup_annexb(struct pirec_camera_source *src, AVCodecParameters *par,
   return src->out_pkt ? 0 : AVERROR(ENOMEM);
 }
 
-static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_source *src,
-                    char **message)
+static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_source *src, char **message)
 {
   const AVInputFormat *ifmt = NULL;
   AVDictionary *opts = NULL;
@@ -186,10 +184,9 @@ static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_s
   if (s->kind == PIREC_CAMERA_LAVFI) {
     ifmt = av_find_input_format("lavfi");
     /* Options are appended to the source filter's own: "testsrc2" or "testsrc2=alpha=0". */
-    snprintf(url, sizeof url, "%s%csize=%dx%d:rate=%d/%d", s->source,
-             strchr(s->source, '=') ? ':' : '=', s->width > 0 ? s->width : 1280,
-             s->height > 0 ? s->height : 720, s->fps_num > 0 ? s->fps_num : 30,
-             s->fps_num > 0 && s->fps_den > 0 ? s->fps_den : 1);
+    snprintf(url, sizeof url, "%s%csize=%dx%d:rate=%d/%d", s->source, strchr(s->source, '=') ? ':' : '=',
+             s->width > 0 ? s->width : 1280, s->height > 0 ? s->height : 720,
+             s->fps_num > 0 ? s->fps_num : 30, s->fps_num > 0 && s->fps_den > 0 ? s->fps_den : 1);
     /* lavfi renders as fast as it is read; a camera delivers at its rate. */
     src->pace = 1;
   } else if (s->kind == PIREC_CAMERA_V4L2) {
@@ -337,8 +334,8 @@ static int lav_read(struct pirec_camera_source *src, struct pirec_camera_frame *
   }
 
   int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
-  frame->device_ts_ns = ts != AV_NOPTS_VALUE ? av_rescale_q(ts, src->tb, (AVRational){1, 1000000000})
-                                              : INT64_MIN;
+  frame->device_ts_ns =
+      ts != AV_NOPTS_VALUE ? av_rescale_q(ts, src->tb, (AVRational){1, 1000000000}) : INT64_MIN;
   if (src->pace && frame->device_ts_ns != INT64_MIN) {
     if (src->pace_first_ts == INT64_MIN) {
       src->pace_first_ts = frame->device_ts_ns;

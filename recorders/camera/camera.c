@@ -28,7 +28,6 @@
 
 #include <libavformat/avformat.h>
 
-
 /* Every ring record: this header, then the frame's bytes. */
 struct frame_hdr {
   uint64_t seq;
@@ -48,7 +47,7 @@ struct meta {
 
 /* Log-linear histogram: 32 sub-buckets per power of two (~3% resolution). */
 #define HIST_SUB 32
-#define HIST_N (60 * HIST_SUB)
+#define HIST_N   (60 * HIST_SUB)
 
 struct hist {
   _Atomic uint64_t b[HIST_N];
@@ -135,7 +134,7 @@ struct trial {
   int sinks_open;
   int err;
   int mkv_failed;
-  int seal;                  /* the video sink closed cleanly: seal it once the CSV is closed too */
+  int seal;                 /* the video sink closed cleanly: seal it once the CSV is closed too */
   uint64_t seal_file_bytes; /* the video sink's final bytes_written */
   struct pirec__mkv_sealer sealer;
   struct pirec_camera *cam;
@@ -358,8 +357,7 @@ static void *capture_main(void *arg)
       /* A file that ends is over; a network stream that ends (an RTSP server or TCP peer closing
        * the connection) is a camera gone away, reconnected like any other failure. */
       if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
-        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name,
-                   cam->label);
+        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name, cam->label);
         while (!nap(cam, 1000000000)) {
         }
         break;
@@ -439,8 +437,7 @@ static void *capture_main(void *arg)
 static void release_done(struct pirec_camera *cam)
 {
   size_t n = 0;
-  while (cam->infl_released + n < cam->infl_taken &&
-         cam->infl_done[(cam->infl_released + n) % cam->infl_cap])
+  while (cam->infl_released + n < cam->infl_taken && cam->infl_done[(cam->infl_released + n) % cam->infl_cap])
     cam->infl_done[(cam->infl_released + n++) % cam->infl_cap] = 0;
   if (n) {
     pirec_ring_release(cam->ring, n);
@@ -453,8 +450,8 @@ static void mark_done(struct pirec_camera *cam, uint64_t abs)
   cam->infl_done[abs % cam->infl_cap] = 1;
 }
 
-static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, int64_t mono,
-                      int64_t wall, int64_t dev, uint64_t dropped, uint64_t bytes, int64_t offset)
+static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, int64_t mono, int64_t wall,
+                      int64_t dev, uint64_t dropped, uint64_t bytes, int64_t offset)
 {
   char buf[256];
   struct pirec_csv_row row;
@@ -578,8 +575,7 @@ static void drain(struct pirec_camera *cam)
         continue;
       }
       uv_buf_t b = uv_buf_init((char *)payload, (unsigned)h.len);
-      int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release,
-                                       (void *)(uintptr_t)cam->cur_abs);
+      int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release, (void *)(uintptr_t)cam->cur_abs);
       if (r == -ENOBUFS)
         break; /* the encoder is behind: the ring holds the frame; on_drain resumes */
       if (r < 0) {
@@ -603,8 +599,8 @@ static void drain(struct pirec_camera *cam)
     if (!sink_has_room(t->video, h.len) || pirec_sink_push(t->video, payload, h.len) < 0) {
       drop_cur(cam, &cam->drops_sink);
     } else {
-      write_row(cam, t, h.seq, h.mono_ns, h.wall_ns, h.device_ts_ns, cam->cur_dropped + cam->pending,
-                h.len, (int64_t)t->video_offset);
+      write_row(cam, t, h.seq, h.mono_ns, h.wall_ns, h.device_ts_ns, cam->cur_dropped + cam->pending, h.len,
+                (int64_t)t->video_offset);
       cam->pending = 0;
       t->video_offset += h.len;
     }
@@ -645,8 +641,7 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
     carry_out(cam, t, m.dropped + 1);
     return;
   }
-  int r = pirec__mkv_write(t->mkv, au, len, pirec__h264_is_keyframe(au, len),
-                           m.mono_ns - t->t0_mono);
+  int r = pirec__mkv_write(t->mkv, au, len, pirec__h264_is_keyframe(au, len), m.mono_ns - t->t0_mono);
   if (r < 0) {
     t->mkv_failed = 1;
     if (!t->err)
@@ -720,9 +715,8 @@ static void enc_restart(struct pirec_job *job, const struct pirec_job_result *ru
     end_of_run(cam, t, 0);
   cam->loop_last_error = -EPIPE;
   snprintf(text, sizeof text, "camera '%s': encoder ended (%s, status %d)%s%.200s; restart %u in %llu ms",
-           cam->s.name, pirec_job_end_str(run->reason), run->status,
-           run->stderr_tail_len ? ": " : "", run->stderr_tail_len ? run->stderr_tail : "", attempt,
-           (unsigned long long)delay_ms);
+           cam->s.name, pirec_job_end_str(run->reason), run->status, run->stderr_tail_len ? ": " : "",
+           run->stderr_tail_len ? run->stderr_tail : "", attempt, (unsigned long long)delay_ms);
   for (char *c = text; *c; c++)
     if (*c == '\n')
       *c = ' ';
@@ -896,8 +890,8 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     goto fail;
   t->sinks_open = 2;
 
-  static const char *const columns[] = {"trial", "mono_ns", "wall_ns", "frame", "seq", "device_ts_ns",
-                                        "dropped_before", "bytes", "offset", NULL};
+  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
+                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
   char header[256];
   int hl = pirec_csv_header(header, sizeof header, columns);
   if (hl < 0 || (r = pirec_sink_push(t->csv, header, (size_t)hl)) < 0) {
@@ -916,9 +910,8 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     }
     /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
     int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
-    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height,
-                            fps_ok ? cam->fmt.fps_num : 30, fps_ok ? cam->fmt.fps_den : 1,
-                            &t->mkv)) < 0)
+    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
+                            fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
       goto fail;
     if ((r = build_encoder_argv(cam, &argv)) < 0)
       goto fail;
@@ -1038,8 +1031,7 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   if (t->seal) {
     /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
     t->sealer.data = t;
-    if (pirec__mkv_seal_file(cam->loop, &t->sealer, t->mkv, t->video_path, t->seal_file_bytes,
-                             sealed) == 0)
+    if (pirec__mkv_seal_file(cam->loop, &t->sealer, t->mkv, t->video_path, t->seal_file_bytes, sealed) == 0)
       return;
   }
   trial_done(cam);
@@ -1102,8 +1094,8 @@ static void async_cb(uv_async_t *a)
   drain(cam);
 }
 
-int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s,
-                     pirec_camera_event_cb on_event, void *user, struct pirec_camera **out)
+int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pirec_camera_event_cb on_event,
+                     void *user, struct pirec_camera **out)
 {
   struct pirec_camera *cam;
   *out = NULL;
@@ -1191,7 +1183,8 @@ int pirec_camera_start(struct pirec_camera *cam)
   if (!ring_bytes) {
     if (cam->raw) {
       int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
-      uint64_t frames = (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
+      uint64_t frames =
+          (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
       ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
       /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
       if (ring_bytes > (256u << 20))
@@ -1217,8 +1210,8 @@ int pirec_camera_start(struct pirec_camera *cam)
     if (!probed && (r = probe_encoder(cam)) < 0)
       goto fail;
     if ((r = make_fifo(cam)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder's output pipe: %s",
-                cam->s.name, pirec_strerror(r));
+      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder's output pipe: %s", cam->s.name,
+                pirec_strerror(r));
       goto fail;
     }
     if ((r = uv_poll_init(cam->loop, &cam->fifo_poll, cam->fifo_rd)) < 0)
@@ -1303,8 +1296,7 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 
-static int encode_jpeg(const struct pirec_camera_format *fmt, const uint8_t *data, size_t len,
-                       AVPacket *pkt)
+static int encode_jpeg(const struct pirec_camera_format *fmt, const uint8_t *data, size_t len, AVPacket *pkt)
 {
   const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
   enum AVPixelFormat pix = av_get_pix_fmt(fmt->pix_fmt);
@@ -1315,7 +1307,7 @@ static int encode_jpeg(const struct pirec_camera_format *fmt, const uint8_t *dat
     return AVERROR_ENCODER_NOT_FOUND;
   /* The mjpeg encoder takes full-range 4:2:0/4:2:2 planar input; yuv420p and yuv422p are the
    * cheap cases (no conversion). */
-  enum AVPixelFormat enc_pix = pix == AV_PIX_FMT_YUV420P ? AV_PIX_FMT_YUVJ420P
+  enum AVPixelFormat enc_pix = pix == AV_PIX_FMT_YUV420P   ? AV_PIX_FMT_YUVJ420P
                                : pix == AV_PIX_FMT_YUV422P ? AV_PIX_FMT_YUVJ422P
                                                            : AV_PIX_FMT_NONE;
   if (enc_pix == AV_PIX_FMT_NONE)
@@ -1411,8 +1403,7 @@ static void snap_check(uv_timer_t *timer)
   timer_cb(timer);
 }
 
-int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
-                          void *user)
+int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb, void *user)
 {
   if (!cam->started || cam->closing)
     return -EINVAL;

@@ -25,21 +25,20 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-
 #define NS_MS 1000000LL
-#define NS_S 1000000000LL
+#define NS_S  1000000000LL
 
 enum kind { GAZE = 0, WORLD = 1, EVENTS = 2, NSTREAMS = 3 };
 
 enum state {
-  S_IDLE = 0,   /* not started, or waiting for the retry timer */
+  S_IDLE = 0, /* not started, or waiting for the retry timer */
   S_CONNECTING,
   S_OPTIONS,
   S_DESCRIBE,
   S_SETUP,
   S_PLAY,
   S_PLAYING,
-  S_CLOSING,    /* the socket is closing; then a retry is scheduled */
+  S_CLOSING, /* the socket is closing; then a retry is scheduled */
 };
 
 static const char *const state_names[] = {"idle",  "connecting", "OPTIONS", "DESCRIBE",
@@ -76,8 +75,8 @@ struct stream {
   int64_t last_rx, last_keepalive;
   int64_t keepalive_ns; /* half the server's session timeout; 20 s when it names none */
   int64_t backoff_ns;
-  int fails_in_row;   /* connects that failed since the stream last played */
-  unsigned addr_gen;  /* the et->addr_gen st->url was made for */
+  int fails_in_row;  /* connects that failed since the stream last played */
+  unsigned addr_gen; /* the et->addr_gen st->url was made for */
   char last_msg[400];
 
   /* this session */
@@ -94,7 +93,7 @@ struct stream {
   int64_t prev_rx_mono;
   int64_t interval_ticks; /* mean timestamp step between consecutive samples/frames */
   int64_t sum_dticks, n_dticks;
-  int gap_check;          /* the next packet is the first after a reconnect */
+  int gap_check; /* the next packet is the first after a reconnect */
 
   /* clock log */
   int have_sr0;
@@ -125,9 +124,9 @@ struct pirec_eyetracker {
   int http_busy;
   struct pirec_mdns *mdns; /* address = auto: the discovery under way */
   int64_t mdns_backoff_ns;
-  int auto_address;        /* address = auto: the host came from mDNS and may be looked up again */
-  int found;               /* a lookup has answered: later ones are re-discoveries */
-  unsigned addr_gen;       /* bumped when the device's address changes; stale URLs are remade */
+  int auto_address;  /* address = auto: the host came from mDNS and may be looked up again */
+  int found;         /* a lookup has answered: later ones are re-discoveries */
+  unsigned addr_gen; /* bumped when the device's address changes; stale URLs are remade */
   uint64_t rediscoveries, address_changes;
   char status_url[NSTREAMS][PIREC_EYETRACKER_URL_MAX]; /* from /api/status for addr_gen, or "" */
   uint64_t status_ok, status_failed;
@@ -216,8 +215,8 @@ static void emit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, co
   if (et->on_event)
     et->on_event(et, ev, msg, et->user);
   else
-    pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "%s: %s",
-              et->s.name, msg);
+    pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "%s: %s", et->s.name,
+              msg);
 }
 
 /* Fills a sockaddr for host (an IP literal, or "localhost") and port. */
@@ -290,9 +289,9 @@ static void stream_send(struct stream *st, const char *fmt, ...)
 static void request(struct stream *st, const char *method, const char *url, const char *extra)
 {
   st->cseq++;
-  stream_send(st, "%s %s RTSP/1.0\r\nCSeq: %d\r\nUser-Agent: pirec/%s\r\n%s%s%s%s\r\n", method, url,
-              st->cseq, PIREC_VERSION, st->session[0] ? "Session: " : "", st->session,
-              st->session[0] ? "\r\n" : "", extra ? extra : "");
+  stream_send(st, "%s %s RTSP/1.0\r\nCSeq: %d\r\nUser-Agent: pirec/%s\r\n%s%s%s%s\r\n", method, url, st->cseq,
+              PIREC_VERSION, st->session[0] ? "Session: " : "", st->session, st->session[0] ? "\r\n" : "",
+              extra ? extra : "");
 }
 
 static void set_state(struct stream *st, enum state s)
@@ -353,10 +352,9 @@ static void close_udp(struct stream *st)
 static void rediscover(struct pirec_eyetracker *et);
 
 /* Tears the session down and schedules a reconnect. kind says whether this is worth an event. */
-static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event ev, const char *fmt,
-                        ...) __attribute__((format(printf, 4, 5)));
-static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event ev, const char *fmt,
-                        ...)
+static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event ev, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event ev, const char *fmt, ...)
 {
   struct pirec_eyetracker *et = st->et;
   if (st->state == S_CLOSING || st->state == S_IDLE)
@@ -379,11 +377,10 @@ static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event 
     /* The same failure repeating every backoff is reported once. */
     if (strcmp(msg, st->last_msg) != 0) {
       if (ev == PIREC_EYETRACKER_EVENT_ERROR)
-        emit(et, ev, "%s stream '%s': %s (during %s)", st->label, st->url, msg,
-             state_names[st->state]);
+        emit(et, ev, "%s stream '%s': %s (during %s)", st->label, st->url, msg, state_names[st->state]);
       else
-        pirec_log(PIREC_LOG_WARN, "%s: cannot reach %s stream '%s': %s; retrying with backoff",
-                  et->s.name, st->label, st->url, msg);
+        pirec_log(PIREC_LOG_WARN, "%s: cannot reach %s stream '%s': %s; retrying with backoff", et->s.name,
+                  st->label, st->url, msg);
       snprintf(st->last_msg, sizeof st->last_msg, "%s", msg);
     }
   }
@@ -433,7 +430,10 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
   st->st.gap_samples += (uint64_t)missing;
   emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' back after %lld ms: %lld %s lost, %s",
        st->label, st->url, (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
-       st->kind == GAZE ? "samples" : st->kind == WORLD ? "frames" : "packets", how);
+       st->kind == GAZE    ? "samples"
+       : st->kind == WORLD ? "frames"
+                           : "packets",
+       how);
   return (uint64_t)missing;
 }
 
@@ -609,8 +609,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
       et->write_error = r;
-      emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
-           pirec_strerror(r));
+      emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s", pirec_strerror(r));
     }
     return;
   }
@@ -640,8 +639,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
      * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
     et->write_error = r;
     emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
-         pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
-         pirec_strerror(r));
+         pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1), pirec_strerror(r));
   }
 }
 
@@ -716,8 +714,8 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, b, sizeof b);
   pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
-                           pirec_rtp_clock_device_ns(&st->clock, ext), &e, p.ts,
-                           st->seq.ext_max - (1u << 16), st->pending_drop);
+                           pirec_rtp_clock_device_ns(&st->clock, ext), &e, p.ts, st->seq.ext_max - (1u << 16),
+                           st->pending_drop);
   pirec_csv_row_end(&row);
   push_row(st, et->events_sink, &row);
 }
@@ -754,16 +752,16 @@ static void rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->sr0_dev = dev;
     st->sr0_mono = st->rx_mono;
     st->last_clock_log = st->rx_mono;
-    pirec_log(PIREC_LOG_INFO, "%s: %s clock synchronised: device - wall = %lld ns", et->s.name,
-              st->label, (long long)st->st.offset_ns);
+    pirec_log(PIREC_LOG_INFO, "%s: %s clock synchronised: device - wall = %lld ns", et->s.name, st->label,
+              (long long)st->st.offset_ns);
   } else if (st->rx_mono > st->sr0_mono) {
     int64_t el = st->rx_mono - st->sr0_mono;
     st->st.drift_ppb = (int64_t)((__int128)((dev - st->sr0_dev) - el) * NS_S / el);
   }
   if (st->rx_mono - st->last_clock_log >= et->s.clock_log_interval_ns) {
     st->last_clock_log = st->rx_mono;
-    pirec_log(PIREC_LOG_INFO, "%s: %s clock: device - wall = %lld ns, drift %lld ppb", et->s.name,
-              st->label, (long long)st->st.offset_ns, (long long)st->st.drift_ppb);
+    pirec_log(PIREC_LOG_INFO, "%s: %s clock: device - wall = %lld ns, drift %lld ppb", et->s.name, st->label,
+              (long long)st->st.offset_ns, (long long)st->st.drift_ppb);
   }
   if (et->recording) {
     char b[256];
@@ -916,7 +914,9 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     }
     if (!m) {
       stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR, "the SDP has no %s media (%s)",
-                  st->kind == GAZE ? "com.pupillabs.gaze1" : st->kind == WORLD ? "H264" : "application",
+                  st->kind == GAZE    ? "com.pupillabs.gaze1"
+                  : st->kind == WORLD ? "H264"
+                                      : "application",
                   sdp.media[0].encoding);
       return;
     }
@@ -969,11 +969,10 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     st->last_rx = st->last_keepalive = pirec_clock_mono_ns();
     st->last_msg[0] = 0;
     if (!st->had_data)
-      emit(et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' playing (%s/%u)", st->label,
-           st->url, st->encoding, st->clock_rate);
+      emit(et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' playing (%s/%u)", st->label, st->url,
+           st->encoding, st->clock_rate);
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -1121,8 +1120,7 @@ static void start_streams(struct pirec_eyetracker *et)
 {
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
-    if (enabled(et, k) && st->state == S_IDLE &&
-        !uv_is_active((uv_handle_t *)&st->timer))
+    if (enabled(et, k) && st->state == S_IDLE && !uv_is_active((uv_handle_t *)&st->timer))
       stream_connect(st);
   }
 }
@@ -1134,8 +1132,8 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
   json_t *root = json_loadb(body, len, 0, &jerr);
   json_t *result = root ? json_object_get(root, "result") : NULL;
   if (!json_is_array(result)) {
-    pirec_log(PIREC_LOG_WARN, "%s: status from '%s:%d' is not the realtime API's JSON: %s",
-              et->s.name, et->s.host, et->s.http_port, root ? "no result array" : jerr.text);
+    pirec_log(PIREC_LOG_WARN, "%s: status from '%s:%d' is not the realtime API's JSON: %s", et->s.name,
+              et->s.host, et->s.http_port, root ? "no result array" : jerr.text);
     json_decref(root);
     return;
   }
@@ -1172,8 +1170,8 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
       continue;
     /* Taken by each stream at its next connect: one mid-session keeps the URL it is using. */
     snprintf(et->status_url[k], sizeof et->status_url[k], "rtsp://%s%s%s:%lld/?%s",
-             strchr(ip, ':') ? "[" : "", ip, strchr(ip, ':') ? "]" : "",
-             (long long)json_integer_value(port), params ? params : "");
+             strchr(ip, ':') ? "[" : "", ip, strchr(ip, ':') ? "]" : "", (long long)json_integer_value(port),
+             params ? params : "");
   }
   json_decref(root);
 }
@@ -1239,8 +1237,8 @@ static void http_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
       et->http_cap = cap;
     }
   }
-  *buf = uv_buf_init(et->http_buf ? et->http_buf + et->http_len : NULL,
-                     (unsigned)(et->http_cap - et->http_len));
+  *buf =
+      uv_buf_init(et->http_buf ? et->http_buf + et->http_len : NULL, (unsigned)(et->http_cap - et->http_len));
 }
 
 static void http_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -1313,9 +1311,8 @@ static void fetch_status(struct pirec_eyetracker *et)
 
 static int needs_discovery(const struct pirec_eyetracker_settings *s)
 {
-  return strcmp(s->host, "auto") == 0 && ((s->gaze && !s->gaze_url[0]) ||
-                                          (s->world && !s->world_url[0]) ||
-                                          (s->events && !s->events_url[0]));
+  return strcmp(s->host, "auto") == 0 &&
+         ((s->gaze && !s->gaze_url[0]) || (s->world && !s->world_url[0]) || (s->events && !s->events_url[0]));
 }
 
 static void discover(struct pirec_eyetracker *et);
@@ -1351,11 +1348,10 @@ static void on_discovered(struct pirec_mdns *m, int status, const struct pirec_m
       return; /* still there: the streams keep retrying it with their backoff */
     if (again) {
       et->address_changes++;
-      pirec_log(PIREC_LOG_WARN, "%s: \"%s\" moved from %s:%d to %s:%d (mDNS); reconnecting there",
-                et->s.name, r->name, et->s.host, et->s.http_port, r->host, r->port);
+      pirec_log(PIREC_LOG_WARN, "%s: \"%s\" moved from %s:%d to %s:%d (mDNS); reconnecting there", et->s.name,
+                r->name, et->s.host, et->s.http_port, r->host, r->port);
     } else {
-      pirec_log(PIREC_LOG_INFO, "%s: found \"%s\" by mDNS at %s:%d", et->s.name, r->name, r->host,
-                r->port);
+      pirec_log(PIREC_LOG_INFO, "%s: found \"%s\" by mDNS at %s:%d", et->s.name, r->name, r->host, r->port);
     }
     snprintf(et->s.host, sizeof et->s.host, "%s", r->host);
     et->s.http_port = r->port;
@@ -1400,8 +1396,8 @@ static void rediscover(struct pirec_eyetracker *et)
 static void discover(struct pirec_eyetracker *et)
 {
   char err[512];
-  int r = pirec_mdns_lookup_new(et->loop, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 5000,
-                                MDNS_KEY, on_discovered, et, &et->mdns, err, sizeof err);
+  int r = pirec_mdns_lookup_new(et->loop, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 5000, MDNS_KEY,
+                                on_discovered, et, &et->mdns, err, sizeof err);
   if (r < 0)
     on_discovered(NULL, r, NULL, err, et);
 }
@@ -1409,8 +1405,7 @@ static void discover(struct pirec_eyetracker *et)
 /* ---- public ---- */
 
 int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
-                         pirec_eyetracker_event_cb on_event, void *user,
-                         struct pirec_eyetracker **out)
+                         pirec_eyetracker_event_cb on_event, void *user, struct pirec_eyetracker **out)
 {
   if (!s->gaze && !s->world && !s->events)
     return -EINVAL;
@@ -1430,8 +1425,8 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
   }
   struct sockaddr_storage ss;
   if (strcmp(s->host, "auto") != 0 && make_addr(s->host, 1, &ss) < 0) {
-    pirec_log(PIREC_LOG_ERROR, "%s: address '%s' is not an IP address (host names are not resolved)",
-              s->name, s->host);
+    pirec_log(PIREC_LOG_ERROR, "%s: address '%s' is not an IP address (host names are not resolved)", s->name,
+              s->host);
     return -EINVAL;
   }
   if (s->http_port < 1 || s->http_port > 65535 || s->rtsp_port < 1 || s->rtsp_port > 65535 ||
@@ -1456,7 +1451,10 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
     st->label = k == GAZE ? "gaze" : k == WORLD ? "world" : "eye_events";
     st->backoff_ns = et->s.reconnect_min_ns;
     st->st.offset_ns = INT64_MIN;
-    snprintf(st->url, sizeof st->url, "%s", k == GAZE ? s->gaze_url : k == WORLD ? s->world_url : s->events_url);
+    snprintf(st->url, sizeof st->url, "%s",
+             k == GAZE    ? s->gaze_url
+             : k == WORLD ? s->world_url
+                          : s->events_url);
     if (pirec_rtsp_framer_init(&st->framer, 64 * 1024) < 0 ||
         (k == WORLD && pirec_h264_depay_init(&st->depay, 16u << 20) < 0)) {
       for (int j = 0; j < NSTREAMS; j++) {
@@ -1477,7 +1475,7 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
  * to ~0.8 MB/s): every page of an arena is backed when it is made, so oversizing them costs memory
  * and, when no prepared arena is ready, loop time at trial start. */
 #define SCENE_RING_BYTES ((size_t)8 << 20)
-#define GAZE_RING_BYTES ((size_t)1 << 20)
+#define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
 
 int pirec_eyetracker_start(struct pirec_eyetracker *et)
@@ -1503,8 +1501,8 @@ int pirec_eyetracker_start(struct pirec_eyetracker *et)
   return 0;
 }
 
-static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *base,
-                     const char *suffix, struct pirec_sink **out)
+static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *base, const char *suffix,
+                     struct pirec_sink **out)
 {
   char path[4096];
   int n = snprintf(path, sizeof path, "%s/%s%s", dir, base, suffix);
@@ -1523,8 +1521,7 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
     o.ring_bytes = et->s.sink_ring_bytes;
   int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
   if (r < 0)
-    pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path,
-              pirec_strerror(r));
+    pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path, pirec_strerror(r));
   return r;
 }
 
@@ -1582,11 +1579,11 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   char hdr[2048];
   int n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_columns);
   pirec_sink_push(et->gaze_sink, hdr, (size_t)n);
-  static const char *const frame_cols[] = {"trial", "mono_ns", "wall_ns", "frame", "seq",
-                                           "device_ts_ns", "dropped_before", "bytes", "offset", NULL};
+  static const char *const frame_cols[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
+                                           "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
   pirec_sink_push(et->frames_sink, hdr, (size_t)n);
-  static const char *const clock_cols[] = {"trial", "mono_ns", "wall_ns", "stream", "rtp_ts",
+  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream", "rtp_ts",
                                            "device_ns", "offset_ns", "drift_ppb", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
@@ -1626,8 +1623,7 @@ static void on_scene_sealed(struct pirec__mkv_sealer *s, int status)
 {
   struct pirec_eyetracker *et = s->data;
   if (status < 0)
-    pirec_log(PIREC_LOG_WARN, "%s: cannot seal the scene video: %s", et->s.name,
-              pirec_strerror(status));
+    pirec_log(PIREC_LOG_WARN, "%s: cannot seal the scene video: %s", et->s.name, pirec_strerror(status));
   if (--et->sinks_open == 0)
     finish_stop(et);
 }
@@ -1646,8 +1642,8 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
      * and the seal copies it. A file that cannot be sealed stays valid as it is. */
     et->sealer.data = et;
     if (!c->error && et->mkv &&
-        pirec__mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink),
-                             c->bytes_written, on_scene_sealed) == 0)
+        pirec__mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink), c->bytes_written,
+                             on_scene_sealed) == 0)
       return; /* this sink's count is released by on_scene_sealed */
   }
   if (--et->sinks_open == 0)
@@ -1672,8 +1668,7 @@ static void close_trial_sinks(struct pirec_eyetracker *et)
     finish_stop(et);
 }
 
-int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb,
-                                void *user)
+int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user)
 {
   if (!et->recording)
     return -EINVAL;
@@ -1743,7 +1738,9 @@ static void maybe_finish_close(struct pirec_eyetracker *et)
   free(et);
 }
 
-static void stop_for_close(struct pirec_eyetracker *et, int err, void *user) {}
+static void stop_for_close(struct pirec_eyetracker *et, int err, void *user)
+{
+}
 
 void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user)
 {

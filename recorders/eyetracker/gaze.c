@@ -104,17 +104,31 @@ int pirec_gaze_encode(const struct pirec_gaze_sample *s, uint8_t *out, size_t ca
   return (int)len;
 }
 
-#define EYE_COLUMNS(E)                                                                           \
-  "pupil_diameter_" E, "eyeball_center_" E "_x", "eyeball_center_" E "_y",                        \
-      "eyeball_center_" E "_z", "optical_axis_" E "_x", "optical_axis_" E "_y",                   \
-      "optical_axis_" E "_z"
+#define EYE_COLUMNS(E)                                                                               \
+  "pupil_diameter_" E, "eyeball_center_" E "_x", "eyeball_center_" E "_y", "eyeball_center_" E "_z", \
+      "optical_axis_" E "_x", "optical_axis_" E "_y", "optical_axis_" E "_z"
 
-const char *const pirec_gaze_columns[] = {
-    "trial", "mono_ns", "wall_ns", "device_ns", "x", "y", "worn", "right_x", "right_y",
-    EYE_COLUMNS("left"), EYE_COLUMNS("right"),
-    "eyelid_angle_top_left", "eyelid_angle_bottom_left", "eyelid_aperture_left",
-    "eyelid_angle_top_right", "eyelid_angle_bottom_right", "eyelid_aperture_right",
-    "rtp_ts", "seq", "dropped_before", NULL};
+const char *const pirec_gaze_columns[] = {"trial",
+                                          "mono_ns",
+                                          "wall_ns",
+                                          "device_ns",
+                                          "x",
+                                          "y",
+                                          "worn",
+                                          "right_x",
+                                          "right_y",
+                                          EYE_COLUMNS("left"),
+                                          EYE_COLUMNS("right"),
+                                          "eyelid_angle_top_left",
+                                          "eyelid_angle_bottom_left",
+                                          "eyelid_aperture_left",
+                                          "eyelid_angle_top_right",
+                                          "eyelid_angle_bottom_right",
+                                          "eyelid_aperture_right",
+                                          "rtp_ts",
+                                          "seq",
+                                          "dropped_before",
+                                          NULL};
 
 static void put_float(struct pirec_csv_row *row, float f)
 {
@@ -133,8 +147,8 @@ static void put_float_if(struct pirec_csv_row *row, int present, float f)
 }
 
 void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
-                        int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts,
-                        uint64_t seq, uint64_t dropped_before)
+                        int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts, uint64_t seq,
+                        uint64_t dropped_before)
 {
   pirec_csv_row_i64(row, trial);
   pirec_csv_row_i64(row, mono_ns);
@@ -217,9 +231,9 @@ int pirec_gaze_event_decode(const uint8_t *p, size_t len, struct pirec_gaze_even
   if (want >= 20)
     out->end_ns = get_i64(p + 12);
   if (want == 60) {
-    float *f[10] = {&out->start_x, &out->start_y, &out->end_x, &out->end_y, &out->mean_x,
-                    &out->mean_y, &out->amplitude_px, &out->amplitude_deg, &out->mean_velocity,
-                    &out->max_velocity};
+    float *f[10] = {&out->start_x,       &out->start_y,     &out->end_x,        &out->end_y,
+                    &out->mean_x,        &out->mean_y,      &out->amplitude_px, &out->amplitude_deg,
+                    &out->mean_velocity, &out->max_velocity};
     for (int i = 0; i < 10; i++)
       *f[i] = get_f32(p + 20 + 4 * i);
   }
@@ -232,17 +246,15 @@ int pirec_gaze_event_encode(const struct pirec_gaze_event *e, uint8_t *out, size
   if (want == 0 || cap < want)
     return -EINVAL;
   uint32_t t = (uint32_t)e->type;
-  out[0] = (uint8_t)(t >> 24), out[1] = (uint8_t)(t >> 16), out[2] = (uint8_t)(t >> 8),
-  out[3] = (uint8_t)t;
+  out[0] = (uint8_t)(t >> 24), out[1] = (uint8_t)(t >> 16), out[2] = (uint8_t)(t >> 8), out[3] = (uint8_t)t;
   if (e->type == PIREC_GAZE_EVENT_KEEPALIVE)
     return 4;
   put_i64(out + 4, e->start_ns);
   if (want >= 20)
     put_i64(out + 12, e->end_ns);
   if (want == 60) {
-    const float f[10] = {e->start_x, e->start_y, e->end_x, e->end_y, e->mean_x,
-                         e->mean_y, e->amplitude_px, e->amplitude_deg, e->mean_velocity,
-                         e->max_velocity};
+    const float f[10] = {e->start_x, e->start_y,      e->end_x,         e->end_y,         e->mean_x,
+                         e->mean_y,  e->amplitude_px, e->amplitude_deg, e->mean_velocity, e->max_velocity};
     for (int i = 0; i < 10; i++)
       put_f32(out + 20 + 4 * i, f[i]);
   }
@@ -251,20 +263,19 @@ int pirec_gaze_event_encode(const struct pirec_gaze_event *e, uint8_t *out, size
 
 const char *pirec_gaze_event_name(enum pirec_gaze_event_type type)
 {
-  static const char *const names[] = {"saccade", "fixation", "saccade_onset", "fixation_onset",
-                                      "blink", "keepalive"};
+  static const char *const names[] = {"saccade",        "fixation", "saccade_onset",
+                                      "fixation_onset", "blink",    "keepalive"};
   return (unsigned)type < 6 ? names[type] : "unknown";
 }
 
 const char *const pirec_gaze_event_columns[] = {
-    "trial", "mono_ns", "wall_ns", "device_ns", "event", "start_ns", "end_ns", "start_x",
-    "start_y", "end_x", "end_y", "mean_x", "mean_y", "amplitude_px", "amplitude_deg",
-    "mean_velocity", "max_velocity", "rtp_ts", "seq", "dropped_before", NULL};
+    "trial",         "mono_ns",       "wall_ns",      "device_ns", "event",  "start_ns",       "end_ns",
+    "start_x",       "start_y",       "end_x",        "end_y",     "mean_x", "mean_y",         "amplitude_px",
+    "amplitude_deg", "mean_velocity", "max_velocity", "rtp_ts",    "seq",    "dropped_before", NULL};
 
-void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns,
-                              int64_t wall_ns, int64_t device_ns,
-                              const struct pirec_gaze_event *e, uint32_t rtp_ts, uint64_t seq,
-                              uint64_t dropped_before)
+void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
+                              int64_t device_ns, const struct pirec_gaze_event *e, uint32_t rtp_ts,
+                              uint64_t seq, uint64_t dropped_before)
 {
   pirec_csv_row_i64(row, trial);
   pirec_csv_row_i64(row, mono_ns);
@@ -280,9 +291,8 @@ void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono
   else
     pirec_csv_row_i64(row, e->end_ns);
   int full = e->type == PIREC_GAZE_EVENT_SACCADE || e->type == PIREC_GAZE_EVENT_FIXATION;
-  const float f[10] = {e->start_x, e->start_y, e->end_x, e->end_y, e->mean_x,
-                       e->mean_y, e->amplitude_px, e->amplitude_deg, e->mean_velocity,
-                       e->max_velocity};
+  const float f[10] = {e->start_x, e->start_y,      e->end_x,         e->end_y,         e->mean_x,
+                       e->mean_y,  e->amplitude_px, e->amplitude_deg, e->mean_velocity, e->max_velocity};
   for (int i = 0; i < 10; i++)
     put_float_if(row, full, f[i]);
   pirec_csv_row_u64(row, rtp_ts);

@@ -32,8 +32,8 @@ int pirec_mdns_available(void)
 }
 
 int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix, int timeout_ms,
-                          const char *config_key, pirec_mdns_cb cb, void *user,
-                          struct pirec_mdns **out, char *err, size_t errlen)
+                          const char *config_key, pirec_mdns_cb cb, void *user, struct pirec_mdns **out,
+                          char *err, size_t errlen)
 {
   (void)loop, (void)timeout_ms, (void)cb, (void)user, (void)out;
   put_err(err, errlen,
@@ -45,8 +45,8 @@ int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix,
 
 int pirec_mdns_probe(const char *config_key, char *err, size_t errlen)
 {
-  return pirec_mdns_lookup_new(NULL, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 1, config_key,
-                               NULL, NULL, NULL, err, errlen);
+  return pirec_mdns_lookup_new(NULL, PIREC_MDNS_NEON_TYPE, PIREC_MDNS_NEON_PREFIX, 1, config_key, NULL, NULL,
+                               NULL, err, errlen);
 }
 
 void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user)
@@ -92,10 +92,8 @@ struct pirec_mdns {
   char err[512];
 };
 
-
 /* avahi thread. */
-static void finish(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r,
-                   const char *fmt, ...)
+static void finish(struct pirec_mdns *m, int status, const struct pirec_mdns_result *r, const char *fmt, ...)
 {
   pthread_mutex_lock(&m->mu);
   if (!m->done) {
@@ -115,10 +113,9 @@ static void finish(struct pirec_mdns *m, int status, const struct pirec_mdns_res
 }
 
 static void on_resolved(AvahiServiceResolver *r, AvahiIfIndex iface, AvahiProtocol proto,
-                        AvahiResolverEvent ev, const char *name, const char *type,
-                        const char *domain, const char *host_name, const AvahiAddress *a,
-                        uint16_t port, AvahiStringList *txt, AvahiLookupResultFlags flags,
-                        void *user)
+                        AvahiResolverEvent ev, const char *name, const char *type, const char *domain,
+                        const char *host_name, const AvahiAddress *a, uint16_t port, AvahiStringList *txt,
+                        AvahiLookupResultFlags flags, void *user)
 {
   (void)iface, (void)proto, (void)type, (void)domain, (void)host_name, (void)txt, (void)flags;
   struct pirec_mdns *m = user;
@@ -135,9 +132,9 @@ static void on_resolved(AvahiServiceResolver *r, AvahiIfIndex iface, AvahiProtoc
   avahi_service_resolver_free(r);
 }
 
-static void on_browse(AvahiServiceBrowser *b, AvahiIfIndex iface, AvahiProtocol proto,
-                      AvahiBrowserEvent ev, const char *name, const char *type, const char *domain,
-                      AvahiLookupResultFlags flags, void *user)
+static void on_browse(AvahiServiceBrowser *b, AvahiIfIndex iface, AvahiProtocol proto, AvahiBrowserEvent ev,
+                      const char *name, const char *type, const char *domain, AvahiLookupResultFlags flags,
+                      void *user)
 {
   (void)flags;
   struct pirec_mdns *m = user;
@@ -148,11 +145,10 @@ static void on_browse(AvahiServiceBrowser *b, AvahiIfIndex iface, AvahiProtocol 
   }
   if (ev != AVAHI_BROWSER_NEW || !name || strncmp(name, m->prefix, strlen(m->prefix)) != 0)
     return;
-  if (!avahi_service_resolver_new(m->client, iface, proto, name, type, domain, AVAHI_PROTO_INET,
-                                  0, on_resolved, m)) {
+  if (!avahi_service_resolver_new(m->client, iface, proto, name, type, domain, AVAHI_PROTO_INET, 0,
+                                  on_resolved, m)) {
     int e = avahi_client_errno(m->client);
-    finish(m, -EIO, NULL, "mDNS resolve of \"%s\" failed: %s; set %s", name, avahi_strerror(e),
-           m->key);
+    finish(m, -EIO, NULL, "mDNS resolve of \"%s\" failed: %s; set %s", name, avahi_strerror(e), m->key);
   }
 }
 
@@ -183,8 +179,8 @@ static void connect_and_browse(AvahiTimeout *t, void *user)
            avahi_strerror(aerr), m->key);
     return;
   }
-  m->browser = avahi_service_browser_new(m->client, AVAHI_IF_UNSPEC, AVAHI_PROTO_INET, m->type,
-                                         NULL, 0, on_browse, m);
+  m->browser =
+      avahi_service_browser_new(m->client, AVAHI_IF_UNSPEC, AVAHI_PROTO_INET, m->type, NULL, 0, on_browse, m);
   if (!m->browser)
     finish(m, -EIO, NULL, "mDNS browse for %s failed: %s; set %s", m->type,
            avahi_strerror(avahi_client_errno(m->client)), m->key);
@@ -287,8 +283,8 @@ int pirec_mdns_probe(const char *config_key, char *err, size_t errlen)
 }
 
 int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix, int timeout_ms,
-                          const char *config_key, pirec_mdns_cb cb, void *user,
-                          struct pirec_mdns **out, char *err, size_t errlen)
+                          const char *config_key, pirec_mdns_cb cb, void *user, struct pirec_mdns **out,
+                          char *err, size_t errlen)
 {
   if (!loop || !type || !prefix || !cb || !out || timeout_ms <= 0) {
     put_err(err, errlen, "pirec_mdns_lookup_new: invalid argument");

@@ -24,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 enum { RATE = 90000, MTU = 1400, MAX_QUEUED = 4 << 20 };
 enum cam { CAM_NONE = 0, CAM_GAZE, CAM_WORLD, CAM_EVENTS };
 
@@ -59,7 +58,7 @@ struct pirec_eyesim {
   int64_t mono0, dev0;
   uint32_t gaze_ts0, world_ts0, gaze_ssrc, world_ssrc, events_ts0, events_ssrc;
   uint16_t events_seq;
-  uint64_t events_n;   /* event slots generated (one per 100 ms) */
+  uint64_t events_n; /* event slots generated (one per 100 ms) */
   uint64_t keepalive_n;
   uint16_t gaze_seq0, world_seq;
   uint64_t gaze_n;
@@ -101,7 +100,10 @@ static uint32_t rnd(struct pirec_eyesim *sim)
   return sim->rng = x;
 }
 
-static double rnd01(struct pirec_eyesim *sim) { return rnd(sim) / 4294967296.0; }
+static double rnd01(struct pirec_eyesim *sim)
+{
+  return rnd(sim) / 4294967296.0;
+}
 
 /* Device ticks elapsed at CLOCK_MONOTONIC now; the device clock runs drift_ppm fast. */
 static int64_t ticks_at(const struct pirec_eyesim *sim, int64_t mono)
@@ -145,8 +147,7 @@ static void on_written(uv_write_t *req, int status)
 }
 
 /* Queues len bytes (prefixed by pre of pre_len) on c. Drops when the client does not read. */
-static int conn_send(struct sim_conn *c, const void *pre, size_t pre_len, const void *data,
-                     size_t len)
+static int conn_send(struct sim_conn *c, const void *pre, size_t pre_len, const void *data, size_t len)
 {
   if (c->closing)
     return -ECANCELED;
@@ -229,9 +230,8 @@ static void http_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
              "{\"model\":\"Sensor\",\"data\":{\"sensor\":\"eye_events\",\"conn_type\":\"DIRECT\","
              "\"connected\":%s,\"ip\":\"%s\",\"port\":%d,\"protocol\":\"rtsp\",\"params\":"
              "\"camera=eye_events\"}}]}",
-             sim->s.host, sim->http_port, sim->s.host, sim->rtsp_port,
-             sim->s.world ? "true" : "false", sim->s.host, sim->rtsp_port,
-             sim->s.events ? "true" : "false", sim->s.host, sim->rtsp_port);
+             sim->s.host, sim->http_port, sim->s.host, sim->rtsp_port, sim->s.world ? "true" : "false",
+             sim->s.host, sim->rtsp_port, sim->s.events ? "true" : "false", sim->s.host, sim->rtsp_port);
   } else {
     status = "404 Not Found";
     snprintf(body, sizeof body, "{\"message\":\"not found\"}");
@@ -286,8 +286,8 @@ static void reply(struct sim_conn *c, const char *status, const char *cseq, size
 {
   char head[1024];
   size_t blen = body ? strlen(body) : 0;
-  int n = snprintf(head, sizeof head, "RTSP/1.0 %s\r\nCSeq: %.*s\r\nServer: pirec-eyesim\r\n%s",
-                   status, (int)cseq_len, cseq, extra ? extra : "");
+  int n = snprintf(head, sizeof head, "RTSP/1.0 %s\r\nCSeq: %.*s\r\nServer: pirec-eyesim\r\n%s", status,
+                   (int)cseq_len, cseq, extra ? extra : "");
   if (blen)
     n += snprintf(head + n, sizeof head - (size_t)n,
                   "Content-Type: application/sdp\r\nContent-Length: %zu\r\n", blen);
@@ -317,8 +317,8 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
   char extra[512];
 #define IS(name) (ml == strlen(name) && memcmp(m, name, ml) == 0)
   if (IS("OPTIONS")) {
-    reply(c, "200 OK", cseq, cseq_len,
-          "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n", NULL);
+    reply(c, "200 OK", cseq, cseq_len, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n",
+          NULL);
   } else if (IS("DESCRIBE")) {
     enum cam cam = cam_of(url, ul);
     if (cam == CAM_NONE || (cam == CAM_WORLD && !sim->s.world) || (cam == CAM_EVENTS && !sim->s.events)) {
@@ -350,8 +350,8 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
     size_t tl;
     if (c->cam == CAM_NONE)
       c->cam = cam_of(url, ul);
-    if (!pirec_rtsp_header(it->data, it->len, "Transport", &tr, &tl) ||
-        !memmem(tr, tl, "RTP/AVP/TCP", 11) || !memmem(tr, tl, "interleaved=", 12)) {
+    if (!pirec_rtsp_header(it->data, it->len, "Transport", &tr, &tl) || !memmem(tr, tl, "RTP/AVP/TCP", 11) ||
+        !memmem(tr, tl, "interleaved=", 12)) {
       reply(c, "461 Unsupported Transport", cseq, cseq_len, NULL, NULL);
       return;
     }
@@ -368,8 +368,10 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
     snprintf(c->session, sizeof c->session, "%08X", rnd(sim));
     c->setup = 1;
     snprintf(extra, sizeof extra,
-             "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d;ssrc=%08X\r\nSession: %s;timeout=60\r\n",
-             a, b, c->cam == CAM_GAZE ? sim->gaze_ssrc : c->cam == CAM_WORLD ? sim->world_ssrc : sim->events_ssrc,
+             "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d;ssrc=%08X\r\nSession: %s;timeout=60\r\n", a, b,
+             c->cam == CAM_GAZE    ? sim->gaze_ssrc
+             : c->cam == CAM_WORLD ? sim->world_ssrc
+                                   : sim->events_ssrc,
              c->session);
     reply(c, "200 OK", cseq, cseq_len, extra, NULL);
   } else if (IS("PLAY")) {
@@ -538,8 +540,7 @@ static void send_gaze(struct pirec_eyesim *sim, uint64_t n, int64_t ticks)
   char xs[32], ys[32];
   snprintf(xs, sizeof xs, "%.9g", (double)g.x);
   snprintf(ys, sizeof ys, "%.9g", (double)g.y);
-  log_row(sim->gaze_log, "%u,%u,%lld,%s,%s,%s\n", seq, ts, (long long)device_ns(sim, ticks), xs,
-          ys, fate);
+  log_row(sim->gaze_log, "%u,%u,%lld,%s,%s,%s\n", seq, ts, (long long)device_ns(sim, ticks), xs, ys, fate);
 }
 
 /* Eye events: one slot every 100 ms of device time cycling fixation onset, fixation, saccade onset,
@@ -589,8 +590,8 @@ static void send_event(struct pirec_eyesim *sim, uint64_t n, int64_t ticks, int 
       if (c->playing && !c->closing && c->cam == CAM_EVENTS)
         send_interleaved(c, c->rtp_ch, pkt, h + (size_t)len);
   }
-  log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns,
-          pirec_gaze_event_name(e.type), fate);
+  log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns, pirec_gaze_event_name(e.type),
+          fate);
 }
 
 static void send_sr(struct pirec_eyesim *sim, struct sim_conn *c, int64_t ticks_now)
@@ -598,7 +599,9 @@ static void send_sr(struct pirec_eyesim *sim, struct sim_conn *c, int64_t ticks_
   int64_t k = ticks_now - ticks_now % 9; /* exact in ns: see the top of this file */
   struct pirec_rtcp_sr sr = {0};
   sr.ssrc = c->cam == CAM_GAZE ? sim->gaze_ssrc : c->cam == CAM_WORLD ? sim->world_ssrc : sim->events_ssrc;
-  sr.rtp_ts = (c->cam == CAM_GAZE ? sim->gaze_ts0 : c->cam == CAM_WORLD ? sim->world_ts0 : sim->events_ts0) +
+  sr.rtp_ts = (c->cam == CAM_GAZE    ? sim->gaze_ts0
+               : c->cam == CAM_WORLD ? sim->world_ts0
+                                     : sim->events_ts0) +
               (uint32_t)k;
   sr.ntp = pirec_unix_ns_to_ntp(device_ns(sim, k));
   uint8_t b[28];
@@ -624,8 +627,7 @@ static void on_tick(uv_timer_t *t)
 {
   struct pirec_eyesim *sim = container_of(t, struct pirec_eyesim, tick);
   int64_t now = pirec_clock_mono_ns();
-  if (sim->s.disconnect_at_ns > 0 && !sim->disconnect_done &&
-      now - sim->mono0 >= sim->s.disconnect_at_ns)
+  if (sim->s.disconnect_at_ns > 0 && !sim->disconnect_done && now - sim->mono0 >= sim->s.disconnect_at_ns)
     go_down(sim, now);
   if (sim->down && now >= sim->down_until) {
     sim->down = 0;
@@ -691,8 +693,8 @@ static void world_frame(struct pirec_eyesim *sim, const uint8_t *au, size_t len)
     else
       sim->c.frames_sent++;
   }
-  log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n", (unsigned long long)(sim->c.frames_generated - 1),
-          ts, (long long)device_ns(sim, ticks), p.annexb ? p.annexb : len, fate);
+  log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n", (unsigned long long)(sim->c.frames_generated - 1), ts,
+          (long long)device_ns(sim, ticks), p.annexb ? p.annexb : len, fate);
 }
 
 /* The position of the next access unit delimiter (00 00 01 09, x264's aud=1) at or after from. */
@@ -782,13 +784,38 @@ static void ff_exit(uv_process_t *p, int64_t status, int sig)
 static int ff_spawn(struct pirec_eyesim *sim)
 {
   char src[128], gop[16];
-  snprintf(src, sizeof src, "testsrc2=size=%dx%d:rate=%d", sim->s.width, sim->s.height,
-           sim->s.world_fps);
+  snprintf(src, sizeof src, "testsrc2=size=%dx%d:rate=%d", sim->s.width, sim->s.height, sim->s.world_fps);
   snprintf(gop, sizeof gop, "%d", sim->s.world_fps);
-  char *args[] = {sim->s.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f",
-                  "lavfi", "-i", src, "-c:v", "libx264", "-preset", "ultrafast", "-tune",
-                  "zerolatency", "-g", gop, "-bf", "0", "-pix_fmt", "yuv420p", "-x264-params",
-                  "aud=1:repeat-headers=1", "-flush_packets", "1", "-f", "h264", "pipe:1", NULL};
+  char *args[] = {sim->s.ffmpeg,
+                  "-hide_banner",
+                  "-loglevel",
+                  "error",
+                  "-nostdin",
+                  "-re",
+                  "-f",
+                  "lavfi",
+                  "-i",
+                  src,
+                  "-c:v",
+                  "libx264",
+                  "-preset",
+                  "ultrafast",
+                  "-tune",
+                  "zerolatency",
+                  "-g",
+                  gop,
+                  "-bf",
+                  "0",
+                  "-pix_fmt",
+                  "yuv420p",
+                  "-x264-params",
+                  "aud=1:repeat-headers=1",
+                  "-flush_packets",
+                  "1",
+                  "-f",
+                  "h264",
+                  "pipe:1",
+                  NULL};
   uv_stdio_container_t stdio[3];
   uv_pipe_init(sim->loop, &sim->ff_out, 0);
   sim->ff_out.data = sim;
@@ -867,10 +894,11 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     finish(sim);
 }
 
-static void noop_close_cb(struct pirec_eyesim *sim, void *user) {}
+static void noop_close_cb(struct pirec_eyesim *sim, void *user)
+{
+}
 
-int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
-                       struct pirec_eyesim **out)
+int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out)
 {
   if (strcmp(s->host, "127.0.0.1") != 0 && strcmp(s->host, "::1") != 0) {
     pirec_log(PIREC_LOG_ERROR, "eyesim: refusing to listen on '%s': loopback only", s->host);
@@ -878,10 +906,12 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
   }
   if (s->gaze_hz <= 0 || RATE % s->gaze_hz != 0 ||
       (s->gaze_size != 9 && s->gaze_size != 17 && s->gaze_size != 65 && s->gaze_size != 89) ||
-      (s->world && (s->world_fps <= 0 || s->width < 16 || s->height < 16)) || s->loss < 0 ||
-      s->loss > 1 || s->malformed < 0 || s->malformed > 1) {
-    pirec_log(PIREC_LOG_ERROR, "eyesim: bad settings (gaze_hz %d must divide 90000, gaze_size %d, "
-              "world %dx%d at %d fps)", s->gaze_hz, s->gaze_size, s->width, s->height, s->world_fps);
+      (s->world && (s->world_fps <= 0 || s->width < 16 || s->height < 16)) || s->loss < 0 || s->loss > 1 ||
+      s->malformed < 0 || s->malformed > 1) {
+    pirec_log(PIREC_LOG_ERROR,
+              "eyesim: bad settings (gaze_hz %d must divide 90000, gaze_size %d, "
+              "world %dx%d at %d fps)",
+              s->gaze_hz, s->gaze_size, s->width, s->height, s->world_fps);
     return -EINVAL;
   }
   struct pirec_eyesim *sim = calloc(1, sizeof *sim);
@@ -905,8 +935,7 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s,
   sim->mono0 = pirec_clock_mono_ns();
   sim->dev0 = pirec_clock_wall_ns();
   int r = 0;
-  if (s->gaze_log[0] &&
-      (r = pirec_sink_new(loop, s->gaze_log, NULL, NULL, NULL, &sim->gaze_log)) == 0) {
+  if (s->gaze_log[0] && (r = pirec_sink_new(loop, s->gaze_log, NULL, NULL, NULL, &sim->gaze_log)) == 0) {
     sim->pending++;
     log_row(sim->gaze_log, "seq,rtp_ts,device_ns,x,y,fate\n");
   }

@@ -11,7 +11,7 @@
 #include "pirec/log.h"
 #include "pirec/sink.h"
 
-#define DEFAULT_RING (8u * 1024 * 1024)
+#define DEFAULT_RING     (8u * 1024 * 1024)
 #define DEFAULT_MAX_TEXT 65536u
 
 static const char *const columns[] = {"trial", "mono_ns", "wall_ns", "text", NULL};
@@ -19,7 +19,7 @@ static const char *const columns[] = {"trial", "mono_ns", "wall_ns", "text", NUL
 struct pirec_notes {
   uv_loop_t *loop;
   struct pirec_notes_options opts;
-  char *row;     /* one formatted row: quoting at most doubles the text */
+  char *row; /* one formatted row: quoting at most doubles the text */
   size_t row_cap;
 
   struct pirec_sink *sink;
@@ -37,21 +37,25 @@ struct pirec_notes {
   int error;
 };
 
-void pirec_notes_options_default(struct pirec_notes_options *opts) {
+void pirec_notes_options_default(struct pirec_notes_options *opts)
+{
   opts->ring_bytes = DEFAULT_RING;
   opts->max_text = DEFAULT_MAX_TEXT;
   opts->fsync_interval_ms = 1000;
 }
 
-int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts,
-                    struct pirec_notes **out) {
+int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts, struct pirec_notes **out)
+{
   *out = NULL;
   struct pirec_notes *n = calloc(1, sizeof(*n));
-  if (!n) return -ENOMEM;
+  if (!n)
+    return -ENOMEM;
   pirec_notes_options_default(&n->opts);
   if (opts) {
-    if (opts->ring_bytes) n->opts.ring_bytes = opts->ring_bytes;
-    if (opts->max_text) n->opts.max_text = opts->max_text;
+    if (opts->ring_bytes)
+      n->opts.ring_bytes = opts->ring_bytes;
+    if (opts->max_text)
+      n->opts.max_text = opts->max_text;
     /* 0 is PIREC_SINK_FSYNC_NEVER here, not "the default". */
     n->opts.fsync_interval_ms = opts->fsync_interval_ms;
   }
@@ -70,14 +74,15 @@ int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts,
   return 0;
 }
 
-static void on_sink_error(struct pirec_sink *sink, int err, void *user) {
+static void on_sink_error(struct pirec_sink *sink, int err, void *user)
+{
   struct pirec_notes *n = user;
   n->error = err;
-  pirec_log(PIREC_LOG_ERROR, "notes: cannot write '%s': %s", pirec_sink_path(sink),
-            uv_strerror(err));
+  pirec_log(PIREC_LOG_ERROR, "notes: cannot write '%s': %s", pirec_sink_path(sink), uv_strerror(err));
 }
 
-static void on_stat(uv_fs_t *req) {
+static void on_stat(uv_fs_t *req)
+{
   struct pirec_notes *n = req->data;
   int result = (int)req->result;
   int need_header = result == UV_ENOENT || (result == 0 && req->statbuf.st_size == 0);
@@ -101,8 +106,7 @@ static void on_stat(uv_fs_t *req) {
   so.max_writes_in_flight = 1;
   int err = pirec_sink_new(n->loop, n->path, &so, on_sink_error, n, &n->sink);
   if (err < 0) {
-    pirec_log(PIREC_LOG_ERROR, "notes: cannot create a sink for '%s': %s", n->path,
-              uv_strerror(err));
+    pirec_log(PIREC_LOG_ERROR, "notes: cannot create a sink for '%s': %s", n->path, uv_strerror(err));
     free(n->path);
     n->path = NULL;
     cb(n, err, n->cb_user);
@@ -111,18 +115,22 @@ static void on_stat(uv_fs_t *req) {
   n->error = 0;
   if (need_header) {
     int len = pirec_csv_header(n->row, n->row_cap, columns);
-    if (len > 0) pirec_sink_push(n->sink, n->row, (size_t)len);
+    if (len > 0)
+      pirec_sink_push(n->sink, n->row, (size_t)len);
   }
   cb(n, 0, n->cb_user);
 }
 
-int pirec_notes_open(struct pirec_notes *n, const char *dir, int trial, pirec_notes_cb cb,
-                     void *user) {
-  if (n->sink || n->opening || n->closing) return -EBUSY;
-  if (!dir || !cb) return -EINVAL;
+int pirec_notes_open(struct pirec_notes *n, const char *dir, int trial, pirec_notes_cb cb, void *user)
+{
+  if (n->sink || n->opening || n->closing)
+    return -EBUSY;
+  if (!dir || !cb)
+    return -EINVAL;
   size_t len = strlen(dir) + sizeof("/notes.csv");
   n->path = malloc(len);
-  if (!n->path) return -ENOMEM;
+  if (!n->path)
+    return -ENOMEM;
   snprintf(n->path, len, "%s/notes.csv", dir);
   n->trial = trial;
   n->cb = cb;
@@ -138,9 +146,10 @@ int pirec_notes_open(struct pirec_notes *n, const char *dir, int trial, pirec_no
   return 0;
 }
 
-int pirec_notes_add(struct pirec_notes *n, int64_t mono_ns, int64_t wall_ns, const char *text,
-                    size_t len) {
-  if (!n->sink || n->closing) return -ENOTCONN;
+int pirec_notes_add(struct pirec_notes *n, int64_t mono_ns, int64_t wall_ns, const char *text, size_t len)
+{
+  if (!n->sink || n->closing)
+    return -ENOTCONN;
   if (len > n->opts.max_text) {
     n->drops++;
     pirec_sink_count_drop(n->sink);
@@ -166,8 +175,8 @@ int pirec_notes_add(struct pirec_notes *n, int64_t mono_ns, int64_t wall_ns, con
   return 0;
 }
 
-static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final,
-                           void *user) {
+static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
+{
   struct pirec_notes *n = user;
   n->closed_bytes += final->bytes_written;
   n->sink = NULL;
@@ -176,11 +185,14 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
   n->path = NULL;
   pirec_notes_cb cb = n->cb;
   n->cb = NULL;
-  if (cb) cb(n, final->error, n->cb_user);
+  if (cb)
+    cb(n, final->error, n->cb_user);
 }
 
-int pirec_notes_close_file(struct pirec_notes *n, pirec_notes_cb cb, void *user) {
-  if (!n->sink || n->closing) return -ENOTCONN;
+int pirec_notes_close_file(struct pirec_notes *n, pirec_notes_cb cb, void *user)
+{
+  if (!n->sink || n->closing)
+    return -ENOTCONN;
   n->closing = 1;
   n->cb = cb;
   n->cb_user = user;
@@ -188,7 +200,8 @@ int pirec_notes_close_file(struct pirec_notes *n, pirec_notes_cb cb, void *user)
   return 0;
 }
 
-void pirec_notes_counters(const struct pirec_notes *n, struct pirec_notes_counters *out) {
+void pirec_notes_counters(const struct pirec_notes *n, struct pirec_notes_counters *out)
+{
   memset(out, 0, sizeof(*out));
   out->notes = n->notes;
   out->drops = n->drops;
@@ -199,12 +212,15 @@ void pirec_notes_counters(const struct pirec_notes *n, struct pirec_notes_counte
     struct pirec_sink_counters sc;
     pirec_sink_counters(n->sink, &sc);
     out->bytes_written += sc.bytes_written;
-    if (sc.error) out->error = sc.error;
+    if (sc.error)
+      out->error = sc.error;
   }
 }
 
-void pirec_notes_free(struct pirec_notes *n) {
-  if (!n) return;
+void pirec_notes_free(struct pirec_notes *n)
+{
+  if (!n)
+    return;
   free(n->row);
   free(n->path);
   free(n);

@@ -69,10 +69,31 @@ int remux_gen_video(const char *path, int frames, const char *size, int bframes)
   snprintf(src, sizeof src, "testsrc2=size=%s:rate=30", size);
   snprintf(nframes, sizeof nframes, "%d", frames);
   snprintf(bf, sizeof bf, "%d", bframes);
-  char *argv[] = {"ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", src,
-                  "-frames:v", nframes, "-c:v", "libx264", "-preset", "ultrafast", "-bf", bf,
-                  "-g", "30", "-pix_fmt", "yuv420p", "-f", raw ? "h264" : "matroska",
-                  (char *)path, NULL};
+  char *argv[] = {"ffmpeg",
+                  "-nostdin",
+                  "-v",
+                  "error",
+                  "-y",
+                  "-f",
+                  "lavfi",
+                  "-i",
+                  src,
+                  "-frames:v",
+                  nframes,
+                  "-c:v",
+                  "libx264",
+                  "-preset",
+                  "ultrafast",
+                  "-bf",
+                  bf,
+                  "-g",
+                  "30",
+                  "-pix_fmt",
+                  "yuv420p",
+                  "-f",
+                  raw ? "h264" : "matroska",
+                  (char *)path,
+                  NULL};
   /* ultrafast disables B-frames; asking for them needs the medium preset's reference logic. */
   if (bframes > 0)
     argv[14] = "fast";
@@ -93,8 +114,8 @@ static char *probe(char *const argv[], size_t cap)
 
 int64_t remux_gen_packets(const char *path, int64_t **pos, int64_t **size)
 {
-  char *argv[] = {"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                  "packet=pos,size", "-of", "csv=p=0", (char *)path, NULL};
+  char *argv[] = {"ffprobe",         "-v",  "error",   "-select_streams", "v:0", "-show_entries",
+                  "packet=pos,size", "-of", "csv=p=0", (char *)path,      NULL};
   char *out = probe(argv, 8 << 20), *line, *save = NULL;
   int64_t n = 0, cap = 1024;
 
@@ -130,13 +151,14 @@ int64_t *remux_gen_times(int64_t n, int64_t t0, int64_t jitter_ns, uint32_t seed
     x ^= x << 13;
     x ^= x >> 17;
     x ^= x << 5;
-    t[i] = t0 + i * INT64_C(33333333) + (jitter_ns ? (int64_t)(x % (uint32_t)(2 * jitter_ns + 1)) - jitter_ns : 0);
+    t[i] = t0 + i * INT64_C(33333333) +
+           (jitter_ns ? (int64_t)(x % (uint32_t)(2 * jitter_ns + 1)) - jitter_ns : 0);
   }
   return t;
 }
 
-int remux_gen_csv(const char *path, int64_t n, const int64_t *t, const int64_t *dev,
-                  const int64_t *bytes, const int64_t *offset, size_t partial_tail)
+int remux_gen_csv(const char *path, int64_t n, const int64_t *t, const int64_t *dev, const int64_t *bytes,
+                  const int64_t *offset, size_t partial_tail)
 {
   FILE *f = fopen(path, "w");
   char row[256];
@@ -166,14 +188,23 @@ int remux_gen_csv(const char *path, int64_t n, const int64_t *t, const int64_t *
 
 int64_t remux_gen_probe_pts(const char *path, int frames, int64_t **pts, int *tb_den)
 {
-  char *argv[] = {"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                  frames ? "frame=pts" : "packet=pts", "-of", "csv=p=0", (char *)path, NULL};
+  char *argv[] = {"ffprobe",
+                  "-v",
+                  "error",
+                  "-select_streams",
+                  "v:0",
+                  "-show_entries",
+                  frames ? "frame=pts" : "packet=pts",
+                  "-of",
+                  "csv=p=0",
+                  (char *)path,
+                  NULL};
   char *out, *line, *save = NULL;
   int64_t n = 0, cap = 1024;
 
   if (tb_den != NULL) {
-    char *targv[] = {"ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                     "stream=time_base", "-of", "csv=p=0", (char *)path, NULL};
+    char *targv[] = {"ffprobe",          "-v",  "error",   "-select_streams", "v:0", "-show_entries",
+                     "stream=time_base", "-of", "csv=p=0", (char *)path,      NULL};
     char *tb = probe(targv, 256);
     int num = 0, den = 0;
     if (tb == NULL || sscanf(tb, "%d/%d", &num, &den) != 2)

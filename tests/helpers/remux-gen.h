@@ -24,8 +24,8 @@ int64_t *remux_gen_times(int64_t n, int64_t t0, int64_t jitter_ns, uint32_t seed
 /* Writes a frames CSV with n rows: mono_ns = t[i]; device_ts_ns = dev[i] or empty when dev is NULL;
  * wall_ns = t[i] + 1.7e18; bytes and offset from the arrays, or empty when NULL. A partial_tail
  * appends that many bytes of a further row without its newline. Returns 0 or -errno. */
-int remux_gen_csv(const char *path, int64_t n, const int64_t *t, const int64_t *dev,
-                  const int64_t *bytes, const int64_t *offset, size_t partial_tail);
+int remux_gen_csv(const char *path, int64_t n, const int64_t *t, const int64_t *dev, const int64_t *bytes,
+                  const int64_t *offset, size_t partial_tail);
 
 /* Reads pts of every packet (or every decoded frame, when frames is set) of the output with
  * ffprobe, in the order ffprobe prints them. Returns the count or negative; *tb_den gets the
