@@ -300,12 +300,9 @@ static void on_timer_closed(uv_handle_t *h)
   maybe_release(job);
 }
 
-static int valid_options(const struct pirec_job_options *o)
+/* stdin, stdout, stderr and the extra fd 3 are each asked for in a form the job can give. */
+static int valid_stdio(const struct pirec_job_options *o)
 {
-  int piped_out = 0;
-
-  if (!o->argv || !o->argv[0] || !o->argv[0][0])
-    return 0;
   for (int i = 0; i < 3; i++) {
     if (o->stdio[i].kind > PIREC_JOB_STDIO_FILE)
       return 0;
@@ -316,18 +313,33 @@ static int valid_options(const struct pirec_job_options *o)
     return 0;
   if ((o->progress_fd == 1 || o->progress_fd == 2) && o->stdio[o->progress_fd].kind != PIREC_JOB_STDIO_PIPE)
     return 0;
+  if (o->lines_fd3 && o->progress_fd == 3)
+    return 0;
+  if (o->on_stdout && (o->stdio[1].kind != PIREC_JOB_STDIO_PIPE || o->progress_fd == 1))
+    return 0;
+  return 1;
+}
+
+static int valid_restart(const struct pirec_job_restart *r)
+{
+  if (r->mode > PIREC_JOB_RESTART_ALWAYS || r->jitter_pct > 100)
+    return 0;
+  return r->mode == PIREC_JOB_RESTART_NEVER || (r->max_failures > 0 && r->max_failures <= 10000);
+}
+
+static int valid_options(const struct pirec_job_options *o)
+{
+  int piped_out;
+
+  if (!o->argv || !o->argv[0] || !o->argv[0][0] || !valid_stdio(o))
+    return 0;
   piped_out = o->stdio[1].kind == PIREC_JOB_STDIO_PIPE || o->stdio[2].kind == PIREC_JOB_STDIO_PIPE ||
-              o->progress_fd == 3;
+              o->progress_fd == 3 || o->lines_fd3;
   if (o->start_timeout_ms && !piped_out)
     return 0;
   if (o->stdin_max_outstanding == 0 || o->line_max == 0)
     return 0;
-  if (o->restart.mode > PIREC_JOB_RESTART_ALWAYS || o->restart.jitter_pct > 100)
-    return 0;
-  if (o->restart.mode != PIREC_JOB_RESTART_NEVER &&
-      (o->restart.max_failures == 0 || o->restart.max_failures > 10000))
-    return 0;
-  return 1;
+  return valid_restart(&o->restart);
 }
 
 int pirec_job_new(uv_loop_t *loop, const struct pirec_job_options *o, struct pirec_job **out)
@@ -645,8 +657,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   }
   if (!job->o.progress_fd)
     mark_activity(run);
-  if (job->run == run)
+  if (job->run != run)
+    return;
+  if (s == S_OUT && job->o.on_stdout) {
+    if (!job->freed)
+      job->o.on_stdout(job, (const uint8_t *)buf->base, (size_t)nread);
+  } else {
     feed_lines(run, s, buf->base, (size_t)nread);
+  }
 }
 
 /* ---- stop escalation and timeouts ---- */
@@ -1034,7 +1052,7 @@ static int run_spawn(struct pirec_job *job)
   uv_process_options_t po;
   uv_stdio_container_t stdio[S_COUNT];
   int child_fd[S_COUNT], parent_fd[S_COUNT];
-  int nstdio = job->o.progress_fd == 3 ? 4 : 3;
+  int nstdio = job->o.progress_fd == 3 || job->o.lines_fd3 ? 4 : 3;
   int err = 0;
 
   for (int s = 0; s < S_COUNT; s++)
