@@ -175,14 +175,10 @@ struct pirec_camera {
   /* Loop thread. */
   uv_async_t async;
   uv_timer_t timer; /* deferred completions */
-  uv_poll_t fifo_poll;
   int handles;
-  int has_poll, has_async, has_timer;
+  int has_async, has_timer;
   int started;
   int held;
-  char fifo[96];
-  int fifo_rd, fifo_wr;
-  int polling;
   /* Records taken from the ring, in order; a record's space is released once it and all before it
    * are done (borrowed encoder writes finish asynchronously). */
   uint8_t *infl_done;
@@ -659,40 +655,36 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
   write_row(cam, t, m.seq, m.mono_ns, m.wall_ns, m.device_ts_ns, m.dropped, len, -1);
 }
 
-/* Reads everything the encoder wrote so far (non-blocking) and emits complete access units. */
-static void read_fifo(struct pirec_camera *cam)
+/* The encoder's stdout, as the job read it: cut into access units, each muxed with the capture
+ * time of the frame it encodes. */
+static void enc_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
 {
+  struct pirec_camera *cam = pirec_job_user(job);
   struct trial *t = cam->trial;
-  if (!t || cam->fifo_rd < 0)
+  const uint8_t *au;
+  size_t au_len;
+  uint8_t *space;
+
+  if (!t || t->job != job)
     return;
-  for (int rounds = 0; rounds < 64; rounds++) {
-    uint8_t *space = pirec__au_space(&t->au, 1 << 20);
-    if (!space)
-      return;
-    ssize_t n = read(cam->fifo_rd, space, 1 << 20);
-    if (n <= 0)
-      break;
-    pirec__au_fill(&t->au, (size_t)n);
-    const uint8_t *au;
-    size_t len;
-    while (pirec__au_next(&t->au, &au, &len))
-      emit_au(cam, t, au, len);
+  space = pirec__au_space(&t->au, len);
+  if (!space) {
+    /* The units these bytes belonged to are lost; their frames are counted when the run ends. */
+    cam->loop_last_error = -ENOMEM;
+    return;
   }
+  memcpy(space, data, len);
+  pirec__au_fill(&t->au, len);
+  while (pirec__au_next(&t->au, &au, &au_len))
+    emit_au(cam, t, au, au_len);
 }
 
-static void fifo_cb(uv_poll_t *p, int status, int events)
-{
-  struct pirec_camera *cam = container_of(p, struct pirec_camera, fifo_poll);
-  read_fifo(cam);
-}
-
-/* The run ended: what it wrote is all in the pipe. A clean end's last access unit is complete;
+/* The run ended and the job has delivered all it wrote. A clean end's last access unit is complete;
  * after a crash it may be cut, so it is dropped with everything still inside the encoder. */
 static void end_of_run(struct pirec_camera *cam, struct trial *t, int clean)
 {
   const uint8_t *au;
   size_t len;
-  read_fifo(cam);
   if (clean && pirec__au_last(&t->au, &au, &len))
     emit_au(cam, t, au, len);
   pirec__au_reset(&t->au);
@@ -773,8 +765,8 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
 
 /* ---- trials ---- */
 
-/* The encoder: raw frames on stdin, H.264 access units with delimiters into the FIFO, which the
- * loop cuts into units and muxes with each frame's capture time. Built by the shared builder
+/* The encoder: raw frames on stdin, H.264 access units with delimiters on stdout, which the job
+ * hands to enc_stdout to be cut into units and muxes with each frame's capture time. Built by the shared builder
  * (include/pirec/ffmpeg.h), so its frame-exact options (passthrough, no B-frames) are the ones
  * test-ffmpeg checks. */
 static int build_encoder_argv(const struct pirec_camera *cam, char ***argv)
@@ -784,7 +776,7 @@ static int build_encoder_argv(const struct pirec_camera *cam, char ***argv)
   pirec_ffmpeg_encode_init(&e);
   int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
   e.program = s->ffmpeg;
-  e.output = cam->fifo;
+  e.output = "pipe:1";
   e.format = "h264";
   e.width = cam->fmt.width;
   e.height = cam->fmt.height;
@@ -921,7 +913,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     o.argv = (const char *const *)argv;
     o.name = name;
     o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
-    o.stdio[1].kind = PIREC_JOB_STDIO_NULL;
+    o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
     o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
     o.progress_fd = 3;
     o.stdin_max_outstanding =
@@ -937,6 +929,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     o.restart.max_failures = cam->s.encoder_max_failures ? cam->s.encoder_max_failures : 5;
     o.on_end = enc_end;
     o.on_line = enc_line;
+    o.on_stdout = enc_stdout;
     o.on_drain = enc_drain;
     o.on_restart = enc_restart;
     o.on_spawn = enc_spawn;
@@ -945,17 +938,11 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
     if (r < 0)
       goto fail;
-    /* Bytes left over from an earlier trial's encoder would be taken for this one's. */
-    uint8_t junk[4096];
-    while (read(cam->fifo_rd, junk, sizeof junk) > 0) {
-    }
     if ((r = pirec_job_start(t->job)) < 0) {
       pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot start '%s': %s", cam->s.name, cam->s.ffmpeg,
                 pirec_strerror(r));
       goto fail;
     }
-    uv_poll_start(&cam->fifo_poll, UV_READABLE, fifo_cb);
-    cam->polling = 1;
   } else {
     const uint8_t *hdr;
     size_t hdr_len;
@@ -1043,10 +1030,6 @@ static void finalize_trial(struct pirec_camera *cam)
   if (t->finalizing)
     return;
   t->finalizing = 1;
-  if (cam->polling) {
-    uv_poll_stop(&cam->fifo_poll);
-    cam->polling = 0;
-  }
   if (t->mkv) {
     int r = pirec__mkv_finish(t->mkv);
     if (r < 0 && !t->err)
@@ -1109,7 +1092,6 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
   cam->s = *s;
   cam->on_event = on_event;
   cam->user = user;
-  cam->fifo_rd = cam->fifo_wr = -1;
   if (s->kind == PIREC_CAMERA_RPICAM)
     snprintf(cam->label, sizeof cam->label, "%s --camera %.16s", s->rpicam_program, s->source);
   else if (s->kind == PIREC_CAMERA_LAVFI)
@@ -1121,22 +1103,6 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
   atomic_init(&cam->stop, 0);
   atomic_init(&cam->ev_pending, 0);
   *out = cam;
-  return 0;
-}
-
-/* The encoder's output pipe. An anonymous pipe, reached by ffmpeg through /proc/<our pid>/fd/<write
- * end> (opening that magic link opens the same pipe), so no path exists that a crash could leave
- * behind. We keep the write end open ourselves, idle: the pipe then never reports end-of-file
- * between encoder runs. */
-static int make_fifo(struct pirec_camera *cam)
-{
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-    return -errno;
-  cam->fifo_rd = fds[0];
-  cam->fifo_wr = fds[1];
-  fcntl(cam->fifo_rd, F_SETPIPE_SZ, 1 << 20);
-  snprintf(cam->fifo, sizeof cam->fifo, "/proc/%d/fd/%d", (int)getpid(), cam->fifo_wr);
   return 0;
 }
 
@@ -1209,15 +1175,6 @@ int pirec_camera_start(struct pirec_camera *cam)
   if (cam->raw) {
     if (!probed && (r = probe_encoder(cam)) < 0)
       goto fail;
-    if ((r = make_fifo(cam)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder's output pipe: %s", cam->s.name,
-                pirec_strerror(r));
-      goto fail;
-    }
-    if ((r = uv_poll_init(cam->loop, &cam->fifo_poll, cam->fifo_rd)) < 0)
-      goto fail;
-    cam->handles++;
-    cam->has_poll = 1;
   }
   if ((r = uv_async_init(cam->loop, &cam->async, async_cb)) < 0)
     goto fail;
@@ -1430,10 +1387,6 @@ static void free_cam(struct pirec_camera *cam)
 {
   pirec_camera_close_cb cb = cam->close_cb;
   void *user = cam->close_user;
-  if (cam->fifo_rd >= 0)
-    close(cam->fifo_rd);
-  if (cam->fifo_wr >= 0)
-    close(cam->fifo_wr);
   pirec_camera_source_free(cam->src);
   pirec_ring_free(cam->ring);
   free(cam->infl_done);
@@ -1478,8 +1431,6 @@ static void maybe_finish_close(struct pirec_camera *cam)
     free_cam(cam);
     return;
   }
-  if (cam->has_poll)
-    close_handle(cam, (uv_handle_t *)&cam->fifo_poll);
   if (cam->has_async)
     close_handle(cam, (uv_handle_t *)&cam->async);
   if (cam->has_timer)
