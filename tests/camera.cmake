@@ -9,6 +9,8 @@ pirec_add_test(test-camera SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-camera.c
 target_compile_definitions(test-camera PRIVATE FAKE_RPICAM="$<TARGET_FILE:test-camera-fakerpicam>"
                            PIREC_CAMERA_BIN="$<TARGET_FILE:pirec-camera>")
 add_dependencies(test-camera test-camera-fakerpicam pirec-camera)
+# The splitter and the metadata line parser are internal (recorders/camera/camera-int.h).
+target_include_directories(test-camera PRIVATE ${CMAKE_SOURCE_DIR}/recorders/camera)
 
 # 10 s of 640x360, the ring held 2 s, the encoder SIGKILLed: about 25 s.
 add_test(NAME test-camera-record COMMAND test-camera record)

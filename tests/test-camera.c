@@ -26,6 +26,7 @@
 
 #include <libavcodec/avcodec.h>
 
+#include "camera-int.h"
 #include "pirec/camera.h"
 #include "pirec/clock.h"
 #include "pirec/log.h"
@@ -434,43 +435,42 @@ static void test_settings_source(void **state)
 static void test_rpicam_metadata_lines(void **state)
 {
   int64_t ns = -1;
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=1234567890123", 29, &ns),
-                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=1234567890123", 29, &ns),
+                   PIREC__RPICAM_META_SENSOR_TS);
   assert_int_equal(ns, 1234567890123LL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775807\n", 36, &ns),
-                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=9223372036854775807\n", 36, &ns),
+                   PIREC__RPICAM_META_SENSOR_TS);
   assert_int_equal(ns, INT64_MAX);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("", 0, &ns), PIREC_RPICAM_META_END);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("\r\n", 2, &ns), PIREC_RPICAM_META_END);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("ExposureTime=10000", 18, &ns), PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
-                   PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestampX=5", 18, &ns), PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775808", 35, &ns),
-                   -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("", 0, &ns), PIREC__RPICAM_META_END);
+  assert_int_equal(pirec__rpicam_metadata_line("\r\n", 2, &ns), PIREC__RPICAM_META_END);
+  assert_int_equal(pirec__rpicam_metadata_line("ExposureTime=10000", 18, &ns), PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
+                   PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestampX=5", 18, &ns), PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=9223372036854775808", 35, &ns), -EINVAL);
 }
 
 /* Feeds bytes through the splitter in odd-sized pieces; returns frames out. */
-static size_t split_all(struct pirec_camera_splitter *sp, const uint8_t *data, size_t len, size_t piece,
+static size_t split_all(struct pirec__camera_splitter *sp, const uint8_t *data, size_t len, size_t piece,
                         const uint8_t **frames, size_t *lens, uint8_t **copies, size_t max)
 {
   size_t off = 0, n = 0;
   while (off < len) {
     size_t avail;
-    uint8_t *space = pirec_camera_splitter_space(sp, &avail);
+    uint8_t *space = pirec__camera_splitter_space(sp, &avail);
     assert_true(avail > 0);
     size_t k = len - off < piece ? len - off : piece;
     if (k > avail)
       k = avail;
     memcpy(space, data + off, k);
-    pirec_camera_splitter_fill(sp, k);
+    pirec__camera_splitter_fill(sp, k);
     off += k;
     const uint8_t *f;
     size_t fl;
-    while (n < max && pirec_camera_splitter_next(sp, &f, &fl)) {
+    while (n < max && pirec__camera_splitter_next(sp, &f, &fl)) {
       copies[n] = malloc(fl);
       memcpy(copies[n], f, fl);
       frames[n] = copies[n];
@@ -482,13 +482,13 @@ static size_t split_all(struct pirec_camera_splitter *sp, const uint8_t *data, s
 
 static void test_splitter_size(void **state)
 {
-  struct pirec_camera_splitter sp;
+  struct pirec__camera_splitter sp;
   enum { FRAME = 1000, N = 37 };
   uint8_t *data = malloc(FRAME * N);
   for (size_t i = 0; i < FRAME * N; i++)
     data[i] = (uint8_t)(i / FRAME * 7 + i);
-  assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_SIZE, 0, 0), -EINVAL);
-  assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_SIZE, FRAME, 0), 0);
+  assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_SIZE, 0, 0), -EINVAL);
+  assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_SIZE, FRAME, 0), 0);
   const uint8_t *frames[N];
   size_t lens[N];
   uint8_t *copies[N];
@@ -499,7 +499,7 @@ static void test_splitter_size(void **state)
     assert_memory_equal(frames[i], data + i * FRAME, FRAME);
     free(copies[i]);
   }
-  pirec_camera_splitter_free(&sp);
+  pirec__camera_splitter_free(&sp);
   free(data);
 }
 
@@ -550,11 +550,11 @@ static void test_splitter_jpeg(void **state)
     }
   }
   for (size_t piece = 1; piece <= 4097; piece = piece * 8 + 1) {
-    struct pirec_camera_splitter sp;
+    struct pirec__camera_splitter sp;
     const uint8_t *frames[N];
     size_t lens[N];
     uint8_t *copies[N];
-    assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_JPEG, 0, 64 * 1024), 0);
+    assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_JPEG, 0, 64 * 1024), 0);
     size_t n = split_all(&sp, stream, len, piece, frames, lens, copies, N);
     assert_int_equal(n, N);
     for (int i = 0; i < N; i++) {
@@ -563,8 +563,8 @@ static void test_splitter_jpeg(void **state)
       free(copies[i]);
     }
     /* junk after images 1 and 3 (the one after 5 is still waiting for a following SOI) */
-    assert_int_equal(pirec_camera_splitter_skipped(&sp), 2 * sizeof junk);
-    pirec_camera_splitter_free(&sp);
+    assert_int_equal(pirec__camera_splitter_skipped(&sp), 2 * sizeof junk);
+    pirec__camera_splitter_free(&sp);
   }
   for (int i = 0; i < N; i++)
     free(images[i]);

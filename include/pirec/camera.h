@@ -7,7 +7,6 @@
  *   - sources (struct pirec_camera_source): one blocking interface over V4L2 devices, Raspberry Pi
  *     CSI cameras (a supervised rpicam-vid child), any FFmpeg input URL or file, and FFmpeg's lavfi
  *     test sources. Used by exactly one thread (the capture thread).
- *   - the splitter and pts-line parser used by the rpicam source, public so they can be tested.
  *   - the camera (struct pirec_camera): a named capture thread that only stamps frames and pushes
  *     them into the camera's ring; the loop drains the ring into an ffmpeg encode job (raw frames)
  *     or straight into a file sink (MJPEG/H.264 frames), and writes one tNNN_frames.csv row per frame
@@ -142,48 +141,6 @@ void pirec_camera_source_interrupt(struct pirec_camera_source *src);
 /* Closes the device, stops the rpicam child (SIGTERM, then SIGKILL after 1 s) and frees. NULL is a
  * no-op. Not concurrently with read. */
 void pirec_camera_source_free(struct pirec_camera_source *src);
-
-/* ---- frame splitter for byte streams (rpicam-vid's stdout) ---- */
-
-enum pirec_camera_split_mode {
-  PIREC_CAMERA_SPLIT_SIZE = 0, /* fixed-size raw frames */
-  PIREC_CAMERA_SPLIT_JPEG,     /* concatenated JPEG images: SOI ... EOI, marker segments parsed */
-};
-
-struct pirec_camera_splitter {
-  /* private */
-  enum pirec_camera_split_mode mode;
-  uint8_t *buf;
-  size_t cap, start, end;
-  size_t frame_bytes;
-  size_t scan;      /* JPEG: resume position of the scan */
-  int scan_state;   /* JPEG: 0 before SOI, 1 in headers, 2 in entropy-coded data */
-  uint64_t skipped; /* bytes discarded while resynchronising (garbage, oversize) */
-};
-
-/* frame_bytes: SIZE mode's frame size; max_frame: the largest frame accepted (JPEG mode; a longer
- * one is skipped as garbage). Allocates a buffer of 2 * max(frame_bytes, max_frame).
- * Returns 0, -EINVAL, -ENOMEM. */
-int pirec_camera_splitter_init(struct pirec_camera_splitter *sp, enum pirec_camera_split_mode mode,
-                               size_t frame_bytes, size_t max_frame);
-void pirec_camera_splitter_free(struct pirec_camera_splitter *sp);
-/* Where to read the next bytes into, and how many fit (never 0 after init). */
-uint8_t *pirec_camera_splitter_space(struct pirec_camera_splitter *sp, size_t *avail);
-/* n bytes were written at the space returned last. */
-void pirec_camera_splitter_fill(struct pirec_camera_splitter *sp, size_t n);
-/* Returns 1 and the next complete frame (valid until the next call on sp), or 0 when more bytes are
- * needed. */
-int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t **frame, size_t *len);
-/* Bytes skipped so far because they were not part of a well-formed frame. */
-uint64_t pirec_camera_splitter_skipped(const struct pirec_camera_splitter *sp);
-
-/* rpicam-vid --metadata-format txt writes one block per frame: "Name=value" lines, then a blank
- * line. Classifies one line (its newline may be included): PIREC_RPICAM_META_SENSOR_TS with *ns
- * for "SensorTimestamp=N" (libcamera's CLOCK_BOOTTIME ns), PIREC_RPICAM_META_END for the blank
- * line that ends a block, PIREC_RPICAM_META_OTHER for any other line, -EINVAL for a
- * SensorTimestamp that is not a non-negative integer. */
-enum { PIREC_RPICAM_META_OTHER = 0, PIREC_RPICAM_META_SENSOR_TS = 1, PIREC_RPICAM_META_END = 2 };
-int pirec_camera_rpicam_metadata_line(const char *line, size_t len, int64_t *ns);
 
 /* ---- the camera ---- */
 

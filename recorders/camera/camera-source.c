@@ -41,17 +41,6 @@ struct pirec_camera_source {
   struct pirec__rpicam *rpicam;
 };
 
-char *pirec__camera_strdupf(const char *fmt, ...)
-{
-  va_list ap;
-  char *out = NULL;
-  va_start(ap, fmt);
-  if (vasprintf(&out, fmt, ap) < 0)
-    out = NULL;
-  va_end(ap);
-  return out;
-}
-
 void pirec_camera_settings_default(struct pirec_camera_settings *s)
 {
   memset(s, 0, sizeof *s);
