@@ -197,6 +197,24 @@ struct pirec_camera_latency {
   int64_t p50_ns, p99_ns, p999_ns, max_ns; /* percentiles within ~3% (log-linear buckets) */
 };
 
+/* The class of a capture failure, each with its own policy (docs/CAMERA.md):
+ *   TRANSIENT       a read failed, a network stream or an rpicam child ended, a connection was
+ *                   refused: the source is reopened after 100 ms, doubling to 5 s
+ *   DEVICE_MISSING  no such device, program or host (ENOENT, ENODEV, ENXIO, unreachable): retried
+ *                   slower, after 1 s doubling to 10 s, reported as "device missing"
+ *   FATAL           the settings cannot work (EINVAL, ENOTSUP, a demuxer, decoder, filter,
+ *                   protocol or option FFmpeg lacks): capture stops and stays stopped
+ * Each is reported once (a SOURCE_ERROR event whose text names the class) when it begins. */
+enum pirec_camera_failure {
+  PIREC_CAMERA_FAILURE_NONE = 0,
+  PIREC_CAMERA_FAILURE_TRANSIENT,
+  PIREC_CAMERA_FAILURE_DEVICE_MISSING,
+  PIREC_CAMERA_FAILURE_FATAL,
+};
+
+/* "none", "transient", "device missing", "fatal configuration". */
+const char *pirec_camera_failure_str(enum pirec_camera_failure f);
+
 struct pirec_camera_status {
   uint64_t frames_captured; /* frames the source delivered (seq of the next frame) */
   uint64_t frames_written;  /* rows written in the current/last trial (== packets in its video) */
@@ -211,10 +229,11 @@ struct pirec_camera_status {
   int encoder_state; /* enum pirec_job_state of the encoder job; -1 without encoder */
   int encoder_pid;   /* 0 when none runs */
   size_t ring_used, ring_capacity;
-  uint64_t source_errors;              /* failed opens and reads (a network stream's end included) */
-  uint64_t reconnects;                 /* times the source was opened again after a failure or end */
-  int last_error;                      /* last negative error seen (source, encoder, sink), or 0 */
-  struct pirec_camera_latency capture; /* capture-thread time per frame: arrival to pushed */
+  uint64_t source_errors;                   /* failed opens and reads (a network stream's end included) */
+  uint64_t reconnects;                      /* times the source was opened again after a failure or end */
+  enum pirec_camera_failure source_failure; /* the failure being retried now, NONE while capturing */
+  int last_error;                           /* last negative error seen (source, encoder, sink), or 0 */
+  struct pirec_camera_latency capture;      /* capture-thread time per frame: arrival to pushed */
   struct pirec_camera_format format;
 };
 

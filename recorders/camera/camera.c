@@ -164,7 +164,11 @@ struct pirec_camera {
   _Atomic uint64_t source_errors;
   _Atomic uint64_t reconnects;
   atomic_int last_error;
+  atomic_int source_failure; /* enum pirec_camera_failure */
   struct hist capture_hist;
+  /* nap() waits on stop_cond, so a close wakes a capture thread waiting to retry */
+  pthread_mutex_t stop_lock;
+  pthread_cond_t stop_cond;
 
   /* Events from the capture thread (rare: errors, reconnects), under ev_lock. */
   pthread_mutex_t ev_lock;
@@ -270,160 +274,279 @@ static void deliver_events(struct pirec_camera *cam)
 
 /* ---- capture thread ---- */
 
-/* Sleeps up to ns unless asked to stop; 1 when stopping. */
+/* Sleeps up to ns unless asked to stop; 1 when stopping. pirec_camera_close() signals stop_cond,
+ * so a long retry delay never holds up a close. */
 static int nap(struct pirec_camera *cam, int64_t ns)
 {
-  int64_t end = pirec_clock_mono_ns() + ns;
-  while (!atomic_load(&cam->stop)) {
-    int64_t left = end - pirec_clock_mono_ns();
-    if (left <= 0)
-      return 0;
-    if (left > 50000000)
-      left = 50000000;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = left};
-    nanosleep(&ts, NULL);
+  struct timespec until;
+  int stopping;
+
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += ns / 1000000000;
+  until.tv_nsec += ns % 1000000000;
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
   }
-  return 1;
+  pthread_mutex_lock(&cam->stop_lock);
+  while (!(stopping = atomic_load(&cam->stop)) &&
+         pthread_cond_timedwait(&cam->stop_cond, &cam->stop_lock, &until) == 0) {
+  }
+  pthread_mutex_unlock(&cam->stop_lock);
+  return stopping || atomic_load(&cam->stop);
+}
+
+/* The capture thread's own state; nothing here is shared. */
+struct capture {
+  struct pirec_camera *cam;
+  int64_t period;       /* frame interval, 0 when the rate is unknown */
+  int64_t prev_dev;     /* device time of the last frame that had one, INT64_MIN: none yet */
+  int64_t prev_arrival; /* arrival of the last frame, INT64_MIN: none yet */
+  int64_t since_dev;    /* frames since the last one with a device time */
+  uint64_t gap_carry;   /* device drops not yet carried by a ring record */
+  uint64_t seq;
+  int64_t backoff;                   /* delay before the next retry */
+  enum pirec_camera_failure failing; /* class of the failure being retried, NONE while it works */
+  int reconnected;                   /* the next frame is the first of a reopened source */
+};
+
+/* Every capture failure gets its class here and nowhere else. */
+static enum pirec_camera_failure classify(int err)
+{
+  switch (err) {
+  case -ENOENT: /* a device node or program that is not there */
+  case -ENODEV: /* unplugged */
+  case -ENXIO:
+  case -EHOSTUNREACH:
+  case -ENETUNREACH: return PIREC_CAMERA_FAILURE_DEVICE_MISSING;
+  case -EINVAL: /* the device or program refused these settings */
+  case -ENOTSUP:
+  case AVERROR_DEMUXER_NOT_FOUND:
+  case AVERROR_DECODER_NOT_FOUND:
+  case AVERROR_BSF_NOT_FOUND:
+  case AVERROR_PROTOCOL_NOT_FOUND:
+  case AVERROR_OPTION_NOT_FOUND: return PIREC_CAMERA_FAILURE_FATAL;
+  default: return PIREC_CAMERA_FAILURE_TRANSIENT;
+  }
+}
+
+/* What the capture thread does about each class: retry delays (doubling from min to max), or stop. */
+struct capture_policy {
+  int64_t backoff_min_ns, backoff_max_ns;
+  int stop;
+};
+
+static struct capture_policy capture_policy(enum pirec_camera_failure f)
+{
+  switch (f) {
+  case PIREC_CAMERA_FAILURE_NONE:
+  case PIREC_CAMERA_FAILURE_TRANSIENT: return (struct capture_policy){100000000, 5000000000, 0};
+  /* A camera that is not there comes back when someone plugs it in: look less often. */
+  case PIREC_CAMERA_FAILURE_DEVICE_MISSING: return (struct capture_policy){1000000000, 10000000000, 0};
+  case PIREC_CAMERA_FAILURE_FATAL: break;
+  }
+  return (struct capture_policy){0, 0, 1};
+}
+
+const char *pirec_camera_failure_str(enum pirec_camera_failure f)
+{
+  switch (f) {
+  case PIREC_CAMERA_FAILURE_NONE: return "none";
+  case PIREC_CAMERA_FAILURE_TRANSIENT: return "transient";
+  case PIREC_CAMERA_FAILURE_DEVICE_MISSING: return "device missing";
+  case PIREC_CAMERA_FAILURE_FATAL: return "fatal configuration";
+  }
+  return "unknown";
+}
+
+/* A source open or read failed (what says which, with the error's text): counts it, reports it once
+ * per class, and waits as the class's policy says. Returns 1 when the thread is to end. */
+static int capture_failed(struct capture *c, int err, const char *what)
+{
+  struct pirec_camera *cam = c->cam;
+  enum pirec_camera_failure f = classify(err);
+  struct capture_policy p = capture_policy(f);
+
+  atomic_fetch_add(&cam->source_errors, 1);
+  atomic_store(&cam->last_error, err);
+  atomic_store(&cam->source_failure, (int)f);
+  if (f != c->failing || p.stop) {
+    c->backoff = p.backoff_min_ns;
+    if (p.stop)
+      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s (%s); capture stopped", cam->s.name,
+                 what, pirec_camera_failure_str(f));
+    else
+      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s (%s); retrying in %lld ms",
+                 cam->s.name, what, pirec_camera_failure_str(f), (long long)(c->backoff / 1000000));
+  }
+  c->failing = f;
+  if (p.stop) {
+    while (!nap(cam, 1000000000)) {
+    }
+    return 1;
+  }
+  if (nap(cam, c->backoff))
+    return 1;
+  c->backoff = c->backoff * 2 > p.backoff_max_ns ? p.backoff_max_ns : c->backoff * 2;
+  return 0;
+}
+
+/* Opens the source again after a failure. Returns 0 (cam->src is set), 1 to try again, -1 when the
+ * thread is to end. */
+static int capture_reopen(struct capture *c)
+{
+  struct pirec_camera *cam = c->cam;
+  struct pirec_camera_source *src;
+  struct pirec_camera_format f;
+  char *msg = NULL;
+  int r = pirec_camera_source_open(&cam->s, &src, &msg);
+
+  if (r < 0) {
+    int end = capture_failed(c, r, msg ? msg : pirec_strerror(r));
+    free(msg);
+    return end ? -1 : 1;
+  }
+  pirec_camera_source_format(src, &f);
+  if (f.codec != cam->fmt.codec || f.frame_bytes != cam->fmt.frame_bytes) {
+    pirec_camera_source_free(src);
+    return capture_failed(c, -EAGAIN, "the source came back with another format") ? -1 : 1;
+  }
+  pthread_mutex_lock(&cam->src_lock);
+  cam->src = src;
+  pthread_mutex_unlock(&cam->src_lock);
+  if (atomic_load(&cam->stop))
+    return -1;
+  atomic_fetch_add_explicit(&cam->reconnects, 1, memory_order_relaxed);
+  atomic_store(&cam->source_failure, PIREC_CAMERA_FAILURE_NONE);
+  post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected", cam->s.name,
+             cam->label);
+  c->failing = PIREC_CAMERA_FAILURE_NONE;
+  c->backoff = capture_policy(PIREC_CAMERA_FAILURE_TRANSIENT).backoff_min_ns;
+  if (!f.device_clock_continuous) {
+    c->prev_dev = INT64_MIN; /* a new timeline: the gap is measured from arrival times */
+    c->since_dev = 0;
+  }
+  return 0;
+}
+
+/* A read failed: a file that ends is over (1: the thread ends); anything else, a network stream
+ * that ends included (an RTSP server or TCP peer closing the connection), closes the source for a
+ * reopen after the policy's delay. */
+static int capture_read_failed(struct capture *c, struct pirec_camera_source *src, int r)
+{
+  struct pirec_camera *cam = c->cam;
+  char what[PIREC_CAMERA_PATH_MAX + 128];
+
+  atomic_store(&cam->last_error, r);
+  if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
+    post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name, cam->label);
+    while (!nap(cam, 1000000000)) {
+    }
+    return 1;
+  }
+  pthread_mutex_lock(&cam->src_lock);
+  cam->src = NULL;
+  pthread_mutex_unlock(&cam->src_lock);
+  pirec_camera_source_free(src);
+  c->reconnected = 1;
+  snprintf(what, sizeof what, "reading '%s' failed: %s", cam->label, pirec_strerror(r));
+  return capture_failed(c, r, what);
+}
+
+/* Frames the device skipped before f: from its timestamps when it has them, else (after a reconnect
+ * of a source whose clock starts again) from the arrival times. */
+static uint64_t device_gap(struct capture *c, const struct pirec_camera_frame *f)
+{
+  uint64_t gap = 0;
+
+  c->since_dev++;
+  if (c->period > 0) {
+    /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
+     * metadata block came too late has none, and is not a loss) */
+    int64_t dt = -1, steps = 1;
+    if (f->device_ts_ns != INT64_MIN && c->prev_dev != INT64_MIN) {
+      dt = f->device_ts_ns - c->prev_dev;
+      steps = c->since_dev;
+    } else if (c->reconnected && c->prev_arrival != INT64_MIN) {
+      dt = f->arrival_mono_ns - c->prev_arrival;
+    }
+    int64_t intervals = dt > 0 ? (dt + c->period / 2) / c->period : 0;
+    if (intervals > steps)
+      gap = (uint64_t)(intervals - steps);
+  }
+  c->reconnected = 0;
+  if (f->device_ts_ns != INT64_MIN) {
+    c->prev_dev = f->device_ts_ns;
+    c->since_dev = 0;
+  }
+  c->prev_arrival = f->arrival_mono_ns;
+  return gap;
+}
+
+/* Puts the frame into the ring with its header, or counts it lost. */
+static void push_frame(struct capture *c, const struct pirec_camera_frame *f)
+{
+  struct pirec_camera *cam = c->cam;
+  void *dst;
+
+  if (cam->raw && f->len != cam->fmt.frame_bytes) {
+    /* a short or padded buffer cannot be encoded: count it like a lost frame */
+    atomic_fetch_add_explicit(&cam->drops_device, 1, memory_order_relaxed);
+    c->gap_carry++;
+    atomic_store_explicit(&cam->captured, ++c->seq, memory_order_relaxed);
+    return;
+  }
+  if (pirec_ring_reserve(cam->ring, sizeof(struct frame_hdr) + f->len, &dst) == 0) {
+    struct frame_hdr h = {.seq = c->seq,
+                          .mono_ns = f->arrival_mono_ns,
+                          .wall_ns = f->arrival_wall_ns,
+                          .device_ts_ns = f->device_ts_ns,
+                          .gap_drops = c->gap_carry,
+                          .len = f->len};
+    memcpy(dst, &h, sizeof h);
+    memcpy((uint8_t *)dst + sizeof h, f->data, f->len);
+    pirec_ring_commit(cam->ring, sizeof h + f->len);
+    c->gap_carry = 0;
+    uv_async_send(&cam->async);
+  }
+  /* else: the ring counted the drop; this frame's gap_carry waits for the next one */
+  atomic_store_explicit(&cam->captured, ++c->seq, memory_order_relaxed);
+  hist_add(&cam->capture_hist, pirec_clock_mono_ns() - f->arrival_mono_ns);
 }
 
 static void *capture_main(void *arg)
 {
   struct pirec_camera *cam = arg;
+  struct capture c = {.cam = cam, .prev_dev = INT64_MIN, .prev_arrival = INT64_MIN};
   char tname[16];
-  int64_t period = cam->fmt.fps_num > 0 ? (int64_t)1000000000 * cam->fmt.fps_den / cam->fmt.fps_num : 0;
-  int64_t prev_dev = INT64_MIN, prev_arrival = INT64_MIN;
-  uint64_t gap_carry = 0, seq = 0;
-  int64_t since_dev = 0;
-  int64_t backoff = 100000000;
-  int reconnected = 0, failing = 0;
 
+  c.period = cam->fmt.fps_num > 0 ? (int64_t)1000000000 * cam->fmt.fps_den / cam->fmt.fps_num : 0;
+  c.backoff = capture_policy(PIREC_CAMERA_FAILURE_TRANSIENT).backoff_min_ns;
   snprintf(tname, sizeof tname, "cam-%.11s", cam->s.name);
   pthread_setname_np(pthread_self(), tname);
 
   while (!atomic_load(&cam->stop)) {
-    struct pirec_camera_source *src = cam->src;
-    if (!src) {
-      char *msg = NULL;
-      int r = pirec_camera_source_open(&cam->s, &src, &msg);
-      if (r < 0) {
-        atomic_fetch_add(&cam->source_errors, 1);
-        atomic_store(&cam->last_error, r);
-        if (!failing)
-          post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s; retrying", cam->s.name,
-                     msg ? msg : pirec_strerror(r));
-        failing = 1;
-        free(msg);
-        if (nap(cam, backoff))
-          break;
-        backoff = backoff * 2 > 5000000000 ? 5000000000 : backoff * 2;
-        continue;
-      }
-      struct pirec_camera_format f;
-      pirec_camera_source_format(src, &f);
-      if (f.codec != cam->fmt.codec || f.frame_bytes != cam->fmt.frame_bytes) {
-        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR,
-                   "camera '%s': the source came back with another format; retrying", cam->s.name);
-        pirec_camera_source_free(src);
-        if (nap(cam, backoff))
-          break;
-        continue;
-      }
-      pthread_mutex_lock(&cam->src_lock);
-      cam->src = src;
-      pthread_mutex_unlock(&cam->src_lock);
-      if (atomic_load(&cam->stop))
-        break;
-      atomic_fetch_add_explicit(&cam->reconnects, 1, memory_order_relaxed);
-      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected",
-                 cam->s.name, cam->label);
-      failing = 0;
-      backoff = 100000000;
-      if (!f.device_clock_continuous) {
-        prev_dev = INT64_MIN; /* a new timeline: the gap is measured from arrival times */
-        since_dev = 0;
-      }
-    }
-
     struct pirec_camera_frame f;
-    int r = pirec_camera_source_read(src, &f);
+    int r;
+
+    if (!cam->src && (r = capture_reopen(&c)) != 0) {
+      if (r < 0)
+        break;
+      continue;
+    }
+    r = pirec_camera_source_read(cam->src, &f);
     if (r == -EINTR)
       continue;
     if (r < 0) {
-      atomic_store(&cam->last_error, r);
-      /* A file that ends is over; a network stream that ends (an RTSP server or TCP peer closing
-       * the connection) is a camera gone away, reconnected like any other failure. */
-      if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
-        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name, cam->label);
-        while (!nap(cam, 1000000000)) {
-        }
+      if (capture_read_failed(&c, cam->src, r))
         break;
-      }
-      atomic_fetch_add(&cam->source_errors, 1);
-      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': reading '%s' failed: %s; reconnecting",
-                 cam->s.name, cam->label, pirec_strerror(r));
-      pthread_mutex_lock(&cam->src_lock);
-      cam->src = NULL;
-      pthread_mutex_unlock(&cam->src_lock);
-      pirec_camera_source_free(src);
-      reconnected = 1;
-      failing = 1;
-      nap(cam, backoff);
       continue;
     }
-
-    /* Frames the device skipped: from its timestamps when it has them, else (after a reconnect
-     * of a source whose clock starts again) from the arrival times. */
-    uint64_t gap = 0;
-    since_dev++;
-    if (period > 0) {
-      /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
-       * metadata block came too late has none, and is not a loss) */
-      int64_t dt = -1, steps = 1;
-      if (f.device_ts_ns != INT64_MIN && prev_dev != INT64_MIN) {
-        dt = f.device_ts_ns - prev_dev;
-        steps = since_dev;
-      } else if (reconnected && prev_arrival != INT64_MIN) {
-        dt = f.arrival_mono_ns - prev_arrival;
-      }
-      int64_t intervals = dt > 0 ? (dt + period / 2) / period : 0;
-      if (intervals > steps)
-        gap = (uint64_t)(intervals - steps);
-    }
-    reconnected = 0;
-    if (f.device_ts_ns != INT64_MIN) {
-      prev_dev = f.device_ts_ns;
-      since_dev = 0;
-    }
-    prev_arrival = f.arrival_mono_ns;
+    uint64_t gap = device_gap(&c, &f);
     if (gap)
       atomic_fetch_add_explicit(&cam->drops_device, gap, memory_order_relaxed);
-    gap_carry += gap;
-
-    if (cam->raw && f.len != cam->fmt.frame_bytes) {
-      /* a short or padded buffer cannot be encoded: count it like a lost frame */
-      atomic_fetch_add_explicit(&cam->drops_device, 1, memory_order_relaxed);
-      gap_carry++;
-      atomic_store_explicit(&cam->captured, ++seq, memory_order_relaxed);
-      continue;
-    }
-
-    void *dst;
-    if (pirec_ring_reserve(cam->ring, sizeof(struct frame_hdr) + f.len, &dst) == 0) {
-      struct frame_hdr h = {.seq = seq,
-                            .mono_ns = f.arrival_mono_ns,
-                            .wall_ns = f.arrival_wall_ns,
-                            .device_ts_ns = f.device_ts_ns,
-                            .gap_drops = gap_carry,
-                            .len = f.len};
-      memcpy(dst, &h, sizeof h);
-      memcpy((uint8_t *)dst + sizeof h, f.data, f.len);
-      pirec_ring_commit(cam->ring, sizeof h + f.len);
-      gap_carry = 0;
-      uv_async_send(&cam->async);
-    }
-    /* else: the ring counted the drop; this frame's gap_carry waits for the next one */
-    atomic_store_explicit(&cam->captured, ++seq, memory_order_relaxed);
-    hist_add(&cam->capture_hist, pirec_clock_mono_ns() - f.arrival_mono_ns);
+    c.gap_carry += gap;
+    push_frame(&c, &f);
   }
   return NULL;
 }
@@ -1100,6 +1223,12 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
     snprintf(cam->label, sizeof cam->label, "%s", s->source);
   pthread_mutex_init(&cam->src_lock, NULL);
   pthread_mutex_init(&cam->ev_lock, NULL);
+  pthread_mutex_init(&cam->stop_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&cam->stop_cond, &ca);
+  pthread_condattr_destroy(&ca);
   atomic_init(&cam->stop, 0);
   atomic_init(&cam->ev_pending, 0);
   *out = cam;
@@ -1242,6 +1371,7 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   }
   out->source_errors = atomic_load_explicit(&cam->source_errors, memory_order_relaxed);
   out->reconnects = atomic_load_explicit(&cam->reconnects, memory_order_relaxed);
+  out->source_failure = (enum pirec_camera_failure)atomic_load(&cam->source_failure);
   out->last_error = cam->loop_last_error ? cam->loop_last_error : atomic_load(&cam->last_error);
   hist_summary(&cam->capture_hist, &out->capture);
   out->format = cam->fmt;
@@ -1392,6 +1522,8 @@ static void free_cam(struct pirec_camera *cam)
   free(cam->infl_done);
   pthread_mutex_destroy(&cam->src_lock);
   pthread_mutex_destroy(&cam->ev_lock);
+  pthread_mutex_destroy(&cam->stop_lock);
+  pthread_cond_destroy(&cam->stop_cond);
   if (cb)
     cb(cam, user);
   free(cam);
@@ -1443,7 +1575,10 @@ void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void
   cam->close_cb = cb;
   cam->close_user = user;
   if (cam->thread_started) {
+    pthread_mutex_lock(&cam->stop_lock);
     atomic_store(&cam->stop, 1);
+    pthread_cond_signal(&cam->stop_cond);
+    pthread_mutex_unlock(&cam->stop_lock);
     pthread_mutex_lock(&cam->src_lock);
     if (cam->src)
       pirec_camera_source_interrupt(cam->src);
