@@ -575,15 +575,10 @@ static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, i
   char buf[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_csv_row_i64(&row, t->number);
-  pirec_csv_row_i64(&row, mono);
-  pirec_csv_row_i64(&row, wall);
+  pirec_csv_row_lead(&row, t->number, mono, wall);
   pirec_csv_row_u64(&row, t->rows);
   pirec_csv_row_u64(&row, seq);
-  if (dev != INT64_MIN)
-    pirec_csv_row_i64(&row, dev);
-  else
-    pirec_csv_row_empty(&row);
+  pirec_csv_row_time(&row, dev); /* INT64_MIN (no device time) is PIREC_CSV_NO_TIME: empty */
   pirec_csv_row_u64(&row, dropped);
   pirec_csv_row_u64(&row, bytes);
   if (offset >= 0)
@@ -641,34 +636,108 @@ static void feeding_done(struct pirec_camera *cam, struct trial *t)
   uv_timer_start(&cam->timer, snap_check, 0, 0);
 }
 
+/* The record in cur is finished with: its ring space can go once those before it have. */
+static void cur_done(struct pirec_camera *cam)
+{
+  mark_done(cam, cam->cur_abs);
+  cam->cur_valid = 0;
+}
+
+/* A pending snapshot gets a copy of the frame just taken. */
+static void snap_offer(struct pirec_camera *cam, const struct frame_hdr *h, const uint8_t *payload)
+{
+  struct snapshot *sn = cam->snap;
+
+  if (!sn || sn->have_frame)
+    return;
+  sn->frame = malloc(h->len);
+  if (sn->frame) {
+    memcpy(sn->frame, payload, h->len);
+    sn->len = h->len;
+  }
+  sn->have_frame = 1;
+  uv_timer_start(&cam->timer, snap_check, 0, 0);
+}
+
+/* Takes the next ring record into cur. 0 when there is none, or when too many wait for their
+ * borrowed encoder writes; a stopping trial whose last frame is in then ends its feeding. */
+static int take_cur(struct pirec_camera *cam)
+{
+  if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
+    return 0;
+  if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
+    if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
+      feeding_done(cam, cam->trial);
+    return 0;
+  }
+  const struct frame_hdr *h = cam->cur.data;
+  cam->cur_abs = cam->infl_taken++;
+  cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
+  cam->cur_valid = 1;
+  snap_offer(cam, h, (const uint8_t *)cam->cur.data + sizeof *h);
+  return 1;
+}
+
+/* Raw frames: a borrowed write into the encoder's stdin (the ring keeps the bytes until it
+ * completes) and the frame's times queued for its access unit. Returns 1 when the encoder is
+ * behind: the frame stays in cur and on_drain resumes. */
+static int feed_encoder(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
+                        const uint8_t *payload)
+{
+  struct pirec_job_stats js;
+
+  if (t->job)
+    pirec_job_stats(t->job, &js);
+  if (!t->job || js.state != PIREC_JOB_RUNNING || t->meta_count == t->meta_cap) {
+    drop_cur(cam, &cam->drops_encoder);
+    cur_done(cam);
+    return 0;
+  }
+  uv_buf_t b = uv_buf_init((char *)payload, (unsigned)h->len);
+  int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release, (void *)(uintptr_t)cam->cur_abs);
+  if (r == -ENOBUFS)
+    return 1;
+  if (r < 0) {
+    drop_cur(cam, &cam->drops_encoder);
+    cur_done(cam);
+    return 0;
+  }
+  cam->borrowed_out++;
+  struct meta *m = &t->meta[(t->meta_head + t->meta_count++) % t->meta_cap];
+  m->seq = h->seq;
+  m->mono_ns = h->mono_ns;
+  m->wall_ns = h->wall_ns;
+  m->device_ts_ns = h->device_ts_ns;
+  m->dropped = cam->cur_dropped + cam->pending;
+  cam->pending = 0;
+  cam->cur_valid = 0;
+  return 0;
+}
+
+/* Compressed frames: straight into the video file, with their row. */
+static void write_compressed(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
+                             const uint8_t *payload)
+{
+  if (!sink_has_room(t->video, h->len) || pirec_sink_push(t->video, payload, h->len) < 0) {
+    drop_cur(cam, &cam->drops_sink);
+  } else {
+    write_row(cam, t, h->seq, h->mono_ns, h->wall_ns, h->device_ts_ns, cam->cur_dropped + cam->pending,
+              h->len, (int64_t)t->video_offset);
+    cam->pending = 0;
+    t->video_offset += h->len;
+  }
+  cur_done(cam);
+}
+
+/* Moves frames from the ring to the trial (or discards them when none records) until the ring is
+ * empty or the encoder is behind. */
 static void drain(struct pirec_camera *cam)
 {
   if (cam->held || !cam->ring)
     return;
   for (;;) {
-    if (!cam->cur_valid) {
-      if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
-        break;
-      if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
-        if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
-          feeding_done(cam, cam->trial);
-        break;
-      }
-      const struct frame_hdr *h = cam->cur.data;
-      cam->cur_abs = cam->infl_taken++;
-      cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
-      cam->cur_valid = 1;
-      struct snapshot *sn = cam->snap;
-      if (sn && !sn->have_frame) {
-        sn->frame = malloc(h->len);
-        if (sn->frame) {
-          memcpy(sn->frame, (const uint8_t *)cam->cur.data + sizeof *h, h->len);
-          sn->len = h->len;
-        }
-        sn->have_frame = 1;
-        uv_timer_start(&cam->timer, snap_check, 0, 0);
-      }
-    }
+    if (!cam->cur_valid && !take_cur(cam))
+      break;
     struct frame_hdr h;
     memcpy(&h, cam->cur.data, sizeof h);
     const uint8_t *payload = (const uint8_t *)cam->cur.data + sizeof h;
@@ -679,52 +748,12 @@ static void drain(struct pirec_camera *cam)
         feeding_done(cam, t);
       cam->frames_idle++;
       cam->pending = 0;
-      mark_done(cam, cam->cur_abs);
-      cam->cur_valid = 0;
-      continue;
+      cur_done(cam);
+    } else if (!cam->raw) {
+      write_compressed(cam, t, &h, payload);
+    } else if (feed_encoder(cam, t, &h, payload)) {
+      break;
     }
-    if (cam->raw) {
-      struct pirec_job_stats js;
-      if (t->job)
-        pirec_job_stats(t->job, &js);
-      if (!t->job || js.state != PIREC_JOB_RUNNING || t->meta_count == t->meta_cap) {
-        drop_cur(cam, &cam->drops_encoder);
-        mark_done(cam, cam->cur_abs);
-        cam->cur_valid = 0;
-        continue;
-      }
-      uv_buf_t b = uv_buf_init((char *)payload, (unsigned)h.len);
-      int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release, (void *)(uintptr_t)cam->cur_abs);
-      if (r == -ENOBUFS)
-        break; /* the encoder is behind: the ring holds the frame; on_drain resumes */
-      if (r < 0) {
-        drop_cur(cam, &cam->drops_encoder);
-        mark_done(cam, cam->cur_abs);
-        cam->cur_valid = 0;
-        continue;
-      }
-      cam->borrowed_out++;
-      struct meta *m = &t->meta[(t->meta_head + t->meta_count++) % t->meta_cap];
-      m->seq = h.seq;
-      m->mono_ns = h.mono_ns;
-      m->wall_ns = h.wall_ns;
-      m->device_ts_ns = h.device_ts_ns;
-      m->dropped = cam->cur_dropped + cam->pending;
-      cam->pending = 0;
-      cam->cur_valid = 0;
-      continue;
-    }
-    /* compressed: straight into the video file */
-    if (!sink_has_room(t->video, h.len) || pirec_sink_push(t->video, payload, h.len) < 0) {
-      drop_cur(cam, &cam->drops_sink);
-    } else {
-      write_row(cam, t, h.seq, h.mono_ns, h.wall_ns, h.device_ts_ns, cam->cur_dropped + cam->pending, h.len,
-                (int64_t)t->video_offset);
-      cam->pending = 0;
-      t->video_offset += h.len;
-    }
-    mark_done(cam, cam->cur_abs);
-    cam->cur_valid = 0;
   }
   release_done(cam);
 }
@@ -960,6 +989,143 @@ static size_t trial_video_ring_bytes(const struct pirec_camera *cam)
   return cam->raw ? (size_t)8 << 20 : (size_t)32 << 20;
 }
 
+/* A trial with its two file paths, no files yet. */
+static struct trial *trial_new(struct pirec_camera *cam, const char *dir, int trial, int part)
+{
+  struct trial *t = calloc(1, sizeof *t);
+  char suffix[16] = "";
+
+  if (!t)
+    return NULL;
+  t->number = trial;
+  t->part = part;
+  t->cam = cam;
+  if (part > 0)
+    snprintf(suffix, sizeof suffix, "_p%d", part);
+  t->video_path = pirec__camera_strdupf("%s/t%03d%s.%s", dir, trial, suffix, video_ext(cam->fmt.codec));
+  t->csv_path = pirec__camera_strdupf("%s/t%03d%s_frames.csv", dir, trial, suffix);
+  if (!t->video_path || !t->csv_path) {
+    free_trial(t);
+    return NULL;
+  }
+  return t;
+}
+
+/* The video and frames-CSV sinks, the CSV's header written. */
+static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
+{
+  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
+                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
+  struct pirec_sink_options vo, co;
+  char header[256];
+  int r;
+
+  pirec_sink_options_default(&vo);
+  pirec_sink_options_default(&co);
+  vo.ring_bytes = trial_video_ring_bytes(cam);
+  co.ring_bytes = FRAMES_CSV_RING_BYTES;
+  vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
+  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
+    return r;
+  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
+    return r;
+  t->sinks_open = 2;
+  int hl = pirec_csv_header(header, sizeof header, columns);
+  if (hl < 0)
+    return hl;
+  return pirec_sink_push(t->csv, header, (size_t)hl);
+}
+
+/* The encoder job's options; the strings they point to belong to the caller. */
+static void encoder_options(struct pirec_camera *cam, struct pirec_job_options *o, char **argv,
+                            const char *name)
+{
+  pirec_job_options_init(o);
+  o->argv = (const char *const *)argv;
+  o->name = name;
+  o->stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o->stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o->stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o->progress_fd = 3;
+  o->stdin_max_outstanding =
+      cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
+  if (o->stdin_max_outstanding < cam->fmt.frame_bytes)
+    o->stdin_max_outstanding = cam->fmt.frame_bytes;
+  /* A hung encoder (no progress report for 15 s while frames wait) is restarted. */
+  o->stall_timeout_ms = 15000;
+  o->stop_term_ms = 10000;
+  o->stop_kill_ms = 2000;
+  o->restart.mode = PIREC_JOB_RESTART_ON_FAILURE;
+  o->restart.backoff_initial_ms = cam->s.encoder_backoff_ms ? cam->s.encoder_backoff_ms : 200;
+  o->restart.max_failures = cam->s.encoder_max_failures ? cam->s.encoder_max_failures : 5;
+  o->on_end = enc_end;
+  o->on_line = enc_line;
+  o->on_stdout = enc_stdout;
+  o->on_drain = enc_drain;
+  o->on_restart = enc_restart;
+  o->on_spawn = enc_spawn;
+  o->user = cam;
+}
+
+/* Raw frames: the frame queue, the access-unit splitter, the in-process MKV and the running
+ * encoder job. */
+static int trial_start_encoder(struct pirec_camera *cam, struct trial *t)
+{
+  struct pirec_job_options o;
+  char name[PIREC_CAMERA_NAME_MAX + 16];
+  char **argv = NULL;
+  int r;
+
+  t->meta_cap = 4096;
+  t->meta = calloc(t->meta_cap, sizeof *t->meta);
+  if (!t->meta || pirec__au_init(&t->au, 4u << 20) < 0)
+    return -ENOMEM;
+  /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
+  int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
+  if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
+                          fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
+    return r;
+  if ((r = build_encoder_argv(cam, &argv)) < 0)
+    return r;
+  snprintf(name, sizeof name, "%s encoder", cam->s.name);
+  encoder_options(cam, &o, argv, name);
+  r = pirec_job_new(cam->loop, &o, &t->job);
+  pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
+  if (r < 0)
+    return r;
+  if ((r = pirec_job_start(t->job)) < 0)
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot start '%s': %s", cam->s.name, cam->s.ffmpeg,
+              pirec_strerror(r));
+  return r;
+}
+
+/* Compressed frames: the stream's parameter sets go first into an elementary-stream file. */
+static void trial_write_stream_header(struct pirec_camera *cam, struct trial *t)
+{
+  const uint8_t *hdr;
+  size_t hdr_len;
+
+  pthread_mutex_lock(&cam->src_lock);
+  if (cam->src) {
+    pirec__camera_source_stream_header(cam->src, &hdr, &hdr_len);
+    if (hdr_len && pirec_sink_push(t->video, hdr, hdr_len) == 0)
+      t->video_offset = hdr_len;
+  }
+  pthread_mutex_unlock(&cam->src_lock);
+}
+
+/* Undoes a trial start that failed part way. */
+static void trial_abandon(struct trial *t)
+{
+  pirec_job_free(t->job);
+  t->job = NULL;
+  if (t->video)
+    pirec_sink_close(t->video, NULL, NULL);
+  if (t->csv)
+    pirec_sink_close(t->csv, NULL, NULL);
+  free_trial(t);
+}
+
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
   struct pirec_fs_req req;
@@ -971,128 +1137,23 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   if (cam->trial)
     return -EBUSY;
   r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  if (r < 0) {
+  if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, req.message ? req.message : pirec_strerror(r));
-    pirec_fs_req_cleanup(&req);
+  pirec_fs_req_cleanup(&req);
+  if (r < 0)
+    return r;
+  if (!(t = trial_new(cam, dir, trial, part)))
+    return -ENOMEM;
+  if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
+    trial_abandon(t);
     return r;
   }
-  pirec_fs_req_cleanup(&req);
-  t = calloc(1, sizeof *t);
-  if (!t)
-    return -ENOMEM;
-  t->number = trial;
-  t->part = part;
-  t->cam = cam;
-  char suffix[16] = "";
-  if (part > 0)
-    snprintf(suffix, sizeof suffix, "_p%d", part);
-  t->video_path = pirec__camera_strdupf("%s/t%03d%s.%s", dir, trial, suffix, video_ext(cam->fmt.codec));
-  t->csv_path = pirec__camera_strdupf("%s/t%03d%s_frames.csv", dir, trial, suffix);
-  if (!t->video_path || !t->csv_path) {
-    free_trial(t);
-    return -ENOMEM;
-  }
-
-  struct pirec_sink_options vo, co;
-  pirec_sink_options_default(&vo);
-  pirec_sink_options_default(&co);
-  vo.ring_bytes = trial_video_ring_bytes(cam);
-  co.ring_bytes = FRAMES_CSV_RING_BYTES;
-  vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
-  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
-    goto fail;
-  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
-    goto fail;
-  t->sinks_open = 2;
-
-  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
-                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
-  char header[256];
-  int hl = pirec_csv_header(header, sizeof header, columns);
-  if (hl < 0 || (r = pirec_sink_push(t->csv, header, (size_t)hl)) < 0) {
-    r = hl < 0 ? hl : r;
-    goto fail;
-  }
-
-  if (cam->raw) {
-    char **argv = NULL;
-    struct pirec_job_options o;
-    t->meta_cap = 4096;
-    t->meta = calloc(t->meta_cap, sizeof *t->meta);
-    if (!t->meta || pirec__au_init(&t->au, 4u << 20) < 0) {
-      r = -ENOMEM;
-      goto fail;
-    }
-    /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
-    int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
-    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
-                            fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
-      goto fail;
-    if ((r = build_encoder_argv(cam, &argv)) < 0)
-      goto fail;
-    char name[PIREC_CAMERA_NAME_MAX + 16];
-    snprintf(name, sizeof name, "%s encoder", cam->s.name);
-    pirec_job_options_init(&o);
-    o.argv = (const char *const *)argv;
-    o.name = name;
-    o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
-    o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
-    o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
-    o.progress_fd = 3;
-    o.stdin_max_outstanding =
-        cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
-    if (o.stdin_max_outstanding < cam->fmt.frame_bytes)
-      o.stdin_max_outstanding = cam->fmt.frame_bytes;
-    /* A hung encoder (no progress report for 15 s while frames wait) is restarted. */
-    o.stall_timeout_ms = 15000;
-    o.stop_term_ms = 10000;
-    o.stop_kill_ms = 2000;
-    o.restart.mode = PIREC_JOB_RESTART_ON_FAILURE;
-    o.restart.backoff_initial_ms = cam->s.encoder_backoff_ms ? cam->s.encoder_backoff_ms : 200;
-    o.restart.max_failures = cam->s.encoder_max_failures ? cam->s.encoder_max_failures : 5;
-    o.on_end = enc_end;
-    o.on_line = enc_line;
-    o.on_stdout = enc_stdout;
-    o.on_drain = enc_drain;
-    o.on_restart = enc_restart;
-    o.on_spawn = enc_spawn;
-    o.user = cam;
-    r = pirec_job_new(cam->loop, &o, &t->job);
-    pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
-    if (r < 0)
-      goto fail;
-    if ((r = pirec_job_start(t->job)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot start '%s': %s", cam->s.name, cam->s.ffmpeg,
-                pirec_strerror(r));
-      goto fail;
-    }
-  } else {
-    const uint8_t *hdr;
-    size_t hdr_len;
-    pthread_mutex_lock(&cam->src_lock);
-    if (cam->src) {
-      pirec__camera_source_stream_header(cam->src, &hdr, &hdr_len);
-      if (hdr_len && pirec_sink_push(t->video, hdr, hdr_len) == 0)
-        t->video_offset = hdr_len;
-    }
-    pthread_mutex_unlock(&cam->src_lock);
-  }
+  if (!cam->raw)
+    trial_write_stream_header(cam, t);
   cam->pending = 0;
   cam->rows_last = 0;
   cam->trial = t;
   return 0;
-
-fail:
-  if (t->job) {
-    pirec_job_free(t->job);
-    t->job = NULL;
-  }
-  if (t->video)
-    pirec_sink_close(t->video, NULL, NULL);
-  if (t->csv)
-    pirec_sink_close(t->csv, NULL, NULL);
-  free_trial(t);
-  return r;
 }
 
 static void trial_done(struct pirec_camera *cam)
@@ -1248,6 +1309,27 @@ static int probe_encoder(struct pirec_camera *cam)
   return 0;
 }
 
+/* The capture ring: ring_bytes when set, else ring_ms of raw frames (at most 256 MiB) or 32 MiB of
+ * compressed ones; never less than two records, since a record may use at most half the ring. */
+static size_t capture_ring_bytes(const struct pirec_camera *cam)
+{
+  size_t ring_bytes = cam->s.ring_bytes;
+  size_t min_bytes = 2 * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 128);
+
+  if (!ring_bytes && cam->raw) {
+    int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
+    uint64_t frames =
+        (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
+    ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
+    /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
+    if (ring_bytes > (256u << 20))
+      ring_bytes = 256u << 20;
+  } else if (!ring_bytes) {
+    ring_bytes = 32u << 20;
+  }
+  return ring_bytes < min_bytes ? min_bytes : ring_bytes;
+}
+
 int pirec_camera_start(struct pirec_camera *cam)
 {
   char *msg = NULL;
@@ -1274,25 +1356,7 @@ int pirec_camera_start(struct pirec_camera *cam)
   pirec_camera_source_format(cam->src, &cam->fmt);
   cam->raw = cam->fmt.codec == PIREC_CAMERA_CODEC_RAW;
 
-  size_t ring_bytes = cam->s.ring_bytes;
-  if (!ring_bytes) {
-    if (cam->raw) {
-      int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
-      uint64_t frames =
-          (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
-      ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
-      /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
-      if (ring_bytes > (256u << 20))
-        ring_bytes = 256u << 20;
-    } else {
-      ring_bytes = 32u << 20;
-    }
-  }
-  /* A record may use at most half the ring. */
-  size_t min_bytes = 2 * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 128);
-  if (ring_bytes < min_bytes)
-    ring_bytes = min_bytes;
-  if ((r = pirec_ring_new(ring_bytes, &cam->ring)) < 0)
+  if ((r = pirec_ring_new(capture_ring_bytes(cam), &cam->ring)) < 0)
     goto fail;
   cam->infl_cap = 4096;
   cam->infl_done = calloc(cam->infl_cap, 1);
