@@ -793,6 +793,21 @@ static void on_total_timer(uv_timer_t *t)
 
 /* ---- ending and restarting ---- */
 
+/* A result for the callbacks: how the run ended, the job's run count and times, the stderr tail. */
+static void result_fill(struct pirec_job *job, struct pirec_job_result *r, enum pirec_job_end reason,
+                        int status, int exit_code, int term_signal)
+{
+  memset(r, 0, sizeof *r);
+  r->reason = reason;
+  r->status = status;
+  r->exit_code = exit_code;
+  r->term_signal = term_signal;
+  r->runs = job->runs;
+  r->start_mono_ns = job->start_mono_ns;
+  r->end_mono_ns = pirec_clock_mono_ns();
+  r->stderr_tail = tail_flatten(job, &r->stderr_tail_len);
+}
+
 static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status, int exit_code,
                     int term_signal, int error)
 {
@@ -812,16 +827,8 @@ static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status
   if (job->freed)
     goto out;
 
-  memset(&r, 0, sizeof r);
-  r.reason = reason;
-  r.status = status;
-  r.exit_code = exit_code;
-  r.term_signal = term_signal;
+  result_fill(job, &r, reason, status, exit_code, term_signal);
   r.error = error;
-  r.runs = job->runs;
-  r.start_mono_ns = job->start_mono_ns;
-  r.end_mono_ns = pirec_clock_mono_ns();
-  r.stderr_tail = tail_flatten(job, &r.stderr_tail_len);
   if (reason != PIREC_JOB_END_EXITED || status != 0)
     pirec_log(reason == PIREC_JOB_END_STOPPED && status >= 0 ? PIREC_LOG_INFO : PIREC_LOG_WARN,
               "job '%s': ended (%s), status %d after %u run%s", job->name, pirec_job_end_str(reason), status,
@@ -985,15 +992,7 @@ static void run_finish(struct job_run *run)
     return;
   }
   struct pirec_job_result r;
-  memset(&r, 0, sizeof r);
-  r.reason = reason;
-  r.status = status;
-  r.exit_code = exit_code;
-  r.term_signal = sig;
-  r.runs = job->runs;
-  r.start_mono_ns = job->start_mono_ns;
-  r.end_mono_ns = pirec_clock_mono_ns();
-  r.stderr_tail = tail_flatten(job, &r.stderr_tail_len);
+  result_fill(job, &r, reason, status, exit_code, sig);
   if (!schedule_restart(job, &r))
     job_end(job, PIREC_JOB_END_FAILED, status, exit_code, sig, 0);
 }

@@ -56,13 +56,19 @@ uint64_t pirec__camera_splitter_skipped(const struct pirec__camera_splitter *sp)
 /* What one step of the JPEG scanner found. */
 enum { J_MORE, J_AGAIN, J_FRAME };
 
-/* Drops n bytes that belong to no frame and looks for the next SOI. */
-static int jpeg_skip(struct pirec__camera_splitter *sp, size_t n)
+/* Drops n bytes that belong to no frame; the scan starts again from the front. */
+static void drop_front(struct pirec__camera_splitter *sp, size_t n)
 {
   sp->skipped += n;
   pirec_bytebuf_consume(&sp->buf, n);
   sp->scan = 0;
   sp->scan_state = 0;
+}
+
+/* Not a well-formed image after all: skip its SOI and look for the next one. */
+static int jpeg_skip(struct pirec__camera_splitter *sp)
+{
+  drop_front(sp, 2);
   return J_AGAIN;
 }
 
@@ -74,14 +80,9 @@ static int jpeg_find_soi(struct pirec__camera_splitter *sp, const uint8_t *b, si
 
   while (i + 1 < n && !(b[i] == 0xFF && b[i + 1] == 0xD8))
     i++;
-  if (i + 1 >= n) {
-    sp->skipped += i;
-    pirec_bytebuf_consume(&sp->buf, i);
-    sp->scan = 0;
+  drop_front(sp, i);
+  if (i + 1 >= n)
     return J_MORE;
-  }
-  sp->skipped += i;
-  pirec_bytebuf_consume(&sp->buf, i);
   sp->scan = 2;
   sp->scan_state = 1;
   return J_AGAIN;
@@ -96,7 +97,7 @@ static int jpeg_marker(struct pirec__camera_splitter *sp, const uint8_t *b, size
   if (i + 4 > n)
     return J_MORE;
   if (b[i] != 0xFF)
-    return jpeg_skip(sp, 2);
+    return jpeg_skip(sp);
   uint8_t m = b[i + 1];
   if (m == 0xFF) { /* fill byte */
     sp->scan = i + 1;
@@ -112,7 +113,7 @@ static int jpeg_marker(struct pirec__camera_splitter *sp, const uint8_t *b, size
   }
   size_t seg = ((size_t)b[i + 2] << 8) | b[i + 3];
   if (seg < 2)
-    return jpeg_skip(sp, 2);
+    return jpeg_skip(sp);
   sp->scan = i + 2 + seg;
   if (m == 0xDA)
     sp->scan_state = 2;
@@ -159,7 +160,7 @@ static int jpeg_next(struct pirec__camera_splitter *sp, const uint8_t **frame, s
     if (sp->scan_state == 0)
       r = jpeg_find_soi(sp, b, n);
     else if (sp->scan > sp->max_frame)
-      r = jpeg_skip(sp, 2);
+      r = jpeg_skip(sp);
     else if (sp->scan_state == 1)
       r = jpeg_marker(sp, b, n);
     else

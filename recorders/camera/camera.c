@@ -1521,16 +1521,22 @@ static void snap_work(uv_work_t *w)
   av_packet_free(&pkt);
 }
 
+/* The snapshot request ends: cb gets err, the request is freed. */
+static void snap_end(struct pirec_camera *cam, struct snapshot *sn, int err)
+{
+  cam->snap = NULL;
+  if (sn->cb)
+    sn->cb(cam, err, sn->user);
+  free(sn->frame);
+  free(sn->path);
+  free(sn);
+}
+
 static void snap_done(uv_work_t *w, int status)
 {
   struct snapshot *sn = container_of(w, struct snapshot, work);
   struct pirec_camera *cam = sn->cam;
-  cam->snap = NULL;
-  if (sn->cb)
-    sn->cb(cam, status < 0 ? status : sn->result, sn->user);
-  free(sn->frame);
-  free(sn->path);
-  free(sn);
+  snap_end(cam, sn, status < 0 ? status : sn->result);
   if (cam->closing)
     maybe_finish_close(cam);
 }
@@ -1542,12 +1548,7 @@ static void snap_check(uv_timer_t *timer)
   struct snapshot *sn = cam->snap;
   if (sn && sn->have_frame && !sn->work.type) {
     if (uv_queue_work(cam->loop, &sn->work, snap_work, snap_done) < 0) {
-      cam->snap = NULL;
-      if (sn->cb)
-        sn->cb(cam, -EIO, sn->user);
-      free(sn->frame);
-      free(sn->path);
-      free(sn);
+      snap_end(cam, sn, -EIO);
       return;
     }
   }
@@ -1613,12 +1614,7 @@ static void maybe_finish_close(struct pirec_camera *cam)
     return;
   if (sn && !sn->work.type) {
     /* no frame will come any more: the request ends here */
-    cam->snap = NULL;
-    if (sn->cb)
-      sn->cb(cam, -ECANCELED, sn->user);
-    free(sn->frame);
-    free(sn->path);
-    free(sn);
+    snap_end(cam, sn, -ECANCELED);
   }
   if (cam->snap)
     return;
