@@ -103,13 +103,13 @@ static void on_stop(uv_timer_t *t)
 static void on_hold(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 1);
+  pirec__camera_hold(r->cam, 1);
 }
 
 static void on_release(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 0);
+  pirec__camera_hold(r->cam, 0);
 }
 
 static void read_csv(const char *path, struct result *res)

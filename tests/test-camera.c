@@ -311,13 +311,13 @@ static void stopped_cb(struct pirec_camera *cam, int err, void *user)
 static void on_hold(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 1);
+  pirec__camera_hold(r->cam, 1);
 }
 
 static void on_release(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 0);
+  pirec__camera_hold(r->cam, 0);
 }
 
 static void on_kill(uv_timer_t *t)
@@ -1018,7 +1018,7 @@ static void test_snapshot(void **state)
   assert_int_equal(uv_loop_init(&r2.loop), 0);
   assert_int_equal(pirec_camera_new(&r2.loop, &s, NULL, NULL, &r2.cam), 0);
   assert_int_equal(pirec_camera_start(r2.cam), 0);
-  pirec_camera_hold(r2.cam, 1);
+  pirec__camera_hold(r2.cam, 1);
   assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), 0);
   assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), -EAGAIN);
   uv_run(&r2.loop, UV_RUN_NOWAIT);

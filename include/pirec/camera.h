@@ -250,13 +250,9 @@ typedef void (*pirec_camera_snapshot_cb)(struct pirec_camera *cam, int err, void
 int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
                           void *user);
 
-/* Test and benchmark hook, loop thread: while held, the loop takes nothing from the capture ring
- * (as if the disk or the encoder had stalled); frames pile up and the capture thread starts
- * dropping when the ring is full. Releasing resumes draining. */
-void pirec_camera_hold(struct pirec_camera *cam, int hold);
-
 /* Stops the capture thread (joined: at most one frame interval), stops a running trial as
- * trial_stop does, closes every handle, calls cb, then frees cam. Call once. */
+ * trial_stop does, closes every handle, calls cb, then frees cam. Call once; NULL is a no-op (cb
+ * does not run). */
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user);
 
 #endif

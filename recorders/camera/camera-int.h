@@ -4,7 +4,8 @@
 /* Internals shared by the camera's files (not installed). The files form layers, bottom up:
  * camera-split.c (byte streams cut into frames, rpicam metadata lines), camera-rpicam.c (the
  * rpicam-vid job), camera-source.c (every source behind one interface), camera.c (the recorder).
- * A file calls only the ones below it. tests/test-camera.c includes this header for the splitter. */
+ * A file calls only the ones below it. tests/test-camera.c and bench/bench-camera.c include this
+ * header for the splitter and the hold hook. */
 
 #include "pirec/bytebuf.h"
 #include "pirec/camera.h"
@@ -100,5 +101,12 @@ void pirec__camera_source_stream_header(const struct pirec_camera_source *src, c
  * stream means the peer went away, not that the recording is over; 0 for files, file: and pipe:
  * URLs and every other source kind. */
 int pirec__camera_source_is_network(const struct pirec_camera_settings *s);
+
+/* ---- the camera (camera.c) ---- */
+
+/* Test and benchmark hook, loop thread: while held, the loop takes nothing from the capture ring
+ * (as if the disk or the encoder had stalled); frames pile up and the capture thread starts
+ * dropping when the ring is full. Releasing resumes draining. */
+void pirec__camera_hold(struct pirec_camera *cam, int hold);
 
 #endif

@@ -1395,7 +1395,7 @@ fail:
   return r;
 }
 
-void pirec_camera_hold(struct pirec_camera *cam, int hold)
+void pirec__camera_hold(struct pirec_camera *cam, int hold)
 {
   cam->held = hold != 0;
   if (!cam->held)
@@ -1631,6 +1631,8 @@ static void maybe_finish_close(struct pirec_camera *cam)
 
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user)
 {
+  if (!cam)
+    return;
   cam->closing = 1;
   cam->close_cb = cb;
   cam->close_user = user;
