@@ -278,6 +278,8 @@ struct run {
   const char *snap_path;
   int snap_result;
   int64_t max_hold_capture_ns;
+  const char *unlink_after_start; /* a path removed once the camera has started */
+  char source_error[512];         /* the text of the last SOURCE_ERROR event */
 };
 
 static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const char *msg, void *user)
@@ -285,6 +287,8 @@ static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const
   struct run *r = user;
   if ((unsigned)ev < 8)
     r->events[ev]++;
+  if (ev == PIREC_CAMERA_EVENT_SOURCE_ERROR)
+    snprintf(r->source_error, sizeof r->source_error, "%s", msg);
   fprintf(stderr, "event %d: %s\n", (int)ev, msg);
 }
 
@@ -353,6 +357,8 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_int_equal(uv_loop_init(&r->loop), 0);
   assert_int_equal(pirec_camera_new(&r->loop, s, on_event, r, &r->cam), 0);
   assert_int_equal(pirec_camera_start(r->cam), 0);
+  if (r->unlink_after_start)
+    assert_int_equal(unlink(r->unlink_after_start), 0);
   int64_t t0 = pirec_clock_mono_ns();
   assert_int_equal(pirec_camera_trial_start(r->cam, dir, 1, 0), 0);
   fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
@@ -752,6 +758,32 @@ static void test_rpicam_mjpeg(void **state)
  * capture thread reports it, starts a new child with backoff and goes on; the time without frames
  * is counted as dropped, measured on the boot clock that every rpicam child's SensorTimestamp
  * shares (check_rows holds each row's dropped_before to exactly that). */
+/* The rpicam child exits (a transient failure, reported as such) and its program is gone when the
+ * capture thread reopens the source: that is a "device missing" failure (ENOENT), reported once
+ * with its class however often it is retried, and shown in the status; the trial goes on. */
+static void test_rpicam_program_gone(void **state)
+{
+  char dir[300], link[400];
+  struct run r = {.stop_at_ms = 2000};
+  struct pirec_camera_settings s;
+  make_tmp(dir, sizeof dir, "rpicam-gone");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  snprintf(link, sizeof link, "%s/rpicam-vid", dir);
+  assert_int_equal(symlink(FAKE_RPICAM, link), 0);
+  rpicam_settings(&s, "yuv420", "--frames 15");
+  snprintf(s.rpicam_program, sizeof s.rpicam_program, "%s", link);
+  r.unlink_after_start = link;
+  run_camera(&r, &s, dir);
+  print_status("rpicam program gone", &r.st);
+  assert_int_equal(r.stop_err, 0);
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SOURCE_ERROR], 2); /* transient, then device missing */
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SOURCE_RECONNECTED], 0);
+  assert_non_null(strstr(r.source_error, "(device missing)"));
+  assert_true(r.st.source_errors >= 1);
+  assert_int_equal(r.st.source_failure, PIREC_CAMERA_FAILURE_DEVICE_MISSING);
+  assert_string_equal(pirec_camera_failure_str(r.st.source_failure), "device missing");
+}
+
 static void test_rpicam_child_exit(void **state)
 {
   char dir[300];
@@ -1465,6 +1497,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_rpicam_no_sensor_ts),
       cmocka_unit_test(test_rpicam_child_exit),
+      cmocka_unit_test(test_rpicam_program_gone),
       cmocka_unit_test(test_url_file_replay),
       cmocka_unit_test(test_url_network_live),
       cmocka_unit_test(test_url_network_reconnect),
