@@ -11,8 +11,8 @@
  *   3. pirec_job_start(job): spawns the child now. An exec failure (program missing: -ENOENT, not
  *      executable: -EACCES, bad cwd, ...) is returned here, synchronously, and then NO callback runs
  *      for this start. (A job handed to a pirec_job_queue is the one exception, see below.)
- *   4. While it runs: pirec_job_write*() feed stdin, callbacks report lines, progress and drained
- *      writes; pirec_job_close_stdin() signals end of input; pirec_job_stop() asks it to end.
+ *   4. While it runs: pirec_job_write*() feed stdin, callbacks report lines, progress, binary
+ *      stdout (on_stdout) and drained writes; pirec_job_close_stdin() signals end of input; pirec_job_stop() asks it to end.
  *   5. on_end runs exactly once per successful start, when the job is over for good (after the
  *      last restart, if restarts are enabled). The job is then idle: it may be started again or
  *      freed, also from inside on_end.
