@@ -248,6 +248,8 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   json_object_set_new(req->counters, "last_error",
                       st.last_error ? json_string(pirec_strerror(st.last_error)) : json_null());
   json_object_set_new(req->counters, "format", format_json(&st.format));
+  json_object_set_new(req->counters, "source_failure",
+                      json_string(pirec_camera_failure_str(st.source_failure)));
   static const char *const states[] = {"idle", "queued", "running", "stopping", "backoff"};
   json_object_set_new(
       req->counters, "encoder",

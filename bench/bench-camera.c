@@ -11,6 +11,9 @@
  *   source    the synthetic source alone (testsrc2 rendering and pacing), so the recorder's own
  *             CPU per frame can be given without it
  *   --long    the acceptance run: 60 s of 1280x720 at 30 fps, packets (ffprobe) == rows
+ *   --split   only the MJPEG byte-stream splitter: the camera's own (camera-split.c) against
+ *             libavcodec's MJPEG parser on the same stream of 1280x720 JPEGs fed in 64 KiB reads:
+ *             MB/s, and how many whole images each hands out when exactly N images are in
  *
  * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime and
  * max durations (default 10 and 5).
@@ -25,6 +28,9 @@
 
 #include <uv.h>
 
+#include <libavcodec/avcodec.h>
+
+#include "camera-int.h"
 #include "pirec/camera.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
@@ -97,13 +103,13 @@ static void on_stop(uv_timer_t *t)
 static void on_hold(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 1);
+  pirec__camera_hold(r->cam, 1);
 }
 
 static void on_release(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 0);
+  pirec__camera_hold(r->cam, 0);
 }
 
 static void read_csv(const char *path, struct result *res)
@@ -271,23 +277,142 @@ static void print_text_result(const struct result *r, double src_cpu)
          r->packets >= 0 ? (r->packets == (long)r->rows ? ", packets == rows" : ", PACKETS != ROWS") : "");
 }
 
+/* ---- --split: the MJPEG splitter against libavcodec's parser ---- */
+
+#define SPLIT_IMAGES 120
+#define SPLIT_READ   (64 * 1024)
+
+/* SPLIT_IMAGES JPEGs of a moving 1280x720 pattern with some noise (entropy-coded data as busy as a
+ * camera's), concatenated as rpicam-vid writes them. */
+static uint8_t *jpeg_stream(size_t *len)
+{
+  const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
+  AVCodecContext *c = codec ? avcodec_alloc_context3(codec) : NULL;
+  AVFrame *pic = av_frame_alloc();
+  AVPacket *pkt = av_packet_alloc();
+  uint8_t *out = NULL;
+  size_t n = 0;
+
+  if (!c || !pic || !pkt)
+    die("mjpeg encoder", -ENOMEM);
+  c->width = pic->width = 1280;
+  c->height = pic->height = 720;
+  c->pix_fmt = pic->format = AV_PIX_FMT_YUVJ420P;
+  c->time_base = (AVRational){1, 30};
+  if (avcodec_open2(c, codec, NULL) < 0 || av_frame_get_buffer(pic, 0) < 0)
+    die("mjpeg encoder", -EINVAL);
+  for (int i = 0; i < SPLIT_IMAGES; i++) {
+    av_frame_make_writable(pic);
+    for (int p = 0; p < 3; p++)
+      for (int y = 0; y < (p ? 360 : 720); y++)
+        for (int x = 0; x < (p ? 640 : 1280); x++)
+          pic->data[p][y * pic->linesize[p] + x] =
+              (uint8_t)((x ^ y) + i * 3 + p * 50 +
+                        (((unsigned)(x * 7919 + y * 104729 + i) * 2654435761u) >> 29));
+    pic->pts = i;
+    if (avcodec_send_frame(c, pic) < 0 || avcodec_receive_packet(c, pkt) < 0)
+      die("mjpeg encode", -EIO);
+    out = realloc(out, n + (size_t)pkt->size);
+    memcpy(out + n, pkt->data, (size_t)pkt->size);
+    n += (size_t)pkt->size;
+    av_packet_unref(pkt);
+  }
+  av_packet_free(&pkt);
+  av_frame_free(&pic);
+  avcodec_free_context(&c);
+  *len = n;
+  return out;
+}
+
+static double split_own(const uint8_t *stream, size_t len, int reps, long *images)
+{
+  int64_t t0 = pirec_clock_mono_ns();
+  *images = 0;
+  for (int r = 0; r < reps; r++) {
+    struct pirec__camera_splitter sp;
+    const uint8_t *f;
+    size_t fl;
+    if (pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_JPEG, 0, 1280 * 720 * 2 + 65536) < 0)
+      die("splitter", -ENOMEM);
+    for (size_t off = 0; off < len; off += SPLIT_READ) {
+      size_t k = len - off < SPLIT_READ ? len - off : SPLIT_READ;
+      if (pirec__camera_splitter_append(&sp, stream + off, k) < 0)
+        die("splitter", -ENOBUFS);
+      while (pirec__camera_splitter_next(&sp, &f, &fl))
+        (*images)++;
+    }
+    pirec__camera_splitter_free(&sp);
+  }
+  return (double)len * reps / ((double)(pirec_clock_mono_ns() - t0) / 1e9) / 1e6;
+}
+
+static double split_lav(const uint8_t *stream, size_t len, int reps, long *images)
+{
+  int64_t t0 = pirec_clock_mono_ns();
+  *images = 0;
+  for (int r = 0; r < reps; r++) {
+    AVCodecParserContext *pc = av_parser_init(AV_CODEC_ID_MJPEG);
+    AVCodecContext *cx = avcodec_alloc_context3(NULL);
+    uint8_t *out;
+    int outlen;
+    for (size_t off = 0; off < len;) {
+      int k = (int)(len - off < SPLIT_READ ? len - off : SPLIT_READ);
+      int used = av_parser_parse2(pc, cx, &out, &outlen, stream + off, k, AV_NOPTS_VALUE, AV_NOPTS_VALUE, 0);
+      off += (size_t)used;
+      if (outlen > 0)
+        (*images)++;
+    }
+    av_parser_close(pc);
+    avcodec_free_context(&cx);
+  }
+  return (double)len * reps / ((double)(pirec_clock_mono_ns() - t0) / 1e9) / 1e6;
+}
+
+static void bench_split(int json)
+{
+  size_t len;
+  uint8_t *stream = jpeg_stream(&len);
+  long own_images, lav_images;
+  int reps = 20;
+  split_own(stream, len, 2, &own_images); /* warm-up */
+  double own = split_own(stream, len, reps, &own_images);
+  double lav = split_lav(stream, len, reps, &lav_images);
+  if (json)
+    printf("{\"bench\": \"camera-split\", \"stream_bytes\": %zu, \"images\": %d, \"own_mb_s\": %.0f, "
+           "\"lavc_mb_s\": %.0f, \"own_images_out\": %ld, \"lavc_images_out\": %ld}\n",
+           len, SPLIT_IMAGES, own, lav, own_images / reps, lav_images / reps);
+  else
+    printf("mjpeg split, %d images of 1280x720 (%zu bytes) in 64 KiB reads:\n"
+           "  camera-split.c     %6.0f MB/s, %ld of %d images out\n"
+           "  libavcodec parser  %6.0f MB/s, %ld of %d images out (an image leaves only when the next "
+           "one's SOI arrives)\n",
+           SPLIT_IMAGES, len, own, own_images / reps, SPLIT_IMAGES, lav, lav_images / reps, SPLIT_IMAGES);
+  free(stream);
+}
+
 int main(int argc, char **argv)
 {
-  int json = 0, longrun = 0;
+  int json = 0, longrun = 0, split = 0;
   double seconds = 10, max_seconds = 5;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json"))
       json = 1;
     else if (!strcmp(argv[i], "--long"))
       longrun = 1;
+    else if (!strcmp(argv[i], "--split"))
+      split = 1;
     else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
       seconds = max_seconds = atof(argv[++i]);
     else {
-      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long]\n");
+      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long | --split]\n");
       return 64;
     }
   }
   pirec_log_set_level(PIREC_LOG_WARN);
+  if (split) {
+    bench_split(json);
+    return 0;
+  }
   char root[] = "/tmp/pirec-bench-camera-XXXXXX";
   if (!mkdtemp(root))
     die("mkdtemp", -errno);

@@ -106,87 +106,105 @@ static int bad(const char *what, const char *field)
   return -EINVAL;
 }
 
+/* The first field of e that is missing or out of range, or NULL when e can be built. */
+static const char *encode_invalid(const struct pirec_ffmpeg_encode *e)
+{
+  if (!e->output || !e->output[0])
+    return "output";
+  if (e->width <= 0 || e->height <= 0)
+    return e->width <= 0 ? "width" : "height";
+  if (!e->pix_fmt || !e->pix_fmt[0])
+    return "pix_fmt";
+  if (e->rate_num == 0 || e->rate_den == 0)
+    return e->rate_num == 0 ? "rate_num" : "rate_den";
+  if (!e->encoder || !e->encoder[0])
+    return "encoder";
+  if (e->crf < -1 || e->crf > 51)
+    return "crf";
+  if (e->format && strcmp(e->format, "h264") != 0 && strcmp(e->format, "matroska") != 0)
+    return "format";
+  if (e->gop < 0 || e->bframes < -1 || e->threads < 0 || e->progress_fd < 0)
+    return e->gop < 0 ? "gop" : e->bframes < -1 ? "bframes" : e->threads < 0 ? "threads" : "progress_fd";
+  return NULL;
+}
+
+/* Raw frames of the given size, format and rate on stdin. */
+static void encode_input(struct argv_b *b, const struct pirec_ffmpeg_encode *e)
+{
+  add(b, e->program ? e->program : "ffmpeg");
+  add(b, "-hide_banner");
+  add(b, "-nostdin"); /* stdin carries frames, never keyboard commands */
+  add(b, "-nostats");
+  add(b, "-loglevel");
+  add(b, e->loglevel ? e->loglevel : "error");
+  if (e->progress_fd > 0) {
+    add(b, "-progress");
+    addf(b, "pipe:%d", e->progress_fd);
+  }
+  add(b, "-f");
+  add(b, "rawvideo");
+  add(b, "-pix_fmt");
+  add(b, e->pix_fmt);
+  add(b, "-video_size");
+  addf(b, "%dx%d", e->width, e->height);
+  add(b, "-framerate");
+  addf(b, "%u/%u", e->rate_num, e->rate_den);
+  add(b, "-i");
+  add(b, "pipe:0");
+  add(b, "-map");
+  add(b, "0:v:0");
+  /* Every input frame becomes exactly one output frame: no duplicates, no drops. */
+  add(b, e->legacy_vsync ? "-vsync" : "-fps_mode");
+  add(b, "passthrough");
+}
+
+/* The encoder and its settings; annexb adds libx264's delimiters, which show where each access unit
+ * starts in the byte stream. */
+static void encode_codec(struct argv_b *b, const struct pirec_ffmpeg_encode *e, int annexb)
+{
+  add(b, "-c:v");
+  add(b, e->encoder);
+  if (e->preset && e->preset[0]) {
+    add(b, "-preset");
+    add(b, e->preset);
+  }
+  if (e->crf >= 0) {
+    add(b, "-crf");
+    addf(b, "%d", e->crf);
+  }
+  if (e->gop > 0) {
+    add(b, "-g");
+    addf(b, "%d", e->gop);
+  }
+  if (e->bframes >= 0) {
+    add(b, "-bf");
+    addf(b, "%d", e->bframes);
+  }
+  if (annexb) {
+    add(b, "-aud");
+    add(b, "1");
+  }
+  if (e->threads > 0) {
+    add(b, "-threads");
+    addf(b, "%d", e->threads);
+  }
+  if (e->out_pix_fmt && e->out_pix_fmt[0]) {
+    add(b, "-pix_fmt");
+    add(b, e->out_pix_fmt);
+  }
+}
+
 int pirec_ffmpeg_encode_argv(const struct pirec_ffmpeg_encode *e, char ***argv_out)
 {
   struct argv_b b = {0};
+  const char *invalid = encode_invalid(e);
+  int annexb = e->format && strcmp(e->format, "h264") == 0;
 
   *argv_out = NULL;
-  if (!e->output || !e->output[0])
-    return bad("ffmpeg encode", "output");
-  if (e->width <= 0 || e->height <= 0)
-    return bad("ffmpeg encode", e->width <= 0 ? "width" : "height");
-  if (!e->pix_fmt || !e->pix_fmt[0])
-    return bad("ffmpeg encode", "pix_fmt");
-  if (e->rate_num == 0 || e->rate_den == 0)
-    return bad("ffmpeg encode", e->rate_num == 0 ? "rate_num" : "rate_den");
-  if (!e->encoder || !e->encoder[0])
-    return bad("ffmpeg encode", "encoder");
-  if (e->crf < -1 || e->crf > 51)
-    return bad("ffmpeg encode", "crf");
-  int annexb = e->format && strcmp(e->format, "h264") == 0;
-  if (e->format && !annexb && strcmp(e->format, "matroska") != 0)
-    return bad("ffmpeg encode", "format");
-  if (e->gop < 0 || e->bframes < -1 || e->threads < 0 || e->progress_fd < 0)
-    return bad("ffmpeg encode", e->gop < 0        ? "gop"
-                                : e->bframes < -1 ? "bframes"
-                                : e->threads < 0  ? "threads"
-                                                  : "progress_fd");
-
-  add(&b, e->program ? e->program : "ffmpeg");
-  add(&b, "-hide_banner");
-  add(&b, "-nostdin"); /* stdin carries frames, never keyboard commands */
-  add(&b, "-nostats");
-  add(&b, "-loglevel");
-  add(&b, e->loglevel ? e->loglevel : "error");
-  if (e->progress_fd > 0) {
-    add(&b, "-progress");
-    addf(&b, "pipe:%d", e->progress_fd);
-  }
-  add(&b, "-f");
-  add(&b, "rawvideo");
-  add(&b, "-pix_fmt");
-  add(&b, e->pix_fmt);
-  add(&b, "-video_size");
-  addf(&b, "%dx%d", e->width, e->height);
-  add(&b, "-framerate");
-  addf(&b, "%u/%u", e->rate_num, e->rate_den);
-  add(&b, "-i");
-  add(&b, "pipe:0");
-  add(&b, "-map");
-  add(&b, "0:v:0");
-  /* Every input frame becomes exactly one output frame: no duplicates, no drops. */
-  add(&b, e->legacy_vsync ? "-vsync" : "-fps_mode");
-  add(&b, "passthrough");
-  add(&b, "-c:v");
-  add(&b, e->encoder);
-  if (e->preset && e->preset[0]) {
-    add(&b, "-preset");
-    add(&b, e->preset);
-  }
-  if (e->crf >= 0) {
-    add(&b, "-crf");
-    addf(&b, "%d", e->crf);
-  }
-  if (e->gop > 0) {
-    add(&b, "-g");
-    addf(&b, "%d", e->gop);
-  }
-  if (e->bframes >= 0) {
-    add(&b, "-bf");
-    addf(&b, "%d", e->bframes);
-  }
-  if (annexb) {
-    add(&b, "-aud"); /* libx264's delimiters: where each access unit starts in the byte stream */
-    add(&b, "1");
-  }
-  if (e->threads > 0) {
-    add(&b, "-threads");
-    addf(&b, "%d", e->threads);
-  }
-  if (e->out_pix_fmt && e->out_pix_fmt[0]) {
-    add(&b, "-pix_fmt");
-    add(&b, e->out_pix_fmt);
-  }
+  if (invalid)
+    return bad("ffmpeg encode", invalid);
+  encode_input(&b, e);
+  encode_codec(&b, e, annexb);
   if (annexb) {
     add(&b, "-f");
     add(&b, "h264");

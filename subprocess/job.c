@@ -300,12 +300,9 @@ static void on_timer_closed(uv_handle_t *h)
   maybe_release(job);
 }
 
-static int valid_options(const struct pirec_job_options *o)
+/* stdin, stdout, stderr and the extra fd 3 are each asked for in a form the job can give. */
+static int valid_stdio(const struct pirec_job_options *o)
 {
-  int piped_out = 0;
-
-  if (!o->argv || !o->argv[0] || !o->argv[0][0])
-    return 0;
   for (int i = 0; i < 3; i++) {
     if (o->stdio[i].kind > PIREC_JOB_STDIO_FILE)
       return 0;
@@ -316,24 +313,83 @@ static int valid_options(const struct pirec_job_options *o)
     return 0;
   if ((o->progress_fd == 1 || o->progress_fd == 2) && o->stdio[o->progress_fd].kind != PIREC_JOB_STDIO_PIPE)
     return 0;
+  if (o->lines_fd3 && o->progress_fd == 3)
+    return 0;
+  if (o->on_stdout && (o->stdio[1].kind != PIREC_JOB_STDIO_PIPE || o->progress_fd == 1))
+    return 0;
+  return 1;
+}
+
+static int valid_restart(const struct pirec_job_restart *r)
+{
+  if (r->mode > PIREC_JOB_RESTART_ALWAYS || r->jitter_pct > 100)
+    return 0;
+  return r->mode == PIREC_JOB_RESTART_NEVER || (r->max_failures > 0 && r->max_failures <= 10000);
+}
+
+static int valid_options(const struct pirec_job_options *o)
+{
+  int piped_out;
+
+  if (!o->argv || !o->argv[0] || !o->argv[0][0] || !valid_stdio(o))
+    return 0;
   piped_out = o->stdio[1].kind == PIREC_JOB_STDIO_PIPE || o->stdio[2].kind == PIREC_JOB_STDIO_PIPE ||
-              o->progress_fd == 3;
+              o->progress_fd == 3 || o->lines_fd3;
   if (o->start_timeout_ms && !piped_out)
     return 0;
   if (o->stdin_max_outstanding == 0 || o->line_max == 0)
     return 0;
-  if (o->restart.mode > PIREC_JOB_RESTART_ALWAYS || o->restart.jitter_pct > 100)
-    return 0;
+  return valid_restart(&o->restart);
+}
+
+/* The job's own copies of every string in o; the caller's pointers are dropped so none is used by
+ * mistake. 0 or -ENOMEM (what was copied is freed with the job). */
+static int copy_strings(struct pirec_job *job, const struct pirec_job_options *o)
+{
+  job->o.argv = NULL;
+  job->o.env = NULL;
+  job->o.cwd = NULL;
+  job->o.name = NULL;
+  for (int i = 0; i < 3; i++)
+    job->o.stdio[i].path = NULL;
+  if (!(job->argv = dup_vec(o->argv)))
+    return -ENOMEM;
+  if (o->env && !(job->env = dup_vec(o->env)))
+    return -ENOMEM;
+  if (o->cwd && !(job->cwd = strdup(o->cwd)))
+    return -ENOMEM;
+  if (!(job->name = strdup(o->name ? o->name : o->argv[0])))
+    return -ENOMEM;
+  for (int i = 0; i < 3; i++)
+    if (o->stdio[i].kind == PIREC_JOB_STDIO_FILE && !(job->stdio_path[i] = strdup(o->stdio[i].path)))
+      return -ENOMEM;
+  return 0;
+}
+
+/* The buffers every run uses, allocated once: failure times, stderr tail, line accumulators and
+ * the read buffer. 0 or -ENOMEM. */
+static int alloc_buffers(struct pirec_job *job, const struct pirec_job_options *o)
+{
   if (o->restart.mode != PIREC_JOB_RESTART_NEVER &&
-      (o->restart.max_failures == 0 || o->restart.max_failures > 10000))
-    return 0;
-  return 1;
+      !(job->failures = calloc(o->restart.max_failures, sizeof *job->failures)))
+    return -ENOMEM;
+  job->tail_cap = o->stderr_tail_bytes;
+  if (job->tail_cap && !(job->tail = malloc(job->tail_cap)))
+    return -ENOMEM;
+  if (!(job->tail_out = malloc(job->tail_cap + 1)))
+    return -ENOMEM;
+  for (int i = 1; i < S_COUNT; i++)
+    if (!(job->lines[i].buf = malloc(o->line_max + 1)))
+      return -ENOMEM;
+  if (!(job->read_buf = malloc(READ_BUF_SIZE)))
+    return -ENOMEM;
+  return 0;
 }
 
 int pirec_job_new(uv_loop_t *loop, const struct pirec_job_options *o, struct pirec_job **out)
 {
   struct pirec_job *job;
-  int err = -ENOMEM;
+  int err;
 
   *out = NULL;
   if (!loop || !o || !valid_options(o))
@@ -345,57 +401,21 @@ int pirec_job_new(uv_loop_t *loop, const struct pirec_job_options *o, struct pir
     return -ENOMEM;
   job->loop = loop;
   job->o = *o;
-  /* The copies below own every string; drop the caller's pointers so none is used by mistake. */
-  job->o.argv = NULL;
-  job->o.env = NULL;
-  job->o.cwd = NULL;
-  job->o.name = NULL;
-  for (int i = 0; i < 3; i++)
-    job->o.stdio[i].path = NULL;
-
-  job->argv = dup_vec(o->argv);
-  if (!job->argv)
-    goto fail;
-  if (o->env && !(job->env = dup_vec(o->env)))
-    goto fail;
-  if (o->cwd && !(job->cwd = strdup(o->cwd)))
-    goto fail;
-  job->name = strdup(o->name ? o->name : o->argv[0]);
-  if (!job->name)
-    goto fail;
-  for (int i = 0; i < 3; i++)
-    if (o->stdio[i].kind == PIREC_JOB_STDIO_FILE && !(job->stdio_path[i] = strdup(o->stdio[i].path)))
-      goto fail;
-  if (o->restart.mode != PIREC_JOB_RESTART_NEVER &&
-      !(job->failures = calloc(o->restart.max_failures, sizeof *job->failures)))
-    goto fail;
-  job->tail_cap = o->stderr_tail_bytes;
-  if (job->tail_cap && !(job->tail = malloc(job->tail_cap)))
-    goto fail;
-  if (!(job->tail_out = malloc(job->tail_cap + 1)))
-    goto fail;
-  for (int i = 1; i < S_COUNT; i++)
-    if (!(job->lines[i].buf = malloc(o->line_max + 1)))
-      goto fail;
-  if (!(job->read_buf = malloc(READ_BUF_SIZE)))
-    goto fail;
-
+  if ((err = copy_strings(job, o)) < 0 || (err = alloc_buffers(job, o)) < 0) {
+    job_release_memory(job);
+    return err;
+  }
   job->rng = (uint64_t)pirec_clock_mono_ns() ^ (uint64_t)(uintptr_t)job ^ 0x9E3779B97F4A7C15ULL;
   if (job->rng == 0)
     job->rng = 1;
   progress_reset(&job->stats.last_progress);
   progress_reset(&job->block);
-
   for (int i = 0; i < T_COUNT; i++) {
     uv_timer_init(loop, &job->timers[i]);
     job->timers[i].data = job;
   }
   *out = job;
   return 0;
-
-fail:
-  job_release_memory(job);
-  return err;
 }
 
 /* ---- run teardown ---- */
@@ -645,8 +665,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
   }
   if (!job->o.progress_fd)
     mark_activity(run);
-  if (job->run == run)
+  if (job->run != run)
+    return;
+  if (s == S_OUT && job->o.on_stdout) {
+    if (!job->freed)
+      job->o.on_stdout(job, (const uint8_t *)buf->base, (size_t)nread);
+  } else {
     feed_lines(run, s, buf->base, (size_t)nread);
+  }
 }
 
 /* ---- stop escalation and timeouts ---- */
@@ -767,6 +793,21 @@ static void on_total_timer(uv_timer_t *t)
 
 /* ---- ending and restarting ---- */
 
+/* A result for the callbacks: how the run ended, the job's run count and times, the stderr tail. */
+static void result_fill(struct pirec_job *job, struct pirec_job_result *r, enum pirec_job_end reason,
+                        int status, int exit_code, int term_signal)
+{
+  memset(r, 0, sizeof *r);
+  r->reason = reason;
+  r->status = status;
+  r->exit_code = exit_code;
+  r->term_signal = term_signal;
+  r->runs = job->runs;
+  r->start_mono_ns = job->start_mono_ns;
+  r->end_mono_ns = pirec_clock_mono_ns();
+  r->stderr_tail = tail_flatten(job, &r->stderr_tail_len);
+}
+
 static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status, int exit_code,
                     int term_signal, int error)
 {
@@ -786,16 +827,8 @@ static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status
   if (job->freed)
     goto out;
 
-  memset(&r, 0, sizeof r);
-  r.reason = reason;
-  r.status = status;
-  r.exit_code = exit_code;
-  r.term_signal = term_signal;
+  result_fill(job, &r, reason, status, exit_code, term_signal);
   r.error = error;
-  r.runs = job->runs;
-  r.start_mono_ns = job->start_mono_ns;
-  r.end_mono_ns = pirec_clock_mono_ns();
-  r.stderr_tail = tail_flatten(job, &r.stderr_tail_len);
   if (reason != PIREC_JOB_END_EXITED || status != 0)
     pirec_log(reason == PIREC_JOB_END_STOPPED && status >= 0 ? PIREC_LOG_INFO : PIREC_LOG_WARN,
               "job '%s': ended (%s), status %d after %u run%s", job->name, pirec_job_end_str(reason), status,
@@ -959,15 +992,7 @@ static void run_finish(struct job_run *run)
     return;
   }
   struct pirec_job_result r;
-  memset(&r, 0, sizeof r);
-  r.reason = reason;
-  r.status = status;
-  r.exit_code = exit_code;
-  r.term_signal = sig;
-  r.runs = job->runs;
-  r.start_mono_ns = job->start_mono_ns;
-  r.end_mono_ns = pirec_clock_mono_ns();
-  r.stderr_tail = tail_flatten(job, &r.stderr_tail_len);
+  result_fill(job, &r, reason, status, exit_code, sig);
   if (!schedule_restart(job, &r))
     job_end(job, PIREC_JOB_END_FAILED, status, exit_code, sig, 0);
 }
@@ -1028,66 +1053,82 @@ static int open_stdio_file(struct pirec_job *job, int fd)
   return f;
 }
 
-static int run_spawn(struct pirec_job *job)
+/* The fds of one spawn: the child's ends (closed by us once it has them) and ours. */
+struct spawn_fds {
+  int child[S_COUNT];
+  int parent[S_COUNT];
+};
+
+static void close_fds(int fds[S_COUNT])
 {
-  struct job_run *run;
-  uv_process_options_t po;
-  uv_stdio_container_t stdio[S_COUNT];
-  int child_fd[S_COUNT], parent_fd[S_COUNT];
-  int nstdio = job->o.progress_fd == 3 ? 4 : 3;
-  int err = 0;
+  for (int s = 0; s < S_COUNT; s++) {
+    if (fds[s] >= 0)
+      close(fds[s]);
+    fds[s] = -1;
+  }
+}
 
-  for (int s = 0; s < S_COUNT; s++)
-    child_fd[s] = parent_fd[s] = -1;
-  run = calloc(1, sizeof *run);
-  if (!run)
-    return -ENOMEM;
-  run->job = job;
+/* A pipe for stream s: the pipes are made here rather than by libuv, which would use socketpairs:
+ * a real pipe is what ffmpeg expects on "pipe:0" and the only kind F_SETPIPE_SZ can enlarge. Both
+ * ends are close-on-exec so no other child inherits them; libuv dup2()s the child's end into
+ * place. */
+static int make_pipe(struct pirec_job *job, int s, struct spawn_fds *fds)
+{
+  int p[2];
 
-  /* The pipes are made here rather than by libuv, which would use socketpairs: a real pipe is what
-   * ffmpeg expects on "pipe:0" and the only kind F_SETPIPE_SZ can enlarge. Both ends are
-   * close-on-exec so no other child inherits them; libuv dup2()s the child's end into place. */
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return -errno;
+  fds->child[s] = s == S_IN ? p[0] : p[1];
+  fds->parent[s] = s == S_IN ? p[1] : p[0];
+  if (s == S_IN && job->o.stdin_pipe_size != SIZE_MAX) {
+    size_t want = job->o.stdin_pipe_size ? job->o.stdin_pipe_size : (1u << 20);
+    if (want > INT_MAX)
+      want = INT_MAX;
+    /* EPERM above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep the default. */
+    if (fcntl(p[1], F_SETPIPE_SZ, (int)want) < 0 && errno != EPERM)
+      pirec_log(PIREC_LOG_DEBUG, "job '%s': F_SETPIPE_SZ %zu: %s", job->name, want, pirec_strerror(-errno));
+  }
+  return 0;
+}
+
+/* What the child gets as fds 0..nstdio-1. On failure every fd made so far is closed. */
+static int setup_stdio(struct pirec_job *job, int nstdio, uv_stdio_container_t stdio[], struct spawn_fds *fds)
+{
   for (int s = 0; s < nstdio; s++) {
     enum pirec_job_stdio_kind kind = s == S_PROG ? PIREC_JOB_STDIO_PIPE : job->o.stdio[s].kind;
+    int err = 0;
+
     stdio[s].flags = UV_IGNORE;
-    switch (kind) {
-    case PIREC_JOB_STDIO_NULL: break;
-    case PIREC_JOB_STDIO_INHERIT:
+    if (kind == PIREC_JOB_STDIO_NULL)
+      continue;
+    if (kind == PIREC_JOB_STDIO_INHERIT) {
       stdio[s].flags = UV_INHERIT_FD;
       stdio[s].data.fd = s;
-      break;
-    case PIREC_JOB_STDIO_FILE:
-      child_fd[s] = open_stdio_file(job, s);
-      if (child_fd[s] < 0) {
-        err = child_fd[s];
-        goto fail_fds;
-      }
-      stdio[s].flags = UV_INHERIT_FD;
-      stdio[s].data.fd = child_fd[s];
-      break;
-    case PIREC_JOB_STDIO_PIPE: {
-      int p[2];
-      if (pipe2(p, O_CLOEXEC) != 0) {
-        err = -errno;
-        goto fail_fds;
-      }
-      child_fd[s] = s == S_IN ? p[0] : p[1];
-      parent_fd[s] = s == S_IN ? p[1] : p[0];
-      stdio[s].flags = UV_INHERIT_FD;
-      stdio[s].data.fd = child_fd[s];
-      if (s == S_IN && job->o.stdin_pipe_size != SIZE_MAX) {
-        size_t want = job->o.stdin_pipe_size ? job->o.stdin_pipe_size : (1u << 20);
-        if (want > INT_MAX)
-          want = INT_MAX;
-        /* EPERM above /proc/sys/fs/pipe-max-size or the user's pipe quota: keep the default. */
-        if (fcntl(p[1], F_SETPIPE_SZ, (int)want) < 0 && errno != EPERM)
-          pirec_log(PIREC_LOG_DEBUG, "job '%s': F_SETPIPE_SZ %zu: %s", job->name, want,
-                    pirec_strerror(-errno));
-      }
-      break;
+      continue;
     }
+    if (kind == PIREC_JOB_STDIO_FILE)
+      err = fds->child[s] = open_stdio_file(job, s);
+    else
+      err = make_pipe(job, s, fds);
+    if (err < 0) {
+      fds->child[s] = -1;
+      close_fds(fds->child);
+      close_fds(fds->parent);
+      return err;
     }
+    stdio[s].flags = UV_INHERIT_FD;
+    stdio[s].data.fd = fds->child[s];
   }
+  return 0;
+}
+
+/* uv_spawn with the PR_SET_PDEATHSIG hook armed around it. The child's ends are closed here either
+ * way; ours only on failure. */
+static int spawn_child(struct pirec_job *job, struct job_run *run, uv_stdio_container_t stdio[], int nstdio,
+                       struct spawn_fds *fds)
+{
+  uv_process_options_t po;
+  int err;
 
   memset(&po, 0, sizeof po);
   po.exit_cb = on_exit_cb;
@@ -1105,19 +1146,19 @@ static int run_spawn(struct pirec_job *job)
   run->proc.data = run;
   run->handles = 1;
   job->live_runs++;
-  for (int s = 0; s < S_COUNT; s++)
-    if (child_fd[s] >= 0)
-      close(child_fd[s]);
+  close_fds(fds->child);
   if (err != 0) {
-    for (int s = 0; s < S_COUNT; s++)
-      if (parent_fd[s] >= 0)
-        close(parent_fd[s]);
+    close_fds(fds->parent);
     /* uv_spawn initialised the handle even though it failed; it must be closed all the same. */
     run->finished = 1;
     uv_close((uv_handle_t *)&run->proc, on_run_handle_closed);
-    return err;
   }
+  return err;
+}
 
+/* The child is up: it becomes the job's current run. */
+static void run_started(struct pirec_job *job, struct job_run *run)
+{
   run->pid = run->proc.pid;
   job->run = run;
   job->runs++;
@@ -1133,9 +1174,15 @@ static int run_spawn(struct pirec_job *job)
     job->lines[s].len = 0;
   progress_reset(&job->block);
   mark_activity(run);
+}
 
+/* Our ends of the pipes become libuv handles; output pipes are read from now on. */
+static void watch_pipes(struct pirec_job *job, struct job_run *run, int nstdio, const int parent[S_COUNT])
+{
   for (int s = 0; s < nstdio; s++) {
-    if (parent_fd[s] < 0)
+    int err;
+
+    if (parent[s] < 0)
       continue;
     uv_pipe_init(job->loop, &run->pipes[s], 0);
     run->pipes[s].data = run;
@@ -1143,7 +1190,7 @@ static int run_spawn(struct pirec_job *job)
     run->handles++;
     if (s != S_IN)
       run->out_open++;
-    err = uv_pipe_open(&run->pipes[s], parent_fd[s]);
+    err = uv_pipe_open(&run->pipes[s], parent[s]);
     if (err == 0 && s != S_IN)
       err = uv_read_start((uv_stream_t *)&run->pipes[s], on_alloc, on_read);
     if (err != 0) {
@@ -1153,22 +1200,35 @@ static int run_spawn(struct pirec_job *job)
       run_close_pipe(run, s);
     }
   }
+}
 
+static int run_spawn(struct pirec_job *job)
+{
+  struct job_run *run;
+  uv_stdio_container_t stdio[S_COUNT];
+  struct spawn_fds fds;
+  int nstdio = job->o.progress_fd == 3 || job->o.lines_fd3 ? 4 : 3;
+  int err;
+
+  for (int s = 0; s < S_COUNT; s++)
+    fds.child[s] = fds.parent[s] = -1;
+  run = calloc(1, sizeof *run);
+  if (!run)
+    return -ENOMEM;
+  run->job = job;
+  if ((err = setup_stdio(job, nstdio, stdio, &fds)) < 0) {
+    free(run);
+    return err;
+  }
+  if ((err = spawn_child(job, run, stdio, nstdio, &fds)) != 0)
+    return err;
+  run_started(job, run);
+  watch_pipes(job, run, nstdio, fds.parent);
   if (job->o.start_timeout_ms)
     timer_start(job, T_START, job->o.start_timeout_ms, on_start_timer);
   if (job->o.stall_timeout_ms)
     timer_start(job, T_STALL, job->o.stall_timeout_ms, on_stall_timer);
   return 0;
-
-fail_fds:
-  for (int s = 0; s < S_COUNT; s++) {
-    if (child_fd[s] >= 0)
-      close(child_fd[s]);
-    if (parent_fd[s] >= 0)
-      close(parent_fd[s]);
-  }
-  free(run);
-  return err;
 }
 
 /* ---- public calls ---- */
@@ -1292,124 +1352,153 @@ static void on_write(uv_write_t *req, int status)
     job->o.on_drain(job, run->outstanding);
 }
 
-static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs,
-                        pirec_job_release_cb release, void *arg)
+/* Why an offer of len bytes cannot be taken now (a negative errno), or 0. */
+static int write_refusal(struct pirec_job *job, size_t len)
 {
   struct job_run *run = job->run;
-  struct job_write *w;
-  size_t len = 0, direct = 0;
-  int err;
 
-  for (unsigned i = 0; i < nbufs; i++)
-    len += bufs[i].len;
   if (job->o.stdio[0].kind != PIREC_JOB_STDIO_PIPE)
-    err = -EINVAL;
-  else if (!run || run->exited || job->freed)
-    err = -ENOTCONN;
-  else if (!run->pipe_open[S_IN] || run->stdin_closing)
-    err = -EPIPE;
-  else if (len > job->o.stdin_max_outstanding)
-    err = -EMSGSIZE;
-  else if (run->outstanding + len > job->o.stdin_max_outstanding)
-    err = -ENOBUFS;
-  else
-    err = 0;
-  if (err == 0 && len == 0)
-    return 0;
-  if (err != 0)
-    goto refused;
+    return -EINVAL;
+  if (!run || run->exited || job->freed)
+    return -ENOTCONN;
+  if (!run->pipe_open[S_IN] || run->stdin_closing)
+    return -EPIPE;
+  if (len > job->o.stdin_max_outstanding)
+    return -EMSGSIZE;
+  if (run->outstanding + len > job->o.stdin_max_outstanding)
+    return -ENOBUFS;
+  return 0;
+}
 
-  if (!release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding))) {
-    err = -ENOMEM;
-    goto refused;
+/* Copy path, nothing queued: hands the bytes straight to the pipe, so only what does not fit is
+ * copied, which saves the copy for most bytes when the child keeps up. Order is kept because
+ * nothing of ours is waiting in the stream. Returns the bytes written, or a negative errno. */
+static ssize_t write_direct(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs)
+{
+  int n = uv_try_write((uv_stream_t *)&run->pipes[S_IN], bufs, nbufs);
+
+  if (n == UV_EAGAIN)
+    return 0;
+  if (n < 0) {
+    run_close_pipe(run, S_IN); /* EPIPE: the child closed its stdin */
+    return n;
   }
-  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
-  if (!release && job->arena_used + len > job->o.stdin_max_outstanding) {
-    err = -ENOBUFS;
-    goto refused;
-  }
-  /* Copy path, nothing queued: hand the bytes straight to the pipe and copy only what does not
-   * fit, which saves the copy for most bytes when the child keeps up. Order is kept because
-   * nothing of ours is waiting in the stream. */
-  if (!release && run->outstanding == 0) {
-    int n = uv_try_write((uv_stream_t *)&run->pipes[S_IN], bufs, nbufs);
-    if (n > 0) {
-      direct = (size_t)n;
-      job->stats.stdin_bytes += direct;
-      if (!job->o.progress_fd)
-        mark_activity(run);
-    } else if (n < 0 && n != UV_EAGAIN) {
-      err = n; /* EPIPE: the child closed its stdin */
-      run_close_pipe(run, S_IN);
-      goto refused;
+  job->stats.stdin_bytes += (size_t)n;
+  if (n > 0 && !job->o.progress_fd)
+    mark_activity(run);
+  return n;
+}
+
+/* Copies the offer, minus its first skip bytes, to the end of the stdin arena (a ring, so it may
+ * wrap) and describes the copy in out[]; returns how many of out[] it used. */
+static unsigned arena_copy(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs, size_t skip,
+                           size_t len, uv_buf_t out[2])
+{
+  size_t cap = job->o.stdin_max_outstanding;
+  size_t start = (job->arena_head + job->arena_used) % cap;
+  size_t pos = start;
+
+  for (unsigned i = 0; i < nbufs; i++) {
+    const char *src = bufs[i].base;
+    size_t n = bufs[i].len;
+    if (skip >= n) {
+      skip -= n;
+      continue;
     }
-    if (direct == len) {
-      job->stats.stdin_writes++;
-      return 0;
+    src += skip;
+    n -= skip;
+    skip = 0;
+    while (n > 0) {
+      size_t k = cap - pos < n ? cap - pos : n;
+      memcpy(job->arena + pos, src, k);
+      src += k;
+      n -= k;
+      pos = (pos + k) % cap;
     }
   }
-  w = job->write_free;
+  size_t first = cap - start < len ? cap - start : len;
+  out[0] = uv_buf_init(job->arena + start, (unsigned)first);
+  out[1] = uv_buf_init(job->arena, (unsigned)(len - first));
+  return len > first ? 2 : 1;
+}
+
+/* A write request from the free list, or a new one; NULL when out of memory. */
+static struct job_write *write_req(struct pirec_job *job)
+{
+  struct job_write *w = job->write_free;
+
   if (w)
     job->write_free = w->next_free;
-  else if (!(w = malloc(sizeof *w))) {
-    err = -ENOMEM;
-    goto refused;
-  }
+  else
+    w = malloc(sizeof *w);
+  return w;
+}
+
+/* Queues the offer (bytes from `direct` on) with uv_write: borrowed as they are, or copied into
+ * the arena. */
+static int write_queue(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
+                       size_t direct, size_t len, pirec_job_release_cb release, void *arg)
+{
+  struct job_write *w = write_req(job);
+  int err;
+
+  if (!w)
+    return -ENOMEM;
   w->run = run;
-  w->len = len;
+  w->len = len - direct;
   w->release = release;
   w->arg = arg;
   if (release) {
     err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], bufs, nbufs, on_write);
   } else {
-    size_t cap = job->o.stdin_max_outstanding;
-    size_t start = (job->arena_head + job->arena_used) % cap;
-    size_t pos = start;
-    size_t skip = direct;
-    len -= direct;
-    w->len = len;
-    for (unsigned i = 0; i < nbufs; i++) {
-      const char *src = bufs[i].base;
-      size_t n = bufs[i].len;
-      if (skip >= n) {
-        skip -= n;
-        continue;
-      }
-      src += skip;
-      n -= skip;
-      skip = 0;
-      while (n > 0) {
-        size_t k = cap - pos < n ? cap - pos : n;
-        memcpy(job->arena + pos, src, k);
-        src += k;
-        n -= k;
-        pos = (pos + k) % cap;
-      }
-    }
-    size_t first = cap - start < len ? cap - start : len;
-    uv_buf_t b[2] = {uv_buf_init(job->arena + start, (unsigned)first),
-                     uv_buf_init(job->arena, (unsigned)(len - first))};
-    err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], b, len > first ? 2 : 1, on_write);
+    uv_buf_t b[2];
+    unsigned nb = arena_copy(job, bufs, nbufs, direct, w->len, b);
+    err = uv_write(&w->req, (uv_stream_t *)&run->pipes[S_IN], b, nb, on_write);
     if (err == 0)
-      job->arena_used += len;
+      job->arena_used += w->len;
   }
   if (err != 0) {
     /* Only when the child just closed its stdin; a part sent by uv_try_write is lost with it. */
     w->next_free = job->write_free;
     job->write_free = w;
-    goto refused;
+    return err;
   }
-  run->outstanding += len;
-  job->stats.stdin_writes++;
+  run->outstanding += w->len;
   job->stats.stdin_outstanding = run->outstanding;
   if (run->outstanding > job->stats.stdin_outstanding_max)
     job->stats.stdin_outstanding_max = run->outstanding;
   return 0;
+}
 
-refused:
-  job->stats.stdin_refused++;
-  job->stats.stdin_refused_bytes += len;
-  return err;
+static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs,
+                        pirec_job_release_cb release, void *arg)
+{
+  struct job_run *run = job->run;
+  size_t len = 0;
+  ssize_t direct = 0;
+  int err;
+
+  for (unsigned i = 0; i < nbufs; i++)
+    len += bufs[i].len;
+  err = write_refusal(job, len);
+  if (err == 0 && len == 0)
+    return 0;
+  if (err == 0 && !release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding)))
+    err = -ENOMEM;
+  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
+  if (err == 0 && !release && job->arena_used + len > job->o.stdin_max_outstanding)
+    err = -ENOBUFS;
+  if (err == 0 && !release && run->outstanding == 0 && (direct = write_direct(job, run, bufs, nbufs)) < 0)
+    err = (int)direct;
+  if (err == 0 && (size_t)direct < len)
+    err = write_queue(job, run, bufs, nbufs, (size_t)direct, len, release, arg);
+  if (err != 0) {
+    job->stats.stdin_refused++;
+    job->stats.stdin_refused_bytes += len;
+    return err;
+  }
+  job->stats.stdin_writes++;
+  return 0;
 }
 
 int pirec_job_write(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs)

@@ -26,6 +26,7 @@
 
 #include <libavcodec/avcodec.h>
 
+#include "camera-int.h"
 #include "pirec/camera.h"
 #include "pirec/clock.h"
 #include "pirec/log.h"
@@ -277,6 +278,8 @@ struct run {
   const char *snap_path;
   int snap_result;
   int64_t max_hold_capture_ns;
+  const char *unlink_after_start; /* a path removed once the camera has started */
+  char source_error[512];         /* the text of the last SOURCE_ERROR event */
 };
 
 static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const char *msg, void *user)
@@ -284,6 +287,8 @@ static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const
   struct run *r = user;
   if ((unsigned)ev < 8)
     r->events[ev]++;
+  if (ev == PIREC_CAMERA_EVENT_SOURCE_ERROR)
+    snprintf(r->source_error, sizeof r->source_error, "%s", msg);
   fprintf(stderr, "event %d: %s\n", (int)ev, msg);
 }
 
@@ -310,13 +315,13 @@ static void stopped_cb(struct pirec_camera *cam, int err, void *user)
 static void on_hold(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 1);
+  pirec__camera_hold(r->cam, 1);
 }
 
 static void on_release(uv_timer_t *t)
 {
   struct run *r = t->data;
-  pirec_camera_hold(r->cam, 0);
+  pirec__camera_hold(r->cam, 0);
 }
 
 static void on_kill(uv_timer_t *t)
@@ -352,6 +357,8 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_int_equal(uv_loop_init(&r->loop), 0);
   assert_int_equal(pirec_camera_new(&r->loop, s, on_event, r, &r->cam), 0);
   assert_int_equal(pirec_camera_start(r->cam), 0);
+  if (r->unlink_after_start)
+    assert_int_equal(unlink(r->unlink_after_start), 0);
   int64_t t0 = pirec_clock_mono_ns();
   assert_int_equal(pirec_camera_trial_start(r->cam, dir, 1, 0), 0);
   fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
@@ -434,43 +441,42 @@ static void test_settings_source(void **state)
 static void test_rpicam_metadata_lines(void **state)
 {
   int64_t ns = -1;
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=1234567890123", 29, &ns),
-                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=1234567890123", 29, &ns),
+                   PIREC__RPICAM_META_SENSOR_TS);
   assert_int_equal(ns, 1234567890123LL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775807\n", 36, &ns),
-                   PIREC_RPICAM_META_SENSOR_TS);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=9223372036854775807\n", 36, &ns),
+                   PIREC__RPICAM_META_SENSOR_TS);
   assert_int_equal(ns, INT64_MAX);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("", 0, &ns), PIREC_RPICAM_META_END);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("\r\n", 2, &ns), PIREC_RPICAM_META_END);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("ExposureTime=10000", 18, &ns), PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
-                   PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestampX=5", 18, &ns), PIREC_RPICAM_META_OTHER);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
-  assert_int_equal(pirec_camera_rpicam_metadata_line("SensorTimestamp=9223372036854775808", 35, &ns),
-                   -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("", 0, &ns), PIREC__RPICAM_META_END);
+  assert_int_equal(pirec__rpicam_metadata_line("\r\n", 2, &ns), PIREC__RPICAM_META_END);
+  assert_int_equal(pirec__rpicam_metadata_line("ExposureTime=10000", 18, &ns), PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("ColourGains=[ 1.5, 2.0 ]", 24, &ns),
+                   PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestampX=5", 18, &ns), PIREC__RPICAM_META_OTHER);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=", 16, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=-5", 18, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=12a", 19, &ns), -EINVAL);
+  assert_int_equal(pirec__rpicam_metadata_line("SensorTimestamp=9223372036854775808", 35, &ns), -EINVAL);
 }
 
 /* Feeds bytes through the splitter in odd-sized pieces; returns frames out. */
-static size_t split_all(struct pirec_camera_splitter *sp, const uint8_t *data, size_t len, size_t piece,
+static size_t split_all(struct pirec__camera_splitter *sp, const uint8_t *data, size_t len, size_t piece,
                         const uint8_t **frames, size_t *lens, uint8_t **copies, size_t max)
 {
   size_t off = 0, n = 0;
   while (off < len) {
     size_t avail;
-    uint8_t *space = pirec_camera_splitter_space(sp, &avail);
+    uint8_t *space = pirec__camera_splitter_space(sp, &avail);
     assert_true(avail > 0);
     size_t k = len - off < piece ? len - off : piece;
     if (k > avail)
       k = avail;
     memcpy(space, data + off, k);
-    pirec_camera_splitter_fill(sp, k);
+    pirec__camera_splitter_fill(sp, k);
     off += k;
     const uint8_t *f;
     size_t fl;
-    while (n < max && pirec_camera_splitter_next(sp, &f, &fl)) {
+    while (n < max && pirec__camera_splitter_next(sp, &f, &fl)) {
       copies[n] = malloc(fl);
       memcpy(copies[n], f, fl);
       frames[n] = copies[n];
@@ -482,13 +488,13 @@ static size_t split_all(struct pirec_camera_splitter *sp, const uint8_t *data, s
 
 static void test_splitter_size(void **state)
 {
-  struct pirec_camera_splitter sp;
+  struct pirec__camera_splitter sp;
   enum { FRAME = 1000, N = 37 };
   uint8_t *data = malloc(FRAME * N);
   for (size_t i = 0; i < FRAME * N; i++)
     data[i] = (uint8_t)(i / FRAME * 7 + i);
-  assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_SIZE, 0, 0), -EINVAL);
-  assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_SIZE, FRAME, 0), 0);
+  assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_SIZE, 0, 0), -EINVAL);
+  assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_SIZE, FRAME, 0), 0);
   const uint8_t *frames[N];
   size_t lens[N];
   uint8_t *copies[N];
@@ -499,7 +505,7 @@ static void test_splitter_size(void **state)
     assert_memory_equal(frames[i], data + i * FRAME, FRAME);
     free(copies[i]);
   }
-  pirec_camera_splitter_free(&sp);
+  pirec__camera_splitter_free(&sp);
   free(data);
 }
 
@@ -550,11 +556,11 @@ static void test_splitter_jpeg(void **state)
     }
   }
   for (size_t piece = 1; piece <= 4097; piece = piece * 8 + 1) {
-    struct pirec_camera_splitter sp;
+    struct pirec__camera_splitter sp;
     const uint8_t *frames[N];
     size_t lens[N];
     uint8_t *copies[N];
-    assert_int_equal(pirec_camera_splitter_init(&sp, PIREC_CAMERA_SPLIT_JPEG, 0, 64 * 1024), 0);
+    assert_int_equal(pirec__camera_splitter_init(&sp, PIREC__CAMERA_SPLIT_JPEG, 0, 64 * 1024), 0);
     size_t n = split_all(&sp, stream, len, piece, frames, lens, copies, N);
     assert_int_equal(n, N);
     for (int i = 0; i < N; i++) {
@@ -563,8 +569,8 @@ static void test_splitter_jpeg(void **state)
       free(copies[i]);
     }
     /* junk after images 1 and 3 (the one after 5 is still waiting for a following SOI) */
-    assert_int_equal(pirec_camera_splitter_skipped(&sp), 2 * sizeof junk);
-    pirec_camera_splitter_free(&sp);
+    assert_int_equal(pirec__camera_splitter_skipped(&sp), 2 * sizeof junk);
+    pirec__camera_splitter_free(&sp);
   }
   for (int i = 0; i < N; i++)
     free(images[i]);
@@ -752,6 +758,32 @@ static void test_rpicam_mjpeg(void **state)
  * capture thread reports it, starts a new child with backoff and goes on; the time without frames
  * is counted as dropped, measured on the boot clock that every rpicam child's SensorTimestamp
  * shares (check_rows holds each row's dropped_before to exactly that). */
+/* The rpicam child exits (a transient failure, reported as such) and its program is gone when the
+ * capture thread reopens the source: that is a "device missing" failure (ENOENT), reported once
+ * with its class however often it is retried, and shown in the status; the trial goes on. */
+static void test_rpicam_program_gone(void **state)
+{
+  char dir[300], link[400];
+  struct run r = {.stop_at_ms = 2000};
+  struct pirec_camera_settings s;
+  make_tmp(dir, sizeof dir, "rpicam-gone");
+  assert_int_equal(mkdir(dir, 0755), 0);
+  snprintf(link, sizeof link, "%s/rpicam-vid", dir);
+  assert_int_equal(symlink(FAKE_RPICAM, link), 0);
+  rpicam_settings(&s, "yuv420", "--frames 15");
+  snprintf(s.rpicam_program, sizeof s.rpicam_program, "%s", link);
+  r.unlink_after_start = link;
+  run_camera(&r, &s, dir);
+  print_status("rpicam program gone", &r.st);
+  assert_int_equal(r.stop_err, 0);
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SOURCE_ERROR], 2); /* transient, then device missing */
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SOURCE_RECONNECTED], 0);
+  assert_non_null(strstr(r.source_error, "(device missing)"));
+  assert_true(r.st.source_errors >= 1);
+  assert_int_equal(r.st.source_failure, PIREC_CAMERA_FAILURE_DEVICE_MISSING);
+  assert_string_equal(pirec_camera_failure_str(r.st.source_failure), "device missing");
+}
+
 static void test_rpicam_child_exit(void **state)
 {
   char dir[300];
@@ -1018,7 +1050,7 @@ static void test_snapshot(void **state)
   assert_int_equal(uv_loop_init(&r2.loop), 0);
   assert_int_equal(pirec_camera_new(&r2.loop, &s, NULL, NULL, &r2.cam), 0);
   assert_int_equal(pirec_camera_start(r2.cam), 0);
-  pirec_camera_hold(r2.cam, 1);
+  pirec__camera_hold(r2.cam, 1);
   assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), 0);
   assert_int_equal(pirec_camera_snapshot(r2.cam, path, snap_cb, &r2), -EAGAIN);
   uv_run(&r2.loop, UV_RUN_NOWAIT);
@@ -1465,6 +1497,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_rpicam_mjpeg),
       cmocka_unit_test(test_rpicam_no_sensor_ts),
       cmocka_unit_test(test_rpicam_child_exit),
+      cmocka_unit_test(test_rpicam_program_gone),
       cmocka_unit_test(test_url_file_replay),
       cmocka_unit_test(test_url_network_live),
       cmocka_unit_test(test_url_network_reconnect),

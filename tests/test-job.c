@@ -69,10 +69,14 @@ struct ctx {
   struct pirec_job_result result;
   char tail[16384];
   int64_t end_ns;
-  int lines[3];
-  char last_line[3][256];
-  size_t line_bytes[3];
-  size_t longest_line[3];
+  int lines[4];
+  char last_line[4][256];
+  size_t line_bytes[4];
+  size_t longest_line[4];
+  uint64_t stdout_bytes; /* from on_stdout */
+  uint64_t stdout_bad;   /* bytes that differ from job-child's "binary" pattern */
+  int stdout_calls;
+  int stdout_after_end;
   int progress_count;
   struct pirec_job_progress progress[64];
   int restarts;
@@ -101,13 +105,29 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *r)
 static void on_line(struct pirec_job *job, int fd, const char *line, size_t len)
 {
   struct ctx *c = pirec_job_user(job);
-  assert_true(fd == 1 || fd == 2);
+  assert_true(fd >= 1 && fd <= 3);
   assert_int_equal(strlen(line), len);
   c->lines[fd]++;
   c->line_bytes[fd] += len;
   if (len > c->longest_line[fd])
     c->longest_line[fd] = len;
   snprintf(c->last_line[fd], sizeof c->last_line[fd], "%s", line);
+}
+
+/* Checks every byte against job-child's binary_byte(i), by its offset in the stream. */
+static void on_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
+{
+  struct ctx *c = pirec_job_user(job);
+  assert_true(len > 0);
+  if (c->ends)
+    c->stdout_after_end++;
+  for (size_t j = 0; j < len; j++) {
+    long i = (long)(c->stdout_bytes + j);
+    if (data[j] != (uint8_t)((i * 7) ^ (i >> 8)))
+      c->stdout_bad++;
+  }
+  c->stdout_bytes += len;
+  c->stdout_calls++;
 }
 
 static void on_progress(struct pirec_job *job, const struct pirec_job_progress *p)
@@ -306,6 +326,18 @@ static void test_invalid_options(void **state)
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), -EINVAL);
   opts_init(&o, &c, argv);
   o.stdio[1].kind = PIREC_JOB_STDIO_FILE;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), -EINVAL);
+  opts_init(&o, &c, argv);
+  o.on_stdout = on_stdout; /* stdout not a pipe */
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), -EINVAL);
+  opts_init(&o, &c, argv);
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_stdout = on_stdout;
+  o.progress_fd = 1; /* stdout cannot be both */
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), -EINVAL);
+  opts_init(&o, &c, argv);
+  o.lines_fd3 = 1;
+  o.progress_fd = 3; /* fd 3 cannot be both */
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), -EINVAL);
   opts_init(&o, &c, argv);
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
@@ -646,6 +678,56 @@ static void test_lines_partial_and_long(void **state)
   assert_int_equal(c.longest_line[1], 128);
   assert_int_equal(c.line_bytes[1], 301);
   assert_string_equal(c.last_line[1], "x");
+  ctx_close(&c);
+}
+
+/* Binary stdout arrives whole and in order, NULs and newlines included, none of it as lines, all
+ * of it before on_end; fd 3's lines come through on_line. */
+static void test_binary_stdout(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  const char *argv[] = {JOB_CHILD, "binary", "3000000", NULL};
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_stdout = on_stdout;
+  o.lines_fd3 = 1;
+  run_job(&c, &o, NULL);
+  assert_int_equal(c.result.status, 0);
+  assert_int_equal(c.stdout_bytes, 3000000);
+  assert_int_equal(c.stdout_bad, 0);
+  assert_true(c.stdout_calls > 1);
+  assert_int_equal(c.stdout_after_end, 0);
+  assert_int_equal(c.lines[1], 0);
+  assert_int_equal(c.lines[3], 3);
+  assert_string_equal(c.last_line[3], "meta 3");
+  ctx_close(&c);
+}
+
+/* A stop does not cut the stream short: what the child wrote before it exited is delivered. */
+static void test_binary_stdout_after_stop(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "binary", "2000000", NULL};
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_stdout = on_stdout;
+  o.stop_kill_ms = 5000;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  assert_int_equal(pirec_job_stop(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.ends, 1);
+  assert_int_equal(c.result.reason, PIREC_JOB_END_STOPPED);
+  assert_int_equal(c.stdout_bad, 0);
+  assert_int_equal(c.stdout_after_end, 0);
+  pirec_job_free(job);
   ctx_close(&c);
 }
 
@@ -1331,6 +1413,8 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_total_timeout, setup, teardown),
       cmocka_unit_test_setup_teardown(test_flood_stderr_drained, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lines_partial_and_long, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_binary_stdout, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_binary_stdout_after_stop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdio_files_env_cwd, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_backpressure_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_slow_reader_borrowed, setup, teardown),

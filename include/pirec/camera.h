@@ -7,7 +7,6 @@
  *   - sources (struct pirec_camera_source): one blocking interface over V4L2 devices, Raspberry Pi
  *     CSI cameras (a supervised rpicam-vid child), any FFmpeg input URL or file, and FFmpeg's lavfi
  *     test sources. Used by exactly one thread (the capture thread).
- *   - the splitter and pts-line parser used by the rpicam source, public so they can be tested.
  *   - the camera (struct pirec_camera): a named capture thread that only stamps frames and pushes
  *     them into the camera's ring; the loop drains the ring into an ffmpeg encode job (raw frames)
  *     or straight into a file sink (MJPEG/H.264 frames), and writes one tNNN_frames.csv row per frame
@@ -143,48 +142,6 @@ void pirec_camera_source_interrupt(struct pirec_camera_source *src);
  * no-op. Not concurrently with read. */
 void pirec_camera_source_free(struct pirec_camera_source *src);
 
-/* ---- frame splitter for byte streams (rpicam-vid's stdout) ---- */
-
-enum pirec_camera_split_mode {
-  PIREC_CAMERA_SPLIT_SIZE = 0, /* fixed-size raw frames */
-  PIREC_CAMERA_SPLIT_JPEG,     /* concatenated JPEG images: SOI ... EOI, marker segments parsed */
-};
-
-struct pirec_camera_splitter {
-  /* private */
-  enum pirec_camera_split_mode mode;
-  uint8_t *buf;
-  size_t cap, start, end;
-  size_t frame_bytes;
-  size_t scan;      /* JPEG: resume position of the scan */
-  int scan_state;   /* JPEG: 0 before SOI, 1 in headers, 2 in entropy-coded data */
-  uint64_t skipped; /* bytes discarded while resynchronising (garbage, oversize) */
-};
-
-/* frame_bytes: SIZE mode's frame size; max_frame: the largest frame accepted (JPEG mode; a longer
- * one is skipped as garbage). Allocates a buffer of 2 * max(frame_bytes, max_frame).
- * Returns 0, -EINVAL, -ENOMEM. */
-int pirec_camera_splitter_init(struct pirec_camera_splitter *sp, enum pirec_camera_split_mode mode,
-                               size_t frame_bytes, size_t max_frame);
-void pirec_camera_splitter_free(struct pirec_camera_splitter *sp);
-/* Where to read the next bytes into, and how many fit (never 0 after init). */
-uint8_t *pirec_camera_splitter_space(struct pirec_camera_splitter *sp, size_t *avail);
-/* n bytes were written at the space returned last. */
-void pirec_camera_splitter_fill(struct pirec_camera_splitter *sp, size_t n);
-/* Returns 1 and the next complete frame (valid until the next call on sp), or 0 when more bytes are
- * needed. */
-int pirec_camera_splitter_next(struct pirec_camera_splitter *sp, const uint8_t **frame, size_t *len);
-/* Bytes skipped so far because they were not part of a well-formed frame. */
-uint64_t pirec_camera_splitter_skipped(const struct pirec_camera_splitter *sp);
-
-/* rpicam-vid --metadata-format txt writes one block per frame: "Name=value" lines, then a blank
- * line. Classifies one line (its newline may be included): PIREC_RPICAM_META_SENSOR_TS with *ns
- * for "SensorTimestamp=N" (libcamera's CLOCK_BOOTTIME ns), PIREC_RPICAM_META_END for the blank
- * line that ends a block, PIREC_RPICAM_META_OTHER for any other line, -EINVAL for a
- * SensorTimestamp that is not a non-negative integer. */
-enum { PIREC_RPICAM_META_OTHER = 0, PIREC_RPICAM_META_SENSOR_TS = 1, PIREC_RPICAM_META_END = 2 };
-int pirec_camera_rpicam_metadata_line(const char *line, size_t len, int64_t *ns);
-
 /* ---- the camera ---- */
 
 struct pirec_camera;
@@ -240,6 +197,24 @@ struct pirec_camera_latency {
   int64_t p50_ns, p99_ns, p999_ns, max_ns; /* percentiles within ~3% (log-linear buckets) */
 };
 
+/* The class of a capture failure, each with its own policy (docs/CAMERA.md):
+ *   TRANSIENT       a read failed, a network stream or an rpicam child ended, a connection was
+ *                   refused: the source is reopened after 100 ms, doubling to 5 s
+ *   DEVICE_MISSING  no such device, program or host (ENOENT, ENODEV, ENXIO, unreachable): retried
+ *                   slower, after 1 s doubling to 10 s, reported as "device missing"
+ *   FATAL           the settings cannot work (EINVAL, ENOTSUP, a demuxer, decoder, filter,
+ *                   protocol or option FFmpeg lacks): capture stops and stays stopped
+ * Each is reported once (a SOURCE_ERROR event whose text names the class) when it begins. */
+enum pirec_camera_failure {
+  PIREC_CAMERA_FAILURE_NONE = 0,
+  PIREC_CAMERA_FAILURE_TRANSIENT,
+  PIREC_CAMERA_FAILURE_DEVICE_MISSING,
+  PIREC_CAMERA_FAILURE_FATAL,
+};
+
+/* "none", "transient", "device missing", "fatal configuration". */
+const char *pirec_camera_failure_str(enum pirec_camera_failure f);
+
 struct pirec_camera_status {
   uint64_t frames_captured; /* frames the source delivered (seq of the next frame) */
   uint64_t frames_written;  /* rows written in the current/last trial (== packets in its video) */
@@ -254,10 +229,11 @@ struct pirec_camera_status {
   int encoder_state; /* enum pirec_job_state of the encoder job; -1 without encoder */
   int encoder_pid;   /* 0 when none runs */
   size_t ring_used, ring_capacity;
-  uint64_t source_errors;              /* failed opens and reads (a network stream's end included) */
-  uint64_t reconnects;                 /* times the source was opened again after a failure or end */
-  int last_error;                      /* last negative error seen (source, encoder, sink), or 0 */
-  struct pirec_camera_latency capture; /* capture-thread time per frame: arrival to pushed */
+  uint64_t source_errors;                   /* failed opens and reads (a network stream's end included) */
+  uint64_t reconnects;                      /* times the source was opened again after a failure or end */
+  enum pirec_camera_failure source_failure; /* the failure being retried now, NONE while capturing */
+  int last_error;                           /* last negative error seen (source, encoder, sink), or 0 */
+  struct pirec_camera_latency capture;      /* capture-thread time per frame: arrival to pushed */
   struct pirec_camera_format format;
 };
 
@@ -274,13 +250,9 @@ typedef void (*pirec_camera_snapshot_cb)(struct pirec_camera *cam, int err, void
 int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
                           void *user);
 
-/* Test and benchmark hook, loop thread: while held, the loop takes nothing from the capture ring
- * (as if the disk or the encoder had stalled); frames pile up and the capture thread starts
- * dropping when the ring is full. Releasing resumes draining. */
-void pirec_camera_hold(struct pirec_camera *cam, int hold);
-
 /* Stops the capture thread (joined: at most one frame interval), stops a running trial as
- * trial_stop does, closes every handle, calls cb, then frees cam. Call once. */
+ * trial_stop does, closes every handle, calls cb, then frees cam. Call once; NULL is a no-op (cb
+ * does not run). */
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user);
 
 #endif

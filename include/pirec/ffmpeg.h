@@ -29,7 +29,7 @@
  * crf, gop). */
 struct pirec_ffmpeg_encode {
   const char *program;         /* NULL: "ffmpeg" from PATH */
-  const char *output;          /* required; a path or a pipe (e.g. a FIFO) */
+  const char *output;          /* required; a path, or "pipe:1" for the job's stdout (on_stdout) */
   const char *format;          /* "matroska" (default): short clusters, so a crash loses at most about
                               a second; "h264": Annex B with an access unit delimiter before each
                               frame, so a reader can cut the stream into frames as it arrives */

@@ -11,8 +11,8 @@
  *   3. pirec_job_start(job): spawns the child now. An exec failure (program missing: -ENOENT, not
  *      executable: -EACCES, bad cwd, ...) is returned here, synchronously, and then NO callback runs
  *      for this start. (A job handed to a pirec_job_queue is the one exception, see below.)
- *   4. While it runs: pirec_job_write*() feed stdin, callbacks report lines, progress and drained
- *      writes; pirec_job_close_stdin() signals end of input; pirec_job_stop() asks it to end.
+ *   4. While it runs: pirec_job_write*() feed stdin, callbacks report lines, progress, binary
+ *      stdout (on_stdout) and drained writes; pirec_job_close_stdin() signals end of input; pirec_job_stop() asks it to end.
  *   5. on_end runs exactly once per successful start, when the job is over for good (after the
  *      last restart, if restarts are enabled). The job is then idle: it may be started again or
  *      freed, also from inside on_end.
@@ -137,10 +137,25 @@ struct pirec_job_result {
 
 typedef void (*pirec_job_end_cb)(struct pirec_job *job, const struct pirec_job_result *result);
 /* One line of output without its '\n' (a trailing '\r' is removed too), NUL-terminated, valid only
- * during the callback. fd is 1 or 2. Lines longer than line_max arrive in line_max-sized pieces.
- * Lines of the progress stream go to on_progress instead. */
+ * during the callback. fd is 1, 2, or 3 (lines_fd3). Lines longer than line_max arrive in
+ * line_max-sized pieces. Lines of the progress stream go to on_progress instead, and stdout goes
+ * to on_stdout instead when that is set. */
 typedef void (*pirec_job_line_cb)(struct pirec_job *job, int fd, const char *line, size_t len);
 typedef void (*pirec_job_progress_cb)(struct pirec_job *job, const struct pirec_job_progress *p);
+/* Raw bytes the child wrote to its stdout (a binary stream such as an encoder's output), in order,
+ * cut wherever a read happened to end: one call may hold several of the child's writes or part of
+ * one, and NUL bytes are data like any other.
+ *   - Ownership and lifetime: data is the job's own read buffer, valid only during the call; copy
+ *     what you keep. len > 0.
+ *   - When it runs: on the loop thread, never inside a call to this API, only for the job's
+ *     current run and never after pirec_job_free(). It does run after pirec_job_stop(): what the
+ *     child writes until it exits is still delivered, and all of a run's bytes are delivered
+ *     before on_restart or on_end reports that run (unless a grandchild kept the pipe open past
+ *     the exit; see the EOF grace in job.c, which drops the rest).
+ *   - Back-pressure: none inside the job. Bytes are read as fast as the loop turns; a callback
+ *     that takes long slows the loop, the kernel pipe fills, and the child then blocks in write().
+ * Setting it needs stdio[1] PIREC_JOB_STDIO_PIPE and progress_fd != 1; on_line then sees no fd 1. */
+typedef void (*pirec_job_stdout_cb)(struct pirec_job *job, const uint8_t *data, size_t len);
 /* A queued stdin write completed; outstanding is the number of bytes still queued. A write that
  * went into the pipe whole at once (see pirec_job_write) completes without this callback, but a
  * caller refused with -ENOBUFS always gets one later (something was queued), so "offer until
@@ -169,6 +184,9 @@ struct pirec_job_options {
    * (which must be PIREC_JOB_STDIO_PIPE); 3 an extra pipe given to the child as fd 3, so
    * "-progress pipe:3" leaves stdout and stderr free. */
   int progress_fd;
+  /* 1: give the child an extra pipe as fd 3 whose lines go to on_line with fd 3 (a side channel
+   * such as rpicam-vid's "--metadata /proc/self/fd/3"). Not together with progress_fd 3. */
+  int lines_fd3;
 
   size_t stdin_max_outstanding; /* bytes queued in uv_write at most; default 4 MiB */
   size_t stdin_pipe_size;       /* F_SETPIPE_SZ on the stdin pipe (EPERM ignored); 0: 1 MiB; set
@@ -195,6 +213,7 @@ struct pirec_job_options {
 
   pirec_job_end_cb on_end;           /* may be NULL */
   pirec_job_line_cb on_line;         /* may be NULL: lines are dropped (stderr tail still kept) */
+  pirec_job_stdout_cb on_stdout;     /* may be NULL: stdout is cut into lines for on_line */
   pirec_job_progress_cb on_progress; /* may be NULL */
   pirec_job_drain_cb on_drain;       /* may be NULL */
   pirec_job_restart_cb on_restart;   /* may be NULL */

@@ -41,17 +41,6 @@ struct pirec_camera_source {
   struct pirec__rpicam *rpicam;
 };
 
-char *pirec__camera_strdupf(const char *fmt, ...)
-{
-  va_list ap;
-  char *out = NULL;
-  va_start(ap, fmt);
-  if (vasprintf(&out, fmt, ap) < 0)
-    out = NULL;
-  va_end(ap);
-  return out;
-}
-
 void pirec_camera_settings_default(struct pirec_camera_settings *s)
 {
   memset(s, 0, sizeof *s);
@@ -171,69 +160,69 @@ static int setup_annexb(struct pirec_camera_source *src, AVCodecParameters *par,
   return src->out_pkt ? 0 : AVERROR(ENOMEM);
 }
 
-static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_source *src, char **message)
+/* lavfi: the size and rate are appended to the source filter's own options ("testsrc2" or
+ * "testsrc2=alpha=0"); lavfi renders as fast as it is read, a camera delivers at its rate. */
+static const AVInputFormat *lavfi_input(const struct pirec_camera_settings *s,
+                                        struct pirec_camera_source *src, char *url, size_t cap)
 {
-  const AVInputFormat *ifmt = NULL;
-  AVDictionary *opts = NULL;
-  char url[PIREC_CAMERA_PATH_MAX + 128];
+  snprintf(url, cap, "%s%csize=%dx%d:rate=%d/%d", s->source, strchr(s->source, '=') ? ':' : '=',
+           s->width > 0 ? s->width : 1280, s->height > 0 ? s->height : 720, s->fps_num > 0 ? s->fps_num : 30,
+           s->fps_num > 0 && s->fps_den > 0 ? s->fps_den : 1);
+  src->pace = 1;
+  return av_find_input_format("lavfi");
+}
+
+static const AVInputFormat *v4l2_input(const struct pirec_camera_settings *s, char *url, size_t cap,
+                                       AVDictionary **opts)
+{
   char text[64];
+
+  snprintf(url, cap, "%s", s->source);
+  if (s->width > 0 && s->height > 0) {
+    snprintf(text, sizeof text, "%dx%d", s->width, s->height);
+    av_dict_set(opts, "video_size", text, 0);
+  }
+  if (s->fps_num > 0) {
+    snprintf(text, sizeof text, "%d/%d", s->fps_num, s->fps_den > 0 ? s->fps_den : 1);
+    av_dict_set(opts, "framerate", text, 0);
+  }
+  if (s->input_format[0])
+    av_dict_set(opts, "input_format", s->input_format, 0);
+  /* "default" keeps the kernel's buffer timestamps (CLOCK_MONOTONIC) as the packets' pts. */
+  av_dict_set(opts, "timestamps", "default", 0);
+  return av_find_input_format("video4linux2");
+}
+
+/* A camera that stops sending must end the read (then the capture thread reconnects) rather than
+ * block it forever; RTSP over TCP survives lossy networks where UDP drops whole frames. Options a
+ * protocol does not know are ignored. */
+static void url_input(const struct pirec_camera_settings *s, struct pirec_camera_source *src, char *url,
+                      size_t cap, AVDictionary **opts)
+{
+  int network = pirec__camera_source_is_network(s);
+
+  snprintf(url, cap, "%s", s->source);
+  src->pace = s->realtime >= 0 ? s->realtime : !network;
+  if (strncmp(s->source, "rtsp://", 7) == 0 || strncmp(s->source, "rtsps://", 8) == 0) {
+    av_dict_set(opts, "rtsp_transport", "tcp", 0);
+    av_dict_set(opts, "timeout", "5000000", 0);
+  } else if (network) {
+    av_dict_set(opts, "rw_timeout", "5000000", 0);
+  }
+}
+
+/* Opens url and picks its video stream (src->stream); the others are discarded. */
+static int lav_connect(const struct pirec_camera_settings *s, struct pirec_camera_source *src,
+                       const char *url, const AVInputFormat *ifmt, AVDictionary **opts, char **message)
+{
   int r;
 
-  avdevice_register_all();
-  src->pace_first_ts = INT64_MIN;
-  if (s->kind == PIREC_CAMERA_LAVFI) {
-    ifmt = av_find_input_format("lavfi");
-    /* Options are appended to the source filter's own: "testsrc2" or "testsrc2=alpha=0". */
-    snprintf(url, sizeof url, "%s%csize=%dx%d:rate=%d/%d", s->source, strchr(s->source, '=') ? ':' : '=',
-             s->width > 0 ? s->width : 1280, s->height > 0 ? s->height : 720,
-             s->fps_num > 0 ? s->fps_num : 30, s->fps_num > 0 && s->fps_den > 0 ? s->fps_den : 1);
-    /* lavfi renders as fast as it is read; a camera delivers at its rate. */
-    src->pace = 1;
-  } else if (s->kind == PIREC_CAMERA_V4L2) {
-    ifmt = av_find_input_format("video4linux2");
-    snprintf(url, sizeof url, "%s", s->source);
-    if (s->width > 0 && s->height > 0) {
-      snprintf(text, sizeof text, "%dx%d", s->width, s->height);
-      av_dict_set(&opts, "video_size", text, 0);
-    }
-    if (s->fps_num > 0) {
-      snprintf(text, sizeof text, "%d/%d", s->fps_num, s->fps_den > 0 ? s->fps_den : 1);
-      av_dict_set(&opts, "framerate", text, 0);
-    }
-    if (s->input_format[0])
-      av_dict_set(&opts, "input_format", s->input_format, 0);
-    /* "default" keeps the kernel's buffer timestamps (CLOCK_MONOTONIC) as the packets' pts. */
-    av_dict_set(&opts, "timestamps", "default", 0);
-  } else {
-    snprintf(url, sizeof url, "%s", s->source);
-    int network = pirec__camera_source_is_network(s);
-    src->pace = s->realtime >= 0 ? s->realtime : !network;
-    /* A camera that stops sending must end the read (then the capture thread reconnects) rather
-     * than block it forever; RTSP over TCP survives lossy networks where UDP drops whole frames.
-     * Options a protocol does not know are ignored. */
-    if (strncmp(s->source, "rtsp://", 7) == 0 || strncmp(s->source, "rtsps://", 8) == 0) {
-      av_dict_set(&opts, "rtsp_transport", "tcp", 0);
-      av_dict_set(&opts, "timeout", "5000000", 0);
-    } else if (network) {
-      av_dict_set(&opts, "rw_timeout", "5000000", 0);
-    }
-  }
-  if ((s->kind == PIREC_CAMERA_LAVFI || s->kind == PIREC_CAMERA_V4L2) && !ifmt) {
-    *message = pirec__camera_strdupf("this FFmpeg has no '%s' input device",
-                                     s->kind == PIREC_CAMERA_LAVFI ? "lavfi" : "video4linux2");
-    av_dict_free(&opts);
-    return AVERROR_DEMUXER_NOT_FOUND;
-  }
-
   src->ic = avformat_alloc_context();
-  if (!src->ic) {
-    av_dict_free(&opts);
+  if (!src->ic)
     return AVERROR(ENOMEM);
-  }
   src->ic->interrupt_callback.callback = interrupt_cb;
   src->ic->interrupt_callback.opaque = src;
-  r = avformat_open_input(&src->ic, url, ifmt, &opts);
-  av_dict_free(&opts);
+  r = avformat_open_input(&src->ic, url, ifmt, opts);
   if (r < 0) {
     *message = pirec__camera_strdupf("cannot open '%s': %s", url, av_err2str(r));
     return r;
@@ -248,12 +237,20 @@ static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_s
     return r;
   }
   src->stream = r;
-  AVStream *st = src->ic->streams[r];
-  AVCodecParameters *par = st->codecpar;
-  src->tb = st->time_base;
+  src->tb = src->ic->streams[r]->time_base;
   for (unsigned i = 0; i < src->ic->nb_streams; i++)
     if ((int)i != src->stream)
       src->ic->streams[i]->discard = AVDISCARD_ALL;
+  return 0;
+}
+
+/* src->fmt from the chosen stream; raw frames need a known pixel format, H.264/HEVC the Annex B
+ * set-up. */
+static int lav_format(const struct pirec_camera_settings *s, struct pirec_camera_source *src, const char *url,
+                      char **message)
+{
+  AVStream *st = src->ic->streams[src->stream];
+  AVCodecParameters *par = st->codecpar;
 
   src->fmt.codec = map_codec(par->codec_id);
   src->fmt.width = par->width;
@@ -274,9 +271,36 @@ static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_s
     snprintf(src->fmt.pix_fmt, sizeof src->fmt.pix_fmt, "%s", pix);
     src->fmt.frame_bytes = (size_t)size;
   } else if (src->fmt.codec == PIREC_CAMERA_CODEC_H264 || src->fmt.codec == PIREC_CAMERA_CODEC_HEVC) {
-    if ((r = setup_annexb(src, par, message)) < 0)
-      return r;
+    return setup_annexb(src, par, message);
   }
+  return 0;
+}
+
+static int lav_open(const struct pirec_camera_settings *s, struct pirec_camera_source *src, char **message)
+{
+  const AVInputFormat *ifmt = NULL;
+  AVDictionary *opts = NULL;
+  char url[PIREC_CAMERA_PATH_MAX + 128];
+  int r;
+
+  avdevice_register_all();
+  src->pace_first_ts = INT64_MIN;
+  if (s->kind == PIREC_CAMERA_LAVFI)
+    ifmt = lavfi_input(s, src, url, sizeof url);
+  else if (s->kind == PIREC_CAMERA_V4L2)
+    ifmt = v4l2_input(s, url, sizeof url, &opts);
+  else
+    url_input(s, src, url, sizeof url, &opts);
+  if ((s->kind == PIREC_CAMERA_LAVFI || s->kind == PIREC_CAMERA_V4L2) && !ifmt) {
+    *message = pirec__camera_strdupf("this FFmpeg has no '%s' input device",
+                                     s->kind == PIREC_CAMERA_LAVFI ? "lavfi" : "video4linux2");
+    av_dict_free(&opts);
+    return AVERROR_DEMUXER_NOT_FOUND;
+  }
+  r = lav_connect(s, src, url, ifmt, &opts, message);
+  av_dict_free(&opts);
+  if (r < 0 || (r = lav_format(s, src, url, message)) < 0)
+    return r;
   src->pkt = av_packet_alloc();
   return src->pkt ? 0 : AVERROR(ENOMEM);
 }

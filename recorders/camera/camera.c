@@ -164,7 +164,11 @@ struct pirec_camera {
   _Atomic uint64_t source_errors;
   _Atomic uint64_t reconnects;
   atomic_int last_error;
+  atomic_int source_failure; /* enum pirec_camera_failure */
   struct hist capture_hist;
+  /* nap() waits on stop_cond, so a close wakes a capture thread waiting to retry */
+  pthread_mutex_t stop_lock;
+  pthread_cond_t stop_cond;
 
   /* Events from the capture thread (rare: errors, reconnects), under ev_lock. */
   pthread_mutex_t ev_lock;
@@ -175,14 +179,10 @@ struct pirec_camera {
   /* Loop thread. */
   uv_async_t async;
   uv_timer_t timer; /* deferred completions */
-  uv_poll_t fifo_poll;
   int handles;
-  int has_poll, has_async, has_timer;
+  int has_async, has_timer;
   int started;
   int held;
-  char fifo[96];
-  int fifo_rd, fifo_wr;
-  int polling;
   /* Records taken from the ring, in order; a record's space is released once it and all before it
    * are done (borrowed encoder writes finish asynchronously). */
   uint8_t *infl_done;
@@ -274,160 +274,279 @@ static void deliver_events(struct pirec_camera *cam)
 
 /* ---- capture thread ---- */
 
-/* Sleeps up to ns unless asked to stop; 1 when stopping. */
+/* Sleeps up to ns unless asked to stop; 1 when stopping. pirec_camera_close() signals stop_cond,
+ * so a long retry delay never holds up a close. */
 static int nap(struct pirec_camera *cam, int64_t ns)
 {
-  int64_t end = pirec_clock_mono_ns() + ns;
-  while (!atomic_load(&cam->stop)) {
-    int64_t left = end - pirec_clock_mono_ns();
-    if (left <= 0)
-      return 0;
-    if (left > 50000000)
-      left = 50000000;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = left};
-    nanosleep(&ts, NULL);
+  struct timespec until;
+  int stopping;
+
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += ns / 1000000000;
+  until.tv_nsec += ns % 1000000000;
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
   }
-  return 1;
+  pthread_mutex_lock(&cam->stop_lock);
+  while (!(stopping = atomic_load(&cam->stop)) &&
+         pthread_cond_timedwait(&cam->stop_cond, &cam->stop_lock, &until) == 0) {
+  }
+  pthread_mutex_unlock(&cam->stop_lock);
+  return stopping || atomic_load(&cam->stop);
+}
+
+/* The capture thread's own state; nothing here is shared. */
+struct capture {
+  struct pirec_camera *cam;
+  int64_t period;       /* frame interval, 0 when the rate is unknown */
+  int64_t prev_dev;     /* device time of the last frame that had one, INT64_MIN: none yet */
+  int64_t prev_arrival; /* arrival of the last frame, INT64_MIN: none yet */
+  int64_t since_dev;    /* frames since the last one with a device time */
+  uint64_t gap_carry;   /* device drops not yet carried by a ring record */
+  uint64_t seq;
+  int64_t backoff;                   /* delay before the next retry */
+  enum pirec_camera_failure failing; /* class of the failure being retried, NONE while it works */
+  int reconnected;                   /* the next frame is the first of a reopened source */
+};
+
+/* Every capture failure gets its class here and nowhere else. */
+static enum pirec_camera_failure classify(int err)
+{
+  switch (err) {
+  case -ENOENT: /* a device node or program that is not there */
+  case -ENODEV: /* unplugged */
+  case -ENXIO:
+  case -EHOSTUNREACH:
+  case -ENETUNREACH: return PIREC_CAMERA_FAILURE_DEVICE_MISSING;
+  case -EINVAL: /* the device or program refused these settings */
+  case -ENOTSUP:
+  case AVERROR_DEMUXER_NOT_FOUND:
+  case AVERROR_DECODER_NOT_FOUND:
+  case AVERROR_BSF_NOT_FOUND:
+  case AVERROR_PROTOCOL_NOT_FOUND:
+  case AVERROR_OPTION_NOT_FOUND: return PIREC_CAMERA_FAILURE_FATAL;
+  default: return PIREC_CAMERA_FAILURE_TRANSIENT;
+  }
+}
+
+/* What the capture thread does about each class: retry delays (doubling from min to max), or stop. */
+struct capture_policy {
+  int64_t backoff_min_ns, backoff_max_ns;
+  int stop;
+};
+
+static struct capture_policy capture_policy(enum pirec_camera_failure f)
+{
+  switch (f) {
+  case PIREC_CAMERA_FAILURE_NONE:
+  case PIREC_CAMERA_FAILURE_TRANSIENT: return (struct capture_policy){100000000, 5000000000, 0};
+  /* A camera that is not there comes back when someone plugs it in: look less often. */
+  case PIREC_CAMERA_FAILURE_DEVICE_MISSING: return (struct capture_policy){1000000000, 10000000000, 0};
+  case PIREC_CAMERA_FAILURE_FATAL: break;
+  }
+  return (struct capture_policy){0, 0, 1};
+}
+
+const char *pirec_camera_failure_str(enum pirec_camera_failure f)
+{
+  switch (f) {
+  case PIREC_CAMERA_FAILURE_NONE: return "none";
+  case PIREC_CAMERA_FAILURE_TRANSIENT: return "transient";
+  case PIREC_CAMERA_FAILURE_DEVICE_MISSING: return "device missing";
+  case PIREC_CAMERA_FAILURE_FATAL: return "fatal configuration";
+  }
+  return "unknown";
+}
+
+/* A source open or read failed (what says which, with the error's text): counts it, reports it once
+ * per class, and waits as the class's policy says. Returns 1 when the thread is to end. */
+static int capture_failed(struct capture *c, int err, const char *what)
+{
+  struct pirec_camera *cam = c->cam;
+  enum pirec_camera_failure f = classify(err);
+  struct capture_policy p = capture_policy(f);
+
+  atomic_fetch_add(&cam->source_errors, 1);
+  atomic_store(&cam->last_error, err);
+  atomic_store(&cam->source_failure, (int)f);
+  if (f != c->failing || p.stop) {
+    c->backoff = p.backoff_min_ns;
+    if (p.stop)
+      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s (%s); capture stopped", cam->s.name,
+                 what, pirec_camera_failure_str(f));
+    else
+      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s (%s); retrying in %lld ms",
+                 cam->s.name, what, pirec_camera_failure_str(f), (long long)(c->backoff / 1000000));
+  }
+  c->failing = f;
+  if (p.stop) {
+    while (!nap(cam, 1000000000)) {
+    }
+    return 1;
+  }
+  if (nap(cam, c->backoff))
+    return 1;
+  c->backoff = c->backoff * 2 > p.backoff_max_ns ? p.backoff_max_ns : c->backoff * 2;
+  return 0;
+}
+
+/* Opens the source again after a failure. Returns 0 (cam->src is set), 1 to try again, -1 when the
+ * thread is to end. */
+static int capture_reopen(struct capture *c)
+{
+  struct pirec_camera *cam = c->cam;
+  struct pirec_camera_source *src;
+  struct pirec_camera_format f;
+  char *msg = NULL;
+  int r = pirec_camera_source_open(&cam->s, &src, &msg);
+
+  if (r < 0) {
+    int end = capture_failed(c, r, msg ? msg : pirec_strerror(r));
+    free(msg);
+    return end ? -1 : 1;
+  }
+  pirec_camera_source_format(src, &f);
+  if (f.codec != cam->fmt.codec || f.frame_bytes != cam->fmt.frame_bytes) {
+    pirec_camera_source_free(src);
+    return capture_failed(c, -EAGAIN, "the source came back with another format") ? -1 : 1;
+  }
+  pthread_mutex_lock(&cam->src_lock);
+  cam->src = src;
+  pthread_mutex_unlock(&cam->src_lock);
+  if (atomic_load(&cam->stop))
+    return -1;
+  atomic_fetch_add_explicit(&cam->reconnects, 1, memory_order_relaxed);
+  atomic_store(&cam->source_failure, PIREC_CAMERA_FAILURE_NONE);
+  post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected", cam->s.name,
+             cam->label);
+  c->failing = PIREC_CAMERA_FAILURE_NONE;
+  c->backoff = capture_policy(PIREC_CAMERA_FAILURE_TRANSIENT).backoff_min_ns;
+  if (!f.device_clock_continuous) {
+    c->prev_dev = INT64_MIN; /* a new timeline: the gap is measured from arrival times */
+    c->since_dev = 0;
+  }
+  return 0;
+}
+
+/* A read failed: a file that ends is over (1: the thread ends); anything else, a network stream
+ * that ends included (an RTSP server or TCP peer closing the connection), closes the source for a
+ * reopen after the policy's delay. */
+static int capture_read_failed(struct capture *c, struct pirec_camera_source *src, int r)
+{
+  struct pirec_camera *cam = c->cam;
+  char what[PIREC_CAMERA_PATH_MAX + 128];
+
+  atomic_store(&cam->last_error, r);
+  if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
+    post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name, cam->label);
+    while (!nap(cam, 1000000000)) {
+    }
+    return 1;
+  }
+  pthread_mutex_lock(&cam->src_lock);
+  cam->src = NULL;
+  pthread_mutex_unlock(&cam->src_lock);
+  pirec_camera_source_free(src);
+  c->reconnected = 1;
+  snprintf(what, sizeof what, "reading '%s' failed: %s", cam->label, pirec_strerror(r));
+  return capture_failed(c, r, what);
+}
+
+/* Frames the device skipped before f: from its timestamps when it has them, else (after a reconnect
+ * of a source whose clock starts again) from the arrival times. */
+static uint64_t device_gap(struct capture *c, const struct pirec_camera_frame *f)
+{
+  uint64_t gap = 0;
+
+  c->since_dev++;
+  if (c->period > 0) {
+    /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
+     * metadata block came too late has none, and is not a loss) */
+    int64_t dt = -1, steps = 1;
+    if (f->device_ts_ns != INT64_MIN && c->prev_dev != INT64_MIN) {
+      dt = f->device_ts_ns - c->prev_dev;
+      steps = c->since_dev;
+    } else if (c->reconnected && c->prev_arrival != INT64_MIN) {
+      dt = f->arrival_mono_ns - c->prev_arrival;
+    }
+    int64_t intervals = dt > 0 ? (dt + c->period / 2) / c->period : 0;
+    if (intervals > steps)
+      gap = (uint64_t)(intervals - steps);
+  }
+  c->reconnected = 0;
+  if (f->device_ts_ns != INT64_MIN) {
+    c->prev_dev = f->device_ts_ns;
+    c->since_dev = 0;
+  }
+  c->prev_arrival = f->arrival_mono_ns;
+  return gap;
+}
+
+/* Puts the frame into the ring with its header, or counts it lost. */
+static void push_frame(struct capture *c, const struct pirec_camera_frame *f)
+{
+  struct pirec_camera *cam = c->cam;
+  void *dst;
+
+  if (cam->raw && f->len != cam->fmt.frame_bytes) {
+    /* a short or padded buffer cannot be encoded: count it like a lost frame */
+    atomic_fetch_add_explicit(&cam->drops_device, 1, memory_order_relaxed);
+    c->gap_carry++;
+    atomic_store_explicit(&cam->captured, ++c->seq, memory_order_relaxed);
+    return;
+  }
+  if (pirec_ring_reserve(cam->ring, sizeof(struct frame_hdr) + f->len, &dst) == 0) {
+    struct frame_hdr h = {.seq = c->seq,
+                          .mono_ns = f->arrival_mono_ns,
+                          .wall_ns = f->arrival_wall_ns,
+                          .device_ts_ns = f->device_ts_ns,
+                          .gap_drops = c->gap_carry,
+                          .len = f->len};
+    memcpy(dst, &h, sizeof h);
+    memcpy((uint8_t *)dst + sizeof h, f->data, f->len);
+    pirec_ring_commit(cam->ring, sizeof h + f->len);
+    c->gap_carry = 0;
+    uv_async_send(&cam->async);
+  }
+  /* else: the ring counted the drop; this frame's gap_carry waits for the next one */
+  atomic_store_explicit(&cam->captured, ++c->seq, memory_order_relaxed);
+  hist_add(&cam->capture_hist, pirec_clock_mono_ns() - f->arrival_mono_ns);
 }
 
 static void *capture_main(void *arg)
 {
   struct pirec_camera *cam = arg;
+  struct capture c = {.cam = cam, .prev_dev = INT64_MIN, .prev_arrival = INT64_MIN};
   char tname[16];
-  int64_t period = cam->fmt.fps_num > 0 ? (int64_t)1000000000 * cam->fmt.fps_den / cam->fmt.fps_num : 0;
-  int64_t prev_dev = INT64_MIN, prev_arrival = INT64_MIN;
-  uint64_t gap_carry = 0, seq = 0;
-  int64_t since_dev = 0;
-  int64_t backoff = 100000000;
-  int reconnected = 0, failing = 0;
 
+  c.period = cam->fmt.fps_num > 0 ? (int64_t)1000000000 * cam->fmt.fps_den / cam->fmt.fps_num : 0;
+  c.backoff = capture_policy(PIREC_CAMERA_FAILURE_TRANSIENT).backoff_min_ns;
   snprintf(tname, sizeof tname, "cam-%.11s", cam->s.name);
   pthread_setname_np(pthread_self(), tname);
 
   while (!atomic_load(&cam->stop)) {
-    struct pirec_camera_source *src = cam->src;
-    if (!src) {
-      char *msg = NULL;
-      int r = pirec_camera_source_open(&cam->s, &src, &msg);
-      if (r < 0) {
-        atomic_fetch_add(&cam->source_errors, 1);
-        atomic_store(&cam->last_error, r);
-        if (!failing)
-          post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': %s; retrying", cam->s.name,
-                     msg ? msg : pirec_strerror(r));
-        failing = 1;
-        free(msg);
-        if (nap(cam, backoff))
-          break;
-        backoff = backoff * 2 > 5000000000 ? 5000000000 : backoff * 2;
-        continue;
-      }
-      struct pirec_camera_format f;
-      pirec_camera_source_format(src, &f);
-      if (f.codec != cam->fmt.codec || f.frame_bytes != cam->fmt.frame_bytes) {
-        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR,
-                   "camera '%s': the source came back with another format; retrying", cam->s.name);
-        pirec_camera_source_free(src);
-        if (nap(cam, backoff))
-          break;
-        continue;
-      }
-      pthread_mutex_lock(&cam->src_lock);
-      cam->src = src;
-      pthread_mutex_unlock(&cam->src_lock);
-      if (atomic_load(&cam->stop))
-        break;
-      atomic_fetch_add_explicit(&cam->reconnects, 1, memory_order_relaxed);
-      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_RECONNECTED, "camera '%s': source '%s' reconnected",
-                 cam->s.name, cam->label);
-      failing = 0;
-      backoff = 100000000;
-      if (!f.device_clock_continuous) {
-        prev_dev = INT64_MIN; /* a new timeline: the gap is measured from arrival times */
-        since_dev = 0;
-      }
-    }
-
     struct pirec_camera_frame f;
-    int r = pirec_camera_source_read(src, &f);
+    int r;
+
+    if (!cam->src && (r = capture_reopen(&c)) != 0) {
+      if (r < 0)
+        break;
+      continue;
+    }
+    r = pirec_camera_source_read(cam->src, &f);
     if (r == -EINTR)
       continue;
     if (r < 0) {
-      atomic_store(&cam->last_error, r);
-      /* A file that ends is over; a network stream that ends (an RTSP server or TCP peer closing
-       * the connection) is a camera gone away, reconnected like any other failure. */
-      if (r == AVERROR_EOF && cam->s.kind == PIREC_CAMERA_URL && !pirec__camera_source_is_network(&cam->s)) {
-        post_event(cam, PIREC_CAMERA_EVENT_SOURCE_EOF, "camera '%s': '%s' ended", cam->s.name, cam->label);
-        while (!nap(cam, 1000000000)) {
-        }
+      if (capture_read_failed(&c, cam->src, r))
         break;
-      }
-      atomic_fetch_add(&cam->source_errors, 1);
-      post_event(cam, PIREC_CAMERA_EVENT_SOURCE_ERROR, "camera '%s': reading '%s' failed: %s; reconnecting",
-                 cam->s.name, cam->label, pirec_strerror(r));
-      pthread_mutex_lock(&cam->src_lock);
-      cam->src = NULL;
-      pthread_mutex_unlock(&cam->src_lock);
-      pirec_camera_source_free(src);
-      reconnected = 1;
-      failing = 1;
-      nap(cam, backoff);
       continue;
     }
-
-    /* Frames the device skipped: from its timestamps when it has them, else (after a reconnect
-     * of a source whose clock starts again) from the arrival times. */
-    uint64_t gap = 0;
-    since_dev++;
-    if (period > 0) {
-      /* steps: frame intervals since the last frame with a device timestamp (a frame whose rpicam
-       * metadata block came too late has none, and is not a loss) */
-      int64_t dt = -1, steps = 1;
-      if (f.device_ts_ns != INT64_MIN && prev_dev != INT64_MIN) {
-        dt = f.device_ts_ns - prev_dev;
-        steps = since_dev;
-      } else if (reconnected && prev_arrival != INT64_MIN) {
-        dt = f.arrival_mono_ns - prev_arrival;
-      }
-      int64_t intervals = dt > 0 ? (dt + period / 2) / period : 0;
-      if (intervals > steps)
-        gap = (uint64_t)(intervals - steps);
-    }
-    reconnected = 0;
-    if (f.device_ts_ns != INT64_MIN) {
-      prev_dev = f.device_ts_ns;
-      since_dev = 0;
-    }
-    prev_arrival = f.arrival_mono_ns;
+    uint64_t gap = device_gap(&c, &f);
     if (gap)
       atomic_fetch_add_explicit(&cam->drops_device, gap, memory_order_relaxed);
-    gap_carry += gap;
-
-    if (cam->raw && f.len != cam->fmt.frame_bytes) {
-      /* a short or padded buffer cannot be encoded: count it like a lost frame */
-      atomic_fetch_add_explicit(&cam->drops_device, 1, memory_order_relaxed);
-      gap_carry++;
-      atomic_store_explicit(&cam->captured, ++seq, memory_order_relaxed);
-      continue;
-    }
-
-    void *dst;
-    if (pirec_ring_reserve(cam->ring, sizeof(struct frame_hdr) + f.len, &dst) == 0) {
-      struct frame_hdr h = {.seq = seq,
-                            .mono_ns = f.arrival_mono_ns,
-                            .wall_ns = f.arrival_wall_ns,
-                            .device_ts_ns = f.device_ts_ns,
-                            .gap_drops = gap_carry,
-                            .len = f.len};
-      memcpy(dst, &h, sizeof h);
-      memcpy((uint8_t *)dst + sizeof h, f.data, f.len);
-      pirec_ring_commit(cam->ring, sizeof h + f.len);
-      gap_carry = 0;
-      uv_async_send(&cam->async);
-    }
-    /* else: the ring counted the drop; this frame's gap_carry waits for the next one */
-    atomic_store_explicit(&cam->captured, ++seq, memory_order_relaxed);
-    hist_add(&cam->capture_hist, pirec_clock_mono_ns() - f.arrival_mono_ns);
+    c.gap_carry += gap;
+    push_frame(&c, &f);
   }
   return NULL;
 }
@@ -456,15 +575,10 @@ static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, i
   char buf[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_csv_row_i64(&row, t->number);
-  pirec_csv_row_i64(&row, mono);
-  pirec_csv_row_i64(&row, wall);
+  pirec_csv_row_lead(&row, t->number, mono, wall);
   pirec_csv_row_u64(&row, t->rows);
   pirec_csv_row_u64(&row, seq);
-  if (dev != INT64_MIN)
-    pirec_csv_row_i64(&row, dev);
-  else
-    pirec_csv_row_empty(&row);
+  pirec_csv_row_time(&row, dev); /* INT64_MIN (no device time) is PIREC_CSV_NO_TIME: empty */
   pirec_csv_row_u64(&row, dropped);
   pirec_csv_row_u64(&row, bytes);
   if (offset >= 0)
@@ -522,34 +636,108 @@ static void feeding_done(struct pirec_camera *cam, struct trial *t)
   uv_timer_start(&cam->timer, snap_check, 0, 0);
 }
 
+/* The record in cur is finished with: its ring space can go once those before it have. */
+static void cur_done(struct pirec_camera *cam)
+{
+  mark_done(cam, cam->cur_abs);
+  cam->cur_valid = 0;
+}
+
+/* A pending snapshot gets a copy of the frame just taken. */
+static void snap_offer(struct pirec_camera *cam, const struct frame_hdr *h, const uint8_t *payload)
+{
+  struct snapshot *sn = cam->snap;
+
+  if (!sn || sn->have_frame)
+    return;
+  sn->frame = malloc(h->len);
+  if (sn->frame) {
+    memcpy(sn->frame, payload, h->len);
+    sn->len = h->len;
+  }
+  sn->have_frame = 1;
+  uv_timer_start(&cam->timer, snap_check, 0, 0);
+}
+
+/* Takes the next ring record into cur. 0 when there is none, or when too many wait for their
+ * borrowed encoder writes; a stopping trial whose last frame is in then ends its feeding. */
+static int take_cur(struct pirec_camera *cam)
+{
+  if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
+    return 0;
+  if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
+    if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
+      feeding_done(cam, cam->trial);
+    return 0;
+  }
+  const struct frame_hdr *h = cam->cur.data;
+  cam->cur_abs = cam->infl_taken++;
+  cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
+  cam->cur_valid = 1;
+  snap_offer(cam, h, (const uint8_t *)cam->cur.data + sizeof *h);
+  return 1;
+}
+
+/* Raw frames: a borrowed write into the encoder's stdin (the ring keeps the bytes until it
+ * completes) and the frame's times queued for its access unit. Returns 1 when the encoder is
+ * behind: the frame stays in cur and on_drain resumes. */
+static int feed_encoder(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
+                        const uint8_t *payload)
+{
+  struct pirec_job_stats js;
+
+  if (t->job)
+    pirec_job_stats(t->job, &js);
+  if (!t->job || js.state != PIREC_JOB_RUNNING || t->meta_count == t->meta_cap) {
+    drop_cur(cam, &cam->drops_encoder);
+    cur_done(cam);
+    return 0;
+  }
+  uv_buf_t b = uv_buf_init((char *)payload, (unsigned)h->len);
+  int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release, (void *)(uintptr_t)cam->cur_abs);
+  if (r == -ENOBUFS)
+    return 1;
+  if (r < 0) {
+    drop_cur(cam, &cam->drops_encoder);
+    cur_done(cam);
+    return 0;
+  }
+  cam->borrowed_out++;
+  struct meta *m = &t->meta[(t->meta_head + t->meta_count++) % t->meta_cap];
+  m->seq = h->seq;
+  m->mono_ns = h->mono_ns;
+  m->wall_ns = h->wall_ns;
+  m->device_ts_ns = h->device_ts_ns;
+  m->dropped = cam->cur_dropped + cam->pending;
+  cam->pending = 0;
+  cam->cur_valid = 0;
+  return 0;
+}
+
+/* Compressed frames: straight into the video file, with their row. */
+static void write_compressed(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
+                             const uint8_t *payload)
+{
+  if (!sink_has_room(t->video, h->len) || pirec_sink_push(t->video, payload, h->len) < 0) {
+    drop_cur(cam, &cam->drops_sink);
+  } else {
+    write_row(cam, t, h->seq, h->mono_ns, h->wall_ns, h->device_ts_ns, cam->cur_dropped + cam->pending,
+              h->len, (int64_t)t->video_offset);
+    cam->pending = 0;
+    t->video_offset += h->len;
+  }
+  cur_done(cam);
+}
+
+/* Moves frames from the ring to the trial (or discards them when none records) until the ring is
+ * empty or the encoder is behind. */
 static void drain(struct pirec_camera *cam)
 {
   if (cam->held || !cam->ring)
     return;
   for (;;) {
-    if (!cam->cur_valid) {
-      if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
-        break;
-      if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
-        if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
-          feeding_done(cam, cam->trial);
-        break;
-      }
-      const struct frame_hdr *h = cam->cur.data;
-      cam->cur_abs = cam->infl_taken++;
-      cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
-      cam->cur_valid = 1;
-      struct snapshot *sn = cam->snap;
-      if (sn && !sn->have_frame) {
-        sn->frame = malloc(h->len);
-        if (sn->frame) {
-          memcpy(sn->frame, (const uint8_t *)cam->cur.data + sizeof *h, h->len);
-          sn->len = h->len;
-        }
-        sn->have_frame = 1;
-        uv_timer_start(&cam->timer, snap_check, 0, 0);
-      }
-    }
+    if (!cam->cur_valid && !take_cur(cam))
+      break;
     struct frame_hdr h;
     memcpy(&h, cam->cur.data, sizeof h);
     const uint8_t *payload = (const uint8_t *)cam->cur.data + sizeof h;
@@ -560,52 +748,12 @@ static void drain(struct pirec_camera *cam)
         feeding_done(cam, t);
       cam->frames_idle++;
       cam->pending = 0;
-      mark_done(cam, cam->cur_abs);
-      cam->cur_valid = 0;
-      continue;
+      cur_done(cam);
+    } else if (!cam->raw) {
+      write_compressed(cam, t, &h, payload);
+    } else if (feed_encoder(cam, t, &h, payload)) {
+      break;
     }
-    if (cam->raw) {
-      struct pirec_job_stats js;
-      if (t->job)
-        pirec_job_stats(t->job, &js);
-      if (!t->job || js.state != PIREC_JOB_RUNNING || t->meta_count == t->meta_cap) {
-        drop_cur(cam, &cam->drops_encoder);
-        mark_done(cam, cam->cur_abs);
-        cam->cur_valid = 0;
-        continue;
-      }
-      uv_buf_t b = uv_buf_init((char *)payload, (unsigned)h.len);
-      int r = pirec_job_write_borrowed(t->job, &b, 1, borrowed_release, (void *)(uintptr_t)cam->cur_abs);
-      if (r == -ENOBUFS)
-        break; /* the encoder is behind: the ring holds the frame; on_drain resumes */
-      if (r < 0) {
-        drop_cur(cam, &cam->drops_encoder);
-        mark_done(cam, cam->cur_abs);
-        cam->cur_valid = 0;
-        continue;
-      }
-      cam->borrowed_out++;
-      struct meta *m = &t->meta[(t->meta_head + t->meta_count++) % t->meta_cap];
-      m->seq = h.seq;
-      m->mono_ns = h.mono_ns;
-      m->wall_ns = h.wall_ns;
-      m->device_ts_ns = h.device_ts_ns;
-      m->dropped = cam->cur_dropped + cam->pending;
-      cam->pending = 0;
-      cam->cur_valid = 0;
-      continue;
-    }
-    /* compressed: straight into the video file */
-    if (!sink_has_room(t->video, h.len) || pirec_sink_push(t->video, payload, h.len) < 0) {
-      drop_cur(cam, &cam->drops_sink);
-    } else {
-      write_row(cam, t, h.seq, h.mono_ns, h.wall_ns, h.device_ts_ns, cam->cur_dropped + cam->pending, h.len,
-                (int64_t)t->video_offset);
-      cam->pending = 0;
-      t->video_offset += h.len;
-    }
-    mark_done(cam, cam->cur_abs);
-    cam->cur_valid = 0;
   }
   release_done(cam);
 }
@@ -659,40 +807,36 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
   write_row(cam, t, m.seq, m.mono_ns, m.wall_ns, m.device_ts_ns, m.dropped, len, -1);
 }
 
-/* Reads everything the encoder wrote so far (non-blocking) and emits complete access units. */
-static void read_fifo(struct pirec_camera *cam)
+/* The encoder's stdout, as the job read it: cut into access units, each muxed with the capture
+ * time of the frame it encodes. */
+static void enc_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
 {
+  struct pirec_camera *cam = pirec_job_user(job);
   struct trial *t = cam->trial;
-  if (!t || cam->fifo_rd < 0)
+  const uint8_t *au;
+  size_t au_len;
+  uint8_t *space;
+
+  if (!t || t->job != job)
     return;
-  for (int rounds = 0; rounds < 64; rounds++) {
-    uint8_t *space = pirec__au_space(&t->au, 1 << 20);
-    if (!space)
-      return;
-    ssize_t n = read(cam->fifo_rd, space, 1 << 20);
-    if (n <= 0)
-      break;
-    pirec__au_fill(&t->au, (size_t)n);
-    const uint8_t *au;
-    size_t len;
-    while (pirec__au_next(&t->au, &au, &len))
-      emit_au(cam, t, au, len);
+  space = pirec__au_space(&t->au, len);
+  if (!space) {
+    /* The units these bytes belonged to are lost; their frames are counted when the run ends. */
+    cam->loop_last_error = -ENOMEM;
+    return;
   }
+  memcpy(space, data, len);
+  pirec__au_fill(&t->au, len);
+  while (pirec__au_next(&t->au, &au, &au_len))
+    emit_au(cam, t, au, au_len);
 }
 
-static void fifo_cb(uv_poll_t *p, int status, int events)
-{
-  struct pirec_camera *cam = container_of(p, struct pirec_camera, fifo_poll);
-  read_fifo(cam);
-}
-
-/* The run ended: what it wrote is all in the pipe. A clean end's last access unit is complete;
+/* The run ended and the job has delivered all it wrote. A clean end's last access unit is complete;
  * after a crash it may be cut, so it is dropped with everything still inside the encoder. */
 static void end_of_run(struct pirec_camera *cam, struct trial *t, int clean)
 {
   const uint8_t *au;
   size_t len;
-  read_fifo(cam);
   if (clean && pirec__au_last(&t->au, &au, &len))
     emit_au(cam, t, au, len);
   pirec__au_reset(&t->au);
@@ -773,8 +917,8 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
 
 /* ---- trials ---- */
 
-/* The encoder: raw frames on stdin, H.264 access units with delimiters into the FIFO, which the
- * loop cuts into units and muxes with each frame's capture time. Built by the shared builder
+/* The encoder: raw frames on stdin, H.264 access units with delimiters on stdout, which the job
+ * hands to enc_stdout to be cut into units and muxes with each frame's capture time. Built by the shared builder
  * (include/pirec/ffmpeg.h), so its frame-exact options (passthrough, no B-frames) are the ones
  * test-ffmpeg checks. */
 static int build_encoder_argv(const struct pirec_camera *cam, char ***argv)
@@ -784,7 +928,7 @@ static int build_encoder_argv(const struct pirec_camera *cam, char ***argv)
   pirec_ffmpeg_encode_init(&e);
   int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
   e.program = s->ffmpeg;
-  e.output = cam->fifo;
+  e.output = "pipe:1";
   e.format = "h264";
   e.width = cam->fmt.width;
   e.height = cam->fmt.height;
@@ -845,6 +989,143 @@ static size_t trial_video_ring_bytes(const struct pirec_camera *cam)
   return cam->raw ? (size_t)8 << 20 : (size_t)32 << 20;
 }
 
+/* A trial with its two file paths, no files yet. */
+static struct trial *trial_new(struct pirec_camera *cam, const char *dir, int trial, int part)
+{
+  struct trial *t = calloc(1, sizeof *t);
+  char suffix[16] = "";
+
+  if (!t)
+    return NULL;
+  t->number = trial;
+  t->part = part;
+  t->cam = cam;
+  if (part > 0)
+    snprintf(suffix, sizeof suffix, "_p%d", part);
+  t->video_path = pirec__camera_strdupf("%s/t%03d%s.%s", dir, trial, suffix, video_ext(cam->fmt.codec));
+  t->csv_path = pirec__camera_strdupf("%s/t%03d%s_frames.csv", dir, trial, suffix);
+  if (!t->video_path || !t->csv_path) {
+    free_trial(t);
+    return NULL;
+  }
+  return t;
+}
+
+/* The video and frames-CSV sinks, the CSV's header written. */
+static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
+{
+  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
+                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
+  struct pirec_sink_options vo, co;
+  char header[256];
+  int r;
+
+  pirec_sink_options_default(&vo);
+  pirec_sink_options_default(&co);
+  vo.ring_bytes = trial_video_ring_bytes(cam);
+  co.ring_bytes = FRAMES_CSV_RING_BYTES;
+  vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
+  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
+    return r;
+  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
+    return r;
+  t->sinks_open = 2;
+  int hl = pirec_csv_header(header, sizeof header, columns);
+  if (hl < 0)
+    return hl;
+  return pirec_sink_push(t->csv, header, (size_t)hl);
+}
+
+/* The encoder job's options; the strings they point to belong to the caller. */
+static void encoder_options(struct pirec_camera *cam, struct pirec_job_options *o, char **argv,
+                            const char *name)
+{
+  pirec_job_options_init(o);
+  o->argv = (const char *const *)argv;
+  o->name = name;
+  o->stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o->stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o->stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o->progress_fd = 3;
+  o->stdin_max_outstanding =
+      cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
+  if (o->stdin_max_outstanding < cam->fmt.frame_bytes)
+    o->stdin_max_outstanding = cam->fmt.frame_bytes;
+  /* A hung encoder (no progress report for 15 s while frames wait) is restarted. */
+  o->stall_timeout_ms = 15000;
+  o->stop_term_ms = 10000;
+  o->stop_kill_ms = 2000;
+  o->restart.mode = PIREC_JOB_RESTART_ON_FAILURE;
+  o->restart.backoff_initial_ms = cam->s.encoder_backoff_ms ? cam->s.encoder_backoff_ms : 200;
+  o->restart.max_failures = cam->s.encoder_max_failures ? cam->s.encoder_max_failures : 5;
+  o->on_end = enc_end;
+  o->on_line = enc_line;
+  o->on_stdout = enc_stdout;
+  o->on_drain = enc_drain;
+  o->on_restart = enc_restart;
+  o->on_spawn = enc_spawn;
+  o->user = cam;
+}
+
+/* Raw frames: the frame queue, the access-unit splitter, the in-process MKV and the running
+ * encoder job. */
+static int trial_start_encoder(struct pirec_camera *cam, struct trial *t)
+{
+  struct pirec_job_options o;
+  char name[PIREC_CAMERA_NAME_MAX + 16];
+  char **argv = NULL;
+  int r;
+
+  t->meta_cap = 4096;
+  t->meta = calloc(t->meta_cap, sizeof *t->meta);
+  if (!t->meta || pirec__au_init(&t->au, 4u << 20) < 0)
+    return -ENOMEM;
+  /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
+  int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
+  if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
+                          fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
+    return r;
+  if ((r = build_encoder_argv(cam, &argv)) < 0)
+    return r;
+  snprintf(name, sizeof name, "%s encoder", cam->s.name);
+  encoder_options(cam, &o, argv, name);
+  r = pirec_job_new(cam->loop, &o, &t->job);
+  pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
+  if (r < 0)
+    return r;
+  if ((r = pirec_job_start(t->job)) < 0)
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot start '%s': %s", cam->s.name, cam->s.ffmpeg,
+              pirec_strerror(r));
+  return r;
+}
+
+/* Compressed frames: the stream's parameter sets go first into an elementary-stream file. */
+static void trial_write_stream_header(struct pirec_camera *cam, struct trial *t)
+{
+  const uint8_t *hdr;
+  size_t hdr_len;
+
+  pthread_mutex_lock(&cam->src_lock);
+  if (cam->src) {
+    pirec__camera_source_stream_header(cam->src, &hdr, &hdr_len);
+    if (hdr_len && pirec_sink_push(t->video, hdr, hdr_len) == 0)
+      t->video_offset = hdr_len;
+  }
+  pthread_mutex_unlock(&cam->src_lock);
+}
+
+/* Undoes a trial start that failed part way. */
+static void trial_abandon(struct trial *t)
+{
+  pirec_job_free(t->job);
+  t->job = NULL;
+  if (t->video)
+    pirec_sink_close(t->video, NULL, NULL);
+  if (t->csv)
+    pirec_sink_close(t->csv, NULL, NULL);
+  free_trial(t);
+}
+
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
   struct pirec_fs_req req;
@@ -856,133 +1137,23 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
   if (cam->trial)
     return -EBUSY;
   r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  if (r < 0) {
+  if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, req.message ? req.message : pirec_strerror(r));
-    pirec_fs_req_cleanup(&req);
+  pirec_fs_req_cleanup(&req);
+  if (r < 0)
+    return r;
+  if (!(t = trial_new(cam, dir, trial, part)))
+    return -ENOMEM;
+  if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
+    trial_abandon(t);
     return r;
   }
-  pirec_fs_req_cleanup(&req);
-  t = calloc(1, sizeof *t);
-  if (!t)
-    return -ENOMEM;
-  t->number = trial;
-  t->part = part;
-  t->cam = cam;
-  char suffix[16] = "";
-  if (part > 0)
-    snprintf(suffix, sizeof suffix, "_p%d", part);
-  t->video_path = pirec__camera_strdupf("%s/t%03d%s.%s", dir, trial, suffix, video_ext(cam->fmt.codec));
-  t->csv_path = pirec__camera_strdupf("%s/t%03d%s_frames.csv", dir, trial, suffix);
-  if (!t->video_path || !t->csv_path) {
-    free_trial(t);
-    return -ENOMEM;
-  }
-
-  struct pirec_sink_options vo, co;
-  pirec_sink_options_default(&vo);
-  pirec_sink_options_default(&co);
-  vo.ring_bytes = trial_video_ring_bytes(cam);
-  co.ring_bytes = FRAMES_CSV_RING_BYTES;
-  vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
-  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
-    goto fail;
-  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
-    goto fail;
-  t->sinks_open = 2;
-
-  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
-                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
-  char header[256];
-  int hl = pirec_csv_header(header, sizeof header, columns);
-  if (hl < 0 || (r = pirec_sink_push(t->csv, header, (size_t)hl)) < 0) {
-    r = hl < 0 ? hl : r;
-    goto fail;
-  }
-
-  if (cam->raw) {
-    char **argv = NULL;
-    struct pirec_job_options o;
-    t->meta_cap = 4096;
-    t->meta = calloc(t->meta_cap, sizeof *t->meta);
-    if (!t->meta || pirec__au_init(&t->au, 4u << 20) < 0) {
-      r = -ENOMEM;
-      goto fail;
-    }
-    /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
-    int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
-    if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
-                            fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
-      goto fail;
-    if ((r = build_encoder_argv(cam, &argv)) < 0)
-      goto fail;
-    char name[PIREC_CAMERA_NAME_MAX + 16];
-    snprintf(name, sizeof name, "%s encoder", cam->s.name);
-    pirec_job_options_init(&o);
-    o.argv = (const char *const *)argv;
-    o.name = name;
-    o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
-    o.stdio[1].kind = PIREC_JOB_STDIO_NULL;
-    o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
-    o.progress_fd = 3;
-    o.stdin_max_outstanding =
-        cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
-    if (o.stdin_max_outstanding < cam->fmt.frame_bytes)
-      o.stdin_max_outstanding = cam->fmt.frame_bytes;
-    /* A hung encoder (no progress report for 15 s while frames wait) is restarted. */
-    o.stall_timeout_ms = 15000;
-    o.stop_term_ms = 10000;
-    o.stop_kill_ms = 2000;
-    o.restart.mode = PIREC_JOB_RESTART_ON_FAILURE;
-    o.restart.backoff_initial_ms = cam->s.encoder_backoff_ms ? cam->s.encoder_backoff_ms : 200;
-    o.restart.max_failures = cam->s.encoder_max_failures ? cam->s.encoder_max_failures : 5;
-    o.on_end = enc_end;
-    o.on_line = enc_line;
-    o.on_drain = enc_drain;
-    o.on_restart = enc_restart;
-    o.on_spawn = enc_spawn;
-    o.user = cam;
-    r = pirec_job_new(cam->loop, &o, &t->job);
-    pirec_ffmpeg_argv_free(argv); /* the job keeps its own copy */
-    if (r < 0)
-      goto fail;
-    /* Bytes left over from an earlier trial's encoder would be taken for this one's. */
-    uint8_t junk[4096];
-    while (read(cam->fifo_rd, junk, sizeof junk) > 0) {
-    }
-    if ((r = pirec_job_start(t->job)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot start '%s': %s", cam->s.name, cam->s.ffmpeg,
-                pirec_strerror(r));
-      goto fail;
-    }
-    uv_poll_start(&cam->fifo_poll, UV_READABLE, fifo_cb);
-    cam->polling = 1;
-  } else {
-    const uint8_t *hdr;
-    size_t hdr_len;
-    pthread_mutex_lock(&cam->src_lock);
-    if (cam->src) {
-      pirec__camera_source_stream_header(cam->src, &hdr, &hdr_len);
-      if (hdr_len && pirec_sink_push(t->video, hdr, hdr_len) == 0)
-        t->video_offset = hdr_len;
-    }
-    pthread_mutex_unlock(&cam->src_lock);
-  }
+  if (!cam->raw)
+    trial_write_stream_header(cam, t);
   cam->pending = 0;
   cam->rows_last = 0;
   cam->trial = t;
   return 0;
-
-fail:
-  if (t->job) {
-    pirec_job_free(t->job);
-    t->job = NULL;
-  }
-  if (t->video)
-    pirec_sink_close(t->video, NULL, NULL);
-  if (t->csv)
-    pirec_sink_close(t->csv, NULL, NULL);
-  free_trial(t);
-  return r;
 }
 
 static void trial_done(struct pirec_camera *cam)
@@ -1043,10 +1214,6 @@ static void finalize_trial(struct pirec_camera *cam)
   if (t->finalizing)
     return;
   t->finalizing = 1;
-  if (cam->polling) {
-    uv_poll_stop(&cam->fifo_poll);
-    cam->polling = 0;
-  }
   if (t->mkv) {
     int r = pirec__mkv_finish(t->mkv);
     if (r < 0 && !t->err)
@@ -1109,7 +1276,6 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
   cam->s = *s;
   cam->on_event = on_event;
   cam->user = user;
-  cam->fifo_rd = cam->fifo_wr = -1;
   if (s->kind == PIREC_CAMERA_RPICAM)
     snprintf(cam->label, sizeof cam->label, "%s --camera %.16s", s->rpicam_program, s->source);
   else if (s->kind == PIREC_CAMERA_LAVFI)
@@ -1118,25 +1284,15 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
     snprintf(cam->label, sizeof cam->label, "%s", s->source);
   pthread_mutex_init(&cam->src_lock, NULL);
   pthread_mutex_init(&cam->ev_lock, NULL);
+  pthread_mutex_init(&cam->stop_lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&cam->stop_cond, &ca);
+  pthread_condattr_destroy(&ca);
   atomic_init(&cam->stop, 0);
   atomic_init(&cam->ev_pending, 0);
   *out = cam;
-  return 0;
-}
-
-/* The encoder's output pipe. An anonymous pipe, reached by ffmpeg through /proc/<our pid>/fd/<write
- * end> (opening that magic link opens the same pipe), so no path exists that a crash could leave
- * behind. We keep the write end open ourselves, idle: the pipe then never reports end-of-file
- * between encoder runs. */
-static int make_fifo(struct pirec_camera *cam)
-{
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-    return -errno;
-  cam->fifo_rd = fds[0];
-  cam->fifo_wr = fds[1];
-  fcntl(cam->fifo_rd, F_SETPIPE_SZ, 1 << 20);
-  snprintf(cam->fifo, sizeof cam->fifo, "/proc/%d/fd/%d", (int)getpid(), cam->fifo_wr);
   return 0;
 }
 
@@ -1151,6 +1307,27 @@ static int probe_encoder(struct pirec_camera *cam)
   }
   cam->legacy_vsync = info.legacy_vsync;
   return 0;
+}
+
+/* The capture ring: ring_bytes when set, else ring_ms of raw frames (at most 256 MiB) or 32 MiB of
+ * compressed ones; never less than two records, since a record may use at most half the ring. */
+static size_t capture_ring_bytes(const struct pirec_camera *cam)
+{
+  size_t ring_bytes = cam->s.ring_bytes;
+  size_t min_bytes = 2 * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 128);
+
+  if (!ring_bytes && cam->raw) {
+    int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
+    uint64_t frames =
+        (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
+    ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
+    /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
+    if (ring_bytes > (256u << 20))
+      ring_bytes = 256u << 20;
+  } else if (!ring_bytes) {
+    ring_bytes = 32u << 20;
+  }
+  return ring_bytes < min_bytes ? min_bytes : ring_bytes;
 }
 
 int pirec_camera_start(struct pirec_camera *cam)
@@ -1179,25 +1356,7 @@ int pirec_camera_start(struct pirec_camera *cam)
   pirec_camera_source_format(cam->src, &cam->fmt);
   cam->raw = cam->fmt.codec == PIREC_CAMERA_CODEC_RAW;
 
-  size_t ring_bytes = cam->s.ring_bytes;
-  if (!ring_bytes) {
-    if (cam->raw) {
-      int fn = cam->fmt.fps_num > 0 ? cam->fmt.fps_num : 30, fd = cam->fmt.fps_num > 0 ? cam->fmt.fps_den : 1;
-      uint64_t frames =
-          (uint64_t)(cam->s.ring_ms ? cam->s.ring_ms : 1000) * (uint64_t)fn / (1000u * (uint64_t)fd);
-      ring_bytes = (size_t)(frames + 1) * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 64);
-      /* a fast camera's second of 1080p would be hundreds of MB: cap the default */
-      if (ring_bytes > (256u << 20))
-        ring_bytes = 256u << 20;
-    } else {
-      ring_bytes = 32u << 20;
-    }
-  }
-  /* A record may use at most half the ring. */
-  size_t min_bytes = 2 * (cam->fmt.frame_bytes + sizeof(struct frame_hdr) + 128);
-  if (ring_bytes < min_bytes)
-    ring_bytes = min_bytes;
-  if ((r = pirec_ring_new(ring_bytes, &cam->ring)) < 0)
+  if ((r = pirec_ring_new(capture_ring_bytes(cam), &cam->ring)) < 0)
     goto fail;
   cam->infl_cap = 4096;
   cam->infl_done = calloc(cam->infl_cap, 1);
@@ -1209,15 +1368,6 @@ int pirec_camera_start(struct pirec_camera *cam)
   if (cam->raw) {
     if (!probed && (r = probe_encoder(cam)) < 0)
       goto fail;
-    if ((r = make_fifo(cam)) < 0) {
-      pirec_log(PIREC_LOG_ERROR, "camera '%s': cannot create the encoder's output pipe: %s", cam->s.name,
-                pirec_strerror(r));
-      goto fail;
-    }
-    if ((r = uv_poll_init(cam->loop, &cam->fifo_poll, cam->fifo_rd)) < 0)
-      goto fail;
-    cam->handles++;
-    cam->has_poll = 1;
   }
   if ((r = uv_async_init(cam->loop, &cam->async, async_cb)) < 0)
     goto fail;
@@ -1245,7 +1395,7 @@ fail:
   return r;
 }
 
-void pirec_camera_hold(struct pirec_camera *cam, int hold)
+void pirec__camera_hold(struct pirec_camera *cam, int hold)
 {
   cam->held = hold != 0;
   if (!cam->held)
@@ -1285,6 +1435,7 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   }
   out->source_errors = atomic_load_explicit(&cam->source_errors, memory_order_relaxed);
   out->reconnects = atomic_load_explicit(&cam->reconnects, memory_order_relaxed);
+  out->source_failure = (enum pirec_camera_failure)atomic_load(&cam->source_failure);
   out->last_error = cam->loop_last_error ? cam->loop_last_error : atomic_load(&cam->last_error);
   hist_summary(&cam->capture_hist, &out->capture);
   out->format = cam->fmt;
@@ -1370,16 +1521,22 @@ static void snap_work(uv_work_t *w)
   av_packet_free(&pkt);
 }
 
+/* The snapshot request ends: cb gets err, the request is freed. */
+static void snap_end(struct pirec_camera *cam, struct snapshot *sn, int err)
+{
+  cam->snap = NULL;
+  if (sn->cb)
+    sn->cb(cam, err, sn->user);
+  free(sn->frame);
+  free(sn->path);
+  free(sn);
+}
+
 static void snap_done(uv_work_t *w, int status)
 {
   struct snapshot *sn = container_of(w, struct snapshot, work);
   struct pirec_camera *cam = sn->cam;
-  cam->snap = NULL;
-  if (sn->cb)
-    sn->cb(cam, status < 0 ? status : sn->result, sn->user);
-  free(sn->frame);
-  free(sn->path);
-  free(sn);
+  snap_end(cam, sn, status < 0 ? status : sn->result);
   if (cam->closing)
     maybe_finish_close(cam);
 }
@@ -1391,12 +1548,7 @@ static void snap_check(uv_timer_t *timer)
   struct snapshot *sn = cam->snap;
   if (sn && sn->have_frame && !sn->work.type) {
     if (uv_queue_work(cam->loop, &sn->work, snap_work, snap_done) < 0) {
-      cam->snap = NULL;
-      if (sn->cb)
-        sn->cb(cam, -EIO, sn->user);
-      free(sn->frame);
-      free(sn->path);
-      free(sn);
+      snap_end(cam, sn, -EIO);
       return;
     }
   }
@@ -1430,15 +1582,13 @@ static void free_cam(struct pirec_camera *cam)
 {
   pirec_camera_close_cb cb = cam->close_cb;
   void *user = cam->close_user;
-  if (cam->fifo_rd >= 0)
-    close(cam->fifo_rd);
-  if (cam->fifo_wr >= 0)
-    close(cam->fifo_wr);
   pirec_camera_source_free(cam->src);
   pirec_ring_free(cam->ring);
   free(cam->infl_done);
   pthread_mutex_destroy(&cam->src_lock);
   pthread_mutex_destroy(&cam->ev_lock);
+  pthread_mutex_destroy(&cam->stop_lock);
+  pthread_cond_destroy(&cam->stop_cond);
   if (cb)
     cb(cam, user);
   free(cam);
@@ -1464,12 +1614,7 @@ static void maybe_finish_close(struct pirec_camera *cam)
     return;
   if (sn && !sn->work.type) {
     /* no frame will come any more: the request ends here */
-    cam->snap = NULL;
-    if (sn->cb)
-      sn->cb(cam, -ECANCELED, sn->user);
-    free(sn->frame);
-    free(sn->path);
-    free(sn);
+    snap_end(cam, sn, -ECANCELED);
   }
   if (cam->snap)
     return;
@@ -1478,8 +1623,6 @@ static void maybe_finish_close(struct pirec_camera *cam)
     free_cam(cam);
     return;
   }
-  if (cam->has_poll)
-    close_handle(cam, (uv_handle_t *)&cam->fifo_poll);
   if (cam->has_async)
     close_handle(cam, (uv_handle_t *)&cam->async);
   if (cam->has_timer)
@@ -1488,11 +1631,16 @@ static void maybe_finish_close(struct pirec_camera *cam)
 
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user)
 {
+  if (!cam)
+    return;
   cam->closing = 1;
   cam->close_cb = cb;
   cam->close_user = user;
   if (cam->thread_started) {
+    pthread_mutex_lock(&cam->stop_lock);
     atomic_store(&cam->stop, 1);
+    pthread_cond_signal(&cam->stop_cond);
+    pthread_mutex_unlock(&cam->stop_lock);
     pthread_mutex_lock(&cam->src_lock);
     if (cam->src)
       pirec_camera_source_interrupt(cam->src);

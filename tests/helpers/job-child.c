@@ -15,6 +15,9 @@
  *   job-child progress-stall FD N   write N progress blocks quickly, then sleep without more
  *   job-child print-pid-hang        print its pid on stdout, then hang (for the orphan test)
  *   job-child pipe-size             print the capacity of the pipe on its stdin (F_GETPIPE_SZ)
+ *   job-child binary N              write N bytes of binary_byte(i) (NULs and '\n' among them) on
+ *                                   stdout in writes of 1 to 9000 bytes, then "3 lines" on fd 3
+ *                                   when fd 3 is open; exit 0
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +83,28 @@ static void progress_block(int fd, long frame, int end)
                    frame, frame * 1000, frame * 33333, frame * 33333, (frame * 33333) / 1000000,
                    (frame * 33333) % 1000000, end ? "end" : "continue");
   write_all(fd, b, (size_t)n);
+}
+
+/* The byte at offset i of "binary": every value 0..255 occurs, NUL and '\n' included. */
+static unsigned char binary_byte(long i)
+{
+  return (unsigned char)((i * 7) ^ (i >> 8));
+}
+
+static void binary(long n)
+{
+  static unsigned char buf[9000];
+  long done = 0, step = 1;
+  while (done < n) {
+    long k = step < n - done ? step : n - done;
+    for (long j = 0; j < k; j++)
+      buf[j] = binary_byte(done + j);
+    write_all(1, (const char *)buf, (size_t)k);
+    done += k;
+    step = step * 3 % 9000 + 1;
+  }
+  if (fcntl(3, F_GETFD) >= 0)
+    write_all(3, "meta 1\nmeta 2\nmeta 3\n", 21);
 }
 
 int main(int argc, char **argv)
@@ -152,6 +177,10 @@ int main(int argc, char **argv)
   }
   if (!strcmp(mode, "pipe-size")) {
     printf("%d\n", fcntl(0, F_GETPIPE_SZ));
+    return 0;
+  }
+  if (!strcmp(mode, "binary")) {
+    binary(a);
     return 0;
   }
   fprintf(stderr, "job-child: unknown mode '%s'\n", mode);
