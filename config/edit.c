@@ -381,3 +381,8 @@ int pirec__config_save_locked(const struct pirec_config *cfg, const char *path,
   free(target);
   return r < 0 ? r : 0;
 }
+
+int pirec_config_save(const struct pirec_config *cfg, const char *path)
+{
+  return pirec__config_save_locked(cfg, path, NULL);
+}
