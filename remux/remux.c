@@ -48,21 +48,19 @@ struct remux {
   char tmp[4200];  /* the output's .part */
 };
 
-/* Grows *array (items of elem bytes, *cap of them) to hold item n. Returns 0 or AVERROR(ENOMEM). */
-static int grow(void *array, int64_t n, int64_t *cap, size_t elem)
+int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem)
 {
   void **a = array;
   if (n < *cap)
     return 0;
-  int64_t c = *cap ? *cap * 2 : 4096;
-  void *p = realloc(*a, (size_t)c * elem);
+  size_t c = *cap ? *cap * 2 : 64;
+  void *p = realloc(*a, c * elem);
   if (p == NULL)
-    return AVERROR(ENOMEM);
+    return -ENOMEM;
   *a = p;
   *cap = c;
   return 0;
 }
-
 static void seterr(struct pirec_remux_result *res, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -310,7 +308,8 @@ static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext
  * (-1 until the decoder gives the frame back); [1] its decode position. */
 struct order {
   int64_t (*pts)[2];
-  int64_t n, cap;
+  int64_t n;
+  size_t cap;
   int64_t out; /* frames the decoder gave back */
   AVCodecContext *dec;
   AVFrame *frame;
@@ -335,7 +334,7 @@ static int open_decoder(struct remux *r, struct order *o)
 
 static int note_packet(struct remux *r, struct order *o, AVPacket *pkt)
 {
-  int rc = grow(&o->pts, o->n, &o->cap, sizeof *o->pts);
+  int rc = pirec__remux_grow(&o->pts, (size_t)o->n, &o->cap, sizeof *o->pts);
   if (rc < 0)
     return rc;
   o->pts[o->n][0] = o->dec ? -1 : pkt->pts;
@@ -546,7 +545,8 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
 {
   AVFormatContext *ic = NULL;
   AVPacket *pkt = NULL;
-  int64_t *pts = NULL, n = 0, cap = 0;
+  int64_t *pts = NULL, n = 0;
+  size_t cap = 0;
   AVRational tb;
   int vs, raw, rc;
 
@@ -561,7 +561,7 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   }
   while ((rc = av_read_frame(ic, pkt)) >= 0) {
     if (pkt->stream_index == vs) {
-      if ((rc = grow(&pts, n, &cap, sizeof *pts)) < 0)
+      if ((rc = pirec__remux_grow(&pts, (size_t)n, &cap, sizeof *pts)) < 0)
         goto done;
       pts[n++] = pkt->pts;
     }

@@ -190,14 +190,8 @@ static int add_skipped(struct run *r, const char *path, const char *reason, int 
 {
   struct skipped *s;
 
-  if (r->nskipped == r->skipped_cap) {
-    size_t cap = r->skipped_cap ? r->skipped_cap * 2 : 16;
-    void *p = realloc(r->skipped, cap * sizeof *r->skipped);
-    if (p == NULL)
-      return -ENOMEM;
-    r->skipped = p;
-    r->skipped_cap = cap;
-  }
+  if (pirec__remux_grow(&r->skipped, r->nskipped, &r->skipped_cap, sizeof *r->skipped) < 0)
+    return -ENOMEM;
   s = &r->skipped[r->nskipped++];
   snprintf(s->path, sizeof s->path, "%s", path);
   snprintf(s->reason, sizeof s->reason, "%s", reason);
@@ -210,14 +204,8 @@ static int add_item(struct run *r, const char *path)
   struct item *it;
   struct stat st;
 
-  if (r->n == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    void *p = realloc(r->items, cap * sizeof *r->items);
-    if (p == NULL)
-      return -ENOMEM;
-    r->items = p;
-    r->cap = cap;
-  }
+  if (pirec__remux_grow(&r->items, r->n, &r->cap, sizeof *r->items) < 0)
+    return -ENOMEM;
   it = &r->items[r->n++];
   memset(it, 0, sizeof *it);
   it->run = r;
