@@ -161,13 +161,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit};
-  int r = pirec_recorder_new(&a->loop, name, &ops, a, NULL, &a->rec);
-  if (r == 0)
-    r = pirec_recorder_start(a->rec);
-  if (r < 0) {
-    fprintf(stderr, "pirec-eyetracker: cannot start the protocol: %s\n", pirec_strerror(r));
-    if (a->rec)
-      pirec_recorder_close(a->rec, NULL);
+  if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;
   }

@@ -135,18 +135,9 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
-  int err = pirec_recorder_new(a->loop, name, &ops, a, NULL, &a->rec);
-  if (err == 0)
-    err = pirec_recorder_start(a->rec);
-  if (err < 0) {
-    fprintf(stderr, "pirec-notes: cannot start the protocol: %s\n", pirec_strerror(err));
-    if (a->rec)
-      pirec_recorder_close(a->rec, on_rec_closed);
-    uv_run(a->loop, UV_RUN_DEFAULT);
-    return 1;
-  }
+  int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
   uv_run(a->loop, UV_RUN_DEFAULT);
-  return 0;
+  return err < 0 ? 1 : 0;
 }
 
 /* ---- standalone ---- */

@@ -17,6 +17,8 @@
 
 #include <uv.h>
 
+#include "pirec/recorder.h"
+
 struct run {
   uv_loop_t *loop;
   uv_signal_t sigint, sigterm;
@@ -36,5 +38,11 @@ void run_unwatch(struct run *run);
  * (the app's callbacks set it while the loop runs), unless handles were left open (a bug): then it
  * says so on stderr as "PROG: handles left open at exit: ..." and returns 1. */
 int run_exit(uv_loop_t *loop, const char *prog, const int *status);
+
+/* Under the controller (run-protocol.c): makes and starts the recorder side of the protocol into
+ * *out. On failure says "PROG: cannot start the protocol: ..." on stderr, closes what was made
+ * (on_closed, may be NULL, runs from the loop), sets *out to NULL and returns the negative errno. */
+int run_serve(uv_loop_t *loop, const char *name, const struct pirec_recorder_ops *ops, void *user,
+              const char *prog, pirec_recorder_close_cb on_closed, struct pirec_recorder **out);
 
 #endif
