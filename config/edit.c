@@ -60,15 +60,7 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
   bool bad;
   const struct pirec__config_kind *kind = pirec__config_section_kind(section, &bad);
   if (!kind) {
-    const char *names[16];
-    for (size_t i = 0; i < pirec__config_kind_count; i++)
-      names[i] = pirec__config_kinds[i].name;
-    char head[128];
-    snprintf(head, sizeof(head), "%s", section);
-    char *dot = strchr(head, '.');
-    if (dot)
-      *dot = '\0';
-    const char *s = pirec__config_suggest(head, names, pirec__config_kind_count);
+    const char *s = pirec__config_suggest_kind(section);
     char what[256];
     if (s)
       snprintf(what, sizeof(what), "unknown section, did you mean '%s'?", s);
@@ -117,6 +109,17 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
     return -EINVAL;
   }
   return 0;
+}
+
+/* Checks every assignment, reporting each bad one. Returns 0 or -EINVAL. */
+static int check_assignments(const struct pirec_config_assignment *assignments, size_t count,
+                             const char *filename, struct pirec_config_errors *errors)
+{
+  int bad = 0;
+  for (size_t i = 0; i < count; i++)
+    if (check_assignment(&assignments[i], filename, errors) != 0)
+      bad = -EINVAL;
+  return bad;
 }
 
 /* Where an assignment goes: the key's line when the target section has it, else after the
@@ -247,10 +250,7 @@ int pirec_config_edit_text(const char *text, size_t len, const char *filename,
     *out_len = 0;
   if (!filename)
     filename = "<string>";
-  int bad = 0;
-  for (size_t i = 0; i < count; i++)
-    if (check_assignment(&assignments[i], filename, errors) != 0)
-      bad = -EINVAL;
+  int bad = check_assignments(assignments, count, filename, errors);
   if (bad)
     return bad;
   struct buf b = {malloc(len + 1), len};
@@ -324,10 +324,7 @@ static void fs_error(struct pirec_config_errors *errors, struct pirec_fs_req *re
 int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments, size_t count,
                      struct pirec_config_errors *errors)
 {
-  int bad = 0;
-  for (size_t i = 0; i < count; i++)
-    if (check_assignment(&assignments[i], path, errors) != 0)
-      bad = -EINVAL;
+  int bad = check_assignments(assignments, count, path, errors);
   if (bad)
     return bad;
   const char *shown = path; /* messages name the path the user gave */

@@ -280,15 +280,8 @@ static void begin_section(struct ctx *c, const char *name, size_t len)
   bool bad;
   const struct pirec__config_kind *kind = pirec__config_section_kind(nm, &bad);
   if (!kind) {
-    const char *names[16];
-    for (size_t i = 0; i < pirec__config_kind_count; i++)
-      names[i] = pirec__config_kinds[i].name;
-    char head[64];
     const char *dot = strchr(nm, '.');
-    size_t hl = dot ? (size_t)(dot - nm) : len;
-    memcpy(head, nm, hl);
-    head[hl] = '\0';
-    const char *s = pirec__config_suggest(head, names, pirec__config_kind_count);
+    const char *s = pirec__config_suggest_kind(nm);
     if (s) {
       const struct pirec__config_kind *sk = pirec__config_kind_find(s, strlen(s));
       pirec__config_error(&c->p, c->line, br, NULL, "unknown section, did you mean '[%s%s%s]'?", s,

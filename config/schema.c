@@ -442,6 +442,19 @@ const char *pirec__config_suggest(const char *word, const char *const *candidate
   return best;
 }
 
+const char *pirec__config_suggest_kind(const char *section)
+{
+  const char *names[16];
+  for (size_t i = 0; i < pirec__config_kind_count; i++)
+    names[i] = pirec__config_kinds[i].name;
+  char head[128];
+  snprintf(head, sizeof(head), "%s", section);
+  char *dot = strchr(head, '.');
+  if (dot)
+    *dot = '\0';
+  return pirec__config_suggest(head, names, pirec__config_kind_count);
+}
+
 const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, const char *word)
 {
   const char *names[32];
