@@ -716,7 +716,7 @@ static void continue_close(struct pirec_sink *sink)
 
 void pirec_sink_close(struct pirec_sink *sink, pirec_sink_close_cb cb, void *user)
 {
-  if (sink->closing)
+  if (sink == NULL || sink->closing)
     return;
   sink->closing = 1;
   sink->held = 0;

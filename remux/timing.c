@@ -436,6 +436,8 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
 
 void pirec_remux_timing_free(struct pirec_remux_timing *timing)
 {
+  if (timing == NULL)
+    return;
   free(timing->t_ns);
   free(timing->bytes);
   free(timing->offset);
