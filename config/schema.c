@@ -700,29 +700,25 @@ static int parse_int(const struct pirec__config_key *key, const char *text, stru
   return 0;
 }
 
-static int parse_duration(const struct pirec__config_key *key, const char *text,
+/* A duration (ns) or a size (bytes): the text's syntax first, then the key's range. */
+static int parse_quantity(const struct pirec__config_key *key, const char *text,
                           struct pirec__config_value *out, const char **expected)
 {
-  int64_t ns = 0;
-  int r = pirec_config_parse_duration(text, &ns);
+  struct pirec__config_value v = *out;
+  int r;
+  bool in_range;
+  if (key->type == PIREC__CONFIG_DURATION) {
+    r = pirec_config_parse_duration(text, &v.v.i);
+    in_range = v.v.i >= key->min && v.v.i <= key->max;
+  } else {
+    r = pirec_config_parse_size(text, &v.v.u);
+    in_range = v.v.u >= (uint64_t)key->min && v.v.u <= (uint64_t)key->max;
+  }
   if (r == -EINVAL)
     return bad_value(key, expected);
-  if (r == -ERANGE || ns < key->min || ns > key->max)
+  if (r == -ERANGE || !in_range)
     return out_of_range(key, expected);
-  out->v.i = ns;
-  return 0;
-}
-
-static int parse_size(const struct pirec__config_key *key, const char *text, struct pirec__config_value *out,
-                      const char **expected)
-{
-  uint64_t b = 0;
-  int r = pirec_config_parse_size(text, &b);
-  if (r == -EINVAL)
-    return bad_value(key, expected);
-  if (r == -ERANGE || b < (uint64_t)key->min || b > (uint64_t)key->max)
-    return out_of_range(key, expected);
-  out->v.u = b;
+  *out = v;
   return 0;
 }
 
@@ -778,8 +774,8 @@ int pirec__config_parse_value(const struct pirec__config_key *key, const char *t
   switch (key->type) {
   case PIREC__CONFIG_BOOL: return parse_bool(key, text, out, expected);
   case PIREC__CONFIG_INT: return parse_int(key, text, out, expected);
-  case PIREC__CONFIG_DURATION: return parse_duration(key, text, out, expected);
-  case PIREC__CONFIG_SIZE: return parse_size(key, text, out, expected);
+  case PIREC__CONFIG_DURATION:
+  case PIREC__CONFIG_SIZE: return parse_quantity(key, text, out, expected);
   case PIREC__CONFIG_ENUM: return parse_enum(key, text, out, expected);
   case PIREC__CONFIG_STRING:
   case PIREC__CONFIG_PATH: return parse_string(key, text, out, expected);
