@@ -500,7 +500,7 @@ static int settings(struct app *a, const struct cli *c)
 }
 
 /* Makes and starts the camera, then records standalone or serves the controller until done. */
-static int run(struct app *a, int protocol)
+static int record_or_serve(struct app *a, int protocol)
 {
   a->loop = uv_default_loop();
   int r = pirec_camera_new(a->loop, &a->s, on_event, a, &a->cam);
@@ -533,5 +533,5 @@ int main(int argc, char **argv)
   }
   if (settings(&a, &c) < 0)
     return 65;
-  return run(&a, c.protocol);
+  return record_or_serve(&a, c.protocol);
 }

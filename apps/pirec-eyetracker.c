@@ -313,7 +313,7 @@ static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli 
 }
 
 /* Makes and starts the eye tracker, then records standalone or serves the controller until done. */
-static int run(struct app *a, const struct pirec_eyetracker_settings *s, const struct cli *c)
+static int record_or_serve(struct app *a, const struct pirec_eyetracker_settings *s, const struct cli *c)
 {
   uv_loop_init(&a->loop);
   int r = pirec_eyetracker_new(&a->loop, s, on_event, a, &a->et);
@@ -355,5 +355,5 @@ int main(int argc, char **argv)
     return 2;
   }
   snprintf(s.name, sizeof s.name, "%s", c.name);
-  return run(&a, &s, &c);
+  return record_or_serve(&a, &s, &c);
 }
