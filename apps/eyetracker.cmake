@@ -7,3 +7,7 @@ add_executable(pirec-eyetracker ${CMAKE_CURRENT_LIST_DIR}/pirec-eyetracker.c)
 target_link_libraries(pirec-eyetracker PRIVATE pirec_eyetracker pirec_recorder pirec_io_base
                       pirec_config)
 install(TARGETS pirec-eyetracker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+# the recorder mains' shared run (apps/run.c): signals, duration, loop, exit status
+target_link_libraries(pirec-eyesim PRIVATE pirec_app_run)
+target_link_libraries(pirec-eyetracker PRIVATE pirec_app_run)

@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include "pirec/camera.h"
+#include "pirec/container_of.h"
 #include "pirec/config.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/recorder.h"
 #include "pirec/sink.h"
+#include "run.h"
 
 struct app {
   uv_loop_t *loop;
@@ -26,9 +28,8 @@ struct app {
   const char *out_dir;
   int trial;
   double duration_s;
-  uv_signal_t sigint, sigterm, sigusr2;
-  uv_timer_t duration;
-  int signals_open;
+  struct run run; /* SIGINT, SIGTERM, --duration */
+  uv_signal_t sigusr2;
   int stopping;
   int exit_code;
 };
@@ -299,13 +300,10 @@ static int run_protocol(struct app *a)
 
 static void close_signals(struct app *a)
 {
-  if (!a->signals_open)
+  if (!a->run.watching)
     return;
-  a->signals_open = 0;
-  uv_close((uv_handle_t *)&a->sigint, NULL);
-  uv_close((uv_handle_t *)&a->sigterm, NULL);
+  run_unwatch(&a->run);
   uv_close((uv_handle_t *)&a->sigusr2, NULL);
-  uv_close((uv_handle_t *)&a->duration, NULL);
 }
 
 static void standalone_closed(struct pirec_camera *cam, void *user)
@@ -342,9 +340,9 @@ static void standalone_stop(struct app *a)
     pirec_camera_close(a->cam, standalone_closed, a);
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+static void on_stop(struct run *run)
 {
-  standalone_stop(sig->data);
+  standalone_stop(container_of(run, struct app, run));
 }
 
 static void snapshot_done(struct pirec_camera *cam, int err, void *user)
@@ -367,11 +365,6 @@ static void on_snapshot(uv_signal_t *sig, int signum)
     fprintf(stderr, "pirec-camera: no snapshot: %s\n", pirec_strerror(r));
 }
 
-static void on_duration(uv_timer_t *t)
-{
-  standalone_stop(t->data);
-}
-
 static int run_standalone(struct app *a)
 {
   int r = pirec_camera_trial_start(a->cam, a->out_dir, a->trial, 0);
@@ -379,21 +372,24 @@ static int run_standalone(struct app *a)
     fprintf(stderr, "pirec-camera: cannot start recording into '%s': %s\n", a->out_dir, pirec_strerror(r));
     return r;
   }
-  uv_signal_init(a->loop, &a->sigint);
-  uv_signal_init(a->loop, &a->sigterm);
+  /* The signals stay watched until the camera has closed: a second Ctrl-C cannot cut the stop short. */
+  run_watch(&a->run, a->loop, a->duration_s, on_stop);
   uv_signal_init(a->loop, &a->sigusr2);
-  uv_timer_init(a->loop, &a->duration);
-  a->sigint.data = a->sigterm.data = a->sigusr2.data = a->duration.data = a;
-  a->signals_open = 1;
-  uv_signal_start(&a->sigint, on_signal, SIGINT);
-  uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+  a->sigusr2.data = a;
   uv_signal_start(&a->sigusr2, on_snapshot, SIGUSR2);
-  if (a->duration_s > 0)
-    uv_timer_start(&a->duration, on_duration, (uint64_t)(a->duration_s * 1000), 0);
   return 0;
 }
 
-int main(int argc, char **argv)
+/* The command line: settings given, and which of them override the config file. */
+struct cli {
+  struct pirec_camera_settings s;
+  const char *config_file;
+  int protocol;
+  int set_source, set_size, set_fps, set_format, set_preset, set_crf, set_gop, set_ring;
+};
+
+/* Parses the options into c and the standalone ones into a. Returns 0, 1 after --help, or -EINVAL. */
+static int parse_args(int argc, char **argv, struct cli *c, struct app *a)
 {
   static const struct option longopts[] = {{"source", required_argument, NULL, 's'},
                                            {"size", required_argument, NULL, 'S'},
@@ -412,121 +408,132 @@ int main(int argc, char **argv)
                                            {"protocol", no_argument, NULL, 'p'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  struct app a = {.trial = 1};
-  const char *config_file = NULL;
-  struct pirec_camera_settings cli;
-  int protocol = 0, opt, r;
-  int set_source = 0, set_size = 0, set_fps = 0, set_format = 0, set_preset = 0, set_crf = 0, set_gop = 0,
-      set_ring = 0;
-
-  pirec_camera_settings_default(&a.s);
-  cli = a.s;
+  struct pirec_camera_settings *s = &c->s;
+  int opt;
   while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
     switch (opt) {
     case 's':
-      if (pirec_camera_settings_set_source(&cli, optarg) < 0)
-        goto bad;
-      set_source = 1;
+      if (pirec_camera_settings_set_source(s, optarg) < 0)
+        return -EINVAL;
+      c->set_source = 1;
       break;
     case 'S':
-      if (parse_size(optarg, &cli.width, &cli.height) < 0)
-        goto bad;
-      set_size = 1;
+      if (parse_size(optarg, &s->width, &s->height) < 0)
+        return -EINVAL;
+      c->set_size = 1;
       break;
     case 'f':
-      if (parse_fps(optarg, &cli.fps_num, &cli.fps_den) < 0)
-        goto bad;
-      set_fps = 1;
+      if (parse_fps(optarg, &s->fps_num, &s->fps_den) < 0)
+        return -EINVAL;
+      c->set_fps = 1;
       break;
     case 'F':
-      snprintf(cli.input_format, sizeof cli.input_format, "%s", optarg);
-      set_format = 1;
+      snprintf(s->input_format, sizeof s->input_format, "%s", optarg);
+      c->set_format = 1;
       break;
-    case 'n': snprintf(cli.name, sizeof cli.name, "%s", optarg); break;
-    case 't': a.trial = atoi(optarg); break;
-    case 'd': a.duration_s = atof(optarg); break;
-    case 'o': a.out_dir = optarg; break;
+    case 'n': snprintf(s->name, sizeof s->name, "%s", optarg); break;
+    case 't': a->trial = atoi(optarg); break;
+    case 'd': a->duration_s = atof(optarg); break;
+    case 'o': a->out_dir = optarg; break;
     case 'P':
-      snprintf(cli.preset, sizeof cli.preset, "%s", optarg);
-      set_preset = 1;
+      snprintf(s->preset, sizeof s->preset, "%s", optarg);
+      c->set_preset = 1;
       break;
     case 'C':
-      cli.crf = atoi(optarg);
-      set_crf = 1;
+      s->crf = atoi(optarg);
+      c->set_crf = 1;
       break;
     case 'G':
-      cli.gop = atoi(optarg);
-      set_gop = 1;
+      s->gop = atoi(optarg);
+      c->set_gop = 1;
       break;
     case 'R':
-      cli.ring_ms = (unsigned)atoi(optarg);
-      set_ring = 1;
+      s->ring_ms = (unsigned)atoi(optarg);
+      c->set_ring = 1;
       break;
-    case 'r': snprintf(cli.rpicam_program, sizeof cli.rpicam_program, "%s", optarg); break;
-    case 'x': snprintf(cli.ffmpeg, sizeof cli.ffmpeg, "%s", optarg); break;
-    case 'p': protocol = 1; break;
-    case 'c': config_file = optarg; break;
-    case 'h': usage(stdout); return 0;
-    default: goto bad;
+    case 'r': snprintf(s->rpicam_program, sizeof s->rpicam_program, "%s", optarg); break;
+    case 'x': snprintf(s->ffmpeg, sizeof s->ffmpeg, "%s", optarg); break;
+    case 'p': c->protocol = 1; break;
+    case 'c': c->config_file = optarg; break;
+    case 'h': usage(stdout); return 1;
+    default: return -EINVAL;
     }
   }
-  if (optind < argc || (!protocol && !a.out_dir) || a.trial < 1)
-    goto bad;
+  if (optind < argc || (!c->protocol && !a->out_dir) || a->trial < 1)
+    return -EINVAL;
+  return 0;
+}
 
-  a.s = cli;
-  if (config_file) {
-    if ((r = settings_from_config(&a.s, config_file, cli.name)) < 0)
-      return 65;
-    /* Command-line options win over the file. */
-    if (set_source) {
-      a.s.kind = cli.kind;
-      memcpy(a.s.source, cli.source, sizeof a.s.source);
-    }
-    if (set_size) {
-      a.s.width = cli.width;
-      a.s.height = cli.height;
-    }
-    if (set_fps) {
-      a.s.fps_num = cli.fps_num;
-      a.s.fps_den = cli.fps_den;
-    }
-    if (set_format)
-      memcpy(a.s.input_format, cli.input_format, sizeof a.s.input_format);
-    if (set_preset)
-      memcpy(a.s.preset, cli.preset, sizeof a.s.preset);
-    if (set_crf)
-      a.s.crf = cli.crf;
-    if (set_gop)
-      a.s.gop = cli.gop;
-    if (set_ring) { /* --ring-ms sizes the ring in time: the file's ring_size gives way */
-      a.s.ring_ms = cli.ring_ms;
-      a.s.ring_bytes = 0;
-    }
+/* The camera's settings: the config file's [camera.NAME], with the command line winning. */
+static int settings(struct app *a, const struct cli *c)
+{
+  const struct pirec_camera_settings *cli = &c->s;
+  a->s = *cli;
+  if (!c->config_file)
+    return 0;
+  int r = settings_from_config(&a->s, c->config_file, cli->name);
+  if (r < 0)
+    return r;
+  if (c->set_source) {
+    a->s.kind = cli->kind;
+    memcpy(a->s.source, cli->source, sizeof a->s.source);
   }
+  if (c->set_size) {
+    a->s.width = cli->width;
+    a->s.height = cli->height;
+  }
+  if (c->set_fps) {
+    a->s.fps_num = cli->fps_num;
+    a->s.fps_den = cli->fps_den;
+  }
+  if (c->set_format)
+    memcpy(a->s.input_format, cli->input_format, sizeof a->s.input_format);
+  if (c->set_preset)
+    memcpy(a->s.preset, cli->preset, sizeof a->s.preset);
+  if (c->set_crf)
+    a->s.crf = cli->crf;
+  if (c->set_gop)
+    a->s.gop = cli->gop;
+  if (c->set_ring) { /* --ring-ms sizes the ring in time: the file's ring_size gives way */
+    a->s.ring_ms = cli->ring_ms;
+    a->s.ring_bytes = 0;
+  }
+  return 0;
+}
 
-  a.loop = uv_default_loop();
-  if ((r = pirec_camera_new(a.loop, &a.s, on_event, &a, &a.cam)) < 0) {
+/* Makes and starts the camera, then records standalone or serves the controller until done. */
+static int record_or_serve(struct app *a, int protocol)
+{
+  a->loop = uv_default_loop();
+  int r = pirec_camera_new(a->loop, &a->s, on_event, a, &a->cam);
+  if (r < 0) {
     fprintf(stderr, "pirec-camera: invalid settings: %s\n", pirec_strerror(r));
     return 64;
   }
-  if ((r = pirec_camera_start(a.cam)) < 0) {
-    pirec_camera_close(a.cam, NULL, NULL);
-    uv_run(a.loop, UV_RUN_DEFAULT);
-    return 1;
-  }
-  r = protocol ? run_protocol(&a) : run_standalone(&a);
+  r = pirec_camera_start(a->cam);
+  if (r == 0)
+    r = protocol ? run_protocol(a) : run_standalone(a);
   if (r < 0) {
-    pirec_camera_close(a.cam, NULL, NULL);
-    uv_run(a.loop, UV_RUN_DEFAULT);
+    pirec_camera_close(a->cam, NULL, NULL);
+    uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;
   }
-  uv_run(a.loop, UV_RUN_DEFAULT);
-  r = uv_loop_close(a.loop);
-  if (r != 0)
-    fprintf(stderr, "pirec-camera: handles left open at exit: %s\n", pirec_strerror(r));
-  return a.exit_code;
+  return run_exit(a->loop, "pirec-camera", &a->exit_code);
+}
 
-bad:
-  usage(stderr);
-  return 64;
+int main(int argc, char **argv)
+{
+  struct app a = {.trial = 1};
+  struct cli c = {0};
+  pirec_camera_settings_default(&c.s);
+  int r = parse_args(argc, argv, &c, &a);
+  if (r > 0)
+    return 0;
+  if (r < 0) {
+    usage(stderr);
+    return 64;
+  }
+  if (settings(&a, &c) < 0)
+    return 65;
+  return record_or_serve(&a, c.protocol);
 }

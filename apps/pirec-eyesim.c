@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/eyetracker.h"
 #include "pirec/log.h"
+#include "run.h"
 
 static void usage(FILE *f)
 {
@@ -34,21 +36,16 @@ static void usage(FILE *f)
 struct app {
   uv_loop_t loop;
   struct pirec_eyesim *sim;
-  uv_signal_t sigint, sigterm;
-  uv_timer_t duration;
+  struct run run; /* SIGINT, SIGTERM, --duration */
 };
 
-static void on_closed(uv_handle_t *h)
-{
-}
 static void on_sim_closed(struct pirec_eyesim *sim, void *user)
 {
 }
 
-static void stop(struct app *a)
+static void on_stop(struct run *run)
 {
-  if (!a->sim)
-    return;
+  struct app *a = container_of(run, struct app, run);
   struct pirec_eyesim_counters c;
   pirec_eyesim_counters(a->sim, &c);
   fprintf(stderr,
@@ -62,18 +59,7 @@ static void stop(struct app *a)
           (unsigned long long)c.sessions_played);
   pirec_eyesim_close(a->sim, on_sim_closed, NULL);
   a->sim = NULL;
-  uv_close((uv_handle_t *)&a->sigint, on_closed);
-  uv_close((uv_handle_t *)&a->sigterm, on_closed);
-  uv_close((uv_handle_t *)&a->duration, on_closed);
-}
-
-static void on_signal(uv_signal_t *s, int sig)
-{
-  stop(s->data);
-}
-static void on_duration(uv_timer_t *t)
-{
-  stop(t->data);
+  run_unwatch(run);
 }
 
 static int64_t seconds_ns(const char *v)
@@ -87,11 +73,9 @@ static int64_t seconds_ns(const char *v)
   return (int64_t)(d * 1e9);
 }
 
-int main(int argc, char **argv)
+/* Parses the options into s and *duration. Returns 0, 1 after --help, or -EINVAL (said why). */
+static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, double *duration)
 {
-  struct pirec_eyesim_settings s;
-  pirec_eyesim_settings_default(&s);
-  double duration = 0;
   enum {
     O_HOST = 256,
     O_HTTP,
@@ -147,46 +131,57 @@ int main(int argc, char **argv)
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
-    case O_HOST: snprintf(s.host, sizeof s.host, "%s", optarg); break;
-    case O_HTTP: s.http_port = atoi(optarg); break;
-    case O_RTSP: s.rtsp_port = atoi(optarg); break;
-    case O_HZ: s.gaze_hz = atoi(optarg); break;
-    case O_GSIZE: s.gaze_size = atoi(optarg); break;
-    case O_FPS: s.world_fps = atoi(optarg); break;
+    case O_HOST: snprintf(s->host, sizeof s->host, "%s", optarg); break;
+    case O_HTTP: s->http_port = atoi(optarg); break;
+    case O_RTSP: s->rtsp_port = atoi(optarg); break;
+    case O_HZ: s->gaze_hz = atoi(optarg); break;
+    case O_GSIZE: s->gaze_size = atoi(optarg); break;
+    case O_FPS: s->world_fps = atoi(optarg); break;
     case O_SIZE:
-      if (sscanf(optarg, "%dx%d", &s.width, &s.height) != 2) {
+      if (sscanf(optarg, "%dx%d", &s->width, &s->height) != 2) {
         fprintf(stderr, "pirec-eyesim: --size '%s': expected WxH\n", optarg);
-        return 2;
+        return -EINVAL;
       }
       break;
-    case O_NOWORLD: s.world = 0; break;
-    case O_NOEVENTS: s.events = 0; break;
-    case O_ELOG: snprintf(s.events_log, sizeof s.events_log, "%s", optarg); break;
-    case O_FFMPEG: snprintf(s.ffmpeg, sizeof s.ffmpeg, "%s", optarg); break;
-    case O_LOSS: s.loss = atof(optarg); break;
-    case O_MAL: s.malformed = atof(optarg); break;
-    case O_BADSDP: s.bad_sdp = 1; break;
-    case O_CHUNKED: s.chunked_status = 1; break;
-    case O_DAT: s.disconnect_at_ns = seconds_ns(optarg); break;
-    case O_DFOR: s.disconnect_for_ns = seconds_ns(optarg); break;
-    case O_DRIFT: s.drift_ppm = atoi(optarg); break;
-    case O_SRI: s.sr_interval_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_SR1: s.first_sr_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_SEED: s.seed = (uint32_t)strtoul(optarg, NULL, 10); break;
-    case O_GLOG: snprintf(s.gaze_log, sizeof s.gaze_log, "%s", optarg); break;
-    case O_WLOG: snprintf(s.world_log, sizeof s.world_log, "%s", optarg); break;
-    case O_DUR: duration = atof(optarg); break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case O_NOWORLD: s->world = 0; break;
+    case O_NOEVENTS: s->events = 0; break;
+    case O_ELOG: snprintf(s->events_log, sizeof s->events_log, "%s", optarg); break;
+    case O_FFMPEG: snprintf(s->ffmpeg, sizeof s->ffmpeg, "%s", optarg); break;
+    case O_LOSS: s->loss = atof(optarg); break;
+    case O_MAL: s->malformed = atof(optarg); break;
+    case O_BADSDP: s->bad_sdp = 1; break;
+    case O_CHUNKED: s->chunked_status = 1; break;
+    case O_DAT: s->disconnect_at_ns = seconds_ns(optarg); break;
+    case O_DFOR: s->disconnect_for_ns = seconds_ns(optarg); break;
+    case O_DRIFT: s->drift_ppm = atoi(optarg); break;
+    case O_SRI: s->sr_interval_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_SR1: s->first_sr_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_SEED: s->seed = (uint32_t)strtoul(optarg, NULL, 10); break;
+    case O_GLOG: snprintf(s->gaze_log, sizeof s->gaze_log, "%s", optarg); break;
+    case O_WLOG: snprintf(s->world_log, sizeof s->world_log, "%s", optarg); break;
+    case O_DUR: *duration = atof(optarg); break;
+    case 'h': usage(stdout); return 1;
+    default: usage(stderr); return -EINVAL;
     }
   }
   if (optind != argc) {
     usage(stderr);
-    return 2;
+    return -EINVAL;
   }
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct pirec_eyesim_settings s;
+  double duration = 0;
+  pirec_eyesim_settings_default(&s);
+  int r = parse_args(argc, argv, &s, &duration);
+  if (r != 0)
+    return r > 0 ? 0 : 2;
   struct app a = {0};
   uv_loop_init(&a.loop);
-  int r = pirec_eyesim_start(&a.loop, &s, &a.sim);
+  r = pirec_eyesim_start(&a.loop, &s, &a.sim);
   if (r < 0) {
     fprintf(stderr, "pirec-eyesim: cannot start: %s\n", pirec_strerror(r));
     uv_run(&a.loop, UV_RUN_DEFAULT);
@@ -197,14 +192,7 @@ int main(int argc, char **argv)
   pirec_eyesim_ports(a.sim, &hp, &rp);
   printf("pirec-eyesim http=%d rtsp=%d\n", hp, rp);
   fflush(stdout);
-  uv_signal_init(&a.loop, &a.sigint);
-  uv_signal_init(&a.loop, &a.sigterm);
-  uv_timer_init(&a.loop, &a.duration);
-  a.sigint.data = a.sigterm.data = a.duration.data = &a;
-  uv_signal_start(&a.sigint, on_signal, SIGINT);
-  uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-  if (duration > 0)
-    uv_timer_start(&a.duration, on_duration, (uint64_t)(duration * 1000), 0);
-  uv_run(&a.loop, UV_RUN_DEFAULT);
-  return uv_loop_close(&a.loop) == 0 ? 0 : 1;
+  run_watch(&a.run, &a.loop, duration, on_stop);
+  static const int ok = 0;
+  return run_exit(&a.loop, "pirec-eyesim", &ok);
 }

@@ -8,20 +8,20 @@
 #include <string.h>
 
 #include "pirec/config.h"
+#include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/eyetracker.h"
 #include "pirec/log.h"
 #include "pirec/recorder.h"
 #include "pirec/sink.h"
+#include "run.h"
 
 struct app {
   uv_loop_t loop;
   struct pirec_eyetracker *et;
   struct pirec_recorder *rec;
   struct pirec_recorder_req *pending; /* a start/stop/quit waiting for the files */
-  uv_signal_t sigint, sigterm;
-  uv_timer_t duration;
-  int standalone_stopping;
+  struct run run;                     /* standalone: SIGINT, SIGTERM, --duration */
   int exit_code;
   int json;
 };
@@ -161,13 +161,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit};
-  int r = pirec_recorder_new(&a->loop, name, &ops, a, NULL, &a->rec);
-  if (r == 0)
-    r = pirec_recorder_start(a->rec);
-  if (r < 0) {
-    fprintf(stderr, "pirec-eyetracker: cannot start the protocol: %s\n", pirec_strerror(r));
-    if (a->rec)
-      pirec_recorder_close(a->rec, NULL);
+  if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;
   }
@@ -175,10 +169,6 @@ static int run_protocol(struct app *a, const char *name)
 }
 
 /* ---- standalone ---- */
-
-static void on_closed_handle(uv_handle_t *h)
-{
-}
 
 static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *user)
 {
@@ -207,35 +197,25 @@ static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *us
   a->et = NULL;
 }
 
-static void standalone_stop(struct app *a)
+static void on_stop(struct run *run)
 {
-  if (a->standalone_stopping)
-    return;
-  a->standalone_stopping = 1;
-  uv_close((uv_handle_t *)&a->sigint, on_closed_handle);
-  uv_close((uv_handle_t *)&a->sigterm, on_closed_handle);
-  uv_close((uv_handle_t *)&a->duration, on_closed_handle);
+  struct app *a = container_of(run, struct app, run);
+  run_unwatch(run);
   if (pirec_eyetracker_trial_stop(a->et, on_standalone_stopped, a) < 0)
     on_standalone_stopped(a->et, 0, a);
 }
 
-static void on_signal(uv_signal_t *s, int sig)
-{
-  standalone_stop(s->data);
-}
-static void on_duration(uv_timer_t *t)
-{
-  standalone_stop(t->data);
-}
+/* What the command line asks for beyond the module's settings. */
+struct cli {
+  const char *out, *name, *config, *address;
+  int protocol, trial;
+  double duration;
+};
 
-int main(int argc, char **argv)
+/* Parses the options into s, c and a->json. Returns 0, 1 after --help, or -EINVAL (usage printed). */
+static int parse_args(int argc, char **argv, struct pirec_eyetracker_settings *s, struct cli *c,
+                      struct app *a)
 {
-  struct pirec_eyetracker_settings s;
-  pirec_eyetracker_settings_default(&s);
-  const char *out = NULL, *name = "eyetracker", *config = NULL, *address = NULL;
-  int protocol = 0, trial = 1;
-  double duration = 0;
-  struct app a = {0};
   enum {
     O_ADDR = 256,
     O_RTSP,
@@ -273,95 +253,107 @@ int main(int argc, char **argv)
                                        {"no-events", 0, 0, O_NOEVENTS},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
-  int c;
-  while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-    switch (c) {
-    case O_ADDR: address = optarg; break;
-    case O_RTSP: s.rtsp_port = atoi(optarg); break;
-    case O_GURL: snprintf(s.gaze_url, sizeof s.gaze_url, "%s", optarg); break;
-    case O_WURL: snprintf(s.world_url, sizeof s.world_url, "%s", optarg); break;
-    case O_NOGAZE: s.gaze = 0; break;
-    case O_NOWORLD: s.world = 0; break;
-    case O_EURL: snprintf(s.events_url, sizeof s.events_url, "%s", optarg); break;
-    case O_NOEVENTS: s.events = 0; break;
-    case O_TRIAL: trial = atoi(optarg); break;
-    case O_DUR: duration = atof(optarg); break;
-    case O_RMIN: s.reconnect_min_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_RMAX: s.reconnect_max_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_JSON: a.json = 1; break;
-    case O_PROTO: protocol = 1; break;
-    case O_NAME: name = optarg; break;
-    case O_OUT: out = optarg; break;
-    case 'c': config = optarg; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    switch (opt) {
+    case O_ADDR: c->address = optarg; break;
+    case O_RTSP: s->rtsp_port = atoi(optarg); break;
+    case O_GURL: snprintf(s->gaze_url, sizeof s->gaze_url, "%s", optarg); break;
+    case O_WURL: snprintf(s->world_url, sizeof s->world_url, "%s", optarg); break;
+    case O_NOGAZE: s->gaze = 0; break;
+    case O_NOWORLD: s->world = 0; break;
+    case O_EURL: snprintf(s->events_url, sizeof s->events_url, "%s", optarg); break;
+    case O_NOEVENTS: s->events = 0; break;
+    case O_TRIAL: c->trial = atoi(optarg); break;
+    case O_DUR: c->duration = atof(optarg); break;
+    case O_RMIN: s->reconnect_min_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_RMAX: s->reconnect_max_ns = (int64_t)atoi(optarg) * 1000000; break;
+    case O_JSON: a->json = 1; break;
+    case O_PROTO: c->protocol = 1; break;
+    case O_NAME: c->name = optarg; break;
+    case O_OUT: c->out = optarg; break;
+    case 'c': c->config = optarg; break;
+    case 'h': usage(stdout); return 1;
+    default: usage(stderr); return -EINVAL;
     }
   }
-  if (optind != argc || (!protocol && !out)) {
+  if (optind != argc || (!c->protocol && !c->out)) {
     usage(stderr);
-    return 2;
+    return -EINVAL;
   }
-  if (config) {
-    struct pirec_config *cfg = NULL;
-    struct pirec_config_errors errs = {0};
-    int r = pirec_config_load(config, &cfg, &errs);
-    if (r < 0) {
-      fprintf(stderr, "pirec-eyetracker: cannot load '%s': %s\n", config, pirec_strerror(r));
-      for (size_t i = 0; i < errs.count; i++)
-        fprintf(stderr, "%s\n", errs.items[i].message);
-      pirec_config_errors_free(&errs);
-      return 2;
-    }
-    if (!address)
-      address = pirec_config_get_string(cfg, "eyetracker", "address");
-    if (pirec_config_is_set(cfg, "eyetracker", "rtsp_port"))
-      s.rtsp_port = (int)pirec_config_get_int(cfg, "eyetracker", "rtsp_port");
-    s.reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
-    s.reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
-    s.fsync_interval_ms =
-        pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
-    if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
-      fprintf(stderr, "pirec-eyetracker: eyetracker.address = '%s': expected HOST:PORT\n", address);
-      return 2;
-    }
-    address = NULL;
-    pirec_config_free(cfg);
+  return 0;
+}
+
+/* [eyetracker] and [storage] from the config file into s; an --address given wins over the file's. */
+static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli *c)
+{
+  struct pirec_config *cfg = NULL;
+  struct pirec_config_errors errs = {0};
+  int r = pirec_config_load(c->config, &cfg, &errs);
+  if (r < 0) {
+    fprintf(stderr, "pirec-eyetracker: cannot load '%s': %s\n", c->config, pirec_strerror(r));
+    for (size_t i = 0; i < errs.count; i++)
+      fprintf(stderr, "%s\n", errs.items[i].message);
+    pirec_config_errors_free(&errs);
+    return r;
   }
-  if (address && pirec_eyetracker_settings_set_address(&s, address) < 0) {
-    fprintf(stderr, "pirec-eyetracker: --address '%s': expected HOST:PORT or auto\n", address);
-    return 2;
-  }
-  snprintf(s.name, sizeof s.name, "%s", name);
-  uv_loop_init(&a.loop);
-  int r = pirec_eyetracker_new(&a.loop, &s, on_event, &a, &a.et);
+  const char *address = c->address ? c->address : pirec_config_get_string(cfg, "eyetracker", "address");
+  if (pirec_config_is_set(cfg, "eyetracker", "rtsp_port"))
+    s->rtsp_port = (int)pirec_config_get_int(cfg, "eyetracker", "rtsp_port");
+  s->reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
+  s->reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
+  s->fsync_interval_ms =
+      pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
+  r = address && pirec_eyetracker_settings_set_address(s, address) < 0 ? -EINVAL : 0;
+  if (r < 0)
+    fprintf(stderr, "pirec-eyetracker: eyetracker.address = '%s': expected HOST:PORT\n", address);
+  c->address = NULL;
+  pirec_config_free(cfg);
+  return r;
+}
+
+/* Makes and starts the eye tracker, then records standalone or serves the controller until done. */
+static int record_or_serve(struct app *a, const struct pirec_eyetracker_settings *s, const struct cli *c)
+{
+  uv_loop_init(&a->loop);
+  int r = pirec_eyetracker_new(&a->loop, s, on_event, a, &a->et);
   if (r < 0) {
     fprintf(stderr, "pirec-eyetracker: %s\n", pirec_strerror(r));
-    uv_loop_close(&a.loop);
+    uv_loop_close(&a->loop);
     return 1;
   }
-  pirec_eyetracker_start(a.et);
-  if (protocol) {
-    a.exit_code = run_protocol(&a, name);
-  } else {
-    r = pirec_eyetracker_trial_start(a.et, out, trial, 0);
-    if (r < 0) {
-      fprintf(stderr, "pirec-eyetracker: cannot start recording into '%s': %s\n", out, pirec_strerror(r));
-      pirec_eyetracker_close(a.et, NULL, NULL);
-      uv_run(&a.loop, UV_RUN_DEFAULT);
-      uv_loop_close(&a.loop);
-      return 1;
-    }
-    uv_signal_init(&a.loop, &a.sigint);
-    uv_signal_init(&a.loop, &a.sigterm);
-    uv_timer_init(&a.loop, &a.duration);
-    a.sigint.data = a.sigterm.data = a.duration.data = &a;
-    uv_signal_start(&a.sigint, on_signal, SIGINT);
-    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-    if (duration > 0)
-      uv_timer_start(&a.duration, on_duration, (uint64_t)(duration * 1000), 0);
+  pirec_eyetracker_start(a->et);
+  if (c->protocol) {
+    a->exit_code = run_protocol(a, c->name);
+    return run_exit(&a->loop, "pirec-eyetracker", &a->exit_code);
   }
-  uv_run(&a.loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&a.loop) != 0)
-    a.exit_code = 1;
-  return a.exit_code;
+  r = pirec_eyetracker_trial_start(a->et, c->out, c->trial, 0);
+  if (r < 0) {
+    fprintf(stderr, "pirec-eyetracker: cannot start recording into '%s': %s\n", c->out, pirec_strerror(r));
+    pirec_eyetracker_close(a->et, NULL, NULL);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->loop);
+    return 1;
+  }
+  run_watch(&a->run, &a->loop, c->duration, on_stop);
+  return run_exit(&a->loop, "pirec-eyetracker", &a->exit_code);
+}
+
+int main(int argc, char **argv)
+{
+  struct pirec_eyetracker_settings s;
+  struct cli c = {.name = "eyetracker", .trial = 1};
+  struct app a = {0};
+  pirec_eyetracker_settings_default(&s);
+  int r = parse_args(argc, argv, &s, &c, &a);
+  if (r != 0)
+    return r > 0 ? 0 : 2;
+  if (c.config && settings_from_config(&s, &c) < 0)
+    return 2;
+  if (c.address && pirec_eyetracker_settings_set_address(&s, c.address) < 0) {
+    fprintf(stderr, "pirec-eyetracker: --address '%s': expected HOST:PORT or auto\n", c.address);
+    return 2;
+  }
+  snprintf(s.name, sizeof s.name, "%s", c.name);
+  return record_or_serve(&a, &s, &c);
 }

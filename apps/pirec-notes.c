@@ -9,11 +9,13 @@
 
 #include "pirec/clock.h"
 #include "pirec/config.h"
+#include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/notes.h"
 #include "pirec/recorder.h"
 #include "pirec/sink.h"
+#include "run.h"
 
 struct app {
   uv_loop_t *loop;
@@ -29,7 +31,7 @@ struct app {
   } in;
   int in_open;
   int is_tty;
-  uv_signal_t sigint, sigterm;
+  struct run run; /* SIGINT, SIGTERM */
   char line[65536 + 2];
   size_t line_len;
   int discarding;
@@ -133,18 +135,9 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
-  int err = pirec_recorder_new(a->loop, name, &ops, a, NULL, &a->rec);
-  if (err == 0)
-    err = pirec_recorder_start(a->rec);
-  if (err < 0) {
-    fprintf(stderr, "pirec-notes: cannot start the protocol: %s\n", pirec_strerror(err));
-    if (a->rec)
-      pirec_recorder_close(a->rec, on_rec_closed);
-    uv_run(a->loop, UV_RUN_DEFAULT);
-    return 1;
-  }
+  int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
   uv_run(a->loop, UV_RUN_DEFAULT);
-  return 0;
+  return err < 0 ? 1 : 0;
 }
 
 /* ---- standalone ---- */
@@ -194,15 +187,14 @@ static void standalone_stop(struct app *a)
     uv_close(&a->in.handle, on_any_closed);
     a->in_open = 0;
   }
-  uv_close((uv_handle_t *)&a->sigint, on_any_closed);
-  uv_close((uv_handle_t *)&a->sigterm, on_any_closed);
+  run_unwatch(&a->run);
   if (pirec_notes_close_file(a->notes, on_file_closed, a) < 0)
     a->exit_code = 1;
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void on_stop(struct run *run)
 {
-  standalone_stop(s->data);
+  standalone_stop(container_of(run, struct app, run));
 }
 
 static void take_line(struct app *a, const char *text, size_t len)
@@ -267,8 +259,7 @@ static void on_standalone_open(struct pirec_notes *notes, int status, void *user
   if (status < 0) {
     fprintf(stderr, "pirec-notes: %s\n", pirec_strerror(status));
     a->exit_code = 1;
-    uv_close((uv_handle_t *)&a->sigint, on_any_closed);
-    uv_close((uv_handle_t *)&a->sigterm, on_any_closed);
+    run_unwatch(&a->run);
     return;
   }
   int fd = 0;
@@ -299,17 +290,12 @@ static int run_standalone(struct app *a, const char *dir)
     return 1;
   }
   a->start_mono = pirec_clock_mono_ns();
-  uv_signal_init(a->loop, &a->sigint);
-  uv_signal_init(a->loop, &a->sigterm);
-  a->sigint.data = a->sigterm.data = a;
-  uv_signal_start(&a->sigint, on_signal, SIGINT);
-  uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+  run_watch(&a->run, a->loop, 0, on_stop);
   /* Standalone notes belong to no trial: trial 0. */
   int err = pirec_notes_open(a->notes, dir, 0, on_standalone_open, a);
   if (err < 0) {
     fprintf(stderr, "pirec-notes: cannot open '%s/notes.csv': %s\n", dir, pirec_strerror(err));
-    uv_close((uv_handle_t *)&a->sigint, on_any_closed);
-    uv_close((uv_handle_t *)&a->sigterm, on_any_closed);
+    run_unwatch(&a->run);
     uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;
   }
@@ -342,28 +328,38 @@ static int load_options(const char *config_path, struct pirec_notes_options *no)
   return 0;
 }
 
-int main(int argc, char **argv)
+/* Parses the command line. Returns 0, 1 after --help, or -EINVAL (usage printed). */
+static int parse_args(int argc, char **argv, int *protocol, const char **name, const char **config_path)
 {
   static const struct option longopts[] = {{"protocol", no_argument, NULL, 'p'},
                                            {"name", required_argument, NULL, 'n'},
                                            {"config", required_argument, NULL, 'c'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  int protocol = 0, opt;
-  const char *name = "notes", *config_path = NULL;
+  int opt;
   while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
     switch (opt) {
-    case 'p': protocol = 1; break;
-    case 'n': name = optarg; break;
-    case 'c': config_path = optarg; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 64;
+    case 'p': *protocol = 1; break;
+    case 'n': *name = optarg; break;
+    case 'c': *config_path = optarg; break;
+    case 'h': usage(stdout); return 1;
+    default: usage(stderr); return -EINVAL;
     }
   }
-  if (protocol ? optind != argc : optind != argc - 1) {
+  if (*protocol ? optind != argc : optind != argc - 1) {
     usage(stderr);
-    return 64;
+    return -EINVAL;
   }
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  int protocol = 0;
+  const char *name = "notes", *config_path = NULL;
+  int r = parse_args(argc, argv, &protocol, &name, &config_path);
+  if (r != 0)
+    return r > 0 ? 0 : 64;
   struct pirec_notes_options no;
   if (load_options(config_path, &no) < 0)
     return 65;
@@ -378,7 +374,5 @@ int main(int argc, char **argv)
   }
   int rc = protocol ? run_protocol(&a, name) : run_standalone(&a, argv[optind]);
   pirec_notes_free(a.notes);
-  if (uv_loop_close(&loop) != 0)
-    fprintf(stderr, "pirec-notes: handles left open at exit\n");
-  return rc;
+  return run_exit(&loop, "pirec-notes", &rc);
 }

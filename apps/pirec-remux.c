@@ -46,7 +46,9 @@ static int parse_enum(const char *value, const char *const *names, int n)
   return -1;
 }
 
-int main(int argc, char **argv)
+/* Parses the options into o (and *one for the child mode). Returns 0, 1 when --help or --version
+ * has answered, or EXIT_USAGE after saying why. */
+static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, int *one)
 {
   static const char *const formats[] = {"mp4", "mkv"};
   static const char *const clocks[] = {"auto", "device", "mono", "wall"};
@@ -85,91 +87,109 @@ int main(int argc, char **argv)
       {"version", no_argument, NULL, O_VERSION},
       {NULL, 0, NULL, 0},
   };
-  struct pirec_remux_run_options o;
-  char self[PATH_MAX];
-  int one = 0, c, v, rc;
+  int c, v;
   char *end;
-  ssize_t n;
 
-  memset(&o, 0, sizeof o);
-  o.jobs = 1;
   while ((c = getopt_long(argc, argv, "j:h", longopts, NULL)) != -1) {
     switch (c) {
     case O_FORMAT:
       if ((v = parse_enum(optarg, formats, 2)) < 0)
         goto bad_value;
-      o.remux.format = v ? PIREC_REMUX_MKV : PIREC_REMUX_MP4;
+      o->remux.format = v ? PIREC_REMUX_MKV : PIREC_REMUX_MP4;
       break;
     case O_CLOCK:
       if ((v = parse_enum(optarg, clocks, 4)) < 0)
         goto bad_value;
-      o.remux.clock = (enum pirec_remux_clock)v;
+      o->remux.clock = (enum pirec_remux_clock)v;
       break;
-    case O_CFR: o.remux.flags |= PIREC_REMUX_CFR; break;
-    case O_TS: o.remux.flags |= PIREC_REMUX_WRITE_TIMESTAMPS; break;
-    case O_REPLACE: o.remux.flags |= PIREC_REMUX_REPLACE; break;
-    case O_CUT: o.remux.flags |= PIREC_REMUX_ALLOW_CUT; break;
-    case O_DRY: o.remux.flags |= PIREC_REMUX_DRY_RUN; break;
-    case O_VERIFY: o.verify = 1; break;
-    case O_TIMING: o.remux.timing_path = optarg; break;
-    case O_OUTPUT: o.remux.output_path = optarg; break;
-    case O_JSON: o.json = 1; break;
-    case O_ONE: one = 1; break;
+    case O_CFR: o->remux.flags |= PIREC_REMUX_CFR; break;
+    case O_TS: o->remux.flags |= PIREC_REMUX_WRITE_TIMESTAMPS; break;
+    case O_REPLACE: o->remux.flags |= PIREC_REMUX_REPLACE; break;
+    case O_CUT: o->remux.flags |= PIREC_REMUX_ALLOW_CUT; break;
+    case O_DRY: o->remux.flags |= PIREC_REMUX_DRY_RUN; break;
+    case O_VERIFY: o->verify = 1; break;
+    case O_TIMING: o->remux.timing_path = optarg; break;
+    case O_OUTPUT: o->remux.output_path = optarg; break;
+    case O_JSON: o->json = 1; break;
+    case O_ONE: *one = 1; break;
     case 'j':
     case O_TIMEOUT: {
       long x = strtol(optarg, &end, 10);
       if (*optarg == '\0' || *end != '\0' || x < 1 || x > 100000)
         goto bad_value;
       if (c == 'j')
-        o.jobs = (unsigned)x;
+        o->jobs = (unsigned)x;
       else
-        o.timeout_s = (uint32_t)x;
+        o->timeout_s = (uint32_t)x;
       break;
     }
-    case 'h': usage(stdout); return 0;
-    case O_VERSION: printf("pirec-remux %s\n", PIREC_VERSION); return 0;
+    case 'h': usage(stdout); return 1;
+    case O_VERSION: printf("pirec-remux %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return EXIT_USAGE;
     }
   }
+  return 0;
+
+bad_value:
+  fprintf(stderr, "pirec-remux: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
+  return EXIT_USAGE;
+}
+
+/* The inputs after the options: at least one, and exactly one for --timing, --output or --one. */
+static int check_inputs(int argc, const struct pirec_remux_run_options *o, int one)
+{
   if (optind >= argc) {
     fputs("pirec-remux: no session directory or file given\n", stderr);
     usage(stderr);
     return EXIT_USAGE;
   }
-  if ((o.remux.timing_path || o.remux.output_path) && argc - optind != 1) {
+  if ((o->remux.timing_path || o->remux.output_path) && argc - optind != 1) {
     fputs("pirec-remux: --timing and --output take exactly one input file\n", stderr);
     return EXIT_USAGE;
   }
-  if (one) {
-    if (argc - optind != 1) {
-      fputs("pirec-remux: --one takes one file\n", stderr);
-      return EXIT_USAGE;
-    }
-    return pirec_remux_child(argv[optind], &o.remux, o.verify, stdout);
+  if (one && argc - optind != 1) {
+    fputs("pirec-remux: --one takes one file\n", stderr);
+    return EXIT_USAGE;
   }
+  return 0;
+}
 
-  /* Children are this same binary in --one mode. */
-  n = readlink("/proc/self/exe", self, sizeof self - 1);
+/* The parent: each input in a child that is this same binary in --one mode. */
+static int run_children(int argc, char **argv, struct pirec_remux_run_options *o)
+{
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) {
     perror("pirec-remux: cannot find its own executable");
     return 1;
   }
   self[n] = '\0';
-  o.self_exe = self;
+  o->self_exe = self;
   /* Each file's fate is in the summary; the job layer's per-child warnings would repeat it. */
   pirec_log_set_level(PIREC_LOG_ERROR);
-  o.progress = !o.json && isatty(STDERR_FILENO);
-  {
-    uv_loop_t loop;
-    if (uv_loop_init(&loop) < 0)
-      return 1;
-    rc = pirec_remux_run(&loop, (const char *const *)argv + optind, argc - optind, &o, stdout, stderr);
-    if (uv_loop_close(&loop) != 0)
-      fputs("pirec-remux: loop still had handles at exit\n", stderr);
-  }
+  o->progress = !o->json && isatty(STDERR_FILENO);
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) < 0)
+    return 1;
+  int rc = pirec_remux_run(&loop, (const char *const *)argv + optind, argc - optind, o, stdout, stderr);
+  if (uv_loop_close(&loop) != 0)
+    fputs("pirec-remux: loop still had handles at exit\n", stderr);
   return rc;
+}
 
-bad_value:
-  fprintf(stderr, "pirec-remux: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
-  return EXIT_USAGE;
+int main(int argc, char **argv)
+{
+  struct pirec_remux_run_options o;
+  int one = 0;
+
+  memset(&o, 0, sizeof o);
+  o.jobs = 1;
+  int rc = parse_args(argc, argv, &o, &one);
+  if (rc == 0)
+    rc = check_inputs(argc, &o, one);
+  if (rc != 0)
+    return rc == 1 ? 0 : rc;
+  if (one)
+    return pirec_remux_child(argv[optind], &o.remux, o.verify, stdout);
+  return run_children(argc, argv, &o);
 }

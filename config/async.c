@@ -173,6 +173,18 @@ int pirec_config_reload_async(uv_loop_t *loop, struct pirec_config_req *req, str
   return load(loop, req, pirec_config_path(current), current, cb);
 }
 
+/* Queues work for req; on failure frees what the request holds and returns the error (cb never runs). */
+static int queue(uv_loop_t *loop, struct pirec_config_req *req, uv_work_cb work, struct stamp start)
+{
+  int r = uv_queue_work(loop, &req->work, work, after_work);
+  if (r < 0) {
+    free_private(req);
+    return r;
+  }
+  account(req, start);
+  return 0;
+}
+
 static void save_work(uv_work_t *work)
 {
   struct pirec_config_req *req = container_of(work, struct pirec_config_req, work);
@@ -191,13 +203,7 @@ int pirec_config_save_async(uv_loop_t *loop, struct pirec_config_req *req, const
     return -ENOMEM;
   /* The value is immutable; a reference (not a copy) keeps it alive for the worker. */
   req->current = pirec_config_ref((struct pirec_config *)cfg);
-  int r = uv_queue_work(loop, &req->work, save_work, after_work);
-  if (r < 0) {
-    free_private(req);
-    return r;
-  }
-  account(req, start);
-  return 0;
+  return queue(loop, req, save_work, start);
 }
 
 static void set_work(uv_work_t *work)
@@ -233,13 +239,7 @@ int pirec_config_set_async(uv_loop_t *loop, struct pirec_config_req *req, const 
       return -ENOMEM;
     }
   }
-  int r = uv_queue_work(loop, &req->work, set_work, after_work);
-  if (r < 0) {
-    free_private(req);
-    return r;
-  }
-  account(req, start);
-  return 0;
+  return queue(loop, req, set_work, start);
 }
 
 void pirec_config_req_cleanup(struct pirec_config_req *req)

@@ -60,15 +60,7 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
   bool bad;
   const struct pirec__config_kind *kind = pirec__config_section_kind(section, &bad);
   if (!kind) {
-    const char *names[16];
-    for (size_t i = 0; i < pirec__config_kind_count; i++)
-      names[i] = pirec__config_kinds[i].name;
-    char head[128];
-    snprintf(head, sizeof(head), "%s", section);
-    char *dot = strchr(head, '.');
-    if (dot)
-      *dot = '\0';
-    const char *s = pirec__config_suggest(head, names, pirec__config_kind_count);
+    const char *s = pirec__config_suggest_kind(section);
     char what[256];
     if (s)
       snprintf(what, sizeof(what), "unknown section, did you mean '%s'?", s);
@@ -119,84 +111,134 @@ static int check_assignment(const struct pirec_config_assignment *a, const char 
   return 0;
 }
 
-/* Applies one checked assignment to b. */
-static int apply(struct buf *b, const char *section, const char *name, const char *value)
+/* Checks every assignment, reporting each bad one. Returns 0 or -EINVAL. */
+static int check_assignments(const struct pirec_config_assignment *assignments, size_t count,
+                             const char *filename, struct pirec_config_errors *errors)
+{
+  int bad = 0;
+  for (size_t i = 0; i < count; i++)
+    if (check_assignment(&assignments[i], filename, errors) != 0)
+      bad = -EINVAL;
+  return bad;
+}
+
+/* Where an assignment goes: the key's line when the target section has it, else after the
+ * section's last key line (or its header), else nowhere yet (a new section at the end). */
+struct spot {
+  bool found_section, found_key;
+  size_t line_at;       /* found_key: offset of the key's line */
+  struct pirec__line l; /* found_key: the key's line, offsets relative to line_at */
+  size_t insert_at;     /* found_section: where a new key line goes */
+};
+
+/* Classifies the line at pos (its first when lineno is 0, so a UTF-8 BOM is skipped) into *l with
+ * offsets from pos; returns the line's length including its newline. */
+static size_t read_line(const struct buf *b, size_t pos, int lineno, struct pirec__line *l)
+{
+  const char *s = b->p + pos;
+  const char *nl = memchr(s, '\n', b->len - pos);
+  size_t full = nl ? (size_t)(nl - s) + 1 : b->len - pos;
+  size_t n = nl ? (size_t)(nl - s) : full;
+  if (n && s[n - 1] == '\r')
+    n--;
+  size_t skip = 0;
+  if (lineno == 0 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+    skip = 3;
+  pirec__config_classify(s + skip, n - skip, l);
+  l->name_start += skip;
+  l->name_end += skip;
+  l->value_start += skip;
+  l->value_end += skip;
+  l->sep += skip;
+  return full;
+}
+
+static bool name_is(const char *s, const struct pirec__line *l, const char *name)
+{
+  size_t len = l->name_end - l->name_start;
+  return strlen(name) == len && memcmp(s + l->name_start, name, len) == 0;
+}
+
+static void find_spot(const struct buf *b, const char *section, const char *name, struct spot *out)
+{
+  bool in_section = false;
+  memset(out, 0, sizeof(*out));
+  int lineno = 0;
+  for (size_t pos = 0, full; pos < b->len; pos += full, lineno++) {
+    struct pirec__line l;
+    full = read_line(b, pos, lineno, &l);
+    if (l.kind == PIREC__LINE_SECTION) {
+      /* Only the first section of that name is edited; a duplicate fails validation anyway. */
+      in_section = !out->found_section && name_is(b->p + pos, &l, section);
+      if (in_section) {
+        out->found_section = true;
+        out->insert_at = pos + full;
+      }
+    } else if (l.kind == PIREC__LINE_KEY && in_section) {
+      if (name_is(b->p + pos, &l, name)) {
+        out->found_key = true;
+        out->line_at = pos;
+        out->l = l;
+        return;
+      }
+      out->insert_at = pos + full;
+    }
+  }
+}
+
+/* Replaces the value on the key's line, leaving everything else on it as it was. */
+static int replace_value(struct buf *b, const struct spot *at, const char *value)
+{
+  const struct pirec__line *l = &at->l;
+  size_t start = at->line_at + l->value_start, del = l->value_end - l->value_start;
+  if (!(l->value_start == l->value_end && l->value_start == l->sep + 1 && *value))
+    return buf_splice(b, start, del, value, strlen(value));
+  /* empty value right after '=': keep one blank between '=' and the new value */
+  char *tmp = malloc(strlen(value) + 2);
+  if (!tmp)
+    return -ENOMEM;
+  tmp[0] = ' ';
+  strcpy(tmp + 1, value);
+  int r = buf_splice(b, start, del, tmp, strlen(tmp));
+  free(tmp);
+  return r;
+}
+
+/* Adds a key line to the section, or the section with the key at the end of the file. */
+static int insert_key(struct buf *b, const struct spot *at, const char *section, const char *name,
+                      const char *value)
 {
   /* New lines use the file's line ending, judged by its first line. */
   const char *eol = "\n";
   const char *first_nl = memchr(b->p, '\n', b->len);
   if (first_nl && first_nl > b->p && first_nl[-1] == '\r')
     eol = "\r\n";
-  bool in_section = false, found_section = false;
-  size_t insert_at = 0; /* end of the target section's last key line (or its header) */
-  size_t pos = 0;
-  int lineno = 0;
-  while (pos < b->len) {
-    const char *s = b->p + pos;
-    const char *nl = memchr(s, '\n', b->len - pos);
-    size_t full = nl ? (size_t)(nl - s) + 1 : b->len - pos;
-    size_t n = nl ? (size_t)(nl - s) : full;
-    if (n && s[n - 1] == '\r')
-      n--;
-    size_t skip = 0;
-    if (lineno == 0 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
-      skip = 3;
-    struct pirec__line l;
-    pirec__config_classify(s + skip, n - skip, &l);
-    l.name_start += skip;
-    l.name_end += skip;
-    l.value_start += skip;
-    l.value_end += skip;
-    l.sep += skip;
-    if (l.kind == PIREC__LINE_SECTION) {
-      size_t len = l.name_end - l.name_start;
-      /* Only the first section of that name is edited; a duplicate fails validation anyway. */
-      in_section = !found_section && strlen(section) == len && memcmp(s + l.name_start, section, len) == 0;
-      if (in_section) {
-        found_section = true;
-        insert_at = pos + full;
-      }
-    } else if (l.kind == PIREC__LINE_KEY && in_section) {
-      size_t len = l.name_end - l.name_start;
-      if (strlen(name) == len && memcmp(s + l.name_start, name, len) == 0) {
-        size_t at = pos + l.value_start, del = l.value_end - l.value_start;
-        if (l.value_start == l.value_end && l.value_start == l.sep + 1 && *value) {
-          /* empty value right after '=': keep one blank between '=' and the new value */
-          char *tmp = malloc(strlen(value) + 2);
-          if (!tmp)
-            return -ENOMEM;
-          tmp[0] = ' ';
-          strcpy(tmp + 1, value);
-          int r = buf_splice(b, at, del, tmp, strlen(tmp));
-          free(tmp);
-          return r;
-        }
-        return buf_splice(b, at, del, value, strlen(value));
-      }
-      insert_at = pos + full;
-    }
-    pos += full;
-    lineno++;
-  }
   char *ins;
   int n;
+  size_t insert_at = at->insert_at;
   bool ends_nl = b->len == 0 || b->p[b->len - 1] == '\n';
-  if (found_section) {
+  if (at->found_section) {
     /* insert_at is just after a newline unless that line is the last one without a newline */
     bool need_nl = insert_at == b->len && !ends_nl;
     n = asprintf(&ins, "%s%s = %s%s", need_nl ? eol : "", name, value, eol);
-    if (n < 0)
-      return -ENOMEM;
   } else {
     insert_at = b->len;
     n = asprintf(&ins, "%s%s[%s]%s%s = %s%s", ends_nl ? "" : eol, b->len ? eol : "", section, eol, name,
                  value, eol);
-    if (n < 0)
-      return -ENOMEM;
   }
+  if (n < 0)
+    return -ENOMEM;
   int r = buf_splice(b, insert_at, 0, ins, (size_t)n);
   free(ins);
   return r;
+}
+
+/* Applies one checked assignment to b. */
+static int apply(struct buf *b, const char *section, const char *name, const char *value)
+{
+  struct spot at;
+  find_spot(b, section, name, &at);
+  return at.found_key ? replace_value(b, &at, value) : insert_key(b, &at, section, name, value);
 }
 
 int pirec_config_edit_text(const char *text, size_t len, const char *filename,
@@ -208,10 +250,7 @@ int pirec_config_edit_text(const char *text, size_t len, const char *filename,
     *out_len = 0;
   if (!filename)
     filename = "<string>";
-  int bad = 0;
-  for (size_t i = 0; i < count; i++)
-    if (check_assignment(&assignments[i], filename, errors) != 0)
-      bad = -EINVAL;
+  int bad = check_assignments(assignments, count, filename, errors);
   if (bad)
     return bad;
   struct buf b = {malloc(len + 1), len};
@@ -285,10 +324,7 @@ static void fs_error(struct pirec_config_errors *errors, struct pirec_fs_req *re
 int pirec_config_set(const char *path, const struct pirec_config_assignment *assignments, size_t count,
                      struct pirec_config_errors *errors)
 {
-  int bad = 0;
-  for (size_t i = 0; i < count; i++)
-    if (check_assignment(&assignments[i], path, errors) != 0)
-      bad = -EINVAL;
+  int bad = check_assignments(assignments, count, path, errors);
   if (bad)
     return bad;
   const char *shown = path; /* messages name the path the user gave */
@@ -380,4 +416,9 @@ int pirec__config_save_locked(const struct pirec_config *cfg, const char *path,
   free(text);
   free(target);
   return r < 0 ? r : 0;
+}
+
+int pirec_config_save(const struct pirec_config *cfg, const char *path)
+{
+  return pirec__config_save_locked(cfg, path, NULL);
 }

@@ -116,6 +116,8 @@ const struct pirec__config_key *pirec__config_key_find(const struct pirec__confi
 /* Closest candidate within a small edit distance, or NULL. */
 const char *pirec__config_suggest(const char *word, const char *const *candidates, size_t count);
 const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, const char *word);
+/* The kind closest to the KIND part of section ("KIND" or "KIND.NAME"), or NULL. */
+const char *pirec__config_suggest_kind(const char *section);
 
 /* Parses text for key into out. On failure returns -EINVAL and *expected says what was expected
  * (static or thread-local text); *range is true when the syntax was fine but out of range. */

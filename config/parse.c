@@ -60,65 +60,6 @@ void pirec__arena_free(struct pirec__arena *a)
   }
 }
 
-/* ---- errors ------------------------------------------------------------------------------------ */
-
-int pirec__config_errors_add(struct pirec_config_errors *errors, int line, const char *key,
-                             const char *message)
-{
-  struct pirec_config_error *items = realloc(errors->items, (errors->count + 1) * sizeof(*errors->items));
-  if (!items)
-    return -ENOMEM;
-  errors->items = items;
-  struct pirec_config_error *e = &items[errors->count];
-  e->line = line;
-  e->key = key ? strdup(key) : NULL;
-  e->message = strdup(message);
-  if (!e->message || (key && !e->key)) {
-    free(e->key);
-    free(e->message);
-    return -ENOMEM;
-  }
-  errors->count++;
-  return 0;
-}
-
-void pirec__config_error(struct pirec__config_parse *p, int line, const char *key, const char *value,
-                         const char *fmt, ...)
-{
-  p->error_count++;
-  if (!p->errors)
-    return;
-  char what[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(what, sizeof(what), fmt, ap);
-  va_end(ap);
-  char *msg = NULL;
-  int n;
-  if (key && value)
-    n = asprintf(&msg, "%s:%d: %s = '%s': %s", p->filename, line, key, value, what);
-  else if (key)
-    n = asprintf(&msg, "%s:%d: %s: %s", p->filename, line, key, what);
-  else
-    n = asprintf(&msg, "%s:%d: %s", p->filename, line, what);
-  if (n < 0 || pirec__config_errors_add(p->errors, line, key, msg) != 0)
-    p->oom = true;
-  free(msg);
-}
-
-void pirec_config_errors_free(struct pirec_config_errors *errors)
-{
-  if (!errors)
-    return;
-  for (size_t i = 0; i < errors->count; i++) {
-    free(errors->items[i].key);
-    free(errors->items[i].message);
-  }
-  free(errors->items);
-  errors->items = NULL;
-  errors->count = 0;
-}
-
 /* ---- line classification (mirrors inih's rules so the editor and the parser agree) ------------- */
 
 static bool is_space(char c)
@@ -277,11 +218,9 @@ static int init_defaults(struct pirec_config *cfg)
       struct pirec__config_value *v = &s->values[i];
       const char *expected;
       memset(v, 0, sizeof(*v));
-      if (key->def && pirec__config_parse_value(key, key->def, v, &expected) != 0) {
-        fprintf(stderr, "pirec_config: schema default of %s.%s is invalid: %s\n", kind->name, key->name,
-                expected);
-        abort();
-      }
+      /* test-config parses the defaults of every key, so this fails only in a broken build. */
+      if (key->def && pirec__config_parse_value(key, key->def, v, &expected) != 0)
+        return -EINVAL;
       if (!key->def)
         v->s = ""; /* required string keys: empty until set */
     }
@@ -341,15 +280,8 @@ static void begin_section(struct ctx *c, const char *name, size_t len)
   bool bad;
   const struct pirec__config_kind *kind = pirec__config_section_kind(nm, &bad);
   if (!kind) {
-    const char *names[16];
-    for (size_t i = 0; i < pirec__config_kind_count; i++)
-      names[i] = pirec__config_kinds[i].name;
-    char head[64];
     const char *dot = strchr(nm, '.');
-    size_t hl = dot ? (size_t)(dot - nm) : len;
-    memcpy(head, nm, hl);
-    head[hl] = '\0';
-    const char *s = pirec__config_suggest(head, names, pirec__config_kind_count);
+    const char *s = pirec__config_suggest_kind(nm);
     if (s) {
       const struct pirec__config_kind *sk = pirec__config_kind_find(s, strlen(s));
       pirec__config_error(&c->p, c->line, br, NULL, "unknown section, did you mean '[%s%s%s]'?", s,
@@ -507,18 +439,21 @@ static int handler(void *user, const char *section, const char *name, const char
   return 1;
 }
 
-static struct pirec_config *config_alloc(void)
+static int config_alloc(struct pirec_config **out)
 {
   struct pirec_config *cfg = calloc(1, sizeof(*cfg));
+  *out = NULL;
   if (!cfg)
-    return NULL;
+    return -ENOMEM;
   atomic_init(&cfg->refs, 1);
-  if (init_defaults(cfg) != 0) {
+  int r = init_defaults(cfg);
+  if (r != 0) {
     pirec__arena_free(&cfg->arena);
     free(cfg);
-    return NULL;
+    return r;
   }
-  return cfg;
+  *out = cfg;
+  return 0;
 }
 
 /* Cross-key checks run after the whole file is read; sorting puts their errors in file order too.
@@ -546,10 +481,11 @@ static int parse_owned(char *text, size_t len, const char *filename, struct pire
   *out = NULL;
   if (!filename)
     filename = "<string>";
-  struct pirec_config *cfg = config_alloc();
-  if (!cfg) {
+  struct pirec_config *cfg;
+  int r = config_alloc(&cfg);
+  if (r != 0) {
     free(text);
-    return -ENOMEM;
+    return r;
   }
   cfg->source = text;
   cfg->source_len = len;
@@ -561,7 +497,7 @@ static int parse_owned(char *text, size_t len, const char *filename, struct pire
     pirec_config_free(cfg);
     return -ENOMEM;
   }
-  int r = ini_parse_stream(reader, &c, handler, &c);
+  r = ini_parse_stream(reader, &c, handler, &c);
   if (r == -2)
     c.p.oom = true;
   else if (r > 0 && c.p.error_count == 0)
@@ -704,17 +640,6 @@ bool pirec_config_has_section(const struct pirec_config *cfg, const char *sectio
   return s && s->present;
 }
 
-static const char *type_name(enum pirec__config_type t)
-{
-  switch (t) {
-  case PIREC__CONFIG_BOOL: return "bool";
-  case PIREC__CONFIG_INT: return "integer";
-  case PIREC__CONFIG_DURATION: return "duration";
-  case PIREC__CONFIG_SIZE: return "size";
-  default: return "string";
-  }
-}
-
 static bool type_matches(enum pirec__config_type want, enum pirec__config_type have)
 {
   if (want == PIREC__CONFIG_STRING)
@@ -742,15 +667,16 @@ static const struct pirec__config_value *lookup(const struct pirec_config *cfg, 
   return &s->values[idx];
 }
 
+/* The zero value answers a key the schema lacks or a getter of another type: false, 0, "". */
+static const struct pirec__config_value missing = {.s = ""};
+
 static const struct pirec__config_value *get(const struct pirec_config *cfg, const char *section,
                                              const char *name, enum pirec__config_type type)
 {
   const struct pirec__config_key *key;
   const struct pirec__config_value *v = lookup(cfg, section, name, &key);
-  if (!v || !type_matches(type, key->type)) {
-    fprintf(stderr, "pirec_config: no %s key '%s.%s'\n", type_name(type), section, name);
-    abort();
-  }
+  if (!v || !type_matches(type, key->type))
+    return &missing;
   return v;
 }
 
@@ -784,11 +710,7 @@ bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, co
 {
   const struct pirec__config_key *key;
   const struct pirec__config_value *v = lookup(cfg, section, name, &key);
-  if (!v) {
-    fprintf(stderr, "pirec_config: no key '%s.%s'\n", section, name);
-    abort();
-  }
-  return v->set;
+  return v && v->set;
 }
 
 int pirec_config_get_text(const struct pirec_config *cfg, const char *dotted_key, char **out)
@@ -852,9 +774,4 @@ char *pirec_config_format(const struct pirec_config *cfg)
     }
   }
   return out;
-}
-
-int pirec_config_save(const struct pirec_config *cfg, const char *path)
-{
-  return pirec__config_save_locked(cfg, path, NULL);
 }

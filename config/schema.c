@@ -273,11 +273,14 @@ const size_t pirec__config_kind_count = COUNT(pirec__config_kinds);
 
 /* ---- cross-key validation ---------------------------------------------------------------------- */
 
+/* Validators name keys of their own kind; an empty value stands in should one be renamed without
+ * them (test-config runs every validator, so that is caught before a release). */
 static const struct pirec__config_value *value_of(const struct pirec__config_section *s, const char *key)
 {
+  static const struct pirec__config_value empty = {.s = ""};
   size_t i;
   if (!pirec__config_key_find(s->kind, key, &i))
-    abort();
+    return &empty;
   return &s->values[i];
 }
 
@@ -437,6 +440,19 @@ const char *pirec__config_suggest(const char *word, const char *const *candidate
     }
   }
   return best;
+}
+
+const char *pirec__config_suggest_kind(const char *section)
+{
+  const char *names[16];
+  for (size_t i = 0; i < pirec__config_kind_count; i++)
+    names[i] = pirec__config_kinds[i].name;
+  char head[128];
+  snprintf(head, sizeof(head), "%s", section);
+  char *dot = strchr(head, '.');
+  if (dot)
+    *dot = '\0';
+  return pirec__config_suggest(head, names, pirec__config_kind_count);
 }
 
 const char *pirec__config_suggest_key(const struct pirec__config_kind *kind, const char *word)
@@ -645,11 +661,105 @@ static int out_of_range(const struct pirec__config_key *key, const char **expect
   return -ERANGE;
 }
 
-int pirec__config_parse_value(const struct pirec__config_key *key, const char *text,
-                              struct pirec__config_value *out, const char **expected)
+static int bad_value(const struct pirec__config_key *key, const char **expected)
+{
+  *expected = pirec__config_expected(key);
+  return -EINVAL;
+}
+
+static int parse_bool(const struct pirec__config_key *key, const char *text, struct pirec__config_value *out,
+                      const char **expected)
 {
   static const char *const yes[] = {"true", "yes", "on", "1", NULL};
   static const char *const no[] = {"false", "no", "off", "0", NULL};
+  if (word_in(text, yes))
+    out->v.b = true;
+  else if (word_in(text, no))
+    out->v.b = false;
+  else
+    return bad_value(key, expected);
+  return 0;
+}
+
+static int parse_int(const struct pirec__config_key *key, const char *text, struct pirec__config_value *out,
+                     const char **expected)
+{
+  char *end;
+  const char *c = text;
+  if (*c == '-' || *c == '+')
+    c++;
+  if (!(*c >= '0' && *c <= '9'))
+    return bad_value(key, expected);
+  errno = 0;
+  long long v = strtoll(text, &end, key->base);
+  if (*end)
+    return bad_value(key, expected);
+  if (errno == ERANGE || v < key->min || v > key->max)
+    return out_of_range(key, expected);
+  out->v.i = v;
+  return 0;
+}
+
+/* A duration (ns) or a size (bytes): the text's syntax first, then the key's range. */
+static int parse_quantity(const struct pirec__config_key *key, const char *text,
+                          struct pirec__config_value *out, const char **expected)
+{
+  struct pirec__config_value v = *out;
+  int r;
+  bool in_range;
+  if (key->type == PIREC__CONFIG_DURATION) {
+    r = pirec_config_parse_duration(text, &v.v.i);
+    in_range = v.v.i >= key->min && v.v.i <= key->max;
+  } else {
+    r = pirec_config_parse_size(text, &v.v.u);
+    in_range = v.v.u >= (uint64_t)key->min && v.v.u <= (uint64_t)key->max;
+  }
+  if (r == -EINVAL)
+    return bad_value(key, expected);
+  if (r == -ERANGE || !in_range)
+    return out_of_range(key, expected);
+  *out = v;
+  return 0;
+}
+
+/* One of the listed words, or an error that suggests the closest one. */
+static int parse_enum(const struct pirec__config_key *key, const char *text, struct pirec__config_value *out,
+                      const char **expected)
+{
+  size_t n = 0;
+  for (; key->choices[n]; n++)
+    if (strcmp(text, key->choices[n]) == 0) {
+      out->s = key->choices[n];
+      return 0;
+    }
+  const char *s = pirec__config_suggest(text, key->choices, n);
+  if (!s)
+    return bad_value(key, expected);
+  char tmp[400];
+  snprintf(tmp, sizeof(tmp), "%s", pirec__config_expected(key));
+  snprintf(expected_buf, sizeof(expected_buf), "%s; did you mean '%s'?", tmp, s);
+  *expected = expected_buf;
+  return -EINVAL;
+}
+
+static int parse_string(const struct pirec__config_key *key, const char *text,
+                        struct pirec__config_value *out, const char **expected)
+{
+  if (key->check) {
+    const char *why = key->check(text);
+    if (why) {
+      snprintf(expected_buf, sizeof(expected_buf), "expected %s", why);
+      *expected = expected_buf;
+      return -EINVAL;
+    }
+  }
+  out->s = text; /* the caller copies it */
+  return 0;
+}
+
+int pirec__config_parse_value(const struct pirec__config_key *key, const char *text,
+                              struct pirec__config_value *out, const char **expected)
+{
   for (const char *c = text; *c; c++)
     if ((unsigned char)*c < 0x20 || *c == 0x7f) {
       *expected = "expected a value without control characters";
@@ -662,89 +772,15 @@ int pirec__config_parse_value(const struct pirec__config_key *key, const char *t
     return -EINVAL;
   }
   switch (key->type) {
-  case PIREC__CONFIG_BOOL:
-    if (word_in(text, yes))
-      out->v.b = true;
-    else if (word_in(text, no))
-      out->v.b = false;
-    else
-      goto bad;
-    return 0;
-  case PIREC__CONFIG_INT: {
-    char *end;
-    const char *c = text;
-    if (*c == '-' || *c == '+')
-      c++;
-    if (!(*c >= '0' && *c <= '9'))
-      goto bad;
-    errno = 0;
-    long long v = strtoll(text, &end, key->base);
-    if (*end)
-      goto bad;
-    if (errno == ERANGE || v < key->min || v > key->max) {
-      return out_of_range(key, expected);
-    }
-    out->v.i = v;
-    return 0;
-  }
-  case PIREC__CONFIG_DURATION: {
-    int64_t ns = 0;
-    int r = pirec_config_parse_duration(text, &ns);
-    if (r == -EINVAL)
-      goto bad;
-    if (r == -ERANGE || ns < key->min || ns > key->max) {
-      return out_of_range(key, expected);
-    }
-    out->v.i = ns;
-    return 0;
-  }
-  case PIREC__CONFIG_SIZE: {
-    uint64_t b = 0;
-    int r = pirec_config_parse_size(text, &b);
-    if (r == -EINVAL)
-      goto bad;
-    if (r == -ERANGE || b < (uint64_t)key->min || b > (uint64_t)key->max) {
-      return out_of_range(key, expected);
-    }
-    out->v.u = b;
-    return 0;
-  }
-  case PIREC__CONFIG_ENUM:
-    for (size_t i = 0; key->choices[i]; i++)
-      if (strcmp(text, key->choices[i]) == 0) {
-        out->s = key->choices[i];
-        return 0;
-      }
-    {
-      size_t n = 0;
-      while (key->choices[n])
-        n++;
-      const char *s = pirec__config_suggest(text, key->choices, n);
-      if (s) {
-        char tmp[400];
-        snprintf(tmp, sizeof(tmp), "%s", pirec__config_expected(key));
-        snprintf(expected_buf, sizeof(expected_buf), "%s; did you mean '%s'?", tmp, s);
-        *expected = expected_buf;
-        return -EINVAL;
-      }
-    }
-    goto bad;
+  case PIREC__CONFIG_BOOL: return parse_bool(key, text, out, expected);
+  case PIREC__CONFIG_INT: return parse_int(key, text, out, expected);
+  case PIREC__CONFIG_DURATION:
+  case PIREC__CONFIG_SIZE: return parse_quantity(key, text, out, expected);
+  case PIREC__CONFIG_ENUM: return parse_enum(key, text, out, expected);
   case PIREC__CONFIG_STRING:
-  case PIREC__CONFIG_PATH:
-    if (key->check) {
-      const char *why = key->check(text);
-      if (why) {
-        snprintf(expected_buf, sizeof(expected_buf), "expected %s", why);
-        *expected = expected_buf;
-        return -EINVAL;
-      }
-    }
-    out->s = text; /* the caller copies it */
-    return 0;
+  case PIREC__CONFIG_PATH: return parse_string(key, text, out, expected);
   }
-bad:
-  *expected = pirec__config_expected(key);
-  return -EINVAL;
+  return bad_value(key, expected);
 }
 
 void pirec__config_value_text(const struct pirec__config_key *key, const struct pirec__config_value *v,

@@ -57,7 +57,21 @@ const char *pirec__gpio_libgpiod_version(void);
 /* The pipe backend on an fd it owns. */
 int pirec__gpio_pipe_attach(struct pirec__gpio_backend *b, int fd);
 
-/* Parses a decimal line offset: returns it (>= 0), or -1 if s is not a plain number. */
-int pirec__gpio_parse_offset(const char *s);
+/* Parses a decimal line offset: returns it (>= 0), or -1 if s is not a plain number. Inline here
+ * because both layers need it: gpio.c to check settings, each backend to request the line. */
+static inline int pirec__gpio_parse_offset(const char *s)
+{
+  if (s == NULL || *s == '\0')
+    return -1;
+  long v = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p < '0' || *p > '9')
+      return -1;
+    v = v * 10 + (*p - '0');
+    if (v > 65535)
+      return -1;
+  }
+  return (int)v;
+}
 
 #endif

@@ -20,39 +20,31 @@ static int neg_errno(int fallback)
   return errno > 0 ? -errno : fallback;
 }
 
-static int v1_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settings *s)
+/* Finds the line s names and opens its chip into st. Returns 0 or a negative errno. */
+static int find_line(struct v1_state *st, const struct pirec_gpio_settings *s)
 {
-  struct v1_state *st = calloc(1, sizeof(*st));
-  if (st == NULL)
-    return -ENOMEM;
-  int rc;
-  int is_auto = strcmp(s->chip, "auto") == 0;
-  int off = pirec__gpio_parse_offset(s->line);
   errno = 0;
-  if (is_auto) {
+  if (strcmp(s->chip, "auto") == 0) {
     /* searches every chip for the name; the line keeps its chip open */
     st->line = gpiod_line_find(s->line);
-    if (st->line == NULL) {
-      rc = neg_errno(-ENOENT);
-      goto fail;
-    }
+    if (st->line == NULL)
+      return neg_errno(-ENOENT);
     st->chip = gpiod_line_get_chip(st->line);
-  } else {
-    /* accepts a path, a name (gpiochip0), a label (pinctrl-rp1) or a number */
-    st->chip = gpiod_chip_open_lookup(s->chip);
-    if (st->chip == NULL) {
-      rc = neg_errno(-ENOENT);
-      goto fail;
-    }
-    errno = 0;
-    st->line =
-        off >= 0 ? gpiod_chip_get_line(st->chip, (unsigned)off) : gpiod_chip_find_line(st->chip, s->line);
-    if (st->line == NULL) {
-      rc = neg_errno(-ENOENT);
-      goto fail;
-    }
+    return 0;
   }
+  /* accepts a path, a name (gpiochip0), a label (pinctrl-rp1) or a number */
+  st->chip = gpiod_chip_open_lookup(s->chip);
+  if (st->chip == NULL)
+    return neg_errno(-ENOENT);
+  errno = 0;
+  int off = pirec__gpio_parse_offset(s->line);
+  st->line =
+      off >= 0 ? gpiod_chip_get_line(st->chip, (unsigned)off) : gpiod_chip_find_line(st->chip, s->line);
+  return st->line == NULL ? neg_errno(-ENOENT) : 0;
+}
 
+static int request_flags(const struct pirec_gpio_settings *s)
+{
   int flags = 0;
   if (s->active_low)
     flags |= GPIOD_LINE_REQUEST_FLAG_ACTIVE_LOW;
@@ -62,6 +54,18 @@ static int v1_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settin
   case PIREC_GPIO_BIAS_PULL_DOWN: flags |= GPIOD_LINE_REQUEST_FLAG_BIAS_PULL_DOWN; break;
   default: break;
   }
+  return flags;
+}
+
+static int v1_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settings *s)
+{
+  struct v1_state *st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return -ENOMEM;
+  int rc = find_line(st, s);
+  if (rc < 0)
+    goto fail;
+  int flags = request_flags(s);
   errno = 0;
   int r;
   if (s->role == PIREC_GPIO_ROLE_TRIGGER) {

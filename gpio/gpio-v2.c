@@ -109,42 +109,40 @@ static int open_chip(const char *chip, const char *line, struct gpiod_chip **out
   return 0;
 }
 
-static int v2_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settings *s)
+/* Fills ls as s asks: direction, bias, and for a trigger its edges and the kernel's debounce. */
+static int line_settings(struct gpiod_line_settings *ls, const struct pirec_gpio_settings *s)
 {
-  struct gpiod_chip *chip = NULL;
-  unsigned int off = 0;
-  int rc = open_chip(s->chip, s->line, &chip, &off);
-  if (rc < 0)
-    return rc == -EPERM ? -EACCES : rc;
-
-  struct v2_state *st = calloc(1, sizeof(*st));
-  struct gpiod_line_settings *ls = gpiod_line_settings_new();
-  struct gpiod_line_config *lc = gpiod_line_config_new();
-  struct gpiod_request_config *rcfg = gpiod_request_config_new();
-  if (st == NULL || ls == NULL || lc == NULL || rcfg == NULL) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  st->offset = off;
   gpiod_line_settings_set_active_low(ls, s->active_low != 0);
   static const enum gpiod_line_bias bias[] = {GPIOD_LINE_BIAS_AS_IS, GPIOD_LINE_BIAS_DISABLED,
                                               GPIOD_LINE_BIAS_PULL_UP, GPIOD_LINE_BIAS_PULL_DOWN};
-  if (gpiod_line_settings_set_bias(ls, bias[s->bias]) < 0) {
-    rc = neg_errno(-EINVAL);
-    goto out;
-  }
-  if (s->role == PIREC_GPIO_ROLE_TRIGGER) {
-    gpiod_line_settings_set_direction(ls, GPIOD_LINE_DIRECTION_INPUT);
-    enum gpiod_line_edge e = s->edge == PIREC_GPIO_EDGE_RISING    ? GPIOD_LINE_EDGE_RISING
-                             : s->edge == PIREC_GPIO_EDGE_FALLING ? GPIOD_LINE_EDGE_FALLING
-                                                                  : GPIOD_LINE_EDGE_BOTH;
-    gpiod_line_settings_set_edge_detection(ls, e);
-    if (s->debounce_ns > 0)
-      gpiod_line_settings_set_debounce_period_us(ls, (unsigned long)((s->debounce_ns + 999) / 1000));
-  } else {
+  errno = 0;
+  if (gpiod_line_settings_set_bias(ls, bias[s->bias]) < 0)
+    return neg_errno(-EINVAL);
+  if (s->role != PIREC_GPIO_ROLE_TRIGGER) {
     gpiod_line_settings_set_direction(ls, GPIOD_LINE_DIRECTION_OUTPUT);
     gpiod_line_settings_set_output_value(ls, GPIOD_LINE_VALUE_INACTIVE);
+    return 0;
   }
+  gpiod_line_settings_set_direction(ls, GPIOD_LINE_DIRECTION_INPUT);
+  enum gpiod_line_edge e = s->edge == PIREC_GPIO_EDGE_RISING    ? GPIOD_LINE_EDGE_RISING
+                           : s->edge == PIREC_GPIO_EDGE_FALLING ? GPIOD_LINE_EDGE_FALLING
+                                                                : GPIOD_LINE_EDGE_BOTH;
+  gpiod_line_settings_set_edge_detection(ls, e);
+  if (s->debounce_ns > 0)
+    gpiod_line_settings_set_debounce_period_us(ls, (unsigned long)((s->debounce_ns + 999) / 1000));
+  return 0;
+}
+
+/* Requests line off of chip with the settings s asks for into *out. Returns 0 or a negative errno. */
+static int request_line(struct gpiod_chip *chip, unsigned int off, const struct pirec_gpio_settings *s,
+                        struct gpiod_line_request **out)
+{
+  struct gpiod_line_settings *ls = gpiod_line_settings_new();
+  struct gpiod_line_config *lc = gpiod_line_config_new();
+  struct gpiod_request_config *rcfg = gpiod_request_config_new();
+  int rc = ls == NULL || lc == NULL || rcfg == NULL ? -ENOMEM : line_settings(ls, s);
+  if (rc < 0)
+    goto out;
   errno = 0;
   if (gpiod_line_config_add_line_settings(lc, &off, 1, ls) < 0) {
     rc = neg_errno(-EINVAL);
@@ -156,47 +154,73 @@ static int v2_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settin
      * burst of other work) should not lose a pedal's bounces for that */
     gpiod_request_config_set_event_buffer_size(rcfg, 256);
   errno = 0;
-  st->req = gpiod_chip_request_lines(chip, rcfg, lc);
-  if (st->req == NULL) {
+  *out = gpiod_chip_request_lines(chip, rcfg, lc);
+  if (*out == NULL) {
     rc = neg_errno(-EIO);
     if (rc == -EPERM)
       rc = -EACCES;
+  }
+out:
+  gpiod_request_config_free(rcfg);
+  gpiod_line_config_free(lc);
+  gpiod_line_settings_free(ls);
+  return rc;
+}
+
+/* A trigger's request: the edge buffer, and its fd made non-blocking for the loop's poll. */
+static int watch_edges(struct pirec__gpio_backend *b, struct v2_state *st,
+                       const struct pirec_gpio_settings *s)
+{
+  st->events = gpiod_edge_event_buffer_new(EVENT_BUFFER);
+  if (st->events == NULL)
+    return -ENOMEM;
+  b->fd = gpiod_line_request_get_fd(st->req);
+  /* the request fd blocks on read by default; the loop must never block */
+  int fl = fcntl(b->fd, F_GETFL);
+  if (fl < 0 || fcntl(b->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
+  b->reports_both = s->edge == PIREC_GPIO_EDGE_BOTH;
+  b->kernel_debounce = 1;
+  return 0;
+}
+
+static void describe(struct pirec__gpio_backend *b, struct gpiod_chip *chip, unsigned int off)
+{
+  struct gpiod_chip_info *ci = gpiod_chip_get_info(chip);
+  struct gpiod_line_info *li = gpiod_chip_get_line_info(chip, off);
+  const char *lname = li != NULL ? gpiod_line_info_get_name(li) : NULL;
+  snprintf(b->describe, sizeof(b->describe), "%s:%u (%s %s)", ci != NULL ? gpiod_chip_info_get_name(ci) : "?",
+           off, ci != NULL ? gpiod_chip_info_get_label(ci) : "?", lname != NULL ? lname : "unnamed");
+  if (li != NULL)
+    gpiod_line_info_free(li);
+  if (ci != NULL)
+    gpiod_chip_info_free(ci);
+}
+
+static int v2_open(struct pirec__gpio_backend *b, const struct pirec_gpio_settings *s)
+{
+  struct gpiod_chip *chip = NULL;
+  unsigned int off = 0;
+  int rc = open_chip(s->chip, s->line, &chip, &off);
+  if (rc < 0)
+    return rc == -EPERM ? -EACCES : rc;
+  struct v2_state *st = calloc(1, sizeof(*st));
+  if (st == NULL) {
+    rc = -ENOMEM;
     goto out;
   }
-  if (s->role == PIREC_GPIO_ROLE_TRIGGER) {
-    st->events = gpiod_edge_event_buffer_new(EVENT_BUFFER);
-    if (st->events == NULL) {
-      rc = -ENOMEM;
-      goto out;
-    }
-    b->fd = gpiod_line_request_get_fd(st->req);
-    /* the request fd blocks on read by default; the loop must never block */
-    int fl = fcntl(b->fd, F_GETFL);
-    if (fl < 0 || fcntl(b->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-      rc = -errno;
-      goto out;
-    }
-    b->reports_both = s->edge == PIREC_GPIO_EDGE_BOTH;
-    b->kernel_debounce = 1;
-  } else {
+  st->offset = off;
+  rc = request_line(chip, off, s, &st->req);
+  if (rc == 0 && s->role == PIREC_GPIO_ROLE_TRIGGER)
+    rc = watch_edges(b, st, s);
+  else
     b->fd = -1;
-  }
+  if (rc < 0)
+    goto out;
   b->offset = (int)off;
-  {
-    struct gpiod_chip_info *ci = gpiod_chip_get_info(chip);
-    struct gpiod_line_info *li = gpiod_chip_get_line_info(chip, off);
-    const char *lname = li != NULL ? gpiod_line_info_get_name(li) : NULL;
-    snprintf(b->describe, sizeof(b->describe), "%s:%u (%s %s)",
-             ci != NULL ? gpiod_chip_info_get_name(ci) : "?", off,
-             ci != NULL ? gpiod_chip_info_get_label(ci) : "?", lname != NULL ? lname : "unnamed");
-    if (li != NULL)
-      gpiod_line_info_free(li);
-    if (ci != NULL)
-      gpiod_chip_info_free(ci);
-  }
+  describe(b, chip, off);
   b->priv = st;
   st = NULL;
-  rc = 0;
 out:
   if (st != NULL) {
     if (st->events != NULL)
@@ -205,9 +229,6 @@ out:
       gpiod_line_request_release(st->req);
     free(st);
   }
-  gpiod_request_config_free(rcfg);
-  gpiod_line_config_free(lc);
-  gpiod_line_settings_free(ls);
   /* the request keeps its own fd; the chip is needed only to make it */
   gpiod_chip_close(chip);
   return rc;

@@ -126,21 +126,6 @@ const char *pirec_gpio_action_name(enum pirec_gpio_action a)
   return (unsigned)a < 6 ? action_names[a] : "?";
 }
 
-int pirec__gpio_parse_offset(const char *s)
-{
-  if (s == NULL || *s == '\0')
-    return -1;
-  long v = 0;
-  for (const char *p = s; *p; p++) {
-    if (*p < '0' || *p > '9')
-      return -1;
-    v = v * 10 + (*p - '0');
-    if (v > 65535)
-      return -1;
-  }
-  return (int)v;
-}
-
 const char *pirec_gpio_backend(void)
 {
   return pirec__gpio_libgpiod_version();
@@ -175,13 +160,10 @@ static int fail(char *err, size_t errlen, const char *name, const char *fmt, ...
   return -EINVAL;
 }
 
-int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, size_t errlen)
+/* Which line on which chip: the name or offset, and a chip to look an offset up on. */
+static int check_line(const struct pirec_gpio_settings *s, char *err, size_t errlen)
 {
-  if (s == NULL)
-    return fail(err, errlen, NULL, "no settings");
   const char *n = s->name;
-  if ((unsigned)s->role > PIREC_GPIO_ROLE_SYNC)
-    return fail(err, errlen, n, "role: invalid value %d (expected trigger, led or sync)", (int)s->role);
   if (s->line == NULL || s->line[0] == '\0')
     return fail(err, errlen, n, "line: missing (expected a line name such as GPIO17 or an offset)");
   if (strlen(s->line) >= 64)
@@ -191,6 +173,13 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
   int is_auto = s->chip == NULL || s->chip[0] == '\0' || strcmp(s->chip, "auto") == 0;
   if (is_auto && pirec__gpio_parse_offset(s->line) >= 0)
     return fail(err, errlen, n, "line: offset '%s' needs a chip (chip = auto finds lines by name)", s->line);
+  return 0;
+}
+
+/* The enumerations: each in its range, and an action a trigger can take. */
+static int check_words(const struct pirec_gpio_settings *s, char *err, size_t errlen)
+{
+  const char *n = s->name;
   if (s->edge < PIREC_GPIO_EDGE_RISING || s->edge > PIREC_GPIO_EDGE_BOTH)
     return fail(err, errlen, n, "edge: invalid value %d (expected rising, falling or both)", (int)s->edge);
   if ((unsigned)s->bias > PIREC_GPIO_BIAS_PULL_DOWN)
@@ -199,19 +188,41 @@ int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, si
       (s->role == PIREC_GPIO_ROLE_TRIGGER && s->action == PIREC_GPIO_ACTION_NONE))
     return fail(err, errlen, n, "action: invalid value %d (expected start, stop, toggle, trial or marker)",
                 (int)s->action);
+  return 0;
+}
+
+/* The durations: debounce and rate limit, and a sync output's pulse and period. */
+static int check_times(const struct pirec_gpio_settings *s, char *err, size_t errlen)
+{
+  const char *n = s->name;
   /* the kernel's debounce period is a u32 of microseconds */
   if (s->debounce_ns < 0 || s->debounce_ns > (int64_t)UINT32_MAX * 1000)
     return fail(err, errlen, n, "debounce: %lld ns is out of range (0 .. 4294 s)", (long long)s->debounce_ns);
   if (s->min_interval_ns < 0)
     return fail(err, errlen, n, "min_interval: %lld ns is negative", (long long)s->min_interval_ns);
-  if (s->role == PIREC_GPIO_ROLE_SYNC && (s->pulse_ns <= 0 || s->pulse_ns > (int64_t)60 * 1000 * 1000 * 1000))
+  if (s->role != PIREC_GPIO_ROLE_SYNC)
+    return 0;
+  if (s->pulse_ns <= 0 || s->pulse_ns > (int64_t)60 * 1000 * 1000 * 1000)
     return fail(err, errlen, n, "pulse: %lld ns is out of range (1 ns .. 60 s)", (long long)s->pulse_ns);
-  if (s->role == PIREC_GPIO_ROLE_SYNC && s->pulse_interval_ns != 0 &&
-      s->pulse_interval_ns <= s->pulse_ns + 2 * 1000 * 1000)
+  if (s->pulse_interval_ns != 0 && s->pulse_interval_ns <= s->pulse_ns + 2 * 1000 * 1000)
     return fail(err, errlen, n,
                 "pulse_interval: %lld ns leaves no gap after a %lld ns pulse (0 = trial starts only)",
                 (long long)s->pulse_interval_ns, (long long)s->pulse_ns);
   return 0;
+}
+
+int pirec_gpio_settings_check(const struct pirec_gpio_settings *s, char *err, size_t errlen)
+{
+  if (s == NULL)
+    return fail(err, errlen, NULL, "no settings");
+  if ((unsigned)s->role > PIREC_GPIO_ROLE_SYNC)
+    return fail(err, errlen, s->name, "role: invalid value %d (expected trigger, led or sync)", (int)s->role);
+  int r = check_line(s, err, errlen);
+  if (r == 0)
+    r = check_words(s, err, errlen);
+  if (r == 0)
+    r = check_times(s, err, errlen);
+  return r;
 }
 
 /* ------------------------------------------------------------------ lifecycle */

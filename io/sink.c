@@ -153,95 +153,37 @@ static void on_async(uv_async_t *handle);
 static void on_drain_timer(uv_timer_t *timer);
 static void on_sync_timer(uv_timer_t *timer);
 
-int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_options *opts,
-                   pirec_sink_error_cb on_error, void *user, struct pirec_sink **out)
+/* The caller's options over the defaults: a zero field keeps the default, except fsync_interval_ms
+ * (0 is "never"). Returns 0, or -EINVAL for options the sink cannot work with. */
+static int merge_options(const struct pirec_sink_options *opts, struct pirec_sink_options *o)
 {
-  if (loop == NULL || path == NULL || out == NULL)
-    return -EINVAL;
-  struct pirec_sink_options o;
-  pirec_sink_options_default(&o);
+  pirec_sink_options_default(o);
   if (opts != NULL) {
     if (opts->ring_bytes)
-      o.ring_bytes = opts->ring_bytes;
+      o->ring_bytes = opts->ring_bytes;
     if (opts->batch_bytes)
-      o.batch_bytes = opts->batch_bytes;
+      o->batch_bytes = opts->batch_bytes;
     if (opts->max_writes_in_flight)
-      o.max_writes_in_flight = opts->max_writes_in_flight;
-    o.fsync_interval_ms = opts->fsync_interval_ms; /* 0 is "never", not "the default" */
+      o->max_writes_in_flight = opts->max_writes_in_flight;
+    o->fsync_interval_ms = opts->fsync_interval_ms; /* 0 is "never", not "the default" */
     if (opts->wake_bytes)
-      o.wake_bytes = opts->wake_bytes;
+      o->wake_bytes = opts->wake_bytes;
     if (opts->drain_interval_ms)
-      o.drain_interval_ms = opts->drain_interval_ms;
+      o->drain_interval_ms = opts->drain_interval_ms;
     if (opts->open_flags)
-      o.open_flags = opts->open_flags;
+      o->open_flags = opts->open_flags;
     if (opts->mode)
-      o.mode = opts->mode;
+      o->mode = opts->mode;
   }
-  if (o.ring_bytes < 4096 || o.max_writes_in_flight > MAX_WRITES_IN_FLIGHT ||
-      (o.open_flags & O_ACCMODE) == O_RDONLY)
+  if (o->ring_bytes < 4096 || o->max_writes_in_flight > MAX_WRITES_IN_FLIGHT ||
+      (o->open_flags & O_ACCMODE) == O_RDONLY)
     return -EINVAL;
-
-  struct pirec_sink *sink = aligned_alloc(64, (sizeof(*sink) + 63) / 64 * 64);
-  if (sink == NULL)
-    return -ENOMEM;
-  memset(sink, 0, sizeof(*sink));
-  sink->loop = loop;
-  sink->opts = o;
-  sink->on_error = on_error;
-  sink->user = user;
-  sink->fd = -1;
-  sink->append = (o.open_flags & O_APPEND) != 0;
-  if (sink->append)
-    sink->opts.max_writes_in_flight = 1;
-  atomic_init(&sink->loop_seen, 0);
-  sink->woke_at = UINT64_MAX;
-  atomic_init(&sink->error, 0);
-  atomic_init(&sink->bytes_written, 0);
-  atomic_init(&sink->writes, 0);
-  atomic_init(&sink->syncs, 0);
-
-  int err = -ENOMEM;
-  sink->path = strdup(path);
-  sink->slots = calloc(sink->opts.max_writes_in_flight, sizeof(*sink->slots));
-  sink->scratch = calloc(IOV_PER_WRITE, sizeof(*sink->scratch));
-  if (sink->path == NULL || sink->slots == NULL || sink->scratch == NULL)
-    goto fail;
-  for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++) {
-    sink->slots[i].sink = sink;
-    sink->slots[i].bufs = calloc(IOV_PER_WRITE, sizeof(uv_buf_t));
-    if (sink->slots[i].bufs == NULL)
-      goto fail;
-  }
-  err = pirec_ring_new(o.ring_bytes, &sink->ring);
-  if (err < 0)
-    goto fail;
-
-  /* From here on nothing can fail except the open itself, which is reported through on_error, so
-   * the handles are started only now and never need undoing on a failed return. */
-  err = uv_async_init(loop, &sink->async, on_async);
-  if (err < 0)
-    goto fail;
-  uv_timer_init(loop, &sink->drain_timer);
-  uv_timer_init(loop, &sink->sync_timer);
-  sink->handles_open = 3;
-  uv_timer_start(&sink->drain_timer, on_drain_timer, o.drain_interval_ms, o.drain_interval_ms);
-  if (o.fsync_interval_ms != PIREC_SINK_FSYNC_NEVER)
-    uv_timer_start(&sink->sync_timer, on_sync_timer, o.fsync_interval_ms, o.fsync_interval_ms);
-
-  sink->opening = 1;
-  err = uv_fs_open(loop, &sink->open_req, sink->path, o.open_flags, o.mode, on_open);
-  if (err < 0) {
-    /* libuv did not queue the request. Pushes fail from now on, and the callback runs from the
-     * loop (the first drain or the close), never before this function returns. */
-    sink->opening = 0;
-    uv_fs_req_cleanup(&sink->open_req);
-    sink->open_error = err;
-    atomic_store_explicit(&sink->error, err, memory_order_release);
-  }
-  *out = sink;
   return 0;
+}
 
-fail:
+/* Frees the sink's memory (not its handles): after a failed creation, and in the last close callback. */
+static void free_memory(struct pirec_sink *sink)
+{
   pirec_ring_free(sink->ring);
   if (sink->slots != NULL)
     for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
@@ -250,7 +192,93 @@ fail:
   free(sink->scratch);
   free(sink->path);
   free(sink);
-  return err;
+}
+
+/* The sink's memory: the value itself, its write slots and its ring. Returns 0 or -ENOMEM. */
+static int alloc_sink(const char *path, const struct pirec_sink_options *o, struct pirec_sink **out)
+{
+  struct pirec_sink *sink = aligned_alloc(64, (sizeof(*sink) + 63) / 64 * 64);
+  if (sink == NULL)
+    return -ENOMEM;
+  memset(sink, 0, sizeof(*sink));
+  sink->opts = *o;
+  sink->fd = -1;
+  sink->append = (o->open_flags & O_APPEND) != 0;
+  if (sink->append)
+    sink->opts.max_writes_in_flight = 1;
+  atomic_init(&sink->loop_seen, 0);
+  sink->woke_at = UINT64_MAX;
+  atomic_init(&sink->error, 0);
+  atomic_init(&sink->bytes_written, 0);
+  atomic_init(&sink->writes, 0);
+  atomic_init(&sink->syncs, 0);
+  sink->path = strdup(path);
+  sink->slots = calloc(sink->opts.max_writes_in_flight, sizeof(*sink->slots));
+  sink->scratch = calloc(IOV_PER_WRITE, sizeof(*sink->scratch));
+  int err = sink->path == NULL || sink->slots == NULL || sink->scratch == NULL ? -ENOMEM : 0;
+  for (unsigned i = 0; err == 0 && i < sink->opts.max_writes_in_flight; i++) {
+    sink->slots[i].sink = sink;
+    sink->slots[i].bufs = calloc(IOV_PER_WRITE, sizeof(uv_buf_t));
+    if (sink->slots[i].bufs == NULL)
+      err = -ENOMEM;
+  }
+  if (err == 0)
+    err = pirec_ring_new(o->ring_bytes, &sink->ring);
+  if (err < 0) {
+    free_memory(sink);
+    return err;
+  }
+  *out = sink;
+  return 0;
+}
+
+/* Queues the open. A failure to queue is not returned: pushes fail from now on, and the error
+ * callback runs from the loop (the first drain or the close), never before pirec_sink_new returns. */
+static void start_open(struct pirec_sink *sink)
+{
+  sink->opening = 1;
+  int err =
+      uv_fs_open(sink->loop, &sink->open_req, sink->path, sink->opts.open_flags, sink->opts.mode, on_open);
+  if (err < 0) {
+    sink->opening = 0;
+    uv_fs_req_cleanup(&sink->open_req);
+    sink->open_error = err;
+    atomic_store_explicit(&sink->error, err, memory_order_release);
+  }
+}
+
+int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_options *opts,
+                   pirec_sink_error_cb on_error, void *user, struct pirec_sink **out)
+{
+  if (loop == NULL || path == NULL || out == NULL)
+    return -EINVAL;
+  struct pirec_sink_options o;
+  struct pirec_sink *sink;
+  int err = merge_options(opts, &o);
+  if (err == 0)
+    err = alloc_sink(path, &o, &sink);
+  if (err < 0)
+    return err;
+  sink->loop = loop;
+  sink->on_error = on_error;
+  sink->user = user;
+
+  /* From here on nothing can fail except the open itself, which is reported through on_error, so
+   * the handles are started only now and never need undoing on a failed return. */
+  err = uv_async_init(loop, &sink->async, on_async);
+  if (err < 0) {
+    free_memory(sink);
+    return err;
+  }
+  uv_timer_init(loop, &sink->drain_timer);
+  uv_timer_init(loop, &sink->sync_timer);
+  sink->handles_open = 3;
+  uv_timer_start(&sink->drain_timer, on_drain_timer, o.drain_interval_ms, o.drain_interval_ms);
+  if (o.fsync_interval_ms != PIREC_SINK_FSYNC_NEVER)
+    uv_timer_start(&sink->sync_timer, on_sync_timer, o.fsync_interval_ms, o.fsync_interval_ms);
+  start_open(sink);
+  *out = sink;
+  return 0;
 }
 
 static void on_open(uv_fs_t *req)
@@ -287,13 +315,20 @@ static void note_pushed(struct pirec_sink *sink, size_t len)
   }
 }
 
-int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
+/* A sink in error refuses data: counts the drop and returns the error; 0 while it is healthy. */
+static int refuse_if_failed(struct pirec_sink *sink)
 {
   int err = atomic_load_explicit(&sink->error, memory_order_acquire);
-  if (err != 0) {
+  if (err != 0)
     pirec_ring_count_drop(sink->ring);
+  return err;
+}
+
+int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
+{
+  int err = refuse_if_failed(sink);
+  if (err != 0)
     return err;
-  }
   err = pirec_ring_push(sink->ring, data, len);
   if (err == 0)
     note_pushed(sink, len);
@@ -303,11 +338,9 @@ int pirec_sink_push(struct pirec_sink *sink, const void *data, size_t len)
 int pirec_sink_reserve(struct pirec_sink *sink, size_t max_len, void **out)
 {
   sink->reserved_max = 0;
-  int err = atomic_load_explicit(&sink->error, memory_order_acquire);
-  if (err != 0) {
-    pirec_ring_count_drop(sink->ring);
+  int err = refuse_if_failed(sink);
+  if (err != 0)
     return err;
-  }
   err = pirec_ring_reserve(sink->ring, max_len, out);
   if (err == 0)
     sink->reserved_max = max_len;
@@ -627,13 +660,7 @@ static void on_handle_closed(uv_handle_t *handle)
   pirec_sink_counters(sink, &final);
   if (sink->close_cb)
     sink->close_cb(sink, &final, sink->close_user);
-  pirec_ring_free(sink->ring);
-  for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
-    free(sink->slots[i].bufs), free(sink->slots[i].stage);
-  free(sink->slots);
-  free(sink->scratch);
-  free(sink->path);
-  free(sink);
+  free_memory(sink);
 }
 
 /* Each step either finishes synchronously or returns and is resumed from the callback of the
@@ -689,7 +716,7 @@ static void continue_close(struct pirec_sink *sink)
 
 void pirec_sink_close(struct pirec_sink *sink, pirec_sink_close_cb cb, void *user)
 {
-  if (sink->closing)
+  if (sink == NULL || sink->closing)
     return;
   sink->closing = 1;
   sink->held = 0;

@@ -23,4 +23,8 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
 /* 1 if name ends with an elementary-stream extension (.h264, .264, .mjpeg, .mjpg, .hevc, .h265). */
 int pirec__remux_is_raw_name(const char *name);
 
+/* Grows *array, a malloc'd array of *cap items of elem bytes (NULL and 0 at first), so that it
+ * holds item n. Returns 0, or -ENOMEM with the array as it was. */
+int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem);
+
 #endif

@@ -39,8 +39,28 @@ struct remux {
   pirec_remux_progress_cb progress;
   void *user;
   int64_t cfr_frames; /* the N of the CFR grid */
+  int cfr, dry;
+  int64_t rows;    /* complete timing rows */
+  int64_t krank;   /* frames that can be written, when a pre-pass counted them; else -1 */
+  int64_t depth;   /* how far decode order runs ahead of presentation order */
+  int64_t written; /* frames written (or, dry, that would be) */
+  int have_output; /* the .part exists and is removed unless renamed into place */
+  char tmp[4200];  /* the output's .part */
 };
 
+int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem)
+{
+  void **a = array;
+  if (n < *cap)
+    return 0;
+  size_t c = *cap ? *cap * 2 : 64;
+  void *p = realloc(*a, c * elem);
+  if (p == NULL)
+    return -ENOMEM;
+  *a = p;
+  *cap = c;
+  return 0;
+}
 static void seterr(struct pirec_remux_result *res, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -284,107 +304,138 @@ static int cmp_pts(const void *a, const void *b)
 
 static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext *ic, int64_t size);
 
+/* What the pre-pass learns of each packet: [0] its pts, or with a decoder its presentation rank
+ * (-1 until the decoder gives the frame back); [1] its decode position. */
+struct order {
+  int64_t (*pts)[2];
+  int64_t n;
+  size_t cap;
+  int64_t out; /* frames the decoder gave back */
+  AVCodecContext *dec;
+  AVFrame *frame;
+};
+
+/* A decoder for the input's video, run with the pixels discarded to learn presentation order. */
+static int open_decoder(struct remux *r, struct order *o)
+{
+  const AVCodecParameters *par = r->ic->streams[r->vs]->codecpar;
+  const AVCodec *codec = avcodec_find_decoder(par->codec_id);
+  int rc = 0;
+  o->frame = av_frame_alloc();
+  o->dec = codec ? avcodec_alloc_context3(codec) : NULL;
+  if (codec == NULL || o->frame == NULL || o->dec == NULL ||
+      (rc = avcodec_parameters_to_context(o->dec, par)) < 0 ||
+      (rc = avcodec_open2(o->dec, codec, NULL)) < 0) {
+    seterr(r->res, "cannot order the B-frames of '%s': no usable decoder", r->in_path);
+    return rc < 0 ? rc : AVERROR(ENOSYS);
+  }
+  return 0;
+}
+
+static int note_packet(struct remux *r, struct order *o, AVPacket *pkt)
+{
+  int rc = pirec__remux_grow(&o->pts, (size_t)o->n, &o->cap, sizeof *o->pts);
+  if (rc < 0)
+    return rc;
+  o->pts[o->n][0] = o->dec ? -1 : pkt->pts;
+  o->pts[o->n][1] = o->n;
+  if (o->dec) {
+    pkt->pts = pkt->dts = o->n;
+    /* A damaged frame is tolerated here: it gets no rank and is left out. */
+    avcodec_send_packet(o->dec, pkt);
+  }
+  av_packet_unref(pkt);
+  o->n++;
+  /* The pre-pass reads the whole file too: keep reporting, or a supervisor sees a stall. */
+  if ((o->n & 63) == 0)
+    report(r->progress, r->user, r->ic, r->size);
+  return 0;
+}
+
+/* Frames come out of the decoder in presentation order, carrying their packet's position. */
+static void receive_ranks(struct order *o)
+{
+  while (avcodec_receive_frame(o->dec, o->frame) >= 0) {
+    int64_t at = o->frame->pts != AV_NOPTS_VALUE ? o->frame->pts : o->frame->best_effort_timestamp;
+    if (at >= 0 && at < o->n && o->pts[at][0] < 0)
+      o->pts[at][0] = o->out++;
+    av_frame_unref(o->frame);
+  }
+}
+
+static int read_order(struct remux *r, struct order *o, AVPacket *pkt)
+{
+  for (int eof = 0; !eof;) {
+    int rc = av_read_frame(r->ic, pkt);
+    if (rc < 0) {
+      if (rc != AVERROR_EOF)
+        r->res->video_truncated = 1;
+      eof = 1;
+      if (!o->dec)
+        break;
+      avcodec_send_packet(o->dec, NULL); /* drain the reorder buffer */
+    } else if (pkt->stream_index != r->vs) {
+      av_packet_unref(pkt);
+      continue;
+    } else if ((rc = note_packet(r, o, pkt)) < 0) {
+      return rc;
+    }
+    if (o->dec)
+      receive_ranks(o);
+  }
+  return 0;
+}
+
+/* r->rank from what the pre-pass read: the decoder's order, or the packets sorted by pts. */
+static int rank_packets(struct remux *r, struct order *o)
+{
+  int64_t n = o->n;
+  r->rank = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+  if (r->rank == NULL)
+    return AVERROR(ENOMEM);
+  r->nrank = n;
+  if (o->dec) {
+    for (int64_t i = 0; i < n; i++)
+      r->rank[i] = o->pts[i][0];
+    return 0;
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (o->pts[i][0] == AV_NOPTS_VALUE) {
+      seterr(r->res, "'%s': packet %lld has no pts, cannot order its B-frames", r->in_path, (long long)i);
+      return AVERROR_INVALIDDATA;
+    }
+  qsort(o->pts, (size_t)n, sizeof *o->pts, cmp_pts);
+  for (int64_t k = 0; k < n; k++) {
+    if (k > 0 && o->pts[k][0] == o->pts[k - 1][0]) {
+      seterr(r->res, "'%s': packets %lld and %lld have the same pts %lld", r->in_path,
+             (long long)o->pts[k - 1][1], (long long)o->pts[k][1], (long long)o->pts[k][0]);
+      return AVERROR_INVALIDDATA;
+    }
+    r->rank[o->pts[k][1]] = k;
+  }
+  return 0;
+}
+
 /* Ranks packets by presentation order. Containers carry pts: sort by them. Elementary streams do
  * not: run the decoder (pixels discarded) with pts = decode position, so frames come out in
  * presentation order carrying their packet's position. Also counts the packets. */
 static int prepass(struct remux *r, int need_rank)
 {
+  struct order o = {0};
   AVPacket *pkt = av_packet_alloc();
-  AVFrame *frame = NULL;
-  AVCodecContext *dec = NULL;
-  int64_t(*pts)[2] = NULL, cap = 0, n = 0, out = 0;
-  int rc = 0, use_decoder = need_rank && r->raw;
-
-  if (pkt == NULL)
-    return AVERROR(ENOMEM);
-  if (use_decoder) {
-    const AVCodec *codec = avcodec_find_decoder(r->ic->streams[r->vs]->codecpar->codec_id);
-    frame = av_frame_alloc();
-    dec = codec ? avcodec_alloc_context3(codec) : NULL;
-    if (codec == NULL || frame == NULL || dec == NULL ||
-        (rc = avcodec_parameters_to_context(dec, r->ic->streams[r->vs]->codecpar)) < 0 ||
-        (rc = avcodec_open2(dec, codec, NULL)) < 0) {
-      seterr(r->res, "cannot order the B-frames of '%s': no usable decoder", r->in_path);
-      rc = rc < 0 ? rc : AVERROR(ENOSYS);
-      goto done;
-    }
+  int rc = pkt ? 0 : AVERROR(ENOMEM);
+  if (rc == 0 && need_rank && r->raw)
+    rc = open_decoder(r, &o);
+  if (rc == 0)
+    rc = read_order(r, &o, pkt);
+  if (rc == 0) {
+    r->packets_read = o.n;
+    if (need_rank)
+      rc = rank_packets(r, &o);
   }
-  for (int eof = 0; !eof;) {
-    rc = av_read_frame(r->ic, pkt);
-    if (rc < 0) {
-      if (rc != AVERROR_EOF)
-        r->res->video_truncated = 1;
-      eof = 1;
-      if (!use_decoder)
-        break;
-      avcodec_send_packet(dec, NULL); /* drain the reorder buffer */
-    } else if (pkt->stream_index != r->vs) {
-      av_packet_unref(pkt);
-      continue;
-    } else {
-      if (n == cap) {
-        void *p = realloc(pts, (size_t)(cap = cap ? cap * 2 : 4096) * sizeof *pts);
-        if (p == NULL) {
-          rc = AVERROR(ENOMEM);
-          goto done;
-        }
-        pts = p;
-      }
-      pts[n][0] = use_decoder ? -1 : pkt->pts;
-      pts[n][1] = n;
-      if (use_decoder) {
-        pkt->pts = pkt->dts = n;
-        /* A damaged frame is tolerated here: it gets no rank and is left out. */
-        avcodec_send_packet(dec, pkt);
-      }
-      av_packet_unref(pkt);
-      n++;
-      /* The pre-pass reads the whole file too: keep reporting, or a supervisor sees a stall. */
-      if ((n & 63) == 0)
-        report(r->progress, r->user, r->ic, r->size);
-    }
-    while (use_decoder && avcodec_receive_frame(dec, frame) >= 0) {
-      int64_t at = frame->pts != AV_NOPTS_VALUE ? frame->pts : frame->best_effort_timestamp;
-      if (at >= 0 && at < n && pts[at][0] < 0)
-        pts[at][0] = out++;
-      av_frame_unref(frame);
-    }
-  }
-  rc = 0;
-  r->packets_read = n;
-  if (!need_rank)
-    goto done;
-  r->rank = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-  if (r->rank == NULL) {
-    rc = AVERROR(ENOMEM);
-    goto done;
-  }
-  r->nrank = n;
-  if (use_decoder) {
-    for (int64_t i = 0; i < n; i++)
-      r->rank[i] = pts[i][0];
-    goto done;
-  }
-  for (int64_t i = 0; i < n; i++)
-    if (pts[i][0] == AV_NOPTS_VALUE) {
-      seterr(r->res, "'%s': packet %lld has no pts, cannot order its B-frames", r->in_path, (long long)i);
-      rc = AVERROR_INVALIDDATA;
-      goto done;
-    }
-  qsort(pts, (size_t)n, sizeof *pts, cmp_pts);
-  for (int64_t k = 0; k < n; k++) {
-    if (k > 0 && pts[k][0] == pts[k - 1][0]) {
-      seterr(r->res, "'%s': packets %lld and %lld have the same pts %lld", r->in_path,
-             (long long)pts[k - 1][1], (long long)pts[k][1], (long long)pts[k][0]);
-      rc = AVERROR_INVALIDDATA;
-      goto done;
-    }
-    r->rank[pts[k][1]] = k;
-  }
-done:
-  free(pts);
-  av_frame_free(&frame);
-  avcodec_free_context(&dec);
+  free(o.pts);
+  av_frame_free(&o.frame);
+  avcodec_free_context(&o.dec);
   av_packet_free(&pkt);
   return rc;
 }
@@ -494,7 +545,8 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
 {
   AVFormatContext *ic = NULL;
   AVPacket *pkt = NULL;
-  int64_t *pts = NULL, n = 0, cap = 0;
+  int64_t *pts = NULL, n = 0;
+  size_t cap = 0;
   AVRational tb;
   int vs, raw, rc;
 
@@ -509,14 +561,8 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   }
   while ((rc = av_read_frame(ic, pkt)) >= 0) {
     if (pkt->stream_index == vs) {
-      if (n == cap) {
-        void *p = realloc(pts, (size_t)(cap = cap ? cap * 2 : 4096) * sizeof *pts);
-        if (p == NULL) {
-          rc = AVERROR(ENOMEM);
-          goto done;
-        }
-        pts = p;
-      }
+      if ((rc = pirec__remux_grow(&pts, (size_t)n, &cap, sizeof *pts)) < 0)
+        goto done;
       pts[n++] = pkt->pts;
     }
     av_packet_unref(pkt);
@@ -628,50 +674,33 @@ static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext
   progress(pos < size ? pos : size, size, user);
 }
 
-int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
-                     struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
+/* The input's size, its timing file and the output's name (and its .part). */
+static int find_files(struct remux *r)
 {
-  struct remux r;
-  struct pirec_remux_options defaults;
+  struct pirec_remux_result *res = r->res;
+  const char *video_path = r->in_path;
   struct stat st;
-  AVPacket *pkt = NULL;
-  char tmp[4200];
-  int64_t rows, complete, krank = -1, written = 0, depth = 0, found = 0;
-  int rc, cfr, dry, have_output = 0;
-
-  memset(res, 0, sizeof *res);
-  memset(&r, 0, sizeof r);
-  memset(&defaults, 0, sizeof defaults);
-  r.opt = options ? options : &defaults;
-  r.in_path = video_path;
-  r.res = res;
-  r.limit_packets = -1;
-  r.progress = progress;
-  r.user = user;
-  cfr = (r.opt->flags & PIREC_REMUX_CFR) != 0;
-  dry = (r.opt->flags & PIREC_REMUX_DRY_RUN) != 0;
-  r.tb = r.opt->format == PIREC_REMUX_MKV ? (AVRational){1, 1000} : (AVRational){1, 90000};
-
+  int rc;
   if (stat(video_path, &st) < 0) {
     rc = -errno;
     seterr(res, "cannot open '%s': %s", video_path, strerror(errno));
     return rc;
   }
-  r.size = res->input_bytes = st.st_size;
+  r->size = res->input_bytes = st.st_size;
   if (st.st_size == 0) {
     seterr(res, "'%s' is empty", video_path);
     return -ENODATA;
   }
-  if (r.opt->timing_path)
-    snprintf(res->timing_path, sizeof res->timing_path, "%s", r.opt->timing_path);
+  if (r->opt->timing_path)
+    snprintf(res->timing_path, sizeof res->timing_path, "%s", r->opt->timing_path);
   else if (pirec_remux_find_timing(video_path, res->timing_path, sizeof res->timing_path) < 0) {
     seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
            video_path);
     return -ENOENT;
   }
-  if (r.opt->output_path)
-    snprintf(res->output_path, sizeof res->output_path, "%s", r.opt->output_path);
-  else if ((rc = pirec_remux_output_path(video_path, r.opt->format, res->output_path,
+  if (r->opt->output_path)
+    snprintf(res->output_path, sizeof res->output_path, "%s", r->opt->output_path);
+  else if ((rc = pirec_remux_output_path(video_path, r->opt->format, res->output_path,
                                          sizeof res->output_path)) < 0) {
     seterr(res, "output name for '%s' is too long", video_path);
     return rc;
@@ -680,199 +709,283 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     seterr(res, "output '%s' would overwrite the input", res->output_path);
     return -EEXIST;
   }
-  rc = pirec_remux_timing_load(res->timing_path, r.opt->clock, &r.timing, res->error, sizeof res->error);
+  snprintf(r->tmp, sizeof r->tmp, "%s.part", res->output_path);
+  return 0;
+}
+
+static int load_timing(struct remux *r)
+{
+  struct pirec_remux_result *res = r->res;
+  int rc =
+      pirec_remux_timing_load(res->timing_path, r->opt->clock, &r->timing, res->error, sizeof res->error);
   if (rc < 0)
     return rc;
-  rows = res->timing_rows = r.timing.count;
-  res->partial_row = r.timing.partial_row;
-  res->clock_used = r.timing.clock_used;
-  snprintf(res->clock_note, sizeof res->clock_note, "%s", r.timing.clock_note);
-  if (rows == 0) {
+  r->rows = res->timing_rows = r->timing.count;
+  res->partial_row = r->timing.partial_row;
+  res->clock_used = r->timing.clock_used;
+  snprintf(res->clock_note, sizeof res->clock_note, "%s", r->timing.clock_note);
+  if (r->rows == 0) {
     seterr(res, "'%s' has no complete frame rows", res->timing_path);
-    rc = -ENODATA;
-    goto out;
+    return -ENODATA;
   }
+  return 0;
+}
 
-  rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
-  if (rc < 0)
-    goto out;
-  if (!r.raw && strcmp(r.ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(video_path, r.size))
-    res->video_truncated = 1;
-  raw_limits(&r);
+static int64_t complete_packets(const struct remux *r)
+{
+  return r->limit_packets >= 0 && r->limit_packets < r->packets_read ? r->limit_packets : r->packets_read;
+}
 
-  /* Streams that reorder (B-frames) and CFR need every packet counted before the first is written. */
-  if (r.ic->streams[r.vs]->codecpar->video_delay > 0 || cfr) {
-    int need_rank = r.ic->streams[r.vs]->codecpar->video_delay > 0;
-    rc = prepass(&r, need_rank);
-    if (rc < 0)
-      goto out;
-    complete = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets : r.packets_read;
-    {
-      /* The frames that can be written are the longest run of presentation ranks 0..k-1 whose
-       * packets and rows are all complete. */
-      char *present = calloc((size_t)rows, 1);
-      if (present == NULL) {
-        rc = AVERROR(ENOMEM);
-        goto out;
-      }
-      for (int64_t i = 0; i < complete; i++) {
-        int64_t k = r.rank ? r.rank[i] : i;
-        if (k >= 0 && k < rows)
-          present[k] = 1;
-      }
-      for (krank = 0; krank < rows && present[krank]; krank++)
-        ;
-      free(present);
-      for (int64_t i = 0, j = 0; r.rank && i < complete; i++)
-        if (r.rank[i] >= 0 && r.rank[i] < krank) {
-          if (j - r.rank[i] > depth)
-            depth = j - r.rank[i];
-          j++;
-        }
+/* The frames that can be written are the longest run of presentation ranks 0..k-1 whose packets
+ * and rows are all complete; the reorder depth is how far decode order runs ahead within it. */
+static int writable_frames(struct remux *r)
+{
+  int64_t complete = complete_packets(r);
+  char *present = calloc((size_t)r->rows, 1);
+  if (present == NULL)
+    return AVERROR(ENOMEM);
+  for (int64_t i = 0; i < complete; i++) {
+    int64_t k = r->rank ? r->rank[i] : i;
+    if (k >= 0 && k < r->rows)
+      present[k] = 1;
+  }
+  for (r->krank = 0; r->krank < r->rows && present[r->krank]; r->krank++)
+    ;
+  free(present);
+  for (int64_t i = 0, j = 0; r->rank && i < complete; i++)
+    if (r->rank[i] >= 0 && r->rank[i] < r->krank) {
+      if (j - r->rank[i] > r->depth)
+        r->depth = j - r->rank[i];
+      j++;
     }
-    avformat_close_input(&r.ic);
-    rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
-    if (rc < 0)
-      goto out;
-    r.cfr_frames = krank;
-  }
-  res->reorder_depth = (int)depth;
+  return 0;
+}
 
-  /* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
-  for (int64_t i = 1; !cfr && i < rows; i++)
-    if (P(&r, i) <= P(&r, i - 1)) {
-      seterr(res,
+/* Streams that reorder (B-frames) and CFR need every packet counted before the first is written:
+ * a pre-pass over the input, which is then opened again for the copy. */
+static int count_frames(struct remux *r)
+{
+  int need_rank = r->ic->streams[r->vs]->codecpar->video_delay > 0;
+  if (!need_rank && !r->cfr)
+    return 0;
+  int rc = prepass(r, need_rank);
+  if (rc == 0)
+    rc = writable_frames(r);
+  if (rc < 0)
+    return rc;
+  avformat_close_input(&r->ic);
+  rc = open_input(r->in_path, &r->ic, &r->vs, &r->raw, r->res);
+  r->cfr_frames = r->krank;
+  return rc;
+}
+
+/* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
+static int check_ticks(struct remux *r)
+{
+  for (int64_t i = 1; !r->cfr && i < r->rows; i++)
+    if (P(r, i) <= P(r, i - 1)) {
+      seterr(r->res,
              "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
              "output time base 1/%d%s",
-             res->timing_path, (long long)(r.timing.first_line + i), (long long)i,
-             (long long)(r.timing.t_ns[i] - r.timing.t_ns[i - 1]), r.tb.den,
-             r.opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
-      rc = AVERROR(EINVAL);
-      goto out;
+             r->res->timing_path, (long long)(r->timing.first_line + i), (long long)i,
+             (long long)(r->timing.t_ns[i] - r->timing.t_ns[i - 1]), r->tb.den,
+             r->opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
+      return AVERROR(EINVAL);
     }
+  return 0;
+}
 
-  snprintf(tmp, sizeof tmp, "%s.part", res->output_path);
-  if (!dry) {
-    have_output = 1;
-    rc = open_output(&r, tmp);
-    if (rc < 0)
-      goto out;
-  }
-  pkt = av_packet_alloc();
-  if (pkt == NULL) {
-    rc = AVERROR(ENOMEM);
-    goto out;
-  }
-  r.packets_read = 0;
+/* The presentation rank of the i-th packet read when it is written, else -1: it has a rank among
+ * the writable frames and its data is complete. */
+static int64_t frame_of(const struct remux *r, int64_t i)
+{
+  int64_t k = r->rank ? (i < r->nrank ? r->rank[i] : -1) : i;
+  if (k < 0 || k >= (r->krank >= 0 ? r->krank : r->rows) || (r->limit_packets >= 0 && i >= r->limit_packets))
+    return -1;
+  return k;
+}
+
+/* Gives the i-th packet read, frame k in presentation order, its output timestamps and size. */
+static void stamp(struct remux *r, AVPacket *pkt, int64_t i, int64_t k)
+{
+  int64_t pts = P(r, k);
+  int64_t dts = !r->rank                 ? pts
+                : r->written >= r->depth ? P(r, r->written - r->depth)
+                                         : P(r, 0) - (r->depth - r->written);
+  int64_t next = k + 1 < r->rows || r->cfr ? P(r, k + 1)
+                 : k > 0                   ? 2 * pts - P(r, k - 1)
+                                           : pts + r->tb.den / 30;
+  /* At EOF the parser flushes whatever follows the last frame boundary it saw; if the cut fell
+   * inside the next frame's first NAL units, those bytes ride on this packet. The CSV knows
+   * the frame's real size. */
+  if (r->limit_packets >= 0 && i == r->limit_packets - 1 && r->timing.bytes[i] > 0 &&
+      pkt->size > r->timing.bytes[i])
+    av_shrink_packet(pkt, (int)r->timing.bytes[i]);
+  pkt->stream_index = 0;
+  pkt->pts = pts;
+  pkt->dts = dts;
+  pkt->duration = next - pts;
+  pkt->pos = -1;
+}
+
+/* The copy: every packet of the video stream read, the writable ones stamped and written. */
+static int copy_packets(struct remux *r)
+{
+  AVPacket *pkt = av_packet_alloc();
+  int rc = 0;
+  if (pkt == NULL)
+    return AVERROR(ENOMEM);
+  r->packets_read = 0;
   for (int64_t i = 0;;) {
-    int64_t k, pts, dts, next;
-    rc = av_read_frame(r.ic, pkt);
-    if (rc < 0) {
+    if ((rc = av_read_frame(r->ic, pkt)) < 0) {
       if (rc != AVERROR_EOF)
-        res->video_truncated = 1; /* a demuxer error mid-file: keep what came before */
+        r->res->video_truncated = 1; /* a demuxer error mid-file: keep what came before */
       rc = 0;
       break;
     }
-    if (pkt->stream_index != r.vs) {
+    if (pkt->stream_index != r->vs) {
       av_packet_unref(pkt);
       continue;
     }
-    k = r.rank ? (i < r.nrank ? r.rank[i] : -1) : i;
-    if (k >= 0 && k < (krank >= 0 ? krank : rows) && (r.limit_packets < 0 || i < r.limit_packets)) {
-      pts = P(&r, k);
-      dts = !r.rank ? pts : written >= depth ? P(&r, written - depth) : P(&r, 0) - (depth - written);
-      next = k + 1 < rows || cfr ? P(&r, k + 1) : k > 0 ? 2 * pts - P(&r, k - 1) : pts + r.tb.den / 30;
-      /* At EOF the parser flushes whatever follows the last frame boundary it saw; if the cut fell
-       * inside the next frame's first NAL units, those bytes ride on this packet. The CSV knows
-       * the frame's real size. */
-      if (r.limit_packets >= 0 && i == r.limit_packets - 1 && r.timing.bytes[i] > 0 &&
-          pkt->size > r.timing.bytes[i])
-        av_shrink_packet(pkt, (int)r.timing.bytes[i]);
-      pkt->stream_index = 0;
-      pkt->pts = pts;
-      pkt->dts = dts;
-      pkt->duration = next - pts;
-      pkt->pos = -1;
-      if (!dry && (rc = av_write_frame(r.oc, pkt)) < 0) {
-        seterr(res, "cannot write frame %lld to '%s': %s", (long long)k, tmp, averr(rc));
-        av_packet_unref(pkt);
-        goto out;
+    int64_t k = frame_of(r, i);
+    if (k >= 0) {
+      stamp(r, pkt, i, k);
+      if (!r->dry && (rc = av_write_frame(r->oc, pkt)) < 0) {
+        seterr(r->res, "cannot write frame %lld to '%s': %s", (long long)k, r->tmp, averr(rc));
+        break;
       }
-      written++;
+      r->written++;
     }
     av_packet_unref(pkt);
-    i++;
-    r.packets_read = i;
+    r->packets_read = ++i;
     if ((i & 63) == 0)
-      report(progress, user, r.ic, r.size);
+      report(r->progress, r->user, r->ic, r->size);
   }
-  report(progress, user, r.ic, r.size);
+  if (rc == 0)
+    report(r->progress, r->user, r->ic, r->size);
+  av_packet_free(&pkt);
+  return rc;
+}
 
-  res->packets = r.limit_packets >= 0 && r.limit_packets < r.packets_read ? r.limit_packets : r.packets_read;
+/* The result's counts, and whether the frames that pair up may be kept. */
+static int tally(struct remux *r)
+{
+  struct pirec_remux_result *res = r->res;
+  const struct pirec_remux_timing *t = &r->timing;
+  int64_t written = r->written;
+  res->packets = complete_packets(r);
   res->frames = written;
-  res->rows_cut = rows - written;
+  res->rows_cut = r->rows - written;
   res->packets_cut = res->packets - written;
-  if (r.raw && r.limit_packets >= 0 && written > 0 && written <= rows) {
-    const struct pirec_remux_timing *t = &r.timing;
+  if (r->raw && r->limit_packets >= 0 && written > 0 && written <= r->rows) {
     int64_t end = 0;
     for (int64_t i = 0; i < written; i++)
       end = (t->offset && t->offset[i] >= 0 ? t->offset[i] : end) + t->bytes[i];
-    res->bytes_cut = r.size - end;
+    res->bytes_cut = r->size - end;
   }
-  if (r.timing.count > 0 && written > 0) {
-    res->first_ns = r.timing.t_ns[0];
-    res->duration_ns = r.timing.t_ns[written - 1] - r.timing.t_ns[0];
+  if (t->count > 0 && written > 0) {
+    res->first_ns = t->t_ns[0];
+    res->duration_ns = t->t_ns[written - 1] - t->t_ns[0];
   }
   if (written == 0) {
     seterr(res, "'%s' has no complete frame that pairs with a row of '%s' (%lld packets, %lld rows)",
-           video_path, res->timing_path, (long long)res->packets, (long long)rows);
-    rc = AVERROR_INVALIDDATA;
-    goto out;
+           r->in_path, res->timing_path, (long long)res->packets, (long long)r->rows);
+    return AVERROR_INVALIDDATA;
   }
   if ((res->rows_cut || res->packets_cut) && !res->partial_row && !res->video_truncated &&
-      !(r.opt->flags & PIREC_REMUX_ALLOW_CUT)) {
+      !(r->opt->flags & PIREC_REMUX_ALLOW_CUT)) {
     seterr(res,
            "'%s' has %lld rows but '%s' has %lld packets, and neither looks cut by a crash "
            "(--allow-cut keeps the %lld that pair up)",
-           res->timing_path, (long long)rows, video_path, (long long)res->packets, (long long)written);
-    rc = AVERROR(EPROTO);
-    goto out;
+           res->timing_path, (long long)r->rows, r->in_path, (long long)res->packets, (long long)written);
+    return AVERROR(EPROTO);
   }
-  if (dry)
-    goto out;
-  rc = av_write_trailer(r.oc);
+  return 0;
+}
+
+/* Finishes the .part, reads it back against the timing and renames it into place; with --replace
+ * it is on disk before the input is removed. */
+static int finish_output(struct remux *r)
+{
+  struct pirec_remux_result *res = r->res;
+  int replace = (r->opt->flags & PIREC_REMUX_REPLACE) != 0;
+  int64_t found = 0;
+  int rc = av_write_trailer(r->oc);
   if (rc < 0) {
-    seterr(res, "cannot finish '%s': %s", tmp, averr(rc));
-    goto out;
+    seterr(res, "cannot finish '%s': %s", r->tmp, averr(rc));
+    return rc;
   }
-  close_output(&r);
-  rc = verify_file(tmp, &r.timing, written, r.cfr_frames, cfr, res, &found);
-  if (rc < 0)
-    goto out;
-  if ((r.opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
-      (rc = write_timestamps(res->output_path, &r, written, res)) < 0)
-    goto out;
+  close_output(r);
+  if ((rc = verify_file(r->tmp, &r->timing, r->written, r->cfr_frames, r->cfr, res, &found)) < 0)
+    return rc;
+  if ((r->opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
+      (rc = write_timestamps(res->output_path, r, r->written, res)) < 0)
+    return rc;
   /* The input is about to be deleted: the output must be on disk first, not just in the cache. */
-  if ((r.opt->flags & PIREC_REMUX_REPLACE) && (rc = sync_path(tmp, res)) < 0)
-    goto out;
-  if (rename(tmp, res->output_path) < 0) {
+  if (replace && (rc = sync_path(r->tmp, res)) < 0)
+    return rc;
+  if (rename(r->tmp, res->output_path) < 0) {
     rc = -errno;
-    seterr(res, "cannot rename '%s' to '%s': %s", tmp, res->output_path, strerror(errno));
-    goto out;
+    seterr(res, "cannot rename '%s' to '%s': %s", r->tmp, res->output_path, strerror(errno));
+    return rc;
   }
-  have_output = 0;
-  if ((r.opt->flags & PIREC_REMUX_REPLACE) && (rc = sync_dir_of(res->output_path, res)) < 0)
-    goto out;
-  if ((r.opt->flags & PIREC_REMUX_REPLACE) && unlink(video_path) < 0) {
+  r->have_output = 0;
+  if (replace && (rc = sync_dir_of(res->output_path, res)) < 0)
+    return rc;
+  if (replace && unlink(r->in_path) < 0) {
     rc = -errno;
-    seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, video_path, strerror(errno));
+    seterr(res, "verified '%s' but cannot remove '%s': %s", res->output_path, r->in_path, strerror(errno));
   }
-out:
-  if (r.oc)
-    close_output(&r);
-  if (have_output)
-    unlink(tmp);
-  av_packet_free(&pkt);
+  return rc;
+}
+
+int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
+                     struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
+{
+  static const struct pirec_remux_options defaults;
+  struct remux r;
+
+  memset(res, 0, sizeof *res);
+  memset(&r, 0, sizeof r);
+  r.opt = options ? options : &defaults;
+  r.in_path = video_path;
+  r.res = res;
+  r.limit_packets = -1;
+  r.krank = -1;
+  r.progress = progress;
+  r.user = user;
+  r.cfr = (r.opt->flags & PIREC_REMUX_CFR) != 0;
+  r.dry = (r.opt->flags & PIREC_REMUX_DRY_RUN) != 0;
+  r.tb = r.opt->format == PIREC_REMUX_MKV ? (AVRational){1, 1000} : (AVRational){1, 90000};
+
+  int rc = find_files(&r);
+  if (rc == 0)
+    rc = load_timing(&r);
+  if (rc == 0)
+    rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
+  if (rc == 0) {
+    if (!r.raw && strcmp(r.ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(video_path, r.size))
+      res->video_truncated = 1;
+    raw_limits(&r);
+    rc = count_frames(&r);
+  }
+  if (rc == 0) {
+    res->reorder_depth = (int)r.depth;
+    rc = check_ticks(&r);
+  }
+  if (rc == 0 && !r.dry) {
+    r.have_output = 1;
+    rc = open_output(&r, r.tmp);
+  }
+  if (rc == 0)
+    rc = copy_packets(&r);
+  if (rc == 0)
+    rc = tally(&r);
+  if (rc == 0 && !r.dry)
+    rc = finish_output(&r);
+  close_output(&r);
+  if (r.have_output)
+    unlink(r.tmp);
   avformat_close_input(&r.ic);
   free(r.rank);
   pirec_remux_timing_free(&r.timing);

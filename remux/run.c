@@ -190,14 +190,8 @@ static int add_skipped(struct run *r, const char *path, const char *reason, int 
 {
   struct skipped *s;
 
-  if (r->nskipped == r->skipped_cap) {
-    size_t cap = r->skipped_cap ? r->skipped_cap * 2 : 16;
-    void *p = realloc(r->skipped, cap * sizeof *r->skipped);
-    if (p == NULL)
-      return -ENOMEM;
-    r->skipped = p;
-    r->skipped_cap = cap;
-  }
+  if (pirec__remux_grow(&r->skipped, r->nskipped, &r->skipped_cap, sizeof *r->skipped) < 0)
+    return -ENOMEM;
   s = &r->skipped[r->nskipped++];
   snprintf(s->path, sizeof s->path, "%s", path);
   snprintf(s->reason, sizeof s->reason, "%s", reason);
@@ -210,14 +204,8 @@ static int add_item(struct run *r, const char *path)
   struct item *it;
   struct stat st;
 
-  if (r->n == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    void *p = realloc(r->items, cap * sizeof *r->items);
-    if (p == NULL)
-      return -ENOMEM;
-    r->items = p;
-    r->cap = cap;
-  }
+  if (pirec__remux_grow(&r->items, r->n, &r->cap, sizeof *r->items) < 0)
+    return -ENOMEM;
   it = &r->items[r->n++];
   memset(it, 0, sizeof *it);
   it->run = r;
@@ -488,6 +476,15 @@ static void remove_partial(struct item *it)
   unlink(part); /* only ever our temporary name, never an input */
 }
 
+/* Closes the progress timer and the signal watchers once every file has ended, so the loop ends. */
+static void close_handles(struct run *r)
+{
+  uv_timer_stop(&r->bar);
+  uv_close((uv_handle_t *)&r->bar, NULL);
+  uv_close((uv_handle_t *)&r->sigint, NULL);
+  uv_close((uv_handle_t *)&r->sigterm, NULL);
+}
+
 static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
 {
   struct item *it = pirec_job_user(job);
@@ -514,12 +511,8 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
     remove_partial(it);
   if (r->ended < r->n)
     draw(r, 0);
-  if (r->ended == r->n) {
-    uv_timer_stop(&r->bar);
-    uv_close((uv_handle_t *)&r->bar, NULL);
-    uv_close((uv_handle_t *)&r->sigint, NULL);
-    uv_close((uv_handle_t *)&r->sigterm, NULL);
-  }
+  if (r->ended == r->n)
+    close_handles(r);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -570,42 +563,125 @@ static int child_argv(const struct pirec_remux_run_options *o, const char *path,
   return k < cap ? 0 : -E2BIG;
 }
 
+/* The files to remux (or verify): each path given, or what a scan of a directory finds. */
+static void collect(struct run *r, const char *const *paths, int npaths)
+{
+  for (int i = 0; i < npaths; i++) {
+    struct stat st;
+    size_t before = r->n, skipped_before = r->nskipped;
+    if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+      int rc = scan_dir(r, paths[i], 0);
+      if (rc < 0)
+        fprintf(r->err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
+      else if (r->n == before && r->nskipped == skipped_before)
+        fprintf(r->err, "pirec-remux: no %s in '%s'\n", r->o->verify ? "outputs" : "videos", paths[i]);
+    } else {
+      add_item(r, paths[i]); /* a missing file fails in its child with a clear message */
+    }
+  }
+}
+
+/* Two inputs with one output (t001.h264 and t001.mjpeg) would race on its .part under -j: the
+ * later one fails. Returns 1 when item i did. */
+static int refuse_shared_output(struct run *r, size_t i)
+{
+  const struct pirec_remux_run_options *o = r->o;
+  struct item *it = &r->items[i];
+  char mine[4096], theirs[4096];
+  size_t k = 0;
+  if (o->verify || o->remux.output_path != NULL)
+    return 0;
+  if (pirec_remux_output_path(it->path, o->remux.format, mine, sizeof mine) == 0)
+    for (; k < i; k++)
+      if (pirec_remux_output_path(r->items[k].path, o->remux.format, theirs, sizeof theirs) == 0 &&
+          strcmp(mine, theirs) == 0)
+        break;
+  if (k == i)
+    return 0;
+  it->ended = 1;
+  r->ended++;
+  item_fail(it, "its output '%s' is also the output of '%s'", mine, r->items[k].path);
+  return 1;
+}
+
+/* Queues the child that remuxes one file; a child that cannot start fails its file at once. */
+static void start_item(struct run *r, struct item *it)
+{
+  const struct pirec_remux_run_options *o = r->o;
+  struct pirec_job_options jo;
+  const char *argv[32];
+  pirec_job_options_init(&jo);
+  child_argv(o, it->path, argv, sizeof argv / sizeof argv[0]);
+  jo.argv = argv;
+  jo.name = it->path;
+  jo.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  jo.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  jo.line_max = 1 << 16; /* the result line carries three paths of up to 4 KiB each */
+  /* Proportional to the size: slow SD cards read ~10 MB/s; 1 s per 2 MiB leaves room for that. */
+  uint64_t timeout_ms =
+      o->timeout_s ? (uint64_t)o->timeout_s * 1000 : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
+  jo.total_timeout_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
+  jo.stall_timeout_ms = o->timeout_s ? jo.total_timeout_ms : 60000;
+  jo.stop_term_ms = 500;
+  jo.stop_kill_ms = 1000;
+  jo.on_end = on_end;
+  jo.on_line = on_line;
+  jo.user = it;
+  int rc = pirec_job_new(r->loop, &jo, &it->job);
+  if (rc == 0) {
+    it->started = 1;
+    rc = pirec_job_queue_add(r->queue, it->job);
+  }
+  if (rc < 0) {
+    it->started = 0;
+    it->ended = 1;
+    r->ended++;
+    item_fail(it, "cannot start '%s': %s", o->self_exe, strerror(-rc));
+  }
+}
+
+/* Frees the run once the loop has let every handle close. Returns the exit status: 0 when every
+ * file is done (even if interrupted after that), else 1. */
+static int finish(struct run *r)
+{
+  size_t ok = 0;
+  pirec_job_queue_free(r->queue);
+  for (size_t i = 0; i < r->n; i++) {
+    ok += r->items[i].ok;
+    pirec_job_free(r->items[i].job);
+    json_decref(r->items[i].result);
+  }
+  uv_run(r->loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
+  free(r->items);
+  free(r->skipped);
+  return r->n > 0 && ok == r->n ? 0 : 1;
+}
+
 int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths,
                     const struct pirec_remux_run_options *o, FILE *out, FILE *err)
 {
   struct run r;
   int64_t t0 = pirec_clock_mono_ns();
-  size_t ok = 0;
 
   memset(&r, 0, sizeof r);
   r.o = o;
   r.loop = loop;
   r.out = out;
   r.err = err;
-
-  for (int i = 0; i < npaths; i++) {
-    struct stat st;
-    size_t before = r.n, skipped_before = r.nskipped;
-    if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-      int rc = scan_dir(&r, paths[i], 0);
-      if (rc < 0)
-        fprintf(err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
-      else if (r.n == before && r.nskipped == skipped_before)
-        fprintf(err, "pirec-remux: no %s in '%s'\n", o->verify ? "outputs" : "videos", paths[i]);
-    } else {
-      add_item(&r, paths[i]); /* a missing file fails in its child with a clear message */
-    }
-  }
+  collect(&r, paths, npaths);
   if (r.n == 0) {
     /* Only skipped videos (strays, outputs of an earlier run): nothing to do is not a failure. */
-    int rc = r.nskipped > 0 ? 0 : 1;
     if (r.nskipped > 0)
       summary(&r, pirec_clock_mono_ns() - t0);
-    free(r.items);
-    free(r.skipped);
+    int rc = r.nskipped > 0 ? 0 : 1;
+    finish(&r);
     return rc;
   }
-
+  if (pirec_job_queue_new(loop, o->jobs ? o->jobs : 1, &r.queue) < 0) {
+    fprintf(err, "pirec-remux: out of memory\n");
+    finish(&r);
+    return 1;
+  }
   uv_timer_init(loop, &r.bar);
   uv_signal_init(loop, &r.sigint);
   uv_signal_init(loop, &r.sigterm);
@@ -614,81 +690,13 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
   uv_signal_start(&r.sigterm, on_signal, SIGTERM);
   if (o->progress)
     uv_timer_start(&r.bar, on_bar, 0, 200);
-  if (pirec_job_queue_new(loop, o->jobs ? o->jobs : 1, &r.queue) < 0) {
-    fprintf(err, "pirec-remux: out of memory\n");
-    free(r.items);
-    return 1;
-  }
-
-  for (size_t i = 0; i < r.n; i++) {
-    struct item *it = &r.items[i];
-    struct pirec_job_options jo;
-    const char *argv[32];
-    uint64_t timeout_ms;
-    int rc;
-
-    /* Two inputs with one output (t001.h264 and t001.mjpeg) would race on its .part under -j. */
-    if (!o->verify && o->remux.output_path == NULL) {
-      char mine[4096], theirs[4096];
-      size_t k = 0;
-      if (pirec_remux_output_path(it->path, o->remux.format, mine, sizeof mine) == 0)
-        for (; k < i; k++)
-          if (pirec_remux_output_path(r.items[k].path, o->remux.format, theirs, sizeof theirs) == 0 &&
-              strcmp(mine, theirs) == 0)
-            break;
-      if (k < i) {
-        it->ended = 1;
-        r.ended++;
-        item_fail(it, "its output '%s' is also the output of '%s'", mine, r.items[k].path);
-        continue;
-      }
-    }
-    pirec_job_options_init(&jo);
-    child_argv(o, it->path, argv, sizeof argv / sizeof argv[0]);
-    jo.argv = argv;
-    jo.name = it->path;
-    jo.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
-    jo.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
-    jo.line_max = 1 << 16; /* the result line carries three paths of up to 4 KiB each */
-    /* Proportional to the size: slow SD cards read ~10 MB/s; 1 s per 2 MiB leaves room for that. */
-    timeout_ms =
-        o->timeout_s ? (uint64_t)o->timeout_s * 1000 : 30000 + (uint64_t)it->size / (2u << 20) * 1000;
-    jo.total_timeout_ms = timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)timeout_ms;
-    jo.stall_timeout_ms = o->timeout_s ? jo.total_timeout_ms : 60000;
-    jo.stop_term_ms = 500;
-    jo.stop_kill_ms = 1000;
-    jo.on_end = on_end;
-    jo.on_line = on_line;
-    jo.user = it;
-    rc = pirec_job_new(loop, &jo, &it->job);
-    if (rc == 0) {
-      it->started = 1;
-      rc = pirec_job_queue_add(r.queue, it->job);
-    }
-    if (rc < 0) {
-      it->started = 0;
-      it->ended = 1;
-      r.ended++;
-      item_fail(it, "cannot start '%s': %s", o->self_exe, strerror(-rc));
-    }
-  }
-  if (r.ended == r.n) {
-    uv_close((uv_handle_t *)&r.bar, NULL);
-    uv_close((uv_handle_t *)&r.sigint, NULL);
-    uv_close((uv_handle_t *)&r.sigterm, NULL);
-  }
+  for (size_t i = 0; i < r.n; i++)
+    if (!refuse_shared_output(&r, i))
+      start_item(&r, &r.items[i]);
+  if (r.ended == r.n)
+    close_handles(&r);
   uv_run(loop, UV_RUN_DEFAULT);
   draw(&r, 1);
   summary(&r, pirec_clock_mono_ns() - t0);
-
-  pirec_job_queue_free(r.queue);
-  for (size_t i = 0; i < r.n; i++) {
-    ok += r.items[i].ok;
-    pirec_job_free(r.items[i].job);
-    json_decref(r.items[i].result);
-  }
-  uv_run(loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
-  free(r.items);
-  free(r.skipped);
-  return ok == r.n ? 0 : 1; /* interrupted after every file was done is still all done */
+  return finish(&r);
 }

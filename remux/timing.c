@@ -270,15 +270,122 @@ static int load_pts(struct loader *l, char *buf, int64_t len, enum pirec_remux_c
   return 0;
 }
 
+/* Reads the file into *buf and returns how many bytes hold complete lines, or a negative errno
+ * with err set. Sets timing->partial_row when a line was cut. */
+static int64_t read_lines(const char *path, char **buf, struct pirec_remux_timing *timing, char *err,
+                          size_t cap)
+{
+  int64_t len = slurp(path, buf);
+  if (len < 0) {
+    snprintf(err, cap, "cannot read '%s': %s", path, strerror((int)-len));
+    return len;
+  }
+  /* After a power loss, ext4 can leave the last blocks of a file as zeros: treat them as unwritten. */
+  while (len > 0 && (*buf)[len - 1] == '\0')
+    len--;
+  if (len == 0) {
+    snprintf(err, cap, "'%s' is empty (no header)", path);
+    free(*buf);
+    *buf = NULL;
+    return -ENODATA;
+  }
+  /* Only complete lines count: whatever follows the last newline was cut by a crash. */
+  int64_t used = len;
+  while (used > 0 && (*buf)[used - 1] != '\n')
+    used--;
+  timing->partial_row = used < len;
+  return used;
+}
+
+/* Parses a frames CSV with libcsv into l. Returns 0, -EINVAL (l->err says why) or -ENOMEM. */
+static int load_csv(struct loader *l, char *buf, int64_t used)
+{
+  struct csv_parser parser;
+  if (csv_init(&parser, 0) != 0) {
+    snprintf(l->err, l->cap, "out of memory");
+    return -ENOMEM;
+  }
+  if (csv_parse(&parser, buf, (size_t)used, on_field, on_row, l) != (size_t)used && !l->failed)
+    fail(l, "%s", csv_strerror(csv_error(&parser)));
+  csv_fini(&parser, on_field, on_row, l);
+  csv_free(&parser);
+  if (!l->header_done && !l->failed)
+    fail(l, "no complete header line");
+  return l->failed ? -EINVAL : 0;
+}
+
+/* --clock auto: the device clock when every row has it and it only moves forward, else mono_ns. */
+static enum pirec_remux_clock auto_clock(const struct loader *l, struct pirec_remux_timing *timing)
+{
+  if (l->col[COL_DEVICE] < 0 || l->missing_device != 0 || l->count == 0)
+    return PIREC_REMUX_CLOCK_MONO;
+  /* A camera's own clock restarts with the camera (a restarted rpicam-vid, a reconnected
+   * stream); mono_ns is the recorder's clock and stays continuous across that, so auto falls
+   * back to it rather than failing. The reason is kept for the summary. */
+  for (int64_t i = 1; i < l->count; i++)
+    if (l->device[i] <= l->device[i - 1]) {
+      snprintf(timing->clock_note, sizeof timing->clock_note,
+               "device_ts_ns %lld on line %lld is not after %lld", (long long)l->device[i],
+               (long long)(timing->first_line + i), (long long)l->device[i - 1]);
+      return PIREC_REMUX_CLOCK_MONO;
+    }
+  return PIREC_REMUX_CLOCK_DEVICE;
+}
+
+/* Sets timing->clock_used for a CSV; an asked-for clock the file cannot give fails (when rc is 0). */
+static int choose_clock(const struct loader *l, enum pirec_remux_clock clock,
+                        struct pirec_remux_timing *timing, int rc)
+{
+  switch (clock) {
+  case PIREC_REMUX_CLOCK_AUTO: timing->clock_used = auto_clock(l, timing); return rc;
+  case PIREC_REMUX_CLOCK_DEVICE:
+    timing->clock_used = clock;
+    if (rc == 0 && l->col[COL_DEVICE] < 0) {
+      snprintf(l->err, l->cap, "%s: no 'device_ts_ns' column for --clock device", l->path);
+      return -EINVAL;
+    }
+    if (rc == 0 && l->missing_device > 0) {
+      snprintf(l->err, l->cap, "%s:%lld: device_ts_ns is empty (%lld rows have none); use --clock mono",
+               l->path, (long long)l->first_missing_line, (long long)l->missing_device);
+      return -EINVAL;
+    }
+    return rc;
+  case PIREC_REMUX_CLOCK_WALL:
+    timing->clock_used = clock;
+    if (rc == 0 && l->col[COL_WALL] < 0) {
+      snprintf(l->err, l->cap, "%s: no 'wall_ns' column for --clock wall", l->path);
+      return -EINVAL;
+    }
+    return rc;
+  default: timing->clock_used = PIREC_REMUX_CLOCK_MONO; return rc;
+  }
+}
+
+/* The chosen clock's timestamps must strictly increase. */
+static int check_increasing(const struct loader *l, const int64_t *chosen, const char *name,
+                            enum pirec_remux_clock asked, const struct pirec_remux_timing *timing)
+{
+  for (int64_t i = 1; i < l->count; i++)
+    if (chosen[i] <= chosen[i - 1]) {
+      snprintf(l->err, l->cap, "%s:%lld: %s %lld is not after %lld on the line before%s", l->path,
+               (long long)(timing->first_line + i), name, (long long)chosen[i], (long long)chosen[i - 1],
+               timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
+               : timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && asked == PIREC_REMUX_CLOCK_DEVICE
+                   ? " (the camera's clock restarted? --clock auto or mono uses mono_ns)"
+                   : "");
+      return -EINVAL;
+    }
+  return 0;
+}
+
 int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, struct pirec_remux_timing *timing,
                             char *err, size_t cap)
 {
   struct loader l;
-  struct csv_parser parser;
   char *buf = NULL;
-  int64_t len, used, *chosen;
+  int64_t *chosen;
   const char *chosen_name;
-  int rc = 0;
+  int rc;
 
   memset(timing, 0, sizeof *timing);
   memset(&l, 0, sizeof l);
@@ -289,82 +396,17 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
   if (cap > 0)
     err[0] = '\0';
 
-  len = slurp(path, &buf);
-  if (len < 0) {
-    snprintf(err, cap, "cannot read '%s': %s", path, strerror((int)-len));
-    return (int)len;
-  }
-  /* After a power loss, ext4 can leave the last blocks of a file as zeros: treat them as unwritten. */
-  while (len > 0 && buf[len - 1] == '\0')
-    len--;
-  if (len == 0) {
-    snprintf(err, cap, "'%s' is empty (no header)", path);
-    free(buf);
-    return -ENODATA;
-  }
-  /* Only complete lines count: whatever follows the last newline was cut by a crash. */
-  used = len;
-  while (used > 0 && buf[used - 1] != '\n')
-    used--;
-  timing->partial_row = used < len;
-
+  int64_t used = read_lines(path, &buf, timing, err, cap);
+  if (used < 0)
+    return (int)used;
+  timing->first_line = 2;
   if (strncmp(buf, "# timecode format v2", 20) == 0 || strncmp(buf, "# timestamp format v2", 21) == 0) {
     rc = load_pts(&l, buf, used, clock);
+    timing->clock_used = PIREC_REMUX_CLOCK_DEVICE;
     chosen = l.device;
     chosen_name = "pts";
-    timing->clock_used = PIREC_REMUX_CLOCK_DEVICE;
-    timing->first_line = 2;
   } else {
-    if (csv_init(&parser, 0) != 0) {
-      free(buf);
-      snprintf(err, cap, "out of memory");
-      return -ENOMEM;
-    }
-    if (csv_parse(&parser, buf, (size_t)used, on_field, on_row, &l) != (size_t)used && !l.failed)
-      fail(&l, "%s", csv_strerror(csv_error(&parser)));
-    csv_fini(&parser, on_field, on_row, &l);
-    csv_free(&parser);
-    if (!l.header_done && !l.failed)
-      fail(&l, "no complete header line");
-    if (l.failed)
-      rc = -EINVAL;
-    timing->first_line = 2;
-    switch (clock) {
-    case PIREC_REMUX_CLOCK_AUTO:
-      timing->clock_used = (l.col[COL_DEVICE] >= 0 && l.missing_device == 0 && l.count > 0)
-                               ? PIREC_REMUX_CLOCK_DEVICE
-                               : PIREC_REMUX_CLOCK_MONO;
-      /* A camera's own clock restarts with the camera (a restarted rpicam-vid, a reconnected
-       * stream); mono_ns is the recorder's clock and stays continuous across that, so auto falls
-       * back to it rather than failing. The reason is kept for the summary. */
-      for (int64_t i = 1; timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && i < l.count; i++)
-        if (l.device[i] <= l.device[i - 1]) {
-          snprintf(timing->clock_note, sizeof timing->clock_note,
-                   "device_ts_ns %lld on line %lld is not after %lld", (long long)l.device[i],
-                   (long long)(timing->first_line + i), (long long)l.device[i - 1]);
-          timing->clock_used = PIREC_REMUX_CLOCK_MONO;
-        }
-      break;
-    case PIREC_REMUX_CLOCK_DEVICE:
-      if (rc == 0 && l.col[COL_DEVICE] < 0) {
-        snprintf(err, cap, "%s: no 'device_ts_ns' column for --clock device", path);
-        rc = -EINVAL;
-      } else if (rc == 0 && l.missing_device > 0) {
-        snprintf(err, cap, "%s:%lld: device_ts_ns is empty (%lld rows have none); use --clock mono", path,
-                 (long long)l.first_missing_line, (long long)l.missing_device);
-        rc = -EINVAL;
-      }
-      timing->clock_used = clock;
-      break;
-    case PIREC_REMUX_CLOCK_WALL:
-      if (rc == 0 && l.col[COL_WALL] < 0) {
-        snprintf(err, cap, "%s: no 'wall_ns' column for --clock wall", path);
-        rc = -EINVAL;
-      }
-      timing->clock_used = clock;
-      break;
-    default: timing->clock_used = PIREC_REMUX_CLOCK_MONO; break;
-    }
+    rc = choose_clock(&l, clock, timing, load_csv(&l, buf, used));
     chosen = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? l.device
              : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? l.wall
                                                             : l.mono;
@@ -372,24 +414,14 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
                   : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? "wall_ns"
                                                                  : "mono_ns";
   }
-
-  for (int64_t i = 1; rc == 0 && i < l.count; i++) {
-    if (chosen[i] <= chosen[i - 1]) {
-      snprintf(err, cap, "%s:%lld: %s %lld is not after %lld on the line before%s", path,
-               (long long)(timing->first_line + i), chosen_name, (long long)chosen[i],
-               (long long)chosen[i - 1],
-               timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
-               : timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && clock == PIREC_REMUX_CLOCK_DEVICE
-                   ? " (the camera's clock restarted? --clock auto or mono uses mono_ns)"
-                   : "");
-      rc = -EINVAL;
-    }
-  }
+  if (rc == 0)
+    rc = check_increasing(&l, chosen, chosen_name, clock, timing);
   free(buf);
+  int64_t *columns[] = {l.mono, l.wall, l.device};
+  for (size_t i = 0; i < sizeof columns / sizeof columns[0]; i++)
+    if (rc < 0 || columns[i] != chosen)
+      free(columns[i]);
   if (rc < 0) {
-    free(l.mono);
-    free(l.wall);
-    free(l.device);
     free(l.bytes);
     free(l.offset);
     memset(timing, 0, sizeof *timing);
@@ -399,17 +431,13 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
   timing->bytes = l.bytes;
   timing->offset = l.offset;
   timing->count = l.count;
-  if (chosen != l.mono)
-    free(l.mono);
-  if (chosen != l.wall)
-    free(l.wall);
-  if (chosen != l.device)
-    free(l.device);
   return 0;
 }
 
 void pirec_remux_timing_free(struct pirec_remux_timing *timing)
 {
+  if (timing == NULL)
+    return;
   free(timing->t_ns);
   free(timing->bytes);
   free(timing->offset);

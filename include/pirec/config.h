@@ -122,15 +122,17 @@ bool pirec_config_has_section(const struct pirec_config *cfg, const char *sectio
  *   size     : pirec_config_get_size               (bytes)
  *   string, path, enum : pirec_config_get_string   (never NULL; "" when empty; an enum gives one
  *                                                   of its listed words; lives as long as cfg)
- * Asking for a key the schema does not have, or with the wrong type, is a programming error: the
- * call prints "pirec_config: no TYPE key 'SECTION.KEY'" to stderr and aborts. */
+ * Asking for a key the schema does not have, or with the wrong type, is a programming error that
+ * the library neither prints nor aborts on: the getter answers the type's zero value (false, 0,
+ * ""), so a caller never handles a failure. test-config checks that every literal key the product
+ * code asks for is in the schema with the getter's type, which keeps that answer out of a release. */
 bool pirec_config_get_bool(const struct pirec_config *cfg, const char *section, const char *key);
 int64_t pirec_config_get_int(const struct pirec_config *cfg, const char *section, const char *key);
 int64_t pirec_config_get_duration(const struct pirec_config *cfg, const char *section, const char *key);
 uint64_t pirec_config_get_size(const struct pirec_config *cfg, const char *section, const char *key);
 const char *pirec_config_get_string(const struct pirec_config *cfg, const char *section, const char *key);
 
-/* True when the file set this key explicitly (false for defaults). Same key rules as above. */
+/* True when the file set this key explicitly (false for defaults, and for a key the schema lacks). */
 bool pirec_config_is_set(const struct pirec_config *cfg, const char *section, const char *key);
 
 /* Looks up a dotted key ("camera.front.fps") and returns its value as canonical text (durations

@@ -96,6 +96,7 @@ struct pirec_remux_timing {
  * "path:line: column 'value' what is wrong". On failure *timing is left empty. */
 int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, struct pirec_remux_timing *timing,
                             char *err, size_t cap);
+/* Frees the arrays and leaves *timing empty; NULL is a no-op. */
 void pirec_remux_timing_free(struct pirec_remux_timing *timing);
 
 /* Finds the timing file for a video: "<stem>_frames.csv", else "<stem>.pts", else "<stem>_pts.txt".

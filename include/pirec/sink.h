@@ -110,7 +110,7 @@ const char *pirec_sink_path(const struct pirec_sink *sink);
 
 /* Loop thread. Stops taking pushes, writes everything pushed before the call (a hold is lifted),
  * runs a final fdatasync, closes the file and calls cb, then frees the sink. The producer must have
- * stopped pushing before close is called. cb may be NULL. */
+ * stopped pushing before close is called. cb may be NULL. pirec_sink_close(NULL, ...) is a no-op. */
 void pirec_sink_close(struct pirec_sink *sink, pirec_sink_close_cb cb, void *user);
 
 #endif

@@ -157,9 +157,7 @@ int pirec_notes_add(struct pirec_notes *n, int64_t mono_ns, int64_t wall_ns, con
   }
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, n->row, n->row_cap);
-  pirec_csv_row_i64(&row, n->trial);
-  pirec_csv_row_i64(&row, mono_ns);
-  pirec_csv_row_i64(&row, wall_ns);
+  pirec_csv_row_lead(&row, n->trial, mono_ns, wall_ns);
   pirec_csv_row_text(&row, text, len);
   int end = pirec_csv_row_end(&row);
   int err = end < 0 ? end : pirec_csv_push(n->sink, &row);
