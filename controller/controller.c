@@ -3,8 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,258 +15,13 @@
 
 #include "controller-int.h"
 #include "pirec/clock.h"
-#include "pirec/config.h"
+#include "pirec/container_of.h"
 #include "pirec/error.h"
-#include "pirec/job.h"
 #include "pirec/log.h"
-#include "pirec/looplag.h"
-#include "pirec/session.h"
 #include "pirec/sink.h"
 #ifdef PIREC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
-#include "pirec/gpio.h"
-#include "pirec/container_of.h"
-
-#define MAX_MODULES     16
-#define MAX_GPIO        16
-#define CLIENT_MAX_LINE (2u * 1024 * 1024)
-/* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
- * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
- * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
- * disconnected. Nobody else waits for it in any case. */
-#define CLIENT_OUT_HIGH (64u * 1024)
-#define CLIENT_OUT_LOW  (16u * 1024)
-#define CLIENT_MAX_OUT  (4u * 1024 * 1024)
-#define CLIENT_STALL_MS 5000
-/* Lines run for one client before the loop turns to other work (fairness under a flood). */
-#define CLIENT_LINES_PER_TURN 32
-#define MAX_CLIENTS           64
-#define OUTBOX_MAX            (32u * 1024 * 1024)
-#define STATUS_POLL_MS        1000
-#define DEMO_NOTE_MS          4000
-
-enum mstate {
-  M_DOWN = 0, /* no child: not started yet, waiting to restart, or ended */
-  M_SPAWNING, /* child running, "ready" not seen yet */
-  M_READY,    /* takes commands */
-  M_ENDED,    /* the job is over for good (stopped by us or gave up) */
-};
-
-static const char *mstate_name(enum mstate s)
-{
-  switch (s) {
-  case M_DOWN: return "down";
-  case M_SPAWNING: return "starting";
-  case M_READY: return "running";
-  case M_ENDED: return "ended";
-  }
-  return "?";
-}
-
-struct module;
-typedef void (*reply_cb)(struct module *m, json_t *reply, void *user);
-
-/* A command sent to a recorder and not answered yet. Notes keep their line so they can be sent
- * again to the restarted recorder if this one dies before acknowledging them. */
-struct pending {
-  json_int_t id;
-  reply_cb cb;
-  void *user;
-  char *note_line;
-  size_t note_len;
-  struct pending *next;
-};
-
-struct outline {
-  struct outline *next;
-  size_t len;
-  int is_note;
-  json_int_t id;
-  char data[];
-};
-
-struct module {
-  struct pirec_controller *c;
-  char name[64];
-  char kind[32];
-  char program[PATH_MAX];
-  struct pirec_job *job;
-  enum mstate state;
-  int accepts_notes;
-  int stopping; /* we asked the job to end */
-  json_int_t next_id;
-  struct pending *pend_head, *pend_tail;
-  struct outline *out_head, *out_tail;
-  size_t out_bytes;
-  int writable_blocked; /* a write was refused: everything goes through the outbox until drain */
-  int hold;             /* a session is starting: notes wait until the trial's start is sent */
-  int started_trial;    /* last trial this recorder was told to start */
-  int part;             /* restarts inside started_trial */
-  int in_trial;         /* it should be recording now */
-  int join_then_stop;   /* the trial ended while it was (re)starting with notes queued: when ready it
-                           joins, writes them and stops; the running op counts its stop reply */
-  int64_t crash_mono_ns;
-  uint32_t crashes;
-  uint32_t restarts;
-  int pid;
-  json_t *last_status;
-  int status_inflight;
-  int64_t last_status_mono;
-  char last_error[256];
-};
-
-enum op_kind { OP_START, OP_STOP, OP_TRIAL, OP_TOGGLE, OP_RELOAD, OP_SHUTDOWN };
-
-static const char *op_kind_name(enum op_kind k)
-{
-  static const char *const names[] = {"start", "stop", "trial", "toggle", "reload", "shutdown"};
-  return names[k];
-}
-
-struct waiter {
-  struct client *client;
-  json_t *id;
-  struct waiter *next;
-};
-
-struct op {
-  enum op_kind kind;
-  int gpio_slot;   /* index in c->gpios of the trigger that queued it while pending, else -1 */
-  uint64_t merged; /* further edges of that trigger folded into this op while it waited */
-  char source[8];  /* who asked, for the events.csv control row: socket, cli, gpio, signal */
-  char from[80];   /* which one: "gpio.pedal", "SIGUSR1"; "" for socket and cli */
-  char label[PIREC_SESSION_LABEL_MAX + 1];
-  struct waiter *waiters;
-  struct op *next;
-};
-
-struct client {
-  uv_pipe_t pipe;
-  struct pirec_controller *c;
-  char *in; /* bytes read and not yet processed: in[in_off .. in_len) */
-  size_t in_off, in_len, in_cap;
-  size_t out_queued;
-  int closing;
-  int reading;    /* uv_read_start is in effect */
-  int wait_drain; /* stopped until out_queued drains below CLIENT_OUT_LOW */
-  int backlog;    /* complete lines left over after a turn: run again from the idle handle */
-  int eof;
-  uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
-  struct client *next;
-};
-
-static void client_process(struct client *cl);
-static void on_idle(uv_idle_t *idle);
-static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
-static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
-
-struct cwrite {
-  uv_write_t req;
-  struct client *client;
-  size_t len;
-  char data[];
-};
-
-enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
-
-#define EARLY_EDGES_MAX 64
-
-struct remux_run {
-  struct pirec_controller *c;
-  struct pirec_job *job;
-  char *dir;
-  struct remux_run *next;
-};
-
-struct pirec_controller {
-  uv_loop_t *loop;
-  struct pirec_controller_options opts;
-  char *config_path;
-  char *label;
-  char *recorder_dir;
-  char *output_dir_override;
-  char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  char snapshot_path[PATH_MAX]; /* the accepted config text the recorders read (see snapshot_write) */
-  struct pirec_config *cfg;
-  struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
-  int demo;
-
-  struct module modules[MAX_MODULES];
-  int nmodules;
-  struct pirec_gpio *gpios[MAX_GPIO];
-  int ngpio;
-  /* The one op per trigger that is queued and not running yet: later action edges of that line
-   * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
-  struct op *gpio_pending[MAX_GPIO];
-  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
-  int gpio_closing;               /* lines still closing before a reload re-opens the set */
-  int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
-  struct remux_run *remuxes;      /* pirec-remux children started after sessions ([session] remux_after) */
-  struct pirec_job_queue *remux_queue;
-  /* Edges that arrive before the session they belong to has its directory: the one that starts
-   * it and any that follow while it starts (markers pressed at once). Written first thing into
-   * that session's events.csv; beyond EARLY_EDGES_MAX they are counted, and the count is written. */
-  struct early_edge {
-    int64_t mono, wall;
-    char module[80], detail[192];
-  } early_edges[EARLY_EDGES_MAX];
-  int nearly_edges;
-  uint64_t early_edges_lost;
-
-  enum cstate state;
-  struct pirec_session *session;
-  int trial;
-  int64_t trial_start_mono;
-  uint64_t note_seq;
-  uint64_t notes_in_events;
-
-  struct op *ops; /* queue; the head is running */
-  int op_running;
-  int op_wait;                                 /* module replies the running op still waits for */
-  void (*op_cont)(struct pirec_controller *c); /* runs when op_wait reaches 0 or on timeout */
-  uv_timer_t op_timer;
-  struct pirec_config_req reload_req;
-
-  uv_pipe_t server;
-  int server_open;
-  uv_idle_t idle; /* runs clients' left-over lines */
-  struct client *clients;
-  int nclients;
-  uint64_t clients_dropped;
-
-  uv_signal_t sig[4];
-  int sig_open;
-  uv_timer_t status_timer;
-  unsigned status_ticks;
-  char last_status_text[512];
-  uv_timer_t watchdog_timer;
-  uv_timer_t demo_timer;
-  int demo_notes;
-  struct pirec_looplag lag;
-  int lag_open;
-  int handles_open;
-
-  int shutting_down;
-  int shutdown_done;
-  int errors;
-  int started;
-};
-
-static void op_next(struct pirec_controller *c);
-static void op_done(struct pirec_controller *c, json_t *reply);
-static void send_start_first(struct module *m, int for_op);
-static void on_op_idle_check(struct pirec_controller *c);
-static void maybe_finish_shutdown(struct pirec_controller *c);
-static void notify_status(struct pirec_controller *c);
-static int spawn_modules(struct pirec_controller *c);
-static json_t *gpio_status(struct pirec_controller *c);
-static void gpio_close_all(struct pirec_controller *c);
-static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
-static void gpio_recording_hook(struct pirec_controller *c, int recording);
-static void gpio_reopen_all(struct pirec_controller *c);
-
-/* ---- options, paths ---- */
 
 void pirec_controller_options_default(struct pirec_controller_options *o)
 {
@@ -333,7 +88,7 @@ int pirec_control_socket_default(const char *config_path, char *buf, size_t cap)
   return len < 0 || (size_t)len >= cap ? -ENAMETOOLONG : 0;
 }
 
-static int find_program(struct pirec_controller *c, const char *name, char *out, size_t cap)
+int pirec__find_program(struct pirec_controller *c, const char *name, char *out, size_t cap)
 {
   char dir[PATH_MAX];
   if (c->recorder_dir) {
@@ -364,38 +119,78 @@ static int find_program(struct pirec_controller *c, const char *name, char *out,
   return -ENOENT;
 }
 
-/* ---- sd_notify ---- */
-
-static void sdnotify(const char *state)
+int pirec__mkdir_parents(const char *path, mode_t mode)
 {
-#ifdef PIREC_HAVE_SYSTEMD
-  sd_notify(0, state);
-#else
-  (void)state;
-#endif
+  char buf[PATH_MAX];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+      return -errno;
+    *p = '/';
+  }
+  return 0;
 }
 
-/* sd_notify is a blocking send to systemd: send STATUS= only when it changes. */
-static void notify_status(struct pirec_controller *c)
+/* Writes cfg's exact source text to c->snapshot_path (created on first use next to the control
+ * socket, a directory only this controller's user can write), by rename so a recorder starting at
+ * that moment reads the old text or the new one, never a mix. Recorders are spawned with this
+ * file, not the user's: the file a user edits between start-up and a crash-restart must not reach
+ * a recorder that the controller has not checked. Returns 0 or -errno. */
+int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg)
 {
-  char buf[sizeof c->last_status_text];
-  if (c->state == C_RECORDING && c->session)
-    snprintf(buf, sizeof buf, "STATUS=recording %s trial %d", pirec_session_dir(c->session), c->trial);
-  else
-    snprintf(buf, sizeof buf, "STATUS=%s",
-             c->state == C_IDLE       ? "idle, waiting for start"
-             : c->state == C_STARTING ? "starting a session"
-                                      : "stopping the session");
-  if (strcmp(buf, c->last_status_text) == 0)
-    return;
-  memcpy(c->last_status_text, buf, sizeof buf);
-  sdnotify(buf);
+  if (!*c->snapshot_path) {
+    char dir[sizeof c->socket_path];
+    snprintf(dir, sizeof dir, "%s", c->socket_path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+      *slash = '\0';
+    snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s/config-%d.ini", *dir ? dir : ".", (int)getpid());
+    int err = pirec__mkdir_parents(c->snapshot_path, 0700);
+    if (err < 0) {
+      *c->snapshot_path = '\0';
+      return err;
+    }
+  }
+  char tmp[PATH_MAX + 8];
+  snprintf(tmp, sizeof tmp, "%s.tmp", c->snapshot_path);
+  size_t len = 0;
+  const char *src = pirec_config_source(cfg, &len);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -errno;
+  int err = 0;
+  for (size_t off = 0; off < len && !err;) {
+    ssize_t n = write(fd, src + off, len - off);
+    if (n < 0 && errno != EINTR)
+      err = -errno;
+    if (n > 0)
+      off += (size_t)n;
+  }
+  if (close(fd) < 0 && !err)
+    err = -errno;
+  if (!err && rename(tmp, c->snapshot_path) < 0)
+    err = -errno;
+  if (err)
+    unlink(tmp);
+  return err;
 }
 
-/* ---- module I/O ---- */
+const char *pirec__mstate_name(enum mstate s)
+{
+  switch (s) {
+  case M_DOWN: return "down";
+  case M_SPAWNING: return "starting";
+  case M_READY: return "running";
+  case M_ENDED: return "ended";
+  }
+  return "?";
+}
 
-static void pending_push(struct module *m, json_int_t id, reply_cb cb, void *user, const char *note_line,
-                         size_t note_len)
+static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, void *user,
+                         const char *note_line, size_t note_len)
 {
   struct pending *p = calloc(1, sizeof(*p));
   if (!p)
@@ -461,7 +256,7 @@ static int outbox_add(struct module *m, const char *data, size_t len, int front,
   return 0;
 }
 
-static void outbox_flush(struct module *m)
+void pirec__module_flush(struct module *m)
 {
   if (m->state != M_READY || m->hold)
     return;
@@ -484,8 +279,26 @@ static void outbox_flush(struct module *m)
   m->writable_blocked = 0;
 }
 
-/* Sends cmd (stolen) to the recorder with a fresh id; cb(m, reply or NULL on failure) runs once. */
-static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user)
+static void outbox_clear(struct module *m)
+{
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    m->out_head = o->next;
+    free(o);
+  }
+  m->out_tail = NULL;
+  m->out_bytes = 0;
+}
+
+int pirec__module_has_note(const struct module *m)
+{
+  for (const struct outline *o = m->out_head; o; o = o->next)
+    if (o->is_note)
+      return 1;
+  return 0;
+}
+
+int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user)
 {
   json_int_t id = ++m->next_id;
   json_object_set_new(cmd, "id", json_integer(id));
@@ -517,6 +330,32 @@ static int module_send(struct module *m, json_t *cmd, reply_cb cb, void *user)
   if (err == 0)
     pending_push(m, id, cb, user, is_note ? line : NULL, len);
   free(line);
+  return err;
+}
+
+/* The line is sent with an empty outbox, then what waited there is put back behind it: the
+ * trial's start goes out ahead of notes held while the session was starting, or written while the
+ * recorder was restarting. */
+int pirec__module_send_first(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user)
+{
+  struct outline *head = m->out_head, *tail = m->out_tail;
+  size_t bytes = m->out_bytes;
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  int blocked = m->writable_blocked;
+  m->writable_blocked = 0;
+  m->hold = 0;
+  int err = pirec__module_send(m, cmd, cb, user);
+  if (head) {
+    if (m->out_tail)
+      m->out_tail->next = head;
+    else
+      m->out_head = head;
+    m->out_tail = tail;
+    m->out_bytes += bytes;
+  }
+  m->writable_blocked |= blocked;
+  pirec__module_flush(m);
   return err;
 }
 
@@ -578,7 +417,7 @@ static void module_fail_pending(struct module *m, int requeue_notes)
 
 /* ---- module lifecycle ---- */
 
-static void on_status_reply(struct module *m, json_t *reply, void *user)
+void pirec__module_on_status(struct module *m, json_t *reply, void *user)
 {
   m->status_inflight = 0;
   if (!reply || strcmp(json_string_value(json_object_get(reply, "reply")), "status") != 0)
@@ -591,34 +430,13 @@ static void on_status_reply(struct module *m, json_t *reply, void *user)
                              json_deep_copy(json_object_get(reply, "counters")));
 }
 
-static void module_poll_status(struct module *m)
+void pirec__module_poll_status(struct module *m)
 {
   if (m->state != M_READY || m->status_inflight)
     return;
-  if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_status_reply, NULL) == 0)
+  if (pirec__module_send(m, json_pack("{s:s}", "cmd", "status"), pirec__module_on_status, NULL) == 0)
     m->status_inflight = 1;
 }
-
-static void on_restart_started(struct module *m, json_t *reply, void *user)
-{
-  struct pirec_controller *c = m->c;
-  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
-  if (!c->session)
-    return;
-  if (r && strcmp(r, "started") == 0) {
-    if (m->crash_mono_ns)
-      pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
-    m->crash_mono_ns = 0;
-  } else if (reply) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
-             json_string_value(json_object_get(reply, "message")));
-    pirec_session_error(c->session, m->name, msg);
-  }
-}
-
-static void on_op_reply(struct module *m, json_t *reply, void *user);
-
 static void handle_ready(struct module *m, json_t *j)
 {
   struct pirec_controller *c = m->c;
@@ -632,23 +450,8 @@ static void handle_ready(struct module *m, json_t *j)
   if (json_is_integer(pid))
     m->pid = (int)json_integer_value(pid);
   pirec_log(PIREC_LOG_INFO, "recorder '%s' ready (pid %d)", m->name, m->pid);
-  if (m->join_then_stop) {
-    /* The trial its queued notes belong to is ending: start, the notes, stop, in that order. */
-    m->join_then_stop = 0;
-    if (c->session && c->trial) {
-      send_start_first(m, 0);
-      m->in_trial = 0;
-      if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
-        on_op_reply(m, NULL, NULL);
-    } else {
-      on_op_reply(m, NULL, NULL);
-    }
-  }
-  /* A trial is running: join it (again, after a crash) before anything queued is sent. */
-  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) && m->in_trial &&
-      !m->hold)
-    send_start_first(m, 0);
-  outbox_flush(m);
+  c->hooks.module_ready(m);
+  pirec__module_flush(m);
   if (c->session)
     pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
 }
@@ -717,7 +520,7 @@ static void on_job_drain(struct pirec_job *job, size_t outstanding)
 {
   struct module *m = pirec_job_user(job);
   if (m->out_head)
-    outbox_flush(m);
+    pirec__module_flush(m);
 }
 
 static void record_crash(struct module *m, int exit_code, int term_signal)
@@ -772,19 +575,9 @@ static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r)
       pirec_log(PIREC_LOG_WARN, "recorder '%s' ended with status %d", m->name, r->status);
   }
   module_fail_pending(m, 0);
-  if (m->join_then_stop) {
-    m->join_then_stop = 0;
-    on_op_reply(m, NULL, NULL); /* the stop it will never answer */
-  }
-  /* The outbox cannot be delivered any more. */
-  while (m->out_head) {
-    struct outline *o = m->out_head;
-    m->out_head = o->next;
-    free(o);
-  }
-  m->out_tail = NULL;
-  m->out_bytes = 0;
-  maybe_finish_shutdown(c);
+  c->hooks.module_ended(m);
+  outbox_clear(m); /* it cannot be delivered any more */
+  c->hooks.settle(c);
 }
 
 static int module_spawn(struct module *m)
@@ -844,7 +637,7 @@ static int module_spawn(struct module *m)
   return 0;
 }
 
-static void module_stop(struct module *m)
+void pirec__module_stop(struct module *m)
 {
   if (!m->job || m->state == M_ENDED)
     return;
@@ -853,15 +646,10 @@ static void module_stop(struct module *m)
   pirec_job_stop(m->job);
 }
 
-static void module_release(struct module *m)
+void pirec__module_release(struct module *m)
 {
   module_fail_pending(m, 0);
-  while (m->out_head) {
-    struct outline *o = m->out_head;
-    m->out_head = o->next;
-    free(o);
-  }
-  m->out_tail = NULL;
+  outbox_clear(m);
   json_decref(m->last_status);
   m->last_status = NULL;
   pirec_job_free(m->job);
@@ -877,14 +665,14 @@ static void add_module(struct pirec_controller *c, const char *kind, const char 
   m->c = c;
   snprintf(m->kind, sizeof m->kind, "%s", kind);
   snprintf(m->name, sizeof m->name, "%s", name);
-  if (find_program(c, program, m->program, sizeof m->program) < 0) {
+  if (pirec__find_program(c, program, m->program, sizeof m->program) < 0) {
     pirec_log(PIREC_LOG_WARN, "module '%s' is enabled but '%s' was not found; skipping it", name, program);
     return;
   }
   c->nmodules++;
 }
 
-static void build_modules(struct pirec_controller *c)
+void pirec__modules_build(struct pirec_controller *c)
 {
   c->nmodules = 0;
   if (pirec_config_get_bool(c->cfg, "notes", "enabled"))
@@ -899,7 +687,7 @@ static void build_modules(struct pirec_controller *c)
     add_module(c, "eyetracker", "eyetracker", "pirec-eyetracker");
 }
 
-static int spawn_modules(struct pirec_controller *c)
+void pirec__modules_spawn(struct pirec_controller *c)
 {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
@@ -910,10 +698,1066 @@ static int spawn_modules(struct pirec_controller *c)
       c->errors++;
     }
   }
+}
+
+static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
+  pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
+}
+
+static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
+  struct remux_run *run = pirec_job_user(job);
+  struct pirec_controller *c = run->c;
+  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
+    pirec_log(PIREC_LOG_INFO, "remux of '%s' done", run->dir);
+  else
+    pirec_log(PIREC_LOG_WARN, "remux of '%s' %s (status %d); run pirec-remux on it by hand", run->dir,
+              pirec_job_end_str(r->reason), r->status);
+  for (struct remux_run **pp = &c->remuxes; *pp; pp = &(*pp)->next)
+    if (*pp == run) {
+      *pp = run->next;
+      break;
+    }
+  pirec_job_free(job);
+  free(run->dir);
+  free(run);
+  c->hooks.settle(c);
+}
+
+/* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
+ * controller does not wait for it, and a failure leaves the session as it is. */
+void pirec__remux_session(struct pirec_controller *c, const char *dir)
+{
+  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after"))
+    return;
+  char program[PATH_MAX];
+  if (pirec__find_program(c, "pirec-remux", program, sizeof program) < 0) {
+    pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");
+    return;
+  }
+  if (!c->remux_queue && pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
+                                             &c->remux_queue) < 0)
+    return;
+  struct remux_run *run = calloc(1, sizeof(*run));
+  if (!run)
+    return;
+  run->c = c;
+  run->dir = strdup(dir);
+  const char *argv[] = {program,
+                        "--format",
+                        pirec_config_get_string(c->cfg, "remux", "format"),
+                        "--clock",
+                        pirec_config_get_string(c->cfg, "remux", "clock"),
+                        dir,
+                        NULL};
+  struct pirec_job_options o;
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = "remux";
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_line = remux_line;
+  o.on_end = remux_end;
+  o.user = run;
+  int err = pirec_job_new(c->loop, &o, &run->job);
+  if (err == 0)
+    err = pirec_job_queue_add(c->remux_queue, run->job);
+  if (err < 0) {
+    pirec_log(PIREC_LOG_WARN, "cannot start pirec-remux on '%s': %s", dir, pirec_strerror(err));
+    pirec_job_free(run->job);
+    free(run->dir);
+    free(run);
+    return;
+  }
+  run->next = c->remuxes;
+  c->remuxes = run;
+}
+
+static const char *gpio_action_word(enum pirec_gpio_action a)
+{
+  return pirec_gpio_action_name(a);
+}
+
+static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    if (c->gpios[i] == g)
+      return i;
+  return -1;
+}
+
+/* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
+static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind)
+{
+  if (c->shutting_down)
+    return 0;
+  switch (action) {
+  case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
+  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
+  case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
+  case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
+  default: return 0;
+  }
+}
+
+/* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
+ * that line queues a fresh one. */
+void pirec__gpio_unpend(struct pirec_controller *c, struct op *op)
+{
+  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op)
+    c->gpio_pending[op->gpio_slot] = NULL;
+  op->gpio_slot = -1;
+}
+
+static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
+{
+  struct pirec_controller *c = user;
+  int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
+  int64_t wall = now_wall - (now_mono - ev->ts_ns);
+  char module[80], detail[192];
+  snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
+  if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
+    snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
+    if (c->session && pirec_session_dir(c->session))
+      pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
+    return;
+  }
+  /* At most one op per line waits in the queue: an action edge arriving while it waits is merged
+   * into it (a storm of presses while the controller is busy counts as one), so a 10 kHz toggle
+   * storm costs neither memory nor a session per edge. */
+  enum op_kind kind = OP_START;
+  int wants = gpio_edge_op(c, ev->action, &kind);
+  int slot = gpio_slot(c, g);
+  struct op *pending = wants && slot >= 0 ? c->gpio_pending[slot] : NULL;
+  char merged[40] = "";
+  if (pending) {
+    pending->merged++;
+    c->gpio_merged[slot]++;
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)pending->merged);
+  }
+  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld%s",
+           ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
+           (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
+           (long long)(ev->read_mono_ns - ev->ts_ns), merged);
+  if (c->session && pirec_session_dir(c->session)) {
+    pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
+  } else if (wants || c->state == C_STARTING || c->nearly_edges > 0) {
+    /* A session is on its way (this edge starts it, or one is starting): the edge is kept for
+     * that session's events.csv. */
+    if (c->nearly_edges < EARLY_EDGES_MAX) {
+      struct early_edge *e = &c->early_edges[c->nearly_edges++];
+      e->mono = ev->ts_ns;
+      e->wall = wall;
+      snprintf(e->module, sizeof e->module, "%s", module);
+      snprintf(e->detail, sizeof e->detail, "%s", detail);
+    } else {
+      c->early_edges_lost++;
+    }
+  } else {
+    pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
+  }
+  if (wants && !pending)
+    c->hooks.gpio_submit(c, slot, kind, module);
+}
+
+static void on_gpio_error(struct pirec_gpio *g, int err, void *user)
+{
+  struct pirec_controller *c = user;
+  char msg[300];
+  snprintf(msg, sizeof msg, "gpio '%s' (%s) stopped: %s", pirec_gpio_name(g), pirec_gpio_describe(g),
+           pirec_strerror(err));
+  pirec_log(PIREC_LOG_ERROR, "%s", msg);
+  if (c->session)
+    pirec_session_error(c->session, NULL, msg);
+}
+
+void pirec__gpio_open_all(struct pirec_controller *c)
+{
+  size_t n = pirec_config_instance_count(c->cfg, "gpio");
+  for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "gpio", i);
+    struct pirec_gpio_settings gs;
+    pirec_gpio_settings_default(&gs);
+    gs.name = sec + strlen("gpio.");
+    gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
+    gs.line = pirec_config_get_string(c->cfg, sec, "line");
+    int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
+    int role = output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role"))
+                      : PIREC_GPIO_ROLE_TRIGGER;
+    int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
+    int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
+    int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
+    if (role < 0 || edge < 0 || bias < 0 || action < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': a setting is not understood by the gpio library", gs.name);
+      c->errors++;
+      continue;
+    }
+    gs.role = (enum pirec_gpio_role)role;
+    gs.edge = (enum pirec_gpio_edge)edge;
+    gs.bias = (enum pirec_gpio_bias)bias;
+    gs.action = (enum pirec_gpio_action)action;
+    gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
+    gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
+    gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
+    gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
+    gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
+    char why[200];
+    struct pirec_gpio *g = NULL;
+    int err = pirec_gpio_settings_check(&gs, why, sizeof why);
+    if (err == 0)
+      err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
+    else
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
+    if (err < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
+                gs.chip, pirec_strerror(err));
+      c->errors++;
+      continue;
+    }
+    pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
+    c->gpios[c->ngpio++] = g;
+  }
+}
+
+void pirec__gpio_trial_started(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_trial_started(c->gpios[i], NULL);
+}
+
+void pirec__gpio_set_recording(struct pirec_controller *c, int recording)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_set_recording(c->gpios[i], recording);
+}
+
+static void gpio_open_when_closed(struct pirec_controller *c)
+{
+  if (c->gpio_closing || !c->gpio_reopen)
+    return;
+  c->gpio_reopen = 0;
+  if (c->shutting_down)
+    return;
+  pirec__gpio_open_all(c);
+  /* Reloads apply between sessions, but a session may have started while the old lines closed. */
+  if (c->session && c->state == C_RECORDING)
+    pirec__gpio_set_recording(c, 1);
+}
+
+static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
+{
+  struct pirec_controller *c = user;
+  c->handles_open--;
+  c->gpio_closing--;
+  gpio_open_when_closed(c);
+  c->hooks.settle(c);
+}
+
+void pirec__gpio_close_all(struct pirec_controller *c)
+{
+  /* Queued ops keep no slot: the indices are about to mean other lines. */
+  for (struct op *op = c->ops; op; op = op->next)
+    pirec__gpio_unpend(c, op);
+  for (int i = 0; i < c->ngpio; i++) {
+    c->handles_open++;
+    c->gpio_closing++;
+    c->gpio_merged[i] = 0;
+    pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
+  }
+  c->ngpio = 0;
+}
+
+/* An accepted reload that applies (between sessions) re-reads [gpio.*]: every line is released
+ * first (the kernel refuses a line still requested, EBUSY), then the new set is opened. */
+void pirec__gpio_reopen_all(struct pirec_controller *c)
+{
+  pirec__gpio_close_all(c);
+  c->gpio_reopen = 1;
+  gpio_open_when_closed(c);
+}
+
+json_t *pirec__gpio_status(struct pirec_controller *c)
+{
+  json_t *o = json_object();
+  for (int i = 0; i < c->ngpio; i++) {
+    struct pirec_gpio_counters k;
+    pirec_gpio_counters(c->gpios[i], &k);
+    json_object_set_new(
+        o, pirec_gpio_name(c->gpios[i]),
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line", pirec_gpio_describe(c->gpios[i]), "edges",
+                  (json_int_t)k.edges, "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
+                  "rate_limited", (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "merged",
+                  (json_int_t)c->gpio_merged[i], "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
+  }
+  return o;
+}
+
+static const char *op_kind_name(enum op_kind k)
+{
+  static const char *const names[] = {"start", "stop", "trial", "toggle", "reload", "shutdown"};
+  return names[k];
+}
+
+static void op_done(struct pirec_controller *c, json_t *reply);
+static void apply_pending_config(struct pirec_controller *c);
+
+/* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
+ * none does). The client's reply does not wait for the disk. */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
+                     char *err, size_t errlen)
+{
+  int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
+  if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
+    snprintf(err, errlen, "not recording: start a session first (pirec start)");
+    return -ENOTCONN;
+  }
+  size_t max = (size_t)pirec_config_get_int(c->cfg, "notes", "max_length");
+  if (len > max) {
+    snprintf(err, errlen, "note too long: %zu bytes (notes.max_length is %zu)", len, max);
+    return -EMSGSIZE;
+  }
+  int sent = 0;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED)
+      continue;
+    json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
+                            (json_int_t)mono, "wall_ns", (json_int_t)wall);
+    if (!cmd) {
+      snprintf(err, errlen, "note is not valid UTF-8");
+      return -EINVAL;
+    }
+    int e = pirec__module_send(m, cmd, NULL, NULL);
+    if (e < 0) {
+      snprintf(err, errlen, "notes recorder '%s' is %s: %s", m->name,
+               e == -ENOBUFS ? "too far behind" : "unavailable", pirec_strerror(e));
+      return e;
+    }
+    sent++;
+  }
+  if (!sent) {
+    if (!c->session || !pirec_session_dir(c->session)) {
+      snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
+      return -ENOTCONN;
+    }
+    char *copy = strndup(text, len);
+    pirec_session_event_at(c->session, mono, wall, "note", NULL, copy);
+    free(copy);
+    c->notes_in_events++;
+  }
+  c->note_seq++;
+  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns", (json_int_t)mono,
+                           "wall_ns", (json_int_t)wall);
   return 0;
 }
 
-/* ---- control clients ---- */
+struct op *pirec__op_queue(struct pirec_controller *c, enum op_kind kind, const char *label,
+                           const char *source, const char *from)
+{
+  struct op *op = calloc(1, sizeof(*op));
+  if (!op)
+    return NULL;
+  op->kind = kind;
+  op->gpio_slot = -1;
+  if (label)
+    snprintf(op->label, sizeof op->label, "%s", label);
+  snprintf(op->source, sizeof op->source, "%s", source);
+  snprintf(op->from, sizeof op->from, "%s", from ? from : "");
+  struct op **pp = &c->ops;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = op;
+  return op;
+}
+
+void pirec__op_add_waiter(struct op *op, void (*reply)(void *who, json_t *obj), void *who, json_t *id)
+{
+  struct waiter *w = calloc(1, sizeof(*w));
+  if (!w)
+    return;
+  w->reply = reply;
+  w->who = who;
+  w->id = id ? json_incref(id) : NULL;
+  w->next = op->waiters;
+  op->waiters = w;
+}
+
+void pirec__op_enqueue(struct pirec_controller *c, enum op_kind kind, const char *label, const char *source,
+                       const char *from)
+{
+  if (pirec__op_queue(c, kind, label, source, from))
+    pirec__op_next(c);
+}
+
+/* One events.csv `control` row for the running op, once it is accepted and the session it acts
+ * on exists: "CMD source SRC[ from NAME][ merged N][ EXTRA][ label L]" (docs/FORMATS.md); the
+ * label goes last because it is the only part that may contain spaces. */
+static void control_row(struct pirec_controller *c, const char *cmd, const char *extra)
+{
+  struct op *op = c->ops;
+  if (!op || !c->session || !pirec_session_dir(c->session))
+    return;
+  char detail[400], merged[40] = "";
+  if (op->merged)
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
+  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source, *op->from ? " from " : "",
+           op->from, merged, extra ? " " : "", extra ? extra : "", *op->label ? " label " : "", op->label);
+  pirec_session_event(c->session, "control", NULL, detail);
+}
+
+static json_t *error_reply(const char *message)
+{
+  return json_pack("{s:s,s:s}", "reply", "error", "message", message);
+}
+
+static void waiters_reply(struct op *op, json_t *reply)
+{
+  for (struct waiter *w = op->waiters; w;) {
+    struct waiter *next = w->next;
+    if (w->who) {
+      json_t *o = reply ? json_deep_copy(reply) : error_reply("cancelled");
+      json_object_set(o, "id", w->id ? w->id : json_null());
+      w->reply(w->who, o);
+    }
+    json_decref(w->id);
+    free(w);
+    w = next;
+  }
+  op->waiters = NULL;
+}
+
+static void op_done(struct pirec_controller *c, json_t *reply)
+{
+  struct op *op = c->ops;
+  c->op_running = 0;
+  uv_timer_stop(&c->op_timer);
+  if (op) {
+    c->ops = op->next;
+    waiters_reply(op, reply);
+    free(op);
+  }
+  json_decref(reply);
+  c->hooks.state_changed(c);
+  pirec__op_next(c);
+  if (!c->op_running)
+    c->hooks.ops_idle(c);
+}
+
+static json_t *session_reply(struct pirec_controller *c, const char *word)
+{
+  json_t *o = json_object();
+  json_object_set_new(o, "reply", json_string(word));
+  if (c->session && pirec_session_dir(c->session))
+    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
+  json_object_set_new(o, "trial", json_integer(c->trial));
+  return o;
+}
+
+/* One module reply awaited by the running op. */
+static void on_op_reply(struct module *m, json_t *reply, void *user)
+{
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (r && strcmp(r, "error") == 0 && c->session) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+  /* No reply: it crashed while we waited; the restart path rejoins the trial. */
+  if (r && strcmp(r, "status") == 0)
+    pirec__module_on_status(m, reply, NULL);
+  if (c->op_wait > 0 && --c->op_wait == 0) {
+    void (*cont)(struct pirec_controller *) = c->op_cont;
+    c->op_cont = NULL;
+    uv_timer_stop(&c->op_timer);
+    if (cont)
+      cont(c);
+  }
+}
+
+static void on_op_timeout(uv_timer_t *t)
+{
+  struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].join_then_stop = 0; /* no longer awaited */
+  if (c->session) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
+             c->opts.stop_timeout_ms);
+    pirec_session_error(c->session, NULL, msg);
+  }
+  c->op_wait = 0;
+  void (*cont)(struct pirec_controller *) = c->op_cont;
+  c->op_cont = NULL;
+  if (cont)
+    cont(c);
+}
+
+/* Arms the continuation that runs when every awaited reply arrived (or the timeout passed). */
+static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *))
+{
+  if (c->op_wait == 0) {
+    cont(c);
+    return;
+  }
+  c->op_cont = cont;
+  uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
+}
+
+static void on_restart_started(struct module *m, json_t *reply, void *user)
+{
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (!c->session)
+    return;
+  if (r && strcmp(r, "started") == 0) {
+    if (m->crash_mono_ns)
+      pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
+    m->crash_mono_ns = 0;
+  } else if (reply) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
+             json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+}
+
+/* The current trial's start for m, ahead of anything queued for it (notes held while the session
+ * was starting, or written while it was restarting). A start repeated inside one trial (after a
+ * crash) is part n. for_op: the running op waits for the reply; else it is a rejoin. */
+static void send_start_first(struct module *m, int for_op)
+{
+  struct pirec_controller *c = m->c;
+  int part = 0;
+  if (m->started_trial == c->trial) {
+    part = ++m->part;
+  } else {
+    m->started_trial = c->trial;
+    m->part = 0;
+  }
+  m->in_trial = 1;
+  const char *label = "";
+  json_t *trials = json_object_get(pirec_session_manifest(c->session), "trials");
+  json_t *last = json_array_get(trials, json_array_size(trials) - 1);
+  if (json_is_string(json_object_get(last, "label")))
+    label = json_string_value(json_object_get(last, "label"));
+  json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
+                          pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
+  if (!for_op) {
+    pirec__module_send_first(m, cmd, on_restart_started, NULL);
+  } else {
+    c->op_wait++;
+    if (pirec__module_send_first(m, cmd, on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+/* Sends start for the current trial to every recorder that takes commands now; the ones still
+ * starting up join when they say ready. */
+static void start_trial_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    m->in_trial = 0;
+    m->hold = 0;
+    if (m->state == M_ENDED)
+      continue;
+    if (m->state == M_READY) {
+      send_start_first(m, 1);
+    } else {
+      /* joins in handle_ready */
+      m->in_trial = 1;
+      m->started_trial = 0;
+    }
+  }
+}
+
+static void stop_trial_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    int was = m->in_trial;
+    m->in_trial = 0;
+    if (was && m->state != M_READY && m->state != M_ENDED && pirec__module_has_note(m)) {
+      /* "noted" was already said for these: wait (within the op's timeout) for the recorder to
+       * come up and write them into this trial rather than lose them or move them to the next */
+      m->join_then_stop = 1;
+      c->op_wait++;
+      continue;
+    }
+    if (!was || m->state != M_READY)
+      continue;
+    c->op_wait++;
+    if (pirec__module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+static void status_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->state != M_READY)
+      continue;
+    c->op_wait++;
+    if (pirec__module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+static void after_trial_started(struct pirec_controller *c)
+{
+  c->state = C_RECORDING;
+  struct op *op = c->ops;
+  json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
+  op_done(c, r);
+}
+
+static void begin_trial(struct pirec_controller *c, const char *label)
+{
+  c->trial = pirec_session_last_trial(c->session) + 1;
+  pirec_session_trial_begin(c->session, c->trial, label);
+  c->trial_start_mono = pirec_clock_mono_ns();
+  pirec__gpio_trial_started(c);
+  start_trial_on_modules(c);
+  op_await(c, after_trial_started);
+}
+
+static void on_session_started(struct pirec_session *s, int status, void *user)
+{
+  struct pirec_controller *c = user;
+  if (status < 0) {
+    for (int i = 0; i < c->nmodules; i++) {
+      c->modules[i].hold = 0;
+      pirec__module_flush(&c->modules[i]);
+    }
+    char msg[600];
+    snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
+             pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    pirec_session_free(s);
+    c->session = NULL;
+    c->state = C_IDLE;
+    c->nearly_edges = 0; /* they belonged to this session */
+    c->early_edges_lost = 0;
+    c->errors++;
+    op_done(c, error_reply(msg));
+    return;
+  }
+  pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
+  for (int i = 0; i < c->nearly_edges; i++)
+    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
+                           c->early_edges[i].module, c->early_edges[i].detail);
+  if (c->early_edges_lost) {
+    char lost[96];
+    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
+             (unsigned long long)c->early_edges_lost);
+    pirec_session_event(s, "gpio_edges_lost", "controller", lost);
+  }
+  c->nearly_edges = 0;
+  c->early_edges_lost = 0;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
+    pirec_session_module_set(s, m->name, "program", json_string(m->program));
+    pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
+    m->crash_mono_ns = 0;
+  }
+  control_row(c, "start", NULL);
+  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
+   * start) only once there is a session directory, so a session that cannot start leaves the LED
+   * off and every pulse has an events.csv to go into. */
+  pirec__gpio_set_recording(c, 1);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static json_t *config_snapshot(struct pirec_controller *c)
+{
+  size_t len = 0;
+  const char *src = pirec_config_source(c->cfg, &len);
+  char *canon = pirec_config_format(c->cfg);
+  json_t *o = json_pack("{s:s,s:s%,s:s?}", "path", c->demo ? "(built-in demo)" : pirec_config_path(c->cfg),
+                        "source", src ? src : "", src ? len : 0, "effective", canon);
+  free(canon);
+  return o;
+}
+
+static void op_start_session(struct pirec_controller *c, const char *label)
+{
+  struct pirec_session_options so = {0};
+  so.output_dir = c->output_dir_override ? c->output_dir_override
+                                         : pirec_config_get_string(c->cfg, "session", "output_dir");
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  const char *l =
+      label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
+  pirec_session_label_sanitise(l, clean);
+  so.label = clean;
+  so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
+  int64_t fs = pirec_config_get_duration(c->cfg, "storage", "fsync_interval");
+  so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
+  json_t *snap = config_snapshot(c);
+  so.config = snap;
+  json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
+  so.versions_extra = versions;
+  struct pirec_session *s = NULL;
+  int err = pirec_session_new(c->loop, &so, &s);
+  json_decref(snap);
+  json_decref(versions);
+  if (err == 0)
+    err = pirec_session_start(s, on_session_started, c);
+  if (err < 0) {
+    pirec_session_free(s);
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+    return;
+  }
+  c->session = s;
+  c->state = C_STARTING;
+  c->trial = 0;
+  /* Notes that arrive before the session directory exists wait in the outboxes. */
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].hold = 1;
+  c->hooks.state_changed(c);
+}
+
+static void on_session_stopped(struct pirec_session *s, int status, void *user)
+{
+  struct pirec_controller *c = user;
+  char *dir = strdup(pirec_session_dir(s));
+  size_t nerr = pirec_session_error_count(s);
+  if (status < 0 || nerr)
+    c->errors++;
+  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
+            status < 0 ? pirec_strerror(status) : "");
+  pirec_session_free(s);
+  c->session = NULL;
+  c->state = C_IDLE;
+  c->trial = 0;
+  pirec__gpio_set_recording(c, 0);
+  json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
+  free(dir);
+  /* The final counters (from the status round after the recorders stopped), for the summary. */
+  json_t *mods = json_object();
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    json_t *mo = json_pack("{s:s,s:i}", "kind", m->kind, "crashes", (int)m->crashes);
+    if (m->last_status)
+      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+    json_object_set_new(mods, m->name, mo);
+  }
+  json_object_set_new(r, "modules", mods);
+  pirec__remux_session(c, json_string_value(json_object_get(r, "session_dir")));
+  apply_pending_config(c);
+  op_done(c, r);
+}
+
+static void after_final_status(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(c->session, m->name, "state", json_string(pirec__mstate_name(m->state)));
+    pirec_session_module_set(c->session, m->name, "crashes_total", json_integer(m->crashes));
+  }
+  if (c->notes_in_events)
+    pirec_session_module_set(c->session, "controller", "notes_in_events",
+                             json_integer((json_int_t)c->notes_in_events));
+  pirec_session_stop(c->session, on_session_stopped, c);
+}
+
+static void after_modules_stopped(struct pirec_controller *c)
+{
+  status_on_modules(c);
+  op_await(c, after_final_status);
+}
+
+static void op_stop_session(struct pirec_controller *c)
+{
+  control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
+  c->state = C_STOPPING;
+  c->hooks.state_changed(c);
+  stop_trial_on_modules(c);
+  op_await(c, after_modules_stopped);
+}
+
+static void after_trial_stopped(struct pirec_controller *c)
+{
+  pirec_session_trial_end(c->session);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static void op_next_trial(struct pirec_controller *c)
+{
+  control_row(c, "trial", NULL);
+  stop_trial_on_modules(c);
+  op_await(c, after_trial_stopped);
+}
+
+static int control_differs(const struct pirec_config *a, const struct pirec_config *b)
+{
+  return strcmp(pirec_config_get_string(a, "control", "mode"),
+                pirec_config_get_string(b, "control", "mode")) ||
+         strcmp(pirec_config_get_string(a, "control", "socket"),
+                pirec_config_get_string(b, "control", "socket")) ||
+         pirec_config_get_int(a, "control", "socket_mode") !=
+             pirec_config_get_int(b, "control", "socket_mode");
+}
+
+static void on_reloaded(struct pirec_config_req *req)
+{
+  struct pirec_controller *c = req->data;
+  json_t *r;
+  if (req->result < 0) {
+    char msg[1200] = "reload failed, keeping the old config: ";
+    size_t used = strlen(msg);
+    for (size_t i = 0; i < req->errors.count && used < sizeof msg - 2; i++) {
+      int n = snprintf(msg + used, sizeof msg - used, "%s%s", i ? "; " : "", req->errors.items[i].message);
+      if (n < 0)
+        break;
+      used += (size_t)n;
+    }
+    if (!req->errors.count)
+      snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL, msg);
+    r = error_reply(msg);
+  } else {
+    struct pirec_config *fresh = req->config;
+    req->config = NULL;
+    int changed = req->changed;
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = fresh;
+    const char *when = c->session ? "next_session" : "now";
+    control_row(c, "reload", changed ? "changed" : "unchanged");
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL,
+                          changed ? "accepted; applies from the next session" : "unchanged");
+    pirec_log(PIREC_LOG_INFO, "config '%s' reloaded (%s)%s", pirec_config_path(fresh),
+              changed ? "changed" : "unchanged", c->session ? "; applies from the next session" : "");
+    r = json_pack("{s:s,s:b,s:s}", "reply", "reloaded", "changed", changed, "applies", when);
+    /* The socket is bound once: a new [control] would have to cut off every client, this one
+     * included. Say so instead of replying as if it applied. */
+    if (control_differs(c->cfg, fresh)) {
+      json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
+      pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
+    }
+    if (!c->session)
+      apply_pending_config(c);
+  }
+  pirec_config_req_cleanup(req);
+  op_done(c, r);
+}
+
+static void op_reload(struct pirec_controller *c)
+{
+  if (c->demo || !c->config_path) {
+    op_done(c, error_reply("running the built-in demo configuration: there is no file to reload"));
+    return;
+  }
+  memset(&c->reload_req, 0, sizeof c->reload_req);
+  c->reload_req.data = c;
+  int err = pirec_config_reload_async(c->loop, &c->reload_req, c->cfg, on_reloaded);
+  if (err < 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "cannot reload: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+  }
+}
+
+/* New settings take over between sessions: the checked text replaces the snapshot and the
+ * recorders are restarted to read it. */
+static void apply_pending_config(struct pirec_controller *c)
+{
+  if (!c->pending_cfg || c->session || c->shutting_down)
+    return;
+  int err = pirec__snapshot_write(c, c->pending_cfg);
+  if (err < 0) {
+    /* The recorders would still read the old text: keep the old settings everywhere. */
+    pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
+              c->snapshot_path, pirec_strerror(err));
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = NULL;
+    c->errors++;
+    return;
+  }
+  pirec_config_free(c->cfg);
+  c->cfg = c->pending_cfg;
+  c->pending_cfg = NULL;
+  pirec__gpio_reopen_all(c);
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->job) {
+      m->stopping = 1;
+      /* The old child is SIGKILLed only if it is still running; idle recorders have no files open. */
+      pirec_job_stop(m->job);
+    }
+  }
+  /* Wait for the old children to end before spawning the new set (see maybe_respawn). */
+  c->started = 2;
+  c->hooks.settle(c);
+}
+
+/* Trial and toggle turn into a start or a stop by the state they find. */
+static void op_resolve(struct pirec_controller *c, struct op *op)
+{
+  if (c->state == C_IDLE && (op->kind == OP_TRIAL || op->kind == OP_TOGGLE))
+    op->kind = OP_START;
+  else if (c->state == C_RECORDING && op->kind == OP_TOGGLE)
+    op->kind = OP_STOP;
+}
+
+/* The reply to an op the state it finds does not allow; NULL (its waiters hear "cancelled") when
+ * there is simply nothing to do: a toggle while starting or stopping, a shutdown with no session. */
+static json_t *op_refused(struct pirec_controller *c, enum op_kind kind)
+{
+  switch (kind) {
+  case OP_START: return error_reply(c->state == C_RECORDING ? "already recording" : "busy");
+  case OP_STOP: return error_reply("not recording");
+  case OP_TRIAL: return error_reply("busy");
+  default: return NULL;
+  }
+}
+
+void pirec__op_next(struct pirec_controller *c)
+{
+  if (c->op_running || !c->ops)
+    return;
+  struct op *op = c->ops;
+  c->op_running = 1;
+  c->op_wait = 0;
+  pirec__gpio_unpend(c, op);
+  if (op->merged)
+    pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",
+              (unsigned long long)op->merged, op_kind_name(op->kind));
+  if (op->kind == OP_RELOAD) {
+    op_reload(c);
+    return;
+  }
+  op_resolve(c, op);
+  enum cstate needs = op->kind == OP_START ? C_IDLE : C_RECORDING;
+  if (c->state != needs) {
+    op_done(c, op_refused(c, op->kind));
+    return;
+  }
+  if (op->kind == OP_START)
+    op_start_session(c, op->label);
+  else if (op->kind == OP_TRIAL)
+    op_next_trial(c);
+  else /* stop, or a shutdown while recording */
+    op_stop_session(c);
+}
+
+void pirec__ops_module_ready(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  if (m->join_then_stop) {
+    /* The trial its queued notes belong to is ending: start, the notes, stop, in that order. */
+    m->join_then_stop = 0;
+    if (c->session && c->trial) {
+      send_start_first(m, 0);
+      m->in_trial = 0;
+      if (pirec__module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+        on_op_reply(m, NULL, NULL);
+    } else {
+      on_op_reply(m, NULL, NULL);
+    }
+  }
+  /* A trial is running: join it (again, after a crash) before anything queued is sent. */
+  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) && m->in_trial &&
+      !m->hold)
+    send_start_first(m, 0);
+}
+
+void pirec__ops_module_ended(struct module *m)
+{
+  if (m->join_then_stop) {
+    m->join_then_stop = 0;
+    on_op_reply(m, NULL, NULL); /* the stop it will never answer */
+  }
+}
+
+/* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
+void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from)
+{
+  struct op *op = pirec__op_queue(c, kind, NULL, "gpio", from);
+  if (!op)
+    return;
+  if (slot >= 0) {
+    op->gpio_slot = slot;
+    c->gpio_pending[slot] = op;
+  }
+  pirec__op_next(c);
+}
+
+void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message)
+{
+  if (!c->ops)
+    return;
+  struct op *running = c->ops;
+  for (struct op *op = running->next; op;) {
+    struct op *next = op->next;
+    pirec__gpio_unpend(c, op);
+    json_t *r = error_reply(message);
+    waiters_reply(op, r);
+    json_decref(r);
+    free(op);
+    op = next;
+  }
+  running->next = NULL;
+}
+
+void pirec__ops_free(struct pirec_controller *c)
+{
+  while (c->ops) {
+    struct op *op = c->ops;
+    c->ops = op->next;
+    waiters_reply(op, NULL);
+    free(op);
+  }
+}
+
+#define CLIENT_MAX_LINE (2u * 1024 * 1024)
+/* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
+ * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
+ * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
+ * disconnected. Nobody else waits for it in any case. */
+#define CLIENT_OUT_HIGH (64u * 1024)
+#define CLIENT_OUT_LOW  (16u * 1024)
+#define CLIENT_MAX_OUT  (4u * 1024 * 1024)
+#define CLIENT_STALL_MS 5000
+/* Lines run for one client before the loop turns to other work (fairness under a flood). */
+#define CLIENT_LINES_PER_TURN 32
+
+struct client {
+  uv_pipe_t pipe;
+  struct pirec_controller *c;
+  char *in; /* bytes read and not yet processed: in[in_off .. in_len) */
+  size_t in_off, in_len, in_cap;
+  size_t out_queued;
+  int closing;
+  int reading;    /* uv_read_start is in effect */
+  int wait_drain; /* stopped until out_queued drains below CLIENT_OUT_LOW */
+  int backlog;    /* complete lines left over after a turn: run again from the idle handle */
+  int eof;
+  uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
+  struct client *next;
+};
+
+static void client_process(struct client *cl);
+static void on_idle(uv_idle_t *idle);
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+
+struct cwrite {
+  uv_write_t req;
+  struct client *client;
+  size_t len;
+  char data[];
+};
 
 static void client_free_cb(uv_handle_t *h)
 {
@@ -922,7 +1766,7 @@ static void client_free_cb(uv_handle_t *h)
   free(cl->in);
   free(cl);
   c->handles_open--;
-  maybe_finish_shutdown(c);
+  c->hooks.settle(c);
 }
 
 static void client_close(struct client *cl)
@@ -939,8 +1783,8 @@ static void client_close(struct client *cl)
   c->nclients--;
   for (struct op *op = c->ops; op; op = op->next)
     for (struct waiter *w = op->waiters; w; w = w->next)
-      if (w->client == cl)
-        w->client = NULL;
+      if (w->who == cl)
+        w->who = NULL;
   uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
 }
 
@@ -1014,6 +1858,12 @@ static void client_send(struct client *cl, json_t *obj)
   cl->out_queued += w->len;
 }
 
+/* An op's reply (struct waiter). */
+static void client_reply(void *who, json_t *obj)
+{
+  client_send(who, obj);
+}
+
 static json_t *reply_new(json_t *id, const char *reply)
 {
   json_t *o = json_object();
@@ -1030,180 +1880,6 @@ static void client_error(struct client *cl, json_t *id, const char *message)
   client_send(cl, o);
 }
 
-static json_t *status_json(struct pirec_controller *c)
-{
-  static const char *states[] = {"idle", "starting", "recording", "stopping"};
-  json_t *o = json_object();
-  json_object_set_new(o, "state", json_string(states[c->state]));
-  json_object_set_new(o, "pid", json_integer(getpid()));
-  json_object_set_new(o, "version", json_string(PIREC_VERSION));
-  int64_t now = pirec_clock_mono_ns();
-  if (c->session && pirec_session_dir(c->session)) {
-    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
-    json_object_set_new(o, "elapsed_ns", json_integer(now - pirec_session_start_mono_ns(c->session)));
-    json_object_set_new(o, "trial", json_integer(c->trial));
-    json_object_set_new(o, "trial_elapsed_ns", json_integer(c->trial ? now - c->trial_start_mono : 0));
-    json_object_set_new(o, "errors", json_integer((json_int_t)pirec_session_error_count(c->session)));
-  } else {
-    json_object_set_new(o, "session_dir", json_null());
-    json_object_set_new(o, "trial", json_integer(0));
-  }
-  json_object_set_new(o, "notes", json_integer((json_int_t)c->note_seq));
-  json_t *mods = json_object();
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
-                           m->stopping && m->state != M_ENDED ? "stopping" : mstate_name(m->state), "pid",
-                           m->pid, "crashes", (int)m->crashes, "restarts", (int)(m->restarts), "takes_notes",
-                           m->accepts_notes, "queued_bytes", (json_int_t)m->out_bytes);
-    if (m->last_status) {
-      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
-      json_object_set(mo, "recorder_state", json_object_get(m->last_status, "state"));
-      json_object_set(mo, "looplag", json_object_get(m->last_status, "looplag"));
-      json_object_set_new(mo, "status_age_ns", json_integer(now - m->last_status_mono));
-    }
-    if (*m->last_error)
-      json_object_set_new(mo, "last_error", json_string(m->last_error));
-    json_object_set_new(mods, m->name, mo);
-  }
-  json_object_set_new(o, "modules", mods);
-  json_object_set_new(o, "gpio", gpio_status(c));
-  if (c->lag_open) {
-    struct pirec_looplag_stats st;
-    pirec_looplag_stats(&c->lag, &st);
-    json_object_set_new(o, "looplag",
-                        json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
-                                  (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
-                                  (json_int_t)st.p99_ns));
-  }
-  json_int_t nops = 0;
-  for (struct op *op = c->ops; op; op = op->next)
-    nops++;
-  json_object_set_new(o, "ops_queued", json_integer(nops)); /* the running one included */
-  json_object_set_new(o, "clients", json_integer(c->nclients));
-  json_object_set_new(o, "clients_dropped", json_integer((json_int_t)c->clients_dropped));
-  json_object_set_new(o, "config",
-                      c->demo ? json_string("(built-in demo)") : json_string(pirec_config_path(c->cfg)));
-  json_object_set_new(o, "reload_pending", json_boolean(c->pending_cfg != NULL));
-  return o;
-}
-
-/* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
- * none does). The client's reply does not wait for the disk. */
-static int take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen)
-{
-  int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
-  if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
-    snprintf(err, errlen, "not recording: start a session first (pirec start)");
-    return -ENOTCONN;
-  }
-  size_t max = (size_t)pirec_config_get_int(c->cfg, "notes", "max_length");
-  if (len > max) {
-    snprintf(err, errlen, "note too long: %zu bytes (notes.max_length is %zu)", len, max);
-    return -EMSGSIZE;
-  }
-  int sent = 0;
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED)
-      continue;
-    json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
-                            (json_int_t)mono, "wall_ns", (json_int_t)wall);
-    if (!cmd) {
-      snprintf(err, errlen, "note is not valid UTF-8");
-      return -EINVAL;
-    }
-    int e = module_send(m, cmd, NULL, NULL);
-    if (e < 0) {
-      snprintf(err, errlen, "notes recorder '%s' is %s: %s", m->name,
-               e == -ENOBUFS ? "too far behind" : "unavailable", pirec_strerror(e));
-      return e;
-    }
-    sent++;
-  }
-  if (!sent) {
-    if (!c->session || !pirec_session_dir(c->session)) {
-      snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
-      return -ENOTCONN;
-    }
-    char *copy = strndup(text, len);
-    pirec_session_event_at(c->session, mono, wall, "note", NULL, copy);
-    free(copy);
-    c->notes_in_events++;
-  }
-  c->note_seq++;
-  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns", (json_int_t)mono,
-                           "wall_ns", (json_int_t)wall);
-  return 0;
-}
-
-/* Appends an op to the queue without running anything; NULL without memory. */
-static struct op *queue_op(struct pirec_controller *c, enum op_kind kind, const char *label,
-                           struct client *cl, json_t *id)
-{
-  struct op *op = calloc(1, sizeof(*op));
-  if (!op) {
-    if (cl)
-      client_error(cl, id, "out of memory");
-    return NULL;
-  }
-  op->kind = kind;
-  op->gpio_slot = -1;
-  if (label)
-    snprintf(op->label, sizeof op->label, "%s", label);
-  if (cl) {
-    struct waiter *w = calloc(1, sizeof(*w));
-    if (w) {
-      w->client = cl;
-      w->id = id ? json_incref(id) : NULL;
-      op->waiters = w;
-    }
-  }
-  struct op **pp = &c->ops;
-  while (*pp)
-    pp = &(*pp)->next;
-  *pp = op;
-  return op;
-}
-
-/* Queues an op (source and from: see struct op) and runs it if nothing else runs. */
-static void enqueue_op(struct pirec_controller *c, enum op_kind kind, const char *label, struct client *cl,
-                       json_t *id, const char *source, const char *from)
-{
-  struct op *op = queue_op(c, kind, label, cl, id);
-  if (!op)
-    return;
-  snprintf(op->source, sizeof op->source, "%s", source);
-  snprintf(op->from, sizeof op->from, "%s", from ? from : "");
-  op_next(c);
-}
-
-/* One events.csv `control` row for the running op, once it is accepted and the session it acts
- * on exists: "CMD source SRC[ from NAME][ merged N][ EXTRA][ label L]" (docs/FORMATS.md); the
- * label goes last because it is the only part that may contain spaces. */
-static void control_row(struct pirec_controller *c, const char *cmd, const char *extra)
-{
-  struct op *op = c->ops;
-  if (!op || !c->session || !pirec_session_dir(c->session))
-    return;
-  char detail[400], merged[40] = "";
-  if (op->merged)
-    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
-  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source, *op->from ? " from " : "",
-           op->from, merged, extra ? " " : "", extra ? extra : "", *op->label ? " label " : "", op->label);
-  pirec_session_event(c->session, "control", NULL, detail);
-}
-
-/* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
- * that line queues a fresh one. */
-static void op_unpend(struct pirec_controller *c, struct op *op)
-{
-  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op)
-    c->gpio_pending[op->gpio_slot] = NULL;
-  op->gpio_slot = -1;
-}
-
 static void client_command(struct client *cl, json_t *msg)
 {
   struct pirec_controller *c = cl->c;
@@ -1215,7 +1891,7 @@ static void client_command(struct client *cl, json_t *msg)
   }
   const char *cmd = json_string_value(cmdv);
   if (strcmp(cmd, "status") == 0) {
-    json_t *o = status_json(c);
+    json_t *o = c->hooks.status_json(c);
     json_object_set(o, "id", id ? id : json_null());
     json_object_set_new(o, "reply", json_string("status"));
     client_send(cl, o);
@@ -1229,7 +1905,7 @@ static void client_command(struct client *cl, json_t *msg)
     }
     char err[300];
     json_t *extra = NULL;
-    if (take_note(c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) < 0) {
+    if (pirec__take_note(c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) < 0) {
       client_error(cl, id, err);
       return;
     }
@@ -1280,7 +1956,14 @@ static void client_command(struct client *cl, json_t *msg)
     return;
   }
   const char *source = json_string_value(json_object_get(msg, "source"));
-  enqueue_op(c, kind, clean, cl, id, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  struct op *op =
+      pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  if (!op) {
+    client_error(cl, id, "out of memory");
+    return;
+  }
+  pirec__op_add_waiter(op, client_reply, cl, id);
+  pirec__op_next(c);
 }
 
 static void client_line(struct client *cl, const char *line, size_t len)
@@ -1447,1218 +2130,11 @@ static void on_connection(uv_stream_t *server, int status)
     cl->reading = 1;
 }
 
-/* ---- sessions and trials ---- */
-
-static json_t *error_reply(const char *message)
-{
-  return json_pack("{s:s,s:s}", "reply", "error", "message", message);
-}
-
-static void waiters_reply(struct op *op, json_t *reply)
-{
-  for (struct waiter *w = op->waiters; w;) {
-    struct waiter *next = w->next;
-    if (w->client) {
-      json_t *o = reply ? json_deep_copy(reply) : error_reply("cancelled");
-      json_object_set(o, "id", w->id ? w->id : json_null());
-      client_send(w->client, o);
-    }
-    json_decref(w->id);
-    free(w);
-    w = next;
-  }
-  op->waiters = NULL;
-}
-
-static void op_done(struct pirec_controller *c, json_t *reply)
-{
-  struct op *op = c->ops;
-  c->op_running = 0;
-  uv_timer_stop(&c->op_timer);
-  if (op) {
-    c->ops = op->next;
-    waiters_reply(op, reply);
-    free(op);
-  }
-  json_decref(reply);
-  notify_status(c);
-  op_next(c);
-  if (!c->op_running)
-    on_op_idle_check(c);
-}
-
-static json_t *session_reply(struct pirec_controller *c, const char *word)
-{
-  json_t *o = json_object();
-  json_object_set_new(o, "reply", json_string(word));
-  if (c->session && pirec_session_dir(c->session))
-    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
-  json_object_set_new(o, "trial", json_integer(c->trial));
-  return o;
-}
-
-/* One module reply awaited by the running op. */
-static void on_op_reply(struct module *m, json_t *reply, void *user)
-{
-  struct pirec_controller *c = m->c;
-  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
-  if (r && strcmp(r, "error") == 0 && c->session) {
-    char msg[600];
-    snprintf(msg, sizeof msg, "%s", json_string_value(json_object_get(reply, "message")));
-    pirec_session_error(c->session, m->name, msg);
-  } else if (!reply && c->session && m->state != M_ENDED && !m->stopping) {
-    /* it crashed while we waited; the restart path rejoins the trial */
-  }
-  if (r && strcmp(r, "status") == 0)
-    on_status_reply(m, reply, NULL);
-  if (c->op_wait > 0 && --c->op_wait == 0) {
-    void (*cont)(struct pirec_controller *) = c->op_cont;
-    c->op_cont = NULL;
-    uv_timer_stop(&c->op_timer);
-    if (cont)
-      cont(c);
-  }
-}
-
-static void on_op_timeout(uv_timer_t *t)
-{
-  struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
-  for (int i = 0; i < c->nmodules; i++)
-    c->modules[i].join_then_stop = 0; /* no longer awaited */
-  if (c->session) {
-    char msg[200];
-    snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
-             c->opts.stop_timeout_ms);
-    pirec_session_error(c->session, NULL, msg);
-  }
-  c->op_wait = 0;
-  void (*cont)(struct pirec_controller *) = c->op_cont;
-  c->op_cont = NULL;
-  if (cont)
-    cont(c);
-}
-
-/* Arms the continuation that runs when every awaited reply arrived (or the timeout passed). */
-static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *))
-{
-  if (c->op_wait == 0) {
-    cont(c);
-    return;
-  }
-  c->op_cont = cont;
-  uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
-}
-
-static void module_send_start(struct module *m, int for_op)
-{
-  struct pirec_controller *c = m->c;
-  int part = 0;
-  if (m->started_trial == c->trial) {
-    part = ++m->part;
-  } else {
-    m->started_trial = c->trial;
-    m->part = 0;
-  }
-  m->in_trial = 1;
-  const char *label = "";
-  json_t *trials = json_object_get(pirec_session_manifest(c->session), "trials");
-  json_t *last = json_array_get(trials, json_array_size(trials) - 1);
-  if (json_is_string(json_object_get(last, "label")))
-    label = json_string_value(json_object_get(last, "label"));
-  json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
-                          pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
-  if (!for_op) {
-    module_send(m, cmd, on_restart_started, NULL);
-  } else {
-    c->op_wait++;
-    if (module_send(m, cmd, on_op_reply, NULL) < 0)
-      c->op_wait--;
-  }
-}
-
-/* The trial's start goes out ahead of anything queued for this recorder (notes held while the
- * session was starting, or written while it was restarting). */
-static void send_start_first(struct module *m, int for_op)
-{
-  struct outline *head = m->out_head, *tail = m->out_tail;
-  size_t bytes = m->out_bytes;
-  m->out_head = m->out_tail = NULL;
-  m->out_bytes = 0;
-  int blocked = m->writable_blocked;
-  m->writable_blocked = 0;
-  m->hold = 0;
-  module_send_start(m, for_op);
-  if (head) {
-    if (m->out_tail)
-      m->out_tail->next = head;
-    else
-      m->out_head = head;
-    m->out_tail = tail;
-    m->out_bytes += bytes;
-  }
-  m->writable_blocked |= blocked;
-  outbox_flush(m);
-}
-
-/* Sends start for the current trial to every recorder that takes commands now; the ones still
- * starting up join when they say ready. */
-static void start_trial_on_modules(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    m->in_trial = 0;
-    m->hold = 0;
-    if (m->state == M_ENDED)
-      continue;
-    if (m->state == M_READY) {
-      send_start_first(m, 1);
-    } else {
-      /* joins in handle_ready */
-      m->in_trial = 1;
-      m->started_trial = 0;
-    }
-  }
-}
-
-static int outbox_has_note(const struct module *m)
-{
-  for (const struct outline *o = m->out_head; o; o = o->next)
-    if (o->is_note)
-      return 1;
-  return 0;
-}
-
-static void stop_trial_on_modules(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    int was = m->in_trial;
-    m->in_trial = 0;
-    if (was && m->state != M_READY && m->state != M_ENDED && outbox_has_note(m)) {
-      /* "noted" was already said for these: wait (within the op's timeout) for the recorder to
-       * come up and write them into this trial rather than lose them or move them to the next */
-      m->join_then_stop = 1;
-      c->op_wait++;
-      continue;
-    }
-    if (!was || m->state != M_READY)
-      continue;
-    c->op_wait++;
-    if (module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
-      c->op_wait--;
-  }
-}
-
-static void status_on_modules(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    if (m->state != M_READY)
-      continue;
-    c->op_wait++;
-    if (module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0)
-      c->op_wait--;
-  }
-}
-
-static void gpio_trial_hook(struct pirec_controller *c);
-
-static void after_trial_started(struct pirec_controller *c)
-{
-  c->state = C_RECORDING;
-  struct op *op = c->ops;
-  json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
-  op_done(c, r);
-}
-
-static void begin_trial(struct pirec_controller *c, const char *label)
-{
-  c->trial = pirec_session_last_trial(c->session) + 1;
-  pirec_session_trial_begin(c->session, c->trial, label);
-  c->trial_start_mono = pirec_clock_mono_ns();
-  gpio_trial_hook(c);
-  start_trial_on_modules(c);
-  op_await(c, after_trial_started);
-}
-
-static void on_session_started(struct pirec_session *s, int status, void *user)
-{
-  struct pirec_controller *c = user;
-  if (status < 0) {
-    for (int i = 0; i < c->nmodules; i++) {
-      c->modules[i].hold = 0;
-      outbox_flush(&c->modules[i]);
-    }
-    char msg[600];
-    snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
-             pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
-    pirec_log(PIREC_LOG_ERROR, "%s", msg);
-    if (pirec_session_dir(s)) {
-      /* The directory exists but session.json failed: still stop cleanly. */
-    }
-    pirec_session_free(s);
-    c->session = NULL;
-    c->state = C_IDLE;
-    c->nearly_edges = 0; /* they belonged to this session */
-    c->early_edges_lost = 0;
-    c->errors++;
-    op_done(c, error_reply(msg));
-    return;
-  }
-  pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
-  for (int i = 0; i < c->nearly_edges; i++)
-    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
-                           c->early_edges[i].module, c->early_edges[i].detail);
-  if (c->early_edges_lost) {
-    char lost[96];
-    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
-             (unsigned long long)c->early_edges_lost);
-    pirec_session_event(s, "gpio_edges_lost", "controller", lost);
-  }
-  c->nearly_edges = 0;
-  c->early_edges_lost = 0;
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
-    pirec_session_module_set(s, m->name, "program", json_string(m->program));
-    pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
-    m->crash_mono_ns = 0;
-  }
-  control_row(c, "start", NULL);
-  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
-   * start) only once there is a session directory, so a session that cannot start leaves the LED
-   * off and every pulse has an events.csv to go into. */
-  gpio_recording_hook(c, 1);
-  struct op *op = c->ops;
-  begin_trial(c, op ? op->label : "");
-}
-
-static json_t *config_snapshot(struct pirec_controller *c)
-{
-  size_t len = 0;
-  const char *src = pirec_config_source(c->cfg, &len);
-  char *canon = pirec_config_format(c->cfg);
-  json_t *o = json_pack("{s:s,s:s%,s:s?}", "path", c->demo ? "(built-in demo)" : pirec_config_path(c->cfg),
-                        "source", src ? src : "", src ? len : 0, "effective", canon);
-  free(canon);
-  return o;
-}
-
-static void op_start_session(struct pirec_controller *c, const char *label)
-{
-  struct pirec_session_options so = {0};
-  so.output_dir = c->output_dir_override ? c->output_dir_override
-                                         : pirec_config_get_string(c->cfg, "session", "output_dir");
-  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
-  const char *l =
-      label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
-  pirec_session_label_sanitise(l, clean);
-  so.label = clean;
-  so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
-  int64_t fs = pirec_config_get_duration(c->cfg, "storage", "fsync_interval");
-  so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
-  json_t *snap = config_snapshot(c);
-  so.config = snap;
-  json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
-  so.versions_extra = versions;
-  struct pirec_session *s = NULL;
-  int err = pirec_session_new(c->loop, &so, &s);
-  json_decref(snap);
-  json_decref(versions);
-  if (err == 0)
-    err = pirec_session_start(s, on_session_started, c);
-  if (err < 0) {
-    pirec_session_free(s);
-    char msg[300];
-    snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
-    op_done(c, error_reply(msg));
-    return;
-  }
-  c->session = s;
-  c->state = C_STARTING;
-  c->trial = 0;
-  /* Notes that arrive before the session directory exists wait in the outboxes. */
-  for (int i = 0; i < c->nmodules; i++)
-    c->modules[i].hold = 1;
-  notify_status(c);
-}
-
-static void apply_pending_config(struct pirec_controller *c);
-
-/* ---- remux after the session ---- */
-
-static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len)
-{
-  pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
-}
-
-static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
-{
-  struct remux_run *run = pirec_job_user(job);
-  struct pirec_controller *c = run->c;
-  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
-    pirec_log(PIREC_LOG_INFO, "remux of '%s' done", run->dir);
-  else
-    pirec_log(PIREC_LOG_WARN, "remux of '%s' %s (status %d); run pirec-remux on it by hand", run->dir,
-              pirec_job_end_str(r->reason), r->status);
-  for (struct remux_run **pp = &c->remuxes; *pp; pp = &(*pp)->next)
-    if (*pp == run) {
-      *pp = run->next;
-      break;
-    }
-  pirec_job_free(job);
-  free(run->dir);
-  free(run);
-  maybe_finish_shutdown(c);
-}
-
-/* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
- * controller does not wait for it, and a failure leaves the session as it is. */
-static void remux_session(struct pirec_controller *c, const char *dir)
-{
-  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after"))
-    return;
-  char program[PATH_MAX];
-  if (find_program(c, "pirec-remux", program, sizeof program) < 0) {
-    pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");
-    return;
-  }
-  if (!c->remux_queue && pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
-                                             &c->remux_queue) < 0)
-    return;
-  struct remux_run *run = calloc(1, sizeof(*run));
-  if (!run)
-    return;
-  run->c = c;
-  run->dir = strdup(dir);
-  const char *argv[] = {program,
-                        "--format",
-                        pirec_config_get_string(c->cfg, "remux", "format"),
-                        "--clock",
-                        pirec_config_get_string(c->cfg, "remux", "clock"),
-                        dir,
-                        NULL};
-  struct pirec_job_options o;
-  pirec_job_options_init(&o);
-  o.argv = argv;
-  o.name = "remux";
-  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
-  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
-  o.on_line = remux_line;
-  o.on_end = remux_end;
-  o.user = run;
-  int err = pirec_job_new(c->loop, &o, &run->job);
-  if (err == 0)
-    err = pirec_job_queue_add(c->remux_queue, run->job);
-  if (err < 0) {
-    pirec_log(PIREC_LOG_WARN, "cannot start pirec-remux on '%s': %s", dir, pirec_strerror(err));
-    pirec_job_free(run->job);
-    free(run->dir);
-    free(run);
-    return;
-  }
-  run->next = c->remuxes;
-  c->remuxes = run;
-}
-
-static void on_session_stopped(struct pirec_session *s, int status, void *user)
-{
-  struct pirec_controller *c = user;
-  char *dir = strdup(pirec_session_dir(s));
-  size_t nerr = pirec_session_error_count(s);
-  if (status < 0 || nerr)
-    c->errors++;
-  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
-            status < 0 ? pirec_strerror(status) : "");
-  pirec_session_free(s);
-  c->session = NULL;
-  c->state = C_IDLE;
-  c->trial = 0;
-  gpio_recording_hook(c, 0);
-  json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
-  free(dir);
-  /* The final counters (from the status round after the recorders stopped), for the summary. */
-  json_t *mods = json_object();
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    json_t *mo = json_pack("{s:s,s:i}", "kind", m->kind, "crashes", (int)m->crashes);
-    if (m->last_status)
-      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
-    json_object_set_new(mods, m->name, mo);
-  }
-  json_object_set_new(r, "modules", mods);
-  remux_session(c, json_string_value(json_object_get(r, "session_dir")));
-  apply_pending_config(c);
-  op_done(c, r);
-}
-
-static void after_final_status(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    pirec_session_module_set(c->session, m->name, "state", json_string(mstate_name(m->state)));
-    pirec_session_module_set(c->session, m->name, "crashes_total", json_integer(m->crashes));
-  }
-  if (c->notes_in_events)
-    pirec_session_module_set(c->session, "controller", "notes_in_events",
-                             json_integer((json_int_t)c->notes_in_events));
-  pirec_session_stop(c->session, on_session_stopped, c);
-}
-
-static void after_modules_stopped(struct pirec_controller *c)
-{
-  status_on_modules(c);
-  op_await(c, after_final_status);
-}
-
-static void op_stop_session(struct pirec_controller *c)
-{
-  control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
-  c->state = C_STOPPING;
-  notify_status(c);
-  stop_trial_on_modules(c);
-  op_await(c, after_modules_stopped);
-}
-
-static void after_trial_stopped(struct pirec_controller *c)
-{
-  pirec_session_trial_end(c->session);
-  struct op *op = c->ops;
-  begin_trial(c, op ? op->label : "");
-}
-
-static void op_next_trial(struct pirec_controller *c)
-{
-  control_row(c, "trial", NULL);
-  stop_trial_on_modules(c);
-  op_await(c, after_trial_stopped);
-}
-
-static int control_differs(const struct pirec_config *a, const struct pirec_config *b)
-{
-  return strcmp(pirec_config_get_string(a, "control", "mode"),
-                pirec_config_get_string(b, "control", "mode")) ||
-         strcmp(pirec_config_get_string(a, "control", "socket"),
-                pirec_config_get_string(b, "control", "socket")) ||
-         pirec_config_get_int(a, "control", "socket_mode") !=
-             pirec_config_get_int(b, "control", "socket_mode");
-}
-
-static void on_reloaded(struct pirec_config_req *req)
-{
-  struct pirec_controller *c = req->data;
-  json_t *r;
-  if (req->result < 0) {
-    char msg[1200] = "reload failed, keeping the old config: ";
-    size_t used = strlen(msg);
-    for (size_t i = 0; i < req->errors.count && used < sizeof msg - 2; i++) {
-      int n = snprintf(msg + used, sizeof msg - used, "%s%s", i ? "; " : "", req->errors.items[i].message);
-      if (n < 0)
-        break;
-      used += (size_t)n;
-    }
-    if (!req->errors.count)
-      snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
-    pirec_log(PIREC_LOG_ERROR, "%s", msg);
-    if (c->session)
-      pirec_session_event(c->session, "config_reload", NULL, msg);
-    r = error_reply(msg);
-  } else {
-    struct pirec_config *fresh = req->config;
-    req->config = NULL;
-    int changed = req->changed;
-    pirec_config_free(c->pending_cfg);
-    c->pending_cfg = fresh;
-    const char *when = c->session ? "next_session" : "now";
-    control_row(c, "reload", changed ? "changed" : "unchanged");
-    if (c->session)
-      pirec_session_event(c->session, "config_reload", NULL,
-                          changed ? "accepted; applies from the next session" : "unchanged");
-    pirec_log(PIREC_LOG_INFO, "config '%s' reloaded (%s)%s", pirec_config_path(fresh),
-              changed ? "changed" : "unchanged", c->session ? "; applies from the next session" : "");
-    r = json_pack("{s:s,s:b,s:s}", "reply", "reloaded", "changed", changed, "applies", when);
-    /* The socket is bound once: a new [control] would have to cut off every client, this one
-     * included. Say so instead of replying as if it applied. */
-    if (control_differs(c->cfg, fresh)) {
-      json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
-      pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
-    }
-    if (!c->session)
-      apply_pending_config(c);
-  }
-  pirec_config_req_cleanup(req);
-  op_done(c, r);
-}
-
-static void op_reload(struct pirec_controller *c)
-{
-  if (c->demo || !c->config_path) {
-    op_done(c, error_reply("running the built-in demo configuration: there is no file to reload"));
-    return;
-  }
-  memset(&c->reload_req, 0, sizeof c->reload_req);
-  c->reload_req.data = c;
-  int err = pirec_config_reload_async(c->loop, &c->reload_req, c->cfg, on_reloaded);
-  if (err < 0) {
-    char msg[200];
-    snprintf(msg, sizeof msg, "cannot reload: %s", pirec_strerror(err));
-    op_done(c, error_reply(msg));
-  }
-}
-
-/* New settings take over between sessions: the checked text replaces the snapshot and the
- * recorders are restarted to read it. */
-static void apply_pending_config(struct pirec_controller *c)
-{
-  if (!c->pending_cfg || c->session || c->shutting_down)
-    return;
-  int err = snapshot_write(c, c->pending_cfg);
-  if (err < 0) {
-    /* The recorders would still read the old text: keep the old settings everywhere. */
-    pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
-              c->snapshot_path, pirec_strerror(err));
-    pirec_config_free(c->pending_cfg);
-    c->pending_cfg = NULL;
-    c->errors++;
-    return;
-  }
-  pirec_config_free(c->cfg);
-  c->cfg = c->pending_cfg;
-  c->pending_cfg = NULL;
-  gpio_reopen_all(c);
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    if (m->job) {
-      m->stopping = 1;
-      /* The old child is SIGKILLed only if it is still running; idle recorders have no files open. */
-      pirec_job_stop(m->job);
-    }
-  }
-  /* Wait for the old children to end before spawning the new set (see maybe_respawn). */
-  c->started = 2;
-  maybe_finish_shutdown(c);
-}
-
-static void op_next(struct pirec_controller *c)
-{
-  if (c->op_running || !c->ops)
-    return;
-  struct op *op = c->ops;
-  c->op_running = 1;
-  c->op_wait = 0;
-  op_unpend(c, op);
-  if (op->merged)
-    pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",
-              (unsigned long long)op->merged, op_kind_name(op->kind));
-  switch (op->kind) {
-  case OP_START:
-    if (c->state != C_IDLE) {
-      op_done(c, error_reply(c->state == C_RECORDING ? "already recording" : "busy"));
-      return;
-    }
-    op_start_session(c, op->label);
-    return;
-  case OP_STOP:
-    if (c->state != C_RECORDING) {
-      op_done(c, error_reply("not recording"));
-      return;
-    }
-    op_stop_session(c);
-    return;
-  case OP_TRIAL:
-    if (c->state == C_IDLE) {
-      op->kind = OP_START;
-      op_start_session(c, op->label);
-      return;
-    }
-    if (c->state != C_RECORDING) {
-      op_done(c, error_reply("busy"));
-      return;
-    }
-    op_next_trial(c);
-    return;
-  case OP_TOGGLE:
-    if (c->state == C_RECORDING) {
-      op->kind = OP_STOP;
-      op_stop_session(c);
-    } else if (c->state == C_IDLE) {
-      op->kind = OP_START;
-      op_start_session(c, op->label);
-    } else {
-      op_done(c, NULL);
-    }
-    return;
-  case OP_RELOAD: op_reload(c); return;
-  case OP_SHUTDOWN:
-    if (c->state == C_RECORDING) {
-      op_stop_session(c);
-      return;
-    }
-    op_done(c, NULL);
-    return;
-  }
-}
-
-/* ---- GPIO ---- */
-
-/* Each [gpio.NAME] section is one pirec_gpio object on this loop: triggers turn edges into
- * events.csv rows (stamped with the kernel's edge time) and session actions; outputs follow the
- * recording state (led) and trial starts (sync_pulse). A line that cannot be opened is logged and
- * left out; recording goes on without it. */
-
-static const char *gpio_action_word(enum pirec_gpio_action a)
-{
-  return pirec_gpio_action_name(a);
-}
-
-static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g)
-{
-  for (int i = 0; i < c->ngpio; i++)
-    if (c->gpios[i] == g)
-      return i;
-  return -1;
-}
-
-/* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
-static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind)
-{
-  if (c->shutting_down)
-    return 0;
-  switch (action) {
-  case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
-  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
-  case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
-  case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
-  default: return 0;
-  }
-}
-
-/* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
-static void gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *module)
-{
-  struct op *op = queue_op(c, kind, NULL, NULL, NULL);
-  if (!op)
-    return;
-  snprintf(op->source, sizeof op->source, "gpio");
-  snprintf(op->from, sizeof op->from, "%s", module);
-  if (slot >= 0) {
-    op->gpio_slot = slot;
-    c->gpio_pending[slot] = op;
-  }
-  op_next(c);
-}
-
-static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
-{
-  struct pirec_controller *c = user;
-  int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
-  int64_t wall = now_wall - (now_mono - ev->ts_ns);
-  char module[80], detail[192];
-  snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
-  if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
-    snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
-    if (c->session && pirec_session_dir(c->session))
-      pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
-    return;
-  }
-  /* At most one op per line waits in the queue: an action edge arriving while it waits is merged
-   * into it (a storm of presses while the controller is busy counts as one), so a 10 kHz toggle
-   * storm costs neither memory nor a session per edge. */
-  enum op_kind kind = OP_START;
-  int wants = gpio_edge_op(c, ev->action, &kind);
-  int slot = gpio_slot(c, g);
-  struct op *pending = wants && slot >= 0 ? c->gpio_pending[slot] : NULL;
-  char merged[40] = "";
-  if (pending) {
-    pending->merged++;
-    c->gpio_merged[slot]++;
-    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)pending->merged);
-  }
-  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld%s",
-           ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
-           (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
-           (long long)(ev->read_mono_ns - ev->ts_ns), merged);
-  if (c->session && pirec_session_dir(c->session)) {
-    pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
-  } else if (wants || c->state == C_STARTING || c->nearly_edges > 0) {
-    /* A session is on its way (this edge starts it, or one is starting): the edge is kept for
-     * that session's events.csv. */
-    if (c->nearly_edges < EARLY_EDGES_MAX) {
-      struct early_edge *e = &c->early_edges[c->nearly_edges++];
-      e->mono = ev->ts_ns;
-      e->wall = wall;
-      snprintf(e->module, sizeof e->module, "%s", module);
-      snprintf(e->detail, sizeof e->detail, "%s", detail);
-    } else {
-      c->early_edges_lost++;
-    }
-  } else {
-    pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
-  }
-  if (wants && !pending)
-    gpio_submit(c, slot, kind, module);
-}
-
-static void on_gpio_error(struct pirec_gpio *g, int err, void *user)
-{
-  struct pirec_controller *c = user;
-  char msg[300];
-  snprintf(msg, sizeof msg, "gpio '%s' (%s) stopped: %s", pirec_gpio_name(g), pirec_gpio_describe(g),
-           pirec_strerror(err));
-  pirec_log(PIREC_LOG_ERROR, "%s", msg);
-  if (c->session)
-    pirec_session_error(c->session, NULL, msg);
-}
-
-static void gpio_open_all(struct pirec_controller *c)
-{
-  size_t n = pirec_config_instance_count(c->cfg, "gpio");
-  for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
-    const char *sec = pirec_config_instance(c->cfg, "gpio", i);
-    struct pirec_gpio_settings gs;
-    pirec_gpio_settings_default(&gs);
-    gs.name = sec + strlen("gpio.");
-    gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
-    gs.line = pirec_config_get_string(c->cfg, sec, "line");
-    int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
-    int role = output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role"))
-                      : PIREC_GPIO_ROLE_TRIGGER;
-    int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
-    int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
-    int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
-    if (role < 0 || edge < 0 || bias < 0 || action < 0) {
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': a setting is not understood by the gpio library", gs.name);
-      c->errors++;
-      continue;
-    }
-    gs.role = (enum pirec_gpio_role)role;
-    gs.edge = (enum pirec_gpio_edge)edge;
-    gs.bias = (enum pirec_gpio_bias)bias;
-    gs.action = (enum pirec_gpio_action)action;
-    gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
-    gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
-    gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
-    gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
-    gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
-    char why[200];
-    struct pirec_gpio *g = NULL;
-    int err = pirec_gpio_settings_check(&gs, why, sizeof why);
-    if (err == 0)
-      err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
-    else
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
-    if (err < 0) {
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
-                gs.chip, pirec_strerror(err));
-      c->errors++;
-      continue;
-    }
-    pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
-    c->gpios[c->ngpio++] = g;
-  }
-}
-
-static void gpio_trial_hook(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->ngpio; i++)
-    pirec_gpio_trial_started(c->gpios[i], NULL);
-}
-
-static void gpio_recording_hook(struct pirec_controller *c, int recording)
-{
-  for (int i = 0; i < c->ngpio; i++)
-    pirec_gpio_set_recording(c->gpios[i], recording);
-}
-
-static void gpio_open_when_closed(struct pirec_controller *c)
-{
-  if (c->gpio_closing || !c->gpio_reopen)
-    return;
-  c->gpio_reopen = 0;
-  if (c->shutting_down)
-    return;
-  gpio_open_all(c);
-  /* Reloads apply between sessions, but a session may have started while the old lines closed. */
-  if (c->session && c->state == C_RECORDING)
-    gpio_recording_hook(c, 1);
-}
-
-static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
-{
-  struct pirec_controller *c = user;
-  c->handles_open--;
-  c->gpio_closing--;
-  gpio_open_when_closed(c);
-  maybe_finish_shutdown(c);
-}
-
-static void gpio_close_all(struct pirec_controller *c)
-{
-  /* Queued ops keep no slot: the indices are about to mean other lines. */
-  for (struct op *op = c->ops; op; op = op->next)
-    op_unpend(c, op);
-  for (int i = 0; i < c->ngpio; i++) {
-    c->handles_open++;
-    c->gpio_closing++;
-    c->gpio_merged[i] = 0;
-    pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
-  }
-  c->ngpio = 0;
-}
-
-/* An accepted reload that applies (between sessions) re-reads [gpio.*]: every line is released
- * first (the kernel refuses a line still requested, EBUSY), then the new set is opened. */
-static void gpio_reopen_all(struct pirec_controller *c)
-{
-  gpio_close_all(c);
-  c->gpio_reopen = 1;
-  gpio_open_when_closed(c);
-}
-
-static json_t *gpio_status(struct pirec_controller *c)
-{
-  json_t *o = json_object();
-  for (int i = 0; i < c->ngpio; i++) {
-    struct pirec_gpio_counters k;
-    pirec_gpio_counters(c->gpios[i], &k);
-    json_object_set_new(
-        o, pirec_gpio_name(c->gpios[i]),
-        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line", pirec_gpio_describe(c->gpios[i]), "edges",
-                  (json_int_t)k.edges, "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
-                  "rate_limited", (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "merged",
-                  (json_int_t)c->gpio_merged[i], "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
-  }
-  return o;
-}
-
-/* ---- timers, signals, shutdown ---- */
-
-static void on_status_timer(uv_timer_t *t)
-{
-  struct pirec_controller *c = t->data;
-  uint64_t now = uv_now(c->loop);
-  for (struct client *cl = c->clients, *next; cl; cl = next) {
-    next = cl->next;
-    if (cl->out_queued && now - cl->progress_ms > CLIENT_STALL_MS) {
-      pirec_log(PIREC_LOG_WARN, "control client has not read its replies for %u ms: disconnected",
-                CLIENT_STALL_MS);
-      c->clients_dropped++;
-      client_close(cl);
-    }
-  }
-  for (int i = 0; i < c->nmodules; i++)
-    module_poll_status(&c->modules[i]);
-  /* Counters reach session.json every 5 s between trial changes: each rewrite is an fsync'ed
-   * atomic replace, which an SD card should not see every second. */
-  if (c->session && ++c->status_ticks % 5 == 0)
-    pirec_session_save(c->session);
-}
-
-static void on_watchdog(uv_timer_t *t)
-{
-  sdnotify("WATCHDOG=1");
-}
-
-static void on_demo_note(uv_timer_t *t)
-{
-  struct pirec_controller *c = t->data;
-  if (c->state != C_RECORDING)
-    return;
-  char text[96], err[300];
-  snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration", ++c->demo_notes);
-  json_t *extra = NULL;
-  if (take_note(c, text, strlen(text), &extra, err, sizeof err) == 0)
-    json_decref(extra);
-}
-
-static void on_handle_closed(uv_handle_t *h)
-{
-  struct pirec_controller *c = h->data;
-  c->handles_open--;
-  maybe_finish_shutdown(c);
-}
-
-static void on_lag_closed(struct pirec_looplag *lag)
-{
-  struct pirec_controller *c = lag->data;
-  c->handles_open--;
-  maybe_finish_shutdown(c);
-}
-
-static void close_handle(struct pirec_controller *c, uv_handle_t *h)
-{
-  if (!uv_is_closing(h)) {
-    h->data = c;
-    uv_close(h, on_handle_closed);
-  }
-}
-
-/* Called whenever something the shutdown (or a config switch) waits for has ended. */
-static void maybe_finish_shutdown(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++)
-    if (c->modules[i].job && c->modules[i].state != M_ENDED)
-      return;
-  if (c->started == 2 && !c->shutting_down) {
-    /* A config switch: every old recorder has ended; start the new set. */
-    for (int i = 0; i < c->nmodules; i++)
-      module_release(&c->modules[i]);
-    c->started = 1;
-    build_modules(c);
-    spawn_modules(c);
-    return;
-  }
-  if (!c->shutting_down || c->session || c->ops || c->remuxes)
-    return;
-  if (!c->shutdown_done) {
-    c->shutdown_done = 1;
-    pirec_job_queue_free(c->remux_queue);
-    c->remux_queue = NULL;
-    sdnotify("STOPPING=1");
-    for (int i = 0; i < c->nmodules; i++)
-      module_release(&c->modules[i]);
-    for (struct client *cl = c->clients; cl;) {
-      struct client *next = cl->next;
-      client_close(cl);
-      cl = next;
-    }
-    if (c->server_open) {
-      close_handle(c, (uv_handle_t *)&c->server);
-      c->server_open = 0;
-      unlink(c->socket_path);
-    }
-    for (int i = 0; i < c->sig_open; i++)
-      close_handle(c, (uv_handle_t *)&c->sig[i]);
-    gpio_close_all(c);
-    close_handle(c, (uv_handle_t *)&c->status_timer);
-    close_handle(c, (uv_handle_t *)&c->watchdog_timer);
-    close_handle(c, (uv_handle_t *)&c->demo_timer);
-    close_handle(c, (uv_handle_t *)&c->op_timer);
-    close_handle(c, (uv_handle_t *)&c->idle);
-    if (c->lag_open) {
-      c->lag.data = c;
-      pirec_looplag_close(&c->lag, on_lag_closed);
-      c->lag_open = 0;
-    }
-  }
-}
-
-static void on_shutdown_op_done(struct pirec_controller *c)
-{
-  for (int i = 0; i < c->nmodules; i++)
-    module_stop(&c->modules[i]);
-  /* A remux in progress is stopped: its inputs are untouched and it can be run again. */
-  for (struct remux_run *run = c->remuxes; run; run = run->next)
-    pirec_job_stop(run->job);
-  maybe_finish_shutdown(c);
-}
-
-static void controller_shutdown(struct pirec_controller *c, const char *source, const char *from)
-{
-  if (c->shutting_down)
-    return;
-  c->shutting_down = 1;
-  sdnotify("STOPPING=1\nSTATUS=stopping");
-  /* Ops waiting behind the running one are answered now: nothing new starts. */
-  if (c->ops) {
-    struct op *running = c->ops;
-    for (struct op *op = running->next; op;) {
-      struct op *next = op->next;
-      op_unpend(c, op);
-      json_t *r = error_reply("shutting down");
-      waiters_reply(op, r);
-      json_decref(r);
-      free(op);
-      op = next;
-    }
-    running->next = NULL;
-  }
-  enqueue_op(c, OP_SHUTDOWN, NULL, NULL, NULL, source, from);
-}
-
-void pirec_controller_shutdown(struct pirec_controller *c)
-{
-  controller_shutdown(c, "api", NULL);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-  struct pirec_controller *c = s->data;
-  switch (signum) {
-  case SIGINT:
-  case SIGTERM:
-    pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
-    controller_shutdown(c, "signal", signum == SIGINT ? "SIGINT" : "SIGTERM");
-    break;
-  case SIGUSR1:
-    if (!c->shutting_down)
-      enqueue_op(c, OP_TOGGLE, NULL, NULL, NULL, "signal", "SIGUSR1");
-    break;
-  case SIGHUP:
-    if (!c->shutting_down)
-      enqueue_op(c, OP_RELOAD, NULL, NULL, NULL, "signal", "SIGHUP");
-    break;
-  }
-}
-
-/* The shutdown op is the last one: once it is done, stop the recorders. */
-static void on_op_idle_check(struct pirec_controller *c)
-{
-  if (c->shutting_down && !c->ops && !c->session)
-    on_shutdown_op_done(c);
-}
-
-/* ---- setup ---- */
-
-static int mkdir_parents(const char *path, mode_t mode)
-{
-  char buf[PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(buf, mode) < 0 && errno != EEXIST)
-      return -errno;
-    *p = '/';
-  }
-  return 0;
-}
-
-static const char demo_config_fmt[] = "# pirec's built-in demo configuration (pirec record without -c)\n"
-                                      "[session]\n"
-                                      "output_dir = %s\n"
-                                      "clocks_interval = 1s\n"
-                                      "remux_after = false\n"
-                                      "[notes]\n"
-                                      "enabled = true\n"
-                                      "%s";
-
-static const char demo_camera[] = "[camera.demo]\n"
-                                  "source = lavfi\n"
-                                  "lavfi = testsrc2\n"
-                                  "size = 320x240\n"
-                                  "fps = 15\n";
-
-/* Writes cfg's exact source text to c->snapshot_path (created on first use next to the control
- * socket, a directory only this controller's user can write), by rename so a recorder starting at
- * that moment reads the old text or the new one, never a mix. Recorders are spawned with this
- * file, not the user's: the file a user edits between start-up and a crash-restart must not reach
- * a recorder that the controller has not checked. Returns 0 or -errno. */
-static int snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg)
-{
-  if (!*c->snapshot_path) {
-    char dir[sizeof c->socket_path];
-    snprintf(dir, sizeof dir, "%s", c->socket_path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-      *slash = '\0';
-    snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s/config-%d.ini", *dir ? dir : ".", (int)getpid());
-    int err = mkdir_parents(c->snapshot_path, 0700);
-    if (err < 0) {
-      *c->snapshot_path = '\0';
-      return err;
-    }
-  }
-  char tmp[PATH_MAX + 8];
-  snprintf(tmp, sizeof tmp, "%s.tmp", c->snapshot_path);
-  size_t len = 0;
-  const char *src = pirec_config_source(cfg, &len);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return -errno;
-  int err = 0;
-  for (size_t off = 0; off < len && !err;) {
-    ssize_t n = write(fd, src + off, len - off);
-    if (n < 0 && errno != EINTR)
-      err = -errno;
-    if (n > 0)
-      off += (size_t)n;
-  }
-  if (close(fd) < 0 && !err)
-    err = -errno;
-  if (!err && rename(tmp, c->snapshot_path) < 0)
-    err = -errno;
-  if (err)
-    unlink(tmp);
-  return err;
-}
-
-static int load_config(struct pirec_controller *c)
-{
-  struct pirec_config_errors errors = {0};
-  int err;
-  if (c->config_path) {
-    err = pirec_config_load(c->config_path, &c->cfg, &errors);
-  } else {
-    c->demo = 1;
-    char out[PATH_MAX], cwd[PATH_MAX - 32];
-    if (c->output_dir_override)
-      snprintf(out, sizeof out, "%s", c->output_dir_override);
-    else
-      snprintf(out, sizeof out, "%s/pirec-sessions", getcwd(cwd, sizeof cwd) ? cwd : ".");
-    char probe[PATH_MAX];
-    int camera = find_program(c, "pirec-camera", probe, sizeof probe) == 0;
-    char text[PATH_MAX + 1024];
-    snprintf(text, sizeof text, demo_config_fmt, out, camera ? demo_camera : "");
-    err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
-  }
-  for (size_t i = 0; i < errors.count; i++)
-    fprintf(stderr, "%s\n", errors.items[i].message);
-  pirec_config_errors_free(&errors);
-  return err;
-}
-
-int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
-                         struct pirec_controller **out)
-{
-  *out = NULL;
-  struct pirec_controller *c = calloc(1, sizeof(*c));
-  if (!c)
-    return -ENOMEM;
-  c->loop = loop;
-  pirec_controller_options_default(&c->opts);
-  if (opts)
-    c->opts = *opts;
-  if (!c->opts.ready_timeout_ms)
-    c->opts.ready_timeout_ms = 10000;
-  if (!c->opts.stop_timeout_ms)
-    c->opts.stop_timeout_ms = 10000;
-  c->config_path = c->opts.config_path ? strdup(c->opts.config_path) : NULL;
-  c->label = c->opts.label ? strdup(c->opts.label) : NULL;
-  c->recorder_dir = c->opts.recorder_dir ? strdup(c->opts.recorder_dir) : NULL;
-  c->output_dir_override = c->opts.output_dir ? strdup(c->opts.output_dir) : NULL;
-  char clean[PIREC_SESSION_LABEL_MAX + 1];
-  if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
-    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n", c->label,
-            PIREC_SESSION_LABEL_MAX);
-    pirec_controller_free(c);
-    return -EINVAL;
-  }
-  if (c->opts.socket_path)
-    snprintf(c->socket_path, sizeof c->socket_path, "%s", c->opts.socket_path);
-  else if (pirec_control_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
-    pirec_controller_free(c);
-    return -ENAMETOOLONG;
-  }
-  int err = load_config(c);
-  if (err < 0) {
-    pirec_controller_free(c);
-    return err == -ENOMEM ? err : -EINVAL;
-  }
-  if (!c->opts.socket_path && c->config_path && *pirec_config_get_string(c->cfg, "control", "socket"))
-    snprintf(c->socket_path, sizeof c->socket_path, "%s",
-             pirec_config_get_string(c->cfg, "control", "socket"));
-  build_modules(c);
-  *out = c;
-  return 0;
-}
-
-static int bind_socket(struct pirec_controller *c)
+int pirec__control_listen(struct pirec_controller *c)
 {
   if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0)
     return 0;
-  int err = mkdir_parents(c->socket_path, 0700);
+  int err = pirec__mkdir_parents(c->socket_path, 0700);
   if (err < 0) {
     fprintf(stderr, "pirec: cannot create the directory of '%s': %s\n", c->socket_path, strerror(-err));
     return err;
@@ -2698,24 +2174,263 @@ static int bind_socket(struct pirec_controller *c)
   return 0;
 }
 
-int pirec_controller_start(struct pirec_controller *c)
+void pirec__clients_check_stalled(struct pirec_controller *c)
 {
-  /* Handles first: a failure below ends in pirec_controller_shutdown, which closes them. */
-  uv_timer_init(c->loop, &c->op_timer);
-  uv_timer_init(c->loop, &c->status_timer);
-  uv_timer_init(c->loop, &c->watchdog_timer);
-  uv_timer_init(c->loop, &c->demo_timer);
-  uv_idle_init(c->loop, &c->idle);
-  c->handles_open += 5;
-  int err = bind_socket(c);
-  if (err < 0)
-    return err;
-  err = snapshot_write(c, c->cfg);
-  if (err < 0) {
-    fprintf(stderr, "pirec: cannot write the config snapshot '%s': %s\n", c->snapshot_path,
-            pirec_strerror(err));
-    return err;
+  uint64_t now = uv_now(c->loop);
+  for (struct client *cl = c->clients, *next; cl; cl = next) {
+    next = cl->next;
+    if (cl->out_queued && now - cl->progress_ms > CLIENT_STALL_MS) {
+      pirec_log(PIREC_LOG_WARN, "control client has not read its replies for %u ms: disconnected",
+                CLIENT_STALL_MS);
+      c->clients_dropped++;
+      client_close(cl);
+    }
   }
+}
+
+void pirec__clients_close_all(struct pirec_controller *c)
+{
+  for (struct client *cl = c->clients; cl;) {
+    struct client *next = cl->next;
+    client_close(cl);
+    cl = next;
+  }
+}
+
+#define STATUS_POLL_MS 1000
+#define DEMO_NOTE_MS   4000
+
+void pirec__sdnotify(const char *state)
+{
+#ifdef PIREC_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+/* sd_notify is a blocking send to systemd: send STATUS= only when it changes. */
+void pirec__notify_status(struct pirec_controller *c)
+{
+  char buf[sizeof c->last_status_text];
+  if (c->state == C_RECORDING && c->session)
+    snprintf(buf, sizeof buf, "STATUS=recording %s trial %d", pirec_session_dir(c->session), c->trial);
+  else
+    snprintf(buf, sizeof buf, "STATUS=%s",
+             c->state == C_IDLE       ? "idle, waiting for start"
+             : c->state == C_STARTING ? "starting a session"
+                                      : "stopping the session");
+  if (strcmp(buf, c->last_status_text) == 0)
+    return;
+  memcpy(c->last_status_text, buf, sizeof buf);
+  pirec__sdnotify(buf);
+}
+
+json_t *pirec__status_json(struct pirec_controller *c)
+{
+  static const char *states[] = {"idle", "starting", "recording", "stopping"};
+  json_t *o = json_object();
+  json_object_set_new(o, "state", json_string(states[c->state]));
+  json_object_set_new(o, "pid", json_integer(getpid()));
+  json_object_set_new(o, "version", json_string(PIREC_VERSION));
+  int64_t now = pirec_clock_mono_ns();
+  if (c->session && pirec_session_dir(c->session)) {
+    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
+    json_object_set_new(o, "elapsed_ns", json_integer(now - pirec_session_start_mono_ns(c->session)));
+    json_object_set_new(o, "trial", json_integer(c->trial));
+    json_object_set_new(o, "trial_elapsed_ns", json_integer(c->trial ? now - c->trial_start_mono : 0));
+    json_object_set_new(o, "errors", json_integer((json_int_t)pirec_session_error_count(c->session)));
+  } else {
+    json_object_set_new(o, "session_dir", json_null());
+    json_object_set_new(o, "trial", json_integer(0));
+  }
+  json_object_set_new(o, "notes", json_integer((json_int_t)c->note_seq));
+  json_t *mods = json_object();
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
+                           m->stopping && m->state != M_ENDED ? "stopping" : pirec__mstate_name(m->state),
+                           "pid", m->pid, "crashes", (int)m->crashes, "restarts", (int)(m->restarts),
+                           "takes_notes", m->accepts_notes, "queued_bytes", (json_int_t)m->out_bytes);
+    if (m->last_status) {
+      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+      json_object_set(mo, "recorder_state", json_object_get(m->last_status, "state"));
+      json_object_set(mo, "looplag", json_object_get(m->last_status, "looplag"));
+      json_object_set_new(mo, "status_age_ns", json_integer(now - m->last_status_mono));
+    }
+    if (*m->last_error)
+      json_object_set_new(mo, "last_error", json_string(m->last_error));
+    json_object_set_new(mods, m->name, mo);
+  }
+  json_object_set_new(o, "modules", mods);
+  json_object_set_new(o, "gpio", pirec__gpio_status(c));
+  if (c->lag_open) {
+    struct pirec_looplag_stats st;
+    pirec_looplag_stats(&c->lag, &st);
+    json_object_set_new(o, "looplag",
+                        json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
+                                  (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
+                                  (json_int_t)st.p99_ns));
+  }
+  json_int_t nops = 0;
+  for (struct op *op = c->ops; op; op = op->next)
+    nops++;
+  json_object_set_new(o, "ops_queued", json_integer(nops)); /* the running one included */
+  json_object_set_new(o, "clients", json_integer(c->nclients));
+  json_object_set_new(o, "clients_dropped", json_integer((json_int_t)c->clients_dropped));
+  json_object_set_new(o, "config",
+                      c->demo ? json_string("(built-in demo)") : json_string(pirec_config_path(c->cfg)));
+  json_object_set_new(o, "reload_pending", json_boolean(c->pending_cfg != NULL));
+  return o;
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+  struct pirec_controller *c = t->data;
+  pirec__clients_check_stalled(c);
+  for (int i = 0; i < c->nmodules; i++)
+    pirec__module_poll_status(&c->modules[i]);
+  /* Counters reach session.json every 5 s between trial changes: each rewrite is an fsync'ed
+   * atomic replace, which an SD card should not see every second. */
+  if (c->session && ++c->status_ticks % 5 == 0)
+    pirec_session_save(c->session);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+  pirec__sdnotify("WATCHDOG=1");
+}
+
+static void on_demo_note(uv_timer_t *t)
+{
+  struct pirec_controller *c = t->data;
+  if (c->state != C_RECORDING)
+    return;
+  char text[96], err[300];
+  snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration", ++c->demo_notes);
+  json_t *extra = NULL;
+  if (pirec__take_note(c, text, strlen(text), &extra, err, sizeof err) == 0)
+    json_decref(extra);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+  struct pirec_controller *c = h->data;
+  c->handles_open--;
+  pirec__settle(c);
+}
+
+static void on_lag_closed(struct pirec_looplag *lag)
+{
+  struct pirec_controller *c = lag->data;
+  c->handles_open--;
+  pirec__settle(c);
+}
+
+static void close_handle(struct pirec_controller *c, uv_handle_t *h)
+{
+  if (!uv_is_closing(h)) {
+    h->data = c;
+    uv_close(h, on_handle_closed);
+  }
+}
+
+/* Called whenever something the shutdown (or a config switch) waits for has ended. */
+void pirec__settle(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++)
+    if (c->modules[i].job && c->modules[i].state != M_ENDED)
+      return;
+  if (c->started == 2 && !c->shutting_down) {
+    /* A config switch: every old recorder has ended; start the new set. */
+    for (int i = 0; i < c->nmodules; i++)
+      pirec__module_release(&c->modules[i]);
+    c->started = 1;
+    pirec__modules_build(c);
+    pirec__modules_spawn(c);
+    return;
+  }
+  if (!c->shutting_down || c->session || c->ops || c->remuxes)
+    return;
+  if (!c->shutdown_done) {
+    c->shutdown_done = 1;
+    pirec_job_queue_free(c->remux_queue);
+    c->remux_queue = NULL;
+    pirec__sdnotify("STOPPING=1");
+    for (int i = 0; i < c->nmodules; i++)
+      pirec__module_release(&c->modules[i]);
+    pirec__clients_close_all(c);
+    if (c->server_open) {
+      close_handle(c, (uv_handle_t *)&c->server);
+      c->server_open = 0;
+      unlink(c->socket_path);
+    }
+    for (int i = 0; i < c->sig_open; i++)
+      close_handle(c, (uv_handle_t *)&c->sig[i]);
+    pirec__gpio_close_all(c);
+    close_handle(c, (uv_handle_t *)&c->status_timer);
+    close_handle(c, (uv_handle_t *)&c->watchdog_timer);
+    close_handle(c, (uv_handle_t *)&c->demo_timer);
+    close_handle(c, (uv_handle_t *)&c->op_timer);
+    close_handle(c, (uv_handle_t *)&c->idle);
+    if (c->lag_open) {
+      c->lag.data = c;
+      pirec_looplag_close(&c->lag, on_lag_closed);
+      c->lag_open = 0;
+    }
+  }
+}
+
+static void on_shutdown_op_done(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++)
+    pirec__module_stop(&c->modules[i]);
+  /* A remux in progress is stopped: its inputs are untouched and it can be run again. */
+  for (struct remux_run *run = c->remuxes; run; run = run->next)
+    pirec_job_stop(run->job);
+  pirec__settle(c);
+}
+
+void pirec__shutdown(struct pirec_controller *c, const char *source, const char *from)
+{
+  if (c->shutting_down)
+    return;
+  c->shutting_down = 1;
+  pirec__sdnotify("STOPPING=1\nSTATUS=stopping");
+  /* Ops waiting behind the running one are answered now: nothing new starts. */
+  pirec__ops_cancel_waiting(c, "shutting down");
+  pirec__op_enqueue(c, OP_SHUTDOWN, NULL, source, from);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+  struct pirec_controller *c = s->data;
+  switch (signum) {
+  case SIGINT:
+  case SIGTERM:
+    pirec_log(PIREC_LOG_INFO, "%s: stopping", strsignal(signum));
+    pirec__shutdown(c, "signal", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    break;
+  case SIGUSR1:
+    if (!c->shutting_down)
+      pirec__op_enqueue(c, OP_TOGGLE, NULL, "signal", "SIGUSR1");
+    break;
+  case SIGHUP:
+    if (!c->shutting_down)
+      pirec__op_enqueue(c, OP_RELOAD, NULL, "signal", "SIGHUP");
+    break;
+  }
+}
+
+/* The shutdown op is the last one: once it is done, stop the recorders. */
+void pirec__ops_idle(struct pirec_controller *c)
+{
+  if (c->shutting_down && !c->ops && !c->session)
+    on_shutdown_op_done(c);
+}
+
+void pirec__timers_start(struct pirec_controller *c)
+{
   c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
   uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
   if (c->demo)
@@ -2735,9 +2450,6 @@ int pirec_controller_start(struct pirec_controller *c)
       c->sig_open++;
     }
   }
-  gpio_open_all(c);
-  c->started = 1;
-  spawn_modules(c);
 #ifdef PIREC_HAVE_SYSTEMD
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
@@ -2746,14 +2458,137 @@ int pirec_controller_start(struct pirec_controller *c)
   }
 #endif
   uv_unref((uv_handle_t *)&c->watchdog_timer);
+}
+
+static const char demo_config_fmt[] = "# pirec's built-in demo configuration (pirec record without -c)\n"
+                                      "[session]\n"
+                                      "output_dir = %s\n"
+                                      "clocks_interval = 1s\n"
+                                      "remux_after = false\n"
+                                      "[notes]\n"
+                                      "enabled = true\n"
+                                      "%s";
+
+static const char demo_camera[] = "[camera.demo]\n"
+                                  "source = lavfi\n"
+                                  "lavfi = testsrc2\n"
+                                  "size = 320x240\n"
+                                  "fps = 15\n";
+
+static int load_config(struct pirec_controller *c)
+{
+  struct pirec_config_errors errors = {0};
+  int err;
+  if (c->config_path) {
+    err = pirec_config_load(c->config_path, &c->cfg, &errors);
+  } else {
+    c->demo = 1;
+    char out[PATH_MAX], cwd[PATH_MAX - 32];
+    if (c->output_dir_override)
+      snprintf(out, sizeof out, "%s", c->output_dir_override);
+    else
+      snprintf(out, sizeof out, "%s/pirec-sessions", getcwd(cwd, sizeof cwd) ? cwd : ".");
+    char probe[PATH_MAX];
+    int camera = pirec__find_program(c, "pirec-camera", probe, sizeof probe) == 0;
+    char text[PATH_MAX + 1024];
+    snprintf(text, sizeof text, demo_config_fmt, out, camera ? demo_camera : "");
+    err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
+  }
+  for (size_t i = 0; i < errors.count; i++)
+    fprintf(stderr, "%s\n", errors.items[i].message);
+  pirec_config_errors_free(&errors);
+  return err;
+}
+
+int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
+                         struct pirec_controller **out)
+{
+  *out = NULL;
+  struct pirec_controller *c = calloc(1, sizeof(*c));
+  if (!c)
+    return -ENOMEM;
+  c->loop = loop;
+  c->hooks = (struct pirec__hooks){
+      .settle = pirec__settle,
+      .state_changed = pirec__notify_status,
+      .ops_idle = pirec__ops_idle,
+      .module_ready = pirec__ops_module_ready,
+      .module_ended = pirec__ops_module_ended,
+      .gpio_submit = pirec__ops_gpio_submit,
+      .status_json = pirec__status_json,
+  };
+  pirec_controller_options_default(&c->opts);
+  if (opts)
+    c->opts = *opts;
+  if (!c->opts.ready_timeout_ms)
+    c->opts.ready_timeout_ms = 10000;
+  if (!c->opts.stop_timeout_ms)
+    c->opts.stop_timeout_ms = 10000;
+  c->config_path = c->opts.config_path ? strdup(c->opts.config_path) : NULL;
+  c->label = c->opts.label ? strdup(c->opts.label) : NULL;
+  c->recorder_dir = c->opts.recorder_dir ? strdup(c->opts.recorder_dir) : NULL;
+  c->output_dir_override = c->opts.output_dir ? strdup(c->opts.output_dir) : NULL;
+  char clean[PIREC_SESSION_LABEL_MAX + 1];
+  if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
+    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n", c->label,
+            PIREC_SESSION_LABEL_MAX);
+    pirec_controller_free(c);
+    return -EINVAL;
+  }
+  if (c->opts.socket_path)
+    snprintf(c->socket_path, sizeof c->socket_path, "%s", c->opts.socket_path);
+  else if (pirec_control_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
+    pirec_controller_free(c);
+    return -ENAMETOOLONG;
+  }
+  int err = load_config(c);
+  if (err < 0) {
+    pirec_controller_free(c);
+    return err == -ENOMEM ? err : -EINVAL;
+  }
+  if (!c->opts.socket_path && c->config_path && *pirec_config_get_string(c->cfg, "control", "socket"))
+    snprintf(c->socket_path, sizeof c->socket_path, "%s",
+             pirec_config_get_string(c->cfg, "control", "socket"));
+  pirec__modules_build(c);
+  *out = c;
+  return 0;
+}
+
+int pirec_controller_start(struct pirec_controller *c)
+{
+  /* Handles first: a failure below ends in pirec_controller_shutdown, which closes them. */
+  uv_timer_init(c->loop, &c->op_timer);
+  uv_timer_init(c->loop, &c->status_timer);
+  uv_timer_init(c->loop, &c->watchdog_timer);
+  uv_timer_init(c->loop, &c->demo_timer);
+  uv_idle_init(c->loop, &c->idle);
+  c->handles_open += 5;
+  int err = pirec__control_listen(c);
+  if (err < 0)
+    return err;
+  err = pirec__snapshot_write(c, c->cfg);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot write the config snapshot '%s': %s\n", c->snapshot_path,
+            pirec_strerror(err));
+    return err;
+  }
+  pirec__timers_start(c);
+  pirec__gpio_open_all(c);
+  c->started = 1;
+  pirec__modules_spawn(c);
   char ready[700];
   snprintf(ready, sizeof ready, "READY=1\nSTATUS=idle; control socket %s", c->socket_path);
-  sdnotify(ready);
+  pirec__sdnotify(ready);
   pirec_log(PIREC_LOG_INFO, "pirec %s: control socket '%s', %d recorder(s)%s", PIREC_VERSION, c->socket_path,
             c->nmodules, c->demo ? ", built-in demo configuration" : "");
   if (!c->opts.wait)
-    enqueue_op(c, OP_START, c->label ? c->label : "", NULL, NULL, "cli", "pirec record");
+    pirec__op_enqueue(c, OP_START, c->label ? c->label : "", "cli", "pirec record");
   return 0;
+}
+
+void pirec_controller_shutdown(struct pirec_controller *c)
+{
+  pirec__shutdown(c, "api", NULL);
 }
 
 int pirec_controller_exit_status(const struct pirec_controller *c)
@@ -2770,13 +2605,8 @@ void pirec_controller_free(struct pirec_controller *c)
   if (!c)
     return;
   for (int i = 0; i < c->nmodules; i++)
-    module_release(&c->modules[i]);
-  while (c->ops) {
-    struct op *op = c->ops;
-    c->ops = op->next;
-    waiters_reply(op, NULL);
-    free(op);
-  }
+    pirec__module_release(&c->modules[i]);
+  pirec__ops_free(c);
   if (*c->snapshot_path)
     unlink(c->snapshot_path);
   pirec_config_free(c->cfg);
