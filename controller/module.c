@@ -1,0 +1,534 @@
+/* The recorder modules as children: spawning and supervising them (pirec/job.h), and the
+ * controller's side of the JSON-lines protocol with them (docs/PROTOCOL.md): commands out through
+ * an outbox, replies matched to their pending commands, events into the session. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controller-int.h"
+#include "pirec/clock.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+
+const char *pirec__mstate_name(enum mstate s)
+{
+  switch (s) {
+  case M_DOWN: return "down";
+  case M_SPAWNING: return "starting";
+  case M_READY: return "running";
+  case M_ENDED: return "ended";
+  }
+  return "?";
+}
+
+static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, void *user, const char *note_line,
+                         size_t note_len)
+{
+  struct pending *p = calloc(1, sizeof(*p));
+  if (!p)
+    return;
+  p->id = id;
+  p->cb = cb;
+  p->user = user;
+  if (note_line) {
+    p->note_line = malloc(note_len);
+    if (p->note_line) {
+      memcpy(p->note_line, note_line, note_len);
+      p->note_len = note_len;
+    }
+  }
+  if (m->pend_tail)
+    m->pend_tail->next = p;
+  else
+    m->pend_head = p;
+  m->pend_tail = p;
+}
+
+static struct pending *pending_take(struct module *m, json_int_t id)
+{
+  struct pending **pp = &m->pend_head, *prev = NULL;
+  while (*pp && (*pp)->id != id) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  struct pending *p = *pp;
+  if (!p)
+    return NULL;
+  *pp = p->next;
+  if (m->pend_tail == p)
+    m->pend_tail = prev;
+  return p;
+}
+
+static int outbox_add(struct module *m, const char *data, size_t len, int front, int is_note, json_int_t id)
+{
+  if (m->out_bytes + len > OUTBOX_MAX)
+    return -ENOBUFS;
+  struct outline *o = malloc(sizeof(*o) + len);
+  if (!o)
+    return -ENOMEM;
+  memcpy(o->data, data, len);
+  o->len = len;
+  o->is_note = is_note;
+  o->id = id;
+  o->next = NULL;
+  if (front) {
+    o->next = m->out_head;
+    m->out_head = o;
+    if (!m->out_tail)
+      m->out_tail = o;
+  } else {
+    if (m->out_tail)
+      m->out_tail->next = o;
+    else
+      m->out_head = o;
+    m->out_tail = o;
+  }
+  m->out_bytes += len;
+  return 0;
+}
+
+void pirec__module_flush(struct module *m)
+{
+  if (m->state != M_READY || m->hold)
+    return;
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
+    int err = pirec_job_write(m->job, &b, 1);
+    if (err == -ENOBUFS) {
+      m->writable_blocked = 1;
+      return;
+    }
+    if (err < 0)
+      return; /* -ENOTCONN/-EPIPE: the child is going; the crash path re-queues */
+    m->out_head = o->next;
+    if (!m->out_head)
+      m->out_tail = NULL;
+    m->out_bytes -= o->len;
+    free(o);
+  }
+  m->writable_blocked = 0;
+}
+
+static void outbox_clear(struct module *m)
+{
+  while (m->out_head) {
+    struct outline *o = m->out_head;
+    m->out_head = o->next;
+    free(o);
+  }
+  m->out_tail = NULL;
+  m->out_bytes = 0;
+}
+
+int pirec__module_has_note(const struct module *m)
+{
+  for (const struct outline *o = m->out_head; o; o = o->next)
+    if (o->is_note)
+      return 1;
+  return 0;
+}
+
+int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user)
+{
+  json_int_t id = ++m->next_id;
+  json_object_set_new(cmd, "id", json_integer(id));
+  int is_note = strcmp(json_string_value(json_object_get(cmd, "cmd")), "note") == 0;
+  char *text = json_dumps(cmd, JSON_COMPACT);
+  json_decref(cmd);
+  if (!text)
+    return -ENOMEM;
+  size_t len = strlen(text);
+  char *line = realloc(text, len + 1);
+  if (!line) {
+    free(text);
+    return -ENOMEM;
+  }
+  line[len++] = '\n';
+  int err = 0;
+  if (m->state == M_READY && !m->out_head && !m->writable_blocked && !m->hold) {
+    uv_buf_t b = uv_buf_init(line, (unsigned)len);
+    err = pirec_job_write(m->job, &b, 1);
+    if (err == -ENOBUFS)
+      m->writable_blocked = 1;
+    if (err < 0)
+      err = outbox_add(m, line, len, 0, is_note, id);
+  } else if (m->state == M_ENDED) {
+    err = -ENOTCONN;
+  } else {
+    err = outbox_add(m, line, len, 0, is_note, id);
+  }
+  if (err == 0)
+    pending_push(m, id, cb, user, is_note ? line : NULL, len);
+  free(line);
+  return err;
+}
+
+/* The line is sent with an empty outbox, then what waited there is put back behind it: the
+ * trial's start goes out ahead of notes held while the session was starting, or written while the
+ * recorder was restarting. */
+int pirec__module_send_first(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user)
+{
+  struct outline *head = m->out_head, *tail = m->out_tail;
+  size_t bytes = m->out_bytes;
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  int blocked = m->writable_blocked;
+  m->writable_blocked = 0;
+  m->hold = 0;
+  int err = pirec__module_send(m, cmd, cb, user);
+  if (head) {
+    if (m->out_tail)
+      m->out_tail->next = head;
+    else
+      m->out_head = head;
+    m->out_tail = tail;
+    m->out_bytes += bytes;
+  }
+  m->writable_blocked |= blocked;
+  pirec__module_flush(m);
+  return err;
+}
+
+static void module_fail_pending(struct module *m, int requeue_notes)
+{
+  /* Notes the dead recorder never acknowledged go to the front of the outbox, in order, so the
+   * restarted recorder writes them; other commands fail (the caller's op carries on). */
+  struct pending *p = m->pend_head, *requeue = NULL, **rq_tail = &requeue;
+  m->pend_head = m->pend_tail = NULL;
+  while (p) {
+    struct pending *next = p->next;
+    if (requeue_notes && p->note_line) {
+      p->next = NULL;
+      *rq_tail = p;
+      rq_tail = &p->next;
+    } else {
+      if (p->cb)
+        p->cb(m, NULL, p->user);
+      free(p->note_line);
+      free(p);
+    }
+    p = next;
+  }
+  /* Lines still in the outbox were never written: keep them. Prepend the unacknowledged notes. */
+  struct outline *head = m->out_head, *tail = m->out_tail;
+  size_t bytes = m->out_bytes;
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  for (p = requeue; p; p = p->next) {
+    /* Notes already in the outbox are not in flight: only re-send the written ones. */
+    int in_outbox = 0;
+    for (struct outline *o = head; o; o = o->next)
+      if (o->is_note && o->id == p->id)
+        in_outbox = 1;
+    if (!in_outbox)
+      outbox_add(m, p->note_line, p->note_len, 0, 1, p->id);
+  }
+  if (head) {
+    if (m->out_tail)
+      m->out_tail->next = head;
+    else
+      m->out_head = head;
+    m->out_tail = tail;
+    m->out_bytes += bytes;
+  }
+  for (p = requeue; p;) {
+    struct pending *next = p->next;
+    /* Keep them pending (same ids) so their acknowledgements still match. */
+    p->next = NULL;
+    if (m->pend_tail)
+      m->pend_tail->next = p;
+    else
+      m->pend_head = p;
+    m->pend_tail = p;
+    p = next;
+  }
+  m->writable_blocked = 0;
+}
+
+/* ---- module lifecycle ---- */
+
+void pirec__module_on_status(struct module *m, json_t *reply, void *user)
+{
+  m->status_inflight = 0;
+  if (!reply || strcmp(json_string_value(json_object_get(reply, "reply")), "status") != 0)
+    return;
+  json_decref(m->last_status);
+  m->last_status = json_incref(reply);
+  m->last_status_mono = pirec_clock_mono_ns();
+  if (m->c->session)
+    pirec_session_module_set(m->c->session, m->name, "counters",
+                             json_deep_copy(json_object_get(reply, "counters")));
+}
+
+void pirec__module_poll_status(struct module *m)
+{
+  if (m->state != M_READY || m->status_inflight)
+    return;
+  if (pirec__module_send(m, json_pack("{s:s}", "cmd", "status"), pirec__module_on_status, NULL) == 0)
+    m->status_inflight = 1;
+}
+static void handle_ready(struct module *m, json_t *j)
+{
+  struct pirec_controller *c = m->c;
+  m->state = M_READY;
+  m->accepts_notes = 0;
+  json_t *cmds = json_object_get(j, "commands");
+  for (size_t i = 0; i < json_array_size(cmds); i++)
+    if (strcmp(json_string_value(json_array_get(cmds, i)), "note") == 0)
+      m->accepts_notes = 1;
+  json_t *pid = json_object_get(j, "pid");
+  if (json_is_integer(pid))
+    m->pid = (int)json_integer_value(pid);
+  pirec_log(PIREC_LOG_INFO, "recorder '%s' ready (pid %d)", m->name, m->pid);
+  c->hooks.module_ready(m);
+  pirec__module_flush(m);
+  if (c->session)
+    pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
+}
+
+static void handle_line(struct module *m, const char *line, size_t len)
+{
+  struct pirec_controller *c = m->c;
+  json_t *j = json_loadb(line, len, 0, NULL);
+  if (!j || !json_is_object(j)) {
+    pirec_log(PIREC_LOG_WARN, "recorder '%s': not a protocol line: %.200s", m->name, line);
+    json_decref(j);
+    return;
+  }
+  const char *reply = json_string_value(json_object_get(j, "reply"));
+  const char *event = json_string_value(json_object_get(j, "event"));
+  json_t *id = json_object_get(j, "id");
+  if (reply && strcmp(reply, "ready") == 0) {
+    handle_ready(m, j);
+  } else if (reply && json_is_integer(id)) {
+    struct pending *p = pending_take(m, json_integer_value(id));
+    if (p) {
+      if (strcmp(reply, "error") == 0 && p->note_line && c->session) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "note not saved: %s", json_string_value(json_object_get(j, "message")));
+        pirec_session_error(c->session, m->name, msg);
+      }
+      if (p->cb)
+        p->cb(m, j, p->user);
+      free(p->note_line);
+      free(p);
+    }
+  } else if (reply && strcmp(reply, "error") == 0) {
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    pirec_log(PIREC_LOG_WARN, "recorder '%s': %s", m->name, msg ? msg : "error");
+  } else if (event) {
+    json_t *copy = json_deep_copy(j);
+    json_object_del(copy, "event");
+    json_object_del(copy, "module");
+    char *detail = json_dumps(copy, JSON_COMPACT);
+    json_decref(copy);
+    if (c->session) {
+      if (strcmp(event, "error") == 0)
+        pirec_session_error(c->session, m->name,
+                            json_string_value(json_object_get(j, "message"))
+                                ? json_string_value(json_object_get(j, "message"))
+                                : detail);
+      else
+        pirec_session_event(c->session, event, m->name, detail);
+    }
+    pirec_log(PIREC_LOG_INFO, "recorder '%s': %s %s", m->name, event, detail ? detail : "");
+    free(detail);
+  }
+  json_decref(j);
+}
+
+static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
+  struct module *m = pirec_job_user(job);
+  if (fd == 1)
+    handle_line(m, line, len);
+  else
+    pirec_log(PIREC_LOG_INFO, "%s: %s", m->name, line);
+}
+
+static void on_job_drain(struct pirec_job *job, size_t outstanding)
+{
+  struct module *m = pirec_job_user(job);
+  if (m->out_head)
+    pirec__module_flush(m);
+}
+
+static void record_crash(struct module *m, int exit_code, int term_signal)
+{
+  struct pirec_controller *c = m->c;
+  m->crashes++;
+  m->crash_mono_ns = pirec_clock_mono_ns();
+  snprintf(m->last_error, sizeof m->last_error, "%s %d",
+           term_signal ? "killed by signal" : "exited with status", term_signal ? term_signal : exit_code);
+  pirec_log(PIREC_LOG_WARN, "recorder '%s' %s", m->name, m->last_error);
+  if (c->session)
+    pirec_session_module_crash(c->session, m->name, exit_code, term_signal, m->crash_mono_ns);
+}
+
+static void on_job_restart(struct pirec_job *job, const struct pirec_job_result *run, uint32_t attempt,
+                           uint64_t delay_ms)
+{
+  struct module *m = pirec_job_user(job);
+  m->state = M_DOWN;
+  m->pid = 0;
+  m->status_inflight = 0;
+  record_crash(m, run->exit_code, run->term_signal);
+  module_fail_pending(m, 1);
+}
+
+static void on_job_spawn(struct pirec_job *job, int pid)
+{
+  struct module *m = pirec_job_user(job);
+  m->state = M_SPAWNING;
+  m->pid = pid;
+  m->restarts++;
+}
+
+static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
+  struct module *m = pirec_job_user(job);
+  struct pirec_controller *c = m->c;
+  m->state = M_ENDED;
+  m->pid = 0;
+  if (!m->stopping) {
+    /* Not asked to end: the restart budget is spent, or it could not be spawned again. */
+    record_crash(m, r->exit_code, r->term_signal);
+    char msg[400];
+    snprintf(msg, sizeof msg, "recorder gave up (%s after %u runs): %s", pirec_job_end_str(r->reason),
+             r->runs, m->last_error);
+    pirec_log(PIREC_LOG_ERROR, "recorder '%s': %s", m->name, msg);
+    if (c->session)
+      pirec_session_error(c->session, m->name, msg);
+    c->errors++;
+  } else if (r->reason != PIREC_JOB_END_STOPPED || (r->status != 0 && r->status != -1)) {
+    if (r->status != 0)
+      pirec_log(PIREC_LOG_WARN, "recorder '%s' ended with status %d", m->name, r->status);
+  }
+  module_fail_pending(m, 0);
+  c->hooks.module_ended(m);
+  outbox_clear(m); /* it cannot be delivered any more */
+  c->hooks.settle(c);
+}
+
+static int module_spawn(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  const char *argv[8];
+  int n = 0;
+  argv[n++] = m->program;
+  argv[n++] = "--protocol";
+  argv[n++] = "--name";
+  argv[n++] = m->name;
+  /* Always the snapshot, never the user's file: a recorder restarted mid-session must get the
+   * settings the session started with, whatever the file holds by then. */
+  if (*c->snapshot_path) {
+    argv[n++] = "-c";
+    argv[n++] = c->snapshot_path;
+  }
+  argv[n] = NULL;
+  struct pirec_job_options o;
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = m->name;
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.line_max = 4u * 1024 * 1024;
+  o.stdin_max_outstanding = 16u * 1024 * 1024;
+  o.start_timeout_ms = c->opts.ready_timeout_ms;
+  o.stop_term_ms = c->opts.stop_timeout_ms;
+  o.stop_kill_ms = 3000;
+  o.restart.mode = PIREC_JOB_RESTART_ALWAYS;
+  o.restart.backoff_initial_ms = 100;
+  o.restart.backoff_max_ms = 5000;
+  o.restart.max_failures = 6;
+  o.restart.window_ms = 60000;
+  o.on_end = on_job_end;
+  o.on_line = on_job_line;
+  o.on_drain = on_job_drain;
+  o.on_restart = on_job_restart;
+  o.on_spawn = on_job_spawn;
+  o.user = m;
+  int err = pirec_job_new(c->loop, &o, &m->job);
+  if (err < 0)
+    return err;
+  err = pirec_job_start(m->job);
+  if (err < 0) {
+    pirec_job_free(m->job);
+    m->job = NULL;
+    m->state = M_ENDED;
+    return err;
+  }
+  m->state = M_SPAWNING;
+  m->stopping = 0;
+  struct pirec_job_stats st;
+  pirec_job_stats(m->job, &st);
+  m->pid = st.pid;
+  return 0;
+}
+
+void pirec__module_stop(struct module *m)
+{
+  if (!m->job || m->state == M_ENDED)
+    return;
+  m->stopping = 1;
+  /* Closing stdin is the recorder's quit: it finalises its files and exits 0. */
+  pirec_job_stop(m->job);
+}
+
+void pirec__module_release(struct module *m)
+{
+  module_fail_pending(m, 0);
+  outbox_clear(m);
+  json_decref(m->last_status);
+  m->last_status = NULL;
+  pirec_job_free(m->job);
+  m->job = NULL;
+}
+
+static void add_module(struct pirec_controller *c, const char *kind, const char *name, const char *program)
+{
+  if (c->nmodules >= MAX_MODULES)
+    return;
+  struct module *m = &c->modules[c->nmodules];
+  memset(m, 0, sizeof *m);
+  m->c = c;
+  snprintf(m->kind, sizeof m->kind, "%s", kind);
+  snprintf(m->name, sizeof m->name, "%s", name);
+  if (pirec__find_program(c, program, m->program, sizeof m->program) < 0) {
+    pirec_log(PIREC_LOG_WARN, "module '%s' is enabled but '%s' was not found; skipping it", name, program);
+    return;
+  }
+  c->nmodules++;
+}
+
+void pirec__modules_build(struct pirec_controller *c)
+{
+  c->nmodules = 0;
+  if (pirec_config_get_bool(c->cfg, "notes", "enabled"))
+    add_module(c, "notes", "notes", "pirec-notes");
+  size_t ncam = pirec_config_instance_count(c->cfg, "camera");
+  for (size_t i = 0; i < ncam; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "camera", i);
+    if (pirec_config_get_bool(c->cfg, sec, "enabled"))
+      add_module(c, "camera", sec + strlen("camera."), "pirec-camera");
+  }
+  if (pirec_config_get_bool(c->cfg, "eyetracker", "enabled"))
+    add_module(c, "eyetracker", "eyetracker", "pirec-eyetracker");
+}
+
+void pirec__modules_spawn(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    int err = module_spawn(m);
+    if (err < 0) {
+      pirec_log(PIREC_LOG_ERROR, "cannot start recorder '%s' ('%s'): %s", m->name, m->program,
+                pirec_strerror(err));
+      c->errors++;
+    }
+  }
+}
