@@ -22,8 +22,8 @@ const char *pirec__mstate_name(enum mstate s)
   return "?";
 }
 
-static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, void *user, const char *note_line,
-                         size_t note_len)
+static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, void *user,
+                         const char *note_line, size_t note_len)
 {
   struct pending *p = calloc(1, sizeof(*p));
   if (!p)
