@@ -1,0 +1,492 @@
+/* The control socket: a Unix stream socket speaking JSON lines (docs/PROTOCOL.md), each client
+ * with bounded buffers, flow control and a fair share of the loop. Commands become ops (ops.c);
+ * status and note are answered at once. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "controller-int.h"
+#include "pirec/log.h"
+#include "pirec/container_of.h"
+
+#define CLIENT_MAX_LINE (2u * 1024 * 1024)
+/* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
+ * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
+ * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
+ * disconnected. Nobody else waits for it in any case. */
+#define CLIENT_OUT_HIGH (64u * 1024)
+#define CLIENT_OUT_LOW  (16u * 1024)
+#define CLIENT_MAX_OUT  (4u * 1024 * 1024)
+#define CLIENT_STALL_MS 5000
+/* Lines run for one client before the loop turns to other work (fairness under a flood). */
+#define CLIENT_LINES_PER_TURN 32
+
+struct client {
+  uv_pipe_t pipe;
+  struct pirec_controller *c;
+  char *in; /* bytes read and not yet processed: in[in_off .. in_len) */
+  size_t in_off, in_len, in_cap;
+  size_t out_queued;
+  int closing;
+  int reading;    /* uv_read_start is in effect */
+  int wait_drain; /* stopped until out_queued drains below CLIENT_OUT_LOW */
+  int backlog;    /* complete lines left over after a turn: run again from the idle handle */
+  int eof;
+  uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
+  struct client *next;
+};
+
+static void client_process(struct client *cl);
+static void on_idle(uv_idle_t *idle);
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+
+struct cwrite {
+  uv_write_t req;
+  struct client *client;
+  size_t len;
+  char data[];
+};
+
+static void client_free_cb(uv_handle_t *h)
+{
+  struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
+  struct pirec_controller *c = cl->c;
+  free(cl->in);
+  free(cl);
+  c->handles_open--;
+  c->hooks.settle(c);
+}
+
+static void client_close(struct client *cl)
+{
+  if (cl->closing)
+    return;
+  cl->closing = 1;
+  struct pirec_controller *c = cl->c;
+  for (struct client **pp = &c->clients; *pp; pp = &(*pp)->next)
+    if (*pp == cl) {
+      *pp = cl->next;
+      break;
+    }
+  c->nclients--;
+  for (struct op *op = c->ops; op; op = op->next)
+    for (struct waiter *w = op->waiters; w; w = w->next)
+      if (w->who == cl)
+        w->who = NULL;
+  uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
+}
+
+static void on_client_write(uv_write_t *req, int status)
+{
+  struct cwrite *w = container_of(req, struct cwrite, req);
+  struct client *cl = w->client;
+  cl->out_queued -= w->len;
+  free(w);
+  if (status < 0 || cl->closing)
+    return;
+  cl->progress_ms = uv_now(cl->c->loop);
+  if (cl->wait_drain && cl->out_queued <= CLIENT_OUT_LOW) {
+    cl->wait_drain = 0;
+    client_process(cl);
+  } else if (cl->eof && !cl->backlog && cl->out_queued == 0) {
+    client_close(cl);
+  }
+}
+
+/* Queues one reply line (obj stolen). Past CLIENT_MAX_OUT the client is disconnected: the flow
+ * control in client_process keeps a reading client far below it. */
+static void client_send(struct client *cl, json_t *obj)
+{
+  if (!cl || cl->closing) {
+    json_decref(obj);
+    return;
+  }
+  char *text = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  if (!text)
+    return;
+  size_t len = strlen(text);
+  if (cl->out_queued + len + 1 > CLIENT_MAX_OUT) {
+    free(text);
+    pirec_log(PIREC_LOG_WARN, "control client not reading its replies (%zu bytes queued): disconnected",
+              cl->out_queued);
+    cl->c->clients_dropped++;
+    client_close(cl);
+    return;
+  }
+  struct cwrite *w = malloc(sizeof(*w) + len + 1);
+  if (!w) {
+    free(text);
+    return;
+  }
+  memcpy(w->data, text, len);
+  w->data[len] = '\n';
+  free(text);
+  w->client = cl;
+  w->len = len + 1;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+  /* Try the socket first: most replies go out at once without a queued request. */
+  int n = uv_try_write((uv_stream_t *)&cl->pipe, &b, 1);
+  if (n == (int)w->len) {
+    free(w);
+    return;
+  }
+  if (n > 0) {
+    memmove(w->data, w->data + n, w->len - (size_t)n);
+    w->len -= (size_t)n;
+    b = uv_buf_init(w->data, (unsigned)w->len);
+  }
+  if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, on_client_write) < 0) {
+    free(w);
+    client_close(cl);
+    return;
+  }
+  if (cl->out_queued == 0)
+    cl->progress_ms = uv_now(cl->c->loop);
+  cl->out_queued += w->len;
+}
+
+/* An op's reply (struct waiter). */
+static void client_reply(void *who, json_t *obj)
+{
+  client_send(who, obj);
+}
+
+static json_t *reply_new(json_t *id, const char *reply)
+{
+  json_t *o = json_object();
+  json_object_set(o, "id", id ? id : json_null());
+  json_object_set_new(o, "reply", json_string(reply));
+  return o;
+}
+
+static void client_error(struct client *cl, json_t *id, const char *message)
+{
+  json_t *o = reply_new(id, "error");
+  json_t *m = json_string(message);
+  json_object_set_new(o, "message", m ? m : json_string("error (message not UTF-8)"));
+  client_send(cl, o);
+}
+
+static void client_command(struct client *cl, json_t *msg)
+{
+  struct pirec_controller *c = cl->c;
+  json_t *id = json_object_get(msg, "id");
+  json_t *cmdv = json_object_get(msg, "cmd");
+  if (!json_is_string(cmdv)) {
+    client_error(cl, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
+    return;
+  }
+  const char *cmd = json_string_value(cmdv);
+  if (strcmp(cmd, "status") == 0) {
+    json_t *o = c->hooks.status_json(c);
+    json_object_set(o, "id", id ? id : json_null());
+    json_object_set_new(o, "reply", json_string("status"));
+    client_send(cl, o);
+    return;
+  }
+  if (strcmp(cmd, "note") == 0) {
+    json_t *text = json_object_get(msg, "text");
+    if (!json_is_string(text)) {
+      client_error(cl, id, text ? "field 'text' must be a string" : "missing field 'text'");
+      return;
+    }
+    char err[300];
+    json_t *extra = NULL;
+    if (pirec__take_note(c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) < 0) {
+      client_error(cl, id, err);
+      return;
+    }
+    json_t *o = reply_new(id, "noted");
+    json_object_update(o, extra);
+    json_decref(extra);
+    client_send(cl, o);
+    return;
+  }
+  enum op_kind kind;
+  if (strcmp(cmd, "start") == 0)
+    kind = OP_START;
+  else if (strcmp(cmd, "stop") == 0)
+    kind = OP_STOP;
+  else if (strcmp(cmd, "trial") == 0)
+    kind = OP_TRIAL;
+  else if (strcmp(cmd, "reload") == 0)
+    kind = OP_RELOAD;
+  else {
+    char err[300];
+    json_t *q = json_string(cmd);
+    char *quoted = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
+    snprintf(err, sizeof err, "unknown command %.200s (expected status, start, stop, trial, note or reload)",
+             quoted ? quoted : "?");
+    free(quoted);
+    json_decref(q);
+    client_error(cl, id, err);
+    return;
+  }
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  json_t *label = json_object_get(msg, "label");
+  if (label && !json_is_string(label)) {
+    client_error(cl, id, "field 'label' must be a string");
+    return;
+  }
+  if (label) {
+    int r = pirec_session_label_sanitise(json_string_value(label), clean);
+    if (r < 0) {
+      char err[200];
+      snprintf(err, sizeof err, "invalid label: %s",
+               r == -ENAMETOOLONG ? "longer than 64 bytes" : "'..' and '/' are not allowed");
+      client_error(cl, id, err);
+      return;
+    }
+  }
+  if (c->shutting_down) {
+    client_error(cl, id, "shutting down");
+    return;
+  }
+  const char *source = json_string_value(json_object_get(msg, "source"));
+  struct op *op = pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  if (!op) {
+    client_error(cl, id, "out of memory");
+    return;
+  }
+  pirec__op_add_waiter(op, client_reply, cl, id);
+  pirec__op_next(c);
+}
+
+static void client_line(struct client *cl, const char *line, size_t len)
+{
+  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+    len--;
+  if (!len)
+    return;
+  json_error_t e;
+  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
+  if (!msg || !json_is_object(msg)) {
+    char err[300];
+    if (msg)
+      snprintf(err, sizeof err, "malformed command: expected a JSON object");
+    else
+      snprintf(err, sizeof err, "malformed JSON at column %d: %s", e.column, e.text);
+    json_decref(msg);
+    client_error(cl, NULL, err);
+    return;
+  }
+  client_command(cl, msg);
+  json_decref(msg);
+}
+
+/* Runs up to CLIENT_LINES_PER_TURN complete lines buffered for cl. Reading stops while lines are
+ * left over (they run again from the idle handle, after other clients and timers had their turn)
+ * or while the client's unread replies exceed CLIENT_OUT_HIGH (until they drain, on_client_write). */
+static void client_process(struct client *cl)
+{
+  struct pirec_controller *c = cl->c;
+  int budget = CLIENT_LINES_PER_TURN, hold = 0;
+  while (!cl->closing) {
+    if (cl->out_queued > CLIENT_OUT_HIGH) {
+      cl->wait_drain = 1;
+      hold = 1;
+      break;
+    }
+    char *start = cl->in + cl->in_off;
+    size_t avail = cl->in_len - cl->in_off;
+    char *nl = avail ? memchr(start, '\n', avail) : NULL;
+    if (!nl)
+      break;
+    if (budget-- == 0) {
+      cl->backlog = 1;
+      uv_idle_start(&c->idle, on_idle);
+      hold = 1;
+      break;
+    }
+    cl->in_off += (size_t)(nl - start) + 1;
+    client_line(cl, start, (size_t)(nl - start));
+  }
+  if (cl->closing)
+    return;
+  /* Keep only what is not processed yet. */
+  if (cl->in_off && !hold) {
+    memmove(cl->in, cl->in + cl->in_off, cl->in_len - cl->in_off);
+    cl->in_len -= cl->in_off;
+    cl->in_off = 0;
+  }
+  if (!hold && cl->in_len > CLIENT_MAX_LINE) {
+    char err[96];
+    snprintf(err, sizeof err, "line too long (over %u bytes): disconnecting", CLIENT_MAX_LINE);
+    client_error(cl, NULL, err);
+    /* Read no more; close once the error reply is out. */
+    cl->in_len = 0;
+    cl->eof = 1;
+  }
+  if (hold || cl->eof) {
+    if (cl->reading) {
+      uv_read_stop((uv_stream_t *)&cl->pipe);
+      cl->reading = 0;
+    }
+    if (!hold && cl->eof && cl->out_queued == 0)
+      client_close(cl);
+    return;
+  }
+  if (!cl->reading) {
+    if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) < 0) {
+      client_close(cl);
+      return;
+    }
+    cl->reading = 1;
+  }
+}
+
+static void on_idle(uv_idle_t *idle)
+{
+  struct pirec_controller *c = container_of(idle, struct pirec_controller, idle);
+  int more = 0;
+  for (struct client *cl = c->clients, *next; cl; cl = next) {
+    next = cl->next;
+    if (!cl->backlog)
+      continue;
+    cl->backlog = 0;
+    client_process(cl);
+  }
+  for (struct client *cl = c->clients; cl; cl = cl->next)
+    more |= cl->backlog;
+  if (!more)
+    uv_idle_stop(idle);
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+  struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
+  /* Read straight into the client's buffer: at most 64 KiB past what it holds. */
+  size_t want = cl->in_len + 65536;
+  if (want > cl->in_cap) {
+    size_t cap = cl->in_cap ? cl->in_cap : 65536;
+    while (cap < want)
+      cap *= 2;
+    char *q = realloc(cl->in, cap);
+    if (!q) {
+      *b = uv_buf_init(NULL, 0);
+      return;
+    }
+    cl->in = q;
+    cl->in_cap = cap;
+  }
+  *b = uv_buf_init(cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+  struct client *cl = container_of((uv_pipe_t *)s, struct client, pipe);
+  if (n == UV_EOF) {
+    /* Half-closed: answer what it sent, then close. */
+    uv_read_stop(s);
+    cl->reading = 0;
+    cl->eof = 1;
+    client_process(cl);
+    return;
+  }
+  if (n < 0) {
+    client_close(cl);
+    return;
+  }
+  cl->in_len += (size_t)n;
+  client_process(cl);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+  struct pirec_controller *c = server->data;
+  if (status < 0)
+    return;
+  struct client *cl = calloc(1, sizeof(*cl));
+  if (!cl)
+    return;
+  cl->c = c;
+  uv_pipe_init(c->loop, &cl->pipe, 0);
+  c->handles_open++;
+  if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->shutting_down || c->nclients >= MAX_CLIENTS) {
+    if (c->nclients >= MAX_CLIENTS)
+      pirec_log(PIREC_LOG_WARN, "control socket: %d clients connected, refusing another", c->nclients);
+    cl->closing = 1;
+    uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
+    return;
+  }
+  cl->next = c->clients;
+  c->clients = cl;
+  c->nclients++;
+  if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) == 0)
+    cl->reading = 1;
+}
+
+int pirec__control_listen(struct pirec_controller *c)
+{
+  if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0)
+    return 0;
+  int err = pirec__mkdir_parents(c->socket_path, 0700);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot create the directory of '%s': %s\n", c->socket_path, strerror(-err));
+    return err;
+  }
+  /* A socket file left by a controller that died is removed; a live one is refused. */
+  struct stat st;
+  if (lstat(c->socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", c->socket_path);
+    int alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0)
+      close(fd);
+    if (alive) {
+      fprintf(stderr, "pirec: another pirec is running on '%s'\n", c->socket_path);
+      return -EADDRINUSE;
+    }
+    unlink(c->socket_path);
+  }
+  uv_pipe_init(c->loop, &c->server, 0);
+  c->handles_open++;
+  c->server_open = 1;
+  c->server.data = c;
+  /* Created with the final mode: no window in which others could connect. */
+  mode_t mode = (mode_t)pirec_config_get_int(c->cfg, "control", "socket_mode");
+  mode_t old = umask(0777 & ~mode);
+  err = uv_pipe_bind(&c->server, c->socket_path);
+  umask(old);
+  if (err == 0)
+    chmod(c->socket_path, mode);
+  if (err == 0)
+    err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
+  if (err < 0) {
+    fprintf(stderr, "pirec: cannot listen on '%s': %s\n", c->socket_path, uv_strerror(err));
+    return err;
+  }
+  return 0;
+}
+
+
+void pirec__clients_check_stalled(struct pirec_controller *c)
+{
+  uint64_t now = uv_now(c->loop);
+  for (struct client *cl = c->clients, *next; cl; cl = next) {
+    next = cl->next;
+    if (cl->out_queued && now - cl->progress_ms > CLIENT_STALL_MS) {
+      pirec_log(PIREC_LOG_WARN, "control client has not read its replies for %u ms: disconnected",
+                CLIENT_STALL_MS);
+      c->clients_dropped++;
+      client_close(cl);
+    }
+  }
+}
+
+void pirec__clients_close_all(struct pirec_controller *c)
+{
+  for (struct client *cl = c->clients; cl;) {
+    struct client *next = cl->next;
+    client_close(cl);
+    cl = next;
+  }
+}
