@@ -250,7 +250,8 @@ static void client_command(struct client *cl, json_t *msg)
     return;
   }
   const char *source = json_string_value(json_object_get(msg, "source"));
-  struct op *op = pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  struct op *op =
+      pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
   if (!op) {
     client_error(cl, id, "out of memory");
     return;
@@ -466,7 +467,6 @@ int pirec__control_listen(struct pirec_controller *c)
   }
   return 0;
 }
-
 
 void pirec__clients_check_stalled(struct pirec_controller *c)
 {
