@@ -10,13 +10,13 @@
 
 #include "pirec/clock.h"
 #include "pirec/error.h"
+#include "pirec/jsonl.h"
 #include "pirec/log.h"
 #include "pirec/looplag.h"
 #include "pirec/container_of.h"
 
-#define DEFAULT_MAX_LINE (2u * 1024 * 1024)
+#define DEFAULT_MAX_LINE PIREC_JSONL_MAX_LINE
 #define DEFAULT_MAX_OUT  (4u * 1024 * 1024)
-#define READ_CHUNK       65536
 #define CLOSE_FLUSH_MS   2000
 #define LABEL_MAX        64
 
@@ -31,7 +31,7 @@ struct out_write {
   uv_write_t req;
   struct pirec_recorder *rec;
   size_t len;
-  char data[];
+  char *data; /* one line, from pirec_jsonl_encode */
 };
 
 struct pirec_recorder {
@@ -49,11 +49,7 @@ struct pirec_recorder {
   struct pirec_looplag lag;
   int handles_open; /* handles initialised and not yet closed */
 
-  char read_buf[READ_CHUNK];
-  char *line;
-  size_t line_len;
-  size_t line_cap;
-  int discarding; /* inside an over-long line: drop bytes until the next newline */
+  struct pirec_jsonl_reader reader; /* commands on stdin */
 
   int started;
   int reading;
@@ -114,6 +110,11 @@ int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_rec
   } else {
     pirec_recorder_options_default(&rec->opts);
   }
+  if (pirec_jsonl_reader_init(&rec->reader, rec->opts.max_line) < 0) {
+    free(rec->name);
+    free(rec);
+    return -ENOMEM;
+  }
   *out = rec;
   return 0;
 }
@@ -154,6 +155,7 @@ static void on_write(uv_write_t *req, int status)
   struct out_write *w = container_of(req, struct out_write, req);
   struct pirec_recorder *rec = w->rec;
   rec->counters.out_queued -= w->len;
+  free(w->data);
   free(w);
   /* Closing waits for the last reply to be written (or for its deadline). */
   if (rec->closing && rec->counters.out_queued == 0 && status != UV_ECANCELED)
@@ -170,30 +172,29 @@ static int send_json(struct pirec_recorder *rec, json_t *obj)
     rec->counters.replies_dropped++;
     return -EPIPE;
   }
-  char *text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
+  size_t len = 0;
+  char *line = pirec_jsonl_encode(obj, JSON_ENSURE_ASCII, &len);
   json_decref(obj);
-  if (!text)
+  if (!line)
     return -ENOMEM;
-  size_t len = strlen(text);
-  if (rec->counters.out_queued + len + 1 > rec->opts.max_out_bytes) {
+  if (rec->counters.out_queued + len > rec->opts.max_out_bytes) {
     /* The controller stopped reading: drop rather than grow without bound. */
-    free(text);
+    free(line);
     rec->counters.replies_dropped++;
     return -ENOBUFS;
   }
-  struct out_write *w = malloc(sizeof(*w) + len + 1);
+  struct out_write *w = malloc(sizeof(*w));
   if (!w) {
-    free(text);
+    free(line);
     return -ENOMEM;
   }
-  memcpy(w->data, text, len);
-  w->data[len] = '\n';
-  free(text);
+  w->data = line;
   w->rec = rec;
-  w->len = len + 1;
+  w->len = len;
   uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
   int err = uv_write(&w->req, &rec->out.stream, &buf, 1, on_write);
   if (err < 0) {
+    free(line);
     free(w);
     rec->counters.replies_dropped++;
     return err;
@@ -584,19 +585,12 @@ oom:
 
 static void handle_line(struct pirec_recorder *rec, const char *line, size_t len)
 {
-  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-    len--;
-  if (len == 0)
+  char err[300];
+  json_t *msg = NULL;
+  int r = pirec_jsonl_parse_object(line, len, &msg, err, sizeof err);
+  if (r == 0)
     return; /* blank lines are keep-alives, not errors */
-  json_error_t jerr;
-  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!msg || !json_is_object(msg)) {
-    char err[300];
-    if (msg)
-      snprintf(err, sizeof err, "malformed command: expected a JSON object");
-    else
-      snprintf(err, sizeof err, "malformed JSON at column %d: %s", jerr.column, jerr.text);
-    json_decref(msg);
+  if (r < 0) {
     rec->counters.bad_lines++;
     send_error(rec, NULL, err);
     return;
@@ -627,38 +621,18 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
   struct pirec_recorder *rec = handle->data;
-  *buf = uv_buf_init(rec->read_buf, sizeof rec->read_buf);
-}
-
-static int line_append(struct pirec_recorder *rec, const char *data, size_t len)
-{
-  if (rec->line_len + len > rec->opts.max_line)
-    return -EMSGSIZE;
-  if (rec->line_len + len > rec->line_cap) {
-    size_t cap = rec->line_cap ? rec->line_cap : 4096;
-    while (cap < rec->line_len + len)
-      cap *= 2;
-    if (cap > rec->opts.max_line)
-      cap = rec->opts.max_line;
-    char *p = realloc(rec->line, cap);
-    if (!p)
-      return -ENOMEM;
-    rec->line = p;
-    rec->line_cap = cap;
-  }
-  memcpy(rec->line + rec->line_len, data, len);
-  rec->line_len += len;
-  return 0;
+  size_t avail = 0;
+  char *p = pirec_jsonl_reader_space(&rec->reader, &avail);
+  /* Without memory libuv reports UV_ENOBUFS to on_read, which ends the input like an EOF. */
+  *buf = uv_buf_init(p, p ? (unsigned)avail : 0);
 }
 
 static void too_long(struct pirec_recorder *rec)
 {
   char err[96];
-  snprintf(err, sizeof err, "line too long (over %zu bytes)", rec->opts.max_line);
+  pirec_jsonl_too_long(rec->opts.max_line, err, sizeof err);
   rec->counters.bad_lines++;
   send_error(rec, NULL, err);
-  rec->discarding = 1;
-  rec->line_len = 0;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -674,40 +648,17 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
       begin_quit(rec, NULL);
     return;
   }
-  const char *p = buf->base;
-  size_t left = (size_t)nread;
-  while (left && !rec->closing) {
-    const char *nl = memchr(p, '\n', left);
-    size_t chunk = nl ? (size_t)(nl - p) : left;
-    if (rec->discarding) {
-      if (nl)
-        rec->discarding = 0;
-    } else if (nl && rec->line_len == 0) {
-      if (chunk > rec->opts.max_line) {
-        too_long(rec);
-        rec->discarding = 0;
-      } else {
-        handle_line(rec, p, chunk);
-      }
-    } else {
-      int err = line_append(rec, p, chunk);
-      if (err == -EMSGSIZE) {
-        too_long(rec);
-        if (nl)
-          rec->discarding = 0;
-      } else if (err < 0) {
-        send_error(rec, NULL, "out of memory");
-        rec->line_len = 0;
-        rec->discarding = !nl;
-      } else if (nl) {
-        handle_line(rec, rec->line, rec->line_len);
-        rec->line_len = 0;
-      }
-    }
-    if (!nl)
+  pirec_jsonl_reader_fill(&rec->reader, (size_t)nread);
+  const char *line;
+  size_t len;
+  while (!rec->closing) {
+    int r = pirec_jsonl_reader_next(&rec->reader, &line, &len);
+    if (r == 0)
       break;
-    p = nl + 1;
-    left -= chunk + 1;
+    if (r < 0)
+      too_long(rec);
+    else
+      handle_line(rec, line, len);
   }
 }
 
@@ -806,7 +757,7 @@ static void handle_done(struct pirec_recorder *rec)
   if (rec->close_cb)
     rec->close_cb(rec, rec->user);
   json_decref(rec->deferred);
-  free(rec->line);
+  pirec_jsonl_reader_free(&rec->reader);
   free(rec->name);
   free(rec);
 }

@@ -27,8 +27,8 @@
 struct pirec_jsonl_reader {
   struct pirec_bytebuf buf;
   size_t max_line;
-  size_t scanned;  /* bytes of the partial line already searched for '\n' */
-  int discarding;  /* inside an over-long line: drop bytes up to its '\n' */
+  size_t scanned; /* bytes of the partial line already searched for '\n' */
+  int discarding; /* inside an over-long line: drop bytes up to its '\n' */
 };
 
 /* max_line: the longest accepted line without its '\n' (0: PIREC_JSONL_MAX_LINE). Nothing is
