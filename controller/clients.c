@@ -11,10 +11,11 @@
 #include <unistd.h>
 
 #include "controller-int.h"
+#include "pirec/jsonl.h"
 #include "pirec/log.h"
 #include "pirec/container_of.h"
 
-#define CLIENT_MAX_LINE (2u * 1024 * 1024)
+#define CLIENT_MAX_LINE PIREC_JSONL_MAX_LINE
 /* Flow control per client: past CLIENT_OUT_HIGH bytes of unread replies the client's input is not
  * read any further (its commands wait in the kernel), below CLIENT_OUT_LOW reading resumes; a client
  * whose replies make no progress for CLIENT_STALL_MS, or that lets CLIENT_MAX_OUT pile up, is
@@ -29,8 +30,7 @@
 struct client {
   uv_pipe_t pipe;
   struct pirec_controller *c;
-  char *in; /* bytes read and not yet processed: in[in_off .. in_len) */
-  size_t in_off, in_len, in_cap;
+  struct pirec_jsonl_reader in; /* commands read and not yet run */
   size_t out_queued;
   int closing;
   int reading;    /* uv_read_start is in effect */
@@ -50,14 +50,14 @@ struct cwrite {
   uv_write_t req;
   struct client *client;
   size_t len;
-  char data[];
+  char *data; /* the unwritten rest of one line from pirec_jsonl_encode */
 };
 
 static void client_free_cb(uv_handle_t *h)
 {
   struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
   struct pirec_controller *c = cl->c;
-  free(cl->in);
+  pirec_jsonl_reader_free(&cl->in);
   free(cl);
   c->handles_open--;
   c->hooks.settle(c);
@@ -87,6 +87,7 @@ static void on_client_write(uv_write_t *req, int status)
   struct cwrite *w = container_of(req, struct cwrite, req);
   struct client *cl = w->client;
   cl->out_queued -= w->len;
+  free(w->data);
   free(w);
   if (status < 0 || cl->closing)
     return;
@@ -107,42 +108,41 @@ static void client_send(struct client *cl, json_t *obj)
     json_decref(obj);
     return;
   }
-  char *text = json_dumps(obj, JSON_COMPACT);
+  size_t len = 0;
+  char *line = pirec_jsonl_encode(obj, 0, &len);
   json_decref(obj);
-  if (!text)
+  if (!line)
     return;
-  size_t len = strlen(text);
-  if (cl->out_queued + len + 1 > CLIENT_MAX_OUT) {
-    free(text);
+  if (cl->out_queued + len > CLIENT_MAX_OUT) {
+    free(line);
     pirec_log(PIREC_LOG_WARN, "control client not reading its replies (%zu bytes queued): disconnected",
               cl->out_queued);
     cl->c->clients_dropped++;
     client_close(cl);
     return;
   }
-  struct cwrite *w = malloc(sizeof(*w) + len + 1);
-  if (!w) {
-    free(text);
-    return;
-  }
-  memcpy(w->data, text, len);
-  w->data[len] = '\n';
-  free(text);
-  w->client = cl;
-  w->len = len + 1;
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+  uv_buf_t b = uv_buf_init(line, (unsigned)len);
   /* Try the socket first: most replies go out at once without a queued request. */
   int n = uv_try_write((uv_stream_t *)&cl->pipe, &b, 1);
-  if (n == (int)w->len) {
-    free(w);
+  if (n == (int)len) {
+    free(line);
     return;
   }
+  struct cwrite *w = malloc(sizeof(*w));
+  if (!w) {
+    free(line);
+    return;
+  }
+  w->client = cl;
+  w->data = line;
+  w->len = len;
   if (n > 0) {
     memmove(w->data, w->data + n, w->len - (size_t)n);
     w->len -= (size_t)n;
-    b = uv_buf_init(w->data, (unsigned)w->len);
   }
+  b = uv_buf_init(w->data, (unsigned)w->len);
   if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &b, 1, on_client_write) < 0) {
+    free(w->data);
     free(w);
     client_close(cl);
     return;
@@ -262,69 +262,63 @@ static void client_command(struct client *cl, json_t *msg)
 
 static void client_line(struct client *cl, const char *line, size_t len)
 {
-  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-    len--;
-  if (!len)
-    return;
-  json_error_t e;
-  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
-  if (!msg || !json_is_object(msg)) {
-    char err[300];
-    if (msg)
-      snprintf(err, sizeof err, "malformed command: expected a JSON object");
-    else
-      snprintf(err, sizeof err, "malformed JSON at column %d: %s", e.column, e.text);
-    json_decref(msg);
+  char err[300];
+  json_t *msg = NULL;
+  int r = pirec_jsonl_parse_object(line, len, &msg, err, sizeof err);
+  if (r < 0)
     client_error(cl, NULL, err);
+  if (r <= 0)
     return;
-  }
   client_command(cl, msg);
   json_decref(msg);
 }
 
-/* Runs up to CLIENT_LINES_PER_TURN complete lines buffered for cl. Reading stops while lines are
- * left over (they run again from the idle handle, after other clients and timers had their turn)
- * or while the client's unread replies exceed CLIENT_OUT_HIGH (until they drain, on_client_write). */
-static void client_process(struct client *cl)
+static void client_too_long(struct client *cl)
 {
-  struct pirec_controller *c = cl->c;
-  int budget = CLIENT_LINES_PER_TURN, hold = 0;
-  while (!cl->closing) {
+  char err[96];
+  pirec_jsonl_too_long(CLIENT_MAX_LINE, err, sizeof err);
+  strcat(err, ": disconnecting");
+  client_error(cl, NULL, err);
+  /* Read no more; close once the error reply is out. */
+  pirec_jsonl_reader_reset(&cl->in);
+  cl->eof = 1;
+}
+
+/* Runs up to CLIENT_LINES_PER_TURN of the lines buffered for cl. Returns 1 when it stops with
+ * work left: lines (they run again from the idle handle, after other clients and timers had their
+ * turn), or replies past CLIENT_OUT_HIGH the client has not read (until they drain,
+ * on_client_write). */
+static int client_run_lines(struct client *cl)
+{
+  for (int budget = CLIENT_LINES_PER_TURN; !cl->closing; budget--) {
     if (cl->out_queued > CLIENT_OUT_HIGH) {
       cl->wait_drain = 1;
-      hold = 1;
-      break;
+      return 1;
     }
-    char *start = cl->in + cl->in_off;
-    size_t avail = cl->in_len - cl->in_off;
-    char *nl = avail ? memchr(start, '\n', avail) : NULL;
-    if (!nl)
-      break;
-    if (budget-- == 0) {
+    if (budget == 0) {
       cl->backlog = 1;
-      uv_idle_start(&c->idle, on_idle);
-      hold = 1;
-      break;
+      uv_idle_start(&cl->c->idle, on_idle);
+      return 1;
     }
-    cl->in_off += (size_t)(nl - start) + 1;
-    client_line(cl, start, (size_t)(nl - start));
+    const char *line;
+    size_t len;
+    int r = pirec_jsonl_reader_next(&cl->in, &line, &len);
+    if (r < 0)
+      client_too_long(cl);
+    if (r <= 0)
+      return 0;
+    client_line(cl, line, len);
   }
+  return 0;
+}
+
+/* Runs cl's buffered lines, then reads more unless it holds (see client_run_lines) or the client
+ * is done (end of input: closed once its replies are out). */
+static void client_process(struct client *cl)
+{
+  int hold = client_run_lines(cl);
   if (cl->closing)
     return;
-  /* Keep only what is not processed yet. */
-  if (cl->in_off && !hold) {
-    memmove(cl->in, cl->in + cl->in_off, cl->in_len - cl->in_off);
-    cl->in_len -= cl->in_off;
-    cl->in_off = 0;
-  }
-  if (!hold && cl->in_len > CLIENT_MAX_LINE) {
-    char err[96];
-    snprintf(err, sizeof err, "line too long (over %u bytes): disconnecting", CLIENT_MAX_LINE);
-    client_error(cl, NULL, err);
-    /* Read no more; close once the error reply is out. */
-    cl->in_len = 0;
-    cl->eof = 1;
-  }
   if (hold || cl->eof) {
     if (cl->reading) {
       uv_read_stop((uv_stream_t *)&cl->pipe);
@@ -363,21 +357,10 @@ static void on_idle(uv_idle_t *idle)
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
   struct client *cl = container_of((uv_pipe_t *)h, struct client, pipe);
-  /* Read straight into the client's buffer: at most 64 KiB past what it holds. */
-  size_t want = cl->in_len + 65536;
-  if (want > cl->in_cap) {
-    size_t cap = cl->in_cap ? cl->in_cap : 65536;
-    while (cap < want)
-      cap *= 2;
-    char *q = realloc(cl->in, cap);
-    if (!q) {
-      *b = uv_buf_init(NULL, 0);
-      return;
-    }
-    cl->in = q;
-    cl->in_cap = cap;
-  }
-  *b = uv_buf_init(cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
+  /* Read straight into the client's reader; without memory libuv reports UV_ENOBUFS. */
+  size_t avail = 0;
+  char *p = pirec_jsonl_reader_space(&cl->in, &avail);
+  *b = uv_buf_init(p, p ? (unsigned)avail : 0);
 }
 
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -395,7 +378,7 @@ static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     client_close(cl);
     return;
   }
-  cl->in_len += (size_t)n;
+  pirec_jsonl_reader_fill(&cl->in, (size_t)n);
   client_process(cl);
 }
 
@@ -408,6 +391,7 @@ static void on_connection(uv_stream_t *server, int status)
   if (!cl)
     return;
   cl->c = c;
+  pirec_jsonl_reader_init(&cl->in, CLIENT_MAX_LINE); /* allocates nothing yet: cannot fail */
   uv_pipe_init(c->loop, &cl->pipe, 0);
   c->handles_open++;
   if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || c->shutting_down || c->nclients >= MAX_CLIENTS) {

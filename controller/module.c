@@ -9,6 +9,7 @@
 #include "controller-int.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
+#include "pirec/jsonl.h"
 #include "pirec/log.h"
 
 const char *pirec__mstate_name(enum mstate s)
@@ -136,17 +137,11 @@ int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *
   json_int_t id = ++m->next_id;
   json_object_set_new(cmd, "id", json_integer(id));
   int is_note = strcmp(json_string_value(json_object_get(cmd, "cmd")), "note") == 0;
-  char *text = json_dumps(cmd, JSON_COMPACT);
+  size_t len = 0;
+  char *line = pirec_jsonl_encode(cmd, 0, &len);
   json_decref(cmd);
-  if (!text)
+  if (!line)
     return -ENOMEM;
-  size_t len = strlen(text);
-  char *line = realloc(text, len + 1);
-  if (!line) {
-    free(text);
-    return -ENOMEM;
-  }
-  line[len++] = '\n';
   int err = 0;
   if (m->state == M_READY && !m->out_head && !m->writable_blocked && !m->hold) {
     uv_buf_t b = uv_buf_init(line, (unsigned)len);
@@ -289,10 +284,48 @@ static void handle_ready(struct module *m, json_t *j)
     pirec_session_module_set(c->session, m->name, "pid", json_integer(m->pid));
 }
 
-static void handle_line(struct module *m, const char *line, size_t len)
+/* A reply to one of our commands: its pending entry's callback runs (a note the recorder could
+ * not save is an error of the session). */
+static void handle_reply(struct module *m, json_t *j, const char *reply, json_int_t id)
 {
   struct pirec_controller *c = m->c;
-  json_t *j = json_loadb(line, len, 0, NULL);
+  struct pending *p = pending_take(m, id);
+  if (!p)
+    return;
+  if (strcmp(reply, "error") == 0 && p->note_line && c->session) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "note not saved: %s", json_string_value(json_object_get(j, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+  if (p->cb)
+    p->cb(m, j, p->user);
+  free(p->note_line);
+  free(p);
+}
+
+/* An event line: into events.csv (errors into the session's errors) with its fields as detail. */
+static void handle_event(struct module *m, json_t *j, const char *event)
+{
+  struct pirec_controller *c = m->c;
+  json_t *copy = json_deep_copy(j);
+  json_object_del(copy, "event");
+  json_object_del(copy, "module");
+  char *detail = json_dumps(copy, JSON_COMPACT);
+  json_decref(copy);
+  if (c->session) {
+    const char *message = json_string_value(json_object_get(j, "message"));
+    if (strcmp(event, "error") == 0)
+      pirec_session_error(c->session, m->name, message ? message : detail);
+    else
+      pirec_session_event(c->session, event, m->name, detail);
+  }
+  pirec_log(PIREC_LOG_INFO, "recorder '%s': %s %s", m->name, event, detail ? detail : "");
+  free(detail);
+}
+
+static void handle_line(struct module *m, const char *line, size_t len)
+{
+  json_t *j = pirec_jsonl_parse(line, len, 0, NULL);
   if (!j || !json_is_object(j)) {
     pirec_log(PIREC_LOG_WARN, "recorder '%s': not a protocol line: %.200s", m->name, line);
     json_decref(j);
@@ -304,38 +337,12 @@ static void handle_line(struct module *m, const char *line, size_t len)
   if (reply && strcmp(reply, "ready") == 0) {
     handle_ready(m, j);
   } else if (reply && json_is_integer(id)) {
-    struct pending *p = pending_take(m, json_integer_value(id));
-    if (p) {
-      if (strcmp(reply, "error") == 0 && p->note_line && c->session) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "note not saved: %s", json_string_value(json_object_get(j, "message")));
-        pirec_session_error(c->session, m->name, msg);
-      }
-      if (p->cb)
-        p->cb(m, j, p->user);
-      free(p->note_line);
-      free(p);
-    }
+    handle_reply(m, j, reply, json_integer_value(id));
   } else if (reply && strcmp(reply, "error") == 0) {
     const char *msg = json_string_value(json_object_get(j, "message"));
     pirec_log(PIREC_LOG_WARN, "recorder '%s': %s", m->name, msg ? msg : "error");
   } else if (event) {
-    json_t *copy = json_deep_copy(j);
-    json_object_del(copy, "event");
-    json_object_del(copy, "module");
-    char *detail = json_dumps(copy, JSON_COMPACT);
-    json_decref(copy);
-    if (c->session) {
-      if (strcmp(event, "error") == 0)
-        pirec_session_error(c->session, m->name,
-                            json_string_value(json_object_get(j, "message"))
-                                ? json_string_value(json_object_get(j, "message"))
-                                : detail);
-      else
-        pirec_session_event(c->session, event, m->name, detail);
-    }
-    pirec_log(PIREC_LOG_INFO, "recorder '%s': %s %s", m->name, event, detail ? detail : "");
-    free(detail);
+    handle_event(m, j, event);
   }
   json_decref(j);
 }

@@ -65,9 +65,9 @@ json_t *pirec__status_json(struct pirec_controller *c)
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     json_t *mo = json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I}", "kind", m->kind, "state",
-                           m->stopping && m->state != M_ENDED ? "stopping" : pirec__mstate_name(m->state), "pid",
-                           m->pid, "crashes", (int)m->crashes, "restarts", (int)(m->restarts), "takes_notes",
-                           m->accepts_notes, "queued_bytes", (json_int_t)m->out_bytes);
+                           m->stopping && m->state != M_ENDED ? "stopping" : pirec__mstate_name(m->state),
+                           "pid", m->pid, "crashes", (int)m->crashes, "restarts", (int)(m->restarts),
+                           "takes_notes", m->accepts_notes, "queued_bytes", (json_int_t)m->out_bytes);
     if (m->last_status) {
       json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
       json_object_set(mo, "recorder_state", json_object_get(m->last_status, "state"));
