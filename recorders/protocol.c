@@ -455,132 +455,175 @@ static int get_str(json_t *msg, const char *key, int required, const char **out,
   return 1;
 }
 
-static void dispatch(struct pirec_recorder *rec, json_t *msg)
+/* The command handlers: each checks its fields and hands a request to the module. They return 0
+ * once the module has the request, -EINVAL with err filled for a command refused as a bad line,
+ * or -ENOMEM. */
+
+/* 1 with err filled when a start with these fields cannot run. */
+static int start_refused(struct pirec_recorder *rec, const char *dir, int64_t trial, int64_t part,
+                         const char *label, char *err, size_t errlen)
+{
+  if (!*dir)
+    snprintf(err, errlen, "field 'session_dir' is empty");
+  else if (trial > 999999 || part > 999999)
+    snprintf(err, errlen, "field '%s' is too large", trial > 999999 ? "trial" : "part");
+  else if (!label_ok(label))
+    snprintf(err, errlen, "invalid label (no '/', no '..', at most %d bytes)", LABEL_MAX);
+  else if (rec->recording)
+    snprintf(err, errlen, "already recording trial %d", rec->trial);
+  else
+    return 0;
+  return 1;
+}
+
+static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  const char *dir = NULL, *label = "";
+  int64_t trial = 0, part = 0;
+  if (get_str(msg, "session_dir", 1, &dir, err, errlen) < 0 ||
+      get_int(msg, "trial", 1, 1, &trial, err, errlen) < 0 ||
+      get_str(msg, "label", 0, &label, err, errlen) < 0 || get_int(msg, "part", 0, 0, &part, err, errlen) < 0)
+    return -EINVAL;
+  if (start_refused(rec, dir, trial, part, label, err, errlen))
+    return -EINVAL;
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_START, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->session_dir = dir;
+  req->trial = (int)trial;
+  req->label = label;
+  req->part = (int)part;
+  rec->barrier++;
+  rec->ops.start(rec, req);
+  return 0;
+}
+
+static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  if (!rec->recording) {
+    snprintf(err, errlen, "not recording");
+    return -EINVAL;
+  }
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->trial = rec->trial;
+  rec->barrier++;
+  rec->ops.stop(rec, req);
+  return 0;
+}
+
+static int run_status(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->counters = json_object();
+  if (rec->ops.status)
+    rec->ops.status(rec, req);
+  else
+    pirec_recorder_finish(req, 0, NULL);
+  return 0;
+}
+
+static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  const char *text = NULL;
+  int64_t mono = 0, wall = 0;
+  if (!rec->ops.note) {
+    snprintf(err, errlen, "module '%s' does not take notes", rec->name);
+    return -EINVAL;
+  }
+  if (get_str(msg, "text", 1, &text, err, errlen) < 0)
+    return -EINVAL;
+  int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, errlen);
+  int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, errlen);
+  if (hm < 0 || hw < 0)
+    return -EINVAL;
+  size_t text_len = json_string_length(json_object_get(msg, "text"));
+  if (strlen(text) != text_len) {
+    /* jansson rejects \u0000 on parse, but check anyway: the contract says NUL-free. */
+    snprintf(err, errlen, "field 'text' contains a NUL byte");
+    return -EINVAL;
+  }
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->text = text;
+  req->text_len = text_len;
+  req->mono_ns = hm ? mono : req->recv_mono_ns;
+  req->wall_ns = hw ? wall : pirec_clock_wall_ns();
+  rec->ops.note(rec, req);
+  return 0;
+}
+
+static int run_quit(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  begin_quit(rec, id);
+  return 0;
+}
+
+/* The commands a recorder takes (docs/PROTOCOL.md). Add one by adding a row and its handler. */
+static const struct command {
+  const char *name;
+  int (*run)(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen);
+} commands[] = {
+    {"start", run_start}, {"stop", run_stop}, {"status", run_status}, {"note", run_note}, {"quit", run_quit},
+};
+
+static const struct command *command_find(const char *name)
+{
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(commands[i].name, name) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+static void unknown_command(struct pirec_recorder *rec, json_t *id, const char *cmd)
 {
   char err[400];
+  json_t *e = json_pack("{s:s}", "cmd", cmd);
+  char *quoted = e ? json_dumps(json_object_get(e, "cmd"), JSON_ENCODE_ANY) : NULL;
+  snprintf(err, sizeof err, "unknown command %.200s (expected start, stop, status, note or quit)",
+           quoted ? quoted : "?");
+  free(quoted);
+  json_decref(e);
+  rec->counters.bad_lines++;
+  send_error(rec, id, err);
+}
+
+static void dispatch(struct pirec_recorder *rec, json_t *msg)
+{
   json_t *id = json_object_get(msg, "id");
+  json_t *cmdv = json_object_get(msg, "cmd");
   if (id && !json_is_string(id) && !json_is_integer(id)) {
     rec->counters.bad_lines++;
     send_error(rec, NULL, "field 'id' must be a string or an integer");
     return;
   }
-  json_t *cmdv = json_object_get(msg, "cmd");
   if (!json_is_string(cmdv)) {
     rec->counters.bad_lines++;
     send_error(rec, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
     return;
   }
-  const char *cmd = json_string_value(cmdv);
-  rec->counters.commands++;
-  if (strcmp(cmd, "quit") == 0) {
-    begin_quit(rec, id);
+  const struct command *command = command_find(json_string_value(cmdv));
+  if (!command) {
+    unknown_command(rec, id, json_string_value(cmdv));
     return;
   }
-  if (rec->quitting) {
+  rec->counters.commands++;
+  /* Once quitting, only another quit is answered (with its own error). */
+  if (rec->quitting && command->run != run_quit) {
     rec->counters.bad_lines++;
     send_error(rec, id, "quitting");
     return;
   }
-  struct pirec_recorder_req *req = NULL;
-  if (strcmp(cmd, "start") == 0) {
-    const char *dir = NULL, *label = "";
-    int64_t trial = 0, part = 0;
-    if (get_str(msg, "session_dir", 1, &dir, err, sizeof err) < 0 ||
-        get_int(msg, "trial", 1, 1, &trial, err, sizeof err) < 0 ||
-        get_str(msg, "label", 0, &label, err, sizeof err) < 0 ||
-        get_int(msg, "part", 0, 0, &part, err, sizeof err) < 0)
-      goto bad;
-    if (!*dir) {
-      snprintf(err, sizeof err, "field 'session_dir' is empty");
-      goto bad;
-    }
-    if (trial > 999999 || part > 999999) {
-      snprintf(err, sizeof err, "field '%s' is too large", trial > 999999 ? "trial" : "part");
-      goto bad;
-    }
-    if (!label_ok(label)) {
-      snprintf(err, sizeof err, "invalid label (no '/', no '..', at most %d bytes)", LABEL_MAX);
-      goto bad;
-    }
-    if (rec->recording) {
-      snprintf(err, sizeof err, "already recording trial %d", rec->trial);
-      goto bad;
-    }
-    req = req_new(rec, PIREC_RECORDER_START, id, msg);
-    if (!req)
-      goto oom;
-    req->session_dir = dir;
-    req->trial = (int)trial;
-    req->label = label;
-    req->part = (int)part;
-    rec->barrier++;
-    rec->ops.start(rec, req);
-  } else if (strcmp(cmd, "stop") == 0) {
-    if (!rec->recording) {
-      snprintf(err, sizeof err, "not recording");
-      goto bad;
-    }
-    req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
-    if (!req)
-      goto oom;
-    req->trial = rec->trial;
-    rec->barrier++;
-    rec->ops.stop(rec, req);
-  } else if (strcmp(cmd, "status") == 0) {
-    req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
-    if (!req)
-      goto oom;
-    req->counters = json_object();
-    if (rec->ops.status)
-      rec->ops.status(rec, req);
-    else
-      pirec_recorder_finish(req, 0, NULL);
-  } else if (strcmp(cmd, "note") == 0) {
-    const char *text = NULL;
-    int64_t mono = 0, wall = 0;
-    if (!rec->ops.note) {
-      snprintf(err, sizeof err, "module '%s' does not take notes", rec->name);
-      goto bad;
-    }
-    if (get_str(msg, "text", 1, &text, err, sizeof err) < 0)
-      goto bad;
-    int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, sizeof err);
-    int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, sizeof err);
-    if (hm < 0 || hw < 0)
-      goto bad;
-    req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
-    if (!req)
-      goto oom;
-    req->text = text;
-    req->text_len = json_string_length(json_object_get(msg, "text"));
-    if (strlen(text) != req->text_len) {
-      /* jansson rejects \u0000 on parse, but check anyway: the contract says NUL-free. */
-      req_unlink(req);
-      req_free(req);
-      snprintf(err, sizeof err, "field 'text' contains a NUL byte");
-      goto bad;
-    }
-    req->mono_ns = hm ? mono : req->recv_mono_ns;
-    req->wall_ns = hw ? wall : pirec_clock_wall_ns();
-    rec->ops.note(rec, req);
-  } else {
-    rec->counters.commands--;
+  char err[400];
+  int r = command->run(rec, id, msg, err, sizeof err);
+  if (r == -EINVAL)
     rec->counters.bad_lines++;
-    json_t *e = json_pack("{s:s}", "cmd", cmd);
-    char *quoted = e ? json_dumps(json_object_get(e, "cmd"), JSON_ENCODE_ANY) : NULL;
-    snprintf(err, sizeof err, "unknown command %.200s (expected start, stop, status, note or quit)",
-             quoted ? quoted : "?");
-    free(quoted);
-    json_decref(e);
-    send_error(rec, id, err);
-  }
-  return;
-bad:
-  rec->counters.bad_lines++;
-  send_error(rec, id, err);
-  return;
-oom:
-  send_error(rec, id, "out of memory");
+  if (r < 0)
+    send_error(rec, id, r == -ENOMEM ? "out of memory" : err);
 }
 
 static void handle_line(struct pirec_recorder *rec, const char *line, size_t len)
