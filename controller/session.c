@@ -270,9 +270,7 @@ int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wal
   }
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, s->row, sizeof s->row);
-  pirec_csv_row_i64(&row, s->trial);
-  pirec_csv_row_i64(&row, mono_ns);
-  pirec_csv_row_i64(&row, wall_ns);
+  pirec_csv_row_lead(&row, s->trial, mono_ns, wall_ns);
   pirec_csv_row_str(&row, event);
   pirec_csv_row_str(&row, module ? module : "");
   size_t dlen = detail ? strlen(detail) : 0;
@@ -299,9 +297,7 @@ static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a)
   char buf[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_csv_row_i64(&row, s->trial);
-  pirec_csv_row_i64(&row, a->mono_ns);
-  pirec_csv_row_i64(&row, a->wall_ns);
+  pirec_csv_row_lead(&row, s->trial, a->mono_ns, a->wall_ns);
   pirec_csv_row_i64(&row, a->boot_ns);
   pirec_csv_row_i64(&row, a->uncertainty_ns);
   pirec_csv_row_end(&row);

@@ -9,8 +9,8 @@
  *     events.csv     trial,mono_ns,wall_ns,event,module,detail
  *     clocks.csv     trial,mono_ns,wall_ns,boot_ns,uncertainty_ns every clocks_interval
  *
- * The recorders write their own files into the same directory; the controller (recorders/
- * controller.c) drives a session through this API and feeds it what the recorders report.
+ * The recorders write their own files into the same directory; the controller (controller/ops.c)
+ * drives a session through this API and feeds it what the recorders report.
  *
  * Rows go through sinks (pirec/sink.h): adding an event never waits for the disk. session.json is
  * built on the loop thread and written in libuv's threadpool; a rewrite requested while one is in
