@@ -216,9 +216,12 @@ static void test_encode(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_split_across_chunks), cmocka_unit_test(test_byte_by_byte_and_held_lines),
-      cmocka_unit_test(test_over_long_lines),     cmocka_unit_test(test_default_limit),
-      cmocka_unit_test(test_crlf_and_blank),      cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_split_across_chunks),
+      cmocka_unit_test(test_byte_by_byte_and_held_lines),
+      cmocka_unit_test(test_over_long_lines),
+      cmocka_unit_test(test_default_limit),
+      cmocka_unit_test(test_crlf_and_blank),
+      cmocka_unit_test(test_errors),
       cmocka_unit_test(test_encode),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
