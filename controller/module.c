@@ -23,6 +23,16 @@ const char *pirec__mstate_name(enum mstate s)
   return "?";
 }
 
+static void pending_append(struct module *m, struct pending *p)
+{
+  p->next = NULL;
+  if (m->pend_tail)
+    m->pend_tail->next = p;
+  else
+    m->pend_head = p;
+  m->pend_tail = p;
+}
+
 static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, void *user,
                          const char *note_line, size_t note_len)
 {
@@ -39,11 +49,7 @@ static void pending_push(struct module *m, json_int_t id, pirec__reply_cb cb, vo
       p->note_len = note_len;
     }
   }
-  if (m->pend_tail)
-    m->pend_tail->next = p;
-  else
-    m->pend_head = p;
-  m->pend_tail = p;
+  pending_append(m, p);
 }
 
 static struct pending *pending_take(struct module *m, json_int_t id)
@@ -62,7 +68,33 @@ static struct pending *pending_take(struct module *m, json_int_t id)
   return p;
 }
 
-static int outbox_add(struct module *m, const char *data, size_t len, int front, int is_note, json_int_t id)
+/* The outbox's lines, taken out so that new lines can go ahead of them (outbox_put_back). */
+struct outbox_lines {
+  struct outline *head, *tail;
+  size_t bytes;
+};
+
+static struct outbox_lines outbox_take(struct module *m)
+{
+  struct outbox_lines l = {m->out_head, m->out_tail, m->out_bytes};
+  m->out_head = m->out_tail = NULL;
+  m->out_bytes = 0;
+  return l;
+}
+
+static void outbox_put_back(struct module *m, struct outbox_lines l)
+{
+  if (!l.head)
+    return;
+  if (m->out_tail)
+    m->out_tail->next = l.head;
+  else
+    m->out_head = l.head;
+  m->out_tail = l.tail;
+  m->out_bytes += l.bytes;
+}
+
+static int outbox_add(struct module *m, const char *data, size_t len, int is_note, json_int_t id)
 {
   if (m->out_bytes + len > OUTBOX_MAX)
     return -ENOBUFS;
@@ -74,19 +106,7 @@ static int outbox_add(struct module *m, const char *data, size_t len, int front,
   o->is_note = is_note;
   o->id = id;
   o->next = NULL;
-  if (front) {
-    o->next = m->out_head;
-    m->out_head = o;
-    if (!m->out_tail)
-      m->out_tail = o;
-  } else {
-    if (m->out_tail)
-      m->out_tail->next = o;
-    else
-      m->out_head = o;
-    m->out_tail = o;
-  }
-  m->out_bytes += len;
+  outbox_put_back(m, (struct outbox_lines){o, o, len});
   return 0;
 }
 
@@ -149,11 +169,11 @@ int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *
     if (err == -ENOBUFS)
       m->writable_blocked = 1;
     if (err < 0)
-      err = outbox_add(m, line, len, 0, is_note, id);
+      err = outbox_add(m, line, len, is_note, id);
   } else if (m->state == M_ENDED) {
     err = -ENOTCONN;
   } else {
-    err = outbox_add(m, line, len, 0, is_note, id);
+    err = outbox_add(m, line, len, is_note, id);
   }
   if (err == 0)
     pending_push(m, id, cb, user, is_note ? line : NULL, len);
@@ -166,39 +186,53 @@ int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *
  * recorder was restarting. */
 int pirec__module_send_first(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user)
 {
-  struct outline *head = m->out_head, *tail = m->out_tail;
-  size_t bytes = m->out_bytes;
-  m->out_head = m->out_tail = NULL;
-  m->out_bytes = 0;
+  struct outbox_lines queued = outbox_take(m);
   int blocked = m->writable_blocked;
   m->writable_blocked = 0;
   m->hold = 0;
   int err = pirec__module_send(m, cmd, cb, user);
-  if (head) {
-    if (m->out_tail)
-      m->out_tail->next = head;
-    else
-      m->out_head = head;
-    m->out_tail = tail;
-    m->out_bytes += bytes;
-  }
+  outbox_put_back(m, queued);
   m->writable_blocked |= blocked;
   pirec__module_flush(m);
   return err;
 }
 
-static void module_fail_pending(struct module *m, int requeue_notes)
+static int outbox_has_id(const struct outbox_lines *l, json_int_t id)
 {
-  /* Notes the dead recorder never acknowledged go to the front of the outbox, in order, so the
-   * restarted recorder writes them; other commands fail (the caller's op carries on). */
-  struct pending *p = m->pend_head, *requeue = NULL, **rq_tail = &requeue;
+  for (const struct outline *o = l->head; o; o = o->next)
+    if (o->is_note && o->id == id)
+      return 1;
+  return 0;
+}
+
+/* The notes a dead recorder never acknowledged go to the front of the outbox, in order, so the
+ * restarted recorder writes them; they stay pending (same ids) so their acknowledgements still
+ * match. Notes still in the outbox were never written: only the written ones are sent again. */
+static void requeue_notes(struct module *m, struct pending *notes)
+{
+  struct outbox_lines unsent = outbox_take(m);
+  for (struct pending *p = notes; p; p = p->next)
+    if (!outbox_has_id(&unsent, p->id))
+      outbox_add(m, p->note_line, p->note_len, 1, p->id);
+  outbox_put_back(m, unsent);
+  for (struct pending *p = notes, *next; p; p = next) {
+    next = p->next;
+    pending_append(m, p);
+  }
+}
+
+/* Every command awaiting a reply fails (its callback gets NULL: the caller's op carries on),
+ * except, with requeue, the notes: see requeue_notes. */
+static void module_fail_pending(struct module *m, int requeue)
+{
+  struct pending *p = m->pend_head, *notes = NULL, **notes_tail = &notes;
   m->pend_head = m->pend_tail = NULL;
   while (p) {
     struct pending *next = p->next;
-    if (requeue_notes && p->note_line) {
+    if (requeue && p->note_line) {
       p->next = NULL;
-      *rq_tail = p;
-      rq_tail = &p->next;
+      *notes_tail = p;
+      notes_tail = &p->next;
     } else {
       if (p->cb)
         p->cb(m, NULL, p->user);
@@ -207,39 +241,7 @@ static void module_fail_pending(struct module *m, int requeue_notes)
     }
     p = next;
   }
-  /* Lines still in the outbox were never written: keep them. Prepend the unacknowledged notes. */
-  struct outline *head = m->out_head, *tail = m->out_tail;
-  size_t bytes = m->out_bytes;
-  m->out_head = m->out_tail = NULL;
-  m->out_bytes = 0;
-  for (p = requeue; p; p = p->next) {
-    /* Notes already in the outbox are not in flight: only re-send the written ones. */
-    int in_outbox = 0;
-    for (struct outline *o = head; o; o = o->next)
-      if (o->is_note && o->id == p->id)
-        in_outbox = 1;
-    if (!in_outbox)
-      outbox_add(m, p->note_line, p->note_len, 0, 1, p->id);
-  }
-  if (head) {
-    if (m->out_tail)
-      m->out_tail->next = head;
-    else
-      m->out_head = head;
-    m->out_tail = tail;
-    m->out_bytes += bytes;
-  }
-  for (p = requeue; p;) {
-    struct pending *next = p->next;
-    /* Keep them pending (same ids) so their acknowledgements still match. */
-    p->next = NULL;
-    if (m->pend_tail)
-      m->pend_tail->next = p;
-    else
-      m->pend_head = p;
-    m->pend_tail = p;
-    p = next;
-  }
+  requeue_notes(m, notes);
   m->writable_blocked = 0;
 }
 
@@ -440,6 +442,12 @@ static int module_spawn(struct module *m)
   pirec_job_options_init(&o);
   o.argv = argv;
   o.name = m->name;
+  o.user = m;
+  o.on_spawn = on_job_spawn;
+  o.on_line = on_job_line;
+  o.on_drain = on_job_drain;
+  o.on_restart = on_job_restart;
+  o.on_end = on_job_end;
   o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
   o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
   o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
@@ -448,17 +456,12 @@ static int module_spawn(struct module *m)
   o.start_timeout_ms = c->opts.ready_timeout_ms;
   o.stop_term_ms = c->opts.stop_timeout_ms;
   o.stop_kill_ms = 3000;
+  /* Restarted whenever it ends unasked (the jitter stays the job's default). */
   o.restart.mode = PIREC_JOB_RESTART_ALWAYS;
   o.restart.backoff_initial_ms = 100;
   o.restart.backoff_max_ms = 5000;
   o.restart.max_failures = 6;
   o.restart.window_ms = 60000;
-  o.on_end = on_job_end;
-  o.on_line = on_job_line;
-  o.on_drain = on_job_drain;
-  o.on_restart = on_job_restart;
-  o.on_spawn = on_job_spawn;
-  o.user = m;
   int err = pirec_job_new(c->loop, &o, &m->job);
   if (err < 0)
     return err;
