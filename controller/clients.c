@@ -174,77 +174,62 @@ static void client_error(struct client *cl, json_t *id, const char *message)
   client_send(cl, o);
 }
 
-static void client_command(struct client *cl, json_t *msg)
+static void command_status(struct client *cl, json_t *id, json_t *msg, enum op_kind kind)
 {
-  struct pirec_controller *c = cl->c;
-  json_t *id = json_object_get(msg, "id");
-  json_t *cmdv = json_object_get(msg, "cmd");
-  if (!json_is_string(cmdv)) {
-    client_error(cl, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
+  json_t *o = cl->c->hooks.status_json(cl->c);
+  json_object_set(o, "id", id ? id : json_null());
+  json_object_set_new(o, "reply", json_string("status"));
+  client_send(cl, o);
+}
+
+static void command_note(struct client *cl, json_t *id, json_t *msg, enum op_kind kind)
+{
+  json_t *text = json_object_get(msg, "text");
+  if (!json_is_string(text)) {
+    client_error(cl, id, text ? "field 'text' must be a string" : "missing field 'text'");
     return;
   }
-  const char *cmd = json_string_value(cmdv);
-  if (strcmp(cmd, "status") == 0) {
-    json_t *o = c->hooks.status_json(c);
-    json_object_set(o, "id", id ? id : json_null());
-    json_object_set_new(o, "reply", json_string("status"));
-    client_send(cl, o);
-    return;
-  }
-  if (strcmp(cmd, "note") == 0) {
-    json_t *text = json_object_get(msg, "text");
-    if (!json_is_string(text)) {
-      client_error(cl, id, text ? "field 'text' must be a string" : "missing field 'text'");
-      return;
-    }
-    char err[300];
-    json_t *extra = NULL;
-    if (pirec__take_note(c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) < 0) {
-      client_error(cl, id, err);
-      return;
-    }
-    json_t *o = reply_new(id, "noted");
-    json_object_update(o, extra);
-    json_decref(extra);
-    client_send(cl, o);
-    return;
-  }
-  enum op_kind kind;
-  if (strcmp(cmd, "start") == 0)
-    kind = OP_START;
-  else if (strcmp(cmd, "stop") == 0)
-    kind = OP_STOP;
-  else if (strcmp(cmd, "trial") == 0)
-    kind = OP_TRIAL;
-  else if (strcmp(cmd, "reload") == 0)
-    kind = OP_RELOAD;
-  else {
-    char err[300];
-    json_t *q = json_string(cmd);
-    char *quoted = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
-    snprintf(err, sizeof err, "unknown command %.200s (expected status, start, stop, trial, note or reload)",
-             quoted ? quoted : "?");
-    free(quoted);
-    json_decref(q);
+  char err[300];
+  json_t *extra = NULL;
+  if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) <
+      0) {
     client_error(cl, id, err);
     return;
   }
-  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  json_t *o = reply_new(id, "noted");
+  json_object_update(o, extra);
+  json_decref(extra);
+  client_send(cl, o);
+}
+
+/* The command's optional label, sanitised into clean. -1 once the client heard why not. */
+static int command_label(struct client *cl, json_t *id, json_t *msg, char clean[PIREC_SESSION_LABEL_MAX + 1])
+{
   json_t *label = json_object_get(msg, "label");
-  if (label && !json_is_string(label)) {
+  if (!label)
+    return 0;
+  if (!json_is_string(label)) {
     client_error(cl, id, "field 'label' must be a string");
+    return -1;
+  }
+  int r = pirec_session_label_sanitise(json_string_value(label), clean);
+  if (r < 0) {
+    char err[200];
+    snprintf(err, sizeof err, "invalid label: %s",
+             r == -ENAMETOOLONG ? "longer than 64 bytes" : "'..' and '/' are not allowed");
+    client_error(cl, id, err);
+    return -1;
+  }
+  return 0;
+}
+
+/* start, stop, trial, reload: an op in the queue; the client is answered when it has run. */
+static void command_op(struct client *cl, json_t *id, json_t *msg, enum op_kind kind)
+{
+  struct pirec_controller *c = cl->c;
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  if (command_label(cl, id, msg, clean) < 0)
     return;
-  }
-  if (label) {
-    int r = pirec_session_label_sanitise(json_string_value(label), clean);
-    if (r < 0) {
-      char err[200];
-      snprintf(err, sizeof err, "invalid label: %s",
-               r == -ENAMETOOLONG ? "longer than 64 bytes" : "'..' and '/' are not allowed");
-      client_error(cl, id, err);
-      return;
-    }
-  }
   if (c->shutting_down) {
     client_error(cl, id, "shutting down");
     return;
@@ -258,6 +243,36 @@ static void client_command(struct client *cl, json_t *msg)
   }
   pirec__op_add_waiter(op, client_reply, cl, id);
   pirec__op_next(c);
+}
+
+/* The commands of the control socket (docs/PROTOCOL.md), in the order the error text lists them. */
+static const struct command {
+  const char *name;
+  void (*run)(struct client *cl, json_t *id, json_t *msg, enum op_kind kind);
+  enum op_kind kind;
+} commands[] = {
+    {"status", command_status, OP_START}, {"start", command_op, OP_START},  {"stop", command_op, OP_STOP},
+    {"trial", command_op, OP_TRIAL},      {"note", command_note, OP_START}, {"reload", command_op, OP_RELOAD},
+};
+
+static void client_command(struct client *cl, json_t *msg)
+{
+  json_t *id = json_object_get(msg, "id");
+  json_t *cmdv = json_object_get(msg, "cmd");
+  if (!json_is_string(cmdv)) {
+    client_error(cl, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
+    return;
+  }
+  const char *cmd = json_string_value(cmdv);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    if (strcmp(cmd, commands[i].name) == 0) {
+      commands[i].run(cl, id, msg, commands[i].kind);
+      return;
+    }
+  }
+  char err[300];
+  pirec_jsonl_unknown_command(cmd, "status, start, stop, trial, note or reload", err, sizeof err);
+  client_error(cl, id, err);
 }
 
 static void client_line(struct client *cl, const char *line, size_t len)

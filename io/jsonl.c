@@ -84,6 +84,15 @@ void pirec_jsonl_too_long(size_t max_line, char *err, size_t errlen)
   snprintf(err, errlen, "line too long (over %zu bytes)", max_line);
 }
 
+void pirec_jsonl_unknown_command(const char *cmd, const char *expected, char *err, size_t errlen)
+{
+  json_t *q = json_string(cmd);
+  char *quoted = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
+  snprintf(err, errlen, "unknown command %.200s (expected %s)", quoted ? quoted : "?", expected);
+  free(quoted);
+  json_decref(q);
+}
+
 static size_t trimmed(const char *line, size_t len)
 {
   while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))

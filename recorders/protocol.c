@@ -582,12 +582,7 @@ static const struct command *command_find(const char *name)
 static void unknown_command(struct pirec_recorder *rec, json_t *id, const char *cmd)
 {
   char err[400];
-  json_t *e = json_pack("{s:s}", "cmd", cmd);
-  char *quoted = e ? json_dumps(json_object_get(e, "cmd"), JSON_ENCODE_ANY) : NULL;
-  snprintf(err, sizeof err, "unknown command %.200s (expected start, stop, status, note or quit)",
-           quoted ? quoted : "?");
-  free(quoted);
-  json_decref(e);
+  pirec_jsonl_unknown_command(cmd, "start, stop, status, note or quit", err, sizeof err);
   rec->counters.bad_lines++;
   send_error(rec, id, err);
 }

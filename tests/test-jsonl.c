@@ -185,6 +185,8 @@ static void test_errors(void **state)
   assert_null(json_loadb(nul, sizeof nul - 1, JSON_REJECT_DUPLICATES, &e));
   snprintf(want, sizeof want, "malformed JSON at column %d: %s", e.column, e.text);
   assert_string_equal(err, want);
+  pirec_jsonl_unknown_command("st\"op", "start or stop", err, sizeof err);
+  assert_string_equal(err, "unknown command \"st\\\"op\" (expected start or stop)");
   /* and the framer passes NUL bytes through as part of the line */
   struct pirec_jsonl_reader r;
   assert_int_equal(pirec_jsonl_reader_init(&r, 0), 0);

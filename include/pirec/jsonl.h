@@ -62,6 +62,10 @@ json_t *pirec_jsonl_parse(const char *line, size_t len, size_t flags, json_error
  * "malformed JSON at column N: ..." or "malformed command: expected a JSON object". */
 int pirec_jsonl_parse_object(const char *line, size_t len, json_t **out, char *err, size_t errlen);
 
+/* The error text for a command nobody knows: "unknown command \"CMD\" (expected EXPECTED)", the
+ * name quoted as a JSON string and cut at 200 bytes. */
+void pirec_jsonl_unknown_command(const char *cmd, const char *expected, char *err, size_t errlen);
+
 /* obj as one line: compact JSON (plus jansson `flags`, e.g. JSON_ENSURE_ASCII; never an indent),
  * '\n', then a NUL not counted in *len. Returns a malloc'd string the caller frees, or NULL when
  * obj cannot be encoded or memory runs out. obj is borrowed. */
