@@ -357,7 +357,8 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
              pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
     pirec_log(PIREC_LOG_ERROR, "%s", msg);
-    pirec_session_free(s);
+    /* Files it opened before failing (session.json unwritable) are closed with it. */
+    pirec_session_close(s, NULL, NULL);
     c->session = NULL;
     c->state = C_IDLE;
     c->nearly_edges = 0; /* they belonged to this session */
@@ -429,7 +430,7 @@ static void op_start_session(struct pirec_controller *c, const char *label)
   if (err == 0)
     err = pirec_session_start(s, on_session_started, c);
   if (err < 0) {
-    pirec_session_free(s);
+    pirec_session_close(s, NULL, NULL);
     char msg[300];
     snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
     op_done(c, error_reply(msg));
@@ -453,8 +454,7 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
     c->errors++;
   pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
             status < 0 ? pirec_strerror(status) : "");
-  pirec_session_free(s);
-  c->session = NULL;
+  c->session = NULL; /* s is freed when this returns */
   c->state = C_IDLE;
   c->trial = 0;
   pirec__gpio_set_recording(c, 0);
@@ -485,7 +485,7 @@ static void after_final_status(struct pirec_controller *c)
   if (c->notes_in_events)
     pirec_session_module_set(c->session, "controller", "notes_in_events",
                              json_integer((json_int_t)c->notes_in_events));
-  pirec_session_stop(c->session, on_session_stopped, c);
+  pirec_session_close(c->session, on_session_stopped, c);
 }
 
 static void after_modules_stopped(struct pirec_controller *c)
