@@ -831,7 +831,7 @@ static void on_flush_deadline(uv_timer_t *t)
 
 void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb)
 {
-  if (rec->closing)
+  if (!rec || rec->closing)
     return;
   rec->closing = 1;
   rec->close_cb = cb;
