@@ -80,16 +80,13 @@ int pirec_record_main(int argc, char **argv)
     return err == -EINVAL ? 65 : 1;
   }
   err = pirec_controller_start(c);
-  if (err < 0) {
-    pirec_controller_shutdown(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    pirec_controller_free(c);
-    uv_loop_close(&loop);
-    return err == -EADDRINUSE ? EX_UNAVAILABLE : 1;
+  int rc = err == -EADDRINUSE ? EX_UNAVAILABLE : 1;
+  if (err == 0) {
+    uv_run(&loop, UV_RUN_DEFAULT); /* until SIGINT/SIGTERM have stopped everything */
+    rc = pirec_controller_exit_status(c);
   }
+  pirec_controller_close(c, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
-  int rc = pirec_controller_exit_status(c);
-  pirec_controller_free(c);
   if (uv_loop_close(&loop) != 0)
     fprintf(stderr, "pirec: handles left open at exit\n");
   return rc;

@@ -144,6 +144,8 @@ struct pirec__hooks {
   void (*gpio_submit)(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
   /* The reply to a status command (status.c). */
   json_t *(*status_json)(struct pirec_controller *c);
+  /* Every handle but op_timer is closed and the owner asked for close (controller.c). */
+  void (*closed)(struct pirec_controller *c);
 };
 
 struct pirec_controller {
@@ -217,6 +219,8 @@ struct pirec_controller {
 
   int shutting_down;
   int shutdown_done;
+  int closing; /* pirec_controller_close was called: free after the last handle */
+  pirec_controller_close_cb close_cb;
   int errors;
   int started;
 };

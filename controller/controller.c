@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "controller-int.h"
+#include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
 
@@ -54,6 +55,9 @@ static int load_config(struct pirec_controller *c)
   return err;
 }
 
+static void controller_free(struct pirec_controller *c);
+static void close_last(struct pirec_controller *c);
+
 int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
                          struct pirec_controller **out)
 {
@@ -70,6 +74,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
       .module_ended = pirec__ops_module_ended,
       .gpio_submit = pirec__ops_gpio_submit,
       .status_json = pirec__status_json,
+      .closed = close_last,
   };
   pirec_controller_options_default(&c->opts);
   if (opts)
@@ -86,37 +91,38 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
     fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n", c->label,
             PIREC_SESSION_LABEL_MAX);
-    pirec_controller_free(c);
+    controller_free(c);
     return -EINVAL;
   }
   if (c->opts.socket_path)
     snprintf(c->socket_path, sizeof c->socket_path, "%s", c->opts.socket_path);
   else if (pirec_control_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
-    pirec_controller_free(c);
+    controller_free(c);
     return -ENAMETOOLONG;
   }
   int err = load_config(c);
   if (err < 0) {
-    pirec_controller_free(c);
+    controller_free(c);
     return err == -ENOMEM ? err : -EINVAL;
   }
   if (!c->opts.socket_path && c->config_path && *pirec_config_get_string(c->cfg, "control", "socket"))
     snprintf(c->socket_path, sizeof c->socket_path, "%s",
              pirec_config_get_string(c->cfg, "control", "socket"));
   pirec__modules_build(c);
-  *out = c;
-  return 0;
-}
-
-int pirec_controller_start(struct pirec_controller *c)
-{
-  /* Handles first: a failure below ends in pirec_controller_shutdown, which closes them. */
+  /* The handles every controller has from here on, started or not: a close always has them to
+   * close, op_timer last. */
   uv_timer_init(c->loop, &c->op_timer);
   uv_timer_init(c->loop, &c->status_timer);
   uv_timer_init(c->loop, &c->watchdog_timer);
   uv_timer_init(c->loop, &c->demo_timer);
   uv_idle_init(c->loop, &c->idle);
   c->handles_open += 5;
+  *out = c;
+  return 0;
+}
+
+int pirec_controller_start(struct pirec_controller *c)
+{
   int err = pirec__control_listen(c);
   if (err < 0)
     return err;
@@ -154,10 +160,9 @@ const char *pirec_controller_socket_path(const struct pirec_controller *c)
   return c->socket_path;
 }
 
-void pirec_controller_free(struct pirec_controller *c)
+/* What c holds besides its handles (none open any more, or none opened yet). */
+static void controller_free(struct pirec_controller *c)
 {
-  if (!c)
-    return;
   for (int i = 0; i < c->nmodules; i++)
     pirec__module_release(&c->modules[i]);
   pirec__ops_free(c);
@@ -170,4 +175,28 @@ void pirec_controller_free(struct pirec_controller *c)
   free(c->recorder_dir);
   free(c->output_dir_override);
   free(c);
+}
+
+static void on_last_closed(uv_handle_t *h)
+{
+  struct pirec_controller *c = container_of((uv_timer_t *)h, struct pirec_controller, op_timer);
+  if (c->close_cb)
+    c->close_cb(c);
+  controller_free(c);
+}
+
+static void close_last(struct pirec_controller *c)
+{
+  if (!uv_is_closing((uv_handle_t *)&c->op_timer))
+    uv_close((uv_handle_t *)&c->op_timer, on_last_closed);
+}
+
+void pirec_controller_close(struct pirec_controller *c, pirec_controller_close_cb cb)
+{
+  if (!c || c->closing)
+    return;
+  c->closing = 1;
+  c->close_cb = cb;
+  pirec__shutdown(c, "api", NULL);
+  pirec__settle(c);
 }

@@ -152,6 +152,36 @@ static void close_handle(struct pirec_controller *c, uv_handle_t *h)
 }
 
 /* Called whenever something the shutdown (or a config switch) waits for has ended. */
+/* The shutdown's last step, once nothing runs any more: every handle but op_timer closes (that one
+ * goes last, when the owner closes the controller). */
+static void close_handles(struct pirec_controller *c)
+{
+  c->shutdown_done = 1;
+  pirec_job_queue_free(c->remux_queue);
+  c->remux_queue = NULL;
+  pirec__sdnotify("STOPPING=1");
+  for (int i = 0; i < c->nmodules; i++)
+    pirec__module_release(&c->modules[i]);
+  pirec__clients_close_all(c);
+  if (c->server_open) {
+    close_handle(c, (uv_handle_t *)&c->server);
+    c->server_open = 0;
+    unlink(c->socket_path);
+  }
+  for (int i = 0; i < c->sig_open; i++)
+    close_handle(c, (uv_handle_t *)&c->sig[i]);
+  pirec__gpio_close_all(c);
+  close_handle(c, (uv_handle_t *)&c->status_timer);
+  close_handle(c, (uv_handle_t *)&c->watchdog_timer);
+  close_handle(c, (uv_handle_t *)&c->demo_timer);
+  close_handle(c, (uv_handle_t *)&c->idle);
+  if (c->lag_open) {
+    c->lag.data = c;
+    pirec_looplag_close(&c->lag, on_lag_closed);
+    c->lag_open = 0;
+  }
+}
+
 void pirec__settle(struct pirec_controller *c)
 {
   for (int i = 0; i < c->nmodules; i++)
@@ -168,33 +198,11 @@ void pirec__settle(struct pirec_controller *c)
   }
   if (!c->shutting_down || c->session || c->ops || c->remuxes)
     return;
-  if (!c->shutdown_done) {
-    c->shutdown_done = 1;
-    pirec_job_queue_free(c->remux_queue);
-    c->remux_queue = NULL;
-    pirec__sdnotify("STOPPING=1");
-    for (int i = 0; i < c->nmodules; i++)
-      pirec__module_release(&c->modules[i]);
-    pirec__clients_close_all(c);
-    if (c->server_open) {
-      close_handle(c, (uv_handle_t *)&c->server);
-      c->server_open = 0;
-      unlink(c->socket_path);
-    }
-    for (int i = 0; i < c->sig_open; i++)
-      close_handle(c, (uv_handle_t *)&c->sig[i]);
-    pirec__gpio_close_all(c);
-    close_handle(c, (uv_handle_t *)&c->status_timer);
-    close_handle(c, (uv_handle_t *)&c->watchdog_timer);
-    close_handle(c, (uv_handle_t *)&c->demo_timer);
-    close_handle(c, (uv_handle_t *)&c->op_timer);
-    close_handle(c, (uv_handle_t *)&c->idle);
-    if (c->lag_open) {
-      c->lag.data = c;
-      pirec_looplag_close(&c->lag, on_lag_closed);
-      c->lag_open = 0;
-    }
-  }
+  if (!c->shutdown_done)
+    close_handles(c);
+  /* Only op_timer is left: the controller may go, if its owner asked (pirec_controller_close). */
+  if (c->closing && c->handles_open == 1)
+    c->hooks.closed(c);
 }
 
 static void on_shutdown_op_done(struct pirec_controller *c)

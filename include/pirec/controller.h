@@ -20,8 +20,9 @@
  *
  * Lifecycle: pirec_controller_new (loads the config synchronously: this is start-up), then
  * pirec_controller_start, then uv_run; the loop returns once a shutdown (signal or
- * pirec_controller_shutdown) has finished: session final, children ended, handles closed. Then
- * pirec_controller_free. Loop thread only.
+ * pirec_controller_shutdown) has finished: session final, children ended, every handle but one
+ * closed. Then pirec_controller_close (also instead of start, or after a failed start) and uv_run
+ * once more, which closes the last handle and frees the controller. Loop thread only.
  */
 
 #include <stddef.h>
@@ -57,7 +58,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
 int pirec_controller_start(struct pirec_controller *c);
 
 /* Stops the session (if any) with every file final, ends the recorders, closes the socket and every
- * handle. The loop then runs out. Idempotent. */
+ * handle but the last (pirec_controller_close's). The loop then runs out. Idempotent. */
 void pirec_controller_shutdown(struct pirec_controller *c);
 
 /* 0 after a clean run, 1 if the session ended with errors (the process exit status). */
@@ -66,7 +67,11 @@ int pirec_controller_exit_status(const struct pirec_controller *c);
 /* The control socket path in use (valid until free). */
 const char *pirec_controller_socket_path(const struct pirec_controller *c);
 
-void pirec_controller_free(struct pirec_controller *c);
+/* Shuts down (as pirec_controller_shutdown, if that has not run yet), closes the last handle, then
+ * calls cb(c) (may be NULL; c is still readable, e.g. its exit status) and frees c, all on later
+ * loop turns: run the loop until it returns. c NULL, or a second call: a no-op. */
+typedef void (*pirec_controller_close_cb)(struct pirec_controller *c);
+void pirec_controller_close(struct pirec_controller *c, pirec_controller_close_cb cb);
 
 /* Resolves the control socket path as the controller does, for clients: explicit path, else the
  * config's [control] socket when set, else the environment defaults. Writes into buf (cap bytes).
