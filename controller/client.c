@@ -35,6 +35,12 @@ static void record_usage(FILE *f)
              "reloads the config (applies from the next session).\n");
 }
 
+/* Start-up problems go to stderr, as a person at the terminal (or journald) expects. */
+static void report_stderr(const char *line, void *user)
+{
+  fprintf(stderr, "%s\n", line);
+}
+
 int pirec_record_main(int argc, char **argv)
 {
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
@@ -47,6 +53,7 @@ int pirec_record_main(int argc, char **argv)
                                            {NULL, 0, NULL, 0}};
   struct pirec_controller_options o;
   pirec_controller_options_default(&o);
+  o.report = report_stderr;
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {

@@ -429,7 +429,7 @@ int pirec__control_listen(struct pirec_controller *c)
     return 0;
   int err = pirec__mkdir_parents(c->socket_path, 0700);
   if (err < 0) {
-    fprintf(stderr, "pirec: cannot create the directory of '%s': %s\n", c->socket_path, strerror(-err));
+    pirec__report(c, "pirec: cannot create the directory of '%s': %s", c->socket_path, strerror(-err));
     return err;
   }
   /* A socket file left by a controller that died is removed; a live one is refused. */
@@ -442,7 +442,7 @@ int pirec__control_listen(struct pirec_controller *c)
     if (fd >= 0)
       close(fd);
     if (alive) {
-      fprintf(stderr, "pirec: another pirec is running on '%s'\n", c->socket_path);
+      pirec__report(c, "pirec: another pirec is running on '%s'", c->socket_path);
       return -EADDRINUSE;
     }
     unlink(c->socket_path);
@@ -461,7 +461,7 @@ int pirec__control_listen(struct pirec_controller *c)
   if (err == 0)
     err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
   if (err < 0) {
-    fprintf(stderr, "pirec: cannot listen on '%s': %s\n", c->socket_path, uv_strerror(err));
+    pirec__report(c, "pirec: cannot listen on '%s': %s", c->socket_path, uv_strerror(err));
     return err;
   }
   return 0;

@@ -236,6 +236,8 @@ int pirec__control_socket_candidates(const char *config_path, char paths[][108],
 int pirec__find_program(struct pirec_controller *c, const char *name, char *out, size_t cap);
 /* Creates the directories above path (not path itself). 0 or -errno. */
 int pirec__mkdir_parents(const char *path, mode_t mode);
+/* A start-up problem for the user, through c->opts.report (printf-style; one line). */
+void pirec__report(struct pirec_controller *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes cfg's source text to c->snapshot_path, the file every recorder is spawned with. */
 int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
 

@@ -50,7 +50,7 @@ static int load_config(struct pirec_controller *c)
     err = pirec_config_parse(text, strlen(text), "<built-in demo>", &c->cfg, &errors);
   }
   for (size_t i = 0; i < errors.count; i++)
-    fprintf(stderr, "%s\n", errors.items[i].message);
+    pirec__report(c, "%s", errors.items[i].message);
   pirec_config_errors_free(&errors);
   return err;
 }
@@ -89,8 +89,8 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   c->output_dir_override = c->opts.output_dir ? strdup(c->opts.output_dir) : NULL;
   char clean[PIREC_SESSION_LABEL_MAX + 1];
   if (c->label && pirec_session_label_sanitise(c->label, clean) < 0) {
-    fprintf(stderr, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes\n", c->label,
-            PIREC_SESSION_LABEL_MAX);
+    pirec__report(c, "pirec: invalid label '%s': '..' and '/' are not allowed, at most %d bytes", c->label,
+                  PIREC_SESSION_LABEL_MAX);
     controller_free(c);
     return -EINVAL;
   }
@@ -128,8 +128,8 @@ int pirec_controller_start(struct pirec_controller *c)
     return err;
   err = pirec__snapshot_write(c, c->cfg);
   if (err < 0) {
-    fprintf(stderr, "pirec: cannot write the config snapshot '%s': %s\n", c->snapshot_path,
-            pirec_strerror(err));
+    pirec__report(c, "pirec: cannot write the config snapshot '%s': %s", c->snapshot_path,
+                  pirec_strerror(err));
     return err;
   }
   pirec__timers_start(c);

@@ -1,6 +1,7 @@
 /* Where things are: the control socket's candidate paths, the recorder executables, and the
  * config snapshot the recorders are spawned with. The lowest layer of controller/. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -105,6 +106,18 @@ int pirec__find_program(struct pirec_controller *c, const char *name, char *out,
       return 0;
   }
   return -ENOENT;
+}
+
+void pirec__report(struct pirec_controller *c, const char *fmt, ...)
+{
+  if (!c->opts.report)
+    return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  c->opts.report(line, c->opts.report_user);
 }
 
 int pirec__mkdir_parents(const char *path, mode_t mode)

@@ -44,11 +44,16 @@ struct pirec_controller_options {
   int handle_signals;        /* 1: SIGINT/SIGTERM/SIGUSR1/SIGHUP as above */
   uint32_t ready_timeout_ms; /* a recorder must say ready within this; default 10000 */
   uint32_t stop_timeout_ms;  /* a recorder must answer stop within this; default 10000 */
+  /* Start-up problems the user must read (each config error as FILE:LINE: ..., an invalid label,
+   * a control socket in use): one line each, without '\n', to report(line, report_user) on the
+   * calling thread. NULL: not reported (the return value still says what failed). */
+  void (*report)(const char *line, void *report_user);
+  void *report_user;
 };
 
 void pirec_controller_options_default(struct pirec_controller_options *opts);
 
-/* Loads the config (every problem printed to stderr as FILE:LINE: ...) and prepares. Returns 0,
+/* Loads the config (every problem passed to opts->report as FILE:LINE: ...) and prepares. Returns 0,
  * -EINVAL (bad config or label), -ENOMEM. */
 int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
                          struct pirec_controller **out);
