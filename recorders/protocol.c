@@ -420,16 +420,27 @@ static int label_ok(const char *label)
   return 1;
 }
 
+/* msg's field key, or NULL: then *rc is 0 when the field is optional, or -EINVAL with err filled
+ * when it is required. */
+static json_t *get_field(json_t *msg, const char *key, int required, int *rc, char *err, size_t errlen)
+{
+  json_t *v = json_object_get(msg, key);
+  *rc = 0;
+  if (!v && required) {
+    snprintf(err, errlen, "missing field '%s'", key);
+    *rc = -EINVAL;
+  }
+  return v;
+}
+
+/* get_int and get_str return 1 with *out set, 0 for an absent optional field, or -EINVAL. */
 static int get_int(json_t *msg, const char *key, int required, int64_t min, int64_t *out, char *err,
                    size_t errlen)
 {
-  json_t *v = json_object_get(msg, key);
-  if (!v) {
-    if (!required)
-      return 0;
-    snprintf(err, errlen, "missing field '%s'", key);
-    return -EINVAL;
-  }
+  int rc;
+  json_t *v = get_field(msg, key, required, &rc, err, errlen);
+  if (!v)
+    return rc;
   if (!json_is_integer(v) || json_integer_value(v) < min) {
     snprintf(err, errlen, "field '%s' must be an integer >= %lld", key, (long long)min);
     return -EINVAL;
@@ -440,13 +451,10 @@ static int get_int(json_t *msg, const char *key, int required, int64_t min, int6
 
 static int get_str(json_t *msg, const char *key, int required, const char **out, char *err, size_t errlen)
 {
-  json_t *v = json_object_get(msg, key);
-  if (!v) {
-    if (!required)
-      return 0;
-    snprintf(err, errlen, "missing field '%s'", key);
-    return -EINVAL;
-  }
+  int rc;
+  json_t *v = get_field(msg, key, required, &rc, err, errlen);
+  if (!v)
+    return rc;
   if (!json_is_string(v)) {
     snprintf(err, errlen, "field '%s' must be a string", key);
     return -EINVAL;
