@@ -41,7 +41,7 @@ static void report_stderr(const char *line, void *user)
   fprintf(stderr, "%s\n", line);
 }
 
-int pirec_record_main(int argc, char **argv)
+int pirec_controller_record_main(int argc, char **argv)
 {
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"label", required_argument, NULL, 'l'},
@@ -403,7 +403,7 @@ static int connect_controller(const struct control_args *a, char *tried, size_t 
   return fd;
 }
 
-int pirec_control_main(int argc, char **argv)
+int pirec_controller_client_main(int argc, char **argv)
 {
   struct control_args a;
   int rc = parse_control_args(argc, argv, &a);

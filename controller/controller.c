@@ -96,7 +96,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   }
   if (c->opts.socket_path)
     snprintf(c->socket_path, sizeof c->socket_path, "%s", c->opts.socket_path);
-  else if (pirec_control_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
+  else if (pirec_controller_socket_default(c->config_path, c->socket_path, sizeof c->socket_path) < 0) {
     controller_free(c);
     return -ENAMETOOLONG;
   }

@@ -60,7 +60,7 @@ int pirec__control_socket_candidates(const char *config_path, char paths[][108],
   return n;
 }
 
-int pirec_control_socket_default(const char *config_path, char *buf, size_t cap)
+int pirec_controller_socket_default(const char *config_path, char *buf, size_t cap)
 {
   char paths[5][108];
   int n = pirec__control_socket_candidates(config_path, paths, 5);

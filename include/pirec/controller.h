@@ -81,13 +81,13 @@ void pirec_controller_close(struct pirec_controller *c, pirec_controller_close_c
 /* Resolves the control socket path as the controller does, for clients: explicit path, else the
  * config's [control] socket when set, else the environment defaults. Writes into buf (cap bytes).
  * Returns 0 or -ENAMETOOLONG. */
-int pirec_control_socket_default(const char *config_path, char *buf, size_t cap);
+int pirec_controller_socket_default(const char *config_path, char *buf, size_t cap);
 
 /* `pirec record [-c FILE] [--label L] [--wait] [--socket PATH] [--output-dir DIR]` and the
  * clients `pirec status|start|stop|trial|note TEXT|reload [--json] [--socket PATH] [-c FILE]`:
  * argv[0] is the command name. Return the process exit status (0 ok, 1 failure or error reply,
  * 64 usage, 69 controller not running). */
-int pirec_record_main(int argc, char **argv);
-int pirec_control_main(int argc, char **argv);
+int pirec_controller_record_main(int argc, char **argv);
+int pirec_controller_client_main(int argc, char **argv);
 
 #endif
