@@ -17,14 +17,14 @@ struct command {
 
 static const struct command commands[] = {
     {"config", pirec_config_main, "check, get, set or print the configuration (pirec config --help)"},
-    {"record", pirec_record_main,
+    {"record", pirec_controller_record_main,
      "run the recorders: sessions, trials, control socket (pirec record --help)"},
-    {"status", pirec_control_main, "show what the running recorder is doing (--json)"},
-    {"start", pirec_control_main, "start a session (--label L)"},
-    {"stop", pirec_control_main, "stop the session; every file final"},
-    {"trial", pirec_control_main, "start the next trial (--label L)"},
-    {"note", pirec_control_main, "add a timestamped note: pirec note TEXT"},
-    {"reload", pirec_control_main, "reload the config file (applies from the next session)"},
+    {"status", pirec_controller_client_main, "show what the running recorder is doing (--json)"},
+    {"start", pirec_controller_client_main, "start a session (--label L)"},
+    {"stop", pirec_controller_client_main, "stop the session; every file final"},
+    {"trial", pirec_controller_client_main, "start the next trial (--label L)"},
+    {"note", pirec_controller_client_main, "add a timestamped note: pirec note TEXT"},
+    {"reload", pirec_controller_client_main, "reload the config file (applies from the next session)"},
 };
 
 static void usage(FILE *out)

@@ -15,6 +15,7 @@
 #include "controller-int.h"
 #include "pirec/controller.h"
 #include "pirec/error.h"
+#include "pirec/jsonl.h"
 
 #define EX_USAGE       64
 #define EX_UNAVAILABLE 69
@@ -34,7 +35,13 @@ static void record_usage(FILE *f)
              "reloads the config (applies from the next session).\n");
 }
 
-int pirec_record_main(int argc, char **argv)
+/* Start-up problems go to stderr, as a person at the terminal (or journald) expects. */
+static void report_stderr(const char *line, void *user)
+{
+  fprintf(stderr, "%s\n", line);
+}
+
+int pirec_controller_record_main(int argc, char **argv)
 {
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"label", required_argument, NULL, 'l'},
@@ -46,6 +53,7 @@ int pirec_record_main(int argc, char **argv)
                                            {NULL, 0, NULL, 0}};
   struct pirec_controller_options o;
   pirec_controller_options_default(&o);
+  o.report = report_stderr;
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {
@@ -79,16 +87,13 @@ int pirec_record_main(int argc, char **argv)
     return err == -EINVAL ? 65 : 1;
   }
   err = pirec_controller_start(c);
-  if (err < 0) {
-    pirec_controller_shutdown(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    pirec_controller_free(c);
-    uv_loop_close(&loop);
-    return err == -EADDRINUSE ? EX_UNAVAILABLE : 1;
+  int rc = err == -EADDRINUSE ? EX_UNAVAILABLE : 1;
+  if (err == 0) {
+    uv_run(&loop, UV_RUN_DEFAULT); /* until SIGINT/SIGTERM have stopped everything */
+    rc = pirec_controller_exit_status(c);
   }
+  pirec_controller_close(c, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
-  int rc = pirec_controller_exit_status(c);
-  pirec_controller_free(c);
   if (uv_loop_close(&loop) != 0)
     fprintf(stderr, "pirec: handles left open at exit\n");
   return rc;
@@ -129,54 +134,74 @@ static int connect_to(const char *path)
   return fd;
 }
 
-/* Sends one line and reads one reply line, both within timeout_ms. */
-static json_t *round_trip(int fd, const char *line, int timeout_ms, char *err, size_t errlen)
+/* The longest reply line read; a status reply of every module fits many times over. */
+#define REPLY_MAX_LINE (16u * 1024 * 1024)
+
+static int send_all(int fd, const char *line, size_t len, char *err, size_t errlen)
 {
-  int64_t deadline = now_ms() + timeout_ms;
-  size_t len = strlen(line), off = 0;
-  while (off < len) {
+  for (size_t off = 0; off < len;) {
     ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
       snprintf(err, errlen, "cannot send the command: %s", strerror(errno));
-      return NULL;
+      return -1;
     }
     off += (size_t)n;
   }
-  size_t cap = 65536, used = 0;
-  char *buf = malloc(cap);
+  return 0;
+}
+
+/* Reads until the first complete line of r is there, or deadline_ms passes. Returns 1, or 0 with
+ * err filled. */
+static int read_line(int fd, struct pirec_jsonl_reader *r, int64_t deadline_ms, int timeout_ms,
+                     const char **line, size_t *len, char *err, size_t errlen)
+{
   for (;;) {
-    char *nl = used ? memchr(buf, '\n', used) : NULL;
-    if (nl) {
-      json_error_t e;
-      json_t *j = json_loadb(buf, (size_t)(nl - buf), 0, &e);
-      free(buf);
-      if (!j)
-        snprintf(err, errlen, "unreadable reply: %s", e.text);
-      return j;
+    int got = pirec_jsonl_reader_next(r, line, len);
+    if (got != 0) {
+      if (got < 0)
+        snprintf(err, errlen, "unreadable reply: longer than %u bytes", REPLY_MAX_LINE);
+      return got > 0;
     }
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline_ms - now_ms();
     if (left <= 0) {
       snprintf(err, errlen, "no reply within %d ms", timeout_ms);
-      free(buf);
-      return NULL;
+      return 0;
     }
     struct pollfd p = {fd, POLLIN, 0};
     if (poll(&p, 1, (int)left) <= 0)
       continue;
-    if (used == cap) {
-      cap *= 2;
-      buf = realloc(buf, cap);
-    }
-    ssize_t n = recv(fd, buf + used, cap - used, 0);
+    size_t avail = 0;
+    char *space = pirec_jsonl_reader_space(r, &avail);
+    ssize_t n = space ? recv(fd, space, avail, 0) : -1;
     if (n <= 0) {
       snprintf(err, errlen, "the controller closed the connection");
-      free(buf);
-      return NULL;
+      return 0;
     }
-    used += (size_t)n;
+    pirec_jsonl_reader_fill(r, (size_t)n);
   }
+}
+
+/* Sends one line and reads one reply line, both within timeout_ms. */
+static json_t *round_trip(int fd, const char *line, size_t len, int timeout_ms, char *err, size_t errlen)
+{
+  int64_t deadline = now_ms() + timeout_ms;
+  if (send_all(fd, line, len, err, errlen) < 0)
+    return NULL;
+  struct pirec_jsonl_reader r;
+  pirec_jsonl_reader_init(&r, REPLY_MAX_LINE);
+  const char *reply;
+  size_t rlen;
+  json_t *j = NULL;
+  if (read_line(fd, &r, deadline, timeout_ms, &reply, &rlen, err, errlen)) {
+    json_error_t e;
+    j = pirec_jsonl_parse(reply, rlen, 0, &e);
+    if (!j)
+      snprintf(err, errlen, "unreadable reply: %s", e.text);
+  }
+  pirec_jsonl_reader_free(&r);
+  return j;
 }
 
 static const char *str(json_t *o, const char *key)
@@ -226,98 +251,29 @@ static void print_status(json_t *r)
            (long long)json_integer_value(json_object_get(lag, "episodes")));
 }
 
-int pirec_control_main(int argc, char **argv)
+static void print_stopped(json_t *r)
 {
-  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                           {"socket", required_argument, NULL, 's'},
-                                           {"config", required_argument, NULL, 'c'},
-                                           {"label", required_argument, NULL, 'l'},
-                                           {"timeout", required_argument, NULL, 't'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  const char *cmd = argv[0];
-  int json_out = 0, opt;
-  const char *socket_path = NULL, *config_path = NULL, *label = NULL;
-  int timeout_ms = strcmp(cmd, "status") == 0 || strcmp(cmd, "note") == 0 ? 5000 : 60000;
-  optind = 1;
-  /* "+" : stop at the first non-option, so a note may begin with '-'. */
-  while ((opt = getopt_long(argc, argv, "+c:l:h", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 'j': json_out = 1; break;
-    case 's': socket_path = optarg; break;
-    case 'c': config_path = optarg; break;
-    case 'l': label = optarg; break;
-    case 't': timeout_ms = (int)(atof(optarg) * 1000); break;
-    case 'h': control_usage(stdout); return 0;
-    default: control_usage(stderr); return EX_USAGE;
+  printf("stopped %s (%lld errors)\n", str(r, "session_dir"),
+         (long long)json_integer_value(json_object_get(r, "errors")));
+  const char *name;
+  json_t *m;
+  json_object_foreach(json_object_get(r, "modules"), name, m)
+  {
+    printf("  %-12s crashes %lld", name, (long long)json_integer_value(json_object_get(m, "crashes")));
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(m, "counters"), k, v)
+    {
+      if (json_is_integer(v))
+        printf(" %s=%lld", k, (long long)json_integer_value(v));
     }
+    printf("\n");
   }
-  /* "source" tells the controller's events.csv control row that a person used the CLI. */
-  json_t *req = json_pack("{s:i,s:s,s:s}", "id", 1, "cmd", cmd, "source", "cli");
-  if (strcmp(cmd, "note") == 0) {
-    if (optind >= argc) {
-      control_usage(stderr);
-      json_decref(req);
-      return EX_USAGE;
-    }
-    size_t len = 0;
-    for (int i = optind; i < argc; i++)
-      len += strlen(argv[i]) + 1;
-    char *text = calloc(1, len + 1);
-    for (int i = optind; i < argc; i++) {
-      if (i > optind)
-        strcat(text, " ");
-      strcat(text, argv[i]);
-    }
-    json_t *t = json_string(text);
-    free(text);
-    if (!t) {
-      fprintf(stderr, "pirec: the note is not valid UTF-8\n");
-      json_decref(req);
-      return EX_USAGE;
-    }
-    json_object_set_new(req, "text", t);
-  } else if (optind != argc) {
-    control_usage(stderr);
-    json_decref(req);
-    return EX_USAGE;
-  }
-  if (label)
-    json_object_set_new(req, "label", json_string(label));
-  char *line = json_dumps(req, JSON_COMPACT);
-  json_decref(req);
-  size_t ll = strlen(line);
-  line = realloc(line, ll + 2);
-  line[ll] = '\n';
-  line[ll + 1] = '\0';
+}
 
-  int fd = -1;
-  char tried[1024] = "";
-  if (socket_path) {
-    fd = connect_to(socket_path);
-    snprintf(tried, sizeof tried, "'%s': %s", socket_path, fd < 0 ? strerror(-fd) : "");
-  } else {
-    char paths[5][108];
-    int n = pirec__control_socket_candidates(config_path, paths, 5);
-    for (int i = 0; i < n && fd < 0; i++) {
-      fd = connect_to(paths[i]);
-      size_t used = strlen(tried);
-      snprintf(tried + used, sizeof tried - used, "%s'%s'", i ? ", " : "", paths[i]);
-    }
-  }
-  if (fd < 0) {
-    fprintf(stderr, "pirec: no pirec controller is running (tried %s)\n", tried);
-    free(line);
-    return EX_UNAVAILABLE;
-  }
-  char err[300];
-  json_t *r = round_trip(fd, line, timeout_ms, err, sizeof err);
-  close(fd);
-  free(line);
-  if (!r) {
-    fprintf(stderr, "pirec %s: %s\n", cmd, err);
-    return 1;
-  }
+/* The reply for a person (or as JSON with --json). Returns the exit status: 1 for an error reply. */
+static int print_reply(const char *cmd, json_t *r, int json_out)
+{
   const char *reply = str(r, "reply");
   int rc = strcmp(reply, "error") == 0 ? 1 : 0;
   if (json_out) {
@@ -332,22 +288,7 @@ int pirec_control_main(int argc, char **argv)
     printf("recording %s, trial %lld\n", str(r, "session_dir"),
            (long long)json_integer_value(json_object_get(r, "trial")));
   } else if (strcmp(reply, "stopped") == 0) {
-    printf("stopped %s (%lld errors)\n", str(r, "session_dir"),
-           (long long)json_integer_value(json_object_get(r, "errors")));
-    const char *name;
-    json_t *m;
-    json_object_foreach(json_object_get(r, "modules"), name, m)
-    {
-      printf("  %-12s crashes %lld", name, (long long)json_integer_value(json_object_get(m, "crashes")));
-      const char *k;
-      json_t *v;
-      json_object_foreach(json_object_get(m, "counters"), k, v)
-      {
-        if (json_is_integer(v))
-          printf(" %s=%lld", k, (long long)json_integer_value(v));
-      }
-      printf("\n");
-    }
+    print_stopped(r);
   } else if (strcmp(reply, "noted") == 0) {
     printf("note %lld saved\n", (long long)json_integer_value(json_object_get(r, "seq")));
   } else if (strcmp(reply, "reloaded") == 0) {
@@ -357,6 +298,139 @@ int pirec_control_main(int argc, char **argv)
   } else {
     printf("%s\n", reply);
   }
+  return rc;
+}
+
+struct control_args {
+  const char *cmd;
+  int json_out;
+  const char *socket_path, *config_path, *label;
+  int timeout_ms;
+  int first_arg; /* optind after the options: the note's words */
+};
+
+/* Returns -1 to go on, or the exit status (help, usage error). */
+static int parse_control_args(int argc, char **argv, struct control_args *a)
+{
+  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                           {"socket", required_argument, NULL, 's'},
+                                           {"config", required_argument, NULL, 'c'},
+                                           {"label", required_argument, NULL, 'l'},
+                                           {"timeout", required_argument, NULL, 't'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
+  memset(a, 0, sizeof *a);
+  a->cmd = argv[0];
+  a->timeout_ms = strcmp(a->cmd, "status") == 0 || strcmp(a->cmd, "note") == 0 ? 5000 : 60000;
+  int opt;
+  optind = 1;
+  /* "+" : stop at the first non-option, so a note may begin with '-'. */
+  while ((opt = getopt_long(argc, argv, "+c:l:h", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'j': a->json_out = 1; break;
+    case 's': a->socket_path = optarg; break;
+    case 'c': a->config_path = optarg; break;
+    case 'l': a->label = optarg; break;
+    case 't': a->timeout_ms = (int)(atof(optarg) * 1000); break;
+    case 'h': control_usage(stdout); return 0;
+    default: control_usage(stderr); return EX_USAGE;
+    }
+  }
+  a->first_arg = optind;
+  int is_note = strcmp(a->cmd, "note") == 0;
+  if (is_note ? optind >= argc : optind != argc) {
+    control_usage(stderr);
+    return EX_USAGE;
+  }
+  return -1;
+}
+
+/* The note's words joined by spaces, as a JSON string; NULL when not UTF-8. */
+static json_t *note_text(int argc, char **argv, int first)
+{
+  size_t len = 0;
+  for (int i = first; i < argc; i++)
+    len += strlen(argv[i]) + 1;
+  char *text = calloc(1, len + 1);
+  if (!text)
+    return NULL;
+  for (int i = first; i < argc; i++) {
+    if (i > first)
+      strcat(text, " ");
+    strcat(text, argv[i]);
+  }
+  json_t *t = json_string(text);
+  free(text);
+  return t;
+}
+
+/* The command as one line (malloc'd, *len bytes). NULL when the note is not UTF-8. */
+static char *request_line(const struct control_args *a, int argc, char **argv, size_t *len)
+{
+  /* "source" tells the controller's events.csv control row that a person used the CLI. */
+  json_t *req = json_pack("{s:i,s:s,s:s}", "id", 1, "cmd", a->cmd, "source", "cli");
+  if (strcmp(a->cmd, "note") == 0) {
+    json_t *t = note_text(argc, argv, a->first_arg);
+    if (!t) {
+      json_decref(req);
+      return NULL;
+    }
+    json_object_set_new(req, "text", t);
+  }
+  if (a->label)
+    json_object_set_new(req, "label", json_string(a->label));
+  char *line = pirec_jsonl_encode(req, 0, len);
+  json_decref(req);
+  return line;
+}
+
+/* The given socket, or the first candidate that answers; tried lists what was tried. */
+static int connect_controller(const struct control_args *a, char *tried, size_t cap)
+{
+  if (a->socket_path) {
+    int fd = connect_to(a->socket_path);
+    snprintf(tried, cap, "'%s': %s", a->socket_path, fd < 0 ? strerror(-fd) : "");
+    return fd;
+  }
+  char paths[5][108];
+  int n = pirec__control_socket_candidates(a->config_path, paths, 5);
+  int fd = -1;
+  for (int i = 0; i < n && fd < 0; i++) {
+    fd = connect_to(paths[i]);
+    size_t used = strlen(tried);
+    snprintf(tried + used, cap - used, "%s'%s'", i ? ", " : "", paths[i]);
+  }
+  return fd;
+}
+
+int pirec_controller_client_main(int argc, char **argv)
+{
+  struct control_args a;
+  int rc = parse_control_args(argc, argv, &a);
+  if (rc >= 0)
+    return rc;
+  size_t len = 0;
+  char *line = request_line(&a, argc, argv, &len);
+  if (!line) {
+    fprintf(stderr, "pirec: the note is not valid UTF-8\n");
+    return EX_USAGE;
+  }
+  char tried[1024] = "";
+  int fd = connect_controller(&a, tried, sizeof tried);
+  if (fd < 0) {
+    fprintf(stderr, "pirec: no pirec controller is running (tried %s)\n", tried);
+    free(line);
+    return EX_UNAVAILABLE;
+  }
+  char err[300];
+  json_t *r = round_trip(fd, line, len, a.timeout_ms, err, sizeof err);
+  close(fd);
+  free(line);
+  if (!r) {
+    fprintf(stderr, "pirec %s: %s\n", a.cmd, err);
+    return 1;
+  }
+  rc = print_reply(a.cmd, r, a.json_out);
   json_decref(r);
   return rc;
 }

@@ -1,12 +1,324 @@
 #ifndef PIREC_CONTROLLER_INT_H
 #define PIREC_CONTROLLER_INT_H
 
-/* Shared between controller.c and client.c. */
+/* The controller's internal state, shared by the files of controller/ (their layering is in
+ * controller/CMakeLists.txt). Nothing here is public: everything runs on the controller's loop
+ * thread, and every struct below belongs to one struct pirec_controller. */
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <uv.h>
+
+#include "pirec/config.h"
+#include "pirec/controller.h"
+#include "pirec/gpio.h"
+#include "pirec/job.h"
+#include "pirec/looplag.h"
+#include "pirec/session.h"
+
+#define MAX_MODULES     16
+#define MAX_GPIO        16
+#define MAX_CLIENTS     64
+#define OUTBOX_MAX      (32u * 1024 * 1024)
+#define EARLY_EDGES_MAX 64
+
+/* ---- recorder modules (module.c) ---- */
+
+enum mstate {
+  M_DOWN = 0, /* no child: not started yet, waiting to restart, or ended */
+  M_SPAWNING, /* child running, "ready" not seen yet */
+  M_READY,    /* takes commands */
+  M_ENDED,    /* the job is over for good (stopped by us or gave up) */
+};
+
+struct module;
+/* A module's reply to one command, or NULL when the command failed (the child died, the line
+ * could not be sent). */
+typedef void (*pirec__reply_cb)(struct module *m, json_t *reply, void *user);
+
+/* A command sent to a recorder and not answered yet. Notes keep their line so they can be sent
+ * again to the restarted recorder if this one dies before acknowledging them. */
+struct pending {
+  json_int_t id;
+  pirec__reply_cb cb;
+  void *user;
+  char *note_line;
+  size_t note_len;
+  struct pending *next;
+};
+
+/* A line waiting in a module's outbox (the child is starting, or its pipe is full). */
+struct outline {
+  struct outline *next;
+  size_t len;
+  int is_note;
+  json_int_t id;
+  char data[];
+};
+
+struct module {
+  struct pirec_controller *c;
+  char name[64];
+  char kind[32];
+  char program[PATH_MAX];
+  struct pirec_job *job;
+  enum mstate state;
+  int accepts_notes;
+  int stopping; /* we asked the job to end */
+  json_int_t next_id;
+  struct pending *pend_head, *pend_tail;
+  struct outline *out_head, *out_tail;
+  size_t out_bytes;
+  int writable_blocked; /* a write was refused: everything goes through the outbox until drain */
+  int hold;             /* a session is starting: notes wait until the trial's start is sent */
+  int started_trial;    /* last trial this recorder was told to start */
+  int part;             /* restarts inside started_trial */
+  int in_trial;         /* it should be recording now */
+  int join_then_stop;   /* the trial ended while it was (re)starting with notes queued: when ready it
+                           joins, writes them and stops; the running op counts its stop reply */
+  int64_t crash_mono_ns;
+  uint32_t crashes;
+  uint32_t restarts;
+  int pid;
+  json_t *last_status;
+  int status_inflight;
+  int64_t last_status_mono;
+  char last_error[256];
+};
+
+/* ---- the op queue (ops.c) ---- */
+
+enum op_kind { OP_START, OP_STOP, OP_TRIAL, OP_TOGGLE, OP_RELOAD, OP_SHUTDOWN };
+
+/* Who waits for an op's reply: reply(who, obj) gets a copy (stolen) with the waiter's id, or an
+ * error "cancelled" when the op is dropped. who is cleared (NULL) when that client goes away. */
+struct waiter {
+  void (*reply)(void *who, json_t *obj);
+  void *who;
+  json_t *id;
+  struct waiter *next;
+};
+
+struct op {
+  enum op_kind kind;
+  int gpio_slot;   /* index in c->gpios of the trigger that queued it while pending, else -1 */
+  uint64_t merged; /* further edges of that trigger folded into this op while it waited */
+  char source[8];  /* who asked, for the events.csv control row: socket, cli, gpio, signal */
+  char from[80];   /* which one: "gpio.pedal", "SIGUSR1"; "" for socket and cli */
+  char label[PIREC_SESSION_LABEL_MAX + 1];
+  struct waiter *waiters;
+  struct op *next;
+};
+
+/* ---- the control socket (clients.c) ---- */
+
+struct client;
+
+/* ---- the after-session remux (remux.c) ---- */
+
+struct remux_run {
+  struct pirec_controller *c;
+  struct pirec_job *job;
+  char *dir;
+  struct remux_run *next;
+};
+
+enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
+
+/* Calls from a lower file up to a higher one go through these, set once by pirec_controller_new
+ * (controller.c), so that no file calls a file above it. */
+struct pirec__hooks {
+  /* Something a shutdown or a config switch waits for has ended (status.c). */
+  void (*settle)(struct pirec_controller *c);
+  /* The session state changed: tell systemd (status.c). */
+  void (*state_changed)(struct pirec_controller *c);
+  /* The op queue ran empty (status.c: a shutdown then stops the recorders). */
+  void (*ops_idle)(struct pirec_controller *c);
+  /* A recorder said ready / its job ended for good (ops.c: joins or leaves the trial). */
+  void (*module_ready)(struct module *m);
+  void (*module_ended)(struct module *m);
+  /* A trigger's edge asks for an op (ops.c). */
+  void (*gpio_submit)(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
+  /* The reply to a status command (status.c). */
+  json_t *(*status_json)(struct pirec_controller *c);
+  /* Every handle but op_timer is closed and the owner asked for close (controller.c). */
+  void (*closed)(struct pirec_controller *c);
+};
+
+struct pirec_controller {
+  uv_loop_t *loop;
+  struct pirec_controller_options opts;
+  struct pirec__hooks hooks;
+  char *config_path;
+  char *label;
+  char *recorder_dir;
+  char *output_dir_override;
+  char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  char snapshot_path[PATH_MAX]; /* the accepted config text the recorders read (pirec__snapshot_write) */
+  struct pirec_config *cfg;
+  struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
+  int demo;
+
+  struct module modules[MAX_MODULES];
+  int nmodules;
+  struct pirec_gpio *gpios[MAX_GPIO];
+  int ngpio;
+  /* The one op per trigger that is queued and not running yet: later action edges of that line
+   * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
+  struct op *gpio_pending[MAX_GPIO];
+  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
+  int gpio_closing;               /* lines still closing before a reload re-opens the set */
+  int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
+  struct remux_run *remuxes;      /* pirec-remux children started after sessions ([session] remux_after) */
+  struct pirec_job_queue *remux_queue;
+  /* Edges that arrive before the session they belong to has its directory: the one that starts
+   * it and any that follow while it starts (markers pressed at once). Written first thing into
+   * that session's events.csv; beyond EARLY_EDGES_MAX they are counted, and the count is written. */
+  struct early_edge {
+    int64_t mono, wall;
+    char module[80], detail[192];
+  } early_edges[EARLY_EDGES_MAX];
+  int nearly_edges;
+  uint64_t early_edges_lost;
+
+  enum cstate state;
+  struct pirec_session *session;
+  int trial;
+  int64_t trial_start_mono;
+  uint64_t note_seq;
+  uint64_t notes_in_events;
+
+  struct op *ops; /* queue; the head is running */
+  int op_running;
+  int op_wait;                                 /* module replies the running op still waits for */
+  void (*op_cont)(struct pirec_controller *c); /* runs when op_wait reaches 0 or on timeout */
+  uv_timer_t op_timer;
+  struct pirec_config_req reload_req;
+
+  uv_pipe_t server;
+  int server_open;
+  uv_idle_t idle; /* runs clients' left-over lines */
+  struct client *clients;
+  int nclients;
+  uint64_t clients_dropped;
+
+  uv_signal_t sig[4];
+  int sig_open;
+  uv_timer_t status_timer;
+  unsigned status_ticks;
+  char last_status_text[512];
+  uv_timer_t watchdog_timer;
+  uv_timer_t demo_timer;
+  int demo_notes;
+  struct pirec_looplag lag;
+  int lag_open;
+  int handles_open;
+
+  int shutting_down;
+  int shutdown_done;
+  int closing; /* pirec_controller_close was called: free after the last handle */
+  pirec_controller_close_cb close_cb;
+  int errors;
+  int started;
+};
+
+/* ---- paths.c: options, paths, the config snapshot ---- */
 
 /* Fills paths (each 108 bytes: sun_path) with the places a control socket may be, in the order a
  * client tries them: the config's [control] socket when set, $RUNTIME_DIRECTORY/control.sock,
  * $XDG_RUNTIME_DIR/pirec/control.sock, /run/pirec/control.sock, /tmp/pirec-UID/control.sock.
  * Returns how many were written. */
 int pirec__control_socket_candidates(const char *config_path, char paths[][108], int max);
+/* The executable `name` next to this one (or in --recorder-dir), else on PATH. 0 or -ENOENT. */
+int pirec__find_program(struct pirec_controller *c, const char *name, char *out, size_t cap);
+/* Creates the directories above path (not path itself). 0 or -errno. */
+int pirec__mkdir_parents(const char *path, mode_t mode);
+/* A start-up problem for the user, through c->opts.report (printf-style; one line). */
+void pirec__report(struct pirec_controller *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes cfg's source text to c->snapshot_path, the file every recorder is spawned with. */
+int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
+
+/* ---- module.c: recorder children and the controller's side of the protocol ---- */
+
+const char *pirec__mstate_name(enum mstate s);
+/* Sends cmd (stolen) to the recorder with a fresh id; cb(m, reply or NULL on failure) runs once,
+ * unless this returns an error. */
+int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user);
+/* The same, but the line goes out ahead of anything waiting in the outbox. */
+int pirec__module_send_first(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user);
+/* Writes what waits in the outbox, if the recorder takes commands and nothing holds it. */
+void pirec__module_flush(struct module *m);
+/* 1 when a note waits in the outbox. */
+int pirec__module_has_note(const struct module *m);
+/* Keeps a status reply's counters (the last status of m). */
+void pirec__module_on_status(struct module *m, json_t *reply, void *user);
+void pirec__module_poll_status(struct module *m);
+/* Asks the recorder to end (closes its stdin); its job ends later. */
+void pirec__module_stop(struct module *m);
+/* Frees what m holds (after its job ended, or before it ever ran). */
+void pirec__module_release(struct module *m);
+/* c->modules from c->cfg, then their children spawned. */
+void pirec__modules_build(struct pirec_controller *c);
+void pirec__modules_spawn(struct pirec_controller *c);
+
+/* ---- remux.c: pirec-remux after a session ---- */
+
+void pirec__remux_session(struct pirec_controller *c, const char *dir);
+
+/* ---- gpio.c: GPIO triggers and outputs ---- */
+
+void pirec__gpio_open_all(struct pirec_controller *c);
+void pirec__gpio_close_all(struct pirec_controller *c);
+void pirec__gpio_reopen_all(struct pirec_controller *c);
+void pirec__gpio_trial_started(struct pirec_controller *c);
+void pirec__gpio_set_recording(struct pirec_controller *c, int recording);
+json_t *pirec__gpio_status(struct pirec_controller *c);
+/* op leaves the pending slot of the trigger that queued it. */
+void pirec__gpio_unpend(struct pirec_controller *c, struct op *op);
+
+/* ---- ops.c: state, the op queue, sessions and trials ---- */
+
+/* Appends an op (source and from: see struct op) without running anything; NULL without memory. */
+struct op *pirec__op_queue(struct pirec_controller *c, enum op_kind kind, const char *label,
+                           const char *source, const char *from);
+void pirec__op_add_waiter(struct op *op, void (*reply)(void *who, json_t *obj), void *who, json_t *id);
+/* Runs the op at the head of the queue unless one runs. */
+void pirec__op_next(struct pirec_controller *c);
+/* pirec__op_queue, then pirec__op_next. */
+void pirec__op_enqueue(struct pirec_controller *c, enum op_kind kind, const char *label, const char *source,
+                       const char *from);
+/* Answers every op behind the running one with an error `message` and drops them. */
+void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message);
+/* Drops every op, answering nobody (free). */
+void pirec__ops_free(struct pirec_controller *c);
+/* A note stamped now; see ops.c. */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
+                     char *err, size_t errlen);
+/* Hook implementations (struct pirec__hooks). */
+void pirec__ops_module_ready(struct module *m);
+void pirec__ops_module_ended(struct module *m);
+void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
+
+/* ---- clients.c: the control socket ---- */
+
+/* Binds and listens on c->socket_path unless [control] mode is off. 0 or a negative errno. */
+int pirec__control_listen(struct pirec_controller *c);
+/* Disconnects clients that have not read their replies for a while (status timer). */
+void pirec__clients_check_stalled(struct pirec_controller *c);
+void pirec__clients_close_all(struct pirec_controller *c);
+
+/* ---- status.c: status, sd_notify, timers, signals, shutdown ---- */
+
+void pirec__sdnotify(const char *state);
+json_t *pirec__status_json(struct pirec_controller *c);
+void pirec__notify_status(struct pirec_controller *c);
+void pirec__settle(struct pirec_controller *c);
+void pirec__ops_idle(struct pirec_controller *c);
+/* Starts the status, watchdog and demo timers, the loop-lag monitor and the signal handlers. */
+void pirec__timers_start(struct pirec_controller *c);
+void pirec__shutdown(struct pirec_controller *c, const char *source, const char *from);
 
 #endif

@@ -38,8 +38,7 @@ struct pirec_session {
   json_t *m; /* the manifest */
   struct pirec_sink *events;
   struct pirec_sink *clocks;
-  uv_timer_t timer;
-  int timer_open;
+  uv_timer_t timer; /* the clocks.csv tick; initialised in new, closed last (on_timer_closed frees) */
   char row[ROW_CAP];
 
   int trial; /* running, 0 between trials */
@@ -58,7 +57,8 @@ struct pirec_session {
   int started;
   int starting; /* start's cb waits for the first session.json */
   int stopping;
-  int stop_files;  /* sinks and timer still closing */
+  int closing;
+  int stop_files;  /* sinks still closing */
   int final_saved; /* the final manifest has been queued */
   int first_error;
   uint64_t event_rows, event_drops, clock_rows;
@@ -151,6 +151,8 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
     free(s);
     return -ENOMEM;
   }
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
   *out = s;
   return 0;
 }
@@ -270,9 +272,7 @@ int pirec_session_event_at(struct pirec_session *s, int64_t mono_ns, int64_t wal
   }
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, s->row, sizeof s->row);
-  pirec_csv_row_i64(&row, s->trial);
-  pirec_csv_row_i64(&row, mono_ns);
-  pirec_csv_row_i64(&row, wall_ns);
+  pirec_csv_row_lead(&row, s->trial, mono_ns, wall_ns);
   pirec_csv_row_str(&row, event);
   pirec_csv_row_str(&row, module ? module : "");
   size_t dlen = detail ? strlen(detail) : 0;
@@ -299,9 +299,7 @@ static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a)
   char buf[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_csv_row_i64(&row, s->trial);
-  pirec_csv_row_i64(&row, a->mono_ns);
-  pirec_csv_row_i64(&row, a->wall_ns);
+  pirec_csv_row_lead(&row, s->trial, a->mono_ns, a->wall_ns);
   pirec_csv_row_i64(&row, a->boot_ns);
   pirec_csv_row_i64(&row, a->uncertainty_ns);
   pirec_csv_row_end(&row);
@@ -404,9 +402,6 @@ static void on_mkdir(uv_fs_t *req)
   json_object_set_new(s->m, "start", start);
   pirec_session_event_at(s, a.mono_ns, a.wall_ns, "session_start", NULL, s->dir);
 
-  uv_timer_init(s->loop, &s->timer);
-  s->timer.data = s;
-  s->timer_open = 1;
   uint64_t ms = (uint64_t)(s->clocks_interval_ns / 1000000);
   uv_timer_start(&s->timer, on_clock_tick, ms, ms);
   pirec_session_save(s);
@@ -580,6 +575,21 @@ int pirec_session_error(struct pirec_session *s, const char *module, const char 
 
 /* ---- stop ---- */
 
+/* The timer is the session's last handle: once it is closed, cb, then the memory goes. */
+static void on_timer_closed(uv_handle_t *h)
+{
+  struct pirec_session *s = h->data;
+  pirec_session_cb cb = s->cb;
+  s->cb = NULL;
+  if (cb)
+    cb(s, s->first_error, s->cb_user);
+  json_decref(s->m);
+  free(s->output_dir);
+  free(s->dir);
+  free(s->json_path);
+  free(s);
+}
+
 static void maybe_finish_stop(struct pirec_session *s)
 {
   if (!s->stopping || s->stop_files > 0)
@@ -602,10 +612,7 @@ static void maybe_finish_stop(struct pirec_session *s)
   if (s->json_writing || s->json_dirty)
     return;
   s->stopping = 0;
-  pirec_session_cb cb = s->cb;
-  s->cb = NULL;
-  if (cb)
-    cb(s, s->first_error, s->cb_user);
+  uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
 
 static void on_csv_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
@@ -621,49 +628,44 @@ static void on_csv_closed(struct pirec_sink *sink, const struct pirec_sink_count
   maybe_finish_stop(s);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+/* Ends a started session's files: a running trial, the last rows, the sinks closed and synced,
+ * then the final session.json (maybe_finish_stop). */
+static void stop_files(struct pirec_session *s)
 {
-  struct pirec_session *s = h->data;
-  s->timer_open = 0;
-  s->stop_files--;
-  maybe_finish_stop(s);
-}
-
-int pirec_session_stop(struct pirec_session *s, pirec_session_cb cb, void *user)
-{
-  if (!s->started || s->stopping || s->final_saved)
-    return -EALREADY;
   if (s->trial)
     pirec_session_trial_end(s);
   struct pirec_clock_anchor a;
   clock_row(s, &a);
   pirec_session_event_at(s, a.mono_ns, a.wall_ns, "session_stop", NULL, NULL);
   s->stopping = 1;
-  s->cb = cb;
-  s->cb_user = user;
   /* Counted before any close starts: a close callback may run only on a later loop turn, but the
    * count must not reach zero early. */
-  s->stop_files = (s->events != NULL) + (s->clocks != NULL) + s->timer_open;
+  s->stop_files = (s->events != NULL) + (s->clocks != NULL);
   /* The final counts are known now: nothing is pushed after this point. */
   update_counts(s);
-  if (s->timer_open)
-    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+  uv_timer_stop(&s->timer);
   if (s->events)
     pirec_sink_close(s->events, on_csv_closed, s);
   if (s->clocks)
     pirec_sink_close(s->clocks, on_csv_closed, s);
   if (s->stop_files == 0)
     maybe_finish_stop(s);
-  return 0;
 }
 
-void pirec_session_free(struct pirec_session *s)
+int pirec_session_close(struct pirec_session *s, pirec_session_cb cb, void *user)
 {
   if (!s)
-    return;
-  json_decref(s->m);
-  free(s->output_dir);
-  free(s->dir);
-  free(s->json_path);
-  free(s);
+    return 0;
+  if (s->closing)
+    return -EALREADY;
+  if (s->starting)
+    return -EBUSY;
+  s->closing = 1;
+  s->cb = cb;
+  s->cb_user = user;
+  if (s->started)
+    stop_files(s);
+  else
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+  return 0;
 }

@@ -10,13 +10,13 @@
 
 #include "pirec/clock.h"
 #include "pirec/error.h"
+#include "pirec/jsonl.h"
 #include "pirec/log.h"
 #include "pirec/looplag.h"
 #include "pirec/container_of.h"
 
-#define DEFAULT_MAX_LINE (2u * 1024 * 1024)
+#define DEFAULT_MAX_LINE PIREC_JSONL_MAX_LINE
 #define DEFAULT_MAX_OUT  (4u * 1024 * 1024)
-#define READ_CHUNK       65536
 #define CLOSE_FLUSH_MS   2000
 #define LABEL_MAX        64
 
@@ -31,7 +31,7 @@ struct out_write {
   uv_write_t req;
   struct pirec_recorder *rec;
   size_t len;
-  char data[];
+  char *data; /* one line, from pirec_jsonl_encode */
 };
 
 struct pirec_recorder {
@@ -49,11 +49,7 @@ struct pirec_recorder {
   struct pirec_looplag lag;
   int handles_open; /* handles initialised and not yet closed */
 
-  char read_buf[READ_CHUNK];
-  char *line;
-  size_t line_len;
-  size_t line_cap;
-  int discarding; /* inside an over-long line: drop bytes until the next newline */
+  struct pirec_jsonl_reader reader; /* commands on stdin */
 
   int started;
   int reading;
@@ -114,6 +110,11 @@ int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_rec
   } else {
     pirec_recorder_options_default(&rec->opts);
   }
+  if (pirec_jsonl_reader_init(&rec->reader, rec->opts.max_line) < 0) {
+    free(rec->name);
+    free(rec);
+    return -ENOMEM;
+  }
   *out = rec;
   return 0;
 }
@@ -154,6 +155,7 @@ static void on_write(uv_write_t *req, int status)
   struct out_write *w = container_of(req, struct out_write, req);
   struct pirec_recorder *rec = w->rec;
   rec->counters.out_queued -= w->len;
+  free(w->data);
   free(w);
   /* Closing waits for the last reply to be written (or for its deadline). */
   if (rec->closing && rec->counters.out_queued == 0 && status != UV_ECANCELED)
@@ -170,30 +172,29 @@ static int send_json(struct pirec_recorder *rec, json_t *obj)
     rec->counters.replies_dropped++;
     return -EPIPE;
   }
-  char *text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
+  size_t len = 0;
+  char *line = pirec_jsonl_encode(obj, JSON_ENSURE_ASCII, &len);
   json_decref(obj);
-  if (!text)
+  if (!line)
     return -ENOMEM;
-  size_t len = strlen(text);
-  if (rec->counters.out_queued + len + 1 > rec->opts.max_out_bytes) {
+  if (rec->counters.out_queued + len > rec->opts.max_out_bytes) {
     /* The controller stopped reading: drop rather than grow without bound. */
-    free(text);
+    free(line);
     rec->counters.replies_dropped++;
     return -ENOBUFS;
   }
-  struct out_write *w = malloc(sizeof(*w) + len + 1);
+  struct out_write *w = malloc(sizeof(*w));
   if (!w) {
-    free(text);
+    free(line);
     return -ENOMEM;
   }
-  memcpy(w->data, text, len);
-  w->data[len] = '\n';
-  free(text);
+  w->data = line;
   w->rec = rec;
-  w->len = len + 1;
+  w->len = len;
   uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
   int err = uv_write(&w->req, &rec->out.stream, &buf, 1, on_write);
   if (err < 0) {
+    free(line);
     free(w);
     rec->counters.replies_dropped++;
     return err;
@@ -419,16 +420,27 @@ static int label_ok(const char *label)
   return 1;
 }
 
+/* msg's field key, or NULL: then *rc is 0 when the field is optional, or -EINVAL with err filled
+ * when it is required. */
+static json_t *get_field(json_t *msg, const char *key, int required, int *rc, char *err, size_t errlen)
+{
+  json_t *v = json_object_get(msg, key);
+  *rc = 0;
+  if (!v && required) {
+    snprintf(err, errlen, "missing field '%s'", key);
+    *rc = -EINVAL;
+  }
+  return v;
+}
+
+/* get_int and get_str return 1 with *out set, 0 for an absent optional field, or -EINVAL. */
 static int get_int(json_t *msg, const char *key, int required, int64_t min, int64_t *out, char *err,
                    size_t errlen)
 {
-  json_t *v = json_object_get(msg, key);
-  if (!v) {
-    if (!required)
-      return 0;
-    snprintf(err, errlen, "missing field '%s'", key);
-    return -EINVAL;
-  }
+  int rc;
+  json_t *v = get_field(msg, key, required, &rc, err, errlen);
+  if (!v)
+    return rc;
   if (!json_is_integer(v) || json_integer_value(v) < min) {
     snprintf(err, errlen, "field '%s' must be an integer >= %lld", key, (long long)min);
     return -EINVAL;
@@ -439,13 +451,10 @@ static int get_int(json_t *msg, const char *key, int required, int64_t min, int6
 
 static int get_str(json_t *msg, const char *key, int required, const char **out, char *err, size_t errlen)
 {
-  json_t *v = json_object_get(msg, key);
-  if (!v) {
-    if (!required)
-      return 0;
-    snprintf(err, errlen, "missing field '%s'", key);
-    return -EINVAL;
-  }
+  int rc;
+  json_t *v = get_field(msg, key, required, &rc, err, errlen);
+  if (!v)
+    return rc;
   if (!json_is_string(v)) {
     snprintf(err, errlen, "field '%s' must be a string", key);
     return -EINVAL;
@@ -454,149 +463,180 @@ static int get_str(json_t *msg, const char *key, int required, const char **out,
   return 1;
 }
 
-static void dispatch(struct pirec_recorder *rec, json_t *msg)
+/* The command handlers: each checks its fields and hands a request to the module. They return 0
+ * once the module has the request, -EINVAL with err filled for a command refused as a bad line,
+ * or -ENOMEM. */
+
+/* 1 with err filled when a start with these fields cannot run. */
+static int start_refused(struct pirec_recorder *rec, const char *dir, int64_t trial, int64_t part,
+                         const char *label, char *err, size_t errlen)
+{
+  if (!*dir)
+    snprintf(err, errlen, "field 'session_dir' is empty");
+  else if (trial > 999999 || part > 999999)
+    snprintf(err, errlen, "field '%s' is too large", trial > 999999 ? "trial" : "part");
+  else if (!label_ok(label))
+    snprintf(err, errlen, "invalid label (no '/', no '..', at most %d bytes)", LABEL_MAX);
+  else if (rec->recording)
+    snprintf(err, errlen, "already recording trial %d", rec->trial);
+  else
+    return 0;
+  return 1;
+}
+
+static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  const char *dir = NULL, *label = "";
+  int64_t trial = 0, part = 0;
+  if (get_str(msg, "session_dir", 1, &dir, err, errlen) < 0 ||
+      get_int(msg, "trial", 1, 1, &trial, err, errlen) < 0 ||
+      get_str(msg, "label", 0, &label, err, errlen) < 0 || get_int(msg, "part", 0, 0, &part, err, errlen) < 0)
+    return -EINVAL;
+  if (start_refused(rec, dir, trial, part, label, err, errlen))
+    return -EINVAL;
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_START, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->session_dir = dir;
+  req->trial = (int)trial;
+  req->label = label;
+  req->part = (int)part;
+  rec->barrier++;
+  rec->ops.start(rec, req);
+  return 0;
+}
+
+static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  if (!rec->recording) {
+    snprintf(err, errlen, "not recording");
+    return -EINVAL;
+  }
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->trial = rec->trial;
+  rec->barrier++;
+  rec->ops.stop(rec, req);
+  return 0;
+}
+
+static int run_status(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->counters = json_object();
+  if (rec->ops.status)
+    rec->ops.status(rec, req);
+  else
+    pirec_recorder_finish(req, 0, NULL);
+  return 0;
+}
+
+static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  const char *text = NULL;
+  int64_t mono = 0, wall = 0;
+  if (!rec->ops.note) {
+    snprintf(err, errlen, "module '%s' does not take notes", rec->name);
+    return -EINVAL;
+  }
+  if (get_str(msg, "text", 1, &text, err, errlen) < 0)
+    return -EINVAL;
+  int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, errlen);
+  int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, errlen);
+  if (hm < 0 || hw < 0)
+    return -EINVAL;
+  size_t text_len = json_string_length(json_object_get(msg, "text"));
+  if (strlen(text) != text_len) {
+    /* jansson rejects \u0000 on parse, but check anyway: the contract says NUL-free. */
+    snprintf(err, errlen, "field 'text' contains a NUL byte");
+    return -EINVAL;
+  }
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->text = text;
+  req->text_len = text_len;
+  req->mono_ns = hm ? mono : req->recv_mono_ns;
+  req->wall_ns = hw ? wall : pirec_clock_wall_ns();
+  rec->ops.note(rec, req);
+  return 0;
+}
+
+static int run_quit(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  begin_quit(rec, id);
+  return 0;
+}
+
+/* The commands a recorder takes (docs/PROTOCOL.md). Add one by adding a row and its handler. */
+static const struct command {
+  const char *name;
+  int (*run)(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen);
+} commands[] = {
+    {"start", run_start}, {"stop", run_stop}, {"status", run_status}, {"note", run_note}, {"quit", run_quit},
+};
+
+static const struct command *command_find(const char *name)
+{
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(commands[i].name, name) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+static void unknown_command(struct pirec_recorder *rec, json_t *id, const char *cmd)
 {
   char err[400];
+  pirec_jsonl_unknown_command(cmd, "start, stop, status, note or quit", err, sizeof err);
+  rec->counters.bad_lines++;
+  send_error(rec, id, err);
+}
+
+static void dispatch(struct pirec_recorder *rec, json_t *msg)
+{
   json_t *id = json_object_get(msg, "id");
+  json_t *cmdv = json_object_get(msg, "cmd");
   if (id && !json_is_string(id) && !json_is_integer(id)) {
     rec->counters.bad_lines++;
     send_error(rec, NULL, "field 'id' must be a string or an integer");
     return;
   }
-  json_t *cmdv = json_object_get(msg, "cmd");
   if (!json_is_string(cmdv)) {
     rec->counters.bad_lines++;
     send_error(rec, id, cmdv ? "field 'cmd' must be a string" : "missing field 'cmd'");
     return;
   }
-  const char *cmd = json_string_value(cmdv);
-  rec->counters.commands++;
-  if (strcmp(cmd, "quit") == 0) {
-    begin_quit(rec, id);
+  const struct command *command = command_find(json_string_value(cmdv));
+  if (!command) {
+    unknown_command(rec, id, json_string_value(cmdv));
     return;
   }
-  if (rec->quitting) {
+  rec->counters.commands++;
+  /* Once quitting, only another quit is answered (with its own error). */
+  if (rec->quitting && command->run != run_quit) {
     rec->counters.bad_lines++;
     send_error(rec, id, "quitting");
     return;
   }
-  struct pirec_recorder_req *req = NULL;
-  if (strcmp(cmd, "start") == 0) {
-    const char *dir = NULL, *label = "";
-    int64_t trial = 0, part = 0;
-    if (get_str(msg, "session_dir", 1, &dir, err, sizeof err) < 0 ||
-        get_int(msg, "trial", 1, 1, &trial, err, sizeof err) < 0 ||
-        get_str(msg, "label", 0, &label, err, sizeof err) < 0 ||
-        get_int(msg, "part", 0, 0, &part, err, sizeof err) < 0)
-      goto bad;
-    if (!*dir) {
-      snprintf(err, sizeof err, "field 'session_dir' is empty");
-      goto bad;
-    }
-    if (trial > 999999 || part > 999999) {
-      snprintf(err, sizeof err, "field '%s' is too large", trial > 999999 ? "trial" : "part");
-      goto bad;
-    }
-    if (!label_ok(label)) {
-      snprintf(err, sizeof err, "invalid label (no '/', no '..', at most %d bytes)", LABEL_MAX);
-      goto bad;
-    }
-    if (rec->recording) {
-      snprintf(err, sizeof err, "already recording trial %d", rec->trial);
-      goto bad;
-    }
-    req = req_new(rec, PIREC_RECORDER_START, id, msg);
-    if (!req)
-      goto oom;
-    req->session_dir = dir;
-    req->trial = (int)trial;
-    req->label = label;
-    req->part = (int)part;
-    rec->barrier++;
-    rec->ops.start(rec, req);
-  } else if (strcmp(cmd, "stop") == 0) {
-    if (!rec->recording) {
-      snprintf(err, sizeof err, "not recording");
-      goto bad;
-    }
-    req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
-    if (!req)
-      goto oom;
-    req->trial = rec->trial;
-    rec->barrier++;
-    rec->ops.stop(rec, req);
-  } else if (strcmp(cmd, "status") == 0) {
-    req = req_new(rec, PIREC_RECORDER_STATUS, id, msg);
-    if (!req)
-      goto oom;
-    req->counters = json_object();
-    if (rec->ops.status)
-      rec->ops.status(rec, req);
-    else
-      pirec_recorder_finish(req, 0, NULL);
-  } else if (strcmp(cmd, "note") == 0) {
-    const char *text = NULL;
-    int64_t mono = 0, wall = 0;
-    if (!rec->ops.note) {
-      snprintf(err, sizeof err, "module '%s' does not take notes", rec->name);
-      goto bad;
-    }
-    if (get_str(msg, "text", 1, &text, err, sizeof err) < 0)
-      goto bad;
-    int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, sizeof err);
-    int hw = get_int(msg, "wall_ns", 0, INT64_MIN, &wall, err, sizeof err);
-    if (hm < 0 || hw < 0)
-      goto bad;
-    req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
-    if (!req)
-      goto oom;
-    req->text = text;
-    req->text_len = json_string_length(json_object_get(msg, "text"));
-    if (strlen(text) != req->text_len) {
-      /* jansson rejects \u0000 on parse, but check anyway: the contract says NUL-free. */
-      req_unlink(req);
-      req_free(req);
-      snprintf(err, sizeof err, "field 'text' contains a NUL byte");
-      goto bad;
-    }
-    req->mono_ns = hm ? mono : req->recv_mono_ns;
-    req->wall_ns = hw ? wall : pirec_clock_wall_ns();
-    rec->ops.note(rec, req);
-  } else {
-    rec->counters.commands--;
+  char err[400];
+  int r = command->run(rec, id, msg, err, sizeof err);
+  if (r == -EINVAL)
     rec->counters.bad_lines++;
-    json_t *e = json_pack("{s:s}", "cmd", cmd);
-    char *quoted = e ? json_dumps(json_object_get(e, "cmd"), JSON_ENCODE_ANY) : NULL;
-    snprintf(err, sizeof err, "unknown command %.200s (expected start, stop, status, note or quit)",
-             quoted ? quoted : "?");
-    free(quoted);
-    json_decref(e);
-    send_error(rec, id, err);
-  }
-  return;
-bad:
-  rec->counters.bad_lines++;
-  send_error(rec, id, err);
-  return;
-oom:
-  send_error(rec, id, "out of memory");
+  if (r < 0)
+    send_error(rec, id, r == -ENOMEM ? "out of memory" : err);
 }
 
 static void handle_line(struct pirec_recorder *rec, const char *line, size_t len)
 {
-  while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-    len--;
-  if (len == 0)
+  char err[300];
+  json_t *msg = NULL;
+  int r = pirec_jsonl_parse_object(line, len, &msg, err, sizeof err);
+  if (r == 0)
     return; /* blank lines are keep-alives, not errors */
-  json_error_t jerr;
-  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!msg || !json_is_object(msg)) {
-    char err[300];
-    if (msg)
-      snprintf(err, sizeof err, "malformed command: expected a JSON object");
-    else
-      snprintf(err, sizeof err, "malformed JSON at column %d: %s", jerr.column, jerr.text);
-    json_decref(msg);
+  if (r < 0) {
     rec->counters.bad_lines++;
     send_error(rec, NULL, err);
     return;
@@ -627,38 +667,18 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
   struct pirec_recorder *rec = handle->data;
-  *buf = uv_buf_init(rec->read_buf, sizeof rec->read_buf);
-}
-
-static int line_append(struct pirec_recorder *rec, const char *data, size_t len)
-{
-  if (rec->line_len + len > rec->opts.max_line)
-    return -EMSGSIZE;
-  if (rec->line_len + len > rec->line_cap) {
-    size_t cap = rec->line_cap ? rec->line_cap : 4096;
-    while (cap < rec->line_len + len)
-      cap *= 2;
-    if (cap > rec->opts.max_line)
-      cap = rec->opts.max_line;
-    char *p = realloc(rec->line, cap);
-    if (!p)
-      return -ENOMEM;
-    rec->line = p;
-    rec->line_cap = cap;
-  }
-  memcpy(rec->line + rec->line_len, data, len);
-  rec->line_len += len;
-  return 0;
+  size_t avail = 0;
+  char *p = pirec_jsonl_reader_space(&rec->reader, &avail);
+  /* Without memory libuv reports UV_ENOBUFS to on_read, which ends the input like an EOF. */
+  *buf = uv_buf_init(p, p ? (unsigned)avail : 0);
 }
 
 static void too_long(struct pirec_recorder *rec)
 {
   char err[96];
-  snprintf(err, sizeof err, "line too long (over %zu bytes)", rec->opts.max_line);
+  pirec_jsonl_too_long(rec->opts.max_line, err, sizeof err);
   rec->counters.bad_lines++;
   send_error(rec, NULL, err);
-  rec->discarding = 1;
-  rec->line_len = 0;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -674,40 +694,17 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
       begin_quit(rec, NULL);
     return;
   }
-  const char *p = buf->base;
-  size_t left = (size_t)nread;
-  while (left && !rec->closing) {
-    const char *nl = memchr(p, '\n', left);
-    size_t chunk = nl ? (size_t)(nl - p) : left;
-    if (rec->discarding) {
-      if (nl)
-        rec->discarding = 0;
-    } else if (nl && rec->line_len == 0) {
-      if (chunk > rec->opts.max_line) {
-        too_long(rec);
-        rec->discarding = 0;
-      } else {
-        handle_line(rec, p, chunk);
-      }
-    } else {
-      int err = line_append(rec, p, chunk);
-      if (err == -EMSGSIZE) {
-        too_long(rec);
-        if (nl)
-          rec->discarding = 0;
-      } else if (err < 0) {
-        send_error(rec, NULL, "out of memory");
-        rec->line_len = 0;
-        rec->discarding = !nl;
-      } else if (nl) {
-        handle_line(rec, rec->line, rec->line_len);
-        rec->line_len = 0;
-      }
-    }
-    if (!nl)
+  pirec_jsonl_reader_fill(&rec->reader, (size_t)nread);
+  const char *line;
+  size_t len;
+  while (!rec->closing) {
+    int r = pirec_jsonl_reader_next(&rec->reader, &line, &len);
+    if (r == 0)
       break;
-    p = nl + 1;
-    left -= chunk + 1;
+    if (r < 0)
+      too_long(rec);
+    else
+      handle_line(rec, line, len);
   }
 }
 
@@ -806,7 +803,7 @@ static void handle_done(struct pirec_recorder *rec)
   if (rec->close_cb)
     rec->close_cb(rec, rec->user);
   json_decref(rec->deferred);
-  free(rec->line);
+  pirec_jsonl_reader_free(&rec->reader);
   free(rec->name);
   free(rec);
 }
@@ -842,7 +839,7 @@ static void on_flush_deadline(uv_timer_t *t)
 
 void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb)
 {
-  if (rec->closing)
+  if (!rec || rec->closing)
     return;
   rec->closing = 1;
   rec->close_cb = cb;

@@ -157,7 +157,7 @@ void pirec_recorder_counters(const struct pirec_recorder *rec, struct pirec_reco
 
 /* Stops reading, writes what is queued (bounded by a 2 s timeout if the reader is gone), closes
  * every handle, calls cb (may be NULL), then frees rec. Requests still outstanding are freed
- * without a reply; the module must not touch them afterwards. Call once. */
+ * without a reply; the module must not touch them afterwards. Call once; rec NULL is a no-op. */
 typedef void (*pirec_recorder_close_cb)(struct pirec_recorder *rec, void *user);
 void pirec_recorder_close(struct pirec_recorder *rec, pirec_recorder_close_cb cb);
 

@@ -9,16 +9,17 @@
  *     events.csv     trial,mono_ns,wall_ns,event,module,detail
  *     clocks.csv     trial,mono_ns,wall_ns,boot_ns,uncertainty_ns every clocks_interval
  *
- * The recorders write their own files into the same directory; the controller (recorders/
- * controller.c) drives a session through this API and feeds it what the recorders report.
+ * The recorders write their own files into the same directory; the controller (controller/ops.c)
+ * drives a session through this API and feeds it what the recorders report.
  *
  * Rows go through sinks (pirec/sink.h): adding an event never waits for the disk. session.json is
  * built on the loop thread and written in libuv's threadpool; a rewrite requested while one is in
  * flight is coalesced into one more write afterwards, so the file on disk is always a complete
  * manifest and the last one reflects the last change.
  *
- * Heap object: pirec_session_new, pirec_session_start, ..., pirec_session_stop(cb), then
- * pirec_session_free (after cb, or instead of start). Loop thread only. Errors are negative errno;
+ * Heap object owning loop handles: pirec_session_new, pirec_session_start, ..., then
+ * pirec_session_close(cb), which ends the session's files and frees it after cb (also instead of
+ * start, or after a failed start). Loop thread only. Errors are negative errno;
  * a file error after start is recorded in session.json's "errors" and reported by
  * pirec_session_error_count(), never fatal to the session.
  */
@@ -100,16 +101,17 @@ size_t pirec_session_error_count(const struct pirec_session *s);
 /* Asks for session.json to be rewritten (coalesced). */
 void pirec_session_save(struct pirec_session *s);
 
-/* Ends the session: ends a running trial, event session_stop, a final clocks row and anchor,
- * closes events.csv and clocks.csv (everything pushed is written and fdatasync'ed), then writes
- * the final session.json ("state":"stopped","final":true) and calls cb with 0 or the first file
- * error. Returns 0 or -EALREADY (then cb never runs). */
-int pirec_session_stop(struct pirec_session *s, pirec_session_cb cb, void *user);
+/* Ends the session and frees it. A started session (even one whose start failed after its
+ * directory was made) is ended first: a running trial ended, event session_stop, a final clocks
+ * row and anchor, events.csv and clocks.csv closed (everything pushed is written and
+ * fdatasync'ed), the final session.json ("state":"stopped","final":true). Then the session's
+ * handles close, cb(s, status, user) runs on a later loop turn with 0 or the first file error (s
+ * is still readable inside cb: dir, error count, manifest), and s is freed when cb returns. cb may
+ * be NULL. s NULL: a no-op (returns 0). Returns 0, -EALREADY (a close is under way) or -EBUSY
+ * (start's cb has not run yet); then cb never runs. */
+int pirec_session_close(struct pirec_session *s, pirec_session_cb cb, void *user);
 
 /* The manifest as it stands (borrowed; valid until the next call into the session). */
 const json_t *pirec_session_manifest(const struct pirec_session *s);
-
-/* Frees the session: after stop's cb, after a failed start's cb, or when never started. */
-void pirec_session_free(struct pirec_session *s);
 
 #endif

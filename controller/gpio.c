@@ -1,0 +1,230 @@
+/* GPIO trigger glue. Each [gpio.NAME] section is one pirec_gpio object on this loop: triggers turn
+ * edges into events.csv rows (stamped with the kernel's edge time) and session actions; outputs
+ * follow the recording state (led) and trial starts (sync_pulse). A line that cannot be opened is
+ * logged and left out; recording goes on without it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "controller-int.h"
+#include "pirec/clock.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+
+static const char *gpio_action_word(enum pirec_gpio_action a)
+{
+  return pirec_gpio_action_name(a);
+}
+
+static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    if (c->gpios[i] == g)
+      return i;
+  return -1;
+}
+
+/* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
+static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind)
+{
+  if (c->shutting_down)
+    return 0;
+  switch (action) {
+  case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
+  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
+  case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
+  case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
+  default: return 0;
+  }
+}
+
+/* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
+ * that line queues a fresh one. */
+void pirec__gpio_unpend(struct pirec_controller *c, struct op *op)
+{
+  if (op->gpio_slot >= 0 && c->gpio_pending[op->gpio_slot] == op)
+    c->gpio_pending[op->gpio_slot] = NULL;
+  op->gpio_slot = -1;
+}
+
+static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
+{
+  struct pirec_controller *c = user;
+  int64_t now_mono = pirec_clock_mono_ns(), now_wall = pirec_clock_wall_ns();
+  int64_t wall = now_wall - (now_mono - ev->ts_ns);
+  char module[80], detail[192];
+  snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
+  if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
+    snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
+    if (c->session && pirec_session_dir(c->session))
+      pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
+    return;
+  }
+  /* At most one op per line waits in the queue: an action edge arriving while it waits is merged
+   * into it (a storm of presses while the controller is busy counts as one), so a 10 kHz toggle
+   * storm costs neither memory nor a session per edge. */
+  enum op_kind kind = OP_START;
+  int wants = gpio_edge_op(c, ev->action, &kind);
+  int slot = gpio_slot(c, g);
+  struct op *pending = wants && slot >= 0 ? c->gpio_pending[slot] : NULL;
+  char merged[40] = "";
+  if (pending) {
+    pending->merged++;
+    c->gpio_merged[slot]++;
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)pending->merged);
+  }
+  snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld%s",
+           ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
+           (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
+           (long long)(ev->read_mono_ns - ev->ts_ns), merged);
+  if (c->session && pirec_session_dir(c->session)) {
+    pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
+  } else if (wants || c->state == C_STARTING || c->nearly_edges > 0) {
+    /* A session is on its way (this edge starts it, or one is starting): the edge is kept for
+     * that session's events.csv. */
+    if (c->nearly_edges < EARLY_EDGES_MAX) {
+      struct early_edge *e = &c->early_edges[c->nearly_edges++];
+      e->mono = ev->ts_ns;
+      e->wall = wall;
+      snprintf(e->module, sizeof e->module, "%s", module);
+      snprintf(e->detail, sizeof e->detail, "%s", detail);
+    } else {
+      c->early_edges_lost++;
+    }
+  } else {
+    pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
+  }
+  if (wants && !pending)
+    c->hooks.gpio_submit(c, slot, kind, module);
+}
+
+static void on_gpio_error(struct pirec_gpio *g, int err, void *user)
+{
+  struct pirec_controller *c = user;
+  char msg[300];
+  snprintf(msg, sizeof msg, "gpio '%s' (%s) stopped: %s", pirec_gpio_name(g), pirec_gpio_describe(g),
+           pirec_strerror(err));
+  pirec_log(PIREC_LOG_ERROR, "%s", msg);
+  if (c->session)
+    pirec_session_error(c->session, NULL, msg);
+}
+
+void pirec__gpio_open_all(struct pirec_controller *c)
+{
+  size_t n = pirec_config_instance_count(c->cfg, "gpio");
+  for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "gpio", i);
+    struct pirec_gpio_settings gs;
+    pirec_gpio_settings_default(&gs);
+    gs.name = sec + strlen("gpio.");
+    gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
+    gs.line = pirec_config_get_string(c->cfg, sec, "line");
+    int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
+    int role = output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role"))
+                      : PIREC_GPIO_ROLE_TRIGGER;
+    int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
+    int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
+    int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
+    if (role < 0 || edge < 0 || bias < 0 || action < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': a setting is not understood by the gpio library", gs.name);
+      c->errors++;
+      continue;
+    }
+    gs.role = (enum pirec_gpio_role)role;
+    gs.edge = (enum pirec_gpio_edge)edge;
+    gs.bias = (enum pirec_gpio_bias)bias;
+    gs.action = (enum pirec_gpio_action)action;
+    gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
+    gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
+    gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
+    gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
+    gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
+    char why[200];
+    struct pirec_gpio *g = NULL;
+    int err = pirec_gpio_settings_check(&gs, why, sizeof why);
+    if (err == 0)
+      err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
+    else
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
+    if (err < 0) {
+      pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
+                gs.chip, pirec_strerror(err));
+      c->errors++;
+      continue;
+    }
+    pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
+    c->gpios[c->ngpio++] = g;
+  }
+}
+
+void pirec__gpio_trial_started(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_trial_started(c->gpios[i], NULL);
+}
+
+void pirec__gpio_set_recording(struct pirec_controller *c, int recording)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    pirec_gpio_set_recording(c->gpios[i], recording);
+}
+
+static void gpio_open_when_closed(struct pirec_controller *c)
+{
+  if (c->gpio_closing || !c->gpio_reopen)
+    return;
+  c->gpio_reopen = 0;
+  if (c->shutting_down)
+    return;
+  pirec__gpio_open_all(c);
+  /* Reloads apply between sessions, but a session may have started while the old lines closed. */
+  if (c->session && c->state == C_RECORDING)
+    pirec__gpio_set_recording(c, 1);
+}
+
+static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counters *final, void *user)
+{
+  struct pirec_controller *c = user;
+  c->handles_open--;
+  c->gpio_closing--;
+  gpio_open_when_closed(c);
+  c->hooks.settle(c);
+}
+
+void pirec__gpio_close_all(struct pirec_controller *c)
+{
+  /* Queued ops keep no slot: the indices are about to mean other lines. */
+  for (struct op *op = c->ops; op; op = op->next)
+    pirec__gpio_unpend(c, op);
+  for (int i = 0; i < c->ngpio; i++) {
+    c->handles_open++;
+    c->gpio_closing++;
+    c->gpio_merged[i] = 0;
+    pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
+  }
+  c->ngpio = 0;
+}
+
+/* An accepted reload that applies (between sessions) re-reads [gpio.*]: every line is released
+ * first (the kernel refuses a line still requested, EBUSY), then the new set is opened. */
+void pirec__gpio_reopen_all(struct pirec_controller *c)
+{
+  pirec__gpio_close_all(c);
+  c->gpio_reopen = 1;
+  gpio_open_when_closed(c);
+}
+
+json_t *pirec__gpio_status(struct pirec_controller *c)
+{
+  json_t *o = json_object();
+  for (int i = 0; i < c->ngpio; i++) {
+    struct pirec_gpio_counters k;
+    pirec_gpio_counters(c->gpios[i], &k);
+    json_object_set_new(
+        o, pirec_gpio_name(c->gpios[i]),
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:i}", "line", pirec_gpio_describe(c->gpios[i]), "edges",
+                  (json_int_t)k.edges, "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
+                  "rate_limited", (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "merged",
+                  (json_int_t)c->gpio_merged[i], "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
+  }
+  return o;
+}

@@ -1,0 +1,742 @@
+/* The controller's state machine: one queue of ops (start, stop, trial, toggle, reload, shutdown)
+ * from every source (socket, GPIO, signals), run one at a time; sessions and trials driven
+ * through the recorders; notes; config reloads applied between sessions. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controller-int.h"
+#include "pirec/clock.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+#include "pirec/sink.h"
+#include "pirec/container_of.h"
+
+static const char *op_kind_name(enum op_kind k)
+{
+  static const char *const names[] = {"start", "stop", "trial", "toggle", "reload", "shutdown"};
+  return names[k];
+}
+
+static void op_done(struct pirec_controller *c, json_t *reply);
+static void apply_pending_config(struct pirec_controller *c);
+
+/* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
+ * none does). The client's reply does not wait for the disk. */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
+                     char *err, size_t errlen)
+{
+  int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
+  if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
+    snprintf(err, errlen, "not recording: start a session first (pirec start)");
+    return -ENOTCONN;
+  }
+  size_t max = (size_t)pirec_config_get_int(c->cfg, "notes", "max_length");
+  if (len > max) {
+    snprintf(err, errlen, "note too long: %zu bytes (notes.max_length is %zu)", len, max);
+    return -EMSGSIZE;
+  }
+  int sent = 0;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED)
+      continue;
+    json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
+                            (json_int_t)mono, "wall_ns", (json_int_t)wall);
+    if (!cmd) {
+      snprintf(err, errlen, "note is not valid UTF-8");
+      return -EINVAL;
+    }
+    int e = pirec__module_send(m, cmd, NULL, NULL);
+    if (e < 0) {
+      snprintf(err, errlen, "notes recorder '%s' is %s: %s", m->name,
+               e == -ENOBUFS ? "too far behind" : "unavailable", pirec_strerror(e));
+      return e;
+    }
+    sent++;
+  }
+  if (!sent) {
+    if (!c->session || !pirec_session_dir(c->session)) {
+      snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
+      return -ENOTCONN;
+    }
+    char *copy = strndup(text, len);
+    pirec_session_event_at(c->session, mono, wall, "note", NULL, copy);
+    free(copy);
+    c->notes_in_events++;
+  }
+  c->note_seq++;
+  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns", (json_int_t)mono,
+                           "wall_ns", (json_int_t)wall);
+  return 0;
+}
+
+struct op *pirec__op_queue(struct pirec_controller *c, enum op_kind kind, const char *label,
+                           const char *source, const char *from)
+{
+  struct op *op = calloc(1, sizeof(*op));
+  if (!op)
+    return NULL;
+  op->kind = kind;
+  op->gpio_slot = -1;
+  if (label)
+    snprintf(op->label, sizeof op->label, "%s", label);
+  snprintf(op->source, sizeof op->source, "%s", source);
+  snprintf(op->from, sizeof op->from, "%s", from ? from : "");
+  struct op **pp = &c->ops;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = op;
+  return op;
+}
+
+void pirec__op_add_waiter(struct op *op, void (*reply)(void *who, json_t *obj), void *who, json_t *id)
+{
+  struct waiter *w = calloc(1, sizeof(*w));
+  if (!w)
+    return;
+  w->reply = reply;
+  w->who = who;
+  w->id = id ? json_incref(id) : NULL;
+  w->next = op->waiters;
+  op->waiters = w;
+}
+
+void pirec__op_enqueue(struct pirec_controller *c, enum op_kind kind, const char *label, const char *source,
+                       const char *from)
+{
+  if (pirec__op_queue(c, kind, label, source, from))
+    pirec__op_next(c);
+}
+
+/* One events.csv `control` row for the running op, once it is accepted and the session it acts
+ * on exists: "CMD source SRC[ from NAME][ merged N][ EXTRA][ label L]" (docs/FORMATS.md); the
+ * label goes last because it is the only part that may contain spaces. */
+static void control_row(struct pirec_controller *c, const char *cmd, const char *extra)
+{
+  struct op *op = c->ops;
+  if (!op || !c->session || !pirec_session_dir(c->session))
+    return;
+  char detail[400], merged[40] = "";
+  if (op->merged)
+    snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)op->merged);
+  snprintf(detail, sizeof detail, "%s source %s%s%s%s%s%s%s%s", cmd, op->source, *op->from ? " from " : "",
+           op->from, merged, extra ? " " : "", extra ? extra : "", *op->label ? " label " : "", op->label);
+  pirec_session_event(c->session, "control", NULL, detail);
+}
+
+static json_t *error_reply(const char *message)
+{
+  return json_pack("{s:s,s:s}", "reply", "error", "message", message);
+}
+
+static void waiters_reply(struct op *op, json_t *reply)
+{
+  for (struct waiter *w = op->waiters; w;) {
+    struct waiter *next = w->next;
+    if (w->who) {
+      json_t *o = reply ? json_deep_copy(reply) : error_reply("cancelled");
+      json_object_set(o, "id", w->id ? w->id : json_null());
+      w->reply(w->who, o);
+    }
+    json_decref(w->id);
+    free(w);
+    w = next;
+  }
+  op->waiters = NULL;
+}
+
+static void op_done(struct pirec_controller *c, json_t *reply)
+{
+  struct op *op = c->ops;
+  c->op_running = 0;
+  uv_timer_stop(&c->op_timer);
+  if (op) {
+    c->ops = op->next;
+    waiters_reply(op, reply);
+    free(op);
+  }
+  json_decref(reply);
+  c->hooks.state_changed(c);
+  pirec__op_next(c);
+  if (!c->op_running)
+    c->hooks.ops_idle(c);
+}
+
+static json_t *session_reply(struct pirec_controller *c, const char *word)
+{
+  json_t *o = json_object();
+  json_object_set_new(o, "reply", json_string(word));
+  if (c->session && pirec_session_dir(c->session))
+    json_object_set_new(o, "session_dir", json_string(pirec_session_dir(c->session)));
+  json_object_set_new(o, "trial", json_integer(c->trial));
+  return o;
+}
+
+/* One module reply awaited by the running op. */
+static void on_op_reply(struct module *m, json_t *reply, void *user)
+{
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (r && strcmp(r, "error") == 0 && c->session) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+  /* No reply: it crashed while we waited; the restart path rejoins the trial. */
+  if (r && strcmp(r, "status") == 0)
+    pirec__module_on_status(m, reply, NULL);
+  if (c->op_wait > 0 && --c->op_wait == 0) {
+    void (*cont)(struct pirec_controller *) = c->op_cont;
+    c->op_cont = NULL;
+    uv_timer_stop(&c->op_timer);
+    if (cont)
+      cont(c);
+  }
+}
+
+static void on_op_timeout(uv_timer_t *t)
+{
+  struct pirec_controller *c = container_of(t, struct pirec_controller, op_timer);
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].join_then_stop = 0; /* no longer awaited */
+  if (c->session) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "%d recorder(s) did not answer within %u ms", c->op_wait,
+             c->opts.stop_timeout_ms);
+    pirec_session_error(c->session, NULL, msg);
+  }
+  c->op_wait = 0;
+  void (*cont)(struct pirec_controller *) = c->op_cont;
+  c->op_cont = NULL;
+  if (cont)
+    cont(c);
+}
+
+/* Arms the continuation that runs when every awaited reply arrived (or the timeout passed). */
+static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_controller *))
+{
+  if (c->op_wait == 0) {
+    cont(c);
+    return;
+  }
+  c->op_cont = cont;
+  uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
+}
+
+static void on_restart_started(struct module *m, json_t *reply, void *user)
+{
+  struct pirec_controller *c = m->c;
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (!c->session)
+    return;
+  if (r && strcmp(r, "started") == 0) {
+    if (m->crash_mono_ns)
+      pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
+    m->crash_mono_ns = 0;
+  } else if (reply) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
+             json_string_value(json_object_get(reply, "message")));
+    pirec_session_error(c->session, m->name, msg);
+  }
+}
+
+/* The current trial's start for m, ahead of anything queued for it (notes held while the session
+ * was starting, or written while it was restarting). A start repeated inside one trial (after a
+ * crash) is part n. for_op: the running op waits for the reply; else it is a rejoin. */
+static void send_start_first(struct module *m, int for_op)
+{
+  struct pirec_controller *c = m->c;
+  int part = 0;
+  if (m->started_trial == c->trial) {
+    part = ++m->part;
+  } else {
+    m->started_trial = c->trial;
+    m->part = 0;
+  }
+  m->in_trial = 1;
+  const char *label = "";
+  json_t *trials = json_object_get(pirec_session_manifest(c->session), "trials");
+  json_t *last = json_array_get(trials, json_array_size(trials) - 1);
+  if (json_is_string(json_object_get(last, "label")))
+    label = json_string_value(json_object_get(last, "label"));
+  json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
+                          pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
+  if (!for_op) {
+    pirec__module_send_first(m, cmd, on_restart_started, NULL);
+  } else {
+    c->op_wait++;
+    if (pirec__module_send_first(m, cmd, on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+/* Sends start for the current trial to every recorder that takes commands now; the ones still
+ * starting up join when they say ready. */
+static void start_trial_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    m->in_trial = 0;
+    m->hold = 0;
+    if (m->state == M_ENDED)
+      continue;
+    if (m->state == M_READY) {
+      send_start_first(m, 1);
+    } else {
+      /* joins in handle_ready */
+      m->in_trial = 1;
+      m->started_trial = 0;
+    }
+  }
+}
+
+static void stop_trial_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    int was = m->in_trial;
+    m->in_trial = 0;
+    if (was && m->state != M_READY && m->state != M_ENDED && pirec__module_has_note(m)) {
+      /* "noted" was already said for these: wait (within the op's timeout) for the recorder to
+       * come up and write them into this trial rather than lose them or move them to the next */
+      m->join_then_stop = 1;
+      c->op_wait++;
+      continue;
+    }
+    if (!was || m->state != M_READY)
+      continue;
+    c->op_wait++;
+    if (pirec__module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+static void status_on_modules(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->state != M_READY)
+      continue;
+    c->op_wait++;
+    if (pirec__module_send(m, json_pack("{s:s}", "cmd", "status"), on_op_reply, NULL) < 0)
+      c->op_wait--;
+  }
+}
+
+static void after_trial_started(struct pirec_controller *c)
+{
+  c->state = C_RECORDING;
+  struct op *op = c->ops;
+  json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
+  op_done(c, r);
+}
+
+static void begin_trial(struct pirec_controller *c, const char *label)
+{
+  c->trial = pirec_session_last_trial(c->session) + 1;
+  pirec_session_trial_begin(c->session, c->trial, label);
+  c->trial_start_mono = pirec_clock_mono_ns();
+  pirec__gpio_trial_started(c);
+  start_trial_on_modules(c);
+  op_await(c, after_trial_started);
+}
+
+static void on_session_started(struct pirec_session *s, int status, void *user)
+{
+  struct pirec_controller *c = user;
+  if (status < 0) {
+    for (int i = 0; i < c->nmodules; i++) {
+      c->modules[i].hold = 0;
+      pirec__module_flush(&c->modules[i]);
+    }
+    char msg[600];
+    snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
+             pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    /* Files it opened before failing (session.json unwritable) are closed with it. */
+    pirec_session_close(s, NULL, NULL);
+    c->session = NULL;
+    c->state = C_IDLE;
+    c->nearly_edges = 0; /* they belonged to this session */
+    c->early_edges_lost = 0;
+    c->errors++;
+    op_done(c, error_reply(msg));
+    return;
+  }
+  pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
+  for (int i = 0; i < c->nearly_edges; i++)
+    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
+                           c->early_edges[i].module, c->early_edges[i].detail);
+  if (c->early_edges_lost) {
+    char lost[96];
+    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
+             (unsigned long long)c->early_edges_lost);
+    pirec_session_event(s, "gpio_edges_lost", "controller", lost);
+  }
+  c->nearly_edges = 0;
+  c->early_edges_lost = 0;
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
+    pirec_session_module_set(s, m->name, "program", json_string(m->program));
+    pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
+    m->crash_mono_ns = 0;
+  }
+  control_row(c, "start", NULL);
+  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
+   * start) only once there is a session directory, so a session that cannot start leaves the LED
+   * off and every pulse has an events.csv to go into. */
+  pirec__gpio_set_recording(c, 1);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static json_t *config_snapshot(struct pirec_controller *c)
+{
+  size_t len = 0;
+  const char *src = pirec_config_source(c->cfg, &len);
+  char *canon = pirec_config_format(c->cfg);
+  json_t *o = json_pack("{s:s,s:s%,s:s?}", "path", c->demo ? "(built-in demo)" : pirec_config_path(c->cfg),
+                        "source", src ? src : "", src ? len : 0, "effective", canon);
+  free(canon);
+  return o;
+}
+
+static void op_start_session(struct pirec_controller *c, const char *label)
+{
+  struct pirec_session_options so = {0};
+  so.output_dir = c->output_dir_override ? c->output_dir_override
+                                         : pirec_config_get_string(c->cfg, "session", "output_dir");
+  char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
+  const char *l =
+      label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));
+  pirec_session_label_sanitise(l, clean);
+  so.label = clean;
+  so.clocks_interval_ns = pirec_config_get_duration(c->cfg, "session", "clocks_interval");
+  int64_t fs = pirec_config_get_duration(c->cfg, "storage", "fsync_interval");
+  so.fsync_interval_ms = fs > 0 ? pirec_sink_fsync_interval_ms(fs) : UINT_MAX; /* UINT_MAX: at close */
+  json_t *snap = config_snapshot(c);
+  so.config = snap;
+  json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
+  so.versions_extra = versions;
+  struct pirec_session *s = NULL;
+  int err = pirec_session_new(c->loop, &so, &s);
+  json_decref(snap);
+  json_decref(versions);
+  if (err == 0)
+    err = pirec_session_start(s, on_session_started, c);
+  if (err < 0) {
+    pirec_session_close(s, NULL, NULL);
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+    return;
+  }
+  c->session = s;
+  c->state = C_STARTING;
+  c->trial = 0;
+  /* Notes that arrive before the session directory exists wait in the outboxes. */
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].hold = 1;
+  c->hooks.state_changed(c);
+}
+
+static void on_session_stopped(struct pirec_session *s, int status, void *user)
+{
+  struct pirec_controller *c = user;
+  char *dir = strdup(pirec_session_dir(s));
+  size_t nerr = pirec_session_error_count(s);
+  if (status < 0 || nerr)
+    c->errors++;
+  pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
+            status < 0 ? pirec_strerror(status) : "");
+  c->session = NULL; /* s is freed when this returns */
+  c->state = C_IDLE;
+  c->trial = 0;
+  pirec__gpio_set_recording(c, 0);
+  json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
+  free(dir);
+  /* The final counters (from the status round after the recorders stopped), for the summary. */
+  json_t *mods = json_object();
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    json_t *mo = json_pack("{s:s,s:i}", "kind", m->kind, "crashes", (int)m->crashes);
+    if (m->last_status)
+      json_object_set(mo, "counters", json_object_get(m->last_status, "counters"));
+    json_object_set_new(mods, m->name, mo);
+  }
+  json_object_set_new(r, "modules", mods);
+  pirec__remux_session(c, json_string_value(json_object_get(r, "session_dir")));
+  apply_pending_config(c);
+  op_done(c, r);
+}
+
+static void after_final_status(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    pirec_session_module_set(c->session, m->name, "state", json_string(pirec__mstate_name(m->state)));
+    pirec_session_module_set(c->session, m->name, "crashes_total", json_integer(m->crashes));
+  }
+  if (c->notes_in_events)
+    pirec_session_module_set(c->session, "controller", "notes_in_events",
+                             json_integer((json_int_t)c->notes_in_events));
+  pirec_session_close(c->session, on_session_stopped, c);
+}
+
+static void after_modules_stopped(struct pirec_controller *c)
+{
+  status_on_modules(c);
+  op_await(c, after_final_status);
+}
+
+static void op_stop_session(struct pirec_controller *c)
+{
+  control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
+  c->state = C_STOPPING;
+  c->hooks.state_changed(c);
+  stop_trial_on_modules(c);
+  op_await(c, after_modules_stopped);
+}
+
+static void after_trial_stopped(struct pirec_controller *c)
+{
+  pirec_session_trial_end(c->session);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "");
+}
+
+static void op_next_trial(struct pirec_controller *c)
+{
+  control_row(c, "trial", NULL);
+  stop_trial_on_modules(c);
+  op_await(c, after_trial_stopped);
+}
+
+static int control_differs(const struct pirec_config *a, const struct pirec_config *b)
+{
+  return strcmp(pirec_config_get_string(a, "control", "mode"),
+                pirec_config_get_string(b, "control", "mode")) ||
+         strcmp(pirec_config_get_string(a, "control", "socket"),
+                pirec_config_get_string(b, "control", "socket")) ||
+         pirec_config_get_int(a, "control", "socket_mode") !=
+             pirec_config_get_int(b, "control", "socket_mode");
+}
+
+static void on_reloaded(struct pirec_config_req *req)
+{
+  struct pirec_controller *c = req->data;
+  json_t *r;
+  if (req->result < 0) {
+    char msg[1200] = "reload failed, keeping the old config: ";
+    size_t used = strlen(msg);
+    for (size_t i = 0; i < req->errors.count && used < sizeof msg - 2; i++) {
+      int n = snprintf(msg + used, sizeof msg - used, "%s%s", i ? "; " : "", req->errors.items[i].message);
+      if (n < 0)
+        break;
+      used += (size_t)n;
+    }
+    if (!req->errors.count)
+      snprintf(msg + used, sizeof msg - used, "%s", pirec_strerror(req->result));
+    pirec_log(PIREC_LOG_ERROR, "%s", msg);
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL, msg);
+    r = error_reply(msg);
+  } else {
+    struct pirec_config *fresh = req->config;
+    req->config = NULL;
+    int changed = req->changed;
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = fresh;
+    const char *when = c->session ? "next_session" : "now";
+    control_row(c, "reload", changed ? "changed" : "unchanged");
+    if (c->session)
+      pirec_session_event(c->session, "config_reload", NULL,
+                          changed ? "accepted; applies from the next session" : "unchanged");
+    pirec_log(PIREC_LOG_INFO, "config '%s' reloaded (%s)%s", pirec_config_path(fresh),
+              changed ? "changed" : "unchanged", c->session ? "; applies from the next session" : "");
+    r = json_pack("{s:s,s:b,s:s}", "reply", "reloaded", "changed", changed, "applies", when);
+    /* The socket is bound once: a new [control] would have to cut off every client, this one
+     * included. Say so instead of replying as if it applied. */
+    if (control_differs(c->cfg, fresh)) {
+      json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
+      pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
+    }
+    if (!c->session)
+      apply_pending_config(c);
+  }
+  pirec_config_req_cleanup(req);
+  op_done(c, r);
+}
+
+static void op_reload(struct pirec_controller *c)
+{
+  if (c->demo || !c->config_path) {
+    op_done(c, error_reply("running the built-in demo configuration: there is no file to reload"));
+    return;
+  }
+  memset(&c->reload_req, 0, sizeof c->reload_req);
+  c->reload_req.data = c;
+  int err = pirec_config_reload_async(c->loop, &c->reload_req, c->cfg, on_reloaded);
+  if (err < 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "cannot reload: %s", pirec_strerror(err));
+    op_done(c, error_reply(msg));
+  }
+}
+
+/* New settings take over between sessions: the checked text replaces the snapshot and the
+ * recorders are restarted to read it. */
+static void apply_pending_config(struct pirec_controller *c)
+{
+  if (!c->pending_cfg || c->session || c->shutting_down)
+    return;
+  int err = pirec__snapshot_write(c, c->pending_cfg);
+  if (err < 0) {
+    /* The recorders would still read the old text: keep the old settings everywhere. */
+    pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
+              c->snapshot_path, pirec_strerror(err));
+    pirec_config_free(c->pending_cfg);
+    c->pending_cfg = NULL;
+    c->errors++;
+    return;
+  }
+  pirec_config_free(c->cfg);
+  c->cfg = c->pending_cfg;
+  c->pending_cfg = NULL;
+  pirec__gpio_reopen_all(c);
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->job) {
+      m->stopping = 1;
+      /* The old child is SIGKILLed only if it is still running; idle recorders have no files open. */
+      pirec_job_stop(m->job);
+    }
+  }
+  /* Wait for the old children to end before spawning the new set (see maybe_respawn). */
+  c->started = 2;
+  c->hooks.settle(c);
+}
+
+/* Trial and toggle turn into a start or a stop by the state they find. */
+static void op_resolve(struct pirec_controller *c, struct op *op)
+{
+  if (c->state == C_IDLE && (op->kind == OP_TRIAL || op->kind == OP_TOGGLE))
+    op->kind = OP_START;
+  else if (c->state == C_RECORDING && op->kind == OP_TOGGLE)
+    op->kind = OP_STOP;
+}
+
+/* The reply to an op the state it finds does not allow; NULL (its waiters hear "cancelled") when
+ * there is simply nothing to do: a toggle while starting or stopping, a shutdown with no session. */
+static json_t *op_refused(struct pirec_controller *c, enum op_kind kind)
+{
+  switch (kind) {
+  case OP_START: return error_reply(c->state == C_RECORDING ? "already recording" : "busy");
+  case OP_STOP: return error_reply("not recording");
+  case OP_TRIAL: return error_reply("busy");
+  default: return NULL;
+  }
+}
+
+void pirec__op_next(struct pirec_controller *c)
+{
+  if (c->op_running || !c->ops)
+    return;
+  struct op *op = c->ops;
+  c->op_running = 1;
+  c->op_wait = 0;
+  pirec__gpio_unpend(c, op);
+  if (op->merged)
+    pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",
+              (unsigned long long)op->merged, op_kind_name(op->kind));
+  if (op->kind == OP_RELOAD) {
+    op_reload(c);
+    return;
+  }
+  op_resolve(c, op);
+  enum cstate needs = op->kind == OP_START ? C_IDLE : C_RECORDING;
+  if (c->state != needs) {
+    op_done(c, op_refused(c, op->kind));
+    return;
+  }
+  if (op->kind == OP_START)
+    op_start_session(c, op->label);
+  else if (op->kind == OP_TRIAL)
+    op_next_trial(c);
+  else /* stop, or a shutdown while recording */
+    op_stop_session(c);
+}
+
+void pirec__ops_module_ready(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  if (m->join_then_stop) {
+    /* The trial its queued notes belong to is ending: start, the notes, stop, in that order. */
+    m->join_then_stop = 0;
+    if (c->session && c->trial) {
+      send_start_first(m, 0);
+      m->in_trial = 0;
+      if (pirec__module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+        on_op_reply(m, NULL, NULL);
+    } else {
+      on_op_reply(m, NULL, NULL);
+    }
+  }
+  /* A trial is running: join it (again, after a crash) before anything queued is sent. */
+  if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) && m->in_trial &&
+      !m->hold)
+    send_start_first(m, 0);
+}
+
+void pirec__ops_module_ended(struct module *m)
+{
+  if (m->join_then_stop) {
+    m->join_then_stop = 0;
+    on_op_reply(m, NULL, NULL); /* the stop it will never answer */
+  }
+}
+
+/* Queues the op of a trigger's edge and marks it as that line's pending op until it runs. */
+void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from)
+{
+  struct op *op = pirec__op_queue(c, kind, NULL, "gpio", from);
+  if (!op)
+    return;
+  if (slot >= 0) {
+    op->gpio_slot = slot;
+    c->gpio_pending[slot] = op;
+  }
+  pirec__op_next(c);
+}
+
+void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message)
+{
+  if (!c->ops)
+    return;
+  struct op *running = c->ops;
+  for (struct op *op = running->next; op;) {
+    struct op *next = op->next;
+    pirec__gpio_unpend(c, op);
+    json_t *r = error_reply(message);
+    waiters_reply(op, r);
+    json_decref(r);
+    free(op);
+    op = next;
+  }
+  running->next = NULL;
+}
+
+void pirec__ops_free(struct pirec_controller *c)
+{
+  while (c->ops) {
+    struct op *op = c->ops;
+    c->ops = op->next;
+    waiters_reply(op, NULL);
+    free(op);
+  }
+}

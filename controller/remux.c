@@ -1,0 +1,83 @@
+/* pirec-remux on each finished session ([session] remux_after), as supervised children in a job
+ * queue ([remux] jobs at once). */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controller-int.h"
+#include "pirec/error.h"
+#include "pirec/log.h"
+
+static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len)
+{
+  pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
+}
+
+static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
+{
+  struct remux_run *run = pirec_job_user(job);
+  struct pirec_controller *c = run->c;
+  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
+    pirec_log(PIREC_LOG_INFO, "remux of '%s' done", run->dir);
+  else
+    pirec_log(PIREC_LOG_WARN, "remux of '%s' %s (status %d); run pirec-remux on it by hand", run->dir,
+              pirec_job_end_str(r->reason), r->status);
+  for (struct remux_run **pp = &c->remuxes; *pp; pp = &(*pp)->next)
+    if (*pp == run) {
+      *pp = run->next;
+      break;
+    }
+  pirec_job_free(job);
+  free(run->dir);
+  free(run);
+  c->hooks.settle(c);
+}
+
+/* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
+ * controller does not wait for it, and a failure leaves the session as it is. */
+void pirec__remux_session(struct pirec_controller *c, const char *dir)
+{
+  if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after"))
+    return;
+  char program[PATH_MAX];
+  if (pirec__find_program(c, "pirec-remux", program, sizeof program) < 0) {
+    pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");
+    return;
+  }
+  if (!c->remux_queue && pirec_job_queue_new(c->loop, (unsigned)pirec_config_get_int(c->cfg, "remux", "jobs"),
+                                             &c->remux_queue) < 0)
+    return;
+  struct remux_run *run = calloc(1, sizeof(*run));
+  if (!run)
+    return;
+  run->c = c;
+  run->dir = strdup(dir);
+  const char *argv[] = {program,
+                        "--format",
+                        pirec_config_get_string(c->cfg, "remux", "format"),
+                        "--clock",
+                        pirec_config_get_string(c->cfg, "remux", "clock"),
+                        dir,
+                        NULL};
+  struct pirec_job_options o;
+  pirec_job_options_init(&o);
+  o.argv = argv;
+  o.name = "remux";
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.on_line = remux_line;
+  o.on_end = remux_end;
+  o.user = run;
+  int err = pirec_job_new(c->loop, &o, &run->job);
+  if (err == 0)
+    err = pirec_job_queue_add(c->remux_queue, run->job);
+  if (err < 0) {
+    pirec_log(PIREC_LOG_WARN, "cannot start pirec-remux on '%s': %s", dir, pirec_strerror(err));
+    pirec_job_free(run->job);
+    free(run->dir);
+    free(run);
+    return;
+  }
+  run->next = c->remuxes;
+  c->remuxes = run;
+}
