@@ -1,6 +1,6 @@
 /* RTP, RTCP, RTSP framing, SDP and H.264 payloading (see include/pirec/rtp.h). */
 
-#include "pirec/rtp.h"
+#include "rtp.h"
 
 #include <ctype.h>
 #include <errno.h>

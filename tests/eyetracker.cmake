@@ -1,5 +1,5 @@
 # Eye tracker tests (owner: eyetracker).
-pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_rtp TIMEOUT 30)
+pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_media TIMEOUT 30)
 pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_libcsv TIMEOUT 30)
 # End to end against a real pirec-eyesim process (needs ffmpeg/ffprobe with libx264).
 # Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also

@@ -19,7 +19,7 @@
 
 #include <uv.h>
 
-#include "h264-mkv.h"
+#include "mkv.h"
 #include "helpers/remux-gen.h"
 #include "pirec/sink.h"
 

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "pirec/rtp.h"
+#include "rtp.h"
 
 static void test_rtp_header(void **state)
 {

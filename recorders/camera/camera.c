@@ -2,7 +2,7 @@
  * one frames-CSV row per frame that reached the video file. */
 
 #include "camera-int.h"
-#include "h264-mkv.h"
+#include "mkv.h"
 
 #include "pirec/clock.h"
 #include "pirec/csv.h"

@@ -3,14 +3,14 @@
 
 #include "pirec/eyetracker.h"
 
-#include "h264-mkv.h"
+#include "mkv.h"
 #include "pirec/clock.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
 #include "pirec/mdns.h"
-#include "pirec/rtp.h"
+#include "rtp.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
 #include "pirec/container_of.h"

@@ -12,7 +12,7 @@
 #include "pirec/clock.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
-#include "pirec/rtp.h"
+#include "rtp.h"
 #include "pirec/sink.h"
 #include "pirec/container_of.h"
 

@@ -2,7 +2,7 @@
  * pirec_sink, so a recorder sees each frame exactly when it is in the file (the camera, the eye
  * tracker's scene video); and the camera's splitter of an encoder's byte stream into access units. */
 
-#include "h264-mkv.h"
+#include "mkv.h"
 
 #include "pirec/log.h"
 #include "pirec/sink.h"
