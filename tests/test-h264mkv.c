@@ -19,6 +19,7 @@
 
 #include <uv.h>
 
+#include "h264.h"
 #include "mkv.h"
 #include "helpers/remux-gen.h"
 #include "pirec/sink.h"

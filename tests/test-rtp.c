@@ -14,7 +14,12 @@
 
 #include <cmocka.h>
 
+#include "h264.h"
+#include "http.h"
+#include "rtcp.h"
 #include "rtp.h"
+#include "rtsp.h"
+#include "sdp.h"
 
 static void test_rtp_header(void **state)
 {
@@ -76,17 +81,17 @@ static void test_rtcp_sr(void **state)
 
 static void test_ntp(void **state)
 {
-  assert_int_equal(pirec_ntp_to_unix_ns(2208988800ull << 32), 0);
-  assert_int_equal(pirec_ntp_to_unix_ns((2208988801ull << 32) | 0x80000000u), 1500000000);
-  assert_true(pirec_unix_ns_to_ntp(0) == 2208988800ull << 32);
+  assert_int_equal(pirec_rtcp_ntp_to_unix_ns(2208988800ull << 32), 0);
+  assert_int_equal(pirec_rtcp_ntp_to_unix_ns((2208988801ull << 32) | 0x80000000u), 1500000000);
+  assert_true(pirec_rtcp_unix_ns_to_ntp(0) == 2208988800ull << 32);
   /* 2026-11-22T00:00:00Z */
   int64_t t = 1795305600LL * 1000000000LL;
-  assert_true(pirec_unix_ns_to_ntp(t) >> 32 == 1795305600ull + 2208988800ull);
+  assert_true(pirec_rtcp_unix_ns_to_ntp(t) >> 32 == 1795305600ull + 2208988800ull);
   uint64_t x = 88172645463325252ull;
   for (int i = 0; i < 200000; i++) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     int64_t ns = t + (int64_t)(x % (400ull * 86400 * 1000000000ull));
-    int64_t back = pirec_ntp_to_unix_ns(pirec_unix_ns_to_ntp(ns));
+    int64_t back = pirec_rtcp_ntp_to_unix_ns(pirec_rtcp_unix_ns_to_ntp(ns));
     if (back != ns)
       fail_msg("ntp round trip of %lld gave %lld", (long long)ns, (long long)back);
   }
@@ -94,27 +99,27 @@ static void test_ntp(void **state)
 
 static void test_clock(void **state)
 {
-  struct pirec_rtp_clock c;
-  pirec_rtp_clock_init(&c, 90000);
+  struct pirec_rtcp_clock c;
+  pirec_rtcp_clock_init(&c, 90000);
   uint32_t ts0 = 0xFFFFF000u; /* wraps after 4096 ticks */
-  int64_t e0 = pirec_rtp_clock_extend(&c, ts0);
-  assert_true(pirec_rtp_clock_device_ns(&c, e0) == INT64_MIN);
+  int64_t e0 = pirec_rtcp_clock_extend(&c, ts0);
+  assert_true(pirec_rtcp_clock_device_ns(&c, e0) == INT64_MIN);
   int64_t t = 1795305600123456789LL;
-  pirec_rtp_clock_sr(&c, ts0 + 450, t); /* the report names a later instant than the sample */
-  assert_int_equal(pirec_rtp_clock_device_ns(&c, e0), t - 5000000);
-  int64_t e1 = pirec_rtp_clock_extend(&c, ts0 + 90000); /* wrapped */
+  pirec_rtcp_clock_sr(&c, ts0 + 450, t); /* the report names a later instant than the sample */
+  assert_int_equal(pirec_rtcp_clock_device_ns(&c, e0), t - 5000000);
+  int64_t e1 = pirec_rtcp_clock_extend(&c, ts0 + 90000); /* wrapped */
   assert_int_equal(e1 - e0, 90000);
-  assert_int_equal(pirec_rtp_clock_device_ns(&c, e1), t - 5000000 + 1000000000);
+  assert_int_equal(pirec_rtcp_clock_device_ns(&c, e1), t - 5000000 + 1000000000);
   /* a late packet from before the wrap stays before it */
-  assert_int_equal(pirec_rtp_clock_extend(&c, ts0 + 10) - e0, 10);
+  assert_int_equal(pirec_rtcp_clock_extend(&c, ts0 + 10) - e0, 10);
   assert_int_equal(c.ext_last, e1);
   /* floor rounding: 1 tick at 90 kHz is 11111.1 ns; -1 tick is -11112 */
   assert_int_equal(pirec_rtp_ticks_to_ns(1, 90000), 11111);
   assert_int_equal(pirec_rtp_ticks_to_ns(-1, 90000), -11112);
   assert_int_equal(pirec_rtp_ticks_to_ns(90000LL * 86400 * 365, 90000), 86400LL * 365 * 1000000000);
   /* a new report after the wrap moves the mapping (a drifting device clock) */
-  pirec_rtp_clock_sr(&c, ts0 + 180000, t + 2000000100);
-  assert_int_equal(pirec_rtp_clock_device_ns(&c, e1), t + 1000000100);
+  pirec_rtcp_clock_sr(&c, ts0 + 180000, t + 2000000100);
+  assert_int_equal(pirec_rtcp_clock_device_ns(&c, e1), t + 1000000100);
   assert_int_equal(c.sr_count, 2);
 }
 
@@ -232,11 +237,11 @@ static void test_headers(void **state)
   const char *v;
   size_t vl;
   assert_int_equal(pirec_rtsp_status((const uint8_t *)m, sizeof m - 1), 454);
-  assert_int_equal(pirec_rtsp_header((const uint8_t *)m, sizeof m - 1, "session", &v, &vl), 1);
+  assert_int_equal(pirec_http_header((const uint8_t *)m, sizeof m - 1, "session", &v, &vl), 1);
   assert_int_equal(vl, strlen("12345678;timeout=60"));
   assert_memory_equal(v, "12345678;timeout=60", vl);
-  assert_int_equal(pirec_rtsp_header((const uint8_t *)m, sizeof m - 1, "Transport", &v, &vl), 0);
-  assert_int_equal(pirec_rtsp_header((const uint8_t *)m, sizeof m - 1, "CSeq", &v, &vl), 1);
+  assert_int_equal(pirec_http_header((const uint8_t *)m, sizeof m - 1, "Transport", &v, &vl), 0);
+  assert_int_equal(pirec_http_header((const uint8_t *)m, sizeof m - 1, "CSeq", &v, &vl), 1);
   assert_memory_equal(v, "4", 1);
   assert_int_equal(pirec_rtsp_status((const uint8_t *)"HTTP/1.1 200 OK\r\n", 17), -EBADMSG);
 }
@@ -565,7 +570,7 @@ static void test_fuzz(void **state)
     assert_true(r == 0 || r == -EBADMSG);
     const char *v;
     size_t vl;
-    pirec_rtsp_header(buf, len, "CSeq", &v, &vl);
+    pirec_http_header(buf, len, "CSeq", &v, &vl);
     pirec_rtsp_status(buf, len);
     size_t avail;
     uint8_t *sp = pirec_rtsp_framer_space(&f, &avail);

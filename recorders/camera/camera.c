@@ -2,6 +2,7 @@
  * one frames-CSV row per frame that reached the video file. */
 
 #include "camera-int.h"
+#include "h264.h"
 #include "mkv.h"
 
 #include "pirec/clock.h"

@@ -3,6 +3,7 @@
 
 #include "pirec/eyetracker.h"
 
+#include "h264.h"
 #include "mkv.h"
 #include "pirec/clock.h"
 #include "pirec/csv.h"
@@ -10,7 +11,12 @@
 #include "pirec/gaze.h"
 #include "pirec/log.h"
 #include "pirec/mdns.h"
+#include "h264.h"
+#include "http.h"
+#include "rtcp.h"
 #include "rtp.h"
+#include "rtsp.h"
+#include "sdp.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
 #include "pirec/container_of.h"
@@ -80,7 +86,7 @@ struct stream {
   char last_msg[400];
 
   /* this session */
-  struct pirec_rtp_clock clock;
+  struct pirec_rtcp_clock clock;
   struct pirec_rtp_seq seq;
   int have_ssrc;
   uint32_t ssrc;
@@ -502,7 +508,7 @@ static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, in
   st->pending_drop += (uint64_t)lost;
   if (track_interval && st->had_data && !after_gap && p->ssrc == st->prev_ssrc && lost == 0)
     note_interval(st, (int32_t)(p->ts - st->prev_ts));
-  *ext = pirec_rtp_clock_extend(&st->clock, p->ts);
+  *ext = pirec_rtcp_clock_extend(&st->clock, p->ts);
   st->had_data = 1;
   st->prev_ssrc = p->ssrc;
   st->prev_ts = p->ts;
@@ -544,7 +550,7 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
   char buf_row[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtp_clock_device_ns(&st->clock, ext),
+  pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtcp_clock_device_ns(&st->clock, ext),
                      &g, p.ts, st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
   push_row(st, et->gaze_sink, &row);
@@ -556,7 +562,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
 {
   struct stream *st = user;
   struct pirec_eyetracker *et = st->et;
-  int64_t ext = pirec_rtp_clock_extend(&st->clock, au->rtp_ts);
+  int64_t ext = pirec_rtcp_clock_extend(&st->clock, au->rtp_ts);
   if (st->have_prev_au) {
     int64_t d = ext - st->prev_au_ext;
     if (st->lost_since_au > 0) {
@@ -623,7 +629,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_i64(&row, st->rx_wall);
   pirec_csv_row_u64(&row, et->frame_index++);
   pirec_csv_row_u64(&row, st->st.samples - 1);
-  int64_t dev = pirec_rtp_clock_device_ns(&st->clock, ext);
+  int64_t dev = pirec_rtcp_clock_device_ns(&st->clock, ext);
   if (dev == INT64_MIN)
     pirec_csv_row_empty(&row);
   else
@@ -714,8 +720,8 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, b, sizeof b);
   pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
-                           pirec_rtp_clock_device_ns(&st->clock, ext), &e, p.ts, st->seq.ext_max - (1u << 16),
-                           st->pending_drop);
+                           pirec_rtcp_clock_device_ns(&st->clock, ext), &e, p.ts,
+                           st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
   push_row(st, et->events_sink, &row);
 }
@@ -743,8 +749,8 @@ static void rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
   }
   if (r == 0 || (st->have_ssrc && sr.ssrc != st->ssrc))
     return;
-  int64_t dev = pirec_ntp_to_unix_ns(sr.ntp);
-  pirec_rtp_clock_sr(&st->clock, sr.rtp_ts, dev);
+  int64_t dev = pirec_rtcp_ntp_to_unix_ns(sr.ntp);
+  pirec_rtcp_clock_sr(&st->clock, sr.rtp_ts, dev);
   st->st.rtcp_sr++;
   st->st.offset_ns = dev - st->rx_wall;
   if (!st->have_sr0) {
@@ -866,7 +872,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
   size_t vl;
   if (code < 0) {
     /* A request from the server (GET_PARAMETER, ANNOUNCE...): answer that it is not supported. */
-    if (pirec_rtsp_header(it->data, it->len, "CSeq", &v, &vl))
+    if (pirec_http_header(it->data, it->len, "CSeq", &v, &vl))
       stream_send(st, "RTSP/1.0 501 Not Implemented\r\nCSeq: %.*s\r\n\r\n", (int)vl, v);
     return;
   }
@@ -922,7 +928,7 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     }
     char base[PIREC_EYETRACKER_URL_MAX];
     snprintf(base, sizeof base, "%s", st->url);
-    if (pirec_rtsp_header(it->data, it->len, "Content-Base", &v, &vl) && vl < sizeof base)
+    if (pirec_http_header(it->data, it->len, "Content-Base", &v, &vl) && vl < sizeof base)
       snprintf(base, sizeof base, "%.*s", (int)vl, v);
     if (pirec_rtsp_control_url(base, m->control, st->control, sizeof st->control) < 0) {
       stream_fail(st, -ENAMETOOLONG, PIREC_EYETRACKER_EVENT_ERROR, "control URL too long");
@@ -931,13 +937,13 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     st->pt = m->pt;
     st->clock_rate = m->clock_rate;
     snprintf(st->encoding, sizeof st->encoding, "%s", m->encoding);
-    pirec_rtp_clock_init(&st->clock, m->clock_rate);
+    pirec_rtcp_clock_init(&st->clock, m->clock_rate);
     set_state(st, S_SETUP);
     send_setup(st);
     break;
   }
   case S_SETUP:
-    if (!pirec_rtsp_header(it->data, it->len, "Session", &v, &vl) || vl == 0) {
+    if (!pirec_http_header(it->data, it->len, "Session", &v, &vl) || vl == 0) {
       stream_fail(st, -EPROTO, PIREC_EYETRACKER_EVENT_ERROR, "SETUP reply without a Session");
       return;
     }
@@ -1086,7 +1092,7 @@ static void stream_connect(struct stream *st)
   }
   /* A fresh session: new clock, new sequence numbers, empty framer. */
   memset(&st->seq, 0, sizeof st->seq);
-  pirec_rtp_clock_init(&st->clock, st->clock_rate ? st->clock_rate : 90000);
+  pirec_rtcp_clock_init(&st->clock, st->clock_rate ? st->clock_rate : 90000);
   st->have_ssrc = 0;
   st->have_sr0 = 0;
   st->framer.start = st->framer.end = 0;

@@ -12,7 +12,11 @@
 #include "pirec/clock.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
+#include "h264.h"
+#include "http.h"
+#include "rtcp.h"
 #include "rtp.h"
+#include "rtsp.h"
 #include "pirec/sink.h"
 #include "pirec/container_of.h"
 
@@ -302,7 +306,7 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
   const char *sp = memchr(m, ' ', it->len);
   const char *cseq = "0";
   size_t cseq_len = 1;
-  if (!pirec_rtsp_header(it->data, it->len, "CSeq", &cseq, &cseq_len)) {
+  if (!pirec_http_header(it->data, it->len, "CSeq", &cseq, &cseq_len)) {
     cseq = "0";
     cseq_len = 1;
   }
@@ -350,7 +354,7 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
     size_t tl;
     if (c->cam == CAM_NONE)
       c->cam = cam_of(url, ul);
-    if (!pirec_rtsp_header(it->data, it->len, "Transport", &tr, &tl) || !memmem(tr, tl, "RTP/AVP/TCP", 11) ||
+    if (!pirec_http_header(it->data, it->len, "Transport", &tr, &tl) || !memmem(tr, tl, "RTP/AVP/TCP", 11) ||
         !memmem(tr, tl, "interleaved=", 12)) {
       reply(c, "461 Unsupported Transport", cseq, cseq_len, NULL, NULL);
       return;
@@ -603,7 +607,7 @@ static void send_sr(struct pirec_eyesim *sim, struct sim_conn *c, int64_t ticks_
                : c->cam == CAM_WORLD ? sim->world_ts0
                                      : sim->events_ts0) +
               (uint32_t)k;
-  sr.ntp = pirec_unix_ns_to_ntp(device_ns(sim, k));
+  sr.ntp = pirec_rtcp_unix_ns_to_ntp(device_ns(sim, k));
   uint8_t b[28];
   pirec_rtcp_write_sr(b, &sr);
   send_interleaved(c, c->rtcp_ch, b, sizeof b);
