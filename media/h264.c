@@ -4,6 +4,7 @@
 #include "h264.h"
 
 #include "be.h"
+#include "pirec/bytebuf.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,50 +45,39 @@ int pirec__h264_is_keyframe(const uint8_t *au, size_t len)
 
 /* ---- access units of a byte stream ---- */
 
+/* An access unit larger than this is not video pirec records; the splitter refuses to grow past it. */
+#define AU_MAX ((size_t)64 << 20)
+
 int pirec__au_init(struct pirec__au *au, size_t cap)
 {
   memset(au, 0, sizeof *au);
-  au->buf = malloc(cap);
-  au->cap = au->buf ? cap : 0;
-  return au->buf ? 0 : -ENOMEM;
+  return pirec_bytebuf_init(&au->buf, cap, cap > AU_MAX ? cap : AU_MAX);
 }
 
 void pirec__au_free(struct pirec__au *au)
 {
-  free(au->buf);
+  if (!au)
+    return;
+  pirec_bytebuf_free(&au->buf);
   memset(au, 0, sizeof *au);
 }
 
 void pirec__au_reset(struct pirec__au *au)
 {
-  au->len = au->start = au->scan = 0;
+  pirec_bytebuf_reset(&au->buf);
+  au->scan = 0;
   au->have_start = 0;
 }
 
 uint8_t *pirec__au_space(struct pirec__au *au, size_t want)
 {
-  if (au->start > 0) {
-    memmove(au->buf, au->buf + au->start, au->len - au->start);
-    au->len -= au->start;
-    au->scan = au->scan > au->start ? au->scan - au->start : 0;
-    au->start = 0;
-  }
-  if (au->cap - au->len < want) {
-    size_t cap = au->cap * 2;
-    while (cap - au->len < want)
-      cap *= 2;
-    uint8_t *b = realloc(au->buf, cap);
-    if (!b)
-      return NULL;
-    au->buf = b;
-    au->cap = cap;
-  }
-  return au->buf + au->len;
+  size_t avail;
+  return pirec_bytebuf_space(&au->buf, want, &avail);
 }
 
 void pirec__au_fill(struct pirec__au *au, size_t n)
 {
-  au->len += n;
+  pirec_bytebuf_fill(&au->buf, n);
 }
 
 /* An access unit delimiter: start code 00 00 01 then NAL header 0x09 (nal_unit_type 9). */
@@ -106,37 +96,42 @@ static size_t find_aud(const uint8_t *b, size_t from, size_t end)
 
 int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len)
 {
+  const uint8_t *d = pirec_bytebuf_data(&au->buf);
+  size_t n = pirec_bytebuf_len(&au->buf);
   if (!au->have_start) {
-    size_t p = find_aud(au->buf, au->start, au->len);
+    size_t p = find_aud(d, 0, n);
     if (p == SIZE_MAX) {
       /* keep the last 3 bytes: a start code may straddle reads */
-      if (au->len - au->start > 3)
-        au->start = au->len - 3;
+      if (n > 3)
+        pirec_bytebuf_consume(&au->buf, n - 3);
       return 0;
     }
-    au->start = p;
-    au->scan = p + 4;
+    pirec_bytebuf_consume(&au->buf, p);
+    d += p;
+    n -= p;
+    au->scan = 4;
     au->have_start = 1;
   }
-  size_t next = find_aud(au->buf, au->scan, au->len);
+  size_t next = find_aud(d, au->scan, n);
   if (next == SIZE_MAX) {
-    au->scan = au->len > au->start + 7 ? au->len - 3 : au->start + 4;
+    au->scan = n > 7 ? n - 3 : 4;
     return 0;
   }
-  *data = au->buf + au->start;
-  *len = next - au->start;
-  au->start = next;
-  au->scan = next + 4;
+  *data = d;
+  *len = next;
+  pirec_bytebuf_consume(&au->buf, next);
+  au->scan = 4;
   return 1;
 }
 
 int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
 {
-  if (!au->have_start || au->len <= au->start + 4)
+  size_t n = pirec_bytebuf_len(&au->buf);
+  if (!au->have_start || n <= 4)
     return 0;
-  *data = au->buf + au->start;
-  *len = au->len - au->start;
-  au->start = au->len;
+  *data = pirec_bytebuf_data(&au->buf);
+  *len = n;
+  pirec_bytebuf_consume(&au->buf, n);
   au->have_start = 0;
   return 1;
 }
@@ -146,51 +141,31 @@ int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
 int pirec_h264_depay_init(struct pirec_h264_depay *d, size_t max_au)
 {
   memset(d, 0, sizeof *d);
-  d->max_au = max_au ? max_au : 8u << 20;
-  d->cap = 256 * 1024;
-  if (d->cap > d->max_au)
-    d->cap = d->max_au;
-  d->buf = malloc(d->cap);
-  return d->buf ? 0 : -ENOMEM;
+  size_t max = max_au ? max_au : 8u << 20;
+  return pirec_bytebuf_init(&d->au, max < 256 * 1024 ? max : 256 * 1024, max);
 }
 
 void pirec_h264_depay_free(struct pirec_h264_depay *d)
 {
-  free(d->buf);
-  d->buf = NULL;
+  if (d)
+    pirec_bytebuf_free(&d->au);
 }
 
 void pirec_h264_depay_reset(struct pirec_h264_depay *d)
 {
-  d->len = 0;
+  pirec_bytebuf_reset(&d->au);
   d->have_ts = 0;
   d->in_fu = 0;
   d->damaged = d->keyframe = d->sps = d->pps = 0;
 }
 
+/* Adds bytes to the access unit; one that outgrows max_au (or memory) is damaged. */
 static int append(struct pirec_h264_depay *d, const uint8_t *p, size_t n)
 {
-  if (d->len + n > d->max_au) {
+  int r = pirec_bytebuf_append(&d->au, p, n);
+  if (r < 0)
     d->damaged = 1;
-    return -EMSGSIZE;
-  }
-  if (d->len + n > d->cap) {
-    size_t cap = d->cap * 2;
-    while (cap < d->len + n)
-      cap *= 2;
-    if (cap > d->max_au)
-      cap = d->max_au;
-    uint8_t *b = realloc(d->buf, cap);
-    if (!b) {
-      d->damaged = 1;
-      return -ENOMEM;
-    }
-    d->buf = b;
-    d->cap = cap;
-  }
-  memcpy(d->buf + d->len, p, n);
-  d->len += n;
-  return 0;
+  return r;
 }
 
 static void note_nal_type(struct pirec_h264_depay *d, int type)
@@ -215,13 +190,14 @@ static int start_nal(struct pirec_h264_depay *d, const uint8_t *nal, size_t n)
 
 static void emit_au(struct pirec_h264_depay *d, int complete, pirec_h264_au_cb cb, void *user)
 {
-  if (d->len > 0 || d->damaged) {
-    struct pirec_h264_au au = {d->buf,      d->len,           d->ts,
-                               d->keyframe, d->sps && d->pps, d->damaged || d->in_fu || d->len == 0,
-                               complete};
+  size_t len = pirec_bytebuf_len(&d->au);
+  if (len > 0 || d->damaged) {
+    struct pirec_h264_au au = {
+        pirec_bytebuf_data(&d->au),         len,     d->ts, d->keyframe, d->sps && d->pps,
+        d->damaged || d->in_fu || len == 0, complete};
     cb(&au, user);
   }
-  d->len = 0;
+  pirec_bytebuf_reset(&d->au);
   d->in_fu = 0;
   d->damaged = d->keyframe = d->sps = d->pps = 0;
 }
@@ -350,4 +326,3 @@ int pirec_h264_pay(const uint8_t *au, size_t len, size_t mtu, pirec_h264_emit_cb
   }
   return sent;
 }
-

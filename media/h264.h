@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pirec/bytebuf.h"
 #include "rtp.h"
 
 /* ---- NAL units ---- */
@@ -28,17 +29,19 @@ int pirec__h264_is_keyframe(const uint8_t *au, size_t len);
  * An access unit is complete when the next delimiter arrives, or at the end of a run that
  * finished normally (pirec__au_last). A plain value: _init, then _free. */
 struct pirec__au {
-  uint8_t *buf;
-  size_t cap, len, start, scan;
+  struct pirec_bytebuf buf;
+  size_t scan; /* where the search for the next delimiter resumes, relative to the data */
   int have_start;
 };
 
-/* cap: the initial buffer (it grows on demand). 0 or -ENOMEM. */
+/* cap: the initial buffer (it grows on demand, to 64 MiB or cap). 0 or -ENOMEM. */
 int pirec__au_init(struct pirec__au *au, size_t cap);
+/* NULL is a no-op. */
 void pirec__au_free(struct pirec__au *au);
 /* Forgets everything buffered (a crashed encoder's partial output). */
 void pirec__au_reset(struct pirec__au *au);
-/* Room for at least want more bytes (grows the buffer); NULL when out of memory. */
+/* Room for at least want more bytes (grows the buffer); NULL when out of memory or past the
+ * limit. */
 uint8_t *pirec__au_space(struct pirec__au *au, size_t want);
 /* n bytes were written at the pointer pirec__au_space returned. */
 void pirec__au_fill(struct pirec__au *au, size_t n);
@@ -63,8 +66,7 @@ typedef void (*pirec_h264_au_cb)(const struct pirec_h264_au *au, void *user);
 
 /* A plain value embedded in its owner: _init, then _free. */
 struct pirec_h264_depay {
-  uint8_t *buf;
-  size_t cap, len, max_au;
+  struct pirec_bytebuf au; /* the access unit being assembled; never grows past max_au */
   int have_ts;
   uint32_t ts;
   int in_fu;
@@ -74,6 +76,7 @@ struct pirec_h264_depay {
 
 /* max_au bounds an access unit (larger ones are marked damaged). Returns 0 or -ENOMEM. */
 int pirec_h264_depay_init(struct pirec_h264_depay *d, size_t max_au);
+/* NULL or a freed depayloader is a no-op. */
 void pirec_h264_depay_free(struct pirec_h264_depay *d);
 /* Feeds one RTP packet; lost_before is the number of packets missing just before it (from
  * pirec_rtp_seq_update). cb runs, inside this call, for each access unit that completes (a

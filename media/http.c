@@ -158,4 +158,3 @@ int pirec_http_reply(uint8_t *msg, size_t len, uint8_t **body, size_t *body_len)
   *body_len = avail;
   return code;
 }
-

@@ -13,7 +13,8 @@ const uint8_t *pirec_http_head_end(const uint8_t *p, size_t len);
 
 /* Finds header name (case-insensitive) in a message head (the start line is skipped). Returns 1
  * and the value with surrounding blanks trimmed (pointing into msg), or 0. */
-int pirec_http_header(const uint8_t *msg, size_t len, const char *name, const char **value, size_t *value_len);
+int pirec_http_header(const uint8_t *msg, size_t len, const char *name, const char **value,
+                      size_t *value_len);
 
 /* The Content-Length of a message head: 1 and *out when present and a plain decimal number, 0 when
  * absent, -EBADMSG when malformed. */

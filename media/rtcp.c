@@ -53,7 +53,7 @@ size_t pirec_rtcp_write_sr(uint8_t *out, const struct pirec_rtcp_sr *sr)
 
 /* Seconds from 1900-01-01 (NTP era 0) to 1970-01-01. */
 #define NTP_UNIX_OFFSET 2208988800LL
-#define NS_PER_S 1000000000LL
+#define NS_PER_S        1000000000LL
 
 int64_t pirec_rtcp_ntp_to_unix_ns(uint64_t ntp)
 {
@@ -118,4 +118,3 @@ int64_t pirec_rtcp_clock_device_ns(const struct pirec_rtcp_clock *c, int64_t ext
     return INT64_MIN;
   return c->sr_ns + pirec_rtp_ticks_to_ns(ext_ts - c->sr_ext, c->rate);
 }
-

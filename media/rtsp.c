@@ -4,6 +4,7 @@
 
 #include "be.h"
 #include "http.h"
+#include "pirec/bytebuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -20,31 +21,38 @@ int pirec_rtsp_framer_init(struct pirec_rtsp_framer *f, size_t max_message)
 {
   memset(f, 0, sizeof *f);
   f->max_message = max_message ? max_message : 64 * 1024;
-  f->cap = f->max_message + 2 * READ_CHUNK;
-  f->buf = malloc(f->cap);
-  return f->buf ? 0 : -ENOMEM;
+  /* A partial item left after a read is smaller than max_message or one interleaved packet, so
+   * this fixed size always has room for the next read after compaction. */
+  size_t cap = f->max_message + 2 * READ_CHUNK;
+  return pirec_bytebuf_init(&f->buf, cap, cap);
 }
 
 void pirec_rtsp_framer_free(struct pirec_rtsp_framer *f)
 {
-  free(f->buf);
-  f->buf = NULL;
+  if (f)
+    pirec_bytebuf_free(&f->buf);
+}
+
+void pirec_rtsp_framer_reset(struct pirec_rtsp_framer *f)
+{
+  pirec_bytebuf_reset(&f->buf);
 }
 
 uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail)
 {
-  if (f->start > 0 && f->cap - f->end < READ_CHUNK) {
-    memmove(f->buf, f->buf + f->start, f->end - f->start);
-    f->end -= f->start;
-    f->start = 0;
-  }
-  *avail = f->cap - f->end;
-  return f->buf + f->end;
+  return pirec_bytebuf_space(&f->buf, READ_CHUNK, avail);
 }
 
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n)
 {
-  f->end += n;
+  pirec_bytebuf_fill(&f->buf, n);
+}
+
+/* Drops n bytes that are not an item. */
+static void skip(struct pirec_rtsp_framer *f, size_t n)
+{
+  pirec_bytebuf_consume(&f->buf, n);
+  f->skipped += n;
 }
 
 /* 1 when p starts a message ("RTSP/1.0 ..." or a request such as "GET_PARAMETER rtsp://..."),
@@ -71,8 +79,8 @@ static int starts_message(const uint8_t *p, size_t n)
 
 int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *item)
 {
-  const uint8_t *p = f->buf + f->start;
-  size_t n = f->end - f->start;
+  const uint8_t *p = pirec_bytebuf_data(&f->buf);
+  size_t n = pirec_bytebuf_len(&f->buf);
   if (n == 0)
     return 0;
   if (p[0] == '$') {
@@ -87,7 +95,7 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
     item->len = plen;
     item->body = NULL;
     item->body_len = 0;
-    f->start += 4 + plen;
+    pirec_bytebuf_consume(&f->buf, 4 + plen);
     return 1;
   }
   int sm = starts_message(p, n);
@@ -98,16 +106,14 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
     size_t i = 1;
     while (i < n && p[i] != '$' && !isupper(p[i]))
       i++;
-    f->start += i;
-    f->skipped += i;
+    skip(f, i);
     return -EBADMSG;
   }
   size_t look = n < f->max_message ? n : f->max_message;
   const uint8_t *body = pirec_http_head_end(p, look);
   if (!body) {
     if (n >= f->max_message) {
-      f->start += 1;
-      f->skipped += 1;
+      skip(f, 1);
       return -EMSGSIZE;
     }
     return 0;
@@ -117,8 +123,7 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
   unsigned long long c = 0;
   int has_length = pirec_http_content_length(p, hlen, &c);
   if (has_length < 0 || c > f->max_message) {
-    f->start += hlen;
-    f->skipped += hlen;
+    skip(f, hlen);
     return has_length < 0 ? -EBADMSG : -EMSGSIZE;
   }
   clen = (size_t)c;
@@ -130,7 +135,7 @@ int pirec_rtsp_framer_next(struct pirec_rtsp_framer *f, struct pirec_rtsp_item *
   item->len = hlen;
   item->body = (const char *)body;
   item->body_len = clen;
-  f->start += hlen + clen;
+  pirec_bytebuf_consume(&f->buf, hlen + clen);
   return 1;
 }
 
@@ -140,7 +145,6 @@ int pirec_rtsp_status(const uint8_t *msg, size_t len)
     return -EBADMSG;
   return pirec_http_status_code(msg);
 }
-
 
 int pirec_rtsp_control_url(const char *base, const char *control, char *out, size_t cap)
 {
@@ -156,4 +160,3 @@ int pirec_rtsp_control_url(const char *base, const char *control, char *out, siz
   }
   return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
-

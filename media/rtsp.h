@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pirec/bytebuf.h"
+
 enum pirec_rtsp_item_kind {
   PIREC_RTSP_MESSAGE = 1,     /* a request or response: header block plus Content-Length body */
   PIREC_RTSP_INTERLEAVED = 2, /* '$', channel, 16-bit length, data */
@@ -23,9 +25,9 @@ struct pirec_rtsp_item {
   size_t body_len;
 };
 
+/* A plain value embedded in its owner: _init, then _free (NULL or a freed framer: no-op). */
 struct pirec_rtsp_framer {
-  uint8_t *buf;
-  size_t cap, start, end;
+  struct pirec_bytebuf buf;
   size_t max_message;
   uint64_t skipped; /* bytes thrown away while resynchronising */
 };
@@ -33,7 +35,10 @@ struct pirec_rtsp_framer {
 /* max_message bounds a message's header block plus body. Returns 0 or -ENOMEM. */
 int pirec_rtsp_framer_init(struct pirec_rtsp_framer *f, size_t max_message);
 void pirec_rtsp_framer_free(struct pirec_rtsp_framer *f);
-/* Where the next read may land and how much fits (at least 64 KiB + 4 after init). */
+/* Forgets every buffered byte (a new connection). */
+void pirec_rtsp_framer_reset(struct pirec_rtsp_framer *f);
+/* Where the next read may land and how much fits (at least 64 KiB + 4; NULL and *avail 0 only if
+ * that cannot be made, which the fixed size rules out). */
 uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail);
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n);
 /* Returns 1 and the next item (valid until the next call on f), 0 when more bytes are needed,

@@ -82,4 +82,3 @@ int pirec_sdp_parse(const char *text, size_t len, struct pirec_sdp *out)
       return -EBADMSG;
   return 0;
 }
-

@@ -581,7 +581,7 @@ static void test_fuzz(void **state)
     while ((r = pirec_rtsp_framer_next(&f, &it)) != 0) {
       assert_true(r == 1 || r == -EBADMSG || r == -EMSGSIZE);
       if (r == 1)
-        assert_true(it.data >= f.buf && it.data + it.len <= f.buf + f.end);
+        assert_true(it.data >= f.buf.data && it.data + it.len <= f.buf.data + f.buf.cap);
     }
     /* last, because it decodes a chunked body in place */
     if (iter % 8 == 5 && len > sizeof http_msg) {

@@ -1095,7 +1095,7 @@ static void stream_connect(struct stream *st)
   pirec_rtcp_clock_init(&st->clock, st->clock_rate ? st->clock_rate : 90000);
   st->have_ssrc = 0;
   st->have_sr0 = 0;
-  st->framer.start = st->framer.end = 0;
+  pirec_rtsp_framer_reset(&st->framer);
   st->session[0] = 0;
   st->cseq = 0;
   uv_tcp_init(et->loop, &st->tcp);
