@@ -202,6 +202,70 @@ static void emit_au(struct pirec_h264_depay *d, int complete, pirec_h264_au_cb c
   d->damaged = d->keyframe = d->sps = d->pps = 0;
 }
 
+/* STAP-A: NAL units, each after its 16-bit size. 0 or -EBADMSG (the units before the fault stay). */
+static int stap_a(struct pirec_h264_depay *d, const uint8_t *p, size_t n)
+{
+  if (n < 3)
+    return -EBADMSG;
+  for (size_t off = 1; off < n;) {
+    if (off + 2 > n)
+      return -EBADMSG;
+    size_t sz = pirec_be_read16(p + off);
+    off += 2;
+    if (sz == 0 || off + sz > n)
+      return -EBADMSG;
+    start_nal(d, p + off, sz);
+    off += sz;
+  }
+  return 0;
+}
+
+/* FU-A: indicator, header (S E R type), fragment. 0 or -EBADMSG. */
+static int fu_a(struct pirec_h264_depay *d, const uint8_t *p, size_t n)
+{
+  if (n < 3)
+    return -EBADMSG;
+  int s = p[1] & 0x80, e = p[1] & 0x40, ret = 0;
+  if (s) {
+    if (d->in_fu)
+      ret = -EBADMSG; /* the previous fragment lost its end */
+    uint8_t hdr = (uint8_t)((p[0] & 0xE0) | (p[1] & 0x1F));
+    static const uint8_t sc[4] = {0, 0, 0, 1};
+    append(d, sc, 4);
+    append(d, &hdr, 1);
+    note_nal_type(d, hdr & 0x1F);
+    append(d, p + 2, n - 2);
+    d->in_fu = !e;
+    return ret;
+  }
+  if (!d->in_fu)
+    return -EBADMSG; /* a continuation without its start */
+  append(d, p + 2, n - 2);
+  if (e)
+    d->in_fu = 0;
+  return 0;
+}
+
+/* Adds one RTP payload to the access unit. 0 or -EBADMSG. */
+static int payload(struct pirec_h264_depay *d, const uint8_t *p, size_t n)
+{
+  if (n < 1 || (p[0] & 0x80))
+    return -EBADMSG; /* empty, or the forbidden bit set */
+  int type = p[0] & 0x1F, ret = 0;
+  if (type >= 1 && type <= 23) {
+    if (d->in_fu)
+      ret = -EBADMSG;
+    d->in_fu = 0;
+    start_nal(d, p, n);
+    return ret;
+  }
+  if (type == 24)
+    return stap_a(d, p, n);
+  if (type == 28)
+    return fu_a(d, p, n);
+  return -EBADMSG; /* STAP-B, MTAP, FU-B: not in packetization modes 0 and 1 */
+}
+
 int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_packet *pkt, int64_t lost_before,
                           pirec_h264_au_cb cb, void *user)
 {
@@ -215,64 +279,7 @@ int pirec_h264_depay_push(struct pirec_h264_depay *d, const struct pirec_rtp_pac
     d->damaged = 1; /* the loss may have taken this access unit's head */
   d->ts = pkt->ts;
   d->have_ts = 1;
-
-  const uint8_t *p = pkt->payload;
-  size_t n = pkt->payload_len;
-  int ret = 0;
-  if (n < 1 || (p[0] & 0x80)) {
-    ret = -EBADMSG; /* empty, or the forbidden bit set */
-  } else {
-    int type = p[0] & 0x1F;
-    if (type >= 1 && type <= 23) {
-      if (d->in_fu)
-        ret = -EBADMSG;
-      d->in_fu = 0;
-      start_nal(d, p, n);
-    } else if (type == 24) { /* STAP-A: 16-bit sizes, NAL units */
-      size_t off = 1;
-      if (n < 3)
-        ret = -EBADMSG;
-      while (ret == 0 && off < n) {
-        if (off + 2 > n) {
-          ret = -EBADMSG;
-          break;
-        }
-        size_t sz = pirec_be_read16(p + off);
-        off += 2;
-        if (sz == 0 || off + sz > n) {
-          ret = -EBADMSG;
-          break;
-        }
-        start_nal(d, p + off, sz);
-        off += sz;
-      }
-    } else if (type == 28) { /* FU-A: indicator, header (S E R type), fragment */
-      if (n < 3) {
-        ret = -EBADMSG;
-      } else {
-        int s = p[1] & 0x80, e = p[1] & 0x40;
-        if (s) {
-          if (d->in_fu)
-            ret = -EBADMSG; /* the previous fragment lost its end */
-          uint8_t hdr = (uint8_t)((p[0] & 0xE0) | (p[1] & 0x1F));
-          static const uint8_t sc[4] = {0, 0, 0, 1};
-          append(d, sc, 4);
-          append(d, &hdr, 1);
-          note_nal_type(d, hdr & 0x1F);
-          append(d, p + 2, n - 2);
-          d->in_fu = !e;
-        } else if (!d->in_fu) {
-          ret = -EBADMSG; /* a continuation without its start */
-        } else {
-          append(d, p + 2, n - 2);
-          if (e)
-            d->in_fu = 0;
-        }
-      }
-    } else {
-      ret = -EBADMSG; /* STAP-B, MTAP, FU-B: not in packetization modes 0 and 1 */
-    }
-  }
+  int ret = payload(d, pkt->payload, pkt->payload_len);
   if (ret < 0) {
     d->malformed++;
     d->damaged = 1;
