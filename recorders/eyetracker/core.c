@@ -78,4 +78,3 @@ void pirec__et_maybe_closed(struct pirec_eyetracker *et)
     et->close_cb(et, et->close_user);
   free(et);
 }
-

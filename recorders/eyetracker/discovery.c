@@ -102,4 +102,3 @@ void pirec__et_discover(struct pirec_eyetracker *et)
   if (r < 0)
     on_discovered(NULL, r, NULL, err, et);
 }
-

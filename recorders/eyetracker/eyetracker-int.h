@@ -162,7 +162,7 @@ struct pirec_eyetracker {
 #define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
 
-#define MDNS_KEY "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
+#define MDNS_KEY         "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
 
 /* ---- core.c ---- */
 

@@ -53,8 +53,8 @@ int pirec_eyetracker_settings_set_address(struct pirec_eyetracker_settings *s, c
   return 0;
 }
 
-int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
-                         pirec_eyetracker_event_cb on_event, void *user, struct pirec_eyetracker **out)
+/* Refuses settings the client cannot run with, saying why where the user can act on it. */
+static int check_settings(const struct pirec_eyetracker_settings *s)
 {
   if (!s->gaze && !s->world && !s->events)
     return -EINVAL;
@@ -81,6 +81,31 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
   if (s->http_port < 1 || s->http_port > 65535 || s->rtsp_port < 1 || s->rtsp_port > 65535 ||
       s->reconnect_min_ns <= 0 || s->reconnect_max_ns < s->reconnect_min_ns)
     return -EINVAL;
+  return 0;
+}
+
+/* The settings part of stream k and its parse buffers (no loop handles). 0 or -ENOMEM. */
+static int stream_init(struct pirec_eyetracker *et, enum kind k)
+{
+  struct stream *st = &et->streams[k];
+  st->et = et;
+  st->kind = k;
+  st->label = k == GAZE ? "gaze" : k == WORLD ? "world" : "eye_events";
+  st->backoff_ns = et->s.reconnect_min_ns;
+  st->st.offset_ns = INT64_MIN;
+  snprintf(st->url, sizeof st->url, "%s", pirec__et_configured_url(et, k));
+  if (pirec_rtsp_framer_init(&st->framer, 64 * 1024) < 0 ||
+      (k == WORLD && pirec_h264_depay_init(&st->depay, 16u << 20) < 0))
+    return -ENOMEM;
+  return 0;
+}
+
+int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings *s,
+                         pirec_eyetracker_event_cb on_event, void *user, struct pirec_eyetracker **out)
+{
+  int r = check_settings(s);
+  if (r < 0)
+    return r;
   struct pirec_eyetracker *et = calloc(1, sizeof *et);
   if (!et)
     return -ENOMEM;
@@ -93,19 +118,8 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
     et->s.clock_log_interval_ns = 10 * NS_S;
   et->on_event = on_event;
   et->user = user;
-  for (int k = 0; k < NSTREAMS; k++) {
-    struct stream *st = &et->streams[k];
-    st->et = et;
-    st->kind = (enum kind)k;
-    st->label = k == GAZE ? "gaze" : k == WORLD ? "world" : "eye_events";
-    st->backoff_ns = et->s.reconnect_min_ns;
-    st->st.offset_ns = INT64_MIN;
-    snprintf(st->url, sizeof st->url, "%s",
-             k == GAZE    ? s->gaze_url
-             : k == WORLD ? s->world_url
-                          : s->events_url);
-    if (pirec_rtsp_framer_init(&st->framer, 64 * 1024) < 0 ||
-        (k == WORLD && pirec_h264_depay_init(&st->depay, 16u << 20) < 0)) {
+  for (int k = 0; k < NSTREAMS; k++)
+    if (stream_init(et, (enum kind)k) < 0) {
       for (int j = 0; j < NSTREAMS; j++) {
         pirec_rtsp_framer_free(&et->streams[j].framer);
         pirec_h264_depay_free(&et->streams[j].depay);
@@ -113,8 +127,9 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
       free(et);
       return -ENOMEM;
     }
-    uv_timer_init(loop, &st->timer);
-  }
+  /* The timers only once nothing can fail: an initialised handle must be closed, not freed. */
+  for (int k = 0; k < NSTREAMS; k++)
+    uv_timer_init(loop, &et->streams[k].timer);
   uv_timer_init(loop, &et->http_timer);
   et->unreachable = pirec__et_rediscover;
   *out = et;

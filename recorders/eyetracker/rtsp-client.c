@@ -124,8 +124,9 @@ static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event 
   if (st->state == S_PLAYING) {
     st->st.disconnects++;
     st->st.playing = 0;
-    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_DISCONNECTED, "%s stream '%s' lost: %s; reconnecting in %lld ms",
-         st->label, st->url, msg, (long long)(st->backoff_ns / NS_MS));
+    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_DISCONNECTED,
+                   "%s stream '%s' lost: %s; reconnecting in %lld ms", st->label, st->url, msg,
+                   (long long)(st->backoff_ns / NS_MS));
   } else {
     st->st.connect_failures++;
     if (++st->fails_in_row % REDISCOVER_AFTER == 0)
@@ -133,7 +134,8 @@ static void stream_fail(struct stream *st, int err, enum pirec_eyetracker_event 
     /* The same failure repeating every backoff is reported once. */
     if (strcmp(msg, st->last_msg) != 0) {
       if (ev == PIREC_EYETRACKER_EVENT_ERROR)
-        pirec__et_emit(et, ev, "%s stream '%s': %s (during %s)", st->label, st->url, msg, state_names[st->state]);
+        pirec__et_emit(et, ev, "%s stream '%s': %s (during %s)", st->label, st->url, msg,
+                       state_names[st->state]);
       else
         pirec_log(PIREC_LOG_WARN, "%s: cannot reach %s stream '%s': %s; retrying with backoff", et->s.name,
                   st->label, st->url, msg);
@@ -168,27 +170,121 @@ static void send_setup(struct stream *st)
   request(st, "SETUP", st->control, tr);
 }
 
-static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
+/* The media of a DESCRIBE answer this stream plays, or NULL. */
+static const struct pirec_sdp_media *pick_media(const struct stream *st, const struct pirec_sdp *sdp)
 {
-  struct pirec_eyetracker *et = st->et;
-  int code = pirec_rtsp_status(it->data, it->len);
-  const char *v;
-  size_t vl;
-  if (code < 0) {
-    /* A request from the server (GET_PARAMETER, ANNOUNCE...): answer that it is not supported. */
-    if (pirec_http_header(it->data, it->len, "CSeq", &v, &vl))
-      stream_send(st, "RTSP/1.0 501 Not Implemented\r\nCSeq: %.*s\r\n\r\n", (int)vl, v);
+  for (size_t i = 0; i < sdp->n_media; i++) {
+    const struct pirec_sdp_media *c = &sdp->media[i];
+    if (st->kind == GAZE && strcasecmp(c->encoding, "com.pupillabs.gaze1") == 0)
+      return c;
+    if (st->kind == WORLD && strcasecmp(c->encoding, "H264") == 0)
+      return c;
+    /* The eye events' encoding name is not documented: take the stream's first non-video media. */
+    if (st->kind == EVENTS && strcasecmp(c->media, "video") != 0)
+      return c;
+  }
+  return NULL;
+}
+
+/* DESCRIBE answered: take the media's payload type, clock and control URL, then SETUP. */
+static void described(struct stream *st, const struct pirec_rtsp_item *it)
+{
+  struct pirec_sdp sdp;
+  if (pirec_sdp_parse(it->body, it->body_len, &sdp) < 0) {
+    stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR,
+                "bad SDP (%zu bytes): no media with a payload type and an rtpmap", it->body_len);
     return;
   }
+  const struct pirec_sdp_media *m = pick_media(st, &sdp);
+  if (!m) {
+    stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR, "the SDP has no %s media (%s)",
+                st->kind == GAZE    ? "com.pupillabs.gaze1"
+                : st->kind == WORLD ? "H264"
+                                    : "application",
+                sdp.media[0].encoding);
+    return;
+  }
+  char base[PIREC_EYETRACKER_URL_MAX];
+  const char *v;
+  size_t vl;
+  snprintf(base, sizeof base, "%s", st->url);
+  if (pirec_http_header(it->data, it->len, "Content-Base", &v, &vl) && vl < sizeof base)
+    snprintf(base, sizeof base, "%.*s", (int)vl, v);
+  if (pirec_rtsp_control_url(base, m->control, st->control, sizeof st->control) < 0) {
+    stream_fail(st, -ENAMETOOLONG, PIREC_EYETRACKER_EVENT_ERROR, "control URL too long");
+    return;
+  }
+  st->pt = m->pt;
+  st->clock_rate = m->clock_rate;
+  snprintf(st->encoding, sizeof st->encoding, "%s", m->encoding);
+  pirec_rtcp_clock_init(&st->clock, m->clock_rate);
+  set_state(st, S_SETUP);
+  send_setup(st);
+}
+
+/* SETUP answered: keep the session ("Session: ID;timeout=N"), then PLAY. */
+static void set_up(struct stream *st, const struct pirec_rtsp_item *it)
+{
+  const char *v;
+  size_t vl;
+  if (!pirec_http_header(it->data, it->len, "Session", &v, &vl) || vl == 0) {
+    stream_fail(st, -EPROTO, PIREC_EYETRACKER_EVENT_ERROR, "SETUP reply without a Session");
+    return;
+  }
+  size_t n = strcspn(v, ";\r\n");
+  if (n > vl)
+    n = vl;
+  if (n >= sizeof st->session)
+    n = sizeof st->session - 1;
+  memcpy(st->session, v, n);
+  st->session[n] = 0;
+  /* Keep-alives at half the session timeout so the session never expires. */
+  st->keepalive_ns = 20 * NS_S;
+  const char *t = memmem(v, vl, "timeout=", 8);
+  if (t) {
+    long secs = strtol(t + 8, NULL, 10);
+    if (secs >= 2 && secs < 40)
+      st->keepalive_ns = (int64_t)secs * NS_S / 2;
+  }
+  set_state(st, S_PLAY);
+  request(st, "PLAY", st->url, "Range: npt=0.000-\r\n");
+}
+
+/* PLAY answered: the stream is up. */
+static void playing(struct stream *st)
+{
+  set_state(st, S_PLAYING);
+  st->fails_in_row = 0;
+  st->st.playing = 1;
+  st->st.connects++;
+  st->last_rx = st->last_keepalive = pirec_clock_mono_ns();
+  st->last_msg[0] = 0;
+  if (!st->had_data)
+    pirec__et_emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' playing (%s/%u)", st->label,
+                   st->url, st->encoding, st->clock_rate);
+}
+
+/* Answers that are not a step forward: a request from the server, keep-alive replies, a refused
+ * interleaved SETUP, an error. Returns 1 when the message was handled here. */
+static int handle_other(struct stream *st, const struct pirec_rtsp_item *it, int code)
+{
+  if (code < 0) {
+    /* A request from the server (GET_PARAMETER, ANNOUNCE...): answer that it is not supported. */
+    const char *v;
+    size_t vl;
+    if (pirec_http_header(it->data, it->len, "CSeq", &v, &vl))
+      stream_send(st, "RTSP/1.0 501 Not Implemented\r\nCSeq: %.*s\r\n\r\n", (int)vl, v);
+    return 1;
+  }
   if (st->state == S_PLAYING)
-    return; /* keep-alive replies */
+    return 1; /* keep-alive replies */
   if (code == 461 && st->state == S_SETUP && !st->use_udp) {
     /* The server will not interleave (VLC's RTSP output, for one): ask for UDP instead. */
     st->use_udp = 1;
-    pirec_log(PIREC_LOG_INFO, "%s: '%s' refused RTP over the RTSP connection; using UDP", et->s.name,
+    pirec_log(PIREC_LOG_INFO, "%s: '%s' refused RTP over the RTSP connection; using UDP", st->et->s.name,
               st->url);
     send_setup(st);
-    return;
+    return 1;
   }
   if (code != 200) {
     char line[128];
@@ -197,91 +293,24 @@ static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
     snprintf(line, sizeof line, "%.*s", (int)(n < 100 ? n : 100), (const char *)it->data);
     stream_fail(st, -EPROTO, PIREC_EYETRACKER_EVENT_ERROR, "the server answered '%s' to %s", line,
                 state_names[st->state]);
-    return;
+    return 1;
   }
+  return 0;
+}
+
+/* One RTSP message from the server: each 200 answer moves the stream one state forward. */
+static void handle_response(struct stream *st, const struct pirec_rtsp_item *it)
+{
+  if (handle_other(st, it, pirec_rtsp_status(it->data, it->len)))
+    return;
   switch (st->state) {
   case S_OPTIONS:
     set_state(st, S_DESCRIBE);
     request(st, "DESCRIBE", st->url, "Accept: application/sdp\r\n");
     break;
-  case S_DESCRIBE: {
-    struct pirec_sdp sdp;
-    if (pirec_sdp_parse(it->body, it->body_len, &sdp) < 0) {
-      stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR,
-                  "bad SDP (%zu bytes): no media with a payload type and an rtpmap", it->body_len);
-      return;
-    }
-    const struct pirec_sdp_media *m = NULL;
-    for (size_t i = 0; i < sdp.n_media && !m; i++) {
-      const struct pirec_sdp_media *c = &sdp.media[i];
-      if (st->kind == GAZE && strcasecmp(c->encoding, "com.pupillabs.gaze1") == 0)
-        m = c;
-      if (st->kind == WORLD && strcasecmp(c->encoding, "H264") == 0)
-        m = c;
-      /* The eye events' encoding name is not documented: take the stream's first non-video media. */
-      if (st->kind == EVENTS && strcasecmp(c->media, "video") != 0)
-        m = c;
-    }
-    if (!m) {
-      stream_fail(st, -EBADMSG, PIREC_EYETRACKER_EVENT_ERROR, "the SDP has no %s media (%s)",
-                  st->kind == GAZE    ? "com.pupillabs.gaze1"
-                  : st->kind == WORLD ? "H264"
-                                      : "application",
-                  sdp.media[0].encoding);
-      return;
-    }
-    char base[PIREC_EYETRACKER_URL_MAX];
-    snprintf(base, sizeof base, "%s", st->url);
-    if (pirec_http_header(it->data, it->len, "Content-Base", &v, &vl) && vl < sizeof base)
-      snprintf(base, sizeof base, "%.*s", (int)vl, v);
-    if (pirec_rtsp_control_url(base, m->control, st->control, sizeof st->control) < 0) {
-      stream_fail(st, -ENAMETOOLONG, PIREC_EYETRACKER_EVENT_ERROR, "control URL too long");
-      return;
-    }
-    st->pt = m->pt;
-    st->clock_rate = m->clock_rate;
-    snprintf(st->encoding, sizeof st->encoding, "%s", m->encoding);
-    pirec_rtcp_clock_init(&st->clock, m->clock_rate);
-    set_state(st, S_SETUP);
-    send_setup(st);
-    break;
-  }
-  case S_SETUP:
-    if (!pirec_http_header(it->data, it->len, "Session", &v, &vl) || vl == 0) {
-      stream_fail(st, -EPROTO, PIREC_EYETRACKER_EVENT_ERROR, "SETUP reply without a Session");
-      return;
-    }
-    {
-      size_t n = strcspn(v, ";\r\n");
-      if (n > vl)
-        n = vl;
-      if (n >= sizeof st->session)
-        n = sizeof st->session - 1;
-      memcpy(st->session, v, n);
-      st->session[n] = 0;
-      /* "Session: ID;timeout=N": keep-alives at half the timeout so the session never expires. */
-      st->keepalive_ns = 20 * NS_S;
-      const char *t = memmem(v, vl, "timeout=", 8);
-      if (t) {
-        long secs = strtol(t + 8, NULL, 10);
-        if (secs >= 2 && secs < 40)
-          st->keepalive_ns = (int64_t)secs * NS_S / 2;
-      }
-    }
-    set_state(st, S_PLAY);
-    request(st, "PLAY", st->url, "Range: npt=0.000-\r\n");
-    break;
-  case S_PLAY:
-    set_state(st, S_PLAYING);
-    st->fails_in_row = 0;
-    st->st.playing = 1;
-    st->st.connects++;
-    st->last_rx = st->last_keepalive = pirec_clock_mono_ns();
-    st->last_msg[0] = 0;
-    if (!st->had_data)
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' playing (%s/%u)", st->label, st->url,
-           st->encoding, st->clock_rate);
-    break;
+  case S_DESCRIBE: described(st, it); break;
+  case S_SETUP: set_up(st, it); break;
+  case S_PLAY: playing(st); break;
   default: break;
   }
 }
@@ -427,4 +456,3 @@ void pirec__et_start_streams(struct pirec_eyetracker *et)
       stream_connect(st);
   }
 }
-

@@ -185,4 +185,3 @@ void pirec__et_fetch_status(struct pirec_eyetracker *et)
   if (r < 0)
     http_finish(et, uv_strerror(r));
 }
-

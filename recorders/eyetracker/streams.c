@@ -46,12 +46,13 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
   if (missing < 0)
     missing = 0;
   st->st.gap_samples += (uint64_t)missing;
-  pirec__et_emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED, "%s stream '%s' back after %lld ms: %lld %s lost, %s",
-       st->label, st->url, (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
-       st->kind == GAZE    ? "samples"
-       : st->kind == WORLD ? "frames"
-                           : "packets",
-       how);
+  pirec__et_emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED,
+                 "%s stream '%s' back after %lld ms: %lld %s lost, %s", st->label, st->url,
+                 (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
+                 st->kind == GAZE    ? "samples"
+                 : st->kind == WORLD ? "frames"
+                                     : "packets",
+                 how);
   return (uint64_t)missing;
 }
 
@@ -136,8 +137,8 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->pending_drop++;
     if (st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0)
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
-           "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far", p.payload_len,
-           st->url, (unsigned long long)st->st.bad_payloads);
+                     "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
+                     p.payload_len, st->url, (unsigned long long)st->st.bad_payloads);
     return;
   }
   st->st.samples++;
@@ -212,7 +213,8 @@ static void on_au(const struct pirec_h264_au *au, void *user)
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
       et->write_error = r;
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s", pirec_strerror(r));
+      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
+                     pirec_strerror(r));
     }
     return;
   }
@@ -242,7 +244,8 @@ static void on_au(const struct pirec_h264_au *au, void *user)
      * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
     et->write_error = r;
     pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
-         pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1), pirec_strerror(r));
+                   pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
+                   pirec_strerror(r));
   }
 }
 
@@ -299,8 +302,8 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->st.bad_payloads++;
     st->pending_drop++;
     if (st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0)
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR, "eye event of %zu bytes with an unknown type or size from '%s'",
-           p.payload_len, st->url);
+      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
+                     "eye event of %zu bytes with an unknown type or size from '%s'", p.payload_len, st->url);
     return;
   }
   if (e.type == PIREC_GAZE_EVENT_KEEPALIVE)
@@ -378,4 +381,3 @@ void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
     (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
   }
 }
-

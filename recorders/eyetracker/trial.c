@@ -23,7 +23,7 @@ static void on_sink_error(struct pirec_sink *sink, int err, void *user)
   if (!et->write_error)
     et->write_error = err;
   pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write '%s': %s", pirec_sink_path(sink),
-       pirec_strerror(err));
+                 pirec_strerror(err));
 }
 
 static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *base, const char *suffix,
@@ -223,4 +223,3 @@ void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold)
     if (sinks[i])
       pirec_sink_hold(sinks[i], hold);
 }
-

@@ -83,4 +83,3 @@ void pirec__et_close_udp(struct stream *st)
   for (int i = 0; i < 2; i++)
     uv_close((uv_handle_t *)&st->udp[i], on_udp_closed);
 }
-
