@@ -119,34 +119,56 @@ static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, in
   return 0;
 }
 
+/* Parses a data packet and does stream_accept's bookkeeping. Returns 0 with *p and *ext, or -1
+ * when the packet is not one of this stream's (its sample shows up as a sequence gap) or late. */
+static int data_rtp(struct stream *st, const uint8_t *buf, size_t len, int track_interval,
+                    struct pirec_rtp_packet *p, int64_t *ext)
+{
+  if (pirec_rtp_parse(buf, len, p) < 0 || p->pt != st->pt) {
+    st->st.bad_packets++;
+    return -1;
+  }
+  return stream_accept(st, p, track_interval, ext);
+}
+
+/* A payload that does not decode is a lost sample. Returns 1 when it is worth a report (the first,
+ * then every thousandth). */
+static int bad_payload(struct stream *st)
+{
+  st->st.bad_payloads++;
+  st->pending_drop++;
+  return st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0;
+}
+
+/* Counts a decoded sample. Returns 1 when it goes into the trial's files, 0 between trials (then
+ * what was lost before it belongs to no file). */
+static int count_sample(struct stream *st)
+{
+  st->st.samples++;
+  if (st->et->recording)
+    return 1;
+  st->st.idle++;
+  st->pending_drop = 0;
+  return 0;
+}
+
 static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
 {
   struct pirec_eyetracker *et = st->et;
   struct pirec_rtp_packet p;
-  if (pirec_rtp_parse(buf, len, &p) < 0 || p.pt != st->pt) {
-    st->st.bad_packets++;
-    return; /* its sample shows up as a sequence gap */
-  }
   int64_t ext;
-  if (stream_accept(st, &p, 1, &ext) < 0)
+  if (data_rtp(st, buf, len, 1, &p, &ext) < 0)
     return;
-
   struct pirec_gaze_sample g;
   if (pirec_gaze_decode(p.payload, p.payload_len, &g) < 0) {
-    st->st.bad_payloads++;
-    st->pending_drop++;
-    if (st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0)
+    if (bad_payload(st))
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
                      "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
                      p.payload_len, st->url, (unsigned long long)st->st.bad_payloads);
     return;
   }
-  st->st.samples++;
-  if (!et->recording) {
-    st->st.idle++;
-    st->pending_drop = 0;
+  if (!count_sample(st))
     return;
-  }
   char buf_row[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
@@ -176,12 +198,8 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   st->lost_since_au = 0;
   st->have_prev_au = 1;
   st->prev_au_ext = ext;
-  st->st.samples++;
-  if (!et->recording) {
-    st->st.idle++;
-    st->pending_drop = 0;
+  if (!count_sample(st))
     return;
-  }
   if (au->damaged) {
     st->pending_drop++;
     et->need_key = 1;
@@ -223,16 +241,10 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   char buf_row[256];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_csv_row_i64(&row, et->trial);
-  pirec_csv_row_i64(&row, st->rx_mono);
-  pirec_csv_row_i64(&row, st->rx_wall);
+  pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
   pirec_csv_row_u64(&row, et->frame_index++);
   pirec_csv_row_u64(&row, st->st.samples - 1);
-  int64_t dev = pirec_rtcp_clock_device_ns(&st->clock, ext);
-  if (dev == INT64_MIN)
-    pirec_csv_row_empty(&row);
-  else
-    pirec_csv_row_i64(&row, dev);
+  pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
   pirec_csv_row_u64(&row, st->pending_drop);
   pirec_csv_row_u64(&row, au->len);
   pirec_csv_row_empty(&row);
@@ -290,30 +302,18 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
 {
   struct pirec_eyetracker *et = st->et;
   struct pirec_rtp_packet p;
-  if (pirec_rtp_parse(buf, len, &p) < 0 || p.pt != st->pt) {
-    st->st.bad_packets++;
-    return;
-  }
   int64_t ext;
-  if (stream_accept(st, &p, 0, &ext) < 0)
+  if (data_rtp(st, buf, len, 0, &p, &ext) < 0)
     return;
   struct pirec_gaze_event e;
   if (pirec_gaze_event_decode(p.payload, p.payload_len, &e) < 0) {
-    st->st.bad_payloads++;
-    st->pending_drop++;
-    if (st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0)
+    if (bad_payload(st))
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
                      "eye event of %zu bytes with an unknown type or size from '%s'", p.payload_len, st->url);
     return;
   }
-  if (e.type == PIREC_GAZE_EVENT_KEEPALIVE)
+  if (e.type == PIREC_GAZE_EVENT_KEEPALIVE || !count_sample(st))
     return;
-  st->st.samples++;
-  if (!et->recording) {
-    st->st.idle++;
-    st->pending_drop = 0;
-    return;
-  }
   char b[512];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, b, sizeof b);
@@ -369,9 +369,7 @@ void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
     char b[256];
     struct pirec_csv_row row;
     pirec_csv_row_begin(&row, b, sizeof b);
-    pirec_csv_row_i64(&row, et->trial);
-    pirec_csv_row_i64(&row, st->rx_mono);
-    pirec_csv_row_i64(&row, st->rx_wall);
+    pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
     pirec_csv_row_str(&row, st->label);
     pirec_csv_row_u64(&row, sr.rtp_ts);
     pirec_csv_row_i64(&row, dev);
