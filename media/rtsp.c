@@ -40,7 +40,11 @@ void pirec_rtsp_framer_reset(struct pirec_rtsp_framer *f)
 
 uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail)
 {
-  return pirec_bytebuf_space(&f->buf, READ_CHUNK, avail);
+  uint8_t *p = pirec_bytebuf_space(&f->buf, READ_CHUNK, avail);
+  /* One read at a time: parsing between reads keeps the partial item, and so the buffer, small. */
+  if (*avail > READ_CHUNK)
+    *avail = READ_CHUNK;
+  return p;
 }
 
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n)

@@ -37,8 +37,8 @@ int pirec_rtsp_framer_init(struct pirec_rtsp_framer *f, size_t max_message);
 void pirec_rtsp_framer_free(struct pirec_rtsp_framer *f);
 /* Forgets every buffered byte (a new connection). */
 void pirec_rtsp_framer_reset(struct pirec_rtsp_framer *f);
-/* Where the next read may land and how much fits (at least 64 KiB + 4; NULL and *avail 0 only if
- * that cannot be made, which the fixed size rules out). */
+/* Where the next read may land and how much fits: 64 KiB + 4 (NULL and *avail 0 only if that
+ * cannot be made, which the fixed size rules out). */
 uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail);
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n);
 /* Returns 1 and the next item (valid until the next call on f), 0 when more bytes are needed,
