@@ -188,6 +188,8 @@ static void stop_for_close(struct pirec_eyetracker *et, int err, void *user)
 
 void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user)
 {
+  if (!et)
+    return;
   et->closing = 1;
   et->close_cb = cb;
   et->close_user = user;

@@ -130,4 +130,3 @@ void pirec__sim_conn_close(struct sim_conn *c)
   c->playing = 0;
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
-

@@ -99,105 +99,151 @@ static void reply(struct sim_conn *c, const char *status, const char *cseq, size
   pirec__sim_send(c, head, (size_t)n, body, blen);
 }
 
+/* One RTSP request as the handlers see it. */
+struct request {
+  struct sim_conn *c;
+  const struct pirec_rtsp_item *it;
+  const char *cseq;
+  size_t cseq_len;
+  const char *url;
+  size_t url_len;
+};
+
+static void answer(const struct request *q, const char *status, const char *extra, const char *body)
+{
+  reply(q->c, status, q->cseq, q->cseq_len, extra, body);
+}
+
+static void on_options(const struct request *q)
+{
+  answer(q, "200 OK", "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n", NULL);
+}
+
+static void on_describe(const struct request *q)
+{
+  struct sim_conn *c = q->c;
+  struct pirec_eyesim *sim = c->sim;
+  enum cam cam = cam_of(q->url, q->url_len);
+  if (cam == CAM_NONE || (cam == CAM_WORLD && !sim->s.world) || (cam == CAM_EVENTS && !sim->s.events)) {
+    answer(q, "404 Not Found", NULL, NULL);
+    return;
+  }
+  c->cam = cam;
+  char sdp[1024];
+  if (sim->s.bad_sdp)
+    snprintf(sdp, sizeof sdp, "v=0\r\ns=broken\r\nm=application 0 RTP/AVP 99\r\na=control:trackID=0\r\n");
+  else if (cam == CAM_GAZE)
+    snprintf(sdp, sizeof sdp,
+             "v=0\r\no=- 1 1 IN IP4 %s\r\ns=gaze\r\nt=0 0\r\nm=application 0 RTP/AVP 99\r\n"
+             "a=rtpmap:99 com.pupillabs.gaze1/%d\r\na=control:trackID=0\r\n",
+             sim->s.host, RATE);
+  else if (cam == CAM_EVENTS)
+    snprintf(sdp, sizeof sdp,
+             "v=0\r\no=- 1 1 IN IP4 %s\r\ns=eye_events\r\nt=0 0\r\nm=application 0 RTP/AVP 100\r\n"
+             "a=rtpmap:100 com.pupillabs.eye_events1/%d\r\na=control:trackID=0\r\n",
+             sim->s.host, RATE);
+  else
+    snprintf(sdp, sizeof sdp,
+             "v=0\r\no=- 1 1 IN IP4 %s\r\ns=world\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+             "a=rtpmap:96 H264/%d\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n",
+             sim->s.host, RATE);
+  answer(q, "200 OK", NULL, sdp);
+}
+
+static void on_setup(const struct request *q)
+{
+  struct sim_conn *c = q->c;
+  struct pirec_eyesim *sim = c->sim;
+  const char *tr;
+  size_t tl;
+  if (c->cam == CAM_NONE)
+    c->cam = cam_of(q->url, q->url_len);
+  if (!pirec_http_header(q->it->data, q->it->len, "Transport", &tr, &tl) ||
+      !memmem(tr, tl, "RTP/AVP/TCP", 11) || !memmem(tr, tl, "interleaved=", 12)) {
+    answer(q, "461 Unsupported Transport", NULL, NULL);
+    return;
+  }
+  if (c->cam == CAM_NONE) {
+    answer(q, "404 Not Found", NULL, NULL);
+    return;
+  }
+  const char *il = memmem(tr, tl, "interleaved=", 12) + 12;
+  int a = 0, b = 1;
+  if (sscanf(il, "%d-%d", &a, &b) < 1 || a < 0 || a > 254)
+    a = 0, b = 1;
+  c->rtp_ch = a;
+  c->rtcp_ch = b;
+  snprintf(c->session, sizeof c->session, "%08X", pirec__sim_rnd(sim));
+  c->setup = 1;
+  char extra[512];
+  snprintf(extra, sizeof extra,
+           "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d;ssrc=%08X\r\nSession: %s;timeout=60\r\n", a, b,
+           c->cam == CAM_GAZE    ? sim->gaze_ssrc
+           : c->cam == CAM_WORLD ? sim->world_ssrc
+                                 : sim->events_ssrc,
+           c->session);
+  answer(q, "200 OK", extra, NULL);
+}
+
+static void on_play(const struct request *q)
+{
+  struct sim_conn *c = q->c;
+  if (!c->setup) {
+    answer(q, "455 Method Not Valid in This State", NULL, NULL);
+    return;
+  }
+  char extra[512];
+  snprintf(extra, sizeof extra, "Session: %s\r\n", c->session);
+  answer(q, "200 OK", extra, NULL);
+  c->playing = 1;
+  c->next_sr_ns = pirec_clock_mono_ns() + c->sim->s.first_sr_ns;
+  c->sim->c.sessions_played++;
+}
+
+static void on_parameter(const struct request *q)
+{
+  answer(q, "200 OK", NULL, NULL);
+}
+
+static void on_teardown(const struct request *q)
+{
+  answer(q, "200 OK", NULL, NULL);
+  q->c->playing = 0;
+  q->c->close_after_write = 1;
+}
+
+static const struct {
+  const char *method;
+  void (*handle)(const struct request *q);
+} methods[] = {
+    {"OPTIONS", on_options},   {"DESCRIBE", on_describe},       {"SETUP", on_setup},
+    {"PLAY", on_play},         {"GET_PARAMETER", on_parameter}, {"SET_PARAMETER", on_parameter},
+    {"TEARDOWN", on_teardown},
+};
+
 static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
 {
-  struct pirec_eyesim *sim = c->sim;
+  struct request q = {c, it, "0", 1, NULL, 0};
   const char *m = (const char *)it->data;
   const char *sp = memchr(m, ' ', it->len);
-  const char *cseq = "0";
-  size_t cseq_len = 1;
-  if (!pirec_http_header(it->data, it->len, "CSeq", &cseq, &cseq_len)) {
-    cseq = "0";
-    cseq_len = 1;
+  if (!pirec_http_header(it->data, it->len, "CSeq", &q.cseq, &q.cseq_len)) {
+    q.cseq = "0";
+    q.cseq_len = 1;
   }
   if (!sp) {
-    reply(c, "400 Bad Request", cseq, cseq_len, NULL, NULL);
+    answer(&q, "400 Bad Request", NULL, NULL);
     return;
   }
   size_t ml = (size_t)(sp - m);
-  const char *url = sp + 1;
-  const char *ue = memchr(url, ' ', it->len - ml - 1);
-  size_t ul = ue ? (size_t)(ue - url) : 0;
-  char extra[512];
-#define IS(name) (ml == strlen(name) && memcmp(m, name, ml) == 0)
-  if (IS("OPTIONS")) {
-    reply(c, "200 OK", cseq, cseq_len, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n",
-          NULL);
-  } else if (IS("DESCRIBE")) {
-    enum cam cam = cam_of(url, ul);
-    if (cam == CAM_NONE || (cam == CAM_WORLD && !sim->s.world) || (cam == CAM_EVENTS && !sim->s.events)) {
-      reply(c, "404 Not Found", cseq, cseq_len, NULL, NULL);
+  q.url = sp + 1;
+  const char *ue = memchr(q.url, ' ', it->len - ml - 1);
+  q.url_len = ue ? (size_t)(ue - q.url) : 0;
+  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+    if (ml == strlen(methods[i].method) && memcmp(m, methods[i].method, ml) == 0) {
+      methods[i].handle(&q);
       return;
     }
-    c->cam = cam;
-    char sdp[1024];
-    if (sim->s.bad_sdp)
-      snprintf(sdp, sizeof sdp, "v=0\r\ns=broken\r\nm=application 0 RTP/AVP 99\r\na=control:trackID=0\r\n");
-    else if (cam == CAM_GAZE)
-      snprintf(sdp, sizeof sdp,
-               "v=0\r\no=- 1 1 IN IP4 %s\r\ns=gaze\r\nt=0 0\r\nm=application 0 RTP/AVP 99\r\n"
-               "a=rtpmap:99 com.pupillabs.gaze1/%d\r\na=control:trackID=0\r\n",
-               sim->s.host, RATE);
-    else if (cam == CAM_EVENTS)
-      snprintf(sdp, sizeof sdp,
-               "v=0\r\no=- 1 1 IN IP4 %s\r\ns=eye_events\r\nt=0 0\r\nm=application 0 RTP/AVP 100\r\n"
-               "a=rtpmap:100 com.pupillabs.eye_events1/%d\r\na=control:trackID=0\r\n",
-               sim->s.host, RATE);
-    else
-      snprintf(sdp, sizeof sdp,
-               "v=0\r\no=- 1 1 IN IP4 %s\r\ns=world\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
-               "a=rtpmap:96 H264/%d\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n",
-               sim->s.host, RATE);
-    reply(c, "200 OK", cseq, cseq_len, NULL, sdp);
-  } else if (IS("SETUP")) {
-    const char *tr;
-    size_t tl;
-    if (c->cam == CAM_NONE)
-      c->cam = cam_of(url, ul);
-    if (!pirec_http_header(it->data, it->len, "Transport", &tr, &tl) || !memmem(tr, tl, "RTP/AVP/TCP", 11) ||
-        !memmem(tr, tl, "interleaved=", 12)) {
-      reply(c, "461 Unsupported Transport", cseq, cseq_len, NULL, NULL);
-      return;
-    }
-    if (c->cam == CAM_NONE) {
-      reply(c, "404 Not Found", cseq, cseq_len, NULL, NULL);
-      return;
-    }
-    const char *il = memmem(tr, tl, "interleaved=", 12) + 12;
-    int a = 0, b = 1;
-    if (sscanf(il, "%d-%d", &a, &b) < 1 || a < 0 || a > 254)
-      a = 0, b = 1;
-    c->rtp_ch = a;
-    c->rtcp_ch = b;
-    snprintf(c->session, sizeof c->session, "%08X", pirec__sim_rnd(sim));
-    c->setup = 1;
-    snprintf(extra, sizeof extra,
-             "Transport: RTP/AVP/TCP;unicast;interleaved=%d-%d;ssrc=%08X\r\nSession: %s;timeout=60\r\n", a, b,
-             c->cam == CAM_GAZE    ? sim->gaze_ssrc
-             : c->cam == CAM_WORLD ? sim->world_ssrc
-                                   : sim->events_ssrc,
-             c->session);
-    reply(c, "200 OK", cseq, cseq_len, extra, NULL);
-  } else if (IS("PLAY")) {
-    if (!c->setup) {
-      reply(c, "455 Method Not Valid in This State", cseq, cseq_len, NULL, NULL);
-      return;
-    }
-    snprintf(extra, sizeof extra, "Session: %s\r\n", c->session);
-    reply(c, "200 OK", cseq, cseq_len, extra, NULL);
-    c->playing = 1;
-    c->next_sr_ns = pirec_clock_mono_ns() + sim->s.first_sr_ns;
-    sim->c.sessions_played++;
-  } else if (IS("GET_PARAMETER") || IS("SET_PARAMETER")) {
-    reply(c, "200 OK", cseq, cseq_len, NULL, NULL);
-  } else if (IS("TEARDOWN")) {
-    reply(c, "200 OK", cseq, cseq_len, NULL, NULL);
-    c->playing = 0;
-    c->close_after_write = 1;
-  } else {
-    reply(c, "501 Not Implemented", cseq, cseq_len, NULL, NULL);
-  }
-#undef IS
+  answer(&q, "501 Not Implemented", NULL, NULL);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -254,4 +300,3 @@ void pirec__sim_on_connection(uv_stream_t *srv, int status)
   uv_tcp_nodelay(&c->tcp, 1);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
-

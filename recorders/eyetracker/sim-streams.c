@@ -104,7 +104,8 @@ static void send_gaze(struct pirec_eyesim *sim, uint64_t n, int64_t ticks)
   char xs[32], ys[32];
   snprintf(xs, sizeof xs, "%.9g", (double)g.x);
   snprintf(ys, sizeof ys, "%.9g", (double)g.y);
-  pirec__sim_log_row(sim->gaze_log, "%u,%u,%lld,%s,%s,%s\n", seq, ts, (long long)pirec__sim_device_ns(sim, ticks), xs, ys, fate);
+  pirec__sim_log_row(sim->gaze_log, "%u,%u,%lld,%s,%s,%s\n", seq, ts,
+                     (long long)pirec__sim_device_ns(sim, ticks), xs, ys, fate);
 }
 
 /* Eye events: one slot every 100 ms of device time cycling fixation onset, fixation, saccade onset,
@@ -154,8 +155,8 @@ static void send_event(struct pirec_eyesim *sim, uint64_t n, int64_t ticks, int 
       if (c->playing && !c->closing && c->cam == CAM_EVENTS)
         pirec__sim_send_interleaved(c, c->rtp_ch, pkt, h + (size_t)len);
   }
-  pirec__sim_log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns, pirec_gaze_event_name(e.type),
-          fate);
+  pirec__sim_log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns,
+                     pirec_gaze_event_name(e.type), fate);
 }
 
 static void send_sr(struct pirec_eyesim *sim, struct sim_conn *c, int64_t ticks_now)
@@ -215,4 +216,3 @@ void pirec__sim_on_tick(uv_timer_t *t)
       c->next_sr_ns = now + sim->s.sr_interval_ns;
     }
 }
-

@@ -54,8 +54,9 @@ static void world_frame(struct pirec_eyesim *sim, const uint8_t *au, size_t len)
     else
       sim->c.frames_sent++;
   }
-  pirec__sim_log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n", (unsigned long long)(sim->c.frames_generated - 1), ts,
-          (long long)pirec__sim_device_ns(sim, ticks), p.annexb ? p.annexb : len, fate);
+  pirec__sim_log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n",
+                     (unsigned long long)(sim->c.frames_generated - 1), ts,
+                     (long long)pirec__sim_device_ns(sim, ticks), p.annexb ? p.annexb : len, fate);
 }
 
 /* The position of the next access unit delimiter (00 00 01 09, x264's aud=1) at or after from. */
@@ -195,4 +196,3 @@ int pirec__sim_ff_spawn(struct pirec_eyesim *sim)
   uv_read_start((uv_stream_t *)&sim->ff_out, ff_alloc, ff_read);
   return 0;
 }
-

@@ -70,7 +70,7 @@ static void noop_close_cb(struct pirec_eyesim *sim, void *user)
 {
 }
 
-int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out)
+static int check_settings(const struct pirec_eyesim_settings *s)
 {
   if (strcmp(s->host, "127.0.0.1") != 0 && strcmp(s->host, "::1") != 0) {
     pirec_log(PIREC_LOG_ERROR, "eyesim: refusing to listen on '%s': loopback only", s->host);
@@ -86,13 +86,13 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, s
               s->gaze_hz, s->gaze_size, s->width, s->height, s->world_fps);
     return -EINVAL;
   }
-  struct pirec_eyesim *sim = calloc(1, sizeof *sim);
-  if (!sim)
-    return -ENOMEM;
-  sim->loop = loop;
-  sim->s = *s;
-  pirec_bytebuf_init(&sim->au, 0, (size_t)64 << 20); /* allocates nothing: cannot fail */
-  sim->rng = s->seed ? s->seed : 1;
+  return 0;
+}
+
+/* The streams' random origins, from the seed. */
+static void seed_origins(struct pirec_eyesim *sim)
+{
+  sim->rng = sim->s.seed ? sim->s.seed : 1;
   for (int i = 0; i < 8; i++)
     pirec__sim_rnd(sim);
   /* Origins close to the wrap, so 32-bit timestamps and 16-bit sequence numbers wrap early. */
@@ -105,23 +105,40 @@ int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, s
   sim->events_ssrc = pirec__sim_rnd(sim);
   sim->events_ts0 = pirec__sim_rnd(sim);
   sim->events_seq = (uint16_t)pirec__sim_rnd(sim);
+}
+
+/* Opens one log of what was sent, when a path is set, with its header line. 0 or an error. */
+static int open_log(struct pirec_eyesim *sim, const char *path, const char *header, struct pirec_sink **out)
+{
+  if (!path[0])
+    return 0;
+  int r = pirec_sink_new(sim->loop, path, NULL, NULL, NULL, out);
+  if (r < 0)
+    return r;
+  sim->pending++;
+  pirec__sim_log_row(*out, "%s", header);
+  return 0;
+}
+
+int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out)
+{
+  int r = check_settings(s);
+  if (r < 0)
+    return r;
+  struct pirec_eyesim *sim = calloc(1, sizeof *sim);
+  if (!sim)
+    return -ENOMEM;
+  sim->loop = loop;
+  sim->s = *s;
+  pirec_bytebuf_init(&sim->au, 0, (size_t)64 << 20); /* allocates nothing: cannot fail */
+  seed_origins(sim);
   sim->mono0 = pirec_clock_mono_ns();
   sim->dev0 = pirec_clock_wall_ns();
-  int r = 0;
-  if (s->gaze_log[0] && (r = pirec_sink_new(loop, s->gaze_log, NULL, NULL, NULL, &sim->gaze_log)) == 0) {
-    sim->pending++;
-    pirec__sim_log_row(sim->gaze_log, "seq,rtp_ts,device_ns,x,y,fate\n");
-  }
-  if (r == 0 && s->world_log[0] &&
-      (r = pirec_sink_new(loop, s->world_log, NULL, NULL, NULL, &sim->world_log)) == 0) {
-    sim->pending++;
-    pirec__sim_log_row(sim->world_log, "frame,rtp_ts,device_ns,bytes,fate\n");
-  }
-  if (r == 0 && s->events_log[0] &&
-      (r = pirec_sink_new(loop, s->events_log, NULL, NULL, NULL, &sim->events_log)) == 0) {
-    sim->pending++;
-    pirec__sim_log_row(sim->events_log, "seq,rtp_ts,device_ns,event,fate\n");
-  }
+  r = open_log(sim, s->gaze_log, "seq,rtp_ts,device_ns,x,y,fate\n", &sim->gaze_log);
+  if (r == 0)
+    r = open_log(sim, s->world_log, "frame,rtp_ts,device_ns,bytes,fate\n", &sim->world_log);
+  if (r == 0)
+    r = open_log(sim, s->events_log, "seq,rtp_ts,device_ns,event,fate\n", &sim->events_log);
   if (r == 0)
     r = listen_on(sim, &sim->http_srv, s->http_port, &sim->http_port);
   if (r == 0)
@@ -158,6 +175,8 @@ void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_c
 
 void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void *user)
 {
+  if (!sim)
+    return;
   sim->closing = 1;
   sim->close_cb = cb;
   sim->close_user = user;
