@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "pirec/error.h"
-#include "pirec/eyetracker.h"
+#include "pirec/eyesim.h"
 #include "pirec/log.h"
 
 static void usage(FILE *f)

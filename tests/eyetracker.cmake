@@ -9,6 +9,9 @@ pirec_add_test(test-eyetracker SOURCES test-eyetracker.c LIBS pirec_eyetracker p
 pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
                LABELS concurrency TIMEOUT 60)
 target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
+# The test hook pirec_eyetracker_hold_sinks lives in the client's internal header.
+target_include_directories(test-eyetracker PRIVATE ${PROJECT_SOURCE_DIR}/recorders/eyetracker)
+target_include_directories(test-eyetracker-reconnect PRIVATE ${PROJECT_SOURCE_DIR}/recorders/eyetracker)
 # The issue's acceptance run: 60 s of 200 Hz gaze and scene video against the simulator, checked
 # sample by sample (test_clean_run with PIREC_EYETRACKER_SECONDS=60). Not under TSan (too slow
 # there to keep 200 Hz); under ASan with the rest of the suite.

@@ -28,6 +28,8 @@
 #include <uv.h>
 
 #include "pirec/clock.h"
+#include "eyetracker-int.h" /* pirec_eyetracker_hold_sinks, a test hook */
+#include "pirec/eyesim.h"
 #include "pirec/eyetracker.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"

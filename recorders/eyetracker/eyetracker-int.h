@@ -164,6 +164,13 @@ struct pirec_eyetracker {
 
 #define MDNS_KEY         "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
 
+/* ---- trial.c: test hook (tests include this header) ---- */
+
+/* Test hook: while held, the trial's file sinks write nothing (see pirec_sink_hold), so once their
+ * rings are full rows are refused. Releasing resumes writing. Applies to the running trial only;
+ * no-op without one. */
+void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
+
 /* ---- core.c ---- */
 
 /* Reports an event to the user's callback, or logs it when there is none. */

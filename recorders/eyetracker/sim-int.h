@@ -19,7 +19,7 @@
 #define PIREC_SIM_INT_H
 
 #include "pirec/bytebuf.h"
-#include "pirec/eyetracker.h"
+#include "pirec/eyesim.h"
 #include "rtsp.h"
 
 #include <stdint.h>
