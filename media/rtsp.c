@@ -47,6 +47,13 @@ uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail)
   return p;
 }
 
+uv_buf_t pirec_rtsp_framer_read_buf(struct pirec_rtsp_framer *f)
+{
+  size_t avail;
+  uint8_t *p = pirec_rtsp_framer_space(f, &avail);
+  return uv_buf_init((char *)p, (unsigned)avail);
+}
+
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n)
 {
   pirec_bytebuf_fill(&f->buf, n);

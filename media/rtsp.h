@@ -11,6 +11,8 @@
 
 #include "pirec/bytebuf.h"
 
+#include <uv.h>
+
 enum pirec_rtsp_item_kind {
   PIREC_RTSP_MESSAGE = 1,     /* a request or response: header block plus Content-Length body */
   PIREC_RTSP_INTERLEAVED = 2, /* '$', channel, 16-bit length, data */
@@ -40,6 +42,9 @@ void pirec_rtsp_framer_reset(struct pirec_rtsp_framer *f);
 /* Where the next read may land and how much fits: 64 KiB + 4 (NULL and *avail 0 only if that
  * cannot be made, which the fixed size rules out). */
 uint8_t *pirec_rtsp_framer_space(struct pirec_rtsp_framer *f, size_t *avail);
+/* The same space as a libuv read buffer, for a connection's uv_alloc_cb (a NULL base when no
+ * space can be made: libuv then fails the read with UV_ENOBUFS). */
+uv_buf_t pirec_rtsp_framer_read_buf(struct pirec_rtsp_framer *f);
 void pirec_rtsp_framer_fill(struct pirec_rtsp_framer *f, size_t n);
 /* Returns 1 and the next item (valid until the next call on f), 0 when more bytes are needed,
  * -EBADMSG when garbage was skipped (the caller counts it and calls again), -EMSGSIZE when a

@@ -130,3 +130,25 @@ void pirec__sim_conn_close(struct sim_conn *c)
   c->playing = 0;
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
+
+int pirec__sim_any_playing(const struct pirec_eyesim *sim, enum cam cam)
+{
+  for (struct sim_conn *c = sim->conns; c; c = c->next)
+    if (c->playing && !c->closing && c->cam == cam)
+      return 1;
+  return 0;
+}
+
+const char *pirec__sim_blocked(const struct pirec_eyesim *sim, enum cam cam)
+{
+  if (sim->down)
+    return "down";
+  return pirec__sim_any_playing(sim, cam) ? NULL : "idle";
+}
+
+void pirec__sim_broadcast(struct pirec_eyesim *sim, enum cam cam, const uint8_t *pkt, size_t len)
+{
+  for (struct sim_conn *c = sim->conns; c; c = c->next)
+    if (c->playing && !c->closing && c->cam == cam)
+      pirec__sim_send_interleaved(c, c->rtp_ch, pkt, len);
+}

@@ -94,6 +94,13 @@ int pirec__sim_send(struct sim_conn *c, const void *pre, size_t pre_len, const v
 /* One RTP or RTCP packet on an interleaved channel. */
 int pirec__sim_send_interleaved(struct sim_conn *c, int channel, const uint8_t *pkt, size_t len);
 void pirec__sim_conn_close(struct sim_conn *c);
+/* 1 when a client plays cam. */
+int pirec__sim_any_playing(const struct pirec_eyesim *sim, enum cam cam);
+/* Why a generated sample or frame of cam is not sent: "down" (a forced outage), "idle" (nobody
+ * plays it), or NULL when it goes out. */
+const char *pirec__sim_blocked(const struct pirec_eyesim *sim, enum cam cam);
+/* Sends one RTP packet to every client playing cam. */
+void pirec__sim_broadcast(struct pirec_eyesim *sim, enum cam cam, const uint8_t *pkt, size_t len);
 
 /* ---- sim-rtsp.c ---- */
 
@@ -104,8 +111,6 @@ void pirec__sim_on_connection(uv_stream_t *srv, int status);
 
 /* Appends a formatted line to a log sink; NULL (no log, or one closing) logs nothing. */
 void pirec__sim_log_row(struct pirec_sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* 1 when a client plays cam. */
-int pirec__sim_any_playing(const struct pirec_eyesim *sim, enum cam cam);
 void pirec__sim_on_tick(uv_timer_t *t);
 
 /* ---- sim-video.c ---- */

@@ -248,10 +248,7 @@ static void rtsp_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-  struct sim_conn *c = container_of((uv_tcp_t *)h, struct sim_conn, tcp);
-  size_t avail;
-  uint8_t *p = pirec_rtsp_framer_space(&c->framer, &avail);
-  *buf = uv_buf_init((char *)p, (unsigned)avail);
+  *buf = pirec_rtsp_framer_read_buf(&container_of((uv_tcp_t *)h, struct sim_conn, tcp)->framer);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)

@@ -54,29 +54,19 @@ static void make_sample(const struct pirec_eyesim *sim, uint64_t n, struct pirec
   }
 }
 
-int pirec__sim_any_playing(const struct pirec_eyesim *sim, enum cam cam)
-{
-  for (struct sim_conn *c = sim->conns; c; c = c->next)
-    if (c->playing && !c->closing && c->cam == cam)
-      return 1;
-  return 0;
-}
-
 static void send_gaze(struct pirec_eyesim *sim, uint64_t n, int64_t ticks)
 {
   struct pirec_gaze_sample g;
   make_sample(sim, n, &g);
   uint16_t seq = (uint16_t)(sim->gaze_seq0 + n);
   uint32_t ts = sim->gaze_ts0 + (uint32_t)ticks;
-  const char *fate;
   uint8_t pkt[12 + 128];
   size_t len = 0;
   sim->c.gaze_generated++;
-  if (sim->down) {
-    fate = "down";
+  const char *fate = pirec__sim_blocked(sim, CAM_GAZE);
+  if (fate && sim->down) {
     sim->c.gaze_down++;
-  } else if (!pirec__sim_any_playing(sim, CAM_GAZE)) {
-    fate = "idle";
+  } else if (fate) {
     sim->c.gaze_idle++;
   } else if (sim->s.loss > 0 && pirec__sim_rnd01(sim) < sim->s.loss) {
     fate = "lost";
@@ -97,9 +87,7 @@ static void send_gaze(struct pirec_eyesim *sim, uint64_t n, int64_t ticks)
     } else {
       sim->c.gaze_sent++;
     }
-    for (struct sim_conn *c = sim->conns; c; c = c->next)
-      if (c->playing && !c->closing && c->cam == CAM_GAZE)
-        pirec__sim_send_interleaved(c, c->rtp_ch, pkt, len);
+    pirec__sim_broadcast(sim, CAM_GAZE, pkt, len);
   }
   char xs[32], ys[32];
   snprintf(xs, sizeof xs, "%.9g", (double)g.x);
@@ -143,17 +131,12 @@ static void send_event(struct pirec_eyesim *sim, uint64_t n, int64_t ticks, int 
   uint32_t ts = sim->events_ts0 + (uint32_t)ticks;
   size_t h = pirec_rtp_write_header(pkt, 1, 100, seq, ts, sim->events_ssrc);
   int len = pirec_gaze_event_encode(&e, pkt + h, sizeof pkt - h);
-  const char *fate = "sent";
   sim->c.events_generated++;
-  if (sim->down)
-    fate = "down";
-  else if (!pirec__sim_any_playing(sim, CAM_EVENTS))
-    fate = "idle";
-  else {
+  const char *fate = pirec__sim_blocked(sim, CAM_EVENTS);
+  if (!fate) {
+    fate = "sent";
     sim->c.events_sent++;
-    for (struct sim_conn *c = sim->conns; c; c = c->next)
-      if (c->playing && !c->closing && c->cam == CAM_EVENTS)
-        pirec__sim_send_interleaved(c, c->rtp_ch, pkt, h + (size_t)len);
+    pirec__sim_broadcast(sim, CAM_EVENTS, pkt, h + (size_t)len);
   }
   pirec__sim_log_row(sim->events_log, "%u,%u,%lld,%s,%s\n", seq, ts, (long long)now_ns,
                      pirec_gaze_event_name(e.type), fate);

@@ -30,9 +30,7 @@ static int emit_world(const uint8_t *payload, size_t len, int last, void *user)
   memcpy(pkt + h, payload, len);
   int fu = (payload[0] & 0x1F) == 28;
   p->annexb += !fu ? 4 + len : (payload[1] & 0x80) ? 4 + 1 + len - 2 : len - 2;
-  for (struct sim_conn *c = sim->conns; c; c = c->next)
-    if (c->playing && !c->closing && c->cam == CAM_WORLD)
-      pirec__sim_send_interleaved(c, c->rtp_ch, pkt, h + len);
+  pirec__sim_broadcast(sim, CAM_WORLD, pkt, h + len);
   return 0;
 }
 
@@ -41,18 +39,14 @@ static void world_frame(struct pirec_eyesim *sim, const uint8_t *au, size_t len)
   /* Capture times on the frame grid, as a camera stamps them (ffmpeg -re paces the frames). */
   int64_t ticks = sim->ff_base_ticks + (int64_t)(sim->ff_frames++ * RATE / (uint64_t)sim->s.world_fps);
   uint32_t ts = sim->world_ts0 + (uint32_t)ticks;
-  const char *fate = "sent";
   struct pay_ctx p = {sim, ts, 0};
   sim->c.frames_generated++;
-  if (sim->down)
-    fate = "down";
-  else if (!pirec__sim_any_playing(sim, CAM_WORLD))
-    fate = "idle";
-  else {
-    if (pirec_h264_pay(au, len, MTU, emit_world, &p) < 0)
-      fate = "unpayable";
-    else
-      sim->c.frames_sent++;
+  const char *fate = pirec__sim_blocked(sim, CAM_WORLD);
+  if (!fate && pirec_h264_pay(au, len, MTU, emit_world, &p) < 0) {
+    fate = "unpayable";
+  } else if (!fate) {
+    fate = "sent";
+    sim->c.frames_sent++;
   }
   pirec__sim_log_row(sim->world_log, "%llu,%u,%lld,%zu,%s\n",
                      (unsigned long long)(sim->c.frames_generated - 1), ts,

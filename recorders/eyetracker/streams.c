@@ -152,19 +152,16 @@ static int count_sample(struct stream *st)
   return 0;
 }
 
-static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
+/* A gaze sample, after data_rtp. */
+static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
 {
   struct pirec_eyetracker *et = st->et;
-  struct pirec_rtp_packet p;
-  int64_t ext;
-  if (data_rtp(st, buf, len, 1, &p, &ext) < 0)
-    return;
   struct pirec_gaze_sample g;
-  if (pirec_gaze_decode(p.payload, p.payload_len, &g) < 0) {
+  if (pirec_gaze_decode(p->payload, p->payload_len, &g) < 0) {
     if (bad_payload(st))
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
                      "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
-                     p.payload_len, st->url, (unsigned long long)st->st.bad_payloads);
+                     p->payload_len, st->url, (unsigned long long)st->st.bad_payloads);
     return;
   }
   if (!count_sample(st))
@@ -173,7 +170,7 @@ static void gaze_packet(struct stream *st, const uint8_t *buf, size_t len)
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
   pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtcp_clock_device_ns(&st->clock, ext),
-                     &g, p.ts, st->seq.ext_max - (1u << 16), st->pending_drop);
+                     &g, p->ts, st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
   push_row(st, et->gaze_sink, &row);
 }
@@ -298,18 +295,16 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
     st->st.bad_payloads++;
 }
 
-static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
+/* An eye event, after data_rtp. */
+static void events_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
 {
   struct pirec_eyetracker *et = st->et;
-  struct pirec_rtp_packet p;
-  int64_t ext;
-  if (data_rtp(st, buf, len, 0, &p, &ext) < 0)
-    return;
   struct pirec_gaze_event e;
-  if (pirec_gaze_event_decode(p.payload, p.payload_len, &e) < 0) {
+  if (pirec_gaze_event_decode(p->payload, p->payload_len, &e) < 0) {
     if (bad_payload(st))
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
-                     "eye event of %zu bytes with an unknown type or size from '%s'", p.payload_len, st->url);
+                     "eye event of %zu bytes with an unknown type or size from '%s'", p->payload_len,
+                     st->url);
     return;
   }
   if (e.type == PIREC_GAZE_EVENT_KEEPALIVE || !count_sample(st))
@@ -318,7 +313,7 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, b, sizeof b);
   pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
-                           pirec_rtcp_clock_device_ns(&st->clock, ext), &e, p.ts,
+                           pirec_rtcp_clock_device_ns(&st->clock, ext), &e, p->ts,
                            st->seq.ext_max - (1u << 16), st->pending_drop);
   pirec_csv_row_end(&row);
   push_row(st, et->events_sink, &row);
@@ -326,12 +321,19 @@ static void events_packet(struct stream *st, const uint8_t *buf, size_t len)
 
 void pirec__et_data_packet(struct stream *st, const uint8_t *buf, size_t len)
 {
-  if (st->kind == GAZE)
-    gaze_packet(st, buf, len);
-  else if (st->kind == WORLD)
+  if (st->kind == WORLD) {
     world_packet(st, buf, len);
+    return;
+  }
+  /* Gaze samples feed the sample-interval estimate; eye events come at no fixed rate. */
+  struct pirec_rtp_packet p;
+  int64_t ext;
+  if (data_rtp(st, buf, len, st->kind == GAZE, &p, &ext) < 0)
+    return;
+  if (st->kind == GAZE)
+    gaze_packet(st, &p, ext);
   else
-    events_packet(st, buf, len);
+    events_packet(st, &p, ext);
 }
 
 void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)

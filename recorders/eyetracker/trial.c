@@ -115,12 +115,9 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     pirec_sink_push(et->events_sink, hdr, (size_t)n);
   }
   et->trial = trial;
-  et->recording = 1;
+  et->recording = et->need_key = 1;
   et->have_pts0 = 0;
-  et->need_key = 1;
-  et->frame_index = 0;
-  et->bytes_video = 0;
-  et->sink_drops = 0;
+  et->frame_index = et->bytes_video = et->sink_drops = 0;
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->pending_drop = 0;
