@@ -186,7 +186,7 @@ int main(int argc, char **argv)
   }
   struct app a = {0};
   uv_loop_init(&a.loop);
-  int r = pirec_eyesim_start(&a.loop, &s, &a.sim);
+  int r = pirec_eyesim_new(&a.loop, &s, &a.sim);
   if (r < 0) {
     fprintf(stderr, "pirec-eyesim: cannot start: %s\n", pirec_strerror(r));
     uv_run(&a.loop, UV_RUN_DEFAULT);

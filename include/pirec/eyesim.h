@@ -42,7 +42,7 @@ struct pirec_eyesim;
 /* Creates the simulator, binds both listeners and spawns the video encoder (a restart follows 1 s
  * after it dies). Loop thread only, like every function below. Returns 0 and *out, -EINVAL (not a
  * loopback address, bad rate or size), or the bind/spawn error (then nothing is left running). */
-int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out);
+int pirec_eyesim_new(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out);
 void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rtsp_port);
 
 struct pirec_eyesim_counters {
@@ -54,7 +54,7 @@ struct pirec_eyesim_counters {
 void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out);
 
 /* Closes every connection, stops the encoder (SIGTERM), flushes the logs, calls cb (never inside
- * this call), then frees sim. */
+ * this call), then frees sim. NULL is a no-op. */
 typedef void (*pirec_eyesim_close_cb)(struct pirec_eyesim *sim, void *user);
 void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void *user);
 

@@ -149,7 +149,7 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
 
 /* Stops a running trial as trial_stop does (its files are complete when cb runs), closes every
  * connection and handle, calls cb (may be NULL; never inside this call), then frees et. Call
- * once; et is dead afterwards. */
+ * once; et is dead afterwards. NULL is a no-op. */
 void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user);
 
 #endif

@@ -120,7 +120,7 @@ static int open_log(struct pirec_eyesim *sim, const char *path, const char *head
   return 0;
 }
 
-int pirec_eyesim_start(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out)
+int pirec_eyesim_new(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out)
 {
   int r = check_settings(s);
   if (r < 0)
