@@ -1,5 +1,9 @@
 # Eye tracker tests (owner: eyetracker).
+# media/'s wire formats, one test per file (test-rtp also fuzzes every parser).
 pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-rtsp SOURCES test-rtsp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-sdp SOURCES test-sdp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-h264 SOURCES test-h264.c LIBS pirec_media TIMEOUT 30)
 pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_libcsv TIMEOUT 30)
 # End to end against a real pirec-eyesim process (needs ffmpeg/ffprobe with libx264).
 # Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also
