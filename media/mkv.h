@@ -3,9 +3,10 @@
 
 /* Internal to the recorders (not installed): H.264 Annex B access units muxed into Matroska
  * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, and sealed once
- * the file is closed. The access units themselves are h264.h's. Used by the camera (recorders/camera/camera.c)
- * and the eye tracker's scene video (recorders/eyetracker/eyetracker.c). Loop thread only: nothing here is
- * thread-safe, and no callback is ever run except pirec__mkv_seal_file's. */
+ * the file is closed. The access units themselves are h264.h's. Used by the camera
+ * (recorders/camera/camera.c) and the eye tracker's scene video (recorders/eyetracker/streams.c,
+ * trial.c). Loop thread only: nothing here is thread-safe, and no callback is ever run except
+ * pirec__mkv_seal_file's. */
 
 #include <stddef.h>
 #include <stdint.h>

@@ -12,10 +12,8 @@
 
 #include <cmocka.h>
 
-
 #include "h264.h"
 #include "rtp.h"
-
 
 struct pay_ctx {
   uint8_t pkts[64][2048];

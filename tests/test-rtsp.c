@@ -12,7 +12,6 @@
 
 #include <cmocka.h>
 
-
 #include "http.h"
 #include "rtsp.h"
 

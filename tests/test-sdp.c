@@ -12,7 +12,6 @@
 
 #include <cmocka.h>
 
-
 #include "rtsp.h"
 #include "sdp.h"
 
@@ -60,7 +59,6 @@ static void test_sdp(void **state)
     if (pirec_sdp_parse(bad[i], strlen(bad[i]), &sdp) != -EBADMSG)
       fail_msg("bad sdp %zu accepted", i);
 }
-
 
 int main(void)
 {

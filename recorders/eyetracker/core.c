@@ -17,18 +17,23 @@ struct wreq {
   char data[];
 };
 
-void pirec__et_emit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, ...)
+void pirec__et_vemit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, va_list ap)
 {
   char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
   if (et->on_event)
     et->on_event(et, ev, msg, et->user);
   else
     pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "%s: %s", et->s.name,
               msg);
+}
+
+void pirec__et_emit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  pirec__et_vemit(et, ev, fmt, ap);
+  va_end(ap);
 }
 
 int pirec__et_make_addr(const char *host, int port, struct sockaddr_storage *ss)

@@ -22,6 +22,7 @@
 #include "rtp.h"
 #include "rtsp.h"
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -176,6 +177,8 @@ void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
 /* Reports an event to the user's callback, or logs it when there is none. */
 void pirec__et_emit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void pirec__et_vemit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Fills a sockaddr for host (an IP literal, or "localhost") and port. 0 or -EINVAL. */
 int pirec__et_make_addr(const char *host, int port, struct sockaddr_storage *ss);
 /* Writes a copy of data[0..n) to s; the copy is freed when the write is done. 0 or a libuv error. */

@@ -11,6 +11,7 @@
 #include "pirec/sink.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,13 +132,19 @@ static int data_rtp(struct stream *st, const uint8_t *buf, size_t len, int track
   return stream_accept(st, p, track_interval, ext);
 }
 
-/* A payload that does not decode is a lost sample. Returns 1 when it is worth a report (the first,
- * then every thousandth). */
-static int bad_payload(struct stream *st)
+/* A payload that does not decode is a lost sample. The first, then every thousandth, is reported
+ * (fmt and its arguments; a count among them must add this one). */
+static void bad_payload(struct stream *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad_payload(struct stream *st, const char *fmt, ...)
 {
   st->st.bad_payloads++;
   st->pending_drop++;
-  return st->st.bad_payloads == 1 || st->st.bad_payloads % 1000 == 0;
+  if (st->st.bad_payloads != 1 && st->st.bad_payloads % 1000 != 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  pirec__et_vemit(st->et, PIREC_EYETRACKER_EVENT_ERROR, fmt, ap);
+  va_end(ap);
 }
 
 /* Counts a decoded sample. Returns 1 when it goes into the trial's files, 0 between trials (then
@@ -158,10 +165,8 @@ static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int
   struct pirec_eyetracker *et = st->et;
   struct pirec_gaze_sample g;
   if (pirec_gaze_decode(p->payload, p->payload_len, &g) < 0) {
-    if (bad_payload(st))
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
-                     "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
-                     p->payload_len, st->url, (unsigned long long)st->st.bad_payloads);
+    bad_payload(st, "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
+                p->payload_len, st->url, (unsigned long long)st->st.bad_payloads + 1);
     return;
   }
   if (!count_sample(st))
@@ -301,10 +306,7 @@ static void events_packet(struct stream *st, const struct pirec_rtp_packet *p, i
   struct pirec_eyetracker *et = st->et;
   struct pirec_gaze_event e;
   if (pirec_gaze_event_decode(p->payload, p->payload_len, &e) < 0) {
-    if (bad_payload(st))
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
-                     "eye event of %zu bytes with an unknown type or size from '%s'", p->payload_len,
-                     st->url);
+    bad_payload(st, "eye event of %zu bytes with an unknown type or size from '%s'", p->payload_len, st->url);
     return;
   }
   if (e.type == PIREC_GAZE_EVENT_KEEPALIVE || !count_sample(st))

@@ -5,6 +5,7 @@
 
 #include "pirec/csv.h"
 #include "pirec/error.h"
+#include "pirec/fs.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
 #include "pirec/sink.h"
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static void close_trial_sinks(struct pirec_eyetracker *et);
 
@@ -50,26 +50,6 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   return r;
 }
 
-static int mkdir_p(const char *dir)
-{
-  char p[4096];
-  int n = snprintf(p, sizeof p, "%s", dir);
-  if (n < 0 || (size_t)n >= sizeof p)
-    return -ENAMETOOLONG;
-  for (char *c = p + 1;; c++) {
-    if (*c == '/' || *c == 0) {
-      char saved = *c;
-      *c = 0;
-      if (mkdir(p, 0755) < 0 && errno != EEXIST)
-        return -errno;
-      *c = saved;
-      if (!saved)
-        break;
-    }
-  }
-  return 0;
-}
-
 int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part)
 {
   if (et->recording || et->stopping)
@@ -78,7 +58,9 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     return -EINVAL;
   /* One small blocking call at trial start (not on a capture path): the sinks open
    * asynchronously and need the directory to exist by then. */
-  int r = mkdir_p(dir);
+  struct pirec_fs_req req;
+  int r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
+  pirec_fs_req_cleanup(&req);
   if (r < 0) {
     pirec_log(PIREC_LOG_ERROR, "%s: cannot create '%s': %s", et->s.name, dir, pirec_strerror(r));
     return r;
