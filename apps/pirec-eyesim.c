@@ -7,7 +7,7 @@
 
 #include "pirec/container_of.h"
 #include "pirec/error.h"
-#include "pirec/eyetracker.h"
+#include "pirec/eyesim.h"
 #include "pirec/log.h"
 #include "run.h"
 
@@ -181,7 +181,7 @@ int main(int argc, char **argv)
     return r > 0 ? 0 : 2;
   struct app a = {0};
   uv_loop_init(&a.loop);
-  r = pirec_eyesim_start(&a.loop, &s, &a.sim);
+  r = pirec_eyesim_new(&a.loop, &s, &a.sim);
   if (r < 0) {
     fprintf(stderr, "pirec-eyesim: cannot start: %s\n", pirec_strerror(r));
     uv_run(&a.loop, UV_RUN_DEFAULT);

@@ -1,5 +1,9 @@
 # Eye tracker tests (owner: eyetracker).
-pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_rtp TIMEOUT 30)
+# media/'s wire formats, one test per file (test-rtp also fuzzes every parser).
+pirec_add_test(test-rtp SOURCES test-rtp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-rtsp SOURCES test-rtsp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-sdp SOURCES test-sdp.c LIBS pirec_media TIMEOUT 30)
+pirec_add_test(test-h264 SOURCES test-h264.c LIBS pirec_media TIMEOUT 30)
 pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_libcsv TIMEOUT 30)
 # End to end against a real pirec-eyesim process (needs ffmpeg/ffprobe with libx264).
 # Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also
@@ -9,6 +13,9 @@ pirec_add_test(test-eyetracker SOURCES test-eyetracker.c LIBS pirec_eyetracker p
 pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
                LABELS concurrency TIMEOUT 60)
 target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
+# The test hook pirec_eyetracker_hold_sinks lives in the client's internal header.
+target_include_directories(test-eyetracker PRIVATE ${PROJECT_SOURCE_DIR}/recorders/eyetracker)
+target_include_directories(test-eyetracker-reconnect PRIVATE ${PROJECT_SOURCE_DIR}/recorders/eyetracker)
 # The issue's acceptance run: 60 s of 200 Hz gaze and scene video against the simulator, checked
 # sample by sample (test_clean_run with PIREC_EYETRACKER_SECONDS=60). Not under TSan (too slow
 # there to keep 200 Hz); under ASan with the rest of the suite.

@@ -28,6 +28,8 @@
 #include <uv.h>
 
 #include "pirec/clock.h"
+#include "eyetracker-int.h" /* pirec_eyetracker_hold_sinks, a test hook */
+#include "pirec/eyesim.h"
 #include "pirec/eyetracker.h"
 #include "pirec/gaze.h"
 #include "pirec/log.h"
@@ -782,7 +784,7 @@ static void test_settings(void **state)
   struct pirec_eyesim *sim;
   pirec_eyesim_settings_default(&ss);
   snprintf(ss.host, sizeof ss.host, "0.0.0.0");
-  assert_int_equal(pirec_eyesim_start(&loop, &ss, &sim), -EINVAL);
+  assert_int_equal(pirec_eyesim_new(&loop, &ss, &sim), -EINVAL);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 

@@ -1,4 +1,4 @@
-/* The shared H.264 -> Matroska writer (media/h264-mkv.h) on its own: a real x264 stream from
+/* The shared H.264 -> Matroska writer (media/mkv.h) on its own: a real x264 stream from
  * ffmpeg (lavfi testsrc2, access unit delimiters on) is split into access units, muxed into a real
  * pirec_sink on the real libuv loop, and the file is read back with the real ffprobe: packet count,
  * keyframes, pts, picture size, the seal of a clean close (computed, and written by the shared
@@ -19,7 +19,8 @@
 
 #include <uv.h>
 
-#include "h264-mkv.h"
+#include "h264.h"
+#include "mkv.h"
 #include "helpers/remux-gen.h"
 #include "pirec/sink.h"
 

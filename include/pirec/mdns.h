@@ -66,7 +66,7 @@ int pirec_mdns_lookup_new(uv_loop_t *loop, const char *type, const char *prefix,
 
 /* Stops the lookup (joins avahi's thread, which takes milliseconds), then frees the handle after
  * its libuv handles have closed; cb (may be NULL) runs then, on the loop. The lookup's callback
- * does not run after this call. */
+ * does not run after this call. NULL is a no-op. */
 void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user);
 
 #ifdef __cplusplus

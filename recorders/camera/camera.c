@@ -2,7 +2,8 @@
  * one frames-CSV row per frame that reached the video file. */
 
 #include "camera-int.h"
-#include "h264-mkv.h"
+#include "h264.h"
+#include "mkv.h"
 
 #include "pirec/clock.h"
 #include "pirec/csv.h"

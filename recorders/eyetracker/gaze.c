@@ -150,13 +150,8 @@ void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, i
                         int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts, uint64_t seq,
                         uint64_t dropped_before)
 {
-  pirec_csv_row_i64(row, trial);
-  pirec_csv_row_i64(row, mono_ns);
-  pirec_csv_row_i64(row, wall_ns);
-  if (device_ns == INT64_MIN)
-    pirec_csv_row_empty(row);
-  else
-    pirec_csv_row_i64(row, device_ns);
+  pirec_csv_row_lead(row, trial, mono_ns, wall_ns);
+  pirec_csv_row_time(row, device_ns); /* INT64_MIN (PIREC_CSV_NO_TIME) before the first Sender Report */
   put_float(row, s->x);
   put_float(row, s->y);
   pirec_csv_row_i64(row, s->worn ? 1 : 0);
@@ -277,13 +272,8 @@ void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono
                               int64_t device_ns, const struct pirec_gaze_event *e, uint32_t rtp_ts,
                               uint64_t seq, uint64_t dropped_before)
 {
-  pirec_csv_row_i64(row, trial);
-  pirec_csv_row_i64(row, mono_ns);
-  pirec_csv_row_i64(row, wall_ns);
-  if (device_ns == INT64_MIN)
-    pirec_csv_row_empty(row);
-  else
-    pirec_csv_row_i64(row, device_ns);
+  pirec_csv_row_lead(row, trial, mono_ns, wall_ns);
+  pirec_csv_row_time(row, device_ns); /* INT64_MIN (PIREC_CSV_NO_TIME) before the first Sender Report */
   pirec_csv_row_str(row, pirec_gaze_event_name(e->type));
   pirec_csv_row_i64(row, e->start_ns);
   if (event_size(e->type) < 20)

@@ -51,6 +51,8 @@ int pirec_mdns_probe(const char *config_key, char *err, size_t errlen)
 
 void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user)
 {
+  if (!m)
+    return;
   /* No handle can exist in this build; still honour the contract. */
   if (cb)
     cb(m, user);
@@ -347,6 +349,8 @@ fail:
 
 void pirec_mdns_close(struct pirec_mdns *m, pirec_mdns_close_cb cb, void *user)
 {
+  if (!m)
+    return;
   m->reported = 1;
   m->close_cb = cb;
   m->close_user = user;

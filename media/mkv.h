@@ -1,44 +1,18 @@
-#ifndef PIREC_H264_MKV_H
-#define PIREC_H264_MKV_H
+#ifndef PIREC_MKV_H
+#define PIREC_MKV_H
 
 /* Internal to the recorders (not installed): H.264 Annex B access units muxed into Matroska
- * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, plus the access-unit
- * splitter the camera uses on its encoder's byte stream. Used by the camera (recorders/camera/camera.c)
- * and the eye tracker's scene video (recorders/eyetracker/eyetracker.c). Loop thread only: nothing here is
- * thread-safe, and no callback is ever run except pirec__mkv_seal_file's. */
+ * in-process (libavformat) through a custom AVIO that pushes into a pirec_sink, and sealed once
+ * the file is closed. The access units themselves are h264.h's. Used by the camera
+ * (recorders/camera/camera.c) and the eye tracker's scene video (recorders/eyetracker/streams.c,
+ * trial.c). Loop thread only: nothing here is thread-safe, and no callback is ever run except
+ * pirec__mkv_seal_file's. */
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 struct pirec_sink;
-
-/* ---- access units ---- */
-
-/* Splits an H.264 Annex B byte stream into access units at access unit delimiters (x264 -aud 1).
- * An access unit is complete when the next delimiter arrives, or at the end of a run that
- * finished normally (pirec__au_last). */
-struct pirec__au {
-  uint8_t *buf;
-  size_t cap, len, start, scan;
-  int have_start;
-};
-
-/* cap: the initial buffer (it grows on demand). 0 or -ENOMEM. */
-int pirec__au_init(struct pirec__au *au, size_t cap);
-void pirec__au_free(struct pirec__au *au);
-/* Forgets everything buffered (a crashed encoder's partial output). */
-void pirec__au_reset(struct pirec__au *au);
-/* Room for at least want more bytes (grows the buffer); NULL when out of memory. */
-uint8_t *pirec__au_space(struct pirec__au *au, size_t want);
-/* n bytes were written at the pointer pirec__au_space returned. */
-void pirec__au_fill(struct pirec__au *au, size_t n);
-/* 1 and the next complete access unit (valid until the next call), or 0. */
-int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len);
-/* The trailing access unit of a run that ended cleanly: 1 and it, or 0 when there is none. */
-int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len);
-/* 1 when the Annex B access unit holds an IDR slice (nal_unit_type 5). */
-int pirec__h264_is_keyframe(const uint8_t *au, size_t len);
 
 /* ---- Matroska ---- */
 

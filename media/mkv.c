@@ -1,8 +1,10 @@
 /* H.264 Annex B access units muxed into Matroska in-process (libavformat) and written through a
  * pirec_sink, so a recorder sees each frame exactly when it is in the file (the camera, the eye
- * tracker's scene video); and the camera's splitter of an encoder's byte stream into access units. */
+ * tracker's scene video); and the sealer that writes a closed file's real segment size. */
 
-#include "h264-mkv.h"
+#include "mkv.h"
+
+#include "h264.h"
 
 #include "pirec/log.h"
 #include "pirec/sink.h"
@@ -16,156 +18,22 @@
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 
-/* ---- access units ---- */
-
-int pirec__au_init(struct pirec__au *au, size_t cap)
+/* The SPS and PPS of an access unit in Annex B form (the track's codec private data): their
+ * length in out[0..cap), 0 when it holds neither. */
+static size_t parameter_sets(const uint8_t *au, size_t len, uint8_t *out, size_t cap)
 {
-  memset(au, 0, sizeof *au);
-  au->buf = malloc(cap);
-  au->cap = au->buf ? cap : 0;
-  return au->buf ? 0 : -ENOMEM;
-}
-
-void pirec__au_free(struct pirec__au *au)
-{
-  free(au->buf);
-  memset(au, 0, sizeof *au);
-}
-
-void pirec__au_reset(struct pirec__au *au)
-{
-  au->len = au->start = au->scan = 0;
-  au->have_start = 0;
-}
-
-uint8_t *pirec__au_space(struct pirec__au *au, size_t want)
-{
-  if (au->start > 0) {
-    memmove(au->buf, au->buf + au->start, au->len - au->start);
-    au->len -= au->start;
-    au->scan = au->scan > au->start ? au->scan - au->start : 0;
-    au->start = 0;
-  }
-  if (au->cap - au->len < want) {
-    size_t cap = au->cap * 2;
-    while (cap - au->len < want)
-      cap *= 2;
-    uint8_t *b = realloc(au->buf, cap);
-    if (!b)
-      return NULL;
-    au->buf = b;
-    au->cap = cap;
-  }
-  return au->buf + au->len;
-}
-
-void pirec__au_fill(struct pirec__au *au, size_t n)
-{
-  au->len += n;
-}
-
-/* An access unit delimiter: start code 00 00 01 then NAL header 0x09 (nal_unit_type 9). */
-static size_t find_aud(const uint8_t *b, size_t from, size_t end)
-{
-  for (size_t i = from; i + 4 <= end; i++) {
-    if (b[i + 2] > 1) {
-      i += 2;
-      continue;
-    }
-    if (b[i] == 0 && b[i + 1] == 0 && b[i + 2] == 1 && (b[i + 3] & 0x1F) == 9)
-      return i;
-  }
-  return SIZE_MAX;
-}
-
-int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len)
-{
-  if (!au->have_start) {
-    size_t p = find_aud(au->buf, au->start, au->len);
-    if (p == SIZE_MAX) {
-      /* keep the last 3 bytes: a start code may straddle reads */
-      if (au->len - au->start > 3)
-        au->start = au->len - 3;
-      return 0;
-    }
-    au->start = p;
-    au->scan = p + 4;
-    au->have_start = 1;
-  }
-  size_t next = find_aud(au->buf, au->scan, au->len);
-  if (next == SIZE_MAX) {
-    au->scan = au->len > au->start + 7 ? au->len - 3 : au->start + 4;
-    return 0;
-  }
-  *data = au->buf + au->start;
-  *len = next - au->start;
-  au->start = next;
-  au->scan = next + 4;
-  return 1;
-}
-
-int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
-{
-  if (!au->have_start || au->len <= au->start + 4)
-    return 0;
-  *data = au->buf + au->start;
-  *len = au->len - au->start;
-  au->start = au->len;
-  au->have_start = 0;
-  return 1;
-}
-
-/* Calls fn for each NAL unit of an Annex B buffer (start codes stripped). */
-static void for_each_nal(const uint8_t *b, size_t len, void (*fn)(const uint8_t *nal, size_t n, void *arg),
-                         void *arg)
-{
-  size_t i = 0, start = SIZE_MAX;
-  while (i + 3 <= len) {
-    if (b[i] == 0 && b[i + 1] == 0 && b[i + 2] == 1) {
-      if (start != SIZE_MAX) {
-        size_t end = i;
-        while (end > start && b[end - 1] == 0)
-          end--;
-        fn(b + start, end - start, arg);
-      }
-      i += 3;
-      start = i;
-      continue;
-    }
-    i++;
-  }
-  if (start != SIZE_MAX && start < len)
-    fn(b + start, len - start, arg);
-}
-
-static void is_idr_fn(const uint8_t *nal, size_t n, void *arg)
-{
-  if (n > 0 && (nal[0] & 0x1F) == 5)
-    *(int *)arg = 1;
-}
-
-int pirec__h264_is_keyframe(const uint8_t *au, size_t len)
-{
-  int key = 0;
-  for_each_nal(au, len, is_idr_fn, &key);
-  return key;
-}
-
-struct ps_collect {
-  uint8_t *out;
-  size_t len, cap;
-};
-
-static void ps_fn(const uint8_t *nal, size_t n, void *arg)
-{
-  struct ps_collect *c = arg;
-  int type = n > 0 ? nal[0] & 0x1F : 0;
-  if ((type != 7 && type != 8) || c->len + n + 4 > c->cap)
-    return;
   static const uint8_t sc[4] = {0, 0, 0, 1};
-  memcpy(c->out + c->len, sc, 4);
-  memcpy(c->out + c->len + 4, nal, n);
-  c->len += n + 4;
+  size_t pos = 0, n, used = 0;
+  const uint8_t *nal;
+  while (pirec_h264_next_nal(au, len, &pos, &nal, &n)) {
+    int type = nal[0] & 0x1F;
+    if ((type != 7 && type != 8) || used + n + 4 > cap)
+      continue;
+    memcpy(out + used, sc, 4);
+    memcpy(out + used + 4, nal, n);
+    used += n + 4;
+  }
+  return used;
 }
 
 /* ---- Matroska ---- */
@@ -259,35 +127,36 @@ static int picture_size(const uint8_t *au, size_t len, int *w, int *h)
 static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
 {
   enum { AVIO_BUF = 64 * 1024 };
-  struct ps_collect ps = {.cap = len + 64};
+  size_t ps_cap = len + 64, ps_len;
+  uint8_t *ps;
   AVDictionary *opts = NULL;
   int r, w = m->width, h = m->height;
 
   if (w == 0 && (r = picture_size(au, len, &w, &h)) < 0)
     return r;
-  ps.out = av_mallocz(ps.cap + AV_INPUT_BUFFER_PADDING_SIZE);
-  if (!ps.out)
+  ps = av_mallocz(ps_cap + AV_INPUT_BUFFER_PADDING_SIZE);
+  if (!ps)
     return -ENOMEM;
-  for_each_nal(au, len, ps_fn, &ps);
-  if (ps.len == 0) {
-    av_free(ps.out);
+  ps_len = parameter_sets(au, len, ps, ps_cap);
+  if (ps_len == 0) {
+    av_free(ps);
     return -EINVAL; /* no SPS/PPS in the first access unit */
   }
   if ((r = avformat_alloc_output_context2(&m->oc, NULL, "matroska", NULL)) < 0) {
-    av_free(ps.out);
+    av_free(ps);
     return r;
   }
   AVStream *st = avformat_new_stream(m->oc, NULL);
   if (!st) {
-    av_free(ps.out);
+    av_free(ps);
     return -ENOMEM;
   }
   st->codecpar->codec_type = AVMEDIA_TYPE_VIDEO;
   st->codecpar->codec_id = AV_CODEC_ID_H264;
   st->codecpar->width = w;
   st->codecpar->height = h;
-  st->codecpar->extradata = ps.out;
-  st->codecpar->extradata_size = (int)ps.len;
+  st->codecpar->extradata = ps;
+  st->codecpar->extradata_size = (int)ps_len;
   st->time_base = (AVRational){1, 1000};
   if (m->fps_num > 0)
     st->avg_frame_rate = (AVRational){m->fps_num, m->fps_den};

@@ -1,0 +1,227 @@
+#ifndef PIREC_EYETRACKER_INT_H
+#define PIREC_EYETRACKER_INT_H
+
+/* Internal to recorders/eyetracker: the client's state shared by its files, and the calls between
+ * them. Everything runs on the loop thread. The files form layers; each calls only those above it
+ * in this list (see CMakeLists.txt):
+ *   core.c        the event report, socket addresses, writes, the close count
+ *   trial.c       per-trial files: sinks, headers, the scene video's seal
+ *   streams.c     RTP payloads of the gaze, world and eye-event streams, RTCP, loss accounting
+ *   udp.c         RTP and RTCP over UDP for servers that refuse interleaving
+ *   rtsp-client.c the RTSP state machine, failure and reconnect of each stream
+ *   status.c      the device HTTP API (/api/status)
+ *   discovery.c   address = auto: mDNS glue
+ *   eyetracker.c  settings and the public API (include/pirec/eyetracker.h)
+ */
+
+#include "pirec/eyetracker.h"
+
+#include "h264.h"
+#include "mkv.h"
+#include "rtcp.h"
+#include "rtp.h"
+#include "rtsp.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define NS_MS 1000000LL
+#define NS_S  1000000000LL
+
+enum kind { GAZE = 0, WORLD = 1, EVENTS = 2, NSTREAMS = 3 };
+
+enum state {
+  S_IDLE = 0, /* not started, or waiting for the retry timer */
+  S_CONNECTING,
+  S_OPTIONS,
+  S_DESCRIBE,
+  S_SETUP,
+  S_PLAY,
+  S_PLAYING,
+  S_CLOSING, /* the socket is closing; then a retry is scheduled */
+};
+
+struct stream {
+  struct pirec_eyetracker *et;
+  enum kind kind;
+  const char *label;
+  enum state state;
+  uv_tcp_t tcp;
+  int tcp_open;
+  /* RTP and RTCP over UDP, for servers that refuse interleaving (461 to the TCP SETUP); sticky. */
+  int use_udp;
+  int udp_open;
+  uv_udp_t udp[2];
+  uint8_t udp_buf[65536];
+  uv_connect_t connect_req;
+  uv_timer_t timer; /* retry delay, or the watchdog while connected */
+  struct pirec_rtsp_framer framer;
+  int cseq;
+  char url[PIREC_EYETRACKER_URL_MAX];     /* the presentation URL (DESCRIBE, PLAY) */
+  char control[PIREC_EYETRACKER_URL_MAX]; /* the media's URL (SETUP) */
+  char session[128];
+  int pt;
+  uint32_t clock_rate;
+  char encoding[64];
+  int64_t state_since;
+  int64_t last_rx, last_keepalive;
+  int64_t keepalive_ns; /* half the server's session timeout; 20 s when it names none */
+  int64_t backoff_ns;
+  int fails_in_row;  /* connects that failed since the stream last played */
+  unsigned addr_gen; /* the et->addr_gen st->url was made for */
+  char last_msg[400];
+
+  /* this session */
+  struct pirec_rtcp_clock clock;
+  struct pirec_rtp_seq seq;
+  int have_ssrc;
+  uint32_t ssrc;
+  int64_t rx_mono, rx_wall; /* arrival stamps of the bytes being parsed */
+
+  /* across sessions: how to count what a disconnect lost */
+  int had_data;
+  uint32_t prev_ssrc, prev_ts;
+  uint16_t prev_seq;
+  int64_t prev_rx_mono;
+  int64_t interval_ticks; /* mean timestamp step between consecutive samples/frames */
+  int64_t sum_dticks, n_dticks;
+  int gap_check; /* the next packet is the first after a reconnect */
+
+  /* clock log */
+  int have_sr0;
+  int64_t sr0_dev, sr0_mono, last_clock_log;
+
+  /* world */
+  struct pirec_h264_depay depay;
+  int64_t lost_since_au;
+  int have_prev_au;
+  int64_t prev_au_ext;
+
+  uint64_t pending_drop; /* samples or frames lost since the last row written */
+  struct pirec_eyetracker_stream_status st;
+};
+
+struct pirec_eyetracker {
+  uv_loop_t *loop;
+  struct pirec_eyetracker_settings s;
+  pirec_eyetracker_event_cb on_event;
+  void *user;
+  struct stream streams[NSTREAMS];
+  int started;
+  /* Called when a stream failed REDISCOVER_AFTER connects in a row: the address may be stale.
+   * Set by the client to the discovery's pirec__et_rediscover, so the RTSP layer need not call
+   * up into the discovery layer. */
+  void (*unreachable)(struct pirec_eyetracker *et);
+
+  /* HTTP status */
+  uv_tcp_t http;
+  uv_connect_t http_connect;
+  uv_timer_t http_timer;
+  int http_busy;
+  struct pirec_mdns *mdns; /* address = auto: the discovery under way */
+  int64_t mdns_backoff_ns;
+  int auto_address;  /* address = auto: the host came from mDNS and may be looked up again */
+  int found;         /* a lookup has answered: later ones are re-discoveries */
+  unsigned addr_gen; /* bumped when the device's address changes; stale URLs are remade */
+  uint64_t rediscoveries, address_changes;
+  char status_url[NSTREAMS][PIREC_EYETRACKER_URL_MAX]; /* from /api/status for addr_gen, or "" */
+  uint64_t status_ok, status_failed;
+  char *http_buf;
+  size_t http_len, http_cap;
+
+  /* trial */
+  int recording;
+  int stopping;
+  int trial;
+  struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
+  struct pirec__mkv *mkv;
+  struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
+  struct pirec__mkv_sealer sealer;  /* seals the scene file of a clean trial (mkv.h) */
+  int have_pts0;
+  int64_t pts0_ext, last_pts_ns, last_pts_mono;
+  uint64_t frame_index;
+  int need_key; /* after a start, a gap or a damaged unit: write again from the next IDR */
+  int sinks_open;
+  int stop_err;
+  pirec_eyetracker_stopped_cb stop_cb;
+  void *stop_user;
+  uint64_t sink_drops;
+  int write_error;
+  uint64_t bytes_video;
+
+  int closing;
+  int pending;
+  pirec_eyetracker_close_cb close_cb;
+  void *close_user;
+};
+
+/* Trial sink rings, sized for about 10 s of a Neon's output each (gaze rows ~70 KB/s, scene video up
+ * to ~0.8 MB/s): every page of an arena is backed when it is made, so oversizing them costs memory
+ * and, when no prepared arena is ready, loop time at trial start. */
+#define SCENE_RING_BYTES ((size_t)8 << 20)
+#define GAZE_RING_BYTES  ((size_t)1 << 20)
+#define SMALL_RING_BYTES ((size_t)256 << 10)
+
+#define MDNS_KEY         "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
+
+/* ---- trial.c: test hook (tests include this header) ---- */
+
+/* Test hook: while held, the trial's file sinks write nothing (see pirec_sink_hold), so once their
+ * rings are full rows are refused. Releasing resumes writing. Applies to the running trial only;
+ * no-op without one. */
+void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
+
+/* ---- core.c ---- */
+
+/* Reports an event to the user's callback, or logs it when there is none. */
+void pirec__et_emit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pirec__et_vemit(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+/* Fills a sockaddr for host (an IP literal, or "localhost") and port. 0 or -EINVAL. */
+int pirec__et_make_addr(const char *host, int port, struct sockaddr_storage *ss);
+/* Writes a copy of data[0..n) to s; the copy is freed when the write is done. 0 or a libuv error. */
+int pirec__et_write(uv_stream_t *s, const char *data, size_t n);
+/* The stream's URL from the settings, "" when it follows the device. */
+const char *pirec__et_configured_url(const struct pirec_eyetracker *et, enum kind k);
+/* Finishes pirec_eyetracker_close once nothing is pending: frees et. */
+void pirec__et_maybe_closed(struct pirec_eyetracker *et);
+
+/* ---- streams.c ---- */
+
+/* One RTP packet of the stream's data channel, or one RTCP packet, received at st->rx_mono. */
+void pirec__et_data_packet(struct stream *st, const uint8_t *buf, size_t len);
+void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len);
+
+/* ---- udp.c ---- */
+
+/* Binds two UDP sockets on consecutive ports (RTP even, RTCP odd) on the address family of the
+ * RTSP connection. Returns the RTP port or a negative error (the caller fails the stream, which
+ * closes what was opened). */
+int pirec__et_open_udp(struct stream *st);
+/* Closes the stream's UDP sockets, if open. */
+void pirec__et_close_udp(struct stream *st);
+
+/* ---- rtsp-client.c ---- */
+
+/* Connects every enabled stream that is idle and not waiting out a backoff. */
+void pirec__et_start_streams(struct pirec_eyetracker *et);
+/* The close callback of a stream's TCP handle: schedules the reconnect unless et is closing. */
+void pirec__et_tcp_closed(uv_handle_t *h);
+
+/* ---- status.c ---- */
+
+/* Asks for /api/status; the streams start when it has finished, whatever the outcome. */
+void pirec__et_fetch_status(struct pirec_eyetracker *et);
+/* The close callback of the status connection. */
+void pirec__et_http_closed(uv_handle_t *h);
+
+/* ---- discovery.c ---- */
+
+int pirec__et_needs_discovery(const struct pirec_eyetracker_settings *s);
+void pirec__et_discover(struct pirec_eyetracker *et);
+void pirec__et_rediscover(struct pirec_eyetracker *et);
+void pirec__et_mdns_closed(struct pirec_mdns *m, void *user);
+
+#endif

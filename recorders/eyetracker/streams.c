@@ -1,0 +1,385 @@
+/* The streams' payloads: gaze samples, scene video access units and eye events into the trial's
+ * files, RTCP Sender Reports into the device clock, and the count of what losses and reconnects
+ * took. */
+
+#include "eyetracker-int.h"
+
+#include "pirec/csv.h"
+#include "pirec/error.h"
+#include "pirec/gaze.h"
+#include "pirec/log.h"
+#include "pirec/sink.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t round_div(int64_t a, int64_t b)
+{
+  return b > 0 ? (a + b / 2) / b : 0;
+}
+
+/* First packet after a reconnect: the samples between the last one before and this one. */
+static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *p)
+{
+  int64_t missing = 0;
+  const char *how;
+  if (p->ssrc == st->prev_ssrc) {
+    int64_t dts = (int32_t)(p->ts - st->prev_ts);
+    int64_t by_ts = st->interval_ticks > 0 ? round_div(dts, st->interval_ticks) - 1 : -1;
+    int64_t by_seq = (int16_t)(p->seq - st->prev_seq) - 1;
+    /* Sequence numbers are exact for gaze (one packet per sample) unless the gap wrapped 16 bits;
+     * video spans several packets per frame, so frames come from timestamps. */
+    if (st->kind != WORLD && (by_ts < 0 || by_ts < 30000)) {
+      missing = by_seq;
+      how = "counted from sequence numbers";
+    } else {
+      missing = by_ts;
+      how = "counted from RTP timestamps";
+    }
+  } else {
+    int64_t interval_ns = pirec_rtp_ticks_to_ns(st->interval_ticks, st->clock_rate);
+    missing = interval_ns > 0 ? round_div(st->rx_mono - st->prev_rx_mono, interval_ns) - 1 : 0;
+    how = "estimated from the arrival gap (the stream's SSRC changed)";
+  }
+  if (missing < 0)
+    missing = 0;
+  st->st.gap_samples += (uint64_t)missing;
+  pirec__et_emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED,
+                 "%s stream '%s' back after %lld ms: %lld %s lost, %s", st->label, st->url,
+                 (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
+                 st->kind == GAZE    ? "samples"
+                 : st->kind == WORLD ? "frames"
+                                     : "packets",
+                 how);
+  return (uint64_t)missing;
+}
+
+/* The mean step, not the smallest: frame timestamps jitter, and a short step would make every
+ * gap look longer in frames than it was. Steps over 2 s are not steps between neighbours. */
+static void note_interval(struct stream *st, int64_t dticks)
+{
+  if (dticks <= 0 || dticks > 2 * (int64_t)st->clock_rate)
+    return;
+  st->sum_dticks += dticks;
+  st->n_dticks++;
+  st->interval_ticks = round_div(st->sum_dticks, st->n_dticks);
+}
+
+/* Pushes a row whose dropped_before carries st->pending_drop. A row the sink refuses (ring full,
+ * sink in error) is a sample lost like any other: it and what it carried pass to the next row that
+ * gets in, so the CSV's dropped_before still accounts for every sample. Returns the push result. */
+static int push_row(struct stream *st, struct pirec_sink *sink, struct pirec_csv_row *row)
+{
+  int r = pirec_csv_push(sink, row);
+  if (r < 0) {
+    st->st.refused++;
+    st->pending_drop++;
+    return r;
+  }
+  st->st.dropped += st->pending_drop;
+  st->pending_drop = 0;
+  st->st.written++;
+  return 0;
+}
+
+/* Sequence and clock bookkeeping shared by the data streams (gaze, eye events) for a parsed
+ * packet of the right payload type: counts it, accounts a reconnect gap and sequence losses as
+ * drops, optionally feeds the sample-interval estimate, and extends its RTP timestamp.
+ * Returns 0 with *ext set, or -1 for a duplicate or late packet (its slot was already counted). */
+static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, int track_interval,
+                         int64_t *ext)
+{
+  st->st.packets++;
+  if (!st->have_ssrc) {
+    st->have_ssrc = 1;
+    st->ssrc = p->ssrc;
+  }
+  int after_gap = st->gap_check;
+  if (st->gap_check) {
+    st->gap_check = 0;
+    st->pending_drop += reconnect_gap(st, p);
+  }
+  int64_t lost = pirec_rtp_seq_update(&st->seq, p->seq);
+  if (lost < 0) {
+    st->st.bad_packets++;
+    return -1;
+  }
+  st->st.lost += (uint64_t)lost;
+  st->pending_drop += (uint64_t)lost;
+  if (track_interval && st->had_data && !after_gap && p->ssrc == st->prev_ssrc && lost == 0)
+    note_interval(st, (int32_t)(p->ts - st->prev_ts));
+  *ext = pirec_rtcp_clock_extend(&st->clock, p->ts);
+  st->had_data = 1;
+  st->prev_ssrc = p->ssrc;
+  st->prev_ts = p->ts;
+  st->prev_seq = p->seq;
+  st->prev_rx_mono = st->rx_mono;
+  return 0;
+}
+
+/* Parses a data packet and does stream_accept's bookkeeping. Returns 0 with *p and *ext, or -1
+ * when the packet is not one of this stream's (its sample shows up as a sequence gap) or late. */
+static int data_rtp(struct stream *st, const uint8_t *buf, size_t len, int track_interval,
+                    struct pirec_rtp_packet *p, int64_t *ext)
+{
+  if (pirec_rtp_parse(buf, len, p) < 0 || p->pt != st->pt) {
+    st->st.bad_packets++;
+    return -1;
+  }
+  return stream_accept(st, p, track_interval, ext);
+}
+
+/* A payload that does not decode is a lost sample. The first, then every thousandth, is reported
+ * (fmt and its arguments; a count among them must add this one). */
+static void bad_payload(struct stream *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad_payload(struct stream *st, const char *fmt, ...)
+{
+  st->st.bad_payloads++;
+  st->pending_drop++;
+  if (st->st.bad_payloads != 1 && st->st.bad_payloads % 1000 != 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  pirec__et_vemit(st->et, PIREC_EYETRACKER_EVENT_ERROR, fmt, ap);
+  va_end(ap);
+}
+
+/* Counts a decoded sample. Returns 1 when it goes into the trial's files, 0 between trials (then
+ * what was lost before it belongs to no file). */
+static int count_sample(struct stream *st)
+{
+  st->st.samples++;
+  if (st->et->recording)
+    return 1;
+  st->st.idle++;
+  st->pending_drop = 0;
+  return 0;
+}
+
+/* A gaze sample, after data_rtp. */
+static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
+{
+  struct pirec_eyetracker *et = st->et;
+  struct pirec_gaze_sample g;
+  if (pirec_gaze_decode(p->payload, p->payload_len, &g) < 0) {
+    bad_payload(st, "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
+                p->payload_len, st->url, (unsigned long long)st->st.bad_payloads + 1);
+    return;
+  }
+  if (!count_sample(st))
+    return;
+  char buf_row[1024];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
+  pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtcp_clock_device_ns(&st->clock, ext),
+                     &g, p->ts, st->seq.ext_max - (1u << 16), st->pending_drop);
+  pirec_csv_row_end(&row);
+  push_row(st, et->gaze_sink, &row);
+}
+
+static void on_au(const struct pirec_h264_au *au, void *user)
+{
+  struct stream *st = user;
+  struct pirec_eyetracker *et = st->et;
+  int64_t ext = pirec_rtcp_clock_extend(&st->clock, au->rtp_ts);
+  if (st->have_prev_au) {
+    int64_t d = ext - st->prev_au_ext;
+    if (st->lost_since_au > 0) {
+      /* Whole frames may have vanished with the lost packets: count them from the timestamps. */
+      int64_t missing = st->interval_ticks > 0 ? round_div(d, st->interval_ticks) - 1 : 0;
+      if (missing > 0)
+        st->pending_drop += (uint64_t)missing;
+      et->need_key = 1;
+    } else {
+      note_interval(st, d);
+    }
+  }
+  st->lost_since_au = 0;
+  st->have_prev_au = 1;
+  st->prev_au_ext = ext;
+  if (!count_sample(st))
+    return;
+  if (au->damaged) {
+    st->pending_drop++;
+    et->need_key = 1;
+    return;
+  }
+  /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
+   * packet in it decodes; the frames skipped meanwhile are counted. */
+  if (et->need_key && !(au->keyframe && (au->has_params || pirec__mkv_started(et->mkv)))) {
+    st->pending_drop++;
+    return;
+  }
+  et->need_key = 0;
+  /* Presentation times from the RTP clock, relative to the trial's first written frame; a jump
+   * backwards (a new session with another timestamp origin) continues from arrival times. */
+  int64_t pts;
+  if (!et->have_pts0) {
+    et->have_pts0 = 1;
+    et->pts0_ext = ext;
+    pts = 0;
+  } else {
+    pts = pirec_rtp_ticks_to_ns(ext - et->pts0_ext, st->clock_rate);
+    if (pts <= et->last_pts_ns || pts - et->last_pts_ns > 60 * NS_S) {
+      pts = et->last_pts_ns + (st->rx_mono - et->last_pts_mono);
+      et->pts0_ext = ext - (pts * (int64_t)st->clock_rate) / NS_S;
+    }
+  }
+  int r = pirec__mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
+  if (r < 0) {
+    st->pending_drop++;
+    if (r != -EINVAL && !et->write_error) {
+      et->write_error = r;
+      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
+                     pirec_strerror(r));
+    }
+    return;
+  }
+  et->last_pts_ns = pts;
+  et->last_pts_mono = st->rx_mono;
+  char buf_row[256];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
+  pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
+  pirec_csv_row_u64(&row, et->frame_index++);
+  pirec_csv_row_u64(&row, st->st.samples - 1);
+  pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
+  pirec_csv_row_u64(&row, st->pending_drop);
+  pirec_csv_row_u64(&row, au->len);
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_end(&row);
+  et->bytes_video += au->len;
+  r = push_row(st, et->frames_sink, &row);
+  if (r < 0 && !et->write_error) {
+    /* The video has the frame but its row is lost: the MKV and its CSV no longer pair up one to
+     * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
+    et->write_error = r;
+    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
+                   pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
+                   pirec_strerror(r));
+  }
+}
+
+static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
+{
+  struct pirec_rtp_packet p;
+  if (pirec_rtp_parse(buf, len, &p) < 0 || p.pt != st->pt) {
+    st->st.bad_packets++;
+    st->lost_since_au++;
+    return;
+  }
+  st->st.packets++;
+  if (!st->have_ssrc) {
+    st->have_ssrc = 1;
+    st->ssrc = p.ssrc;
+  }
+  if (st->gap_check) {
+    st->gap_check = 0;
+    /* The first frame after the gap is judged against the last frame before it. */
+    uint64_t missing = reconnect_gap(st, &p);
+    st->pending_drop += missing;
+    st->have_prev_au = 0;
+    st->et->need_key = 1;
+  }
+  int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
+  if (lost < 0) {
+    st->st.bad_packets++;
+    return;
+  }
+  st->st.lost += (uint64_t)lost;
+  st->lost_since_au += lost;
+  st->had_data = 1;
+  st->prev_ssrc = p.ssrc;
+  st->prev_ts = p.ts;
+  st->prev_seq = p.seq;
+  st->prev_rx_mono = st->rx_mono;
+  if (pirec_h264_depay_push(&st->depay, &p, lost, on_au, st) < 0)
+    st->st.bad_payloads++;
+}
+
+/* An eye event, after data_rtp. */
+static void events_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
+{
+  struct pirec_eyetracker *et = st->et;
+  struct pirec_gaze_event e;
+  if (pirec_gaze_event_decode(p->payload, p->payload_len, &e) < 0) {
+    bad_payload(st, "eye event of %zu bytes with an unknown type or size from '%s'", p->payload_len, st->url);
+    return;
+  }
+  if (e.type == PIREC_GAZE_EVENT_KEEPALIVE || !count_sample(st))
+    return;
+  char b[512];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, b, sizeof b);
+  pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
+                           pirec_rtcp_clock_device_ns(&st->clock, ext), &e, p->ts,
+                           st->seq.ext_max - (1u << 16), st->pending_drop);
+  pirec_csv_row_end(&row);
+  push_row(st, et->events_sink, &row);
+}
+
+void pirec__et_data_packet(struct stream *st, const uint8_t *buf, size_t len)
+{
+  if (st->kind == WORLD) {
+    world_packet(st, buf, len);
+    return;
+  }
+  /* Gaze samples feed the sample-interval estimate; eye events come at no fixed rate. */
+  struct pirec_rtp_packet p;
+  int64_t ext;
+  if (data_rtp(st, buf, len, st->kind == GAZE, &p, &ext) < 0)
+    return;
+  if (st->kind == GAZE)
+    gaze_packet(st, &p, ext);
+  else
+    events_packet(st, &p, ext);
+}
+
+void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
+{
+  struct pirec_eyetracker *et = st->et;
+  struct pirec_rtcp_sr sr;
+  int r = pirec_rtcp_parse_sr(buf, len, &sr);
+  if (r < 0) {
+    st->st.bad_packets++;
+    return;
+  }
+  if (r == 0 || (st->have_ssrc && sr.ssrc != st->ssrc))
+    return;
+  int64_t dev = pirec_rtcp_ntp_to_unix_ns(sr.ntp);
+  pirec_rtcp_clock_sr(&st->clock, sr.rtp_ts, dev);
+  st->st.rtcp_sr++;
+  st->st.offset_ns = dev - st->rx_wall;
+  if (!st->have_sr0) {
+    st->have_sr0 = 1;
+    st->sr0_dev = dev;
+    st->sr0_mono = st->rx_mono;
+    st->last_clock_log = st->rx_mono;
+    pirec_log(PIREC_LOG_INFO, "%s: %s clock synchronised: device - wall = %lld ns", et->s.name, st->label,
+              (long long)st->st.offset_ns);
+  } else if (st->rx_mono > st->sr0_mono) {
+    int64_t el = st->rx_mono - st->sr0_mono;
+    st->st.drift_ppb = (int64_t)((__int128)((dev - st->sr0_dev) - el) * NS_S / el);
+  }
+  if (st->rx_mono - st->last_clock_log >= et->s.clock_log_interval_ns) {
+    st->last_clock_log = st->rx_mono;
+    pirec_log(PIREC_LOG_INFO, "%s: %s clock: device - wall = %lld ns, drift %lld ppb", et->s.name, st->label,
+              (long long)st->st.offset_ns, (long long)st->st.drift_ppb);
+  }
+  if (et->recording) {
+    char b[256];
+    struct pirec_csv_row row;
+    pirec_csv_row_begin(&row, b, sizeof b);
+    pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
+    pirec_csv_row_str(&row, st->label);
+    pirec_csv_row_u64(&row, sr.rtp_ts);
+    pirec_csv_row_i64(&row, dev);
+    pirec_csv_row_i64(&row, st->st.offset_ns);
+    pirec_csv_row_i64(&row, st->st.drift_ppb);
+    pirec_csv_row_end(&row);
+    (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
+  }
+}

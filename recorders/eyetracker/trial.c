@@ -1,0 +1,204 @@
+/* Per-trial files of the eye tracker: the sinks of a trial, their headers, and the scene video
+ * sealed once its file is closed. */
+
+#include "eyetracker-int.h"
+
+#include "pirec/csv.h"
+#include "pirec/error.h"
+#include "pirec/fs.h"
+#include "pirec/gaze.h"
+#include "pirec/log.h"
+#include "pirec/sink.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void close_trial_sinks(struct pirec_eyetracker *et);
+
+static void on_sink_error(struct pirec_sink *sink, int err, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  if (!et->write_error)
+    et->write_error = err;
+  pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write '%s': %s", pirec_sink_path(sink),
+                 pirec_strerror(err));
+}
+
+static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *base, const char *suffix,
+                     struct pirec_sink **out)
+{
+  char path[4096];
+  int n = snprintf(path, sizeof path, "%s/%s%s", dir, base, suffix);
+  if (n < 0 || (size_t)n >= sizeof path)
+    return -ENAMETOOLONG;
+  struct pirec_sink_options o;
+  pirec_sink_options_default(&o);
+  o.fsync_interval_ms = et->s.fsync_interval_ms;
+  if (strcmp(suffix, "_scene.mkv") == 0)
+    o.ring_bytes = SCENE_RING_BYTES;
+  else if (strcmp(suffix, "_gaze.csv") == 0)
+    o.ring_bytes = GAZE_RING_BYTES;
+  else
+    o.ring_bytes = SMALL_RING_BYTES;
+  if (et->s.sink_ring_bytes)
+    o.ring_bytes = et->s.sink_ring_bytes;
+  int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
+  if (r < 0)
+    pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path, pirec_strerror(r));
+  return r;
+}
+
+int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part)
+{
+  if (et->recording || et->stopping)
+    return -EBUSY;
+  if (et->closing || trial < 1)
+    return -EINVAL;
+  /* One small blocking call at trial start (not on a capture path): the sinks open
+   * asynchronously and need the directory to exist by then. */
+  struct pirec_fs_req req;
+  int r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
+  pirec_fs_req_cleanup(&req);
+  if (r < 0) {
+    pirec_log(PIREC_LOG_ERROR, "%s: cannot create '%s': %s", et->s.name, dir, pirec_strerror(r));
+    return r;
+  }
+  char base[32];
+  if (part > 0)
+    snprintf(base, sizeof base, "t%03d_p%d", trial, part);
+  else
+    snprintf(base, sizeof base, "t%03d", trial);
+  et->write_error = 0;
+  if ((r = open_sink(et, dir, base, "_gaze.csv", &et->gaze_sink)) < 0 ||
+      (r = open_sink(et, dir, base, "_scene_frames.csv", &et->frames_sink)) < 0 ||
+      (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
+      (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
+      (et->s.world && (r = pirec__mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
+      (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
+    et->stop_cb = NULL;
+    close_trial_sinks(et);
+    return r;
+  }
+  char hdr[2048];
+  int n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_columns);
+  pirec_sink_push(et->gaze_sink, hdr, (size_t)n);
+  static const char *const frame_cols[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
+                                           "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
+  n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
+  pirec_sink_push(et->frames_sink, hdr, (size_t)n);
+  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream", "rtp_ts",
+                                           "device_ns", "offset_ns", "drift_ppb", NULL};
+  n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
+  pirec_sink_push(et->clock_sink, hdr, (size_t)n);
+  if (et->events_sink) {
+    n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_event_columns);
+    pirec_sink_push(et->events_sink, hdr, (size_t)n);
+  }
+  et->trial = trial;
+  et->recording = et->need_key = 1;
+  et->have_pts0 = 0;
+  et->frame_index = et->bytes_video = et->sink_drops = 0;
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *st = &et->streams[k];
+    st->pending_drop = 0;
+    st->st.written = st->st.dropped = st->st.refused = 0;
+  }
+  return 0;
+}
+
+static void finish_stop(struct pirec_eyetracker *et)
+{
+  et->stopping = 0;
+  pirec__mkv_free(et->mkv);
+  et->mkv = NULL;
+  pirec_eyetracker_stopped_cb cb = et->stop_cb;
+  et->stop_cb = NULL;
+  if (cb)
+    cb(et, et->stop_err, et->stop_user);
+  if (et->closing)
+    pirec__et_maybe_closed(et);
+}
+
+static void on_scene_sealed(struct pirec__mkv_sealer *s, int status)
+{
+  struct pirec_eyetracker *et = s->data;
+  if (status < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: cannot seal the scene video: %s", et->s.name, pirec_strerror(status));
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
+static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  if (c->error && !et->stop_err)
+    et->stop_err = c->error;
+  et->sink_drops += c->drops;
+  if (sink == et->video_closing) {
+    et->video_closing = NULL;
+    /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
+     * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink
+     * would: stopped is reported once it is on disk. The sink's path is valid during this callback
+     * and the seal copies it. A file that cannot be sealed stays valid as it is. */
+    et->sealer.data = et;
+    if (!c->error && et->mkv &&
+        pirec__mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink), c->bytes_written,
+                             on_scene_sealed) == 0)
+      return; /* this sink's count is released by on_scene_sealed */
+  }
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
+static void close_trial_sinks(struct pirec_eyetracker *et)
+{
+  struct pirec_sink **sinks[5] = {&et->gaze_sink, &et->frames_sink, &et->clock_sink, &et->video_sink,
+                                  &et->events_sink};
+  et->stopping = 1;
+  et->stop_err = et->write_error;
+  et->sinks_open = 1; /* held while the closes start */
+  et->video_closing = et->video_sink;
+  for (int i = 0; i < 5; i++)
+    if (*sinks[i]) {
+      et->sinks_open++;
+      pirec_sink_close(*sinks[i], on_sink_closed, et);
+      *sinks[i] = NULL;
+    }
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
+int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user)
+{
+  if (!et->recording)
+    return -EINVAL;
+  et->recording = 0;
+  if (et->mkv) {
+    int r = pirec__mkv_finish(et->mkv);
+    if (r < 0 && !et->write_error)
+      et->write_error = r;
+  }
+  et->stop_cb = cb;
+  et->stop_user = user;
+  /* The sinks close asynchronously, so cb never runs inside this call. */
+  close_trial_sinks(et);
+  return 0;
+}
+
+int pirec_eyetracker_recording(const struct pirec_eyetracker *et)
+{
+  return et->recording;
+}
+
+void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold)
+{
+  if (!et->recording)
+    return;
+  struct pirec_sink *sinks[5] = {et->gaze_sink, et->frames_sink, et->clock_sink, et->video_sink,
+                                 et->events_sink};
+  for (int i = 0; i < 5; i++)
+    if (sinks[i])
+      pirec_sink_hold(sinks[i], hold);
+}
