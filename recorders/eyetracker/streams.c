@@ -279,6 +279,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
     }
     return;
   }
+  pirec_sink_flush(et->video_sink); /* the frame's write is queued before its row's */
   et->last_pts_ns = pts;
   et->last_pts_mono = st->rx_mono;
   char buf_row[256];
