@@ -416,15 +416,15 @@ static void mkv_pass(const char *path, uint8_t *const *aus, const size_t *lens, 
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct pirec_sink *sink;
-  struct pirec__mkv *m;
+  struct pirec_mkv *m;
   int r = pirec_sink_new(&loop, path, NULL, NULL, NULL, &sink);
-  if (r < 0 || (r = pirec__mkv_new(sink, 0, 0, 30, 1, &m)) < 0)
+  if (r < 0 || (r = pirec_mkv_new(sink, 0, 0, 30, 1, &m)) < 0)
     die("mkv setup", r);
-  pirec__mkv_set_per_frame(m, per_frame);
+  pirec_mkv_set_per_frame(m, per_frame);
   int64_t spent = 0;
   for (int i = 0; i < n; i++) {
     int64_t t0 = pirec_clock_mono_ns();
-    if ((r = pirec__mkv_write(m, aus[i], lens[i], pirec__h264_is_keyframe(aus[i], lens[i]),
+    if ((r = pirec_mkv_write(m, aus[i], lens[i], pirec_h264_is_keyframe(aus[i], lens[i]),
                               (int64_t)i * 33333333)) < 0)
       die("mkv write", r);
     if (per_frame)
@@ -432,12 +432,12 @@ static void mkv_pass(const char *path, uint8_t *const *aus, const size_t *lens, 
     spent += pirec_clock_mono_ns() - t0;
     uv_run(&loop, UV_RUN_NOWAIT); /* let the writes complete as a live loop would */
   }
-  pirec__mkv_finish(m);
+  pirec_mkv_finish(m);
   struct pirec_sink_counters c;
   pirec_sink_close(sink, mkv_closed, &c);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
-  pirec__mkv_free(m);
+  pirec_mkv_free(m);
   out->ns_per_frame = (double)spent / n;
   out->bytes = c.bytes_written;
   out->writes = c.writes;
@@ -456,27 +456,27 @@ static void bench_mkv(int json)
            h264);
   if (system(cmd) != 0)
     die("ffmpeg (libx264) for --mkv", -EIO);
-  struct pirec__au au;
-  pirec__au_init(&au, 1 << 20);
+  struct pirec_h264_splitter au;
+  pirec_h264_splitter_init(&au, 1 << 20);
   FILE *f = fopen(h264, "rb");
   if (!f)
     die("open the encoded stream", -errno);
   size_t got;
   uint8_t *space;
-  while ((space = pirec__au_space(&au, 1 << 16)) && (got = fread(space, 1, 1 << 16, f)) > 0)
-    pirec__au_fill(&au, got);
+  while ((space = pirec_h264_splitter_space(&au, 1 << 16)) && (got = fread(space, 1, 1 << 16, f)) > 0)
+    pirec_h264_splitter_fill(&au, got);
   fclose(f);
   static uint8_t *aus[4096];
   static size_t lens[4096];
   int n = 0;
   const uint8_t *d;
   size_t len;
-  while (n < 4096 && (pirec__au_next(&au, &d, &len) || pirec__au_last(&au, &d, &len))) {
+  while (n < 4096 && (pirec_h264_splitter_next(&au, &d, &len) || pirec_h264_splitter_last(&au, &d, &len))) {
     aus[n] = malloc(len);
     memcpy(aus[n], d, len);
     lens[n++] = len;
   }
-  pirec__au_free(&au);
+  pirec_h264_splitter_free(&au);
   struct mkv_run best[2] = {{1e18, 0, 0}, {1e18, 0, 0}};
   for (int rep = 0; rep < 5; rep++) /* the best of five of each, interleaved */
     for (int mode = 0; mode < 2; mode++) {
