@@ -33,6 +33,19 @@ done
 [[ -n $ports ]] || { echo "kill-frames: pirec-eyesim printed no ports"; exit 1; }
 read -r http rtsp <<<"$ports"
 
+# The loss window of a CSV: the kill's time minus its last whole row's mono_ns, in ms.
+window_ms() {
+  python3 - "$1" "$2" <<'PY'
+import csv, sys
+data = open(sys.argv[1], newline="", encoding="utf-8").read()
+data = data[: data.rfind("\n") + 1]
+rows = list(csv.reader(data.splitlines(keepends=True)))
+k = rows[0].index("mono_ns")
+last = max((int(r[k]) for r in rows[1:] if r[k]), default=None)
+print("none" if last is None else f"{(int(sys.argv[2]) - last) / 1e6:.1f}")
+PY
+}
+
 # Whole rows of a CSV (a last line without its newline is a row cut by the kill) and a parse check.
 csv_rows() {
   python3 - "$1" <<'PY'
@@ -75,14 +88,19 @@ EOF2
   setsid "$apps/pirec" record -c "$cfg" --label kill >"$work/pirec-$round.log" 2>&1 &
   pgid=$!
   # Wait until both videos have rows, then a further 0.5..3.5 s from the seed.
+  waited=0
   for _ in $(seq 1 300); do
-    n=$(cat "$out"/*/*/*_frames.csv 2>/dev/null | wc -l || true)
-    [[ $n -gt 40 ]] && break
+    a=$(cat "$out"/*/cam/t001_frames.csv 2>/dev/null | wc -l || true)
+    b=$(cat "$out"/*/eyetracker/t001_scene_frames.csv 2>/dev/null | wc -l || true)
+    [[ $a -gt 20 && $b -gt 20 ]] && break
     sleep 0.1
+    waited=$((waited + 100))
   done
+  echo "kill-frames: round $round: both videos had rows after ${waited} ms (camera $a lines, scene $b)"
   delay=$(( (RANDOM % 3000) + 500 ))
   sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
-  kill -KILL -- "-$pgid"
+  # the kill and its CLOCK_MONOTONIC (the clock of every mono_ns column) in one process
+  cut=$(python3 -c 'import os, sys, time; t = time.monotonic_ns(); os.killpg(int(sys.argv[1]), 9); print(t)' "$pgid")
   wait "$pgid" 2>/dev/null || true
   pgid=
   sleep 0.2 # the children are in the same group: give the kernel a moment to reap them all
@@ -92,13 +110,16 @@ EOF2
     packets=$(ffprobe -v quiet -select_streams v:0 -count_packets -show_entries stream=nb_read_packets \
       -of default=nokey=1:noprint_wrappers=1 "$mkv" 2>/dev/null || echo 0)
     packets=${packets:-0}
-    echo "kill-frames: round $round (kill after ${delay} ms): ${csvf#"$out"/} rows $rows, ${mkv##*/} packets $packets"
+    echo "kill-frames: round $round (kill after ${delay} ms): ${csvf#"$out"/} rows $rows, ${mkv##*/} packets $packets, last row $(window_ms "$csvf" "$cut") ms before the kill"
     if (( packets < rows )); then
       echo "kill-frames: FAIL: $(( rows - packets )) rows of ${csvf#"$out"/} have no frame in the MKV"
       fail=1
     fi
   done
   for c in "$out"/*/*.csv "$out"/*/*/*.csv; do [[ -e $c ]] && { csv_rows "$c" >/dev/null || fail=1; }; done
+  for c in "$out"/*/*/*_gaze.csv; do
+    [[ -e $c ]] && echo "kill-frames: round $round: ${c#"$out"/} last row $(window_ms "$c" "$cut") ms before the kill"
+  done
 done
 if (( fail )); then keep=1; echo "kill-frames: files kept in $work"; exit 1; fi
 echo "kill-frames: every row has its frame after $rounds kills"
