@@ -425,7 +425,7 @@ static void mkv_pass(const char *path, uint8_t *const *aus, const size_t *lens, 
   for (int i = 0; i < n; i++) {
     int64_t t0 = pirec_clock_mono_ns();
     if ((r = pirec_mkv_write(m, aus[i], lens[i], pirec_h264_is_keyframe(aus[i], lens[i]),
-                              (int64_t)i * 33333333)) < 0)
+                             (int64_t)i * 33333333)) < 0)
       die("mkv write", r);
     if (per_frame)
       pirec_sink_flush(sink); /* as the recorders do */

@@ -26,7 +26,7 @@ for seed in "${seeds[@]}"; do
 	# 1.0 to 4.9 s of recording after the camera's first rows, from the seed
 	cut_after=$(awk -v s="$seed" 'BEGIN{srand(s); printf "%.1f", 1 + rand() * 3.9}')
 	rm -f "$IMG"; truncate -s 256M "$IMG"; mkfs.ext4 -q -F "$IMG"
-	rm -f "$SHARE/powercut-heartbeat"
+	rm -f "$SHARE/powercut-heartbeat" "$SHARE/powercut-notes"
 	echo record > "$SHARE/powercut-phase"
 	PIREC_HW_DISK=$IMG PIREC_HW_CUT_AFTER=$cut_after "$HERE/vm.sh" amd64 > "$WORK/powercut-$seed-record.log" 2>&1
 	cut=$(cat "$SHARE/powercut-heartbeat" 2>/dev/null)
@@ -37,9 +37,9 @@ for seed in "${seeds[@]}"; do
 	echo check > "$SHARE/powercut-phase"
 	PIREC_HW_DISK=$IMG "$HERE/vm.sh" amd64 > "$WORK/powercut-$seed-check.log" 2>&1
 	rm -f "$SHARE/powercut-phase"
-	python3 - "$SHARE/powercut-out" "$cut" "$seed" "$cut_after" <<'PY' || fail=1
+	python3 - "$SHARE/powercut-out" "$cut" "$seed" "$cut_after" "$SHARE/powercut-notes" <<'PY' || fail=1
 import csv, glob, json, os, subprocess, sys
-out, cut_s, seed, after = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, cut_s, seed, after, noted = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 cut = int(cut_s * 1e9)
 bad = []
 sess = f"{out}/session"
@@ -60,17 +60,43 @@ for c in sorted(glob.glob(f"{sess}/**/*.csv", recursive=True)):
     name = os.path.relpath(c, sess)
     windows[name] = (cut - last) / 1e9
     allowed = 1.0 + 0.3 + (2.0 if name.endswith("_frames.csv") else 0.0)
-    if name in ("events.csv", "clocks.csv", "session.csv"):
-        continue  # written at moments of their own (events, a clock row per interval)
+    if name in ("events.csv", "clocks.csv", "notes.csv"):
+        continue  # rows at moments of their own (events, a clock row per interval; notes below)
     if windows[name] > allowed:
         bad.append(f"{name}: last row {windows[name]:.3f} s before the cut (allowed {allowed:.1f} s)")
+# Every note answered "saved" more than one fsync_interval (+ the heartbeat's 0.1 s) before the cut
+# is in notes.csv.
+texts = set()
+if os.path.exists(f"{sess}/notes.csv"):
+    data = open(f"{sess}/notes.csv", newline="", encoding="utf-8").read()
+    texts = {r[-1] for r in csv.reader(data[: data.rfind("\n") + 1].splitlines(keepends=True)) if r}
+answered = [l.split() for l in open(noted)] if os.path.exists(noted) else []
+old = [i for i, t in answered if float(t) < cut_s - 1.1]
+missing = [i for i in old if f"powercut note {i}" not in texts]
+if missing:
+    bad.append(f"notes.csv lacks {len(missing)} notes answered over 1.1 s before the cut (first: {missing[0]})")
+if answered:
+    kept = [float(t) for i, t in answered if f"powercut note {i}" in texts]
+    windows["notes (answered)"] = cut_s - max(kept) if kept else None
+# The video: the last packet on disk, as a capture time (pts is relative to the trial's first row).
+for c in glob.glob(f"{sess}/**/*_frames.csv", recursive=True):
+    m = c[: -len("_frames.csv")] + ".mkv"
+    r = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time",
+                        "-of", "csv=p=0", m], capture_output=True, text=True)
+    pts = [float(x) for x in r.stdout.split() if x and x != "N/A"]
+    rows = list(csv.reader(open(c, newline="", encoding="utf-8")))
+    if pts and len(rows) > 1:
+        first = int(rows[1][rows[0].index("mono_ns")])
+        windows[os.path.relpath(m, sess)] = cut_s - (first / 1e9 + max(pts))
+        if windows[os.path.relpath(m, sess)] > 3.3:
+            bad.append(f"{m}: last frame {windows[os.path.relpath(m, sess)]:.3f} s before the cut (allowed 3.3 s)")
 for m in glob.glob(f"{sess}/**/*.mkv", recursive=True):
     if subprocess.run(["ffprobe", "-v", "error", m], capture_output=True).returncode != 0 and os.path.getsize(m) > 0:
         bad.append(f"{m}: ffprobe cannot open it")
 report = open(f"{out}/remux.txt").read()
 if "crash" not in report.lower() and "recovered" not in report.lower():
     bad.append("pirec-remux did not report the session as crashed: " + report.strip()[:300])
-print(f"powercut seed {seed}: cut {after} s into the recording; loss window per stream (s): " + json.dumps({k: round(v, 3) for k, v in windows.items()}))
+print(f"powercut seed {seed}: cut {after} s into the recording; loss window per stream (s): " + json.dumps({k: (round(v, 3) if v is not None else None) for k, v in windows.items()}))
 for b in bad:
     print(f"powercut seed {seed}: {b}")
 print(f"RESULT powercut-{seed} {'FAIL' if bad else 'PASS'}")

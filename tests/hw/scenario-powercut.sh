@@ -43,7 +43,12 @@ EOC
 	[ "$n" -gt 30 ] || { echo "RESULT powercut-record FAIL no camera rows"; cat /tmp/pirec.log; exit 1; }
 	touch "$SHARE/powercut-recording"
 	i=0
-	while :; do "$BIN/pirec" note --socket /tmp/control.sock "powercut note $i" > /dev/null 2>&1; i=$((i + 1)); sleep 0.2; done
+	# each note the controller answered "saved", with the guest's uptime after the answer
+	while :; do
+		"$BIN/pirec" note --socket /tmp/control.sock "powercut note $i" 2>/dev/null | grep -q saved &&
+			echo "$i $(cut -d' ' -f1 /proc/uptime)" >> "$SHARE/powercut-notes"
+		i=$((i + 1)); sleep 0.2
+	done
 	;;
 check)
 	S=$(ls -d $D/sessions/*/ | head -1)
