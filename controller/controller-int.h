@@ -87,6 +87,7 @@ struct module {
   int status_inflight;
   int64_t last_status_mono;
   char last_error[256];
+  char not_recording[400]; /* why it is not recording the current trial ("" when it is, or idle) */
 };
 
 /* ---- the op queue (ops.c) ---- */
@@ -140,6 +141,8 @@ struct pirec__hooks {
   /* A recorder said ready / its job ended for good (ops.c: joins or leaves the trial). */
   void (*module_ready)(struct module *m);
   void (*module_ended)(struct module *m);
+  /* A recorder that was waiting for its device has it now (ops.c: joins the running trial). */
+  void (*module_device_ready)(struct module *m);
   /* A trigger's edge asks for an op (ops.c). */
   void (*gpio_submit)(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
   /* The reply to a status command (status.c). */
@@ -223,6 +226,9 @@ struct pirec_controller {
   pirec_controller_close_cb close_cb;
   int errors;
   int started;
+  /* A start that a required module could not join ([session] required): the session is stopped
+   * at once and the start answered with this error instead of "started". */
+  char start_failed[600];
 };
 
 /* ---- paths.c: options, paths, the config snapshot ---- */
@@ -300,6 +306,7 @@ int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, j
 /* Hook implementations (struct pirec__hooks). */
 void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);
+void pirec__ops_module_device_ready(struct module *m);
 void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
 
 /* ---- clients.c: the control socket ---- */

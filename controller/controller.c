@@ -72,6 +72,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
       .ops_idle = pirec__ops_idle,
       .module_ready = pirec__ops_module_ready,
       .module_ended = pirec__ops_module_ended,
+      .module_device_ready = pirec__ops_module_device_ready,
       .gpio_submit = pirec__ops_gpio_submit,
       .status_json = pirec__status_json,
       .closed = close_last,

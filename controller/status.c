@@ -76,6 +76,8 @@ json_t *pirec__status_json(struct pirec_controller *c)
     }
     if (*m->last_error)
       json_object_set_new(mo, "last_error", json_string(m->last_error));
+    if (c->session && *m->not_recording)
+      json_object_set_new(mo, "not_recording", json_string(m->not_recording));
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(o, "modules", mods);

@@ -309,6 +309,10 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   struct pirec_recorder *rec = req->rec;
   req_unlink(req);
   int ret = 0;
+  /* A stop ends the trial whatever it reports: a module whose files could not be completed (disk
+   * full) has closed them all the same, and must take the next session's start. */
+  if (req->cmd == PIREC_RECORDER_STOP)
+    rec->recording = 0;
   if (status < 0) {
     if (req->id || req->cmd != PIREC_RECORDER_QUIT)
       ret = send_error(rec, req->id, message ? message : pirec_strerror(status));
@@ -318,8 +322,6 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   if (req->cmd == PIREC_RECORDER_START) {
     rec->recording = 1;
     rec->trial = req->trial;
-  } else if (req->cmd == PIREC_RECORDER_STOP) {
-    rec->recording = 0;
   }
   /* A quit that came from a signal or the end of stdin has nobody to answer. */
   if (req->cmd == PIREC_RECORDER_QUIT && !req->id) {

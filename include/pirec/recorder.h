@@ -126,7 +126,9 @@ int pirec_recorder_start(struct pirec_recorder *rec);
 /* Answers req. status 0 sends the command's success reply ("started", "stopped", "status",
  * "noted", "bye"); a negative errno sends {"reply":"error","message":...} with message, or
  * pirec_strerror(status) when message is NULL. A successful START switches the library's state to
- * recording (trial = req->trial); a successful STOP back to idle. req is freed before this returns.
+ * recording (trial = req->trial); a STOP, failed or not, back to idle: the module answers a stop
+ * only once its trial is over, so a stop that reports an error (files incomplete) leaves it stopped
+ * and ready for the next start. req is freed before this returns.
  * Returns 0, or -ENOBUFS if the reply was dropped because the output queue was full. */
 int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message);
 
