@@ -2,6 +2,7 @@
  * `pirec status|start|stop|trial|note|reload`. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
@@ -54,6 +55,8 @@ int pirec_controller_record_main(int argc, char **argv)
   struct pirec_controller_options o;
   pirec_controller_options_default(&o);
   o.report = report_stderr;
+  /* events.csv or session.json past RLIMIT_FSIZE: an EFBIG write error for the session, not death. */
+  signal(SIGXFSZ, SIG_IGN);
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {

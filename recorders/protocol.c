@@ -760,6 +760,9 @@ int pirec_recorder_start(struct pirec_recorder *rec)
   if (rec->opts.handle_signals) {
     /* A controller that died leaves a closed pipe; EPIPE is handled, the signal would kill us. */
     signal(SIGPIPE, SIG_IGN);
+    /* A file past RLIMIT_FSIZE must be a write error (EFBIG) the module reports and survives, as a
+     * full disk is, not a signal that kills the recorder mid-trial. */
+    signal(SIGXFSZ, SIG_IGN);
     uv_signal_init(rec->loop, &rec->sigint);
     rec->handles_open++;
     uv_signal_init(rec->loop, &rec->sigterm);

@@ -1,0 +1,72 @@
+"""A missing camera is a state to wait in, not a crash (issue 23 item 6): pirec-camera stays up and
+retries, status says what it waits for, a session started meanwhile says in the start's reply (exit
+3), events.csv and session.json which module is not recording and why, the device that appears later
+is picked up and joins the running trial; with [session] required the start fails instead."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from faultlib import rows_so_far, Recorder, check, check_camera_trial, check_session_files, events, manifest, read_csv, wait_for  # noqa: E402
+
+
+def cam_counters(rec):
+    return rec.status()["modules"]["cam0"].get("counters", {})
+
+
+
+# The "device" is a video file that is not there yet: opening it fails with ENOENT as an unplugged
+# camera's node does; once it exists it plays at its own rate (a file source is paced).
+tmp_video_dir = None
+rec = Recorder(tag="device")
+video = os.path.join(rec.tmp, "camera.mkv")
+rec.config = "[camera.cam0]\nsource = url\nurl = file://%s\nsize = 160x120\nfps = 15\n" % video
+rec.start()
+try:
+    wait_for("cam0 waiting for its device",
+             lambda: rec.modules_running(["notes", "cam0"]) and cam_counters(rec).get("device") == "waiting", 30)
+    c = cam_counters(rec)
+    check("No such file" in c.get("wait_reason", ""), "status gives no reason for the wait: %s" % c)
+    wait_for("a second retry", lambda: cam_counters(rec).get("device_retries", 0) >= 2, 30)
+    check(rec.status()["modules"]["cam0"]["crashes"] == 0, "pirec-camera crashed instead of waiting")
+
+    rc, out, err = rec.cli("start")
+    check(rc == 3 and "'cam0' is not recording" in err, "pirec start: exit %d, %s%s" % (rc, out, err))
+    d = out.split()[1].rstrip(",")
+    st = rec.status()
+    check("waiting for the device" in st["modules"]["cam0"].get("not_recording", ""), "status: %s" % st["modules"]["cam0"])
+    wait_for("events.csv saying why cam0 is not recording",
+             lambda: any(r[3] == "module_not_recording" and r[4] == "cam0" and "No such file" in r[5] for r in events(d)), 10)
+    nr = manifest(d)["modules"]["cam0"].get("not_recording", {})
+    check(nr.get("trial") == 1 and "No such file" in nr.get("reason", ""), "session.json: %s" % nr)
+
+    # plugged in: the camera finds it on its next retry and joins trial 1 (as t001, its first file)
+    part = video + ".part"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15", "-t", "30",
+                    "-c:v", "mjpeg", "-f", "matroska", part], check=True, timeout=120)
+    os.rename(part, video)
+    wait_for("cam0 joining the trial", lambda: any(r[3] == "module_recording" and r[4] == "cam0" for r in events(d)), 40)
+    wait_for("frames from the late device", lambda: rows_so_far(d) >= 5, 30)
+    r = rec.stop_session()
+    check_session_files(d)
+    check(check_camera_trial(d, "t001") >= 5, "the late device's frames are not in t001")
+finally:
+    rec.cleanup()
+
+# [session] required: the same missing device (a V4L2 node this time) makes the start fail.
+rec = Recorder("[camera.cam0]\nsource = v4l2\ndevice = /dev/pirec-test-no-such-video\n", tag="required")
+rec.start("required = cam0, notes\n")
+try:
+    wait_for("cam0 waiting for its device",
+             lambda: rec.modules_running(["notes", "cam0"]) and cam_counters(rec).get("device") == "waiting", 30)
+    rc, out, err = rec.cli("start")
+    check(rc == 1 and "required module cannot record: cam0" in err, "pirec start with cam0 required: exit %d, %s%s" % (rc, out, err))
+    check(rec.status()["state"] == "idle", "a failed start left a session running")
+    sessions = os.listdir(rec.out)
+    check(len(sessions) == 1, "expected the failed start's session directory, found %s" % sessions)
+    m = manifest(os.path.join(rec.out, sessions[0]))
+    check(m["final"] and any("required module" in e.get("message", "") for e in m["errors"]), "session.json: %s" % m["errors"])
+    check(rec.status()["modules"]["cam0"]["crashes"] == 0, "pirec-camera crashed")
+finally:
+    rec.cleanup()
+print("ok")
