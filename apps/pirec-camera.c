@@ -38,6 +38,8 @@ struct app {
   uv_timer_t retry;
   uint64_t retry_ms;
   uint64_t retries;
+  /* The camera's lifetime counters when the current session began: status reports per session. */
+  struct pirec_camera_status base;
 };
 
 /* Retry delays while a device is missing: the capture thread's own for a missing device. */
@@ -192,6 +194,8 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   }
   int r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
   free(dir);
+  if (r == 0 && req->new_session)
+    pirec_camera_status(a->cam, &a->base);
   pirec_recorder_finish(req, r, NULL);
 }
 
@@ -240,6 +244,20 @@ static json_t *format_json(const struct pirec_camera_format *f)
                    f->width, "height", f->height, "fps", fps);
 }
 
+/* The lifetime counters of st as counted since the session began (base: at its first start). */
+static void since_session_start(struct pirec_camera_status *st, const struct pirec_camera_status *base)
+{
+  uint64_t *now[] = {&st->frames_captured, &st->frames_idle,  &st->drops_total, &st->drops_ring_full,
+                     &st->drops_encoder,   &st->drops_device, &st->drops_sink,  &st->encoder_restarts,
+                     &st->source_errors,   &st->reconnects};
+  const uint64_t then[] = {base->frames_captured, base->frames_idle,      base->drops_total,
+                           base->drops_ring_full, base->drops_encoder,    base->drops_device,
+                           base->drops_sink,      base->encoder_restarts, base->source_errors,
+                           base->reconnects};
+  for (size_t i = 0; i < sizeof then / sizeof then[0]; i++)
+    *now[i] = *now[i] >= then[i] ? *now[i] - then[i] : 0;
+}
+
 /* What the camera waits for, in its status: "device" is "open", or "waiting" (no device at
  * start-up, or the capture thread lost it) with "waiting_for" (the source) and "wait_reason". */
 static void device_status(struct app *a, const struct pirec_camera_status *st, json_t *counters)
@@ -259,6 +277,7 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   struct app *a = pirec_recorder_user(rec);
   struct pirec_camera_status st;
   pirec_camera_status(a->cam, &st);
+  since_session_start(&st, &a->base);
   device_status(a, &st, req->counters);
   if (a->waiting)
     pirec_recorder_counters_add(req, "device_retries", a->retries);

@@ -58,6 +58,7 @@ struct pirec_recorder {
   int quitting;
   int closing;
   int64_t start_mono_ns;
+  char *last_session_dir; /* of the last start: tells a new session from the next trial */
   int lag_open;
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
@@ -503,6 +504,11 @@ static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *
   req->trial = (int)trial;
   req->label = label;
   req->part = (int)part;
+  req->new_session = !rec->last_session_dir || strcmp(rec->last_session_dir, dir) != 0;
+  if (req->new_session) {
+    free(rec->last_session_dir);
+    rec->last_session_dir = strdup(dir);
+  }
   rec->barrier++;
   rec->ops.start(rec, req);
   return 0;
@@ -809,6 +815,7 @@ static void handle_done(struct pirec_recorder *rec)
     rec->close_cb(rec, rec->user);
   json_decref(rec->deferred);
   pirec_jsonl_reader_free(&rec->reader);
+  free(rec->last_session_dir);
   free(rec->name);
   free(rec);
 }

@@ -67,6 +67,10 @@ struct pirec_recorder_req {
    * the n-th time in it. Files already written for the trial must not be overwritten: name the new
    * ones with a suffix, e.g. t001_p1.mkv (appending to a session-wide CSV is fine). */
   int part;
+  /* START: 1 when this is the first start in session_dir (since the recorder began, the previous
+   * start named another session): counters a module reports per session start from zero here,
+   * and nothing from an earlier session (names, part numbers, counts) carries over. */
+  int new_session;
 
   /* NOTE: text exactly as sent (UTF-8; may contain commas, quotes, newlines; NUL-free) and the
    * controller's clocks when it received the note (its capture time). If the command carried no

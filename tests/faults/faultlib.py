@@ -254,13 +254,13 @@ def check_camera_trial(d, base, killed=False):
     csv_path = os.path.join(d, "cam0", base + "_frames.csv")
     _, rows = read_csv(csv_path, may_be_cut=killed)
     packets = ffprobe_packets(mkv)
-    if not rows and packets is None:
-        return 0  # a trial with no frame (issue 22 decides whether such a file exists)
     if packets is None and killed:
         # SIGKILL before the first cluster reached the file: frames whose rows are on disk are not
         # (issue 23 item 4, media/mkv.c); pirec-remux reports the file. Tighten once that lands.
         print("note: '%s' (killed writer) is not readable video yet" % mkv)
         return None
+    if not rows and packets is None:
+        return 0  # a trial with no frame (issue 22 decides whether such a file exists)
     check(packets is not None, "ffprobe cannot read '%s'" % mkv)
     if not killed:
         check(packets == len(rows), "'%s' has %d packets but %d rows" % (mkv, packets, len(rows)))

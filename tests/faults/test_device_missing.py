@@ -37,8 +37,7 @@ try:
     check("waiting for the device" in st["modules"]["cam0"].get("not_recording", ""), "status: %s" % st["modules"]["cam0"])
     wait_for("events.csv saying why cam0 is not recording",
              lambda: any(r[3] == "module_not_recording" and r[4] == "cam0" and "No such file" in r[5] for r in events(d)), 10)
-    nr = manifest(d)["modules"]["cam0"].get("not_recording", {})
-    check(nr.get("trial") == 1 and "No such file" in nr.get("reason", ""), "session.json: %s" % nr)
+    # session.json is rewritten at trial changes, errors and every few seconds: read the final one
 
     # plugged in: the camera finds it on its next retry and joins trial 1 (as t001, its first file)
     part = video + ".part"
@@ -48,6 +47,8 @@ try:
     wait_for("cam0 joining the trial", lambda: any(r[3] == "module_recording" and r[4] == "cam0" for r in events(d)), 40)
     wait_for("frames from the late device", lambda: rows_so_far(d) >= 5, 30)
     r = rec.stop_session()
+    nr = manifest(d)["modules"]["cam0"].get("not_recording", {})
+    check(nr.get("trial") == 1 and "No such file" in nr.get("reason", ""), "session.json: %s" % nr)
     check_session_files(d)
     check(check_camera_trial(d, "t001") >= 5, "the late device's frames are not in t001")
 finally:

@@ -1,5 +1,6 @@
 """Sessions back to back under `pirec record --wait` start from clean recorder state: each names its
-files t001.*, never t001_p1.* as if restarted mid-trial (issue 23 item 5). Also: `pirec note` takes
+files t001.*, never t001_p1.* as if restarted mid-trial, and its counters count that session only
+(issue 23 item 5). Also: `pirec note` takes
 a text that begins with '-' (item 7), and pirec-remux leaves a live session alone (item 7)."""
 import os
 import subprocess
@@ -25,7 +26,13 @@ try:
                   "pirec-remux on a live session: exit %d, %s" % (p.returncode, p.stderr))
             check(not os.path.exists(os.path.join(d, "cam0", "t001.mp4")), "pirec-remux wrote into a live session")
         rec.note("session %d" % i, d)
-        rec.stop_session()
+        stopped = rec.stop_session()
+        # counters are the session's own, not the recorder process's since it started
+        notes = stopped["modules"]["notes"]["counters"]["notes"]
+        check(notes == (2 if i == 0 else 1), "session %d: notes counter %d" % (i + 1, notes))
+        cam = stopped["modules"]["cam0"]["counters"]
+        check(cam["frames_captured"] <= cam["frames_written"] + cam["drops"] + 45,
+              "session %d: the camera counts %d frames captured for %d written" % (i + 1, cam["frames_captured"], cam["frames_written"]))
         names = sorted(os.listdir(os.path.join(d, "cam0")))
         check("t001.mkv" in names and not any("_p" in n for n in names),
               "session %d's camera files are %s, not t001.*" % (i + 1, names))
