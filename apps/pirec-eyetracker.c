@@ -61,6 +61,22 @@ static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev
   pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s", msg);
   if (a->rec)
     pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
+  /* A trial that started while the device was away records from now on (docs/PROTOCOL.md). */
+  if (a->rec && ev == PIREC_EYETRACKER_EVENT_CONNECTED && pirec_eyetracker_recording(et))
+    pirec_recorder_event(a->rec, "device_ready", json_pack("{s:s}", "message", msg));
+}
+
+/* Why no sample can arrive now, or NULL while a stream plays. */
+static const char *device_absent(struct pirec_eyetracker *et, char *buf, size_t cap)
+{
+  struct pirec_eyetracker_status s;
+  pirec_eyetracker_status(et, &s);
+  if (s.gaze.playing || s.world.playing || s.events.playing)
+    return NULL;
+  int err = s.gaze.last_error ? s.gaze.last_error : s.world.last_error;
+  snprintf(buf, cap, "waiting for the eye tracker at '%.200s': %s", s.host,
+           err ? pirec_strerror(err) : "not connected yet");
+  return buf;
 }
 
 static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
@@ -131,6 +147,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   int r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
   if (r == 0 && req->new_session)
     pirec_eyetracker_status(a->et, &a->base);
+  char why[512];
+  if (r == 0 && device_absent(a->et, why, sizeof why))
+    pirec_recorder_start_waiting(req, why);
   pirec_recorder_finish(req, r, NULL);
 }
 

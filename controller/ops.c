@@ -246,12 +246,35 @@ static void module_not_recording(struct module *m, const char *why)
                            json_pack("{s:i,s:s}", "trial", c->trial, "reason", m->not_recording));
 }
 
+/* A module that took the trial but has no device yet ("started" with "waiting"): in the trial,
+ * but not recording until its device_ready. */
+static void module_waiting(struct module *m, const char *why)
+{
+  int part = m->part, started = m->started_trial;
+  module_not_recording(m, why);
+  m->in_trial = 1;
+  m->part = part;
+  m->started_trial = started;
+}
+
 static void on_start_reply(struct module *m, json_t *reply, void *user)
 {
   const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
   if (r && strcmp(r, "error") == 0)
     module_not_recording(m, json_string_value(json_object_get(reply, "message")));
+  else if (r && json_is_string(json_object_get(reply, "waiting")))
+    module_waiting(m, json_string_value(json_object_get(reply, "waiting")));
   on_op_reply(m, reply, user);
+}
+
+/* events.csv: a module that was not recording the running trial records now. */
+static void module_recording(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  char detail[64];
+  snprintf(detail, sizeof detail, "joined trial %d", c->trial);
+  pirec_session_event(c->session, "module_recording", m->name, detail);
+  m->not_recording[0] = '\0';
 }
 
 static void on_restart_started(struct module *m, json_t *reply, void *user)
@@ -264,12 +287,10 @@ static void on_restart_started(struct module *m, json_t *reply, void *user)
     if (m->crash_mono_ns)
       pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
     m->crash_mono_ns = 0;
-    if (*m->not_recording) {
-      char detail[64];
-      snprintf(detail, sizeof detail, "joined trial %d", c->trial);
-      pirec_session_event(c->session, "module_recording", m->name, detail);
-      m->not_recording[0] = '\0';
-    }
+    if (json_is_string(json_object_get(reply, "waiting")))
+      module_waiting(m, json_string_value(json_object_get(reply, "waiting")));
+    else if (*m->not_recording)
+      module_recording(m);
   } else if (reply) {
     char msg[512];
     snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
@@ -816,8 +837,11 @@ void pirec__ops_module_ready(struct module *m)
 void pirec__ops_module_device_ready(struct module *m)
 {
   struct pirec_controller *c = m->c;
-  if (c->session && c->trial && c->state == C_RECORDING && !m->in_trial && *m->not_recording &&
-      m->state == M_READY)
+  if (!c->session || !c->trial || c->state != C_RECORDING || !*m->not_recording || m->state != M_READY)
+    return;
+  if (m->in_trial)
+    module_recording(m); /* it took the trial and waited in it */
+  else
     send_start_first(m, 0);
 }
 

@@ -336,6 +336,8 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   }
   if (req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP)
     json_object_set_new(o, "trial", json_integer(req->trial ? req->trial : rec->trial));
+  if (req->cmd == PIREC_RECORDER_START && req->counters)
+    json_object_update(o, req->counters); /* "waiting" */
   if (req->cmd == PIREC_RECORDER_STATUS) {
     json_object_set_new(o, "state", json_string(rec->recording ? "recording" : "idle"));
     json_object_set_new(o, "trial", json_integer(rec->trial));
@@ -363,6 +365,14 @@ int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char
     drain_deferred(rec);
   }
   return ret;
+}
+
+void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *why)
+{
+  if (!req->counters)
+    req->counters = json_object();
+  if (req->counters)
+    json_object_set_new(req->counters, "waiting", json_string(why));
 }
 
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value)

@@ -136,6 +136,11 @@ int pirec_recorder_start(struct pirec_recorder *rec);
  * Returns 0, or -ENOBUFS if the reply was dropped because the output queue was full. */
 int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message);
 
+/* For a START the module accepts while its device is not there yet (a network device that has not
+ * connected): the "started" reply carries "waiting": why, so the controller records that the module
+ * is not recording until it sends the event "device_ready". Call before pirec_recorder_finish(). */
+void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *why);
+
 /* Sends an unsolicited event line {"event":type, "module":name, ...fields} (fields is stolen and
  * may be NULL), e.g. a sink's disk error so the controller records it in events.csv while the
  * trial goes on. Returns 0 or -ENOBUFS. */

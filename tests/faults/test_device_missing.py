@@ -3,11 +3,12 @@ retries, status says what it waits for, a session started meanwhile says in the 
 3), events.csv and session.json which module is not recording and why, the device that appears later
 is picked up and joins the running trial; with [session] required the start fails instead."""
 import os
+import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from faultlib import rows_so_far, Recorder, check, check_camera_trial, check_session_files, events, manifest, read_csv, wait_for  # noqa: E402
+from faultlib import program, rows_so_far, Recorder, check, check_camera_trial, check_session_files, events, manifest, read_csv, wait_for  # noqa: E402
 
 
 def cam_counters(rec):
@@ -53,6 +54,44 @@ try:
     check(check_camera_trial(d, "t001") >= 5, "the late device's frames are not in t001")
 finally:
     rec.cleanup()
+
+# The eye tracker (a network device) that is not there at the start: it takes the trial and waits in
+# it; the start says it is not recording; when the device comes up (pirec-eyesim on the configured
+# ports) it records into the same t001 files and events.csv says it joined.
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+if os.access(program("pirec-eyetracker"), os.X_OK) and os.access(program("pirec-eyesim"), os.X_OK):
+    http, rtsp = free_port(), free_port()
+    rec = Recorder("[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n"
+                   "reconnect_min = 100ms\nreconnect_max = 500ms\n" % (http, rtsp), tag="eyedevice")
+    rec.start()
+    sim = None
+    try:
+        wait_for("notes and eyetracker running", lambda: rec.modules_running(["notes", "eyetracker"]), 30)
+        rc, out, err = rec.cli("start")
+        check(rc == 3 and "'eyetracker' is not recording: waiting for the eye tracker" in err,
+              "pirec start without the eye tracker: exit %d, %s%s" % (rc, out, err))
+        d = out.split()[1].rstrip(",")
+        sim = subprocess.Popen([program("pirec-eyesim"), "--http-port", str(http), "--rtsp-port", str(rtsp),
+                                "--gaze-hz", "200", "--fps", "15"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for("the eye tracker joining", lambda: any(r[3] == "module_recording" and r[4] == "eyetracker"
+                                                        for r in events(d)), 40)
+        wait_for("gaze rows", lambda: rows_so_far(d, "eyetracker/t001_gaze.csv") >= 50, 30)
+        rec.stop_session()
+        check_session_files(d)
+        nr = manifest(d)["modules"]["eyetracker"].get("not_recording", {})
+        check("waiting for the eye tracker" in nr.get("reason", ""), "session.json: %s" % nr)
+    finally:
+        if sim:
+            sim.terminate()
+            sim.wait(10)
+        rec.cleanup()
 
 # [session] required: the same missing device (a V4L2 node this time) makes the start fail.
 rec = Recorder("[camera.cam0]\nsource = v4l2\ndevice = /dev/pirec-test-no-such-video\n", tag="required")
