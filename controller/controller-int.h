@@ -88,6 +88,7 @@ struct module {
   int64_t last_status_mono;
   char last_error[256];
   char not_recording[400]; /* why it is not recording the current trial ("" when it is, or idle) */
+  int line_discarding;     /* inside a stdout line over the protocol's limit */
 };
 
 /* ---- the op queue (ops.c) ---- */
