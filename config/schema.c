@@ -37,12 +37,13 @@ static const char *check_label(const char *v)
   return NULL;
 }
 
-/* A list of module names ("cam0, eyetracker"): camera instance names, eyetracker, notes. */
+/* A list of module names ("cam0, eyetracker, gpio.pedal"): camera instance names, eyetracker,
+ * notes, gpio.NAME. */
 static const char *check_module_list(const char *v)
 {
   for (const char *c = v; *c; c++)
-    if (!name_char(*c) && *c != ',' && *c != ' ')
-      return "module names (a camera's name, eyetracker, notes) separated by commas";
+    if (!name_char(*c) && *c != ',' && *c != ' ' && *c != '.')
+      return "module names (a camera's name, eyetracker, notes, gpio.NAME) separated by commas";
   return NULL;
 }
 
@@ -178,8 +179,8 @@ static const struct pirec__config_key session_keys[] = {
         "how often a (monotonic, realtime, boottime) row is written to clocks.csv"),
     BOOL("remux_after", "true", "run pirec-remux on the session directory when the session stops"),
     STR("required", "", check_module_list,
-        "modules that must record, e.g. cam0, eyetracker: a start while one of them cannot record "
-        "(device missing, recorder down) fails, or warns (see if_required_missing)"),
+        "modules that must record, e.g. cam0, eyetracker, gpio.pedal: a start while one of them cannot "
+        "record (device or chip missing, recorder down) fails, or warns (see if_required_missing)"),
     ENUM("if_required_missing", "fail", required_policies,
          "fail: the start fails and the session is stopped at once; warn: it records without them"),
 };

@@ -175,8 +175,17 @@ struct pirec_controller {
   struct op *gpio_pending[MAX_GPIO];
   uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
   int gpio_closing;               /* lines still closing before a reload re-opens the set */
-  int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
-  struct remux_run *remuxes;      /* pirec-remux children started after sessions ([session] remux_after) */
+  /* [gpio.*] lines whose chip is not there (yet): tried again on gpio_retry, 1 s doubling to 10 s,
+   * and reported (status, each session's events.csv and session.json, [session] required). */
+  struct gpio_waiting {
+    char section[80];
+    char why[256];
+  } gpio_waiting[MAX_GPIO];
+  int ngpio_waiting;
+  uint64_t gpio_retry_ms;
+  uv_timer_t gpio_retry;
+  int gpio_reopen;           /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
+  struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
@@ -283,6 +292,11 @@ void pirec__gpio_reopen_all(struct pirec_controller *c);
 void pirec__gpio_trial_started(struct pirec_controller *c);
 void pirec__gpio_set_recording(struct pirec_controller *c, int recording);
 json_t *pirec__gpio_status(struct pirec_controller *c);
+/* Why the trigger or output `name` ("gpio.pedal") cannot work now, or NULL when it is open or not
+ * configured (*configured says which). */
+const char *pirec__gpio_missing(struct pirec_controller *c, const char *name, size_t len, int *configured);
+/* Into the session that just started: events.csv and session.json name every line that waits. */
+void pirec__gpio_session_started(struct pirec_controller *c);
 /* op leaves the pending slot of the trigger that queued it. */
 void pirec__gpio_unpend(struct pirec_controller *c, struct op *op);
 

@@ -117,7 +117,8 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   uv_timer_init(c->loop, &c->watchdog_timer);
   uv_timer_init(c->loop, &c->demo_timer);
   uv_idle_init(c->loop, &c->idle);
-  c->handles_open += 5;
+  uv_timer_init(c->loop, &c->gpio_retry);
+  c->handles_open += 6;
   *out = c;
   return 0;
 }

@@ -404,7 +404,12 @@ static int required_missing(struct pirec_controller *c, char *out, size_t cap)
     for (int i = 0; i < c->nmodules && !m; i++)
       if (strlen(c->modules[i].name) == len && strncmp(c->modules[i].name, p, len) == 0)
         m = &c->modules[i];
-    const char *why = !m ? "not an enabled module of this config" : m->not_recording;
+    int gpio_configured = 0;
+    const char *gpio_why = m ? NULL : pirec__gpio_missing(c, p, len, &gpio_configured);
+    const char *why = m                 ? m->not_recording
+                      : gpio_why        ? gpio_why
+                      : gpio_configured ? ""
+                                        : "not an enabled module or gpio line of this config";
     if (m && !*why && m->state == M_DOWN)
       why = "restarting after a crash";
     if (*why)
@@ -421,6 +426,8 @@ static void reply_not_recording(struct pirec_controller *c, json_t *r)
   for (int i = 0; i < c->nmodules; i++)
     if (*c->modules[i].not_recording)
       json_object_set_new(o, c->modules[i].name, json_string(c->modules[i].not_recording));
+  for (int i = 0; i < c->ngpio_waiting; i++)
+    json_object_set_new(o, c->gpio_waiting[i].section, json_string(c->gpio_waiting[i].why));
   if (json_object_size(o))
     json_object_set_new(r, "not_recording", o);
   else
@@ -518,6 +525,7 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     m->part = 0;
   }
   control_row(c, "start", NULL);
+  pirec__gpio_session_started(c);
   /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
    * start) only once there is a session directory, so a session that cannot start leaves the LED
    * off and every pulse has an events.csv to go into. */

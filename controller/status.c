@@ -176,6 +176,7 @@ static void close_handles(struct pirec_controller *c)
   close_handle(c, (uv_handle_t *)&c->status_timer);
   close_handle(c, (uv_handle_t *)&c->watchdog_timer);
   close_handle(c, (uv_handle_t *)&c->demo_timer);
+  close_handle(c, (uv_handle_t *)&c->gpio_retry);
   close_handle(c, (uv_handle_t *)&c->idle);
   if (c->lag_open) {
     c->lag.data = c;

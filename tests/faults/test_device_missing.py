@@ -93,6 +93,30 @@ if os.access(program("pirec-eyetracker"), os.X_OK) and os.access(program("pirec-
             sim.wait(10)
         rec.cleanup()
 
+# A GPIO chip that is not there: the line waits (status), the session says so, and required fails.
+rec = Recorder("[gpio.pedal]\nchip = gpiochip-pirec-test-none\nline = 3\naction = toggle\n", tag="gpiochip")
+rec.start()
+try:
+    g = rec.status()["gpio"].get("pedal")
+    if g is None:
+        print("note: no GPIO line waits (a build without libgpiod refuses [gpio.*] outright): part skipped")
+        raise StopIteration
+    check(g.get("state") == "waiting" and "No such file" in g.get("reason", ""), "gpio status: %s" % g)
+    rc, out, err = rec.cli("start")
+    check(rc == 3 and "'gpio.pedal' is not recording: waiting for the chip" in err, "pirec start: exit %d, %s%s" % (rc, out, err))
+    d = out.split()[1].rstrip(",")
+    wait_for("events.csv naming the waiting line",
+             lambda: any(r[3] == "module_not_recording" and r[4] == "gpio.pedal" for r in events(d)), 10)
+    rec.stop_session()
+    rec.close()
+    rec.start("required = gpio.pedal\n")
+    rc, out, err = rec.cli("start")
+    check(rc == 1 and "required module cannot record: gpio.pedal" in err, "pirec start, gpio.pedal required: exit %d, %s%s" % (rc, out, err))
+except StopIteration:
+    pass
+finally:
+    rec.cleanup()
+
 # [session] required: the same missing device (a V4L2 node this time) makes the start fail.
 rec = Recorder("[camera.cam0]\nsource = v4l2\ndevice = /dev/pirec-test-no-such-video\n", tag="required")
 rec.start("required = cam0, notes\n")
