@@ -3,6 +3,7 @@
 # for a tmpfs). Both fault helpers' tests live here: add one with pirec_add_fault_test(NAME SCRIPT
 # [TIMEOUT s] [LABELS extra...]); the suite's helpers are in tests/faults/faultlib.py.
 find_program(PIREC_PYTHON3 python3)
+set(PIREC_FAULTS_DIR ${CMAKE_CURRENT_LIST_DIR})
 function(pirec_add_fault_test name script)
   cmake_parse_arguments(F "" "TIMEOUT" "LABELS" ${ARGN})
   if(NOT F_TIMEOUT)
@@ -12,9 +13,10 @@ function(pirec_add_fault_test name script)
     message(WARNING "python3 not found: fault test ${name} is left out (scripts/install-deps --tests)")
     return()
   endif()
-  add_test(NAME ${name} COMMAND ${PIREC_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/${script})
+  set(labels faults ${F_LABELS})
+  add_test(NAME ${name} COMMAND ${PIREC_PYTHON3} ${PIREC_FAULTS_DIR}/${script})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${F_TIMEOUT} SKIP_RETURN_CODE 77
-    LABELS "faults;${F_LABELS}"
+    LABELS "${labels}"
     ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 endfunction()
 
