@@ -112,6 +112,13 @@ try:
     rec.start("required = gpio.pedal\n")
     rc, out, err = rec.cli("start")
     check(rc == 1 and "required module cannot record: gpio.pedal" in err, "pirec start, gpio.pedal required: exit %d, %s%s" % (rc, out, err))
+    rec.close()
+    rec.start("required = gpio.pedal\nif_required_missing = warn\n")
+    rc, out, err = rec.cli("start")
+    check(rc == 3 and "'gpio.pedal' is not recording" in err, "pirec start, required with warn: exit %d, %s%s" % (rc, out, err))
+    d = out.split()[1].rstrip(",")
+    wait_for("the required_missing row", lambda: any(r[3] == "required_missing" for r in events(d)), 10)
+    rec.stop_session()
 except StopIteration:
     pass
 finally:
