@@ -16,6 +16,7 @@
 #include "pirec/controller.h"
 #include "pirec/error.h"
 #include "pirec/jsonl.h"
+#include "pirec/looplag.h"
 
 #define EX_USAGE       64
 #define EX_UNAVAILABLE 69
@@ -89,7 +90,9 @@ int pirec_controller_record_main(int argc, char **argv)
   err = pirec_controller_start(c);
   int rc = err == -EADDRINUSE ? EX_UNAVAILABLE : 1;
   if (err == 0) {
+    pirec_looplag_thread_enter(&loop);
     uv_run(&loop, UV_RUN_DEFAULT); /* until SIGINT/SIGTERM have stopped everything */
+    pirec_looplag_thread_leave();
     rc = pirec_controller_exit_status(c);
   }
   pirec_controller_close(c, NULL);
