@@ -258,8 +258,8 @@ static void step(uv_timer_t *t)
 
 static void print_series(const char *key, const struct series *s)
 {
-  printf("\"%s\":{\"n\":%d,\"p50_us\":%lld,\"p99_us\":%lld,\"max_us\":%lld}", key, s->n, (long long)pct(s, 50) / 1000,
-         (long long)pct(s, 99) / 1000, (long long)pct(s, 100) / 1000);
+  printf("\"%s\":{\"n\":%d,\"p50_us\":%lld,\"p99_us\":%lld,\"max_us\":%lld}", key, s->n,
+         (long long)pct(s, 50) / 1000, (long long)pct(s, 99) / 1000, (long long)pct(s, 100) / 1000);
 }
 
 static void run_subject(struct bench *b, const struct subject *subj, void *obj, uint64_t first_ms)
@@ -457,7 +457,8 @@ int main(int argc, char **argv)
     pirec_eyetracker_settings_default(&es);
     pirec_eyetracker_settings_set_address(&es, address);
     es.rtsp_port = rtsp;
-    if ((err = pirec_eyetracker_new(&b.loop, &es, NULL, NULL, &et)) < 0 || (err = pirec_eyetracker_start(et)) < 0)
+    if ((err = pirec_eyetracker_new(&b.loop, &es, NULL, NULL, &et)) < 0 ||
+        (err = pirec_eyetracker_start(et)) < 0)
       die("eye tracker", err);
     run_subject(&b, &et_subject, et, 3000); /* connected by then */
     pirec_eyetracker_close(et, closed_et, NULL);
