@@ -436,20 +436,28 @@ reconnect_max = 1s
             return None
         return argv, int(fields[1]), fields[0]
 
-    def kill_child(self, name, module):
-        """SIGKILLs the running `name` child of the recorder serving `module` (pirec-camera
-        --name MODULE): the encoder or rpicam-vid of that camera and no other process."""
+    def find_child(self, name, module):
+        """The pid of the live `name` child of the recorder serving `module` (pirec-camera
+        --name MODULE), or None. A process in a trace stop (state t) is live: strace stops it."""
         for p in os.listdir("/proc"):
             if not p.isdigit():
                 continue
             info = self.proc_info(int(p))
-            if not info or os.path.basename(info[0][0]) != name or info[2] in ("Z", "t", "T"):
+            if not info or os.path.basename(info[0][0]) != name or info[2] in ("Z", "X"):
                 continue
             parent = self.proc_info(info[1])
             if parent and "--name" in parent[0] and module in parent[0]:
-                os.kill(int(p), signal.SIGKILL)
                 return int(p)
-        raise RuntimeError("no running %s child of recorder '%s' to kill" % (name, module))
+        return None
+
+    def kill_child(self, name, module):
+        """SIGKILLs the encoder or rpicam-vid of one camera and no other process, waiting for it
+        to exist (it may be between a restart's backoff and its spawn)."""
+        found = []
+        self.wait_for("a %s child of recorder '%s'" % (name, module),
+                      lambda: found.append(self.find_child(name, module)) or found[-1] is not None, 20)
+        os.kill(found[-1], signal.SIGKILL)
+        return found[-1]
 
     def run(self, strace, trace):
         http, rtsp = self.start_sim()
