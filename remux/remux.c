@@ -787,7 +787,7 @@ static int check_ticks(struct remux *r)
       seterr(r->res,
              "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
              "output time base 1/%d%s",
-             r->res->timing_path, (long long)(r->timing.first_line + i), (long long)i,
+             r->res->timing_path, (long long)r->timing.line[i], (long long)i,
              (long long)(r->timing.t_ns[i] - r->timing.t_ns[i - 1]), r->tb.den,
              r->opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
       return AVERROR(EINVAL);
