@@ -909,6 +909,7 @@ static int finish_output(struct remux *r)
 {
   struct pirec_remux_result *res = r->res;
   int replace = (r->opt->flags & PIREC_REMUX_REPLACE) != 0;
+  int sync = (r->opt->flags & (PIREC_REMUX_REPLACE | PIREC__REMUX_SYNC)) != 0;
   int64_t found = 0;
   int rc = av_write_trailer(r->oc);
   if (rc < 0) {
@@ -922,7 +923,7 @@ static int finish_output(struct remux *r)
       (rc = write_timestamps(res->output_path, r, r->written, res)) < 0)
     return rc;
   /* The input is about to be deleted: the output must be on disk first, not just in the cache. */
-  if (replace && (rc = sync_path(r->tmp, res)) < 0)
+  if (sync && (rc = sync_path(r->tmp, res)) < 0)
     return rc;
   if (rename(r->tmp, res->output_path) < 0) {
     rc = -errno;
@@ -930,7 +931,7 @@ static int finish_output(struct remux *r)
     return rc;
   }
   r->have_output = 0;
-  if (replace && (rc = sync_dir_of(res->output_path, res)) < 0)
+  if (sync && (rc = sync_dir_of(res->output_path, res)) < 0)
     return rc;
   if (replace && unlink(r->in_path) < 0) {
     rc = -errno;

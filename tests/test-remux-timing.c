@@ -174,8 +174,8 @@ static void check_one(const char *dir, uint64_t seed)
     assert_int_equal(timing.count, n);
     for (int i = 0; i < n; i++) {
       if (timing.t_ns[i] != t[i] || timing.line[i] != lines[i])
-        fail_msg("seed %" PRIu64 " row %d: t %" PRId64 " line %" PRId64 ", want %" PRId64 " line %" PRId64, seed, i,
-                 timing.t_ns[i], timing.line[i], t[i], lines[i]);
+        fail_msg("seed %" PRIu64 " row %d: t %" PRId64 " line %" PRId64 ", want %" PRId64 " line %" PRId64,
+                 seed, i, timing.t_ns[i], timing.line[i], t[i], lines[i]);
     }
     pirec_remux_timing_free(&timing);
   }
@@ -221,7 +221,8 @@ static void test_errors_name_physical_lines(void **state)
   (void)state;
   expect_error("t.pts", "# timecode format v2\n0\n\n# paused\n33.3\n33.3\n",
                "t.pts:6: pts 33300000 is not after 33300000 on line 5");
-  expect_error("t_frames.csv", "mono_ns,note\n1,\"a\nb\"\n\n# c\n2,x\n2,y\n", "t_frames.csv:7: mono_ns 2 is not after 2");
+  expect_error("t_frames.csv", "mono_ns,note\n1,\"a\nb\"\n\n# c\n2,x\n2,y\n",
+               "t_frames.csv:7: mono_ns 2 is not after 2");
   expect_error("u_frames.csv", "mono_ns,note\n1,\"a\r\nb\"\r\n5x,y\r\n", "u_frames.csv:4: mono_ns '5x'");
   expect_error("v_frames.csv", "mono_ns,note\n1,x\n2,\"never closed\n3,z\n",
                "v_frames.csv:3: a quoted field is not closed");
@@ -233,15 +234,15 @@ static void test_editor_files_accepted(void **state)
   (void)state;
   struct pirec_remux_timing t;
   char err[1024], path[512];
-  assert_int_equal(load_text("b.pts", "\xEF\xBB\xBF# timecode format v2\r\n0\r\n33.366  \r\n", &t, err, sizeof err, path,
-                             sizeof path),
+  assert_int_equal(load_text("b.pts", "\xEF\xBB\xBF# timecode format v2\r\n0\r\n33.366  \r\n", &t, err,
+                             sizeof err, path, sizeof path),
                    0);
   assert_int_equal(t.count, 2);
   assert_int_equal(t.t_ns[1], 33366000);
   pirec_remux_timing_free(&t);
-  assert_int_equal(
-      load_text("b_frames.csv", "\xEF\xBB\xBFmono_ns,frame\r\n100,0\r\n200 ,1\r\n", &t, err, sizeof err, path, sizeof path),
-      0);
+  assert_int_equal(load_text("b_frames.csv", "\xEF\xBB\xBFmono_ns,frame\r\n100,0\r\n200 ,1\r\n", &t, err,
+                             sizeof err, path, sizeof path),
+                   0);
   assert_int_equal(t.count, 2);
   assert_int_equal(t.t_ns[1], 200);
   assert_int_equal(t.line[1], 3);
