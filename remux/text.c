@@ -10,9 +10,11 @@
  * continuation byte, a cut sequence, an overlong form, a surrogate or a code point past U+10FFFF. */
 static int utf8_seq(const unsigned char *p, uint32_t *cp)
 {
-  int n = p[0] < 0x80 ? 1 : p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
-                          : p[0] >= 0xF0 && p[0] <= 0xF4                                  ? 4
-                                                                                          : 0;
+  int n = p[0] < 0x80                    ? 1
+          : p[0] >= 0xC2 && p[0] <= 0xDF ? 2
+          : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+          : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4
+                                         : 0;
   uint32_t c = n == 1 ? p[0] : n == 2 ? p[0] & 0x1F : n == 3 ? p[0] & 0x0F : p[0] & 0x07;
 
   for (int i = 1; i < n; i++) {

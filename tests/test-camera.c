@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "helpers/counters.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -385,6 +387,10 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_true(r->stopped);
   assert_true(r->closed);
   assert_int_equal(uv_loop_close(&r->loop), 0);
+  /* Every test's trial ends with the counter identities against its file. */
+  char csv[4200];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  counters_check_camera(&r->st, csv);
 }
 
 static void print_status(const char *what, const struct pirec_camera_status *st)

@@ -203,6 +203,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   if (!count_sample(st))
     return;
   if (au->damaged) {
+    st->st.discarded++;
     st->pending_drop++;
     et->need_key = 1;
     return;
@@ -210,6 +211,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
    * packet in it decodes; the frames skipped meanwhile are counted. */
   if (et->need_key && !(au->keyframe && (au->has_params || pirec__mkv_started(et->mkv)))) {
+    st->st.discarded++;
     st->pending_drop++;
     return;
   }
@@ -230,6 +232,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   int r = pirec__mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
+    st->st.discarded++;
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
       et->write_error = r;

@@ -103,7 +103,8 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->pending_drop = 0;
-    st->st.written = st->st.dropped = st->st.refused = 0;
+    st->st.samples = st->st.written = st->st.refused = st->st.discarded = st->st.idle = 0;
+    st->st.dropped = st->st.dropped_after = 0;
   }
   return 0;
 }
@@ -175,6 +176,13 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
   if (!et->recording)
     return -EINVAL;
   et->recording = 0;
+  /* Losses after the last row have no row to carry them: count them now, so written + dropped +
+   * dropped_after still equals what the device sent in the trial. */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *st = &et->streams[k];
+    st->st.dropped_after = st->pending_drop;
+    st->pending_drop = 0;
+  }
   if (et->mkv) {
     int r = pirec__mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)
