@@ -38,6 +38,7 @@ struct skipped {
   char path[4096];
   char reason[160];
   int output; /* one of our own outputs (counted, not listed, in the table) */
+  int empty;  /* a trial that recorded no frames: "no frames", not a failure */
 };
 
 struct run {
@@ -219,7 +220,51 @@ static int add_skipped(struct run *r, const char *path, const char *reason, int 
   snprintf(s->path, sizeof s->path, "%s", path);
   snprintf(s->reason, sizeof s->reason, "%s", reason);
   s->output = output;
+  s->empty = strncmp(reason, "no frames", 9) == 0;
   return 0;
+}
+
+/* A trial that recorded nothing: its recorder left the frames CSV (the header alone) and no
+ * video, or (an older recorder) a 0-byte video. Reported as "no frames", which does not fail
+ * the run: there is nothing to remux. Returns 1 when path is such a CSV. */
+/* Whether a timing file loads and has no complete row (one that does not load is left to fail
+ * with its own message). */
+static int timing_has_no_rows(const char *path)
+{
+  struct pirec_remux_timing t;
+  char err[256];
+  if (pirec_remux_timing_load(path, PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err) < 0)
+    return 0;
+  int none = t.count == 0 && !t.partial_row;
+  pirec_remux_timing_free(&t);
+  return none;
+}
+
+/* A 0-byte video whose timing has no rows either: the trial recorded nothing. With rows, the
+ * frames were lost, and the file fails with its own reason. */
+static int empty_video(const char *path, const struct stat *st)
+{
+  char timing[4200];
+  if (!S_ISREG(st->st_mode) || st->st_size != 0)
+    return 0;
+  return pirec_remux_find_timing(path, timing, sizeof timing) < 0 || timing_has_no_rows(timing);
+}
+
+static int empty_trial_csv(const char *path)
+{
+  static const char *const exts[] = {".mkv", ".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265"};
+  size_t n = strlen(path);
+  char video[4200];
+  struct stat st;
+
+  if (n <= 11 || strcmp(path + n - 11, "_frames.csv") != 0)
+    return 0;
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    snprintf(video, sizeof video, "%.*s%s", (int)(n - 11), path, exts[i]);
+    if (stat(video, &st) == 0)
+      return 0; /* the video's own entry says what it holds */
+  }
+  return timing_has_no_rows(path);
 }
 
 static int add_item(struct run *r, const char *path)
@@ -260,11 +305,15 @@ static int scan_dir(struct run *r, const char *dir, int depth)
     } else if (S_ISREG(st.st_mode) && r->o->verify) {
       if (is_output(path, names[i]->d_name))
         rc = add_item(r, path);
+    } else if (S_ISREG(st.st_mode) && empty_trial_csv(path)) {
+      rc = add_skipped(r, path, "no frames (the trial recorded none)", 0);
     } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name)) {
       char why[160], timing[4200];
       /* A stray video (a copy, a test clip) without timing is not this run's business, and our
        * own outputs are not inputs: skip both rather than fail the run on them. */
-      if (own_output(path, why, sizeof why))
+      if (empty_video(path, &st))
+        rc = add_skipped(r, path, "no frames (an empty file)", 0);
+      else if (own_output(path, why, sizeof why))
         rc = add_skipped(r, path, why, 1);
       else if (pirec_remux_find_timing(path, timing, sizeof timing) < 0)
         rc = add_skipped(r, path, "no timing file (<name>_frames.csv, <name>.pts or <name>_pts.txt)", 0);
@@ -420,7 +469,8 @@ static void summary(struct run *r, int64_t elapsed_ns)
         continue;
       }
       pirec__remux_pad(r->out, short_name(r->skipped[i].path), 44);
-      fprintf(r->out, " %7s %6s %9s  SKIPPED: %s\n", "-", "-", "-", r->skipped[i].reason);
+      fprintf(r->out, " %7s %6s %9s  %s%s\n", "-", "-", "-",
+              r->skipped[i].empty ? "" : "SKIPPED: ", r->skipped[i].reason);
     }
     if (outputs > 0)
       fprintf(r->out, "skipped %zu output%s of pirec-remux\n", outputs, outputs == 1 ? "" : "s");
@@ -630,6 +680,8 @@ static void collect(struct run *r, const char *const *paths, int npaths)
         fprintf(r->err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
       else if (r->n == before && r->nskipped == skipped_before)
         fprintf(r->err, "pirec-remux: no %s in '%s'\n", r->o->verify ? "outputs" : "videos", paths[i]);
+    } else if (!r->o->verify && stat(paths[i], &st) == 0 && empty_video(paths[i], &st)) {
+      add_skipped(r, paths[i], "no frames (an empty file)", 0);
     } else {
       add_item(r, paths[i]); /* a missing file fails in its child with a clear message */
     }

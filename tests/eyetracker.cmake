@@ -25,4 +25,4 @@ set_tests_properties(test-eyetracker-60s PROPERTIES TIMEOUT 240 LABELS "eyetrack
   ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR};PIREC_EYETRACKER_SECONDS=60;PIREC_TEST_FILTER=test_clean_run")
 add_dependencies(test-eyetracker pirec-eyesim)
 add_dependencies(test-eyetracker-reconnect pirec-eyesim)
-add_dependencies(test-eyetracker pirec-eyetracker)
+add_dependencies(test-eyetracker pirec-eyetracker pirec-remux)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -778,6 +779,21 @@ static void test_bad_sdp(void **state)
   assert_int_equal(f.rows, 0);
   csv_free(&g);
   csv_free(&f);
+  /* Issue 22 item 6: the scene never played, so no 0-byte .mkv is left that no reader opens, and
+   * pirec-remux reports the trial as "no frames" without failing the session. */
+  char path[700], cmd[2048], out[4096];
+  snprintf(path, sizeof path, "%s/t001_scene.mkv", r->dir);
+  if (access(path, F_OK) == 0)
+    fail_msg("'%s' is left although the scene never played", path);
+  snprintf(cmd, sizeof cmd, "'%s/apps/pirec-remux' '%s' 2>&1", getenv("PIREC_BUILD_DIR"), r->dir);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = '\0';
+  int status = pclose(p);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(out, "t001_scene_frames.csv") == NULL ||
+      strstr(out, "no frames") == NULL)
+    fail_msg("pirec-remux on a session without frames (status %d):\n%s", status, out);
   remove_dir(r->dir);
   free(r);
 }

@@ -341,6 +341,44 @@ static void test_table_pads_by_width(void **state)
   free(t);
 }
 
+/* Issue 22 item 6: a trial that recorded no frames (a frames CSV with its header alone and no
+ * video, or an older recorder's 0-byte video) is reported as "no frames" and does not fail the
+ * session; a good file next to them is done. */
+static void test_no_frames(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(10, 1 * NS, 0, 9);
+  static const char *const dirs[] = {"s", "s/camera0", "s/eyetracker", NULL};
+  static const char header[] = "trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n";
+  FILE *fp;
+
+  make_dirs(f, dirs);
+  assert_int_equal(remux_gen_video(at(f, "s/camera0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "s/camera0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
+  const char *empty_csvs[] = {"s/camera0/t002_frames.csv", "s/eyetracker/t001_scene_frames.csv"};
+  for (int i = 0; i < 2; i++) {
+    assert_non_null(fp = fopen(at(f, empty_csvs[i], p, sizeof p), "w"));
+    fputs(header, fp);
+    fclose(fp);
+  }
+  assert_non_null(fp = fopen(at(f, "s/eyetracker/t001_scene.mkv", p, sizeof p), "w")); /* 0 bytes */
+  fclose(fp);
+
+  assert_int_equal(cli(f, NULL, "s"), 0);
+  if (strstr(f->out, "s/camera0/t002_frames.csv") == NULL ||
+      strstr(f->out, "no frames (the trial recorded none)") == NULL ||
+      strstr(f->out, "s/eyetracker/t001_scene.mkv") == NULL ||
+      strstr(f->out, "no frames (an empty file)") == NULL ||
+      strstr(f->out, "ok -> s/camera0/t001.mp4") == NULL || strstr(f->out, "FAILED") != NULL)
+    fail_msg("want 'no frames' for the empty trials and the good one done:\n%s", f->out);
+  /* Named on the command line, an empty video is "no frames" too. */
+  assert_int_equal(cli(f, NULL, "--json s/eyetracker/t001_scene.mkv"), 0);
+  assert_non_null(strstr(f->out, "\"reason\": \"no frames (an empty file)\""));
+  free(t);
+}
+
 /* Rounds a/b to the nearest integer, half away from zero, like the engine (a, b >= 0). */
 static int64_t div_round(int64_t a, int64_t b)
 {
@@ -599,6 +637,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_table_shortens_long_paths, setup, teardown),
       cmocka_unit_test_setup_teardown(test_non_utf8_path_replace, setup, teardown),
       cmocka_unit_test_setup_teardown(test_table_pads_by_width, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_no_frames, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),

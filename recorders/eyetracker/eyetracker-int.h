@@ -15,6 +15,7 @@
  */
 
 #include "pirec/eyetracker.h"
+#include "pirec/fs.h"
 
 #include "h264.h"
 #include "mkv.h"
@@ -138,6 +139,7 @@ struct pirec_eyetracker {
   struct pirec__mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
   struct pirec__mkv_sealer sealer;  /* seals the scene file of a clean trial (mkv.h) */
+  struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;

@@ -131,13 +131,30 @@ static void on_scene_sealed(struct pirec__mkv_sealer *s, int status)
     finish_stop(et);
 }
 
+static void on_empty_video_removed(struct pirec_fs_req *req)
+{
+  struct pirec_eyetracker *et = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: %s", et->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
 static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
 {
   struct pirec_eyetracker *et = user;
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
-  if (sink == et->video_closing) {
+  if (sink == et->video_closing && c->bytes_written == 0 && !c->error) {
+    /* The scene never played in this trial (a bad SDP, no device): a 0-byte .mkv no reader opens
+     * is removed; the frames CSV (the header alone) says the trial recorded no frames. */
+    et->video_closing = NULL;
+    et->empty_video.data = et;
+    if (pirec_fs_unlink(et->loop, &et->empty_video, pirec_sink_path(sink), on_empty_video_removed) == 0)
+      return; /* this sink's count is released by on_empty_video_removed */
+  } else if (sink == et->video_closing) {
     et->video_closing = NULL;
     /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
      * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink

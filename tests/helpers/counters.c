@@ -29,8 +29,8 @@ static size_t terms(char *buf, size_t cap, const struct counter_term *t, size_t 
   return k;
 }
 
-void counters_identity(const char *what, const struct counter_term *lhs, size_t nl, const struct counter_term *rhs,
-                       size_t nr)
+void counters_identity(const char *what, const struct counter_term *lhs, size_t nl,
+                       const struct counter_term *rhs, size_t nr)
 {
   char l[1024], r[1024];
   uint64_t a, b;
@@ -105,7 +105,8 @@ void counters_check_eyetracker_stream(const char *label, const struct pirec_eyet
     fail_msg("%s: no file '%s'", what, csv_path);
   const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, written[] = {COUNTER_TERM(s->written)};
   counters_identity(what, file_rows, 1, written, 1);
-  const struct counter_term file_drops[] = {COUNTER_TERM(dropped_before)}, dropped[] = {COUNTER_TERM(s->dropped)};
+  const struct counter_term file_drops[] = {COUNTER_TERM(dropped_before)},
+                            dropped[] = {COUNTER_TERM(s->dropped)};
   counters_identity(what, file_drops, 1, dropped, 1);
 }
 
@@ -116,19 +117,21 @@ void counters_check_camera(const struct pirec_camera_status *s, const char *csv_
     fail_msg("camera: no file '%s'", csv_path);
   const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, written[] = {COUNTER_TERM(s->frames_written)};
   counters_identity("camera", file_rows, 1, written, 1);
-  uint64_t accounted = s->frames_written + s->frames_idle + s->drops_ring_full + s->drops_encoder + s->drops_sink;
+  uint64_t accounted =
+      s->frames_written + s->frames_idle + s->drops_ring_full + s->drops_encoder + s->drops_sink;
   if (s->frames_captured < accounted)
     fail_msg("camera: frames_written %" PRIu64 " + frames_idle %" PRIu64 " + drops_ring_full %" PRIu64
              " + drops_encoder %" PRIu64 " + drops_sink %" PRIu64 " = %" PRIu64
              " frames, more than the %" PRIu64 " captured",
-             s->frames_written, s->frames_idle, s->drops_ring_full, s->drops_encoder, s->drops_sink, accounted,
-             s->frames_captured);
+             s->frames_written, s->frames_idle, s->drops_ring_full, s->drops_encoder, s->drops_sink,
+             accounted, s->frames_captured);
 }
 
 void counters_check_notes(uint64_t sent, uint64_t notes, uint64_t drops, uint64_t rows)
 {
   const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, accepted[] = {COUNTER_TERM(notes)};
   counters_identity("notes", file_rows, 1, accepted, 1);
-  const struct counter_term all[] = {COUNTER_TERM(sent)}, fates[] = {COUNTER_TERM(notes), COUNTER_TERM(drops)};
+  const struct counter_term all[] = {COUNTER_TERM(sent)},
+                            fates[] = {COUNTER_TERM(notes), COUNTER_TERM(drops)};
   counters_identity("notes", all, 1, fates, 2);
 }

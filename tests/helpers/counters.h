@@ -16,11 +16,14 @@ struct counter_term {
   const char *name;
   uint64_t value;
 };
-#define COUNTER_TERM(x) {#x, (uint64_t)(x)}
+#define COUNTER_TERM(x) \
+  {                     \
+#x, (uint64_t)(x)   \
+  }
 
 /* Fails unless the left terms add up to exactly the right terms. what names the identity. */
-void counters_identity(const char *what, const struct counter_term *lhs, size_t nl, const struct counter_term *rhs,
-                       size_t nr);
+void counters_identity(const char *what, const struct counter_term *lhs, size_t nl,
+                       const struct counter_term *rhs, size_t nr);
 
 /* Data rows of a CSV file (parsed with libcsv, so quoted fields may hold commas and line breaks)
  * and the sum of column (NULL: none). A missing file gives 0 rows and returns -1, else 0. */
