@@ -40,12 +40,14 @@ struct remux {
   void *user;
   int64_t cfr_frames; /* the N of the CFR grid */
   int cfr, dry;
-  int64_t rows;    /* complete timing rows */
-  int64_t krank;   /* frames that can be written, when a pre-pass counted them; else -1 */
-  int64_t depth;   /* how far decode order runs ahead of presentation order */
-  int64_t written; /* frames written (or, dry, that would be) */
-  int have_output; /* the .part exists and is removed unless renamed into place */
-  char tmp[4200];  /* the output's .part */
+  int64_t rows;     /* complete timing rows */
+  int64_t krank;    /* frames that can be written, when a pre-pass counted them; else -1 */
+  int64_t depth;    /* how far decode order runs ahead of presentation order */
+  int64_t written;  /* frames written (or, dry, that would be) */
+  int64_t dts_base; /* with B-frames: dts of the first packet written (see plan_dts) */
+  int64_t dts_sum;  /* with B-frames: durations of the packets written so far */
+  int have_output;  /* the .part exists and is removed unless renamed into place */
+  char tmp[4200];   /* the output's .part */
 };
 
 int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem)
@@ -805,16 +807,42 @@ static int64_t frame_of(const struct remux *r, int64_t i)
   return k;
 }
 
+/* How long frame k is presented: until the next captured frame; the last row's frame, which
+ * has no next one, for the mean interval (1/30 s when it is the only one). */
+static int64_t duration_of(const struct remux *r, int64_t k)
+{
+  if (k + 1 < r->rows || r->cfr)
+    return P(r, k + 1) - P(r, k);
+  if (r->rows < 2)
+    return r->tb.den / 30;
+  int64_t span = P(r, r->rows - 1) - P(r, 0);
+  return (span + (r->rows - 1) / 2) / (r->rows - 1);
+}
+
+/* With B-frames, packets are written in decode order and each carries its own frame's duration,
+ * so an MP4's sample durations (its dts steps) are the frames' real durations and the track as
+ * long as the frames. dts is then the running sum of the durations written before, from a base
+ * early enough that no packet is decoded after it is presented. */
+static void plan_dts(struct remux *r)
+{
+  int64_t sum = 0, base = INT64_MAX, complete = complete_packets(r);
+  for (int64_t i = 0; i < complete; i++) {
+    int64_t k = frame_of(r, i);
+    if (k < 0)
+      continue;
+    if (P(r, k) - sum < base)
+      base = P(r, k) - sum;
+    sum += duration_of(r, k);
+  }
+  r->dts_base = base == INT64_MAX ? 0 : base;
+  r->dts_sum = 0;
+}
+
 /* Gives the i-th packet read, frame k in presentation order, its output timestamps and size. */
 static void stamp(struct remux *r, AVPacket *pkt, int64_t i, int64_t k)
 {
-  int64_t pts = P(r, k);
-  int64_t dts = !r->rank                 ? pts
-                : r->written >= r->depth ? P(r, r->written - r->depth)
-                                         : P(r, 0) - (r->depth - r->written);
-  int64_t next = k + 1 < r->rows || r->cfr ? P(r, k + 1)
-                 : k > 0                   ? 2 * pts - P(r, k - 1)
-                                           : pts + r->tb.den / 30;
+  int64_t pts = P(r, k), duration = duration_of(r, k);
+  int64_t dts = r->rank ? r->dts_base + r->dts_sum : pts;
   /* At EOF the parser flushes whatever follows the last frame boundary it saw; if the cut fell
    * inside the next frame's first NAL units, those bytes ride on this packet. The CSV knows
    * the frame's real size. */
@@ -824,7 +852,8 @@ static void stamp(struct remux *r, AVPacket *pkt, int64_t i, int64_t k)
   pkt->stream_index = 0;
   pkt->pts = pts;
   pkt->dts = dts;
-  pkt->duration = next - pts;
+  pkt->duration = duration;
+  r->dts_sum += duration;
   pkt->pos = -1;
 }
 
@@ -974,6 +1003,8 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     res->reorder_depth = (int)r.depth;
     rc = check_ticks(&r);
   }
+  if (rc == 0 && r.rank)
+    plan_dts(&r);
   if (rc == 0 && !r.dry) {
     r.have_output = 1;
     rc = open_output(&r, r.tmp);
