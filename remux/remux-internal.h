@@ -5,6 +5,7 @@
 #include "pirec/remux.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* What pirec-remux writes as the Matroska WritingApp (and MP4 encoder tag) of its outputs, so a
@@ -31,6 +32,22 @@ int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem);
 /* Internal flag of pirec_remux_file: fsync the output and its directory as PIREC_REMUX_REPLACE does,
  * but leave the input: pirec-remux's parent removes it once it holds the child's ok result. */
 #define PIREC__REMUX_SYNC (1u << 16)
+
+/* ---- digest.c: a frame's payload, independent of the container's framing ---- */
+
+struct AVCodecParameters;
+
+/* What a frame holds: its NAL units' bytes (Annex B start codes or avcC/hvcC length prefixes
+ * removed, trailing zero bytes of a unit too), or for other codecs the packet's bytes. Two packets
+ * of one frame, before and after a remux, have the same digest. */
+struct pirec__remux_digest {
+  int64_t size;  /* payload bytes counted; -1: unknown */
+  uint64_t hash; /* FNV-1a over the units and their lengths */
+};
+
+/* Digest of one packet of a stream with parameters par. */
+void pirec__remux_digest(const struct AVCodecParameters *par, const uint8_t *data, int size,
+                         struct pirec__remux_digest *out);
 
 /* ---- text.c: paths are bytes; JSON strings and terminals want UTF-8 ---- */
 

@@ -180,6 +180,9 @@ static void record_kill_remux(struct fixture *f, const char *name, const char *s
     if (err[0] != '\0')
       fail_msg("decoding '%s' printed: %s", mp4, err);
   }
+  /* --verify compares every frame's payload with the camera's file (issue 22 item 2). */
+  if (sh(f->out, sizeof f->out, "'%s' --clock mono --verify '%s'", f->remux, mp4) != 0)
+    fail_msg("--verify '%s' failed:\n%s", mp4, f->out);
   free(pts);
   free(pos);
   free(size);

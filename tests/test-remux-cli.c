@@ -542,6 +542,45 @@ static void test_verify_short_output(void **state)
   free(t);
 }
 
+/* Issue 22 item 2: an MP4 remuxed from another clip with the same frame count and timing,
+ * renamed into place, was "verified". Its frames are now compared with the input's (payload
+ * bytes and hash), for an MKV input and a raw H.264 one. */
+static void test_verify_other_video(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], q[512], cmd[2048];
+  int64_t *t = remux_gen_times(30, 1 * NS, 2000000, 71);
+  static const char *const exts[] = {"mkv", "h264"};
+
+  for (int i = 0; i < 2; i++) {
+    char name[64], args[128];
+    snprintf(name, sizeof name, "a%d.%s", i, exts[i]);
+    assert_int_equal(remux_gen_video(at(f, name, p, sizeof p), 30, "160x120", 0), 0);
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && ffmpeg -nostdin -v error -y -f lavfi -i smptebars=size=160x120:rate=30 -frames:v 30 "
+             "-c:v libx264 -preset ultrafast -bf 0 b%d.%s",
+             f->dir, i, exts[i]);
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
+    snprintf(name, sizeof name, "a%d_frames.csv", i);
+    assert_int_equal(remux_gen_csv(at(f, name, p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+    snprintf(name, sizeof name, "b%d_frames.csv", i);
+    assert_int_equal(remux_gen_csv(at(f, name, p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+    snprintf(args, sizeof args, "a%d.%s b%d.%s", i, exts[i], i, exts[i]);
+    assert_int_equal(cli(f, NULL, args), 0);
+    snprintf(args, sizeof args, "--verify a%d.mp4", i);
+    assert_int_equal(cli(f, NULL, args), 0);
+    snprintf(name, sizeof name, "b%d.mp4", i);
+    at(f, name, q, sizeof q);
+    snprintf(name, sizeof name, "a%d.mp4", i);
+    assert_int_equal(rename(q, at(f, name, p, sizeof p)), 0);
+    assert_int_equal(cli(f, NULL, args), 1);
+    if (strstr(f->out, "frame 0 holds other data than the input's frame 0") == NULL)
+      fail_msg("another video passed as a%d.mp4:\n%s", i, f->out);
+  }
+  free(t);
+}
+
 static void test_usage_and_quiet(void **state)
 {
   struct fixture *f = *state;
@@ -640,6 +679,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_no_frames, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_verify_other_video, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),

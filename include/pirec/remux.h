@@ -122,8 +122,9 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
  * in the output's time base (or the CFR grid with PIREC_REMUX_CFR), and the packet count against
  * what a remux would write now: the input found from the output's stem ("<stem>" without "_timed",
  * an elementary stream first, then .mkv, never one of pirec-remux's outputs) is dry-run to count
- * the frames it and the timing hold; without an input, every complete row must have its frame
- * unless the timing's last line is partial. A Matroska output whose Segment does not end with the
+ * the frames it and the timing hold, and every output frame's payload (size and hash of its NAL
+ * units, or bytes) must equal the input's frame; without an input, every complete row must have
+ * its frame unless the timing's last line is partial, and payloads are not checked. A Matroska output whose Segment does not end with the
  * file fails as cut. Reads the whole input: block accordingly.
  * timing_path NULL: looked up from the output's stem like pirec_remux_find_timing. Returns 0, or
  * -EPROTO with the first mismatch's numbers in result->error, or another negative error. */
