@@ -54,18 +54,29 @@ char *pirec__remux_escape(const char *s)
   return out;
 }
 
-/* Columns a code point takes on a terminal: 0 for combining marks, 2 for East Asian wide and
- * emoji blocks, else 1 (what wcwidth says in a UTF-8 locale, for the ranges paths use). */
+/* Code point ranges that take no column (combining marks, zero-width characters, variation
+ * selectors) and two columns (East Asian wide and emoji blocks), as wcwidth says in a UTF-8
+ * locale for the ranges paths use. */
+static const uint32_t zero_width[][2] = {{0x300, 0x36F}, {0x200B, 0x200F}, {0xFE00, 0xFE0F}};
+static const uint32_t double_width[][2] = {{0x1100, 0x115F},   {0x2E80, 0x303E},  {0x3040, 0xA4CF},
+                                           {0xAC00, 0xD7A3},   {0xF900, 0xFAFF},  {0xFE30, 0xFE4F},
+                                           {0xFF00, 0xFF60},   {0xFFE0, 0xFFE6},  {0x1F300, 0x1F64F},
+                                           {0x1F900, 0x1F9FF}, {0x20000, 0x3FFFD}};
+
+static int in_ranges(uint32_t c, const uint32_t (*r)[2], size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (c >= r[i][0] && c <= r[i][1])
+      return 1;
+  return 0;
+}
+
+/* Columns a code point takes on a terminal. */
 static int cp_width(uint32_t c)
 {
-  if ((c >= 0x300 && c <= 0x36F) || (c >= 0x200B && c <= 0x200F) || (c >= 0xFE00 && c <= 0xFE0F))
+  if (in_ranges(c, zero_width, sizeof zero_width / sizeof zero_width[0]))
     return 0;
-  if ((c >= 0x1100 && c <= 0x115F) || (c >= 0x2E80 && c <= 0xA4CF && c != 0x303F) ||
-      (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFE30 && c <= 0xFE4F) ||
-      (c >= 0xFF00 && c <= 0xFF60) || (c >= 0xFFE0 && c <= 0xFFE6) || (c >= 0x1F300 && c <= 0x1F64F) ||
-      (c >= 0x1F900 && c <= 0x1F9FF) || (c >= 0x20000 && c <= 0x3FFFD))
-    return 2;
-  return 1;
+  return in_ranges(c, double_width, sizeof double_width / sizeof double_width[0]) ? 2 : 1;
 }
 
 int pirec__remux_width(const char *s)
