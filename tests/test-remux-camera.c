@@ -148,7 +148,8 @@ static void record_kill_remux(struct fixture *f, const char *name, const char *s
       expect = complete;
   }
 
-  assert_int_equal(sh(f->out, sizeof f->out, "'%s' --clock mono --json '%s'", f->remux, dir), 0);
+  if (sh(f->out, sizeof f->out, "'%s' --clock mono --json '%s'", f->remux, dir) != 0)
+    fail_msg("pirec-remux on '%s' failed:\n%s", dir, f->out);
   top = json_loads(f->out, 0, &jerr);
   if (top == NULL)
     fail_msg("not JSON (%s): %s", jerr.text, f->out);
