@@ -136,9 +136,9 @@ struct pirec_eyetracker {
   int stopping;
   int trial;
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
-  struct pirec__mkv *mkv;
+  struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
-  struct pirec__mkv_sealer sealer;  /* seals the scene file of a clean trial (mkv.h) */
+  struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
   struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
