@@ -107,7 +107,8 @@ static void take_header(struct loader *l)
   l->header_fields = l->fields;
   l->header_done = 1;
   if (l->col[COL_MONO] < 0)
-    fail(l, "header has no 'mono_ns' column (is this a frames CSV?)");
+    fail(l, "header '%s%s' has no 'mono_ns' column (is this a frames CSV?)", l->value[0],
+         l->fields > 1 ? ",..." : "");
 }
 
 /* Reads column c of the current row into *out; empty gives -1 when allow_empty. */

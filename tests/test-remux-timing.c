@@ -226,6 +226,9 @@ static void test_errors_name_physical_lines(void **state)
   expect_error("u_frames.csv", "mono_ns,note\n1,\"a\r\nb\"\r\n5x,y\r\n", "u_frames.csv:4: mono_ns '5x'");
   expect_error("v_frames.csv", "mono_ns,note\n1,x\n2,\"never closed\n3,z\n",
                "v_frames.csv:3: a quoted field is not closed");
+  /* A first column that is not what it seems is named as read. */
+  expect_error("w_frames.csv", "# recorded by hand\nmono ns,x\n1,2\n",
+               "w_frames.csv:2: header 'mono ns,...' has no 'mono_ns'");
 }
 
 /* Issue 22 item 4: a BOM before a pts file or a CSV, and spaces after a pts value, were refused. */

@@ -357,7 +357,7 @@ static void test_bframes_durations(void **state)
   int64_t *t = remux_gen_times(n, 1 * NS, 6000000, 17);
   static const char *const inputs[] = {"d.h264", "d.mkv", "p.mkv"};
   for (int i = 0; i < 3; i++) {
-    char video[512], csv[512];
+    char video[512], csv[64];
     snprintf(video, sizeof video, "%s", at(f, inputs[i]));
     assert_int_equal(remux_gen_video(video, n, "160x120", i < 2 ? 2 : 0), 0);
     snprintf(csv, sizeof csv, "%.1s_frames.csv", inputs[i]);
