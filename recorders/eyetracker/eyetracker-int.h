@@ -100,6 +100,7 @@ struct stream {
   int64_t prev_au_ext;
 
   uint64_t pending_drop; /* samples or frames lost since the last row written */
+  uint64_t received;     /* samples received in this process's life (status counts restart per trial) */
   struct pirec_eyetracker_stream_status st;
 };
 

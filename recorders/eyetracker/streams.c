@@ -152,6 +152,7 @@ static void bad_payload(struct stream *st, const char *fmt, ...)
 static int count_sample(struct stream *st)
 {
   st->st.samples++;
+  st->received++;
   if (st->et->recording)
     return 1;
   st->st.idle++;
@@ -248,7 +249,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
   pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
   pirec_csv_row_u64(&row, et->frame_index++);
-  pirec_csv_row_u64(&row, st->st.samples - 1);
+  pirec_csv_row_u64(&row, st->received - 1);
   pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
   pirec_csv_row_u64(&row, st->pending_drop);
   pirec_csv_row_u64(&row, au->len);
