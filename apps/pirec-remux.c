@@ -34,6 +34,7 @@ static void usage(FILE *f)
         "  -j, --jobs N          files at once (default 1)\n"
         "  --timeout SECONDS     per file (default 30 s + 1 s per 2 MiB)\n"
         "  --json                JSON summary on stdout\n"
+        "  -h, --help            this text;  --version   the version\n"
         "Exit status: 0 all done, 1 some files failed, 64 usage.\n",
         f);
 }
