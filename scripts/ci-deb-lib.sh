@@ -23,10 +23,10 @@ bump_version() {
 		&& mv "$1/debian/changelog.new" "$1/debian/changelog"
 }
 
-# deb_build DIR ARGS...: dpkg-buildpackage -b in DIR/src; the packages land in DIR.
+# deb_build DIR ARGS...: dpkg-buildpackage ARGS in DIR/src, unsigned; the packages land in DIR.
 deb_build() {
 	local dir=$1; shift
-	(cd "$dir/src" && dpkg-buildpackage -b -us -uc "$@") > "$dir/build.log" 2>&1 \
+	(cd "$dir/src" && dpkg-buildpackage -us -uc "$@") > "$dir/build.log" 2>&1 \
 		|| { echo "ci-deb: dpkg-buildpackage $* failed:"; tail -30 "$dir/build.log" | sed 's/^/  /'; return 1; }
 }
 
@@ -96,11 +96,11 @@ install_test() {
 		pirec config check /etc/pirec/pirec.conf
 		echo 'config defaults: ok'
 	" || return 1
-	say "pirec record (5 s, lavfi camera) as user pirec, then pirec-remux"
+	say "pirec record (5 s, lavfi camera) as user pirec (setpriv: SIGINT reaches it), then pirec-remux"
 	in_root "$root" "
 		cp /etc/pirec/pirec.conf /tmp/record.conf && chmod 644 /tmp/record.conf
 		pirec config set /tmp/record.conf session.remux_after false session.label ci
-		runuser -u pirec -- pirec record -c /tmp/record.conf > /tmp/record.log 2>&1 &
+		setpriv --reuid=pirec --regid=pirec --init-groups pirec record -c /tmp/record.conf > /tmp/record.log 2>&1 &
 		pid=\$!
 		sleep 5
 		kill -INT \$pid
@@ -147,7 +147,11 @@ upgrade_purge_test() {
 	local left
 	left=$(cd "$root" && find . -xdev \( -path ./proc -o -path ./dev -o -path ./tmp -o -path ./var/cache/apt/archives -o -path ./var/lib/pirec \) -prune \
 		-o -name '*pirec*' -print)
-	left+=$(while read -r f; do [ -f "$root$f" ] || [ -L "$root$f" ] && echo " $f"; done < "$root/tmp/package-files")
+	# the packages' files (directories such as /usr/bin or the /lib symlink are shared)
+	while read -r f; do
+		[ -d "$root$f" ] && continue
+		if [ -e "$root$f" ] || [ -L "$root$f" ]; then left+=" $f"; fi
+	done < "$root/tmp/package-files"
 	if [ -n "$left" ]; then
 		echo "ci-deb: left after apt purge:"; echo "$left" | sed 's/^/  /'; return 1
 	fi

@@ -31,25 +31,30 @@ complete_line()
 	got=$(printf '%s\n' "${COMPREPLY[@]}" | sort)
 }
 
-# expect "WORDS" WANTED...: every WANTED is among the candidates.
+# run_line "LINE": complete_line on LINE as typed; a trailing blank puts the cursor on a new word.
+run_line()
+{
+	local words
+	read -ra words <<<"$1"
+	[[ $1 == *" " ]] && words+=("")
+	complete_line "${words[@]}"
+}
+
+# expect "LINE" WANTED...: every WANTED is among the candidates.
 expect()
 {
-	local line=$1 w words; shift
-	read -ra words <<<"$line"
-	[[ $line == *" " ]] && words+=("") # the cursor is on a new, empty word
-	complete_line "${words[@]}"
+	local line=$1 w; shift
+	run_line "$line"
 	for w in "$@"; do
 		grep -qxF -- "$w" <<<"$got" || { echo "FAIL: '$line' does not offer '$w' (got: $(echo $got))"; fail=1; }
 	done
 }
 
-# absent "WORDS" UNWANTED...: no UNWANTED among the candidates.
+# absent "LINE" UNWANTED...: no UNWANTED among the candidates.
 absent()
 {
-	local line=$1 w words; shift
-	read -ra words <<<"$line"
-	[[ $line == *" " ]] && words+=("") # the cursor is on a new, empty word
-	complete_line "${words[@]}"
+	local line=$1 w; shift
+	run_line "$line"
 	for w in "$@"; do
 		grep -qxF -- "$w" <<<"$got" && { echo "FAIL: '$line' offers '$w'"; fail=1; }
 	done
