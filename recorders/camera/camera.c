@@ -138,6 +138,8 @@ struct trial {
   int seal;                 /* the video sink closed cleanly: seal it once the CSV is closed too */
   uint64_t seal_file_bytes; /* the video sink's final bytes_written */
   struct pirec_mkv_sealer sealer;
+  int video_empty; /* not a byte was written: the file is removed, the CSV kept */
+  struct pirec_fs_req unlink;
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
@@ -207,6 +209,7 @@ struct pirec_camera {
 
   /* Snapshot request: the next frame taken is copied and encoded in the threadpool. */
   struct snapshot *snap;
+  char start_error[PIREC_CAMERA_PATH_MAX + 128]; /* why the last pirec_camera_start failed */
 };
 
 struct snapshot {
@@ -312,7 +315,7 @@ struct capture {
 };
 
 /* Every capture failure gets its class here and nowhere else. */
-static enum pirec_camera_failure classify(int err)
+enum pirec_camera_failure pirec_camera_classify(int err)
 {
   switch (err) {
   case -ENOENT: /* a device node or program that is not there */
@@ -365,7 +368,7 @@ const char *pirec_camera_failure_str(enum pirec_camera_failure f)
 static int capture_failed(struct capture *c, int err, const char *what)
 {
   struct pirec_camera *cam = c->cam;
-  enum pirec_camera_failure f = classify(err);
+  enum pirec_camera_failure f = pirec_camera_classify(err);
   struct capture_policy p = capture_policy(f);
 
   atomic_fetch_add(&cam->source_errors, 1);
@@ -855,12 +858,12 @@ static void enc_restart(struct pirec_job *job, const struct pirec_job_result *ru
 {
   struct pirec_camera *cam = pirec_job_user(job);
   struct trial *t = cam->trial;
-  char text[512];
+  char text[512], how[128];
   if (t)
     end_of_run(cam, t, 0);
   cam->loop_last_error = -EPIPE;
-  snprintf(text, sizeof text, "camera '%s': encoder ended (%s, status %d)%s%.200s; restart %u in %llu ms",
-           cam->s.name, pirec_job_end_str(run->reason), run->status, run->stderr_tail_len ? ": " : "",
+  snprintf(text, sizeof text, "camera '%s': encoder ended (%s)%s%.200s; restart %u in %llu ms", cam->s.name,
+           pirec_job_result_str(run, how, sizeof how), run->stderr_tail_len ? ": " : "",
            run->stderr_tail_len ? run->stderr_tail : "", attempt, (unsigned long long)delay_ms);
   for (char *c = text; *c; c++)
     if (*c == '\n')
@@ -897,10 +900,10 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
     return;
   end_of_run(cam, t, res->status == 0);
   if (!t->fed_all) {
-    char text[512];
+    char text[512], how[128];
     snprintf(text, sizeof text,
-             "camera '%s': encoder gave up (%s, status %d)%s%.200s; frames are dropped until the trial ends",
-             cam->s.name, pirec_job_end_str(res->reason), res->status, res->stderr_tail_len ? ": " : "",
+             "camera '%s': encoder gave up (%s)%s%.200s; frames are dropped until the trial ends",
+             cam->s.name, pirec_job_result_str(res, how, sizeof how), res->stderr_tail_len ? ": " : "",
              res->stderr_tail_len ? res->stderr_tail : "");
     for (char *c = text; *c; c++)
       if (*c == '\n')
@@ -1184,6 +1187,15 @@ static void sealed(struct pirec_mkv_sealer *s, int status)
   trial_done(cam);
 }
 
+static void empty_video_removed(struct pirec_fs_req *req)
+{
+  struct trial *t = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "camera '%s': %s", t->cam->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  trial_done(t->cam);
+}
+
 static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
 {
   struct pirec_camera *cam = user;
@@ -1192,7 +1204,8 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     t->err = final->error;
   if (t && sink == t->video) {
     cam->bytes_last = final->bytes_written;
-    t->seal = t->mkv && !t->err && !t->mkv_failed;
+    t->video_empty = final->bytes_written == 0 && !final->error;
+    t->seal = t->mkv && !t->err && !t->mkv_failed && !t->video_empty;
     t->seal_file_bytes = final->bytes_written;
     t->video = NULL; /* freed when this returns; status reads bytes_last from now on */
   } else if (t && sink == t->csv) {
@@ -1200,6 +1213,13 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   }
   if (!t || --t->sinks_open > 0)
     return;
+  /* A trial whose source never delivered a frame leaves no 0-byte video that no reader opens:
+   * its CSV (the header alone) says the trial recorded nothing. */
+  if (t->video_empty) {
+    t->unlink.data = t;
+    if (pirec_fs_unlink(cam->loop, &t->unlink, t->video_path, empty_video_removed) == 0)
+      return;
+  }
   if (t->seal) {
     /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
     t->sealer.data = t;
@@ -1331,6 +1351,19 @@ static size_t capture_ring_bytes(const struct pirec_camera *cam)
   return ring_bytes < min_bytes ? min_bytes : ring_bytes;
 }
 
+/* Keeps why a start failed; a start retried while a device stays missing logs its reason once. */
+static void start_failed(struct pirec_camera *cam, const char *why)
+{
+  if (strcmp(cam->start_error, why) != 0)
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, why);
+  snprintf(cam->start_error, sizeof cam->start_error, "%s", why);
+}
+
+const char *pirec_camera_start_error(const struct pirec_camera *cam)
+{
+  return cam->start_error;
+}
+
 int pirec_camera_start(struct pirec_camera *cam)
 {
   char *msg = NULL;
@@ -1350,10 +1383,11 @@ int pirec_camera_start(struct pirec_camera *cam)
   }
   r = pirec_camera_source_open(&cam->s, &cam->src, &msg);
   if (r < 0) {
-    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, msg ? msg : pirec_strerror(r));
+    start_failed(cam, msg ? msg : pirec_strerror(r));
     free(msg);
     return r;
   }
+  cam->start_error[0] = '\0';
   pirec_camera_source_format(cam->src, &cam->fmt);
   cam->raw = cam->fmt.codec == PIREC_CAMERA_CODEC_RAW;
 

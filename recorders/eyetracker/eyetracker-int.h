@@ -15,6 +15,7 @@
  */
 
 #include "pirec/eyetracker.h"
+#include "pirec/fs.h"
 
 #include "h264.h"
 #include "mkv.h"
@@ -99,6 +100,7 @@ struct stream {
   int64_t prev_au_ext;
 
   uint64_t pending_drop; /* samples or frames lost since the last row written */
+  uint64_t received;     /* samples received in this process's life (status counts restart per trial) */
   struct pirec_eyetracker_stream_status st;
 };
 
@@ -138,6 +140,7 @@ struct pirec_eyetracker {
   struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
+  struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;

@@ -152,6 +152,7 @@ static void bad_payload(struct stream *st, const char *fmt, ...)
 static int count_sample(struct stream *st)
 {
   st->st.samples++;
+  st->received++;
   if (st->et->recording)
     return 1;
   st->st.idle++;
@@ -203,6 +204,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   if (!count_sample(st))
     return;
   if (au->damaged) {
+    st->st.discarded++;
     st->pending_drop++;
     et->need_key = 1;
     return;
@@ -210,6 +212,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
    * packet in it decodes; the frames skipped meanwhile are counted. */
   if (et->need_key && !(au->keyframe && (au->has_params || pirec_mkv_started(et->mkv)))) {
+    st->st.discarded++;
     st->pending_drop++;
     return;
   }
@@ -230,6 +233,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   int r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
+    st->st.discarded++;
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
       et->write_error = r;
@@ -245,7 +249,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
   pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
   pirec_csv_row_u64(&row, et->frame_index++);
-  pirec_csv_row_u64(&row, st->st.samples - 1);
+  pirec_csv_row_u64(&row, st->received - 1);
   pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
   pirec_csv_row_u64(&row, st->pending_drop);
   pirec_csv_row_u64(&row, au->len);

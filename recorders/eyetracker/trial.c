@@ -103,7 +103,8 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
     st->pending_drop = 0;
-    st->st.written = st->st.dropped = st->st.refused = 0;
+    st->st.samples = st->st.written = st->st.refused = st->st.discarded = st->st.idle = 0;
+    st->st.dropped = st->st.dropped_after = 0;
   }
   return 0;
 }
@@ -130,13 +131,30 @@ static void on_scene_sealed(struct pirec_mkv_sealer *s, int status)
     finish_stop(et);
 }
 
+static void on_empty_video_removed(struct pirec_fs_req *req)
+{
+  struct pirec_eyetracker *et = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: %s", et->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
 static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
 {
   struct pirec_eyetracker *et = user;
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
-  if (sink == et->video_closing) {
+  if (sink == et->video_closing && c->bytes_written == 0 && !c->error) {
+    /* The scene never played in this trial (a bad SDP, no device): a 0-byte .mkv no reader opens
+     * is removed; the frames CSV (the header alone) says the trial recorded no frames. */
+    et->video_closing = NULL;
+    et->empty_video.data = et;
+    if (pirec_fs_unlink(et->loop, &et->empty_video, pirec_sink_path(sink), on_empty_video_removed) == 0)
+      return; /* this sink's count is released by on_empty_video_removed */
+  } else if (sink == et->video_closing) {
     et->video_closing = NULL;
     /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
      * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink
@@ -175,6 +193,13 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
   if (!et->recording)
     return -EINVAL;
   et->recording = 0;
+  /* Losses after the last row have no row to carry them: count them now, so written + dropped +
+   * dropped_after still equals what the device sent in the trial. */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *st = &et->streams[k];
+    st->st.dropped_after = st->pending_drop;
+    st->pending_drop = 0;
+  }
   if (et->mkv) {
     int r = pirec_mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)
