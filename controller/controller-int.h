@@ -169,10 +169,11 @@ struct pirec_controller {
   /* The one op per trigger that is queued and not running yet: later action edges of that line
    * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
   struct op *gpio_pending[MAX_GPIO];
-  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
-  int gpio_closing;               /* lines still closing before a reload re-opens the set */
-  int gpio_reopen;                /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
-  struct remux_run *remuxes;      /* pirec-remux children started after sessions ([session] remux_after) */
+  uint64_t gpio_merged[MAX_GPIO];  /* edges merged so far, per trigger (status) */
+  uint64_t gpio_outside[MAX_GPIO]; /* edges that came while no session was there to take them */
+  int gpio_closing;                /* lines still closing before a reload re-opens the set */
+  int gpio_reopen;                 /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
+  struct remux_run *remuxes;       /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
@@ -182,13 +183,14 @@ struct pirec_controller {
     char module[80], detail[192];
   } early_edges[EARLY_EDGES_MAX];
   int nearly_edges;
-  uint64_t early_edges_lost;
+  uint64_t early_edges_lost[MAX_GPIO]; /* per trigger: beyond EARLY_EDGES_MAX, counted only */
 
   enum cstate state;
   struct pirec_session *session;
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;
+  struct note_wait *note_waits; /* notes whose client waits for the recorder's acknowledgement */
   uint64_t notes_in_events;
 
   struct op *ops; /* queue; the head is running */
@@ -276,6 +278,11 @@ void pirec__gpio_reopen_all(struct pirec_controller *c);
 void pirec__gpio_trial_started(struct pirec_controller *c);
 void pirec__gpio_set_recording(struct pirec_controller *c, int recording);
 json_t *pirec__gpio_status(struct pirec_controller *c);
+/* The edges kept for a session that will not come (its start failed or was not queued after all):
+ * counted as outside any session, then forgotten. */
+void pirec__gpio_early_discard(struct pirec_controller *c);
+/* The edges kept for session s, into its events.csv (and, per line, how many were not kept). */
+void pirec__gpio_early_write(struct pirec_controller *c, struct pirec_session *s);
 /* op leaves the pending slot of the trigger that queued it. */
 void pirec__gpio_unpend(struct pirec_controller *c, struct op *op);
 
@@ -295,8 +302,13 @@ void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message);
 /* Drops every op, answering nobody (free). */
 void pirec__ops_free(struct pirec_controller *c);
 /* A note stamped now; see ops.c. */
-int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen);
+/* reply(who, obj) gets the note's answer later ("noted" once the notes recorder acknowledged
+ * it, or an error), unless this returns an error (err filled; reply never runs). reply may be
+ * NULL (nobody waits). */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
+                     void (*reply)(void *who, json_t *obj), void *who, json_t *id, char *err, size_t errlen);
+/* A client went away: its notes are still written, their answers go nowhere. */
+void pirec__note_waits_forget(struct pirec_controller *c, void *who);
 /* Hook implementations (struct pirec__hooks). */
 void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);

@@ -67,6 +67,11 @@ struct pirec_recorder_req {
    * the n-th time in it. Files already written for the trial must not be overwritten: name the new
    * ones with a suffix, e.g. t001_p1.mkv (appending to a session-wide CSV is fine). */
   int part;
+  /* STOP: 1 when the controller changes trials: the next trial's start is already behind this
+   * stop. Samples captured from the stop on belong to that next trial: keep them (bounded, the
+   * rest counted as dropped before its first row) instead of discarding them as captured between
+   * trials, so rows run on across the change (docs/PROTOCOL.md, "Trial changes"). */
+  int handover;
 
   /* NOTE: text exactly as sent (UTF-8; may contain commas, quotes, newlines; NUL-free) and the
    * controller's clocks when it received the note (its capture time). If the command carried no
