@@ -538,9 +538,13 @@ static void op_start_session(struct pirec_controller *c, const char *label)
   c->session = s;
   c->state = C_STARTING;
   c->trial = 0;
-  /* Notes that arrive before the session directory exists wait in the outboxes. */
-  for (int i = 0; i < c->nmodules; i++)
+  /* Notes that arrive before the session directory exists wait in the outboxes. Trial numbers
+   * start again at 1: a start of trial 1 is not a restart inside the last session's trial 1. */
+  for (int i = 0; i < c->nmodules; i++) {
     c->modules[i].hold = 1;
+    c->modules[i].started_trial = 0;
+    c->modules[i].part = 0;
+  }
   c->hooks.state_changed(c);
 }
 

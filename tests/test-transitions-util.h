@@ -103,7 +103,8 @@ static inline int tr_sessions(struct ctl *c, char **dirs, int max)
   for (int i = 1; i < n; i++)
     for (int k = i; k > 0; k--) {
       json_t *a = load_manifest(dirs[k - 1]), *b = load_manifest(dirs[k]);
-      json_int_t ta = jint(json_object_get(a, "start"), "mono_ns"), tb = jint(json_object_get(b, "start"), "mono_ns");
+      json_int_t ta = jint(json_object_get(a, "start"), "mono_ns"),
+                 tb = jint(json_object_get(b, "start"), "mono_ns");
       json_decref(a);
       json_decref(b);
       if (ta <= tb)

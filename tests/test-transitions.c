@@ -335,10 +335,8 @@ static void test_camera_seamless(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_notes_meet_trial_changes),
-      cmocka_unit_test(test_gpio_stop_during_start),
-      cmocka_unit_test(test_edges_while_stopping),
-      cmocka_unit_test(test_pulses_and_counts),
+      cmocka_unit_test(test_notes_meet_trial_changes), cmocka_unit_test(test_gpio_stop_during_start),
+      cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
       cmocka_unit_test(test_camera_seamless),
   };
   if (getenv("PIREC_TEST_FILTER"))
