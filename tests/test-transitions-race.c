@@ -74,7 +74,8 @@ static int race_sim(struct race *r, char *cfg, size_t cap)
 {
   if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0)
     return 0;
-  const char *argv[] = {tu_program("pirec-eyesim"), "--host", "127.0.0.1", "--gaze-hz", "200", "--fps", "10", NULL};
+  const char *argv[] = {
+      tu_program("pirec-eyesim"), "--host", "127.0.0.1", "--gaze-hz", "200", "--fps", "10", NULL};
   assert_int_equal(tu_proc_start(&r->sim, argv, NULL), 0);
   char *line = tu_proc_readline(&r->sim, 15000);
   int http = 0, rtsp = 0;
@@ -82,7 +83,8 @@ static int race_sim(struct race *r, char *cfg, size_t cap)
     fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
   free(line);
   size_t n = strlen(cfg);
-  snprintf(cfg + n, cap - n, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n", http, rtsp);
+  snprintf(cfg + n, cap - n, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n", http,
+           rtsp);
   return 1;
 }
 
@@ -204,8 +206,8 @@ static void race_run(const unsigned first_seed)
       gaze_rows += rows;
     }
   }
-  print_message("seed %u: %d sessions, %d notes, edges %llu/%llu/%llu, %d camera rows, %d gaze rows\n", first_seed,
-                n, r->nnotes, (unsigned long long)r->seq[0], (unsigned long long)r->seq[1],
+  print_message("seed %u: %d sessions, %d notes, edges %llu/%llu/%llu, %d camera rows, %d gaze rows\n",
+                first_seed, n, r->nnotes, (unsigned long long)r->seq[0], (unsigned long long)r->seq[1],
                 (unsigned long long)r->seq[2], cam_rows, gaze_rows);
   tr_sessions_free(dirs, n);
   for (int i = 0; i < 3; i++)

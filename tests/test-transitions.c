@@ -332,12 +332,59 @@ static void test_camera_seamless(void **state)
   ctl_cleanup(&c);
 }
 
+/* Item 2 for the eye tracker: gaze rows (200 Hz from pirec-eyesim) run on across trial changes,
+ * by the device's clock one sample interval apart, every RTP sequence number accounted for. */
+static void test_eyetracker_seamless(void **state)
+{
+  if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0) {
+    print_message("SKIP: pirec-eyetracker or pirec-eyesim not built\n");
+    skip();
+  }
+  struct tu_proc sim;
+  const char *argv[] = {
+      tu_program("pirec-eyesim"), "--host", "127.0.0.1", "--gaze-hz", "200", "--fps", "10", NULL};
+  assert_int_equal(tu_proc_start(&sim, argv, NULL), 0);
+  char *line = tu_proc_readline(&sim, 15000);
+  int http = 0, rtsp = 0;
+  if (!line || sscanf(line, "pirec-eyesim http=%d rtsp=%d", &http, &rtsp) != 2)
+    fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
+  free(line);
+  char cfg[300];
+  snprintf(cfg, sizeof cfg, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n", http,
+           rtsp);
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 0; i < 4; i++) {
+    usleep(500000);
+    r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+    expect_reply(r, "trial");
+    json_decref(r);
+  }
+  usleep(500000);
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  int rows = 0;
+  tr_check_rows(dir, "eyetracker", "_gaze.csv", "device_ns", 5000000, &rows);
+  assert_true(rows >= 200);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  kill(sim.pid, SIGTERM);
+  tu_proc_wait(&sim, 10000);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notes_meet_trial_changes), cmocka_unit_test(test_gpio_stop_during_start),
       cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
-      cmocka_unit_test(test_camera_seamless),
+      cmocka_unit_test(test_camera_seamless),          cmocka_unit_test(test_eyetracker_seamless),
   };
   if (getenv("PIREC_TEST_FILTER"))
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
