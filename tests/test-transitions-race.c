@@ -33,14 +33,7 @@ static const char *const line_names[3] = {"pedal", "mark", "next"};
 
 static void race_send(struct race *r, const char *json_text, int note_no)
 {
-  int fd = tu_sock_connect(r->c.sock, 10000);
-  assert_true(fd >= 0);
-  json_error_t e;
-  json_t *cmd = json_loads(json_text, 0, &e);
-  assert_non_null(cmd);
-  assert_int_equal(tu_sock_send(fd, cmd), 0);
-  json_decref(cmd);
-  r->pending[r->npending] = fd;
+  r->pending[r->npending] = tr_send_async(&r->c, json_text);
   r->is_note[r->npending] = note_no >= 0;
   r->note_no[r->npending++] = note_no;
 }

@@ -45,6 +45,19 @@ static inline void tr_edge(int fd, uint64_t seq, int level, int64_t ts)
   assert_int_equal(write(fd, &rec, sizeof rec), (ssize_t)sizeof rec);
 }
 
+/* A connection with one command sent and its reply not read yet. */
+static inline int tr_send_async(struct ctl *c, const char *json_text)
+{
+  int fd = tu_sock_connect(c->sock, 10000);
+  assert_true(fd >= 0);
+  json_error_t e;
+  json_t *cmd = json_loads(json_text, 0, &e);
+  assert_non_null(cmd);
+  assert_int_equal(tu_sock_send(fd, cmd), 0);
+  json_decref(cmd);
+  return fd;
+}
+
 static inline json_t *tr_status(struct ctl *c)
 {
   return ctl_call(c, "{\"id\":900,\"cmd\":\"status\"}", 10000);

@@ -4,19 +4,6 @@
  * directories back. The rule under test is docs/OPERATIONS.md, "Transitions". */
 #include "test-transitions-util.h"
 
-/* A connection with one command sent and its reply not read yet. */
-static int send_async(struct ctl *c, const char *json_text)
-{
-  int fd = tu_sock_connect(c->sock, 10000);
-  assert_true(fd >= 0);
-  json_error_t e;
-  json_t *cmd = json_loads(json_text, 0, &e);
-  assert_non_null(cmd);
-  assert_int_equal(tu_sock_send(fd, cmd), 0);
-  json_decref(cmd);
-  return fd;
-}
-
 static json_t *reply_of(int fd)
 {
   struct tu_sock_buf b = {0};
@@ -52,14 +39,14 @@ static void test_notes_meet_trial_changes(void **state)
     int first_note = rand_r(&seed) & 1;
     int ft = -1, fn = -1;
     if (first_note)
-      fn = send_async(&c, note);
+      fn = tr_send_async(&c, note);
     else
-      ft = send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
+      ft = tr_send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
     usleep((useconds_t)(rand_r(&seed) % 2000));
     if (first_note)
-      ft = send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
+      ft = tr_send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
     else
-      fn = send_async(&c, note);
+      fn = tr_send_async(&c, note);
     json_t *rn = reply_of(fn), *rt = reply_of(ft);
     expect_reply(rt, "trial");
     acked[i] = strcmp(jstr(rn, "reply"), "noted") == 0;
@@ -298,6 +285,26 @@ static void test_pulses_and_counts(void **state)
   free(tmp);
 }
 
+/* Once the recorders run: a session of `trials` trials, pause_us each; its directory into dir. */
+static void record_trials(struct ctl *c, int trials, useconds_t pause_us, char *dir, size_t cap)
+{
+  json_decref(ctl_wait_modules(c, 0, 30000));
+  json_t *r = ctl_call(c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  snprintf(dir, cap, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 1; i < trials; i++) {
+    usleep(pause_us);
+    r = ctl_call(c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+    expect_reply(r, "trial");
+    json_decref(r);
+  }
+  usleep(pause_us);
+  r = ctl_call(c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+}
+
 /* Item 2: camera frames run on across trial changes: no frame falls between two trials
  * uncounted, and where none was lost the gap is one frame interval. */
 static void test_camera_seamless(void **state)
@@ -307,23 +314,9 @@ static void test_camera_seamless(void **state)
     skip();
   }
   struct ctl c;
-  ctl_start(&c, 1, NULL);
-  json_decref(ctl_wait_modules(&c, 0, 30000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
-  for (int i = 0; i < 4; i++) {
-    usleep(700000);
-    r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
-    expect_reply(r, "trial");
-    json_decref(r);
-  }
-  usleep(700000);
-  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
-  expect_reply(r, "stopped");
-  json_decref(r);
+  ctl_start(&c, 1, NULL);
+  record_trials(&c, 5, 700000, dir, sizeof dir);
   int rows = 0;
   /* the fixture's camera runs at 10 fps */
   tr_check_rows(dir, "cam0", "_frames.csv", "device_ts_ns", 100000000, &rows);
@@ -353,23 +346,9 @@ static void test_eyetracker_seamless(void **state)
   snprintf(cfg, sizeof cfg, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n", http,
            rtsp);
   struct ctl c;
-  ctl_start(&c, 0, cfg);
-  json_decref(ctl_wait_modules(&c, 0, 30000));
-  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
-  expect_reply(r, "started");
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
-  json_decref(r);
-  for (int i = 0; i < 4; i++) {
-    usleep(500000);
-    r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
-    expect_reply(r, "trial");
-    json_decref(r);
-  }
-  usleep(500000);
-  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
-  expect_reply(r, "stopped");
-  json_decref(r);
+  ctl_start(&c, 0, cfg);
+  record_trials(&c, 5, 500000, dir, sizeof dir);
   int rows = 0;
   tr_check_rows(dir, "eyetracker", "_gaze.csv", "device_ns", 5000000, &rows);
   assert_true(rows >= 200);
