@@ -646,6 +646,14 @@ static void op_next_trial(struct pirec_controller *c)
   control_row(c, "trial", NULL);
   if (!modules_settled(c)) {
     stop_trial_on_modules(c, 0);
+    /* Notes taken until the next start is sent wait for it (its start goes ahead of them), as
+     * while a session starts, rather than reach a notes recorder between trials. Only where the
+     * stop itself went out: a held outbox would hold it too. */
+    for (int i = 0; i < c->nmodules; i++) {
+      struct module *m = &c->modules[i];
+      if (m->state == M_READY && !m->out_head && !m->writable_blocked)
+        m->hold = 1;
+    }
     op_await(c, after_trial_stopped);
     return;
   }
