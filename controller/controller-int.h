@@ -87,6 +87,7 @@ struct module {
   int status_inflight;
   int64_t last_status_mono;
   char last_error[256];
+  int line_discarding; /* inside a stdout line over the protocol's limit */
 };
 
 /* ---- the op queue (ops.c) ---- */

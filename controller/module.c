@@ -349,11 +349,33 @@ static void handle_line(struct module *m, const char *line, size_t len)
   json_decref(j);
 }
 
+/* The job frames the child's stdout into lines; the protocol's limit and its error text are
+ * io/jsonl's, as at every other end. line_max is one byte over the limit, so a piece of exactly
+ * line_max bytes is a line over it: it and the rest of that line (the pieces up to a shorter
+ * one, which ends it) are dropped with one message. */
+static void protocol_line(struct module *m, const char *line, size_t len)
+{
+  if (len > PIREC_JSONL_MAX_LINE) {
+    if (!m->line_discarding) {
+      char err[96];
+      pirec_jsonl_too_long(PIREC_JSONL_MAX_LINE, err, sizeof err);
+      pirec_log(PIREC_LOG_WARN, "recorder '%s': %s", m->name, err);
+    }
+    m->line_discarding = 1;
+    return;
+  }
+  if (m->line_discarding) {
+    m->line_discarding = 0;
+    return;
+  }
+  handle_line(m, line, len);
+}
+
 static void on_job_line(struct pirec_job *job, int fd, const char *line, size_t len)
 {
   struct module *m = pirec_job_user(job);
   if (fd == 1)
-    handle_line(m, line, len);
+    protocol_line(m, line, len);
   else
     pirec_log(PIREC_LOG_INFO, "%s: %s", m->name, line);
 }
@@ -394,6 +416,7 @@ static void on_job_spawn(struct pirec_job *job, int pid)
   m->state = M_SPAWNING;
   m->pid = pid;
   m->restarts++;
+  m->line_discarding = 0; /* a new child starts on a fresh line */
 }
 
 static void on_job_end(struct pirec_job *job, const struct pirec_job_result *r)
@@ -451,7 +474,7 @@ static int module_spawn(struct module *m)
   o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
   o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
   o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
-  o.line_max = 4u * 1024 * 1024;
+  o.line_max = PIREC_JSONL_MAX_LINE + 1;
   o.stdin_max_outstanding = 16u * 1024 * 1024;
   o.start_timeout_ms = c->opts.ready_timeout_ms;
   o.stop_term_ms = c->opts.stop_timeout_ms;

@@ -33,7 +33,7 @@ int pirec_h264_next_nal(const uint8_t *b, size_t len, size_t *pos, const uint8_t
   return 1;
 }
 
-int pirec__h264_is_keyframe(const uint8_t *au, size_t len)
+int pirec_h264_is_keyframe(const uint8_t *au, size_t len)
 {
   size_t pos = 0, n;
   const uint8_t *nal;
@@ -48,13 +48,13 @@ int pirec__h264_is_keyframe(const uint8_t *au, size_t len)
 /* An access unit larger than this is not video pirec records; the splitter refuses to grow past it. */
 #define AU_MAX ((size_t)64 << 20)
 
-int pirec__au_init(struct pirec__au *au, size_t cap)
+int pirec_h264_splitter_init(struct pirec_h264_splitter *au, size_t cap)
 {
   memset(au, 0, sizeof *au);
   return pirec_bytebuf_init(&au->buf, cap, cap > AU_MAX ? cap : AU_MAX);
 }
 
-void pirec__au_free(struct pirec__au *au)
+void pirec_h264_splitter_free(struct pirec_h264_splitter *au)
 {
   if (!au)
     return;
@@ -62,20 +62,20 @@ void pirec__au_free(struct pirec__au *au)
   memset(au, 0, sizeof *au);
 }
 
-void pirec__au_reset(struct pirec__au *au)
+void pirec_h264_splitter_reset(struct pirec_h264_splitter *au)
 {
   pirec_bytebuf_reset(&au->buf);
   au->scan = 0;
   au->have_start = 0;
 }
 
-uint8_t *pirec__au_space(struct pirec__au *au, size_t want)
+uint8_t *pirec_h264_splitter_space(struct pirec_h264_splitter *au, size_t want)
 {
   size_t avail;
   return pirec_bytebuf_space(&au->buf, want, &avail);
 }
 
-void pirec__au_fill(struct pirec__au *au, size_t n)
+void pirec_h264_splitter_fill(struct pirec_h264_splitter *au, size_t n)
 {
   pirec_bytebuf_fill(&au->buf, n);
 }
@@ -94,7 +94,7 @@ static size_t find_aud(const uint8_t *b, size_t from, size_t end)
   return SIZE_MAX;
 }
 
-int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len)
+int pirec_h264_splitter_next(struct pirec_h264_splitter *au, const uint8_t **data, size_t *len)
 {
   const uint8_t *d = pirec_bytebuf_data(&au->buf);
   size_t n = pirec_bytebuf_len(&au->buf);
@@ -124,7 +124,7 @@ int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len)
   return 1;
 }
 
-int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len)
+int pirec_h264_splitter_last(struct pirec_h264_splitter *au, const uint8_t **data, size_t *len)
 {
   size_t n = pirec_bytebuf_len(&au->buf);
   if (!au->have_start || n <= 4)

@@ -21,34 +21,34 @@
 int pirec_h264_next_nal(const uint8_t *b, size_t len, size_t *pos, const uint8_t **nal, size_t *n);
 
 /* 1 when the Annex B access unit holds an IDR slice (nal_unit_type 5). */
-int pirec__h264_is_keyframe(const uint8_t *au, size_t len);
+int pirec_h264_is_keyframe(const uint8_t *au, size_t len);
 
 /* ---- access units of a byte stream ---- */
 
 /* Splits an H.264 Annex B byte stream into access units at access unit delimiters (x264 -aud 1).
  * An access unit is complete when the next delimiter arrives, or at the end of a run that
- * finished normally (pirec__au_last). A plain value: _init, then _free. */
-struct pirec__au {
+ * finished normally (pirec_h264_splitter_last). A plain value: _init, then _free. */
+struct pirec_h264_splitter {
   struct pirec_bytebuf buf;
   size_t scan; /* where the search for the next delimiter resumes, relative to the data */
   int have_start;
 };
 
 /* cap: the initial buffer (it grows on demand, to 64 MiB or cap). 0 or -ENOMEM. */
-int pirec__au_init(struct pirec__au *au, size_t cap);
+int pirec_h264_splitter_init(struct pirec_h264_splitter *au, size_t cap);
 /* NULL is a no-op. */
-void pirec__au_free(struct pirec__au *au);
+void pirec_h264_splitter_free(struct pirec_h264_splitter *au);
 /* Forgets everything buffered (a crashed encoder's partial output). */
-void pirec__au_reset(struct pirec__au *au);
+void pirec_h264_splitter_reset(struct pirec_h264_splitter *au);
 /* Room for at least want more bytes (grows the buffer); NULL when out of memory or past the
  * limit. */
-uint8_t *pirec__au_space(struct pirec__au *au, size_t want);
-/* n bytes were written at the pointer pirec__au_space returned. */
-void pirec__au_fill(struct pirec__au *au, size_t n);
+uint8_t *pirec_h264_splitter_space(struct pirec_h264_splitter *au, size_t want);
+/* n bytes were written at the pointer pirec_h264_splitter_space returned. */
+void pirec_h264_splitter_fill(struct pirec_h264_splitter *au, size_t n);
 /* 1 and the next complete access unit (valid until the next call), or 0. */
-int pirec__au_next(struct pirec__au *au, const uint8_t **data, size_t *len);
+int pirec_h264_splitter_next(struct pirec_h264_splitter *au, const uint8_t **data, size_t *len);
 /* The trailing access unit of a run that ended cleanly: 1 and it, or 0 when there is none. */
-int pirec__au_last(struct pirec__au *au, const uint8_t **data, size_t *len);
+int pirec_h264_splitter_last(struct pirec_h264_splitter *au, const uint8_t **data, size_t *len);
 
 /* ---- depayloading: RTP packets to access units ---- */
 

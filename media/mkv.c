@@ -38,7 +38,7 @@ static size_t parameter_sets(const uint8_t *au, size_t len, uint8_t *out, size_t
 
 /* ---- Matroska ---- */
 
-struct pirec__mkv {
+struct pirec_mkv {
   struct pirec_sink *sink;
   AVFormatContext *oc;
   AVIOContext *pb;
@@ -58,7 +58,7 @@ static int mkv_write(void *opaque, const uint8_t *buf, int size)
 static int mkv_write(void *opaque, uint8_t *buf, int size)
 #endif
 {
-  struct pirec__mkv *m = opaque;
+  struct pirec_mkv *m = opaque;
   if (m->error)
     return m->error;
   if (m->head_len < sizeof m->head) {
@@ -76,10 +76,10 @@ static int mkv_write(void *opaque, uint8_t *buf, int size)
   return size;
 }
 
-int pirec__mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, int fps_den,
-                   struct pirec__mkv **out)
+int pirec_mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, int fps_den,
+                  struct pirec_mkv **out)
 {
-  struct pirec__mkv *m = calloc(1, sizeof *m);
+  struct pirec_mkv *m = calloc(1, sizeof *m);
   if (!m)
     return -ENOMEM;
   m->sink = sink;
@@ -123,8 +123,8 @@ static int picture_size(const uint8_t *au, size_t len, int *w, int *h)
 }
 
 /* Sets up the muxer from the first access unit and writes the header. -EINVAL when the unit cannot
- * start a file; what was allocated is left for the caller (or pirec__mkv_free) to release. */
-static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
+ * start a file; what was allocated is left for the caller (or pirec_mkv_free) to release. */
+static int write_header(struct pirec_mkv *m, const uint8_t *au, size_t len)
 {
   enum { AVIO_BUF = 64 * 1024 };
   size_t ps_cap = len + 64, ps_len;
@@ -183,12 +183,12 @@ static int write_header(struct pirec__mkv *m, const uint8_t *au, size_t len)
   return m->error;
 }
 
-size_t pirec__mkv_margin(void)
+size_t pirec_mkv_margin(void)
 {
   return (2u << 20) + (128u << 10); /* one cluster plus the AVIO buffer */
 }
 
-static void drop_muxer(struct pirec__mkv *m)
+static void drop_muxer(struct pirec_mkv *m)
 {
   if (m->pb) {
     av_freep(&m->pb->buffer);
@@ -201,7 +201,7 @@ static void drop_muxer(struct pirec__mkv *m)
   }
 }
 
-int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int keyframe, int64_t pts_ns)
+int pirec_mkv_write(struct pirec_mkv *m, const uint8_t *au, size_t len, int keyframe, int64_t pts_ns)
 {
   int r;
   if (m->error)
@@ -236,7 +236,7 @@ int pirec__mkv_write(struct pirec__mkv *m, const uint8_t *au, size_t len, int ke
   return m->error;
 }
 
-int pirec__mkv_finish(struct pirec__mkv *m)
+int pirec_mkv_finish(struct pirec_mkv *m)
 {
   if (m->header_done && !m->error) {
     int r = av_write_trailer(m->oc);
@@ -262,7 +262,7 @@ static size_t ebml_vint(const uint8_t *b, size_t n, uint64_t *value)
   return len;
 }
 
-int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8])
+int pirec_mkv_seal(const struct pirec_mkv *m, int64_t *offset, uint8_t bytes[8])
 {
   uint64_t id, size;
   size_t pos = 0, len;
@@ -296,8 +296,8 @@ int pirec__mkv_seal(const struct pirec__mkv *m, int64_t *offset, uint8_t bytes[8
  * still closed, and a failure of the close itself is ignored (the bytes were already synced). */
 static void seal_step(uv_fs_t *req)
 {
-  struct pirec__mkv_sealer *s =
-      (struct pirec__mkv_sealer *)((char *)req - offsetof(struct pirec__mkv_sealer, req));
+  struct pirec_mkv_sealer *s =
+      (struct pirec_mkv_sealer *)((char *)req - offsetof(struct pirec_mkv_sealer, req));
   ssize_t res = req->result;
   uv_fs_type type = req->fs_type;
   int r;
@@ -336,12 +336,12 @@ done:
   s->cb(s, s->status); /* last: cb may free s */
 }
 
-int pirec__mkv_seal_file(uv_loop_t *loop, struct pirec__mkv_sealer *s, const struct pirec__mkv *m,
-                         const char *path, uint64_t file_bytes, pirec__mkv_seal_cb cb)
+int pirec_mkv_seal_file(uv_loop_t *loop, struct pirec_mkv_sealer *s, const struct pirec_mkv *m,
+                        const char *path, uint64_t file_bytes, pirec_mkv_seal_cb cb)
 {
   if (file_bytes != m->bytes)
     return -EINVAL;
-  int r = pirec__mkv_seal(m, &s->offset, s->bytes);
+  int r = pirec_mkv_seal(m, &s->offset, s->bytes);
   if (r < 0)
     return r;
   s->loop = loop;
@@ -352,17 +352,17 @@ int pirec__mkv_seal_file(uv_loop_t *loop, struct pirec__mkv_sealer *s, const str
   return uv_fs_open(loop, &s->req, path, O_WRONLY | O_CLOEXEC, 0, seal_step);
 }
 
-int pirec__mkv_started(const struct pirec__mkv *m)
+int pirec_mkv_started(const struct pirec_mkv *m)
 {
   return m->header_done;
 }
 
-uint64_t pirec__mkv_bytes(const struct pirec__mkv *m)
+uint64_t pirec_mkv_bytes(const struct pirec_mkv *m)
 {
   return m->bytes;
 }
 
-void pirec__mkv_free(struct pirec__mkv *m)
+void pirec_mkv_free(struct pirec_mkv *m)
 {
   if (!m)
     return;

@@ -14,6 +14,9 @@ pirec_add_test(test-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller
                LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
 pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-flood.c
                LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+pirec_add_test(test-controller-lines SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-lines.c
+               LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
+add_dependencies(test-controller-lines pirec pirec-notes)
 foreach(t test-controller test-controller-flood)
   add_dependencies(${t} pirec pirec-notes)
   if(SYSTEMD_FOUND) # pirec then speaks sd_notify, and the fixture insists on it

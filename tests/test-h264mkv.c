@@ -2,7 +2,7 @@
  * ffmpeg (lavfi testsrc2, access unit delimiters on) is split into access units, muxed into a real
  * pirec_sink on the real libuv loop, and the file is read back with the real ffprobe: packet count,
  * keyframes, pts, picture size, the seal of a clean close (computed, and written by the shared
- * pirec__mkv_seal_file), a cut file, and a failing sink. */
+ * pirec_mkv_seal_file), a cut file, and a failing sink. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,18 +83,18 @@ static int setup(void **state)
 
   size_t len;
   uint8_t *in = read_all(f->h264, &len);
-  struct pirec__au au;
-  assert_int_equal(pirec__au_init(&au, 4096), 0);
+  struct pirec_h264_splitter au;
+  assert_int_equal(pirec_h264_splitter_init(&au, 4096), 0);
   const uint8_t *d;
   size_t n;
   for (size_t off = 0; off < len;) {
     size_t piece = len - off < 777 ? len - off : 777;
-    uint8_t *space = pirec__au_space(&au, piece);
+    uint8_t *space = pirec_h264_splitter_space(&au, piece);
     assert_non_null(space);
     memcpy(space, in + off, piece);
-    pirec__au_fill(&au, piece);
+    pirec_h264_splitter_fill(&au, piece);
     off += piece;
-    while (pirec__au_next(&au, &d, &n)) {
+    while (pirec_h264_splitter_next(&au, &d, &n)) {
       assert_true(f->n_aus < FRAMES + 8);
       f->aus[f->n_aus].data = malloc(n);
       assert_non_null(f->aus[f->n_aus].data);
@@ -102,14 +102,14 @@ static int setup(void **state)
       f->aus[f->n_aus++].len = n;
     }
   }
-  if (pirec__au_last(&au, &d, &n)) {
+  if (pirec_h264_splitter_last(&au, &d, &n)) {
     f->aus[f->n_aus].data = malloc(n);
     assert_non_null(f->aus[f->n_aus].data);
     memcpy(f->aus[f->n_aus].data, d, n);
     f->aus[f->n_aus++].len = n;
   }
-  assert_int_equal(pirec__au_last(&au, &d, &n), 0);
-  pirec__au_free(&au);
+  assert_int_equal(pirec_h264_splitter_last(&au, &d, &n), 0);
+  pirec_h264_splitter_free(&au);
   free(in);
   *state = f;
   return 0;
@@ -257,7 +257,7 @@ static void assert_packets(struct fixture *f, const struct probe *p, int n)
     if (p->pts[i] != pts_ns(i) / 1000000)
       fail_msg("packet %d: pts %lld ms, want %lld", i, (long long)p->pts[i],
                (long long)(pts_ns(i) / 1000000));
-    int idr = pirec__h264_is_keyframe(f->aus[i].data, f->aus[i].len);
+    int idr = pirec_h264_is_keyframe(f->aus[i].data, f->aus[i].len);
     if (p->key[i] != idr)
       fail_msg("packet %d: keyframe flag %d, the access unit's IDR %d", i, p->key[i], idr);
     keys += idr;
@@ -268,9 +268,9 @@ static void assert_packets(struct fixture *f, const struct probe *p, int n)
   if (nb < n)
     fail_msg("'%s': %d SimpleBlocks, ffprobe read %d packets", p->path, nb, n);
   for (int i = 0; i < n; i++)
-    if (bk[i] != pirec__h264_is_keyframe(f->aus[i].data, f->aus[i].len))
+    if (bk[i] != pirec_h264_is_keyframe(f->aus[i].data, f->aus[i].len))
       fail_msg("SimpleBlock %d: keyframe bit %d, access unit's IDR %d", i, bk[i],
-               pirec__h264_is_keyframe(f->aus[i].data, f->aus[i].len));
+               pirec_h264_is_keyframe(f->aus[i].data, f->aus[i].len));
 }
 
 static int64_t file_size(const char *path)
@@ -284,28 +284,28 @@ static int64_t file_size(const char *path)
 /* Writes units [0, n) with the given size/rate; returns the writer, finished and its sink closed.
  * bad_first: first offers unit 1 (a P picture without SPS/PPS), which cannot start a file: -EINVAL,
  * nothing written, not latched. */
-static struct pirec__mkv *write_file(struct fixture *f, uv_loop_t *loop, int w, int h, int fps_num, int n,
-                                     int bad_first, struct closed *c)
+static struct pirec_mkv *write_file(struct fixture *f, uv_loop_t *loop, int w, int h, int fps_num, int n,
+                                    int bad_first, struct closed *c)
 {
   struct pirec_sink *sink;
-  struct pirec__mkv *m;
+  struct pirec_mkv *m;
   assert_int_equal(pirec_sink_new(loop, f->mkv, NULL, NULL, NULL, &sink), 0);
-  assert_int_equal(pirec__mkv_new(sink, w, h, fps_num, 1, &m), 0);
-  assert_int_equal(pirec__mkv_started(m), 0);
+  assert_int_equal(pirec_mkv_new(sink, w, h, fps_num, 1, &m), 0);
+  assert_int_equal(pirec_mkv_started(m), 0);
   if (bad_first) {
-    assert_int_equal(pirec__mkv_write(m, f->aus[1].data, f->aus[1].len, 0, 0), -EINVAL);
-    assert_int_equal(pirec__mkv_started(m), 0);
-    assert_int_equal(pirec__mkv_bytes(m), 0);
+    assert_int_equal(pirec_mkv_write(m, f->aus[1].data, f->aus[1].len, 0, 0), -EINVAL);
+    assert_int_equal(pirec_mkv_started(m), 0);
+    assert_int_equal(pirec_mkv_bytes(m), 0);
   }
   for (int i = 0; i < n; i++) {
-    int key = pirec__h264_is_keyframe(f->aus[i].data, f->aus[i].len);
-    int r = pirec__mkv_write(m, f->aus[i].data, f->aus[i].len, key, pts_ns(i));
+    int key = pirec_h264_is_keyframe(f->aus[i].data, f->aus[i].len);
+    int r = pirec_mkv_write(m, f->aus[i].data, f->aus[i].len, key, pts_ns(i));
     if (r != 0)
       fail_msg("write of access unit %d (%zu bytes): %d", i, f->aus[i].len, r);
     uv_run(loop, UV_RUN_NOWAIT); /* the sink drains while frames arrive */
   }
-  assert_int_equal(pirec__mkv_started(m), 1);
-  assert_int_equal(pirec__mkv_finish(m), 0);
+  assert_int_equal(pirec_mkv_started(m), 1);
+  assert_int_equal(pirec_mkv_finish(m), 0);
   close_sink(loop, sink, c);
   assert_int_equal(c->final.error, 0);
   return m;
@@ -323,7 +323,7 @@ static void test_split(void **state)
               (d[0] == 0 && d[1] == 0 && d[2] == 0 && d[3] == 1 && (d[4] & 0x1F) == 9);
     if (!aud)
       fail_msg("access unit %d does not start with a delimiter", i);
-    assert_int_equal(pirec__h264_is_keyframe(d, f->aus[i].len), i % GOP == 0);
+    assert_int_equal(pirec_h264_is_keyframe(d, f->aus[i].len), i % GOP == 0);
   }
 }
 
@@ -336,10 +336,10 @@ static void test_size_from_sps_and_seal(void **state)
   struct closed c = {0};
   struct probe p;
   assert_int_equal(uv_loop_init(&loop), 0);
-  struct pirec__mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
+  struct pirec_mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
 
-  assert_int_equal(c.final.bytes_written, pirec__mkv_bytes(m));
-  assert_int_equal(file_size(f->mkv), (int64_t)pirec__mkv_bytes(m));
+  assert_int_equal(c.final.bytes_written, pirec_mkv_bytes(m));
+  assert_int_equal(file_size(f->mkv), (int64_t)pirec_mkv_bytes(m));
   assert_int_equal(probe(f->mkv, &p), 0);
   assert_int_equal(p.width, W);
   assert_int_equal(p.height, H);
@@ -348,7 +348,7 @@ static void test_size_from_sps_and_seal(void **state)
 
   int64_t off;
   uint8_t seal[8];
-  assert_int_equal(pirec__mkv_seal(m, &off, seal), 0);
+  assert_int_equal(pirec_mkv_seal(m, &off, seal), 0);
   uint8_t was[8];
   int fd = open(f->mkv, O_RDWR);
   assert_true(fd >= 0);
@@ -366,7 +366,7 @@ static void test_size_from_sps_and_seal(void **state)
   assert_int_equal(probe(f->mkv, &p), 0);
   assert_packets(f, &p, FRAMES);
 
-  pirec__mkv_free(m);
+  pirec_mkv_free(m);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -375,7 +375,7 @@ struct seal_wait {
   int status;
 };
 
-static void on_sealed(struct pirec__mkv_sealer *s, int status)
+static void on_sealed(struct pirec_mkv_sealer *s, int status)
 {
   struct seal_wait *w = s->data;
   w->calls++;
@@ -410,20 +410,20 @@ static void test_seal_file(void **state)
   uv_loop_t loop;
   struct closed c = {0};
   struct probe p;
-  struct pirec__mkv_sealer s;
+  struct pirec_mkv_sealer s;
   struct seal_wait w = {0};
   int64_t start;
   assert_int_equal(uv_loop_init(&loop), 0);
-  struct pirec__mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
+  struct pirec_mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
   int64_t size = file_size(f->mkv);
   uint64_t unknown = segment_size(f->mkv, &start);
   assert_int_equal(unknown, 0x00FFFFFFFFFFFFFFull); /* as streamed: "unknown" in 8 bytes */
 
   s.data = &w;
-  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written - 1, on_sealed), -EINVAL);
+  assert_int_equal(pirec_mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written - 1, on_sealed), -EINVAL);
   char missing[600];
   snprintf(missing, sizeof missing, "%s/no-such-dir/x.mkv", f->dir);
-  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, missing, c.final.bytes_written, on_sealed), 0);
+  assert_int_equal(pirec_mkv_seal_file(&loop, &s, m, missing, c.final.bytes_written, on_sealed), 0);
   assert_int_equal(w.calls, 0); /* never inside the call */
   while (w.calls == 0)
     uv_run(&loop, UV_RUN_ONCE);
@@ -433,8 +433,8 @@ static void test_seal_file(void **state)
   assert_int_equal(segment_size(f->mkv, &start), unknown);
 
   w.calls = 0;
-  assert_int_equal(pirec__mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written, on_sealed), 0);
-  pirec__mkv_free(m);
+  assert_int_equal(pirec_mkv_seal_file(&loop, &s, m, f->mkv, c.final.bytes_written, on_sealed), 0);
+  pirec_mkv_free(m);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(w.calls, 1);
   if (w.status != 0)
@@ -460,26 +460,26 @@ static void test_fixed_size_and_bad_first_unit(void **state)
   struct pirec_sink *sink;
   struct probe p;
   assert_int_equal(uv_loop_init(&loop), 0);
-  struct pirec__mkv *m = write_file(f, &loop, W, H, 30, GOP, 1, &c);
-  assert_true(pirec__mkv_margin() >= (2u << 20)); /* a cluster fits in what the camera keeps free */
-  assert_int_equal(c.final.bytes_written, pirec__mkv_bytes(m));
+  struct pirec_mkv *m = write_file(f, &loop, W, H, 30, GOP, 1, &c);
+  assert_true(pirec_mkv_margin() >= (2u << 20)); /* a cluster fits in what the camera keeps free */
+  assert_int_equal(c.final.bytes_written, pirec_mkv_bytes(m));
   assert_int_equal(probe(f->mkv, &p), 0);
   assert_int_equal(p.width, W);
   assert_int_equal(p.height, H);
   assert_packets(f, &p, GOP);
-  pirec__mkv_free(m);
+  pirec_mkv_free(m);
 
   /* With no unit ever written, finish is a no-op and there is nothing to seal. */
   c.done = 0;
   assert_int_equal(pirec_sink_new(&loop, f->mkv, NULL, NULL, NULL, &sink), 0);
-  assert_int_equal(pirec__mkv_new(sink, 0, 0, 0, 0, &m), 0);
-  assert_int_equal(pirec__mkv_finish(m), 0);
+  assert_int_equal(pirec_mkv_new(sink, 0, 0, 0, 0, &m), 0);
+  assert_int_equal(pirec_mkv_finish(m), 0);
   int64_t off;
   uint8_t seal[8];
-  assert_int_equal(pirec__mkv_seal(m, &off, seal), -EINVAL);
+  assert_int_equal(pirec_mkv_seal(m, &off, seal), -EINVAL);
   close_sink(&loop, sink, &c);
   assert_int_equal(file_size(f->mkv), 0);
-  pirec__mkv_free(m);
+  pirec_mkv_free(m);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -492,9 +492,9 @@ static void test_truncated(void **state)
   struct closed c = {0};
   struct probe p;
   assert_int_equal(uv_loop_init(&loop), 0);
-  struct pirec__mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
+  struct pirec_mkv *m = write_file(f, &loop, 0, 0, 0, FRAMES, 0, &c);
   int64_t size = file_size(f->mkv);
-  pirec__mkv_free(m);
+  pirec_mkv_free(m);
   assert_int_equal(uv_loop_close(&loop), 0);
 
   assert_int_equal(remux_gen_truncate(f->mkv, size * 6 / 10), 0);
@@ -513,7 +513,7 @@ static void test_sink_full(void **state)
   uv_loop_t loop;
   struct closed c = {0};
   struct pirec_sink *sink;
-  struct pirec__mkv *m;
+  struct pirec_mkv *m;
   struct pirec_sink_options o;
   assert_int_equal(uv_loop_init(&loop), 0);
   pirec_sink_options_default(&o);
@@ -521,23 +521,23 @@ static void test_sink_full(void **state)
   o.batch_bytes = 16 * 1024;
   assert_int_equal(pirec_sink_new(&loop, f->mkv, &o, NULL, NULL, &sink), 0);
   pirec_sink_hold(sink, 1);
-  assert_int_equal(pirec__mkv_new(sink, 0, 0, 0, 0, &m), 0);
+  assert_int_equal(pirec_mkv_new(sink, 0, 0, 0, 0, &m), 0);
   int r = 0, i;
   /* the stream round and round (about 94 KB a round) until the ring is full */
   for (i = 0; i < 10 * FRAMES && r == 0; i++) {
     const struct au_copy *u = &f->aus[i % FRAMES];
-    r = pirec__mkv_write(m, u->data, u->len, pirec__h264_is_keyframe(u->data, u->len), pts_ns(i));
+    r = pirec_mkv_write(m, u->data, u->len, pirec_h264_is_keyframe(u->data, u->len), pts_ns(i));
   }
   if (r != -ENOBUFS)
     fail_msg("held 128 KiB sink after %d units: %d, want -ENOBUFS", i, r);
-  assert_int_equal(pirec__mkv_write(m, f->aus[0].data, f->aus[0].len, 1, pts_ns(i)), -ENOBUFS);
-  assert_int_equal(pirec__mkv_finish(m), -ENOBUFS);
+  assert_int_equal(pirec_mkv_write(m, f->aus[0].data, f->aus[0].len, 1, pts_ns(i)), -ENOBUFS);
+  assert_int_equal(pirec_mkv_finish(m), -ENOBUFS);
   int64_t off;
   uint8_t seal[8];
-  assert_int_equal(pirec__mkv_seal(m, &off, seal), -EINVAL);
+  assert_int_equal(pirec_mkv_seal(m, &off, seal), -EINVAL);
   close_sink(&loop, sink, &c);
-  assert_int_equal(c.final.bytes_written, pirec__mkv_bytes(m));
-  pirec__mkv_free(m);
+  assert_int_equal(c.final.bytes_written, pirec_mkv_bytes(m));
+  pirec_mkv_free(m);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 

@@ -120,11 +120,11 @@ struct trial {
   int number, part;
   char *video_path, *csv_path;
   struct pirec_sink *video, *csv;
-  struct pirec__mkv *mkv;
+  struct pirec_mkv *mkv;
   struct pirec_job *job;
   struct meta *meta;
   size_t meta_cap, meta_head, meta_count;
-  struct pirec__au au;
+  struct pirec_h264_splitter au;
   uint64_t rows;
   uint64_t video_offset;
   int64_t t0_mono;
@@ -137,7 +137,7 @@ struct trial {
   int mkv_failed;
   int seal;                 /* the video sink closed cleanly: seal it once the CSV is closed too */
   uint64_t seal_file_bytes; /* the video sink's final bytes_written */
-  struct pirec__mkv_sealer sealer;
+  struct pirec_mkv_sealer sealer;
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
@@ -788,12 +788,12 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
   t->meta_count--;
   if (t->rows == 0)
     t->t0_mono = m.mono_ns;
-  if (t->mkv_failed || !sink_has_room(t->video, len + pirec__mkv_margin())) {
+  if (t->mkv_failed || !sink_has_room(t->video, len + pirec_mkv_margin())) {
     cam->drops_sink++;
     carry_out(cam, t, m.dropped + 1);
     return;
   }
-  int r = pirec__mkv_write(t->mkv, au, len, pirec__h264_is_keyframe(au, len), m.mono_ns - t->t0_mono);
+  int r = pirec_mkv_write(t->mkv, au, len, pirec_h264_is_keyframe(au, len), m.mono_ns - t->t0_mono);
   if (r < 0) {
     t->mkv_failed = 1;
     if (!t->err)
@@ -823,15 +823,15 @@ static void enc_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
 
   if (!t || t->job != job)
     return;
-  space = pirec__au_space(&t->au, len);
+  space = pirec_h264_splitter_space(&t->au, len);
   if (!space) {
     /* The units these bytes belonged to are lost; their frames are counted when the run ends. */
     cam->loop_last_error = -ENOMEM;
     return;
   }
   memcpy(space, data, len);
-  pirec__au_fill(&t->au, len);
-  while (pirec__au_next(&t->au, &au, &au_len))
+  pirec_h264_splitter_fill(&t->au, len);
+  while (pirec_h264_splitter_next(&t->au, &au, &au_len))
     emit_au(cam, t, au, au_len);
 }
 
@@ -841,9 +841,9 @@ static void end_of_run(struct pirec_camera *cam, struct trial *t, int clean)
 {
   const uint8_t *au;
   size_t len;
-  if (clean && pirec__au_last(&t->au, &au, &len))
+  if (clean && pirec_h264_splitter_last(&t->au, &au, &len))
     emit_au(cam, t, au, len);
-  pirec__au_reset(&t->au);
+  pirec_h264_splitter_reset(&t->au);
   while (t->meta_count > 0) {
     struct meta *m = &t->meta[t->meta_head];
     cam->pending += m->dropped + 1;
@@ -953,8 +953,8 @@ static void free_trial(struct trial *t)
 {
   if (!t)
     return;
-  pirec__mkv_free(t->mkv);
-  pirec__au_free(&t->au);
+  pirec_mkv_free(t->mkv);
+  pirec_h264_splitter_free(&t->au);
   free(t->meta);
   free(t->video_path);
   free(t->csv_path);
@@ -1082,12 +1082,12 @@ static int trial_start_encoder(struct pirec_camera *cam, struct trial *t)
 
   t->meta_cap = 4096;
   t->meta = calloc(t->meta_cap, sizeof *t->meta);
-  if (!t->meta || pirec__au_init(&t->au, 4u << 20) < 0)
+  if (!t->meta || pirec_h264_splitter_init(&t->au, 4u << 20) < 0)
     return -ENOMEM;
   /* The track's size is the format's; its nominal rate 30/1 when the format names none. */
   int fps_ok = cam->fmt.fps_num > 0 && cam->fmt.fps_den > 0;
-  if ((r = pirec__mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
-                          fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
+  if ((r = pirec_mkv_new(t->video, cam->fmt.width, cam->fmt.height, fps_ok ? cam->fmt.fps_num : 30,
+                         fps_ok ? cam->fmt.fps_den : 1, &t->mkv)) < 0)
     return r;
   if ((r = build_encoder_argv(cam, &argv)) < 0)
     return r;
@@ -1186,9 +1186,9 @@ static void trial_done(struct pirec_camera *cam)
     maybe_finish_close(cam);
 }
 
-/* The video file is sealed (pirec__mkv_seal_file: its real segment size written over "unknown")
+/* The video file is sealed (pirec_mkv_seal_file: its real segment size written over "unknown")
  * before the trial reports stopped; a failure leaves the file valid, just unsealed. */
-static void sealed(struct pirec__mkv_sealer *s, int status)
+static void sealed(struct pirec_mkv_sealer *s, int status)
 {
   struct trial *t = s->data;
   struct pirec_camera *cam = t->cam;
@@ -1217,7 +1217,7 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   if (t->seal) {
     /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
     t->sealer.data = t;
-    if (pirec__mkv_seal_file(cam->loop, &t->sealer, t->mkv, t->video_path, t->seal_file_bytes, sealed) == 0)
+    if (pirec_mkv_seal_file(cam->loop, &t->sealer, t->mkv, t->video_path, t->seal_file_bytes, sealed) == 0)
       return;
   }
   trial_done(cam);
@@ -1230,7 +1230,7 @@ static void finalize_trial(struct pirec_camera *cam)
     return;
   t->finalizing = 1;
   if (t->mkv) {
-    int r = pirec__mkv_finish(t->mkv);
+    int r = pirec_mkv_finish(t->mkv);
     if (r < 0 && !t->err)
       t->err = r;
   }

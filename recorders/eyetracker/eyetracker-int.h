@@ -142,9 +142,9 @@ struct pirec_eyetracker {
   struct pirec_bytebuf handover_rows;
   uint64_t handover_nrows;
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
-  struct pirec__mkv *mkv;
+  struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
-  struct pirec__mkv_sealer sealer;  /* seals the scene file of a clean trial (mkv.h) */
+  struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;

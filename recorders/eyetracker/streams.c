@@ -222,7 +222,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
    * packet in it decodes; the frames skipped meanwhile are counted. */
-  if (et->need_key && !(au->keyframe && (au->has_params || pirec__mkv_started(et->mkv)))) {
+  if (et->need_key && !(au->keyframe && (au->has_params || pirec_mkv_started(et->mkv)))) {
     st->pending_drop++;
     return;
   }
@@ -241,7 +241,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
       et->pts0_ext = ext - (pts * (int64_t)st->clock_rate) / NS_S;
     }
   }
-  int r = pirec__mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
+  int r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {

@@ -95,7 +95,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (r = open_sink(et, dir, base, "_scene_frames.csv", &et->frames_sink)) < 0 ||
       (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
       (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
-      (et->s.world && (r = pirec__mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
+      (et->s.world && (r = pirec_mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
@@ -162,7 +162,7 @@ int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t
 static void finish_stop(struct pirec_eyetracker *et)
 {
   et->stopping = 0;
-  pirec__mkv_free(et->mkv);
+  pirec_mkv_free(et->mkv);
   et->mkv = NULL;
   pirec_eyetracker_stopped_cb cb = et->stop_cb;
   et->stop_cb = NULL;
@@ -172,7 +172,7 @@ static void finish_stop(struct pirec_eyetracker *et)
     pirec__et_maybe_closed(et);
 }
 
-static void on_scene_sealed(struct pirec__mkv_sealer *s, int status)
+static void on_scene_sealed(struct pirec_mkv_sealer *s, int status)
 {
   struct pirec_eyetracker *et = s->data;
   if (status < 0)
@@ -195,8 +195,8 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
      * and the seal copies it. A file that cannot be sealed stays valid as it is. */
     et->sealer.data = et;
     if (!c->error && et->mkv &&
-        pirec__mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink), c->bytes_written,
-                             on_scene_sealed) == 0)
+        pirec_mkv_seal_file(et->loop, &et->sealer, et->mkv, pirec_sink_path(sink), c->bytes_written,
+                            on_scene_sealed) == 0)
       return; /* this sink's count is released by on_scene_sealed */
   }
   if (--et->sinks_open == 0)
@@ -227,7 +227,7 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
     return -EINVAL;
   et->recording = 0;
   if (et->mkv) {
-    int r = pirec__mkv_finish(et->mkv);
+    int r = pirec_mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)
       et->write_error = r;
   }
