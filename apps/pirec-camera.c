@@ -32,7 +32,19 @@ struct app {
   uv_signal_t sigusr2;
   int stopping;
   int exit_code;
+  /* Under the controller, a camera whose device is missing waits for it: the recorder answers,
+   * refuses trials saying why, and tries the device again with a growing delay. */
+  int waiting;
+  uv_timer_t retry;
+  uint64_t retry_ms;
+  uint64_t retries;
+  /* The camera's lifetime counters when the current session began: status reports per session. */
+  struct pirec_camera_status base;
 };
+
+/* Retry delays while a device is missing: the capture thread's own for a missing device. */
+#define DEVICE_RETRY_MIN_MS 1000
+#define DEVICE_RETRY_MAX_MS 10000
 
 static void usage(FILE *f)
 {
@@ -168,12 +180,22 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   char *dir = NULL;
+  if (a->waiting) {
+    char why[PIREC_CAMERA_PATH_MAX + 200];
+    snprintf(why, sizeof why, "waiting for the device: %s (tried %llu times, next in %llu s)",
+             pirec_camera_start_error(a->cam), (unsigned long long)a->retries,
+             (unsigned long long)(a->retry_ms / 1000));
+    pirec_recorder_finish(req, -ENODEV, why);
+    return;
+  }
   if (asprintf(&dir, "%s/%s", req->session_dir, a->s.name) < 0) {
     pirec_recorder_finish(req, -ENOMEM, NULL);
     return;
   }
   int r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
   free(dir);
+  if (r == 0 && req->new_session)
+    pirec_camera_status(a->cam, &a->base);
   pirec_recorder_finish(req, r, NULL);
 }
 
@@ -224,11 +246,43 @@ static json_t *format_json(const struct pirec_camera_format *f)
                    f->width, "height", f->height, "fps", fps);
 }
 
+/* The lifetime counters of st as counted since the session began (base: at its first start). */
+static void since_session_start(struct pirec_camera_status *st, const struct pirec_camera_status *base)
+{
+  uint64_t *now[] = {&st->frames_captured, &st->frames_idle,  &st->drops_total, &st->drops_ring_full,
+                     &st->drops_encoder,   &st->drops_device, &st->drops_sink,  &st->encoder_restarts,
+                     &st->source_errors,   &st->reconnects};
+  const uint64_t then[] = {base->frames_captured, base->frames_idle,      base->drops_total,
+                           base->drops_ring_full, base->drops_encoder,    base->drops_device,
+                           base->drops_sink,      base->encoder_restarts, base->source_errors,
+                           base->reconnects};
+  for (size_t i = 0; i < sizeof then / sizeof then[0]; i++)
+    *now[i] = *now[i] >= then[i] ? *now[i] - then[i] : 0;
+}
+
+/* What the camera waits for, in its status: "device" is "open", or "waiting" (no device at
+ * start-up, or the capture thread lost it) with "waiting_for" (the source) and "wait_reason". */
+static void device_status(struct app *a, const struct pirec_camera_status *st, json_t *counters)
+{
+  int waiting = a->waiting || st->source_failure == PIREC_CAMERA_FAILURE_DEVICE_MISSING;
+  json_object_set_new(counters, "device", json_string(waiting ? "waiting" : "open"));
+  if (!waiting)
+    return;
+  json_object_set_new(counters, "waiting_for", json_string(a->s.source));
+  json_object_set_new(counters, "wait_reason",
+                      json_string(a->waiting ? pirec_camera_start_error(a->cam)
+                                             : pirec_strerror(st->last_error ? st->last_error : -ENODEV)));
+}
+
 static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   struct pirec_camera_status st;
   pirec_camera_status(a->cam, &st);
+  since_session_start(&st, &a->base);
+  device_status(a, &st, req->counters);
+  if (a->waiting)
+    pirec_recorder_counters_add(req, "device_retries", a->retries);
   pirec_recorder_counters_add(req, "frames_captured", st.frames_captured);
   pirec_recorder_counters_add(req, "frames_written", st.frames_written);
   pirec_recorder_counters_add(req, "frames_idle", st.frames_idle);
@@ -264,6 +318,8 @@ static void camera_closed(struct pirec_camera *cam, void *user)
 {
   struct app *a = user;
   a->cam = NULL;
+  if (!uv_is_closing((uv_handle_t *)&a->retry))
+    uv_close((uv_handle_t *)&a->retry, NULL);
   if (a->quit_req) {
     pirec_recorder_finish(a->quit_req, 0, NULL);
     a->quit_req = NULL;
@@ -283,6 +339,42 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   a->quit_req = req;
   /* A stop in progress finishes inside close; its reply is then no longer wanted. */
   pirec_camera_close(a->cam, camera_closed, a);
+}
+
+static void retry_device(uv_timer_t *t)
+{
+  struct app *a = container_of(t, struct app, retry);
+  a->retries++;
+  int r = pirec_camera_start(a->cam);
+  if (r == 0) {
+    a->waiting = 0;
+    pirec_log(PIREC_LOG_INFO, "camera '%s': '%s' is there now", a->s.name, a->s.source);
+    pirec_recorder_event(a->rec, "device_ready",
+                         json_pack("{s:s,s:s}", "kind", "device_ready", "message", a->s.source));
+    return;
+  }
+  if (pirec_camera_classify(r) != PIREC_CAMERA_FAILURE_DEVICE_MISSING) {
+    /* The device is there but refuses to work: what a crash and a restart would not fix either. */
+    pirec_recorder_event(
+        a->rec, "error",
+        json_pack("{s:s,s:s}", "kind", "source_error", "message", pirec_camera_start_error(a->cam)));
+    a->exit_code = 1;
+    pirec_camera_close(a->cam, camera_closed, a);
+    return;
+  }
+  a->retry_ms = a->retry_ms * 2 > DEVICE_RETRY_MAX_MS ? DEVICE_RETRY_MAX_MS : a->retry_ms * 2;
+  uv_timer_start(&a->retry, retry_device, a->retry_ms, 0);
+}
+
+/* No device at start-up: serve the controller anyway, say so once, and keep looking for it. */
+static void wait_for_device(struct app *a)
+{
+  a->waiting = 1;
+  a->retry_ms = DEVICE_RETRY_MIN_MS;
+  uv_timer_start(&a->retry, retry_device, a->retry_ms, 0);
+  pirec_recorder_event(
+      a->rec, "device_missing",
+      json_pack("{s:s,s:s}", "kind", "device_missing", "message", pirec_camera_start_error(a->cam)));
 }
 
 static int run_protocol(struct app *a)
@@ -312,6 +404,7 @@ static void standalone_closed(struct pirec_camera *cam, void *user)
 {
   struct app *a = user;
   a->cam = NULL;
+  uv_close((uv_handle_t *)&a->retry, NULL);
   close_signals(a);
 }
 
@@ -512,10 +605,16 @@ static int record_or_serve(struct app *a, int protocol)
     fprintf(stderr, "pirec-camera: invalid settings: %s\n", pirec_strerror(r));
     return 64;
   }
+  uv_timer_init(a->loop, &a->retry);
   r = pirec_camera_start(a->cam);
-  if (r == 0)
+  if (r < 0 && protocol && pirec_camera_classify(r) == PIREC_CAMERA_FAILURE_DEVICE_MISSING) {
+    if ((r = run_protocol(a)) == 0)
+      wait_for_device(a);
+  } else if (r == 0) {
     r = protocol ? run_protocol(a) : run_standalone(a);
+  }
   if (r < 0) {
+    uv_close((uv_handle_t *)&a->retry, NULL);
     pirec_camera_close(a->cam, NULL, NULL);
     uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;

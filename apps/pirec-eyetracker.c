@@ -24,6 +24,8 @@ struct app {
   struct run run;                     /* standalone: SIGINT, SIGTERM, --duration */
   int exit_code;
   int json;
+  /* The device's lifetime counters when the current session began: status reports per session. */
+  struct pirec_eyetracker_status base;
 };
 
 static void usage(FILE *f)
@@ -59,6 +61,22 @@ static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev
   pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s", msg);
   if (a->rec)
     pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
+  /* A trial that started while the device was away records from now on (docs/PROTOCOL.md). */
+  if (a->rec && ev == PIREC_EYETRACKER_EVENT_CONNECTED && pirec_eyetracker_recording(et))
+    pirec_recorder_event(a->rec, "device_ready", json_pack("{s:s}", "message", msg));
+}
+
+/* Why no sample can arrive now, or NULL while a stream plays. */
+static const char *device_absent(struct pirec_eyetracker *et, char *buf, size_t cap)
+{
+  struct pirec_eyetracker_status s;
+  pirec_eyetracker_status(et, &s);
+  if (s.gaze.playing || s.world.playing || s.events.playing)
+    return NULL;
+  int err = s.gaze.last_error ? s.gaze.last_error : s.world.last_error;
+  snprintf(buf, cap, "waiting for the eye tracker at '%.200s': %s", s.host,
+           err ? pirec_strerror(err) : "not connected yet");
+  return buf;
 }
 
 static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
@@ -87,10 +105,31 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   return o;
 }
 
-static json_t *status_json(struct pirec_eyetracker *et)
+/* A stream's lifetime counters as counted since base (written, refused, dropped are per trial). */
+static void stream_since(struct pirec_eyetracker_stream_status *s,
+                         const struct pirec_eyetracker_stream_status *b)
+{
+  uint64_t *now[] = {
+      &s->connects,     &s->disconnects, &s->connect_failures, &s->packets, &s->rtcp_sr, &s->bad_packets,
+      &s->bad_payloads, &s->lost,        &s->gap_samples,      &s->samples, &s->idle};
+  const uint64_t then[] = {
+      b->connects,     b->disconnects, b->connect_failures, b->packets, b->rtcp_sr, b->bad_packets,
+      b->bad_payloads, b->lost,        b->gap_samples,      b->samples, b->idle};
+  for (size_t i = 0; i < sizeof then / sizeof then[0]; i++)
+    *now[i] = *now[i] >= then[i] ? *now[i] - then[i] : 0;
+}
+
+static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetracker_status *base)
 {
   struct pirec_eyetracker_status s;
   pirec_eyetracker_status(et, &s);
+  if (base) {
+    stream_since(&s.gaze, &base->gaze);
+    stream_since(&s.world, &base->world);
+    stream_since(&s.events, &base->events);
+    s.status_ok -= s.status_ok >= base->status_ok ? base->status_ok : s.status_ok;
+    s.status_failed -= s.status_failed >= base->status_failed ? base->status_failed : s.status_failed;
+  }
   return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
                    stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok",
                    (json_int_t)s.status_ok, "status_failed", (json_int_t)s.status_failed, "bytes_video",
@@ -106,6 +145,11 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(rec));
   int r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
+  if (r == 0 && req->new_session)
+    pirec_eyetracker_status(a->et, &a->base);
+  char why[512];
+  if (r == 0 && device_absent(a->et, why, sizeof why))
+    pirec_recorder_start_waiting(req, why);
   pirec_recorder_finish(req, r, NULL);
 }
 
@@ -141,7 +185,7 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
-  json_t *s = status_json(a->et);
+  json_t *s = status_json(a->et, &a->base);
   json_object_update(req->counters, s);
   json_decref(s);
   pirec_recorder_finish(req, 0, NULL);
@@ -179,7 +223,7 @@ static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *us
     fprintf(stderr, "pirec-eyetracker: %s\n", pirec_strerror(err));
     a->exit_code = 1;
   }
-  json_t *s = status_json(et);
+  json_t *s = status_json(et, NULL);
   if (a->json) {
     char *text = json_dumps(s, JSON_COMPACT);
     if (text)

@@ -32,6 +32,8 @@ struct app {
   int in_open;
   int is_tty;
   struct run run; /* SIGINT, SIGTERM */
+  /* Counters when the current session began: status reports them per session. */
+  struct pirec_notes_counters base;
   char line[65536 + 2];
   size_t line_len;
   int discarding;
@@ -58,6 +60,8 @@ static void on_opened(struct pirec_notes *notes, int status, void *user)
 static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
+  if (req->new_session)
+    pirec_notes_counters(a->notes, &a->base);
   int err = pirec_notes_open(a->notes, req->session_dir, req->trial, on_opened, req);
   if (err < 0)
     pirec_recorder_finish(req, err, NULL);
@@ -81,9 +85,9 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   struct app *a = pirec_recorder_user(rec);
   struct pirec_notes_counters c;
   pirec_notes_counters(a->notes, &c);
-  pirec_recorder_counters_add(req, "notes", c.notes);
-  pirec_recorder_counters_add(req, "drops", c.drops);
-  pirec_recorder_counters_add(req, "bytes_written", c.bytes_written);
+  pirec_recorder_counters_add(req, "notes", c.notes - a->base.notes);
+  pirec_recorder_counters_add(req, "drops", c.drops - a->base.drops);
+  pirec_recorder_counters_add(req, "bytes_written", c.bytes_written - a->base.bytes_written);
   if (c.error)
     json_object_set_new(req->counters, "error", json_string(pirec_strerror(c.error)));
   pirec_recorder_finish(req, 0, NULL);

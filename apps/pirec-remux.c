@@ -34,7 +34,9 @@ static void usage(FILE *f)
         "  -j, --jobs N          files at once (default 1)\n"
         "  --timeout SECONDS     per file (default 30 s + 1 s per 2 MiB)\n"
         "  --json                JSON summary on stdout\n"
-        "Exit status: 0 all done, 1 some files failed, 64 usage.\n",
+        "  --live                also remux a session that is still recording (left alone by\n"
+        "                        default: what is written so far, as if it had crashed now)\n"
+        "Exit status: 0 all done, 1 some files failed or a live session was left alone, 64 usage.\n",
         f);
 }
 
@@ -66,6 +68,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     O_TIMEOUT,
     O_JSON,
     O_ONE,
+    O_LIVE,
     O_VERSION
   };
   static const struct option longopts[] = {
@@ -82,6 +85,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
       {"jobs", required_argument, NULL, 'j'},
       {"timeout", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
+      {"live", no_argument, NULL, O_LIVE},
       {"one", no_argument, NULL, O_ONE}, /* internal: the child mode, one file */
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, O_VERSION},
@@ -111,6 +115,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     case O_TIMING: o->remux.timing_path = optarg; break;
     case O_OUTPUT: o->remux.output_path = optarg; break;
     case O_JSON: o->json = 1; break;
+    case O_LIVE: o->live = 1; break;
     case O_ONE: *one = 1; break;
     case 'j':
     case O_TIMEOUT: {

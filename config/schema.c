@@ -37,6 +37,16 @@ static const char *check_label(const char *v)
   return NULL;
 }
 
+/* A list of module names ("cam0, eyetracker, gpio.pedal"): camera instance names, eyetracker,
+ * notes, gpio.NAME. */
+static const char *check_module_list(const char *v)
+{
+  for (const char *c = v; *c; c++)
+    if (!name_char(*c) && *c != ',' && *c != ' ' && *c != '.')
+      return "module names (a camera's name, eyetracker, notes, gpio.NAME) separated by commas";
+  return NULL;
+}
+
 static const char *check_socket_path(const char *v)
 {
   if (*v && *v != '/')
@@ -120,6 +130,7 @@ static const char *const roles[] = {"led", "sync_pulse", NULL};
 static const char *const formats[] = {"mp4", "mkv", NULL};
 static const char *const clocks[] = {"auto", "mono", "wall", "device", NULL};
 static const char *const control_modes[] = {"socket", "off", NULL};
+static const char *const required_policies[] = {"fail", "warn", NULL};
 
 /* ---- the tables -------------------------------------------------------------------------------- */
 
@@ -167,6 +178,11 @@ static const struct pirec__config_key session_keys[] = {
     DUR("clocks_interval", "10s", 100 * NS_MS, NS_H,
         "how often a (monotonic, realtime, boottime) row is written to clocks.csv"),
     BOOL("remux_after", "true", "run pirec-remux on the session directory when the session stops"),
+    STR("required", "", check_module_list,
+        "modules that must record, e.g. cam0, eyetracker, gpio.pedal: a start while one of them cannot "
+        "record (device or chip missing, recorder down) fails, or warns (see if_required_missing)"),
+    ENUM("if_required_missing", "fail", required_policies,
+         "fail: the start fails and the session is stopped at once; warn: it records without them"),
 };
 
 static const struct pirec__config_key storage_keys[] = {

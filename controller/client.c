@@ -2,6 +2,7 @@
  * `pirec status|start|stop|trial|note|reload`. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdio.h>
@@ -54,6 +55,8 @@ int pirec_controller_record_main(int argc, char **argv)
   struct pirec_controller_options o;
   pirec_controller_options_default(&o);
   o.report = report_stderr;
+  /* events.csv or session.json past RLIMIT_FSIZE: an EFBIG write error for the session, not death. */
+  signal(SIGXFSZ, SIG_IGN);
   int opt;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {
@@ -101,6 +104,9 @@ int pirec_controller_record_main(int argc, char **argv)
 
 /* ---- clients ---- */
 
+/* `pirec start` and `pirec trial`: recording, but without every module (said on stderr). */
+#define EXIT_PARTIAL 3
+
 static void control_usage(FILE *f)
 {
   fprintf(f, "usage: pirec status [--json]            what the recorder is doing\n"
@@ -109,7 +115,8 @@ static void control_usage(FILE *f)
              "       pirec trial [--label L]          next trial (starts a session if none)\n"
              "       pirec note TEXT...               add a note, timestamped on arrival\n"
              "       pirec reload                     reload the config (applies from the next session)\n"
-             "options: --json (print the reply as JSON), --socket PATH, -c FILE, --timeout SECONDS\n");
+             "options: --json (print the reply as JSON), --socket PATH, -c FILE, --timeout SECONDS\n"
+             "exit status: 0 done, 1 refused or failed, 3 recording without some modules (said why)\n");
 }
 
 static int64_t now_ms(void)
@@ -242,6 +249,8 @@ static void print_status(json_t *r)
     if (json_is_string(json_object_get(m, "last_error")))
       printf(" (last: %s)", str(m, "last_error"));
     printf("\n");
+    if (json_is_string(json_object_get(m, "not_recording")))
+      printf("  %-12s NOT RECORDING: %s\n", "", str(m, "not_recording"));
   }
   json_t *lag = json_object_get(r, "looplag");
   if (lag)
@@ -271,11 +280,25 @@ static void print_stopped(json_t *r)
   }
 }
 
-/* The reply for a person (or as JSON with --json). Returns the exit status: 1 for an error reply. */
+/* The modules a started trial goes on without, on stderr. Returns 1 when there are any. */
+static int warn_not_recording(const char *cmd, json_t *r)
+{
+  const char *name;
+  json_t *why;
+  json_object_foreach(json_object_get(r, "not_recording"), name, why)
+  {
+    fprintf(stderr, "pirec %s: warning: '%s' is not recording: %s\n", cmd, name, json_string_value(why));
+  }
+  return json_object_size(json_object_get(r, "not_recording")) > 0;
+}
+
+/* The reply for a person (or as JSON with --json). Returns the exit status: 1 for an error reply,
+ * EXIT_PARTIAL for a session or trial started with some modules not recording. */
 static int print_reply(const char *cmd, json_t *r, int json_out)
 {
   const char *reply = str(r, "reply");
   int rc = strcmp(reply, "error") == 0 ? 1 : 0;
+  int partial = !rc && warn_not_recording(cmd, r);
   if (json_out) {
     char *t = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     printf("%s\n", t);
@@ -298,7 +321,7 @@ static int print_reply(const char *cmd, json_t *r, int json_out)
   } else {
     printf("%s\n", reply);
   }
-  return rc;
+  return partial ? EXIT_PARTIAL : rc;
 }
 
 struct control_args {
@@ -308,6 +331,39 @@ struct control_args {
   int timeout_ms;
   int first_arg; /* optind after the options: the note's words */
 };
+
+/* Where a note's options end and its text begins: after the leading words that are this client's
+ * options (with their values), or after "--". Everything from there on is the text, even a word
+ * that looks like an option. */
+static int note_options_end(int argc, char **argv)
+{
+  static const char *const flags[] = {"--json", "-h", "--help", NULL};
+  static const char *const with_value[] = {"--socket", "--config", "-c", "--timeout", NULL};
+  int i = 1;
+  while (i < argc) {
+    const char *w = argv[i];
+    int known = 0;
+    if (strcmp(w, "--") == 0)
+      return i + 1;
+    for (int k = 0; flags[k] && !known; k++)
+      known = strcmp(w, flags[k]) == 0;
+    if (known) {
+      i++;
+      continue;
+    }
+    for (int k = 0; with_value[k] && !known; k++) {
+      size_t n = strlen(with_value[k]);
+      if (strcmp(w, with_value[k]) == 0)
+        known = 2;
+      else if (strncmp(w, with_value[k], n) == 0 && w[n] == '=')
+        known = 1;
+    }
+    if (!known)
+      return i;
+    i += known;
+  }
+  return argc < i ? argc : i;
+}
 
 /* Returns -1 to go on, or the exit status (help, usage error). */
 static int parse_control_args(int argc, char **argv, struct control_args *a)
@@ -324,8 +380,10 @@ static int parse_control_args(int argc, char **argv, struct control_args *a)
   a->timeout_ms = strcmp(a->cmd, "status") == 0 || strcmp(a->cmd, "note") == 0 ? 5000 : 60000;
   int opt;
   optind = 1;
-  /* "+" : stop at the first non-option, so a note may begin with '-'. */
-  while ((opt = getopt_long(argc, argv, "+c:l:h", longopts, NULL)) != -1) {
+  /* A note's text may begin with '-' ("-3 dB, left"): only the options before it are parsed, and
+   * "+" stops getopt at the first word that is not one. */
+  int nopt = strcmp(a->cmd, "note") == 0 ? note_options_end(argc, argv) : argc;
+  while ((opt = getopt_long(nopt, argv, "+c:l:h", longopts, NULL)) != -1) {
     switch (opt) {
     case 'j': a->json_out = 1; break;
     case 's': a->socket_path = optarg; break;

@@ -87,7 +87,8 @@ struct module {
   int status_inflight;
   int64_t last_status_mono;
   char last_error[256];
-  int line_discarding; /* inside a stdout line over the protocol's limit */
+  char not_recording[400]; /* why it is not recording the current trial ("" when it is, or idle) */
+  int line_discarding;     /* inside a stdout line over the protocol's limit */
 };
 
 /* ---- the op queue (ops.c) ---- */
@@ -141,6 +142,8 @@ struct pirec__hooks {
   /* A recorder said ready / its job ended for good (ops.c: joins or leaves the trial). */
   void (*module_ready)(struct module *m);
   void (*module_ended)(struct module *m);
+  /* A recorder that was waiting for its device has it now (ops.c: joins the running trial). */
+  void (*module_device_ready)(struct module *m);
   /* A trigger's edge asks for an op (ops.c). */
   void (*gpio_submit)(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
   /* The reply to a status command (status.c). */
@@ -173,8 +176,17 @@ struct pirec_controller {
   uint64_t gpio_merged[MAX_GPIO];  /* edges merged so far, per trigger (status) */
   uint64_t gpio_outside[MAX_GPIO]; /* edges that came while no session was there to take them */
   int gpio_closing;                /* lines still closing before a reload re-opens the set */
-  int gpio_reopen;                 /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
-  struct remux_run *remuxes;       /* pirec-remux children started after sessions ([session] remux_after) */
+  /* [gpio.*] lines whose chip is not there (yet): tried again on gpio_retry, 1 s doubling to 10 s,
+   * and reported (status, each session's events.csv and session.json, [session] required). */
+  struct gpio_waiting {
+    char section[80];
+    char why[256];
+  } gpio_waiting[MAX_GPIO];
+  int ngpio_waiting;
+  uint64_t gpio_retry_ms;
+  uv_timer_t gpio_retry;
+  int gpio_reopen;           /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
+  struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
@@ -226,6 +238,9 @@ struct pirec_controller {
   pirec_controller_close_cb close_cb;
   int errors;
   int started;
+  /* A start that a required module could not join ([session] required): the session is stopped
+   * at once and the start answered with this error instead of "started". */
+  char start_failed[600];
 };
 
 /* ---- paths.c: options, paths, the config snapshot ---- */
@@ -284,6 +299,11 @@ json_t *pirec__gpio_status(struct pirec_controller *c);
 void pirec__gpio_early_discard(struct pirec_controller *c);
 /* The edges kept for session s, into its events.csv (and, per line, how many were not kept). */
 void pirec__gpio_early_write(struct pirec_controller *c, struct pirec_session *s);
+/* Why the trigger or output `name` ("gpio.pedal") cannot work now, or NULL when it is open or not
+ * configured (*configured says which). */
+const char *pirec__gpio_missing(struct pirec_controller *c, const char *name, size_t len, int *configured);
+/* Into the session that just started: events.csv and session.json name every line that waits. */
+void pirec__gpio_session_started(struct pirec_controller *c);
 /* op leaves the pending slot of the trigger that queued it. */
 void pirec__gpio_unpend(struct pirec_controller *c, struct op *op);
 
@@ -313,6 +333,7 @@ void pirec__note_waits_forget(struct pirec_controller *c, void *who);
 /* Hook implementations (struct pirec__hooks). */
 void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);
+void pirec__ops_module_device_ready(struct module *m);
 void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
 
 /* ---- clients.c: the control socket ---- */

@@ -72,6 +72,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
       .ops_idle = pirec__ops_idle,
       .module_ready = pirec__ops_module_ready,
       .module_ended = pirec__ops_module_ended,
+      .module_device_ready = pirec__ops_module_device_ready,
       .gpio_submit = pirec__ops_gpio_submit,
       .status_json = pirec__status_json,
       .closed = close_last,
@@ -116,7 +117,8 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   uv_timer_init(c->loop, &c->watchdog_timer);
   uv_timer_init(c->loop, &c->demo_timer);
   uv_idle_init(c->loop, &c->idle);
-  c->handles_open += 5;
+  uv_timer_init(c->loop, &c->gpio_retry);
+  c->handles_open += 6;
   *out = c;
   return 0;
 }

@@ -2,6 +2,7 @@
  * edges into events.csv rows (stamped with the kernel's edge time) and session actions; outputs
  * follow the recording state (led) and trial starts (sync_pulse). A line that cannot be opened is
  * logged and left out; recording goes on without it. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/container_of.h"
 
 static const char *gpio_action_word(enum pirec_gpio_action a)
 {
@@ -216,51 +218,138 @@ static void on_gpio_error(struct pirec_gpio *g, int err, void *user)
     pirec_session_error(c->session, NULL, msg);
 }
 
+/* Opens the line of section sec into c->gpios. Returns 0, or the error with why (for the log and
+ * the wait list) filled. */
+static int gpio_open_section(struct pirec_controller *c, const char *sec, char *why, size_t cap)
+{
+  struct pirec_gpio_settings gs;
+  pirec_gpio_settings_default(&gs);
+  gs.name = sec + strlen("gpio.");
+  gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
+  gs.line = pirec_config_get_string(c->cfg, sec, "line");
+  int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
+  int role =
+      output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role")) : PIREC_GPIO_ROLE_TRIGGER;
+  int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
+  int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
+  int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
+  if (role < 0 || edge < 0 || bias < 0 || action < 0) {
+    snprintf(why, cap, "a setting is not understood by the gpio library");
+    return -EINVAL;
+  }
+  gs.role = (enum pirec_gpio_role)role;
+  gs.edge = (enum pirec_gpio_edge)edge;
+  gs.bias = (enum pirec_gpio_bias)bias;
+  gs.action = (enum pirec_gpio_action)action;
+  gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
+  gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
+  gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
+  gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
+  gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
+  struct pirec_gpio *g = NULL;
+  int err = pirec_gpio_settings_check(&gs, why, cap);
+  if (err == 0)
+    err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
+  else
+    return err;
+  if (err < 0) {
+    snprintf(why, cap, "cannot use line '%s' on chip '%s': %s", gs.line, gs.chip, pirec_strerror(err));
+    return err;
+  }
+  pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
+  c->gpios[c->ngpio++] = g;
+  return 0;
+}
+
+/* A chip that is not there (yet: a USB GPIO adapter, a driver still loading) is waited for. */
+static int chip_missing(int err)
+{
+  return err == -ENOENT || err == -ENODEV || err == -ENXIO;
+}
+
+static void gpio_retry(uv_timer_t *t);
+
+static void gpio_wait(struct pirec_controller *c, const char *sec, const char *why)
+{
+  if (c->ngpio_waiting >= MAX_GPIO)
+    return;
+  struct gpio_waiting *w = &c->gpio_waiting[c->ngpio_waiting++];
+  snprintf(w->section, sizeof w->section, "%s", sec);
+  snprintf(w->why, sizeof w->why, "waiting for the chip: %.200s", why);
+  if (!uv_is_active((uv_handle_t *)&c->gpio_retry)) {
+    c->gpio_retry_ms = 1000;
+    uv_timer_start(&c->gpio_retry, gpio_retry, c->gpio_retry_ms, 0);
+  }
+}
+
 void pirec__gpio_open_all(struct pirec_controller *c)
 {
   size_t n = pirec_config_instance_count(c->cfg, "gpio");
   for (size_t i = 0; i < n && c->ngpio < MAX_GPIO; i++) {
     const char *sec = pirec_config_instance(c->cfg, "gpio", i);
-    struct pirec_gpio_settings gs;
-    pirec_gpio_settings_default(&gs);
-    gs.name = sec + strlen("gpio.");
-    gs.chip = pirec_config_get_string(c->cfg, sec, "chip");
-    gs.line = pirec_config_get_string(c->cfg, sec, "line");
-    int output = strcmp(pirec_config_get_string(c->cfg, sec, "direction"), "output") == 0;
-    int role = output ? pirec_gpio_role_parse(pirec_config_get_string(c->cfg, sec, "role"))
-                      : PIREC_GPIO_ROLE_TRIGGER;
-    int edge = pirec_gpio_edge_parse(pirec_config_get_string(c->cfg, sec, "edge"));
-    int bias = pirec_gpio_bias_parse(pirec_config_get_string(c->cfg, sec, "bias"));
-    int action = pirec_gpio_action_parse(pirec_config_get_string(c->cfg, sec, "action"));
-    if (role < 0 || edge < 0 || bias < 0 || action < 0) {
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': a setting is not understood by the gpio library", gs.name);
-      c->errors++;
-      continue;
-    }
-    gs.role = (enum pirec_gpio_role)role;
-    gs.edge = (enum pirec_gpio_edge)edge;
-    gs.bias = (enum pirec_gpio_bias)bias;
-    gs.action = (enum pirec_gpio_action)action;
-    gs.active_low = pirec_config_get_bool(c->cfg, sec, "active_low");
-    gs.debounce_ns = pirec_config_get_duration(c->cfg, sec, "debounce");
-    gs.min_interval_ns = pirec_config_get_duration(c->cfg, sec, "min_interval");
-    gs.pulse_ns = pirec_config_get_duration(c->cfg, sec, "pulse_length");
-    gs.pulse_interval_ns = pirec_config_get_duration(c->cfg, sec, "pulse_interval");
-    char why[200];
-    struct pirec_gpio *g = NULL;
-    int err = pirec_gpio_settings_check(&gs, why, sizeof why);
+    char why[300];
+    int err = gpio_open_section(c, sec, why, sizeof why);
     if (err == 0)
-      err = pirec_gpio_new(c->loop, &gs, on_gpio_event, on_gpio_error, c, &g);
-    else
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s", gs.name, why);
-    if (err < 0) {
-      pirec_log(PIREC_LOG_ERROR, "gpio '%s': cannot use line '%s' on chip '%s': %s", gs.name, gs.line,
-                gs.chip, pirec_strerror(err));
-      c->errors++;
       continue;
+    pirec_log(PIREC_LOG_ERROR, "gpio '%s': %s%s", sec + strlen("gpio."), why,
+              chip_missing(err) ? "; trying again until it is there" : "");
+    if (chip_missing(err))
+      gpio_wait(c, sec, why);
+    else
+      c->errors++;
+  }
+}
+
+/* Tries the waiting lines again; the ones that open join the set (and the recording state). */
+static void gpio_retry(uv_timer_t *t)
+{
+  struct pirec_controller *c = container_of(t, struct pirec_controller, gpio_retry);
+  int n = c->ngpio_waiting;
+  c->ngpio_waiting = 0;
+  struct gpio_waiting waiting[MAX_GPIO];
+  memcpy(waiting, c->gpio_waiting, sizeof waiting[0] * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    char why[300];
+    int err = c->ngpio < MAX_GPIO ? gpio_open_section(c, waiting[i].section, why, sizeof why) : -ENOSPC;
+    if (err == 0) {
+      if (c->session && pirec_session_dir(c->session))
+        pirec_session_event(c->session, "module_recording", waiting[i].section, "the chip is there now");
+      if (c->state == C_RECORDING)
+        pirec_gpio_set_recording(c->gpios[c->ngpio - 1], 1);
+    } else {
+      c->gpio_waiting[c->ngpio_waiting++] = waiting[i];
     }
-    pirec_log(PIREC_LOG_INFO, "gpio '%s': %s", gs.name, pirec_gpio_describe(g));
-    c->gpios[c->ngpio++] = g;
+  }
+  if (c->ngpio_waiting) {
+    c->gpio_retry_ms = c->gpio_retry_ms * 2 > 10000 ? 10000 : c->gpio_retry_ms * 2;
+    uv_timer_start(&c->gpio_retry, gpio_retry, c->gpio_retry_ms, 0);
+  }
+}
+
+const char *pirec__gpio_missing(struct pirec_controller *c, const char *name, size_t len, int *configured)
+{
+  *configured = 0;
+  for (int i = 0; i < c->ngpio_waiting; i++)
+    if (strlen(c->gpio_waiting[i].section) == len && strncmp(c->gpio_waiting[i].section, name, len) == 0) {
+      *configured = 1;
+      return c->gpio_waiting[i].why;
+    }
+  for (int i = 0; i < c->ngpio; i++) {
+    const char *g = pirec_gpio_name(c->gpios[i]);
+    if (len > 5 && strlen(g) == len - 5 && strncmp(name, "gpio.", 5) == 0 &&
+        strncmp(g, name + 5, len - 5) == 0)
+      *configured = 1;
+  }
+  return NULL;
+}
+
+void pirec__gpio_session_started(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->ngpio_waiting; i++) {
+    struct gpio_waiting *w = &c->gpio_waiting[i];
+    pirec_session_event(c->session, "module_not_recording", w->section, w->why);
+    pirec_session_module_set(c->session, w->section, "not_recording",
+                             json_pack("{s:i,s:s}", "trial", 1, "reason", w->why));
   }
 }
 
@@ -300,6 +389,8 @@ static void on_gpio_closed(struct pirec_gpio *g, const struct pirec_gpio_counter
 
 void pirec__gpio_close_all(struct pirec_controller *c)
 {
+  c->ngpio_waiting = 0; /* a reload opens its own set; a shutdown waits for nothing */
+  uv_timer_stop(&c->gpio_retry);
   /* Queued ops keep no slot: the indices are about to mean other lines. */
   for (struct op *op = c->ops; op; op = op->next)
     pirec__gpio_unpend(c, op);
@@ -343,5 +434,8 @@ json_t *pirec__gpio_status(struct pirec_controller *c)
     json_object_set_new(line, "outside_session", json_integer((json_int_t)c->gpio_outside[i]));
     json_object_set_new(line, "pulses_merged", json_integer((json_int_t)k.pulses_merged));
   }
+  for (int i = 0; i < c->ngpio_waiting; i++)
+    json_object_set_new(o, c->gpio_waiting[i].section + strlen("gpio."),
+                        json_pack("{s:s,s:s}", "state", "waiting", "reason", c->gpio_waiting[i].why));
   return o;
 }

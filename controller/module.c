@@ -323,6 +323,8 @@ static void handle_event(struct module *m, json_t *j, const char *event)
   }
   pirec_log(PIREC_LOG_INFO, "recorder '%s': %s %s", m->name, event, detail ? detail : "");
   free(detail);
+  if (strcmp(event, "device_ready") == 0)
+    c->hooks.module_device_ready(m);
 }
 
 static void handle_line(struct module *m, const char *line, size_t len)

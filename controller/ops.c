@@ -324,6 +324,57 @@ static void op_await(struct pirec_controller *c, void (*cont)(struct pirec_contr
   uv_timer_start(&c->op_timer, on_op_timeout, c->opts.stop_timeout_ms, 0);
 }
 
+/* A recorder that cannot record this trial (it refused the start: no device; or it is not
+ * running): said in events.csv (module_not_recording) and session.json (modules.NAME.not_recording),
+ * kept for the start's reply, the status and the [session] required check. */
+static void module_not_recording(struct module *m, const char *why)
+{
+  struct pirec_controller *c = m->c;
+  snprintf(m->not_recording, sizeof m->not_recording, "%s", why ? why : "no reason given");
+  m->in_trial = 0;
+  /* A refused first start wrote nothing under this trial's number: a later join is part 0. */
+  if (m->part == 0)
+    m->started_trial = 0;
+  pirec_log(PIREC_LOG_WARN, "recorder '%s' is not recording trial %d: %s", m->name, c->trial,
+            m->not_recording);
+  if (!c->session || !pirec_session_dir(c->session))
+    return;
+  pirec_session_event(c->session, "module_not_recording", m->name, m->not_recording);
+  pirec_session_module_set(c->session, m->name, "not_recording",
+                           json_pack("{s:i,s:s}", "trial", c->trial, "reason", m->not_recording));
+}
+
+/* A module that took the trial but has no device yet ("started" with "waiting"): in the trial,
+ * but not recording until its device_ready. */
+static void module_waiting(struct module *m, const char *why)
+{
+  int part = m->part, started = m->started_trial;
+  module_not_recording(m, why);
+  m->in_trial = 1;
+  m->part = part;
+  m->started_trial = started;
+}
+
+static void on_start_reply(struct module *m, json_t *reply, void *user)
+{
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  if (r && strcmp(r, "error") == 0)
+    module_not_recording(m, json_string_value(json_object_get(reply, "message")));
+  else if (r && json_is_string(json_object_get(reply, "waiting")))
+    module_waiting(m, json_string_value(json_object_get(reply, "waiting")));
+  on_op_reply(m, reply, user);
+}
+
+/* events.csv: a module that was not recording the running trial records now. */
+static void module_recording(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  char detail[64];
+  snprintf(detail, sizeof detail, "joined trial %d", c->trial);
+  pirec_session_event(c->session, "module_recording", m->name, detail);
+  m->not_recording[0] = '\0';
+}
+
 static void on_restart_started(struct module *m, json_t *reply, void *user)
 {
   struct pirec_controller *c = m->c;
@@ -334,11 +385,16 @@ static void on_restart_started(struct module *m, json_t *reply, void *user)
     if (m->crash_mono_ns)
       pirec_session_module_restart(c->session, m->name, m->crash_mono_ns);
     m->crash_mono_ns = 0;
+    if (json_is_string(json_object_get(reply, "waiting")))
+      module_waiting(m, json_string_value(json_object_get(reply, "waiting")));
+    else if (*m->not_recording)
+      module_recording(m);
   } else if (reply) {
     char msg[512];
     snprintf(msg, sizeof msg, "restarted recorder could not rejoin trial %d: %s", m->started_trial,
              json_string_value(json_object_get(reply, "message")));
     pirec_session_error(c->session, m->name, msg);
+    module_not_recording(m, json_string_value(json_object_get(reply, "message")));
   }
 }
 
@@ -370,7 +426,7 @@ static void send_start(struct module *m, int for_op, int in_order)
     send(m, cmd, on_restart_started, NULL);
   } else {
     c->op_wait++;
-    if (send(m, cmd, on_op_reply, NULL) < 0)
+    if (send(m, cmd, on_start_reply, NULL) < 0)
       c->op_wait--;
   }
 }
@@ -388,8 +444,14 @@ static void start_trial_on_modules(struct pirec_controller *c, int in_order)
     struct module *m = &c->modules[i];
     m->in_trial = 0;
     m->hold = 0;
-    if (m->state == M_ENDED)
+    m->not_recording[0] = '\0';
+    if (m->state == M_ENDED) {
+      char why[320];
+      snprintf(why, sizeof why, "recorder not running (it gave up: %s)",
+               *m->last_error ? m->last_error : "ended");
+      module_not_recording(m, why);
       continue;
+    }
     if (m->state == M_READY) {
       send_start(m, 1, in_order);
     } else {
@@ -438,11 +500,83 @@ static void status_on_modules(struct pirec_controller *c)
   }
 }
 
+/* The [session] required modules that cannot record now, with why, into out ("" when none). */
+static int required_missing(struct pirec_controller *c, char *out, size_t cap)
+{
+  const char *list = pirec_config_get_string(c->cfg, "session", "required");
+  size_t used = 0;
+  out[0] = '\0';
+  for (const char *p = list; *p && used < cap;) {
+    p += strspn(p, ", ");
+    size_t len = strcspn(p, ", ");
+    if (!len)
+      break;
+    const struct module *m = NULL;
+    for (int i = 0; i < c->nmodules && !m; i++)
+      if (strlen(c->modules[i].name) == len && strncmp(c->modules[i].name, p, len) == 0)
+        m = &c->modules[i];
+    int gpio_configured = 0;
+    const char *gpio_why = m ? NULL : pirec__gpio_missing(c, p, len, &gpio_configured);
+    const char *why = m                 ? m->not_recording
+                      : gpio_why        ? gpio_why
+                      : gpio_configured ? ""
+                                        : "not an enabled module or gpio line of this config";
+    if (m && !*why && m->state == M_DOWN)
+      why = "restarting after a crash";
+    if (*why)
+      used += (size_t)snprintf(out + used, cap - used, "%s%.*s: %s", used ? "; " : "", (int)len, p, why);
+    p += len;
+  }
+  return out[0] != '\0';
+}
+
+/* The modules not recording the trial just started, for its reply (absent when all record). */
+static void reply_not_recording(struct pirec_controller *c, json_t *r)
+{
+  json_t *o = json_object();
+  for (int i = 0; i < c->nmodules; i++)
+    if (*c->modules[i].not_recording)
+      json_object_set_new(o, c->modules[i].name, json_string(c->modules[i].not_recording));
+  for (int i = 0; i < c->ngpio_waiting; i++)
+    json_object_set_new(o, c->gpio_waiting[i].section, json_string(c->gpio_waiting[i].why));
+  if (json_object_size(o))
+    json_object_set_new(r, "not_recording", o);
+  else
+    json_decref(o);
+}
+
+static void after_modules_stopped(struct pirec_controller *c);
+
+/* A session whose required module cannot record is stopped at once, and its start fails. */
+static int start_refused_by_required(struct pirec_controller *c)
+{
+  char missing[500];
+  struct op *op = c->ops;
+  if (!op || op->kind != OP_START || !required_missing(c, missing, sizeof missing))
+    return 0;
+  int warn = strcmp(pirec_config_get_string(c->cfg, "session", "if_required_missing"), "warn") == 0;
+  char msg[sizeof c->start_failed];
+  snprintf(msg, sizeof msg, "required module%s cannot record: %s", strchr(missing, ';') ? "s" : "", missing);
+  pirec_session_event(c->session, warn ? "required_missing" : "start_failed", NULL, msg);
+  if (warn)
+    return 0;
+  snprintf(c->start_failed, sizeof c->start_failed, "%s", msg);
+  pirec_session_error(c->session, NULL, msg);
+  c->state = C_STOPPING;
+  c->hooks.state_changed(c);
+  stop_trial_on_modules(c, 0);
+  op_await(c, after_modules_stopped);
+  return 1;
+}
+
 static void after_trial_started(struct pirec_controller *c)
 {
+  if (start_refused_by_required(c))
+    return;
   c->state = C_RECORDING;
   struct op *op = c->ops;
   json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
+  reply_not_recording(c, r);
   op_done(c, r);
 }
 
@@ -492,8 +626,13 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     pirec_session_module_set(s, m->name, "program", json_string(m->program));
     pirec_session_module_set(s, m->name, "pid", json_integer(m->pid));
     m->crash_mono_ns = 0;
+    /* Part numbers count restarts inside one trial of one session: trial 1 of this session is not
+     * the previous session's trial 1 (t001.mkv, not t001_p1.mkv). */
+    m->started_trial = 0;
+    m->part = 0;
   }
   control_row(c, "start", NULL);
+  pirec__gpio_session_started(c);
   struct op *op = c->ops;
   begin_trial(c, op ? op->label : "", 0);
 }
@@ -542,13 +681,9 @@ static void op_start_session(struct pirec_controller *c, const char *label)
   c->session = s;
   c->state = C_STARTING;
   c->trial = 0;
-  /* Notes that arrive before the session directory exists wait in the outboxes. Trial numbers
-   * start again at 1: a start of trial 1 is not a restart inside the last session's trial 1. */
-  for (int i = 0; i < c->nmodules; i++) {
+  /* Notes that arrive before the session directory exists wait in the outboxes. */
+  for (int i = 0; i < c->nmodules; i++)
     c->modules[i].hold = 1;
-    c->modules[i].started_trial = 0;
-    c->modules[i].part = 0;
-  }
   c->hooks.state_changed(c);
 }
 
@@ -574,7 +709,15 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
   c->state = C_IDLE;
   c->trial = 0;
   pirec__gpio_set_recording(c, 0);
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].not_recording[0] = '\0';
   json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
+  if (*c->start_failed) {
+    /* The start this stop ends failed: its waiters hear why, and where the evidence is. */
+    json_decref(r);
+    r = json_pack("{s:s,s:s,s:s}", "reply", "error", "message", c->start_failed, "session_dir", dir);
+    c->start_failed[0] = '\0';
+  }
   free(dir);
   /* The final counters (from the status round after the recorders stopped), for the summary. */
   json_t *mods = json_object();
@@ -840,6 +983,19 @@ void pirec__ops_module_ready(struct module *m)
   /* A trial is running: join it (again, after a crash) before anything queued is sent. */
   if (c->session && c->trial && (c->state == C_RECORDING || c->state == C_STARTING) && m->in_trial &&
       !m->hold)
+    send_start_first(m, 0);
+}
+
+/* A recorder that refused this trial for want of its device has it now: it joins (part 0 when it
+ * wrote nothing yet) and events.csv says so (module_recording). */
+void pirec__ops_module_device_ready(struct module *m)
+{
+  struct pirec_controller *c = m->c;
+  if (!c->session || !c->trial || c->state != C_RECORDING || !*m->not_recording || m->state != M_READY)
+    return;
+  if (m->in_trial)
+    module_recording(m); /* it took the trial and waited in it */
+  else
     send_start_first(m, 0);
 }
 

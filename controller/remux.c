@@ -17,11 +17,13 @@ static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
 {
   struct remux_run *run = pirec_job_user(job);
   struct pirec_controller *c = run->c;
-  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0)
+  if (r->reason == PIREC_JOB_END_EXITED && r->status == 0) {
     pirec_log(PIREC_LOG_INFO, "remux of '%s' done", run->dir);
-  else
-    pirec_log(PIREC_LOG_WARN, "remux of '%s' %s (status %d); run pirec-remux on it by hand", run->dir,
-              pirec_job_end_str(r->reason), r->status);
+  } else {
+    char how[128];
+    pirec_log(PIREC_LOG_WARN, "remux of '%s' failed (%s); run pirec-remux on it by hand", run->dir,
+              pirec_job_result_str(r, how, sizeof how));
+  }
   for (struct remux_run **pp = &c->remuxes; *pp; pp = &(*pp)->next)
     if (*pp == run) {
       *pp = run->next;

@@ -76,6 +76,8 @@ json_t *pirec__status_json(struct pirec_controller *c)
     }
     if (*m->last_error)
       json_object_set_new(mo, "last_error", json_string(m->last_error));
+    if (c->session && *m->not_recording)
+      json_object_set_new(mo, "not_recording", json_string(m->not_recording));
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(o, "modules", mods);
@@ -172,6 +174,7 @@ static void close_handles(struct pirec_controller *c)
   close_handle(c, (uv_handle_t *)&c->status_timer);
   close_handle(c, (uv_handle_t *)&c->watchdog_timer);
   close_handle(c, (uv_handle_t *)&c->demo_timer);
+  close_handle(c, (uv_handle_t *)&c->gpio_retry);
   close_handle(c, (uv_handle_t *)&c->idle);
   if (c->lag_open) {
     c->lag.data = c;

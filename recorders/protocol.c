@@ -58,6 +58,7 @@ struct pirec_recorder {
   int quitting;
   int closing;
   int64_t start_mono_ns;
+  char *last_session_dir; /* of the last start: tells a new session from the next trial */
   int lag_open;
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
@@ -309,6 +310,10 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   struct pirec_recorder *rec = req->rec;
   req_unlink(req);
   int ret = 0;
+  /* A stop ends the trial whatever it reports: a module whose files could not be completed (disk
+   * full) has closed them all the same, and must take the next session's start. */
+  if (req->cmd == PIREC_RECORDER_STOP)
+    rec->recording = 0;
   if (status < 0) {
     if (req->id || req->cmd != PIREC_RECORDER_QUIT)
       ret = send_error(rec, req->id, message ? message : pirec_strerror(status));
@@ -318,8 +323,6 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   if (req->cmd == PIREC_RECORDER_START) {
     rec->recording = 1;
     rec->trial = req->trial;
-  } else if (req->cmd == PIREC_RECORDER_STOP) {
-    rec->recording = 0;
   }
   /* A quit that came from a signal or the end of stdin has nobody to answer. */
   if (req->cmd == PIREC_RECORDER_QUIT && !req->id) {
@@ -333,6 +336,8 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   }
   if (req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP)
     json_object_set_new(o, "trial", json_integer(req->trial ? req->trial : rec->trial));
+  if (req->cmd == PIREC_RECORDER_START && req->counters)
+    json_object_update(o, req->counters); /* "waiting" */
   if (req->cmd == PIREC_RECORDER_STATUS) {
     json_object_set_new(o, "state", json_string(rec->recording ? "recording" : "idle"));
     json_object_set_new(o, "trial", json_integer(rec->trial));
@@ -360,6 +365,14 @@ int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char
     drain_deferred(rec);
   }
   return ret;
+}
+
+void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *why)
+{
+  if (!req->counters)
+    req->counters = json_object();
+  if (req->counters)
+    json_object_set_new(req->counters, "waiting", json_string(why));
 }
 
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value)
@@ -501,6 +514,11 @@ static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *
   req->trial = (int)trial;
   req->label = label;
   req->part = (int)part;
+  req->new_session = !rec->last_session_dir || strcmp(rec->last_session_dir, dir) != 0;
+  if (req->new_session) {
+    free(rec->last_session_dir);
+    rec->last_session_dir = strdup(dir);
+  }
   rec->barrier++;
   rec->ops.start(rec, req);
   return 0;
@@ -764,6 +782,9 @@ int pirec_recorder_start(struct pirec_recorder *rec)
   if (rec->opts.handle_signals) {
     /* A controller that died leaves a closed pipe; EPIPE is handled, the signal would kill us. */
     signal(SIGPIPE, SIG_IGN);
+    /* A file past RLIMIT_FSIZE must be a write error (EFBIG) the module reports and survives, as a
+     * full disk is, not a signal that kills the recorder mid-trial. */
+    signal(SIGXFSZ, SIG_IGN);
     uv_signal_init(rec->loop, &rec->sigint);
     rec->handles_open++;
     uv_signal_init(rec->loop, &rec->sigterm);
@@ -810,6 +831,7 @@ static void handle_done(struct pirec_recorder *rec)
     rec->close_cb(rec, rec->user);
   json_decref(rec->deferred);
   pirec_jsonl_reader_free(&rec->reader);
+  free(rec->last_session_dir);
   free(rec->name);
   free(rec);
 }

@@ -51,6 +51,7 @@ struct run {
   uv_signal_t sigint, sigterm;
   struct pirec_job_queue *queue;
   int drawn_lines;
+  size_t live; /* inputs left alone because their session is still recording */
 };
 
 /* ---------------------------------------------------------------- child side */
@@ -563,12 +564,52 @@ static int child_argv(const struct pirec_remux_run_options *o, const char *path,
   return k < cap ? 0 : -E2BIG;
 }
 
-/* The files to remux (or verify): each path given, or what a scan of a directory finds. */
+/* The pid of the controller still recording the session that path is (or is in: the session
+ * directory, a module's directory or a file in one), else 0. A session is live while its
+ * session.json is not final and the controller it names runs on this host; a crashed session's
+ * controller is gone. */
+static int live_session_pid(const char *path)
+{
+  char dir[4096], manifest[4200], host[256] = "";
+  snprintf(dir, sizeof dir, "%s", path);
+  gethostname(host, sizeof host - 1);
+  for (int up = 0; up < 3; up++) {
+    snprintf(manifest, sizeof manifest, "%s/session.json", dir);
+    json_t *m = json_load_file(manifest, 0, NULL);
+    if (m) {
+      json_t *h = json_object_get(m, "host");
+      int pid = (int)json_integer_value(json_object_get(h, "pid"));
+      int here = json_is_string(json_object_get(h, "hostname")) &&
+                 strcmp(json_string_value(json_object_get(h, "hostname")), host) == 0;
+      int live = !json_is_true(json_object_get(m, "final")) && here && pid > 0 &&
+                 (kill(pid, 0) == 0 || errno == EPERM);
+      json_decref(m);
+      return live ? pid : 0;
+    }
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+      return 0;
+    *slash = '\0';
+  }
+  return 0;
+}
+
+/* The files to remux (or verify): each path given, or what a scan of a directory finds; a live
+ * session's are left alone unless o->live. */
 static void collect(struct run *r, const char *const *paths, int npaths)
 {
   for (int i = 0; i < npaths; i++) {
     struct stat st;
     size_t before = r->n, skipped_before = r->nskipped;
+    int pid = r->o->live ? 0 : live_session_pid(paths[i]);
+    if (pid > 0) {
+      fprintf(r->err,
+              "pirec-remux: '%s' is a live session (pid %d is still recording it): left alone; "
+              "--live remuxes what is written so far\n",
+              paths[i], pid);
+      r->live++;
+      continue;
+    }
     if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
       int rc = scan_dir(r, paths[i], 0);
       if (rc < 0)
@@ -673,7 +714,7 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
     /* Only skipped videos (strays, outputs of an earlier run): nothing to do is not a failure. */
     if (r.nskipped > 0)
       summary(&r, pirec_clock_mono_ns() - t0);
-    int rc = r.nskipped > 0 ? 0 : 1;
+    int rc = r.nskipped > 0 && !r.live ? 0 : 1;
     finish(&r);
     return rc;
   }
@@ -698,5 +739,6 @@ int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths
   uv_run(loop, UV_RUN_DEFAULT);
   draw(&r, 1);
   summary(&r, pirec_clock_mono_ns() - t0);
-  return finish(&r);
+  int rc = finish(&r);
+  return r.live ? 1 : rc;
 }

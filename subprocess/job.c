@@ -245,6 +245,22 @@ const char *pirec_job_end_str(enum pirec_job_end reason)
   return "unknown";
 }
 
+const char *pirec_job_result_str(const struct pirec_job_result *r, char *buf, size_t cap)
+{
+  char how[96];
+  if (r->term_signal > 0)
+    snprintf(how, sizeof how, "killed by signal %d (%s)", r->term_signal, strsignal(r->term_signal));
+  else if (r->exit_code >= 0)
+    snprintf(how, sizeof how, "exited with status %d", r->exit_code);
+  else
+    snprintf(how, sizeof how, "never ran: %s", r->error ? pirec_strerror(r->error) : "not started");
+  if (r->reason == PIREC_JOB_END_EXITED || (r->reason == PIREC_JOB_END_FAILED && r->runs > 0))
+    snprintf(buf, cap, "%s", how);
+  else
+    snprintf(buf, cap, "%s: %s", pirec_job_end_str(r->reason), how);
+  return buf;
+}
+
 /* ---- options and creation ---- */
 
 void pirec_job_options_init(struct pirec_job_options *o)

@@ -64,8 +64,8 @@ static void test_overlong_recorder_line(void **state)
   snprintf(sock, sizeof sock, "%s/c.sock", tmp);
   snprintf(cfg, sizeof cfg, "%s/pirec.conf", tmp);
   char conf[9000];
-  snprintf(conf, sizeof conf,
-           "[session]\noutput_dir = %s\n[control]\nsocket = %s\n[notes]\nenabled = true\n", out, sock);
+  snprintf(conf, sizeof conf, "[session]\noutput_dir = %s\n[control]\nsocket = %s\n[notes]\nenabled = true\n",
+           out, sock);
   write_file(cfg, conf, 0644);
 
   /* stderr (the log) onto the stdout pipe the test reads */

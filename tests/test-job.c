@@ -227,6 +227,8 @@ static void test_exit_code(void **state)
   assert_int_equal(c.result.exit_code, 7);
   assert_int_equal(c.result.term_signal, 0);
   assert_int_equal(c.result.runs, 1);
+  char how[128];
+  assert_string_equal(pirec_job_result_str(&c.result, how, sizeof how), "exited with status 7");
   ctx_close(&c);
 }
 
@@ -243,6 +245,10 @@ static void test_killed_by_signal(void **state)
   assert_int_equal(c.result.status, 128 + SIGSEGV);
   assert_int_equal(c.result.term_signal, SIGSEGV);
   assert_int_equal(c.result.exit_code, -1);
+  /* Told as a signal, never as "exited, status 139" (issue 23). */
+  char how[128];
+  assert_string_equal(pirec_job_result_str(&c.result, how, sizeof how),
+                      "killed by signal 11 (Segmentation fault)");
   ctx_close(&c);
 }
 
@@ -444,6 +450,9 @@ static void test_stop_escalates_to_sigkill(void **state)
   uv_run(&c.loop, UV_RUN_DEFAULT);
   assert_int_equal(c.result.reason, PIREC_JOB_END_STOPPED);
   assert_int_equal(c.result.status, 128 + SIGKILL);
+  char how[128];
+  assert_string_equal(pirec_job_result_str(&c.result, how, sizeof how),
+                      "stopped: killed by signal 9 (Killed)");
   assert_true(MS(c.end_ns - t0) >= 490);
   assert_true(MS(c.end_ns - t0) < 5000);
   assert_non_null(strstr(log_text, "job 'stubborn' (pid"));

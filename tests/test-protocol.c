@@ -39,6 +39,7 @@ struct ctx {
   char last_dir[256];
   int last_trial, last_part;
   struct pirec_recorder_req *pending_stop;
+  int stop_fails; /* the next stop reports a write error, as a module whose disk filled */
   int closed;
 };
 
@@ -62,7 +63,10 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static void answer_stop(uv_timer_t *t)
 {
   struct ctx *c = t->data;
-  pirec_recorder_finish(c->pending_stop, 0, NULL);
+  int fail = c->stop_fails;
+  c->stop_fails = 0;
+  pirec_recorder_finish(c->pending_stop, fail ? -ENOSPC : 0,
+                        fail ? "the trial's files are incomplete" : NULL);
   c->pending_stop = NULL;
 }
 
@@ -379,6 +383,29 @@ static void test_double_start_and_eof_quit(void **state)
   /* teardown closes stdin: quit must arrive without an id and the recorder close */
 }
 
+/* Issue 23: a stop that reports an error (the disk filled during the trial) still ends the trial,
+ * so the next session's start is taken instead of "already recording trial 1". */
+static void test_failed_stop_leaves_idle(void **state)
+{
+  struct ctx *c = *state;
+  c->stop_fails = 1;
+  send_line(c, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":1}");
+  send_line(c, "{\"id\":2,\"cmd\":\"stop\"}");
+  send_line(c, "{\"id\":3,\"cmd\":\"status\"}");
+  wait_replies(c, 4);
+  json_t *stop = ri(c->replies[2], "id") == 2 ? c->replies[2] : c->replies[3];
+  assert_string_equal(rs(stop, "reply"), "error");
+  assert_non_null(strstr(rs(stop, "message"), "incomplete"));
+  assert_false(pirec_recorder_recording(c->rec));
+  send_line(c, "{\"id\":4,\"cmd\":\"start\",\"session_dir\":\"/tmp/s2\",\"trial\":1}");
+  send_line(c, "{\"id\":5,\"cmd\":\"status\"}");
+  wait_replies(c, 6);
+  assert_int_equal(ri(c->replies[4], "id"), 4);
+  assert_string_equal(rs(c->replies[4], "reply"), "started");
+  assert_string_equal(rs(c->replies[5], "state"), "recording");
+  assert_int_equal(c->starts, 2);
+}
+
 static void test_new_rejects(void **state)
 {
   uv_loop_t loop;
@@ -403,6 +430,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
       cmocka_unit_test_setup_teardown(test_double_start_and_eof_quit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_failed_stop_leaves_idle, setup, teardown),
       cmocka_unit_test(test_new_rejects),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

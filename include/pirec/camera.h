@@ -171,10 +171,16 @@ typedef void (*pirec_camera_close_cb)(struct pirec_camera *cam, void *user);
 int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pirec_camera_event_cb on_event,
                      void *user, struct pirec_camera **out);
 
-/* Opens the source (blocking, once, at start-up), sizes the ring from the real format and starts
- * the capture thread ("cam-<name>"). Frames captured outside a trial are counted and discarded.
- * Returns 0 or the source's open error (with a logged message); then only close is allowed. */
+/* Opens the source (blocking), sizes the ring from the real format and starts the capture thread
+ * ("cam-<name>"). Frames captured outside a trial are counted and discarded. Returns 0 or the
+ * source's open error, whose message pirec_camera_start_error() gives (logged once per distinct
+ * message). When that error is PIREC_CAMERA_FAILURE_DEVICE_MISSING (pirec_camera_classify: no
+ * device node, unplugged) nothing was set up and pirec_camera_start may be called again later (a
+ * device plugged in meanwhile is then used); after any other error only close is allowed. */
 int pirec_camera_start(struct pirec_camera *cam);
+/* The message of the last failed pirec_camera_start ("cannot open '/dev/video0': No such file or
+ * directory"), "" when none failed. Valid until the next pirec_camera_start or close. */
+const char *pirec_camera_start_error(const struct pirec_camera *cam);
 
 /* Starts trial `trial` (>= 1) writing into dir (created if missing): tNNN.mkv (raw sources,
  * encoded by an ffmpeg child) or tNNN.mjpeg / tNNN.h264 (compressed sources, written as received),
@@ -221,6 +227,9 @@ enum pirec_camera_failure {
 
 /* "none", "transient", "device missing", "fatal configuration". */
 const char *pirec_camera_failure_str(enum pirec_camera_failure f);
+/* The class of a source error (negative errno or AVERROR): the capture thread's retry policy and
+ * pirec-camera's wait for a device both go by it. */
+enum pirec_camera_failure pirec_camera_classify(int err);
 
 struct pirec_camera_status {
   uint64_t frames_captured; /* frames the source delivered (seq of the next frame) */

@@ -309,6 +309,11 @@ const char *pirec_job_name(const struct pirec_job *job);
 void *pirec_job_user(const struct pirec_job *job);
 /* "exited", "stopped", "start timeout", "stall timeout", "total timeout", "failed". */
 const char *pirec_job_end_str(enum pirec_job_end reason);
+/* How the run in r ended, for a person, into buf (cap bytes, always NUL-terminated): "exited with
+ * status 1", "killed by signal 9 (Killed)" -- never a signal disguised as status 128 + N --, after
+ * the end reason when it says more ("stall timeout: killed by signal 9 (Killed)"), or "never ran:
+ * <error>" when the spawn failed. Returns buf. */
+const char *pirec_job_result_str(const struct pirec_job_result *r, char *buf, size_t cap);
 
 /* ---- a queue with a concurrency limit ----
  * Jobs added to a queue are started in order, at most max_running at a time; each job still

@@ -67,6 +67,10 @@ struct pirec_recorder_req {
    * the n-th time in it. Files already written for the trial must not be overwritten: name the new
    * ones with a suffix, e.g. t001_p1.mkv (appending to a session-wide CSV is fine). */
   int part;
+  /* START: 1 when this is the first start in session_dir (since the recorder began, the previous
+   * start named another session): counters a module reports per session start from zero here,
+   * and nothing from an earlier session (names, part numbers, counts) carries over. */
+  int new_session;
   /* STOP: 1 when the controller changes trials: the next trial's start is already behind this
    * stop. Samples captured from the stop on belong to that next trial: keep them (bounded, the
    * rest counted as dropped before its first row) instead of discarding them as captured between
@@ -131,9 +135,16 @@ int pirec_recorder_start(struct pirec_recorder *rec);
 /* Answers req. status 0 sends the command's success reply ("started", "stopped", "status",
  * "noted", "bye"); a negative errno sends {"reply":"error","message":...} with message, or
  * pirec_strerror(status) when message is NULL. A successful START switches the library's state to
- * recording (trial = req->trial); a successful STOP back to idle. req is freed before this returns.
+ * recording (trial = req->trial); a STOP, failed or not, back to idle: the module answers a stop
+ * only once its trial is over, so a stop that reports an error (files incomplete) leaves it stopped
+ * and ready for the next start. req is freed before this returns.
  * Returns 0, or -ENOBUFS if the reply was dropped because the output queue was full. */
 int pirec_recorder_finish(struct pirec_recorder_req *req, int status, const char *message);
+
+/* For a START the module accepts while its device is not there yet (a network device that has not
+ * connected): the "started" reply carries "waiting": why, so the controller records that the module
+ * is not recording until it sends the event "device_ready". Call before pirec_recorder_finish(). */
+void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *why);
 
 /* Sends an unsolicited event line {"event":type, "module":name, ...fields} (fields is stolen and
  * may be NULL), e.g. a sink's disk error so the controller records it in events.csv while the

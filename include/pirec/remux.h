@@ -142,11 +142,13 @@ struct pirec_remux_run_options {
   int progress;                     /* draw progress bars on err (the app sets it when err is a terminal) */
   uint32_t timeout_s;               /* per file; 0: 30 s + 1 s per 2 MiB of input */
   const char *self_exe;             /* the pirec-remux binary to re-execute with --one */
+  int live; /* also remux sessions still recording (session.json not final, its controller alive) */
 };
 
 /* Expands paths (session directories are searched for videos with a timing file; files are taken
  * as given), runs each file as "self_exe --one FILE ..." under a pirec_job queue with a timeout, so
- * a file that hangs or crashes its child fails alone. Prints the summary on out and progress on err.
+ * a file that hangs or crashes its child fails alone. An input in a session that is still
+ * recording is left alone (said on err, exit status 1) unless options->live. Prints the summary on out and progress on err.
  * Runs loop until every child ended; the loop must have nothing else on it. Returns the exit code:
  * 0 every file done, 1 some failed (or nothing was found). */
 int pirec_remux_run(struct uv_loop_s *loop, const char *const *paths, int npaths,

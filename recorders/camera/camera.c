@@ -208,6 +208,7 @@ struct pirec_camera {
 
   /* Snapshot request: the next frame taken is copied and encoded in the threadpool. */
   struct snapshot *snap;
+  char start_error[PIREC_CAMERA_PATH_MAX + 128]; /* why the last pirec_camera_start failed */
 };
 
 struct snapshot {
@@ -313,7 +314,7 @@ struct capture {
 };
 
 /* Every capture failure gets its class here and nowhere else. */
-static enum pirec_camera_failure classify(int err)
+enum pirec_camera_failure pirec_camera_classify(int err)
 {
   switch (err) {
   case -ENOENT: /* a device node or program that is not there */
@@ -366,7 +367,7 @@ const char *pirec_camera_failure_str(enum pirec_camera_failure f)
 static int capture_failed(struct capture *c, int err, const char *what)
 {
   struct pirec_camera *cam = c->cam;
-  enum pirec_camera_failure f = classify(err);
+  enum pirec_camera_failure f = pirec_camera_classify(err);
   struct capture_policy p = capture_policy(f);
 
   atomic_fetch_add(&cam->source_errors, 1);
@@ -858,12 +859,12 @@ static void enc_restart(struct pirec_job *job, const struct pirec_job_result *ru
 {
   struct pirec_camera *cam = pirec_job_user(job);
   struct trial *t = cam->trial;
-  char text[512];
+  char text[512], how[128];
   if (t)
     end_of_run(cam, t, 0);
   cam->loop_last_error = -EPIPE;
-  snprintf(text, sizeof text, "camera '%s': encoder ended (%s, status %d)%s%.200s; restart %u in %llu ms",
-           cam->s.name, pirec_job_end_str(run->reason), run->status, run->stderr_tail_len ? ": " : "",
+  snprintf(text, sizeof text, "camera '%s': encoder ended (%s)%s%.200s; restart %u in %llu ms", cam->s.name,
+           pirec_job_result_str(run, how, sizeof how), run->stderr_tail_len ? ": " : "",
            run->stderr_tail_len ? run->stderr_tail : "", attempt, (unsigned long long)delay_ms);
   for (char *c = text; *c; c++)
     if (*c == '\n')
@@ -900,10 +901,10 @@ static void enc_end(struct pirec_job *job, const struct pirec_job_result *res)
     return;
   end_of_run(cam, t, res->status == 0);
   if (!t->fed_all) {
-    char text[512];
+    char text[512], how[128];
     snprintf(text, sizeof text,
-             "camera '%s': encoder gave up (%s, status %d)%s%.200s; frames are dropped until the trial ends",
-             cam->s.name, pirec_job_end_str(res->reason), res->status, res->stderr_tail_len ? ": " : "",
+             "camera '%s': encoder gave up (%s)%s%.200s; frames are dropped until the trial ends",
+             cam->s.name, pirec_job_result_str(res, how, sizeof how), res->stderr_tail_len ? ": " : "",
              res->stderr_tail_len ? res->stderr_tail : "");
     for (char *c = text; *c; c++)
       if (*c == '\n')
@@ -1345,6 +1346,19 @@ static size_t capture_ring_bytes(const struct pirec_camera *cam)
   return ring_bytes < min_bytes ? min_bytes : ring_bytes;
 }
 
+/* Keeps why a start failed; a start retried while a device stays missing logs its reason once. */
+static void start_failed(struct pirec_camera *cam, const char *why)
+{
+  if (strcmp(cam->start_error, why) != 0)
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, why);
+  snprintf(cam->start_error, sizeof cam->start_error, "%s", why);
+}
+
+const char *pirec_camera_start_error(const struct pirec_camera *cam)
+{
+  return cam->start_error;
+}
+
 int pirec_camera_start(struct pirec_camera *cam)
 {
   char *msg = NULL;
@@ -1364,10 +1378,11 @@ int pirec_camera_start(struct pirec_camera *cam)
   }
   r = pirec_camera_source_open(&cam->s, &cam->src, &msg);
   if (r < 0) {
-    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, msg ? msg : pirec_strerror(r));
+    start_failed(cam, msg ? msg : pirec_strerror(r));
     free(msg);
     return r;
   }
+  cam->start_error[0] = '\0';
   pirec_camera_source_format(cam->src, &cam->fmt);
   cam->raw = cam->fmt.codec == PIREC_CAMERA_CODEC_RAW;
 
