@@ -95,6 +95,8 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   U(gap_samples);
   U(samples);
   U(written);
+  U(discarded);
+  U(dropped_after);
   U(refused);
   U(dropped);
   U(idle);

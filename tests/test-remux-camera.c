@@ -148,7 +148,8 @@ static void record_kill_remux(struct fixture *f, const char *name, const char *s
       expect = complete;
   }
 
-  assert_int_equal(sh(f->out, sizeof f->out, "'%s' --clock mono --json '%s'", f->remux, dir), 0);
+  if (sh(f->out, sizeof f->out, "'%s' --clock mono --json '%s'", f->remux, dir) != 0)
+    fail_msg("pirec-remux on '%s' failed:\n%s", dir, f->out);
   top = json_loads(f->out, 0, &jerr);
   if (top == NULL)
     fail_msg("not JSON (%s): %s", jerr.text, f->out);
@@ -180,6 +181,9 @@ static void record_kill_remux(struct fixture *f, const char *name, const char *s
     if (err[0] != '\0')
       fail_msg("decoding '%s' printed: %s", mp4, err);
   }
+  /* --verify compares every frame's payload with the camera's file (issue 22 item 2). */
+  if (sh(f->out, sizeof f->out, "'%s' --clock mono --verify '%s'", f->remux, mp4) != 0)
+    fail_msg("--verify '%s' failed:\n%s", mp4, f->out);
   free(pts);
   free(pos);
   free(size);

@@ -138,6 +138,8 @@ struct trial {
   int seal;                 /* the video sink closed cleanly: seal it once the CSV is closed too */
   uint64_t seal_file_bytes; /* the video sink's final bytes_written */
   struct pirec_mkv_sealer sealer;
+  int video_empty; /* not a byte was written: the file is removed, the CSV kept */
+  struct pirec_fs_req unlink;
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
@@ -1199,6 +1201,15 @@ static void sealed(struct pirec_mkv_sealer *s, int status)
   trial_done(cam);
 }
 
+static void empty_video_removed(struct pirec_fs_req *req)
+{
+  struct trial *t = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "camera '%s': %s", t->cam->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  trial_done(t->cam);
+}
+
 static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
 {
   struct pirec_camera *cam = user;
@@ -1207,7 +1218,8 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     t->err = final->error;
   if (t && sink == t->video) {
     cam->bytes_last = final->bytes_written;
-    t->seal = t->mkv && !t->err && !t->mkv_failed;
+    t->video_empty = final->bytes_written == 0 && !final->error;
+    t->seal = t->mkv && !t->err && !t->mkv_failed && !t->video_empty;
     t->seal_file_bytes = final->bytes_written;
     t->video = NULL; /* freed when this returns; status reads bytes_last from now on */
   } else if (t && sink == t->csv) {
@@ -1215,6 +1227,13 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   }
   if (!t || --t->sinks_open > 0)
     return;
+  /* A trial whose source never delivered a frame leaves no 0-byte video that no reader opens:
+   * its CSV (the header alone) says the trial recorded nothing. */
+  if (t->video_empty) {
+    t->unlink.data = t;
+    if (pirec_fs_unlink(cam->loop, &t->unlink, t->video_path, empty_video_removed) == 0)
+      return;
+  }
   if (t->seal) {
     /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
     t->sealer.data = t;

@@ -57,13 +57,25 @@ static void handover_end(struct pirec_eyetracker *et, int trial)
 {
   if (!et->handover)
     return;
+  /* Received during the hand-over: this trial's samples (status counters, eyetracker.h). */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *s = &et->streams[k];
+    s->st.samples += s->handover_discarded;
+    s->st.discarded += s->handover_discarded;
+    s->handover_discarded = 0;
+  }
   struct stream *st = &et->streams[GAZE];
   size_t len = pirec_bytebuf_len(&et->handover_rows);
+  st->st.samples += et->handover_nrows;
   if (et->handover_nrows && trial == pirec__et_handover_trial(et) &&
-      pirec_sink_push(et->gaze_sink, pirec_bytebuf_data(&et->handover_rows), len) == 0)
+      pirec_sink_push(et->gaze_sink, pirec_bytebuf_data(&et->handover_rows), len) == 0) {
     st->st.written += et->handover_nrows;
-  else
-    st->pending_drop += et->handover_nrows;
+    st->st.dropped += et->handover_dropped;
+  } else {
+    st->st.discarded += et->handover_nrows;
+    st->pending_drop += et->handover_nrows + et->handover_dropped;
+  }
+  et->handover_dropped = 0;
   pirec_bytebuf_free(&et->handover_rows);
   et->handover = 0;
   et->handover_nrows = 0;
@@ -123,7 +135,8 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     struct stream *st = &et->streams[k];
     if (!et->handover)
       st->pending_drop = 0; /* else: lost during the hand-over, carried onto this trial's first row */
-    st->st.written = st->st.dropped = st->st.refused = 0;
+    st->st.samples = st->st.written = st->st.refused = st->st.discarded = st->st.idle = 0;
+    st->st.dropped = st->st.dropped_after = 0;
   }
   handover_end(et, trial);
   et->trial = trial;
@@ -151,11 +164,12 @@ int pirec__et_handover_trial(const struct pirec_eyetracker *et)
   return et->trial + 1;
 }
 
-int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len)
+int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len, uint64_t dropped_before)
 {
   if (pirec_bytebuf_append(&et->handover_rows, row, len) < 0)
     return -ENOBUFS;
   et->handover_nrows++;
+  et->handover_dropped += dropped_before;
   return 0;
 }
 
@@ -181,13 +195,30 @@ static void on_scene_sealed(struct pirec_mkv_sealer *s, int status)
     finish_stop(et);
 }
 
+static void on_empty_video_removed(struct pirec_fs_req *req)
+{
+  struct pirec_eyetracker *et = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: %s", et->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
 static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
 {
   struct pirec_eyetracker *et = user;
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
-  if (sink == et->video_closing) {
+  if (sink == et->video_closing && c->bytes_written == 0 && !c->error) {
+    /* The scene never played in this trial (a bad SDP, no device): a 0-byte .mkv no reader opens
+     * is removed; the frames CSV (the header alone) says the trial recorded no frames. */
+    et->video_closing = NULL;
+    et->empty_video.data = et;
+    if (pirec_fs_unlink(et->loop, &et->empty_video, pirec_sink_path(sink), on_empty_video_removed) == 0)
+      return; /* this sink's count is released by on_empty_video_removed */
+  } else if (sink == et->video_closing) {
     et->video_closing = NULL;
     /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
      * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink
@@ -226,6 +257,13 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
   if (!et->recording)
     return -EINVAL;
   et->recording = 0;
+  /* Losses after the last row have no row to carry them: count them now, so written + dropped +
+   * dropped_after still equals what the device sent in the trial. */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *st = &et->streams[k];
+    st->st.dropped_after = st->pending_drop;
+    st->pending_drop = 0;
+  }
   if (et->mkv) {
     int r = pirec_mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)
