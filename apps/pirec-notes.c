@@ -12,6 +12,7 @@
 #include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/looplag.h"
 #include "pirec/notes.h"
 #include "pirec/recorder.h"
 #include "pirec/sink.h"
@@ -140,7 +141,9 @@ static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
   int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
+  pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);
+  pirec_looplag_thread_leave();
   return err < 0 ? 1 : 0;
 }
 
@@ -303,7 +306,9 @@ static int run_standalone(struct app *a, const char *dir)
     uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;
   }
+  pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);
+  pirec_looplag_thread_leave();
   return a->exit_code;
 }
 

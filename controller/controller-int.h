@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "pirec/config.h"
+#include "pirec/fs.h"
 #include "pirec/controller.h"
 #include "pirec/gpio.h"
 #include "pirec/job.h"
@@ -162,6 +163,14 @@ struct pirec_controller {
   char *output_dir_override;
   char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
   char snapshot_path[PATH_MAX]; /* the accepted config text the recorders read (pirec__snapshot_write) */
+  /* A reload's snapshot, written in the threadpool to a new name (pirec__snapshot_write_async) */
+  struct pirec_fs_req snapshot_req;
+  char snapshot_next[PATH_MAX];
+  unsigned snapshot_gen;
+  int snapshot_busy;
+  void (*snapshot_done)(struct pirec_controller *c, int err);
+  json_t *snapshot_reply;                 /* the op's reply, sent once the switch is made */
+  const struct pirec_config *snapshot_of; /* the pending config being written */
   struct pirec_config *cfg;
   struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
   int demo;
@@ -258,6 +267,19 @@ int pirec__mkdir_parents(const char *path, mode_t mode);
 void pirec__report(struct pirec_controller *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes cfg's source text to c->snapshot_path, the file every recorder is spawned with. */
 int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
+/* The same off the loop: cfg's text goes atomically to a new file next to the snapshot
+ * (c->snapshot_next), in the threadpool; done runs on the loop with 0 or -errno. The caller makes
+ * it the snapshot (pirec__snapshot_adopt) only if it still wants it, so the file recorders read
+ * never changes under a session. Returns 0 or -errno (then done never runs). */
+int pirec__snapshot_write_async(struct pirec_controller *c, const struct pirec_config *cfg,
+                                void (*done)(struct pirec_controller *c, int err));
+/* Makes c->snapshot_next the snapshot and removes the old file (in the threadpool). */
+void pirec__snapshot_adopt(struct pirec_controller *c);
+/* Removes path in the threadpool (the loop runs until it is done); the request owns itself, so
+ * nothing waits for it and a failure is ignored. */
+void pirec__unlink_later(struct pirec_controller *c, const char *path);
+/* Removes c->snapshot_next (a written snapshot that was not adopted), in the threadpool. */
+void pirec__snapshot_discard(struct pirec_controller *c);
 
 /* ---- module.c: recorder children and the controller's side of the protocol ---- */
 

@@ -21,7 +21,7 @@ static const char *op_kind_name(enum op_kind k)
 }
 
 static void op_done(struct pirec_controller *c, json_t *reply);
-static void apply_pending_config(struct pirec_controller *c);
+static void apply_pending_config(struct pirec_controller *c, json_t *reply);
 
 /* A note the client waits for: answered once the notes recorder acknowledged it ("noted": the row
  * is in its file's queue) or refused it. who is cleared when the client goes away. */
@@ -730,11 +730,10 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
   }
   json_object_set_new(r, "modules", mods);
   pirec__remux_session(c, json_string_value(json_object_get(r, "session_dir")));
-  apply_pending_config(c);
   /* Edges kept while this session's files closed wait for the next session; none is queued. */
   if (c->nearly_edges && !queued_start(c))
     pirec__gpio_early_discard(c);
-  op_done(c, r);
+  apply_pending_config(c, r); /* then op_done(c, r) */
 }
 
 static void after_final_status(struct pirec_controller *c)
@@ -859,11 +858,12 @@ static void on_reloaded(struct pirec_config_req *req)
       json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
       pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
     }
-    if (!c->session)
-      apply_pending_config(c);
   }
   pirec_config_req_cleanup(req);
-  op_done(c, r);
+  if (!c->session)
+    apply_pending_config(c, r);
+  else
+    op_done(c, r);
 }
 
 static void op_reload(struct pirec_controller *c)
@@ -883,12 +883,41 @@ static void op_reload(struct pirec_controller *c)
 }
 
 /* New settings take over between sessions: the checked text replaces the snapshot and the
- * recorders are restarted to read it. */
-static void apply_pending_config(struct pirec_controller *c)
+ * recorders are restarted to read it. The snapshot is written in the threadpool, and the op that
+ * applies it (a reload, a session's stop) is done, with reply, only once the switch is made, so
+ * the next op finds the new settings in place. */
+static void pending_config_written(struct pirec_controller *c, int err);
+
+static void apply_pending_config(struct pirec_controller *c, json_t *reply)
 {
-  if (!c->pending_cfg || c->session || c->shutting_down)
+  if (!c->pending_cfg || c->session || c->shutting_down || c->snapshot_busy) {
+    op_done(c, reply);
     return;
-  int err = pirec__snapshot_write(c, c->pending_cfg);
+  }
+  c->snapshot_reply = reply;
+  c->snapshot_of = c->pending_cfg;
+  int err = pirec__snapshot_write_async(c, c->pending_cfg, pending_config_written);
+  if (err < 0)
+    pending_config_written(c, err);
+}
+
+static void switch_config(struct pirec_controller *c, int err);
+
+static void pending_config_written(struct pirec_controller *c, int err)
+{
+  json_t *reply = c->snapshot_reply;
+
+  c->snapshot_reply = NULL;
+  if (err == 0 && (c->shutting_down || c->pending_cfg != c->snapshot_of))
+    pirec__snapshot_discard(c); /* shutting down, or replaced meanwhile: not the one to use */
+  else
+    switch_config(c, err);
+  op_done(c, reply);
+  c->hooks.settle(c);
+}
+
+static void switch_config(struct pirec_controller *c, int err)
+{
   if (err < 0) {
     /* The recorders would still read the old text: keep the old settings everywhere. */
     pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
@@ -898,6 +927,7 @@ static void apply_pending_config(struct pirec_controller *c)
     c->errors++;
     return;
   }
+  pirec__snapshot_adopt(c);
   pirec_config_free(c->cfg);
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
@@ -943,6 +973,7 @@ void pirec__op_next(struct pirec_controller *c)
   struct op *op = c->ops;
   c->op_running = 1;
   c->op_wait = 0;
+  pirec_looplag_op(op_kind_name(op->kind)); /* the stall detector's cause, until the next label */
   pirec__gpio_unpend(c, op);
   if (op->merged)
     pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",

@@ -158,6 +158,8 @@ struct pirec_camera {
   /* Capture thread. src is replaced only by the capture thread, under src_lock (reconnects). */
   pthread_t thread;
   int thread_started;
+  int joining; /* the capture thread is being joined in the threadpool (close) */
+  uv_work_t join_work;
   pthread_mutex_t src_lock;
   struct pirec_camera_source *src;
   atomic_int stop;
@@ -1032,6 +1034,8 @@ static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
   vo.ring_bytes = trial_video_ring_bytes(cam);
   co.ring_bytes = FRAMES_CSV_RING_BYTES;
   vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
+  /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
+  vo.mkdir_mode = co.mkdir_mode = 0755;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     return r;
   if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
@@ -1135,7 +1139,6 @@ static void trial_abandon(struct trial *t)
 
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
-  struct pirec_fs_req req;
   struct trial *t;
   int r;
 
@@ -1143,12 +1146,6 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     return -EINVAL;
   if (cam->trial)
     return -EBUSY;
-  r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  if (r < 0)
-    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, req.message ? req.message : pirec_strerror(r));
-  pirec_fs_req_cleanup(&req);
-  if (r < 0)
-    return r;
   if (!(t = trial_new(cam, dir, trial, part)))
     return -ENOMEM;
   if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
@@ -1659,7 +1656,7 @@ static void close_handle(struct pirec_camera *cam, uv_handle_t *h)
 static void maybe_finish_close(struct pirec_camera *cam)
 {
   struct snapshot *sn = cam->snap;
-  if (cam->closing != 1 || cam->trial || cam->borrowed_out)
+  if (cam->closing != 1 || cam->joining || cam->trial || cam->borrowed_out)
     return;
   if (sn && !sn->work.type) {
     /* no frame will come any more: the request ends here */
@@ -1678,6 +1675,38 @@ static void maybe_finish_close(struct pirec_camera *cam)
     close_handle(cam, (uv_handle_t *)&cam->timer);
 }
 
+/* The close after the capture thread has ended: the trial's files, then the handles. */
+static void close_rest(struct pirec_camera *cam)
+{
+  if (cam->trial && !cam->trial->stopping)
+    pirec_camera_trial_stop(cam, NULL, NULL);
+  maybe_finish_close(cam);
+}
+
+static void join_capture(uv_work_t *work)
+{
+  struct pirec_camera *cam = container_of(work, struct pirec_camera, join_work);
+  struct pirec_camera_source *src;
+
+  pthread_join(cam->thread, NULL);
+  /* Freeing a source joins the decoder's and filter graph's own threads (libav): here too. */
+  pthread_mutex_lock(&cam->src_lock);
+  src = cam->src;
+  cam->src = NULL;
+  pthread_mutex_unlock(&cam->src_lock);
+  pirec_camera_source_free(src);
+}
+
+static void capture_joined(uv_work_t *work, int status)
+{
+  struct pirec_camera *cam = container_of(work, struct pirec_camera, join_work);
+  (void)status; /* a queued work always runs; only a cancel could make it fail, and none is made */
+  cam->joining = 0;
+  cam->thread_started = 0;
+  deliver_events(cam);
+  close_rest(cam);
+}
+
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user)
 {
   if (!cam)
@@ -1694,11 +1723,14 @@ void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void
     if (cam->src)
       pirec_camera_source_interrupt(cam->src);
     pthread_mutex_unlock(&cam->src_lock);
-    pthread_join(cam->thread, NULL);
-    cam->thread_started = 0;
-    deliver_events(cam);
+    /* The capture thread may be inside a source's open or read for a while yet: the join waits in
+     * the threadpool, not on the loop. */
+    cam->joining = 1;
+    if (uv_queue_work(cam->loop, &cam->join_work, join_capture, capture_joined) == 0)
+      return;
+    join_capture(&cam->join_work);
+    capture_joined(&cam->join_work, 0);
+    return;
   }
-  if (cam->trial && !cam->trial->stopping)
-    pirec_camera_trial_stop(cam, NULL, NULL);
-  maybe_finish_close(cam);
+  close_rest(cam);
 }

@@ -36,6 +36,8 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   struct pirec_sink_options o;
   pirec_sink_options_default(&o);
   o.fsync_interval_ms = et->s.fsync_interval_ms;
+  /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
+  o.mkdir_mode = 0755;
   if (strcmp(suffix, "_scene.mkv") == 0)
     o.ring_bytes = SCENE_RING_BYTES;
   else if (strcmp(suffix, "_gaze.csv") == 0)
@@ -87,16 +89,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     return -EBUSY;
   if (et->closing || trial < 1)
     return -EINVAL;
-  /* One small blocking call at trial start (not on a capture path): the sinks open
-   * asynchronously and need the directory to exist by then. */
-  struct pirec_fs_req req;
-  int r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  pirec_fs_req_cleanup(&req);
-  if (r < 0) {
-    pirec_log(PIREC_LOG_ERROR, "%s: cannot create '%s': %s", et->s.name, dir, pirec_strerror(r));
-    handover_end(et, 0);
-    return r;
-  }
+  int r;
   char base[32];
   if (part > 0)
     snprintf(base, sizeof base, "t%03d_p%d", trial, part);
