@@ -217,6 +217,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     return;
   }
   a->stop_req = req;
+  if (req->handover && pirec_camera_recording(a->cam))
+    pirec_camera_hand_over(a->cam);
   int r = pirec_camera_trial_stop(a->cam, on_stopped, a);
   if (r < 0) {
     a->stop_req = NULL;

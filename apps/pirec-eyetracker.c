@@ -176,6 +176,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->pending = req;
+  if (req->handover && pirec_eyetracker_recording(a->et))
+    pirec_eyetracker_hand_over(a->et);
   int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);
   if (r < 0) {
     a->pending = NULL;

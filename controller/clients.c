@@ -79,6 +79,7 @@ static void client_close(struct client *cl)
     for (struct waiter *w = op->waiters; w; w = w->next)
       if (w->who == cl)
         w->who = NULL;
+  pirec__note_waits_forget(c, cl);
   uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
 }
 
@@ -190,16 +191,10 @@ static void command_note(struct client *cl, json_t *id, json_t *msg, enum op_kin
     return;
   }
   char err[300];
-  json_t *extra = NULL;
-  if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) <
-      0) {
+  /* Answered "noted" only once the notes recorder has the row (client_reply, later). */
+  if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), client_reply, cl, id, err,
+                       sizeof err) < 0)
     client_error(cl, id, err);
-    return;
-  }
-  json_t *o = reply_new(id, "noted");
-  json_object_update(o, extra);
-  json_decref(extra);
-  client_send(cl, o);
 }
 
 /* The command's optional label, sanitised into clean. -1 once the client heard why not. */

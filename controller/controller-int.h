@@ -182,8 +182,9 @@ struct pirec_controller {
   /* The one op per trigger that is queued and not running yet: later action edges of that line
    * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
   struct op *gpio_pending[MAX_GPIO];
-  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
-  int gpio_closing;               /* lines still closing before a reload re-opens the set */
+  uint64_t gpio_merged[MAX_GPIO];  /* edges merged so far, per trigger (status) */
+  uint64_t gpio_outside[MAX_GPIO]; /* edges that came while no session was there to take them */
+  int gpio_closing;                /* lines still closing before a reload re-opens the set */
   /* [gpio.*] lines whose chip is not there (yet): tried again on gpio_retry, 1 s doubling to 10 s,
    * and reported (status, each session's events.csv and session.json, [session] required). */
   struct gpio_waiting {
@@ -204,13 +205,14 @@ struct pirec_controller {
     char module[80], detail[192];
   } early_edges[EARLY_EDGES_MAX];
   int nearly_edges;
-  uint64_t early_edges_lost;
+  uint64_t early_edges_lost[MAX_GPIO]; /* per trigger: beyond EARLY_EDGES_MAX, counted only */
 
   enum cstate state;
   struct pirec_session *session;
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;
+  struct note_wait *note_waits; /* notes whose client waits for the recorder's acknowledgement */
   uint64_t notes_in_events;
 
   struct op *ops; /* queue; the head is running */
@@ -314,6 +316,11 @@ void pirec__gpio_reopen_all(struct pirec_controller *c);
 void pirec__gpio_trial_started(struct pirec_controller *c);
 void pirec__gpio_set_recording(struct pirec_controller *c, int recording);
 json_t *pirec__gpio_status(struct pirec_controller *c);
+/* The edges kept for a session that will not come (its start failed or was not queued after all):
+ * counted as outside any session, then forgotten. */
+void pirec__gpio_early_discard(struct pirec_controller *c);
+/* The edges kept for session s, into its events.csv (and, per line, how many were not kept). */
+void pirec__gpio_early_write(struct pirec_controller *c, struct pirec_session *s);
 /* Why the trigger or output `name` ("gpio.pedal") cannot work now, or NULL when it is open or not
  * configured (*configured says which). */
 const char *pirec__gpio_missing(struct pirec_controller *c, const char *name, size_t len, int *configured);
@@ -338,8 +345,13 @@ void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message);
 /* Drops every op, answering nobody (free). */
 void pirec__ops_free(struct pirec_controller *c);
 /* A note stamped now; see ops.c. */
-int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen);
+/* reply(who, obj) gets the note's answer later ("noted" once the notes recorder acknowledged
+ * it, or an error), unless this returns an error (err filled; reply never runs). reply may be
+ * NULL (nobody waits). */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
+                     void (*reply)(void *who, json_t *obj), void *who, json_t *id, char *err, size_t errlen);
+/* A client went away: its notes are still written, their answers go nowhere. */
+void pirec__note_waits_forget(struct pirec_controller *c, void *who);
 /* Hook implementations (struct pirec__hooks). */
 void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);

@@ -172,6 +172,10 @@ int pirec_session_last_trial(const struct pirec_session *s)
 {
   return s->last_trial;
 }
+int pirec_session_takes_rows(const struct pirec_session *s)
+{
+  return s->events && !s->stopping && !s->final_saved;
+}
 int64_t pirec_session_start_mono_ns(const struct pirec_session *s)
 {
   return s->start_mono_ns;

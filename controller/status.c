@@ -121,9 +121,7 @@ static void on_demo_note(uv_timer_t *t)
     return;
   char text[96], err[300];
   snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration", ++c->demo_notes);
-  json_t *extra = NULL;
-  if (pirec__take_note(c, text, strlen(text), &extra, err, sizeof err) == 0)
-    json_decref(extra);
+  (void)pirec__take_note(c, text, strlen(text), NULL, NULL, NULL, err, sizeof err);
 }
 
 static void on_handle_closed(uv_handle_t *h)

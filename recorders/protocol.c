@@ -527,10 +527,16 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     snprintf(err, errlen, "not recording");
     return -EINVAL;
   }
+  json_t *next = json_object_get(msg, "next");
+  if (next && !json_is_boolean(next)) {
+    snprintf(err, errlen, "field 'next' must be true or false");
+    return -EINVAL;
+  }
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
   if (!req)
     return -ENOMEM;
   req->trial = rec->trial;
+  req->handover = json_is_true(next);
   rec->barrier++;
   rec->ops.stop(rec, req);
   return 0;

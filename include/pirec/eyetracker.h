@@ -107,6 +107,13 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
 int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);
 
+/* The next trial_start follows the trial_stop that comes next (a trial change): gaze rows
+ * received between them are kept (up to ~3 s) and written first into the next trial's gaze file,
+ * so its rows follow this trial's without a gap; other samples meanwhile (scene frames, clock
+ * reports, eye events, gaze beyond the buffer) are counted as dropped before the next trial's
+ * first rows. Call before trial_stop. */
+void pirec_eyetracker_hand_over(struct pirec_eyetracker *et);
+
 int pirec_eyetracker_recording(const struct pirec_eyetracker *et);
 
 struct pirec_eyetracker_stream_status {

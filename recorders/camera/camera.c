@@ -188,6 +188,7 @@ struct pirec_camera {
   int has_async, has_timer;
   int started;
   int held;
+  int handover; /* frames after the stopping trial's end wait in the ring for the next trial */
   /* Records taken from the ring, in order; a record's space is released once it and all before it
    * are done (borrowed encoder writes finish asynchronously). */
   uint8_t *infl_done;
@@ -752,6 +753,8 @@ static void drain(struct pirec_camera *cam)
     if (!t || t->fed_all || (t->stopping && h.mono_ns > t->stop_mono)) {
       if (t && !t->fed_all)
         feeding_done(cam, t);
+      if (cam->handover)
+        break; /* the frame stays in cur: the next trial's first */
       cam->frames_idle++;
       cam->pending = 0;
       cur_done(cam);
@@ -1147,14 +1150,25 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     return -ENOMEM;
   if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
     trial_abandon(t);
+    cam->handover = 0; /* no trial takes the frames kept for it: they are idle after all */
+    drain(cam);
     return r;
   }
   if (!cam->raw)
     trial_write_stream_header(cam, t);
-  cam->pending = 0;
+  /* After a hand-over, what was lost since the last trial's last row goes on this one's first. */
+  if (!cam->handover)
+    cam->pending = 0;
+  cam->handover = 0;
   cam->rows_last = 0;
   cam->trial = t;
+  drain(cam);
   return 0;
+}
+
+void pirec_camera_hand_over(struct pirec_camera *cam)
+{
+  cam->handover = 1;
 }
 
 static void trial_done(struct pirec_camera *cam)

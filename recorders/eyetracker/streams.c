@@ -155,6 +155,11 @@ static int count_sample(struct stream *st)
   st->received++;
   if (st->et->recording)
     return 1;
+  if (pirec__et_handing_over(st->et)) {
+    st->pending_drop++; /* the next trial's: on its first row */
+    st->handover_discarded++;
+    return 0;
+  }
   st->st.idle++;
   st->pending_drop = 0;
   return 0;
@@ -170,15 +175,24 @@ static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int
                 p->payload_len, st->url, (unsigned long long)st->st.bad_payloads + 1);
     return;
   }
-  if (!count_sample(st))
+  int handover = pirec__et_handing_over(et);
+  if (!handover && !count_sample(st))
     return;
   char buf_row[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtcp_clock_device_ns(&st->clock, ext),
-                     &g, p->ts, st->seq.ext_max - (1u << 16), st->pending_drop);
-  pirec_csv_row_end(&row);
-  push_row(st, et->gaze_sink, &row);
+  pirec_gaze_csv_row(&row, handover ? pirec__et_handover_trial(et) : et->trial, st->rx_mono, st->rx_wall,
+                     pirec_rtcp_clock_device_ns(&st->clock, ext), &g, p->ts, st->seq.ext_max - (1u << 16),
+                     st->pending_drop);
+  int len = pirec_csv_row_end(&row);
+  if (!handover) {
+    push_row(st, et->gaze_sink, &row);
+  } else if (len > 0 && pirec__et_handover_keep(et, buf_row, (size_t)len, st->pending_drop) == 0) {
+    st->received++;       /* the next trial's counters take it when that trial starts */
+    st->pending_drop = 0; /* carried by the kept row */
+  } else {
+    count_sample(st);
+  }
 }
 
 static void on_au(const struct pirec_h264_au *au, void *user)
