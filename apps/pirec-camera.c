@@ -63,7 +63,8 @@ static void usage(FILE *f)
              "  --ring-ms N       capture ring size in ms of frames (default 1000)\n"
              "  --rpicam-program PATH       rpicam-vid to run (default rpicam-vid)\n"
              "  --ffmpeg PATH     ffmpeg to run (default ffmpeg)\n"
-             "  -c FILE           read [camera.NAME] from a pirec config file\n");
+             "  -c FILE           read [camera.NAME] from a pirec config file\n"
+             "  -h, --help        this text;  --version   the version\n");
 }
 
 static int parse_fps(const char *text, int *num, int *den)
@@ -216,6 +217,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     return;
   }
   a->stop_req = req;
+  if (req->handover && pirec_camera_recording(a->cam))
+    pirec_camera_hand_over(a->cam);
   int r = pirec_camera_trial_stop(a->cam, on_stopped, a);
   if (r < 0) {
     a->stop_req = NULL;
@@ -481,7 +484,7 @@ struct cli {
   int set_source, set_size, set_fps, set_format, set_preset, set_crf, set_gop, set_ring;
 };
 
-/* Parses the options into c and the standalone ones into a. Returns 0, 1 after --help, or -EINVAL. */
+/* Parses the options into c and the standalone ones into a. Returns 0, 1 after --help or --version, or -EINVAL. */
 static int parse_args(int argc, char **argv, struct cli *c, struct app *a)
 {
   static const struct option longopts[] = {{"source", required_argument, NULL, 's'},
@@ -500,6 +503,7 @@ static int parse_args(int argc, char **argv, struct cli *c, struct app *a)
                                            {"ffmpeg", required_argument, NULL, 'x'},
                                            {"protocol", no_argument, NULL, 'p'},
                                            {"help", no_argument, NULL, 'h'},
+                                           {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};
   struct pirec_camera_settings *s = &c->s;
   int opt;
@@ -549,6 +553,7 @@ static int parse_args(int argc, char **argv, struct cli *c, struct app *a)
     case 'p': c->protocol = 1; break;
     case 'c': c->config_file = optarg; break;
     case 'h': usage(stdout); return 1;
+    case 'V': printf("pirec-camera %s\n", PIREC_VERSION); return 1;
     default: return -EINVAL;
     }
   }

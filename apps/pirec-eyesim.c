@@ -30,7 +30,7 @@ static void usage(FILE *f)
              "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
              "  --seed N, --gaze-log FILE, --world-log FILE, --events-log FILE, --duration S\n"
              "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
-             "SIGINT/SIGTERM or --duration.\n");
+             "SIGINT/SIGTERM or --duration.  -h, --help: this text;  --version: the version.\n");
 }
 
 struct app {
@@ -73,7 +73,7 @@ static int64_t seconds_ns(const char *v)
   return (int64_t)(d * 1e9);
 }
 
-/* Parses the options into s and *duration. Returns 0, 1 after --help, or -EINVAL (said why). */
+/* Parses the options into s and *duration. Returns 0, 1 after --help or --version, or -EINVAL (said why). */
 static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, double *duration)
 {
   enum {
@@ -127,6 +127,7 @@ static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, do
                                        {"no-events", 0, 0, O_NOEVENTS},
                                        {"events-log", 1, 0, O_ELOG},
                                        {"help", 0, 0, 'h'},
+                                       {"version", 0, 0, 'V'},
                                        {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -161,6 +162,7 @@ static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, do
     case O_WLOG: snprintf(s->world_log, sizeof s->world_log, "%s", optarg); break;
     case O_DUR: *duration = atof(optarg); break;
     case 'h': usage(stdout); return 1;
+    case 'V': printf("pirec-eyesim %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return -EINVAL;
     }
   }

@@ -41,7 +41,8 @@ static void usage(FILE *f)
              "  --trial N             trial number for the file names (default 1)\n"
              "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
              "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
-             "  --json                print the final counters as JSON on stdout\n");
+             "  --json                print the final counters as JSON on stdout\n"
+             "  -h, --help            this text;  --version   the version\n");
 }
 
 static const char *event_name(enum pirec_eyetracker_event ev)
@@ -95,6 +96,8 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   U(gap_samples);
   U(samples);
   U(written);
+  U(discarded);
+  U(dropped_after);
   U(refused);
   U(dropped);
   U(idle);
@@ -173,6 +176,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->pending = req;
+  if (req->handover && pirec_eyetracker_recording(a->et))
+    pirec_eyetracker_hand_over(a->et);
   int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);
   if (r < 0) {
     a->pending = NULL;
@@ -256,7 +261,7 @@ struct cli {
   double duration;
 };
 
-/* Parses the options into s, c and a->json. Returns 0, 1 after --help, or -EINVAL (usage printed). */
+/* Parses the options into s, c and a->json. Returns 0, 1 after --help or --version, or -EINVAL. */
 static int parse_args(int argc, char **argv, struct pirec_eyetracker_settings *s, struct cli *c,
                       struct app *a)
 {
@@ -278,25 +283,18 @@ static int parse_args(int argc, char **argv, struct pirec_eyetracker_settings *s
     O_EURL,
     O_NOEVENTS
   };
-  static const struct option opts[] = {{"address", 1, 0, O_ADDR},
-                                       {"rtsp-port", 1, 0, O_RTSP},
-                                       {"gaze-url", 1, 0, O_GURL},
-                                       {"world-url", 1, 0, O_WURL},
-                                       {"no-gaze", 0, 0, O_NOGAZE},
-                                       {"no-world", 0, 0, O_NOWORLD},
-                                       {"trial", 1, 0, O_TRIAL},
-                                       {"duration", 1, 0, O_DUR},
-                                       {"reconnect-min", 1, 0, O_RMIN},
-                                       {"reconnect-max", 1, 0, O_RMAX},
-                                       {"json", 0, 0, O_JSON},
-                                       {"protocol", 0, 0, O_PROTO},
-                                       {"name", 1, 0, O_NAME},
-                                       {"out", 1, 0, O_OUT},
-                                       {"config", 1, 0, 'c'},
-                                       {"events-url", 1, 0, O_EURL},
-                                       {"no-events", 0, 0, O_NOEVENTS},
-                                       {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"address", 1, 0, O_ADDR},       {"rtsp-port", 1, 0, O_RTSP},
+      {"gaze-url", 1, 0, O_GURL},      {"world-url", 1, 0, O_WURL},
+      {"no-gaze", 0, 0, O_NOGAZE},     {"no-world", 0, 0, O_NOWORLD},
+      {"trial", 1, 0, O_TRIAL},        {"duration", 1, 0, O_DUR},
+      {"reconnect-min", 1, 0, O_RMIN}, {"reconnect-max", 1, 0, O_RMAX},
+      {"json", 0, 0, O_JSON},          {"protocol", 0, 0, O_PROTO},
+      {"name", 1, 0, O_NAME},          {"out", 1, 0, O_OUT},
+      {"config", 1, 0, 'c'},           {"events-url", 1, 0, O_EURL},
+      {"no-events", 0, 0, O_NOEVENTS}, {"help", 0, 0, 'h'},
+      {"version", 0, 0, 'V'},          {0, 0, 0, 0},
+  };
   int opt;
   while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
     switch (opt) {
@@ -318,6 +316,7 @@ static int parse_args(int argc, char **argv, struct pirec_eyetracker_settings *s
     case O_OUT: c->out = optarg; break;
     case 'c': c->config = optarg; break;
     case 'h': usage(stdout); return 1;
+    case 'V': printf("pirec-eyetracker %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return -EINVAL;
     }
   }

@@ -12,6 +12,7 @@
 #include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/looplag.h"
 #include "pirec/notes.h"
 #include "pirec/recorder.h"
 #include "pirec/sink.h"
@@ -46,7 +47,8 @@ static void usage(FILE *f)
 {
   fprintf(f, "usage: pirec-notes DIR            take notes typed on stdin (one per line) into DIR/notes.csv\n"
              "       pirec-notes --protocol [--name NAME] [-c FILE]\n"
-             "                                  run under the pirec controller (docs/PROTOCOL.md)\n");
+             "                                  run under the pirec controller (docs/PROTOCOL.md)\n"
+             "       pirec-notes -h|--help|--version\n");
 }
 
 /* ---- under the controller ---- */
@@ -140,7 +142,9 @@ static int run_protocol(struct app *a, const char *name)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
   int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
+  pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);
+  pirec_looplag_thread_leave();
   return err < 0 ? 1 : 0;
 }
 
@@ -303,7 +307,9 @@ static int run_standalone(struct app *a, const char *dir)
     uv_run(a->loop, UV_RUN_DEFAULT);
     return 1;
   }
+  pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);
+  pirec_looplag_thread_leave();
   return a->exit_code;
 }
 
@@ -332,14 +338,13 @@ static int load_options(const char *config_path, struct pirec_notes_options *no)
   return 0;
 }
 
-/* Parses the command line. Returns 0, 1 after --help, or -EINVAL (usage printed). */
+/* Parses the command line. Returns 0, 1 after --help or --version, or -EINVAL (usage printed). */
 static int parse_args(int argc, char **argv, int *protocol, const char **name, const char **config_path)
 {
-  static const struct option longopts[] = {{"protocol", no_argument, NULL, 'p'},
-                                           {"name", required_argument, NULL, 'n'},
-                                           {"config", required_argument, NULL, 'c'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"protocol", no_argument, NULL, 'p'},     {"name", required_argument, NULL, 'n'},
+      {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -347,6 +352,7 @@ static int parse_args(int argc, char **argv, int *protocol, const char **name, c
     case 'n': *name = optarg; break;
     case 'c': *config_path = optarg; break;
     case 'h': usage(stdout); return 1;
+    case 'V': printf("pirec-notes %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return -EINVAL;
     }
   }

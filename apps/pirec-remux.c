@@ -36,6 +36,7 @@ static void usage(FILE *f)
         "  --json                JSON summary on stdout\n"
         "  --live                also remux a session that is still recording (left alone by\n"
         "                        default: what is written so far, as if it had crashed now)\n"
+        "  -h, --help            this text;  --version   the version\n"
         "Exit status: 0 all done, 1 some files failed or a live session was left alone, 64 usage.\n",
         f);
 }

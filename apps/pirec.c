@@ -29,7 +29,7 @@ static const struct command commands[] = {
 
 static void usage(FILE *out)
 {
-  fprintf(out, "usage: pirec COMMAND [ARGS...]\ncommands:\n");
+  fprintf(out, "usage: pirec COMMAND [ARGS...]\n       pirec -h|--help|--version\ncommands:\n");
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
 }

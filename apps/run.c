@@ -7,6 +7,7 @@
 
 #include "pirec/container_of.h"
 #include "pirec/error.h"
+#include "pirec/looplag.h"
 
 static void stop_once(struct run *run)
 {
@@ -55,7 +56,9 @@ void run_unwatch(struct run *run)
 
 int run_exit(uv_loop_t *loop, const char *prog, const int *status)
 {
+  pirec_looplag_thread_enter(loop);
   uv_run(loop, UV_RUN_DEFAULT);
+  pirec_looplag_thread_leave();
   int r = uv_loop_close(loop);
   if (r == 0)
     return *status;

@@ -79,6 +79,7 @@ static void client_close(struct client *cl)
     for (struct waiter *w = op->waiters; w; w = w->next)
       if (w->who == cl)
         w->who = NULL;
+  pirec__note_waits_forget(c, cl);
   uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
 }
 
@@ -190,16 +191,10 @@ static void command_note(struct client *cl, json_t *id, json_t *msg, enum op_kin
     return;
   }
   char err[300];
-  json_t *extra = NULL;
-  if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), &extra, err, sizeof err) <
-      0) {
+  /* Answered "noted" only once the notes recorder has the row (client_reply, later). */
+  if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), client_reply, cl, id, err,
+                       sizeof err) < 0)
     client_error(cl, id, err);
-    return;
-  }
-  json_t *o = reply_new(id, "noted");
-  json_object_update(o, extra);
-  json_decref(extra);
-  client_send(cl, o);
 }
 
 /* The command's optional label, sanitised into clean. -1 once the client heard why not. */
@@ -266,7 +261,9 @@ static void client_command(struct client *cl, json_t *msg)
   const char *cmd = json_string_value(cmdv);
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
     if (strcmp(cmd, commands[i].name) == 0) {
+      pirec_looplag_op(commands[i].name);
       commands[i].run(cl, id, msg, commands[i].kind);
+      pirec_looplag_op(NULL);
       return;
     }
   }
@@ -423,6 +420,29 @@ static void on_connection(uv_stream_t *server, int status)
     cl->reading = 1;
 }
 
+/* The listening socket, bound here rather than by uv_pipe_bind: libuv would unlink a path it
+ * bound in uv_close, a file system call on the loop thread at shutdown; the controller removes
+ * the socket file in the threadpool instead (pirec__unlink_later). Created with the final mode: no
+ * window in which others could connect. Returns the fd or -errno. */
+static int bind_socket(const char *path, mode_t mode)
+{
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  mode_t old = umask(0777 & ~mode);
+  int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+  int err = -errno;
+  umask(old);
+  if (r < 0) {
+    close(fd);
+    return err;
+  }
+  chmod(path, mode);
+  return fd;
+}
+
 int pirec__control_listen(struct pirec_controller *c)
 {
   if (strcmp(pirec_config_get_string(c->cfg, "control", "mode"), "off") == 0)
@@ -451,13 +471,10 @@ int pirec__control_listen(struct pirec_controller *c)
   c->handles_open++;
   c->server_open = 1;
   c->server.data = c;
-  /* Created with the final mode: no window in which others could connect. */
-  mode_t mode = (mode_t)pirec_config_get_int(c->cfg, "control", "socket_mode");
-  mode_t old = umask(0777 & ~mode);
-  err = uv_pipe_bind(&c->server, c->socket_path);
-  umask(old);
-  if (err == 0)
-    chmod(c->socket_path, mode);
+  int fd = bind_socket(c->socket_path, (mode_t)pirec_config_get_int(c->cfg, "control", "socket_mode"));
+  err = fd < 0 ? fd : uv_pipe_open(&c->server, fd);
+  if (fd >= 0 && err < 0)
+    close(fd);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&c->server, 64, on_connection);
   if (err < 0) {

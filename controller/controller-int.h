@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "pirec/config.h"
+#include "pirec/fs.h"
 #include "pirec/controller.h"
 #include "pirec/gpio.h"
 #include "pirec/job.h"
@@ -162,6 +163,14 @@ struct pirec_controller {
   char *output_dir_override;
   char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
   char snapshot_path[PATH_MAX]; /* the accepted config text the recorders read (pirec__snapshot_write) */
+  /* A reload's snapshot, written in the threadpool to a new name (pirec__snapshot_write_async) */
+  struct pirec_fs_req snapshot_req;
+  char snapshot_next[PATH_MAX];
+  unsigned snapshot_gen;
+  int snapshot_busy;
+  void (*snapshot_done)(struct pirec_controller *c, int err);
+  json_t *snapshot_reply;                 /* the op's reply, sent once the switch is made */
+  const struct pirec_config *snapshot_of; /* the pending config being written */
   struct pirec_config *cfg;
   struct pirec_config *pending_cfg; /* reloaded while recording: applied when the session ends */
   int demo;
@@ -173,8 +182,9 @@ struct pirec_controller {
   /* The one op per trigger that is queued and not running yet: later action edges of that line
    * are merged into it instead of queueing more, so an edge storm costs no memory and no churn. */
   struct op *gpio_pending[MAX_GPIO];
-  uint64_t gpio_merged[MAX_GPIO]; /* edges merged so far, per trigger (status) */
-  int gpio_closing;               /* lines still closing before a reload re-opens the set */
+  uint64_t gpio_merged[MAX_GPIO];  /* edges merged so far, per trigger (status) */
+  uint64_t gpio_outside[MAX_GPIO]; /* edges that came while no session was there to take them */
+  int gpio_closing;                /* lines still closing before a reload re-opens the set */
   /* [gpio.*] lines whose chip is not there (yet): tried again on gpio_retry, 1 s doubling to 10 s,
    * and reported (status, each session's events.csv and session.json, [session] required). */
   struct gpio_waiting {
@@ -195,13 +205,14 @@ struct pirec_controller {
     char module[80], detail[192];
   } early_edges[EARLY_EDGES_MAX];
   int nearly_edges;
-  uint64_t early_edges_lost;
+  uint64_t early_edges_lost[MAX_GPIO]; /* per trigger: beyond EARLY_EDGES_MAX, counted only */
 
   enum cstate state;
   struct pirec_session *session;
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;
+  struct note_wait *note_waits; /* notes whose client waits for the recorder's acknowledgement */
   uint64_t notes_in_events;
 
   struct op *ops; /* queue; the head is running */
@@ -256,6 +267,19 @@ int pirec__mkdir_parents(const char *path, mode_t mode);
 void pirec__report(struct pirec_controller *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes cfg's source text to c->snapshot_path, the file every recorder is spawned with. */
 int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config *cfg);
+/* The same off the loop: cfg's text goes atomically to a new file next to the snapshot
+ * (c->snapshot_next), in the threadpool; done runs on the loop with 0 or -errno. The caller makes
+ * it the snapshot (pirec__snapshot_adopt) only if it still wants it, so the file recorders read
+ * never changes under a session. Returns 0 or -errno (then done never runs). */
+int pirec__snapshot_write_async(struct pirec_controller *c, const struct pirec_config *cfg,
+                                void (*done)(struct pirec_controller *c, int err));
+/* Makes c->snapshot_next the snapshot and removes the old file (in the threadpool). */
+void pirec__snapshot_adopt(struct pirec_controller *c);
+/* Removes path in the threadpool (the loop runs until it is done); the request owns itself, so
+ * nothing waits for it and a failure is ignored. */
+void pirec__unlink_later(struct pirec_controller *c, const char *path);
+/* Removes c->snapshot_next (a written snapshot that was not adopted), in the threadpool. */
+void pirec__snapshot_discard(struct pirec_controller *c);
 
 /* ---- module.c: recorder children and the controller's side of the protocol ---- */
 
@@ -292,6 +316,11 @@ void pirec__gpio_reopen_all(struct pirec_controller *c);
 void pirec__gpio_trial_started(struct pirec_controller *c);
 void pirec__gpio_set_recording(struct pirec_controller *c, int recording);
 json_t *pirec__gpio_status(struct pirec_controller *c);
+/* The edges kept for a session that will not come (its start failed or was not queued after all):
+ * counted as outside any session, then forgotten. */
+void pirec__gpio_early_discard(struct pirec_controller *c);
+/* The edges kept for session s, into its events.csv (and, per line, how many were not kept). */
+void pirec__gpio_early_write(struct pirec_controller *c, struct pirec_session *s);
 /* Why the trigger or output `name` ("gpio.pedal") cannot work now, or NULL when it is open or not
  * configured (*configured says which). */
 const char *pirec__gpio_missing(struct pirec_controller *c, const char *name, size_t len, int *configured);
@@ -316,8 +345,13 @@ void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message);
 /* Drops every op, answering nobody (free). */
 void pirec__ops_free(struct pirec_controller *c);
 /* A note stamped now; see ops.c. */
-int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen);
+/* reply(who, obj) gets the note's answer later ("noted" once the notes recorder acknowledged
+ * it, or an error), unless this returns an error (err filled; reply never runs). reply may be
+ * NULL (nobody waits). */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
+                     void (*reply)(void *who, json_t *obj), void *who, json_t *id, char *err, size_t errlen);
+/* A client went away: its notes are still written, their answers go nowhere. */
+void pirec__note_waits_forget(struct pirec_controller *c, void *who);
 /* Hook implementations (struct pirec__hooks). */
 void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);

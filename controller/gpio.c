@@ -25,18 +25,62 @@ static int gpio_slot(struct pirec_controller *c, struct pirec_gpio *g)
   return -1;
 }
 
-/* Which op an edge's action asks for now; 0 when none (no action, or nothing to do in this state). */
-static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind)
+/* Whether a session will be recording once the ops queued before `upto` (NULL: all of them) have
+ * run. The running op's effect is already in c->state (starting, stopping). A start or stop that
+ * finds the wrong state is refused, which leaves the state as this predicts. */
+static int recording_after(const struct pirec_controller *c, const struct op *upto)
 {
+  int rec = c->state == C_STARTING || c->state == C_RECORDING;
+  const struct op *op = c->ops;
+  if (op && c->op_running)
+    op = op->next;
+  for (; op && op != upto; op = op->next) {
+    switch (op->kind) {
+    case OP_START:
+    case OP_TRIAL: rec = 1; break;
+    case OP_STOP:
+    case OP_SHUTDOWN: rec = 0; break;
+    case OP_TOGGLE: rec = !rec; break;
+    case OP_RELOAD: break;
+    }
+  }
+  return rec;
+}
+
+/* Which op an edge's action asks for, judged by the state the queue is heading for rather than
+ * the state now: a stop pressed while a session starts stops it once it has started, a start
+ * pressed while one stops starts the next, as the same commands on the socket do. 0 when it asks
+ * for none (no action, a marker, a start while recording, a stop while idle). *starts: the op
+ * will start a session (so the edge belongs in that session's events.csv). */
+static int gpio_edge_op(struct pirec_controller *c, enum pirec_gpio_action action, enum op_kind *kind,
+                        int *starts)
+{
+  *starts = 0;
   if (c->shutting_down)
     return 0;
+  int rec = recording_after(c, NULL);
   switch (action) {
-  case PIREC_GPIO_ACTION_START: *kind = OP_START; return c->state == C_IDLE;
-  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return c->state == C_RECORDING;
-  case PIREC_GPIO_ACTION_TOGGLE: *kind = OP_TOGGLE; return 1;
-  case PIREC_GPIO_ACTION_TRIAL: *kind = OP_TRIAL; return 1;
+  case PIREC_GPIO_ACTION_START:
+    *kind = OP_START;
+    *starts = !rec;
+    return !rec;
+  case PIREC_GPIO_ACTION_STOP: *kind = OP_STOP; return rec;
+  case PIREC_GPIO_ACTION_TOGGLE:
+    *kind = OP_TOGGLE;
+    *starts = !rec;
+    return 1;
+  case PIREC_GPIO_ACTION_TRIAL:
+    *kind = OP_TRIAL;
+    *starts = !rec;
+    return 1;
   default: return 0;
   }
+}
+
+static int is_op_action(enum pirec_gpio_action a)
+{
+  return a == PIREC_GPIO_ACTION_START || a == PIREC_GPIO_ACTION_STOP || a == PIREC_GPIO_ACTION_TOGGLE ||
+         a == PIREC_GPIO_ACTION_TRIAL;
 }
 
 /* An op leaves the pending set of its trigger once it runs (or is cancelled): the next edge of
@@ -48,6 +92,80 @@ void pirec__gpio_unpend(struct pirec_controller *c, struct op *op)
   op->gpio_slot = -1;
 }
 
+/* Edges that arrive while no session takes rows go to none: counted per line. */
+static void edge_outside(struct pirec_controller *c, int slot, const char *module, const char *detail)
+{
+  if (slot >= 0)
+    c->gpio_outside[slot]++;
+  pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
+}
+
+void pirec__gpio_early_discard(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nearly_edges; i++) {
+    int slot = -1;
+    for (int k = 0; k < c->ngpio; k++)
+      if (strcmp(c->early_edges[i].module + strlen("gpio."), pirec_gpio_name(c->gpios[k])) == 0)
+        slot = k;
+    edge_outside(c, slot, c->early_edges[i].module, c->early_edges[i].detail);
+  }
+  for (int k = 0; k < MAX_GPIO; k++) {
+    c->gpio_outside[k] += c->early_edges_lost[k];
+    c->early_edges_lost[k] = 0;
+  }
+  c->nearly_edges = 0;
+}
+
+void pirec__gpio_early_write(struct pirec_controller *c, struct pirec_session *s)
+{
+  for (int i = 0; i < c->nearly_edges; i++)
+    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
+                           c->early_edges[i].module, c->early_edges[i].detail);
+  c->nearly_edges = 0;
+  for (int k = 0; k < c->ngpio; k++) {
+    if (!c->early_edges_lost[k])
+      continue;
+    char module[80], lost[96];
+    snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(c->gpios[k]));
+    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
+             (unsigned long long)c->early_edges_lost[k]);
+    pirec_session_event(s, "gpio_edges_lost", module, lost);
+    c->early_edges_lost[k] = 0;
+  }
+}
+
+/* Kept for the session on its way; written first into its events.csv (on_session_started). */
+static void edge_early(struct pirec_controller *c, int slot, int64_t ts, int64_t wall, const char *module,
+                       const char *detail)
+{
+  if (c->nearly_edges < EARLY_EDGES_MAX) {
+    struct early_edge *e = &c->early_edges[c->nearly_edges++];
+    e->mono = ts;
+    e->wall = wall;
+    snprintf(e->module, sizeof e->module, "%s", module);
+    snprintf(e->detail, sizeof e->detail, "%s", detail);
+  } else if (slot >= 0) {
+    c->early_edges_lost[slot]++;
+  }
+}
+
+/* The one events.csv an edge's row goes into (docs/OPERATIONS.md, "Transitions"): the session
+ * its op starts; else the session that takes rows now (recording, or stopping until its files
+ * close); else the session on its way (starting, or queued to start after the one stopping);
+ * else none, counted. */
+static void edge_row(struct pirec_controller *c, int slot, int starts, int64_t ts, int64_t wall,
+                     const char *module, const char *detail)
+{
+  if (starts || c->state == C_STARTING)
+    edge_early(c, slot, ts, wall, module, detail);
+  else if (c->session && pirec_session_takes_rows(c->session))
+    pirec_session_event_at(c->session, ts, wall, "gpio_edge", module, detail);
+  else if (recording_after(c, NULL))
+    edge_early(c, slot, ts, wall, module, detail);
+  else
+    edge_outside(c, slot, module, detail);
+}
+
 static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *ev, void *user)
 {
   struct pirec_controller *c = user;
@@ -57,45 +175,35 @@ static void on_gpio_event(struct pirec_gpio *g, const struct pirec_gpio_event *e
   snprintf(module, sizeof module, "gpio.%s", pirec_gpio_name(g));
   if (ev->kind == PIREC_GPIO_EVENT_PULSE) {
     snprintf(detail, sizeof detail, "pulse %llu", (unsigned long long)ev->seqno);
-    if (c->session && pirec_session_dir(c->session))
+    if (c->session && pirec_session_takes_rows(c->session))
       pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_pulse", module, detail);
     return;
   }
   /* At most one op per line waits in the queue: an action edge arriving while it waits is merged
    * into it (a storm of presses while the controller is busy counts as one), so a 10 kHz toggle
    * storm costs neither memory nor a session per edge. */
-  enum op_kind kind = OP_START;
-  int wants = gpio_edge_op(c, ev->action, &kind);
   int slot = gpio_slot(c, g);
-  struct op *pending = wants && slot >= 0 ? c->gpio_pending[slot] : NULL;
+  struct op *pending =
+      is_op_action(ev->action) && !c->shutting_down && slot >= 0 ? c->gpio_pending[slot] : NULL;
+  enum op_kind kind = OP_START;
+  int starts = 0, wants = 0;
   char merged[40] = "";
   if (pending) {
     pending->merged++;
     c->gpio_merged[slot]++;
     snprintf(merged, sizeof merged, " merged %llu", (unsigned long long)pending->merged);
+    /* the edge goes with the op it was folded into */
+    starts = !recording_after(c, pending) && pending->kind != OP_STOP && pending->kind != OP_SHUTDOWN &&
+             pending->kind != OP_RELOAD;
+  } else {
+    wants = gpio_edge_op(c, ev->action, &kind, &starts);
   }
   snprintf(detail, sizeof detail, "%s seq %llu lost %llu action %s latency_ns %lld%s",
            ev->rising ? "rising" : "falling", (unsigned long long)ev->seqno,
            (unsigned long long)ev->lost_before, gpio_action_word(ev->action),
            (long long)(ev->read_mono_ns - ev->ts_ns), merged);
-  if (c->session && pirec_session_dir(c->session)) {
-    pirec_session_event_at(c->session, ev->ts_ns, wall, "gpio_edge", module, detail);
-  } else if (wants || c->state == C_STARTING || c->nearly_edges > 0) {
-    /* A session is on its way (this edge starts it, or one is starting): the edge is kept for
-     * that session's events.csv. */
-    if (c->nearly_edges < EARLY_EDGES_MAX) {
-      struct early_edge *e = &c->early_edges[c->nearly_edges++];
-      e->mono = ev->ts_ns;
-      e->wall = wall;
-      snprintf(e->module, sizeof e->module, "%s", module);
-      snprintf(e->detail, sizeof e->detail, "%s", detail);
-    } else {
-      c->early_edges_lost++;
-    }
-  } else {
-    pirec_log(PIREC_LOG_INFO, "%s: %s (no session)", module, detail);
-  }
-  if (wants && !pending)
+  edge_row(c, slot, starts, ev->ts_ns, wall, module, detail);
+  if (wants)
     c->hooks.gpio_submit(c, slot, kind, module);
 }
 
@@ -290,6 +398,8 @@ void pirec__gpio_close_all(struct pirec_controller *c)
     c->handles_open++;
     c->gpio_closing++;
     c->gpio_merged[i] = 0;
+    c->gpio_outside[i] = 0;
+    c->early_edges_lost[i] = 0;
     pirec_gpio_close(c->gpios[i], on_gpio_closed, c);
   }
   c->ngpio = 0;
@@ -316,6 +426,13 @@ json_t *pirec__gpio_status(struct pirec_controller *c)
                   (json_int_t)k.edges, "events", (json_int_t)k.events, "actions", (json_int_t)k.actions,
                   "rate_limited", (json_int_t)k.rate_limited, "lost", (json_int_t)k.lost, "merged",
                   (json_int_t)c->gpio_merged[i], "op_pending", c->gpio_pending[i] != NULL, "error", k.error));
+    json_t *line = json_object_get(o, pirec_gpio_name(c->gpios[i]));
+    /* every edge read is one of: debounced, filtered, or an event; an event's row is in one
+     * events.csv unless it came outside any session */
+    json_object_set_new(line, "debounced", json_integer((json_int_t)k.debounced));
+    json_object_set_new(line, "filtered", json_integer((json_int_t)k.filtered));
+    json_object_set_new(line, "outside_session", json_integer((json_int_t)c->gpio_outside[i]));
+    json_object_set_new(line, "pulses_merged", json_integer((json_int_t)k.pulses_merged));
   }
   for (int i = 0; i < c->ngpio_waiting; i++)
     json_object_set_new(o, c->gpio_waiting[i].section + strlen("gpio."),

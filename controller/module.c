@@ -255,9 +255,12 @@ void pirec__module_on_status(struct module *m, json_t *reply, void *user)
   json_decref(m->last_status);
   m->last_status = json_incref(reply);
   m->last_status_mono = pirec_clock_mono_ns();
-  if (m->c->session)
+  if (m->c->session) {
     pirec_session_module_set(m->c->session, m->name, "counters",
                              json_deep_copy(json_object_get(reply, "counters")));
+    pirec_session_module_set(m->c->session, m->name, "looplag",
+                             json_deep_copy(json_object_get(reply, "looplag")));
+  }
 }
 
 void pirec__module_poll_status(struct module *m)

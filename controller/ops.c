@@ -21,12 +21,100 @@ static const char *op_kind_name(enum op_kind k)
 }
 
 static void op_done(struct pirec_controller *c, json_t *reply);
-static void apply_pending_config(struct pirec_controller *c);
+static void apply_pending_config(struct pirec_controller *c, json_t *reply);
 
-/* A note: stamped now, numbered, handed to every recorder that takes notes (or to events.csv if
- * none does). The client's reply does not wait for the disk. */
-int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, json_t **reply_extra,
-                     char *err, size_t errlen)
+/* A note the client waits for: answered once the notes recorder acknowledged it ("noted": the row
+ * is in its file's queue) or refused it. who is cleared when the client goes away. */
+struct note_wait {
+  struct waiter w;
+  json_t *extra; /* seq and clocks, for the reply */
+  struct pirec_controller *c;
+  struct note_wait *next, *prev; /* both ways: a flood of notes leaves in O(1) each */
+};
+
+static void note_wait_unlink(struct pirec_controller *c, struct note_wait *nw)
+{
+  if (nw->prev)
+    nw->prev->next = nw->next;
+  else
+    c->note_waits = nw->next;
+  if (nw->next)
+    nw->next->prev = nw->prev;
+  nw->next = nw->prev = NULL;
+}
+
+static void note_answer(struct note_wait *nw, json_t *reply)
+{
+  if (nw->w.who && nw->w.reply) {
+    json_object_set(reply, "id", nw->w.id ? nw->w.id : json_null());
+    nw->w.reply(nw->w.who, reply);
+  } else {
+    json_decref(reply);
+  }
+  json_decref(nw->w.id);
+  json_decref(nw->extra);
+  free(nw);
+}
+
+static void on_note_reply(struct module *m, json_t *reply, void *user)
+{
+  struct note_wait *nw = user;
+  note_wait_unlink(nw->c, nw);
+  const char *r = reply ? json_string_value(json_object_get(reply, "reply")) : NULL;
+  json_t *o;
+  if (r && strcmp(r, "noted") == 0) {
+    o = json_pack("{s:s}", "reply", "noted");
+    json_object_update(o, nw->extra);
+  } else {
+    char msg[600];
+    const char *why = reply ? json_string_value(json_object_get(reply, "message")) : NULL;
+    snprintf(msg, sizeof msg, "note not saved: %s", why ? why : "the notes recorder ended");
+    o = json_pack("{s:s,s:s}", "reply", "error", "message", msg);
+  }
+  note_answer(nw, o);
+}
+
+void pirec__note_waits_forget(struct pirec_controller *c, void *who)
+{
+  for (struct note_wait *nw = c->note_waits; nw; nw = nw->next)
+    if (nw->w.who == who)
+      nw->w.who = NULL;
+}
+
+static struct note_wait *note_wait_new(struct pirec_controller *c, void (*reply)(void *who, json_t *obj),
+                                       void *who, json_t *id, json_t *extra)
+{
+  struct note_wait *nw = calloc(1, sizeof *nw);
+  if (!nw)
+    return NULL;
+  nw->c = c;
+  nw->w.reply = reply;
+  nw->w.who = who;
+  nw->w.id = id ? json_incref(id) : NULL;
+  nw->extra = json_incref(extra);
+  nw->next = c->note_waits;
+  if (nw->next)
+    nw->next->prev = nw;
+  c->note_waits = nw;
+  return nw;
+}
+
+/* The notes recorder that takes this note, or NULL (then it goes into events.csv). */
+static struct module *notes_module(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++)
+    if (strcmp(c->modules[i].kind, "notes") == 0 && c->modules[i].state != M_ENDED)
+      return &c->modules[i];
+  return NULL;
+}
+
+/* A note: stamped now, numbered, handed to the notes recorder (or to events.csv if there is
+ * none). It belongs to the trial running at its stamp: a trial change sends the recorder its
+ * stop and the next trial's start at one instant, so a note stamped before goes ahead of the
+ * stop, one stamped after behind the start. reply(who, obj) gets "noted" only once the recorder
+ * acknowledged it, or an error; NULL reply: nobody waits. */
+int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
+                     void (*reply)(void *who, json_t *obj), void *who, json_t *id, char *err, size_t errlen)
 {
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
   if (c->state == C_IDLE || c->state == C_STOPPING || (!c->session && c->state != C_STARTING)) {
@@ -38,38 +126,48 @@ int pirec__take_note(struct pirec_controller *c, const char *text, size_t len, j
     snprintf(err, errlen, "note too long: %zu bytes (notes.max_length is %zu)", len, max);
     return -EMSGSIZE;
   }
-  int sent = 0;
-  for (int i = 0; i < c->nmodules; i++) {
-    struct module *m = &c->modules[i];
-    if (strcmp(m->kind, "notes") != 0 || m->state == M_ENDED)
-      continue;
+  struct module *m = notes_module(c);
+  if (!m && (!c->session || !pirec_session_dir(c->session))) {
+    snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
+    return -ENOTCONN;
+  }
+  json_t *extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq + 1, "mono_ns", (json_int_t)mono,
+                            "wall_ns", (json_int_t)wall);
+  if (m) {
     json_t *cmd = json_pack("{s:s,s:s%,s:I,s:I}", "cmd", "note", "text", text, len, "mono_ns",
                             (json_int_t)mono, "wall_ns", (json_int_t)wall);
     if (!cmd) {
+      json_decref(extra);
       snprintf(err, errlen, "note is not valid UTF-8");
       return -EINVAL;
     }
-    int e = pirec__module_send(m, cmd, NULL, NULL);
+    struct note_wait *nw = note_wait_new(c, reply, who, id, extra);
+    int e = nw ? pirec__module_send(m, cmd, on_note_reply, nw) : (json_decref(cmd), -ENOMEM);
     if (e < 0) {
+      if (nw) {
+        note_wait_unlink(c, nw);
+        nw->w.who = NULL;
+        note_answer(nw, json_object());
+      }
+      json_decref(extra);
       snprintf(err, errlen, "notes recorder '%s' is %s: %s", m->name,
                e == -ENOBUFS ? "too far behind" : "unavailable", pirec_strerror(e));
       return e;
     }
-    sent++;
-  }
-  if (!sent) {
-    if (!c->session || !pirec_session_dir(c->session)) {
-      snprintf(err, errlen, "no recorder takes notes and the session is not open yet");
-      return -ENOTCONN;
-    }
+  } else {
     char *copy = strndup(text, len);
     pirec_session_event_at(c->session, mono, wall, "note", NULL, copy);
     free(copy);
     c->notes_in_events++;
+    if (reply) {
+      json_t *o = json_pack("{s:s}", "reply", "noted");
+      json_object_update(o, extra);
+      json_object_set(o, "id", id ? id : json_null());
+      reply(who, o);
+    }
   }
+  json_decref(extra);
   c->note_seq++;
-  *reply_extra = json_pack("{s:I,s:I,s:I}", "seq", (json_int_t)c->note_seq, "mono_ns", (json_int_t)mono,
-                           "wall_ns", (json_int_t)wall);
   return 0;
 }
 
@@ -301,9 +399,10 @@ static void on_restart_started(struct module *m, json_t *reply, void *user)
 }
 
 /* The current trial's start for m, ahead of anything queued for it (notes held while the session
- * was starting, or written while it was restarting). A start repeated inside one trial (after a
- * crash) is part n. for_op: the running op waits for the reply; else it is a rejoin. */
-static void send_start_first(struct module *m, int for_op)
+ * was starting, or written while it was restarting), or, in_order, behind it (a trial change: the
+ * notes queued before it belong to the trial that ends). A start repeated inside one trial (after
+ * a crash) is part n. for_op: the running op waits for the reply; else it is a rejoin. */
+static void send_start(struct module *m, int for_op, int in_order)
 {
   struct pirec_controller *c = m->c;
   int part = 0;
@@ -321,18 +420,25 @@ static void send_start_first(struct module *m, int for_op)
     label = json_string_value(json_object_get(last, "label"));
   json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
                           pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
+  int (*send)(struct module *, json_t *, pirec__reply_cb, void *) =
+      in_order ? pirec__module_send : pirec__module_send_first;
   if (!for_op) {
-    pirec__module_send_first(m, cmd, on_restart_started, NULL);
+    send(m, cmd, on_restart_started, NULL);
   } else {
     c->op_wait++;
-    if (pirec__module_send_first(m, cmd, on_start_reply, NULL) < 0)
+    if (send(m, cmd, on_start_reply, NULL) < 0)
       c->op_wait--;
   }
 }
 
+static void send_start_first(struct module *m, int for_op)
+{
+  send_start(m, for_op, 0);
+}
+
 /* Sends start for the current trial to every recorder that takes commands now; the ones still
  * starting up join when they say ready. */
-static void start_trial_on_modules(struct pirec_controller *c)
+static void start_trial_on_modules(struct pirec_controller *c, int in_order)
 {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
@@ -347,7 +453,7 @@ static void start_trial_on_modules(struct pirec_controller *c)
       continue;
     }
     if (m->state == M_READY) {
-      send_start_first(m, 1);
+      send_start(m, 1, in_order);
     } else {
       /* joins in handle_ready */
       m->in_trial = 1;
@@ -356,7 +462,9 @@ static void start_trial_on_modules(struct pirec_controller *c)
   }
 }
 
-static void stop_trial_on_modules(struct pirec_controller *c)
+/* next: the next trial's start follows at once (a seamless trial change, docs/PROTOCOL.md): the
+ * recorder keeps what it captures from the stop on for that trial. */
+static void stop_trial_on_modules(struct pirec_controller *c, int next)
 {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
@@ -372,7 +480,10 @@ static void stop_trial_on_modules(struct pirec_controller *c)
     if (!was || m->state != M_READY)
       continue;
     c->op_wait++;
-    if (pirec__module_send(m, json_pack("{s:s}", "cmd", "stop"), on_op_reply, NULL) < 0)
+    json_t *cmd = json_pack("{s:s}", "cmd", "stop");
+    if (next)
+      json_object_set_new(cmd, "next", json_true());
+    if (pirec__module_send(m, cmd, on_op_reply, NULL) < 0)
       c->op_wait--;
   }
 }
@@ -453,7 +564,7 @@ static int start_refused_by_required(struct pirec_controller *c)
   pirec_session_error(c->session, NULL, msg);
   c->state = C_STOPPING;
   c->hooks.state_changed(c);
-  stop_trial_on_modules(c);
+  stop_trial_on_modules(c, 0);
   op_await(c, after_modules_stopped);
   return 1;
 }
@@ -469,13 +580,20 @@ static void after_trial_started(struct pirec_controller *c)
   op_done(c, r);
 }
 
-static void begin_trial(struct pirec_controller *c, const char *label)
+/* in_order: a trial change, the start goes behind the stop already sent (see send_start). */
+static void begin_trial(struct pirec_controller *c, const char *label, int in_order)
 {
   c->trial = pirec_session_last_trial(c->session) + 1;
   pirec_session_trial_begin(c->session, c->trial, label);
   c->trial_start_mono = pirec_clock_mono_ns();
   pirec__gpio_trial_started(c);
-  start_trial_on_modules(c);
+  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
+   * start) only once there is a session directory, so a session that cannot start leaves the LED
+   * off and every pulse has an events.csv to go into. After trial 1's pulse, so that pulse is the
+   * one recording starts with (one pulse on the line, one row, in trial 1). */
+  if (c->trial == 1)
+    pirec__gpio_set_recording(c, 1);
+  start_trial_on_modules(c, in_order);
   op_await(c, after_trial_started);
 }
 
@@ -495,24 +613,13 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     pirec_session_close(s, NULL, NULL);
     c->session = NULL;
     c->state = C_IDLE;
-    c->nearly_edges = 0; /* they belonged to this session */
-    c->early_edges_lost = 0;
+    pirec__gpio_early_discard(c); /* they belonged to this session */
     c->errors++;
     op_done(c, error_reply(msg));
     return;
   }
   pirec_log(PIREC_LOG_INFO, "session '%s' started", pirec_session_dir(s));
-  for (int i = 0; i < c->nearly_edges; i++)
-    pirec_session_event_at(s, c->early_edges[i].mono, c->early_edges[i].wall, "gpio_edge",
-                           c->early_edges[i].module, c->early_edges[i].detail);
-  if (c->early_edges_lost) {
-    char lost[96];
-    snprintf(lost, sizeof lost, "%llu edges while the session started were not kept",
-             (unsigned long long)c->early_edges_lost);
-    pirec_session_event(s, "gpio_edges_lost", "controller", lost);
-  }
-  c->nearly_edges = 0;
-  c->early_edges_lost = 0;
+  pirec__gpio_early_write(c, s);
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     pirec_session_module_set(s, m->name, "kind", json_string(m->kind));
@@ -526,12 +633,8 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
   }
   control_row(c, "start", NULL);
   pirec__gpio_session_started(c);
-  /* Outputs follow the session, not the request: the LED goes on (and periodic sync pulses
-   * start) only once there is a session directory, so a session that cannot start leaves the LED
-   * off and every pulse has an events.csv to go into. */
-  pirec__gpio_set_recording(c, 1);
   struct op *op = c->ops;
-  begin_trial(c, op ? op->label : "");
+  begin_trial(c, op ? op->label : "", 0);
 }
 
 static json_t *config_snapshot(struct pirec_controller *c)
@@ -584,6 +687,15 @@ static void op_start_session(struct pirec_controller *c, const char *label)
   c->hooks.state_changed(c);
 }
 
+/* 1 when an op behind the running one can start a session. */
+static int queued_start(const struct pirec_controller *c)
+{
+  for (const struct op *op = c->ops ? c->ops->next : NULL; op; op = op->next)
+    if (op->kind == OP_START || op->kind == OP_TOGGLE || op->kind == OP_TRIAL)
+      return 1;
+  return 0;
+}
+
 static void on_session_stopped(struct pirec_session *s, int status, void *user)
 {
   struct pirec_controller *c = user;
@@ -618,8 +730,10 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
   }
   json_object_set_new(r, "modules", mods);
   pirec__remux_session(c, json_string_value(json_object_get(r, "session_dir")));
-  apply_pending_config(c);
-  op_done(c, r);
+  /* Edges kept while this session's files closed wait for the next session; none is queued. */
+  if (c->nearly_edges && !queued_start(c))
+    pirec__gpio_early_discard(c);
+  apply_pending_config(c, r); /* then op_done(c, r) */
 }
 
 static void after_final_status(struct pirec_controller *c)
@@ -646,7 +760,7 @@ static void op_stop_session(struct pirec_controller *c)
   control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
   c->state = C_STOPPING;
   c->hooks.state_changed(c);
-  stop_trial_on_modules(c);
+  stop_trial_on_modules(c, 0);
   op_await(c, after_modules_stopped);
 }
 
@@ -654,14 +768,45 @@ static void after_trial_stopped(struct pirec_controller *c)
 {
   pirec_session_trial_end(c->session);
   struct op *op = c->ops;
-  begin_trial(c, op ? op->label : "");
+  begin_trial(c, op ? op->label : "", 0);
 }
 
+/* 1 when every recorder in the trial takes commands now, so the trial change can be seamless. */
+static int modules_settled(struct pirec_controller *c)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (m->in_trial && m->state != M_READY && m->state != M_ENDED)
+      return 0;
+  }
+  return 1;
+}
+
+/* A trial change at one instant: the trial ends and the next begins in the session's files, and
+ * every recorder gets its stop and the next start together (its protocol library runs them in
+ * order). Notes and samples before that instant are in the old trial, later ones in the new:
+ * nothing falls between. A recorder that is restarting cannot be told both now: then the trial
+ * ends first (its queued notes are written into it) and the next begins after. */
 static void op_next_trial(struct pirec_controller *c)
 {
   control_row(c, "trial", NULL);
-  stop_trial_on_modules(c);
-  op_await(c, after_trial_stopped);
+  if (!modules_settled(c)) {
+    stop_trial_on_modules(c, 0);
+    /* Notes taken until the next start is sent wait for it (its start goes ahead of them), as
+     * while a session starts, rather than reach a notes recorder between trials. Only where the
+     * stop itself went out: a held outbox would hold it too. */
+    for (int i = 0; i < c->nmodules; i++) {
+      struct module *m = &c->modules[i];
+      if (m->state == M_READY && !m->out_head && !m->writable_blocked)
+        m->hold = 1;
+    }
+    op_await(c, after_trial_stopped);
+    return;
+  }
+  stop_trial_on_modules(c, 1);
+  pirec_session_trial_end(c->session);
+  struct op *op = c->ops;
+  begin_trial(c, op ? op->label : "", 1);
 }
 
 static int control_differs(const struct pirec_config *a, const struct pirec_config *b)
@@ -713,11 +858,12 @@ static void on_reloaded(struct pirec_config_req *req)
       json_object_set_new(r, "restart_needed", json_pack("[s]", "control"));
       pirec_log(PIREC_LOG_WARN, "config: [control] changed; it applies when pirec is restarted");
     }
-    if (!c->session)
-      apply_pending_config(c);
   }
   pirec_config_req_cleanup(req);
-  op_done(c, r);
+  if (!c->session)
+    apply_pending_config(c, r);
+  else
+    op_done(c, r);
 }
 
 static void op_reload(struct pirec_controller *c)
@@ -737,12 +883,41 @@ static void op_reload(struct pirec_controller *c)
 }
 
 /* New settings take over between sessions: the checked text replaces the snapshot and the
- * recorders are restarted to read it. */
-static void apply_pending_config(struct pirec_controller *c)
+ * recorders are restarted to read it. The snapshot is written in the threadpool, and the op that
+ * applies it (a reload, a session's stop) is done, with reply, only once the switch is made, so
+ * the next op finds the new settings in place. */
+static void pending_config_written(struct pirec_controller *c, int err);
+
+static void apply_pending_config(struct pirec_controller *c, json_t *reply)
 {
-  if (!c->pending_cfg || c->session || c->shutting_down)
+  if (!c->pending_cfg || c->session || c->shutting_down || c->snapshot_busy) {
+    op_done(c, reply);
     return;
-  int err = pirec__snapshot_write(c, c->pending_cfg);
+  }
+  c->snapshot_reply = reply;
+  c->snapshot_of = c->pending_cfg;
+  int err = pirec__snapshot_write_async(c, c->pending_cfg, pending_config_written);
+  if (err < 0)
+    pending_config_written(c, err);
+}
+
+static void switch_config(struct pirec_controller *c, int err);
+
+static void pending_config_written(struct pirec_controller *c, int err)
+{
+  json_t *reply = c->snapshot_reply;
+
+  c->snapshot_reply = NULL;
+  if (err == 0 && (c->shutting_down || c->pending_cfg != c->snapshot_of))
+    pirec__snapshot_discard(c); /* shutting down, or replaced meanwhile: not the one to use */
+  else
+    switch_config(c, err);
+  op_done(c, reply);
+  c->hooks.settle(c);
+}
+
+static void switch_config(struct pirec_controller *c, int err)
+{
   if (err < 0) {
     /* The recorders would still read the old text: keep the old settings everywhere. */
     pirec_log(PIREC_LOG_ERROR, "cannot write the config snapshot '%s': %s; keeping the old config",
@@ -752,6 +927,7 @@ static void apply_pending_config(struct pirec_controller *c)
     c->errors++;
     return;
   }
+  pirec__snapshot_adopt(c);
   pirec_config_free(c->cfg);
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
@@ -797,6 +973,7 @@ void pirec__op_next(struct pirec_controller *c)
   struct op *op = c->ops;
   c->op_running = 1;
   c->op_wait = 0;
+  pirec_looplag_op(op_kind_name(op->kind)); /* the stall detector's cause, until the next label */
   pirec__gpio_unpend(c, op);
   if (op->merged)
     pirec_log(PIREC_LOG_INFO, "gpio: %llu edge(s) merged into the %s that runs now",

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "controller-int.h"
+#include "pirec/container_of.h"
 
 void pirec_controller_options_default(struct pirec_controller_options *o)
 {
@@ -177,4 +178,80 @@ int pirec__snapshot_write(struct pirec_controller *c, const struct pirec_config 
   if (err)
     unlink(tmp);
   return err;
+}
+
+static void on_snapshot_written(struct pirec_fs_req *req)
+{
+  struct pirec_controller *c = container_of(req, struct pirec_controller, snapshot_req);
+  void (*done)(struct pirec_controller *, int) = c->snapshot_done;
+  int err = req->result;
+
+  pirec_fs_req_cleanup(req);
+  c->snapshot_busy = 0;
+  done(c, err);
+}
+
+int pirec__snapshot_write_async(struct pirec_controller *c, const struct pirec_config *cfg,
+                                void (*done)(struct pirec_controller *c, int err))
+{
+  size_t len = 0;
+  const char *src = pirec_config_source(cfg, &len);
+
+  if (c->snapshot_busy)
+    return -EBUSY;
+  if (!*c->snapshot_path)
+    return -ENOENT; /* written once at start-up, before the loop runs */
+  /* A new name per reload, config-PID-N.ini: the file a recorder may be reading now is never
+   * touched. */
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", c->snapshot_path);
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  int n = snprintf(c->snapshot_next, sizeof c->snapshot_next, "%s/config-%d-%u.ini", slash ? dir : ".",
+                   (int)getpid(), ++c->snapshot_gen);
+  if (n < 0 || (size_t)n >= sizeof c->snapshot_next)
+    return -ENAMETOOLONG;
+  c->snapshot_done = done;
+  int err =
+      pirec_fs_write_atomic(c->loop, &c->snapshot_req, c->snapshot_next, src, len, 0600, on_snapshot_written);
+  if (err < 0) {
+    pirec_fs_req_cleanup(&c->snapshot_req);
+    return err;
+  }
+  c->snapshot_busy = 1;
+  return 0;
+}
+
+static void on_unlinked(struct pirec_fs_req *req)
+{
+  pirec_fs_req_cleanup(req);
+  free(req);
+}
+
+void pirec__unlink_later(struct pirec_controller *c, const char *path)
+{
+  struct pirec_fs_req *req = calloc(1, sizeof *req);
+  if (req && pirec_fs_unlink(c->loop, req, path, on_unlinked) == 0)
+    return;
+  if (req)
+    pirec_fs_req_cleanup(req);
+  free(req);
+}
+
+void pirec__snapshot_adopt(struct pirec_controller *c)
+{
+  char old[PATH_MAX];
+
+  snprintf(old, sizeof old, "%s", c->snapshot_path);
+  snprintf(c->snapshot_path, sizeof c->snapshot_path, "%s", c->snapshot_next);
+  *c->snapshot_next = '\0';
+  pirec__unlink_later(c, old);
+}
+
+void pirec__snapshot_discard(struct pirec_controller *c)
+{
+  if (*c->snapshot_next)
+    pirec__unlink_later(c, c->snapshot_next);
+  *c->snapshot_next = '\0';
 }

@@ -98,7 +98,10 @@ static void utc_string(int64_t wall_ns, char *buf, size_t cap, int compact)
   time_t t = (time_t)(wall_ns / 1000000000);
   struct tm tm;
   gmtime_r(&t, &tm);
-  strftime(buf, cap, compact ? "%Y%m%dT%H%M%SZ" : "%Y-%m-%dT%H:%M:%SZ", &tm);
+  /* Not strftime: glibc's runs tzset(), which opens and reads /etc/localtime on the loop thread
+   * at every session start (the census, tests/census), for a UTC string that needs no zone. */
+  snprintf(buf, cap, compact ? "%04d%02d%02dT%02d%02d%02dZ" : "%04d-%02d-%02dT%02d:%02d:%02dZ",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts, struct pirec_session **out)
@@ -168,6 +171,10 @@ int pirec_session_trial(const struct pirec_session *s)
 int pirec_session_last_trial(const struct pirec_session *s)
 {
   return s->last_trial;
+}
+int pirec_session_takes_rows(const struct pirec_session *s)
+{
+  return s->events && !s->stopping && !s->final_saved;
 }
 int64_t pirec_session_start_mono_ns(const struct pirec_session *s)
 {

@@ -83,12 +83,7 @@ json_t *pirec__status_json(struct pirec_controller *c)
   json_object_set_new(o, "modules", mods);
   json_object_set_new(o, "gpio", pirec__gpio_status(c));
   if (c->lag_open) {
-    struct pirec_looplag_stats st;
-    pirec_looplag_stats(&c->lag, &st);
-    json_object_set_new(o, "looplag",
-                        json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes",
-                                  (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns",
-                                  (json_int_t)st.p99_ns));
+    json_object_set_new(o, "looplag", pirec_looplag_json(&c->lag));
   }
   json_int_t nops = 0;
   for (struct op *op = c->ops; op; op = op->next)
@@ -126,9 +121,7 @@ static void on_demo_note(uv_timer_t *t)
     return;
   char text[96], err[300];
   snprintf(text, sizeof text, "demo note %d: scripted by the built-in demo configuration", ++c->demo_notes);
-  json_t *extra = NULL;
-  if (pirec__take_note(c, text, strlen(text), &extra, err, sizeof err) == 0)
-    json_decref(extra);
+  (void)pirec__take_note(c, text, strlen(text), NULL, NULL, NULL, err, sizeof err);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -168,7 +161,7 @@ static void close_handles(struct pirec_controller *c)
   if (c->server_open) {
     close_handle(c, (uv_handle_t *)&c->server);
     c->server_open = 0;
-    unlink(c->socket_path);
+    pirec__unlink_later(c, c->socket_path);
   }
   for (int i = 0; i < c->sig_open; i++)
     close_handle(c, (uv_handle_t *)&c->sig[i]);
@@ -199,7 +192,7 @@ void pirec__settle(struct pirec_controller *c)
     pirec__modules_spawn(c);
     return;
   }
-  if (!c->shutting_down || c->session || c->ops || c->remuxes)
+  if (!c->shutting_down || c->session || c->ops || c->remuxes || c->snapshot_busy)
     return;
   if (!c->shutdown_done)
     close_handles(c);

@@ -393,6 +393,7 @@ void pirec_gpio_counters(const struct pirec_gpio *g, struct pirec_gpio_counters 
   out->polls = CNT_GET(g, polls);
   out->max_batch = CNT_GET(g, max_batch);
   out->output_sets = CNT_GET(g, output_sets);
+  out->pulses_merged = CNT_GET(g, pulses_merged);
   out->output_value = CNT_GET(g, output_value);
   out->error = CNT_GET(g, error);
 }
@@ -607,7 +608,11 @@ static void pulse_end(uv_timer_t *t)
 
 static int pulse(struct pirec_gpio *g, int64_t *pulse_mono_ns)
 {
-  int rc = pirec_gpio_set_output(g, 1);
+  /* A pulse asked for while the line is still high (recording start and trial 1's, or a periodic
+   * one meeting a trial start) is the same physical pulse: it is lengthened, not reported again,
+   * so events.csv has exactly one row per pulse a device on the line can count. */
+  int merge = CNT_GET(g, output_value) == 1 && uv_is_active((uv_handle_t *)&g->pulse_timer);
+  int rc = merge ? 0 : pirec_gpio_set_output(g, 1);
   if (rc < 0)
     return rc;
   int64_t now = pirec_clock_mono_ns();
@@ -619,6 +624,10 @@ static int pulse(struct pirec_gpio *g, int64_t *pulse_mono_ns)
   uint64_t ms = (uint64_t)((g->s.pulse_ns + 999999) / 1000000) + 1;
   uv_update_time(g->loop);
   uv_timer_start(&g->pulse_timer, pulse_end, ms, 0);
+  if (merge) {
+    CNT_ADD(g, pulses_merged, 1);
+    return 0;
+  }
   struct pirec_gpio_event ev = {.ts_ns = now,
                                 .read_mono_ns = now,
                                 .seqno = ++g->pulses,

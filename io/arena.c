@@ -29,7 +29,6 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pirec_arena cache[CACHE_SLOTS]; /* base == NULL: empty slot */
 static size_t cache_bytes;
 static size_t preparing[CACHE_SLOTS]; /* lengths of arenas being made by pirec__arena_prepare */
-static pthread_cond_t prepared = PTHREAD_COND_INITIALIZER;
 
 static size_t page_size(void)
 {
@@ -96,6 +95,10 @@ static int arena_new(size_t len, struct pirec_arena *out)
     map_len = len;
     (void)madvise(p, len, MADV_HUGEPAGE); /* advice only: plain pages if refused */
   }
+  /* fork() copies the page tables of every private mapping, so a recorder holding hundreds of MiB
+   * of arenas paid milliseconds of loop time per child it spawned (uv_spawn forks on Linux). The
+   * child only execs, and never needs the rings. */
+  (void)madvise(p, map_len, MADV_DONTFORK);
   /* The mapping reads as zeros already; one write per 4 KiB makes the kernel back every page now
    * (a whole huge page for the first write into it) without a second pass over the bytes. */
   for (size_t off = 0; off < len; off += 4096)
@@ -156,24 +159,15 @@ static void cache_keep(struct pirec_arena *arena)
     }
 }
 
-/* Caller holds cache_lock. Whether an arena that fits len is being prepared right now. */
-static int preparing_fit(size_t len)
-{
-  for (int i = 0; i < CACHE_SLOTS; i++)
-    if (preparing[i] && fits(preparing[i], len))
-      return 1;
-  return 0;
-}
-
 int pirec__arena_get(size_t min_len, struct pirec_arena *out)
 {
   size_t len = page_round(min_len);
   pthread_mutex_lock(&cache_lock);
-  int found;
-  /* An arena of this size being prepared on another thread will be ready no later than one made
-   * here would be, and making both at once only slows each down: wait for it. */
-  while ((found = cache_take(len, out) == 0) == 0 && preparing_fit(len))
-    pthread_cond_wait(&prepared, &cache_lock);
+  /* Never waits for an arena being prepared on another thread: the caller is usually a loop thread
+   * starting a trial, and waiting there for megabytes to be faulted in elsewhere stalled it for
+   * tens of milliseconds (the census, tests/census). Making a second one at the same time costs
+   * memory work only; the spare goes to the cache. */
+  int found = cache_take(len, out) == 0;
   pthread_mutex_unlock(&cache_lock);
   return found ? 0 : arena_new(len, out);
 }
@@ -209,7 +203,6 @@ int pirec__arena_prepare(size_t min_len)
     cache_keep(&arena);
   if (slot >= 0)
     preparing[slot] = 0;
-  pthread_cond_broadcast(&prepared);
   pthread_mutex_unlock(&cache_lock);
   if (rc == 0 && arena.base) {
     arena_release(&arena); /* no room in the cache */

@@ -18,17 +18,17 @@ struct pirec_arena {
 };
 
 /* Gives an arena of at least min_len bytes (rounded up to pages): a cached one if one fits without
- * wasting more than its own size, or one being prepared for such a size once it is ready, else a
- * new one with every page backed. Its bytes are not
- * necessarily zero. Returns 0 or -ENOMEM. */
+ * wasting more than its own size, else a new one with every page backed. Never waits for an arena
+ * another thread is preparing. Its bytes are not necessarily zero. Returns 0 or -ENOMEM.
+ * Mapped arenas are MADV_DONTFORK: a child process (uv_spawn forks) gets none of them, so spawning
+ * costs the same with 500 MiB of rings as with none (docs/PERFORMANCE.md, bench-loop). */
 int pirec__arena_get(size_t min_len, struct pirec_arena *out);
 
 /* Gives the arena back: it is cached for the next pirec__arena_get if it is at most 64 MiB and the
  * cache has room (16 arenas, 128 MiB), otherwise unmapped. */
 void pirec__arena_put(struct pirec_arena *arena);
 
-/* Makes an arena of at least min_len bytes and leaves it in the cache. A pirec__arena_get that
- * would fit it waits for it rather than making a second one at the same time. Returns 0, -ENOMEM,
+/* Makes an arena of at least min_len bytes and leaves it in the cache. Returns 0, -ENOMEM,
  * or -ENOSPC when the cache had no room (the arena was given back). */
 int pirec__arena_prepare(size_t min_len);
 

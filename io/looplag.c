@@ -4,8 +4,12 @@
 #include "pirec/container_of.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Log-linear histogram over microseconds: values below 16 us get one bucket each, above that every
  * power of two is split into 16 equal buckets, so a bucket's midpoint is within 1/32 of any value
@@ -38,6 +42,8 @@ static int64_t bucket_mid_ns(unsigned b)
   width = (uint64_t)1 << (e - SUB_BITS);
   return (int64_t)((lo * 1000) + (width * 1000) / 2);
 }
+
+static void prepare_cb(uv_prepare_t *prepare);
 
 static void report(struct pirec_looplag *lag, int64_t lag_ns)
 {
@@ -100,6 +106,11 @@ int pirec_looplag_init(uv_loop_t *loop, struct pirec_looplag *lag, uint64_t inte
     return err;
   /* A monitor must never be the reason a loop keeps running. */
   uv_unref((uv_handle_t *)&lag->timer);
+  lag->stall_threshold_ns = PIREC_LOOPLAG_STALL_DEFAULT_NS;
+  /* Idle-time accounting costs two clock reads per epoll wait; without it busy time is unknown. */
+  uv_loop_configure(loop, UV_METRICS_IDLE_TIME);
+  uv_prepare_init(loop, &lag->prepare);
+  uv_unref((uv_handle_t *)&lag->prepare);
   return 0;
 }
 
@@ -110,18 +121,22 @@ int pirec_looplag_start(struct pirec_looplag *lag)
   /* The loop's cached time may be stale; refresh it so the first tick is due one interval from
    * now, matching expected_ns. */
   uv_update_time(lag->timer.loop);
+  lag->iter_start_ns = 0;
+  uv_prepare_start(&lag->prepare, prepare_cb);
   return uv_timer_start(&lag->timer, tick_cb, lag->interval_ms, lag->interval_ms);
 }
 
 void pirec_looplag_stop(struct pirec_looplag *lag)
 {
   uv_timer_stop(&lag->timer);
+  uv_prepare_stop(&lag->prepare);
 }
 
 void pirec_looplag_reset(struct pirec_looplag *lag)
 {
   memset(&lag->stats, 0, sizeof lag->stats);
   memset(lag->histogram, 0, sizeof lag->histogram);
+  memset(lag->recent, 0, sizeof lag->recent);
   lag->in_episode = 0;
 }
 
@@ -149,8 +164,11 @@ void pirec_looplag_stats(const struct pirec_looplag *lag, struct pirec_looplag_s
 
 static void close_cb(uv_handle_t *handle)
 {
-  struct pirec_looplag *lag = container_of(handle, struct pirec_looplag, timer);
+  struct pirec_looplag *lag = handle->data;
 
+  /* Two handles; the owner hears once, after the second. */
+  if (++lag->closed < 2)
+    return;
   if (lag->on_close)
     lag->on_close(lag);
 }
@@ -158,5 +176,149 @@ static void close_cb(uv_handle_t *handle)
 void pirec_looplag_close(struct pirec_looplag *lag, pirec_looplag_close_cb cb)
 {
   lag->on_close = cb;
+  lag->closed = 0;
+  lag->timer.data = lag;
+  lag->prepare.data = lag;
   uv_close((uv_handle_t *)&lag->timer, close_cb);
+  uv_close((uv_handle_t *)&lag->prepare, close_cb);
+}
+
+/* ---- stall detector ---- */
+
+/* The calling thread's current label and the longest labelled stretch of this iteration so far.
+ * Thread-local: each loop runs on its own thread and reads only its own. */
+static _Thread_local struct {
+  const char *op;
+  uint64_t since;
+  const char *top;
+  uint64_t top_ns;
+} cur;
+
+static void charge(uint64_t now)
+{
+  if (cur.op && now - cur.since > cur.top_ns) {
+    cur.top = cur.op;
+    cur.top_ns = now - cur.since;
+  }
+}
+
+const char *pirec_looplag_op(const char *op)
+{
+  uint64_t now = uv_hrtime();
+  const char *prev = cur.op;
+
+  charge(now);
+  cur.op = op;
+  cur.since = now;
+  return prev;
+}
+
+static void record_stall(struct pirec_looplag *lag, int64_t busy_ns, const char *op)
+{
+  struct pirec_looplag_stall *s = &lag->recent[lag->stats.stalls % PIREC_LOOPLAG_RECENT];
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  s->busy_ns = busy_ns;
+  s->op = op;
+  s->mono_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  lag->stats.stalls++;
+  if (busy_ns > lag->stats.worst_stall_ns) {
+    lag->stats.worst_stall_ns = busy_ns;
+    lag->stats.worst_op = op;
+    lag->stats.worst_mono_ns = s->mono_ns;
+  }
+}
+
+/* Runs once per iteration, just before libuv waits for I/O: the time since the previous prepare,
+ * less the time spent waiting in between, is what the loop thread worked. */
+static void prepare_cb(uv_prepare_t *prepare)
+{
+  struct pirec_looplag *lag = container_of(prepare, struct pirec_looplag, prepare);
+  uint64_t now = uv_hrtime();
+  uint64_t idle = uv_metrics_idle_time(prepare->loop);
+  int64_t busy = (int64_t)(now - lag->iter_start_ns) - (int64_t)(idle - lag->iter_idle_ns);
+  const char *op;
+
+  charge(now);
+  op = cur.top ? cur.top : (cur.op ? cur.op : "unlabelled");
+  if (lag->iter_start_ns && busy > lag->stall_threshold_ns)
+    record_stall(lag, busy, op);
+  lag->stats.iterations++;
+  lag->iter_start_ns = now;
+  lag->iter_idle_ns = idle;
+  cur.top = NULL;
+  cur.top_ns = 0;
+  /* A label still open goes on charging the next iteration from here. */
+  cur.since = now;
+}
+
+void pirec_looplag_set_stall_threshold(struct pirec_looplag *lag, int64_t threshold_ns)
+{
+  lag->stall_threshold_ns = threshold_ns > 0 ? threshold_ns : PIREC_LOOPLAG_STALL_DEFAULT_NS;
+}
+
+unsigned pirec_looplag_recent(const struct pirec_looplag *lag, struct pirec_looplag_stall *out, unsigned max)
+{
+  uint64_t n = lag->stats.stalls < PIREC_LOOPLAG_RECENT ? lag->stats.stalls : PIREC_LOOPLAG_RECENT;
+  unsigned k = 0;
+
+  for (; k < n && k < max; k++)
+    out[k] = lag->recent[(lag->stats.stalls - 1 - k) % PIREC_LOOPLAG_RECENT];
+  return k;
+}
+
+static json_t *stall_json(const struct pirec_looplag_stall *s)
+{
+  return json_pack("{s:I,s:s,s:I}", "busy_ns", (json_int_t)s->busy_ns, "op", s->op ? s->op : "unlabelled",
+                   "mono_ns", (json_int_t)s->mono_ns);
+}
+
+json_t *pirec_looplag_json(const struct pirec_looplag *lag)
+{
+  struct pirec_looplag_stats st;
+  struct pirec_looplag_stall recent[PIREC_LOOPLAG_RECENT];
+  unsigned n = pirec_looplag_recent(lag, recent, PIREC_LOOPLAG_RECENT);
+  json_t *list = json_array();
+
+  pirec_looplag_stats(lag, &st);
+  for (unsigned i = 0; list && i < n; i++)
+    json_array_append_new(list, stall_json(&recent[i]));
+  struct pirec_looplag_stall worst = {st.worst_stall_ns, st.worst_op, st.worst_mono_ns};
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o*}", "ticks", (json_int_t)st.ticks, "episodes",
+                   (json_int_t)st.episodes, "max_ns", (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns,
+                   "iterations", (json_int_t)st.iterations, "stalls", (json_int_t)st.stalls,
+                   "stall_threshold_ns", (json_int_t)lag->stall_threshold_ns, "worst_stall",
+                   st.stalls ? stall_json(&worst) : json_null(), "recent_stalls", list);
+}
+
+/* ---- the loop thread's name ---- */
+
+static void noop_work(uv_work_t *req)
+{
+  (void)req;
+}
+
+static void noop_done(uv_work_t *req, int status)
+{
+  (void)status;
+  free(req);
+}
+
+void pirec_looplag_thread_enter(uv_loop_t *loop)
+{
+  /* libuv starts all its pool threads on the first queued work, and a new thread inherits its
+   * creator's name: queue one now, under the program's name. */
+  uv_work_t *req = loop ? malloc(sizeof *req) : NULL;
+  if (req && uv_queue_work(loop, req, noop_work, noop_done) < 0)
+    free(req);
+  /* glibc loads /etc/localtime on the first time conversion (even gmtime_r); do it now, not in
+   * the middle of a session start. */
+  tzset();
+  pthread_setname_np(pthread_self(), PIREC_LOOPLAG_THREAD_NAME);
+}
+
+void pirec_looplag_thread_leave(void)
+{
+  pthread_setname_np(pthread_self(), PIREC_LOOPLAG_THREAD_DONE);
 }

@@ -130,6 +130,8 @@ struct prepare_job {
 static void *prepare_thread(void *arg)
 {
   struct prepare_job *job = arg;
+  /* Named: a thread started from a loop thread would otherwise carry its name, pirec-loop. */
+  pthread_setname_np(pthread_self(), "pirec-arena");
   for (size_t i = 0; i < job->n; i++)
     (void)pirec_ring_prepare(job->capacities[i]); /* best effort: a miss only costs time later */
   free(job);

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "pirec/error.h"
+#include "pirec/fs.h"
 #include "pirec/log.h"
+#include "pirec/looplag.h"
 #include "pirec/ring.h"
 #include "pirec/container_of.h"
 
@@ -79,6 +81,8 @@ struct pirec_sink {
   uv_timer_t drain_timer;
   uv_timer_t sync_timer;
   uv_fs_t open_req;
+  uv_work_t open_work; /* opts.mkdir_mode: mkdir -p of the parent, then open, in the threadpool */
+  int open_result;
   uv_fs_t sync_req;
   uv_fs_t close_req;
   uv_file fd;
@@ -183,6 +187,7 @@ static int merge_options(const struct pirec_sink_options *opts, struct pirec_sin
       o->open_flags = opts->open_flags;
     if (opts->mode)
       o->mode = opts->mode;
+    o->mkdir_mode = opts->mkdir_mode;
   }
   if (o->ring_bytes < 4096 || o->max_writes_in_flight > MAX_WRITES_IN_FLIGHT ||
       (o->open_flags & O_ACCMODE) == O_RDONLY)
@@ -241,13 +246,54 @@ static int alloc_sink(const char *path, const struct pirec_sink_options *o, stru
   return 0;
 }
 
+static void opened(struct pirec_sink *sink, int result);
+
+/* Threadpool: the parent directory, then the file. */
+static void open_work(uv_work_t *work)
+{
+  struct pirec_sink *sink = container_of(work, struct pirec_sink, open_work);
+  struct pirec_fs_req req;
+  char *dir = strdup(sink->path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  int r = dir ? 0 : -ENOMEM;
+
+  if (slash && slash != dir) {
+    *slash = '\0';
+    r = pirec_fs_mkdir_p(NULL, &req, dir, (mode_t)sink->opts.mkdir_mode, NULL);
+    pirec_fs_req_cleanup(&req);
+  }
+  free(dir);
+  if (r == 0) {
+    r = open(sink->path, sink->opts.open_flags, sink->opts.mode);
+    if (r < 0)
+      r = -errno;
+  }
+  sink->open_result = r;
+}
+
+static void open_work_done(uv_work_t *work, int status)
+{
+  struct pirec_sink *sink = container_of(work, struct pirec_sink, open_work);
+  opened(sink, status < 0 ? status : sink->open_result);
+}
+
 /* Queues the open. A failure to queue is not returned: pushes fail from now on, and the error
  * callback runs from the loop (the first drain or the close), never before pirec_sink_new returns. */
 static void start_open(struct pirec_sink *sink)
 {
+  int err;
+
   sink->opening = 1;
-  int err =
-      uv_fs_open(sink->loop, &sink->open_req, sink->path, sink->opts.open_flags, sink->opts.mode, on_open);
+  if (sink->opts.mkdir_mode) {
+    err = uv_queue_work(sink->loop, &sink->open_work, open_work, open_work_done);
+    if (err < 0) {
+      sink->opening = 0;
+      sink->open_error = err;
+      atomic_store_explicit(&sink->error, err, memory_order_release);
+    }
+    return;
+  }
+  err = uv_fs_open(sink->loop, &sink->open_req, sink->path, sink->opts.open_flags, sink->opts.mode, on_open);
   if (err < 0) {
     sink->opening = 0;
     uv_fs_req_cleanup(&sink->open_req);
@@ -295,6 +341,11 @@ static void on_open(uv_fs_t *req)
   struct pirec_sink *sink = container_of(req, struct pirec_sink, open_req);
   int result = (int)req->result;
   uv_fs_req_cleanup(req);
+  opened(sink, result);
+}
+
+static void opened(struct pirec_sink *sink, int result)
+{
   sink->opening = 0;
   if (result < 0) {
     enter_error(sink, result, "open", -1);
@@ -587,15 +638,19 @@ static void drain(struct pirec_sink *sink)
 static void on_async(uv_async_t *handle)
 {
   struct pirec_sink *sink = container_of(handle, struct pirec_sink, async);
+  const char *outer = pirec_looplag_op("drain");
   if (!sink->closing)
     drain(sink);
+  pirec_looplag_op(outer);
 }
 
 static void on_drain_timer(uv_timer_t *timer)
 {
   struct pirec_sink *sink = container_of(timer, struct pirec_sink, drain_timer);
+  const char *outer = pirec_looplag_op("drain");
   if (!sink->closing)
     drain(sink);
+  pirec_looplag_op(outer);
 }
 
 /* ---- loop side: syncing ---- */

@@ -272,10 +272,7 @@ static const char *success_word(enum pirec_recorder_cmd cmd)
 
 static json_t *looplag_json(struct pirec_recorder *rec)
 {
-  struct pirec_looplag_stats st;
-  pirec_looplag_stats(&rec->lag, &st);
-  return json_pack("{s:I,s:I,s:I,s:I}", "ticks", (json_int_t)st.ticks, "episodes", (json_int_t)st.episodes,
-                   "max_ns", (json_int_t)st.max_ns, "p99_ns", (json_int_t)st.p99_ns);
+  return pirec_looplag_json(&rec->lag);
 }
 
 /* Runs the commands that waited behind a start or stop, in order, until the next barrier. */
@@ -530,10 +527,16 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     snprintf(err, errlen, "not recording");
     return -EINVAL;
   }
+  json_t *next = json_object_get(msg, "next");
+  if (next && !json_is_boolean(next)) {
+    snprintf(err, errlen, "field 'next' must be true or false");
+    return -EINVAL;
+  }
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
   if (!req)
     return -ENOMEM;
   req->trial = rec->trial;
+  req->handover = json_is_true(next);
   rec->barrier++;
   rec->ops.stop(rec, req);
   return 0;
@@ -640,7 +643,9 @@ static void dispatch(struct pirec_recorder *rec, json_t *msg)
     return;
   }
   char err[400];
+  pirec_looplag_op(command->name);
   int r = command->run(rec, id, msg, err, sizeof err);
+  pirec_looplag_op(NULL);
   if (r == -EINVAL)
     rec->counters.bad_lines++;
   if (r < 0)

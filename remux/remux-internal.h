@@ -5,6 +5,8 @@
 #include "pirec/remux.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 /* What pirec-remux writes as the Matroska WritingApp (and MP4 encoder tag) of its outputs, so a
  * later scan does not take them for recordings. */
@@ -26,5 +28,41 @@ int pirec__remux_is_raw_name(const char *name);
 /* Grows *array, a malloc'd array of *cap items of elem bytes (NULL and 0 at first), so that it
  * holds item n. Returns 0, or -ENOMEM with the array as it was. */
 int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem);
+
+/* Internal flag of pirec_remux_file: fsync the output and its directory as PIREC_REMUX_REPLACE does,
+ * but leave the input: pirec-remux's parent removes it once it holds the child's ok result. */
+#define PIREC__REMUX_SYNC (1u << 16)
+
+/* ---- digest.c: a frame's payload, independent of the container's framing ---- */
+
+struct AVCodecParameters;
+
+/* What a frame holds: its NAL units' bytes (Annex B start codes or avcC/hvcC length prefixes
+ * removed, trailing zero bytes of a unit too), or for other codecs the packet's bytes. Two packets
+ * of one frame, before and after a remux, have the same digest. */
+struct pirec__remux_digest {
+  int64_t size;  /* payload bytes counted; -1: unknown */
+  uint64_t hash; /* FNV-1a over the units and their lengths */
+};
+
+/* Digest of one packet of a stream with parameters par. */
+void pirec__remux_digest(const struct AVCodecParameters *par, const uint8_t *data, int size,
+                         struct pirec__remux_digest *out);
+
+/* ---- text.c: paths are bytes; JSON strings and terminals want UTF-8 ---- */
+
+/* A copy of s (malloc'd, NULL without memory) that is valid UTF-8: valid sequences are kept, a
+ * backslash becomes "\\" and every other byte "\xNN", so the bytes can be read back. */
+char *pirec__remux_escape(const char *s);
+
+/* Terminal columns of UTF-8 text (an invalid byte counts 1). */
+int pirec__remux_width(const char *s);
+
+/* s shortened to at most width columns: its end after "...", starting at a '/' where one lets it
+ * fit, cut only between characters. */
+void pirec__remux_fit(const char *s, int width, char *out, size_t cap);
+
+/* Writes s and pads it with spaces to width columns. */
+void pirec__remux_pad(FILE *f, const char *s, int width);
 
 #endif

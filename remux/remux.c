@@ -40,12 +40,15 @@ struct remux {
   void *user;
   int64_t cfr_frames; /* the N of the CFR grid */
   int cfr, dry;
-  int64_t rows;    /* complete timing rows */
-  int64_t krank;   /* frames that can be written, when a pre-pass counted them; else -1 */
-  int64_t depth;   /* how far decode order runs ahead of presentation order */
-  int64_t written; /* frames written (or, dry, that would be) */
-  int have_output; /* the .part exists and is removed unless renamed into place */
-  char tmp[4200];  /* the output's .part */
+  int64_t rows;                        /* complete timing rows */
+  int64_t krank;                       /* frames that can be written, when a pre-pass counted them; else -1 */
+  int64_t depth;                       /* how far decode order runs ahead of presentation order */
+  int64_t written;                     /* frames written (or, dry, that would be) */
+  int64_t dts_base;                    /* with B-frames: dts of the first packet written (see plan_dts) */
+  int64_t dts_sum;                     /* with B-frames: durations of the packets written so far */
+  struct pirec__remux_digest *digests; /* NULL, or per frame (rows): the payload of what is written */
+  int have_output;                     /* the .part exists and is removed unless renamed into place */
+  char tmp[4200];                      /* the output's .part */
 };
 
 int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem)
@@ -288,12 +291,6 @@ static int mkv_truncated(const char *path, int64_t file_size)
     }
   }
   return 0;
-}
-
-static int cmp_pts1(const void *a, const void *b)
-{
-  const int64_t *x = a, *y = b;
-  return *x < *y ? -1 : *x > *y;
 }
 
 static int cmp_pts(const void *a, const void *b)
@@ -539,14 +536,63 @@ static void close_output(struct remux *r)
   r->oc = NULL;
 }
 
-/* Reads an output back and compares it with frames 0..expect-1 of the timing. */
+/* An output's packet as verify reads it: its pts and what it holds. */
+struct seen {
+  int64_t pts;
+  struct pirec__remux_digest digest;
+};
+
+static int cmp_seen(const void *a, const void *b)
+{
+  const struct seen *x = a, *y = b;
+  return x->pts < y->pts ? -1 : x->pts > y->pts;
+}
+
+/* Reads the video packets of an open output into *out (heap) and their count into *n. */
+static int read_seen(AVFormatContext *ic, int vs, const char *path, struct seen **out, int64_t *n,
+                     struct pirec_remux_result *res)
+{
+  AVPacket *pkt = av_packet_alloc();
+  size_t cap = 0;
+  int rc = pkt ? 0 : AVERROR(ENOMEM);
+  *n = 0;
+  while (rc == 0 && (rc = av_read_frame(ic, pkt)) >= 0) {
+    rc = 0;
+    if (pkt->stream_index == vs && (rc = pirec__remux_grow(out, (size_t)*n, &cap, sizeof **out)) == 0) {
+      (*out)[*n].pts = pkt->pts;
+      pirec__remux_digest(ic->streams[vs]->codecpar, pkt->data, pkt->size, &(*out)[(*n)++].digest);
+    }
+    av_packet_unref(pkt);
+  }
+  if (rc != AVERROR_EOF && rc < 0)
+    seterr(res, "'%s': read error after %lld packets: %s", path, (long long)*n, averr(rc));
+  av_packet_free(&pkt);
+  return rc == AVERROR_EOF ? 0 : rc;
+}
+
+/* Frame i of the output against the input's frame i, where the input was read. */
+static int check_payload(const char *path, int64_t i, const struct seen *s,
+                         const struct pirec__remux_digest *want, struct pirec_remux_result *res)
+{
+  if (want == NULL || want[i].size < 0 || (s->digest.size == want[i].size && s->digest.hash == want[i].hash))
+    return 0;
+  seterr(res,
+         "'%s': frame %lld holds other data than the input's frame %lld (%lld payload bytes, hash %016llx; "
+         "the input's: %lld bytes, hash %016llx): a different video? remux it again",
+         path, (long long)i, (long long)i, (long long)s->digest.size, (unsigned long long)s->digest.hash,
+         (long long)want[i].size, (unsigned long long)want[i].hash);
+  return AVERROR(EPROTO);
+}
+
+/* Reads an output back and compares it with frames 0..expect-1 of the timing, and with want (per
+ * frame, may be NULL) the payload of each. */
 static int verify_file(const char *path, const struct pirec_remux_timing *timing, int64_t expect,
-                       int64_t cfr_frames, int cfr, struct pirec_remux_result *res, int64_t *found)
+                       int64_t cfr_frames, int cfr, const struct pirec__remux_digest *want,
+                       struct pirec_remux_result *res, int64_t *found)
 {
   AVFormatContext *ic = NULL;
-  AVPacket *pkt = NULL;
-  int64_t *pts = NULL, n = 0;
-  size_t cap = 0;
+  struct seen *pk = NULL;
+  int64_t n = 0;
   AVRational tb;
   int vs, raw, rc;
 
@@ -554,24 +600,8 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   if (rc < 0)
     return rc;
   tb = ic->streams[vs]->time_base;
-  pkt = av_packet_alloc();
-  if (pkt == NULL) {
-    rc = AVERROR(ENOMEM);
+  if ((rc = read_seen(ic, vs, path, &pk, &n, res)) < 0)
     goto done;
-  }
-  while ((rc = av_read_frame(ic, pkt)) >= 0) {
-    if (pkt->stream_index == vs) {
-      if ((rc = pirec__remux_grow(&pts, (size_t)n, &cap, sizeof *pts)) < 0)
-        goto done;
-      pts[n++] = pkt->pts;
-    }
-    av_packet_unref(pkt);
-  }
-  if (rc != AVERROR_EOF) {
-    seterr(res, "'%s': read error after %lld packets: %s", path, (long long)n, averr(rc));
-    goto done;
-  }
-  rc = 0;
   *found = n;
   if (expect < 0)
     expect = n; /* verifying an existing file: its packets must match the first n rows */
@@ -582,28 +612,28 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
     goto done;
   }
   for (int64_t i = 0; i < n; i++)
-    if (pts[i] == AV_NOPTS_VALUE) {
+    if (pk[i].pts == AV_NOPTS_VALUE) {
       seterr(res, "'%s': packet %lld has no pts", path, (long long)i);
       rc = AVERROR(EPROTO);
       goto done;
     }
   /* Packets come in decode order; with B-frames the pts sorted are the presentation times. */
-  qsort(pts, (size_t)n, sizeof *pts, cmp_pts1);
-  for (int64_t i = 0; i < n; i++) {
-    int64_t want = ticks(timing, i, cfr ? cfr_frames : n, cfr, tb);
-    if (pts[i] - pts[0] != want) {
+  qsort(pk, (size_t)n, sizeof *pk, cmp_seen);
+  for (int64_t i = 0; i < n && rc == 0; i++) {
+    int64_t want_ticks = ticks(timing, i, cfr ? cfr_frames : n, cfr, tb);
+    if (pk[i].pts - pk[0].pts != want_ticks) {
       seterr(res,
              "'%s': frame %lld has pts - pts0 = %lld, expected %lld in time base %d/%d "
              "(captured %lld ns after frame 0)",
-             path, (long long)i, (long long)(pts[i] - pts[0]), (long long)want, tb.num, tb.den,
+             path, (long long)i, (long long)(pk[i].pts - pk[0].pts), (long long)want_ticks, tb.num, tb.den,
              (long long)(timing->t_ns[i] - timing->t_ns[0]));
       rc = AVERROR(EPROTO);
-      goto done;
+    } else {
+      rc = check_payload(path, i, &pk[i], want, res);
     }
   }
 done:
-  free(pts);
-  av_packet_free(&pkt);
+  free(pk);
   avformat_close_input(&ic);
   return rc;
 }
@@ -787,7 +817,7 @@ static int check_ticks(struct remux *r)
       seterr(r->res,
              "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
              "output time base 1/%d%s",
-             r->res->timing_path, (long long)(r->timing.first_line + i), (long long)i,
+             r->res->timing_path, (long long)r->timing.line[i], (long long)i,
              (long long)(r->timing.t_ns[i] - r->timing.t_ns[i - 1]), r->tb.den,
              r->opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
       return AVERROR(EINVAL);
@@ -805,16 +835,42 @@ static int64_t frame_of(const struct remux *r, int64_t i)
   return k;
 }
 
+/* How long frame k is presented: until the next captured frame; the last row's frame, which
+ * has no next one, for the mean interval (1/30 s when it is the only one). */
+static int64_t duration_of(const struct remux *r, int64_t k)
+{
+  if (k + 1 < r->rows || r->cfr)
+    return P(r, k + 1) - P(r, k);
+  if (r->rows < 2)
+    return r->tb.den / 30;
+  int64_t span = P(r, r->rows - 1) - P(r, 0);
+  return (span + (r->rows - 1) / 2) / (r->rows - 1);
+}
+
+/* With B-frames, packets are written in decode order and each carries its own frame's duration,
+ * so an MP4's sample durations (its dts steps) are the frames' real durations and the track as
+ * long as the frames. dts is then the running sum of the durations written before, from a base
+ * early enough that no packet is decoded after it is presented. */
+static void plan_dts(struct remux *r)
+{
+  int64_t sum = 0, base = INT64_MAX, complete = complete_packets(r);
+  for (int64_t i = 0; i < complete; i++) {
+    int64_t k = frame_of(r, i);
+    if (k < 0)
+      continue;
+    if (P(r, k) - sum < base)
+      base = P(r, k) - sum;
+    sum += duration_of(r, k);
+  }
+  r->dts_base = base == INT64_MAX ? 0 : base;
+  r->dts_sum = 0;
+}
+
 /* Gives the i-th packet read, frame k in presentation order, its output timestamps and size. */
 static void stamp(struct remux *r, AVPacket *pkt, int64_t i, int64_t k)
 {
-  int64_t pts = P(r, k);
-  int64_t dts = !r->rank                 ? pts
-                : r->written >= r->depth ? P(r, r->written - r->depth)
-                                         : P(r, 0) - (r->depth - r->written);
-  int64_t next = k + 1 < r->rows || r->cfr ? P(r, k + 1)
-                 : k > 0                   ? 2 * pts - P(r, k - 1)
-                                           : pts + r->tb.den / 30;
+  int64_t pts = P(r, k), duration = duration_of(r, k);
+  int64_t dts = r->rank ? r->dts_base + r->dts_sum : pts;
   /* At EOF the parser flushes whatever follows the last frame boundary it saw; if the cut fell
    * inside the next frame's first NAL units, those bytes ride on this packet. The CSV knows
    * the frame's real size. */
@@ -824,7 +880,8 @@ static void stamp(struct remux *r, AVPacket *pkt, int64_t i, int64_t k)
   pkt->stream_index = 0;
   pkt->pts = pts;
   pkt->dts = dts;
-  pkt->duration = next - pts;
+  pkt->duration = duration;
+  r->dts_sum += duration;
   pkt->pos = -1;
 }
 
@@ -850,6 +907,8 @@ static int copy_packets(struct remux *r)
     int64_t k = frame_of(r, i);
     if (k >= 0) {
       stamp(r, pkt, i, k);
+      if (r->digests != NULL && k < r->rows)
+        pirec__remux_digest(r->ic->streams[r->vs]->codecpar, pkt->data, pkt->size, &r->digests[k]);
       if (!r->dry && (rc = av_write_frame(r->oc, pkt)) < 0) {
         seterr(r->res, "cannot write frame %lld to '%s': %s", (long long)k, r->tmp, averr(rc));
         break;
@@ -909,6 +968,7 @@ static int finish_output(struct remux *r)
 {
   struct pirec_remux_result *res = r->res;
   int replace = (r->opt->flags & PIREC_REMUX_REPLACE) != 0;
+  int sync = (r->opt->flags & (PIREC_REMUX_REPLACE | PIREC__REMUX_SYNC)) != 0;
   int64_t found = 0;
   int rc = av_write_trailer(r->oc);
   if (rc < 0) {
@@ -916,13 +976,13 @@ static int finish_output(struct remux *r)
     return rc;
   }
   close_output(r);
-  if ((rc = verify_file(r->tmp, &r->timing, r->written, r->cfr_frames, r->cfr, res, &found)) < 0)
+  if ((rc = verify_file(r->tmp, &r->timing, r->written, r->cfr_frames, r->cfr, NULL, res, &found)) < 0)
     return rc;
   if ((r->opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
       (rc = write_timestamps(res->output_path, r, r->written, res)) < 0)
     return rc;
   /* The input is about to be deleted: the output must be on disk first, not just in the cache. */
-  if (replace && (rc = sync_path(r->tmp, res)) < 0)
+  if (sync && (rc = sync_path(r->tmp, res)) < 0)
     return rc;
   if (rename(r->tmp, res->output_path) < 0) {
     rc = -errno;
@@ -930,7 +990,7 @@ static int finish_output(struct remux *r)
     return rc;
   }
   r->have_output = 0;
-  if (replace && (rc = sync_dir_of(res->output_path, res)) < 0)
+  if (sync && (rc = sync_dir_of(res->output_path, res)) < 0)
     return rc;
   if (replace && unlink(r->in_path) < 0) {
     rc = -errno;
@@ -939,8 +999,22 @@ static int finish_output(struct remux *r)
   return rc;
 }
 
-int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
-                     struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
+/* Asks for the payload digest of each frame written (see verify). */
+static int want_digests(struct remux *r)
+{
+  r->digests = malloc((size_t)r->rows * sizeof *r->digests);
+  if (r->digests == NULL)
+    return AVERROR(ENOMEM);
+  for (int64_t k = 0; k < r->rows; k++)
+    r->digests[k].size = -1;
+  return 0;
+}
+
+/* pirec_remux_file; with digests, also the payload digest of every frame written (heap, one per
+ * timing row, size -1 for a row without a frame; the caller frees it). */
+static int remux_file(const char *video_path, const struct pirec_remux_options *options,
+                      struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user,
+                      struct pirec__remux_digest **digests)
 {
   static const struct pirec_remux_options defaults;
   struct remux r;
@@ -961,6 +1035,8 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   int rc = find_files(&r);
   if (rc == 0)
     rc = load_timing(&r);
+  if (rc == 0 && digests != NULL)
+    rc = want_digests(&r);
   if (rc == 0)
     rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
   if (rc == 0) {
@@ -973,6 +1049,8 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
     res->reorder_depth = (int)r.depth;
     rc = check_ticks(&r);
   }
+  if (rc == 0 && r.rank)
+    plan_dts(&r);
   if (rc == 0 && !r.dry) {
     r.have_output = 1;
     rc = open_output(&r, r.tmp);
@@ -989,7 +1067,17 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
   avformat_close_input(&r.ic);
   free(r.rank);
   pirec_remux_timing_free(&r.timing);
+  if (digests != NULL && rc == 0)
+    *digests = r.digests;
+  else
+    free(r.digests);
   return rc;
+}
+
+int pirec_remux_file(const char *video_path, const struct pirec_remux_options *options,
+                     struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
+{
+  return remux_file(video_path, options, res, progress, user, NULL);
 }
 
 /* The recording an output was made from: "<stem>" (without "_timed") with an elementary-stream
@@ -1019,6 +1107,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
   struct pirec_remux_options defaults, dry;
   struct pirec_remux_timing timing;
   struct pirec_remux_result *in = NULL;
+  struct pirec__remux_digest *digests = NULL;
   struct stat st;
   int64_t found = 0, expect = -1;
   int rc, cfr;
@@ -1067,7 +1156,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
     dry.format = ends_with(output_path, ".mkv") ? PIREC_REMUX_MKV : PIREC_REMUX_MP4;
     dry.timing_path = res->timing_path;
     dry.output_path = NULL;
-    rc = pirec_remux_file(input, &dry, in, progress, user);
+    rc = remux_file(input, &dry, in, progress, user, &digests);
     if (rc < 0) {
       seterr(res, "cannot check '%s' against its input: %s", output_path, in->error);
       goto done;
@@ -1078,10 +1167,10 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
   }
 
   /* CFR's grid depends on the frame count, so count first. */
-  rc = verify_file(output_path, &timing, -1, -1, 0, res, &found);
+  rc = verify_file(output_path, &timing, -1, -1, 0, cfr ? NULL : digests, res, &found);
   if (cfr && (rc >= 0 || found > 0)) {
     res->error[0] = '\0';
-    rc = verify_file(output_path, &timing, found, expect >= 0 ? expect : found, 1, res, &found);
+    rc = verify_file(output_path, &timing, found, expect >= 0 ? expect : found, 1, digests, res, &found);
   }
   if (rc >= 0 && expect >= 0 && found != expect) {
     if (in != NULL)
@@ -1104,6 +1193,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
   }
 done:
   free(in);
+  free(digests);
   pirec_remux_timing_free(&timing);
   return rc;
 }

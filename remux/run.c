@@ -4,6 +4,7 @@
 #include "remux-internal.h"
 
 #include "pirec/clock.h"
+#include "pirec/fs.h"
 #include "pirec/job.h"
 #include "pirec/container_of.h"
 
@@ -28,7 +29,8 @@ struct item {
   int64_t size;
   int64_t done; /* bytes, from the child's progress lines */
   int started, ended, ok;
-  json_t *result; /* the child's result object, or one made here when the child gave none */
+  json_t *result;             /* the child's result object, or one made here when the child gave none */
+  struct pirec_fs_req unlink; /* --replace: removing the input once the child reported ok */
 };
 
 /* A video a session scan passed over, with why. */
@@ -36,6 +38,7 @@ struct skipped {
   char path[4096];
   char reason[160];
   int output; /* one of our own outputs (counted, not listed, in the table) */
+  int empty;  /* a trial that recorded no frames: "no frames", not a failure */
 };
 
 struct run {
@@ -72,29 +75,40 @@ static void child_progress(int64_t done, int64_t total, void *user)
   fflush(p->out);
 }
 
-static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok, int verify, int dry)
+/* A JSON string of bytes that may not be UTF-8 (a path, a message naming one), escaped so jansson
+ * takes it and a reader can tell the bytes; NULL only without memory. */
+static json_t *jtext(const char *s)
 {
-  return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
-                   " s:s, s:s, s:i, s:I, s:I}",
-                   "input", input, "output", r->output_path, "timing", r->timing_path, "ok", ok, "verify",
-                   verify, "dry_run", dry, "error", r->error, "frames", (json_int_t)r->frames, "rows",
-                   (json_int_t)r->timing_rows, "packets", (json_int_t)r->packets, "rows_cut",
-                   (json_int_t)r->rows_cut, "packets_cut", (json_int_t)r->packets_cut, "bytes_cut",
-                   (json_int_t)r->bytes_cut, "partial_row", r->partial_row, "video_truncated",
-                   r->video_truncated, "clock", pirec_remux_clock_name(r->clock_used), "clock_note",
-                   r->clock_note, "reorder_depth", r->reorder_depth, "duration_ns",
-                   (json_int_t)r->duration_ns, "input_bytes", (json_int_t)r->input_bytes);
+  char *e = pirec__remux_escape(s);
+  json_t *j = e ? json_string(e) : NULL;
+  free(e);
+  return j;
 }
 
-/* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang,NAME2:abort" makes the child for a file whose
- * path contains NAME hang or crash, so the supervision is tested with a real misbehaving process. */
-static void test_fault(const char *path)
+static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok, int verify, int dry)
+{
+  return json_pack(
+      "{s:o, s:o, s:o, s:b, s:b, s:b, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
+      " s:s, s:o, s:i, s:I, s:I}",
+      "input", jtext(input), "output", jtext(r->output_path), "timing", jtext(r->timing_path), "ok", ok,
+      "verify", verify, "dry_run", dry, "error", jtext(r->error), "frames", (json_int_t)r->frames, "rows",
+      (json_int_t)r->timing_rows, "packets", (json_int_t)r->packets, "rows_cut", (json_int_t)r->rows_cut,
+      "packets_cut", (json_int_t)r->packets_cut, "bytes_cut", (json_int_t)r->bytes_cut, "partial_row",
+      r->partial_row, "video_truncated", r->video_truncated, "clock", pirec_remux_clock_name(r->clock_used),
+      "clock_note", jtext(r->clock_note), "reorder_depth", r->reorder_depth, "duration_ns",
+      (json_int_t)r->duration_ns, "input_bytes", (json_int_t)r->input_bytes);
+}
+
+/* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang,NAME2:abort,NAME3:mute" makes the child for a
+ * file whose path contains NAME hang or crash before its work, or do its work and exit without
+ * a result line (returns 1), so the supervision is tested with a real misbehaving process. */
+static int test_fault(const char *path)
 {
   const char *spec = getenv("PIREC_REMUX_TEST_FAULT");
   char buf[512], *save = NULL;
 
   if (spec == NULL || strlen(spec) >= sizeof buf)
-    return;
+    return 0;
   strcpy(buf, spec);
   for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     char *colon = strrchr(tok, ':');
@@ -108,22 +122,32 @@ static void test_fault(const char *path)
         pause();
     if (strcmp(colon + 1, "abort") == 0)
       abort();
+    if (strcmp(colon + 1, "mute") == 0)
+      return 1;
   }
+  return 0;
 }
 
 int pirec_remux_child(const char *path, const struct pirec_remux_options *options, int verify, FILE *out)
 {
   struct pirec_remux_result res;
+  struct pirec_remux_options o = *options;
   struct child_progress progress = {out, -1};
   json_t *j;
   char *text;
-  int rc;
+  int rc, mute;
 
   /* FFmpeg's own messages go to stderr, which the parent keeps as a tail for failures only. */
   av_log_set_level(AV_LOG_ERROR);
-  test_fault(path);
-  rc = verify ? pirec__remux_verify(path, options, &res, child_progress, &progress)
-              : pirec_remux_file(path, options, &res, child_progress, &progress);
+  mute = test_fault(path);
+  /* The input goes only once the parent holds an ok result: a result that does not reach it (an
+   * unencodable line, a crash while writing it) must leave the input in place. */
+  if (o.flags & PIREC_REMUX_REPLACE)
+    o.flags = (o.flags & ~(unsigned)PIREC_REMUX_REPLACE) | PIREC__REMUX_SYNC;
+  rc = verify ? pirec__remux_verify(path, &o, &res, child_progress, &progress)
+              : pirec_remux_file(path, &o, &res, child_progress, &progress);
+  if (mute)
+    return 1;
   j = result_json(path, &res, rc >= 0, verify, (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);
   text = j ? json_dumps(j, JSON_COMPACT) : NULL;
   fprintf(out, "result %s\n", text ? text : "{}");
@@ -197,7 +221,51 @@ static int add_skipped(struct run *r, const char *path, const char *reason, int 
   snprintf(s->path, sizeof s->path, "%s", path);
   snprintf(s->reason, sizeof s->reason, "%s", reason);
   s->output = output;
+  s->empty = strncmp(reason, "no frames", 9) == 0;
   return 0;
+}
+
+/* A trial that recorded nothing: its recorder left the frames CSV (the header alone) and no
+ * video, or (an older recorder) a 0-byte video. Reported as "no frames", which does not fail
+ * the run: there is nothing to remux. Returns 1 when path is such a CSV. */
+/* Whether a timing file loads and has no complete row (one that does not load is left to fail
+ * with its own message). */
+static int timing_has_no_rows(const char *path)
+{
+  struct pirec_remux_timing t;
+  char err[256];
+  if (pirec_remux_timing_load(path, PIREC_REMUX_CLOCK_AUTO, &t, err, sizeof err) < 0)
+    return 0;
+  int none = t.count == 0 && !t.partial_row;
+  pirec_remux_timing_free(&t);
+  return none;
+}
+
+/* A 0-byte video whose timing has no rows either: the trial recorded nothing. With rows, the
+ * frames were lost, and the file fails with its own reason. */
+static int empty_video(const char *path, const struct stat *st)
+{
+  char timing[4200];
+  if (!S_ISREG(st->st_mode) || st->st_size != 0)
+    return 0;
+  return pirec_remux_find_timing(path, timing, sizeof timing) < 0 || timing_has_no_rows(timing);
+}
+
+static int empty_trial_csv(const char *path)
+{
+  static const char *const exts[] = {".mkv", ".h264", ".264", ".mjpeg", ".mjpg", ".hevc", ".h265"};
+  size_t n = strlen(path);
+  char video[4200];
+  struct stat st;
+
+  if (n <= 11 || strcmp(path + n - 11, "_frames.csv") != 0)
+    return 0;
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    snprintf(video, sizeof video, "%.*s%s", (int)(n - 11), path, exts[i]);
+    if (stat(video, &st) == 0)
+      return 0; /* the video's own entry says what it holds */
+  }
+  return timing_has_no_rows(path);
 }
 
 static int add_item(struct run *r, const char *path)
@@ -238,11 +306,15 @@ static int scan_dir(struct run *r, const char *dir, int depth)
     } else if (S_ISREG(st.st_mode) && r->o->verify) {
       if (is_output(path, names[i]->d_name))
         rc = add_item(r, path);
+    } else if (S_ISREG(st.st_mode) && empty_trial_csv(path)) {
+      rc = add_skipped(r, path, "no frames (the trial recorded none)", 0);
     } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name)) {
       char why[160], timing[4200];
       /* A stray video (a copy, a test clip) without timing is not this run's business, and our
        * own outputs are not inputs: skip both rather than fail the run on them. */
-      if (own_output(path, why, sizeof why))
+      if (empty_video(path, &st))
+        rc = add_skipped(r, path, "no frames (an empty file)", 0);
+      else if (own_output(path, why, sizeof why))
         rc = add_skipped(r, path, why, 1);
       else if (pirec_remux_find_timing(path, timing, sizeof timing) < 0)
         rc = add_skipped(r, path, "no timing file (<name>_frames.csv, <name>.pts or <name>_pts.txt)", 0);
@@ -272,17 +344,15 @@ static void bar(char *buf, size_t cap, int64_t done, int64_t total, int width)
   buf[k] = '\0';
 }
 
-/* At most 40 characters of path for the table: a long one keeps its last components after
- * ".../" (cut mid-name only when the last component alone is too long). The result lives until
- * the next call. */
+/* A path for the table and the bars: escaped where it is not UTF-8 (as in the JSON), and at most
+ * 40 columns: a long one keeps its last components after ".../" (cut mid-name only when the last
+ * component alone is too long). The result lives until the next call. */
 static const char *short_name(const char *path)
 {
-  static char out[41];
-  size_t n = strlen(path);
-  if (n <= 40)
-    return path;
-  const char *tail = path + n - 36, *slash = strchr(tail, '/');
-  snprintf(out, sizeof out, "...%s", slash ? slash : tail - 1);
+  static char out[4 * 4096 + 8];
+  char *e = pirec__remux_escape(path);
+  pirec__remux_fit(e ? e : "?", 40, out, sizeof out);
+  free(e);
   return out;
 }
 
@@ -306,8 +376,9 @@ static void draw(struct run *r, int final)
     pirec_job_stats(it->job, &st);
     if (st.state == PIREC_JOB_RUNNING && !final) {
       bar(b, sizeof b, it->done, it->size, 30);
-      fprintf(r->err, "  %-40s %s %3d%%\n", short_name(it->path), b,
-              it->size ? (int)(it->done * 100 / it->size) : 0);
+      fputs("  ", r->err);
+      pirec__remux_pad(r->err, short_name(it->path), 40);
+      fprintf(r->err, " %s %3d%%\n", b, it->size ? (int)(it->done * 100 / it->size) : 0);
       lines++;
     }
   }
@@ -350,8 +421,8 @@ static void summary(struct run *r, int64_t elapsed_ns)
     for (size_t i = 0; i < r->n; i++)
       json_array_append(files, r->items[i].result);
     for (size_t i = 0; i < r->nskipped; i++)
-      json_array_append_new(
-          skipped, json_pack("{s:s, s:s}", "input", r->skipped[i].path, "reason", r->skipped[i].reason));
+      json_array_append_new(skipped, json_pack("{s:o, s:s}", "input", jtext(r->skipped[i].path), "reason",
+                                               r->skipped[i].reason));
     top = json_pack("{s:o, s:o, s:I, s:I, s:I, s:f}", "files", files, "skipped", skipped, "ok",
                     (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames", (json_int_t)frames,
                     "elapsed_s", (double)elapsed_ns / 1e9);
@@ -387,8 +458,9 @@ static void summary(struct run *r, int64_t elapsed_ns)
                json_is_true(json_object_get(j, "partial_row")) ? ", a partial CSV line" : "");
     else
       snprintf(what, sizeof what, "ok -> %s", jstr(j, "output"));
-    fprintf(r->out, "%-44s %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n", short_name(it->path),
-            jint(j, "frames"), cut, dur / 1000000000, (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
+    pirec__remux_pad(r->out, short_name(it->path), 44);
+    fprintf(r->out, " %7" PRId64 " %6" PRId64 " %5" PRId64 ".%03d  %s%s\n", jint(j, "frames"), cut,
+            dur / 1000000000, (int)(dur / 1000000 % 1000), what, it->ok ? clock : "");
   }
   {
     size_t outputs = 0;
@@ -397,8 +469,9 @@ static void summary(struct run *r, int64_t elapsed_ns)
         outputs++;
         continue;
       }
-      fprintf(r->out, "%-44s %7s %6s %9s  SKIPPED: %s\n", short_name(r->skipped[i].path), "-", "-", "-",
-              r->skipped[i].reason);
+      pirec__remux_pad(r->out, short_name(r->skipped[i].path), 44);
+      fprintf(r->out, " %7s %6s %9s  %s%s\n", "-", "-", "-",
+              r->skipped[i].empty ? "" : "SKIPPED: ", r->skipped[i].reason);
     }
     if (outputs > 0)
       fprintf(r->out, "skipped %zu output%s of pirec-remux\n", outputs, outputs == 1 ? "" : "s");
@@ -421,8 +494,8 @@ static void item_fail(struct item *it, const char *fmt, ...)
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   json_decref(it->result);
-  it->result = json_pack("{s:s, s:s, s:b, s:s, s:I}", "input", it->path, "output", "", "ok", 0, "error", msg,
-                         "frames", (json_int_t)0);
+  it->result = json_pack("{s:o, s:s, s:b, s:o, s:I}", "input", jtext(it->path), "output", "", "ok", 0,
+                         "error", jtext(msg), "frames", (json_int_t)0);
   it->ok = 0;
 }
 
@@ -486,14 +559,48 @@ static void close_handles(struct run *r)
   uv_close((uv_handle_t *)&r->sigterm, NULL);
 }
 
+/* An item is over: its child ended and, with --replace, its input is gone. */
+static void item_done(struct item *it)
+{
+  struct run *r = it->run;
+  it->ended = 1;
+  r->ended++;
+  if (r->ended < r->n)
+    draw(r, 0);
+  if (r->ended == r->n)
+    close_handles(r);
+}
+
+static void on_input_removed(struct pirec_fs_req *req)
+{
+  struct item *it = req->data;
+  if (req->result < 0)
+    item_fail(it, "the output verified, but %s", req->message ? req->message : strerror(-req->result));
+  pirec_fs_req_cleanup(req);
+  item_done(it);
+}
+
+/* --replace: the child wrote, verified and synced the output but left the input; it is removed
+ * here, off the loop, only now that this side holds the child's ok result. Returns 1 when the
+ * removal was started (item_done follows from its callback). */
+static int remove_input(struct item *it)
+{
+  const struct pirec_remux_run_options *o = it->run->o;
+  if (!(o->remux.flags & PIREC_REMUX_REPLACE) || o->verify || (o->remux.flags & PIREC_REMUX_DRY_RUN))
+    return 0;
+  it->unlink.data = it;
+  int rc = pirec_fs_unlink(it->run->loop, &it->unlink, it->path, on_input_removed);
+  if (rc < 0)
+    item_fail(it, "cannot remove '%s': %s", it->path, strerror(-rc));
+  return rc == 0;
+}
+
 static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
 {
   struct item *it = pirec_job_user(job);
   struct run *r = it->run;
   char line[512];
 
-  it->ended = 1;
-  r->ended++;
   last_line(res->stderr_tail ? res->stderr_tail : "", res->stderr_tail_len, line, sizeof line);
   if (res->reason == PIREC_JOB_END_TIMEOUT_TOTAL || res->reason == PIREC_JOB_END_TIMEOUT_STALL ||
       res->reason == PIREC_JOB_END_TIMEOUT_START)
@@ -510,10 +617,8 @@ static void on_end(struct pirec_job *job, const struct pirec_job_result *res)
     item_fail(it, "child exited with status %d without a result%s%s", res->status, line[0] ? ": " : "", line);
   if (!it->ok)
     remove_partial(it);
-  if (r->ended < r->n)
-    draw(r, 0);
-  if (r->ended == r->n)
-    close_handles(r);
+  if (!it->ok || !remove_input(it))
+    item_done(it);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -616,6 +721,8 @@ static void collect(struct run *r, const char *const *paths, int npaths)
         fprintf(r->err, "pirec-remux: cannot read '%s': %s\n", paths[i], strerror(-rc));
       else if (r->n == before && r->nskipped == skipped_before)
         fprintf(r->err, "pirec-remux: no %s in '%s'\n", r->o->verify ? "outputs" : "videos", paths[i]);
+    } else if (!r->o->verify && stat(paths[i], &st) == 0 && empty_video(paths[i], &st)) {
+      add_skipped(r, paths[i], "no frames (an empty file)", 0);
     } else {
       add_item(r, paths[i]); /* a missing file fails in its child with a clear message */
     }

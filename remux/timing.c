@@ -27,7 +27,7 @@ struct loader {
   char *err;
   size_t cap;
   /* Parsed rows. device is -1 where empty (timestamps are never negative on Linux clocks). */
-  int64_t *mono, *wall, *device, *bytes, *offset;
+  int64_t *mono, *wall, *device, *bytes, *offset, *lines;
   int64_t count, alloc;
   int64_t missing_device; /* rows without a device timestamp */
   int64_t first_missing_line;
@@ -84,7 +84,7 @@ static int parse_i64(const char *s, int64_t *out)
 static int grow(struct loader *l)
 {
   int64_t n = l->alloc ? l->alloc * 2 : 1024;
-  int64_t **arrays[] = {&l->mono, &l->wall, &l->device, &l->bytes, &l->offset};
+  int64_t **arrays[] = {&l->mono, &l->wall, &l->device, &l->bytes, &l->offset, &l->lines};
 
   for (size_t k = 0; k < sizeof arrays / sizeof arrays[0]; k++) {
     int64_t *p = realloc(*arrays[k], (size_t)n * sizeof(int64_t));
@@ -107,7 +107,8 @@ static void take_header(struct loader *l)
   l->header_fields = l->fields;
   l->header_done = 1;
   if (l->col[COL_MONO] < 0)
-    fail(l, "header has no 'mono_ns' column (is this a frames CSV?)");
+    fail(l, "header '%s%s' has no 'mono_ns' column (is this a frames CSV?)", l->value[0],
+         l->fields > 1 ? ",..." : "");
 }
 
 /* Reads column c of the current row into *out; empty gives -1 when allow_empty. */
@@ -161,10 +162,10 @@ static void on_row(int term, void *ctx)
     goto next;
   if (l->device[i] < 0 && l->missing_device++ == 0)
     l->first_missing_line = l->line;
+  l->lines[i] = l->line;
   l->count++;
 next:
   l->fields = 0;
-  l->line++;
 }
 
 /* Reads a whole (small) file. Returns its length or a negative error. */
@@ -234,6 +235,13 @@ static int parse_ms(const char *s, const char *end, int64_t *out)
   return 0;
 }
 
+static int is_blank(char c)
+{
+  return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* One value per line; line 1 is the format header. Editors add what the format does not have:
+ * blank lines, '#' comments and spaces around the value are skipped, not taken for values. */
 static int load_pts(struct loader *l, char *buf, int64_t len, enum pirec_remux_clock clock)
 {
   char *p = buf, *end = buf + len;
@@ -242,30 +250,31 @@ static int load_pts(struct loader *l, char *buf, int64_t len, enum pirec_remux_c
     fail(l, "a pts file has only the camera's clock; use --clock device or auto");
     return -EINVAL;
   }
-  while (p < end) {
+  for (l->line = 1; p < end; l->line++) {
     char *nl = memchr(p, '\n', (size_t)(end - p));
-    char *stop;
+    char *start = p, *stop;
     if (nl == NULL)
       break; /* a partial last line: the writer was killed mid-line */
-    stop = nl;
-    if (stop > p && stop[-1] == '\r')
-      stop--;
-    if (l->line > 1 && stop > p && *p != '#') {
-      if (l->count == l->alloc && grow(l) < 0) {
-        fail(l, "out of memory");
-        return -ENOMEM;
-      }
-      if (parse_ms(p, stop, &l->device[l->count]) < 0) {
-        *stop = '\0';
-        fail(l, "'%.40s' is not a time in milliseconds", p);
-        return -EINVAL;
-      }
-      l->mono[l->count] = l->wall[l->count] = -1;
-      l->bytes[l->count] = l->offset[l->count] = -1;
-      l->count++;
-    }
-    l->line++;
     p = nl + 1;
+    stop = nl;
+    while (stop > start && is_blank(stop[-1]))
+      stop--;
+    while (start < stop && is_blank(*start))
+      start++;
+    if (l->line == 1 || start == stop || *start == '#')
+      continue;
+    if (l->count == l->alloc && grow(l) < 0) {
+      fail(l, "out of memory");
+      return -ENOMEM;
+    }
+    if (parse_ms(start, stop, &l->device[l->count]) < 0) {
+      *stop = '\0';
+      fail(l, "'%.40s' is not a time in milliseconds", start);
+      return -EINVAL;
+    }
+    l->mono[l->count] = l->wall[l->count] = -1;
+    l->bytes[l->count] = l->offset[l->count] = -1;
+    l->lines[l->count++] = l->line;
   }
   return 0;
 }
@@ -297,7 +306,56 @@ static int64_t read_lines(const char *path, char **buf, struct pirec_remux_timin
   return used;
 }
 
-/* Parses a frames CSV with libcsv into l. Returns 0, -EINVAL (l->err says why) or -ENOMEM. */
+/* Length of the CSV record at buf[0..len): up to and with the first newline outside a quoted
+ * field (RFC 4180: a quote opens only at the start of a field, "" inside is a quote). Sets *lines
+ * to the physical lines it spans and *open when it ends inside quotes. */
+static int64_t record_len(const char *buf, int64_t len, int64_t *lines, int *open)
+{
+  int quoted = 0, field_start = 1;
+  int64_t i = 0;
+
+  *lines = 0;
+  while (i < len && is_blank(buf[i]))
+    i++;
+  if (i < len && buf[i] == '#') {
+    /* A comment: its quotes are text, it ends at its line's end. */
+    const char *nl = memchr(buf + i, '\n', (size_t)(len - i));
+    *lines = nl != NULL;
+    return nl ? nl - buf + 1 : len;
+  }
+  for (; i < len; i++) {
+    char c = buf[i];
+    if (c == '\n')
+      ++*lines;
+    if (quoted) {
+      if (c == '"' && i + 1 < len && buf[i + 1] == '"')
+        i++;
+      else if (c == '"')
+        quoted = 0;
+      continue;
+    }
+    if (c == '\n')
+      return i + 1;
+    if (c == '"' && field_start)
+      quoted = 1;
+    field_start = c == ',' || (field_start && (c == ' ' || c == '\t'));
+  }
+  *open = quoted;
+  return len;
+}
+
+/* Whether a record holds nothing (a blank line) or is a '#' comment: an editor's additions. */
+static int skipped_record(const char *rec, int64_t n)
+{
+  int64_t i = 0;
+  while (i < n && (is_blank(rec[i]) || rec[i] == '\n'))
+    i++;
+  return i == n || rec[i] == '#';
+}
+
+/* Parses a frames CSV with libcsv into l, one record at a time so every row knows the physical
+ * line it starts on, also when a quoted field holds line breaks. Returns 0, -EINVAL (l->err says
+ * why) or -ENOMEM. */
 static int load_csv(struct loader *l, char *buf, int64_t used)
 {
   struct csv_parser parser;
@@ -305,9 +363,18 @@ static int load_csv(struct loader *l, char *buf, int64_t used)
     snprintf(l->err, l->cap, "out of memory");
     return -ENOMEM;
   }
-  if (csv_parse(&parser, buf, (size_t)used, on_field, on_row, l) != (size_t)used && !l->failed)
-    fail(l, "%s", csv_strerror(csv_error(&parser)));
-  csv_fini(&parser, on_field, on_row, l);
+  for (int64_t at = 0, lines = 0; at < used && !l->failed; l->line += lines) {
+    int open = 0;
+    int64_t n = record_len(buf + at, used - at, &lines, &open);
+    if (open) {
+      fail(l, "a quoted field is not closed before the end of the file");
+    } else if (!skipped_record(buf + at, n)) {
+      if (csv_parse(&parser, buf + at, (size_t)n, on_field, on_row, l) != (size_t)n && !l->failed)
+        fail(l, "%s", csv_strerror(csv_error(&parser)));
+      csv_fini(&parser, on_field, on_row, l);
+    }
+    at += n;
+  }
   csv_free(&parser);
   if (!l->header_done && !l->failed)
     fail(l, "no complete header line");
@@ -326,7 +393,7 @@ static enum pirec_remux_clock auto_clock(const struct loader *l, struct pirec_re
     if (l->device[i] <= l->device[i - 1]) {
       snprintf(timing->clock_note, sizeof timing->clock_note,
                "device_ts_ns %lld on line %lld is not after %lld", (long long)l->device[i],
-               (long long)(timing->first_line + i), (long long)l->device[i - 1]);
+               (long long)l->lines[i], (long long)l->device[i - 1]);
       return PIREC_REMUX_CLOCK_MONO;
     }
   return PIREC_REMUX_CLOCK_DEVICE;
@@ -367,8 +434,9 @@ static int check_increasing(const struct loader *l, const int64_t *chosen, const
 {
   for (int64_t i = 1; i < l->count; i++)
     if (chosen[i] <= chosen[i - 1]) {
-      snprintf(l->err, l->cap, "%s:%lld: %s %lld is not after %lld on the line before%s", l->path,
-               (long long)(timing->first_line + i), name, (long long)chosen[i], (long long)chosen[i - 1],
+      snprintf(l->err, l->cap, "%s:%lld: %s %lld is not after %lld on line %lld%s", l->path,
+               (long long)l->lines[i], name, (long long)chosen[i], (long long)chosen[i - 1],
+               (long long)l->lines[i - 1],
                timing->clock_used == PIREC_REMUX_CLOCK_WALL ? " (the wall clock steps; try --clock mono)"
                : timing->clock_used == PIREC_REMUX_CLOCK_DEVICE && asked == PIREC_REMUX_CLOCK_DEVICE
                    ? " (the camera's clock restarted? --clock auto or mono uses mono_ns)"
@@ -399,14 +467,19 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
   int64_t used = read_lines(path, &buf, timing, err, cap);
   if (used < 0)
     return (int)used;
-  timing->first_line = 2;
-  if (strncmp(buf, "# timecode format v2", 20) == 0 || strncmp(buf, "# timestamp format v2", 21) == 0) {
-    rc = load_pts(&l, buf, used, clock);
+  /* A UTF-8 byte order mark, as some editors and spreadsheets write, is not part of the text. */
+  char *text = buf;
+  if (used >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+    text += 3;
+    used -= 3;
+  }
+  if (strncmp(text, "# timecode format v2", 20) == 0 || strncmp(text, "# timestamp format v2", 21) == 0) {
+    rc = load_pts(&l, text, used, clock);
     timing->clock_used = PIREC_REMUX_CLOCK_DEVICE;
     chosen = l.device;
     chosen_name = "pts";
   } else {
-    rc = choose_clock(&l, clock, timing, load_csv(&l, buf, used));
+    rc = choose_clock(&l, clock, timing, load_csv(&l, text, used));
     chosen = timing->clock_used == PIREC_REMUX_CLOCK_DEVICE ? l.device
              : timing->clock_used == PIREC_REMUX_CLOCK_WALL ? l.wall
                                                             : l.mono;
@@ -424,10 +497,12 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
   if (rc < 0) {
     free(l.bytes);
     free(l.offset);
+    free(l.lines);
     memset(timing, 0, sizeof *timing);
     return rc;
   }
   timing->t_ns = chosen;
+  timing->line = l.lines;
   timing->bytes = l.bytes;
   timing->offset = l.offset;
   timing->count = l.count;
@@ -441,6 +516,7 @@ void pirec_remux_timing_free(struct pirec_remux_timing *timing)
   free(timing->t_ns);
   free(timing->bytes);
   free(timing->offset);
+  free(timing->line);
   memset(timing, 0, sizeof *timing);
 }
 

@@ -3,6 +3,7 @@
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/looplag.h"
 #include "pirec/container_of.h"
 
 #include <errno.h>
@@ -1156,9 +1157,11 @@ static int spawn_child(struct pirec_job *job, struct job_run *run, uv_stdio_cont
   po.stdio_count = nstdio;
   po.stdio = stdio;
 
+  const char *outer = pirec_looplag_op("spawn");
   spawn_parent = getpid();
   err = uv_spawn(job->loop, &run->proc, &po);
   spawn_parent = 0;
+  pirec_looplag_op(outer);
   run->proc.data = run;
   run->handles = 1;
   job->live_runs++;

@@ -3,8 +3,8 @@
 add_executable(test-camera-fakerpicam ${CMAKE_CURRENT_LIST_DIR}/test-camera-fakerpicam.c)
 target_link_libraries(test-camera-fakerpicam PRIVATE PkgConfig::AVCODEC PkgConfig::AVUTIL)
 
-pirec_add_test(test-camera SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-camera.c
-               LIBS pirec_camera PkgConfig::AVCODEC PkgConfig::AVUTIL
+pirec_add_test(test-camera SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-camera.c helpers/counters.c
+               LIBS pirec_camera pirec_libcsv PkgConfig::AVCODEC PkgConfig::AVUTIL
                LABELS camera concurrency TIMEOUT 120)
 target_compile_definitions(test-camera PRIVATE FAKE_RPICAM="$<TARGET_FILE:test-camera-fakerpicam>"
                            PIREC_CAMERA_BIN="$<TARGET_FILE:pirec-camera>")

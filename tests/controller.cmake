@@ -5,8 +5,8 @@ add_library(pirec_test_controller_util STATIC ${CMAKE_CURRENT_LIST_DIR}/test-con
 target_include_directories(pirec_test_controller_util PUBLIC ${PIREC_INCLUDE_DIR}
                            ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(pirec_test_controller_util PUBLIC PkgConfig::JANSSON pirec_io_csv)
-pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c
-               LIBS pirec_test_controller_util LABELS controller TIMEOUT 60)
+pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c helpers/counters.c
+               LIBS pirec_test_controller_util pirec_libcsv LABELS controller TIMEOUT 60)
 add_dependencies(test-notes pirec-notes)
 pirec_add_test(test-session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-session.c
                LIBS pirec_session pirec_test_controller_util LABELS controller TIMEOUT 60)

@@ -8,9 +8,10 @@ pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_
 # End to end against a real pirec-eyesim process (needs ffmpeg/ffprobe with libx264).
 # Labelled concurrency: the files are written by libuv's threadpool through io/sink, so CI also
 # runs them under TSan.
-pirec_add_test(test-eyetracker SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim
+pirec_add_test(test-eyetracker SOURCES test-eyetracker.c helpers/counters.c LIBS pirec_eyetracker pirec_eyesim pirec_libcsv
                LABELS concurrency TIMEOUT 90)
-pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c LIBS pirec_eyetracker pirec_eyesim m
+pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c helpers/counters.c LIBS pirec_eyetracker pirec_eyesim
+               pirec_libcsv m
                LABELS concurrency TIMEOUT 120)
 target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
 # The test hook pirec_eyetracker_hold_sinks lives in the client's internal header.
@@ -24,4 +25,4 @@ set_tests_properties(test-eyetracker-60s PROPERTIES TIMEOUT 240 LABELS "eyetrack
   ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR};PIREC_EYETRACKER_SECONDS=60;PIREC_TEST_FILTER=test_clean_run")
 add_dependencies(test-eyetracker pirec-eyesim)
 add_dependencies(test-eyetracker-reconnect pirec-eyesim)
-add_dependencies(test-eyetracker pirec-eyetracker)
+add_dependencies(test-eyetracker pirec-eyetracker pirec-remux)

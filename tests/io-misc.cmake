@@ -3,7 +3,7 @@
 pirec_add_test(test-fs SOURCES test-fs.c LIBS pirec_io_fs LABELS concurrency TIMEOUT 120)
 pirec_add_test(test-bytebuf SOURCES test-bytebuf.c LIBS pirec_io_bytebuf TIMEOUT 30)
 pirec_add_test(test-jsonl SOURCES test-jsonl.c LIBS pirec_io_jsonl TIMEOUT 30)
-pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag TIMEOUT 60)
+pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag PkgConfig::JANSSON TIMEOUT 60)
 # It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.
 set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
 pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)

@@ -12,3 +12,6 @@ add_dependencies(test-remux-camera pirec-remux pirec-camera)
 add_test(NAME test-remux-60s COMMAND test-remux)
 set_tests_properties(test-remux-60s PROPERTIES TIMEOUT 120 LABELS "remux;long"
   ENVIRONMENT "PIREC_REMUX_TEST_SECONDS=60;PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+# The timing loader: issue 22's hand-edited files and a property test over random timing files.
+pirec_add_test(test-remux-timing SOURCES test-remux-timing.c helpers/remux-gen.c
+  LIBS pirec_remux LABELS remux TIMEOUT 120)

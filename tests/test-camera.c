@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "helpers/counters.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -385,6 +387,10 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_true(r->stopped);
   assert_true(r->closed);
   assert_int_equal(uv_loop_close(&r->loop), 0);
+  /* Every test's trial ends with the counter identities against its file. */
+  char csv[4200];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  counters_check_camera(&r->st, csv);
 }
 
 static void print_status(const char *what, const struct pirec_camera_status *st)
@@ -711,6 +717,29 @@ static void test_rpicam_no_sensor_ts(void **state)
 
 /* MJPEG from the stand-in (APP segments holding FF D9, garbage between images, 1000-byte reads):
  * written as received, each row's offset and bytes cover exactly one JPEG in the file. */
+/* Issue 22 item 6: a trial whose source never delivered a frame left a 0-byte video no reader
+ * opens. Now the video is removed and the frames CSV (the header alone) stays. Raw (an MKV from
+ * the encoder) and MJPEG (the stream as received). */
+static void test_empty_trial(void **state)
+{
+  static const char *const codecs[] = {"yuv420", "mjpeg"};
+  static const char *const videos[] = {"t001.mkv", "t001.mjpeg"};
+  for (int i = 0; i < 2; i++) {
+    char dir[300], path[400];
+    struct run r = {.stop_at_ms = 1000};
+    make_tmp(dir, sizeof dir, codecs[i]);
+    run_rpicam(&r, dir, "empty trial", codecs[i], "--frames 0");
+    assert_int_equal(r.st.frames_written, 0);
+    snprintf(path, sizeof path, "%s/%s", dir, videos[i]);
+    if (access(path, F_OK) == 0)
+      fail_msg("'%s' is left although the trial recorded no frame", path);
+    snprintf(path, sizeof path, "%s/t001_frames.csv", dir);
+    struct row *rows;
+    assert_int_equal(read_rows(path, &rows), 0);
+    free(rows);
+  }
+}
+
 static void test_rpicam_mjpeg(void **state)
 {
   char dir[300];
@@ -1497,6 +1526,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_rpicam_missing),
       cmocka_unit_test(test_rpicam_yuv420),
       cmocka_unit_test(test_rpicam_mjpeg),
+      cmocka_unit_test(test_empty_trial),
       cmocka_unit_test(test_rpicam_no_sensor_ts),
       cmocka_unit_test(test_rpicam_child_exit),
       cmocka_unit_test(test_rpicam_program_gone),

@@ -789,8 +789,8 @@ static void test_gpio_led_failed_start(void **state)
   gpio_ctl_end(&c, tmp, 1); /* the failed start counts as an error */
 }
 
-/* Every sync pulse is in events.csv: the one that starts the periodic pulses with the recording
- * (before the first trial's) included. */
+/* Every sync pulse is in events.csv, once: the recording starts its periodic pulses with trial
+ * 1's pulse (one physical pulse on the line, one row, in trial 1). */
 static void test_gpio_sync_pulses_in_events(void **state)
 {
   char *tmp = tu_tmpdir("gpio");
@@ -815,14 +815,14 @@ static void test_gpio_sync_pulses_in_events(void **state)
   json_decref(r);
   struct tu_csv ev;
   load_csv_in(dir, "events.csv", &ev);
-  /* recording start (periodic pulse 1), trial 1, trial 2 */
-  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync"), 3);
+  /* trial 1 (with which the periodic pulses start), trial 2 */
+  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync"), 2);
   int ce = tu_csv_col(&ev, "event"), cd = tu_csv_col(&ev, "detail");
   assert_true(cd >= 0);
   int seen_first = 0;
   for (size_t i = 1; i < ev.rows; i++)
     if (strcmp(ev.fields[i][ce], "gpio_pulse") == 0 && strcmp(ev.fields[i][cd], "pulse 1") == 0) {
-      assert_string_equal(ev.fields[i][0], "0"); /* before trial 1 began */
+      assert_string_equal(ev.fields[i][0], "1"); /* trial 1's start pulse */
       seen_first = 1;
     }
   assert_true(seen_first);

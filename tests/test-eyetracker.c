@@ -23,9 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "helpers/counters.h"
 #include <uv.h>
 
 #include "pirec/clock.h"
@@ -150,6 +153,7 @@ struct run {
   const char *const *restart_args;
   int restart_phase;
   char restart_ports[2][16];
+  int64_t late_ms; /* > 0: the trial starts this long after the streams were asked for */
 };
 
 static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
@@ -286,15 +290,44 @@ static void on_restart_timer(uv_timer_t *t)
   uv_close((uv_handle_t *)t, NULL);
 }
 
+/* Every test's trial ends with the counter identities of each stream against its file. */
+static void check_counters(const struct run *r)
+{
+  static const char *const files[] = {"t001_gaze.csv", "t001_scene_frames.csv", "t001_eye_events.csv"};
+  const struct pirec_eyetracker_stream_status *st[] = {&r->final.gaze, &r->final.world, &r->final.events};
+  for (int i = 0; i < 3; i++) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", r->dir, files[i]);
+    counters_check_eyetracker_stream(files[i], st[i], access(path, F_OK) == 0 ? path : NULL);
+  }
+}
+
+/* Starts trial 1 and the timer that stops it after r->trial_ms. */
+static void start_trial(struct run *r)
+{
+  int64_t t0 = pirec_clock_mono_ns();
+  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 1, 0), 0);
+  fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
+  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 2, 0), -EBUSY);
+  uv_timer_start(&r->timer, on_timer, (uint64_t)r->trial_ms, 0);
+}
+
+static void on_late_start(uv_timer_t *t)
+{
+  start_trial(t->data);
+}
+
 /* Runs the simulator with extra args and records one trial of trial_ms into r->dir; with
  * hold_for_ms > 0 the trial's sinks are held (write nothing) from hold_from_ms for that long. */
 static void run_trial_held(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
                            void (*tweak)(struct pirec_eyetracker_settings *), int64_t hold_from_ms,
                            int64_t hold_for_ms)
 {
-  int64_t restart_at = r->restart_at_ms, restart_hole = r->restart_hole_ms; /* set by the caller */
+  /* the settings a caller may leave in r */
+  int64_t late_ms = r->late_ms, restart_at = r->restart_at_ms, restart_hole = r->restart_hole_ms;
   const char *const *restart_args = r->restart_args;
   memset(r, 0, sizeof *r);
+  r->late_ms = late_ms;
   r->restart_at_ms = restart_at;
   r->restart_hole_ms = restart_hole;
   r->restart_args = restart_args;
@@ -331,13 +364,13 @@ static void run_trial_held(struct run *r, const char *tag, const char *const *si
   assert_int_equal(pirec_eyetracker_new(&r->loop, &s, on_event, r, &r->et), 0);
   assert_int_equal(pirec_eyetracker_start(r->et), 0);
   assert_int_equal(pirec_eyetracker_start(r->et), -EALREADY);
-  int64_t t0 = pirec_clock_mono_ns();
-  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 1, 0), 0);
-  fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
-  assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 2, 0), -EBUSY);
   uv_timer_init(&r->loop, &r->timer);
   r->timer.data = r;
-  uv_timer_start(&r->timer, on_timer, (uint64_t)trial_ms, 0);
+  r->trial_ms = trial_ms;
+  if (r->late_ms > 0)
+    uv_timer_start(&r->timer, on_late_start, (uint64_t)r->late_ms, 0);
+  else
+    start_trial(r);
   if (hold_for_ms > 0) {
     assert_true(hold_from_ms + hold_for_ms < trial_ms);
     uv_timer_init(&r->loop, &r->hold_timer);
@@ -355,6 +388,7 @@ static void run_trial_held(struct run *r, const char *tag, const char *const *si
   assert_true(r->sim.exited);
   assert_int_equal(r->sim.status, 0); /* the simulator exits cleanly on SIGTERM */
   assert_int_equal(uv_loop_close(&r->loop), 0);
+  check_counters(r);
 }
 
 static void run_trial(struct run *r, const char *tag, const char *const *sim_args, int64_t trial_ms,
@@ -714,6 +748,33 @@ static void test_faults(void **state)
   free(r);
 }
 
+/* Issue 22 item 7: short runs with malformed 65-byte gaze ended with received samples that were
+ * neither written nor counted (scene frames before the first keyframe or damaged ones, losses after
+ * the last row). run_trial checks every identity at each stop; 6 seeds. */
+static void test_short_runs_counters(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  uint64_t discarded = 0, after = 0;
+  for (int seed = 1; seed <= 6; seed++) {
+    char sd[16];
+    snprintf(sd, sizeof sd, "%d", seed);
+    const char *const args[] = {"--gaze-size", "65", "--malformed", "0.05", "--seed", sd, NULL};
+    /* Started while the scene plays, a trial starts mid-GOP: frames until the next keyframe are
+     * received but cannot be written. */
+    r->late_ms = 1000 + 100 * seed;
+    run_trial(r, "short", args, 1200, NULL);
+    assert_int_equal(r->stop_err, 0);
+    discarded += r->final.world.discarded;
+    after += r->final.gaze.dropped_after + r->final.world.dropped_after;
+    remove_dir(r->dir);
+  }
+  fprintf(stderr,
+          "short runs: %" PRIu64 " scene frames discarded, %" PRIu64 " samples dropped after the last row\n",
+          discarded, after);
+  assert_true(discarded > 0); /* the case the identities must cover did happen */
+  free(r);
+}
+
 static void tweak_gaze_small_ring(struct pirec_eyetracker_settings *s)
 {
   tweak_gaze_only(s);
@@ -721,8 +782,8 @@ static void tweak_gaze_small_ring(struct pirec_eyetracker_settings *s)
 }
 
 /* Rows the sink refuses are samples lost like any other: with the sinks held for a second the
- * small ring fills, and every refused row shows in the next written row's dropped_before, so
- * check_gaze's rows + drops == samples generated still holds. */
+ * small ring fills, and every refused row shows in the next written row's dropped_before, or, when
+ * no row follows before the stop (a loaded machine), in the trial's dropped_after. */
 static void test_refused_rows(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
@@ -736,8 +797,9 @@ static void test_refused_rows(void **state)
           ", sink drops %" PRIu64 "\n",
           g.rows, g.drops, s->gaze.refused, s->gaze.written, s->sink_drops);
   assert_true(s->gaze.refused > 50); /* a second at 200 Hz against a ring of about 25 rows */
-  assert_int_equal(g.drops, s->gaze.refused);
-  assert_int_equal(s->gaze.dropped, s->gaze.refused);
+  /* refusals after the last written row have no row to carry them: they are dropped_after */
+  assert_int_equal(g.drops + s->gaze.dropped_after, s->gaze.refused);
+  assert_int_equal(s->gaze.dropped + s->gaze.dropped_after, s->gaze.refused);
   assert_int_equal(s->gaze.written, (uint64_t)g.rows);
   assert_true(s->sink_drops >= s->gaze.refused);
   remove_dir(r->dir);
@@ -766,6 +828,21 @@ static void test_bad_sdp(void **state)
   assert_int_equal(f.rows, 0);
   csv_free(&g);
   csv_free(&f);
+  /* Issue 22 item 6: the scene never played, so no 0-byte .mkv is left that no reader opens, and
+   * pirec-remux reports the trial as "no frames" without failing the session. */
+  char path[700], cmd[2048], out[4096];
+  snprintf(path, sizeof path, "%s/t001_scene.mkv", r->dir);
+  if (access(path, F_OK) == 0)
+    fail_msg("'%s' is left although the scene never played", path);
+  snprintf(cmd, sizeof cmd, "'%s/apps/pirec-remux' '%s' 2>&1", getenv("PIREC_BUILD_DIR"), r->dir);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = '\0';
+  int status = pclose(p);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(out, "t001_scene_frames.csv") == NULL ||
+      strstr(out, "no frames") == NULL)
+    fail_msg("pirec-remux on a session without frames (status %d):\n%s", status, out);
   remove_dir(r->dir);
   free(r);
 }
@@ -1065,10 +1142,15 @@ int main(void)
 {
   pirec_log_set_level(PIREC_LOG_WARN);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_settings),       cmocka_unit_test(test_clean_run),
-      cmocka_unit_test(test_protocol),       cmocka_unit_test(test_faults),
-      cmocka_unit_test(test_refused_rows),   cmocka_unit_test(test_bad_sdp),
-      cmocka_unit_test(test_chunked_status), cmocka_unit_test(test_peer_vlc),
+      cmocka_unit_test(test_settings),
+      cmocka_unit_test(test_clean_run),
+      cmocka_unit_test(test_protocol),
+      cmocka_unit_test(test_faults),
+      cmocka_unit_test(test_refused_rows),
+      cmocka_unit_test(test_bad_sdp),
+      cmocka_unit_test(test_chunked_status),
+      cmocka_unit_test(test_peer_vlc),
+      cmocka_unit_test(test_short_runs_counters),
   };
   if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

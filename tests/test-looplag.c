@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "pirec/clock.h"
 #include "pirec/log.h"
@@ -241,6 +242,122 @@ static void test_reset_and_unref(void **state)
   assert_int_equal(pirec_looplag_init(&loop, &lag, 0, -1, NULL), -EINVAL);
 }
 
+/* ---- the stall detector ---- */
+
+struct stall_fixture {
+  uv_loop_t loop;
+  struct pirec_looplag lag;
+  uv_timer_t slow, quick, finish;
+  int slow_left;
+  int quick_runs;
+  struct pirec_looplag_stats stats;
+  struct pirec_looplag_stall recent[PIREC_LOOPLAG_RECENT];
+  unsigned nrecent;
+  json_t *json;
+};
+
+/* The deliberately slow operation: a real blocking system call (nanosleep, as the census would
+ * flag) inside a labelled stretch, nested in an outer label that is put back afterwards. */
+static void slow_cb(uv_timer_t *t)
+{
+  struct stall_fixture *f = t->data;
+  const char *outer = pirec_looplag_op("trial start");
+  const char *inner = pirec_looplag_op("deliberate sleep");
+  assert_string_equal(inner, "trial start");
+  block_loop_ms(40);
+  assert_string_equal(pirec_looplag_op(outer), "deliberate sleep");
+  pirec_looplag_op(NULL);
+  if (--f->slow_left == 0)
+    uv_timer_stop(t);
+}
+
+/* A quick labelled operation in many other iterations: never a stall. */
+static void quick_cb(uv_timer_t *t)
+{
+  struct stall_fixture *f = t->data;
+  pirec_looplag_op("status");
+  f->quick_runs++;
+  pirec_looplag_op(NULL);
+}
+
+static void stall_finish_cb(uv_timer_t *t)
+{
+  struct stall_fixture *f = t->data;
+  pirec_looplag_stats(&f->lag, &f->stats);
+  f->nrecent = pirec_looplag_recent(&f->lag, f->recent, PIREC_LOOPLAG_RECENT);
+  f->json = pirec_looplag_json(&f->lag);
+  pirec_looplag_close(&f->lag, NULL);
+  uv_close((uv_handle_t *)&f->slow, NULL);
+  uv_close((uv_handle_t *)&f->quick, NULL);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+/* Two 40 ms sleeps are two stalls named by their label (the outer label put back around them does
+ * not take the blame), with the timer's interval (200 ms) and threshold (1 s) far above them: the
+ * timer alone would not have reported them. */
+static void test_stall_named_by_its_operation(void **state)
+{
+  struct stall_fixture f;
+
+  (void)state;
+  memset(&f, 0, sizeof f);
+  assert_int_equal(uv_loop_init(&f.loop), 0);
+  assert_int_equal(pirec_looplag_init(&f.loop, &f.lag, 200, 1000 * MS, NULL), 0);
+  /* Above the scheduling noise of a loaded 2-core machine, well below the 40 ms sleeps. */
+  pirec_looplag_set_stall_threshold(&f.lag, 25 * MS);
+  assert_int_equal(pirec_looplag_start(&f.lag), 0);
+  f.slow_left = 2;
+  f.slow.data = f.quick.data = f.finish.data = &f;
+  uv_timer_init(&f.loop, &f.slow);
+  uv_timer_init(&f.loop, &f.quick);
+  uv_timer_init(&f.loop, &f.finish);
+  uv_timer_start(&f.slow, slow_cb, 50, 150);
+  uv_timer_start(&f.quick, quick_cb, 1, 3);
+  uv_timer_start(&f.finish, stall_finish_cb, 450, 0);
+  assert_int_equal(uv_run(&f.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&f.loop), 0);
+
+  print_message("stalls %llu of %llu iterations, worst %lld us in '%s'; %d quick runs\n",
+                (unsigned long long)f.stats.stalls, (unsigned long long)f.stats.iterations,
+                (long long)f.stats.worst_stall_ns / 1000, f.stats.worst_op, f.quick_runs);
+  assert_true(f.quick_runs > 20);
+  assert_true(f.stats.iterations > 20);
+  /* A loaded machine can add a stall of its own; the two sleeps are always there. */
+  assert_true(f.stats.stalls >= 2);
+  assert_true(f.stats.worst_stall_ns >= 35 * MS);
+  unsigned named = 0;
+  for (unsigned i = 0; i < f.nrecent; i++)
+    if (f.recent[i].busy_ns >= 35 * MS && strcmp(f.recent[i].op, "deliberate sleep") == 0)
+      named++;
+  assert_int_equal(named, 2);
+  json_t *worst = json_object_get(f.json, "worst_stall");
+  assert_non_null(worst);
+  assert_true(json_integer_value(json_object_get(worst, "busy_ns")) >= 35 * MS);
+  assert_int_equal(json_integer_value(json_object_get(f.json, "stall_threshold_ns")), 25 * MS);
+  assert_true(json_array_size(json_object_get(f.json, "recent_stalls")) >= 2);
+  json_decref(f.json);
+}
+
+/* No stall: the JSON says so with a null worst_stall, and the threshold is settable. */
+static void test_no_stall_and_threshold(void **state)
+{
+  uv_loop_t loop;
+  struct pirec_looplag lag;
+
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(pirec_looplag_init(&loop, &lag, 0, 0, NULL), 0);
+  pirec_looplag_set_stall_threshold(&lag, 7 * MS);
+  json_t *j = pirec_looplag_json(&lag);
+  assert_true(json_is_null(json_object_get(j, "worst_stall")));
+  assert_int_equal(json_integer_value(json_object_get(j, "stall_threshold_ns")), 7 * MS);
+  assert_int_equal(json_integer_value(json_object_get(j, "stalls")), 0);
+  json_decref(j);
+  pirec_looplag_close(&lag, NULL);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -249,6 +366,8 @@ int main(void)
       cmocka_unit_test(test_episode_logged_without_callback),
       cmocka_unit_test(test_idle_loop_low_lag),
       cmocka_unit_test(test_reset_and_unref),
+      cmocka_unit_test(test_stall_named_by_its_operation),
+      cmocka_unit_test(test_no_stall_and_threshold),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "helpers/counters.h"
+
 #include "test-controller-util.h"
 
 static const char *tricky[] = {
@@ -88,6 +90,21 @@ static const char *reply_of(json_t *r)
   return json_string_value(json_object_get(r, "reply"));
 }
 
+/* The counter identities after a stop: every note sent in a trial was accepted or dropped, and
+ * the file holds a row for each one accepted. */
+static void check_counters(struct tu_proc *p, json_int_t id, const char *dir, uint64_t sent)
+{
+  char path[4200];
+  uint64_t rows, unused;
+  json_t *r = call(p, json_pack("{s:s}", "cmd", "status"), id);
+  json_t *c = json_object_get(r, "counters");
+  snprintf(path, sizeof path, "%s/notes.csv", dir);
+  assert_int_equal(counters_csv(path, NULL, &rows, &unused), 0);
+  counters_check_notes(sent, (uint64_t)json_integer_value(json_object_get(c, "notes")),
+                       (uint64_t)json_integer_value(json_object_get(c, "drops")), rows);
+  json_decref(r);
+}
+
 /* Two trials, notes with newlines in both, pipelined behind start; the file is appended to, not
  * truncated, by the second trial. */
 static void test_protocol_trials(void **state)
@@ -133,6 +150,7 @@ static void test_protocol_trials(void **state)
     r = call(&p, json_pack("{s:s}", "cmd", "stop"), id++);
     assert_string_equal(reply_of(r), "stopped");
     json_decref(r);
+    check_counters(&p, id++, dir, (uint64_t)trial * PER_TRIAL);
   }
   /* A note between trials is refused, not lost silently. */
   json_t *r = call(&p, json_pack("{s:s,s:s}", "cmd", "note", "text", "late"), id++);

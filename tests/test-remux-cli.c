@@ -273,6 +273,112 @@ static void test_table_shortens_long_paths(void **state)
   free(t);
 }
 
+/* Issue 22 item 1: a path that is not UTF-8 was reported FAILED with no reason ("files":[{}])
+ * although it was done, and --replace had removed its input. Paths are bytes: escaped in the JSON
+ * and the table, and the input goes only once the parent holds an ok result. */
+static void test_non_utf8_path_replace(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(10, 1 * NS, 0, 3);
+
+  assert_int_equal(mkdir(at(f, "jq_lat\xe9", p, sizeof p), 0700), 0);
+  assert_int_equal(remux_gen_video(at(f, "jq_lat\xe9/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(
+      remux_gen_csv(at(f, "jq_lat\xe9/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_video(at(f, "jq_lat\xe9/t002.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(
+      remux_gen_csv(at(f, "jq_lat\xe9/t002_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+
+  /* A child that does its work but whose result never arrives: its input must stay. */
+  assert_int_equal(cli(f, "PIREC_REMUX_TEST_FAULT=t002:mute", "--replace --json $(printf 'jq_lat\\351')"), 1);
+  json_error_t je;
+  json_t *top = json_loads(f->out, 0, &je);
+  if (top == NULL)
+    fail_msg("not JSON (%s): %s", je.text, f->out);
+  json_t *one = file_result(top, "jq_lat\\xE9/t001.mkv"), *two = file_result(top, "jq_lat\\xE9/t002.mkv");
+  assert_true(json_is_true(json_object_get(one, "ok")));
+  assert_string_equal(json_string_value(json_object_get(one, "output")), "jq_lat\\xE9/t001.mp4");
+  assert_false(json_is_true(json_object_get(two, "ok")));
+  json_decref(top);
+  assert_int_equal(access(at(f, "jq_lat\xe9/t001.mkv", p, sizeof p), F_OK), -1);
+  assert_int_equal(access(at(f, "jq_lat\xe9/t001.mp4", p, sizeof p), F_OK), 0);
+  assert_int_equal(access(at(f, "jq_lat\xe9/t002.mkv", p, sizeof p), F_OK), 0);
+
+  /* The table shows the path escaped, with its result. */
+  assert_int_equal(cli(f, NULL, "--replace $(printf 'jq_lat\\351/t002.mkv')"), 0);
+  if (strstr(f->out, "jq_lat\\xE9/t002.mkv") == NULL || strstr(f->out, "ok -> jq_lat\\xE9/t002.mp4") == NULL)
+    fail_msg("no escaped path in the table:\n%s", f->out);
+  assert_int_equal(access(at(f, "jq_lat\xe9/t002.mkv", p, sizeof p), F_OK), -1);
+  free(t);
+}
+
+/* Issue 22 item 8: the table padded by bytes, so a row with a multi-byte path was misaligned. */
+static void test_table_pads_by_width(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(10, 1 * NS, 0, 5);
+  static const char *const names[] = {"a", "\xc3\xa9t\xc3\xa9",
+                                      "\xe6\x97\xa5\xe6\x9c\xac"}; /* a, été, 日本 */
+  static const int widths[] = {1, 3, 4};
+
+  for (int i = 0; i < 3; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "%s.mkv", names[i]);
+    assert_int_equal(remux_gen_video(at(f, name, p, sizeof p), 10, "160x120", 0), 0);
+    snprintf(name, sizeof name, "%s_frames.csv", names[i]);
+    assert_int_equal(remux_gen_csv(at(f, name, p, sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  }
+  assert_int_equal(cli(f, NULL, "--dry-run a.mkv \xc3\xa9t\xc3\xa9.mkv \xe6\x97\xa5\xe6\x9c\xac.mkv"), 0);
+  for (int i = 0; i < 3; i++) {
+    char want[128];
+    /* name + ".mkv" takes widths[i] + 4 columns; the column is 44 wide, then " " and FRAMES (%7). */
+    snprintf(want, sizeof want, "\n%s.mkv%*s      10 ", names[i], 44 - widths[i] - 4, "");
+    if (strstr(f->out, want) == NULL)
+      fail_msg("row of '%s' not padded to 44 columns:\n%s", names[i], f->out);
+  }
+  free(t);
+}
+
+/* Issue 22 item 6: a trial that recorded no frames (a frames CSV with its header alone and no
+ * video, or an older recorder's 0-byte video) is reported as "no frames" and does not fail the
+ * session; a good file next to them is done. */
+static void test_no_frames(void **state)
+{
+  struct fixture *f = *state;
+  char p[512];
+  int64_t *t = remux_gen_times(10, 1 * NS, 0, 9);
+  static const char *const dirs[] = {"s", "s/camera0", "s/eyetracker", NULL};
+  static const char header[] = "trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n";
+  FILE *fp;
+
+  make_dirs(f, dirs);
+  assert_int_equal(remux_gen_video(at(f, "s/camera0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "s/camera0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
+  const char *empty_csvs[] = {"s/camera0/t002_frames.csv", "s/eyetracker/t001_scene_frames.csv"};
+  for (int i = 0; i < 2; i++) {
+    assert_non_null(fp = fopen(at(f, empty_csvs[i], p, sizeof p), "w"));
+    fputs(header, fp);
+    fclose(fp);
+  }
+  assert_non_null(fp = fopen(at(f, "s/eyetracker/t001_scene.mkv", p, sizeof p), "w")); /* 0 bytes */
+  fclose(fp);
+
+  assert_int_equal(cli(f, NULL, "s"), 0);
+  if (strstr(f->out, "s/camera0/t002_frames.csv") == NULL ||
+      strstr(f->out, "no frames (the trial recorded none)") == NULL ||
+      strstr(f->out, "s/eyetracker/t001_scene.mkv") == NULL ||
+      strstr(f->out, "no frames (an empty file)") == NULL ||
+      strstr(f->out, "ok -> s/camera0/t001.mp4") == NULL || strstr(f->out, "FAILED") != NULL)
+    fail_msg("want 'no frames' for the empty trials and the good one done:\n%s", f->out);
+  /* Named on the command line, an empty video is "no frames" too. */
+  assert_int_equal(cli(f, NULL, "--json s/eyetracker/t001_scene.mkv"), 0);
+  assert_non_null(strstr(f->out, "\"reason\": \"no frames (an empty file)\""));
+  free(t);
+}
+
 /* Rounds a/b to the nearest integer, half away from zero, like the engine (a, b >= 0). */
 static int64_t div_round(int64_t a, int64_t b)
 {
@@ -436,6 +542,45 @@ static void test_verify_short_output(void **state)
   free(t);
 }
 
+/* Issue 22 item 2: an MP4 remuxed from another clip with the same frame count and timing,
+ * renamed into place, was "verified". Its frames are now compared with the input's (payload
+ * bytes and hash), for an MKV input and a raw H.264 one. */
+static void test_verify_other_video(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], q[512], cmd[2048];
+  int64_t *t = remux_gen_times(30, 1 * NS, 2000000, 71);
+  static const char *const exts[] = {"mkv", "h264"};
+
+  for (int i = 0; i < 2; i++) {
+    char name[64], args[128];
+    snprintf(name, sizeof name, "a%d.%s", i, exts[i]);
+    assert_int_equal(remux_gen_video(at(f, name, p, sizeof p), 30, "160x120", 0), 0);
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && ffmpeg -nostdin -v error -y -f lavfi -i smptebars=size=160x120:rate=30 -frames:v 30 "
+             "-c:v libx264 -preset ultrafast -bf 0 b%d.%s",
+             f->dir, i, exts[i]);
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    assert_int_equal(remux_gen_run(argv, NULL, 0), 0);
+    snprintf(name, sizeof name, "a%d_frames.csv", i);
+    assert_int_equal(remux_gen_csv(at(f, name, p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+    snprintf(name, sizeof name, "b%d_frames.csv", i);
+    assert_int_equal(remux_gen_csv(at(f, name, p, sizeof p), 30, t, NULL, NULL, NULL, 0), 0);
+    snprintf(args, sizeof args, "a%d.%s b%d.%s", i, exts[i], i, exts[i]);
+    assert_int_equal(cli(f, NULL, args), 0);
+    snprintf(args, sizeof args, "--verify a%d.mp4", i);
+    assert_int_equal(cli(f, NULL, args), 0);
+    snprintf(name, sizeof name, "b%d.mp4", i);
+    at(f, name, q, sizeof q);
+    snprintf(name, sizeof name, "a%d.mp4", i);
+    assert_int_equal(rename(q, at(f, name, p, sizeof p)), 0);
+    assert_int_equal(cli(f, NULL, args), 1);
+    if (strstr(f->out, "frame 0 holds other data than the input's frame 0") == NULL)
+      fail_msg("another video passed as a%d.mp4:\n%s", i, f->out);
+  }
+  free(t);
+}
+
 static void test_usage_and_quiet(void **state)
 {
   struct fixture *f = *state;
@@ -529,8 +674,12 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_sigkilled_recorder, setup, teardown),
       cmocka_unit_test_setup_teardown(test_device_clock_restarts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_table_shortens_long_paths, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_non_utf8_path_replace, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_table_pads_by_width, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_no_frames, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_verify_other_video, setup, teardown),
       cmocka_unit_test_setup_teardown(test_usage_and_quiet, setup, teardown),
       cmocka_unit_test_setup_teardown(test_progress_on_tty, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkvmerge_reads_timestamps, setup, teardown),

@@ -293,6 +293,88 @@ static void check_bframes(struct fixture *f, const char *name, const char *csv)
   free(t);
 }
 
+/* Issue 22 item 5: read back with ffprobe, every frame of an MP4 is presented at the timing
+ * file's time for as long as the timing file says: until the next frame, and the last one for the
+ * mean interval, so the track lasts as long as the frames (its duration_ts). Each sample's own
+ * duration in the file (its dts step, what MP4 stores) is its frame's duration too, also when the
+ * samples are in B-frame decode order. (ffprobe's packet durations are filled in by the H.264
+ * parser from a guessed rate, so dts steps are read instead.) cfr: the constant grid. */
+static void assert_durations_exact(const char *out, const int64_t *t, int64_t n, int cfr)
+{
+  char cmd[9000], *text = malloc(1 << 20), *line, *save = NULL;
+  int64_t *pts = calloc((size_t)n, sizeof *pts), *dts = calloc((size_t)n, sizeof *dts),
+          *want = calloc((size_t)n + 1, sizeof *want);
+  int64_t k = 0, span = t[n - 1] - t[0];
+  long long a, b, total = -1;
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -select_streams v:0 -show_entries packet=pts,dts -of csv=p=0 '%s';"
+           "ffprobe -v error -select_streams v:0 -show_entries stream=duration_ts -of csv=p=0 '%s'",
+           out, out);
+  char *argv[] = {"sh", "-c", cmd, NULL};
+  assert_int_equal(remux_gen_run(argv, text, 1 << 20), 0);
+  for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    if (sscanf(line, "%lld,%lld", &a, &b) == 2 && k < n) {
+      pts[k] = a;
+      dts[k++] = b;
+    } else if (sscanf(line, "%lld", &a) == 1) {
+      total = a;
+    }
+  }
+  assert_int_equal(k, n);
+  for (int64_t i = 0; i < n; i++)
+    want[i] = cfr ? round_div(i * span * 90000 / (n - 1), NS) : round_div((t[i] - t[0]) * 90000, NS);
+  want[n] = want[n - 1] + (want[n - 1] + (n - 1) / 2) / (n - 1); /* the mean interval */
+  int64_t p0 = pts[0];
+  for (int64_t i = 0; i < n; i++)
+    p0 = pts[i] < p0 ? pts[i] : p0;
+  if (total != want[n])
+    fail_msg("'%s': the track lasts %lld ticks, the frames %lld (the last one the mean interval)", out, total,
+             (long long)want[n]);
+  for (int64_t j = 0; j < n; j++) {
+    int64_t f = 0;
+    while (f < n && want[f] != pts[j] - p0)
+      f++;
+    if (f == n)
+      fail_msg("'%s' sample %lld: pts - pts0 %lld is no frame's time", out, (long long)j,
+               (long long)(pts[j] - p0));
+    int64_t step = j + 1 < n ? dts[j + 1] - dts[j] : total - (dts[j] - dts[0]);
+    if (step != want[f + 1] - want[f])
+      fail_msg("'%s' sample %lld (frame %lld): lasts %lld ticks in the file, the frame %lld", out,
+               (long long)j, (long long)f, (long long)step, (long long)(want[f + 1] - want[f]));
+  }
+  free(pts);
+  free(dts);
+  free(want);
+  free(text);
+}
+
+static void test_bframes_durations(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 150;
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {0};
+  int64_t *t = remux_gen_times(n, 1 * NS, 6000000, 17);
+  static const char *const inputs[] = {"d.h264", "d.mkv", "p.mkv"};
+  for (int i = 0; i < 3; i++) {
+    char video[512], csv[64];
+    snprintf(video, sizeof video, "%s", at(f, inputs[i]));
+    assert_int_equal(remux_gen_video(video, n, "160x120", i < 2 ? 2 : 0), 0);
+    snprintf(csv, sizeof csv, "%.1s_frames.csv", inputs[i]);
+    assert_int_equal(remux_gen_csv(at(f, csv), n, t, NULL, NULL, NULL, 0), 0);
+    for (int cfr = 0; cfr <= 1; cfr++) {
+      opt.flags = cfr ? PIREC_REMUX_CFR : 0;
+      assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+      assert_int_equal(res.reorder_depth > 0, i < 2);
+      assert_durations_exact(res.output_path, t, n, cfr);
+      assert_decodes_clean(res.output_path);
+      if (i < 2)
+        remux_gen_rmrf(res.output_path); /* d.h264 and d.mkv map to the same d.mp4 */
+    }
+  }
+  free(t);
+}
+
 static void test_bframes_mkv(void **state)
 {
   check_bframes(*state, "b.mkv", "b_frames.csv");
@@ -608,6 +690,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_raw_mjpeg, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bframes_mkv, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bframes_raw_h264, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bframes_durations, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncated_mkv_recovers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncated_h264_recovers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_inputs, setup, teardown),

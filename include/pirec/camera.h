@@ -194,6 +194,13 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
  * Returns 0, or -EINVAL when no trial runs (cb never runs). */
 int pirec_camera_trial_stop(struct pirec_camera *cam, pirec_camera_stopped_cb cb, void *user);
 
+/* The next trial_start follows the stop that comes next (a trial change): frames captured from
+ * that stop on are kept in the capture ring for the next trial instead of being discarded, so its
+ * first row follows the last row of this one by one frame interval. Frames the ring cannot hold
+ * meanwhile are counted in the next trial's first dropped_before; none is lost uncounted. Holds
+ * until that trial_start (or close). */
+void pirec_camera_hand_over(struct pirec_camera *cam);
+
 /* 1 while a trial runs (from a successful trial_start until its stop callback). */
 int pirec_camera_recording(const struct pirec_camera *cam);
 

@@ -107,6 +107,13 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
 int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);
 
+/* The next trial_start follows the trial_stop that comes next (a trial change): gaze rows
+ * received between them are kept (up to ~3 s) and written first into the next trial's gaze file,
+ * so its rows follow this trial's without a gap; other samples meanwhile (scene frames, clock
+ * reports, eye events, gaze beyond the buffer) are counted as dropped before the next trial's
+ * first rows. Call before trial_stop. */
+void pirec_eyetracker_hand_over(struct pirec_eyetracker *et);
+
 int pirec_eyetracker_recording(const struct pirec_eyetracker *et);
 
 struct pirec_eyetracker_stream_status {
@@ -120,17 +127,28 @@ struct pirec_eyetracker_stream_status {
   uint64_t bad_payloads;     /* gaze of a wrong size, malformed H.264 fragments, unknown events */
   uint64_t lost;             /* RTP packets missing by sequence number */
   uint64_t gap_samples;      /* samples/frames lost while disconnected (counted or estimated) */
-  uint64_t samples;          /* gaze samples, access units or eye events received */
-  uint64_t written;          /* rows written in the current/last trial */
-  uint64_t refused;          /* rows the file sink refused (ring full, sink failed); each is
+  /* From here to idle the counts start at 0 with each trial and cover it and the time after its
+   * stop until the next start. They add up exactly:
+   *   samples = written + refused + discarded + idle
+   *   rows in the trial's file = written, the sum of their dropped_before = dropped, and
+   *   written + dropped + dropped_after = the samples the device sent in the trial (counting those
+   *   lost on the way). */
+  uint64_t samples;       /* gaze samples, access units or eye events received */
+  uint64_t written;       /* rows written in the current/last trial */
+  uint64_t refused;       /* rows the file sink refused (ring full, sink failed); each is
                                   counted in the next written row's dropped_before like a lost
                                   sample (scene frames: also a WRITE_ERROR event, since the frame
                                   is in the MKV without its row) */
-  uint64_t dropped;          /* samples/frames counted in dropped_before this trial */
-  uint64_t idle;             /* received outside a trial */
-  int64_t offset_ns;         /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
-  int64_t drift_ppb;         /* device clock rate against CLOCK_MONOTONIC */
-  int last_error;            /* the error that ended the last session or attempt, or 0 */
+  uint64_t discarded;     /* received in the trial but not written: scene frames damaged by
+                                  loss, before the next keyframe, or the MKV refused (each also
+                                  counts in the next row's dropped_before) */
+  uint64_t dropped;       /* samples/frames counted in dropped_before this trial */
+  uint64_t dropped_after; /* lost after the trial's last row, counted at its stop: no row
+                                  follows to carry them in dropped_before */
+  uint64_t idle;          /* received outside a trial (after its stop, before the next) */
+  int64_t offset_ns;      /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
+  int64_t drift_ppb;      /* device clock rate against CLOCK_MONOTONIC */
+  int last_error;         /* the error that ended the last session or attempt, or 0 */
 };
 
 struct pirec_eyetracker_status {

@@ -134,18 +134,19 @@ struct pirec_gpio_event {
 };
 
 struct pirec_gpio_counters {
-  uint64_t edges;        /* edges read from the line (before filter and debounce) */
-  uint64_t events;       /* events delivered to the callback */
-  uint64_t actions;      /* events that carried an action */
-  uint64_t rate_limited; /* events whose action was suppressed by min_interval_ns */
-  uint64_t debounced;    /* edges swallowed by software debouncing (v1, pipe) */
-  uint64_t filtered;     /* edges of the direction not asked for */
-  uint64_t lost;         /* edges lost per seqno gaps (v2, pipe) or lower bound (v1) */
-  uint64_t polls;        /* poll callbacks that read events */
-  uint64_t max_batch;    /* most events handled in one poll callback */
-  uint64_t output_sets;  /* output level changes driven */
-  int output_value;      /* current logical output level (outputs) */
-  int error;             /* 0, or the negative errno that stopped the watch */
+  uint64_t edges;         /* edges read from the line (before filter and debounce) */
+  uint64_t events;        /* events delivered to the callback */
+  uint64_t actions;       /* events that carried an action */
+  uint64_t rate_limited;  /* events whose action was suppressed by min_interval_ns */
+  uint64_t debounced;     /* edges swallowed by software debouncing (v1, pipe) */
+  uint64_t filtered;      /* edges of the direction not asked for */
+  uint64_t lost;          /* edges lost per seqno gaps (v2, pipe) or lower bound (v1) */
+  uint64_t polls;         /* poll callbacks that read events */
+  uint64_t max_batch;     /* most events handled in one poll callback */
+  uint64_t output_sets;   /* output level changes driven */
+  uint64_t pulses_merged; /* sync: pulses asked for while one was still high, merged into it */
+  int output_value;       /* current logical output level (outputs) */
+  int error;              /* 0, or the negative errno that stopped the watch */
 };
 
 /* Record format of the pipe backend, host byte order, written whole (atomic below PIPE_BUF). */
@@ -199,9 +200,10 @@ int pirec_gpio_new_pipe(uv_loop_t *loop, const struct pirec_gpio_settings *s, in
  * Returns 0 or a negative errno from the line. */
 int pirec_gpio_set_recording(struct pirec_gpio *gpio, int recording);
 
-/* Tells the object a trial started. Sync: line active now, inactive after pulse_ns (a pulse still
- * running is restarted); *pulse_mono_ns (may be NULL) gets CLOCK_MONOTONIC right after the line was
- * set, for events.csv. Others: no-op, 0 and *pulse_mono_ns untouched. */
+/* Tells the object a trial started. Sync: line active now, inactive after pulse_ns; a pulse still
+ * running is lengthened to end pulse_ns from now and is not reported again (one physical pulse,
+ * one event; counted in pulses_merged); *pulse_mono_ns (may be NULL) gets CLOCK_MONOTONIC right
+ * after the line was set, for events.csv. Others: no-op, 0 and *pulse_mono_ns untouched. */
 int pirec_gpio_trial_started(struct pirec_gpio *gpio, int64_t *pulse_mono_ns);
 
 /* Drives an output to a logical level directly (1 active). -EINVAL on a trigger. */

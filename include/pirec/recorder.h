@@ -71,6 +71,11 @@ struct pirec_recorder_req {
    * start named another session): counters a module reports per session start from zero here,
    * and nothing from an earlier session (names, part numbers, counts) carries over. */
   int new_session;
+  /* STOP: 1 when the controller changes trials: the next trial's start is already behind this
+   * stop. Samples captured from the stop on belong to that next trial: keep them (bounded, the
+   * rest counted as dropped before its first row) instead of discarding them as captured between
+   * trials, so rows run on across the change (docs/PROTOCOL.md, "Trial changes"). */
+  int handover;
 
   /* NOTE: text exactly as sent (UTF-8; may contain commas, quotes, newlines; NUL-free) and the
    * controller's clocks when it received the note (its capture time). If the command carried no

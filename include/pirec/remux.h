@@ -85,15 +85,18 @@ struct pirec_remux_timing {
   int64_t *bytes;  /* count sizes from the CSV's bytes column, -1 where unknown; may be NULL */
   int64_t *offset; /* count byte offsets from the CSV's offset column, -1 where unknown; may be NULL */
   int64_t count;
-  int64_t first_line; /* file line of entry 0, for messages */
+  int64_t *line; /* count physical lines (from 1) each entry starts on, for messages */
   int partial_row;
   enum pirec_remux_clock clock_used;
   char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
 };
 
 /* Loads a frames CSV (parsed with libcsv) or a v2 pts file. Rows must carry strictly increasing
- * timestamps on the chosen clock. Returns 0, or a negative error with err (cap bytes) holding
- * "path:line: column 'value' what is wrong". On failure *timing is left empty. */
+ * timestamps on the chosen clock. What editors and spreadsheets add is accepted: a UTF-8 byte order
+ * mark, CRLF line ends, blank lines, lines starting with '#' (comments; in a CSV only outside a
+ * quoted field), spaces around a value; CSV fields may be quoted and hold line breaks. Returns 0, or
+ * a negative error with err (cap bytes) holding "path:line: column 'value' what is wrong", where
+ * line is the physical line (from 1) the row starts on. On failure *timing is left empty. */
 int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, struct pirec_remux_timing *timing,
                             char *err, size_t cap);
 /* Frees the arrays and leaves *timing empty; NULL is a no-op. */
@@ -119,8 +122,9 @@ int pirec_remux_file(const char *video_path, const struct pirec_remux_options *o
  * in the output's time base (or the CFR grid with PIREC_REMUX_CFR), and the packet count against
  * what a remux would write now: the input found from the output's stem ("<stem>" without "_timed",
  * an elementary stream first, then .mkv, never one of pirec-remux's outputs) is dry-run to count
- * the frames it and the timing hold; without an input, every complete row must have its frame
- * unless the timing's last line is partial. A Matroska output whose Segment does not end with the
+ * the frames it and the timing hold, and every output frame's payload (size and hash of its NAL
+ * units, or bytes) must equal the input's frame; without an input, every complete row must have
+ * its frame unless the timing's last line is partial, and payloads are not checked. A Matroska output whose Segment does not end with the
  * file fails as cut. Reads the whole input: block accordingly.
  * timing_path NULL: looked up from the output's stem like pirec_remux_find_timing. Returns 0, or
  * -EPROTO with the first mismatch's numbers in result->error, or another negative error. */

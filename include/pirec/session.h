@@ -69,6 +69,9 @@ const char *pirec_session_dir(const struct pirec_session *s);
 /* The running trial, 0 between trials; the last trial number begun. */
 int pirec_session_trial(const struct pirec_session *s);
 int pirec_session_last_trial(const struct pirec_session *s);
+/* 1 while events.csv takes rows: from the session's directory being made until its stop begins
+ * (pirec_session_close). */
+int pirec_session_takes_rows(const struct pirec_session *s);
 int64_t pirec_session_start_mono_ns(const struct pirec_session *s);
 
 /* Appends an events.csv row stamped now (or at mono_ns/wall_ns, e.g. a GPIO edge's kernel time,

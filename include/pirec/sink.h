@@ -48,6 +48,11 @@ struct pirec_sink_options {
   int open_flags;                /* default O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC; with O_APPEND the
                                     kernel picks offsets, so only one write is in flight */
   int mode;                      /* default 0644 */
+  int mkdir_mode;                /* 0 (default): the directory must exist; else the open first
+                                    creates the path's missing parent directories with this mode
+                                    (the umask applies), in the threadpool like the open itself,
+                                    so a trial's directory costs its loop nothing; a failure is an
+                                    open failure, reported through on_error */
 };
 
 /* fsync_interval_ms: no periodic fdatasync, only the one at close (the config's

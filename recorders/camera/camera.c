@@ -138,6 +138,8 @@ struct trial {
   int seal;                 /* the video sink closed cleanly: seal it once the CSV is closed too */
   uint64_t seal_file_bytes; /* the video sink's final bytes_written */
   struct pirec_mkv_sealer sealer;
+  int video_empty; /* not a byte was written: the file is removed, the CSV kept */
+  struct pirec_fs_req unlink;
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
@@ -156,6 +158,8 @@ struct pirec_camera {
   /* Capture thread. src is replaced only by the capture thread, under src_lock (reconnects). */
   pthread_t thread;
   int thread_started;
+  int joining; /* the capture thread is being joined in the threadpool (close) */
+  uv_work_t join_work;
   pthread_mutex_t src_lock;
   struct pirec_camera_source *src;
   atomic_int stop;
@@ -184,6 +188,7 @@ struct pirec_camera {
   int has_async, has_timer;
   int started;
   int held;
+  int handover; /* frames after the stopping trial's end wait in the ring for the next trial */
   /* Records taken from the ring, in order; a record's space is released once it and all before it
    * are done (borrowed encoder writes finish asynchronously). */
   uint8_t *infl_done;
@@ -749,6 +754,8 @@ static void drain(struct pirec_camera *cam)
     if (!t || t->fed_all || (t->stopping && h.mono_ns > t->stop_mono)) {
       if (t && !t->fed_all)
         feeding_done(cam, t);
+      if (cam->handover)
+        break; /* the frame stays in cur: the next trial's first */
       cam->frames_idle++;
       cam->pending = 0;
       cur_done(cam);
@@ -1032,6 +1039,8 @@ static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
   vo.ring_bytes = trial_video_ring_bytes(cam);
   co.ring_bytes = FRAMES_CSV_RING_BYTES;
   vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
+  /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
+  vo.mkdir_mode = co.mkdir_mode = 0755;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     return r;
   if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
@@ -1135,7 +1144,6 @@ static void trial_abandon(struct trial *t)
 
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
-  struct pirec_fs_req req;
   struct trial *t;
   int r;
 
@@ -1143,24 +1151,29 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     return -EINVAL;
   if (cam->trial)
     return -EBUSY;
-  r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  if (r < 0)
-    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, req.message ? req.message : pirec_strerror(r));
-  pirec_fs_req_cleanup(&req);
-  if (r < 0)
-    return r;
   if (!(t = trial_new(cam, dir, trial, part)))
     return -ENOMEM;
   if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
     trial_abandon(t);
+    cam->handover = 0; /* no trial takes the frames kept for it: they are idle after all */
+    drain(cam);
     return r;
   }
   if (!cam->raw)
     trial_write_stream_header(cam, t);
-  cam->pending = 0;
+  /* After a hand-over, what was lost since the last trial's last row goes on this one's first. */
+  if (!cam->handover)
+    cam->pending = 0;
+  cam->handover = 0;
   cam->rows_last = 0;
   cam->trial = t;
+  drain(cam);
   return 0;
+}
+
+void pirec_camera_hand_over(struct pirec_camera *cam)
+{
+  cam->handover = 1;
 }
 
 static void trial_done(struct pirec_camera *cam)
@@ -1190,6 +1203,15 @@ static void sealed(struct pirec_mkv_sealer *s, int status)
   trial_done(cam);
 }
 
+static void empty_video_removed(struct pirec_fs_req *req)
+{
+  struct trial *t = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "camera '%s': %s", t->cam->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  trial_done(t->cam);
+}
+
 static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
 {
   struct pirec_camera *cam = user;
@@ -1198,7 +1220,8 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
     t->err = final->error;
   if (t && sink == t->video) {
     cam->bytes_last = final->bytes_written;
-    t->seal = t->mkv && !t->err && !t->mkv_failed;
+    t->video_empty = final->bytes_written == 0 && !final->error;
+    t->seal = t->mkv && !t->err && !t->mkv_failed && !t->video_empty;
     t->seal_file_bytes = final->bytes_written;
     t->video = NULL; /* freed when this returns; status reads bytes_last from now on */
   } else if (t && sink == t->csv) {
@@ -1206,6 +1229,13 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   }
   if (!t || --t->sinks_open > 0)
     return;
+  /* A trial whose source never delivered a frame leaves no 0-byte video that no reader opens:
+   * its CSV (the header alone) says the trial recorded nothing. */
+  if (t->video_empty) {
+    t->unlink.data = t;
+    if (pirec_fs_unlink(cam->loop, &t->unlink, t->video_path, empty_video_removed) == 0)
+      return;
+  }
   if (t->seal) {
     /* -EINVAL here (bytes missing from the file, or a header it cannot seal) leaves it unsealed */
     t->sealer.data = t;
@@ -1631,7 +1661,7 @@ static void close_handle(struct pirec_camera *cam, uv_handle_t *h)
 static void maybe_finish_close(struct pirec_camera *cam)
 {
   struct snapshot *sn = cam->snap;
-  if (cam->closing != 1 || cam->trial || cam->borrowed_out)
+  if (cam->closing != 1 || cam->joining || cam->trial || cam->borrowed_out)
     return;
   if (sn && !sn->work.type) {
     /* no frame will come any more: the request ends here */
@@ -1650,6 +1680,38 @@ static void maybe_finish_close(struct pirec_camera *cam)
     close_handle(cam, (uv_handle_t *)&cam->timer);
 }
 
+/* The close after the capture thread has ended: the trial's files, then the handles. */
+static void close_rest(struct pirec_camera *cam)
+{
+  if (cam->trial && !cam->trial->stopping)
+    pirec_camera_trial_stop(cam, NULL, NULL);
+  maybe_finish_close(cam);
+}
+
+static void join_capture(uv_work_t *work)
+{
+  struct pirec_camera *cam = container_of(work, struct pirec_camera, join_work);
+  struct pirec_camera_source *src;
+
+  pthread_join(cam->thread, NULL);
+  /* Freeing a source joins the decoder's and filter graph's own threads (libav): here too. */
+  pthread_mutex_lock(&cam->src_lock);
+  src = cam->src;
+  cam->src = NULL;
+  pthread_mutex_unlock(&cam->src_lock);
+  pirec_camera_source_free(src);
+}
+
+static void capture_joined(uv_work_t *work, int status)
+{
+  struct pirec_camera *cam = container_of(work, struct pirec_camera, join_work);
+  (void)status; /* a queued work always runs; only a cancel could make it fail, and none is made */
+  cam->joining = 0;
+  cam->thread_started = 0;
+  deliver_events(cam);
+  close_rest(cam);
+}
+
 void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void *user)
 {
   if (!cam)
@@ -1666,11 +1728,14 @@ void pirec_camera_close(struct pirec_camera *cam, pirec_camera_close_cb cb, void
     if (cam->src)
       pirec_camera_source_interrupt(cam->src);
     pthread_mutex_unlock(&cam->src_lock);
-    pthread_join(cam->thread, NULL);
-    cam->thread_started = 0;
-    deliver_events(cam);
+    /* The capture thread may be inside a source's open or read for a while yet: the join waits in
+     * the threadpool, not on the loop. */
+    cam->joining = 1;
+    if (uv_queue_work(cam->loop, &cam->join_work, join_capture, capture_joined) == 0)
+      return;
+    join_capture(&cam->join_work);
+    capture_joined(&cam->join_work, 0);
+    return;
   }
-  if (cam->trial && !cam->trial->stopping)
-    pirec_camera_trial_stop(cam, NULL, NULL);
-  maybe_finish_close(cam);
+  close_rest(cam);
 }

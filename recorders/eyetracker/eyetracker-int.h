@@ -14,7 +14,9 @@
  *   eyetracker.c  settings and the public API (include/pirec/eyetracker.h)
  */
 
+#include "pirec/bytebuf.h"
 #include "pirec/eyetracker.h"
+#include "pirec/fs.h"
 
 #include "h264.h"
 #include "mkv.h"
@@ -98,7 +100,9 @@ struct stream {
   int have_prev_au;
   int64_t prev_au_ext;
 
-  uint64_t pending_drop; /* samples or frames lost since the last row written */
+  uint64_t pending_drop;       /* samples or frames lost since the last row written */
+  uint64_t handover_discarded; /* received during a trial change and not kept: the next trial's */
+  uint64_t received;           /* samples received in this process's life (status counts restart per trial) */
   struct pirec_eyetracker_stream_status st;
 };
 
@@ -134,10 +138,18 @@ struct pirec_eyetracker {
   int recording;
   int stopping;
   int trial;
+  /* A trial change (pirec_eyetracker_hand_over): between the stop and the next start, gaze rows
+   * are kept here, numbered for the next trial, and other samples counted as dropped before its
+   * first rows, so nothing falls between the trials uncounted. */
+  int handover;
+  struct pirec_bytebuf handover_rows;
+  uint64_t handover_nrows;
+  uint64_t handover_dropped; /* the dropped_before the kept rows carry */
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
+  struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
@@ -162,8 +174,10 @@ struct pirec_eyetracker {
 #define SCENE_RING_BYTES ((size_t)8 << 20)
 #define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
+/* Gaze rows kept across a trial change: ~3 s at 200 Hz, far more than a change takes. */
+#define HANDOVER_BYTES ((size_t)256 << 10)
 
-#define MDNS_KEY         "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
+#define MDNS_KEY       "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
 
 /* ---- trial.c: test hook (tests include this header) ---- */
 
@@ -171,6 +185,16 @@ struct pirec_eyetracker {
  * rings are full rows are refused. Releasing resumes writing. Applies to the running trial only;
  * no-op without one. */
 void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
+
+/* ---- trial.c: the hand-over between trials ---- */
+
+/* 1 while a trial change keeps samples for the next trial (no trial records meanwhile). */
+int pirec__et_handing_over(const struct pirec_eyetracker *et);
+/* Keeps one formatted gaze row (numbered pirec__et_handover_trial) for the next trial. 0, or
+ * -ENOBUFS when the hand-over buffer is full (the sample is then a drop). */
+int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len,
+                            uint64_t dropped_before);
+int pirec__et_handover_trial(const struct pirec_eyetracker *et);
 
 /* ---- core.c ---- */
 

@@ -193,8 +193,14 @@ static void bad_payload(struct stream *st, const char *fmt, ...)
 static int count_sample(struct stream *st)
 {
   st->st.samples++;
+  st->received++;
   if (st->et->recording)
     return 1;
+  if (pirec__et_handing_over(st->et)) {
+    st->pending_drop++; /* the next trial's: on its first row */
+    st->handover_discarded++;
+    return 0;
+  }
   st->st.idle++;
   st->pending_drop = 0;
   return 0;
@@ -210,15 +216,24 @@ static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int
                 p->payload_len, st->url, (unsigned long long)st->st.bad_payloads + 1);
     return;
   }
-  if (!count_sample(st))
+  int handover = pirec__et_handing_over(et);
+  if (!handover && !count_sample(st))
     return;
   char buf_row[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_gaze_csv_row(&row, et->trial, st->rx_mono, st->rx_wall, pirec_rtcp_clock_device_ns(&st->clock, ext),
-                     &g, p->ts, st->seq.ext_max - (1u << 16), st->pending_drop);
-  pirec_csv_row_end(&row);
-  push_row(st, et->gaze_sink, &row);
+  pirec_gaze_csv_row(&row, handover ? pirec__et_handover_trial(et) : et->trial, st->rx_mono, st->rx_wall,
+                     pirec_rtcp_clock_device_ns(&st->clock, ext), &g, p->ts, st->seq.ext_max - (1u << 16),
+                     st->pending_drop);
+  int len = pirec_csv_row_end(&row);
+  if (!handover) {
+    push_row(st, et->gaze_sink, &row);
+  } else if (len > 0 && pirec__et_handover_keep(et, buf_row, (size_t)len, st->pending_drop) == 0) {
+    st->received++;       /* the next trial's counters take it when that trial starts */
+    st->pending_drop = 0; /* carried by the kept row */
+  } else {
+    count_sample(st);
+  }
 }
 
 static void on_au(const struct pirec_h264_au *au, void *user)
@@ -244,6 +259,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   if (!count_sample(st))
     return;
   if (au->damaged) {
+    st->st.discarded++;
     st->pending_drop++;
     et->need_key = 1;
     return;
@@ -251,6 +267,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
    * packet in it decodes; the frames skipped meanwhile are counted. */
   if (et->need_key && !(au->keyframe && (au->has_params || pirec_mkv_started(et->mkv)))) {
+    st->st.discarded++;
     st->pending_drop++;
     return;
   }
@@ -271,6 +288,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   }
   int r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
+    st->st.discarded++;
     st->pending_drop++;
     if (r != -EINVAL && !et->write_error) {
       et->write_error = r;
@@ -287,7 +305,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
   pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
   pirec_csv_row_u64(&row, et->frame_index++);
-  pirec_csv_row_u64(&row, st->st.samples - 1);
+  pirec_csv_row_u64(&row, st->received - 1);
   pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
   pirec_csv_row_u64(&row, st->pending_drop);
   pirec_csv_row_u64(&row, au->len);

@@ -36,6 +36,8 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   struct pirec_sink_options o;
   pirec_sink_options_default(&o);
   o.fsync_interval_ms = et->s.fsync_interval_ms;
+  /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
+  o.mkdir_mode = 0755;
   if (strcmp(suffix, "_scene.mkv") == 0)
     o.ring_bytes = SCENE_RING_BYTES;
   else if (strcmp(suffix, "_gaze.csv") == 0)
@@ -50,21 +52,44 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   return r;
 }
 
+/* The rows kept during a hand-over go into the new trial's gaze file, behind its header; if that
+ * trial is not the one they were numbered for (or a row cannot go in), they are counted as drops
+ * before its first row instead. */
+static void handover_end(struct pirec_eyetracker *et, int trial)
+{
+  if (!et->handover)
+    return;
+  /* Received during the hand-over: this trial's samples (status counters, eyetracker.h). */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *s = &et->streams[k];
+    s->st.samples += s->handover_discarded;
+    s->st.discarded += s->handover_discarded;
+    s->handover_discarded = 0;
+  }
+  struct stream *st = &et->streams[GAZE];
+  size_t len = pirec_bytebuf_len(&et->handover_rows);
+  st->st.samples += et->handover_nrows;
+  if (et->handover_nrows && trial == pirec__et_handover_trial(et) &&
+      pirec_sink_push(et->gaze_sink, pirec_bytebuf_data(&et->handover_rows), len) == 0) {
+    st->st.written += et->handover_nrows;
+    st->st.dropped += et->handover_dropped;
+  } else {
+    st->st.discarded += et->handover_nrows;
+    st->pending_drop += et->handover_nrows + et->handover_dropped;
+  }
+  et->handover_dropped = 0;
+  pirec_bytebuf_free(&et->handover_rows);
+  et->handover = 0;
+  et->handover_nrows = 0;
+}
+
 int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part)
 {
   if (et->recording || et->stopping)
     return -EBUSY;
   if (et->closing || trial < 1)
     return -EINVAL;
-  /* One small blocking call at trial start (not on a capture path): the sinks open
-   * asynchronously and need the directory to exist by then. */
-  struct pirec_fs_req req;
-  int r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-  pirec_fs_req_cleanup(&req);
-  if (r < 0) {
-    pirec_log(PIREC_LOG_ERROR, "%s: cannot create '%s': %s", et->s.name, dir, pirec_strerror(r));
-    return r;
-  }
+  int r;
   char base[32];
   if (part > 0)
     snprintf(base, sizeof base, "t%03d_p%d", trial, part);
@@ -79,6 +104,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
+    handover_end(et, 0);
     return r;
   }
   char hdr[2048];
@@ -96,15 +122,47 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_event_columns);
     pirec_sink_push(et->events_sink, hdr, (size_t)n);
   }
-  et->trial = trial;
-  et->recording = et->need_key = 1;
   et->have_pts0 = 0;
   et->frame_index = et->bytes_video = et->sink_drops = 0;
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *st = &et->streams[k];
-    st->pending_drop = 0;
-    st->st.written = st->st.dropped = st->st.refused = 0;
+    if (!et->handover)
+      st->pending_drop = 0; /* else: lost during the hand-over, carried onto this trial's first row */
+    st->st.samples = st->st.written = st->st.refused = st->st.discarded = st->st.idle = 0;
+    st->st.dropped = st->st.dropped_after = 0;
   }
+  handover_end(et, trial);
+  et->trial = trial;
+  et->recording = et->need_key = 1;
+  return 0;
+}
+
+void pirec_eyetracker_hand_over(struct pirec_eyetracker *et)
+{
+  if (et->handover)
+    return;
+  if (pirec_bytebuf_init(&et->handover_rows, 4096, HANDOVER_BYTES) < 0)
+    return; /* without the buffer, samples between the trials are still counted as drops */
+  et->handover = 1;
+  et->handover_nrows = 0;
+}
+
+int pirec__et_handing_over(const struct pirec_eyetracker *et)
+{
+  return et->handover && !et->recording;
+}
+
+int pirec__et_handover_trial(const struct pirec_eyetracker *et)
+{
+  return et->trial + 1;
+}
+
+int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len, uint64_t dropped_before)
+{
+  if (pirec_bytebuf_append(&et->handover_rows, row, len) < 0)
+    return -ENOBUFS;
+  et->handover_nrows++;
+  et->handover_dropped += dropped_before;
   return 0;
 }
 
@@ -130,13 +188,30 @@ static void on_scene_sealed(struct pirec_mkv_sealer *s, int status)
     finish_stop(et);
 }
 
+static void on_empty_video_removed(struct pirec_fs_req *req)
+{
+  struct pirec_eyetracker *et = req->data;
+  if (req->result < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: %s", et->s.name, req->message ? req->message : "");
+  pirec_fs_req_cleanup(req);
+  if (--et->sinks_open == 0)
+    finish_stop(et);
+}
+
 static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
 {
   struct pirec_eyetracker *et = user;
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
-  if (sink == et->video_closing) {
+  if (sink == et->video_closing && c->bytes_written == 0 && !c->error) {
+    /* The scene never played in this trial (a bad SDP, no device): a 0-byte .mkv no reader opens
+     * is removed; the frames CSV (the header alone) says the trial recorded no frames. */
+    et->video_closing = NULL;
+    et->empty_video.data = et;
+    if (pirec_fs_unlink(et->loop, &et->empty_video, pirec_sink_path(sink), on_empty_video_removed) == 0)
+      return; /* this sink's count is released by on_empty_video_removed */
+  } else if (sink == et->video_closing) {
     et->video_closing = NULL;
     /* A clean scene file gets its real segment size (as the camera's video does), so pirec-remux
      * does not take it for a file cut by a crash. The seal holds the trial's stop like a sink
@@ -175,6 +250,13 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
   if (!et->recording)
     return -EINVAL;
   et->recording = 0;
+  /* Losses after the last row have no row to carry them: count them now, so written + dropped +
+   * dropped_after still equals what the device sent in the trial. */
+  for (int k = 0; k < NSTREAMS; k++) {
+    struct stream *st = &et->streams[k];
+    st->st.dropped_after = st->pending_drop;
+    st->pending_drop = 0;
+  }
   if (et->mkv) {
     int r = pirec_mkv_finish(et->mkv);
     if (r < 0 && !et->write_error)

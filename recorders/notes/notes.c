@@ -104,6 +104,7 @@ static void on_stat(uv_fs_t *req)
   /* One session-wide file that trials and restarted recorders append to. */
   so.open_flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
   so.max_writes_in_flight = 1;
+  so.mkdir_mode = 0755; /* a missing directory is made in the threadpool, never on the loop */
   int err = pirec_sink_new(n->loop, n->path, &so, on_sink_error, n, &n->sink);
   if (err < 0) {
     pirec_log(PIREC_LOG_ERROR, "notes: cannot create a sink for '%s': %s", n->path, uv_strerror(err));

@@ -1,0 +1,372 @@
+/* Transitions (issue 25): what happens to a note, a GPIO edge or a camera frame that arrives while
+ * a session starts, changes trial or stops. The real `pirec record` with its real recorders, the
+ * control socket and GPIO lines on FIFOs (the pipe backend); every check reads the session
+ * directories back. The rule under test is docs/OPERATIONS.md, "Transitions". */
+#include "test-transitions-util.h"
+
+static json_t *reply_of(int fd)
+{
+  struct tu_sock_buf b = {0};
+  json_t *r = tu_sock_read(fd, &b, 60000);
+  free(b.data);
+  close(fd);
+  if (!r)
+    fail_msg("no reply within 60 s");
+  return r;
+}
+
+/* Item 1: `pirec trial` and `pirec note` at the same moment, 40 times (offsets from a fixed
+ * seed), with a camera recording too when there is one (its trial's files take longest to
+ * close). Every note answered "noted" is in notes.csv exactly once, in the trial whose span holds
+ * its time; no note refused is there. */
+static void test_notes_meet_trial_changes(void **state)
+{
+  struct ctl c;
+  char dir[4200];
+  ctl_start(&c, have_camera(), NULL);
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  json_t *started = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(started, "started");
+  snprintf(dir, sizeof dir, "%s", jstr(started, "session_dir"));
+  json_decref(started);
+  unsigned seed = 25;
+  enum { ROUNDS = 40 };
+  int acked[ROUNDS] = {0};
+  int64_t mono[ROUNDS] = {0};
+  for (int i = 0; i < ROUNDS; i++) {
+    char note[128];
+    snprintf(note, sizeof note, "{\"id\":2,\"cmd\":\"note\",\"text\":\"n%d\"}", i);
+    int first_note = rand_r(&seed) & 1;
+    int ft = -1, fn = -1;
+    if (first_note)
+      fn = tr_send_async(&c, note);
+    else
+      ft = tr_send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
+    usleep((useconds_t)(rand_r(&seed) % 2000));
+    if (first_note)
+      ft = tr_send_async(&c, "{\"id\":3,\"cmd\":\"trial\"}");
+    else
+      fn = tr_send_async(&c, note);
+    json_t *rn = reply_of(fn), *rt = reply_of(ft);
+    expect_reply(rt, "trial");
+    acked[i] = strcmp(jstr(rn, "reply"), "noted") == 0;
+    mono[i] = jint(rn, "mono_ns");
+    json_decref(rn);
+    json_decref(rt);
+  }
+  json_t *r = ctl_call(&c, "{\"id\":4,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  json_t *m = load_manifest(dir);
+  struct tu_csv notes;
+  load_csv_in(dir, "notes.csv", &notes);
+  int ct = tu_csv_col(&notes, "text"), ctr = tu_csv_col(&notes, "trial");
+  for (int i = 0; i < ROUNDS; i++) {
+    char text[16];
+    snprintf(text, sizeof text, "n%d", i);
+    int found = 0;
+    for (size_t row = 1; row < notes.rows; row++)
+      if (strcmp(notes.fields[row][ct], text) == 0) {
+        found++;
+        assert_int_equal(strtol(notes.fields[row][ctr], NULL, 10), tr_trial_at(m, mono[i]));
+      }
+    if (found != acked[i])
+      fail_msg("note %s: answered %s, %d rows in notes.csv", text, acked[i] ? "noted" : "error", found);
+    /* while a session records, every note is taken: the trial change is no reason to refuse one */
+    assert_true(acked[i]);
+  }
+  assert_int_equal(json_array_size(json_object_get(m, "trials")), ROUNDS + 1);
+  tu_csv_free(&notes);
+  json_decref(m);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
+/* Item 3: a stop pressed while a session starts stops it once it has started; a start pressed
+ * while one stops starts the next. Both edges are in the session they act on. */
+static void test_gpio_stop_during_start(void **state)
+{
+  char *tmp = tu_tmpdir("tr");
+  char go[4200], halt[4200], cfg[9000] = "";
+  tr_fifo(tmp, "go", go, sizeof go);
+  tr_fifo(tmp, "halt", halt, sizeof halt);
+  tr_trigger(cfg, sizeof cfg, "go", go, "rising", "start", "0");
+  tr_trigger(cfg, sizeof cfg, "halt", halt, "rising", "stop", "0");
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int gfd = open(go, O_WRONLY | O_NONBLOCK), hfd = open(halt, O_WRONLY | O_NONBLOCK);
+  assert_true(gfd >= 0 && hfd >= 0);
+  int64_t t0 = tr_mono_ns();
+  tr_edge(gfd, 1, 1, t0);
+  tr_edge(hfd, 1, 1, t0 + 1000);
+  json_t *st = tr_settle(&c, "halt", 1, 30000);
+  assert_string_equal(jstr(st, "state"), "idle");
+  json_decref(st);
+  /* and the other way round: a start pressed while the session stops starts the next one */
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  json_decref(r);
+  t0 = tr_mono_ns();
+  tr_edge(hfd, 2, 0, t0);
+  tr_edge(hfd, 3, 1, t0 + 1000);
+  tr_edge(gfd, 2, 0, t0 + 2000);
+  tr_edge(gfd, 3, 1, t0 + 3000);
+  st = tr_settle(&c, "go", 3, 30000);
+  json_decref(st);
+  st = tr_settle(&c, "halt", 3, 30000);
+  assert_string_equal(jstr(st, "state"), "recording");
+  /* the third session's events.csv is final once it has stopped: with the process */
+  close(gfd);
+  close(hfd);
+  ctl_stop_process(&c, 0);
+  char *dirs[TR_MAX_SESSIONS];
+  int n = tr_sessions(&c, dirs, TR_MAX_SESSIONS);
+  assert_int_equal(n, 3);
+  struct tu_csv ev;
+  load_csv_in(dirs[0], "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "gpio_edge", "gpio.go"), 1);
+  assert_int_equal(count_events(&ev, "gpio_edge", "gpio.halt"), 1);
+  assert_int_equal(count_events(&ev, "control", NULL), 2); /* start from go, stop from halt */
+  tu_csv_free(&ev);
+  load_csv_in(dirs[2], "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "gpio_edge", "gpio.go"), 1); /* the edge that started it */
+  tu_csv_free(&ev);
+  tr_check_edges(&c, st, "go", 3);
+  tr_check_edges(&c, st, "halt", 3);
+  json_decref(st);
+  tr_sessions_free(dirs, n);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
+/* Item 4: markers pressed 0.5 ms apart right after a stop, and a 1000-edge toggle storm: every
+ * edge is in exactly one events.csv or counted as outside a session, and every session started by
+ * an edge has that edge's row (before its session_start in time). */
+static void test_edges_while_stopping(void **state)
+{
+  char *tmp = tu_tmpdir("tr");
+  char pedal[4200], mark[4200], cfg[9000] = "";
+  tr_fifo(tmp, "pedal", pedal, sizeof pedal);
+  tr_fifo(tmp, "mark", mark, sizeof mark);
+  tr_trigger(cfg, sizeof cfg, "pedal", pedal, "both", "toggle", "0");
+  tr_trigger(cfg, sizeof cfg, "mark", mark, "rising", "marker", "0");
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int pfd = open(pedal, O_WRONLY | O_NONBLOCK), mfd = open(mark, O_WRONLY | O_NONBLOCK);
+  assert_true(pfd >= 0 && mfd >= 0);
+  uint64_t pseq = 0, mseq = 0;
+  for (int round = 0; round < 3; round++) {
+    int64_t t0 = tr_mono_ns();
+    pseq++;
+    tr_edge(pfd, pseq, (int)(pseq & 1), t0);
+    json_decref(tr_settle(&c, "pedal", (json_int_t)pseq, 30000));
+    t0 = tr_mono_ns();
+    pseq++;
+    tr_edge(pfd, pseq, (int)(pseq & 1), t0); /* stop */
+    for (int i = 0; i < 20; i++) {
+      tr_edge(mfd, ++mseq, 1, t0 + 500000 * (i + 1));
+      tr_edge(mfd, ++mseq, 0, t0 + 500000 * (i + 1) + 100000); /* falling: filtered */
+    }
+    json_decref(tr_settle(&c, "mark", (json_int_t)mseq, 30000));
+  }
+  /* the storm: 1000 edges, 1 us apart in kernel time, written as fast as the FIFO takes them */
+  int64_t t0 = tr_mono_ns();
+  for (int i = 0; i < 1000; i++) {
+    while (1) {
+      struct pirec_gpio_pipe_record rec = {
+          .ts_ns = t0 + 1000LL * i, .seqno = pseq + 1, .level = (int)((pseq + 1) & 1), .offset = 1};
+      if (write(pfd, &rec, sizeof rec) == (ssize_t)sizeof rec)
+        break;
+      usleep(1000); /* FIFO full: the controller reads on */
+    }
+    pseq++;
+  }
+  json_t *st = tr_settle(&c, "pedal", (json_int_t)pseq, 60000);
+  if (strcmp(jstr(st, "state"), "recording") == 0) {
+    json_decref(ctl_call(&c, "{\"id\":5,\"cmd\":\"stop\"}", 30000));
+    json_decref(st);
+    st = tr_settle(&c, NULL, 0, 30000);
+  }
+  tr_check_edges(&c, st, "pedal", pseq);
+  tr_check_edges(&c, st, "mark", mseq);
+  char *dirs[TR_MAX_SESSIONS];
+  int n = tr_sessions(&c, dirs, TR_MAX_SESSIONS);
+  assert_true(n >= 4);
+  for (int i = 0; i < n; i++) {
+    struct tu_csv ev;
+    load_csv_in(dirs[i], "events.csv", &ev);
+    int ce = tu_csv_col(&ev, "event"), cm = tu_csv_col(&ev, "mono_ns"), cmod = tu_csv_col(&ev, "module");
+    int64_t start = -1, first_edge = -1;
+    for (size_t r = 1; r < ev.rows; r++) {
+      int64_t t = strtoll(ev.fields[r][cm], NULL, 10);
+      if (strcmp(ev.fields[r][ce], "session_start") == 0)
+        start = t;
+      if (strcmp(ev.fields[r][ce], "gpio_edge") == 0 && strcmp(ev.fields[r][cmod], "gpio.pedal") == 0 &&
+          (first_edge < 0 || t < first_edge))
+        first_edge = t;
+    }
+    if (first_edge < 0 || first_edge > start)
+      fail_msg("%s: no row for the edge that started the session", dirs[i]);
+    tu_csv_free(&ev);
+  }
+  json_decref(st);
+  tr_sessions_free(dirs, n);
+  close(pfd);
+  close(mfd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
+/* Item 5: one physical pulse, one row: the sync line's rising levels (read back from its FIFO)
+ * are as many as its gpio_pulse rows; and status shows each line's debounced and filtered edges. */
+static void test_pulses_and_counts(void **state)
+{
+  char *tmp = tu_tmpdir("tr");
+  char sync[4200], bouncy[4200], cfg[9000] = "";
+  tr_fifo(tmp, "sync", sync, sizeof sync);
+  tr_fifo(tmp, "bouncy", bouncy, sizeof bouncy);
+  snprintf(cfg, sizeof cfg,
+           "[gpio.sync]\nchip = pipe:%s\nline = GPIO22\ndirection = output\nrole = sync_pulse\n"
+           "pulse_length = 5ms\npulse_interval = 60s\n",
+           sync);
+  tr_trigger(cfg, sizeof cfg, "bouncy", bouncy, "rising", "marker", "5ms");
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  json_decref(ctl_wait_modules(&c, 0, 15000));
+  int sfd = open(sync, O_RDONLY | O_NONBLOCK), bfd = open(bouncy, O_WRONLY | O_NONBLOCK);
+  assert_true(sfd >= 0 && bfd >= 0);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 0; i < 3; i++) {
+    usleep(30000); /* apart from the last pulse (5 ms), so each is its own */
+    r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+    expect_reply(r, "trial");
+    json_decref(r);
+  }
+  /* a press that bounces: 1 ms glitches, then a level held for 20 ms */
+  int64_t t0 = tr_mono_ns();
+  tr_edge(bfd, 1, 1, t0);
+  tr_edge(bfd, 2, 0, t0 + 1000000);
+  tr_edge(bfd, 3, 1, t0 + 2000000);
+  tr_edge(bfd, 4, 0, t0 + 22000000);
+  tr_edge(bfd, 5, 1, t0 + 60000000);
+  json_t *st = tr_settle(&c, "bouncy", 5, 30000);
+  json_decref(st);
+  usleep(100000); /* the debounce timer of the last level */
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  st = tr_status(&c);
+  assert_true(tr_line_count(st, "bouncy", "debounced") >= 2);
+  assert_true(tr_line_count(st, "bouncy", "filtered") >= 1);
+  assert_int_equal(tr_line_count(st, "sync", "pulses_merged"), 1); /* recording start + trial 1 */
+  json_decref(st);
+  int rising = 0;
+  struct pirec_gpio_pipe_record rec;
+  while (read(sfd, &rec, sizeof rec) == (ssize_t)sizeof rec)
+    rising += rec.level == 1;
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(rising, 4);
+  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync"), rising);
+  tu_csv_free(&ev);
+  close(sfd);
+  close(bfd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
+/* Once the recorders run: a session of `trials` trials, pause_us each; its directory into dir. */
+static void record_trials(struct ctl *c, int trials, useconds_t pause_us, char *dir, size_t cap)
+{
+  json_decref(ctl_wait_modules(c, 0, 30000));
+  json_t *r = ctl_call(c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  snprintf(dir, cap, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  for (int i = 1; i < trials; i++) {
+    usleep(pause_us);
+    r = ctl_call(c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+    expect_reply(r, "trial");
+    json_decref(r);
+  }
+  usleep(pause_us);
+  r = ctl_call(c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+}
+
+/* Item 2: camera frames run on across trial changes: no frame falls between two trials
+ * uncounted, and where none was lost the gap is one frame interval. */
+static void test_camera_seamless(void **state)
+{
+  if (!have_camera()) {
+    print_message("SKIP: pirec-camera not built\n");
+    skip();
+  }
+  struct ctl c;
+  char dir[4200];
+  ctl_start(&c, 1, NULL);
+  record_trials(&c, 5, 700000, dir, sizeof dir);
+  int rows = 0;
+  /* the fixture's camera runs at 10 fps */
+  tr_check_rows(dir, "cam0", "_frames.csv", "device_ts_ns", 100000000, &rows);
+  assert_true(rows >= 20);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
+/* Item 2 for the eye tracker: gaze rows (200 Hz from pirec-eyesim) run on across trial changes,
+ * by the device's clock one sample interval apart, every RTP sequence number accounted for. */
+static void test_eyetracker_seamless(void **state)
+{
+  if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0) {
+    print_message("SKIP: pirec-eyetracker or pirec-eyesim not built\n");
+    skip();
+  }
+  struct tu_proc sim;
+  const char *argv[] = {
+      tu_program("pirec-eyesim"), "--host", "127.0.0.1", "--gaze-hz", "200", "--fps", "10", NULL};
+  assert_int_equal(tu_proc_start(&sim, argv, NULL), 0);
+  char *line = tu_proc_readline(&sim, 15000);
+  int http = 0, rtsp = 0;
+  if (!line || sscanf(line, "pirec-eyesim http=%d rtsp=%d", &http, &rtsp) != 2)
+    fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
+  free(line);
+  char cfg[300];
+  snprintf(cfg, sizeof cfg, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n", http,
+           rtsp);
+  struct ctl c;
+  char dir[4200];
+  ctl_start(&c, 0, cfg);
+  record_trials(&c, 5, 500000, dir, sizeof dir);
+  int rows = 0;
+  tr_check_rows(dir, "eyetracker", "_gaze.csv", "device_ns", 5000000, &rows);
+  assert_true(rows >= 200);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+  kill(sim.pid, SIGTERM);
+  tu_proc_wait(&sim, 10000);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_notes_meet_trial_changes), cmocka_unit_test(test_gpio_stop_during_start),
+      cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
+      cmocka_unit_test(test_camera_seamless),          cmocka_unit_test(test_eyetracker_seamless),
+  };
+  if (getenv("PIREC_TEST_FILTER"))
+    cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
