@@ -11,6 +11,10 @@
  *   source    the synthetic source alone (testsrc2 rendering and pacing), so the recorder's own
  *             CPU per frame can be given without it
  *   --long    the acceptance run: 60 s of 1280x720 at 30 fps, packets (ffprobe) == rows
+ *   --mkv     only the muxer: 10 s of 720p30 libx264 access units muxed into an MKV through a file
+ *             sink, once with the default one flushed cluster per unit (every frame's bytes leave the
+ *             process before its row, issue 23) and once with 1 s clusters kept in memory: loop time
+ *             per frame (mkv write plus sink flush), bytes and write requests, and their ratios
  *   --split   only the MJPEG byte-stream splitter: the camera's own (camera-split.c) against
  *             libavcodec's MJPEG parser on the same stream of 1280x720 JPEGs fed in 64 KiB reads:
  *             MB/s, and how many whole images each hands out when exactly N images are in
@@ -35,6 +39,9 @@
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
+#include "pirec/sink.h"
+#include "h264.h"
+#include "mkv.h"
 
 struct result {
   const char *name;
@@ -390,9 +397,121 @@ static void bench_split(int json)
   free(stream);
 }
 
+/* ---- --mkv ---- */
+
+struct mkv_run {
+  double ns_per_frame;
+  uint64_t bytes, writes;
+};
+
+static void mkv_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
+{
+  struct pirec_sink_counters *out = user;
+  *out = *c;
+}
+
+static void mkv_pass(const char *path, uint8_t *const *aus, const size_t *lens, int n, int per_frame,
+                     struct mkv_run *out)
+{
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct pirec_sink *sink;
+  struct pirec_mkv *m;
+  int r = pirec_sink_new(&loop, path, NULL, NULL, NULL, &sink);
+  if (r < 0 || (r = pirec_mkv_new(sink, 0, 0, 30, 1, &m)) < 0)
+    die("mkv setup", r);
+  pirec_mkv_set_per_frame(m, per_frame);
+  int64_t spent = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t t0 = pirec_clock_mono_ns();
+    if ((r = pirec_mkv_write(m, aus[i], lens[i], pirec_h264_is_keyframe(aus[i], lens[i]),
+                             (int64_t)i * 33333333)) < 0)
+      die("mkv write", r);
+    if (per_frame)
+      pirec_sink_flush(sink); /* as the recorders do */
+    spent += pirec_clock_mono_ns() - t0;
+    uv_run(&loop, UV_RUN_NOWAIT); /* let the writes complete as a live loop would */
+  }
+  pirec_mkv_finish(m);
+  struct pirec_sink_counters c;
+  pirec_sink_close(sink, mkv_closed, &c);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  pirec_mkv_free(m);
+  out->ns_per_frame = (double)spent / n;
+  out->bytes = c.bytes_written;
+  out->writes = c.writes;
+}
+
+static void bench_mkv(int json)
+{
+  char root[] = "/tmp/pirec-bench-mkv-XXXXXX";
+  if (!mkdtemp(root))
+    die("mkdtemp", -errno);
+  char h264[600], cmd[1400];
+  snprintf(h264, sizeof h264, "%s/in.h264", root);
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -v error -f lavfi -i testsrc2=size=1280x720:rate=30 -t 10 -c:v libx264 -preset ultrafast "
+           "-bf 0 -g 30 -bsf:v h264_metadata=aud=insert -f h264 '%s'",
+           h264);
+  if (system(cmd) != 0)
+    die("ffmpeg (libx264) for --mkv", -EIO);
+  struct pirec_h264_splitter au;
+  pirec_h264_splitter_init(&au, 1 << 20);
+  FILE *f = fopen(h264, "rb");
+  if (!f)
+    die("open the encoded stream", -errno);
+  size_t got;
+  uint8_t *space;
+  while ((space = pirec_h264_splitter_space(&au, 1 << 16)) && (got = fread(space, 1, 1 << 16, f)) > 0)
+    pirec_h264_splitter_fill(&au, got);
+  fclose(f);
+  static uint8_t *aus[4096];
+  static size_t lens[4096];
+  int n = 0;
+  const uint8_t *d;
+  size_t len;
+  while (n < 4096 && (pirec_h264_splitter_next(&au, &d, &len) || pirec_h264_splitter_last(&au, &d, &len))) {
+    aus[n] = malloc(len);
+    memcpy(aus[n], d, len);
+    lens[n++] = len;
+  }
+  pirec_h264_splitter_free(&au);
+  struct mkv_run best[2] = {{1e18, 0, 0}, {1e18, 0, 0}};
+  for (int rep = 0; rep < 5; rep++) /* the best of five of each, interleaved */
+    for (int mode = 0; mode < 2; mode++) {
+      struct mkv_run one;
+      char path[640];
+      snprintf(path, sizeof path, "%s/out%d.mkv", root, mode);
+      mkv_pass(path, aus, lens, n, mode == 0, &one);
+      if (one.ns_per_frame < best[mode].ns_per_frame)
+        best[mode] = one;
+    }
+  double ratio = best[0].ns_per_frame / best[1].ns_per_frame;
+  double bytes_per_frame = ((double)best[0].bytes - (double)best[1].bytes) / n;
+  if (json)
+    printf("{\"bench\": \"camera-mkv\", \"frames\": %d, \"per_frame\": {\"ns_per_frame\": %.0f, \"bytes\": "
+           "%" PRIu64 ", \"writes\": %" PRIu64
+           "}, \"one_second_clusters\": {\"ns_per_frame\": %.0f, \"bytes\": %" PRIu64 ", \"writes\": %" PRIu64
+           "}, \"time_ratio\": %.2f, \"extra_bytes_per_frame\": %.1f}\n",
+           n, best[0].ns_per_frame, best[0].bytes, best[0].writes, best[1].ns_per_frame, best[1].bytes,
+           best[1].writes, ratio, bytes_per_frame);
+  else
+    printf("mkv, %d frames of 720p30: per-frame clusters %.0f ns/frame, %" PRIu64 " bytes, %" PRIu64
+           " writes; 1 s clusters %.0f ns/frame, %" PRIu64 " bytes, %" PRIu64
+           " writes; ratio %.2f, %+.1f bytes/frame\n",
+           n, best[0].ns_per_frame, best[0].bytes, best[0].writes, best[1].ns_per_frame, best[1].bytes,
+           best[1].writes, ratio, bytes_per_frame);
+  for (int i = 0; i < n; i++)
+    free(aus[i]);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
+}
+
 int main(int argc, char **argv)
 {
-  int json = 0, longrun = 0, split = 0;
+  int json = 0, longrun = 0, split = 0, mkv = 0;
   double seconds = 10, max_seconds = 5;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json"))
@@ -401,16 +520,22 @@ int main(int argc, char **argv)
       longrun = 1;
     else if (!strcmp(argv[i], "--split"))
       split = 1;
+    else if (!strcmp(argv[i], "--mkv"))
+      mkv = 1;
     else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
       seconds = max_seconds = atof(argv[++i]);
     else {
-      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long | --split]\n");
+      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long | --split | --mkv]\n");
       return 64;
     }
   }
   pirec_log_set_level(PIREC_LOG_WARN);
   if (split) {
     bench_split(json);
+    return 0;
+  }
+  if (mkv) {
+    bench_mkv(json);
     return 0;
   }
   char root[] = "/tmp/pirec-bench-camera-XXXXXX";

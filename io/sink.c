@@ -42,6 +42,11 @@ struct slot {
   size_t done_bytes;
   int64_t offset; /* file offset of the batch's first byte, or -1 for O_APPEND files */
   enum slot_state state;
+  /* Where each record of the batch ends (bytes from the batch's start), so a write that fails
+   * part-way can be cut back to the last whole record: rows are coalesced into one iovec. */
+  size_t *ends;
+  size_t nends, ends_cap;
+  int ends_lost; /* out of memory for ends: a failed batch is cut back to its start */
 };
 
 struct pirec_sink {
@@ -91,8 +96,11 @@ struct pirec_sink {
   int handles_open;
   uint64_t synced_bytes; /* bytes_written when the last fdatasync started */
   int64_t file_offset;   /* where the next batch goes */
-  int64_t good_end;      /* end of the prefix written without a gap; the file is cut here on error */
+  int64_t good_end;      /* end of the whole records written without a gap; the file is cut here on error */
   int truncated;
+  int cutting;          /* the fstat or ftruncate of the cut is running */
+  uint64_t append_tail; /* O_APPEND: bytes of a failed batch past its last whole record */
+  uv_fs_t cut_req;
   int open_error;     /* an open libuv refused to queue, not reported yet */
   struct slot *slots; /* FIFO of opts.max_writes_in_flight requests */
   unsigned oldest;
@@ -104,6 +112,7 @@ struct pirec_sink {
 
 static void drain(struct pirec_sink *sink);
 static void continue_close(struct pirec_sink *sink);
+static void maybe_cut(struct pirec_sink *sink);
 
 void pirec_sink_options_default(struct pirec_sink_options *opts)
 {
@@ -192,7 +201,7 @@ static void free_memory(struct pirec_sink *sink)
   pirec_ring_free(sink->ring);
   if (sink->slots != NULL)
     for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
-      free(sink->slots[i].bufs), free(sink->slots[i].stage);
+      free(sink->slots[i].bufs), free(sink->slots[i].stage), free(sink->slots[i].ends);
   free(sink->slots);
   free(sink->scratch);
   free(sink->path);
@@ -434,6 +443,24 @@ static void submit(struct slot *slot)
   }
 }
 
+/* The bytes of the batch's records that were written whole. */
+static size_t whole_bytes(const struct slot *slot)
+{
+  if (slot->done_bytes >= slot->bytes)
+    return slot->bytes;
+  if (slot->ends_lost)
+    return 0;
+  size_t lo = 0, hi = slot->nends; /* the number of record ends <= done_bytes, by bisection */
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (slot->ends[mid] <= slot->done_bytes)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo > 0 ? slot->ends[lo - 1] : 0;
+}
+
 /* Gives ring space back for the oldest batches whose writes have completed, in order, so a batch
  * that completes early never frees space an older, still running write reads from. */
 static void retire(struct pirec_sink *sink)
@@ -444,13 +471,17 @@ static void retire(struct pirec_sink *sink)
     if (slot->state != SLOT_DONE)
       break;
     pirec_ring_release_to(sink->ring, slot->records, slot->ring_end);
-    /* Batches retire in file order, so the prefix grows until the first incomplete batch. */
+    /* Batches retire in file order, so the prefix grows until the first incomplete batch, and
+     * within that one up to its last whole record. */
     if (slot->offset >= 0 && slot->offset == sink->good_end)
-      sink->good_end += (int64_t)slot->done_bytes;
+      sink->good_end += (int64_t)whole_bytes(slot);
+    else if (slot->offset < 0)
+      sink->append_tail += slot->done_bytes - whole_bytes(slot);
     slot->state = SLOT_FREE;
     sink->oldest = (sink->oldest + 1) % max;
     sink->in_flight--;
   }
+  maybe_cut(sink);
 }
 
 static void on_write(uv_fs_t *req)
@@ -512,7 +543,17 @@ static void batch_add(struct slot *slot, const struct pirec_ring_record *rec)
   size_t len = rec->len;
   if (len == 0)
     return;
+  if (!slot->ends_lost && slot->nends == slot->ends_cap) {
+    size_t cap = slot->ends_cap ? 2 * slot->ends_cap : 1024;
+    size_t *e = realloc(slot->ends, cap * sizeof *e);
+    if (e == NULL)
+      slot->ends_lost = 1;
+    else
+      slot->ends = e, slot->ends_cap = cap;
+  }
   slot->bytes += len;
+  if (!slot->ends_lost)
+    slot->ends[slot->nends++] = slot->bytes;
   if (len <= COALESCE_MAX && slot->stage && STAGE_BYTES - slot->staged >= len) {
     char *dst = slot->stage + slot->staged;
     memcpy(dst, rec->data, len);
@@ -531,6 +572,8 @@ static void batch_add(struct slot *slot, const struct pirec_ring_record *rec)
  * ring has nothing more. Returns the number of records the batch covers (0: nothing to write). */
 static size_t fill_batch(struct pirec_sink *sink, struct slot *slot)
 {
+  slot->nends = 0;
+  slot->ends_lost = 0;
   slot->nbufs = 0;
   slot->records = 0;
   slot->bytes = 0;
@@ -618,10 +661,12 @@ static void on_sync(uv_fs_t *req)
   int result = (int)req->result;
   uv_fs_req_cleanup(req);
   sink->sync_busy = 0;
-  if (result < 0)
+  if (result < 0) {
     enter_error(sink, result, "sync", -1);
-  else
+    maybe_cut(sink);
+  } else {
     add_u64(&sink->syncs, 1);
+  }
   if (sink->closing)
     continue_close(sink);
 }
@@ -684,14 +729,69 @@ const char *pirec_sink_path(const struct pirec_sink *sink)
 
 /* ---- closing ---- */
 
-static void on_truncated(uv_fs_t *req)
+static void on_cut(uv_fs_t *req)
 {
-  struct pirec_sink *sink = container_of(req, struct pirec_sink, close_req);
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, cut_req);
   int result = (int)req->result;
   uv_fs_req_cleanup(req);
+  sink->cutting = 0;
+  uint64_t written = atomic_load_explicit(&sink->bytes_written, memory_order_relaxed);
   if (result == 0)
-    atomic_store_explicit(&sink->bytes_written, (uint64_t)sink->good_end, memory_order_relaxed);
-  continue_close(sink);
+    atomic_store_explicit(&sink->bytes_written,
+                          sink->append ? written - sink->append_tail : (uint64_t)sink->good_end,
+                          memory_order_relaxed);
+  else
+    pirec_log(PIREC_LOG_ERROR, "cannot cut '%s' back to its last whole record at offset %lld: %s", sink->path,
+              (long long)sink->good_end, pirec_strerror(result));
+  if (sink->closing)
+    continue_close(sink);
+}
+
+static void start_cut(struct pirec_sink *sink)
+{
+  if (uv_fs_ftruncate(sink->loop, &sink->cut_req, sink->fd, sink->good_end, on_cut) == 0) {
+    sink->cutting = 1;
+    return;
+  }
+  uv_fs_req_cleanup(&sink->cut_req);
+}
+
+/* O_APPEND: the file's size tells where the failed batch's whole records end. */
+static void on_cut_stat(uv_fs_t *req)
+{
+  struct pirec_sink *sink = container_of(req, struct pirec_sink, cut_req);
+  int result = (int)req->result;
+  int64_t size = (int64_t)req->statbuf.st_size;
+  uv_fs_req_cleanup(req);
+  sink->cutting = 0;
+  if (result == 0 && size >= (int64_t)sink->append_tail) {
+    sink->good_end = size - (int64_t)sink->append_tail;
+    start_cut(sink);
+  }
+  if (!sink->cutting && sink->closing)
+    continue_close(sink);
+}
+
+/* After a failure, once no write is running, cuts the file back to the end of its last whole
+ * record, so that a reader never meets half a row: a full disk leaves the rows that fit, whole.
+ * With several writes in flight a later batch may also have landed after an earlier one failed;
+ * the cut keeps its bytes (and the zeros before them) from passing for data. */
+static void maybe_cut(struct pirec_sink *sink)
+{
+  if (sink->fd < 0 || !sink->error_reported || sink->truncated || sink->in_flight > 0 || sink->cutting)
+    return;
+  sink->truncated = 1;
+  if (sink->append) {
+    if (sink->append_tail == 0)
+      return;
+    if (uv_fs_fstat(sink->loop, &sink->cut_req, sink->fd, on_cut_stat) == 0)
+      sink->cutting = 1;
+    else
+      uv_fs_req_cleanup(&sink->cut_req);
+    return;
+  }
+  if (atomic_load_explicit(&sink->bytes_written, memory_order_relaxed) != (uint64_t)sink->good_end)
+    start_cut(sink);
 }
 
 static void on_file_closed(uv_fs_t *req)
@@ -735,18 +835,9 @@ static void continue_close(struct pirec_sink *sink)
     if (sink->in_flight > 0)
       return;
   }
-  if (sink->sync_busy)
+  maybe_cut(sink);
+  if (sink->sync_busy || sink->cutting)
     return;
-  /* With several writes in flight, a later batch may have landed after an earlier one failed;
-   * cutting the file at the end of the gap-free prefix keeps zeros from passing for data. */
-  if (sink->fd >= 0 && sink->error_reported && !sink->append && !sink->truncated) {
-    sink->truncated = 1;
-    if (atomic_load_explicit(&sink->bytes_written, memory_order_relaxed) != (uint64_t)sink->good_end) {
-      if (uv_fs_ftruncate(sink->loop, &sink->close_req, sink->fd, sink->good_end, on_truncated) == 0)
-        return;
-      uv_fs_req_cleanup(&sink->close_req);
-    }
-  }
   if (sink->fd >= 0 && !sink->final_sync_done) {
     sink->final_sync_done = 1;
     if (start_sync(sink) == 0)

@@ -45,6 +45,7 @@ struct pirec_mkv {
   AVPacket *pkt;
   int width, height, fps_num, fps_den; /* 0: from the first SPS / not written */
   int header_done;
+  int per_frame; /* each unit's cluster is closed and pushed at once (the default) */
   int error;
   int64_t last_pts;
   uint64_t bytes;
@@ -88,6 +89,7 @@ int pirec_mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, i
   m->fps_num = fps_num > 0 && fps_den > 0 ? fps_num : 0;
   m->fps_den = fps_num > 0 && fps_den > 0 ? fps_den : 0;
   m->last_pts = INT64_MIN;
+  m->per_frame = 1;
   m->pkt = av_packet_alloc();
   if (!m->pkt) {
     free(m);
@@ -231,9 +233,22 @@ int pirec_mkv_write(struct pirec_mkv *m, const uint8_t *au, size_t len, int keyf
   r = av_write_frame(m->oc, pkt);
   pkt->data = NULL;
   pkt->size = 0;
+  if (r >= 0 && m->per_frame) {
+    /* The muxer keeps its open cluster in memory, so a process killed mid-cluster lost up to a
+     * second of frames whose rows were already on disk. Closing the cluster after every unit
+     * (a flush: av_write_frame with no packet) and emptying the AVIO buffer puts the unit's bytes
+     * in the sink before its row is pushed. */
+    r = av_write_frame(m->oc, NULL);
+    avio_flush(m->pb);
+  }
   if (r < 0 && !m->error)
     m->error = r;
   return m->error;
+}
+
+void pirec_mkv_set_per_frame(struct pirec_mkv *m, int on)
+{
+  m->per_frame = on != 0;
 }
 
 int pirec_mkv_finish(struct pirec_mkv *m)

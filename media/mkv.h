@@ -20,7 +20,10 @@ struct pirec_mkv;
 
 /* A Matroska writer for one H.264 track whose bytes go into sink (borrowed: it must outlive every
  * write/finish call; the writer never closes it). The output is not seekable: unknown-size segment,
- * clusters of at most 1 s / 2 MiB, so a file cut short stays readable up to its last cluster.
+ * one cluster per access unit, pushed to the sink before pirec_mkv_write returns, so a file cut
+ * short (process killed, power lost) stays readable up to its last unit that reached the disk, and
+ * a caller that pushes a unit's CSV row after writing the unit never has a row whose frame is
+ * still in process memory.
  * Nothing is written until the first access unit, which must hold SPS and PPS: they become the
  * track's codec private data.
  * width/height: the track's picture size, or both 0 to take it from the first unit's SPS.
@@ -34,6 +37,9 @@ int pirec_mkv_new(struct pirec_sink *sink, int width, int height, int fps_num, i
  * unit may still start it); or the first mux/sink error, after which every call returns it and the
  * file ends at the last complete sink push. */
 int pirec_mkv_write(struct pirec_mkv *m, const uint8_t *au, size_t len, int keyframe, int64_t pts_ns);
+/* Benchmark hook: with on == 0, clusters of up to 1 s / 2 MiB are kept in memory and written when
+ * they close (the cost of the default, one flushed cluster per unit, is measured against it). */
+void pirec_mkv_set_per_frame(struct pirec_mkv *m, int on);
 /* 1 once the header (and so a first access unit) has been written. */
 int pirec_mkv_started(const struct pirec_mkv *m);
 /* Free ring space a writer should find in the sink before a frame is muxed, so a push never fails

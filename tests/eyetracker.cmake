@@ -11,8 +11,8 @@ pirec_add_test(test-gaze SOURCES test-gaze.c LIBS pirec_gaze pirec_io_csv pirec_
 pirec_add_test(test-eyetracker SOURCES test-eyetracker.c helpers/counters.c LIBS pirec_eyetracker pirec_eyesim pirec_libcsv
                LABELS concurrency TIMEOUT 90)
 pirec_add_test(test-eyetracker-reconnect SOURCES test-eyetracker.c helpers/counters.c LIBS pirec_eyetracker pirec_eyesim
-               pirec_libcsv
-               LABELS concurrency TIMEOUT 60)
+               pirec_libcsv m
+               LABELS concurrency TIMEOUT 120)
 target_compile_definitions(test-eyetracker-reconnect PRIVATE EYETRACKER_RECONNECT=1)
 # The test hook pirec_eyetracker_hold_sinks lives in the client's internal header.
 target_include_directories(test-eyetracker PRIVATE ${PROJECT_SOURCE_DIR}/recorders/eyetracker)

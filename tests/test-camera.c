@@ -1344,8 +1344,10 @@ static void test_protocol(void **state)
   assert_int_equal(mkv_sealed(mkv), 1);
   free(rows);
 
-  /* SIGKILLed mid-trial: the MKV stays unsealed (how remux tells a cut file) and readable up to
-   * its last complete cluster (at most a second old); the rows cover at least those frames. */
+  /* SIGKILLed mid-trial: the MKV stays unsealed (how remux tells a cut file) and readable to its
+   * last frame on disk. Each frame is written out before its row (one cluster per frame), so
+   * every row on disk has its frame; a frame whose row was still in the CSV sink's ring (10 ms of
+   * rows, more on a loaded machine) may be in the file without it. */
   child_start(&c, argv);
   free(child_reply(&c, 15000));
   snprintf(cmd, sizeof cmd,
@@ -1366,7 +1368,7 @@ static void test_protocol(void **state)
   long packets = probe_packets(mkv, NULL);
   fprintf(stderr, "killed recorder: %zu rows, %ld packets readable\n", n, packets);
   assert_int_equal(mkv_sealed(mkv), 0);
-  assert_true(packets >= (SLOW ? 1 : 20) && packets <= (long)n);
+  assert_true(packets >= (SLOW ? 1 : 20) && packets >= (long)n && packets <= (long)n + 10);
   free(rows);
 }
 

@@ -13,6 +13,7 @@
  * PIREC_EYETRACKER_SECONDS lengthens the clean run (60 for the acceptance run). */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -88,7 +89,8 @@ static void sim_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     s->len = 0;
 }
 
-static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
+/* Starts the simulator without waiting for its ports (callable from a loop callback). */
+static void sim_start(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
 {
   const char *bd = getenv("PIREC_BUILD_DIR");
   assert_non_null(bd);
@@ -114,6 +116,11 @@ static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *ex
   if (r < 0)
     fail_msg("cannot start '%s': %s", prog, uv_strerror(r));
   uv_read_start((uv_stream_t *)&s->out, sim_alloc, sim_read);
+}
+
+static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
+{
+  sim_start(loop, s, extra);
   int64_t deadline = (int64_t)uv_hrtime() + 10 * 1000000000LL;
   while (!s->http && !s->exited && (int64_t)uv_hrtime() < deadline)
     uv_run(loop, UV_RUN_ONCE);
@@ -139,6 +146,13 @@ struct run {
   uv_timer_t hold_timer; /* holds the trial's sinks from hold_from_ms for hold_for_ms (if > 0) */
   int64_t hold_from_ms, hold_for_ms;
   int hold_phase;
+  /* with restart_at_ms > 0 the simulator is SIGKILLed then, and started again on the same ports
+   * restart_hole_ms later with restart_args (the device restarting) */
+  uv_timer_t restart_timer;
+  int64_t restart_at_ms, restart_hole_ms;
+  const char *const *restart_args;
+  int restart_phase;
+  char restart_ports[2][16];
   int64_t late_ms; /* > 0: the trial starts this long after the streams were asked for */
 };
 
@@ -252,6 +266,30 @@ static void on_hold_timer(uv_timer_t *t)
   }
 }
 
+static void on_restart_timer(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  if (r->restart_phase == 0) {
+    r->restart_phase = 1;
+    snprintf(r->restart_ports[0], sizeof r->restart_ports[0], "%d", r->sim.http);
+    snprintf(r->restart_ports[1], sizeof r->restart_ports[1], "%d", r->sim.rtsp);
+    uv_process_kill(&r->sim.proc, SIGKILL);
+    uv_timer_start(t, on_restart_timer, (uint64_t)r->restart_hole_ms, 0);
+    return;
+  }
+  if (r->sim.handles) { /* the killed process is not reaped yet */
+    uv_timer_start(t, on_restart_timer, 20, 0);
+    return;
+  }
+  const char *args[40] = {"--http-port", r->restart_ports[0], "--rtsp-port", r->restart_ports[1]};
+  int n = 4;
+  for (int i = 0; r->restart_args[i]; i++)
+    args[n++] = r->restart_args[i];
+  args[n] = NULL;
+  sim_start(&r->loop, &r->sim, args);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
 /* Every test's trial ends with the counter identities of each stream against its file. */
 static void check_counters(const struct run *r)
 {
@@ -285,9 +323,14 @@ static void run_trial_held(struct run *r, const char *tag, const char *const *si
                            void (*tweak)(struct pirec_eyetracker_settings *), int64_t hold_from_ms,
                            int64_t hold_for_ms)
 {
-  int64_t late_ms = r->late_ms; /* the one setting a caller may leave in r */
+  /* the settings a caller may leave in r */
+  int64_t late_ms = r->late_ms, restart_at = r->restart_at_ms, restart_hole = r->restart_hole_ms;
+  const char *const *restart_args = r->restart_args;
   memset(r, 0, sizeof *r);
   r->late_ms = late_ms;
+  r->restart_at_ms = restart_at;
+  r->restart_hole_ms = restart_hole;
+  r->restart_args = restart_args;
   r->hold_from_ms = hold_from_ms;
   r->hold_for_ms = hold_for_ms;
   make_dir(r->dir, sizeof r->dir, tag);
@@ -333,6 +376,11 @@ static void run_trial_held(struct run *r, const char *tag, const char *const *si
     uv_timer_init(&r->loop, &r->hold_timer);
     r->hold_timer.data = r;
     uv_timer_start(&r->hold_timer, on_hold_timer, (uint64_t)hold_from_ms, 0);
+  }
+  if (r->restart_at_ms > 0) {
+    uv_timer_init(&r->loop, &r->restart_timer);
+    r->restart_timer.data = r;
+    uv_timer_start(&r->restart_timer, on_restart_timer, (uint64_t)r->restart_at_ms, 0);
   }
   uv_run(&r->loop, UV_RUN_DEFAULT);
   assert_true(r->stopped);
@@ -1154,10 +1202,80 @@ static void test_disconnect_5s(void **state)
   free(r);
 }
 
+/* The largest arrival gap between consecutive rows of dir/name and the dropped_before of the row
+ * after it. */
+static void widest_hole(const char *dir, const char *name, int64_t *gap_ns, long long *dropped)
+{
+  struct csv c = {0};
+  csv_load(&c, dir, name);
+  int c_mono = col(&c, "mono_ns"), c_drop = col(&c, "dropped_before");
+  *gap_ns = 0;
+  *dropped = -1;
+  for (int i = 1; i < c.rows; i++) {
+    int64_t d = strtoll(cell(&c, i, c_mono), NULL, 10) - strtoll(cell(&c, i - 1, c_mono), NULL, 10);
+    if (d > *gap_ns) {
+      *gap_ns = d;
+      *dropped = strtoll(cell(&c, i, c_drop), NULL, 10);
+    }
+  }
+  csv_free(&c);
+}
+
+/* The device restarts: the simulator is SIGKILLed 3 s into the trial and started again 3 s later
+ * on the same ports with restart_args. However its packet numbers and timestamps came back, the
+ * first row of each stream after the hole must count the hole (its length times the rate: gaze
+ * 200 Hz, scene 30 fps, eye events about 11 packets/s with their keep-alives). */
+static void check_restart(const char *tag, const char *const *restart_args, const char *how)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--first-sr", "300", "--gaze-size", "17", NULL};
+  r->restart_at_ms = 3000;
+  r->restart_hole_ms = 3000;
+  r->restart_args = restart_args;
+  run_trial(r, tag, args, 10000, NULL);
+  assert_int_equal(r->stop_err, 0);
+  fprintf(stderr, "%s: events:\n%s", tag, r->messages);
+  static const struct {
+    const char *file;
+    double rate, tolerance;
+  } streams[] = {
+      {"t001_gaze.csv", 200, 0.05}, {"t001_scene_frames.csv", 30, 0.1}, {"t001_eye_events.csv", 11, 0.3}};
+  for (size_t k = 0; k < sizeof streams / sizeof streams[0]; k++) {
+    int64_t gap;
+    long long dropped;
+    widest_hole(r->dir, streams[k].file, &gap, &dropped);
+    double want = (double)gap / 1e9 * streams[k].rate - 1;
+    fprintf(stderr, "%s: %s: hole %.3f s, dropped_before %lld, hole x rate %.0f\n", tag, streams[k].file,
+            gap / 1e9, dropped, want);
+    assert_true(gap > 2500000000LL); /* the restart made a hole */
+    if (fabs((double)dropped - want) > streams[k].tolerance * want + 3)
+      fail_msg("%s: %s: the row after a %.3f s hole has dropped_before %lld, expected about %.0f", tag,
+               streams[k].file, gap / 1e9, dropped, want);
+  }
+  assert_non_null(strstr(r->messages, how));
+  remove_dir(r->dir);
+  free(r);
+}
+
+/* Same SSRC, sequence numbers and RTP timestamps from their origins again: both go backwards. */
+static void test_restart_same_ssrc(void **state)
+{
+  static const char *const again[] = {"--first-sr", "300", "--gaze-size", "17", NULL};
+  check_restart("restart-same", again, "the device restarted");
+}
+
+static void test_restart_new_ssrc(void **state)
+{
+  static const char *const again[] = {"--first-sr", "300", "--gaze-size", "17", "--seed", "2", NULL};
+  check_restart("restart-new", again, "SSRC changed");
+}
+
 int main(void)
 {
   pirec_log_set_level(PIREC_LOG_WARN);
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_disconnect_5s)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_disconnect_5s),
+                                     cmocka_unit_test(test_restart_same_ssrc),
+                                     cmocka_unit_test(test_restart_new_ssrc)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
 

@@ -127,6 +127,9 @@ struct run {
   int error_seen;
   int closed;
   struct pirec_sink_counters final;
+  const char *path;
+  uv_timer_t cut_timer; /* after a failure: waits for the file to end at a whole record */
+  int cut_before_close;
 };
 
 static void on_sink_error(struct pirec_sink *sink, int err, void *user)
@@ -145,19 +148,50 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
   r->closed++;
 }
 
-static void on_producer_done(uv_async_t *handle)
-{
-  struct run *r = handle->data;
-  uv_close((uv_handle_t *)handle, NULL);
-  pirec_sink_close(r->sink, on_sink_closed, r);
-}
-
 static size_t record_len(const struct run *r, uint64_t n)
 {
   uint64_t h = mix64(n ^ 0x5151);
   if (r->big_every && n % (uint64_t)r->big_every == 0)
     return 1 + (size_t)(h % r->big_max);
   return 1 + (size_t)(h % r->small_max);
+}
+
+/* Whether the producer's stream has a record boundary at byte pos. */
+static int record_boundary(const struct run *r, uint64_t pos)
+{
+  uint64_t end = 0;
+  for (uint64_t n = 0; end < pos; n++)
+    end += record_len(r, n);
+  return end == pos;
+}
+
+/* A sink that failed cuts its file back to a whole record on its own, before any close: polls the
+ * file's size until it is one (the test's timeout bounds the wait), then closes. */
+static void on_cut_timer(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  struct stat st;
+  struct pirec_sink_counters c;
+  pirec_sink_counters(r->sink, &c);
+  if (stat(r->path, &st) != 0 || (uint64_t)st.st_size != c.bytes_written ||
+      !record_boundary(r, (uint64_t)st.st_size))
+    return;
+  r->cut_before_close = 1;
+  uv_close((uv_handle_t *)t, NULL);
+  pirec_sink_close(r->sink, on_sink_closed, r);
+}
+
+static void on_producer_done(uv_async_t *handle)
+{
+  struct run *r = handle->data;
+  uv_close((uv_handle_t *)handle, NULL);
+  if (r->first_error && r->path) {
+    uv_timer_init(&r->loop, &r->cut_timer);
+    r->cut_timer.data = r;
+    uv_timer_start(&r->cut_timer, on_cut_timer, 5, 5);
+    return;
+  }
+  pirec_sink_close(r->sink, on_sink_closed, r);
 }
 
 static void *producer(void *arg)
@@ -667,7 +701,7 @@ static void test_mkdir_parents(void **state)
 
 /* A write failure part-way through: reported once, the producer keeps going (its pushes fail at
  * once), and the file holds exactly the stream's first bytes_written bytes. */
-static void failure_scenario(const char *path, int expect_err, uint64_t limit)
+static void failure_scenario_flags(const char *path, int expect_err, uint64_t limit, int open_flags)
 {
   struct run r;
   memset(&r, 0, sizeof r);
@@ -681,6 +715,8 @@ static void failure_scenario(const char *path, int expect_err, uint64_t limit)
   o.batch_bytes = 64 << 10;
   o.max_writes_in_flight = 2;
   o.fsync_interval_ms = 20;
+  o.open_flags = open_flags;
+  r.path = path;
   run_producer(&r, path, &o);
 
   printf("failure: error %d after %llu bytes written of %llu accepted; %llu refused after it\n",
@@ -697,6 +733,14 @@ static void failure_scenario(const char *path, int expect_err, uint64_t limit)
   assert_true(r.final.bytes_written <= limit);
   assert_true(r.final.bytes_written <= r.offered_bytes);
   assert_int_equal(verify_file(path, r.final.bytes_written), -1);
+  /* the file ends at a whole record, and did so before the close */
+  assert_int_equal(r.cut_before_close, 1);
+  assert_true(record_boundary(&r, r.final.bytes_written));
+}
+
+static void failure_scenario(const char *path, int expect_err, uint64_t limit)
+{
+  failure_scenario_flags(path, expect_err, limit, 0);
 }
 
 static void test_enospc_tmpfs(void **state)
@@ -757,6 +801,9 @@ static void test_efbig_rlimit(void **state)
   assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 
   failure_scenario(path, -EFBIG, limit);
+  /* O_APPEND (notes.csv): the kernel chose the offsets, the cut still finds the last whole record */
+  unlink(path);
+  failure_scenario_flags(path, -EFBIG, limit, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC);
 
   assert_int_equal(restore_limits(NULL), 0);
   unlink(path);

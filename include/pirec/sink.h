@@ -18,10 +18,13 @@
  *
  * Errors: the first write, open or sync failure (EIO, ENOSPC, EFBIG, ...) puts the sink in an error
  * state: later pushes fail with that error and count as drops, the error callback runs once on the
- * loop thread, and everything written before stays in the file. Close then cuts the file at the end
- * of the gap-free prefix (a later batch in flight may have landed past a failed one), so the file
- * holds exactly the accepted payloads in order up to the failure, the last one possibly cut short;
- * the final bytes_written is the file's length.
+ * loop thread, and everything written before stays in the file. As soon as the writes in flight have
+ * finished, the file is cut back to the end of the last record written whole without a gap before it
+ * (a write that failed part-way leaves part of a record; a later batch in flight may have landed past
+ * a failed one), so the file holds exactly the accepted records in order up to the failure, each one
+ * whole (a CSV file ends at a whole row); the final bytes_written is what this sink left in the file.
+ * With O_APPEND the cut removes only the failed write's partial record. Only a crash between the
+ * failure and the cut (a few milliseconds) can leave a record cut short.
  *
  * Threads: pirec_sink_push/_reserve/_commit from exactly one producer thread at a time;
  * pirec_sink_counters() from any thread; everything else on the loop thread.

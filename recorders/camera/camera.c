@@ -728,6 +728,7 @@ static void write_compressed(struct pirec_camera *cam, struct trial *t, const st
   if (!sink_has_room(t->video, h->len) || pirec_sink_push(t->video, payload, h->len) < 0) {
     drop_cur(cam, &cam->drops_sink);
   } else {
+    pirec_sink_flush(t->video); /* the frame's write is queued before its row's (see emit_au) */
     write_row(cam, t, h->seq, h->mono_ns, h->wall_ns, h->device_ts_ns, cam->cur_dropped + cam->pending,
               h->len, (int64_t)t->video_offset);
     cam->pending = 0;
@@ -811,6 +812,10 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
     emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, text);
     return;
   }
+  /* The unit is in the video sink (pirec_mkv_write pushes its cluster); writing it out now
+   * queues its write ahead of its row's, which the CSV sink's timer issues up to 10 ms later, so
+   * a killed process leaves no row whose frame it still held. */
+  pirec_sink_flush(t->video);
   /* Frames lost after this one was fed (crash, encoder down) are in cam->pending and go on the
    * next frame fed; this frame carries what was lost before it. */
   write_row(cam, t, m.seq, m.mono_ns, m.wall_ns, m.device_ts_ns, m.dropped, len, -1);

@@ -21,27 +21,52 @@ static int64_t round_div(int64_t a, int64_t b)
   return b > 0 ? (a + b / 2) / b : 0;
 }
 
-/* First packet after a reconnect: the samples between the last one before and this one. */
+/* Whether n, a count of missing samples from packet numbers, fits a gap that the arrival clock
+ * counts as by_rx: never negative, and within half a second plus a tenth of the gap of by_rx
+ * (arrival jitter and the reconnect's own time). A device that restarted numbers its packets from
+ * its own origin again, so its difference goes backwards or lands anywhere in the 16 or 32 bits.
+ * Without a known rate (by_rx < 0) only the sign is checked. */
+static int plausible(int64_t n, int64_t by_rx, int64_t slack)
+{
+  if (n < 0)
+    return 0;
+  return by_rx < 0 || (n >= by_rx - slack && n <= by_rx + slack);
+}
+
+/* First packet after a reconnect: the samples between the last one before and this one. Sequence
+ * numbers are exact (gaze and eye events: one packet per sample) when they fit the arrival gap;
+ * else the RTP timestamps when those fit it (video spans several packets per frame, so frames
+ * always come from timestamps); else the arrival gap itself. */
 static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *p)
 {
+  int64_t gap_ns = st->rx_mono - st->prev_rx_mono;
+  int64_t interval_ns = pirec_rtp_ticks_to_ns(st->interval_ticks, st->clock_rate);
+  int64_t by_rx = interval_ns > 0 ? round_div(gap_ns, interval_ns) - 1 : -1;
+  int64_t slack = interval_ns > 0 ? (NS_S / 2 + gap_ns / 10) / interval_ns : 0;
   int64_t missing = 0;
   const char *how;
   if (p->ssrc == st->prev_ssrc) {
     int64_t dts = (int32_t)(p->ts - st->prev_ts);
     int64_t by_ts = st->interval_ticks > 0 ? round_div(dts, st->interval_ticks) - 1 : -1;
-    int64_t by_seq = (int16_t)(p->seq - st->prev_seq) - 1;
-    /* Sequence numbers are exact for gaze (one packet per sample) unless the gap wrapped 16 bits;
-     * video spans several packets per frame, so frames come from timestamps. */
-    if (st->kind != WORLD && (by_ts < 0 || by_ts < 30000)) {
+    /* Unsigned with a known rate, so that a 16-bit wrap in a long gap is no fit either. */
+    int64_t by_seq =
+        (by_rx >= 0 ? (int64_t)(uint16_t)(p->seq - st->prev_seq) : (int16_t)(p->seq - st->prev_seq)) - 1;
+    if (st->kind != WORLD && plausible(by_seq, by_rx, slack)) {
       missing = by_seq;
       how = "counted from sequence numbers";
-    } else {
+    } else if (by_ts >= 0 && plausible(by_ts, by_rx, slack)) {
       missing = by_ts;
-      how = "counted from RTP timestamps";
+      how = st->kind == WORLD ? "counted from RTP timestamps"
+                              : "counted from RTP timestamps (the sequence numbers did not fit the gap)";
+    } else if (by_rx >= 0) {
+      missing = by_rx;
+      how = "estimated from the arrival gap (sequence numbers and RTP timestamps went back or did not fit "
+            "it: the device restarted)";
+    } else {
+      how = "not countable (the device restarted and the stream has no known rate)";
     }
   } else {
-    int64_t interval_ns = pirec_rtp_ticks_to_ns(st->interval_ticks, st->clock_rate);
-    missing = interval_ns > 0 ? round_div(st->rx_mono - st->prev_rx_mono, interval_ns) - 1 : 0;
+    missing = by_rx;
     how = "estimated from the arrival gap (the stream's SSRC changed)";
   }
   if (missing < 0)
@@ -49,12 +74,32 @@ static uint64_t reconnect_gap(struct stream *st, const struct pirec_rtp_packet *
   st->st.gap_samples += (uint64_t)missing;
   pirec__et_emit(st->et, PIREC_EYETRACKER_EVENT_CONNECTED,
                  "%s stream '%s' back after %lld ms: %lld %s lost, %s", st->label, st->url,
-                 (long long)((st->rx_mono - st->prev_rx_mono) / NS_MS), (long long)missing,
+                 (long long)(gap_ns / NS_MS), (long long)missing,
                  st->kind == GAZE    ? "samples"
                  : st->kind == WORLD ? "frames"
                                      : "packets",
                  how);
   return (uint64_t)missing;
+}
+
+/* A packet of a known stream with another SSRC and no reconnect in between: the device restarted
+ * under the same session. Starts the stream's numbering and clock afresh and has the packet
+ * judged as the first after a reconnect. */
+static void check_ssrc(struct stream *st, const struct pirec_rtp_packet *p)
+{
+  if (!st->have_ssrc) {
+    st->have_ssrc = 1;
+    st->ssrc = p->ssrc;
+    return;
+  }
+  if (p->ssrc == st->ssrc)
+    return;
+  st->ssrc = p->ssrc;
+  memset(&st->seq, 0, sizeof st->seq);
+  pirec_rtcp_clock_init(&st->clock, st->clock_rate ? st->clock_rate : 90000);
+  st->have_sr0 = 0;
+  if (st->had_data)
+    st->gap_check = 1;
 }
 
 /* The mean step, not the smallest: frame timestamps jitter, and a short step would make every
@@ -89,14 +134,10 @@ static int push_row(struct stream *st, struct pirec_sink *sink, struct pirec_csv
  * packet of the right payload type: counts it, accounts a reconnect gap and sequence losses as
  * drops, optionally feeds the sample-interval estimate, and extends its RTP timestamp.
  * Returns 0 with *ext set, or -1 for a duplicate or late packet (its slot was already counted). */
-static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, int track_interval,
-                         int64_t *ext)
+static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, int64_t *ext)
 {
   st->st.packets++;
-  if (!st->have_ssrc) {
-    st->have_ssrc = 1;
-    st->ssrc = p->ssrc;
-  }
+  check_ssrc(st, p);
   int after_gap = st->gap_check;
   if (st->gap_check) {
     st->gap_check = 0;
@@ -109,7 +150,7 @@ static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, in
   }
   st->st.lost += (uint64_t)lost;
   st->pending_drop += (uint64_t)lost;
-  if (track_interval && st->had_data && !after_gap && p->ssrc == st->prev_ssrc && lost == 0)
+  if (st->had_data && !after_gap && p->ssrc == st->prev_ssrc && lost == 0)
     note_interval(st, (int32_t)(p->ts - st->prev_ts));
   *ext = pirec_rtcp_clock_extend(&st->clock, p->ts);
   st->had_data = 1;
@@ -122,14 +163,14 @@ static int stream_accept(struct stream *st, const struct pirec_rtp_packet *p, in
 
 /* Parses a data packet and does stream_accept's bookkeeping. Returns 0 with *p and *ext, or -1
  * when the packet is not one of this stream's (its sample shows up as a sequence gap) or late. */
-static int data_rtp(struct stream *st, const uint8_t *buf, size_t len, int track_interval,
-                    struct pirec_rtp_packet *p, int64_t *ext)
+static int data_rtp(struct stream *st, const uint8_t *buf, size_t len, struct pirec_rtp_packet *p,
+                    int64_t *ext)
 {
   if (pirec_rtp_parse(buf, len, p) < 0 || p->pt != st->pt) {
     st->st.bad_packets++;
     return -1;
   }
-  return stream_accept(st, p, track_interval, ext);
+  return stream_accept(st, p, ext);
 }
 
 /* A payload that does not decode is a lost sample. The first, then every thousandth, is reported
@@ -256,6 +297,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
     }
     return;
   }
+  pirec_sink_flush(et->video_sink); /* the frame's write is queued before its row's */
   et->last_pts_ns = pts;
   et->last_pts_mono = st->rx_mono;
   char buf_row[256];
@@ -290,10 +332,7 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
     return;
   }
   st->st.packets++;
-  if (!st->have_ssrc) {
-    st->have_ssrc = 1;
-    st->ssrc = p.ssrc;
-  }
+  check_ssrc(st, &p);
   if (st->gap_check) {
     st->gap_check = 0;
     /* The first frame after the gap is judged against the last frame before it. */
@@ -345,10 +384,11 @@ void pirec__et_data_packet(struct stream *st, const uint8_t *buf, size_t len)
     world_packet(st, buf, len);
     return;
   }
-  /* Gaze samples feed the sample-interval estimate; eye events come at no fixed rate. */
+  /* Both feed the sample-interval estimate: gaze comes at a fixed rate, eye events (with their
+   * keep-alives) at a mean one, which is all a gap that sequence numbers cannot count needs. */
   struct pirec_rtp_packet p;
   int64_t ext;
-  if (data_rtp(st, buf, len, st->kind == GAZE, &p, &ext) < 0)
+  if (data_rtp(st, buf, len, &p, &ext) < 0)
     return;
   if (st->kind == GAZE)
     gaze_packet(st, &p, ext);

@@ -11,6 +11,10 @@
 SHARE=$1
 ARCH=$2
 cd /tmp || exit 98
+# A power-cut boot (tests/hw/powercut.sh) runs only its scenario's phase.
+if [ -f "$SHARE/powercut-phase" ]; then
+	exec sh "$SHARE/scenario-powercut.sh" "$SHARE" "$(cat "$SHARE/powercut-phase")"
+fi
 rc=0
 now() { cut -d' ' -f1 /proc/uptime; }
 t0=$(now)

@@ -8,6 +8,11 @@
 #                        it (and their rpaths, e.g. to a libgpiod 2 prefix) work unchanged inside.
 #                        Callers put build trees there and list them in $SHARE/tests-$ARCH.list.
 #        QEMU_TIMEOUT    seconds for one boot (default 420)
+#        PIREC_HW_DISK   a raw disk image attached as /dev/vda (virtio-blk, host page cache: what the
+#                        guest wrote survives qemu's death, what it had not written does not)
+#        PIREC_HW_CUT_AFTER  seconds: once the guest creates $SHARE/powercut-recording, wait this
+#                        long and SIGKILL qemu (the power cut of tests/hw/powercut.sh); exit 0
+#                        when the cut happened
 # Exit: the guest's status (0 = all passed), 90+ for harness failures.
 #
 # Why this shape (measured on Debian 12 x86_64, 2 cores):
@@ -117,7 +122,7 @@ else
 fi
 # Debian 12 is merged-/usr: these make the host's loader and libraries resolve under /usr
 ln -s usr/lib "$IR/lib"; ln -s usr/lib64 "$IR/lib64"; ln -s usr/sbin "$IR/sbin"
-for m in virtio_pci 9pnet_virtio 9p gpio-sim vivid; do
+for m in virtio_pci 9pnet_virtio 9p gpio-sim vivid virtio_blk ext4; do
 	modprobe -d "$A/kroot" -S "$KV" --show-depends "$m"
 done | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | while read -r f; do
 	cp "$f" "$IR/kmod/"; basename "$f" >> "$IR/kmod/order"
@@ -152,18 +157,31 @@ chmod +x "$IR/init"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1 > "$A/initrd.gz")
 
 # ------------------------------------------------------------ boot
-cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$SHARE/"
+cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$HERE/scenario-powercut.sh" "$SHARE/"
+DISK=()
+[ -n "${PIREC_HW_DISK:-}" ] && DISK=(-drive "file=$PIREC_HW_DISK,format=raw,if=virtio,cache=writeback")
 rm -f "$SHARE/result-$ARCH"
 step "boot ${QEMU[0]} (TCG), guest output follows"
 T0=$(date +%s.%N)
 set +e
-timeout "$QEMU_TIMEOUT" "${QEMU[@]}" -m 1024 -smp 2 -nographic -no-reboot -nic none \
+rm -f "$SHARE/powercut-recording" "$A/qemu.pid"
+timeout "$QEMU_TIMEOUT" "${QEMU[@]}" -m 1024 -smp 2 -nographic -no-reboot -nic none "${DISK[@]}" -pidfile "$A/qemu.pid" \
 	-kernel "$A/kroot/boot/vmlinuz-$KV" -initrd "$A/initrd.gz" \
 	-append "console=$CONSOLE panic=-1 quiet" \
 	-virtfs local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on,id=hostusr \
 	-virtfs local,path=/etc,mount_tag=hostetc,security_model=none,readonly=on,id=hostetc \
 	-virtfs local,path="$SHARE",mount_tag=share,security_model=none,id=share \
-	< /dev/null > "$A/console.log" 2>&1
+	< /dev/null > "$A/console.log" 2>&1 &
+TPID=$!
+if [ -n "${PIREC_HW_CUT_AFTER:-}" ]; then
+	while kill -0 $TPID 2>/dev/null && [ ! -e "$SHARE/powercut-recording" ]; do sleep 0.1; done
+	if [ -e "$SHARE/powercut-recording" ]; then
+		sleep "$PIREC_HW_CUT_AFTER"
+		kill -KILL "$(cat "$A/qemu.pid")" && echo 0 > "$SHARE/result-$ARCH"
+		step "power cut: qemu killed ${PIREC_HW_CUT_AFTER} s after the recording started"
+	fi
+fi
+wait $TPID
 QRC=$?
 set -e
 T1=$(date +%s.%N)
