@@ -185,7 +185,8 @@ static void on_producer_done(uv_async_t *handle)
 {
   struct run *r = handle->data;
   uv_close((uv_handle_t *)handle, NULL);
-  if (r->first_error && r->path) {
+  /* Acquire pairs with the producer's release: TSan cannot see that uv_async_send orders them. */
+  if (__atomic_load_n(&r->first_error, __ATOMIC_ACQUIRE) && r->path) {
     uv_timer_init(&r->loop, &r->cut_timer);
     r->cut_timer.data = r;
     uv_timer_start(&r->cut_timer, on_cut_timer, 5, 5);
@@ -242,6 +243,8 @@ static void *producer(void *arg)
     }
   }
   free(buf);
+  /* Publishes first_error (and everything before it) to on_producer_done on the loop thread. */
+  __atomic_store_n(&r->first_error, r->first_error, __ATOMIC_RELEASE);
   uv_async_send(&r->done_async);
   return NULL;
 }
