@@ -171,7 +171,8 @@ arm64_quick() {
 	dpkg-deb -x "$deb" "$dir" || return 1
 	for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g; s/\${.*}//' | sort -u); do
 		[ -n "$dep" ] || continue
-		apt-cache policy "$dep:arm64" 2>/dev/null | grep -q 'Candidate: [^(]' \
+		# grep without -q: under pipefail an early exit of grep would fail apt-cache with SIGPIPE
+		apt-cache policy "$dep:arm64" 2>/dev/null | grep 'Candidate: [^(]' >/dev/null \
 			|| { echo "ci-deb: arm64: no arm64 candidate for dependency $dep"; missing=1; }
 	done
 	out=$(qemu-aarch64-static -L / "$dir/usr/bin/pirec" --version 2>&1)
