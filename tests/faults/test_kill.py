@@ -29,7 +29,11 @@ def alive(pid):
 
 def encoder_pid(rec):
     cam = rec.module_pid("cam0")
-    kids = [p for p in children_of(cam) if b"ffmpeg" in open("/proc/%d/cmdline" % p, "rb").read()]
+    # The encoder is a child of the recorder's spawn helper (pirec/spawner.h), itself a child of
+    # the recorder; without the helper it is the recorder's own child.
+    procs = children_of(cam)
+    procs += [k for p in procs for k in children_of(p)]
+    kids = [p for p in procs if b"ffmpeg" in open("/proc/%d/cmdline" % p, "rb").read()]
     return kids[0] if kids else None
 
 
