@@ -1268,16 +1268,11 @@ static int spawn_child(struct pirec_job *job, struct job_run *run, uv_stdio_cont
 static void helper_signal(struct job_run *run, int sig, int even_reaped)
 {
   struct pirec_job *job = run->job;
-  struct pirec__spawn_msg m;
+  struct pirec__spawn_msg m = pirec__spawn_msg_make(PIREC__SPAWN_SIGNAL, run->token, sig, even_reaped, 0, 0);
   int err;
 
   if (job->chan_state != CHAN_OPEN)
     return;
-  memset(&m, 0, sizeof m);
-  m.type = PIREC__SPAWN_SIGNAL;
-  m.token = run->token;
-  m.a = sig;
-  m.b = even_reaped;
   if ((err = pirec__spawn_send(job->chan_fd, &m, sizeof m, NULL, 0)) != 0)
     pirec_log(PIREC_LOG_ERROR, "job '%s': cannot ask the spawn helper to send signal %d: %s", job->name, sig,
               pirec_strerror(err));

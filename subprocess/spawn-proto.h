@@ -51,11 +51,15 @@ struct pirec__spawn_msg {
  * uint8_t kinds[4]; then NUL-terminated strings: argc as text, argv..., envc as text ("-1" to
  * inherit), env..., cwd ("" for ours), then one path per fd ("" for none). */
 
+/* A message without payload. */
+struct pirec__spawn_msg pirec__spawn_msg_make(uint32_t type, uint64_t token, int32_t a, int32_t b, uint32_t c,
+                                              uint32_t d);
+
 /* Packs a RUN payload into a malloc'd buffer (header included). Returns its length, or a negative
  * errno (-ENOMEM, -E2BIG). */
-long pirec__spawn_pack(const char *const *argv, const char *const *env, const char *cwd, const uint8_t kinds[4],
-                       const char *const paths[4], int nfds, uint32_t term_ms, uint32_t kill_ms, uint64_t token,
-                       char **out);
+long pirec__spawn_pack(const char *const *argv, const char *const *env, const char *cwd,
+                       const uint8_t kinds[4], const char *const paths[4], int nfds, uint32_t term_ms,
+                       uint32_t kill_ms, uint64_t token, char **out);
 
 /* Sends one message with up to PIREC__SPAWN_MAX_FDS fds attached, MSG_DONTWAIT. 0 or -errno. */
 int pirec__spawn_send(int sock, const void *msg, size_t len, const int *fds, int nfds);
@@ -68,6 +72,10 @@ long pirec__spawn_recv(int sock, void *buf, size_t cap, int *fds, int *nfds, int
 /* The program's end of a new channel (non-blocking, close-on-exec), or a negative errno:
  * -ENOTCONN when no helper runs. */
 int pirec__spawner_channel(void);
+
+/* bench-loop only: while paused, pirec_spawner_running() says 0 and jobs use uv_spawn, so one
+ * process can alternate both ways of spawning. */
+void pirec__spawner_pause(int paused);
 
 /* The helper's main: serves master until it closes and the last child is gone, then _exit(0). */
 void pirec__spawner_serve(int master) __attribute__((noreturn));

@@ -60,17 +60,10 @@ static int64_t now_ms(void)
 
 static void reply(struct chan *c, uint32_t type, int32_t a, int32_t b, uint32_t stage, uint32_t fd)
 {
-  struct pirec__spawn_msg m;
+  struct pirec__spawn_msg m = pirec__spawn_msg_make(type, c->token, a, b, stage, fd);
 
   if (c->fd < 0)
     return;
-  memset(&m, 0, sizeof m);
-  m.type = type;
-  m.token = c->token;
-  m.a = a;
-  m.b = b;
-  m.c = stage;
-  m.d = fd;
   /* The job's socket is non-blocking on its side only; ours blocks, so a reply is never lost to
    * a momentarily full buffer. */
   while (send(c->fd, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR)
@@ -211,7 +204,8 @@ static int count_passed(const struct run_req *r)
 
 /* Forks and execs; waits here for the exec (the close-on-exec error pipe closes) so the reply says
  * whether the program runs. */
-static void do_run(struct helper *h, struct chan *c, const struct pirec__spawn_msg *m, const int *fds, int nfds)
+static void do_run(struct helper *h, struct chan *c, const struct pirec__spawn_msg *m, const int *fds,
+                   int nfds)
 {
   struct run_req r;
   int ep[2], err;
@@ -228,12 +222,18 @@ static void do_run(struct helper *h, struct chan *c, const struct pirec__spawn_m
     err = -EINVAL;
   if (err != 0 || pipe2(ep, O_CLOEXEC) != 0) {
     reply(c, PIREC__SPAWN_STARTED, 0, err ? err : -errno, PIREC__SPAWN_STAGE_REQUEST, 0);
+    for (int k = 0; k < nfds; k++)
+      close(fds[k]);
     goto out;
   }
   pid = fork();
   if (pid == 0)
     child_exec(&r, fds, ep[1], h->self);
   err = pid < 0 ? -errno : 0;
+  /* Our copies go at once, before the exec is awaited: a child that closes its stdin must leave
+   * the pipe without a reader (EPIPE for the job) even while we still wait here. */
+  for (int k = 0; k < nfds; k++)
+    close(fds[k]);
   close(ep[1]);
   if (pid > 0) {
     ssize_t n;
@@ -290,12 +290,14 @@ static void chan_message(struct helper *h, size_t i)
     return;
   }
   memcpy(&m, h->buf, sizeof m);
-  if (m.type == PIREC__SPAWN_RUN && m.len == (uint32_t)(n - (long)sizeof m))
-    do_run(h, c, &m, fds, nfds);
-  else if (m.type == PIREC__SPAWN_SIGNAL && m.token == c->token)
+  if (m.type == PIREC__SPAWN_RUN && m.len == (uint32_t)(n - (long)sizeof m)) {
+    do_run(h, c, &m, fds, nfds); /* closes the fds */
+    return;
+  }
+  if (m.type == PIREC__SPAWN_SIGNAL && m.token == c->token)
     signal_child(c, m.a, m.b);
   for (int k = 0; k < nfds; k++)
-    close(fds[k]); /* the child has its copies */
+    close(fds[k]);
 }
 
 static void add_chan(struct helper *h, int fd)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
  * its purpose: it must be forked while the process is still small). */
 static int master_fd = -1;
 static pid_t helper_pid;
+static atomic_int paused;
 
 int pirec_spawner_start(void)
 {
@@ -47,7 +49,12 @@ int pirec_spawner_start(void)
 
 int pirec_spawner_running(void)
 {
-  return master_fd >= 0;
+  return master_fd >= 0 && !atomic_load(&paused);
+}
+
+void pirec__spawner_pause(int p)
+{
+  atomic_store(&paused, p != 0);
 }
 
 int pirec_spawner_pid(void)
@@ -57,15 +64,13 @@ int pirec_spawner_pid(void)
 
 int pirec__spawner_channel(void)
 {
-  struct pirec__spawn_msg m;
+  struct pirec__spawn_msg m = pirec__spawn_msg_make(PIREC__SPAWN_CHANNEL, 0, 0, 0, 0, 0);
   int sv[2], err;
 
   if (master_fd < 0)
     return -ENOTCONN;
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return -errno;
-  memset(&m, 0, sizeof m);
-  m.type = PIREC__SPAWN_CHANNEL;
   /* The master socket carries one tiny message per job ever made, read at once by the helper:
    * a full buffer (-EAGAIN) would mean the helper is gone or stuck, and the job then fails. */
   err = pirec__spawn_send(master_fd, &m, sizeof m, &sv[1], 1);
@@ -80,6 +85,21 @@ int pirec__spawner_channel(void)
 }
 
 /* ---- wire format ---- */
+
+struct pirec__spawn_msg pirec__spawn_msg_make(uint32_t type, uint64_t token, int32_t a, int32_t b, uint32_t c,
+                                              uint32_t d)
+{
+  struct pirec__spawn_msg m;
+
+  memset(&m, 0, sizeof m); /* no stray bytes on the wire */
+  m.type = type;
+  m.token = token;
+  m.a = a;
+  m.b = b;
+  m.c = c;
+  m.d = d;
+  return m;
+}
 
 static size_t str_size(const char *s)
 {
@@ -103,9 +123,9 @@ static size_t vec_count(const char *const *v)
   return n;
 }
 
-long pirec__spawn_pack(const char *const *argv, const char *const *env, const char *cwd, const uint8_t kinds[4],
-                       const char *const paths[4], int nfds, uint32_t term_ms, uint32_t kill_ms, uint64_t token,
-                       char **out)
+long pirec__spawn_pack(const char *const *argv, const char *const *env, const char *cwd,
+                       const uint8_t kinds[4], const char *const paths[4], int nfds, uint32_t term_ms,
+                       uint32_t kill_ms, uint64_t token, char **out)
 {
   struct pirec__spawn_msg m;
   size_t argc = vec_count(argv), envc = vec_count(env);
@@ -122,12 +142,7 @@ long pirec__spawn_pack(const char *const *argv, const char *const *env, const ch
     return -E2BIG;
   if (!(buf = calloc(1, len)))
     return -ENOMEM;
-  memset(&m, 0, sizeof m);
-  m.type = PIREC__SPAWN_RUN;
-  m.token = token;
-  m.a = nfds;
-  m.c = term_ms;
-  m.d = kill_ms;
+  m = pirec__spawn_msg_make(PIREC__SPAWN_RUN, token, nfds, 0, term_ms, kill_ms);
   p = buf + sizeof m;
   memcpy(p, kinds, 4);
   p += 4;
