@@ -32,7 +32,8 @@
 /* Forks the helper. Returns 0, or a negative errno (socketpair, fork); then jobs use uv_spawn.
  * A second call is a no-op returning 0. The helper keeps no fd of the program but its socket:
  * its stdin, stdout and stderr are /dev/null (a job that inherits stdio gets the program's
- * current fds passed along). */
+ * current fds passed along). A job without its own env gets the environment the program had when
+ * the helper was forked: a setenv() afterwards is not seen by children (pass env instead). */
 int pirec_spawner_start(void);
 
 /* 1 when the helper was started and its socket is still open, else 0. */
