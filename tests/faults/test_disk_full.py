@@ -17,7 +17,9 @@ if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt]).retur
 
 
 
-rec = Recorder("[camera.cam0]\nsource = lavfi\nlavfi = cellauto\nsize = 320x240\nfps = 15\ncrf = 10\n"
+# reserve = 0, min_free_time = 0: this test is about a disk that does fill (the low-space
+# watchdog that prevents it is test_disk_budget.py's)
+rec = Recorder("[storage]\nreserve = 0\nmin_free_time = 0\n[camera.cam0]\nsource = lavfi\nlavfi = cellauto\nsize = 320x240\nfps = 15\ncrf = 10\n"
                "preset = ultrafast\n", out_dir=os.path.join(mnt, "sessions"), tag="diskfull")
 filler = os.path.join(mnt, "filler")
 try:
