@@ -19,8 +19,8 @@
 #include "pirec/error.h"
 #include "pirec/log.h"
 
-#define NS_PER_S       INT64_C(1000000000)
-#define BLINK_MS       250
+#define NS_PER_S INT64_C(1000000000)
+#define BLINK_MS 250
 
 /* ---- rates ------------------------------------------------------------------------------------ */
 
@@ -158,7 +158,8 @@ static void probe_work(uv_work_t *w)
 
 static const char *output_dir(struct pirec_controller *c)
 {
-  return c->output_dir_override ? c->output_dir_override : pirec_config_get_string(c->cfg, "session", "output_dir");
+  return c->output_dir_override ? c->output_dir_override
+                                : pirec_config_get_string(c->cfg, "session", "output_dir");
 }
 
 static void watchdog_verdict(struct pirec_controller *c);
@@ -245,18 +246,19 @@ static void watchdog_verdict(struct pirec_controller *c)
   uint64_t floor = reserve + (uint64_t)((double)rate * ((double)interval / NS_PER_S));
   if (c->state != C_RECORDING && c->state != C_STARTING) {
     /* Room again (someone freed space): the LED stops blinking. */
-    if (d->alarm && d->free_bytes >= pirec__disk_needed(rate, pirec_config_get_duration(c->cfg, "storage",
-                                                                                         "min_free_time"),
-                                                        reserve))
+    if (d->alarm &&
+        d->free_bytes >=
+            pirec__disk_needed(rate, pirec_config_get_duration(c->cfg, "storage", "min_free_time"), reserve))
       set_alarm(c, 0);
     return;
   }
   if (d->stopping || d->free_bytes >= floor)
     return;
-  snprintf(d->last_event, sizeof d->last_event,
-           "low space: %.1f MiB free on '%.200s', below the %.1f MiB reserve plus %.1f MiB for the next check "
-           "(%.3f MiB/s %s): stopping the session",
-           mib(d->free_bytes), d->fs_path, mib(reserve), mib(floor - reserve), mib(rate), source);
+  snprintf(
+      d->last_event, sizeof d->last_event,
+      "low space: %.1f MiB free on '%.200s', below the %.1f MiB reserve plus %.1f MiB for the next check "
+      "(%.3f MiB/s %s): stopping the session",
+      mib(d->free_bytes), d->fs_path, mib(reserve), mib(floor - reserve), mib(rate), source);
   d->stopping = 1;
   pirec_log(PIREC_LOG_WARN, "%s", d->last_event);
   c->hooks.low_space(c, d->last_event);
@@ -336,8 +338,8 @@ static void preflight_judge(struct pirec_controller *c)
   size_t n = strlen(r.message);
   snprintf(r.message + n, sizeof r.message - n, " on '%.200s'", d->fs_path);
   r.refuse = strcmp(pirec_config_get_string(c->cfg, "storage", "if_low_space"), "refuse") == 0;
-  snprintf(d->last_event, sizeof d->last_event, "%s%s", r.refuse ? "start refused: " : "start warned: ",
-           r.message);
+  snprintf(d->last_event, sizeof d->last_event, "%s%s",
+           r.refuse ? "start refused: " : "start warned: ", r.message);
   pirec_log(r.refuse ? PIREC_LOG_ERROR : PIREC_LOG_WARN, "%s", d->last_event);
   if (r.refuse)
     set_alarm(c, 1);
