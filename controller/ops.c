@@ -979,6 +979,7 @@ static void switch_config(struct pirec_controller *c, int err)
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
   pirec__gpio_reopen_all(c);
+  pirec__disk_restart(c);
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     if (m->job) {

@@ -36,7 +36,8 @@ static void test_refused_start(void **state)
   json_decref(ctl_wait_modules(&c, 0, 15000));
   json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
   expect_reply(r, "error");
-  json_int_t free_b = jint(r, "free_bytes"), need = jint(r, "needed_bytes"), rate = jint(r, "rate_bytes_per_s");
+  json_int_t free_b = jint(r, "free_bytes"), need = jint(r, "needed_bytes"),
+             rate = jint(r, "rate_bytes_per_s");
   assert_true(free_b > 0 && need > free_b && rate > 0);
   /* one hour at the rate plus the reserve, as the message says */
   assert_true(need >= (json_int_t)1000 * (1 << 30) + 3600 * rate - 3600);

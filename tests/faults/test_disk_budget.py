@@ -8,20 +8,14 @@
 - once room is made, the next start records every module."""
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from faultlib import (Recorder, check, check_camera_trial, check_session_files, events, manifest,  # noqa: E402
-                      rows_so_far, skip, wait_for)
+                      rows_so_far, small_tmpfs, unmount, wait_for)
 
-if os.geteuid() != 0:
-    skip("mounting a small tmpfs needs root (CI runs as root)")
-mnt = tempfile.mkdtemp(prefix="pirec-diskbudget-")
-if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt]).returncode != 0:
-    os.rmdir(mnt)
-    skip("cannot mount a tmpfs on '%s'" % mnt)
+mnt = small_tmpfs("24m", "diskbudget")
 
 MIB = 1024 * 1024
 CAMERA = ("[camera.cam0]\nsource = lavfi\nlavfi = cellauto\nsize = 320x240\nfps = 15\ncrf = 10\n"
@@ -150,8 +144,7 @@ try:
 finally:
     rec.cleanup()
     os.close(led_fd)
-    subprocess.run(["umount", mnt])
-    os.rmdir(mnt)
+    unmount(mnt)
     os.unlink(led_fifo)
     os.rmdir(os.path.dirname(led_fifo))
 print("ok")

@@ -3,17 +3,11 @@ live on, and once space is freed the next session records every module (issue 23
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from faultlib import rows_so_far, Recorder, check, check_camera_trial, check_notes, check_session_files, events, read_csv, skip, wait_for  # noqa: E402
+from faultlib import rows_so_far, Recorder, check, check_camera_trial, check_notes, check_session_files, events, read_csv, small_tmpfs, unmount, wait_for  # noqa: E402
 
-if os.geteuid() != 0:
-    skip("mounting a small tmpfs needs root (CI runs as root)")
-mnt = tempfile.mkdtemp(prefix="pirec-diskfull-")
-if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt]).returncode != 0:
-    os.rmdir(mnt)
-    skip("cannot mount a tmpfs on '%s'" % mnt)
+mnt = small_tmpfs("6m", "diskfull")
 
 
 
@@ -47,6 +41,5 @@ try:
     check(os.path.exists(os.path.join(d1, "session.json")), "the full session has no session.json")
 finally:
     rec.cleanup()
-    subprocess.run(["umount", mnt])
-    os.rmdir(mnt)
+    unmount(mnt)
 print("ok")
