@@ -1,7 +1,6 @@
 /* `pirec record` (the controller's entry point) and the control-socket clients
  * `pirec status|start|stop|trial|note|reload`. */
 #include <errno.h>
-#include <math.h>
 #include <getopt.h>
 #include <signal.h>
 #include <jansson.h>
@@ -247,12 +246,16 @@ static void print_storage(json_t *st)
     printf("storage: free space on '%s' not known yet%s%s\n", str(st, "path"),
            json_is_string(json_object_get(st, "error")) ? ": " : "", str(st, "error"));
   } else {
-    double left_s = (double)json_integer_value(json_object_get(st, "time_left_ns")) / 1e9;
-    printf("storage: %.1f MiB free of %.1f MiB on '%s', %.3f MiB/s (%s): %.0f min %02.0f s left above the "
-           "%.1f MiB "
-           "reserve\n",
-           mib(st, "free_bytes"), mib(st, "total_bytes"), str(st, "path"), mib(st, "rate_bytes_per_s"),
-           str(st, "rate_source"), floor(left_s / 60), fmod(left_s, 60), mib(st, "reserve_bytes"));
+    long long left_s = (long long)(json_integer_value(json_object_get(st, "time_left_ns")) / 1000000000);
+    char left[64];
+    if (left_s >= 3600)
+      snprintf(left, sizeof left, "%lld h %02lld min", left_s / 3600, left_s % 3600 / 60);
+    else
+      snprintf(left, sizeof left, "%lld min %02lld s", left_s / 60, left_s % 60);
+    printf(
+        "storage: %.1f MiB free of %.1f MiB on '%s', %.3f MiB/s (%s): %s left above the %.1f MiB reserve\n",
+        mib(st, "free_bytes"), mib(st, "total_bytes"), str(st, "path"), mib(st, "rate_bytes_per_s"),
+        str(st, "rate_source"), left, mib(st, "reserve_bytes"));
   }
   if (json_is_string(json_object_get(st, "last_low_space")))
     printf("  %s%s\n", json_is_true(json_object_get(st, "low_space")) ? "ALARM (LED blinking): " : "last: ",
