@@ -34,7 +34,7 @@
 
 /* A camera's bytes per second from its settings: x264 at crf 23 gives about 0.1 bit per pixel
  * on ordinary scenes, doubling every 6 crf steps down; MJPEG as received about 1.5 bits per
- * pixel; H.264 as received (rpicam-vid, a network camera) about 0.15. */
+ * pixel; H.264 as received (pixel_format h264, a network camera: source url) about 0.15. */
 static uint64_t camera_estimate(const struct pirec_config *cfg, const char *section)
 {
   int w = 640, h = 480;
@@ -44,7 +44,7 @@ static uint64_t camera_estimate(const struct pirec_config *cfg, const char *sect
   double bpp;
   if (strcmp(pix, "mjpeg") == 0)
     bpp = 1.5;
-  else if (strcmp(pix, "h264") == 0)
+  else if (strcmp(pix, "h264") == 0 || strcmp(pirec_config_get_string(cfg, section, "source"), "url") == 0)
     bpp = 0.15;
   else
     bpp = 0.1 * exp2((23.0 - (double)pirec_config_get_int(cfg, section, "crf")) / 6.0);
