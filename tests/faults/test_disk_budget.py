@@ -124,6 +124,9 @@ try:
     check(check_camera_trial(d1, "t001") >= 5, "the camera recorded too little before the stop")
     st = rec.status()
     check(st["modules"]["cam0"]["counters"]["drops_sink"] == 0, "the camera's sink dropped: %s" % st["modules"]["cam0"])
+    # the camera recorded for seconds: its rate is measured now, and counts for the next start
+    check(st["modules"]["cam0"]["rate_source"] == "measured", "cam0's rate is not measured: %s" % st["modules"]["cam0"])
+    check(st["storage"]["rate_source"] == "measured", "the session's rate is not measured: %s" % st["storage"])
     check(st["storage"]["low_space"] and "low space" in st["storage"]["last_low_space"],
           "status does not say why: %s" % st["storage"])
     rc, out, err = rec.cli("status")
