@@ -136,6 +136,7 @@ struct trial {
   int stopping;
   int64_t stop_mono; /* frames that arrived up to here still belong to the trial */
   int fed_all;       /* every frame of the trial has been fed or written */
+  int past_stop;     /* the first frame past the stop was taken */
   int finalizing;
   int sinks_open;
   int err;
@@ -204,8 +205,9 @@ struct pirec_camera {
   uint64_t cur_abs;
   uint64_t cur_dropped;
   int cur_valid;
-  uint64_t pending; /* frames lost since the last frame that got through */
-  uint64_t seen;    /* seq + 1 of the last record taken: frames the loop has accounted for */
+  uint64_t pending;             /* frames lost since the last frame that got through */
+  uint64_t seen;                /* seq + 1 of the last record taken: frames the loop has accounted for */
+  int64_t prev_mono, last_mono; /* arrival of the record taken before cur, and of cur */
   uint64_t device_gaps_seen;
   uint64_t dropped_after_last, dropped_after_total;
   uint64_t drops_encoder, drops_sink, frames_idle;
@@ -714,6 +716,8 @@ static int take_cur(struct pirec_camera *cam)
   }
   const struct frame_hdr *h = cam->cur.data;
   cam->seen = h->seq + 1;
+  cam->prev_mono = cam->last_mono;
+  cam->last_mono = h->mono_ns;
   cam->device_gaps_seen += h->gap_missing;
   cam->cur_abs = cam->infl_taken++;
   cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
@@ -774,6 +778,19 @@ static void write_compressed(struct pirec_camera *cam, struct trial *t, const st
   cur_done(cam);
 }
 
+/* Of the cur_dropped frames lost between the previous frame taken and the first one past the
+ * stop (arriving at mono), those that were due before the stop, by their share of the time between
+ * the two frames (they were due evenly spaced). */
+static uint64_t lost_before_stop(const struct pirec_camera *cam, const struct trial *t, int64_t mono)
+{
+  int64_t span = mono - cam->prev_mono, before = t->stop_mono - cam->prev_mono;
+  if (cam->cur_dropped == 0 || span <= 0 || before >= span)
+    return cam->cur_dropped;
+  if (before <= 0)
+    return 0;
+  return (uint64_t)(((__int128)cam->cur_dropped * before + span / 2) / span);
+}
+
 /* Moves frames from the ring to the trial (or discards them when none records) until the ring is
  * empty or the encoder is behind. */
 static void drain(struct pirec_camera *cam)
@@ -790,16 +807,17 @@ static void drain(struct pirec_camera *cam)
 
     if (!t || t->fed_all || (t->stopping && h.mono_ns > t->stop_mono)) {
       uint64_t lost = cam->cur_dropped;
-      if (t && !t->fed_all) {
+      if (t && !t->fed_all)
         feeding_done(cam, t);
-        /* lost before the first frame past the stop, while the trial ran: the trial's */
-        if (!cam->handover) {
-          cam->pending += lost;
-          lost = 0;
-        }
-      }
       if (cam->handover)
         break; /* the frame stays in cur: the next trial's first */
+      if (t && !t->past_stop) {
+        /* Lost before the first frame past the stop: those due while the trial ran are its own. */
+        t->past_stop = 1;
+        uint64_t mine = lost_before_stop(cam, t, h.mono_ns);
+        cam->pending += mine;
+        lost -= mine;
+      }
       /* Frames lost while no trial runs are idle too; cam->pending stays the trial's until its
        * end counts it (the encoder may still lose frames). */
       cam->frames_idle += 1 + lost;
