@@ -77,9 +77,9 @@ enum pirec__remux_session_state {
 struct pirec__remux_session {
   char dir[4096]; /* the directory holding session.json */
   enum pirec__remux_session_state state;
-  int pid;           /* the controller's pid as session.json names it (0: none) */
-  char host[256];    /* its hostname */
-  char why[512];     /* for LIVE and CRASHED: what the verdict rests on, one phrase */
+  int pid;        /* the controller's pid as session.json names it (0: none) */
+  char host[256]; /* its hostname */
+  char why[512];  /* for LIVE and CRASHED: what the verdict rests on, one phrase */
 };
 
 /* Judges the session path is (a session directory) or is in (a module directory or a file in one,
@@ -87,7 +87,8 @@ struct pirec__remux_session {
  * final and the controller it names runs here: same hostname, same boot (host.boot_id, when
  * recorded, against /proc/sys/kernel/random/boot_id, so a pid reused after a reboot does not pass
  * for it) and the pid exists. Returns the state (NONE when no readable session.json was found). */
-enum pirec__remux_session_state pirec__remux_session_judge(const char *path, struct pirec__remux_session *out);
+enum pirec__remux_session_state pirec__remux_session_judge(const char *path,
+                                                           struct pirec__remux_session *out);
 
 /* "finished", "live", "crashed" or "" (NONE). */
 const char *pirec__remux_session_state_name(enum pirec__remux_session_state s);

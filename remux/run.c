@@ -55,7 +55,7 @@ struct run {
   uv_signal_t sigint, sigterm;
   struct pirec_job_queue *queue;
   int drawn_lines;
-  size_t live; /* inputs left alone because their session is still recording */
+  size_t live;                           /* inputs left alone because their session is still recording */
   struct pirec__remux_session *sessions; /* the sessions the inputs belong to, each once */
   size_t nsessions, sessions_cap;
 };
@@ -441,12 +441,12 @@ static json_t *sessions_json(const struct run *r)
     const struct pirec__remux_session *s = &r->sessions[i];
     struct session_loss l = session_loss(r, i);
     json_array_append_new(
-        a, json_pack("{s:o, s:s, s:o, s:i, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dir", jtext(s->dir), "state",
-                     pirec__remux_session_state_name(s->state), "reason", jtext(s->why), "pid", s->pid, "host",
-                     jtext(s->host), "files", (json_int_t)l.files, "failed", (json_int_t)l.failed, "rows_cut",
-                     (json_int_t)l.rows_cut, "packets_cut", (json_int_t)l.packets_cut, "bytes_cut",
-                     (json_int_t)l.bytes_cut, "partial_rows", (json_int_t)l.partial_rows, "videos_truncated",
-                     (json_int_t)l.truncated));
+        a, json_pack("{s:o, s:s, s:o, s:i, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dir", jtext(s->dir),
+                     "state", pirec__remux_session_state_name(s->state), "reason", jtext(s->why), "pid",
+                     s->pid, "host", jtext(s->host), "files", (json_int_t)l.files, "failed",
+                     (json_int_t)l.failed, "rows_cut", (json_int_t)l.rows_cut, "packets_cut",
+                     (json_int_t)l.packets_cut, "bytes_cut", (json_int_t)l.bytes_cut, "partial_rows",
+                     (json_int_t)l.partial_rows, "videos_truncated", (json_int_t)l.truncated));
   }
   return a;
 }

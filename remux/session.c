@@ -58,7 +58,8 @@ static enum pirec__remux_session_state judge(json_t *m, struct pirec__remux_sess
     snprintf(out->why, sizeof out->why, "pid %d is still recording it", out->pid);
     return PIREC__REMUX_SESSION_LIVE;
   }
-  snprintf(out->why, sizeof out->why, "session.json never finalised; its controller (pid %d) is gone", out->pid);
+  snprintf(out->why, sizeof out->why, "session.json never finalised; its controller (pid %d) is gone",
+           out->pid);
   return PIREC__REMUX_SESSION_CRASHED;
 }
 

@@ -410,15 +410,18 @@ static void test_session_verdict(void **state)
   assert_int_equal(waitpid(dead, NULL, 0), dead);
   /* c: crashed; the CSV got two rows further than the video and was cut in its last one */
   assert_int_equal(remux_gen_video(at(f, "c/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "c/cam0/t001_frames.csv", p, sizeof p), 12, t, NULL, NULL, NULL, 9), 0);
+  assert_int_equal(remux_gen_csv(at(f, "c/cam0/t001_frames.csv", p, sizeof p), 12, t, NULL, NULL, NULL, 9),
+                   0);
   write_manifest(at(f, "c", d, sizeof d), 0, (int)dead, NULL);
   /* d: finished */
   assert_int_equal(remux_gen_video(at(f, "d/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "d/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "d/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
   write_manifest(at(f, "d", d, sizeof d), 1, (int)getpid(), NULL);
   /* b: not final, its pid runs (this test), but it was recorded in another boot */
   assert_int_equal(remux_gen_video(at(f, "b/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
-  assert_int_equal(remux_gen_csv(at(f, "b/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "b/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
   write_manifest(at(f, "b", d, sizeof d), 0, (int)getpid(), "00000000-0000-0000-0000-000000000000");
 
   assert_int_equal(cli(f, NULL, "c d"), 0);
@@ -442,7 +445,8 @@ static void test_session_verdict(void **state)
       crashed++;
     } else if (strcmp(dir, "b") == 0) {
       assert_string_equal(verdict, "crashed");
-      assert_non_null(strstr(json_string_value(json_object_get(s, "reason")), "before this machine last booted"));
+      assert_non_null(
+          strstr(json_string_value(json_object_get(s, "reason")), "before this machine last booted"));
       crashed++;
     } else {
       assert_string_equal(dir, "d");
