@@ -79,7 +79,8 @@ static void run_pair(const char *data_path, const char *csv_path, struct pair *p
     assert_int_equal(pirec_sink_push(p->data, block, sizeof block), 0);
     int n = snprintf(row, sizeof row, "row %d\n", i);
     assert_true(pirec_rowgate_room(p->gate));
-    assert_int_equal(pirec_rowgate_hold(p->gate, row, (size_t)n, (uint64_t)(i + 1) * sizeof block, (uint64_t)i), 0);
+    assert_int_equal(
+        pirec_rowgate_hold(p->gate, row, (size_t)n, (uint64_t)(i + 1) * sizeof block, (uint64_t)i), 0);
   }
   /* nothing is written yet: nothing may be released */
   struct pirec_rowgate_result res;

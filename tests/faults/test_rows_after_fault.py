@@ -7,12 +7,11 @@ row in events.csv), the eye tracker's in its scene stream's dropped_after. Runs 
 frame caught in a failing write is met more than once."""
 import os
 import resource
-import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from faultlib import Recorder, check, events, ffprobe_packets, manifest, program, read_csv, skip, wait_for  # noqa: E402
+from faultlib import free_port, Recorder, check, events, ffprobe_packets, manifest, program, read_csv, skip, wait_for  # noqa: E402
 
 LIMIT = 256 * 1024
 
@@ -21,12 +20,6 @@ def limit():
     resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pair(d, video, csv_name):
