@@ -35,7 +35,8 @@ EOC
 	( while :; do cut -d' ' -f1 /proc/uptime > "$SHARE/powercut-heartbeat.new" &&
 		mv "$SHARE/powercut-heartbeat.new" "$SHARE/powercut-heartbeat"; sleep 0.1; done ) &
 	"$BIN/pirec" record -c /tmp/pirec.conf --label powercut > /tmp/pirec.log 2>&1 &
-	for i in $(seq 1 300); do
+	# up to 120 s: under TCG on a loaded host the first encoder start can take a minute
+	for i in $(seq 1 1200); do
 		n=$(cat $D/sessions/*/cam/t001_frames.csv 2>/dev/null | wc -l)
 		[ "$n" -gt 30 ] && break
 		sleep 0.1
