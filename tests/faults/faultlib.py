@@ -288,6 +288,15 @@ def manifest(d):
         return json.load(f)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 nothing listens on now (for pirec-eyesim)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def rng(name):
     """The suite's fixed seed, per test: a failure replays the same faults."""
     return random.Random("pirec-faults-" + name + os.environ.get("PIREC_FAULT_SEED", ""))

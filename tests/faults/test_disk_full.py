@@ -37,8 +37,11 @@ try:
     check_session_files(d2)
     check(check_camera_trial(d2, "t001") >= 5, "the camera recorded nothing after space was freed")
     check_notes(rec, d2)
-    # the full session: whatever a reader parses; whole rows are issue 23 item 3's (io/sink.c)
+    # the full session: every file parses whole (io/sink.c cuts back to whole rows) and every
+    # frames-CSV row has its frame in the MKV (rows wait for their frames' writes)
     check(os.path.exists(os.path.join(d1, "session.json")), "the full session has no session.json")
+    check_session_files(d1)
+    check_camera_trial(d1, "t001")
 finally:
     rec.cleanup()
     unmount(mnt)
