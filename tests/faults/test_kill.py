@@ -98,6 +98,11 @@ for rnd in range(ROUNDS):
         # its encoder (the spawn helper's child) finishes the file on stdin EOF, and pirec-remux
         # reports the file it cannot time.
         summary = remux(d, unreadable_ok=rows is None or (camera_killed and rows == 0))
+        # the controller killed: session.json never finalised, its controller gone: crashed;
+        # any other kill: the session stopped cleanly, so it is finished (never called crashed)
+        verdict = [s["state"] for s in summary.get("sessions", []) if s["dir"].rstrip("/") == d.rstrip("/")]
+        want = "crashed" if target == "controller" else "finished"
+        check(verdict == [want], "pirec-remux calls %s %s, want %s: %s" % (d, verdict, want, summary.get("sessions")))
         for f in summary.get("files", []):
             out = f.get("output")
             if out and out.endswith("t001.mp4") and rows is not None:
