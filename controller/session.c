@@ -543,6 +543,12 @@ void pirec_session_module_set(struct pirec_session *s, const char *module, const
   json_object_set_new(module_obj(s, module), key, value ? value : json_null());
 }
 
+void pirec_session_set(struct pirec_session *s, const char *key, json_t *value)
+{
+  json_object_set_new(s->m, key, value ? value : json_null());
+  pirec_session_save(s);
+}
+
 int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status, int term_signal,
                                int64_t mono_ns)
 {
