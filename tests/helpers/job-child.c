@@ -175,6 +175,20 @@ int main(int argc, char **argv)
     fflush(stdout);
     hang();
   }
+  if (!strcmp(mode, "finish-on-eof") && argc > 2) {
+    /* An encoder's shape: reads stdin to its end, then "closes its file" and exits 0. */
+    char buf[4096];
+    printf("%ld\n", (long)getpid());
+    fflush(stdout);
+    while (read(0, buf, sizeof buf) > 0)
+      ;
+    FILE *f = fopen(argv[2], "w");
+    if (f) {
+      fputs("finished\n", f);
+      fclose(f);
+    }
+    return 0;
+  }
   if (!strcmp(mode, "pipe-size")) {
     printf("%d\n", fcntl(0, F_GETPIPE_SZ));
     return 0;
