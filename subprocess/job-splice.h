@@ -51,9 +51,9 @@ struct pirec__splice_feed {
   uv_poll_t poll;
   uv_timer_t timer;
   int fd;
-  int open;         /* fd open, handles not closed */
-  int polling;      /* waiting for room in the pipe */
-  int shutting;     /* flushed_cb wanted once everything is in the pipe */
+  int open;                      /* fd open, handles not closed */
+  int polling;                   /* waiting for room in the pipe */
+  int shutting;                  /* flushed_cb wanted once everything is in the pipe */
   struct pirec__splice_entry *q; /* ring of entries not yet released */
   size_t q_cap, q_head, q_count;
   size_t q_next;     /* entries (from head) wholly in the pipe */
