@@ -19,8 +19,18 @@
  *             libavcodec's MJPEG parser on the same stream of 1280x720 JPEGs fed in 64 KiB reads:
  *             MB/s, and how many whole images each hands out when exactly N images are in
  *
- * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime and
- * max durations (default 10 and 5).
+ *   --compare the camera path against what a user would run instead (issue 21): 720p30 recorded by
+ *             pirec (encoder fed with write(2), and with vmsplice(2), the default) and by one
+ *             `ffmpeg -re -f lavfi -i testsrc2 ... -c:v libx264` with the encoder child's settings
+ *             writing an MKV, alternated over --runs N rounds (default 3, each round starting with
+ *             the next case); CPU per frame of recorder + encoder child (user and system apart)
+ *             against the reference's, medians, and their ratios with and without the synthetic
+ *             source's own cost
+ *   --cpus N  everything (this process, its threads, the encoder, the reference) on the first N
+ *             CPUs: the Pi-like mode (tests/hw/pilike.py adds the slow disk)
+ *
+ * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime, max
+ * and compare durations (default 10 and 5). Recordings go under $TMPDIR (default /tmp).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -95,6 +105,16 @@ static void die(const char *what, int err)
 {
   fprintf(stderr, "bench-camera: %s: %s\n", what, pirec_strerror(err));
   exit(1);
+}
+
+/* The recordings' directory: a new one under $TMPDIR (the Pi-like mode puts it on a slow disk),
+ * else /tmp. */
+static void make_root(char *root, size_t cap)
+{
+  const char *base = getenv("TMPDIR");
+  snprintf(root, cap, "%s/pirec-bench-camera-XXXXXX", base && *base ? base : "/tmp");
+  if (!mkdtemp(root))
+    die("mkdtemp", -errno);
 }
 
 /* --cpus N, the Pi-like mode: this process and everything it starts (capture thread, threadpool,
@@ -437,11 +457,10 @@ static double cmp_ratio(struct cmp_sample (*runs)[CMP_MAX_RUNS], int c, int n, d
 static void bench_compare(int json, int nruns, double seconds, int cpus)
 {
   struct cmp_sample runs[CMP_N][CMP_MAX_RUNS];
-  char root[] = "/tmp/pirec-bench-camera-XXXXXX";
+  char root[512];
   double src[CMP_MAX_RUNS];
 
-  if (!mkdtemp(root))
-    die("mkdtemp", -errno);
+  make_root(root, sizeof root);
   for (int i = 0; i < nruns; i++) {
     src[i] = source_cpu(1280, 720, 60);
     for (int k = 0; k < CMP_N; k++) {
@@ -742,9 +761,8 @@ int main(int argc, char **argv)
     bench_mkv(json);
     return 0;
   }
-  char root[] = "/tmp/pirec-bench-camera-XXXXXX";
-  if (!mkdtemp(root))
-    die("mkdtemp", -errno);
+  char root[512];
+  make_root(root, sizeof root);
 
   struct result res[6] = {
       {.name = "rt_720p", .w = 1280, .h = 720, .fps = 30, .seconds = seconds},
