@@ -271,7 +271,8 @@ int pirec_job_close_stdin(struct pirec_job *job);
 int pirec_job_write(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs);
 
 /* The same without copying: the caller keeps the buffers' memory valid and unchanged until
- * release(job, arg, status) runs, exactly once, when the write completed (status 0) or failed or was
+ * release(job, arg, status) runs, exactly once, when the write completed (status 0; with
+ * stdin_splice: when the child has read the bytes, at most 4 buffers per call) or failed or was
  * discarded because the child went away or the job was stopped (negative errno). release runs on
  * the loop, never inside this call, and also runs (status -ECANCELED) for writes still pending when
  * pirec_job_free() is called. On a nonzero return release is never called. */
