@@ -718,34 +718,46 @@ static void bench_mkv(int json)
     fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
 }
 
-int main(int argc, char **argv)
+struct opts {
+  int json, longrun, split, mkv, compare, runs, cpus;
+  double seconds, max_seconds;
+};
+
+/* 0, or -1 after printing the usage. */
+static int parse_opts(int argc, char **argv, struct opts *o)
 {
-  int json = 0, longrun = 0, split = 0, mkv = 0, compare = 0, runs = 3, cpus = 0;
-  double seconds = 10, max_seconds = 5;
+  *o = (struct opts){.runs = 3, .seconds = 10, .max_seconds = 5};
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = 1;
-    else if (!strcmp(argv[i], "--long"))
-      longrun = 1;
-    else if (!strcmp(argv[i], "--split"))
-      split = 1;
-    else if (!strcmp(argv[i], "--mkv"))
-      mkv = 1;
-    else if (!strcmp(argv[i], "--compare"))
-      compare = 1;
-    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
-      seconds = max_seconds = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--runs") && i + 1 < argc && (runs = atoi(argv[++i])) >= 1 &&
-             runs <= CMP_MAX_RUNS)
-      continue;
-    else if (!strcmp(argv[i], "--cpus") && i + 1 < argc && (cpus = atoi(argv[++i])) >= 1)
-      continue;
-    else {
+    const char *a = argv[i];
+    int more = i + 1 < argc;
+    if (!strcmp(a, "--json") || !strcmp(a, "--long") || !strcmp(a, "--split") || !strcmp(a, "--mkv") ||
+        !strcmp(a, "--compare")) {
+      int *flag[] = {&o->json, &o->longrun, &o->split, &o->mkv, &o->compare};
+      const char *names[] = {"--json", "--long", "--split", "--mkv", "--compare"};
+      for (int k = 0; k < 5; k++)
+        if (!strcmp(a, names[k]))
+          *flag[k] = 1;
+    } else if (!strcmp(a, "--seconds") && more) {
+      o->seconds = o->max_seconds = atof(argv[++i]);
+    } else if (!(!strcmp(a, "--runs") && more && (o->runs = atoi(argv[++i])) >= 1 &&
+                 o->runs <= CMP_MAX_RUNS) &&
+               !(!strcmp(a, "--cpus") && more && (o->cpus = atoi(argv[++i])) >= 1)) {
       fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--cpus N] [--long | --split | --mkv | "
                       "--compare [--runs N]]\n");
-      return 64;
+      return -1;
     }
   }
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct opts o;
+  if (parse_opts(argc, argv, &o) < 0)
+    return 64;
+  int json = o.json, longrun = o.longrun, split = o.split, mkv = o.mkv, compare = o.compare, runs = o.runs,
+      cpus = o.cpus;
+  double seconds = o.seconds, max_seconds = o.max_seconds;
   pirec_log_set_level(PIREC_LOG_WARN);
   if (cpus > 0)
     pin_cpus(cpus);
