@@ -1,5 +1,7 @@
 #include "pirec/job.h"
 
+#include "job-splice.h"
+
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
@@ -123,6 +125,8 @@ struct job_run {
   int finished;
   int got_output;
   int64_t activity_ms; /* uv_now of the last activity */
+  int splice_in;       /* stdin is fed by `feed` (stdin_splice), not by pipes[S_IN] */
+  struct pirec__splice_feed feed;
 };
 
 struct job_write {
@@ -393,6 +397,8 @@ static int valid_options(const struct pirec_job_options *o)
     return 0;
   if (o->stdin_max_outstanding == 0 || o->line_max == 0)
     return 0;
+  if (o->stdin_splice && o->stdio[0].kind != PIREC_JOB_STDIO_PIPE)
+    return 0;
   return valid_restart(&o->restart);
 }
 
@@ -482,6 +488,7 @@ static void on_run_handle_closed(uv_handle_t *h)
 
   if (--run->handles > 0)
     return;
+  pirec__splice_feed_free(&run->feed);
   free(run);
   job->live_runs--;
   maybe_release(job);
@@ -496,7 +503,10 @@ static void run_close_pipe(struct job_run *run, int s)
     run->stdin_closing = 1;
   else
     run->out_open--;
-  uv_close((uv_handle_t *)&run->pipes[s], on_run_handle_closed);
+  if (s == S_IN && run->splice_in)
+    pirec__splice_feed_close(&run->feed);
+  else
+    uv_close((uv_handle_t *)&run->pipes[s], on_run_handle_closed);
 }
 
 static void kill_group(struct job_run *run, int sig)
@@ -770,6 +780,10 @@ static void stdin_close(struct job_run *run)
   if (!run->pipe_open[S_IN] || run->stdin_closing)
     return;
   run->stdin_closing = 1;
+  if (run->splice_in) {
+    pirec__splice_feed_shutdown(&run->feed); /* on_splice_flushed closes it */
+    return;
+  }
   /* shutdown waits for accepted writes, so a stop still delivers what the child will read */
   if (uv_shutdown(&run->shutdown, (uv_stream_t *)&run->pipes[S_IN], on_shutdown) != 0)
     run_close_pipe(run, S_IN);
@@ -1121,8 +1135,10 @@ static void run_exited(struct job_run *run, int64_t exit_status, int term_signal
   run->exited = 1;
   run->exit_status = exit_status;
   run->term_signal = term_signal;
-  /* Nobody reads stdin any more: pending writes fail with ECANCELED and release their buffers. */
+  /* Nobody reads stdin any more: pending writes fail with ECANCELED and release their buffers;
+   * spliced ones, whose pages the pipe held for the child's reads, are free now too. */
   run_close_pipe(run, S_IN);
+  pirec__splice_feed_release_all(&run->feed);
   if (run->out_open == 0 || job->freed) {
     run_finish(run);
     return;
@@ -1465,6 +1481,54 @@ static void run_started(struct pirec_job *job, struct job_run *run)
   mark_activity(run);
 }
 
+/* ---- stdin by vmsplice (stdin_splice; job-splice.c) ---- */
+
+static void on_splice_released(struct pirec__splice_feed *feed, pirec__splice_fn fn, void *arg, size_t len,
+                               int status)
+{
+  struct job_run *run = container_of(feed, struct job_run, feed);
+  struct pirec_job *job = run->job;
+
+  run->outstanding -= len;
+  if (job->run == run) {
+    job->stats.stdin_outstanding = run->outstanding;
+    if (status == 0 && !job->o.progress_fd)
+      mark_activity(run);
+  }
+  if (status == 0)
+    job->stats.stdin_bytes += len;
+  ((pirec_job_release_cb)fn)(job, arg, status);
+  if (job->run == run && !job->freed && job->o.on_drain)
+    job->o.on_drain(job, run->outstanding);
+}
+
+static void on_splice_error(struct pirec__splice_feed *feed, int err)
+{
+  struct job_run *run = container_of(feed, struct job_run, feed);
+  (void)err; /* EPIPE: the child closed its stdin; the run ends when it exits */
+  run_close_pipe(run, S_IN);
+}
+
+static void on_splice_flushed(struct pirec__splice_feed *feed)
+{
+  run_close_pipe(container_of(feed, struct job_run, feed), S_IN);
+}
+
+/* Our end of stdin as a splice feed: its two handles count as the run's. */
+static int watch_stdin_splice(struct pirec_job *job, struct job_run *run, int fd)
+{
+  int err = pirec__splice_feed_init(job->loop, &run->feed, fd, on_splice_released, on_splice_error,
+                                    on_splice_flushed, on_run_handle_closed, run);
+  if (err < 0) {
+    close(fd);
+    return err;
+  }
+  run->splice_in = 1;
+  run->pipe_open[S_IN] = 1;
+  run->handles += 2;
+  return 0;
+}
+
 /* Our ends of the pipes become libuv handles; output pipes are read from now on. */
 static void watch_pipes(struct pirec_job *job, struct job_run *run, int nstdio, const int parent[S_COUNT])
 {
@@ -1473,6 +1537,12 @@ static void watch_pipes(struct pirec_job *job, struct job_run *run, int nstdio, 
 
     if (parent[s] < 0)
       continue;
+    if (s == S_IN && job->o.stdin_splice) {
+      if ((err = watch_stdin_splice(job, run, parent[s])) < 0)
+        pirec_log(PIREC_LOG_ERROR, "job '%s': cannot watch fd 0 of pid %d: %s", job->name, run->pid,
+                  pirec_strerror(err));
+      continue;
+    }
     uv_pipe_init(job->loop, &run->pipes[s], 0);
     run->pipes[s].data = run;
     run->pipe_open[s] = 1;
@@ -1728,6 +1798,14 @@ static struct job_write *write_req(struct pirec_job *job)
   return w;
 }
 
+static void note_queued(struct pirec_job *job, struct job_run *run, size_t len)
+{
+  run->outstanding += len;
+  job->stats.stdin_outstanding = run->outstanding;
+  if (run->outstanding > job->stats.stdin_outstanding_max)
+    job->stats.stdin_outstanding_max = run->outstanding;
+}
+
 /* Queues the offer (bytes from `direct` on) with uv_write: borrowed as they are, or copied into
  * the arena. */
 static int write_queue(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
@@ -1757,10 +1835,41 @@ static int write_queue(struct pirec_job *job, struct job_run *run, const uv_buf_
     job->write_free = w;
     return err;
   }
-  run->outstanding += w->len;
-  job->stats.stdin_outstanding = run->outstanding;
-  if (run->outstanding > job->stats.stdin_outstanding_max)
-    job->stats.stdin_outstanding_max = run->outstanding;
+  note_queued(job, run, w->len);
+  return 0;
+}
+
+/* The splice path (stdin_splice): borrowed offers only, since a copy would have to live until the
+ * child reads it, which the arena's in-order reuse does not know. */
+static int write_splice(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
+                        size_t len, pirec_job_release_cb release, void *arg)
+{
+  int err;
+
+  if (!release)
+    return -EINVAL;
+  if ((err = pirec__splice_feed_write(&run->feed, bufs, nbufs, (pirec__splice_fn)release, arg)) < 0)
+    return err;
+  note_queued(job, run, len);
+  return 0;
+}
+
+/* The libuv pipe path: straight into the pipe while nothing is queued, the rest queued borrowed
+ * or copied into the arena. */
+static int write_pipe(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
+                      size_t len, pirec_job_release_cb release, void *arg)
+{
+  ssize_t direct = 0;
+
+  if (!release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding)))
+    return -ENOMEM;
+  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
+  if (!release && job->arena_used + len > job->o.stdin_max_outstanding)
+    return -ENOBUFS;
+  if (!release && run->outstanding == 0 && (direct = write_direct(job, run, bufs, nbufs)) < 0)
+    return (int)direct;
+  if ((size_t)direct < len)
+    return write_queue(job, run, bufs, nbufs, (size_t)direct, len, release, arg);
   return 0;
 }
 
@@ -1769,7 +1878,6 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
 {
   struct job_run *run = job->run;
   size_t len = 0;
-  ssize_t direct = 0;
   int err;
 
   for (unsigned i = 0; i < nbufs; i++)
@@ -1777,15 +1885,9 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
   err = write_refusal(job, len);
   if (err == 0 && len == 0)
     return 0;
-  if (err == 0 && !release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding)))
-    err = -ENOMEM;
-  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
-  if (err == 0 && !release && job->arena_used + len > job->o.stdin_max_outstanding)
-    err = -ENOBUFS;
-  if (err == 0 && !release && run->outstanding == 0 && (direct = write_direct(job, run, bufs, nbufs)) < 0)
-    err = (int)direct;
-  if (err == 0 && (size_t)direct < len)
-    err = write_queue(job, run, bufs, nbufs, (size_t)direct, len, release, arg);
+  if (err == 0)
+    err = run->splice_in ? write_splice(job, run, bufs, nbufs, len, release, arg)
+                         : write_pipe(job, run, bufs, nbufs, len, release, arg);
   if (err != 0) {
     job->stats.stdin_refused++;
     job->stats.stdin_refused_bytes += len;

@@ -90,6 +90,7 @@ struct ctx {
   const char *restart_argv0; /* when set, on_restart replaces argv */
   struct pirec_job_queue *queue;
   unsigned max_running_seen;
+  void *user2; /* a test's own state */
 };
 
 static void on_end(struct pirec_job *job, const struct pirec_job_result *r)
@@ -115,6 +116,13 @@ static void on_line(struct pirec_job *job, int fd, const char *line, size_t len)
   snprintf(c->last_line[fd], sizeof c->last_line[fd], "%s", line);
 }
 
+/* job-child's binary_byte(i): the byte at offset i of its "binary" output and of what
+ * "read-check" expects. */
+static uint8_t binary_byte_of(long i)
+{
+  return (uint8_t)((i * 7) ^ (i >> 8));
+}
+
 /* Checks every byte against job-child's binary_byte(i), by its offset in the stream. */
 static void on_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
 {
@@ -124,7 +132,7 @@ static void on_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
     c->stdout_after_end++;
   for (size_t j = 0; j < len; j++) {
     long i = (long)(c->stdout_bytes + j);
-    if (data[j] != (uint8_t)((i * 7) ^ (i >> 8)))
+    if (data[j] != binary_byte_of(i))
       c->stdout_bad++;
   }
   c->stdout_bytes += len;
@@ -976,6 +984,133 @@ static void test_borrowed_released_when_child_dies(void **state)
   ctx_close(&c);
 }
 
+/* stdin_splice: the pipe holds references to the caller's pages, so a buffer is released only once
+ * the child has read it. Four 64 KiB buffers are reused as a ring (like the camera's); each is
+ * overwritten with garbage the moment it is released. A slow child checks every byte it reads: a
+ * release at splice time instead of read time lets it read garbage. */
+struct splice_ring {
+  char buf[4][64 * 1024];
+  int busy[4];
+  int released, bad_status;
+};
+
+static void splice_released(struct pirec_job *job, void *arg, int status)
+{
+  struct ctx *c = pirec_job_user(job);
+  struct splice_ring *r = (struct splice_ring *)c->user2;
+  int i = (int)(intptr_t)arg;
+  memset(r->buf[i], 0xEE, sizeof r->buf[i]);
+  r->busy[i] = 0;
+  r->released++;
+  if (status != 0)
+    r->bad_status++;
+}
+
+static void test_stdin_splice_released_after_read(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "read-check", "4096", NULL}; /* ~4 MiB/s: 0.5 s */
+  static struct splice_ring r;
+  long offset = 0;
+  enum { CHUNKS = 32 };
+
+  memset(&r, 0, sizeof r);
+  ctx_init(&c);
+  c.user2 = &r;
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_splice = 1;
+  o.stdin_max_outstanding = sizeof r.buf;
+  o.stdin_pipe_size = 64 * 1024;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  uv_buf_t b0 = uv_buf_init(r.buf[0], 16);
+  assert_int_equal(pirec_job_start(job), 0);
+  assert_int_equal(pirec_job_write(job, &b0, 1), -EINVAL); /* copies cannot be spliced */
+  for (int n = 0; n < CHUNKS;) {
+    int i = n % 4;
+    if (r.busy[i]) {
+      uv_run(&c.loop, UV_RUN_ONCE);
+      continue;
+    }
+    for (size_t j = 0; j < sizeof r.buf[i]; j++)
+      r.buf[i][j] = (char)binary_byte_of(offset + (long)j);
+    uv_buf_t b = uv_buf_init(r.buf[i], sizeof r.buf[i]);
+    assert_int_equal(pirec_job_write_borrowed(job, &b, 1, splice_released, (void *)(intptr_t)i), 0);
+    r.busy[i] = 1;
+    offset += (long)sizeof r.buf[i];
+    n++;
+  }
+  assert_int_equal(pirec_job_close_stdin(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.result.status, 0);
+  assert_int_equal(r.released, CHUNKS);
+  assert_int_equal(r.bad_status, 0);
+  char want[64];
+  snprintf(want, sizeof want, "%ld 0", offset); /* every byte read, none of them garbage */
+  assert_string_equal(c.last_line[1], want);
+  struct pirec_job_stats st;
+  pirec_job_stats(job, &st);
+  assert_int_equal(st.stdin_bytes, (uint64_t)offset);
+  assert_int_equal(st.stdin_outstanding, 0);
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
+static void idle_timer(uv_timer_t *t)
+{
+  (void)t;
+}
+
+/* stdin_splice with a child that never reads: nothing is released while it lives (its pipe still
+ * references the pages), everything once it is gone. */
+static void test_stdin_splice_released_when_child_dies(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "never-read", NULL};
+  static char data[8][64 * 1024] __attribute__((aligned(4096))); /* 16 pipe slots each */
+  struct borrowed rel[8];
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_splice = 1;
+  o.stdin_pipe_size = 64 * 1024;
+  o.stop_term_ms = 300;
+  memset(rel, 0, sizeof rel);
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  while (c.lines[2] == 0)
+    uv_run(&c.loop, UV_RUN_ONCE);
+  for (int i = 0; i < 8; i++) {
+    uv_buf_t b = uv_buf_init(data[i], sizeof data[i]);
+    assert_int_equal(pirec_job_write_borrowed(job, &b, 1, on_release, &rel[i]), 0);
+  }
+  /* the child is alive and reads nothing: a few loop turns (the feed looks every 20 ms) release
+   * nothing */
+  uv_timer_t t;
+  uv_timer_init(&c.loop, &t);
+  uv_timer_start(&t, idle_timer, 100, 0);
+  while (uv_is_active((uv_handle_t *)&t))
+    uv_run(&c.loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  assert_int_equal(c.releases, 0);
+  assert_int_equal(pirec_job_stop(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.releases, 8);
+  for (int i = 0; i < 8; i++)
+    assert_int_equal(rel[i].released, 1);
+  assert_true(rel[0].status == 0);          /* wholly in the pipe */
+  assert_true(rel[7].status == -ECANCELED); /* never went in: the pipe holds 64 KiB */
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
 static void test_stdin_closed_by_child_gives_epipe(void **state)
 {
   struct ctx c;
@@ -1514,6 +1649,8 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_stdin_backpressure_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_slow_reader_borrowed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_borrowed_released_when_child_dies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_splice_released_after_read, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_splice_released_when_child_dies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_closed_by_child_gives_epipe, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_pipe_enlarged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_backoff_then_give_up, setup, teardown),

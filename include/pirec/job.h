@@ -202,8 +202,15 @@ struct pirec_job_options {
   size_t stdin_max_outstanding; /* bytes queued in uv_write at most; default 4 MiB */
   size_t stdin_pipe_size;       /* F_SETPIPE_SZ on the stdin pipe (EPERM ignored); 0: 1 MiB; set
                              SIZE_MAX to keep the kernel default */
-  size_t stderr_tail_bytes;     /* default 8192 */
-  size_t line_max;              /* default 4096 */
+  /* 1: feed stdin with vmsplice(2) instead of write(2): the pipe references the caller's pages and
+   * the child's read is the only copy (no copy into the pipe, no fresh pipe pages). Only
+   * pirec_job_write_borrowed() is allowed (pirec_job_write() says -EINVAL), and its buffers must
+   * stay unchanged until release runs, which is when the child has read them (the pipe's fill level
+   * says so), or when the child has exited; outstanding bytes are those not yet released. A
+   * buffer written to before release corrupts what the child reads. */
+  int stdin_splice;
+  size_t stderr_tail_bytes; /* default 8192 */
+  size_t line_max;          /* default 4096 */
 
   /* Timeouts in ms, 0 = off. start: from spawn until the first byte on any output pipe (stdout,
    * stderr or progress); needs at least one of them piped. stall: longest gap between two progress
@@ -275,7 +282,8 @@ int pirec_job_close_stdin(struct pirec_job *job);
 int pirec_job_write(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs);
 
 /* The same without copying: the caller keeps the buffers' memory valid and unchanged until
- * release(job, arg, status) runs, exactly once, when the write completed (status 0) or failed or was
+ * release(job, arg, status) runs, exactly once, when the write completed (status 0; with
+ * stdin_splice: when the child has read the bytes, at most 4 buffers per call) or failed or was
  * discarded because the child went away or the job was stopped (negative errno). release runs on
  * the loop, never inside this call, and also runs (status -ECANCELED) for writes still pending when
  * pirec_job_free() is called. On a nonzero return release is never called. */

@@ -160,6 +160,7 @@ struct pirec_camera {
   struct pirec_camera_format fmt;
   int raw;
   int legacy_vsync;
+  int feed_by_write; /* pirec__camera_set_feed: write(2) instead of vmsplice(2) into the encoder */
 
   /* Capture thread. src is replaced only by the capture thread, under src_lock (reconnects). */
   pthread_t thread;
@@ -1134,6 +1135,10 @@ static void encoder_options(struct pirec_camera *cam, struct pirec_job_options *
   o->stdio[1].kind = PIREC_JOB_STDIO_PIPE;
   o->stdio[2].kind = PIREC_JOB_STDIO_PIPE;
   o->progress_fd = 3;
+  /* Frames go in by vmsplice: the pipe references the ring's pages and the encoder's read is the
+   * only copy. A ring record stays unreleased until the encoder has read it (borrowed_release),
+   * which is what vmsplice without SPLICE_F_GIFT needs: the pages must not change until then. */
+  o->stdin_splice = !cam->feed_by_write;
   o->stdin_max_outstanding =
       cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
   if (o->stdin_max_outstanding < cam->fmt.frame_bytes)
@@ -1554,6 +1559,11 @@ int pirec_camera_start(struct pirec_camera *cam)
 fail:
   /* Handles initialised so far are closed by pirec_camera_close(). */
   return r;
+}
+
+void pirec__camera_set_feed(struct pirec_camera *cam, int by_write)
+{
+  cam->feed_by_write = by_write != 0;
 }
 
 void pirec__camera_hold(struct pirec_camera *cam, int hold)
