@@ -9,10 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SS_HEADER crypto_secretstream_xchacha20poly1305_HEADERBYTES
-#define SS_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define SS_HEADER      crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define SS_ABYTES      crypto_secretstream_xchacha20poly1305_ABYTES
 #define NAME_MAX_BYTES 1024
-#define VERSION 1
+#define VERSION        1
 
 _Static_assert(SS_HEADER == 24, "the header layout in crypt.h");
 _Static_assert(SS_ABYTES + 4 == PIREC_CRYPT_CHUNK_EXTRA, "the chunk layout in crypt.h");
@@ -64,8 +64,10 @@ static int base64_decode(const char *text, unsigned char *bin, size_t n)
 {
   size_t got = 0;
   const char *end = NULL;
-  if (text == NULL || sodium_base642bin(bin, n, text, strlen(text), " \t\r\n", &got, &end,
-                                        sodium_base64_VARIANT_ORIGINAL) != 0 || got != n || *end != '\0')
+  if (text == NULL ||
+      sodium_base642bin(bin, n, text, strlen(text), " \t\r\n", &got, &end, sodium_base64_VARIANT_ORIGINAL) !=
+          0 ||
+      got != n || *end != '\0')
     return -EINVAL;
   return 0;
 }
@@ -75,7 +77,7 @@ int pirec_crypt_key_from_text(const char *text, struct pirec_crypt_key **out)
   int r = key_alloc(out);
   if (r < 0)
     return r;
-  if (base64_decode(text, (*out)->k, sizeof (*out)->k) < 0) {
+  if (base64_decode(text, (*out)->k, sizeof(*out)->k) < 0) {
     sodium_free(*out);
     *out = NULL;
     return -EINVAL;
@@ -133,6 +135,15 @@ int pirec_crypt_key_unseal(const unsigned char sealed[PIREC_CRYPT_SEALED_BYTES],
   }
   key_finish(*out);
   return 0;
+}
+
+int pirec_crypt_key_file(const struct pirec_crypt_key *key, const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
+                         unsigned char out[PIREC_CRYPT_KEY_FILE_BYTES])
+{
+  memcpy(out, PIREC_CRYPT_KEY_MAGIC, 8);
+  out[8] = 1, out[9] = out[10] = out[11] = 0;
+  memcpy(out + 12, key->id, PIREC_CRYPT_ID_BYTES);
+  return pirec_crypt_key_seal(key, pk, out + 12 + PIREC_CRYPT_ID_BYTES);
 }
 
 /* ---- the lab's key pair ---- */
@@ -206,7 +217,8 @@ int pirec_crypt_secret_parse(const char *text, unsigned char pk[PIREC_CRYPT_PUBL
     p += len + (nl != NULL);
   }
   unsigned char check[PIREC_CRYPT_PUBLIC_BYTES];
-  if (have_sk && have_pk && (crypto_scalarmult_base(check, *sk) != 0 || memcmp(check, pk, sizeof check) != 0)) {
+  if (have_sk && have_pk &&
+      (crypto_scalarmult_base(check, *sk) != 0 || memcmp(check, pk, sizeof check) != 0)) {
     snprintf(why, why_size, "its public and secret keys do not belong together");
     have_sk = 0;
   } else if (!have_sk || !have_pk) {
@@ -220,8 +232,8 @@ int pirec_crypt_secret_parse(const char *text, unsigned char pk[PIREC_CRYPT_PUBL
   return 0;
 }
 
-int pirec_crypt_secret_format(const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], const unsigned char *sk, char *out,
-                              size_t out_size)
+int pirec_crypt_secret_format(const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], const unsigned char *sk,
+                              char *out, size_t out_size)
 {
   char p[PIREC_CRYPT_KEY_TEXT], s[PIREC_CRYPT_KEY_TEXT];
   pirec_crypt_base64(pk, PIREC_CRYPT_PUBLIC_BYTES, p, sizeof p);
@@ -246,7 +258,8 @@ struct pirec_crypt_writer {
   char name[NAME_MAX_BYTES];
 };
 
-int pirec_crypt_writer_new(const struct pirec_crypt_key *key, const char *name, struct pirec_crypt_writer **out)
+int pirec_crypt_writer_new(const struct pirec_crypt_key *key, const char *name,
+                           struct pirec_crypt_writer **out)
 {
   size_t n = strlen(name);
   if (n >= NAME_MAX_BYTES)
@@ -300,8 +313,8 @@ int pirec_crypt_writer_chunk(struct pirec_crypt_writer *w, const unsigned char *
   put_u32(out, (uint32_t)(len + SS_ABYTES));
   unsigned char tag = final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
                             : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
-  crypto_secretstream_xchacha20poly1305_push(&w->st, out + 4, NULL, plain, len, (const unsigned char *)w->name,
-                                             w->name_len, tag);
+  crypto_secretstream_xchacha20poly1305_push(&w->st, out + 4, NULL, plain, len,
+                                             (const unsigned char *)w->name, w->name_len, tag);
   w->finished = final;
   return 0;
 }
@@ -323,7 +336,7 @@ struct pirec_crypt_reader {
   crypto_secretstream_xchacha20poly1305_state st;
   struct pirec_crypt_key key;
   int fd;
-  int in_segment; /* a header was read and no FINAL chunk yet */
+  int in_segment;  /* a header was read and no FINAL chunk yet */
   uint64_t offset; /* of the next byte to read */
   uint64_t chunk;  /* index of the next chunk in the file (all segments) */
   uint64_t err_chunk, err_offset;
@@ -497,7 +510,8 @@ static size_t tf_size(void *ctx, uint64_t index, size_t in_len)
   return pirec_crypt_chunk_size(in_len, index == 0);
 }
 
-static int tf_apply(void *ctx, uint64_t index, const unsigned char *in, size_t in_len, int final, unsigned char *out)
+static int tf_apply(void *ctx, uint64_t index, const unsigned char *in, size_t in_len, int final,
+                    unsigned char *out)
 {
   return pirec_crypt_writer_chunk(ctx, in, in_len, index == 0, final, out);
 }
@@ -530,4 +544,39 @@ int pirec_crypt_sink_transform(const struct pirec_crypt_key *key, const char *se
   tf->free = tf_free;
   tf->ctx = w;
   return 0;
+}
+
+/* ---- a recorder's encryption settings ---- */
+
+int pirec_crypt_session_set(struct pirec_crypt_session *cs, const struct pirec_crypt_key *key,
+                            const char *dir)
+{
+  pirec_crypt_session_clear(cs);
+  if (key == NULL)
+    return 0;
+  cs->dir = strdup(dir ? dir : "");
+  if (cs->dir == NULL || pirec_crypt_key_dup(key, &cs->key) < 0) {
+    pirec_crypt_session_clear(cs);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+void pirec_crypt_session_clear(struct pirec_crypt_session *cs)
+{
+  pirec_crypt_key_free(cs->key);
+  free(cs->dir);
+  cs->key = NULL;
+  cs->dir = NULL;
+}
+
+int pirec_crypt_session_sink(const struct pirec_crypt_session *cs, const char *path,
+                             struct pirec_sink_options *o, struct pirec_sink_transform *tf)
+{
+  if (cs == NULL || cs->key == NULL)
+    return 0;
+  int r = pirec_crypt_sink_transform(cs->key, cs->dir, path, tf);
+  if (r == 0)
+    o->transform = tf;
+  return r;
 }

@@ -13,18 +13,8 @@
 #include "pirec/storage.h"
 #include "storage-int.h"
 
-#define KEY_MAGIC "PIRECKEY"
-#define EX_USAGE  64
+#define EX_USAGE     64
 #define EX_CANTCREAT 73
-
-int pirec_storage_key_file(const struct pirec_crypt_key *key, const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
-                           unsigned char out[PIREC_STORAGE_KEY_FILE_BYTES])
-{
-  memcpy(out, KEY_MAGIC, 8);
-  out[8] = 1, out[9] = out[10] = out[11] = 0;
-  memcpy(out + 12, pirec_crypt_key_id(key), PIREC_CRYPT_ID_BYTES);
-  return pirec_crypt_key_seal(key, pk, out + 12 + PIREC_CRYPT_ID_BYTES);
-}
 
 int pirec__storage_read_small(const char *path, char *buf, size_t size, size_t *len)
 {
@@ -50,8 +40,8 @@ int pirec__storage_read_small(const char *path, char *buf, size_t size, size_t *
   return 0;
 }
 
-int pirec_storage_secret_load(const char *path, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], unsigned char **sk,
-                              char *why, size_t why_size)
+int pirec_storage_secret_load(const char *path, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
+                              unsigned char **sk, char *why, size_t why_size)
 {
   char text[1024], line_why[160];
   size_t len = 0;
@@ -72,7 +62,7 @@ int pirec_storage_secret_load(const char *path, unsigned char pk[PIREC_CRYPT_PUB
 int pirec_storage_session_key(const char *dir, const char *key_path, struct pirec_crypt_key **out, char *why,
                               size_t why_size)
 {
-  char path[4096], buf[PIREC_STORAGE_KEY_FILE_BYTES + 1];
+  char path[4096], buf[PIREC_CRYPT_KEY_FILE_BYTES + 1];
   size_t len = 0;
   snprintf(path, sizeof path, "%s/%s", dir, PIREC_CRYPT_KEY_FILE);
   int r = pirec__storage_read_small(path, buf, sizeof buf, &len);
@@ -81,7 +71,8 @@ int pirec_storage_session_key(const char *dir, const char *key_path, struct pire
              r == -ENOENT ? " (the session is not encrypted)" : "");
     return r;
   }
-  if (r < 0 || len != PIREC_STORAGE_KEY_FILE_BYTES || memcmp(buf, KEY_MAGIC, 8) != 0 || buf[8] != 1) {
+  if (r < 0 || len != PIREC_CRYPT_KEY_FILE_BYTES || memcmp(buf, PIREC_CRYPT_KEY_MAGIC, 8) != 0 ||
+      buf[8] != 1) {
     snprintf(why, why_size, "'%s' is not a pirec session key (damaged)", path);
     return -EBADMSG;
   }
@@ -92,8 +83,8 @@ int pirec_storage_session_key(const char *dir, const char *key_path, struct pire
   r = pirec_crypt_key_unseal((unsigned char *)buf + 12 + PIREC_CRYPT_ID_BYTES, pk, sk, out);
   pirec_crypt_secret_free(sk);
   if (r == -EACCES)
-    snprintf(why, why_size, "'%s' is not sealed to the key in '%s' (wrong --key, or session.key damaged)", path,
-             key_path);
+    snprintf(why, why_size, "'%s' is not sealed to the key in '%s' (wrong --key, or session.key damaged)",
+             path, key_path);
   else if (r < 0)
     snprintf(why, why_size, "cannot open '%s': %s", path, pirec_strerror(r));
   else if (memcmp(pirec_crypt_key_id(*out), buf + 12, PIREC_CRYPT_ID_BYTES) != 0) {
@@ -167,16 +158,16 @@ static int keys_new(const char *prefix)
     return EX_CANTCREAT;
   }
   pub[strlen(pub) - 1] = '\0';
-  printf("secret key: %s (keep it off the Pi)\npublic key: %s\nfor the Pi's config:\n[storage]\nencrypt_to = %s\n",
+  printf("secret key: %s (keep it off the Pi)\npublic key: %s\nfor the Pi's config:\n[storage]\nencrypt_to = "
+         "%s\n",
          key_path, pub_path, pub);
   return 0;
 }
 
 int pirec_storage_keys_main(int argc, char **argv)
 {
-  static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *prefix = "pirec-lab";
   int opt;
   optind = 1;

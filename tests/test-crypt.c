@@ -59,7 +59,7 @@ static void on_closed(struct pirec_sink *sink, const struct pirec_sink_counters 
 {
   (void)sink;
   struct feed *f = user;
-  (void)final; /* refused pushes were retried: drops count them, the file has every record */
+  (void) final; /* refused pushes were retried: drops count them, the file has every record */
   assert_int_equal(final->error, 0);
   f->closed = 1;
 }
@@ -108,8 +108,8 @@ static void write_file(const char *path, const struct pirec_crypt_key *key, cons
 }
 
 /* Decrypts path as name; returns the reader's final status, the plaintext in *out. */
-static int decrypt_file(const struct pirec_crypt_key *key, const char *name, const char *path, unsigned char **out,
-                        size_t *len, char *why, uint64_t *chunk, uint64_t *offset)
+static int decrypt_file(const struct pirec_crypt_key *key, const char *name, const char *path,
+                        unsigned char **out, size_t *len, char *why, uint64_t *chunk, uint64_t *offset)
 {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   assert_true(fd >= 0);
@@ -225,9 +225,9 @@ static void test_round_trip_equals_clear_sink(void **state)
   assert_null(memmem(enc, elen, text, strlen(text)));
   unsigned char raw[PIREC_CRYPT_KEY_BYTES];
   size_t rl;
-  assert_int_equal(sodium_base642bin(raw, sizeof raw, text, strlen(text), NULL, &rl, NULL,
-                                     sodium_base64_VARIANT_ORIGINAL),
-                   0);
+  assert_int_equal(
+      sodium_base642bin(raw, sizeof raw, text, strlen(text), NULL, &rl, NULL, sodium_base64_VARIANT_ORIGINAL),
+      0);
   assert_null(memmem(enc, elen, raw, rl));
   free(enc), free(clear), free(plain);
 }

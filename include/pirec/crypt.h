@@ -30,10 +30,10 @@
 #define PIREC_CRYPT_SECRET_BYTES 32 /* crypto_box secret key */
 #define PIREC_CRYPT_SEALED_BYTES 80 /* session key sealed: 32 + crypto_box_SEALBYTES */
 #define PIREC_CRYPT_ID_BYTES     16
-#define PIREC_CRYPT_HEADER_BYTES 52 /* a segment's header */
-#define PIREC_CRYPT_CHUNK_EXTRA  21 /* a chunk's bytes beyond its plaintext: length + tag + MAC */
+#define PIREC_CRYPT_HEADER_BYTES 52           /* a segment's header */
+#define PIREC_CRYPT_CHUNK_EXTRA  21           /* a chunk's bytes beyond its plaintext: length + tag + MAC */
 #define PIREC_CRYPT_CHUNK_MAX    (256u << 20) /* largest plaintext of one chunk */
-#define PIREC_CRYPT_KEY_TEXT     45 /* base64 of 32 bytes plus NUL */
+#define PIREC_CRYPT_KEY_TEXT     45           /* base64 of 32 bytes plus NUL */
 #define PIREC_CRYPT_MAGIC        "PIRECENC"
 #define PIREC_CRYPT_KEY_FILE     "session.key" /* the sealed session key in a session directory */
 
@@ -65,8 +65,16 @@ int pirec_crypt_key_seal(const struct pirec_crypt_key *key, const unsigned char 
 /* Opens a sealed session key with the lab's key pair. Returns 0 and *out, -EACCES (not sealed to
  * this key pair, or damaged), -ENOMEM. */
 int pirec_crypt_key_unseal(const unsigned char sealed[PIREC_CRYPT_SEALED_BYTES],
-                           const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
-                           const unsigned char *sk, struct pirec_crypt_key **out);
+                           const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], const unsigned char *sk,
+                           struct pirec_crypt_key **out);
+
+/* session.key: "PIRECKEY" | version 1 | 3 zero bytes | key id (16) | sealed key (80). */
+#define PIREC_CRYPT_KEY_FILE_BYTES (12 + PIREC_CRYPT_ID_BYTES + PIREC_CRYPT_SEALED_BYTES)
+#define PIREC_CRYPT_KEY_MAGIC      "PIRECKEY"
+/* The session.key contents for key sealed to pk, into out (PIREC_CRYPT_KEY_FILE_BYTES). Returns 0
+ * or -EINVAL. */
+int pirec_crypt_key_file(const struct pirec_crypt_key *key, const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
+                         unsigned char out[PIREC_CRYPT_KEY_FILE_BYTES]);
 
 /* Wipes len bytes at p so that the compiler cannot skip it (sodium_memzero). */
 void pirec_crypt_wipe(void *p, size_t len);
@@ -91,8 +99,8 @@ void pirec_crypt_base64(const unsigned char *bin, size_t n, char *text, size_t t
 int pirec_crypt_secret_parse(const char *text, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], unsigned char **sk,
                              char *why, size_t why_size);
 /* Formats the secret key file's text into out (at least 256 bytes); the caller wipes it. */
-int pirec_crypt_secret_format(const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], const unsigned char *sk, char *out,
-                              size_t out_size);
+int pirec_crypt_secret_format(const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], const unsigned char *sk,
+                              char *out, size_t out_size);
 
 /* ---- writing a stream ---- */
 
@@ -100,7 +108,8 @@ struct pirec_crypt_writer;
 
 /* A writer for one opening of the file called name inside the session (its additional data), under
  * key (copied). Its state is in locked memory. Returns 0 and *out, or -ENOMEM / -ENAMETOOLONG. */
-int pirec_crypt_writer_new(const struct pirec_crypt_key *key, const char *name, struct pirec_crypt_writer **out);
+int pirec_crypt_writer_new(const struct pirec_crypt_key *key, const char *name,
+                           struct pirec_crypt_writer **out);
 /* The bytes the next chunk of plain_len plaintext bytes takes in the file (the segment's header
  * included when first is 1). */
 size_t pirec_crypt_chunk_size(size_t plain_len, int first);
@@ -122,6 +131,24 @@ int pirec_crypt_sink_transform(const struct pirec_crypt_key *key, const char *se
                                struct pirec_sink_transform *tf);
 /* The name a file at path has inside session_dir, as the sink transform binds it. */
 const char *pirec_crypt_name(const char *session_dir, const char *path);
+
+/* A recorder's encryption settings for its sinks: the session key (a copy) and the session
+ * directory files are named against. Zeroed: not encrypting. Loop thread. */
+struct pirec_crypt_session {
+  struct pirec_crypt_key *key;
+  char *dir;
+};
+/* Copies key and dir in (key NULL: not encrypting from now on), wiping the old key. Returns 0 or
+ * -ENOMEM (then not encrypting: the caller refuses to record). */
+int pirec_crypt_session_set(struct pirec_crypt_session *cs, const struct pirec_crypt_key *key,
+                            const char *dir);
+/* Wipes and frees what cs holds; cs is then zeroed. */
+void pirec_crypt_session_clear(struct pirec_crypt_session *cs);
+struct pirec_sink_options;
+/* For a sink about to be created for path: when cs encrypts, fills tf and points o->transform at
+ * it (tf must live until pirec_sink_new returns). Returns 0 or a negative errno. */
+int pirec_crypt_session_sink(const struct pirec_crypt_session *cs, const char *path,
+                             struct pirec_sink_options *o, struct pirec_sink_transform *tf);
 
 /* ---- reading a stream ---- */
 

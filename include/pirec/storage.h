@@ -15,17 +15,10 @@
 
 #include "pirec/crypt.h"
 
-/* session.key: "PIRECKEY" | version 1 | 3 zero bytes | key id (16) | sealed key (80). */
-#define PIREC_STORAGE_KEY_FILE_BYTES (12 + PIREC_CRYPT_ID_BYTES + PIREC_CRYPT_SEALED_BYTES)
-
-/* The session.key contents for key sealed to pk, into out (PIREC_STORAGE_KEY_FILE_BYTES). */
-int pirec_storage_key_file(const struct pirec_crypt_key *key, const unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
-                           unsigned char out[PIREC_STORAGE_KEY_FILE_BYTES]);
-
 /* Reads the lab's secret key file at path (`pirec keys new`). *sk is locked memory, freed with
  * pirec_crypt_secret_free(). Returns 0, or a negative errno with why ("'lab.key' line 2: ..."). */
-int pirec_storage_secret_load(const char *path, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES], unsigned char **sk,
-                              char *why, size_t why_size);
+int pirec_storage_secret_load(const char *path, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES],
+                              unsigned char **sk, char *why, size_t why_size);
 
 /* The session key of the session directory dir: its session.key opened with the secret key file
  * key_path. Returns 0 and *out (pirec_crypt_key_free), -ENOENT (no session.key: not encrypted),
