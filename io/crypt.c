@@ -461,7 +461,8 @@ int pirec_crypt_reader_next(struct pirec_crypt_reader *r, const unsigned char **
   if (n < 0)
     return fail(r, (int)n, at, strerror((int)-n));
   if ((size_t)n < clen)
-    return fail(r, -ENODATA, at, "the file ends inside this chunk (truncated, or cut short by a crash)");
+    return fail(r, -ENODATA, at,
+                "the file ends inside this chunk (truncated, cut short by a crash, or its length damaged)");
   unsigned long long plen = 0;
   unsigned char tag = 0;
   if (crypto_secretstream_xchacha20poly1305_pull(&r->st, r->pbuf, &plen, &tag, r->cbuf, clen,

@@ -1,5 +1,6 @@
 # Tests for io/crypt, the sink's encrypting transform and storage/ (docs/PRIVACY.md).
-pirec_add_test(test-crypt SOURCES test-crypt.c LIBS pirec_io_crypt pirec_io_sink PkgConfig::SODIUM TIMEOUT 180)
+pirec_add_test(test-crypt SOURCES test-crypt.c LIBS pirec_io_crypt pirec_io_sink PkgConfig::SODIUM
+               LABELS storage TIMEOUT 180)
 # A whole encrypted session through the real programs (python3, like the fault suite).
 find_program(PIREC_PYTHON3_STORAGE python3)
 if(PIREC_PYTHON3_STORAGE)

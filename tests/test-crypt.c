@@ -322,8 +322,8 @@ static void test_chunks_swapped_between_files(void **state)
 
 /* ---- SIGKILL while writing: a child process writes until killed ---- */
 
-/* libsodium maps its guarded memory MADV_DONTFORK, so the child makes its copy of the key from
- * text (a child of pirec never inherits a key either). */
+/* The writer is a fresh process (exec), as a recorder is: it makes its copy of the key from the
+ * text, the way a recorder gets it in its start command. */
 static void writer_child(const char *path, const char *key_text, const char *dir)
 {
   struct pirec_crypt_key *key;

@@ -14,6 +14,7 @@ with the notes recorder and a lavfi camera, then `pirec decrypt` with the lab's 
 import base64
 import ctypes
 import ctypes.util
+import json
 import os
 import shutil
 import signal
@@ -110,9 +111,6 @@ try:
     names = encrypted_files(d)
     check({"events.csv", "clocks.csv", "notes.csv", "cam0/t001.mkv", "cam0/t001_frames.csv"} <= set(names),
           "encrypted files: %s" % names)
-    key = session_key(d, key_file)
-    n = scan_for(key, [d, rec.tmp], [rec.log_path])
-    scan_for(session_key(d2, key_file), [d2, rec.tmp], [rec.log_path])
 
     # decrypt: whole, and like a clear session
     clear = d + ".decrypted"
@@ -132,9 +130,6 @@ try:
         a = open(os.path.join(clear, "cam0", "t001.mp4"), "rb").read()
         b = open(os.path.join(d, "cam0", "t001.mp4"), "rb").read()
         check(b[:8] == b"PIRECENC", "the remuxed MP4 of an encrypted session is not encrypted")
-        mp4 = os.path.join(tmp, "t001.mp4")
-        with open(mp4, "wb") as f:
-            pass
         # the encrypted MP4 decrypts to exactly the clear remux's bytes
         dd = os.path.join(tmp, "remuxed")
         run(program("pirec"), "decrypt", d, "--key", key_file, "--out", dd)
@@ -149,15 +144,27 @@ try:
           "decrypt does not name the killed camera's file, chunk and offset:\n" + p.stderr)
     check(os.path.getsize(os.path.join(clear2, "cam0", "t001.mkv")) > 0, "nothing recovered of the killed camera")
 
+    # and pirec-remux --key recovers the frames of the complete chunks
+    p = run(program("pirec-remux"), "--json", "--key", key_file, d2, ok=(0, 1))
+    files = json.loads(p.stdout).get("files", [])
+    killed = [f for f in files if f.get("input", "").endswith("cam0/t001.mkv")]
+    check(killed and killed[0].get("frames", 0) > 0, "pirec-remux --key recovered no frames: %s" % p.stdout)
+
+    # the session key is nowhere in the sessions, the runtime directory or the log
+    n = scan_for(session_key(d, key_file), [d, rec.tmp], [rec.log_path])
+    scan_for(session_key(d2, key_file), [d2, rec.tmp], [rec.log_path])
+
     # tampering: a flipped byte in the camera's frames file is named with file, chunk and offset
     t = os.path.join(tmp, "tampered")
     shutil.copytree(d, t)
     path = os.path.join(t, "cam0", "t001_frames.csv")
     data = bytearray(open(path, "rb").read())
-    data[len(data) // 2] ^= 0x40
+    first = 52 + 4 + int.from_bytes(data[52:56], "little")  # chunk 1: after the header and chunk 0
+    clen = int.from_bytes(data[first:first + 4], "little")
+    data[first + 4 + clen // 2] ^= 0x40  # inside chunk 1's ciphertext
     open(path, "wb").write(bytes(data))
     p = run(program("pirec"), "decrypt", t, "--key", key_file, ok=(1,))
-    check("cam0/t001_frames.csv" in p.stderr and "fails verification" in p.stderr and "offset" in p.stderr,
+    check("'cam0/t001_frames.csv': chunk 1 at offset %d: fails verification" % first in p.stderr,
           "tampering not named:\n" + p.stderr)
     # a wrong key
     run(program("pirec"), "keys", "new", "--out", os.path.join(tmp, "other"))
