@@ -9,6 +9,7 @@ _pirec_opts_record="-c=f --config=f -l= --label= -w --wait --socket=f --output-d
 _pirec_opts_client="--json --label= --socket=f -c=f --timeout= -h --help"
 _pirec_opts_keys="--out=f -h --help"
 _pirec_opts_decrypt="--key=f --out=d -h --help"
+_pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
  --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
@@ -93,7 +94,7 @@ _pirec()
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=${COMP_WORDS[1]-}
 	COMPREPLY=()
 	if (( COMP_CWORD == 1 )); then
-		COMPREPLY=($(compgen -W "config record status start stop trial note reload keys decrypt -h --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "config record status start stop trial note reload keys decrypt archive -h --help --version" -- "$cur"))
 		return
 	fi
 	case $cmd in
@@ -102,6 +103,7 @@ _pirec()
 	status | start | stop | trial | note | reload) _pirec_complete_opts "$_pirec_opts_client" "$prev" "$cur" ;;
 	keys) _pirec_complete_opts "$_pirec_opts_keys" "$prev" "$cur" || COMPREPLY=($(compgen -W "new" -- "$cur")) ;;
 	decrypt) _pirec_complete_opts "$_pirec_opts_decrypt" "$prev" "$cur" || _pirec_sessions "$cur" ;;
+	archive) _pirec_complete_opts "$_pirec_opts_archive" "$prev" "$cur" || _pirec_sessions "$cur" ;;
 	esac
 }
 

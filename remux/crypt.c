@@ -85,7 +85,9 @@ static int encrypt_out(struct enc *e, int fd, const char *path, struct pirec_rem
   unsigned char *in = malloc(CHUNK), *out = malloc(pirec_crypt_chunk_size(CHUNK, 1));
   snprintf(tmp, sizeof tmp, "%s.part", path);
   int o = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  int rc = !in || !out ? -ENOMEM : o < 0 ? -errno : pirec_crypt_writer_new(e->key, pirec_crypt_name(e->session, path), &w);
+  int rc = !in || !out ? -ENOMEM
+           : o < 0     ? -errno
+                       : pirec_crypt_writer_new(e->key, pirec_crypt_name(e->session, path), &w);
   off_t size = lseek(fd, 0, SEEK_END), at = 0;
   for (int first = 1; rc == 0 && (first || at < size); first = 0) {
     size_t n = size - at > (off_t)CHUNK ? CHUNK : (size_t)(size - at);
@@ -155,8 +157,9 @@ int pirec__remux_encrypted(const char *path, const struct pirec_remux_options *o
     o.output_path = e.path[2];
     o.input_name = path;
     o.key_file = NULL;
-    o.flags = (o.flags & ~(unsigned)(PIREC__REMUX_SYNC | PIREC_REMUX_REPLACE | PIREC_REMUX_WRITE_TIMESTAMPS)) |
-              PIREC__REMUX_IN_MEMORY;
+    o.flags =
+        (o.flags & ~(unsigned)(PIREC__REMUX_SYNC | PIREC_REMUX_REPLACE | PIREC_REMUX_WRITE_TIMESTAMPS)) |
+        PIREC__REMUX_IN_MEMORY;
     rc = pirec_remux_file(e.path[0], &o, res, progress, user);
     snprintf(res->timing_path, sizeof res->timing_path, "%s", timing);
     snprintf(res->output_path, sizeof res->output_path, "%s", output);

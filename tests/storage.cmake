@@ -9,3 +9,8 @@ if(PIREC_PYTHON3_STORAGE)
   set_tests_properties(storage-encrypted-session PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS storage
     ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 endif()
+if(PIREC_PYTHON3_STORAGE)
+  add_test(NAME storage-archive COMMAND ${PIREC_PYTHON3_STORAGE} ${CMAKE_CURRENT_LIST_DIR}/storage/test_archive.py)
+  set_tests_properties(storage-archive PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS storage
+    ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR}")
+endif()

@@ -42,5 +42,7 @@ int pirec_storage_decrypt_memory(const struct pirec_crypt_key *key, const char *
 int pirec_storage_keys_main(int argc, char **argv);
 /* `pirec decrypt SESSION --key FILE [--out DIR]` */
 int pirec_storage_decrypt_main(int argc, char **argv);
+/* `pirec archive SESSION [--out FILE] [--level N] [--threads N]`, `pirec archive --verify FILE` */
+int pirec_storage_archive_main(int argc, char **argv);
 
 #endif

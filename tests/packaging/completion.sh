@@ -64,7 +64,7 @@ for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesi
 	complete -p "$p" >/dev/null 2>&1 || { echo "FAIL: complete -p $p: not registered"; fail=1; }
 done
 
-expect "pirec " config record status start stop trial note reload keys decrypt --version
+expect "pirec " config record status start stop trial note reload keys decrypt archive --version
 expect "pirec re" record reload
 absent "pirec re" config status
 expect "pirec config " check get set defaults reference
@@ -72,6 +72,7 @@ expect "pirec record --" --config --label --wait --socket --output-dir --recorde
 expect "pirec status --" --json --socket --timeout
 expect "pirec keys " new
 expect "pirec decrypt --" --key --out
+expect "pirec archive --" --out --level --threads --verify
 
 # config keys: from the schema, with the file's own camera instance
 printf '[session]\noutput_dir = %s/sessions\n\n[camera.front]\nsource = lavfi\n' "$tmp" >"$_pirec_conf"
