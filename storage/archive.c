@@ -1,6 +1,7 @@
 /* `pirec archive SESSION` and `pirec archive --verify FILE`: a session as one .tar.zst (ustar,
  * compressed as a stream by libzstd) whose last member, MANIFEST.sha256, lists each file's SHA-256
- * (libsodium's crypto_hash_sha256) in sha256sum's format. Encrypted sessions are archived as they
+ * in sha256sum's format. SHA-256 is libcrypto's (OpenSSL EVP): libsodium's portable one ran 53 MB/s
+ * here against libcrypto's 248 MB/s (SHA-NI), and hashing is the archive's bottleneck. Encrypted sessions are archived as they
  * are: the archive needs no key. */
 
 #include <dirent.h>
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,13 +23,13 @@
 #include "pirec/storage.h"
 #include "storage-int.h"
 
-#define EX_USAGE    64
-#define EX_DATAERR  65
-#define EX_NOINPUT  66
-#define EX_IOERR    74
-#define BLOCK       512
-#define READ_BYTES  (1u << 20)
-#define MANIFEST    "MANIFEST.sha256"
+#define EX_USAGE   64
+#define EX_DATAERR 65
+#define EX_NOINPUT 66
+#define EX_IOERR   74
+#define BLOCK      512
+#define READ_BYTES (1u << 20)
+#define MANIFEST   "MANIFEST.sha256"
 
 /* A message into why; vsnprintf, since a long path cut short in a message is fine. */
 static void setwhy(char *why, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -44,6 +46,29 @@ static int pathf(char *out, size_t size, const char *a, const char *sep, const c
 {
   int n = snprintf(out, size, "%s%s%s", a, sep, b);
   return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* SHA-256 of a stream, as lowercase hex into hex (65 bytes). */
+struct sha {
+  EVP_MD_CTX *ctx;
+};
+static int sha_init(struct sha *h)
+{
+  h->ctx = EVP_MD_CTX_new();
+  return h->ctx && EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+}
+static void sha_update(struct sha *h, const void *p, size_t n)
+{
+  EVP_DigestUpdate(h->ctx, p, n);
+}
+static void sha_final(struct sha *h, char hex[65])
+{
+  unsigned char d[32];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(h->ctx, d, &len);
+  EVP_MD_CTX_free(h->ctx);
+  h->ctx = NULL;
+  sodium_bin2hex(hex, 65, d, 32);
 }
 
 /* ---- writing ---- */
@@ -89,7 +114,8 @@ static void octal(char *field, size_t width, uint64_t v)
 
 /* A ustar header for name (relative to the archive's root; a long one split into prefix/name),
  * sizes over 8 GiB in GNU's base-256. Returns 0 or -ENAMETOOLONG. */
-static int header(unsigned char h[BLOCK], const char *name, char type, uint64_t size, int64_t mtime, unsigned mode)
+static int header(unsigned char h[BLOCK], const char *name, char type, uint64_t size, int64_t mtime,
+                  unsigned mode)
 {
   size_t n = strlen(name);
   memset(h, 0, BLOCK);
@@ -131,7 +157,8 @@ static int put_member(struct arch *a, const char *rel, char type, uint64_t size,
 {
   unsigned char h[BLOCK];
   char name[4200];
-  if (pathf(name, sizeof name - 1, a->top, *rel ? "/" : "", rel) < 0 || header(h, type == '5' ? strcat(name, "/") : name, type, size, mtime, mode) < 0) {
+  if (pathf(name, sizeof name - 1, a->top, *rel ? "/" : "", rel) < 0 ||
+      header(h, type == '5' ? strcat(name, "/") : name, type, size, mtime, mode) < 0) {
     setwhy(a->why, sizeof a->why, "'%s': the name is too long for a tar archive", rel);
     return -ENAMETOOLONG;
   }
@@ -148,17 +175,17 @@ static int put_padding(struct arch *a, uint64_t size)
  * is the one at stat time; a file still growing is cut there (archive finished sessions). */
 static int put_file(struct arch *a, const char *rel, const struct stat *st)
 {
-  char path[4200], hex[crypto_hash_sha256_BYTES * 2 + 1];
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256_state hs;
+  char path[4200], hex[65];
+  struct sha hs;
   int fd = pathf(path, sizeof path, a->root, "/", rel) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     setwhy(a->why, sizeof a->why, "cannot open '%s': %s", path, strerror(errno));
     return -errno;
   }
   uint64_t size = (uint64_t)st->st_size, done = 0;
-  int r = put_member(a, rel, '0', size, st->st_mtime, st->st_mode);
-  crypto_hash_sha256_init(&hs);
+  int r = sha_init(&hs);
+  if (r == 0)
+    r = put_member(a, rel, '0', size, st->st_mtime, st->st_mode);
   while (r == 0 && done < size) {
     size_t want = size - done < READ_BYTES ? (size_t)(size - done) : READ_BYTES;
     ssize_t n = read(fd, a->in, want);
@@ -167,15 +194,14 @@ static int put_file(struct arch *a, const char *rel, const struct stat *st)
       r = -EIO;
       break;
     }
-    crypto_hash_sha256_update(&hs, a->in, (unsigned long long)n);
+    sha_update(&hs, a->in, (size_t)n);
     r = put(a, a->in, (size_t)n, ZSTD_e_continue);
     done += (uint64_t)n;
   }
   close(fd);
   if (r == 0)
     r = put_padding(a, size);
-  crypto_hash_sha256_final(&hs, digest);
-  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  sha_final(&hs, hex);
   if (r == 0 && (pirec_bytebuf_append(&a->manifest, hex, strlen(hex)) < 0 ||
                  pirec_bytebuf_append(&a->manifest, "  ", 2) < 0 ||
                  pirec_bytebuf_append(&a->manifest, rel, strlen(rel)) < 0 ||
@@ -189,7 +215,9 @@ static int put_dir(struct arch *a, const char *rel)
 {
   char path[4200], sub[4200];
   struct dirent **names;
-  int n = pathf(path, sizeof path, a->root, *rel ? "/" : "", rel) < 0 ? -1 : scandir(path, &names, NULL, alphasort);
+  int n = pathf(path, sizeof path, a->root, *rel ? "/" : "", rel) < 0
+              ? -1
+              : scandir(path, &names, NULL, alphasort);
   int r = 0;
   if (n < 0) {
     setwhy(a->why, sizeof a->why, "cannot read '%s': %s", path, strerror(errno));
@@ -198,7 +226,8 @@ static int put_dir(struct arch *a, const char *rel)
   for (int i = 0; i < n; i++) {
     struct stat st;
     const char *name = names[i]->d_name;
-    int bad = pathf(sub, sizeof sub, rel, *rel ? "/" : "", name) < 0 || pathf(path, sizeof path, a->root, "/", sub) < 0;
+    int bad = pathf(sub, sizeof sub, rel, *rel ? "/" : "", name) < 0 ||
+              pathf(path, sizeof path, a->root, "/", sub) < 0;
     if (r == 0 && !bad && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && lstat(path, &st) == 0) {
       if (S_ISDIR(st.st_mode) && (r = put_member(a, sub, '5', 0, st.st_mtime, st.st_mode)) == 0)
         r = put_dir(a, sub);
@@ -293,8 +322,9 @@ static int need(struct rd *r, size_t n)
     if (r->in.pos == r->in.size) {
       ssize_t k = read(r->fd, r->cin, r->cin_size);
       if (k < 0 || (k == 0 && r->frame_left != 0)) {
-        setwhy(r->why, sizeof r->why, "the archive ends at offset %llu inside its compressed stream (truncated)",
-                 (unsigned long long)r->offset);
+        setwhy(r->why, sizeof r->why,
+               "the archive ends at offset %llu inside its compressed stream (truncated)",
+               (unsigned long long)r->offset);
         return -EBADMSG;
       }
       if (k == 0)
@@ -310,7 +340,7 @@ static int need(struct rd *r, size_t n)
     r->frame_left = ZSTD_decompressStream(r->dctx, &out, &r->in);
     if (ZSTD_isError(r->frame_left)) {
       setwhy(r->why, sizeof r->why, "damaged compressed data before offset %llu: %s",
-               (unsigned long long)r->offset, ZSTD_getErrorName(r->frame_left));
+             (unsigned long long)r->offset, ZSTD_getErrorName(r->frame_left));
       return -EBADMSG;
     }
     pirec_bytebuf_fill(&r->buf, out.pos);
@@ -334,24 +364,27 @@ static uint64_t tar_size(const unsigned char *h)
 /* One member's data (size bytes and padding): hashed into hex, or kept in *keep when non-NULL. */
 static int member_data(struct rd *r, uint64_t size, char *hex, struct pirec_bytebuf *keep)
 {
-  crypto_hash_sha256_state hs;
-  unsigned char digest[crypto_hash_sha256_BYTES];
+  struct sha hs;
   uint64_t left = size + (BLOCK - size % BLOCK) % BLOCK, data = size;
-  crypto_hash_sha256_init(&hs);
+  if (sha_init(&hs) < 0)
+    return -ENOMEM;
   while (left > 0) {
     int k = need(r, 1);
-    if (k <= 0)
+    if (k <= 0) {
+      sha_final(&hs, hex);
       return k == 0 ? (setwhy(r->why, sizeof r->why, "the archive ends inside a member"), -EBADMSG) : k;
+    }
     size_t n = pirec_bytebuf_len(&r->buf) < left ? pirec_bytebuf_len(&r->buf) : (size_t)left;
     size_t d = n < data ? n : (size_t)data;
-    crypto_hash_sha256_update(&hs, pirec_bytebuf_data(&r->buf), d);
-    if (keep && d && pirec_bytebuf_append(keep, pirec_bytebuf_data(&r->buf), d) < 0)
+    sha_update(&hs, pirec_bytebuf_data(&r->buf), d);
+    if (keep && d && pirec_bytebuf_append(keep, pirec_bytebuf_data(&r->buf), d) < 0) {
+      sha_final(&hs, hex);
       return -ENOMEM;
+    }
     pirec_bytebuf_consume(&r->buf, n);
     left -= n, data -= d;
   }
-  crypto_hash_sha256_final(&hs, digest);
-  sodium_bin2hex(hex, crypto_hash_sha256_BYTES * 2 + 1, digest, sizeof digest);
+  sha_final(&hs, hex);
   return 0;
 }
 
@@ -366,8 +399,8 @@ static int compare(const char *archive, const char *got, const char *manifest)
     char line[4400];
     snprintf(line, sizeof line, "\n%.*s", (int)len, l);
     if (len < 67 || !strstr(got, line)) {
-      fprintf(stderr, "pirec archive: '%s': %.*s: missing, or its SHA-256 differs from the manifest\n", archive,
-              (int)(len > 66 ? len - 67 : 0), l + (len > 66 ? 66 : 0));
+      fprintf(stderr, "pirec archive: '%s': %.*s: missing, or its SHA-256 differs from the manifest\n",
+              archive, (int)(len > 66 ? len - 67 : 0), l + (len > 66 ? 66 : 0));
       bad++;
     }
     l += len;
@@ -398,7 +431,7 @@ static int verify_archive(const char *path)
     rc = 0;
     if (h[0] == '\0')
       continue; /* the end blocks */
-    char name[300], hex[crypto_hash_sha256_BYTES * 2 + 1];
+    char name[300], hex[65];
     snprintf(name, sizeof name, "%s%s%.100s", h[345] ? (char *)h + 345 : "", h[345] ? "/" : "", (char *)h);
     const char *rel = strchr(name, '/') ? strchr(name, '/') + 1 : name;
     if (h[156] != '0' && h[156] != '\0') {
@@ -424,7 +457,8 @@ static int verify_archive(const char *path)
   } else {
     pirec_bytebuf_append(&got, "", 1);
     pirec_bytebuf_append(&manifest, "", 1);
-    int bad = compare(path, (const char *)pirec_bytebuf_data(&got), (const char *)pirec_bytebuf_data(&manifest));
+    int bad =
+        compare(path, (const char *)pirec_bytebuf_data(&got), (const char *)pirec_bytebuf_data(&manifest));
     int listed = 0;
     for (const char *p = (const char *)pirec_bytebuf_data(&manifest); *p; p++)
       listed += *p == '\n';
@@ -460,9 +494,9 @@ static const char archive_usage[] =
 int pirec_storage_archive_main(int argc, char **argv)
 {
   static const struct option longopts[] = {
-      {"out", required_argument, NULL, 'o'},   {"level", required_argument, NULL, 'l'},
+      {"out", required_argument, NULL, 'o'},     {"level", required_argument, NULL, 'l'},
       {"threads", required_argument, NULL, 't'}, {"verify", no_argument, NULL, 'v'},
-      {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
   const char *out = NULL;
   long level = 3, threads = 0;
   int opt, verify = 0;
@@ -474,7 +508,8 @@ int pirec_storage_archive_main(int argc, char **argv)
     } else if (opt == 'l' || opt == 't') {
       long v = strtol(optarg, &end, 10);
       if (*end || v < (opt == 'l' ? 1 : 0) || v > (opt == 'l' ? 19 : 64)) {
-        fprintf(stderr, "pirec archive: invalid value '%s' for --%s\n", optarg, opt == 'l' ? "level" : "threads");
+        fprintf(stderr, "pirec archive: invalid value '%s' for --%s\n", optarg,
+                opt == 'l' ? "level" : "threads");
         return EX_USAGE;
       }
       *(opt == 'l' ? &level : &threads) = v;
