@@ -240,58 +240,92 @@ static int put_dir(struct arch *a, const char *rel)
   return r;
 }
 
-static int archive_session(const char *dir, const char *out, int level, int threads)
+/* The archive's top directory: the session directory's own name. */
+static void top_name(const char *dir, char *top, size_t size)
 {
-  char top[256], tmp[4200];
   size_t n = strlen(dir);
   while (n > 1 && dir[n - 1] == '/')
     n--;
   const char *base = dir + n;
   while (base > dir && base[-1] != '/')
     base--;
-  snprintf(top, sizeof top, "%.*s", (int)(dir + n - base), base);
+  snprintf(top, size, "%.*s", (int)(dir + n - base), base);
+}
+
+/* Buffers, the compressor's settings and the .part file. */
+static int archive_start(struct arch *a, const char *tmp, int level, int threads)
+{
+  a->cctx = ZSTD_createCCtx();
+  a->out_size = ZSTD_CStreamOutSize();
+  a->in = malloc(READ_BYTES);
+  a->out = malloc(a->out_size);
+  if (!a->cctx || !a->in || !a->out || sodium_init() < 0 ||
+      pirec_bytebuf_init(&a->manifest, 4096, 64u << 20) < 0)
+    return -ENOMEM;
+  if (ZSTD_isError(ZSTD_CCtx_setParameter(a->cctx, ZSTD_c_compressionLevel, level)) ||
+      ZSTD_isError(ZSTD_CCtx_setParameter(a->cctx, ZSTD_c_checksumFlag, 1)) ||
+      (threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(a->cctx, ZSTD_c_nbWorkers, threads)))) {
+    setwhy(a->why, sizeof a->why, "zstd refuses level %d or %d threads", level, threads);
+    return -EINVAL;
+  }
+  a->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (a->fd < 0) {
+    setwhy(a->why, sizeof a->why, "cannot create '%s': %s", tmp, strerror(errno));
+    return -errno;
+  }
+  return 0;
+}
+
+/* The members, the manifest and the end of the stream. */
+static int archive_body(struct arch *a)
+{
+  static const unsigned char zero[2 * BLOCK];
+  int r = put_member(a, "", '5', 0, 0, 0755);
+  if (r == 0)
+    r = put_dir(a, "");
+  size_t len = pirec_bytebuf_len(&a->manifest);
+  if (r == 0)
+    r = put_member(a, MANIFEST, '0', len, 0, 0644);
+  if (r == 0)
+    r = put(a, pirec_bytebuf_data(&a->manifest), len, ZSTD_e_continue);
+  if (r == 0)
+    r = put_padding(a, len);
+  return r == 0 ? put(a, zero, sizeof zero, ZSTD_e_end) : r;
+}
+
+/* The .part synced and renamed into place, or removed after a failure r. Frees a's memory. */
+static int archive_finish(struct arch *a, int r, const char *tmp, const char *out)
+{
+  if (r == 0 && fsync(a->fd) != 0)
+    r = -errno, setwhy(a->why, sizeof a->why, "cannot sync '%s': %s", tmp, strerror(errno));
+  if (a->fd >= 0 && close(a->fd) != 0 && r == 0)
+    r = -errno, setwhy(a->why, sizeof a->why, "cannot write '%s': %s", tmp, strerror(errno));
+  if (r == 0 && rename(tmp, out) != 0)
+    r = -errno, setwhy(a->why, sizeof a->why, "cannot rename '%s': %s", tmp, strerror(errno));
+  if (r < 0 && a->fd >= 0)
+    unlink(tmp);
+  ZSTD_freeCCtx(a->cctx);
+  free(a->in);
+  free(a->out);
+  pirec_bytebuf_free(&a->manifest);
+  return r;
+}
+
+static int archive_session(const char *dir, const char *out, int level, int threads)
+{
+  char top[256], tmp[4200];
+  top_name(dir, top, sizeof top);
   struct arch a = {.root = dir, .top = top, .fd = -1};
-  if (pirec_bytebuf_init(&a.manifest, 4096, 64u << 20) < 0)
-    return EX_IOERR;
   if (pathf(tmp, sizeof tmp, out, "", ".part") < 0)
     return EX_USAGE;
-  a.cctx = ZSTD_createCCtx();
-  a.out_size = ZSTD_CStreamOutSize();
-  a.in = malloc(READ_BYTES);
-  a.out = malloc(a.out_size);
   if (access(out, F_OK) == 0) {
     fprintf(stderr, "pirec archive: '%s' exists; choose another --out\n", out);
     return EX_IOERR;
   }
-  int r = !a.cctx || !a.in || !a.out || sodium_init() < 0 ? -ENOMEM : 0;
-  if (r == 0 && (ZSTD_isError(ZSTD_CCtx_setParameter(a.cctx, ZSTD_c_compressionLevel, level)) ||
-                 ZSTD_isError(ZSTD_CCtx_setParameter(a.cctx, ZSTD_c_checksumFlag, 1)) ||
-                 (threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(a.cctx, ZSTD_c_nbWorkers, threads)))))
-    r = -EINVAL, setwhy(a.why, sizeof a.why, "zstd refuses level %d or %d threads", level, threads);
-  if (r == 0 && (a.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-    r = -errno, setwhy(a.why, sizeof a.why, "cannot create '%s': %s", tmp, strerror(errno));
-  if (r == 0 && (r = put_member(&a, "", '5', 0, 0, 0755)) == 0)
-    r = put_dir(&a, "");
-  if (r == 0) {
-    static const unsigned char zero[2 * BLOCK];
-    size_t len = pirec_bytebuf_len(&a.manifest);
-    if ((r = put_member(&a, MANIFEST, '0', len, 0, 0644)) == 0 &&
-        (r = put(&a, pirec_bytebuf_data(&a.manifest), len, ZSTD_e_continue)) == 0 &&
-        (r = put_padding(&a, len)) == 0)
-      r = put(&a, zero, sizeof zero, ZSTD_e_end);
-  }
-  if (r == 0 && fsync(a.fd) != 0)
-    r = -errno, setwhy(a.why, sizeof a.why, "cannot sync '%s': %s", tmp, strerror(errno));
-  if (a.fd >= 0 && close(a.fd) != 0 && r == 0)
-    r = -errno, setwhy(a.why, sizeof a.why, "cannot write '%s': %s", tmp, strerror(errno));
-  if (r == 0 && rename(tmp, out) != 0)
-    r = -errno, setwhy(a.why, sizeof a.why, "cannot rename '%s': %s", tmp, strerror(errno));
-  if (r < 0 && a.fd >= 0)
-    unlink(tmp);
-  ZSTD_freeCCtx(a.cctx);
-  free(a.in);
-  free(a.out);
-  pirec_bytebuf_free(&a.manifest);
+  int r = archive_start(&a, tmp, level, threads);
+  if (r == 0)
+    r = archive_body(&a);
+  r = archive_finish(&a, r, tmp, out);
   if (r < 0) {
     fprintf(stderr, "pirec archive: %s\n", a.why[0] ? a.why : pirec_strerror(r));
     return EX_IOERR;
@@ -408,11 +442,68 @@ static int compare(const char *archive, const char *got, const char *manifest)
   return bad;
 }
 
+/* One member whose header h was just read: hashed into got ("HEX  NAME" lines), or kept in
+ * manifest when it is the manifest. Returns 0 or an error. */
+static int verify_member(struct rd *r, const unsigned char *h, struct pirec_bytebuf *got,
+                         struct pirec_bytebuf *manifest, int *files)
+{
+  char name[300], hex[65], line[400];
+  snprintf(name, sizeof name, "%s%s%.100s", h[345] ? (const char *)h + 345 : "", h[345] ? "/" : "",
+           (const char *)h);
+  const char *rel = strchr(name, '/') ? strchr(name, '/') + 1 : name;
+  if (h[156] != '0' && h[156] != '\0')
+    return member_data(r, h[156] == '5' ? 0 : tar_size(h), hex, NULL);
+  int is_manifest = strcmp(rel, MANIFEST) == 0;
+  int rc = member_data(r, tar_size(h), hex, is_manifest ? manifest : NULL);
+  if (rc < 0 || is_manifest)
+    return rc;
+  int n = snprintf(line, sizeof line, "%s  %s\n", hex, rel);
+  (*files)++;
+  return pirec_bytebuf_append(got, line, n > 0 && (size_t)n < sizeof line ? (size_t)n : 0);
+}
+
+/* Every member of the archive r reads. Returns 0 or an error (r->why). */
+static int verify_members(struct rd *r, struct pirec_bytebuf *got, struct pirec_bytebuf *manifest, int *files)
+{
+  int rc;
+  while ((rc = need(r, BLOCK)) == 1) {
+    unsigned char h[BLOCK];
+    memcpy(h, pirec_bytebuf_data(&r->buf), BLOCK);
+    pirec_bytebuf_consume(&r->buf, BLOCK);
+    if (h[0] != '\0' && (rc = verify_member(r, h, got, manifest, files)) < 0) /* '\0': the end blocks */
+      return rc;
+  }
+  return rc;
+}
+
+/* The files found against the manifest. Returns the exit status. */
+static int verify_report(const char *path, struct pirec_bytebuf *got, struct pirec_bytebuf *manifest,
+                         int files)
+{
+  if (pirec_bytebuf_len(manifest) == 0) {
+    fprintf(stderr, "pirec archive: '%s' has no %s\n", path, MANIFEST);
+    return 1;
+  }
+  pirec_bytebuf_append(got, "", 1);
+  pirec_bytebuf_append(manifest, "", 1);
+  int bad = compare(path, (const char *)pirec_bytebuf_data(got), (const char *)pirec_bytebuf_data(manifest));
+  int listed = 0;
+  for (const char *p = (const char *)pirec_bytebuf_data(manifest); *p; p++)
+    listed += *p == '\n';
+  if (listed != files) {
+    fprintf(stderr, "pirec archive: '%s': %d files, the manifest lists %d\n", path, files, listed);
+    bad++;
+  }
+  if (!bad)
+    printf("%s: ok, %d files match their SHA-256\n", path, files);
+  return bad ? 1 : 0;
+}
+
 static int verify_archive(const char *path)
 {
   struct rd r = {.fd = open(path, O_RDONLY | O_CLOEXEC)};
   struct pirec_bytebuf got = {0}, manifest = {0};
-  int rc = 0, files = 0;
+  int rc = 0, files = 0, status;
   if (r.fd < 0) {
     fprintf(stderr, "pirec archive: cannot open '%s': %s\n", path, strerror(errno));
     return EX_NOINPUT;
@@ -420,55 +511,17 @@ static int verify_archive(const char *path)
   r.dctx = ZSTD_createDCtx();
   r.cin_size = ZSTD_DStreamInSize();
   r.cin = malloc(r.cin_size);
-  if (!r.dctx || !r.cin || sodium_init() < 0 || pirec_bytebuf_init(&r.buf, 1 << 20, 64u << 20) < 0 ||
-      pirec_bytebuf_init(&got, 4096, 64u << 20) < 0 || pirec_bytebuf_init(&manifest, 4096, 64u << 20) < 0)
+  if (!r.dctx || !r.cin || pirec_bytebuf_init(&r.buf, 1 << 20, 64u << 20) < 0 ||
+      pirec_bytebuf_init(&got, 4096, 64u << 20) < 0 || pirec_bytebuf_init(&manifest, 4096, 64u << 20) < 0 ||
+      pirec_bytebuf_append(&got, "\n", 1) < 0)
     rc = -ENOMEM;
-  pirec_bytebuf_append(&got, "\n", 1);
-  while (rc == 0 && (rc = need(&r, BLOCK)) == 1) {
-    unsigned char h[BLOCK];
-    memcpy(h, pirec_bytebuf_data(&r.buf), BLOCK);
-    pirec_bytebuf_consume(&r.buf, BLOCK);
-    rc = 0;
-    if (h[0] == '\0')
-      continue; /* the end blocks */
-    char name[300], hex[65];
-    snprintf(name, sizeof name, "%s%s%.100s", h[345] ? (char *)h + 345 : "", h[345] ? "/" : "", (char *)h);
-    const char *rel = strchr(name, '/') ? strchr(name, '/') + 1 : name;
-    if (h[156] != '0' && h[156] != '\0') {
-      rc = member_data(&r, h[156] == '5' ? 0 : tar_size(h), hex, NULL);
-      continue;
-    }
-    int is_manifest = strcmp(rel, MANIFEST) == 0;
-    rc = member_data(&r, tar_size(h), hex, is_manifest ? &manifest : NULL);
-    if (rc == 0 && !is_manifest) {
-      char line[4400];
-      int n = snprintf(line, sizeof line, "%s  %s\n", hex, rel);
-      rc = pirec_bytebuf_append(&got, line, (size_t)n);
-      files++;
-    }
-  }
-  int status = 0;
+  if (rc == 0)
+    rc = verify_members(&r, &got, &manifest, &files);
   if (rc < 0) {
     fprintf(stderr, "pirec archive: '%s': %s\n", path, r.why[0] ? r.why : pirec_strerror(rc));
     status = 1;
-  } else if (pirec_bytebuf_len(&manifest) == 0) {
-    fprintf(stderr, "pirec archive: '%s' has no %s\n", path, MANIFEST);
-    status = 1;
   } else {
-    pirec_bytebuf_append(&got, "", 1);
-    pirec_bytebuf_append(&manifest, "", 1);
-    int bad =
-        compare(path, (const char *)pirec_bytebuf_data(&got), (const char *)pirec_bytebuf_data(&manifest));
-    int listed = 0;
-    for (const char *p = (const char *)pirec_bytebuf_data(&manifest); *p; p++)
-      listed += *p == '\n';
-    if (listed != files) {
-      fprintf(stderr, "pirec archive: '%s': %d files, the manifest lists %d\n", path, files, listed);
-      bad++;
-    }
-    status = bad ? 1 : 0;
-    if (!bad)
-      printf("%s: ok, %d files match their SHA-256\n", path, files);
+    status = verify_report(path, &got, &manifest, files);
   }
   close(r.fd);
   ZSTD_freeDCtx(r.dctx);
