@@ -65,6 +65,7 @@ struct pirec_sink {
   char *path;
   struct pirec_sink_options opts;
   pirec_sink_error_cb on_error;
+  pirec_sink_written_cb on_written;
   void *user;
   int append;                     /* O_APPEND: the kernel picks offsets, so only one write may be in flight */
   struct pirec_sink_transform tf; /* tf.apply NULL: none */
@@ -119,8 +120,9 @@ struct pirec_sink {
   struct pirec_ring_record *scratch; /* IOV_PER_WRITE records from one take */
   pirec_sink_close_cb close_cb;
   void *close_user;
-  uint64_t chunks;  /* transform: chunks started */
-  int final_queued; /* transform: the final chunk is queued */
+  uint64_t chunks;    /* transform: chunks started */
+  uint64_t plain_end; /* transform: the records' bytes in the whole chunks of good_end */
+  int final_queued;   /* transform: the final chunk is queued */
 };
 
 static void drain(struct pirec_sink *sink);
@@ -502,6 +504,7 @@ static size_t whole_bytes(const struct slot *slot)
 static void retire(struct pirec_sink *sink)
 {
   unsigned max = sink->opts.max_writes_in_flight;
+  int64_t good_before = sink->good_end;
   while (sink->in_flight > 0) {
     struct slot *slot = &sink->slots[sink->oldest];
     if (slot->state != SLOT_DONE)
@@ -510,14 +513,19 @@ static void retire(struct pirec_sink *sink)
       pirec_ring_release_to(sink->ring, slot->records, slot->ring_end);
     /* Batches retire in file order, so the prefix grows until the first incomplete batch, and
      * within that one up to its last whole record. */
-    if (slot->offset >= 0 && slot->offset == sink->good_end)
-      sink->good_end += (int64_t)whole_bytes(slot);
-    else if (slot->offset < 0)
+    if (slot->offset >= 0 && slot->offset == sink->good_end) {
+      size_t whole = whole_bytes(slot);
+      sink->good_end += (int64_t)whole;
+      if (sink->tf.apply && whole == slot->bytes)
+        sink->plain_end += slot->plain;
+    } else if (slot->offset < 0)
       sink->append_tail += slot->done_bytes - whole_bytes(slot);
     slot->state = SLOT_FREE;
     sink->oldest = (sink->oldest + 1) % max;
     sink->in_flight--;
   }
+  if (sink->good_end != good_before && sink->on_written)
+    sink->on_written(sink, pirec_sink_whole_end(sink), sink->user);
   maybe_cut(sink);
 }
 
@@ -852,6 +860,17 @@ void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counte
   out->ring_used = st.used_bytes;
   out->ring_capacity = st.capacity;
   out->error = atomic_load_explicit(&sink->error, memory_order_acquire);
+}
+
+void pirec_sink_on_written(struct pirec_sink *sink, pirec_sink_written_cb cb)
+{
+  sink->on_written = cb;
+}
+
+uint64_t pirec_sink_whole_end(const struct pirec_sink *sink)
+{
+  /* With a transform, offsets in the records' terms: what a writer of the records computed. */
+  return sink->tf.apply ? sink->plain_end : (uint64_t)sink->good_end;
 }
 
 const char *pirec_sink_path(const struct pirec_sink *sink)
