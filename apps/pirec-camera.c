@@ -194,7 +194,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     pirec_recorder_finish(req, -ENOMEM, NULL);
     return;
   }
-  int r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
+  int r = pirec_camera_set_key(a->cam, pirec_recorder_key(rec), req->session_dir);
+  if (r == 0)
+    r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
   free(dir);
   if (r == 0 && req->new_session)
     pirec_camera_status(a->cam, &a->base);
@@ -217,6 +219,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     pirec_recorder_finish(req, -EBUSY, "already stopping");
     return;
   }
+  if (!req->handover) /* the session ends: its key is wiped (the trial's sinks hold their own) */
+    pirec_camera_set_key(a->cam, NULL, NULL);
   a->stop_req = req;
   if (req->handover && pirec_camera_recording(a->cam))
     pirec_camera_hand_over(a->cam);

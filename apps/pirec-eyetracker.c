@@ -148,7 +148,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   struct app *a = pirec_recorder_user(rec);
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(rec));
-  int r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
+  int r = pirec_eyetracker_set_key(a->et, pirec_recorder_key(rec), req->session_dir);
+  if (r == 0)
+    r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
   if (r == 0 && req->new_session)
     pirec_eyetracker_status(a->et, &a->base);
   char why[512];
@@ -177,6 +179,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->pending = req;
+  if (!req->handover) /* the session ends: its key is wiped (the trial's sinks hold their own) */
+    pirec_eyetracker_set_key(a->et, NULL, NULL);
   if (req->handover && pirec_eyetracker_recording(a->et))
     pirec_eyetracker_hand_over(a->et);
   int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);

@@ -7,8 +7,11 @@
 # Option tables: "--name" a flag, "--name=" takes a value, "=f" a file, "=d" a directory.
 _pirec_opts_record="-c=f --config=f -l= --label= -w --wait --socket=f --output-dir=d --recorder-dir=d -h --help"
 _pirec_opts_client="--json --label= --socket=f -c=f --timeout= -h --help"
+_pirec_opts_keys="--out=f -h --help"
+_pirec_opts_decrypt="--key=f --out=d -h --help"
+_pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
- --timing=f --output=f -j= --jobs= --timeout= --json --live -h --help --version"
+ --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
  --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=
@@ -91,13 +94,16 @@ _pirec()
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=${COMP_WORDS[1]-}
 	COMPREPLY=()
 	if (( COMP_CWORD == 1 )); then
-		COMPREPLY=($(compgen -W "config record status start stop trial note reload -h --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "config record status start stop trial note reload keys decrypt archive -h --help --version" -- "$cur"))
 		return
 	fi
 	case $cmd in
 	config) _pirec_config "$cur" "$COMP_CWORD" ;;
 	record) _pirec_complete_opts "$_pirec_opts_record" "$prev" "$cur" ;;
 	status | start | stop | trial | note | reload) _pirec_complete_opts "$_pirec_opts_client" "$prev" "$cur" ;;
+	keys) _pirec_complete_opts "$_pirec_opts_keys" "$prev" "$cur" || COMPREPLY=($(compgen -W "new" -- "$cur")) ;;
+	decrypt) _pirec_complete_opts "$_pirec_opts_decrypt" "$prev" "$cur" || _pirec_sessions "$cur" ;;
+	archive) _pirec_complete_opts "$_pirec_opts_archive" "$prev" "$cur" || _pirec_sessions "$cur" ;;
 	esac
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pirec/crypt.h"
 
 #define NS_US    INT64_C(1000)
 #define NS_MS    INT64_C(1000000)
@@ -53,6 +54,14 @@ static const char *check_socket_path(const char *v)
     return "an absolute path, or empty for the default";
   if (strlen(v) > 107)
     return "at most 107 characters (the limit of a unix socket address)";
+  return NULL;
+}
+
+static const char *check_public_key(const char *v)
+{
+  unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES];
+  if (*v && pirec_crypt_public_parse(v, pk) != 0)
+    return "the lab's public key as `pirec keys new` prints it (base64 of 32 bytes), or empty for none";
   return NULL;
 }
 
@@ -200,6 +209,10 @@ static const struct pirec__config_key storage_keys[] = {
          "refuse: a start without room for min_free_time is refused; warn: it records and says so"),
     DUR("space_check_interval", "1s", 100 * NS_MS, NS_MIN,
         "how often free space on output_dir's file system is checked (statvfs, off the loop)"),
+    STR("encrypt_to", "", check_public_key,
+        "the lab's public key (pirec keys new): every session file is encrypted as it is written, "
+        "under a session key sealed to it in session.key; only the lab's secret key reads them "
+        "(docs/PRIVACY.md). Empty: files in clear"),
 };
 
 static const struct pirec__config_key control_keys[] = {

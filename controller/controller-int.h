@@ -252,6 +252,9 @@ struct pirec_controller {
 
   enum cstate state;
   struct pirec_session *session;
+  /* [storage] encrypt_to: the running session's key (locked memory), sent with every start; wiped
+   * when the session has stopped. NULL: clear files. */
+  struct pirec_crypt_key *session_key;
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "controller-int.h"
+#include "pirec/crypt.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/jsonl.h"
@@ -177,6 +178,7 @@ int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *
   }
   if (err == 0)
     pending_push(m, id, cb, user, is_note ? line : NULL, len);
+  pirec_crypt_wipe(line, len); /* a start line carries the session key */
   free(line);
   return err;
 }

@@ -1,5 +1,6 @@
 /* The recorder side of the controller protocol: JSON lines on stdin, replies on stdout. */
 #include "pirec/recorder.h"
+#include "pirec/crypt.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -58,7 +59,8 @@ struct pirec_recorder {
   int quitting;
   int closing;
   int64_t start_mono_ns;
-  char *last_session_dir; /* of the last start: tells a new session from the next trial */
+  char *last_session_dir;      /* of the last start: tells a new session from the next trial */
+  struct pirec_crypt_key *key; /* the session key of the last start, until the session's stop */
   int lag_open;
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
@@ -311,6 +313,11 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
    * full) has closed them all the same, and must take the next session's start. */
   if (req->cmd == PIREC_RECORDER_STOP)
     rec->recording = 0;
+  if (req->cmd == PIREC_RECORDER_STOP && !req->handover) {
+    /* The session ends here (a trial change keeps it for the next start, which brings it again). */
+    pirec_crypt_key_free(rec->key);
+    rec->key = NULL;
+  }
   if (status < 0) {
     if (req->id || req->cmd != PIREC_RECORDER_QUIT)
       ret = send_error(rec, req->id, message ? message : pirec_strerror(status));
@@ -494,6 +501,8 @@ static int start_refused(struct pirec_recorder *rec, const char *dir, int64_t tr
   return 1;
 }
 
+static int take_key(struct pirec_recorder *rec, json_t *msg, char *err, size_t errlen);
+
 static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
 {
   const char *dir = NULL, *label = "";
@@ -502,7 +511,7 @@ static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *
       get_int(msg, "trial", 1, 1, &trial, err, errlen) < 0 ||
       get_str(msg, "label", 0, &label, err, errlen) < 0 || get_int(msg, "part", 0, 0, &part, err, errlen) < 0)
     return -EINVAL;
-  if (start_refused(rec, dir, trial, part, label, err, errlen))
+  if (start_refused(rec, dir, trial, part, label, err, errlen) || take_key(rec, msg, err, errlen) < 0)
     return -EINVAL;
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_START, id, msg);
   if (!req)
@@ -831,8 +840,33 @@ static void handle_done(struct pirec_recorder *rec)
   json_decref(rec->deferred);
   pirec_jsonl_reader_free(&rec->reader);
   free(rec->last_session_dir);
+  pirec_crypt_key_free(rec->key);
   free(rec->name);
   free(rec);
+}
+
+const struct pirec_crypt_key *pirec_recorder_key(const struct pirec_recorder *rec)
+{
+  return rec->key;
+}
+
+/* The start's optional "key": the session key as base64 (docs/PRIVACY.md). The text in the parsed
+ * message is wiped once the key is in locked memory. Returns 0 or -EINVAL with err filled. */
+static int take_key(struct pirec_recorder *rec, json_t *msg, char *err, size_t errlen)
+{
+  const char *text = NULL;
+  struct pirec_crypt_key *key = NULL;
+  if (get_str(msg, "key", 0, &text, err, errlen) < 0)
+    return -EINVAL;
+  if (text && pirec_crypt_key_from_text(text, &key) < 0) {
+    snprintf(err, errlen, "field 'key' is not a session key");
+    return -EINVAL;
+  }
+  if (text)
+    pirec_crypt_wipe((char *)text, strlen(text));
+  pirec_crypt_key_free(rec->key);
+  rec->key = key;
+  return 0;
 }
 
 static void on_handle_closed(uv_handle_t *handle)

@@ -192,6 +192,12 @@ const char *pirec_camera_start_error(const struct pirec_camera *cam);
  * (then no trial runs). */
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part);
 
+/* Encrypts the files of the trials started from now on under key (copied; NULL: clear files), the
+ * files named by their path inside session_dir (docs/PRIVACY.md). Returns 0 or -ENOMEM. */
+struct pirec_crypt_key;
+int pirec_camera_set_key(struct pirec_camera *cam, const struct pirec_crypt_key *key,
+                         const char *session_dir);
+
 /* Finishes the trial: no new frames are taken, the encoder drains and exits, the MKV trailer is
  * written, both files are synced and closed, then cb runs (never inside this call).
  * Returns 0, or -EINVAL when no trial runs (cb never runs). */

@@ -154,6 +154,12 @@ int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *f
 /* Adds an unsigned counter to a status request's counters object (a helper for module code). */
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value);
 
+/* The session key sent with the last start ("key", docs/PROTOCOL.md), or NULL when the session is
+ * not encrypted. Valid until the next start, the session's stop (a stop without handover) or
+ * close, after which it is wiped: a module that needs it longer copies it (pirec_crypt_key_dup). */
+struct pirec_crypt_key;
+const struct pirec_crypt_key *pirec_recorder_key(const struct pirec_recorder *rec);
+
 /* The module's pointer given to pirec_recorder_new(). */
 void *pirec_recorder_user(const struct pirec_recorder *rec);
 const char *pirec_recorder_name(const struct pirec_recorder *rec);

@@ -6,6 +6,7 @@
 #include "mkv.h"
 
 #include "pirec/clock.h"
+#include "pirec/crypt.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
 #include "pirec/ffmpeg.h"
@@ -153,6 +154,7 @@ struct trial {
 
 struct pirec_camera {
   uv_loop_t *loop;
+  struct pirec_crypt_session crypt; /* the trial files' encryption */
   struct pirec_camera_settings s;
   char label[PIREC_CAMERA_PATH_MAX + 32]; /* the source as messages name it */
   pirec_camera_event_cb on_event;
@@ -1112,10 +1114,13 @@ static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
   vo.mkdir_mode = co.mkdir_mode = 0755;
   if ((r = pirec_rowgate_new(ROWGATE_BYTES, &t->gate)) < 0)
     return r;
-  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
+  struct pirec_sink_transform vt, ct;
+  if ((r = pirec_crypt_session_sink(&cam->crypt, t->video_path, &vo, &vt)) < 0 ||
+      (r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     return r;
   pirec_sink_on_written(t->video, video_written);
-  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
+  if ((r = pirec_crypt_session_sink(&cam->crypt, t->csv_path, &co, &ct)) < 0 ||
+      (r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
     return r;
   t->sinks_open = 2;
   int hl = pirec_csv_header(header, sizeof header, columns);
@@ -1751,6 +1756,11 @@ int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_came
   return 0;
 }
 
+int pirec_camera_set_key(struct pirec_camera *cam, const struct pirec_crypt_key *key, const char *session_dir)
+{
+  return pirec_crypt_session_set(&cam->crypt, key, session_dir);
+}
+
 /* ---- close ---- */
 
 static void free_cam(struct pirec_camera *cam)
@@ -1758,6 +1768,7 @@ static void free_cam(struct pirec_camera *cam)
   pirec_camera_close_cb cb = cam->close_cb;
   void *user = cam->close_user;
   pirec_camera_source_free(cam->src);
+  pirec_crypt_session_clear(&cam->crypt);
   pirec_ring_free(cam->ring);
   free(cam->infl_done);
   pthread_mutex_destroy(&cam->src_lock);

@@ -64,12 +64,15 @@ for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesi
 	complete -p "$p" >/dev/null 2>&1 || { echo "FAIL: complete -p $p: not registered"; fail=1; }
 done
 
-expect "pirec " config record status start stop trial note reload --version
+expect "pirec " config record status start stop trial note reload keys decrypt archive --version
 expect "pirec re" record reload
 absent "pirec re" config status
 expect "pirec config " check get set defaults reference
 expect "pirec record --" --config --label --wait --socket --output-dir --recorder-dir
 expect "pirec status --" --json --socket --timeout
+expect "pirec keys " new
+expect "pirec decrypt --" --key --out
+expect "pirec archive --" --out --level --threads --verify
 
 # config keys: from the schema, with the file's own camera instance
 printf '[session]\noutput_dir = %s/sessions\n\n[camera.front]\nsource = lavfi\n' "$tmp" >"$_pirec_conf"

@@ -13,7 +13,7 @@ import sys
 
 OPTION = re.compile(r"(?<![\w\-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w\-])")
 PROGRAMS = {
-    "pirec": [[], ["config"], ["record"], ["status"]],
+    "pirec": [[], ["config"], ["record"], ["status"], ["keys"], ["decrypt"], ["archive"]],
     "pirec-remux": [[]],
     "pirec-camera": [[]],
     "pirec-eyetracker": [[]],
