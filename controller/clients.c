@@ -230,8 +230,9 @@ static void command_op(struct client *cl, json_t *id, json_t *msg, enum op_kind 
     return;
   }
   const char *source = json_string_value(json_object_get(msg, "source"));
-  struct op *op =
-      pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  struct op *op = pirec__op_queue(
+      c, kind, clean,
+      source && (strcmp(source, "cli") == 0 || strcmp(source, "web") == 0) ? source : "socket", NULL);
   if (!op) {
     client_error(cl, id, "out of memory");
     return;
