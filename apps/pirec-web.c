@@ -15,7 +15,7 @@
 #include "pirec/error.h"
 #include "pirec/web.h"
 
-#define EXIT_USAGE 64
+#define EXIT_USAGE  64
 #define EXIT_CONFIG 78
 
 static void usage(FILE *f)
@@ -45,13 +45,18 @@ struct args {
 static int parse_args(int argc, char **argv, struct args *a)
 {
   enum { O_LISTEN = 256, O_PORT, O_SOCKET, O_DATA, O_STATIC, O_TOKEN, O_URL, O_VERSION };
-  static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, O_LISTEN},
-      {"port", required_argument, NULL, O_PORT},  {"socket", required_argument, NULL, O_SOCKET},
-      {"data-dir", required_argument, NULL, O_DATA}, {"static", required_argument, NULL, O_STATIC},
-      {"token-file", required_argument, NULL, O_TOKEN}, {"url", no_argument, NULL, O_URL},
-      {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, O_VERSION},  {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                           {"listen", required_argument, NULL, O_LISTEN},
+                                           {"port", required_argument, NULL, O_PORT},
+                                           {"socket", required_argument, NULL, O_SOCKET},
+                                           {"data-dir", required_argument, NULL, O_DATA},
+                                           {"static", required_argument, NULL, O_STATIC},
+                                           {"token-file", required_argument, NULL, O_TOKEN},
+                                           {"url", no_argument, NULL, O_URL},
+                                           {"quiet", no_argument, NULL, 'q'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {"version", no_argument, NULL, O_VERSION},
+                                           {NULL, 0, NULL, 0}};
   memset(a, 0, sizeof *a);
   a->port = -1;
   int opt;

@@ -7,3 +7,12 @@ if(Python3_Interpreter_FOUND AND TARGET pirec-web AND TARGET pirec-camera)
   set_tests_properties(test-web-api PROPERTIES TIMEOUT 180 LABELS "web" SKIP_RETURN_CODE 77
     FAIL_REGULAR_EXPRESSION "FAIL")
 endif()
+# The page in Debian's chromium, headless, driven by puppeteer-core (tests/web/browser.mjs; about
+# 15 s). Skipped (77) without chromium or without tests/web/node_modules (`npm ci` there); CI's
+# browser stage installs both (.ci/run).
+find_program(NODE_EXECUTABLE node)
+if(NODE_EXECUTABLE AND TARGET pirec-web AND TARGET pirec-camera AND TARGET pirec-eyesim)
+  add_test(NAME test-web-browser COMMAND ${NODE_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/web/browser.mjs ${CMAKE_BINARY_DIR})
+  set_tests_properties(test-web-browser PROPERTIES TIMEOUT 180 LABELS "web;browser" SKIP_RETURN_CODE 77
+    FAIL_REGULAR_EXPRESSION "FAIL")
+endif()

@@ -97,8 +97,8 @@ static void command(struct http_conn *c, const char *cmd)
 
 static void status(struct http_conn *c)
 {
-  int64_t t = pirec_webctl_send(c->web->ctl, json_pack("{s:s}", "cmd", "status"), STATUS_TIMEOUT_MS,
-                                on_ctl_reply, c);
+  int64_t t =
+      pirec_webctl_send(c->web->ctl, json_pack("{s:s}", "cmd", "status"), STATUS_TIMEOUT_MS, on_ctl_reply, c);
   if (t < 0)
     pirec__web_reply_error(c, 503, "the controller is not running (pirec record)");
   else
@@ -122,8 +122,8 @@ static int serve_file(struct http_conn *c, const char *root, const char *rel, in
   if (c->cookie[0])
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "Set-Cookie: %s\r\n", c->cookie);
   c->routed = 1;
-  int n = lws_serve_http_file(c->wsi, path, pirec__web_mime(path), extra[0] ? extra : NULL,
-                              (int)strlen(extra));
+  int n =
+      lws_serve_http_file(c->wsi, path, pirec__web_mime(path), extra[0] ? extra : NULL, (int)strlen(extra));
   if (n < 0 || (n > 0 && lws_http_transaction_completed(c->wsi)))
     return -1;
   return 0;

@@ -43,12 +43,18 @@ int pirec__web_resolve(const char *root, const char *rel, char *out, size_t cap)
 const char *pirec__web_mime(const char *path)
 {
   static const char *const types[][2] = {
-      {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},   {".json", "application/json"},
-      {".csv", "text/csv; charset=utf-8"},   {".png", "image/png"},
-      {".svg", "image/svg+xml"},             {".jpg", "image/jpeg"},
-      {".mp4", "video/mp4"},                 {".mkv", "video/x-matroska"},
-      {".txt", "text/plain; charset=utf-8"}, {".ico", "image/x-icon"},
+      {".html", "text/html; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".json", "application/json"},
+      {".csv", "text/csv; charset=utf-8"},
+      {".png", "image/png"},
+      {".svg", "image/svg+xml"},
+      {".jpg", "image/jpeg"},
+      {".mp4", "video/mp4"},
+      {".mkv", "video/x-matroska"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".ico", "image/x-icon"},
   };
   const char *dot = strrchr(path, '.');
   for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
@@ -113,8 +119,8 @@ static json_t *describe_session(const char *root, const char *name)
   int videos = 0, outputs = 0;
   list_files(dir, "", 1, files, &bytes, &videos, &outputs);
   const char *remux = outputs == 0 ? "none" : outputs >= videos ? "done" : "partial";
-  return json_pack("{s:s,s:I,s:s,s:i,s:o}", "name", name, "bytes", (json_int_t)bytes, "remux", remux, "videos",
-                   videos, "files", files);
+  return json_pack("{s:s,s:I,s:s,s:i,s:o}", "name", name, "bytes", (json_int_t)bytes, "remux", remux,
+                   "videos", videos, "files", files);
 }
 
 static int by_name_desc(const void *a, const void *b)

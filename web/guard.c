@@ -44,7 +44,7 @@ static int origin_ok(struct lws *wsi, const char *host)
     return 1;
   if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
     return 0;
-  const char *rest = strncmp(origin, "http://", 7) == 0 ? origin + 7
+  const char *rest = strncmp(origin, "http://", 7) == 0    ? origin + 7
                      : strncmp(origin, "https://", 8) == 0 ? origin + 8
                                                            : NULL;
   return rest && strcmp(rest, host) == 0;
@@ -78,8 +78,8 @@ static int find_token(struct lws *wsi, char *buf, size_t cap, int *from_url)
   return 0;
 }
 
-int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why,
-                     char *cookie, size_t cookie_cap)
+int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why, char *cookie,
+                     size_t cookie_cap)
 {
   char host[256];
   cookie[0] = '\0';

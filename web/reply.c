@@ -57,14 +57,14 @@ static int write_headers(struct http_conn *c)
   unsigned char head[LWS_PRE + 1024];
   unsigned char *start = head + LWS_PRE, *p = start, *end = head + sizeof head - 1;
   if (lws_add_http_common_headers(c->wsi, (unsigned)c->status, c->ctype, c->reply_len, &p, end) ||
-      lws_add_http_header_by_name(c->wsi, (const unsigned char *)"cache-control:",
-                                  (const unsigned char *)"no-store", 8, &p, end) ||
+      lws_add_http_header_by_name(
+          c->wsi, (const unsigned char *)"cache-control:", (const unsigned char *)"no-store", 8, &p, end) ||
       lws_add_http_header_by_name(c->wsi, (const unsigned char *)"x-content-type-options:",
                                   (const unsigned char *)"nosniff", 7, &p, end))
     return -1;
-  if (c->cookie[0] && lws_add_http_header_by_name(c->wsi, (const unsigned char *)"set-cookie:",
-                                                  (const unsigned char *)c->cookie, (int)strlen(c->cookie),
-                                                  &p, end))
+  if (c->cookie[0] && lws_add_http_header_by_name(
+                          c->wsi, (const unsigned char *)"set-cookie:", (const unsigned char *)c->cookie,
+                          (int)strlen(c->cookie), &p, end))
     return -1;
   if (lws_finalize_write_http_header(c->wsi, start, &p, end))
     return -1;

@@ -26,12 +26,12 @@ struct http_conn {
   struct lws *wsi;
   char uri[512];
   int post;
-  int routed;        /* the request has been dispatched */
-  char *body;        /* the request body so far (POST) */
+  int routed; /* the request has been dispatched */
+  char *body; /* the request body so far (POST) */
   size_t body_len;
-  int64_t ticket;    /* a control request in flight, 0 when none */
+  int64_t ticket;         /* a control request in flight, 0 when none */
   struct list_work *work; /* a session listing in flight, NULL when none */
-  char *reply;       /* the reply, LWS_PRE bytes of head room first; NULL until ready */
+  char *reply;            /* the reply, LWS_PRE bytes of head room first; NULL until ready */
   size_t reply_len, reply_off;
   int status;
   const char *ctype;
@@ -52,28 +52,28 @@ struct pirec_web {
   struct pirec_web_settings s; /* strings owned (copied) */
   struct lws_context *ctx;
   struct pirec_webctl *ctl;
-  uv_timer_t poll;    /* status for the WebSocket clients, while there are any */
+  uv_timer_t poll; /* status for the WebSocket clients, while there are any */
   uv_fs_t statfs;
   int statfs_busy;
   int closing;
   int handles;
   int port;
   /* pushes: the newest message, built once and sent to every client */
-  char *push;         /* LWS_PRE head room first */
+  char *push; /* LWS_PRE head room first */
   size_t push_len;
   uint64_t push_gen;
   uint64_t disk_free, disk_total;
   int64_t status_ticket;
   struct ws_conn *clients;
   int nclients;
-  uint64_t refused;   /* clients refused: too many, bad token, bad Origin */
+  uint64_t refused; /* clients refused: too many, bad token, bad Origin */
 };
 
 /* guard.c: checks a request before anything else. Returns 0 (go on; *cookie filled with a
  * Set-Cookie value when the token came in the URL), or the HTTP status to refuse with (400, 401,
  * 403) and *why saying what was wrong. state_changing: a POST. */
-int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why,
-                     char *cookie, size_t cookie_cap);
+int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why, char *cookie,
+                     size_t cookie_cap);
 
 /* files.c */
 /* root/rel resolved with every symlink followed, refused (-EACCES) unless it stays inside root and

@@ -30,9 +30,9 @@ struct pirec_web_settings {
                               address); else every request must carry it (docs/HTTP.md) */
   const char *tls_cert;    /* PEM certificate and key: HTTPS and WSS; NULL or "": plain HTTP */
   const char *tls_key;
-  int max_clients;         /* WebSocket clients at once; more are refused */
-  size_t max_body;         /* the largest request body accepted (bytes) */
-  int quiet;               /* 1: libwebsockets logs errors only */
+  int max_clients; /* WebSocket clients at once; more are refused */
+  size_t max_body; /* the largest request body accepted (bytes) */
+  int quiet;       /* 1: libwebsockets logs errors only */
 };
 
 void pirec_web_settings_default(struct pirec_web_settings *s);
