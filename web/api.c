@@ -105,6 +105,26 @@ static void status(struct http_conn *c)
     c->ticket = t;
 }
 
+/* GET /api/preview?module=NAME[&max_width=N]: the controller's preview command. */
+static void preview(struct http_conn *c)
+{
+  char buf[128], wbuf[32];
+  const char *module = lws_get_urlarg_by_name(c->wsi, "module=", buf, sizeof buf);
+  const char *width = lws_get_urlarg_by_name(c->wsi, "max_width=", wbuf, sizeof wbuf);
+  if (!module) {
+    pirec__web_reply_error(c, 400, "name the module: /api/preview?module=NAME");
+    return;
+  }
+  json_t *req = json_pack("{s:s,s:s}", "cmd", "preview", "module", module);
+  if (width)
+    json_object_set_new(req, "max_width", json_integer(atoi(width)));
+  int64_t t = pirec_webctl_send(c->web->ctl, req, STATUS_TIMEOUT_MS, on_ctl_reply, c);
+  if (t < 0)
+    pirec__web_reply_error(c, 503, "the controller is not running (pirec record)");
+  else
+    c->ticket = t;
+}
+
 /* A file lws reads and sends itself, a chunk per writeable callback. */
 static int serve_file(struct http_conn *c, const char *root, const char *rel, int download)
 {
@@ -137,6 +157,8 @@ static int route(struct http_conn *c)
     u += 5;
     if (strcmp(u, "status") == 0 && !c->post)
       status(c);
+    else if (strcmp(u, "preview") == 0 && !c->post)
+      preview(c);
     else if (strcmp(u, "sessions") == 0 && !c->post) {
       if (pirec__web_list_sessions(c->web, c) < 0)
         pirec__web_reply_error(c, 500, "cannot list the sessions");

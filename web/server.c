@@ -52,7 +52,7 @@ static void maybe_free(struct pirec_web *w)
   if (!w->closing || w->handles > 0 || w->ctx)
     return;
   free_settings(&w->s);
-  free(w->push);
+  pirec__web_push_free(w);
   free(w);
 }
 
@@ -145,8 +145,9 @@ int pirec_web_new(uv_loop_t *loop, const struct pirec_web_settings *s, struct pi
     return err;
   }
   uv_timer_init(loop, &w->poll);
-  w->poll.data = w;
-  w->handles = 1;
+  uv_timer_init(loop, &w->preview_timer);
+  w->poll.data = w->preview_timer.data = w;
+  w->handles = 2;
   *out = w;
   return 0;
 }
@@ -169,6 +170,7 @@ void pirec_web_close(struct pirec_web *w)
    * lib/core/context.c: lws_context_destroy's three stages). */
   lws_context_destroy(w->ctx);
   uv_close((uv_handle_t *)&w->poll, on_closed);
+  uv_close((uv_handle_t *)&w->preview_timer, on_closed);
 }
 
 void pirec_web_free(struct pirec_web *w)

@@ -39,12 +39,31 @@ struct http_conn {
   char cookie[160]; /* a Set-Cookie header value to send, "" when none */
 };
 
+#define WEB_PREVIEWS 8 /* modules whose previews are pushed */
+
+/* The newest message of one kind, built once and sent to every client that wants it. */
+struct push_msg {
+  char *buf; /* LWS_PRE head room first */
+  size_t len;
+  uint64_t gen;
+};
+
+/* A module's newest preview. */
+struct preview {
+  struct pirec_web *web;
+  char module[64];
+  struct push_msg msg;
+  int64_t ticket; /* a preview request in flight, 0 when none */
+};
+
 /* One WebSocket client. */
 struct ws_conn {
   struct ws_conn *next;
   struct pirec_web *web;
   struct lws *wsi;
-  uint64_t sent_gen; /* the newest push it has been sent */
+  uint64_t sent_gen;                  /* the newest status push it has been sent */
+  uint64_t preview_gen[WEB_PREVIEWS]; /* and preview of each module */
+  int watching;                       /* it asked for previews ({"watch":true}) */
 };
 
 struct pirec_web {
@@ -58,10 +77,11 @@ struct pirec_web {
   int closing;
   int handles;
   int port;
-  /* pushes: the newest message, built once and sent to every client */
-  char *push; /* LWS_PRE head room first */
-  size_t push_len;
-  uint64_t push_gen;
+  /* pushes: the newest status message, and each camera's newest preview */
+  struct push_msg status;
+  struct preview previews[WEB_PREVIEWS];
+  int npreviews;
+  uv_timer_t preview_timer; /* previews asked while someone watches */
   uint64_t disk_free, disk_total;
   int64_t status_ticket;
   struct ws_conn *clients;
@@ -105,5 +125,7 @@ int pirec__web_http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *
 int pirec__web_ws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 void pirec__web_push_controller(struct pirec_web *w, int connected);
 void pirec__web_poll_start(struct pirec_web *w);
+/* Frees the pushed messages (at close). */
+void pirec__web_push_free(struct pirec_web *w);
 
 #endif

@@ -296,6 +296,15 @@ def session(web, work, sock):
     check(st == 200 and r["trial"] == 2, "POST /api/trial: trial 2")
     st, r = web.get("/api/status")
     check(st == 200 and r["state"] == "recording" and "id" not in r, "GET /api/status: recording")
+    wait_for(lambda: web.get("/api/status")[1]["modules"]["cam0"]["state"] == "running", "the camera to run")
+    st, r = web.get("/api/preview?module=cam0&max_width=80")
+    jpeg = base64.b64decode(r.get("jpeg", "")) if st == 200 else b""
+    check(st == 200 and jpeg[:2] == b"\xff\xd8" and r["width"] == 80 and r["height"] == 60 and r["mono_ns"] > 0,
+          "GET /api/preview: a JPEG of the camera, scaled to 80x60 (%d bytes)" % len(jpeg))
+    st, r = web.get("/api/preview?module=notes")
+    check(st == 409 and "no preview" in r["message"], "a module without previews: 409 '%s'" % r.get("message"))
+    st, r = web.get("/api/preview")
+    check(st == 400, "a preview without a module: 400")
     os.makedirs(os.path.join(sess_dir, "escape-dir"), exist_ok=True)
     os.symlink(os.path.join(work, "pirec.conf"), os.path.join(sess_dir, "escape"))
     os.symlink("/etc", os.path.join(sess_dir, "escape-dir", "etc"))

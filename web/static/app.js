@@ -3,7 +3,7 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const state = { status: null, prev: null, prevAt: 0, rates: {}, session: null, eventsKey: '', ws: null,
+const state = { previews: {}, status: null, prev: null, prevAt: 0, rates: {}, session: null, eventsKey: '', ws: null,
                 retry: 500, connected: false };
 
 // The token, when the address carried one, is now a cookie (pirec-web set it): drop it from the
@@ -106,6 +106,11 @@ function tile(name, m, now) {
                el('h3', {}, name, el('span', { class: 'badge ' + cls }, rec), el('small', {}, m.kind)), dl);
   const err = (m.counters && m.counters.last_error) || m.last_error || m.not_recording;
   if (err) t.append(el('div', { class: 'err' }, String(err)));
+  if (m.kind === 'camera') {
+    const p = state.previews[name];
+    const img = el('img', { alt: `${name} preview`, src: p && p.src ? p.src : '' });
+    t.append(el('div', { class: 'preview' }, img, el('div', { class: 'err' }, p && p.error ? p.error : '')));
+  }
   return t;
 }
 
@@ -203,7 +208,7 @@ async function command(cmd, body) {
   try {
     const r = await api('POST', '/api/' + cmd, body);
     const warn = r.not_recording ? ' — not recording: ' + Object.entries(r.not_recording).map(([k, v]) => `${k} (${v})`).join(', ') : '';
-    say(`${r.reply}${r.trial ? ' trial ' + r.trial : ''}${warn}`, !warn);
+    say((r.reply === 'trial' ? `trial ${r.trial}` : r.trial ? `${r.reply}, trial ${r.trial}` : r.reply) + warn, !warn);
     return r;
   } catch (e) {
     say(`${cmd}: ${e.message}`);
@@ -231,16 +236,37 @@ async function sendNote(ev) {
   }
 }
 
+// Previews only while the page is visible: pirec-web asks the cameras only while someone watches.
+function watch() {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ watch: !document.hidden }));
+}
+document.addEventListener('visibilitychange', watch);
+
+function showPreview(msg) {
+  const p = (state.previews[msg.module] = msg.reply === 'preview'
+    ? { src: `data:${msg.type === 'preview' ? 'image/jpeg' : msg.type};base64,${msg.jpeg}` }
+    : { error: 'no preview: ' + msg.message });
+  const tile = document.querySelector(`[data-module="${CSS.escape(msg.module)}"] .preview`);
+  if (!tile) return;
+  if (p.src) tile.querySelector('img').src = p.src;
+  tile.querySelector('.err').textContent = p.error || '';
+}
+
 function connect() {
   const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/', 'pirec');
   state.ws = ws;
-  ws.onopen = () => { state.retry = 500; };
+  ws.onopen = () => {
+    state.retry = 500;
+    watch();
+  };
   ws.onmessage = (e) => {
     const msg = JSON.parse(e.data);
-    const up = msg.connected;
-    $('conn').textContent = up ? 'connected' : 'controller not running';
-    $('conn').className = 'badge ' + (up ? 'ok' : 'bad');
+    if (msg.type === 'status' || msg.type === 'controller') {
+      $('conn').textContent = msg.connected ? 'connected' : 'controller not running';
+      $('conn').className = 'badge ' + (msg.connected ? 'ok' : 'bad');
+    }
     if (msg.type === 'status') renderStatus(msg);
+    if (msg.type === 'preview') showPreview(msg);
   };
   ws.onclose = () => {
     $('conn').textContent = 'console disconnected, retrying…';
