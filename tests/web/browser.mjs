@@ -35,7 +35,7 @@ function start(cmd, args, logName, work) {
   return p;
 }
 
-async function until(what, fn, timeoutMs = 30000) {
+async function until(what, fn, timeoutMs = 60000) {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -138,7 +138,7 @@ async function previews(page) {
       for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i + 1] + d[i + 2]; s += v; s2 += v * v; n++; }
       const mean = s / n;
       return s2 / n - mean * mean;
-    }), 30000);
+    }), 60000);
     const name = await handle.evaluate((el) => el.closest('[data-module]').dataset.module);
     check(variance > 100, `the ${name} preview is not blank (pixel variance ${variance.toFixed(0)})`);
   }
