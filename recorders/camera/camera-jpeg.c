@@ -14,7 +14,7 @@
  * cases (no conversion). */
 static enum AVPixelFormat jpeg_pix(enum AVPixelFormat pix)
 {
-  return pix == AV_PIX_FMT_YUV420P ? AV_PIX_FMT_YUVJ420P
+  return pix == AV_PIX_FMT_YUV420P   ? AV_PIX_FMT_YUVJ420P
          : pix == AV_PIX_FMT_YUV422P ? AV_PIX_FMT_YUVJ422P
                                      : AV_PIX_FMT_NONE;
 }
