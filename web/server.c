@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pirec/log.h"
 #include "web-int.h"
 
 /* Connections libwebsockets takes at once: the WebSocket clients and as many HTTP requests; more
@@ -70,10 +71,11 @@ static void on_ctl_state(int connected, void *user)
     pirec__web_push_controller(w, connected);
 }
 
-/* libwebsockets' log lines go to stderr; errors and warnings only unless asked. */
+/* libwebsockets' log lines go through pirec's log (the library itself never prints). */
 static void lws_log_line(int level, const char *line)
 {
-  fprintf(stderr, "pirec-web: libwebsockets: %s", line);
+  int n = (int)strcspn(line, "\n");
+  pirec_log(level & LLL_ERR ? PIREC_LOG_ERROR : PIREC_LOG_WARN, "libwebsockets: %.*s", n, line);
 }
 
 static int make_context(struct pirec_web *w)
