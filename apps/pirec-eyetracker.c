@@ -214,7 +214,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit};
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL};
   if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;

@@ -1,4 +1,4 @@
-# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-eyesim
+# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-eyesim, pirec-web
 # Installed once per command name so bash-completion's on-demand loading finds it for each.
 # Config keys come from the installed schema (`pirec config defaults`), so they never go stale;
 # session directories come from [session] output_dir of /etc/pirec/pirec.conf.
@@ -22,6 +22,8 @@ _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --
  --no-events --ffmpeg=f --loss= --malformed= --bad-sdp --chunked-status --disconnect-at=
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
  --events-log=f --duration= -h --help --version"
+_pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
+ -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}
 
 # _pirec_complete_opts TABLE PREV CUR: completes an option or its value; returns 1 if PREV takes
@@ -139,6 +141,7 @@ _pirec_recorder()
 	pirec-camera) table=$_pirec_opts_camera ;;
 	pirec-eyetracker) table=$_pirec_opts_eyetracker ;;
 	pirec-notes) table=$_pirec_opts_notes ;;
+	pirec-web) table=$_pirec_opts_web ;;
 	*) table=$_pirec_opts_eyesim ;;
 	esac
 	COMPREPLY=()
@@ -147,4 +150,4 @@ _pirec_recorder()
 
 complete -F _pirec pirec
 complete -F _pirec_remux -o filenames pirec-remux
-complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-eyesim
+complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web

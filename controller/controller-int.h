@@ -68,7 +68,8 @@ struct module {
   struct pirec_job *job;
   enum mstate state;
   int accepts_notes;
-  int stopping; /* we asked the job to end */
+  int accepts_preview; /* its ready line listed "preview" */
+  int stopping;        /* we asked the job to end */
   json_int_t next_id;
   struct pending *pend_head, *pend_tail;
   struct outline *out_head, *out_tail;
@@ -258,7 +259,8 @@ struct pirec_controller {
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;
-  struct note_wait *note_waits; /* notes whose client waits for the recorder's acknowledgement */
+  struct note_wait *note_waits;       /* notes whose client waits for the recorder's acknowledgement */
+  struct preview_wait *preview_waits; /* previews whose client waits for the recorder (clients.c) */
   uint64_t notes_in_events;
 
   struct op *ops; /* queue; the head is running */
