@@ -229,6 +229,10 @@ static const struct pirec__config_key eyetracker_keys[] = {
     INT("rtsp_port", "8086", 1, 65535, "RTSP port of the realtime API (gaze, world, eye_events)"),
     DUR("reconnect_min", "1s", 10 * NS_MS, NS_H, "first delay before reconnecting after a disconnect"),
     DUR("reconnect_max", "30s", 10 * NS_MS, NS_H, "the delay doubles up to this limit"),
+    DUR("pre_trigger", "0", 0, 60 * NS_S,
+        "while no trial runs, keep this much of gaze, eye events and scene video (from a keyframe) in "
+        "memory and write it first into the next trial, rows marked before_start (0: only the scene's "
+        "current GOP)"),
 };
 
 static const struct pirec__config_key notes_keys[] = {

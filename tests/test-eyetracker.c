@@ -493,7 +493,7 @@ static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync
   csv_load(&g, dir, "t001_gaze.csv");
   csv_load(&sim, dir, "sim_gaze.csv");
   memset(out, 0, sizeof *out);
-  assert_int_equal(g.cols, 32);
+  assert_int_equal(g.cols, 33);
   int c_dev = col(&g, "device_ns"), c_ts = col(&g, "rtp_ts"), c_drop = col(&g, "dropped_before");
   int c_x = col(&g, "x"), c_y = col(&g, "y");
   int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_fate = col(&sim, "fate");
@@ -554,7 +554,7 @@ static int check_events(const char *dir, int tolerance)
   struct csv e = {0}, sim = {0};
   csv_load(&e, dir, "t001_eye_events.csv");
   csv_load(&sim, dir, "sim_events.csv");
-  assert_int_equal(e.cols, 20);
+  assert_int_equal(e.cols, 21);
   int c_ts = col(&e, "rtp_ts"), c_dev = col(&e, "device_ns"), c_ev = col(&e, "event");
   int c_drop = col(&e, "dropped_before");
   int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_ev = col(&sim, "event");
@@ -597,9 +597,10 @@ static void check_scene(const char *dir, struct scene_check *out)
   csv_load(&f, dir, "t001_scene_frames.csv");
   csv_load(&sim, dir, "sim_world.csv");
   memset(out, 0, sizeof *out);
-  assert_int_equal(f.cols, 9);
+  assert_int_equal(f.cols, 10);
   assert_string_equal(f.fields[-f.cols], "trial");
-  assert_string_equal(f.fields[-1], "offset");
+  assert_string_equal(f.fields[-2], "offset");
+  assert_string_equal(f.fields[-1], "before_start");
   out->rows = f.rows;
   /* the trial closed cleanly, so its scene file says its real size (pirec-remux would otherwise
    * take it for a file cut by a crash) */
@@ -750,28 +751,32 @@ static void test_faults(void **state)
 
 /* Issue 22 item 7: short runs with malformed 65-byte gaze ended with received samples that were
  * neither written nor counted (scene frames before the first keyframe or damaged ones, losses after
- * the last row). run_trial checks every identity at each stop; 6 seeds. */
+ * the last row). run_trial checks every identity at each stop; 6 seeds. Issue 24 item 3: a trial
+ * started mid-GOP begins at the keyframe before its start (rows before_start = 1), so no scene
+ * frame is discarded waiting for the next keyframe. */
 static void test_short_runs_counters(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
-  uint64_t discarded = 0, after = 0;
+  uint64_t discarded = 0, after = 0, before = 0;
   for (int seed = 1; seed <= 6; seed++) {
     char sd[16];
     snprintf(sd, sizeof sd, "%d", seed);
     const char *const args[] = {"--gaze-size", "65", "--malformed", "0.05", "--seed", sd, NULL};
-    /* Started while the scene plays, a trial starts mid-GOP: frames until the next keyframe are
-     * received but cannot be written. */
+    /* Started while the scene plays, a trial starts mid-GOP. */
     r->late_ms = 1000 + 100 * seed;
     run_trial(r, "short", args, 1200, NULL);
     assert_int_equal(r->stop_err, 0);
     discarded += r->final.world.discarded;
+    before += r->final.world.before_start;
     after += r->final.gaze.dropped_after + r->final.world.dropped_after;
     remove_dir(r->dir);
   }
   fprintf(stderr,
-          "short runs: %" PRIu64 " scene frames discarded, %" PRIu64 " samples dropped after the last row\n",
-          discarded, after);
-  assert_true(discarded > 0); /* the case the identities must cover did happen */
+          "short runs: %" PRIu64 " scene frames discarded, %" PRIu64 " before the start, %" PRIu64
+          " samples dropped after the last row\n",
+          discarded, before, after);
+  assert_int_equal(discarded, 0);
+  assert_true(before > 0); /* the trials did start mid-GOP */
   free(r);
 }
 

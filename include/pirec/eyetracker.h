@@ -64,6 +64,11 @@ struct pirec_eyetracker_settings {
   size_t sink_ring_bytes;                     /* 0 (default): each trial sink's ring sized for its file;
                                              else every one this size (tests: a small ring makes
                                              rows refused) */
+  int64_t pre_trigger_ns;     /* 0 (default): while no trial runs, keep this much of every stream
+                                   (the scene from the keyframe at or before it) and write it first
+                                   into the next trial, rows marked before_start (docs/FORMATS.md) */
+  size_t backlog_video_bytes; /* 0 (default): sized from pre_trigger_ns (eyetracker-int.h) */
+  size_t backlog_rows_bytes;  /* 0 (default): likewise, for gaze, eye events and clock rows */
 };
 
 /* Fills s with the defaults above (host "auto"). */
@@ -146,6 +151,9 @@ struct pirec_eyetracker_stream_status {
   uint64_t dropped_after; /* lost after the trial's last row, counted at its stop: no row
                                   follows to carry them in dropped_before */
   uint64_t idle;          /* received outside a trial (after its stop, before the next) */
+  uint64_t before_start;  /* rows in the trial's file from before its start (before_start = 1):
+                                  the scene's GOP up to the start, the pre-trigger buffer; not in
+                                  samples or written (they were counted where they arrived) */
   int64_t offset_ns;      /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
   int64_t drift_ppb;      /* device clock rate against CLOCK_MONOTONIC */
   int last_error;         /* the error that ended the last session or attempt, or 0 */
@@ -161,6 +169,10 @@ struct pirec_eyetracker_status {
   uint64_t bytes_video;
   uint64_t sink_drops; /* pushes the trial's sinks refused, added as each sink closes */
   int write_error;
+  /* The backlogs (pre-trigger, the scene's current GOP, trial changes): bytes preallocated, held
+   * now, the most held, and idle samples a full backlog could not keep (pre-trigger too long for
+   * its memory). */
+  uint64_t backlog_bytes, backlog_used, backlog_high_water, backlog_missed;
 };
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);
