@@ -23,8 +23,8 @@ static size_t backlog_size(size_t fixed, size_t min, size_t per_s, int64_t pre_n
 int pirec__et_backlog_new(struct pirec_eyetracker *et)
 {
   const struct pirec_eyetracker_settings *s = &et->s;
-  if (s->world && pirec_backlog_new(backlog_size(s->backlog_video_bytes, BACKLOG_VIDEO_MIN, BACKLOG_VIDEO_PER_S,
-                                                 s->pre_trigger_ns, 2),
+  if (s->world && pirec_backlog_new(backlog_size(s->backlog_video_bytes, BACKLOG_VIDEO_MIN,
+                                                 BACKLOG_VIDEO_PER_S, s->pre_trigger_ns, 2),
                                     &et->bl_video) < 0)
     return -ENOMEM;
   if (pirec_backlog_new(
@@ -161,7 +161,8 @@ static void scene_row(struct stream *st, int64_t mono, const struct scene_rec *r
 }
 
 /* A scene access unit into the trial's MKV and its row. */
-static void write_scene(struct stream *st, int64_t mono, const struct scene_rec *r, const uint8_t *au, int before)
+static void write_scene(struct stream *st, int64_t mono, const struct scene_rec *r, const uint8_t *au,
+                        int before)
 {
   struct pirec_eyetracker *et = st->et;
   int64_t pts = scene_pts(et, mono, r);
@@ -187,8 +188,8 @@ static void write_scene(struct stream *st, int64_t mono, const struct scene_rec 
 
 /* Keeps a record (rec, then extra) in backlog b. While a trial change keeps samples for the next
  * trial, those are never forgotten to make room (a full backlog then refuses). 1 when kept. */
-static int keep(struct pirec_eyetracker *et, struct pirec_backlog *b, uint32_t kind, uint32_t flags, int64_t mono,
-                const void *rec, size_t len, const void *extra, size_t extra_len)
+static int keep(struct pirec_eyetracker *et, struct pirec_backlog *b, uint32_t kind, uint32_t flags,
+                int64_t mono, const void *rec, size_t len, const void *extra, size_t extra_len)
 {
   int64_t keep_from = pirec__et_handing_over(et) ? et->handover_mono : INT64_MAX;
   uint8_t *p = pirec_backlog_append(b, kind, flags, mono, len + extra_len, keep_from);
@@ -213,7 +214,8 @@ void pirec__et_sample(struct stream *st, void *rec, size_t len)
 {
   struct pirec_eyetracker *et = st->et;
   /* dropped is the first field after wall and dev in both records: set through the kind's type */
-  uint64_t *dropped = st->kind == GAZE ? &((struct gaze_rec *)rec)->dropped : &((struct event_rec *)rec)->dropped;
+  uint64_t *dropped =
+      st->kind == GAZE ? &((struct gaze_rec *)rec)->dropped : &((struct event_rec *)rec)->dropped;
   st->st.samples++;
   st->received++;
   if (et->recording) {
@@ -272,7 +274,8 @@ static int keep_scene(struct stream *st, const struct scene_rec *rec, const uint
   int idle = !et->recording && !pirec__et_handing_over(et);
   if (gop_start && (et->recording || (idle && et->s.pre_trigger_ns == 0)))
     pirec_backlog_clear(et->bl_video);
-  int kept = keep(et, et->bl_video, WORLD, gop_start ? REC_KEYFRAME : 0, st->rx_mono, rec, sizeof *rec, au, rec->len);
+  int kept = keep(et, et->bl_video, WORLD, gop_start ? REC_KEYFRAME : 0, st->rx_mono, rec, sizeof *rec, au,
+                  rec->len);
   if (gop_start && idle && et->s.pre_trigger_ns > 0)
     pirec_backlog_trim_to_key(et->bl_video, REC_KEYFRAME, st->rx_mono - et->s.pre_trigger_ns);
   if (!kept)
