@@ -326,6 +326,59 @@ static void test_camera_seamless(void **state)
   ctl_cleanup(&c);
 }
 
+/* Issue 25: a trial change while a recorder is restarting is seamless for the others. cam1 is
+ * killed and the trial changed while it is down: cam0's rows run on across the change (before,
+ * the change waited for cam1 and cam0's frames in between were dropped as between trials,
+ * uncounted), and cam1 joins the new trial once it is back. */
+static void test_change_while_restarting(void **state)
+{
+  if (!have_camera()) {
+    print_message("SKIP: pirec-camera not built\n");
+    skip();
+  }
+  struct ctl c;
+  ctl_start(&c, 1, "[camera.cam1]\nsource = lavfi\nsize = 160x120\nfps = 10\npreset = ultrafast\n");
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  usleep(700000);
+  for (int round = 0; round < 2; round++) {
+    json_t *st = tr_status(&c);
+    pid_t pid = (pid_t)jint(json_object_get(json_object_get(st, "modules"), "cam1"), "pid");
+    json_decref(st);
+    assert_true(pid > 0);
+    kill(pid, SIGKILL);
+    /* wait until the controller has seen it go */
+    for (int64_t until = tu_now_ms() + 10000;;) {
+      st = tr_status(&c);
+      const char *mstate = jstr(json_object_get(json_object_get(st, "modules"), "cam1"), "state");
+      int down = strcmp(mstate, "running") != 0;
+      json_decref(st);
+      if (down)
+        break;
+      if (tu_now_ms() > until)
+        fail_msg("cam1 still running 10 s after SIGKILL");
+      usleep(5000);
+    }
+    r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
+    expect_reply(r, "trial");
+    json_decref(r);
+    json_decref(ctl_wait_modules(&c, 0, 30000)); /* cam1 back, in the new trial */
+    usleep(700000);
+  }
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 60000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  int rows = 0;
+  tr_check_rows(dir, "cam0", "_frames.csv", "device_ts_ns", 100000000, &rows, NULL);
+  assert_true(rows >= 15);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
 /* The first packet of an MKV is a keyframe (ffprobe's packet flags start with K). */
 static int starts_with_keyframe(const char path[4300])
 {
@@ -485,6 +538,7 @@ int main(void)
       cmocka_unit_test(test_notes_meet_trial_changes), cmocka_unit_test(test_gpio_stop_during_start),
       cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
       cmocka_unit_test(test_camera_seamless),          cmocka_unit_test(test_eyetracker_seamless),
+      cmocka_unit_test(test_change_while_restarting),
   };
   if (getenv("PIREC_TEST_FILTER"))
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

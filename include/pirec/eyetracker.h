@@ -28,9 +28,12 @@
  *                          row per RTCP Sender Report; offset_ns = device_ns - wall_ns at arrival,
  *                          drift_ppb = the device clock's rate against CLOCK_MONOTONIC since the
  *                          connection's first report (parts per billion)
- * Video before the trial's first access unit holding SPS, PPS and an IDR slice is not written (the
- * file must start decodable); those frames count in the first row's dropped_before. Access units
- * damaged by loss or malformed packets are dropped and counted, never written half.
+ * Every CSV ends with before_start: 1 for rows received before the trial's start (written first,
+ * with their own times), 0 for the trial's own. The scene file must start decodable, with an
+ * access unit holding SPS, PPS and an IDR slice: the client keeps the current GOP (and, with
+ * pre_trigger_ns, the last seconds of every stream) in preallocated backlogs, and a trial's files
+ * begin with them. Access units damaged by loss or malformed packets are dropped and counted,
+ * never written half; after such a gap the video resumes at the next IDR.
  *
  * Errors are negative errno values; messages name the URL, the reply or the value that was wrong.
  * Threads: every function on the loop thread. Counters: pirec_eyetracker_status().
@@ -112,10 +115,11 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
 int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);
 
-/* The next trial_start follows the trial_stop that comes next (a trial change): gaze rows
- * received between them are kept (up to ~3 s) and written first into the next trial's gaze file,
- * so its rows follow this trial's without a gap; other samples meanwhile (scene frames, clock
- * reports, eye events, gaze beyond the buffer) are counted as dropped before the next trial's
+/* The next trial_start follows the trial_stop that comes next (a trial change): every sample
+ * received from now until it (gaze, eye events, clock reports, scene frames) is kept in the
+ * backlogs and written first into the next trial's files as its own rows, so every stream runs on
+ * without a gap; the next trial's scene video begins at the keyframe before now (rows marked
+ * before_start). Samples a full backlog cannot keep are counted as dropped before the next trial's
  * first rows. Call before trial_stop. */
 void pirec_eyetracker_hand_over(struct pirec_eyetracker *et);
 
