@@ -221,6 +221,11 @@ static const struct pirec__config_key camera_keys[] = {
     INT("gop", "60", 1, 10000, "frames between keyframes for raw sources"),
     SIZE("ring_size", "0", 0, 2 * GIB,
          "ring buffer between capture and the encoder or writer (0: one second of frames, at most 256MiB)"),
+    DUR("pre_trigger", "0", 0, 60 * NS_S,
+        "sources sending mjpeg or h264: while no trial runs, keep this much video (from a keyframe) in "
+        "memory "
+        "and write it first into the next trial, rows marked before_start (0: only the current GOP; raw "
+        "sources: not applied)"),
 };
 
 static const struct pirec__config_key eyetracker_keys[] = {

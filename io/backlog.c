@@ -145,6 +145,21 @@ uint64_t pirec_backlog_trim_to_key(struct pirec_backlog *b, uint32_t key_flags, 
   return found ? key : 0;
 }
 
+int64_t pirec_backlog_first_key(const struct pirec_backlog *b, uint32_t key_flags, int64_t cut)
+{
+  uint64_t cursor = 0;
+  int64_t index = 0, found = -1;
+  struct pirec_backlog_rec r;
+  while (pirec_backlog_next(b, &cursor, &r)) {
+    if ((r.flags & key_flags) == key_flags && (found < 0 || r.mono_ns <= cut))
+      found = index;
+    if (r.mono_ns > cut && found >= 0)
+      break;
+    index++;
+  }
+  return found;
+}
+
 void pirec_backlog_clear(struct pirec_backlog *b)
 {
   b->tail = b->head;

@@ -53,6 +53,10 @@ uint64_t pirec_backlog_trim(struct pirec_backlog *b, int64_t before_ns);
  * before before_ns (a video backlog keeps whole GOPs: from the keyframe at or before a moment).
  * Nothing goes when no record qualifies. Returns how many went. */
 uint64_t pirec_backlog_trim_to_key(struct pirec_backlog *b, uint32_t key_flags, int64_t before_ns);
+/* The index (in iteration order) of the record a video file should start with for a start at
+ * cut: the newest record with every bit of key_flags stamped at or before cut, else the first
+ * one with them; -1 when none has them. */
+int64_t pirec_backlog_first_key(const struct pirec_backlog *b, uint32_t key_flags, int64_t cut);
 /* Removes every record. */
 void pirec_backlog_clear(struct pirec_backlog *b);
 

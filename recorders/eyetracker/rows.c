@@ -338,30 +338,13 @@ static void replay_rows(struct pirec_eyetracker *et, int64_t start, int64_t cut)
   pirec_backlog_clear(et->bl_rows);
 }
 
-/* The index of the GOP the trial's video starts with: the newest keyframe at or before cut, else
- * the first one; -1 when the backlog holds none. */
-static int64_t first_key(const struct pirec_backlog *b, int64_t cut)
-{
-  uint64_t cursor = 0;
-  int64_t index = 0, found = -1;
-  struct pirec_backlog_rec r;
-  while (pirec_backlog_next(b, &cursor, &r)) {
-    if ((r.flags & REC_KEYFRAME) && (found < 0 || r.mono_ns <= cut))
-      found = index;
-    if (r.mono_ns > cut && found >= 0)
-      break;
-    index++;
-  }
-  return found;
-}
-
 /* The scene backlog into the trial, from its first keyframe; the trial's own frames before that
  * keyframe (a trial change that kept no keyframe) are counted as dropped. Returns 1 when a
  * keyframe was written. */
 static int replay_scene(struct pirec_eyetracker *et, int64_t start, int64_t cut)
 {
   struct stream *st = &et->streams[WORLD];
-  int64_t key = first_key(et->bl_video, cut), index = 0;
+  int64_t key = pirec_backlog_first_key(et->bl_video, REC_KEYFRAME, cut), index = 0;
   uint64_t cursor = 0;
   struct pirec_backlog_rec r;
   while (pirec_backlog_next(et->bl_video, &cursor, &r)) {

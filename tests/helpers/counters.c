@@ -131,19 +131,23 @@ void counters_check_eyetracker_stream(const char *label, const struct pirec_eyet
 
 void counters_check_camera(const struct pirec_camera_status *s, const char *csv_path)
 {
-  uint64_t rows = 0, dropped_before = 0;
-  if (counters_csv(csv_path, "dropped_before", &rows, &dropped_before) < 0)
+  uint64_t rows = 0, dropped_before = 0, before = 0;
+  if (counters_csv_before(csv_path, "dropped_before", &rows, &dropped_before, &before) < 0)
     fail_msg("camera: no file '%s'", csv_path);
-  const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, written[] = {COUNTER_TERM(s->frames_written)};
-  counters_identity("camera", file_rows, 1, written, 1);
-  uint64_t accounted =
-      s->frames_written + s->frames_idle + s->drops_ring_full + s->drops_encoder + s->drops_sink;
+  const struct counter_term file_rows[] = {COUNTER_TERM(rows), COUNTER_TERM(before)},
+                            written[] = {COUNTER_TERM(s->frames_written)};
+  counters_identity("camera", file_rows, 2, written, 1);
+  const struct counter_term file_before[] = {COUNTER_TERM(before)},
+                            before_start[] = {COUNTER_TERM(s->frames_before_start)};
+  counters_identity("camera", file_before, 1, before_start, 1);
+  uint64_t accounted = s->frames_written - s->frames_before_start + s->frames_idle + s->drops_ring_full +
+                       s->drops_encoder + s->drops_sink;
   if (s->frames_captured < accounted)
     fail_msg("camera: frames_written %" PRIu64 " + frames_idle %" PRIu64 " + drops_ring_full %" PRIu64
              " + drops_encoder %" PRIu64 " + drops_sink %" PRIu64 " = %" PRIu64
              " frames, more than the %" PRIu64 " captured",
-             s->frames_written, s->frames_idle, s->drops_ring_full, s->drops_encoder, s->drops_sink,
-             accounted, s->frames_captured);
+             s->frames_written - s->frames_before_start, s->frames_idle, s->drops_ring_full, s->drops_encoder,
+             s->drops_sink, accounted, s->frames_captured);
 }
 
 void counters_check_notes(uint64_t sent, uint64_t notes, uint64_t drops, uint64_t rows)
