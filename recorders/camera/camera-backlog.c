@@ -39,8 +39,8 @@ void pirec__camera_gop_free(struct pirec__camera_gop *g)
   g->b = NULL;
 }
 
-void pirec__camera_gop_keep(struct pirec__camera_gop *g, const void *hdr, size_t hdr_len, const uint8_t *frame,
-                            size_t len, int64_t mono, int gap, int recording)
+void pirec__camera_gop_keep(struct pirec__camera_gop *g, const void *hdr, size_t hdr_len,
+                            const uint8_t *frame, size_t len, int64_t mono, int gap, int recording)
 {
   if (!g->b)
     return;
