@@ -10,6 +10,9 @@
  * ticks). Ratios are against N = 0 of the same format, in the same run.
  *
  * Prints one JSON object. Needs ffmpeg with libx264 to make the clips. --quick: N in 0, 2 only.
+ * --idle S: the long idle run instead: H.264 720p30 only, N = 5, idle for S s (600: the issue's
+ * 10 minutes; the clip is S + 10 s, about 0.5 MB/s in /tmp): memory must stay where it was after
+ * N + a GOP.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -92,7 +95,7 @@ static int64_t first_row_mono(const char *dir)
   return mono;
 }
 
-static void run_one(const char *clip, const char *dir, int64_t pre_s, struct run *r)
+static void run_one(const char *clip, const char *dir, int64_t pre_s, int64_t idle_s, struct run *r)
 {
   memset(r, 0, sizeof *r);
   r->dir = dir;
@@ -113,24 +116,24 @@ static void run_one(const char *clip, const char *dir, int64_t pre_s, struct run
   uv_timer_init(&r->loop, &r->timer);
   r->timer.data = r;
   r->idle_cpu_ns = cpu_ns();
-  uv_timer_start(&r->timer, on_timer, (uint64_t)(pre_s + 3) * 1000, 0);
+  uv_timer_start(&r->timer, on_timer, (uint64_t)idle_s * 1000, 0);
   uv_run(&r->loop, UV_RUN_DEFAULT);
   uv_loop_close(&r->loop);
   r->first_mono = first_row_mono(dir);
 }
 
-static int make_clip(const char *path, const char *codec_args, const char *size)
+static int make_clip(const char *path, const char *codec_args, const char *size, int seconds)
 {
   char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=%s:rate=30 -t 20 %s -y '%s'", size, codec_args,
-           path);
+  snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=%s:rate=30 -t %d %s -y '%s'",
+           size, seconds, codec_args, path);
   return system(cmd);
 }
 
 int main(int argc, char **argv)
 {
   int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+  int64_t long_idle = argc > 2 && strcmp(argv[1], "--idle") == 0 ? atoll(argv[2]) : 0;
   pirec_log_set_level(PIREC_LOG_ERROR);
   char tmp[] = "/tmp/bench-pretrigger-XXXXXX";
   if (!mkdtemp(tmp))
@@ -141,13 +144,13 @@ int main(int argc, char **argv)
       {"h264_720p30", "clip.mp4", "-c:v libx264 -preset ultrafast -bf 0 -g 30 -b:v 4M", "1280x720"},
       {"mjpeg_1080p30", "clip.mkv", "-c:v mjpeg -q:v 5", "1920x1080"},
   };
-  const int64_t ns[] = {0, 2, 5, 10};
-  int nn = quick ? 2 : 4;
+  const int64_t ns[] = {0, 2, 5, 10}, long_ns[] = {5};
+  int nn = long_idle ? 1 : quick ? 2 : 4, nf = long_idle ? 1 : 2;
   printf("{\"bench\":\"pretrigger\",\"runs\":[");
-  for (int f = 0; f < 2; f++) {
+  for (int f = 0; f < nf; f++) {
     char clip[300];
     snprintf(clip, sizeof clip, "%s/%s", tmp, fmts[f].file);
-    if (make_clip(clip, fmts[f].args, fmts[f].size) != 0) {
+    if (make_clip(clip, fmts[f].args, fmts[f].size, long_idle ? (int)long_idle + 10 : 20) != 0) {
       fprintf(stderr, "bench-pretrigger: ffmpeg could not make '%s'\n", clip);
       return 1;
     }
@@ -156,8 +159,9 @@ int main(int argc, char **argv)
       char dir[400];
       snprintf(dir, sizeof dir, "%s/%s_%" PRId64, tmp, fmts[f].name, ns[i]);
       struct run r;
-      run_one(clip, dir, ns[i], &r);
-      double idle_s = (double)(ns[i] + 3);
+      int64_t n = long_idle ? long_ns[i] : ns[i];
+      run_one(clip, dir, n, long_idle ? long_idle : n + 3, &r);
+      double idle_s = (double)(long_idle ? long_idle : n + 3);
       double cpu_per_s = (double)r.idle_cpu_ns / 1e6 / idle_s;
       if (i == 0)
         ref_cpu = cpu_per_s;
@@ -166,9 +170,10 @@ int main(int argc, char **argv)
              ",\"frames_before_start\":%" PRIu64 ",\"first_frame_before_start_s\":%.3f"
              ",\"idle_cpu_ms_per_s\":%.2f,\"idle_cpu_vs_n0\":%.2f,\"idle_loop_lag_p99_ms\":%.3f"
              ",\"idle_loop_lag_max_ms\":%.3f}",
-             f || i ? "," : "", fmts[f].name, ns[i], r.final.backlog_bytes, r.final.backlog_high_water,
+             f || i ? "," : "", fmts[f].name, n, r.final.backlog_bytes, r.final.backlog_high_water,
              r.at_start.backlog_used, r.final.frames_before_start, (r.start_mono - r.first_mono) / 1e9,
-             cpu_per_s, ref_cpu > 0 ? cpu_per_s / ref_cpu : 0, r.lag_idle.p99_ns / 1e6, r.lag_idle.max_ns / 1e6);
+             cpu_per_s, ref_cpu > 0 ? cpu_per_s / ref_cpu : 0, r.lag_idle.p99_ns / 1e6,
+             r.lag_idle.max_ns / 1e6);
       fflush(stdout);
     }
   }
