@@ -71,34 +71,27 @@ static uint64_t dropped_of(const struct stream *st, uint64_t kept, int before)
   return before ? kept : st->pending_drop;
 }
 
-static void write_gaze(struct stream *st, int64_t mono, const struct gaze_rec *r, int before)
+/* A gaze sample (struct gaze_rec) or eye event (struct event_rec) row of the trial. */
+static void write_sample(struct stream *st, int64_t mono, const void *rec, int before)
 {
+  struct pirec_eyetracker *et = st->et;
+  struct pirec_sink *sink = st->kind == GAZE ? et->gaze_sink : et->events_sink;
+  if (!sink)
+    return;
   char buf[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_gaze_csv_row(&row, st->et->trial, mono, r->wall, r->dev, &r->g, r->rtp_ts, r->seq,
-                     dropped_of(st, r->dropped, before), before);
+  if (st->kind == GAZE) {
+    const struct gaze_rec *r = rec;
+    pirec_gaze_csv_row(&row, et->trial, mono, r->wall, r->dev, &r->g, r->rtp_ts, r->seq,
+                       dropped_of(st, r->dropped, before), before);
+  } else {
+    const struct event_rec *e = rec;
+    pirec_gaze_event_csv_row(&row, et->trial, mono, e->wall, e->dev, &e->e, e->rtp_ts, e->seq,
+                             dropped_of(st, e->dropped, before), before);
+  }
   pirec_csv_row_end(&row);
-  put_row(st, st->et->gaze_sink, &row, before);
-}
-
-static void write_event(struct stream *st, int64_t mono, const struct event_rec *r, int before)
-{
-  char buf[512];
-  struct pirec_csv_row row;
-  pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_gaze_event_csv_row(&row, st->et->trial, mono, r->wall, r->dev, &r->e, r->rtp_ts, r->seq,
-                           dropped_of(st, r->dropped, before), before);
-  pirec_csv_row_end(&row);
-  put_row(st, st->et->events_sink, &row, before);
-}
-
-static void write_sample(struct stream *st, int64_t mono, const void *rec, int before)
-{
-  if (st->kind == GAZE)
-    write_gaze(st, mono, rec, before);
-  else if (st->et->events_sink)
-    write_event(st, mono, rec, before);
+  put_row(st, sink, &row, before);
 }
 
 static void write_clock(struct pirec_eyetracker *et, int64_t mono, const struct clock_rec *r, int before)
