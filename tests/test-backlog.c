@@ -94,7 +94,7 @@ static void test_trims_and_keyframes(void **state)
   assert_int_equal(pirec_backlog_trim(b, 33), 13);
   assert_int_equal(stamps(b, s, 100), 17);
   assert_int_equal(s[0], 33);
-  assert_int_equal(pirec_backlog_first_key(b, 1, 45), 7); /* stamp 40, index 7 */
+  assert_int_equal(pirec_backlog_first_key(b, 1, 45), 7);   /* stamp 40, index 7 */
   assert_int_equal(pirec_backlog_trim_to_key(b, 1, 39), 0); /* no keyframe at or before 39 now */
   assert_int_equal(pirec_backlog_trim_to_key(b, 1, INT64_MAX), 7);
   assert_int_equal(stamps(b, s, 100), 10);

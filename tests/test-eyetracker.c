@@ -894,13 +894,22 @@ static void test_pre_trigger(void **state)
   /* pirec-remux: the output starts at the first kept frame; the trial starts where its first own
    * frame is */
   char cmd[1200], out[8192] = "";
-  snprintf(cmd, sizeof cmd, "'%s/apps/pirec-remux' --json --clock mono '%s/t001_scene.mkv' 2>/dev/null",
-           getenv("PIREC_BUILD_DIR"), r->dir);
+  snprintf(cmd, sizeof cmd, "'%s/apps/pirec-remux' --json --clock mono '%s/t001_scene.mkv' 2>'%s/remux.err'",
+           getenv("PIREC_BUILD_DIR"), r->dir, r->dir);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   size_t n = fread(out, 1, sizeof out - 1, p);
   out[n] = 0;
-  assert_int_equal(pclose(p), 0);
+  if (pclose(p) != 0) {
+    char err[4096] = "";
+    snprintf(cmd, sizeof cmd, "%s/remux.err", r->dir);
+    FILE *ef = fopen(cmd, "r");
+    if (ef) {
+      err[fread(err, 1, sizeof err - 1, ef)] = 0;
+      fclose(ef);
+    }
+    fail_msg("pirec-remux failed: %s\n%s", out, err);
+  }
   json_error_t e;
   json_t *j = json_loads(out, 0, &e);
   if (!j)
