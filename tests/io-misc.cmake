@@ -8,5 +8,6 @@ pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag PkgConf
 # It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.
 set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
 pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
+pirec_add_test(test-error SOURCES test-error.c LIBS pirec_io_base PkgConfig::AVUTIL PkgConfig::UV TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
 pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)

@@ -21,6 +21,7 @@
 #include "pirec/eyetracker.h"
 #include "pirec/fs.h"
 #include "pirec/gaze.h"
+#include "pirec/rowgate.h"
 
 #include "h264.h"
 #include "mkv.h"
@@ -181,12 +182,14 @@ struct pirec_eyetracker {
    * keyframe at or before now - pre_trigger while idle), and, while idle with a pre-trigger or
    * during a trial change, the other streams' samples. Made by pirec_eyetracker_new. */
   struct pirec_backlog *bl_video, *bl_rows;
-  int bl_need_key;          /* the scene lost a frame: the backlog waits for the next keyframe */
-  int64_t bl_last_trim;     /* the rows backlog is trimmed at most every 10 ms */
-  int64_t trial_start_mono; /* the instant the running trial started (before_start is older) */
+  int bl_need_key;            /* the scene lost a frame: the backlog waits for the next keyframe */
+  int64_t bl_last_trim;       /* the rows backlog is trimmed at most every 10 ms */
+  int64_t trial_start_mono;   /* the instant the running trial started (before_start is older) */
+  uint64_t scene_before_held; /* scene rows from before the start waiting in the scene gate */
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
+  struct pirec_rowgate *scene_gate; /* scene frame rows waiting for their frames' writes */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
   struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
@@ -211,6 +214,8 @@ struct pirec_eyetracker {
  * to ~0.8 MB/s): every page of an arena is backed when it is made, so oversizing them costs memory
  * and, when no prepared arena is ready, loop time at trial start. */
 #define SCENE_RING_BYTES ((size_t)8 << 20)
+/* Scene frame rows waiting for their frames' writes (~130 bytes each): 2000 frames behind a stall. */
+#define SCENE_GATE_BYTES ((size_t)256 << 10)
 #define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
 /* Backlog sizes (pirec_eyetracker_settings.pre_trigger_ns = N s): the scene video at up to
@@ -250,6 +255,15 @@ void pirec__et_scene_gap(struct pirec_eyetracker *et);
  * files, those older than start_mono marked before_start; what a trial change kept is the
  * trial's own. */
 void pirec__et_backlog_replay(struct pirec_eyetracker *et, int64_t start_mono);
+
+/* streams.c: the scene frames' rows wait in et->scene_gate until their frames are written whole in
+ * the scene MKV (a row never precedes its frame on disk; a frame whose write failed gets no row).
+ * _open: the gate for a trial with a scene sink. _settle: the scene sink closed (video is it,
+ * inside its close callback): the rows of the frames in the file go to the frames CSV, the others
+ * count as discarded and in the scene stream's dropped_after. _free: at the trial's end. */
+int pirec__et_scene_gate_open(struct pirec_eyetracker *et);
+void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video);
+void pirec__et_scene_gate_free(struct pirec_eyetracker *et);
 
 /* ---- core.c ---- */
 

@@ -127,56 +127,52 @@ static int64_t scene_pts(struct pirec_eyetracker *et, int64_t mono, const struct
   return pts;
 }
 
-static void scene_row(struct stream *st, int64_t mono, const struct scene_rec *r, int before)
-{
-  struct pirec_eyetracker *et = st->et;
-  char buf_row[256];
-  struct pirec_csv_row row;
-  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_csv_row_lead(&row, et->trial, mono, r->wall);
-  pirec_csv_row_u64(&row, et->frame_index++);
-  pirec_csv_row_u64(&row, r->seq);
-  pirec_csv_row_time(&row, r->dev);
-  pirec_csv_row_u64(&row, dropped_of(st, r->dropped, before));
-  pirec_csv_row_u64(&row, r->len);
-  pirec_csv_row_empty(&row);
-  pirec_csv_row_u64(&row, before ? 1 : 0);
-  pirec_csv_row_end(&row);
-  int rc = put_row(st, et->frames_sink, &row, before);
-  if (rc < 0 && !et->write_error) {
-    /* The video has the frame but its row is lost: the MKV and its CSV no longer pair up one to
-     * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
-    et->write_error = rc;
-    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
-                   pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
-                   pirec_strerror(rc));
-  }
-}
-
-/* A scene access unit into the trial's MKV and its row. */
+/* A scene access unit into the trial's MKV; its row waits in the scene gate until the frame is
+ * written whole (streams.c counts it then); room for it was checked first. */
 static void write_scene(struct stream *st, int64_t mono, const struct scene_rec *r, const uint8_t *au,
                         int before)
 {
   struct pirec_eyetracker *et = st->et;
   int64_t pts = scene_pts(et, mono, r);
-  int rc = pirec_mkv_write(et->mkv, au, r->len, r->keyframe, pts);
+  int rc = et->scene_gate && pirec_rowgate_room(et->scene_gate) ? 0 : -ENOBUFS;
+  if (rc == 0)
+    rc = pirec_mkv_write(et->mkv, au, r->len, r->keyframe, pts);
   if (rc < 0) {
     if (!before) {
       st->st.discarded++;
       st->pending_drop++;
     }
-    if (rc != -EINVAL && !et->write_error) {
+    if (rc != -EINVAL && rc != -ENOBUFS && !et->write_error) {
       et->write_error = rc;
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
                      pirec_strerror(rc));
     }
     return;
   }
-  pirec_sink_flush(et->video_sink); /* the frame's write is queued before its row's */
+  pirec_sink_flush(et->video_sink);
   et->last_pts_ns = pts;
   et->last_pts_mono = mono;
   et->bytes_video += r->len;
-  scene_row(st, mono, r, before);
+  uint64_t dropped = before ? 0 : st->pending_drop;
+  char buf_row[PIREC_ROWGATE_ROW_MAX];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
+  pirec_csv_row_lead(&row, et->trial, mono, r->wall);
+  pirec_csv_row_u64(&row, et->frame_index++);
+  pirec_csv_row_u64(&row, r->seq);
+  pirec_csv_row_time(&row, r->dev);
+  pirec_csv_row_u64(&row, before ? r->dropped : dropped);
+  pirec_csv_row_u64(&row, r->len);
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_u64(&row, before ? 1 : 0);
+  int len = pirec_csv_row_end(&row);
+  if (len > 0 &&
+      pirec_rowgate_hold(et->scene_gate, buf_row, (size_t)len, pirec_mkv_bytes(et->mkv), dropped) == 0) {
+    if (before)
+      et->scene_before_held++;
+    else
+      st->pending_drop = 0;
+  }
 }
 
 /* Keeps a record (rec, then extra) in backlog b. While a trial change keeps samples for the next

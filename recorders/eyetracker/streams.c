@@ -243,6 +243,69 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec__et_scene_au(st, &r, au->data);
 }
 
+/* Rows handed to the frames CSV count as written (with what they carry); a row the CSV refused is
+ * a lost sample like any other (it and what it carried go on the next row). */
+static void scene_rows_released(struct pirec_eyetracker *et, const struct pirec_rowgate_result *res)
+{
+  struct stream *st = &et->streams[WORLD];
+  /* The rows from before the trial's start are held first, so they are released first. */
+  uint64_t before = et->scene_before_held < res->rows ? et->scene_before_held : res->rows;
+  et->scene_before_held -= before;
+  st->st.before_start += before;
+  st->st.written += res->rows - before;
+  st->st.dropped += res->dropped;
+  st->st.refused += res->refused;
+  st->pending_drop += res->refused + res->refused_dropped;
+  if (res->error < 0 && !et->write_error) {
+    /* The video has the frame but its row is lost: the MKV and its CSV no longer pair up one to
+     * one, which a reader must hear about. */
+    et->write_error = res->error;
+    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused a row of the scene frames: %s",
+                   pirec_sink_path(et->frames_sink), pirec_strerror(res->error));
+  }
+}
+
+/* The scene sink wrote more: the rows of the frames now whole in the file follow them. */
+static void scene_written(struct pirec_sink *sink, uint64_t whole_end, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  struct pirec_rowgate_result res;
+  if (!et->scene_gate || !et->frames_sink || (sink != et->video_sink && sink != et->video_closing))
+    return;
+  pirec_rowgate_release(et->scene_gate, whole_end, et->frames_sink, &res);
+  scene_rows_released(et, &res);
+}
+
+int pirec__et_scene_gate_open(struct pirec_eyetracker *et)
+{
+  int r = pirec_rowgate_new(SCENE_GATE_BYTES, &et->scene_gate);
+  if (r == 0)
+    pirec_sink_on_written(et->video_sink, scene_written);
+  return r;
+}
+
+void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video)
+{
+  struct stream *st = &et->streams[WORLD];
+  struct pirec_rowgate_result res;
+  uint64_t unwritten = 0, carried = 0;
+  if (!et->scene_gate)
+    return;
+  pirec_rowgate_release(et->scene_gate, pirec_sink_whole_end(video), et->frames_sink, &res);
+  scene_rows_released(et, &res);
+  /* Frames whose writes failed: refused by the MKV's file, after the last row. */
+  pirec_rowgate_discard(et->scene_gate, &unwritten, &carried);
+  st->st.discarded += unwritten;
+  st->st.dropped_after += unwritten + carried + st->pending_drop;
+  st->pending_drop = 0;
+}
+
+void pirec__et_scene_gate_free(struct pirec_eyetracker *et)
+{
+  pirec_rowgate_free(et->scene_gate);
+  et->scene_gate = NULL;
+}
+
 static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
 {
   struct pirec_rtp_packet p;
