@@ -11,3 +11,5 @@ pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
 pirec_add_test(test-error SOURCES test-error.c LIBS pirec_io_base PkgConfig::AVUTIL PkgConfig::UV TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
 pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)
+# io/log: a stderr pipe nobody reads must not stop the loop (its writer thread: also under TSan).
+pirec_add_test(test-log SOURCES test-log.c LIBS pirec_io_base PkgConfig::UV LABELS concurrency TIMEOUT 60)
