@@ -151,6 +151,7 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   s->gop = (int)pirec_config_get_int(cfg, section, "gop");
   /* 0 (the default) leaves the camera's own choice: a second of frames, capped at 256 MiB. */
   s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
+  s->pre_trigger_ns = pirec_config_get_duration(cfg, section, "pre_trigger");
   s->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
@@ -305,6 +306,10 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_counters_add(req, "frames_captured", st.frames_captured);
   pirec_recorder_counters_add(req, "frames_written", st.frames_written);
   pirec_recorder_counters_add(req, "frames_idle", st.frames_idle);
+  pirec_recorder_counters_add(req, "frames_before_start", st.frames_before_start);
+  pirec_recorder_counters_add(req, "backlog_bytes", st.backlog_bytes);
+  pirec_recorder_counters_add(req, "backlog_used", st.backlog_used);
+  pirec_recorder_counters_add(req, "backlog_high_water", st.backlog_high_water);
   pirec_recorder_counters_add(req, "drops", st.drops_total);
   pirec_recorder_counters_add(req, "drops_ring_full", st.drops_ring_full);
   pirec_recorder_counters_add(req, "drops_encoder", st.drops_encoder);

@@ -102,6 +102,7 @@ static json_t *stream_json(const struct pirec_eyetracker_stream_status *s)
   U(refused);
   U(dropped);
   U(idle);
+  U(before_start);
 #undef U
   if (s->offset_ns != INT64_MIN)
     json_object_set_new(o, "offset_ns", json_integer(s->offset_ns));
@@ -134,11 +135,16 @@ static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetr
     s.status_ok -= s.status_ok >= base->status_ok ? base->status_ok : s.status_ok;
     s.status_failed -= s.status_failed >= base->status_failed ? base->status_failed : s.status_failed;
   }
-  return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
-                   stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok",
-                   (json_int_t)s.status_ok, "status_failed", (json_int_t)s.status_failed, "bytes_video",
-                   (json_int_t)s.bytes_video, "sink_drops", (json_int_t)s.sink_drops, "write_error",
-                   s.write_error ? pirec_strerror(s.write_error) : NULL);
+  json_t *o = json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s?}", "gaze", stream_json(&s.gaze), "world",
+                        stream_json(&s.world), "eye_events", stream_json(&s.events), "status_ok",
+                        (json_int_t)s.status_ok, "status_failed", (json_int_t)s.status_failed, "bytes_video",
+                        (json_int_t)s.bytes_video, "sink_drops", (json_int_t)s.sink_drops, "write_error",
+                        s.write_error ? pirec_strerror(s.write_error) : NULL);
+  json_object_set_new(o, "backlog",
+                      json_pack("{s:I,s:I,s:I,s:I}", "bytes", (json_int_t)s.backlog_bytes, "used",
+                                (json_int_t)s.backlog_used, "high_water", (json_int_t)s.backlog_high_water,
+                                "missed", (json_int_t)s.backlog_missed));
+  return o;
 }
 
 /* ---- under the controller ---- */
@@ -350,6 +356,7 @@ static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli 
     s->rtsp_port = (int)pirec_config_get_int(cfg, "eyetracker", "rtsp_port");
   s->reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
   s->reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
+  s->pre_trigger_ns = pirec_config_get_duration(cfg, "eyetracker", "pre_trigger");
   s->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   r = address && pirec_eyetracker_settings_set_address(s, address) < 0 ? -EINVAL : 0;

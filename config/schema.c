@@ -245,6 +245,11 @@ static const struct pirec__config_key camera_keys[] = {
     INT("gop", "60", 1, 10000, "frames between keyframes for raw sources"),
     SIZE("ring_size", "0", 0, 2 * GIB,
          "ring buffer between capture and the encoder or writer (0: one second of frames, at most 256MiB)"),
+    DUR("pre_trigger", "0", 0, 60 * NS_S,
+        "sources sending mjpeg or h264: while no trial runs, keep this much video (from a keyframe) in "
+        "memory "
+        "and write it first into the next trial, rows marked before_start (0: only the current GOP; raw "
+        "sources: not applied)"),
 };
 
 static const struct pirec__config_key eyetracker_keys[] = {
@@ -253,6 +258,10 @@ static const struct pirec__config_key eyetracker_keys[] = {
     INT("rtsp_port", "8086", 1, 65535, "RTSP port of the realtime API (gaze, world, eye_events)"),
     DUR("reconnect_min", "1s", 10 * NS_MS, NS_H, "first delay before reconnecting after a disconnect"),
     DUR("reconnect_max", "30s", 10 * NS_MS, NS_H, "the delay doubles up to this limit"),
+    DUR("pre_trigger", "0", 0, 60 * NS_S,
+        "while no trial runs, keep this much of gaze, eye events and scene video (from a keyframe) in "
+        "memory and write it first into the next trial, rows marked before_start (0: only the scene's "
+        "current GOP)"),
 };
 
 static const struct pirec__config_key notes_keys[] = {

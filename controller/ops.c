@@ -851,12 +851,15 @@ static void after_trial_stopped(struct pirec_controller *c)
   begin_trial(c, op ? op->label : "", 0);
 }
 
-/* 1 when every recorder in the trial takes commands now, so the trial change can be seamless. */
+/* 1 unless a recorder of the trial is restarting with notes queued for it: those must be written
+ * into the trial that ends (join_then_stop), so the change waits for it. A recorder restarting
+ * without notes is in neither trial while it is down (the gap is its restart's, counted by it) and
+ * joins the next one when it is up, so it does not hold the change up. */
 static int modules_settled(struct pirec_controller *c)
 {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
-    if (m->in_trial && m->state != M_READY && m->state != M_ENDED)
+    if (m->in_trial && m->state != M_READY && m->state != M_ENDED && pirec__module_has_note(m))
       return 0;
   }
   return 1;
@@ -865,13 +868,15 @@ static int modules_settled(struct pirec_controller *c)
 /* A trial change at one instant: the trial ends and the next begins in the session's files, and
  * every recorder gets its stop and the next start together (its protocol library runs them in
  * order). Notes and samples before that instant are in the old trial, later ones in the new:
- * nothing falls between. A recorder that is restarting cannot be told both now: then the trial
- * ends first (its queued notes are written into it) and the next begins after. */
+ * nothing falls between. A recorder that is restarting with notes queued for the old trial cannot
+ * be told both now: then the trial ends first (its queued notes are written into it) and the next
+ * begins after; the other recorders still get their stop with next, so they keep what they
+ * capture meanwhile for the next trial (bounded; the rest counted in its first dropped_before). */
 static void op_next_trial(struct pirec_controller *c)
 {
   control_row(c, "trial", NULL);
   if (!modules_settled(c)) {
-    stop_trial_on_modules(c, 0);
+    stop_trial_on_modules(c, 1);
     /* Notes taken until the next start is sent wait for it (its start goes ahead of them), as
      * while a session starts, rather than reach a notes recorder between trials. Only where the
      * stop itself went out: a held outbox would hold it too. */

@@ -952,6 +952,8 @@ static int tally(struct remux *r)
   if (t->count > 0 && written > 0) {
     res->first_ns = t->t_ns[0];
     res->duration_ns = t->t_ns[written - 1] - t->t_ns[0];
+    res->before_start = t->before_start < written ? t->before_start : written;
+    res->start_ns = t->t_ns[res->before_start < written ? res->before_start : written - 1];
   }
   if (written == 0) {
     seterr(res, "'%s' has no complete frame that pairs with a row of '%s' (%lld packets, %lld rows)",
@@ -1201,6 +1203,8 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
   if (found > 0 && found <= timing.count) {
     res->first_ns = timing.t_ns[0];
     res->duration_ns = timing.t_ns[found - 1] - timing.t_ns[0];
+    res->before_start = timing.before_start < found ? timing.before_start : found;
+    res->start_ns = timing.t_ns[res->before_start < found ? res->before_start : found - 1];
   }
 done:
   free(in);

@@ -90,7 +90,7 @@ static json_t *jtext(const char *s)
 
 static json_t *result_json(const char *input, const struct pirec_remux_result *r, int ok, int verify, int dry)
 {
-  return json_pack(
+  json_t *j = json_pack(
       "{s:o, s:o, s:o, s:b, s:b, s:b, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b,"
       " s:s, s:o, s:i, s:I, s:I}",
       "input", jtext(input), "output", jtext(r->output_path), "timing", jtext(r->timing_path), "ok", ok,
@@ -100,6 +100,12 @@ static json_t *result_json(const char *input, const struct pirec_remux_result *r
       r->partial_row, "video_truncated", r->video_truncated, "clock", pirec_remux_clock_name(r->clock_used),
       "clock_note", jtext(r->clock_note), "reorder_depth", r->reorder_depth, "duration_ns",
       (json_int_t)r->duration_ns, "input_bytes", (json_int_t)r->input_bytes);
+  /* where the trial starts in the output: frames before it (pre-trigger, the GOP before the
+   * start) play first at their own times */
+  json_object_set_new(j, "first_ns", json_integer(r->first_ns));
+  json_object_set_new(j, "before_start", json_integer(r->before_start));
+  json_object_set_new(j, "trial_start_offset_ns", json_integer(r->start_ns - r->first_ns));
+  return j;
 }
 
 /* A test hook: PIREC_REMUX_TEST_FAULT="NAME:hang,NAME2:abort,NAME3:mute" makes the child for a

@@ -11,8 +11,9 @@
 #define MAX_FIELDS 32
 #define FIELD_CAP  64
 
-enum column { COL_MONO, COL_WALL, COL_DEVICE, COL_BYTES, COL_OFFSET, COL_COUNT };
-static const char *const column_names[COL_COUNT] = {"mono_ns", "wall_ns", "device_ts_ns", "bytes", "offset"};
+enum column { COL_MONO, COL_WALL, COL_DEVICE, COL_BYTES, COL_OFFSET, COL_BEFORE, COL_COUNT };
+static const char *const column_names[COL_COUNT] = {"mono_ns", "wall_ns", "device_ts_ns",
+                                                    "bytes",   "offset",  "before_start"};
 
 struct loader {
   const char *path;
@@ -30,6 +31,7 @@ struct loader {
   int64_t *mono, *wall, *device, *bytes, *offset, *lines;
   int64_t count, alloc;
   int64_t missing_device; /* rows without a device timestamp */
+  int64_t before_start;   /* leading rows marked before_start = 1 */
   int64_t first_missing_line;
 };
 
@@ -156,10 +158,19 @@ static void on_row(int term, void *ctx)
     goto next;
   }
   i = l->count;
+  int64_t before;
   if (field(l, COL_MONO, 0, &l->mono[i]) < 0 || field(l, COL_WALL, 0, &l->wall[i]) < 0 ||
       field(l, COL_DEVICE, 1, &l->device[i]) < 0 || field(l, COL_BYTES, 1, &l->bytes[i]) < 0 ||
-      field(l, COL_OFFSET, 1, &l->offset[i]) < 0)
+      field(l, COL_OFFSET, 1, &l->offset[i]) < 0 || field(l, COL_BEFORE, 1, &before) < 0)
     goto next;
+  /* Rows from before the trial's start (docs/FORMATS.md) lead the file: placed by their own
+   * timestamps like every row, and counted so a reader knows where the trial begins. */
+  if (before == 1 && l->before_start < i) {
+    fail(l, "before_start 1 after the trial's own rows");
+    goto next;
+  }
+  if (before == 1)
+    l->before_start++;
   if (l->device[i] < 0 && l->missing_device++ == 0)
     l->first_missing_line = l->line;
   l->lines[i] = l->line;
@@ -506,6 +517,7 @@ int pirec_remux_timing_load(const char *path, enum pirec_remux_clock clock, stru
   timing->bytes = l.bytes;
   timing->offset = l.offset;
   timing->count = l.count;
+  timing->before_start = l.before_start;
   return 0;
 }
 

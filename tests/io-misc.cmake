@@ -2,6 +2,7 @@
 # fs and csv use libuv's threadpool (and csv the sink's producer/loop handoff): also run under TSan.
 pirec_add_test(test-fs SOURCES test-fs.c LIBS pirec_io_fs LABELS concurrency TIMEOUT 120)
 pirec_add_test(test-bytebuf SOURCES test-bytebuf.c LIBS pirec_io_bytebuf TIMEOUT 30)
+pirec_add_test(test-backlog SOURCES test-backlog.c LIBS pirec_io_backlog TIMEOUT 30)
 pirec_add_test(test-jsonl SOURCES test-jsonl.c LIBS pirec_io_jsonl TIMEOUT 30)
 pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag PkgConfig::JANSSON TIMEOUT 60)
 # It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.

@@ -184,6 +184,7 @@ static int mkv_sealed(const char *path)
 
 struct row {
   int64_t trial, mono, wall, frame, seq, dev;
+  int before; /* before_start */
   int has_dev;
   uint64_t dropped, bytes;
   int64_t offset;
@@ -198,13 +199,14 @@ static size_t read_rows(const char *path, struct row **out)
   struct row *rows = malloc(cap * sizeof *rows);
   assert_non_null(f);
   assert_non_null(fgets(line, sizeof line, f));
-  assert_string_equal(line, "trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset\n");
+  assert_string_equal(
+      line, "trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset,before_start\n");
   while (fgets(line, sizeof line, f)) {
-    char *field[9];
+    char *field[10];
     int k = 0;
     char *p = line;
     line[strcspn(line, "\n")] = 0;
-    for (; k < 9; k++) {
+    for (; k < 10; k++) {
       field[k] = p;
       char *comma = strchr(p, ',');
       if (!comma) {
@@ -214,7 +216,7 @@ static size_t read_rows(const char *path, struct row **out)
       *comma = 0;
       p = comma + 1;
     }
-    assert_int_equal(k, 9);
+    assert_int_equal(k, 10);
     if (n == cap)
       rows = realloc(rows, (cap *= 2) * sizeof *rows);
     struct row *r = &rows[n++];
@@ -229,6 +231,7 @@ static size_t read_rows(const char *path, struct row **out)
     r->bytes = strtoull(field[7], NULL, 10);
     r->has_offset = field[8][0] != 0;
     r->offset = strtoll(field[8], NULL, 10);
+    r->before = strcmp(field[9], "1") == 0;
   }
   fclose(f);
   *out = rows;
@@ -280,6 +283,8 @@ struct run {
   const char *snap_path;
   int snap_result;
   int64_t max_hold_capture_ns;
+  int late_ms;                    /* > 0: the trial starts this long after the camera */
+  int64_t start_mono;             /* CLOCK_MONOTONIC just before the trial's start */
   const char *unlink_after_start; /* a path removed once the camera has started */
   char source_error[512];         /* the text of the last SOURCE_ERROR event */
 };
@@ -354,6 +359,11 @@ static void on_snap(uv_timer_t *t)
   assert_int_equal(pirec_camera_snapshot(r->cam, r->snap_path, snap_cb, r), 0);
 }
 
+static void on_late(uv_timer_t *t)
+{
+  uv_stop(t->loop);
+}
+
 static void run_camera(struct run *r, const struct pirec_camera_settings *s, const char *dir)
 {
   assert_int_equal(uv_loop_init(&r->loop), 0);
@@ -361,7 +371,16 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_int_equal(pirec_camera_start(r->cam), 0);
   if (r->unlink_after_start)
     assert_int_equal(unlink(r->unlink_after_start), 0);
+  if (r->late_ms > 0) { /* the camera runs idle first (its backlog fills) */
+    uv_timer_t late;
+    uv_timer_init(&r->loop, &late);
+    uv_timer_start(&late, on_late, (uint64_t)r->late_ms, 0);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&late, NULL);
+    uv_run(&r->loop, UV_RUN_NOWAIT);
+  }
   int64_t t0 = pirec_clock_mono_ns();
+  r->start_mono = t0;
   assert_int_equal(pirec_camera_trial_start(r->cam, dir, 1, 0), 0);
   fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
   /* The run's timers count from the trial's start, however long the start took (under TSan a
@@ -913,6 +932,68 @@ static void test_url_file_replay(void **state)
   fclose(f);
   assert_decodes(video, "h264", (long)n);
   free(rows);
+}
+
+/* Issue 24 item 3 for a camera whose source sends H.264 with a keyframe every second: a trial
+ * started mid-GOP (pre_trigger 0) starts at the keyframe before it, and with pre_trigger = 1 s at
+ * the keyframe at or before T - 1 s; those rows come first, marked before_start, with the times
+ * they were captured at; packets = rows, every packet decodes, no frame is dropped. */
+static void url_pre_trigger(int64_t pre_ns)
+{
+  char dir[300], clip[400], cmd[1200];
+  make_tmp(dir, sizeof dir, pre_ns ? "urlpre" : "urlgop");
+  mkdir(dir, 0755);
+  snprintf(clip, sizeof clip, "%s/clip.mp4", dir);
+  snprintf(cmd, sizeof cmd,
+           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 150 "
+           "-c:v libx264 -preset ultrafast -bf 0 -g 25 -keyint_min 25 -sc_threshold 0 -y '%s'",
+           clip);
+  assert_int_equal(system(cmd), 0);
+  struct pirec_camera_settings s;
+  pirec_camera_settings_default(&s);
+  assert_int_equal(pirec_camera_settings_set_source(&s, clip), 0);
+  s.width = s.height = 0;
+  s.fps_num = 0;
+  s.pre_trigger_ns = pre_ns;
+  char out[400];
+  snprintf(out, sizeof out, "%s/rec", dir);
+  struct run r = {.stop_at_ms = 1500, .late_ms = 2500};
+  run_camera(&r, &s, out);
+  print_status(pre_ns ? "url pre-trigger" : "url gop", &r.st);
+  char csv[500], video[500];
+  snprintf(csv, sizeof csv, "%s/t001_frames.csv", out);
+  snprintf(video, sizeof video, "%s/t001.h264", out);
+  struct row *rows;
+  size_t n = read_rows(csv, &rows);
+  size_t before = 0;
+  while (before < n && rows[before].before)
+    before++;
+  for (size_t i = before; i < n; i++)
+    assert_int_equal(rows[i].before, 0);
+  fprintf(stderr, "%zu rows, %zu before the start, first at T%+.3f s\n", n, before,
+          (rows[0].mono - r.start_mono) / 1e9);
+  assert_true(before > 0 && before < n);
+  assert_int_equal(r.st.frames_before_start, before);
+  assert_true(rows[before - 1].mono < r.start_mono);
+  /* from the keyframe at or before T - N: device times are the clip's, keyframes every 1 s */
+  assert_int_equal(rows[0].dev % 1000000000LL, 0);
+  assert_true(rows[0].mono <= r.start_mono - pre_ns);
+  assert_true(rows[0].mono >= r.start_mono - pre_ns - 1200000000LL);
+  assert_int_equal(check_rows(rows, n, 1, 40000000), 0); /* one frame after another, none lost */
+  assert_int_equal(probe_packets(video, "h264"), (long)n);
+  assert_decodes(video, "h264", (long)n);
+  assert_true(r.st.backlog_bytes > 0 && r.st.backlog_high_water <= r.st.backlog_bytes);
+  free(rows);
+}
+
+static void test_url_gop_start(void **state)
+{
+  url_pre_trigger(0);
+}
+
+static void test_url_pre_trigger(void **state)
+{
+  url_pre_trigger(1000000000LL);
 }
 
 /* A live network stream (MPEG-TS over UDP from an ffmpeg sender, as an IP camera would send):
@@ -1565,6 +1646,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_rpicam_child_exit),
       cmocka_unit_test(test_rpicam_program_gone),
       cmocka_unit_test(test_url_file_replay),
+      cmocka_unit_test(test_url_gop_start),
+      cmocka_unit_test(test_url_pre_trigger),
       cmocka_unit_test(test_url_network_live),
       cmocka_unit_test(test_url_network_reconnect),
       cmocka_unit_test(test_snapshot),

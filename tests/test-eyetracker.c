@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "helpers/counters.h"
+#include <jansson.h>
 #include <uv.h>
 
 #include "pirec/clock.h"
@@ -153,7 +154,10 @@ struct run {
   const char *const *restart_args;
   int restart_phase;
   char restart_ports[2][16];
-  int64_t late_ms; /* > 0: the trial starts this long after the streams were asked for */
+  int64_t late_ms;                      /* > 0: the trial starts this long after the streams were asked for */
+  int64_t start_mono;                   /* CLOCK_MONOTONIC just before trial_start */
+  uint64_t backlog_half, backlog_start; /* backlog bytes in use half-way to a late start, and at it */
+  uv_timer_t half_timer;
 };
 
 static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
@@ -305,7 +309,11 @@ static void check_counters(const struct run *r)
 /* Starts trial 1 and the timer that stops it after r->trial_ms. */
 static void start_trial(struct run *r)
 {
+  struct pirec_eyetracker_status bs;
+  pirec_eyetracker_status(r->et, &bs);
+  r->backlog_start = bs.backlog_used;
   int64_t t0 = pirec_clock_mono_ns();
+  r->start_mono = t0;
   assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 1, 0), 0);
   fprintf(stderr, "trial start took %.2f ms of loop time\n", (pirec_clock_mono_ns() - t0) / 1e6);
   assert_int_equal(pirec_eyetracker_trial_start(r->et, r->dir, 2, 0), -EBUSY);
@@ -315,6 +323,15 @@ static void start_trial(struct run *r)
 static void on_late_start(uv_timer_t *t)
 {
   start_trial(t->data);
+}
+
+static void on_half_way(uv_timer_t *t)
+{
+  struct run *r = t->data;
+  struct pirec_eyetracker_status bs;
+  pirec_eyetracker_status(r->et, &bs);
+  r->backlog_half = bs.backlog_used;
+  uv_close((uv_handle_t *)t, NULL);
 }
 
 /* Runs the simulator with extra args and records one trial of trial_ms into r->dir; with
@@ -367,9 +384,12 @@ static void run_trial_held(struct run *r, const char *tag, const char *const *si
   uv_timer_init(&r->loop, &r->timer);
   r->timer.data = r;
   r->trial_ms = trial_ms;
-  if (r->late_ms > 0)
+  if (r->late_ms > 0) {
     uv_timer_start(&r->timer, on_late_start, (uint64_t)r->late_ms, 0);
-  else
+    uv_timer_init(&r->loop, &r->half_timer);
+    r->half_timer.data = r;
+    uv_timer_start(&r->half_timer, on_half_way, (uint64_t)r->late_ms / 2, 0);
+  } else
     start_trial(r);
   if (hold_for_ms > 0) {
     assert_true(hold_from_ms + hold_for_ms < trial_ms);
@@ -493,7 +513,7 @@ static void check_gaze(const char *dir, struct gaze_check *out, int allow_resync
   csv_load(&g, dir, "t001_gaze.csv");
   csv_load(&sim, dir, "sim_gaze.csv");
   memset(out, 0, sizeof *out);
-  assert_int_equal(g.cols, 32);
+  assert_int_equal(g.cols, 33);
   int c_dev = col(&g, "device_ns"), c_ts = col(&g, "rtp_ts"), c_drop = col(&g, "dropped_before");
   int c_x = col(&g, "x"), c_y = col(&g, "y");
   int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_fate = col(&sim, "fate");
@@ -554,7 +574,7 @@ static int check_events(const char *dir, int tolerance)
   struct csv e = {0}, sim = {0};
   csv_load(&e, dir, "t001_eye_events.csv");
   csv_load(&sim, dir, "sim_events.csv");
-  assert_int_equal(e.cols, 20);
+  assert_int_equal(e.cols, 21);
   int c_ts = col(&e, "rtp_ts"), c_dev = col(&e, "device_ns"), c_ev = col(&e, "event");
   int c_drop = col(&e, "dropped_before");
   int s_ts = col(&sim, "rtp_ts"), s_dev = col(&sim, "device_ns"), s_ev = col(&sim, "event");
@@ -597,9 +617,10 @@ static void check_scene(const char *dir, struct scene_check *out)
   csv_load(&f, dir, "t001_scene_frames.csv");
   csv_load(&sim, dir, "sim_world.csv");
   memset(out, 0, sizeof *out);
-  assert_int_equal(f.cols, 9);
+  assert_int_equal(f.cols, 10);
   assert_string_equal(f.fields[-f.cols], "trial");
-  assert_string_equal(f.fields[-1], "offset");
+  assert_string_equal(f.fields[-2], "offset");
+  assert_string_equal(f.fields[-1], "before_start");
   out->rows = f.rows;
   /* the trial closed cleanly, so its scene file says its real size (pirec-remux would otherwise
    * take it for a file cut by a crash) */
@@ -750,28 +771,164 @@ static void test_faults(void **state)
 
 /* Issue 22 item 7: short runs with malformed 65-byte gaze ended with received samples that were
  * neither written nor counted (scene frames before the first keyframe or damaged ones, losses after
- * the last row). run_trial checks every identity at each stop; 6 seeds. */
+ * the last row). run_trial checks every identity at each stop; 6 seeds. Issue 24 item 3: a trial
+ * started mid-GOP begins at the keyframe before its start (rows before_start = 1), so no scene
+ * frame is discarded waiting for the next keyframe. */
 static void test_short_runs_counters(void **state)
 {
   struct run *r = calloc(1, sizeof *r);
-  uint64_t discarded = 0, after = 0;
+  uint64_t discarded = 0, after = 0, before = 0;
   for (int seed = 1; seed <= 6; seed++) {
     char sd[16];
     snprintf(sd, sizeof sd, "%d", seed);
     const char *const args[] = {"--gaze-size", "65", "--malformed", "0.05", "--seed", sd, NULL};
-    /* Started while the scene plays, a trial starts mid-GOP: frames until the next keyframe are
-     * received but cannot be written. */
+    /* Started while the scene plays, a trial starts mid-GOP. */
     r->late_ms = 1000 + 100 * seed;
     run_trial(r, "short", args, 1200, NULL);
     assert_int_equal(r->stop_err, 0);
     discarded += r->final.world.discarded;
+    before += r->final.world.before_start;
     after += r->final.gaze.dropped_after + r->final.world.dropped_after;
     remove_dir(r->dir);
   }
   fprintf(stderr,
-          "short runs: %" PRIu64 " scene frames discarded, %" PRIu64 " samples dropped after the last row\n",
-          discarded, after);
-  assert_true(discarded > 0); /* the case the identities must cover did happen */
+          "short runs: %" PRIu64 " scene frames discarded, %" PRIu64 " before the start, %" PRIu64
+          " samples dropped after the last row\n",
+          discarded, before, after);
+  assert_int_equal(discarded, 0);
+  assert_true(before > 0); /* the trials did start mid-GOP */
+  free(r);
+}
+
+#define PRE_NS 2000000000LL
+
+static void tweak_pre_trigger(struct pirec_eyetracker_settings *s)
+{
+  s->pre_trigger_ns = PRE_NS;
+}
+
+/* The first and last row of file (a CSV of the trial) marked before_start, and the first not. */
+struct split {
+  int before;
+  int64_t first_before, last_before, first_own;
+  int64_t first_dev, first_own_dev; /* the device times of those rows (0 without a column) */
+};
+
+static void split_rows(const char *dir, const char *name, struct split *out)
+{
+  struct csv c = {0};
+  csv_load(&c, dir, name);
+  int c_mono = col(&c, "mono_ns"), c_b = col(&c, "before_start");
+  int c_dev = strstr(name, "scene") ? col(&c, "device_ts_ns") : col(&c, "device_ns");
+  memset(out, 0, sizeof *out);
+  for (int i = 0; i < c.rows; i++) {
+    int64_t mono = atoll(cell(&c, i, c_mono)), dev = atoll(cell(&c, i, c_dev));
+    if (strcmp(cell(&c, i, c_b), "1") == 0) {
+      if (out->first_own)
+        fail_msg("%s row %d: before_start after the trial's own rows", name, i + 1);
+      if (!out->before++) {
+        out->first_before = mono;
+        out->first_dev = dev;
+      }
+      out->last_before = mono;
+    } else if (!out->first_own) {
+      out->first_own = mono;
+      out->first_own_dev = dev;
+    }
+  }
+  csv_free(&c);
+}
+
+static int first_packet_is_key(const char *dir)
+{
+  char cmd[900], flags[16] = "";
+  snprintf(
+      cmd, sizeof cmd,
+      "ffprobe -v error -select_streams v:0 -read_intervals '%%+#1' -show_entries packet=flags -of csv=p=0 "
+      "'%s/t001_scene.mkv'",
+      dir);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  if (!fgets(flags, sizeof flags, p))
+    flags[0] = 0;
+  pclose(p);
+  return flags[0] == 'K';
+}
+
+/* Issue 24 item 3: with pre_trigger = 2 s, a trial started at T after 4 s of streaming holds gaze
+ * from T - 2 s on and scene video from the keyframe at or before T - 2 s (within one GOP, 1 s from
+ * pirec-eyesim), those rows marked before_start with the times they were received at, every row
+ * matching the simulator's log; the scene MKV starts with a keyframe and its packets = its rows;
+ * pirec-remux places the trial's start inside its output at the right offset. */
+static void test_pre_trigger(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  static const char *const args[] = {"--gaze-hz", "200", "--fps", "30", NULL};
+  r->late_ms = 6000;
+  run_trial(r, "pretrigger", args, 1500, tweak_pre_trigger);
+  assert_int_equal(r->stop_err, 0);
+  int64_t t = r->start_mono, cut = t - PRE_NS;
+  struct split g, sc;
+  split_rows(r->dir, "t001_gaze.csv", &g);
+  split_rows(r->dir, "t001_scene_frames.csv", &sc);
+  fprintf(stderr,
+          "pre-trigger: gaze %d rows from T%+.3f s, scene %d frames from T%+.3f s; backlog %" PRIu64
+          " bytes, %" PRIu64 " at most in use\n",
+          g.before, (g.first_before - t) / 1e9, sc.before, (sc.first_before - t) / 1e9,
+          r->final.backlog_bytes, r->final.backlog_high_water);
+  /* gaze from T - N on (mono_ns is the arrival time: under TSan or load packets come in bursts, so
+   * the first one at or after T - N may have arrived a while after it) */
+  if (!(g.before > 0 && g.first_before >= cut && g.first_before <= cut + 500000000))
+    fail_msg("first gaze row before the start at T%+.3f s, pre_trigger 2 s", (g.first_before - t) / 1e9);
+  assert_true(g.last_before < t && g.first_own >= t);
+  assert_int_equal(r->final.gaze.before_start, (uint64_t)g.before);
+  /* the scene from the keyframe at or before T - N */
+  assert_true(sc.before > 0 && sc.first_before <= cut && sc.first_before >= cut - 1500000000LL);
+  assert_true(sc.last_before < t);
+  assert_true(first_packet_is_key(r->dir));
+  struct gaze_check gc;
+  check_gaze(r->dir, &gc, 0); /* every row, before the start too, is a sample sent, in order */
+  assert_int_equal(gc.drops, 0);
+  struct scene_check scc;
+  check_scene(r->dir, &scc); /* packets = rows, every one decodes */
+  assert_int_equal(scc.drops_after_first, 0);
+  assert_true(r->final.backlog_bytes > 0 && r->final.backlog_high_water <= r->final.backlog_bytes);
+  /* bounded while idle: at 6 s it holds N = 2 s and up to one GOP (1 s), as at 3 s; untrimmed it
+   * would hold twice as much */
+  fprintf(stderr, "pre-trigger: backlog in use %" PRIu64 " bytes after 3 s idle, %" PRIu64 " after 6 s\n",
+          r->backlog_half, r->backlog_start);
+  assert_true(r->backlog_half > 0 && r->backlog_start * 10 < r->backlog_half * 18);
+  /* pirec-remux: the output starts at the first kept frame; the trial starts where its first own
+   * frame is. By the device's clock: arrival times of two frames read at once can be equal. */
+  char cmd[1200], out[8192] = "";
+  snprintf(cmd, sizeof cmd,
+           "'%s/apps/pirec-remux' --json --clock device '%s/t001_scene.mkv' 2>'%s/remux.err'",
+           getenv("PIREC_BUILD_DIR"), r->dir, r->dir);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, sizeof out - 1, p);
+  out[n] = 0;
+  if (pclose(p) != 0) {
+    char err[4096] = "";
+    snprintf(cmd, sizeof cmd, "%s/remux.err", r->dir);
+    FILE *ef = fopen(cmd, "r");
+    if (ef) {
+      err[fread(err, 1, sizeof err - 1, ef)] = 0;
+      fclose(ef);
+    }
+    fail_msg("pirec-remux failed: %s\n%s", out, err);
+  }
+  json_error_t e;
+  json_t *j = json_loads(out, 0, &e);
+  if (!j)
+    fail_msg("pirec-remux --json: %s", out);
+  json_t *f = json_array_get(json_object_get(j, "files"), 0);
+  assert_int_equal(json_integer_value(json_object_get(f, "first_ns")), sc.first_dev);
+  assert_int_equal(json_integer_value(json_object_get(f, "before_start")), sc.before);
+  assert_int_equal(json_integer_value(json_object_get(f, "trial_start_offset_ns")),
+                   sc.first_own_dev - sc.first_dev);
+  json_decref(j);
+  remove_dir(r->dir);
   free(r);
 }
 
@@ -1151,6 +1308,7 @@ int main(void)
       cmocka_unit_test(test_chunked_status),
       cmocka_unit_test(test_peer_vlc),
       cmocka_unit_test(test_short_runs_counters),
+      cmocka_unit_test(test_pre_trigger),
   };
   if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

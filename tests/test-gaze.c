@@ -160,14 +160,15 @@ static void test_csv_rows(void **state)
 {
   char buf[2048];
   int cols = ncolumns();
-  assert_int_equal(cols, 4 + 3 + 2 + 14 + 6 + 3);
+  assert_int_equal(cols, 4 + 3 + 2 + 14 + 6 + 4);
   int hl = pirec_csv_header(buf, sizeof buf, pirec_gaze_columns);
   assert_true(hl > 0);
   struct parsed p;
   parse(buf, (size_t)hl, &p);
   assert_int_equal(p.n, cols);
   assert_string_equal(p.fields[3], "device_ns");
-  assert_string_equal(p.fields[cols - 1], "dropped_before");
+  assert_string_equal(p.fields[cols - 2], "dropped_before");
+  assert_string_equal(p.fields[cols - 1], "before_start");
 
   const enum pirec_gaze_kind kinds[] = {PIREC_GAZE_PLAIN, PIREC_GAZE_DUAL, PIREC_GAZE_EYESTATE,
                                         PIREC_GAZE_EYELID};
@@ -177,7 +178,8 @@ static void test_csv_rows(void **state)
     s.x = 0.1f + (float)k; /* not exactly representable in decimal: tests %.9g */
     struct pirec_csv_row row;
     pirec_csv_row_begin(&row, buf, sizeof buf);
-    pirec_gaze_csv_row(&row, 3, 123, 456, k == 0 ? INT64_MIN : 1795305600000000000LL, &s, 4000000000u, 77, 2);
+    pirec_gaze_csv_row(&row, 3, 123, 456, k == 0 ? INT64_MIN : 1795305600000000000LL, &s, 4000000000u, 77, 2,
+                       k & 1);
     int len = pirec_csv_row_end(&row);
     assert_true(len > 0);
     parse(buf, (size_t)len, &p);
@@ -195,9 +197,10 @@ static void test_csv_rows(void **state)
     assert_int_equal(p.fields[23][0] != 0, kinds[k] == PIREC_GAZE_EYELID);
     if (kinds[k] == PIREC_GAZE_EYELID)
       assert_true(strtof(p.fields[28], NULL) == s.eye[1].eyelid_aperture);
-    assert_string_equal(p.fields[cols - 3], "4000000000");
-    assert_string_equal(p.fields[cols - 2], "77");
-    assert_string_equal(p.fields[cols - 1], "2");
+    assert_string_equal(p.fields[cols - 4], "4000000000");
+    assert_string_equal(p.fields[cols - 3], "77");
+    assert_string_equal(p.fields[cols - 2], "2");
+    assert_string_equal(p.fields[cols - 1], k & 1 ? "1" : "0");
   }
 }
 
@@ -241,7 +244,7 @@ static void test_events(void **state)
   char buf[1024];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
-  pirec_gaze_event_csv_row(&row, 1, 2, 3, INT64_MIN, &e, 7, 8, 9);
+  pirec_gaze_event_csv_row(&row, 1, 2, 3, INT64_MIN, &e, 7, 8, 9, 0);
   int len = pirec_csv_row_end(&row);
   assert_true(len > 0);
   struct parsed p;

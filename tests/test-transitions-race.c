@@ -190,13 +190,14 @@ static void race_run(const unsigned first_seed)
   for (int d = 0; d < n; d++) {
     int rows = 0;
     if (have_camera()) {
-      tr_check_rows(dirs[d], "cam0", "_frames.csv", "device_ts_ns", 100000000, &rows);
+      tr_check_rows(dirs[d], "cam0", "_frames.csv", "device_ts_ns", 100000000, &rows, NULL);
       cam_rows += rows;
     }
     if (r->have_sim) {
       /* gaze at 200 Hz: arrival times jitter on a loaded machine; the device's clock does not */
-      tr_check_rows(dirs[d], "eyetracker", "_gaze.csv", "device_ns", 0, &rows);
+      tr_check_rows(dirs[d], "eyetracker", "_gaze.csv", "device_ns", 0, &rows, NULL);
       gaze_rows += rows;
+      tr_check_rows(dirs[d], "eyetracker", "_scene_frames.csv", "device_ts_ns", 0, NULL, NULL);
     }
   }
   print_message("seed %u: %d sessions, %d notes, edges %llu/%llu/%llu, %d camera rows, %d gaze rows\n",

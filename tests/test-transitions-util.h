@@ -203,9 +203,11 @@ static inline int tr_trial_at(json_t *manifest, int64_t mono)
  * (nothing lost uncounted), and, with period_ns > 0, where nothing was lost the gap in time_col
  * (the device's time when it has one, else mono_ns) is one sample interval: less than twice the
  * nominal period. So rows + the sum of dropped_before after the first row = the samples captured
- * from the session's first row to its last. */
+ * from the session's first row to its last (*dropped_out: that sum). Rows marked before_start
+ * (docs/FORMATS.md) must come first in their file and are not counted: they repeat the last
+ * trial's or come from between trials. */
 static inline void tr_check_rows(const char *dir, const char *sub, const char *suffix, const char *time_col,
-                                 int64_t period_ns, int *rows_out)
+                                 int64_t period_ns, int *rows_out, int64_t *dropped_out)
 {
   json_t *m = load_manifest(dir);
   size_t ntrials = json_array_size(json_object_get(m, "trials"));
@@ -218,12 +220,21 @@ static inline void tr_check_rows(const char *dir, const char *sub, const char *s
     struct tu_csv f;
     load_csv_in(dir, name, &f);
     int cs = tu_csv_col(&f, "seq"), cd = tu_csv_col(&f, "dropped_before"), cm = tu_csv_col(&f, time_col);
-    int ct = tu_csv_col(&f, "trial");
+    int ct = tu_csv_col(&f, "trial"), cb = tu_csv_col(&f, "before_start");
     assert_true(cs >= 0 && cd >= 0 && cm >= 0 && ct >= 0);
+    int own = 0;
     for (size_t r = 1; r < f.rows; r++) {
       int64_t seq = strtoll(f.fields[r][cs], NULL, 10), dropped = strtoll(f.fields[r][cd], NULL, 10);
       int64_t mono = strtoll(f.fields[r][cm], NULL, 10);
       assert_int_equal(strtol(f.fields[r][ct], NULL, 10), (long)t);
+      /* Rows from before the trial's start (the scene's GOP up to it, a pre-trigger buffer) come
+       * first and repeat what the previous trial has or what came between trials. */
+      if (cb >= 0 && strcmp(f.fields[r][cb], "1") == 0) {
+        if (own)
+          fail_msg("%s/%s row %zu: before_start after the trial's own rows", dir, name, r);
+        continue;
+      }
+      own = 1;
       if (prev_seq >= 0) {
         if (seq != prev_seq + 1 + dropped)
           fail_msg("%s/%s row %zu: seq %lld after %lld with dropped_before %lld: frames lost uncounted", dir,
@@ -248,6 +259,8 @@ static inline void tr_check_rows(const char *dir, const char *sub, const char *s
              (long long)dropped_sum, (long long)(prev_seq - first_seq + 1));
   if (rows_out)
     *rows_out = rows;
+  if (dropped_out)
+    *dropped_out = dropped_sum;
 }
 
 #endif

@@ -76,6 +76,14 @@ struct pirec_camera_settings {
   unsigned encoder_max_failures;
   unsigned encoder_backoff_ms;
   unsigned fsync_interval_ms; /* file sinks; 1000; PIREC_SINK_FSYNC_NEVER (0): only at close */
+  /* Sources that send MJPEG or H.264 (stored as received): while no trial runs, keep the last
+   * pre_trigger_ns of frames (from the keyframe at or before them) and write them first into the
+   * next trial, rows marked before_start; 0 (default): only the current GOP, so a trial's video
+   * starts at the keyframe before its start. pre_trigger_bytes: the memory for it, 0: sized from
+   * pre_trigger_ns (MJPEG 8 MiB/s, H.264 2 MiB/s, for N s plus 2 s). Raw sources: encoded per trial,
+   * each file starts at a keyframe; pre_trigger is not applied (a warning says so). */
+  int64_t pre_trigger_ns;
+  size_t pre_trigger_bytes;
 };
 
 /* Fills s with the defaults above (lavfi testsrc2, 1280x720 at 30 fps, libx264 ultrafast crf 23). */
@@ -243,6 +251,10 @@ enum pirec_camera_failure pirec_camera_classify(int err);
 struct pirec_camera_status {
   uint64_t frames_captured;     /* frames the source delivered (seq of the next frame) */
   uint64_t frames_written;      /* rows written in the current/last trial (== packets in its video) */
+  uint64_t frames_before_start; /* of those, frames from before the trial's start (before_start = 1:
+                                   the GOP up to it, the pre-trigger buffer); not among the trial's own
+                                   frames in the identities below */
+  uint64_t backlog_bytes, backlog_used, backlog_high_water; /* the compressed source's backlog */
   uint64_t frames_idle;         /* captured while no trial ran (discarded, not drops), those lost while
                                no trial ran included */
   uint64_t frames_seen;         /* frames_captured as far as the loop has taken frames: the seq + 1 of the

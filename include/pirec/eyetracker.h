@@ -28,9 +28,12 @@
  *                          row per RTCP Sender Report; offset_ns = device_ns - wall_ns at arrival,
  *                          drift_ppb = the device clock's rate against CLOCK_MONOTONIC since the
  *                          connection's first report (parts per billion)
- * Video before the trial's first access unit holding SPS, PPS and an IDR slice is not written (the
- * file must start decodable); those frames count in the first row's dropped_before. Access units
- * damaged by loss or malformed packets are dropped and counted, never written half.
+ * Every CSV ends with before_start: 1 for rows received before the trial's start (written first,
+ * with their own times), 0 for the trial's own. The scene file must start decodable, with an
+ * access unit holding SPS, PPS and an IDR slice: the client keeps the current GOP (and, with
+ * pre_trigger_ns, the last seconds of every stream) in preallocated backlogs, and a trial's files
+ * begin with them. Access units damaged by loss or malformed packets are dropped and counted,
+ * never written half; after such a gap the video resumes at the next IDR.
  *
  * Errors are negative errno values; messages name the URL, the reply or the value that was wrong.
  * Threads: every function on the loop thread. Counters: pirec_eyetracker_status().
@@ -64,6 +67,11 @@ struct pirec_eyetracker_settings {
   size_t sink_ring_bytes;                     /* 0 (default): each trial sink's ring sized for its file;
                                              else every one this size (tests: a small ring makes
                                              rows refused) */
+  int64_t pre_trigger_ns;     /* 0 (default): while no trial runs, keep this much of every stream
+                                   (the scene from the keyframe at or before it) and write it first
+                                   into the next trial, rows marked before_start (docs/FORMATS.md) */
+  size_t backlog_video_bytes; /* 0 (default): sized from pre_trigger_ns (eyetracker-int.h) */
+  size_t backlog_rows_bytes;  /* 0 (default): likewise, for gaze, eye events and clock rows */
 };
 
 /* Fills s with the defaults above (host "auto"). */
@@ -113,10 +121,11 @@ int pirec_eyetracker_set_key(struct pirec_eyetracker *et, const struct pirec_cry
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
 int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);
 
-/* The next trial_start follows the trial_stop that comes next (a trial change): gaze rows
- * received between them are kept (up to ~3 s) and written first into the next trial's gaze file,
- * so its rows follow this trial's without a gap; other samples meanwhile (scene frames, clock
- * reports, eye events, gaze beyond the buffer) are counted as dropped before the next trial's
+/* The next trial_start follows the trial_stop that comes next (a trial change): every sample
+ * received from now until it (gaze, eye events, clock reports, scene frames) is kept in the
+ * backlogs and written first into the next trial's files as its own rows, so every stream runs on
+ * without a gap; the next trial's scene video begins at the keyframe before now (rows marked
+ * before_start). Samples a full backlog cannot keep are counted as dropped before the next trial's
  * first rows. Call before trial_stop. */
 void pirec_eyetracker_hand_over(struct pirec_eyetracker *et);
 
@@ -152,6 +161,9 @@ struct pirec_eyetracker_stream_status {
   uint64_t dropped_after; /* lost after the trial's last row, counted at its stop: no row
                                   follows to carry them in dropped_before */
   uint64_t idle;          /* received outside a trial (after its stop, before the next) */
+  uint64_t before_start;  /* rows in the trial's file from before its start (before_start = 1):
+                                  the scene's GOP up to the start, the pre-trigger buffer; not in
+                                  samples or written (they were counted where they arrived) */
   int64_t offset_ns;      /* last device_ns - wall_ns at arrival; INT64_MIN before a report */
   int64_t drift_ppb;      /* device clock rate against CLOCK_MONOTONIC */
   int last_error;         /* the error that ended the last session or attempt, or 0 */
@@ -167,6 +179,10 @@ struct pirec_eyetracker_status {
   uint64_t bytes_video;
   uint64_t sink_drops; /* pushes the trial's sinks refused, added as each sink closes */
   int write_error;
+  /* The backlogs (pre-trigger, the scene's current GOP, trial changes): bytes preallocated, held
+   * now, the most held, and idle samples a full backlog could not keep (pre-trigger too long for
+   * its memory). */
+  uint64_t backlog_bytes, backlog_used, backlog_high_water, backlog_missed;
 };
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);

@@ -52,7 +52,8 @@ int pirec_gaze_encode(const struct pirec_gaze_sample *s, uint8_t *out, size_t ca
  *   trial, mono_ns, wall_ns, device_ns, x, y, worn, then every extra field (right_x, right_y, then
  *   per eye pupil_diameter_E, eyeball_center_E_x/y/z, optical_axis_E_x/y/z, eyelid_angle_top_E,
  *   eyelid_angle_bottom_E, eyelid_aperture_E with E = left, right), then rtp_ts, seq,
- *   dropped_before.
+ *   dropped_before, before_start (1 for a row received before the trial's start: a pre-trigger
+ *   row, docs/FORMATS.md; else 0).
  * Fields a payload lacks are empty; device_ns is empty before the first RTCP Sender Report; worn is
  * 1 or 0; floats are printed with 9 significant digits (they read back bit-exact). */
 extern const char *const pirec_gaze_columns[];
@@ -63,7 +64,7 @@ struct pirec_csv_row;
  * device_ns INT64_MIN writes an empty field. Thread: whoever owns row. */
 void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
                         int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts, uint64_t seq,
-                        uint64_t dropped_before);
+                        uint64_t dropped_before, int before_start);
 
 /* ---- eye events (the eye_events stream, Neon) ----
  *
@@ -100,10 +101,11 @@ const char *pirec_gaze_event_name(enum pirec_gaze_event_type type);
 
 /* Columns of tNNN_eye_events.csv: trial, mono_ns, wall_ns, device_ns, event, start_ns, end_ns,
  * start_x, start_y, end_x, end_y, mean_x, mean_y, amplitude_px, amplitude_deg, mean_velocity,
- * max_velocity, rtp_ts, seq, dropped_before (fields an event lacks are empty). */
+ * max_velocity, rtp_ts, seq, dropped_before, before_start (fields an event lacks are empty;
+ * before_start as in pirec_gaze_columns). */
 extern const char *const pirec_gaze_event_columns[];
 void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
                               int64_t device_ns, const struct pirec_gaze_event *e, uint32_t rtp_ts,
-                              uint64_t seq, uint64_t dropped_before);
+                              uint64_t seq, uint64_t dropped_before, int before_start);
 
 #endif

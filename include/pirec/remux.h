@@ -72,6 +72,10 @@ struct pirec_remux_result {
   char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
   int reorder_depth;    /* 0 without B-frames, else how far decode order runs ahead */
   int64_t first_ns;     /* timestamp of frame 0 on clock_used */
+  int64_t before_start; /* leading frames from before the trial's start (before_start = 1 rows: the
+                           GOP up to it, a pre-trigger buffer); they play first, at their own times */
+  int64_t start_ns;     /* timestamp of the trial's first own frame on clock_used (frame
+                           before_start); start_ns - first_ns is where the trial starts in the output */
   int64_t duration_ns;  /* t_last - t_first */
   int64_t input_bytes;
   char timing_path[4096];
@@ -89,7 +93,8 @@ struct pirec_remux_timing {
   int64_t *bytes;  /* count sizes from the CSV's bytes column, -1 where unknown; may be NULL */
   int64_t *offset; /* count byte offsets from the CSV's offset column, -1 where unknown; may be NULL */
   int64_t count;
-  int64_t *line; /* count physical lines (from 1) each entry starts on, for messages */
+  int64_t before_start; /* leading rows marked before_start = 1 (0 without that column) */
+  int64_t *line;        /* count physical lines (from 1) each entry starts on, for messages */
   int partial_row;
   enum pirec_remux_clock clock_used;
   char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */

@@ -8,6 +8,7 @@
  * A file calls only the ones below it. tests/test-camera.c and bench/bench-camera.c include this
  * header for the splitter and the hold hook. */
 
+#include "pirec/backlog.h"
 #include "pirec/bytebuf.h"
 #include "pirec/camera.h"
 #include "pirec/container_of.h"
@@ -102,6 +103,34 @@ void pirec__camera_source_stream_header(const struct pirec_camera_source *src, c
  * stream means the peer went away, not that the recording is over; 0 for files, file: and pipe:
  * URLs and every other source kind. */
 int pirec__camera_source_is_network(const struct pirec_camera_settings *s);
+
+/* ---- a compressed source's recent frames (camera-backlog.c) ---- */
+
+/* Loop thread. For MJPEG (every frame a keyframe) and H.264 (keyframes found in the Annex B
+ * units): the current GOP always, and while idle with pre_ns > 0 the frames of the last pre_ns
+ * from the keyframe at or before them, in a preallocated backlog. Other codecs keep nothing. */
+struct pirec__camera_gop {
+  struct pirec_backlog *b; /* NULL: nothing kept */
+  int64_t pre_ns;
+  int all_key;
+  int need_key; /* a frame was not kept: wait for the next keyframe */
+};
+
+/* bytes 0: sized for pre_ns (MJPEG 8 MiB/s, H.264 2 MiB/s, for pre_ns plus 2 s). 0 or -ENOMEM. */
+int pirec__camera_gop_init(struct pirec__camera_gop *g, enum pirec_camera_codec codec, int64_t pre_ns,
+                           size_t bytes);
+void pirec__camera_gop_free(struct pirec__camera_gop *g);
+/* A frame taken from the capture ring: hdr (hdr_len bytes, the caller's) and the frame, captured
+ * at mono; gap: frames were lost just before it; recording: a trial writes it. */
+void pirec__camera_gop_keep(struct pirec__camera_gop *g, const void *hdr, size_t hdr_len,
+                            const uint8_t *frame, size_t len, int64_t mono, int gap, int recording);
+/* At a trial start at start: calls fn for every kept frame from the keyframe at or before
+ * start - pre_ns (else the first kept keyframe) that was captured before start, oldest first;
+ * then keeps only the current GOP. Returns how many. */
+size_t pirec__camera_gop_replay(struct pirec__camera_gop *g, int64_t start, size_t hdr_len,
+                                void (*fn)(const void *hdr, const uint8_t *frame, size_t len, void *user),
+                                void *user);
+void pirec__camera_gop_stats(const struct pirec__camera_gop *g, struct pirec_backlog_stats *out);
 
 /* ---- the camera (camera.c) ---- */
 

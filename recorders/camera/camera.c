@@ -132,6 +132,8 @@ struct trial {
   size_t meta_cap, meta_head, meta_count;
   struct pirec_h264_splitter au;
   uint64_t rows;
+  uint64_t before_rows; /* rows of frames from before the trial's start (before_start = 1) */
+  int replaying;        /* the backlog's frames are being written: rows get before_start = 1 */
   uint64_t video_offset;
   int64_t t0_mono;
   int stopping;
@@ -198,6 +200,8 @@ struct pirec_camera {
   int started;
   int held;
   int handover; /* frames after the stopping trial's end wait in the ring for the next trial */
+  int64_t handover_mono;
+  struct pirec__camera_gop gop; /* compressed sources: the current GOP, the pre-trigger buffer */
   /* Records taken from the ring, in order; a record's space is released once it and all before it
    * are done (borrowed encoder writes finish asynchronously). */
   uint8_t *infl_done;
@@ -215,7 +219,7 @@ struct pirec_camera {
   uint64_t dropped_after_last, dropped_after_total;
   uint64_t drops_encoder, drops_sink, frames_idle;
   uint64_t encoder_restarts;
-  uint64_t rows_last;
+  uint64_t rows_last, before_last;
   uint64_t bytes_last;
   int loop_last_error;
   struct trial *trial;
@@ -646,6 +650,8 @@ static void hold_row(struct trial *t, uint64_t seq, int64_t mono, int64_t wall, 
     pirec_csv_row_i64(&row, offset);
   else
     pirec_csv_row_empty(&row);
+  pirec_csv_row_u64(&row, t->replaying ? 1 : 0);
+  t->before_rows += t->replaying ? 1 : 0;
   int len = pirec_csv_row_end(&row);
   /* Cannot fail: room was checked, and a row is far shorter than the maximum. */
   if (len > 0)
@@ -825,6 +831,7 @@ static void drain(struct pirec_camera *cam)
         feeding_done(cam, t);
       if (cam->handover)
         break; /* the frame stays in cur: the next trial's first */
+      pirec__camera_gop_keep(&cam->gop, &h, sizeof h, payload, h.len, h.mono_ns, cam->cur_dropped > 0, 0);
       if (t && !t->past_stop) {
         /* Lost before the first frame past the stop: those due while the trial ran are its own. */
         t->past_stop = 1;
@@ -837,6 +844,7 @@ static void drain(struct pirec_camera *cam)
       cam->frames_idle += 1 + lost;
       cur_done(cam);
     } else if (!cam->raw) {
+      pirec__camera_gop_keep(&cam->gop, &h, sizeof h, payload, h.len, h.mono_ns, cam->cur_dropped > 0, 1);
       write_compressed(cam, t, &h, payload);
     } else if (feed_encoder(cam, t, &h, payload)) {
       break;
@@ -1107,8 +1115,9 @@ static struct trial *trial_new(struct pirec_camera *cam, const char *dir, int tr
 /* The video and frames-CSV sinks, the CSV's header written. */
 static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
 {
-  static const char *const columns[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
-                                        "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
+  static const char *const columns[] = {
+      "trial",          "mono_ns", "wall_ns", "frame",        "seq", "device_ts_ns",
+      "dropped_before", "bytes",   "offset",  "before_start", NULL};
   struct pirec_sink_options vo, co;
   char header[256];
   int r;
@@ -1219,6 +1228,22 @@ static void trial_write_stream_header(struct pirec_camera *cam, struct trial *t)
   pthread_mutex_unlock(&cam->src_lock);
 }
 
+/* A kept frame from before the trial's start, into its video file with its row (before_start = 1,
+ * its own times; dropped_before 0: losses between kept frames leave the GOP, which is then not
+ * kept). */
+static void replay_frame(const void *hdr, const uint8_t *frame, size_t len, void *user)
+{
+  struct trial *t = user;
+  struct frame_hdr h;
+  memcpy(&h, hdr, sizeof h);
+  if (!sink_has_room(t, len) || pirec_sink_push(t->video, frame, len) < 0)
+    return; /* a frame from before the start: counted in the sink's drops */
+  pirec_sink_flush(t->video);
+  hold_row(t, h.seq, h.mono_ns, h.wall_ns, h.device_ts_ns, 0, len, (int64_t)t->video_offset,
+           t->video_offset + len);
+  t->video_offset += len;
+}
+
 /* Undoes a trial start that failed part way. */
 static void trial_abandon(struct trial *t)
 {
@@ -1248,8 +1273,15 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
     drain(cam);
     return r;
   }
-  if (!cam->raw)
+  if (!cam->raw) {
     trial_write_stream_header(cam, t);
+    /* The video begins at the keyframe before the start (with pre_trigger, before start - N); a
+     * trial change starts at the change, the frames after it wait in the ring. */
+    t->replaying = 1;
+    pirec__camera_gop_replay(&cam->gop, cam->handover ? cam->handover_mono : pirec_clock_mono_ns(),
+                             sizeof(struct frame_hdr), replay_frame, t);
+    t->replaying = 0;
+  }
   /* After a hand-over, what was lost since the last trial's last row goes on this one's first. */
   if (!cam->handover)
     cam->pending = 0;
@@ -1263,6 +1295,7 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
 void pirec_camera_hand_over(struct pirec_camera *cam)
 {
   cam->handover = 1;
+  cam->handover_mono = pirec_clock_mono_ns();
 }
 
 static void trial_done(struct pirec_camera *cam)
@@ -1272,6 +1305,7 @@ static void trial_done(struct pirec_camera *cam)
   void *user_cb = t->stopped_user;
   int err = t->err;
   cam->rows_last = t->rows;
+  cam->before_last = t->before_rows;
   cam->dropped_after_last = t->dropped_after;
   cam->dropped_after_total += t->dropped_after;
   cam->trial = NULL;
@@ -1534,6 +1568,14 @@ int pirec_camera_start(struct pirec_camera *cam)
   cam->start_error[0] = '\0';
   pirec_camera_source_format(cam->src, &cam->fmt);
   cam->raw = cam->fmt.codec == PIREC_CAMERA_CODEC_RAW;
+  if ((r = pirec__camera_gop_init(&cam->gop, cam->fmt.codec, cam->s.pre_trigger_ns,
+                                  cam->s.pre_trigger_bytes)) < 0)
+    goto fail;
+  if (cam->s.pre_trigger_ns > 0 && !cam->gop.b)
+    pirec_log(PIREC_LOG_WARN,
+              "camera '%s': pre_trigger needs a source that sends MJPEG or H.264; this one is encoded per "
+              "trial, so its trials start at their start",
+              cam->s.name);
 
   if ((r = pirec_ring_new(capture_ring_bytes(cam), &cam->ring)) < 0)
     goto fail;
@@ -1591,6 +1633,12 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   memset(out, 0, sizeof *out);
   out->frames_captured = atomic_load_explicit(&cam->captured, memory_order_relaxed);
   out->frames_written = cam->trial ? cam->trial->rows : cam->rows_last;
+  out->frames_before_start = cam->trial ? cam->trial->before_rows : cam->before_last;
+  struct pirec_backlog_stats bs;
+  pirec__camera_gop_stats(&cam->gop, &bs);
+  out->backlog_bytes = bs.capacity;
+  out->backlog_used = bs.used;
+  out->backlog_high_water = bs.high_water;
   out->frames_idle = cam->frames_idle;
   out->frames_seen = cam->seen;
   out->device_gaps = cam->device_gaps_seen;
@@ -1788,6 +1836,7 @@ static void free_cam(struct pirec_camera *cam)
   pirec_camera_source_free(cam->src);
   pirec_crypt_session_clear(&cam->crypt);
   pirec_ring_free(cam->ring);
+  pirec__camera_gop_free(&cam->gop);
   free(cam->infl_done);
   pthread_mutex_destroy(&cam->src_lock);
   pthread_mutex_destroy(&cam->ev_lock);

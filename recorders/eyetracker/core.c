@@ -79,9 +79,9 @@ void pirec__et_maybe_closed(struct pirec_eyetracker *et)
     pirec_rtsp_framer_free(&et->streams[k].framer);
     pirec_h264_depay_free(&et->streams[k].depay);
   }
-  if (et->handover)
-    pirec_bytebuf_free(&et->handover_rows);
   pirec_crypt_session_clear(&et->crypt);
+  pirec_backlog_free(et->bl_video);
+  pirec_backlog_free(et->bl_rows);
   if (et->close_cb)
     et->close_cb(et, et->close_user);
   free(et);

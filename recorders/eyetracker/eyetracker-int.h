@@ -5,6 +5,8 @@
  * them. Everything runs on the loop thread. The files form layers; each calls only those above it
  * in this list (see CMakeLists.txt):
  *   core.c        the event report, socket addresses, writes, the close count
+ *   rows.c        one sample's row into the trial's files, or into the backlog while no trial
+ *                 writes it (trial change, pre-trigger, the scene's current GOP), and the replay
  *   trial.c       per-trial files: sinks, headers, the scene video's seal
  *   streams.c     RTP payloads of the gaze, world and eye-event streams, RTCP, loss accounting
  *   udp.c         RTP and RTCP over UDP for servers that refuse interleaving
@@ -14,10 +16,12 @@
  *   eyetracker.c  settings and the public API (include/pirec/eyetracker.h)
  */
 
+#include "pirec/backlog.h"
 #include "pirec/bytebuf.h"
 #include "pirec/eyetracker.h"
 #include "pirec/crypt.h"
 #include "pirec/fs.h"
+#include "pirec/gaze.h"
 #include "pirec/rowgate.h"
 
 #include "h264.h"
@@ -34,6 +38,36 @@
 #define NS_S  1000000000LL
 
 enum kind { GAZE = 0, WORLD = 1, EVENTS = 2, NSTREAMS = 3 };
+/* Backlog record kinds: the streams' samples, and a stream's RTCP Sender Report (clock row). */
+enum { REC_CLOCK = NSTREAMS };
+#define REC_KEYFRAME 1u /* backlog flag: a scene access unit that starts a GOP */
+
+/* What a row needs beyond its arrival time (mono_ns is the backlog's stamp or st->rx_mono). */
+struct gaze_rec {
+  int64_t wall, dev;
+  struct pirec_gaze_sample g;
+  uint32_t rtp_ts;
+  uint64_t seq, dropped;
+};
+struct event_rec {
+  int64_t wall, dev;
+  struct pirec_gaze_event e;
+  uint32_t rtp_ts;
+  uint64_t seq, dropped;
+};
+struct clock_rec {
+  int64_t wall, dev, offset, drift;
+  uint32_t rtp_ts;
+  int stream; /* enum kind */
+};
+/* followed in the backlog by len bytes of the access unit */
+struct scene_rec {
+  int64_t wall, dev, ext; /* ext: the extended RTP timestamp (presentation times) */
+  uint64_t seq, dropped;
+  uint32_t clock_rate;
+  int keyframe, params; /* an IDR picture; SPS and PPS come with it */
+  size_t len;
+};
 
 enum state {
   S_IDLE = 0, /* not started, or waiting for the retry timer */
@@ -104,6 +138,7 @@ struct stream {
 
   uint64_t pending_drop;       /* samples or frames lost since the last row written */
   uint64_t handover_discarded; /* received during a trial change and not kept: the next trial's */
+  uint64_t backlog_missed;     /* idle samples the backlog could not take (pre-trigger too small) */
   uint64_t received;           /* samples received in this process's life (status counts restart per trial) */
   struct pirec_eyetracker_stream_status st;
 };
@@ -141,13 +176,18 @@ struct pirec_eyetracker {
   int recording;
   int stopping;
   int trial;
-  /* A trial change (pirec_eyetracker_hand_over): between the stop and the next start, gaze rows
-   * are kept here, numbered for the next trial, and other samples counted as dropped before its
-   * first rows, so nothing falls between the trials uncounted. */
+  /* A trial change (pirec_eyetracker_hand_over): between the stop and the next start, every
+   * sample is kept in the backlogs for the next trial, which starts at handover_mono. */
   int handover;
-  struct pirec_bytebuf handover_rows;
-  uint64_t handover_nrows;
-  uint64_t handover_dropped; /* the dropped_before the kept rows carry */
+  int64_t handover_mono;
+  /* The backlogs (rows.c): the scene video's access units from the current GOP on (from the
+   * keyframe at or before now - pre_trigger while idle), and, while idle with a pre-trigger or
+   * during a trial change, the other streams' samples. Made by pirec_eyetracker_new. */
+  struct pirec_backlog *bl_video, *bl_rows;
+  int bl_need_key;            /* the scene lost a frame: the backlog waits for the next keyframe */
+  int64_t bl_last_trim;       /* the rows backlog is trimmed at most every 10 ms */
+  int64_t trial_start_mono;   /* the instant the running trial started (before_start is older) */
+  uint64_t scene_before_held; /* scene rows from before the start waiting in the scene gate */
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
@@ -180,10 +220,15 @@ struct pirec_eyetracker {
 #define SCENE_GATE_BYTES ((size_t)256 << 10)
 #define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
-/* Gaze rows kept across a trial change: ~3 s at 200 Hz, far more than a change takes. */
-#define HANDOVER_BYTES ((size_t)256 << 10)
+/* Backlog sizes (pirec_eyetracker_settings.pre_trigger_ns = N s): the scene video at up to
+ * 1 MiB/s for N s plus two GOPs (at least 4 MiB); other samples (~200 B each, 200 Hz of gaze plus
+ * eye events and clock reports) at 64 KiB/s for N s plus 4 s (a trial change takes milliseconds). */
+#define BACKLOG_VIDEO_PER_S ((size_t)1 << 20)
+#define BACKLOG_VIDEO_MIN   ((size_t)4 << 20)
+#define BACKLOG_ROWS_PER_S  ((size_t)64 << 10)
+#define BACKLOG_ROWS_MIN    ((size_t)256 << 10)
 
-#define MDNS_KEY       "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
+#define MDNS_KEY            "[eyetracker] address = IP:8080 (the Neon Companion app shows the IP under 'Stream')"
 
 /* ---- trial.c: test hook (tests include this header) ---- */
 
@@ -192,10 +237,26 @@ struct pirec_eyetracker {
  * no-op without one. */
 void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
 
-/* ---- trial.c: the hand-over between trials ---- */
+/* ---- rows.c ---- */
 
 /* 1 while a trial change keeps samples for the next trial (no trial records meanwhile). */
 int pirec__et_handing_over(const struct pirec_eyetracker *et);
+/* Makes the backlogs for et->s (pirec_eyetracker_new). 0 or -ENOMEM. */
+int pirec__et_backlog_new(struct pirec_eyetracker *et);
+/* One decoded sample of st (GAZE: struct gaze_rec, EVENTS: struct event_rec), received at
+ * st->rx_mono, its dropped field not yet set: counted, then written into the trial's file, kept
+ * in the backlog, or only counted as idle. st->pending_drop goes with it. */
+void pirec__et_sample(struct stream *st, void *rec, size_t len);
+/* A Sender Report's clock row of st: written, kept, or nothing outside a trial. */
+void pirec__et_clock_row(struct stream *st, struct clock_rec *rec);
+/* A complete, undamaged scene access unit: written, kept, or counted. */
+void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t *au);
+/* The scene lost frames: what follows waits for a keyframe, in the file and in the backlog. */
+void pirec__et_scene_gap(struct pirec_eyetracker *et);
+/* At a trial start (sinks open, counters reset): the backlog's rows go first into the trial's
+ * files, those older than start_mono marked before_start; what a trial change kept is the
+ * trial's own. */
+void pirec__et_backlog_replay(struct pirec_eyetracker *et, int64_t start_mono);
 
 /* streams.c: the scene frames' rows wait in et->scene_gate until their frames are written whole in
  * the scene MKV (a row never precedes its frame on disk; a frame whose write failed gets no row).
@@ -205,11 +266,6 @@ int pirec__et_handing_over(const struct pirec_eyetracker *et);
 int pirec__et_scene_gate_open(struct pirec_eyetracker *et);
 void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video);
 void pirec__et_scene_gate_free(struct pirec_eyetracker *et);
-/* Keeps one formatted gaze row (numbered pirec__et_handover_trial) for the next trial. 0, or
- * -ENOBUFS when the hand-over buffer is full (the sample is then a drop). */
-int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len,
-                            uint64_t dropped_before);
-int pirec__et_handover_trial(const struct pirec_eyetracker *et);
 
 /* ---- core.c ---- */
 

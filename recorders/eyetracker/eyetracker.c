@@ -118,8 +118,10 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
     et->s.clock_log_interval_ns = 10 * NS_S;
   et->on_event = on_event;
   et->user = user;
+  if (et->s.pre_trigger_ns < 0)
+    et->s.pre_trigger_ns = 0;
   for (int k = 0; k < NSTREAMS; k++)
-    if (stream_init(et, (enum kind)k) < 0) {
+    if (stream_init(et, (enum kind)k) < 0 || (k == NSTREAMS - 1 && pirec__et_backlog_new(et) < 0)) {
       for (int j = 0; j < NSTREAMS; j++) {
         pirec_rtsp_framer_free(&et->streams[j].framer);
         pirec_h264_depay_free(&et->streams[j].depay);
@@ -173,6 +175,16 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
   out->bytes_video = et->bytes_video;
   out->sink_drops = et->sink_drops;
   out->write_error = et->write_error;
+  struct pirec_backlog_stats bs[2] = {{0}};
+  if (et->bl_video)
+    pirec_backlog_stats(et->bl_video, &bs[0]);
+  pirec_backlog_stats(et->bl_rows, &bs[1]);
+  out->backlog_bytes = bs[0].capacity + bs[1].capacity;
+  out->backlog_used = bs[0].used + bs[1].used;
+  out->backlog_high_water = bs[0].high_water + bs[1].high_water;
+  out->backlog_missed = 0;
+  for (int k = 0; k < NSTREAMS; k++)
+    out->backlog_missed += et->streams[k].backlog_missed;
 }
 
 static void on_handle_closed(uv_handle_t *h)

@@ -128,6 +128,7 @@ const char *const pirec_gaze_columns[] = {"trial",
                                           "rtp_ts",
                                           "seq",
                                           "dropped_before",
+                                          "before_start",
                                           NULL};
 
 static void put_float(struct pirec_csv_row *row, float f)
@@ -148,7 +149,7 @@ static void put_float_if(struct pirec_csv_row *row, int present, float f)
 
 void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
                         int64_t device_ns, const struct pirec_gaze_sample *s, uint32_t rtp_ts, uint64_t seq,
-                        uint64_t dropped_before)
+                        uint64_t dropped_before, int before_start)
 {
   pirec_csv_row_lead(row, trial, mono_ns, wall_ns);
   pirec_csv_row_time(row, device_ns); /* INT64_MIN (PIREC_CSV_NO_TIME) before the first Sender Report */
@@ -176,6 +177,7 @@ void pirec_gaze_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, i
   pirec_csv_row_u64(row, rtp_ts);
   pirec_csv_row_u64(row, seq);
   pirec_csv_row_u64(row, dropped_before);
+  pirec_csv_row_u64(row, before_start ? 1 : 0);
 }
 
 /* ---- eye events ---- */
@@ -263,14 +265,21 @@ const char *pirec_gaze_event_name(enum pirec_gaze_event_type type)
   return (unsigned)type < 6 ? names[type] : "unknown";
 }
 
-const char *const pirec_gaze_event_columns[] = {
-    "trial",         "mono_ns",       "wall_ns",      "device_ns", "event",  "start_ns",       "end_ns",
-    "start_x",       "start_y",       "end_x",        "end_y",     "mean_x", "mean_y",         "amplitude_px",
-    "amplitude_deg", "mean_velocity", "max_velocity", "rtp_ts",    "seq",    "dropped_before", NULL};
+const char *const pirec_gaze_event_columns[] = {"trial",         "mono_ns",
+                                                "wall_ns",       "device_ns",
+                                                "event",         "start_ns",
+                                                "end_ns",        "start_x",
+                                                "start_y",       "end_x",
+                                                "end_y",         "mean_x",
+                                                "mean_y",        "amplitude_px",
+                                                "amplitude_deg", "mean_velocity",
+                                                "max_velocity",  "rtp_ts",
+                                                "seq",           "dropped_before",
+                                                "before_start",  NULL};
 
 void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono_ns, int64_t wall_ns,
                               int64_t device_ns, const struct pirec_gaze_event *e, uint32_t rtp_ts,
-                              uint64_t seq, uint64_t dropped_before)
+                              uint64_t seq, uint64_t dropped_before, int before_start)
 {
   pirec_csv_row_lead(row, trial, mono_ns, wall_ns);
   pirec_csv_row_time(row, device_ns); /* INT64_MIN (PIREC_CSV_NO_TIME) before the first Sender Report */
@@ -288,4 +297,5 @@ void pirec_gaze_event_csv_row(struct pirec_csv_row *row, int trial, int64_t mono
   pirec_csv_row_u64(row, rtp_ts);
   pirec_csv_row_u64(row, seq);
   pirec_csv_row_u64(row, dropped_before);
+  pirec_csv_row_u64(row, before_start ? 1 : 0);
 }

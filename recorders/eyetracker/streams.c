@@ -113,23 +113,6 @@ static void note_interval(struct stream *st, int64_t dticks)
   st->interval_ticks = round_div(st->sum_dticks, st->n_dticks);
 }
 
-/* Pushes a row whose dropped_before carries st->pending_drop. A row the sink refuses (ring full,
- * sink in error) is a sample lost like any other: it and what it carried pass to the next row that
- * gets in, so the CSV's dropped_before still accounts for every sample. Returns the push result. */
-static int push_row(struct stream *st, struct pirec_sink *sink, struct pirec_csv_row *row)
-{
-  int r = pirec_csv_push(sink, row);
-  if (r < 0) {
-    st->st.refused++;
-    st->pending_drop++;
-    return r;
-  }
-  st->st.dropped += st->pending_drop;
-  st->pending_drop = 0;
-  st->st.written++;
-  return 0;
-}
-
 /* Sequence and clock bookkeeping shared by the data streams (gaze, eye events) for a parsed
  * packet of the right payload type: counts it, accounts a reconnect gap and sequence losses as
  * drops, optionally feeds the sample-interval estimate, and extends its RTP timestamp.
@@ -209,31 +192,17 @@ static int count_sample(struct stream *st)
 /* A gaze sample, after data_rtp. */
 static void gaze_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
 {
-  struct pirec_eyetracker *et = st->et;
-  struct pirec_gaze_sample g;
-  if (pirec_gaze_decode(p->payload, p->payload_len, &g) < 0) {
+  struct gaze_rec r;
+  if (pirec_gaze_decode(p->payload, p->payload_len, &r.g) < 0) {
     bad_payload(st, "gaze payload of %zu bytes (expected 9, 17, 65 or 89) from '%s'; %llu so far",
                 p->payload_len, st->url, (unsigned long long)st->st.bad_payloads + 1);
     return;
   }
-  int handover = pirec__et_handing_over(et);
-  if (!handover && !count_sample(st))
-    return;
-  char buf_row[1024];
-  struct pirec_csv_row row;
-  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_gaze_csv_row(&row, handover ? pirec__et_handover_trial(et) : et->trial, st->rx_mono, st->rx_wall,
-                     pirec_rtcp_clock_device_ns(&st->clock, ext), &g, p->ts, st->seq.ext_max - (1u << 16),
-                     st->pending_drop);
-  int len = pirec_csv_row_end(&row);
-  if (!handover) {
-    push_row(st, et->gaze_sink, &row);
-  } else if (len > 0 && pirec__et_handover_keep(et, buf_row, (size_t)len, st->pending_drop) == 0) {
-    st->received++;       /* the next trial's counters take it when that trial starts */
-    st->pending_drop = 0; /* carried by the kept row */
-  } else {
-    count_sample(st);
-  }
+  r.wall = st->rx_wall;
+  r.dev = pirec_rtcp_clock_device_ns(&st->clock, ext);
+  r.rtp_ts = p->ts;
+  r.seq = st->seq.ext_max - (1u << 16);
+  pirec__et_sample(st, &r, sizeof r);
 }
 
 static void on_au(const struct pirec_h264_au *au, void *user)
@@ -248,7 +217,7 @@ static void on_au(const struct pirec_h264_au *au, void *user)
       int64_t missing = st->interval_ticks > 0 ? round_div(d, st->interval_ticks) - 1 : 0;
       if (missing > 0)
         st->pending_drop += (uint64_t)missing;
-      et->need_key = 1;
+      pirec__et_scene_gap(et);
     } else {
       note_interval(st, d);
     }
@@ -256,69 +225,22 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   st->lost_since_au = 0;
   st->have_prev_au = 1;
   st->prev_au_ext = ext;
-  if (!count_sample(st))
-    return;
   if (au->damaged) {
-    st->st.discarded++;
-    st->pending_drop++;
-    et->need_key = 1;
-    return;
-  }
-  /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
-   * packet in it decodes; the frames skipped meanwhile are counted. */
-  if (et->need_key && !(au->keyframe && (au->has_params || pirec_mkv_started(et->mkv)))) {
-    st->st.discarded++;
-    st->pending_drop++;
-    return;
-  }
-  et->need_key = 0;
-  /* Presentation times from the RTP clock, relative to the trial's first written frame; a jump
-   * backwards (a new session with another timestamp origin) continues from arrival times. */
-  int64_t pts;
-  if (!et->have_pts0) {
-    et->have_pts0 = 1;
-    et->pts0_ext = ext;
-    pts = 0;
-  } else {
-    pts = pirec_rtp_ticks_to_ns(ext - et->pts0_ext, st->clock_rate);
-    if (pts <= et->last_pts_ns || pts - et->last_pts_ns > 60 * NS_S) {
-      pts = et->last_pts_ns + (st->rx_mono - et->last_pts_mono);
-      et->pts0_ext = ext - (pts * (int64_t)st->clock_rate) / NS_S;
-    }
-  }
-  /* A frame whose row could not wait for it is not written (a disk stalled that long). */
-  int r = et->scene_gate && pirec_rowgate_room(et->scene_gate) ? 0 : -ENOBUFS;
-  if (r == 0)
-    r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
-  if (r < 0) {
-    st->st.discarded++;
-    st->pending_drop++;
-    if (r != -EINVAL && r != -ENOBUFS && !et->write_error) {
-      et->write_error = r;
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
-                     pirec_strerror(r));
+    pirec__et_scene_gap(et);
+    if (count_sample(st)) {
+      st->st.discarded++;
+      st->pending_drop++;
     }
     return;
   }
-  pirec_sink_flush(et->video_sink);
-  et->last_pts_ns = pts;
-  et->last_pts_mono = st->rx_mono;
-  char buf_row[PIREC_ROWGATE_ROW_MAX];
-  struct pirec_csv_row row;
-  pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
-  pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
-  pirec_csv_row_u64(&row, et->frame_index++);
-  pirec_csv_row_u64(&row, st->received - 1);
-  pirec_csv_row_time(&row, pirec_rtcp_clock_device_ns(&st->clock, ext));
-  pirec_csv_row_u64(&row, st->pending_drop);
-  pirec_csv_row_u64(&row, au->len);
-  pirec_csv_row_empty(&row);
-  int len = pirec_csv_row_end(&row);
-  et->bytes_video += au->len;
-  /* The row waits until the frame is written whole in the MKV (scene_written); room was checked. */
-  if (len > 0 && pirec_rowgate_hold(et->scene_gate, buf_row, (size_t)len, pirec_mkv_bytes(et->mkv),
-                                    st->pending_drop) == 0)
-    st->pending_drop = 0;
+  struct scene_rec r = {.wall = st->rx_wall,
+                        .dev = pirec_rtcp_clock_device_ns(&st->clock, ext),
+                        .ext = ext,
+                        .clock_rate = st->clock_rate,
+                        .keyframe = au->keyframe,
+                        .params = au->has_params,
+                        .len = au->len};
+  pirec__et_scene_au(st, &r, au->data);
 }
 
 /* Rows handed to the frames CSV count as written (with what they carry); a row the CSV refused is
@@ -326,7 +248,11 @@ static void on_au(const struct pirec_h264_au *au, void *user)
 static void scene_rows_released(struct pirec_eyetracker *et, const struct pirec_rowgate_result *res)
 {
   struct stream *st = &et->streams[WORLD];
-  st->st.written += res->rows;
+  /* The rows from before the trial's start are held first, so they are released first. */
+  uint64_t before = et->scene_before_held < res->rows ? et->scene_before_held : res->rows;
+  et->scene_before_held -= before;
+  st->st.before_start += before;
+  st->st.written += res->rows - before;
   st->st.dropped += res->dropped;
   st->st.refused += res->refused;
   st->pending_drop += res->refused + res->refused_dropped;
@@ -396,7 +322,7 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
     uint64_t missing = reconnect_gap(st, &p);
     st->pending_drop += missing;
     st->have_prev_au = 0;
-    st->et->need_key = 1;
+    pirec__et_scene_gap(st->et);
   }
   int64_t lost = pirec_rtp_seq_update(&st->seq, p.seq);
   if (lost < 0) {
@@ -417,22 +343,18 @@ static void world_packet(struct stream *st, const uint8_t *buf, size_t len)
 /* An eye event, after data_rtp. */
 static void events_packet(struct stream *st, const struct pirec_rtp_packet *p, int64_t ext)
 {
-  struct pirec_eyetracker *et = st->et;
-  struct pirec_gaze_event e;
-  if (pirec_gaze_event_decode(p->payload, p->payload_len, &e) < 0) {
+  struct event_rec r;
+  if (pirec_gaze_event_decode(p->payload, p->payload_len, &r.e) < 0) {
     bad_payload(st, "eye event of %zu bytes with an unknown type or size from '%s'", p->payload_len, st->url);
     return;
   }
-  if (e.type == PIREC_GAZE_EVENT_KEEPALIVE || !count_sample(st))
+  if (r.e.type == PIREC_GAZE_EVENT_KEEPALIVE)
     return;
-  char b[512];
-  struct pirec_csv_row row;
-  pirec_csv_row_begin(&row, b, sizeof b);
-  pirec_gaze_event_csv_row(&row, et->trial, st->rx_mono, st->rx_wall,
-                           pirec_rtcp_clock_device_ns(&st->clock, ext), &e, p->ts,
-                           st->seq.ext_max - (1u << 16), st->pending_drop);
-  pirec_csv_row_end(&row);
-  push_row(st, et->events_sink, &row);
+  r.wall = st->rx_wall;
+  r.dev = pirec_rtcp_clock_device_ns(&st->clock, ext);
+  r.rtp_ts = p->ts;
+  r.seq = st->seq.ext_max - (1u << 16);
+  pirec__et_sample(st, &r, sizeof r);
 }
 
 void pirec__et_data_packet(struct stream *st, const uint8_t *buf, size_t len)
@@ -484,17 +406,10 @@ void pirec__et_rtcp_packet(struct stream *st, const uint8_t *buf, size_t len)
     pirec_log(PIREC_LOG_INFO, "%s: %s clock: device - wall = %lld ns, drift %lld ppb", et->s.name, st->label,
               (long long)st->st.offset_ns, (long long)st->st.drift_ppb);
   }
-  if (et->recording) {
-    char b[256];
-    struct pirec_csv_row row;
-    pirec_csv_row_begin(&row, b, sizeof b);
-    pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
-    pirec_csv_row_str(&row, st->label);
-    pirec_csv_row_u64(&row, sr.rtp_ts);
-    pirec_csv_row_i64(&row, dev);
-    pirec_csv_row_i64(&row, st->st.offset_ns);
-    pirec_csv_row_i64(&row, st->st.drift_ppb);
-    pirec_csv_row_end(&row);
-    (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
-  }
+  struct clock_rec c = {.wall = st->rx_wall,
+                        .dev = dev,
+                        .offset = st->st.offset_ns,
+                        .drift = st->st.drift_ppb,
+                        .rtp_ts = sr.rtp_ts};
+  pirec__et_clock_row(st, &c);
 }

@@ -3,6 +3,7 @@
 
 #include "eyetracker-int.h"
 
+#include "pirec/clock.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
 #include "pirec/fs.h"
@@ -55,35 +56,17 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   return r;
 }
 
-/* The rows kept during a hand-over go into the new trial's gaze file, behind its header; if that
- * trial is not the one they were numbered for (or a row cannot go in), they are counted as drops
- * before its first row instead. */
-static void handover_end(struct pirec_eyetracker *et, int trial)
+/* Samples received during a trial change that the backlog could not keep are this trial's:
+ * counted as received and discarded (they are in dropped_before already). */
+static void handover_end(struct pirec_eyetracker *et)
 {
-  if (!et->handover)
-    return;
-  /* Received during the hand-over: this trial's samples (status counters, eyetracker.h). */
   for (int k = 0; k < NSTREAMS; k++) {
     struct stream *s = &et->streams[k];
     s->st.samples += s->handover_discarded;
     s->st.discarded += s->handover_discarded;
     s->handover_discarded = 0;
   }
-  struct stream *st = &et->streams[GAZE];
-  size_t len = pirec_bytebuf_len(&et->handover_rows);
-  st->st.samples += et->handover_nrows;
-  if (et->handover_nrows && trial == pirec__et_handover_trial(et) &&
-      pirec_sink_push(et->gaze_sink, pirec_bytebuf_data(&et->handover_rows), len) == 0) {
-    st->st.written += et->handover_nrows;
-    st->st.dropped += et->handover_dropped;
-  } else {
-    st->st.discarded += et->handover_nrows;
-    st->pending_drop += et->handover_nrows + et->handover_dropped;
-  }
-  et->handover_dropped = 0;
-  pirec_bytebuf_free(&et->handover_rows);
   et->handover = 0;
-  et->handover_nrows = 0;
 }
 
 int pirec_eyetracker_set_key(struct pirec_eyetracker *et, const struct pirec_crypt_key *key,
@@ -114,18 +97,23 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
-    handover_end(et, 0);
+    if (et->handover) {
+      /* No trial takes what the change kept: those samples were received between trials. */
+      pirec_backlog_clear(et->bl_rows);
+      et->handover = 0;
+    }
     return r;
   }
   char hdr[2048];
   int n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_columns);
   pirec_sink_push(et->gaze_sink, hdr, (size_t)n);
-  static const char *const frame_cols[] = {"trial",        "mono_ns",        "wall_ns", "frame",  "seq",
-                                           "device_ts_ns", "dropped_before", "bytes",   "offset", NULL};
+  static const char *const frame_cols[] = {
+      "trial",          "mono_ns", "wall_ns", "frame",        "seq", "device_ts_ns",
+      "dropped_before", "bytes",   "offset",  "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
   pirec_sink_push(et->frames_sink, hdr, (size_t)n);
-  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream", "rtp_ts",
-                                           "device_ns", "offset_ns", "drift_ppb", NULL};
+  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream",       "rtp_ts",
+                                           "device_ns", "offset_ns", "drift_ppb", "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
   if (et->events_sink) {
@@ -139,41 +127,24 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
     if (!et->handover)
       st->pending_drop = 0; /* else: lost during the hand-over, carried onto this trial's first row */
     st->st.samples = st->st.written = st->st.refused = st->st.discarded = st->st.idle = 0;
-    st->st.dropped = st->st.dropped_after = 0;
+    st->st.dropped = st->st.dropped_after = st->st.before_start = 0;
   }
-  handover_end(et, trial);
+  /* A trial change's trial starts at the change; another at this call. */
+  et->trial_start_mono = et->handover ? et->handover_mono : pirec_clock_mono_ns();
+  handover_end(et);
   et->trial = trial;
-  et->recording = et->need_key = 1;
+  et->recording = 1;
+  et->scene_before_held = 0;
+  pirec__et_backlog_replay(et, et->trial_start_mono);
   return 0;
 }
 
 void pirec_eyetracker_hand_over(struct pirec_eyetracker *et)
 {
-  if (et->handover)
+  if (et->handover || !et->recording)
     return;
-  if (pirec_bytebuf_init(&et->handover_rows, 4096, HANDOVER_BYTES) < 0)
-    return; /* without the buffer, samples between the trials are still counted as drops */
   et->handover = 1;
-  et->handover_nrows = 0;
-}
-
-int pirec__et_handing_over(const struct pirec_eyetracker *et)
-{
-  return et->handover && !et->recording;
-}
-
-int pirec__et_handover_trial(const struct pirec_eyetracker *et)
-{
-  return et->trial + 1;
-}
-
-int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len, uint64_t dropped_before)
-{
-  if (pirec_bytebuf_append(&et->handover_rows, row, len) < 0)
-    return -ENOBUFS;
-  et->handover_nrows++;
-  et->handover_dropped += dropped_before;
-  return 0;
+  et->handover_mono = pirec_clock_mono_ns();
 }
 
 static void finish_stop(struct pirec_eyetracker *et)

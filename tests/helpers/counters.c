@@ -42,8 +42,9 @@ void counters_identity(const char *what, const struct counter_term *lhs, size_t 
 
 struct csv_count {
   const char *column;
-  int col, field, row;
-  uint64_t rows, sum;
+  int col, bcol, field, row;
+  uint64_t rows, sum, before_rows;
+  uint64_t cur, cur_before; /* the row being read: its column's value, its before_start */
 };
 
 static void on_field(void *data, size_t len, void *user)
@@ -52,9 +53,11 @@ static void on_field(void *data, size_t len, void *user)
   char v[32];
   if (c->row == 0 && c->column && len == strlen(c->column) && memcmp(data, c->column, len) == 0)
     c->col = c->field;
-  if (c->row > 0 && c->field == c->col) {
+  if (c->row == 0 && len == 12 && memcmp(data, "before_start", 12) == 0)
+    c->bcol = c->field;
+  if (c->row > 0 && (c->field == c->col || c->field == c->bcol)) {
     snprintf(v, sizeof v, "%.*s", (int)(len < sizeof v ? len : sizeof v - 1), (const char *)data);
-    c->sum += strtoull(v, NULL, 10);
+    *(c->field == c->col ? &c->cur : &c->cur_before) = strtoull(v, NULL, 10);
   }
   c->field++;
 }
@@ -63,19 +66,30 @@ static void on_row(int term, void *user)
 {
   struct csv_count *c = user;
   (void)term;
-  if (c->row++ > 0)
+  if (c->row++ > 0 && c->cur_before) {
+    c->before_rows++;
+  } else if (c->row > 1) {
     c->rows++;
+    c->sum += c->cur;
+  }
+  c->cur = c->cur_before = 0;
   c->field = 0;
 }
 
 int counters_csv(const char *path, const char *column, uint64_t *rows, uint64_t *sum)
 {
-  struct csv_count c = {.column = column, .col = -1};
+  uint64_t before;
+  return counters_csv_before(path, column, rows, sum, &before);
+}
+
+int counters_csv_before(const char *path, const char *column, uint64_t *rows, uint64_t *sum, uint64_t *before)
+{
+  struct csv_count c = {.column = column, .col = -1, .bcol = -1};
   struct csv_parser p;
   char buf[65536];
   size_t n;
   FILE *f = fopen(path, "rb");
-  *rows = *sum = 0;
+  *rows = *sum = *before = 0;
   if (f == NULL)
     return -1;
   assert_int_equal(csv_init(&p, 0), 0);
@@ -88,6 +102,7 @@ int counters_csv(const char *path, const char *column, uint64_t *rows, uint64_t 
     fail_msg("'%s' has no column '%s'", path, column);
   *rows = c.rows;
   *sum = c.sum;
+  *before = c.before_rows;
   return 0;
 }
 
@@ -95,16 +110,20 @@ void counters_check_eyetracker_stream(const char *label, const struct pirec_eyet
                                       const char *csv_path)
 {
   char what[256];
-  uint64_t rows = 0, dropped_before = 0;
+  uint64_t rows = 0, dropped_before = 0, before_rows = 0;
   snprintf(what, sizeof what, "eye tracker %s stream", label);
   const struct counter_term received[] = {COUNTER_TERM(s->samples)};
   const struct counter_term fates[] = {COUNTER_TERM(s->written), COUNTER_TERM(s->refused),
                                        COUNTER_TERM(s->discarded), COUNTER_TERM(s->idle)};
   counters_identity(what, received, 1, fates, 4);
-  if (csv_path != NULL && counters_csv(csv_path, "dropped_before", &rows, &dropped_before) < 0)
+  if (csv_path != NULL &&
+      counters_csv_before(csv_path, "dropped_before", &rows, &dropped_before, &before_rows) < 0)
     fail_msg("%s: no file '%s'", what, csv_path);
   const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, written[] = {COUNTER_TERM(s->written)};
   counters_identity(what, file_rows, 1, written, 1);
+  const struct counter_term file_before[] = {COUNTER_TERM(before_rows)},
+                            before[] = {COUNTER_TERM(s->before_start)};
+  counters_identity(what, file_before, 1, before, 1);
   const struct counter_term file_drops[] = {COUNTER_TERM(dropped_before)},
                             dropped[] = {COUNTER_TERM(s->dropped)};
   counters_identity(what, file_drops, 1, dropped, 1);
@@ -112,11 +131,15 @@ void counters_check_eyetracker_stream(const char *label, const struct pirec_eyet
 
 void counters_check_camera(const struct pirec_camera_status *s, const char *csv_path)
 {
-  uint64_t rows = 0, dropped_before = 0;
-  if (counters_csv(csv_path, "dropped_before", &rows, &dropped_before) < 0)
+  uint64_t rows = 0, dropped_before = 0, before = 0;
+  if (counters_csv_before(csv_path, "dropped_before", &rows, &dropped_before, &before) < 0)
     fail_msg("camera: no file '%s'", csv_path);
-  const struct counter_term file_rows[] = {COUNTER_TERM(rows)}, written[] = {COUNTER_TERM(s->frames_written)};
-  counters_identity("camera", file_rows, 1, written, 1);
+  const struct counter_term file_rows[] = {COUNTER_TERM(rows), COUNTER_TERM(before)},
+                            written[] = {COUNTER_TERM(s->frames_written)};
+  counters_identity("camera", file_rows, 2, written, 1);
+  const struct counter_term file_before[] = {COUNTER_TERM(before)},
+                            before_start[] = {COUNTER_TERM(s->frames_before_start)};
+  counters_identity("camera", file_before, 1, before_start, 1);
   /* Every frame the loop took (and every frame lost before it) is a row, counted in a row's
    * dropped_before or in dropped_after, or idle; the device's own gaps have no seq. */
   const struct counter_term fates[] = {COUNTER_TERM(rows), COUNTER_TERM(dropped_before),

@@ -26,12 +26,17 @@ void counters_identity(const char *what, const struct counter_term *lhs, size_t 
                        const struct counter_term *rhs, size_t nr);
 
 /* Data rows of a CSV file (parsed with libcsv, so quoted fields may hold commas and line breaks)
- * and the sum of column (NULL: none). A missing file gives 0 rows and returns -1, else 0. */
+ * and the sum of column (NULL: none), over the rows whose before_start column (if any) is not 1;
+ * _before also gives the rows marked before_start. A missing file gives 0 rows and returns -1,
+ * else 0. */
 int counters_csv(const char *path, const char *column, uint64_t *rows, uint64_t *sum);
+int counters_csv_before(const char *path, const char *column, uint64_t *rows, uint64_t *sum,
+                        uint64_t *before);
 
 /* An eye tracker stream at a trial's stop (docs/EYETRACKER.md, include/pirec/eyetracker.h):
  *   samples = written + refused + discarded + idle;
- *   rows of csv_path = written; the sum of its dropped_before = dropped.
+ *   rows of csv_path = written (before_start = 0) + before_start (rows marked 1); the sum of
+ *   dropped_before over the trial's own rows = dropped.
  * csv_path NULL: the stream had no file (left out); then written, refused, discarded and dropped
  * must be 0. label names the stream in messages. */
 void counters_check_eyetracker_stream(const char *label, const struct pirec_eyetracker_stream_status *s,
