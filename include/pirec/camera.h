@@ -258,7 +258,8 @@ struct pirec_camera_status {
   uint64_t frames_idle;         /* captured while no trial ran (discarded, not drops), those lost while
                                no trial ran included */
   uint64_t frames_seen;         /* frames_captured as far as the loop has taken frames: the seq + 1 of the
-                               last frame it took (frames still in the ring are not seen yet) */
+                               last frame it took (frames still in the ring are not seen yet), plus
+                               the ring's drops a stopping trial claimed before a frame carried them */
   uint64_t device_gaps;         /* frames the device never delivered (gaps in its timestamps, across a
                                reconnect), as far as seen: part of drops_device, not of captured */
   uint64_t dropped_after;       /* the last trial's frames lost after its last row (ring full at the end,

@@ -213,6 +213,8 @@ struct pirec_camera {
   uint64_t cur_dropped;
   int cur_valid;
   uint64_t pending;             /* frames lost since the last frame that got through */
+  uint64_t ring_drops_taken;    /* the ring's drops attached to the records taken so far */
+  uint64_t ring_drops_claimed;  /* drops a trial claimed before the ring attached them (take_cur) */
   uint64_t seen;                /* seq + 1 of the last record taken: frames the loop has accounted for */
   int64_t prev_mono, last_mono; /* arrival of the record taken before cur, and of cur */
   uint64_t device_gaps_seen;
@@ -723,6 +725,22 @@ static void snap_offer(struct pirec_camera *cam, const struct frame_hdr *h, cons
   uv_timer_start(&cam->timer, snap_check, 0, 0);
 }
 
+/* A full ring attaches its drops to the next record pushed. When a stopping trial has drained the
+ * ring empty, that record may come only after the trial ended (on a quiet machine the encoder
+ * finishes within a frame interval), and the frames the ring refused while the trial ran would
+ * count as idle. They were all refused before now: the trial claims them (pending, its
+ * dropped_after), and the record that carries them later counts them no more. */
+static void claim_unattached_drops(struct pirec_camera *cam)
+{
+  struct pirec_ring_stats rs;
+  pirec_ring_stats(cam->ring, &rs);
+  uint64_t known = cam->ring_drops_taken + cam->ring_drops_claimed;
+  if (rs.dropped <= known)
+    return;
+  cam->ring_drops_claimed += rs.dropped - known;
+  cam->pending += rs.dropped - known;
+}
+
 /* Takes the next ring record into cur. 0 when there is none, or when too many wait for their
  * borrowed encoder writes; a stopping trial whose last frame is in then ends its feeding. */
 static int take_cur(struct pirec_camera *cam)
@@ -730,8 +748,10 @@ static int take_cur(struct pirec_camera *cam)
   if (cam->infl_taken - cam->infl_released >= cam->infl_cap)
     return 0;
   if (pirec_ring_take(cam->ring, &cam->cur, 1, SIZE_MAX) == 0) {
-    if (cam->trial && cam->trial->stopping && !cam->trial->fed_all)
+    if (cam->trial && cam->trial->stopping && !cam->trial->fed_all) {
+      claim_unattached_drops(cam);
       feeding_done(cam, cam->trial);
+    }
     return 0;
   }
   const struct frame_hdr *h = cam->cur.data;
@@ -740,7 +760,11 @@ static int take_cur(struct pirec_camera *cam)
   cam->last_mono = h->mono_ns;
   cam->device_gaps_seen += h->gap_missing;
   cam->cur_abs = cam->infl_taken++;
-  cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
+  uint64_t before = cam->cur.dropped_before,
+           claimed = before < cam->ring_drops_claimed ? before : cam->ring_drops_claimed;
+  cam->ring_drops_taken += before;
+  cam->ring_drops_claimed -= claimed;
+  cam->cur_dropped = before - claimed + h->gap_drops;
   cam->cur_valid = 1;
   snap_offer(cam, h, (const uint8_t *)cam->cur.data + sizeof *h);
   return 1;
@@ -1640,7 +1664,8 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   out->backlog_used = bs.used;
   out->backlog_high_water = bs.high_water;
   out->frames_idle = cam->frames_idle;
-  out->frames_seen = cam->seen;
+  /* the drops a stopping trial claimed were refused after the last frame taken (take_cur) */
+  out->frames_seen = cam->seen + cam->ring_drops_claimed;
   out->device_gaps = cam->device_gaps_seen;
   out->dropped_after = cam->trial ? 0 : cam->dropped_after_last;
   out->dropped_after_total = cam->dropped_after_total;
