@@ -9,3 +9,5 @@ set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
 pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
 pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)
+# io/f32: round-trip of a 2^22 random sample (about 5 s); the exhaustive run is bench-f32 --all.
+pirec_add_test(test-f32 SOURCES test-f32.c LIBS pirec_io_f32 pirec_io_csv pirec_io_sink pirec_libcsv TIMEOUT 120)
