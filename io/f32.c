@@ -269,9 +269,9 @@ static struct scaled scale_fast(uint64_t m, unsigned __int128 p10, int k)
 static uint64_t shortest_fast(uint64_t f, int e, int unequal_gaps, int *exp10)
 {
   int accept = (f & 1) == 0;
-  int k = 2 - e;                          /* value = (4 f) / 2^k */
-  int q = (k * 732923 >> 20) - 1;         /* about k log10(5) - 1: keeps ~10 digits */
-  int t = q > 0 ? k - q : k;              /* scale by 10^t / 2^k */
+  int k = 2 - e;                  /* value = (4 f) / 2^k */
+  int q = (k * 732923 >> 20) - 1; /* about k log10(5) - 1: keeps ~10 digits */
+  int t = q > 0 ? k - q : k;      /* scale by 10^t / 2^k */
   unsigned __int128 p10 = pow10_u128(t);
   uint64_t mv = 4 * f, mp = mv + 2, mm = mv - 1 - (unequal_gaps ? 0 : 1);
   /* one digit more for the value, so the first digit cut off is known for rounding */
