@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -71,7 +72,7 @@ static void usage(void)
       "  --quick       a few seconds in all, for a smoke test (figures are rough)\n"
       "  --tput-ring-mb N, --tput-batch-kb N, --tput-inflight N\n"
       "                the throughput sink's ring, batch and writes in flight (16, 2048, 2)\n"
-      "  --only PART   run one part: latency, direct, tput or csv (others print 0)\n"
+      "  --only PART   run one part: latency, direct, tput, csv or arena (others print 0)\n"
       "  --runs N      throughput and csv runs per side, alternated, medians (default 5)\n"
       "  --no-pin      do not pin the loop, producers and libuv's threadpool to CPUs\n"
       "  --no-rt       do not try SCHED_FIFO for the latency producers (tried by default;\n"
@@ -584,6 +585,61 @@ static void ring_new_costs(int runs, int64_t *fresh_ns, int64_t *reused_ns, int6
   free(re);
   free(fa);
   free(held);
+}
+
+/* Huge pages or not for a ring arena, decided from figures: an 8.5 MiB anonymous mapping aligned to
+ * 2 MiB, made exactly as io/arena.c makes one (one write per 4 KiB backs it), with MADV_HUGEPAGE and
+ * with MADV_NOHUGEPAGE, alternated, medians of `runs`; then what each costs afterwards: one frame
+ * (1.4 MB) copied into it, the median over the frames that fit, from a warm source. */
+struct arena_fig {
+  int64_t new_thp_ns, new_plain_ns, copy_thp_ns, copy_plain_ns;
+};
+
+static void arena_one(int huge, size_t bytes, const unsigned char *src, int64_t *new_ns, int64_t *copy_ns)
+{
+  const size_t align = 2u << 20;
+  int64_t t0 = now_ns();
+  unsigned char *m = mmap(NULL, bytes + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    die("mmap", errno);
+  unsigned char *p = m + (-(uintptr_t)m & (align - 1));
+  (void)madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  for (size_t off = 0; off < bytes; off += 4096)
+    ((volatile unsigned char *)p)[off] = 0;
+  *new_ns = now_ns() - t0;
+  int64_t c[8];
+  int n = 0;
+  for (size_t off = 0; off + FRAME_BYTES <= bytes && n < 8; off += FRAME_BYTES, n++) {
+    int64_t t1 = now_ns();
+    memcpy(p + off, src, FRAME_BYTES);
+    __asm__ volatile("" ::"r"(p) : "memory");
+    c[n] = now_ns() - t1;
+  }
+  qsort(c, (size_t)n, sizeof c[0], cmp_i64);
+  *copy_ns = c[n / 2];
+  munmap(m, bytes + align);
+}
+
+static void arena_thp_costs(int runs, struct arena_fig *out)
+{
+  const size_t bytes = (8u << 20) + (512u << 10);
+  int64_t *v = calloc(4 * (size_t)runs, sizeof *v);
+  unsigned char *src = touched_alloc(FRAME_BYTES);
+  if (!v)
+    die("calloc", ENOMEM);
+  for (int i = 0; i < runs; i++) {
+    int first = i % 2; /* alternated */
+    arena_one(first, bytes, src, &v[(first ? 0 : 1) * runs + i], &v[(first ? 2 : 3) * runs + i]);
+    arena_one(!first, bytes, src, &v[(first ? 1 : 0) * runs + i], &v[(first ? 3 : 2) * runs + i]);
+  }
+  int64_t *m[4];
+  for (int k = 0; k < 4; k++) {
+    m[k] = v + (size_t)k * runs;
+    qsort(m[k], (size_t)runs, sizeof *v, cmp_i64);
+  }
+  *out = (struct arena_fig){m[0][runs / 2], m[1][runs / 2], m[2][runs / 2], m[3][runs / 2]};
+  free(v);
+  free(src);
 }
 
 static int64_t frame_memcpy_median(size_t area_bytes, int runs, int64_t period_ns, int cpu, int rt)
@@ -1135,10 +1191,15 @@ int main(int argc, char **argv)
   /* 3. memcpy reference: at 30 fps into a ring-sized pre-touched area (as the frame producer's
    * copies go), and back to back into one cache-warm buffer. */
   int64_t memcpy_ns =
-      frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30, b->cpus.frames, b->set.rt);
+      (only && strcmp(only, "arena") == 0)
+          ? 0
+          : frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30, b->cpus.frames, b->set.rt);
   int64_t memcpy_hot_ns = frame_memcpy_median(FRAME_BYTES, 300, 0, b->cpus.frames, 0);
   int64_t ring_fresh_ns, ring_reused_ns, fault_ns;
   ring_new_costs(quick ? 5 : 11, &ring_fresh_ns, &ring_reused_ns, &fault_ns);
+  struct arena_fig thp = {0};
+  if (only == NULL || strcmp(only, "latency") == 0 || strcmp(only, "arena") == 0)
+    arena_thp_costs(quick ? 5 : 11, &thp);
 
   /* 4. Throughput, alternating so drift in the machine's load hits both sides. */
   size_t frames = (size_t)b->set.throughput_mb * 1000000 / FRAME_BYTES;
@@ -1232,6 +1293,9 @@ int main(int argc, char **argv)
     printf("  \"ring_new_fresh_8_5mib_ns\": %" PRId64 ",\n  \"ring_new_reused_8_5mib_ns\": %" PRId64
            ",\n  \"fault_8_5mib_ns\": %" PRId64 ",\n",
            ring_fresh_ns, ring_reused_ns, fault_ns);
+    printf("  \"arena_new_thp_ns\": %" PRId64 ",\n  \"arena_new_plain_ns\": %" PRId64
+           ",\n  \"arena_frame_copy_thp_ns\": %" PRId64 ",\n  \"arena_frame_copy_plain_ns\": %" PRId64 ",\n",
+           thp.new_thp_ns, thp.new_plain_ns, thp.copy_thp_ns, thp.copy_plain_ns);
     print_pct("direct_write_ns", direct, 0);
     print_pct("direct_row_write_ns", direct_rows, 0);
     print_pct("direct_frame_write_ns", direct_frames, 0);
