@@ -95,14 +95,15 @@ static void *verify(void *arg)
   return NULL;
 }
 
-static int verify_all(int threads)
+/* One binary exponent's 2^23 patterns of one sign, split over the threads. */
+static uint64_t verify_block(uint32_t sign, uint32_t bexp, int threads)
 {
   pthread_t th[64];
   struct range r[64];
-  uint64_t step = ((uint64_t)1 << 32) / (uint64_t)threads;
+  uint64_t base = (uint64_t)sign << 31 | (uint64_t)bexp << 23, step = ((uint64_t)1 << 23) / (uint64_t)threads;
   for (int i = 0; i < threads; i++) {
-    r[i] = (struct range){.from = step * (uint64_t)i,
-                          .to = i == threads - 1 ? (uint64_t)1 << 32 : step * (uint64_t)(i + 1)};
+    r[i] = (struct range){.from = base + step * (uint64_t)i,
+                          .to = base + (i == threads - 1 ? (uint64_t)1 << 23 : step * (uint64_t)(i + 1))};
     pthread_create(&th[i], NULL, verify, &r[i]);
   }
   uint64_t failures = 0;
@@ -110,7 +111,26 @@ static int verify_all(int threads)
     pthread_join(th[i], NULL);
     failures += r[i].failures;
   }
-  printf("{\"values\": 4294967296, \"failures\": %llu}\n", (unsigned long long)failures);
+  return failures;
+}
+
+/* Every pattern, one binary exponent at a time, nearest to 1.0 first (where measured values live),
+ * both signs; a progress line per exponent on stderr, so a run cut short still says what it proved. */
+static int verify_all(int threads)
+{
+  uint64_t failures = 0, values = 0;
+  for (int d = 0; d < 256; d++) {
+    int bexp = 127 + (d % 2 ? (d + 1) / 2 : -(d / 2));
+    if (bexp < 0 || bexp > 255)
+      continue;
+    uint64_t f = verify_block(0, (uint32_t)bexp, threads) + verify_block(1, (uint32_t)bexp, threads);
+    failures += f;
+    values += (uint64_t)1 << 24;
+    fprintf(stderr, "{\"biased_exponent\": %d, \"values\": %llu, \"failures\": %llu}\n", bexp,
+            (unsigned long long)values, (unsigned long long)failures);
+  }
+  printf("{\"values\": %llu, \"failures\": %llu}\n", (unsigned long long)values,
+         (unsigned long long)failures);
   return failures ? 1 : 0;
 }
 
