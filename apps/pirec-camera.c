@@ -63,7 +63,7 @@ static void usage(FILE *f)
              "  --ring-ms N       capture ring size in ms of frames (default 1000)\n"
              "  --rpicam-program PATH       rpicam-vid to run (default rpicam-vid)\n"
              "  --ffmpeg PATH     ffmpeg to run (default ffmpeg)\n"
-             "  -c FILE           read [camera.NAME] from a pirec config file\n"
+             "  -c, --config FILE read [camera.NAME] from a pirec config file\n"
              "  -h, --help        this text;  --version   the version\n");
 }
 
@@ -502,6 +502,7 @@ static int parse_args(int argc, char **argv, struct cli *c, struct app *a)
                                            {"rpicam-program", required_argument, NULL, 'r'},
                                            {"ffmpeg", required_argument, NULL, 'x'},
                                            {"protocol", no_argument, NULL, 'p'},
+                                           {"config", required_argument, NULL, 'c'},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, 'V'},
                                            {NULL, 0, NULL, 0}};

@@ -42,6 +42,7 @@ static void usage(FILE *f)
              "  --duration S          stop after S seconds (default: until SIGINT/SIGTERM)\n"
              "  --reconnect-min MS, --reconnect-max MS   backoff (default 1000, 30000)\n"
              "  --json                print the final counters as JSON on stdout\n"
+             "  -c, --config FILE     read [eyetracker] from a pirec config file\n"
              "  -h, --help            this text;  --version   the version\n");
 }
 

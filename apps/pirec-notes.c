@@ -48,7 +48,9 @@ static void usage(FILE *f)
   fprintf(f, "usage: pirec-notes DIR            take notes typed on stdin (one per line) into DIR/notes.csv\n"
              "       pirec-notes --protocol [--name NAME] [-c FILE]\n"
              "                                  run under the pirec controller (docs/PROTOCOL.md)\n"
-             "       pirec-notes -h|--help|--version\n");
+             "       pirec-notes -h|--help|--version\n"
+             "options:\n"
+             "  -c, --config FILE  read [notes] from a pirec config file\n");
 }
 
 /* ---- under the controller ---- */

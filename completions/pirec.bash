@@ -10,7 +10,7 @@ _pirec_opts_client="--json --label= --socket=f -c=f --timeout= -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
  --timing=f --output=f -j= --jobs= --timeout= --json --live -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
- --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --protocol -h --help --version"
+ --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=
  --no-gaze --no-world --no-events --trial= --duration= --reconnect-min= --reconnect-max= --json
  --protocol --name= -c=f --config=f -h --help --version"

@@ -37,11 +37,14 @@ struct client {
   int wait_drain; /* stopped until out_queued drains below CLIENT_OUT_LOW */
   int backlog;    /* complete lines left over after a turn: run again from the idle handle */
   int eof;
+  int awaiting; /* replies owed by an op or a note still in flight: a half-closed client waits for them */
+  int in_lines; /* client_run_lines is running its lines: a reply given meanwhile closes nothing */
   uint64_t progress_ms; /* uv_now when a reply write last completed or the queue was empty */
   struct client *next;
 };
 
 static void client_process(struct client *cl);
+static void client_close_if_done(struct client *cl);
 static void on_idle(uv_idle_t *idle);
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
@@ -96,8 +99,8 @@ static void on_client_write(uv_write_t *req, int status)
   if (cl->wait_drain && cl->out_queued <= CLIENT_OUT_LOW) {
     cl->wait_drain = 0;
     client_process(cl);
-  } else if (cl->eof && !cl->backlog && cl->out_queued == 0) {
-    client_close(cl);
+  } else {
+    client_close_if_done(cl);
   }
 }
 
@@ -153,10 +156,22 @@ static void client_send(struct client *cl, json_t *obj)
   cl->out_queued += w->len;
 }
 
-/* An op's reply (struct waiter). */
+/* A client that has half-closed its socket (end of input) is closed once every command it sent has
+ * been answered: its replies written, and none owed by an op or a note still in flight. */
+static void client_close_if_done(struct client *cl)
+{
+  if (cl->eof && !cl->backlog && cl->out_queued == 0 && cl->awaiting == 0)
+    client_close(cl);
+}
+
+/* An op's or a note's reply (struct waiter): each command_op and accepted note owes exactly one. */
 static void client_reply(void *who, json_t *obj)
 {
-  client_send(who, obj);
+  struct client *cl = who;
+  cl->awaiting--;
+  client_send(cl, obj);
+  if (!cl->closing && !cl->in_lines)
+    client_close_if_done(cl);
 }
 
 static json_t *reply_new(json_t *id, const char *reply)
@@ -191,10 +206,14 @@ static void command_note(struct client *cl, json_t *id, json_t *msg, enum op_kin
     return;
   }
   char err[300];
-  /* Answered "noted" only once the notes recorder has the row (client_reply, later). */
+  /* Answered "noted" only once the notes recorder has the row (client_reply, now or later); a
+   * refused note is answered here and owes nothing. */
+  cl->awaiting++;
   if (pirec__take_note(cl->c, json_string_value(text), json_string_length(text), client_reply, cl, id, err,
-                       sizeof err) < 0)
+                       sizeof err) < 0) {
+    cl->awaiting--;
     client_error(cl, id, err);
+  }
 }
 
 /* The command's optional label, sanitised into clean. -1 once the client heard why not. */
@@ -237,6 +256,7 @@ static void command_op(struct client *cl, json_t *id, json_t *msg, enum op_kind 
     return;
   }
   pirec__op_add_waiter(op, client_reply, cl, id);
+  cl->awaiting++;
   pirec__op_next(c);
 }
 
@@ -319,7 +339,9 @@ static int client_run_lines(struct client *cl)
       client_too_long(cl);
     if (r <= 0)
       return 0;
+    cl->in_lines = 1;
     client_line(cl, line, len);
+    cl->in_lines = 0;
   }
   return 0;
 }
@@ -336,8 +358,8 @@ static void client_process(struct client *cl)
       uv_read_stop((uv_stream_t *)&cl->pipe);
       cl->reading = 0;
     }
-    if (!hold && cl->eof && cl->out_queued == 0)
-      client_close(cl);
+    if (!hold)
+      client_close_if_done(cl);
     return;
   }
   if (!cl->reading) {

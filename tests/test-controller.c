@@ -521,6 +521,46 @@ static void test_control_rows(void **state)
   ctl_cleanup(&c);
 }
 
+/* A client that half-closes its socket after sending (as `socat` or `nc -N` do at the end of their
+ * input) still hears every reply, also those of ops and notes that finish later. */
+static void test_half_closed_client(void **state)
+{
+  struct ctl c;
+  char dir[4200];
+  ctl_start_session(&c, "{\"id\":1,\"cmd\":\"start\",\"label\":\"half\"}", dir, sizeof dir);
+  int fd = tu_sock_connect(c.sock, 5000);
+  assert_true(fd >= 0);
+  const char *lines = "{\"id\":2,\"cmd\":\"note\",\"text\":\"before the change\"}\n"
+                      "{\"id\":3,\"cmd\":\"trial\"}\n"
+                      "{\"id\":4,\"cmd\":\"note\",\"text\":\"after the change\"}\n"
+                      "{\"id\":5,\"cmd\":\"status\"}\n";
+  assert_int_equal(write(fd, lines, strlen(lines)), (ssize_t)strlen(lines));
+  assert_int_equal(shutdown(fd, SHUT_WR), 0);
+  struct tu_sock_buf b = {0};
+  int seen[6] = {0};
+  for (int i = 0; i < 4; i++) {
+    json_t *r = tu_sock_read(fd, &b, 30000);
+    if (!r)
+      fail_msg("half-closed client: %d of 4 replies, then the socket closed or went quiet", i);
+    json_int_t id = json_integer_value(json_object_get(r, "id"));
+    assert_true(id >= 2 && id <= 5);
+    seen[id]++;
+    const char *want = id == 3 ? "trial" : id == 5 ? "status" : "noted";
+    if (strcmp(jstr(r, "reply"), want) != 0)
+      fail_msg("reply to id %lld: '%s', want '%s'", (long long)id, jstr(r, "reply"), want);
+    json_decref(r);
+  }
+  for (int id = 2; id <= 5; id++)
+    assert_int_equal(seen[id], 1);
+  /* then the controller closes its end */
+  json_t *more = tu_sock_read(fd, &b, 5000);
+  assert_null(more);
+  free(b.data);
+  close(fd);
+  ctl_stop_process(&c, 0);
+  ctl_cleanup(&c);
+}
+
 /* SIGHUP with a broken file keeps the old config; a good file is accepted for the next session;
  * SIGUSR1 toggles recording. */
 static void test_reload_and_toggle(void **state)
@@ -1036,6 +1076,7 @@ int main(void)
       cmocka_unit_test(test_sigterm_mid_trial),
       cmocka_unit_test(test_reload_and_toggle),
       cmocka_unit_test(test_control_rows),
+      cmocka_unit_test(test_half_closed_client),
       cmocka_unit_test(test_gpio_pipe),
       cmocka_unit_test(test_gpio_led_failed_start),
       cmocka_unit_test(test_gpio_sync_pulses_in_events),

@@ -15,6 +15,10 @@ cd /tmp || exit 98
 if [ -f "$SHARE/powercut-phase" ]; then
 	exec sh "$SHARE/scenario-powercut.sh" "$SHARE" "$(cat "$SHARE/powercut-phase")"
 fi
+# scripts/ci-deb's package install boots the VM for its scenario alone.
+if [ -f "$SHARE/only-$ARCH" ]; then
+	exec sh "$SHARE/$(cat "$SHARE/only-$ARCH")" "$SHARE" "$ARCH"
+fi
 rc=0
 now() { cut -d' ' -f1 /proc/uptime; }
 t0=$(now)
