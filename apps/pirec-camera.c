@@ -156,6 +156,7 @@ static const char *event_name(enum pirec_camera_event ev)
   case PIREC_CAMERA_EVENT_ENCODER_RESTARTED: return "encoder_restarted";
   case PIREC_CAMERA_EVENT_ENCODER_FAILED: return "encoder_failed";
   case PIREC_CAMERA_EVENT_WRITE_ERROR: return "write_error";
+  case PIREC_CAMERA_EVENT_FRAMES_LOST_AFTER: return "frames_lost_after";
   }
   return "camera_event";
 }
@@ -250,13 +251,13 @@ static json_t *format_json(const struct pirec_camera_format *f)
 /* The lifetime counters of st as counted since the session began (base: at its first start). */
 static void since_session_start(struct pirec_camera_status *st, const struct pirec_camera_status *base)
 {
-  uint64_t *now[] = {&st->frames_captured, &st->frames_idle,  &st->drops_total, &st->drops_ring_full,
-                     &st->drops_encoder,   &st->drops_device, &st->drops_sink,  &st->encoder_restarts,
-                     &st->source_errors,   &st->reconnects};
-  const uint64_t then[] = {base->frames_captured, base->frames_idle,      base->drops_total,
-                           base->drops_ring_full, base->drops_encoder,    base->drops_device,
-                           base->drops_sink,      base->encoder_restarts, base->source_errors,
-                           base->reconnects};
+  uint64_t *now[] = {&st->frames_captured, &st->frames_idle,  &st->drops_total,        &st->drops_ring_full,
+                     &st->drops_encoder,   &st->drops_device, &st->drops_sink,         &st->encoder_restarts,
+                     &st->source_errors,   &st->reconnects,   &st->dropped_after_total};
+  const uint64_t then[] = {base->frames_captured, base->frames_idle,        base->drops_total,
+                           base->drops_ring_full, base->drops_encoder,      base->drops_device,
+                           base->drops_sink,      base->encoder_restarts,   base->source_errors,
+                           base->reconnects,      base->dropped_after_total};
   for (size_t i = 0; i < sizeof then / sizeof then[0]; i++)
     *now[i] = *now[i] >= then[i] ? *now[i] - then[i] : 0;
 }
@@ -292,6 +293,7 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_counters_add(req, "drops_encoder", st.drops_encoder);
   pirec_recorder_counters_add(req, "drops_device", st.drops_device);
   pirec_recorder_counters_add(req, "drops_sink", st.drops_sink);
+  pirec_recorder_counters_add(req, "dropped_after", st.dropped_after_total);
   pirec_recorder_counters_add(req, "bytes_written", st.bytes_video);
   pirec_recorder_counters_add(req, "encoder_restarts", st.encoder_restarts);
   pirec_recorder_counters_add(req, "queue_bytes", st.ring_used);

@@ -56,7 +56,9 @@ struct result {
   long packets; /* --long only */
   int mono_increasing;
   uint64_t csv_dropped;
+  uint64_t csv_dropped_all; /* every row's dropped_before, the first row's included */
   int64_t seq_span;
+  int identity_exact; /* rows + sum dropped_before + dropped_after + idle = seen + device gaps */
 };
 
 struct run {
@@ -141,6 +143,7 @@ static void read_csv(const char *path, struct result *res)
       dropped = strtoull(p, NULL, 10);
     if (res->rows > 0 && mono <= last_mono)
       res->mono_increasing = 0;
+    res->csv_dropped_all += dropped;
     if (first_seq < 0) {
       first_seq = seq;
       first_mono = mono;
@@ -220,6 +223,17 @@ static void record(struct result *res, const char *root, int hold_at_ms, int hol
   res->self_cpu_ns_per_frame = (double)self / (double)frames;
   res->child_cpu_ns_per_frame = res->rows ? (double)child / (double)res->rows : 0;
   res->packets = probe ? probe_packets(mkv) : -1;
+  /* Every frame is a row, counted in a row's dropped_before or after the last row, or idle
+   * (include/pirec/camera.h): an off-by-one anywhere fails the run. */
+  const struct pirec_camera_status *st = &res->st;
+  res->identity_exact = res->rows + res->csv_dropped_all + st->dropped_after + st->frames_idle ==
+                        st->frames_seen + st->device_gaps;
+  if (!res->identity_exact)
+    fprintf(stderr,
+            "bench-camera: %s: rows %" PRIu64 " + dropped_before %" PRIu64 " + dropped_after %" PRIu64
+            " + idle %" PRIu64 " != frames_seen %" PRIu64 " + device_gaps %" PRIu64 "\n",
+            res->name, res->rows, res->csv_dropped_all, st->dropped_after, st->frames_idle, st->frames_seen,
+            st->device_gaps);
 }
 
 /* CPU per frame of the synthetic source alone (rendering testsrc2, pacing), on this thread. */
@@ -256,6 +270,8 @@ static void print_json_result(const struct result *r, double src_cpu, int last)
          ", \"device\": %" PRIu64 ", \"sink\": %" PRIu64 ", \"csv_dropped_before_sum\": %" PRIu64 "},\n",
          st->drops_total, st->drops_ring_full, st->drops_encoder, st->drops_device, st->drops_sink,
          r->csv_dropped);
+  printf("      \"dropped_after\": %" PRIu64 ", \"counter_identity_exact\": %s,\n", st->dropped_after,
+         r->identity_exact ? "true" : "false");
   printf("      \"rows_plus_drops_equals_frames\": %s, \"mono_strictly_increasing\": %s,\n",
          (int64_t)(r->rows + r->csv_dropped) == r->seq_span ? "true" : "false",
          r->mono_increasing ? "true" : "false");
@@ -550,11 +566,12 @@ int main(int argc, char **argv)
       {.name = "hold_720p", .w = 1280, .h = 720, .fps = 30, .seconds = 6},
       {.name = "accept_720p_60s", .w = 1280, .h = 720, .fps = 30, .seconds = 60},
   };
-  int n = longrun ? 6 : 5;
+  int n = longrun ? 6 : 5, inexact = 0;
   double src_cpu[6];
   for (int i = 0; i < n; i++) {
     src_cpu[i] = source_cpu(res[i].w, res[i].h, 60);
     record(&res[i], root, i == 4 ? 2000 : 0, i == 4 ? 2000 : 0, 1);
+    inexact += !res[i].identity_exact;
     if (!json)
       print_text_result(&res[i], src_cpu[i]);
   }
@@ -574,5 +591,5 @@ int main(int argc, char **argv)
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   if (system(cmd) != 0)
     fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
-  return 0;
+  return inexact ? 1 : 0;
 }

@@ -131,6 +131,7 @@ static const char *const formats[] = {"mp4", "mkv", NULL};
 static const char *const clocks[] = {"auto", "mono", "wall", "device", NULL};
 static const char *const control_modes[] = {"socket", "off", NULL};
 static const char *const required_policies[] = {"fail", "warn", NULL};
+static const char *const low_space_policies[] = {"refuse", "warn", NULL};
 
 /* ---- the tables -------------------------------------------------------------------------------- */
 
@@ -189,6 +190,16 @@ static const struct pirec__config_key storage_keys[] = {
     SIZE("ring_size", "8MiB", 64 * KIB, GIB, "ring buffer per non-video module (gaze, notes, GPIO events)"),
     DUR("fsync_interval", "1s", 0, 10 * NS_MIN,
         "how often written files are fdatasync'ed (0: only when closed)"),
+    SIZE("reserve", "64MiB", 0, 1024 * GIB,
+         "free space kept on output_dir's file system: a session is stopped cleanly before free space "
+         "falls below it (0: no low-space stop)"),
+    DUR("min_free_time", "10min", 0, 24 * NS_H,
+        "a start needs room for this much recording at the estimated data rate, plus reserve (0: no "
+        "check at start)"),
+    ENUM("if_low_space", "refuse", low_space_policies,
+         "refuse: a start without room for min_free_time is refused; warn: it records and says so"),
+    DUR("space_check_interval", "1s", 100 * NS_MS, NS_MIN,
+        "how often free space on output_dir's file system is checked (statvfs, off the loop)"),
 };
 
 static const struct pirec__config_key control_keys[] = {

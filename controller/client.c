@@ -119,7 +119,8 @@ static void control_usage(FILE *f)
              "       pirec note TEXT...               add a note, timestamped on arrival\n"
              "       pirec reload                     reload the config (applies from the next session)\n"
              "options: --json (print the reply as JSON), --socket PATH, -c FILE, --timeout SECONDS\n"
-             "exit status: 0 done, 1 refused or failed, 3 recording without some modules (said why)\n");
+             "exit status: 0 done, 1 refused or failed (a start without room: free space, needed, rate),\n"
+             "             3 recording without some modules or with low space (said why)\n");
 }
 
 static int64_t now_ms(void)
@@ -230,6 +231,37 @@ static void print_worst_stall(json_t *lag)
            (long long)json_integer_value(json_object_get(lag, "stalls")));
 }
 
+static double mib(json_t *o, const char *key)
+{
+  return (double)json_integer_value(json_object_get(o, key)) / (1024.0 * 1024.0);
+}
+
+/* "storage: 1234.5 MiB free of 29000.0 MiB on '/data', 0.512 MiB/s (measured): 40 min left
+ * above the 64.0 MiB reserve" (the controller's disk budget, controller/disk.c). */
+static void print_storage(json_t *st)
+{
+  if (!json_is_object(st))
+    return;
+  if (!json_is_integer(json_object_get(st, "free_bytes"))) {
+    printf("storage: free space on '%s' not known yet%s%s\n", str(st, "path"),
+           json_is_string(json_object_get(st, "error")) ? ": " : "", str(st, "error"));
+  } else {
+    long long left_s = (long long)(json_integer_value(json_object_get(st, "time_left_ns")) / 1000000000);
+    char left[64];
+    if (left_s >= 3600)
+      snprintf(left, sizeof left, "%lld h %02lld min", left_s / 3600, left_s % 3600 / 60);
+    else
+      snprintf(left, sizeof left, "%lld min %02lld s", left_s / 60, left_s % 60);
+    printf(
+        "storage: %.1f MiB free of %.1f MiB on '%s', %.3f MiB/s (%s): %s left above the %.1f MiB reserve\n",
+        mib(st, "free_bytes"), mib(st, "total_bytes"), str(st, "path"), mib(st, "rate_bytes_per_s"),
+        str(st, "rate_source"), left, mib(st, "reserve_bytes"));
+  }
+  if (json_is_string(json_object_get(st, "last_low_space")))
+    printf("  %s%s\n", json_is_true(json_object_get(st, "low_space")) ? "ALARM (LED blinking): " : "last: ",
+           str(st, "last_low_space"));
+}
+
 static void print_status(json_t *r)
 {
   const char *state = str(r, "state");
@@ -266,6 +298,7 @@ static void print_status(json_t *r)
     if (json_is_string(json_object_get(m, "not_recording")))
       printf("  %-12s NOT RECORDING: %s\n", "", str(m, "not_recording"));
   }
+  print_storage(json_object_get(r, "storage"));
   json_t *lag = json_object_get(r, "looplag");
   if (lag) {
     printf("loop lag: max %.2f ms, p99 %.2f ms, %lld episodes",
@@ -306,7 +339,12 @@ static int warn_not_recording(const char *cmd, json_t *r)
   {
     fprintf(stderr, "pirec %s: warning: '%s' is not recording: %s\n", cmd, name, json_string_value(why));
   }
-  return json_object_size(json_object_get(r, "not_recording")) > 0;
+  int partial = json_object_size(json_object_get(r, "not_recording")) > 0;
+  if (json_is_string(json_object_get(r, "low_space"))) {
+    fprintf(stderr, "pirec %s: warning: %s\n", cmd, str(r, "low_space"));
+    partial = 1;
+  }
+  return partial;
 }
 
 /* The reply for a person (or as JSON with --json). Returns the exit status: 1 for an error reply,

@@ -90,6 +90,11 @@ struct module {
   char last_error[256];
   char not_recording[400]; /* why it is not recording the current trial ("" when it is, or idle) */
   int line_discarding;     /* inside a stdout line over the protocol's limit */
+  /* Its measured data rate (disk.c): what its counters' bytes grew by since rate_t0 (the first
+   * status of the session it records), and the last rate measured, kept between sessions. */
+  uint64_t rate_prev, rate_bytes, rate_bps;
+  int64_t rate_t0;
+  int rate_measured; /* rate_bps was measured (0 B/s from a recorder that wrote nothing, too) */
 };
 
 /* ---- the op queue (ops.c) ---- */
@@ -131,6 +136,41 @@ struct remux_run {
 
 enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
 
+/* ---- the disk budget (disk.c) ---- */
+
+/* A pre-flight's outcome: refuse (a start without room that [storage] if_low_space = refuse
+ * refuses) or a warning (message non-empty, refuse 0), with the numbers. */
+struct pirec__disk_check {
+  int refuse;
+  uint64_t free_bytes, needed, rate;
+  char message[500];
+};
+struct pirec_controller;
+typedef void (*pirec__disk_preflight_cb)(struct pirec_controller *c, const struct pirec__disk_check *r);
+
+struct disk_budget {
+  uv_timer_t timer; /* the watchdog: a probe every [storage] space_check_interval */
+  uv_timer_t blink; /* the LED while alarm is on */
+  uv_work_t work;   /* one statvfs at a time, in the threadpool */
+  int busy;
+  char probe_path[PATH_MAX]; /* asked: output_dir */
+  char probe_fs[PATH_MAX];   /* measured (threadpool side): output_dir or its nearest parent */
+  int probe_err;
+  uint64_t probe_free, probe_total;
+  /* The last good probe, on the loop. */
+  int known;
+  char fs_path[PATH_MAX];
+  uint64_t free_bytes, total_bytes;
+  int64_t checked_mono;
+  int err;                                          /* the last probe's error, 0 */
+  void (*preflight_cb)(struct pirec_controller *c); /* runs when the probe in flight ends */
+  pirec__disk_preflight_cb preflight_done;
+  int stopping; /* the watchdog asked this session to stop */
+  int alarm;    /* LED blinking: a low-space stop or a refused start, until room or a start */
+  int blink_level;
+  char last_event[600]; /* the last refusal, warning or low-space stop, for status ("" none) */
+};
+
 /* Calls from a lower file up to a higher one go through these, set once by pirec_controller_new
  * (controller.c), so that no file calls a file above it. */
 struct pirec__hooks {
@@ -149,6 +189,8 @@ struct pirec__hooks {
   void (*gpio_submit)(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
   /* The reply to a status command (status.c). */
   json_t *(*status_json)(struct pirec_controller *c);
+  /* The low-space watchdog wants the session stopped, for why (ops.c). */
+  void (*low_space)(struct pirec_controller *c, const char *why);
   /* Every handle but op_timer is closed and the owner asked for close (controller.c). */
   void (*closed)(struct pirec_controller *c);
 };
@@ -235,6 +277,7 @@ struct pirec_controller {
   unsigned status_ticks;
   char last_status_text[512];
   uv_timer_t watchdog_timer;
+  struct disk_budget disk;
   uv_timer_t demo_timer;
   int demo_notes;
   struct pirec_looplag lag;
@@ -250,6 +293,9 @@ struct pirec_controller {
   /* A start that a required module could not join ([session] required): the session is stopped
    * at once and the start answered with this error instead of "started". */
   char start_failed[600];
+  /* The pre-flight's warning for the session starting ([storage] if_low_space = warn): into its
+   * events.csv and its start's reply. */
+  char start_low_space[600];
 };
 
 /* ---- paths.c: options, paths, the config snapshot ---- */
@@ -329,6 +375,38 @@ void pirec__gpio_session_started(struct pirec_controller *c);
 /* op leaves the pending slot of the trigger that queued it. */
 void pirec__gpio_unpend(struct pirec_controller *c, struct op *op);
 
+/* Drives every LED output (role led) to level, whatever the recording state (disk.c blinks them). */
+void pirec__gpio_set_led(struct pirec_controller *c, int level);
+
+/* ---- disk.c: the disk budget ---- */
+
+/* The handles (in pirec_controller_new), the watchdog's timer (started with the others). */
+void pirec__disk_init(struct pirec_controller *c);
+void pirec__disk_start(struct pirec_controller *c);
+/* The config changed: the watchdog takes the new interval. */
+void pirec__disk_restart(struct pirec_controller *c);
+void pirec__disk_close(struct pirec_controller *c, uv_close_cb cb);
+/* 1 while a statvfs runs in the threadpool (a shutdown waits for it). */
+int pirec__disk_busy(const struct pirec_controller *c);
+/* A start's pre-flight: free space is probed off the loop, then done(c, outcome) runs (on the
+ * loop, later). Returns 0, or -ENOSYS when [storage] asks for no budget, or another negative
+ * errno; then done never runs. */
+int pirec__disk_preflight(struct pirec_controller *c, pirec__disk_preflight_cb done);
+void pirec__disk_session_started(struct pirec_controller *c);
+void pirec__disk_session_stopped(struct pirec_controller *c);
+/* m's data rate in bytes/s: measured (plus its rows) when it has recorded, else estimated. */
+uint64_t pirec__disk_module_rate(const struct module *m, int *measured);
+/* m's rate estimated from its settings alone. */
+uint64_t pirec__disk_module_estimate(const struct pirec_config *cfg, const struct module *m);
+/* Bytes a start needs: min_free_time at rate, plus reserve. */
+uint64_t pirec__disk_needed(uint64_t rate, int64_t min_free_ns, uint64_t reserve);
+/* 0 when free_bytes holds what a start needs, else 1 with why in msg (the numbers in MiB; source
+ * says how the rate was found). */
+int pirec__disk_verdict(uint64_t free_bytes, uint64_t rate, int64_t min_free_ns, uint64_t reserve,
+                        const char *source, char *msg, size_t cap);
+/* The "storage" object of the status reply (docs/PROTOCOL.md). */
+json_t *pirec__disk_status(struct pirec_controller *c);
+
 /* ---- ops.c: state, the op queue, sessions and trials ---- */
 
 /* Appends an op (source and from: see struct op) without running anything; NULL without memory. */
@@ -357,6 +435,7 @@ void pirec__ops_module_ready(struct module *m);
 void pirec__ops_module_ended(struct module *m);
 void pirec__ops_module_device_ready(struct module *m);
 void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
+void pirec__ops_low_space(struct pirec_controller *c, const char *why);
 
 /* ---- clients.c: the control socket ---- */
 

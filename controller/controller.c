@@ -75,6 +75,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
       .module_device_ready = pirec__ops_module_device_ready,
       .gpio_submit = pirec__ops_gpio_submit,
       .status_json = pirec__status_json,
+      .low_space = pirec__ops_low_space,
       .closed = close_last,
   };
   pirec_controller_options_default(&c->opts);
@@ -119,6 +120,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   uv_idle_init(c->loop, &c->idle);
   uv_timer_init(c->loop, &c->gpio_retry);
   c->handles_open += 6;
+  pirec__disk_init(c);
   *out = c;
   return 0;
 }

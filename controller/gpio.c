@@ -365,6 +365,13 @@ void pirec__gpio_set_recording(struct pirec_controller *c, int recording)
     pirec_gpio_set_recording(c->gpios[i], recording);
 }
 
+void pirec__gpio_set_led(struct pirec_controller *c, int level)
+{
+  for (int i = 0; i < c->ngpio; i++)
+    if (pirec_gpio_role(c->gpios[i]) == PIREC_GPIO_ROLE_LED)
+      pirec_gpio_set_output(c->gpios[i], level);
+}
+
 static void gpio_open_when_closed(struct pirec_controller *c)
 {
   if (c->gpio_closing || !c->gpio_reopen)

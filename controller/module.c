@@ -247,6 +247,40 @@ static void module_fail_pending(struct module *m, int requeue)
 
 /* ---- module lifecycle ---- */
 
+#define MEASURE_MIN_NS INT64_C(3000000000) /* a measured rate needs this much recording behind it */
+
+/* The bytes m's counters say it has written: bytes_written (camera video, notes) and bytes_video
+ * (the eye tracker's scene). */
+static uint64_t counted_bytes(json_t *counters)
+{
+  json_int_t a = json_integer_value(json_object_get(counters, "bytes_written"));
+  json_int_t b = json_integer_value(json_object_get(counters, "bytes_video"));
+  return (uint64_t)(a > 0 ? a : 0) + (uint64_t)(b > 0 ? b : 0);
+}
+
+/* m's measured data rate: the growth of its counters' bytes while it records. */
+static void measure_rate(struct module *m, json_t *counters)
+{
+  struct pirec_controller *c = m->c;
+  if (c->state != C_RECORDING || !m->in_trial || *m->not_recording)
+    return;
+  uint64_t bytes = counted_bytes(counters);
+  int64_t now = pirec_clock_mono_ns();
+  if (!m->rate_t0) {
+    m->rate_t0 = now;
+    m->rate_prev = bytes;
+    m->rate_bytes = 0;
+    return;
+  }
+  /* A counter that went down was reset (a camera counts per trial): it grew from 0 since. */
+  m->rate_bytes += bytes >= m->rate_prev ? bytes - m->rate_prev : bytes;
+  m->rate_prev = bytes;
+  if (now - m->rate_t0 >= MEASURE_MIN_NS) {
+    m->rate_bps = (uint64_t)((double)m->rate_bytes * 1e9 / (double)(now - m->rate_t0));
+    m->rate_measured = 1;
+  }
+}
+
 void pirec__module_on_status(struct module *m, json_t *reply, void *user)
 {
   m->status_inflight = 0;
@@ -255,6 +289,7 @@ void pirec__module_on_status(struct module *m, json_t *reply, void *user)
   json_decref(m->last_status);
   m->last_status = json_incref(reply);
   m->last_status_mono = pirec_clock_mono_ns();
+  measure_rate(m, json_object_get(reply, "counters"));
   if (m->c->session) {
     pirec_session_module_set(m->c->session, m->name, "counters",
                              json_deep_copy(json_object_get(reply, "counters")));

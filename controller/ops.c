@@ -577,6 +577,8 @@ static void after_trial_started(struct pirec_controller *c)
   struct op *op = c->ops;
   json_t *r = session_reply(c, op && op->kind == OP_TRIAL ? "trial" : "started");
   reply_not_recording(c, r);
+  if (*c->start_low_space && c->trial == 1)
+    json_object_set_new(r, "low_space", json_string(c->start_low_space));
   op_done(c, r);
 }
 
@@ -597,14 +599,12 @@ static void begin_trial(struct pirec_controller *c, const char *label, int in_or
   op_await(c, after_trial_started);
 }
 
+static void start_abandoned(struct pirec_controller *c);
+
 static void on_session_started(struct pirec_session *s, int status, void *user)
 {
   struct pirec_controller *c = user;
   if (status < 0) {
-    for (int i = 0; i < c->nmodules; i++) {
-      c->modules[i].hold = 0;
-      pirec__module_flush(&c->modules[i]);
-    }
     char msg[600];
     snprintf(msg, sizeof msg, "cannot start a session in '%s': %s",
              pirec_config_get_string(c->cfg, "session", "output_dir"), pirec_strerror(status));
@@ -612,8 +612,7 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     /* Files it opened before failing (session.json unwritable) are closed with it. */
     pirec_session_close(s, NULL, NULL);
     c->session = NULL;
-    c->state = C_IDLE;
-    pirec__gpio_early_discard(c); /* they belonged to this session */
+    start_abandoned(c);
     c->errors++;
     op_done(c, error_reply(msg));
     return;
@@ -633,6 +632,9 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
   }
   control_row(c, "start", NULL);
   pirec__gpio_session_started(c);
+  pirec__disk_session_started(c);
+  if (*c->start_low_space)
+    pirec_session_event(s, "low_space_warning", NULL, c->start_low_space);
   struct op *op = c->ops;
   begin_trial(c, op ? op->label : "", 0);
 }
@@ -648,7 +650,55 @@ static json_t *config_snapshot(struct pirec_controller *c)
   return o;
 }
 
+static void start_session_now(struct pirec_controller *c, const char *label);
+
+/* A start that made no session after all (refused by the pre-flight, or no directory): notes held
+ * for it go to the recorders (which refuse them: not recording), the state is idle again. */
+static void start_abandoned(struct pirec_controller *c)
+{
+  c->state = C_IDLE;
+  for (int i = 0; i < c->nmodules; i++) {
+    c->modules[i].hold = 0;
+    pirec__module_flush(&c->modules[i]);
+  }
+  pirec__gpio_early_discard(c); /* they belonged to this session */
+  c->hooks.state_changed(c);
+}
+
+/* The pre-flight said: a start without room is refused with the numbers (no session directory is
+ * made: it would take the space it lacks, and a button pressed again and again would leave one
+ * empty session each time); a warning goes into the session's events.csv and the start's reply. */
+static void on_preflight(struct pirec_controller *c, const struct pirec__disk_check *r)
+{
+  if (r->refuse) {
+    json_t *e = json_pack("{s:s,s:s,s:I,s:I,s:I}", "reply", "error", "message", c->disk.last_event,
+                          "free_bytes", (json_int_t)r->free_bytes, "needed_bytes", (json_int_t)r->needed,
+                          "rate_bytes_per_s", (json_int_t)r->rate);
+    start_abandoned(c);
+    op_done(c, e);
+    return;
+  }
+  snprintf(c->start_low_space, sizeof c->start_low_space, "%s", r->message);
+  struct op *op = c->ops;
+  start_session_now(c, op ? op->label : "");
+}
+
+/* The session counts as starting from here: notes wait in the outboxes for its directory, and a
+ * stop pressed meanwhile stops it once it has started (docs/OPERATIONS.md, Transitions). */
 static void op_start_session(struct pirec_controller *c, const char *label)
+{
+  c->start_low_space[0] = '\0';
+  c->state = C_STARTING;
+  c->trial = 0;
+  for (int i = 0; i < c->nmodules; i++)
+    c->modules[i].hold = 1;
+  c->hooks.state_changed(c);
+  if (pirec__disk_preflight(c, on_preflight) == 0)
+    return;
+  start_session_now(c, label);
+}
+
+static void start_session_now(struct pirec_controller *c, const char *label)
 {
   struct pirec_session_options so = {0};
   so.output_dir = c->output_dir_override ? c->output_dir_override
@@ -675,16 +725,12 @@ static void op_start_session(struct pirec_controller *c, const char *label)
     pirec_session_close(s, NULL, NULL);
     char msg[300];
     snprintf(msg, sizeof msg, "cannot start a session: %s", pirec_strerror(err));
+    start_abandoned(c);
     op_done(c, error_reply(msg));
     return;
   }
   c->session = s;
-  c->state = C_STARTING;
   c->trial = 0;
-  /* Notes that arrive before the session directory exists wait in the outboxes. */
-  for (int i = 0; i < c->nmodules; i++)
-    c->modules[i].hold = 1;
-  c->hooks.state_changed(c);
 }
 
 /* 1 when an op behind the running one can start a session. */
@@ -709,6 +755,7 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
   c->state = C_IDLE;
   c->trial = 0;
   pirec__gpio_set_recording(c, 0);
+  pirec__disk_session_stopped(c);
   for (int i = 0; i < c->nmodules; i++)
     c->modules[i].not_recording[0] = '\0';
   json_t *r = json_pack("{s:s,s:s,s:i}", "reply", "stopped", "session_dir", dir, "errors", (int)nerr);
@@ -932,6 +979,7 @@ static void switch_config(struct pirec_controller *c, int err)
   c->cfg = c->pending_cfg;
   c->pending_cfg = NULL;
   pirec__gpio_reopen_all(c);
+  pirec__disk_restart(c);
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
     if (m->job) {
@@ -1049,6 +1097,17 @@ void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind k
     c->gpio_pending[slot] = op;
   }
   pirec__op_next(c);
+}
+
+/* The watchdog found free space running out: the session stops like any stop (every file
+ * finalised, the recorders stay up for the next start), and its files say why. */
+void pirec__ops_low_space(struct pirec_controller *c, const char *why)
+{
+  if (!c->session || !pirec_session_dir(c->session))
+    return;
+  pirec_session_event(c->session, "low_space_stop", NULL, why);
+  pirec_session_set(c->session, "stop_reason", json_pack("{s:s,s:s}", "kind", "low_space", "detail", why));
+  pirec__op_enqueue(c, OP_STOP, NULL, "storage", NULL);
 }
 
 void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message)

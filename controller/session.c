@@ -133,6 +133,17 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
     memset(&u, 0, sizeof u);
   json_t *hostj = json_pack("{s:s,s:s,s:s,s:s,s:i}", "hostname", host, "system", u.sysname, "kernel",
                             u.release, "machine", u.machine, "pid", (int)getpid());
+  /* The boot, so pirec-remux can tell a controller gone with a power cut from a process that got
+   * its pid after the reboot. */
+  char boot[64] = "";
+  FILE *bf = fopen("/proc/sys/kernel/random/boot_id", "r");
+  if (bf) {
+    if (fgets(boot, sizeof boot, bf))
+      boot[strcspn(boot, "\n")] = '\0';
+    fclose(bf);
+  }
+  if (boot[0])
+    json_object_set_new(hostj, "boot_id", json_string(boot));
   if (opts->host_extra)
     json_object_update(hostj, opts->host_extra);
   /* The library versions that shaped the files: FFmpeg's is libavutil's, the one the recorders and
@@ -530,6 +541,12 @@ static json_t *module_obj(struct pirec_session *s, const char *module)
 void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key, json_t *value)
 {
   json_object_set_new(module_obj(s, module), key, value ? value : json_null());
+}
+
+void pirec_session_set(struct pirec_session *s, const char *key, json_t *value)
+{
+  json_object_set_new(s->m, key, value ? value : json_null());
+  pirec_session_save(s);
 }
 
 int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status, int term_signal,

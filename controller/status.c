@@ -109,10 +109,15 @@ json_t *pirec__status_json(struct pirec_controller *c)
       json_object_set_new(mo, "last_error", json_string(m->last_error));
     if (c->session && *m->not_recording)
       json_object_set_new(mo, "not_recording", json_string(m->not_recording));
+    int measured;
+    json_object_set_new(mo, "rate_bytes_per_s",
+                        json_integer((json_int_t)pirec__disk_module_rate(m, &measured)));
+    json_object_set_new(mo, "rate_source", json_string(measured ? "measured" : "configured"));
     json_object_set_new(mods, m->name, mo);
   }
   json_object_set_new(o, "modules", mods);
   json_object_set_new(o, "gpio", pirec__gpio_status(c));
+  json_object_set_new(o, "storage", pirec__disk_status(c));
   if (c->lag_open) {
     json_object_set_new(o, "looplag", pirec_looplag_json(&c->lag));
   }
@@ -205,6 +210,7 @@ static void close_handles(struct pirec_controller *c)
   close_handle(c, (uv_handle_t *)&c->watchdog_timer);
   close_handle(c, (uv_handle_t *)&c->demo_timer);
   close_handle(c, (uv_handle_t *)&c->gpio_retry);
+  pirec__disk_close(c, on_handle_closed);
   close_handle(c, (uv_handle_t *)&c->idle);
   if (c->lag_open) {
     c->lag.data = c;
@@ -227,7 +233,7 @@ void pirec__settle(struct pirec_controller *c)
     pirec__modules_spawn(c);
     return;
   }
-  if (!c->shutting_down || c->session || c->ops || c->remuxes || c->snapshot_busy)
+  if (!c->shutting_down || c->session || c->ops || c->remuxes || c->snapshot_busy || pirec__disk_busy(c))
     return;
   if (!c->shutdown_done)
     close_handles(c);
@@ -313,4 +319,5 @@ void pirec__timers_start(struct pirec_controller *c)
   }
 #endif
   uv_unref((uv_handle_t *)&c->watchdog_timer);
+  pirec__disk_start(c);
 }

@@ -55,6 +55,7 @@ struct pirec_sink {
   char *path;
   struct pirec_sink_options opts;
   pirec_sink_error_cb on_error;
+  pirec_sink_written_cb on_written;
   void *user;
   int append; /* O_APPEND: the kernel picks offsets, so only one write may be in flight */
 
@@ -477,6 +478,7 @@ static size_t whole_bytes(const struct slot *slot)
 static void retire(struct pirec_sink *sink)
 {
   unsigned max = sink->opts.max_writes_in_flight;
+  int64_t good_before = sink->good_end;
   while (sink->in_flight > 0) {
     struct slot *slot = &sink->slots[sink->oldest];
     if (slot->state != SLOT_DONE)
@@ -492,6 +494,8 @@ static void retire(struct pirec_sink *sink)
     sink->oldest = (sink->oldest + 1) % max;
     sink->in_flight--;
   }
+  if (sink->good_end != good_before && sink->on_written)
+    sink->on_written(sink, (uint64_t)sink->good_end, sink->user);
   maybe_cut(sink);
 }
 
@@ -740,6 +744,16 @@ void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counte
   out->ring_used = st.used_bytes;
   out->ring_capacity = st.capacity;
   out->error = atomic_load_explicit(&sink->error, memory_order_acquire);
+}
+
+void pirec_sink_on_written(struct pirec_sink *sink, pirec_sink_written_cb cb)
+{
+  sink->on_written = cb;
+}
+
+uint64_t pirec_sink_whole_end(const struct pirec_sink *sink)
+{
+  return (uint64_t)sink->good_end;
 }
 
 const char *pirec_sink_path(const struct pirec_sink *sink)

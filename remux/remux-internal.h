@@ -65,4 +65,32 @@ void pirec__remux_fit(const char *s, int width, char *out, size_t cap);
 /* Writes s and pads it with spaces to width columns. */
 void pirec__remux_pad(FILE *f, const char *s, int width);
 
+/* ---- session.c: what state the session a file belongs to was left in ---- */
+
+enum pirec__remux_session_state {
+  PIREC__REMUX_SESSION_NONE = 0, /* no session.json found: a loose file */
+  PIREC__REMUX_SESSION_FINISHED, /* session.json is final: the session stopped cleanly */
+  PIREC__REMUX_SESSION_LIVE,     /* not final, and its controller still runs on this host and boot */
+  PIREC__REMUX_SESSION_CRASHED,  /* not final, and its controller is gone (killed, power cut) */
+};
+
+struct pirec__remux_session {
+  char dir[4096]; /* the directory holding session.json */
+  enum pirec__remux_session_state state;
+  int pid;        /* the controller's pid as session.json names it (0: none) */
+  char host[256]; /* its hostname */
+  char why[512];  /* for LIVE and CRASHED: what the verdict rests on, one phrase */
+};
+
+/* Judges the session path is (a session directory) or is in (a module directory or a file in one,
+ * up to two levels down): reads its session.json. A session is live while session.json is not
+ * final and the controller it names runs here: same hostname, same boot (host.boot_id, when
+ * recorded, against /proc/sys/kernel/random/boot_id, so a pid reused after a reboot does not pass
+ * for it) and the pid exists. Returns the state (NONE when no readable session.json was found). */
+enum pirec__remux_session_state pirec__remux_session_judge(const char *path,
+                                                           struct pirec__remux_session *out);
+
+/* "finished", "live", "crashed" or "" (NONE). */
+const char *pirec__remux_session_state_name(enum pirec__remux_session_state s);
+
 #endif

@@ -30,6 +30,7 @@ struct item {
   int64_t done; /* bytes, from the child's progress lines */
   int started, ended, ok;
   json_t *result;             /* the child's result object, or one made here when the child gave none */
+  int session;                /* index in run.sessions of the session it belongs to, or -1 */
   struct pirec_fs_req unlink; /* --replace: removing the input once the child reported ok */
 };
 
@@ -54,7 +55,9 @@ struct run {
   uv_signal_t sigint, sigterm;
   struct pirec_job_queue *queue;
   int drawn_lines;
-  size_t live; /* inputs left alone because their session is still recording */
+  size_t live;                           /* inputs left alone because their session is still recording */
+  struct pirec__remux_session *sessions; /* the sessions the inputs belong to, each once */
+  size_t nsessions, sessions_cap;
 };
 
 /* ---------------------------------------------------------------- child side */
@@ -406,6 +409,68 @@ static int64_t jint(json_t *o, const char *key)
   return json_integer_value(json_object_get(o, key));
 }
 
+/* What the files of session i show of a crash: sums over its files' results. */
+struct session_loss {
+  int64_t files, failed, rows_cut, packets_cut, bytes_cut, partial_rows, truncated;
+};
+
+static struct session_loss session_loss(const struct run *r, size_t si)
+{
+  struct session_loss l = {0};
+  for (size_t i = 0; i < r->n; i++) {
+    json_t *j = r->items[i].result;
+    if (r->items[i].session != (int)si)
+      continue;
+    l.files++;
+    l.failed += !r->items[i].ok;
+    l.rows_cut += jint(j, "rows_cut");
+    l.packets_cut += jint(j, "packets_cut");
+    l.bytes_cut += jint(j, "bytes_cut");
+    l.partial_rows += json_is_true(json_object_get(j, "partial_row"));
+    l.truncated += json_is_true(json_object_get(j, "video_truncated"));
+  }
+  return l;
+}
+
+/* The sessions' verdicts: {dir, state, reason, pid, host, files, failed, rows_cut, packets_cut,
+ * bytes_cut, partial_rows, videos_truncated}. */
+static json_t *sessions_json(const struct run *r)
+{
+  json_t *a = json_array();
+  for (size_t i = 0; i < r->nsessions; i++) {
+    const struct pirec__remux_session *s = &r->sessions[i];
+    struct session_loss l = session_loss(r, i);
+    json_array_append_new(
+        a, json_pack("{s:o, s:s, s:o, s:i, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "dir", jtext(s->dir),
+                     "state", pirec__remux_session_state_name(s->state), "reason", jtext(s->why), "pid",
+                     s->pid, "host", jtext(s->host), "files", (json_int_t)l.files, "failed",
+                     (json_int_t)l.failed, "rows_cut", (json_int_t)l.rows_cut, "packets_cut",
+                     (json_int_t)l.packets_cut, "bytes_cut", (json_int_t)l.bytes_cut, "partial_rows",
+                     (json_int_t)l.partial_rows, "videos_truncated", (json_int_t)l.truncated));
+  }
+  return a;
+}
+
+/* One line per session under the table: finished, or crashed with why and what its files lost. */
+static void sessions_table(const struct run *r)
+{
+  for (size_t i = 0; i < r->nsessions; i++) {
+    const struct pirec__remux_session *s = &r->sessions[i];
+    struct session_loss l = session_loss(r, i);
+    char *dir = pirec__remux_escape(s->dir);
+    if (s->state == PIREC__REMUX_SESSION_CRASHED)
+      fprintf(r->out,
+              "session '%s': CRASHED (%s): %" PRId64 " of %" PRId64 " files recovered; cut %" PRId64
+              " rows without data, %" PRId64 " frames without a row, %" PRId64 " trailing bytes, %" PRId64
+              " partial CSV lines; %" PRId64 " videos were cut short\n",
+              dir ? dir : "", s->why, l.files - l.failed, l.files, l.rows_cut, l.packets_cut, l.bytes_cut,
+              l.partial_rows, l.truncated);
+    else
+      fprintf(r->out, "session '%s': %s\n", dir ? dir : "", pirec__remux_session_state_name(s->state));
+    free(dir);
+  }
+}
+
 static void summary(struct run *r, int64_t elapsed_ns)
 {
   size_t ok = 0;
@@ -423,9 +488,9 @@ static void summary(struct run *r, int64_t elapsed_ns)
     for (size_t i = 0; i < r->nskipped; i++)
       json_array_append_new(skipped, json_pack("{s:o, s:s}", "input", jtext(r->skipped[i].path), "reason",
                                                r->skipped[i].reason));
-    top = json_pack("{s:o, s:o, s:I, s:I, s:I, s:f}", "files", files, "skipped", skipped, "ok",
-                    (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames", (json_int_t)frames,
-                    "elapsed_s", (double)elapsed_ns / 1e9);
+    top = json_pack("{s:o, s:o, s:o, s:I, s:I, s:I, s:f}", "files", files, "skipped", skipped, "sessions",
+                    sessions_json(r), "ok", (json_int_t)ok, "failed", (json_int_t)(r->n - ok), "frames",
+                    (json_int_t)frames, "elapsed_s", (double)elapsed_ns / 1e9);
     text = top ? json_dumps(top, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
     fprintf(r->out, "%s\n", text ? text : "{}");
     free(text);
@@ -476,6 +541,7 @@ static void summary(struct run *r, int64_t elapsed_ns)
     if (outputs > 0)
       fprintf(r->out, "skipped %zu output%s of pirec-remux\n", outputs, outputs == 1 ? "" : "s");
   }
+  sessions_table(r);
   fprintf(r->out, "%zu of %zu files %s, %" PRId64 " frames, %" PRId64 ".%01d s\n", ok, r->n,
           r->o->verify ? "verified" : "done", frames, elapsed_ns / 1000000000,
           (int)(elapsed_ns / 100000000 % 10));
@@ -669,34 +735,19 @@ static int child_argv(const struct pirec_remux_run_options *o, const char *path,
   return k < cap ? 0 : -E2BIG;
 }
 
-/* The pid of the controller still recording the session that path is (or is in: the session
- * directory, a module's directory or a file in one), else 0. A session is live while its
- * session.json is not final and the controller it names runs on this host; a crashed session's
- * controller is gone. */
-static int live_session_pid(const char *path)
+/* The session path belongs to, judged (finished, live or crashed) and listed once in r->sessions:
+ * its index, or -1 (no session.json: a loose file, or out of memory). *st gets its verdict. */
+static int session_of(struct run *r, const char *path, struct pirec__remux_session *st)
 {
-  char dir[4096], manifest[4200], host[256] = "";
-  snprintf(dir, sizeof dir, "%s", path);
-  gethostname(host, sizeof host - 1);
-  for (int up = 0; up < 3; up++) {
-    snprintf(manifest, sizeof manifest, "%s/session.json", dir);
-    json_t *m = json_load_file(manifest, 0, NULL);
-    if (m) {
-      json_t *h = json_object_get(m, "host");
-      int pid = (int)json_integer_value(json_object_get(h, "pid"));
-      int here = json_is_string(json_object_get(h, "hostname")) &&
-                 strcmp(json_string_value(json_object_get(h, "hostname")), host) == 0;
-      int live = !json_is_true(json_object_get(m, "final")) && here && pid > 0 &&
-                 (kill(pid, 0) == 0 || errno == EPERM);
-      json_decref(m);
-      return live ? pid : 0;
-    }
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-      return 0;
-    *slash = '\0';
-  }
-  return 0;
+  if (pirec__remux_session_judge(path, st) == PIREC__REMUX_SESSION_NONE)
+    return -1;
+  for (size_t i = 0; i < r->nsessions; i++)
+    if (strcmp(r->sessions[i].dir, st->dir) == 0)
+      return (int)i;
+  if (pirec__remux_grow(&r->sessions, r->nsessions, &r->sessions_cap, sizeof *r->sessions) < 0)
+    return -1;
+  r->sessions[r->nsessions] = *st;
+  return (int)r->nsessions++;
 }
 
 /* The files to remux (or verify): each path given, or what a scan of a directory finds; a live
@@ -705,13 +756,13 @@ static void collect(struct run *r, const char *const *paths, int npaths)
 {
   for (int i = 0; i < npaths; i++) {
     struct stat st;
+    struct pirec__remux_session sess;
     size_t before = r->n, skipped_before = r->nskipped;
-    int pid = r->o->live ? 0 : live_session_pid(paths[i]);
-    if (pid > 0) {
+    if (pirec__remux_session_judge(paths[i], &sess) == PIREC__REMUX_SESSION_LIVE && !r->o->live) {
       fprintf(r->err,
               "pirec-remux: '%s' is a live session (pid %d is still recording it): left alone; "
               "--live remuxes what is written so far\n",
-              paths[i], pid);
+              paths[i], sess.pid);
       r->live++;
       continue;
     }
@@ -726,6 +777,8 @@ static void collect(struct run *r, const char *const *paths, int npaths)
     } else {
       add_item(r, paths[i]); /* a missing file fails in its child with a clear message */
     }
+    for (size_t k = before; k < r->n; k++)
+      r->items[k].session = session_of(r, r->items[k].path, &sess);
   }
 }
 
@@ -802,6 +855,7 @@ static int finish(struct run *r)
   uv_run(r->loop, UV_RUN_DEFAULT); /* lets the jobs' handles close */
   free(r->items);
   free(r->skipped);
+  free(r->sessions);
   return r->n > 0 && ok == r->n ? 0 : 1;
 }
 

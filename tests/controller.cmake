@@ -17,6 +17,10 @@ pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-cont
 pirec_add_test(test-controller-lines SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-lines.c
                LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
 add_dependencies(test-controller-lines pirec pirec-notes)
+# The disk budget's refused start (issue 24; the watchdog's stop is faults-disk-budget's, root).
+pirec_add_test(test-controller-disk SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-disk.c
+               LIBS pirec_test_controller_util LABELS controller TIMEOUT 60)
+add_dependencies(test-controller-disk pirec pirec-notes)
 foreach(t test-controller test-controller-flood)
   add_dependencies(${t} pirec pirec-notes)
   if(SYSTEMD_FOUND) # pirec then speaks sd_notify, and the fixture insists on it

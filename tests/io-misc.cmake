@@ -7,6 +7,7 @@ pirec_add_test(test-looplag SOURCES test-looplag.c LIBS pirec_io_looplag PkgConf
 # It measures scheduling lateness: run alone so the rest of a parallel ctest does not add to it.
 set_tests_properties(test-looplag PROPERTIES RUN_SERIAL TRUE)
 pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
+pirec_add_test(test-error SOURCES test-error.c LIBS pirec_io_base PkgConfig::AVUTIL PkgConfig::UV TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
 pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)
 # io/f32: round-trip of a 2^22 random sample (about 5 s); the exhaustive run is bench-f32 --all.

@@ -379,6 +379,86 @@ static void test_no_frames(void **state)
   free(t);
 }
 
+/* A session.json with final as given, naming this host, pid and boot (boot NULL: not recorded). */
+static void write_manifest(const char *dir, int final, int pid, const char *boot)
+{
+  char path[600], host[256] = "";
+  gethostname(host, sizeof host - 1);
+  json_t *h = json_pack("{s:s,s:i}", "hostname", host, "pid", pid);
+  if (boot)
+    json_object_set_new(h, "boot_id", json_string(boot));
+  json_t *m = json_pack("{s:s,s:b,s:o}", "format", "pirec-session-1", "final", final, "host", h);
+  snprintf(path, sizeof path, "%s/session.json", dir);
+  assert_int_equal(json_dump_file(m, path, 0), 0);
+  json_decref(m);
+}
+
+/* A session whose session.json was never finalised and whose controller is gone is reported as
+ * crashed, in the table and in --json, with what its files lost; a finished one is not; a pid that
+ * runs but in an earlier boot (a power cut, then the pid reused) does not make a session live. */
+static void test_session_verdict(void **state)
+{
+  struct fixture *f = *state;
+  char p[512], d[512];
+  int64_t *t = remux_gen_times(12, 1 * NS, 0, 5);
+  static const char *const dirs[] = {"c", "c/cam0", "d", "d/cam0", "b", "b/cam0", NULL};
+  make_dirs(f, dirs);
+  pid_t dead = fork();
+  assert_true(dead >= 0);
+  if (dead == 0)
+    _exit(0);
+  assert_int_equal(waitpid(dead, NULL, 0), dead);
+  /* c: crashed; the CSV got two rows further than the video and was cut in its last one */
+  assert_int_equal(remux_gen_video(at(f, "c/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "c/cam0/t001_frames.csv", p, sizeof p), 12, t, NULL, NULL, NULL, 9),
+                   0);
+  write_manifest(at(f, "c", d, sizeof d), 0, (int)dead, NULL);
+  /* d: finished */
+  assert_int_equal(remux_gen_video(at(f, "d/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "d/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
+  write_manifest(at(f, "d", d, sizeof d), 1, (int)getpid(), NULL);
+  /* b: not final, its pid runs (this test), but it was recorded in another boot */
+  assert_int_equal(remux_gen_video(at(f, "b/cam0/t001.mkv", p, sizeof p), 10, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "b/cam0/t001_frames.csv", p, sizeof p), 10, t, NULL, NULL, NULL, 0),
+                   0);
+  write_manifest(at(f, "b", d, sizeof d), 0, (int)getpid(), "00000000-0000-0000-0000-000000000000");
+
+  assert_int_equal(cli(f, NULL, "c d"), 0);
+  if (!strstr(f->out, "session 'c': CRASHED (session.json never finalised; its controller (pid ") ||
+      !strstr(f->out, "1 of 1 files recovered; cut 2 rows without data, 0 frames without a row, 0 trailing "
+                      "bytes, 1 partial CSV lines") ||
+      !strstr(f->out, "session 'd': finished") || strstr(f->out, "session 'd': CRASHED"))
+    fail_msg("want c crashed with its loss and d finished:\n%s", f->out);
+  assert_int_equal(cli(f, NULL, "--json --dry-run c d b"), 0);
+  json_t *top = json_loads(f->out, 0, NULL), *s;
+  assert_non_null(top);
+  size_t i, crashed = 0;
+  json_array_foreach(json_object_get(top, "sessions"), i, s)
+  {
+    const char *dir = json_string_value(json_object_get(s, "dir"));
+    const char *verdict = json_string_value(json_object_get(s, "state"));
+    if (strcmp(dir, "c") == 0) {
+      assert_string_equal(verdict, "crashed");
+      assert_int_equal(json_integer_value(json_object_get(s, "rows_cut")), 2);
+      assert_int_equal(json_integer_value(json_object_get(s, "partial_rows")), 1);
+      crashed++;
+    } else if (strcmp(dir, "b") == 0) {
+      assert_string_equal(verdict, "crashed");
+      assert_non_null(
+          strstr(json_string_value(json_object_get(s, "reason")), "before this machine last booted"));
+      crashed++;
+    } else {
+      assert_string_equal(dir, "d");
+      assert_string_equal(verdict, "finished");
+    }
+  }
+  assert_int_equal(json_array_size(json_object_get(top, "sessions")), 3);
+  assert_int_equal(crashed, 2);
+  json_decref(top);
+  free(t);
+}
+
 /* Rounds a/b to the nearest integer, half away from zero, like the engine (a, b >= 0). */
 static int64_t div_round(int64_t a, int64_t b)
 {
@@ -677,6 +757,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_non_utf8_path_replace, setup, teardown),
       cmocka_unit_test_setup_teardown(test_table_pads_by_width, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_frames, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_session_verdict, setup, teardown),
       cmocka_unit_test_setup_teardown(test_scan_skips_strays_and_outputs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_short_output, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_other_video, setup, teardown),

@@ -13,7 +13,8 @@
  *     that reached the video file.
  *
  * Frame rows: trial,mono_ns,wall_ns,frame,seq,device_ts_ns,dropped_before,bytes,offset
- *   frame          0-based index of the frame in the video file (row i is packet i)
+ *   frame          0-based index of the frame in the video file (row i is packet i); a row is
+ *                  written only once its frame's bytes are in the video file, whole
  *   seq            the capture sequence number (0-based, counts every frame the source delivered)
  *   device_ts_ns   the source's own timestamp (V4L2 kernel buffer time, rpicam sensor pts, the
  *                  stream's pts); empty when the source has none
@@ -153,8 +154,10 @@ enum pirec_camera_event {
                                           a network URL that ends is a SOURCE_ERROR instead */
   PIREC_CAMERA_EVENT_ENCODER_CRASHED, /* the encoder died; restart pending; detail has the status */
   PIREC_CAMERA_EVENT_ENCODER_RESTARTED,
-  PIREC_CAMERA_EVENT_ENCODER_FAILED, /* restarts given up: frames count as dropped from now on */
-  PIREC_CAMERA_EVENT_WRITE_ERROR,    /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
+  PIREC_CAMERA_EVENT_ENCODER_FAILED,    /* restarts given up: frames count as dropped from now on */
+  PIREC_CAMERA_EVENT_WRITE_ERROR,       /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
+  PIREC_CAMERA_EVENT_FRAMES_LOST_AFTER, /* at a trial's end: frames lost after its last row, which no
+                                           row follows to carry (the status's dropped_after) */
 };
 
 /* Runs on the loop thread. message describes the event (lowercase, subject quoted); valid during
@@ -232,15 +235,28 @@ const char *pirec_camera_failure_str(enum pirec_camera_failure f);
 enum pirec_camera_failure pirec_camera_classify(int err);
 
 struct pirec_camera_status {
-  uint64_t frames_captured; /* frames the source delivered (seq of the next frame) */
-  uint64_t frames_written;  /* rows written in the current/last trial (== packets in its video) */
-  uint64_t frames_idle;     /* captured while no trial ran (discarded, not drops) */
-  uint64_t drops_total;     /* all causes below, this process's lifetime */
-  uint64_t drops_ring_full; /* the capture ring was full (disk or encoder too slow, or held) */
-  uint64_t drops_encoder;   /* no encoder running (restart backoff), or lost inside a crashed one */
-  uint64_t drops_device;    /* gaps in the device's timestamps (or source reconnects) */
-  uint64_t drops_sink;      /* the video file's sink could not take the frame */
-  uint64_t bytes_video;     /* bytes pushed into the current/last trial's video file */
+  uint64_t frames_captured;     /* frames the source delivered (seq of the next frame) */
+  uint64_t frames_written;      /* rows written in the current/last trial (== packets in its video) */
+  uint64_t frames_idle;         /* captured while no trial ran (discarded, not drops), those lost while
+                               no trial ran included */
+  uint64_t frames_seen;         /* frames_captured as far as the loop has taken frames: the seq + 1 of the
+                               last frame it took (frames still in the ring are not seen yet) */
+  uint64_t device_gaps;         /* frames the device never delivered (gaps in its timestamps, across a
+                               reconnect), as far as seen: part of drops_device, not of captured */
+  uint64_t dropped_after;       /* the last trial's frames lost after its last row (ring full at the end,
+                               inside the encoder at the stop, a video write that failed), counted
+                               when its files close; 0 while a trial runs. With no trial running:
+                               the rows of every trial + the sum of their dropped_before
+                                 + dropped_after_total = frames_seen - frames_idle + device_gaps
+                               (every frame is a row or counted once; without a hand-over each
+                               trial's own rows + dropped_before + dropped_after are its frames) */
+  uint64_t dropped_after_total; /* dropped_after summed over every trial */
+  uint64_t drops_total;         /* all causes below, this process's lifetime */
+  uint64_t drops_ring_full;     /* the capture ring was full (disk or encoder too slow, or held) */
+  uint64_t drops_encoder;       /* no encoder running (restart backoff), or lost inside a crashed one */
+  uint64_t drops_device;        /* gaps in the device's timestamps (or source reconnects) */
+  uint64_t drops_sink;          /* the video file's sink could not take the frame */
+  uint64_t bytes_video;         /* bytes pushed into the current/last trial's video file */
   uint64_t encoder_restarts;
   int encoder_state; /* enum pirec_job_state of the encoder job; -1 without encoder */
   int encoder_pid;   /* 0 when none runs */

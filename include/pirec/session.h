@@ -90,6 +90,9 @@ int pirec_session_trial_end(struct pirec_session *s);
 /* Per-module facts for session.json's "modules" object. */
 /* Sets modules.NAME.KEY = value (stolen), e.g. "pid", "counters", "state". */
 void pirec_session_module_set(struct pirec_session *s, const char *module, const char *key, json_t *value);
+/* Sets the manifest's top-level KEY = value (stolen) and rewrites session.json, e.g.
+ * "stop_reason" (docs/FORMATS.md). Keys the session writes itself are not for this. */
+void pirec_session_set(struct pirec_session *s, const char *key, json_t *value);
 /* A recorder died unexpectedly: event module_crash with "exit N" / "signal N", an entry in
  * modules.NAME.crashes. Returns 0. */
 int pirec_session_module_crash(struct pirec_session *s, const char *module, int exit_status, int term_signal,

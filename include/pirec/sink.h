@@ -117,6 +117,20 @@ void pirec_sink_hold(struct pirec_sink *sink, int hold);
 /* Any thread: a consistent-enough snapshot of the counters. */
 void pirec_sink_counters(const struct pirec_sink *sink, struct pirec_sink_counters *out);
 
+/* Loop thread: the end of the file's prefix written whole and in order (every record accepted
+ * before this offset is in the file, complete; what the cut after a failure keeps). It only grows,
+ * and never passes a record that a failed write left incomplete. Always 0 with O_APPEND. A writer
+ * that must not describe data before it is in the file (a frames-CSV row and its frame) waits for
+ * this to reach the data's end. */
+uint64_t pirec_sink_whole_end(const struct pirec_sink *sink);
+
+/* Runs on the loop thread, with the user pointer given to pirec_sink_new, each time
+ * pirec_sink_whole_end() has grown (after write completions, close included); never inside a push.
+ * It may push into other sinks. */
+typedef void (*pirec_sink_written_cb)(struct pirec_sink *sink, uint64_t whole_end, void *user);
+/* Loop thread: sets (or with NULL clears) the written callback. */
+void pirec_sink_on_written(struct pirec_sink *sink, pirec_sink_written_cb cb);
+
 /* The path given at creation; valid until the sink is freed. */
 const char *pirec_sink_path(const struct pirec_sink *sink);
 

@@ -13,6 +13,7 @@
 #include "pirec/job.h"
 #include "pirec/log.h"
 #include "pirec/ring.h"
+#include "pirec/rowgate.h"
 #include "pirec/sink.h"
 #include "pirec/container_of.h"
 
@@ -35,7 +36,8 @@ struct frame_hdr {
   int64_t mono_ns;
   int64_t wall_ns;
   int64_t device_ts_ns;
-  uint64_t gap_drops; /* frames missing in the device's timeline just before this one */
+  uint64_t gap_drops;   /* frames missing in the device's timeline just before this one */
+  uint64_t gap_missing; /* of those, the ones the source never delivered (no seq of their own) */
   uint64_t len;
 };
 
@@ -120,6 +122,9 @@ struct trial {
   int number, part;
   char *video_path, *csv_path;
   struct pirec_sink *video, *csv;
+  struct pirec_rowgate *gate; /* rows wait here until their frame is in the video file */
+  uint64_t frames;            /* frames pushed into the video sink (the next row's frame index) */
+  uint64_t dropped_after;     /* lost after the last row, counted at the end */
   struct pirec_mkv *mkv;
   struct pirec_job *job;
   struct meta *meta;
@@ -131,6 +136,7 @@ struct trial {
   int stopping;
   int64_t stop_mono; /* frames that arrived up to here still belong to the trial */
   int fed_all;       /* every frame of the trial has been fed or written */
+  int past_stop;     /* the first frame past the stop was taken */
   int finalizing;
   int sinks_open;
   int err;
@@ -199,7 +205,11 @@ struct pirec_camera {
   uint64_t cur_abs;
   uint64_t cur_dropped;
   int cur_valid;
-  uint64_t pending; /* frames lost since the last frame that got through */
+  uint64_t pending;             /* frames lost since the last frame that got through */
+  uint64_t seen;                /* seq + 1 of the last record taken: frames the loop has accounted for */
+  int64_t prev_mono, last_mono; /* arrival of the record taken before cur, and of cur */
+  uint64_t device_gaps_seen;
+  uint64_t dropped_after_last, dropped_after_total;
   uint64_t drops_encoder, drops_sink, frames_idle;
   uint64_t encoder_restarts;
   uint64_t rows_last;
@@ -306,11 +316,12 @@ static int nap(struct pirec_camera *cam, int64_t ns)
 /* The capture thread's own state; nothing here is shared. */
 struct capture {
   struct pirec_camera *cam;
-  int64_t period;       /* frame interval, 0 when the rate is unknown */
-  int64_t prev_dev;     /* device time of the last frame that had one, INT64_MIN: none yet */
-  int64_t prev_arrival; /* arrival of the last frame, INT64_MIN: none yet */
-  int64_t since_dev;    /* frames since the last one with a device time */
-  uint64_t gap_carry;   /* device drops not yet carried by a ring record */
+  int64_t period;         /* frame interval, 0 when the rate is unknown */
+  int64_t prev_dev;       /* device time of the last frame that had one, INT64_MIN: none yet */
+  int64_t prev_arrival;   /* arrival of the last frame, INT64_MIN: none yet */
+  int64_t since_dev;      /* frames since the last one with a device time */
+  uint64_t gap_carry;     /* device drops not yet carried by a ring record */
+  uint64_t missing_carry; /* of those, frames never delivered (timestamp gaps) */
   uint64_t seq;
   int64_t backoff;                   /* delay before the next retry */
   enum pirec_camera_failure failing; /* class of the failure being retried, NONE while it works */
@@ -509,11 +520,12 @@ static void push_frame(struct capture *c, const struct pirec_camera_frame *f)
                           .wall_ns = f->arrival_wall_ns,
                           .device_ts_ns = f->device_ts_ns,
                           .gap_drops = c->gap_carry,
+                          .gap_missing = c->missing_carry,
                           .len = f->len};
     memcpy(dst, &h, sizeof h);
     memcpy((uint8_t *)dst + sizeof h, f->data, f->len);
     pirec_ring_commit(cam->ring, sizeof h + f->len);
-    c->gap_carry = 0;
+    c->gap_carry = c->missing_carry = 0;
     uv_async_send(&cam->async);
   }
   /* else: the ring counted the drop; this frame's gap_carry waits for the next one */
@@ -553,6 +565,7 @@ static void *capture_main(void *arg)
     if (gap)
       atomic_fetch_add_explicit(&cam->drops_device, gap, memory_order_relaxed);
     c.gap_carry += gap;
+    c.missing_carry += gap;
     push_frame(&c, &f);
   }
   return NULL;
@@ -576,14 +589,42 @@ static void mark_done(struct pirec_camera *cam, uint64_t abs)
   cam->infl_done[abs % cam->infl_cap] = 1;
 }
 
-static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, int64_t mono, int64_t wall,
-                      int64_t dev, uint64_t dropped, uint64_t bytes, int64_t offset)
+/* Hands the rows whose frames are now whole in the video file to the frames CSV. */
+static void release_rows(struct pirec_camera *cam, struct trial *t, uint64_t whole_end)
 {
-  char buf[256];
+  struct pirec_rowgate_result res;
+  pirec_rowgate_release(t->gate, whole_end, t->csv, &res);
+  t->rows += res.rows + res.refused;
+  int r = res.error;
+  if (r < 0 && !t->err) {
+    /* The video has the frame but its row is lost: say so loudly, the file pair no longer maps. */
+    t->err = r;
+    cam->loop_last_error = r;
+    emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, "frames csv refused a row");
+  }
+}
+
+/* The video sink wrote more: rows of the frames now in the file may follow them. */
+static void video_written(struct pirec_sink *sink, uint64_t whole_end, void *user)
+{
+  struct pirec_camera *cam = user;
+  struct trial *t = cam->trial;
+  if (t && sink == t->video)
+    release_rows(cam, t, whole_end);
+}
+
+/* A frame went into the video sink ending at file offset end: its row waits in the gate until
+ * the frame's bytes are in the file (pirec_sink_whole_end), so no row ever precedes its frame on
+ * disk, and a frame whose write fails gets no row (it is counted in dropped_after). The caller
+ * checked pirec_rowgate_room before pushing the frame. */
+static void hold_row(struct trial *t, uint64_t seq, int64_t mono, int64_t wall, int64_t dev, uint64_t dropped,
+                     uint64_t bytes, int64_t offset, uint64_t end)
+{
+  char buf[PIREC_ROWGATE_ROW_MAX];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf, sizeof buf);
   pirec_csv_row_lead(&row, t->number, mono, wall);
-  pirec_csv_row_u64(&row, t->rows);
+  pirec_csv_row_u64(&row, t->frames++);
   pirec_csv_row_u64(&row, seq);
   pirec_csv_row_time(&row, dev); /* INT64_MIN (no device time) is PIREC_CSV_NO_TIME: empty */
   pirec_csv_row_u64(&row, dropped);
@@ -592,22 +633,18 @@ static void write_row(struct pirec_camera *cam, struct trial *t, uint64_t seq, i
     pirec_csv_row_i64(&row, offset);
   else
     pirec_csv_row_empty(&row);
-  pirec_csv_row_end(&row);
-  int r = pirec_csv_push(t->csv, &row);
-  if (r < 0 && !t->err) {
-    /* The video has the frame but its row is lost: say so loudly, the file pair no longer maps. */
-    t->err = r;
-    cam->loop_last_error = r;
-    emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, "frames csv refused a row");
-  }
-  t->rows++;
+  int len = pirec_csv_row_end(&row);
+  /* Cannot fail: room was checked, and a row is far shorter than the maximum. */
+  if (len > 0)
+    (void)pirec_rowgate_hold(t->gate, buf, (size_t)len, end, dropped);
 }
 
-static int sink_has_room(struct pirec_sink *sink, size_t len)
+/* Room for a frame of len bytes in the video sink, and for its row in the gate. */
+static int sink_has_room(struct trial *t, size_t len)
 {
   struct pirec_sink_counters c;
-  pirec_sink_counters(sink, &c);
-  return c.error == 0 && c.ring_capacity - c.ring_used >= len;
+  pirec_sink_counters(t->video, &c);
+  return c.error == 0 && c.ring_capacity - c.ring_used >= len && pirec_rowgate_room(t->gate);
 }
 
 static void borrowed_release(struct pirec_job *job, void *arg, int status)
@@ -678,6 +715,10 @@ static int take_cur(struct pirec_camera *cam)
     return 0;
   }
   const struct frame_hdr *h = cam->cur.data;
+  cam->seen = h->seq + 1;
+  cam->prev_mono = cam->last_mono;
+  cam->last_mono = h->mono_ns;
+  cam->device_gaps_seen += h->gap_missing;
   cam->cur_abs = cam->infl_taken++;
   cam->cur_dropped = cam->cur.dropped_before + h->gap_drops;
   cam->cur_valid = 1;
@@ -725,16 +766,29 @@ static int feed_encoder(struct pirec_camera *cam, struct trial *t, const struct 
 static void write_compressed(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
                              const uint8_t *payload)
 {
-  if (!sink_has_room(t->video, h->len) || pirec_sink_push(t->video, payload, h->len) < 0) {
+  if (!sink_has_room(t, h->len) || pirec_sink_push(t->video, payload, h->len) < 0) {
     drop_cur(cam, &cam->drops_sink);
   } else {
-    pirec_sink_flush(t->video); /* the frame's write is queued before its row's (see emit_au) */
-    write_row(cam, t, h->seq, h->mono_ns, h->wall_ns, h->device_ts_ns, cam->cur_dropped + cam->pending,
-              h->len, (int64_t)t->video_offset);
+    pirec_sink_flush(t->video);
+    hold_row(t, h->seq, h->mono_ns, h->wall_ns, h->device_ts_ns, cam->cur_dropped + cam->pending, h->len,
+             (int64_t)t->video_offset, t->video_offset + h->len);
     cam->pending = 0;
     t->video_offset += h->len;
   }
   cur_done(cam);
+}
+
+/* Of the cur_dropped frames lost between the previous frame taken and the first one past the
+ * stop (arriving at mono), those that were due before the stop, by their share of the time between
+ * the two frames (they were due evenly spaced). */
+static uint64_t lost_before_stop(const struct pirec_camera *cam, const struct trial *t, int64_t mono)
+{
+  int64_t span = mono - cam->prev_mono, before = t->stop_mono - cam->prev_mono;
+  if (cam->cur_dropped == 0 || span <= 0 || before >= span)
+    return cam->cur_dropped;
+  if (before <= 0)
+    return 0;
+  return (uint64_t)(((__int128)cam->cur_dropped * before + span / 2) / span);
 }
 
 /* Moves frames from the ring to the trial (or discards them when none records) until the ring is
@@ -752,12 +806,21 @@ static void drain(struct pirec_camera *cam)
     struct trial *t = cam->trial;
 
     if (!t || t->fed_all || (t->stopping && h.mono_ns > t->stop_mono)) {
+      uint64_t lost = cam->cur_dropped;
       if (t && !t->fed_all)
         feeding_done(cam, t);
       if (cam->handover)
         break; /* the frame stays in cur: the next trial's first */
-      cam->frames_idle++;
-      cam->pending = 0;
+      if (t && !t->past_stop) {
+        /* Lost before the first frame past the stop: those due while the trial ran are its own. */
+        t->past_stop = 1;
+        uint64_t mine = lost_before_stop(cam, t, h.mono_ns);
+        cam->pending += mine;
+        lost -= mine;
+      }
+      /* Frames lost while no trial runs are idle too; cam->pending stays the trial's until its
+       * end counts it (the encoder may still lose frames). */
+      cam->frames_idle += 1 + lost;
       cur_done(cam);
     } else if (!cam->raw) {
       write_compressed(cam, t, &h, payload);
@@ -794,7 +857,7 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
   t->meta_count--;
   if (t->rows == 0)
     t->t0_mono = m.mono_ns;
-  if (t->mkv_failed || !sink_has_room(t->video, len + pirec_mkv_margin())) {
+  if (t->mkv_failed || !sink_has_room(t, len + pirec_mkv_margin())) {
     cam->drops_sink++;
     carry_out(cam, t, m.dropped + 1);
     return;
@@ -812,13 +875,11 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
     emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, text);
     return;
   }
-  /* The unit is in the video sink (pirec_mkv_write pushes its cluster); writing it out now
-   * queues its write ahead of its row's, which the CSV sink's timer issues up to 10 ms later, so
-   * a killed process leaves no row whose frame it still held. */
+  /* The unit is in the video sink (pirec_mkv_write pushes its cluster); its row waits in the gate
+   * until the cluster is written whole. Frames lost after this one was fed (crash, encoder down)
+   * are in cam->pending and go on the next frame fed; this frame carries what was lost before it. */
   pirec_sink_flush(t->video);
-  /* Frames lost after this one was fed (crash, encoder down) are in cam->pending and go on the
-   * next frame fed; this frame carries what was lost before it. */
-  write_row(cam, t, m.seq, m.mono_ns, m.wall_ns, m.device_ts_ns, m.dropped, len, -1);
+  hold_row(t, m.seq, m.mono_ns, m.wall_ns, m.device_ts_ns, m.dropped, len, -1, pirec_mkv_bytes(t->mkv));
 }
 
 /* The encoder's stdout, as the job read it: cut into access units, each muxed with the capture
@@ -964,6 +1025,7 @@ static void free_trial(struct trial *t)
   if (!t)
     return;
   pirec_mkv_free(t->mkv);
+  pirec_rowgate_free(t->gate);
   pirec_h264_splitter_free(&t->au);
   free(t->meta);
   free(t->video_path);
@@ -995,6 +1057,9 @@ static const char *video_ext(enum pirec_camera_codec c)
 
 /* Frame CSV rows are ~80 bytes: 512 KiB holds minutes of them. */
 #define FRAMES_CSV_RING_BYTES ((size_t)512 << 10)
+/* Rows waiting for their frames' writes: a few normally, the video sink's ring of small frames
+ * (an 8 MiB ring of 4 KiB units: ~2000 rows) behind a stalled disk. */
+#define ROWGATE_BYTES ((size_t)256 << 10)
 
 /* The ring of a trial's video sink. Encoded video runs at a few MB/s; MJPEG as received can reach
  * 10 MB/s. Arenas are backed by memory when created, so they are no larger than a few seconds need. */
@@ -1041,8 +1106,11 @@ static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
   vo.fsync_interval_ms = co.fsync_interval_ms = cam->s.fsync_interval_ms;
   /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
   vo.mkdir_mode = co.mkdir_mode = 0755;
+  if ((r = pirec_rowgate_new(ROWGATE_BYTES, &t->gate)) < 0)
+    return r;
   if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     return r;
+  pirec_sink_on_written(t->video, video_written);
   if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
     return r;
   t->sinks_open = 2;
@@ -1183,6 +1251,8 @@ static void trial_done(struct pirec_camera *cam)
   void *user_cb = t->stopped_user;
   int err = t->err;
   cam->rows_last = t->rows;
+  cam->dropped_after_last = t->dropped_after;
+  cam->dropped_after_total += t->dropped_after;
   cam->trial = NULL;
   free_trial(t);
   if (cb)
@@ -1212,6 +1282,30 @@ static void empty_video_removed(struct pirec_fs_req *req)
   trial_done(t->cam);
 }
 
+/* The video file is closed: the rows of the frames in it go to the CSV, the frames whose writes
+ * failed are counted, and everything lost after the last row becomes the trial's dropped_after (or,
+ * on a hand-over, the next trial's first dropped_before). */
+static void settle_rows(struct pirec_camera *cam, struct trial *t, struct pirec_sink *video)
+{
+  uint64_t unwritten = 0, carried = 0;
+  release_rows(cam, t, pirec_sink_whole_end(video));
+  pirec_rowgate_discard(t->gate, &unwritten, &carried);
+  cam->drops_sink += unwritten;
+  uint64_t after = cam->pending + unwritten + carried;
+  if (cam->handover) {
+    cam->pending = after;
+    return;
+  }
+  cam->pending = 0;
+  t->dropped_after = after;
+  if (after > 0) {
+    char text[PIREC_CAMERA_PATH_MAX + 128];
+    snprintf(text, sizeof text, "camera '%s': %llu frames lost after the last row of '%s'", cam->s.name,
+             (unsigned long long)after, t->csv_path);
+    emit(cam, PIREC_CAMERA_EVENT_FRAMES_LOST_AFTER, text);
+  }
+}
+
 static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counters *final, void *user)
 {
   struct pirec_camera *cam = user;
@@ -1219,6 +1313,8 @@ static void sink_closed(struct pirec_sink *sink, const struct pirec_sink_counter
   if (final->error && t && !t->err)
     t->err = final->error;
   if (t && sink == t->video) {
+    settle_rows(cam, t, sink);
+    pirec_sink_close(t->csv, sink_closed, cam); /* after the video: rows never precede their frames */
     cam->bytes_last = final->bytes_written;
     t->video_empty = final->bytes_written == 0 && !final->error;
     t->seal = t->mkv && !t->err && !t->mkv_failed && !t->video_empty;
@@ -1256,9 +1352,7 @@ static void finalize_trial(struct pirec_camera *cam)
     if (r < 0 && !t->err)
       t->err = r;
   }
-  cam->rows_last = t->rows;
   pirec_sink_close(t->video, sink_closed, cam);
-  pirec_sink_close(t->csv, sink_closed, cam);
 }
 
 static void timer_cb(uv_timer_t *timer)
@@ -1459,6 +1553,10 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
   out->frames_captured = atomic_load_explicit(&cam->captured, memory_order_relaxed);
   out->frames_written = cam->trial ? cam->trial->rows : cam->rows_last;
   out->frames_idle = cam->frames_idle;
+  out->frames_seen = cam->seen;
+  out->device_gaps = cam->device_gaps_seen;
+  out->dropped_after = cam->trial ? 0 : cam->dropped_after_last;
+  out->dropped_after_total = cam->dropped_after_total;
   if (cam->ring) {
     struct pirec_ring_stats rs;
     pirec_ring_stats(cam->ring, &rs);

@@ -17,6 +17,7 @@
 #include "pirec/bytebuf.h"
 #include "pirec/eyetracker.h"
 #include "pirec/fs.h"
+#include "pirec/rowgate.h"
 
 #include "h264.h"
 #include "mkv.h"
@@ -148,6 +149,7 @@ struct pirec_eyetracker {
   struct pirec_sink *gaze_sink, *frames_sink, *video_sink, *clock_sink, *events_sink;
   struct pirec_mkv *mkv;
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
+  struct pirec_rowgate *scene_gate; /* scene frame rows waiting for their frames' writes */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
   struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
   int have_pts0;
@@ -172,6 +174,8 @@ struct pirec_eyetracker {
  * to ~0.8 MB/s): every page of an arena is backed when it is made, so oversizing them costs memory
  * and, when no prepared arena is ready, loop time at trial start. */
 #define SCENE_RING_BYTES ((size_t)8 << 20)
+/* Scene frame rows waiting for their frames' writes (~130 bytes each): 2000 frames behind a stall. */
+#define SCENE_GATE_BYTES ((size_t)256 << 10)
 #define GAZE_RING_BYTES  ((size_t)1 << 20)
 #define SMALL_RING_BYTES ((size_t)256 << 10)
 /* Gaze rows kept across a trial change: ~3 s at 200 Hz, far more than a change takes. */
@@ -190,6 +194,15 @@ void pirec_eyetracker_hold_sinks(struct pirec_eyetracker *et, int hold);
 
 /* 1 while a trial change keeps samples for the next trial (no trial records meanwhile). */
 int pirec__et_handing_over(const struct pirec_eyetracker *et);
+
+/* streams.c: the scene frames' rows wait in et->scene_gate until their frames are written whole in
+ * the scene MKV (a row never precedes its frame on disk; a frame whose write failed gets no row).
+ * _open: the gate for a trial with a scene sink. _settle: the scene sink closed (video is it,
+ * inside its close callback): the rows of the frames in the file go to the frames CSV, the others
+ * count as discarded and in the scene stream's dropped_after. _free: at the trial's end. */
+int pirec__et_scene_gate_open(struct pirec_eyetracker *et);
+void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video);
+void pirec__et_scene_gate_free(struct pirec_eyetracker *et);
 /* Keeps one formatted gaze row (numbered pirec__et_handover_trial) for the next trial. 0, or
  * -ENOBUFS when the hand-over buffer is full (the sample is then a drop). */
 int pirec__et_handover_keep(struct pirec_eyetracker *et, const char *row, size_t len,

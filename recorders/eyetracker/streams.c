@@ -286,21 +286,24 @@ static void on_au(const struct pirec_h264_au *au, void *user)
       et->pts0_ext = ext - (pts * (int64_t)st->clock_rate) / NS_S;
     }
   }
-  int r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
+  /* A frame whose row could not wait for it is not written (a disk stalled that long). */
+  int r = et->scene_gate && pirec_rowgate_room(et->scene_gate) ? 0 : -ENOBUFS;
+  if (r == 0)
+    r = pirec_mkv_write(et->mkv, au->data, au->len, au->keyframe, pts);
   if (r < 0) {
     st->st.discarded++;
     st->pending_drop++;
-    if (r != -EINVAL && !et->write_error) {
+    if (r != -EINVAL && r != -ENOBUFS && !et->write_error) {
       et->write_error = r;
       pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot write the scene video: %s",
                      pirec_strerror(r));
     }
     return;
   }
-  pirec_sink_flush(et->video_sink); /* the frame's write is queued before its row's */
+  pirec_sink_flush(et->video_sink);
   et->last_pts_ns = pts;
   et->last_pts_mono = st->rx_mono;
-  char buf_row[256];
+  char buf_row[PIREC_ROWGATE_ROW_MAX];
   struct pirec_csv_row row;
   pirec_csv_row_begin(&row, buf_row, sizeof buf_row);
   pirec_csv_row_lead(&row, et->trial, st->rx_mono, st->rx_wall);
@@ -310,17 +313,71 @@ static void on_au(const struct pirec_h264_au *au, void *user)
   pirec_csv_row_u64(&row, st->pending_drop);
   pirec_csv_row_u64(&row, au->len);
   pirec_csv_row_empty(&row);
-  pirec_csv_row_end(&row);
+  int len = pirec_csv_row_end(&row);
   et->bytes_video += au->len;
-  r = push_row(st, et->frames_sink, &row);
-  if (r < 0 && !et->write_error) {
+  /* The row waits until the frame is written whole in the MKV (scene_written); room was checked. */
+  if (len > 0 && pirec_rowgate_hold(et->scene_gate, buf_row, (size_t)len, pirec_mkv_bytes(et->mkv),
+                                    st->pending_drop) == 0)
+    st->pending_drop = 0;
+}
+
+/* Rows handed to the frames CSV count as written (with what they carry); a row the CSV refused is
+ * a lost sample like any other (it and what it carried go on the next row). */
+static void scene_rows_released(struct pirec_eyetracker *et, const struct pirec_rowgate_result *res)
+{
+  struct stream *st = &et->streams[WORLD];
+  st->st.written += res->rows;
+  st->st.dropped += res->dropped;
+  st->st.refused += res->refused;
+  st->pending_drop += res->refused + res->refused_dropped;
+  if (res->error < 0 && !et->write_error) {
     /* The video has the frame but its row is lost: the MKV and its CSV no longer pair up one to
-     * one, which a reader must hear about (the frame counts in the next row's dropped_before). */
-    et->write_error = r;
-    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused the row of scene frame %llu: %s",
-                   pirec_sink_path(et->frames_sink), (unsigned long long)(et->frame_index - 1),
-                   pirec_strerror(r));
+     * one, which a reader must hear about. */
+    et->write_error = res->error;
+    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "'%s' refused a row of the scene frames: %s",
+                   pirec_sink_path(et->frames_sink), pirec_strerror(res->error));
   }
+}
+
+/* The scene sink wrote more: the rows of the frames now whole in the file follow them. */
+static void scene_written(struct pirec_sink *sink, uint64_t whole_end, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  struct pirec_rowgate_result res;
+  if (!et->scene_gate || !et->frames_sink || (sink != et->video_sink && sink != et->video_closing))
+    return;
+  pirec_rowgate_release(et->scene_gate, whole_end, et->frames_sink, &res);
+  scene_rows_released(et, &res);
+}
+
+int pirec__et_scene_gate_open(struct pirec_eyetracker *et)
+{
+  int r = pirec_rowgate_new(SCENE_GATE_BYTES, &et->scene_gate);
+  if (r == 0)
+    pirec_sink_on_written(et->video_sink, scene_written);
+  return r;
+}
+
+void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video)
+{
+  struct stream *st = &et->streams[WORLD];
+  struct pirec_rowgate_result res;
+  uint64_t unwritten = 0, carried = 0;
+  if (!et->scene_gate)
+    return;
+  pirec_rowgate_release(et->scene_gate, pirec_sink_whole_end(video), et->frames_sink, &res);
+  scene_rows_released(et, &res);
+  /* Frames whose writes failed: refused by the MKV's file, after the last row. */
+  pirec_rowgate_discard(et->scene_gate, &unwritten, &carried);
+  st->st.discarded += unwritten;
+  st->st.dropped_after += unwritten + carried + st->pending_drop;
+  st->pending_drop = 0;
+}
+
+void pirec__et_scene_gate_free(struct pirec_eyetracker *et)
+{
+  pirec_rowgate_free(et->scene_gate);
+  et->scene_gate = NULL;
 }
 
 static void world_packet(struct stream *st, const uint8_t *buf, size_t len)

@@ -101,6 +101,7 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
       (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
       (et->s.world && (r = pirec_mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
+      (et->s.world && (r = pirec__et_scene_gate_open(et)) < 0) ||
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
     et->stop_cb = NULL;
     close_trial_sinks(et);
@@ -171,6 +172,7 @@ static void finish_stop(struct pirec_eyetracker *et)
   et->stopping = 0;
   pirec_mkv_free(et->mkv);
   et->mkv = NULL;
+  pirec__et_scene_gate_free(et);
   pirec_eyetracker_stopped_cb cb = et->stop_cb;
   et->stop_cb = NULL;
   if (cb)
@@ -204,6 +206,13 @@ static void on_sink_closed(struct pirec_sink *sink, const struct pirec_sink_coun
   if (c->error && !et->stop_err)
     et->stop_err = c->error;
   et->sink_drops += c->drops;
+  if (sink == et->video_closing && et->frames_sink) {
+    /* The frames CSV closes after the scene video, once the rows of the frames in it are in. */
+    pirec__et_scene_settle(et, sink);
+    et->sinks_open++;
+    pirec_sink_close(et->frames_sink, on_sink_closed, et);
+    et->frames_sink = NULL;
+  }
   if (sink == et->video_closing && c->bytes_written == 0 && !c->error) {
     /* The scene never played in this trial (a bad SDP, no device): a 0-byte .mkv no reader opens
      * is removed; the frames CSV (the header alone) says the trial recorded no frames. */
@@ -236,7 +245,7 @@ static void close_trial_sinks(struct pirec_eyetracker *et)
   et->sinks_open = 1; /* held while the closes start */
   et->video_closing = et->video_sink;
   for (int i = 0; i < 5; i++)
-    if (*sinks[i]) {
+    if (*sinks[i] && !(sinks[i] == &et->frames_sink && et->video_sink)) {
       et->sinks_open++;
       pirec_sink_close(*sinks[i], on_sink_closed, et);
       *sinks[i] = NULL;

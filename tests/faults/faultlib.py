@@ -288,6 +288,32 @@ def manifest(d):
         return json.load(f)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 nothing listens on now (for pirec-eyesim)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def rng(name):
     """The suite's fixed seed, per test: a failure replays the same faults."""
     return random.Random("pirec-faults-" + name + os.environ.get("PIREC_FAULT_SEED", ""))
+
+
+def small_tmpfs(size, tag):
+    """A tmpfs of size ("6m") mounted on a fresh directory, for filling the disk; skips the test
+    without root or when the mount fails. Undo with unmount(mnt)."""
+    if os.geteuid() != 0:
+        skip("mounting a small tmpfs needs root (CI runs as root)")
+    mnt = tempfile.mkdtemp(prefix="pirec-%s-" % tag)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", mnt]).returncode != 0:
+        os.rmdir(mnt)
+        skip("cannot mount a tmpfs on '%s'" % mnt)
+    return mnt
+
+
+def unmount(mnt):
+    subprocess.run(["umount", mnt])
+    os.rmdir(mnt)

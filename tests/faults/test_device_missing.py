@@ -3,12 +3,11 @@ retries, status says what it waits for, a session started meanwhile says in the 
 3), events.csv and session.json which module is not recording and why, the device that appears later
 is picked up and joins the running trial; with [session] required the start fails instead."""
 import os
-import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from faultlib import program, rows_so_far, Recorder, check, check_camera_trial, check_session_files, events, manifest, read_csv, wait_for  # noqa: E402
+from faultlib import free_port, program, rows_so_far, Recorder, check, check_camera_trial, check_session_files, events, manifest, read_csv, wait_for  # noqa: E402
 
 
 def cam_counters(rec):
@@ -58,14 +57,6 @@ finally:
 # The eye tracker (a network device) that is not there at the start: it takes the trial and waits in
 # it; the start says it is not recording; when the device comes up (pirec-eyesim on the configured
 # ports) it records into the same t001 files and events.csv says it joined.
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 if os.access(program("pirec-eyetracker"), os.X_OK) and os.access(program("pirec-eyesim"), os.X_OK):
     http, rtsp = free_port(), free_port()
     rec = Recorder("[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n"

@@ -91,6 +91,11 @@ for rnd in range(ROUNDS):
         if target == "cam0" and os.path.exists(os.path.join(d, "cam0", "t001_p1_frames.csv")):
             check_camera_trial(d, "t001_p1")
         summary = remux(d, unreadable_ok=rows is None)
+        # the controller killed: session.json never finalised, its controller gone: crashed;
+        # any other kill: the session stopped cleanly, so it is finished (never called crashed)
+        verdict = [s["state"] for s in summary.get("sessions", []) if s["dir"].rstrip("/") == d.rstrip("/")]
+        want = "crashed" if target == "controller" else "finished"
+        check(verdict == [want], "pirec-remux calls %s %s, want %s: %s" % (d, verdict, want, summary.get("sessions")))
         for f in summary.get("files", []):
             out = f.get("output")
             if out and out.endswith("t001.mp4") and rows is not None:

@@ -37,9 +37,11 @@ int counters_csv(const char *path, const char *column, uint64_t *rows, uint64_t 
 void counters_check_eyetracker_stream(const char *label, const struct pirec_eyetracker_stream_status *s,
                                       const char *csv_path);
 
-/* The camera at a trial's stop (docs/CAMERA.md): rows of csv_path = frames_written; every frame
- * captured is written, idle, or lost in the ring, the encoder or the sink, or still on its way
- * (so captured >= their sum, and equal when nothing is in flight). */
+/* The camera at the stop of its first trial (docs/CAMERA.md): rows of csv_path = frames_written,
+ * and exactly
+ *   rows + sum of dropped_before + dropped_after + frames_idle = frames_seen + device_gaps
+ * (every frame the source delivered up to the last one the loop took is a row, counted lost in a
+ * row's dropped_before or in dropped_after, or idle; the device's own gaps have no seq). */
 void counters_check_camera(const struct pirec_camera_status *s, const char *csv_path);
 
 /* The notes recorder after its files closed: rows of the notes files = notes accepted, and every

@@ -7,7 +7,8 @@
 #   - nothing older than one fsync_interval (1 s) before the cut is missing: each CSV's last whole
 #     row is at most 1 s (+ one GOP, 2 s, for the encoded camera; + 0.3 s for the heartbeat's and
 #     the notes' own period) before the guest's last heartbeat;
-#   - pirec-remux reports the session as crashed (session.json not final).
+#   - pirec-remux --json reports the session as crashed (session.json not final, its controller gone
+#     with an earlier boot) with the loss its files show, and recovers every file.
 # Prints one line per stream with its loss window (cut - last row on disk) and a RESULT line.
 # Usage: tests/hw/powercut.sh [SEEDS...]   (default 1 2 3); env as tests/hw/vm.sh, needs the
 # amd64 v1 build tree in $PIREC_HW_WORK/share (scripts/ci-hw makes it).
@@ -93,10 +94,23 @@ for c in glob.glob(f"{sess}/**/*_frames.csv", recursive=True):
 for m in glob.glob(f"{sess}/**/*.mkv", recursive=True):
     if subprocess.run(["ffprobe", "-v", "error", m], capture_output=True).returncode != 0 and os.path.getsize(m) > 0:
         bad.append(f"{m}: ffprobe cannot open it")
-report = open(f"{out}/remux.txt").read()
-if "crash" not in report.lower() and "recovered" not in report.lower():
-    bad.append("pirec-remux did not report the session as crashed: " + report.strip()[:300])
-print(f"powercut seed {seed}: cut {after} s into the recording; loss window per stream (s): " + json.dumps({k: (round(v, 3) if v is not None else None) for k, v in windows.items()}))
+# pirec-remux's verdict on the session (not the per-file "recovered"): crashed, because its
+# session.json was never finalised and its controller died with the power (an earlier boot).
+try:
+    report = json.load(open(f"{out}/remux.json"))
+except (OSError, ValueError) as e:
+    report = {}
+    bad.append(f"pirec-remux --json gave no report: {e}")
+verdicts = report.get("sessions", [])
+if [v.get("state") for v in verdicts] != ["crashed"]:
+    bad.append("pirec-remux did not report the session as crashed: " + json.dumps(verdicts)[:400])
+else:
+    v = verdicts[0]
+    windows["remux verdict"] = f"crashed ({v['reason']}): cut {v['rows_cut']} rows without data, " \
+        f"{v['packets_cut']} frames without a row, {v['partial_rows']} partial lines, {v['failed']} files failed"
+    if v["failed"]:
+        bad.append(f"pirec-remux failed {v['failed']} of the crashed session's files")
+print(f"powercut seed {seed}: cut {after} s into the recording; loss window per stream (s): " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in windows.items()}))
 for b in bad:
     print(f"powercut seed {seed}: {b}")
 print(f"RESULT powercut-{seed} {'FAIL' if bad else 'PASS'}")

@@ -6,8 +6,8 @@
 #           the guest's uptime (CLOCK_MONOTONIC here: no suspend) to $SHARE/powercut-heartbeat every
 #           0.1 s, so the host knows when its power cut came; creates $SHARE/powercut-recording
 #           once the camera writes rows. The host kills qemu: this phase never ends by itself.
-#   check   mounts the disk again (the journal is replayed), runs pirec-remux on the session and
-#           copies the session and the remux report to $SHARE/powercut-out for the host to check.
+#   check   mounts the disk again (the journal is replayed), runs pirec-remux --json on the session
+#           and copies the session and its report to $SHARE/powercut-out for the host to check.
 SHARE=$1
 PHASE=$2
 BIN=$(ls -d "$SHARE"/build-amd64-v1/apps 2>/dev/null | head -1)
@@ -35,7 +35,8 @@ EOC
 	( while :; do cut -d' ' -f1 /proc/uptime > "$SHARE/powercut-heartbeat.new" &&
 		mv "$SHARE/powercut-heartbeat.new" "$SHARE/powercut-heartbeat"; sleep 0.1; done ) &
 	"$BIN/pirec" record -c /tmp/pirec.conf --label powercut > /tmp/pirec.log 2>&1 &
-	for i in $(seq 1 300); do
+	# up to 120 s: under TCG on a loaded host the first encoder start can take a minute
+	for i in $(seq 1 1200); do
 		n=$(cat $D/sessions/*/cam/t001_frames.csv 2>/dev/null | wc -l)
 		[ "$n" -gt 30 ] && break
 		sleep 0.1
@@ -53,7 +54,7 @@ EOC
 check)
 	S=$(ls -d $D/sessions/*/ | head -1)
 	rm -rf "$SHARE/powercut-out"; mkdir -p "$SHARE/powercut-out"
-	"$BIN/pirec-remux" "$S" > "$SHARE/powercut-out/remux.txt" 2>&1
+	"$BIN/pirec-remux" --json "$S" > "$SHARE/powercut-out/remux.json" 2> "$SHARE/powercut-out/remux.err"
 	echo $? > "$SHARE/powercut-out/remux.rc"
 	cp -r "$S" "$SHARE/powercut-out/session"
 	echo "RESULT powercut-check PASS copied $S"
