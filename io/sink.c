@@ -124,7 +124,7 @@ void pirec_sink_options_default(struct pirec_sink_options *opts)
   opts->max_writes_in_flight = 2;
   opts->fsync_interval_ms = 1000;
   opts->wake_bytes = 64u << 10;
-  opts->drain_interval_ms = 100;
+  opts->drain_interval_ms = 10;
   opts->open_flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
   opts->mode = 0644;
 }

@@ -112,12 +112,7 @@ static int open_log(struct pirec_eyesim *sim, const char *path, const char *head
 {
   if (!path[0])
     return 0;
-  /* The logs are the tests' record of what was sent, read while the simulator still runs: a row
-   * must reach the file within a few ms of its packet, not the sinks' default 100 ms batching. */
-  struct pirec_sink_options o;
-  pirec_sink_options_default(&o);
-  o.drain_interval_ms = 5;
-  int r = pirec_sink_new(sim->loop, path, &o, NULL, NULL, out);
+  int r = pirec_sink_new(sim->loop, path, NULL, NULL, NULL, out);
   if (r < 0)
     return r;
   sim->pending++;
