@@ -640,6 +640,7 @@ int main(int argc, char **argv)
     usage(stderr);
     return 64;
   }
+  run_spawner_start("pirec-camera");
   if (settings(&a, &c) < 0)
     return 65;
   return record_or_serve(&a, c.protocol);

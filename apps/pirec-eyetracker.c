@@ -392,6 +392,7 @@ int main(int argc, char **argv)
   int r = parse_args(argc, argv, &s, &c, &a);
   if (r != 0)
     return r > 0 ? 0 : 2;
+  run_spawner_start("pirec-eyetracker");
   if (c.config && settings_from_config(&s, &c) < 0)
     return 2;
   if (c.address && pirec_eyetracker_settings_set_address(&s, c.address) < 0) {

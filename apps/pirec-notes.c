@@ -372,6 +372,7 @@ int main(int argc, char **argv)
   int r = parse_args(argc, argv, &protocol, &name, &config_path);
   if (r != 0)
     return r > 0 ? 0 : 64;
+  run_spawner_start("pirec-notes");
   struct pirec_notes_options no;
   if (load_options(config_path, &no) < 0)
     return 65;

@@ -8,6 +8,15 @@
 #include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/looplag.h"
+#include "pirec/spawner.h"
+
+void run_spawner_start(const char *prog)
+{
+  int err = pirec_spawner_start();
+  if (err < 0)
+    fprintf(stderr, "%s: cannot start the spawn helper (children are forked from the loop): %s\n", prog,
+            pirec_strerror(err));
+}
 
 static void stop_once(struct run *run)
 {

@@ -28,6 +28,12 @@ struct run {
   void (*on_stop)(struct run *run);
 };
 
+/* Starts the spawn helper (pirec/spawner.h): call first thing after the options are parsed, before
+ * the loop, threads and arenas exist, so that starting a child never forks the grown recorder from
+ * its loop. On failure says "PROG: cannot start the spawn helper: ..." on stderr and goes on
+ * (children are then forked from the loop, as with uv_spawn). */
+void run_spawner_start(const char *prog);
+
 /* Starts the watchers on loop; on_stop receives run (recover the app with container_of). */
 void run_watch(struct run *run, uv_loop_t *loop, double seconds, void (*on_stop)(struct run *run));
 

@@ -19,11 +19,23 @@
  *             libavcodec's MJPEG parser on the same stream of 1280x720 JPEGs fed in 64 KiB reads:
  *             MB/s, and how many whole images each hands out when exactly N images are in
  *
- * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime and
- * max durations (default 10 and 5).
+ *   --compare the camera path against what a user would run instead (issue 21): 720p30 recorded by
+ *             pirec (encoder fed with write(2), and with vmsplice(2), the default) and by one
+ *             `ffmpeg -re -f lavfi -i testsrc2 ... -c:v libx264` with the encoder child's settings
+ *             writing an MKV, alternated over --runs N rounds (default 3, each round starting with
+ *             the next case); CPU per frame of recorder + encoder child (user and system apart)
+ *             against the reference's, medians, and their ratios with and without the synthetic
+ *             source's own cost
+ *   --cpus N  everything (this process, its threads, the encoder, the reference) on the first N
+ *             CPUs: the Pi-like mode (tests/hw/pilike.py adds the slow disk)
+ *
+ * Prints one JSON object with --json, a summary otherwise. --seconds N changes the realtime, max
+ * and compare durations (default 10 and 5). Recordings go under $TMPDIR (default /tmp).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +55,24 @@
 #include "h264.h"
 #include "mkv.h"
 
+/* CPU time of a process or its reaped children, user and system apart. */
+struct cpu {
+  int64_t user_ns, sys_ns;
+};
+
+static struct cpu cpu_of(int who)
+{
+  struct rusage ru;
+  getrusage(who, &ru);
+  return (struct cpu){(int64_t)ru.ru_utime.tv_sec * 1000000000 + (int64_t)ru.ru_utime.tv_usec * 1000,
+                      (int64_t)ru.ru_stime.tv_sec * 1000000000 + (int64_t)ru.ru_stime.tv_usec * 1000};
+}
+
+static struct cpu cpu_minus(struct cpu a, struct cpu b)
+{
+  return (struct cpu){a.user_ns - b.user_ns, a.sys_ns - b.sys_ns};
+}
+
 struct result {
   const char *name;
   int w, h, fps;
@@ -53,7 +83,9 @@ struct result {
   double fps_written;
   double self_cpu_ns_per_frame;
   double child_cpu_ns_per_frame;
-  long packets; /* --long only */
+  int feed_by_write;              /* the encoder fed with write(2) instead of vmsplice(2) */
+  struct cpu self_cpu, child_cpu; /* totals over the trial */
+  long packets;                   /* --long only */
   int mono_increasing;
   uint64_t csv_dropped;
   uint64_t csv_dropped_all; /* every row's dropped_before, the first row's included */
@@ -75,6 +107,28 @@ static void die(const char *what, int err)
 {
   fprintf(stderr, "bench-camera: %s: %s\n", what, pirec_strerror(err));
   exit(1);
+}
+
+/* The recordings' directory: a new one under $TMPDIR (the Pi-like mode puts it on a slow disk),
+ * else /tmp. */
+static void make_root(char *root, size_t cap)
+{
+  const char *base = getenv("TMPDIR");
+  snprintf(root, cap, "%s/pirec-bench-camera-XXXXXX", base && *base ? base : "/tmp");
+  if (!mkdtemp(root))
+    die("mkdtemp", -errno);
+}
+
+/* --cpus N, the Pi-like mode: this process and everything it starts (capture thread, threadpool,
+ * encoder child, the ffmpeg reference) run on the first N CPUs only. */
+static void pin_cpus(int n)
+{
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int i = 0; i < n && i < CPU_SETSIZE; i++)
+    CPU_SET(i, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    die("sched_setaffinity", -errno);
 }
 
 static int64_t cpu_ns(int who)
@@ -194,9 +248,11 @@ static void record(struct result *res, const char *root, int hold_at_ms, int hol
     die("loop", err);
   if ((err = pirec_camera_new(&r.loop, &s, NULL, NULL, &r.cam)) < 0)
     die("camera", err);
+  pirec__camera_set_feed(r.cam, res->feed_by_write);
   if ((err = pirec_camera_start(r.cam)) < 0)
     die("camera start", err);
   int64_t self0 = cpu_ns(RUSAGE_SELF), child0 = cpu_ns(RUSAGE_CHILDREN);
+  struct cpu self_split0 = cpu_of(RUSAGE_SELF), child_split0 = cpu_of(RUSAGE_CHILDREN);
   if ((err = pirec_camera_trial_start(r.cam, dir, 1, 0)) < 0)
     die("trial start", err);
   uv_timer_init(&r.loop, &r.stop_timer);
@@ -214,6 +270,8 @@ static void record(struct result *res, const char *root, int hold_at_ms, int hol
   if (!r.stopped || r.err)
     die("recording", r.err ? r.err : -EIO);
   int64_t self = cpu_ns(RUSAGE_SELF) - self0, child = cpu_ns(RUSAGE_CHILDREN) - child0;
+  res->self_cpu = cpu_minus(cpu_of(RUSAGE_SELF), self_split0);
+  res->child_cpu = cpu_minus(cpu_of(RUSAGE_CHILDREN), child_split0);
   res->st = r.st;
   snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
   snprintf(mkv, sizeof mkv, "%s/t001.mkv", dir);
@@ -298,6 +356,157 @@ static void print_text_result(const struct result *r, double src_cpu)
          st->capture.max_ns / 1e6, r->self_cpu_ns_per_frame / 1e3, (r->self_cpu_ns_per_frame - src_cpu) / 1e3,
          r->child_cpu_ns_per_frame / 1e3,
          r->packets >= 0 ? (r->packets == (long)r->rows ? ", packets == rows" : ", PACKETS != ROWS") : "");
+}
+
+/* ---- --compare: the camera path against one ffmpeg doing the same capture and encode ---- */
+
+#define CMP_MAX_RUNS 15
+
+enum { CMP_WRITE, CMP_SPLICE, CMP_FFMPEG, CMP_N };
+static const char *const cmp_names[CMP_N] = {"pirec_write", "pirec_vmsplice", "ffmpeg_alone"};
+
+struct cmp_sample {
+  struct cpu self, child; /* ffmpeg_alone: self is the ffmpeg process, child zero */
+  uint64_t frames, drops;
+};
+
+/* One ffmpeg reading the same lavfi source in real time (-re) and encoding with the encoder child's
+ * settings into an MKV: what a user would run instead of pirec-camera. */
+static struct cmp_sample cmp_ffmpeg(const char *root, int w, int h, int fps, double seconds)
+{
+  char src[96], t[32], out[600], cmd[1024];
+  struct cmp_sample r = {0};
+  struct rusage ru;
+  int st;
+
+  snprintf(src, sizeof src, "testsrc2=size=%dx%d:rate=%d", w, h, fps);
+  snprintf(t, sizeof t, "%.3f", seconds);
+  snprintf(out, sizeof out, "%s/ffmpeg-alone.mkv", root);
+  snprintf(cmd, sizeof cmd,
+           "exec ffmpeg -hide_banner -nostdin -nostats -loglevel error -re -f lavfi -i %s -t %s -map 0:v "
+           "-fps_mode passthrough -c:v libx264 -preset ultrafast -crf 23 -g 60 -bf 0 -f matroska -y '%s'",
+           src, t, out);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  if (pid < 0 || wait4(pid, &st, 0, &ru) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    die("ffmpeg alone", -EIO);
+  r.self = (struct cpu){(int64_t)ru.ru_utime.tv_sec * 1000000000 + (int64_t)ru.ru_utime.tv_usec * 1000,
+                        (int64_t)ru.ru_stime.tv_sec * 1000000000 + (int64_t)ru.ru_stime.tv_usec * 1000};
+  r.frames = (uint64_t)(seconds * fps + 0.5);
+  return r;
+}
+
+static struct cmp_sample cmp_pirec(const char *root, int by_write, double seconds)
+{
+  struct result res = {.name = by_write ? "cmp_write" : "cmp_splice",
+                       .w = 1280,
+                       .h = 720,
+                       .fps = 30,
+                       .seconds = seconds,
+                       .feed_by_write = by_write};
+  record(&res, root, 0, 0, 0);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s/%s'", root, res.name);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench-camera: could not remove '%s/%s'\n", root, res.name);
+  return (struct cmp_sample){res.self_cpu, res.child_cpu, res.st.frames_captured, res.st.drops_total};
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+  double s[CMP_MAX_RUNS];
+  memcpy(s, v, (size_t)n * sizeof *v);
+  qsort(s, (size_t)n, sizeof *s, cmp_double);
+  return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* Per-frame figure of one run: which 0 total, 1 recorder (or ffmpeg alone) user, 2 its system, 3 the
+ * encoder child's user, 4 its system. */
+static double cmp_per_frame(const struct cmp_sample *s, int which)
+{
+  int64_t v[5] = {s->self.user_ns + s->self.sys_ns + s->child.user_ns + s->child.sys_ns, s->self.user_ns,
+                  s->self.sys_ns, s->child.user_ns, s->child.sys_ns};
+  return s->frames ? (double)v[which] / (double)s->frames : 0;
+}
+
+static void cmp_print_case(int c, const struct cmp_sample *runs, int n, int last)
+{
+  static const char *const parts[5] = {"cpu_ns_per_frame", "self_user", "self_sys", "child_user",
+                                       "child_sys"};
+  double v[CMP_MAX_RUNS];
+  printf("    \"%s\": {\"cpu_ns_per_frame_runs\": [", cmp_names[c]);
+  for (int i = 0; i < n; i++)
+    printf("%s%.0f", i ? ", " : "", cmp_per_frame(&runs[i], 0));
+  printf("], \"drops\": [");
+  for (int i = 0; i < n; i++)
+    printf("%s%" PRIu64, i ? ", " : "", runs[i].drops);
+  printf("],\n      \"median_ns_per_frame\": {");
+  for (int k = 0; k < 5; k++) {
+    for (int i = 0; i < n; i++)
+      v[i] = cmp_per_frame(&runs[i], k);
+    printf("%s\"%s\": %.0f", k ? ", " : "", parts[k], median(v, n));
+  }
+  printf("}}%s\n", last ? "" : ",");
+}
+
+/* Ratio of the medians of case c's and ffmpeg alone's CPU per frame, less src per frame on both
+ * sides when given. */
+static double cmp_ratio(struct cmp_sample (*runs)[CMP_MAX_RUNS], int c, int n, double src)
+{
+  double a[CMP_MAX_RUNS], b[CMP_MAX_RUNS];
+  for (int i = 0; i < n; i++) {
+    a[i] = cmp_per_frame(&runs[c][i], 0);
+    b[i] = cmp_per_frame(&runs[CMP_FFMPEG][i], 0);
+  }
+  return (median(a, n) - src) / (median(b, n) - src);
+}
+
+static void bench_compare(int json, int nruns, double seconds, int cpus)
+{
+  struct cmp_sample runs[CMP_N][CMP_MAX_RUNS];
+  char root[512];
+  double src[CMP_MAX_RUNS];
+
+  make_root(root, sizeof root);
+  for (int i = 0; i < nruns; i++) {
+    src[i] = source_cpu(1280, 720, 60);
+    for (int k = 0; k < CMP_N; k++) {
+      int c = (i + k) % CMP_N; /* each round starts with the next case: no case always goes first */
+      runs[c][i] = c == CMP_FFMPEG ? cmp_ffmpeg(root, 1280, 720, 30, seconds)
+                                   : cmp_pirec(root, c == CMP_WRITE, seconds);
+      if (!json)
+        fprintf(stderr, "round %d %-15s %.0f us/frame, drops %" PRIu64 "\n", i + 1, cmp_names[c],
+                cmp_per_frame(&runs[c][i], 0) / 1e3, runs[c][i].drops);
+    }
+  }
+  double s = median(src, nruns), load[3] = {0};
+  if (getloadavg(load, 3) < 0)
+    load[0] = -1;
+  printf("{\n  \"bench\": \"camera-compare\", \"cpus_online\": %ld, \"pinned_cpus\": %d, \"loadavg_1m\": "
+         "%.2f,\n",
+         sysconf(_SC_NPROCESSORS_ONLN), cpus, load[0]);
+  printf("  \"source\": \"lavfi testsrc2 1280x720 at 30 fps, real time\", \"seconds\": %.0f, \"runs\": %d,\n",
+         seconds, nruns);
+  printf("  \"synthetic_source_ns_per_frame\": %.0f,\n  \"cases\": {\n", s);
+  for (int c = 0; c < CMP_N; c++)
+    cmp_print_case(c, runs[c], nruns, c == CMP_N - 1);
+  printf("  },\n  \"ratio_vs_ffmpeg\": {\"pirec_write\": %.3f, \"pirec_vmsplice\": %.3f},\n",
+         cmp_ratio(runs, CMP_WRITE, nruns, 0), cmp_ratio(runs, CMP_SPLICE, nruns, 0));
+  printf("  \"ratio_vs_ffmpeg_without_source\": {\"pirec_write\": %.3f, \"pirec_vmsplice\": %.3f}\n}\n",
+         cmp_ratio(runs, CMP_WRITE, nruns, s), cmp_ratio(runs, CMP_SPLICE, nruns, s));
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  if (system(cmd) != 0)
+    fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
 }
 
 /* ---- --split: the MJPEG splitter against libavcodec's parser ---- */
@@ -525,27 +734,53 @@ static void bench_mkv(int json)
     fprintf(stderr, "bench-camera: could not remove '%s'\n", root);
 }
 
-int main(int argc, char **argv)
+struct opts {
+  int json, longrun, split, mkv, compare, runs, cpus;
+  double seconds, max_seconds;
+};
+
+/* 0, or -1 after printing the usage. */
+static int parse_opts(int argc, char **argv, struct opts *o)
 {
-  int json = 0, longrun = 0, split = 0, mkv = 0;
-  double seconds = 10, max_seconds = 5;
+  *o = (struct opts){.runs = 3, .seconds = 10, .max_seconds = 5};
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = 1;
-    else if (!strcmp(argv[i], "--long"))
-      longrun = 1;
-    else if (!strcmp(argv[i], "--split"))
-      split = 1;
-    else if (!strcmp(argv[i], "--mkv"))
-      mkv = 1;
-    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
-      seconds = max_seconds = atof(argv[++i]);
-    else {
-      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--long | --split | --mkv]\n");
-      return 64;
+    const char *a = argv[i];
+    int more = i + 1 < argc;
+    if (!strcmp(a, "--json") || !strcmp(a, "--long") || !strcmp(a, "--split") || !strcmp(a, "--mkv") ||
+        !strcmp(a, "--compare")) {
+      int *flag[] = {&o->json, &o->longrun, &o->split, &o->mkv, &o->compare};
+      const char *names[] = {"--json", "--long", "--split", "--mkv", "--compare"};
+      for (int k = 0; k < 5; k++)
+        if (!strcmp(a, names[k]))
+          *flag[k] = 1;
+    } else if (!strcmp(a, "--seconds") && more) {
+      o->seconds = o->max_seconds = atof(argv[++i]);
+    } else if (!(!strcmp(a, "--runs") && more && (o->runs = atoi(argv[++i])) >= 1 &&
+                 o->runs <= CMP_MAX_RUNS) &&
+               !(!strcmp(a, "--cpus") && more && (o->cpus = atoi(argv[++i])) >= 1)) {
+      fprintf(stderr, "usage: bench-camera [--json] [--seconds N] [--cpus N] [--long | --split | --mkv | "
+                      "--compare [--runs N]]\n");
+      return -1;
     }
   }
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct opts o;
+  if (parse_opts(argc, argv, &o) < 0)
+    return 64;
+  int json = o.json, longrun = o.longrun, split = o.split, mkv = o.mkv, compare = o.compare, runs = o.runs,
+      cpus = o.cpus;
+  double seconds = o.seconds, max_seconds = o.max_seconds;
   pirec_log_set_level(PIREC_LOG_WARN);
+  if (cpus > 0)
+    pin_cpus(cpus);
+  if (compare) {
+    bench_compare(json, runs, seconds, cpus);
+    return 0;
+  }
   if (split) {
     bench_split(json);
     return 0;
@@ -554,9 +789,8 @@ int main(int argc, char **argv)
     bench_mkv(json);
     return 0;
   }
-  char root[] = "/tmp/pirec-bench-camera-XXXXXX";
-  if (!mkdtemp(root))
-    die("mkdtemp", -errno);
+  char root[512];
+  make_root(root, sizeof root);
 
   struct result res[6] = {
       {.name = "rt_720p", .w = 1280, .h = 720, .fps = 30, .seconds = seconds},
@@ -576,11 +810,12 @@ int main(int argc, char **argv)
       print_text_result(&res[i], src_cpu[i]);
   }
   if (json) {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0)
       load[0] = -1;
-    printf("{\n  \"bench\": \"camera\", \"cpus\": %ld, \"loadavg_1m\": %.2f,\n", cpus, load[0]);
+    printf("{\n  \"bench\": \"camera\", \"cpus\": %ld, \"pinned_cpus\": %d, \"loadavg_1m\": %.2f,\n", online,
+           cpus, load[0]);
     printf("  \"encoder\": \"libx264 ultrafast crf 23, no B-frames, ffmpeg child\",\n");
     printf("  \"runs\": {\n");
     for (int i = 0; i < n; i++)

@@ -1,21 +1,22 @@
 /* bench-loop: how long a trial start and a trial stop hold the loop thread (issue 14), for the
- * camera (raw frames through an ffmpeg encoder child), the eye tracker (against pirec-eyesim) and
- * notes, while the process holds a large ring arena (default 500 MiB), beside the idle loop's own
- * lag as the machine's noise.
+ * camera with raw frames through an ffmpeg encoder child, the camera with a compressed source (an
+ * MJPEG file replayed at its own rate: no encoder child), the eye tracker (against pirec-eyesim)
+ * and notes, while the process holds a large ring arena (default 500 MiB), beside the idle loop's
+ * own lag as the machine's noise.
  *
  * Each recorder runs --rounds trial start/stop pairs, alternating two modes in one process:
- *   before: what the code did before issue 14 -- the arena copied into every fork (MADV_DOFORK, so
- *           uv_spawn's fork copies its page tables) and the trial directory made with a
- *           synchronous mkdir -p on the loop thread before the start;
- *   after:  the arena MADV_DONTFORK (as io/arena.c now maps every arena) and the directory made by
- *           the sinks' opens in the threadpool.
+ *   before: children made by uv_spawn from the loop (fork of this grown process, then a wait for
+ *           the child's exec), as before the spawn helper; the arenas MADV_DONTFORK as io/arena.c
+ *           maps them, directories and sinks opened in the threadpool;
+ *   after:  children made by the spawn helper (pirec/spawner.h), forked at the start of main.
  * Loop time of an operation = the busiest loop iteration in the window from the call until the
  * operation has settled (300 ms; for a stop, until its callback), measured by io/looplag's stall
  * detector with a 1 ns threshold (so every iteration is measured): the time the loop could not
- * drain a ring. Also "spawn": uv_spawn of /bin/true alone, both modes.
+ * drain a ring. Also "spawn": pirec_job_start() of /bin/true, the busiest iteration until it
+ * ended, both modes.
  *
  * --no-thp maps the arena in 4 KiB pages (MADV_NOHUGEPAGE), as on a kernel without transparent
- * huge pages: then fork copies one page-table entry per 4 KiB of it.
+ * huge pages.
  *
  * Usage: bench-loop [--arena-mib N] [--rounds N] [--eyesim PATH] [--no-thp]
  * Prints one JSON object. */
@@ -32,12 +33,15 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "spawn-proto.h"
 #include "pirec/camera.h"
 #include "pirec/error.h"
 #include "pirec/eyetracker.h"
 #include "pirec/fs.h"
+#include "pirec/job.h"
 #include "pirec/looplag.h"
 #include "pirec/notes.h"
+#include "pirec/spawner.h"
 
 extern char **environ;
 
@@ -99,8 +103,8 @@ static int64_t pct(const struct series *s, int p)
 
 static void mode_set(struct bench *b, int mode)
 {
-  if (b->arena.mapped)
-    madvise(b->arena.base, b->arena.mapped, mode == AFTER ? MADV_DONTFORK : MADV_DOFORK);
+  (void)b;
+  pirec__spawner_pause(mode == BEFORE);
 }
 
 /* The loop's busiest iteration since the last window_open, in ns. */
@@ -184,6 +188,7 @@ static int et_stop(struct bench *b)
 }
 
 static const struct subject camera_subject = {"camera_raw_encoder", cam_start, cam_stop};
+static const struct subject compressed_subject = {"camera_compressed", cam_start, cam_stop};
 static const struct subject notes_subject = {"notes", notes_start, notes_stop};
 static const struct subject et_subject = {"eyetracker", et_start, et_stop};
 
@@ -200,19 +205,11 @@ static void begin_round(struct bench *b)
 {
   char dir[1024];
   int mode = b->round % 2 == 0 ? BEFORE : AFTER;
-  struct pirec_fs_req req;
 
   snprintf(dir, sizeof dir, "%s/%s/r%03d/sub", b->root, b->subj->name, b->round);
   mode_set(b, mode);
   window_open(b);
   pirec_looplag_op("trial start");
-  if (mode == BEFORE) {
-    /* The old trial start's first step. */
-    int r = pirec_fs_mkdir_p(NULL, &req, dir, 0755, NULL);
-    pirec_fs_req_cleanup(&req);
-    if (r < 0)
-      die("mkdir", r);
-  }
   int r = b->subj->start(b, dir, b->round + 1);
   pirec_looplag_op(NULL);
   if (r < 0)
@@ -304,35 +301,64 @@ static void idle_lag(struct bench *b)
          (long long)st.p99_ns / 1000, (long long)st.max_ns / 1000, (long long)st.worst_stall_ns / 1000);
 }
 
-static void on_spawn_exit(uv_process_t *p, int64_t status, int sig)
+static void on_spawn_end(struct pirec_job *job, const struct pirec_job_result *r)
 {
-  (void)status;
-  (void)sig;
-  uv_close((uv_handle_t *)p, NULL);
+  if (r->status != 0)
+    die("/bin/true", r->error ? r->error : -EIO);
+  *(int *)pirec_job_user(job) = 1;
 }
 
+/* pirec_job_start() of /bin/true: the busiest loop iteration from the call until the job ended. */
 static void spawn_cost(struct bench *b, int rounds)
 {
   struct series s[2] = {{.n = 0}, {.n = 0}};
-  char *args[] = {"/bin/true", NULL};
+  const char *args[] = {"/bin/true", NULL};
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  int ended = 0;
+
+  pirec_job_options_init(&o);
+  o.argv = args;
+  o.on_end = on_spawn_end;
+  o.user = &ended;
+  if (pirec_job_new(&b->loop, &o, &job) < 0)
+    die("job", -ENOMEM);
   for (int i = 0; i < rounds * 2 && i < MAX_ROUNDS; i++) {
     int mode = i % 2 == 0 ? BEFORE : AFTER;
-    uv_process_t proc;
-    uv_process_options_t o = {.exit_cb = on_spawn_exit, .file = args[0], .args = args};
     mode_set(b, mode);
-    uint64_t t0 = uv_hrtime();
-    int r = uv_spawn(&b->loop, &proc, &o);
-    uint64_t t1 = uv_hrtime();
+    ended = 0;
+    window_open(b);
+    pirec_looplag_op("spawn");
+    int r = pirec_job_start(job);
+    pirec_looplag_op(NULL);
     if (r < 0)
       die("spawn", r);
-    uv_run(&b->loop, UV_RUN_DEFAULT);
-    s[mode].v[s[mode].n++] = (int64_t)(t1 - t0);
+    while (!ended)
+      uv_run(&b->loop, UV_RUN_ONCE);
+    s[mode].v[s[mode].n++] = window_close(b);
   }
+  pirec_job_free(job);
+  uv_run(&b->loop, UV_RUN_NOWAIT);
   printf(",\"spawn\":{");
   print_series("before", &s[BEFORE]);
   putchar(',');
   print_series("after", &s[AFTER]);
   putchar('}');
+}
+
+/* An MJPEG file the compressed camera replays at its own rate (made before the arena exists). */
+static void make_mjpeg(const char *path)
+{
+  char spec[64];
+  char *argv[] = {"ffmpeg", "-nostdin", "-loglevel", "error", "-y",   "-f", "lavfi",      "-i", spec,
+                  "-t",     "90",       "-c:v",      "mjpeg", "-q:v", "8",  (char *)path, NULL};
+  pid_t pid;
+  int st;
+
+  snprintf(spec, sizeof spec, "testsrc2=size=640x480:rate=30");
+  if (posix_spawnp(&pid, "ffmpeg", NULL, NULL, argv, environ) != 0 || waitpid(pid, &st, 0) != pid ||
+      !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    die("ffmpeg making the MJPEG file", -EIO);
 }
 
 /* ---- the simulator ---- */
@@ -383,6 +409,9 @@ int main(int argc, char **argv)
   char root[] = "/tmp/pirec-bench-loop.XXXXXX";
   int err;
 
+  /* First, as the programs do: the helper is forked while this process is small. */
+  if ((err = pirec_spawner_start()) < 0)
+    die("spawn helper", err);
   memset(&b, 0, sizeof b);
   b.rounds = 20;
   int no_thp = 0;
@@ -404,12 +433,16 @@ int main(int argc, char **argv)
   if (!mkdtemp(root))
     die("mkdtemp", -errno);
   b.root = root;
+  char mjpeg[1100];
+  snprintf(mjpeg, sizeof mjpeg, "%s/source.mkv", root);
+  make_mjpeg(mjpeg);
   if (no_thp) {
     size_t len = arena_mib << 20;
     unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
       die("mmap", -errno);
     madvise(p, len, MADV_NOHUGEPAGE);
+    madvise(p, len, MADV_DONTFORK); /* as io/arena.c maps every arena */
     for (size_t off = 0; off < len; off += 4096)
       p[off] = 1;
     b.arena = (struct pirec_arena){p, len, len};
@@ -438,6 +471,14 @@ int main(int argc, char **argv)
   if ((err = pirec_camera_new(&b.loop, &cs, NULL, NULL, &cam)) < 0 || (err = pirec_camera_start(cam)) < 0)
     die("camera", err);
   run_subject(&b, &camera_subject, cam, 500);
+  pirec_camera_close(cam, closed_cam, NULL);
+
+  pirec_camera_settings_default(&cs);
+  snprintf(cs.name, sizeof cs.name, "compressed");
+  if (pirec_camera_settings_set_source(&cs, mjpeg) < 0 ||
+      (err = pirec_camera_new(&b.loop, &cs, NULL, NULL, &cam)) < 0 || (err = pirec_camera_start(cam)) < 0)
+    die("compressed camera", err);
+  run_subject(&b, &compressed_subject, cam, 500);
   pirec_camera_close(cam, closed_cam, NULL);
 
   struct pirec_notes_options no;

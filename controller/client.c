@@ -18,6 +18,7 @@
 #include "pirec/error.h"
 #include "pirec/jsonl.h"
 #include "pirec/looplag.h"
+#include "pirec/spawner.h"
 
 #define EX_USAGE       64
 #define EX_UNAVAILABLE 69
@@ -58,7 +59,7 @@ int pirec_controller_record_main(int argc, char **argv)
   o.report = report_stderr;
   /* events.csv or session.json past RLIMIT_FSIZE: an EFBIG write error for the session, not death. */
   signal(SIGXFSZ, SIG_IGN);
-  int opt;
+  int opt, err;
   optind = 1;
   while ((opt = getopt_long(argc, argv, "c:l:wh", longopts, NULL)) != -1) {
     switch (opt) {
@@ -80,10 +81,15 @@ int pirec_controller_record_main(int argc, char **argv)
     fprintf(stderr, "pirec: socket path '%s' is too long\n", o.socket_path);
     return EX_USAGE;
   }
+  /* Before the loop and any recorder child: every child is then made by the small spawn helper
+   * instead of a fork of this process from its loop (pirec/spawner.h). */
+  if ((err = pirec_spawner_start()) < 0)
+    fprintf(stderr, "pirec: cannot start the spawn helper (children are forked from the loop): %s\n",
+            pirec_strerror(err));
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct pirec_controller *c = NULL;
-  int err = pirec_controller_new(&loop, &o, &c);
+  err = pirec_controller_new(&loop, &o, &c);
   if (err < 0) {
     if (err != -EINVAL)
       fprintf(stderr, "pirec: %s\n", pirec_strerror(err));

@@ -239,6 +239,7 @@ struct pirec_controller {
   int gpio_reopen;           /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
   struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
+  int remux_priority_warned; /* said once that nice/ionice are missing */
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
    * that session's events.csv; beyond EARLY_EDGES_MAX they are counted, and the count is written. */
@@ -353,6 +354,11 @@ void pirec__modules_spawn(struct pirec_controller *c);
 /* ---- remux.c: pirec-remux after a session ---- */
 
 void pirec__remux_session(struct pirec_controller *c, const char *dir);
+/* argv (NULL-terminated) run at background priority: nice 10 and the idle I/O class, through
+ * /usr/bin/nice and /usr/bin/ionice when both exist (*wrapped 1), else argv unchanged (*wrapped
+ * 0). Writes the NULL-terminated result to out (pointers into argv and static strings) and returns
+ * its length, or 0 when cap is too small. */
+size_t pirec__remux_background_argv(const char *const *argv, const char **out, size_t cap, int *wrapped);
 
 /* ---- gpio.c: GPIO triggers and outputs ---- */
 

@@ -1,8 +1,9 @@
 /* pirec-remux on each finished session ([session] remux_after), as supervised children in a job
- * queue ([remux] jobs at once). */
+ * queue ([remux] jobs at once), at background priority. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "controller-int.h"
 #include "pirec/error.h"
@@ -35,6 +36,34 @@ static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)
   c->hooks.settle(c);
 }
 
+/* The after-session remux runs while the next session may already record, on a Pi with one slow SD
+ * card: like the systemd remux unit (Nice=10, IOSchedulingClass=idle), it gets nice 10 and the idle
+ * I/O class, so capture, encoders and sinks win every contention. nice(1) and ionice(1) (coreutils
+ * and util-linux, both essential) set them and exec pirec-remux in place: the same pid and process
+ * group for the job, the priorities in force before its first instruction and inherited by the
+ * children it forks (a priority set from here after the spawn would race them). Without either
+ * program the remux runs at normal priority, said once. */
+static const char *const background_prefix[] = {
+    "/usr/bin/nice", "-n", "10", "/usr/bin/ionice", "-c", "3", "-t"};
+#define BACKGROUND_PREFIX_N (sizeof background_prefix / sizeof background_prefix[0])
+
+size_t pirec__remux_background_argv(const char *const *argv, const char **out, size_t cap, int *wrapped)
+{
+  size_t n = 0, k = 0;
+  int wrap = access(background_prefix[0], X_OK) == 0 && access(background_prefix[3], X_OK) == 0;
+
+  *wrapped = wrap;
+  while (argv[k])
+    k++;
+  if (k + BACKGROUND_PREFIX_N + 1 > cap)
+    return 0;
+  for (size_t i = 0; wrap && i < BACKGROUND_PREFIX_N; i++)
+    out[n++] = background_prefix[i];
+  for (size_t i = 0; i <= k; i++)
+    out[n++] = argv[i];
+  return n - 1;
+}
+
 /* Runs pirec-remux on a finished session as a supervised child (at most [remux] jobs at once); the
  * controller does not wait for it, and a failure leaves the session as it is. */
 void pirec__remux_session(struct pirec_controller *c, const char *dir)
@@ -61,9 +90,15 @@ void pirec__remux_session(struct pirec_controller *c, const char *dir)
                         pirec_config_get_string(c->cfg, "remux", "clock"),
                         dir,
                         NULL};
+  const char *bg[16];
+  int wrapped;
+  pirec__remux_background_argv(argv, bg, sizeof bg / sizeof bg[0], &wrapped);
+  if (!wrapped && !c->remux_priority_warned++)
+    pirec_log(PIREC_LOG_WARN, "%s or %s not found: pirec-remux after a session runs at normal priority",
+              background_prefix[0], background_prefix[3]);
   struct pirec_job_options o;
   pirec_job_options_init(&o);
-  o.argv = argv;
+  o.argv = bg;
   o.name = "remux";
   o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
   o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;

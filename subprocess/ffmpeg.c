@@ -263,72 +263,6 @@ int pirec_ffmpeg_remux_argv(const struct pirec_ffmpeg_remux *r, char ***argv_out
 
 /* ---- probe ---- */
 
-/* Runs argv with stdout captured (stderr to /dev/null), at most cap - 1 bytes kept; waits for it
- * with a deadline so a wedged program cannot hang the caller. Returns the exit status (>= 0), or a
- * negative errno (-ENOENT when it could not be run). */
-static int run_capture(char *const argv[], char *out, size_t cap, size_t *len)
-{
-  posix_spawn_file_actions_t fa;
-  int p[2], status, err;
-  pid_t pid;
-  size_t n = 0;
-  struct timespec t0, now;
-
-  *len = 0;
-  if (pipe2(p, O_CLOEXEC) != 0)
-    return -errno;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(p[1]);
-  if (err != 0) {
-    close(p[0]);
-    return -err;
-  }
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (;;) {
-    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-    char scratch[4096];
-    ssize_t r;
-    int waited;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    waited = (int)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
-    if (waited > 10000) {
-      kill(pid, SIGKILL);
-      break;
-    }
-    if (poll(&pfd, 1, 10000 - waited) <= 0)
-      continue;
-    r = read(p[0], scratch, sizeof scratch);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    if (n + 1 < cap) {
-      size_t k = (size_t)r < cap - 1 - n ? (size_t)r : cap - 1 - n;
-      memcpy(out + n, scratch, k);
-      n += k;
-    }
-  }
-  close(p[0]);
-  out[n] = '\0';
-  *len = n;
-  while (waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR)
-      return -errno;
-  if (WIFEXITED(status)) {
-    /* posix_spawnp reports exec failure as exit 127 on glibc */
-    if (WEXITSTATUS(status) == 127 && n == 0)
-      return -ENOENT;
-    return WEXITSTATUS(status);
-  }
-  return 128 + WTERMSIG(status);
-}
-
 /* True when the -encoders listing has a line " V..... name " (flags, then the name). */
 static int has_encoder(const char *list, const char *name)
 {
@@ -370,65 +304,47 @@ static void parse_version(const char *out, struct pirec_ffmpeg_info *info)
   }
 }
 
+/* The synchronous probe is the asynchronous one on a private loop: children are made one way only
+ * (pirec_job, and so through the spawn helper when the program runs one). */
+struct sync_probe {
+  int done;
+  int status;
+  struct pirec_ffmpeg_info *info;
+  char *err;
+  size_t errlen;
+};
+
+static void sync_probe_cb(int status, const struct pirec_ffmpeg_info *info, const char *err, void *user)
+{
+  struct sync_probe *sp = user;
+  sp->done = 1;
+  sp->status = status;
+  if (status == 0)
+    *sp->info = *info;
+  if (sp->errlen)
+    snprintf(sp->err, sp->errlen, "%s", err);
+}
+
 int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ffmpeg_info *info, char *err,
                        size_t errlen)
 {
-  const char *prog = program ? program : "ffmpeg";
-  char *out;
-  size_t len;
-  int rc;
   struct pirec_ffmpeg_info dummy;
+  struct sync_probe sp = {.info = info ? info : &dummy, .err = err, .errlen = errlen};
+  uv_loop_t loop;
+  int rc;
 
-  if (!info)
-    info = &dummy;
-  memset(info, 0, sizeof *info);
+  memset(sp.info, 0, sizeof *sp.info);
   if (errlen)
     err[0] = '\0';
-  out = malloc(256 * 1024);
-  if (!out)
-    return -ENOMEM;
-
-  char *vargv[] = {(char *)prog, "-hide_banner", "-version", NULL};
-  rc = run_capture(vargv, out, 256 * 1024, &len);
-  if (rc < 0) {
-    if (errlen)
-      snprintf(err, errlen,
-               "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the "
-               "ffmpeg path)",
-               prog, strerror(-rc));
-    free(out);
-    return -ENOENT;
-  }
-  if (rc != 0 || strncmp(out, "ffmpeg version ", 15) != 0) {
-    if (errlen)
-      snprintf(err, errlen, "'%s -version' %s: not an ffmpeg program", prog,
-               rc != 0 ? "failed" : "printed no 'ffmpeg version' line");
-    free(out);
-    return -EPROTO;
-  }
-  parse_version(out, info);
-
-  if (encoder && encoder[0]) {
-    char *eargv[] = {(char *)prog, "-hide_banner", "-encoders", NULL};
-    rc = run_capture(eargv, out, 256 * 1024, &len);
-    if (rc != 0 || !strstr(out, "------")) {
-      if (errlen)
-        snprintf(err, errlen, "'%s -encoders' %s", prog, rc != 0 ? "failed" : "printed no encoder list");
-      free(out);
-      return -EPROTO;
-    }
-    if (!has_encoder(strstr(out, "------"), encoder)) {
-      if (errlen)
-        snprintf(err, errlen,
-                 "ffmpeg '%s' has no encoder '%s' (install an ffmpeg built with it, "
-                 "or choose another encoder in the config)",
-                 prog, encoder);
-      free(out);
-      return -ENOTSUP;
-    }
-  }
-  free(out);
-  return 0;
+  if ((rc = uv_loop_init(&loop)) != 0)
+    return rc;
+  rc = pirec_ffmpeg_probe_start(&loop, program, encoder, sync_probe_cb, &sp);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  if (rc == -ENOENT && errlen)
+    snprintf(err, errlen, "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the ffmpeg path)",
+             program ? program : "ffmpeg", strerror(-rc));
+  return rc != 0 ? rc : sp.status;
 }
 
 /* ---- the probe as child jobs ---- */
@@ -476,6 +392,14 @@ static void probe_end(struct pirec_job *job, const struct pirec_job_result *r)
   int stage = p->stage;
 
   pirec_job_free(job);
+  if (r->reason == PIREC_JOB_END_FAILED) {
+    /* through the spawn helper an exec failure comes here rather than from pirec_job_start() */
+    snprintf(err, sizeof err,
+             "cannot run ffmpeg '%s': %s (install the ffmpeg package or set the ffmpeg path)", p->program,
+             strerror(-r->error));
+    probe_finish(p, -ENOENT, err);
+    return;
+  }
   if (r->reason == PIREC_JOB_END_TIMEOUT_TOTAL) {
     snprintf(err, sizeof err, "ffmpeg '%s' did not answer within 10 s", p->program);
     probe_finish(p, -ETIMEDOUT, err);

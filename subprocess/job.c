@@ -1,10 +1,15 @@
 #include "pirec/job.h"
 
+#include "job-splice.h"
+
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
 #include "pirec/looplag.h"
 #include "pirec/container_of.h"
+#include "pirec/spawner.h"
+
+#include "spawn-proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Streams of a run, indexed by the child's fd number. */
@@ -82,6 +88,13 @@ struct pirec_job {
 
   struct pirec_job_stats stats;
 
+  /* The channel to the spawn helper (pirec/spawner.h), opened at the first spawn through it. */
+  uv_poll_t chan_poll;
+  int chan_fd;
+  int chan_state;
+  uint64_t token;             /* of the last request */
+  struct job_run *helper_run; /* the run whose STARTED / EXITED is awaited */
+
   /* queue membership */
   struct pirec_job_queue *queue;
   struct pirec_job *queue_next, *queue_prev;
@@ -91,6 +104,13 @@ struct pirec_job {
 struct job_run {
   struct pirec_job *job;
   uv_process_t proc;
+  /* With the spawn helper there is no uv_process_t: this timer stands in for it as the run's
+   * "process handle", closed when the run finishes, so the handle accounting is the same. */
+  uv_timer_t helper_handle;
+  int via_helper;
+  uint64_t token;
+  int spawn_error;  /* the helper could not start it: -errno */
+  int notify_spawn; /* a restart: on_spawn once the pid is known */
   uv_pipe_t pipes[S_COUNT];
   int pipe_open[S_COUNT]; /* handle initialised and not yet closed */
   int out_open;           /* output pipes not at EOF yet */
@@ -105,6 +125,8 @@ struct job_run {
   int finished;
   int got_output;
   int64_t activity_ms; /* uv_now of the last activity */
+  int splice_in;       /* stdin is fed by `feed` (stdin_splice), not by pipes[S_IN] */
+  struct pirec__splice_feed feed;
 };
 
 struct job_write {
@@ -131,6 +153,7 @@ static void run_finish(struct job_run *run);
 static void job_end(struct pirec_job *job, enum pirec_job_end reason, int status, int exit_code,
                     int term_signal, int error);
 static int run_spawn(struct pirec_job *job);
+static void helper_signal(struct job_run *run, int sig, int even_reaped);
 static void queue_pump(struct pirec_job_queue *q);
 static void queue_release(struct pirec_job_queue *q);
 static void queue_detach(struct pirec_job *job);
@@ -304,10 +327,28 @@ static void job_release_memory(struct pirec_job *job)
   free(job);
 }
 
+enum { CHAN_NONE = 0, CHAN_OPEN, CHAN_BROKEN, CHAN_CLOSING, CHAN_CLOSED };
+
+static void on_chan_closed(uv_handle_t *h)
+{
+  struct pirec_job *job = h->data;
+  close(job->chan_fd);
+  job->chan_fd = -1;
+  job->chan_state = CHAN_CLOSED;
+  job_release_memory(job);
+}
+
 static void maybe_release(struct pirec_job *job)
 {
-  if (job->freed && job->timers_closed == T_COUNT && job->live_runs == 0)
+  if (!job->freed || job->timers_closed != T_COUNT || job->live_runs != 0)
+    return;
+  if (job->chan_state == CHAN_OPEN || job->chan_state == CHAN_BROKEN) {
+    /* Closing the channel also tells the helper this job is gone. */
+    job->chan_state = CHAN_CLOSING;
+    uv_close((uv_handle_t *)&job->chan_poll, on_chan_closed);
+  } else if (job->chan_state != CHAN_CLOSING) {
     job_release_memory(job);
+  }
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -355,6 +396,8 @@ static int valid_options(const struct pirec_job_options *o)
   if (o->start_timeout_ms && !piped_out)
     return 0;
   if (o->stdin_max_outstanding == 0 || o->line_max == 0)
+    return 0;
+  if (o->stdin_splice && o->stdio[0].kind != PIREC_JOB_STDIO_PIPE)
     return 0;
   return valid_restart(&o->restart);
 }
@@ -418,6 +461,7 @@ int pirec_job_new(uv_loop_t *loop, const struct pirec_job_options *o, struct pir
     return -ENOMEM;
   job->loop = loop;
   job->o = *o;
+  job->chan_fd = -1;
   if ((err = copy_strings(job, o)) < 0 || (err = alloc_buffers(job, o)) < 0) {
     job_release_memory(job);
     return err;
@@ -444,6 +488,7 @@ static void on_run_handle_closed(uv_handle_t *h)
 
   if (--run->handles > 0)
     return;
+  pirec__splice_feed_free(&run->feed);
   free(run);
   job->live_runs--;
   maybe_release(job);
@@ -458,14 +503,23 @@ static void run_close_pipe(struct job_run *run, int s)
     run->stdin_closing = 1;
   else
     run->out_open--;
-  uv_close((uv_handle_t *)&run->pipes[s], on_run_handle_closed);
+  if (s == S_IN && run->splice_in)
+    pirec__splice_feed_close(&run->feed);
+  else
+    uv_close((uv_handle_t *)&run->pipes[s], on_run_handle_closed);
 }
 
 static void kill_group(struct job_run *run, int sig)
 {
   /* The child leads its own process group (UV_PROCESS_DETACHED); signal the group so helpers it
    * started go too. Only while it is not reaped, so the pid cannot have been reused. */
-  if (run->exited || run->pid <= 0)
+  if (run->exited)
+    return;
+  if (run->via_helper) {
+    helper_signal(run, sig, 0);
+    return;
+  }
+  if (run->pid <= 0)
     return;
   if (kill(-run->pid, sig) != 0)
     kill(run->pid, sig);
@@ -726,6 +780,10 @@ static void stdin_close(struct job_run *run)
   if (!run->pipe_open[S_IN] || run->stdin_closing)
     return;
   run->stdin_closing = 1;
+  if (run->splice_in) {
+    pirec__splice_feed_shutdown(&run->feed); /* on_splice_flushed closes it */
+    return;
+  }
   /* shutdown waits for accepted writes, so a stop still delivers what the child will read */
   if (uv_shutdown(&run->shutdown, (uv_stream_t *)&run->pipes[S_IN], on_shutdown) != 0)
     run_close_pipe(run, S_IN);
@@ -915,6 +973,7 @@ static uint64_t backoff_delay(struct pirec_job *job, uint32_t n)
 }
 
 static void on_backoff_timer(uv_timer_t *t);
+static void respawn_failed(struct pirec_job *job, int err);
 
 /* A run ended (or a respawn failed) in a way the policy may restart. Returns 1 if a restart is
  * scheduled, 0 if the caller should end the job. */
@@ -949,13 +1008,21 @@ static void on_backoff_timer(uv_timer_t *t)
     return;
   err = run_spawn(job);
   if (err == 0) {
-    if (job->o.on_spawn && !job->freed)
+    if (job->run->via_helper)
+      job->run->notify_spawn = 1; /* the pid comes with the helper's answer */
+    else if (job->o.on_spawn && !job->freed)
       job->o.on_spawn(job, job->run->pid);
     return;
   }
-  job->last_spawn_error = err;
   pirec_log(PIREC_LOG_ERROR, "job '%s': cannot restart '%s': %s", job->name, job->argv[0],
             pirec_strerror(err));
+  respawn_failed(job, err);
+}
+
+/* A restart could not spawn: a failure like any other for the restart policy. */
+static void respawn_failed(struct pirec_job *job, int err)
+{
+  job->last_spawn_error = err;
   struct pirec_job_result r;
   memset(&r, 0, sizeof r);
   r.reason = PIREC_JOB_END_FAILED;
@@ -966,6 +1033,26 @@ static void on_backoff_timer(uv_timer_t *t)
   r.stderr_tail = "";
   if (!schedule_restart(job, &r))
     job_end(job, PIREC_JOB_END_FAILED, -1, -1, 0, err);
+}
+
+/* The spawn helper reported that the run's child never ran (exec, stdio file or cwd failed). The
+ * run is not counted. The first run of a start ends the job as FAILED with the error (what
+ * pirec_job_start() returns synchronously without the helper); a restart goes to the policy. */
+static void spawn_failed(struct pirec_job *job, int err)
+{
+  int first = job->runs <= 1;
+
+  if (job->runs > 0)
+    job->runs--;
+  job->stats.runs = job->runs;
+  job->stats.restarts = job->runs > 0 ? job->runs - 1 : 0;
+  job->last_spawn_error = err;
+  if (job->stopping)
+    job_end(job, job->stop_reason, -1, -1, 0, 0);
+  else if (first)
+    job_end(job, PIREC_JOB_END_FAILED, -1, -1, 0, err);
+  else
+    respawn_failed(job, err);
 }
 
 static void run_finish(struct job_run *run)
@@ -980,7 +1067,10 @@ static void run_finish(struct job_run *run)
   timer_stop(job, T_EOF);
   for (int s = 0; s < S_COUNT; s++)
     run_close_pipe(run, s);
-  uv_close((uv_handle_t *)&run->proc, on_run_handle_closed);
+  if (run->via_helper)
+    uv_close((uv_handle_t *)&run->helper_handle, on_run_handle_closed);
+  else
+    uv_close((uv_handle_t *)&run->proc, on_run_handle_closed);
   if (job->run != run)
     return;
   job->run = NULL;
@@ -991,6 +1081,10 @@ static void run_finish(struct job_run *run)
   timer_stop(job, T_STOP);
   if (job->freed)
     return;
+  if (run->spawn_error) {
+    spawn_failed(job, run->spawn_error);
+    return;
+  }
 
   sig = run->term_signal;
   exit_code = sig ? -1 : (int)run->exit_status;
@@ -1026,26 +1120,36 @@ static void on_eof_timer(uv_timer_t *t)
             "killing its process group and closing",
             job->name, EOF_GRACE_MS, run->pid);
   /* The leader is reaped but its group lives on while members remain, so the id is not reused. */
-  kill(-run->pid, SIGKILL);
+  if (run->via_helper)
+    helper_signal(run, SIGKILL, 1);
+  else
+    kill(-run->pid, SIGKILL);
   run_finish(run);
 }
 
-static void on_exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
+/* The child is gone (reaped by libuv or by the spawn helper, or it never ran: spawn_error). */
+static void run_exited(struct job_run *run, int64_t exit_status, int term_signal)
 {
-  struct job_run *run = container_of(proc, struct job_run, proc);
   struct pirec_job *job = run->job;
 
   run->exited = 1;
   run->exit_status = exit_status;
   run->term_signal = term_signal;
-  /* Nobody reads stdin any more: pending writes fail with ECANCELED and release their buffers. */
+  /* Nobody reads stdin any more: pending writes fail with ECANCELED and release their buffers;
+   * spliced ones, whose pages the pipe held for the child's reads, are free now too. */
   run_close_pipe(run, S_IN);
+  pirec__splice_feed_release_all(&run->feed);
   if (run->out_open == 0 || job->freed) {
     run_finish(run);
     return;
   }
   if (job->run == run)
     timer_start(job, T_EOF, EOF_GRACE_MS, on_eof_timer);
+}
+
+static void on_exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
+{
+  run_exited(container_of(proc, struct job_run, proc), exit_status, term_signal);
 }
 
 /* ---- spawning ---- */
@@ -1175,10 +1279,192 @@ static int spawn_child(struct pirec_job *job, struct job_run *run, uv_stdio_cont
   return err;
 }
 
+/* ---- spawning through the spawn helper (pirec/spawner.h) ---- */
+
+static void helper_signal(struct job_run *run, int sig, int even_reaped)
+{
+  struct pirec_job *job = run->job;
+  struct pirec__spawn_msg m = pirec__spawn_msg_make(PIREC__SPAWN_SIGNAL, run->token, sig, even_reaped, 0, 0);
+  int err;
+
+  if (job->chan_state != CHAN_OPEN)
+    return;
+  if ((err = pirec__spawn_send(job->chan_fd, &m, sizeof m, NULL, 0)) != 0)
+    pirec_log(PIREC_LOG_ERROR, "job '%s': cannot ask the spawn helper to send signal %d: %s", job->name, sig,
+              pirec_strerror(err));
+}
+
+static void helper_start_failed(struct pirec_job *job, struct job_run *run, const struct pirec__spawn_msg *m)
+{
+  int err = m->b;
+
+  if (m->c == PIREC__SPAWN_STAGE_OPEN && m->d < 3 && job->stdio_path[m->d])
+    pirec_log(PIREC_LOG_ERROR, "job '%s': cannot open '%s' for fd %u: %s", job->name, job->stdio_path[m->d],
+              m->d, pirec_strerror(err));
+  else if (m->c == PIREC__SPAWN_STAGE_CHDIR)
+    pirec_log(PIREC_LOG_ERROR, "job '%s': cannot change to '%s': %s", job->name, job->cwd,
+              pirec_strerror(err));
+  pirec_log(PIREC_LOG_ERROR, "job '%s': cannot %s '%s': %s", job->name, job->runs > 1 ? "restart" : "start",
+            job->argv[0], pirec_strerror(err));
+  run->spawn_error = err;
+  run_exited(run, 127, 0);
+}
+
+/* The channel keeps the loop alive only while a child of the job lives (like uv_process_t). */
+static void helper_await(struct pirec_job *job, struct job_run *run)
+{
+  job->helper_run = run;
+  if (run)
+    uv_ref((uv_handle_t *)&job->chan_poll);
+  else
+    uv_unref((uv_handle_t *)&job->chan_poll);
+}
+
+static void helper_message(struct pirec_job *job, const struct pirec__spawn_msg *m)
+{
+  struct job_run *run = job->helper_run;
+
+  if (!run || m->token != run->token)
+    return;
+  if (m->type == PIREC__SPAWN_STARTED && m->b != 0) {
+    helper_await(job, NULL);
+    helper_start_failed(job, run, m);
+  } else if (m->type == PIREC__SPAWN_STARTED) {
+    run->pid = m->a;
+    if (job->run == run)
+      job->stats.pid = run->pid;
+    if (run->notify_spawn && job->o.on_spawn && !job->freed)
+      job->o.on_spawn(job, run->pid);
+  } else if (m->type == PIREC__SPAWN_EXITED) {
+    int st = m->a;
+    helper_await(job, NULL);
+    run_exited(run, WIFEXITED(st) ? WEXITSTATUS(st) : 0, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  }
+}
+
+/* The helper is gone (it never should be while we live): the child's fate is unknown and it gets
+ * SIGKILL from the kernel as the helper's child, so the run ends as killed. */
+static void helper_lost(struct pirec_job *job)
+{
+  struct job_run *run = job->helper_run;
+
+  job->chan_state = CHAN_BROKEN;
+  uv_poll_stop(&job->chan_poll);
+  pirec_log(PIREC_LOG_ERROR, "job '%s': the spawn helper is gone", job->name);
+  helper_await(job, NULL);
+  if (run)
+    run_exited(run, 0, SIGKILL);
+}
+
+static void on_chan_readable(uv_poll_t *p, int status, int events)
+{
+  struct pirec_job *job = p->data;
+  (void)events;
+
+  while (job->chan_state == CHAN_OPEN) {
+    struct pirec__spawn_msg m;
+    int fds[PIREC__SPAWN_MAX_FDS], nfds;
+    long n = status < 0 ? status : pirec__spawn_recv(job->chan_fd, &m, sizeof m, fds, &nfds, MSG_DONTWAIT);
+
+    for (int k = 0; n >= 0 && k < nfds; k++)
+      close(fds[k]);
+    if (n == -EAGAIN)
+      return;
+    if (n <= 0) {
+      helper_lost(job);
+      return;
+    }
+    if (n == (long)sizeof m)
+      helper_message(job, &m);
+  }
+}
+
+static int chan_open(struct pirec_job *job)
+{
+  int fd, err;
+
+  if (job->chan_state == CHAN_OPEN)
+    return 0;
+  if (job->chan_state != CHAN_NONE)
+    return -EPIPE;
+  if ((fd = pirec__spawner_channel()) < 0)
+    return fd;
+  if ((err = uv_poll_init(job->loop, &job->chan_poll, fd)) != 0) {
+    close(fd);
+    return err;
+  }
+  job->chan_poll.data = job;
+  job->chan_fd = fd;
+  job->chan_state = CHAN_OPEN;
+  uv_unref((uv_handle_t *)&job->chan_poll);
+  return uv_poll_start(&job->chan_poll, UV_READABLE, on_chan_readable);
+}
+
+/* What the child gets as fd s, for the helper: a kind, a path, or one of our fds to pass. */
+static int helper_stdio(struct pirec_job *job, int s, struct spawn_fds *fds, uint8_t *kind, int *pass,
+                        int *npass)
+{
+  enum pirec_job_stdio_kind k = s == S_PROG ? PIREC_JOB_STDIO_PIPE : job->o.stdio[s].kind;
+  int err;
+
+  switch (k) {
+  case PIREC_JOB_STDIO_NULL: *kind = PIREC__SPAWN_FD_NULL; return 0;
+  case PIREC_JOB_STDIO_INHERIT: pass[(*npass)++] = s; break;
+  case PIREC_JOB_STDIO_FILE:
+    /* opened by the child itself: no open(2) of a regular file on the loop */
+    *kind = s == 0                   ? PIREC__SPAWN_FD_READ
+            : job->o.stdio[s].append ? PIREC__SPAWN_FD_APPEND
+                                     : PIREC__SPAWN_FD_TRUNC;
+    return 0;
+  case PIREC_JOB_STDIO_PIPE:
+    if ((err = make_pipe(job, s, fds)) < 0)
+      return err;
+    pass[(*npass)++] = fds->child[s];
+    break;
+  }
+  *kind = PIREC__SPAWN_FD_PASSED;
+  return 0;
+}
+
+/* Hands the request to the helper and returns at once; the pid, an exec failure and the exit come
+ * back through on_chan_readable. The child's ends are closed here either way; ours on failure. */
+static int spawn_helper(struct pirec_job *job, struct job_run *run, int nstdio, struct spawn_fds *fds)
+{
+  uint8_t kinds[4] = {0};
+  int pass[4], npass = 0, err = chan_open(job);
+  char *msg = NULL;
+  long len;
+
+  for (int s = 0; err == 0 && s < nstdio; s++)
+    err = helper_stdio(job, s, fds, &kinds[s], pass, &npass);
+  if (err == 0) {
+    const char *paths[4] = {job->stdio_path[0], job->stdio_path[1], job->stdio_path[2], NULL};
+    const char *outer = pirec_looplag_op("spawn");
+    len = pirec__spawn_pack((const char *const *)job->argv, (const char *const *)job->env, job->cwd, kinds,
+                            paths, nstdio, job->o.stop_term_ms, job->o.stop_kill_ms, job->token + 1, &msg);
+    err = len < 0 ? (int)len : pirec__spawn_send(job->chan_fd, msg, (size_t)len, pass, npass);
+    pirec_looplag_op(outer);
+    free(msg);
+  }
+  close_fds(fds->child);
+  if (err != 0) {
+    close_fds(fds->parent);
+    return err;
+  }
+  run->via_helper = 1;
+  run->token = ++job->token;
+  uv_timer_init(job->loop, &run->helper_handle);
+  run->helper_handle.data = run;
+  run->handles = 1;
+  job->live_runs++;
+  helper_await(job, run);
+  return 0;
+}
+
 /* The child is up: it becomes the job's current run. */
 static void run_started(struct pirec_job *job, struct job_run *run)
 {
-  run->pid = run->proc.pid;
+  run->pid = run->via_helper ? 0 : run->proc.pid;
   job->run = run;
   job->runs++;
   job->stats.runs = job->runs;
@@ -1195,6 +1481,54 @@ static void run_started(struct pirec_job *job, struct job_run *run)
   mark_activity(run);
 }
 
+/* ---- stdin by vmsplice (stdin_splice; job-splice.c) ---- */
+
+static void on_splice_released(struct pirec__splice_feed *feed, pirec__splice_fn fn, void *arg, size_t len,
+                               int status)
+{
+  struct job_run *run = container_of(feed, struct job_run, feed);
+  struct pirec_job *job = run->job;
+
+  run->outstanding -= len;
+  if (job->run == run) {
+    job->stats.stdin_outstanding = run->outstanding;
+    if (status == 0 && !job->o.progress_fd)
+      mark_activity(run);
+  }
+  if (status == 0)
+    job->stats.stdin_bytes += len;
+  ((pirec_job_release_cb)fn)(job, arg, status);
+  if (job->run == run && !job->freed && job->o.on_drain)
+    job->o.on_drain(job, run->outstanding);
+}
+
+static void on_splice_error(struct pirec__splice_feed *feed, int err)
+{
+  struct job_run *run = container_of(feed, struct job_run, feed);
+  (void)err; /* EPIPE: the child closed its stdin; the run ends when it exits */
+  run_close_pipe(run, S_IN);
+}
+
+static void on_splice_flushed(struct pirec__splice_feed *feed)
+{
+  run_close_pipe(container_of(feed, struct job_run, feed), S_IN);
+}
+
+/* Our end of stdin as a splice feed: its two handles count as the run's. */
+static int watch_stdin_splice(struct pirec_job *job, struct job_run *run, int fd)
+{
+  int err = pirec__splice_feed_init(job->loop, &run->feed, fd, on_splice_released, on_splice_error,
+                                    on_splice_flushed, on_run_handle_closed, run);
+  if (err < 0) {
+    close(fd);
+    return err;
+  }
+  run->splice_in = 1;
+  run->pipe_open[S_IN] = 1;
+  run->handles += 2;
+  return 0;
+}
+
 /* Our ends of the pipes become libuv handles; output pipes are read from now on. */
 static void watch_pipes(struct pirec_job *job, struct job_run *run, int nstdio, const int parent[S_COUNT])
 {
@@ -1203,6 +1537,12 @@ static void watch_pipes(struct pirec_job *job, struct job_run *run, int nstdio, 
 
     if (parent[s] < 0)
       continue;
+    if (s == S_IN && job->o.stdin_splice) {
+      if ((err = watch_stdin_splice(job, run, parent[s])) < 0)
+        pirec_log(PIREC_LOG_ERROR, "job '%s': cannot watch fd 0 of pid %d: %s", job->name, run->pid,
+                  pirec_strerror(err));
+      continue;
+    }
     uv_pipe_init(job->loop, &run->pipes[s], 0);
     run->pipes[s].data = run;
     run->pipe_open[s] = 1;
@@ -1235,12 +1575,17 @@ static int run_spawn(struct pirec_job *job)
   if (!run)
     return -ENOMEM;
   run->job = job;
-  if ((err = setup_stdio(job, nstdio, stdio, &fds)) < 0) {
+  if (pirec_spawner_running()) {
+    if ((err = spawn_helper(job, run, nstdio, &fds)) != 0) {
+      free(run);
+      return err;
+    }
+  } else if ((err = setup_stdio(job, nstdio, stdio, &fds)) < 0) {
     free(run);
     return err;
-  }
-  if ((err = spawn_child(job, run, stdio, nstdio, &fds)) != 0)
+  } else if ((err = spawn_child(job, run, stdio, nstdio, &fds)) != 0) {
     return err;
+  }
   run_started(job, run);
   watch_pipes(job, run, nstdio, fds.parent);
   if (job->o.start_timeout_ms)
@@ -1453,6 +1798,14 @@ static struct job_write *write_req(struct pirec_job *job)
   return w;
 }
 
+static void note_queued(struct pirec_job *job, struct job_run *run, size_t len)
+{
+  run->outstanding += len;
+  job->stats.stdin_outstanding = run->outstanding;
+  if (run->outstanding > job->stats.stdin_outstanding_max)
+    job->stats.stdin_outstanding_max = run->outstanding;
+}
+
 /* Queues the offer (bytes from `direct` on) with uv_write: borrowed as they are, or copied into
  * the arena. */
 static int write_queue(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
@@ -1482,10 +1835,41 @@ static int write_queue(struct pirec_job *job, struct job_run *run, const uv_buf_
     job->write_free = w;
     return err;
   }
-  run->outstanding += w->len;
-  job->stats.stdin_outstanding = run->outstanding;
-  if (run->outstanding > job->stats.stdin_outstanding_max)
-    job->stats.stdin_outstanding_max = run->outstanding;
+  note_queued(job, run, w->len);
+  return 0;
+}
+
+/* The splice path (stdin_splice): borrowed offers only, since a copy would have to live until the
+ * child reads it, which the arena's in-order reuse does not know. */
+static int write_splice(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
+                        size_t len, pirec_job_release_cb release, void *arg)
+{
+  int err;
+
+  if (!release)
+    return -EINVAL;
+  if ((err = pirec__splice_feed_write(&run->feed, bufs, nbufs, (pirec__splice_fn)release, arg)) < 0)
+    return err;
+  note_queued(job, run, len);
+  return 0;
+}
+
+/* The libuv pipe path: straight into the pipe while nothing is queued, the rest queued borrowed
+ * or copied into the arena. */
+static int write_pipe(struct pirec_job *job, struct job_run *run, const uv_buf_t bufs[], unsigned nbufs,
+                      size_t len, pirec_job_release_cb release, void *arg)
+{
+  ssize_t direct = 0;
+
+  if (!release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding)))
+    return -ENOMEM;
+  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
+  if (!release && job->arena_used + len > job->o.stdin_max_outstanding)
+    return -ENOBUFS;
+  if (!release && run->outstanding == 0 && (direct = write_direct(job, run, bufs, nbufs)) < 0)
+    return (int)direct;
+  if ((size_t)direct < len)
+    return write_queue(job, run, bufs, nbufs, (size_t)direct, len, release, arg);
   return 0;
 }
 
@@ -1494,7 +1878,6 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
 {
   struct job_run *run = job->run;
   size_t len = 0;
-  ssize_t direct = 0;
   int err;
 
   for (unsigned i = 0; i < nbufs; i++)
@@ -1502,15 +1885,9 @@ static int write_common(struct pirec_job *job, const uv_buf_t bufs[], unsigned n
   err = write_refusal(job, len);
   if (err == 0 && len == 0)
     return 0;
-  if (err == 0 && !release && !job->arena && !(job->arena = malloc(job->o.stdin_max_outstanding)))
-    err = -ENOMEM;
-  /* Writes of an ended run still waiting for their cancellation hold arena bytes too. */
-  if (err == 0 && !release && job->arena_used + len > job->o.stdin_max_outstanding)
-    err = -ENOBUFS;
-  if (err == 0 && !release && run->outstanding == 0 && (direct = write_direct(job, run, bufs, nbufs)) < 0)
-    err = (int)direct;
-  if (err == 0 && (size_t)direct < len)
-    err = write_queue(job, run, bufs, nbufs, (size_t)direct, len, release, arg);
+  if (err == 0)
+    err = run->splice_in ? write_splice(job, run, bufs, nbufs, len, release, arg)
+                         : write_pipe(job, run, bufs, nbufs, len, release, arg);
   if (err != 0) {
     job->stats.stdin_refused++;
     job->stats.stdin_refused_bytes += len;

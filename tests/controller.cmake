@@ -10,6 +10,9 @@ pirec_add_test(test-notes SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-notes.c helpers
 add_dependencies(test-notes pirec-notes)
 pirec_add_test(test-session SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-session.c
                LIBS pirec_session pirec_test_controller_util LABELS controller TIMEOUT 60)
+pirec_add_test(test-controller-remux SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-remux.c
+               LIBS pirec_controller LABELS controller TIMEOUT 30)
+target_include_directories(test-controller-remux PRIVATE ${PROJECT_SOURCE_DIR}/controller)
 pirec_add_test(test-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller.c
                LIBS pirec_test_controller_util LABELS controller TIMEOUT 120)
 pirec_add_test(test-controller-flood SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-controller-flood.c

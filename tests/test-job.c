@@ -22,6 +22,7 @@
 #include "pirec/clock.h"
 #include "pirec/job.h"
 #include "pirec/log.h"
+#include "pirec/spawner.h"
 
 #ifndef JOB_CHILD
 #error "JOB_CHILD (path of tests/helpers/job-child) must be defined by the build"
@@ -89,6 +90,7 @@ struct ctx {
   const char *restart_argv0; /* when set, on_restart replaces argv */
   struct pirec_job_queue *queue;
   unsigned max_running_seen;
+  void *user2; /* a test's own state */
 };
 
 static void on_end(struct pirec_job *job, const struct pirec_job_result *r)
@@ -114,6 +116,13 @@ static void on_line(struct pirec_job *job, int fd, const char *line, size_t len)
   snprintf(c->last_line[fd], sizeof c->last_line[fd], "%s", line);
 }
 
+/* job-child's binary_byte(i): the byte at offset i of its "binary" output and of what
+ * "read-check" expects. */
+static uint8_t binary_byte_of(long i)
+{
+  return (uint8_t)((i * 7) ^ (i >> 8));
+}
+
 /* Checks every byte against job-child's binary_byte(i), by its offset in the stream. */
 static void on_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
 {
@@ -123,7 +132,7 @@ static void on_stdout(struct pirec_job *job, const uint8_t *data, size_t len)
     c->stdout_after_end++;
   for (size_t j = 0; j < len; j++) {
     long i = (long)(c->stdout_bytes + j);
-    if (data[j] != (uint8_t)((i * 7) ^ (i >> 8)))
+    if (data[j] != binary_byte_of(i))
       c->stdout_bad++;
   }
   c->stdout_bytes += len;
@@ -252,6 +261,26 @@ static void test_killed_by_signal(void **state)
   ctx_close(&c);
 }
 
+/* A start that cannot run the program: without the spawn helper pirec_job_start() says so at once
+ * and no callback runs; through the helper the start is accepted and on_end reports FAILED with the
+ * same error, the run not counted. Either way the job is idle afterwards. */
+static void expect_start_fails(struct ctx *c, struct pirec_job *job, int err)
+{
+  if (!pirec_spawner_running()) {
+    assert_int_equal(pirec_job_start(job), err);
+    return;
+  }
+  int ends = c->ends;
+  assert_int_equal(pirec_job_start(job), 0);
+  while (c->ends == ends)
+    uv_run(&c->loop, UV_RUN_ONCE);
+  assert_int_equal(c->result.reason, PIREC_JOB_END_FAILED);
+  assert_int_equal(c->result.error, err);
+  assert_int_equal(c->result.status, -1);
+  assert_int_equal(c->result.runs, 0);
+  c->ends = ends;
+}
+
 static void test_missing_program(void **state)
 {
   struct ctx c;
@@ -265,17 +294,17 @@ static void test_missing_program(void **state)
   ctx_init(&c);
   opts_init(&o, &c, missing);
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
-  assert_int_equal(pirec_job_start(job), -ENOENT);
+  expect_start_fails(&c, job, -ENOENT);
   uv_run(&c.loop, UV_RUN_DEFAULT);
   assert_int_equal(c.ends, 0);
   assert_non_null(strstr(log_text, "pirec-no-such-program"));
   /* the job is idle again: a second attempt fails the same way */
-  assert_int_equal(pirec_job_start(job), -ENOENT);
+  expect_start_fails(&c, job, -ENOENT);
   pirec_job_free(job);
 
   opts_init(&o, &c, in_path);
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
-  assert_int_equal(pirec_job_start(job), -ENOENT);
+  expect_start_fails(&c, job, -ENOENT);
   pirec_job_free(job);
 
   /* A file without execute permission (root too cannot exec it). */
@@ -287,7 +316,7 @@ static void test_missing_program(void **state)
   const char *noexec[] = {path, NULL};
   opts_init(&o, &c, noexec);
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
-  assert_int_equal(pirec_job_start(job), -EACCES);
+  expect_start_fails(&c, job, -EACCES);
   pirec_job_free(job);
   unlink(path);
 
@@ -296,7 +325,7 @@ static void test_missing_program(void **state)
   opts_init(&o, &c, ok0);
   o.cwd = "/nonexistent/dir";
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
-  assert_int_equal(pirec_job_start(job), -ENOENT);
+  expect_start_fails(&c, job, -ENOENT);
   pirec_job_free(job);
 
   /* A missing stdio file fails synchronously too. */
@@ -305,7 +334,7 @@ static void test_missing_program(void **state)
   o.stdio[0].kind = PIREC_JOB_STDIO_FILE;
   o.stdio[0].path = "/nonexistent/input";
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
-  assert_int_equal(pirec_job_start(job), -ENOENT);
+  expect_start_fails(&c, job, -ENOENT);
   pirec_job_free(job);
 
   uv_run(&c.loop, UV_RUN_DEFAULT);
@@ -955,6 +984,133 @@ static void test_borrowed_released_when_child_dies(void **state)
   ctx_close(&c);
 }
 
+/* stdin_splice: the pipe holds references to the caller's pages, so a buffer is released only once
+ * the child has read it. Four 64 KiB buffers are reused as a ring (like the camera's); each is
+ * overwritten with garbage the moment it is released. A slow child checks every byte it reads: a
+ * release at splice time instead of read time lets it read garbage. */
+struct splice_ring {
+  char buf[4][64 * 1024];
+  int busy[4];
+  int released, bad_status;
+};
+
+static void splice_released(struct pirec_job *job, void *arg, int status)
+{
+  struct ctx *c = pirec_job_user(job);
+  struct splice_ring *r = (struct splice_ring *)c->user2;
+  int i = (int)(intptr_t)arg;
+  memset(r->buf[i], 0xEE, sizeof r->buf[i]);
+  r->busy[i] = 0;
+  r->released++;
+  if (status != 0)
+    r->bad_status++;
+}
+
+static void test_stdin_splice_released_after_read(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "read-check", "4096", NULL}; /* ~4 MiB/s: 0.5 s */
+  static struct splice_ring r;
+  long offset = 0;
+  enum { CHUNKS = 32 };
+
+  memset(&r, 0, sizeof r);
+  ctx_init(&c);
+  c.user2 = &r;
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_splice = 1;
+  o.stdin_max_outstanding = sizeof r.buf;
+  o.stdin_pipe_size = 64 * 1024;
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  uv_buf_t b0 = uv_buf_init(r.buf[0], 16);
+  assert_int_equal(pirec_job_start(job), 0);
+  assert_int_equal(pirec_job_write(job, &b0, 1), -EINVAL); /* copies cannot be spliced */
+  for (int n = 0; n < CHUNKS;) {
+    int i = n % 4;
+    if (r.busy[i]) {
+      uv_run(&c.loop, UV_RUN_ONCE);
+      continue;
+    }
+    for (size_t j = 0; j < sizeof r.buf[i]; j++)
+      r.buf[i][j] = (char)binary_byte_of(offset + (long)j);
+    uv_buf_t b = uv_buf_init(r.buf[i], sizeof r.buf[i]);
+    assert_int_equal(pirec_job_write_borrowed(job, &b, 1, splice_released, (void *)(intptr_t)i), 0);
+    r.busy[i] = 1;
+    offset += (long)sizeof r.buf[i];
+    n++;
+  }
+  assert_int_equal(pirec_job_close_stdin(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.result.status, 0);
+  assert_int_equal(r.released, CHUNKS);
+  assert_int_equal(r.bad_status, 0);
+  char want[64];
+  snprintf(want, sizeof want, "%ld 0", offset); /* every byte read, none of them garbage */
+  assert_string_equal(c.last_line[1], want);
+  struct pirec_job_stats st;
+  pirec_job_stats(job, &st);
+  assert_int_equal(st.stdin_bytes, (uint64_t)offset);
+  assert_int_equal(st.stdin_outstanding, 0);
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
+static void idle_timer(uv_timer_t *t)
+{
+  (void)t;
+}
+
+/* stdin_splice with a child that never reads: nothing is released while it lives (its pipe still
+ * references the pages), everything once it is gone. */
+static void test_stdin_splice_released_when_child_dies(void **state)
+{
+  struct ctx c;
+  struct pirec_job_options o;
+  struct pirec_job *job;
+  const char *argv[] = {JOB_CHILD, "never-read", NULL};
+  static char data[8][64 * 1024] __attribute__((aligned(4096))); /* 16 pipe slots each */
+  struct borrowed rel[8];
+
+  ctx_init(&c);
+  opts_init(&o, &c, argv);
+  o.stdio[0].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdio[2].kind = PIREC_JOB_STDIO_PIPE;
+  o.stdin_splice = 1;
+  o.stdin_pipe_size = 64 * 1024;
+  o.stop_term_ms = 300;
+  memset(rel, 0, sizeof rel);
+  assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  assert_int_equal(pirec_job_start(job), 0);
+  while (c.lines[2] == 0)
+    uv_run(&c.loop, UV_RUN_ONCE);
+  for (int i = 0; i < 8; i++) {
+    uv_buf_t b = uv_buf_init(data[i], sizeof data[i]);
+    assert_int_equal(pirec_job_write_borrowed(job, &b, 1, on_release, &rel[i]), 0);
+  }
+  /* the child is alive and reads nothing: a few loop turns (the feed looks every 20 ms) release
+   * nothing */
+  uv_timer_t t;
+  uv_timer_init(&c.loop, &t);
+  uv_timer_start(&t, idle_timer, 100, 0);
+  while (uv_is_active((uv_handle_t *)&t))
+    uv_run(&c.loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  assert_int_equal(c.releases, 0);
+  assert_int_equal(pirec_job_stop(job), 0);
+  uv_run(&c.loop, UV_RUN_DEFAULT);
+  assert_int_equal(c.releases, 8);
+  for (int i = 0; i < 8; i++)
+    assert_int_equal(rel[i].released, 1);
+  assert_true(rel[0].status == 0);          /* wholly in the pipe */
+  assert_true(rel[7].status == -ECANCELED); /* never went in: the pipe holds 64 KiB */
+  pirec_job_free(job);
+  ctx_close(&c);
+}
+
 static void test_stdin_closed_by_child_gives_epipe(void **state)
 {
   struct ctx c;
@@ -1181,6 +1337,11 @@ static void test_free_running_kills_child(void **state)
   while (c.lines[2] == 0)
     uv_run(&c.loop, UV_RUN_ONCE);
   pirec_job_stats(job, &st);
+  /* through the spawn helper the pid comes with its answer, which may follow the first output */
+  while (st.pid == 0 && pirec_spawner_running()) {
+    uv_run(&c.loop, UV_RUN_ONCE);
+    pirec_job_stats(job, &st);
+  }
   assert_true(st.pid > 0);
   pirec_job_free(job);
   uv_run(&c.loop, UV_RUN_DEFAULT);
@@ -1308,17 +1469,20 @@ static void sup_line(struct pirec_job *job, int fd, const char *line, size_t len
   fflush(stdout);
 }
 
-static int supervisor_main(void)
+static int supervisor_main(const char *marker)
 {
   uv_loop_t loop;
   struct pirec_job_options o;
   struct pirec_job *job[2];
-  const char *argv[] = {JOB_CHILD, "print-pid-hang", NULL};
+  const char *hang[] = {JOB_CHILD, "print-pid-hang", NULL};
+  const char *encoder[] = {JOB_CHILD, "finish-on-eof", marker, NULL};
 
   uv_loop_init(&loop);
   for (int i = 0; i < 2; i++) {
     pirec_job_options_init(&o);
-    o.argv = argv;
+    /* with a marker: the second child is an "encoder" fed through a stdin pipe */
+    o.argv = marker && i == 1 ? encoder : hang;
+    o.stdio[0].kind = marker && i == 1 ? PIREC_JOB_STDIO_PIPE : PIREC_JOB_STDIO_NULL;
     o.stdio[1].kind = PIREC_JOB_STDIO_PIPE;
     o.on_line = sup_line;
     if (pirec_job_new(&loop, &o, &job[i]) != 0 || pirec_job_start(job[i]) != 0)
@@ -1328,25 +1492,14 @@ static int supervisor_main(void)
   return 0;
 }
 
-static void test_no_orphans_when_supervisor_killed(void **state)
+/* Starts this binary as a supervisor of two children; returns its pid and their pids. */
+static pid_t start_supervisor(const char *marker, pid_t kids[2])
 {
-  int p[2];
-  pid_t sup, kids[2];
+  int p[2], got = 0;
   char buf[128];
   size_t have = 0;
-  int got = 0, status;
-  int reaped[2] = {0, 0};
+  pid_t sup;
 
-  /* Under qemu-user (scripts/ci-arm64 sets PIREC_EMULATED) the parent-death signal belongs to the
-   * emulator's host threads, not to the emulated supervisor, so the property cannot be observed
-   * there; native runs and the arm64 VM check it. */
-  if (getenv("PIREC_EMULATED")) {
-    print_message("skipped under %s: parent-death signals are not emulated\n", getenv("PIREC_EMULATED"));
-    skip();
-  }
-
-  /* Orphans are reparented to us, so we can see exactly when they die. */
-  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   assert_int_equal(pipe(p), 0);
   sup = fork();
   assert_true(sup >= 0);
@@ -1354,7 +1507,7 @@ static void test_no_orphans_when_supervisor_killed(void **state)
     dup2(p[1], 1);
     close(p[0]);
     close(p[1]);
-    execl("/proc/self/exe", "test-job", "--supervisor", (char *)NULL);
+    execl("/proc/self/exe", "test-job", "--supervisor", marker, (char *)NULL);
     _exit(127);
   }
   close(p[1]);
@@ -1368,6 +1521,70 @@ static void test_no_orphans_when_supervisor_killed(void **state)
       got = 1;
   }
   close(p[0]);
+  return sup;
+}
+
+/* Through the spawn helper the children are the helper's, not the supervisor's: when the
+ * supervisor dies the helper stops them in order (stdin EOF, SIGTERM after stop_term_ms, SIGKILL),
+ * and an encoder reading stdin finishes its file. Waits up to 20 s for both to be gone. */
+static void test_spawner_stops_children_in_order(void **state)
+{
+  char marker[] = "/tmp/pirec-test-job-marker-XXXXXX";
+  pid_t sup, kids[2];
+  int fd, status, gone = 0;
+  char buf[32] = "";
+
+  if (!pirec_spawner_running())
+    skip();
+  fd = mkstemp(marker);
+  assert_true(fd >= 0);
+  close(fd);
+  unlink(marker);
+  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  sup = start_supervisor(marker, kids);
+  assert_int_equal(kill(sup, SIGKILL), 0);
+  assert_int_equal(waitpid(sup, &status, 0), sup);
+  int64_t t0 = pirec_clock_mono_ns();
+  while (!gone && pirec_clock_mono_ns() - t0 < 20000000000LL) {
+    struct timespec ts = {0, 20000000};
+    gone = kill(kids[0], 0) != 0 && kill(kids[1], 0) != 0;
+    while (waitpid(-1, NULL, WNOHANG) > 0) /* the helper, reparented to us, once it is done */
+      ;
+    nanosleep(&ts, NULL);
+  }
+  for (int i = 0; i < 2; i++)
+    if (kill(kids[i], 0) == 0)
+      kill(kids[i], SIGKILL);
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  assert_true(gone);
+  fd = open(marker, O_RDONLY);
+  assert_true(fd >= 0);
+  assert_true(read(fd, buf, sizeof buf - 1) > 0);
+  close(fd);
+  unlink(marker);
+  assert_string_equal(buf, "finished\n");
+}
+
+static void test_no_orphans_when_supervisor_killed(void **state)
+{
+  pid_t sup, kids[2];
+  int status;
+  int reaped[2] = {0, 0};
+
+  /* Under qemu-user (scripts/ci-arm64 sets PIREC_EMULATED) the parent-death signal belongs to the
+   * emulator's host threads, not to the emulated supervisor, so the property cannot be observed
+   * there; native runs and the arm64 VM check it. */
+  if (getenv("PIREC_EMULATED")) {
+    print_message("skipped under %s: parent-death signals are not emulated\n", getenv("PIREC_EMULATED"));
+    skip();
+  }
+
+  /* Through the spawn helper the children are not the supervisor's (see the test above). */
+  if (pirec_spawner_running())
+    skip();
+  /* Orphans are reparented to us, so we can see exactly when they die. */
+  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  sup = start_supervisor(NULL, kids);
   assert_int_equal(kill(kids[0], 0), 0);
   assert_int_equal(kill(kids[1], 0), 0);
 
@@ -1402,8 +1619,12 @@ static void test_no_orphans_when_supervisor_killed(void **state)
 
 int main(int argc, char **argv)
 {
+  /* test-job-spawner: the same tests with every child made by the spawn helper (pirec/spawner.h),
+   * started here as a program's main does, before anything else. */
+  if (getenv("PIREC_TEST_SPAWNER") && pirec_spawner_start() != 0)
+    return 1;
   if (argc > 1 && strcmp(argv[1], "--supervisor") == 0)
-    return supervisor_main();
+    return supervisor_main(argc > 2 ? argv[2] : NULL);
 
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_exit_code, setup, teardown),
@@ -1428,6 +1649,8 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_stdin_backpressure_refuses, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_slow_reader_borrowed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_borrowed_released_when_child_dies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_splice_released_after_read, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stdin_splice_released_when_child_dies, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_closed_by_child_gives_epipe, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stdin_pipe_enlarged, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_backoff_then_give_up, setup, teardown),
@@ -1440,6 +1663,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_queue_limits_concurrency, setup, teardown),
       cmocka_unit_test_setup_teardown(test_queue_free_stops_everything, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_orphans_when_supervisor_killed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_spawner_stops_children_in_order, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

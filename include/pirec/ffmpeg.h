@@ -15,8 +15,9 @@
  *
  * Builders return a heap argv (NULL-terminated; argv[0] is the program) that the caller frees with
  * pirec_ffmpeg_argv_free(); pass it as pirec_job_options.argv. Builders do no I/O and are
- * thread-safe. pirec_ffmpeg_probe() runs ffmpeg synchronously (tens of ms): call it before the
- * loop runs; from the loop use pirec_ffmpeg_probe_start().
+ * thread-safe. pirec_ffmpeg_probe() runs ffmpeg synchronously (tens of ms; it is
+ * pirec_ffmpeg_probe_start() on a private loop): call it before the loop runs; from the loop use
+ * pirec_ffmpeg_probe_start().
  */
 
 #include <stddef.h>
@@ -95,7 +96,7 @@ int pirec_ffmpeg_probe(const char *program, const char *encoder, struct pirec_ff
  * -ENOTSUP, -EPROTO, or -ENOENT/-ETIMEDOUT if ffmpeg could not run or hung for 10 s), info (valid
  * when status is 0) and err (a one-line explanation, "" on success); both pointers live only during
  * cb. Or returns a negative errno and cb never runs: -ENOENT (program not found: exec failed
- * synchronously), -ENOMEM. program and encoder are copied. All calls on the loop thread. */
+ * synchronously, without the spawn helper; through it cb reports -ENOENT), -ENOMEM. program and encoder are copied. All calls on the loop thread. */
 typedef void (*pirec_ffmpeg_probe_cb)(int status, const struct pirec_ffmpeg_info *info, const char *err,
                                       void *user);
 int pirec_ffmpeg_probe_start(uv_loop_t *loop, const char *program, const char *encoder,

@@ -10,7 +10,13 @@
  *      paths); o and its strings may be freed right after. No process yet.
  *   3. pirec_job_start(job): spawns the child now. An exec failure (program missing: -ENOENT, not
  *      executable: -EACCES, bad cwd, ...) is returned here, synchronously, and then NO callback runs
- *      for this start. (A job handed to a pirec_job_queue is the one exception, see below.)
+ *      for this start. (A job handed to a pirec_job_queue is one exception, see below.)
+ *      With the spawn helper running (pirec/spawner.h: the programs start it in main) the start
+ *      only hands the request over and never waits for the child: an exec failure then arrives
+ *      through on_end as PIREC_JOB_END_FAILED with result.error the same -ENOENT/-EACCES/...,
+ *      status -1 and runs 0 (a stdio file that cannot be opened likewise, logged with its path).
+ *      Only errors made on our side (pipes, the request itself) are returned synchronously. The
+ *      pid (pirec_job_stats, on_spawn for restarts) is known once the helper answers.
  *   4. While it runs: pirec_job_write*() feed stdin, callbacks report lines, progress, binary
  *      stdout (on_stdout) and drained writes; pirec_job_close_stdin() signals end of input; pirec_job_stop() asks it to end.
  *   5. on_end runs exactly once per successful start, when the job is over for good (after the
@@ -28,7 +34,12 @@
  * Exit status: reported as a shell's $?: the exit code, or 128 + signal number when a signal killed
  * the child, together with the reason the job ended (enum pirec_job_end).
  *
- * Children never outlive the supervisor:
+ * Children never outlive the supervisor. Through the spawn helper (the programs' case), the
+ * helper is the children's parent: it sends the stop escalation's signals on the job's request,
+ * reaps them and reports their exit; when the supervisor dies in any way it stops the children
+ * as pirec_job_stop() would (stdin EOF, SIGTERM after stop_term_ms, SIGKILL after stop_kill_ms),
+ * so an encoder can finish its file; and each child has PR_SET_PDEATHSIG(SIGKILL) for the helper.
+ * Without the helper (uv_spawn):
  *   - Each child runs in its own session and process group (UV_PROCESS_DETACHED), so a terminal's
  *     Ctrl-C reaches only the supervisor, which then stops its children in order; the stop
  *     escalation signals the whole group (shell wrappers and their children included).
@@ -191,8 +202,15 @@ struct pirec_job_options {
   size_t stdin_max_outstanding; /* bytes queued in uv_write at most; default 4 MiB */
   size_t stdin_pipe_size;       /* F_SETPIPE_SZ on the stdin pipe (EPERM ignored); 0: 1 MiB; set
                              SIZE_MAX to keep the kernel default */
-  size_t stderr_tail_bytes;     /* default 8192 */
-  size_t line_max;              /* default 4096 */
+  /* 1: feed stdin with vmsplice(2) instead of write(2): the pipe references the caller's pages and
+   * the child's read is the only copy (no copy into the pipe, no fresh pipe pages). Only
+   * pirec_job_write_borrowed() is allowed (pirec_job_write() says -EINVAL), and its buffers must
+   * stay unchanged until release runs, which is when the child has read them (the pipe's fill level
+   * says so), or when the child has exited; outstanding bytes are those not yet released. A
+   * buffer written to before release corrupts what the child reads. */
+  int stdin_splice;
+  size_t stderr_tail_bytes; /* default 8192 */
+  size_t line_max;          /* default 4096 */
 
   /* Timeouts in ms, 0 = off. start: from spawn until the first byte on any output pipe (stdout,
    * stderr or progress); needs at least one of them piped. stall: longest gap between two progress
@@ -264,7 +282,8 @@ int pirec_job_close_stdin(struct pirec_job *job);
 int pirec_job_write(struct pirec_job *job, const uv_buf_t bufs[], unsigned nbufs);
 
 /* The same without copying: the caller keeps the buffers' memory valid and unchanged until
- * release(job, arg, status) runs, exactly once, when the write completed (status 0) or failed or was
+ * release(job, arg, status) runs, exactly once, when the write completed (status 0; with
+ * stdin_splice: when the child has read the bytes, at most 4 buffers per call) or failed or was
  * discarded because the child went away or the job was stopped (negative errno). release runs on
  * the loop, never inside this call, and also runs (status -ECANCELED) for writes still pending when
  * pirec_job_free() is called. On a nonzero return release is never called. */

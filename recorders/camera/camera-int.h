@@ -109,4 +109,8 @@ int pirec__camera_source_is_network(const struct pirec_camera_settings *s);
  * dropping when the ring is full. Releasing resumes draining. */
 void pirec__camera_hold(struct pirec_camera *cam, int hold);
 
+/* Benchmark and test hook, before a trial starts: 1 feeds raw frames to the encoder with write(2)
+ * (a copy into the pipe), 0 (the default) with vmsplice(2) (the pipe references ring pages). */
+void pirec__camera_set_feed(struct pirec_camera *cam, int by_write);
+
 #endif

@@ -160,6 +160,7 @@ struct pirec_camera {
   struct pirec_camera_format fmt;
   int raw;
   int legacy_vsync;
+  int feed_by_write; /* pirec__camera_set_feed: write(2) instead of vmsplice(2) into the encoder */
 
   /* Capture thread. src is replaced only by the capture thread, under src_lock (reconnects). */
   pthread_t thread;
@@ -223,6 +224,9 @@ struct pirec_camera {
   /* Snapshot request: the next frame taken is copied and encoded in the threadpool. */
   struct snapshot *snap;
   char start_error[PIREC_CAMERA_PATH_MAX + 128]; /* why the last pirec_camera_start failed */
+  int probe_done;                                /* ffmpeg probed (see probe_once) */
+  int probe_rc;
+  char probe_err[256];
 };
 
 struct snapshot {
@@ -1131,6 +1135,10 @@ static void encoder_options(struct pirec_camera *cam, struct pirec_job_options *
   o->stdio[1].kind = PIREC_JOB_STDIO_PIPE;
   o->stdio[2].kind = PIREC_JOB_STDIO_PIPE;
   o->progress_fd = 3;
+  /* Frames go in by vmsplice: the pipe references the ring's pages and the encoder's read is the
+   * only copy. A ring record stays unreleased until the encoder has read it (borrowed_release),
+   * which is what vmsplice without SPLICE_F_GIFT needs: the pages must not change until then. */
+  o->stdin_splice = !cam->feed_by_write;
   o->stdin_max_outstanding =
       cam->s.encoder_outstanding ? cam->s.encoder_outstanding : 8 * cam->fmt.frame_bytes;
   if (o->stdin_max_outstanding < cam->fmt.frame_bytes)
@@ -1427,17 +1435,27 @@ int pirec_camera_new(uv_loop_t *loop, const struct pirec_camera_settings *s, pir
   return 0;
 }
 
+/* ffmpeg is probed once per camera, by its first start, which the programs make before their loop
+ * runs: a start retried later from the loop (a device that was missing) reuses the answer instead
+ * of running ffmpeg while the loop waits (issue 14). */
+static void probe_once(struct pirec_camera *cam)
+{
+  struct pirec_ffmpeg_info info;
+
+  if (cam->probe_done)
+    return;
+  cam->probe_done = 1;
+  cam->probe_rc = pirec_ffmpeg_probe(cam->s.ffmpeg, "libx264", &info, cam->probe_err, sizeof cam->probe_err);
+  if (cam->probe_rc == 0)
+    cam->legacy_vsync = info.legacy_vsync;
+}
+
 static int probe_encoder(struct pirec_camera *cam)
 {
-  char err[256];
-  struct pirec_ffmpeg_info info;
-  int r = pirec_ffmpeg_probe(cam->s.ffmpeg, "libx264", &info, err, sizeof err);
-  if (r < 0) {
-    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, err);
-    return r;
-  }
-  cam->legacy_vsync = info.legacy_vsync;
-  return 0;
+  probe_once(cam);
+  if (cam->probe_rc < 0)
+    pirec_log(PIREC_LOG_ERROR, "camera '%s': %s", cam->s.name, cam->probe_err);
+  return cam->probe_rc;
 }
 
 /* The capture ring: ring_bytes when set, else ring_ms of raw frames (at most 256 MiB) or 32 MiB of
@@ -1495,6 +1513,9 @@ int pirec_camera_start(struct pirec_camera *cam)
   if (r < 0) {
     start_failed(cam, msg ? msg : pirec_strerror(r));
     free(msg);
+    /* A missing device is retried from the loop, and may then turn out raw: probe now. */
+    if (cam->s.kind == PIREC_CAMERA_V4L2)
+      probe_once(cam);
     return r;
   }
   cam->start_error[0] = '\0';
@@ -1538,6 +1559,11 @@ int pirec_camera_start(struct pirec_camera *cam)
 fail:
   /* Handles initialised so far are closed by pirec_camera_close(). */
   return r;
+}
+
+void pirec__camera_set_feed(struct pirec_camera *cam, int by_write)
+{
+  cam->feed_by_write = by_write != 0;
 }
 
 void pirec__camera_hold(struct pirec_camera *cam, int hold)

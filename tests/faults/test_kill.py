@@ -29,7 +29,11 @@ def alive(pid):
 
 def encoder_pid(rec):
     cam = rec.module_pid("cam0")
-    kids = [p for p in children_of(cam) if b"ffmpeg" in open("/proc/%d/cmdline" % p, "rb").read()]
+    # The encoder is a child of the recorder's spawn helper (pirec/spawner.h), itself a child of
+    # the recorder; without the helper it is the recorder's own child.
+    procs = children_of(cam)
+    procs += [k for p in procs for k in children_of(p)]
+    kids = [p for p in procs if b"ffmpeg" in open("/proc/%d/cmdline" % p, "rb").read()]
     return kids[0] if kids else None
 
 
@@ -68,7 +72,7 @@ for rnd in range(ROUNDS):
             # its recorders see their stdin end and finish their files on their own
             wait_for("the recorders to finish after the controller died",
                      lambda: not alive(pids["notes"]) and not alive(pids["cam0"]), 30)
-            # the kernel SIGKILLs every recorder with it (PR_SET_PDEATHSIG): all their files may be cut,
+            # the spawn helper stops every recorder (stdin EOF, then SIGTERM): all their files may be cut,
             # and a note still in a pipe is lost; notes answered 0.5 s before the kill must be there
             cut = ("events", "clocks", "notes", "cam0")
             late = [x for x in rec.noted if x[0] == d and x[1] in recent]
@@ -90,7 +94,10 @@ for rnd in range(ROUNDS):
         rows = check_camera_trial(d, "t001", killed=camera_killed)
         if target == "cam0" and os.path.exists(os.path.join(d, "cam0", "t001_p1_frames.csv")):
             check_camera_trial(d, "t001_p1")
-        summary = remux(d, unreadable_ok=rows is None)
+        # A recorder killed before its first row reached the disk leaves a video without timing:
+        # its encoder (the spawn helper's child) finishes the file on stdin EOF, and pirec-remux
+        # reports the file it cannot time.
+        summary = remux(d, unreadable_ok=rows is None or (camera_killed and rows == 0))
         # the controller killed: session.json never finalised, its controller gone: crashed;
         # any other kill: the session stopped cleanly, so it is finished (never called crashed)
         verdict = [s["state"] for s in summary.get("sessions", []) if s["dir"].rstrip("/") == d.rstrip("/")]

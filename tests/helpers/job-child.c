@@ -153,6 +153,24 @@ int main(int argc, char **argv)
     printf("%ld\n", total);
     return 0;
   }
+  if (!strcmp(mode, "read-check")) {
+    /* reads stdin at a KiB/s, 4 KiB at a time, and counts the bytes that are not binary_byte(offset) */
+    static char buf[4096];
+    long total = 0, bad = 0;
+    for (;;) {
+      ssize_t r = read(0, buf, sizeof buf);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        break;
+      for (ssize_t i = 0; i < r; i++)
+        bad += (unsigned char)buf[i] != binary_byte(total + i);
+      total += r;
+      sleep_ms(4 * 1000 / a);
+    }
+    printf("%ld %ld\n", total, bad);
+    return 0;
+  }
   if (!strcmp(mode, "never-read")) {
     write_all(2, "ready\n", 6);
     hang();
@@ -174,6 +192,20 @@ int main(int argc, char **argv)
     printf("%ld\n", (long)getpid());
     fflush(stdout);
     hang();
+  }
+  if (!strcmp(mode, "finish-on-eof") && argc > 2) {
+    /* An encoder's shape: reads stdin to its end, then "closes its file" and exits 0. */
+    char buf[4096];
+    printf("%ld\n", (long)getpid());
+    fflush(stdout);
+    while (read(0, buf, sizeof buf) > 0)
+      ;
+    FILE *f = fopen(argv[2], "w");
+    if (f) {
+      fputs("finished\n", f);
+      fclose(f);
+    }
+    return 0;
   }
   if (!strcmp(mode, "pipe-size")) {
     printf("%d\n", fcntl(0, F_GETPIPE_SZ));
