@@ -65,8 +65,13 @@ void pirec__timers_update(struct pirec_controller *c)
 {
   if (c->lag_open)
     pirec_looplag_set_ticking(&c->lag, has_session(c));
-  if (has_work(c) && !c->shutting_down && !uv_is_active((uv_handle_t *)&c->status_timer))
+  if (has_work(c) && !c->shutting_down && !uv_is_active((uv_handle_t *)&c->status_timer)) {
+    /* Unparked: ask the recorders now, so a client that asks for status and goes (pirec status)
+     * finds fresh counters on its next call instead of the ones from before the quiet spell. */
+    for (int i = 0; i < c->nmodules; i++)
+      pirec__module_poll_status(&c->modules[i]);
     uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
+  }
   if (c->demo && c->state == C_RECORDING && !c->shutting_down && !uv_is_active((uv_handle_t *)&c->demo_timer))
     uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
   else if (c->demo && c->state != C_RECORDING)
