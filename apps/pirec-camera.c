@@ -17,6 +17,9 @@
 #include "pirec/sink.h"
 #include "run.h"
 
+#define PREVIEW_WAITERS 8
+#define PREVIEW_MIN_MS  250
+
 struct app {
   uv_loop_t *loop;
   struct pirec_camera_settings s;
@@ -40,6 +43,16 @@ struct app {
   uint64_t retries;
   /* The camera's lifetime counters when the current session began: status reports per session. */
   struct pirec_camera_status base;
+  /* Previews: requests waiting for the picture being made, and the last picture, which answers
+   * requests that come sooner than PREVIEW_MIN_MS after it (a few pictures a second at most, however
+   * many watch). */
+  struct pirec_recorder_req *preview_waiting[PREVIEW_WAITERS];
+  int npreview;
+  uint8_t *last_jpeg;
+  size_t last_len;
+  int last_w, last_h;
+  int64_t last_mono_ns;
+  uint64_t last_at_ms;
 };
 
 /* Retry delays while a device is missing: the capture thread's own for a missing device. */
@@ -194,7 +207,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     pirec_recorder_finish(req, -ENOMEM, NULL);
     return;
   }
-  int r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
+  int r = pirec_camera_set_key(a->cam, pirec_recorder_key(rec), req->session_dir);
+  if (r == 0)
+    r = pirec_camera_trial_start(a->cam, dir, req->trial, req->part);
   free(dir);
   if (r == 0 && req->new_session)
     pirec_camera_status(a->cam, &a->base);
@@ -217,6 +232,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     pirec_recorder_finish(req, -EBUSY, "already stopping");
     return;
   }
+  if (!req->handover) /* the session ends: its key is wiped (the trial's sinks hold their own) */
+    pirec_camera_set_key(a->cam, NULL, NULL);
   a->stop_req = req;
   if (req->handover && pirec_camera_recording(a->cam))
     pirec_camera_hand_over(a->cam);
@@ -380,9 +397,53 @@ static void wait_for_device(struct app *a)
       json_pack("{s:s,s:s}", "kind", "device_missing", "message", pirec_camera_start_error(a->cam)));
 }
 
+static void preview_made(struct pirec_camera *cam, int err, const uint8_t *jpeg, size_t len, int width,
+                         int height, int64_t mono_ns, void *user)
+{
+  struct app *a = user;
+  if (err >= 0) {
+    uint8_t *copy = malloc(len);
+    if (copy) {
+      memcpy(copy, jpeg, len);
+      free(a->last_jpeg);
+      a->last_jpeg = copy;
+      a->last_len = len;
+      a->last_w = width;
+      a->last_h = height;
+      a->last_mono_ns = mono_ns;
+      a->last_at_ms = uv_now(a->loop);
+    }
+  }
+  for (int i = 0; i < a->npreview; i++)
+    pirec_recorder_preview_done(a->preview_waiting[i], err, jpeg, len, width, height, mono_ns);
+  a->npreview = 0;
+}
+
+static void m_preview(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  if (a->last_jpeg && uv_now(a->loop) - a->last_at_ms < PREVIEW_MIN_MS) {
+    pirec_recorder_preview_done(req, 0, a->last_jpeg, a->last_len, a->last_w, a->last_h, a->last_mono_ns);
+    return;
+  }
+  if (a->npreview == PREVIEW_WAITERS) {
+    pirec_recorder_finish(req, -EBUSY, "too many previews waiting");
+    return;
+  }
+  int err = a->npreview             ? 0
+            : a->cam && !a->waiting ? pirec_camera_preview(a->cam, req->max_width, preview_made, a)
+                                    : -ENODEV;
+  if (err < 0) {
+    pirec_recorder_finish(req, err, err == -ENOTSUP ? "no preview for this source's format (H.264)" : NULL);
+    return;
+  }
+  a->preview_waiting[a->npreview++] = req;
+}
+
 static int run_protocol(struct app *a)
 {
-  struct pirec_recorder_ops ops = {.start = m_start, .stop = m_stop, .status = m_status, .quit = m_quit};
+  struct pirec_recorder_ops ops = {
+      .start = m_start, .stop = m_stop, .status = m_status, .quit = m_quit, .preview = m_preview};
   int r = pirec_recorder_new(a->loop, a->s.name, &ops, a, NULL, &a->rec);
   if (r < 0)
     return r;
@@ -643,5 +704,7 @@ int main(int argc, char **argv)
   run_spawner_start("pirec-camera");
   if (settings(&a, &c) < 0)
     return 65;
-  return record_or_serve(&a, c.protocol);
+  r = record_or_serve(&a, c.protocol);
+  free(a.last_jpeg);
+  return r;
 }

@@ -148,7 +148,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   struct app *a = pirec_recorder_user(rec);
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(rec));
-  int r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
+  int r = pirec_eyetracker_set_key(a->et, pirec_recorder_key(rec), req->session_dir);
+  if (r == 0)
+    r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
   if (r == 0 && req->new_session)
     pirec_eyetracker_status(a->et, &a->base);
   char why[512];
@@ -177,6 +179,8 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->pending = req;
+  if (!req->handover) /* the session ends: its key is wiped (the trial's sinks hold their own) */
+    pirec_eyetracker_set_key(a->et, NULL, NULL);
   if (req->handover && pirec_eyetracker_recording(a->et))
     pirec_eyetracker_hand_over(a->et);
   int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);
@@ -210,7 +214,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit};
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL};
   if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;

@@ -66,7 +66,9 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   struct app *a = pirec_recorder_user(rec);
   if (req->new_session)
     pirec_notes_counters(a->notes, &a->base);
-  int err = pirec_notes_open(a->notes, req->session_dir, req->trial, on_opened, req);
+  int err = pirec_notes_set_key(a->notes, pirec_recorder_key(rec), req->session_dir);
+  if (err == 0)
+    err = pirec_notes_open(a->notes, req->session_dir, req->trial, on_opened, req);
   if (err < 0)
     pirec_recorder_finish(req, err, NULL);
 }
@@ -79,6 +81,8 @@ static void on_closed_stop(struct pirec_notes *notes, int status, void *user)
 static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
+  if (!req->handover) /* the session ends: its key is wiped (the open file's sink holds its own) */
+    pirec_notes_set_key(a->notes, NULL, NULL);
   int err = pirec_notes_close_file(a->notes, on_closed_stop, req);
   if (err < 0)
     pirec_recorder_finish(req, err, NULL);
@@ -142,7 +146,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, NULL};
   int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
   pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);

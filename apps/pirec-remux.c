@@ -30,6 +30,9 @@ static void usage(FILE *f)
         "  --dry-run             check everything, write nothing\n"
         "  --verify              check existing outputs against their timing and input\n"
         "  --timing FILE         timing file (one input only)\n"
+        "  --key FILE            the session is encrypted ([storage] encrypt_to): the lab's secret\n"
+        "                        key file; inputs are decrypted into memory only and outputs\n"
+        "                        written encrypted (not with --verify, --replace, --write-timestamps)\n"
         "  --output FILE         output file (one input only)\n"
         "  -j, --jobs N          files at once (default 1)\n"
         "  --timeout SECONDS     per file (default 30 s + 1 s per 2 MiB)\n"
@@ -70,6 +73,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     O_JSON,
     O_ONE,
     O_LIVE,
+    O_KEY,
     O_VERSION
   };
   static const struct option longopts[] = {
@@ -87,6 +91,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
       {"timeout", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
       {"live", no_argument, NULL, O_LIVE},
+      {"key", required_argument, NULL, O_KEY},
       {"one", no_argument, NULL, O_ONE}, /* internal: the child mode, one file */
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, O_VERSION},
@@ -117,6 +122,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     case O_OUTPUT: o->remux.output_path = optarg; break;
     case O_JSON: o->json = 1; break;
     case O_LIVE: o->live = 1; break;
+    case O_KEY: o->remux.key_file = optarg; break;
     case O_ONE: *one = 1; break;
     case 'j':
     case O_TIMEOUT: {
@@ -155,6 +161,11 @@ static int check_inputs(int argc, const struct pirec_remux_run_options *o, int o
   }
   if (one && argc - optind != 1) {
     fputs("pirec-remux: --one takes one file\n", stderr);
+    return EXIT_USAGE;
+  }
+  if (o->remux.key_file &&
+      (o->verify || (o->remux.flags & (PIREC_REMUX_REPLACE | PIREC_REMUX_WRITE_TIMESTAMPS)))) {
+    fputs("pirec-remux: --key does not go with --verify, --replace or --write-timestamps\n", stderr);
     return EXIT_USAGE;
   }
   return 0;

@@ -6,6 +6,7 @@
 
 #include "pirec/config.h"
 #include "pirec/controller.h"
+#include "pirec/storage.h"
 
 #define EX_USAGE 64
 
@@ -25,6 +26,9 @@ static const struct command commands[] = {
     {"trial", pirec_controller_client_main, "start the next trial (--label L)"},
     {"note", pirec_controller_client_main, "add a timestamped note: pirec note TEXT"},
     {"reload", pirec_controller_client_main, "reload the config file (applies from the next session)"},
+    {"keys", pirec_storage_keys_main, "make the lab's key pair for encrypted sessions: pirec keys new"},
+    {"decrypt", pirec_storage_decrypt_main, "decrypt a session: pirec decrypt SESSION --key FILE"},
+    {"archive", pirec_storage_archive_main, "a session as .tar.zst with SHA-256 manifest (--verify FILE)"},
 };
 
 static void usage(FILE *out)

@@ -31,6 +31,7 @@
 #include "pirec/csv.h"
 #include "pirec/ring.h"
 #include "pirec/sink.h"
+#include "pirec/crypt.h"
 
 #define FRAME_BYTES 1400000
 #define ROW_BYTES   100
@@ -57,6 +58,7 @@ struct settings {
   unsigned csv_rows;
   size_t tput_ring, tput_batch;
   unsigned tput_inflight;
+  int encrypt; /* --encrypt: the latency sinks encrypt (io/crypt) */
 };
 
 static void usage(void)
@@ -73,6 +75,8 @@ static void usage(void)
       "  --tput-ring-mb N, --tput-batch-kb N, --tput-inflight N\n"
       "                the throughput sink's ring, batch and writes in flight (16, 2048, 2)\n"
       "  --only PART   run one part: latency, direct, tput, csv or arena (others print 0)\n"
+      "  --encrypt     the latency part's sinks encrypt ([storage] encrypt_to); the throughput part\n"
+      "                always also runs an encrypting sink beside the clear one\n"
       "  --runs N      throughput and csv runs per side, alternated, medians (default 5)\n"
       "  --no-pin      do not pin the loop, producers and libuv's threadpool to CPUs\n"
       "  --no-rt       do not try SCHED_FIFO for the latency producers (tried by default;\n"
@@ -424,15 +428,33 @@ static void producer_init(struct producer *p, struct bench *b, const char *name,
   samples_init(&p->direct, max_samples);
 }
 
+/* With enc, points o at an encrypting transform (tf) for path under a fresh session key. */
+static void maybe_encrypt(const char *path, struct pirec_sink_options *o, struct pirec_sink_transform *tf,
+                          int enc)
+{
+  struct pirec_crypt_key *key;
+  if (!enc)
+    return;
+  int rc = pirec_crypt_key_new(&key);
+  if (rc == 0)
+    rc = pirec_crypt_sink_transform(key, NULL, path, tf);
+  if (rc < 0)
+    die("encrypting sink", rc);
+  pirec_crypt_key_free(key);
+  o->transform = tf;
+}
+
 static void run_latency(struct bench *b)
 {
   char path[512];
   struct pirec_sink_options o;
 
   pirec_sink_options_default(&o);
+  struct pirec_sink_transform xf;
   o.ring_bytes = 1 << 20; /* 8 s of rows */
   o.batch_bytes = 256 << 10;
   snprintf(path, sizeof path, "%s/rows.csv", b->set.dir);
+  maybe_encrypt(path, &o, &xf, b->set.encrypt);
   int rc = pirec_sink_new(&b->loop, path, &o, on_sink_error, b, &b->rows.sink);
   if (rc < 0)
     die("pirec_sink_new rows", rc);
@@ -442,6 +464,7 @@ static void run_latency(struct bench *b)
   o.batch_bytes = 4u << 20;
   o.wake_bytes = 1u << 20; /* every frame wakes the loop */
   snprintf(path, sizeof path, "%s/frames.bin", b->set.dir);
+  maybe_encrypt(path, &o, &xf, b->set.encrypt);
   rc = pirec_sink_new(&b->loop, path, &o, on_sink_error, b, &b->frames.sink);
   if (rc < 0)
     die("pirec_sink_new frames", rc);
@@ -701,12 +724,14 @@ static void on_tput_done(uv_async_t *h)
   pirec_sink_close(t->sink, on_tput_closed, t);
 }
 
-static double sink_mbps(struct bench *b, size_t frames, unsigned char *src)
+static double sink_mbps(struct bench *b, size_t frames, unsigned char *src, int enc)
 {
   char path[512];
   snprintf(path, sizeof path, "%s/tput-sink.bin", b->set.dir);
   struct pirec_sink_options o;
+  struct pirec_sink_transform tf;
   pirec_sink_options_default(&o);
+  maybe_encrypt(path, &o, &tf, enc);
   o.ring_bytes = b->set.tput_ring;
   o.batch_bytes = b->set.tput_batch;
   o.max_writes_in_flight = b->set.tput_inflight;
@@ -727,7 +752,7 @@ static double sink_mbps(struct bench *b, size_t frames, unsigned char *src)
   pthread_create(&th, NULL, tput_producer, &t);
   uv_run(&b->loop, UV_RUN_DEFAULT);
   pthread_join(th, NULL);
-  if (t.final.error != 0 || t.final.bytes_written != (uint64_t)frames * FRAME_BYTES)
+  if (t.final.error != 0 || t.final.bytes_written < (uint64_t)frames * FRAME_BYTES)
     die("throughput sink wrote short", t.final.error ? t.final.error : EIO);
   unlink(path);
   if (getenv("BENCH_DEBUG"))
@@ -1119,6 +1144,8 @@ int main(int argc, char **argv)
       b->set.pin = 0;
     } else if (strcmp(argv[i], "--no-rt") == 0) {
       b->set.rt = 0;
+    } else if (strcmp(argv[i], "--encrypt") == 0) {
+      b->set.encrypt = 1;
     } else {
       usage();
       return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -1204,22 +1231,25 @@ int main(int argc, char **argv)
   /* 4. Throughput, alternating so drift in the machine's load hits both sides. */
   size_t frames = (size_t)b->set.throughput_mb * 1000000 / FRAME_BYTES;
   unsigned char *src = touched_alloc(FRAME_BYTES);
-  double w2v[MAX_RUNS], skv[MAX_RUNS], tput_ratio[MAX_RUNS];
+  double w2v[MAX_RUNS], skv[MAX_RUNS], skev[MAX_RUNS], tput_ratio[MAX_RUNS], enc_ratio[MAX_RUNS];
   unsigned nt = 0;
   if (!b->set.json)
     fprintf(stderr, "throughput: %zu frames, %u runs each...\n", frames, b->set.throughput_runs);
   for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "tput") == 0); r++, nt++) {
     /* alternated: which side goes first changes every run */
     if (r % 2) {
-      skv[nt] = sink_mbps(b, frames, src);
+      skv[nt] = sink_mbps(b, frames, src, 0);
       w2v[nt] = write2_mbps(b, frames, src);
     } else {
       w2v[nt] = write2_mbps(b, frames, src);
-      skv[nt] = sink_mbps(b, frames, src);
+      skv[nt] = sink_mbps(b, frames, src, 0);
     }
+    skev[nt] = sink_mbps(b, frames, src, 1);
     tput_ratio[nt] = skv[nt] / w2v[nt];
+    enc_ratio[nt] = skev[nt] / skv[nt];
   }
   double w2 = median(w2v, nt), sk = median(skv, nt), sk_ratio = median(tput_ratio, nt);
+  double ske = median(skev, nt), ske_ratio = median(enc_ratio, nt);
 
   /* 5. CSV rows. */
   if (!b->set.json)
@@ -1300,6 +1330,8 @@ int main(int argc, char **argv)
     print_pct("direct_row_write_ns", direct_rows, 0);
     print_pct("direct_frame_write_ns", direct_frames, 0);
     printf("  \"sink_mbps\": %.0f,\n  \"write2_mbps\": %.0f,\n", sk, w2);
+    printf("  \"sink_encrypted_mbps\": %.0f,\n  \"latency_sinks_encrypted\": %s,\n", ske,
+           b->set.encrypt ? "true" : "false");
     printf("  \"csv_rows_per_s\": %.0f,\n  \"fprintf_rows_per_s\": %.0f,\n", cs, fp);
     printf("  \"csv_rows_per_s_synced\": %.0f,\n  \"fprintf_rows_per_s_synced\": %.0f,\n", cs_sync, fp_sync);
     printf("  \"csv_rows_per_cpu_s\": %.0f,\n  \"fprintf_rows_per_cpu_s\": %.0f,\n", cs_cpu, fp_cpu);
@@ -1317,6 +1349,8 @@ int main(int argc, char **argv)
     print_ratio((double)frame_stall.p999, (double)memcpy_ns);
     printf(", \"sink_over_write2\": ");
     print_ratio(sk_ratio, nt ? 1 : 0);
+    printf(", \"encrypted_sink_over_sink\": ");
+    print_ratio(ske_ratio, nt ? 1 : 0);
     printf(", \"csv_over_fprintf\": ");
     print_ratio(cs_ratio, nc ? 1 : 0);
     printf(", \"csv_over_fprintf_per_cpu\": ");
@@ -1341,6 +1375,7 @@ int main(int argc, char **argv)
            " ns (%zu)\n",
            direct.p50, direct.p99, direct.p999, direct.max, direct.n);
     printf("throughput             sink %.0f MB/s, write(2) %.0f MB/s (%.2fx)\n", sk, w2, sk / w2);
+    printf("encrypting sink        %.0f MB/s (%.2fx the clear sink)\n", ske, ske / sk);
     printf("csv                    %.0f rows/s, fprintf %.0f rows/s (%.2fx)\n", cs, fp, cs / fp);
     printf("drops                  %" PRIu64 " counted, %" PRIu64 " refused\n", drops, refused);
   }

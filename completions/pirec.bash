@@ -1,4 +1,4 @@
-# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-eyesim
+# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-eyesim, pirec-web
 # Installed once per command name so bash-completion's on-demand loading finds it for each.
 # Config keys come from the installed schema (`pirec config defaults`), so they never go stale;
 # session directories come from [session] output_dir of /etc/pirec/pirec.conf.
@@ -7,8 +7,11 @@
 # Option tables: "--name" a flag, "--name=" takes a value, "=f" a file, "=d" a directory.
 _pirec_opts_record="-c=f --config=f -l= --label= -w --wait --socket=f --output-dir=d --recorder-dir=d -h --help"
 _pirec_opts_client="--json --label= --socket=f -c=f --timeout= -h --help"
+_pirec_opts_keys="--out=f -h --help"
+_pirec_opts_decrypt="--key=f --out=d -h --help"
+_pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
- --timing=f --output=f -j= --jobs= --timeout= --json --live -h --help --version"
+ --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
  --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=
@@ -19,6 +22,8 @@ _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --
  --no-events --ffmpeg=f --loss= --malformed= --bad-sdp --chunked-status --disconnect-at=
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
  --events-log=f --duration= -h --help --version"
+_pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
+ -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}
 
 # _pirec_complete_opts TABLE PREV CUR: completes an option or its value; returns 1 if PREV takes
@@ -91,13 +96,16 @@ _pirec()
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=${COMP_WORDS[1]-}
 	COMPREPLY=()
 	if (( COMP_CWORD == 1 )); then
-		COMPREPLY=($(compgen -W "config record status start stop trial note reload -h --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "config record status start stop trial note reload keys decrypt archive -h --help --version" -- "$cur"))
 		return
 	fi
 	case $cmd in
 	config) _pirec_config "$cur" "$COMP_CWORD" ;;
 	record) _pirec_complete_opts "$_pirec_opts_record" "$prev" "$cur" ;;
 	status | start | stop | trial | note | reload) _pirec_complete_opts "$_pirec_opts_client" "$prev" "$cur" ;;
+	keys) _pirec_complete_opts "$_pirec_opts_keys" "$prev" "$cur" || COMPREPLY=($(compgen -W "new" -- "$cur")) ;;
+	decrypt) _pirec_complete_opts "$_pirec_opts_decrypt" "$prev" "$cur" || _pirec_sessions "$cur" ;;
+	archive) _pirec_complete_opts "$_pirec_opts_archive" "$prev" "$cur" || _pirec_sessions "$cur" ;;
 	esac
 }
 
@@ -133,6 +141,7 @@ _pirec_recorder()
 	pirec-camera) table=$_pirec_opts_camera ;;
 	pirec-eyetracker) table=$_pirec_opts_eyetracker ;;
 	pirec-notes) table=$_pirec_opts_notes ;;
+	pirec-web) table=$_pirec_opts_web ;;
 	*) table=$_pirec_opts_eyesim ;;
 	esac
 	COMPREPLY=()
@@ -141,4 +150,4 @@ _pirec_recorder()
 
 complete -F _pirec pirec
 complete -F _pirec_remux -o filenames pirec-remux
-complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-eyesim
+complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pirec/crypt.h"
 
 #define NS_US    INT64_C(1000)
 #define NS_MS    INT64_C(1000000)
@@ -53,6 +54,14 @@ static const char *check_socket_path(const char *v)
     return "an absolute path, or empty for the default";
   if (strlen(v) > 107)
     return "at most 107 characters (the limit of a unix socket address)";
+  return NULL;
+}
+
+static const char *check_public_key(const char *v)
+{
+  unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES];
+  if (*v && pirec_crypt_public_parse(v, pk) != 0)
+    return "the lab's public key as `pirec keys new` prints it (base64 of 32 bytes), or empty for none";
   return NULL;
 }
 
@@ -200,6 +209,10 @@ static const struct pirec__config_key storage_keys[] = {
          "refuse: a start without room for min_free_time is refused; warn: it records and says so"),
     DUR("space_check_interval", "1s", 100 * NS_MS, NS_MIN,
         "how often free space on output_dir's file system is checked (statvfs, off the loop)"),
+    STR("encrypt_to", "", check_public_key,
+        "the lab's public key (pirec keys new): every session file is encrypted as it is written, "
+        "under a session key sealed to it in session.key; only the lab's secret key reads them "
+        "(docs/PRIVACY.md). Empty: files in clear"),
 };
 
 static const struct pirec__config_key control_keys[] = {
@@ -276,6 +289,30 @@ static const struct pirec__config_key remux_keys[] = {
          "(CLOCK_MONOTONIC), wall (CLOCK_REALTIME) or device"),
 };
 
+static const char *check_listen(const char *v)
+{
+  if (!*v || strspn(v, "0123456789abcdefABCDEF.:") != strlen(v))
+    return "a numeric IPv4 or IPv6 address: 127.0.0.1 (this machine only), 0.0.0.0 or :: (every network)";
+  return NULL;
+}
+
+static const char *check_abs_or_empty(const char *v)
+{
+  return *v && *v != '/' ? "an absolute path, or empty" : NULL;
+}
+
+static const struct pirec__config_key web_keys[] = {
+    STR("listen", "127.0.0.1", check_listen,
+        "address pirec-web listens on; anything but 127.0.0.1 or ::1 (the LAN) needs the token"),
+    INT("port", "8380", 1, 65535, "TCP port of pirec-web"),
+    STR("token_file", "/var/lib/pirec-web/token", check_abs_or_empty,
+        "the access token (mode 0600, made on first use); required when listening beyond this machine"),
+    BOOL("require_token", "false", "ask for the token on 127.0.0.1 too (always on for other addresses)"),
+    INT("max_clients", "32", 1, 1000, "browser (WebSocket) clients at once; more are refused"),
+    STR("tls_cert", "", check_abs_or_empty, "PEM certificate: pirec-web serves HTTPS (with tls_key)"),
+    STR("tls_key", "", check_abs_or_empty, "PEM private key of tls_cert"),
+};
+
 static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s);
 static void validate_eyetracker(struct pirec__config_parse *p, struct pirec__config_section *s);
 static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_section *s);
@@ -295,6 +332,8 @@ const struct pirec__config_kind pirec__config_kinds[] = {
      COUNT(gpio_keys), validate_gpio},
     {"remux", false, "turning captured video into correctly timed files after the session", remux_keys,
      COUNT(remux_keys), NULL},
+    {"web", false, "pirec-web, the console in a browser and its HTTP API (docs/HTTP.md)", web_keys,
+     COUNT(web_keys), NULL},
 };
 const size_t pirec__config_kind_count = COUNT(pirec__config_kinds);
 

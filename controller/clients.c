@@ -27,6 +27,14 @@
 /* Lines run for one client before the loop turns to other work (fairness under a flood). */
 #define CLIENT_LINES_PER_TURN 32
 
+/* A preview asked of a recorder for a client, which may go away before the answer comes. */
+struct preview_wait {
+  struct preview_wait *next;
+  struct pirec_controller *c;
+  struct client *cl; /* NULL once the client went away */
+  json_t *id;
+};
+
 struct client {
   uv_pipe_t pipe;
   struct pirec_controller *c;
@@ -83,6 +91,9 @@ static void client_close(struct client *cl)
       if (w->who == cl)
         w->who = NULL;
   pirec__note_waits_forget(c, cl);
+  for (struct preview_wait *pw = c->preview_waits; pw; pw = pw->next)
+    if (pw->cl == cl)
+      pw->cl = NULL;
   uv_close((uv_handle_t *)&cl->pipe, client_free_cb);
 }
 
@@ -249,8 +260,9 @@ static void command_op(struct client *cl, json_t *id, json_t *msg, enum op_kind 
     return;
   }
   const char *source = json_string_value(json_object_get(msg, "source"));
-  struct op *op =
-      pirec__op_queue(c, kind, clean, source && strcmp(source, "cli") == 0 ? "cli" : "socket", NULL);
+  struct op *op = pirec__op_queue(
+      c, kind, clean,
+      source && (strcmp(source, "cli") == 0 || strcmp(source, "web") == 0) ? source : "socket", NULL);
   if (!op) {
     client_error(cl, id, "out of memory");
     return;
@@ -260,14 +272,74 @@ static void command_op(struct client *cl, json_t *id, json_t *msg, enum op_kind 
   pirec__op_next(c);
 }
 
+static void preview_reply(struct module *m, json_t *reply, void *user)
+{
+  struct preview_wait *pw = user;
+  for (struct preview_wait **pp = &pw->c->preview_waits; *pp; pp = &(*pp)->next)
+    if (*pp == pw) {
+      *pp = pw->next;
+      break;
+    }
+  if (pw->cl && reply) {
+    json_t *o = json_deep_copy(reply);
+    json_object_set(o, "id", pw->id ? pw->id : json_null());
+    client_send(pw->cl, o);
+  } else if (pw->cl) {
+    client_error(pw->cl, pw->id, "the recorder went away before its preview");
+  }
+  json_decref(pw->id);
+  free(pw);
+}
+
+/* preview: a picture from a recorder (docs/PROTOCOL.md), answered by the recorder itself. */
+static void command_preview(struct client *cl, json_t *id, json_t *msg, enum op_kind kind)
+{
+  struct pirec_controller *c = cl->c;
+  const char *name = json_string_value(json_object_get(msg, "module"));
+  json_t *width = json_object_get(msg, "max_width");
+  struct module *m = NULL;
+  for (int i = 0; name && i < c->nmodules; i++)
+    if (strcmp(c->modules[i].name, name) == 0)
+      m = &c->modules[i];
+  if (!name || (width && !json_is_integer(width))) {
+    client_error(cl, id,
+                 !name ? "missing field 'module' (a string)" : "field 'max_width' must be an integer");
+    return;
+  }
+  if (!m || m->state != M_READY || !m->accepts_preview) {
+    client_error(cl, id,
+                 !m                    ? "no such module"
+                 : m->state != M_READY ? "the module is not ready (starting or restarting)"
+                                       : "this module has no preview");
+    return;
+  }
+  struct preview_wait *pw = calloc(1, sizeof *pw);
+  if (!pw) {
+    client_error(cl, id, "out of memory");
+    return;
+  }
+  *pw = (struct preview_wait){c->preview_waits, c, cl, id ? json_incref(id) : NULL};
+  json_t *cmd =
+      json_pack("{s:s,s:I}", "cmd", "preview", "max_width", width ? json_integer_value(width) : 640);
+  if (pirec__module_send(m, cmd, preview_reply, pw) < 0) {
+    client_error(cl, id, "the module is not running");
+    json_decref(pw->id);
+    free(pw);
+    return;
+  }
+  c->preview_waits = pw;
+}
+
 /* The commands of the control socket (docs/PROTOCOL.md), in the order the error text lists them. */
 static const struct command {
   const char *name;
   void (*run)(struct client *cl, json_t *id, json_t *msg, enum op_kind kind);
   enum op_kind kind;
 } commands[] = {
-    {"status", command_status, OP_START}, {"start", command_op, OP_START},  {"stop", command_op, OP_STOP},
-    {"trial", command_op, OP_TRIAL},      {"note", command_note, OP_START}, {"reload", command_op, OP_RELOAD},
+    {"status", command_status, OP_START},   {"start", command_op, OP_START},
+    {"stop", command_op, OP_STOP},          {"trial", command_op, OP_TRIAL},
+    {"note", command_note, OP_START},       {"reload", command_op, OP_RELOAD},
+    {"preview", command_preview, OP_START},
 };
 
 static void client_command(struct client *cl, json_t *msg)
@@ -288,7 +360,7 @@ static void client_command(struct client *cl, json_t *msg)
     }
   }
   char err[300];
-  pirec_jsonl_unknown_command(cmd, "status, start, stop, trial, note or reload", err, sizeof err);
+  pirec_jsonl_unknown_command(cmd, "status, start, stop, trial, note, reload or preview", err, sizeof err);
   client_error(cl, id, err);
 }
 

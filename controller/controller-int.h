@@ -68,7 +68,8 @@ struct module {
   struct pirec_job *job;
   enum mstate state;
   int accepts_notes;
-  int stopping; /* we asked the job to end */
+  int accepts_preview; /* its ready line listed "preview" */
+  int stopping;        /* we asked the job to end */
   json_int_t next_id;
   struct pending *pend_head, *pend_tail;
   struct outline *out_head, *out_tail;
@@ -252,10 +253,14 @@ struct pirec_controller {
 
   enum cstate state;
   struct pirec_session *session;
+  /* [storage] encrypt_to: the running session's key (locked memory), sent with every start; wiped
+   * when the session has stopped. NULL: clear files. */
+  struct pirec_crypt_key *session_key;
   int trial;
   int64_t trial_start_mono;
   uint64_t note_seq;
-  struct note_wait *note_waits; /* notes whose client waits for the recorder's acknowledgement */
+  struct note_wait *note_waits;       /* notes whose client waits for the recorder's acknowledgement */
+  struct preview_wait *preview_waits; /* previews whose client waits for the recorder (clients.c) */
   uint64_t notes_in_events;
 
   struct op *ops; /* queue; the head is running */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "controller-int.h"
+#include "pirec/crypt.h"
 #include "pirec/container_of.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
@@ -174,6 +175,7 @@ static void controller_free(struct pirec_controller *c)
     unlink(c->snapshot_path);
   pirec_config_free(c->cfg);
   pirec_config_free(c->pending_cfg);
+  pirec_crypt_key_free(c->session_key);
   free(c->config_path);
   free(c->label);
   free(c->recorder_dir);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "controller-int.h"
+#include "pirec/crypt.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/jsonl.h"
@@ -177,6 +178,7 @@ int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *
   }
   if (err == 0)
     pending_push(m, id, cb, user, is_note ? line : NULL, len);
+  pirec_crypt_wipe(line, len); /* a start line carries the session key */
   free(line);
   return err;
 }
@@ -309,11 +311,13 @@ static void handle_ready(struct module *m, json_t *j)
 {
   struct pirec_controller *c = m->c;
   m->state = M_READY;
-  m->accepts_notes = 0;
+  m->accepts_notes = m->accepts_preview = 0;
   json_t *cmds = json_object_get(j, "commands");
-  for (size_t i = 0; i < json_array_size(cmds); i++)
-    if (strcmp(json_string_value(json_array_get(cmds, i)), "note") == 0)
-      m->accepts_notes = 1;
+  for (size_t i = 0; i < json_array_size(cmds); i++) {
+    const char *cmd = json_string_value(json_array_get(cmds, i));
+    m->accepts_notes |= cmd && strcmp(cmd, "note") == 0;
+    m->accepts_preview |= cmd && strcmp(cmd, "preview") == 0;
+  }
   json_t *pid = json_object_get(j, "pid");
   if (json_is_integer(pid))
     m->pid = (int)json_integer_value(pid);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "controller-int.h"
+#include "pirec/crypt.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/log.h"
@@ -420,6 +421,15 @@ static void send_start(struct module *m, int for_op, int in_order)
     label = json_string_value(json_object_get(last, "label"));
   json_t *cmd = json_pack("{s:s,s:s,s:i,s:s,s:i}", "cmd", "start", "session_dir",
                           pirec_session_dir(c->session), "trial", c->trial, "label", label, "part", part);
+  json_t *key = NULL;
+  if (c->session_key) {
+    /* The recorders encrypt with the same key; the text is wiped once the line is encoded. */
+    char text[PIREC_CRYPT_KEY_TEXT];
+    pirec_crypt_key_text(c->session_key, text);
+    key = json_string(text);
+    pirec_crypt_wipe(text, sizeof text);
+    json_object_set(cmd, "key", key);
+  }
   int (*send)(struct module *, json_t *, pirec__reply_cb, void *) =
       in_order ? pirec__module_send : pirec__module_send_first;
   if (!for_op) {
@@ -429,6 +439,9 @@ static void send_start(struct module *m, int for_op, int in_order)
     if (send(m, cmd, on_start_reply, NULL) < 0)
       c->op_wait--;
   }
+  if (key)
+    pirec_crypt_wipe((char *)json_string_value(key), json_string_length(key));
+  json_decref(key);
 }
 
 static void send_start_first(struct module *m, int for_op)
@@ -650,6 +663,19 @@ static json_t *config_snapshot(struct pirec_controller *c)
   return o;
 }
 
+/* [storage] encrypt_to: a new key for the session starting (docs/PRIVACY.md). Returns 0 (with
+ * c->session_key NULL when the session is not encrypted) or a negative errno. */
+static int session_key(struct pirec_controller *c, unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES])
+{
+  const char *to = pirec_config_get_string(c->cfg, "storage", "encrypt_to");
+  pirec_crypt_key_free(c->session_key);
+  c->session_key = NULL;
+  if (!to || !*to)
+    return 0;
+  int err = pirec_crypt_public_parse(to, pk);
+  return err < 0 ? err : pirec_crypt_key_new(&c->session_key);
+}
+
 static void start_session_now(struct pirec_controller *c, const char *label);
 
 /* A start that made no session after all (refused by the pre-flight, or no directory): notes held
@@ -716,7 +742,12 @@ static void start_session_now(struct pirec_controller *c, const char *label)
   json_t *versions = json_pack("{s:s}", "libgpiod", pirec_gpio_backend());
   so.versions_extra = versions;
   struct pirec_session *s = NULL;
-  int err = pirec_session_new(c->loop, &so, &s);
+  unsigned char pk[PIREC_CRYPT_PUBLIC_BYTES];
+  int err = session_key(c, pk);
+  so.key = c->session_key;
+  so.encrypt_to = pk;
+  if (err == 0)
+    err = pirec_session_new(c->loop, &so, &s);
   json_decref(snap);
   json_decref(versions);
   if (err == 0)
@@ -751,7 +782,9 @@ static void on_session_stopped(struct pirec_session *s, int status, void *user)
     c->errors++;
   pirec_log(PIREC_LOG_INFO, "session '%s' stopped%s%s", dir, status < 0 ? ": " : "",
             status < 0 ? pirec_strerror(status) : "");
-  c->session = NULL; /* s is freed when this returns */
+  c->session = NULL;                    /* s is freed when this returns */
+  pirec_crypt_key_free(c->session_key); /* wiped: this Pi can no longer read the session */
+  c->session_key = NULL;
   c->state = C_IDLE;
   c->trial = 0;
   pirec__gpio_set_recording(c, 0);

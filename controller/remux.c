@@ -70,6 +70,16 @@ void pirec__remux_session(struct pirec_controller *c, const char *dir)
 {
   if (c->shutting_down || !pirec_config_get_bool(c->cfg, "session", "remux_after"))
     return;
+  const char *to = pirec_config_get_string(c->cfg, "storage", "encrypt_to");
+  if (to && *to) {
+    /* Its key is gone with the session, and remuxed files would have to be encrypted again: the
+     * lab machine remuxes it with its secret key (docs/PRIVACY.md). */
+    pirec_log(PIREC_LOG_INFO,
+              "session '%s' is encrypted: remux it on the lab machine with "
+              "pirec-remux --key",
+              dir);
+    return;
+  }
   char program[PATH_MAX];
   if (pirec__find_program(c, "pirec-remux", program, sizeof program) < 0) {
     pirec_log(PIREC_LOG_WARN, "[session] remux_after is set but pirec-remux was not found");

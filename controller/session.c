@@ -18,6 +18,7 @@
 #include "pirec/fs.h"
 #include "pirec/log.h"
 #include "pirec/sink.h"
+#include "pirec/crypt.h"
 
 #define DETAIL_MAX     4000
 #define ROW_CAP        (DETAIL_MAX * 2 + 512)
@@ -62,6 +63,10 @@ struct pirec_session {
   int final_saved; /* the final manifest has been queued */
   int first_error;
   uint64_t event_rows, event_drops, clock_rows;
+  struct pirec_crypt_session crypt; /* [storage] encrypt_to */
+  unsigned char encrypt_to[PIREC_CRYPT_PUBLIC_BYTES];
+  struct pirec_fs_req key_req;
+  int key_writing;
   pirec_session_cb cb;
   void *cb_user;
 };
@@ -164,6 +169,15 @@ int pirec_session_new(uv_loop_t *loop, const struct pirec_session_options *opts,
     free(s->output_dir);
     free(s);
     return -ENOMEM;
+  }
+  if (opts->key && opts->encrypt_to) {
+    memcpy(s->encrypt_to, opts->encrypt_to, sizeof s->encrypt_to);
+    if (pirec_crypt_session_set(&s->crypt, opts->key, "") < 0) {
+      json_decref(s->m);
+      free(s->output_dir);
+      free(s);
+      return -ENOMEM;
+    }
   }
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
@@ -352,7 +366,10 @@ static struct pirec_sink *open_csv(struct pirec_session *s, const char *name, co
   so.ring_bytes = 1024 * 1024;
   so.fsync_interval_ms = s->fsync_interval_ms;
   struct pirec_sink *sink = NULL;
-  int err = pirec_sink_new(s->loop, path, &so, on_sink_error, s, &sink);
+  struct pirec_sink_transform tf;
+  int err = pirec_crypt_session_sink(&s->crypt, path, &so, &tf);
+  if (err == 0)
+    err = pirec_sink_new(s->loop, path, &so, on_sink_error, s, &sink);
   if (err < 0) {
     char msg[4200];
     snprintf(msg, sizeof msg, "cannot create '%s': %s", path, pirec_strerror(err));
@@ -368,7 +385,7 @@ static struct pirec_sink *open_csv(struct pirec_session *s, const char *name, co
 
 static void maybe_finish_start(struct pirec_session *s)
 {
-  if (!s->starting || s->json_writing)
+  if (!s->starting || s->json_writing || s->key_writing)
     return;
   s->starting = 0;
   if (s->cb) {
@@ -379,6 +396,49 @@ static void maybe_finish_start(struct pirec_session *s)
 }
 
 static int try_mkdir(struct pirec_session *s);
+
+static void on_key_written(struct pirec_fs_req *req)
+{
+  struct pirec_session *s = req->data;
+  s->key_writing = 0;
+  if (req->result < 0) {
+    pirec_session_error(s, NULL, req->message ? req->message : pirec_strerror(req->result));
+    note_error(s, req->result);
+    if (!s->json_error)
+      s->json_error = req->result; /* the session could never be read: the start fails */
+  }
+  pirec_fs_req_cleanup(req);
+  maybe_finish_start(s);
+}
+
+/* [storage] encrypt_to: session.key (the session key sealed to the lab's public key), the
+ * manifest's clear "encryption" fields, and the directory the sinks name their files against. */
+static void write_key_file(struct pirec_session *s)
+{
+  unsigned char buf[PIREC_CRYPT_KEY_FILE_BYTES];
+  char path[4096], pub[PIREC_CRYPT_KEY_TEXT], id[2 * PIREC_CRYPT_ID_BYTES + 1];
+  free(s->crypt.dir);
+  s->crypt.dir = strdup(s->dir);
+  snprintf(path, sizeof path, "%s/%s", s->dir, PIREC_CRYPT_KEY_FILE);
+  pirec_crypt_base64(s->encrypt_to, sizeof s->encrypt_to, pub, sizeof pub);
+  for (int i = 0; i < PIREC_CRYPT_ID_BYTES; i++)
+    snprintf(id + 2 * i, 3, "%02x", pirec_crypt_key_id(s->crypt.key)[i]);
+  json_object_set_new(s->m, "encryption",
+                      json_pack("{s:s,s:s,s:s,s:s}", "files", "crypto_secretstream_xchacha20poly1305",
+                                "key_file", PIREC_CRYPT_KEY_FILE, "key_id", id, "sealed_to", pub));
+  int err = pirec_crypt_key_file(s->crypt.key, s->encrypt_to, buf);
+  s->key_req.data = s;
+  if (err == 0)
+    err = pirec_fs_write_atomic(s->loop, &s->key_req, path, buf, sizeof buf, 0644, on_key_written);
+  if (err == 0) {
+    s->key_writing = 1;
+    return;
+  }
+  pirec_fs_req_cleanup(&s->key_req);
+  pirec_session_error(s, NULL, "cannot write session.key");
+  note_error(s, err);
+  s->json_error = err;
+}
 
 static void on_mkdir(uv_fs_t *req)
 {
@@ -406,6 +466,8 @@ static void on_mkdir(uv_fs_t *req)
   json_object_set_new(s->m, "dir", json_string(s->dir));
   json_object_set_new(s->m, "name", json_string(strrchr(s->dir, '/') + 1));
   json_object_set_new(s->m, "state", json_string("recording"));
+  if (s->crypt.key)
+    write_key_file(s);
   s->events = open_csv(s, "events.csv", event_columns);
   s->clocks = open_csv(s, "clocks.csv", clock_columns);
 
@@ -608,6 +670,7 @@ static void on_timer_closed(uv_handle_t *h)
   if (cb)
     cb(s, s->first_error, s->cb_user);
   json_decref(s->m);
+  pirec_crypt_session_clear(&s->crypt);
   free(s->output_dir);
   free(s->dir);
   free(s->json_path);

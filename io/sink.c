@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pirec/error.h"
 #include "pirec/fs.h"
@@ -47,6 +48,15 @@ struct slot {
   size_t *ends;
   size_t nends, ends_cap;
   int ends_lost; /* out of memory for ends: a failed batch is cut back to its start */
+  /* With a transform: the batch gathered (tin), transformed (tout) and written in the threadpool. */
+  uv_work_t work;
+  unsigned char *tin, *tout;
+  size_t tin_cap, tout_cap;
+  size_t plain;   /* the batch's record bytes (bytes is then its size in the file) */
+  uint64_t chunk; /* the chunk's index */
+  int final;
+  size_t t_written;
+  int t_err;
 };
 
 struct pirec_sink {
@@ -57,7 +67,8 @@ struct pirec_sink {
   pirec_sink_error_cb on_error;
   pirec_sink_written_cb on_written;
   void *user;
-  int append; /* O_APPEND: the kernel picks offsets, so only one write may be in flight */
+  int append;                     /* O_APPEND: the kernel picks offsets, so only one write may be in flight */
+  struct pirec_sink_transform tf; /* tf.apply NULL: none */
 
   struct pirec_ring *ring;
 
@@ -110,6 +121,9 @@ struct pirec_sink {
   struct pirec_ring_record *scratch; /* IOV_PER_WRITE records from one take */
   pirec_sink_close_cb close_cb;
   void *close_user;
+  uint64_t chunks;    /* transform: chunks started */
+  uint64_t plain_end; /* transform: the records' bytes in the whole chunks of good_end */
+  int final_queued;   /* transform: the final chunk is queued */
 };
 
 static void drain(struct pirec_sink *sink);
@@ -200,6 +214,7 @@ static int merge_options(const struct pirec_sink_options *opts, struct pirec_sin
     if (opts->mode)
       o->mode = opts->mode;
     o->mkdir_mode = opts->mkdir_mode;
+    o->transform = opts->transform;
   }
   if (o->ring_bytes < 4096 || o->max_writes_in_flight > MAX_WRITES_IN_FLIGHT ||
       (o->open_flags & O_ACCMODE) == O_RDONLY)
@@ -213,8 +228,11 @@ static void free_memory(struct pirec_sink *sink)
   pirec_ring_free(sink->ring);
   if (sink->slots != NULL)
     for (unsigned i = 0; i < sink->opts.max_writes_in_flight; i++)
-      free(sink->slots[i].bufs), free(sink->slots[i].stage), free(sink->slots[i].ends);
+      free(sink->slots[i].bufs), free(sink->slots[i].stage), free(sink->slots[i].ends),
+          free(sink->slots[i].tin), free(sink->slots[i].tout);
   free(sink->slots);
+  if (sink->tf.free)
+    sink->tf.free(sink->tf.ctx);
   free(sink->scratch);
   free(sink->path);
   free(sink);
@@ -230,7 +248,7 @@ static int alloc_sink(const char *path, const struct pirec_sink_options *o, stru
   sink->opts = *o;
   sink->fd = -1;
   sink->append = (o->open_flags & O_APPEND) != 0;
-  if (sink->append)
+  if (sink->append || o->transform)
     sink->opts.max_writes_in_flight = 1;
   atomic_init(&sink->loop_seen, 0);
   sink->woke_at = UINT64_MAX;
@@ -317,15 +335,18 @@ static void start_open(struct pirec_sink *sink)
 int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_options *opts,
                    pirec_sink_error_cb on_error, void *user, struct pirec_sink **out)
 {
-  if (loop == NULL || path == NULL || out == NULL)
-    return -EINVAL;
   struct pirec_sink_options o;
   struct pirec_sink *sink;
-  int err = merge_options(opts, &o);
+  int err = loop == NULL || path == NULL || out == NULL ? -EINVAL : merge_options(opts, &o);
   if (err == 0)
     err = alloc_sink(path, &o, &sink);
+  const struct pirec_sink_transform *tf = opts ? opts->transform : NULL;
+  if (err < 0 && tf && tf->free)
+    tf->free(tf->ctx);
   if (err < 0)
     return err;
+  if (tf)
+    sink->tf = *tf;
   sink->loop = loop;
   sink->on_error = on_error;
   sink->user = user;
@@ -439,10 +460,29 @@ void pirec_sink_count_drop(struct pirec_sink *sink)
 /* ---- loop side: writing ---- */
 
 static void on_write(uv_fs_t *req);
+static void submit_transformed(struct slot *slot);
+static void retire(struct pirec_sink *sink);
+
+/* After a write request has finished: space back to the ring, then the next step. */
+static void write_finished(struct pirec_sink *sink)
+{
+  retire(sink);
+  /* A completion drains again only for records that waited for a free slot (a backlog of frames,
+   * or rows past wake_bytes): rows that trickle in while a write runs wait for the drain timer, so
+   * they go out in one batch per interval instead of one write per completion. */
+  if (sink->closing)
+    continue_close(sink);
+  else if (sink->backlog)
+    drain(sink);
+}
 
 static void submit(struct slot *slot)
 {
   struct pirec_sink *sink = slot->sink;
+  if (sink->tf.apply) {
+    submit_transformed(slot);
+    return;
+  }
   int64_t offset = slot->offset < 0 ? -1 : slot->offset + (int64_t)slot->done_bytes;
   slot->state = SLOT_WRITING;
   int err = uv_fs_write(sink->loop, &slot->req, sink->fd, slot->bufs + slot->first, slot->nbufs - slot->first,
@@ -460,7 +500,7 @@ static size_t whole_bytes(const struct slot *slot)
 {
   if (slot->done_bytes >= slot->bytes)
     return slot->bytes;
-  if (slot->ends_lost)
+  if (slot->ends_lost || slot->sink->tf.apply)
     return 0;
   size_t lo = 0, hi = slot->nends; /* the number of record ends <= done_bytes, by bisection */
   while (lo < hi) {
@@ -483,19 +523,23 @@ static void retire(struct pirec_sink *sink)
     struct slot *slot = &sink->slots[sink->oldest];
     if (slot->state != SLOT_DONE)
       break;
-    pirec_ring_release_to(sink->ring, slot->records, slot->ring_end);
+    if (slot->records > 0)
+      pirec_ring_release_to(sink->ring, slot->records, slot->ring_end);
     /* Batches retire in file order, so the prefix grows until the first incomplete batch, and
      * within that one up to its last whole record. */
-    if (slot->offset >= 0 && slot->offset == sink->good_end)
-      sink->good_end += (int64_t)whole_bytes(slot);
-    else if (slot->offset < 0)
+    if (slot->offset >= 0 && slot->offset == sink->good_end) {
+      size_t whole = whole_bytes(slot);
+      sink->good_end += (int64_t)whole;
+      if (sink->tf.apply && whole == slot->bytes)
+        sink->plain_end += slot->plain;
+    } else if (slot->offset < 0)
       sink->append_tail += slot->done_bytes - whole_bytes(slot);
     slot->state = SLOT_FREE;
     sink->oldest = (sink->oldest + 1) % max;
     sink->in_flight--;
   }
   if (sink->good_end != good_before && sink->on_written)
-    sink->on_written(sink, (uint64_t)sink->good_end, sink->user);
+    sink->on_written(sink, pirec_sink_whole_end(sink), sink->user);
   maybe_cut(sink);
 }
 
@@ -535,14 +579,7 @@ static void on_write(uv_fs_t *req)
       slot->state = SLOT_DONE;
     }
   }
-  retire(sink);
-  /* A completion drains again only for records that waited for a free slot (a backlog of frames,
-   * or rows past wake_bytes): rows that trickle in while a write runs wait for the drain timer, so
-   * they go out in one batch per interval instead of one write per completion. */
-  if (sink->closing)
-    continue_close(sink);
-  else if (sink->backlog)
-    drain(sink);
+  write_finished(sink);
 }
 
 static void report_open_error(struct pirec_sink *sink)
@@ -618,6 +655,103 @@ static size_t fill_batch(struct pirec_sink *sink, struct slot *slot)
   return slot->records;
 }
 
+/* ---- loop side: the optional transform ---- */
+
+/* The chunk the slot's batch becomes: its index and its size in the file. */
+static size_t transform_size(struct pirec_sink *sink, struct slot *slot, int final)
+{
+  slot->plain = slot->bytes;
+  slot->final = final;
+  slot->chunk = sink->chunks++;
+  return sink->tf.size(sink->tf.ctx, slot->chunk, slot->plain);
+}
+
+static int grow_buf(unsigned char **buf, size_t *cap, size_t n)
+{
+  if (n <= *cap)
+    return 0;
+  unsigned char *b = realloc(*buf, n);
+  if (b == NULL)
+    return -ENOMEM;
+  *buf = b, *cap = n;
+  return 0;
+}
+
+/* Threadpool: gathers the batch, transforms it, writes the chunk whole (retrying short writes). */
+static void transform_work(uv_work_t *work)
+{
+  struct slot *slot = container_of(work, struct slot, work);
+  struct pirec_sink *sink = slot->sink;
+  size_t at = 0;
+  for (unsigned i = 0; i < slot->nbufs; i++) {
+    memcpy(slot->tin + at, slot->bufs[i].base, slot->bufs[i].len);
+    at += slot->bufs[i].len;
+  }
+  slot->t_written = 0;
+  slot->t_err = sink->tf.apply(sink->tf.ctx, slot->chunk, slot->tin, slot->plain, slot->final, slot->tout);
+  while (slot->t_err == 0 && slot->t_written < slot->bytes) {
+    const unsigned char *p = slot->tout + slot->t_written;
+    size_t n = slot->bytes - slot->t_written;
+    ssize_t k = slot->offset < 0 ? write(sink->fd, p, n)
+                                 : pwrite(sink->fd, p, n, (off_t)(slot->offset + (int64_t)slot->t_written));
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      slot->t_err = k < 0 ? -errno : -EIO;
+    else
+      slot->t_written += (size_t)k;
+  }
+}
+
+static void transform_done(uv_work_t *work, int status)
+{
+  struct slot *slot = container_of(work, struct slot, work);
+  struct pirec_sink *sink = slot->sink;
+  add_u64(&sink->writes, 1);
+  add_u64(&sink->bytes_written, slot->t_written);
+  slot->done_bytes = slot->t_written;
+  slot->state = SLOT_DONE;
+  int err = status < 0 ? status : slot->t_err;
+  if (err < 0)
+    enter_error(sink, err, "write", slot->offset < 0 ? -1 : slot->offset + (int64_t)slot->t_written);
+  write_finished(sink);
+}
+
+static void submit_transformed(struct slot *slot)
+{
+  struct pirec_sink *sink = slot->sink;
+  int err = grow_buf(&slot->tin, &slot->tin_cap, slot->plain ? slot->plain : 1);
+  if (err == 0)
+    err = grow_buf(&slot->tout, &slot->tout_cap, slot->bytes);
+  slot->state = SLOT_WRITING;
+  if (err == 0)
+    err = uv_queue_work(sink->loop, &slot->work, transform_work, transform_done);
+  if (err < 0) {
+    slot->state = SLOT_DONE;
+    enter_error(sink, err, "write", slot->offset);
+  }
+}
+
+/* Close: the stream's last chunk, of no records. Returns 1 when one was queued. */
+static int queue_final_chunk(struct pirec_sink *sink)
+{
+  if (!sink->tf.apply || sink->final_queued || sink->in_flight > 0)
+    return 0;
+  sink->final_queued = 1;
+  struct slot *slot = &sink->slots[sink->oldest];
+  slot->nbufs = 0, slot->records = 0, slot->bytes = 0, slot->nends = 0, slot->first = 0, slot->done_bytes = 0;
+  slot->bytes = transform_size(sink, slot, 1);
+  slot->offset = sink->file_offset;
+  if (!sink->append)
+    sink->file_offset += (int64_t)slot->bytes;
+  sink->in_flight++;
+  submit_transformed(slot);
+  if (slot->state == SLOT_WRITING)
+    return 1;
+  retire(sink);
+  return 0;
+}
+
 static void drain(struct pirec_sink *sink)
 {
   report_open_error(sink);
@@ -646,6 +780,8 @@ static void drain(struct pirec_sink *sink)
     size_t bytes = slot->bytes;
     slot->first = 0;
     slot->done_bytes = 0;
+    if (sink->tf.apply)
+      bytes = slot->bytes = transform_size(sink, slot, 0);
     slot->offset = sink->file_offset;
     if (!sink->append)
       sink->file_offset += (int64_t)bytes;
@@ -753,7 +889,8 @@ void pirec_sink_on_written(struct pirec_sink *sink, pirec_sink_written_cb cb)
 
 uint64_t pirec_sink_whole_end(const struct pirec_sink *sink)
 {
-  return (uint64_t)sink->good_end;
+  /* With a transform, offsets in the records' terms: what a writer of the records computed. */
+  return sink->tf.apply ? sink->plain_end : (uint64_t)sink->good_end;
 }
 
 const char *pirec_sink_path(const struct pirec_sink *sink)
@@ -861,7 +998,7 @@ static void continue_close(struct pirec_sink *sink)
     return;
   if (sink->fd >= 0 && !sink->error_reported) {
     drain(sink);
-    if (sink->in_flight > 0 || !pirec_ring_empty(sink->ring))
+    if (sink->in_flight > 0 || !pirec_ring_empty(sink->ring) || queue_final_chunk(sink))
       return;
   } else if (sink->in_flight > 0) {
     /* In the error state nothing new is written; wait for the writes already running. */

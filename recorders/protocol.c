@@ -1,5 +1,6 @@
 /* The recorder side of the controller protocol: JSON lines on stdin, replies on stdout. */
 #include "pirec/recorder.h"
+#include "pirec/crypt.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -58,7 +59,8 @@ struct pirec_recorder {
   int quitting;
   int closing;
   int64_t start_mono_ns;
-  char *last_session_dir; /* of the last start: tells a new session from the next trial */
+  char *last_session_dir;      /* of the last start: tells a new session from the next trial */
+  struct pirec_crypt_key *key; /* the session key of the last start, until the session's stop */
   int lag_open;
   struct pirec_recorder_counters counters;
   struct pirec_recorder_req *pending;
@@ -266,6 +268,7 @@ static const char *success_word(enum pirec_recorder_cmd cmd)
   case PIREC_RECORDER_STATUS: return "status";
   case PIREC_RECORDER_NOTE: return "noted";
   case PIREC_RECORDER_QUIT: return "bye";
+  case PIREC_RECORDER_PREVIEW: return "preview";
   }
   return "ok";
 }
@@ -319,6 +322,11 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
    * full) has closed them all the same, and must take the next session's start. */
   if (req->cmd == PIREC_RECORDER_STOP)
     set_recording(rec, 0);
+  if (req->cmd == PIREC_RECORDER_STOP && !req->handover) {
+    /* The session ends here (a trial change keeps it for the next start, which brings it again). */
+    pirec_crypt_key_free(rec->key);
+    rec->key = NULL;
+  }
   if (status < 0) {
     if (req->id || req->cmd != PIREC_RECORDER_QUIT)
       ret = send_error(rec, req->id, message ? message : pirec_strerror(status));
@@ -341,8 +349,8 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   }
   if (req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_STOP)
     json_object_set_new(o, "trial", json_integer(req->trial ? req->trial : rec->trial));
-  if (req->cmd == PIREC_RECORDER_START && req->counters)
-    json_object_update(o, req->counters); /* "waiting" */
+  if ((req->cmd == PIREC_RECORDER_START || req->cmd == PIREC_RECORDER_PREVIEW) && req->counters)
+    json_object_update(o, req->counters); /* "waiting"; the preview's picture */
   if (req->cmd == PIREC_RECORDER_STATUS) {
     json_object_set_new(o, "state", json_string(rec->recording ? "recording" : "idle"));
     json_object_set_new(o, "trial", json_integer(rec->trial));
@@ -378,6 +386,38 @@ void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *wh
     req->counters = json_object();
   if (req->counters)
     json_object_set_new(req->counters, "waiting", json_string(why));
+}
+
+/* RFC 4648 base64 of n bytes into a new string (NULL when out of memory). */
+static char *base64(const uint8_t *p, size_t n)
+{
+  static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+  for (size_t i = 0; out && i < n; i += 3) {
+    uint32_t v =
+        (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+    *o++ = abc[v >> 18 & 63];
+    *o++ = abc[v >> 12 & 63];
+    *o++ = i + 1 < n ? abc[v >> 6 & 63] : '=';
+    *o++ = i + 2 < n ? abc[v & 63] : '=';
+  }
+  if (o)
+    *o = '\0';
+  return out;
+}
+
+int pirec_recorder_preview_done(struct pirec_recorder_req *req, int err, const uint8_t *jpeg, size_t len,
+                                int width, int height, int64_t mono_ns)
+{
+  char *b64 = err >= 0 ? base64(jpeg, len) : NULL;
+  if (err >= 0 && !b64)
+    err = -ENOMEM;
+  if (err >= 0)
+    json_object_update_new(req->counters,
+                           json_pack("{s:s,s:s,s:i,s:i,s:I}", "type", "image/jpeg", "jpeg", b64, "width",
+                                     width, "height", height, "mono_ns", (json_int_t)mono_ns));
+  free(b64);
+  return pirec_recorder_finish(req, err, NULL);
 }
 
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value)
@@ -502,6 +542,8 @@ static int start_refused(struct pirec_recorder *rec, const char *dir, int64_t tr
   return 1;
 }
 
+static int take_key(struct pirec_recorder *rec, json_t *msg, char *err, size_t errlen);
+
 static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
 {
   const char *dir = NULL, *label = "";
@@ -510,7 +552,7 @@ static int run_start(struct pirec_recorder *rec, json_t *id, json_t *msg, char *
       get_int(msg, "trial", 1, 1, &trial, err, errlen) < 0 ||
       get_str(msg, "label", 0, &label, err, errlen) < 0 || get_int(msg, "part", 0, 0, &part, err, errlen) < 0)
     return -EINVAL;
-  if (start_refused(rec, dir, trial, part, label, err, errlen))
+  if (start_refused(rec, dir, trial, part, label, err, errlen) || take_key(rec, msg, err, errlen) < 0)
     return -EINVAL;
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_START, id, msg);
   if (!req)
@@ -594,6 +636,24 @@ static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
   return 0;
 }
 
+static int run_preview(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  int64_t max_width = 640;
+  if (!rec->ops.preview) {
+    snprintf(err, errlen, "module '%s' has no preview", rec->name);
+    return -EINVAL;
+  }
+  if (get_int(msg, "max_width", 0, 16, &max_width, err, errlen) < 0)
+    return -EINVAL;
+  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_PREVIEW, id, msg);
+  if (!req)
+    return -ENOMEM;
+  req->max_width = max_width > 4096 ? 4096 : (int)max_width;
+  req->counters = json_object();
+  rec->ops.preview(rec, req);
+  return 0;
+}
+
 static int run_quit(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
 {
   begin_quit(rec, id);
@@ -605,7 +665,8 @@ static const struct command {
   const char *name;
   int (*run)(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen);
 } commands[] = {
-    {"start", run_start}, {"stop", run_stop}, {"status", run_status}, {"note", run_note}, {"quit", run_quit},
+    {"start", run_start}, {"stop", run_stop},       {"status", run_status},
+    {"note", run_note},   {"preview", run_preview}, {"quit", run_quit},
 };
 
 static const struct command *command_find(const char *name)
@@ -619,7 +680,7 @@ static const struct command *command_find(const char *name)
 static void unknown_command(struct pirec_recorder *rec, json_t *id, const char *cmd)
 {
   char err[400];
-  pirec_jsonl_unknown_command(cmd, "start, stop, status, note or quit", err, sizeof err);
+  pirec_jsonl_unknown_command(cmd, "start, stop, status, note, preview or quit", err, sizeof err);
   rec->counters.bad_lines++;
   send_error(rec, id, err);
 }
@@ -673,7 +734,9 @@ static void handle_line(struct pirec_recorder *rec, const char *line, size_t len
     return;
   }
   json_t *cmd = json_object_get(msg, "cmd");
-  int is_status = json_is_string(cmd) && strcmp(json_string_value(cmd), "status") == 0;
+  /* status and preview look at what is there now: answered at once, never behind a start or stop */
+  int is_status = json_is_string(cmd) && (strcmp(json_string_value(cmd), "status") == 0 ||
+                                          strcmp(json_string_value(cmd), "preview") == 0);
   if ((rec->barrier > 0 || (rec->deferred && json_array_size(rec->deferred))) && !is_status) {
     if (!rec->deferred)
       rec->deferred = json_array();
@@ -818,6 +881,8 @@ int pirec_recorder_start(struct pirec_recorder *rec)
   json_array_append_new(cmds, json_string("status"));
   if (rec->ops.note)
     json_array_append_new(cmds, json_string("note"));
+  if (rec->ops.preview)
+    json_array_append_new(cmds, json_string("preview"));
   json_array_append_new(cmds, json_string("quit"));
   json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o}", "reply", "ready", "module", rec->name, "pid", (int)getpid(),
                         "version", PIREC_VERSION, "commands", cmds);
@@ -840,8 +905,33 @@ static void handle_done(struct pirec_recorder *rec)
   json_decref(rec->deferred);
   pirec_jsonl_reader_free(&rec->reader);
   free(rec->last_session_dir);
+  pirec_crypt_key_free(rec->key);
   free(rec->name);
   free(rec);
+}
+
+const struct pirec_crypt_key *pirec_recorder_key(const struct pirec_recorder *rec)
+{
+  return rec->key;
+}
+
+/* The start's optional "key": the session key as base64 (docs/PRIVACY.md). The text in the parsed
+ * message is wiped once the key is in locked memory. Returns 0 or -EINVAL with err filled. */
+static int take_key(struct pirec_recorder *rec, json_t *msg, char *err, size_t errlen)
+{
+  const char *text = NULL;
+  struct pirec_crypt_key *key = NULL;
+  if (get_str(msg, "key", 0, &text, err, errlen) < 0)
+    return -EINVAL;
+  if (text && pirec_crypt_key_from_text(text, &key) < 0) {
+    snprintf(err, errlen, "field 'key' is not a session key");
+    return -EINVAL;
+  }
+  if (text)
+    pirec_crypt_wipe((char *)text, strlen(text));
+  pirec_crypt_key_free(rec->key);
+  rec->key = key;
+  return 0;
 }
 
 static void on_handle_closed(uv_handle_t *handle)

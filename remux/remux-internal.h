@@ -32,6 +32,15 @@ int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem);
 /* Internal flag of pirec_remux_file: fsync the output and its directory as PIREC_REMUX_REPLACE does,
  * but leave the input: pirec-remux's parent removes it once it holds the child's ok result. */
 #define PIREC__REMUX_SYNC (1u << 16)
+/* Internal flag: output_path is memory (a memfd's /proc/self/fd/N): written there straight, no .part,
+ * no rename, no sync; the input's name for its format is options->input_name (pirec-remux --key). */
+#define PIREC__REMUX_IN_MEMORY (1u << 17)
+
+/* pirec-remux --key (remux/crypt.c): remuxes the encrypted video path of a session encrypted with
+ * [storage] encrypt_to, decrypting it and its timing file into memory (memfd) and writing the output
+ * encrypted under the session key. Same contract as pirec_remux_file. */
+int pirec__remux_encrypted(const char *path, const struct pirec_remux_options *options,
+                           struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user);
 
 /* ---- digest.c: a frame's payload, independent of the container's framing ---- */
 

@@ -194,10 +194,11 @@ int pirec__remux_is_own_output(const char *path)
   return 0;
 }
 
-static int open_input(const char *path, AVFormatContext **out, int *vs, int *raw,
+/* name: what tells a raw stream by its extension (the path itself, or the encrypted original's). */
+static int open_input(const char *path, const char *name, AVFormatContext **out, int *vs, int *raw,
                       struct pirec_remux_result *res)
 {
-  const char *raw_name = raw_format(path);
+  const char *raw_name = raw_format(name);
   const AVInputFormat *ifmt = raw_name ? av_find_input_format(raw_name) : NULL;
   AVFormatContext *ic = NULL;
   AVCodecParameters *par;
@@ -600,7 +601,7 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   AVRational tb;
   int vs, raw, rc;
 
-  rc = open_input(path, &ic, &vs, &raw, res);
+  rc = open_input(path, path, &ic, &vs, &raw, res);
   if (rc < 0)
     return rc;
   tb = ic->streams[vs]->time_base;
@@ -708,6 +709,11 @@ static void report(pirec_remux_progress_cb progress, void *user, AVFormatContext
   progress(pos < size ? pos : size, size, user);
 }
 
+static const char *in_name(const struct remux *r)
+{
+  return r->opt->input_name ? r->opt->input_name : r->in_path;
+}
+
 /* The input's size, its timing file and the output's name (and its .part). */
 static int find_files(struct remux *r)
 {
@@ -743,7 +749,8 @@ static int find_files(struct remux *r)
     seterr(res, "output '%s' would overwrite the input", res->output_path);
     return -EEXIST;
   }
-  snprintf(r->tmp, sizeof r->tmp, "%s.part", res->output_path);
+  snprintf(r->tmp, sizeof r->tmp, r->opt->flags & PIREC__REMUX_IN_MEMORY ? "%s" : "%s.part",
+           res->output_path);
   return 0;
 }
 
@@ -808,7 +815,7 @@ static int count_frames(struct remux *r)
   if (rc < 0)
     return rc;
   avformat_close_input(&r->ic);
-  rc = open_input(r->in_path, &r->ic, &r->vs, &r->raw, r->res);
+  rc = open_input(r->in_path, in_name(r), &r->ic, &r->vs, &r->raw, r->res);
   r->cfr_frames = r->krank;
   return rc;
 }
@@ -982,6 +989,10 @@ static int finish_output(struct remux *r)
   close_output(r);
   if ((rc = verify_file(r->tmp, &r->timing, r->written, r->cfr_frames, r->cfr, NULL, res, &found)) < 0)
     return rc;
+  if (r->opt->flags & PIREC__REMUX_IN_MEMORY) {
+    r->have_output = 0; /* the caller encrypts it (remux/crypt.c) */
+    return 0;
+  }
   if ((r->opt->flags & PIREC_REMUX_WRITE_TIMESTAMPS) &&
       (rc = write_timestamps(res->output_path, r, r->written, res)) < 0)
     return rc;
@@ -1042,7 +1053,7 @@ static int remux_file(const char *video_path, const struct pirec_remux_options *
   if (rc == 0 && digests != NULL)
     rc = want_digests(&r);
   if (rc == 0)
-    rc = open_input(video_path, &r.ic, &r.vs, &r.raw, res);
+    rc = open_input(video_path, in_name(&r), &r.ic, &r.vs, &r.raw, res);
   if (rc == 0) {
     if (!r.raw && strcmp(r.ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(video_path, r.size))
       res->video_truncated = 1;

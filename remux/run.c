@@ -147,8 +147,12 @@ int pirec_remux_child(const char *path, const struct pirec_remux_options *option
    * unencodable line, a crash while writing it) must leave the input in place. */
   if (o.flags & PIREC_REMUX_REPLACE)
     o.flags = (o.flags & ~(unsigned)PIREC_REMUX_REPLACE) | PIREC__REMUX_SYNC;
-  rc = verify ? pirec__remux_verify(path, &o, &res, child_progress, &progress)
-              : pirec_remux_file(path, &o, &res, child_progress, &progress);
+  if (verify)
+    rc = pirec__remux_verify(path, &o, &res, child_progress, &progress);
+  else if (o.key_file)
+    rc = pirec__remux_encrypted(path, &o, &res, child_progress, &progress);
+  else
+    rc = pirec_remux_file(path, &o, &res, child_progress, &progress);
   if (mute)
     return 1;
   j = result_json(path, &res, rc >= 0, verify, (options->flags & PIREC_REMUX_DRY_RUN) != 0 && !verify);
@@ -728,6 +732,10 @@ static int child_argv(const struct pirec_remux_run_options *o, const char *path,
   if (o->remux.output_path) {
     argv[k++] = "--output";
     argv[k++] = o->remux.output_path;
+  }
+  if (o->remux.key_file) {
+    argv[k++] = "--key";
+    argv[k++] = o->remux.key_file;
   }
   argv[k++] = "--";
   argv[k++] = path;

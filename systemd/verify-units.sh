@@ -29,4 +29,17 @@ for want in Type=notify NotifyAccess=main WatchdogSec= Restart=on-failure User=p
             KillMode=mixed; do
   grep -q "^$want" "$dir/pirec.service" || { echo "pirec.service lacks '$want'"; exit 1; }
 done
+# pirec-web.service, when pirec-web is built: sandboxed, and in group pirec for the control socket
+if [ -x "$build/apps/pirec-web" ]; then
+  out=$(systemd-analyze verify --man=no "$dir/pirec-web.service" 2>&1) || { echo "$out"; exit 1; }
+  if [ -n "$out" ]; then
+    echo "$out"
+    echo "systemd-analyze verify printed warnings for pirec-web.service"
+    exit 1
+  fi
+  for want in User=pirec-web SupplementaryGroups=pirec ProtectSystem=strict PrivateDevices=yes \
+              NoNewPrivileges=yes "CapabilityBoundingSet=" StateDirectory=pirec-web; do
+    grep -q "^$want" "$dir/pirec-web.service" || { echo "pirec-web.service lacks '$want'"; exit 1; }
+  done
+fi
 echo "units verified: $dir"

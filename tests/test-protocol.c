@@ -112,7 +112,14 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_close(rec, on_rec_closed);
 }
 
-static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit};
+/* A picture of three bytes ("pir"): base64 "cGly". */
+static void m_preview(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  assert_int_equal(req->max_width, 320);
+  pirec_recorder_preview_done(req, 0, (const uint8_t *)"pir", 3, 320, 240, 77);
+}
+
+static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, m_preview};
 
 /* ---- controller side ---- */
 static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
@@ -226,7 +233,7 @@ static int setup(void **state)
   wait_replies(c, 1);
   assert_string_equal(rs(c->replies[0], "reply"), "ready");
   assert_string_equal(rs(c->replies[0], "module"), "notes");
-  assert_int_equal(json_array_size(json_object_get(c->replies[0], "commands")), 5);
+  assert_int_equal(json_array_size(json_object_get(c->replies[0], "commands")), 6); /* with preview */
   *state = c;
   return 0;
 }
@@ -357,6 +364,29 @@ static void test_looplag_ticks_only_while_recording(void **state)
   assert_int_equal(lag_ticks(c->replies[n - 1]), after_stop);
 }
 
+/* A preview is answered at once, also while a stop waits for its files (it does not queue behind
+ * it as a note would), with the picture as base64. */
+static void test_preview(void **state)
+{
+  struct ctx *c = *state;
+  send_line(c, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":1}");
+  send_line(c, "{\"id\":2,\"cmd\":\"stop\"}");
+  send_line(c, "{\"id\":3,\"cmd\":\"preview\",\"max_width\":320}");
+  send_line(c, "{\"id\":4,\"cmd\":\"preview\",\"max_width\":8}");
+  wait_replies(c, 5);
+  json_t **r = c->replies;
+  assert_int_equal(ri(r[2], "id"), 3); /* before the stop's reply, 20 ms later */
+  assert_string_equal(rs(r[2], "reply"), "preview");
+  assert_string_equal(rs(r[2], "jpeg"), "cGly");
+  assert_string_equal(rs(r[2], "type"), "image/jpeg");
+  assert_int_equal(ri(r[2], "width"), 320);
+  assert_int_equal(ri(r[2], "mono_ns"), 77);
+  assert_int_equal(ri(r[3], "id"), 4);
+  assert_string_equal(rs(r[3], "reply"), "error");
+  assert_non_null(strstr(rs(r[3], "message"), "max_width"));
+  assert_string_equal(rs(r[4], "reply"), "stopped");
+}
+
 static void test_bad_input(void **state)
 {
   struct ctx *c = *state;
@@ -467,7 +497,7 @@ static void test_new_rejects(void **state)
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct pirec_recorder *rec = (void *)1;
-  struct pirec_recorder_ops bad = {m_start, NULL, NULL, NULL, m_quit};
+  struct pirec_recorder_ops bad = {m_start, NULL, NULL, NULL, m_quit, NULL};
   assert_int_equal(pirec_recorder_new(&loop, "x", &bad, NULL, NULL, &rec), -EINVAL);
   assert_null(rec);
   assert_int_equal(pirec_recorder_new(&loop, "", &ops, NULL, NULL, &rec), -EINVAL);
@@ -484,6 +514,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_session_flow, setup, teardown),
       cmocka_unit_test_setup_teardown(test_looplag_ticks_only_while_recording, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_preview, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
       cmocka_unit_test_setup_teardown(test_double_start_and_eof_quit, setup, teardown),

@@ -192,6 +192,12 @@ const char *pirec_camera_start_error(const struct pirec_camera *cam);
  * (then no trial runs). */
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part);
 
+/* Encrypts the files of the trials started from now on under key (copied; NULL: clear files), the
+ * files named by their path inside session_dir (docs/PRIVACY.md). Returns 0 or -ENOMEM. */
+struct pirec_crypt_key;
+int pirec_camera_set_key(struct pirec_camera *cam, const struct pirec_crypt_key *key,
+                         const char *session_dir);
+
 /* Finishes the trial: no new frames are taken, the encoder drains and exits, the MKV trailer is
  * written, both files are synced and closed, then cb runs (never inside this call).
  * Returns 0, or -EINVAL when no trial runs (cb never runs). */
@@ -281,6 +287,17 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
 typedef void (*pirec_camera_snapshot_cb)(struct pirec_camera *cam, int err, void *user);
 int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb,
                           void *user);
+
+/* A preview of what the camera captures: the next frame the loop takes from the ring (a copy; the
+ * capture path is not touched), scaled to at most max_width pixels wide (<= 0: 640) and
+ * JPEG-encoded in libuv's threadpool (libswscale, libavcodec's mjpeg encoder); an MJPEG source's
+ * frame is passed on as it is. cb runs on the loop thread with 0 and the JPEG (valid during the
+ * call), its size and the frame's capture time, or a negative error and NULL. It shares the
+ * snapshot's slot: -EAGAIN while a snapshot or preview is pending (callers limit the rate), and
+ * otherwise returns like pirec_camera_snapshot (raw yuyv422 is taken too, as it is scaled). */
+typedef void (*pirec_camera_preview_cb)(struct pirec_camera *cam, int err, const uint8_t *jpeg, size_t len,
+                                        int width, int height, int64_t mono_ns, void *user);
+int pirec_camera_preview(struct pirec_camera *cam, int max_width, pirec_camera_preview_cb cb, void *user);
 
 /* Stops the capture thread (joined: at most one frame interval), stops a running trial as
  * trial_stop does, closes every handle, calls cb, then frees cam. Call once; NULL is a no-op (cb

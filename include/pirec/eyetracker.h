@@ -103,6 +103,12 @@ int pirec_eyetracker_start(struct pirec_eyetracker *et);
  * is stopping), or the error creating the sinks (then no trial runs). */
 int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part);
 
+/* Encrypts the files of the trials started from now on under key (copied; NULL: clear files), the
+ * files named by their path inside session_dir (docs/PRIVACY.md). Returns 0 or -ENOMEM. */
+struct pirec_crypt_key;
+int pirec_eyetracker_set_key(struct pirec_eyetracker *et, const struct pirec_crypt_key *key,
+                             const char *session_dir);
+
 /* Finishes the trial: the Matroska trailer is written, every file synced and closed, then cb runs
  * (never inside this call) with 0 or the first write error. Returns 0 or -EINVAL (no trial). */
 int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_stopped_cb cb, void *user);

@@ -49,6 +49,12 @@ int pirec_notes_new(uv_loop_t *loop, const struct pirec_notes_options *opts, str
  * returns an error, cb never runs. -EBUSY when a file is already open. */
 int pirec_notes_open(struct pirec_notes *notes, const char *dir, int trial, pirec_notes_cb cb, void *user);
 
+/* Encrypts the files of the trials started from now on under key (copied; NULL: clear files), the
+ * files named by their path inside session_dir (docs/PRIVACY.md). Returns 0 or -ENOMEM. */
+struct pirec_crypt_key;
+int pirec_notes_set_key(struct pirec_notes *notes, const struct pirec_crypt_key *key,
+                        const char *session_dir);
+
 /* Adds one note stamped with the given clocks (the time it was received). Returns 0, -ENOTCONN (no
  * file open; not counted), -EMSGSIZE (longer than max_text), -ENOBUFS (ring full) or the file's
  * error; all but -ENOTCONN count as drops. */

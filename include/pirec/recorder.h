@@ -48,6 +48,7 @@ enum pirec_recorder_cmd {
   PIREC_RECORDER_STATUS,
   PIREC_RECORDER_NOTE,
   PIREC_RECORDER_QUIT,
+  PIREC_RECORDER_PREVIEW,
 };
 
 /* One command awaiting its reply. Owned by the library; valid from the callback until the module
@@ -86,8 +87,13 @@ struct pirec_recorder_req {
   int64_t wall_ns;
 
   /* STATUS: a JSON object the module fills with its counters (pirec_recorder_counters_add or
-   * json_object_set_new). The library adds state, trial, uptime and loop lag itself. */
+   * json_object_set_new). The library adds state, trial, uptime and loop lag itself.
+   * PREVIEW: the reply's fields (docs/PROTOCOL.md, "preview"), which the module sets here. */
   json_t *counters;
+
+  /* PREVIEW: the widest picture the controller wants (pixels, >= 16; 640 when the command gave
+   * none). */
+  int max_width;
 
   /* private */
   json_t *id;
@@ -109,6 +115,10 @@ struct pirec_recorder_ops {
   /* Stop the trial if one is running (pirec_recorder_recording() says so), close everything, then
    * answer and call pirec_recorder_close(). */
   void (*quit)(struct pirec_recorder *rec, struct pirec_recorder_req *req);
+  /* Optional: a picture of what the module captures now (a JPEG of a frame already captured,
+   * made off the capture and loop threads), answered like status: at once, not behind a start or
+   * stop. NULL: "preview" is refused and not advertised in "ready". */
+  void (*preview)(struct pirec_recorder *rec, struct pirec_recorder_req *req);
 };
 
 struct pirec_recorder_options {
@@ -133,7 +143,7 @@ int pirec_recorder_new(uv_loop_t *loop, const char *name, const struct pirec_rec
 int pirec_recorder_start(struct pirec_recorder *rec);
 
 /* Answers req. status 0 sends the command's success reply ("started", "stopped", "status",
- * "noted", "bye"); a negative errno sends {"reply":"error","message":...} with message, or
+ * "noted", "bye", "preview" with the fields set in req->counters); a negative errno sends {"reply":"error","message":...} with message, or
  * pirec_strerror(status) when message is NULL. A successful START switches the library's state to
  * recording (trial = req->trial); a STOP, failed or not, back to idle: the module answers a stop
  * only once its trial is over, so a stop that reports an error (files incomplete) leaves it stopped
@@ -151,8 +161,20 @@ void pirec_recorder_start_waiting(struct pirec_recorder_req *req, const char *wh
  * trial goes on. Returns 0 or -ENOBUFS. */
 int pirec_recorder_event(struct pirec_recorder *rec, const char *type, json_t *fields);
 
+/* Answers a PREVIEW with a JPEG picture (jpeg, len bytes; copied, sent as base64 in "jpeg"), its
+ * size and the capture time of its frame (CLOCK_MONOTONIC ns), or with the error err < 0 (jpeg
+ * NULL). Returns what pirec_recorder_finish returns. */
+int pirec_recorder_preview_done(struct pirec_recorder_req *req, int err, const uint8_t *jpeg, size_t len,
+                                int width, int height, int64_t mono_ns);
+
 /* Adds an unsigned counter to a status request's counters object (a helper for module code). */
 void pirec_recorder_counters_add(struct pirec_recorder_req *req, const char *key, uint64_t value);
+
+/* The session key sent with the last start ("key", docs/PROTOCOL.md), or NULL when the session is
+ * not encrypted. Valid until the next start, the session's stop (a stop without handover) or
+ * close, after which it is wiped: a module that needs it longer copies it (pirec_crypt_key_dup). */
+struct pirec_crypt_key;
+const struct pirec_crypt_key *pirec_recorder_key(const struct pirec_recorder *rec);
 
 /* The module's pointer given to pirec_recorder_new(). */
 void *pirec_recorder_user(const struct pirec_recorder *rec);

@@ -52,6 +52,10 @@ struct pirec_remux_options {
   unsigned flags;          /* enum pirec_remux_flags */
   const char *timing_path; /* NULL: found next to the input (see pirec_remux_find_timing) */
   const char *output_path; /* NULL: derived from the input (see pirec_remux_output_path) */
+  const char *key_file;    /* pirec-remux --key: the lab's secret key file; the session is encrypted
+                              ([storage] encrypt_to): inputs are decrypted into memory, never to
+                              disk, and outputs written encrypted (docs/PRIVACY.md) */
+  const char *input_name;  /* NULL: path; else the name that tells the input's format (internal) */
 };
 
 /* What one file did. Filled on success and on failure (as far as the run got). */

@@ -52,6 +52,11 @@ struct pirec_session_options {
   json_t *host_extra;     /* more fields for "host" (borrowed, copied); may be NULL */
   json_t *versions_extra; /* more entries for "versions", e.g. libgpiod (borrowed, copied);
                                     may be NULL. pirec, libuv, jansson and FFmpeg are always there */
+  /* [storage] encrypt_to: key (copied) encrypts events.csv and clocks.csv, and is written sealed to
+   * the public key encrypt_to (32 bytes, copied) into session.key before start's cb runs (a failure
+   * there fails the start). NULL: clear files. */
+  const struct pirec_crypt_key *key;
+  const unsigned char *encrypt_to;
 };
 
 typedef void (*pirec_session_cb)(struct pirec_session *session, int status, void *user);

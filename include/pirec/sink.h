@@ -58,6 +58,27 @@ struct pirec_sink_options {
                                     (the umask applies), in the threadpool like the open itself,
                                     so a trial's directory costs its loop nothing; a failure is an
                                     open failure, reported through on_error */
+  const struct pirec_sink_transform *transform; /* NULL (default): bytes go to the file as pushed */
+};
+
+/* An optional transform of each write batch (io/crypt's encryption, docs/PRIVACY.md). With one,
+ * every batch becomes one chunk: the loop asks size() for the bytes the chunk takes in the file,
+ * a threadpool thread gathers the batch's records and calls apply(), then writes the chunk at its
+ * offset; close adds a last chunk with final set (possibly of no records). Chunks are made one at
+ * a time, in order (max_writes_in_flight becomes 1), since a chunk may depend on those before it.
+ * After an error the file is cut back to the end of the last whole chunk (not record). The
+ * counters' bytes_written counts the file's bytes; pirec_sink_whole_end() counts the records' bytes
+ * in the whole chunks written (offsets as the producer computed them). The sink owns ctx from pirec_sink_new() on,
+ * whatever it returns, and calls free(ctx) when it is freed. */
+struct pirec_sink_transform {
+  /* Loop thread: the file bytes of the chunk numbered index (0, 1, ...) holding in_len bytes. */
+  size_t (*size)(void *ctx, uint64_t index, size_t in_len);
+  /* Threadpool: writes exactly size(index, in_len) bytes to out. Returns 0 or a negative errno
+   * (the sink's error). */
+  int (*apply)(void *ctx, uint64_t index, const unsigned char *in, size_t in_len, int final,
+               unsigned char *out);
+  void (*free)(void *ctx);
+  void *ctx;
 };
 
 /* fsync_interval_ms: no periodic fdatasync, only the one at close (the config's

@@ -3,7 +3,8 @@
 
 /* Internals shared by the camera's files (not installed). The files form layers, bottom up:
  * camera-split.c (byte streams cut into frames, rpicam metadata lines), camera-rpicam.c (the
- * rpicam-vid job), camera-source.c (every source behind one interface), camera.c (the recorder).
+ * rpicam-vid job), camera-source.c (every source behind one interface), camera.c (the recorder);
+ * camera-jpeg.c (JPEG pictures for snapshots and previews) is called by camera.c only.
  * A file calls only the ones below it. tests/test-camera.c and bench/bench-camera.c include this
  * header for the splitter and the hold hook. */
 
@@ -112,5 +113,15 @@ void pirec__camera_hold(struct pirec_camera *cam, int hold);
 /* Benchmark and test hook, before a trial starts: 1 feeds raw frames to the encoder with write(2)
  * (a copy into the pipe), 0 (the default) with vmsplice(2) (the pipe references ring pages). */
 void pirec__camera_set_feed(struct pirec_camera *cam, int by_write);
+
+/* ---- camera-jpeg.c: JPEG pictures of raw frames (threadpool only) ---- */
+
+struct AVPacket;
+/* One raw frame (data, len bytes, in fmt) as a JPEG in pkt: scaled to max_width pixels wide
+ * (height in proportion) when it is wider, or when its pixel format is not one the mjpeg encoder
+ * takes directly (max_width 0: never scaled; then only yuv420p and yuv422p are taken). Sets the
+ * picture's size. Returns >= 0, -ENOTSUP for a format it cannot take, or an FFmpeg error. */
+int pirec__camera_jpeg(const struct pirec_camera_format *fmt, const uint8_t *data, size_t len, int max_width,
+                       struct AVPacket *pkt, int *width, int *height);
 
 #endif

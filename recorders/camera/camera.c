@@ -6,6 +6,7 @@
 #include "mkv.h"
 
 #include "pirec/clock.h"
+#include "pirec/crypt.h"
 #include "pirec/csv.h"
 #include "pirec/error.h"
 #include "pirec/ffmpeg.h"
@@ -153,6 +154,7 @@ struct trial {
 
 struct pirec_camera {
   uv_loop_t *loop;
+  struct pirec_crypt_session crypt; /* the trial files' encryption */
   struct pirec_camera_settings s;
   char label[PIREC_CAMERA_PATH_MAX + 32]; /* the source as messages name it */
   pirec_camera_event_cb on_event;
@@ -229,15 +231,22 @@ struct pirec_camera {
   char probe_err[256];
 };
 
+/* A snapshot (path set: written to a file) or a preview (path NULL: a JPEG in memory for pcb). */
 struct snapshot {
   uv_work_t work;
   struct pirec_camera *cam;
   char *path;
   uint8_t *frame;
   size_t len;
+  int64_t mono_ns; /* when the frame was captured */
   int have_frame;
   int result;
+  int max_width;
+  uint8_t *jpeg;
+  size_t jpeg_len;
+  int width, height;
   pirec_camera_snapshot_cb cb;
+  pirec_camera_preview_cb pcb;
   void *user;
 };
 
@@ -703,6 +712,7 @@ static void snap_offer(struct pirec_camera *cam, const struct frame_hdr *h, cons
     memcpy(sn->frame, payload, h->len);
     sn->len = h->len;
   }
+  sn->mono_ns = h->mono_ns;
   sn->have_frame = 1;
   uv_timer_start(&cam->timer, snap_check, 0, 0);
 }
@@ -1112,10 +1122,13 @@ static int trial_open_sinks(struct pirec_camera *cam, struct trial *t)
   vo.mkdir_mode = co.mkdir_mode = 0755;
   if ((r = pirec_rowgate_new(ROWGATE_BYTES, &t->gate)) < 0)
     return r;
-  if ((r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
+  struct pirec_sink_transform vt, ct;
+  if ((r = pirec_crypt_session_sink(&cam->crypt, t->video_path, &vo, &vt)) < 0 ||
+      (r = pirec_sink_new(cam->loop, t->video_path, &vo, sink_error, cam, &t->video)) < 0)
     return r;
   pirec_sink_on_written(t->video, video_written);
-  if ((r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
+  if ((r = pirec_crypt_session_sink(&cam->crypt, t->csv_path, &co, &ct)) < 0 ||
+      (r = pirec_sink_new(cam->loop, t->csv_path, &co, sink_error, cam, &t->csv)) < 0)
     return r;
   t->sinks_open = 2;
   int hl = pirec_csv_header(header, sizeof header, columns);
@@ -1619,55 +1632,30 @@ void pirec_camera_status(const struct pirec_camera *cam, struct pirec_camera_sta
 /* ---- snapshot ---- */
 
 #include <libavcodec/avcodec.h>
-#include <libavutil/imgutils.h>
-#include <libavutil/pixdesc.h>
 
-static int encode_jpeg(const struct pirec_camera_format *fmt, const uint8_t *data, size_t len, AVPacket *pkt)
+/* A preview: the JPEG stays in memory (MJPEG frames as they are; raw ones scaled down). */
+static void preview_work(struct snapshot *sn)
 {
-  const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_MJPEG);
-  enum AVPixelFormat pix = av_get_pix_fmt(fmt->pix_fmt);
-  AVCodecContext *c = NULL;
-  AVFrame *frame = NULL;
-  int r;
-  if (!codec)
-    return AVERROR_ENCODER_NOT_FOUND;
-  /* The mjpeg encoder takes full-range 4:2:0/4:2:2 planar input; yuv420p and yuv422p are the
-   * cheap cases (no conversion). */
-  enum AVPixelFormat enc_pix = pix == AV_PIX_FMT_YUV420P   ? AV_PIX_FMT_YUVJ420P
-                               : pix == AV_PIX_FMT_YUV422P ? AV_PIX_FMT_YUVJ422P
-                                                           : AV_PIX_FMT_NONE;
-  if (enc_pix == AV_PIX_FMT_NONE)
-    return -ENOTSUP;
-  c = avcodec_alloc_context3(codec);
-  frame = av_frame_alloc();
-  if (!c || !frame) {
-    r = AVERROR(ENOMEM);
-    goto out;
+  if (sn->cam->fmt.codec == PIREC_CAMERA_CODEC_MJPEG) {
+    sn->jpeg = sn->frame;
+    sn->jpeg_len = sn->len;
+    sn->frame = NULL;
+    sn->width = sn->cam->fmt.width;
+    sn->height = sn->cam->fmt.height;
+    sn->result = 0;
+    return;
   }
-  c->width = fmt->width;
-  c->height = fmt->height;
-  c->pix_fmt = enc_pix;
-  c->time_base = (AVRational){1, 25};
-  c->flags |= AV_CODEC_FLAG_QSCALE;
-  c->global_quality = FF_QP2LAMBDA * 4;
-  if ((r = avcodec_open2(c, codec, NULL)) < 0)
-    goto out;
-  frame->width = fmt->width;
-  frame->height = fmt->height;
-  frame->format = enc_pix;
-  if ((r = av_image_fill_arrays(frame->data, frame->linesize, data, pix, fmt->width, fmt->height, 1)) < 0)
-    goto out;
-  if ((size_t)r > len) {
-    r = AVERROR_INVALIDDATA;
-    goto out;
+  AVPacket *pkt = av_packet_alloc();
+  sn->result =
+      pkt ? pirec__camera_jpeg(&sn->cam->fmt, sn->frame, sn->len, sn->max_width, pkt, &sn->width, &sn->height)
+          : -ENOMEM;
+  if (sn->result >= 0 && (sn->jpeg = malloc((size_t)pkt->size))) {
+    memcpy(sn->jpeg, pkt->data, (size_t)pkt->size);
+    sn->jpeg_len = (size_t)pkt->size;
+  } else if (sn->result >= 0) {
+    sn->result = -ENOMEM;
   }
-  if ((r = avcodec_send_frame(c, frame)) < 0 || (r = avcodec_send_frame(c, NULL)) < 0)
-    goto out;
-  r = avcodec_receive_packet(c, pkt);
-out:
-  av_frame_free(&frame);
-  avcodec_free_context(&c);
-  return r;
+  av_packet_free(&pkt);
 }
 
 static void snap_work(uv_work_t *w)
@@ -1676,6 +1664,10 @@ static void snap_work(uv_work_t *w)
   struct pirec_fs_req req;
   if (!sn->frame) {
     sn->result = -ENOMEM;
+    return;
+  }
+  if (!sn->path) {
+    preview_work(sn);
     return;
   }
   if (sn->cam->fmt.codec == PIREC_CAMERA_CODEC_MJPEG) {
@@ -1688,7 +1680,7 @@ static void snap_work(uv_work_t *w)
     sn->result = -ENOMEM;
     return;
   }
-  sn->result = encode_jpeg(&sn->cam->fmt, sn->frame, sn->len, pkt);
+  sn->result = pirec__camera_jpeg(&sn->cam->fmt, sn->frame, sn->len, 0, pkt, &sn->width, &sn->height);
   if (sn->result >= 0) {
     sn->result = pirec_fs_write_atomic(NULL, &req, sn->path, pkt->data, (size_t)pkt->size, 0644, NULL);
     pirec_fs_req_cleanup(&req);
@@ -1702,6 +1694,9 @@ static void snap_end(struct pirec_camera *cam, struct snapshot *sn, int err)
   cam->snap = NULL;
   if (sn->cb)
     sn->cb(cam, err, sn->user);
+  if (sn->pcb)
+    sn->pcb(cam, err, sn->jpeg, sn->jpeg_len, sn->width, sn->height, sn->mono_ns, sn->user);
+  free(sn->jpeg);
   free(sn->frame);
   free(sn->path);
   free(sn);
@@ -1730,22 +1725,55 @@ static void snap_check(uv_timer_t *timer)
   timer_cb(timer);
 }
 
-int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb, void *user)
+static int snap_new(struct pirec_camera *cam, struct snapshot **out)
 {
   if (!cam->started || cam->closing)
     return -EINVAL;
   if (cam->fmt.codec != PIREC_CAMERA_CODEC_MJPEG &&
-      !(cam->raw && (strcmp(cam->fmt.pix_fmt, "yuv420p") == 0 || strcmp(cam->fmt.pix_fmt, "yuv422p") == 0)))
+      !(cam->raw && (strcmp(cam->fmt.pix_fmt, "yuv420p") == 0 || strcmp(cam->fmt.pix_fmt, "yuv422p") == 0 ||
+                     strcmp(cam->fmt.pix_fmt, "yuyv422") == 0)))
     return -ENOTSUP;
   if (cam->snap)
     return -EAGAIN;
   struct snapshot *sn = calloc(1, sizeof *sn);
-  if (!sn || !(sn->path = strdup(path))) {
-    free(sn);
+  if (!sn)
     return -ENOMEM;
-  }
   sn->cam = cam;
+  *out = sn;
+  return 0;
+}
+
+int pirec_camera_snapshot(struct pirec_camera *cam, const char *path, pirec_camera_snapshot_cb cb, void *user)
+{
+  struct snapshot *sn = NULL;
+  int err = snap_new(cam, &sn);
+  if (err == 0 && strcmp(cam->fmt.pix_fmt, "yuyv422") == 0 && cam->fmt.codec != PIREC_CAMERA_CODEC_MJPEG)
+    err = -ENOTSUP; /* full size only: the mjpeg encoder does not take packed 4:2:2 */
+  if (err == 0 && !(sn->path = strdup(path)))
+    err = -ENOMEM;
+  if (err < 0) {
+    free(sn);
+    return err;
+  }
   sn->cb = cb;
+  sn->user = user;
+  cam->snap = sn;
+  return 0;
+}
+
+int pirec_camera_set_key(struct pirec_camera *cam, const struct pirec_crypt_key *key, const char *session_dir)
+{
+  return pirec_crypt_session_set(&cam->crypt, key, session_dir);
+}
+
+int pirec_camera_preview(struct pirec_camera *cam, int max_width, pirec_camera_preview_cb cb, void *user)
+{
+  struct snapshot *sn = NULL;
+  int err = snap_new(cam, &sn);
+  if (err < 0)
+    return err;
+  sn->max_width = max_width > 0 ? max_width : 640;
+  sn->pcb = cb;
   sn->user = user;
   cam->snap = sn;
   return 0;
@@ -1758,6 +1786,7 @@ static void free_cam(struct pirec_camera *cam)
   pirec_camera_close_cb cb = cam->close_cb;
   void *user = cam->close_user;
   pirec_camera_source_free(cam->src);
+  pirec_crypt_session_clear(&cam->crypt);
   pirec_ring_free(cam->ring);
   free(cam->infl_done);
   pthread_mutex_destroy(&cam->src_lock);

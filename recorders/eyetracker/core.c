@@ -81,6 +81,7 @@ void pirec__et_maybe_closed(struct pirec_eyetracker *et)
   }
   if (et->handover)
     pirec_bytebuf_free(&et->handover_rows);
+  pirec_crypt_session_clear(&et->crypt);
   if (et->close_cb)
     et->close_cb(et, et->close_user);
   free(et);

@@ -16,6 +16,7 @@
 
 #include "pirec/bytebuf.h"
 #include "pirec/eyetracker.h"
+#include "pirec/crypt.h"
 #include "pirec/fs.h"
 #include "pirec/rowgate.h"
 
@@ -109,6 +110,7 @@ struct stream {
 
 struct pirec_eyetracker {
   uv_loop_t *loop;
+  struct pirec_crypt_session crypt; /* the trial files' encryption */
   struct pirec_eyetracker_settings s;
   pirec_eyetracker_event_cb on_event;
   void *user;

@@ -49,7 +49,10 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
     o.ring_bytes = SMALL_RING_BYTES;
   if (et->s.sink_ring_bytes)
     o.ring_bytes = et->s.sink_ring_bytes;
-  int r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
+  struct pirec_sink_transform tf;
+  int r = pirec_crypt_session_sink(&et->crypt, path, &o, &tf);
+  if (r == 0)
+    r = pirec_sink_new(et->loop, path, &o, on_sink_error, et, out);
   if (r < 0)
     pirec_log(PIREC_LOG_ERROR, "%s: cannot create a sink for '%s': %s", et->s.name, path, pirec_strerror(r));
   return r;
@@ -84,6 +87,12 @@ static void handover_end(struct pirec_eyetracker *et, int trial)
   pirec_bytebuf_free(&et->handover_rows);
   et->handover = 0;
   et->handover_nrows = 0;
+}
+
+int pirec_eyetracker_set_key(struct pirec_eyetracker *et, const struct pirec_crypt_key *key,
+                             const char *session_dir)
+{
+  return pirec_crypt_session_set(&et->crypt, key, session_dir);
 }
 
 int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part)

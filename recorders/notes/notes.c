@@ -1,5 +1,6 @@
 /* The note taker's file: notes.csv rows through a sink. */
 #include "pirec/notes.h"
+#include "pirec/crypt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@ struct pirec_notes {
   uint64_t drops;
   uint64_t closed_bytes; /* bytes written to files already closed */
   int error;
+  struct pirec_crypt_session crypt;
 };
 
 void pirec_notes_options_default(struct pirec_notes_options *opts)
@@ -105,7 +107,10 @@ static void on_stat(uv_fs_t *req)
   so.open_flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
   so.max_writes_in_flight = 1;
   so.mkdir_mode = 0755; /* a missing directory is made in the threadpool, never on the loop */
-  int err = pirec_sink_new(n->loop, n->path, &so, on_sink_error, n, &n->sink);
+  struct pirec_sink_transform tf;
+  int err = pirec_crypt_session_sink(&n->crypt, n->path, &so, &tf);
+  if (err == 0)
+    err = pirec_sink_new(n->loop, n->path, &so, on_sink_error, n, &n->sink);
   if (err < 0) {
     pirec_log(PIREC_LOG_ERROR, "notes: cannot create a sink for '%s': %s", n->path, uv_strerror(err));
     free(n->path);
@@ -222,5 +227,11 @@ void pirec_notes_free(struct pirec_notes *n)
     return;
   free(n->row);
   free(n->path);
+  pirec_crypt_session_clear(&n->crypt);
   free(n);
+}
+
+int pirec_notes_set_key(struct pirec_notes *n, const struct pirec_crypt_key *key, const char *session_dir)
+{
+  return pirec_crypt_session_set(&n->crypt, key, session_dir);
 }

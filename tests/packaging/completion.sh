@@ -60,16 +60,19 @@ absent()
 	done
 }
 
-for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim; do
+for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web; do
 	complete -p "$p" >/dev/null 2>&1 || { echo "FAIL: complete -p $p: not registered"; fail=1; }
 done
 
-expect "pirec " config record status start stop trial note reload --version
+expect "pirec " config record status start stop trial note reload keys decrypt archive --version
 expect "pirec re" record reload
 absent "pirec re" config status
 expect "pirec config " check get set defaults reference
 expect "pirec record --" --config --label --wait --socket --output-dir --recorder-dir
 expect "pirec status --" --json --socket --timeout
+expect "pirec keys " new
+expect "pirec decrypt --" --key --out
+expect "pirec archive --" --out --level --threads --verify
 
 # config keys: from the schema, with the file's own camera instance
 printf '[session]\noutput_dir = %s/sessions\n\n[camera.front]\nsource = lavfi\n' "$tmp" >"$_pirec_conf"
@@ -87,7 +90,8 @@ expect "pirec-remux --format " mp4 mkv
 expect "pirec-remux --clock d" device
 
 # every option in each program's --help is offered after "--" (or "-")
-for p in pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim; do
+for p in pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web; do
+	[ -x "$bin/$p" ] || continue # pirec-web: not built without libwebsockets
 	opts=$("$bin/$p" --help | grep -oE '(^|[^[:alnum:]-])--?[[:alpha:]][[:alnum:]-]*' | grep -oE -- '--?[[:alpha:]][[:alnum:]-]*' | sort -u)
 	for o in $opts; do
 		complete_line "$p" "${o:0:2}"

@@ -7,18 +7,20 @@ added to a program without its page, or a page that keeps a removed option, fail
 
 usage: man-help.py SOURCE_DIR BIN_DIR
 """
+import os
 import re
 import subprocess
 import sys
 
 OPTION = re.compile(r"(?<![\w\-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w\-])")
 PROGRAMS = {
-    "pirec": [[], ["config"], ["record"], ["status"]],
+    "pirec": [[], ["config"], ["record"], ["status"], ["keys"], ["decrypt"], ["archive"]],
     "pirec-remux": [[]],
     "pirec-camera": [[]],
     "pirec-eyetracker": [[]],
     "pirec-notes": [[]],
     "pirec-eyesim": [[]],
+    "pirec-web": [[]],
 }
 
 
@@ -46,6 +48,9 @@ def main():
     srcdir, bindir = sys.argv[1:3]
     failed = 0
     for program, prefixes in PROGRAMS.items():
+        if program == "pirec-web" and not os.access(f"{bindir}/{program}", os.X_OK):
+            print("man-help: pirec-web: not built (no libwebsockets), skipped")
+            continue
         page = f"{srcdir}/man/{program}.1.scd"
         helped, documented = help_options(bindir, program, prefixes), page_options(page)
         bad = failed
