@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,7 +54,7 @@ struct settings {
   unsigned writing_ms;
   unsigned direct_ms;
   unsigned throughput_mb;
-  unsigned throughput_runs;
+  unsigned throughput_runs; /* at most MAX_RUNS */
   unsigned csv_rows;
   size_t tput_ring, tput_batch;
   unsigned tput_inflight;
@@ -72,10 +74,10 @@ static void usage(void)
       "  --quick       a few seconds in all, for a smoke test (figures are rough)\n"
       "  --tput-ring-mb N, --tput-batch-kb N, --tput-inflight N\n"
       "                the throughput sink's ring, batch and writes in flight (16, 2048, 2)\n"
-      "  --only PART   run one part: latency, direct, tput or csv (others print 0)\n"
+      "  --only PART   run one part: latency, direct, tput, csv or arena (others print 0)\n"
       "  --encrypt     the latency part's sinks encrypt ([storage] encrypt_to); the throughput part\n"
       "                always also runs an encrypting sink beside the clear one\n"
-      "  --runs N      throughput and csv runs per side, best kept (default 3)\n"
+      "  --runs N      throughput and csv runs per side, alternated, medians (default 5)\n"
       "  --no-pin      do not pin the loop, producers and libuv's threadpool to CPUs\n"
       "  --no-rt       do not try SCHED_FIFO for the latency producers (tried by default;\n"
       "                without the privilege they run as ordinary threads, see \"rt\")\n"
@@ -170,6 +172,15 @@ static void start_threadpool(uv_loop_t *loop, const struct cpu_plan *p)
 }
 
 /* ---- helpers ---- */
+
+/* CPU time of the whole process (every thread: producer, loop, libuv's workers), user + system. */
+static int64_t process_cpu_ns(void)
+{
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
+         ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
 
 static int64_t now_ns(void)
 {
@@ -599,6 +610,61 @@ static void ring_new_costs(int runs, int64_t *fresh_ns, int64_t *reused_ns, int6
   free(held);
 }
 
+/* Huge pages or not for a ring arena, decided from figures: an 8.5 MiB anonymous mapping aligned to
+ * 2 MiB, made exactly as io/arena.c makes one (one write per 4 KiB backs it), with MADV_HUGEPAGE and
+ * with MADV_NOHUGEPAGE, alternated, medians of `runs`; then what each costs afterwards: one frame
+ * (1.4 MB) copied into it, the median over the frames that fit, from a warm source. */
+struct arena_fig {
+  int64_t new_thp_ns, new_plain_ns, copy_thp_ns, copy_plain_ns;
+};
+
+static void arena_one(int huge, size_t bytes, const unsigned char *src, int64_t *new_ns, int64_t *copy_ns)
+{
+  const size_t align = 2u << 20;
+  int64_t t0 = now_ns();
+  unsigned char *m = mmap(NULL, bytes + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    die("mmap", errno);
+  unsigned char *p = m + (-(uintptr_t)m & (align - 1));
+  (void)madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  for (size_t off = 0; off < bytes; off += 4096)
+    ((volatile unsigned char *)p)[off] = 0;
+  *new_ns = now_ns() - t0;
+  int64_t c[8];
+  int n = 0;
+  for (size_t off = 0; off + FRAME_BYTES <= bytes && n < 8; off += FRAME_BYTES, n++) {
+    int64_t t1 = now_ns();
+    memcpy(p + off, src, FRAME_BYTES);
+    __asm__ volatile("" ::"r"(p) : "memory");
+    c[n] = now_ns() - t1;
+  }
+  qsort(c, (size_t)n, sizeof c[0], cmp_i64);
+  *copy_ns = c[n / 2];
+  munmap(m, bytes + align);
+}
+
+static void arena_thp_costs(int runs, struct arena_fig *out)
+{
+  const size_t bytes = (8u << 20) + (512u << 10);
+  int64_t *v = calloc(4 * (size_t)runs, sizeof *v);
+  unsigned char *src = touched_alloc(FRAME_BYTES);
+  if (!v)
+    die("calloc", ENOMEM);
+  for (int i = 0; i < runs; i++) {
+    int first = i % 2; /* alternated */
+    arena_one(first, bytes, src, &v[(first ? 0 : 1) * runs + i], &v[(first ? 2 : 3) * runs + i]);
+    arena_one(!first, bytes, src, &v[(first ? 1 : 0) * runs + i], &v[(first ? 3 : 2) * runs + i]);
+  }
+  int64_t *m[4];
+  for (int k = 0; k < 4; k++) {
+    m[k] = v + (size_t)k * runs;
+    qsort(m[k], (size_t)runs, sizeof *v, cmp_i64);
+  }
+  *out = (struct arena_fig){m[0][runs / 2], m[1][runs / 2], m[2][runs / 2], m[3][runs / 2]};
+  free(v);
+  free(src);
+}
+
 static int64_t frame_memcpy_median(size_t area_bytes, int runs, int64_t period_ns, int cpu, int rt)
 {
   struct memcpy_ref r = {area_bytes, runs, period_ns, cpu, rt, 0};
@@ -755,9 +821,10 @@ struct csvrun {
   uv_check_t check;
   int cpu;
   uint64_t rows;
-  int64_t t_pushed;  /* the producer pushed its last row */
-  int64_t t_written; /* every row handed to the kernel */
-  int64_t t_end;     /* and the file synced and closed */
+  int64_t t_pushed;               /* the producer pushed its last row */
+  int64_t t_written;              /* every row handed to the kernel */
+  int64_t t_end;                  /* and the file synced and closed */
+  int64_t cpu_start, cpu_written; /* process CPU time at the start and at t_written */
   struct pirec_sink_counters final;
   uint64_t refused;
   int bad_rows;
@@ -825,6 +892,7 @@ static void on_csv_check(uv_check_t *h)
   if (k.records != c->rows || k.ring_used != 0)
     return;
   c->t_written = now_ns();
+  c->cpu_written = process_cpu_ns();
   uv_check_stop(h);
   uv_close((uv_handle_t *)h, NULL);
   pirec_sink_close(c->sink, on_csv_closed, c);
@@ -840,7 +908,8 @@ static void on_csv_done(uv_async_t *h)
 
 static uint64_t csv_refused;
 
-static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, double *synced)
+static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, double *synced,
+                             double *per_cpu_s)
 {
   char path[512];
   snprintf(path, sizeof path, "%s/rows-csv.csv", b->set.dir);
@@ -855,6 +924,7 @@ static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, do
   if (moved_loop)
     pin_self(b->cpus.workers);
   int64_t t0 = now_ns();
+  c.cpu_start = process_cpu_ns();
   int rc = pirec_sink_new(&b->loop, path, NULL, on_sink_error, b, &c.sink);
   if (rc < 0)
     die("pirec_sink_new csv", rc);
@@ -878,6 +948,7 @@ static double csv_rows_per_s(struct bench *b, uint64_t rows, uint64_t *bytes, do
             (c.t_pushed - t0) / 1e9, (c.t_written - t0) / 1e9, (c.t_end - t0) / 1e9, c.final.writes,
             c.refused);
   *synced = (double)rows / ((double)(c.t_end - t0) / 1e9);
+  *per_cpu_s = (double)rows / ((double)(c.cpu_written - c.cpu_start) / 1e9);
   return (double)rows / ((double)(c.t_written - t0) / 1e9);
 }
 
@@ -949,11 +1020,11 @@ static void csv_split(struct bench *b, uint64_t rows, double *produce, double *d
   *drain = (double)rows / ((double)(w.t_written - t1) / 1e9);
 }
 
-static double fprintf_rows_per_s(struct bench *b, uint64_t rows, double *synced)
+static double fprintf_rows_per_s(struct bench *b, uint64_t rows, double *synced, double *per_cpu_s)
 {
   char path[512];
   snprintf(path, sizeof path, "%s/rows-fprintf.csv", b->set.dir);
-  int64_t t0 = now_ns();
+  int64_t t0 = now_ns(), cpu0 = process_cpu_ns();
   FILE *f = fopen(path, "we");
   if (f == NULL)
     die("fopen", errno);
@@ -966,6 +1037,7 @@ static double fprintf_rows_per_s(struct bench *b, uint64_t rows, double *synced)
   if (fflush(f) != 0)
     die("fflush", errno);
   int64_t t1 = now_ns();
+  *per_cpu_s = (double)rows / ((double)(process_cpu_ns() - cpu0) / 1e9);
   if (fdatasync(fileno(f)) != 0)
     die("fdatasync", errno);
   fclose(f);
@@ -1016,17 +1088,29 @@ static void print_pct(const char *name, struct pct p, int last)
          name, p.p50, p.p99, p.p999, p.max, p.n, last ? "" : ",");
 }
 
-static double best(double a, double b)
+static int cmp_double(const void *a, const void *b)
 {
-  return a > b ? a : b;
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
 }
+
+/* The median of v[0..n) (sorts v); 0 for n == 0. */
+static double median(double *v, unsigned n)
+{
+  if (n == 0)
+    return 0;
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MAX_RUNS 64
 
 int main(int argc, char **argv)
 {
   struct bench *b = calloc(1, sizeof(*b));
   b->set.pin = 1;
   b->set.rt = 1;
-  b->set.throughput_runs = 3;
+  b->set.throughput_runs = 5;
   /* A ring larger than the last-level cache makes every byte go to DRAM and back once more when the
    * producer runs ahead of the disk; 16 MiB keeps the throughput run about the disk. */
   b->set.tput_ring = 16u << 20;
@@ -1067,6 +1151,8 @@ int main(int argc, char **argv)
       return strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }
+  if (b->set.throughput_runs > MAX_RUNS)
+    b->set.throughput_runs = MAX_RUNS;
   b->set.stall_rounds = 10 * scale;
   b->set.stall_ms = 1000;
   b->set.writing_ms = 10000 * scale;
@@ -1132,45 +1218,69 @@ int main(int argc, char **argv)
   /* 3. memcpy reference: at 30 fps into a ring-sized pre-touched area (as the frame producer's
    * copies go), and back to back into one cache-warm buffer. */
   int64_t memcpy_ns =
-      frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30, b->cpus.frames, b->set.rt);
+      (only && strcmp(only, "arena") == 0)
+          ? 0
+          : frame_memcpy_median(32u << 20, quick ? 30 : 90, 1000000000 / 30, b->cpus.frames, b->set.rt);
   int64_t memcpy_hot_ns = frame_memcpy_median(FRAME_BYTES, 300, 0, b->cpus.frames, 0);
   int64_t ring_fresh_ns, ring_reused_ns, fault_ns;
   ring_new_costs(quick ? 5 : 11, &ring_fresh_ns, &ring_reused_ns, &fault_ns);
+  struct arena_fig thp = {0};
+  if (only == NULL || strcmp(only, "latency") == 0 || strcmp(only, "arena") == 0)
+    arena_thp_costs(quick ? 5 : 11, &thp);
 
   /* 4. Throughput, alternating so drift in the machine's load hits both sides. */
   size_t frames = (size_t)b->set.throughput_mb * 1000000 / FRAME_BYTES;
   unsigned char *src = touched_alloc(FRAME_BYTES);
-  double w2 = 0, sk = 0, ske = 0;
+  double w2v[MAX_RUNS], skv[MAX_RUNS], skev[MAX_RUNS], tput_ratio[MAX_RUNS], enc_ratio[MAX_RUNS];
+  unsigned nt = 0;
   if (!b->set.json)
     fprintf(stderr, "throughput: %zu frames, %u runs each...\n", frames, b->set.throughput_runs);
-  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "tput") == 0); r++) {
-    w2 = best(w2, write2_mbps(b, frames, src));
-    sk = best(sk, sink_mbps(b, frames, src, 0));
-    ske = best(ske, sink_mbps(b, frames, src, 1));
+  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "tput") == 0); r++, nt++) {
+    /* alternated: which side goes first changes every run */
+    if (r % 2) {
+      skv[nt] = sink_mbps(b, frames, src, 0);
+      w2v[nt] = write2_mbps(b, frames, src);
+    } else {
+      w2v[nt] = write2_mbps(b, frames, src);
+      skv[nt] = sink_mbps(b, frames, src, 0);
+    }
+    skev[nt] = sink_mbps(b, frames, src, 1);
+    tput_ratio[nt] = skv[nt] / w2v[nt];
+    enc_ratio[nt] = skev[nt] / skv[nt];
   }
+  double w2 = median(w2v, nt), sk = median(skv, nt), sk_ratio = median(tput_ratio, nt);
+  double ske = median(skev, nt), ske_ratio = median(enc_ratio, nt);
 
   /* 5. CSV rows. */
   if (!b->set.json)
     fprintf(stderr, "csv: %u rows, %u runs each...\n", b->set.csv_rows, b->set.throughput_runs);
-  double fp = 0, cs = 0, fp_sync = 0, cs_sync = 0, x;
+  double fpv[MAX_RUNS], csv_v[MAX_RUNS], fp_syncv[MAX_RUNS], cs_syncv[MAX_RUNS], fp_cpuv[MAX_RUNS],
+      cs_cpuv[MAX_RUNS], csv_ratio[MAX_RUNS], csv_cpu_ratio[MAX_RUNS];
+  unsigned nc = 0;
   uint64_t csv_bytes = 0;
   int csv_same = 1;
-  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "csv") == 0); r++) {
-    fp = best(fp, fprintf_rows_per_s(b, b->set.csv_rows, &x));
-    fp_sync = best(fp_sync, x);
-    cs = best(cs, csv_rows_per_s(b, b->set.csv_rows, &csv_bytes, &x));
-    cs_sync = best(cs_sync, x);
+  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "csv") == 0); r++, nc++) {
+    if (r % 2) {
+      csv_v[nc] = csv_rows_per_s(b, b->set.csv_rows, &csv_bytes, &cs_syncv[nc], &cs_cpuv[nc]);
+      fpv[nc] = fprintf_rows_per_s(b, b->set.csv_rows, &fp_syncv[nc], &fp_cpuv[nc]);
+    } else {
+      fpv[nc] = fprintf_rows_per_s(b, b->set.csv_rows, &fp_syncv[nc], &fp_cpuv[nc]);
+      csv_v[nc] = csv_rows_per_s(b, b->set.csv_rows, &csv_bytes, &cs_syncv[nc], &cs_cpuv[nc]);
+    }
+    csv_ratio[nc] = csv_v[nc] / fpv[nc];
+    csv_cpu_ratio[nc] = cs_cpuv[nc] / fp_cpuv[nc];
     csv_same = csv_same && csv_files_equal(b);
   }
+  double fp = median(fpv, nc), cs = median(csv_v, nc), fp_sync = median(fp_syncv, nc),
+         cs_sync = median(cs_syncv, nc), fp_cpu = median(fp_cpuv, nc), cs_cpu = median(cs_cpuv, nc),
+         cs_ratio = median(csv_ratio, nc), cs_cpu_ratio = median(csv_cpu_ratio, nc);
   /* At most 500 k rows (64 MiB of ring), so a small Pi can run it too. */
-  double split_produce = 0, split_drain = 0;
+  double spv[MAX_RUNS], sdv[MAX_RUNS];
+  unsigned ns = 0;
   uint64_t split_rows = b->set.csv_rows < 500000 ? b->set.csv_rows : 500000;
-  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "csv") == 0); r++) {
-    double p, d;
-    csv_split(b, split_rows, &p, &d);
-    split_produce = best(split_produce, p);
-    split_drain = best(split_drain, d);
-  }
+  for (unsigned r = 0; r < b->set.throughput_runs && (only == NULL || strcmp(only, "csv") == 0); r++, ns++)
+    csv_split(b, split_rows, &spv[ns], &sdv[ns]);
+  double split_produce = median(spv, ns), split_drain = median(sdv, ns);
 
   char path[512];
   const char *names[] = {"rows.csv", "frames.bin", "direct-rows.csv", "direct-frames.bin"};
@@ -1195,8 +1305,8 @@ int main(int argc, char **argv)
 
   int ok_row = row_stall.p999 <= 2000 && row_writing.p999 <= 2000;
   int ok_frame = frame_stall.p999 <= 3 * memcpy_ns;
-  int ok_tput = sk >= 0.9 * w2;
-  int ok_csv = cs >= 3 * fp;
+  int ok_tput = sk_ratio >= 0.9;
+  int ok_csv = cs_cpu_ratio >= 3;
   int ok_drops = drops == refused && push_errors == 0;
 
   if (b->set.json) {
@@ -1213,6 +1323,9 @@ int main(int argc, char **argv)
     printf("  \"ring_new_fresh_8_5mib_ns\": %" PRId64 ",\n  \"ring_new_reused_8_5mib_ns\": %" PRId64
            ",\n  \"fault_8_5mib_ns\": %" PRId64 ",\n",
            ring_fresh_ns, ring_reused_ns, fault_ns);
+    printf("  \"arena_new_thp_ns\": %" PRId64 ",\n  \"arena_new_plain_ns\": %" PRId64
+           ",\n  \"arena_frame_copy_thp_ns\": %" PRId64 ",\n  \"arena_frame_copy_plain_ns\": %" PRId64 ",\n",
+           thp.new_thp_ns, thp.new_plain_ns, thp.copy_thp_ns, thp.copy_plain_ns);
     print_pct("direct_write_ns", direct, 0);
     print_pct("direct_row_write_ns", direct_rows, 0);
     print_pct("direct_frame_write_ns", direct_frames, 0);
@@ -1221,6 +1334,7 @@ int main(int argc, char **argv)
            b->set.encrypt ? "true" : "false");
     printf("  \"csv_rows_per_s\": %.0f,\n  \"fprintf_rows_per_s\": %.0f,\n", cs, fp);
     printf("  \"csv_rows_per_s_synced\": %.0f,\n  \"fprintf_rows_per_s_synced\": %.0f,\n", cs_sync, fp_sync);
+    printf("  \"csv_rows_per_cpu_s\": %.0f,\n  \"fprintf_rows_per_cpu_s\": %.0f,\n", cs_cpu, fp_cpu);
     printf("  \"csv_refused_while_full\": %" PRIu64 ",\n", csv_refused);
     printf("  \"csv_produce_only_rows_per_s\": %.0f,\n  \"csv_drain_only_rows_per_s\": %.0f,\n",
            split_produce, split_drain);
@@ -1234,11 +1348,13 @@ int main(int argc, char **argv)
     printf("  \"ratios\": {\"frame_push_p999_over_memcpy\": ");
     print_ratio((double)frame_stall.p999, (double)memcpy_ns);
     printf(", \"sink_over_write2\": ");
-    print_ratio(sk, w2);
+    print_ratio(sk_ratio, nt ? 1 : 0);
     printf(", \"encrypted_sink_over_sink\": ");
-    print_ratio(ske, sk);
+    print_ratio(ske_ratio, nt ? 1 : 0);
     printf(", \"csv_over_fprintf\": ");
-    print_ratio(cs, fp);
+    print_ratio(cs_ratio, nc ? 1 : 0);
+    printf(", \"csv_over_fprintf_per_cpu\": ");
+    print_ratio(cs_cpu_ratio, nc ? 1 : 0);
     printf("},\n");
     printf("  \"targets_met\": {\"row_push_p999\": %s, \"frame_push_p999\": %s, \"throughput\": %s, "
            "\"csv\": %s, \"drops_equal_refused\": %s}\n",

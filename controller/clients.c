@@ -510,6 +510,7 @@ static void on_connection(uv_stream_t *server, int status)
   cl->next = c->clients;
   c->clients = cl;
   c->nclients++;
+  pirec__timers_update(c); /* a client may ask for status: recorder statuses are polled again */
   if (uv_read_start((uv_stream_t *)&cl->pipe, on_client_alloc, on_client_read) == 0)
     cl->reading = 1;
 }

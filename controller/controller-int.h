@@ -465,6 +465,8 @@ void pirec__settle(struct pirec_controller *c);
 void pirec__ops_idle(struct pirec_controller *c);
 /* Starts the status, watchdog and demo timers, the loop-lag monitor and the signal handlers. */
 void pirec__timers_start(struct pirec_controller *c);
+/* Starts or parks the periodic timers for what the controller is doing (status.c). */
+void pirec__timers_update(struct pirec_controller *c);
 void pirec__shutdown(struct pirec_controller *c, const char *source, const char *from);
 
 #endif

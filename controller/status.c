@@ -36,10 +36,46 @@ void pirec__notify_status(struct pirec_controller *c)
              c->state == C_IDLE       ? "idle, waiting for start"
              : c->state == C_STARTING ? "starting a session"
                                       : "stopping the session");
+  pirec__timers_update(c);
   if (strcmp(buf, c->last_status_text) == 0)
     return;
   memcpy(c->last_status_text, buf, sizeof buf);
   pirec__sdnotify(buf);
+}
+
+/* Work the periodic timers serve: a session (recorder statuses, session.json every 5 s, loop lag)
+ * or a connected client (who may ask for status, or stop reading its replies). */
+static int has_session(const struct pirec_controller *c)
+{
+  return c->state != C_IDLE || c->session != NULL;
+}
+
+static int has_work(const struct pirec_controller *c)
+{
+  return has_session(c) || c->nclients > 0 || c->ops != NULL;
+}
+
+static void on_status_timer(uv_timer_t *t);
+static void on_demo_note(uv_timer_t *t);
+
+/* An idle controller with nobody connected wakes for nothing: the status poll parks itself at its
+ * next tick and is started again here, the loop-lag ticks and the demo's scripted notes run only
+ * during a session. Called on every state change and new client. */
+void pirec__timers_update(struct pirec_controller *c)
+{
+  if (c->lag_open)
+    pirec_looplag_set_ticking(&c->lag, has_session(c));
+  if (has_work(c) && !c->shutting_down && !uv_is_active((uv_handle_t *)&c->status_timer)) {
+    /* Unparked: ask the recorders now, so a client that asks for status and goes (pirec status)
+     * finds fresh counters on its next call instead of the ones from before the quiet spell. */
+    for (int i = 0; i < c->nmodules; i++)
+      pirec__module_poll_status(&c->modules[i]);
+    uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
+  }
+  if (c->demo && c->state == C_RECORDING && !c->shutting_down && !uv_is_active((uv_handle_t *)&c->demo_timer))
+    uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
+  else if (c->demo && c->state != C_RECORDING)
+    uv_timer_stop(&c->demo_timer);
 }
 
 json_t *pirec__status_json(struct pirec_controller *c)
@@ -105,6 +141,10 @@ json_t *pirec__status_json(struct pirec_controller *c)
 static void on_status_timer(uv_timer_t *t)
 {
   struct pirec_controller *c = t->data;
+  if (!has_work(c)) {
+    uv_timer_stop(t); /* parked until pirec__timers_update */
+    return;
+  }
   pirec__clients_check_stalled(c);
   for (int i = 0; i < c->nmodules; i++)
     pirec__module_poll_status(&c->modules[i]);
@@ -259,13 +299,13 @@ void pirec__timers_start(struct pirec_controller *c)
 {
   c->status_timer.data = c->demo_timer.data = c->watchdog_timer.data = c;
   uv_timer_start(&c->status_timer, on_status_timer, STATUS_POLL_MS, STATUS_POLL_MS);
-  if (c->demo)
-    uv_timer_start(&c->demo_timer, on_demo_note, DEMO_NOTE_MS, DEMO_NOTE_MS);
   if (pirec_looplag_init(c->loop, &c->lag, 0, 0, NULL) == 0) {
     c->handles_open++;
     c->lag_open = 1;
+    pirec_looplag_set_ticking(&c->lag, 0); /* until a session starts (pirec__timers_update) */
     pirec_looplag_start(&c->lag);
   }
+  pirec__timers_update(c);
   if (c->opts.handle_signals) {
     static const int sigs[4] = {SIGINT, SIGTERM, SIGUSR1, SIGHUP};
     for (int i = 0; i < 4; i++) {

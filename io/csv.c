@@ -1,5 +1,6 @@
 #include "pirec/csv.h"
 
+#include "pirec/f32.h"
 #include "pirec/sink.h"
 
 #include <csv.h>
@@ -149,6 +150,12 @@ void pirec_csv_row_raw(struct pirec_csv_row *row, const char *text, size_t len)
     return;
   memcpy(dst, text, len);
   row->len += len;
+}
+
+void pirec_csv_row_f32(struct pirec_csv_row *row, float value)
+{
+  char text[PIREC_F32_MAX];
+  pirec_csv_row_raw(row, text, pirec_f32_format(text, value));
 }
 
 static int is_guarded_start(unsigned char c)

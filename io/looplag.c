@@ -122,14 +122,36 @@ int pirec_looplag_start(struct pirec_looplag *lag)
    * now, matching expected_ns. */
   uv_update_time(lag->timer.loop);
   lag->iter_start_ns = 0;
+  lag->started = 1;
   uv_prepare_start(&lag->prepare, prepare_cb);
+  if (lag->paused)
+    return 0;
   return uv_timer_start(&lag->timer, tick_cb, lag->interval_ms, lag->interval_ms);
 }
 
 void pirec_looplag_stop(struct pirec_looplag *lag)
 {
+  lag->started = 0;
   uv_timer_stop(&lag->timer);
   uv_prepare_stop(&lag->prepare);
+}
+
+void pirec_looplag_set_ticking(struct pirec_looplag *lag, int ticking)
+{
+  int paused = !ticking;
+  if (paused == lag->paused)
+    return;
+  lag->paused = paused;
+  if (!lag->started)
+    return;
+  if (paused) {
+    uv_timer_stop(&lag->timer);
+    return;
+  }
+  lag->in_episode = 0;
+  uv_update_time(lag->timer.loop);
+  lag->expected_ns = (int64_t)uv_hrtime() + (int64_t)lag->interval_ms * 1000000;
+  uv_timer_start(&lag->timer, tick_cb, lag->interval_ms, lag->interval_ms);
 }
 
 void pirec_looplag_reset(struct pirec_looplag *lag)

@@ -117,6 +117,7 @@ struct pirec_sink {
   struct slot *slots; /* FIFO of opts.max_writes_in_flight requests */
   unsigned oldest;
   unsigned in_flight;                /* slots in use (writing or done but not yet released) */
+  int backlog;                       /* a drain found every slot busy with records left to take */
   struct pirec_ring_record *scratch; /* IOV_PER_WRITE records from one take */
   pirec_sink_close_cb close_cb;
   void *close_user;
@@ -176,9 +177,19 @@ static void enter_error(struct pirec_sink *sink, int err, const char *what, int6
 
 /* ---- creation ---- */
 
+static void on_drain_timer(uv_timer_t *timer);
+
+/* The drain timer fires on multiples of the interval of the loop's clock, not one interval after
+ * the sink was created: every sink of a loop with the same interval then drains in the same loop
+ * iteration, one wake-up for all of them instead of one each (a recorder has four to six sinks). */
+static void arm_drain_timer(struct pirec_sink *sink)
+{
+  uint64_t interval = sink->opts.drain_interval_ms;
+  uv_timer_start(&sink->drain_timer, on_drain_timer, interval - uv_now(sink->loop) % interval, 0);
+}
+
 static void on_open(uv_fs_t *req);
 static void on_async(uv_async_t *handle);
-static void on_drain_timer(uv_timer_t *timer);
 static void on_sync_timer(uv_timer_t *timer);
 
 /* The caller's options over the defaults: a zero field keeps the default, except fsync_interval_ms
@@ -350,7 +361,7 @@ int pirec_sink_new(uv_loop_t *loop, const char *path, const struct pirec_sink_op
   uv_timer_init(loop, &sink->drain_timer);
   uv_timer_init(loop, &sink->sync_timer);
   sink->handles_open = 3;
-  uv_timer_start(&sink->drain_timer, on_drain_timer, o.drain_interval_ms, o.drain_interval_ms);
+  arm_drain_timer(sink);
   if (o.fsync_interval_ms != PIREC_SINK_FSYNC_NEVER)
     uv_timer_start(&sink->sync_timer, on_sync_timer, o.fsync_interval_ms, o.fsync_interval_ms);
   start_open(sink);
@@ -456,9 +467,12 @@ static void retire(struct pirec_sink *sink);
 static void write_finished(struct pirec_sink *sink)
 {
   retire(sink);
+  /* A completion drains again only for records that waited for a free slot (a backlog of frames,
+   * or rows past wake_bytes): rows that trickle in while a write runs wait for the drain timer, so
+   * they go out in one batch per interval instead of one write per completion. */
   if (sink->closing)
     continue_close(sink);
-  else
+  else if (sink->backlog)
     drain(sink);
 }
 
@@ -754,7 +768,12 @@ static void drain(struct pirec_sink *sink)
     return;
 
   unsigned max = sink->opts.max_writes_in_flight;
-  while (sink->in_flight < max) {
+  sink->backlog = 0;
+  for (;;) {
+    if (sink->in_flight == max) {
+      sink->backlog = !pirec_ring_empty(sink->ring);
+      break;
+    }
     struct slot *slot = &sink->slots[(sink->oldest + sink->in_flight) % max];
     if (!fill_batch(sink, slot))
       break;
@@ -787,6 +806,7 @@ static void on_async(uv_async_t *handle)
 static void on_drain_timer(uv_timer_t *timer)
 {
   struct pirec_sink *sink = container_of(timer, struct pirec_sink, drain_timer);
+  arm_drain_timer(sink);
   const char *outer = pirec_looplag_op("drain");
   if (!sink->closing)
     drain(sink);

@@ -305,6 +305,14 @@ static void drain_deferred(struct pirec_recorder *rec)
   }
 }
 
+/* Loop-lag ticks only while a trial records: an idle recorder wakes only for commands. */
+static void set_recording(struct pirec_recorder *rec, int on)
+{
+  rec->recording = on;
+  if (rec->lag_open)
+    pirec_looplag_set_ticking(&rec->lag, on);
+}
+
 static int finish(struct pirec_recorder_req *req, int status, const char *message)
 {
   struct pirec_recorder *rec = req->rec;
@@ -313,7 +321,7 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
   /* A stop ends the trial whatever it reports: a module whose files could not be completed (disk
    * full) has closed them all the same, and must take the next session's start. */
   if (req->cmd == PIREC_RECORDER_STOP)
-    rec->recording = 0;
+    set_recording(rec, 0);
   if (req->cmd == PIREC_RECORDER_STOP && !req->handover) {
     /* The session ends here (a trial change keeps it for the next start, which brings it again). */
     pirec_crypt_key_free(rec->key);
@@ -326,7 +334,7 @@ static int finish(struct pirec_recorder_req *req, int status, const char *messag
     return ret;
   }
   if (req->cmd == PIREC_RECORDER_START) {
-    rec->recording = 1;
+    set_recording(rec, 1);
     rec->trial = req->trial;
   }
   /* A quit that came from a signal or the end of stdin has nobody to answer. */
@@ -859,6 +867,7 @@ int pirec_recorder_start(struct pirec_recorder *rec)
     rec->handles_open++;
     rec->lag_open = 1;
     rec->lag.data = rec;
+    pirec_looplag_set_ticking(&rec->lag, 0); /* idle until a trial starts */
     pirec_looplag_start(&rec->lag);
   }
   err = uv_read_start(&rec->in.stream, on_alloc, on_read);

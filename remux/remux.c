@@ -510,6 +510,10 @@ static int open_output(struct remux *r, const char *tmp)
   }
   if (r->opt->format == PIREC_REMUX_MP4)
     av_dict_set_int(&dict, "video_track_timescale", r->tb.den, 0);
+  else
+    /* No CRC-32 element in every cluster (libavformat's default; mkvmerge writes none): computing
+     * them was a seventh of an MKV remux's CPU, and the verification pass reads every frame back. */
+    av_dict_set_int(&dict, "write_crc32", 0, 0);
   /* Marks the file as ours: a later session scan must not take it for a recording. */
   av_dict_set(&r->oc->metadata, "encoding_tool", PIREC__REMUX_WRITING_APP " " PIREC_VERSION, 0);
   av_dict_set(&r->oc->metadata, "encoder", PIREC__REMUX_WRITING_APP " " PIREC_VERSION, 0);

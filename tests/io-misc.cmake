@@ -11,5 +11,7 @@ pirec_add_test(test-clock SOURCES test-clock.c LIBS pirec_io_base TIMEOUT 30)
 pirec_add_test(test-error SOURCES test-error.c LIBS pirec_io_base PkgConfig::AVUTIL PkgConfig::UV TIMEOUT 30)
 # io/csv pushes rows into io/sink, so its test exists only once both are in the tree.
 pirec_add_test(test-csv SOURCES test-csv.c LIBS pirec_io_csv pirec_io_sink pirec_libcsv LABELS concurrency TIMEOUT 60)
+# io/f32: round-trip of a 2^22 random sample (about 5 s); the exhaustive run is bench-f32 --all.
+pirec_add_test(test-f32 SOURCES test-f32.c LIBS pirec_io_f32 pirec_io_csv pirec_io_sink pirec_libcsv TIMEOUT 120)
 # io/log: a stderr pipe nobody reads must not stop the loop (its writer thread: also under TSan).
 pirec_add_test(test-log SOURCES test-log.c LIBS pirec_io_base PkgConfig::UV LABELS concurrency TIMEOUT 60)

@@ -1427,7 +1427,7 @@ static void test_protocol(void **state)
 
   /* SIGKILLed mid-trial: the MKV stays unsealed (how remux tells a cut file) and readable to its
    * last frame on disk. Each frame is written out before its row (one cluster per frame), so
-   * every row on disk has its frame; a frame whose row was still in the CSV sink's ring (10 ms of
+   * every row on disk has its frame; a frame whose row was still in the CSV sink's ring (100 ms of
    * rows, more on a loaded machine) may be in the file without it. */
   child_start(&c, argv);
   free(child_reply(&c, 15000));

@@ -175,7 +175,7 @@ static void test_csv_rows(void **state)
   for (int k = 0; k < 4; k++) {
     struct pirec_gaze_sample s;
     fill(&s, kinds[k]);
-    s.x = 0.1f + (float)k; /* not exactly representable in decimal: tests %.9g */
+    s.x = 0.1f + (float)k; /* not exactly representable in decimal: the shortest text reads back */
     struct pirec_csv_row row;
     pirec_csv_row_begin(&row, buf, sizeof buf);
     pirec_gaze_csv_row(&row, 3, 123, 456, k == 0 ? INT64_MIN : 1795305600000000000LL, &s, 4000000000u, 77, 2,
@@ -188,6 +188,8 @@ static void test_csv_rows(void **state)
     assert_string_equal(p.fields[0], "3");
     assert_string_equal(p.fields[3], k == 0 ? "" : "1795305600000000000");
     assert_true(strtof(p.fields[4], NULL) == s.x);
+    static const char *const shortest[4] = {"0.1", "1.1", "2.1", "3.1"}; /* %.9g: 0.100000001 */
+    assert_string_equal(p.fields[4], shortest[k]);
     assert_true(strtof(p.fields[5], NULL) == s.y);
     assert_string_equal(p.fields[6], "1");
     assert_int_equal(p.fields[7][0] != 0, kinds[k] == PIREC_GAZE_DUAL);

@@ -338,6 +338,61 @@ static void test_stall_named_by_its_operation(void **state)
   json_decref(f.json);
 }
 
+struct pause_fixture {
+  uv_loop_t loop;
+  struct pirec_looplag lag;
+  uv_timer_t step;
+  int steps;
+  uint64_t ticks_paused, ticks_resumed;
+  struct pirec_looplag_stats paused;
+};
+
+/* Step 1 (50 ms): a 40 ms block, seen by the stall detector although the timer does not tick.
+ * Step 2 (200 ms): the ticks so far (none) are kept and ticking resumes. Step 3 (350 ms): done. */
+static void pause_step(uv_timer_t *t)
+{
+  struct pause_fixture *f = t->data;
+  f->steps++;
+  if (f->steps == 1) {
+    block_loop_ms(40);
+  } else if (f->steps == 2) {
+    pirec_looplag_stats(&f->lag, &f->paused);
+    pirec_looplag_set_ticking(&f->lag, 1);
+  } else {
+    struct pirec_looplag_stats st;
+    pirec_looplag_stats(&f->lag, &st);
+    f->ticks_resumed = st.ticks;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    pirec_looplag_close(&f->lag, NULL);
+  }
+}
+
+/* An idle loop must not wake for its monitor: with ticking off the lag timer never fires, the
+ * stall detector still sees a blocked iteration, and ticking resumes on request. */
+static void test_ticking_off_while_idle(void **state)
+{
+  (void)state;
+  struct pause_fixture f;
+  memset(&f, 0, sizeof f);
+  assert_int_equal(uv_loop_init(&f.loop), 0);
+  assert_int_equal(pirec_looplag_init(&f.loop, &f.lag, 10, 0, NULL), 0);
+  pirec_looplag_set_stall_threshold(&f.lag, 25 * MS);
+  pirec_looplag_set_ticking(&f.lag, 0);
+  assert_int_equal(pirec_looplag_start(&f.lag), 0);
+  uv_timer_init(&f.loop, &f.step);
+  f.step.data = &f;
+  uv_timer_start(&f.step, pause_step, 50, 150);
+  assert_int_equal(uv_run(&f.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&f.loop), 0);
+  print_message("paused: %llu ticks, %llu stalls; resumed: %llu ticks\n", (unsigned long long)f.paused.ticks,
+                (unsigned long long)f.paused.stalls, (unsigned long long)f.ticks_resumed);
+  assert_int_equal(f.paused.ticks, 0);
+  assert_true(f.paused.stalls >= 1);
+  assert_true(f.paused.worst_stall_ns >= 35 * MS);
+  assert_true(f.ticks_resumed >= 1);
+}
+
 /* No stall: the JSON says so with a null worst_stall, and the threshold is settable. */
 static void test_no_stall_and_threshold(void **state)
 {
@@ -368,6 +423,7 @@ int main(void)
       cmocka_unit_test(test_reset_and_unref),
       cmocka_unit_test(test_stall_named_by_its_operation),
       cmocka_unit_test(test_no_stall_and_threshold),
+      cmocka_unit_test(test_ticking_off_while_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

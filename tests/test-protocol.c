@@ -308,6 +308,62 @@ static void test_session_flow(void **state)
   assert_int_equal(c->quits, 1);
 }
 
+static void on_pause_done(uv_timer_t *t)
+{
+  *(int *)t->data = 1;
+}
+
+/* Runs the loop (the recorder's too) for ms milliseconds. */
+static void run_for(struct ctx *c, uint64_t ms)
+{
+  uv_timer_t t;
+  int done = 0;
+  uv_timer_init(&c->loop, &t);
+  t.data = &done;
+  uv_timer_start(&t, on_pause_done, ms, 0);
+  while (!done)
+    uv_run(&c->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&c->loop, UV_RUN_NOWAIT);
+}
+
+static json_int_t lag_ticks(json_t *status)
+{
+  return ri(json_object_get(status, "looplag"), "ticks");
+}
+
+/* An idle recorder's loop wakes only for commands: no loop-lag ticks before the trial, ticks
+ * while it records, none after it. */
+static void test_looplag_ticks_only_while_recording(void **state)
+{
+  struct ctx *c = *state;
+  run_for(c, 150);
+  send_line(c, "{\"id\":1,\"cmd\":\"status\"}");
+  wait_replies(c, 2);
+  assert_int_equal(lag_ticks(c->replies[1]), 0);
+  send_line(c, "{\"id\":2,\"cmd\":\"start\",\"session_dir\":\"/tmp/s\",\"trial\":1}");
+  wait_replies(c, 3);
+  int n = 3;
+  json_int_t ticks = 0;
+  for (int i = 0; i < 100 && ticks == 0; i++) { /* ticks every 10 ms: wait for the first, up to 5 s */
+    run_for(c, 50);
+    send_line(c, "{\"id\":3,\"cmd\":\"status\"}");
+    wait_replies(c, ++n);
+    ticks = lag_ticks(c->replies[n - 1]);
+  }
+  assert_true(ticks > 0);
+  send_line(c, "{\"id\":4,\"cmd\":\"stop\"}");
+  wait_replies(c, ++n);
+  assert_string_equal(rs(c->replies[n - 1], "reply"), "stopped");
+  send_line(c, "{\"id\":5,\"cmd\":\"status\"}");
+  wait_replies(c, ++n);
+  json_int_t after_stop = lag_ticks(c->replies[n - 1]);
+  run_for(c, 150);
+  send_line(c, "{\"id\":6,\"cmd\":\"status\"}");
+  wait_replies(c, ++n);
+  assert_int_equal(lag_ticks(c->replies[n - 1]), after_stop);
+}
+
 /* A preview is answered at once, also while a stop waits for its files (it does not queue behind
  * it as a note would), with the picture as base64. */
 static void test_preview(void **state)
@@ -457,6 +513,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_session_flow, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_looplag_ticks_only_while_recording, setup, teardown),
       cmocka_unit_test_setup_teardown(test_preview, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),

@@ -3,7 +3,8 @@
 
 /* CSV rows built in caller memory, then pushed into a sink's ring (never written to a FILE*).
  *
- * Format: fields separated by ',', rows ended by '\n'. Integers are formatted without printf.
+ * Format: fields separated by ',', rows ended by '\n'. Integers and floats are formatted without
+ * printf.
  * Text fields are quoted with libcsv when they need it (comma, quote, CR, LF, leading or trailing
  * space or TAB); UTF-8 passes through unchanged; an empty text is an empty field. A text field that
  * begins with '=', '+', '-', '@', TAB, CR or a single quote is stored with one extra leading single
@@ -40,6 +41,8 @@ void pirec_csv_row_text(struct pirec_csv_row *row, const char *text, size_t len)
 void pirec_csv_row_str(struct pirec_csv_row *row, const char *text);
 /* A field written exactly as given, unquoted; for callers that formatted a number themselves. */
 void pirec_csv_row_raw(struct pirec_csv_row *row, const char *text, size_t len);
+/* A binary32 value in its shortest text that reads back to the same float (pirec/f32.h). */
+void pirec_csv_row_f32(struct pirec_csv_row *row, float value);
 /* The time of an optional clock (a device timestamp the source may not have): PIREC_CSV_NO_TIME
  * writes an empty field, any other value the number. */
 #define PIREC_CSV_NO_TIME INT64_MIN

@@ -68,6 +68,8 @@ struct pirec_looplag {
   pirec_looplag_close_cb on_close;
   uv_prepare_t prepare;
   int closed;
+  int started;
+  int paused; /* pirec_looplag_set_ticking(lag, 0) */
   int64_t stall_threshold_ns;
   uint64_t iter_start_ns;
   uint64_t iter_idle_ns;
@@ -85,6 +87,13 @@ void pirec_looplag_stop(struct pirec_looplag *lag);
 void pirec_looplag_reset(struct pirec_looplag *lag);
 void pirec_looplag_stats(const struct pirec_looplag *lag, struct pirec_looplag_stats *out);
 void pirec_looplag_close(struct pirec_looplag *lag, pirec_looplag_close_cb cb);
+
+/* Idle loops should not wake for the monitor: ticking 0 stops the lag timer until ticking 1 restarts it
+ * (at the interval given to init; the first tick one interval later). The stall detector keeps
+ * measuring every iteration either way; it costs nothing while the loop sleeps. Recorders tick only
+ * during a trial, the controller only while a session runs. Callable before or after start; a
+ * monitor ticks unless told otherwise. */
+void pirec_looplag_set_ticking(struct pirec_looplag *lag, int ticking);
 
 /* Sets the stall threshold (default 5 ms; 0 restores the default). */
 void pirec_looplag_set_stall_threshold(struct pirec_looplag *lag, int64_t threshold_ns);

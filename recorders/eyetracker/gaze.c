@@ -5,7 +5,6 @@
 #include "pirec/csv.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
 static float get_f32(const uint8_t *p)
@@ -133,10 +132,7 @@ const char *const pirec_gaze_columns[] = {"trial",
 
 static void put_float(struct pirec_csv_row *row, float f)
 {
-  char b[32];
-  /* 9 significant digits: every float reads back to the same bits. */
-  int n = snprintf(b, sizeof b, "%.9g", (double)f);
-  pirec_csv_row_raw(row, b, n > 0 ? (size_t)n : 0);
+  pirec_csv_row_f32(row, f); /* the shortest text that reads back to the same bits */
 }
 
 static void put_float_if(struct pirec_csv_row *row, int present, float f)

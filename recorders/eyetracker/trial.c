@@ -37,6 +37,9 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   struct pirec_sink_options o;
   pirec_sink_options_default(&o);
   o.fsync_interval_ms = et->s.fsync_interval_ms;
+  /* Rows in batches of 100 ms (20 gaze rows per write at 200 Hz, not one threadpool hand-off per
+   * 1-2 rows: docs/PERFORMANCE.md, Eye tracker); the scene video is flushed per frame anyway. */
+  o.drain_interval_ms = 100;
   /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
   o.mkdir_mode = 0755;
   if (strcmp(suffix, "_scene.mkv") == 0)
