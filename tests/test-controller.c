@@ -850,13 +850,23 @@ static void test_gpio_sync_pulses_in_events(void **state)
   r = ctl_call(&c, "{\"id\":2,\"cmd\":\"trial\"}", 30000);
   expect_reply(r, "trial");
   json_decref(r);
-  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 30000);
+  /* A pulse asked for while the line is still high lengthens that pulse instead of making a second
+   * one (docs/FORMATS.md): trial 2's pulse merges into trial 1's when the trial change comes within
+   * the 1 ms pulse or its end timer runs late on a loaded machine. */
+  json_t *st = ctl_call(&c, "{\"id\":3,\"cmd\":\"status\"}", 30000);
+  json_int_t merged = json_integer_value(
+      json_object_get(json_object_get(json_object_get(st, "gpio"), "sync"), "pulses_merged"));
+  json_decref(st);
+  r = ctl_call(&c, "{\"id\":4,\"cmd\":\"stop\"}", 30000);
   expect_reply(r, "stopped");
   json_decref(r);
   struct tu_csv ev;
   load_csv_in(dir, "events.csv", &ev);
-  /* trial 1 (with which the periodic pulses start), trial 2 */
-  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync"), 2);
+  /* Three pulses are asked for: the recording's start, trial 1's (with which the periodic pulses
+   * start; it merges into the start's, microseconds apart) and trial 2's (a row of its own,
+   * or merged as above). */
+  assert_true(merged >= 0 && merged <= 2);
+  assert_int_equal(count_events(&ev, "gpio_pulse", "gpio.sync") + merged, 3);
   int ce = tu_csv_col(&ev, "event"), cd = tu_csv_col(&ev, "detail");
   assert_true(cd >= 0);
   int seen_first = 0;
