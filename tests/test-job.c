@@ -1536,11 +1536,16 @@ static void test_spawner_stops_children_in_order(void **state)
 
   if (!pirec_spawner_running())
     skip();
+  /* The test reaps the orphaned children itself; qemu-user (scripts/ci-arm64) refuses this prctl. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    print_message("skipped: PR_SET_CHILD_SUBREAPER refused (%s)%s\n", strerror(errno),
+                  getenv("PIREC_EMULATED") ? ", as qemu-user does" : "");
+    skip();
+  }
   fd = mkstemp(marker);
   assert_true(fd >= 0);
   close(fd);
   unlink(marker);
-  assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   sup = start_supervisor(marker, kids);
   assert_int_equal(kill(sup, SIGKILL), 0);
   assert_int_equal(waitpid(sup, &status, 0), sup);
