@@ -1118,6 +1118,38 @@ static int find_input(const char *output, char *out, size_t cap)
   return -ENOENT;
 }
 
+/* The output holds found frames where expect were due: says why that matters (input is NULL when
+ * there is no input video to compare with) and returns AVERROR(EPROTO). */
+static int verify_count_mismatch(struct pirec_remux_result *res, const char *output_path, const char *input,
+                                 int64_t found, int64_t expect, size_t rows)
+{
+  if (input != NULL)
+    seterr(res,
+           "'%s' has %lld frames but should have %lld: '%s' and '%s' hold %lld that pair up "
+           "(a cut or stale output; remux it again)",
+           output_path, (long long)found, (long long)expect, input, res->timing_path, (long long)expect);
+  else
+    seterr(res,
+           "'%s' has %lld frames but '%s' has %lld complete rows, and without the input video "
+           "nothing shows the missing ones had no data",
+           output_path, (long long)found, res->timing_path, (long long)rows);
+  return AVERROR(EPROTO);
+}
+
+/* A verified output's counts and times, from the timing of its found frames. */
+static void verify_result_times(struct pirec_remux_result *res, const struct pirec_remux_timing *timing,
+                                int64_t found)
+{
+  res->packets = res->frames = found;
+  res->rows_cut = timing->count - found;
+  if (found > 0 && found <= (int64_t)timing->count) {
+    res->first_ns = timing->t_ns[0];
+    res->duration_ns = timing->t_ns[found - 1] - timing->t_ns[0];
+    res->before_start = timing->before_start < found ? timing->before_start : found;
+    res->start_ns = timing->t_ns[res->before_start < found ? res->before_start : found - 1];
+  }
+}
+
 int pirec__remux_verify(const char *output_path, const struct pirec_remux_options *options,
                         struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user)
 {
@@ -1189,27 +1221,9 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
     res->error[0] = '\0';
     rc = verify_file(output_path, &timing, found, expect >= 0 ? expect : found, 1, digests, res, &found);
   }
-  if (rc >= 0 && expect >= 0 && found != expect) {
-    if (in != NULL)
-      seterr(res,
-             "'%s' has %lld frames but should have %lld: '%s' and '%s' hold %lld that pair up "
-             "(a cut or stale output; remux it again)",
-             output_path, (long long)found, (long long)expect, input, res->timing_path, (long long)expect);
-    else
-      seterr(res,
-             "'%s' has %lld frames but '%s' has %lld complete rows, and without the input video "
-             "nothing shows the missing ones had no data",
-             output_path, (long long)found, res->timing_path, (long long)timing.count);
-    rc = AVERROR(EPROTO);
-  }
-  res->packets = res->frames = found;
-  res->rows_cut = timing.count - found;
-  if (found > 0 && found <= timing.count) {
-    res->first_ns = timing.t_ns[0];
-    res->duration_ns = timing.t_ns[found - 1] - timing.t_ns[0];
-    res->before_start = timing.before_start < found ? timing.before_start : found;
-    res->start_ns = timing.t_ns[res->before_start < found ? res->before_start : found - 1];
-  }
+  if (rc >= 0 && expect >= 0 && found != expect)
+    rc = verify_count_mismatch(res, output_path, in != NULL ? input : NULL, found, expect, timing.count);
+  verify_result_times(res, &timing, found);
 done:
   free(in);
   free(digests);
