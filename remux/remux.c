@@ -32,6 +32,7 @@ struct remux {
   int64_t size;
   int64_t limit_packets; /* packets whose data is complete, when the CSV's offsets tell; else -1 */
   int64_t *rank;         /* decode position -> presentation rank, only for streams with B-frames */
+  int64_t *pt;           /* output ticks per row (tick_table), without CFR */
   int64_t nrank;
   int64_t frames; /* frames to write, when a pre-pass counted them; else -1 */
   int64_t packets_read;
@@ -141,18 +142,37 @@ int pirec_remux_output_path(const char *video_path, enum pirec_remux_format form
   return 0;
 }
 
-/* Expected output ticks of frame i out of n (n only matters for CFR). */
-static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, int cfr, AVRational tb)
+/* Output ticks of CFR frame i out of n: the grid from the first to the n-th row's time. */
+static int64_t cfr_ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, AVRational tb)
 {
-  if (cfr) {
-    int64_t span;
-    if (n < 2)
-      return 0;
-    span = t->t_ns[n - 1] - t->t_ns[0];
-    /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
-    return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+  if (n < 2)
+    return 0;
+  int64_t span = t->t_ns[n - 1] - t->t_ns[0];
+  /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
+  return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+}
+
+/* The output ticks of the first n rows: each row's time rounded to tb, except that a frame less
+ * than one tick after the one before (frames that arrived in one read, stamped 1 ns apart; MKV's
+ * 1 ms) goes one tick after it, since two frames cannot share a pts. *moved counts those frames,
+ * *max_moved_ns is the largest shift. Heap array; NULL without memory. The writer and the verifier
+ * both use it, so a verified file has exactly these ticks. */
+static int64_t *tick_table(const struct pirec_remux_timing *t, int64_t n, AVRational tb, int64_t *moved,
+                           int64_t *max_moved_ns)
+{
+  int64_t *pt = malloc((size_t)(n > 0 ? n : 1) * sizeof *pt);
+  *moved = *max_moved_ns = 0;
+  for (int64_t i = 0; pt && i < n; i++) {
+    pt[i] = av_rescale_rnd(t->t_ns[i] - t->t_ns[0], tb.den, NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+    if (i > 0 && pt[i] <= pt[i - 1]) {
+      int64_t shift = av_rescale_rnd(pt[i - 1] + 1 - pt[i], NS_PER_S * tb.num, tb.den, AV_ROUND_NEAR_INF);
+      pt[i] = pt[i - 1] + 1;
+      (*moved)++;
+      if (shift > *max_moved_ns)
+        *max_moved_ns = shift;
+    }
   }
-  return av_rescale_rnd(t->t_ns[i] - t->t_ns[0], tb.den, NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+  return pt;
 }
 
 static const char *raw_format(const char *path)
@@ -472,7 +492,7 @@ static void raw_limits(struct remux *r)
 /* Output ticks of frame i; rows past the timing's end extrapolate (only CFR asks for them). */
 static int64_t P(const struct remux *r, int64_t i)
 {
-  return ticks(&r->timing, i, r->cfr_frames, (r->opt->flags & PIREC_REMUX_CFR) != 0, r->tb);
+  return r->cfr ? cfr_ticks(&r->timing, i, r->cfr_frames, r->tb) : r->pt[i];
 }
 
 static int open_output(struct remux *r, const char *tmp)
@@ -624,8 +644,11 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
     }
   /* Packets come in decode order; with B-frames the pts sorted are the presentation times. */
   qsort(pk, (size_t)n, sizeof *pk, cmp_seen);
+  int64_t moved, max_moved, *pt = cfr ? NULL : tick_table(timing, n, tb, &moved, &max_moved);
+  if (!cfr && !pt)
+    rc = AVERROR(ENOMEM);
   for (int64_t i = 0; i < n && rc == 0; i++) {
-    int64_t want_ticks = ticks(timing, i, cfr ? cfr_frames : n, cfr, tb);
+    int64_t want_ticks = cfr ? cfr_ticks(timing, i, cfr_frames, tb) : pt[i];
     if (pk[i].pts - pk[0].pts != want_ticks) {
       seterr(res,
              "'%s': frame %lld has pts - pts0 = %lld, expected %lld in time base %d/%d "
@@ -637,6 +660,7 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
       rc = check_payload(path, i, &pk[i], want, res);
     }
   }
+  free(pt);
 done:
   free(pk);
   avformat_close_input(&ic);
@@ -820,20 +844,13 @@ static int count_frames(struct remux *r)
   return rc;
 }
 
-/* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
-static int check_ticks(struct remux *r)
+/* The output ticks of every row (tick_table); frames moved to keep one tick apart are reported. */
+static int plan_ticks(struct remux *r)
 {
-  for (int64_t i = 1; !r->cfr && i < r->rows; i++)
-    if (P(r, i) <= P(r, i - 1)) {
-      seterr(r->res,
-             "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
-             "output time base 1/%d%s",
-             r->res->timing_path, (long long)r->timing.line[i], (long long)i,
-             (long long)(r->timing.t_ns[i] - r->timing.t_ns[i - 1]), r->tb.den,
-             r->opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
-      return AVERROR(EINVAL);
-    }
-  return 0;
+  if (r->cfr)
+    return 0;
+  r->pt = tick_table(&r->timing, r->timing.count, r->tb, &r->res->frames_moved, &r->res->max_moved_ns);
+  return r->pt ? 0 : AVERROR(ENOMEM);
 }
 
 /* The presentation rank of the i-th packet read when it is written, else -1: it has a rank among
@@ -1064,7 +1081,7 @@ static int remux_file(const char *video_path, const struct pirec_remux_options *
   }
   if (rc == 0) {
     res->reorder_depth = (int)r.depth;
-    rc = check_ticks(&r);
+    rc = plan_ticks(&r);
   }
   if (rc == 0 && r.rank)
     plan_dts(&r);
@@ -1083,6 +1100,7 @@ static int remux_file(const char *video_path, const struct pirec_remux_options *
     unlink(r.tmp);
   avformat_close_input(&r.ic);
   free(r.rank);
+  free(r.pt);
   pirec_remux_timing_free(&r.timing);
   if (digests != NULL && rc == 0)
     *digests = r.digests;

@@ -103,6 +103,9 @@ static json_t *result_json(const char *input, const struct pirec_remux_result *r
   /* where the trial starts in the output: frames before it (pre-trigger, the GOP before the
    * start) play first at their own times */
   json_object_set_new(j, "first_ns", json_integer(r->first_ns));
+  /* frames put one output tick after the one before (docs/REMUX.md) */
+  json_object_set_new(j, "frames_moved", json_integer(r->frames_moved));
+  json_object_set_new(j, "max_moved_ns", json_integer(r->max_moved_ns));
   json_object_set_new(j, "before_start", json_integer(r->before_start));
   json_object_set_new(j, "trial_start_offset_ns", json_integer(r->start_ns - r->first_ns));
   return j;
@@ -513,10 +516,14 @@ static void summary(struct run *r, int64_t elapsed_ns)
     json_t *j = it->result;
     int64_t cut = jint(j, "rows_cut") + jint(j, "packets_cut");
     int64_t dur = jint(j, "duration_ns");
-    char what[4200], clock[300] = "";
+    char what[4200], clock[420] = "";
     /* Auto passing over the camera's clock changes what the times mean: say so on the line. */
     if (jstr(j, "clock_note")[0] != '\0')
       snprintf(clock, sizeof clock, " (clock %s: %s)", jstr(j, "clock"), jstr(j, "clock_note"));
+    if (jint(j, "frames_moved") > 0)
+      snprintf(clock + strlen(clock), sizeof clock - strlen(clock),
+               " (%" PRId64 " frames less than one tick after the one before, moved up to %" PRId64 " us)",
+               jint(j, "frames_moved"), (jint(j, "max_moved_ns") + 999) / 1000);
     if (!it->ok)
       snprintf(what, sizeof what, "FAILED: %s", jstr(j, "error"));
     else if (r->o->verify)
