@@ -125,7 +125,7 @@ struct trial {
   int rolling;   /* this stop is a segment change: the next segment starts when it is closed */
   int prior_err; /* the first error of the trial's earlier segments */
   int seg_taken; /* a frame was given to this segment (seg_t0 is its capture time) */
-  int64_t seg_t0;
+  int64_t seg_t0, seg_t0_dev;
   int t0_set; /* t0_mono is set (raw: the MKV's time 0, the file's first frame) */
   char *video_path, *csv_path;
   struct pirec_sink *video, *csv;
@@ -881,10 +881,17 @@ static int segment_due(struct pirec_camera *cam, struct trial *t, const struct f
   if (!t->seg_taken) {
     t->seg_taken = 1;
     t->seg_t0 = h->mono_ns;
+    t->seg_t0_dev = h->device_ts_ns;
     return 0;
   }
+  /* The span by the device's clock where it has one (its frame intervals do not jitter as arrivals
+   * do: a file of 1 s at 30 fps is 30 frames), else by arrival. */
+  int64_t span = h->mono_ns - t->seg_t0;
+  if (t->seg_t0_dev != INT64_MIN && h->device_ts_ns != INT64_MIN && h->device_ts_ns > t->seg_t0_dev &&
+      llabs((h->device_ts_ns - t->seg_t0_dev) - span) < 1000000000LL)
+    span = h->device_ts_ns - t->seg_t0_dev;
   uint64_t bytes = cam->raw ? (t->mkv ? pirec_mkv_bytes(t->mkv) : 0) : t->video_offset;
-  int due = (cam->s.segment_ns > 0 && h->mono_ns - t->seg_t0 >= cam->s.segment_ns) ||
+  int due = (cam->s.segment_ns > 0 && span >= cam->s.segment_ns) ||
             (cam->s.segment_bytes > 0 && bytes >= cam->s.segment_bytes);
   return due && starts_gop(cam, payload, h->len);
 }
