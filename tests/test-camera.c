@@ -965,22 +965,31 @@ static void test_url_file_replay(void **state)
  * started mid-GOP (pre_trigger 0) starts at the keyframe before it, and with pre_trigger = 1 s at
  * the keyframe at or before T - 1 s; those rows come first, marked before_start, with the times
  * they were captured at; packets = rows, every packet decodes, no frame is dropped. */
-static void url_pre_trigger(int64_t pre_ns)
+/* A camera whose source is a clip in tmp dir `name` of `frames` H.264 frames at 25 fps with a
+ * keyframe every second (25 frames), stored as received. */
+static void keyed_clip_camera(const char *name, int frames, char *dir, size_t cap,
+                              struct pirec_camera_settings *s)
 {
-  char dir[300], clip[400], cmd[1200];
-  make_tmp(dir, sizeof dir, pre_ns ? "urlpre" : "urlgop");
+  char clip[400], cmd[1200];
+  make_tmp(dir, cap, name);
   mkdir(dir, 0755);
   snprintf(clip, sizeof clip, "%s/clip.mp4", dir);
   snprintf(cmd, sizeof cmd,
-           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 150 "
+           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v %d "
            "-c:v libx264 -preset ultrafast -bf 0 -g 25 -keyint_min 25 -sc_threshold 0 -y '%s'",
-           clip);
+           frames, clip);
   assert_int_equal(system(cmd), 0);
+  pirec_camera_settings_default(s);
+  assert_int_equal(pirec_camera_settings_set_source(s, clip), 0);
+  s->width = s->height = 0;
+  s->fps_num = 0;
+}
+
+static void url_pre_trigger(int64_t pre_ns)
+{
+  char dir[300];
   struct pirec_camera_settings s;
-  pirec_camera_settings_default(&s);
-  assert_int_equal(pirec_camera_settings_set_source(&s, clip), 0);
-  s.width = s.height = 0;
-  s.fps_num = 0;
+  keyed_clip_camera(pre_ns ? "urlpre" : "urlgop", 150, dir, sizeof dir, &s);
   s.pre_trigger_ns = pre_ns;
   char out[400];
   snprintf(out, sizeof out, "%s/rec", dir);
@@ -1352,20 +1361,9 @@ static int check_segments(const char *dir, const char *ext, int64_t key_ns, stru
  * t001.h264 is written. */
 static void test_segments_h264(void **state)
 {
-  char dir[300], clip[400], cmd[1200], out[400];
-  make_tmp(dir, sizeof dir, "seg264");
-  mkdir(dir, 0755);
-  snprintf(clip, sizeof clip, "%s/clip.mp4", dir);
-  snprintf(cmd, sizeof cmd,
-           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 300 "
-           "-c:v libx264 -preset ultrafast -bf 0 -g 25 -keyint_min 25 -sc_threshold 0 -y '%s'",
-           clip);
-  assert_int_equal(system(cmd), 0);
+  char dir[300], out[400];
   struct pirec_camera_settings s;
-  pirec_camera_settings_default(&s);
-  assert_int_equal(pirec_camera_settings_set_source(&s, clip), 0);
-  s.width = s.height = 0;
-  s.fps_num = 0;
+  keyed_clip_camera("seg264", 300, dir, sizeof dir, &s);
   s.segment_ns = 1000000000LL;
   snprintf(out, sizeof out, "%s/rec", dir);
   struct run r = {.stop_at_ms = 4500};
