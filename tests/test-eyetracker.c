@@ -143,7 +143,7 @@ struct run {
   int64_t trial_ms;
   int stopped, stop_err, closed;
   int scene_sealed_at_stop; /* scene_sealed() when the stopped callback ran */
-  int events[5];
+  int events[8];            /* by enum pirec_eyetracker_event */
   char messages[8192];
   uv_timer_t hold_timer; /* holds the trial's sinks from hold_from_ms for hold_for_ms (if > 0) */
   int64_t hold_from_ms, hold_for_ms;
