@@ -53,6 +53,7 @@ static const char *event_name(enum pirec_eyetracker_event ev)
   case PIREC_EYETRACKER_EVENT_DISCONNECTED: return "eyetracker_disconnected";
   case PIREC_EYETRACKER_EVENT_ERROR: return "eyetracker_error";
   case PIREC_EYETRACKER_EVENT_WRITE_ERROR: return "write_error";
+  case PIREC_EYETRACKER_EVENT_SEGMENT: return "segment";
   }
   return "eyetracker_event";
 }
@@ -60,7 +61,9 @@ static const char *event_name(enum pirec_eyetracker_event ev)
 static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
 {
   struct app *a = user;
-  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s", msg);
+  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED || ev == PIREC_EYETRACKER_EVENT_SEGMENT ? PIREC_LOG_INFO
+                                                                                           : PIREC_LOG_WARN,
+            "eyetracker: %s", msg);
   if (a->rec)
     pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
   /* A trial that started while the device was away records from now on (docs/PROTOCOL.md). */
@@ -357,6 +360,8 @@ static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli 
   s->reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
   s->reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
   s->pre_trigger_ns = pirec_config_get_duration(cfg, "eyetracker", "pre_trigger");
+  s->segment_ns = pirec_config_get_duration(cfg, "eyetracker", "segment");
+  s->segment_bytes = pirec_config_get_size(cfg, "eyetracker", "segment_size");
   s->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   r = address && pirec_eyetracker_settings_set_address(s, address) < 0 ? -EINVAL : 0;

@@ -250,6 +250,12 @@ static const struct pirec__config_key camera_keys[] = {
         "memory "
         "and write it first into the next trial, rows marked before_start (0: only the current GOP; raw "
         "sources: not applied)"),
+    DUR("segment", "0", 0, 24 * NS_H,
+        "split a trial's video into numbered files tNNN_sMMM (each with its frames CSV) after this much "
+        "video, at the next frame that starts a GOP (0: one file per trial)"),
+    SIZE("segment_size", "0", 0, 1024 * GIB,
+         "split a trial's video into numbered files when one reaches this size, at the next frame that "
+         "starts a GOP (0: no size limit); with segment, whichever comes first"),
 };
 
 static const struct pirec__config_key eyetracker_keys[] = {
@@ -262,6 +268,12 @@ static const struct pirec__config_key eyetracker_keys[] = {
         "while no trial runs, keep this much of gaze, eye events and scene video (from a keyframe) in "
         "memory and write it first into the next trial, rows marked before_start (0: only the scene's "
         "current GOP)"),
+    DUR("segment", "0", 0, 24 * NS_H,
+        "split a trial's scene video into numbered files tNNN_scene_sMMM (each with its frames CSV) after "
+        "this much video, at the next keyframe (0: one file per trial; gaze stays one file)"),
+    SIZE("segment_size", "0", 0, 1024 * GIB,
+         "split a trial's scene video into numbered files when one reaches this size, at the next "
+         "keyframe (0: no size limit); with segment, whichever comes first"),
 };
 
 static const struct pirec__config_key notes_keys[] = {

@@ -299,6 +299,43 @@ static int add_item(struct run *r, const char *path)
   return 0;
 }
 
+/* The segment number of a name "..._sNNN.EXT" (docs/FORMATS.md), else 0. */
+static int segment_number(const char *name)
+{
+  const char *dot = strrchr(name, '.');
+  size_t n = dot ? (size_t)(dot - name) : strlen(name);
+  if (n < 6 || name[n - 5] != '_' || name[n - 4] != 's')
+    return 0;
+  int k = 0;
+  for (size_t i = n - 3; i < n; i++) {
+    if (name[i] < '0' || name[i] > '9')
+      return 0;
+    k = k * 10 + (name[i] - '0');
+  }
+  return k;
+}
+
+/* --join: segment 1 of a trial (".../tNNN_s001.EXT") adds the trial ("tNNN.EXT"), which the child
+ * reads as its segments joined; the later segments are in it. */
+static int add_trial(struct run *r, const char *path)
+{
+  char trial[4096];
+  const char *dot = strrchr(path, '.');
+  if (segment_number(strrchr(path, '/') ? strrchr(path, '/') + 1 : path) != 1)
+    return 0;
+  snprintf(trial, sizeof trial, "%.*s%s", (int)(dot - path - 5), path, dot);
+  int rc = add_item(r, trial);
+  struct stat st;
+  char seg[4200];
+  for (int k = 1; rc == 0; k++) { /* its size, for the timeout: all of its segments */
+    snprintf(seg, sizeof seg, "%.*s_s%03d%s", (int)(dot - path - 5), path, k, dot);
+    if (stat(seg, &st) != 0)
+      break;
+    r->items[r->n - 1].size += st.st_size;
+  }
+  return rc;
+}
+
 /* Session layout: SESSION/cameraN/tNNN.mkv, SESSION/eyetracker/tNNN_scene.mkv; we search a few
  * levels deep so a folder of sessions works too. Names are sorted so runs are reproducible. */
 static int scan_dir(struct run *r, const char *dir, int depth)
@@ -324,6 +361,9 @@ static int scan_dir(struct run *r, const char *dir, int depth)
         rc = add_item(r, path);
     } else if (S_ISREG(st.st_mode) && empty_trial_csv(path)) {
       rc = add_skipped(r, path, "no frames (the trial recorded none)", 0);
+    } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name) && r->o->join &&
+               segment_number(names[i]->d_name) > 0) {
+      rc = add_trial(r, path); /* its first segment stands for the trial */
     } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name)) {
       char why[160], timing[4200];
       /* A stray video (a copy, a test clip) without timing is not this run's business, and our

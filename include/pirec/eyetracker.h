@@ -72,6 +72,13 @@ struct pirec_eyetracker_settings {
                                    into the next trial, rows marked before_start (docs/FORMATS.md) */
   size_t backlog_video_bytes; /* 0 (default): sized from pre_trigger_ns (eyetracker-int.h) */
   size_t backlog_rows_bytes;  /* 0 (default): likewise, for gaze, eye events and clock rows */
+  /* Scene video segments (docs/FORMATS.md): the trial's scene video and its frames CSV are split
+   * into tNNN_scene_sMMM.mkv with tNNN_scene_sMMM_frames.csv (MMM from 001) once segment_ns of
+   * video (from the file's first frame) or segment_bytes are reached, at the next keyframe with
+   * parameter sets; the rows go on across the files. Gaze, eye events and clock rows stay one file
+   * per trial. 0 and 0 (default): one scene file per trial, tNNN_scene.mkv. */
+  int64_t segment_ns;
+  uint64_t segment_bytes;
 };
 
 /* Fills s with the defaults above (host "auto"). */
@@ -88,6 +95,7 @@ enum pirec_eyetracker_event {
   PIREC_EYETRACKER_EVENT_DISCONNECTED,  /* a stream was lost; reconnecting with backoff */
   PIREC_EYETRACKER_EVENT_ERROR,         /* a protocol or data error (bad SDP, error reply, ...) */
   PIREC_EYETRACKER_EVENT_WRITE_ERROR,   /* a file sink failed; the trial keeps what it has */
+  PIREC_EYETRACKER_EVENT_SEGMENT,       /* a new scene segment's files begin (message names them) */
 };
 
 /* Runs on the loop thread; message (lowercase, subject quoted) is valid during the call. */

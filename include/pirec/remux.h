@@ -159,6 +159,7 @@ struct pirec_remux_run_options {
   uint32_t timeout_s;               /* per file; 0: 30 s + 1 s per 2 MiB of input */
   const char *self_exe;             /* the pirec-remux binary to re-execute with --one */
   int live; /* also remux sessions still recording (session.json not final, its controller alive) */
+  int join; /* a trial in segments (tNNN_s001.EXT, ...) is one item "tNNN.EXT": one output per trial */
 };
 
 /* Expands paths (session directories are searched for videos with a timing file; files are taken

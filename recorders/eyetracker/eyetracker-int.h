@@ -194,7 +194,23 @@ struct pirec_eyetracker {
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
   struct pirec_rowgate *scene_gate; /* scene frame rows waiting for their frames' writes */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
-  struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
+  /* Scene segments (trial.c): the current file's number (0: segments off), where its first frame
+   * was captured, and the previous file's set while it closes, the trial going on in the next. */
+  int scene_segment;
+  int scene_seg_started;
+  int64_t scene_seg_t0;
+  char trial_dir[4096];
+  char trial_base[32];
+  struct scene_old {
+    struct pirec_sink *video, *frames;
+    struct pirec_mkv *mkv;
+    struct pirec_rowgate *gate;
+    struct pirec_mkv_sealer sealer;
+    char path[4200]; /* the video's, for the seal */
+    int open;        /* closes and the seal outstanding; 0: no set is closing */
+  } scene_old;
+  int stop_waits_old;              /* the trial's stop is done once the previous segment's files are */
+  struct pirec_fs_req empty_video; /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
@@ -266,6 +282,14 @@ void pirec__et_backlog_replay(struct pirec_eyetracker *et, int64_t start_mono);
  * count as discarded and in the scene stream's dropped_after. _free: at the trial's end. */
 int pirec__et_scene_gate_open(struct pirec_eyetracker *et);
 void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video);
+/* The same for the previous segment's files (et->scene_old) once its video is closed: its rows go
+ * to its frames CSV; what was lost after its last row goes on the trial's next row. */
+void pirec__et_scene_settle_old(struct pirec_eyetracker *et, struct pirec_sink *video);
+/* trial.c: a scene frame rec (a keyframe with parameter sets, received at mono) is about to be
+ * written: when the current segment is long (by the stream's own clock, whose frame intervals do
+ * not jitter as arrivals do) or large enough, the next segment's files take it.
+ * Returns 0, or a negative errno when the next files cannot be opened (the current ones go on). */
+int pirec__et_scene_segment(struct pirec_eyetracker *et, int64_t mono, const struct scene_rec *rec);
 void pirec__et_scene_gate_free(struct pirec_eyetracker *et);
 
 /* ---- core.c ---- */

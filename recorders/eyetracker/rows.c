@@ -150,6 +150,10 @@ static void write_scene(struct stream *st, int64_t mono, const struct scene_rec 
     return;
   }
   pirec_sink_flush(et->video_sink);
+  if (!et->scene_seg_started) {
+    et->scene_seg_started = 1;
+    et->scene_seg_t0 = mono;
+  }
   et->last_pts_ns = pts;
   et->last_pts_mono = mono;
   et->bytes_video += r->len;
@@ -293,6 +297,8 @@ void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t 
       return;
     }
     et->need_key = 0;
+    if (rec->keyframe && rec->params)
+      (void)pirec__et_scene_segment(et, mono, rec); /* a failure is announced; the file goes on */
     write_scene(st, mono, rec, au, 0);
   } else if (pirec__et_handing_over(et)) {
     if (kept) {
