@@ -115,8 +115,9 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
       "dropped_before", "bytes",   "offset",  "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
   pirec_sink_push(et->frames_sink, hdr, (size_t)n);
-  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream",       "rtp_ts",
-                                           "device_ns", "offset_ns", "drift_ppb", "before_start", NULL};
+  static const char *const clock_cols[] = {"trial",  "mono_ns",      "wall_ns",   "stream",
+                                           "rtp_ts", "device_ns",    "offset_ns", "drift_ppb",
+                                           "rtt_ns", "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
   if (et->events_sink) {
