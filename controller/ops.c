@@ -169,6 +169,7 @@ int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
   }
   json_decref(extra);
   c->note_seq++;
+  pirec__modules_mark(c, "note", text, len, mono, wall);
   return 0;
 }
 

@@ -157,37 +157,51 @@ static int saved(struct neon *n)
 
 struct api_row {
   long long rx_mono, rx_dev, ts;
-  char path[64], name[256];
+  char path[256], name[256];
   int code;
 };
 
-/* The simulator's API log (rx_mono_ns,rx_device_ns,path,name,timestamp_ns,code): names hold no
- * comma or quote here except the one quoted field form libcsv writes for a space-free name. */
+/* Reads one CSV field at *p (quoted as libcsv writes: "" inside quotes is a quote) into out. */
+static void csv_field(char **p, char *out, size_t cap)
+{
+  size_t n = 0;
+  char *q = *p;
+  int quoted = *q == '"';
+  q += quoted;
+  for (; *q && (quoted || (*q != ',' && *q != '\n')); q++) {
+    if (quoted && *q == '"') {
+      if (q[1] != '"') {
+        quoted = 0;
+        continue;
+      }
+      q++;
+    }
+    if (n + 1 < cap)
+      out[n++] = *q;
+  }
+  out[n] = 0;
+  *p = *q ? q + 1 : q;
+}
+
+/* The simulator's API log: rx_mono_ns,rx_device_ns,path,name,timestamp_ns,code. */
 static int load_api_log(const char *path, struct api_row *rows, int max)
 {
   FILE *f = fopen(path, "r");
   assert_non_null(f);
-  char line[1024];
+  char line[1024], field[6][256];
   int n = 0;
   assert_non_null(fgets(line, sizeof line, f)); /* header */
   while (n < max && fgets(line, sizeof line, f)) {
-    struct api_row *r = &rows[n];
-    memset(r, 0, sizeof *r);
-    char *p = line, *field[6];
-    for (int i = 0; i < 6; i++) {
-      field[i] = p;
-      p = strchr(p, i < 5 ? ',' : '\n');
-      if (!p)
-        fail_msg("%s: line %d is not 6 fields: %s", path, n + 2, line);
-      *p++ = 0;
-    }
+    struct api_row *r = &rows[n++];
+    char *p = line;
+    for (int i = 0; i < 6; i++)
+      csv_field(&p, field[i], sizeof field[i]);
     r->rx_mono = atoll(field[0]);
     r->rx_dev = atoll(field[1]);
     snprintf(r->path, sizeof r->path, "%s", field[2]);
     snprintf(r->name, sizeof r->name, "%s", field[3]);
     r->ts = field[4][0] ? atoll(field[4]) : -1;
     r->code = atoi(field[5]);
-    n++;
   }
   fclose(f);
   return n;
@@ -198,9 +212,8 @@ static void test_events_and_recording(void **state)
   static struct neon n;
   char log[300];
   snprintf(log, sizeof log, "/tmp/pirec-neon-api-%d.csv", (int)getpid());
-  const char *args[] = {"--no-world",  "--no-events", "--clock-offset", "37.5", "--drift-ppm",
-                        "50",          "--api-log",   log,              "--fail-events", "2",
-                        NULL};
+  const char *args[] = {"--no-world", "--no-events", "--clock-offset", "37.5", "--drift-ppm", "50",
+                        "--api-log",  log,           "--fail-events",  "2",    NULL};
   neon_start(&n, "events", args, 0);
   run_until(&n, echo_made, "the first Time Echo estimate");
   assert_int_equal(status_of(&n).echo_estimates, 1);
@@ -218,8 +231,8 @@ static void test_events_and_recording(void **state)
   assert_int_equal(s.events_retried, 2); /* the first event was refused twice, then taken */
   assert_int_equal(n.rec[0].err, 0);
   assert_true(strlen(n.rec[0].result) > 8);
-  assert_int_equal(pirec_eyetracker_recording_cmd(n.et, PIREC_EYETRACKER_REC_STOP_AND_SAVE, on_rec, &n.rec[1]),
-                   0);
+  assert_int_equal(
+      pirec_eyetracker_recording_cmd(n.et, PIREC_EYETRACKER_REC_STOP_AND_SAVE, on_rec, &n.rec[1]), 0);
   run_until(&n, saved, "the recording's stop_and_save");
   assert_int_equal(n.rec[1].err, 0);
   /* The host's CLOCK_REALTIME - CLOCK_MONOTONIC, to compare the echo's offset with the truth. */
@@ -262,7 +275,8 @@ static void test_events_and_recording(void **state)
     worst_echo = echo_err > worst_echo ? echo_err : worst_echo;
     matched++;
   }
-  fprintf(stderr, "events: %d delivered, worst device-time error %lld us; echo offset %lld us off the truth\n",
+  fprintf(stderr,
+          "events: %d delivered, worst device-time error %lld us; echo offset %lld us off the truth\n",
           matched, worst / 1000, worst_echo / 1000);
   assert_int_equal(matched, EVENTS);
   assert_int_equal(refused, 2);
@@ -276,7 +290,8 @@ static void test_events_and_recording(void **state)
   FILE *f = fopen(path, "r");
   assert_non_null(f);
   assert_non_null(fgets(line, sizeof line, f));
-  assert_string_equal(line, "trial,mono_ns,wall_ns,stream,rtp_ts,device_ns,offset_ns,drift_ppb,rtt_ns,before_start\n");
+  assert_string_equal(
+      line, "trial,mono_ns,wall_ns,stream,rtp_ts,device_ns,offset_ns,drift_ppb,rtt_ns,before_start\n");
   int echo_rows = 0;
   while (fgets(line, sizeof line, f)) {
     long long mono, wall, dev, off, rtt;
@@ -383,6 +398,234 @@ static void test_device_gone(void **state)
   assert_int_equal(uv_loop_close(&n.loop), 0);
 }
 
+/* ---- pirec-eyetracker --protocol: the session drives the device ---- */
+
+/* One step of a scripted conversation: the next reply must contain expect, then send goes out
+ * (%s: the session directory; NULL: nothing more). */
+struct step {
+  const char *expect, *send;
+};
+
+struct proto {
+  uv_loop_t loop;
+  struct sim_proc sim;
+  uv_process_t proc;
+  uv_pipe_t in, out;
+  char buf[65536];
+  size_t len;
+  const struct step *steps;
+  int step, nsteps, exited;
+  int64_t status;
+  char dir[256];
+  char events[16384], status_line[65536];
+};
+
+static void p_closed(uv_handle_t *h)
+{
+}
+
+static void p_written(uv_write_t *w, int status)
+{
+  free(w);
+}
+
+static void p_send(struct proto *p, const char *fmt)
+{
+  struct {
+    uv_write_t w;
+    char b[1024];
+  } *m = malloc(sizeof *m);
+  int n = snprintf(m->b, sizeof m->b, fmt, p->dir);
+  m->b[n++] = '\n';
+  uv_buf_t buf = uv_buf_init(m->b, (unsigned)n);
+  assert_int_equal(uv_write(&m->w, (uv_stream_t *)&p->in, &buf, 1, p_written), 0);
+}
+
+static void p_line(struct proto *p, const char *line)
+{
+  if (strstr(line, "\"event\"")) {
+    size_t l = strlen(p->events);
+    snprintf(p->events + l, sizeof p->events - l, "%s\n", line);
+    return;
+  }
+  if (p->step >= p->nsteps)
+    fail_msg("unexpected line: %s", line);
+  const struct step *st = &p->steps[p->step++];
+  if (!strstr(line, st->expect))
+    fail_msg("step %d: expected '%s' in: %s", p->step, st->expect, line);
+  if (strstr(line, "\"reply\":\"status\""))
+    snprintf(p->status_line, sizeof p->status_line, "%s", line);
+  if (st->send)
+    p_send(p, st->send);
+  else
+    uv_process_kill(&p->sim.proc, SIGTERM);
+}
+
+static void p_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+  struct proto *p = h->data;
+  *b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - 1 - p->len));
+}
+
+static void p_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+  struct proto *p = st->data;
+  if (n < 0) {
+    uv_close((uv_handle_t *)st, p_closed);
+    return;
+  }
+  p->len += (size_t)n;
+  char *nl;
+  while ((nl = memchr(p->buf, '\n', p->len)) != NULL) {
+    *nl = 0;
+    p_line(p, p->buf);
+    size_t used = (size_t)(nl + 1 - p->buf);
+    memmove(p->buf, nl + 1, p->len - used);
+    p->len -= used;
+  }
+}
+
+static void p_exit(uv_process_t *proc, int64_t status, int sig)
+{
+  struct proto *p = proc->data;
+  p->exited = 1;
+  p->status = status;
+  uv_close((uv_handle_t *)proc, p_closed);
+  uv_close((uv_handle_t *)&p->in, p_closed);
+}
+
+/* Runs pirec-eyetracker --protocol with conf_extra in its [eyetracker] section against a
+ * simulator started with sim_args, through steps. */
+static void run_protocol(struct proto *p, const char *tag, const char *const *sim_args,
+                         const char *conf_extra, const struct step *steps, int nsteps)
+{
+  snprintf(p->dir, sizeof p->dir, "/tmp/pirec-neon-%s-%d", tag, (int)getpid());
+  char cmd[600], conf[400], prog[1024];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", p->dir, p->dir);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(uv_loop_init(&p->loop), 0);
+  sim_spawn(&p->loop, &p->sim, sim_args);
+  snprintf(conf, sizeof conf, "%s.conf", p->dir);
+  FILE *f = fopen(conf, "w");
+  assert_non_null(f);
+  fprintf(f, "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\n%s", p->sim.http,
+          p->sim.rtsp, conf_extra);
+  fclose(f);
+  snprintf(prog, sizeof prog, "%s/apps/pirec-eyetracker", getenv("PIREC_BUILD_DIR"));
+  char *args[] = {prog, "--protocol", "-c", conf, NULL};
+  uv_pipe_init(&p->loop, &p->in, 0);
+  uv_pipe_init(&p->loop, &p->out, 0);
+  p->in.data = p->out.data = p->proc.data = p;
+  p->steps = steps;
+  p->nsteps = nsteps;
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->in},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
+      {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t o = {.file = prog, .args = args, .exit_cb = p_exit, .stdio = stdio, .stdio_count = 3};
+  assert_int_equal(uv_spawn(&p->loop, &p->proc, &o), 0);
+  uv_read_start((uv_stream_t *)&p->out, p_alloc, p_read);
+  uv_run(&p->loop, UV_RUN_DEFAULT);
+  assert_true(p->exited);
+  assert_int_equal(p->status, 0);
+  assert_int_equal(p->step, nsteps);
+  assert_int_equal(uv_loop_close(&p->loop), 0);
+  unlink(conf);
+}
+
+static void test_protocol_session(void **state)
+{
+  static struct proto p;
+  static const struct step steps[] = {
+      {"\"reply\":\"ready\"",
+       "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"base\"}"},
+      {"\"reply\":\"started\"",
+       "{\"id\":2,\"cmd\":\"mark\",\"kind\":\"note\",\"text\":\"participant arrived, \\\"P07\\\"\"}"},
+      {"\"reply\":\"marked\"",
+       "{\"id\":3,\"cmd\":\"mark\",\"kind\":\"gpio\",\"text\":\"gpio.pedal rising\"}"},
+      {"\"reply\":\"marked\"", "{\"id\":4,\"cmd\":\"stop\",\"next\":true}"},
+      {"\"reply\":\"stopped\"",
+       "{\"id\":5,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":2,\"label\":\"\"}"},
+      {"\"reply\":\"started\"", "{\"id\":6,\"cmd\":\"status\"}"},
+      {"\"reply\":\"status\"", "{\"id\":7,\"cmd\":\"stop\"}"},
+      {"\"reply\":\"stopped\"", "{\"id\":8,\"cmd\":\"quit\"}"},
+      {"\"reply\":\"bye\"", NULL},
+  };
+  char log[300], arg_log[320];
+  snprintf(log, sizeof log, "/tmp/pirec-neon-proto-api-%d.csv", (int)getpid());
+  snprintf(arg_log, sizeof arg_log, "%s", log);
+  const char *sim_args[] = {"--no-world", "--no-events", "--api-log", arg_log, NULL};
+  run_protocol(&p, "proto", sim_args, "device_recording = true\ndevice_event_prefix = lab/\n", steps,
+               (int)(sizeof steps / sizeof steps[0]));
+  /* the recording's id: in the status (session.json takes it from there) and in events.csv's rows */
+  assert_non_null(strstr(p.events, "\"event\":\"device_recording\""));
+  assert_non_null(strstr(p.events, "\"state\":\"started\""));
+  assert_non_null(strstr(p.events, "\"state\":\"saved\""));
+  const char *id = strstr(p.status_line, "\"recording_id\":\"");
+  assert_non_null(id);
+  char rec_id[64] = "";
+  sscanf(id + 16, "%63[^\"]", rec_id);
+  assert_true(strlen(rec_id) > 8);
+  static struct api_row rows[64];
+  int n = load_api_log(log, rows, 64);
+  /* the order the device got them in: the recording first, the save last */
+  static const char *const want[][2] = {
+      {"/api/recording:start", NULL},
+      {"/api/event", "lab/session_start"},
+      {"/api/event", "lab/trial 1 base"},
+      {"/api/event", "lab/note participant arrived, \"P07\""},
+      {"/api/event", "lab/gpio gpio.pedal rising"},
+      {"/api/event", "lab/trial 2"},
+      {"/api/event", "lab/session_stop"},
+      {"/api/recording:stop_and_save", NULL},
+  };
+  assert_int_equal(n, (int)(sizeof want / sizeof want[0]));
+  for (int i = 0; i < n; i++) {
+    assert_string_equal(rows[i].path, want[i][0]);
+    assert_int_equal(rows[i].code, 200);
+    if (want[i][1])
+      assert_string_equal(rows[i].name, want[i][1]);
+  }
+  assert_string_equal(rows[0].name, rec_id);
+  unlink(log);
+}
+
+static void test_protocol_refused_blocks(void **state)
+{
+  static struct proto p;
+  static const struct step steps[] = {
+      {"\"reply\":\"ready\"",
+       "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}"},
+      {"the eye tracker did not start its own recording (HTTP 400: Battery too low): the eye tracker does "
+       "not "
+       "record this session (if_device_refuses = block)",
+       "{\"id\":2,\"cmd\":\"quit\"}"},
+      {"\"reply\":\"bye\"", NULL},
+  };
+  const char *sim_args[] = {"--no-world", "--no-events", "--refuse-recording", "Battery too low", NULL};
+  run_protocol(&p, "block", sim_args, "device_recording = true\nif_device_refuses = block\n", steps, 3);
+  assert_non_null(strstr(p.events, "\"state\":\"refused\""));
+}
+
+static void test_protocol_refused_continues(void **state)
+{
+  static struct proto p;
+  static const struct step steps[] = {
+      {"\"reply\":\"ready\"",
+       "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}"},
+      {"\"reply\":\"started\"", "{\"id\":2,\"cmd\":\"stop\"}"},
+      {"\"reply\":\"stopped\"", "{\"id\":3,\"cmd\":\"quit\"}"},
+      {"\"reply\":\"bye\"", NULL},
+  };
+  const char *sim_args[] = {"--no-world", "--no-events", "--refuse-recording", "Storage full", NULL};
+  run_protocol(&p, "continue", sim_args, "device_recording = true\n", steps, 4);
+  assert_non_null(
+      strstr(p.events, "HTTP 400: Storage full): pirec records without it (if_device_refuses = continue)"));
+  char gaze[400];
+  snprintf(gaze, sizeof gaze, "%s/eyetracker/t001_gaze.csv", p.dir);
+  assert_int_equal(access(gaze, F_OK), 0); /* the eye tracker recorded alone */
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -390,6 +633,9 @@ int main(void)
       cmocka_unit_test(test_recording_refused),
       cmocka_unit_test(test_echo_silent),
       cmocka_unit_test(test_device_gone),
+      cmocka_unit_test(test_protocol_session),
+      cmocka_unit_test(test_protocol_refused_blocks),
+      cmocka_unit_test(test_protocol_refused_continues),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,7 +47,8 @@ static void settle(struct pirec_eyetracker *et, int code, const char *body, size
   else if (code != 200)
     err = -EPERM, snprintf(why, sizeof why, "HTTP %d: %s", code, message ? message : "(no message)");
   else
-    snprintf(why, sizeof why, "%s", json_string_value(json_object_get(json_object_get(root, "result"), "id")) ?: "");
+    snprintf(why, sizeof why, "%s",
+             json_string_value(json_object_get(json_object_get(root, "result"), "id")) ?: "");
   json_decref(root);
   q->attempts++;
   if (err < 0 && q->is_event && q->attempts < q->max_attempts) {
@@ -58,8 +59,9 @@ static void settle(struct pirec_eyetracker *et, int code, const char *body, size
   if (q->is_event) {
     if (err < 0) {
       et->events_failed++;
-      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR, "%s: event to 'http://%s:%d%s' not delivered after %d tries: %s",
-                     et->s.name, et->s.host, et->s.http_port, q->path, q->attempts, why);
+      pirec__et_emit(et, PIREC_EYETRACKER_EVENT_ERROR,
+                     "%s: event to 'http://%s:%d%s' not delivered after %d tries: %s", et->s.name, et->s.host,
+                     et->s.http_port, q->path, q->attempts, why);
     } else
       et->events_sent++;
   }
@@ -81,7 +83,8 @@ static void closed(uv_handle_t *h)
     int code = 0;
     const char *failure = et->api_failure[0] ? et->api_failure : NULL;
     if (!failure) {
-      code = pirec_http_reply(pirec_bytebuf_data(&et->api_in) ? (uint8_t *)pirec_bytebuf_data(&et->api_in) : (uint8_t *)"",
+      code = pirec_http_reply(pirec_bytebuf_data(&et->api_in) ? (uint8_t *)pirec_bytebuf_data(&et->api_in)
+                                                              : (uint8_t *)"",
                               pirec_bytebuf_len(&et->api_in), &body, &len);
       if (code < 0)
         failure = code == -ENODATA ? "the answer was cut off" : "not an HTTP answer";

@@ -97,8 +97,8 @@ static int on_recording(struct pirec_eyesim *sim, int64_t mono, const char *what
   }
   char path[64];
   snprintf(path, sizeof path, "/api/recording:%s", what);
-  log_request(sim, mono, path, code == 200 && *result ? json_string_value(json_object_get(*result, "id")) : NULL,
-              NULL, code);
+  log_request(sim, mono, path,
+              code == 200 && *result ? json_string_value(json_object_get(*result, "id")) : NULL, NULL, code);
   return code;
 }
 
@@ -120,7 +120,10 @@ int pirec__sim_api_post(struct pirec_eyesim *sim, const char *path, size_t path_
   } else
     return -ENOENT;
   json_t *reply = json_pack("{s:s,s:o?}", "message",
-                            message ? message : code == 200 ? "Success" : code == 503 ? "Busy" : "Bad request",
+                            message       ? message
+                            : code == 200 ? "Success"
+                            : code == 503 ? "Busy"
+                                          : "Bad request",
                             "result", result);
   char *text = json_dumps(reply, JSON_COMPACT);
   snprintf(out, cap, "%s", text ? text : "{}");
