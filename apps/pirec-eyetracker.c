@@ -168,8 +168,9 @@ static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetr
                 (json_int_t)s.echo_failures, "recording_id", dev && dev->rec_id[0] ? dev->rec_id : NULL));
   if (s.echo_offset_ns != INT64_MIN)
     json_object_update_new(json_object_get(o, "device"),
-                           json_pack("{s:I,s:I}", "echo_offset_ns", (json_int_t)s.echo_offset_ns,
-                                     "echo_rtt_ns", (json_int_t)s.echo_rtt_ns));
+                           json_pack("{s:I,s:I,s:I}", "echo_offset_ns", (json_int_t)s.echo_offset_ns,
+                                     "echo_rtt_ns", (json_int_t)s.echo_rtt_ns, "echo_uncertainty_ns",
+                                     (json_int_t)s.echo_uncertainty_ns));
   json_object_set_new(o, "backlog",
                       json_pack("{s:I,s:I,s:I,s:I}", "bytes", (json_int_t)s.backlog_bytes, "used",
                                 (json_int_t)s.backlog_used, "high_water", (json_int_t)s.backlog_high_water,
@@ -201,15 +202,27 @@ static void recording_row(struct app *a, const char *state, const char *message)
 {
   if (a->rec)
     pirec_recorder_event(a->rec, "device_recording",
-                         json_pack("{s:s,s:s?,s:s?}", "state", state, "id",
+                         json_pack("{s:s,s:s*,s:s*}", "state", state, "id",
                                    a->dev.rec_id[0] ? a->dev.rec_id : NULL, "message", message));
+}
+
+static void on_stopped(struct pirec_eyetracker *et, int err, void *user);
+
+/* The device's recording is over (saved or cancelled): a stop waiting for it is answered. */
+static void recording_closed(struct app *a)
+{
+  a->dev.rec = REC_NONE;
+  if (a->dev.stop_parked) {
+    a->dev.stop_parked = 0;
+    on_stopped(a->et, a->dev.stop_err, a);
+  }
 }
 
 static void on_rec_cancelled(struct pirec_eyetracker *et, int err, const char *result, void *user)
 {
   struct app *a = user;
   recording_row(a, err == 0 ? "cancelled" : "cancel_failed", err == 0 ? NULL : result);
-  a->dev.rec_id[0] = 0;
+  recording_closed(a);
 }
 
 static void start_trial(struct app *a, struct pirec_recorder_req *req, int64_t wall)
@@ -228,8 +241,9 @@ static void start_trial(struct app *a, struct pirec_recorder_req *req, int64_t w
     device_event(a, KIND_TRIAL, wall, "trial %d%s%s", req->trial, req->label[0] ? " " : "", req->label);
   if (r < 0 && a->dev.rec == REC_RUNNING && req->new_session) {
     /* the session's start failed here: the device's recording of it is dropped */
-    a->dev.rec = REC_NONE;
-    pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_CANCEL, on_rec_cancelled, a);
+    a->dev.rec = REC_SAVING;
+    if (pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_CANCEL, on_rec_cancelled, a) < 0)
+      a->dev.rec = REC_NONE;
   }
   char why[512];
   if (r == 0 && device_absent(a->et, why, sizeof why))
@@ -283,33 +297,30 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   start_trial(a, req, wall);
 }
 
-static void on_stopped(struct pirec_eyetracker *et, int err, void *user);
-
 static void on_rec_saved(struct pirec_eyetracker *et, int err, const char *result, void *user)
 {
   struct app *a = user;
-  a->dev.rec = REC_NONE;
   recording_row(a, err == 0 ? "saved" : "save_failed", err == 0 ? NULL : result);
   if (err < 0)
     pirec_log(PIREC_LOG_WARN, "eyetracker: the device did not save its recording '%s': %s", a->dev.rec_id,
               result);
-  if (a->dev.stop_parked) {
-    a->dev.stop_parked = 0;
-    on_stopped(et, a->dev.stop_err, a);
-  }
+  recording_closed(a);
 }
 
-/* The session ends (a stop without a next trial, or quit): its events and the device's save go
- * out before the trial's files close; the stop is answered once both are done. */
-static void session_end(struct app *a)
+/* The session ends (a stop without a next trial, or quit): its events and the device's save (its
+ * cancel when the session is abandoned) go out before the trial's files close; the stop is
+ * answered once both are done. */
+static void session_end(struct app *a, int abort_)
 {
-  device_event(a, KIND_SESSION, pirec_clock_wall_ns(), "session_stop");
+  device_event(a, KIND_SESSION, pirec_clock_wall_ns(), abort_ ? "session_abort" : "session_stop");
   pirec_eyetracker_time_echo(a->et);
-  if (a->dev.rec == REC_RUNNING) {
-    a->dev.rec = REC_SAVING;
-    if (pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_STOP_AND_SAVE, on_rec_saved, a) < 0)
-      a->dev.rec = REC_RUNNING;
-  }
+  if (a->dev.rec != REC_RUNNING)
+    return;
+  a->dev.rec = REC_SAVING;
+  int r = abort_ ? pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_CANCEL, on_rec_cancelled, a)
+                 : pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_STOP_AND_SAVE, on_rec_saved, a);
+  if (r < 0)
+    a->dev.rec = REC_RUNNING;
 }
 
 static void m_mark(struct pirec_recorder *rec, struct pirec_recorder_req *req)
@@ -348,7 +359,7 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   a->pending = req;
   if (!req->handover) { /* the session ends: its key is wiped (the trial's sinks hold their own) */
     pirec_eyetracker_set_key(a->et, NULL, NULL);
-    session_end(a);
+    session_end(a, req->abort);
   }
   if (req->handover && pirec_eyetracker_recording(a->et))
     pirec_eyetracker_hand_over(a->et);
@@ -378,7 +389,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   }
   a->pending = req;
   if (pirec_eyetracker_recording(a->et))
-    session_end(a);
+    session_end(a, 0);
   if (pirec_eyetracker_trial_stop(a->et, on_stopped, a) < 0)
     on_stopped(a->et, 0, a);
 }

@@ -578,9 +578,10 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     snprintf(err, errlen, "not recording");
     return -EINVAL;
   }
-  json_t *next = json_object_get(msg, "next");
-  if (next && !json_is_boolean(next)) {
-    snprintf(err, errlen, "field 'next' must be true or false");
+  json_t *next = json_object_get(msg, "next"), *abort_ = json_object_get(msg, "abort");
+  if ((next && !json_is_boolean(next)) || (abort_ && !json_is_boolean(abort_))) {
+    snprintf(err, errlen, "field '%s' must be true or false",
+             next && !json_is_boolean(next) ? "next" : "abort");
     return -EINVAL;
   }
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
@@ -588,6 +589,7 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     return -ENOMEM;
   req->trial = rec->trial;
   req->handover = json_is_true(next);
+  req->abort = json_is_true(abort_);
   rec->barrier++;
   rec->ops.stop(rec, req);
   return 0;

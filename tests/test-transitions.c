@@ -532,6 +532,17 @@ static void test_eyetracker_seamless(void **state)
   ctl_cleanup(&c);
 }
 
+/* A pirec-eyesim without video that logs the API requests it gets into log. */
+static void neon_sim(struct tu_proc *sim, const char *log, int *http, int *rtsp)
+{
+  const char *argv[] = {tu_program("pirec-eyesim"), "--no-world", "--no-events", "--api-log", log, NULL};
+  assert_int_equal(tu_proc_start(sim, argv, NULL), 0);
+  char *line = tu_proc_readline(sim, 15000);
+  if (!line || sscanf(line, "pirec-eyesim http=%d rtsp=%d", http, rtsp) != 2)
+    fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
+  free(line);
+}
+
 /* Issue 16: the session drives the eye tracker's device. A note and a marker edge sent during a
  * recording session reach the simulated Neon as events (through the recorder protocol's mark),
  * after its recording started and before it was saved, and the recording's id is in
@@ -546,14 +557,9 @@ static void test_eyetracker_drives_device(void **state)
   char fifo[4200], log[4300], cfg[9000];
   tr_fifo(tmp, "mark", fifo, sizeof fifo);
   snprintf(log, sizeof log, "%s/api.csv", tmp);
-  const char *argv[] = {tu_program("pirec-eyesim"), "--no-world", "--no-events", "--api-log", log, NULL};
   struct tu_proc sim;
-  assert_int_equal(tu_proc_start(&sim, argv, NULL), 0);
-  char *line = tu_proc_readline(&sim, 15000);
-  int http = 0, rtsp = 0;
-  if (!line || sscanf(line, "pirec-eyesim http=%d rtsp=%d", &http, &rtsp) != 2)
-    fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
-  free(line);
+  int http, rtsp;
+  neon_sim(&sim, log, &http, &rtsp);
   snprintf(cfg, sizeof cfg,
            "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\ndevice_recording = true\n",
            http, rtsp);
@@ -620,6 +626,55 @@ static void test_eyetracker_drives_device(void **state)
   free(tmp);
 }
 
+/* A session abandoned as it starts ([session] required names a line that is not there): the
+ * eye tracker cancels the device's recording instead of saving it. */
+static void test_eyetracker_abort_cancels(void **state)
+{
+  if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0) {
+    print_message("SKIP: pirec-eyetracker or pirec-eyesim not built\n");
+    skip();
+  }
+  char *tmp = tu_tmpdir("tr");
+  char log[4300], cfg[9000];
+  snprintf(log, sizeof log, "%s/api.csv", tmp);
+  struct tu_proc sim;
+  int http, rtsp;
+  neon_sim(&sim, log, &http, &rtsp);
+  snprintf(cfg, sizeof cfg,
+           "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\ndevice_recording = true\n",
+           http, rtsp);
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  /* the fixture writes [session]: the required line goes in by an edit and a reload */
+  char cmd[9000];
+  snprintf(cmd, sizeof cmd, "'%s' config set '%s' session.required gpio.absent", tu_program("pirec"), c.cfg);
+  assert_int_equal(system(cmd), 0);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"reload\"}", 30000);
+  expect_reply(r, "reloaded");
+  json_decref(r);
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "error");
+  json_decref(r);
+  ctl_stop_process(&c, 1); /* the start_failed error */
+  kill(sim.pid, SIGTERM);
+  tu_proc_wait(&sim, 10000);
+  struct tu_csv api;
+  assert_int_equal(tu_csv_load(log, &api), 0);
+  int cp = tu_csv_col(&api, "path"), cn = tu_csv_col(&api, "name");
+  char seen[600] = "";
+  for (size_t i = 1; i < api.rows; i++) {
+    const char *what = strcmp(api.fields[i][cp], "/api/event") == 0 ? api.fields[i][cn] : api.fields[i][cp];
+    snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s;", what);
+  }
+  assert_string_equal(seen, "/api/recording:start;pirec.session_start;pirec.trial 1;pirec.session_abort;"
+                            "/api/recording:cancel;");
+  tu_csv_free(&api);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -627,6 +682,7 @@ int main(void)
       cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
       cmocka_unit_test(test_camera_seamless),          cmocka_unit_test(test_eyetracker_seamless),
       cmocka_unit_test(test_change_while_restarting),  cmocka_unit_test(test_eyetracker_drives_device),
+      cmocka_unit_test(test_eyetracker_abort_cancels),
   };
   if (getenv("PIREC_TEST_FILTER"))
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

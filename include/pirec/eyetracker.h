@@ -234,10 +234,12 @@ struct pirec_eyetracker_status {
    * full queue, tries repeated; sent + failed + dropped + queued = events asked for. */
   uint64_t events_sent, events_failed, events_dropped, events_retried, events_queued;
   /* Time Echo: estimates made, bursts that failed, and the last estimate (offset_ns device - host,
-   * INT64_MIN before the first; rtt_ns the best round trip of its burst). */
+   * INT64_MIN before the first; rtt_ns the best round trip of its burst; uncertainty_ns half the
+   * width of the interval the offset was pinned to). */
   uint64_t echo_estimates, echo_failures;
   int64_t echo_offset_ns, echo_rtt_ns;
-  int echo_port; /* from /api/status; 0: none named */
+  int64_t echo_uncertainty_ns; /* the true offset lies within echo_offset_ns +- this */
+  int echo_port;               /* from /api/status; 0: none named */
 };
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);

@@ -78,6 +78,10 @@ struct pirec_recorder_req {
    * rest counted as dropped before its first row) instead of discarding them as captured between
    * trials, so rows run on across the change (docs/PROTOCOL.md, "Trial changes"). */
   int handover;
+  /* STOP: 1 when the session is abandoned as it starts (a [session] required module cannot
+   * record): what the module started for it elsewhere (the eye tracker's device recording) is
+   * cancelled rather than kept. The files are finished as for any stop. */
+  int abort;
 
   /* NOTE: text exactly as sent (UTF-8; may contain commas, quotes, newlines; NUL-free) and the
    * controller's clocks when it received the note (its capture time). If the command carried no

@@ -8,7 +8,7 @@
  * Here each round gives bounds instead: the device read its clock at some host instant between
  * the send (t1) and the answer (t2), and its ms value D means its clock stood in [D, D + 1 ms), so
  * offset = device - host lies in (D - t2, D + 1 ms - t1), whatever the delays were. The estimate is
- * the middle of the intersection of the rounds' intervals; rounds are paced about 1 ms apart so
+ * the middle of the intersection of the rounds' intervals; rounds are paced 1 to 3 ms apart so
  * that they fall at different phases of the device's ms and the intersection narrows below 1 ms.
  * Should the intersection be empty (a clock step mid-burst), the rounds with the shortest round
  * trips are averaged instead. */
@@ -24,26 +24,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ECHO_ROUNDS 16
-#define ECHO_BEST   4
+#define ECHO_BEST 8 /* the shortest round trips averaged when the intervals do not meet */
 
 static void send_round(struct pirec_eyetracker *et);
 static void on_timer(uv_timer_t *t);
 
 static void schedule(struct pirec_eyetracker *et, int64_t after_ns);
 
-/* The estimate from the rounds measured (see the top of this file). */
-static void estimate(struct pirec_eyetracker *et)
+/* The intersection of the rounds' intervals so far: 1 when it is not empty. */
+static int bounds(const struct pirec_eyetracker *et, int64_t *lo, int64_t *hi)
 {
-  int64_t lo = INT64_MIN, hi = INT64_MAX;
-  for (int i = 0; i < ECHO_ROUNDS; i++) {
-    lo = et->echo_lo[i] > lo ? et->echo_lo[i] : lo;
-    hi = et->echo_hi[i] < hi ? et->echo_hi[i] : hi;
+  *lo = INT64_MIN, *hi = INT64_MAX;
+  for (int i = 0; i < et->echo_round; i++) {
+    *lo = et->echo_lo[i] > *lo ? et->echo_lo[i] : *lo;
+    *hi = et->echo_hi[i] < *hi ? et->echo_hi[i] : *hi;
   }
-  int idx[ECHO_ROUNDS];
-  for (int i = 0; i < ECHO_ROUNDS; i++)
+  return *lo <= *hi;
+}
+
+/* The mean offset of the ECHO_BEST rounds with the shortest round trips (a clock step mid-burst
+ * emptied the intersection); *best_rtt the shortest. */
+static int64_t best_mean(const struct pirec_eyetracker *et, int64_t *best_rtt)
+{
+  int idx[ECHO_MAX_ROUNDS], n = et->echo_round;
+  for (int i = 0; i < n; i++)
     idx[i] = i;
-  for (int i = 1; i < ECHO_ROUNDS; i++) /* insertion sort by round trip: 16 values */
+  for (int i = 1; i < n; i++) /* insertion sort by round trip: at most 96 values */
     for (int j = i; j > 0 && et->echo_rtt[idx[j]] < et->echo_rtt[idx[j - 1]]; j--) {
       int t = idx[j];
       idx[j] = idx[j - 1];
@@ -52,8 +58,23 @@ static void estimate(struct pirec_eyetracker *et)
   int64_t sum = 0;
   for (int i = 0; i < ECHO_BEST; i++)
     sum += et->echo_off[idx[i]];
-  et->echo_offset_ns = lo <= hi ? lo + (hi - lo) / 2 : sum / ECHO_BEST;
-  et->echo_rtt_ns = et->echo_rtt[idx[0]];
+  *best_rtt = et->echo_rtt[idx[0]];
+  return sum / ECHO_BEST;
+}
+
+/* The estimate from the rounds measured (see the top of this file). */
+static void estimate(struct pirec_eyetracker *et)
+{
+  int64_t lo, hi, rtt;
+  int64_t mean = best_mean(et, &rtt);
+  if (bounds(et, &lo, &hi)) {
+    et->echo_offset_ns = lo + (hi - lo) / 2;
+    et->echo_uncertainty_ns = (hi - lo + 1) / 2;
+  } else {
+    et->echo_offset_ns = mean;
+    et->echo_uncertainty_ns = rtt / 2 + NS_MS / 2;
+  }
+  et->echo_rtt_ns = rtt;
   et->echo_estimates++;
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
   pirec__et_echo_row(et, mono, wall, et->echo_offset_ns, et->echo_rtt_ns);
@@ -110,11 +131,16 @@ static void on_answer(struct pirec_eyetracker *et)
   et->echo_lo[i] = dev - (et->echo_t1_wall + rtt);
   et->echo_hi[i] = dev + NS_MS - et->echo_t1_wall;
   et->echo_have = 0;
-  if (++et->echo_round == ECHO_ROUNDS) {
+  int64_t lo, hi;
+  ++et->echo_round;
+  if (et->echo_round == ECHO_MAX_ROUNDS ||
+      (et->echo_round >= ECHO_ROUNDS && (!bounds(et, &lo, &hi) || hi - lo <= 2 * ECHO_GOOD_NS))) {
     finish(et, NULL);
   } else {
+    /* 1, 2 or 3 ms: the loop's timers tick in whole ms, so a varied wait spreads the rounds over
+     * the device's ms more than a fixed one */
     et->echo_pacing = 1;
-    uv_timer_start(&et->echo_timer, on_timer, 1, 0);
+    uv_timer_start(&et->echo_timer, on_timer, 1 + (uint64_t)(et->echo_round % 3), 0);
   }
 }
 
@@ -165,8 +191,8 @@ static void on_timer(uv_timer_t *t)
     send_round(et);
   } else if (et->echo_busy) {
     char why[96];
-    snprintf(why, sizeof why, "no answer within %lld ms (round %d of %d)",
-             (long long)(et->s.api_timeout_ns / NS_MS), et->echo_round + 1, ECHO_ROUNDS);
+    snprintf(why, sizeof why, "no answer within %lld ms (round %d)",
+             (long long)(et->s.api_timeout_ns / NS_MS), et->echo_round + 1);
     finish(et, why);
   } else
     pirec_eyetracker_time_echo(et);

@@ -146,6 +146,12 @@ struct stream {
   struct pirec_eyetracker_stream_status st;
 };
 
+/* Time Echo exchanges per estimate (echo.c): ECHO_ROUNDS, more (up to ECHO_MAX_ROUNDS) while the
+ * offset is not yet pinned to ECHO_GOOD_NS either side (a loaded host stretches round trips). */
+#define ECHO_ROUNDS     32
+#define ECHO_MAX_ROUNDS 96
+#define ECHO_GOOD_NS    (NS_MS / 2)
+
 /* One queued POST (api.c). */
 struct api_req {
   char path[40];
@@ -207,11 +213,12 @@ struct pirec_eyetracker {
   size_t echo_have;
   int64_t echo_t1_wall, echo_t1_mono;
   uint64_t echo_t1_ms;
-  int64_t echo_off[16], echo_rtt[16], echo_lo[16], echo_hi[16]; /* per round (echo.c) */
+  int64_t echo_off[ECHO_MAX_ROUNDS], echo_rtt[ECHO_MAX_ROUNDS], echo_lo[ECHO_MAX_ROUNDS],
+      echo_hi[ECHO_MAX_ROUNDS];
   int echo_pacing; /* echo_timer waits before the next round, not for an answer */
   char echo_failure[160];
   uint64_t echo_estimates, echo_failures;
-  int64_t echo_offset_ns, echo_rtt_ns;
+  int64_t echo_offset_ns, echo_rtt_ns, echo_uncertainty_ns;
 
   /* trial */
   int recording;

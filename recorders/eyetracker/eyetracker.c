@@ -207,6 +207,7 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
   out->echo_failures = et->echo_failures;
   out->echo_offset_ns = et->echo_offset_ns;
   out->echo_rtt_ns = et->echo_rtt_ns;
+  out->echo_uncertainty_ns = et->echo_uncertainty_ns;
   out->echo_port = et->echo_port;
 }
 
