@@ -21,7 +21,8 @@ _pirec_opts_notes="--protocol --name= -c=f --config=f -h --help --version"
 _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --fps= --size= --no-world
  --no-events --ffmpeg=f --loss= --malformed= --bad-sdp --chunked-status --disconnect-at=
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
- --events-log=f --duration= -h --help --version"
+ --events-log=f --duration= --api-log=f --refuse-recording= --fail-events= --clock-offset= --echo-port=
+ --no-time-echo --echo-silent -h --help --version"
 _pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
  -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}

@@ -105,9 +105,29 @@ static void write_clock(struct pirec_eyetracker *et, int64_t mono, const struct 
   pirec_csv_row_i64(&row, r->dev);
   pirec_csv_row_i64(&row, r->offset);
   pirec_csv_row_i64(&row, r->drift);
+  pirec_csv_row_empty(&row); /* rtt_ns: a Sender Report has none */
   pirec_csv_row_u64(&row, before ? 1 : 0);
   pirec_csv_row_end(&row);
   (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
+}
+
+void pirec__et_echo_row(struct pirec_eyetracker *et, int64_t mono, int64_t wall, int64_t offset, int64_t rtt)
+{
+  if (!et->recording || !et->clock_sink)
+    return; /* between trials the estimate is kept in the status only */
+  char b[256];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, b, sizeof b);
+  pirec_csv_row_lead(&row, et->trial, mono, wall);
+  pirec_csv_row_str(&row, "time_echo");
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_i64(&row, wall + offset);
+  pirec_csv_row_i64(&row, offset);
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_i64(&row, rtt);
+  pirec_csv_row_u64(&row, 0);
+  pirec_csv_row_end(&row);
+  (void)pirec_csv_push(et->clock_sink, &row);
 }
 
 /* Presentation time of a scene frame, relative to the trial's first written frame; a jump

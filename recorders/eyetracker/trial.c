@@ -253,8 +253,9 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   int n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_columns);
   pirec_sink_push(et->gaze_sink, hdr, (size_t)n);
   push_frames_header(et->frames_sink);
-  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream",       "rtp_ts",
-                                           "device_ns", "offset_ns", "drift_ppb", "before_start", NULL};
+  static const char *const clock_cols[] = {"trial",  "mono_ns",      "wall_ns",   "stream",
+                                           "rtp_ts", "device_ns",    "offset_ns", "drift_ppb",
+                                           "rtt_ns", "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
   if (et->events_sink) {
