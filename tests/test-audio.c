@@ -1,0 +1,317 @@
+/* pirec-audio: the WAV header, and the real libasound capture path against the paced test PCM
+ * "tick" (tests/helpers/alsa-tick.c, ALSA_CONFIG_PATH set by CMake): blocks, rows, an overrun
+ * forced by a stalled reader and counted to within a millisecond, the header rewritten at close,
+ * and the real binary under the recorder protocol. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "helpers/counters.h"
+#include "pirec/audio.h"
+#include "pirec/container_of.h"
+#include "test-controller-util.h"
+
+#define RATE 48000
+
+static uint32_t le32(const uint8_t *p)
+{
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+  return le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+static void test_wav_header(void **state)
+{
+  uint8_t h[PIREC_AUDIO_WAV_HEADER];
+  pirec_audio_wav_header(h, PIREC_AUDIO_S16, 48000, 2, 4000);
+  assert_memory_equal(h, "RIFF", 4);
+  assert_int_equal(le32(h + 4), 4000 + 72);
+  assert_memory_equal(h + 8, "WAVEJUNK", 8);
+  assert_memory_equal(h + 48, "fmt ", 4);
+  assert_int_equal(h[56], 1);                /* PCM */
+  assert_int_equal(h[58], 2);                /* channels */
+  assert_int_equal(le32(h + 60), 48000);     /* rate */
+  assert_int_equal(le32(h + 64), 48000 * 4); /* bytes per second */
+  assert_memory_equal(h + 72, "data", 4);
+  assert_int_equal(le32(h + 76), 4000);
+  /* Unknown: both sizes say "read to the end". */
+  pirec_audio_wav_header(h, PIREC_AUDIO_F32, 48000, 1, UINT64_MAX);
+  assert_int_equal(le32(h + 4), UINT32_MAX);
+  assert_int_equal(le32(h + 76), UINT32_MAX);
+  assert_int_equal(h[56], 3); /* IEEE float */
+  /* Past 4 GiB: RF64 with the sizes in ds64. */
+  uint64_t big = UINT64_C(5) << 30;
+  pirec_audio_wav_header(h, PIREC_AUDIO_S32, 48000, 2, big);
+  assert_memory_equal(h, "RF64", 4);
+  assert_int_equal(le32(h + 4), UINT32_MAX);
+  assert_memory_equal(h + 12, "ds64", 4);
+  assert_int_equal(le32(h + 16), 28);
+  assert_true(le64(h + 20) == big + 72);
+  assert_true(le64(h + 28) == big);
+  assert_true(le64(h + 36) == big / 8);
+  assert_int_equal(le32(h + 76), UINT32_MAX);
+  /* Just under the 32-bit limit stays RIFF. */
+  pirec_audio_wav_header(h, PIREC_AUDIO_S16, 48000, 1, UINT32_MAX - 72);
+  assert_memory_equal(h, "RIFF", 4);
+  assert_int_equal(le32(h + 4), UINT32_MAX);
+}
+
+/* ---- in-process capture from "tick" ---- */
+
+struct run {
+  uv_loop_t loop;
+  uv_timer_t timer;
+  struct pirec_audio *audio;
+  int step;
+  int closed;
+  int close_status;
+};
+
+static void on_closed(struct pirec_audio *audio, int status, void *user)
+{
+  struct run *r = user;
+  r->closed = 1;
+  r->close_status = status;
+  uv_close((uv_handle_t *)&r->timer, NULL);
+}
+
+/* 400 ms of capture, a 300 ms stall (the device buffer holds 80 ms), 400 ms more, close. */
+static void on_timer(uv_timer_t *t)
+{
+  struct run *r = container_of(t, struct run, timer);
+  static const uint64_t after[] = {400, 300, 400};
+  switch (r->step++) {
+  case 0: pirec_audio_hold(r->audio, 1); break;
+  case 1: pirec_audio_hold(r->audio, 0); break;
+  default: assert_int_equal(pirec_audio_close_file(r->audio, on_closed, r), 0); return;
+  }
+  uv_timer_start(t, on_timer, after[r->step], 0);
+}
+
+static uint64_t frame_index(const uint8_t *wav, uint64_t frame)
+{
+  const uint8_t *p = wav + PIREC_AUDIO_WAV_HEADER + frame * 4;
+  return (uint64_t)(p[0] | p[1] << 8) | (uint64_t)(p[2] | p[3] << 8) << 16;
+}
+
+static int64_t col_i64(const struct tu_csv *csv, size_t row, const char *name)
+{
+  int c = tu_csv_col(csv, name);
+  assert_true(c >= 0);
+  return strtoll(csv->fields[row][c], NULL, 10);
+}
+
+/* Every block holds consecutive frames of the signal; between blocks the signal jumps by exactly
+ * the frames the next row says were lost (to within 1 ms), and the device time of each block's
+ * first frame lies on the signal's own clock (to within 1 ms). Returns the dropped_before sum. */
+static uint64_t check_blocks(const struct tu_csv *csv, const uint8_t *wav, uint64_t wav_frames)
+{
+  uint64_t expect_first = 0, dropped = 0, prev_end = 0;
+  int64_t offset0 = 0;
+  for (size_t i = 1; i < csv->rows; i++) {
+    uint64_t first = (uint64_t)col_i64(csv, i, "first_frame");
+    uint64_t n = (uint64_t)col_i64(csv, i, "frames");
+    uint64_t lost = (uint64_t)col_i64(csv, i, "dropped_before");
+    int64_t dev = col_i64(csv, i, "device_ts_ns"), mono = col_i64(csv, i, "mono_ns");
+    assert_int_equal(first, expect_first);
+    assert_true(first + n <= wav_frames);
+    uint64_t idx = frame_index(wav, first);
+    for (uint64_t k = 1; k < n; k++)
+      assert_int_equal(frame_index(wav, first + k), idx + k);
+    if (i > 1) {
+      int64_t err = (int64_t)(idx - prev_end) - (int64_t)lost;
+      if (err < -RATE / 1000 || err > RATE / 1000)
+        fail_msg("row %zu: the signal jumped %llu frames, dropped_before says %llu", i,
+                 (unsigned long long)(idx - prev_end), (unsigned long long)lost);
+    }
+    int64_t offset = dev - (int64_t)(idx * 1000000000 / RATE);
+    if (i == 1)
+      offset0 = offset;
+    if (offset - offset0 > 1000000 || offset0 - offset > 1000000)
+      fail_msg("row %zu: device_ts_ns is %lld ns off the signal's clock", i, (long long)(offset - offset0));
+    assert_true(mono >= dev); /* received after it was captured */
+    assert_string_equal(csv->fields[i][tu_csv_col(csv, "before_start")], "0");
+    expect_first = first + n;
+    prev_end = idx + n;
+    dropped += lost;
+  }
+  assert_int_equal(expect_first, wav_frames);
+  return dropped;
+}
+
+static void test_capture_tick(void **state)
+{
+  char *dir = tu_tmpdir("audio");
+  struct run r = {0};
+  assert_int_equal(uv_loop_init(&r.loop), 0);
+  struct pirec_audio_options o;
+  pirec_audio_options_default(&o);
+  o.device = "tick";
+  o.channels = 2;
+  o.period_us = 10000;
+  assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
+  int err = pirec_audio_open(r.audio, dir, 3, 0);
+  if (err < 0)
+    fail_msg("open: %s", pirec_audio_last_error(r.audio));
+  uv_timer_init(&r.loop, &r.timer);
+  uv_timer_start(&r.timer, on_timer, 400, 0);
+  uv_run(&r.loop, UV_RUN_DEFAULT);
+  assert_true(r.closed);
+  assert_int_equal(r.close_status, 0);
+  struct pirec_audio_counters c;
+  pirec_audio_counters(r.audio, &c);
+  pirec_audio_free(r.audio);
+  assert_int_equal(uv_loop_close(&r.loop), 0);
+
+  char path[4200];
+  snprintf(path, sizeof path, "%s/t003_audio.wav", dir);
+  size_t len = 0;
+  uint8_t *wav = (uint8_t *)tu_read_file(path, &len);
+  assert_non_null(wav);
+  assert_true(len > PIREC_AUDIO_WAV_HEADER);
+  assert_memory_equal(wav, "RIFF", 4);
+  assert_int_equal(le32(wav + 76), len - PIREC_AUDIO_WAV_HEADER); /* rewritten at close */
+  assert_int_equal(le32(wav + 4), len - 8);
+  uint64_t frames = (len - PIREC_AUDIO_WAV_HEADER) / 4;
+
+  snprintf(path, sizeof path, "%s/t003_audio_blocks.csv", dir);
+  struct tu_csv csv;
+  assert_int_equal(tu_csv_load(path, &csv), 0);
+  assert_string_equal(csv.fields[0][3], "device_ts_ns");
+  assert_true(csv.rows > 40); /* 800 ms of 10 ms blocks, less the stall */
+  assert_int_equal(col_i64(&csv, 1, "trial"), 3);
+  uint64_t dropped = check_blocks(&csv, wav, frames);
+
+  /* The stall overran the device, and its frames are counted: about 300 ms of them. */
+  assert_true(c.xruns >= 1);
+  assert_true(dropped >= RATE / 10);
+  struct counter_term lhs[] = {COUNTER_TERM(dropped)}, rhs[] = {COUNTER_TERM(c.frames_dropped)};
+  counters_identity("sum(dropped_before) = frames_dropped", lhs, 1, rhs, 1);
+  struct counter_term l2[] = {COUNTER_TERM(csv.rows - 1)}, r2[] = {COUNTER_TERM(c.blocks)};
+  counters_identity("rows = blocks", l2, 1, r2, 1);
+  struct counter_term l3[] = {COUNTER_TERM(frames)}, r3[] = {COUNTER_TERM(c.frames)};
+  counters_identity("WAV frames = frames", l3, 1, r3, 1);
+  assert_int_equal(c.rows_dropped, 0);
+  tu_csv_free(&csv);
+  free(wav);
+  tu_rm_rf(dir);
+  free(dir);
+}
+
+static void test_missing_device(void **state)
+{
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct pirec_audio_options o;
+  pirec_audio_options_default(&o);
+  o.device = "no_such_pcm";
+  struct pirec_audio *a;
+  assert_int_equal(pirec_audio_new(&loop, &o, &a), 0);
+  char *dir = tu_tmpdir("audio-missing");
+  assert_true(pirec_audio_open(a, dir, 1, 0) < 0);
+  assert_non_null(strstr(pirec_audio_last_error(a), "'no_such_pcm'"));
+  /* A rate the device does not have is refused, not resampled. */
+  o.device = "tick";
+  o.rate = 384000;
+  struct pirec_audio *b;
+  assert_int_equal(pirec_audio_new(&loop, &o, &b), 0);
+  assert_true(pirec_audio_open(b, dir, 1, 0) < 0);
+  assert_non_null(strstr(pirec_audio_last_error(b), "rate"));
+  pirec_audio_free(a);
+  pirec_audio_free(b);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  tu_rm_rf(dir);
+  free(dir);
+}
+
+/* ---- the real binary ---- */
+
+static json_t *call(struct tu_proc *p, const char *fmt, ...)
+{
+  char line[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  assert_int_equal(tu_proc_writeln(p, line), 0);
+  json_t *msg = json_loads(line, 0, NULL);
+  json_int_t id = json_integer_value(json_object_get(msg, "id"));
+  json_decref(msg);
+  json_t *r = tu_proc_reply(p, id, NULL, 10000);
+  assert_non_null(r);
+  return r;
+}
+
+static void test_protocol(void **state)
+{
+  char *dir = tu_tmpdir("audio-proto");
+  const char *argv[] = {tu_program("pirec-audio"), "--protocol", "--name", "mic", "-D", "tick", "--channels", "2",
+                        NULL};
+  struct tu_proc p;
+  assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
+  json_t *r = tu_proc_reply(&p, -1, "ready", 10000);
+  assert_non_null(r);
+  json_decref(r);
+  r = call(&p, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":2,\"label\":\"\"}", dir);
+  assert_string_equal(json_string_value(json_object_get(r, "reply")), "started");
+  json_decref(r);
+  /* Wait for blocks, not for time. */
+  json_int_t blocks = 0;
+  for (int id = 2; blocks < 10 && id < 400; id++) {
+    r = call(&p, "{\"id\":%d,\"cmd\":\"status\"}", id);
+    blocks = json_integer_value(json_object_get(json_object_get(r, "counters"), "blocks"));
+    if (!blocks)
+      blocks = json_integer_value(json_object_get(r, "blocks"));
+    json_decref(r);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+  }
+  assert_true(blocks >= 10);
+  r = call(&p, "{\"id\":500,\"cmd\":\"stop\"}");
+  assert_string_equal(json_string_value(json_object_get(r, "reply")), "stopped");
+  json_decref(r);
+  r = call(&p, "{\"id\":501,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":3,\"label\":\"\"}", dir);
+  assert_string_equal(json_string_value(json_object_get(r, "reply")), "started");
+  json_decref(r);
+  r = call(&p, "{\"id\":502,\"cmd\":\"quit\"}");
+  json_decref(r);
+  int status = tu_proc_wait(&p, 10000);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  for (int t = 2; t <= 3; t++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/mic/t%03d_audio.wav", dir, t);
+    size_t len = 0;
+    uint8_t *wav = (uint8_t *)tu_read_file(path, &len);
+    assert_non_null(wav);
+    assert_int_equal(le32(wav + 76), len - PIREC_AUDIO_WAV_HEADER); /* quit closed it whole */
+    free(wav);
+    snprintf(path, sizeof path, "%s/mic/t%03d_audio_blocks.csv", dir, t);
+    uint64_t rows = 0, sum = 0;
+    assert_int_equal(counters_csv(path, "frames", &rows, &sum), 0);
+    assert_int_equal(sum * 4, len - PIREC_AUDIO_WAV_HEADER);
+  }
+  tu_rm_rf(dir);
+  free(dir);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_wav_header),
+      cmocka_unit_test(test_capture_tick),
+      cmocka_unit_test(test_missing_device),
+      cmocka_unit_test(test_protocol),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
