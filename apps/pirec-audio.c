@@ -62,13 +62,13 @@ static long parse_long(const char *text, long min, long max)
 static int parse_args(int argc, char **argv, struct cli *c)
 {
   static const struct option longopts[] = {
-      {"device", required_argument, NULL, 'D'},  {"rate", required_argument, NULL, 'r'},
-      {"channels", required_argument, NULL, 'C'}, {"format", required_argument, NULL, 'f'},
+      {"device", required_argument, NULL, 'D'},    {"rate", required_argument, NULL, 'r'},
+      {"channels", required_argument, NULL, 'C'},  {"format", required_argument, NULL, 'f'},
       {"period-ms", required_argument, NULL, 'P'}, {"name", required_argument, NULL, 'n'},
-      {"trial", required_argument, NULL, 't'},    {"duration", required_argument, NULL, 'd'},
-      {"out", required_argument, NULL, 'o'},      {"protocol", no_argument, NULL, 'p'},
-      {"config", required_argument, NULL, 'c'},   {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
+      {"trial", required_argument, NULL, 't'},     {"duration", required_argument, NULL, 'd'},
+      {"out", required_argument, NULL, 'o'},       {"protocol", no_argument, NULL, 'p'},
+      {"config", required_argument, NULL, 'c'},    {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "D:c:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -115,7 +115,8 @@ static int options_from_config(struct pirec_audio_options *o, const char *file, 
   pirec_audio_format_parse(pirec_config_get_string(*cfg, sec, "format"), &o->format);
   o->period_us = (unsigned)(pirec_config_get_duration(*cfg, sec, "period") / 1000);
   o->ring_bytes = (size_t)pirec_config_get_size(*cfg, sec, "ring_size");
-  o->fsync_interval_ms = pirec_sink_fsync_interval_ms(pirec_config_get_duration(*cfg, "storage", "fsync_interval"));
+  o->fsync_interval_ms =
+      pirec_sink_fsync_interval_ms(pirec_config_get_duration(*cfg, "storage", "fsync_interval"));
   return 0;
 }
 
@@ -151,8 +152,8 @@ static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   int err = pirec_audio_set_key(a->audio, pirec_recorder_key(rec), req->session_dir);
   if (err == 0)
     err = pirec_audio_open(a->audio, a->dir, req->trial, req->part);
-  pirec_recorder_finish(req, err, err < 0 && *pirec_audio_last_error(a->audio) ? pirec_audio_last_error(a->audio)
-                                                                               : NULL);
+  pirec_recorder_finish(
+      req, err, err < 0 && *pirec_audio_last_error(a->audio) ? pirec_audio_last_error(a->audio) : NULL);
 }
 
 static void on_closed_stop(struct pirec_audio *audio, int status, void *user)
@@ -229,7 +230,8 @@ static void on_standalone_closed(struct pirec_audio *audio, int status, void *us
   pirec_audio_counters(audio, &c);
   fprintf(stderr, "pirec-audio: %llu blocks, %llu frames, %llu frames dropped, %llu xruns%s%s\n",
           (unsigned long long)c.blocks, (unsigned long long)c.frames, (unsigned long long)c.frames_dropped,
-          (unsigned long long)c.xruns, status < 0 ? "; error: " : "", status < 0 ? pirec_strerror(status) : "");
+          (unsigned long long)c.xruns, status < 0 ? "; error: " : "",
+          status < 0 ? pirec_strerror(status) : "");
   if (status < 0)
     a->exit_code = 1;
 }

@@ -16,3 +16,9 @@ pirec_add_test(test-audio SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-audio.c helpers
 target_include_directories(test-audio PRIVATE ${CMAKE_SOURCE_DIR}/recorders/audio)
 add_dependencies(test-audio asound_module_pcm_pirectick pirec-audio)
 set_property(TEST test-audio APPEND PROPERTY ENVIRONMENT "ALSA_CONFIG_PATH=${PIREC_ALSA_CONF}")
+
+# Under `pirec record`: the controller starts [audio.NAME] like a camera.
+pirec_add_test(test-audio-controller SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-audio-controller.c
+               LIBS pirec_test_controller_util LABELS audio controller TIMEOUT 120)
+add_dependencies(test-audio-controller asound_module_pcm_pirectick pirec pirec-notes pirec-audio)
+set_property(TEST test-audio-controller APPEND PROPERTY ENVIRONMENT "ALSA_CONFIG_PATH=${PIREC_ALSA_CONF}")

@@ -255,8 +255,8 @@ static json_t *call(struct tu_proc *p, const char *fmt, ...)
 static void test_protocol(void **state)
 {
   char *dir = tu_tmpdir("audio-proto");
-  const char *argv[] = {tu_program("pirec-audio"), "--protocol", "--name", "mic", "-D", "tick", "--channels", "2",
-                        NULL};
+  const char *argv[] = {
+      tu_program("pirec-audio"), "--protocol", "--name", "mic", "-D", "tick", "--channels", "2", NULL};
   struct tu_proc p;
   assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
   json_t *r = tu_proc_reply(&p, -1, "ready", 10000);

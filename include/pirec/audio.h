@@ -35,14 +35,14 @@ enum pirec_audio_format {
 };
 
 struct pirec_audio_options {
-  const char *device;           /* ALSA PCM name, e.g. "default", "hw:1,0", "plughw:CARD=Mic"; copied */
-  unsigned rate;                /* frames per second; default 48000 */
-  unsigned channels;            /* default 1 */
+  const char *device; /* ALSA PCM name, e.g. "default", "hw:1,0", "plughw:CARD=Mic"; copied */
+  unsigned rate;      /* frames per second; default 48000 */
+  unsigned channels;  /* default 1 */
   enum pirec_audio_format format;
-  unsigned period_us;           /* one block's length; default 20000 (20 ms) */
-  unsigned buffer_periods;      /* the device buffer holds this many periods; default 8 */
-  size_t ring_bytes;            /* the WAV sink's ring; 0: two seconds of audio, at least 1 MiB */
-  unsigned fsync_interval_ms;   /* PIREC_SINK_FSYNC_NEVER (0) for none; taken as given */
+  unsigned period_us;         /* one block's length; default 20000 (20 ms) */
+  unsigned buffer_periods;    /* the device buffer holds this many periods; default 8 */
+  size_t ring_bytes;          /* the WAV sink's ring; 0: two seconds of audio, at least 1 MiB */
+  unsigned fsync_interval_ms; /* PIREC_SINK_FSYNC_NEVER (0) for none; taken as given */
 };
 
 struct pirec_audio_counters {
@@ -72,7 +72,8 @@ int pirec_audio_new(uv_loop_t *loop, const struct pirec_audio_options *opts, str
 
 /* Encrypts the files of trials started from now on under key (copied; NULL: clear files; see
  * docs/PRIVACY.md). An encrypted WAV keeps its "read to the end" header. Returns 0 or -ENOMEM. */
-int pirec_audio_set_key(struct pirec_audio *audio, const struct pirec_crypt_key *key, const char *session_dir);
+int pirec_audio_set_key(struct pirec_audio *audio, const struct pirec_crypt_key *key,
+                        const char *session_dir);
 
 /* Opens the PCM (on the loop thread: libasound's open and parameter calls do not touch the disk
  * beyond its configuration, read once per process), creates DIR/tNNN[_pP]_audio.wav and

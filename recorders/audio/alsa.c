@@ -82,8 +82,8 @@ int pirec__audio_dev_open(struct pirec__audio_dev *d, const struct pirec_audio_o
   if (err >= 0 && (what = "start", 1))
     err = snd_pcm_start(d->pcm);
   if (err < 0) {
-    snprintf(msg, msg_len, "ALSA device '%s' refused the %s (rate %u, %u channels): %s", o->device, what, o->rate,
-             o->channels, snd_strerror(err));
+    snprintf(msg, msg_len, "ALSA device '%s' refused the %s (rate %u, %u channels): %s", o->device, what,
+             o->rate, o->channels, snd_strerror(err));
     pirec__audio_dev_close(d);
     return err;
   }

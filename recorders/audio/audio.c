@@ -21,8 +21,9 @@
 
 #define ROW_CAP 256
 
-static const char *const columns[] = {"trial",  "mono_ns",        "wall_ns",      "device_ts_ns", "first_frame",
-                                      "frames", "dropped_before", "before_start", NULL};
+static const char *const columns[] = {"trial",          "mono_ns",      "wall_ns",
+                                      "device_ts_ns",   "first_frame",  "frames",
+                                      "dropped_before", "before_start", NULL};
 
 struct pirec_audio {
   uv_loop_t *loop;
@@ -53,7 +54,7 @@ struct pirec_audio {
   void *block;
   char row[ROW_CAP];
   uint64_t first_frame;
-  uint64_t lost;   /* frames lost since the last row */
+  uint64_t lost; /* frames lost since the last row */
   int after_xrun;
   int64_t next_ts; /* where the next block's first frame is due, device clock (INT64_MIN: none) */
   int64_t next_mono;

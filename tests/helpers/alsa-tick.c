@@ -51,7 +51,8 @@ static int tick_start(snd_pcm_ioplug_t *io)
   t->base = (uint64_t)((t->start_ns - t->t0) * (int64_t)io->rate / 1000000000);
   int64_t period_ns = (int64_t)io->period_size * 1000000000 / io->rate;
   int64_t first = t->start_ns + period_ns;
-  struct itimerspec its = {{period_ns / 1000000000, period_ns % 1000000000}, {first / 1000000000, first % 1000000000}};
+  struct itimerspec its = {{period_ns / 1000000000, period_ns % 1000000000},
+                           {first / 1000000000, first % 1000000000}};
   return timerfd_settime(io->poll_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
 }
 
