@@ -182,6 +182,8 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_counters_add(req, "xruns", c.xruns - a->base.xruns);
   pirec_recorder_counters_add(req, "rows_dropped", c.rows_dropped - a->base.rows_dropped);
   pirec_recorder_counters_add(req, "bytes_written", c.bytes_written - a->base.bytes_written);
+  if (c.drift_known) /* the current or last trial's; session.json keeps the last one polled */
+    json_object_set_new(req->counters, "clock_drift_ppb", json_integer(c.clock_drift_ppb));
   if (c.error)
     json_object_set_new(req->counters, "error", json_string(pirec_strerror(c.error)));
   pirec_recorder_finish(req, 0, NULL);
@@ -228,9 +230,12 @@ static void on_standalone_closed(struct pirec_audio *audio, int status, void *us
   struct app *a = user;
   struct pirec_audio_counters c;
   pirec_audio_counters(audio, &c);
-  fprintf(stderr, "pirec-audio: %llu blocks, %llu frames, %llu frames dropped, %llu xruns%s%s\n",
+  char drift[64] = "";
+  if (c.drift_known)
+    snprintf(drift, sizeof drift, ", card clock %+lld ppb", (long long)c.clock_drift_ppb);
+  fprintf(stderr, "pirec-audio: %llu blocks, %llu frames, %llu frames dropped, %llu xruns%s%s%s\n",
           (unsigned long long)c.blocks, (unsigned long long)c.frames, (unsigned long long)c.frames_dropped,
-          (unsigned long long)c.xruns, status < 0 ? "; error: " : "",
+          (unsigned long long)c.xruns, drift, status < 0 ? "; error: " : "",
           status < 0 ? pirec_strerror(status) : "");
   if (status < 0)
     a->exit_code = 1;

@@ -52,8 +52,14 @@ struct pirec_audio_counters {
   uint64_t xruns;          /* overruns recovered */
   uint64_t rows_dropped;   /* CSV rows refused by a full ring (their block is in the WAV) */
   uint64_t bytes_written;  /* WAV and CSV bytes written, closed files included */
-  int error;               /* 0, or the negative errno that stopped the device or a file */
-  int recording;           /* 1 while a trial's files are open */
+  /* The card's clock against CLOCK_MONOTONIC over the current (or last) trial, in parts per
+   * billion (positive: the card counts more frames than CLOCK_MONOTONIC's time holds at the
+   * nominal rate, i.e. runs fast), from the device timestamps and frame positions of its first
+   * and latest blocks; drift_known is 0 until a second of blocks with timestamps is in. */
+  int64_t clock_drift_ppb;
+  int drift_known;
+  int error;     /* 0, or the negative errno that stopped the device or a file */
+  int recording; /* 1 while a trial's files are open */
 };
 
 /* The status callback of open and close: 0 or a negative errno. */

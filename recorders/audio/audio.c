@@ -58,6 +58,9 @@ struct pirec_audio {
   int after_xrun;
   int64_t next_ts; /* where the next block's first frame is due, device clock (INT64_MIN: none) */
   int64_t next_mono;
+  uint64_t lost_total; /* frames lost in this trial: the card's position is first_frame + this */
+  int64_t ts0;         /* the trial's first block with a device timestamp (INT64_MIN: none yet) */
+  uint64_t pos0;
 
   /* written by the capture thread, read anywhere */
   atomic_int stop;
@@ -65,6 +68,8 @@ struct pirec_audio {
   atomic_int thread_err;
   atomic_int exited; /* the thread has left its loop; its last act is the async send */
   atomic_uint_fast64_t blocks, frames, frames_dropped, xruns, rows_dropped;
+  atomic_int_fast64_t drift_ppb;
+  atomic_int drift_known;
   uint64_t closed_bytes;
   int sink_err;
 };
@@ -168,20 +173,46 @@ static void push_row(struct pirec_audio *a, int64_t mono, int64_t wall, int64_t 
     atomic_fetch_add(&a->rows_dropped, 1);
 }
 
+#define DRIFT_MIN_NS INT64_C(1000000000) /* shorter spans give timestamp jitter, not drift */
+
+/* The card's frames against CLOCK_MONOTONIC's nanoseconds between the trial's first block and
+ * this one (both stamped by the device), as nominal time minus elapsed time over elapsed time. */
+static void update_drift(struct pirec_audio *a, int64_t first_ts)
+{
+  uint64_t pos = a->first_frame + a->lost_total;
+  if (first_ts == INT64_MIN)
+    return;
+  if (a->ts0 == INT64_MIN) {
+    a->ts0 = first_ts;
+    a->pos0 = pos;
+    return;
+  }
+  int64_t span = first_ts - a->ts0;
+  if (span < DRIFT_MIN_NS)
+    return;
+  __int128 nominal = (__int128)(pos - a->pos0) * 1000000000 / a->opts.rate;
+  __int128 ppb = (nominal - span) * 1000000000 / span;
+  atomic_store(&a->drift_ppb, (int_fast64_t)ppb);
+  atomic_store(&a->drift_known, 1);
+}
+
 static void take_block(struct pirec_audio *a, int n, int64_t first_ts)
 {
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
   if (a->after_xrun) {
     uint64_t lost = xrun_lost(a, first_ts, mono, n);
     a->lost += lost;
+    a->lost_total += lost;
     atomic_fetch_add(&a->frames_dropped, lost);
     a->after_xrun = 0;
   }
+  update_drift(a, first_ts);
   a->next_ts = first_ts == INT64_MIN ? INT64_MIN : first_ts + frames_ns(a, (uint64_t)n);
   a->next_mono = mono;
   if (pirec_sink_push(a->wav, a->block, (size_t)n * a->dev.frame_bytes) < 0) {
     /* Dropped whole: the file holds no part of it, the next row counts its frames. */
     a->lost += (uint64_t)n;
+    a->lost_total += (uint64_t)n;
     atomic_fetch_add(&a->frames_dropped, (uint64_t)n);
     return;
   }
@@ -315,7 +346,9 @@ static void discard_trial(struct pirec_audio *a)
 
 static int start_thread(struct pirec_audio *a)
 {
-  a->first_frame = a->lost = 0;
+  a->first_frame = a->lost = a->lost_total = 0;
+  a->ts0 = INT64_MIN;
+  atomic_store(&a->drift_known, 0);
   a->after_xrun = 0;
   a->next_ts = a->next_mono = INT64_MIN;
   atomic_store(&a->stop, 0);
@@ -475,6 +508,8 @@ void pirec_audio_counters(const struct pirec_audio *a, struct pirec_audio_counte
   out->xruns = atomic_load(&a->xruns);
   out->rows_dropped = atomic_load(&a->rows_dropped);
   out->bytes_written = a->closed_bytes;
+  out->clock_drift_ppb = atomic_load(&a->drift_ppb);
+  out->drift_known = atomic_load(&a->drift_known);
   out->error = a->sink_err;
   out->recording = a->open;
   struct pirec_sink *sinks[2] = {a->wav, a->csv};

@@ -6,6 +6,9 @@
  * hardware pointer is the time since start times the rate, and a reader that falls more than a
  * buffer behind gets an overrun (-EPIPE), as from a sound card.
  *
+ * With `drift_ppm N` in its definition its clock runs N ppm fast against CLOCK_MONOTONIC, as a
+ * card's crystal does (the frame index counts the card's frames, not CLOCK_MONOTONIC's).
+ *
  * Its signal tells the tests where every frame came from: 16-bit stereo, channel 0 the low 16 bits
  * and channel 1 the high 16 bits of the frame's index counted from the first start, the index
  * running on in real time across overruns (a restart after an overrun picks up where the clock
@@ -25,6 +28,7 @@
 
 struct tick {
   snd_pcm_ioplug_t io;
+  long drift_ppm;   /* the "card" runs this much fast (negative: slow) against CLOCK_MONOTONIC */
   int64_t t0;       /* the first start: frame index 0 */
   int64_t start_ns; /* this start */
   uint64_t base;    /* the frame index at this start */
@@ -37,9 +41,16 @@ static int64_t now_ns(void)
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Frames the card's clock counts in ns of CLOCK_MONOTONIC. */
+static uint64_t frames_in(const struct tick *t, int64_t ns)
+{
+  int64_t nominal = ns / 1000 * (int64_t)t->io.rate / 1000000;
+  return (uint64_t)(nominal + nominal * t->drift_ppm / 1000000);
+}
+
 static uint64_t frames_since(const struct tick *t, int64_t from)
 {
-  return (uint64_t)((now_ns() - from) * (int64_t)t->io.rate / 1000000000);
+  return frames_in(t, now_ns() - from);
 }
 
 static int tick_start(snd_pcm_ioplug_t *io)
@@ -48,8 +59,8 @@ static int tick_start(snd_pcm_ioplug_t *io)
   t->start_ns = now_ns();
   if (!t->t0)
     t->t0 = t->start_ns;
-  t->base = (uint64_t)((t->start_ns - t->t0) * (int64_t)io->rate / 1000000000);
-  int64_t period_ns = (int64_t)io->period_size * 1000000000 / io->rate;
+  t->base = frames_in(t, t->start_ns - t->t0);
+  int64_t period_ns = (int64_t)io->period_size * 1000000000 / io->rate * 1000000 / (1000000 + t->drift_ppm);
   int64_t first = t->start_ns + period_ns;
   struct itimerspec its = {{period_ns / 1000000000, period_ns % 1000000000},
                            {first / 1000000000, first % 1000000000}};
@@ -134,15 +145,30 @@ static int set_constraints(snd_pcm_ioplug_t *io)
   return err;
 }
 
+/* The PCM's one setting: `drift_ppm N`. */
+static long conf_drift(snd_config_t *conf)
+{
+  snd_config_iterator_t i, next;
+  long ppm = 0;
+  snd_config_for_each(i, next, conf)
+  {
+    snd_config_t *n = snd_config_iterator_entry(i);
+    const char *id;
+    if (snd_config_get_id(n, &id) == 0 && strcmp(id, "drift_ppm") == 0)
+      snd_config_get_integer(n, &ppm);
+  }
+  return ppm;
+}
+
 SND_PCM_PLUGIN_DEFINE_FUNC(pirectick)
 {
   (void)root;
-  (void)conf;
   if (stream != SND_PCM_STREAM_CAPTURE)
     return -EINVAL;
   struct tick *t = calloc(1, sizeof *t);
   if (!t)
     return -ENOMEM;
+  t->drift_ppm = conf_drift(conf);
   t->io.version = SND_PCM_IOPLUG_VERSION;
   t->io.name = "pirec test tick";
   t->io.flags = SND_PCM_IOPLUG_FLAG_MONOTONIC;
