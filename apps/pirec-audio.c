@@ -189,38 +189,28 @@ static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
   pirec_recorder_finish(req, 0, NULL);
 }
 
-static void on_rec_closed(struct pirec_recorder *rec, void *user)
+/* The trial's files are closed (or none was open): answer the quit and let the loop run out. */
+static void answer_quit(struct pirec_audio *audio, int status, void *user)
 {
   struct app *a = user;
-  a->rec = NULL;
-}
-
-static void finish_quit(struct app *a, int status)
-{
   pirec_recorder_finish(a->quit_req, status, NULL);
   a->quit_req = NULL;
-  pirec_recorder_close(a->rec, on_rec_closed);
-}
-
-static void on_closed_quit(struct pirec_audio *audio, int status, void *user)
-{
-  finish_quit(user, status);
+  pirec_recorder_close(a->rec, NULL);
+  a->rec = NULL;
 }
 
 static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->quit_req = req;
-  if (pirec_audio_close_file(a->audio, on_closed_quit, a) == 0)
-    return;
-  finish_quit(a, 0);
+  if (pirec_audio_close_file(a->audio, answer_quit, a) < 0)
+    answer_quit(a->audio, 0, a);
 }
 
 static int run_protocol(struct app *a)
 {
   static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL};
-  int err = run_serve(a->loop, a->name, &ops, a, "pirec-audio", on_rec_closed, &a->rec);
-  return err < 0 ? 1 : 0;
+  return run_serve(a->loop, a->name, &ops, a, "pirec-audio", NULL, &a->rec) < 0 ? 1 : 0;
 }
 
 /* ---- standalone ---- */

@@ -3,21 +3,11 @@
  * "tick" (tests/helpers/alsa-tick.c), reached through ALSA_CONFIG_PATH inherited by the recorder. */
 #include "test-controller-fixture.h"
 
-/* Data rows of a blocks CSV written so far (a torn last row is not counted). */
-static size_t rows_now(const char *path)
-{
-  size_t len = 0, rows = 0;
-  char *text = tu_read_file(path, &len);
-  for (size_t i = 0; text && i < len; i++)
-    rows += text[i] == '\n';
-  free(text);
-  return rows > 0 ? rows - 1 : 0;
-}
-
+/* Waits until a blocks CSV holds want data rows (its header and whole rows only). */
 static void wait_rows(const char *path, size_t want)
 {
   int64_t deadline = tu_now_ms() + 20000;
-  while (rows_now(path) < want) {
+  while (tu_file_lines(path) < want + 1) {
     if (tu_now_ms() > deadline)
       fail_msg("'%s' has no %zu rows within 20 s", path, want);
     usleep(50000);

@@ -350,17 +350,6 @@ static void test_protocol(void **state)
   free(dir);
 }
 
-/* Lines of a file so far (0 when missing). */
-static size_t lines_now(const char *path)
-{
-  size_t len = 0, n = 0;
-  char *text = tu_read_file(path, &len);
-  for (size_t i = 0; text && i < len; i++)
-    n += text[i] == '\n';
-  free(text);
-  return n;
-}
-
 /* SIGKILL mid-trial: the WAV's header still says "read to the end", ffprobe reads every whole
  * frame, and the documented one-liner (docs/AUDIO.md) writes a copy with the sizes. */
 static void test_crash_readable(void **state)
@@ -374,11 +363,11 @@ static void test_crash_readable(void **state)
   snprintf(csv, sizeof csv, "%s/t001_audio_blocks.csv", dir);
   snprintf(fixed, sizeof fixed, "%s/fixed.wav", dir);
   int64_t deadline = tu_now_ms() + 20000;
-  while (lines_now(csv) < 20 && tu_now_ms() < deadline) {
+  while (tu_file_lines(csv) < 20 && tu_now_ms() < deadline) {
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
   }
-  assert_true(lines_now(csv) >= 20);
+  assert_true(tu_file_lines(csv) >= 20);
   kill(p.pid, SIGKILL);
   tu_proc_wait(&p, 10000);
   size_t len = 0;
