@@ -290,6 +290,10 @@ static int new_sink(struct pirec_audio *a, const char *path, size_t ring, struct
   so.ring_bytes = ring;
   so.fsync_interval_ms = a->opts.fsync_interval_ms;
   so.mkdir_mode = 0755;
+  /* Blocks of 20 ms need no 10 ms drain: one write of both files every 100 ms costs the loop and
+   * the threadpool a tenth of the wake-ups (bench/bench-audio), and a killed process loses at
+   * most that much more. */
+  so.drain_interval_ms = 100;
   struct pirec_sink_transform tf;
   int err = pirec_crypt_session_sink(&a->crypt, path, &so, &tf);
   if (err == 0)
