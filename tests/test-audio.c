@@ -113,11 +113,21 @@ static int64_t col_i64(const struct tu_csv *csv, size_t row, const char *name)
   return strtoll(csv->fields[row][c], NULL, 10);
 }
 
+/* How far a device timestamp may stray: 1 ms, or 10 ms under qemu-user (scripts/ci-arm64 sets
+ * PIREC_EMULATED), where the test PCM's pointer and alsa-lib's timestamp are taken tens of
+ * emulated instructions apart at 10-50 times the cost. */
+static int64_t slack_ns(void)
+{
+  return getenv("PIREC_EMULATED") ? 10000000 : 1000000;
+}
+
 /* Every block holds consecutive frames of the signal; between blocks the signal jumps by exactly
- * the frames the next row says were lost (to within 1 ms), and the device time of each block's
- * first frame lies on the signal's own clock (to within 1 ms). Returns the dropped_before sum. */
+ * the frames the next row says were lost (to within slack_ns), and the device time of each
+ * block's first frame lies on the signal's own clock (to within slack_ns). Returns the
+ * dropped_before sum. */
 static uint64_t check_blocks(const struct tu_csv *csv, const uint8_t *wav, uint64_t wav_frames)
 {
+  const int64_t slack = slack_ns(), slack_frames = slack * RATE / 1000000000;
   uint64_t expect_first = 0, dropped = 0, prev_end = 0;
   int64_t offset0 = 0;
   for (size_t i = 1; i < csv->rows; i++) {
@@ -132,14 +142,14 @@ static uint64_t check_blocks(const struct tu_csv *csv, const uint8_t *wav, uint6
       assert_int_equal(frame_index(wav, first + k), idx + k);
     if (i > 1) {
       int64_t err = (int64_t)(idx - prev_end) - (int64_t)lost;
-      if (err < -RATE / 1000 || err > RATE / 1000)
+      if (err < -slack_frames || err > slack_frames)
         fail_msg("row %zu: the signal jumped %llu frames, dropped_before says %llu", i,
                  (unsigned long long)(idx - prev_end), (unsigned long long)lost);
     }
     int64_t offset = dev - (int64_t)(idx * 1000000000 / RATE);
     if (i == 1)
       offset0 = offset;
-    if (offset - offset0 > 1000000 || offset0 - offset > 1000000)
+    if (offset - offset0 > slack || offset0 - offset > slack)
       fail_msg("row %zu: device_ts_ns is %lld ns off the signal's clock", i, (long long)(offset - offset0));
     assert_true(mono >= dev); /* received after it was captured */
     assert_string_equal(csv->fields[i][tu_csv_col(csv, "before_start")], "0");
@@ -221,6 +231,11 @@ static void on_drift_timer(uv_timer_t *t)
  * 375 us at either end of the span). */
 static void test_clock_drift(void **state)
 {
+  if (getenv("PIREC_EMULATED")) {
+    print_message("skipped under %s: 150 ppm of 2.5 s is 375 us of timestamp error\n",
+                  getenv("PIREC_EMULATED"));
+    skip();
+  }
   static const struct {
     const char *device;
     int64_t ppb;
