@@ -158,7 +158,7 @@ chmod +x "$IR/init"
 
 # ------------------------------------------------------------ boot
 cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$HERE/scenario-powercut.sh" "$HERE/scenario-deb.sh" \
-	"$HERE/scenario-audio.sh" "$SHARE/"
+	"$HERE/scenario-late-camera.sh" "$HERE/scenario-audio.sh" "$SHARE/"
 DISK=()
 [ -n "${PIREC_HW_DISK:-}" ] && DISK=(-drive "file=$PIREC_HW_DISK,format=raw,if=virtio,cache=writeback")
 rm -f "$SHARE/result-$ARCH"
