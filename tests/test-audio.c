@@ -18,6 +18,7 @@
 #include "helpers/counters.h"
 #include "pirec/audio.h"
 #include "pirec/container_of.h"
+#include "pirec/crypt.h"
 #include "test-controller-util.h"
 
 #define RATE 48000
@@ -268,6 +269,44 @@ static void test_clock_drift(void **state)
   free(dir);
 }
 
+/* An encrypted trial keeps its encryption to the end: the session's key is wiped at the stop
+ * before the files close (as pirec-audio's stop does), and the header is not rewritten over the
+ * encrypted file's start. */
+static void test_encrypted(void **state)
+{
+  assert_int_equal(pirec_crypt_init(), 0);
+  struct pirec_crypt_key *key;
+  assert_int_equal(pirec_crypt_key_new(&key), 0);
+  char *dir = tu_tmpdir("audio-crypt");
+  struct run r = {0};
+  assert_int_equal(uv_loop_init(&r.loop), 0);
+  struct pirec_audio_options o;
+  pirec_audio_options_default(&o);
+  o.device = "tick";
+  o.channels = 2;
+  assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
+  assert_int_equal(pirec_audio_set_key(r.audio, key, dir), 0);
+  assert_int_equal(pirec_audio_open(r.audio, dir, 1, 0), 0);
+  assert_int_equal(pirec_audio_set_key(r.audio, NULL, NULL), 0);
+  uv_timer_init(&r.loop, &r.timer);
+  uv_timer_start(&r.timer, on_drift_timer, 300, 0);
+  uv_run(&r.loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.close_status, 0);
+  pirec_audio_free(r.audio);
+  assert_int_equal(uv_loop_close(&r.loop), 0);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/t001_audio.wav", dir);
+  size_t len = 0;
+  uint8_t *data = (uint8_t *)tu_read_file(path, &len);
+  assert_non_null(data);
+  assert_true(pirec_crypt_is_encrypted(data, len));
+  assert_null(memmem(data, len, "WAVE", 4)); /* no header in the clear, anywhere */
+  free(data);
+  pirec_crypt_key_free(key);
+  tu_rm_rf(dir);
+  free(dir);
+}
+
 static void test_missing_device(void **state)
 {
   uv_loop_t loop;
@@ -408,9 +447,10 @@ static void test_crash_readable(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_wav_header),  cmocka_unit_test(test_capture_tick),
-      cmocka_unit_test(test_clock_drift), cmocka_unit_test(test_missing_device),
-      cmocka_unit_test(test_protocol),    cmocka_unit_test(test_crash_readable),
+      cmocka_unit_test(test_wav_header),     cmocka_unit_test(test_capture_tick),
+      cmocka_unit_test(test_clock_drift),    cmocka_unit_test(test_encrypted),
+      cmocka_unit_test(test_missing_device), cmocka_unit_test(test_protocol),
+      cmocka_unit_test(test_crash_readable),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

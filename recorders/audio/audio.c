@@ -37,6 +37,7 @@ struct pirec_audio {
   struct pirec_sink *wav, *csv;
   char *wav_path;
   int trial;
+  int encrypted; /* the trial's files are: their header is never rewritten in the clear */
   int open;
   int closing;
   int pending; /* sinks and header steps still to finish the close */
@@ -321,6 +322,8 @@ static int open_files(struct pirec_audio *a, const char *dir, int part)
     return -ENOMEM;
   }
   snprintf(a->wav_path, len, "%s/t%03d%s_audio.wav", dir, a->trial, suffix);
+  /* Noted now: the session's key is wiped at its stop, before this trial's files are closed. */
+  a->encrypted = a->crypt.key != NULL;
   snprintf(csv_path, len, "%s/t%03d%s_audio_blocks.csv", dir, a->trial, suffix);
   int err = new_sink(a, a->wav_path, wav_ring(a), &a->wav);
   if (err == 0)
@@ -451,7 +454,7 @@ static void on_header_open(uv_fs_t *req)
 static void rewrite_header(struct pirec_audio *a)
 {
   a->fs.data = a;
-  if (a->crypt.key || a->close_err || a->data_bytes < PIREC_AUDIO_WAV_HEADER ||
+  if (a->encrypted || a->close_err || a->data_bytes < PIREC_AUDIO_WAV_HEADER ||
       uv_fs_open(a->loop, &a->fs, a->wav_path, O_WRONLY | O_CLOEXEC, 0, on_header_open) < 0)
     close_step_done(a, 0);
 }
