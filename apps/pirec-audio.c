@@ -143,6 +143,19 @@ static int options(const struct cli *c, struct pirec_audio_options *o, struct pi
 
 /* ---- under the controller ---- */
 
+/* A device gone or a disk full mid-trial: events.csv and session.json's errors get it (standalone:
+ * stderr, and the exit status says so). */
+static void on_audio_error(struct pirec_audio *audio, int err, const char *message, void *user)
+{
+  struct app *a = user;
+  if (a->rec) {
+    pirec_recorder_event(a->rec, "error", json_pack("{s:s}", "message", message));
+  } else {
+    fprintf(stderr, "pirec-audio: %s\n", message);
+    a->exit_code = 1;
+  }
+}
+
 static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
@@ -275,6 +288,7 @@ int main(int argc, char **argv)
     uv_loop_close(&loop);
     return 64;
   }
+  pirec_audio_on_error(a.audio, on_audio_error, &a);
   a.exit_code = c.protocol ? run_protocol(&a) : run_standalone(&a, &c);
   int rc = run_exit(&loop, "pirec-audio", &a.exit_code);
   pirec_audio_free(a.audio);

@@ -9,7 +9,7 @@ target_compile_options(asound_module_pcm_pirectick PRIVATE -fvisibility=default)
 set_target_properties(asound_module_pcm_pirectick PROPERTIES PREFIX "lib")
 set(PIREC_ALSA_CONF ${CMAKE_CURRENT_BINARY_DIR}/alsa-tick.conf)
 file(GENERATE OUTPUT ${PIREC_ALSA_CONF} CONTENT
-     "pcm_type.pirectick { lib \"$<TARGET_FILE:asound_module_pcm_pirectick>\" }\npcm.tick { type pirectick }\npcm.tick_fast { type pirectick drift_ppm 500 }\n")
+     "pcm_type.pirectick { lib \"$<TARGET_FILE:asound_module_pcm_pirectick>\" }\npcm.tick { type pirectick }\npcm.tick_fast { type pirectick drift_ppm 500 }\npcm.tick_unplug { type pirectick fail_after_ms 300 }\n")
 
 pirec_add_test(test-audio SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-audio.c helpers/counters.c
                LIBS pirec_audio pirec_test_controller_util pirec_libcsv LABELS audio concurrency TIMEOUT 120)

@@ -404,6 +404,50 @@ static void test_protocol(void **state)
   free(dir);
 }
 
+/* A card unplugged mid-trial (the test PCM "tick_unplug" stops after 300 ms and refuses to start
+ * again): the recorder tells the controller with an error event naming the device, the stop
+ * still closes the trial's files whole, and status carries the error. */
+static void test_unplugged(void **state)
+{
+  char *dir = tu_tmpdir("audio-unplug");
+  const char *argv[] = {tu_program("pirec-audio"), "--protocol", "--name", "mic", "-D", "tick_unplug", NULL};
+  struct tu_proc p;
+  assert_int_equal(tu_proc_start(&p, argv, NULL), 0);
+  json_t *r = tu_proc_reply(&p, -1, "ready", 10000);
+  assert_non_null(r);
+  json_decref(r);
+  r = call(&p, "{\"id\":1,\"cmd\":\"start\",\"session_dir\":\"%s\",\"trial\":1,\"label\":\"\"}", dir);
+  assert_string_equal(json_string_value(json_object_get(r, "reply")), "started");
+  json_decref(r);
+  char *line = NULL;
+  int64_t deadline = tu_now_ms() + 15000;
+  while (tu_now_ms() < deadline) {
+    free(line);
+    line = tu_proc_readline(&p, 1000);
+    if (line && strstr(line, "\"event\":\"error\""))
+      break;
+  }
+  assert_non_null(line);
+  assert_non_null(strstr(line, "capture from 'tick_unplug' stopped"));
+  free(line);
+  r = call(&p, "{\"id\":2,\"cmd\":\"status\"}");
+  assert_non_null(json_object_get(json_object_get(r, "counters"), "error"));
+  json_decref(r);
+  r = call(&p, "{\"id\":3,\"cmd\":\"stop\"}");
+  json_decref(r);
+  r = call(&p, "{\"id\":4,\"cmd\":\"quit\"}");
+  json_decref(r);
+  int status = tu_proc_wait(&p, 10000);
+  assert_true(WIFEXITED(status));
+  char path[4200];
+  snprintf(path, sizeof path, "%s/mic/t001_audio_blocks.csv", dir);
+  uint64_t rows = 0, sum = 0;
+  assert_int_equal(counters_csv(path, "frames", &rows, &sum), 0);
+  assert_true(rows > 0);
+  tu_rm_rf(dir);
+  free(dir);
+}
+
 /* SIGKILL mid-trial: the WAV's header still says "read to the end", ffprobe reads every whole
  * frame, and the documented one-liner (docs/AUDIO.md) writes a copy with the sizes. */
 static void test_crash_readable(void **state)
@@ -450,7 +494,7 @@ int main(void)
       cmocka_unit_test(test_wav_header),     cmocka_unit_test(test_capture_tick),
       cmocka_unit_test(test_clock_drift),    cmocka_unit_test(test_encrypted),
       cmocka_unit_test(test_missing_device), cmocka_unit_test(test_protocol),
-      cmocka_unit_test(test_crash_readable),
+      cmocka_unit_test(test_crash_readable), cmocka_unit_test(test_unplugged),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

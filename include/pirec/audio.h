@@ -97,6 +97,13 @@ const char *pirec_audio_last_error(const struct pirec_audio *audio);
  * -ENOTCONN when no trial is open (cb never runs). */
 int pirec_audio_close_file(struct pirec_audio *audio, pirec_audio_cb cb, void *user);
 
+/* Runs on the loop thread when the trial's capture or a file stops on an error (the device went
+ * away, the disk is full), once per trial, with the negative errno and a message for the operator
+ * ("capture from 'hw:1,0' stopped: No such device"; valid during the call). The trial stays open
+ * until pirec_audio_close_file(); the counters' error says the same. cb NULL: none. */
+typedef void (*pirec_audio_error_cb)(struct pirec_audio *audio, int err, const char *message, void *user);
+void pirec_audio_on_error(struct pirec_audio *audio, pirec_audio_error_cb cb, void *user);
+
 /* Test hook: while held, the capture thread stops reading (as a stalled system would), so the
  * device overruns; releasing resumes reading. Any thread. */
 void pirec_audio_hold(struct pirec_audio *audio, int hold);

@@ -31,6 +31,8 @@ struct pirec_audio {
   char *device;
   struct pirec_crypt_session crypt;
   char last_error[256];
+  pirec_audio_error_cb on_error;
+  void *on_error_user;
 
   /* the open trial */
   struct pirec__audio_dev dev;
@@ -256,11 +258,28 @@ static void capture(void *arg)
 
 /* ---- loop thread ---- */
 
+void pirec_audio_on_error(struct pirec_audio *a, pirec_audio_error_cb cb, void *user)
+{
+  a->on_error = cb;
+  a->on_error_user = user;
+}
+
+/* The trial's first error: logged, kept for the counters and handed to the owner once. */
+static void trial_error(struct pirec_audio *a, int err, const char *message)
+{
+  if (a->sink_err)
+    return;
+  a->sink_err = err;
+  pirec_log(PIREC_LOG_ERROR, "audio: %s", message);
+  if (a->on_error)
+    a->on_error(a, err, message, a->on_error_user);
+}
+
 static void on_sink_error(struct pirec_sink *sink, int err, void *user)
 {
-  struct pirec_audio *a = user;
-  a->sink_err = err;
-  pirec_log(PIREC_LOG_ERROR, "audio: cannot write '%s': %s", pirec_sink_path(sink), uv_strerror(err));
+  char msg[512];
+  snprintf(msg, sizeof msg, "cannot write '%s': %s", pirec_sink_path(sink), uv_strerror(err));
+  trial_error(user, err, msg);
 }
 
 static void on_done_closed(uv_handle_t *h);
@@ -273,9 +292,10 @@ static void on_thread_done(uv_async_t *h)
   if (!atomic_load(&a->exited))
     return;
   int err = atomic_load(&a->thread_err);
-  if (err < 0 && !a->sink_err) {
-    pirec_log(PIREC_LOG_ERROR, "audio: capture from '%s' stopped: %s", a->device, snd_strerror(err));
-    a->sink_err = err;
+  if (err < 0) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "capture from '%s' stopped: %s", a->device, snd_strerror(err));
+    trial_error(a, err, msg);
   }
   if (!a->closing || a->joined)
     return;

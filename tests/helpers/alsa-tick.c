@@ -6,6 +6,8 @@
  * hardware pointer is the time since start times the rate, and a reader that falls more than a
  * buffer behind gets an overrun (-EPIPE), as from a sound card.
  *
+ * With `fail_after_ms N` it is unplugged N ms after its first start: an overrun, after which it
+ * refuses to start again (-ENODEV), as a USB card pulled out.
  * With `drift_ppm N` in its definition its clock runs N ppm fast against CLOCK_MONOTONIC, as a
  * card's crystal does (the frame index counts the card's frames, not CLOCK_MONOTONIC's).
  *
@@ -28,7 +30,9 @@
 
 struct tick {
   snd_pcm_ioplug_t io;
-  long drift_ppm;   /* the "card" runs this much fast (negative: slow) against CLOCK_MONOTONIC */
+  long drift_ppm;     /* the "card" runs this much fast (negative: slow) against CLOCK_MONOTONIC */
+  long fail_after_ms; /* > 0: the "card" is unplugged this long after the first start */
+  int gone;
   int64_t t0;       /* the first start: frame index 0 */
   int64_t start_ns; /* this start */
   uint64_t base;    /* the frame index at this start */
@@ -56,6 +60,8 @@ static uint64_t frames_since(const struct tick *t, int64_t from)
 static int tick_start(snd_pcm_ioplug_t *io)
 {
   struct tick *t = io->private_data;
+  if (t->gone)
+    return -ENODEV;
   t->start_ns = now_ns();
   if (!t->t0)
     t->t0 = t->start_ns;
@@ -79,6 +85,10 @@ static snd_pcm_sframes_t tick_pointer(snd_pcm_ioplug_t *io)
   struct tick *t = io->private_data;
   if (io->state != SND_PCM_STATE_RUNNING)
     return 0;
+  if (t->fail_after_ms > 0 && now_ns() - t->t0 > (int64_t)t->fail_after_ms * 1000000) {
+    t->gone = 1; /* as a USB card pulled out: the stream stops and will not start again */
+    return -EPIPE;
+  }
   uint64_t pos = frames_since(t, t->start_ns);
   if (pos > io->appl_ptr + io->buffer_size)
     return -EPIPE; /* the reader fell a buffer behind: the frames in between are gone */
@@ -145,19 +155,19 @@ static int set_constraints(snd_pcm_ioplug_t *io)
   return err;
 }
 
-/* The PCM's one setting: `drift_ppm N`. */
-static long conf_drift(snd_config_t *conf)
+/* An integer setting of the PCM's definition (`drift_ppm 500`), 0 when absent. */
+static long conf_long(snd_config_t *conf, const char *key)
 {
   snd_config_iterator_t i, next;
-  long ppm = 0;
+  long v = 0;
   snd_config_for_each(i, next, conf)
   {
     snd_config_t *n = snd_config_iterator_entry(i);
     const char *id;
-    if (snd_config_get_id(n, &id) == 0 && strcmp(id, "drift_ppm") == 0)
-      snd_config_get_integer(n, &ppm);
+    if (snd_config_get_id(n, &id) == 0 && strcmp(id, key) == 0)
+      snd_config_get_integer(n, &v);
   }
-  return ppm;
+  return v;
 }
 
 SND_PCM_PLUGIN_DEFINE_FUNC(pirectick)
@@ -168,7 +178,8 @@ SND_PCM_PLUGIN_DEFINE_FUNC(pirectick)
   struct tick *t = calloc(1, sizeof *t);
   if (!t)
     return -ENOMEM;
-  t->drift_ppm = conf_drift(conf);
+  t->drift_ppm = conf_long(conf, "drift_ppm");
+  t->fail_after_ms = conf_long(conf, "fail_after_ms");
   t->io.version = SND_PCM_IOPLUG_VERSION;
   t->io.name = "pirec test tick";
   t->io.flags = SND_PCM_IOPLUG_FLAG_MONOTONIC;
