@@ -101,6 +101,45 @@ static void on_timer(uv_timer_t *t)
   uv_timer_start(t, on_timer, after[r->step], 0);
 }
 
+static void on_close_timer(uv_timer_t *t)
+{
+  struct run *r = container_of(t, struct run, timer);
+  assert_int_equal(pirec_audio_close_file(r->audio, on_closed, r), 0);
+}
+
+/* One trial recorded in this process from device (stereo, period_us blocks) into dir: the loop
+ * runs cb first_ms after the open, and cb closes the trial (at once or after steps of its own).
+ * key: the trial is encrypted under it, and the key wiped right after the open, as pirec-audio's
+ * stop wipes it before the files close. Returns the final counters. */
+static struct pirec_audio_counters record_trial(const char *device, unsigned period_us, const char *dir,
+                                                int trial, uv_timer_cb cb, uint64_t first_ms,
+                                                const struct pirec_crypt_key *key)
+{
+  struct run r = {0};
+  assert_int_equal(uv_loop_init(&r.loop), 0);
+  struct pirec_audio_options o;
+  pirec_audio_options_default(&o);
+  o.device = device;
+  o.channels = 2;
+  o.period_us = period_us;
+  assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
+  assert_int_equal(pirec_audio_set_key(r.audio, key, dir), 0);
+  int err = pirec_audio_open(r.audio, dir, trial, 0);
+  if (err < 0)
+    fail_msg("open: %s", pirec_audio_last_error(r.audio));
+  assert_int_equal(pirec_audio_set_key(r.audio, NULL, NULL), 0);
+  uv_timer_init(&r.loop, &r.timer);
+  uv_timer_start(&r.timer, cb, first_ms, 0);
+  uv_run(&r.loop, UV_RUN_DEFAULT);
+  assert_true(r.closed);
+  assert_int_equal(r.close_status, 0);
+  struct pirec_audio_counters c;
+  pirec_audio_counters(r.audio, &c);
+  pirec_audio_free(r.audio);
+  assert_int_equal(uv_loop_close(&r.loop), 0);
+  return c;
+}
+
 static uint64_t frame_index(const uint8_t *wav, uint64_t frame)
 {
   const uint8_t *p = wav + PIREC_AUDIO_WAV_HEADER + frame * 4;
@@ -165,26 +204,7 @@ static uint64_t check_blocks(const struct tu_csv *csv, const uint8_t *wav, uint6
 static void test_capture_tick(void **state)
 {
   char *dir = tu_tmpdir("audio");
-  struct run r = {0};
-  assert_int_equal(uv_loop_init(&r.loop), 0);
-  struct pirec_audio_options o;
-  pirec_audio_options_default(&o);
-  o.device = "tick";
-  o.channels = 2;
-  o.period_us = 10000;
-  assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
-  int err = pirec_audio_open(r.audio, dir, 3, 0);
-  if (err < 0)
-    fail_msg("open: %s", pirec_audio_last_error(r.audio));
-  uv_timer_init(&r.loop, &r.timer);
-  uv_timer_start(&r.timer, on_timer, 400, 0);
-  uv_run(&r.loop, UV_RUN_DEFAULT);
-  assert_true(r.closed);
-  assert_int_equal(r.close_status, 0);
-  struct pirec_audio_counters c;
-  pirec_audio_counters(r.audio, &c);
-  pirec_audio_free(r.audio);
-  assert_int_equal(uv_loop_close(&r.loop), 0);
+  struct pirec_audio_counters c = record_trial("tick", 10000, dir, 3, on_timer, 400, NULL);
 
   char path[4200];
   snprintf(path, sizeof path, "%s/t003_audio.wav", dir);
@@ -221,12 +241,6 @@ static void test_capture_tick(void **state)
   free(dir);
 }
 
-static void on_drift_timer(uv_timer_t *t)
-{
-  struct run *r = container_of(t, struct run, timer);
-  assert_int_equal(pirec_audio_close_file(r->audio, on_closed, r), 0);
-}
-
 /* 2.5 s from a card 500 ppm fast and from one on CLOCK_MONOTONIC: the drift measured from the
  * blocks' device timestamps and positions is each one's, to within 150 ppm (timestamp jitter of
  * 375 us at either end of the span). */
@@ -243,22 +257,8 @@ static void test_clock_drift(void **state)
   } cases[] = {{"tick_fast", 500000}, {"tick", 0}};
   char *dir = tu_tmpdir("audio-drift");
   for (size_t i = 0; i < 2; i++) {
-    struct run r = {0};
-    assert_int_equal(uv_loop_init(&r.loop), 0);
-    struct pirec_audio_options o;
-    pirec_audio_options_default(&o);
-    o.device = cases[i].device;
-    o.channels = 2;
-    assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
-    assert_int_equal(pirec_audio_open(r.audio, dir, (int)i + 1, 0), 0);
-    uv_timer_init(&r.loop, &r.timer);
-    uv_timer_start(&r.timer, on_drift_timer, 2500, 0);
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-    assert_int_equal(r.close_status, 0);
-    struct pirec_audio_counters c;
-    pirec_audio_counters(r.audio, &c);
-    pirec_audio_free(r.audio);
-    assert_int_equal(uv_loop_close(&r.loop), 0);
+    struct pirec_audio_counters c =
+        record_trial(cases[i].device, 20000, dir, (int)i + 1, on_close_timer, 2500, NULL);
     assert_true(c.drift_known);
     int64_t err = c.clock_drift_ppb - cases[i].ppb;
     if (err > 150000 || err < -150000)
@@ -278,22 +278,7 @@ static void test_encrypted(void **state)
   struct pirec_crypt_key *key;
   assert_int_equal(pirec_crypt_key_new(&key), 0);
   char *dir = tu_tmpdir("audio-crypt");
-  struct run r = {0};
-  assert_int_equal(uv_loop_init(&r.loop), 0);
-  struct pirec_audio_options o;
-  pirec_audio_options_default(&o);
-  o.device = "tick";
-  o.channels = 2;
-  assert_int_equal(pirec_audio_new(&r.loop, &o, &r.audio), 0);
-  assert_int_equal(pirec_audio_set_key(r.audio, key, dir), 0);
-  assert_int_equal(pirec_audio_open(r.audio, dir, 1, 0), 0);
-  assert_int_equal(pirec_audio_set_key(r.audio, NULL, NULL), 0);
-  uv_timer_init(&r.loop, &r.timer);
-  uv_timer_start(&r.timer, on_drift_timer, 300, 0);
-  uv_run(&r.loop, UV_RUN_DEFAULT);
-  assert_int_equal(r.close_status, 0);
-  pirec_audio_free(r.audio);
-  assert_int_equal(uv_loop_close(&r.loop), 0);
+  record_trial("tick", 20000, dir, 1, on_close_timer, 300, key);
   char path[4200];
   snprintf(path, sizeof path, "%s/t001_audio.wav", dir);
   size_t len = 0;
