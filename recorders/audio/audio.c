@@ -199,10 +199,21 @@ static void update_drift(struct pirec_audio *a, int64_t first_ts)
   atomic_store(&a->drift_known, 1);
 }
 
+/* A block that starts more than two periods (and 20 ms) after the previous one ended, on the
+ * device's clock, follows frames the driver lost without an overrun being reported (snd-aloop
+ * does so when its timer runs late); timestamp jitter stays far below that. */
+static int device_gap(const struct pirec_audio *a, int64_t first_ts)
+{
+  if (first_ts == INT64_MIN || a->next_ts == INT64_MIN)
+    return 0;
+  int64_t limit = 2 * frames_ns(a, a->dev.period);
+  return first_ts - a->next_ts > (limit > 20000000 ? limit : 20000000);
+}
+
 static void take_block(struct pirec_audio *a, int n, int64_t first_ts)
 {
   int64_t mono = pirec_clock_mono_ns(), wall = pirec_clock_wall_ns();
-  if (a->after_xrun) {
+  if (a->after_xrun || device_gap(a, first_ts)) {
     uint64_t lost = xrun_lost(a, first_ts, mono, n);
     a->lost += lost;
     a->lost_total += lost;
