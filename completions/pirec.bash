@@ -1,4 +1,4 @@
-# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-eyesim, pirec-web
+# bash completion for pirec, pirec-remux, pirec-camera, pirec-eyetracker, pirec-notes, pirec-audio, pirec-eyesim, pirec-web
 # Installed once per command name so bash-completion's on-demand loading finds it for each.
 # Config keys come from the installed schema (`pirec config defaults`), so they never go stale;
 # session directories come from [session] output_dir of /etc/pirec/pirec.conf.
@@ -18,6 +18,8 @@ _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url=
  --no-gaze --no-world --no-events --trial= --duration= --reconnect-min= --reconnect-max= --json
  --protocol --name= -c=f --config=f -h --help --version"
 _pirec_opts_notes="--protocol --name= -c=f --config=f -h --help --version"
+_pirec_opts_audio="-D= --device= --rate= --channels= --format= --period-ms= --name= --trial= --duration= --out=d
+ --protocol -c=f --config=f -h --help --version"
 _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --fps= --size= --no-world
  --no-events --ffmpeg=f --loss= --malformed= --bad-sdp --chunked-status --disconnect-at=
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
@@ -142,6 +144,7 @@ _pirec_recorder()
 	pirec-camera) table=$_pirec_opts_camera ;;
 	pirec-eyetracker) table=$_pirec_opts_eyetracker ;;
 	pirec-notes) table=$_pirec_opts_notes ;;
+	pirec-audio) table=$_pirec_opts_audio ;;
 	pirec-web) table=$_pirec_opts_web ;;
 	*) table=$_pirec_opts_eyesim ;;
 	esac
@@ -151,4 +154,4 @@ _pirec_recorder()
 
 complete -F _pirec pirec
 complete -F _pirec_remux -o filenames pirec-remux
-complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web
+complete -F _pirec_recorder -o filenames pirec-camera pirec-eyetracker pirec-notes pirec-audio pirec-eyesim pirec-web

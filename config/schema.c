@@ -286,6 +286,21 @@ static const struct pirec__config_key camera_keys[] = {
          "starts a GOP (0: no size limit); with segment, whichever comes first"),
 };
 
+static const char *const audio_formats[] = {"s16", "s32", "f32", NULL};
+
+static const struct pirec__config_key audio_keys[] = {
+    BOOL("enabled", "true", "record this audio device"),
+    STR("device", "default", check_nonempty,
+        "ALSA capture PCM: default, hw:CARD,DEV, plughw:CARD=NAME, or a PCM defined in asound.conf"),
+    INT("rate", "48000", 8000, 384000, "frames per second, taken exactly (never resampled silently)"),
+    INT("channels", "1", 1, 32, "channels captured"),
+    ENUM("format", "s16", audio_formats, "sample format in the WAV file: s16, s32 or f32 (IEEE float)"),
+    DUR("period", "20ms", NS_MS, NS_S,
+        "one block: the ALSA period read at once and one row of the blocks CSV"),
+    SIZE("ring_size", "0", 0, 1 * GIB,
+         "ring buffer between capture and the WAV file (0: two seconds, at least 1MiB)"),
+};
+
 static const struct pirec__config_key eyetracker_keys[] = {
     BOOL("enabled", "false", "record gaze and scene video from the eye tracker"),
     STR("address", "auto", check_address, "HOST:PORT of the glasses' API, or auto to discover them"),
@@ -389,6 +404,10 @@ const struct pirec__config_kind pirec__config_kinds[] = {
      COUNT(control_keys), NULL},
     {"camera", true, "one section per camera; NAME names its folder in the session directory", camera_keys,
      COUNT(camera_keys), validate_camera},
+    {"audio", true,
+     "one section per ALSA capture device (docs/AUDIO.md); NAME names its folder in the session "
+     "directory",
+     audio_keys, COUNT(audio_keys), NULL},
     {"eyetracker", false, "a network eye tracker (gaze samples and scene video)", eyetracker_keys,
      COUNT(eyetracker_keys), validate_eyetracker},
     {"notes", false, "operator notes", notes_keys, COUNT(notes_keys), NULL},
@@ -1013,12 +1032,12 @@ static const char *type_words(const struct pirec__config_key *key, char *buf, si
 }
 
 /* Instance examples in the template: a synthetic camera is active so the example records something
- * anywhere; the GPIO example is commented out because it needs hardware. */
+ * anywhere; the audio and GPIO examples are commented out because they need hardware. */
 static const struct {
   const char *kind;
   const char *name;
   bool active;
-} template_instances[] = {{"camera", "camera0", true}, {"gpio", "start", false}};
+} template_instances[] = {{"camera", "camera0", true}, {"audio", "mic", false}, {"gpio", "start", false}};
 
 char *pirec_config_defaults_text(void)
 {

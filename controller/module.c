@@ -608,6 +608,12 @@ void pirec__modules_build(struct pirec_controller *c)
     if (pirec_config_get_bool(c->cfg, sec, "enabled"))
       add_module(c, "camera", sec + strlen("camera."), "pirec-camera");
   }
+  size_t naudio = pirec_config_instance_count(c->cfg, "audio");
+  for (size_t i = 0; i < naudio; i++) {
+    const char *sec = pirec_config_instance(c->cfg, "audio", i);
+    if (pirec_config_get_bool(c->cfg, sec, "enabled"))
+      add_module(c, "audio", sec + strlen("audio."), "pirec-audio");
+  }
   if (pirec_config_get_bool(c->cfg, "eyetracker", "enabled"))
     add_module(c, "eyetracker", "eyetracker", "pirec-eyetracker");
 }

@@ -1,7 +1,7 @@
 # Tests of what a package installs besides the programs (owner: packaging, issue 19): man pages
 # agree with --help, bash completion, one version everywhere. Scripts, run on the built programs.
 set(apps_dir ${CMAKE_BINARY_DIR}/apps)
-set(all_apps pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim)
+set(all_apps pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-audio pirec-eyesim)
 find_package(Python3 COMPONENTS Interpreter)
 if(Python3_Interpreter_FOUND)
   add_test(NAME packaging-man-help

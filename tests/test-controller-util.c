@@ -472,3 +472,13 @@ json_t *tu_sock_next(struct tu_sock_buf *b)
   b->off += (size_t)(nl - start) + 1;
   return j;
 }
+
+size_t tu_file_lines(const char *path)
+{
+  size_t len = 0, n = 0;
+  char *text = tu_read_file(path, &len);
+  for (size_t i = 0; text && i < len; i++)
+    n += text[i] == '\n';
+  free(text);
+  return n;
+}

@@ -43,6 +43,9 @@ void tu_proc_close_stdin(struct tu_proc *p);
  * -1 on timeout. */
 int tu_proc_wait(struct tu_proc *p, int timeout_ms);
 
+/* Newline characters in a file so far (0 when it is missing). */
+size_t tu_file_lines(const char *path);
+
 /* Reads a whole file; NULL if it cannot. */
 char *tu_read_file(const char *path, size_t *len);
 

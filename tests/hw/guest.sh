@@ -124,6 +124,15 @@ elif [ $found = 0 ]; then
 	result pirec-record-gpio SKIP "pirec not built for $ARCH"
 fi
 
+# ---- pirec-audio on snd-aloop; aplay and python3 come from the host's /usr, so amd64 only
+if [ "$ARCH" != amd64 ]; then
+	result pirec-audio-aloop SKIP "the host's aplay and python3 run on amd64 only"
+elif [ -x "$SHARE/build-$ARCH-v1/apps/pirec-audio" ]; then
+	sh "$SHARE/scenario-audio.sh" "$SHARE/build-$ARCH-v1/apps" "$SHARE" || rc=1
+else
+	result pirec-audio-aloop FAIL "pirec-audio not built (scripts/ci-hw builds it on amd64)"
+fi
+
 if [ -f "$SHARE/extra-$ARCH.sh" ]; then
 	sh "$SHARE/extra-$ARCH.sh" "$SHARE" "$ARCH" || rc=1
 fi

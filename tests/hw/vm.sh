@@ -122,7 +122,7 @@ else
 fi
 # Debian 12 is merged-/usr: these make the host's loader and libraries resolve under /usr
 ln -s usr/lib "$IR/lib"; ln -s usr/lib64 "$IR/lib64"; ln -s usr/sbin "$IR/sbin"
-for m in virtio_pci 9pnet_virtio 9p gpio-sim vivid virtio_blk ext4; do
+for m in virtio_pci 9pnet_virtio 9p gpio-sim vivid virtio_blk ext4 snd-aloop; do
 	modprobe -d "$A/kroot" -S "$KV" --show-depends "$m"
 done | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' | while read -r f; do
 	cp "$f" "$IR/kmod/"; basename "$f" >> "$IR/kmod/order"
@@ -158,7 +158,7 @@ chmod +x "$IR/init"
 
 # ------------------------------------------------------------ boot
 cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$HERE/scenario-powercut.sh" "$HERE/scenario-deb.sh" \
-	"$HERE/scenario-late-camera.sh" "$SHARE/"
+	"$HERE/scenario-late-camera.sh" "$HERE/scenario-audio.sh" "$SHARE/"
 DISK=()
 [ -n "${PIREC_HW_DISK:-}" ] && DISK=(-drive "file=$PIREC_HW_DISK,format=raw,if=virtio,cache=writeback")
 rm -f "$SHARE/result-$ARCH"

@@ -60,7 +60,7 @@ absent()
 	done
 }
 
-for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web; do
+for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-audio pirec-eyesim pirec-web; do
 	complete -p "$p" >/dev/null 2>&1 || { echo "FAIL: complete -p $p: not registered"; fail=1; }
 done
 
@@ -90,7 +90,7 @@ expect "pirec-remux --format " mp4 mkv
 expect "pirec-remux --clock d" device
 
 # every option in each program's --help is offered after "--" (or "-")
-for p in pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web; do
+for p in pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-audio pirec-eyesim pirec-web; do
 	[ -x "$bin/$p" ] || continue # pirec-web: not built without libwebsockets
 	opts=$("$bin/$p" --help | grep -oE '(^|[^[:alnum:]-])--?[[:alpha:]][[:alnum:]-]*' | grep -oE -- '--?[[:alpha:]][[:alnum:]-]*' | sort -u)
 	for o in $opts; do

@@ -19,6 +19,7 @@ PROGRAMS = {
     "pirec-camera": [[]],
     "pirec-eyetracker": [[]],
     "pirec-notes": [[]],
+    "pirec-audio": [[]],
     "pirec-eyesim": [[]],
     "pirec-web": [[]],
 }

@@ -15,7 +15,7 @@ if [ "$deb" != "$version" ]; then
 	echo "      bump both (debian/changelog: dch -v VERSION)"
 	fail=1
 fi
-[ -n "$bin" ] && for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-eyesim pirec-web; do
+[ -n "$bin" ] && for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-audio pirec-eyesim pirec-web; do
 	[ "$p" = pirec-web ] && [ ! -x "$bin/$p" ] && continue # not built without libwebsockets
 	out=$("$bin/$p" --version 2>&1)
 	rc=$?
