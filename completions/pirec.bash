@@ -11,7 +11,7 @@ _pirec_opts_keys="--out=f -h --help"
 _pirec_opts_decrypt="--key=f --out=d -h --help"
 _pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
- --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live -h --help --version"
+ --timing=f --output=f --key=f -j= --jobs= --timeout= --json --progress-lines --live -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
  --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=

@@ -56,11 +56,13 @@ static json_t *parse_body(struct http_conn *c, char *err, size_t errlen)
 /* POST /api/CMD: the control socket command CMD with the body's fields. */
 static void command(struct http_conn *c, const char *cmd)
 {
-  static const char *const label[] = {"label", NULL}, *const text[] = {"text", NULL}, *const none[] = {NULL};
+  static const char *const label[] = {"label", NULL}, *const text[] = {"text", NULL}, *const none[] = {NULL},
+                           *const session[] = {"session", NULL};
   static const struct {
     const char *cmd;
     const char *const *fields;
-  } cmds[] = {{"start", label}, {"stop", none}, {"trial", label}, {"note", text}, {"reload", none}};
+  } cmds[] = {{"start", label}, {"stop", none},   {"trial", label},
+              {"note", text},   {"reload", none}, {"remux", session}};
   const char *const *fields = NULL;
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     if (strcmp(cmd, cmds[i].cmd) == 0)
@@ -83,9 +85,10 @@ static void command(struct http_conn *c, const char *cmd)
     return;
   }
   json_decref(body);
-  if (strcmp(cmd, "note") == 0 && !json_object_get(req, "text")) {
+  if (fields[0] && !json_object_get(req, fields[0]) && strcmp(fields[0], "label") != 0) {
     json_decref(req);
-    pirec__web_reply_error(c, 400, "a note needs 'text'");
+    snprintf(err, sizeof err, "%s needs '%s'", cmd, fields[0]);
+    pirec__web_reply_error(c, 400, err);
     return;
   }
   int64_t t = pirec_webctl_send(c->web->ctl, req, CMD_TIMEOUT_MS, on_ctl_reply, c);

@@ -3,7 +3,7 @@
 // tracker and notes, and pirec-web; then, in the page: start a session (label, participant),
 // watch the camera's frame counter rise, type a note with commas, quotes and a leading '=' and
 // find it exact in notes.csv, change trial, check that the previews are not blank (pixel
-// variance), stop, download a file, and survive a controller restart (the page reconnects).
+// variance), stop, download a file, remux the session with the button, and survive a controller restart (the page reconnects).
 // With --screenshot FILE it saves the console while recording.
 //
 // usage: node browser.mjs BUILD_DIR [--screenshot FILE]
@@ -97,8 +97,12 @@ async function scenario(page, env, work) {
   await page.keyboard.press('Enter');
   await until('the note to be saved', async () => (await text(page, '#message')).startsWith('noted'));
   const st = JSON.parse(execFileSync(path.join(apps, 'pirec'), ['status', '--json', '--socket', `${work}/control.sock`]));
-  const notes = fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8');
   const expected = '"\'' + NOTE.replace(/"/g, '""') + '"';
+  // "noted" means queued for notes.csv: on disk within milliseconds, later on a loaded machine.
+  const notes = await until('the note in notes.csv', () => {
+    const t = fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8');
+    return t.includes(expected) ? t : null;
+  }, 10000).catch(() => fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8'));
   check(notes.includes(expected), `the note is in notes.csv exactly (${expected})`);
   check(notes.includes('participant: P07'), 'the participant is noted at the start');
   await page.click('#trial');
@@ -156,6 +160,22 @@ async function download(page, cdp, sessionDir, work) {
   check(got.equals(fs.readFileSync(path.join(sessionDir, 'events.csv'))), 'events.csv downloads byte for byte');
 }
 
+// The remux button: the controller runs pirec-remux; the page shows the progress and the verdict.
+async function remuxButton(page, sessionDir) {
+  const name = path.basename(sessionDir);
+  const box = `#sessions [data-session="${name}"] .remux`;
+  await page.$eval(`${box} button`, (b) => b.click());
+  const result = await until('the remux verdict', async () => {
+    const t = await text(page, `${box} .result`).catch(() => '');
+    return /^(done|failed)/.test(t) ? t : null;
+  }, 90000);
+  const mp4 = fs.readdirSync(path.join(sessionDir, 'cam0')).filter((f) => f.endsWith('.mp4'));
+  check(result.startsWith('done') && mp4.length > 0, `the remux button: the page says "${result}", MP4s ${mp4.join(', ')}`);
+  await until('the list to say remux: done', async () =>
+    (await text(page, `#sessions [data-session="${name}"] summary`)).includes('remux: done'), 30000);
+  check(true, 'the session list shows remux: done');
+}
+
 async function main() {
   if (!chromium) {
     console.log('browser: skipped: no chromium (apt install chromium)');
@@ -179,6 +199,7 @@ async function main() {
     const cdp = await browser.target().createCDPSession();
     const sessionDir = await scenario(page, env, work);
     await download(page, cdp, sessionDir, work);
+    await remuxButton(page, sessionDir);
     await env.restart();
     await until('the page to see the controller go', async () => (await text(page, '#conn')) !== 'connected', 30000)
       .catch(() => console.log('(the restart was quicker than a push)'));

@@ -321,6 +321,8 @@ def session(web, work, sock):
     os.symlink("/etc", os.path.join(sess_dir, "escape-dir", "etc"))
     os.symlink("/etc/passwd", os.path.join(sess_dir, "escape-dir", "passwd"))
     bad_input(web, sess)
+    st, r = web.post("/api/remux", {"session": sess})
+    check(st == 409 and "still recording" in r.get("message", ""), "remux of the recording session: 409 '%s'" % r)
     clients = load(web, sock)
     wait_for(lambda: web.get("/api/status")[1]["modules"]["cam0"].get("counters", {}).get("frames_written", 0) > 30,
              "frames to be written")
@@ -341,7 +343,31 @@ def session(web, work, sock):
     st, body, resp = web.get("/files/%s/notes.csv" % sess, raw=True)
     check(st == 200 and body == open(os.path.join(sess_dir, "notes.csv"), "rb").read() and
           "attachment" in (resp.getheader("content-disposition") or ""), "a file downloads byte for byte")
+    remux(web, sess, sess_dir)
     return clients
+
+
+def remux(web, sess, sess_dir):
+    """The remux button's API: the controller runs pirec-remux (pirec-web never writes a session)."""
+    for bad in ("../" + sess, ".hidden", ""):
+        st, r = web.post("/api/remux", {"session": bad})
+        check(st == 409 and "session" in r.get("message", ""), "remux of %r refused: %s" % (bad, r.get("message")))
+    st, r = web.post("/api/remux", {})
+    check(st == 400, "remux without 'session': 400")
+    st, r = web.post("/api/remux", {"session": sess})
+    check(st == 200 and r["reply"] == "remux_queued" and r["session_dir"] == sess_dir, "POST /api/remux: %s" % r)
+
+    def verdict():
+        ended = [x for x in web.get("/api/status")[1].get("remux", []) if x["session"] == sess and
+                 x["state"] in ("done", "failed")]
+        return ended[0] if ended else None
+    v = wait_for(verdict, "the remux to end", 90)
+    mp4 = [n for n in os.listdir(os.path.join(sess_dir, "cam0")) if n.endswith(".mp4")]
+    check(v["state"] == "done" and v["asked"] and v["total_bytes"] > 0 and v["done_bytes"] == v["total_bytes"] and mp4,
+          "the status shows the remux done (%s) and the MP4s exist: %s" % (v, mp4))
+    st, r = web.get("/api/sessions")
+    listed = [s for s in r["sessions"] if s["name"] == sess]
+    check(listed and listed[0]["remux"] == "done", "the session list says remux done")
 
 
 def restart(web, work, conf, rec, clients):

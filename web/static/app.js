@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { previews: {}, status: null, prev: null, prevAt: 0, rates: {}, session: null, eventsKey: '', ws: null,
-                retry: 500, connected: false };
+                retry: 500, connected: false, remux: [], remuxWatch: {} };
 
 // The token, when the address carried one, is now a cookie (pirec-web set it): drop it from the
 // address bar so it does not end up in bookmarks or screenshots.
@@ -145,6 +145,7 @@ function renderStatus(msg) {
   $('start').disabled = rec;
   $('stop').disabled = !rec;
   $('note').disabled = !rec;
+  renderRemux(st.remux);
   if (st.session_dir !== state.session) {
     state.session = st.session_dir;
     $('notes').replaceChildren();
@@ -195,12 +196,48 @@ async function loadSessions() {
   try {
     const j = await api('GET', '/api/sessions');
     $('sessions').replaceChildren(...j.sessions.slice(0, 50).map((s) =>
-      el('details', {}, el('summary', {}, `${s.name} — ${fmtBytes(s.bytes)}, remux: ${s.remux}`),
+      el('details', { 'data-session': s.name }, el('summary', {}, `${s.name} — ${fmtBytes(s.bytes)}, remux: ${s.remux}`),
+         el('div', { class: 'remux' },
+            el('button', { type: 'button', title: 'Run pirec-remux on this session (in the background, at low priority)' }, 'Remux'),
+            el('progress', { max: 1, value: 0, hidden: '' }), el('span', { class: 'result' })),
          el('ul', {}, ...s.files.map((f) => el('li', {},
            el('a', { href: `/files/${encodeURIComponent(s.name)}/${f.path}`, download: '' }, f.path),
            ` ${fmtBytes(f.bytes)}`))))));
+    for (const d of $('sessions').querySelectorAll('[data-session]'))
+      d.querySelector('.remux button').addEventListener('click', () => remux(d.dataset.session));
+    renderRemux(state.remux);
   } catch (e) {
     $('sessions').textContent = 'cannot list sessions: ' + e.message;
+  }
+}
+
+// The remux button: the controller runs pirec-remux (pirec-web never writes a session); its
+// progress and verdict come with every status push, under "remux".
+async function remux(name) {
+  const r = await command('remux', { session: name });
+  if (r) state.remuxWatch[name] = true;
+}
+
+function renderRemux(list) {
+  state.remux = list || [];
+  const seen = {};
+  for (const r of state.remux) {
+    if (seen[r.session]) continue; // running ones come first, then the newest verdicts
+    seen[r.session] = true;
+    const box = document.querySelector(`#sessions [data-session="${CSS.escape(r.session)}"] .remux`);
+    const ended = r.state === 'done' || r.state === 'failed';
+    if (ended && state.remuxWatch[r.session]) {
+      delete state.remuxWatch[r.session];
+      loadSessions(); // its new files, and "remux: done"
+    }
+    if (!box) continue;
+    const bar = box.querySelector('progress');
+    bar.hidden = ended;
+    bar.value = r.total_bytes ? r.done_bytes / r.total_bytes : 0;
+    box.querySelector('button').disabled = !ended;
+    box.querySelector('.result').textContent = ended ? `${r.state}: ${r.message || ''}`
+      : `${r.state} ${r.total_bytes ? Math.floor((100 * r.done_bytes) / r.total_bytes) : 0}%`;
+    box.querySelector('.result').className = 'result ' + (r.state === 'failed' ? 'bad' : ended ? 'ok' : '');
   }
 }
 
