@@ -23,7 +23,7 @@ _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
  --events-log=f --duration= -h --help --version"
 _pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
- -q --quiet -h --help --version"
+ --hash-password -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}
 
 # _pirec_complete_opts TABLE PREV CUR: completes an option or its value; returns 1 if PREV takes

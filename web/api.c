@@ -152,6 +152,33 @@ static int serve_file(struct http_conn *c, const char *root, const char *rel, in
   return 0;
 }
 
+/* GET /api/auth: whether this browser must log in, and how (the page asks before anything else). */
+static void auth(struct http_conn *c)
+{
+  struct pirec_web *w = c->web;
+  int needed = (w->s.token && *w->s.token) || w->s.password_hash;
+  json_t *o = json_pack("{s:s,s:b,s:b,s:b}", "reply", "auth", "needed", needed, "authorized",
+                        pirec__web_authorized(w, c->wsi), "password", w->s.password_hash != NULL);
+  pirec__web_reply_json(c, 200, o);
+  json_decref(o);
+}
+
+static void logout(struct http_conn *c)
+{
+  char id[100];
+  pirec__web_logout(c, pirec__web_cookie(c->wsi, "pirec_session", id, sizeof id) ? id : NULL);
+}
+
+/* Paths anyone may have, before the token or a login: the page's files and the login itself. */
+static int open_path(const char *u, int post)
+{
+  if (post)
+    return strcmp(u, "/api/login") == 0 || strcmp(u, "/api/logout") == 0;
+  if (strncmp(u, "/api/", 5) == 0)
+    return strcmp(u, "/api/auth") == 0;
+  return strncmp(u, "/files/", 7) != 0;
+}
+
 static int route(struct http_conn *c)
 {
   const char *u = c->uri;
@@ -160,6 +187,12 @@ static int route(struct http_conn *c)
     u += 5;
     if (strcmp(u, "status") == 0 && !c->post)
       status(c);
+    else if (strcmp(u, "auth") == 0 && !c->post)
+      auth(c);
+    else if (strcmp(u, "login") == 0 && c->post)
+      pirec__web_login(c);
+    else if (strcmp(u, "logout") == 0 && c->post)
+      logout(c);
     else if (strcmp(u, "preview") == 0 && !c->post)
       preview(c);
     else if (strcmp(u, "sessions") == 0 && !c->post) {
@@ -194,7 +227,8 @@ static int begin(struct http_conn *c, struct lws *wsi, struct pirec_web *w, cons
   }
   snprintf(c->uri, sizeof c->uri, "%.*s", (int)len, in);
   const char *why = NULL;
-  int refuse = pirec__web_guard(w, wsi, c->post, &why, c->cookie, sizeof c->cookie);
+  int refuse =
+      pirec__web_guard(w, wsi, c->post, open_path(c->uri, c->post), &why, c->cookie, sizeof c->cookie);
   if (refuse) {
     c->routed = 1;
     w->refused++;

@@ -157,8 +157,8 @@ void pirec__web_poll_start(struct pirec_web *w)
 static int admit(struct pirec_web *w, struct lws *wsi)
 {
   const char *why = NULL;
-  char cookie[160];
-  int refuse = pirec__web_guard(w, wsi, 0, &why, cookie, sizeof cookie);
+  char cookie[200];
+  int refuse = pirec__web_guard(w, wsi, 0, 0, &why, cookie, sizeof cookie);
   if (!refuse && w->nclients >= w->s.max_clients)
     refuse = 503;
   if (refuse)

@@ -3,7 +3,8 @@
 // tracker and notes, and pirec-web; then, in the page: start a session (label, participant),
 // watch the camera's frame counter rise, type a note with commas, quotes and a leading '=' and
 // find it exact in notes.csv, change trial, check that the previews are not blank (pixel
-// variance), stop, download a file, remux the session with the button, and survive a controller restart (the page reconnects).
+// variance), stop, download a file, remux the session with the button, log in with a password on a
+// second pirec-web, and survive a controller restart (the page reconnects).
 // With --screenshot FILE it saves the console while recording.
 //
 // usage: node browser.mjs BUILD_DIR [--screenshot FILE]
@@ -176,6 +177,33 @@ async function remuxButton(page, sessionDir) {
   check(true, 'the session list shows remux: done');
 }
 
+// Password login: a second pirec-web with [web] password_hash on the same controller; the page asks
+// for the password, says when it is wrong, and opens the console for the right one.
+async function passwordLogin(browser, env, work) {
+  const hash = execFileSync(path.join(apps, 'pirec-web'), ['--hash-password'], { input: 'opensesame\n' }).toString().trim();
+  const conf = path.join(work, 'password.conf');
+  fs.writeFileSync(conf, fs.readFileSync(env.conf, 'utf8') + `[web]\npassword_hash = ${hash}\n`);
+  fs.writeFileSync(path.join(work, 'web2.out'), '');
+  start(path.join(apps, 'pirec-web'), ['-c', conf, '--port', '0', '--quiet'], 'web2', work);
+  const url = (await until('the second pirec-web', () => readLine(path.join(work, 'web2.out'), /console at (\S+)/)))[1];
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => check(false, 'no error in the login page: ' + e.message));
+  await page.goto(url);
+  await page.waitForSelector('#loginform:not([hidden])');
+  check(await page.$eval('main', (m) => m.hidden), 'with a password the page shows the login form only');
+  await page.type('#password', 'wrong');
+  await page.click('#login');
+  await until('the refusal', async () => (await text(page, '#loginmsg')).includes('wrong password'), 30000);
+  check(true, 'a wrong password: the page says so');
+  await page.$eval('#password', (i) => { i.value = ''; });
+  await page.type('#password', 'opensesame');
+  await page.keyboard.press('Enter');
+  await until('the console after login', async () => (await text(page, '#conn')) === 'connected', 30000);
+  check(await page.$eval('#loginform', (f) => f.hidden) && !(await page.$eval('#logout', (b) => b.hidden)),
+    'the right password opens the console (WebSocket connected), with a Log out button');
+  await page.close();
+}
+
 async function main() {
   if (!chromium) {
     console.log('browser: skipped: no chromium (apt install chromium)');
@@ -200,6 +228,7 @@ async function main() {
     const sessionDir = await scenario(page, env, work);
     await download(page, cdp, sessionDir, work);
     await remuxButton(page, sessionDir);
+    await passwordLogin(browser, env, work);
     await env.restart();
     await until('the page to see the controller go', async () => (await text(page, '#conn')) !== 'connected', 30000)
       .catch(() => console.log('(the restart was quicker than a push)'));

@@ -273,6 +273,63 @@ def token_mode(work, conf):
         check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
 
 
+def password_mode(work, conf):
+    """[web] password_hash: the page and /api/auth are open, the rest needs the session cookie a right
+    password gives (or the token); wrong passwords are limited per address."""
+    r = subprocess.run([os.path.join(APPS, "pirec-web"), "--hash-password"], input="lab pass, \"quoted\"\n",
+                       capture_output=True, text=True)
+    hashed = r.stdout.strip()
+    check(r.returncode == 0 and hashed.startswith("$argon2id$"), "pirec-web --hash-password prints an Argon2id hash")
+    bad = os.path.join(work, "bad-hash.conf")
+    with open(bad, "w") as f:
+        f.write(open(conf).read() + "[web]\npassword_hash = secret\n")
+    r = subprocess.run([os.path.join(APPS, "pirec-web"), "-c", bad, "--port", "0"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 78 and "bad-hash.conf" in r.stderr and "password_hash" in r.stderr,
+          "a password_hash that is no hash is refused naming the file and key: " + r.stderr.strip())
+    pconf = os.path.join(work, "password.conf")
+    with open(pconf, "w") as f:
+        f.write(open(conf).read() + "[web]\npassword_hash = %s\n" % hashed)
+    p, port, _ = start_web(work, pconf)
+    try:
+        web = Web(port)
+        st, r = web.get("/api/auth")
+        check(st == 200 and r["needed"] and not r["authorized"] and r["password"], "GET /api/auth: log in needed")
+        st, body, _ = web.get("/", raw=True)
+        check(st == 200 and b"loginform" in body, "the page itself loads without a login")
+        st, r = web.get("/api/status")
+        check(st == 401 and "password" in r["message"], "no login: 401 '%s'" % r.get("message"))
+        ws = WsClient(port)
+        check(not ws.accepted, "no login: the WebSocket is refused")
+        ws.close()
+        st, r = web.post("/api/login", {"password": "lab pass"})
+        check(st == 401 and r["message"] == "wrong password", "a wrong password: 401")
+        st, body, resp = web.post("/api/login", {"password": 'lab pass, "quoted"'}, raw=True)
+        cookie = resp.getheader("set-cookie") or ""
+        check(st == 200 and cookie.startswith("pirec_session=") and "HttpOnly" in cookie and
+              "SameSite=Strict" in cookie, "the right password: 200 and a session cookie (%s...)" % cookie[:24])
+        jar = {"Cookie": cookie.split(";")[0]}
+        st, r = web.get("/api/sessions", headers=jar)
+        check(st == 200, "the session cookie opens the API")
+        st, r = web.get("/api/auth", headers=jar)
+        check(r["authorized"], "GET /api/auth with the cookie: authorized")
+        ws = WsClient(port, headers="Cookie: %s\r\n" % jar["Cookie"])
+        check(ws.accepted, "the session cookie opens the WebSocket")
+        ws.close()
+        st, r = web.get("/api/sessions", headers={"Cookie": "pirec_session=" + "0" * 64})
+        check(st == 401, "a made-up session: 401")
+        st, r = web.post("/api/logout", headers=jar)
+        check(st == 200 and web.get("/api/sessions", headers=jar)[0] == 401, "after logout the cookie is refused")
+        codes = [web.post("/api/login", {"password": "guess%d" % i})[0] for i in range(5)]
+        st, r = web.post("/api/login", {"password": 'lab pass, "quoted"'})
+        check(codes == [401] * 5 and st == 429 and "try again in" in r["message"],
+              "after 5 wrong passwords the address waits, right password or not: %s then %d '%s'"
+              % (codes, st, r.get("message")))
+    finally:
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
+
+
 def packets(path):
     r = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
                         "stream=nb_read_packets", "-of", "csv=p=0", path], capture_output=True, text=True)
@@ -411,6 +468,7 @@ def main():
         for c in clients:
             c.close()
         token_mode(work, conf)
+        password_mode(work, conf)
     finally:
         for p in (web_p, rec):
             if p and p.poll() is None:

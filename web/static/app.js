@@ -326,5 +326,33 @@ document.addEventListener('keydown', (e) => {
   const f = keys[e.key.toLowerCase()];
   if (f) { e.preventDefault(); f(); }
 });
-connect();
-loadSessions();
+$('logout').addEventListener('click', async () => { await api('POST', '/api/logout').catch(() => {}); location.reload(); });
+$('loginform').addEventListener('submit', login);
+
+// Password login ([web] password_hash, docs/HTTP.md): the page asks first whether this browser
+// must log in; the session cookie pirec-web sets then carries every request and the WebSocket.
+async function login(ev) {
+  ev.preventDefault();
+  try {
+    await api('POST', '/api/login', { password: $('password').value });
+    $('password').value = '';
+    begin();
+  } catch (e) {
+    $('loginmsg').textContent = e.message;
+  }
+}
+
+async function begin() {
+  const a = await api('GET', '/api/auth').catch(() => ({ needed: false, authorized: true }));
+  const ask = a.needed && !a.authorized && a.password;
+  $('loginform').hidden = !ask;
+  document.querySelector('main').hidden = ask;
+  $('logout').hidden = !(a.password && a.authorized);
+  if (ask) {
+    $('password').focus();
+    return;
+  }
+  connect();
+  loadSessions();
+}
+begin();
