@@ -135,7 +135,9 @@ int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, i
 {
   char host[256];
   cookie[0] = '\0';
-  if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0) {
+  /* HTTP/2 (what browsers and curl speak over TLS, by ALPN) names the host in ":authority". */
+  if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0 &&
+      lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HTTP_COLON_AUTHORITY) <= 0) {
     *why = "the request has no Host header";
     return 400;
   }

@@ -125,8 +125,9 @@ static void verify_done(uv_work_t *req, int status)
   if (c) {
     c->login = NULL;
     if (lw->ok && status == 0) {
-      snprintf(c->cookie, sizeof c->cookie, "pirec_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%llu%s",
-               session_new(w), (unsigned long long)(LOGIN_SESSION_MS / 1000), w->s.tls_cert ? "; Secure" : "");
+      snprintf(c->cookie, sizeof c->cookie,
+               "pirec_session=%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%llu%s", session_new(w),
+               (unsigned long long)(LOGIN_SESSION_MS / 1000), w->s.tls_cert ? "; Secure" : "");
       json_t *o = json_pack("{s:s}", "reply", "logged_in");
       pirec__web_reply_json(c, 200, o);
       json_decref(o);

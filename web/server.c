@@ -102,6 +102,10 @@ static int make_context(struct pirec_web *w)
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = w->s.tls_cert;
     info.ssl_private_key_filepath = w->s.tls_key;
+    /* HTTP/1.1 only: over HTTP/2 (which browsers and curl pick by ALPN when offered) libwebsockets
+     * 4.1 does not hand custom headers to the guard, so every POST's X-Pirec would be missing
+     * (found by tests/web/test_api.py's curl over TLS); WebSocket is HTTP/1.1's upgrade as well. */
+    info.alpn = "http/1.1";
   }
   lws_set_log_level(w->s.quiet ? LLL_ERR : LLL_ERR | LLL_WARN, lws_log_line);
   w->ctx = lws_create_context(&info);

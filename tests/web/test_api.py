@@ -19,6 +19,7 @@ import csv
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -330,6 +331,86 @@ def password_mode(work, conf):
         check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
 
 
+def tls_mode(work, conf):
+    """[web] tls_cert/tls_key for real: a self-signed certificate made here with openssl; HTTPS and WSS
+    verified against it as the CA (Python's ssl and curl --cacert), refused without it."""
+    import ssl
+    if not shutil.which("openssl"):
+        print("test_api: TLS part skipped: no openssl (apt install openssl)", flush=True)
+        return
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, "openssl made a self-signed certificate: " + r.stderr)
+        return
+    hashed = subprocess.run([os.path.join(APPS, "pirec-web"), "--hash-password"], input="tls pass\n",
+                            capture_output=True, text=True).stdout.strip()
+    tconf = os.path.join(work, "tls.conf")
+    with open(tconf, "w") as f:
+        f.write(open(conf).read() + "[web]\ntls_cert = %s\ntls_key = %s\npassword_hash = %s\n" % (cert, key, hashed))
+    p, port, url = start_web(work, tconf)
+    try:
+        check(url.startswith("https://"), "with a certificate the console's URL is https: " + url)
+        ctx = ssl.create_default_context(cafile=cert)
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+        c.request("GET", "/api/auth")
+        resp = c.getresponse()
+        auth = json.loads(resp.read())
+        check(resp.status == 200 and auth["needed"], "HTTPS verified against the certificate: GET /api/auth")
+        c.request("POST", "/api/login", body=json.dumps({"password": "tls pass"}),
+                  headers={"X-Pirec": "1", "Content-Type": "application/json"})
+        resp = c.getresponse()
+        resp.read()
+        cookie = resp.getheader("set-cookie") or ""
+        check(resp.status == 200 and "; Secure" in cookie, "a login over TLS gives a Secure cookie: " + cookie[-60:])
+        c.request("GET", "/api/sessions", headers={"Cookie": cookie.split(";")[0]})
+        resp = c.getresponse()
+        check(resp.status == 200 and "sessions" in json.loads(resp.read()), "GET /api/sessions over HTTPS")
+        c.close()
+        try:
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(), timeout=30)
+            c.request("GET", "/api/auth")
+            verified = True
+        except ssl.SSLCertVerificationError:
+            verified = False
+        check(not verified, "a client without the certificate as CA refuses the connection")
+        try:
+            plain = Web(port).get("/api/auth")[0]
+        except (http.client.HTTPException, OSError):
+            plain = None
+        check(plain != 200, "plain HTTP on the TLS port gets no answer (%s)" % plain)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        ws = WsClient.__new__(WsClient)
+        ws.s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        k = base64.b64encode(os.urandom(16)).decode()
+        ws.s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pirec\r\n"
+                      "Origin: https://127.0.0.1:%d\r\nCookie: %s\r\n\r\n" % (port, k, port, cookie.split(";")[0])).encode())
+        ws.buf = b""
+        while b"\r\n\r\n" not in ws.buf:
+            ws.buf += ws.s.recv(4096)
+        head, _, ws.buf = ws.buf.partition(b"\r\n\r\n")
+        m = ws.next_json(lambda m: m.get("type") in ("status", "controller")) if head.startswith(b"HTTP/1.1 101") else None
+        check(m is not None, "WSS with an https Origin: a push arrives (%s)" % (m or {}).get("type"))
+        ws.close()
+        if shutil.which("curl"):
+            r = subprocess.run(["curl", "-sS", "--cacert", cert, "https://localhost:%d/api/auth" % port],
+                               capture_output=True, text=True, timeout=30)
+            check(r.returncode == 0 and json.loads(r.stdout or "{}").get("reply") == "auth",
+                  "curl --cacert over HTTPS (Host localhost): %s" % (r.stdout or r.stderr).strip())
+            r = subprocess.run(["curl", "-sS", "--cacert", cert, "-X", "POST", "-H", "X-Pirec: 1", "-d",
+                                '{"password":"tls pass"}', "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                                "https://localhost:%d/api/login" % port], capture_output=True, text=True, timeout=30)
+            check(r.stdout.strip().endswith(" 200"), "curl POST /api/login over HTTPS (HTTP version and status: %s)"
+                  % (r.stdout or r.stderr).strip())
+    finally:
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
+
+
 def packets(path):
     r = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
                         "stream=nb_read_packets", "-of", "csv=p=0", path], capture_output=True, text=True)
@@ -469,6 +550,7 @@ def main():
             c.close()
         token_mode(work, conf)
         password_mode(work, conf)
+        tls_mode(work, conf)
     finally:
         for p in (web_p, rec):
             if p and p.poll() is None:
