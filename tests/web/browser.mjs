@@ -110,6 +110,7 @@ async function scenario(page, env, work) {
   await until('trial 2', async () => (await text(page, '#state')).includes('trial 2'));
   check(true, 'next trial: the page shows trial 2');
   await previews(page);
+  await gazeRing(page);
   await until('events in the timeline', async () => (await text(page, '#events')).includes('trial_start'));
   check(true, 'the events timeline shows the trials');
   if (shot) {
@@ -146,7 +147,36 @@ async function previews(page) {
     }), 60000);
     const name = await handle.evaluate((el) => el.closest('[data-module]').dataset.module);
     check(variance > 100, `the ${name} preview is not blank (pixel variance ${variance.toFixed(0)})`);
+    if (process.env.PIREC_SAVE_PREVIEWS)
+      fs.writeFileSync(path.join(process.env.PIREC_SAVE_PREVIEWS, name + '.jpg'),
+        Buffer.from((await handle.evaluate((el) => el.src)).split(',')[1], 'base64'));
   }
+}
+
+// The eye tracker's scene preview carries the gaze: the reply says where the ring is drawn, and the
+// picture is red there (north, east, south and west on the ring).
+async function gazeRing(page) {
+  const got = await until('a scene preview with the gaze', () => page.evaluate(async () => {
+    const r = await fetch('/api/preview?module=eyetracker&max_width=320');
+    const j = await r.json();
+    if (j.reply !== 'preview' || j.gaze_x === undefined) return null;
+    const img = new Image();
+    img.src = 'data:image/jpeg;base64,' + j.jpeg;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const rad = Math.max(8, Math.floor(c.width / 24)), mid = rad - Math.floor(rad / 6);
+    const red = [[mid, 0], [-mid, 0], [0, mid], [0, -mid]].filter(([dx, dy]) => {
+      const x = j.gaze_x + dx, y = j.gaze_y + dy;
+      if (x < 0 || y < 0 || x >= c.width || y >= c.height) return true; // off the picture: not judged
+      const [R, G, B] = g.getImageData(x, y, 1, 1).data;
+      return R > G + 60 && R > B + 60;
+    }).length;
+    return { x: j.gaze_x, y: j.gaze_y, w: c.width, red };
+  }), 30000);
+  check(got.red === 4, `the scene preview has the gaze ring at (${got.x}, ${got.y}) of ${got.w} px: red at ${got.red} of 4 points`);
 }
 
 async function download(page, cdp, sessionDir, work) {

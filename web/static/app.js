@@ -106,7 +106,7 @@ function tile(name, m, now) {
                el('h3', {}, name, el('span', { class: 'badge ' + cls }, rec), el('small', {}, m.kind)), dl);
   const err = (m.counters && m.counters.last_error) || m.last_error || m.not_recording;
   if (err) t.append(el('div', { class: 'err' }, String(err)));
-  if (m.kind === 'camera') {
+  if (m.kind === 'camera' || m.kind === 'eyetracker') { // the eye tracker's: its scene video with the gaze
     const p = state.previews[name];
     const img = el('img', { alt: `${name} preview`, src: p && p.src ? p.src : '' });
     t.append(el('div', { class: 'preview' }, img, el('div', { class: 'err' }, p && p.error ? p.error : '')));
