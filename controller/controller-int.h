@@ -132,10 +132,11 @@ struct remux_run {
   struct pirec_controller *c;
   struct pirec_job *job;
   char *dir;
-  int asked;           /* by the control socket's `remux`, not [session] remux_after */
-  int64_t done, total; /* bytes, from pirec-remux --progress-lines */
-  char last_err[200];  /* its last line on stderr, to say why it failed */
-  char last_out[200];  /* and on stdout (the session's verdict) */
+  int asked;             /* by the control socket's `remux`, not [session] remux_after */
+  int64_t done, total;   /* bytes, from pirec-remux --progress-lines */
+  char last_err[200];    /* its last line on stderr, to say why it failed */
+  char last_failed[200]; /* the last "FAILED: why" of its summary's file rows */
+  char last_out[200];    /* and on stdout (the session's verdict) */
   struct remux_run *next;
 };
 

@@ -11,7 +11,7 @@
 #include "pirec/log.h"
 
 /* pirec-remux's --progress-lines move the run's progress; its other lines go to the log, and the
- * last one on stderr is kept to say why it failed. */
+ * last file that FAILED in its summary (else its last line on stderr) is kept to say why it failed. */
 static void remux_line(struct pirec_job *job, int fd, const char *line, size_t len)
 {
   struct remux_run *run = pirec_job_user(job);
@@ -21,7 +21,10 @@ static void remux_line(struct pirec_job *job, int fd, const char *line, size_t l
     run->total = total;
     return;
   }
-  if (len)
+  const char *failed = fd == 1 ? strstr(line, "FAILED: ") : NULL; /* a file's row in its summary */
+  if (failed)
+    snprintf(run->last_failed, sizeof run->last_failed, "%s", failed);
+  else if (len)
     snprintf(fd == 2 ? run->last_err : run->last_out, sizeof run->last_err, "%s", line);
   pirec_log(PIREC_LOG_INFO, "%s: %s", pirec_job_name(job), line);
 }
@@ -37,7 +40,9 @@ static void remember(struct pirec_controller *c, const struct remux_run *run, in
   if (ok)
     snprintf(e->message, sizeof e->message, "%s", run->last_out[0] ? run->last_out : "done");
   else
-    snprintf(e->message, sizeof e->message, "%s%s%s", how, run->last_err[0] ? ": " : "", run->last_err);
+    snprintf(e->message, sizeof e->message, "%s%s%s", how,
+             run->last_failed[0] || run->last_err[0] ? ": " : "",
+             run->last_failed[0] ? run->last_failed : run->last_err);
 }
 
 static void remux_end(struct pirec_job *job, const struct pirec_job_result *r)

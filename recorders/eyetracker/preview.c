@@ -78,8 +78,8 @@ static void drop_list(struct pirec__et_preview *p)
   p->bytes = 0;
 }
 
-void pirec__et_preview_au(struct pirec_eyetracker *et, int keyframe, int params, const uint8_t *au, size_t len,
-                          int64_t mono_ns)
+void pirec__et_preview_au(struct pirec_eyetracker *et, int keyframe, int params, const uint8_t *au,
+                          size_t len, int64_t mono_ns)
 {
   struct pirec__et_preview *p = et->preview;
   if (!p)
@@ -192,7 +192,8 @@ static int picture(struct pirec__et_preview *p)
   const struct pirec_gaze_sample *g = &p->job_gaze;
   p->out.gaze_x = p->out.gaze_y = -1;
   /* The gaze is in the scene camera's pixels (docs/EYETRACKER.md), the picture's frame scaled. */
-  if (r >= 0 && p->job_have_gaze && g->x >= 0 && g->y >= 0 && g->x < p->last->width && g->y < p->last->height) {
+  if (r >= 0 && p->job_have_gaze && g->x >= 0 && g->y >= 0 && g->x < p->last->width &&
+      g->y < p->last->height) {
     p->out.gaze_x = (int)(g->x * out->width / p->last->width);
     p->out.gaze_y = (int)(g->y * out->height / p->last->height);
     draw_gaze(out, p->out.gaze_x, p->out.gaze_y);
@@ -283,7 +284,8 @@ static int start_job(struct pirec__et_preview *p, int max_width)
   return 0;
 }
 
-int pirec_eyetracker_preview(struct pirec_eyetracker *et, int max_width, pirec_eyetracker_preview_cb cb, void *user)
+int pirec_eyetracker_preview(struct pirec_eyetracker *et, int max_width, pirec_eyetracker_preview_cb cb,
+                             void *user)
 {
   if (et->closing)
     return -ECANCELED;

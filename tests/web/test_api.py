@@ -506,6 +506,13 @@ def remux(web, sess, sess_dir):
     st, r = web.get("/api/sessions")
     listed = [s for s in r["sessions"] if s["name"] == sess]
     check(listed and listed[0]["remux"] == "done", "the session list says remux done")
+    st, r = web.post("/api/remux", {"session": "no-such-session"})
+    check(st == 200 and r["reply"] == "remux_queued", "remux of a name that is no session is queued: %s" % r)
+    ended = lambda: [x for x in web.get("/api/status")[1].get("remux", [])
+                     if x["session"] == "no-such-session" and x["state"] in ("done", "failed")]
+    v = wait_for(ended, "the failed remux's verdict", 60)[0]
+    check(v["state"] == "failed" and "no-such-session" in v["message"],
+          "and fails, saying why in the status: %s" % v["message"])
 
 
 def restart(web, work, conf, rec, clients):

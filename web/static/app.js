@@ -352,6 +352,10 @@ async function begin() {
     $('password').focus();
     return;
   }
+  if (a.needed && !a.authorized) { // the token only: it comes in the address pirec-web --url prints
+    $('conn').textContent = 'not authorized: open the address that `pirec-web --url` prints';
+    return;
+  }
   connect();
   loadSessions();
 }
