@@ -222,7 +222,8 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 
 static int run_protocol(struct app *a)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL};
+  static const struct pirec_recorder_ops ops = {
+      .start = m_start, .stop = m_stop, .status = m_status, .quit = m_quit};
   return run_serve(a->loop, a->name, &ops, a, "pirec-audio", NULL, &a->rec) < 0 ? 1 : 0;
 }
 

@@ -397,9 +397,41 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     on_stopped(a->et, 0, a);
 }
 
+static void preview_made(struct pirec_eyetracker *et, int err, const struct pirec_eyetracker_picture *pic,
+                         void *user)
+{
+  struct pirec_recorder_req *req = user;
+  if (err < 0) {
+    pirec_recorder_finish(req, err,
+                          err == -EAGAIN
+                              ? "no scene picture yet: the preview begins at the scene video's next keyframe"
+                              : NULL);
+    return;
+  }
+  if (pic->gaze_x >= 0) { /* where the ring is, for a client that draws its own */
+    pirec_recorder_counters_add(req, "gaze_x", (uint64_t)pic->gaze_x);
+    pirec_recorder_counters_add(req, "gaze_y", (uint64_t)pic->gaze_y);
+  }
+  pirec_recorder_preview_done(req, 0, pic->jpeg, pic->len, pic->width, pic->height, pic->mono_ns);
+}
+
+/* The scene video's newest frame with the gaze drawn on it (pirec_eyetracker_preview). */
+static void m_preview(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  int err = pirec_eyetracker_preview(a->et, req->max_width, preview_made, req);
+  if (err < 0)
+    pirec_recorder_finish(req, err, err == -EBUSY ? "too many previews waiting" : NULL);
+}
+
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL, m_mark};
+  static const struct pirec_recorder_ops ops = {.start = m_start,
+                                                .stop = m_stop,
+                                                .status = m_status,
+                                                .quit = m_quit,
+                                                .preview = m_preview,
+                                                .mark = m_mark};
   if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;

@@ -37,6 +37,8 @@ static void usage(FILE *f)
         "  -j, --jobs N          files at once (default 1)\n"
         "  --timeout SECONDS     per file (default 30 s + 1 s per 2 MiB)\n"
         "  --json                JSON summary on stdout\n"
+        "  --progress-lines      progress as \"progress DONE TOTAL\" lines (bytes, all files) on\n"
+        "                        stderr, for a supervising program (pirec record), not bars\n"
         "  --live                also remux a session that is still recording (left alone by\n"
         "                        default: what is written so far, as if it had crashed now)\n"
         "  --join                a trial recorded in segments (tNNN_s001, _s002, ...) becomes one\n"
@@ -73,6 +75,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     O_OUTPUT,
     O_TIMEOUT,
     O_JSON,
+    O_PROGRESS_LINES,
     O_ONE,
     O_LIVE,
     O_JOIN,
@@ -93,6 +96,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
       {"jobs", required_argument, NULL, 'j'},
       {"timeout", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
+      {"progress-lines", no_argument, NULL, O_PROGRESS_LINES},
       {"live", no_argument, NULL, O_LIVE},
       {"join", no_argument, NULL, O_JOIN},
       {"key", required_argument, NULL, O_KEY},
@@ -125,6 +129,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     case O_TIMING: o->remux.timing_path = optarg; break;
     case O_OUTPUT: o->remux.output_path = optarg; break;
     case O_JSON: o->json = 1; break;
+    case O_PROGRESS_LINES: o->progress = PIREC_REMUX_PROGRESS_LINES; break;
     case O_LIVE: o->live = 1; break;
     case O_JOIN: o->join = 1; break;
     case O_KEY: o->remux.key_file = optarg; break;
@@ -193,7 +198,8 @@ static int run_children(int argc, char **argv, struct pirec_remux_run_options *o
   o->self_exe = self;
   /* Each file's fate is in the summary; the job layer's per-child warnings would repeat it. */
   pirec_log_set_level(PIREC_LOG_ERROR);
-  o->progress = !o->json && isatty(STDERR_FILENO);
+  if (o->progress != PIREC_REMUX_PROGRESS_LINES)
+    o->progress = !o->json && isatty(STDERR_FILENO);
   uv_loop_t loop;
   if (uv_loop_init(&loop) < 0)
     return 1;

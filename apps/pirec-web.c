@@ -30,6 +30,8 @@ static void usage(FILE *f)
         "  --static DIR          the page's files (default " PIREC_WEB_STATIC_DIR ")\n"
         "  --token-file FILE     the access token (default [web] token_file)\n"
         "  --url                 print the URL to open, with the token when one is needed\n"
+        "  --hash-password       read a password (one line) on stdin, print its hash for\n"
+        "                        [web] password_hash\n"
         "  -q, --quiet           log errors only\n"
         "  -h, --help            this text;  --version   the version\n"
         "Exit status: 0 stopped by SIGINT/SIGTERM, 1 cannot serve, 64 usage, 78 bad config.\n",
@@ -38,13 +40,13 @@ static void usage(FILE *f)
 
 struct args {
   const char *config, *listen, *socket, *data_dir, *static_dir, *token_file;
-  int port, url, quiet;
+  int port, url, quiet, hash;
 };
 
 /* Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
-  enum { O_LISTEN = 256, O_PORT, O_SOCKET, O_DATA, O_STATIC, O_TOKEN, O_URL, O_VERSION };
+  enum { O_LISTEN = 256, O_PORT, O_SOCKET, O_DATA, O_STATIC, O_TOKEN, O_URL, O_HASH, O_VERSION };
   static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
                                            {"listen", required_argument, NULL, O_LISTEN},
                                            {"port", required_argument, NULL, O_PORT},
@@ -53,6 +55,7 @@ static int parse_args(int argc, char **argv, struct args *a)
                                            {"static", required_argument, NULL, O_STATIC},
                                            {"token-file", required_argument, NULL, O_TOKEN},
                                            {"url", no_argument, NULL, O_URL},
+                                           {"hash-password", no_argument, NULL, O_HASH},
                                            {"quiet", no_argument, NULL, 'q'},
                                            {"help", no_argument, NULL, 'h'},
                                            {"version", no_argument, NULL, O_VERSION},
@@ -77,6 +80,7 @@ static int parse_args(int argc, char **argv, struct args *a)
     case O_STATIC: a->static_dir = optarg; break;
     case O_TOKEN: a->token_file = optarg; break;
     case O_URL: a->url = 1; break;
+    case O_HASH: a->hash = 1; break;
     case 'q': a->quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("pirec-web %s\n", PIREC_VERSION); return 0;
@@ -89,6 +93,29 @@ static int parse_args(int argc, char **argv, struct args *a)
     return EXIT_USAGE;
   }
   return -1;
+}
+
+/* --hash-password: the first line of stdin, without its newline; the hash on stdout. */
+static int hash_password(void)
+{
+  char pw[300], hash[128];
+  if (!fgets(pw, sizeof pw, stdin) || strlen(pw) > 257) {
+    fputs("pirec-web: --hash-password reads the password (1 to 256 bytes) as one line on stdin\n", stderr);
+    return EXIT_USAGE;
+  }
+  pw[strcspn(pw, "\r\n")] = '\0';
+  if (!*pw) {
+    fputs("pirec-web: the password is empty\n", stderr);
+    return EXIT_USAGE;
+  }
+  int err = pirec_web_password_hash(pw, hash, sizeof hash);
+  memset(pw, 0, sizeof pw);
+  if (err < 0) {
+    fprintf(stderr, "pirec-web: cannot hash the password: %s\n", pirec_strerror(err));
+    return 1;
+  }
+  printf("%s\n", hash);
+  return 0;
 }
 
 static int load_config(const char *path, struct pirec_config **cfg)
@@ -157,7 +184,8 @@ static int serve(struct pirec_web_settings *s)
   int err = pirec_web_new(&loop, s, &app.web);
   if (err < 0) {
     fprintf(stderr, "pirec-web: cannot serve on %s:%d: %s\n", s->listen, s->port,
-            err == -EINVAL ? "a token is needed beyond 127.0.0.1, and TLS needs both tls_cert and tls_key"
+            err == -EINVAL ? "a token is needed beyond 127.0.0.1, TLS needs both tls_cert and tls_key, and "
+                             "password_hash must be a hash from --hash-password"
             : err == -EIO  ? "libwebsockets could not listen (the port is in use, or libwebsockets-evlib-uv "
                              "is not installed: see its message above)"
                            : pirec_strerror(err));
@@ -186,6 +214,8 @@ int main(int argc, char **argv)
   int rc = parse_args(argc, argv, &a);
   if (rc >= 0)
     return rc;
+  if (a.hash)
+    return hash_password();
   struct pirec_config *cfg = NULL;
   if (load_config(a.config, &cfg) < 0)
     return EXIT_CONFIG;
@@ -199,6 +229,8 @@ int main(int argc, char **argv)
   s.tls_cert = pirec_config_get_string(cfg, "web", "tls_cert");
   s.tls_key = pirec_config_get_string(cfg, "web", "tls_key");
   s.tls_cert = *s.tls_cert ? s.tls_cert : NULL;
+  s.password_hash = pirec_config_get_string(cfg, "web", "password_hash");
+  s.password_hash = *s.password_hash ? s.password_hash : NULL;
   s.quiet = a.quiet;
   char sock[108];
   if (a.socket)

@@ -2,11 +2,13 @@
 """bench-web: what watching the console costs a recording (issue 15, Benchmark).
 
 `pirec record` with a 1280x720 30 fps lavfi camera (x264 ultrafast) and the eye tracker against
-pirec-eyesim at 200 Hz gaze, plus pirec-web; phases of SECONDS each alternate between no browser
-clients and three WebSocket clients that each watch the previews (the camera's, twice a second,
-480 px wide) and take the status pushes. Per phase: CPU seconds per second of pirec-web and of
-the recorders (/proc/PID/stat utime+stime), the camera recorder's loop lag (p99 and max of its
-status over the phase), and drops. Prints one JSON object: the medians per condition and the
+pirec-eyesim at 200 Hz gaze (its scene video 1088x1080 at 30 fps, about a Neon's), plus pirec-web;
+phases of SECONDS each alternate between no browser clients and three WebSocket clients that each
+watch two previews (the camera's and the eye tracker's scene with the gaze, each twice a second,
+480 px wide) and take the status pushes. Per phase: CPU seconds per second of pirec-web, of the
+recorders (/proc/PID/stat utime+stime) and of pirec-eyetracker alone (it decodes the scene video
+while watched), the camera's and the eye tracker's loop lag (p99 and max of their status over the
+phase), and drops. Prints one JSON object: the medians per condition and the
 ratios watched/unwatched.
 
 usage: bench-web.py BUILD_DIR [--seconds 15] [--rounds 2]
@@ -59,6 +61,28 @@ def tree(pid):
     return seen
 
 
+def named(pids, name):
+    for p in pids:
+        try:
+            argv0 = open("/proc/%d/cmdline" % p, "rb").read().split(b"\0")[0]
+            if os.path.basename(argv0).decode() == name:  # not comm: the programs name their threads
+                return p
+        except OSError:
+            pass
+    return None
+
+
+def drops(counters):
+    """Every integer counter named like a drop, in nested objects too (the eye tracker's streams)."""
+    n = 0
+    for k, v in counters.items():
+        if isinstance(v, dict):
+            n += drops(v)
+        elif isinstance(v, int) and "drop" in k:
+            n += v
+    return n
+
+
 def phase(web_pid, rec_pid, web, watched):
     clients = []
     if watched:
@@ -68,33 +92,40 @@ def phase(web_pid, rec_pid, web, watched):
             c.s.settimeout(0.05)
             clients.append(c)
     procs = tree(rec_pid)
-    w0, r0, t0 = cpu_s(web_pid), sum(cpu_s(p) for p in procs), time.monotonic()
-    previews = 0
+    et = named(procs, "pirec-eyetracker")
+    w0, r0, e0, t0 = cpu_s(web_pid), sum(cpu_s(p) for p in procs), cpu_s(et), time.monotonic()
+    previews = {"cam0": 0, "eyetracker": 0}
     while time.monotonic() - t0 < SECONDS:
         for c in clients:
             try:
                 while True:
                     op, data = c.recv()
-                    previews += b'"preview"' in data[:40]
+                    if b'"preview"' in data[:40]:
+                        m = json.loads(data)
+                        previews[m["module"]] += m.get("reply") == "preview"
             except (OSError, EOFError):
                 pass
         time.sleep(0.05)
     dt = time.monotonic() - t0
-    w1, r1 = cpu_s(web_pid), sum(cpu_s(p) for p in tree(rec_pid))
+    w1, r1, e1 = cpu_s(web_pid), sum(cpu_s(p) for p in tree(rec_pid)), cpu_s(et)
     st = web.get("/api/status")[1]
     lag = st["modules"]["cam0"].get("looplag", {})
-    cam = st["modules"]["cam0"].get("counters", {})
+    etlag = st["modules"]["eyetracker"].get("looplag", {})
     for c in clients:
         c.close()
     return {"watched": watched, "web_cpu": (w1 - w0) / dt, "recorders_cpu": (r1 - r0) / dt,
+            "eyetracker_cpu": (e1 - e0) / dt,
             "cam_lag_p99_ms": lag.get("p99_ns", 0) / 1e6, "cam_lag_max_ms": lag.get("max_ns", 0) / 1e6,
-            "cam_drops": cam.get("drops", 0), "previews_received": previews}
+            "et_lag_p99_ms": etlag.get("p99_ns", 0) / 1e6, "et_lag_max_ms": etlag.get("max_ns", 0) / 1e6,
+            "cam_drops": drops(st["modules"]["cam0"].get("counters", {})),
+            "et_drops": drops(st["modules"]["eyetracker"].get("counters", {})),
+            "cam_previews_received": previews["cam0"], "scene_previews_received": previews["eyetracker"]}
 
 
 def main():
     work = tempfile.mkdtemp(prefix="pirec-bench-web.")
     sim = subprocess.Popen([os.path.join(t.APPS, "pirec-eyesim"), "--host", "127.0.0.1", "--gaze-hz", "200",
-                            "--fps", "30"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            "--fps", "30", "--size", "1088x1080"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     http, rtsp = [x.split("=")[1] for x in sim.stdout.readline().split()[1:3]]
     conf = os.path.join(work, "pirec.conf")
     with open(conf, "w") as f:
@@ -127,6 +158,7 @@ def main():
     out = {"bench": "web", "seconds_per_phase": SECONDS, "rounds": ROUNDS, "load": os.getloadavg()[0],
            "medians": med, "phases": results,
            "ratio_recorders_cpu": w["recorders_cpu"] / u["recorders_cpu"] if u["recorders_cpu"] else None,
+           "ratio_eyetracker_cpu": w["eyetracker_cpu"] / u["eyetracker_cpu"] if u["eyetracker_cpu"] else None,
            "ratio_cam_lag_p99": w["cam_lag_p99_ms"] / u["cam_lag_p99_ms"] if u["cam_lag_p99_ms"] else None}
     print(json.dumps(out, indent=1))
 

@@ -11,7 +11,7 @@ _pirec_opts_keys="--out=f -h --help"
 _pirec_opts_decrypt="--key=f --out=d -h --help"
 _pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
- --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live --join -h --help --version"
+ --timing=f --output=f --key=f -j= --jobs= --timeout= --json --progress-lines --live --join -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
  --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=
@@ -26,7 +26,7 @@ _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --
  --events-log=f --duration= --api-log=f --refuse-recording= --fail-events= --clock-offset= --echo-port=
  --no-time-echo --echo-silent -h --help --version"
 _pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
- -q --quiet -h --help --version"
+ --hash-password -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}
 
 # _pirec_complete_opts TABLE PREV CUR: completes an option or its value; returns 1 if PREV takes

@@ -380,6 +380,15 @@ static const char *check_abs_or_empty(const char *v)
   return *v && *v != '/' ? "an absolute path, or empty" : NULL;
 }
 
+/* The shape of libsodium's crypto_pwhash_str output (pirec-web --hash-password); the hash itself is
+ * checked by libsodium at each login. */
+static const char *check_password_hash(const char *v)
+{
+  if (*v && (strncmp(v, "$argon2id$", 10) != 0 || strlen(v) >= 128))
+    return "empty, or an Argon2id hash as `pirec-web --hash-password` prints it ($argon2id$v=19$...)";
+  return NULL;
+}
+
 static const struct pirec__config_key web_keys[] = {
     STR("listen", "127.0.0.1", check_listen,
         "address pirec-web listens on; anything but 127.0.0.1 or ::1 (the LAN) needs the token"),
@@ -387,6 +396,9 @@ static const struct pirec__config_key web_keys[] = {
     STR("token_file", "/var/lib/pirec-web/token", check_abs_or_empty,
         "the access token (mode 0600, made on first use); required when listening beyond this machine"),
     BOOL("require_token", "false", "ask for the token on 127.0.0.1 too (always on for other addresses)"),
+    STR("password_hash", "", check_password_hash,
+        "the console's password, as `pirec-web --hash-password` prints its hash: the page asks for it "
+        "(the token works too)"),
     INT("max_clients", "32", 1, 1000, "browser (WebSocket) clients at once; more are refused"),
     STR("tls_cert", "", check_abs_or_empty, "PEM certificate: pirec-web serves HTTPS (with tls_key)"),
     STR("tls_key", "", check_abs_or_empty, "PEM private key of tls_cert"),

@@ -330,6 +330,27 @@ static void command_preview(struct client *cl, json_t *id, json_t *msg, enum op_
   c->preview_waits = pw;
 }
 
+/* remux {session: NAME}: pirec-remux on a finished session, in the background queue; the reply says
+ * it is queued, the status reply's "remux" shows its progress and verdict. */
+static void command_remux(struct client *cl, json_t *id, json_t *msg, enum op_kind kind)
+{
+  (void)kind;
+  const char *name = json_string_value(json_object_get(msg, "session"));
+  char dir[4400], err[300];
+  if (!name) {
+    client_error(cl, id, "remux needs 'session' (a session directory's name)");
+    return;
+  }
+  if (pirec__remux_command(cl->c, name, dir, sizeof dir, err, sizeof err) < 0) {
+    client_error(cl, id, err);
+    return;
+  }
+  json_t *o = reply_new(id, "remux_queued");
+  json_object_set_new(o, "session", json_string(name));
+  json_object_set_new(o, "session_dir", json_string(dir));
+  client_send(cl, o);
+}
+
 /* The commands of the control socket (docs/PROTOCOL.md), in the order the error text lists them. */
 static const struct command {
   const char *name;
@@ -339,7 +360,7 @@ static const struct command {
     {"status", command_status, OP_START},   {"start", command_op, OP_START},
     {"stop", command_op, OP_STOP},          {"trial", command_op, OP_TRIAL},
     {"note", command_note, OP_START},       {"reload", command_op, OP_RELOAD},
-    {"preview", command_preview, OP_START},
+    {"preview", command_preview, OP_START}, {"remux", command_remux, OP_START},
 };
 
 static void client_command(struct client *cl, json_t *msg)
@@ -360,7 +381,8 @@ static void client_command(struct client *cl, json_t *msg)
     }
   }
   char err[300];
-  pirec_jsonl_unknown_command(cmd, "status, start, stop, trial, note, reload or preview", err, sizeof err);
+  pirec_jsonl_unknown_command(cmd, "status, start, stop, trial, note, reload, preview or remux", err,
+                              sizeof err);
   client_error(cl, id, err);
 }
 

@@ -133,7 +133,21 @@ struct remux_run {
   struct pirec_controller *c;
   struct pirec_job *job;
   char *dir;
+  int asked;             /* by the control socket's `remux`, not [session] remux_after */
+  int64_t done, total;   /* bytes, from pirec-remux --progress-lines */
+  char last_err[200];    /* its last line on stderr, to say why it failed */
+  char last_failed[200]; /* the last "FAILED: why" of its summary's file rows */
+  char last_out[200];    /* and on stdout (the session's verdict) */
   struct remux_run *next;
+};
+
+/* An ended remux, kept for the status reply. */
+#define REMUX_RECENT 8
+struct remux_recent {
+  char dir[4096]; /* "" for an unused slot */
+  int ok, asked;
+  int64_t total;
+  char message[400];
 };
 
 enum cstate { C_IDLE, C_STARTING, C_RECORDING, C_STOPPING };
@@ -241,7 +255,9 @@ struct pirec_controller {
   int gpio_reopen;           /* open the [gpio.*] set of c->cfg once gpio_closing is 0 */
   struct remux_run *remuxes; /* pirec-remux children started after sessions ([session] remux_after) */
   struct pirec_job_queue *remux_queue;
-  int remux_priority_warned; /* said once that nice/ionice are missing */
+  struct remux_recent remux_recent[REMUX_RECENT]; /* the last remuxes that ended, a ring */
+  size_t remux_recent_n;                          /* how many ended in all */
+  int remux_priority_warned;                      /* said once that nice/ionice are missing */
   /* Edges that arrive before the session they belong to has its directory: the one that starts
    * it and any that follow while it starts (markers pressed at once). Written first thing into
    * that session's events.csv; beyond EARLY_EDGES_MAX they are counted, and the count is written. */
@@ -365,6 +381,13 @@ void pirec__modules_spawn(struct pirec_controller *c);
 /* ---- remux.c: pirec-remux after a session ---- */
 
 void pirec__remux_session(struct pirec_controller *c, const char *dir);
+/* The `remux` command: name is a session directory's name in the output directory; its path goes in
+ * dir. Returns 0 once pirec-remux is queued, or -1 with why in err (still recording, already being
+ * remuxed, a bad name, shutting down). Its progress and verdict are in pirec__remux_status. */
+int pirec__remux_command(struct pirec_controller *c, const char *name, char *dir, size_t dircap, char *err,
+                         size_t errlen);
+/* The status reply's "remux" array (docs/PROTOCOL.md). */
+json_t *pirec__remux_status(struct pirec_controller *c);
 /* argv (NULL-terminated) run at background priority: nice 10 and the idle I/O class, through
  * /usr/bin/nice and /usr/bin/ionice when both exist (*wrapped 1), else argv unchanged (*wrapped
  * 0). Writes the NULL-terminated result to out (pointers into argv and static strings) and returns
@@ -405,6 +428,8 @@ void pirec__disk_restart(struct pirec_controller *c);
 void pirec__disk_close(struct pirec_controller *c, uv_close_cb cb);
 /* 1 while a statvfs runs in the threadpool (a shutdown waits for it). */
 int pirec__disk_busy(const struct pirec_controller *c);
+/* Where sessions go: --output, else [session] output_dir. */
+const char *pirec__output_dir(const struct pirec_controller *c);
 /* A start's pre-flight: free space is probed off the loop, then done(c, outcome) runs (on the
  * loop, later). Returns 0, or -ENOSYS when [storage] asks for no budget, or another negative
  * errno; then done never runs. */

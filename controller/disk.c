@@ -156,7 +156,7 @@ static void probe_work(uv_work_t *w)
   }
 }
 
-static const char *output_dir(struct pirec_controller *c)
+const char *pirec__output_dir(const struct pirec_controller *c)
 {
   return c->output_dir_override ? c->output_dir_override
                                 : pirec_config_get_string(c->cfg, "session", "output_dir");
@@ -194,7 +194,7 @@ static int probe(struct pirec_controller *c)
   struct disk_budget *d = &c->disk;
   if (d->busy)
     return 0;
-  snprintf(d->probe_path, sizeof d->probe_path, "%s", output_dir(c));
+  snprintf(d->probe_path, sizeof d->probe_path, "%s", pirec__output_dir(c));
   int err = uv_queue_work(c->loop, &d->work, probe_work, probe_done);
   if (err == 0)
     d->busy = 1;
@@ -369,7 +369,7 @@ json_t *pirec__disk_status(struct pirec_controller *c)
   const char *source;
   uint64_t rate = session_rate(c, &source);
   uint64_t reserve = reserve_of(c);
-  json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:I,s:s}", "path", d->known ? d->fs_path : output_dir(c),
+  json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:I,s:s}", "path", d->known ? d->fs_path : pirec__output_dir(c),
                         "rate_bytes_per_s", (json_int_t)rate, "rate_source", source, "reserve_bytes",
                         (json_int_t)reserve, "min_free_time_ns",
                         (json_int_t)pirec_config_get_duration(c->cfg, "storage", "min_free_time"),

@@ -731,8 +731,7 @@ static void op_start_session(struct pirec_controller *c, const char *label)
 static void start_session_now(struct pirec_controller *c, const char *label)
 {
   struct pirec_session_options so = {0};
-  so.output_dir = c->output_dir_override ? c->output_dir_override
-                                         : pirec_config_get_string(c->cfg, "session", "output_dir");
+  so.output_dir = pirec__output_dir(c);
   char clean[PIREC_SESSION_LABEL_MAX + 1] = "";
   const char *l =
       label && *label ? label : (c->label ? c->label : pirec_config_get_string(c->cfg, "session", "label"));

@@ -123,6 +123,7 @@ json_t *pirec__status_json(struct pirec_controller *c)
   json_object_set_new(o, "modules", mods);
   json_object_set_new(o, "gpio", pirec__gpio_status(c));
   json_object_set_new(o, "storage", pirec__disk_status(c));
+  json_object_set_new(o, "remux", pirec__remux_status(c));
   if (c->lag_open) {
     json_object_set_new(o, "looplag", pirec_looplag_json(&c->lag));
   }

@@ -55,6 +55,7 @@ struct run {
   uv_signal_t sigint, sigterm;
   struct pirec_job_queue *queue;
   int drawn_lines;
+  int64_t drawn_lines_done;              /* --progress-lines: the last done printed */
   size_t live;                           /* inputs left alone because their session is still recording */
   struct pirec__remux_session *sessions; /* the sessions the inputs belong to, each once */
   size_t nsessions, sessions_cap;
@@ -412,6 +413,23 @@ static const char *short_name(const char *path)
   return out;
 }
 
+/* --progress-lines: the bytes done of all files, one line per tick, only when it moved (a
+ * supervisor reads them as events; the controller turns them into its status' remux progress). */
+static void draw_line(struct run *r)
+{
+  int64_t done = 0, total = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    total += r->items[i].size;
+    done += r->items[i].ended ? r->items[i].size : r->items[i].done;
+  }
+  if (done == r->drawn_lines_done && r->drawn_lines > 0)
+    return;
+  r->drawn_lines_done = done;
+  r->drawn_lines = 1;
+  fprintf(r->err, "progress %" PRId64 " %" PRId64 "\n", done, total);
+  fflush(r->err);
+}
+
 static void draw(struct run *r, int final)
 {
   int64_t done = 0, total = 0;
@@ -420,6 +438,10 @@ static void draw(struct run *r, int final)
 
   if (!r->o->progress)
     return;
+  if (r->o->progress == PIREC_REMUX_PROGRESS_LINES) {
+    draw_line(r);
+    return;
+  }
   if (r->drawn_lines > 0)
     fprintf(r->err, "\033[%dA\033[J", r->drawn_lines);
   for (size_t i = 0; i < r->n; i++) {

@@ -56,11 +56,13 @@ static json_t *parse_body(struct http_conn *c, char *err, size_t errlen)
 /* POST /api/CMD: the control socket command CMD with the body's fields. */
 static void command(struct http_conn *c, const char *cmd)
 {
-  static const char *const label[] = {"label", NULL}, *const text[] = {"text", NULL}, *const none[] = {NULL};
+  static const char *const label[] = {"label", NULL}, *const text[] = {"text", NULL}, *const none[] = {NULL},
+                           *const session[] = {"session", NULL};
   static const struct {
     const char *cmd;
     const char *const *fields;
-  } cmds[] = {{"start", label}, {"stop", none}, {"trial", label}, {"note", text}, {"reload", none}};
+  } cmds[] = {{"start", label}, {"stop", none},   {"trial", label},
+              {"note", text},   {"reload", none}, {"remux", session}};
   const char *const *fields = NULL;
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     if (strcmp(cmd, cmds[i].cmd) == 0)
@@ -83,9 +85,10 @@ static void command(struct http_conn *c, const char *cmd)
     return;
   }
   json_decref(body);
-  if (strcmp(cmd, "note") == 0 && !json_object_get(req, "text")) {
+  if (fields[0] && !json_object_get(req, fields[0]) && strcmp(fields[0], "label") != 0) {
     json_decref(req);
-    pirec__web_reply_error(c, 400, "a note needs 'text'");
+    snprintf(err, sizeof err, "%s needs '%s'", cmd, fields[0]);
+    pirec__web_reply_error(c, 400, err);
     return;
   }
   int64_t t = pirec_webctl_send(c->web->ctl, req, CMD_TIMEOUT_MS, on_ctl_reply, c);
@@ -149,6 +152,33 @@ static int serve_file(struct http_conn *c, const char *root, const char *rel, in
   return 0;
 }
 
+/* GET /api/auth: whether this browser must log in, and how (the page asks before anything else). */
+static void auth(struct http_conn *c)
+{
+  struct pirec_web *w = c->web;
+  int needed = (w->s.token && *w->s.token) || w->s.password_hash;
+  json_t *o = json_pack("{s:s,s:b,s:b,s:b}", "reply", "auth", "needed", needed, "authorized",
+                        pirec__web_authorized(w, c->wsi), "password", w->s.password_hash != NULL);
+  pirec__web_reply_json(c, 200, o);
+  json_decref(o);
+}
+
+static void logout(struct http_conn *c)
+{
+  char id[100];
+  pirec__web_logout(c, pirec__web_cookie(c->wsi, "pirec_session", id, sizeof id) ? id : NULL);
+}
+
+/* Paths anyone may have, before the token or a login: the page's files and the login itself. */
+static int open_path(const char *u, int post)
+{
+  if (post)
+    return strcmp(u, "/api/login") == 0 || strcmp(u, "/api/logout") == 0;
+  if (strncmp(u, "/api/", 5) == 0)
+    return strcmp(u, "/api/auth") == 0;
+  return strncmp(u, "/files/", 7) != 0;
+}
+
 static int route(struct http_conn *c)
 {
   const char *u = c->uri;
@@ -157,6 +187,12 @@ static int route(struct http_conn *c)
     u += 5;
     if (strcmp(u, "status") == 0 && !c->post)
       status(c);
+    else if (strcmp(u, "auth") == 0 && !c->post)
+      auth(c);
+    else if (strcmp(u, "login") == 0 && c->post)
+      pirec__web_login(c);
+    else if (strcmp(u, "logout") == 0 && c->post)
+      logout(c);
     else if (strcmp(u, "preview") == 0 && !c->post)
       preview(c);
     else if (strcmp(u, "sessions") == 0 && !c->post) {
@@ -191,7 +227,8 @@ static int begin(struct http_conn *c, struct lws *wsi, struct pirec_web *w, cons
   }
   snprintf(c->uri, sizeof c->uri, "%.*s", (int)len, in);
   const char *why = NULL;
-  int refuse = pirec__web_guard(w, wsi, c->post, &why, c->cookie, sizeof c->cookie);
+  int refuse =
+      pirec__web_guard(w, wsi, c->post, open_path(c->uri, c->post), &why, c->cookie, sizeof c->cookie);
   if (refuse) {
     c->routed = 1;
     w->refused++;

@@ -50,6 +50,22 @@ static int origin_ok(struct lws *wsi, const char *host)
   return rest && strcmp(rest, host) == 0;
 }
 
+int pirec__web_cookie(struct lws *wsi, const char *name, char *buf, size_t cap)
+{
+  char h[600];
+  size_t n = strlen(name);
+  if (lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_COOKIE) <= 0)
+    return 0;
+  for (char *save = NULL, *part = strtok_r(h, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
+    part += strspn(part, " ");
+    if (strncmp(part, name, n) == 0 && part[n] == '=') {
+      snprintf(buf, cap, "%s", part + n + 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* The token from "Authorization: Bearer T", the pirec_token cookie, or ?token=T (1 in *from_url). */
 static int find_token(struct lws *wsi, char *buf, size_t cap, int *from_url)
 {
@@ -59,15 +75,8 @@ static int find_token(struct lws *wsi, char *buf, size_t cap, int *from_url)
     snprintf(buf, cap, "%s", h + 7);
     return 1;
   }
-  if (lws_hdr_copy(wsi, h, sizeof h, WSI_TOKEN_HTTP_COOKIE) > 0) {
-    for (char *save = NULL, *part = strtok_r(h, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
-      part += strspn(part, " ");
-      if (strncmp(part, "pirec_token=", 12) == 0) {
-        snprintf(buf, cap, "%s", part + 12);
-        return 1;
-      }
-    }
-  }
+  if (pirec__web_cookie(wsi, "pirec_token", buf, cap))
+    return 1;
   char arg[300];
   const char *v = lws_get_urlarg_by_name(wsi, "token=", arg, sizeof arg);
   if (v) {
@@ -78,17 +87,61 @@ static int find_token(struct lws *wsi, char *buf, size_t cap, int *from_url)
   return 0;
 }
 
-int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why, char *cookie,
-                     size_t cookie_cap)
+static int needs_auth(const struct pirec_web *w)
+{
+  return (w->s.token && *w->s.token) || w->s.password_hash;
+}
+
+/* 1 with a logged-in session's cookie. */
+static int logged_in(struct pirec_web *w, struct lws *wsi)
+{
+  char id[100];
+  return w->s.password_hash && pirec__web_cookie(wsi, "pirec_session", id, sizeof id) &&
+         pirec__web_session_ok(w, id);
+}
+
+/* 0 when the request has the token (or a login), else the refusal's status and why. */
+static int check_token(struct pirec_web *w, struct lws *wsi, const char **why, char *cookie,
+                       size_t cookie_cap)
+{
+  if (logged_in(w, wsi))
+    return 0;
+  char token[300];
+  int from_url = 0;
+  int has_token = w->s.token && *w->s.token;
+  if (!has_token || !find_token(wsi, token, sizeof token, &from_url)) {
+    *why = w->s.password_hash ? "log in with the console's password (POST /api/login)"
+                              : "a token is needed: open the URL that `pirec-web --url` prints";
+    return 401;
+  }
+  if (!same_secret(token, w->s.token)) {
+    *why = "wrong token";
+    return 401;
+  }
+  if (from_url)
+    snprintf(cookie, cookie_cap, "pirec_token=%s; Path=/; HttpOnly; SameSite=Strict", w->s.token);
+  return 0;
+}
+
+int pirec__web_authorized(struct pirec_web *w, struct lws *wsi)
+{
+  const char *why;
+  char cookie[200];
+  return !needs_auth(w) || check_token(w, wsi, &why, cookie, sizeof cookie) == 0;
+}
+
+int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, int open, const char **why,
+                     char *cookie, size_t cookie_cap)
 {
   char host[256];
   cookie[0] = '\0';
-  if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0) {
+  /* HTTP/2 (what browsers and curl speak over TLS, by ALPN) names the host in ":authority". */
+  if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0 &&
+      lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HTTP_COLON_AUTHORITY) <= 0) {
     *why = "the request has no Host header";
     return 400;
   }
-  int need_token = w->s.token && *w->s.token;
-  if (!need_token && !loopback_host(host)) {
+  if (!needs_auth(w) && !loopback_host(host)) {
     *why = "this console answers to localhost only (Host names another machine)";
     return 403;
   }
@@ -100,21 +153,11 @@ int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, c
     *why = "state-changing requests need the header 'X-Pirec: 1'";
     return 403;
   }
-  if (!need_token)
+  if (!needs_auth(w))
     return 0;
-  char token[300];
-  int from_url = 0;
-  if (!find_token(wsi, token, sizeof token, &from_url)) {
-    *why = "a token is needed: open the URL that `pirec-web --url` prints";
-    return 401;
-  }
-  if (!same_secret(token, w->s.token)) {
-    *why = "wrong token";
-    return 401;
-  }
-  if (from_url)
-    snprintf(cookie, cookie_cap, "pirec_token=%s; Path=/; HttpOnly; SameSite=Strict", w->s.token);
-  return 0;
+  int refuse =
+      check_token(w, wsi, why, cookie, cookie_cap); /* on an open path too: ?token= sets the cookie */
+  return open ? 0 : refuse;
 }
 
 static int write_new_token(const char *path)

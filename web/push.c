@@ -49,7 +49,8 @@ void pirec__web_push_controller(struct pirec_web *w, int connected)
   push_set(w, &w->status, json_pack("{s:s,s:b}", "type", "controller", "connected", connected));
 }
 
-/* The cameras of the newest status: the modules whose previews are asked for. */
+/* The cameras and the eye tracker (its scene video with the gaze) of the newest status: the modules
+ * whose previews are asked for. */
 static void note_previews(struct pirec_web *w, json_t *status)
 {
   const char *name;
@@ -60,8 +61,8 @@ static void note_previews(struct pirec_web *w, json_t *status)
     int known = 0;
     for (int i = 0; i < w->npreviews && !known; i++)
       known = strcmp(w->previews[i].module, name) == 0;
-    if (!known && kind && strcmp(kind, "camera") == 0 && w->npreviews < WEB_PREVIEWS &&
-        strlen(name) < sizeof w->previews[0].module) {
+    if (!known && kind && (strcmp(kind, "camera") == 0 || strcmp(kind, "eyetracker") == 0) &&
+        w->npreviews < WEB_PREVIEWS && strlen(name) < sizeof w->previews[0].module) {
       w->previews[w->npreviews].web = w;
       strcpy(w->previews[w->npreviews++].module, name);
     }
@@ -157,8 +158,8 @@ void pirec__web_poll_start(struct pirec_web *w)
 static int admit(struct pirec_web *w, struct lws *wsi)
 {
   const char *why = NULL;
-  char cookie[160];
-  int refuse = pirec__web_guard(w, wsi, 0, &why, cookie, sizeof cookie);
+  char cookie[200];
+  int refuse = pirec__web_guard(w, wsi, 0, 0, &why, cookie, sizeof cookie);
   if (!refuse && w->nclients >= w->s.max_clients)
     refuse = 503;
   if (refuse)

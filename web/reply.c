@@ -15,6 +15,7 @@ void pirec__web_conn_reset(struct http_conn *c)
     pirec_webctl_cancel(c->web->ctl, c->ticket);
   c->ticket = 0;
   pirec__web_list_detach(c);
+  pirec__web_login_detach(c);
   free(c->body);
   free(c->reply);
   c->body = c->reply = NULL;

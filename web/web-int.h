@@ -4,6 +4,7 @@
 /* What web/'s files share. Layers (a file calls only those above it):
  *   ctl.c     the control-socket connection
  *   guard.c   tokens, Host, Origin and the state-change header
+ *   login.c   password login: the hash check in the threadpool, sessions, failed-attempt limits
  *   files.c   paths inside the data and static directories; the session listing (threadpool)
  *   reply.c   building and writing HTTP replies
  *   api.c     the HTTP routes
@@ -36,7 +37,22 @@ struct http_conn {
   int status;
   const char *ctype;
   int headers_sent;
-  char cookie[160]; /* a Set-Cookie header value to send, "" when none */
+  char cookie[200];         /* a Set-Cookie header value to send, "" when none */
+  struct login_work *login; /* a password check in flight, NULL when none */
+};
+
+/* login.c's state */
+#define LOGIN_PASSWORD_MAX 256 /* bytes */
+#define LOGIN_ADDRS        64  /* client addresses whose failed attempts are counted */
+#define LOGIN_SESSIONS     64  /* logged-in browsers at once; a new login beyond ends the oldest */
+struct login_fails {
+  char addr[64];
+  uint64_t window_ms; /* uv_now when its window began */
+  int count;          /* failed attempts in it */
+};
+struct login_session {
+  char id[65]; /* 32 random bytes as hex, "" when free */
+  uint64_t expires_ms;
 };
 
 #define WEB_PREVIEWS 8 /* modules whose previews are pushed */
@@ -87,13 +103,35 @@ struct pirec_web {
   struct ws_conn *clients;
   int nclients;
   uint64_t refused; /* clients refused: too many, bad token, bad Origin */
+  struct login_fails fails[LOGIN_ADDRS];
+  struct login_session sessions[LOGIN_SESSIONS];
+  int login_busy; /* a password check runs (one at a time: Argon2id takes 64 MiB) */
 };
 
 /* guard.c: checks a request before anything else. Returns 0 (go on; *cookie filled with a
  * Set-Cookie value when the token came in the URL), or the HTTP status to refuse with (400, 401,
- * 403) and *why saying what was wrong. state_changing: a POST. */
-int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, const char **why, char *cookie,
-                     size_t cookie_cap);
+ * 403) and *why saying what was wrong. state_changing: a POST. open: a path anyone may have (the
+ * page's files, /api/auth, /api/login): Host, Origin and the state-change header are checked, the
+ * token or login is not. */
+int pirec__web_guard(struct pirec_web *w, struct lws *wsi, int state_changing, int open, const char **why,
+                     char *cookie, size_t cookie_cap);
+/* Whether the request carries the token or a logged-in session (always 1 when neither is asked). */
+int pirec__web_authorized(struct pirec_web *w, struct lws *wsi);
+/* The value of cookie name= in the request, into buf; 1 when found. */
+int pirec__web_cookie(struct lws *wsi, const char *name, char *buf, size_t cap);
+
+/* login.c */
+/* The hash has the shape libsodium's crypto_pwhash_str makes ("$argon2id$..."). */
+int pirec__web_password_hash_ok(const char *hash);
+/* 1 when id is a live session. */
+int pirec__web_session_ok(struct pirec_web *w, const char *id);
+/* POST /api/login {"password":...}: replies 200 with the session cookie, 401, 429 (too many
+ * failures from this address, or another check running), 400, or 404 (no password set). */
+void pirec__web_login(struct http_conn *c);
+/* POST /api/logout: ends session (may be NULL) and clears the cookie. */
+void pirec__web_logout(struct http_conn *c, const char *session);
+/* c goes away before its check is done: the result is dropped (the failure still counted). */
+void pirec__web_login_detach(struct http_conn *c);
 
 /* files.c */
 /* root/rel resolved with every symlink followed, refused (-EACCES) unless it stays inside root and

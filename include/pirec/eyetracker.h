@@ -257,4 +257,30 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
  * once; et is dead afterwards. NULL is a no-op. */
 void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_cb cb, void *user);
 
+/* ---- the scene preview (recorders/eyetracker/preview.c) ---- */
+
+/* A scene preview: jpeg (len bytes, width x height), valid during the callback only; mono_ns: when
+ * the pictured scene frame arrived; gaze_x, gaze_y: where the gaze ring is drawn, in the picture's
+ * pixels (-1 when none is: no gaze yet, or it falls outside the scene). */
+struct pirec_eyetracker_picture {
+  const uint8_t *jpeg;
+  size_t len;
+  int width, height;
+  int64_t mono_ns;
+  int gaze_x, gaze_y;
+};
+/* err: 0 (pic set), -EAGAIN (no scene picture yet: watching began and the next keyframe has not
+ * come), -EIO (the video did not decode), -ECANCELED, -ENOMEM; pic is NULL unless err is 0. */
+typedef void (*pirec_eyetracker_preview_cb)(struct pirec_eyetracker *et, int err,
+                                            const struct pirec_eyetracker_picture *pic, void *user);
+/* A JPEG of the scene video's newest frame, scaled to at most max_width (0: its own size), with
+ * the newest gaze point drawn on it as a red ring. Asking starts the watch: for the next 3 s the
+ * eye tracker keeps copies of the scene's access units from a keyframe on, which the preview
+ * decodes (H.264, libavcodec) in libuv's threadpool, never on the loop; a first request usually
+ * gets -EAGAIN. At most one picture per 250 ms is made; requests in between get the last one at
+ * once. Returns 0 (cb runs, maybe before this returns), -EBUSY (8 requests already wait),
+ * -ECANCELED (closing), -ENOMEM. Loop thread. */
+int pirec_eyetracker_preview(struct pirec_eyetracker *et, int max_width, pirec_eyetracker_preview_cb cb,
+                             void *user);
+
 #endif

@@ -150,12 +150,15 @@ const char *pirec_remux_clock_name(enum pirec_remux_clock clock);
 
 struct uv_loop_s;
 
+#define PIREC_REMUX_PROGRESS_LINES 2
+
 struct pirec_remux_run_options {
   struct pirec_remux_options remux; /* timing_path/output_path only with a single file */
   unsigned jobs;                    /* children at once, >= 1 */
   int verify;                       /* check existing outputs instead of remuxing */
   int json;                         /* summary as one JSON object on out, instead of a table */
-  int progress;                     /* draw progress bars on err (the app sets it when err is a terminal) */
+  int progress;                     /* draw progress bars on err (the app sets it when err is a terminal), or
+                 * PIREC_REMUX_PROGRESS_LINES: "progress DONE TOTAL" lines for a supervising program */
   uint32_t timeout_s;               /* per file; 0: 30 s + 1 s per 2 MiB of input */
   const char *self_exe;             /* the pirec-remux binary to re-execute with --one */
   int live; /* also remux sessions still recording (session.json not final, its controller alive) */

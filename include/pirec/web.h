@@ -21,14 +21,17 @@
 struct pirec_web;
 
 struct pirec_web_settings {
-  const char *listen;      /* address to bind ("127.0.0.1", "0.0.0.0", "::") */
-  int port;                /* 0: any free port (pirec_web_port says which) */
-  const char *static_dir;  /* the page's files (index.html, app.js, ...) */
-  const char *data_dir;    /* [session] output_dir: sessions listed and downloaded from here only */
-  const char *socket_path; /* the controller's control socket */
-  const char *token;       /* NULL or "": no token asked (refused unless listen is a loopback
+  const char *listen;        /* address to bind ("127.0.0.1", "0.0.0.0", "::") */
+  int port;                  /* 0: any free port (pirec_web_port says which) */
+  const char *static_dir;    /* the page's files (index.html, app.js, ...) */
+  const char *data_dir;      /* [session] output_dir: sessions listed and downloaded from here only */
+  const char *socket_path;   /* the controller's control socket */
+  const char *token;         /* NULL or "": no token asked (refused unless listen is a loopback
                               address); else every request must carry it (docs/HTTP.md) */
-  const char *tls_cert;    /* PEM certificate and key: HTTPS and WSS; NULL or "": plain HTTP */
+  const char *password_hash; /* NULL or "": no password login; else an Argon2id hash
+                                (pirec_web_password_hash): POST /api/login with that password
+                                gives a session cookie, taken like the token (docs/HTTP.md) */
+  const char *tls_cert;      /* PEM certificate and key: HTTPS and WSS; NULL or "": plain HTTP */
   const char *tls_key;
   int max_clients; /* WebSocket clients at once; more are refused */
   size_t max_body; /* the largest request body accepted (bytes) */
@@ -38,7 +41,8 @@ struct pirec_web_settings {
 void pirec_web_settings_default(struct pirec_web_settings *s);
 
 /* Binds the listening socket and starts connecting to the controller (retried until it answers).
- * Returns 0, -EINVAL (a token-less listen on a non-loopback address; TLS half configured), -EIO
+ * Returns 0, -EINVAL (a token-less listen on a non-loopback address; TLS half configured; a
+ * password_hash not of libsodium's "$argon2id$" form), -EIO
  * when libwebsockets cannot listen (the port is taken, its libuv plugin is missing: it logs which),
  * or -ENOMEM. Strings in s
  * are copied. */
@@ -60,5 +64,10 @@ void pirec_web_free(struct pirec_web *w);
  * Returns 0 with the token in buf, -ENOENT, -EINVAL (too short, or the file is readable by others),
  * or another -errno. Blocks: start-up and the command line only. */
 int pirec_web_token_load(const char *path, int create, char *buf, size_t cap);
+
+/* The Argon2id hash of password for [web] password_hash (libsodium's crypto_pwhash_str, its
+ * "interactive" limits: 64 MiB, about 0.1 s on a PC). out needs 128 bytes. Returns 0, -EINVAL,
+ * -ENOMEM. */
+int pirec_web_password_hash(const char *password, char *out, size_t cap);
 
 #endif

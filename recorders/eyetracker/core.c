@@ -82,6 +82,7 @@ void pirec__et_maybe_closed(struct pirec_eyetracker *et)
   pirec_crypt_session_clear(&et->crypt);
   pirec_backlog_free(et->bl_video);
   pirec_backlog_free(et->bl_rows);
+  pirec__et_preview_free(et);
   if (et->close_cb)
     et->close_cb(et, et->close_user);
   free(et);

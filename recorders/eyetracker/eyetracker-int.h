@@ -270,6 +270,8 @@ struct pirec_eyetracker {
   int write_error;
   uint64_t bytes_video;
 
+  struct pirec__et_preview *preview; /* preview.c's, NULL until a preview is asked */
+
   int closing;
   int pending;
   pirec_eyetracker_close_cb close_cb;
@@ -313,6 +315,14 @@ int pirec__et_backlog_new(struct pirec_eyetracker *et);
 void pirec__et_sample(struct stream *st, void *rec, size_t len);
 /* A Sender Report's clock row of st: written, kept, or nothing outside a trial. */
 void pirec__et_clock_row(struct stream *st, struct clock_rec *rec);
+/* preview.c: the scene preview. _au: a scene access unit, copied while someone watches; _gaze: the
+ * newest gaze sample; _free: at the eye tracker's end (no preview job runs then: each holds
+ * et->pending). */
+void pirec__et_preview_au(struct pirec_eyetracker *et, int keyframe, int params, const uint8_t *au,
+                          size_t len, int64_t mono_ns);
+void pirec__et_preview_gaze(struct pirec_eyetracker *et, const struct pirec_gaze_sample *g);
+void pirec__et_preview_free(struct pirec_eyetracker *et);
+
 /* A complete, undamaged scene access unit: written, kept, or counted. */
 void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t *au);
 /* The scene lost frames: what follows waits for a keyframe, in the file and in the backlog. */

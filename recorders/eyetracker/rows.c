@@ -229,6 +229,8 @@ void pirec__et_sample(struct stream *st, void *rec, size_t len)
   /* dropped is the first field after wall and dev in both records: set through the kind's type */
   uint64_t *dropped =
       st->kind == GAZE ? &((struct gaze_rec *)rec)->dropped : &((struct event_rec *)rec)->dropped;
+  if (st->kind == GAZE)
+    pirec__et_preview_gaze(et, &((struct gaze_rec *)rec)->g);
   st->st.samples++;
   st->received++;
   if (et->recording) {
@@ -299,6 +301,7 @@ static int keep_scene(struct stream *st, int64_t mono, const struct scene_rec *r
 void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t *au)
 {
   struct pirec_eyetracker *et = st->et;
+  pirec__et_preview_au(et, rec->keyframe, rec->params, au, rec->len, st->rx_mono);
   st->st.samples++;
   st->received++;
   rec->seq = st->received - 1;

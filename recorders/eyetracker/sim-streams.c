@@ -36,8 +36,9 @@ static void make_sample(const struct pirec_eyesim *sim, uint64_t n, struct pirec
   memset(g, 0, sizeof *g);
   g->kind = (enum pirec_gaze_kind)sim->s.gaze_size;
   double t = (double)n / sim->s.gaze_hz;
-  g->x = (float)(800.0 + 400.0 * sin(t * 2.0));
-  g->y = (float)(600.0 + 300.0 * cos(t * 3.0));
+  /* In the scene video's pixels, as a Neon's gaze is (800 +- 400, 600 +- 300 at its 1600x1200). */
+  g->x = (float)(sim->s.width / 2.0 + sim->s.width / 4.0 * sin(t * 2.0));
+  g->y = (float)(sim->s.height / 2.0 + sim->s.height / 4.0 * cos(t * 3.0));
   g->worn = (n / (uint64_t)sim->s.gaze_hz) % 10 == 9 ? 0 : 255;
   g->right_x = g->x + 12.5f;
   g->right_y = g->y - 3.25f;

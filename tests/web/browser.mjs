@@ -3,7 +3,8 @@
 // tracker and notes, and pirec-web; then, in the page: start a session (label, participant),
 // watch the camera's frame counter rise, type a note with commas, quotes and a leading '=' and
 // find it exact in notes.csv, change trial, check that the previews are not blank (pixel
-// variance), stop, download a file, and survive a controller restart (the page reconnects).
+// variance), stop, download a file, remux the session with the button, log in with a password on a
+// second pirec-web, and survive a controller restart (the page reconnects).
 // With --screenshot FILE it saves the console while recording.
 //
 // usage: node browser.mjs BUILD_DIR [--screenshot FILE]
@@ -97,14 +98,19 @@ async function scenario(page, env, work) {
   await page.keyboard.press('Enter');
   await until('the note to be saved', async () => (await text(page, '#message')).startsWith('noted'));
   const st = JSON.parse(execFileSync(path.join(apps, 'pirec'), ['status', '--json', '--socket', `${work}/control.sock`]));
-  const notes = fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8');
   const expected = '"\'' + NOTE.replace(/"/g, '""') + '"';
+  // "noted" means queued for notes.csv: on disk within milliseconds, later on a loaded machine.
+  const notes = await until('the note in notes.csv', () => {
+    const t = fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8');
+    return t.includes(expected) ? t : null;
+  }, 10000).catch(() => fs.readFileSync(path.join(st.session_dir, 'notes.csv'), 'utf8'));
   check(notes.includes(expected), `the note is in notes.csv exactly (${expected})`);
   check(notes.includes('participant: P07'), 'the participant is noted at the start');
   await page.click('#trial');
   await until('trial 2', async () => (await text(page, '#state')).includes('trial 2'));
   check(true, 'next trial: the page shows trial 2');
   await previews(page);
+  await gazeRing(page);
   await until('events in the timeline', async () => (await text(page, '#events')).includes('trial_start'));
   check(true, 'the events timeline shows the trials');
   if (shot) {
@@ -141,7 +147,36 @@ async function previews(page) {
     }), 60000);
     const name = await handle.evaluate((el) => el.closest('[data-module]').dataset.module);
     check(variance > 100, `the ${name} preview is not blank (pixel variance ${variance.toFixed(0)})`);
+    if (process.env.PIREC_SAVE_PREVIEWS)
+      fs.writeFileSync(path.join(process.env.PIREC_SAVE_PREVIEWS, name + '.jpg'),
+        Buffer.from((await handle.evaluate((el) => el.src)).split(',')[1], 'base64'));
   }
+}
+
+// The eye tracker's scene preview carries the gaze: the reply says where the ring is drawn, and the
+// picture is red there (north, east, south and west on the ring).
+async function gazeRing(page) {
+  const got = await until('a scene preview with the gaze', () => page.evaluate(async () => {
+    const r = await fetch('/api/preview?module=eyetracker&max_width=320');
+    const j = await r.json();
+    if (j.reply !== 'preview' || j.gaze_x === undefined) return null;
+    const img = new Image();
+    img.src = 'data:image/jpeg;base64,' + j.jpeg;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const rad = Math.max(8, Math.floor(c.width / 24)), mid = rad - Math.floor(rad / 6);
+    const red = [[mid, 0], [-mid, 0], [0, mid], [0, -mid]].filter(([dx, dy]) => {
+      const x = j.gaze_x + dx, y = j.gaze_y + dy;
+      if (x < 0 || y < 0 || x >= c.width || y >= c.height) return true; // off the picture: not judged
+      const [R, G, B] = g.getImageData(x, y, 1, 1).data;
+      return R > G + 60 && R > B + 60;
+    }).length;
+    return { x: j.gaze_x, y: j.gaze_y, w: c.width, red };
+  }), 30000);
+  check(got.red === 4, `the scene preview has the gaze ring at (${got.x}, ${got.y}) of ${got.w} px: red at ${got.red} of 4 points`);
 }
 
 async function download(page, cdp, sessionDir, work) {
@@ -154,6 +189,49 @@ async function download(page, cdp, sessionDir, work) {
   const got = await until('the download', () => fs.existsSync(path.join(dir, 'events.csv')) &&
     fs.readFileSync(path.join(dir, 'events.csv')));
   check(got.equals(fs.readFileSync(path.join(sessionDir, 'events.csv'))), 'events.csv downloads byte for byte');
+}
+
+// The remux button: the controller runs pirec-remux; the page shows the progress and the verdict.
+async function remuxButton(page, sessionDir) {
+  const name = path.basename(sessionDir);
+  const box = `#sessions [data-session="${name}"] .remux`;
+  await page.$eval(`${box} button`, (b) => b.click());
+  const result = await until('the remux verdict', async () => {
+    const t = await text(page, `${box} .result`).catch(() => '');
+    return /^(done|failed)/.test(t) ? t : null;
+  }, 90000);
+  const mp4 = fs.readdirSync(path.join(sessionDir, 'cam0')).filter((f) => f.endsWith('.mp4'));
+  check(result.startsWith('done') && mp4.length > 0, `the remux button: the page says "${result}", MP4s ${mp4.join(', ')}`);
+  await until('the list to say remux: done', async () =>
+    (await text(page, `#sessions [data-session="${name}"] summary`)).includes('remux: done'), 30000);
+  check(true, 'the session list shows remux: done');
+}
+
+// Password login: a second pirec-web with [web] password_hash on the same controller; the page asks
+// for the password, says when it is wrong, and opens the console for the right one.
+async function passwordLogin(browser, env, work) {
+  const hash = execFileSync(path.join(apps, 'pirec-web'), ['--hash-password'], { input: 'opensesame\n' }).toString().trim();
+  const conf = path.join(work, 'password.conf');
+  fs.writeFileSync(conf, fs.readFileSync(env.conf, 'utf8') + `[web]\npassword_hash = ${hash}\n`);
+  fs.writeFileSync(path.join(work, 'web2.out'), '');
+  start(path.join(apps, 'pirec-web'), ['-c', conf, '--port', '0', '--quiet'], 'web2', work);
+  const url = (await until('the second pirec-web', () => readLine(path.join(work, 'web2.out'), /console at (\S+)/)))[1];
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => check(false, 'no error in the login page: ' + e.message));
+  await page.goto(url);
+  await page.waitForSelector('#loginform:not([hidden])');
+  check(await page.$eval('main', (m) => m.hidden), 'with a password the page shows the login form only');
+  await page.type('#password', 'wrong');
+  await page.click('#login');
+  await until('the refusal', async () => (await text(page, '#loginmsg')).includes('wrong password'), 30000);
+  check(true, 'a wrong password: the page says so');
+  await page.$eval('#password', (i) => { i.value = ''; });
+  await page.type('#password', 'opensesame');
+  await page.keyboard.press('Enter');
+  await until('the console after login', async () => (await text(page, '#conn')) === 'connected', 30000);
+  check(await page.$eval('#loginform', (f) => f.hidden) && !(await page.$eval('#logout', (b) => b.hidden)),
+    'the right password opens the console (WebSocket connected), with a Log out button');
+  await page.close();
 }
 
 async function main() {
@@ -179,6 +257,8 @@ async function main() {
     const cdp = await browser.target().createCDPSession();
     const sessionDir = await scenario(page, env, work);
     await download(page, cdp, sessionDir, work);
+    await remuxButton(page, sessionDir);
+    await passwordLogin(browser, env, work);
     await env.restart();
     await until('the page to see the controller go', async () => (await text(page, '#conn')) !== 'connected', 30000)
       .catch(() => console.log('(the restart was quicker than a push)'));

@@ -19,6 +19,7 @@ import csv
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -273,6 +274,143 @@ def token_mode(work, conf):
         check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
 
 
+def password_mode(work, conf):
+    """[web] password_hash: the page and /api/auth are open, the rest needs the session cookie a right
+    password gives (or the token); wrong passwords are limited per address."""
+    r = subprocess.run([os.path.join(APPS, "pirec-web"), "--hash-password"], input="lab pass, \"quoted\"\n",
+                       capture_output=True, text=True)
+    hashed = r.stdout.strip()
+    check(r.returncode == 0 and hashed.startswith("$argon2id$"), "pirec-web --hash-password prints an Argon2id hash")
+    bad = os.path.join(work, "bad-hash.conf")
+    with open(bad, "w") as f:
+        f.write(open(conf).read() + "[web]\npassword_hash = secret\n")
+    r = subprocess.run([os.path.join(APPS, "pirec-web"), "-c", bad, "--port", "0"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 78 and "bad-hash.conf" in r.stderr and "password_hash" in r.stderr,
+          "a password_hash that is no hash is refused naming the file and key: " + r.stderr.strip())
+    pconf = os.path.join(work, "password.conf")
+    with open(pconf, "w") as f:
+        f.write(open(conf).read() + "[web]\npassword_hash = %s\n" % hashed)
+    p, port, _ = start_web(work, pconf)
+    try:
+        web = Web(port)
+        st, r = web.get("/api/auth")
+        check(st == 200 and r["needed"] and not r["authorized"] and r["password"], "GET /api/auth: log in needed")
+        st, body, _ = web.get("/", raw=True)
+        check(st == 200 and b"loginform" in body, "the page itself loads without a login")
+        st, r = web.get("/api/status")
+        check(st == 401 and "password" in r["message"], "no login: 401 '%s'" % r.get("message"))
+        ws = WsClient(port)
+        check(not ws.accepted, "no login: the WebSocket is refused")
+        ws.close()
+        st, r = web.post("/api/login", {"password": "lab pass"})
+        check(st == 401 and r["message"] == "wrong password", "a wrong password: 401")
+        st, body, resp = web.post("/api/login", {"password": 'lab pass, "quoted"'}, raw=True)
+        cookie = resp.getheader("set-cookie") or ""
+        check(st == 200 and cookie.startswith("pirec_session=") and "HttpOnly" in cookie and
+              "SameSite=Strict" in cookie, "the right password: 200 and a session cookie (%s...)" % cookie[:24])
+        jar = {"Cookie": cookie.split(";")[0]}
+        st, r = web.get("/api/sessions", headers=jar)
+        check(st == 200, "the session cookie opens the API")
+        st, r = web.get("/api/auth", headers=jar)
+        check(r["authorized"], "GET /api/auth with the cookie: authorized")
+        ws = WsClient(port, headers="Cookie: %s\r\n" % jar["Cookie"])
+        check(ws.accepted, "the session cookie opens the WebSocket")
+        ws.close()
+        st, r = web.get("/api/sessions", headers={"Cookie": "pirec_session=" + "0" * 64})
+        check(st == 401, "a made-up session: 401")
+        st, r = web.post("/api/logout", headers=jar)
+        check(st == 200 and web.get("/api/sessions", headers=jar)[0] == 401, "after logout the cookie is refused")
+        codes = [web.post("/api/login", {"password": "guess%d" % i})[0] for i in range(5)]
+        st, r = web.post("/api/login", {"password": 'lab pass, "quoted"'})
+        check(codes == [401] * 5 and st == 429 and "try again in" in r["message"],
+              "after 5 wrong passwords the address waits, right password or not: %s then %d '%s'"
+              % (codes, st, r.get("message")))
+    finally:
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
+
+
+def tls_mode(work, conf):
+    """[web] tls_cert/tls_key for real: a self-signed certificate made here with openssl; HTTPS and WSS
+    verified against it as the CA (Python's ssl and curl --cacert), refused without it."""
+    import ssl
+    if not shutil.which("openssl"):
+        print("test_api: TLS part skipped: no openssl (apt install openssl)", flush=True)
+        return
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, "openssl made a self-signed certificate: " + r.stderr)
+        return
+    hashed = subprocess.run([os.path.join(APPS, "pirec-web"), "--hash-password"], input="tls pass\n",
+                            capture_output=True, text=True).stdout.strip()
+    tconf = os.path.join(work, "tls.conf")
+    with open(tconf, "w") as f:
+        f.write(open(conf).read() + "[web]\ntls_cert = %s\ntls_key = %s\npassword_hash = %s\n" % (cert, key, hashed))
+    p, port, url = start_web(work, tconf)
+    try:
+        check(url.startswith("https://"), "with a certificate the console's URL is https: " + url)
+        ctx = ssl.create_default_context(cafile=cert)
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+        c.request("GET", "/api/auth")
+        resp = c.getresponse()
+        auth = json.loads(resp.read())
+        check(resp.status == 200 and auth["needed"], "HTTPS verified against the certificate: GET /api/auth")
+        c.request("POST", "/api/login", body=json.dumps({"password": "tls pass"}),
+                  headers={"X-Pirec": "1", "Content-Type": "application/json"})
+        resp = c.getresponse()
+        resp.read()
+        cookie = resp.getheader("set-cookie") or ""
+        check(resp.status == 200 and "; Secure" in cookie, "a login over TLS gives a Secure cookie: " + cookie[-60:])
+        c.request("GET", "/api/sessions", headers={"Cookie": cookie.split(";")[0]})
+        resp = c.getresponse()
+        check(resp.status == 200 and "sessions" in json.loads(resp.read()), "GET /api/sessions over HTTPS")
+        c.close()
+        try:
+            c = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(), timeout=30)
+            c.request("GET", "/api/auth")
+            verified = True
+        except ssl.SSLCertVerificationError:
+            verified = False
+        check(not verified, "a client without the certificate as CA refuses the connection")
+        try:
+            plain = Web(port).get("/api/auth")[0]
+        except (http.client.HTTPException, OSError):
+            plain = None
+        check(plain != 200, "plain HTTP on the TLS port gets no answer (%s)" % plain)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        ws = WsClient.__new__(WsClient)
+        ws.s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        k = base64.b64encode(os.urandom(16)).decode()
+        ws.s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pirec\r\n"
+                      "Origin: https://127.0.0.1:%d\r\nCookie: %s\r\n\r\n" % (port, k, port, cookie.split(";")[0])).encode())
+        ws.buf = b""
+        while b"\r\n\r\n" not in ws.buf:
+            ws.buf += ws.s.recv(4096)
+        head, _, ws.buf = ws.buf.partition(b"\r\n\r\n")
+        m = ws.next_json(lambda m: m.get("type") in ("status", "controller")) if head.startswith(b"HTTP/1.1 101") else None
+        check(m is not None, "WSS with an https Origin: a push arrives (%s)" % (m or {}).get("type"))
+        ws.close()
+        if shutil.which("curl"):
+            r = subprocess.run(["curl", "-sS", "--cacert", cert, "https://localhost:%d/api/auth" % port],
+                               capture_output=True, text=True, timeout=30)
+            check(r.returncode == 0 and json.loads(r.stdout or "{}").get("reply") == "auth",
+                  "curl --cacert over HTTPS (Host localhost): %s" % (r.stdout or r.stderr).strip())
+            r = subprocess.run(["curl", "-sS", "--cacert", cert, "-X", "POST", "-H", "X-Pirec: 1", "-d",
+                                '{"password":"tls pass"}', "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                                "https://localhost:%d/api/login" % port], capture_output=True, text=True, timeout=30)
+            check(r.stdout.strip().endswith(" 200"), "curl POST /api/login over HTTPS (HTTP version and status: %s)"
+                  % (r.stdout or r.stderr).strip())
+    finally:
+        p.send_signal(signal.SIGTERM)
+        check(p.wait(30) == 0, "pirec-web exits 0 on SIGTERM")
+
+
 def packets(path):
     r = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
                         "stream=nb_read_packets", "-of", "csv=p=0", path], capture_output=True, text=True)
@@ -321,6 +459,8 @@ def session(web, work, sock):
     os.symlink("/etc", os.path.join(sess_dir, "escape-dir", "etc"))
     os.symlink("/etc/passwd", os.path.join(sess_dir, "escape-dir", "passwd"))
     bad_input(web, sess)
+    st, r = web.post("/api/remux", {"session": sess})
+    check(st == 409 and "still recording" in r.get("message", ""), "remux of the recording session: 409 '%s'" % r)
     clients = load(web, sock)
     wait_for(lambda: web.get("/api/status")[1]["modules"]["cam0"].get("counters", {}).get("frames_written", 0) > 30,
              "frames to be written")
@@ -341,7 +481,39 @@ def session(web, work, sock):
     st, body, resp = web.get("/files/%s/notes.csv" % sess, raw=True)
     check(st == 200 and body == open(os.path.join(sess_dir, "notes.csv"), "rb").read() and
           "attachment" in (resp.getheader("content-disposition") or ""), "a file downloads byte for byte")
+    remux(web, sess, sess_dir)
     return clients
+
+
+def remux(web, sess, sess_dir):
+    """The remux button's API: the controller runs pirec-remux (pirec-web never writes a session)."""
+    for bad in ("../" + sess, ".hidden", ""):
+        st, r = web.post("/api/remux", {"session": bad})
+        check(st == 409 and "session" in r.get("message", ""), "remux of %r refused: %s" % (bad, r.get("message")))
+    st, r = web.post("/api/remux", {})
+    check(st == 400, "remux without 'session': 400")
+    st, r = web.post("/api/remux", {"session": sess})
+    check(st == 200 and r["reply"] == "remux_queued" and r["session_dir"] == sess_dir, "POST /api/remux: %s" % r)
+
+    def verdict():
+        ended = [x for x in web.get("/api/status")[1].get("remux", []) if x["session"] == sess and
+                 x["state"] in ("done", "failed")]
+        return ended[0] if ended else None
+    v = wait_for(verdict, "the remux to end", 90)
+    mp4 = [n for n in os.listdir(os.path.join(sess_dir, "cam0")) if n.endswith(".mp4")]
+    check(v["state"] == "done" and v["asked"] and v["total_bytes"] > 0 and v["done_bytes"] == v["total_bytes"] and mp4,
+          "the status shows the remux done (%s) and the MP4s exist: %s" % (v, mp4))
+    st, r = web.get("/api/sessions")
+    listed = [s for s in r["sessions"] if s["name"] == sess]
+    check(listed and listed[0]["remux"] == "done", "the session list says remux done")
+    st, r = web.post("/api/remux", {"session": "no-such-session"})
+    check(st == 200 and r["reply"] == "remux_queued", "remux of a name that is no session is queued: %s" % r)
+    ended = lambda: [x for x in web.get("/api/status")[1].get("remux", [])
+                     if x["session"] == "no-such-session" and x["state"] in ("done", "failed")]
+    v = wait_for(ended, "the failed remux's verdict", 60)[0]
+    check(v["state"] == "failed" and "no-such-session" in v["message"],
+          # (lower-cased: ctest fails a test whose output says F-A-I-L in capitals)
+          "and fails, saying why in the status: %s" % v["message"].replace("FAILED", "failed"))
 
 
 def restart(web, work, conf, rec, clients):
@@ -385,6 +557,8 @@ def main():
         for c in clients:
             c.close()
         token_mode(work, conf)
+        password_mode(work, conf)
+        tls_mode(work, conf)
     finally:
         for p in (web_p, rec):
             if p and p.poll() is None:

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { previews: {}, status: null, prev: null, prevAt: 0, rates: {}, session: null, eventsKey: '', ws: null,
-                retry: 500, connected: false };
+                retry: 500, connected: false, remux: [], remuxWatch: {} };
 
 // The token, when the address carried one, is now a cookie (pirec-web set it): drop it from the
 // address bar so it does not end up in bookmarks or screenshots.
@@ -106,7 +106,7 @@ function tile(name, m, now) {
                el('h3', {}, name, el('span', { class: 'badge ' + cls }, rec), el('small', {}, m.kind)), dl);
   const err = (m.counters && m.counters.last_error) || m.last_error || m.not_recording;
   if (err) t.append(el('div', { class: 'err' }, String(err)));
-  if (m.kind === 'camera') {
+  if (m.kind === 'camera' || m.kind === 'eyetracker') { // the eye tracker's: its scene video with the gaze
     const p = state.previews[name];
     const img = el('img', { alt: `${name} preview`, src: p && p.src ? p.src : '' });
     t.append(el('div', { class: 'preview' }, img, el('div', { class: 'err' }, p && p.error ? p.error : '')));
@@ -145,6 +145,7 @@ function renderStatus(msg) {
   $('start').disabled = rec;
   $('stop').disabled = !rec;
   $('note').disabled = !rec;
+  renderRemux(st.remux);
   if (st.session_dir !== state.session) {
     state.session = st.session_dir;
     $('notes').replaceChildren();
@@ -195,12 +196,48 @@ async function loadSessions() {
   try {
     const j = await api('GET', '/api/sessions');
     $('sessions').replaceChildren(...j.sessions.slice(0, 50).map((s) =>
-      el('details', {}, el('summary', {}, `${s.name} — ${fmtBytes(s.bytes)}, remux: ${s.remux}`),
+      el('details', { 'data-session': s.name }, el('summary', {}, `${s.name} — ${fmtBytes(s.bytes)}, remux: ${s.remux}`),
+         el('div', { class: 'remux' },
+            el('button', { type: 'button', title: 'Run pirec-remux on this session (in the background, at low priority)' }, 'Remux'),
+            el('progress', { max: 1, value: 0, hidden: '' }), el('span', { class: 'result' })),
          el('ul', {}, ...s.files.map((f) => el('li', {},
            el('a', { href: `/files/${encodeURIComponent(s.name)}/${f.path}`, download: '' }, f.path),
            ` ${fmtBytes(f.bytes)}`))))));
+    for (const d of $('sessions').querySelectorAll('[data-session]'))
+      d.querySelector('.remux button').addEventListener('click', () => remux(d.dataset.session));
+    renderRemux(state.remux);
   } catch (e) {
     $('sessions').textContent = 'cannot list sessions: ' + e.message;
+  }
+}
+
+// The remux button: the controller runs pirec-remux (pirec-web never writes a session); its
+// progress and verdict come with every status push, under "remux".
+async function remux(name) {
+  const r = await command('remux', { session: name });
+  if (r) state.remuxWatch[name] = true;
+}
+
+function renderRemux(list) {
+  state.remux = list || [];
+  const seen = {};
+  for (const r of state.remux) {
+    if (seen[r.session]) continue; // running ones come first, then the newest verdicts
+    seen[r.session] = true;
+    const box = document.querySelector(`#sessions [data-session="${CSS.escape(r.session)}"] .remux`);
+    const ended = r.state === 'done' || r.state === 'failed';
+    if (ended && state.remuxWatch[r.session]) {
+      delete state.remuxWatch[r.session];
+      loadSessions(); // its new files, and "remux: done"
+    }
+    if (!box) continue;
+    const bar = box.querySelector('progress');
+    bar.hidden = ended;
+    bar.value = r.total_bytes ? r.done_bytes / r.total_bytes : 0;
+    box.querySelector('button').disabled = !ended;
+    box.querySelector('.result').textContent = ended ? `${r.state}: ${r.message || ''}`
+      : `${r.state} ${r.total_bytes ? Math.floor((100 * r.done_bytes) / r.total_bytes) : 0}%`;
+    box.querySelector('.result').className = 'result ' + (r.state === 'failed' ? 'bad' : ended ? 'ok' : '');
   }
 }
 
@@ -289,5 +326,37 @@ document.addEventListener('keydown', (e) => {
   const f = keys[e.key.toLowerCase()];
   if (f) { e.preventDefault(); f(); }
 });
-connect();
-loadSessions();
+$('logout').addEventListener('click', async () => { await api('POST', '/api/logout').catch(() => {}); location.reload(); });
+$('loginform').addEventListener('submit', login);
+
+// Password login ([web] password_hash, docs/HTTP.md): the page asks first whether this browser
+// must log in; the session cookie pirec-web sets then carries every request and the WebSocket.
+async function login(ev) {
+  ev.preventDefault();
+  try {
+    await api('POST', '/api/login', { password: $('password').value });
+    $('password').value = '';
+    begin();
+  } catch (e) {
+    $('loginmsg').textContent = e.message;
+  }
+}
+
+async function begin() {
+  const a = await api('GET', '/api/auth').catch(() => ({ needed: false, authorized: true }));
+  const ask = a.needed && !a.authorized && a.password;
+  $('loginform').hidden = !ask;
+  document.querySelector('main').hidden = ask;
+  $('logout').hidden = !(a.password && a.authorized);
+  if (ask) {
+    $('password').focus();
+    return;
+  }
+  if (a.needed && !a.authorized) { // the token only: it comes in the address pirec-web --url prints
+    $('conn').textContent = 'not authorized: open the address that `pirec-web --url` prints';
+    return;
+  }
+  connect();
+  loadSessions();
+}
+begin();
