@@ -14,6 +14,41 @@
 
 static void http_finish(struct pirec_eyetracker *et, const char *failure);
 
+/* The phone's entry: its battery (logged) and the Time Echo port (docs/EYETRACKER.md). */
+static void status_phone(struct pirec_eyetracker *et, json_t *data)
+{
+  json_t *bat = json_object_get(data, "battery_level"), *echo = json_object_get(data, "time_echo_port");
+  if (echo && (!json_is_integer(echo) || json_integer_value(echo) < 0 || json_integer_value(echo) > 65535))
+    pirec_log(PIREC_LOG_WARN, "%s: status from '%s:%d': Phone.time_echo_port is not a port number",
+              et->s.name, et->s.host, et->s.http_port);
+  else if (echo)
+    pirec__et_echo_port(et, (int)json_integer_value(echo));
+  pirec_log(PIREC_LOG_INFO, "%s: device '%s' battery %lld%%", et->s.name,
+            json_string_value(json_object_get(data, "device_name")) ?: "?",
+            json_is_integer(bat) ? (long long)json_integer_value(bat) : -1LL);
+}
+
+/* A sensor's entry: the RTSP URL of a stream this client reads, unless configured. */
+static void status_sensor(struct pirec_eyetracker *et, json_t *data)
+{
+  const char *sensor = json_string_value(json_object_get(data, "sensor"));
+  const char *conn = json_string_value(json_object_get(data, "conn_type"));
+  const char *ip = json_string_value(json_object_get(data, "ip"));
+  const char *params = json_string_value(json_object_get(data, "params"));
+  json_t *port = json_object_get(data, "port");
+  if (!sensor || !conn || strcmp(conn, "DIRECT") != 0 || !ip || !json_is_integer(port))
+    return;
+  int k = strcmp(sensor, "gaze") == 0         ? GAZE
+          : strcmp(sensor, "world") == 0      ? WORLD
+          : strcmp(sensor, "eye_events") == 0 ? EVENTS
+                                              : -1;
+  if (k < 0 || pirec__et_configured_url(et, (enum kind)k)[0])
+    return;
+  /* Taken by each stream at its next connect: one mid-session keeps the URL it is using. */
+  snprintf(et->status_url[k], sizeof et->status_url[k], "rtsp://%s%s%s:%lld/?%s", strchr(ip, ':') ? "[" : "",
+           ip, strchr(ip, ':') ? "]" : "", (long long)json_integer_value(port), params ? params : "");
+}
+
 /* Reads the sensor list of a /api/status answer: {"result":[{"model":"Sensor","data":{...}}]}. */
 static void parse_status(struct pirec_eyetracker *et, const char *body, size_t len)
 {
@@ -34,39 +69,10 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
     const char *model = json_string_value(json_object_get(item, "model"));
     if (!model || !data)
       continue;
-    if (strcmp(model, "Phone") == 0) {
-      json_t *bat = json_object_get(data, "battery_level"), *echo = json_object_get(data, "time_echo_port");
-      if (echo &&
-          (!json_is_integer(echo) || json_integer_value(echo) < 0 || json_integer_value(echo) > 65535))
-        pirec_log(PIREC_LOG_WARN, "%s: status from '%s:%d': Phone.time_echo_port is not a port number",
-                  et->s.name, et->s.host, et->s.http_port);
-      else if (echo)
-        pirec__et_echo_port(et, (int)json_integer_value(echo));
-      pirec_log(PIREC_LOG_INFO, "%s: device '%s' battery %lld%%", et->s.name,
-                json_string_value(json_object_get(data, "device_name")) ?: "?",
-                json_is_integer(bat) ? (long long)json_integer_value(bat) : -1LL);
-    }
-    if (strcmp(model, "Sensor") != 0)
-      continue;
-    const char *sensor = json_string_value(json_object_get(data, "sensor"));
-    const char *conn = json_string_value(json_object_get(data, "conn_type"));
-    const char *ip = json_string_value(json_object_get(data, "ip"));
-    const char *params = json_string_value(json_object_get(data, "params"));
-    json_t *port = json_object_get(data, "port");
-    if (!sensor || !conn || strcmp(conn, "DIRECT") != 0 || !ip || !json_is_integer(port))
-      continue;
-    int k = strcmp(sensor, "gaze") == 0         ? GAZE
-            : strcmp(sensor, "world") == 0      ? WORLD
-            : strcmp(sensor, "eye_events") == 0 ? EVENTS
-                                                : -1;
-    if (k < 0)
-      continue;
-    if (pirec__et_configured_url(et, (enum kind)k)[0])
-      continue;
-    /* Taken by each stream at its next connect: one mid-session keeps the URL it is using. */
-    snprintf(et->status_url[k], sizeof et->status_url[k], "rtsp://%s%s%s:%lld/?%s",
-             strchr(ip, ':') ? "[" : "", ip, strchr(ip, ':') ? "]" : "", (long long)json_integer_value(port),
-             params ? params : "");
+    if (strcmp(model, "Phone") == 0)
+      status_phone(et, data);
+    else if (strcmp(model, "Sensor") == 0)
+      status_sensor(et, data);
   }
   json_decref(root);
 }
