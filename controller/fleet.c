@@ -104,8 +104,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
   f->state = F_UP;
   f->connects++;
   f->backoff_ms = 0;
-  pirec_log(PIREC_LOG_INFO, "fleet: connected to %s:%d as '%s' in group '%s'", f->s.host, f->s.port, f->s.device,
-            f->s.group);
+  pirec_log(PIREC_LOG_INFO, "fleet: connected to %s:%d as '%s' in group '%s'", f->s.host, f->s.port,
+            f->s.device, f->s.group);
   mosquitto_subscribe(f->mosq, NULL, f->t_cmd, 1);
   publish_status(f);
 }
@@ -208,8 +208,8 @@ static void retry_later(struct pirec_fleet *f, const char *why)
     f->disconnects++;
   /* Said once per outage, not once per attempt. */
   if (f->state == F_UP || !*f->last_error)
-    pirec_log(PIREC_LOG_WARN, "fleet: broker %s:%d: %s; recording goes on, reconnecting with backoff", f->s.host,
-              f->s.port, why);
+    pirec_log(PIREC_LOG_WARN, "fleet: broker %s:%d: %s; recording goes on, reconnecting with backoff",
+              f->s.host, f->s.port, why);
   snprintf(f->last_error, sizeof f->last_error, "%s", why);
   teardown(f);
   f->state = F_WAITING;
@@ -287,8 +287,8 @@ static void connect_to(struct pirec_fleet *f, const char *ip)
   if (rc == 0 && *f->s.username)
     rc = mosquitto_username_pw_set(f->mosq, f->s.username, f->s.password);
   if (rc == 0 && f->s.tls)
-    rc = mosquitto_tls_set(f->mosq, *f->s.ca_file ? f->s.ca_file : NULL, *f->s.ca_file ? NULL : "/etc/ssl/certs",
-                           NULL, NULL, NULL);
+    rc = mosquitto_tls_set(f->mosq, *f->s.ca_file ? f->s.ca_file : NULL,
+                           *f->s.ca_file ? NULL : "/etc/ssl/certs", NULL, NULL, NULL);
   if (rc == 0)
     rc = mosquitto_connect_bind_async(f->mosq, ip, f->s.port, f->s.keepalive_s, NULL);
   if (rc != 0) {
@@ -315,7 +315,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   }
   if (!*ip) {
     char why[300];
-    snprintf(why, sizeof why, "cannot resolve '%s': %s", f->s.host, status ? uv_strerror(status) : "no address");
+    snprintf(why, sizeof why, "cannot resolve '%s': %s", f->s.host,
+             status ? uv_strerror(status) : "no address");
     retry_later(f, why);
     return;
   }
@@ -412,10 +413,11 @@ json_t *pirec_fleet_counters(const struct pirec_fleet *f)
 {
   char broker[300];
   snprintf(broker, sizeof broker, "%s://%s:%d", f->s.tls ? "mqtts" : "mqtt", f->s.host, f->s.port);
-  return json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:s}", "broker", broker, "group", f->s.group, "device",
-                   f->s.device, "connected", f->state == F_UP, "connects", (json_int_t)f->connects, "disconnects",
-                   (json_int_t)f->disconnects, "published", (json_int_t)f->published, "dropped",
-                   (json_int_t)f->dropped, "refused", (json_int_t)f->refused, "last_error", f->last_error);
+  return json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:s}", "broker", broker, "group", f->s.group,
+                   "device", f->s.device, "connected", f->state == F_UP, "connects", (json_int_t)f->connects,
+                   "disconnects", (json_int_t)f->disconnects, "published", (json_int_t)f->published,
+                   "dropped", (json_int_t)f->dropped, "refused", (json_int_t)f->refused, "last_error",
+                   f->last_error);
 }
 
 static void on_timer_closed(uv_handle_t *h)

@@ -38,7 +38,7 @@ struct pirec_fleet_settings {
   char ca_file[PATH_MAX];
   int keepalive_s;
   uint64_t reconnect_max_ms;
-  int64_t lead_ns;             /* the client's start lead */
+  int64_t lead_ns;            /* the client's start lead */
   int64_t max_clock_error_ns; /* 0: unchecked; else a start on a device whose clock is unsynchronised
                                  or whose estimated error exceeds it warns, or is refused: */
   int refuse_on_clock_error;
@@ -67,8 +67,8 @@ void pirec_fleet_topic(char *buf, size_t cap, const char *group, const char *dev
  * bytes). Returns 0, or -EINVAL with what is wrong in err. */
 int pirec_fleet_command_check(const json_t *cmd, char *err, size_t cap);
 
-/* The kernel's clock-sync state from adjtimex(2): {"synchronised": bool, "max_error_us",
- * "est_error_us", "status"}; NULL when adjtimex fails. */
+/* The kernel's clock-sync state (pirec_clock_sync_read): {"synchronised": bool, "max_error_ns",
+ * "est_error_ns", "status", "source": "adjtimex"}; NULL when adjtimex fails. */
 json_t *pirec_fleet_clock_json(void);
 
 /* ---- the controller's connection (fleet.c) ---- */

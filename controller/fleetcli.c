@@ -90,7 +90,8 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
   if (o && topic_device(msg->topic, c->s.group, "status", name, sizeof name) && (d = device_get(c, name))) {
     json_decref(d->status);
     d->status = json_incref(o);
-  } else if (o && topic_device(msg->topic, c->s.group, "ack", name, sizeof name) && (d = device_get(c, name)) &&
+  } else if (o && topic_device(msg->topic, c->s.group, "ack", name, sizeof name) &&
+             (d = device_get(c, name)) &&
              strcmp(json_string_value(json_object_get(o, "id")) ?: "", c->id) == 0 && !d->ack) {
     d->ack = json_incref(o);
   }
@@ -184,8 +185,8 @@ static void print_status(struct cli *c)
     const char *fs = json_string_value(json_object_get(s, "fleet_session"));
     const char *dir = json_string_value(json_object_get(s, "session_dir"));
     printf("%-20s %-8s %-10s%s%s%s%s\n", c->dev[i].name, online(&c->dev[i]) ? "online" : "offline",
-           online(&c->dev[i]) ? json_string_value(json_object_get(s, "state")) ?: "?" : "-", fs ? " fleet " : "",
-           fs ? fs : "", dir ? " " : "", dir ? dir : "");
+           online(&c->dev[i]) ? json_string_value(json_object_get(s, "state")) ?: "?" : "-",
+           fs ? " fleet " : "", fs ? fs : "", dir ? " " : "", dir ? dir : "");
   }
 }
 
@@ -249,7 +250,8 @@ static int command(struct mosquitto *m, struct cli *c)
   int retain = strcmp(c->verb, "start") == 0 || strcmp(c->verb, "stop") == 0;
   int rc = mosquitto_publish(m, NULL, topic, (int)strlen(text), text, 1, retain);
   free(text);
-  int64_t wait_ms = (int64_t)(c->timeout_s * 1000) + (retain && c->verb[2] == 'a' ? c->s.lead_ns / 1000000 : 0);
+  int64_t wait_ms =
+      (int64_t)(c->timeout_s * 1000) + (retain && c->verb[2] == 'a' ? c->s.lead_ns / 1000000 : 0);
   if (rc != MOSQ_ERR_SUCCESS || run_for(m, c, wait_ms, all_answered) < 0) {
     if (rc != MOSQ_ERR_SUCCESS)
       fprintf(stderr, "pirec fleet: cannot publish: %s\n", mosquitto_strerror(rc));
@@ -271,8 +273,8 @@ static int session_with(struct cli *c)
   if (*c->s.username)
     mosquitto_username_pw_set(m, c->s.username, c->s.password);
   if (c->s.tls)
-    mosquitto_tls_set(m, *c->s.ca_file ? c->s.ca_file : NULL, *c->s.ca_file ? NULL : "/etc/ssl/certs", NULL, NULL,
-                      NULL);
+    mosquitto_tls_set(m, *c->s.ca_file ? c->s.ca_file : NULL, *c->s.ca_file ? NULL : "/etc/ssl/certs", NULL,
+                      NULL, NULL);
   int rc = mosquitto_connect(m, c->s.host, c->s.port, 30);
   if (rc != MOSQ_ERR_SUCCESS) {
     fprintf(stderr, "pirec fleet: cannot connect to %s:%d: %s\n", c->s.host, c->s.port,
@@ -313,13 +315,16 @@ static int settings(struct cli *c, const char *config, const char *broker, const
   int r = err < 0 ? err : pirec_fleet_settings_load(cfg, &c->s, msg, sizeof msg);
   if (r >= 0) {
     c->s.lead_ns = pirec_config_get_duration(cfg, "fleet", "start_lead");
-    snprintf(c->s.group, sizeof c->s.group, "%s", group ? group : pirec_config_get_string(cfg, "fleet", "group"));
+    snprintf(c->s.group, sizeof c->s.group, "%s",
+             group ? group : pirec_config_get_string(cfg, "fleet", "group"));
   }
   pirec_config_free(cfg);
   if (r < 0 && *msg)
     fprintf(stderr, "pirec fleet: %s\n", msg);
-  if (r >= 0 && broker && pirec_fleet_url_parse(broker, c->s.host, sizeof c->s.host, &c->s.port, &c->s.tls) < 0) {
-    fprintf(stderr, "pirec fleet: --broker '%s': expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]\n", broker);
+  if (r >= 0 && broker &&
+      pirec_fleet_url_parse(broker, c->s.host, sizeof c->s.host, &c->s.port, &c->s.tls) < 0) {
+    fprintf(stderr, "pirec fleet: --broker '%s': expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]\n",
+            broker);
     return -EINVAL;
   }
   if (r >= 0 && !broker && r == 0) {
@@ -351,11 +356,11 @@ static int parse_args(struct cli *c, int argc, char **argv, const char **config,
                       const char **group)
 {
   static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'}, {"broker", required_argument, NULL, 'b'},
-      {"group", required_argument, NULL, 'g'},  {"label", required_argument, NULL, 'l'},
+      {"config", required_argument, NULL, 'c'},  {"broker", required_argument, NULL, 'b'},
+      {"group", required_argument, NULL, 'g'},   {"label", required_argument, NULL, 'l'},
       {"session", required_argument, NULL, 'S'}, {"lead", required_argument, NULL, 'L'},
       {"timeout", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
-      {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
   int opt;
   while ((opt = getopt_long(argc, argv, "+c:l:h", longopts, NULL)) != -1) {
     switch (opt) {
@@ -387,8 +392,8 @@ int pirec_controller_fleet_main(int argc, char **argv)
     return argc < 2 ? EX_USAGE : 0;
   }
   c.verb = argv[1];
-  if (strcmp(c.verb, "status") && strcmp(c.verb, "start") && strcmp(c.verb, "stop") && strcmp(c.verb, "trial") &&
-      strcmp(c.verb, "note")) {
+  if (strcmp(c.verb, "status") && strcmp(c.verb, "start") && strcmp(c.verb, "stop") &&
+      strcmp(c.verb, "trial") && strcmp(c.verb, "note")) {
     fprintf(stderr, "pirec fleet: unknown command '%s'\n", c.verb);
     usage(stderr);
     return EX_USAGE;

@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/timex.h>
 #include <unistd.h>
 
 #include "fleet.h"
+#include "pirec/clock.h"
 
 int pirec_fleet_name_ok(const char *name)
 {
@@ -154,7 +154,8 @@ int pirec_fleet_command_check(const json_t *cmd, char *err, size_t cap)
     snprintf(err, cap, "\"id\" must be 1..64 of A-Z a-z 0-9 _ . -");
     return -EINVAL;
   }
-  if (!verb || (strcmp(verb, "start") && strcmp(verb, "stop") && strcmp(verb, "trial") && strcmp(verb, "note"))) {
+  if (!verb ||
+      (strcmp(verb, "start") && strcmp(verb, "stop") && strcmp(verb, "trial") && strcmp(verb, "note"))) {
     snprintf(err, cap, "\"cmd\" must be start, stop, trial or note");
     return -EINVAL;
   }
@@ -166,8 +167,8 @@ int pirec_fleet_command_check(const json_t *cmd, char *err, size_t cap)
     return -EINVAL;
   }
   const json_t *text = json_object_get(cmd, "text");
-  if (strcmp(verb, "note") == 0 &&
-      (!json_is_string(text) || json_string_length(text) == 0 || json_string_length(text) > PIREC_FLEET_NOTE_MAX)) {
+  if (strcmp(verb, "note") == 0 && (!json_is_string(text) || json_string_length(text) == 0 ||
+                                    json_string_length(text) > PIREC_FLEET_NOTE_MAX)) {
     snprintf(err, cap, "note: \"text\" must be a string of 1..%d bytes", PIREC_FLEET_NOTE_MAX);
     return -EINVAL;
   }
@@ -176,11 +177,10 @@ int pirec_fleet_command_check(const json_t *cmd, char *err, size_t cap)
 
 json_t *pirec_fleet_clock_json(void)
 {
-  struct timex tx = {0}; /* modes 0: read only */
-  int state = adjtimex(&tx);
-  if (state < 0)
+  struct pirec_clock_sync cs;
+  if (pirec_clock_sync_read(&cs) < 0)
     return NULL;
-  return json_pack("{s:b,s:I,s:I,s:i,s:s}", "synchronised", state != TIME_ERROR && !(tx.status & STA_UNSYNC),
-                   "max_error_us", (json_int_t)tx.maxerror, "est_error_us", (json_int_t)tx.esterror, "status",
-                   tx.status, "source", "adjtimex");
+  return json_pack("{s:b,s:I,s:I,s:i,s:s}", "synchronised", cs.synchronised, "max_error_ns",
+                   (json_int_t)cs.max_error_ns, "est_error_ns", (json_int_t)cs.est_error_ns, "status",
+                   cs.status, "source", "adjtimex");
 }

@@ -66,11 +66,11 @@ static void start_now(struct pirec_controller *c)
   const char *session = json_string_value(json_object_get(cmd, "session"));
   const char *label = json_string_value(json_object_get(cmd, "label"));
   json_t *peers = json_object_get(cmd, "peers");
-  json_t *fleet = json_pack("{s:s,s:s,s:s,s:s,s:O,s:I,s:I,s:I}", "session", session, "group", c->fleet.s.group,
-                            "device", c->fleet.s.device, "command_id",
-                            json_string_value(json_object_get(cmd, "id")), "peers", peers ? peers : json_null(),
-                            "start_wall_ns", (json_int_t)at, "began_wall_ns", (json_int_t)now, "late_ns",
-                            (json_int_t)(now - at));
+  json_t *fleet =
+      json_pack("{s:s,s:s,s:s,s:s,s:O,s:I,s:I,s:I}", "session", session, "group", c->fleet.s.group, "device",
+                c->fleet.s.device, "command_id", json_string_value(json_object_get(cmd, "id")), "peers",
+                peers ? peers : json_null(), "start_wall_ns", (json_int_t)at, "began_wall_ns",
+                (json_int_t)now, "late_ns", (json_int_t)(now - at));
   snprintf(c->fleet.starting, sizeof c->fleet.starting, "%s", session);
   queue_op(c, OP_START, label && *label ? label : session, session,
            json_string_value(json_object_get(cmd, "id")), fleet);
@@ -92,11 +92,12 @@ static void clock_problem(struct pirec_controller *c, char *out, size_t cap)
   if (c->fleet.s.max_clock_error_ns <= 0)
     return;
   json_t *clk = pirec_fleet_clock_json();
-  json_int_t est_us = json_integer_value(json_object_get(clk, "est_error_us"));
+  json_int_t est = json_integer_value(json_object_get(clk, "est_error_ns"));
   if (!clk || !json_is_true(json_object_get(clk, "synchronised")))
     snprintf(out, cap, "the clock is not synchronised (adjtimex)");
-  else if (est_us * 1000 > c->fleet.s.max_clock_error_ns)
-    snprintf(out, cap, "the clock's estimated error %lld us exceeds [fleet] max_clock_error", (long long)est_us);
+  else if (est > c->fleet.s.max_clock_error_ns)
+    snprintf(out, cap, "the clock's estimated error %lld us exceeds [fleet] max_clock_error",
+             (long long)(est / 1000));
   json_decref(clk);
 }
 

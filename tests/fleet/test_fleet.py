@@ -37,6 +37,14 @@ def fleet(broker, group, *args, timeout=60):
     return p.returncode, out, p.stdout + p.stderr
 
 
+def fleet_text(broker, group, *args):
+    """The client's human output: (exit status, stdout, stderr)."""
+    import subprocess
+    argv = [faultlib.program("pirec"), "fleet", args[0], "--broker", broker.url(), "--group", group] + list(args[1:])
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stderr, p.stdout
+
+
 def fleet_ok(broker, group, *args, want):
     rc, out, text = fleet(broker, group, *args)
     check(rc == 0, "pirec fleet %s: exit %d:\n%s" % (" ".join(args), rc, text))
@@ -68,6 +76,10 @@ def main():
         for r in recs[:2]:
             r.start()
             wait_for("pi connected to the broker", lambda: connected(r), 20)
+        # What an operator sees first: both devices online (their retained status).
+        wait_for("pirec fleet status lists pi1 and pi2 online",
+                 lambda: (lambda r: r[0] == 0 and r[2].count(" online ") == 2 and r)(
+                     fleet_text(broker, group, "status")), 20)
         start = fleet_ok(broker, group, "start", "--lead", "1.5", want="started")
         fid = start["command"]["session"]
         check(sorted(start["devices"]) == ["pi1", "pi2"], "start reached %s" % sorted(start["devices"]))
@@ -129,8 +141,9 @@ def main():
             sj = session_json(d)
             check(sj.get("final") in (1, True) and not sj.get("errors"), "pi%d: session %s" % (i + 1, sj.get("errors")))
             check(recs[i].status()["state"] == "idle", "pi%d still records after the stop" % (i + 1))
-        rc, out, text = fleet(broker, group, "status")
-        check(rc == 0, "pirec fleet status: %d %s" % (rc, text))
+        rc, err, out = fleet_text(broker, group, "status")
+        check(rc == 0 and out.count(" online ") == 3 and out.count(" idle ") == 3,
+              "pirec fleet status after the stop: %d %s%s" % (rc, out, err))
         print("fleet test passed: one session %s on 3 devices" % fid)
     finally:
         for r in recs:
