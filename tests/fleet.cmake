@@ -1,7 +1,11 @@
-# Fleet control over MQTT (issue 18): a real mosquitto broker and three `pirec record` controllers
-# (tests/fleet/test_fleet.py; skipped, exit 77, without mosquitto).
+# Fleet control over MQTT (issue 18): a real mosquitto broker and `pirec record` controllers
+# (tests/fleet/; skipped, exit 77, without mosquitto): fleet-mqtt (three devices: start, late join,
+# trial, note, bad commands, the broker killed and back, stop), fleet-tls (TLS with a test CA,
+# passwords and the ACL of docs/FLEET.md).
 if(PIREC_PYTHON3)
-  add_test(NAME fleet-mqtt COMMAND ${PIREC_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/fleet/test_fleet.py)
-  set_tests_properties(fleet-mqtt PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77 LABELS "fleet;controller"
-    ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+  foreach(t mqtt tls)
+    add_test(NAME fleet-${t} COMMAND ${PIREC_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/fleet/test_fleet$<$<STREQUAL:${t},tls>:_tls>.py)
+    set_tests_properties(fleet-${t} PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77 LABELS "fleet;controller"
+      ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+  endforeach()
 endif()

@@ -12,6 +12,7 @@ real `pirec record` controllers (notes only) in one group, driven by the real `p
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 
@@ -149,6 +150,7 @@ def main():
         for r in recs:
             r.cleanup()
         broker.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 main()
