@@ -343,13 +343,18 @@ static const char *check_fleet_name(const char *v)
   return NULL;
 }
 
+static const char *check_fleet_group(const char *v)
+{
+  return *v ? check_fleet_name(v) : "1 to 64 of A-Z a-z 0-9 _ . -";
+}
+
 static const char *const clock_error_policies[] = {"warn", "refuse", NULL};
 
 static const struct pirec__config_key fleet_keys[] = {
     STR("broker", "", check_broker,
         "MQTT broker of the fleet: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS); empty: "
         "this pirec is on its own"),
-    STR("group", "lab", check_fleet_name, "the fleet: every pirec with the same group takes its commands"),
+    STR("group", "lab", check_fleet_group, "the fleet: every pirec with the same group takes its commands"),
     STR("device", "", check_fleet_name, "this pirec's name in the group (empty: the host name)"),
     STR("credentials_file", "", check_abs_or_empty,
         "file holding one line USER:PASSWORD for the broker (mode 0600; empty: anonymous)"),

@@ -9,3 +9,7 @@ if(PIREC_PYTHON3)
       ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
   endforeach()
 endif()
+# controller/fleetconf.c on its own: URLs, names, command shapes, settings, clock state.
+pirec_add_test(test-fleet SOURCES ${CMAKE_CURRENT_LIST_DIR}/test-fleet.c LIBS pirec_controller LABELS "fleet;controller"
+               TIMEOUT 30)
+target_include_directories(test-fleet PRIVATE ${PROJECT_SOURCE_DIR}/controller)
