@@ -32,12 +32,19 @@ static void ack_error(struct pirec_controller *c, const char *id, const char *cm
 static void on_reply(void *who, json_t *obj)
 {
   struct pirec_controller *c = who;
-  const char *r = json_string_value(json_object_get(obj, "reply"));
-  if (r && strcmp(r, "started") == 0 && *c->fleet.starting)
-    memcpy(c->fleet.session, c->fleet.starting, sizeof c->fleet.session);
-  c->fleet.starting[0] = '\0';
   json_object_set_new(obj, "wall_ns", json_integer(pirec_clock_wall_ns()));
   ack(c, obj);
+}
+
+/* A fleet start's reply: from "started" on, this device records that fleet session. */
+static void on_start_reply(void *who, json_t *obj)
+{
+  struct pirec_controller *c = who;
+  const char *r = json_string_value(json_object_get(obj, "reply"));
+  if (r && strcmp(r, "started") == 0)
+    memcpy(c->fleet.session, c->fleet.starting, sizeof c->fleet.session);
+  c->fleet.starting[0] = '\0';
+  on_reply(who, obj);
 }
 
 static void queue_op(struct pirec_controller *c, enum op_kind kind, const char *label, const char *from,
@@ -51,7 +58,7 @@ static void queue_op(struct pirec_controller *c, enum op_kind kind, const char *
   }
   op->fleet = fleet;
   json_t *jid = json_string(id);
-  pirec__op_add_waiter(op, on_reply, c, jid);
+  pirec__op_add_waiter(op, kind == OP_START ? on_start_reply : on_reply, c, jid);
   json_decref(jid);
   pirec__op_next(c);
 }

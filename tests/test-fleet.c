@@ -31,12 +31,13 @@ static void test_url(void **state)
   assert_int_equal(pirec_fleet_url_parse("mqtt://[fe80::1]:1884", host, sizeof host, &port, &tls), 0);
   assert_string_equal(host, "fe80::1");
   assert_int_equal(port, 1884);
-  static const char *bad[] = {"http://x",      "mqtt://",       "mqtt://:1883", "mqtt://h:0",
+  static const char *bad[] = {"http://x",       "mqtt://",      "mqtt://:1883",  "mqtt://h:0",
                               "mqtt://h:70000", "mqtt://h:12x", "mqtt://h/path", "mqtt://u@h",
-                              "mqtt://[::1]x", "tcp://h:1883"};
+                              "mqtt://[::1]x",  "tcp://h:1883"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     assert_int_equal(pirec_fleet_url_parse(bad[i], host, sizeof host, &port, &tls), -EINVAL);
-  assert_int_equal(pirec_fleet_url_parse("mqtt://a-very-long-host-name-indeed", host, 8, &port, &tls), -EINVAL);
+  assert_int_equal(pirec_fleet_url_parse("mqtt://a-very-long-host-name-indeed", host, 8, &port, &tls),
+                   -EINVAL);
 }
 
 static void test_names_and_topics(void **state)
@@ -91,7 +92,8 @@ static void test_commands(void **state)
   expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"start_wall_ns\":1}", "\"session\"");
   expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"session\":\"s\",\"start_wall_ns\":\"soon\"}",
                  "\"start_wall_ns\"");
-  expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"session\":\"s\",\"start_wall_ns\":-5}", "\"start_wall_ns\"");
+  expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"session\":\"s\",\"start_wall_ns\":-5}",
+                 "\"start_wall_ns\"");
   expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"session\":\"s\",\"start_wall_ns\":1,\"peers\":\"pi1\"}",
                  "\"peers\"");
   expect_refused("{\"id\":\"a\",\"cmd\":\"start\",\"session\":\"s\",\"start_wall_ns\":1,\"peers\":[\"a\",3]}",
@@ -131,8 +133,10 @@ static void test_settings(void **state)
   assert_int_equal(write(fd, "pi1:pa:ss\n", 10), 10);
   close(fd);
   char text[512];
-  snprintf(text, sizeof text,
-           "[fleet]\nbroker = mqtts://lab:9000\ngroup = g\ndevice = d\ncredentials_file = %s\nstart_lead = 3s\n", path);
+  snprintf(
+      text, sizeof text,
+      "[fleet]\nbroker = mqtts://lab:9000\ngroup = g\ndevice = d\ncredentials_file = %s\nstart_lead = 3s\n",
+      path);
   cfg = config_with(text);
   assert_int_equal(pirec_fleet_settings_load(cfg, &s, err, sizeof err), 1);
   assert_string_equal(s.host, "lab");
@@ -173,8 +177,9 @@ static void test_clock_json(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_url),      cmocka_unit_test(test_names_and_topics), cmocka_unit_test(test_commands),
-      cmocka_unit_test(test_settings), cmocka_unit_test(test_clock_json),
+      cmocka_unit_test(test_url),        cmocka_unit_test(test_names_and_topics),
+      cmocka_unit_test(test_commands),   cmocka_unit_test(test_settings),
+      cmocka_unit_test(test_clock_json),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

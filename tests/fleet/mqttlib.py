@@ -14,12 +14,12 @@ import faultlib
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def cleanup(recs, broker, tmp):
+    """Ends every recorder, the broker, and removes the scratch directory."""
+    for r in recs:
+        r.cleanup()
+    broker.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Broker:
@@ -29,7 +29,7 @@ class Broker:
         if not MOSQUITTO:
             faultlib.skip("mosquitto (the broker) is not installed: apt-get install mosquitto")
         self.tmp = tmp
-        self.port = port or free_port()
+        self.port = port or faultlib.free_port()
         self.conf = os.path.join(tmp, "mosquitto.conf")
         with open(self.conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n" % self.port)

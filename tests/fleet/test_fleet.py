@@ -12,7 +12,6 @@ real `pirec record` controllers (notes only) in one group, driven by the real `p
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 
@@ -147,10 +146,7 @@ def main():
               "pirec fleet status after the stop: %d %s%s" % (rc, out, err))
         print("fleet test passed: one session %s on 3 devices" % fid)
     finally:
-        for r in recs:
-            r.cleanup()
-        broker.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        mqttlib.cleanup(recs, broker, tmp)
 
 
 main()

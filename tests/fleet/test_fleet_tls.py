@@ -120,10 +120,7 @@ def main():
         check(rc == 0 and text.count(": stopped") == 2, "the operator's stop: %d %s" % (rc, text))
         print("fleet TLS/ACL test passed")
     finally:
-        for r in recs:
-            r.cleanup()
-        broker.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        mqttlib.cleanup(recs, broker, tmp)
 
 
 main()
