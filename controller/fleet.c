@@ -16,7 +16,7 @@
 #include "pirec/container_of.h"
 #include "pirec/log.h"
 
-#define TICK_MS            250
+#define TICK_MS            1000 /* keepalive pings; an idle fleet member wakes once a second */
 #define CONNECT_TIMEOUT_NS (10LL * 1000000000)
 #define BACKOFF_FIRST_MS   500
 #define SEEN_IDS           128
