@@ -21,6 +21,7 @@
 #define BACKOFF_FIRST_MS   500
 #define SEEN_IDS           128
 #define READS_PER_WAKE     16 /* one packet per mosquitto_loop_read; TLS may hold several */
+#define MAX_PEERS          64
 
 enum fstate { F_RESOLVING, F_CONNECTING, F_UP, F_WAITING, F_CLOSED };
 
@@ -40,10 +41,18 @@ struct pirec_fleet {
   int64_t connect_deadline;
   uint64_t backoff_ms;
   json_t *status;
+  /* The other devices' last statuses: which fleet session each records (a late joiner joins
+   * only a session someone still records). */
+  struct peer {
+    char name[PIREC_FLEET_NAME_MAX + 1];
+    char session[PIREC_FLEET_NAME_MAX + 1]; /* "" when it records none */
+  } peers[MAX_PEERS];
+  int npeers;
+  int status_mid; /* the subscription to every status, acknowledged before the commands' */
   char seen[SEEN_IDS][PIREC_FLEET_NAME_MAX + 1];
   unsigned nseen;
-  char t_cmd[PIREC_FLEET_TOPIC_MAX], t_status[PIREC_FLEET_TOPIC_MAX], t_events[PIREC_FLEET_TOPIC_MAX],
-      t_ack[PIREC_FLEET_TOPIC_MAX];
+  char t_cmd[PIREC_FLEET_TOPIC_MAX], t_status[PIREC_FLEET_TOPIC_MAX], t_statuses[PIREC_FLEET_TOPIC_MAX],
+      t_events[PIREC_FLEET_TOPIC_MAX], t_ack[PIREC_FLEET_TOPIC_MAX];
   uint64_t connects, disconnects, published, dropped, refused;
   char last_error[200];
   int closing, open_handles;
@@ -106,8 +115,51 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
   f->backoff_ms = 0;
   pirec_log(PIREC_LOG_INFO, "fleet: connected to %s:%d as '%s' in group '%s'", f->s.host, f->s.port,
             f->s.device, f->s.group);
-  mosquitto_subscribe(f->mosq, NULL, f->t_cmd, 1);
+  /* The peers' retained statuses first: the broker sends them right after this subscription's
+   * ack, so they are here before a retained start (subscribed in on_subscribe) asks whether its
+   * session still runs. */
+  f->npeers = 0;
+  if (mosquitto_subscribe(f->mosq, &f->status_mid, f->t_statuses, 1) != MOSQ_ERR_SUCCESS)
+    mosquitto_subscribe(f->mosq, NULL, f->t_cmd, 1);
   publish_status(f);
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted)
+{
+  struct pirec_fleet *f = obj;
+  (void)n, (void)granted;
+  if (mid == f->status_mid)
+    mosquitto_subscribe(mosq, NULL, f->t_cmd, 1);
+}
+
+/* A peer's status (not ours): which fleet session it records now. */
+static void on_peer_status(struct pirec_fleet *f, const char *name, const struct mosquitto_message *msg)
+{
+  int i = 0;
+  while (i < f->npeers && strcmp(f->peers[i].name, name) != 0)
+    i++;
+  if (i == f->npeers) {
+    if (f->npeers == MAX_PEERS || !pirec_fleet_name_ok(name))
+      return;
+    snprintf(f->peers[f->npeers++].name, sizeof f->peers[0].name, "%s", name);
+  }
+  json_t *st = msg->payloadlen > 0 && msg->payloadlen < PIREC_FLEET_PAYLOAD_MAX
+                   ? json_loadb(msg->payload, (size_t)msg->payloadlen, 0, NULL)
+                   : NULL;
+  const char *sess = json_string_value(json_object_get(st, "fleet_session"));
+  const char *state = json_string_value(json_object_get(st, "state"));
+  int records = json_is_true(json_object_get(st, "online")) && sess && state &&
+                (strcmp(state, "starting") == 0 || strcmp(state, "recording") == 0);
+  snprintf(f->peers[i].session, sizeof f->peers[i].session, "%s", records ? sess : "");
+  json_decref(st);
+}
+
+int pirec_fleet_peer_records(const struct pirec_fleet *f, const char *session)
+{
+  for (int i = 0; i < f->npeers; i++)
+    if (strcmp(f->peers[i].session, session) == 0)
+      return 1;
+  return 0;
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc)
@@ -144,6 +196,16 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 {
   struct pirec_fleet *f = obj;
   (void)mosq;
+  char prefix[PIREC_FLEET_TOPIC_MAX];
+  size_t pl = (size_t)snprintf(prefix, sizeof prefix, "pirec/%s/device/", f->s.group),
+         tl = strlen(msg->topic);
+  if (strncmp(msg->topic, prefix, pl) == 0 && tl > pl + 7 && strcmp(msg->topic + tl - 7, "/status") == 0) {
+    char name[PIREC_FLEET_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(tl - pl - 7), msg->topic + pl);
+    if (strcmp(name, f->s.device) != 0)
+      on_peer_status(f, name, msg);
+    return;
+  }
   if (strcmp(msg->topic, f->t_cmd) != 0)
     return;
   if (msg->payloadlen == 0)
@@ -281,6 +343,7 @@ static void connect_to(struct pirec_fleet *f, const char *ip)
   mosquitto_connect_callback_set(f->mosq, on_connect);
   mosquitto_disconnect_callback_set(f->mosq, on_disconnect);
   mosquitto_message_callback_set(f->mosq, on_message);
+  mosquitto_subscribe_callback_set(f->mosq, on_subscribe);
   char *will = json_dumps(offline_status(f), JSON_COMPACT);
   int rc = will ? mosquitto_will_set(f->mosq, f->t_status, (int)strlen(will), will, 1, true) : MOSQ_ERR_NOMEM;
   free(will);
@@ -378,6 +441,7 @@ int pirec_fleet_new(uv_loop_t *loop, const struct pirec_fleet_settings *s, pirec
   f->user = user;
   pirec_fleet_topic(f->t_cmd, sizeof f->t_cmd, s->group, NULL, NULL);
   pirec_fleet_topic(f->t_status, sizeof f->t_status, s->group, s->device, "status");
+  pirec_fleet_topic(f->t_statuses, sizeof f->t_statuses, s->group, "+", "status");
   pirec_fleet_topic(f->t_events, sizeof f->t_events, s->group, s->device, "events");
   pirec_fleet_topic(f->t_ack, sizeof f->t_ack, s->group, s->device, "ack");
   uv_timer_init(loop, &f->timer);

@@ -95,6 +95,10 @@ void pirec_fleet_set_status(struct pirec_fleet *f, json_t *status);
 void pirec_fleet_event(struct pirec_fleet *f, json_t *event);
 void pirec_fleet_ack(struct pirec_fleet *f, json_t *ack);
 
+/* 1 when another device's last status (retained on the broker) says it records fleet session
+ * `session` now, else 0. */
+int pirec_fleet_peer_records(const struct pirec_fleet *f, const char *session);
+
 /* {"broker", "connected", "connects", "disconnects", "published", "dropped", "refused",
  * "last_error"} (new reference). */
 json_t *pirec_fleet_counters(const struct pirec_fleet *f);

@@ -14,6 +14,7 @@
 #include "pirec/log.h"
 
 #define STALE_START_NS (24LL * 3600 * 1000000000) /* an older retained start is not joined */
+#define LATE_NS        (1000LL * 1000000)         /* past its instant by more: a late join */
 
 static void ack(struct pirec_controller *c, json_t *o)
 {
@@ -129,6 +130,14 @@ static void fleet_start(struct pirec_controller *c, const json_t *cmd, const cha
     ack_error(c, id, "start", "the start is more than 24 h old: not joined");
     return;
   }
+  /* A retained start outlives its session when the devices were stopped one by one: join only
+   * what a peer still records. */
+  if (delay < -LATE_NS && !pirec_fleet_peer_records(c->fleet.conn, session)) {
+    snprintf(why, sizeof why, "no device records fleet session '%s' any more: not joined", session);
+    pirec_log(PIREC_LOG_INFO, "fleet: %s", why);
+    ack_error(c, id, "start", why);
+    return;
+  }
   clock_problem(c, why, sizeof why);
   if (*why) {
     pirec_log(PIREC_LOG_WARN, "fleet: start of '%s': %s", session, why);
@@ -214,8 +223,10 @@ void pirec__fleet_state_changed(struct pirec_controller *c)
     c->fleet.session[0] = '\0';
   json_t *st = json_pack("{s:s,s:s?,s:s?,s:i,s:i,s:s}", "state", states[c->state], "session_dir",
                          c->session ? pirec_session_dir(c->session) : NULL, "fleet_session",
-                         *c->fleet.session ? c->fleet.session : NULL, "trial", c->trial, "pid", (int)getpid(),
-                         "version", PIREC_VERSION);
+                         *c->fleet.session    ? c->fleet.session
+                         : *c->fleet.starting ? c->fleet.starting
+                                              : NULL,
+                         "trial", c->trial, "pid", (int)getpid(), "version", PIREC_VERSION);
   char *text = json_dumps(st, JSON_COMPACT | JSON_SORT_KEYS);
   if (text && c->fleet.last_status && strcmp(text, c->fleet.last_status) == 0) {
     free(text);

@@ -6,6 +6,7 @@ real `pirec record` controllers (notes only) in one group, driven by the real `p
 - trial and note reach every device; stop ends every session;
 - the broker killed mid-session: recording goes on (notes still taken, no error), the devices
   reconnect when it is back and a stop sent then reaches all;
+- a start retained on the broker is not joined once no device records its session any more;
 - a replayed command id starts nothing; malformed commands (not JSON, invalid UTF-8, wrong
   types, 1 MB) are refused, counted and logged, and change nothing."""
 
@@ -14,6 +15,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
 import faultlib  # noqa: E402
@@ -144,6 +146,21 @@ def main():
         rc, err, out = fleet_text(broker, group, "status")
         check(rc == 0 and out.count(" online ") == 3 and out.count(" idle ") == 3,
               "pirec fleet status after the stop: %d %s%s" % (rc, out, err))
+
+        # A retained start whose session was then stopped device by device (pirec stop on each) is
+        # not joined by a device that comes later: no peer records it any more.
+        cmd = fleet_ok(broker, group, "start", "--lead", "1", want="started")["command"]
+        again = cmd["session"]
+        for r in recs:
+            r.stop_session()
+        # Well past the instant (a start that is merely delayed by the network is still joined).
+        wait_for("2 s past the agreed instant", lambda: time.time_ns() > cmd["start_wall_ns"] + 2 * 10 ** 9, 30)
+        recs[2].close()
+        recs[2].start()
+        wait_for("the restarted pi3 refuses the stale start",
+                 lambda: "no device records fleet session '%s' any more" % again in recs[2].log_text(), 30)
+        st = recs[2].status()
+        check(st["state"] == "idle" and st["fleet"]["session"] is None, "pi3 joined a stopped session: %s" % st)
         print("fleet test passed: one session %s on 3 devices" % fid)
     finally:
         mqttlib.cleanup(recs, broker, tmp)
