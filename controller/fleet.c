@@ -344,7 +344,9 @@ static void connect_to(struct pirec_fleet *f, const char *ip)
   mosquitto_disconnect_callback_set(f->mosq, on_disconnect);
   mosquitto_message_callback_set(f->mosq, on_message);
   mosquitto_subscribe_callback_set(f->mosq, on_subscribe);
-  char *will = json_dumps(offline_status(f), JSON_COMPACT);
+  json_t *offline = offline_status(f);
+  char *will = json_dumps(offline, JSON_COMPACT);
+  json_decref(offline);
   int rc = will ? mosquitto_will_set(f->mosq, f->t_status, (int)strlen(will), will, 1, true) : MOSQ_ERR_NOMEM;
   free(will);
   if (rc == 0 && *f->s.username)

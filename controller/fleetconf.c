@@ -76,8 +76,9 @@ static int read_credentials(const char *path, struct pirec_fleet_settings *s, ch
     return -EINVAL;
   }
   *colon = '\0';
-  snprintf(s->username, sizeof s->username, "%s", line);
-  snprintf(s->password, sizeof s->password, "%s", colon + 1);
+  /* Both fit: their lengths were checked above. */
+  snprintf(s->username, sizeof s->username, "%.*s", (int)sizeof s->username - 1, line);
+  snprintf(s->password, sizeof s->password, "%.*s", (int)sizeof s->password - 1, colon + 1);
   return 0;
 }
 
@@ -98,7 +99,8 @@ int pirec_fleet_settings_load(const struct pirec_config *cfg, struct pirec_fleet
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     host[strspn(host, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")] = '\0';
-    snprintf(s->device, sizeof s->device, "%s", *host ? host : "pirec");
+    host[PIREC_FLEET_NAME_MAX] = '\0'; /* a longer host name is cut to a device name's length */
+    snprintf(s->device, sizeof s->device, "%.*s", PIREC_FLEET_NAME_MAX, *host ? host : "pirec");
   }
   snprintf(s->ca_file, sizeof s->ca_file, "%s", pirec_config_get_string(cfg, "fleet", "ca_file"));
   s->keepalive_s = (int)(pirec_config_get_duration(cfg, "fleet", "keepalive") / 1000000000);
