@@ -12,8 +12,10 @@
  * Loop time of an operation = the busiest loop iteration in the window from the call until the
  * operation has settled (300 ms; for a stop, until its callback), measured by io/looplag's stall
  * detector with a 1 ns threshold (so every iteration is measured): the time the loop could not
- * drain a ring. Also "spawn": pirec_job_start() of /bin/true, the busiest iteration until it
- * ended, both modes.
+ * drain a ring. Beside it, per start: "call", the start call's own time on the loop, and
+ * "steady", the busiest iteration of the next 300 ms of plain recording (the same per-frame work
+ * without a start), so a start window's worst can be told from the recording's own.
+ * Also "spawn": pirec_job_start() of /bin/true, the busiest iteration until it ended, both modes.
  *
  * --no-thp maps the arena in 4 KiB pages (MADV_NOHUGEPAGE), as on a kernel without transparent
  * huge pages.
@@ -35,6 +37,7 @@
 #include "arena.h"
 #include "spawn-proto.h"
 #include "pirec/camera.h"
+#include "pirec/clock.h"
 #include "pirec/error.h"
 #include "pirec/eyetracker.h"
 #include "pirec/fs.h"
@@ -63,10 +66,10 @@ struct bench {
   const char *root;
   int rounds;
   int round;
-  int phase; /* 0: start next; 1: settled after start, stop; 2: stopped, settle */
+  int phase; /* 0: start next; 1: settled after start; 3: steady window over, stop; 2: stopped */
   const struct subject *subj;
   void *obj;
-  struct series start[2], stop[2];
+  struct series start[2], stop[2], call[2], steady[2];
   int64_t window_max;
   int stopped;
 };
@@ -210,7 +213,10 @@ static void begin_round(struct bench *b)
   mode_set(b, mode);
   window_open(b);
   pirec_looplag_op("trial start");
+  int64_t t0 = pirec_clock_mono_ns();
   int r = b->subj->start(b, dir, b->round + 1);
+  struct series *c = &b->call[mode];
+  c->v[c->n++] = pirec_clock_mono_ns() - t0;
   pirec_looplag_op(NULL);
   if (r < 0)
     die("trial start", r);
@@ -225,6 +231,14 @@ static void step(uv_timer_t *t)
 
   if (b->phase == 1) {
     struct series *s = &b->start[mode];
+    s->v[s->n++] = window_close(b);
+    window_open(b);
+    b->phase = 3;
+    schedule(b, SETTLE_MS);
+    return;
+  }
+  if (b->phase == 3) {
+    struct series *s = &b->steady[mode];
     s->v[s->n++] = window_close(b);
     window_open(b);
     b->stopped = 0;
@@ -267,6 +281,8 @@ static void run_subject(struct bench *b, const struct subject *subj, void *obj, 
   b->phase = 0;
   memset(b->start, 0, sizeof b->start);
   memset(b->stop, 0, sizeof b->stop);
+  memset(b->call, 0, sizeof b->call);
+  memset(b->steady, 0, sizeof b->steady);
   schedule(b, first_ms);
   uv_run(&b->loop, UV_RUN_DEFAULT);
   printf(",\"%s\":{", subj->name);
@@ -277,6 +293,14 @@ static void run_subject(struct bench *b, const struct subject *subj, void *obj, 
   print_series("stop_before", &b->stop[BEFORE]);
   putchar(',');
   print_series("stop_after", &b->stop[AFTER]);
+  putchar(',');
+  print_series("call_before", &b->call[BEFORE]);
+  putchar(',');
+  print_series("call_after", &b->call[AFTER]);
+  putchar(',');
+  print_series("steady_before", &b->steady[BEFORE]);
+  putchar(',');
+  print_series("steady_after", &b->steady[AFTER]);
   putchar('}');
   fflush(stdout);
 }

@@ -1,8 +1,9 @@
 /* `pirec archive SESSION` and `pirec archive --verify FILE`: a session as one .tar.zst (ustar,
  * compressed as a stream by libzstd) whose last member, MANIFEST.sha256, lists each file's SHA-256
  * in sha256sum's format. SHA-256 is libcrypto's (OpenSSL EVP): libsodium's portable one ran 53 MB/s
- * here against libcrypto's 248 MB/s (SHA-NI), and hashing is the archive's bottleneck. Encrypted sessions are archived as they
- * are: the archive needs no key. */
+ * here against libcrypto's 248 MB/s (SHA-NI); hashing was the archive's bottleneck, so it runs on
+ * a thread of its own (hasher.c) beside reading and compressing. Encrypted sessions are archived as
+ * they are: the archive needs no key. */
 
 #include <dirent.h>
 #include <errno.h>
@@ -76,7 +77,8 @@ static void sha_final(struct sha *h, char hex[65])
 struct arch {
   ZSTD_CCtx *cctx;
   int fd;
-  unsigned char *in, *out;
+  unsigned char *in[2], *out; /* read buffers alternate: one is hashed while the other fills */
+  struct pirec__hasher *hasher;
   size_t out_size;
   struct pirec_bytebuf manifest;
   const char *root; /* the session directory */
@@ -171,37 +173,38 @@ static int put_padding(struct arch *a, uint64_t size)
   return size % BLOCK ? put(a, zero, BLOCK - size % BLOCK, ZSTD_e_continue) : 0;
 }
 
-/* A file: its header, its bytes (hashed as they go), its padding and its manifest line. The size
- * is the one at stat time; a file still growing is cut there (archive finished sessions). */
+/* A file: its header, its bytes (hashed on the hasher's thread while this one compresses them and
+ * reads the next), its padding and its manifest line. The size is the one at stat time; a file
+ * still growing is cut there (archive finished sessions). */
 static int put_file(struct arch *a, const char *rel, const struct stat *st)
 {
   char path[4200], hex[65];
-  struct sha hs;
   int fd = pathf(path, sizeof path, a->root, "/", rel) < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     setwhy(a->why, sizeof a->why, "cannot open '%s': %s", path, strerror(errno));
     return -errno;
   }
   uint64_t size = (uint64_t)st->st_size, done = 0;
-  int r = sha_init(&hs);
+  int r = pirec__hasher_begin(a->hasher);
   if (r == 0)
     r = put_member(a, rel, '0', size, st->st_mtime, st->st_mode);
-  while (r == 0 && done < size) {
+  for (unsigned k = 0; r == 0 && done < size; k ^= 1) {
     size_t want = size - done < READ_BYTES ? (size_t)(size - done) : READ_BYTES;
-    ssize_t n = read(fd, a->in, want);
+    /* a->in[k] was fed two rounds ago: the last feed's return says it is hashed */
+    ssize_t n = read(fd, a->in[k], want);
     if (n <= 0) {
       setwhy(a->why, sizeof a->why, "'%s' shrank or cannot be read", path);
       r = -EIO;
       break;
     }
-    sha_update(&hs, a->in, (size_t)n);
-    r = put(a, a->in, (size_t)n, ZSTD_e_continue);
+    pirec__hasher_feed(a->hasher, a->in[k], (size_t)n);
+    r = put(a, a->in[k], (size_t)n, ZSTD_e_continue);
     done += (uint64_t)n;
   }
   close(fd);
   if (r == 0)
     r = put_padding(a, size);
-  sha_final(&hs, hex);
+  pirec__hasher_end(a->hasher, hex);
   if (r == 0 && (pirec_bytebuf_append(&a->manifest, hex, strlen(hex)) < 0 ||
                  pirec_bytebuf_append(&a->manifest, "  ", 2) < 0 ||
                  pirec_bytebuf_append(&a->manifest, rel, strlen(rel)) < 0 ||
@@ -257,10 +260,11 @@ static int archive_start(struct arch *a, const char *tmp, int level, int threads
 {
   a->cctx = ZSTD_createCCtx();
   a->out_size = ZSTD_CStreamOutSize();
-  a->in = malloc(READ_BYTES);
+  a->in[0] = malloc(READ_BYTES);
+  a->in[1] = malloc(READ_BYTES);
   a->out = malloc(a->out_size);
-  if (!a->cctx || !a->in || !a->out || sodium_init() < 0 ||
-      pirec_bytebuf_init(&a->manifest, 4096, 64u << 20) < 0)
+  if (!a->cctx || !a->in[0] || !a->in[1] || !a->out || sodium_init() < 0 ||
+      pirec__hasher_new(&a->hasher) < 0 || pirec_bytebuf_init(&a->manifest, 4096, 64u << 20) < 0)
     return -ENOMEM;
   if (ZSTD_isError(ZSTD_CCtx_setParameter(a->cctx, ZSTD_c_compressionLevel, level)) ||
       ZSTD_isError(ZSTD_CCtx_setParameter(a->cctx, ZSTD_c_checksumFlag, 1)) ||
@@ -305,7 +309,9 @@ static int archive_finish(struct arch *a, int r, const char *tmp, const char *ou
   if (r < 0 && a->fd >= 0)
     unlink(tmp);
   ZSTD_freeCCtx(a->cctx);
-  free(a->in);
+  pirec__hasher_free(a->hasher);
+  free(a->in[0]);
+  free(a->in[1]);
   free(a->out);
   pirec_bytebuf_free(&a->manifest);
   return r;

@@ -122,6 +122,7 @@ struct stream {
   uint32_t prev_ssrc, prev_ts;
   uint16_t prev_seq;
   int64_t prev_rx_mono;
+  int64_t au_mono;        /* the last scene frame's arrival stamp, as written (see pirec__et_scene_au) */
   int64_t interval_ticks; /* mean timestamp step between consecutive samples/frames */
   int64_t sum_dticks, n_dticks;
   int gap_check; /* the next packet is the first after a reconnect */

@@ -253,7 +253,7 @@ void pirec__et_scene_gap(struct pirec_eyetracker *et)
 /* The scene's backlog: every access unit from the last keyframe (while idle with a pre-trigger,
  * from the keyframe at or before now - pre_trigger), none after a lost frame until the next
  * keyframe. Returns 1 when kept. */
-static int keep_scene(struct stream *st, const struct scene_rec *rec, const uint8_t *au)
+static int keep_scene(struct stream *st, int64_t mono, const struct scene_rec *rec, const uint8_t *au)
 {
   struct pirec_eyetracker *et = st->et;
   int gop_start = rec->keyframe && rec->params; /* a file can start on it */
@@ -263,10 +263,10 @@ static int keep_scene(struct stream *st, const struct scene_rec *rec, const uint
   int idle = !et->recording && !pirec__et_handing_over(et);
   if (gop_start && (et->recording || (idle && et->s.pre_trigger_ns == 0)))
     pirec_backlog_clear(et->bl_video);
-  int kept = keep(et, et->bl_video, WORLD, gop_start ? REC_KEYFRAME : 0, st->rx_mono, rec, sizeof *rec, au,
-                  rec->len);
+  int kept =
+      keep(et, et->bl_video, WORLD, gop_start ? REC_KEYFRAME : 0, mono, rec, sizeof *rec, au, rec->len);
   if (gop_start && idle && et->s.pre_trigger_ns > 0)
-    pirec_backlog_trim_to_key(et->bl_video, REC_KEYFRAME, st->rx_mono - et->s.pre_trigger_ns);
+    pirec_backlog_trim_to_key(et->bl_video, REC_KEYFRAME, mono - et->s.pre_trigger_ns);
   if (!kept)
     et->bl_need_key = 1; /* what follows would not decode without the unit just lost */
   return kept;
@@ -279,7 +279,11 @@ void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t 
   st->received++;
   rec->seq = st->received - 1;
   rec->dropped = st->pending_drop;
-  int kept = keep_scene(st, rec, au);
+  /* Frames parsed from one read share its arrival stamp; the frames CSV's mono_ns strictly
+   * increases (pirec-remux --clock mono needs it), so a tie moves on by 1 ns (docs/FORMATS.md). */
+  int64_t mono = st->rx_mono > st->au_mono ? st->rx_mono : st->au_mono + 1;
+  st->au_mono = mono;
+  int kept = keep_scene(st, mono, rec, au);
   if (et->recording) {
     /* The file starts, and resumes after a gap, with a picture that decodes on its own, so every
      * packet in it decodes; the frames skipped meanwhile are counted. */
@@ -289,7 +293,7 @@ void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t 
       return;
     }
     et->need_key = 0;
-    write_scene(st, st->rx_mono, rec, au, 0);
+    write_scene(st, mono, rec, au, 0);
   } else if (pirec__et_handing_over(et)) {
     if (kept) {
       st->pending_drop = 0;

@@ -99,6 +99,13 @@ elif [ -c /dev/video0 ]; then
 	fi
 fi
 
+# ---- a camera whose device appears after the start: no ffmpeg probe on its loop (issue 14)
+if [ -n "$cam" ] && ffmpeg -version > /dev/null 2>&1 && [ -c /dev/video0 ]; then
+	sh "$SHARE/scenario-late-camera.sh" "$(dirname "$cam")" || rc=1
+elif [ "$ARCH" = amd64 ]; then
+	result pirec-camera-late-device FAIL "pirec-camera, ffmpeg or vivid missing on amd64"
+fi
+
 # ---- the controller: gpio-sim edges start and stop a `pirec record` session, per libgpiod API
 found=0
 for b in "$SHARE"/build-"$ARCH"-v1 "$SHARE"/build-"$ARCH"-v2; do

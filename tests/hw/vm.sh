@@ -157,7 +157,8 @@ chmod +x "$IR/init"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1 > "$A/initrd.gz")
 
 # ------------------------------------------------------------ boot
-cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$HERE/scenario-powercut.sh" "$HERE/scenario-deb.sh" "$SHARE/"
+cp "$HERE/guest.sh" "$HERE/scenario-record.sh" "$HERE/scenario-powercut.sh" "$HERE/scenario-deb.sh" \
+	"$HERE/scenario-late-camera.sh" "$SHARE/"
 DISK=()
 [ -n "${PIREC_HW_DISK:-}" ] && DISK=(-drive "file=$PIREC_HW_DISK,format=raw,if=virtio,cache=writeback")
 rm -f "$SHARE/result-$ARCH"
