@@ -14,12 +14,25 @@ import faultlib
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: ThreadSanitizer")
+
+
 def cleanup(recs, broker, tmp):
-    """Ends every recorder, the broker, and removes the scratch directory."""
+    """Ends every recorder, the broker, and removes the scratch directory. In a sanitizer build a
+    controller's report (a leak at exit, a bad access while the broker came and went) fails the
+    test: its log says so, quoted."""
+    reports = []
     for r in recs:
+        r.close()
+        if os.path.exists(r.log_path):
+            with open(r.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            if any(m in text for m in SANITIZER_MARKS):
+                reports.append(text[-3000:])
         r.cleanup()
     broker.kill()
     shutil.rmtree(tmp, ignore_errors=True)
+    faultlib.check(not reports, "a controller's sanitizer report:\n" + "\n".join(reports))
 
 
 class Broker:
