@@ -11,7 +11,11 @@ spread (max - min) of the three sessions' start.wall_ns from session.json, the f
 the agreed instant (and how late each device's start timer fired: fleet.late_ns), and each controller's loop lag (p99 and max of its status while recording).
 Prints one JSON object: medians and maxima per condition and the ratios fleet/reference.
 
-usage: bench-fleet.py BUILD_DIR [--rounds 20]
+With --camera every controller also records a synthetic camera (lavfi 160x120 at 15 fps, x264
+ultrafast) and the figures are taken from each trial's first frame (cam0/t001_frames.csv's first
+row's wall_ns) instead of the session's start anchor: command-to-first-frame.
+
+usage: bench-fleet.py BUILD_DIR [--rounds 20] [--camera]
 """
 import json
 import os
@@ -32,9 +36,16 @@ import faultlib  # noqa: E402
 import mqttlib  # noqa: E402
 
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 20
+CAMERA = "--camera" in sys.argv
 
 
 def start_wall(d):
+    if CAMERA:
+        path = os.path.join(d, "cam0", "t001_frames.csv")
+        faultlib.wait_for("a first frame in " + path,
+                          lambda: os.path.exists(path) and len(faultlib.read_csv(path, may_be_cut=True)[1]) > 0, 30)
+        header, rows = faultlib.read_csv(path, may_be_cut=True)
+        return int(rows[0][header.index("wall_ns")])
     with open(os.path.join(d, "session.json")) as f:
         return json.load(f)["start"]["wall_ns"]
 
@@ -102,9 +113,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="pirec-bench-fleet-")
     broker = mqttlib.Broker(tmp).start()
     group = "b%06d" % random.randrange(10 ** 6)
-    fleet = [faultlib.Recorder("[fleet]\nbroker = %s\ngroup = %s\ndevice = pi%d\n" % (broker.url(), group, i),
+    cam = faultlib.CAMERA if CAMERA else ""
+    fleet = [faultlib.Recorder(cam + "[fleet]\nbroker = %s\ngroup = %s\ndevice = pi%d\n" % (broker.url(), group, i),
                                tag="bench-fleet") for i in range(3)]
-    ref = [faultlib.Recorder("", tag="bench-fleet") for _ in range(3)]
+    ref = [faultlib.Recorder(cam, tag="bench-fleet") for _ in range(3)]
     try:
         for r in fleet + ref:
             r.start()
@@ -123,6 +135,7 @@ def main():
             rlag += lags
         load = os.getloadavg()
         out = {
+            "measured_at": "first frame" if CAMERA else "session start anchor",
             "rounds": ROUNDS, "loadavg_1min": load[0], "cpus": os.cpu_count(),
             "fleet_start_spread_ns": summary(fs), "fleet_start_after_agreed_ns": summary(fo),
             "fleet_timer_late_ns": summary(timer),
