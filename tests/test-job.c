@@ -992,7 +992,33 @@ struct splice_ring {
   char buf[4][64 * 1024];
   int busy[4];
   int released, bad_status;
+  struct pirec_job *job;
+  int offered; /* chunks offered so far, of SPLICE_CHUNKS */
+  long offset; /* stream bytes offered so far */
 };
+
+enum { SPLICE_CHUNKS = 32 };
+
+static void splice_released(struct pirec_job *job, void *arg, int status);
+
+/* Offers the next chunks while a buffer is free; stdin is closed after the last one. Runs at the
+ * start and from every release (the loop then runs in UV_RUN_DEFAULT: a test loop of
+ * uv_run(UV_RUN_ONCE) until a buffer is free hung when the release came in that iteration's
+ * timers and the poll that followed waited for the child, which waited for the next chunk). */
+static void splice_offer(struct splice_ring *r)
+{
+  while (r->offered < SPLICE_CHUNKS && !r->busy[r->offered % 4]) {
+    int i = r->offered % 4;
+    for (size_t j = 0; j < sizeof r->buf[i]; j++)
+      r->buf[i][j] = (char)binary_byte_of(r->offset + (long)j);
+    uv_buf_t b = uv_buf_init(r->buf[i], sizeof r->buf[i]);
+    assert_int_equal(pirec_job_write_borrowed(r->job, &b, 1, splice_released, (void *)(intptr_t)i), 0);
+    r->busy[i] = 1;
+    r->offset += (long)sizeof r->buf[i];
+    if (++r->offered == SPLICE_CHUNKS)
+      assert_int_equal(pirec_job_close_stdin(r->job), 0);
+  }
+}
 
 static void splice_released(struct pirec_job *job, void *arg, int status)
 {
@@ -1004,6 +1030,8 @@ static void splice_released(struct pirec_job *job, void *arg, int status)
   r->released++;
   if (status != 0)
     r->bad_status++;
+  else
+    splice_offer(r);
 }
 
 static void test_stdin_splice_released_after_read(void **state)
@@ -1013,8 +1041,6 @@ static void test_stdin_splice_released_after_read(void **state)
   struct pirec_job *job;
   const char *argv[] = {JOB_CHILD, "read-check", "4096", NULL}; /* ~4 MiB/s: 0.5 s */
   static struct splice_ring r;
-  long offset = 0;
-  enum { CHUNKS = 32 };
 
   memset(&r, 0, sizeof r);
   ctx_init(&c);
@@ -1026,34 +1052,22 @@ static void test_stdin_splice_released_after_read(void **state)
   o.stdin_max_outstanding = sizeof r.buf;
   o.stdin_pipe_size = 64 * 1024;
   assert_int_equal(pirec_job_new(&c.loop, &o, &job), 0);
+  r.job = job;
   uv_buf_t b0 = uv_buf_init(r.buf[0], 16);
   assert_int_equal(pirec_job_start(job), 0);
   assert_int_equal(pirec_job_write(job, &b0, 1), -EINVAL); /* copies cannot be spliced */
-  for (int n = 0; n < CHUNKS;) {
-    int i = n % 4;
-    if (r.busy[i]) {
-      uv_run(&c.loop, UV_RUN_ONCE);
-      continue;
-    }
-    for (size_t j = 0; j < sizeof r.buf[i]; j++)
-      r.buf[i][j] = (char)binary_byte_of(offset + (long)j);
-    uv_buf_t b = uv_buf_init(r.buf[i], sizeof r.buf[i]);
-    assert_int_equal(pirec_job_write_borrowed(job, &b, 1, splice_released, (void *)(intptr_t)i), 0);
-    r.busy[i] = 1;
-    offset += (long)sizeof r.buf[i];
-    n++;
-  }
-  assert_int_equal(pirec_job_close_stdin(job), 0);
+  splice_offer(&r);
   uv_run(&c.loop, UV_RUN_DEFAULT);
   assert_int_equal(c.result.status, 0);
-  assert_int_equal(r.released, CHUNKS);
+  assert_int_equal(r.offered, SPLICE_CHUNKS);
+  assert_int_equal(r.released, SPLICE_CHUNKS);
   assert_int_equal(r.bad_status, 0);
   char want[64];
-  snprintf(want, sizeof want, "%ld 0", offset); /* every byte read, none of them garbage */
+  snprintf(want, sizeof want, "%ld 0", r.offset); /* every byte read, none of them garbage */
   assert_string_equal(c.last_line[1], want);
   struct pirec_job_stats st;
   pirec_job_stats(job, &st);
-  assert_int_equal(st.stdin_bytes, (uint64_t)offset);
+  assert_int_equal(st.stdin_bytes, (uint64_t)r.offset);
   assert_int_equal(st.stdin_outstanding, 0);
   pirec_job_free(job);
   ctx_close(&c);
