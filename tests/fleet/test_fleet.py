@@ -92,8 +92,10 @@ def main():
         dirs = [r.status()["session_dir"] for r in recs]
         agreed = start["command"]["start_wall_ns"]
         for d in dirs:
-            sj = session_json(d)
-            fl = sj.get("fleet") or fail("%s: session.json has no fleet object" % d)
+            # session.json is rewritten in the threadpool after the start is answered.
+            sj = wait_for("%s/session.json with its fleet object" % d,
+                          lambda: (lambda j: "fleet" in j and "clock_sync" in j and j)(session_json(d)), 20)
+            fl = sj["fleet"]
             check(fl["session"] == fid, "%s: fleet session %s, not %s" % (d, fl["session"], fid))
             check(fl["start_wall_ns"] == agreed, "%s: agreed start differs" % d)
             check(sorted(fl["peers"]) == ["pi1", "pi2"], "%s: peers %s" % (d, fl["peers"]))
