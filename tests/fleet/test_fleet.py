@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "faults"))
 import faultlib  # noqa: E402
-from faultlib import check, fail, wait_for  # noqa: E402
+from faultlib import check, wait_for  # noqa: E402
 import mqttlib  # noqa: E402
 
 # The bound a start must meet on a loaded 2-core CI machine: the timer fires on the agreed wall
