@@ -7,6 +7,8 @@ real `pirec record` controllers (notes only) in one group, driven by the real `p
 - the broker killed mid-session: recording goes on (notes still taken, no error), the devices
   reconnect when it is back and a stop sent then reaches all;
 - a start retained on the broker is not joined once no device records its session any more;
+- [fleet] if_clock_error = refuse refuses a start on a device whose clock is off by more than
+  max_clock_error (the expectation read with adjtimex, as the controller does);
 - a replayed command id starts nothing; malformed commands (not JSON, invalid UTF-8, wrong
   types, 1 MB) are refused, counted and logged, and change nothing."""
 
@@ -53,6 +55,19 @@ def fleet_ok(broker, group, *args, want):
     for dev, ack in out["devices"].items():
         check(ack and ack.get("reply") == want, "%s answered %s to %s" % (dev, ack, args[0]))
     return out
+
+
+def clock_off_by_more_than_1ns():
+    """adjtimex(2) read-only through libc, as the controller reads it: TIME_ERROR (5), STA_UNSYNC
+    (0x40) or an estimated error above 0 us (the kernel keeps microseconds)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(512)  # struct timex, modes 0: change nothing
+    state = libc.adjtimex(buf)
+    check(state >= 0, "adjtimex failed")
+    esterror = int.from_bytes(buf.raw[32:40], "little", signed=True)  # x86_64 and arm64 layout
+    status = int.from_bytes(buf.raw[40:44], "little", signed=True)
+    return state == 5 or bool(status & 0x40) or esterror * 1000 > 1
 
 
 def connected(rec, min_connects=1):
@@ -163,6 +178,25 @@ def main():
                  lambda: "no device records fleet session '%s' any more" % again in recs[2].log_text(), 30)
         st = recs[2].status()
         check(st["state"] == "idle" and st["fleet"]["session"] is None, "pi3 joined a stopped session: %s" % st)
+
+        # [fleet] if_clock_error = refuse: a device whose clock is unsynchronised or off by more than
+        # max_clock_error (1 ns here) refuses a fleet start and says why; the others start.
+        recs[2].close()
+        recs[2].config += "max_clock_error = 1ns\nif_clock_error = refuse\n"
+        recs[2].start()
+        wait_for("pi3 back", lambda: connected(recs[2]), 20)
+        wait_for("3 online", lambda: fleet_text(broker, group, "status")[2].count(" online ") == 3, 20)
+        expect_refusal = clock_off_by_more_than_1ns()
+        rc, out, text = fleet(broker, group, "start", "--lead", "1")
+        acks = out.get("devices", {})
+        check(acks.get("pi1", {}).get("reply") == "started", "pi1 did not start: %s" % text)
+        if expect_refusal:
+            check(rc == 1 and acks["pi3"]["reply"] == "error" and "clock" in acks["pi3"]["message"],
+                  "pi3 with a clock off by more than 1 ns was not refused: %s" % text)
+        else:
+            check(rc == 0, "pi3's clock is within 1 ns, yet: %s" % text)
+        print("clock policy: pi3 %s" % ("refused (clock not within 1 ns)" if expect_refusal else "started"))
+        fleet(broker, group, "stop")
         print("fleet test passed: one session %s on 3 devices" % fid)
     finally:
         mqttlib.cleanup(recs, broker, tmp)
