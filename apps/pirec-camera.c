@@ -152,6 +152,8 @@ static int settings_from_config(struct pirec_camera_settings *s, const char *fil
   /* 0 (the default) leaves the camera's own choice: a second of frames, capped at 256 MiB. */
   s->ring_bytes = (size_t)pirec_config_get_size(cfg, section, "ring_size");
   s->pre_trigger_ns = pirec_config_get_duration(cfg, section, "pre_trigger");
+  s->segment_ns = pirec_config_get_duration(cfg, section, "segment");
+  s->segment_bytes = pirec_config_get_size(cfg, section, "segment_size");
   s->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   pirec_config_free(cfg);
@@ -171,6 +173,7 @@ static const char *event_name(enum pirec_camera_event ev)
   case PIREC_CAMERA_EVENT_ENCODER_FAILED: return "encoder_failed";
   case PIREC_CAMERA_EVENT_WRITE_ERROR: return "write_error";
   case PIREC_CAMERA_EVENT_FRAMES_LOST_AFTER: return "frames_lost_after";
+  case PIREC_CAMERA_EVENT_SEGMENT: return "segment";
   }
   return "camera_event";
 }
@@ -178,7 +181,8 @@ static const char *event_name(enum pirec_camera_event ev)
 static void on_event(struct pirec_camera *cam, enum pirec_camera_event ev, const char *message, void *user)
 {
   struct app *a = user;
-  pirec_log(ev == PIREC_CAMERA_EVENT_SOURCE_RECONNECTED || ev == PIREC_CAMERA_EVENT_ENCODER_RESTARTED
+  pirec_log(ev == PIREC_CAMERA_EVENT_SOURCE_RECONNECTED || ev == PIREC_CAMERA_EVENT_ENCODER_RESTARTED ||
+                    ev == PIREC_CAMERA_EVENT_SEGMENT
                 ? PIREC_LOG_INFO
                 : PIREC_LOG_WARN,
             "%s", message);

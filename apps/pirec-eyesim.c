@@ -29,7 +29,13 @@ static void usage(FILE *f)
              "  --drift-ppm N          the device clock runs N ppm fast\n"
              "  --sr-interval MS, --first-sr MS        RTCP Sender Report timing (1000, 500)\n"
              "  --seed N, --gaze-log FILE, --world-log FILE, --events-log FILE, --duration S\n"
-             "Prints \"pirec-eyesim http=PORT rtsp=PORT\" on stdout once listening; runs until\n"
+             "  --api-log FILE         every POST /api/event and /api/recording:* as a CSV row\n"
+             "  --refuse-recording MSG /api/recording:start is refused with MSG\n"
+             "  --fail-events N        the first N POST /api/event are answered 503\n"
+             "  --clock-offset MS      the device clock runs MS (may be negative, fractional) ahead\n"
+             "  --echo-port N          Time Echo port (default 0: any free port); --no-time-echo\n"
+             "  --echo-silent          the Time Echo server never answers\n"
+             "Prints \"pirec-eyesim http=PORT rtsp=PORT echo=PORT\" on stdout once listening; runs until\n"
              "SIGINT/SIGTERM or --duration.  -h, --help: this text;  --version: the version.\n");
 }
 
@@ -100,7 +106,14 @@ static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, do
     O_WLOG,
     O_DUR,
     O_NOEVENTS,
-    O_ELOG
+    O_ELOG,
+    O_ALOG,
+    O_REFUSE,
+    O_FAILEV,
+    O_OFFSET,
+    O_ECHOPORT,
+    O_NOECHO,
+    O_SILENT
   };
   static const struct option opts[] = {{"host", 1, 0, O_HOST},
                                        {"http-port", 1, 0, O_HTTP},
@@ -126,6 +139,13 @@ static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, do
                                        {"duration", 1, 0, O_DUR},
                                        {"no-events", 0, 0, O_NOEVENTS},
                                        {"events-log", 1, 0, O_ELOG},
+                                       {"api-log", 1, 0, O_ALOG},
+                                       {"refuse-recording", 1, 0, O_REFUSE},
+                                       {"fail-events", 1, 0, O_FAILEV},
+                                       {"clock-offset", 1, 0, O_OFFSET},
+                                       {"echo-port", 1, 0, O_ECHOPORT},
+                                       {"no-time-echo", 0, 0, O_NOECHO},
+                                       {"echo-silent", 0, 0, O_SILENT},
                                        {"help", 0, 0, 'h'},
                                        {"version", 0, 0, 'V'},
                                        {0, 0, 0, 0}};
@@ -161,6 +181,13 @@ static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, do
     case O_GLOG: snprintf(s->gaze_log, sizeof s->gaze_log, "%s", optarg); break;
     case O_WLOG: snprintf(s->world_log, sizeof s->world_log, "%s", optarg); break;
     case O_DUR: *duration = atof(optarg); break;
+    case O_ALOG: snprintf(s->api_log, sizeof s->api_log, "%s", optarg); break;
+    case O_REFUSE: snprintf(s->refuse_recording, sizeof s->refuse_recording, "%s", optarg); break;
+    case O_FAILEV: s->fail_events = atoi(optarg); break;
+    case O_OFFSET: s->clock_offset_ns = (int64_t)(atof(optarg) * 1e6); break;
+    case O_ECHOPORT: s->echo_port = atoi(optarg); break;
+    case O_NOECHO: s->no_time_echo = 1; break;
+    case O_SILENT: s->echo_silent = 1; break;
     case 'h': usage(stdout); return 1;
     case 'V': printf("pirec-eyesim %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return -EINVAL;
@@ -192,7 +219,7 @@ int main(int argc, char **argv)
   }
   int hp, rp;
   pirec_eyesim_ports(a.sim, &hp, &rp);
-  printf("pirec-eyesim http=%d rtsp=%d\n", hp, rp);
+  printf("pirec-eyesim http=%d rtsp=%d echo=%d\n", hp, rp, pirec_eyesim_echo_port(a.sim));
   fflush(stdout);
   run_watch(&a.run, &a.loop, duration, on_stop);
   static const int ok = 0;

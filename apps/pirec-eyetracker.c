@@ -2,11 +2,13 @@
  * controller (docs/PROTOCOL.md, docs/EYETRACKER.md). */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pirec/clock.h"
 #include "pirec/config.h"
 #include "pirec/container_of.h"
 #include "pirec/error.h"
@@ -16,8 +18,25 @@
 #include "pirec/sink.h"
 #include "run.h"
 
+/* Driving the device under the controller ([eyetracker] device_*; docs/EYETRACKER.md). */
+enum { KIND_SESSION = 1, KIND_TRIAL = 2, KIND_NOTE = 4, KIND_GPIO = 8 };
+enum rec_state { REC_NONE = 0, REC_STARTING, REC_RUNNING, REC_SAVING };
+struct device {
+  int events;      /* device_events */
+  unsigned kinds;  /* device_event_kinds */
+  char prefix[40]; /* device_event_prefix */
+  int recording;   /* device_recording */
+  int block;       /* if_device_refuses = block */
+  enum rec_state rec;
+  char rec_id[128];                     /* the session's device recording, "" when none */
+  struct pirec_recorder_req *start_req; /* a start waiting for recording:start's answer */
+  int64_t start_wall;
+  int stop_parked, stop_err; /* the trial stopped while recording:stop_and_save was out */
+};
+
 struct app {
   uv_loop_t loop;
+  struct device dev;
   struct pirec_eyetracker *et;
   struct pirec_recorder *rec;
   struct pirec_recorder_req *pending; /* a start/stop/quit waiting for the files */
@@ -53,6 +72,7 @@ static const char *event_name(enum pirec_eyetracker_event ev)
   case PIREC_EYETRACKER_EVENT_DISCONNECTED: return "eyetracker_disconnected";
   case PIREC_EYETRACKER_EVENT_ERROR: return "eyetracker_error";
   case PIREC_EYETRACKER_EVENT_WRITE_ERROR: return "write_error";
+  case PIREC_EYETRACKER_EVENT_SEGMENT: return "segment";
   }
   return "eyetracker_event";
 }
@@ -60,7 +80,9 @@ static const char *event_name(enum pirec_eyetracker_event ev)
 static void on_event(struct pirec_eyetracker *et, enum pirec_eyetracker_event ev, const char *msg, void *user)
 {
   struct app *a = user;
-  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED ? PIREC_LOG_INFO : PIREC_LOG_WARN, "eyetracker: %s", msg);
+  pirec_log(ev == PIREC_EYETRACKER_EVENT_CONNECTED || ev == PIREC_EYETRACKER_EVENT_SEGMENT ? PIREC_LOG_INFO
+                                                                                           : PIREC_LOG_WARN,
+            "eyetracker: %s", msg);
   if (a->rec)
     pirec_recorder_event(a->rec, event_name(ev), json_pack("{s:s}", "message", msg));
   /* A trial that started while the device was away records from now on (docs/PROTOCOL.md). */
@@ -124,7 +146,8 @@ static void stream_since(struct pirec_eyetracker_stream_status *s,
     *now[i] = *now[i] >= then[i] ? *now[i] - then[i] : 0;
 }
 
-static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetracker_status *base)
+static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetracker_status *base,
+                           const struct device *dev)
 {
   struct pirec_eyetracker_status s;
   pirec_eyetracker_status(et, &s);
@@ -140,6 +163,17 @@ static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetr
                         (json_int_t)s.status_ok, "status_failed", (json_int_t)s.status_failed, "bytes_video",
                         (json_int_t)s.bytes_video, "sink_drops", (json_int_t)s.sink_drops, "write_error",
                         s.write_error ? pirec_strerror(s.write_error) : NULL);
+  json_object_set_new(
+      o, "device",
+      json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s?}", "events_sent", (json_int_t)s.events_sent, "events_failed",
+                (json_int_t)s.events_failed, "events_dropped", (json_int_t)s.events_dropped, "events_retried",
+                (json_int_t)s.events_retried, "echo_estimates", (json_int_t)s.echo_estimates, "echo_failures",
+                (json_int_t)s.echo_failures, "recording_id", dev && dev->rec_id[0] ? dev->rec_id : NULL));
+  if (s.echo_offset_ns != INT64_MIN)
+    json_object_update_new(json_object_get(o, "device"),
+                           json_pack("{s:I,s:I,s:I}", "echo_offset_ns", (json_int_t)s.echo_offset_ns,
+                                     "echo_rtt_ns", (json_int_t)s.echo_rtt_ns, "echo_uncertainty_ns",
+                                     (json_int_t)s.echo_uncertainty_ns));
   json_object_set_new(o, "backlog",
                       json_pack("{s:I,s:I,s:I,s:I}", "bytes", (json_int_t)s.backlog_bytes, "used",
                                 (json_int_t)s.backlog_used, "high_water", (json_int_t)s.backlog_high_water,
@@ -149,25 +183,166 @@ static json_t *status_json(struct pirec_eyetracker *et, const struct pirec_eyetr
 
 /* ---- under the controller ---- */
 
-static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+/* Sends "<prefix><what>" to the device when events of kind are on (never waits: queued). */
+static void device_event(struct app *a, unsigned kind, int64_t wall, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void device_event(struct app *a, unsigned kind, int64_t wall, const char *fmt, ...)
 {
-  struct app *a = pirec_recorder_user(rec);
+  if (!a->dev.events || !(a->dev.kinds & kind))
+    return;
+  char name[PIREC_EYETRACKER_EVENT_MAX + 64];
+  int n = snprintf(name, sizeof name, "%s", a->dev.prefix);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name + n, sizeof name - (size_t)n, fmt, ap);
+  va_end(ap);
+  if (pirec_eyetracker_send_event(a->et, name, wall) == -ENOBUFS)
+    pirec_log(PIREC_LOG_WARN, "eyetracker: device event '%s' not sent: 64 requests already queued", name);
+}
+
+/* A device recording's change as an events.csv row (module_event) through the controller. */
+static void recording_row(struct app *a, const char *state, const char *message)
+{
+  if (a->rec)
+    pirec_recorder_event(a->rec, "device_recording",
+                         json_pack("{s:s,s:s*,s:s*}", "state", state, "id",
+                                   a->dev.rec_id[0] ? a->dev.rec_id : NULL, "message", message));
+}
+
+static void on_stopped(struct pirec_eyetracker *et, int err, void *user);
+
+/* The device's recording is over (saved or cancelled): a stop waiting for it is answered. */
+static void recording_closed(struct app *a)
+{
+  a->dev.rec = REC_NONE;
+  if (a->dev.stop_parked) {
+    a->dev.stop_parked = 0;
+    on_stopped(a->et, a->dev.stop_err, a);
+  }
+}
+
+static void on_rec_cancelled(struct pirec_eyetracker *et, int err, const char *result, void *user)
+{
+  struct app *a = user;
+  recording_row(a, err == 0 ? "cancelled" : "cancel_failed", err == 0 ? NULL : result);
+  recording_closed(a);
+}
+
+static void start_trial(struct app *a, struct pirec_recorder_req *req, int64_t wall)
+{
   char dir[4096];
-  snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(rec));
-  int r = pirec_eyetracker_set_key(a->et, pirec_recorder_key(rec), req->session_dir);
+  snprintf(dir, sizeof dir, "%s/%s", req->session_dir, pirec_recorder_name(a->rec));
+  int r = pirec_eyetracker_set_key(a->et, pirec_recorder_key(a->rec), req->session_dir);
   if (r == 0)
     r = pirec_eyetracker_trial_start(a->et, dir, req->trial, req->part);
-  if (r == 0 && req->new_session)
+  if (r == 0 && req->new_session) {
     pirec_eyetracker_status(a->et, &a->base);
+    pirec_eyetracker_time_echo(a->et);
+    device_event(a, KIND_SESSION, wall, "session_start");
+  }
+  if (r == 0 && req->part == 0)
+    device_event(a, KIND_TRIAL, wall, "trial %d%s%s", req->trial, req->label[0] ? " " : "", req->label);
+  if (r < 0 && a->dev.rec == REC_RUNNING && req->new_session) {
+    /* the session's start failed here: the device's recording of it is dropped */
+    a->dev.rec = REC_SAVING;
+    if (pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_CANCEL, on_rec_cancelled, a) < 0)
+      a->dev.rec = REC_NONE;
+  }
   char why[512];
   if (r == 0 && device_absent(a->et, why, sizeof why))
     pirec_recorder_start_waiting(req, why);
   pirec_recorder_finish(req, r, NULL);
 }
 
+static void on_rec_started(struct pirec_eyetracker *et, int err, const char *result, void *user)
+{
+  struct app *a = user;
+  struct pirec_recorder_req *req = a->dev.start_req;
+  a->dev.start_req = NULL;
+  if (err == 0) {
+    a->dev.rec = REC_RUNNING;
+    snprintf(a->dev.rec_id, sizeof a->dev.rec_id, "%s", result);
+    recording_row(a, "started", NULL);
+    start_trial(a, req, a->dev.start_wall);
+    return;
+  }
+  a->dev.rec = REC_NONE;
+  char msg[512];
+  snprintf(msg, sizeof msg, "the eye tracker did not start its own recording (%s): %s", result,
+           a->dev.block ? "the eye tracker does not record this session (if_device_refuses = block)"
+                        : "pirec records without it (if_device_refuses = continue)");
+  pirec_log(PIREC_LOG_WARN, "eyetracker: %s", msg);
+  recording_row(a, "refused", msg);
+  if (a->dev.block)
+    pirec_recorder_finish(req, -EPERM, msg);
+  else
+    start_trial(a, req, a->dev.start_wall);
+}
+
+static void m_start(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  int64_t wall = pirec_clock_wall_ns();
+  if (req->new_session) {
+    a->dev.rec_id[0] = 0;
+    a->dev.rec = REC_NONE;
+  }
+  if (req->new_session && a->dev.recording) {
+    /* The trial starts once the device answered (at most api_timeout, 3 s): a refusal can then
+     * still refuse the start. Samples meanwhile are idle, or kept with pre_trigger. */
+    a->dev.rec = REC_STARTING;
+    a->dev.start_req = req;
+    a->dev.start_wall = wall;
+    if (pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_START, on_rec_started, a) < 0)
+      on_rec_started(a->et, -ENOBUFS, "too many requests queued", a);
+    return;
+  }
+  start_trial(a, req, wall);
+}
+
+static void on_rec_saved(struct pirec_eyetracker *et, int err, const char *result, void *user)
+{
+  struct app *a = user;
+  recording_row(a, err == 0 ? "saved" : "save_failed", err == 0 ? NULL : result);
+  if (err < 0)
+    pirec_log(PIREC_LOG_WARN, "eyetracker: the device did not save its recording '%s': %s", a->dev.rec_id,
+              result);
+  recording_closed(a);
+}
+
+/* The session ends (a stop without a next trial, or quit): its events and the device's save (its
+ * cancel when the session is abandoned) go out before the trial's files close; the stop is
+ * answered once both are done. */
+static void session_end(struct app *a, int abort_)
+{
+  device_event(a, KIND_SESSION, pirec_clock_wall_ns(), abort_ ? "session_abort" : "session_stop");
+  pirec_eyetracker_time_echo(a->et);
+  if (a->dev.rec != REC_RUNNING)
+    return;
+  a->dev.rec = REC_SAVING;
+  int r = abort_ ? pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_CANCEL, on_rec_cancelled, a)
+                 : pirec_eyetracker_recording_cmd(a->et, PIREC_EYETRACKER_REC_STOP_AND_SAVE, on_rec_saved, a);
+  if (r < 0)
+    a->dev.rec = REC_RUNNING;
+}
+
+static void m_mark(struct pirec_recorder *rec, struct pirec_recorder_req *req)
+{
+  struct app *a = pirec_recorder_user(rec);
+  unsigned kind = strcmp(req->kind, "note") == 0 ? KIND_NOTE : strcmp(req->kind, "gpio") == 0 ? KIND_GPIO : 0;
+  if (kind)
+    device_event(a, kind, req->wall_ns, "%s %.*s", req->kind, (int)req->text_len, req->text);
+  pirec_recorder_finish(req, 0, NULL);
+}
+
 static void on_stopped(struct pirec_eyetracker *et, int err, void *user)
 {
   struct app *a = user;
+  if (a->dev.rec == REC_SAVING) {
+    a->dev.stop_parked = 1; /* answered once the device saved (on_rec_saved) */
+    a->dev.stop_err = err;
+    return;
+  }
   struct pirec_recorder_req *req = a->pending;
   a->pending = NULL;
   if (req && req->cmd == PIREC_RECORDER_QUIT) {
@@ -185,8 +360,10 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
   a->pending = req;
-  if (!req->handover) /* the session ends: its key is wiped (the trial's sinks hold their own) */
+  if (!req->handover) { /* the session ends: its key is wiped (the trial's sinks hold their own) */
     pirec_eyetracker_set_key(a->et, NULL, NULL);
+    session_end(a, req->abort);
+  }
   if (req->handover && pirec_eyetracker_recording(a->et))
     pirec_eyetracker_hand_over(a->et);
   int r = pirec_eyetracker_trial_stop(a->et, on_stopped, a);
@@ -199,7 +376,7 @@ static void m_stop(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 static void m_status(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 {
   struct app *a = pirec_recorder_user(rec);
-  json_t *s = status_json(a->et, &a->base);
+  json_t *s = status_json(a->et, &a->base, &a->dev);
   json_object_update(req->counters, s);
   json_decref(s);
   pirec_recorder_finish(req, 0, NULL);
@@ -214,13 +391,15 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
     a->pending = NULL;
   }
   a->pending = req;
+  if (pirec_eyetracker_recording(a->et))
+    session_end(a, 0);
   if (pirec_eyetracker_trial_stop(a->et, on_stopped, a) < 0)
     on_stopped(a->et, 0, a);
 }
 
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL};
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, NULL, m_quit, NULL, m_mark};
   if (run_serve(&a->loop, name, &ops, a, "pirec-eyetracker", NULL, &a->rec) < 0) {
     pirec_eyetracker_close(a->et, NULL, NULL);
     return 1;
@@ -237,7 +416,7 @@ static void on_standalone_stopped(struct pirec_eyetracker *et, int err, void *us
     fprintf(stderr, "pirec-eyetracker: %s\n", pirec_strerror(err));
     a->exit_code = 1;
   }
-  json_t *s = status_json(et, NULL);
+  json_t *s = status_json(et, NULL, NULL);
   if (a->json) {
     char *text = json_dumps(s, JSON_COMPACT);
     if (text)
@@ -270,6 +449,7 @@ struct cli {
   const char *out, *name, *config, *address;
   int protocol, trial;
   double duration;
+  struct device dev;
 };
 
 /* Parses the options into s, c and a->json. Returns 0, 1 after --help or --version, or -EINVAL. */
@@ -339,6 +519,19 @@ static int parse_args(int argc, char **argv, struct pirec_eyetracker_settings *s
 }
 
 /* [eyetracker] and [storage] from the config file into s; an --address given wins over the file's. */
+/* [eyetracker] device_*: what is sent to the device (the kinds list is checked by the schema). */
+static void device_from_config(const struct pirec_config *cfg, struct device *d)
+{
+  d->events = pirec_config_get_bool(cfg, "eyetracker", "device_events");
+  d->recording = pirec_config_get_bool(cfg, "eyetracker", "device_recording");
+  d->block = strcmp(pirec_config_get_string(cfg, "eyetracker", "if_device_refuses"), "block") == 0;
+  snprintf(d->prefix, sizeof d->prefix, "%s",
+           pirec_config_get_string(cfg, "eyetracker", "device_event_prefix"));
+  const char *k = pirec_config_get_string(cfg, "eyetracker", "device_event_kinds");
+  d->kinds = (strstr(k, "session") ? KIND_SESSION : 0) | (strstr(k, "trial") ? KIND_TRIAL : 0) |
+             (strstr(k, "note") ? KIND_NOTE : 0) | (strstr(k, "gpio") ? KIND_GPIO : 0);
+}
+
 static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli *c)
 {
   struct pirec_config *cfg = NULL;
@@ -357,6 +550,10 @@ static int settings_from_config(struct pirec_eyetracker_settings *s, struct cli 
   s->reconnect_min_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_min");
   s->reconnect_max_ns = pirec_config_get_duration(cfg, "eyetracker", "reconnect_max");
   s->pre_trigger_ns = pirec_config_get_duration(cfg, "eyetracker", "pre_trigger");
+  s->segment_ns = pirec_config_get_duration(cfg, "eyetracker", "segment");
+  s->segment_bytes = pirec_config_get_size(cfg, "eyetracker", "segment_size");
+  s->time_echo_interval_ns = pirec_config_get_duration(cfg, "eyetracker", "time_echo_interval");
+  device_from_config(cfg, &c->dev);
   s->fsync_interval_ms =
       pirec_sink_fsync_interval_ms(pirec_config_get_duration(cfg, "storage", "fsync_interval"));
   r = address && pirec_eyetracker_settings_set_address(s, address) < 0 ? -EINVAL : 0;
@@ -397,7 +594,11 @@ static int record_or_serve(struct app *a, const struct pirec_eyetracker_settings
 int main(int argc, char **argv)
 {
   struct pirec_eyetracker_settings s;
-  struct cli c = {.name = "eyetracker", .trial = 1};
+  /* the schema's defaults, for a run without -c */
+  struct cli c = {
+      .name = "eyetracker",
+      .trial = 1,
+      .dev = {.events = 1, .kinds = KIND_SESSION | KIND_TRIAL | KIND_NOTE | KIND_GPIO, .prefix = "pirec."}};
   struct app a = {0};
   pirec_eyetracker_settings_default(&s);
   int r = parse_args(argc, argv, &s, &c, &a);
@@ -411,5 +612,6 @@ int main(int argc, char **argv)
     return 2;
   }
   snprintf(s.name, sizeof s.name, "%s", c.name);
+  a.dev = c.dev;
   return record_or_serve(&a, &s, &c);
 }

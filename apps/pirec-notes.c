@@ -146,7 +146,7 @@ static void m_quit(struct pirec_recorder *rec, struct pirec_recorder_req *req)
 
 static int run_protocol(struct app *a, const char *name)
 {
-  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, NULL};
+  static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, NULL, NULL};
   int err = run_serve(a->loop, name, &ops, a, "pirec-notes", on_rec_closed, &a->rec);
   pirec_looplag_thread_enter(a->loop);
   uv_run(a->loop, UV_RUN_DEFAULT);

@@ -39,6 +39,8 @@ static void usage(FILE *f)
         "  --json                JSON summary on stdout\n"
         "  --live                also remux a session that is still recording (left alone by\n"
         "                        default: what is written so far, as if it had crashed now)\n"
+        "  --join                a trial recorded in segments (tNNN_s001, _s002, ...) becomes one\n"
+        "                        output tNNN.mp4 (default: one output per segment)\n"
         "  -h, --help            this text;  --version   the version\n"
         "Exit status: 0 all done, 1 some files failed or a live session was left alone, 64 usage.\n",
         f);
@@ -73,6 +75,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     O_JSON,
     O_ONE,
     O_LIVE,
+    O_JOIN,
     O_KEY,
     O_VERSION
   };
@@ -91,6 +94,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
       {"timeout", required_argument, NULL, O_TIMEOUT},
       {"json", no_argument, NULL, O_JSON},
       {"live", no_argument, NULL, O_LIVE},
+      {"join", no_argument, NULL, O_JOIN},
       {"key", required_argument, NULL, O_KEY},
       {"one", no_argument, NULL, O_ONE}, /* internal: the child mode, one file */
       {"help", no_argument, NULL, 'h'},
@@ -122,6 +126,7 @@ static int parse_args(int argc, char **argv, struct pirec_remux_run_options *o, 
     case O_OUTPUT: o->remux.output_path = optarg; break;
     case O_JSON: o->json = 1; break;
     case O_LIVE: o->live = 1; break;
+    case O_JOIN: o->join = 1; break;
     case O_KEY: o->remux.key_file = optarg; break;
     case O_ONE: *one = 1; break;
     case 'j':
@@ -161,6 +166,10 @@ static int check_inputs(int argc, const struct pirec_remux_run_options *o, int o
   }
   if (one && argc - optind != 1) {
     fputs("pirec-remux: --one takes one file\n", stderr);
+    return EXIT_USAGE;
+  }
+  if (o->join && (o->remux.key_file || (o->remux.flags & PIREC_REMUX_REPLACE))) {
+    fputs("pirec-remux: --join does not go with --key or --replace\n", stderr);
     return EXIT_USAGE;
   }
   if (o->remux.key_file &&

@@ -12,7 +12,7 @@ _pirec_opts_keys="--out=f -h --help"
 _pirec_opts_decrypt="--key=f --out=d -h --help"
 _pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
 _pirec_opts_remux="--format= --clock= --cfr --write-timestamps --replace --allow-cut --dry-run --verify
- --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live -h --help --version"
+ --timing=f --output=f --key=f -j= --jobs= --timeout= --json --live --join -h --help --version"
 _pirec_opts_camera="--out=d --source= --size= --fps= --format= --name= --trial= --duration= --preset=
  --crf= --gop= --ring-ms= --rpicam-program=f --ffmpeg=f -c=f --config=f --protocol -h --help --version"
 _pirec_opts_eyetracker="--address= --out=d --rtsp-port= --gaze-url= --world-url= --events-url=
@@ -22,7 +22,8 @@ _pirec_opts_notes="--protocol --name= -c=f --config=f -h --help --version"
 _pirec_opts_eyesim="--host= --http-port= --rtsp-port= --gaze-hz= --gaze-size= --fps= --size= --no-world
  --no-events --ffmpeg=f --loss= --malformed= --bad-sdp --chunked-status --disconnect-at=
  --disconnect-for= --drift-ppm= --sr-interval= --first-sr= --seed= --gaze-log=f --world-log=f
- --events-log=f --duration= -h --help --version"
+ --events-log=f --duration= --api-log=f --refuse-recording= --fail-events= --clock-offset= --echo-port=
+ --no-time-echo --echo-silent -h --help --version"
 _pirec_opts_web="-c=f --config=f --listen= --port= --socket=f --data-dir=d --static=d --token-file=f --url
  -q --quiet -h --help --version"
 _pirec_conf=${_pirec_conf:-/etc/pirec/pirec.conf}

@@ -141,6 +141,34 @@ static const char *const clocks[] = {"auto", "mono", "wall", "device", NULL};
 static const char *const control_modes[] = {"socket", "off", NULL};
 static const char *const required_policies[] = {"fail", "warn", NULL};
 static const char *const low_space_policies[] = {"refuse", "warn", NULL};
+static const char *const refusal_policies[] = {"continue", "block", NULL};
+
+/* Which happenings become events on the eye tracker (docs/EYETRACKER.md, "Driving the device"). */
+static const char *check_event_kinds(const char *v)
+{
+  static const char *const kinds[] = {"session", "trial", "note", "gpio"};
+  const char *p = v;
+  while (*p) {
+    p += strspn(p, " ,");
+    size_t n = strcspn(p, " ,");
+    int ok = n == 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0] && !ok; i++)
+      ok = n == strlen(kinds[i]) && strncmp(p, kinds[i], n) == 0;
+    if (!ok)
+      return "a comma-separated list of session, trial, note, gpio";
+    p += n;
+  }
+  return NULL;
+}
+
+/* An event name prefix: printable ASCII, short. */
+static const char *check_event_prefix(const char *v)
+{
+  for (const char *c = v; *c; c++)
+    if (*c < 0x20 || *c > 0x7e)
+      return "printable ASCII only";
+  return strlen(v) > 32 ? "at most 32 characters" : NULL;
+}
 
 /* ---- the tables -------------------------------------------------------------------------------- */
 
@@ -250,6 +278,12 @@ static const struct pirec__config_key camera_keys[] = {
         "memory "
         "and write it first into the next trial, rows marked before_start (0: only the current GOP; raw "
         "sources: not applied)"),
+    DUR("segment", "0", 0, 24 * NS_H,
+        "split a trial's video into numbered files tNNN_sMMM (each with its frames CSV) after this much "
+        "video, at the next frame that starts a GOP (0: one file per trial)"),
+    SIZE("segment_size", "0", 0, 1024 * GIB,
+         "split a trial's video into numbered files when one reaches this size, at the next frame that "
+         "starts a GOP (0: no size limit); with segment, whichever comes first"),
 };
 
 static const struct pirec__config_key eyetracker_keys[] = {
@@ -262,6 +296,27 @@ static const struct pirec__config_key eyetracker_keys[] = {
         "while no trial runs, keep this much of gaze, eye events and scene video (from a keyframe) in "
         "memory and write it first into the next trial, rows marked before_start (0: only the scene's "
         "current GOP)"),
+    DUR("segment", "0", 0, 24 * NS_H,
+        "split a trial's scene video into numbered files tNNN_scene_sMMM (each with its frames CSV) after "
+        "this much video, at the next keyframe (0: one file per trial; gaze stays one file)"),
+    SIZE("segment_size", "0", 0, 1024 * GIB,
+         "split a trial's scene video into numbered files when one reaches this size, at the next "
+         "keyframe (0: no size limit); with segment, whichever comes first"),
+    BOOL("device_events", "true",
+         "send session, trial, note and GPIO events to the device (POST /api/event), timestamped on its "
+         "clock, so its own recording and Pupil Cloud carry pirec's markers"),
+    STR("device_event_kinds", "session, trial, note, gpio", check_event_kinds,
+        "which happenings are sent as device events: session, trial, note, gpio"),
+    STR("device_event_prefix", "pirec.", check_event_prefix, "prefix of every device event's name"),
+    BOOL("device_recording", "false",
+         "a session start also starts the device's own recording, its stop saves it (id in "
+         "session.json and events.csv)"),
+    ENUM("if_device_refuses", "continue", refusal_policies,
+         "when the device refuses to start its recording: continue records without it (said in events.csv); "
+         "block: the eye tracker refuses the start (with [session] required = eyetracker no session runs)"),
+    DUR("time_echo_interval", "10s", NS_S, NS_H,
+        "how often the device clock's offset is estimated with the Time Echo protocol (also at every "
+        "session start)"),
 };
 
 static const struct pirec__config_key notes_keys[] = {

@@ -70,6 +70,7 @@ struct module {
   enum mstate state;
   int accepts_notes;
   int accepts_preview; /* its ready line listed "preview" */
+  int accepts_marks;   /* its ready line listed "mark": notes and GPIO edges are forwarded to it */
   int stopping;        /* we asked the job to end */
   json_int_t next_id;
   struct pending *pend_head, *pend_tail;
@@ -355,6 +356,11 @@ const char *pirec__mstate_name(enum mstate s);
 /* Sends cmd (stolen) to the recorder with a fresh id; cb(m, reply or NULL on failure) runs once,
  * unless this returns an error. */
 int pirec__module_send(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user);
+/* A note or a GPIO edge (kind "note", "gpio") to every module that takes marks and is in a session
+ * (the eye tracker forwards them to its device); fire and forget: the reply is not waited for, a
+ * module too far behind misses it (logged once by the module's queue). */
+void pirec__modules_mark(struct pirec_controller *c, const char *kind, const char *text, size_t len,
+                         int64_t mono, int64_t wall);
 /* The same, but the line goes out ahead of anything waiting in the outbox. */
 int pirec__module_send_first(struct module *m, json_t *cmd, pirec__reply_cb cb, void *user);
 /* Writes what waits in the outbox, if the recorder takes commands and nothing holds it. */

@@ -158,9 +158,14 @@ static void edge_row(struct pirec_controller *c, int slot, int starts, int64_t t
 {
   if (starts || c->state == C_STARTING)
     edge_early(c, slot, ts, wall, module, detail);
-  else if (c->session && pirec_session_takes_rows(c->session))
+  else if (c->session && pirec_session_takes_rows(c->session)) {
     pirec_session_event_at(c->session, ts, wall, "gpio_edge", module, detail);
-  else if (recording_after(c, NULL))
+    if (c->state == C_RECORDING) {
+      char text[300];
+      int n = snprintf(text, sizeof text, "%s %s", module, detail);
+      pirec__modules_mark(c, "gpio", text, n < (int)sizeof text ? (size_t)n : sizeof text - 1, ts, wall);
+    }
+  } else if (recording_after(c, NULL))
     edge_early(c, slot, ts, wall, module, detail);
   else
     edge_outside(c, slot, module, detail);

@@ -311,12 +311,13 @@ static void handle_ready(struct module *m, json_t *j)
 {
   struct pirec_controller *c = m->c;
   m->state = M_READY;
-  m->accepts_notes = m->accepts_preview = 0;
+  m->accepts_notes = m->accepts_preview = m->accepts_marks = 0;
   json_t *cmds = json_object_get(j, "commands");
   for (size_t i = 0; i < json_array_size(cmds); i++) {
     const char *cmd = json_string_value(json_array_get(cmds, i));
     m->accepts_notes |= cmd && strcmp(cmd, "note") == 0;
     m->accepts_preview |= cmd && strcmp(cmd, "preview") == 0;
+    m->accepts_marks |= cmd && strcmp(cmd, "mark") == 0;
   }
   json_t *pid = json_object_get(j, "pid");
   if (json_is_integer(pid))
@@ -545,6 +546,20 @@ static int module_spawn(struct module *m)
   pirec_job_stats(m->job, &st);
   m->pid = st.pid;
   return 0;
+}
+
+void pirec__modules_mark(struct pirec_controller *c, const char *kind, const char *text, size_t len,
+                         int64_t mono, int64_t wall)
+{
+  for (int i = 0; i < c->nmodules; i++) {
+    struct module *m = &c->modules[i];
+    if (!m->accepts_marks || m->state != M_READY)
+      continue;
+    json_t *cmd = json_pack("{s:s,s:s,s:s%,s:I,s:I}", "cmd", "mark", "kind", kind, "text", text, len,
+                            "mono_ns", (json_int_t)mono, "wall_ns", (json_int_t)wall);
+    if (cmd)
+      (void)pirec__module_send(m, cmd, NULL, NULL);
+  }
 }
 
 void pirec__module_stop(struct module *m)

@@ -170,6 +170,7 @@ int pirec__take_note(struct pirec_controller *c, const char *text, size_t len,
   }
   json_decref(extra);
   c->note_seq++;
+  pirec__modules_mark(c, "note", text, len, mono, wall);
   return 0;
 }
 
@@ -485,7 +486,8 @@ static void start_trial_on_modules(struct pirec_controller *c, int in_order)
 
 /* next: the next trial's start follows at once (a seamless trial change, docs/PROTOCOL.md): the
  * recorder keeps what it captures from the stop on for that trial. */
-static void stop_trial_on_modules(struct pirec_controller *c, int next)
+/* next: a trial change follows; abort: the session is abandoned as it starts. */
+static void stop_trial_on_modules(struct pirec_controller *c, int next, int abort_)
 {
   for (int i = 0; i < c->nmodules; i++) {
     struct module *m = &c->modules[i];
@@ -504,6 +506,8 @@ static void stop_trial_on_modules(struct pirec_controller *c, int next)
     json_t *cmd = json_pack("{s:s}", "cmd", "stop");
     if (next)
       json_object_set_new(cmd, "next", json_true());
+    if (abort_)
+      json_object_set_new(cmd, "abort", json_true());
     if (pirec__module_send(m, cmd, on_op_reply, NULL) < 0)
       c->op_wait--;
   }
@@ -585,7 +589,7 @@ static int start_refused_by_required(struct pirec_controller *c)
   pirec_session_error(c->session, NULL, msg);
   c->state = C_STOPPING;
   c->hooks.state_changed(c);
-  stop_trial_on_modules(c, 0);
+  stop_trial_on_modules(c, 0, 1);
   op_await(c, after_modules_stopped);
   return 1;
 }
@@ -856,7 +860,7 @@ static void op_stop_session(struct pirec_controller *c)
   control_row(c, c->ops && c->ops->kind == OP_SHUTDOWN ? "shutdown" : "stop", NULL);
   c->state = C_STOPPING;
   c->hooks.state_changed(c);
-  stop_trial_on_modules(c, 0);
+  stop_trial_on_modules(c, 0, 0);
   op_await(c, after_modules_stopped);
 }
 
@@ -892,7 +896,7 @@ static void op_next_trial(struct pirec_controller *c)
 {
   control_row(c, "trial", NULL);
   if (!modules_settled(c)) {
-    stop_trial_on_modules(c, 1);
+    stop_trial_on_modules(c, 1, 0);
     /* Notes taken until the next start is sent wait for it (its start goes ahead of them), as
      * while a session starts, rather than reach a notes recorder between trials. Only where the
      * stop itself went out: a held outbox would hold it too. */
@@ -904,7 +908,7 @@ static void op_next_trial(struct pirec_controller *c)
     op_await(c, after_trial_stopped);
     return;
   }
-  stop_trial_on_modules(c, 1);
+  stop_trial_on_modules(c, 1, 0);
   pirec_session_trial_end(c->session);
   struct op *op = c->ops;
   begin_trial(c, op ? op->label : "", 1);

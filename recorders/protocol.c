@@ -267,6 +267,7 @@ static const char *success_word(enum pirec_recorder_cmd cmd)
   case PIREC_RECORDER_STOP: return "stopped";
   case PIREC_RECORDER_STATUS: return "status";
   case PIREC_RECORDER_NOTE: return "noted";
+  case PIREC_RECORDER_MARK: return "marked";
   case PIREC_RECORDER_QUIT: return "bye";
   case PIREC_RECORDER_PREVIEW: return "preview";
   }
@@ -577,9 +578,10 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     snprintf(err, errlen, "not recording");
     return -EINVAL;
   }
-  json_t *next = json_object_get(msg, "next");
-  if (next && !json_is_boolean(next)) {
-    snprintf(err, errlen, "field 'next' must be true or false");
+  json_t *next = json_object_get(msg, "next"), *abort_ = json_object_get(msg, "abort");
+  if ((next && !json_is_boolean(next)) || (abort_ && !json_is_boolean(abort_))) {
+    snprintf(err, errlen, "field '%s' must be true or false",
+             next && !json_is_boolean(next) ? "next" : "abort");
     return -EINVAL;
   }
   struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_STOP, id, msg);
@@ -587,6 +589,7 @@ static int run_stop(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     return -ENOMEM;
   req->trial = rec->trial;
   req->handover = json_is_true(next);
+  req->abort = json_is_true(abort_);
   rec->barrier++;
   rec->ops.stop(rec, req);
   return 0;
@@ -605,14 +608,12 @@ static int run_status(struct pirec_recorder *rec, json_t *id, json_t *msg, char 
   return 0;
 }
 
-static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+/* A note's or a mark's text and clocks into a new request of cmd. 0 and *out, or -EINVAL/-ENOMEM. */
+static int text_req(struct pirec_recorder *rec, enum pirec_recorder_cmd cmd, json_t *id, json_t *msg,
+                    char *err, size_t errlen, struct pirec_recorder_req **out)
 {
   const char *text = NULL;
   int64_t mono = 0, wall = 0;
-  if (!rec->ops.note) {
-    snprintf(err, errlen, "module '%s' does not take notes", rec->name);
-    return -EINVAL;
-  }
   if (get_str(msg, "text", 1, &text, err, errlen) < 0)
     return -EINVAL;
   int hm = get_int(msg, "mono_ns", 0, 0, &mono, err, errlen);
@@ -625,15 +626,46 @@ static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *e
     snprintf(err, errlen, "field 'text' contains a NUL byte");
     return -EINVAL;
   }
-  struct pirec_recorder_req *req = req_new(rec, PIREC_RECORDER_NOTE, id, msg);
+  struct pirec_recorder_req *req = req_new(rec, cmd, id, msg);
   if (!req)
     return -ENOMEM;
   req->text = text;
   req->text_len = text_len;
   req->mono_ns = hm ? mono : req->recv_mono_ns;
   req->wall_ns = hw ? wall : pirec_clock_wall_ns();
-  rec->ops.note(rec, req);
+  *out = req;
   return 0;
+}
+
+static int run_note(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  struct pirec_recorder_req *req;
+  if (!rec->ops.note) {
+    snprintf(err, errlen, "module '%s' does not take notes", rec->name);
+    return -EINVAL;
+  }
+  int r = text_req(rec, PIREC_RECORDER_NOTE, id, msg, err, errlen, &req);
+  if (r == 0)
+    rec->ops.note(rec, req);
+  return r;
+}
+
+static int run_mark(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
+{
+  struct pirec_recorder_req *req;
+  const char *kind = NULL;
+  if (!rec->ops.mark) {
+    snprintf(err, errlen, "module '%s' does not take marks", rec->name);
+    return -EINVAL;
+  }
+  if (get_str(msg, "kind", 1, &kind, err, errlen) < 0)
+    return -EINVAL;
+  int r = text_req(rec, PIREC_RECORDER_MARK, id, msg, err, errlen, &req);
+  if (r == 0) {
+    req->kind = kind;
+    rec->ops.mark(rec, req);
+  }
+  return r;
 }
 
 static int run_preview(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen)
@@ -665,8 +697,8 @@ static const struct command {
   const char *name;
   int (*run)(struct pirec_recorder *rec, json_t *id, json_t *msg, char *err, size_t errlen);
 } commands[] = {
-    {"start", run_start}, {"stop", run_stop},       {"status", run_status},
-    {"note", run_note},   {"preview", run_preview}, {"quit", run_quit},
+    {"start", run_start},     {"stop", run_stop}, {"status", run_status}, {"note", run_note},
+    {"preview", run_preview}, {"quit", run_quit}, {"mark", run_mark},
 };
 
 static const struct command *command_find(const char *name)
@@ -883,6 +915,8 @@ int pirec_recorder_start(struct pirec_recorder *rec)
     json_array_append_new(cmds, json_string("note"));
   if (rec->ops.preview)
     json_array_append_new(cmds, json_string("preview"));
+  if (rec->ops.mark)
+    json_array_append_new(cmds, json_string("mark"));
   json_array_append_new(cmds, json_string("quit"));
   json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:o}", "reply", "ready", "module", rec->name, "pid", (int)getpid(),
                         "version", PIREC_VERSION, "commands", cmds);

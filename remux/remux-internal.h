@@ -42,6 +42,26 @@ int pirec__remux_grow(void *array, size_t n, size_t *cap, size_t elem);
 int pirec__remux_encrypted(const char *path, const struct pirec_remux_options *options,
                            struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user);
 
+/* ---- join.c: a trial recorded in segments read as one input (pirec-remux --join) ---- */
+
+/* 1 when path ("<stem><ext>") does not exist but "<stem>_s001<ext>" does: a trial in segments. */
+int pirec__remux_is_segmented(const char *path);
+
+struct pirec__remux_join {
+  int count;        /* segments joined */
+  int64_t bytes;    /* their sizes summed */
+  char input[8192]; /* what libavformat opens: "concat:A|B|..." or, for Matroska, an ffconcat list */
+  char timing[64];  /* the joined frames CSV (/proc/self/fd/N) */
+  char last[4200];  /* the last segment (the only one a crash can have cut) */
+  char error[4400]; /* why _open failed */
+  int timing_fd, list_fd;
+};
+
+/* Joins the segments of path (see above); mkv: they are Matroska files (the concat demuxer, safe 0).
+ * Returns 0, or a negative errno with j->error set. _close releases it (also after a failure). */
+int pirec__remux_join_open(const char *path, int mkv, struct pirec__remux_join *j);
+void pirec__remux_join_close(struct pirec__remux_join *j);
+
 /* ---- digest.c: a frame's payload, independent of the container's framing ---- */
 
 struct AVCodecParameters;

@@ -22,16 +22,19 @@
 
 struct remux {
   const char *in_path;
+  struct pirec__remux_join *join; /* a trial in segments read as one input (join.c), else NULL */
   const struct pirec_remux_options *opt;
   struct pirec_remux_result *res;
   struct pirec_remux_timing timing;
   AVFormatContext *ic;
   AVFormatContext *oc;
-  int vs;  /* the input's video stream index */
-  int raw; /* an elementary stream: no container timestamps, the parser splits packets */
+  int vs;       /* the input's video stream index */
+  int raw;      /* an elementary stream: no container timestamps, the parser splits packets */
+  int raw_join; /* join is of elementary streams (the concat protocol), not Matroska files */
   int64_t size;
   int64_t limit_packets; /* packets whose data is complete, when the CSV's offsets tell; else -1 */
   int64_t *rank;         /* decode position -> presentation rank, only for streams with B-frames */
+  int64_t *pt;           /* output ticks per row (tick_table), without CFR */
   int64_t nrank;
   int64_t frames; /* frames to write, when a pre-pass counted them; else -1 */
   int64_t packets_read;
@@ -141,18 +144,37 @@ int pirec_remux_output_path(const char *video_path, enum pirec_remux_format form
   return 0;
 }
 
-/* Expected output ticks of frame i out of n (n only matters for CFR). */
-static int64_t ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, int cfr, AVRational tb)
+/* Output ticks of CFR frame i out of n: the grid from the first to the n-th row's time. */
+static int64_t cfr_ticks(const struct pirec_remux_timing *t, int64_t i, int64_t n, AVRational tb)
 {
-  if (cfr) {
-    int64_t span;
-    if (n < 2)
-      return 0;
-    span = t->t_ns[n - 1] - t->t_ns[0];
-    /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
-    return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+  if (n < 2)
+    return 0;
+  int64_t span = t->t_ns[n - 1] - t->t_ns[0];
+  /* i * span / (n - 1) seconds-in-ns, rescaled to tb with one rounding. */
+  return av_rescale_rnd(i, span * tb.den, (n - 1) * NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+}
+
+/* The output ticks of the first n rows: each row's time rounded to tb, except that a frame less
+ * than one tick after the one before (frames that arrived in one read, stamped 1 ns apart; MKV's
+ * 1 ms) goes one tick after it, since two frames cannot share a pts. *moved counts those frames,
+ * *max_moved_ns is the largest shift. Heap array; NULL without memory. The writer and the verifier
+ * both use it, so a verified file has exactly these ticks. */
+static int64_t *tick_table(const struct pirec_remux_timing *t, int64_t n, AVRational tb, int64_t *moved,
+                           int64_t *max_moved_ns)
+{
+  int64_t *pt = malloc((size_t)(n > 0 ? n : 1) * sizeof *pt);
+  *moved = *max_moved_ns = 0;
+  for (int64_t i = 0; pt && i < n; i++) {
+    pt[i] = av_rescale_rnd(t->t_ns[i] - t->t_ns[0], tb.den, NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+    if (i > 0 && pt[i] <= pt[i - 1]) {
+      int64_t shift = av_rescale_rnd(pt[i - 1] + 1 - pt[i], NS_PER_S * tb.num, tb.den, AV_ROUND_NEAR_INF);
+      pt[i] = pt[i - 1] + 1;
+      (*moved)++;
+      if (shift > *max_moved_ns)
+        *max_moved_ns = shift;
+    }
   }
-  return av_rescale_rnd(t->t_ns[i] - t->t_ns[0], tb.den, NS_PER_S * tb.num, AV_ROUND_NEAR_INF);
+  return pt;
 }
 
 static const char *raw_format(const char *path)
@@ -195,7 +217,8 @@ int pirec__remux_is_own_output(const char *path)
 }
 
 /* name: what tells a raw stream by its extension (the path itself, or the encrypted original's). */
-static int open_input(const char *path, const char *name, AVFormatContext **out, int *vs, int *raw,
+/* list: path is an ffconcat list of Matroska segments (join.c), read by the concat demuxer. */
+static int open_input(const char *path, const char *name, int list, AVFormatContext **out, int *vs, int *raw,
                       struct pirec_remux_result *res)
 {
   const char *raw_name = raw_format(name);
@@ -206,6 +229,10 @@ static int open_input(const char *path, const char *name, AVFormatContext **out,
   AVDictionary *dict = NULL;
 
   *raw = raw_name != NULL;
+  if (list) {
+    ifmt = av_find_input_format("concat");
+    av_dict_set(&dict, "safe", "0", 0); /* the list names the segments by absolute path */
+  }
   /* Raw demuxers hand the parser 1 KiB at a time by default; bigger reads cost fewer calls. */
   if (*raw)
     av_dict_set_int(&dict, "raw_packet_size", 1 << 16, 0);
@@ -239,6 +266,16 @@ static int open_input(const char *path, const char *name, AVFormatContext **out,
 }
 
 /* Reads an EBML variable-length integer. Returns its length, or 0 if invalid. */
+static int mkv_truncated(const char *path, int64_t file_size);
+
+/* A crash can have cut only the last segment of a joined trial (the others were closed before the
+ * next began). */
+static int last_segment_truncated(const struct pirec__remux_join *j)
+{
+  struct stat st;
+  return stat(j->last, &st) == 0 && mkv_truncated(j->last, st.st_size);
+}
+
 static int ebml_vint(const unsigned char *p, size_t avail, int keep_marker, uint64_t *value, int *unknown)
 {
   int len = 1;
@@ -472,7 +509,7 @@ static void raw_limits(struct remux *r)
 /* Output ticks of frame i; rows past the timing's end extrapolate (only CFR asks for them). */
 static int64_t P(const struct remux *r, int64_t i)
 {
-  return ticks(&r->timing, i, r->cfr_frames, (r->opt->flags & PIREC_REMUX_CFR) != 0, r->tb);
+  return r->cfr ? cfr_ticks(&r->timing, i, r->cfr_frames, r->tb) : r->pt[i];
 }
 
 static int open_output(struct remux *r, const char *tmp)
@@ -601,7 +638,7 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
   AVRational tb;
   int vs, raw, rc;
 
-  rc = open_input(path, path, &ic, &vs, &raw, res);
+  rc = open_input(path, path, 0, &ic, &vs, &raw, res);
   if (rc < 0)
     return rc;
   tb = ic->streams[vs]->time_base;
@@ -624,8 +661,11 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
     }
   /* Packets come in decode order; with B-frames the pts sorted are the presentation times. */
   qsort(pk, (size_t)n, sizeof *pk, cmp_seen);
+  int64_t moved, max_moved, *pt = cfr ? NULL : tick_table(timing, n, tb, &moved, &max_moved);
+  if (!cfr && !pt)
+    rc = AVERROR(ENOMEM);
   for (int64_t i = 0; i < n && rc == 0; i++) {
-    int64_t want_ticks = ticks(timing, i, cfr ? cfr_frames : n, cfr, tb);
+    int64_t want_ticks = cfr ? cfr_ticks(timing, i, cfr_frames, tb) : pt[i];
     if (pk[i].pts - pk[0].pts != want_ticks) {
       seterr(res,
              "'%s': frame %lld has pts - pts0 = %lld, expected %lld in time base %d/%d "
@@ -637,6 +677,7 @@ static int verify_file(const char *path, const struct pirec_remux_timing *timing
       rc = check_payload(path, i, &pk[i], want, res);
     }
   }
+  free(pt);
 done:
   free(pk);
   avformat_close_input(&ic);
@@ -721,7 +762,9 @@ static int find_files(struct remux *r)
   const char *video_path = r->in_path;
   struct stat st;
   int rc;
-  if (stat(video_path, &st) < 0) {
+  if (r->join) {
+    st.st_size = r->join->bytes;
+  } else if (stat(video_path, &st) < 0) {
     rc = -errno;
     seterr(res, "cannot open '%s': %s", video_path, strerror(errno));
     return rc;
@@ -733,6 +776,8 @@ static int find_files(struct remux *r)
   }
   if (r->opt->timing_path)
     snprintf(res->timing_path, sizeof res->timing_path, "%s", r->opt->timing_path);
+  else if (r->join)
+    snprintf(res->timing_path, sizeof res->timing_path, "%s", r->join->timing);
   else if (pirec_remux_find_timing(video_path, res->timing_path, sizeof res->timing_path) < 0) {
     seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
            video_path);
@@ -815,25 +860,19 @@ static int count_frames(struct remux *r)
   if (rc < 0)
     return rc;
   avformat_close_input(&r->ic);
-  rc = open_input(r->in_path, in_name(r), &r->ic, &r->vs, &r->raw, r->res);
+  rc = open_input(r->join ? r->join->input : r->in_path, in_name(r), r->join && !r->raw_join, &r->ic, &r->vs,
+                  &r->raw, r->res);
   r->cfr_frames = r->krank;
   return rc;
 }
 
-/* Two frames closer than one tick would share a pts: MKV's 1 ms can be too coarse. */
-static int check_ticks(struct remux *r)
+/* The output ticks of every row (tick_table); frames moved to keep one tick apart are reported. */
+static int plan_ticks(struct remux *r)
 {
-  for (int64_t i = 1; !r->cfr && i < r->rows; i++)
-    if (P(r, i) <= P(r, i - 1)) {
-      seterr(r->res,
-             "%s:%lld: frame %lld is %lld ns after the one before, less than one tick of the "
-             "output time base 1/%d%s",
-             r->res->timing_path, (long long)r->timing.line[i], (long long)i,
-             (long long)(r->timing.t_ns[i] - r->timing.t_ns[i - 1]), r->tb.den,
-             r->opt->format == PIREC_REMUX_MKV ? " (MP4 has 1/90000)" : "");
-      return AVERROR(EINVAL);
-    }
-  return 0;
+  if (r->cfr)
+    return 0;
+  r->pt = tick_table(&r->timing, r->timing.count, r->tb, &r->res->frames_moved, &r->res->max_moved_ns);
+  return r->pt ? 0 : AVERROR(ENOMEM);
 }
 
 /* The presentation rank of the i-th packet read when it is written, else -1: it has a rank among
@@ -1029,6 +1068,34 @@ static int want_digests(struct remux *r)
 
 /* pirec_remux_file; with digests, also the payload digest of every frame written (heap, one per
  * timing row, size -1 for a row without a frame; the caller frees it). */
+/* A missing input whose segments exist is read as their join (join.c). */
+static int join_segments(struct remux *r, struct pirec__remux_join *join)
+{
+  int rc = 0;
+  if (!pirec__remux_is_segmented(r->in_path))
+    return 0;
+  r->raw_join = raw_format(in_name(r)) != NULL;
+  if ((rc = pirec__remux_join_open(r->in_path, !r->raw_join, join)) < 0)
+    seterr(r->res, "%s", join->error);
+  r->join = join;
+  return rc;
+}
+
+/* Opens the input, notes the signs of a crash and counts its frames. */
+static int open_and_count(struct remux *r)
+{
+  int rc = open_input(r->join ? r->join->input : r->in_path, in_name(r), r->join && !r->raw_join, &r->ic,
+                      &r->vs, &r->raw, r->res);
+  if (rc < 0)
+    return rc;
+  if (!r->raw && strcmp(r->ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(r->in_path, r->size))
+    r->res->video_truncated = 1;
+  if (r->join && !r->raw && last_segment_truncated(r->join))
+    r->res->video_truncated = 1;
+  raw_limits(r);
+  return count_frames(r);
+}
+
 static int remux_file(const char *video_path, const struct pirec_remux_options *options,
                       struct pirec_remux_result *res, pirec_remux_progress_cb progress, void *user,
                       struct pirec__remux_digest **digests)
@@ -1049,22 +1116,19 @@ static int remux_file(const char *video_path, const struct pirec_remux_options *
   r.dry = (r.opt->flags & PIREC_REMUX_DRY_RUN) != 0;
   r.tb = r.opt->format == PIREC_REMUX_MKV ? (AVRational){1, 1000} : (AVRational){1, 90000};
 
-  int rc = find_files(&r);
+  struct pirec__remux_join join;
+  int rc = join_segments(&r, &join);
+  if (rc == 0)
+    rc = find_files(&r);
   if (rc == 0)
     rc = load_timing(&r);
   if (rc == 0 && digests != NULL)
     rc = want_digests(&r);
   if (rc == 0)
-    rc = open_input(video_path, in_name(&r), &r.ic, &r.vs, &r.raw, res);
-  if (rc == 0) {
-    if (!r.raw && strcmp(r.ic->iformat->name, "matroska,webm") == 0 && mkv_truncated(video_path, r.size))
-      res->video_truncated = 1;
-    raw_limits(&r);
-    rc = count_frames(&r);
-  }
+    rc = open_and_count(&r);
   if (rc == 0) {
     res->reorder_depth = (int)r.depth;
-    rc = check_ticks(&r);
+    rc = plan_ticks(&r);
   }
   if (rc == 0 && r.rank)
     plan_dts(&r);
@@ -1082,7 +1146,10 @@ static int remux_file(const char *video_path, const struct pirec_remux_options *
   if (r.have_output)
     unlink(r.tmp);
   avformat_close_input(&r.ic);
+  if (r.join)
+    pirec__remux_join_close(r.join);
   free(r.rank);
+  free(r.pt);
   pirec_remux_timing_free(&r.timing);
   if (digests != NULL && rc == 0)
     *digests = r.digests;
@@ -1113,6 +1180,8 @@ static int find_input(const char *output, char *out, size_t cap)
       return -ENAMETOOLONG;
     if (strcmp(out, output) != 0 && stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
         !pirec__remux_is_own_output(out))
+      return 0;
+    if (pirec__remux_is_segmented(out)) /* pirec-remux --join's output: its segments, joined */
       return 0;
   }
   return -ENOENT;
@@ -1158,6 +1227,7 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
   struct pirec_remux_result *in = NULL;
   struct pirec__remux_digest *digests = NULL;
   struct stat st;
+  struct pirec__remux_join join;
   int64_t found = 0, expect = -1;
   int rc, cfr;
   char path[sizeof res->output_path], input[sizeof res->output_path];
@@ -1171,20 +1241,29 @@ int pirec__remux_verify(const char *output_path, const struct pirec_remux_option
     options = &defaults;
   cfr = (options->flags & PIREC_REMUX_CFR) != 0;
   snprintf(res->output_path, sizeof res->output_path, "%s", output_path);
+  join.timing_fd = join.list_fd = -1;
   if (options->timing_path)
     snprintf(res->timing_path, sizeof res->timing_path, "%s", options->timing_path);
   else if (pirec_remux_find_timing(output_path, res->timing_path, sizeof res->timing_path) < 0) {
-    seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
-           output_path);
-    return -ENOENT;
+    /* a joined trial's timing is its segments' frames CSVs, joined */
+    if (find_input(output_path, input, sizeof input) == 0 && pirec__remux_is_segmented(input) &&
+        pirec__remux_join_open(input, !raw_format(input), &join) == 0) {
+      snprintf(res->timing_path, sizeof res->timing_path, "%s", join.timing);
+    } else {
+      seterr(res, "no timing file for '%s' (looked for <name>_frames.csv, <name>.pts, <name>_pts.txt)",
+             output_path);
+      return -ENOENT;
+    }
   }
   if (stat(output_path, &st) == 0 && ends_with(output_path, ".mkv") &&
       mkv_truncated(output_path, st.st_size)) {
     seterr(res, "'%s' is cut or unfinished: its Matroska Segment does not end where the file does",
            output_path);
+    pirec__remux_join_close(&join);
     return AVERROR(EPROTO);
   }
   rc = pirec_remux_timing_load(res->timing_path, options->clock, &timing, res->error, sizeof res->error);
+  pirec__remux_join_close(&join);
   if (rc < 0)
     return rc;
   res->timing_rows = timing.count;

@@ -103,6 +103,9 @@ static json_t *result_json(const char *input, const struct pirec_remux_result *r
   /* where the trial starts in the output: frames before it (pre-trigger, the GOP before the
    * start) play first at their own times */
   json_object_set_new(j, "first_ns", json_integer(r->first_ns));
+  /* frames put one output tick after the one before (docs/REMUX.md) */
+  json_object_set_new(j, "frames_moved", json_integer(r->frames_moved));
+  json_object_set_new(j, "max_moved_ns", json_integer(r->max_moved_ns));
   json_object_set_new(j, "before_start", json_integer(r->before_start));
   json_object_set_new(j, "trial_start_offset_ns", json_integer(r->start_ns - r->first_ns));
   return j;
@@ -296,6 +299,43 @@ static int add_item(struct run *r, const char *path)
   return 0;
 }
 
+/* The segment number of a name "..._sNNN.EXT" (docs/FORMATS.md), else 0. */
+static int segment_number(const char *name)
+{
+  const char *dot = strrchr(name, '.');
+  size_t n = dot ? (size_t)(dot - name) : strlen(name);
+  if (n < 6 || name[n - 5] != '_' || name[n - 4] != 's')
+    return 0;
+  int k = 0;
+  for (size_t i = n - 3; i < n; i++) {
+    if (name[i] < '0' || name[i] > '9')
+      return 0;
+    k = k * 10 + (name[i] - '0');
+  }
+  return k;
+}
+
+/* --join: segment 1 of a trial (".../tNNN_s001.EXT") adds the trial ("tNNN.EXT"), which the child
+ * reads as its segments joined; the later segments are in it. */
+static int add_trial(struct run *r, const char *path)
+{
+  char trial[4096];
+  const char *dot = strrchr(path, '.');
+  if (segment_number(strrchr(path, '/') ? strrchr(path, '/') + 1 : path) != 1)
+    return 0;
+  snprintf(trial, sizeof trial, "%.*s%s", (int)(dot - path - 5), path, dot);
+  int rc = add_item(r, trial);
+  struct stat st;
+  char seg[4200];
+  for (int k = 1; rc == 0; k++) { /* its size, for the timeout: all of its segments */
+    snprintf(seg, sizeof seg, "%.*s_s%03d%s", (int)(dot - path - 5), path, k, dot);
+    if (stat(seg, &st) != 0)
+      break;
+    r->items[r->n - 1].size += st.st_size;
+  }
+  return rc;
+}
+
 /* Session layout: SESSION/cameraN/tNNN.mkv, SESSION/eyetracker/tNNN_scene.mkv; we search a few
  * levels deep so a folder of sessions works too. Names are sorted so runs are reproducible. */
 static int scan_dir(struct run *r, const char *dir, int depth)
@@ -321,6 +361,9 @@ static int scan_dir(struct run *r, const char *dir, int depth)
         rc = add_item(r, path);
     } else if (S_ISREG(st.st_mode) && empty_trial_csv(path)) {
       rc = add_skipped(r, path, "no frames (the trial recorded none)", 0);
+    } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name) && r->o->join &&
+               segment_number(names[i]->d_name) > 0) {
+      rc = add_trial(r, path); /* its first segment stands for the trial */
     } else if (S_ISREG(st.st_mode) && is_video(names[i]->d_name)) {
       char why[160], timing[4200];
       /* A stray video (a copy, a test clip) without timing is not this run's business, and our
@@ -513,10 +556,14 @@ static void summary(struct run *r, int64_t elapsed_ns)
     json_t *j = it->result;
     int64_t cut = jint(j, "rows_cut") + jint(j, "packets_cut");
     int64_t dur = jint(j, "duration_ns");
-    char what[4200], clock[300] = "";
+    char what[4200], clock[420] = "";
     /* Auto passing over the camera's clock changes what the times mean: say so on the line. */
     if (jstr(j, "clock_note")[0] != '\0')
       snprintf(clock, sizeof clock, " (clock %s: %s)", jstr(j, "clock"), jstr(j, "clock_note"));
+    if (jint(j, "frames_moved") > 0)
+      snprintf(clock + strlen(clock), sizeof clock - strlen(clock),
+               " (%" PRId64 " frames less than one tick after the one before, moved up to %" PRId64 " us)",
+               jint(j, "frames_moved"), (jint(j, "max_moved_ns") + 999) / 1000);
     if (!it->ok)
       snprintf(what, sizeof what, "FAILED: %s", jstr(j, "error"));
     else if (r->o->verify)

@@ -25,6 +25,12 @@ add_test(NAME test-camera-record COMMAND test-camera record)
 set_tests_properties(test-camera-record PROPERTIES TIMEOUT 150 LABELS "camera;concurrency"
   ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 
+# Segments (issue 24): an H.264 clip and a raw source split into 1 s files, and a SIGKILL in the
+# third segment: about 15 s.
+add_test(NAME test-camera-segments COMMAND test-camera segments)
+set_tests_properties(test-camera-segments PROPERTIES TIMEOUT 120 LABELS "camera;concurrency"
+  ENVIRONMENT "PIREC_BUILD_DIR=${CMAKE_BINARY_DIR};PIREC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+
 # The acceptance run, 60 s of 1280x720 at 30 fps: opt-in (PIREC_LONG_TESTS=1), label "long".
 add_test(NAME test-camera-long COMMAND test-camera long)
 set_tests_properties(test-camera-long PROPERTIES TIMEOUT 240 LABELS "camera;long" SKIP_RETURN_CODE 77

@@ -26,3 +26,6 @@ set_tests_properties(test-eyetracker-60s PROPERTIES TIMEOUT 240 LABELS "eyetrack
 add_dependencies(test-eyetracker pirec-eyesim)
 add_dependencies(test-eyetracker-reconnect pirec-eyesim)
 add_dependencies(test-eyetracker pirec-eyetracker pirec-remux)
+# Driving the device: events, its own recording, Time Echo (docs/EYETRACKER.md).
+pirec_add_test(test-eyetracker-neon SOURCES test-eyetracker-neon.c LIBS pirec_eyetracker LABELS concurrency TIMEOUT 60)
+add_dependencies(test-eyetracker-neon pirec-eyesim)

@@ -364,6 +364,28 @@ static void on_late(uv_timer_t *t)
   uv_stop(t->loop);
 }
 
+/* The frames CSVs of trial 1's segments t001_s001_frames.csv, ... concatenated into out (one
+ * header). Returns how many segments there were. */
+static int join_segment_rows(const char *dir, const char *out)
+{
+  FILE *o = fopen(out, "w");
+  assert_non_null(o);
+  int k = 1;
+  for (;; k++) {
+    char path[4200], line[512];
+    snprintf(path, sizeof path, "%s/t001_s%03d_frames.csv", dir, k);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      break;
+    for (int first = 1; fgets(line, sizeof line, f); first = 0)
+      if (!first || k == 1)
+        fputs(line, o);
+    fclose(f);
+  }
+  fclose(o);
+  return k - 1;
+}
+
 static void run_camera(struct run *r, const struct pirec_camera_settings *s, const char *dir)
 {
   assert_int_equal(uv_loop_init(&r->loop), 0);
@@ -406,9 +428,14 @@ static void run_camera(struct run *r, const struct pirec_camera_settings *s, con
   assert_true(r->stopped);
   assert_true(r->closed);
   assert_int_equal(uv_loop_close(&r->loop), 0);
-  /* Every test's trial ends with the counter identities against its file. */
+  /* Every test's trial ends with the counter identities against its file (its segments' files
+   * joined: the rows go on across them). */
   char csv[4200];
   snprintf(csv, sizeof csv, "%s/t001_frames.csv", dir);
+  if (s->segment_ns > 0 || s->segment_bytes > 0) {
+    snprintf(csv, sizeof csv, "%s/joined_frames.csv", dir);
+    join_segment_rows(dir, csv);
+  }
   counters_check_camera(&r->st, csv);
 }
 
@@ -938,22 +965,31 @@ static void test_url_file_replay(void **state)
  * started mid-GOP (pre_trigger 0) starts at the keyframe before it, and with pre_trigger = 1 s at
  * the keyframe at or before T - 1 s; those rows come first, marked before_start, with the times
  * they were captured at; packets = rows, every packet decodes, no frame is dropped. */
-static void url_pre_trigger(int64_t pre_ns)
+/* A camera whose source is a clip in tmp dir `name` of `frames` H.264 frames at 25 fps with a
+ * keyframe every second (25 frames), stored as received. */
+static void keyed_clip_camera(const char *name, int frames, char *dir, size_t cap,
+                              struct pirec_camera_settings *s)
 {
-  char dir[300], clip[400], cmd[1200];
-  make_tmp(dir, sizeof dir, pre_ns ? "urlpre" : "urlgop");
+  char clip[400], cmd[1200];
+  make_tmp(dir, cap, name);
   mkdir(dir, 0755);
   snprintf(clip, sizeof clip, "%s/clip.mp4", dir);
   snprintf(cmd, sizeof cmd,
-           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 150 "
+           "ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v %d "
            "-c:v libx264 -preset ultrafast -bf 0 -g 25 -keyint_min 25 -sc_threshold 0 -y '%s'",
-           clip);
+           frames, clip);
   assert_int_equal(system(cmd), 0);
+  pirec_camera_settings_default(s);
+  assert_int_equal(pirec_camera_settings_set_source(s, clip), 0);
+  s->width = s->height = 0;
+  s->fps_num = 0;
+}
+
+static void url_pre_trigger(int64_t pre_ns)
+{
+  char dir[300];
   struct pirec_camera_settings s;
-  pirec_camera_settings_default(&s);
-  assert_int_equal(pirec_camera_settings_set_source(&s, clip), 0);
-  s.width = s.height = 0;
-  s.fps_num = 0;
+  keyed_clip_camera(pre_ns ? "urlpre" : "urlgop", 150, dir, sizeof dir, &s);
   s.pre_trigger_ns = pre_ns;
   char out[400];
   snprintf(out, sizeof out, "%s/rec", dir);
@@ -1274,6 +1310,148 @@ static void test_write_error(void **state)
   long frames = probe_packets(video, "mjpeg");
   fprintf(stderr, "efbig: %lld bytes kept, %ld images\n", (long long)st.st_size, frames);
   assert_true(frames > 3);
+}
+
+/* ---- segments (issue 24) ---- */
+
+/* Segment k of trial 1 in dir: its rows (malloc'd in *rows) and the video's path. -1: no such file. */
+static long segment_rows(const char *dir, int k, const char *ext, struct row **rows, char *video, size_t cap)
+{
+  char csv[4200];
+  snprintf(csv, sizeof csv, "%s/t001_s%03d_frames.csv", dir, k);
+  snprintf(video, cap, "%s/t001_s%03d.%s", dir, k, ext);
+  if (access(csv, F_OK) != 0)
+    return -1;
+  return (long)read_rows(csv, rows);
+}
+
+/* Each segment whole: packets = rows, every picture decodes, its first frame starts a GOP (for
+ * the clip: a device time on a whole second); returns the number of segments and every row, in
+ * order, in *all. */
+static int check_segments(const char *dir, const char *ext, int64_t key_ns, struct row **all, size_t *n_all)
+{
+  int k = 1;
+  *all = NULL;
+  *n_all = 0;
+  for (;; k++) {
+    struct row *rows;
+    char video[4200];
+    long n = segment_rows(dir, k, ext, &rows, video, sizeof video);
+    if (n < 0)
+      break;
+    fprintf(stderr, "segment %d: %ld rows, first frame %" PRId64 "\n", k, n, n ? rows[0].frame : -1);
+    assert_true(n > 0);
+    assert_int_equal(probe_packets(video, strcmp(ext, "mkv") ? ext : NULL), n);
+    assert_decodes(video, strcmp(ext, "mkv") ? ext : NULL, n);
+    if (!strcmp(ext, "mkv"))
+      assert_int_equal(mkv_sealed(video), 1);
+    if (key_ns > 0)
+      assert_int_equal(rows[0].dev % key_ns, 0);
+    *all = realloc(*all, (*n_all + (size_t)n) * sizeof **all);
+    memcpy(*all + *n_all, rows, (size_t)n * sizeof *rows);
+    *n_all += (size_t)n;
+    free(rows);
+  }
+  return k - 1;
+}
+
+/* A clip with a keyframe every second, 1 s segments: the trial's files split at keyframes into
+ * t001_s001.h264 ..., the rows go on across them (frame, seq, device time: none repeated or
+ * missing at a join, since the clip is paced and nothing is lost), packets = rows per file, and no
+ * t001.h264 is written. */
+static void test_segments_h264(void **state)
+{
+  char dir[300], out[400];
+  struct pirec_camera_settings s;
+  keyed_clip_camera("seg264", 300, dir, sizeof dir, &s);
+  s.segment_ns = 1000000000LL;
+  snprintf(out, sizeof out, "%s/rec", dir);
+  struct run r = {.stop_at_ms = 4500};
+  run_camera(&r, &s, out);
+  print_status("segments h264", &r.st);
+  assert_int_equal(r.stop_err, 0);
+  struct row *all;
+  size_t n;
+  int segs = check_segments(out, "h264", 1000000000LL, &all, &n);
+  assert_true(segs >= 3);
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SEGMENT], segs - 1);
+  assert_int_equal(check_rows(all, n, 1, 40000000), 0);
+  assert_int_equal(r.st.frames_written, n);
+  char whole[500];
+  snprintf(whole, sizeof whole, "%s/t001.h264", out);
+  assert_int_not_equal(access(whole, F_OK), 0);
+  free(all);
+}
+
+/* Raw frames encoded per segment: each file a sealed MKV that starts with a keyframe (its own
+ * encoder), the rows continuous across the files, the counters exact over all of them. */
+static void test_segments_raw(void **state)
+{
+  char dir[300];
+  make_tmp(dir, sizeof dir, "segraw");
+  struct pirec_camera_settings s;
+  lavfi_settings(&s, 320, 240, 30);
+  s.segment_ns = 1000000000LL;
+  struct run r = {.stop_at_ms = 3600};
+  run_camera(&r, &s, dir);
+  print_status("segments raw", &r.st);
+  assert_int_equal(r.stop_err, 0);
+  struct row *all;
+  size_t n;
+  int segs = check_segments(dir, "mkv", 0, &all, &n);
+  assert_true(segs >= 3);
+  assert_int_equal(r.events[PIREC_CAMERA_EVENT_SEGMENT], segs - 1);
+  check_rows(all, n, 1, 33333333);
+  assert_int_equal(r.st.frames_written, n);
+  free(all);
+}
+
+/* The recorder SIGKILLed while writing its third segment: the first two are whole (sealed, packets
+ * = rows, every picture decodes). */
+static int segment_child(const char *dir)
+{
+  struct pirec_camera_settings s;
+  lavfi_settings(&s, 320, 240, 30);
+  s.segment_ns = 700000000LL;
+  struct run r = {.stop_at_ms = 60000};
+  run_camera(&r, &s, dir);
+  return 1; /* never reached: killed before */
+}
+
+static void test_segments_kill(void **state)
+{
+  char dir[300], third[400];
+  make_tmp(dir, sizeof dir, "segkill");
+  snprintf(third, sizeof third, "%s/t001_s003_frames.csv", dir);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0); /* its encoder goes with it */
+    execl("/proc/self/exe", "test-camera", "segment-child", dir, (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  for (int i = 0; i < 600 && access(third, F_OK) != 0; i++)
+    usleep(50000);
+  assert_int_equal(access(third, F_OK), 0);
+  usleep(300000); /* mid-segment: some of its frames are written */
+  assert_int_equal(kill(-pid, SIGKILL), 0);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  uint64_t next = 0;
+  for (int k = 1; k <= 2; k++) {
+    struct row *rows;
+    char video[4200];
+    long n = segment_rows(dir, k, "mkv", &rows, video, sizeof video);
+    assert_true(n > 0);
+    assert_int_equal(probe_packets(video, NULL), n);
+    assert_decodes(video, NULL, n);
+    assert_int_equal(mkv_sealed(video), 1);
+    assert_int_equal(rows[0].frame, (int64_t)next); /* the second goes on where the first ended */
+    next += (uint64_t)n;
+    free(rows);
+  }
 }
 
 /* ---- the executable under the controller's protocol ---- */
@@ -1661,11 +1839,20 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_record_hold_at_stop),
       cmocka_unit_test(test_record_encoder_kill),
   };
+  const struct CMUnitTest segments[] = {
+      cmocka_unit_test(test_segments_h264),
+      cmocka_unit_test(test_segments_raw),
+      cmocka_unit_test(test_segments_kill),
+  };
   const struct CMUnitTest longer[] = {
       cmocka_unit_test(test_record_60s_720p),
   };
   if (strcmp(group, "efbig-child") == 0 && argc > 2)
     return efbig_child(argv[2]);
+  if (strcmp(group, "segment-child") == 0 && argc > 2)
+    return segment_child(argv[2]);
+  if (strcmp(group, "segments") == 0)
+    return cmocka_run_group_tests_name("camera segments", segments, NULL, teardown_all);
   if (strcmp(group, "record") == 0)
     return cmocka_run_group_tests_name("camera record", record, NULL, teardown_all);
   if (strcmp(group, "long") == 0) {

@@ -41,94 +41,7 @@
 #include "pirec/log.h"
 #include "pirec/mdns.h"
 
-/* ---- the simulator process ---- */
-
-struct sim_proc {
-  uv_process_t proc;
-  uv_pipe_t out;
-  char buf[512];
-  size_t len;
-  int http, rtsp;
-  int exited, handles;
-  int64_t status;
-  int term_sig;
-};
-
-static void sim_closed(uv_handle_t *h)
-{
-  struct sim_proc *s = h->data;
-  s->handles--;
-}
-
-static void sim_exit(uv_process_t *p, int64_t status, int sig)
-{
-  struct sim_proc *s = p->data;
-  s->exited = 1;
-  s->status = status;
-  s->term_sig = sig;
-  uv_close((uv_handle_t *)p, sim_closed);
-}
-
-static void sim_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
-{
-  struct sim_proc *s = h->data;
-  *b = uv_buf_init(s->buf + s->len, (unsigned)(sizeof s->buf - 1 - s->len));
-}
-
-static void sim_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-  struct sim_proc *s = st->data;
-  if (n < 0) {
-    uv_close((uv_handle_t *)st, sim_closed);
-    return;
-  }
-  s->len += (size_t)n;
-  s->buf[s->len] = 0;
-  const char *p = strstr(s->buf, "pirec-eyesim http=");
-  if (p && strchr(p, '\n'))
-    sscanf(p, "pirec-eyesim http=%d rtsp=%d", &s->http, &s->rtsp);
-  if (s->len >= sizeof s->buf - 1)
-    s->len = 0;
-}
-
-/* Starts the simulator without waiting for its ports (callable from a loop callback). */
-static void sim_start(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
-{
-  const char *bd = getenv("PIREC_BUILD_DIR");
-  assert_non_null(bd);
-  static char prog[1024];
-  snprintf(prog, sizeof prog, "%s/apps/pirec-eyesim", bd);
-  const char *args[48] = {prog};
-  int n = 1;
-  for (int i = 0; extra[i]; i++)
-    args[n++] = extra[i];
-  args[n] = NULL;
-  memset(s, 0, sizeof *s);
-  uv_pipe_init(loop, &s->out, 0);
-  s->out.data = s;
-  s->proc.data = s;
-  uv_stdio_container_t stdio[3] = {
-      {.flags = UV_IGNORE},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&s->out},
-      {.flags = UV_INHERIT_FD, .data.fd = 2}};
-  uv_process_options_t o = {
-      .file = prog, .args = (char **)args, .exit_cb = sim_exit, .stdio = stdio, .stdio_count = 3};
-  s->handles = 2;
-  int r = uv_spawn(loop, &s->proc, &o);
-  if (r < 0)
-    fail_msg("cannot start '%s': %s", prog, uv_strerror(r));
-  uv_read_start((uv_stream_t *)&s->out, sim_alloc, sim_read);
-}
-
-static void sim_spawn(uv_loop_t *loop, struct sim_proc *s, const char *const *extra)
-{
-  sim_start(loop, s, extra);
-  int64_t deadline = (int64_t)uv_hrtime() + 10 * 1000000000LL;
-  while (!s->http && !s->exited && (int64_t)uv_hrtime() < deadline)
-    uv_run(loop, UV_RUN_ONCE);
-  if (!s->http)
-    fail_msg("pirec-eyesim printed no ports");
-}
+#include "helpers/eyesim-proc.h"
 
 /* ---- a recording run ---- */
 
@@ -143,7 +56,7 @@ struct run {
   int64_t trial_ms;
   int stopped, stop_err, closed;
   int scene_sealed_at_stop; /* scene_sealed() when the stopped callback ran */
-  int events[5];
+  int events[8];            /* by enum pirec_eyetracker_event */
   char messages[8192];
   uv_timer_t hold_timer; /* holds the trial's sinks from hold_from_ms for hold_for_ms (if > 0) */
   int64_t hold_from_ms, hold_for_ms;
@@ -198,11 +111,9 @@ static size_t ebml_vint(const unsigned char *b, size_t n, uint64_t *v, int keep_
 /* Whether dir/t001_scene.mkv was sealed by a clean close: 1 when its Segment's size is the real
  * one (file size minus where the segment's children start), 0 when it is anything else (a
  * streamed file's "unknown"), -1 when there is no readable file. why says what was found. */
-static int scene_sealed(const char *dir, char *why, size_t cap)
+static int mkv_sealed_path(const char *path, char *why, size_t cap)
 {
-  char path[700];
   unsigned char b[4096];
-  snprintf(path, sizeof path, "%s/t001_scene.mkv", dir);
   snprintf(why, cap, "'%s': missing or too short", path);
   FILE *f = fopen(path, "rb");
   if (!f)
@@ -221,6 +132,13 @@ static int scene_sealed(const char *dir, char *why, size_t cap)
   snprintf(why, cap, "'%s': segment size %llu, %llu bytes after its size field", path,
            (unsigned long long)size, (unsigned long long)body);
   return size == body;
+}
+
+static int scene_sealed(const char *dir, char *why, size_t cap)
+{
+  char path[700];
+  snprintf(path, sizeof path, "%s/t001_scene.mkv", dir);
+  return mkv_sealed_path(path, why, cap);
 }
 
 static void on_stopped(struct pirec_eyetracker *et, int err, void *user)
@@ -315,6 +233,9 @@ static void check_counters(const struct run *r)
   const struct pirec_eyetracker_stream_status *st[] = {&r->final.gaze, &r->final.world, &r->final.events};
   for (int i = 0; i < 3; i++) {
     char path[700];
+    snprintf(path, sizeof path, "%s/t001_scene_s001_frames.csv", r->dir);
+    if (i == 1 && access(path, F_OK) == 0)
+      continue; /* in segments: test_scene_segments checks the counters over them all */
     snprintf(path, sizeof path, "%s/%s", r->dir, files[i]);
     counters_check_eyetracker_stream(files[i], st[i], access(path, F_OK) == 0 ? path : NULL);
   }
@@ -740,7 +661,13 @@ static void test_clean_run(void **state)
   /* the clock log: one row per Sender Report of either stream */
   struct csv clk = {0};
   csv_load(&clk, r->dir, "t001_eye_clock.csv");
-  assert_int_equal((uint64_t)clk.rows, s->gaze.rtcp_sr + s->world.rtcp_sr + s->events.rtcp_sr);
+  int c_method = col(&clk, "stream"), sr_rows = 0;
+  for (int i = 0; i < clk.rows; i++)
+    sr_rows += strcmp(cell(&clk, i, c_method), "time_echo") != 0;
+  assert_int_equal(
+      (uint64_t)sr_rows,
+      s->gaze.rtcp_sr + s->world.rtcp_sr +
+          s->events.rtcp_sr); /* the other rows are Time Echo estimates (test-eyetracker-neon checks them) */
   /* A least-squares line through the gaze stream's (mono_ns, device_ns) pairs: its slope is the
    * device clock's rate, 1000 ppm fast, whatever the arrival jitter of single reports. */
   int c_mono = col(&clk, "mono_ns"), c_dev = col(&clk, "device_ns"), c_stream = col(&clk, "stream");
@@ -889,20 +816,92 @@ static void split_rows(const char *dir, const char *name, struct split *out)
   csv_free(&c);
 }
 
-static int first_packet_is_key(const char *dir)
+static int first_packet_is_key_of(const char *mkv)
 {
   char cmd[900], flags[16] = "";
   snprintf(
       cmd, sizeof cmd,
       "ffprobe -v error -select_streams v:0 -read_intervals '%%+#1' -show_entries packet=flags -of csv=p=0 "
-      "'%s/t001_scene.mkv'",
-      dir);
+      "'%s'",
+      mkv);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   if (!fgets(flags, sizeof flags, p))
     flags[0] = 0;
   pclose(p);
   return flags[0] == 'K';
+}
+
+static int first_packet_is_key(const char *dir)
+{
+  char mkv[700];
+  snprintf(mkv, sizeof mkv, "%s/t001_scene.mkv", dir);
+  return first_packet_is_key_of(mkv);
+}
+
+static void tweak_segments(struct pirec_eyetracker_settings *s)
+{
+  s->segment_ns = 1000000000LL;
+}
+
+/* Issue 24 item 4 for the scene video: 1 s segments (the simulator's GOP is 1 s) split the
+ * scene into t001_scene_s001.mkv ... each starting with a keyframe, sealed, packets = rows, every
+ * packet decoding; the frame numbers go on across the files and the counters hold over them;
+ * gaze stays one file. */
+static void test_scene_segments(void **state)
+{
+  struct run *r = calloc(1, sizeof *r);
+  /* a Sender Report at once: the scene rows have device times from the first (remux's clock) */
+  static const char *const args[] = {"--gaze-hz", "200", "--fps", "30", "--first-sr", "0", NULL};
+  run_trial(r, "segments", args, 3600, tweak_segments);
+  assert_int_equal(r->stop_err, 0);
+  char joined[700], gaze[700];
+  snprintf(joined, sizeof joined, "%s/joined_scene_frames.csv", r->dir);
+  snprintf(gaze, sizeof gaze, "%s/t001_gaze.csv", r->dir);
+  assert_int_equal(access(gaze, F_OK), 0);
+  FILE *o = fopen(joined, "w");
+  assert_non_null(o);
+  long long next = 0;
+  int k = 1;
+  for (;; k++) {
+    char name[64], mkv[700], csvp[700], line[1024], why[800];
+    snprintf(name, sizeof name, "t001_scene_s%03d_frames.csv", k);
+    snprintf(csvp, sizeof csvp, "%s/%s", r->dir, name);
+    snprintf(mkv, sizeof mkv, "%s/t001_scene_s%03d.mkv", r->dir, k);
+    if (access(csvp, F_OK) != 0)
+      break;
+    struct csv f = {0};
+    csv_load(&f, r->dir, name);
+    fprintf(stderr, "scene segment %d: %d rows\n", k, f.rows);
+    assert_true(f.rows > 0);
+    assert_int_equal(ffprobe_count(mkv, "packets"), f.rows);
+    assert_int_equal(ffprobe_count(mkv, "frames"), f.rows);
+    assert_true(first_packet_is_key_of(mkv));
+    if (mkv_sealed_path(mkv, why, sizeof why) != 1)
+      fail_msg("segment not sealed: %s", why);
+    assert_int_equal(strtoll(cell(&f, 0, col(&f, "frame")), NULL, 10), next);
+    next += f.rows;
+    csv_free(&f);
+    FILE *in = fopen(csvp, "r");
+    assert_non_null(in);
+    for (int first = 1; fgets(line, sizeof line, in); first = 0)
+      if (!first || k == 1)
+        fputs(line, o);
+    fclose(in);
+  }
+  fclose(o);
+  assert_true(k - 1 >= 3);
+  counters_check_eyetracker_stream("scene segments", &r->final.world, joined);
+  assert_int_equal(unlink(joined), 0);
+  /* pirec-remux: one output per segment, or --join's one for the trial; both verify */
+  char cmd[2000];
+  snprintf(cmd, sizeof cmd,
+           "R='%s/apps/pirec-remux'; cd '%s' && \"$R\" . >&2 && "
+           "\"$R\" --join . >&2 && test -f t001_scene.mp4 && \"$R\" --verify . >&2",
+           getenv("PIREC_BUILD_DIR"), r->dir);
+  assert_int_equal(system(cmd), 0);
+  remove_dir(r->dir);
+  free(r);
 }
 
 /* Issue 24 item 3: with pre_trigger = 2 s, a trial started at T after 4 s of streaming holds gaze
@@ -1360,6 +1359,7 @@ int main(void)
       cmocka_unit_test(test_peer_vlc),
       cmocka_unit_test(test_short_runs_counters),
       cmocka_unit_test(test_pre_trigger),
+      cmocka_unit_test(test_scene_segments),
   };
   if (getenv("PIREC_TEST_FILTER")) /* e.g. test_clean_run for the 60 s acceptance entry */
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

@@ -119,7 +119,7 @@ static void m_preview(struct pirec_recorder *rec, struct pirec_recorder_req *req
   pirec_recorder_preview_done(req, 0, (const uint8_t *)"pir", 3, 320, 240, 77);
 }
 
-static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, m_preview};
+static const struct pirec_recorder_ops ops = {m_start, m_stop, m_status, m_note, m_quit, m_preview, NULL};
 
 /* ---- controller side ---- */
 static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
@@ -497,7 +497,7 @@ static void test_new_rejects(void **state)
   uv_loop_t loop;
   uv_loop_init(&loop);
   struct pirec_recorder *rec = (void *)1;
-  struct pirec_recorder_ops bad = {m_start, NULL, NULL, NULL, m_quit, NULL};
+  struct pirec_recorder_ops bad = {m_start, NULL, NULL, NULL, m_quit, NULL, NULL};
   assert_int_equal(pirec_recorder_new(&loop, "x", &bad, NULL, NULL, &rec), -EINVAL);
   assert_null(rec);
   assert_int_equal(pirec_recorder_new(&loop, "", &ops, NULL, NULL, &rec), -EINVAL);

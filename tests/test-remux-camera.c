@@ -28,6 +28,7 @@ struct fixture {
 struct rows {
   int64_t n;
   int64_t mono[100000];
+  int64_t dev[100000]; /* device_ts_ns, -1 when empty */
   int64_t bytes[100000];
   int64_t offset[100000];
 };
@@ -83,7 +84,7 @@ static void read_rows(const char *path, struct rows *r)
 {
   FILE *fp = fopen(path, "r");
   char line[1024];
-  int col_mono = -1, col_bytes = -1, col_offset = -1, k = 0;
+  int col_mono = -1, col_bytes = -1, col_offset = -1, col_dev = -1, k = 0;
 
   assert_non_null(fp);
   assert_non_null(fgets(line, sizeof line, fp));
@@ -94,6 +95,8 @@ static void read_rows(const char *path, struct rows *r)
       col_bytes = k;
     else if (strcmp(tok, "offset") == 0)
       col_offset = k;
+    else if (strcmp(tok, "device_ts_ns") == 0)
+      col_dev = k;
   }
   assert_true(col_mono >= 0 && col_bytes >= 0 && col_offset >= 0);
   r->n = 0;
@@ -102,6 +105,7 @@ static void read_rows(const char *path, struct rows *r)
     r->mono[r->n] = field(line, col_mono);
     r->bytes[r->n] = field(line, col_bytes);
     r->offset[r->n] = field(line, col_offset);
+    r->dev[r->n] = col_dev >= 0 ? field(line, col_dev) : -1;
     r->n++;
   }
   fclose(fp);
@@ -224,10 +228,121 @@ static void test_camera_h264_passthrough(void **state)
   passthrough(*state, "h264", "-c:v libx264 -preset ultrafast -bf 0 -g 30", "h264");
 }
 
+/* ---- segments (issue 24) ---- */
+
+/* The frames CSVs of trial 1's segments in dir, in order, as one list of rows (the rows go on
+ * across the files: frame k of segment 2 follows the last of segment 1). Returns the segments. */
+static int segment_rows(const char *dir, struct rows *all, int64_t *per, int max)
+{
+  static struct rows one;
+  int k = 0;
+  all->n = 0;
+  for (; k < max; k++) {
+    char csv[600];
+    snprintf(csv, sizeof csv, "%s/t001_s%03d_frames.csv", dir, k + 1);
+    if (access(csv, F_OK) != 0)
+      break;
+    read_rows(csv, &one);
+    per[k] = one.n;
+    for (int64_t i = 0; i < one.n; i++, all->n++) {
+      all->mono[all->n] = one.mono[i];
+      all->dev[all->n] = one.dev[i];
+    }
+  }
+  return k;
+}
+
+/* The clock pirec-remux --clock auto takes: device_ts_ns when every row has one and they
+ * increase, else mono_ns (arrival times, which can tie under load: not this test's subject). */
+static const int64_t *auto_clock(const struct rows *r)
+{
+  for (int64_t i = 0; i < r->n; i++)
+    if (r->dev[i] < 0 || (i > 0 && r->dev[i] <= r->dev[i - 1]))
+      return r->mono;
+  return r->dev;
+}
+
+/* The camera records a trial in 1 s segments (config: [camera.camera0] segment = 1s), then:
+ * pirec-remux writes one output per segment, each with packets = its rows; --join writes one
+ * tNNN.mp4 with every row's frame once, at its row's time (none repeated or missing at a join),
+ * lasting the trial's duration within one frame; --verify passes on both forms. */
+static void segments_join(struct fixture *f, const char *name, const char *source, const char *ext)
+{
+  static struct rows rows;
+  int64_t per[64], *pts = NULL;
+  char dir[512], conf[600], path[700];
+  int den;
+  snprintf(dir, sizeof dir, "%s/%s", f->dir, name);
+  snprintf(conf, sizeof conf, "%s/%s.conf", f->dir, name);
+  FILE *c = fopen(conf, "w");
+  assert_non_null(c);
+  fputs("[camera.camera0]\nsize = 320x240\nfps = 30\nsegment = 1s\n", c);
+  fclose(c);
+  if (sh(f->out, sizeof f->out, "'%s' -c '%s' --source '%s' --out '%s' --duration 3.5 2>&1", f->camera, conf,
+         source, dir) != 0)
+    fail_msg("pirec-camera failed:\n%s", f->out);
+  int segs = segment_rows(dir, &rows, per, 64);
+  fprintf(stderr, "%s: %d segments, %lld rows\n", name, segs, (long long)rows.n);
+  assert_true(segs >= 3);
+  if (sh(f->out, sizeof f->out, "'%s' '%s'", f->remux, dir) != 0)
+    fail_msg("pirec-remux on '%s' failed:\n%s", dir, f->out);
+  for (int k = 0; k < segs; k++) {
+    snprintf(path, sizeof path, "%s/t001_s%03d.mp4", dir, k + 1);
+    assert_int_equal(remux_gen_probe_pts(path, 0, &pts, &den), per[k]);
+    free(pts);
+  }
+  if (sh(f->out, sizeof f->out, "'%s' --join '%s'", f->remux, dir) != 0)
+    fail_msg("pirec-remux --join on '%s' failed:\n%s", dir, f->out);
+  snprintf(path, sizeof path, "%s/t001.mp4", dir);
+  int64_t got = remux_gen_probe_pts(path, 0, &pts, &den);
+  assert_int_equal(got, rows.n);
+  const int64_t *t = auto_clock(&rows);
+  for (int64_t i = 0; i < got; i++) {
+    int64_t want = ((t[i] - t[0]) * 9 + 50000) / 100000, diff = pts[i] - pts[0] - want;
+    if (diff < -1 || diff > 1)
+      fail_msg("%s: packet %lld at %lld ticks, its row's mono_ns says %lld", path, (long long)i,
+               (long long)(pts[i] - pts[0]), (long long)want);
+  }
+  free(pts);
+  /* the duration: the trial's (first to last frame) plus the last frame's, within one frame */
+  char out[256];
+  assert_int_equal(
+      sh(out, sizeof out, "ffprobe -v error -show_entries format=duration -of csv=p=0 '%s'", path), 0);
+  double dur = strtod(out, NULL), span = (t[rows.n - 1] - t[0]) / 1e9;
+  fprintf(stderr, "%s: joined %.4f s, trial %.4f s\n", name, dur, span);
+  assert_true(dur >= span && dur <= span + 2.0 / 30);
+  if (sh(f->out, sizeof f->out, "'%s' --verify --json '%s'", f->remux, dir) != 0)
+    fail_msg("pirec-remux --verify on '%s' failed:\n%s", dir, f->out);
+  assert_non_null(strstr(f->out, "t001.mp4"));
+  (void)ext;
+}
+
+/* Raw frames encoded by the camera: Matroska segments, joined by the concat demuxer. */
+static void test_segments_mkv(void **state)
+{
+  segments_join(*state, "seg-mkv", "lavfi:testsrc2", "mkv");
+}
+
+/* An H.264 source stored as received: elementary-stream segments, joined byte for byte. */
+static void test_segments_h264(void **state)
+{
+  struct fixture *f = *state;
+  char src[512];
+  snprintf(src, sizeof src, "%s/src-seg.mp4", f->dir);
+  assert_int_equal(sh(NULL, 0,
+                      "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=320x240:rate=30 -t 6 "
+                      "-c:v libx264 -preset ultrafast -bf 0 -g 15 '%s'",
+                      src),
+                   0);
+  segments_join(f, "seg-h264", src, "h264");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_camera_mkv, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segments_mkv, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_segments_h264, setup, teardown),
       cmocka_unit_test_setup_teardown(test_camera_mjpeg_passthrough, setup, teardown),
       cmocka_unit_test_setup_teardown(test_camera_h264_passthrough, setup, teardown),
   };

@@ -131,6 +131,53 @@ static void test_vfr_jitter_mp4(void **state)
   free(dev);
 }
 
+/* Frames that arrived in one read are stamped 1 ns apart (the eye tracker's scene) or a few us
+ * apart (an MJPEG stream parsed from one buffer): less than one output tick. Each goes one tick
+ * after the one before, the result says how many and by how much, and --verify agrees. The code
+ * before refused the file ("less than one tick of the output time base"). */
+static void test_frames_closer_than_a_tick(void **state)
+{
+  struct fixture *f = *state;
+  const int n = 60;
+  char video[512], out[512];
+  struct pirec_remux_result res;
+  struct pirec_remux_options opt = {0};
+  int64_t *mono = remux_gen_times(n, 5 * NS, 0, 0);
+
+  mono[20] = mono[19] + 1;    /* 1 ns: the same read */
+  mono[21] = mono[20] + 1;    /* and a third in it */
+  mono[40] = mono[39] + 4500; /* 4.5 us */
+  snprintf(video, sizeof video, "%s", at(f, "t001.mkv"));
+  assert_int_equal(remux_gen_video(video, n, "160x120", 0), 0);
+  assert_int_equal(remux_gen_csv(at(f, "t001_frames.csv"), n, mono, NULL, NULL, NULL, 0), 0);
+  opt.clock = PIREC_REMUX_CLOCK_MONO;
+  assert_int_equal(pirec_remux_file(video, &opt, &res, NULL, NULL), 0);
+  assert_string_equal(res.error, "");
+  assert_int_equal(res.frames, n);
+  assert_int_equal(res.frames_moved, 3);
+  /* frame 21 goes two ticks (22.2 us) after its own rounded time, which was frame 19's */
+  assert_true(res.max_moved_ns > 22000 && res.max_moved_ns < 22300);
+  snprintf(out, sizeof out, "%s", at(f, "t001.mp4"));
+  int64_t *pts = NULL;
+  int den = 0;
+  assert_int_equal(remux_gen_probe_pts(out, 0, &pts, &den), n);
+  qsort(pts, (size_t)n, sizeof *pts, cmp64);
+  for (int i = 1; i < n; i++)
+    assert_true(pts[i] > pts[i - 1]);
+  assert_int_equal(pts[20] - pts[19], 1);
+  assert_int_equal(pts[21] - pts[19], 2);
+  assert_int_equal(pts[40] - pts[39], 1);
+  /* every frame not moved is exactly on its captured time */
+  for (int i = 0; i < n; i++)
+    if (i != 20 && i != 21 && i != 40)
+      assert_int_equal(pts[i] - pts[0], round_div((mono[i] - mono[0]) * 90000, NS));
+  free(pts);
+  assert_decodes_clean(out);
+  assert_int_equal(pirec_remux_verify(out, &opt, &res), 0);
+  assert_int_equal(res.frames, n);
+  free(mono);
+}
+
 static void test_mkv_output_and_timestamps_file(void **state)
 {
   struct fixture *f = *state;
@@ -683,6 +730,7 @@ int main(void)
   }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_vfr_jitter_mp4, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_frames_closer_than_a_tick, setup, teardown),
       cmocka_unit_test_setup_teardown(test_mkv_output_and_timestamps_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cfr, setup, teardown),
       cmocka_unit_test_setup_teardown(test_raw_h264_offsets, setup, teardown),

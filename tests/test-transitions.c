@@ -532,13 +532,157 @@ static void test_eyetracker_seamless(void **state)
   ctl_cleanup(&c);
 }
 
+/* A pirec-eyesim without video that logs the API requests it gets into log. */
+static void neon_sim(struct tu_proc *sim, const char *log, int *http, int *rtsp)
+{
+  const char *argv[] = {tu_program("pirec-eyesim"), "--no-world", "--no-events", "--api-log", log, NULL};
+  assert_int_equal(tu_proc_start(sim, argv, NULL), 0);
+  char *line = tu_proc_readline(sim, 15000);
+  if (!line || sscanf(line, "pirec-eyesim http=%d rtsp=%d", http, rtsp) != 2)
+    fail_msg("pirec-eyesim did not report its ports: %s", line ? line : "(nothing)");
+  free(line);
+}
+
+/* Issue 16: the session drives the eye tracker's device. A note and a marker edge sent during a
+ * recording session reach the simulated Neon as events (through the recorder protocol's mark),
+ * after its recording started and before it was saved, and the recording's id is in
+ * session.json and events.csv. */
+static void test_eyetracker_drives_device(void **state)
+{
+  if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0) {
+    print_message("SKIP: pirec-eyetracker or pirec-eyesim not built\n");
+    skip();
+  }
+  char *tmp = tu_tmpdir("tr");
+  char fifo[4200], log[4300], cfg[9000];
+  tr_fifo(tmp, "mark", fifo, sizeof fifo);
+  snprintf(log, sizeof log, "%s/api.csv", tmp);
+  struct tu_proc sim;
+  int http, rtsp;
+  neon_sim(&sim, log, &http, &rtsp);
+  snprintf(cfg, sizeof cfg,
+           "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\ndevice_recording = true\n",
+           http, rtsp);
+  tr_trigger(cfg, sizeof cfg, "mark", fifo, "rising", "marker", "0");
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  int fd = open(fifo, O_WRONLY | O_NONBLOCK);
+  assert_true(fd >= 0);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "started");
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", jstr(r, "session_dir"));
+  json_decref(r);
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"note\",\"text\":\"stimulus on\"}", 5000);
+  expect_reply(r, "noted");
+  json_decref(r);
+  tr_edge(fd, 1, 1, tr_mono_ns());
+  json_decref(tr_settle(&c, "mark", 1, 30000));
+  r = ctl_call(&c, "{\"id\":3,\"cmd\":\"stop\"}", 30000);
+  expect_reply(r, "stopped");
+  json_decref(r);
+  close(fd);
+  ctl_stop_process(&c, 0);
+  kill(sim.pid, SIGTERM);
+  tu_proc_wait(&sim, 10000); /* its log is complete once it has exited */
+  /* the device's view, in order */
+  struct tu_csv api;
+  assert_int_equal(tu_csv_load(log, &api), 0);
+  int cp = tu_csv_col(&api, "path"), cn = tu_csv_col(&api, "name"), cc = tu_csv_col(&api, "code");
+  int at_start = -1, at_note = -1, at_gpio = -1, at_save = -1;
+  for (size_t i = 1; i < api.rows; i++) {
+    assert_string_equal(api.fields[i][cc], "200");
+    const char *path = api.fields[i][cp], *name = api.fields[i][cn];
+    if (strcmp(path, "/api/recording:start") == 0)
+      at_start = (int)i;
+    else if (strcmp(path, "/api/recording:stop_and_save") == 0)
+      at_save = (int)i;
+    else if (strcmp(name, "pirec.note stimulus on") == 0)
+      at_note = (int)i;
+    else if (strncmp(name, "pirec.gpio gpio.mark rising seq 1 ", 34) == 0)
+      at_gpio = (int)i;
+  }
+  if (!(at_start > 0 && at_note > at_start && at_gpio > at_start && at_save > at_note && at_save > at_gpio))
+    fail_msg("%s: recording:start at row %d, the note at %d, the edge at %d, stop_and_save at %d", log,
+             at_start, at_note, at_gpio, at_save);
+  /* pirec's view: the recording's id in session.json and events.csv */
+  json_t *m = load_manifest(dir);
+  const char *id = json_string_value(json_object_get(
+      json_object_get(
+          json_object_get(json_object_get(json_object_get(m, "modules"), "eyetracker"), "counters"),
+          "device"),
+      "recording_id"));
+  assert_non_null(id);
+  assert_string_equal(id, api.fields[at_start][cn]);
+  struct tu_csv ev;
+  load_csv_in(dir, "events.csv", &ev);
+  assert_int_equal(count_events(&ev, "device_recording", "eyetracker"), 2); /* started, saved */
+  tu_csv_free(&ev);
+  json_decref(m);
+  tu_csv_free(&api);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
+/* A session abandoned as it starts ([session] required names a line that is not there): the
+ * eye tracker cancels the device's recording instead of saving it. */
+static void test_eyetracker_abort_cancels(void **state)
+{
+  if (access(tu_program("pirec-eyesim"), X_OK) != 0 || access(tu_program("pirec-eyetracker"), X_OK) != 0) {
+    print_message("SKIP: pirec-eyetracker or pirec-eyesim not built\n");
+    skip();
+  }
+  char *tmp = tu_tmpdir("tr");
+  char log[4300], cfg[9000];
+  snprintf(log, sizeof log, "%s/api.csv", tmp);
+  struct tu_proc sim;
+  int http, rtsp;
+  neon_sim(&sim, log, &http, &rtsp);
+  snprintf(cfg, sizeof cfg,
+           "[eyetracker]\nenabled = true\naddress = 127.0.0.1:%d\nrtsp_port = %d\ndevice_recording = true\n",
+           http, rtsp);
+  struct ctl c;
+  ctl_start(&c, 0, cfg);
+  /* the fixture writes [session]: the required line goes in by an edit and a reload */
+  char cmd[9000];
+  snprintf(cmd, sizeof cmd, "'%s' config set '%s' session.required gpio.absent", tu_program("pirec"), c.cfg);
+  assert_int_equal(system(cmd), 0);
+  json_t *r = ctl_call(&c, "{\"id\":1,\"cmd\":\"reload\"}", 30000);
+  expect_reply(r, "reloaded");
+  json_decref(r);
+  json_decref(ctl_wait_modules(&c, 0, 30000));
+  r = ctl_call(&c, "{\"id\":2,\"cmd\":\"start\"}", 30000);
+  expect_reply(r, "error");
+  json_decref(r);
+  ctl_stop_process(&c, 1); /* the start_failed error */
+  kill(sim.pid, SIGTERM);
+  tu_proc_wait(&sim, 10000);
+  struct tu_csv api;
+  assert_int_equal(tu_csv_load(log, &api), 0);
+  int cp = tu_csv_col(&api, "path"), cn = tu_csv_col(&api, "name");
+  char seen[600] = "";
+  for (size_t i = 1; i < api.rows; i++) {
+    const char *what = strcmp(api.fields[i][cp], "/api/event") == 0 ? api.fields[i][cn] : api.fields[i][cp];
+    snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s;", what);
+  }
+  assert_string_equal(seen, "/api/recording:start;pirec.session_start;pirec.trial 1;pirec.session_abort;"
+                            "/api/recording:cancel;");
+  tu_csv_free(&api);
+  ctl_cleanup(&c);
+  tu_rm_rf(tmp);
+  free(tmp);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notes_meet_trial_changes), cmocka_unit_test(test_gpio_stop_during_start),
       cmocka_unit_test(test_edges_while_stopping),     cmocka_unit_test(test_pulses_and_counts),
       cmocka_unit_test(test_camera_seamless),          cmocka_unit_test(test_eyetracker_seamless),
-      cmocka_unit_test(test_change_while_restarting),
+      cmocka_unit_test(test_change_while_restarting),  cmocka_unit_test(test_eyetracker_drives_device),
+      cmocka_unit_test(test_eyetracker_abort_cancels),
   };
   if (getenv("PIREC_TEST_FILTER"))
     cmocka_set_test_filter(getenv("PIREC_TEST_FILTER"));

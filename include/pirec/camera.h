@@ -84,6 +84,14 @@ struct pirec_camera_settings {
    * each file starts at a keyframe; pre_trigger is not applied (a warning says so). */
   int64_t pre_trigger_ns;
   size_t pre_trigger_bytes;
+  /* Segments (docs/FORMATS.md): a trial's files are split into tNNN_sMMM.* (MMM from 001), each
+   * with its own frames CSV, once segment_ns of video (from the segment's first frame) or
+   * segment_bytes of video file are reached, at the next frame that starts a GOP (raw: any frame,
+   * the new file's encoder starts with a keyframe; MJPEG: any frame; H.264: a keyframe; HEVC: never).
+   * The rows go on across the files: frame, seq and dropped_before as in one file. 0 and 0
+   * (default): one file per trial, named tNNN.*. */
+  int64_t segment_ns;
+  uint64_t segment_bytes;
 };
 
 /* Fills s with the defaults above (lavfi testsrc2, 1280x720 at 30 fps, libx264 ultrafast crf 23). */
@@ -166,6 +174,8 @@ enum pirec_camera_event {
   PIREC_CAMERA_EVENT_WRITE_ERROR,       /* a file sink failed (ENOSPC, EIO); the trial keeps what it has */
   PIREC_CAMERA_EVENT_FRAMES_LOST_AFTER, /* at a trial's end: frames lost after its last row, which no
                                            row follows to carry (the status's dropped_after) */
+  PIREC_CAMERA_EVENT_SEGMENT,           /* a new segment's files begin (settings' segment_ns/bytes):
+                                           the message names them and their first frame */
 };
 
 /* Runs on the loop thread. message describes the event (lowercase, subject quoted); valid during
@@ -195,7 +205,9 @@ const char *pirec_camera_start_error(const struct pirec_camera *cam);
 
 /* Starts trial `trial` (>= 1) writing into dir (created if missing): tNNN.mkv (raw sources,
  * encoded by an ffmpeg child) or tNNN.mjpeg / tNNN.h264 (compressed sources, written as received),
- * and tNNN_frames.csv; part > 0 names them tNNN_pP.* instead. Returns 0, -EBUSY (a trial runs or is
+ * and tNNN_frames.csv; part > 0 names them tNNN_pP.* instead; with segments on, tNNN_s001.* (or
+ * tNNN_pP_s001.*), then _s002 and on as the trial is split, the stop callback running once, after
+ * the last segment's files are closed. Returns 0, -EBUSY (a trial runs or is
  * stopping), -EINVAL (not started), or the error creating the directory, the sinks or the encoder
  * (then no trial runs). */
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part);

@@ -33,6 +33,15 @@ struct pirec_eyesim_settings {
   char gaze_log[512];   /* "" or a CSV: seq,rtp_ts,device_ns,x,y,fate (sent|lost|malformed|down|idle) */
   char world_log[512];  /* "" or a CSV: frame,rtp_ts,device_ns,bytes,fate */
   char events_log[512]; /* "" or a CSV: seq,rtp_ts,device_ns,event,fate */
+  /* The control API (docs/EYETRACKER.md, "Driving the device"): */
+  char api_log[512];          /* "" or a CSV of every POST: rx_mono_ns,rx_device_ns,path,name,
+                                 timestamp_ns,code (rx_mono_ns: this host's CLOCK_MONOTONIC) */
+  char refuse_recording[200]; /* "": recording:start succeeds; else it is refused with this message */
+  int fail_events;            /* the first N POST /api/event are answered 503 (retry tests) */
+  int64_t clock_offset_ns;    /* the device clock's offset from this host's CLOCK_REALTIME at start */
+  int echo_port;              /* Time Echo TCP port (0: any free one; announced in /api/status) */
+  int no_time_echo;           /* no echo server: /api/status announces time_echo_port 0 */
+  int echo_silent;            /* the echo server reads requests and never answers */
 };
 
 void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s);
@@ -44,12 +53,15 @@ struct pirec_eyesim;
  * loopback address, bad rate or size), or the bind/spawn error (then nothing is left running). */
 int pirec_eyesim_new(uv_loop_t *loop, const struct pirec_eyesim_settings *s, struct pirec_eyesim **out);
 void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rtsp_port);
+/* The Time Echo port, 0 without one. */
+int pirec_eyesim_echo_port(const struct pirec_eyesim *sim);
 
 struct pirec_eyesim_counters {
   uint64_t gaze_generated, gaze_sent, gaze_lost, gaze_malformed, gaze_down, gaze_idle;
   uint64_t frames_generated, frames_sent;
   uint64_t events_generated, events_sent;
   uint64_t connections, sessions_played, disconnects_forced, http_requests;
+  uint64_t api_events, recordings_started, recordings_saved, recordings_cancelled, echoes;
 };
 void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out);
 

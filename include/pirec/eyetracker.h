@@ -72,6 +72,19 @@ struct pirec_eyetracker_settings {
                                    into the next trial, rows marked before_start (docs/FORMATS.md) */
   size_t backlog_video_bytes; /* 0 (default): sized from pre_trigger_ns (eyetracker-int.h) */
   size_t backlog_rows_bytes;  /* 0 (default): likewise, for gaze, eye events and clock rows */
+  /* Scene video segments (docs/FORMATS.md): the trial's scene video and its frames CSV are split
+   * into tNNN_scene_sMMM.mkv with tNNN_scene_sMMM_frames.csv (MMM from 001) once segment_ns of
+   * video (from the file's first frame) or segment_bytes are reached, at the next keyframe with
+   * parameter sets; the rows go on across the files. Gaze, eye events and clock rows stay one file
+   * per trial. 0 and 0 (default): one scene file per trial, tNNN_scene.mkv. */
+  int64_t segment_ns;
+  uint64_t segment_bytes;
+  /* Driving the device (docs/EYETRACKER.md, "Driving the device"): */
+  int time_echo;                 /* 1 (default): estimate the clock offset with the Time Echo
+                                     protocol when /api/status names its port */
+  int64_t time_echo_interval_ns; /* a new estimate this often; 10 s (0: the default) */
+  int64_t api_timeout_ns;        /* one POST or echo burst may take this long; 3 s */
+  int event_attempts;            /* tries per event before it counts as failed; 3 */
 };
 
 /* Fills s with the defaults above (host "auto"). */
@@ -88,6 +101,7 @@ enum pirec_eyetracker_event {
   PIREC_EYETRACKER_EVENT_DISCONNECTED,  /* a stream was lost; reconnecting with backoff */
   PIREC_EYETRACKER_EVENT_ERROR,         /* a protocol or data error (bad SDP, error reply, ...) */
   PIREC_EYETRACKER_EVENT_WRITE_ERROR,   /* a file sink failed; the trial keeps what it has */
+  PIREC_EYETRACKER_EVENT_SEGMENT,       /* a new scene segment's files begin (message names them) */
 };
 
 /* Runs on the loop thread; message (lowercase, subject quoted) is valid during the call. */
@@ -128,6 +142,47 @@ int pirec_eyetracker_trial_stop(struct pirec_eyetracker *et, pirec_eyetracker_st
  * before_start). Samples a full backlog cannot keep are counted as dropped before the next trial's
  * first rows. Call before trial_stop. */
 void pirec_eyetracker_hand_over(struct pirec_eyetracker *et);
+
+/* ---- driving the device (POST /api/event, /api/recording:*, Time Echo) ----
+ *
+ * Requests go out one at a time, in the order made, each on its own HTTP connection, from the
+ * loop and never waited for: the calls below only queue (at most PIREC_EYETRACKER_API_QUEUE
+ * requests). Nothing here touches the trial's files or delays a sample. */
+
+#define PIREC_EYETRACKER_API_QUEUE 64
+#define PIREC_EYETRACKER_EVENT_MAX 200 /* bytes of an event name; longer ones are cut */
+
+/* Queues an event named name (cut to PIREC_EYETRACKER_EVENT_MAX bytes at a UTF-8 boundary) that
+ * happened at host time wall_ns (CLOCK_REALTIME); its timestamp on the device's clock is wall_ns
+ * plus the current offset estimate (pirec_eyetracker_device_offset). A failed POST (no answer
+ * within api_timeout, a refused connection, a reply other than 200) is retried after 0.5 s, 1 s,
+ * ... up to event_attempts tries, then counted in events_failed. Returns 0 or -ENOBUFS (queue
+ * full: counted in events_dropped). */
+int pirec_eyetracker_send_event(struct pirec_eyetracker *et, const char *name, int64_t wall_ns);
+
+enum pirec_eyetracker_recording_cmd {
+  PIREC_EYETRACKER_REC_START = 1, /* POST /api/recording:start: result is the recording's id */
+  PIREC_EYETRACKER_REC_STOP_AND_SAVE,
+  PIREC_EYETRACKER_REC_CANCEL,
+};
+/* Runs on the loop thread once the device answered (err 0; result: the id for START, "" else) or
+ * refused (err -EPERM; result: the device's message) or could not be reached (err the libuv error,
+ * -ETIMEDOUT, -EBADMSG, -ECANCELED at close; result says why). result lives during the call. */
+typedef void (*pirec_eyetracker_recording_cb)(struct pirec_eyetracker *et, int err, const char *result,
+                                              void *user);
+/* Queues a recording command (tried once: a refusal is an answer, not a fault); cb (may be NULL)
+ * runs exactly once, never inside this call, unless this returns an error: -ENOBUFS. */
+int pirec_eyetracker_recording_cmd(struct pirec_eyetracker *et, enum pirec_eyetracker_recording_cmd cmd,
+                                   pirec_eyetracker_recording_cb cb, void *user);
+
+/* Starts a Time Echo estimate now (session start and stop) unless one is under way or the device
+ * named no echo port; the periodic ones run on their own. */
+void pirec_eyetracker_time_echo(struct pirec_eyetracker *et);
+
+/* The offset (device clock - host CLOCK_REALTIME) events are converted with, and where it comes
+ * from: "time_echo" (the last estimate), "rtcp" (the gaze stream's last Sender Report, which
+ * includes the network delay), or "none" (0: the clocks are taken as synchronised). */
+int64_t pirec_eyetracker_device_offset(const struct pirec_eyetracker *et, const char **method);
 
 int pirec_eyetracker_recording(const struct pirec_eyetracker *et);
 
@@ -183,6 +238,16 @@ struct pirec_eyetracker_status {
    * now, the most held, and idle samples a full backlog could not keep (pre-trigger too long for
    * its memory). */
   uint64_t backlog_bytes, backlog_used, backlog_high_water, backlog_missed;
+  /* Events sent to the device: answered 200, given up after event_attempts tries, refused for a
+   * full queue, tries repeated; sent + failed + dropped + queued = events asked for. */
+  uint64_t events_sent, events_failed, events_dropped, events_retried, events_queued;
+  /* Time Echo: estimates made, bursts that failed, and the last estimate (offset_ns device - host,
+   * INT64_MIN before the first; rtt_ns the best round trip of its burst; uncertainty_ns half the
+   * width of the interval the offset was pinned to). */
+  uint64_t echo_estimates, echo_failures;
+  int64_t echo_offset_ns, echo_rtt_ns;
+  int64_t echo_uncertainty_ns; /* the true offset lies within echo_offset_ns +- this */
+  int echo_port;               /* from /api/status; 0: none named */
 };
 
 void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eyetracker_status *out);

@@ -47,6 +47,7 @@ enum pirec_recorder_cmd {
   PIREC_RECORDER_STOP,
   PIREC_RECORDER_STATUS,
   PIREC_RECORDER_NOTE,
+  PIREC_RECORDER_MARK,
   PIREC_RECORDER_QUIT,
   PIREC_RECORDER_PREVIEW,
 };
@@ -77,6 +78,10 @@ struct pirec_recorder_req {
    * rest counted as dropped before its first row) instead of discarding them as captured between
    * trials, so rows run on across the change (docs/PROTOCOL.md, "Trial changes"). */
   int handover;
+  /* STOP: 1 when the session is abandoned as it starts (a [session] required module cannot
+   * record): what the module started for it elsewhere (the eye tracker's device recording) is
+   * cancelled rather than kept. The files are finished as for any stop. */
+  int abort;
 
   /* NOTE: text exactly as sent (UTF-8; may contain commas, quotes, newlines; NUL-free) and the
    * controller's clocks when it received the note (its capture time). If the command carried no
@@ -85,6 +90,8 @@ struct pirec_recorder_req {
   size_t text_len;
   int64_t mono_ns;
   int64_t wall_ns;
+  /* MARK: what happened ("note", "gpio"); text, text_len, mono_ns and wall_ns as for NOTE. */
+  const char *kind;
 
   /* STATUS: a JSON object the module fills with its counters (pirec_recorder_counters_add or
    * json_object_set_new). The library adds state, trial, uptime and loop lag itself.
@@ -119,6 +126,10 @@ struct pirec_recorder_ops {
    * made off the capture and loop threads), answered like status: at once, not behind a start or
    * stop. NULL: "preview" is refused and not advertised in "ready". */
   void (*preview)(struct pirec_recorder *rec, struct pirec_recorder_req *req);
+  /* Optional: a happening elsewhere in the session (a note, a GPIO edge) for a module that forwards
+   * markers to its device (the eye tracker); answered like note. NULL: "mark" is refused and not
+   * advertised in "ready". */
+  void (*mark)(struct pirec_recorder *rec, struct pirec_recorder_req *req);
 };
 
 struct pirec_recorder_options {

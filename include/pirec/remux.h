@@ -71,6 +71,9 @@ struct pirec_remux_result {
   enum pirec_remux_clock clock_used;
   char clock_note[256]; /* --clock auto only: why device_ts_ns was passed over, else empty */
   int reorder_depth;    /* 0 without B-frames, else how far decode order runs ahead */
+  int64_t frames_moved; /* frames less than one output tick after the one before, put one tick
+                           after it (two frames cannot share a pts) */
+  int64_t max_moved_ns; /* the largest such shift, ns */
   int64_t first_ns;     /* timestamp of frame 0 on clock_used */
   int64_t before_start; /* leading frames from before the trial's start (before_start = 1 rows: the
                            GOP up to it, a pre-trigger buffer); they play first, at their own times */
@@ -156,6 +159,7 @@ struct pirec_remux_run_options {
   uint32_t timeout_s;               /* per file; 0: 30 s + 1 s per 2 MiB of input */
   const char *self_exe;             /* the pirec-remux binary to re-execute with --one */
   int live; /* also remux sessions still recording (session.json not final, its controller alive) */
+  int join; /* a trial in segments (tNNN_s001.EXT, ...) is one item "tNNN.EXT": one output per trial */
 };
 
 /* Expands paths (session directories are searched for videos with a timing file; files are taken

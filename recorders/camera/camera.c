@@ -121,6 +121,12 @@ struct event_msg {
 
 struct trial {
   int number, part;
+  int segment;   /* 0: segments off; else this file's number, from 1 */
+  int rolling;   /* this stop is a segment change: the next segment starts when it is closed */
+  int prior_err; /* the first error of the trial's earlier segments */
+  int seg_taken; /* a frame was given to this segment (seg_t0 is its capture time) */
+  int64_t seg_t0, seg_t0_dev;
+  int t0_set; /* t0_mono is set (raw: the MKV's time 0, the file's first frame) */
   char *video_path, *csv_path;
   struct pirec_sink *video, *csv;
   struct pirec_rowgate *gate; /* rows wait here until their frame is in the video file */
@@ -152,6 +158,21 @@ struct trial {
   struct pirec_camera *cam;
   pirec_camera_stopped_cb stopped_cb;
   void *stopped_user;
+};
+
+/* A segment change in progress: the trial's next files open once the current ones are closed
+ * (the frames meanwhile wait in the ring, as at a trial change). */
+struct roll {
+  int active;
+  int number, part, segment;
+  uint64_t frames, rows, before_rows; /* the trial's counters so far, which the next file goes on */
+  int err;
+  int stop; /* the trial was stopped meanwhile: the next segment stops at stop_mono */
+  int64_t stop_mono;
+  pirec_camera_stopped_cb cb;
+  void *user;
+  int handover; /* pirec_camera_hand_over was called meanwhile */
+  int64_t handover_mono;
 };
 
 struct pirec_camera {
@@ -225,6 +246,8 @@ struct pirec_camera {
   uint64_t bytes_last;
   int loop_last_error;
   struct trial *trial;
+  char *trial_dir; /* where the running trial's files go (its next segments too) */
+  struct roll roll;
   int closing;
   pirec_camera_close_cb close_cb;
   void *close_user;
@@ -835,6 +858,60 @@ static uint64_t lost_before_stop(const struct pirec_camera *cam, const struct tr
   return (uint64_t)(((__int128)cam->cur_dropped * before + span / 2) / span);
 }
 
+/* ---- segments ---- */
+
+/* A frame a new file can start with: for encoded video one that starts a GOP. */
+static int starts_gop(const struct pirec_camera *cam, const uint8_t *frame, size_t len)
+{
+  switch (cam->fmt.codec) {
+  case PIREC_CAMERA_CODEC_RAW: /* each file's encoder starts with a keyframe */
+  case PIREC_CAMERA_CODEC_MJPEG: return 1;
+  case PIREC_CAMERA_CODEC_H264: return pirec_h264_is_keyframe(frame, len);
+  default: return 0; /* HEVC: keyframes not recognised, files are not split */
+  }
+}
+
+/* The trial's current file is long or large enough and this frame (about to go to it) can start
+ * the next one. */
+static int segment_due(struct pirec_camera *cam, struct trial *t, const struct frame_hdr *h,
+                       const uint8_t *payload)
+{
+  if (!t->segment)
+    return 0;
+  if (!t->seg_taken) {
+    t->seg_taken = 1;
+    t->seg_t0 = h->mono_ns;
+    t->seg_t0_dev = h->device_ts_ns;
+    return 0;
+  }
+  /* The span by the device's clock where it has one (its frame intervals do not jitter as arrivals
+   * do: a file of 1 s at 30 fps is 30 frames), else by arrival. */
+  int64_t span = h->mono_ns - t->seg_t0;
+  if (t->seg_t0_dev != INT64_MIN && h->device_ts_ns != INT64_MIN && h->device_ts_ns > t->seg_t0_dev &&
+      llabs((h->device_ts_ns - t->seg_t0_dev) - span) < 1000000000LL)
+    span = h->device_ts_ns - t->seg_t0_dev;
+  uint64_t bytes = cam->raw ? (t->mkv ? pirec_mkv_bytes(t->mkv) : 0) : t->video_offset;
+  int due = (cam->s.segment_ns > 0 && span >= cam->s.segment_ns) ||
+            (cam->s.segment_bytes > 0 && bytes >= cam->s.segment_bytes);
+  return due && starts_gop(cam, payload, h->len);
+}
+
+static void rolled(struct pirec_camera *cam, int err, void *user);
+
+/* Ends the current file before the frame captured at mono, which stays in the ring as the next
+ * segment's first (the trial-change hand-over): nothing is lost or written twice at the join. */
+static void begin_rollover(struct pirec_camera *cam, struct trial *t, int64_t mono)
+{
+  cam->roll = (struct roll){.active = 1, .number = t->number, .part = t->part, .segment = t->segment};
+  t->rolling = 1;
+  t->stopping = 1;
+  t->stop_mono = mono - 1;
+  t->stopped_cb = rolled;
+  t->stopped_user = NULL;
+  cam->handover = 1;
+  cam->handover_mono = mono;
+}
+
 /* Moves frames from the ring to the trial (or discards them when none records) until the ring is
  * empty or the encoder is behind. */
 static void drain(struct pirec_camera *cam)
@@ -867,6 +944,8 @@ static void drain(struct pirec_camera *cam)
        * end counts it (the encoder may still lose frames). */
       cam->frames_idle += 1 + lost;
       cur_done(cam);
+    } else if (segment_due(cam, t, &h, payload)) {
+      begin_rollover(cam, t, h.mono_ns); /* this frame is the next segment's first */
     } else if (!cam->raw) {
       pirec__camera_gop_keep(&cam->gop, &h, sizeof h, payload, h.len, h.mono_ns, cam->cur_dropped > 0, 1);
       write_compressed(cam, t, &h, payload);
@@ -901,8 +980,10 @@ static void emit_au(struct pirec_camera *cam, struct trial *t, const uint8_t *au
   struct meta m = t->meta[t->meta_head];
   t->meta_head = (t->meta_head + 1) % t->meta_cap;
   t->meta_count--;
-  if (t->rows == 0)
+  if (!t->t0_set) { /* each file's time 0 is its first frame */
+    t->t0_set = 1;
     t->t0_mono = m.mono_ns;
+  }
   if (t->mkv_failed || !sink_has_room(t, len + pirec_mkv_margin())) {
     cam->drops_sink++;
     carry_out(cam, t, m.dropped + 1);
@@ -1115,18 +1196,21 @@ static size_t trial_video_ring_bytes(const struct pirec_camera *cam)
 }
 
 /* A trial with its two file paths, no files yet. */
-static struct trial *trial_new(struct pirec_camera *cam, const char *dir, int trial, int part)
+static struct trial *trial_new(struct pirec_camera *cam, const char *dir, int trial, int part, int segment)
 {
   struct trial *t = calloc(1, sizeof *t);
-  char suffix[16] = "";
+  char suffix[32] = "";
 
   if (!t)
     return NULL;
   t->number = trial;
   t->part = part;
+  t->segment = segment;
   t->cam = cam;
   if (part > 0)
     snprintf(suffix, sizeof suffix, "_p%d", part);
+  if (segment > 0)
+    snprintf(suffix + strlen(suffix), sizeof suffix - strlen(suffix), "_s%03d", segment);
   t->video_path = pirec__camera_strdupf("%s/t%03d%s.%s", dir, trial, suffix, video_ext(cam->fmt.codec));
   t->csv_path = pirec__camera_strdupf("%s/t%03d%s_frames.csv", dir, trial, suffix);
   if (!t->video_path || !t->csv_path) {
@@ -1280,25 +1364,43 @@ static void trial_abandon(struct trial *t)
   free_trial(t);
 }
 
+/* A trial's files (of its segment, 0: segments off) opened, its encoder started; NULL and *err
+ * on failure, when the frames kept for it are idle after all. */
+static struct trial *trial_open(struct pirec_camera *cam, int trial, int part, int segment, int *err)
+{
+  struct trial *t = trial_new(cam, cam->trial_dir, trial, part, segment);
+  int r = -ENOMEM;
+  if (t && (r = trial_open_sinks(cam, t)) >= 0 && (!cam->raw || (r = trial_start_encoder(cam, t)) >= 0)) {
+    if (!cam->raw)
+      trial_write_stream_header(cam, t);
+    return t;
+  }
+  if (t)
+    trial_abandon(t);
+  cam->handover = 0;
+  drain(cam);
+  *err = r;
+  return NULL;
+}
+
 int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int trial, int part)
 {
   struct trial *t;
-  int r;
+  int r = 0;
 
   if (!cam->started || cam->closing || trial < 1 || part < 0)
     return -EINVAL;
-  if (cam->trial)
+  if (cam->trial || cam->roll.active)
     return -EBUSY;
-  if (!(t = trial_new(cam, dir, trial, part)))
+  char *d = strdup(dir);
+  if (!d)
     return -ENOMEM;
-  if ((r = trial_open_sinks(cam, t)) < 0 || (cam->raw && (r = trial_start_encoder(cam, t)) < 0)) {
-    trial_abandon(t);
-    cam->handover = 0; /* no trial takes the frames kept for it: they are idle after all */
-    drain(cam);
+  free(cam->trial_dir);
+  cam->trial_dir = d;
+  int segments = cam->s.segment_ns > 0 || cam->s.segment_bytes > 0;
+  if (!(t = trial_open(cam, trial, part, segments, &r)))
     return r;
-  }
   if (!cam->raw) {
-    trial_write_stream_header(cam, t);
     /* The video begins at the keyframe before the start (with pre_trigger, before start - N); a
      * trial change starts at the change, the frames after it wait in the ring. */
     t->replaying = 1;
@@ -1318,8 +1420,62 @@ int pirec_camera_trial_start(struct pirec_camera *cam, const char *dir, int tria
 
 void pirec_camera_hand_over(struct pirec_camera *cam)
 {
+  if (cam->roll.active) { /* for after the segment change, whose own hand-over this is */
+    cam->roll.handover = 1;
+    cam->roll.handover_mono = pirec_clock_mono_ns();
+    return;
+  }
   cam->handover = 1;
   cam->handover_mono = pirec_clock_mono_ns();
+}
+
+/* The segment's files are closed: the trial goes on in the next ones, which take the frames kept
+ * in the ring and every counter where the last file left them. */
+static void rolled(struct pirec_camera *cam, int err, void *user)
+{
+  struct roll r = cam->roll;
+  struct trial *t = NULL;
+  int rs = -ECANCELED;
+  (void)user;
+  cam->roll.active = 0;
+  if (!r.err)
+    r.err = err;
+  if (!cam->closing)
+    t = trial_open(cam, r.number, r.part, r.segment + 1, &rs);
+  else
+    cam->handover = 0;
+  if (!t) {
+    if (rs != -ECANCELED) {
+      char text[PIREC_CAMERA_PATH_MAX + 128];
+      snprintf(text, sizeof text, "camera '%s': cannot start segment %d of trial %d: %s", cam->s.name,
+               r.segment + 1, r.number, pirec_strerror(rs));
+      emit(cam, PIREC_CAMERA_EVENT_WRITE_ERROR, text);
+    }
+    if (r.stop && r.cb)
+      r.cb(cam, r.err ? r.err : rs, r.user);
+    return;
+  }
+  t->frames = r.frames;
+  t->rows = r.rows;
+  t->before_rows = r.before_rows;
+  t->prior_err = r.err;
+  cam->handover = 0;
+  cam->trial = t;
+  char text[PIREC_CAMERA_PATH_MAX + 128];
+  snprintf(text, sizeof text, "camera '%s': trial %d segment %d from frame %llu: '%s'", cam->s.name, r.number,
+           t->segment, (unsigned long long)t->frames, t->video_path);
+  emit(cam, PIREC_CAMERA_EVENT_SEGMENT, text);
+  if (r.handover) {
+    cam->handover = 1;
+    cam->handover_mono = r.handover_mono;
+  }
+  if (r.stop) {
+    t->stopping = 1;
+    t->stop_mono = r.stop_mono;
+    t->stopped_cb = r.cb;
+    t->stopped_user = r.user;
+  }
+  drain(cam);
 }
 
 static void trial_done(struct pirec_camera *cam)
@@ -1327,7 +1483,12 @@ static void trial_done(struct pirec_camera *cam)
   struct trial *t = cam->trial;
   pirec_camera_stopped_cb cb = t->stopped_cb;
   void *user_cb = t->stopped_user;
-  int err = t->err;
+  int err = t->err ? t->err : t->prior_err;
+  if (t->rolling) {
+    cam->roll.frames = t->frames;
+    cam->roll.rows = t->rows;
+    cam->roll.before_rows = t->before_rows;
+  }
   cam->rows_last = t->rows;
   cam->before_last = t->before_rows;
   cam->dropped_after_last = t->dropped_after;
@@ -1444,6 +1605,15 @@ static void timer_cb(uv_timer_t *timer)
 int pirec_camera_trial_stop(struct pirec_camera *cam, pirec_camera_stopped_cb cb, void *user)
 {
   struct trial *t = cam->trial;
+  if (t && t->rolling && !cam->roll.stop) {
+    /* Between two segments: the next one is stopped as soon as it starts, at this time. */
+    cam->roll.stop = 1;
+    cam->roll.stop_mono = pirec_clock_mono_ns();
+    cam->roll.cb = cb;
+    cam->roll.user = user;
+    cam->held = 0;
+    return 0;
+  }
   if (!t || t->stopping)
     return -EINVAL;
   /* Frames that arrived before this call are still fed (the ring may hold a second of them behind
@@ -1863,6 +2033,7 @@ static void free_cam(struct pirec_camera *cam)
   pirec_ring_free(cam->ring);
   pirec__camera_gop_free(&cam->gop);
   free(cam->infl_done);
+  free(cam->trial_dir);
   pthread_mutex_destroy(&cam->src_lock);
   pthread_mutex_destroy(&cam->ev_lock);
   pthread_mutex_destroy(&cam->stop_lock);

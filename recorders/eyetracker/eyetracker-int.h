@@ -11,6 +11,8 @@
  *   streams.c     RTP payloads of the gaze, world and eye-event streams, RTCP, loss accounting
  *   udp.c         RTP and RTCP over UDP for servers that refuse interleaving
  *   rtsp-client.c the RTSP state machine, failure and reconnect of each stream
+ *   echo.c        the Time Echo protocol: offset estimates, their rows in the clock file
+ *   api.c         POSTs to the device (events, recording control): queue, retries
  *   status.c      the device HTTP API (/api/status)
  *   discovery.c   address = auto: mDNS glue
  *   eyetracker.c  settings and the public API (include/pirec/eyetracker.h)
@@ -144,6 +146,23 @@ struct stream {
   struct pirec_eyetracker_stream_status st;
 };
 
+/* Time Echo exchanges per estimate (echo.c): ECHO_ROUNDS, more (up to ECHO_MAX_ROUNDS) while the
+ * offset is not yet pinned to ECHO_GOOD_NS either side (a loaded host stretches round trips). */
+#define ECHO_ROUNDS     32
+#define ECHO_MAX_ROUNDS 96
+#define ECHO_GOOD_NS    (NS_MS / 2)
+
+/* One queued POST (api.c). */
+struct api_req {
+  char path[40];
+  char *body; /* JSON, malloc'ed */
+  int attempts, max_attempts;
+  int is_event;
+  int64_t not_before; /* CLOCK_MONOTONIC: a retry waits until then */
+  pirec_eyetracker_recording_cb cb;
+  void *user;
+};
+
 struct pirec_eyetracker {
   uv_loop_t *loop;
   struct pirec_crypt_session crypt; /* the trial files' encryption */
@@ -173,6 +192,34 @@ struct pirec_eyetracker {
   char *http_buf;
   size_t http_len, http_cap;
 
+  /* POSTs (api.c): a ring of queued requests, the head one in flight while api_busy */
+  struct api_req api_q[PIREC_EYETRACKER_API_QUEUE];
+  size_t api_head, api_n;
+  uv_tcp_t api_tcp;
+  uv_connect_t api_connect;
+  uv_timer_t api_timer; /* the request's timeout, or a retry's delay */
+  int api_busy;
+  char api_failure[160]; /* why the request in flight failed, "" while it has not */
+  struct pirec_bytebuf api_in;
+  uint64_t events_sent, events_failed, events_dropped, events_retried;
+
+  /* Time Echo (echo.c) */
+  int echo_port;
+  uv_tcp_t echo_tcp;
+  uv_connect_t echo_connect;
+  uv_timer_t echo_timer; /* the burst's timeout, or the wait for the next burst */
+  int echo_busy, echo_round;
+  uint8_t echo_in[16];
+  size_t echo_have;
+  int64_t echo_t1_wall, echo_t1_mono;
+  uint64_t echo_t1_ms;
+  int64_t echo_off[ECHO_MAX_ROUNDS], echo_rtt[ECHO_MAX_ROUNDS], echo_lo[ECHO_MAX_ROUNDS],
+      echo_hi[ECHO_MAX_ROUNDS];
+  int echo_pacing; /* echo_timer waits before the next round, not for an answer */
+  char echo_failure[160];
+  uint64_t echo_estimates, echo_failures;
+  int64_t echo_offset_ns, echo_rtt_ns, echo_uncertainty_ns;
+
   /* trial */
   int recording;
   int stopping;
@@ -194,7 +241,23 @@ struct pirec_eyetracker {
   struct pirec_sink *video_closing; /* the scene sink between its close and its close callback */
   struct pirec_rowgate *scene_gate; /* scene frame rows waiting for their frames' writes */
   struct pirec_mkv_sealer sealer;   /* seals the scene file of a clean trial (mkv.h) */
-  struct pirec_fs_req empty_video;  /* removes the scene file of a trial that got no frame */
+  /* Scene segments (trial.c): the current file's number (0: segments off), where its first frame
+   * was captured, and the previous file's set while it closes, the trial going on in the next. */
+  int scene_segment;
+  int scene_seg_started;
+  int64_t scene_seg_t0;
+  char trial_dir[4096];
+  char trial_base[32];
+  struct scene_old {
+    struct pirec_sink *video, *frames;
+    struct pirec_mkv *mkv;
+    struct pirec_rowgate *gate;
+    struct pirec_mkv_sealer sealer;
+    char path[4200]; /* the video's, for the seal */
+    int open;        /* closes and the seal outstanding; 0: no set is closing */
+  } scene_old;
+  int stop_waits_old;              /* the trial's stop is done once the previous segment's files are */
+  struct pirec_fs_req empty_video; /* removes the scene file of a trial that got no frame */
   int have_pts0;
   int64_t pts0_ext, last_pts_ns, last_pts_mono;
   uint64_t frame_index;
@@ -266,6 +329,14 @@ void pirec__et_backlog_replay(struct pirec_eyetracker *et, int64_t start_mono);
  * count as discarded and in the scene stream's dropped_after. _free: at the trial's end. */
 int pirec__et_scene_gate_open(struct pirec_eyetracker *et);
 void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *video);
+/* The same for the previous segment's files (et->scene_old) once its video is closed: its rows go
+ * to its frames CSV; what was lost after its last row goes on the trial's next row. */
+void pirec__et_scene_settle_old(struct pirec_eyetracker *et, struct pirec_sink *video);
+/* trial.c: a scene frame rec (a keyframe with parameter sets, received at mono) is about to be
+ * written: when the current segment is long (by the stream's own clock, whose frame intervals do
+ * not jitter as arrivals do) or large enough, the next segment's files take it.
+ * Returns 0, or a negative errno when the next files cannot be opened (the current ones go on). */
+int pirec__et_scene_segment(struct pirec_eyetracker *et, int64_t mono, const struct scene_rec *rec);
 void pirec__et_scene_gate_free(struct pirec_eyetracker *et);
 
 /* ---- core.c ---- */
@@ -305,6 +376,23 @@ void pirec__et_close_udp(struct stream *st);
 void pirec__et_start_streams(struct pirec_eyetracker *et);
 /* The close callback of a stream's TCP handle: schedules the reconnect unless et is closing. */
 void pirec__et_tcp_closed(uv_handle_t *h);
+
+/* rows.c: a Time Echo estimate's row in the running trial's clock file (nothing outside one). */
+void pirec__et_echo_row(struct pirec_eyetracker *et, int64_t mono, int64_t wall, int64_t offset, int64_t rtt);
+
+/* ---- echo.c ---- */
+
+/* Initialises the echo's handles (pirec_eyetracker_new) and closes them (close; counts pending). */
+void pirec__et_echo_init(struct pirec_eyetracker *et);
+void pirec__et_echo_close(struct pirec_eyetracker *et);
+/* /api/status named the echo port: a first estimate now, then every time_echo_interval. */
+void pirec__et_echo_port(struct pirec_eyetracker *et, int port);
+
+/* ---- api.c ---- */
+
+void pirec__et_api_init(struct pirec_eyetracker *et);
+/* Closes the connection in flight, answers every queued command with -ECANCELED (counts pending). */
+void pirec__et_api_close(struct pirec_eyetracker *et);
 
 /* ---- status.c ---- */
 

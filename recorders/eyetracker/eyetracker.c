@@ -26,6 +26,10 @@ void pirec_eyetracker_settings_default(struct pirec_eyetracker_settings *s)
   s->stall_timeout_ns = 3 * NS_S;
   s->clock_log_interval_ns = 10 * NS_S;
   s->fsync_interval_ms = 1000;
+  s->time_echo = 1;
+  s->time_echo_interval_ns = 10 * NS_S;
+  s->api_timeout_ns = 3 * NS_S;
+  s->event_attempts = 3;
 }
 
 int pirec_eyetracker_settings_set_address(struct pirec_eyetracker_settings *s, const char *address)
@@ -120,6 +124,12 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
   et->user = user;
   if (et->s.pre_trigger_ns < 0)
     et->s.pre_trigger_ns = 0;
+  if (et->s.time_echo_interval_ns <= 0)
+    et->s.time_echo_interval_ns = 10 * NS_S;
+  if (et->s.api_timeout_ns <= 0)
+    et->s.api_timeout_ns = 3 * NS_S;
+  if (et->s.event_attempts <= 0)
+    et->s.event_attempts = 3;
   for (int k = 0; k < NSTREAMS; k++)
     if (stream_init(et, (enum kind)k) < 0 || (k == NSTREAMS - 1 && pirec__et_backlog_new(et) < 0)) {
       for (int j = 0; j < NSTREAMS; j++) {
@@ -133,6 +143,8 @@ int pirec_eyetracker_new(uv_loop_t *loop, const struct pirec_eyetracker_settings
   for (int k = 0; k < NSTREAMS; k++)
     uv_timer_init(loop, &et->streams[k].timer);
   uv_timer_init(loop, &et->http_timer);
+  pirec__et_api_init(et);
+  pirec__et_echo_init(et);
   et->unreachable = pirec__et_rediscover;
   *out = et;
   return 0;
@@ -185,6 +197,18 @@ void pirec_eyetracker_status(const struct pirec_eyetracker *et, struct pirec_eye
   out->backlog_missed = 0;
   for (int k = 0; k < NSTREAMS; k++)
     out->backlog_missed += et->streams[k].backlog_missed;
+  out->events_sent = et->events_sent;
+  out->events_failed = et->events_failed;
+  out->events_dropped = et->events_dropped;
+  out->events_retried = et->events_retried;
+  for (size_t i = 0; i < et->api_n; i++)
+    out->events_queued += et->api_q[(et->api_head + i) % PIREC_EYETRACKER_API_QUEUE].is_event;
+  out->echo_estimates = et->echo_estimates;
+  out->echo_failures = et->echo_failures;
+  out->echo_offset_ns = et->echo_offset_ns;
+  out->echo_rtt_ns = et->echo_rtt_ns;
+  out->echo_uncertainty_ns = et->echo_uncertainty_ns;
+  out->echo_port = et->echo_port;
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -224,6 +248,8 @@ void pirec_eyetracker_close(struct pirec_eyetracker *et, pirec_eyetracker_close_
   uv_close((uv_handle_t *)&et->http_timer, on_handle_closed);
   if (et->http_busy && !uv_is_closing((uv_handle_t *)&et->http))
     uv_close((uv_handle_t *)&et->http, pirec__et_http_closed);
+  pirec__et_api_close(et);
+  pirec__et_echo_close(et);
   if (et->mdns) {
     et->pending++;
     pirec_mdns_close(et->mdns, pirec__et_mdns_closed, et);

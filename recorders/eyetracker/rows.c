@@ -105,9 +105,29 @@ static void write_clock(struct pirec_eyetracker *et, int64_t mono, const struct 
   pirec_csv_row_i64(&row, r->dev);
   pirec_csv_row_i64(&row, r->offset);
   pirec_csv_row_i64(&row, r->drift);
+  pirec_csv_row_empty(&row); /* rtt_ns: a Sender Report has none */
   pirec_csv_row_u64(&row, before ? 1 : 0);
   pirec_csv_row_end(&row);
   (void)pirec_csv_push(et->clock_sink, &row); /* a refused one counts in the sink's drops */
+}
+
+void pirec__et_echo_row(struct pirec_eyetracker *et, int64_t mono, int64_t wall, int64_t offset, int64_t rtt)
+{
+  if (!et->recording || !et->clock_sink)
+    return; /* between trials the estimate is kept in the status only */
+  char b[256];
+  struct pirec_csv_row row;
+  pirec_csv_row_begin(&row, b, sizeof b);
+  pirec_csv_row_lead(&row, et->trial, mono, wall);
+  pirec_csv_row_str(&row, "time_echo");
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_i64(&row, wall + offset);
+  pirec_csv_row_i64(&row, offset);
+  pirec_csv_row_empty(&row);
+  pirec_csv_row_i64(&row, rtt);
+  pirec_csv_row_u64(&row, 0);
+  pirec_csv_row_end(&row);
+  (void)pirec_csv_push(et->clock_sink, &row);
 }
 
 /* Presentation time of a scene frame, relative to the trial's first written frame; a jump
@@ -150,6 +170,10 @@ static void write_scene(struct stream *st, int64_t mono, const struct scene_rec 
     return;
   }
   pirec_sink_flush(et->video_sink);
+  if (!et->scene_seg_started) {
+    et->scene_seg_started = 1;
+    et->scene_seg_t0 = mono;
+  }
   et->last_pts_ns = pts;
   et->last_pts_mono = mono;
   et->bytes_video += r->len;
@@ -293,6 +317,8 @@ void pirec__et_scene_au(struct stream *st, struct scene_rec *rec, const uint8_t 
       return;
     }
     et->need_key = 0;
+    if (rec->keyframe && rec->params)
+      (void)pirec__et_scene_segment(et, mono, rec); /* a failure is announced; the file goes on */
     write_scene(st, mono, rec, au, 0);
   } else if (pirec__et_handing_over(et)) {
     if (kept) {

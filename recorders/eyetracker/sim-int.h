@@ -10,6 +10,7 @@
 
 /* The simulator's files form layers; each calls only those above it in this list:
  *   sim-core.c    the device clock, random numbers, connections and their writes, the close count
+ *   sim-api.c     the control API (POST /api/event, /api/recording:*) and the Time Echo server
  *   sim-rtsp.c    the server side of HTTP (/api/status) and RTSP
  *   sim-streams.c gaze samples, eye events and Sender Reports on the tick timer; forced outages
  *   sim-video.c   the world video: an ffmpeg child's H.264 cut into access units and payloaded
@@ -48,8 +49,12 @@ struct sim_conn {
 struct pirec_eyesim {
   uv_loop_t *loop;
   struct pirec_eyesim_settings s;
-  uv_tcp_t http_srv, rtsp_srv;
-  int http_port, rtsp_port;
+  uv_tcp_t http_srv, rtsp_srv, echo_srv;
+  int http_port, rtsp_port, echo_port;
+  struct echo_conn *echo_conns;
+  char recording_id[64]; /* the running recording's id, "" when none */
+  int events_to_fail;
+  struct pirec_sink *api_log;
   uv_timer_t tick;
   uv_process_t ff;
   uv_pipe_t ff_out;
@@ -101,6 +106,18 @@ int pirec__sim_any_playing(const struct pirec_eyesim *sim, enum cam cam);
 const char *pirec__sim_blocked(const struct pirec_eyesim *sim, enum cam cam);
 /* Sends one RTP packet to every client playing cam. */
 void pirec__sim_broadcast(struct pirec_eyesim *sim, enum cam cam, const uint8_t *pkt, size_t len);
+
+/* ---- sim-api.c ---- */
+
+/* The device's time at CLOCK_MONOTONIC mono. */
+int64_t pirec__sim_device_now(const struct pirec_eyesim *sim, int64_t mono);
+/* A POST to path with its JSON body: the reply's JSON into out and the HTTP status code, or
+ * -ENOENT for a path the API does not have. */
+int pirec__sim_api_post(struct pirec_eyesim *sim, const char *path, size_t path_len, const char *body,
+                        size_t len, char *out, size_t cap);
+/* The listen callback of the Time Echo server, and the close of its connections at shutdown. */
+void pirec__sim_on_echo_connection(uv_stream_t *srv, int status);
+void pirec__sim_close_echoes(struct pirec_eyesim *sim);
 
 /* ---- sim-rtsp.c ---- */
 

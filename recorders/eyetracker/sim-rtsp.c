@@ -24,7 +24,7 @@ static void http_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
              "{\"message\":\"Success\",\"result\":["
              "{\"model\":\"Phone\",\"data\":{\"device_id\":\"pirec-eyesim\",\"device_name\":"
              "\"pirec eyesim\",\"ip\":\"%s\",\"port\":%d,\"battery_level\":100,\"battery_state\":"
-             "\"OK\",\"memory\":1000000000,\"memory_state\":\"OK\",\"time_echo_port\":0}},"
+             "\"OK\",\"memory\":1000000000,\"memory_state\":\"OK\",\"time_echo_port\":%d}},"
              "{\"model\":\"Hardware\",\"data\":{\"version\":\"2.0\",\"glasses_serial\":\"sim\","
              "\"world_camera_serial\":\"sim\",\"module_serial\":\"sim\"}},"
              "{\"model\":\"Sensor\",\"data\":{\"sensor\":\"gaze\",\"conn_type\":\"DIRECT\","
@@ -36,8 +36,20 @@ static void http_request(struct sim_conn *c, const struct pirec_rtsp_item *it)
              "{\"model\":\"Sensor\",\"data\":{\"sensor\":\"eye_events\",\"conn_type\":\"DIRECT\","
              "\"connected\":%s,\"ip\":\"%s\",\"port\":%d,\"protocol\":\"rtsp\",\"params\":"
              "\"camera=eye_events\"}}]}",
-             sim->s.host, sim->http_port, sim->s.host, sim->rtsp_port, sim->s.world ? "true" : "false",
-             sim->s.host, sim->rtsp_port, sim->s.events ? "true" : "false", sim->s.host, sim->rtsp_port);
+             sim->s.host, sim->http_port, sim->echo_port, sim->s.host, sim->rtsp_port,
+             sim->s.world ? "true" : "false", sim->s.host, sim->rtsp_port, sim->s.events ? "true" : "false",
+             sim->s.host, sim->rtsp_port);
+  } else if (it->len > 5 && memcmp(it->data, "POST ", 5) == 0) {
+    const char *path = (const char *)it->data + 5, *end = memchr(path, ' ', it->len - 5);
+    int code =
+        end ? pirec__sim_api_post(sim, path, (size_t)(end - path), it->body, it->body_len, body, sizeof body)
+            : -ENOENT;
+    status = code == 200   ? "200 OK"
+             : code == 400 ? "400 Bad Request"
+             : code == 503 ? "503 Service Unavailable"
+                           : "404 Not Found";
+    if (code < 0)
+      snprintf(body, sizeof body, "{\"message\":\"not found\"}");
   } else {
     status = "404 Not Found";
     snprintf(body, sizeof body, "{\"message\":\"not found\"}");

@@ -36,7 +36,7 @@ void pirec_eyesim_settings_default(struct pirec_eyesim_settings *s)
   s->seed = 1;
 }
 
-static int listen_on(struct pirec_eyesim *sim, uv_tcp_t *srv, int port, int *bound)
+static int listen_on(struct pirec_eyesim *sim, uv_tcp_t *srv, int port, int *bound, uv_connection_cb cb)
 {
   struct sockaddr_storage ss;
   int r = strchr(sim->s.host, ':') ? uv_ip6_addr(sim->s.host, port, (struct sockaddr_in6 *)&ss)
@@ -47,7 +47,7 @@ static int listen_on(struct pirec_eyesim *sim, uv_tcp_t *srv, int port, int *bou
   srv->data = sim;
   sim->pending++;
   if ((r = uv_tcp_bind(srv, (struct sockaddr *)&ss, 0)) < 0 ||
-      (r = uv_listen((uv_stream_t *)srv, 16, pirec__sim_on_connection)) < 0) {
+      (r = uv_listen((uv_stream_t *)srv, 16, cb)) < 0) {
     pirec_log(PIREC_LOG_ERROR, "eyesim: cannot listen on '%s' port %d: %s", sim->s.host, port,
               uv_strerror(r));
     return r;
@@ -133,16 +133,21 @@ int pirec_eyesim_new(uv_loop_t *loop, const struct pirec_eyesim_settings *s, str
   pirec_bytebuf_init(&sim->au, 0, (size_t)64 << 20); /* allocates nothing: cannot fail */
   seed_origins(sim);
   sim->mono0 = pirec_clock_mono_ns();
-  sim->dev0 = pirec_clock_wall_ns();
+  sim->dev0 = pirec_clock_wall_ns() + s->clock_offset_ns;
+  sim->events_to_fail = s->fail_events;
   r = open_log(sim, s->gaze_log, "seq,rtp_ts,device_ns,x,y,fate\n", &sim->gaze_log);
   if (r == 0)
     r = open_log(sim, s->world_log, "frame,rtp_ts,device_ns,bytes,fate\n", &sim->world_log);
   if (r == 0)
     r = open_log(sim, s->events_log, "seq,rtp_ts,device_ns,event,fate\n", &sim->events_log);
   if (r == 0)
-    r = listen_on(sim, &sim->http_srv, s->http_port, &sim->http_port);
+    r = listen_on(sim, &sim->http_srv, s->http_port, &sim->http_port, pirec__sim_on_connection);
   if (r == 0)
-    r = listen_on(sim, &sim->rtsp_srv, s->rtsp_port, &sim->rtsp_port);
+    r = open_log(sim, s->api_log, "rx_mono_ns,rx_device_ns,path,name,timestamp_ns,code\n", &sim->api_log);
+  if (r == 0)
+    r = listen_on(sim, &sim->rtsp_srv, s->rtsp_port, &sim->rtsp_port, pirec__sim_on_connection);
+  if (r == 0 && !s->no_time_echo)
+    r = listen_on(sim, &sim->echo_srv, s->echo_port, &sim->echo_port, pirec__sim_on_echo_connection);
   uv_timer_init(loop, &sim->tick);
   sim->tick.data = sim;
   sim->pending++;
@@ -168,6 +173,11 @@ void pirec_eyesim_ports(const struct pirec_eyesim *sim, int *http_port, int *rts
   *rtsp_port = sim->rtsp_port;
 }
 
+int pirec_eyesim_echo_port(const struct pirec_eyesim *sim)
+{
+  return sim->echo_port;
+}
+
 void pirec_eyesim_counters(const struct pirec_eyesim *sim, struct pirec_eyesim_counters *out)
 {
   *out = sim->c;
@@ -187,14 +197,17 @@ void pirec_eyesim_close(struct pirec_eyesim *sim, pirec_eyesim_close_cb cb, void
     uv_close((uv_handle_t *)&sim->http_srv, pirec__sim_handle_closed);
   if (sim->rtsp_srv.loop)
     uv_close((uv_handle_t *)&sim->rtsp_srv, pirec__sim_handle_closed);
+  if (sim->echo_srv.loop)
+    uv_close((uv_handle_t *)&sim->echo_srv, pirec__sim_handle_closed);
+  pirec__sim_close_echoes(sim);
   for (struct sim_conn *c = sim->conns; c; c = c->next)
     pirec__sim_conn_close(c);
   if (sim->ff_running)
     uv_process_kill(&sim->ff, SIGTERM);
   /* The encoder's pipe keeps delivering frames until ffmpeg has exited, and each would be logged:
    * the logs are forgotten as they close, so those late frames log nothing (log_row skips NULL). */
-  struct pirec_sink *logs[] = {sim->gaze_log, sim->world_log, sim->events_log};
-  sim->gaze_log = sim->world_log = sim->events_log = NULL;
+  struct pirec_sink *logs[] = {sim->gaze_log, sim->world_log, sim->events_log, sim->api_log};
+  sim->gaze_log = sim->world_log = sim->events_log = sim->api_log = NULL;
   for (size_t i = 0; i < sizeof logs / sizeof logs[0]; i++)
     if (logs[i])
       pirec_sink_close(logs[i], sink_closed, sim);

@@ -35,7 +35,13 @@ static void parse_status(struct pirec_eyetracker *et, const char *body, size_t l
     if (!model || !data)
       continue;
     if (strcmp(model, "Phone") == 0) {
-      json_t *bat = json_object_get(data, "battery_level");
+      json_t *bat = json_object_get(data, "battery_level"), *echo = json_object_get(data, "time_echo_port");
+      if (echo &&
+          (!json_is_integer(echo) || json_integer_value(echo) < 0 || json_integer_value(echo) > 65535))
+        pirec_log(PIREC_LOG_WARN, "%s: status from '%s:%d': Phone.time_echo_port is not a port number",
+                  et->s.name, et->s.host, et->s.http_port);
+      else if (echo)
+        pirec__et_echo_port(et, (int)json_integer_value(echo));
       pirec_log(PIREC_LOG_INFO, "%s: device '%s' battery %lld%%", et->s.name,
                 json_string_value(json_object_get(data, "device_name")) ?: "?",
                 json_is_integer(bat) ? (long long)json_integer_value(bat) : -1LL);

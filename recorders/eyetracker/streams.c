@@ -300,6 +300,20 @@ void pirec__et_scene_settle(struct pirec_eyetracker *et, struct pirec_sink *vide
   st->pending_drop = 0;
 }
 
+void pirec__et_scene_settle_old(struct pirec_eyetracker *et, struct pirec_sink *video)
+{
+  struct scene_old *o = &et->scene_old;
+  struct stream *st = &et->streams[WORLD];
+  struct pirec_rowgate_result res;
+  uint64_t unwritten = 0, carried = 0;
+  pirec_rowgate_release(o->gate, pirec_sink_whole_end(video), o->frames, &res);
+  scene_rows_released(et, &res);
+  /* Frames whose writes failed have no row: lost, carried by the trial's next row. */
+  pirec_rowgate_discard(o->gate, &unwritten, &carried);
+  st->st.discarded += unwritten;
+  st->pending_drop += unwritten + carried;
+}
+
 void pirec__et_scene_gate_free(struct pirec_eyetracker *et)
 {
   pirec_rowgate_free(et->scene_gate);

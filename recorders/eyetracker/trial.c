@@ -42,7 +42,8 @@ static int open_sink(struct pirec_eyetracker *et, const char *dir, const char *b
   o.drain_interval_ms = 100;
   /* The trial's directory is made by the opens, in the threadpool: never a mkdir on the loop. */
   o.mkdir_mode = 0755;
-  if (strcmp(suffix, "_scene.mkv") == 0)
+  size_t sl = strlen(suffix);
+  if (sl > 4 && strcmp(suffix + sl - 4, ".mkv") == 0) /* the scene video, or a segment of it */
     o.ring_bytes = SCENE_RING_BYTES;
   else if (strcmp(suffix, "_gaze.csv") == 0)
     o.ring_bytes = GAZE_RING_BYTES;
@@ -78,6 +79,138 @@ int pirec_eyetracker_set_key(struct pirec_eyetracker *et, const struct pirec_cry
   return pirec_crypt_session_set(&et->crypt, key, session_dir);
 }
 
+/* The scene's file names after the trial's base: segment 0 (segments off) _scene.mkv, else
+ * _scene_sNNN.mkv; each with its _frames.csv. */
+static void scene_names(int segment, char *frames, char *video, size_t cap)
+{
+  char seg[16] = "";
+  if (segment > 0)
+    snprintf(seg, sizeof seg, "_s%03d", segment);
+  snprintf(frames, cap, "_scene%s_frames.csv", seg);
+  snprintf(video, cap, "_scene%s.mkv", seg);
+}
+
+static void push_frames_header(struct pirec_sink *frames)
+{
+  static const char *const frame_cols[] = {
+      "trial",          "mono_ns", "wall_ns", "frame",        "seq", "device_ts_ns",
+      "dropped_before", "bytes",   "offset",  "before_start", NULL};
+  char hdr[512];
+  int n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
+  if (n > 0)
+    pirec_sink_push(frames, hdr, (size_t)n);
+}
+
+/* ---- scene segments ---- */
+
+static void finish_stop(struct pirec_eyetracker *et);
+
+static void old_part_done(struct pirec_eyetracker *et)
+{
+  struct scene_old *o = &et->scene_old;
+  if (--o->open > 0)
+    return;
+  pirec_mkv_free(o->mkv);
+  pirec_rowgate_free(o->gate);
+  o->mkv = NULL;
+  o->gate = NULL;
+  if (et->stop_waits_old) {
+    et->stop_waits_old = 0;
+    finish_stop(et);
+  }
+}
+
+static void old_sealed(struct pirec_mkv_sealer *s, int status)
+{
+  struct pirec_eyetracker *et = s->data;
+  if (status < 0)
+    pirec_log(PIREC_LOG_WARN, "%s: cannot seal '%s': %s", et->s.name, et->scene_old.path,
+              pirec_strerror(status));
+  old_part_done(et);
+}
+
+static void old_closed(struct pirec_sink *sink, const struct pirec_sink_counters *c, void *user)
+{
+  struct pirec_eyetracker *et = user;
+  struct scene_old *o = &et->scene_old;
+  if (c->error && !et->write_error)
+    et->write_error = c->error;
+  et->sink_drops += c->drops;
+  if (sink == o->video) {
+    /* The rows of the frames in it go to its CSV, which closes after it; the file is sealed. */
+    pirec__et_scene_settle_old(et, sink);
+    o->video = NULL;
+    o->open++;
+    pirec_sink_close(o->frames, old_closed, et);
+    o->sealer.data = et;
+    o->open++;
+    if (c->error ||
+        pirec_mkv_seal_file(et->loop, &o->sealer, o->mkv, o->path, c->bytes_written, old_sealed) < 0)
+      o->open--;
+  } else {
+    o->frames = NULL;
+  }
+  old_part_done(et);
+}
+
+/* How long the current segment runs up to rec: by its RTP timestamps (relative to the file's
+ * first frame, as its pts), or by arrival when they are implausible (a new stream origin). */
+static int64_t segment_span(const struct pirec_eyetracker *et, int64_t mono, const struct scene_rec *rec)
+{
+  int64_t by_arrival = mono - et->scene_seg_t0, by_rtp = -1;
+  if (et->have_pts0 && rec->clock_rate)
+    by_rtp = pirec_rtp_ticks_to_ns(rec->ext - et->pts0_ext, rec->clock_rate);
+  return by_rtp > 0 && llabs(by_rtp - by_arrival) < NS_S ? by_rtp : by_arrival;
+}
+
+int pirec__et_scene_segment(struct pirec_eyetracker *et, int64_t mono, const struct scene_rec *rec)
+{
+  struct scene_old *o = &et->scene_old;
+  int64_t bytes = et->mkv ? (int64_t)pirec_mkv_bytes(et->mkv) : 0;
+  if (!et->scene_segment || !et->scene_seg_started || o->open || !et->video_sink ||
+      !((et->s.segment_ns > 0 && segment_span(et, mono, rec) >= et->s.segment_ns) ||
+        (et->s.segment_bytes > 0 && (uint64_t)bytes >= et->s.segment_bytes)))
+    return 0;
+  char frames_name[40], video_name[40];
+  struct pirec_sink *video = NULL, *frames = NULL;
+  struct pirec_mkv *mkv = NULL;
+  scene_names(et->scene_segment + 1, frames_name, video_name, sizeof frames_name);
+  int r = open_sink(et, et->trial_dir, et->trial_base, frames_name, &frames);
+  if (r == 0 && (r = open_sink(et, et->trial_dir, et->trial_base, video_name, &video)) == 0)
+    r = pirec_mkv_new(video, 0, 0, 0, 0, &mkv);
+  if (r < 0) {
+    pirec_sink_close(video, NULL, NULL);
+    pirec_sink_close(frames, NULL, NULL);
+    pirec__et_emit(et, PIREC_EYETRACKER_EVENT_WRITE_ERROR, "cannot start scene segment %d: %s",
+                   et->scene_segment + 1, pirec_strerror(r));
+    et->scene_segment = 0; /* no more tries: the trial goes on in the current files */
+    return r;
+  }
+  /* The current files close in the background; the frame at hand is the next file's first. */
+  o->video = et->video_sink;
+  o->frames = et->frames_sink;
+  o->mkv = et->mkv;
+  o->gate = et->scene_gate;
+  snprintf(o->path, sizeof o->path, "%s", pirec_sink_path(o->video));
+  if ((r = pirec_mkv_finish(o->mkv)) < 0 && !et->write_error)
+    et->write_error = r;
+  et->video_sink = video;
+  et->frames_sink = frames;
+  et->mkv = mkv;
+  et->scene_gate = NULL;
+  if ((r = pirec__et_scene_gate_open(et)) < 0 && !et->write_error)
+    et->write_error = r;
+  push_frames_header(frames);
+  et->have_pts0 = 0; /* each file's time 0 is its first frame */
+  et->scene_seg_started = 0;
+  et->scene_segment++;
+  o->open = 1;
+  pirec_sink_close(o->video, old_closed, et);
+  pirec__et_emit(et, PIREC_EYETRACKER_EVENT_SEGMENT, "trial %d scene segment %d from frame %llu: '%s'",
+                 et->trial, et->scene_segment, (unsigned long long)et->frame_index, pirec_sink_path(video));
+  return 0;
+}
+
 int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, int trial, int part)
 {
   if (et->recording || et->stopping)
@@ -91,10 +224,19 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   else
     snprintf(base, sizeof base, "t%03d", trial);
   et->write_error = 0;
+  int segments = et->s.segment_ns > 0 || et->s.segment_bytes > 0;
+  char frames_name[40], video_name[40];
+  scene_names(segments, frames_name, video_name, sizeof frames_name);
+  if (strlen(dir) >= sizeof et->trial_dir)
+    return -ENAMETOOLONG;
+  snprintf(et->trial_dir, sizeof et->trial_dir, "%s", dir);
+  snprintf(et->trial_base, sizeof et->trial_base, "%s", base);
+  et->scene_segment = segments;
+  et->scene_seg_started = 0;
   if ((r = open_sink(et, dir, base, "_gaze.csv", &et->gaze_sink)) < 0 ||
-      (r = open_sink(et, dir, base, "_scene_frames.csv", &et->frames_sink)) < 0 ||
+      (r = open_sink(et, dir, base, frames_name, &et->frames_sink)) < 0 ||
       (r = open_sink(et, dir, base, "_eye_clock.csv", &et->clock_sink)) < 0 ||
-      (et->s.world && (r = open_sink(et, dir, base, "_scene.mkv", &et->video_sink)) < 0) ||
+      (et->s.world && (r = open_sink(et, dir, base, video_name, &et->video_sink)) < 0) ||
       (et->s.world && (r = pirec_mkv_new(et->video_sink, 0, 0, 0, 0, &et->mkv)) < 0) ||
       (et->s.world && (r = pirec__et_scene_gate_open(et)) < 0) ||
       (et->s.events && (r = open_sink(et, dir, base, "_eye_events.csv", &et->events_sink)) < 0)) {
@@ -110,13 +252,10 @@ int pirec_eyetracker_trial_start(struct pirec_eyetracker *et, const char *dir, i
   char hdr[2048];
   int n = pirec_csv_header(hdr, sizeof hdr, pirec_gaze_columns);
   pirec_sink_push(et->gaze_sink, hdr, (size_t)n);
-  static const char *const frame_cols[] = {
-      "trial",          "mono_ns", "wall_ns", "frame",        "seq", "device_ts_ns",
-      "dropped_before", "bytes",   "offset",  "before_start", NULL};
-  n = pirec_csv_header(hdr, sizeof hdr, frame_cols);
-  pirec_sink_push(et->frames_sink, hdr, (size_t)n);
-  static const char *const clock_cols[] = {"trial",     "mono_ns",   "wall_ns",   "stream",       "rtp_ts",
-                                           "device_ns", "offset_ns", "drift_ppb", "before_start", NULL};
+  push_frames_header(et->frames_sink);
+  static const char *const clock_cols[] = {"trial",  "mono_ns",      "wall_ns",   "stream",
+                                           "rtp_ts", "device_ns",    "offset_ns", "drift_ppb",
+                                           "rtt_ns", "before_start", NULL};
   n = pirec_csv_header(hdr, sizeof hdr, clock_cols);
   pirec_sink_push(et->clock_sink, hdr, (size_t)n);
   if (et->events_sink) {
@@ -152,6 +291,10 @@ void pirec_eyetracker_hand_over(struct pirec_eyetracker *et)
 
 static void finish_stop(struct pirec_eyetracker *et)
 {
+  if (et->scene_old.open) { /* the previous segment's files are not closed yet */
+    et->stop_waits_old = 1;
+    return;
+  }
   et->stopping = 0;
   pirec_mkv_free(et->mkv);
   et->mkv = NULL;
