@@ -26,6 +26,8 @@ static const struct command commands[] = {
     {"trial", pirec_controller_client_main, "start the next trial (--label L)"},
     {"note", pirec_controller_client_main, "add a timestamped note: pirec note TEXT"},
     {"reload", pirec_controller_client_main, "reload the config file (applies from the next session)"},
+    {"fleet", pirec_controller_fleet_main,
+     "the same command on every pirec of a group, over MQTT (pirec fleet --help)"},
     {"keys", pirec_storage_keys_main, "make the lab's key pair for encrypted sessions: pirec keys new"},
     {"decrypt", pirec_storage_decrypt_main, "decrypt a session: pirec decrypt SESSION --key FILE"},
     {"archive", pirec_storage_archive_main, "a session as .tar.zst with SHA-256 manifest (--verify FILE)"},

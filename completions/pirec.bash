@@ -7,6 +7,7 @@
 # Option tables: "--name" a flag, "--name=" takes a value, "=f" a file, "=d" a directory.
 _pirec_opts_record="-c=f --config=f -l= --label= -w --wait --socket=f --output-dir=d --recorder-dir=d -h --help"
 _pirec_opts_client="--json --label= --socket=f -c=f --timeout= -h --help"
+_pirec_opts_fleet="-c=f --config=f --broker= --group= --label= --session= --lead= --timeout= --json -h --help"
 _pirec_opts_keys="--out=f -h --help"
 _pirec_opts_decrypt="--key=f --out=d -h --help"
 _pirec_opts_archive="--out=f --level= --threads= --verify -h --help"
@@ -99,13 +100,15 @@ _pirec()
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=${COMP_WORDS[1]-}
 	COMPREPLY=()
 	if (( COMP_CWORD == 1 )); then
-		COMPREPLY=($(compgen -W "config record status start stop trial note reload keys decrypt archive -h --help --version" -- "$cur"))
+		COMPREPLY=($(compgen -W "config record status start stop trial note reload fleet keys decrypt archive -h --help --version" -- "$cur"))
 		return
 	fi
 	case $cmd in
 	config) _pirec_config "$cur" "$COMP_CWORD" ;;
 	record) _pirec_complete_opts "$_pirec_opts_record" "$prev" "$cur" ;;
 	status | start | stop | trial | note | reload) _pirec_complete_opts "$_pirec_opts_client" "$prev" "$cur" ;;
+	fleet) _pirec_complete_opts "$_pirec_opts_fleet" "$prev" "$cur" ||
+		{ ((COMP_CWORD == 2)) && COMPREPLY=($(compgen -W "status start stop trial note" -- "$cur")); } ;;
 	keys) _pirec_complete_opts "$_pirec_opts_keys" "$prev" "$cur" || COMPREPLY=($(compgen -W "new" -- "$cur")) ;;
 	decrypt) _pirec_complete_opts "$_pirec_opts_decrypt" "$prev" "$cur" || _pirec_sessions "$cur" ;;
 	archive) _pirec_complete_opts "$_pirec_opts_archive" "$prev" "$cur" || _pirec_sessions "$cur" ;;

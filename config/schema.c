@@ -404,6 +404,55 @@ static const struct pirec__config_key web_keys[] = {
     STR("tls_key", "", check_abs_or_empty, "PEM private key of tls_cert"),
 };
 
+static const char *check_broker(const char *v)
+{
+  if (!*v)
+    return NULL;
+  if (strncmp(v, "mqtt://", 7) && strncmp(v, "mqtts://", 8))
+    return "mqtt://HOST[:PORT] or mqtts://HOST[:PORT], or empty (no fleet)";
+  const char *h = v + (v[4] == 's' ? 8 : 7);
+  if (!*h || *h == ':' || *h == '/' || strchr(h, '/') || strchr(h, '@'))
+    return "mqtt://HOST[:PORT] or mqtts://HOST[:PORT]: a host, no path and no user (credentials_file)";
+  return NULL;
+}
+
+/* MQTT topic levels: no '/', '+', '#' or spaces (controller/fleet.h). */
+static const char *check_fleet_name(const char *v)
+{
+  size_t n = strlen(v);
+  if (n > 64 || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n)
+    return "at most 64 of A-Z a-z 0-9 _ . -";
+  return NULL;
+}
+
+static const char *check_fleet_group(const char *v)
+{
+  return *v ? check_fleet_name(v) : "1 to 64 of A-Z a-z 0-9 _ . -";
+}
+
+static const char *const clock_error_policies[] = {"warn", "refuse", NULL};
+
+static const struct pirec__config_key fleet_keys[] = {
+    STR("broker", "", check_broker,
+        "MQTT broker of the fleet: mqtt://HOST[:PORT] (1883) or mqtts://HOST[:PORT] (8883, TLS); empty: "
+        "this pirec is on its own"),
+    STR("group", "lab", check_fleet_group, "the fleet: every pirec with the same group takes its commands"),
+    STR("device", "", check_fleet_name, "this pirec's name in the group (empty: the host name)"),
+    STR("credentials_file", "", check_abs_or_empty,
+        "file holding one line USER:PASSWORD for the broker (mode 0600; empty: anonymous)"),
+    STR("ca_file", "", check_abs_or_empty,
+        "PEM CA certificate that signed the broker's certificate (mqtts; empty: the system's CAs)"),
+    DUR("keepalive", "10s", 5 * NS_S, 10 * NS_MIN, "MQTT keepalive: how soon a dead link is noticed"),
+    DUR("reconnect_max", "5s", 500 * NS_MS, 5 * NS_MIN, "longest wait between reconnection attempts"),
+    DUR("start_lead", "2s", 100 * NS_MS, NS_MIN,
+        "pirec fleet start: how far in the future the agreed start instant lies (longer than the "
+        "network's delay)"),
+    DUR("max_clock_error", "0", 0, NS_MIN,
+        "a fleet start on a device whose clock is unsynchronised or whose estimated error (adjtimex) is "
+        "larger warns or is refused (if_clock_error); 0: not checked"),
+    ENUM("if_clock_error", "warn", clock_error_policies, "warn: start and log it; refuse: do not start"),
+};
+
 static void validate_camera(struct pirec__config_parse *p, struct pirec__config_section *s);
 static void validate_eyetracker(struct pirec__config_parse *p, struct pirec__config_section *s);
 static void validate_gpio(struct pirec__config_parse *p, struct pirec__config_section *s);
@@ -429,6 +478,8 @@ const struct pirec__config_kind pirec__config_kinds[] = {
      COUNT(remux_keys), NULL},
     {"web", false, "pirec-web, the console in a browser and its HTTP API (docs/HTTP.md)", web_keys,
      COUNT(web_keys), NULL},
+    {"fleet", false, "several pirecs, one session: commands and status over MQTT (docs/FLEET.md)", fleet_keys,
+     COUNT(fleet_keys), NULL},
 };
 const size_t pirec__config_kind_count = COUNT(pirec__config_kinds);
 

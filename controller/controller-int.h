@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <uv.h>
 
+#include "fleet.h"
 #include "pirec/config.h"
 #include "pirec/fs.h"
 #include "pirec/controller.h"
@@ -119,6 +120,7 @@ struct op {
   char source[8];  /* who asked, for the events.csv control row: socket, cli, gpio, signal */
   char from[80];   /* which one: "gpio.pedal", "SIGUSR1"; "" for socket and cli */
   char label[PIREC_SESSION_LABEL_MAX + 1];
+  json_t *fleet; /* a fleet start's "fleet" object for session.json (fleetctl.c), else NULL */
   struct waiter *waiters;
   struct op *next;
 };
@@ -211,6 +213,19 @@ struct pirec__hooks {
   void (*closed)(struct pirec_controller *c);
 };
 
+/* ---- fleet membership (fleetctl.c; the MQTT client is fleet.c) ---- */
+
+struct fleet_glue {
+  struct pirec_fleet *conn; /* NULL: no [fleet] broker, or closed */
+  struct pirec_fleet_settings s;
+  uv_timer_t start_timer; /* a fleet start waiting for its agreed wall-clock instant */
+  int timer_open;
+  json_t *pending;                         /* that start's command, while it waits */
+  char session[PIREC_FLEET_NAME_MAX + 1];  /* the fleet session recorded now ("" none) */
+  char starting[PIREC_FLEET_NAME_MAX + 1]; /* the fleet session whose start op runs */
+  char *last_status;                       /* the last status published, compact JSON */
+};
+
 struct pirec_controller {
   uv_loop_t *loop;
   struct pirec_controller_options opts;
@@ -301,6 +316,7 @@ struct pirec_controller {
   char last_status_text[512];
   uv_timer_t watchdog_timer;
   struct disk_budget disk;
+  struct fleet_glue fleet;
   uv_timer_t demo_timer;
   int demo_notes;
   struct pirec_looplag lag;
@@ -478,6 +494,19 @@ void pirec__ops_module_ended(struct module *m);
 void pirec__ops_module_device_ready(struct module *m);
 void pirec__ops_gpio_submit(struct pirec_controller *c, int slot, enum op_kind kind, const char *from);
 void pirec__ops_low_space(struct pirec_controller *c, const char *why);
+
+/* ---- fleetctl.c: fleet commands into ops, the device's status out ---- */
+
+/* Connects to [fleet] broker when set (c->cfg, read at start-up). 0, or a negative errno with the
+ * problem reported (a credentials file that cannot be read). */
+int pirec__fleet_open(struct pirec_controller *c);
+/* Publishes the status when the state changed (the state_changed hook). */
+void pirec__fleet_state_changed(struct pirec_controller *c);
+/* The "fleet" object of the status reply, or NULL without a fleet. */
+json_t *pirec__fleet_status(struct pirec_controller *c);
+/* Closes the connection and the start timer; each closed handle counts down handles_open and
+ * calls the settle hook. */
+void pirec__fleet_close(struct pirec_controller *c);
 
 /* ---- clients.c: the control socket ---- */
 

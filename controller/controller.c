@@ -59,6 +59,13 @@ static int load_config(struct pirec_controller *c)
 static void controller_free(struct pirec_controller *c);
 static void close_last(struct pirec_controller *c);
 
+/* systemd and the fleet hear of every state change. */
+static void state_changed(struct pirec_controller *c)
+{
+  pirec__notify_status(c);
+  pirec__fleet_state_changed(c);
+}
+
 int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options *opts,
                          struct pirec_controller **out)
 {
@@ -69,7 +76,7 @@ int pirec_controller_new(uv_loop_t *loop, const struct pirec_controller_options 
   c->loop = loop;
   c->hooks = (struct pirec__hooks){
       .settle = pirec__settle,
-      .state_changed = pirec__notify_status,
+      .state_changed = state_changed,
       .ops_idle = pirec__ops_idle,
       .module_ready = pirec__ops_module_ready,
       .module_ended = pirec__ops_module_ended,
@@ -137,6 +144,9 @@ int pirec_controller_start(struct pirec_controller *c)
                   pirec_strerror(err));
     return err;
   }
+  err = pirec__fleet_open(c);
+  if (err < 0)
+    return err;
   pirec__timers_start(c);
   pirec__gpio_open_all(c);
   c->started = 1;

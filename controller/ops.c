@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "controller-int.h"
+#include "fleet.h"
 #include "pirec/crypt.h"
 #include "pirec/clock.h"
 #include "pirec/error.h"
@@ -248,6 +249,13 @@ static void waiters_reply(struct op *op, json_t *reply)
   op->waiters = NULL;
 }
 
+/* An op and what it holds (its waiters are answered already). */
+static void op_free(struct op *op)
+{
+  json_decref(op->fleet);
+  free(op);
+}
+
 static void op_done(struct pirec_controller *c, json_t *reply)
 {
   struct op *op = c->ops;
@@ -256,7 +264,7 @@ static void op_done(struct pirec_controller *c, json_t *reply)
   if (op) {
     c->ops = op->next;
     waiters_reply(op, reply);
-    free(op);
+    op_free(op);
   }
   json_decref(reply);
   c->hooks.state_changed(c);
@@ -647,6 +655,14 @@ static void on_session_started(struct pirec_session *s, int status, void *user)
     m->started_trial = 0;
     m->part = 0;
   }
+  /* The kernel's clock-sync state at the start: how far wall_ns may be from true time, which is
+   * what lines up recordings made on different machines (docs/FLEET.md). */
+  json_t *sync = pirec_fleet_clock_json();
+  if (sync)
+    pirec_session_set(s, "clock_sync", sync);
+  struct op *sop = c->ops;
+  if (sop && sop->fleet)
+    pirec_session_set(s, "fleet", json_incref(sop->fleet));
   control_row(c, "start", NULL);
   pirec__gpio_session_started(c);
   pirec__disk_session_started(c);
@@ -1162,7 +1178,7 @@ void pirec__ops_cancel_waiting(struct pirec_controller *c, const char *message)
     json_t *r = error_reply(message);
     waiters_reply(op, r);
     json_decref(r);
-    free(op);
+    op_free(op);
     op = next;
   }
   running->next = NULL;
@@ -1174,6 +1190,6 @@ void pirec__ops_free(struct pirec_controller *c)
     struct op *op = c->ops;
     c->ops = op->next;
     waiters_reply(op, NULL);
-    free(op);
+    op_free(op);
   }
 }

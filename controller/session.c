@@ -25,7 +25,9 @@
 #define MAX_NAME_TRIES 100
 
 static const char *const event_columns[] = {"trial", "mono_ns", "wall_ns", "event", "module", "detail", NULL};
-static const char *const clock_columns[] = {"trial", "mono_ns", "wall_ns", "boot_ns", "uncertainty_ns", NULL};
+static const char *const clock_columns[] = {"trial",        "mono_ns",        "wall_ns",
+                                            "boot_ns",      "uncertainty_ns", "sync_ok",
+                                            "max_error_ns", "est_error_ns",   NULL};
 
 struct pirec_session {
   uv_loop_t *loop;
@@ -334,6 +336,17 @@ static void clock_row(struct pirec_session *s, struct pirec_clock_anchor *a)
   pirec_csv_row_lead(&row, s->trial, a->mono_ns, a->wall_ns);
   pirec_csv_row_i64(&row, a->boot_ns);
   pirec_csv_row_i64(&row, a->uncertainty_ns);
+  /* The kernel's own view of how far wall_ns may be from true time: what lines up recordings of
+   * different machines (docs/FLEET.md). Empty when adjtimex cannot be read. */
+  struct pirec_clock_sync cs;
+  if (pirec_clock_sync_read(&cs) == 0) {
+    pirec_csv_row_i64(&row, cs.synchronised);
+    pirec_csv_row_i64(&row, cs.max_error_ns);
+    pirec_csv_row_i64(&row, cs.est_error_ns);
+  } else {
+    for (int i = 0; i < 3; i++)
+      pirec_csv_row_empty(&row);
+  }
   pirec_csv_row_end(&row);
   if (pirec_csv_push(s->clocks, &row) == 0)
     s->clock_rows++;

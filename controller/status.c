@@ -124,6 +124,9 @@ json_t *pirec__status_json(struct pirec_controller *c)
   json_object_set_new(o, "gpio", pirec__gpio_status(c));
   json_object_set_new(o, "storage", pirec__disk_status(c));
   json_object_set_new(o, "remux", pirec__remux_status(c));
+  json_t *fleet = pirec__fleet_status(c);
+  if (fleet)
+    json_object_set_new(o, "fleet", fleet);
   if (c->lag_open) {
     json_object_set_new(o, "looplag", pirec_looplag_json(&c->lag));
   }
@@ -216,6 +219,7 @@ static void close_handles(struct pirec_controller *c)
   close_handle(c, (uv_handle_t *)&c->watchdog_timer);
   close_handle(c, (uv_handle_t *)&c->demo_timer);
   close_handle(c, (uv_handle_t *)&c->gpio_retry);
+  pirec__fleet_close(c);
   pirec__disk_close(c, on_handle_closed);
   close_handle(c, (uv_handle_t *)&c->idle);
   if (c->lag_open) {

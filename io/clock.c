@@ -1,5 +1,8 @@
 #include "pirec/clock.h"
 
+#include <errno.h>
+#include <string.h>
+#include <sys/timex.h>
 #include <time.h>
 
 static int64_t read_ns(clockid_t id)
@@ -43,4 +46,19 @@ void pirec_clock_anchor_take(struct pirec_clock_anchor *anchor)
       anchor->uncertainty_ns = width;
     }
   }
+}
+
+int pirec_clock_sync_read(struct pirec_clock_sync *out)
+{
+  memset(out, 0, sizeof *out);
+  struct timex tx;
+  memset(&tx, 0, sizeof tx); /* modes 0: read, change nothing */
+  int state = adjtimex(&tx);
+  if (state < 0)
+    return -errno;
+  out->synchronised = state != TIME_ERROR && !(tx.status & STA_UNSYNC);
+  out->max_error_ns = (int64_t)tx.maxerror * 1000; /* the kernel keeps microseconds */
+  out->est_error_ns = (int64_t)tx.esterror * 1000;
+  out->status = tx.status;
+  return 0;
 }

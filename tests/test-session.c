@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "pirec/clock.h"
 #include "pirec/session.h"
 #include "test-controller-util.h"
 
@@ -235,11 +236,21 @@ static void test_full_session(void **state)
   assert_int_equal(ck.rows - 1, json_integer_value(json_object_get(json_object_get(j, "clocks"), "rows")));
   assert_true(ck.rows - 1 >= 3 + 1 + 3); /* >= 3 ticks in 360 ms, start, trial starts */
   int64_t prev = 0;
+  /* The kernel's sync state on every row (issue 18): 0 or 1, errors from 0 to the kernel's cap of
+   * 16 s (NTP_PHASE_LIMIT), as adjtimex says now. */
+  assert_string_equal(ck.fields[0][5], "sync_ok");
+  assert_string_equal(ck.fields[0][6], "max_error_ns");
+  assert_string_equal(ck.fields[0][7], "est_error_ns");
+  struct pirec_clock_sync cs;
+  assert_int_equal(pirec_clock_sync_read(&cs), 0);
   for (size_t r = 1; r < ck.rows; r++) {
     int64_t mono = strtoll(ck.fields[r][1], NULL, 10);
     assert_true(mono >= prev);
     prev = mono;
     assert_true(strtoll(ck.fields[r][4], NULL, 10) >= 0);
+    assert_int_equal(strtoll(ck.fields[r][5], NULL, 10), cs.synchronised);
+    int64_t maxe = strtoll(ck.fields[r][6], NULL, 10), este = strtoll(ck.fields[r][7], NULL, 10);
+    assert_true(maxe >= 0 && maxe <= INT64_C(16000000000) && este >= 0 && este <= INT64_C(16000000000));
   }
   tu_csv_free(&ck);
   json_decref(j);

@@ -22,4 +22,18 @@ struct pirec_clock_anchor {
 
 void pirec_clock_anchor_take(struct pirec_clock_anchor *anchor);
 
+/* How well the kernel believes CLOCK_REALTIME is disciplined (NTP, chrony, PTP), as adjtimex(2)
+ * reports it read-only: synchronised is 0 when the kernel's STA_UNSYNC flag is set or the clock
+ * state is TIME_ERROR; max_error_ns and est_error_ns are the kernel's maximum and estimated
+ * error (set by the time daemon). This one is a system call (no vDSO), cheap and non-blocking.
+ * Returns 0, or a negative errno (then *out is zeroed). */
+struct pirec_clock_sync {
+  int synchronised;
+  int64_t max_error_ns;
+  int64_t est_error_ns;
+  int status; /* the STA_* flags */
+};
+
+int pirec_clock_sync_read(struct pirec_clock_sync *out);
+
 #endif

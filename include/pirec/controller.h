@@ -89,5 +89,9 @@ int pirec_controller_socket_default(const char *config_path, char *buf, size_t c
  * 64 usage, 69 controller not running). */
 int pirec_controller_record_main(int argc, char **argv);
 int pirec_controller_client_main(int argc, char **argv);
+/* `pirec fleet status|start|stop|trial|note [-c FILE] [--broker URL] [--group G] ...`: the fleet's
+ * client over MQTT (docs/FLEET.md). Exit status: 0 every device answered ok, 1 a refusal or no
+ * answer, 64 usage, 69 broker unreachable. */
+int pirec_controller_fleet_main(int argc, char **argv);
 
 #endif

@@ -64,7 +64,9 @@ for p in pirec pirec-remux pirec-camera pirec-eyetracker pirec-notes pirec-audio
 	complete -p "$p" >/dev/null 2>&1 || { echo "FAIL: complete -p $p: not registered"; fail=1; }
 done
 
-expect "pirec " config record status start stop trial note reload keys decrypt archive --version
+expect "pirec " config record status start stop trial note reload fleet keys decrypt archive --version
+expect "pirec fleet " status start stop trial note
+expect "pirec fleet start --" --broker --group --label --session --lead --timeout --json
 expect "pirec re" record reload
 absent "pirec re" config status
 expect "pirec config " check get set defaults reference

@@ -14,7 +14,7 @@ import sys
 
 OPTION = re.compile(r"(?<![\w\-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w\-])")
 PROGRAMS = {
-    "pirec": [[], ["config"], ["record"], ["status"], ["keys"], ["decrypt"], ["archive"]],
+    "pirec": [[], ["config"], ["record"], ["status"], ["fleet"], ["keys"], ["decrypt"], ["archive"]],
     "pirec-remux": [[]],
     "pirec-camera": [[]],
     "pirec-eyetracker": [[]],
