@@ -7,7 +7,8 @@
 #                        the guest read-write over virtio-9p AT THE SAME PATH, so binaries built in
 #                        it (and their rpaths, e.g. to a libgpiod 2 prefix) work unchanged inside.
 #                        Callers put build trees there and list them in $SHARE/tests-$ARCH.list.
-#        QEMU_TIMEOUT    seconds for one boot (default 420)
+#        QEMU_TIMEOUT    seconds for one boot (default 720: under TCG on a loaded 2-core machine the
+#                        amd64 boot with every scenario ran past 420 s; the limit only catches a hang)
 #        PIREC_HW_DISK   a raw disk image attached as /dev/vda (virtio-blk, host page cache: what the
 #                        guest wrote survives qemu's death, what it had not written does not)
 #        PIREC_HW_CUT_AFTER  seconds: once the guest creates $SHARE/powercut-recording, wait this
@@ -32,7 +33,7 @@ ARCH=${1:?usage: vm.sh amd64|arm64}
 WORK=${PIREC_HW_WORK:-/var/tmp/pirec-hw}
 SHARE=$WORK/share
 A=$WORK/$ARCH
-QEMU_TIMEOUT=${QEMU_TIMEOUT:-420}
+QEMU_TIMEOUT=${QEMU_TIMEOUT:-720}
 T_START=$(date +%s.%N)
 step() { echo "hw[$ARCH] $(awk "BEGIN{printf \"%6.1f\", $(date +%s.%N)-$T_START}")s: $*"; }
 die() { echo "hw[$ARCH]: $2" >&2; exit "$1"; }
