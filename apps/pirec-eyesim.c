@@ -79,115 +79,141 @@ static int64_t seconds_ns(const char *v)
   return (int64_t)(d * 1e9);
 }
 
+/* The long options (no short ones but -h). */
+enum {
+  O_HOST = 256,
+  O_HTTP,
+  O_RTSP,
+  O_HZ,
+  O_GSIZE,
+  O_FPS,
+  O_SIZE,
+  O_NOWORLD,
+  O_FFMPEG,
+  O_LOSS,
+  O_MAL,
+  O_BADSDP,
+  O_CHUNKED,
+  O_DAT,
+  O_DFOR,
+  O_DRIFT,
+  O_SRI,
+  O_SR1,
+  O_SEED,
+  O_GLOG,
+  O_WLOG,
+  O_DUR,
+  O_NOEVENTS,
+  O_ELOG,
+  O_ALOG,
+  O_REFUSE,
+  O_FAILEV,
+  O_OFFSET,
+  O_ECHOPORT,
+  O_NOECHO,
+  O_SILENT
+};
+
+static const struct option eyesim_opts[] = {{"host", 1, 0, O_HOST},
+                                            {"http-port", 1, 0, O_HTTP},
+                                            {"rtsp-port", 1, 0, O_RTSP},
+                                            {"gaze-hz", 1, 0, O_HZ},
+                                            {"gaze-size", 1, 0, O_GSIZE},
+                                            {"fps", 1, 0, O_FPS},
+                                            {"size", 1, 0, O_SIZE},
+                                            {"no-world", 0, 0, O_NOWORLD},
+                                            {"ffmpeg", 1, 0, O_FFMPEG},
+                                            {"loss", 1, 0, O_LOSS},
+                                            {"malformed", 1, 0, O_MAL},
+                                            {"bad-sdp", 0, 0, O_BADSDP},
+                                            {"chunked-status", 0, 0, O_CHUNKED},
+                                            {"disconnect-at", 1, 0, O_DAT},
+                                            {"disconnect-for", 1, 0, O_DFOR},
+                                            {"drift-ppm", 1, 0, O_DRIFT},
+                                            {"sr-interval", 1, 0, O_SRI},
+                                            {"first-sr", 1, 0, O_SR1},
+                                            {"seed", 1, 0, O_SEED},
+                                            {"gaze-log", 1, 0, O_GLOG},
+                                            {"world-log", 1, 0, O_WLOG},
+                                            {"duration", 1, 0, O_DUR},
+                                            {"no-events", 0, 0, O_NOEVENTS},
+                                            {"events-log", 1, 0, O_ELOG},
+                                            {"api-log", 1, 0, O_ALOG},
+                                            {"refuse-recording", 1, 0, O_REFUSE},
+                                            {"fail-events", 1, 0, O_FAILEV},
+                                            {"clock-offset", 1, 0, O_OFFSET},
+                                            {"echo-port", 1, 0, O_ECHOPORT},
+                                            {"no-time-echo", 0, 0, O_NOECHO},
+                                            {"echo-silent", 0, 0, O_SILENT},
+                                            {"help", 0, 0, 'h'},
+                                            {"version", 0, 0, 'V'},
+                                            {0, 0, 0, 0}};
+
+/* The device's streams and formats: 1 when c is not one of them, else 0 or -EINVAL (said why). */
+static int stream_option(int c, struct pirec_eyesim_settings *s)
+{
+  switch (c) {
+  case O_HOST: snprintf(s->host, sizeof s->host, "%s", optarg); return 0;
+  case O_HTTP: s->http_port = atoi(optarg); return 0;
+  case O_RTSP: s->rtsp_port = atoi(optarg); return 0;
+  case O_HZ: s->gaze_hz = atoi(optarg); return 0;
+  case O_GSIZE: s->gaze_size = atoi(optarg); return 0;
+  case O_FPS: s->world_fps = atoi(optarg); return 0;
+  case O_SIZE:
+    if (sscanf(optarg, "%dx%d", &s->width, &s->height) != 2) {
+      fprintf(stderr, "pirec-eyesim: --size '%s': expected WxH\n", optarg);
+      return -EINVAL;
+    }
+    return 0;
+  case O_NOWORLD: s->world = 0; return 0;
+  case O_NOEVENTS: s->events = 0; return 0;
+  case O_FFMPEG: snprintf(s->ffmpeg, sizeof s->ffmpeg, "%s", optarg); return 0;
+  case O_DRIFT: s->drift_ppm = atoi(optarg); return 0;
+  case O_SRI: s->sr_interval_ns = (int64_t)atoi(optarg) * 1000000; return 0;
+  case O_SR1: s->first_sr_ns = (int64_t)atoi(optarg) * 1000000; return 0;
+  case O_OFFSET: s->clock_offset_ns = (int64_t)(atof(optarg) * 1e6); return 0;
+  case O_ECHOPORT: s->echo_port = atoi(optarg); return 0;
+  case O_NOECHO: s->no_time_echo = 1; return 0;
+  default: return 1;
+  }
+}
+
+/* Faults to inject and logs to keep: 1 when c is not one of them, else 0. */
+static int fault_option(int c, struct pirec_eyesim_settings *s)
+{
+  switch (c) {
+  case O_LOSS: s->loss = atof(optarg); return 0;
+  case O_MAL: s->malformed = atof(optarg); return 0;
+  case O_BADSDP: s->bad_sdp = 1; return 0;
+  case O_CHUNKED: s->chunked_status = 1; return 0;
+  case O_DAT: s->disconnect_at_ns = seconds_ns(optarg); return 0;
+  case O_DFOR: s->disconnect_for_ns = seconds_ns(optarg); return 0;
+  case O_SEED: s->seed = (uint32_t)strtoul(optarg, NULL, 10); return 0;
+  case O_GLOG: snprintf(s->gaze_log, sizeof s->gaze_log, "%s", optarg); return 0;
+  case O_WLOG: snprintf(s->world_log, sizeof s->world_log, "%s", optarg); return 0;
+  case O_ELOG: snprintf(s->events_log, sizeof s->events_log, "%s", optarg); return 0;
+  case O_ALOG: snprintf(s->api_log, sizeof s->api_log, "%s", optarg); return 0;
+  case O_REFUSE: snprintf(s->refuse_recording, sizeof s->refuse_recording, "%s", optarg); return 0;
+  case O_FAILEV: s->fail_events = atoi(optarg); return 0;
+  case O_SILENT: s->echo_silent = 1; return 0;
+  default: return 1;
+  }
+}
+
 /* Parses the options into s and *duration. Returns 0, 1 after --help or --version, or -EINVAL (said why). */
 static int parse_args(int argc, char **argv, struct pirec_eyesim_settings *s, double *duration)
 {
-  enum {
-    O_HOST = 256,
-    O_HTTP,
-    O_RTSP,
-    O_HZ,
-    O_GSIZE,
-    O_FPS,
-    O_SIZE,
-    O_NOWORLD,
-    O_FFMPEG,
-    O_LOSS,
-    O_MAL,
-    O_BADSDP,
-    O_CHUNKED,
-    O_DAT,
-    O_DFOR,
-    O_DRIFT,
-    O_SRI,
-    O_SR1,
-    O_SEED,
-    O_GLOG,
-    O_WLOG,
-    O_DUR,
-    O_NOEVENTS,
-    O_ELOG,
-    O_ALOG,
-    O_REFUSE,
-    O_FAILEV,
-    O_OFFSET,
-    O_ECHOPORT,
-    O_NOECHO,
-    O_SILENT
-  };
-  static const struct option opts[] = {{"host", 1, 0, O_HOST},
-                                       {"http-port", 1, 0, O_HTTP},
-                                       {"rtsp-port", 1, 0, O_RTSP},
-                                       {"gaze-hz", 1, 0, O_HZ},
-                                       {"gaze-size", 1, 0, O_GSIZE},
-                                       {"fps", 1, 0, O_FPS},
-                                       {"size", 1, 0, O_SIZE},
-                                       {"no-world", 0, 0, O_NOWORLD},
-                                       {"ffmpeg", 1, 0, O_FFMPEG},
-                                       {"loss", 1, 0, O_LOSS},
-                                       {"malformed", 1, 0, O_MAL},
-                                       {"bad-sdp", 0, 0, O_BADSDP},
-                                       {"chunked-status", 0, 0, O_CHUNKED},
-                                       {"disconnect-at", 1, 0, O_DAT},
-                                       {"disconnect-for", 1, 0, O_DFOR},
-                                       {"drift-ppm", 1, 0, O_DRIFT},
-                                       {"sr-interval", 1, 0, O_SRI},
-                                       {"first-sr", 1, 0, O_SR1},
-                                       {"seed", 1, 0, O_SEED},
-                                       {"gaze-log", 1, 0, O_GLOG},
-                                       {"world-log", 1, 0, O_WLOG},
-                                       {"duration", 1, 0, O_DUR},
-                                       {"no-events", 0, 0, O_NOEVENTS},
-                                       {"events-log", 1, 0, O_ELOG},
-                                       {"api-log", 1, 0, O_ALOG},
-                                       {"refuse-recording", 1, 0, O_REFUSE},
-                                       {"fail-events", 1, 0, O_FAILEV},
-                                       {"clock-offset", 1, 0, O_OFFSET},
-                                       {"echo-port", 1, 0, O_ECHOPORT},
-                                       {"no-time-echo", 0, 0, O_NOECHO},
-                                       {"echo-silent", 0, 0, O_SILENT},
-                                       {"help", 0, 0, 'h'},
-                                       {"version", 0, 0, 'V'},
-                                       {0, 0, 0, 0}};
   int c;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", eyesim_opts, NULL)) != -1) {
+    int r = stream_option(c, s);
+    if (r == 1)
+      r = fault_option(c, s);
+    if (r < 0)
+      return r;
+    if (r == 0)
+      continue;
     switch (c) {
-    case O_HOST: snprintf(s->host, sizeof s->host, "%s", optarg); break;
-    case O_HTTP: s->http_port = atoi(optarg); break;
-    case O_RTSP: s->rtsp_port = atoi(optarg); break;
-    case O_HZ: s->gaze_hz = atoi(optarg); break;
-    case O_GSIZE: s->gaze_size = atoi(optarg); break;
-    case O_FPS: s->world_fps = atoi(optarg); break;
-    case O_SIZE:
-      if (sscanf(optarg, "%dx%d", &s->width, &s->height) != 2) {
-        fprintf(stderr, "pirec-eyesim: --size '%s': expected WxH\n", optarg);
-        return -EINVAL;
-      }
-      break;
-    case O_NOWORLD: s->world = 0; break;
-    case O_NOEVENTS: s->events = 0; break;
-    case O_ELOG: snprintf(s->events_log, sizeof s->events_log, "%s", optarg); break;
-    case O_FFMPEG: snprintf(s->ffmpeg, sizeof s->ffmpeg, "%s", optarg); break;
-    case O_LOSS: s->loss = atof(optarg); break;
-    case O_MAL: s->malformed = atof(optarg); break;
-    case O_BADSDP: s->bad_sdp = 1; break;
-    case O_CHUNKED: s->chunked_status = 1; break;
-    case O_DAT: s->disconnect_at_ns = seconds_ns(optarg); break;
-    case O_DFOR: s->disconnect_for_ns = seconds_ns(optarg); break;
-    case O_DRIFT: s->drift_ppm = atoi(optarg); break;
-    case O_SRI: s->sr_interval_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_SR1: s->first_sr_ns = (int64_t)atoi(optarg) * 1000000; break;
-    case O_SEED: s->seed = (uint32_t)strtoul(optarg, NULL, 10); break;
-    case O_GLOG: snprintf(s->gaze_log, sizeof s->gaze_log, "%s", optarg); break;
-    case O_WLOG: snprintf(s->world_log, sizeof s->world_log, "%s", optarg); break;
     case O_DUR: *duration = atof(optarg); break;
-    case O_ALOG: snprintf(s->api_log, sizeof s->api_log, "%s", optarg); break;
-    case O_REFUSE: snprintf(s->refuse_recording, sizeof s->refuse_recording, "%s", optarg); break;
-    case O_FAILEV: s->fail_events = atoi(optarg); break;
-    case O_OFFSET: s->clock_offset_ns = (int64_t)(atof(optarg) * 1e6); break;
-    case O_ECHOPORT: s->echo_port = atoi(optarg); break;
-    case O_NOECHO: s->no_time_echo = 1; break;
-    case O_SILENT: s->echo_silent = 1; break;
     case 'h': usage(stdout); return 1;
     case 'V': printf("pirec-eyesim %s\n", PIREC_VERSION); return 1;
     default: usage(stderr); return -EINVAL;

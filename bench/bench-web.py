@@ -53,11 +53,11 @@ def children(pid):
 
 
 def tree(pid):
-    todo, seen = [pid], []
-    while todo:
-        p = todo.pop()
+    unvisited, seen = [pid], []
+    while unvisited:
+        p = unvisited.pop()
         seen.append(p)
-        todo.extend(children(p))
+        unvisited.extend(children(p))
     return seen
 
 
